@@ -1,0 +1,98 @@
+// A BERT-architecture model: its configuration and float32 host weights.
+//
+// Models come from a Hugging Face-style directory (config.json, model.safetensors,
+// vocab.txt) or are made with seeded random weights at any BERT shape (benchmarks).
+// A Model is immutable once built; engines read it (the CPU engine keeps a reference,
+// the CUDA engine copies and converts it to the device once).
+#ifndef BERT_SERVER_ENGINE_MODEL_H_
+#define BERT_SERVER_ENGINE_MODEL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace bert {
+
+enum class Activation {
+  kGeluErf,   // "gelu": x * Phi(x), the exact form.
+  kGeluTanh,  // "gelu_new" / "gelu_pytorch_tanh": the tanh approximation.
+};
+
+const char* ActivationName(Activation activation);
+
+struct ModelConfig {
+  int num_layers = 12;
+  int hidden_size = 768;
+  int num_heads = 12;
+  int intermediate_size = 3072;
+  int vocab_size = 30522;
+  int max_position_embeddings = 512;
+  int type_vocab_size = 2;
+  float layer_norm_eps = 1e-12f;
+  Activation activation = Activation::kGeluErf;
+
+  int head_dim() const { return hidden_size / num_heads; }
+};
+
+// BERT-base: 12 layers, hidden 768, 12 heads, intermediate 3072, vocab 30522.
+ModelConfig BertBaseConfig();
+
+// A row-major float32 tensor on the host.
+struct HostTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+
+  int64_t size() const { return static_cast<int64_t>(data.size()); }
+};
+
+// One encoder block. Linear weights keep the Hugging Face layout [out_features, in_features].
+struct LayerWeights {
+  HostTensor qkv_weight;  // [3 * hidden, hidden]: query rows, then key rows, then value rows.
+  HostTensor qkv_bias;    // [3 * hidden]
+  HostTensor attention_output_weight;  // [hidden, hidden]
+  HostTensor attention_output_bias;    // [hidden]
+  HostTensor attention_norm_gamma;     // [hidden]
+  HostTensor attention_norm_beta;      // [hidden]
+  HostTensor intermediate_weight;      // [intermediate, hidden]
+  HostTensor intermediate_bias;        // [intermediate]
+  HostTensor output_weight;            // [hidden, intermediate]
+  HostTensor output_bias;              // [hidden]
+  HostTensor output_norm_gamma;        // [hidden]
+  HostTensor output_norm_beta;         // [hidden]
+};
+
+struct ModelWeights {
+  HostTensor word_embeddings;        // [vocab, hidden]
+  HostTensor position_embeddings;    // [max_positions, hidden]
+  HostTensor token_type_embeddings;  // [type_vocab, hidden]
+  HostTensor embedding_norm_gamma;   // [hidden]
+  HostTensor embedding_norm_beta;    // [hidden]
+  std::vector<LayerWeights> layers;
+  // Checkpoints without a pooler (some sentence-embedding exports) cannot serve the
+  // pooled/default heads.
+  bool has_pooler = false;
+  HostTensor pooler_weight;  // [hidden, hidden]
+  HostTensor pooler_bias;    // [hidden]
+};
+
+struct Model {
+  std::string name;       // The directory's base name, or "random-<shape>".
+  std::string directory;  // Empty for random models.
+  ModelConfig config;
+  ModelWeights weights;
+};
+
+// Reads <dir>/config.json and <dir>/model.safetensors. Every defect (missing file, bad
+// JSON, missing or misshapen tensor, unsupported dtype, truncated file, corrupt header)
+// is an error naming the file and tensor.
+absl::StatusOr<Model> LoadModel(const std::string& directory);
+
+// A model with weights drawn from a seeded normal(0, 0.02) (LayerNorm gamma 1, beta 0),
+// the initialisation BERT uses; same seed, same weights.
+Model RandomModel(const ModelConfig& config, uint64_t seed);
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_ENGINE_MODEL_H_

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian 12 / Ubuntu 24.04 machine:
+# Debian packages (Bazel, gRPC, Protobuf, abseil, GoogleTest, OpenBLAS, utf8proc, ...),
+# the Python test tools in .venv, and the default model in models/. Idempotent.
+#
+#   tools/setup.sh            # everything
+#   tools/setup.sh --no-model # skip the default model
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_model=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-model) want_model=0 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+sudo_cmd=""
+if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+
+packages=(
+  bazel-bootstrap pkg-config
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libopenblas-dev libutf8proc-dev prometheus-cpp-dev
+  python3-venv curl unzip clang
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# Debian's bazel wrapper resolves .bazelversion (4.2.3) to /usr/bin/bazel-4.2.3; the
+# package ships the binary as bazel-4.
+if [ ! -x /usr/bin/bazel-4.2.3 ] && [ -x /usr/bin/bazel-4 ]; then
+  $sudo_cmd ln -sf bazel-4 /usr/bin/bazel-4.2.3
+fi
+
+# Python tools used by the tests (reference tokenizer, gRPC client, safetensors I/O).
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import tokenizers, grpc, grpc_tools, numpy, pytest" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements-test.txt
+fi
+
+if [ "$want_model" = 1 ]; then
+  tools/fetch_default_model.sh
+fi
+echo "setup: done"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The project's test command: installs what is needed (tools/setup.sh), builds everything,
+# runs every C++ test (bazel test //...) and every Python end-to-end test (tests/python,
+# against the binaries just built), then prints one closing line "N passed, N failed".
+#
+#   tools/test.sh                 # everything
+#   BAZEL_FLAGS=--config=nocuda tools/test.sh   # on a machine without the CUDA toolkit
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+flags=(${BAZEL_FLAGS:-})
+if [ ! -x /usr/local/cuda/bin/nvcc ] && [[ " ${flags[*]} " != *nocuda* ]]; then
+  echo "test: no CUDA toolkit at /usr/local/cuda; building the CPU backend only"
+  flags+=(--config=nocuda)
+fi
+
+status=0
+rm -rf .test-results && mkdir -p .test-results
+bazel build "${flags[@]}" //... || status=1
+if [ $status = 0 ]; then
+  bazel test "${flags[@]}" --test_summary=short //... || status=1
+  # Collect each test target's JUnit XML.
+  if [ -d bazel-testlogs ]; then
+    (cd bazel-testlogs && find -L . -name test.xml -print0) |
+      while IFS= read -r -d '' f; do
+        name=$(echo "${f#./}" | tr '/' '_')
+        cp "bazel-testlogs/$f" ".test-results/bazel_${name}"
+      done
+  fi
+  BERT_BIN="$PWD/bazel-bin" .venv/bin/python -m pytest -q tests/python \
+    --junitxml=.test-results/pytest.xml || status=1
+fi
+
+.venv/bin/python tools/count_results.py .test-results || status=1
+exit $status
