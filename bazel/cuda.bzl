@@ -7,7 +7,7 @@ CUDA_GENCODE = [
     "-gencode=arch=compute_90,code=compute_90",
 ]
 
-def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
+def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], cu_hdrs = [], **kwargs):
     """One nvcc action per .cu file; the objects go into a cc_library.
 
     Args:
@@ -17,14 +17,17 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
       deps: cc_library deps whose headers the .cu files include (headers are passed to nvcc
         through their package paths; include paths are workspace-relative).
       copts: extra nvcc flags.
+      cu_hdrs: headers from other packages that the .cu files include (labels).
       **kwargs: passed to cc_library.
     """
+    # Every header nvcc may read must be an input of the (sandboxed) action.
+    headers = {h: True for h in hdrs + native.glob(["*.h", "*.cuh"]) + cu_hdrs}.keys()
     objs = []
     for src in srcs:
         obj = src[:-len(".cu")] + ".pic.o"
         native.genrule(
             name = name + "_" + src.replace("/", "_").replace(".", "_"),
-            srcs = [src] + hdrs + ["@cuda//:cuda_headers"] + native.glob(["**/*.h", "**/*.cuh"]),
+            srcs = [src] + headers,
             outs = [obj],
             cmd = " ".join([
                 "/usr/local/cuda/bin/nvcc -c -O3 -std=c++17 -Xcompiler -fPIC",
