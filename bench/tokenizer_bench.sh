@@ -24,7 +24,7 @@ export RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs; $(date -u +%FT%TZ)"
 echo "tokenizers $("$py" -c 'import tokenizers; print(tokenizers.__version__)')"
-printf '%-16s %15s %20s %23s\n' mode throughput texts tokens
+printf '%-18s %15s %20s %23s\n' mode 'MB/s (per CPU-s)' texts/s tokens/s
 "${pin[@]}" bazel-bin/bench/tokenizer_bench --vocab="$vocab" --corpus="$corpus" \
   --min_seconds="$min_seconds" | sed 1d | sed 's/^/ours /'
 "${pin[@]}" "$py" bench/hf_tokenizer_bench.py --vocab="$vocab" --corpus="$corpus" \

@@ -258,7 +258,7 @@ def generate(rng, pools, words, n):
     texts = []
     for _ in range(n):
         parts = []
-        for kind in rng.choices(kinds, weights, k=rng.randint(0, 40)):
+        for kind in rng.choices(kinds, weights, k=rng.randint(0, 28)):
             if kind == "word":
                 parts.append(random_case(rng, rng.choice(words)))
             elif kind == "space":
