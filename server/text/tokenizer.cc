@@ -148,8 +148,11 @@ class BertTokenizer::Run {
         if (!marks_.empty()) FlushMarks();
         switch (kAscii.cls[b]) {
           case kWord:
-            word_.push_back(lowercase ? kAscii.lower[b] : static_cast<char>(b));
-            ++word_chars_;
+            // Past the word limit only the count matters (the word will be [UNK]), which
+            // also bounds the thread-local buffer.
+            if (++word_chars_ <= max_chars_) {
+              word_.push_back(lowercase ? kAscii.lower[b] : static_cast<char>(b));
+            }
             break;
           case kSpace:
             EndWord();
@@ -239,8 +242,7 @@ class BertTokenizer::Run {
       // NFD/lowercasing can map non-ASCII to ASCII (U+037E GREEK QUESTION MARK -> ';').
       switch (kAscii.cls[cp]) {
         case kWord:
-          word_.push_back(static_cast<char>(cp));
-          ++word_chars_;
+          if (++word_chars_ <= max_chars_) word_.push_back(static_cast<char>(cp));
           return;
         case kSpace:
           EndWord();
@@ -265,8 +267,7 @@ class BertTokenizer::Run {
       EndWord();
       return;
     }
-    AppendUtf8(cp, &word_);
-    ++word_chars_;
+    if (++word_chars_ <= max_chars_) AppendUtf8(cp, &word_);
   }
 
   void EmitAsciiPunct(int c) {
@@ -276,10 +277,10 @@ class BertTokenizer::Run {
 
   void EndWord() {
     if (word_.empty()) return;
-    if (word_chars_ > tok_.options_.max_chars_per_word) {
+    if (word_chars_ > max_chars_) {
       ids_->push_back(tok_.unk_id_);
     } else {
-      tok_.WordPiece(word_, word_chars_, ids_);
+      tok_.WordPiece(word_, ids_);
     }
     word_.clear();
     word_chars_ = 0;
@@ -289,6 +290,7 @@ class BertTokenizer::Run {
   std::string& word_;
   std::vector<std::pair<int, int32_t>>& marks_;
   std::vector<int32_t>* ids_;
+  const int max_chars_ = tok_.options_.max_chars_per_word;
   int word_chars_ = 0;
 };
 
@@ -301,9 +303,7 @@ absl::Status BertTokenizer::Tokenize(absl::string_view text, std::vector<int32_t
   return status;
 }
 
-void BertTokenizer::WordPiece(absl::string_view word, int num_chars,
-                              std::vector<int32_t>* ids) const {
-  (void)num_chars;
+void BertTokenizer::WordPiece(absl::string_view word, std::vector<int32_t>* ids) const {
   const size_t first = ids->size();
   const char* data = word.data();
   const size_t n = word.size();

@@ -66,7 +66,7 @@ class BertTokenizer {
   absl::Status Init(const std::vector<absl::string_view>& tokens, Options options);
 
   // Appends the WordPiece ids of one pre-tokenized word (valid UTF-8, non-empty).
-  void WordPiece(absl::string_view word, int num_chars, std::vector<int32_t>* ids) const;
+  void WordPiece(absl::string_view word, std::vector<int32_t>* ids) const;
 
   Options options_;
   std::string arena_;              // All token strings, concatenated.

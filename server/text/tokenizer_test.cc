@@ -179,6 +179,9 @@ TEST_F(TokenizerTest, UnknownAndLongWords) {
   for (int i = 0; i < 100; ++i) e100 += "\u00e9";
   EXPECT_NE(Uncased(e100), std::vector<std::string>{"[UNK]"});
   EXPECT_THAT(Uncased(e100 + "\u00e9"), ElementsAre("[UNK]"));
+  // A megabyte-long word is one [UNK]; the words around it are unaffected.
+  EXPECT_THAT(Uncased("hello " + std::string(1 << 20, 'x') + " world"),
+              ElementsAre("hello", "[UNK]", "world"));
 }
 
 TEST_F(TokenizerTest, InvalidUtf8IsRejected) {
