@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   bert::ModelConfig config = bert::BertBaseConfig();
   config.num_layers = absl::GetFlag(FLAGS_layers);
-  auto model = std::make_shared<const bert::Model>(
-      bert::RandomModel(config, absl::GetFlag(FLAGS_seed)));
+  auto model =
+      std::make_shared<const bert::Model>(bert::RandomModel(config, absl::GetFlag(FLAGS_seed)));
   bert::CpuEngineOptions options;
   options.threads = absl::GetFlag(FLAGS_threads);
   auto engine_or = bert::CpuEngine::Create(model, options);

@@ -23,7 +23,8 @@
 #include "tools/encode_io.h"
 
 ABSL_FLAG(std::string, model_dir, "", "model directory (config.json, model.safetensors)");
-ABSL_FLAG(std::string, inputs, "", "input safetensors (input_word_ids, input_mask, input_type_ids)");
+ABSL_FLAG(std::string, inputs, "",
+          "input safetensors (input_word_ids, input_mask, input_type_ids)");
 ABSL_FLAG(std::string, output, "", "output safetensors to write");
 ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
 ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16 (cuda only)");
@@ -74,9 +75,8 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(EncoderBatch batch, ToEncoderBatch(inputs, first, count));
     absl::Status status = engine->Encode(batch, selection, &out);
     if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat("sequences ", first, "..",
-                                                      first + count - 1, ": ",
-                                                      status.message()));
+      return absl::Status(status.code(), absl::StrCat("sequences ", first, "..", first + count - 1,
+                                                      ": ", status.message()));
     }
     std::copy(out.sequence.begin(), out.sequence.end(), sequence.begin() + first * s * h);
     std::copy(out.pooled.begin(), out.pooled.end(), pooled.begin() + first * h);

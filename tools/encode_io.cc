@@ -29,9 +29,9 @@ absl::StatusOr<PaddedInputs> ReadPaddedInputs(const std::string& path) {
     while (valid < in.seq_length && m[valid] == 1) ++valid;
     for (int j = valid; j < in.seq_length; ++j) {
       if (m[j] != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ": input_mask row ", b, " is not ones followed by zeros (value ", m[j],
-            " at ", j, ")"));
+        return absl::InvalidArgumentError(absl::StrCat(path, ": input_mask row ", b,
+                                                       " is not ones followed by zeros (value ",
+                                                       m[j], " at ", j, ")"));
       }
     }
     if (valid == 0) {

@@ -33,8 +33,9 @@ int main(int argc, char** argv) {
   if (out.empty() || c.num_layers < 1 || c.hidden_size < 1 || c.num_heads < 1 ||
       c.hidden_size % c.num_heads != 0 || c.intermediate_size < 1 || c.vocab_size < 1 ||
       c.max_position_embeddings < 1) {
-    std::fprintf(stderr, "export_random_model: need --out and a valid shape "
-                         "(hidden a multiple of heads)\n");
+    std::fprintf(stderr,
+                 "export_random_model: need --out and a valid shape "
+                 "(hidden a multiple of heads)\n");
     return 2;
   }
   const bert::Model model = bert::RandomModel(c, absl::GetFlag(FLAGS_seed));

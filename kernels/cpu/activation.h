@@ -20,15 +20,21 @@ inline float ErfRational(float x) {
   const float t = c * c;
   const float p =
       ((((1.9845609e-06f * t + 2.8862184e-04f) * t + 4.0038838e-03f) * t + 5.3477455e-02f) * t +
-       1.9618656e-01f) * t + 1.1283790e+00f;
+       1.9618656e-01f) *
+          t +
+      1.1283790e+00f;
   const float q =
       ((((3.7607828e-05f * t + 1.2173105e-03f) * t + 1.5447116e-02f) * t + 1.1646663e-01f) * t +
-       5.0719708e-01f) * t + 1.0f;
+       5.0719708e-01f) *
+          t +
+      1.0f;
   return c * p / q;
 }
 
 // GELU with the vectorisable erf above (used by the GEMM epilogue).
-inline float GeluErfFast(float x) { return 0.5f * x * (1.0f + ErfRational(x * 0.70710678118654752f)); }
+inline float GeluErfFast(float x) {
+  return 0.5f * x * (1.0f + ErfRational(x * 0.70710678118654752f));
+}
 
 // GELU, tanh approximation ("gelu_new", "gelu_pytorch_tanh").
 inline float GeluTanh(float x) {

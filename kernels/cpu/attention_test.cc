@@ -66,9 +66,9 @@ TEST_P(AttentionTest, MatchesDoubleReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionTest,
-    ::testing::Values(Case{1, 64, {0, 3}, {3}},                     // one short sequence
-                      Case{2, 64, {0, 32, 35, 51}, {32, 1, 10}},    // padding rows, 1 key
-                      Case{12, 32, {0, 7, 135}, {7, 100}},          // many heads, 128 rows
+    ::testing::Values(Case{1, 64, {0, 3}, {3}},                   // one short sequence
+                      Case{2, 64, {0, 32, 35, 51}, {32, 1, 10}},  // padding rows, 1 key
+                      Case{12, 32, {0, 7, 135}, {7, 100}},        // many heads, 128 rows
                       Case{4, 128, {0, 20}, {20}}));
 
 TEST(AttentionTest, SubRangeTouchesOnlyItsRows) {

@@ -36,8 +36,8 @@ TEST(EmbeddingTest, SumsTablesByPositionWithinSequenceThenNormalises) {
       std::vector<double> v(hidden);
       double mean = 0, var = 0;
       for (int i = 0; i < hidden; ++i) {
-        v[i] = static_cast<double>(words[ids[r] * hidden + i]) +
-               pos[(r - cu[s]) * hidden + i] + type[type_ids[r] * hidden + i];
+        v[i] = static_cast<double>(words[ids[r] * hidden + i]) + pos[(r - cu[s]) * hidden + i] +
+               type[type_ids[r] * hidden + i];
         mean += v[i];
       }
       mean /= hidden;
@@ -68,8 +68,8 @@ TEST(EmbeddingTest, NullTypeIdsMeansTypeZero) {
   std::vector<float> a(3 * hidden), b(3 * hidden);
   EmbeddingLayerNorm(ids.data(), nullptr, cu.data(), 1, words.data(), pos.data(), type.data(),
                      gamma.data(), beta.data(), hidden, 1e-12f, a.data());
-  EmbeddingLayerNorm(ids.data(), zeros.data(), cu.data(), 1, words.data(), pos.data(),
-                     type.data(), gamma.data(), beta.data(), hidden, 1e-12f, b.data());
+  EmbeddingLayerNorm(ids.data(), zeros.data(), cu.data(), 1, words.data(), pos.data(), type.data(),
+                     gamma.data(), beta.data(), hidden, 1e-12f, b.data());
   EXPECT_EQ(a, b);
 }
 

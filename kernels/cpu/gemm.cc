@@ -15,8 +15,7 @@ namespace {
 // The erf GELU dominates the epilogue's cost and std::erf does not vectorise: an AVX2+FMA
 // version of the rational erf (activation.h), chosen at run time so one binary runs on any
 // x86-64. Same formula, so both paths agree to float rounding.
-__attribute__((target("avx2,fma"))) void BiasGeluErfRowAvx2(float* y, const float* bias,
-                                                             int n) {
+__attribute__((target("avx2,fma"))) void BiasGeluErfRowAvx2(float* y, const float* bias, int n) {
   const __m256 lo = _mm256_set1_ps(-3.925f), hi = _mm256_set1_ps(3.925f);
   const __m256 rsqrt2 = _mm256_set1_ps(0.70710678118654752f);
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
@@ -80,8 +79,8 @@ void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue
 void Linear(const float* x, int rows, int in_features, const float* weight, const float* bias,
             int out_features, Epilogue epilogue, float* y) {
   if (rows <= 0 || out_features <= 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_features, in_features, 1.0f,
-              x, in_features, weight, in_features, 0.0f, y, out_features);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_features, in_features, 1.0f, x,
+              in_features, weight, in_features, 0.0f, y, out_features);
   ApplyEpilogue(y, rows, out_features, bias, epilogue);
 }
 

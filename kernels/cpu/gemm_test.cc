@@ -34,8 +34,8 @@ class LinearTest : public ::testing::TestWithParam<Epilogue> {};
 
 TEST_P(LinearTest, MatchesDoubleReference) {
   const Epilogue e = GetParam();
-  for (auto [rows, in, out] : {std::tuple{1, 8, 4}, std::tuple{37, 64, 96},
-                               std::tuple{130, 128, 384}}) {
+  for (auto [rows, in, out] :
+       {std::tuple{1, 8, 4}, std::tuple{37, 64, 96}, std::tuple{130, 128, 384}}) {
     auto x = RandomVector(rows * in, 1);
     auto w = RandomVector(out * in, 2, 0.1f);
     auto b = RandomVector(out, 3);
@@ -56,9 +56,8 @@ TEST_P(LinearTest, MatchesDoubleReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Epilogues, LinearTest,
-                         ::testing::Values(Epilogue::kNone, Epilogue::kBias,
-                                           Epilogue::kBiasGeluErf, Epilogue::kBiasGeluTanh,
-                                           Epilogue::kBiasTanh));
+                         ::testing::Values(Epilogue::kNone, Epilogue::kBias, Epilogue::kBiasGeluErf,
+                                           Epilogue::kBiasGeluTanh, Epilogue::kBiasTanh));
 
 TEST(ApplyEpilogueTest, EqualsFusedLinear) {
   const int rows = 9, in = 16, out = 24;
@@ -89,7 +88,8 @@ namespace {
 TEST(ErfRationalTest, CloseToStdErfEverywhere) {
   double worst = 0;
   for (float x = -6.0f; x <= 6.0f; x += 1.0f / 4096) {
-    worst = std::max(worst, std::abs(static_cast<double>(ErfRational(x)) - std::erf(static_cast<double>(x))));
+    worst = std::max(
+        worst, std::abs(static_cast<double>(ErfRational(x)) - std::erf(static_cast<double>(x))));
   }
   EXPECT_LT(worst, 6e-7);
   EXPECT_EQ(ErfRational(0.0f), 0.0f);

@@ -13,15 +13,16 @@ namespace {
 using testing::RandomVector;
 using testing::RelativeError;
 
-std::vector<double> Reference(const std::vector<float>& x, const float* bias,
-                              const float* residual, const std::vector<float>& gamma,
-                              const std::vector<float>& beta, int rows, int hidden, double eps) {
+std::vector<double> Reference(const std::vector<float>& x, const float* bias, const float* residual,
+                              const std::vector<float>& gamma, const std::vector<float>& beta,
+                              int rows, int hidden, double eps) {
   std::vector<double> out(rows * hidden);
   for (int r = 0; r < rows; ++r) {
     std::vector<double> v(hidden);
     double mean = 0;
     for (int i = 0; i < hidden; ++i) {
-      v[i] = x[r * hidden + i] + (bias ? bias[i] : 0.0) + (residual ? residual[r * hidden + i] : 0.0);
+      v[i] =
+          x[r * hidden + i] + (bias ? bias[i] : 0.0) + (residual ? residual[r * hidden + i] : 0.0);
       mean += v[i];
     }
     mean /= hidden;

@@ -25,7 +25,8 @@ TEST(PoolerTest, TanhDenseOfFirstRow) {
   for (int s = 0; s < 3; ++s) {
     for (int o = 0; o < hidden; ++o) {
       double acc = b[o];
-      for (int i = 0; i < hidden; ++i) acc += static_cast<double>(w[o * hidden + i]) * x[cu[s] * hidden + i];
+      for (int i = 0; i < hidden; ++i)
+        acc += static_cast<double>(w[o * hidden + i]) * x[cu[s] * hidden + i];
       ref[s * hidden + o] = std::tanh(acc);
     }
   }
@@ -55,7 +56,8 @@ TEST(L2NormalizeTest, UnitNormsAndZeroRowStaysFinite) {
   std::vector<double> ref(3 * hidden);
   for (int r = 0; r < 3; ++r) {
     double n = 0;
-    for (int i = 0; i < hidden; ++i) n += static_cast<double>(x[r * hidden + i]) * x[r * hidden + i];
+    for (int i = 0; i < hidden; ++i)
+      n += static_cast<double>(x[r * hidden + i]) * x[r * hidden + i];
     n = std::max(std::sqrt(n), 1e-12);
     for (int i = 0; i < hidden; ++i) ref[r * hidden + i] = x[r * hidden + i] / n;
   }

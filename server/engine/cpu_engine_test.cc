@@ -116,7 +116,8 @@ TEST(CpuEngineTest, TrimRowsEqualRealRowsOfPadded) {
   for (size_t i = 0; i < seqs.size(); ++i) {
     const size_t n = seqs[i].words.size() * h;
     EXPECT_LE(MaxRelDiff(a.sequence.data() + trim.cu_rows[i] * h,
-                         b.sequence.data() + pad.cu_rows[i] * h, n), 1e-6);
+                         b.sequence.data() + pad.cu_rows[i] * h, n),
+              1e-6);
     // Padding rows are computed (queries), so they are not all zero.
     if (seqs[i].words.size() < static_cast<size_t>(s)) {
       const float* p = b.sequence.data() + (pad.cu_rows[i] + seqs[i].words.size()) * h;
@@ -159,7 +160,8 @@ TEST(CpuEngineTest, SelectionsAreConsistent) {
   for (int s = 0; s < batch.num_sequences(); ++s) {
     for (int j = 0; j < h; ++j) {
       double acc = 0;
-      for (int r = 0; r < batch.num_valid[s]; ++r) acc += full.sequence[(batch.cu_rows[s] + r) * h + j];
+      for (int r = 0; r < batch.num_valid[s]; ++r)
+        acc += full.sequence[(batch.cu_rows[s] + r) * h + j];
       EXPECT_NEAR(full.mean_pooled[s * h + j], acc / batch.num_valid[s], 1e-5);
     }
   }

@@ -11,8 +11,8 @@ namespace {
 absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> model,
                                                   const EngineOptions& options) {
   if (options.dtype != DType::kFloat32) {
-    return absl::InvalidArgumentError(absl::StrCat("the cpu backend runs float32 only, not ",
-                                                   DTypeName(options.dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the cpu backend runs float32 only, not ", DTypeName(options.dtype)));
   }
   CpuEngineOptions cpu;
   cpu.threads = options.cpu_threads;

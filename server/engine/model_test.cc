@@ -52,10 +52,10 @@ class ModelDirTest : public ::testing::Test {
 
   // Writes model.safetensors from the golden tensors, letting `edit` rename (empty name:
   // drop) or change each one.
-  void WriteWeights(const std::function<void(std::string* name, std::string* dtype,
-                                             std::vector<int64_t>* shape,
-                                             std::vector<uint8_t>* bytes)>& edit,
-                    SafetensorsWriter* extra = nullptr) {
+  void WriteWeights(
+      const std::function<void(std::string* name, std::string* dtype, std::vector<int64_t>* shape,
+                               std::vector<uint8_t>* bytes)>& edit,
+      SafetensorsWriter* extra = nullptr) {
     SafetensorsWriter w = extra ? *extra : SafetensorsWriter();
     for (const auto& [name, view] : golden_->tensors()) {
       std::string n = name, dtype = view.dtype;
@@ -177,21 +177,21 @@ class DTypeTest : public ModelDirTest, public ::testing::WithParamInterface<std:
 
 TEST_P(DTypeTest, HalfPrecisionWeightsConvertToFloat32) {
   const std::string dtype_name = GetParam();
-  WriteWeights([&](std::string*, std::string* dtype, std::vector<int64_t>*,
-                   std::vector<uint8_t>* bytes) {
-    std::vector<uint8_t> out(bytes->size() / 2);
-    for (size_t i = 0; i < bytes->size() / 4; ++i) {
-      float f;
-      std::memcpy(&f, bytes->data() + 4 * i, 4);
-      uint32_t bits;
-      std::memcpy(&bits, &f, 4);
-      const uint16_t h = dtype_name == "F16" ? FloatToHalfBits(f)
-                                             : static_cast<uint16_t>((bits + 0x8000u) >> 16);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    }
-    *dtype = dtype_name;
-    *bytes = std::move(out);
-  });
+  WriteWeights(
+      [&](std::string*, std::string* dtype, std::vector<int64_t>*, std::vector<uint8_t>* bytes) {
+        std::vector<uint8_t> out(bytes->size() / 2);
+        for (size_t i = 0; i < bytes->size() / 4; ++i) {
+          float f;
+          std::memcpy(&f, bytes->data() + 4 * i, 4);
+          uint32_t bits;
+          std::memcpy(&bits, &f, 4);
+          const uint16_t h = dtype_name == "F16" ? FloatToHalfBits(f)
+                                                 : static_cast<uint16_t>((bits + 0x8000u) >> 16);
+          std::memcpy(out.data() + 2 * i, &h, 2);
+        }
+        *dtype = dtype_name;
+        *bytes = std::move(out);
+      });
   auto model = LoadModel(dir());
   ASSERT_TRUE(model.ok()) << model.status();
   auto golden = LoadModel(kGolden);
@@ -294,38 +294,38 @@ TEST_F(ModelDirTest, MissingTensor) {
 }
 
 TEST_F(ModelDirTest, MisshapenTensor) {
-  WriteWeights([](std::string* name, std::string*, std::vector<int64_t>* shape,
-                  std::vector<uint8_t>*) {
-    if (*name == "encoder.layer.0.intermediate.dense.weight") *shape = {128, 512};
-  });
+  WriteWeights(
+      [](std::string* name, std::string*, std::vector<int64_t>* shape, std::vector<uint8_t>*) {
+        if (*name == "encoder.layer.0.intermediate.dense.weight") *shape = {128, 512};
+      });
   ExpectError({"model.safetensors", "encoder.layer.0.intermediate.dense.weight", "[128, 512]",
                "[512, 128]"});
 }
 
 TEST_F(ModelDirTest, UnsupportedDType) {
-  WriteWeights([](std::string* name, std::string* dtype, std::vector<int64_t>*,
-                  std::vector<uint8_t>*) {
-    if (*name == "embeddings.LayerNorm.weight") *dtype = "I32";
-  });
+  WriteWeights(
+      [](std::string* name, std::string* dtype, std::vector<int64_t>*, std::vector<uint8_t>*) {
+        if (*name == "embeddings.LayerNorm.weight") *dtype = "I32";
+      });
   ExpectError({"model.safetensors", "embeddings.LayerNorm.weight", "I32"});
 }
 
 TEST_F(ModelDirTest, UnknownDType) {
-  WriteWeights([](std::string* name, std::string* dtype, std::vector<int64_t>*,
-                  std::vector<uint8_t>*) {
-    if (*name == "pooler.dense.bias") *dtype = "Q4";
-  });
+  WriteWeights(
+      [](std::string* name, std::string* dtype, std::vector<int64_t>*, std::vector<uint8_t>*) {
+        if (*name == "pooler.dense.bias") *dtype = "Q4";
+      });
   ExpectError({"model.safetensors", "pooler.dense.bias", "Q4"});
 }
 
 TEST_F(ModelDirTest, NonFiniteWeights) {
-  WriteWeights([](std::string* name, std::string*, std::vector<int64_t>*,
-                  std::vector<uint8_t>* bytes) {
-    if (*name == "encoder.layer.3.output.dense.bias") {
-      const float nan = std::nanf("");
-      std::memcpy(bytes->data() + 8, &nan, 4);
-    }
-  });
+  WriteWeights(
+      [](std::string* name, std::string*, std::vector<int64_t>*, std::vector<uint8_t>* bytes) {
+        if (*name == "encoder.layer.3.output.dense.bias") {
+          const float nan = std::nanf("");
+          std::memcpy(bytes->data() + 8, &nan, 4);
+        }
+      });
   ExpectError({"model.safetensors", "encoder.layer.3.output.dense.bias", "NaN"});
 }
 
@@ -406,8 +406,8 @@ TEST_F(ModelDirTest, OverlappingTensors) {
 TEST_F(ModelDirTest, ConfigVocabDisagreesWithWeights) {
   SetConfig("vocab_size", "2048");
   WriteWeights(nullptr);
-  ExpectError({"model.safetensors", "embeddings.word_embeddings.weight", "[1024, 128]",
-               "[2048, 128]"});
+  ExpectError(
+      {"model.safetensors", "embeddings.word_embeddings.weight", "[1024, 128]", "[2048, 128]"});
 }
 
 TEST_F(ModelDirTest, ConfigHasFewerLayersThanWeights) {
