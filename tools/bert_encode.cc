@@ -7,6 +7,7 @@
 // sequence_output [B, S, H], pooled_output [B, H] (when the model has a pooler) and
 // encoder_outputs.0 .. encoder_outputs.{L-1} [B, S, H], all float32, padding rows included.
 // Sequences run in chunks of --batch_size.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -66,9 +67,15 @@ absl::Status Run() {
   selection.pooled = engine->has_pooler();
   for (int l = 0; l < c.num_layers; ++l) selection.layers.push_back(l);
 
-  std::vector<float> sequence(b * s * h);
-  std::vector<float> pooled(selection.pooled ? b * h : 0);
-  std::vector<std::vector<float>> layers(c.num_layers, std::vector<float>(b * s * h));
+  // One chunk: the engine's buffers become the output as they are. Several: gathered.
+  const bool one_chunk = b <= batch_size;
+  std::vector<float> sequence, pooled;
+  std::vector<std::vector<float>> layers(c.num_layers);
+  if (!one_chunk) {
+    sequence.resize(b * s * h);
+    pooled.resize(selection.pooled ? b * h : 0);
+    for (auto& layer : layers) layer.resize(b * s * h);
+  }
   EncoderOutput out;
   for (int first = 0; first < b; first += batch_size) {
     const int count = static_cast<int>(std::min<int64_t>(batch_size, b - first));
@@ -78,21 +85,28 @@ absl::Status Run() {
       return absl::Status(status.code(), absl::StrCat("sequences ", first, "..", first + count - 1,
                                                       ": ", status.message()));
     }
+    if (one_chunk) {
+      sequence = std::move(out.sequence);
+      pooled = std::move(out.pooled);
+      layers = std::move(out.layers);
+      break;
+    }
     std::copy(out.sequence.begin(), out.sequence.end(), sequence.begin() + first * s * h);
     std::copy(out.pooled.begin(), out.pooled.end(), pooled.begin() + first * h);
     for (int l = 0; l < c.num_layers; ++l) {
       std::copy(out.layers[l].begin(), out.layers[l].end(), layers[l].begin() + first * s * h);
     }
   }
+  out = EncoderOutput();
 
   SafetensorsWriter writer;
   writer.SetMetadata("model", model->name);
   writer.SetMetadata("backend", info.backend);
   writer.SetMetadata("dtype", DTypeName(info.dtype));
-  writer.AddFloat32("sequence_output", {b, s, h}, sequence);
-  if (selection.pooled) writer.AddFloat32("pooled_output", {b, h}, pooled);
+  writer.AddFloat32("sequence_output", {b, s, h}, std::move(sequence));
+  if (selection.pooled) writer.AddFloat32("pooled_output", {b, h}, std::move(pooled));
   for (int l = 0; l < c.num_layers; ++l) {
-    writer.AddFloat32(absl::StrCat("encoder_outputs.", l), {b, s, h}, layers[l]);
+    writer.AddFloat32(absl::StrCat("encoder_outputs.", l), {b, s, h}, std::move(layers[l]));
   }
   if (!selection.pooled) {
     std::fprintf(stderr, "bert_encode: the model has no pooler; pooled_output not written\n");

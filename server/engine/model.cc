@@ -131,6 +131,7 @@ class WeightReader {
                        ", expected ", ShapeString(expected), " from config.json"));
     }
     ASSIGN_OR_RETURN(out->data, file_.ReadFloat32(full, nullptr));
+    file_.DropPages(full);
     for (float v : out->data) {
       if (!std::isfinite(v)) {
         return absl::InvalidArgumentError(

@@ -247,6 +247,16 @@ const SafetensorsView* SafetensorsFile::Find(const std::string& name) const {
   return it == tensors_.end() ? nullptr : &it->second;
 }
 
+void SafetensorsFile::DropPages(const std::string& name) const {
+  const SafetensorsView* view = Find(name);
+  if (view == nullptr || view->nbytes == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(view->data) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(view->data) + view->nbytes;
+  // Advice only: failure changes nothing but memory use.
+  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(const std::string& name,
                                                                 std::vector<int64_t>* shape) const {
   const SafetensorsView* view = Find(name);
@@ -302,8 +312,18 @@ void SafetensorsWriter::AddFloat32(const std::string& name, std::vector<int64_t>
   Entry& e = entries_[name];
   e.dtype = "F32";
   e.shape = std::move(shape);
+  e.floats.clear();
   e.bytes.resize(values.size() * sizeof(float));
   if (!values.empty()) std::memcpy(e.bytes.data(), values.data(), e.bytes.size());
+}
+
+void SafetensorsWriter::AddFloat32(const std::string& name, std::vector<int64_t> shape,
+                                   std::vector<float>&& values) {
+  Entry& e = entries_[name];
+  e.dtype = "F32";
+  e.shape = std::move(shape);
+  e.bytes.clear();
+  e.floats = std::move(values);
 }
 
 void SafetensorsWriter::AddInt32(const std::string& name, std::vector<int64_t> shape,
@@ -311,6 +331,7 @@ void SafetensorsWriter::AddInt32(const std::string& name, std::vector<int64_t> s
   Entry& e = entries_[name];
   e.dtype = "I32";
   e.shape = std::move(shape);
+  e.floats.clear();
   e.bytes.resize(values.size() * sizeof(int32_t));
   if (!values.empty()) std::memcpy(e.bytes.data(), values.data(), e.bytes.size());
 }
@@ -320,6 +341,7 @@ void SafetensorsWriter::AddRaw(const std::string& name, const std::string& dtype
   Entry& e = entries_[name];
   e.dtype = dtype;
   e.shape = std::move(shape);
+  e.floats.clear();
   e.bytes = std::move(bytes);
 }
 
@@ -332,10 +354,9 @@ absl::Status SafetensorsWriter::Write(const std::string& path) const {
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
   uint64_t offset = 0;
   for (const auto& [name, e] : entries_) {
-    header[name] = {{"dtype", e.dtype},
-                    {"shape", e.shape},
-                    {"data_offsets", {offset, offset + e.bytes.size()}}};
-    offset += e.bytes.size();
+    header[name] = {
+        {"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.size()}}};
+    offset += e.size();
   }
   std::string text = header.dump();
   // Pad with spaces so that the data section starts 8-byte aligned.
@@ -347,7 +368,7 @@ absl::Status SafetensorsWriter::Write(const std::string& path) const {
   out.write(reinterpret_cast<const char*>(&header_len), sizeof(header_len));
   out.write(text.data(), text.size());
   for (const auto& [name, e] : entries_) {
-    out.write(reinterpret_cast<const char*>(e.bytes.data()), e.bytes.size());
+    out.write(e.data(), e.size());
   }
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));

@@ -55,6 +55,11 @@ class SafetensorsFile {
   // Null when absent.
   const SafetensorsView* Find(const std::string& name) const;
 
+  // Tells the kernel that the pages holding `name` are not needed any more (a loader that
+  // has copied a tensor calls it so that the mapping and the copies are not both resident).
+  // The data stays readable: pages come back from the file if touched again.
+  void DropPages(const std::string& name) const;
+
   // The tensor converted to float32 (from F32, F16 or BF16); NOT_FOUND when absent,
   // INVALID_ARGUMENT for another dtype.
   absl::StatusOr<std::vector<float>> ReadFloat32(const std::string& name,
@@ -78,6 +83,8 @@ class SafetensorsWriter {
  public:
   void AddFloat32(const std::string& name, std::vector<int64_t> shape,
                   absl::Span<const float> values);
+  // Takes the values without copying them.
+  void AddFloat32(const std::string& name, std::vector<int64_t> shape, std::vector<float>&& values);
   void AddInt32(const std::string& name, std::vector<int64_t> shape,
                 absl::Span<const int32_t> values);
   // Any dtype, bytes as they are stored (little-endian); the writer does not check that
@@ -93,7 +100,14 @@ class SafetensorsWriter {
   struct Entry {
     std::string dtype;
     std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> bytes;  // the data, unless `floats` holds it
+    std::vector<float> floats;
+
+    const char* data() const {
+      return floats.empty() ? reinterpret_cast<const char*>(bytes.data())
+                            : reinterpret_cast<const char*>(floats.data());
+    }
+    size_t size() const { return floats.empty() ? bytes.size() : floats.size() * sizeof(float); }
   };
   std::map<std::string, Entry> entries_;
   std::map<std::string, std::string> metadata_;
