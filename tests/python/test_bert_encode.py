@@ -59,14 +59,14 @@ def relative_error(out, ref):
 
 
 @pytest.mark.parametrize("model", ["tiny-l4-h128", "tiny-l12-h64-s128"])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_matches_golden(tmp_path, model, threads):
+@pytest.mark.parametrize("threads,batch_size", [(1, 2), (2, 32)])  # several chunks / one
+def test_matches_golden(tmp_path, model, threads, batch_size):
     expected = read_safetensors(GOLDEN / model / "expected.safetensors")
     out_path = tmp_path / "out.safetensors"
     subprocess.run([bert_encode(), f"--model_dir={GOLDEN / model}",
                     f"--inputs={GOLDEN / model / 'expected.safetensors'}",
                     f"--output={out_path}", "--backend=cpu", f"--threads={threads}",
-                    "--batch_size=2"], check=True, timeout=300)
+                    f"--batch_size={batch_size}"], check=True, timeout=300)
     out = read_safetensors(out_path)
     config = json.loads((GOLDEN / model / "config.json").read_text())
     wanted = {"sequence_output", "pooled_output"} | {
