@@ -24,21 +24,29 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
         obj = src[:-len(".cu")] + ".pic.o"
         native.genrule(
             name = name + "_" + src.replace("/", "_").replace(".", "_"),
-            srcs = [src] + hdrs + ["@cuda//:cuda_headers"] + native.glob(["**/*.h", "**/*.cuh"]),
+            srcs = [src] + hdrs + native.glob(["**/*.h", "**/*.cuh"], exclude = hdrs) + select({
+                "//bazel:cuda_off": [],
+                "//conditions:default": ["@cuda//:cuda_headers"],
+            }),
             outs = [obj],
-            cmd = " ".join([
-                "/usr/local/cuda/bin/nvcc -c -O3 -std=c++17 -Xcompiler -fPIC",
-                "--expt-relaxed-constexpr -lineinfo",
-                "-I. -I$(GENDIR)",
-            ] + CUDA_GENCODE + copts + [
-                "$(location %s) -o $@" % src,
-            ]),
+            # With --config=nocuda nothing is compiled (the object is an empty placeholder
+            # that no target links): CPU-only machines may lack nvcc and /usr/local/cuda.
+            cmd = select({
+                "//bazel:cuda_off": "touch $@",
+                "//conditions:default": " ".join([
+                    "/usr/local/cuda/bin/nvcc -c -O3 -std=c++17 -Xcompiler -fPIC",
+                    "--expt-relaxed-constexpr -lineinfo",
+                    "-I. -I$(GENDIR)",
+                ] + CUDA_GENCODE + copts + [
+                    "$(location %s) -o $@" % src,
+                ]),
+            }),
         )
         objs.append(obj)
     native.cc_library(
         name = name,
-        srcs = objs,
+        srcs = select({"//bazel:cuda_off": [], "//conditions:default": objs}),
         hdrs = hdrs,
-        deps = deps + ["@cuda//:cudart"],
+        deps = deps + select({"//bazel:cuda_off": [], "//conditions:default": ["@cuda//:cudart"]}),
         **kwargs
     )
