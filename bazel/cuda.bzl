@@ -7,16 +7,22 @@ CUDA_GENCODE = [
     "-gencode=arch=compute_90,code=compute_90",
 ]
 
-def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
+def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], nvcc_srcs = [], **kwargs):
     """One nvcc action per .cu file; the objects go into a cc_library.
+
+    With --config=nocuda (//bazel:cuda_off) the nvcc actions are never run: they are tagged
+    manual (so //... does not build them) and the cc_library then has no objects and no
+    CUDA deps, only its headers.
 
     Args:
       name: the cc_library's name.
       srcs: .cu files.
       hdrs: headers the .cu files and users include.
-      deps: cc_library deps whose headers the .cu files include (headers are passed to nvcc
-        through their package paths; include paths are workspace-relative).
+      deps: cc_library deps of the library (linked; NOT visible to nvcc).
       copts: extra nvcc flags.
+      nvcc_srcs: extra files (headers from other packages) the .cu files include; nvcc runs
+        in a sandbox that only holds the declared inputs. The .h/.cuh files of this package
+        are always included. Include paths are workspace-relative.
       **kwargs: passed to cc_library.
     """
     objs = []
@@ -24,7 +30,8 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
         obj = src[:-len(".cu")] + ".pic.o"
         native.genrule(
             name = name + "_" + src.replace("/", "_").replace(".", "_"),
-            srcs = [src] + hdrs + ["@cuda//:cuda_headers"] + native.glob(["**/*.h", "**/*.cuh"]),
+            srcs = [src] + hdrs + nvcc_srcs +
+                   native.glob(["**/*.h", "**/*.cuh"], exclude = hdrs + nvcc_srcs),
             outs = [obj],
             cmd = " ".join([
                 "/usr/local/cuda/bin/nvcc -c -O3 -std=c++17 -Xcompiler -fPIC",
@@ -33,12 +40,19 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
             ] + CUDA_GENCODE + copts + [
                 "$(location %s) -o $@" % src,
             ]),
+            tags = ["manual"],
         )
         objs.append(obj)
     native.cc_library(
         name = name,
-        srcs = objs,
+        srcs = select({
+            "//bazel:cuda_off": [],
+            "//conditions:default": objs,
+        }),
         hdrs = hdrs,
-        deps = deps + ["@cuda//:cudart"],
+        deps = select({
+            "//bazel:cuda_off": [],
+            "//conditions:default": deps + ["@cuda//:cudart"],
+        }),
         **kwargs
     )

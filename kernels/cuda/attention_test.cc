@@ -19,8 +19,10 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention.h"
 
 namespace bert::cuda {
@@ -289,6 +291,22 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
     EXPECT_EQ(unwritten, 0);
     EXPECT_EQ(bad, 0) << "of " << total * hidden << " outputs; worst relative error " << worst;
     RecordProperty("worst_relative_error", std::to_string(worst));
+
+    if constexpr (std::is_same_v<T, float>) {
+      // fp32 must also equal the project's CPU reference (float statistics, OpenBLAS).
+      std::vector<float> cpu_out(total * hidden, NAN);
+      bert::cpu::Attention(qkv_f.data(), cu.data(), b.valid.data(), num_seqs, b.num_heads,
+                           head_dim, cpu_out.data());
+      int64_t cpu_bad = 0;
+      for (int64_t i = 0; i < total * hidden; ++i) {
+        const double err = std::fabs(out_t[i] - cpu_out[i]) / (std::fabs(cpu_out[i]) + mean_abs);
+        if (!(err <= tol) && ++cpu_bad <= 5) {
+          ADD_FAILURE() << "vs bert::cpu::Attention, row " << i / hidden << " col "
+                        << i % hidden << ": got " << out_t[i] << ", cpu " << cpu_out[i];
+        }
+      }
+      EXPECT_EQ(cpu_bad, 0);
+    }
   }
 };
 
