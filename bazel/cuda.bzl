@@ -7,16 +7,22 @@ CUDA_GENCODE = [
     "-gencode=arch=compute_90,code=compute_90",
 ]
 
-def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
+def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], nvcc_srcs = [], **kwargs):
     """One nvcc action per .cu file; the objects go into a cc_library.
+
+    With --config=nocuda (//bazel:cuda_off) the nvcc actions are never run: they are tagged
+    manual (so //... does not build them) and the cc_library then has no objects and no
+    CUDA deps, only its headers.
 
     Args:
       name: the cc_library's name.
       srcs: .cu files.
       hdrs: headers the .cu files and users include.
-      deps: cc_library deps whose headers the .cu files include (headers are passed to nvcc
-        through their package paths; include paths are workspace-relative).
+      deps: cc_library deps of the library (linked; NOT visible to nvcc).
       copts: extra nvcc flags.
+      nvcc_srcs: extra files (headers from other packages) the .cu files include; nvcc runs
+        in a sandbox that only holds the declared inputs. The .h/.cuh files of this package
+        are always included. Include paths are workspace-relative.
       **kwargs: passed to cc_library.
     """
     objs = []
@@ -24,29 +30,29 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
         obj = src[:-len(".cu")] + ".pic.o"
         native.genrule(
             name = name + "_" + src.replace("/", "_").replace(".", "_"),
-            srcs = [src] + hdrs + native.glob(["**/*.h", "**/*.cuh"], exclude = hdrs) + select({
-                "//bazel:cuda_off": [],
-                "//conditions:default": ["@cuda//:cuda_headers"],
-            }),
+            srcs = [src] + hdrs + nvcc_srcs +
+                   native.glob(["**/*.h", "**/*.cuh"], exclude = hdrs + nvcc_srcs),
             outs = [obj],
-            # With --config=nocuda nothing is compiled (the object is an empty placeholder
-            # that no target links): CPU-only machines may lack nvcc and /usr/local/cuda.
-            cmd = select({
-                "//bazel:cuda_off": "touch $@",
-                "//conditions:default": " ".join([
-                    "/usr/local/cuda/bin/nvcc -c -O3 -std=c++17 -Xcompiler -fPIC",
-                    "--expt-relaxed-constexpr -lineinfo",
-                    "-I. -I$(GENDIR)",
-                ] + CUDA_GENCODE + copts + [
-                    "$(location %s) -o $@" % src,
-                ]),
-            }),
+            cmd = " ".join([
+                "/usr/local/cuda/bin/nvcc -c -O3 -std=c++17 -Xcompiler -fPIC",
+                "--expt-relaxed-constexpr -lineinfo",
+                "-I. -I$(GENDIR)",
+            ] + CUDA_GENCODE + copts + [
+                "$(location %s) -o $@" % src,
+            ]),
+            tags = ["manual"],
         )
         objs.append(obj)
     native.cc_library(
         name = name,
-        srcs = select({"//bazel:cuda_off": [], "//conditions:default": objs}),
+        srcs = select({
+            "//bazel:cuda_off": [],
+            "//conditions:default": objs,
+        }),
         hdrs = hdrs,
-        deps = deps + select({"//bazel:cuda_off": [], "//conditions:default": ["@cuda//:cudart"]}),
+        deps = select({
+            "//bazel:cuda_off": [],
+            "//conditions:default": deps + ["@cuda//:cudart"],
+        }),
         **kwargs
     )
