@@ -56,7 +56,7 @@ struct DeviceLayer {
 };
 
 template <typename T>
-class CudaEngine final : public Engine {
+class CudaEngine final : public Engine, public CudaEngineTiming {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const Model> model,
                                                         DType dtype, int max_batch_tokens,
@@ -73,6 +73,7 @@ class CudaEngine final : public Engine {
   }
   absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
                       EncoderOutput* output) override;
+  float last_gpu_milliseconds() const override { return last_gpu_ms_; }
 
  private:
   CudaEngine(std::shared_ptr<const Model> model, DType dtype, int max_batch_tokens)
@@ -84,9 +85,20 @@ class CudaEngine final : public Engine {
   absl::Status UploadFloat(const HostTensor& tensor, DeviceBuffer<float>* out);
   absl::Status RunEncoder(const EncoderBatch& batch, const OutputSelection& selection,
                           EncoderOutput* output);
-  // Copies `count` values (device, T or fp32) to `dst` as fp32; synchronises the stream.
+  // Enqueues a copy of `count` device values (T or fp32) into the pinned buffer; `dst` is
+  // sized now and filled by Flush (which runs early when the pinned buffer is full).
   absl::Status CopyOut(const T* src, size_t count, std::vector<float>* dst);
   absl::Status CopyOutFloat(const float* src, size_t count, std::vector<float>* dst);
+  // Waits for the stream, then moves the pending outputs into their vectors.
+  absl::Status Flush();
+
+  struct PendingCopy {
+    size_t offset;  // in host_out_
+    size_t count;
+    std::vector<float>* dst;
+  };
+  std::vector<PendingCopy> pending_;
+  size_t pending_used_ = 0;
 
   std::shared_ptr<const Model> model_;
   DType dtype_;
@@ -94,6 +106,8 @@ class CudaEngine final : public Engine {
   std::string device_name_;
 
   cuda::CudaStream stream_;
+  cuda::CudaEvent start_, stop_;
+  float last_gpu_ms_ = 0.f;
   std::unique_ptr<cuda::Gemm> gemm_;
 
   // Weights.
@@ -111,7 +125,7 @@ class CudaEngine final : public Engine {
   DeviceBuffer<T> ffn_;              // [tokens, intermediate]
   DeviceBuffer<T> pool_in_, pool_dense_;  // [tokens (as sequences), hidden]
   DeviceBuffer<float> out_f32_;      // [tokens, hidden] fp32 results before the copy out
-  cuda::PinnedBuffer<float> host_out_;    // [tokens, hidden]
+  cuda::PinnedBuffer<float> host_out_;    // [2 * tokens, hidden]: outputs before Flush
   DeviceBuffer<float> staging_;      // fp32 staging for weight conversion (load only)
 };
 
@@ -231,6 +245,8 @@ absl::Status CudaEngine<T>::Init(bool allow_tf32) {
   }
 
   RETURN_IF_ERROR(ToStatus(stream_.Create(), "creating the stream"));
+  RETURN_IF_ERROR(ToStatus(start_.Create(), "creating events"));
+  RETURN_IF_ERROR(ToStatus(stop_.Create(), "creating events"));
   RETURN_IF_ERROR(ToStatus(cuda::Gemm::Create(cuda::Gemm::kDefaultWorkspaceBytes, allow_tf32,
                                               &gemm_),
                            "creating cuBLASLt"));
@@ -272,7 +288,8 @@ absl::Status CudaEngine<T>::Init(bool allow_tf32) {
   RETURN_IF_ERROR(ToStatus(pool_in_.Allocate(tokens * hidden), "allocating workspace"));
   RETURN_IF_ERROR(ToStatus(pool_dense_.Allocate(tokens * hidden), "allocating workspace"));
   RETURN_IF_ERROR(ToStatus(out_f32_.Allocate(tokens * hidden), "allocating workspace"));
-  RETURN_IF_ERROR(ToStatus(host_out_.Allocate(tokens * hidden), "allocating pinned memory"));
+  RETURN_IF_ERROR(
+      ToStatus(host_out_.Allocate(2 * tokens * hidden), "allocating pinned memory"));
 
   RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "loading weights"));
   staging_.Reset();  // Only needed while loading.
@@ -280,14 +297,27 @@ absl::Status CudaEngine<T>::Init(bool allow_tf32) {
 }
 
 template <typename T>
+absl::Status CudaEngine<T>::Flush() {
+  RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "running the encoder"));
+  for (const PendingCopy& p : pending_) {
+    std::memcpy(p.dst->data(), host_out_.get() + p.offset, p.count * sizeof(float));
+  }
+  pending_.clear();
+  pending_used_ = 0;
+  return absl::OkStatus();
+}
+
+template <typename T>
 absl::Status CudaEngine<T>::CopyOutFloat(const float* src, size_t count, std::vector<float>* dst) {
   dst->resize(count);
   if (count == 0) return absl::OkStatus();
-  RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(host_out_.get(), src, count * sizeof(float),
-                                           cudaMemcpyDeviceToHost, stream_.get()),
+  if (pending_used_ + count > host_out_.size()) RETURN_IF_ERROR(Flush());
+  RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(host_out_.get() + pending_used_, src,
+                                           count * sizeof(float), cudaMemcpyDeviceToHost,
+                                           stream_.get()),
                            "copying outputs"));
-  RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "running the encoder"));
-  std::memcpy(dst->data(), host_out_.get(), count * sizeof(float));
+  pending_.push_back(PendingCopy{pending_used_, count, dst});
+  pending_used_ += count;
   return absl::OkStatus();
 }
 
@@ -296,6 +326,7 @@ absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, std::vector<floa
   if (std::is_same<T, float>::value) {
     return CopyOutFloat(reinterpret_cast<const float*>(src), count, dst);
   }
+  // out_f32_ is reused by the next conversion only after this copy (stream order).
   RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<T, float>(src, count, out_f32_.get(),
                                                          stream_.get()),
                            "converting outputs"));
@@ -313,7 +344,22 @@ absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelect
                      "max_batch_tokens ", max_tokens_, "; split it"));
   }
   *output = EncoderOutput();
-  return RunEncoder(batch, selection, output);
+  pending_.clear();
+  pending_used_ = 0;
+  RETURN_IF_ERROR(CudaCall(cudaEventRecord(start_.get(), stream_.get()), "cudaEventRecord"));
+  absl::Status status = RunEncoder(batch, selection, output);
+  if (status.ok()) {
+    status = CudaCall(cudaEventRecord(stop_.get(), stream_.get()), "cudaEventRecord");
+  }
+  // Flush also surfaces asynchronous faults when nothing was copied out.
+  const absl::Status flushed = Flush();
+  if (!status.ok()) {
+    *output = EncoderOutput();
+    return status;
+  }
+  RETURN_IF_ERROR(flushed);
+  return CudaCall(cudaEventElapsedTime(&last_gpu_ms_, start_.get(), stop_.get()),
+                  "cudaEventElapsedTime");
 }
 
 template <typename T>
@@ -436,8 +482,7 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch,
     RETURN_IF_ERROR(
         CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, &output->mean_pooled));
   }
-  // Surfaces asynchronous faults even when nothing was copied out.
-  return CudaCall(cudaStreamSynchronize(stream), "running the encoder");
+  return absl::OkStatus();
 }
 
 }  // namespace

@@ -30,6 +30,16 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const M
                                                          DType dtype, int max_batch_tokens,
                                                          bool allow_tf32);
 
+// Engines made by CreateCudaEngine also implement this (dynamic_cast from Engine): the GPU
+// time of the last Encode, measured with CUDA events on the engine's stream from before the
+// batch upload to after the last output copy is enqueued (it includes a host wait only when
+// the outputs overflow the pinned buffer, e.g. many intermediate layers). For benchmarks.
+class CudaEngineTiming {
+ public:
+  virtual ~CudaEngineTiming() = default;
+  virtual float last_gpu_milliseconds() const = 0;
+};
+
 // The number of CUDA devices usable by this process (0 when there is no driver or GPU).
 int CudaDeviceCount();
 
