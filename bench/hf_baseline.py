@@ -92,10 +92,10 @@ def main():
     p.add_argument("--batches", default="1,8,32,128,256")
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--dtypes", default="fp32,fp16,bf16")
-    p.add_argument("--compile_batches", default="32,128")
-    p.add_argument("--reduce_overhead_batches", default="1,8,32")
+    p.add_argument("--compile_batches", default="128")
+    p.add_argument("--reduce_overhead_batches", default="1,32")
     p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--budget_s", type=float, default=240,
+    p.add_argument("--budget_s", type=float, default=200,
                    help="skip remaining compiled cases once this much time has passed")
     a = p.parse_args()
 

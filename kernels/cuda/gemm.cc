@@ -87,12 +87,7 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
   if (epilogue == GemmEpilogue::kBiasGeluTanh) epi = CUBLASLT_EPILOGUE_GELU_BIAS;
   BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
       plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-  if (epi != CUBLASLT_EPILOGUE_DEFAULT) {
-    // The bias has the output's type (the default, stated for clarity).
-    const cudaDataType_t bias_type = type;
-    BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
-  }
+  // The bias vector has the output's type (cuBLASLt's default for non-FP8 GEMMs).
   // See gemm.h: A = W stored (in x out), B = x stored (in x rows), C = D = y (out x rows).
   BERT_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatrixLayoutCreate(&plan->a, type, in_features, out_features, in_features));
