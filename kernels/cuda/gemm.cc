@@ -149,6 +149,8 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
                 static_cast<int>(epilogue), alignment);
   auto it = plans_.find(key);
   if (it == plans_.end()) {
+    // Serving sees many row counts: bound the cache (plans are cheap to rebuild).
+    if (plans_.size() >= kMaxPlans) plans_.clear();
     std::unique_ptr<Plan> plan;
     BERT_CUDA_RETURN_IF_NOT_OK(
         MakePlan(dtype, rows, in_features, out_features, epilogue, alignment, &plan));

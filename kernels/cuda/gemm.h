@@ -12,8 +12,8 @@
 // accumulation, fp32 alpha/beta, bias in T.
 //
 // The heuristic's algorithm, descriptors and layouts are chosen once per (rows, in, out,
-// dtype, epilogue, pointer alignment) and cached; the workspace is allocated once at
-// creation. Not thread-safe: one Gemm per stream/engine.
+// dtype, epilogue, pointer alignment) and cached (bounded: kMaxPlans); the workspace is
+// allocated once at creation. Not thread-safe: one Gemm per stream/engine.
 #ifndef BERT_KERNELS_CUDA_GEMM_H_
 #define BERT_KERNELS_CUDA_GEMM_H_
 
@@ -60,6 +60,8 @@ struct GemmDTypeOf<__nv_bfloat16> {
 class Gemm {
  public:
   static constexpr size_t kDefaultWorkspaceBytes = 32u << 20;
+  // The plan cache is emptied when it reaches this size (each plan is a few host KB).
+  static constexpr size_t kMaxPlans = 4096;
 
   // Creates the cuBLASLt handle and the workspace on the current device.
   static CudaStatus Create(size_t workspace_bytes, bool allow_tf32, std::unique_ptr<Gemm>* out);

@@ -8,6 +8,10 @@
 // ids/types/cu_rows/num_valid, then embeddings + LayerNorm, the encoder blocks, and the
 // requested outputs copied back as fp32.
 //
+// Every device pointer a batch uses is fixed at creation and the per-batch work is one
+// stream of launches, so a later CUDA-graph cache keyed by (rows, sequences, selection) can
+// capture it as is (not done yet).
+//
 // fp32 is exact IEEE fp32 (no TF32) unless `allow_tf32`; fp16/bf16 accumulate in fp32.
 // Not thread-safe (Engine's contract: one Encode at a time). The engine uses the current
 // CUDA device (device 0 unless the caller set another).
