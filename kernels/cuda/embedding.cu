@@ -46,7 +46,8 @@ __global__ void EmbeddingLnKernel(const int32_t* __restrict__ word_ids,
   const int position = row - __ldg(cu_rows + seq);
   const T* word = word_table + static_cast<size_t>(__ldg(word_ids + row)) * hidden;
   const T* pos = position_table + static_cast<size_t>(position) * hidden;
-  const T* type = type_table + static_cast<size_t>(__ldg(type_ids + row)) * hidden;
+  const int type_id = type_ids != nullptr ? __ldg(type_ids + row) : 0;
+  const T* type = type_table + static_cast<size_t>(type_id) * hidden;
   float v[kChunks][kVec];
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) {
@@ -57,7 +58,8 @@ __global__ void EmbeddingLnKernel(const int32_t* __restrict__ word_ids,
       internal::LoadFloats<T, kVec>(pos + col, p);
       internal::LoadFloats<T, kVec>(type + col, t);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) v[c][i] = (w[i] + p[i]) + t[i];
+      // Hugging Face BertEmbeddings' order: (word + type) + position.
+      for (int i = 0; i < kVec; ++i) v[c][i] = (w[i] + t[i]) + p[i];
     }
   }
   internal::LnNormalizeStore<T, kVec, kChunks>(v, lane, hidden, gamma, beta, eps,

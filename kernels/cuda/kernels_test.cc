@@ -108,7 +108,8 @@ class RowKernelTest : public ::testing::TestWithParam<RowParam> {
 };
 
 template <typename T>
-void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, bool in_place) {
+void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, bool in_place,
+                                   bool with_residual = true) {
   std::mt19937 rng = FreshRng();
   const size_t n = static_cast<size_t>(s.rows) * s.hidden;
   std::vector<float> x = RandomVector(n, rng, 2.0f), residual = RandomVector(n, rng),
@@ -119,8 +120,9 @@ void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, 
   RoundThrough<T>(&residual);
   RoundThrough<T>(&bias);
   std::vector<float> ref(n);
-  cpu::AddBiasResidualLayerNorm(x.data(), with_bias ? bias.data() : nullptr, residual.data(),
-                                gamma.data(), beta.data(), s.rows, s.hidden, 1e-12f, ref.data());
+  cpu::AddBiasResidualLayerNorm(x.data(), with_bias ? bias.data() : nullptr,
+                                with_residual ? residual.data() : nullptr, gamma.data(),
+                                beta.data(), s.rows, s.hidden, 1e-12f, ref.data());
 
   DeviceArray<T> d_x(x), d_res(residual), d_bias(bias), d_out(n);
   DeviceArray<float> d_gamma(gamma), d_beta(beta);
@@ -128,13 +130,15 @@ void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, 
   T* out = in_place ? d_res.get() : d_out.get();
   if (!in_place) ASSERT_CUDA_OK(d_out.Poison());
   ASSERT_CUDA_OK(LaunchAddBiasResidualLayerNorm<T>(d_x.get(), with_bias ? d_bias.get() : nullptr,
-                                                   d_res.get(), d_gamma.get(), d_beta.get(),
+                                                   with_residual ? d_res.get() : nullptr,
+                                                   d_gamma.get(), d_beta.get(),
                                                    s.rows, s.hidden, 1e-12f, out, nullptr));
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   const std::vector<float> got = in_place ? d_res.Download() : d_out.Download();
   ExpectClose(got, ref, dtype,
               std::string("AddBiasResidualLayerNorm bias=") + (with_bias ? "1" : "0") +
-                  " in_place=" + (in_place ? "1" : "0"));
+                  " in_place=" + (in_place ? "1" : "0") +
+                  " residual=" + (with_residual ? "1" : "0"));
 }
 
 TEST_P(RowKernelTest, AddBiasResidualLayerNorm) {
@@ -142,6 +146,7 @@ TEST_P(RowKernelTest, AddBiasResidualLayerNorm) {
   DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, true, false);
   DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, false, false);
   DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, true, true);
+  DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, true, false, false);
 }
 
 template <typename T>
@@ -232,7 +237,7 @@ Ragged MakeRagged(const SeqCase& c) {
 }
 
 template <typename T>
-void CheckEmbedding(const SeqCase& c, TestDType dtype) {
+void CheckEmbedding(const SeqCase& c, TestDType dtype, bool with_types) {
   std::mt19937 rng = FreshRng();
   const Ragged r = MakeRagged(c);
   const int h = c.hidden, vocab = 1000, positions = 512, types = 2;
@@ -251,7 +256,8 @@ void CheckEmbedding(const SeqCase& c, TestDType dtype) {
   RoundThrough<T>(&pos_table);
   RoundThrough<T>(&type_table);
   std::vector<float> ref(static_cast<size_t>(r.total()) * h);
-  cpu::EmbeddingLayerNorm(words.data(), type_ids.data(), r.cu_rows.data(), r.num_seqs(),
+  cpu::EmbeddingLayerNorm(words.data(), with_types ? type_ids.data() : nullptr,
+                          r.cu_rows.data(), r.num_seqs(),
                           word_table.data(), pos_table.data(), type_table.data(), gamma.data(),
                           beta.data(), h, 1e-12f, ref.data());
 
@@ -269,17 +275,20 @@ void CheckEmbedding(const SeqCase& c, TestDType dtype) {
   DeviceArray<T> d_out(ref.size());
   ASSERT_STATUS_OK(d_out.status());
   ASSERT_CUDA_OK(d_out.Poison());
-  ASSERT_CUDA_OK(LaunchEmbeddingLayerNorm<T>(d_words.get(), d_types.get(), d_cu.get(),
+  ASSERT_CUDA_OK(LaunchEmbeddingLayerNorm<T>(d_words.get(), with_types ? d_types.get() : nullptr,
+                                             d_cu.get(),
                                              r.num_seqs(), r.total(), d_word_table.get(),
                                              d_pos.get(), d_type_table.get(), d_gamma.get(),
                                              d_beta.get(), h, 1e-12f, d_out.get(), nullptr));
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
-  ExpectClose(d_out.Download(), ref, dtype, "EmbeddingLayerNorm " + c.name);
+  ExpectClose(d_out.Download(), ref, dtype,
+              "EmbeddingLayerNorm " + c.name + (with_types ? "" : " (no type ids)"));
 }
 
 TEST_P(SeqKernelTest, EmbeddingLayerNorm) {
   const auto& [dtype, c] = GetParam();
-  DISPATCH_DTYPE(dtype, CheckEmbedding, c, dtype);
+  DISPATCH_DTYPE(dtype, CheckEmbedding, c, dtype, true);
+  DISPATCH_DTYPE(dtype, CheckEmbedding, c, dtype, false);
 }
 
 // Pooler = gather first rows, GEMM without epilogue, bias + tanh to fp32; then mean pooling

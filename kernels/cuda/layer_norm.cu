@@ -28,18 +28,22 @@ __global__ void AddBiasResidualLnKernel(const T* x, const T* bias, const T* resi
   for (int c = 0; c < kChunks; ++c) {
     const int col = LnColumn<kVec>(c, lane);
     if (col < hidden) {
-      float xs[kVec], rs[kVec];
+      float xs[kVec];
       internal::LoadFloats<T, kVec>(x + base + col, xs);
-      internal::LoadFloats<T, kVec>(residual + base + col, rs);
       if (bias != nullptr) {
         float bs[kVec];
         internal::LoadFloats<T, kVec>(bias + col, bs);
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) v[c][i] = (xs[i] + bs[i]) + rs[i];
-      } else {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) v[c][i] = xs[i] + rs[i];
+        for (int i = 0; i < kVec; ++i) xs[i] += bs[i];
       }
+      if (residual != nullptr) {
+        float rs[kVec];
+        internal::LoadFloats<T, kVec>(residual + base + col, rs);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) xs[i] += rs[i];
+      }
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[c][i] = xs[i];
     }
   }
   internal::LnNormalizeStore<T, kVec, kChunks>(v, lane, hidden, gamma, beta, eps, out + base);
@@ -78,7 +82,8 @@ cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* r
   if (rows == 0) return cudaSuccess;
   constexpr int kV = internal::VecWidth<T>::value;
   const bool vectorized = hidden % kV == 0 && internal::IsAligned<16>(x) &&
-                          internal::IsAligned<16>(residual) && internal::IsAligned<16>(out) &&
+                          (residual == nullptr || internal::IsAligned<16>(residual)) &&
+                          internal::IsAligned<16>(out) &&
                           (bias == nullptr || internal::IsAligned<16>(bias));
   const LaunchAddBiasResidualLn<T> launch{x,    bias,   residual, gamma, beta,
                                           rows, hidden, eps,      out,   stream};

@@ -11,8 +11,8 @@ namespace cuda {
 // The largest `hidden` every LayerNorm launcher (here and in embedding.h) supports.
 constexpr int kMaxLayerNormHidden = 1024;
 
-// x, residual, out: [rows, hidden] of T; bias: [hidden] of T or null; gamma, beta: [hidden]
-// fp32. `out` may alias `residual` (each row is read fully before it is written). One warp
+// x, residual, out: [rows, hidden] of T (residual may be null); bias: [hidden] of T or null;
+// gamma, beta: [hidden] fp32. Sums as (x + bias) + residual, like the CPU twin. `out` may alias `residual` (each row is read fully before it is written). One warp
 // per row. Returns cudaErrorInvalidValue for an unsupported hidden (> kMaxLayerNormHidden
 // or <= 0), else the launch error (cudaGetLastError). rows == 0 launches nothing.
 template <typename T>
