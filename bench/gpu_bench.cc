@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include <cuda_runtime.h>
+
 #include "server/engine/cuda_engine.h"
 #include "server/engine/engine.h"
 #include "server/engine/engine_factory.h"
@@ -129,6 +131,25 @@ int Run(const Options& o) {
   long varlen_tokens = 0;
   for (int l : varlen) varlen_tokens += l;
   max_tokens = std::max<long>(max_tokens, varlen_tokens);
+
+  // Issue 7's memory goal: BERT-base fp16 weights + a 16K-token workspace <= 2 GB. The
+  // difference in free device memory around creating that engine (the CUDA context is
+  // created before, so it is not counted).
+  {
+    cudaFree(nullptr);
+    size_t free_before = 0, free_after = 0, total = 0;
+    cudaMemGetInfo(&free_before, &total);
+    auto engine = CreateCudaEngine(model, DType::kFloat16, 16384, false);
+    cudaMemGetInfo(&free_after, &total);
+    if (engine.ok()) {
+      std::printf("memory: fp16 engine with a 16384-token workspace uses %.1f MiB of device "
+                  "memory (context excluded)\n",
+                  (static_cast<double>(free_before) - free_after) / (1 << 20));
+    } else {
+      std::printf("memory: fp16 engine creation failed: %s\n",
+                  engine.status().ToString().c_str());
+    }
+  }
 
   std::vector<Result> results;
   for (const std::string& name : o.dtypes) {
