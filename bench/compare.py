@@ -7,12 +7,17 @@ For each dtype and shape: our GPU ms, seq/s and real tokens/s; HF eager, torch.c
 torch.compile(mode="reduce-overhead") ms where measured; speed-up = best HF ms / our ms.
 """
 import json
+import os
 import sys
 
 
 def main():
     ours = json.load(open(sys.argv[1]))
-    hf = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else []
+    hf = []
+    if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+        hf = json.load(open(sys.argv[2]))
+    else:
+        print("(no Hugging Face results)")
     hf_by = {}
     for r in hf:
         hf_by[(r["mode"], r["dtype"], r["shape"], r["batch"])] = r["gpu_ms"]
