@@ -36,8 +36,9 @@ enum class GemmEpilogue {
   kNone,          // y = x·Wᵀ (bias ignored)
   kBias,          // y = x·Wᵀ + b
   kBiasGeluTanh,  // y = gelu_tanh(x·Wᵀ + b): cuBLASLt's GELU is the tanh approximation, so
-                  // this is only right for gelu_tanh models; erf GELU uses kNone/kBias plus
-                  // LaunchBiasGelu (activation.h).
+                  // this is only right for gelu_tanh models (and it may use a fast tanh: the
+                  // engine uses it for fp16/bf16 only); erf GELU uses kNone + LaunchBiasGelu
+                  // (activation.h).
 };
 
 enum class GemmDType { kFloat32, kFloat16, kBFloat16 };

@@ -433,7 +433,18 @@ void CheckGemm(GemmShape s, TestDType dtype) {
                                        nullptr));
     }
     ASSERT_CUDA_OK(cudaDeviceSynchronize());
-    ExpectClose(d_y.Download(), ref, dtype, std::string("Gemm ") + c.name);
+    const std::vector<float> got = d_y.Download();
+    if (c.gpu == GemmEpilogue::kBiasGeluTanh) {
+      // cuBLASLt's GELU epilogue may evaluate tanh approximately (the fp32 engine therefore
+      // does not use it); a wrong layout or bias would still be off by O(1).
+      ASSERT_EQ(got.size(), ref.size());
+      EXPECT_EQ(CountNonFinite(got), 0u) << c.name;
+      const double err = RelativeError(got, ref);
+      std::printf("Gemm %s %s relative error %.3g\n", c.name, TestDTypeName(dtype), err);
+      EXPECT_LE(err, std::max(Tolerance(dtype), 2e-3)) << "Gemm " << c.name;
+    } else {
+      ExpectClose(got, ref, dtype, std::string("Gemm ") + c.name);
+    }
   }
   // The same shape again reuses the cached plans.
   const size_t plans = gemm->num_plans();

@@ -419,21 +419,24 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch,
                                  L.attention_norm_gamma.get(), L.attention_norm_beta.get(), rows,
                                  h, c.layer_norm_eps, hidden_.get(), stream),
                              "attention LayerNorm"));
-    if (c.activation == Activation::kGeluTanh) {
+    // cuBLASLt's GELU epilogue is the tanh form and may use a fast tanh: fp16/bf16 only, so
+    // that fp32 stays exact.
+    if (c.activation == Activation::kGeluTanh && !std::is_same<T, float>::value) {
       RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
                                              L.intermediate_bias.get(), inter,
                                              cuda::GemmEpilogue::kBiasGeluTanh, ffn_.get(),
                                              stream),
                                "FFN-up GEMM"));
     } else {
-      // cuBLASLt's GELU epilogue is the tanh approximation: exact GELU runs as its own pass.
+      // The erf GELU (BERT's "gelu") has no cuBLASLt epilogue: it runs as its own pass.
       RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
                                              nullptr, inter, cuda::GemmEpilogue::kNone,
                                              ffn_.get(), stream),
                                "FFN-up GEMM"));
+      const cuda::GeluKind kind = c.activation == Activation::kGeluTanh ? cuda::GeluKind::kTanh
+                                                                        : cuda::GeluKind::kErf;
       RETURN_IF_ERROR(CudaCall(cuda::LaunchBiasGelu<T>(ffn_.get(), L.intermediate_bias.get(),
-                                                       rows, inter, cuda::GeluKind::kErf,
-                                                       stream),
+                                                       rows, inter, kind, stream),
                                "GELU"));
     }
     RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(ffn_.get(), rows, inter, L.output_weight.get(),

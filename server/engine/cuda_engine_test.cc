@@ -292,6 +292,39 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   EXPECT_TRUE(out_norm.sequence.empty());
 }
 
+// A small gelu_tanh model (the golden models use the erf GELU): fp32 through our GELU kernel,
+// fp16/bf16 through cuBLASLt's GELU_BIAS epilogue.
+TEST_P(CudaVsCpuTest, SmallGeluTanhModel) {
+  const DType dtype = GetParam();
+  ModelConfig c;
+  c.num_layers = 3;
+  c.hidden_size = 256;
+  c.num_heads = 4;
+  c.intermediate_size = 1024;
+  c.vocab_size = 2000;
+  c.activation = Activation::kGeluTanh;
+  auto model = std::make_shared<const Model>(RandomModel(c, 99));
+  std::mt19937 rng(std::random_device{}());
+  const EncoderBatch batch = RandomBatch(c, rng);
+  OutputSelection sel;
+  sel.pooled = true;
+  sel.sequence = true;
+  auto cpu = CpuEngine::Create(model, CpuEngineOptions());
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EncoderOutput ref, out;
+  ASSERT_TRUE((*cpu)->Encode(batch, sel, &ref).ok());
+  auto gpu = CreateCudaEngine(model, dtype, 1024, false);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const absl::Status st = (*gpu)->Encode(batch, sel, &out);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(out.sequence.size(), ref.sequence.size());
+  EXPECT_EQ(CountNonFinite(out.sequence), 0u);
+  const double err = RelativeError(out.sequence, ref.sequence);
+  std::printf("gelu_tanh model %s sequence relative error %.3g\n", ShortName(dtype), err);
+  EXPECT_LE(err, Tolerance(dtype));
+  EXPECT_LE(RelativeError(out.pooled, ref.pooled), Tolerance(dtype));
+}
+
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaVsCpuTest,
                          ::testing::Values(DType::kFloat32, DType::kFloat16, DType::kBFloat16),
                          [](const auto& info) { return std::string(ShortName(info.param)); });
