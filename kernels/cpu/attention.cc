@@ -9,8 +9,8 @@
 namespace bert {
 namespace cpu {
 
-void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid,
-               int num_seqs, int num_heads, int head_dim, float* out) {
+void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
+               int num_heads, int head_dim, float* out) {
   const int hidden = num_heads * head_dim;
   const int ld_qkv = 3 * hidden;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -27,8 +27,8 @@ void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_vali
       const float* v = q + 2 * hidden;
       float* o = out + static_cast<int64_t>(first) * hidden + h * head_dim;
       // scores[rows, keys] = scale * Q K^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, head_dim, scale, q,
-                  ld_qkv, k, ld_qkv, 0.0f, scores.data(), keys);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, head_dim, scale, q, ld_qkv,
+                  k, ld_qkv, 0.0f, scores.data(), keys);
       for (int r = 0; r < rows; ++r) {
         float* p = scores.data() + static_cast<int64_t>(r) * keys;
         const float m = *std::max_element(p, p + keys);

@@ -14,8 +14,8 @@ namespace cpu {
 // Rows outside [cu_rows[0], cu_rows[num_seqs]) are not touched, so callers may pass a
 // sub-range of sequences (cu_rows + k, num_valid + k). Softmax statistics in float with the
 // row maximum subtracted. Single-threaded BLAS use is up to the caller's OpenBLAS setting.
-void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid,
-               int num_seqs, int num_heads, int head_dim, float* out);
+void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
+               int num_heads, int head_dim, float* out);
 
 }  // namespace cpu
 }  // namespace bert

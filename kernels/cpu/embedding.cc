@@ -5,11 +5,10 @@
 namespace bert {
 namespace cpu {
 
-void EmbeddingLayerNorm(const int32_t* word_ids, const int32_t* type_ids,
-                        const int32_t* cu_rows, int num_seqs, const float* word_table,
-                        const float* position_table, const float* type_table,
-                        const float* gamma, const float* beta, int hidden, float eps,
-                        float* out) {
+void EmbeddingLayerNorm(const int32_t* word_ids, const int32_t* type_ids, const int32_t* cu_rows,
+                        int num_seqs, const float* word_table, const float* position_table,
+                        const float* type_table, const float* gamma, const float* beta, int hidden,
+                        float eps, float* out) {
   for (int s = 0; s < num_seqs; ++s) {
     for (int row = cu_rows[s]; row < cu_rows[s + 1]; ++row) {
       const int position = row - cu_rows[s];

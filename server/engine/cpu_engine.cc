@@ -50,8 +50,8 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
                                                              const CpuEngineOptions& options) {
   if (model == nullptr) return absl::InvalidArgumentError("cpu engine: no model");
   if (options.threads < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("cpu engine: threads must be >= 0, got ",
-                                                   options.threads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cpu engine: threads must be >= 0, got ", options.threads));
   }
   if (options.max_batch_tokens < 0) {
     return absl::InvalidArgumentError("cpu engine: max_batch_tokens must be >= 0");
@@ -92,7 +92,7 @@ void CpuEngine::Reserve(int rows) {
 }
 
 void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
-                               const float* bias, int out, int epilogue, float* y) {
+                               const float* bias, int out, cpu::Epilogue epilogue, float* y) {
   const int n = pool_.num_threads();
   // Blocks of fewer than 16 rows waste the GEMM micro-kernel; use fewer parts then.
   const int parts = std::max(1, std::min(n, rows / 16));
@@ -100,7 +100,7 @@ void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTenso
     const int r0 = PartBegin(rows, p, parts);
     const int r1 = PartBegin(rows, p + 1, parts);
     cpu::Linear(x + static_cast<int64_t>(r0) * in, r1 - r0, in, weight.data.data(), bias, out,
-                static_cast<cpu::Epilogue>(epilogue), y + static_cast<int64_t>(r0) * out);
+                epilogue, y + static_cast<int64_t>(r0) * out);
   });
 }
 
@@ -123,11 +123,10 @@ void CpuEngine::RunLayer(const LayerWeights& l, const EncoderBatch& batch) {
   const ModelConfig& c = model_->config;
   const int rows = batch.total_rows();
   const int h = c.hidden_size;
-  const int gelu = static_cast<int>(c.activation == Activation::kGeluErf
-                                        ? cpu::Epilogue::kBiasGeluErf
-                                        : cpu::Epilogue::kBiasGeluTanh);
+  const cpu::Epilogue gelu = c.activation == Activation::kGeluErf ? cpu::Epilogue::kBiasGeluErf
+                                                                  : cpu::Epilogue::kBiasGeluTanh;
   ParallelLinear(hidden_.data(), rows, h, l.qkv_weight, l.qkv_bias.data.data(), 3 * h,
-                 static_cast<int>(cpu::Epilogue::kBias), qkv_.data());
+                 cpu::Epilogue::kBias, qkv_.data());
 
   // Attention: contiguous runs of sequences with about equal rows per part.
   const int n = batch.num_sequences();
@@ -146,13 +145,13 @@ void CpuEngine::RunLayer(const LayerWeights& l, const EncoderBatch& batch) {
   });
 
   ParallelLinear(context_.data(), rows, h, l.attention_output_weight, nullptr, h,
-                 static_cast<int>(cpu::Epilogue::kNone), projected_.data());
+                 cpu::Epilogue::kNone, projected_.data());
   ParallelLayerNorm(projected_.data(), l.attention_output_bias.data.data(), hidden_.data(),
                     l.attention_norm_gamma, l.attention_norm_beta, rows, hidden_.data());
   ParallelLinear(hidden_.data(), rows, h, l.intermediate_weight, l.intermediate_bias.data.data(),
                  c.intermediate_size, gelu, intermediate_.data());
   ParallelLinear(intermediate_.data(), rows, c.intermediate_size, l.output_weight, nullptr, h,
-                 static_cast<int>(cpu::Epilogue::kNone), projected_.data());
+                 cpu::Epilogue::kNone, projected_.data());
   ParallelLayerNorm(projected_.data(), l.output_bias.data.data(), hidden_.data(),
                     l.output_norm_gamma, l.output_norm_beta, rows, hidden_.data());
 }
@@ -184,17 +183,15 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
   pool_.ParallelFor(parts, [&](int p) {
     const int s0 = PartBegin(n, p, parts);
     const int s1 = PartBegin(n, p + 1, parts);
-    cpu::EmbeddingLayerNorm(batch.word_ids.data(), batch.type_ids.data(),
-                            batch.cu_rows.data() + s0, s1 - s0, w.word_embeddings.data.data(),
-                            w.position_embeddings.data.data(),
-                            w.token_type_embeddings.data.data(),
-                            w.embedding_norm_gamma.data.data(),
-                            w.embedding_norm_beta.data.data(), h, c.layer_norm_eps,
-                            hidden_.data());
+    cpu::EmbeddingLayerNorm(batch.word_ids.data(), batch.type_ids.data(), batch.cu_rows.data() + s0,
+                            s1 - s0, w.word_embeddings.data.data(),
+                            w.position_embeddings.data.data(), w.token_type_embeddings.data.data(),
+                            w.embedding_norm_gamma.data.data(), w.embedding_norm_beta.data.data(),
+                            h, c.layer_norm_eps, hidden_.data());
   });
 
-  // Layers past the last one anybody asked for need not run... except that every head but
-  // `layers` reads the last layer.
+  // Layers past the deepest one requested need not run; every head but `layers` reads the
+  // last layer.
   const bool needs_last = selection.sequence || selection.pooled || selection.mean_pooled;
   int last = needs_last ? c.num_layers - 1 : -1;
   if (!selection.layers.empty()) last = std::max(last, selection.layers.back());

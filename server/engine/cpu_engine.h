@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/gemm.h"
 #include "server/engine/engine.h"
 #include "server/engine/model.h"
 #include "server/engine/thread_pool.h"
@@ -42,8 +43,8 @@ class CpuEngine : public Engine {
 
   void Reserve(int rows);
   // Runs Linear over row blocks in parallel.
-  void ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
-                      const float* bias, int out, int epilogue, float* y);
+  void ParallelLinear(const float* x, int rows, int in, const HostTensor& weight, const float* bias,
+                      int out, cpu::Epilogue epilogue, float* y);
   void ParallelLayerNorm(const float* x, const float* bias, const float* residual,
                          const HostTensor& gamma, const HostTensor& beta, int rows, float* out);
   void RunLayer(const LayerWeights& layer, const EncoderBatch& batch);

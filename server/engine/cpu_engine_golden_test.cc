@@ -84,11 +84,11 @@ TEST_P(GoldenTest, MatchesReferenceOnEveryTensor) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, GoldenTest,
-                         ::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
+INSTANTIATE_TEST_SUITE_P(Models, GoldenTest, ::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
                          [](const auto& info) {
                            std::string name = info.param;
-                           for (char& ch : name) if (ch == '-') ch = '_';
+                           for (char& ch : name)
+                             if (ch == '-') ch = '_';
                            return name;
                          });
 

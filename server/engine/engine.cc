@@ -34,7 +34,8 @@ void EncoderBatch::Add(absl::Span<const int32_t> words, absl::Span<const int32_t
   } else {
     // A short `types` is padded with 0 so that the row arrays stay parallel; ValidateBatch
     // has nothing to catch here because the caller's intent (type 0) is the default.
-    for (int i = 0; i < n; ++i) type_ids.push_back(i < static_cast<int>(types.size()) ? types[i] : 0);
+    for (int i = 0; i < n; ++i)
+      type_ids.push_back(i < static_cast<int>(types.size()) ? types[i] : 0);
   }
   const int rows = std::max(n, padded_rows);
   word_ids.insert(word_ids.end(), rows - n, 0);
@@ -60,8 +61,8 @@ absl::Status ValidateBatch(const ModelConfig& config, const EncoderBatch& batch)
     return absl::OkStatus();
   }
   if (batch.cu_rows.size() != static_cast<size_t>(n) + 1) {
-    return absl::InvalidArgumentError(absl::StrCat("batch: cu_rows has ", batch.cu_rows.size(),
-                                                   " entries, expected ", n + 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch: cu_rows has ", batch.cu_rows.size(), " entries, expected ", n + 1));
   }
   if (batch.cu_rows[0] != 0) {
     return absl::InvalidArgumentError("batch: cu_rows[0] must be 0");
@@ -69,14 +70,13 @@ absl::Status ValidateBatch(const ModelConfig& config, const EncoderBatch& batch)
   for (int i = 0; i < n; ++i) {
     const int rows = batch.cu_rows[i + 1] - batch.cu_rows[i];
     if (rows < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("batch: sequence ", i, " has ", rows,
-                                                     " rows (cu_rows must increase)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("batch: sequence ", i, " has ", rows, " rows (cu_rows must increase)"));
     }
     if (rows > config.max_position_embeddings) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("batch: sequence ", i, " has ", rows,
-                       " rows, more than max_position_embeddings = ",
-                       config.max_position_embeddings));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch: sequence ", i, " has ", rows,
+          " rows, more than max_position_embeddings = ", config.max_position_embeddings));
     }
     if (batch.num_valid[i] < 1 || batch.num_valid[i] > rows) {
       return absl::InvalidArgumentError(absl::StrCat("batch: sequence ", i, " has num_valid ",
@@ -86,9 +86,9 @@ absl::Status ValidateBatch(const ModelConfig& config, const EncoderBatch& batch)
   }
   const size_t total = static_cast<size_t>(batch.cu_rows.back());
   if (batch.word_ids.size() != total || batch.type_ids.size() != total) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "batch: ", batch.word_ids.size(), " word ids and ", batch.type_ids.size(),
-        " type ids for ", total, " rows"));
+    return absl::InvalidArgumentError(absl::StrCat("batch: ", batch.word_ids.size(),
+                                                   " word ids and ", batch.type_ids.size(),
+                                                   " type ids for ", total, " rows"));
   }
   for (size_t r = 0; r < total; ++r) {
     if (batch.word_ids[r] < 0 || batch.word_ids[r] >= config.vocab_size) {
@@ -114,8 +114,8 @@ absl::Status ValidateSelection(const ModelConfig& config, bool has_pooler,
   for (size_t i = 0; i < selection.layers.size(); ++i) {
     const int layer = selection.layers[i];
     if (layer < 0 || layer >= config.num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("selection: layer ", layer,
-                                                     " outside [0, ", config.num_layers, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("selection: layer ", layer, " outside [0, ", config.num_layers, ")"));
     }
     if (i > 0 && layer <= selection.layers[i - 1]) {
       return absl::InvalidArgumentError("selection: layers must be sorted and unique");

@@ -15,8 +15,8 @@ namespace {
 absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> model,
                                                   const EngineOptions& options) {
   if (options.dtype != DType::kFloat32) {
-    return absl::InvalidArgumentError(absl::StrCat("the cpu backend runs float32 only, not ",
-                                                   DTypeName(options.dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the cpu backend runs float32 only, not ", DTypeName(options.dtype)));
   }
   CpuEngineOptions cpu;
   cpu.threads = options.cpu_threads;
@@ -39,10 +39,16 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> 
         engine.ok() ? std::string("no CUDA GPU") : std::string(engine.status().message())));
   }
   constexpr int kDefaultMaxBatchTokens = 16384;
-  return CreateCudaEngine(
+  auto engine = CreateCudaEngine(
       std::move(model), options.dtype,
       options.max_batch_tokens > 0 ? options.max_batch_tokens : kDefaultMaxBatchTokens,
       options.allow_tf32);
+  // A model shape the CUDA kernels do not support (FAILED_PRECONDITION) is UNAVAILABLE here
+  // too, so that "auto" falls back to the CPU.
+  if (!engine.ok() && absl::IsFailedPrecondition(engine.status())) {
+    return absl::UnavailableError(engine.status().message());
+  }
+  return engine;
 #else
   (void)model;
   (void)options;

@@ -5,9 +5,9 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/match.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/safetensors.h"
 #include "server/util/status_macros.h"
@@ -42,7 +42,8 @@ absl::Status ReadInt(const Json& json, const std::string& path, const char* key,
                      int* out) {
   auto it = json.find(key);
   if (it == json.end() || it->is_null()) {
-    if (fallback < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": missing \"", key, "\""));
+    if (fallback < 0)
+      return absl::InvalidArgumentError(absl::StrCat(path, ": missing \"", key, "\""));
     *out = fallback;
     return absl::OkStatus();
   }
@@ -94,9 +95,9 @@ absl::StatusOr<ModelConfig> ParseConfig(const std::string& path, const std::stri
   } else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
     c.activation = Activation::kGeluTanh;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": unsupported hidden_act \"", act,
-        "\" (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": unsupported hidden_act \"", act,
+                     "\" (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast)"));
   }
   auto pos_type = json.find("position_embedding_type");
   if (pos_type != json.end() && pos_type->is_string() &&
@@ -176,9 +177,10 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
   if (file.Find("bert.embeddings.word_embeddings.weight") != nullptr) {
     prefix = "bert.";
   } else if (file.Find("embeddings.word_embeddings.weight") == nullptr) {
-    return absl::NotFoundError(absl::StrCat(
-        file.path(), ": tensor 'embeddings.word_embeddings.weight' is missing (also without "
-        "and with the 'bert.' prefix); not a BERT checkpoint?"));
+    return absl::NotFoundError(
+        absl::StrCat(file.path(),
+                     ": tensor 'embeddings.word_embeddings.weight' is missing (also without "
+                     "and with the 'bert.' prefix); not a BERT checkpoint?"));
   }
   // A checkpoint with more layers than config.json says is a mismatch, not extra heads.
   const std::string layer_prefix = prefix + "encoder.layer.";
@@ -187,16 +189,17 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
     const std::string rest = name.substr(layer_prefix.size());
     const int index = std::atoi(rest.c_str());
     if (index >= c.num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file.path(), ": tensor '", name, "' belongs to layer ", index,
-          " but config.json has num_hidden_layers = ", c.num_layers));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file.path(), ": tensor '", name, "' belongs to layer ", index,
+                       " but config.json has num_hidden_layers = ", c.num_layers));
     }
   }
 
   WeightReader r(file, prefix);
   const int64_t h = c.hidden_size;
   const int64_t inter = c.intermediate_size;
-  RETURN_IF_ERROR(r.Read("embeddings.word_embeddings.weight", {c.vocab_size, h}, &w->word_embeddings));
+  RETURN_IF_ERROR(
+      r.Read("embeddings.word_embeddings.weight", {c.vocab_size, h}, &w->word_embeddings));
   RETURN_IF_ERROR(r.Read("embeddings.position_embeddings.weight", {c.max_position_embeddings, h},
                          &w->position_embeddings));
   RETURN_IF_ERROR(r.Read("embeddings.token_type_embeddings.weight", {c.type_vocab_size, h},
@@ -216,7 +219,8 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
     }
     RETURN_IF_ERROR(ConcatRows(std::move(qkv_w), &l.qkv_weight));
     RETURN_IF_ERROR(ConcatRows(std::move(qkv_b), &l.qkv_bias));
-    RETURN_IF_ERROR(r.Read(p + "attention.output.dense.weight", {h, h}, &l.attention_output_weight));
+    RETURN_IF_ERROR(
+        r.Read(p + "attention.output.dense.weight", {h, h}, &l.attention_output_weight));
     RETURN_IF_ERROR(r.Read(p + "attention.output.dense.bias", {h}, &l.attention_output_bias));
     RETURN_IF_ERROR(r.Read(p + "attention.output.LayerNorm.weight", {h}, &l.attention_norm_gamma));
     RETURN_IF_ERROR(r.Read(p + "attention.output.LayerNorm.bias", {h}, &l.attention_norm_beta));
@@ -254,7 +258,9 @@ class Random {
     return z ^ (z >> 31);
   }
   // Uniform in (0, 1].
-  double Uniform() { return (static_cast<double>(Next() >> 11) + 1.0) * (1.0 / 9007199254740992.0); }
+  double Uniform() {
+    return (static_cast<double>(Next() >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+  }
   // Box-Muller, both outputs used.
   float Normal(float stddev) {
     if (has_spare_) {
@@ -321,8 +327,8 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
 
 Model RandomModel(const ModelConfig& c, uint64_t seed) {
   Model model;
-  model.name = absl::StrCat("random-L", c.num_layers, "-H", c.hidden_size, "-A", c.num_heads,
-                            "-I", c.intermediate_size);
+  model.name = absl::StrCat("random-L", c.num_layers, "-H", c.hidden_size, "-A", c.num_heads, "-I",
+                            c.intermediate_size);
   model.config = c;
   Random rng(seed);
   const int64_t h = c.hidden_size;

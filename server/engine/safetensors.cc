@@ -144,9 +144,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   uint64_t header_len;
   std::memcpy(&header_len, bytes, sizeof(header_len));
   if (header_len > kMaxHeaderBytes || header_len > file_size - 8) {
-    return FileError(path, absl::StrCat("corrupt or truncated header: header length ",
-                                        header_len, " but the file has ", file_size,
-                                        " bytes"));
+    return FileError(path, absl::StrCat("corrupt or truncated header: header length ", header_len,
+                                        " but the file has ", file_size, " bytes"));
   }
   const char* header_begin = reinterpret_cast<const char*>(bytes + 8);
   Json header = Json::parse(header_begin, header_begin + header_len, nullptr,
@@ -213,9 +212,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     const uint64_t end = e.get<uint64_t>();
     if (begin > end || end > data_size) {
       return TensorError(path, name,
-                         absl::StrCat("data_offsets [", begin, ", ", end,
-                                      ") out of range of the ", data_size,
-                                      "-byte data section (truncated file?)"));
+                         absl::StrCat("data_offsets [", begin, ", ", end, ") out of range of the ",
+                                      data_size, "-byte data section (truncated file?)"));
     }
     if (count > (uint64_t{1} << 62) / elem || end - begin != count * elem) {
       return TensorError(path, name,
@@ -249,8 +247,8 @@ const SafetensorsView* SafetensorsFile::Find(const std::string& name) const {
   return it == tensors_.end() ? nullptr : &it->second;
 }
 
-absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(
-    const std::string& name, std::vector<int64_t>* shape) const {
+absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(const std::string& name,
+                                                                std::vector<int64_t>* shape) const {
   const SafetensorsView* view = Find(name);
   if (view == nullptr) {
     return absl::NotFoundError(absl::StrCat(path_, ": tensor '", name, "' is missing"));
@@ -264,15 +262,16 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(
   } else if (view->dtype == "BF16") {
     for (int64_t i = 0; i < n; ++i) out[i] = BFloat16ToFloat(LoadU16(view->data + 2 * i));
   } else {
-    return TensorError(path_, name, absl::StrCat("unsupported dtype ", view->dtype,
-                                                 " (expected F32, F16 or BF16)"));
+    return TensorError(
+        path_, name,
+        absl::StrCat("unsupported dtype ", view->dtype, " (expected F32, F16 or BF16)"));
   }
   if (shape) *shape = view->shape;
   return out;
 }
 
-absl::StatusOr<std::vector<int32_t>> SafetensorsFile::ReadInt32(
-    const std::string& name, std::vector<int64_t>* shape) const {
+absl::StatusOr<std::vector<int32_t>> SafetensorsFile::ReadInt32(const std::string& name,
+                                                                std::vector<int64_t>* shape) const {
   const SafetensorsView* view = Find(name);
   if (view == nullptr) {
     return absl::NotFoundError(absl::StrCat(path_, ": tensor '", name, "' is missing"));
@@ -291,8 +290,8 @@ absl::StatusOr<std::vector<int32_t>> SafetensorsFile::ReadInt32(
       out[i] = static_cast<int32_t>(v);
     }
   } else {
-    return TensorError(path_, name, absl::StrCat("unsupported dtype ", view->dtype,
-                                                 " (expected I32 or I64)"));
+    return TensorError(path_, name,
+                       absl::StrCat("unsupported dtype ", view->dtype, " (expected I32 or I64)"));
   }
   if (shape) *shape = view->shape;
   return out;
@@ -314,6 +313,14 @@ void SafetensorsWriter::AddInt32(const std::string& name, std::vector<int64_t> s
   e.shape = std::move(shape);
   e.bytes.resize(values.size() * sizeof(int32_t));
   if (!values.empty()) std::memcpy(e.bytes.data(), values.data(), e.bytes.size());
+}
+
+void SafetensorsWriter::AddRaw(const std::string& name, const std::string& dtype,
+                               std::vector<int64_t> shape, std::vector<uint8_t> bytes) {
+  Entry& e = entries_[name];
+  e.dtype = dtype;
+  e.shape = std::move(shape);
+  e.bytes = std::move(bytes);
 }
 
 void SafetensorsWriter::SetMetadata(const std::string& key, const std::string& value) {

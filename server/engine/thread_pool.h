@@ -36,10 +36,10 @@ class ThreadPool {
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   const std::function<void(int)>* fn_ = nullptr;  // guarded by mu_
-  int num_parts_ = 0;                              // guarded by mu_
-  uint64_t generation_ = 0;                        // guarded by mu_
-  int pending_ = 0;                                // guarded by mu_
-  bool stop_ = false;                              // guarded by mu_
+  int num_parts_ = 0;                             // guarded by mu_
+  uint64_t generation_ = 0;                       // guarded by mu_
+  int pending_ = 0;                               // guarded by mu_
+  bool stop_ = false;                             // guarded by mu_
 };
 
 }  // namespace bert

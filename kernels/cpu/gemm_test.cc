@@ -1,0 +1,126 @@
+#include "kernels/cpu/gemm.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/test_util.h"
+
+namespace bert {
+namespace cpu {
+namespace {
+
+using testing::MaxAbsError;
+using testing::RandomVector;
+using testing::RelativeError;
+
+double Reference(Epilogue e, double v) {
+  switch (e) {
+    case Epilogue::kNone:
+    case Epilogue::kBias:
+      return v;
+    case Epilogue::kBiasGeluErf:
+      return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+    case Epilogue::kBiasGeluTanh:
+      return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+    case Epilogue::kBiasTanh:
+      return std::tanh(v);
+  }
+  return 0;
+}
+
+class LinearTest : public ::testing::TestWithParam<Epilogue> {};
+
+TEST_P(LinearTest, MatchesDoubleReference) {
+  const Epilogue e = GetParam();
+  for (auto [rows, in, out] :
+       {std::tuple{1, 8, 4}, std::tuple{37, 64, 96}, std::tuple{130, 128, 384}}) {
+    auto x = RandomVector(rows * in, 1);
+    auto w = RandomVector(out * in, 2, 0.1f);
+    auto b = RandomVector(out, 3);
+    std::vector<float> y(rows * out);
+    Linear(x.data(), rows, in, w.data(), e == Epilogue::kNone ? nullptr : b.data(), out, e,
+           y.data());
+    std::vector<double> ref(rows * out);
+    for (int r = 0; r < rows; ++r) {
+      for (int o = 0; o < out; ++o) {
+        double acc = e == Epilogue::kNone ? 0.0 : b[o];
+        for (int i = 0; i < in; ++i) acc += static_cast<double>(x[r * in + i]) * w[o * in + i];
+        ref[r * out + o] = Reference(e, acc);
+      }
+    }
+    EXPECT_LT(RelativeError(y, ref), 1e-6) << rows << "x" << in << "x" << out;
+    EXPECT_LT(MaxAbsError(y, ref), 1e-5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Epilogues, LinearTest,
+                         ::testing::Values(Epilogue::kNone, Epilogue::kBias, Epilogue::kBiasGeluErf,
+                                           Epilogue::kBiasGeluTanh, Epilogue::kBiasTanh));
+
+TEST(ApplyEpilogueTest, EqualsFusedLinear) {
+  const int rows = 9, in = 16, out = 24;
+  auto x = RandomVector(rows * in, 4);
+  auto w = RandomVector(out * in, 5);
+  auto b = RandomVector(out, 6);
+  std::vector<float> fused(rows * out), split(rows * out);
+  Linear(x.data(), rows, in, w.data(), b.data(), out, Epilogue::kBiasGeluErf, fused.data());
+  Linear(x.data(), rows, in, w.data(), nullptr, out, Epilogue::kNone, split.data());
+  ApplyEpilogue(split.data(), rows, out, b.data(), Epilogue::kBiasGeluErf);
+  EXPECT_EQ(fused, split);
+}
+
+TEST(LinearTest, ZeroRowsIsANoOp) {
+  float y = 42.0f;
+  Linear(nullptr, 0, 4, nullptr, nullptr, 4, Epilogue::kNone, &y);
+  EXPECT_EQ(y, 42.0f);
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace bert
+
+namespace bert {
+namespace cpu {
+namespace {
+
+TEST(ErfRationalTest, CloseToStdErfEverywhere) {
+  double worst = 0;
+  for (float x = -6.0f; x <= 6.0f; x += 1.0f / 4096) {
+    worst = std::max(
+        worst, std::abs(static_cast<double>(ErfRational(x)) - std::erf(static_cast<double>(x))));
+  }
+  EXPECT_LT(worst, 6e-7);
+  EXPECT_EQ(ErfRational(0.0f), 0.0f);
+  EXPECT_EQ(ErfRational(100.0f), ErfRational(3.925f));
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace bert
+
+namespace bert {
+namespace cpu {
+namespace {
+
+// Row lengths around the 8-wide vector path and its scalar tail.
+TEST(GeluEpilogueTest, VectorAndScalarPathsMatchExactGelu) {
+  for (int features : {1, 7, 8, 9, 61}) {
+    auto y = RandomVector(3 * features, 21, 3.0f);
+    auto b = RandomVector(features, 22);
+    std::vector<double> ref(y.size());
+    for (int r = 0; r < 3; ++r) {
+      for (int i = 0; i < features; ++i) {
+        const double v = static_cast<double>(y[r * features + i]) + b[i];
+        ref[r * features + i] = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+      }
+    }
+    ApplyEpilogue(y.data(), 3, features, b.data(), Epilogue::kBiasGeluErf);
+    EXPECT_LT(MaxAbsError(y, ref), 3e-6) << features;
+  }
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace bert
