@@ -261,8 +261,10 @@ __device__ __forceinline__ void LoadTileAsync(T* tile, const T* qkv, int row0, i
   }
 }
 
+// Register budget: 4 CTAs per SM (<= 128 registers) for head_dim <= 64; head_dim 128 keeps
+// Q fragments and O accumulators of 128 columns and is allowed more.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 2)
     VarlenAttentionMmaKernel(const T* __restrict__ qkv, const int32_t* __restrict__ cu_rows,
                              const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
                              float scale_log2, T* __restrict__ out) {
