@@ -29,14 +29,13 @@
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                 \
-  do {                                                                                   \
-    const cudaError_t err_ = (expr);                                                     \
-    if (err_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr,                  \
-                   cudaGetErrorString(err_));                                            \
-      std::exit(1);                                                                      \
-    }                                                                                    \
+#define CHECK_CUDA(expr)                                                                           \
+  do {                                                                                             \
+    const cudaError_t err_ = (expr);                                                               \
+    if (err_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
+      std::exit(1);                                                                                \
+    }                                                                                              \
   } while (0)
 
 constexpr int kHeads = 12;
@@ -51,11 +50,17 @@ struct Shape {
 template <typename T>
 T FromFloat(float x);
 template <>
-float FromFloat<float>(float x) { return x; }
+float FromFloat<float>(float x) {
+  return x;
+}
 template <>
-__half FromFloat<__half>(float x) { return __float2half_rn(x); }
+__half FromFloat<__half>(float x) {
+  return __float2half_rn(x);
+}
 template <>
-__nv_bfloat16 FromFloat<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 float ToFloat(float x) { return x; }
 float ToFloat(__half x) { return __half2float(x); }
@@ -92,8 +97,8 @@ void RunShape(const Shape& shape, int iters) {
   CHECK_CUDA(cudaEventCreate(&stop));
 
   auto launch = [&] {
-    bert::cuda::LaunchVarlenAttention<T>(d_qkv, d_cu, d_valid, num_seqs, max_rows, kHeads,
-                                         kHeadDim, d_out, stream);
+    bert::cuda::LaunchVarlenAttention<T>(d_qkv, d_cu, d_valid, num_seqs, max_rows, kHeads, kHeadDim,
+                                         d_out, stream);
   };
   for (int i = 0; i < 20; ++i) launch();
   CHECK_CUDA(cudaGetLastError());
