@@ -7,31 +7,31 @@ CUDA_GENCODE = [
     "-gencode=arch=compute_90,code=compute_90",
 ]
 
-def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], nvcc_srcs = [], **kwargs):
+def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], cu_hdrs = [], **kwargs):
     """One nvcc action per .cu file; the objects go into a cc_library.
 
-    With --config=nocuda (//bazel:cuda_off) the nvcc actions are never run: they are tagged
-    manual (so //... does not build them) and the cc_library then has no objects and no
-    CUDA deps, only its headers.
+    With --config=nocuda (//bazel:cuda_off) nvcc never runs: the nvcc genrules are tagged
+    manual (so //... does not build them) and the cc_library selects no objects and no CUDA
+    deps, keeping only its headers.
 
     Args:
       name: the cc_library's name.
       srcs: .cu files.
       hdrs: headers the .cu files and users include.
-      deps: cc_library deps of the library (linked; NOT visible to nvcc).
+      deps: cc_library deps of the library (linked; their headers are NOT inputs of nvcc's
+        sandboxed action: list any the .cu files include in cu_hdrs).
       copts: extra nvcc flags.
-      nvcc_srcs: extra files (headers from other packages) the .cu files include; nvcc runs
-        in a sandbox that only holds the declared inputs. The .h/.cuh files of this package
-        are always included. Include paths are workspace-relative.
+      cu_hdrs: headers from other packages that the .cu files include (labels).
       **kwargs: passed to cc_library.
     """
+    # Every header nvcc may read must be an input of the (sandboxed) action.
+    headers = {h: True for h in hdrs + native.glob(["*.h", "*.cuh"]) + cu_hdrs}.keys()
     objs = []
     for src in srcs:
         obj = src[:-len(".cu")] + ".pic.o"
         native.genrule(
             name = name + "_" + src.replace("/", "_").replace(".", "_"),
-            srcs = [src] + hdrs + nvcc_srcs +
-                   native.glob(["**/*.h", "**/*.cuh"], exclude = hdrs + nvcc_srcs),
+            srcs = [src] + headers,
             outs = [obj],
             cmd = " ".join([
                 "/usr/local/cuda/bin/nvcc -c -O3 -std=c++17 -Xcompiler -fPIC",

@@ -246,8 +246,8 @@ struct MmaLayout {
 // Copies rows [first, first + 64) of block `which` (rows >= limit zero-filled) into a
 // [64, D] shared tile, asynchronously.
 template <typename T, int D>
-__device__ __forceinline__ void LoadTileAsync(T* tile, const T* qkv, int row0, int first,
-                                              int limit, int which, int head, int num_heads) {
+__device__ __forceinline__ void LoadTileAsync(T* tile, const T* qkv, int row0, int first, int limit,
+                                              int which, int head, int num_heads) {
   constexpr int kSteps = kBlockM * D / kVec / kThreads;
   static_assert(kSteps * kThreads * kVec == kBlockM * D, "tile must split evenly");
 #pragma unroll
@@ -261,14 +261,16 @@ __device__ __forceinline__ void LoadTileAsync(T* tile, const T* qkv, int row0, i
   }
 }
 
+// Register budget: 4 CTAs per SM (<= 128 registers) for head_dim <= 64; head_dim 128 keeps
+// Q fragments and O accumulators of 128 columns and is allowed more.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 2)
     VarlenAttentionMmaKernel(const T* __restrict__ qkv, const int32_t* __restrict__ cu_rows,
                              const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
                              float scale_log2, T* __restrict__ out) {
   static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
   constexpr int kStride = MmaLayout<D>::kStride;
-  constexpr int kKChunks = D / 16;      // k-steps of S = Q·Kᵀ
+  constexpr int kKChunks = D / 16;       // k-steps of S = Q·Kᵀ
   constexpr int kSBlocks = kBlockN / 8;  // 8-key accumulator blocks of S
   constexpr int kOBlocks = D / 8;        // 8-column accumulator blocks of O
   using Ops = MmaOps<T>;
@@ -440,8 +442,8 @@ void SetSharedMemory(Kernel kernel, size_t bytes) {
 }
 
 template <typename T, int D>
-void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
-                      int num_seqs, int max_rows, int num_heads, T* out, cudaStream_t stream) {
+void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
+                      int max_rows, int num_heads, T* out, cudaStream_t stream) {
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   if constexpr (std::is_same_v<T, float>) {
     const size_t smem = F32Layout<D>::kBytes;
@@ -472,16 +474,13 @@ void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* 
   if (num_seqs <= 0 || max_rows <= 0 || num_heads <= 0) return;
   switch (head_dim) {
     case 32:
-      LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out,
-                              stream);
+      LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
       break;
     case 64:
-      LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out,
-                              stream);
+      LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
       break;
     case 128:
-      LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out,
-                               stream);
+      LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
       break;
     default:
       // An empty grid: cudaGetLastError() then reports cudaErrorInvalidConfiguration.
@@ -492,8 +491,8 @@ void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* 
 
 template void LaunchVarlenAttention<float>(const float*, const int32_t*, const int32_t*, int, int,
                                            int, int, float*, cudaStream_t);
-template void LaunchVarlenAttention<__half>(const __half*, const int32_t*, const int32_t*, int,
-                                            int, int, int, __half*, cudaStream_t);
+template void LaunchVarlenAttention<__half>(const __half*, const int32_t*, const int32_t*, int, int,
+                                            int, int, __half*, cudaStream_t);
 template void LaunchVarlenAttention<__nv_bfloat16>(const __nv_bfloat16*, const int32_t*,
                                                    const int32_t*, int, int, int, int,
                                                    __nv_bfloat16*, cudaStream_t);

@@ -20,11 +20,11 @@
 #ifndef BERT_KERNELS_CUDA_ATTENTION_H_
 #define BERT_KERNELS_CUDA_ATTENTION_H_
 
-#include <cstdint>
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace bert::cuda {
 

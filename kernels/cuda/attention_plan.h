@@ -73,8 +73,7 @@ BERT_HD int64_t QkvOffset(int64_t row, int which, int h, int d, int num_heads, i
 
 // Element offset of (row, head h, column d) in out [rows, num_heads * head_dim].
 BERT_HD int64_t OutOffset(int64_t row, int h, int d, int num_heads, int head_dim) {
-  return row * static_cast<int64_t>(num_heads) * head_dim + static_cast<int64_t>(h) * head_dim +
-         d;
+  return row * static_cast<int64_t>(num_heads) * head_dim + static_cast<int64_t>(h) * head_dim + d;
 }
 
 // Cooperative copy of a [rows, cols] tile in chunks of `vec` elements by `threads` threads:

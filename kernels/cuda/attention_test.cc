@@ -40,22 +40,32 @@ enum class Pattern { kOneToken, kOdd, kFull128, kFull512, kManyRandom, kPadding,
 
 std::string DTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
   }
   return "?";
 }
 
 std::string PatternName(Pattern p) {
   switch (p) {
-    case Pattern::kOneToken: return "OneToken";
-    case Pattern::kOdd: return "Odd";
-    case Pattern::kFull128: return "Full128";
-    case Pattern::kFull512: return "Full512";
-    case Pattern::kManyRandom: return "ManyRandom";
-    case Pattern::kPadding: return "Padding";
-    case Pattern::kHugeBatch: return "HugeBatch";
+    case Pattern::kOneToken:
+      return "OneToken";
+    case Pattern::kOdd:
+      return "Odd";
+    case Pattern::kFull128:
+      return "Full128";
+    case Pattern::kFull512:
+      return "Full512";
+    case Pattern::kManyRandom:
+      return "ManyRandom";
+    case Pattern::kPadding:
+      return "Padding";
+    case Pattern::kHugeBatch:
+      return "HugeBatch";
   }
   return "?";
 }
@@ -64,11 +74,17 @@ std::string PatternName(Pattern p) {
 template <typename T>
 T FromFloat(float x);
 template <>
-float FromFloat<float>(float x) { return x; }
+float FromFloat<float>(float x) {
+  return x;
+}
 template <>
-__half FromFloat<__half>(float x) { return __float2half_rn(x); }
+__half FromFloat<__half>(float x) {
+  return __float2half_rn(x);
+}
 template <>
-__nv_bfloat16 FromFloat<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 float ToFloat(float x) { return x; }
 float ToFloat(__half x) { return __half2float(x); }
@@ -179,7 +195,9 @@ class DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   template <typename T>
-  T* get() const { return static_cast<T*>(ptr_); }
+  T* get() const {
+    return static_cast<T*>(ptr_);
+  }
   size_t bytes() const { return bytes_; }
 
  private:
@@ -207,8 +225,9 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
     if (std::get<0>(GetParam()) != DType::kF32) {
       cudaDeviceProp prop;
       ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
-      if (prop.major < 8) GTEST_SKIP() << "fp16/bf16 attention needs sm_80+, device is sm_"
-                                       << prop.major << prop.minor;
+      if (prop.major < 8)
+        GTEST_SKIP() << "fp16/bf16 attention needs sm_80+, device is sm_" << prop.major
+                     << prop.minor;
     }
   }
 
@@ -245,23 +264,23 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
     ASSERT_NE(d_out.get<void>(), nullptr);
     ASSERT_NE(d_cu.get<void>(), nullptr);
     ASSERT_NE(d_valid.get<void>(), nullptr);
-    EXPECT_CUDA_OK(cudaMemcpy(d_qkv.get<void>(), qkv_t.data(), d_qkv.bytes(),
-                              cudaMemcpyHostToDevice));
+    EXPECT_CUDA_OK(
+        cudaMemcpy(d_qkv.get<void>(), qkv_t.data(), d_qkv.bytes(), cudaMemcpyHostToDevice));
     EXPECT_CUDA_OK(cudaMemcpy(d_cu.get<void>(), cu.data(), d_cu.bytes(), cudaMemcpyHostToDevice));
-    EXPECT_CUDA_OK(cudaMemcpy(d_valid.get<void>(), b.valid.data(), d_valid.bytes(),
-                              cudaMemcpyHostToDevice));
+    EXPECT_CUDA_OK(
+        cudaMemcpy(d_valid.get<void>(), b.valid.data(), d_valid.bytes(), cudaMemcpyHostToDevice));
     // 0xFF bytes are NaN in fp32, fp16 and bf16.
     EXPECT_CUDA_OK(cudaMemset(d_out.get<void>(), 0xFF, d_out.bytes()));
 
-    LaunchVarlenAttention<T>(d_qkv.get<T>(), d_cu.get<int32_t>(), d_valid.get<int32_t>(),
-                             num_seqs, b.max_rows, b.num_heads, head_dim, d_out.get<T>(),
+    LaunchVarlenAttention<T>(d_qkv.get<T>(), d_cu.get<int32_t>(), d_valid.get<int32_t>(), num_seqs,
+                             b.max_rows, b.num_heads, head_dim, d_out.get<T>(),
                              /*stream=*/0);
     EXPECT_CUDA_OK(cudaGetLastError());
     EXPECT_CUDA_OK(cudaDeviceSynchronize());
 
     std::vector<T> out_t(total * hidden + kGuardElems);
-    EXPECT_CUDA_OK(cudaMemcpy(out_t.data(), d_out.get<void>(), d_out.bytes(),
-                              cudaMemcpyDeviceToHost));
+    EXPECT_CUDA_OK(
+        cudaMemcpy(out_t.data(), d_out.get<void>(), d_out.bytes(), cudaMemcpyDeviceToHost));
     for (int64_t i = 0; i < kGuardElems; ++i) {
       uint8_t bytes[sizeof(T)];
       std::memcpy(bytes, &out_t[total * hidden + i], sizeof(T));
@@ -277,8 +296,9 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
     for (int64_t i = 0; i < total * hidden; ++i) {
       const double got = ToFloat(out_t[i]);
       if (!std::isfinite(got)) {
-        if (++unwritten <= 5) ADD_FAILURE() << "output " << i << " (row " << i / hidden
-                                            << ", col " << i % hidden << ") not written";
+        if (++unwritten <= 5)
+          ADD_FAILURE() << "output " << i << " (row " << i / hidden << ", col " << i % hidden
+                        << ") not written";
         continue;
       }
       const double err = std::fabs(got - ref[i]) / (std::fabs(ref[i]) + mean_abs);
@@ -295,14 +315,14 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
     if constexpr (std::is_same_v<T, float>) {
       // fp32 must also equal the project's CPU reference (float statistics, OpenBLAS).
       std::vector<float> cpu_out(total * hidden, NAN);
-      bert::cpu::Attention(qkv_f.data(), cu.data(), b.valid.data(), num_seqs, b.num_heads,
-                           head_dim, cpu_out.data());
+      bert::cpu::Attention(qkv_f.data(), cu.data(), b.valid.data(), num_seqs, b.num_heads, head_dim,
+                           cpu_out.data());
       int64_t cpu_bad = 0;
       for (int64_t i = 0; i < total * hidden; ++i) {
         const double err = std::fabs(out_t[i] - cpu_out[i]) / (std::fabs(cpu_out[i]) + mean_abs);
         if (!(err <= tol) && ++cpu_bad <= 5) {
-          ADD_FAILURE() << "vs bert::cpu::Attention, row " << i / hidden << " col "
-                        << i % hidden << ": got " << out_t[i] << ", cpu " << cpu_out[i];
+          ADD_FAILURE() << "vs bert::cpu::Attention, row " << i / hidden << " col " << i % hidden
+                        << ": got " << out_t[i] << ", cpu " << cpu_out[i];
         }
       }
       EXPECT_EQ(cpu_bad, 0);
@@ -313,9 +333,15 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
 TEST_P(VarlenAttentionTest, MatchesDoubleReference) {
   const auto [dtype, head_dim, pattern] = GetParam();
   switch (dtype) {
-    case DType::kF32: Run<float>(head_dim, pattern, 1e-5); break;
-    case DType::kF16: Run<__half>(head_dim, pattern, 1e-2); break;
-    case DType::kBF16: Run<__nv_bfloat16>(head_dim, pattern, 3e-2); break;
+    case DType::kF32:
+      Run<float>(head_dim, pattern, 1e-5);
+      break;
+    case DType::kF16:
+      Run<__half>(head_dim, pattern, 1e-2);
+      break;
+    case DType::kBF16:
+      Run<__nv_bfloat16>(head_dim, pattern, 3e-2);
+      break;
   }
 }
 
@@ -324,8 +350,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
                        ::testing::Values(32, 64, 128),
                        ::testing::Values(Pattern::kOneToken, Pattern::kOdd, Pattern::kFull128,
-                                         Pattern::kFull512, Pattern::kManyRandom,
-                                         Pattern::kPadding, Pattern::kHugeBatch)),
+                                         Pattern::kFull512, Pattern::kManyRandom, Pattern::kPadding,
+                                         Pattern::kHugeBatch)),
     [](const ::testing::TestParamInfo<Param>& info) {
       return DTypeName(std::get<0>(info.param)) + "_d" + std::to_string(std::get<1>(info.param)) +
              "_" + PatternName(std::get<2>(info.param));

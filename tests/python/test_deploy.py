@@ -1,0 +1,63 @@
+"""Deployment files stay consistent with the server they deploy.
+
+Every flag the Kubernetes manifests and the Dockerfile pass must be one the built
+bert_server accepts, and the probes/ports must point at the ports the server listens on.
+"""
+import os
+import pathlib
+import re
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SERVER = pathlib.Path(os.environ.get("BERT_BIN", ROOT / "bazel-bin")) / "server" / "bert_server"
+
+
+@pytest.fixture(scope="module")
+def server_flags():
+    out = subprocess.run([str(SERVER), "--helpfull"], capture_output=True, text=True, timeout=60)
+    text = out.stdout + out.stderr
+    flags = set(re.findall(r"--([a-z_0-9]+)", text))
+    assert "model_dir" in flags, text[:2000]
+    return flags
+
+
+def _flag_names(args):
+    return [a[2:].split("=", 1)[0] for a in args if a.startswith("--")]
+
+
+def _load_all(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def test_k8s_base_args_are_server_flags(server_flags):
+    dep = _load_all(ROOT / "deploy/k8s/base/deployment.yaml")[0]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    unknown = [f for f in _flag_names(container["args"]) if f not in server_flags]
+    assert not unknown, f"unknown server flags in deployment.yaml: {unknown}"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == ports["grpc"], probe
+    args = dict(a[2:].split("=", 1) for a in container["args"] if "=" in a)
+    assert args["address"].endswith(":%d" % ports["grpc"])
+    assert args["metrics_address"].endswith(":%d" % ports["metrics"])
+
+
+def test_k8s_gpu_overlay_args_are_server_flags(server_flags):
+    patch = _load_all(ROOT / "deploy/k8s/overlays/gpu/gpu.yaml")[0]
+    args = next(op["value"] for op in patch if op["path"].endswith("/args"))
+    unknown = [f for f in _flag_names(args) if f not in server_flags]
+    assert not unknown, f"unknown server flags in gpu.yaml: {unknown}"
+    resources = next(op["value"] for op in patch if op["path"].endswith("/resources"))
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_dockerfile_cmd_flags_are_server_flags(server_flags):
+    text = (ROOT / "deploy/docker/Dockerfile").read_text()
+    cmd = re.search(r"CMD \[(.*?)\]", text, re.S).group(1)
+    args = re.findall(r'"([^"]+)"', cmd)
+    unknown = [f for f in _flag_names(args) if f not in server_flags]
+    assert not unknown, f"unknown server flags in Dockerfile: {unknown}"
