@@ -10,12 +10,16 @@ CUDA_GENCODE = [
 def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], cu_hdrs = [], **kwargs):
     """One nvcc action per .cu file; the objects go into a cc_library.
 
+    With --config=nocuda (//bazel:cuda_off) nvcc never runs: the nvcc genrules are tagged
+    manual (so //... does not build them) and the cc_library selects no objects and no CUDA
+    deps, keeping only its headers.
+
     Args:
       name: the cc_library's name.
       srcs: .cu files.
       hdrs: headers the .cu files and users include.
-      deps: cc_library deps whose headers the .cu files include (headers are passed to nvcc
-        through their package paths; include paths are workspace-relative).
+      deps: cc_library deps of the library (linked; their headers are NOT inputs of nvcc's
+        sandboxed action: list any the .cu files include in cu_hdrs).
       copts: extra nvcc flags.
       cu_hdrs: headers from other packages that the .cu files include (labels).
       **kwargs: passed to cc_library.
@@ -36,12 +40,19 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], cu_hdrs = [], **k
             ] + CUDA_GENCODE + copts + [
                 "$(location %s) -o $@" % src,
             ]),
+            tags = ["manual"],
         )
         objs.append(obj)
     native.cc_library(
         name = name,
-        srcs = objs,
+        srcs = select({
+            "//bazel:cuda_off": [],
+            "//conditions:default": objs,
+        }),
         hdrs = hdrs,
-        deps = deps + ["@cuda//:cudart"],
+        deps = select({
+            "//bazel:cuda_off": [],
+            "//conditions:default": deps + ["@cuda//:cudart"],
+        }),
         **kwargs
     )

@@ -1,9 +1,13 @@
 #include "server/engine/engine_factory.h"
 
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/cpu_engine.h"
+#ifdef BERT_WITH_CUDA
+#include "server/engine/cuda_engine.h"
+#endif
 
 namespace bert {
 namespace {
@@ -22,11 +26,34 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> m
   return std::unique_ptr<Engine>(std::move(engine).value());
 }
 
-// The CUDA backend's entry point is wired in here once it exists (behind the cuda_off
-// select), so that a CPU-only build never links CUDA.
-absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> /*model*/,
-                                                   const EngineOptions& /*options*/) {
-  return absl::UnavailableError("CUDA backend not available in this build");
+// The CUDA backend exists only in builds with CUDA (BERT_WITH_CUDA, set by the
+// //bazel:cuda_off select in BUILD), so that a CPU-only build never links CUDA.
+absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> model,
+                                                   const EngineOptions& options) {
+#ifdef BERT_WITH_CUDA
+  if (CudaDeviceCount() == 0) {
+    // UNAVAILABLE lets "auto" fall back to the CPU; CreateCudaEngine says why in detail.
+    auto engine = CreateCudaEngine(std::move(model), options.dtype, 1, options.allow_tf32);
+    return absl::UnavailableError(absl::StrCat(
+        "CUDA backend unavailable: ",
+        engine.ok() ? std::string("no CUDA GPU") : std::string(engine.status().message())));
+  }
+  constexpr int kDefaultMaxBatchTokens = 16384;
+  auto engine = CreateCudaEngine(
+      std::move(model), options.dtype,
+      options.max_batch_tokens > 0 ? options.max_batch_tokens : kDefaultMaxBatchTokens,
+      options.allow_tf32);
+  // A model shape the CUDA kernels do not support (FAILED_PRECONDITION) is UNAVAILABLE here
+  // too, so that "auto" falls back to the CPU.
+  if (!engine.ok() && absl::IsFailedPrecondition(engine.status())) {
+    return absl::UnavailableError(engine.status().message());
+  }
+  return engine;
+#else
+  (void)model;
+  (void)options;
+  return absl::UnavailableError("CUDA backend not available in this build (--config=nocuda)");
+#endif
 }
 
 }  // namespace

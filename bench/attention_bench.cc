@@ -1,0 +1,206 @@
+// Times LaunchVarlenAttention alone with CUDA events (not a test; see bench/NOTES_attention.md).
+//
+//   attention_bench [--dtype=f16|bf16|f32] [--iters=N]
+//
+// Shapes (12 heads, head_dim 64): batch 128 x 128 tokens, 32 x 512, 1 x 128, and a
+// variable-length batch of 256 sequences (log-normal lengths, mean ~36, max 128, fixed
+// seed). Method: random inputs, 20 warm-up launches, then N launches each bracketed by its
+// own pair of events; prints the median and the min, the achieved TFLOP/s (4 * L^2 * D per
+// sequence and head, real lengths) and GB/s (qkv read once + out written once), and the
+// torch SDPA anchors from shared/DEVICE.md for the two fixed shapes (H200).
+#include <cstdio>
+
+#if defined(BERT_WITH_CUDA)
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention.h"
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                           \
+  do {                                                                                             \
+    const cudaError_t err_ = (expr);                                                               \
+    if (err_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
+      std::exit(1);                                                                                \
+    }                                                                                              \
+  } while (0)
+
+constexpr int kHeads = 12;
+constexpr int kHeadDim = 64;
+
+struct Shape {
+  std::string name;
+  std::vector<int32_t> lengths;
+  double torch_sdpa_ms;  // 0 when there is no anchor
+};
+
+template <typename T>
+T FromFloat(float x);
+template <>
+float FromFloat<float>(float x) {
+  return x;
+}
+template <>
+__half FromFloat<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+float ToFloat(float x) { return x; }
+float ToFloat(__half x) { return __half2float(x); }
+float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+void RunShape(const Shape& shape, int iters) {
+  const int num_seqs = static_cast<int>(shape.lengths.size());
+  std::vector<int32_t> cu(num_seqs + 1, 0);
+  for (int s = 0; s < num_seqs; ++s) cu[s + 1] = cu[s] + shape.lengths[s];
+  const int64_t rows = cu[num_seqs];
+  const int max_rows = *std::max_element(shape.lengths.begin(), shape.lengths.end());
+  const int hidden = kHeads * kHeadDim;
+
+  std::mt19937 rng(1234);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<T> qkv(rows * 3 * hidden);
+  for (auto& x : qkv) x = FromFloat<T>(dist(rng));
+
+  T *d_qkv = nullptr, *d_out = nullptr;
+  int32_t *d_cu = nullptr, *d_valid = nullptr;
+  CHECK_CUDA(cudaMalloc(&d_qkv, qkv.size() * sizeof(T)));
+  CHECK_CUDA(cudaMalloc(&d_out, rows * hidden * sizeof(T)));
+  CHECK_CUDA(cudaMalloc(&d_cu, cu.size() * sizeof(int32_t)));
+  CHECK_CUDA(cudaMalloc(&d_valid, num_seqs * sizeof(int32_t)));
+  CHECK_CUDA(cudaMemcpy(d_qkv, qkv.data(), qkv.size() * sizeof(T), cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(d_cu, cu.data(), cu.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(d_valid, shape.lengths.data(), num_seqs * sizeof(int32_t),
+                        cudaMemcpyHostToDevice));
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreate(&stream));
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+
+  auto launch = [&] {
+    bert::cuda::LaunchVarlenAttention<T>(d_qkv, d_cu, d_valid, num_seqs, max_rows, kHeads, kHeadDim,
+                                         d_out, stream);
+  };
+  for (int i = 0; i < 20; ++i) launch();
+  CHECK_CUDA(cudaGetLastError());
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  std::vector<float> ms(iters);
+  for (int i = 0; i < iters; ++i) {
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    launch();
+    CHECK_CUDA(cudaEventRecord(stop, stream));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    CHECK_CUDA(cudaEventElapsedTime(&ms[i], start, stop));
+  }
+  CHECK_CUDA(cudaGetLastError());
+
+  // Sanity: the output is finite (correctness itself is attention_test's job).
+  std::vector<T> out(rows * hidden);
+  CHECK_CUDA(cudaMemcpy(out.data(), d_out, out.size() * sizeof(T), cudaMemcpyDeviceToHost));
+  int64_t non_finite = 0;
+  for (const T& x : out) non_finite += !std::isfinite(ToFloat(x));
+
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[iters / 2], best = ms[0];
+  double flops = 0;
+  for (int32_t l : shape.lengths) flops += 4.0 * kHeads * double(l) * l * kHeadDim;
+  const double bytes = double(rows) * (3 * hidden + hidden) * sizeof(T);
+  std::printf("%-22s seqs %5d rows %7lld  median %8.4f ms  min %8.4f ms  %7.1f TFLOP/s  %7.1f GB/s",
+              shape.name.c_str(), num_seqs, static_cast<long long>(rows), median, best,
+              flops / median / 1e9, bytes / median / 1e6);
+  if (shape.torch_sdpa_ms > 0) {
+    std::printf("  torch SDPA (H200) %.3f ms -> %.2fx", shape.torch_sdpa_ms,
+                shape.torch_sdpa_ms / median);
+  }
+  std::printf("%s\n", non_finite ? "  NON-FINITE OUTPUT" : "");
+
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  CHECK_CUDA(cudaFree(d_qkv));
+  CHECK_CUDA(cudaFree(d_out));
+  CHECK_CUDA(cudaFree(d_cu));
+  CHECK_CUDA(cudaFree(d_valid));
+}
+
+std::vector<Shape> Shapes() {
+  std::vector<Shape> shapes;
+  shapes.push_back({"128 x 128", std::vector<int32_t>(128, 128), 0.044});
+  shapes.push_back({"32 x 512", std::vector<int32_t>(32, 512), 0.094});
+  shapes.push_back({"1 x 128", std::vector<int32_t>(1, 128), 0.040});
+  // Log-normal lengths with mean ~36 (mu = 3.3, sigma = 0.6), clamped to [1, 128].
+  std::mt19937 rng(42);
+  std::lognormal_distribution<double> lognormal(3.3, 0.6);
+  Shape varlen{"256 varlen (mean~36)", {}, 0};
+  for (int i = 0; i < 256; ++i) {
+    varlen.lengths.push_back(
+        static_cast<int32_t>(std::clamp(std::lround(lognormal(rng)), 1L, 128L)));
+  }
+  shapes.push_back(varlen);
+  return shapes;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dtype = "f16";
+  int iters = 200;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--dtype=", 8) == 0) {
+      dtype = argv[i] + 8;
+    } else if (std::strncmp(argv[i], "--iters=", 8) == 0) {
+      iters = std::max(1, std::atoi(argv[i] + 8));
+    } else {
+      std::fprintf(stderr, "usage: %s [--dtype=f16|bf16|f32] [--iters=N]\n", argv[0]);
+      return 2;
+    }
+  }
+  int device = 0;
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDevice(&device));
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
+  std::printf("attention_bench: %s (sm_%d%d, %d SMs), dtype %s, %d heads x %d, %d timed launches\n",
+              prop.name, prop.major, prop.minor, prop.multiProcessorCount, dtype.c_str(), kHeads,
+              kHeadDim, iters);
+  for (const Shape& shape : Shapes()) {
+    if (dtype == "f16") {
+      RunShape<__half>(shape, iters);
+    } else if (dtype == "bf16") {
+      RunShape<__nv_bfloat16>(shape, iters);
+    } else if (dtype == "f32") {
+      RunShape<float>(shape, iters);
+    } else {
+      std::fprintf(stderr, "unknown dtype %s\n", dtype.c_str());
+      return 2;
+    }
+  }
+  return 0;
+}
+
+#else  // !BERT_WITH_CUDA
+
+int main() {
+  std::fprintf(stderr, "attention_bench: built with --config=nocuda; nothing to time\n");
+  return 1;
+}
+
+#endif  // BERT_WITH_CUDA

@@ -1,0 +1,227 @@
+// Our CUDA engine on a BERT-base shape: GPU time per batch (CUDA events on the engine's
+// stream, from the batch upload to the pooled output's copy back), after warm-up, median of
+// many runs, for fp32/fp16/bf16 at batch 1/8/32/128/256 x seq 128 and a variable-length batch.
+// Also the host wall time of Encode (which adds host packing and the final copy).
+//
+//   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
+//             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
+//
+// --model_dir loads a Hugging Face BERT directory (bench/hf_baseline.py --save_model writes
+// one, so both sides use the same random weights); without it, RandomModel(BertBase, 1).
+// --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "server/engine/cuda_engine.h"
+#include "server/engine/engine.h"
+#include "server/engine/engine_factory.h"
+#include "server/engine/model.h"
+
+namespace bert {
+namespace {
+
+struct Options {
+  std::string model_dir;
+  std::vector<std::string> dtypes = {"fp32", "fp16", "bf16"};
+  std::vector<int> batches = {1, 8, 32, 128, 256};
+  int seq = 128;
+  std::string varlen_file;
+  int iters = 30;
+  std::string json;
+};
+
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+bool ParseFlags(int argc, char** argv, Options* o) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      const std::string prefix = std::string("--") + name + "=";
+      return a.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
+    };
+    if (const char* v = value("model_dir")) {
+      o->model_dir = v;
+    } else if (const char* v = value("dtypes")) {
+      o->dtypes = Split(v);
+    } else if (const char* v = value("batches")) {
+      o->batches.clear();
+      for (const std::string& b : Split(v)) o->batches.push_back(std::atoi(b.c_str()));
+    } else if (const char* v = value("seq")) {
+      o->seq = std::atoi(v);
+    } else if (const char* v = value("varlen_file")) {
+      o->varlen_file = v;
+    } else if (const char* v = value("iters")) {
+      o->iters = std::atoi(v);
+    } else if (const char* v = value("json")) {
+      o->json = v;
+    } else {
+      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
+      return false;
+    }
+  }
+  return true;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+EncoderBatch MakeBatch(const std::vector<int>& lengths, const ModelConfig& c, uint64_t seed) {
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_int_distribution<int> word(1000, c.vocab_size - 1);
+  EncoderBatch batch;
+  for (int len : lengths) {
+    std::vector<int32_t> ids(len);
+    for (int& id : ids) id = word(rng);
+    ids.front() = 101;  // [CLS]
+    ids.back() = 102;   // [SEP]
+    batch.Add(ids, {});
+  }
+  return batch;
+}
+
+struct Result {
+  std::string dtype, shape;
+  int batch = 0;
+  long real_tokens = 0;
+  double gpu_ms = 0, wall_ms = 0;
+};
+
+int Run(const Options& o) {
+  std::shared_ptr<const Model> model;
+  if (!o.model_dir.empty()) {
+    auto loaded = LoadModel(o.model_dir);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "loading %s: %s\n", o.model_dir.c_str(),
+                   loaded.status().ToString().c_str());
+      return 1;
+    }
+    model = std::make_shared<const Model>(std::move(loaded).value());
+  } else {
+    model = std::make_shared<const Model>(RandomModel(BertBaseConfig(), 1));
+  }
+  std::vector<int> varlen;
+  if (!o.varlen_file.empty()) {
+    std::ifstream in(o.varlen_file);
+    int len;
+    while (in >> len) varlen.push_back(len);
+  }
+  int max_tokens = o.seq * (o.batches.empty() ? 1 : *std::max_element(o.batches.begin(),
+                                                                      o.batches.end()));
+  long varlen_tokens = 0;
+  for (int l : varlen) varlen_tokens += l;
+  max_tokens = std::max<long>(max_tokens, varlen_tokens);
+
+  // Issue 7's memory goal: BERT-base fp16 weights + a 16K-token workspace <= 2 GB. The
+  // difference in free device memory around creating that engine (the CUDA context is
+  // created before, so it is not counted).
+  {
+    cudaFree(nullptr);
+    size_t free_before = 0, free_after = 0, total = 0;
+    cudaMemGetInfo(&free_before, &total);
+    auto engine = CreateCudaEngine(model, DType::kFloat16, 16384, false);
+    cudaMemGetInfo(&free_after, &total);
+    if (engine.ok()) {
+      std::printf("memory: fp16 engine with a 16384-token workspace uses %.1f MiB of device "
+                  "memory (context excluded)\n",
+                  (static_cast<double>(free_before) - free_after) / (1 << 20));
+    } else {
+      std::printf("memory: fp16 engine creation failed: %s\n",
+                  engine.status().ToString().c_str());
+    }
+  }
+
+  std::vector<Result> results;
+  for (const std::string& name : o.dtypes) {
+    auto dtype = ParseDType(name);
+    if (!dtype.ok()) {
+      std::fprintf(stderr, "%s\n", dtype.status().ToString().c_str());
+      return 1;
+    }
+    auto engine = CreateCudaEngine(model, *dtype, max_tokens, /*allow_tf32=*/false);
+    if (!engine.ok()) {
+      std::fprintf(stderr, "creating the CUDA engine: %s\n", engine.status().ToString().c_str());
+      return 1;
+    }
+    auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
+    std::vector<std::pair<std::string, std::vector<int>>> shapes;
+    for (int b : o.batches) {
+      shapes.push_back({"seq" + std::to_string(o.seq), std::vector<int>(b, o.seq)});
+    }
+    if (!varlen.empty()) shapes.push_back({"varlen", varlen});
+    for (const auto& [shape, lengths] : shapes) {
+      const EncoderBatch batch = MakeBatch(lengths, model->config, 42);
+      OutputSelection sel;
+      sel.pooled = true;
+      EncoderOutput out;
+      std::vector<double> gpu, wall;
+      for (int i = 0; i < o.iters + 5; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const absl::Status st = (*engine)->Encode(batch, sel, &out);
+        const auto t1 = std::chrono::steady_clock::now();
+        if (!st.ok()) {
+          std::fprintf(stderr, "Encode: %s\n", st.ToString().c_str());
+          return 1;
+        }
+        if (i < 5) continue;  // warm-up (plans, clocks)
+        gpu.push_back(timing->last_gpu_milliseconds());
+        wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      }
+      Result r;
+      r.dtype = name;
+      r.shape = shape;
+      r.batch = static_cast<int>(lengths.size());
+      r.real_tokens = batch.total_rows();
+      r.gpu_ms = Median(gpu);
+      r.wall_ms = Median(wall);
+      std::printf("ours %-5s %-7s batch %4d tokens %6ld  gpu %8.3f ms  wall %8.3f ms  %10.0f seq/s"
+                  "  %11.0f tok/s\n",
+                  name.c_str(), shape.c_str(), r.batch, r.real_tokens, r.gpu_ms, r.wall_ms,
+                  r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3));
+      std::fflush(stdout);
+      results.push_back(r);
+    }
+  }
+  if (!o.json.empty()) {
+    std::ofstream f(o.json);
+    f << "[\n";
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      f << "  {\"impl\": \"ours\", \"mode\": \"cuda\", \"dtype\": \"" << r.dtype
+        << "\", \"shape\": \"" << r.shape << "\", \"batch\": " << r.batch
+        << ", \"real_tokens\": " << r.real_tokens << ", \"gpu_ms\": " << r.gpu_ms
+        << ", \"wall_ms\": " << r.wall_ms << "}" << (i + 1 < results.size() ? "," : "") << "\n";
+    }
+    f << "]\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace bert
+
+int main(int argc, char** argv) {
+  bert::Options o;
+  if (!bert::ParseFlags(argc, argv, &o)) return 2;
+  return bert::Run(o);
+}

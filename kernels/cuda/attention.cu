@@ -1,0 +1,500 @@
+// Fused varlen multi-head attention (see attention.h). Two kernel families:
+//  * VarlenAttentionF32Kernel: exact fp32 on CUDA cores. CTA = 4 warps, 32 query rows
+//    (8 per warp); key tiles of 32 (one key per lane for QKᵀ, one output column per lane
+//    for ×V).
+//  * VarlenAttentionMmaKernel: half/bf16 on tensor cores (mma.sync m16n8k16, fp32
+//    accumulators). CTA = 4 warps, 64 query rows (16 per warp); key/value tiles of 64 rows
+//    staged in shared memory with cp.async; Q fragments stay in registers; P never leaves
+//    registers (the S accumulators are repacked as the A operand of P·V); the output is
+//    staged through shared memory for 16-byte coalesced stores.
+// Both: grid (query tile, head, sequence), online softmax with fp32 running max and sum,
+// keys past num_valid masked, rows past the sequence never read or written.
+#include "kernels/cuda/attention.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/cuda/attention_plan.h"
+
+namespace bert::cuda {
+namespace {
+
+namespace plan = attention_plan;
+
+constexpr int kThreads = 128;  // 4 warps
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__device__ __forceinline__ float WarpMax(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
+  return v;
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+// ------------------------------------ fp32 (SIMT) ------------------------------------------
+
+constexpr int kF32BlockM = 32;
+constexpr int kF32RowsPerWarp = kF32BlockM / kWarps;  // 8
+constexpr int kF32BlockN = 32;                        // one key per lane
+
+template <int D>
+struct F32Layout {
+  static constexpr int kKStride = D + 1;  // lane j reads K row j: odd stride, no bank conflict
+  static constexpr int kQ = kF32BlockM * D;
+  static constexpr int kK = kF32BlockN * kKStride;
+  static constexpr int kV = kF32BlockN * D;
+  static constexpr size_t kBytes = sizeof(float) * (kQ + kK + kV);
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+    VarlenAttentionF32Kernel(const float* __restrict__ qkv, const int32_t* __restrict__ cu_rows,
+                             const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
+                             float scale, float* __restrict__ out) {
+  static_assert(D % 32 == 0, "head_dim must be a multiple of 32");
+  constexpr int kCols = D / 32;  // output columns per lane
+  using L = F32Layout<D>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sq = reinterpret_cast<float*>(smem_raw);
+  float* sk = sq + L::kQ;
+  float* sv = sk + L::kK;
+
+  const int seq = seq_begin + static_cast<int>(blockIdx.z);
+  const int head = blockIdx.y;
+  const int row0 = cu_rows[seq];
+  const int seq_rows = cu_rows[seq + 1] - row0;
+  const plan::RowRange q = plan::QueryTileRows(blockIdx.x, seq_rows, kF32BlockM);
+  if (q.begin >= q.end) return;
+  const int n_keys = plan::NumKeys(num_valid[seq], seq_rows);
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+
+  for (int i = tid; i < kF32BlockM * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    const int row = q.begin + r;
+    sq[i] = row < q.end ? qkv[plan::QkvOffset(row0 + row, 0, head, d, num_heads, D)] : 0.f;
+  }
+
+  float m[kF32RowsPerWarp], l[kF32RowsPerWarp], acc[kF32RowsPerWarp][kCols];
+#pragma unroll
+  for (int r = 0; r < kF32RowsPerWarp; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
+  }
+  const float* my_q = sq + warp * kF32RowsPerWarp * D;
+
+  for (int k0 = 0; k0 < n_keys; k0 += kF32BlockN) {
+    __syncthreads();  // the previous tile is consumed (first pass: nothing to wait for)
+    for (int i = tid; i < kF32BlockN * D; i += kThreads) {
+      const int r = i / D, d = i % D;
+      const int key = k0 + r;
+      float kv = 0.f, vv = 0.f;
+      if (key < n_keys) {
+        kv = qkv[plan::QkvOffset(row0 + key, 1, head, d, num_heads, D)];
+        vv = qkv[plan::QkvOffset(row0 + key, 2, head, d, num_heads, D)];
+      }
+      sk[r * L::kKStride + d] = kv;
+      sv[r * D + d] = vv;
+    }
+    __syncthreads();
+
+    float s[kF32RowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kF32RowsPerWarp; ++r) s[r] = 0.f;
+    const float* my_k = sk + lane * L::kKStride;
+#pragma unroll 8
+    for (int d = 0; d < D; ++d) {
+      const float kd = my_k[d];
+#pragma unroll
+      for (int r = 0; r < kF32RowsPerWarp; ++r) s[r] = fmaf(my_q[r * D + d], kd, s[r]);
+    }
+    // Key k0 (lane 0) is always valid, so every row's tile maximum is finite.
+    const bool valid = k0 + lane < n_keys;
+    float p[kF32RowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kF32RowsPerWarp; ++r) {
+      const float x = valid ? s[r] * scale : -INFINITY;
+      const float m_new = fmaxf(m[r], WarpMax(x));
+      const float alpha = expf(m[r] - m_new);  // 0 on the first tile (m = -inf)
+      p[r] = valid ? expf(x - m_new) : 0.f;
+      l[r] = l[r] * alpha + p[r];  // per-lane partial sum, reduced once at the end
+      m[r] = m_new;
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) acc[r][c] *= alpha;
+    }
+    const int tile_keys = min(kF32BlockN, n_keys - k0);
+    for (int j = 0; j < tile_keys; ++j) {
+      float v[kCols];
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) v[c] = sv[j * D + lane + 32 * c];
+#pragma unroll
+      for (int r = 0; r < kF32RowsPerWarp; ++r) {
+        const float pj = __shfl_sync(kFullMask, p[r], j);
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) acc[r][c] = fmaf(pj, v[c], acc[r][c]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < kF32RowsPerWarp; ++r) {
+    const float sum = WarpSum(l[r]);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int row = q.begin + warp * kF32RowsPerWarp + r;
+    if (row < q.end) {
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        out[plan::OutOffset(row0 + row, head, lane + 32 * c, num_heads, D)] = acc[r][c] * inv;
+      }
+    }
+  }
+}
+
+// -------------------------------- half / bf16 (mma.sync) -----------------------------------
+
+constexpr int kBlockM = 64;  // 16 query rows per warp
+constexpr int kBlockN = 64;  // keys per K/V tile
+constexpr int kPad = 8;      // 16 bytes per smem row: conflict-free fragment loads
+constexpr int kVec = 8;      // 16-bit elements per 16-byte copy
+
+template <typename T>
+struct MmaOps;
+
+template <>
+struct MmaOps<__half> {
+  static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+template <>
+struct MmaOps<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+// 16-byte global -> shared copy; with fill == false the destination is zero-filled and the
+// source is not read.
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool fill) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_bytes = fill ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void LdsmX4Trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t LoadU32(const T* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+template <int D>
+struct MmaLayout {
+  static constexpr int kStride = D + kPad;  // elements per shared-memory row
+  static constexpr int kTile = kBlockM * kStride;
+  static_assert(kBlockM == kBlockN, "Q, K and V tiles share one shape");
+  static constexpr size_t kBytes = 3 * kTile * 2;  // Q, K, V; 2-byte elements
+};
+
+// Copies rows [first, first + 64) of block `which` (rows >= limit zero-filled) into a
+// [64, D] shared tile, asynchronously.
+template <typename T, int D>
+__device__ __forceinline__ void LoadTileAsync(T* tile, const T* qkv, int row0, int first, int limit,
+                                              int which, int head, int num_heads) {
+  constexpr int kSteps = kBlockM * D / kVec / kThreads;
+  static_assert(kSteps * kThreads * kVec == kBlockM * D, "tile must split evenly");
+#pragma unroll
+  for (int step = 0; step < kSteps; ++step) {
+    const plan::TileChunk c = plan::CopyChunk(step, threadIdx.x, kThreads, D, kVec);
+    const int row = first + c.row;
+    const bool fill = row < limit;
+    // An unfilled chunk still gets an in-bounds address (row 0 of the sequence).
+    const T* src = qkv + plan::QkvOffset(row0 + (fill ? row : 0), which, head, c.col, num_heads, D);
+    CpAsync16(tile + c.row * MmaLayout<D>::kStride + c.col, src, fill);
+  }
+}
+
+// Register budget: 4 CTAs per SM (<= 128 registers) for head_dim <= 64; head_dim 128 keeps
+// Q fragments and O accumulators of 128 columns and is allowed more.
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 2)
+    VarlenAttentionMmaKernel(const T* __restrict__ qkv, const int32_t* __restrict__ cu_rows,
+                             const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
+                             float scale_log2, T* __restrict__ out) {
+  static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
+  constexpr int kStride = MmaLayout<D>::kStride;
+  constexpr int kKChunks = D / 16;       // k-steps of S = Q·Kᵀ
+  constexpr int kSBlocks = kBlockN / 8;  // 8-key accumulator blocks of S
+  constexpr int kOBlocks = D / 8;        // 8-column accumulator blocks of O
+  using Ops = MmaOps<T>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sq = reinterpret_cast<T*>(smem_raw);
+  T* sk = sq + MmaLayout<D>::kTile;
+  T* sv = sk + MmaLayout<D>::kTile;
+
+  const int seq = seq_begin + static_cast<int>(blockIdx.z);
+  const int head = blockIdx.y;
+  const int row0 = cu_rows[seq];
+  const int seq_rows = cu_rows[seq + 1] - row0;
+  const plan::RowRange q = plan::QueryTileRows(blockIdx.x, seq_rows, kBlockM);
+  if (q.begin >= q.end) return;
+  const int n_keys = plan::NumKeys(num_valid[seq], seq_rows);
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  T* my_q = sq + warp * 16 * kStride;  // this warp's 16 query rows
+
+  LoadTileAsync<T, D>(sq, qkv, row0, q.begin, q.end, 0, head, num_heads);
+  CpAsyncCommit();
+
+  uint32_t qf[kKChunks][4];
+  float o[kOBlocks][4];
+#pragma unroll
+  for (int b = 0; b < kOBlocks; ++b) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[b][e] = 0.f;
+  }
+  // Rows g and g + 8 of the warp's 16 (g = lane / 4): running max (log2 units) and partial
+  // sum (this thread's columns only; the quad's four partials are added at the end).
+  float m[2] = {-INFINITY, -INFINITY};
+  float l[2] = {0.f, 0.f};
+
+  for (int k0 = 0; k0 < n_keys; k0 += kBlockN) {
+    LoadTileAsync<T, D>(sk, qkv, row0, k0, n_keys, 1, head, num_heads);
+    CpAsyncCommit();
+    LoadTileAsync<T, D>(sv, qkv, row0, k0, n_keys, 2, head, num_heads);
+    CpAsyncCommit();
+    CpAsyncWait<1>();  // Q (first pass) and this K tile have landed; V may be in flight
+    __syncthreads();
+    if (k0 == 0) {
+#pragma unroll
+      for (int kc = 0; kc < kKChunks; ++kc) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const plan::TileChunk e = plan::QFragElem(lane, kc, r);
+          qf[kc][r] = LoadU32(my_q + e.row * kStride + e.col);
+        }
+      }
+    }
+
+    float s[kSBlocks][4];
+#pragma unroll
+    for (int nb = 0; nb < kSBlocks; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nb][e] = 0.f;
+#pragma unroll
+      for (int kc = 0; kc < kKChunks; ++kc) {
+        const plan::TileChunk e0 = plan::KFragElem(lane, nb, kc, 0);
+        const plan::TileChunk e1 = plan::KFragElem(lane, nb, kc, 1);
+        Ops::Mma(s[nb], qf[kc], LoadU32(sk + e0.row * kStride + e0.col),
+                 LoadU32(sk + e1.row * kStride + e1.col));
+      }
+    }
+
+    // Online softmax. Key k0 is valid, so each row's tile maximum is finite.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nb = 0; nb < kSBlocks; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = k0 + 8 * nb + plan::AccCol(lane, e);
+        s[nb][e] = key < n_keys ? s[nb][e] * scale_log2 : -INFINITY;
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], s[nb][e]);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      // The four threads of a quad hold the same two rows.
+      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(kFullMask, tile_max[i], 1));
+      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(kFullMask, tile_max[i], 2));
+      const float m_new = fmaxf(m[i], tile_max[i]);
+      alpha[i] = exp2f(m[i] - m_new);  // 0 on the first tile (m = -inf)
+      m[i] = m_new;
+      l[i] *= alpha[i];
+    }
+#pragma unroll
+    for (int nb = 0; nb < kSBlocks; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[nb][e] = exp2f(s[nb][e] - m[e / 2]);  // masked keys: exp2(-inf) = 0
+        l[e / 2] += s[nb][e];
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kOBlocks; ++b) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[b][e] *= alpha[e / 2];
+    }
+
+    CpAsyncWait<0>();  // V tile
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      uint32_t a[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float* acc = s[2 * kk + plan::PFromAccBlock(r)];
+        a[r] = Ops::Pack(acc[plan::PFromAccElem(r)], acc[plan::PFromAccElem(r) + 1]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        LdsmX4Trans(b, sv + (16 * kk + plan::LdsmTransKey(lane)) * kStride + 16 * dp +
+                           plan::LdsmTransCol(lane));
+        Ops::Mma(o[2 * dp], a, b[0], b[1]);
+        Ops::Mma(o[2 * dp + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // K/V tiles consumed before the next iteration overwrites them
+  }
+
+  // Normalise and stage the output in this warp's Q rows, then write 16-byte chunks.
+  CpAsyncWait<0>();  // the Q copy when there was no key at all
+  __syncthreads();
+  float inv[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(kFullMask, l[i], 1);
+    l[i] += __shfl_xor_sync(kFullMask, l[i], 2);
+    inv[i] = l[i] > 0.f ? 1.f / l[i] : 0.f;
+  }
+#pragma unroll
+  for (int b = 0; b < kOBlocks; ++b) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = plan::AccRow(lane, 2 * i);
+      const int col = 8 * b + plan::AccCol(lane, 2 * i);
+      *reinterpret_cast<uint32_t*>(my_q + row * kStride + col) =
+          Ops::Pack(o[b][2 * i] * inv[i], o[b][2 * i + 1] * inv[i]);
+    }
+  }
+  __syncthreads();
+  constexpr int kSteps = kBlockM * D / kVec / kThreads;
+#pragma unroll
+  for (int step = 0; step < kSteps; ++step) {
+    const plan::TileChunk c = plan::CopyChunk(step, threadIdx.x, kThreads, D, kVec);
+    const int row = q.begin + c.row;
+    if (row < q.end) {
+      *reinterpret_cast<uint4*>(out + plan::OutOffset(row0 + row, head, c.col, num_heads, D)) =
+          *reinterpret_cast<const uint4*>(sq + c.row * kStride + c.col);
+    }
+  }
+}
+
+// ------------------------------------- launchers -------------------------------------------
+
+__global__ void InvalidArgumentKernel() {}
+
+template <typename Kernel>
+void SetSharedMemory(Kernel kernel, size_t bytes) {
+  // Above 48 KiB a kernel must opt in; a failure here surfaces as a launch error.
+  if (bytes > 48 * 1024) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(bytes));
+  }
+}
+
+template <typename T, int D>
+void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
+                      int max_rows, int num_heads, T* out, cudaStream_t stream) {
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  if constexpr (std::is_same_v<T, float>) {
+    const size_t smem = F32Layout<D>::kBytes;
+    SetSharedMemory(VarlenAttentionF32Kernel<D>, smem);
+    for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
+      const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, kF32BlockM);
+      VarlenAttentionF32Kernel<D><<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(
+          qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale, out);
+    }
+  } else {
+    const size_t smem = MmaLayout<D>::kBytes;
+    SetSharedMemory(VarlenAttentionMmaKernel<T, D>, smem);
+    const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2(e))
+    for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
+      const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, kBlockM);
+      VarlenAttentionMmaKernel<T, D><<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(
+          qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale_log2, out);
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
+                           int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
+                           cudaStream_t stream) {
+  if (num_seqs <= 0 || max_rows <= 0 || num_heads <= 0) return;
+  switch (head_dim) {
+    case 32:
+      LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
+      break;
+    case 64:
+      LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
+      break;
+    case 128:
+      LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
+      break;
+    default:
+      // An empty grid: cudaGetLastError() then reports cudaErrorInvalidConfiguration.
+      InvalidArgumentKernel<<<0, 1, 0, stream>>>();
+      break;
+  }
+}
+
+template void LaunchVarlenAttention<float>(const float*, const int32_t*, const int32_t*, int, int,
+                                           int, int, float*, cudaStream_t);
+template void LaunchVarlenAttention<__half>(const __half*, const int32_t*, const int32_t*, int, int,
+                                            int, int, __half*, cudaStream_t);
+template void LaunchVarlenAttention<__nv_bfloat16>(const __nv_bfloat16*, const int32_t*,
+                                                   const int32_t*, int, int, int, int,
+                                                   __nv_bfloat16*, cudaStream_t);
+
+}  // namespace bert::cuda

@@ -1,0 +1,43 @@
+// Fused multi-head attention over packed variable-length sequences (flash-attention style:
+// QKᵀ, online softmax with fp32 running max and sum, ×V in one kernel; no padding work).
+//
+// Layout (kernels_api.md): qkv [total_rows, 3 * H] with H = num_heads * head_dim, columns
+// [0, H) = Q, [H, 2H) = K, [2H, 3H) = V, head h at h * head_dim inside each block. Sequence s
+// owns rows cu_rows[s] .. cu_rows[s + 1] - 1; each of those rows (padding rows included) is a
+// query that attends to keys/values 0 .. num_valid[s] - 1 of its own sequence:
+//   out[row, head h] = softmax(q · Kᵀ / sqrt(head_dim)) · V      (out [total_rows, H]).
+// Equals bert::cpu::Attention. A sequence with num_valid <= 0 gets zeros.
+//
+// Preconditions (not checked on the device): all pointers are device pointers; qkv and out
+// are 16-byte aligned and do not overlap; cu_rows has num_seqs + 1 non-decreasing entries;
+// max_rows >= every sequence's row count (it sizes the grid; rows past it are not written).
+// T = float: exact fp32 on CUDA cores (no TF32). T = __half / __nv_bfloat16: tensor cores
+// (mma.sync m16n8k16, fp32 accumulation and softmax statistics); needs sm_80 or newer.
+// head_dim must be 32, 64 or 128; any other value runs nothing and leaves
+// cudaErrorInvalidConfiguration for the caller's cudaGetLastError(). Never allocates; asynchronous
+// on `stream`; launch errors are checked by the caller. Thread-safe (no host state besides a
+// once-only per-kernel shared-memory attribute).
+#ifndef BERT_KERNELS_CUDA_ATTENTION_H_
+#define BERT_KERNELS_CUDA_ATTENTION_H_
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace bert::cuda {
+
+// True when LaunchVarlenAttention supports head_dim.
+inline bool IsSupportedAttentionHeadDim(int head_dim) {
+  return head_dim == 32 || head_dim == 64 || head_dim == 128;
+}
+
+template <typename T>
+void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
+                           int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
+                           cudaStream_t stream);
+
+}  // namespace bert::cuda
+
+#endif  // BERT_KERNELS_CUDA_ATTENTION_H_

@@ -1,0 +1,386 @@
+// LaunchVarlenAttention against a double-precision reference on fresh random inputs:
+// dtype (fp32 / fp16 / bf16) x head_dim (32 / 64 / 128) x length pattern. The output (and a
+// guard region past it) is poisoned with NaN bytes before the run; every output element must
+// be written and within tolerance, and the guard must stay untouched. Skips with the reason
+// when there is no CUDA device (or, for fp16/bf16, no sm_80+ device) or when built with
+// --config=nocuda.
+#include <gtest/gtest.h>
+
+#if defined(BERT_WITH_CUDA)
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cuda/attention.h"
+
+namespace bert::cuda {
+namespace {
+
+#define EXPECT_CUDA_OK(expr)                                                       \
+  do {                                                                             \
+    const cudaError_t err_ = (expr);                                               \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(err_) << " " \
+                                 << cudaGetErrorString(err_);                      \
+  } while (0)
+
+enum class DType { kF32, kF16, kBF16 };
+enum class Pattern { kOneToken, kOdd, kFull128, kFull512, kManyRandom, kPadding, kHugeBatch };
+
+std::string DTypeName(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return "f32";
+    case DType::kF16:
+      return "f16";
+    case DType::kBF16:
+      return "bf16";
+  }
+  return "?";
+}
+
+std::string PatternName(Pattern p) {
+  switch (p) {
+    case Pattern::kOneToken:
+      return "OneToken";
+    case Pattern::kOdd:
+      return "Odd";
+    case Pattern::kFull128:
+      return "Full128";
+    case Pattern::kFull512:
+      return "Full512";
+    case Pattern::kManyRandom:
+      return "ManyRandom";
+    case Pattern::kPadding:
+      return "Padding";
+    case Pattern::kHugeBatch:
+      return "HugeBatch";
+  }
+  return "?";
+}
+
+// Host-side value conversion for each element type.
+template <typename T>
+T FromFloat(float x);
+template <>
+float FromFloat<float>(float x) {
+  return x;
+}
+template <>
+__half FromFloat<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+float ToFloat(float x) { return x; }
+float ToFloat(__half x) { return __half2float(x); }
+float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// A batch shape: rows and valid keys per sequence, the heads, and the max_rows the caller
+// passes (may exceed the real maximum).
+struct Batch {
+  std::vector<int32_t> rows;
+  std::vector<int32_t> valid;
+  int num_heads = 3;
+  int max_rows = 0;
+};
+
+Batch MakeBatch(Pattern p, std::mt19937& rng) {
+  Batch b;
+  auto uniform = [&rng](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  switch (p) {
+    case Pattern::kOneToken:
+      b.rows = {1, 1, 1};
+      break;
+    case Pattern::kOdd:
+      b.rows = {7, 33, 65, 129, 1, 63};
+      break;
+    case Pattern::kFull128:
+      b.rows.assign(8, 128);
+      break;
+    case Pattern::kFull512:
+      b.rows.assign(2, 512);
+      b.num_heads = 2;
+      break;
+    case Pattern::kManyRandom:
+      // Very different lengths in one batch, one past 512.
+      for (int i = 0; i < 300; ++i) b.rows.push_back(uniform(1, 200));
+      b.rows[17] = 600;
+      b.rows[18] = 1;
+      b.num_heads = 2;
+      break;
+    case Pattern::kPadding:
+      for (int i = 0; i < 40; ++i) b.rows.push_back(uniform(1, 160));
+      b.rows[0] = 100;
+      b.rows[1] = 70;
+      break;
+    case Pattern::kHugeBatch:
+      // More sequences than gridDim.z allows in one launch.
+      for (int i = 0; i < 70000; ++i) b.rows.push_back(uniform(1, 2));
+      b.num_heads = 1;
+      break;
+  }
+  b.valid = b.rows;
+  if (p == Pattern::kPadding) {
+    for (size_t i = 0; i < b.rows.size(); ++i) b.valid[i] = uniform(1, b.rows[i]);
+    b.valid[0] = 1;   // one real token, 99 padding queries
+    b.valid[1] = 69;  // odd key count, one padding row
+  }
+  if (p == Pattern::kHugeBatch) {
+    for (size_t i = 0; i < b.rows.size(); ++i) b.valid[i] = uniform(1, b.rows[i]);
+  }
+  b.max_rows = *std::max_element(b.rows.begin(), b.rows.end());
+  if (p == Pattern::kPadding) b.max_rows += 37;  // an oversized grid must change nothing
+  return b;
+}
+
+// out[row, h] = softmax(q k^T / sqrt(d)) v over keys 0..valid-1 of the row's sequence.
+std::vector<double> Reference(const std::vector<float>& qkv, const Batch& b, int head_dim) {
+  const int hidden = b.num_heads * head_dim;
+  int64_t total = 0;
+  for (int r : b.rows) total += r;
+  std::vector<double> out(total * hidden, 0.0);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  int64_t row0 = 0;
+  std::vector<double> p;
+  for (size_t s = 0; s < b.rows.size(); ++s) {
+    const int n = b.rows[s], keys = b.valid[s];
+    p.resize(keys);
+    for (int h = 0; h < b.num_heads; ++h) {
+      for (int i = 0; i < n; ++i) {
+        const float* q = &qkv[(row0 + i) * 3 * hidden + h * head_dim];
+        double mx = -INFINITY;
+        for (int j = 0; j < keys; ++j) {
+          const float* k = &qkv[(row0 + j) * 3 * hidden + hidden + h * head_dim];
+          double dot = 0;
+          for (int d = 0; d < head_dim; ++d) dot += static_cast<double>(q[d]) * k[d];
+          p[j] = dot * scale;
+          mx = std::max(mx, p[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < keys; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        double* o = &out[(row0 + i) * hidden + h * head_dim];
+        for (int j = 0; j < keys; ++j) {
+          const float* v = &qkv[(row0 + j) * 3 * hidden + 2 * hidden + h * head_dim];
+          for (int d = 0; d < head_dim; ++d) o[d] += p[j] / sum * v[d];
+        }
+      }
+    }
+    row0 += n;
+  }
+  return out;
+}
+
+// RAII device buffer.
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (cudaMalloc(&ptr_, bytes) != cudaSuccess) ptr_ = nullptr;
+  }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* get() const {
+    return static_cast<T*>(ptr_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_;
+};
+
+bool HaveDevice(std::string* why) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess || n == 0) {
+    *why = std::string("no CUDA device (") + cudaGetErrorName(err) + ")";
+    return false;
+  }
+  return true;
+}
+
+using Param = std::tuple<DType, int, Pattern>;
+
+class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!HaveDevice(&why)) GTEST_SKIP() << why;
+    if (std::get<0>(GetParam()) != DType::kF32) {
+      cudaDeviceProp prop;
+      ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
+      if (prop.major < 8)
+        GTEST_SKIP() << "fp16/bf16 attention needs sm_80+, device is sm_" << prop.major
+                     << prop.minor;
+    }
+  }
+
+  template <typename T>
+  void Run(int head_dim, Pattern pattern, double tol) {
+    const unsigned seed = std::random_device{}();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 rng(seed);
+    const Batch b = MakeBatch(pattern, rng);
+    const int num_seqs = static_cast<int>(b.rows.size());
+    const int hidden = b.num_heads * head_dim;
+    std::vector<int32_t> cu(num_seqs + 1, 0);
+    for (int s = 0; s < num_seqs; ++s) cu[s + 1] = cu[s] + b.rows[s];
+    const int64_t total = cu[num_seqs];
+
+    // Q and K in [-2, 2] give softmaxes between flat and peaked; V in [-1, 1]. The reference
+    // sees exactly the values the kernel sees (rounded to T).
+    std::uniform_real_distribution<float> qk(-2.f, 2.f), vd(-1.f, 1.f);
+    std::vector<T> qkv_t(total * 3 * hidden);
+    std::vector<float> qkv_f(qkv_t.size());
+    for (int64_t r = 0; r < total; ++r) {
+      for (int c = 0; c < 3 * hidden; ++c) {
+        const int64_t i = r * 3 * hidden + c;
+        qkv_t[i] = FromFloat<T>(c < 2 * hidden ? qk(rng) : vd(rng));
+        qkv_f[i] = ToFloat(qkv_t[i]);
+      }
+    }
+
+    constexpr int64_t kGuardElems = 4096;
+    const size_t out_bytes = total * hidden * sizeof(T);
+    DeviceBuffer d_qkv(qkv_t.size() * sizeof(T)), d_out(out_bytes + kGuardElems * sizeof(T)),
+        d_cu(cu.size() * sizeof(int32_t)), d_valid(b.valid.size() * sizeof(int32_t));
+    ASSERT_NE(d_qkv.get<void>(), nullptr);
+    ASSERT_NE(d_out.get<void>(), nullptr);
+    ASSERT_NE(d_cu.get<void>(), nullptr);
+    ASSERT_NE(d_valid.get<void>(), nullptr);
+    EXPECT_CUDA_OK(
+        cudaMemcpy(d_qkv.get<void>(), qkv_t.data(), d_qkv.bytes(), cudaMemcpyHostToDevice));
+    EXPECT_CUDA_OK(cudaMemcpy(d_cu.get<void>(), cu.data(), d_cu.bytes(), cudaMemcpyHostToDevice));
+    EXPECT_CUDA_OK(
+        cudaMemcpy(d_valid.get<void>(), b.valid.data(), d_valid.bytes(), cudaMemcpyHostToDevice));
+    // 0xFF bytes are NaN in fp32, fp16 and bf16.
+    EXPECT_CUDA_OK(cudaMemset(d_out.get<void>(), 0xFF, d_out.bytes()));
+
+    LaunchVarlenAttention<T>(d_qkv.get<T>(), d_cu.get<int32_t>(), d_valid.get<int32_t>(), num_seqs,
+                             b.max_rows, b.num_heads, head_dim, d_out.get<T>(),
+                             /*stream=*/0);
+    EXPECT_CUDA_OK(cudaGetLastError());
+    EXPECT_CUDA_OK(cudaDeviceSynchronize());
+
+    std::vector<T> out_t(total * hidden + kGuardElems);
+    EXPECT_CUDA_OK(
+        cudaMemcpy(out_t.data(), d_out.get<void>(), d_out.bytes(), cudaMemcpyDeviceToHost));
+    for (int64_t i = 0; i < kGuardElems; ++i) {
+      uint8_t bytes[sizeof(T)];
+      std::memcpy(bytes, &out_t[total * hidden + i], sizeof(T));
+      for (uint8_t x : bytes) ASSERT_EQ(x, 0xFF) << "write past the output at guard element " << i;
+    }
+
+    const std::vector<double> ref = Reference(qkv_f, b, head_dim);
+    double mean_abs = 0;
+    for (double x : ref) mean_abs += std::fabs(x);
+    mean_abs /= std::max<size_t>(ref.size(), 1);
+    int64_t bad = 0, unwritten = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < total * hidden; ++i) {
+      const double got = ToFloat(out_t[i]);
+      if (!std::isfinite(got)) {
+        if (++unwritten <= 5)
+          ADD_FAILURE() << "output " << i << " (row " << i / hidden << ", col " << i % hidden
+                        << ") not written";
+        continue;
+      }
+      const double err = std::fabs(got - ref[i]) / (std::fabs(ref[i]) + mean_abs);
+      worst = std::max(worst, err);
+      if (err > tol && ++bad <= 5) {
+        ADD_FAILURE() << "row " << i / hidden << " col " << i % hidden << ": got " << got
+                      << ", want " << ref[i] << " (relative error " << err << ")";
+      }
+    }
+    EXPECT_EQ(unwritten, 0);
+    EXPECT_EQ(bad, 0) << "of " << total * hidden << " outputs; worst relative error " << worst;
+    RecordProperty("worst_relative_error", std::to_string(worst));
+
+    if constexpr (std::is_same_v<T, float>) {
+      // fp32 must also equal the project's CPU reference (float statistics, OpenBLAS).
+      std::vector<float> cpu_out(total * hidden, NAN);
+      bert::cpu::Attention(qkv_f.data(), cu.data(), b.valid.data(), num_seqs, b.num_heads, head_dim,
+                           cpu_out.data());
+      int64_t cpu_bad = 0;
+      for (int64_t i = 0; i < total * hidden; ++i) {
+        const double err = std::fabs(out_t[i] - cpu_out[i]) / (std::fabs(cpu_out[i]) + mean_abs);
+        if (!(err <= tol) && ++cpu_bad <= 5) {
+          ADD_FAILURE() << "vs bert::cpu::Attention, row " << i / hidden << " col " << i % hidden
+                        << ": got " << out_t[i] << ", cpu " << cpu_out[i];
+        }
+      }
+      EXPECT_EQ(cpu_bad, 0);
+    }
+  }
+};
+
+TEST_P(VarlenAttentionTest, MatchesDoubleReference) {
+  const auto [dtype, head_dim, pattern] = GetParam();
+  switch (dtype) {
+    case DType::kF32:
+      Run<float>(head_dim, pattern, 1e-5);
+      break;
+    case DType::kF16:
+      Run<__half>(head_dim, pattern, 1e-2);
+      break;
+    case DType::kBF16:
+      Run<__nv_bfloat16>(head_dim, pattern, 3e-2);
+      break;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllShapes, VarlenAttentionTest,
+    ::testing::Combine(::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                       ::testing::Values(32, 64, 128),
+                       ::testing::Values(Pattern::kOneToken, Pattern::kOdd, Pattern::kFull128,
+                                         Pattern::kFull512, Pattern::kManyRandom, Pattern::kPadding,
+                                         Pattern::kHugeBatch)),
+    [](const ::testing::TestParamInfo<Param>& info) {
+      return DTypeName(std::get<0>(info.param)) + "_d" + std::to_string(std::get<1>(info.param)) +
+             "_" + PatternName(std::get<2>(info.param));
+    });
+
+TEST(VarlenAttentionArgs, UnsupportedHeadDimIsALaunchError) {
+  std::string why;
+  if (!HaveDevice(&why)) GTEST_SKIP() << why;
+  EXPECT_CUDA_OK(cudaGetLastError());
+  LaunchVarlenAttention<__half>(nullptr, nullptr, nullptr, 1, 8, 2, 48, nullptr, 0);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+}
+
+TEST(VarlenAttentionArgs, EmptyBatchLaunchesNothing) {
+  std::string why;
+  if (!HaveDevice(&why)) GTEST_SKIP() << why;
+  EXPECT_CUDA_OK(cudaGetLastError());
+  LaunchVarlenAttention<float>(nullptr, nullptr, nullptr, 0, 0, 12, 64, nullptr, 0);
+  EXPECT_CUDA_OK(cudaGetLastError());
+  EXPECT_CUDA_OK(cudaDeviceSynchronize());
+}
+
+}  // namespace
+}  // namespace bert::cuda
+
+#else  // !BERT_WITH_CUDA
+
+TEST(VarlenAttention, BuiltWithoutCuda) {
+  GTEST_SKIP() << "built with --config=nocuda: the CUDA attention kernel is not compiled";
+}
+
+#endif  // BERT_WITH_CUDA

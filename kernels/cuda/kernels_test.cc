@@ -1,0 +1,513 @@
+// The CUDA kernels of kernels/cuda (all but attention, which has attention_test) and the
+// cuBLASLt Gemm against their CPU twins in kernels/cpu, parameterised over dtype (fp32,
+// fp16, bf16) and shapes (1 row/token, odd sizes, 512 rows, many sequences, each hidden size
+// the models use). Inputs are fresh random values every run (rounded through the dtype so
+// both sides see the same numbers); outputs are poisoned with NaN before each launch and
+// must come back finite (fully written) and within the dtype's relative tolerance.
+// Skips with the reason when no CUDA GPU is present or when built with --config=nocuda.
+#include <gtest/gtest.h>
+
+#if defined(BERT_WITH_CUDA)
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/layer_norm.h"
+#include "kernels/cpu/pooling.h"
+#include "kernels/cuda/activation.h"
+#include "kernels/cuda/convert.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/layer_norm.h"
+#include "kernels/cuda/pooling.h"
+#include "kernels/cuda/test_util.h"
+
+namespace bert {
+namespace cuda {
+namespace {
+
+using testing_util::CountNonFinite;
+using testing_util::DeviceArray;
+using testing_util::HaveGpu;
+using testing_util::RandomVector;
+using testing_util::RelativeError;
+using testing_util::RoundThrough;
+using testing_util::TestDType;
+using testing_util::TestDTypeName;
+using testing_util::Tolerance;
+
+#define ASSERT_CUDA_OK(expr)                                                         \
+  do {                                                                               \
+    const cudaError_t err_ = (expr);                                                 \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(err_) << " ("  \
+                                 << cudaGetErrorString(err_) << ")";                 \
+  } while (0)
+
+#define ASSERT_STATUS_OK(expr)                         \
+  do {                                                 \
+    const ::bert::cuda::CudaStatus st_ = (expr);       \
+    ASSERT_TRUE(st_.ok()) << #expr << ": " << st_.message(); \
+  } while (0)
+
+#define DISPATCH_DTYPE(dtype, fn, ...)        \
+  switch (dtype) {                            \
+    case TestDType::kF32:                     \
+      fn<float>(__VA_ARGS__);                 \
+      break;                                  \
+    case TestDType::kF16:                     \
+      fn<__half>(__VA_ARGS__);                \
+      break;                                  \
+    case TestDType::kBF16:                    \
+      fn<__nv_bfloat16>(__VA_ARGS__);         \
+      break;                                  \
+  }
+
+std::mt19937 FreshRng() {
+  std::random_device rd;
+  const unsigned seed = rd();
+  // Printed so that a failure can be reproduced.
+  std::printf("seed %u\n", seed);
+  return std::mt19937(seed);
+}
+
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& ref, TestDType dtype,
+                 const std::string& what) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  EXPECT_EQ(CountNonFinite(got), 0u) << what << ": outputs not written (NaN poison left)";
+  EXPECT_LE(RelativeError(got, ref), Tolerance(dtype)) << what;
+}
+
+// ---------------------------------------------------------------------------------------
+// Row kernels: bias + residual + LayerNorm, bias + GELU.
+
+struct RowShape {
+  int rows;
+  int hidden;
+};
+
+using RowParam = std::tuple<TestDType, RowShape>;
+
+class RowKernelTest : public ::testing::TestWithParam<RowParam> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!HaveGpu(&why)) GTEST_SKIP() << why;
+  }
+};
+
+template <typename T>
+void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, bool in_place,
+                                   bool with_residual = true) {
+  std::mt19937 rng = FreshRng();
+  const size_t n = static_cast<size_t>(s.rows) * s.hidden;
+  std::vector<float> x = RandomVector(n, rng, 2.0f), residual = RandomVector(n, rng),
+                     bias = RandomVector(s.hidden, rng, 0.5f);
+  std::vector<float> gamma = RandomVector(s.hidden, rng, 0.3f), beta = RandomVector(s.hidden, rng);
+  for (float& g : gamma) g += 1.0f;
+  RoundThrough<T>(&x);
+  RoundThrough<T>(&residual);
+  RoundThrough<T>(&bias);
+  std::vector<float> ref(n);
+  cpu::AddBiasResidualLayerNorm(x.data(), with_bias ? bias.data() : nullptr,
+                                with_residual ? residual.data() : nullptr, gamma.data(),
+                                beta.data(), s.rows, s.hidden, 1e-12f, ref.data());
+
+  DeviceArray<T> d_x(x), d_res(residual), d_bias(bias), d_out(n);
+  DeviceArray<float> d_gamma(gamma), d_beta(beta);
+  ASSERT_STATUS_OK(d_out.status());
+  T* out = in_place ? d_res.get() : d_out.get();
+  if (!in_place) ASSERT_CUDA_OK(d_out.Poison());
+  ASSERT_CUDA_OK(LaunchAddBiasResidualLayerNorm<T>(d_x.get(), with_bias ? d_bias.get() : nullptr,
+                                                   with_residual ? d_res.get() : nullptr,
+                                                   d_gamma.get(), d_beta.get(),
+                                                   s.rows, s.hidden, 1e-12f, out, nullptr));
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<float> got = in_place ? d_res.Download() : d_out.Download();
+  ExpectClose(got, ref, dtype,
+              std::string("AddBiasResidualLayerNorm bias=") + (with_bias ? "1" : "0") +
+                  " in_place=" + (in_place ? "1" : "0") +
+                  " residual=" + (with_residual ? "1" : "0"));
+}
+
+TEST_P(RowKernelTest, AddBiasResidualLayerNorm) {
+  const auto [dtype, shape] = GetParam();
+  DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, true, false);
+  DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, false, false);
+  DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, true, true);
+  DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, true, false, false);
+}
+
+template <typename T>
+void CheckBiasGelu(RowShape s, TestDType dtype, GeluKind kind) {
+  std::mt19937 rng = FreshRng();
+  const size_t n = static_cast<size_t>(s.rows) * s.hidden;
+  std::vector<float> x = RandomVector(n, rng, 2.0f), bias = RandomVector(s.hidden, rng, 0.5f);
+  RoundThrough<T>(&x);
+  RoundThrough<T>(&bias);
+  std::vector<float> ref = x;
+  cpu::ApplyEpilogue(ref.data(), s.rows, s.hidden, bias.data(),
+                     kind == GeluKind::kErf ? cpu::Epilogue::kBiasGeluErf
+                                            : cpu::Epilogue::kBiasGeluTanh);
+  DeviceArray<T> d_x(x), d_bias(bias);
+  ASSERT_STATUS_OK(d_x.status());
+  ASSERT_CUDA_OK(LaunchBiasGelu<T>(d_x.get(), d_bias.get(), s.rows, s.hidden, kind, nullptr));
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  ExpectClose(d_x.Download(), ref, dtype, kind == GeluKind::kErf ? "GELU erf" : "GELU tanh");
+}
+
+TEST_P(RowKernelTest, BiasGelu) {
+  const auto [dtype, shape] = GetParam();
+  DISPATCH_DTYPE(dtype, CheckBiasGelu, shape, dtype, GeluKind::kErf);
+  DISPATCH_DTYPE(dtype, CheckBiasGelu, shape, dtype, GeluKind::kTanh);
+}
+
+const TestDType kAllDTypes[] = {TestDType::kF32, TestDType::kF16, TestDType::kBF16};
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, RowKernelTest,
+    ::testing::Combine(::testing::ValuesIn(kAllDTypes),
+                       ::testing::Values(RowShape{1, 768}, RowShape{7, 384}, RowShape{512, 128},
+                                         RowShape{33, 64}, RowShape{300, 768},
+                                         RowShape{5, 100}, RowShape{3, 1024},
+                                         RowShape{2, 1000})),
+    [](const auto& info) {
+      const RowShape s = std::get<1>(info.param);
+      return std::string(TestDTypeName(std::get<0>(info.param))) + "_r" +
+             std::to_string(s.rows) + "_h" + std::to_string(s.hidden);
+    });
+
+TEST(LayerNormArgs, UnsupportedHiddenIsAnError) {
+  std::string why;
+  if (!HaveGpu(&why)) GTEST_SKIP() << why;
+  EXPECT_EQ(LaunchAddBiasResidualLayerNorm<float>(nullptr, nullptr, nullptr, nullptr, nullptr, 4,
+                                                  kMaxLayerNormHidden + 4, 1e-12f, nullptr,
+                                                  nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchAddBiasResidualLayerNorm<float>(nullptr, nullptr, nullptr, nullptr, nullptr, 0,
+                                                  768, 1e-12f, nullptr, nullptr),
+            cudaSuccess);
+}
+
+// ---------------------------------------------------------------------------------------
+// Ragged-batch kernels: embedding + LayerNorm, pooler, mean pooling, L2 normalise.
+
+struct SeqCase {
+  std::string name;
+  std::vector<int> rows;   // rows per sequence
+  std::vector<int> valid;  // real tokens per sequence (empty: all rows)
+  int hidden;
+};
+
+using SeqParam = std::tuple<TestDType, SeqCase>;
+
+class SeqKernelTest : public ::testing::TestWithParam<SeqParam> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!HaveGpu(&why)) GTEST_SKIP() << why;
+  }
+};
+
+struct Ragged {
+  std::vector<int32_t> cu_rows{0};
+  std::vector<int32_t> num_valid;
+  int total() const { return cu_rows.back(); }
+  int num_seqs() const { return static_cast<int>(num_valid.size()); }
+};
+
+Ragged MakeRagged(const SeqCase& c) {
+  Ragged r;
+  for (size_t i = 0; i < c.rows.size(); ++i) {
+    r.cu_rows.push_back(r.cu_rows.back() + c.rows[i]);
+    r.num_valid.push_back(c.valid.empty() ? c.rows[i] : c.valid[i]);
+  }
+  return r;
+}
+
+template <typename T>
+void CheckEmbedding(const SeqCase& c, TestDType dtype, bool with_types) {
+  std::mt19937 rng = FreshRng();
+  const Ragged r = MakeRagged(c);
+  const int h = c.hidden, vocab = 1000, positions = 512, types = 2;
+  std::vector<int32_t> words(r.total()), type_ids(r.total());
+  std::uniform_int_distribution<int> wd(0, vocab - 1), td(0, types - 1);
+  for (int i = 0; i < r.total(); ++i) {
+    words[i] = wd(rng);
+    type_ids[i] = td(rng);
+  }
+  std::vector<float> word_table = RandomVector(static_cast<size_t>(vocab) * h, rng),
+                     pos_table = RandomVector(static_cast<size_t>(positions) * h, rng),
+                     type_table = RandomVector(static_cast<size_t>(types) * h, rng),
+                     gamma = RandomVector(h, rng, 0.2f), beta = RandomVector(h, rng, 0.2f);
+  for (float& g : gamma) g += 1.0f;
+  RoundThrough<T>(&word_table);
+  RoundThrough<T>(&pos_table);
+  RoundThrough<T>(&type_table);
+  std::vector<float> ref(static_cast<size_t>(r.total()) * h);
+  cpu::EmbeddingLayerNorm(words.data(), with_types ? type_ids.data() : nullptr,
+                          r.cu_rows.data(), r.num_seqs(),
+                          word_table.data(), pos_table.data(), type_table.data(), gamma.data(),
+                          beta.data(), h, 1e-12f, ref.data());
+
+  DeviceBuffer<int32_t> d_words, d_types, d_cu;
+  ASSERT_STATUS_OK(d_words.Allocate(words.size()));
+  ASSERT_STATUS_OK(d_types.Allocate(type_ids.size()));
+  ASSERT_STATUS_OK(d_cu.Allocate(r.cu_rows.size()));
+  ASSERT_CUDA_OK(cudaMemcpy(d_words.get(), words.data(), words.size() * 4, cudaMemcpyHostToDevice));
+  ASSERT_CUDA_OK(
+      cudaMemcpy(d_types.get(), type_ids.data(), type_ids.size() * 4, cudaMemcpyHostToDevice));
+  ASSERT_CUDA_OK(
+      cudaMemcpy(d_cu.get(), r.cu_rows.data(), r.cu_rows.size() * 4, cudaMemcpyHostToDevice));
+  DeviceArray<T> d_word_table(word_table), d_pos(pos_table), d_type_table(type_table);
+  DeviceArray<float> d_gamma(gamma), d_beta(beta);
+  DeviceArray<T> d_out(ref.size());
+  ASSERT_STATUS_OK(d_out.status());
+  ASSERT_CUDA_OK(d_out.Poison());
+  ASSERT_CUDA_OK(LaunchEmbeddingLayerNorm<T>(d_words.get(), with_types ? d_types.get() : nullptr,
+                                             d_cu.get(),
+                                             r.num_seqs(), r.total(), d_word_table.get(),
+                                             d_pos.get(), d_type_table.get(), d_gamma.get(),
+                                             d_beta.get(), h, 1e-12f, d_out.get(), nullptr));
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  ExpectClose(d_out.Download(), ref, dtype,
+              "EmbeddingLayerNorm " + c.name + (with_types ? "" : " (no type ids)"));
+}
+
+TEST_P(SeqKernelTest, EmbeddingLayerNorm) {
+  const auto& [dtype, c] = GetParam();
+  DISPATCH_DTYPE(dtype, CheckEmbedding, c, dtype, true);
+  DISPATCH_DTYPE(dtype, CheckEmbedding, c, dtype, false);
+}
+
+// Pooler = gather first rows, GEMM without epilogue, bias + tanh to fp32; then mean pooling
+// and L2 normalisation of both.
+template <typename T>
+void CheckPooling(const SeqCase& c, TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  const Ragged r = MakeRagged(c);
+  const int h = c.hidden, n = r.num_seqs();
+  std::vector<float> hs = RandomVector(static_cast<size_t>(r.total()) * h, rng),
+                     weight = RandomVector(static_cast<size_t>(h) * h, rng, 0.05f),
+                     bias = RandomVector(h, rng, 0.1f);
+  RoundThrough<T>(&hs);
+  RoundThrough<T>(&weight);
+  RoundThrough<T>(&bias);
+  std::vector<float> ref_pooled(static_cast<size_t>(n) * h), ref_mean(ref_pooled.size());
+  cpu::Pooler(hs.data(), r.cu_rows.data(), n, h, weight.data(), bias.data(), ref_pooled.data());
+  cpu::MeanPool(hs.data(), r.cu_rows.data(), r.num_valid.data(), n, h, ref_mean.data());
+
+  DeviceBuffer<int32_t> d_cu, d_valid;
+  ASSERT_STATUS_OK(d_cu.Allocate(r.cu_rows.size()));
+  ASSERT_STATUS_OK(d_valid.Allocate(r.num_valid.size()));
+  ASSERT_CUDA_OK(
+      cudaMemcpy(d_cu.get(), r.cu_rows.data(), r.cu_rows.size() * 4, cudaMemcpyHostToDevice));
+  ASSERT_CUDA_OK(cudaMemcpy(d_valid.get(), r.num_valid.data(), r.num_valid.size() * 4,
+                            cudaMemcpyHostToDevice));
+  DeviceArray<T> d_hs(hs), d_w(weight), d_b(bias), d_first(ref_pooled.size()),
+      d_dense(ref_pooled.size());
+  DeviceArray<float> d_pooled(ref_pooled.size()), d_mean(ref_mean.size());
+  ASSERT_STATUS_OK(d_dense.status());
+  ASSERT_CUDA_OK(d_first.Poison());
+  ASSERT_CUDA_OK(d_dense.Poison());
+  ASSERT_CUDA_OK(d_pooled.Poison());
+  ASSERT_CUDA_OK(d_mean.Poison());
+  std::unique_ptr<Gemm> gemm;
+  ASSERT_STATUS_OK(Gemm::Create(Gemm::kDefaultWorkspaceBytes, false, &gemm));
+
+  ASSERT_CUDA_OK(LaunchGatherFirstRows<T>(d_hs.get(), d_cu.get(), n, h, d_first.get(), nullptr));
+  ASSERT_STATUS_OK(gemm->Run<T>(d_first.get(), n, h, d_w.get(), nullptr, h, GemmEpilogue::kNone,
+                                d_dense.get(), nullptr));
+  ASSERT_CUDA_OK(
+      LaunchBiasTanhToFloat<T>(d_dense.get(), d_b.get(), n, h, d_pooled.get(), nullptr));
+  ASSERT_CUDA_OK(LaunchMeanPool<T>(d_hs.get(), d_cu.get(), d_valid.get(), n, h, d_mean.get(),
+                                   nullptr));
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  ExpectClose(d_pooled.Download(), ref_pooled, dtype, "Pooler " + c.name);
+  ExpectClose(d_mean.Download(), ref_mean, dtype, "MeanPool " + c.name);
+
+  // L2 normalise (fp32 in and out) of the reference mean, so only normalisation is tested.
+  DeviceArray<float> d_norm(ref_mean);
+  std::vector<float> ref_norm = ref_mean;
+  cpu::L2Normalize(ref_norm.data(), n, h);
+  ASSERT_CUDA_OK(LaunchL2Normalize(d_norm.get(), n, h, nullptr));
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  ExpectClose(d_norm.Download(), ref_norm, TestDType::kF32, "L2Normalize " + c.name);
+}
+
+TEST_P(SeqKernelTest, PoolerMeanPoolL2Normalize) {
+  const auto& [dtype, c] = GetParam();
+  DISPATCH_DTYPE(dtype, CheckPooling, c, dtype);
+}
+
+std::vector<SeqCase> SeqCases() {
+  std::vector<SeqCase> cases;
+  cases.push_back({"OneToken_h768", {1}, {}, 768});
+  cases.push_back({"Odd_h384", {3, 17, 1, 5, 33}, {2, 17, 1, 4, 30}, 384});
+  cases.push_back({"Full512_h128", {512}, {}, 128});
+  cases.push_back({"Two512_h64", {512, 512}, {500, 512}, 64});
+  // Many sequences of varied lengths (deterministic shape, random values).
+  SeqCase many{"Many_h768", {}, {}, 768};
+  std::mt19937 shape_rng(7);
+  for (int i = 0; i < 100; ++i) {
+    const int rows = 1 + static_cast<int>(shape_rng() % 60);
+    many.rows.push_back(rows);
+    many.valid.push_back(1 + static_cast<int>(shape_rng() % rows));
+  }
+  cases.push_back(many);
+  cases.push_back({"Odd_h100", {9, 2}, {}, 100});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Batches, SeqKernelTest,
+                         ::testing::Combine(::testing::ValuesIn(kAllDTypes),
+                                            ::testing::ValuesIn(SeqCases())),
+                         [](const auto& info) {
+                           return std::string(TestDTypeName(std::get<0>(info.param))) + "_" +
+                                  std::get<1>(info.param).name;
+                         });
+
+// ---------------------------------------------------------------------------------------
+// cuBLASLt Gemm vs cpu::Linear, with each epilogue; the erf GELU path (kNone + BiasGelu).
+
+struct GemmShape {
+  int rows, in, out;
+};
+
+using GemmParam = std::tuple<TestDType, GemmShape>;
+
+class GemmTest : public ::testing::TestWithParam<GemmParam> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!HaveGpu(&why)) GTEST_SKIP() << why;
+  }
+};
+
+template <typename T>
+void CheckGemm(GemmShape s, TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  std::vector<float> x = RandomVector(static_cast<size_t>(s.rows) * s.in, rng),
+                     w = RandomVector(static_cast<size_t>(s.out) * s.in, rng,
+                                      1.0f / std::sqrt(static_cast<float>(s.in))),
+                     b = RandomVector(s.out, rng, 0.5f);
+  RoundThrough<T>(&x);
+  RoundThrough<T>(&w);
+  RoundThrough<T>(&b);
+  DeviceArray<T> d_x(x), d_w(w), d_b(b), d_y(static_cast<size_t>(s.rows) * s.out);
+  ASSERT_STATUS_OK(d_y.status());
+  std::unique_ptr<Gemm> gemm;
+  ASSERT_STATUS_OK(Gemm::Create(Gemm::kDefaultWorkspaceBytes, false, &gemm));
+  struct Case {
+    GemmEpilogue gpu;
+    cpu::Epilogue cpu;
+    bool erf_kernel;
+    const char* name;
+  };
+  const Case cases[] = {
+      {GemmEpilogue::kNone, cpu::Epilogue::kNone, false, "none"},
+      {GemmEpilogue::kBias, cpu::Epilogue::kBias, false, "bias"},
+      {GemmEpilogue::kBiasGeluTanh, cpu::Epilogue::kBiasGeluTanh, false, "bias_gelu_tanh"},
+      {GemmEpilogue::kNone, cpu::Epilogue::kBiasGeluErf, true, "none+bias_gelu_erf kernel"},
+  };
+  for (const Case& c : cases) {
+    std::vector<float> ref(static_cast<size_t>(s.rows) * s.out);
+    cpu::Linear(x.data(), s.rows, s.in, w.data(), b.data(), s.out, c.cpu, ref.data());
+    ASSERT_CUDA_OK(d_y.Poison());
+    ASSERT_STATUS_OK(gemm->Run<T>(d_x.get(), s.rows, s.in, d_w.get(),
+                                  c.gpu == GemmEpilogue::kNone ? nullptr : d_b.get(), s.out, c.gpu,
+                                  d_y.get(), nullptr));
+    if (c.erf_kernel) {
+      ASSERT_CUDA_OK(LaunchBiasGelu<T>(d_y.get(), d_b.get(), s.rows, s.out, GeluKind::kErf,
+                                       nullptr));
+    }
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<float> got = d_y.Download();
+    if (c.gpu == GemmEpilogue::kBiasGeluTanh) {
+      // cuBLASLt's GELU epilogue may evaluate tanh approximately (the fp32 engine therefore
+      // does not use it); a wrong layout or bias would still be off by O(1).
+      ASSERT_EQ(got.size(), ref.size());
+      EXPECT_EQ(CountNonFinite(got), 0u) << c.name;
+      const double err = RelativeError(got, ref);
+      std::printf("Gemm %s %s relative error %.3g\n", c.name, TestDTypeName(dtype), err);
+      EXPECT_LE(err, std::max(Tolerance(dtype), 2e-3)) << "Gemm " << c.name;
+    } else {
+      ExpectClose(got, ref, dtype, std::string("Gemm ") + c.name);
+    }
+  }
+  // The same shape again reuses the cached plans.
+  const size_t plans = gemm->num_plans();
+  ASSERT_STATUS_OK(gemm->Run<T>(d_x.get(), s.rows, s.in, d_w.get(), d_b.get(), s.out,
+                                GemmEpilogue::kBias, d_y.get(), nullptr));
+  EXPECT_EQ(gemm->num_plans(), plans);
+}
+
+TEST_P(GemmTest, MatchesCpuLinear) {
+  const auto [dtype, shape] = GetParam();
+  DISPATCH_DTYPE(dtype, CheckGemm, shape, dtype);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, GemmTest,
+    ::testing::Combine(::testing::ValuesIn(kAllDTypes),
+                       ::testing::Values(GemmShape{1, 768, 2304}, GemmShape{7, 384, 1536},
+                                         GemmShape{512, 128, 512}, GemmShape{33, 64, 64},
+                                         GemmShape{129, 3072, 768}, GemmShape{3, 100, 36})),
+    [](const auto& info) {
+      const GemmShape s = std::get<1>(info.param);
+      return std::string(TestDTypeName(std::get<0>(info.param))) + "_" + std::to_string(s.rows) +
+             "x" + std::to_string(s.in) + "x" + std::to_string(s.out);
+    });
+
+// ---------------------------------------------------------------------------------------
+// Conversion: fp32 -> T -> fp32 equals the host's round-to-nearest-even.
+
+template <typename T>
+void CheckConvert(size_t n) {
+  std::mt19937 rng = FreshRng();
+  std::vector<float> x = RandomVector(n, rng, 3.0f);
+  std::vector<float> rounded = x;
+  RoundThrough<T>(&rounded);
+  DeviceArray<float> d_in(x), d_back(n);
+  DeviceArray<T> d_t(n);
+  ASSERT_STATUS_OK(d_t.status());
+  ASSERT_CUDA_OK(d_t.Poison());
+  ASSERT_CUDA_OK(d_back.Poison());
+  ASSERT_CUDA_OK((LaunchConvert<float, T>(d_in.get(), n, d_t.get(), nullptr)));
+  ASSERT_CUDA_OK((LaunchConvert<T, float>(d_t.get(), n, d_back.get(), nullptr)));
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<float> got = d_back.Download();
+  ASSERT_EQ(got.size(), n);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], rounded[i]) << "at " << i;
+}
+
+TEST(ConvertTest, RoundTripMatchesHostRounding) {
+  std::string why;
+  if (!HaveGpu(&why)) GTEST_SKIP() << why;
+  CheckConvert<__half>(1);
+  CheckConvert<__half>(100003);
+  CheckConvert<__nv_bfloat16>(77777);
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace bert
+
+#else  // !BERT_WITH_CUDA
+
+TEST(CudaKernels, BuiltWithoutCuda) {
+  GTEST_SKIP() << "built with --config=nocuda: the CUDA kernels are not compiled";
+}
+
+#endif  // BERT_WITH_CUDA

@@ -1,0 +1,104 @@
+#include "kernels/cuda/layer_norm.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/layer_norm_common.cuh"
+
+namespace bert {
+namespace cuda {
+namespace {
+
+using internal::kLnWarpsPerBlock;
+using internal::LnColumn;
+
+// No __restrict__ on residual/out: they may alias.
+template <typename T, int kVec, int kChunks>
+__global__ void AddBiasResidualLnKernel(const T* x, const T* bias, const T* residual,
+                                        const float* __restrict__ gamma,
+                                        const float* __restrict__ beta, int rows, int hidden,
+                                        float eps, T* out) {
+  const int row = blockIdx.x * kLnWarpsPerBlock + threadIdx.y;
+  if (row >= rows) return;
+  const int lane = threadIdx.x;
+  const size_t base = static_cast<size_t>(row) * hidden;
+  float v[kChunks][kVec];
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int col = LnColumn<kVec>(c, lane);
+    if (col < hidden) {
+      float xs[kVec];
+      internal::LoadFloats<T, kVec>(x + base + col, xs);
+      if (bias != nullptr) {
+        float bs[kVec];
+        internal::LoadFloats<T, kVec>(bias + col, bs);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) xs[i] += bs[i];
+      }
+      if (residual != nullptr) {
+        float rs[kVec];
+        internal::LoadFloats<T, kVec>(residual + base + col, rs);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) xs[i] += rs[i];
+      }
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[c][i] = xs[i];
+    }
+  }
+  internal::LnNormalizeStore<T, kVec, kChunks>(v, lane, hidden, gamma, beta, eps, out + base);
+}
+
+template <typename T>
+struct LaunchAddBiasResidualLn {
+  const T* x;
+  const T* bias;
+  const T* residual;
+  const float* gamma;
+  const float* beta;
+  int rows;
+  int hidden;
+  float eps;
+  T* out;
+  cudaStream_t stream;
+
+  template <int kVec, int kChunks>
+  void operator()() const {
+    const dim3 block(32, kLnWarpsPerBlock);
+    const dim3 grid((rows + kLnWarpsPerBlock - 1) / kLnWarpsPerBlock);
+    AddBiasResidualLnKernel<T, kVec, kChunks>
+        <<<grid, block, 0, stream>>>(x, bias, residual, gamma, beta, rows, hidden, eps, out);
+  }
+};
+
+}  // namespace
+
+template <typename T>
+cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* residual,
+                                           const float* gamma, const float* beta, int rows,
+                                           int hidden, float eps, T* out,
+                                           cudaStream_t stream) {
+  if (hidden <= 0 || hidden > kMaxLayerNormHidden || rows < 0) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  constexpr int kV = internal::VecWidth<T>::value;
+  const bool vectorized = hidden % kV == 0 && internal::IsAligned<16>(x) &&
+                          (residual == nullptr || internal::IsAligned<16>(residual)) &&
+                          internal::IsAligned<16>(out) &&
+                          (bias == nullptr || internal::IsAligned<16>(bias));
+  const LaunchAddBiasResidualLn<T> launch{x,    bias,   residual, gamma, beta,
+                                          rows, hidden, eps,      out,   stream};
+  if (!internal::DispatchLnTiling<T>(hidden, vectorized, launch)) return cudaErrorInvalidValue;
+  return cudaGetLastError();
+}
+
+#define BERT_INSTANTIATE(T)                                                                  \
+  template cudaError_t LaunchAddBiasResidualLayerNorm<T>(const T*, const T*, const T*,       \
+                                                         const float*, const float*, int, int, \
+                                                         float, T*, cudaStream_t);
+BERT_INSTANTIATE(float)
+BERT_INSTANTIATE(__half)
+BERT_INSTANTIATE(__nv_bfloat16)
+#undef BERT_INSTANTIATE
+
+}  // namespace cuda
+}  // namespace bert

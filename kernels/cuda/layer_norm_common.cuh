@@ -1,0 +1,98 @@
+// Warp-per-row LayerNorm machinery shared by layer_norm.cu and embedding.cu (internal).
+//
+// A row of `hidden` values is spread over the 32 lanes of one warp in chunks of kVec
+// consecutive elements: chunk c of lane l covers columns [(c*32 + l)*kVec, +kVec). Each lane
+// holds its kChunks*kVec values in registers, so the statistics are exact two-pass fp32
+// (mean, then mean of squared deviations) with a single read of the row from memory.
+#ifndef BERT_KERNELS_CUDA_LAYER_NORM_COMMON_CUH_
+#define BERT_KERNELS_CUDA_LAYER_NORM_COMMON_CUH_
+
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/device_utils.cuh"
+
+namespace bert {
+namespace cuda {
+namespace internal {
+
+constexpr int kLnWarpsPerBlock = 4;
+
+template <int kVec>
+__device__ __forceinline__ int LnColumn(int chunk, int lane) {
+  return (chunk * 32 + lane) * kVec;
+}
+
+// Normalises the row held in `v` (see above) with gamma/beta (fp32) and stores it as T.
+template <typename T, int kVec, int kChunks>
+__device__ __forceinline__ void LnNormalizeStore(float (&v)[kChunks][kVec], int lane,
+                                                 int hidden, const float* __restrict__ gamma,
+                                                 const float* __restrict__ beta, float eps,
+                                                 T* out_row) {
+  float sum = 0.f;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    if (LnColumn<kVec>(c, lane) < hidden) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) sum += v[c][i];
+    }
+  }
+  const float mean = WarpSum(sum) / static_cast<float>(hidden);
+  float sq = 0.f;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    if (LnColumn<kVec>(c, lane) < hidden) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        const float d = v[c][i] - mean;
+        sq += d * d;
+      }
+    }
+  }
+  const float var = WarpSum(sq) / static_cast<float>(hidden);
+  const float rstd = 1.0f / sqrtf(var + eps);
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    const int col = LnColumn<kVec>(c, lane);
+    if (col < hidden) {
+      float o[kVec];
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) {
+        o[i] = (v[c][i] - mean) * rstd * __ldg(gamma + col + i) + __ldg(beta + col + i);
+      }
+      StoreFloats<T, kVec>(out_row + col, o);
+    }
+  }
+}
+
+// Calls launch.template operator()<kVec, kChunks>() with the smallest supported register
+// tiling that covers `hidden`; returns false when hidden is not supported (> 1024 for the
+// scalar path). `vectorized` selects kVec = 16 bytes / sizeof(T) (hidden % kVec == 0 and
+// 16-byte-aligned pointers) instead of 1.
+template <typename T, typename Launch>
+bool DispatchLnTiling(int hidden, bool vectorized, Launch&& launch) {
+  if (hidden <= 0) return false;
+  constexpr int kV = VecWidth<T>::value;
+  if (vectorized) {
+    const int chunks = (hidden + 32 * kV - 1) / (32 * kV);
+    if (chunks <= 1) { launch.template operator()<kV, 1>(); return true; }
+    if (chunks <= 2) { launch.template operator()<kV, 2>(); return true; }
+    if (chunks <= 3) { launch.template operator()<kV, 3>(); return true; }
+    if (chunks <= 4) { launch.template operator()<kV, 4>(); return true; }
+    if (chunks <= 6) { launch.template operator()<kV, 6>(); return true; }
+    if (chunks <= 8) { launch.template operator()<kV, 8>(); return true; }
+  }
+  const int chunks = (hidden + 31) / 32;
+  if (chunks <= 1) { launch.template operator()<1, 1>(); return true; }
+  if (chunks <= 2) { launch.template operator()<1, 2>(); return true; }
+  if (chunks <= 4) { launch.template operator()<1, 4>(); return true; }
+  if (chunks <= 8) { launch.template operator()<1, 8>(); return true; }
+  if (chunks <= 16) { launch.template operator()<1, 16>(); return true; }
+  if (chunks <= 32) { launch.template operator()<1, 32>(); return true; }
+  return false;
+}
+
+}  // namespace internal
+}  // namespace cuda
+}  // namespace bert
+
+#endif  // BERT_KERNELS_CUDA_LAYER_NORM_COMMON_CUH_

@@ -1,0 +1,153 @@
+// Helpers for the GPU kernel tests (test-only): device detection, typed device buffers
+// filled from fp32 host data, NaN poisoning, and error norms.
+#ifndef BERT_KERNELS_CUDA_TEST_UTIL_H_
+#define BERT_KERNELS_CUDA_TEST_UTIL_H_
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cuda/cuda_utils.h"
+
+namespace bert {
+namespace cuda {
+namespace testing_util {
+
+enum class TestDType { kF32, kF16, kBF16 };
+
+inline const char* TestDTypeName(TestDType t) {
+  switch (t) {
+    case TestDType::kF32:
+      return "f32";
+    case TestDType::kF16:
+      return "f16";
+    case TestDType::kBF16:
+      return "bf16";
+  }
+  return "?";
+}
+
+// Relative tolerance (‖out − ref‖ / ‖ref‖) per dtype.
+inline double Tolerance(TestDType t) {
+  switch (t) {
+    case TestDType::kF32:
+      return 1e-5;
+    case TestDType::kF16:
+      return 1e-2;
+    case TestDType::kBF16:
+      return 4e-2;
+  }
+  return 0;
+}
+
+// True when a CUDA device is usable; otherwise `why` says why not.
+inline bool HaveGpu(std::string* why) {
+  int count = 0;
+  const CudaStatus s = CountDevices(&count);
+  if (!s.ok()) {
+    *why = s.message();
+    return false;
+  }
+  return true;
+}
+
+template <typename T>
+T HostFromFloat(float x) {
+  if constexpr (std::is_same<T, float>::value) {
+    return x;
+  } else if constexpr (std::is_same<T, __half>::value) {
+    return __float2half_rn(x);
+  } else {
+    return __float2bfloat16_rn(x);
+  }
+}
+
+inline float HostToFloat(float x) { return x; }
+inline float HostToFloat(__half x) { return __half2float(x); }
+inline float HostToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// Rounds every value through T (so the CPU reference sees exactly the device's inputs).
+template <typename T>
+void RoundThrough(std::vector<float>* v) {
+  for (float& x : *v) x = HostToFloat(HostFromFloat<T>(x));
+}
+
+inline std::vector<float> RandomVector(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A device array of T made from fp32 host values (rounded to T).
+template <typename T>
+class DeviceArray {
+ public:
+  explicit DeviceArray(size_t n) : host_(n) {
+    status_ = buffer_.Allocate(n);
+  }
+  explicit DeviceArray(const std::vector<float>& values) : DeviceArray(values.size()) {
+    if (!status_.ok()) return;
+    for (size_t i = 0; i < values.size(); ++i) host_[i] = HostFromFloat<T>(values[i]);
+    if (!values.empty()) {
+      status_ = MakeCudaStatus(
+          cudaMemcpy(buffer_.get(), host_.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice),
+          "cudaMemcpy", __FILE__, __LINE__);
+    }
+  }
+  const CudaStatus& status() const { return status_; }
+  T* get() { return buffer_.get(); }
+  size_t size() const { return host_.size(); }
+
+  // Fills with 0xFF bytes: NaN for float, half and bfloat16.
+  cudaError_t Poison() { return cudaMemset(buffer_.get(), 0xFF, host_.size() * sizeof(T)); }
+
+  // Copies back (synchronising) and converts to fp32.
+  std::vector<float> Download() {
+    std::vector<float> out(host_.size());
+    if (host_.empty()) return out;
+    cudaDeviceSynchronize();
+    if (cudaMemcpy(host_.data(), buffer_.get(), host_.size() * sizeof(T),
+                   cudaMemcpyDeviceToHost) != cudaSuccess) {
+      for (float& x : out) x = NAN;
+      return out;
+    }
+    for (size_t i = 0; i < out.size(); ++i) out[i] = HostToFloat(host_[i]);
+    return out;
+  }
+
+ private:
+  DeviceBuffer<T> buffer_;
+  std::vector<T> host_;
+  CudaStatus status_;
+};
+
+// Number of non-finite values (unwritten poisoned outputs show up here).
+inline size_t CountNonFinite(const std::vector<float>& v) {
+  size_t n = 0;
+  for (float x : v) n += std::isfinite(x) ? 0 : 1;
+  return n;
+}
+
+inline double RelativeError(const std::vector<float>& out, const std::vector<float>& ref) {
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < ref.size() && i < out.size(); ++i) {
+    const double d = static_cast<double>(out[i]) - ref[i];
+    diff += d * d;
+    norm += static_cast<double>(ref[i]) * ref[i];
+  }
+  if (norm == 0.0) return std::sqrt(diff);
+  return std::sqrt(diff / norm);
+}
+
+}  // namespace testing_util
+}  // namespace cuda
+}  // namespace bert
+
+#endif  // BERT_KERNELS_CUDA_TEST_UTIL_H_

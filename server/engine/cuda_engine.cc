@@ -1,0 +1,522 @@
+#include "server/engine/cuda_engine.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/activation.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/convert.h"
+#include "kernels/cuda/cuda_utils.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/layer_norm.h"
+#include "kernels/cuda/pooling.h"
+#include "server/util/status_macros.h"
+
+namespace bert {
+namespace {
+
+using cuda::CudaStatus;
+using cuda::DeviceBuffer;
+
+absl::Status ToStatus(const CudaStatus& s, const char* what) {
+  if (s.ok()) return absl::OkStatus();
+  const std::string msg = absl::StrCat("CUDA engine: ", what, ": ", s.message());
+  if (s.out_of_memory()) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::Status CudaCall(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return absl::OkStatus();
+  const std::string msg = absl::StrCat("CUDA engine: ", what, " failed: ", cudaGetErrorName(err),
+                                       " (", cudaGetErrorString(err), ")");
+  if (err == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+// Device copies of one encoder block. Matrices and biases in T, LayerNorm parameters fp32.
+template <typename T>
+struct DeviceLayer {
+  DeviceBuffer<T> qkv_weight, qkv_bias;
+  DeviceBuffer<T> attention_output_weight, attention_output_bias;
+  DeviceBuffer<float> attention_norm_gamma, attention_norm_beta;
+  DeviceBuffer<T> intermediate_weight, intermediate_bias;
+  DeviceBuffer<T> output_weight, output_bias;
+  DeviceBuffer<float> output_norm_gamma, output_norm_beta;
+};
+
+template <typename T>
+class CudaEngine final : public Engine, public CudaEngineTiming {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const Model> model,
+                                                        DType dtype, int max_batch_tokens,
+                                                        bool allow_tf32);
+
+  const ModelConfig& config() const override { return model_->config; }
+  bool has_pooler() const override { return model_->weights.has_pooler; }
+  EngineInfo info() const override {
+    EngineInfo info;
+    info.backend = "cuda";
+    info.device = device_name_;
+    info.dtype = dtype_;
+    return info;
+  }
+  absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
+                      EncoderOutput* output) override;
+  float last_gpu_milliseconds() const override { return last_gpu_ms_; }
+
+ private:
+  CudaEngine(std::shared_ptr<const Model> model, DType dtype, int max_batch_tokens)
+      : model_(std::move(model)), dtype_(dtype), max_tokens_(max_batch_tokens) {}
+
+  absl::Status Init(bool allow_tf32);
+  // Uploads a host fp32 tensor as T (through the fp32 staging buffer) or as fp32.
+  absl::Status Upload(const HostTensor& tensor, DeviceBuffer<T>* out);
+  absl::Status UploadFloat(const HostTensor& tensor, DeviceBuffer<float>* out);
+  absl::Status RunEncoder(const EncoderBatch& batch, const OutputSelection& selection,
+                          EncoderOutput* output);
+  // Enqueues a copy of `count` device values (T or fp32) into the pinned buffer; `dst` is
+  // sized now and filled by Flush (which runs early when the pinned buffer is full).
+  absl::Status CopyOut(const T* src, size_t count, std::vector<float>* dst);
+  absl::Status CopyOutFloat(const float* src, size_t count, std::vector<float>* dst);
+  // Waits for the stream, then moves the pending outputs into their vectors.
+  absl::Status Flush();
+
+  struct PendingCopy {
+    size_t offset;  // in host_out_
+    size_t count;
+    std::vector<float>* dst;
+  };
+  std::vector<PendingCopy> pending_;
+  size_t pending_used_ = 0;
+
+  std::shared_ptr<const Model> model_;
+  DType dtype_;
+  int max_tokens_;
+  std::string device_name_;
+
+  cuda::CudaStream stream_;
+  cuda::CudaEvent start_, stop_;
+  float last_gpu_ms_ = 0.f;
+  std::unique_ptr<cuda::Gemm> gemm_;
+
+  // Weights.
+  DeviceBuffer<T> word_embeddings_, position_embeddings_, type_embeddings_;
+  DeviceBuffer<float> embedding_gamma_, embedding_beta_;
+  std::vector<DeviceLayer<T>> layers_;
+  DeviceBuffer<T> pooler_weight_, pooler_bias_;
+
+  // Workspace, sized from max_tokens_ (a sequence has >= 1 row, so <= max_tokens_ of them).
+  DeviceBuffer<int32_t> ints_;       // word ids | type ids | cu_rows | num_valid
+  cuda::PinnedBuffer<int32_t> host_ints_;
+  DeviceBuffer<T> hidden_;           // [tokens, hidden]: the residual stream
+  DeviceBuffer<T> qkv_;              // [tokens, 3 * hidden]; reused for GEMM outputs
+  DeviceBuffer<T> context_;          // [tokens, hidden]: attention output
+  DeviceBuffer<T> ffn_;              // [tokens, intermediate]
+  DeviceBuffer<T> pool_in_, pool_dense_;  // [tokens (as sequences), hidden]
+  DeviceBuffer<float> out_f32_;      // [tokens, hidden] fp32 results before the copy out
+  cuda::PinnedBuffer<float> host_out_;    // [2 * tokens, hidden]: outputs before Flush
+  DeviceBuffer<float> staging_;      // fp32 staging for weight conversion (load only)
+};
+
+template <typename T>
+absl::StatusOr<std::unique_ptr<Engine>> CudaEngine<T>::Create(std::shared_ptr<const Model> model,
+                                                              DType dtype, int max_batch_tokens,
+                                                              bool allow_tf32) {
+  std::unique_ptr<CudaEngine<T>> engine(
+      new CudaEngine<T>(std::move(model), dtype, max_batch_tokens));
+  RETURN_IF_ERROR(engine->Init(allow_tf32));
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::Upload(const HostTensor& tensor, DeviceBuffer<T>* out) {
+  const size_t n = static_cast<size_t>(tensor.size());
+  RETURN_IF_ERROR(ToStatus(out->Allocate(n), "allocating weights"));
+  if (n == 0) return absl::OkStatus();
+  if (std::is_same<T, float>::value) {
+    return CudaCall(cudaMemcpyAsync(out->get(), tensor.data.data(), n * sizeof(float),
+                                    cudaMemcpyHostToDevice, stream_.get()),
+                    "weight upload");
+  }
+  // Through the fp32 staging buffer (stream-ordered: each copy waits for the previous
+  // conversion that read the staging buffer).
+  const size_t chunk = staging_.size();
+  for (size_t offset = 0; offset < n; offset += chunk) {
+    const size_t count = std::min(chunk, n - offset);
+    RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(staging_.get(), tensor.data.data() + offset,
+                                             count * sizeof(float), cudaMemcpyHostToDevice,
+                                             stream_.get()),
+                             "weight upload"));
+    RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<float, T>(staging_.get(), count,
+                                                           out->get() + offset, stream_.get()),
+                             "weight conversion"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::UploadFloat(const HostTensor& tensor, DeviceBuffer<float>* out) {
+  const size_t n = static_cast<size_t>(tensor.size());
+  RETURN_IF_ERROR(ToStatus(out->Allocate(n), "allocating weights"));
+  if (n == 0) return absl::OkStatus();
+  return CudaCall(cudaMemcpyAsync(out->get(), tensor.data.data(), n * sizeof(float),
+                                  cudaMemcpyHostToDevice, stream_.get()),
+                  "weight upload");
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::Init(bool allow_tf32) {
+  const ModelConfig& c = model_->config;
+  const ModelWeights& w = model_->weights;
+  if (max_tokens_ < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA engine: max_batch_tokens must be >= 1, got ", max_tokens_));
+  }
+  if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CUDA engine: hidden_size ", c.hidden_size, " is not a multiple of num_heads ",
+        c.num_heads));
+  }
+  const int head_dim = c.head_dim();
+  if (head_dim != 32 && head_dim != 64 && head_dim != 128) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CUDA engine: head_dim ", head_dim, " unsupported (the attention kernel supports 32, ",
+        "64 and 128); use the CPU backend"));
+  }
+  if (c.hidden_size > cuda::kMaxLayerNormHidden) {
+    return absl::FailedPreconditionError(absl::StrCat("CUDA engine: hidden_size ", c.hidden_size,
+                                                      " > ", cuda::kMaxLayerNormHidden,
+                                                      " unsupported"));
+  }
+  if (static_cast<int>(w.layers.size()) != c.num_layers) {
+    return absl::FailedPreconditionError("CUDA engine: model has the wrong number of layers");
+  }
+
+  // Device, name, memory check before allocating anything big.
+  RETURN_IF_ERROR(CudaCall(cudaFree(nullptr), "initialising the CUDA context"));
+  int device = 0;
+  RETURN_IF_ERROR(CudaCall(cudaGetDevice(&device), "cudaGetDevice"));
+  cudaDeviceProp prop;
+  RETURN_IF_ERROR(CudaCall(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"));
+  device_name_ = prop.name;
+
+  size_t weight_values = w.word_embeddings.size() + w.position_embeddings.size() +
+                         w.token_type_embeddings.size() + w.pooler_weight.size() +
+                         w.pooler_bias.size();
+  size_t largest = std::max({w.word_embeddings.size(), w.position_embeddings.size(),
+                             w.token_type_embeddings.size(), w.pooler_weight.size()});
+  for (const LayerWeights& l : w.layers) {
+    weight_values += l.qkv_weight.size() + l.qkv_bias.size() + l.attention_output_weight.size() +
+                     l.attention_output_bias.size() + l.intermediate_weight.size() +
+                     l.intermediate_bias.size() + l.output_weight.size() + l.output_bias.size();
+    largest = std::max({largest, static_cast<size_t>(l.qkv_weight.size()),
+                        static_cast<size_t>(l.intermediate_weight.size()),
+                        static_cast<size_t>(l.output_weight.size())});
+  }
+  const size_t tokens = static_cast<size_t>(max_tokens_);
+  const size_t hidden = static_cast<size_t>(c.hidden_size);
+  const size_t inter = static_cast<size_t>(c.intermediate_size);
+  const size_t staging_values = std::is_same<T, float>::value ? 0 : std::min<size_t>(largest, 4u << 20);
+  const size_t workspace_bytes =
+      tokens * (hidden * 3 + hidden + hidden + inter + 2 * hidden) * sizeof(T) +
+      tokens * hidden * sizeof(float) +
+      tokens * 4 * sizeof(int32_t) + cuda::Gemm::kDefaultWorkspaceBytes +
+      staging_values * sizeof(float);
+  const size_t needed = weight_values * sizeof(T) + workspace_bytes;
+  size_t free_bytes = 0, total_bytes = 0;
+  RETURN_IF_ERROR(CudaCall(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
+  if (needed + (64u << 20) > free_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "CUDA engine: model ", model_->name, " in ", DTypeName(dtype_), " with a ", max_tokens_,
+        "-token workspace needs ", needed >> 20, " MiB but ", prop.name, " has ",
+        free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+        " MiB; lower --max_batch_tokens or use a smaller dtype"));
+  }
+
+  RETURN_IF_ERROR(ToStatus(stream_.Create(), "creating the stream"));
+  RETURN_IF_ERROR(ToStatus(start_.Create(), "creating events"));
+  RETURN_IF_ERROR(ToStatus(stop_.Create(), "creating events"));
+  RETURN_IF_ERROR(ToStatus(cuda::Gemm::Create(cuda::Gemm::kDefaultWorkspaceBytes, allow_tf32,
+                                              &gemm_),
+                           "creating cuBLASLt"));
+  RETURN_IF_ERROR(ToStatus(staging_.Allocate(staging_values), "allocating staging"));
+
+  RETURN_IF_ERROR(Upload(w.word_embeddings, &word_embeddings_));
+  RETURN_IF_ERROR(Upload(w.position_embeddings, &position_embeddings_));
+  RETURN_IF_ERROR(Upload(w.token_type_embeddings, &type_embeddings_));
+  RETURN_IF_ERROR(UploadFloat(w.embedding_norm_gamma, &embedding_gamma_));
+  RETURN_IF_ERROR(UploadFloat(w.embedding_norm_beta, &embedding_beta_));
+  layers_.resize(w.layers.size());
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const LayerWeights& src = w.layers[i];
+    DeviceLayer<T>& dst = layers_[i];
+    RETURN_IF_ERROR(Upload(src.qkv_weight, &dst.qkv_weight));
+    RETURN_IF_ERROR(Upload(src.qkv_bias, &dst.qkv_bias));
+    RETURN_IF_ERROR(Upload(src.attention_output_weight, &dst.attention_output_weight));
+    RETURN_IF_ERROR(Upload(src.attention_output_bias, &dst.attention_output_bias));
+    RETURN_IF_ERROR(UploadFloat(src.attention_norm_gamma, &dst.attention_norm_gamma));
+    RETURN_IF_ERROR(UploadFloat(src.attention_norm_beta, &dst.attention_norm_beta));
+    RETURN_IF_ERROR(Upload(src.intermediate_weight, &dst.intermediate_weight));
+    RETURN_IF_ERROR(Upload(src.intermediate_bias, &dst.intermediate_bias));
+    RETURN_IF_ERROR(Upload(src.output_weight, &dst.output_weight));
+    RETURN_IF_ERROR(Upload(src.output_bias, &dst.output_bias));
+    RETURN_IF_ERROR(UploadFloat(src.output_norm_gamma, &dst.output_norm_gamma));
+    RETURN_IF_ERROR(UploadFloat(src.output_norm_beta, &dst.output_norm_beta));
+  }
+  if (w.has_pooler) {
+    RETURN_IF_ERROR(Upload(w.pooler_weight, &pooler_weight_));
+    RETURN_IF_ERROR(Upload(w.pooler_bias, &pooler_bias_));
+  }
+
+  RETURN_IF_ERROR(ToStatus(ints_.Allocate(tokens * 4 + 1), "allocating workspace"));
+  RETURN_IF_ERROR(ToStatus(host_ints_.Allocate(tokens * 4 + 1), "allocating pinned memory"));
+  RETURN_IF_ERROR(ToStatus(hidden_.Allocate(tokens * hidden), "allocating workspace"));
+  RETURN_IF_ERROR(ToStatus(qkv_.Allocate(tokens * hidden * 3), "allocating workspace"));
+  RETURN_IF_ERROR(ToStatus(context_.Allocate(tokens * hidden), "allocating workspace"));
+  RETURN_IF_ERROR(ToStatus(ffn_.Allocate(tokens * inter), "allocating workspace"));
+  RETURN_IF_ERROR(ToStatus(pool_in_.Allocate(tokens * hidden), "allocating workspace"));
+  RETURN_IF_ERROR(ToStatus(pool_dense_.Allocate(tokens * hidden), "allocating workspace"));
+  RETURN_IF_ERROR(ToStatus(out_f32_.Allocate(tokens * hidden), "allocating workspace"));
+  RETURN_IF_ERROR(
+      ToStatus(host_out_.Allocate(2 * tokens * hidden), "allocating pinned memory"));
+
+  RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "loading weights"));
+  staging_.Reset();  // Only needed while loading.
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::Flush() {
+  RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "running the encoder"));
+  for (const PendingCopy& p : pending_) {
+    std::memcpy(p.dst->data(), host_out_.get() + p.offset, p.count * sizeof(float));
+  }
+  pending_.clear();
+  pending_used_ = 0;
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::CopyOutFloat(const float* src, size_t count, std::vector<float>* dst) {
+  dst->resize(count);
+  if (count == 0) return absl::OkStatus();
+  if (pending_used_ + count > host_out_.size()) RETURN_IF_ERROR(Flush());
+  RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(host_out_.get() + pending_used_, src,
+                                           count * sizeof(float), cudaMemcpyDeviceToHost,
+                                           stream_.get()),
+                           "copying outputs"));
+  pending_.push_back(PendingCopy{pending_used_, count, dst});
+  pending_used_ += count;
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, std::vector<float>* dst) {
+  if (std::is_same<T, float>::value) {
+    return CopyOutFloat(reinterpret_cast<const float*>(src), count, dst);
+  }
+  // out_f32_ is reused by the next conversion only after this copy (stream order).
+  RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<T, float>(src, count, out_f32_.get(),
+                                                         stream_.get()),
+                           "converting outputs"));
+  return CopyOutFloat(out_f32_.get(), count, dst);
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelection& selection,
+                                   EncoderOutput* output) {
+  RETURN_IF_ERROR(ValidateBatch(model_->config, batch));
+  RETURN_IF_ERROR(ValidateSelection(model_->config, has_pooler(), selection));
+  if (batch.total_rows() > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch has ", batch.total_rows(), " rows, more than this CUDA engine's ",
+                     "max_batch_tokens ", max_tokens_, "; split it"));
+  }
+  *output = EncoderOutput();
+  pending_.clear();
+  pending_used_ = 0;
+  RETURN_IF_ERROR(CudaCall(cudaEventRecord(start_.get(), stream_.get()), "cudaEventRecord"));
+  absl::Status status = RunEncoder(batch, selection, output);
+  if (status.ok()) {
+    status = CudaCall(cudaEventRecord(stop_.get(), stream_.get()), "cudaEventRecord");
+  }
+  // Flush also surfaces asynchronous faults when nothing was copied out.
+  const absl::Status flushed = Flush();
+  if (!status.ok()) {
+    *output = EncoderOutput();
+    return status;
+  }
+  RETURN_IF_ERROR(flushed);
+  return CudaCall(cudaEventElapsedTime(&last_gpu_ms_, start_.get(), stop_.get()),
+                  "cudaEventElapsedTime");
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch,
+                                       const OutputSelection& selection, EncoderOutput* output) {
+  const ModelConfig& c = model_->config;
+  const int rows = batch.total_rows();
+  const int n = batch.num_sequences();
+  const int h = c.hidden_size;
+  const int inter = c.intermediate_size;
+  const size_t hidden_values = static_cast<size_t>(rows) * h;
+  cudaStream_t stream = stream_.get();
+  output->layers.resize(selection.layers.size());
+  if (rows == 0 || n == 0) return absl::OkStatus();
+
+  // One packed upload: word ids | type ids | cu_rows | num_valid.
+  int32_t* host = host_ints_.get();
+  std::copy(batch.word_ids.begin(), batch.word_ids.end(), host);
+  std::copy(batch.type_ids.begin(), batch.type_ids.end(), host + rows);
+  std::copy(batch.cu_rows.begin(), batch.cu_rows.end(), host + 2 * rows);
+  std::copy(batch.num_valid.begin(), batch.num_valid.end(), host + 2 * rows + n + 1);
+  const size_t num_ints = 2 * static_cast<size_t>(rows) + 2 * static_cast<size_t>(n) + 1;
+  RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(ints_.get(), host, num_ints * sizeof(int32_t),
+                                           cudaMemcpyHostToDevice, stream),
+                           "uploading the batch"));
+  const int32_t* d_word = ints_.get();
+  const int32_t* d_type = d_word + rows;
+  const int32_t* d_cu = d_word + 2 * rows;
+  const int32_t* d_valid = d_cu + n + 1;
+
+  RETURN_IF_ERROR(CudaCall(
+      cuda::LaunchEmbeddingLayerNorm<T>(d_word, d_type, d_cu, n, rows, word_embeddings_.get(),
+                                        position_embeddings_.get(), type_embeddings_.get(),
+                                        embedding_gamma_.get(), embedding_beta_.get(), h,
+                                        c.layer_norm_eps, hidden_.get(), stream),
+      "embeddings"));
+
+  const int max_rows = batch.max_rows();
+  size_t next_layer_output = 0;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const DeviceLayer<T>& L = layers_[l];
+    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.qkv_weight.get(),
+                                           L.qkv_bias.get(), 3 * h, cuda::GemmEpilogue::kBias,
+                                           qkv_.get(), stream),
+                             "QKV GEMM"));
+    cuda::LaunchVarlenAttention<T>(qkv_.get(), d_cu, d_valid, n, max_rows, c.num_heads,
+                                   c.head_dim(), context_.get(), stream);
+    RETURN_IF_ERROR(CudaCall(cudaGetLastError(), "attention"));
+    // The QKV buffer is free after attention: it takes the projections' outputs.
+    T* projected = qkv_.get();
+    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(context_.get(), rows, h,
+                                           L.attention_output_weight.get(), nullptr, h,
+                                           cuda::GemmEpilogue::kNone, projected, stream),
+                             "attention output GEMM"));
+    RETURN_IF_ERROR(CudaCall(cuda::LaunchAddBiasResidualLayerNorm<T>(
+                                 projected, L.attention_output_bias.get(), hidden_.get(),
+                                 L.attention_norm_gamma.get(), L.attention_norm_beta.get(), rows,
+                                 h, c.layer_norm_eps, hidden_.get(), stream),
+                             "attention LayerNorm"));
+    // cuBLASLt's GELU epilogue is the tanh form and may use a fast tanh: fp16/bf16 only, so
+    // that fp32 stays exact.
+    if (c.activation == Activation::kGeluTanh && !std::is_same<T, float>::value) {
+      RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
+                                             L.intermediate_bias.get(), inter,
+                                             cuda::GemmEpilogue::kBiasGeluTanh, ffn_.get(),
+                                             stream),
+                               "FFN-up GEMM"));
+    } else {
+      // The erf GELU (BERT's "gelu") has no cuBLASLt epilogue: it runs as its own pass.
+      RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
+                                             nullptr, inter, cuda::GemmEpilogue::kNone,
+                                             ffn_.get(), stream),
+                               "FFN-up GEMM"));
+      const cuda::GeluKind kind = c.activation == Activation::kGeluTanh ? cuda::GeluKind::kTanh
+                                                                        : cuda::GeluKind::kErf;
+      RETURN_IF_ERROR(CudaCall(cuda::LaunchBiasGelu<T>(ffn_.get(), L.intermediate_bias.get(),
+                                                       rows, inter, kind, stream),
+                               "GELU"));
+    }
+    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(ffn_.get(), rows, inter, L.output_weight.get(),
+                                           nullptr, h, cuda::GemmEpilogue::kNone, projected,
+                                           stream),
+                             "FFN-down GEMM"));
+    RETURN_IF_ERROR(CudaCall(cuda::LaunchAddBiasResidualLayerNorm<T>(
+                                 projected, L.output_bias.get(), hidden_.get(),
+                                 L.output_norm_gamma.get(), L.output_norm_beta.get(), rows, h,
+                                 c.layer_norm_eps, hidden_.get(), stream),
+                             "output LayerNorm"));
+    if (next_layer_output < selection.layers.size() &&
+        selection.layers[next_layer_output] == l) {
+      RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, &output->layers[next_layer_output]));
+      ++next_layer_output;
+    }
+  }
+
+  if (selection.sequence) RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, &output->sequence));
+  if (selection.pooled) {
+    RETURN_IF_ERROR(CudaCall(
+        cuda::LaunchGatherFirstRows<T>(hidden_.get(), d_cu, n, h, pool_in_.get(), stream),
+        "pooler gather"));
+    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(pool_in_.get(), n, h, pooler_weight_.get(), nullptr,
+                                           h, cuda::GemmEpilogue::kNone, pool_dense_.get(),
+                                           stream),
+                             "pooler GEMM"));
+    RETURN_IF_ERROR(CudaCall(cuda::LaunchBiasTanhToFloat<T>(pool_dense_.get(),
+                                                            pooler_bias_.get(), n, h,
+                                                            out_f32_.get(), stream),
+                             "pooler tanh"));
+    if (selection.normalize) {
+      RETURN_IF_ERROR(
+          CudaCall(cuda::LaunchL2Normalize(out_f32_.get(), n, h, stream), "normalising"));
+    }
+    RETURN_IF_ERROR(CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, &output->pooled));
+  }
+  if (selection.mean_pooled) {
+    RETURN_IF_ERROR(CudaCall(
+        cuda::LaunchMeanPool<T>(hidden_.get(), d_cu, d_valid, n, h, out_f32_.get(), stream),
+        "mean pooling"));
+    if (selection.normalize) {
+      RETURN_IF_ERROR(
+          CudaCall(cuda::LaunchL2Normalize(out_f32_.get(), n, h, stream), "normalising"));
+    }
+    RETURN_IF_ERROR(
+        CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, &output->mean_pooled));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int CudaDeviceCount() {
+  int count = 0;
+  if (!cuda::CountDevices(&count).ok()) return 0;
+  return count;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const Model> model,
+                                                         DType dtype, int max_batch_tokens,
+                                                         bool allow_tf32) {
+  if (model == nullptr) return absl::InvalidArgumentError("CUDA engine: no model");
+  int count = 0;
+  const CudaStatus devices = cuda::CountDevices(&count);
+  if (!devices.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA backend unavailable: ", devices.message(),
+                     "; use the CPU backend (--backend=cpu)"));
+  }
+  switch (dtype) {
+    case DType::kFloat32:
+      return CudaEngine<float>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32);
+    case DType::kFloat16:
+      return CudaEngine<__half>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32);
+    case DType::kBFloat16:
+      return CudaEngine<__nv_bfloat16>::Create(std::move(model), dtype, max_batch_tokens,
+                                               allow_tf32);
+  }
+  return absl::InvalidArgumentError("CUDA engine: unknown dtype");
+}
+
+}  // namespace bert

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# GPU checks in one command (see ../shared/DEVICE.md for the machine).
+#
+#   tools/gpu_check.sh build   # here (Bazel + nvcc, no GPU): build the GPU test binaries and
+#                              # gpu_bench, copy them and their non-glibc, non-CUDA Debian
+#                              # shared libraries into .gpu/ (git-ignored; carry it)
+#   tools/gpu_check.sh run [tests|bench|all]
+#                              # there (GPU, no Bazel), from the repo root: run every GPU test
+#                              # binary (gtest XML + logs), then our benchmark and the Hugging
+#                              # Face baseline on the same weights, one comparison table, and a
+#                              # pass/fail table last; logs tarred into $OUT (or .gpu/out).
+#
+# Device call: command "bash tools/gpu_check.sh run", carry [".gpu"], timeout_s ~540.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+TESTS=(
+  "kernels/cuda:kernels_test"
+  "kernels/cuda:attention_test"
+  "server/engine:cuda_engine_test"
+)
+BENCH="bench:gpu_bench"
+
+build() {
+  local targets=()
+  for t in "${TESTS[@]}" "$BENCH"; do targets+=("//$t"); done
+  bazel build "${targets[@]}" || exit 1
+  rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
+  for t in "${TESTS[@]}" "$BENCH"; do
+    local path="bazel-bin/${t/://}"
+    cp -L "$path" .gpu/bin/ || exit 1
+    ldd "$path" | awk '/=>/ {print $3}' | while read -r lib; do
+      case "$(basename "$lib")" in
+        libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libgcc_s.so*) ;;
+        libcudart*|libcublas*|libcuda.so*) ;;
+        *) cp -Ln "$lib" .gpu/lib/ ;;
+      esac
+    done
+  done
+  chmod -R u+w .gpu
+  ls .gpu/bin .gpu/lib
+  # The device call carries at most 64 MiB: ship the libraries compressed (OpenBLAS alone is
+  # ~36 MB); `run` unpacks them.
+  tar -C .gpu -cJf .gpu/lib.tar.xz lib && rm -rf .gpu/lib
+  du -sh .gpu .gpu/bin .gpu/lib.tar.xz
+}
+
+run() {
+  local what="${1:-all}"
+  # Only our binaries get the carried Debian libraries (Python/torch keep the system's).
+  local ld="/usr/local/cuda/lib64:$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-8}"
+  if [ ! -d .gpu/lib ] && [ -f .gpu/lib.tar.xz ]; then
+    mkdir -p /tmp/gpu_check_lib && tar -C /tmp/gpu_check_lib -xJf .gpu/lib.tar.xz
+    ln -sfn /tmp/gpu_check_lib/lib .gpu/lib 2>/dev/null || cp -r /tmp/gpu_check_lib/lib .gpu/lib
+  fi
+  local out="${OUT:-$PWD/.gpu/out}"
+  local logs="$out/logs"
+  mkdir -p "$logs"
+  local table=()
+  nvidia-smi > "$logs/nvidia-smi.txt" 2>&1 || true
+  head -n 12 "$logs/nvidia-smi.txt"
+
+  if [ "$what" = all ] || [ "$what" = tests ]; then
+    for t in "${TESTS[@]}"; do
+      local name="${t##*:}"
+      local start=$SECONDS
+      LD_LIBRARY_PATH="$ld" timeout 300 ".gpu/bin/$name" --gtest_brief=1 --gtest_output="xml:$logs/$name.xml" \
+        > "$logs/$name.log" 2>&1
+      local rc=$?
+      tail -n 25 "$logs/$name.log"
+      local counts
+      counts=$(python3 - "$logs/$name.xml" <<'PY' 2>/dev/null || echo "no xml"
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+passed = failed = skipped = 0
+for case in r.iter("testcase"):
+    if case.find("failure") is not None or case.find("error") is not None:
+        failed += 1
+    elif case.find("skipped") is not None or case.get("result") == "skipped":
+        skipped += 1
+    else:
+        passed += 1
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+PY
+)
+      table+=("$(printf '%-20s rc=%-3s %5ss  %s' "$name" "$rc" "$((SECONDS - start))" "$counts")")
+    done
+  fi
+
+  if [ "$what" = all ] || [ "$what" = bench ]; then
+    local model=".gpu/bert-base-random" lengths=".gpu/varlen.txt" start=$SECONDS
+    python3 bench/hf_baseline.py --save_model "$model" --write_lengths "$lengths" \
+      > "$logs/prepare.log" 2>&1
+    local rc=$?
+    cat "$logs/prepare.log"
+    table+=("$(printf '%-20s rc=%-3s %5ss' "prepare (HF save)" "$rc" "$((SECONDS - start))")")
+    local model_flag="--model_dir=$model"
+    [ -f "$model/model.safetensors" ] || model_flag=""  # fall back to RandomModel
+    start=$SECONDS
+    LD_LIBRARY_PATH="$ld" timeout 240 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
+      --json="$logs/ours.json" 2>&1 | tee "$logs/ours.log"
+    rc=${PIPESTATUS[0]}
+    table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench (ours)" "$rc" "$((SECONDS - start))")")
+    start=$SECONDS
+    if [ -n "$model_flag" ]; then
+      timeout "${HF_TIMEOUT:-300}" python3 bench/hf_baseline.py --model_dir "$model" \
+        --lengths "$lengths" --json "$logs/hf.json" 2>&1 | tee "$logs/hf.log" | grep -v Warning
+      rc=${PIPESTATUS[0]}
+    else
+      rc="skipped"
+    fi
+    table+=("$(printf '%-20s rc=%-3s %5ss' "hf_baseline" "$rc" "$((SECONDS - start))")")
+    if [ -f "$logs/ours.json" ]; then
+      python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" | tee "$logs/compare.md"
+    fi
+  fi
+
+  tar -czf "$out/gpu_check_logs.tar.gz" -C "$logs" . 2>/dev/null
+  echo
+  echo "== GPU check summary ($(date -u +%FT%TZ), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
+  for line in "${table[@]}"; do echo "$line"; done
+}
+
+case "${1:-}" in
+  build) build ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 build | run [tests|bench|all]" >&2; exit 2 ;;
+esac
