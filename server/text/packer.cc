@@ -1,0 +1,78 @@
+#include "server/text/packer.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace bert {
+
+void RoundRobinKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b) {
+  if (budget <= 0) {
+    *keep_a = 0;
+    *keep_b = 0;
+    return;
+  }
+  // Closed form of taking turns a, b, a, b, ... (a segment that runs out skips its turns):
+  // each gets half the budget, a the odd token, and whatever the other cannot use.
+  const int half_b = budget / 2;
+  const int half_a = budget - half_b;
+  *keep_a = std::min(len_a, std::max(half_a, budget - len_b));
+  *keep_b = std::min(len_b, std::max(half_b, budget - len_a));
+}
+
+absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
+                                       const absl::Span<const int32_t>* b, int seq_length,
+                                       int32_t cls_id, int32_t sep_id, TruncationPolicy policy) {
+  if (seq_length < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_length must be at least 2, got ", seq_length));
+  }
+  const int len_a = static_cast<int>(a.size());
+  const int len_b = b != nullptr ? static_cast<int>(b->size()) : 0;
+  int keep_a;
+  int keep_b = 0;
+  bool truncated;
+  if (b == nullptr) {
+    keep_a = std::min(len_a, seq_length - 2);
+    truncated = keep_a < len_a;
+  } else {
+    RoundRobinKeep(len_a, len_b, seq_length - 3, &keep_a, &keep_b);
+    // At seq_length 2 b's [SEP] does not fit either.
+    truncated = keep_a < len_a || keep_b < len_b || seq_length < 3;
+  }
+  if (truncated && policy == TruncationPolicy::kReject) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input needs ", len_a + len_b + (b != nullptr ? 3 : 2),
+        " tokens with [CLS]/[SEP], more than seq_length ", seq_length));
+  }
+  PackedInput out;
+  const int total = std::min(seq_length, keep_a + keep_b + (b != nullptr ? 3 : 2));
+  out.word_ids.reserve(total);
+  out.type_ids.reserve(total);
+  out.word_ids.push_back(cls_id);
+  out.word_ids.insert(out.word_ids.end(), a.begin(), a.begin() + keep_a);
+  out.word_ids.push_back(sep_id);
+  out.type_ids.assign(out.word_ids.size(), 0);
+  if (b != nullptr && seq_length >= 3) {
+    out.word_ids.insert(out.word_ids.end(), b->begin(), b->begin() + keep_b);
+    out.word_ids.push_back(sep_id);
+    out.type_ids.resize(out.word_ids.size(), 1);
+  }
+  out.truncated = truncated;
+  return out;
+}
+
+void PadToLength(const PackedInput& packed, int seq_length, int32_t pad_id,
+                 std::vector<int32_t>* word_ids, std::vector<int32_t>* mask,
+                 std::vector<int32_t>* type_ids) {
+  const int n = std::min(packed.num_tokens(), std::max(seq_length, 0));
+  word_ids->assign(packed.word_ids.begin(), packed.word_ids.begin() + n);
+  word_ids->resize(std::max(seq_length, 0), pad_id);
+  mask->assign(n, 1);
+  mask->resize(std::max(seq_length, 0), 0);
+  type_ids->assign(packed.type_ids.begin(), packed.type_ids.begin() + n);
+  type_ids->resize(std::max(seq_length, 0), 0);
+}
+
+}  // namespace bert

@@ -1,0 +1,59 @@
+// Packing of one or two token-id segments into BERT model inputs, as TF Hub's BERT
+// preprocessing models do it (tensorflow/models official/nlp/modeling/layers/text_layers.py
+// BertPackInputs.bert_pack_inputs with truncator="round_robin"):
+//   single: [CLS] a [SEP]            type ids 0 ... 0
+//   pair:   [CLS] a [SEP] b [SEP]    type ids 0 for [CLS] a [SEP], 1 for b [SEP]
+// Segments are trimmed to a budget of seq_length - 2 (single) or seq_length - 3 (pair) tokens
+// before the special tokens are added. Pairs share the budget with TF Text's RoundRobinTrimmer
+// (tensorflow/text tensorflow_text/core/kernels/round_robin_trimmer.h and
+// python/ops/trimmer_ops.py): a and b take one token in turn, a first; a segment that runs out
+// leaves the rest of the budget to the other; each keeps its first tokens.
+//
+// Tiny seq_length (TF Hub behaviour, kept): the budget cannot go below zero, and TF Hub's
+// final pad_model_inputs cuts the packed row to seq_length, so a pair at seq_length 2 packs
+// to [CLS] [SEP] (both type 0) and drops b and its [SEP]. seq_length < 2 is rejected.
+//
+// All functions are pure and thread-safe.
+#ifndef BERT_SERVER_TEXT_PACKER_H_
+#define BERT_SERVER_TEXT_PACKER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace bert {
+
+enum class TruncationPolicy {
+  kTruncate,  // Drop tokens as TF Hub does and set PackedInput::truncated.
+  kReject,    // INVALID_ARGUMENT if any token would be dropped.
+};
+
+// Real tokens only, no padding.
+struct PackedInput {
+  std::vector<int32_t> word_ids;  // [CLS] a [SEP] (b [SEP])
+  std::vector<int32_t> type_ids;  // 0 for [CLS] a [SEP], 1 for b [SEP]
+  bool truncated = false;         // Some token of a or b (or b's [SEP]) was dropped.
+  int num_tokens() const { return static_cast<int>(word_ids.size()); }
+};
+
+// How many tokens of each segment TF Text's RoundRobinTrimmer keeps for budget `budget`
+// (<= 0 keeps nothing). Exposed for tests and for callers that size work before packing.
+void RoundRobinKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b);
+
+// Packs `a` and, if `b` is not null, `*b`. seq_length must be >= 2.
+absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
+                                       const absl::Span<const int32_t>* b, int seq_length,
+                                       int32_t cls_id, int32_t sep_id, TruncationPolicy policy);
+
+// Fills TF-Hub padded tensors of length seq_length: word ids (pad_id after the real tokens),
+// input mask (1 for real tokens) and type ids (0 after the real tokens). Real tokens beyond
+// seq_length, which PackInputs never produces for the same seq_length, are cut.
+void PadToLength(const PackedInput& packed, int seq_length, int32_t pad_id,
+                 std::vector<int32_t>* word_ids, std::vector<int32_t>* mask,
+                 std::vector<int32_t>* type_ids);
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_TEXT_PACKER_H_

@@ -1,0 +1,425 @@
+#include "server/text/tokenizer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "utf8proc.h"
+
+namespace bert {
+namespace {
+
+// What the basic tokenizer does with each ASCII byte.
+enum AsciiClass : uint8_t {
+  kDrop = 0,   // NUL and control characters other than \t \n \r (removed by text cleaning).
+  kSpace = 1,  // \t \n \r and space: end the current word.
+  kPunct = 2,  // 33-47, 58-64, 91-96, 123-126: BERT's ASCII punctuation, a word by itself.
+  kWord = 3,   // Letters and digits.
+};
+
+struct AsciiTables {
+  uint8_t cls[128];
+  char lower[128];
+  AsciiTables() {
+    for (int c = 0; c < 128; ++c) {
+      lower[c] = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+      if (c == '\t' || c == '\n' || c == '\r' || c == ' ') {
+        cls[c] = kSpace;
+      } else if (c < 32 || c == 127) {
+        cls[c] = kDrop;
+      } else if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+                 (c >= 123 && c <= 126)) {
+        cls[c] = kPunct;
+      } else {
+        cls[c] = kWord;
+      }
+    }
+  }
+};
+const AsciiTables kAscii;
+
+bool IsControlCategory(int category) {
+  // "Other" categories: Cc, Cf, Cs, Co and Cn (unassigned), as BERT's _is_control and HF's
+  // BertNormalizer (char::is_other) define control characters.
+  return category == UTF8PROC_CATEGORY_CC || category == UTF8PROC_CATEGORY_CF ||
+         category == UTF8PROC_CATEGORY_CS || category == UTF8PROC_CATEGORY_CO ||
+         category == UTF8PROC_CATEGORY_CN;
+}
+
+// Non-ASCII White_Space: exactly the Z* categories (U+0085 is Cc and is removed as control).
+bool IsSpaceCategory(int category) {
+  return category == UTF8PROC_CATEGORY_ZS || category == UTF8PROC_CATEGORY_ZL ||
+         category == UTF8PROC_CATEGORY_ZP;
+}
+
+bool IsPunctCategory(int category) {
+  return category >= UTF8PROC_CATEGORY_PC && category <= UTF8PROC_CATEGORY_PO;
+}
+
+// The CJK Unified Ideograph blocks BERT surrounds with spaces (tokenization.py
+// _is_chinese_char). These are block bounds, not a property table.
+bool IsCjkIdeograph(int32_t cp) {
+  return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
+         (cp >= 0x20000 && cp <= 0x2A6DF) || (cp >= 0x2A700 && cp <= 0x2B73F) ||
+         (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B820 && cp <= 0x2CEAF) ||
+         (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+}
+
+// Decodes one code point of strict UTF-8 (no overlongs, surrogates or values above
+// U+10FFFF) starting at s[i], a non-ASCII lead byte. Returns its length, or 0 if invalid.
+int DecodeUtf8(const unsigned char* s, size_t n, size_t i, int32_t* cp) {
+  const unsigned char b0 = s[i];
+  const size_t left = n - i;
+  auto cont = [&](size_t k) { return (s[i + k] & 0xC0) == 0x80; };
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    if (left < 2 || !cont(1)) return 0;
+    *cp = ((b0 & 0x1F) << 6) | (s[i + 1] & 0x3F);
+    return 2;
+  }
+  if (b0 >= 0xE0 && b0 <= 0xEF) {
+    if (left < 3 || !cont(1) || !cont(2)) return 0;
+    const unsigned char b1 = s[i + 1];
+    if (b0 == 0xE0 && b1 < 0xA0) return 0;  // Overlong.
+    if (b0 == 0xED && b1 > 0x9F) return 0;  // Surrogate.
+    *cp = ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6) | (s[i + 2] & 0x3F);
+    return 3;
+  }
+  if (b0 >= 0xF0 && b0 <= 0xF4) {
+    if (left < 4 || !cont(1) || !cont(2) || !cont(3)) return 0;
+    const unsigned char b1 = s[i + 1];
+    if (b0 == 0xF0 && b1 < 0x90) return 0;  // Overlong.
+    if (b0 == 0xF4 && b1 > 0x8F) return 0;  // Above U+10FFFF.
+    *cp = ((b0 & 0x07) << 18) | ((b1 & 0x3F) << 12) | ((s[i + 2] & 0x3F) << 6) |
+          (s[i + 3] & 0x3F);
+    return 4;
+  }
+  return 0;
+}
+
+void AppendUtf8(int32_t cp, std::string* out) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// Per-thread scratch space, reused across calls so steady-state tokenization does not allocate.
+struct Scratch {
+  std::string word;
+  // Non-Mn code points with a non-zero canonical combining class waiting for NFD's
+  // canonical reordering: (combining class, code point).
+  std::vector<std::pair<int, int32_t>> marks;
+};
+
+}  // namespace
+
+// One Tokenize() call: feeds normalised code points into words and words into WordPiece.
+class BertTokenizer::Run {
+ public:
+  Run(const BertTokenizer& tok, Scratch* scratch, std::vector<int32_t>* ids)
+      : tok_(tok), word_(scratch->word), marks_(scratch->marks), ids_(ids) {
+    word_.clear();
+    marks_.clear();
+  }
+
+  absl::Status Feed(absl::string_view text) {
+    const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+    const size_t n = text.size();
+    const bool lowercase = tok_.options_.lowercase;
+    size_t i = 0;
+    while (i < n) {
+      const unsigned char b = s[i];
+      if (b < 0x80) {
+        // ASCII fast path. ASCII has combining class 0, so it ends any pending mark run.
+        if (!marks_.empty()) FlushMarks();
+        switch (kAscii.cls[b]) {
+          case kWord:
+            word_.push_back(lowercase ? kAscii.lower[b] : static_cast<char>(b));
+            ++word_chars_;
+            break;
+          case kSpace:
+            EndWord();
+            break;
+          case kPunct:
+            EndWord();
+            EmitAsciiPunct(b);
+            break;
+          default:
+            break;
+        }
+        ++i;
+        continue;
+      }
+      int32_t cp;
+      const int len = DecodeUtf8(s, n, i, &cp);
+      if (len == 0) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "text is not valid UTF-8: bad byte 0x%02X at offset %d", b, static_cast<int>(i)));
+      }
+      i += len;
+      FeedNonAscii(cp);
+    }
+    if (!marks_.empty()) FlushMarks();
+    EndWord();
+    return absl::OkStatus();
+  }
+
+ private:
+  // Text cleaning, CJK splitting and (for uncased vocabularies) NFD with Mn removal.
+  void FeedNonAscii(int32_t cp) {
+    if (cp == 0xFFFD) return;
+    const utf8proc_property_t* prop = utf8proc_get_property(cp);
+    if (IsControlCategory(prop->category)) return;  // Removed; does not break mark runs.
+    if (IsSpaceCategory(prop->category)) {
+      if (!marks_.empty()) FlushMarks();
+      EndWord();
+      return;
+    }
+    const bool cjk = IsCjkIdeograph(cp);
+    if (cjk) {
+      if (!marks_.empty()) FlushMarks();
+      EndWord();
+    }
+    if (!tok_.options_.lowercase) {
+      Normalized(cp, prop);
+    } else {
+      utf8proc_int32_t buf[16];
+      utf8proc_int32_t boundclass = 0;
+      utf8proc_ssize_t count =
+          utf8proc_decompose_char(cp, buf, 16, UTF8PROC_DECOMPOSE, &boundclass);
+      if (count < 0 || count > 16) {  // Cannot happen for canonical decompositions.
+        buf[0] = cp;
+        count = 1;
+      }
+      for (utf8proc_ssize_t k = 0; k < count; ++k) {
+        const utf8proc_property_t* p = buf[k] == cp ? prop : utf8proc_get_property(buf[k]);
+        // Accent stripping drops Mn. Dropping before NFD's (stable) canonical reordering
+        // leaves the remaining characters in the order reordering would give them.
+        if (p->category == UTF8PROC_CATEGORY_MN) continue;
+        if (p->combining_class != 0) {
+          marks_.emplace_back(p->combining_class, buf[k]);
+          continue;
+        }
+        if (!marks_.empty()) FlushMarks();
+        Normalized(utf8proc_tolower(buf[k]), nullptr);
+      }
+    }
+    if (cjk) {
+      if (!marks_.empty()) FlushMarks();
+      EndWord();
+    }
+  }
+
+  // Canonical reordering of a run of non-Mn marks, then hands them on.
+  void FlushMarks() {
+    std::stable_sort(marks_.begin(), marks_.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& [ccc, mark] : marks_) Normalized(utf8proc_tolower(mark), nullptr);
+    marks_.clear();
+  }
+
+  // Pre-tokenization of one normalised code point: whitespace ends a word, punctuation is a
+  // word by itself, anything else extends the current word.
+  void Normalized(int32_t cp, const utf8proc_property_t* prop) {
+    if (cp < 0x80) {
+      // NFD/lowercasing can map non-ASCII to ASCII (U+037E GREEK QUESTION MARK -> ';').
+      switch (kAscii.cls[cp]) {
+        case kWord:
+          word_.push_back(static_cast<char>(cp));
+          ++word_chars_;
+          return;
+        case kSpace:
+          EndWord();
+          return;
+        case kPunct:
+          EndWord();
+          EmitAsciiPunct(cp);
+          return;
+        default:
+          return;
+      }
+    }
+    if (prop == nullptr) prop = utf8proc_get_property(cp);
+    if (IsSpaceCategory(prop->category)) {
+      EndWord();
+      return;
+    }
+    if (IsPunctCategory(prop->category)) {
+      EndWord();
+      AppendUtf8(cp, &word_);
+      word_chars_ = 1;
+      EndWord();
+      return;
+    }
+    AppendUtf8(cp, &word_);
+    ++word_chars_;
+  }
+
+  void EmitAsciiPunct(int c) {
+    const int32_t id = tok_.ascii_ids_[c];
+    ids_->push_back(id >= 0 ? id : tok_.unk_id_);
+  }
+
+  void EndWord() {
+    if (word_.empty()) return;
+    if (word_chars_ > tok_.options_.max_chars_per_word) {
+      ids_->push_back(tok_.unk_id_);
+    } else {
+      tok_.WordPiece(word_, word_chars_, ids_);
+    }
+    word_.clear();
+    word_chars_ = 0;
+  }
+
+  const BertTokenizer& tok_;
+  std::string& word_;
+  std::vector<std::pair<int, int32_t>>& marks_;
+  std::vector<int32_t>* ids_;
+  int word_chars_ = 0;
+};
+
+absl::Status BertTokenizer::Tokenize(absl::string_view text, std::vector<int32_t>* ids) const {
+  thread_local Scratch scratch;
+  const size_t old_size = ids->size();
+  Run run(*this, &scratch, ids);
+  absl::Status status = run.Feed(text);
+  if (!status.ok()) ids->resize(old_size);
+  return status;
+}
+
+void BertTokenizer::WordPiece(absl::string_view word, int num_chars,
+                              std::vector<int32_t>* ids) const {
+  (void)num_chars;
+  const size_t first = ids->size();
+  const char* data = word.data();
+  const size_t n = word.size();
+  size_t start = 0;
+  while (start < n) {
+    const text_internal::PieceTable& table = start == 0 ? words_ : continuations_;
+    const size_t max_bytes = start == 0 ? max_word_piece_bytes_ : max_continuation_bytes_;
+    size_t end = std::min(n, start + max_bytes);
+    int32_t id = -1;
+    while (end > start) {
+      // Only cut at character boundaries.
+      if (end < n && (static_cast<unsigned char>(data[end]) & 0xC0) == 0x80) {
+        --end;
+        continue;
+      }
+      id = table.Find(absl::string_view(data + start, end - start));
+      if (id >= 0) break;
+      --end;
+    }
+    if (id < 0) {
+      // Some part of the word matches no piece: the whole word is [UNK].
+      ids->resize(first);
+      ids->push_back(unk_id_);
+      return;
+    }
+    ids->push_back(id);
+    start = end;
+  }
+}
+
+absl::string_view BertTokenizer::Token(int32_t id) const {
+  if (id < 0 || id >= vocab_size()) return absl::string_view();
+  return absl::string_view(arena_.data() + offsets_[id], offsets_[id + 1] - offsets_[id]);
+}
+
+absl::StatusOr<std::unique_ptr<BertTokenizer>> BertTokenizer::Load(const std::string& vocab_path,
+                                                                   Options options) {
+  std::ifstream in(vocab_path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open vocab file ", vocab_path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read vocab file ", vocab_path));
+  const std::string contents = buffer.str();
+  std::vector<absl::string_view> tokens;
+  absl::string_view rest(contents);
+  while (!rest.empty()) {
+    size_t eol = rest.find('\n');
+    absl::string_view line = rest.substr(0, eol);
+    rest = eol == absl::string_view::npos ? absl::string_view() : rest.substr(eol + 1);
+    tokens.push_back(line);
+  }
+  auto tokenizer = std::unique_ptr<BertTokenizer>(new BertTokenizer());
+  absl::Status status = tokenizer->Init(tokens, options);
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat(vocab_path, ": ", status.message()));
+  }
+  return tokenizer;
+}
+
+absl::StatusOr<std::unique_ptr<BertTokenizer>> BertTokenizer::FromTokens(
+    const std::vector<std::string>& tokens, Options options) {
+  std::vector<absl::string_view> views(tokens.begin(), tokens.end());
+  auto tokenizer = std::unique_ptr<BertTokenizer>(new BertTokenizer());
+  absl::Status status = tokenizer->Init(views, options);
+  if (!status.ok()) return status;
+  return tokenizer;
+}
+
+absl::Status BertTokenizer::Init(const std::vector<absl::string_view>& tokens, Options options) {
+  if (options.max_chars_per_word < 1) {
+    return absl::InvalidArgumentError("max_chars_per_word must be positive");
+  }
+  if (tokens.empty()) return absl::InvalidArgumentError("vocabulary is empty");
+  options_ = options;
+  offsets_.clear();
+  arena_.clear();
+  offsets_.push_back(0);
+  for (absl::string_view token : tokens) {
+    // Strip trailing whitespace ("\r" of CRLF files), as HF's vocab reader does.
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' ' ||
+                              token.back() == '\t' || token.back() == '\n')) {
+      token.remove_suffix(1);
+    }
+    arena_.append(token.data(), token.size());
+    offsets_.push_back(static_cast<uint32_t>(arena_.size()));
+  }
+  std::vector<std::pair<absl::string_view, int32_t>> words;
+  std::vector<std::pair<absl::string_view, int32_t>> continuations;
+  for (int32_t id = 0; id < vocab_size(); ++id) {
+    absl::string_view token = Token(id);
+    words.emplace_back(token, id);
+    max_word_piece_bytes_ = std::max<int>(max_word_piece_bytes_, token.size());
+    if (token.size() > 2 && token[0] == '#' && token[1] == '#') {
+      continuations.emplace_back(token.substr(2), id);
+      max_continuation_bytes_ = std::max<int>(max_continuation_bytes_, token.size() - 2);
+    }
+  }
+  words_.Build(words);
+  continuations_.Build(continuations);
+  for (int c = 0; c < 128; ++c) {
+    const char ch = static_cast<char>(c);
+    ascii_ids_[c] = words_.Find(absl::string_view(&ch, 1));
+  }
+  cls_id_ = words_.Find("[CLS]");
+  sep_id_ = words_.Find("[SEP]");
+  pad_id_ = words_.Find("[PAD]");
+  unk_id_ = words_.Find("[UNK]");
+  for (const auto& [name, id] : {std::pair<const char*, int32_t>{"[CLS]", cls_id_},
+                                 {"[SEP]", sep_id_},
+                                 {"[PAD]", pad_id_},
+                                 {"[UNK]", unk_id_}}) {
+    if (id < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("vocabulary has no ", name, " token"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bert

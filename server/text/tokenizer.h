@@ -1,0 +1,87 @@
+// BERT text tokenization: basic tokenization (cleaning, CJK splitting, lowercasing and
+// accent stripping, punctuation splitting) followed by greedy longest-match-first WordPiece.
+//
+// The rules follow Hugging Face `tokenizers` (BertNormalizer + BertPreTokenizer + WordPiece),
+// which in turn follows Google's original BERT `tokenization.py`; server/text/README.md lists
+// where TF Hub's preprocessing model differs and which rule we follow. Unicode properties,
+// case mapping and NFD come from utf8proc.
+//
+// Thread-safety: a loaded BertTokenizer is immutable; every const method may be called
+// concurrently from any number of threads. Tokenize() keeps its scratch space in
+// thread-local buffers, so steady-state tokenization does not allocate beyond growing `ids`.
+#ifndef BERT_SERVER_TEXT_TOKENIZER_H_
+#define BERT_SERVER_TEXT_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/text/piece_table.h"
+
+namespace bert {
+
+class BertTokenizer {
+ public:
+  struct Options {
+    // Uncased vocabularies: lowercase and strip accents (NFD, drop Mn). Cased: neither.
+    bool lowercase = true;
+    // Words with more characters (code points, after normalisation) become [UNK].
+    int max_chars_per_word = 100;
+  };
+
+  // Reads a vocabulary file, one token per line, id = line number (0-based). Trailing
+  // whitespace (including "\r") is stripped from each line. The vocabulary must contain
+  // [CLS], [SEP], [PAD] and [UNK].
+  static absl::StatusOr<std::unique_ptr<BertTokenizer>> Load(const std::string& vocab_path,
+                                                             Options options);
+  // Same as Load() over tokens already in memory (id = index).
+  static absl::StatusOr<std::unique_ptr<BertTokenizer>> FromTokens(
+      const std::vector<std::string>& tokens, Options options);
+
+  BertTokenizer(const BertTokenizer&) = delete;
+  BertTokenizer& operator=(const BertTokenizer&) = delete;
+
+  // Appends the WordPiece ids of `text` to `ids`. Thread-safe (const). Returns
+  // INVALID_ARGUMENT, leaving `ids` as it was, when `text` is not valid UTF-8.
+  // Special tokens are never produced from text: "[CLS]" in text is "[", "cl", "##s", "]".
+  absl::Status Tokenize(absl::string_view text, std::vector<int32_t>* ids) const;
+
+  int32_t cls_id() const { return cls_id_; }
+  int32_t sep_id() const { return sep_id_; }
+  int32_t pad_id() const { return pad_id_; }
+  int32_t unk_id() const { return unk_id_; }
+  int vocab_size() const { return static_cast<int>(offsets_.size()) - 1; }
+  // The token string of `id`; "" for out-of-range ids.
+  absl::string_view Token(int32_t id) const;
+  bool lowercase() const { return options_.lowercase; }
+
+ private:
+  class Run;  // The per-call tokenization state machine (tokenizer.cc).
+
+  BertTokenizer() = default;
+  absl::Status Init(const std::vector<absl::string_view>& tokens, Options options);
+
+  // Appends the WordPiece ids of one pre-tokenized word (valid UTF-8, non-empty).
+  void WordPiece(absl::string_view word, int num_chars, std::vector<int32_t>* ids) const;
+
+  Options options_;
+  std::string arena_;              // All token strings, concatenated.
+  std::vector<uint32_t> offsets_;  // Token i is arena_[offsets_[i], offsets_[i + 1]).
+  text_internal::PieceTable words_;          // Word-initial pieces: "foo".
+  text_internal::PieceTable continuations_;  // Continuation pieces without "##": "##ing" -> "ing".
+  int max_word_piece_bytes_ = 0;
+  int max_continuation_bytes_ = 0;
+  int32_t ascii_ids_[128];  // Id of each single ASCII character as a word, or -1.
+  int32_t cls_id_ = -1;
+  int32_t sep_id_ = -1;
+  int32_t pad_id_ = -1;
+  int32_t unk_id_ = -1;
+};
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_TEXT_TOKENIZER_H_

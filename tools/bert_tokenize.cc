@@ -1,0 +1,125 @@
+// bert_tokenize: tokenizes and packs JSON lines the way the server does.
+//
+//   bert_tokenize --vocab=FILE [--seq_length=128] [--cased] [--ids_only] [--reject]
+//
+// Reads one JSON object per line on stdin, {"text_a": "...", "text_b": "..."} (text_b
+// optional), and writes one JSON line per input line, in order:
+//   {"input_word_ids": [...], "input_mask": [...], "input_type_ids": [...], "tokens": [...]}
+// (padded to seq_length, tokens = the real tokens' strings), or with --ids_only the unpadded
+// {"ids": [...], "type_ids": [...], "truncated": bool}; or {"error": "..."} for a bad line
+// (bad JSON, missing/non-string text_a, invalid UTF-8, or with --reject a truncation).
+// Lines are processed independently; the exit status is 0 unless the vocabulary fails to load.
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "server/text/packer.h"
+#include "server/text/tokenizer.h"
+
+ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary file (vocab.txt), one token per line");
+ABSL_FLAG(int, seq_length, 128, "Packed sequence length (>= 2)");
+ABSL_FLAG(bool, cased, false, "Cased vocabulary: no lowercasing or accent stripping");
+ABSL_FLAG(bool, ids_only, false, "Write only the unpadded ids and type ids");
+ABSL_FLAG(bool, reject, false, "Report an error instead of truncating inputs that do not fit");
+
+namespace {
+
+using json = nlohmann::json;
+
+// Input strings come from JSON text; nlohmann's parser already rejects invalid UTF-8 there,
+// and the tokenizer checks again. Output is dumped with error_handler_t::replace so that no
+// line can abort the tool (e.g. an error message quoting a bad byte).
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string ErrorLine(const std::string& message) { return Dump(json{{"error", message}}); }
+
+std::string ProcessLine(const bert::BertTokenizer& tokenizer, const std::string& line,
+                        int seq_length, bool ids_only, bert::TruncationPolicy policy,
+                        std::vector<int32_t>* a, std::vector<int32_t>* b) {
+  json input;
+  try {
+    input = json::parse(line);
+  } catch (const json::parse_error& e) {
+    return ErrorLine(std::string("bad JSON: ") + e.what());
+  }
+  if (!input.is_object()) return ErrorLine("input line is not a JSON object");
+  auto it_a = input.find("text_a");
+  if (it_a == input.end() || !it_a->is_string()) return ErrorLine("missing string text_a");
+  auto it_b = input.find("text_b");
+  const bool has_b = it_b != input.end() && !it_b->is_null();
+  if (has_b && !it_b->is_string()) return ErrorLine("text_b is not a string");
+
+  a->clear();
+  b->clear();
+  absl::Status status = tokenizer.Tokenize(it_a->get_ref<const std::string&>(), a);
+  if (status.ok() && has_b) status = tokenizer.Tokenize(it_b->get_ref<const std::string&>(), b);
+  if (!status.ok()) return ErrorLine(std::string(status.message()));
+  absl::Span<const int32_t> b_span(*b);
+  absl::StatusOr<bert::PackedInput> packed =
+      bert::PackInputs(*a, has_b ? &b_span : nullptr, seq_length, tokenizer.cls_id(),
+                       tokenizer.sep_id(), policy);
+  if (!packed.ok()) return ErrorLine(std::string(packed.status().message()));
+
+  json out;
+  if (ids_only) {
+    out["ids"] = packed->word_ids;
+    out["type_ids"] = packed->type_ids;
+    out["truncated"] = packed->truncated;
+    return Dump(out);
+  }
+  std::vector<int32_t> word_ids, mask, type_ids;
+  bert::PadToLength(*packed, seq_length, tokenizer.pad_id(), &word_ids, &mask, &type_ids);
+  std::vector<std::string> tokens;
+  tokens.reserve(packed->word_ids.size());
+  for (int32_t id : packed->word_ids) tokens.emplace_back(tokenizer.Token(id));
+  out["input_word_ids"] = word_ids;
+  out["input_mask"] = mask;
+  out["input_type_ids"] = type_ids;
+  out["tokens"] = tokens;
+  return Dump(out);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string vocab = absl::GetFlag(FLAGS_vocab);
+  const int seq_length = absl::GetFlag(FLAGS_seq_length);
+  if (vocab.empty()) {
+    std::cerr << "bert_tokenize: --vocab=FILE is required\n";
+    return 2;
+  }
+  if (seq_length < 2) {
+    std::cerr << "bert_tokenize: --seq_length must be at least 2\n";
+    return 2;
+  }
+  bert::BertTokenizer::Options options;
+  options.lowercase = !absl::GetFlag(FLAGS_cased);
+  auto tokenizer = bert::BertTokenizer::Load(vocab, options);
+  if (!tokenizer.ok()) {
+    std::cerr << "bert_tokenize: " << tokenizer.status() << "\n";
+    return 1;
+  }
+  const bool ids_only = absl::GetFlag(FLAGS_ids_only);
+  const bert::TruncationPolicy policy = absl::GetFlag(FLAGS_reject)
+                                            ? bert::TruncationPolicy::kReject
+                                            : bert::TruncationPolicy::kTruncate;
+  std::ios::sync_with_stdio(false);
+  std::vector<int32_t> a, b;
+  std::string line;
+  std::string out;
+  while (std::getline(std::cin, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    out = ProcessLine(**tokenizer, line, seq_length, ids_only, policy, &a, &b);
+    out.push_back('\n');
+    std::cout.write(out.data(), out.size());
+  }
+  std::cout.flush();
+  return 0;
+}
