@@ -1,0 +1,23 @@
+// Multi-head self-attention over a ragged batch, from a fused QKV activation.
+#ifndef BERT_KERNELS_CPU_ATTENTION_H_
+#define BERT_KERNELS_CPU_ATTENTION_H_
+
+#include <cstdint>
+
+namespace bert {
+namespace cpu {
+
+// qkv: [rows, 3 * hidden] (Q | K | V blocks, head h at columns h*head_dim inside each block),
+// hidden = num_heads * head_dim. For sequence s (rows cu_rows[s] .. cu_rows[s+1], absolute
+// row indices), every row is a query; only its first num_valid[s] rows are keys/values.
+// out[row, h*head_dim + d] = softmax(q . K^T / sqrt(head_dim)) . V for head h.
+// Rows outside [cu_rows[0], cu_rows[num_seqs]) are not touched, so callers may pass a
+// sub-range of sequences (cu_rows + k, num_valid + k). Softmax statistics in float with the
+// row maximum subtracted. Single-threaded BLAS use is up to the caller's OpenBLAS setting.
+void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid,
+               int num_seqs, int num_heads, int head_dim, float* out);
+
+}  // namespace cpu
+}  // namespace bert
+
+#endif  // BERT_KERNELS_CPU_ATTENTION_H_

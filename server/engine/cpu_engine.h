@@ -1,0 +1,65 @@
+// The CPU backend: float32 BERT encoder on the kernels/cpu ops, GEMMs through OpenBLAS.
+//
+// Threads: the engine owns a pool of `threads` threads and splits every op across them by
+// rows (GEMMs) or sequences (attention); OpenBLAS itself is set to one thread so that the
+// two never compete for cores. Workspace buffers grow to the largest batch seen (or are
+// sized up front from `max_batch_tokens`) and are reused: no large allocation per call
+// after warm-up. The model is shared and read-only. Not thread-safe (see Engine).
+#ifndef BERT_SERVER_ENGINE_CPU_ENGINE_H_
+#define BERT_SERVER_ENGINE_CPU_ENGINE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/engine/engine.h"
+#include "server/engine/model.h"
+#include "server/engine/thread_pool.h"
+
+namespace bert {
+
+struct CpuEngineOptions {
+  int threads = 0;           // 0: every core this process may use.
+  int max_batch_tokens = 0;  // > 0: allocate the workspace for this many rows up front.
+};
+
+class CpuEngine : public Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<CpuEngine>> Create(std::shared_ptr<const Model> model,
+                                                           const CpuEngineOptions& options);
+
+  const ModelConfig& config() const override { return model_->config; }
+  bool has_pooler() const override { return model_->weights.has_pooler; }
+  EngineInfo info() const override;
+  int num_threads() const { return pool_.num_threads(); }
+
+  absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
+                      EncoderOutput* output) override;
+
+ private:
+  CpuEngine(std::shared_ptr<const Model> model, int threads);
+
+  void Reserve(int rows);
+  // Runs Linear over row blocks in parallel.
+  void ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
+                      const float* bias, int out, int epilogue, float* y);
+  void ParallelLayerNorm(const float* x, const float* bias, const float* residual,
+                         const HostTensor& gamma, const HostTensor& beta, int rows, float* out);
+  void RunLayer(const LayerWeights& layer, const EncoderBatch& batch);
+
+  std::shared_ptr<const Model> model_;
+  ThreadPool pool_;
+  std::string cpu_name_;
+  int capacity_rows_ = 0;
+  // Workspace, each [capacity_rows_, width].
+  std::vector<float> hidden_;        // H: the residual stream
+  std::vector<float> qkv_;           // 3H
+  std::vector<float> context_;       // H: attention output
+  std::vector<float> intermediate_;  // I
+  std::vector<float> projected_;     // H: dense output before bias/residual/LN
+};
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_ENGINE_CPU_ENGINE_H_

@@ -1,0 +1,56 @@
+#include "server/engine/engine_factory.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/engine/cpu_engine.h"
+
+namespace bert {
+namespace {
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> model,
+                                                  const EngineOptions& options) {
+  if (options.dtype != DType::kFloat32) {
+    return absl::InvalidArgumentError(absl::StrCat("the cpu backend runs float32 only, not ",
+                                                   DTypeName(options.dtype)));
+  }
+  CpuEngineOptions cpu;
+  cpu.threads = options.cpu_threads;
+  cpu.max_batch_tokens = options.max_batch_tokens;
+  auto engine = CpuEngine::Create(std::move(model), cpu);
+  if (!engine.ok()) return engine.status();
+  return std::unique_ptr<Engine>(std::move(engine).value());
+}
+
+// The CUDA backend's entry point is wired in here once it exists (behind the cuda_off
+// select), so that a CPU-only build never links CUDA.
+absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> /*model*/,
+                                                   const EngineOptions& /*options*/) {
+  return absl::UnavailableError("CUDA backend not available in this build");
+}
+
+}  // namespace
+
+absl::StatusOr<DType> ParseDType(const std::string& name) {
+  if (name == "float32" || name == "fp32") return DType::kFloat32;
+  if (name == "float16" || name == "fp16") return DType::kFloat16;
+  if (name == "bfloat16" || name == "bf16") return DType::kBFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype \"", name, "\" (float32, float16 or bfloat16)"));
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
+                                                     const EngineOptions& options) {
+  if (model == nullptr) return absl::InvalidArgumentError("CreateEngine: no model");
+  if (options.backend == "cpu") return CreateCpu(std::move(model), options);
+  if (options.backend == "cuda") return CreateCuda(std::move(model), options);
+  if (options.backend == "auto") {
+    auto cuda = CreateCuda(model, options);
+    if (cuda.ok() || !absl::IsUnavailable(cuda.status())) return cuda;
+    return CreateCpu(std::move(model), options);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backend \"", options.backend, "\" (auto, cpu or cuda)"));
+}
+
+}  // namespace bert

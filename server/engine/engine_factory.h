@@ -1,0 +1,34 @@
+// Creates the engine a server or tool asked for, by backend name.
+//
+// "cpu" builds the CpuEngine (float32 only). "cuda" is the CUDA backend; in a build without
+// it, or until it is wired in, it is UNAVAILABLE. "auto" picks CUDA when it is available and
+// falls back to the CPU otherwise.
+#ifndef BERT_SERVER_ENGINE_ENGINE_FACTORY_H_
+#define BERT_SERVER_ENGINE_ENGINE_FACTORY_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/engine/engine.h"
+#include "server/engine/model.h"
+
+namespace bert {
+
+struct EngineOptions {
+  std::string backend = "auto";  // "auto", "cpu" or "cuda"
+  DType dtype = DType::kFloat32;
+  int cpu_threads = 0;       // CPU backend: 0 = every available core.
+  int max_batch_tokens = 0;  // > 0: size workspaces for this many rows up front.
+  bool allow_tf32 = false;   // CUDA backend: TF32 GEMMs for float32.
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
+                                                     const EngineOptions& options);
+
+// Parses "float32" / "float16" / "bfloat16" (also "fp32", "fp16", "bf16").
+absl::StatusOr<DType> ParseDType(const std::string& name);
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_ENGINE_ENGINE_FACTORY_H_

@@ -1,0 +1,358 @@
+#include "server/engine/model.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
+#include "nlohmann/json.hpp"
+#include "server/engine/safetensors.h"
+#include "server/util/status_macros.h"
+
+namespace bert {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+std::string BaseName(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
+  return text.str();
+}
+
+// Reads a positive integer field; `fallback` < 0 means required.
+absl::Status ReadInt(const Json& json, const std::string& path, const char* key, int fallback,
+                     int* out) {
+  auto it = json.find(key);
+  if (it == json.end() || it->is_null()) {
+    if (fallback < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": missing \"", key, "\""));
+    *out = fallback;
+    return absl::OkStatus();
+  }
+  if (!it->is_number_integer() || it->get<int64_t>() <= 0 || it->get<int64_t>() > (1 << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": \"", key, "\" must be a positive integer, got ", it->dump()));
+  }
+  *out = it->get<int>();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelConfig> ParseConfig(const std::string& path, const std::string& text) {
+  Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON"));
+  if (!json.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+  }
+  ModelConfig c;
+  RETURN_IF_ERROR(ReadInt(json, path, "hidden_size", -1, &c.hidden_size));
+  RETURN_IF_ERROR(ReadInt(json, path, "num_hidden_layers", -1, &c.num_layers));
+  RETURN_IF_ERROR(ReadInt(json, path, "num_attention_heads", -1, &c.num_heads));
+  RETURN_IF_ERROR(ReadInt(json, path, "intermediate_size", -1, &c.intermediate_size));
+  RETURN_IF_ERROR(ReadInt(json, path, "vocab_size", -1, &c.vocab_size));
+  RETURN_IF_ERROR(ReadInt(json, path, "max_position_embeddings", 512, &c.max_position_embeddings));
+  RETURN_IF_ERROR(ReadInt(json, path, "type_vocab_size", 2, &c.type_vocab_size));
+  if (c.hidden_size % c.num_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": hidden_size ", c.hidden_size,
+                                                   " is not a multiple of num_attention_heads ",
+                                                   c.num_heads));
+  }
+  auto eps = json.find("layer_norm_eps");
+  if (eps != json.end() && !eps->is_null()) {
+    if (!eps->is_number() || !(eps->get<double>() > 0) || !std::isfinite(eps->get<double>())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": \"layer_norm_eps\" must be a positive number"));
+    }
+    c.layer_norm_eps = eps->get<float>();
+  }
+  std::string act = "gelu";
+  auto act_it = json.find("hidden_act");
+  if (act_it != json.end()) {
+    if (!act_it->is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": \"hidden_act\" must be a string"));
+    }
+    act = act_it->get<std::string>();
+  }
+  if (act == "gelu") {
+    c.activation = Activation::kGeluErf;
+  } else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
+    c.activation = Activation::kGeluTanh;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": unsupported hidden_act \"", act,
+        "\" (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast)"));
+  }
+  auto pos_type = json.find("position_embedding_type");
+  if (pos_type != json.end() && pos_type->is_string() &&
+      pos_type->get<std::string>() != "absolute") {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported position_embedding_type \"",
+                                                   pos_type->get<std::string>(),
+                                                   "\" (only \"absolute\")"));
+  }
+  return c;
+}
+
+// Looks tensors up by their Hugging Face BertModel names, with or without the "bert." prefix
+// that BertFor* checkpoints add, accepting the old LayerNorm gamma/beta spelling.
+class WeightReader {
+ public:
+  WeightReader(const SafetensorsFile& file, std::string prefix)
+      : file_(file), prefix_(std::move(prefix)) {}
+
+  bool Has(const std::string& name) const { return Resolve(name) != nullptr; }
+
+  absl::Status Read(const std::string& name, std::vector<int64_t> expected, HostTensor* out) {
+    std::string full;
+    const SafetensorsView* view = Resolve(name, &full);
+    if (view == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat(file_.path(), ": tensor '", prefix_ + name, "' is missing"));
+    }
+    if (view->shape != expected) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_.path(), ": tensor '", full, "' has shape ", ShapeString(view->shape),
+                       ", expected ", ShapeString(expected), " from config.json"));
+    }
+    ASSIGN_OR_RETURN(out->data, file_.ReadFloat32(full, nullptr));
+    for (float v : out->data) {
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(file_.path(), ": tensor '", full, "' contains NaN or infinity"));
+      }
+    }
+    out->shape = std::move(expected);
+    return absl::OkStatus();
+  }
+
+ private:
+  const SafetensorsView* Resolve(const std::string& name, std::string* full = nullptr) const {
+    std::vector<std::string> candidates = {prefix_ + name};
+    if (absl::EndsWith(name, "LayerNorm.weight")) {
+      candidates.push_back(prefix_ + name.substr(0, name.size() - 6) + "gamma");
+    } else if (absl::EndsWith(name, "LayerNorm.bias")) {
+      candidates.push_back(prefix_ + name.substr(0, name.size() - 4) + "beta");
+    }
+    for (const std::string& c : candidates) {
+      if (const SafetensorsView* v = file_.Find(c)) {
+        if (full) *full = c;
+        return v;
+      }
+    }
+    return nullptr;
+  }
+
+  const SafetensorsFile& file_;
+  std::string prefix_;
+};
+
+absl::Status ConcatRows(std::vector<HostTensor> parts, HostTensor* out) {
+  int64_t rows = 0;
+  for (const HostTensor& p : parts) rows += p.shape[0];
+  out->shape = parts[0].shape;
+  out->shape[0] = rows;
+  out->data.clear();
+  for (const HostTensor& p : parts) out->data.insert(out->data.end(), p.data.begin(), p.data.end());
+  return absl::OkStatus();
+}
+
+absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, ModelWeights* w) {
+  std::string prefix;
+  if (file.Find("bert.embeddings.word_embeddings.weight") != nullptr) {
+    prefix = "bert.";
+  } else if (file.Find("embeddings.word_embeddings.weight") == nullptr) {
+    return absl::NotFoundError(absl::StrCat(
+        file.path(), ": tensor 'embeddings.word_embeddings.weight' is missing (also without "
+        "and with the 'bert.' prefix); not a BERT checkpoint?"));
+  }
+  // A checkpoint with more layers than config.json says is a mismatch, not extra heads.
+  const std::string layer_prefix = prefix + "encoder.layer.";
+  for (const auto& [name, view] : file.tensors()) {
+    if (!absl::StartsWith(name, layer_prefix)) continue;
+    const std::string rest = name.substr(layer_prefix.size());
+    const int index = std::atoi(rest.c_str());
+    if (index >= c.num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file.path(), ": tensor '", name, "' belongs to layer ", index,
+          " but config.json has num_hidden_layers = ", c.num_layers));
+    }
+  }
+
+  WeightReader r(file, prefix);
+  const int64_t h = c.hidden_size;
+  const int64_t inter = c.intermediate_size;
+  RETURN_IF_ERROR(r.Read("embeddings.word_embeddings.weight", {c.vocab_size, h}, &w->word_embeddings));
+  RETURN_IF_ERROR(r.Read("embeddings.position_embeddings.weight", {c.max_position_embeddings, h},
+                         &w->position_embeddings));
+  RETURN_IF_ERROR(r.Read("embeddings.token_type_embeddings.weight", {c.type_vocab_size, h},
+                         &w->token_type_embeddings));
+  RETURN_IF_ERROR(r.Read("embeddings.LayerNorm.weight", {h}, &w->embedding_norm_gamma));
+  RETURN_IF_ERROR(r.Read("embeddings.LayerNorm.bias", {h}, &w->embedding_norm_beta));
+  w->layers.resize(c.num_layers);
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string p = absl::StrCat("encoder.layer.", i, ".");
+    LayerWeights& l = w->layers[i];
+    std::vector<HostTensor> qkv_w(3), qkv_b(3);
+    const char* names[3] = {"query", "key", "value"};
+    for (int j = 0; j < 3; ++j) {
+      const std::string base = absl::StrCat(p, "attention.self.", names[j]);
+      RETURN_IF_ERROR(r.Read(base + ".weight", {h, h}, &qkv_w[j]));
+      RETURN_IF_ERROR(r.Read(base + ".bias", {h}, &qkv_b[j]));
+    }
+    RETURN_IF_ERROR(ConcatRows(std::move(qkv_w), &l.qkv_weight));
+    RETURN_IF_ERROR(ConcatRows(std::move(qkv_b), &l.qkv_bias));
+    RETURN_IF_ERROR(r.Read(p + "attention.output.dense.weight", {h, h}, &l.attention_output_weight));
+    RETURN_IF_ERROR(r.Read(p + "attention.output.dense.bias", {h}, &l.attention_output_bias));
+    RETURN_IF_ERROR(r.Read(p + "attention.output.LayerNorm.weight", {h}, &l.attention_norm_gamma));
+    RETURN_IF_ERROR(r.Read(p + "attention.output.LayerNorm.bias", {h}, &l.attention_norm_beta));
+    RETURN_IF_ERROR(r.Read(p + "intermediate.dense.weight", {inter, h}, &l.intermediate_weight));
+    RETURN_IF_ERROR(r.Read(p + "intermediate.dense.bias", {inter}, &l.intermediate_bias));
+    RETURN_IF_ERROR(r.Read(p + "output.dense.weight", {h, inter}, &l.output_weight));
+    RETURN_IF_ERROR(r.Read(p + "output.dense.bias", {h}, &l.output_bias));
+    RETURN_IF_ERROR(r.Read(p + "output.LayerNorm.weight", {h}, &l.output_norm_gamma));
+    RETURN_IF_ERROR(r.Read(p + "output.LayerNorm.bias", {h}, &l.output_norm_beta));
+  }
+  const bool has_w = r.Has("pooler.dense.weight");
+  const bool has_b = r.Has("pooler.dense.bias");
+  if (has_w != has_b) {
+    return absl::NotFoundError(absl::StrCat(file.path(), ": tensor '", prefix, "pooler.dense.",
+                                            has_w ? "bias" : "weight",
+                                            "' is missing while its twin is present"));
+  }
+  w->has_pooler = has_w;
+  if (has_w) {
+    RETURN_IF_ERROR(r.Read("pooler.dense.weight", {h, h}, &w->pooler_weight));
+    RETURN_IF_ERROR(r.Read("pooler.dense.bias", {h}, &w->pooler_bias));
+  }
+  return absl::OkStatus();
+}
+
+// splitmix64: a small, portable generator, so that a seed gives the same weights on every
+// platform and standard library.
+class Random {
+ public:
+  explicit Random(uint64_t seed) : state_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in (0, 1].
+  double Uniform() { return (static_cast<double>(Next() >> 11) + 1.0) * (1.0 / 9007199254740992.0); }
+  // Box-Muller, both outputs used.
+  float Normal(float stddev) {
+    if (has_spare_) {
+      has_spare_ = false;
+      return static_cast<float>(spare_ * stddev);
+    }
+    const double u1 = Uniform(), u2 = Uniform();
+    const double radius = std::sqrt(-2.0 * std::log(u1));
+    const double angle = 6.283185307179586 * u2;
+    spare_ = radius * std::sin(angle);
+    has_spare_ = true;
+    return static_cast<float>(radius * std::cos(angle) * stddev);
+  }
+
+ private:
+  uint64_t state_;
+  double spare_ = 0.0;
+  bool has_spare_ = false;
+};
+
+HostTensor RandomTensor(Random& rng, std::vector<int64_t> shape) {
+  HostTensor t;
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  t.shape = std::move(shape);
+  t.data.resize(n);
+  for (float& v : t.data) v = rng.Normal(0.02f);
+  return t;
+}
+
+HostTensor Filled(std::vector<int64_t> shape, float value) {
+  HostTensor t;
+  t.shape = std::move(shape);
+  t.data.assign(t.shape[0], value);
+  return t;
+}
+
+}  // namespace
+
+const char* ActivationName(Activation activation) {
+  switch (activation) {
+    case Activation::kGeluErf:
+      return "gelu";
+    case Activation::kGeluTanh:
+      return "gelu_tanh";
+  }
+  return "unknown";
+}
+
+ModelConfig BertBaseConfig() { return ModelConfig(); }
+
+absl::StatusOr<Model> LoadModel(const std::string& directory) {
+  const std::string config_path = directory + "/config.json";
+  const std::string weights_path = directory + "/model.safetensors";
+  ASSIGN_OR_RETURN(std::string text, ReadTextFile(config_path));
+  Model model;
+  model.name = BaseName(directory);
+  model.directory = directory;
+  ASSIGN_OR_RETURN(model.config, ParseConfig(config_path, text));
+  ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
+  RETURN_IF_ERROR(ReadWeights(file, model.config, &model.weights));
+  return model;
+}
+
+Model RandomModel(const ModelConfig& c, uint64_t seed) {
+  Model model;
+  model.name = absl::StrCat("random-L", c.num_layers, "-H", c.hidden_size, "-A", c.num_heads,
+                            "-I", c.intermediate_size);
+  model.config = c;
+  Random rng(seed);
+  const int64_t h = c.hidden_size;
+  const int64_t inter = c.intermediate_size;
+  ModelWeights& w = model.weights;
+  w.word_embeddings = RandomTensor(rng, {c.vocab_size, h});
+  w.position_embeddings = RandomTensor(rng, {c.max_position_embeddings, h});
+  w.token_type_embeddings = RandomTensor(rng, {c.type_vocab_size, h});
+  w.embedding_norm_gamma = Filled({h}, 1.0f);
+  w.embedding_norm_beta = Filled({h}, 0.0f);
+  w.layers.resize(c.num_layers);
+  // Biases are drawn too (BERT starts them at zero) so that tests exercise every bias add.
+  for (LayerWeights& l : w.layers) {
+    l.qkv_weight = RandomTensor(rng, {3 * h, h});
+    l.qkv_bias = RandomTensor(rng, {3 * h});
+    l.attention_output_weight = RandomTensor(rng, {h, h});
+    l.attention_output_bias = RandomTensor(rng, {h});
+    l.attention_norm_gamma = Filled({h}, 1.0f);
+    l.attention_norm_beta = Filled({h}, 0.0f);
+    l.intermediate_weight = RandomTensor(rng, {inter, h});
+    l.intermediate_bias = RandomTensor(rng, {inter});
+    l.output_weight = RandomTensor(rng, {h, inter});
+    l.output_bias = RandomTensor(rng, {h});
+    l.output_norm_gamma = Filled({h}, 1.0f);
+    l.output_norm_beta = Filled({h}, 0.0f);
+  }
+  w.has_pooler = true;
+  w.pooler_weight = RandomTensor(rng, {h, h});
+  w.pooler_bias = RandomTensor(rng, {h});
+  return model;
+}
+
+}  // namespace bert
