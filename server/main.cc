@@ -44,7 +44,7 @@ ABSL_FLAG(std::string, metrics_address, "",
           "Prometheus /metrics HTTP address, e.g. 127.0.0.1:9090 (empty: off)");
 ABSL_FLAG(std::string, backend, "auto", "auto (CUDA when a GPU is present, else CPU), cpu, cuda");
 ABSL_FLAG(std::string, dtype, "auto",
-          "Compute dtype: auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16");
+          "Compute dtype: auto (float16 with --backend=cuda, else float32), float32, float16, bfloat16");
 ABSL_FLAG(int, max_concurrent_requests, 64, "Requests in flight before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_inputs_per_request, 256, "Inputs allowed in one request");
 ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (padding rows count)");
@@ -141,12 +141,11 @@ absl::StatusOr<std::string> AuthToken() {
   return token;
 }
 
-absl::StatusOr<DType> ParseDType(const std::string& text, DType fallback) {
-  if (text == "auto") return fallback;
-  if (text == "float32" || text == "fp32") return DType::kFloat32;
-  if (text == "float16" || text == "fp16") return DType::kFloat16;
-  if (text == "bfloat16" || text == "bf16") return DType::kBFloat16;
-  return absl::InvalidArgumentError(absl::StrCat("--dtype: unknown value ", text));
+// "auto": float16 on an explicitly requested CUDA backend, else the engine's default.
+absl::StatusOr<DType> ResolveDType(const std::string& text, const std::string& backend,
+                                   DType fallback) {
+  if (text == "auto") return backend == "cuda" ? DType::kFloat16 : fallback;
+  return ParseDType(text);
 }
 
 struct Loaded {
@@ -190,7 +189,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   engine_options.max_batch_tokens = max_batch_tokens;
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
-  auto dtype = ParseDType(dtype_flag, engine_options.dtype);
+  auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
   if (!dtype.ok()) return dtype.status();
   engine_options.dtype = *dtype;
   auto engine = CreateEngine(shared_model, engine_options);

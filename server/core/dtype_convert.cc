@@ -26,7 +26,7 @@ void PutLe16(uint16_t v, char* p) {
 
 int BytesPerElement(OutputDType dtype) { return dtype == OutputDType::kFloat32 ? 4 : 2; }
 
-uint16_t FloatToHalf(float value) {
+uint16_t ToHalfBits(float value) {
   const uint32_t x = Bits(value);
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   const uint32_t abs = x & 0x7fffffffu;
@@ -57,7 +57,7 @@ uint16_t FloatToHalf(float value) {
   return sign | static_cast<uint16_t>(h);
 }
 
-float HalfToFloat(uint16_t bits) {
+float FromHalfBits(uint16_t bits) {
   const uint32_t sign = (static_cast<uint32_t>(bits) & 0x8000u) << 16;
   const uint32_t exp = (bits >> 10) & 0x1fu;
   uint32_t mant = bits & 0x3ffu;
@@ -71,7 +71,7 @@ float HalfToFloat(uint16_t bits) {
   return FromBits(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
-uint16_t FloatToBFloat16(float value) {
+uint16_t ToBFloat16Bits(float value) {
   const uint32_t x = Bits(value);
   if ((x & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep it quiet and NaN
     return static_cast<uint16_t>((x >> 16) | 0x0040u);
@@ -80,7 +80,7 @@ uint16_t FloatToBFloat16(float value) {
   return static_cast<uint16_t>((x + rounding) >> 16);
 }
 
-float BFloat16ToFloat(uint16_t bits) { return FromBits(static_cast<uint32_t>(bits) << 16); }
+float FromBFloat16Bits(uint16_t bits) { return FromBits(static_cast<uint32_t>(bits) << 16); }
 
 void AppendAs(OutputDType dtype, absl::Span<const float> values, std::string* out) {
   const size_t start = out->size();
@@ -93,13 +93,13 @@ void AppendAs(OutputDType dtype, absl::Span<const float> values, std::string* ou
       break;
     case OutputDType::kFloat16:
       for (float v : values) {
-        PutLe16(FloatToHalf(v), p);
+        PutLe16(ToHalfBits(v), p);
         p += 2;
       }
       break;
     case OutputDType::kBFloat16:
       for (float v : values) {
-        PutLe16(FloatToBFloat16(v), p);
+        PutLe16(ToBFloat16Bits(v), p);
         p += 2;
       }
       break;

@@ -12,11 +12,11 @@
 namespace bert {
 
 // IEEE binary16: overflow goes to +-inf, subnormals are kept, NaN stays NaN.
-uint16_t FloatToHalf(float value);
-float HalfToFloat(uint16_t bits);
+uint16_t ToHalfBits(float value);
+float FromHalfBits(uint16_t bits);
 // bfloat16: the top 16 bits of float32, rounded to nearest even; NaN stays NaN.
-uint16_t FloatToBFloat16(float value);
-float BFloat16ToFloat(uint16_t bits);
+uint16_t ToBFloat16Bits(float value);
+float FromBFloat16Bits(uint16_t bits);
 
 // Appends `values` in `dtype` as little-endian bytes to `out`.
 void AppendAs(OutputDType dtype, absl::Span<const float> values, std::string* out);
