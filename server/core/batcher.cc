@@ -69,13 +69,15 @@ void Batcher::BatcherLoop() {
       int rows = 0;
       while (!queue_.empty()) {
         Queued& front = queue_.front();
+        // gRPC also cancels a call whose deadline passed: name the deadline first.
+        const bool expired = front.item.deadline <= now;
         const bool cancelled = front.item.cancelled != nullptr && front.item.cancelled->load();
-        if (cancelled || front.item.deadline <= now) {
+        if (expired || cancelled) {
           queued_rows_ -= front.item.rows;
           dropped.emplace_back(std::move(front),
-                               cancelled ? absl::CancelledError("the client cancelled the call")
-                                         : absl::DeadlineExceededError(
-                                               "the deadline passed before inference"));
+                               expired ? absl::DeadlineExceededError(
+                                             "the deadline passed before inference")
+                                       : absl::CancelledError("the client cancelled the call"));
           queue_.pop_front();
           continue;
         }

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "server/grpc/convert.h"
 #include "server/grpc/status_map.h"
+#include "server/grpc/wire.h"
 #include "server/util/log.h"
 
 namespace bert {
@@ -35,8 +36,8 @@ absl::Status NotReady() { return absl::UnavailableError("the model is still load
 class EmbedReactor final : public grpc::ServerUnaryReactor {
  public:
   EmbedReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
-               const v1::EmbedRequest* request, v1::EmbedResponse* response)
-      : service_(service), response_(response), start_(absl::Now()) {
+               const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
+      : service_(service), out_(response), start_(absl::Now()) {
     absl::Status status = Begin(context, request);
     if (!status.ok()) Done(status);
   }
@@ -45,7 +46,7 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  absl::Status Begin(grpc::CallbackServerContext* context, const v1::EmbedRequest* request) {
+  absl::Status Begin(grpc::CallbackServerContext* context, const grpc::ByteBuffer* wire) {
     absl::Status auth = service_->CheckAuth(context);
     if (!auth.ok()) return auth;
     Pipeline* pipeline = service_->pipeline();
@@ -53,9 +54,12 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
     auto permit = pipeline->Admit();
     if (!permit.ok()) return permit.status();
     if (service_->metrics() != nullptr) service_->metrics()->SetInFlight(pipeline->in_flight());
-    auto spec = FromProto(*request);
+    v1::EmbedRequest request;
+    absl::Status parsed = ParseEmbedRequest(*wire, &request);
+    if (!parsed.ok()) return parsed;
+    auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
-    response_->set_request_id(request->request_id());
+    response_->set_request_id(request.request_id());
     pipeline->Embed(*std::move(spec), DeadlineOf(context), cancelled_, *std::move(permit),
                     [this](absl::StatusOr<EmbedResult> result) {
                       if (!result.ok()) {
@@ -65,28 +69,30 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
                       if (service_->metrics() != nullptr) {
                         service_->metrics()->RecordStages(result->timing);
                       }
-                      ToProto(*std::move(result), response_);
+                      ToProto(*std::move(result), response_.get());
                       Done(absl::OkStatus());
                     });
     return absl::OkStatus();
   }
 
-  void Done(const absl::Status& status) {
+  void Done(absl::Status status) {
+    if (status.ok()) status = Serialize(*response_, out_);
     grpc::Status grpc_status = ToGrpcStatus(status);
     service_->Record("Embed", grpc_status.error_code(), start_);
-    if (!status.ok()) response_->Clear();
+    response_.reset();
     Finish(grpc_status);
   }
 
   BertServiceImpl* const service_;
-  v1::EmbedResponse* const response_;
+  grpc::ByteBuffer* const out_;
+  std::unique_ptr<v1::EmbedResponse> response_ = std::make_unique<v1::EmbedResponse>();
   const absl::Time start_;
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 // EmbedStream: reads one request, answers it, then reads the next, so responses keep the
 // requests' order. A bad request gets a response with `error`; the stream goes on.
-class StreamReactor final : public grpc::ServerBidiReactor<v1::EmbedRequest, v1::EmbedResponse> {
+class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   StreamReactor(BertServiceImpl* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context) {
@@ -95,7 +101,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::EmbedRequest, v1:
       Finish(ToGrpcStatus(auth));
       return;
     }
-    StartRead(&request_);
+    StartRead(&wire_in_);
   }
 
   void OnReadDone(bool ok) override {
@@ -105,8 +111,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::EmbedRequest, v1:
     }
     start_ = absl::Now();
     response_.Clear();
+    request_.Clear();
+    absl::Status status = ParseEmbedRequest(wire_in_, &request_);
     response_.set_request_id(request_.request_id());
-    absl::Status status = Submit();
+    if (status.ok()) status = Submit();
     if (!status.ok()) Answer(status);
   }
 
@@ -115,7 +123,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::EmbedRequest, v1:
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the stream was closed"));
       return;
     }
-    StartRead(&request_);
+    StartRead(&wire_in_);
   }
 
   void OnCancel() override { cancelled_->store(true); }
@@ -138,7 +146,6 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::EmbedRequest, v1:
                       if (service_->metrics() != nullptr) {
                         service_->metrics()->RecordStages(result->timing);
                       }
-                      const std::string id = response_.request_id();
                       ToProto(*std::move(result), &response_);
                       Answer(absl::OkStatus());
                     });
@@ -155,11 +162,19 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::EmbedRequest, v1:
       response_.mutable_error()->set_code(static_cast<int>(grpc_status.error_code()));
       response_.mutable_error()->set_message(grpc_status.error_message());
     }
-    StartWrite(&response_);
+    absl::Status serialized = Serialize(response_, &wire_out_);
+    if (!serialized.ok()) {
+      Finish(ToGrpcStatus(serialized));
+      return;
+    }
+    response_.Clear();
+    StartWrite(&wire_out_);
   }
 
   BertServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
+  grpc::ByteBuffer wire_in_;
+  grpc::ByteBuffer wire_out_;
   v1::EmbedRequest request_;
   v1::EmbedResponse response_;
   absl::Time start_;
@@ -202,19 +217,19 @@ void BertServiceImpl::Record(const char* method, grpc::StatusCode code,
 }
 
 grpc::ServerUnaryReactor* BertServiceImpl::Embed(grpc::CallbackServerContext* context,
-                                                 const v1::EmbedRequest* request,
-                                                 v1::EmbedResponse* response) {
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
   return new EmbedReactor(this, context, request, response);
 }
 
-grpc::ServerBidiReactor<v1::EmbedRequest, v1::EmbedResponse>* BertServiceImpl::EmbedStream(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* BertServiceImpl::EmbedStream(
     grpc::CallbackServerContext* context) {
   return new StreamReactor(this, context);
 }
 
 grpc::ServerUnaryReactor* BertServiceImpl::Tokenize(grpc::CallbackServerContext* context,
-                                                    const v1::TokenizeRequest* request,
-                                                    v1::TokenizeResponse* response) {
+                                                    const grpc::ByteBuffer* wire,
+                                                    grpc::ByteBuffer* out) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto run = [&]() -> absl::Status {
@@ -224,12 +239,16 @@ grpc::ServerUnaryReactor* BertServiceImpl::Tokenize(grpc::CallbackServerContext*
     if (p == nullptr) return NotReady();
     auto permit = p->Admit();
     if (!permit.ok()) return permit.status();
-    auto spec = FromProto(*request);
+    v1::TokenizeRequest request;
+    absl::Status parsed = ParseTokenizeRequest(*wire, &request);
+    if (!parsed.ok()) return parsed;
+    auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
     auto encodings = p->Tokenize(*spec);
     if (!encodings.ok()) return encodings.status();
-    ToProto(*std::move(encodings), response);
-    return absl::OkStatus();
+    v1::TokenizeResponse response;
+    ToProto(*std::move(encodings), &response);
+    return Serialize(response, out);
   };
   const grpc::Status status = ToGrpcStatus(run());
   Record("Tokenize", status.error_code(), start);

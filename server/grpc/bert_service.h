@@ -25,7 +25,14 @@ struct ServiceConfig {
   std::string server_version = "0.1.0";
 };
 
-class BertServiceImpl final : public v1::BertService::CallbackService {
+// Embed, EmbedStream and Tokenize take raw ByteBuffers and parse requests themselves
+// (server/grpc/wire.h) so that invalid UTF-8 is INVALID_ARGUMENT naming the field.
+using BertServiceBase = v1::BertService::WithRawCallbackMethod_Embed<
+    v1::BertService::WithRawCallbackMethod_EmbedStream<
+        v1::BertService::WithRawCallbackMethod_Tokenize<
+            v1::BertService::WithCallbackMethod_GetModelInfo<v1::BertService::Service>>>>;
+
+class BertServiceImpl final : public BertServiceBase {
  public:
   // `metrics` may be null; it must outlive the service.
   BertServiceImpl(ServiceConfig config, ServerMetrics* metrics);
@@ -34,13 +41,13 @@ class BertServiceImpl final : public v1::BertService::CallbackService {
   void SetPipeline(Pipeline* pipeline) { pipeline_.store(pipeline); }
 
   grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
-                                  const v1::EmbedRequest* request,
-                                  v1::EmbedResponse* response) override;
-  grpc::ServerBidiReactor<v1::EmbedRequest, v1::EmbedResponse>* EmbedStream(
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbedStream(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
-                                     const v1::TokenizeRequest* request,
-                                     v1::TokenizeResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;

@@ -99,11 +99,17 @@ def test_invalid_utf8_is_invalid_argument(server):
                               response_deserializer=pb2.EmbedResponse.FromString)
         with pytest.raises(grpc.RpcError) as e:
             call(raw, timeout=10)
-    # gRPC's C++ protobuf parser may reject it first (INTERNAL, "failed to parse"); the
-    # server's own check names the field. Both refuse the request without serving it.
-    assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL)
-    if e.value.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        assert "inputs[0].text.text_a" in e.value.details()
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details() == "inputs[0].text.text_a: invalid UTF-8"
+    # The same through Tokenize (TokenizeRequest.inputs are TextInputs).
+    with server.channel() as ch:
+        call = ch.unary_unary("/bert.v1.BertService/Tokenize",
+                              request_serializer=lambda b: b,
+                              response_deserializer=pb2.TokenizeResponse.FromString)
+        with pytest.raises(grpc.RpcError) as e:
+            call(b"\x0a" + bytes([len(text_input)]) + text_input, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details() == "inputs[0].text_a: invalid UTF-8"
 
 
 def test_oversized_message_is_refused(server):

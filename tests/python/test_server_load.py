@@ -98,7 +98,7 @@ def test_overload_is_resource_exhausted_and_server_keeps_serving():
         stub = server.stub()
         codes = []
         with cf.ThreadPoolExecutor(12) as pool:
-            futures = [pool.submit(lambda: stub.Embed(heavy_request(pb2), timeout=120))
+            futures = [pool.submit(lambda: stub.Embed(heavy_request(pb2, n_inputs=8), timeout=120))
                        for _ in range(12)]
             for f in futures:
                 try:
@@ -124,7 +124,7 @@ def test_deadline_and_cancellation_drop_queued_work():
     pb2, _ = stubs()
     with Server(metrics=True) as server:
         stub = server.stub()
-        busy = stub.Embed.future(heavy_request(pb2, n_inputs=48), timeout=120)
+        busy = stub.Embed.future(heavy_request(pb2, n_inputs=16), timeout=120)
         time.sleep(0.2)  # the engine is now working through the heavy request
         small = pb2.EmbedRequest(inputs=[golden_input(pb2, 2)], seq_length=SEQ)
         with pytest.raises(grpc.RpcError) as e:
@@ -145,8 +145,8 @@ def test_deadline_and_cancellation_drop_queued_work():
                 break
             time.sleep(0.1)
         assert d == 1 and c == 1, text
-        # Only the heavy request's 48 sequences and nothing else reached the engine.
-        assert metric_value(text, "bert_batch_size_sum") == 48
+        # Only the heavy request's 16 sequences and nothing else reached the engine.
+        assert metric_value(text, "bert_batch_size_sum") == 16
         # A request with a generous deadline still works.
         assert len(stub.Embed(small, timeout=30).results) == 1
 
