@@ -316,6 +316,14 @@ void SafetensorsWriter::AddInt32(const std::string& name, std::vector<int64_t> s
   if (!values.empty()) std::memcpy(e.bytes.data(), values.data(), e.bytes.size());
 }
 
+void SafetensorsWriter::AddRaw(const std::string& name, const std::string& dtype,
+                               std::vector<int64_t> shape, std::vector<uint8_t> bytes) {
+  Entry& e = entries_[name];
+  e.dtype = dtype;
+  e.shape = std::move(shape);
+  e.bytes = std::move(bytes);
+}
+
 void SafetensorsWriter::SetMetadata(const std::string& key, const std::string& value) {
   metadata_[key] = value;
 }

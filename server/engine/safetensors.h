@@ -80,6 +80,10 @@ class SafetensorsWriter {
                   absl::Span<const float> values);
   void AddInt32(const std::string& name, std::vector<int64_t> shape,
                 absl::Span<const int32_t> values);
+  // Any dtype, bytes as they are stored (little-endian); the writer does not check that
+  // `bytes` fits `shape` and `dtype`, so that tests can write defective files too.
+  void AddRaw(const std::string& name, const std::string& dtype, std::vector<int64_t> shape,
+              std::vector<uint8_t> bytes);
   void SetMetadata(const std::string& key, const std::string& value);
 
   // Writes all tensors (in name order) to `path`, replacing it.

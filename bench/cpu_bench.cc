@@ -1,0 +1,104 @@
+// CPU encoder throughput at a BERT shape with seeded random weights (not a test).
+//
+// Method: build the model (BERT-base unless flags say otherwise), create the CPU engine with
+// --threads, then for each batch size: --warmup untimed runs, then --iters timed runs of
+// one Encode each (sequence output of the last layer, every sequence --seq tokens, no
+// padding rows); prints the median and min wall time and sequences per second of the
+// median, and the process's peak RSS at the end.
+//
+//   bazel run -c opt //bench:cpu_bench -- --threads=2 --batches=1,8,32 --seq=128
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "server/engine/cpu_engine.h"
+#include "server/engine/model.h"
+
+ABSL_FLAG(int, threads, 2, "CPU threads");
+ABSL_FLAG(std::string, batches, "1,8,32", "comma-separated batch sizes");
+ABSL_FLAG(int, seq, 128, "tokens per sequence");
+ABSL_FLAG(int, warmup, 2, "untimed runs per batch size");
+ABSL_FLAG(int, iters, 5, "timed runs per batch size");
+ABSL_FLAG(int, layers, 12, "encoder layers (BERT-base: 12)");
+ABSL_FLAG(uint64_t, seed, 1, "weights seed");
+
+namespace {
+
+long PeakRssKb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  bert::ModelConfig config = bert::BertBaseConfig();
+  config.num_layers = absl::GetFlag(FLAGS_layers);
+  auto model = std::make_shared<const bert::Model>(
+      bert::RandomModel(config, absl::GetFlag(FLAGS_seed)));
+  bert::CpuEngineOptions options;
+  options.threads = absl::GetFlag(FLAGS_threads);
+  auto engine_or = bert::CpuEngine::Create(model, options);
+  if (!engine_or.ok()) {
+    std::fprintf(stderr, "%s\n", engine_or.status().ToString().c_str());
+    return 1;
+  }
+  auto engine = std::move(engine_or).value();
+  const int seq = absl::GetFlag(FLAGS_seq);
+  std::printf("model %s, %s, seq %d\n", model->name.c_str(), engine->info().device.c_str(), seq);
+  std::printf("%8s %12s %12s %10s\n", "batch", "median_ms", "min_ms", "seq/s");
+  uint64_t state = 12345;
+  for (const auto& part : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
+    int batch_size = 0;
+    if (!absl::SimpleAtoi(part, &batch_size) || batch_size <= 0) {
+      std::fprintf(stderr, "bad --batches entry '%s'\n", std::string(part).c_str());
+      return 2;
+    }
+    bert::EncoderBatch batch;
+    for (int b = 0; b < batch_size; ++b) {
+      std::vector<int32_t> ids(seq);
+      for (int& id : ids) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        id = static_cast<int32_t>((state >> 33) % config.vocab_size);
+      }
+      batch.Add(ids, {});
+    }
+    bert::OutputSelection selection;
+    selection.sequence = true;
+    bert::EncoderOutput output;
+    std::vector<double> ms;
+    const int total = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_iters);
+    for (int i = 0; i < total; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::Status status = engine->Encode(batch, selection, &output);
+      const auto t1 = std::chrono::steady_clock::now();
+      if (!status.ok()) {
+        std::fprintf(stderr, "%s\n", status.ToString().c_str());
+        return 1;
+      }
+      if (i >= absl::GetFlag(FLAGS_warmup)) {
+        ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      }
+    }
+    std::sort(ms.begin(), ms.end());
+    const double median = ms[ms.size() / 2];
+    std::printf("%8d %12.1f %12.1f %10.1f\n", batch_size, median, ms.front(),
+                batch_size * 1000.0 / median);
+    std::fflush(stdout);
+  }
+  std::printf("peak RSS %.1f MB\n", PeakRssKb() / 1024.0);
+  return 0;
+}

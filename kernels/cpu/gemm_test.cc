@@ -1,0 +1,82 @@
+#include "kernels/cpu/gemm.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/test_util.h"
+
+namespace bert {
+namespace cpu {
+namespace {
+
+using testing::MaxAbsError;
+using testing::RandomVector;
+using testing::RelativeError;
+
+double Reference(Epilogue e, double v) {
+  switch (e) {
+    case Epilogue::kNone:
+    case Epilogue::kBias:
+      return v;
+    case Epilogue::kBiasGeluErf:
+      return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+    case Epilogue::kBiasGeluTanh:
+      return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+    case Epilogue::kBiasTanh:
+      return std::tanh(v);
+  }
+  return 0;
+}
+
+class LinearTest : public ::testing::TestWithParam<Epilogue> {};
+
+TEST_P(LinearTest, MatchesDoubleReference) {
+  const Epilogue e = GetParam();
+  for (auto [rows, in, out] : {std::tuple{1, 8, 4}, std::tuple{37, 64, 96},
+                               std::tuple{130, 128, 384}}) {
+    auto x = RandomVector(rows * in, 1);
+    auto w = RandomVector(out * in, 2, 0.1f);
+    auto b = RandomVector(out, 3);
+    std::vector<float> y(rows * out);
+    Linear(x.data(), rows, in, w.data(), e == Epilogue::kNone ? nullptr : b.data(), out, e,
+           y.data());
+    std::vector<double> ref(rows * out);
+    for (int r = 0; r < rows; ++r) {
+      for (int o = 0; o < out; ++o) {
+        double acc = e == Epilogue::kNone ? 0.0 : b[o];
+        for (int i = 0; i < in; ++i) acc += static_cast<double>(x[r * in + i]) * w[o * in + i];
+        ref[r * out + o] = Reference(e, acc);
+      }
+    }
+    EXPECT_LT(RelativeError(y, ref), 1e-6) << rows << "x" << in << "x" << out;
+    EXPECT_LT(MaxAbsError(y, ref), 1e-5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Epilogues, LinearTest,
+                         ::testing::Values(Epilogue::kNone, Epilogue::kBias,
+                                           Epilogue::kBiasGeluErf, Epilogue::kBiasGeluTanh,
+                                           Epilogue::kBiasTanh));
+
+TEST(ApplyEpilogueTest, EqualsFusedLinear) {
+  const int rows = 9, in = 16, out = 24;
+  auto x = RandomVector(rows * in, 4);
+  auto w = RandomVector(out * in, 5);
+  auto b = RandomVector(out, 6);
+  std::vector<float> fused(rows * out), split(rows * out);
+  Linear(x.data(), rows, in, w.data(), b.data(), out, Epilogue::kBiasGeluErf, fused.data());
+  Linear(x.data(), rows, in, w.data(), nullptr, out, Epilogue::kNone, split.data());
+  ApplyEpilogue(split.data(), rows, out, b.data(), Epilogue::kBiasGeluErf);
+  EXPECT_EQ(fused, split);
+}
+
+TEST(LinearTest, ZeroRowsIsANoOp) {
+  float y = 42.0f;
+  Linear(nullptr, 0, 4, nullptr, nullptr, 4, Epilogue::kNone, &y);
+  EXPECT_EQ(y, 42.0f);
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace bert

@@ -1,0 +1,79 @@
+#include "kernels/cpu/layer_norm.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/test_util.h"
+
+namespace bert {
+namespace cpu {
+namespace {
+
+using testing::RandomVector;
+using testing::RelativeError;
+
+std::vector<double> Reference(const std::vector<float>& x, const float* bias,
+                              const float* residual, const std::vector<float>& gamma,
+                              const std::vector<float>& beta, int rows, int hidden, double eps) {
+  std::vector<double> out(rows * hidden);
+  for (int r = 0; r < rows; ++r) {
+    std::vector<double> v(hidden);
+    double mean = 0;
+    for (int i = 0; i < hidden; ++i) {
+      v[i] = x[r * hidden + i] + (bias ? bias[i] : 0.0) + (residual ? residual[r * hidden + i] : 0.0);
+      mean += v[i];
+    }
+    mean /= hidden;
+    double var = 0;
+    for (int i = 0; i < hidden; ++i) var += (v[i] - mean) * (v[i] - mean);
+    var /= hidden;
+    for (int i = 0; i < hidden; ++i) {
+      out[r * hidden + i] = (v[i] - mean) / std::sqrt(var + eps) * gamma[i] + beta[i];
+    }
+  }
+  return out;
+}
+
+TEST(LayerNormTest, WithBiasAndResidual) {
+  const int rows = 17, hidden = 96;
+  auto x = RandomVector(rows * hidden, 1);
+  auto bias = RandomVector(hidden, 2);
+  auto residual = RandomVector(rows * hidden, 3, 3.0f);
+  auto gamma = RandomVector(hidden, 4);
+  auto beta = RandomVector(hidden, 5);
+  std::vector<float> out(rows * hidden);
+  AddBiasResidualLayerNorm(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(), rows,
+                           hidden, 1e-12f, out.data());
+  auto ref = Reference(x, bias.data(), residual.data(), gamma, beta, rows, hidden, 1e-12);
+  EXPECT_LT(RelativeError(out, ref), 1e-6);
+}
+
+TEST(LayerNormTest, WithoutBiasOrResidualAndLargeEps) {
+  const int rows = 3, hidden = 384;
+  auto x = RandomVector(rows * hidden, 6, 0.01f);
+  auto gamma = RandomVector(hidden, 7);
+  auto beta = RandomVector(hidden, 8);
+  std::vector<float> out(rows * hidden);
+  AddBiasResidualLayerNorm(x.data(), nullptr, nullptr, gamma.data(), beta.data(), rows, hidden,
+                           1e-3f, out.data());
+  auto ref = Reference(x, nullptr, nullptr, gamma, beta, rows, hidden, 1e-3);
+  EXPECT_LT(RelativeError(out, ref), 1e-6);
+}
+
+TEST(LayerNormTest, OutputMayAliasResidual) {
+  const int rows = 5, hidden = 64;
+  auto x = RandomVector(rows * hidden, 9);
+  auto bias = RandomVector(hidden, 10);
+  auto residual = RandomVector(rows * hidden, 11);
+  auto gamma = RandomVector(hidden, 12);
+  auto beta = RandomVector(hidden, 13);
+  auto ref = Reference(x, bias.data(), residual.data(), gamma, beta, rows, hidden, 1e-12);
+  AddBiasResidualLayerNorm(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(), rows,
+                           hidden, 1e-12f, residual.data());
+  EXPECT_LT(RelativeError(residual, ref), 1e-6);
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace bert

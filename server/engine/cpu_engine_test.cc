@@ -1,0 +1,296 @@
+// CPU engine invariances and contracts: batched == one by one, TRIM rows == the real rows of
+// PAD_TO_SEQ_LENGTH, 1 thread == 2 threads, selections and validation.
+#include "server/engine/cpu_engine.h"
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "server/engine/engine_factory.h"
+#include "server/engine/model.h"
+
+namespace bert {
+namespace {
+
+ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.num_layers = 3;
+  c.hidden_size = 64;
+  c.num_heads = 4;
+  c.intermediate_size = 128;
+  c.vocab_size = 97;
+  c.max_position_embeddings = 48;
+  c.type_vocab_size = 2;
+  return c;
+}
+
+std::shared_ptr<const Model> SmallModel(bool pooler = true) {
+  Model m = RandomModel(SmallConfig(), 3);
+  m.weights.has_pooler = pooler;
+  return std::make_shared<const Model>(std::move(m));
+}
+
+std::unique_ptr<CpuEngine> MakeEngine(std::shared_ptr<const Model> model, int threads = 2) {
+  CpuEngineOptions opts;
+  opts.threads = threads;
+  auto engine = CpuEngine::Create(std::move(model), opts);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return std::move(engine).value();
+}
+
+struct Seq {
+  std::vector<int32_t> words, types;
+};
+
+std::vector<Seq> Sequences() {
+  std::vector<Seq> seqs;
+  const int lengths[] = {5, 1, 17, 40, 9};
+  uint32_t state = 11;
+  for (int len : lengths) {
+    Seq s;
+    for (int i = 0; i < len; ++i) {
+      state = state * 1103515245u + 12345u;
+      s.words.push_back((state >> 8) % 97);
+      s.types.push_back(i > len / 2 ? 1 : 0);
+    }
+    seqs.push_back(s);
+  }
+  return seqs;
+}
+
+OutputSelection Everything() {
+  OutputSelection sel;
+  sel.pooled = sel.mean_pooled = sel.sequence = true;
+  sel.layers = {0, 1, 2};
+  return sel;
+}
+
+// Max |a - b| relative to max |b|.
+double MaxRelDiff(const float* a, const float* b, size_t n) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < n; ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return diff / scale;
+}
+
+TEST(CpuEngineTest, BatchEqualsOneByOne) {
+  auto engine = MakeEngine(SmallModel());
+  const int h = 64;
+  auto seqs = Sequences();
+  EncoderBatch batch;
+  for (const Seq& s : seqs) batch.Add(s.words, s.types, 24);  // some padded, 40 is not
+  EncoderOutput all;
+  ASSERT_TRUE(engine->Encode(batch, Everything(), &all).ok());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    EncoderBatch one;
+    one.Add(seqs[i].words, seqs[i].types, 24);
+    EncoderOutput single;
+    ASSERT_TRUE(engine->Encode(one, Everything(), &single).ok());
+    const size_t offset = static_cast<size_t>(batch.cu_rows[i]) * h;
+    const size_t rows = one.total_rows();
+    EXPECT_LE(MaxRelDiff(all.sequence.data() + offset, single.sequence.data(), rows * h), 1e-6);
+    for (int l = 0; l < 3; ++l) {
+      EXPECT_LE(MaxRelDiff(all.layers[l].data() + offset, single.layers[l].data(), rows * h), 1e-6);
+    }
+    EXPECT_LE(MaxRelDiff(all.pooled.data() + i * h, single.pooled.data(), h), 1e-6);
+    EXPECT_LE(MaxRelDiff(all.mean_pooled.data() + i * h, single.mean_pooled.data(), h), 1e-6);
+  }
+}
+
+TEST(CpuEngineTest, TrimRowsEqualRealRowsOfPadded) {
+  auto engine = MakeEngine(SmallModel());
+  const int h = 64, s = 40;
+  auto seqs = Sequences();
+  EncoderBatch trim, pad;
+  for (const Seq& q : seqs) {
+    trim.Add(q.words, q.types);
+    pad.Add(q.words, q.types, s);
+  }
+  ASSERT_EQ(pad.total_rows(), static_cast<int>(seqs.size()) * s);
+  EncoderOutput a, b;
+  ASSERT_TRUE(engine->Encode(trim, Everything(), &a).ok());
+  ASSERT_TRUE(engine->Encode(pad, Everything(), &b).ok());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const size_t n = seqs[i].words.size() * h;
+    EXPECT_LE(MaxRelDiff(a.sequence.data() + trim.cu_rows[i] * h,
+                         b.sequence.data() + pad.cu_rows[i] * h, n), 1e-6);
+    // Padding rows are computed (queries), so they are not all zero.
+    if (seqs[i].words.size() < static_cast<size_t>(s)) {
+      const float* p = b.sequence.data() + (pad.cu_rows[i] + seqs[i].words.size()) * h;
+      double norm = 0;
+      for (int j = 0; j < h; ++j) norm += p[j] * p[j];
+      EXPECT_GT(norm, 1.0);
+    }
+  }
+  EXPECT_LE(MaxRelDiff(a.pooled.data(), b.pooled.data(), a.pooled.size()), 1e-6);
+  EXPECT_LE(MaxRelDiff(a.mean_pooled.data(), b.mean_pooled.data(), a.mean_pooled.size()), 1e-6);
+}
+
+TEST(CpuEngineTest, OneAndTwoThreadsAgree) {
+  auto model = SmallModel();
+  auto one = MakeEngine(model, 1);
+  auto two = MakeEngine(model, 2);
+  EXPECT_EQ(one->num_threads(), 1);
+  EXPECT_EQ(two->num_threads(), 2);
+  EncoderBatch batch;
+  for (const Seq& s : Sequences()) batch.Add(s.words, s.types, 30);
+  EncoderOutput a, b;
+  ASSERT_TRUE(one->Encode(batch, Everything(), &a).ok());
+  ASSERT_TRUE(two->Encode(batch, Everything(), &b).ok());
+  EXPECT_LE(MaxRelDiff(a.sequence.data(), b.sequence.data(), a.sequence.size()), 1e-6);
+  EXPECT_LE(MaxRelDiff(a.pooled.data(), b.pooled.data(), a.pooled.size()), 1e-6);
+  EXPECT_LE(MaxRelDiff(a.layers[1].data(), b.layers[1].data(), a.layers[1].size()), 1e-6);
+}
+
+TEST(CpuEngineTest, SelectionsAreConsistent) {
+  auto engine = MakeEngine(SmallModel());
+  const int h = 64;
+  EncoderBatch batch;
+  for (const Seq& s : Sequences()) batch.Add(s.words, s.types, 20);
+  EncoderOutput full;
+  ASSERT_TRUE(engine->Encode(batch, Everything(), &full).ok());
+  ASSERT_EQ(full.sequence.size(), static_cast<size_t>(batch.total_rows()) * h);
+  // The sequence output is the last layer.
+  EXPECT_EQ(full.sequence, full.layers[2]);
+  // Mean pooling averages the valid rows of the sequence output.
+  for (int s = 0; s < batch.num_sequences(); ++s) {
+    for (int j = 0; j < h; ++j) {
+      double acc = 0;
+      for (int r = 0; r < batch.num_valid[s]; ++r) acc += full.sequence[(batch.cu_rows[s] + r) * h + j];
+      EXPECT_NEAR(full.mean_pooled[s * h + j], acc / batch.num_valid[s], 1e-5);
+    }
+  }
+  // Only layer 0: runs one layer, same values as in the full run.
+  OutputSelection first;
+  first.layers = {0};
+  EncoderOutput only;
+  ASSERT_TRUE(engine->Encode(batch, first, &only).ok());
+  EXPECT_TRUE(only.sequence.empty());
+  EXPECT_TRUE(only.pooled.empty());
+  ASSERT_EQ(only.layers.size(), 1u);
+  EXPECT_EQ(only.layers[0], full.layers[0]);
+  // Normalised heads have unit norm and the direction of the raw ones.
+  OutputSelection norm;
+  norm.pooled = norm.mean_pooled = norm.normalize = true;
+  EncoderOutput n;
+  ASSERT_TRUE(engine->Encode(batch, norm, &n).ok());
+  for (int s = 0; s < batch.num_sequences(); ++s) {
+    for (const auto* pair : {&n.pooled, &n.mean_pooled}) {
+      double sq = 0;
+      for (int j = 0; j < h; ++j) sq += (*pair)[s * h + j] * (*pair)[s * h + j];
+      EXPECT_NEAR(sq, 1.0, 1e-5);
+    }
+    double raw = 0;
+    for (int j = 0; j < h; ++j) raw += full.pooled[s * h + j] * full.pooled[s * h + j];
+    EXPECT_NEAR(n.pooled[s * h + 3], full.pooled[s * h + 3] / std::sqrt(raw), 1e-5);
+  }
+}
+
+TEST(CpuEngineTest, RejectsBadBatchesAndSelections) {
+  auto engine = MakeEngine(SmallModel(/*pooler=*/false));
+  EXPECT_FALSE(engine->has_pooler());
+  EncoderOutput out;
+  EncoderBatch good;
+  good.Add({1, 2, 3}, {});
+  OutputSelection pooled;
+  pooled.pooled = true;
+  EXPECT_EQ(engine->Encode(good, pooled, &out).code(), absl::StatusCode::kInvalidArgument);
+  OutputSelection bad_layer;
+  bad_layer.layers = {3};
+  EXPECT_EQ(engine->Encode(good, bad_layer, &out).code(), absl::StatusCode::kInvalidArgument);
+  OutputSelection unsorted;
+  unsorted.layers = {1, 0};
+  EXPECT_EQ(engine->Encode(good, unsorted, &out).code(), absl::StatusCode::kInvalidArgument);
+
+  OutputSelection seq;
+  seq.sequence = true;
+  EncoderBatch bad_word;
+  bad_word.Add({1, 97}, {});
+  EXPECT_EQ(engine->Encode(bad_word, seq, &out).code(), absl::StatusCode::kInvalidArgument);
+  EncoderBatch bad_type;
+  bad_type.Add({1, 2}, {0, 2});
+  EXPECT_EQ(engine->Encode(bad_type, seq, &out).code(), absl::StatusCode::kInvalidArgument);
+  EncoderBatch too_long;
+  too_long.Add(std::vector<int32_t>(49, 1), {});
+  EXPECT_EQ(engine->Encode(too_long, seq, &out).code(), absl::StatusCode::kInvalidArgument);
+  EncoderBatch empty_seq;
+  empty_seq.Add({}, {}, 4);  // padding rows but no real token
+  EXPECT_EQ(engine->Encode(empty_seq, seq, &out).code(), absl::StatusCode::kInvalidArgument);
+  EncoderBatch ragged = good;
+  ragged.word_ids.pop_back();
+  EXPECT_EQ(engine->Encode(ragged, seq, &out).code(), absl::StatusCode::kInvalidArgument);
+  EncoderBatch bad_cu = good;
+  bad_cu.cu_rows = {1, 3};
+  EXPECT_EQ(engine->Encode(bad_cu, seq, &out).code(), absl::StatusCode::kInvalidArgument);
+
+  EncoderBatch nothing;
+  EXPECT_TRUE(engine->Encode(nothing, seq, &out).ok());
+  EXPECT_TRUE(out.sequence.empty());
+  EXPECT_TRUE(engine->Encode(good, seq, &out).ok());
+  EXPECT_EQ(out.sequence.size(), 3u * 64);
+}
+
+TEST(CpuEngineTest, WorkspaceReusedAcrossShrinkingAndGrowingBatches) {
+  auto model = SmallModel();
+  CpuEngineOptions opts;
+  opts.threads = 2;
+  opts.max_batch_tokens = 64;
+  auto engine = CpuEngine::Create(model, opts);
+  ASSERT_TRUE(engine.ok());
+  auto fresh = MakeEngine(model);
+  OutputSelection sel;
+  sel.sequence = true;
+  for (int rows : {40, 3, 48}) {
+    EncoderBatch batch;
+    batch.Add(std::vector<int32_t>(rows, 7), {});
+    batch.Add(std::vector<int32_t>(rows / 2 + 1, 9), {}, rows);
+    EncoderOutput a, b;
+    ASSERT_TRUE((*engine)->Encode(batch, sel, &a).ok());
+    ASSERT_TRUE(fresh->Encode(batch, sel, &b).ok());
+    EXPECT_EQ(a.sequence, b.sequence) << rows;
+  }
+}
+
+TEST(EngineFactoryTest, BackendsAndDTypes) {
+  auto model = SmallModel();
+  EngineOptions opts;
+  opts.backend = "cpu";
+  opts.cpu_threads = 1;
+  auto cpu = CreateEngine(model, opts);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_EQ((*cpu)->info().backend, "cpu");
+  EXPECT_EQ((*cpu)->info().dtype, DType::kFloat32);
+  opts.backend = "auto";
+  auto automatic = CreateEngine(model, opts);
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  opts.backend = "tpu";
+  EXPECT_EQ(CreateEngine(model, opts).status().code(), absl::StatusCode::kInvalidArgument);
+  opts.backend = "cpu";
+  opts.dtype = DType::kFloat16;
+  EXPECT_EQ(CreateEngine(model, opts).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*ParseDType("bfloat16"), DType::kBFloat16);
+  EXPECT_FALSE(ParseDType("int8").ok());
+  EXPECT_STREQ(DTypeName(DType::kFloat16), "float16");
+}
+
+TEST(EncoderBatchTest, AddPadsAndCounts) {
+  EncoderBatch b;
+  b.Add({5, 6, 7}, {0, 1, 1}, 5);
+  b.Add({8}, {});
+  EXPECT_EQ(b.num_sequences(), 2);
+  EXPECT_EQ(b.total_rows(), 6);
+  EXPECT_EQ(b.max_rows(), 5);
+  EXPECT_EQ(b.cu_rows, (std::vector<int32_t>{0, 5, 6}));
+  EXPECT_EQ(b.num_valid, (std::vector<int32_t>{3, 1}));
+  EXPECT_EQ(b.word_ids, (std::vector<int32_t>{5, 6, 7, 0, 0, 8}));
+  EXPECT_EQ(b.type_ids, (std::vector<int32_t>{0, 1, 1, 0, 0, 0}));
+  b.Clear();
+  EXPECT_EQ(b.num_sequences(), 0);
+  EXPECT_EQ(b.total_rows(), 0);
+}
+
+}  // namespace
+}  // namespace bert

@@ -1,0 +1,471 @@
+// Model loading: the golden checkpoints load, name variants and dtypes are accepted, and every
+// defect is a clear error naming the file and tensor (never a crash).
+#include "server/engine/model.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "server/engine/safetensors.h"
+
+namespace bert {
+namespace {
+
+namespace fs = std::filesystem;
+
+const char kGolden[] = "tests/golden/tiny-l4-h128";
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), bytes.size());
+}
+
+// A scratch model directory under TEST_TMPDIR holding a copy of the golden config.
+class ModelDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    dir_ = fs::path(tmp ? tmp : "/tmp") /
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    fs::copy_file(std::string(kGolden) + "/config.json", dir_ / "config.json");
+    auto golden = SafetensorsFile::Open(std::string(kGolden) + "/model.safetensors");
+    ASSERT_TRUE(golden.ok()) << golden.status();
+    golden_ = std::make_unique<SafetensorsFile>(std::move(golden).value());
+  }
+
+  std::string dir() const { return dir_.string(); }
+  std::string weights() const { return (dir_ / "model.safetensors").string(); }
+
+  // Writes model.safetensors from the golden tensors, letting `edit` rename (empty name:
+  // drop) or change each one.
+  void WriteWeights(const std::function<void(std::string* name, std::string* dtype,
+                                             std::vector<int64_t>* shape,
+                                             std::vector<uint8_t>* bytes)>& edit,
+                    SafetensorsWriter* extra = nullptr) {
+    SafetensorsWriter w = extra ? *extra : SafetensorsWriter();
+    for (const auto& [name, view] : golden_->tensors()) {
+      std::string n = name, dtype = view.dtype;
+      std::vector<int64_t> shape = view.shape;
+      std::vector<uint8_t> bytes(view.data, view.data + view.nbytes);
+      if (edit) edit(&n, &dtype, &shape, &bytes);
+      if (!n.empty()) w.AddRaw(n, dtype, shape, bytes);
+    }
+    ASSERT_TRUE(w.Write(weights()).ok());
+  }
+
+  void SetConfig(const std::string& key, const std::string& json_value) {
+    std::string text = ReadAll(std::string(kGolden) + "/config.json");
+    const size_t at = text.find("\"" + key + "\"");
+    ASSERT_NE(at, std::string::npos);
+    const size_t colon = text.find(':', at);
+    const size_t end = text.find_first_of(",}", colon);
+    text = text.substr(0, colon + 1) + " " + json_value + text.substr(end);
+    WriteAll((dir_ / "config.json").string(), text);
+  }
+
+  // Expects LoadModel to fail with every one of `needles` in the message.
+  void ExpectError(std::initializer_list<std::string> needles) {
+    auto model = LoadModel(dir());
+    ASSERT_FALSE(model.ok());
+    const std::string message(model.status().message());
+    for (const std::string& needle : needles) {
+      EXPECT_TRUE(absl::StrContains(message, needle)) << "'" << needle << "' not in: " << message;
+    }
+  }
+
+  fs::path dir_;
+  std::unique_ptr<SafetensorsFile> golden_;
+};
+
+std::vector<float> Floats(const SafetensorsFile& f, const std::string& name) {
+  auto v = f.ReadFloat32(name, nullptr);
+  EXPECT_TRUE(v.ok()) << v.status();
+  return v.ok() ? *v : std::vector<float>();
+}
+
+TEST(LoadModelTest, GoldenModelLoadsWithFusedQkv) {
+  auto model = LoadModel(kGolden);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelConfig& c = model->config;
+  EXPECT_EQ(c.num_layers, 4);
+  EXPECT_EQ(c.hidden_size, 128);
+  EXPECT_EQ(c.num_heads, 2);
+  EXPECT_EQ(c.intermediate_size, 512);
+  EXPECT_EQ(c.vocab_size, 1024);
+  EXPECT_EQ(c.activation, Activation::kGeluErf);
+  EXPECT_FLOAT_EQ(c.layer_norm_eps, 1e-12f);
+  EXPECT_EQ(model->name, "tiny-l4-h128");
+  EXPECT_TRUE(model->weights.has_pooler);
+  ASSERT_EQ(model->weights.layers.size(), 4u);
+
+  auto file = SafetensorsFile::Open(std::string(kGolden) + "/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  const LayerWeights& l2 = model->weights.layers[2];
+  EXPECT_EQ(l2.qkv_weight.shape, (std::vector<int64_t>{384, 128}));
+  std::vector<float> expected;
+  for (const char* part : {"query", "key", "value"}) {
+    auto v = Floats(*file, std::string("encoder.layer.2.attention.self.") + part + ".weight");
+    expected.insert(expected.end(), v.begin(), v.end());
+  }
+  EXPECT_EQ(l2.qkv_weight.data, expected);
+  expected.clear();
+  for (const char* part : {"query", "key", "value"}) {
+    auto v = Floats(*file, std::string("encoder.layer.2.attention.self.") + part + ".bias");
+    expected.insert(expected.end(), v.begin(), v.end());
+  }
+  EXPECT_EQ(l2.qkv_bias.data, expected);
+  EXPECT_EQ(model->weights.pooler_weight.data, Floats(*file, "pooler.dense.weight"));
+}
+
+TEST_F(ModelDirTest, BertPrefixGammaBetaAndExtraHeadsAccepted) {
+  SafetensorsWriter extra;
+  extra.AddFloat32("cls.predictions.bias", {1024}, std::vector<float>(1024, 0.5f));
+  std::vector<uint8_t> ids(512 * 8, 0);
+  extra.AddRaw("bert.embeddings.position_ids", "I64", {1, 512}, ids);
+  WriteWeights(
+      [](std::string* name, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {
+        std::string n = "bert." + *name;
+        if (absl::EndsWith(n, "LayerNorm.weight")) n = n.substr(0, n.size() - 6) + "gamma";
+        if (absl::EndsWith(n, "LayerNorm.bias")) n = n.substr(0, n.size() - 4) + "beta";
+        *name = n;
+      },
+      &extra);
+  auto model = LoadModel(dir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto golden = LoadModel(kGolden);
+  ASSERT_TRUE(golden.ok());
+  EXPECT_EQ(model->weights.layers[3].output_norm_gamma.data,
+            golden->weights.layers[3].output_norm_gamma.data);
+  EXPECT_EQ(model->weights.word_embeddings.data, golden->weights.word_embeddings.data);
+}
+
+uint16_t FloatToHalfBits(float f) {
+  // Round half up to float16 (no overflow handling: weights are small).
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  int exp = static_cast<int>((x >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = x & 0x7fffffu;
+  if (exp <= 0) {  // float16 subnormal (or zero), rounded to nearest
+    if (exp < -10) return static_cast<uint16_t>(sign);
+    const uint32_t m = mant | 0x800000u;
+    const int shift = 14 - exp;
+    uint32_t h = sign | (m >> shift);
+    if ((m >> (shift - 1)) & 1u) ++h;
+    return static_cast<uint16_t>(h);
+  }
+  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  if (mant & 0x1000u) ++h;
+  return static_cast<uint16_t>(h);
+}
+
+class DTypeTest : public ModelDirTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(DTypeTest, HalfPrecisionWeightsConvertToFloat32) {
+  const std::string dtype_name = GetParam();
+  WriteWeights([&](std::string*, std::string* dtype, std::vector<int64_t>*,
+                   std::vector<uint8_t>* bytes) {
+    std::vector<uint8_t> out(bytes->size() / 2);
+    for (size_t i = 0; i < bytes->size() / 4; ++i) {
+      float f;
+      std::memcpy(&f, bytes->data() + 4 * i, 4);
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      const uint16_t h = dtype_name == "F16" ? FloatToHalfBits(f)
+                                             : static_cast<uint16_t>((bits + 0x8000u) >> 16);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    }
+    *dtype = dtype_name;
+    *bytes = std::move(out);
+  });
+  auto model = LoadModel(dir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto golden = LoadModel(kGolden);
+  ASSERT_TRUE(golden.ok());
+  const auto& got = model->weights.layers[1].intermediate_weight.data;
+  const auto& want = golden->weights.layers[1].intermediate_weight.data;
+  ASSERT_EQ(got.size(), want.size());
+  const double tol = dtype_name == "F16" ? 1e-3 : 8e-3;  // relative, per element
+  bool changed = false;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], std::abs(want[i]) * tol + 1e-6) << i;
+    changed |= got[i] != want[i];
+  }
+  EXPECT_TRUE(changed) << "the half-precision file should round some weights";
+}
+
+INSTANTIATE_TEST_SUITE_P(HalfTypes, DTypeTest, ::testing::Values("F16", "BF16"));
+
+TEST(HalfConversionTest, KnownValues) {
+  EXPECT_EQ(HalfToFloat(0x3c00), 1.0f);
+  EXPECT_EQ(HalfToFloat(0xc000), -2.0f);
+  EXPECT_EQ(HalfToFloat(0x7bff), 65504.0f);
+  EXPECT_EQ(HalfToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(HalfToFloat(0x0200), std::ldexp(1.0f, -15));
+  EXPECT_TRUE(std::isinf(HalfToFloat(0x7c00)));
+  EXPECT_TRUE(std::isnan(HalfToFloat(0x7e00)));
+  EXPECT_EQ(BFloat16ToFloat(0x3f80), 1.0f);
+  EXPECT_EQ(BFloat16ToFloat(0xc040), -3.0f);
+}
+
+TEST_F(ModelDirTest, MissingPoolerIsNotAnError) {
+  WriteWeights([](std::string* name, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {
+    if (absl::StartsWith(*name, "pooler.")) name->clear();
+  });
+  auto model = LoadModel(dir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_FALSE(model->weights.has_pooler);
+}
+
+TEST_F(ModelDirTest, HalfAPoolerIsAnError) {
+  WriteWeights([](std::string* name, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {
+    if (*name == "pooler.dense.bias") name->clear();
+  });
+  ExpectError({"model.safetensors", "pooler.dense.bias", "missing"});
+}
+
+TEST_F(ModelDirTest, MissingDirectory) {
+  auto model = LoadModel(dir() + "/nope");
+  ASSERT_FALSE(model.ok());
+  EXPECT_TRUE(absl::StrContains(model.status().message(), "config.json"));
+}
+
+TEST_F(ModelDirTest, MissingWeightsFile) { ExpectError({"model.safetensors", "cannot open"}); }
+
+TEST_F(ModelDirTest, InvalidJson) {
+  WriteAll(dir() + "/config.json", "{\"hidden_size\": 128,");
+  WriteWeights(nullptr);
+  ExpectError({"config.json", "invalid JSON"});
+}
+
+TEST_F(ModelDirTest, MissingConfigField) {
+  WriteAll(dir() + "/config.json", "{\"hidden_size\": 128}");
+  WriteWeights(nullptr);
+  ExpectError({"config.json", "num_hidden_layers"});
+}
+
+TEST_F(ModelDirTest, NonIntegerConfigField) {
+  SetConfig("num_attention_heads", "\"two\"");
+  WriteWeights(nullptr);
+  ExpectError({"config.json", "num_attention_heads"});
+}
+
+TEST_F(ModelDirTest, HeadsMustDivideHidden) {
+  SetConfig("num_attention_heads", "3");
+  WriteWeights(nullptr);
+  ExpectError({"config.json", "multiple"});
+}
+
+TEST_F(ModelDirTest, UnsupportedActivation) {
+  SetConfig("hidden_act", "\"relu\"");
+  WriteWeights(nullptr);
+  ExpectError({"config.json", "relu"});
+}
+
+TEST_F(ModelDirTest, TanhGeluVariantsAccepted) {
+  WriteWeights(nullptr);
+  for (const char* act : {"\"gelu_new\"", "\"gelu_pytorch_tanh\"", "\"gelu_fast\""}) {
+    SetConfig("hidden_act", act);
+    auto model = LoadModel(dir());
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ(model->config.activation, Activation::kGeluTanh) << act;
+  }
+}
+
+TEST_F(ModelDirTest, MissingTensor) {
+  WriteWeights([](std::string* name, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {
+    if (*name == "encoder.layer.1.attention.self.key.weight") name->clear();
+  });
+  ExpectError({"model.safetensors", "encoder.layer.1.attention.self.key.weight", "missing"});
+}
+
+TEST_F(ModelDirTest, MisshapenTensor) {
+  WriteWeights([](std::string* name, std::string*, std::vector<int64_t>* shape,
+                  std::vector<uint8_t>*) {
+    if (*name == "encoder.layer.0.intermediate.dense.weight") *shape = {128, 512};
+  });
+  ExpectError({"model.safetensors", "encoder.layer.0.intermediate.dense.weight", "[128, 512]",
+               "[512, 128]"});
+}
+
+TEST_F(ModelDirTest, UnsupportedDType) {
+  WriteWeights([](std::string* name, std::string* dtype, std::vector<int64_t>*,
+                  std::vector<uint8_t>*) {
+    if (*name == "embeddings.LayerNorm.weight") *dtype = "I32";
+  });
+  ExpectError({"model.safetensors", "embeddings.LayerNorm.weight", "I32"});
+}
+
+TEST_F(ModelDirTest, UnknownDType) {
+  WriteWeights([](std::string* name, std::string* dtype, std::vector<int64_t>*,
+                  std::vector<uint8_t>*) {
+    if (*name == "pooler.dense.bias") *dtype = "Q4";
+  });
+  ExpectError({"model.safetensors", "pooler.dense.bias", "Q4"});
+}
+
+TEST_F(ModelDirTest, NonFiniteWeights) {
+  WriteWeights([](std::string* name, std::string*, std::vector<int64_t>*,
+                  std::vector<uint8_t>* bytes) {
+    if (*name == "encoder.layer.3.output.dense.bias") {
+      const float nan = std::nanf("");
+      std::memcpy(bytes->data() + 8, &nan, 4);
+    }
+  });
+  ExpectError({"model.safetensors", "encoder.layer.3.output.dense.bias", "NaN"});
+}
+
+TEST_F(ModelDirTest, TruncatedFile) {
+  WriteWeights(nullptr);
+  const std::string bytes = ReadAll(weights());
+  WriteAll(weights(), bytes.substr(0, bytes.size() - 1000));
+  ExpectError({"model.safetensors", "out of range"});
+}
+
+TEST_F(ModelDirTest, TruncatedInsideHeader) {
+  WriteWeights(nullptr);
+  WriteAll(weights(), ReadAll(weights()).substr(0, 100));
+  ExpectError({"model.safetensors", "header"});
+}
+
+TEST_F(ModelDirTest, ShorterThanHeaderLength) {
+  WriteAll(weights(), "abc");
+  ExpectError({"model.safetensors", "truncated"});
+}
+
+TEST_F(ModelDirTest, CorruptHeaderJson) {
+  WriteWeights(nullptr);
+  std::string bytes = ReadAll(weights());
+  bytes[8] = 'x';  // the header's opening brace
+  WriteAll(weights(), bytes);
+  ExpectError({"model.safetensors", "corrupt header"});
+}
+
+TEST_F(ModelDirTest, HugeHeaderLength) {
+  WriteWeights(nullptr);
+  std::string bytes = ReadAll(weights());
+  const uint64_t huge = ~uint64_t{0} - 4;
+  std::memcpy(bytes.data(), &huge, 8);
+  WriteAll(weights(), bytes);
+  ExpectError({"model.safetensors", "header length"});
+}
+
+// Rewrites one entry's data_offsets inside the header text, keeping its length.
+void PatchOffsets(const std::string& path, const std::string& tensor, uint64_t begin,
+                  uint64_t end) {
+  std::string bytes = ReadAll(path);
+  uint64_t header_len;
+  std::memcpy(&header_len, bytes.data(), 8);
+  std::string header = bytes.substr(8, header_len);
+  const size_t at = header.find("\"" + tensor + "\"");
+  ASSERT_NE(at, std::string::npos);
+  const size_t open = header.find("\"data_offsets\":[", at) + 16;
+  const size_t close = header.find(']', open);
+  header.replace(open, close - open, std::to_string(begin) + "," + std::to_string(end));
+  // Offsets count from the data section, so the header may change length.
+  std::string length(8, '\0');
+  const uint64_t new_len = header.size();
+  std::memcpy(length.data(), &new_len, 8);
+  WriteAll(path, length + header + bytes.substr(8 + header_len));
+}
+
+TEST_F(ModelDirTest, OffsetsOutOfRange) {
+  WriteWeights(nullptr);
+  PatchOffsets(weights(), "pooler.dense.bias", 900000000, 900000512);
+  ExpectError({"model.safetensors", "pooler.dense.bias", "out of range"});
+}
+
+TEST_F(ModelDirTest, OffsetsDisagreeWithShape) {
+  WriteWeights(nullptr);
+  // The file's first tensor in name order starts at 0; give it too few bytes.
+  PatchOffsets(weights(), "embeddings.LayerNorm.bias", 0, 4);
+  ExpectError({"model.safetensors", "embeddings.LayerNorm.bias", "need"});
+}
+
+TEST_F(ModelDirTest, OverlappingTensors) {
+  WriteWeights(nullptr);
+  // embeddings.LayerNorm.bias and .weight are both [128] F32, stored back to back from 0.
+  PatchOffsets(weights(), "embeddings.LayerNorm.weight", 0, 512);
+  ExpectError({"model.safetensors", "overlaps"});
+}
+
+TEST_F(ModelDirTest, ConfigVocabDisagreesWithWeights) {
+  SetConfig("vocab_size", "2048");
+  WriteWeights(nullptr);
+  ExpectError({"model.safetensors", "embeddings.word_embeddings.weight", "[1024, 128]",
+               "[2048, 128]"});
+}
+
+TEST_F(ModelDirTest, ConfigHasFewerLayersThanWeights) {
+  SetConfig("num_hidden_layers", "3");
+  WriteWeights(nullptr);
+  ExpectError({"model.safetensors", "encoder.layer.3", "num_hidden_layers"});
+}
+
+TEST_F(ModelDirTest, ConfigHasMoreLayersThanWeights) {
+  SetConfig("num_hidden_layers", "5");
+  WriteWeights(nullptr);
+  ExpectError({"model.safetensors", "encoder.layer.4.", "missing"});
+}
+
+TEST_F(ModelDirTest, NotABertCheckpoint) {
+  SafetensorsWriter w;
+  w.AddFloat32("transformer.wte.weight", {2, 2}, std::vector<float>(4, 0.0f));
+  ASSERT_TRUE(w.Write(weights()).ok());
+  ExpectError({"model.safetensors", "embeddings.word_embeddings.weight", "missing"});
+}
+
+TEST(RandomModelTest, SameSeedSameWeightsOtherSeedOtherWeights) {
+  ModelConfig c;
+  c.num_layers = 2;
+  c.hidden_size = 32;
+  c.num_heads = 4;
+  c.intermediate_size = 64;
+  c.vocab_size = 100;
+  c.max_position_embeddings = 40;
+  Model a = RandomModel(c, 7), b = RandomModel(c, 7), d = RandomModel(c, 8);
+  EXPECT_EQ(a.weights.word_embeddings.data, b.weights.word_embeddings.data);
+  EXPECT_EQ(a.weights.layers[1].output_weight.data, b.weights.layers[1].output_weight.data);
+  EXPECT_EQ(a.weights.pooler_bias.data, b.weights.pooler_bias.data);
+  EXPECT_NE(a.weights.layers[1].output_weight.data, d.weights.layers[1].output_weight.data);
+  EXPECT_EQ(a.weights.layers[0].qkv_weight.shape, (std::vector<int64_t>{96, 32}));
+  EXPECT_EQ(a.weights.layers[0].intermediate_weight.shape, (std::vector<int64_t>{64, 32}));
+  EXPECT_EQ(a.weights.position_embeddings.shape, (std::vector<int64_t>{40, 32}));
+  EXPECT_TRUE(a.weights.has_pooler);
+  EXPECT_EQ(a.weights.layers[0].attention_norm_gamma.data, std::vector<float>(32, 1.0f));
+  // Drawn from normal(0, 0.02).
+  double sum = 0, sq = 0;
+  const auto& w = a.weights.word_embeddings.data;
+  for (float v : w) {
+    sum += v;
+    sq += v * v;
+  }
+  EXPECT_NEAR(sum / w.size(), 0.0, 0.002);
+  EXPECT_NEAR(std::sqrt(sq / w.size()), 0.02, 0.002);
+}
+
+TEST(BertBaseConfigTest, Shape) {
+  ModelConfig c = BertBaseConfig();
+  EXPECT_EQ(c.num_layers, 12);
+  EXPECT_EQ(c.hidden_size, 768);
+  EXPECT_EQ(c.num_heads, 12);
+  EXPECT_EQ(c.intermediate_size, 3072);
+  EXPECT_EQ(c.vocab_size, 30522);
+  EXPECT_EQ(c.head_dim(), 64);
+}
+
+}  // namespace
+}  // namespace bert

@@ -1,0 +1,136 @@
+"""tools/fetch_hf_model.py against a local HTTP server on 127.0.0.1 with the Hub's layout
+({repo}/resolve/{revision}/{file}), serving the tiny golden model."""
+import http.server
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden" / "tiny-l4-h128"
+SCRIPT = REPO / "tools" / "fetch_hf_model.py"
+
+
+class Hub:
+    """Serves a directory tree; records each request's Authorization header."""
+
+    def __init__(self, root):
+        self.root = root
+        self.auth = []
+        hub = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(hub.root), **kwargs)
+
+            def do_GET(self):
+                hub.auth.append(self.headers.get("Authorization"))
+                if (hub.root / ".require_token").exists() and \
+                        self.headers.get("Authorization") != "Bearer sekrit":
+                    self.send_error(401, "Unauthorized")
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hub(tmp_path):
+    root = tmp_path / "hub"
+    files = root / "org" / "tiny-bert" / "resolve" / "main"
+    files.mkdir(parents=True)
+    shutil.copy(GOLDEN / "config.json", files / "config.json")
+    shutil.copy(GOLDEN / "model.safetensors", files / "model.safetensors")
+    (files / "vocab.txt").write_text("".join(f"tok{i}\n" for i in range(1024)))
+    server = Hub(root)
+    yield server, files
+    server.close()
+
+
+def run(args, env_extra=None):
+    env = dict(os.environ)
+    env.pop("HF_TOKEN", None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, str(SCRIPT)] + args, capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_fetches_and_verifies(hub, tmp_path):
+    server, files = hub
+    out = tmp_path / "model"
+    result = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
+    assert result.returncode == 0, result.stderr
+    for name in ("config.json", "vocab.txt", "model.safetensors"):
+        assert (out / name).read_bytes() == (files / name).read_bytes()
+    assert server.auth == [None, None, None]
+    assert not any(p.name.startswith(".fetch-") for p in out.iterdir())
+    # The fetched directory loads and runs.
+    binary = pathlib.Path(os.environ.get("BERT_BIN", REPO / "bazel-bin")) / "tools" / "bert_encode"
+    assert binary.exists(), f"{binary} not built"
+    encoded = subprocess.run([str(binary), f"--model_dir={out}",
+                              f"--inputs={GOLDEN / 'expected.safetensors'}",
+                              f"--output={tmp_path / 'out.safetensors'}", "--backend=cpu"],
+                             capture_output=True, text=True, timeout=120)
+    assert encoded.returncode == 0, encoded.stderr
+
+
+def test_sends_hf_token(hub, tmp_path):
+    server, _ = hub
+    (server.root / ".require_token").touch()
+    out = tmp_path / "model"
+    denied = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
+    assert denied.returncode != 0
+    assert "401" in denied.stderr and "HF_TOKEN" in denied.stderr
+    ok = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)],
+             {"HF_TOKEN": "sekrit"})
+    assert ok.returncode == 0, ok.stderr
+    assert server.auth[-3:] == ["Bearer sekrit"] * 3
+
+
+def test_missing_file_or_revision(hub, tmp_path):
+    server, files = hub
+    out = tmp_path / "model"
+    result = run(["--repo", "org/tiny-bert", "--revision", "v2", "--endpoint", server.endpoint,
+                  "--out", str(out)])
+    assert result.returncode != 0
+    assert "404" in result.stderr and "config.json" in result.stderr
+    (files / "vocab.txt").unlink()
+    result = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
+    assert result.returncode != 0
+    assert "vocab.txt" in result.stderr
+    assert not (out / "config.json").exists()  # nothing half-installed
+
+
+@pytest.mark.parametrize("defect,message", [
+    ("truncated", "offsets"),
+    ("bad_config", "config.json"),
+    ("short_vocab", "vocab_size"),
+])
+def test_rejects_broken_downloads(hub, tmp_path, defect, message):
+    server, files = hub
+    if defect == "truncated":
+        data = (files / "model.safetensors").read_bytes()
+        (files / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif defect == "bad_config":
+        (files / "config.json").write_text("{\"hidden_size\": 128")
+    else:
+        (files / "vocab.txt").write_text("a\nb\n")
+    out = tmp_path / "model"
+    result = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (out / "model.safetensors").exists()
