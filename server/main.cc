@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -362,11 +363,18 @@ int Run() {
                   << LogKv("in_flight", loaded->pipeline->in_flight());
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus(false);
-  // Stops accepting calls and waits for the accepted ones; after the deadline, cancels.
-  const auto deadline = std::chrono::system_clock::now() +
-                        std::chrono::seconds(absl::GetFlag(FLAGS_drain_timeout_s));
-  server->Shutdown(deadline);
-  loaded->pipeline->Drain();
+  // New requests now get UNAVAILABLE; every accepted one is answered before we go on.
+  // (gRPC's own graceful Shutdown would also wait for health Watch streams, which never
+  // end by themselves, so the server is shut down only once the pipeline is idle.)
+  const bool drained =
+      loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+  if (!drained) {
+    BERT_LOG(kWarning) << "requests still in flight after --drain_timeout_s; exiting"
+                       << LogKv("in_flight", loaded->pipeline->in_flight());
+    std::fflush(stderr);
+    std::_Exit(0);  // Bounded shutdown: do not wait on a stuck engine.
+  }
   server->Wait();
   BERT_LOG(kInfo) << "stopped" << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - drain_start));
   server.reset();

@@ -144,12 +144,15 @@ absl::StatusOr<Admission::Permit> Pipeline::Admit() {
   return permit;
 }
 
-void Pipeline::Drain() {
+bool Pipeline::Drain(absl::Duration timeout) {
   draining_ = true;
+  const absl::Time deadline = absl::Now() + timeout;
   while (admission_.in_flight() > 0) {
+    if (absl::Now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (batcher_ != nullptr) batcher_->Drain();
+  return true;
 }
 
 absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_length,

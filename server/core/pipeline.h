@@ -71,9 +71,9 @@ class Pipeline {
   // Preprocessing only, run on the caller's thread.
   absl::StatusOr<std::vector<Encoding>> Tokenize(const TokenizeRequestSpec& request) const;
 
-  // Stops admitting (UNAVAILABLE), then returns when every accepted request is answered
-  // and the engine is idle.
-  void Drain();
+  // Stops admitting (UNAVAILABLE), then returns true when every accepted request is
+  // answered and the engine is idle, or false if that takes longer than `timeout`.
+  bool Drain(absl::Duration timeout = absl::InfiniteDuration());
 
   const RequestLimits& limits() const { return limits_; }
   const PipelineOptions& options() const { return options_; }

@@ -156,12 +156,36 @@ def test_sigterm_answers_every_accepted_request_and_exits_zero():
     server = Server(extra=["--max_concurrent_requests=64"])
     try:
         stub = server.stub()
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        watch_channel = server.channel()
+        watch = health_pb2_grpc.HealthStub(watch_channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=60)
+        statuses = []
+
+        def watch_all():
+            try:
+                for r in watch:
+                    statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(r.status))
+            except grpc.RpcError:
+                pass
+        watcher = threading.Thread(target=watch_all, daemon=True)
+        watcher.start()
         futures = [stub.Embed.future(heavy_request(pb2, n_inputs=8, seq_length=256), timeout=120)
                    for _ in range(8)]
         time.sleep(0.3)  # accepted and in flight
         server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        # While draining, new work is refused (the accepted requests are still running).
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Embed(pb2.EmbedRequest(inputs=[golden_input(pb2, 1)], seq_length=SEQ),
+                       timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert not any(f.done() for f in futures)
         results = [f.result() for f in futures]  # raises if any was not answered OK
         assert all(len(r.results) == 8 for r in results)
+        watcher.join(timeout=30)
+        # Health went SERVING -> NOT_SERVING when the drain began.
+        assert statuses[:1] == ["SERVING"] and "NOT_SERVING" in statuses[1:], statuses
         rc = server.proc.wait(timeout=60)
         assert rc == 0, server.log()
         log = server.log()
