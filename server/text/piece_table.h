@@ -24,11 +24,13 @@ class PieceTable {
   int32_t Find(absl::string_view key) const {
     if (slots_.empty()) return -1;
     const uint64_t h = Hash(key.data(), key.size());
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
     for (uint64_t i = h & mask_;; i = (i + 1) & mask_) {
-      const Slot& s = slots_[i];
-      if (s.id < 0) return -1;
-      if (s.hash == h && s.size == key.size() && std::memcmp(s.data, key.data(), s.size) == 0) {
-        return s.id;
+      const Slot s = slots_[i];
+      if (s.entry == 0) return -1;
+      if (s.tag == tag) {
+        const Entry& e = entries_[s.entry - 1];
+        if (e.key == key) return e.id;
       }
     }
   }
@@ -56,13 +58,18 @@ class PieceTable {
   }
 
  private:
+  // 8-byte slots keep the probe sequence cache-friendly (a failed lookup, the common case in
+  // WordPiece's longest-match search, usually touches one slot and no key bytes).
   struct Slot {
-    uint64_t hash = 0;
-    const char* data = nullptr;
-    uint32_t size = 0;
-    int32_t id = -1;  // -1: empty slot.
+    uint32_t tag = 0;    // High half of the hash.
+    uint32_t entry = 0;  // 1 + index into entries_; 0 marks an empty slot.
+  };
+  struct Entry {
+    absl::string_view key;
+    int32_t id;
   };
   std::vector<Slot> slots_;
+  std::vector<Entry> entries_;
   uint64_t mask_ = 0;
 };
 

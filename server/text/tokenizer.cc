@@ -42,11 +42,11 @@ struct AsciiTables {
 const AsciiTables kAscii;
 
 bool IsControlCategory(int category) {
-  // "Other" categories: Cc, Cf, Cs, Co and Cn (unassigned), as BERT's _is_control and HF's
-  // BertNormalizer (char::is_other) define control characters.
+  // Cc, Cf, Cs and Co, as HF's BertNormalizer (char::is_other) removes them. BERT's Python
+  // _is_control also removes unassigned code points (Cn); HF keeps them, and so do we: which
+  // code points are unassigned depends on the Unicode version, a kept one is at worst [UNK].
   return category == UTF8PROC_CATEGORY_CC || category == UTF8PROC_CATEGORY_CF ||
-         category == UTF8PROC_CATEGORY_CS || category == UTF8PROC_CATEGORY_CO ||
-         category == UTF8PROC_CATEGORY_CN;
+         category == UTF8PROC_CATEGORY_CS || category == UTF8PROC_CATEGORY_CO;
 }
 
 // Non-ASCII White_Space: exactly the Z* categories (U+0085 is Cc and is removed as control).
