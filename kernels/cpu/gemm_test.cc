@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/test_util.h"
 
 namespace bert {
@@ -75,6 +76,49 @@ TEST(LinearTest, ZeroRowsIsANoOp) {
   float y = 42.0f;
   Linear(nullptr, 0, 4, nullptr, nullptr, 4, Epilogue::kNone, &y);
   EXPECT_EQ(y, 42.0f);
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace bert
+
+namespace bert {
+namespace cpu {
+namespace {
+
+TEST(ErfRationalTest, CloseToStdErfEverywhere) {
+  double worst = 0;
+  for (float x = -6.0f; x <= 6.0f; x += 1.0f / 4096) {
+    worst = std::max(worst, std::abs(static_cast<double>(ErfRational(x)) - std::erf(static_cast<double>(x))));
+  }
+  EXPECT_LT(worst, 6e-7);
+  EXPECT_EQ(ErfRational(0.0f), 0.0f);
+  EXPECT_EQ(ErfRational(100.0f), ErfRational(3.925f));
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace bert
+
+namespace bert {
+namespace cpu {
+namespace {
+
+// Row lengths around the 8-wide vector path and its scalar tail.
+TEST(GeluEpilogueTest, VectorAndScalarPathsMatchExactGelu) {
+  for (int features : {1, 7, 8, 9, 61}) {
+    auto y = RandomVector(3 * features, 21, 3.0f);
+    auto b = RandomVector(features, 22);
+    std::vector<double> ref(y.size());
+    for (int r = 0; r < 3; ++r) {
+      for (int i = 0; i < features; ++i) {
+        const double v = static_cast<double>(y[r * features + i]) + b[i];
+        ref[r * features + i] = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+      }
+    }
+    ApplyEpilogue(y.data(), 3, features, b.data(), Epilogue::kBiasGeluErf);
+    EXPECT_LT(MaxAbsError(y, ref), 3e-6) << features;
+  }
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "server/engine/model_writer.h"
 #include "server/engine/safetensors.h"
 
 namespace bert {
@@ -455,6 +456,30 @@ TEST(RandomModelTest, SameSeedSameWeightsOtherSeedOtherWeights) {
   }
   EXPECT_NEAR(sum / w.size(), 0.0, 0.002);
   EXPECT_NEAR(std::sqrt(sq / w.size()), 0.02, 0.002);
+}
+
+TEST_F(ModelDirTest, SaveModelRoundTrips) {
+  ModelConfig c;
+  c.num_layers = 2;
+  c.hidden_size = 24;
+  c.num_heads = 3;
+  c.intermediate_size = 40;
+  c.vocab_size = 50;
+  c.max_position_embeddings = 16;
+  c.layer_norm_eps = 1e-5f;
+  c.activation = Activation::kGeluTanh;
+  Model a = RandomModel(c, 99);
+  ASSERT_TRUE(SaveModel(a, dir() + "/saved").ok());
+  auto b = LoadModel(dir() + "/saved");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->config.hidden_size, 24);
+  EXPECT_EQ(b->config.activation, Activation::kGeluTanh);
+  EXPECT_FLOAT_EQ(b->config.layer_norm_eps, 1e-5f);
+  EXPECT_EQ(b->weights.layers[1].qkv_weight.data, a.weights.layers[1].qkv_weight.data);
+  EXPECT_EQ(b->weights.layers[1].qkv_bias.data, a.weights.layers[1].qkv_bias.data);
+  EXPECT_EQ(b->weights.layers[0].output_weight.data, a.weights.layers[0].output_weight.data);
+  EXPECT_EQ(b->weights.pooler_weight.data, a.weights.pooler_weight.data);
+  EXPECT_EQ(b->weights.token_type_embeddings.data, a.weights.token_type_embeddings.data);
 }
 
 TEST(BertBaseConfigTest, Shape) {

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""CPU engine vs ONNX Runtime on the same BERT weights, same threads, one table.
+
+Method: the model directory (from //tools:export_random_model: seeded BERT-base weights in
+safetensors) is read with numpy and rebuilt as an ONNX graph with the onnx helper API (no
+PyTorch): Gather embeddings + LayerNormalization, then per layer MatMul+Add for Q/K/V,
+Reshape/Transpose to heads, MatMul, Softmax, MatMul, the output projection, residual +
+LayerNormalization, MatMul+Add, erf GELU, MatMul+Add, residual + LayerNormalization.
+ONNX Runtime runs it on the CPU execution provider with all graph optimisations (its
+fusions apply), intra_op_num_threads = --threads, sequential execution.
+
+First both engines encode the same two sequences and their last layers are compared
+(relative error printed), so the graph is known to compute the same function. Then for
+each batch size, the CPU engine (bench/cpu_bench, a subprocess) and ONNX Runtime (another
+subprocess, so neither's threads idle-spin during the other's run) alternate: each does
+--warmup untimed runs and --iters timed runs of one batch of --seq tokens per sequence;
+the median is reported as sequences per second.
+"""
+import argparse
+import json
+import os
+import pathlib
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+DTYPES = {"F32": np.float32, "I32": np.int32, "I64": np.int64}
+
+
+def read_safetensors(path):
+    data = pathlib.Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        out[name] = np.frombuffer(data, dtype=DTYPES[e["dtype"]], count=(end - b) //
+                                  np.dtype(DTYPES[e["dtype"]]).itemsize,
+                                  offset=8 + n + b).reshape(e["shape"])
+    return out
+
+
+def write_inputs(path, ids, types):
+    mask = np.ones_like(ids)
+    tensors = {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types}
+    header, blobs, offset = {}, [], 0
+    for name, a in tensors.items():
+        blob = np.ascontiguousarray(a, dtype=np.int32).tobytes()
+        header[name] = {"dtype": "I32", "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    pathlib.Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def build_onnx(model_dir, onnx_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    config = json.loads((pathlib.Path(model_dir) / "config.json").read_text())
+    w = read_safetensors(pathlib.Path(model_dir) / "model.safetensors")
+    w = {k[5:] if k.startswith("bert.") else k: v for k, v in w.items()}
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    head_dim = hidden // heads
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise SystemExit("this graph builder implements the erf GELU only")
+    inits, nodes = [], []
+
+    def const(name, array):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(op, inputs, name, **attrs):
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def linear(x, prefix, out):
+        wt = const(prefix + ".weight_t", w[prefix + ".weight"].T)
+        b = const(prefix + ".bias", w[prefix + ".bias"])
+        return node("Add", [node("MatMul", [x, wt], out + "_mm"), b], out)
+
+    def layer_norm(x, prefix, out):
+        return node("LayerNormalization", [x, const(prefix + ".weight", w[prefix + ".weight"]),
+                                           const(prefix + ".bias", w[prefix + ".bias"])],
+                    out, axis=-1, epsilon=eps)
+
+    emb = node("Add", [
+        node("Add", [node("Gather", [const("word", w["embeddings.word_embeddings.weight"]),
+                                     "input_ids"], "we"),
+                     node("Gather", [const("type", w["embeddings.token_type_embeddings.weight"]),
+                                     "token_type_ids"], "te")], "wte"),
+        node("Gather", [const("pos", w["embeddings.position_embeddings.weight"]),
+                        "position_ids"], "pe")], "emb")
+    x = layer_norm(emb, "embeddings.LayerNorm", "emb_ln")
+    heads_shape = const("heads_shape", np.array([0, 0, heads, head_dim], dtype=np.int64))
+    merge_shape = const("merge_shape", np.array([0, 0, hidden], dtype=np.int64))
+    half = const("half", np.array(0.5, dtype=np.float32))
+    one = const("one", np.array(1.0, dtype=np.float32))
+    rsqrt2 = const("rsqrt2", np.array(1.0 / np.sqrt(2.0), dtype=np.float32))
+    for i in range(config["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        t = f"l{i}_"
+        q = linear(x, p + "attention.self.query", t + "q")
+        k = linear(x, p + "attention.self.key", t + "k")
+        v = linear(x, p + "attention.self.value", t + "v")
+        qh = node("Transpose", [node("Reshape", [q, heads_shape], t + "qr")], t + "qt",
+                  perm=[0, 2, 1, 3])
+        kh = node("Transpose", [node("Reshape", [k, heads_shape], t + "kr")], t + "kt",
+                  perm=[0, 2, 3, 1])
+        vh = node("Transpose", [node("Reshape", [v, heads_shape], t + "vr")], t + "vt",
+                  perm=[0, 2, 1, 3])
+        scores = node("Div", [node("MatMul", [qh, kh], t + "qk"),
+                              const(t + "sqrt_d", np.array(np.sqrt(head_dim), np.float32))],
+                      t + "scores")
+        probs = node("Softmax", [scores], t + "probs", axis=-1)
+        ctx = node("Reshape", [node("Transpose", [node("MatMul", [probs, vh], t + "ctx_h")],
+                                    t + "ctx_t", perm=[0, 2, 1, 3]), merge_shape], t + "ctx")
+        attn = linear(ctx, p + "attention.output.dense", t + "attn")
+        x = layer_norm(node("Add", [attn, x], t + "res1"), p + "attention.output.LayerNorm",
+                       t + "ln1")
+        inter = linear(x, p + "intermediate.dense", t + "inter")
+        gelu = node("Mul", [node("Mul", [inter, half], t + "g_half"),
+                            node("Add", [node("Erf", [node("Mul", [inter, rsqrt2], t + "g_s")],
+                                              t + "g_erf"), one], t + "g_1p")], t + "gelu")
+        out = linear(gelu, p + "output.dense", t + "out")
+        x = layer_norm(node("Add", [out, x], t + "res2"), p + "output.LayerNorm", t + "ln2")
+    nodes.append(helper.make_node("Identity", [x], ["sequence_output"], name="output"))
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+           for n in ("input_ids", "token_type_ids", "position_ids")]
+    out = helper.make_tensor_value_info("sequence_output", TensorProto.FLOAT,
+                                        ["batch", "seq", hidden])
+    graph = helper.make_graph(nodes, "bert", ids, [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, onnx_path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location=os.path.basename(onnx_path) + ".data")
+
+
+def ort_session(onnx_path, threads):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+
+
+def ort_feed(ids, types):
+    pos = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()
+    return {"input_ids": ids.astype(np.int64), "token_type_ids": types.astype(np.int64),
+            "position_ids": pos}
+
+
+def random_ids(batch, seq, vocab, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, vocab, size=(batch, seq), dtype=np.int64), np.zeros((batch, seq),
+                                                                              np.int64)
+
+
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(args):
+    """One ONNX Runtime measurement; prints a JSON line."""
+    sess = ort_session(args.onnx, args.threads)
+    config = json.loads((pathlib.Path(args.model_dir) / "config.json").read_text())
+    ids, types = random_ids(args.batch, args.seq, config["vocab_size"], 12345)
+    feed = ort_feed(ids, types)
+    times = []
+    for i in range(args.warmup + args.iters):
+        t0 = time.perf_counter()
+        sess.run(["sequence_output"], feed)
+        t1 = time.perf_counter()
+        if i >= args.warmup:
+            times.append((t1 - t0) * 1000)
+    times.sort()
+    print(json.dumps({"median_ms": times[len(times) // 2], "min_ms": times[0],
+                      "rss_mb": peak_rss_mb()}))
+
+
+def check(args, onnx_path, tmp):
+    config = json.loads((pathlib.Path(args.model_dir) / "config.json").read_text())
+    ids, types = random_ids(2, args.seq, config["vocab_size"], 7)
+    types[:, args.seq // 2:] = 1
+    inputs = os.path.join(tmp, "check_in.safetensors")
+    output = os.path.join(tmp, "check_out.safetensors")
+    write_inputs(inputs, ids, types)
+    subprocess.run([args.bert_encode, f"--model_dir={args.model_dir}", f"--inputs={inputs}",
+                    f"--output={output}", "--backend=cpu", f"--threads={args.threads}"],
+                   check=True, stderr=subprocess.DEVNULL)
+    ours = read_safetensors(output)["sequence_output"].astype(np.float64)
+    theirs = ort_session(onnx_path, args.threads).run(["sequence_output"],
+                                                      ort_feed(ids, types))[0]
+    return float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_dir", required=True)
+    parser.add_argument("--cpu_bench", help="path to bench/cpu_bench")
+    parser.add_argument("--bert_encode", help="path to tools/bert_encode")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1, help="seed the model was exported with")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--onnx", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    import onnxruntime
+    with tempfile.TemporaryDirectory(prefix="bert-ort-") as tmp:
+        onnx_path = os.path.join(tmp, "bert.onnx")
+        build_onnx(args.model_dir, onnx_path)
+        error = check(args, onnx_path, tmp)
+        print(f"agreement: ||ours - ort|| / ||ort|| = {error:.2e} (sequence_output, 2 x {args.seq})")
+        rows = []
+        for batch in [int(b) for b in args.batches.split(",")]:
+            out = subprocess.run([args.cpu_bench, f"--threads={args.threads}",
+                                  f"--batches={batch}", f"--seq={args.seq}",
+                                  f"--warmup={args.warmup}", f"--iters={args.iters}",
+                                  f"--seed={args.seed}"],
+                                 check=True, capture_output=True, text=True).stdout
+            m = re.search(rf"^\s*{batch}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
+            rss = re.search(r"peak RSS ([\d.]+) MB", out)
+            ours = {"median_ms": float(m.group(1)), "min_ms": float(m.group(2)),
+                    "rss_mb": float(rss.group(1))}
+            ort_out = subprocess.run([sys.executable, __file__, "--worker", "--onnx", onnx_path,
+                                      f"--model_dir={args.model_dir}", f"--batch={batch}",
+                                      f"--seq={args.seq}", f"--threads={args.threads}",
+                                      f"--warmup={args.warmup}", f"--iters={args.iters}"],
+                                     check=True, capture_output=True, text=True).stdout
+            theirs = json.loads(ort_out.strip().splitlines()[-1])
+            rows.append((batch, ours, theirs))
+            print(f"batch {batch}: ours {ours['median_ms']:.1f} ms, onnxruntime "
+                  f"{theirs['median_ms']:.1f} ms", file=sys.stderr)
+    print(f"\nBERT-base shape (random weights), seq {args.seq}, {args.threads} threads, "
+          f"median of {args.iters} after {args.warmup} warm-up; onnxruntime "
+          f"{onnxruntime.__version__}")
+    print("| batch | cpu engine seq/s | onnxruntime seq/s | ratio | cpu engine ms | "
+          "onnxruntime ms | cpu engine peak RSS MB | onnxruntime peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for batch, ours, theirs in rows:
+        a = batch * 1000 / ours["median_ms"]
+        b = batch * 1000 / theirs["median_ms"]
+        print(f"| {batch} | {a:.2f} | {b:.2f} | {a / b:.2f} | {ours['median_ms']:.0f} | "
+              f"{theirs['median_ms']:.0f} | {ours['rss_mb']:.0f} | {theirs['rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
