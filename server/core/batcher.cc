@@ -163,6 +163,8 @@ void Batcher::RunBatch(Batch batch) {
   stats.inference_us = absl::ToInt64Microseconds(end - start);
   stats.ok = status.ok();
 
+  // Stats first, so that metrics already count a batch whose answers a client has seen.
+  if (options_.on_batch) options_.on_batch(stats);
   auto layers = std::make_shared<const std::vector<int>>(std::move(selection.layers));
   for (size_t i = 0; i < batch.items.size(); ++i) {
     BatchSlice slice;
@@ -175,7 +177,6 @@ void Batcher::RunBatch(Batch batch) {
     slice.inference_us = stats.inference_us;
     batch.items[i].item.done(status, slice);
   }
-  if (options_.on_batch) options_.on_batch(stats);
 }
 
 }  // namespace bert

@@ -141,7 +141,7 @@ def test_deadline_and_cancellation_drop_queued_work():
             d = metric_value(text, "bert_requests_total",
                              {"method": "Embed", "code": "DEADLINE_EXCEEDED"})
             c = metric_value(text, "bert_requests_total", {"method": "Embed", "code": "CANCELLED"})
-            if d and c:
+            if d and c and metric_value(text, "bert_batch_size_sum") == 16:
                 break
             time.sleep(0.1)
         assert d == 1 and c == 1, text
