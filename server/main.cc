@@ -8,6 +8,7 @@
 // --drain_timeout_s), exit 0.
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -36,6 +37,7 @@
 #include "server/grpc/bert_service.h"
 #include "server/grpc/metrics.h"
 #include "server/text/tokenizer.h"
+#include "server/util/device_memory.h"
 #include "server/util/log.h"
 
 ABSL_FLAG(std::string, model_dir, "", "Model directory (config.json, model.safetensors, vocab.txt)");
@@ -349,6 +351,9 @@ int Run() {
     BERT_LOG(kError) << "startup failed" << LogKv("error", loaded.status().ToString());
     server->Shutdown(std::chrono::system_clock::now());
     return 1;
+  }
+  if (loaded->pipeline->engine().info().backend == "cuda") {
+    metrics.SetDeviceMemoryReader([] { return std::max<int64_t>(0, DeviceMemoryInUseBytes()); });
   }
   service.SetPipeline(loaded->pipeline.get());
   health->SetServingStatus(kServiceName, true);

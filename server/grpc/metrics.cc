@@ -1,7 +1,5 @@
 #include "server/grpc/metrics.h"
 
-#include <exception>
-
 #include "absl/strings/str_cat.h"
 #include "server/grpc/status_map.h"
 
@@ -82,15 +80,10 @@ ServerMetrics::ServerMetrics()
 ServerMetrics::~ServerMetrics() = default;
 
 absl::StatusOr<int> ServerMetrics::Serve(const std::string& address) {
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
-  }
-  exposer_->RegisterCollectable(registry_);
-  auto ports = exposer_->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
+  auto http = MetricsHttpServer::Start(address, registry_);
+  if (!http.ok()) return http.status();
+  http_ = *std::move(http);
+  return http_->port();
 }
 
 void ServerMetrics::OnBatch(const BatchStats& stats) {

@@ -1,5 +1,5 @@
-// Prometheus metrics of the server, served as text on /metrics by a small HTTP listener
-// (prometheus-cpp's Exposer) on its own address. Thread-safe.
+// Prometheus metrics of the server (prometheus-cpp), served as text on /metrics by a small
+// HTTP listener on its own address (server/grpc/metrics_http.h). Thread-safe.
 //
 //   bert_requests_total{method,code}                  counter
 //   bert_request_latency_seconds{stage}               histogram: total, tokenize, queue,
@@ -19,12 +19,12 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/core/pipeline.h"
+#include "server/grpc/metrics_http.h"
 #include "grpcpp/support/status.h"
 
 namespace bert {
@@ -64,7 +64,7 @@ class ServerMetrics : public PipelineObserver {
   prometheus::Gauge& device_memory_;
   absl::Mutex reader_mu_;
   std::function<int64_t()> device_memory_reader_ ABSL_GUARDED_BY(reader_mu_);
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> http_;
 };
 
 }  // namespace bert
