@@ -226,3 +226,9 @@ def test_metrics_content(tiny_server=None):
         assert metric_value(text, "bert_requests_in_flight") == 0
         assert metric_value(text, "bert_device_memory_used_bytes") == 0
         assert "# TYPE bert_request_latency_seconds histogram" in text
+        # Only /metrics is served.
+        import urllib.error
+        import urllib.request
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/other", timeout=5)
+        assert e.value.code == 404
