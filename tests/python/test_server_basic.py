@@ -130,3 +130,17 @@ def test_tokenize_rpc(pb2=None):
                                               truncation=pb2.TRUNCATION_REJECT), timeout=10)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "inputs[0]" in e.value.details()
+
+
+def test_reflection_lists_the_services():
+    """grpc.reflection.v1alpha list_services, spoken with raw bytes (no extra package):
+    ServerReflectionRequest{list_services: ""} is field 7, an empty string."""
+    with Server() as server:
+        with server.channel() as ch:
+            call = ch.stream_stream(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            responses = list(call(iter([b"\x3a\x00"]), timeout=10))
+    assert len(responses) == 1
+    assert b"bert.v1.BertService" in responses[0]
+    assert b"grpc.health.v1.Health" in responses[0]
