@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -84,11 +84,11 @@ std::shared_ptr<grpc::Channel> MakeChannel() {
   if (absl::GetFlag(FLAGS_tls) || !ca.empty()) {
     grpc::SslCredentialsOptions options;
     if (!ca.empty()) options.pem_root_certs = ReadFileOrDie(ca);
-    return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server),
-                                     grpc::SslCredentials(options), args);
+    return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::SslCredentials(options),
+                                     args);
   }
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server),
-                                   grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(),
+                                   args);
 }
 
 void Prepare(grpc::ClientContext* context) {
@@ -102,11 +102,22 @@ void Prepare(grpc::ClientContext* context) {
 }
 
 int Fail(const grpc::Status& status) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
                                  "UNAUTHENTICATED"};
   const int code = status.error_code();
   std::fprintf(stderr, "error: %s: %s\n", code >= 0 && code <= 16 ? kNames[code] : "?",
@@ -125,8 +136,8 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
   request = grpc::ByteBuffer(&empty, 1);
   absl::Notification done;
   grpc::Status status;
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                 &response, [&](grpc::Status s) {
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
                    status = std::move(s);
                    done.Notify();
                  });
@@ -145,10 +156,14 @@ int Health(const std::shared_ptr<grpc::Channel>& channel) {
 
 const char* DTypeName(v1::DataType d) {
   switch (d) {
-    case v1::DATA_TYPE_FLOAT32: return "float32";
-    case v1::DATA_TYPE_FLOAT16: return "float16";
-    case v1::DATA_TYPE_BFLOAT16: return "bfloat16";
-    default: return "unspecified";
+    case v1::DATA_TYPE_FLOAT32:
+      return "float32";
+    case v1::DATA_TYPE_FLOAT16:
+      return "float16";
+    case v1::DATA_TYPE_BFLOAT16:
+      return "bfloat16";
+    default:
+      return "unspecified";
   }
 }
 
@@ -243,8 +258,10 @@ std::vector<v1::Input> ReadInputs(const std::vector<std::string>& args) {
         text(a, nullptr);
       }
     } else {
-      std::fprintf(stderr, "stdin line %d: expected a JSON string or an object with text_a "
-                   "or input_word_ids\n", line_number);
+      std::fprintf(stderr,
+                   "stdin line %d: expected a JSON string or an object with text_a "
+                   "or input_word_ids\n",
+                   line_number);
       std::exit(2);
     }
   }
@@ -317,21 +334,26 @@ json TensorJson(const v1::Tensor& t) {
 }
 
 int ParseHeads(v1::EmbedRequest* request) {
-  for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_heads), ',',
-                                                 absl::SkipWhitespace())) {
+  for (absl::string_view name :
+       absl::StrSplit(absl::GetFlag(FLAGS_heads), ',', absl::SkipWhitespace())) {
     const std::string h = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
-    if (h == "pooled") request->add_heads(v1::HEAD_POOLED);
-    else if (h == "sequence") request->add_heads(v1::HEAD_SEQUENCE);
-    else if (h == "encoder_outputs") request->add_heads(v1::HEAD_ENCODER_OUTPUTS);
-    else if (h == "default") request->add_heads(v1::HEAD_DEFAULT);
-    else if (h == "mean_pooled") request->add_heads(v1::HEAD_MEAN_POOLED);
+    if (h == "pooled")
+      request->add_heads(v1::HEAD_POOLED);
+    else if (h == "sequence")
+      request->add_heads(v1::HEAD_SEQUENCE);
+    else if (h == "encoder_outputs")
+      request->add_heads(v1::HEAD_ENCODER_OUTPUTS);
+    else if (h == "default")
+      request->add_heads(v1::HEAD_DEFAULT);
+    else if (h == "mean_pooled")
+      request->add_heads(v1::HEAD_MEAN_POOLED);
     else {
       std::fprintf(stderr, "unknown head %s\n", h.c_str());
       return 2;
     }
   }
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_layers), ',',
-                                                 absl::SkipWhitespace())) {
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_layers), ',', absl::SkipWhitespace())) {
     int layer;
     if (!absl::SimpleAtoi(part, &layer)) {
       std::fprintf(stderr, "bad --layers value %s\n", std::string(part).c_str());
@@ -348,18 +370,28 @@ int Embed(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
   if (int rc = ParseHeads(&request); rc != 0) return rc;
   request.set_seq_length(absl::GetFlag(FLAGS_seq_length));
   const std::string padding = absl::GetFlag(FLAGS_padding);
-  if (padding == "trim") request.set_padding(v1::PADDING_TRIM);
-  else if (padding == "pad") request.set_padding(v1::PADDING_PAD_TO_SEQ_LENGTH);
-  else return std::fprintf(stderr, "--padding: pad or trim\n"), 2;
+  if (padding == "trim")
+    request.set_padding(v1::PADDING_TRIM);
+  else if (padding == "pad")
+    request.set_padding(v1::PADDING_PAD_TO_SEQ_LENGTH);
+  else
+    return std::fprintf(stderr, "--padding: pad or trim\n"), 2;
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
-  if (dtype == "float32") request.set_output_dtype(v1::DATA_TYPE_FLOAT32);
-  else if (dtype == "float16") request.set_output_dtype(v1::DATA_TYPE_FLOAT16);
-  else if (dtype == "bfloat16") request.set_output_dtype(v1::DATA_TYPE_BFLOAT16);
-  else return std::fprintf(stderr, "--dtype: float32, float16 or bfloat16\n"), 2;
+  if (dtype == "float32")
+    request.set_output_dtype(v1::DATA_TYPE_FLOAT32);
+  else if (dtype == "float16")
+    request.set_output_dtype(v1::DATA_TYPE_FLOAT16);
+  else if (dtype == "bfloat16")
+    request.set_output_dtype(v1::DATA_TYPE_BFLOAT16);
+  else
+    return std::fprintf(stderr, "--dtype: float32, float16 or bfloat16\n"), 2;
   const std::string truncation = absl::GetFlag(FLAGS_truncation);
-  if (truncation == "reject") request.set_truncation(v1::TRUNCATION_REJECT);
-  else if (truncation == "truncate") request.set_truncation(v1::TRUNCATION_TRUNCATE);
-  else return std::fprintf(stderr, "--truncation: truncate or reject\n"), 2;
+  if (truncation == "reject")
+    request.set_truncation(v1::TRUNCATION_REJECT);
+  else if (truncation == "truncate")
+    request.set_truncation(v1::TRUNCATION_TRUNCATE);
+  else
+    return std::fprintf(stderr, "--truncation: truncate or reject\n"), 2;
   request.set_normalize(absl::GetFlag(FLAGS_normalize));
 
   grpc::ClientContext context;
@@ -371,10 +403,14 @@ int Embed(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
   if (absl::GetFlag(FLAGS_json)) {
     for (int i = 0; i < response.results_size(); ++i) {
       const v1::EmbedResult& r = response.results(i);
-      json j = {{"index", i}, {"num_tokens", r.num_tokens()}, {"truncated", r.truncated()},
+      json j = {{"index", i},
+                {"num_tokens", r.num_tokens()},
+                {"truncated", r.truncated()},
                 {"timing_us",
-                 {{"tokenize", r.timing().tokenize_us()}, {"queue", r.timing().queue_us()},
-                  {"inference", r.timing().inference_us()}, {"total", r.timing().total_us()}}}};
+                 {{"tokenize", r.timing().tokenize_us()},
+                  {"queue", r.timing().queue_us()},
+                  {"inference", r.timing().inference_us()},
+                  {"total", r.timing().total_us()}}}};
       if (r.has_pooled_output()) j["pooled_output"] = TensorJson(r.pooled_output());
       if (r.has_default_output()) j["default"] = TensorJson(r.default_output());
       if (r.has_mean_pooled_output()) j["mean_pooled_output"] = TensorJson(r.mean_pooled_output());
@@ -456,20 +492,25 @@ int Tokenize(v1::BertService::Stub* stub, const std::vector<std::string>& args) 
     const v1::Encoding& e = response.encodings(i);
     if (absl::GetFlag(FLAGS_json)) {
       json j = {{"tokens", std::vector<std::string>(e.tokens().begin(), e.tokens().end())},
-                {"input_word_ids", std::vector<int>(e.input_word_ids().begin(), e.input_word_ids().end())},
+                {"input_word_ids",
+                 std::vector<int>(e.input_word_ids().begin(), e.input_word_ids().end())},
                 {"input_mask", std::vector<int>(e.input_mask().begin(), e.input_mask().end())},
-                {"input_type_ids", std::vector<int>(e.input_type_ids().begin(), e.input_type_ids().end())},
-                {"num_tokens", e.num_tokens()}, {"truncated", e.truncated()}};
+                {"input_type_ids",
+                 std::vector<int>(e.input_type_ids().begin(), e.input_type_ids().end())},
+                {"num_tokens", e.num_tokens()},
+                {"truncated", e.truncated()}};
       std::printf("%s\n", j.dump().c_str());
       continue;
     }
     std::printf("[%d] tokens: %s\n", i, absl::StrJoin(e.tokens(), " ").c_str());
-    std::printf("    input_word_ids: %s\n",
-                absl::StrJoin(e.input_word_ids().begin(),
-                              e.input_word_ids().begin() + e.num_tokens(), " ").c_str());
-    std::printf("    input_type_ids: %s\n",
-                absl::StrJoin(e.input_type_ids().begin(),
-                              e.input_type_ids().begin() + e.num_tokens(), " ").c_str());
+    std::printf(
+        "    input_word_ids: %s\n",
+        absl::StrJoin(e.input_word_ids().begin(), e.input_word_ids().begin() + e.num_tokens(), " ")
+            .c_str());
+    std::printf(
+        "    input_type_ids: %s\n",
+        absl::StrJoin(e.input_type_ids().begin(), e.input_type_ids().begin() + e.num_tokens(), " ")
+            .c_str());
     std::printf("    num_tokens: %u%s (padded to %d)\n", e.num_tokens(),
                 e.truncated() ? ", truncated" : "", e.input_word_ids_size());
   }

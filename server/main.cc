@@ -40,14 +40,16 @@
 #include "server/util/device_memory.h"
 #include "server/util/log.h"
 
-ABSL_FLAG(std::string, model_dir, "", "Model directory (config.json, model.safetensors, vocab.txt)");
+ABSL_FLAG(std::string, model_dir, "",
+          "Model directory (config.json, model.safetensors, vocab.txt)");
 ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary; default <model_dir>/vocab.txt");
 ABSL_FLAG(std::string, address, "127.0.0.1:50051", "gRPC listen address (port 0: pick one)");
 ABSL_FLAG(std::string, metrics_address, "",
           "Prometheus /metrics HTTP address, e.g. 127.0.0.1:9090 (empty: off)");
 ABSL_FLAG(std::string, backend, "auto", "auto (CUDA when a GPU is present, else CPU), cpu, cuda");
-ABSL_FLAG(std::string, dtype, "auto",
-          "Compute dtype: auto (float16 with --backend=cuda, else float32), float32, float16, bfloat16");
+ABSL_FLAG(
+    std::string, dtype, "auto",
+    "Compute dtype: auto (float16 with --backend=cuda, else float32), float32, float16, bfloat16");
 ABSL_FLAG(int, max_concurrent_requests, 64, "Requests in flight before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_inputs_per_request, 256, "Inputs allowed in one request");
 ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (padding rows count)");
@@ -175,9 +177,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   if (!model.ok()) return model.status();
   auto shared_model = std::make_shared<const Model>(*std::move(model));
   if ((*tokenizer)->vocab_size() != shared_model->config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        vocab, " has ", (*tokenizer)->vocab_size(), " tokens but the model's vocab_size is ",
-        shared_model->config.vocab_size));
+    return absl::InvalidArgumentError(absl::StrCat(vocab, " has ", (*tokenizer)->vocab_size(),
+                                                   " tokens but the model's vocab_size is ",
+                                                   shared_model->config.vocab_size));
   }
   const int max_positions = shared_model->config.max_position_embeddings;
   int max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
@@ -214,8 +216,8 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   options.default_seq_length = absl::GetFlag(FLAGS_default_seq_length);
   Loaded loaded;
   loaded.model_name = BaseName(model_dir);
-  loaded.pipeline = std::make_unique<Pipeline>(options, *std::move(engine),
-                                               *std::move(tokenizer), metrics);
+  loaded.pipeline =
+      std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), metrics);
   const absl::Time warm_start = absl::Now();
   absl::Status warm = loaded.pipeline->Warmup();
   if (!warm.ok()) return warm;
@@ -257,8 +259,7 @@ void LogConfig() {
                   << LogKv("metrics_address", absl::GetFlag(FLAGS_metrics_address))
                   << LogKv("backend", absl::GetFlag(FLAGS_backend))
                   << LogKv("dtype", absl::GetFlag(FLAGS_dtype))
-                  << LogKv("max_concurrent_requests",
-                           absl::GetFlag(FLAGS_max_concurrent_requests))
+                  << LogKv("max_concurrent_requests", absl::GetFlag(FLAGS_max_concurrent_requests))
                   << LogKv("max_inputs_per_request", absl::GetFlag(FLAGS_max_inputs_per_request))
                   << LogKv("max_batch_tokens", absl::GetFlag(FLAGS_max_batch_tokens))
                   << LogKv("max_batch_delay_us", absl::GetFlag(FLAGS_max_batch_delay_us))
@@ -313,8 +314,7 @@ int Run() {
       return 1;
     }
     const std::string host = metrics_address.substr(0, metrics_address.rfind(':'));
-    BERT_LOG(kInfo) << "metrics listening"
-                    << LogKv("address", absl::StrCat(host, ":", *port));
+    BERT_LOG(kInfo) << "metrics listening" << LogKv("address", absl::StrCat(host, ":", *port));
   }
 
   ServiceConfig service_config;
@@ -371,8 +371,7 @@ int Run() {
   // New requests now get UNAVAILABLE; every accepted one is answered before we go on.
   // (gRPC's own graceful Shutdown would also wait for health Watch streams, which never
   // end by themselves, so the server is shut down only once the pipeline is idle.)
-  const bool drained =
-      loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  const bool drained = loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   if (!drained) {
     BERT_LOG(kWarning) << "requests still in flight after --drain_timeout_s; exiting"

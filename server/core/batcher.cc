@@ -74,10 +74,10 @@ void Batcher::BatcherLoop() {
         const bool cancelled = front.item.cancelled != nullptr && front.item.cancelled->load();
         if (expired || cancelled) {
           queued_rows_ -= front.item.rows;
-          dropped.emplace_back(std::move(front),
-                               expired ? absl::DeadlineExceededError(
-                                             "the deadline passed before inference")
-                                       : absl::CancelledError("the client cancelled the call"));
+          dropped.emplace_back(
+              std::move(front),
+              expired ? absl::DeadlineExceededError("the deadline passed before inference")
+                      : absl::CancelledError("the client cancelled the call"));
           queue_.pop_front();
           continue;
         }

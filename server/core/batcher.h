@@ -34,7 +34,7 @@ namespace bert {
 struct BatchSlice {
   std::shared_ptr<const EncoderOutput> output;
   std::shared_ptr<const std::vector<int>> layers;  // The batch's selection.layers.
-  int index = 0;      // The item's sequence index in the batch.
+  int index = 0;                                   // The item's sequence index in the batch.
   int row_begin = 0;  // Its first row in the batch's row-major outputs.
   int rows = 0;
   int64_t queue_us = 0;      // Enqueue to the start of its batch's Encode.

@@ -152,7 +152,8 @@ TEST(BatcherTest, SlicesMatchEachItemsRows) {
   EXPECT_FLOAT_EQ(out.layers[0][1 * h], FakeEngine::Value(11, 1, 1, 0, 0));
   // mean over a's 3 valid rows only.
   const float mean = (FakeEngine::Value(10, 0, 0, 1, 0) + FakeEngine::Value(11, 1, 1, 1, 0) +
-                      FakeEngine::Value(12, 1, 2, 1, 0)) / 3;
+                      FakeEngine::Value(12, 1, 2, 1, 0)) /
+                     3;
   EXPECT_NEAR(out.mean_pooled[0], mean, 1e-2);
 }
 

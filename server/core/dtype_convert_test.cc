@@ -21,7 +21,7 @@ TEST(DTypeConvertTest, HalfExactValues) {
   EXPECT_EQ(ToHalfBits(1.f), 0x3c00);
   EXPECT_EQ(ToHalfBits(-2.f), 0xc000);
   EXPECT_EQ(ToHalfBits(65504.f), 0x7bff);
-  EXPECT_EQ(ToHalfBits(6.103515625e-05f), 0x0400);  // smallest normal
+  EXPECT_EQ(ToHalfBits(6.103515625e-05f), 0x0400);         // smallest normal
   EXPECT_EQ(ToHalfBits(5.9604644775390625e-08f), 0x0001);  // smallest subnormal
 }
 
@@ -40,8 +40,8 @@ TEST(DTypeConvertTest, HalfRoundsToNearestEven) {
 }
 
 TEST(DTypeConvertTest, HalfOverflowInfNan) {
-  EXPECT_EQ(ToHalfBits(65520.f), 0x7c00);      // rounds to inf
-  EXPECT_EQ(ToHalfBits(65519.f), 0x7bff);      // rounds down to max
+  EXPECT_EQ(ToHalfBits(65520.f), 0x7c00);  // rounds to inf
+  EXPECT_EQ(ToHalfBits(65519.f), 0x7bff);  // rounds down to max
   EXPECT_EQ(ToHalfBits(1e9f), 0x7c00);
   EXPECT_EQ(ToHalfBits(-std::numeric_limits<float>::infinity()), 0xfc00);
   const uint16_t nan = ToHalfBits(std::numeric_limits<float>::quiet_NaN());

@@ -79,8 +79,8 @@ Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
   limits_.vocab_size = config.vocab_size;
   limits_.type_vocab_size = config.type_vocab_size;
   limits_.max_seq_length = config.max_position_embeddings;
-  limits_.default_seq_length = std::min(options_.default_seq_length,
-                                        config.max_position_embeddings);
+  limits_.default_seq_length =
+      std::min(options_.default_seq_length, config.max_position_embeddings);
   limits_.max_inputs_per_request = options_.max_inputs_per_request;
   limits_.has_pooler = engine_->has_pooler();
 }
@@ -138,8 +138,8 @@ absl::StatusOr<Admission::Permit> Pipeline::Admit() {
   if (draining_.load()) return absl::UnavailableError("the server is shutting down");
   Admission::Permit permit = admission_.TryAcquire();
   if (!permit.valid()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the server is at its limit of ", admission_.limit(), " concurrent requests"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server is at its limit of ", admission_.limit(), " concurrent requests"));
   }
   return permit;
 }
@@ -172,13 +172,13 @@ absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_lengt
     }
   }
   absl::Span<const int32_t> b_span(b);
-  auto packed = PackInputs(a, input.text_b.has_value() ? &b_span : nullptr, seq_length,
-                           tokenizer_->cls_id(), tokenizer_->sep_id(),
-                           truncation == Truncation::kReject ? TruncationPolicy::kReject
-                                                             : TruncationPolicy::kTruncate);
+  auto packed = PackInputs(
+      a, input.text_b.has_value() ? &b_span : nullptr, seq_length, tokenizer_->cls_id(),
+      tokenizer_->sep_id(),
+      truncation == Truncation::kReject ? TruncationPolicy::kReject : TruncationPolicy::kTruncate);
   if (!packed.ok()) {
-    return absl::Status(packed.status().code(), absl::StrCat("inputs[", index, "].text: ",
-                                                             packed.status().message()));
+    return absl::Status(packed.status().code(),
+                        absl::StrCat("inputs[", index, "].text: ", packed.status().message()));
   }
   *word_ids = std::move(packed->word_ids);
   *type_ids = std::move(packed->type_ids);
@@ -187,8 +187,8 @@ absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_lengt
 }
 
 void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
-                     std::shared_ptr<const std::atomic<bool>> cancelled,
-                     Admission::Permit permit, EmbedCallback done) {
+                     std::shared_ptr<const std::atomic<bool>> cancelled, Admission::Permit permit,
+                     EmbedCallback done) {
   auto request = std::make_shared<Request>();
   request->arrival = absl::Now();
   auto options = ValidateEmbedRequest(spec, limits_);
@@ -217,8 +217,8 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
     BatchItem& item = items[i];
     if (input.is_text) {
       bool t = false;
-      absl::Status status = PackText(input, i, opt.seq_length, opt.truncation, &item.word_ids,
-                                     &item.type_ids, &t);
+      absl::Status status =
+          PackText(input, i, opt.seq_length, opt.truncation, &item.word_ids, &item.type_ids, &t);
       if (!status.ok()) {
         Finish(request, status);
         return;
@@ -250,8 +250,8 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   for (int i = 0; i < n; ++i) {
     BatchItem& item = items[i];
     const int tokens = static_cast<int>(item.word_ids.size());
-    item.rows = (per_token && opt.padding == PaddingMode::kPadToSeqLength) ? opt.seq_length
-                                                                           : tokens;
+    item.rows =
+        (per_token && opt.padding == PaddingMode::kPadToSeqLength) ? opt.seq_length : tokens;
     item.pooled = opt.pooled || opt.default_head;
     item.mean_pooled = opt.mean_pooled;
     item.sequence = opt.sequence;
@@ -284,14 +284,13 @@ void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,
     result.num_tokens = request->results[index].num_tokens;
     result.truncated = request->results[index].truncated;
   }
-  const int rows = opt.padding == PaddingMode::kPadToSeqLength ? opt.seq_length
-                                                               : result.num_tokens;
-  if (opt.pooled) FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize,
-                             &result.pooled);
-  if (opt.default_head) FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize,
-                                   &result.default_output);
-  if (opt.mean_pooled) FillPooled(opt.dtype, out.mean_pooled, slice.index, hidden,
-                                  opt.normalize, &result.mean_pooled);
+  const int rows = opt.padding == PaddingMode::kPadToSeqLength ? opt.seq_length : result.num_tokens;
+  if (opt.pooled)
+    FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.pooled);
+  if (opt.default_head)
+    FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.default_output);
+  if (opt.mean_pooled)
+    FillPooled(opt.dtype, out.mean_pooled, slice.index, hidden, opt.normalize, &result.mean_pooled);
   if (opt.sequence) {
     FillTensor(opt.dtype, out.sequence, slice.row_begin, rows, hidden, false, &result.sequence);
   }
@@ -329,8 +328,7 @@ void Pipeline::Finish(const std::shared_ptr<Request>& request, absl::Status stat
       result.timing.tokenize_us = request->tokenize_us;
       for (const InputResult& r : result.results) {
         result.timing.queue_us = std::max(result.timing.queue_us, r.timing.queue_us);
-        result.timing.inference_us =
-            std::max(result.timing.inference_us, r.timing.inference_us);
+        result.timing.inference_us = std::max(result.timing.inference_us, r.timing.inference_us);
       }
       result.timing.total_us = Micros(absl::Now() - request->arrival);
     }
@@ -344,8 +342,7 @@ void Pipeline::Finish(const std::shared_ptr<Request>& request, absl::Status stat
   }
 }
 
-absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(
-    const TokenizeRequestSpec& request) const {
+absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(const TokenizeRequestSpec& request) const {
   RETURN_IF_ERROR(ValidateTokenizeRequest(request, limits_));
   ASSIGN_OR_RETURN(const int seq_length, ResolveSeqLength(request.seq_length, limits_));
   std::vector<Encoding> encodings;
@@ -353,8 +350,8 @@ absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     std::vector<int32_t> word_ids, type_ids;
     bool truncated = false;
-    RETURN_IF_ERROR(PackText(request.inputs[i], static_cast<int>(i), seq_length,
-                             request.truncation, &word_ids, &type_ids, &truncated));
+    RETURN_IF_ERROR(PackText(request.inputs[i], static_cast<int>(i), seq_length, request.truncation,
+                             &word_ids, &type_ids, &truncated));
     Encoding encoding;
     encoding.num_tokens = static_cast<int>(word_ids.size());
     encoding.truncated = truncated;

@@ -87,9 +87,9 @@ class Pipeline {
   void TokenizeAndEnqueue(std::shared_ptr<Request> request);
   void Assemble(const std::shared_ptr<Request>& request, int index, const BatchSlice& slice);
   void Finish(const std::shared_ptr<Request>& request, absl::Status status);
-  absl::Status PackText(const InputSpec& input, int index, int seq_length,
-                        Truncation truncation, std::vector<int32_t>* word_ids,
-                        std::vector<int32_t>* type_ids, bool* truncated) const;
+  absl::Status PackText(const InputSpec& input, int index, int seq_length, Truncation truncation,
+                        std::vector<int32_t>* word_ids, std::vector<int32_t>* type_ids,
+                        bool* truncated) const;
 
   const PipelineOptions options_;
   std::unique_ptr<Engine> engine_;

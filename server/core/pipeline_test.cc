@@ -24,8 +24,8 @@ std::unique_ptr<Pipeline> MakePipeline(int max_concurrent = 8) {
   options.max_concurrent_requests = max_concurrent;
   options.max_inputs_per_request = 4;
   options.max_batch_delay = absl::Milliseconds(1);
-  auto pipeline = std::make_unique<Pipeline>(
-      options, std::make_unique<FakeEngine>(engine_options), *std::move(tokenizer), nullptr);
+  auto pipeline = std::make_unique<Pipeline>(options, std::make_unique<FakeEngine>(engine_options),
+                                             *std::move(tokenizer), nullptr);
   EXPECT_TRUE(pipeline->Warmup().ok());
   pipeline->Start();
   return pipeline;
@@ -91,8 +91,7 @@ TEST(PipelineTest, PaddedHeadsCarryPaddingRowsAndLayersInOrder) {
   EXPECT_EQ(r.layers[0].first, 1);
   EXPECT_EQ(r.layers[1].first, 0);
   EXPECT_EQ(r.layers[2].first, 1);
-  EXPECT_FLOAT_EQ(Floats(r.layers[1].second)[2 * kHidden],
-                  FakeEngine::Value(words[2], 0, 2, 0, 0));
+  EXPECT_FLOAT_EQ(Floats(r.layers[1].second)[2 * kHidden], FakeEngine::Value(words[2], 0, 2, 0, 0));
   EXPECT_EQ(r.pooled.shape, (std::vector<int64_t>{kHidden}));
   EXPECT_EQ(Floats(r.pooled), Floats(r.default_output));
   EXPECT_FLOAT_EQ(Floats(r.pooled)[0], FakeEngine::Value(2, 0, 0, 1, 0) + 0.5f);
@@ -163,8 +162,8 @@ TEST(PipelineTest, TokenizeReturnsPaddedEncodings) {
   auto encodings = pipeline->Tokenize(spec);
   ASSERT_TRUE(encodings.ok()) << encodings.status();
   const Encoding& e = (*encodings)[0];
-  EXPECT_EQ(e.tokens, (std::vector<std::string>{"[CLS]", "hello", "world", "[SEP]", "good",
-                                                "[SEP]"}));
+  EXPECT_EQ(e.tokens,
+            (std::vector<std::string>{"[CLS]", "hello", "world", "[SEP]", "good", "[SEP]"}));
   EXPECT_EQ(e.word_ids, (std::vector<int32_t>{2, 5, 6, 3, 7, 3, 0, 0}));
   EXPECT_EQ(e.mask, (std::vector<int32_t>{1, 1, 1, 1, 1, 1, 0, 0}));
   EXPECT_EQ(e.type_ids, (std::vector<int32_t>{0, 0, 0, 0, 1, 1, 0, 0}));

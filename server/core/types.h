@@ -30,9 +30,9 @@ struct InputSpec {
 // layer rejects unknown ones); ranges (seq_length, layers, ids) are checked by the core.
 struct EmbedRequestSpec {
   std::vector<InputSpec> inputs;
-  int seq_length = 0;        // 0: the server's default.
-  std::vector<Head> heads;   // Empty: {kDefault}.
-  std::vector<int> layers;   // Negative counts from the end; empty: all.
+  int seq_length = 0;       // 0: the server's default.
+  std::vector<Head> heads;  // Empty: {kDefault}.
+  std::vector<int> layers;  // Negative counts from the end; empty: all.
   PaddingMode padding = PaddingMode::kPadToSeqLength;
   OutputDType dtype = OutputDType::kFloat32;
   bool normalize = false;

@@ -20,8 +20,8 @@ absl::Status CheckText(const InputSpec& input, int index) {
   return absl::OkStatus();
 }
 
-absl::Status CheckTokens(const InputSpec& input, int index, int seq_length,
-                         Truncation truncation, const RequestLimits& limits) {
+absl::Status CheckTokens(const InputSpec& input, int index, int seq_length, Truncation truncation,
+                         const RequestLimits& limits) {
   const std::string field = absl::StrCat("inputs[", index, "].tokens.");
   if (input.word_ids.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(field, "input_word_ids: empty"));
@@ -35,9 +35,9 @@ absl::Status CheckTokens(const InputSpec& input, int index, int seq_length,
     }
   }
   if (!input.type_ids.empty() && input.type_ids.size() != input.word_ids.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, "input_type_ids: ", input.type_ids.size(),
-                     " ids for ", input.word_ids.size(), " word ids (must match or be empty)"));
+    return absl::InvalidArgumentError(absl::StrCat(field, "input_type_ids: ", input.type_ids.size(),
+                                                   " ids for ", input.word_ids.size(),
+                                                   " word ids (must match or be empty)"));
   }
   for (size_t j = 0; j < input.type_ids.size(); ++j) {
     const int32_t id = input.type_ids[j];
@@ -47,11 +47,10 @@ absl::Status CheckTokens(const InputSpec& input, int index, int seq_length,
                                                      limits.type_vocab_size, ")"));
     }
   }
-  if (truncation == Truncation::kReject &&
-      static_cast<int>(input.word_ids.size()) > seq_length) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, "input_word_ids: ", input.word_ids.size(),
-                     " tokens exceed seq_length ", seq_length, " (truncation: REJECT)"));
+  if (truncation == Truncation::kReject && static_cast<int>(input.word_ids.size()) > seq_length) {
+    return absl::InvalidArgumentError(absl::StrCat(field, "input_word_ids: ", input.word_ids.size(),
+                                                   " tokens exceed seq_length ", seq_length,
+                                                   " (truncation: REJECT)"));
   }
   return absl::OkStatus();
 }
@@ -61,9 +60,8 @@ absl::Status CheckInputCount(size_t count, const RequestLimits& limits) {
     return absl::InvalidArgumentError("inputs: empty request (at least one input is needed)");
   }
   if (static_cast<int>(count) > limits.max_inputs_per_request) {
-    return absl::InvalidArgumentError(absl::StrCat("inputs: ", count,
-                                                   " inputs exceed the limit of ",
-                                                   limits.max_inputs_per_request));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inputs: ", count, " inputs exceed the limit of ", limits.max_inputs_per_request));
   }
   return absl::OkStatus();
 }
@@ -112,9 +110,8 @@ bool IsValidUtf8(absl::string_view text) {
 absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits) {
   if (seq_length == 0) return std::min(limits.default_seq_length, limits.max_seq_length);
   if (seq_length < 2 || seq_length > limits.max_seq_length) {
-    return absl::InvalidArgumentError(absl::StrCat("seq_length: ", seq_length,
-                                                   " is outside [2, ", limits.max_seq_length,
-                                                   "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_length: ", seq_length, " is outside [2, ", limits.max_seq_length, "]"));
   }
   return seq_length;
 }
@@ -128,11 +125,21 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   if (heads.empty()) heads.push_back(Head::kDefault);
   for (Head head : heads) {
     switch (head) {
-      case Head::kPooled: out.pooled = true; break;
-      case Head::kDefault: out.default_head = true; break;
-      case Head::kMeanPooled: out.mean_pooled = true; break;
-      case Head::kSequence: out.sequence = true; break;
-      case Head::kEncoderOutputs: out.encoder_outputs = true; break;
+      case Head::kPooled:
+        out.pooled = true;
+        break;
+      case Head::kDefault:
+        out.default_head = true;
+        break;
+      case Head::kMeanPooled:
+        out.mean_pooled = true;
+        break;
+      case Head::kSequence:
+        out.sequence = true;
+        break;
+      case Head::kEncoderOutputs:
+        out.encoder_outputs = true;
+        break;
     }
   }
   if ((out.pooled || out.default_head) && !limits.has_pooler) {
@@ -144,9 +151,8 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   for (size_t j = 0; j < request.layers.size(); ++j) {
     const int layer = request.layers[j];
     if (layer < -num_layers || layer >= num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("layers[", j, "]: ", layer,
-                                                     " is outside [", -num_layers, ", ",
-                                                     num_layers, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("layers[", j, "]: ", layer, " is outside [",
+                                                     -num_layers, ", ", num_layers, ")"));
     }
     out.layers_in_order.push_back(layer < 0 ? layer + num_layers : layer);
   }

@@ -29,7 +29,7 @@ struct RequestLimits {
 // An Embed request's options after validation.
 struct ResolvedOptions {
   int seq_length = 0;
-  bool pooled = false;    // HEAD_POOLED
+  bool pooled = false;  // HEAD_POOLED
   bool default_head = false;
   bool mean_pooled = false;
   bool sequence = false;

@@ -202,8 +202,7 @@ absl::Status BertServiceImpl::CheckAuth(const grpc::CallbackServerContext* conte
   return absl::OkStatus();
 }
 
-void BertServiceImpl::Record(const char* method, grpc::StatusCode code,
-                             absl::Time start) const {
+void BertServiceImpl::Record(const char* method, grpc::StatusCode code, absl::Time start) const {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   if (metrics_ != nullptr) {
     metrics_->RecordRequest(method, code, seconds);
@@ -284,9 +283,15 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
     response->set_backend(info.backend);
     response->set_device(info.device);
     switch (info.dtype) {
-      case DType::kFloat32: response->set_compute_dtype(v1::DATA_TYPE_FLOAT32); break;
-      case DType::kFloat16: response->set_compute_dtype(v1::DATA_TYPE_FLOAT16); break;
-      case DType::kBFloat16: response->set_compute_dtype(v1::DATA_TYPE_BFLOAT16); break;
+      case DType::kFloat32:
+        response->set_compute_dtype(v1::DATA_TYPE_FLOAT32);
+        break;
+      case DType::kFloat16:
+        response->set_compute_dtype(v1::DATA_TYPE_FLOAT16);
+        break;
+      case DType::kBFloat16:
+        response->set_compute_dtype(v1::DATA_TYPE_BFLOAT16);
+        break;
     }
     v1::ServerLimits* limits = response->mutable_limits();
     limits->set_max_inputs_per_request(p->limits().max_inputs_per_request);

@@ -27,8 +27,8 @@ struct ServiceConfig {
 
 // Embed, EmbedStream and Tokenize take raw ByteBuffers and parse requests themselves
 // (server/grpc/wire.h) so that invalid UTF-8 is INVALID_ARGUMENT naming the field.
-using BertServiceBase = v1::BertService::WithRawCallbackMethod_Embed<
-    v1::BertService::WithRawCallbackMethod_EmbedStream<
+using BertServiceBase =
+    v1::BertService::WithRawCallbackMethod_Embed<v1::BertService::WithRawCallbackMethod_EmbedStream<
         v1::BertService::WithRawCallbackMethod_Tokenize<
             v1::BertService::WithCallbackMethod_GetModelInfo<v1::BertService::Service>>>>;
 

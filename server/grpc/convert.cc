@@ -14,19 +14,26 @@ absl::Status UnknownEnum(absl::string_view field, int value) {
 absl::StatusOr<OutputDType> DTypeFromProto(int value, absl::string_view field) {
   switch (value) {
     case v1::DATA_TYPE_UNSPECIFIED:
-    case v1::DATA_TYPE_FLOAT32: return OutputDType::kFloat32;
-    case v1::DATA_TYPE_FLOAT16: return OutputDType::kFloat16;
-    case v1::DATA_TYPE_BFLOAT16: return OutputDType::kBFloat16;
-    default: return UnknownEnum(field, value);
+    case v1::DATA_TYPE_FLOAT32:
+      return OutputDType::kFloat32;
+    case v1::DATA_TYPE_FLOAT16:
+      return OutputDType::kFloat16;
+    case v1::DATA_TYPE_BFLOAT16:
+      return OutputDType::kBFloat16;
+    default:
+      return UnknownEnum(field, value);
   }
 }
 
 absl::StatusOr<Truncation> TruncationFromProto(int value) {
   switch (value) {
     case v1::TRUNCATION_UNSPECIFIED:
-    case v1::TRUNCATION_TRUNCATE: return Truncation::kTruncate;
-    case v1::TRUNCATION_REJECT: return Truncation::kReject;
-    default: return UnknownEnum("truncation", value);
+    case v1::TRUNCATION_TRUNCATE:
+      return Truncation::kTruncate;
+    case v1::TRUNCATION_REJECT:
+      return Truncation::kReject;
+    default:
+      return UnknownEnum("truncation", value);
   }
 }
 
@@ -55,9 +62,12 @@ InputSpec TextFromProto(const v1::TextInput& text) {
 
 v1::DataType ToProtoDType(OutputDType dtype) {
   switch (dtype) {
-    case OutputDType::kFloat32: return v1::DATA_TYPE_FLOAT32;
-    case OutputDType::kFloat16: return v1::DATA_TYPE_FLOAT16;
-    case OutputDType::kBFloat16: return v1::DATA_TYPE_BFLOAT16;
+    case OutputDType::kFloat32:
+      return v1::DATA_TYPE_FLOAT32;
+    case OutputDType::kFloat16:
+      return v1::DATA_TYPE_FLOAT16;
+    case OutputDType::kBFloat16:
+      return v1::DATA_TYPE_BFLOAT16;
   }
   return v1::DATA_TYPE_FLOAT32;
 }
@@ -94,20 +104,36 @@ absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
   for (int j = 0; j < request.heads_size(); ++j) {
     const int head = request.heads(j);
     switch (head) {
-      case v1::HEAD_POOLED: spec.heads.push_back(Head::kPooled); break;
-      case v1::HEAD_SEQUENCE: spec.heads.push_back(Head::kSequence); break;
-      case v1::HEAD_ENCODER_OUTPUTS: spec.heads.push_back(Head::kEncoderOutputs); break;
-      case v1::HEAD_DEFAULT: spec.heads.push_back(Head::kDefault); break;
-      case v1::HEAD_MEAN_POOLED: spec.heads.push_back(Head::kMeanPooled); break;
-      default: return UnknownEnum(absl::StrCat("heads[", j, "]"), head);
+      case v1::HEAD_POOLED:
+        spec.heads.push_back(Head::kPooled);
+        break;
+      case v1::HEAD_SEQUENCE:
+        spec.heads.push_back(Head::kSequence);
+        break;
+      case v1::HEAD_ENCODER_OUTPUTS:
+        spec.heads.push_back(Head::kEncoderOutputs);
+        break;
+      case v1::HEAD_DEFAULT:
+        spec.heads.push_back(Head::kDefault);
+        break;
+      case v1::HEAD_MEAN_POOLED:
+        spec.heads.push_back(Head::kMeanPooled);
+        break;
+      default:
+        return UnknownEnum(absl::StrCat("heads[", j, "]"), head);
     }
   }
   spec.layers.assign(request.layers().begin(), request.layers().end());
   switch (request.padding()) {
     case v1::PADDING_UNSPECIFIED:
-    case v1::PADDING_PAD_TO_SEQ_LENGTH: spec.padding = PaddingMode::kPadToSeqLength; break;
-    case v1::PADDING_TRIM: spec.padding = PaddingMode::kTrim; break;
-    default: return UnknownEnum("padding", request.padding());
+    case v1::PADDING_PAD_TO_SEQ_LENGTH:
+      spec.padding = PaddingMode::kPadToSeqLength;
+      break;
+    case v1::PADDING_TRIM:
+      spec.padding = PaddingMode::kTrim;
+      break;
+    default:
+      return UnknownEnum("padding", request.padding());
   }
   auto dtype = DTypeFromProto(request.output_dtype(), "output_dtype");
   if (!dtype.ok()) return dtype.status();

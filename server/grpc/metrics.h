@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/support/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -25,7 +26,6 @@
 #include "prometheus/registry.h"
 #include "server/core/pipeline.h"
 #include "server/grpc/metrics_http.h"
-#include "grpcpp/support/status.h"
 
 namespace bert {
 

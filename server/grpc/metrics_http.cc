@@ -54,8 +54,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(fd, 16) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 16) != 0) {
     const std::string error = std::strerror(errno);
     ::close(fd);
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", error));
@@ -102,8 +101,8 @@ void MetricsHttpServer::HandleConnection(int fd) {
     if (n <= 0) return;
     request.append(buffer, static_cast<size_t>(n));
   }
-  const bool metrics = absl::StartsWith(request, "GET /metrics ") ||
-                       absl::StartsWith(request, "GET /metrics?");
+  const bool metrics =
+      absl::StartsWith(request, "GET /metrics ") || absl::StartsWith(request, "GET /metrics?");
   if (!metrics) {
     WriteAll(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     return;
@@ -111,8 +110,8 @@ void MetricsHttpServer::HandleConnection(int fd) {
   const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
   WriteAll(fd, absl::StrCat("HTTP/1.1 200 OK\r\n"
                             "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                            "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n",
-                            body));
+                            "Content-Length: ",
+                            body.size(), "\r\nConnection: close\r\n\r\n", body));
 }
 
 }  // namespace bert

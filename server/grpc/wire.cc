@@ -133,8 +133,7 @@ absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, v1::EmbedRequest*
   return Parse(buffer, request, &FindInvalidUtf8InEmbedRequest);
 }
 
-absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer,
-                                  v1::TokenizeRequest* request) {
+absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRequest* request) {
   return Parse(buffer, request, &FindInvalidUtf8InTokenizeRequest);
 }
 

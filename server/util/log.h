@@ -56,9 +56,9 @@ class LogLine {
 
 }  // namespace bert
 
-#define BERT_LOG(level)                                   \
-  if (!::bert::LogEnabled(::bert::LogLevel::level)) {     \
-  } else                                                  \
+#define BERT_LOG(level)                               \
+  if (!::bert::LogEnabled(::bert::LogLevel::level)) { \
+  } else                                              \
     ::bert::LogLine(::bert::LogLevel::level, __FILE__, __LINE__)
 
 #endif  // BERT_SERVER_UTIL_LOG_H_
