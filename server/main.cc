@@ -214,6 +214,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   options.max_batch_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_batch_delay_us));
   options.tokenization_workers = absl::GetFlag(FLAGS_tokenization_workers);
   options.default_seq_length = absl::GetFlag(FLAGS_default_seq_length);
+  options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   Loaded loaded;
   loaded.model_name = BaseName(model_dir);
   loaded.pipeline =

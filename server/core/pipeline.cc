@@ -83,6 +83,8 @@ Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
       std::min(options_.default_seq_length, config.max_position_embeddings);
   limits_.max_inputs_per_request = options_.max_inputs_per_request;
   limits_.has_pooler = engine_->has_pooler();
+  limits_.hidden_size = config.hidden_size;
+  limits_.max_response_bytes = options_.max_response_bytes;
 }
 
 Pipeline::~Pipeline() {
@@ -236,6 +238,13 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
     }
   }
   request->tokenize_us = Micros(absl::Now() - start);
+  std::vector<int> num_tokens(n);
+  for (int i = 0; i < n; ++i) num_tokens[i] = static_cast<int>(items[i].word_ids.size());
+  absl::Status size = CheckResponseSize(opt, num_tokens, limits_);
+  if (!size.ok()) {
+    Finish(request, size);
+    return;
+  }
   {
     absl::MutexLock lock(&request->mu);
     request->remaining = n;

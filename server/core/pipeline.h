@@ -33,6 +33,7 @@ struct PipelineOptions {
   absl::Duration max_batch_delay = absl::Microseconds(2000);
   int tokenization_workers = 2;
   int default_seq_length = 128;
+  int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
 };
 
 // Hooks for metrics; called from pipeline threads, must be thread-safe and quick.

@@ -181,6 +181,34 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   return out;
 }
 
+absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
+                               const RequestLimits& limits) {
+  if (limits.max_response_bytes <= 0) return absl::OkStatus();
+  const int64_t element = BytesPerElement(options.dtype);
+  const int64_t vector = static_cast<int64_t>(limits.hidden_size) * element;
+  int64_t total = 0;
+  for (int tokens : num_tokens) {
+    const int64_t rows =
+        options.padding == PaddingMode::kPadToSeqLength ? options.seq_length : tokens;
+    const int64_t matrices =
+        (options.sequence ? 1 : 0) +
+        (options.encoder_outputs ? static_cast<int64_t>(options.layers_in_order.size()) : 0);
+    const int64_t vectors =
+        (options.pooled ? 1 : 0) + (options.default_head ? 1 : 0) + (options.mean_pooled ? 1 : 0);
+    total += matrices * rows * vector + vectors * vector;
+  }
+  // Leave room for the message framing (shapes, timings, per-result fields).
+  const int64_t budget = limits.max_response_bytes - 1024 - 64 * int64_t(num_tokens.size());
+  if (total > budget) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the response would carry ", total, " bytes of tensors, over the server's ",
+                     limits.max_response_bytes,
+                     "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
+                     "or float16/bfloat16"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateTokenizeRequest(const TokenizeRequestSpec& request,
                                      const RequestLimits& limits) {
   RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));

@@ -5,6 +5,7 @@
 #ifndef BERT_SERVER_CORE_VALIDATION_H_
 #define BERT_SERVER_CORE_VALIDATION_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ struct RequestLimits {
   int default_seq_length = 128;
   int max_inputs_per_request = 0;
   bool has_pooler = true;
+  int hidden_size = 0;
+  int64_t max_response_bytes = 0;  // 0: unchecked.
 };
 
 // An Embed request's options after validation.
@@ -52,6 +55,12 @@ absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits
 // known after tokenization and is checked there.
 absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& request,
                                                      const RequestLimits& limits);
+
+// Bytes of tensor data the response will carry for inputs of `num_tokens` real tokens each:
+// INVALID_ARGUMENT when over limits.max_response_bytes (checked after tokenization, before
+// inference, so no work is wasted on an answer that could not be sent).
+absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
+                               const RequestLimits& limits);
 
 absl::Status ValidateTokenizeRequest(const TokenizeRequestSpec& request,
                                      const RequestLimits& limits);

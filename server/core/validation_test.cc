@@ -161,3 +161,31 @@ TEST(ValidationTest, TokenizeRequests) {
 
 }  // namespace
 }  // namespace bert
+
+namespace bert {
+namespace {
+
+TEST(ValidationTest, ResponseSizeIsCheckedAgainstTheMessageLimit) {
+  RequestLimits limits = Limits();
+  limits.hidden_size = 100;
+  limits.max_response_bytes = 1024 + 64 * 2 + 2 * 10 * 100 * 4;  // two 10x100 float32
+  ResolvedOptions o;
+  o.seq_length = 10;
+  o.sequence = true;
+  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  o.pooled = true;  // two more vectors: over
+  absl::Status s = CheckResponseSize(o, {3, 5}, limits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("message limit"), absl::string_view::npos) << s;
+  o.padding = PaddingMode::kTrim;  // 8 rows instead of 20: fits
+  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  o.padding = PaddingMode::kPadToSeqLength;
+  o.dtype = OutputDType::kFloat16;  // half the bytes: fits
+  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  limits.max_response_bytes = 0;  // unchecked
+  o.dtype = OutputDType::kFloat32;
+  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+}
+
+}  // namespace
+}  // namespace bert

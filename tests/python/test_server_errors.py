@@ -69,6 +69,9 @@ def invalid_requests(pb2):
         ("unknown padding", pb2.EmbedRequest(inputs=[ok], padding=9), "padding"),
         ("unknown dtype", pb2.EmbedRequest(inputs=[ok], output_dtype=9), "output_dtype"),
         ("unknown truncation", pb2.EmbedRequest(inputs=[ok], truncation=9), "truncation"),
+        ("response over the message limit",
+         pb2.EmbedRequest(inputs=[ok], seq_length=128, heads=[pb2.HEAD_ENCODER_OUTPUTS]),
+         "message limit"),
     ]
 
 
