@@ -1,10 +1,12 @@
 #include "server/grpc/bert_service.h"
 
 #include <chrono>
+#include <deque>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/grpc/convert.h"
 #include "server/grpc/status_map.h"
@@ -90,95 +92,178 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 };
 
-// EmbedStream: reads one request, answers it, then reads the next, so responses keep the
-// requests' order. A bad request gets a response with `error`; the stream goes on.
+// EmbedStream: up to kMaxInFlight requests of one stream are processed at once, and the
+// responses are written strictly in request order (a finished response waits for the ones
+// before it). A bad request gets a response with `error`; the stream goes on. The reactor
+// finishes only when reads are done and every pending request has been answered, so no
+// pipeline callback can outlive it.
 class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
+  static constexpr size_t kMaxInFlight = 16;
+
   StreamReactor(BertServiceImpl* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context) {
     absl::Status auth = service_->CheckAuth(context);
     if (!auth.ok()) {
+      finished_ = true;
       Finish(ToGrpcStatus(auth));
       return;
     }
+    reading_ = true;
     StartRead(&wire_in_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // The client has finished sending (or the call is gone).
-      Finish(grpc::Status::OK);
+      Actions actions;
+      {
+        absl::MutexLock lock(&mu_);
+        reading_ = false;
+        reads_done_ = true;
+        actions = NextActionsLocked();
+      }
+      Run(actions);
       return;
     }
-    start_ = absl::Now();
-    response_.Clear();
-    request_.Clear();
-    absl::Status status = ParseEmbedRequest(wire_in_, &request_);
-    response_.set_request_id(request_.request_id());
-    if (status.ok()) status = Submit();
-    if (!status.ok()) Answer(status);
+    auto slot = std::make_shared<Slot>();
+    slot->start = absl::Now();
+    v1::EmbedRequest request;
+    absl::Status status = ParseEmbedRequest(wire_in_, &request);
+    slot->request_id = request.request_id();
+    {
+      absl::MutexLock lock(&mu_);
+      pending_.push_back(slot);
+    }
+    if (status.ok()) status = Submit(request, slot);
+    if (!status.ok()) Complete(slot, status, nullptr);
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      actions = NextActionsLocked();
+    }
+    Run(actions);
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the stream was closed"));
-      return;
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      pending_.pop_front();
+      if (!ok) broken_ = true;
+      actions = NextActionsLocked();
     }
-    StartRead(&wire_in_);
+    Run(actions);
   }
 
   void OnCancel() override { cancelled_->store(true); }
   void OnDone() override { delete this; }
 
  private:
-  absl::Status Submit() {
+  struct Slot {
+    absl::Time start;
+    std::string request_id;
+    bool ready = false;
+    grpc::ByteBuffer wire;
+  };
+  struct Actions {
+    std::shared_ptr<Slot> write;
+    bool read = false;
+    bool finish = false;
+    grpc::Status finish_status;
+  };
+
+  absl::Status Submit(const v1::EmbedRequest& request, const std::shared_ptr<Slot>& slot) {
     Pipeline* pipeline = service_->pipeline();
     if (pipeline == nullptr) return NotReady();
     auto permit = pipeline->Admit();
     if (!permit.ok()) return permit.status();
-    auto spec = FromProto(request_);
+    auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
     pipeline->Embed(*std::move(spec), DeadlineOf(context_), cancelled_, *std::move(permit),
-                    [this](absl::StatusOr<EmbedResult> result) {
+                    [this, slot](absl::StatusOr<EmbedResult> result) {
                       if (!result.ok()) {
-                        Answer(result.status());
-                        return;
+                        Complete(slot, result.status(), nullptr);
+                      } else {
+                        Complete(slot, absl::OkStatus(), &*result);
                       }
-                      if (service_->metrics() != nullptr) {
-                        service_->metrics()->RecordStages(result->timing);
-                      }
-                      ToProto(*std::move(result), &response_);
-                      Answer(absl::OkStatus());
                     });
     return absl::OkStatus();
   }
 
-  void Answer(const absl::Status& status) {
+  // Builds the slot's response (any thread), then writes whatever is next in order.
+  void Complete(const std::shared_ptr<Slot>& slot, const absl::Status& status,
+                EmbedResult* result) {
     const grpc::Status grpc_status = ToGrpcStatus(status);
-    service_->Record("EmbedStream", grpc_status.error_code(), start_);
-    if (!status.ok()) {
-      const std::string id = response_.request_id();
-      response_.Clear();
-      response_.set_request_id(id);
-      response_.mutable_error()->set_code(static_cast<int>(grpc_status.error_code()));
-      response_.mutable_error()->set_message(grpc_status.error_message());
+    service_->Record("EmbedStream", grpc_status.error_code(), slot->start);
+    v1::EmbedResponse response;
+    response.set_request_id(slot->request_id);
+    if (status.ok()) {
+      if (service_->metrics() != nullptr) service_->metrics()->RecordStages(result->timing);
+      ToProto(std::move(*result), &response);
+    } else {
+      response.mutable_error()->set_code(static_cast<int>(grpc_status.error_code()));
+      response.mutable_error()->set_message(grpc_status.error_message());
     }
-    absl::Status serialized = Serialize(response_, &wire_out_);
+    absl::Status serialized = Serialize(response, &slot->wire);
     if (!serialized.ok()) {
-      Finish(ToGrpcStatus(serialized));
-      return;
+      v1::EmbedResponse failure;
+      failure.set_request_id(slot->request_id);
+      failure.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::INTERNAL));
+      failure.mutable_error()->set_message(std::string(serialized.message()));
+      (void)Serialize(failure, &slot->wire);
     }
-    response_.Clear();
-    StartWrite(&wire_out_);
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      slot->ready = true;
+      actions = NextActionsLocked();
+    }
+    Run(actions);
+  }
+
+  Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Actions a;
+    if (finished_) return a;
+    if (broken_) {
+      // The client is gone: drop answers that are ready, wait for the others.
+      while (!writing_ && !pending_.empty() && pending_.front()->ready) pending_.pop_front();
+    } else if (!writing_ && !pending_.empty() && pending_.front()->ready) {
+      writing_ = true;
+      a.write = pending_.front();
+    }
+    if (!broken_ && !reading_ && !reads_done_ && pending_.size() < kMaxInFlight) {
+      reading_ = true;
+      a.read = true;
+    }
+    if ((reads_done_ || broken_) && !reading_ && !writing_ && pending_.empty()) {
+      finished_ = true;
+      a.finish = true;
+      a.finish_status =
+          broken_ ? grpc::Status(grpc::StatusCode::CANCELLED, "stream closed") : grpc::Status::OK;
+    }
+    return a;
+  }
+
+  void Run(const Actions& a) {
+    if (a.write != nullptr) StartWrite(&a.write->wire);
+    if (a.read) StartRead(&wire_in_);
+    if (a.finish) Finish(a.finish_status);
   }
 
   BertServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
-  grpc::ByteBuffer wire_in_;
-  grpc::ByteBuffer wire_out_;
-  v1::EmbedRequest request_;
-  v1::EmbedResponse response_;
-  absl::Time start_;
+  grpc::ByteBuffer wire_in_;  // Owned by the one outstanding read.
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+
+  absl::Mutex mu_;
+  std::deque<std::shared_ptr<Slot>> pending_ ABSL_GUARDED_BY(mu_);
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

@@ -81,15 +81,47 @@ def test_many_concurrent_clients_each_get_their_own_answers():
 
 
 def test_stream_answers_in_order_and_matches():
+    """Stream messages are processed concurrently (they share engine batches) and answered
+    in request order."""
     pb2, _ = stubs()
-    with Server() as server:
+    with Server(metrics=True, extra=["--max_batch_delay_us=20000"]) as server:
         reqs = [pb2.EmbedRequest(inputs=[golden_input(pb2, k % 6)], seq_length=SEQ,
-                                 heads=[pb2.HEAD_POOLED], request_id=str(k)) for k in range(30)]
+                                 heads=[pb2.HEAD_POOLED], request_id=str(k)) for k in range(64)]
         out = list(server.stub().EmbedStream(iter(reqs), timeout=60))
-        assert [r.request_id for r in out] == [str(k) for k in range(30)]
+        assert [r.request_id for r in out] == [str(k) for k in range(64)]
         for k, r in enumerate(out):
+            assert not r.HasField("error")
             assert rel_err(decode(r.results[0].pooled_output),
                            GOLDEN["pooled_output"][k % 6]) < 1e-4
+        text = server.metrics_text()
+        assert metric_value(text, "bert_batch_size_sum") == 64
+        assert metric_value(text, "bert_batch_size_count") < 64  # some batches held several
+        assert metric_value(text, "bert_requests_total",
+                            {"method": "EmbedStream", "code": "OK"}) == 64
+
+
+def test_stream_cancelled_mid_way_leaves_the_server_serving():
+    pb2, _ = stubs()
+    with Server() as server:
+        def requests():
+            for k in range(1000):
+                yield pb2.EmbedRequest(inputs=[golden_input(pb2, k % 6)], seq_length=SEQ,
+                                       request_id=str(k))
+                time.sleep(0.002)
+        call = server.stub().EmbedStream(requests(), timeout=60)
+        got = []
+        for r in call:
+            got.append(r.request_id)
+            if len(got) == 5:
+                call.cancel()
+                break
+        assert got == ["0", "1", "2", "3", "4"]
+        time.sleep(0.3)
+        assert server.health() == "SERVING"
+        r = server.stub().Embed(pb2.EmbedRequest(inputs=[golden_input(pb2, 0)], seq_length=SEQ),
+                                timeout=30)
+        assert len(r.results) == 1
+        assert server.stop() == 0  # and it still drains and exits cleanly
 
 
 def test_overload_is_resource_exhausted_and_server_keeps_serving():
