@@ -1,0 +1,542 @@
+// bert_client: a command-line client of bert.v1.BertService.
+//
+//   bert_client --server=127.0.0.1:50051 health
+//   bert_client --server=127.0.0.1:50051 info
+//   bert_client --server=127.0.0.1:50051 embed "Please subscribe to this newsletter" \
+//       "You are being offered this job role" [--heads=pooled,sequence,encoder_outputs,default]
+//   echo '{"text_a": "a question", "text_b": "its passage"}' | bert_client embed
+//   bert_client --server=... tokenize "Hello world" "first ||| second"
+//
+// Texts come from the arguments, or, when there are none, from stdin as JSON lines: a JSON
+// string (one text), {"text_a": ..., "text_b": ...} (a pair), or {"input_word_ids": [...],
+// "input_type_ids": [...]} (token ids). In an argument, "A ||| B" is the sentence pair (A, B).
+// Output: each head's shape and leading values, as TF Hub's BERT notebook prints them; or,
+// with --json, one JSON object per input with every value.
+// Every call carries a deadline (--timeout_ms).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/security/credentials.h"
+#include "nlohmann/json.hpp"
+#include "proto/bert/v1/bert_service.grpc.pb.h"
+#include "server/core/dtype_convert.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
+ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call");
+ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --ca)");
+ABSL_FLAG(std::string, ca, "", "PEM root certificate(s) for TLS; implies --tls");
+ABSL_FLAG(std::string, token, "", "Bearer token sent as 'authorization: Bearer <token>'");
+ABSL_FLAG(std::string, token_file, "", "Read the bearer token from this file");
+ABSL_FLAG(std::string, heads, "pooled,sequence,encoder_outputs,default",
+          "Comma-separated heads: pooled, sequence, encoder_outputs, default, mean_pooled");
+ABSL_FLAG(std::string, layers, "", "Comma-separated encoder layers (negative: from the end)");
+ABSL_FLAG(int, seq_length, 0, "Sequence length (0: the server's default)");
+ABSL_FLAG(std::string, padding, "pad", "pad (seq_length rows, TF Hub's shapes) or trim");
+ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
+ABSL_FLAG(bool, normalize, false, "L2-normalise pooled/default/mean_pooled");
+ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
+ABSL_FLAG(bool, pair, false, "Treat each two arguments as one (text_a, text_b) pair");
+ABSL_FLAG(bool, json, false, "Print JSON lines with every value instead of a summary");
+ABSL_FLAG(int, show, 5, "Leading values shown per row in the summary");
+
+namespace bert {
+namespace {
+
+using json = nlohmann::json;
+
+std::string ReadFileOrDie(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "cannot read %s\n", path.c_str());
+    std::exit(2);
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel() {
+  const std::string ca = absl::GetFlag(FLAGS_ca);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  if (absl::GetFlag(FLAGS_tls) || !ca.empty()) {
+    grpc::SslCredentialsOptions options;
+    if (!ca.empty()) options.pem_root_certs = ReadFileOrDie(ca);
+    return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::SslCredentials(options),
+                                     args);
+  }
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+void Prepare(grpc::ClientContext* context) {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+  std::string token = absl::GetFlag(FLAGS_token);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    token = std::string(absl::StripAsciiWhitespace(ReadFileOrDie(absl::GetFlag(FLAGS_token_file))));
+  }
+  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+}
+
+int Fail(const grpc::Status& status) {
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  const int code = status.error_code();
+  std::fprintf(stderr, "error: %s: %s\n", code >= 0 && code <= 16 ? kNames[code] : "?",
+               status.error_message().c_str());
+  return 1;
+}
+
+// grpc.health.v1.Health/Check over the generic stub: the request for the whole server is
+// the empty message; the response's field 1 (varint) is the status.
+int Health(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  Prepare(&context);
+  grpc::ByteBuffer request, response;
+  grpc::Slice empty;
+  request = grpc::ByteBuffer(&empty, 1);
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  if (!status.ok()) return Fail(status);
+  std::vector<grpc::Slice> slices;
+  (void)response.Dump(&slices);
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  int value = 0;  // absent field = UNKNOWN (0)
+  if (bytes.size() >= 2 && bytes[0] == 0x08) value = static_cast<unsigned char>(bytes[1]);
+  static const char* kStatus[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+  std::printf("%s\n", value >= 0 && value <= 3 ? kStatus[value] : "UNKNOWN");
+  return value == 1 ? 0 : 3;
+}
+
+const char* DTypeName(v1::DataType d) {
+  switch (d) {
+    case v1::DATA_TYPE_FLOAT32:
+      return "float32";
+    case v1::DATA_TYPE_FLOAT16:
+      return "float16";
+    case v1::DATA_TYPE_BFLOAT16:
+      return "bfloat16";
+    default:
+      return "unspecified";
+  }
+}
+
+int Info(v1::BertService::Stub* stub) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ModelInfo info;
+  grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+  if (!status.ok()) return Fail(status);
+  if (absl::GetFlag(FLAGS_json)) {
+    json j = {{"model_name", info.model_name()},
+              {"backend", info.backend()},
+              {"device", info.device()},
+              {"compute_dtype", DTypeName(info.compute_dtype())},
+              {"server_version", info.server_version()},
+              {"config",
+               {{"num_layers", info.config().num_layers()},
+                {"hidden_size", info.config().hidden_size()},
+                {"num_attention_heads", info.config().num_attention_heads()},
+                {"intermediate_size", info.config().intermediate_size()},
+                {"vocab_size", info.config().vocab_size()},
+                {"max_position_embeddings", info.config().max_position_embeddings()},
+                {"type_vocab_size", info.config().type_vocab_size()},
+                {"hidden_act", info.config().hidden_act()},
+                {"has_pooler", info.config().has_pooler()},
+                {"lowercase", info.config().lowercase()}}},
+              {"limits",
+               {{"max_inputs_per_request", info.limits().max_inputs_per_request()},
+                {"max_seq_length", info.limits().max_seq_length()},
+                {"default_seq_length", info.limits().default_seq_length()},
+                {"max_batch_tokens", info.limits().max_batch_tokens()},
+                {"max_concurrent_requests", info.limits().max_concurrent_requests()},
+                {"max_message_bytes", info.limits().max_message_bytes()}}}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("%s", info.DebugString().c_str());
+  return 0;
+}
+
+// The inputs of embed/tokenize: from the arguments or JSON lines on stdin.
+std::vector<v1::Input> ReadInputs(const std::vector<std::string>& args) {
+  std::vector<v1::Input> inputs;
+  auto text = [&](const std::string& a, const std::string* b) {
+    v1::Input input;
+    input.mutable_text()->set_text_a(a);
+    if (b != nullptr) input.mutable_text()->set_text_b(*b);
+    inputs.push_back(std::move(input));
+  };
+  if (!args.empty()) {
+    if (absl::GetFlag(FLAGS_pair)) {
+      if (args.size() % 2 != 0) {
+        std::fprintf(stderr, "--pair needs an even number of texts\n");
+        std::exit(2);
+      }
+      for (size_t i = 0; i < args.size(); i += 2) text(args[i], &args[i + 1]);
+      return inputs;
+    }
+    for (const std::string& arg : args) {
+      const size_t sep = arg.find("|||");
+      if (sep == std::string::npos) {
+        text(arg, nullptr);
+      } else {
+        const std::string a(absl::StripAsciiWhitespace(arg.substr(0, sep)));
+        const std::string b(absl::StripAsciiWhitespace(arg.substr(sep + 3)));
+        text(a, &b);
+      }
+    }
+    return inputs;
+  }
+  std::string line;
+  int line_number = 0;
+  while (std::getline(std::cin, line)) {
+    ++line_number;
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_string()) {
+      text(j.get<std::string>(), nullptr);
+    } else if (j.is_object() && j.contains("input_word_ids")) {
+      v1::Input input;
+      for (int id : j["input_word_ids"]) input.mutable_tokens()->add_input_word_ids(id);
+      if (j.contains("input_type_ids")) {
+        for (int id : j["input_type_ids"]) input.mutable_tokens()->add_input_type_ids(id);
+      }
+      inputs.push_back(std::move(input));
+    } else if (j.is_object() && j.contains("text_a")) {
+      const std::string a = j["text_a"].get<std::string>();
+      if (j.contains("text_b")) {
+        const std::string b = j["text_b"].get<std::string>();
+        text(a, &b);
+      } else {
+        text(a, nullptr);
+      }
+    } else {
+      std::fprintf(stderr,
+                   "stdin line %d: expected a JSON string or an object with text_a "
+                   "or input_word_ids\n",
+                   line_number);
+      std::exit(2);
+    }
+  }
+  return inputs;
+}
+
+std::vector<float> Decode(const v1::Tensor& t) {
+  const std::string& d = t.data();
+  std::vector<float> out;
+  if (t.dtype() == v1::DATA_TYPE_FLOAT16 || t.dtype() == v1::DATA_TYPE_BFLOAT16) {
+    out.resize(d.size() / 2);
+    for (size_t i = 0; i < out.size(); ++i) {
+      const uint16_t bits = static_cast<uint8_t>(d[2 * i]) |
+                            (static_cast<uint16_t>(static_cast<uint8_t>(d[2 * i + 1])) << 8);
+      out[i] = t.dtype() == v1::DATA_TYPE_FLOAT16 ? FromHalfBits(bits) : FromBFloat16Bits(bits);
+    }
+  } else {
+    out.resize(d.size() / 4);
+    std::memcpy(out.data(), d.data(), out.size() * 4);
+  }
+  return out;
+}
+
+std::string Leading(const std::vector<float>& v, size_t begin, size_t count, size_t show) {
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < std::min(count, show); ++i) {
+    parts.push_back(absl::StrFormat("%.7f", v[begin + i]));
+  }
+  return absl::StrCat("[", absl::StrJoin(parts, " "), count > show ? " ...]" : "]");
+}
+
+std::string Shape(const std::vector<int64_t>& dims) {
+  return absl::StrCat("(", absl::StrJoin(dims, ", "), ")");
+}
+
+// Prints one head over all results: TF Hub's "Shape:(B, ...)" then each input's leading
+// values (first rows for per-token heads).
+void PrintHead(const std::string& title, const std::vector<const v1::Tensor*>& tensors,
+               size_t show) {
+  if (tensors.empty()) return;
+  std::vector<int64_t> dims = {static_cast<int64_t>(tensors.size())};
+  for (int64_t d : tensors[0]->shape()) dims.push_back(d);
+  bool ragged = false;
+  for (const v1::Tensor* t : tensors) {
+    if (t->shape_size() > 0 && t->shape(0) != tensors[0]->shape(0)) ragged = true;
+  }
+  std::printf("%s Shape:%s%s\n", title.c_str(), ragged ? "ragged " : "", Shape(dims).c_str());
+  std::printf("%s Values:\n", title.c_str());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const v1::Tensor& t = *tensors[i];
+    const std::vector<float> v = Decode(t);
+    if (t.shape_size() == 1) {
+      std::printf("  [%zu] %s\n", i, Leading(v, 0, v.size(), show).c_str());
+    } else {
+      const size_t cols = t.shape(1);
+      const size_t rows = t.shape(0);
+      std::printf("  [%zu]", i);
+      for (size_t r = 0; r < std::min<size_t>(rows, 3); ++r) {
+        std::printf("%s%s\n", r == 0 ? " " : "      ", Leading(v, r * cols, cols, show).c_str());
+      }
+      if (rows > 3) std::printf("       ... (%zu rows)\n", rows);
+    }
+  }
+}
+
+json TensorJson(const v1::Tensor& t) {
+  return {{"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())},
+          {"dtype", DTypeName(t.dtype())},
+          {"values", Decode(t)}};
+}
+
+int ParseHeads(v1::EmbedRequest* request) {
+  for (absl::string_view name :
+       absl::StrSplit(absl::GetFlag(FLAGS_heads), ',', absl::SkipWhitespace())) {
+    const std::string h = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
+    if (h == "pooled")
+      request->add_heads(v1::HEAD_POOLED);
+    else if (h == "sequence")
+      request->add_heads(v1::HEAD_SEQUENCE);
+    else if (h == "encoder_outputs")
+      request->add_heads(v1::HEAD_ENCODER_OUTPUTS);
+    else if (h == "default")
+      request->add_heads(v1::HEAD_DEFAULT);
+    else if (h == "mean_pooled")
+      request->add_heads(v1::HEAD_MEAN_POOLED);
+    else {
+      std::fprintf(stderr, "unknown head %s\n", h.c_str());
+      return 2;
+    }
+  }
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_layers), ',', absl::SkipWhitespace())) {
+    int layer;
+    if (!absl::SimpleAtoi(part, &layer)) {
+      std::fprintf(stderr, "bad --layers value %s\n", std::string(part).c_str());
+      return 2;
+    }
+    request->add_layers(layer);
+  }
+  return 0;
+}
+
+int Embed(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
+  v1::EmbedRequest request;
+  for (v1::Input& input : ReadInputs(args)) *request.add_inputs() = std::move(input);
+  if (int rc = ParseHeads(&request); rc != 0) return rc;
+  request.set_seq_length(absl::GetFlag(FLAGS_seq_length));
+  const std::string padding = absl::GetFlag(FLAGS_padding);
+  if (padding == "trim")
+    request.set_padding(v1::PADDING_TRIM);
+  else if (padding == "pad")
+    request.set_padding(v1::PADDING_PAD_TO_SEQ_LENGTH);
+  else
+    return std::fprintf(stderr, "--padding: pad or trim\n"), 2;
+  const std::string dtype = absl::GetFlag(FLAGS_dtype);
+  if (dtype == "float32")
+    request.set_output_dtype(v1::DATA_TYPE_FLOAT32);
+  else if (dtype == "float16")
+    request.set_output_dtype(v1::DATA_TYPE_FLOAT16);
+  else if (dtype == "bfloat16")
+    request.set_output_dtype(v1::DATA_TYPE_BFLOAT16);
+  else
+    return std::fprintf(stderr, "--dtype: float32, float16 or bfloat16\n"), 2;
+  const std::string truncation = absl::GetFlag(FLAGS_truncation);
+  if (truncation == "reject")
+    request.set_truncation(v1::TRUNCATION_REJECT);
+  else if (truncation == "truncate")
+    request.set_truncation(v1::TRUNCATION_TRUNCATE);
+  else
+    return std::fprintf(stderr, "--truncation: truncate or reject\n"), 2;
+  request.set_normalize(absl::GetFlag(FLAGS_normalize));
+
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::EmbedResponse response;
+  grpc::Status status = stub->Embed(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+
+  if (absl::GetFlag(FLAGS_json)) {
+    for (int i = 0; i < response.results_size(); ++i) {
+      const v1::EmbedResult& r = response.results(i);
+      json j = {{"index", i},
+                {"num_tokens", r.num_tokens()},
+                {"truncated", r.truncated()},
+                {"timing_us",
+                 {{"tokenize", r.timing().tokenize_us()},
+                  {"queue", r.timing().queue_us()},
+                  {"inference", r.timing().inference_us()},
+                  {"total", r.timing().total_us()}}}};
+      if (r.has_pooled_output()) j["pooled_output"] = TensorJson(r.pooled_output());
+      if (r.has_default_output()) j["default"] = TensorJson(r.default_output());
+      if (r.has_mean_pooled_output()) j["mean_pooled_output"] = TensorJson(r.mean_pooled_output());
+      if (r.has_sequence_output()) j["sequence_output"] = TensorJson(r.sequence_output());
+      if (r.encoder_outputs_size() > 0) {
+        json layers = json::array();
+        for (const auto& lo : r.encoder_outputs()) {
+          json t = TensorJson(lo.output());
+          t["layer"] = lo.layer();
+          layers.push_back(std::move(t));
+        }
+        j["encoder_outputs"] = std::move(layers);
+      }
+      std::printf("%s\n", j.dump().c_str());
+    }
+    return 0;
+  }
+
+  const size_t show = absl::GetFlag(FLAGS_show);
+  std::printf("Inputs:\n");
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    const v1::Input& in = request.inputs(i);
+    std::string what;
+    if (in.has_text()) {
+      what = absl::StrCat("\"", in.text().text_a(), "\"");
+      if (in.text().has_text_b()) absl::StrAppend(&what, " ||| \"", in.text().text_b(), "\"");
+    } else {
+      what = absl::StrCat(in.tokens().input_word_ids_size(), " token ids");
+    }
+    const auto& r = response.results(i);
+    std::printf("  [%d] %s  (%u tokens%s)\n", i, what.c_str(), r.num_tokens(),
+                r.truncated() ? ", truncated" : "");
+  }
+  std::vector<const v1::Tensor*> pooled, def, mean, seq;
+  for (const auto& r : response.results()) {
+    if (r.has_pooled_output()) pooled.push_back(&r.pooled_output());
+    if (r.has_default_output()) def.push_back(&r.default_output());
+    if (r.has_mean_pooled_output()) mean.push_back(&r.mean_pooled_output());
+    if (r.has_sequence_output()) seq.push_back(&r.sequence_output());
+  }
+  PrintHead("Pooled Outputs", pooled, show);
+  PrintHead("Default Outputs", def, show);
+  PrintHead("Mean Pooled Outputs", mean, show);
+  PrintHead("Sequence Outputs", seq, show);
+  if (response.results_size() > 0 && response.results(0).encoder_outputs_size() > 0) {
+    const int n = response.results(0).encoder_outputs_size();
+    std::printf("Encoder Outputs: %d layers\n", n);
+    for (int k = 0; k < n; ++k) {
+      std::vector<const v1::Tensor*> layer;
+      for (const auto& r : response.results()) layer.push_back(&r.encoder_outputs(k).output());
+      PrintHead(absl::StrCat("  Layer ", response.results(0).encoder_outputs(k).layer()), layer,
+                show);
+    }
+  }
+  const v1::Timing& t = response.timing();
+  std::printf("Timing (us): tokenize %lld, queue %lld, inference %lld, total %lld\n",
+              static_cast<long long>(t.tokenize_us()), static_cast<long long>(t.queue_us()),
+              static_cast<long long>(t.inference_us()), static_cast<long long>(t.total_us()));
+  return 0;
+}
+
+int Tokenize(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
+  v1::TokenizeRequest request;
+  for (v1::Input& input : ReadInputs(args)) {
+    if (!input.has_text()) {
+      std::fprintf(stderr, "tokenize takes texts only\n");
+      return 2;
+    }
+    *request.add_inputs() = input.text();
+  }
+  request.set_seq_length(absl::GetFlag(FLAGS_seq_length));
+  if (absl::GetFlag(FLAGS_truncation) == "reject") request.set_truncation(v1::TRUNCATION_REJECT);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::TokenizeResponse response;
+  grpc::Status status = stub->Tokenize(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+  for (int i = 0; i < response.encodings_size(); ++i) {
+    const v1::Encoding& e = response.encodings(i);
+    if (absl::GetFlag(FLAGS_json)) {
+      json j = {{"tokens", std::vector<std::string>(e.tokens().begin(), e.tokens().end())},
+                {"input_word_ids",
+                 std::vector<int>(e.input_word_ids().begin(), e.input_word_ids().end())},
+                {"input_mask", std::vector<int>(e.input_mask().begin(), e.input_mask().end())},
+                {"input_type_ids",
+                 std::vector<int>(e.input_type_ids().begin(), e.input_type_ids().end())},
+                {"num_tokens", e.num_tokens()},
+                {"truncated", e.truncated()}};
+      std::printf("%s\n", j.dump().c_str());
+      continue;
+    }
+    std::printf("[%d] tokens: %s\n", i, absl::StrJoin(e.tokens(), " ").c_str());
+    std::printf(
+        "    input_word_ids: %s\n",
+        absl::StrJoin(e.input_word_ids().begin(), e.input_word_ids().begin() + e.num_tokens(), " ")
+            .c_str());
+    std::printf(
+        "    input_type_ids: %s\n",
+        absl::StrJoin(e.input_type_ids().begin(), e.input_type_ids().begin() + e.num_tokens(), " ")
+            .c_str());
+    std::printf("    num_tokens: %u%s (padded to %d)\n", e.num_tokens(),
+                e.truncated() ? ", truncated" : "", e.input_word_ids_size());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace bert
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "bert_client --server=HOST:PORT <health|info|embed|tokenize> [texts...]\n"
+      "  Texts as arguments (\"A ||| B\" is a pair) or JSON lines on stdin.");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() < 2) {
+    std::fprintf(stderr, "usage: %s\n", absl::ProgramUsageMessage().data());
+    return 2;
+  }
+  const std::string command = rest[1];
+  std::vector<std::string> args(rest.begin() + 2, rest.end());
+  auto channel = bert::MakeChannel();
+  if (command == "health") return bert::Health(channel);
+  auto stub = bert::v1::BertService::NewStub(channel);
+  if (command == "info") return bert::Info(stub.get());
+  if (command == "embed") return bert::Embed(stub.get(), args);
+  if (command == "tokenize") return bert::Tokenize(stub.get(), args);
+  std::fprintf(stderr, "unknown command %s (health, info, embed, tokenize)\n", command.c_str());
+  return 2;
+}

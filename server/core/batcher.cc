@@ -1,0 +1,182 @@
+#include "server/core/batcher.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace bert {
+
+Batcher::Batcher(Engine* engine, BatcherOptions options)
+    : engine_(engine), options_(std::move(options)) {
+  batcher_thread_ = std::thread([this] { BatcherLoop(); });
+  engine_thread_ = std::thread([this] { EngineLoop(); });
+}
+
+Batcher::~Batcher() {
+  Drain();
+  if (batcher_thread_.joinable()) batcher_thread_.join();
+  if (engine_thread_.joinable()) engine_thread_.join();
+}
+
+int Batcher::queue_depth() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(queue_.size());
+}
+
+void Batcher::Enqueue(BatchItem item) {
+  int depth = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!draining_) {
+      queued_rows_ += item.rows;
+      queue_.push_back(Queued{std::move(item), absl::Now()});
+      depth = static_cast<int>(queue_.size());
+      item.done = nullptr;
+    }
+  }
+  if (item.done) {
+    item.done(absl::UnavailableError("the server is shutting down"), BatchSlice{});
+    return;
+  }
+  if (options_.on_queue_depth) options_.on_queue_depth(depth);
+}
+
+void Batcher::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+  mu_.Await(absl::Condition(&engine_done_));
+}
+
+void Batcher::BatcherLoop() {
+  for (;;) {
+    Batch batch;
+    std::vector<std::pair<Queued, absl::Status>> dropped;
+    int depth = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return draining_ || !queue_.empty();
+      };
+      mu_.Await(absl::Condition(&has_work));
+      if (queue_.empty()) break;  // draining and nothing left
+      // Wait for a full budget, or for the oldest item's delay, whichever comes first.
+      const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
+      auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return draining_ || queued_rows_ >= options_.max_batch_tokens;
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&full), cut_at);
+
+      const absl::Time now = absl::Now();
+      int rows = 0;
+      while (!queue_.empty()) {
+        Queued& front = queue_.front();
+        // gRPC also cancels a call whose deadline passed: name the deadline first.
+        const bool expired = front.item.deadline <= now;
+        const bool cancelled = front.item.cancelled != nullptr && front.item.cancelled->load();
+        if (expired || cancelled) {
+          queued_rows_ -= front.item.rows;
+          dropped.emplace_back(
+              std::move(front),
+              expired ? absl::DeadlineExceededError("the deadline passed before inference")
+                      : absl::CancelledError("the client cancelled the call"));
+          queue_.pop_front();
+          continue;
+        }
+        // Always take at least one item, even one larger than the budget alone.
+        if (!batch.items.empty() && rows + front.item.rows > options_.max_batch_tokens) break;
+        rows += front.item.rows;
+        queued_rows_ -= front.item.rows;
+        batch.items.push_back(std::move(front));
+        queue_.pop_front();
+      }
+      depth = static_cast<int>(queue_.size());
+    }
+    for (auto& [queued, status] : dropped) queued.item.done(status, BatchSlice{});
+    if (options_.on_queue_depth) options_.on_queue_depth(depth);
+    if (batch.items.empty()) continue;
+
+    absl::MutexLock lock(&mu_);
+    auto slot_free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !slot_.has_value(); };
+    mu_.Await(absl::Condition(&slot_free));
+    slot_ = std::move(batch);
+  }
+  absl::MutexLock lock(&mu_);
+  batcher_done_ = true;
+}
+
+void Batcher::EngineLoop() {
+  for (;;) {
+    Batch batch;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return slot_.has_value() || batcher_done_;
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (!slot_.has_value()) break;
+      batch = std::move(*slot_);
+      slot_.reset();
+    }
+    RunBatch(std::move(batch));
+  }
+  absl::MutexLock lock(&mu_);
+  engine_done_ = true;
+}
+
+void Batcher::RunBatch(Batch batch) {
+  EncoderBatch encoder_batch;
+  OutputSelection selection;
+  BatchStats stats;
+  encoder_batch.cu_rows.push_back(0);
+  for (const Queued& q : batch.items) {
+    const BatchItem& item = q.item;
+    const int n = static_cast<int>(item.word_ids.size());
+    const int rows = std::max(item.rows, n);
+    encoder_batch.word_ids.insert(encoder_batch.word_ids.end(), item.word_ids.begin(),
+                                  item.word_ids.end());
+    if (item.type_ids.empty()) {
+      encoder_batch.type_ids.insert(encoder_batch.type_ids.end(), n, 0);
+    } else {
+      encoder_batch.type_ids.insert(encoder_batch.type_ids.end(), item.type_ids.begin(),
+                                    item.type_ids.end());
+    }
+    // TF-Hub padding rows: word id 0 ([PAD]), type 0; attended to by nobody.
+    encoder_batch.word_ids.insert(encoder_batch.word_ids.end(), rows - n, 0);
+    encoder_batch.type_ids.insert(encoder_batch.type_ids.end(), rows - n, 0);
+    encoder_batch.cu_rows.push_back(encoder_batch.cu_rows.back() + rows);
+    encoder_batch.num_valid.push_back(n);
+    selection.pooled |= item.pooled;
+    selection.mean_pooled |= item.mean_pooled;
+    selection.sequence |= item.sequence;
+    selection.layers.insert(selection.layers.end(), item.layers.begin(), item.layers.end());
+    stats.rows += rows;
+    stats.real_tokens += n;
+  }
+  std::sort(selection.layers.begin(), selection.layers.end());
+  selection.layers.erase(std::unique(selection.layers.begin(), selection.layers.end()),
+                         selection.layers.end());
+  stats.num_sequences = static_cast<int>(batch.items.size());
+
+  auto output = std::make_shared<EncoderOutput>();
+  const absl::Time start = absl::Now();
+  absl::Status status = engine_->Encode(encoder_batch, selection, output.get());
+  const absl::Time end = absl::Now();
+  stats.inference_us = absl::ToInt64Microseconds(end - start);
+  stats.ok = status.ok();
+
+  // Stats first, so that metrics already count a batch whose answers a client has seen.
+  if (options_.on_batch) options_.on_batch(stats);
+  auto layers = std::make_shared<const std::vector<int>>(std::move(selection.layers));
+  for (size_t i = 0; i < batch.items.size(); ++i) {
+    BatchSlice slice;
+    slice.output = output;
+    slice.layers = layers;
+    slice.index = static_cast<int>(i);
+    slice.row_begin = encoder_batch.cu_rows[i];
+    slice.rows = encoder_batch.cu_rows[i + 1] - encoder_batch.cu_rows[i];
+    slice.queue_us = absl::ToInt64Microseconds(start - batch.items[i].enqueued);
+    slice.inference_us = stats.inference_us;
+    batch.items[i].item.done(status, slice);
+  }
+}
+
+}  // namespace bert

@@ -1,0 +1,122 @@
+// The dynamic batcher: many requests' sequences in, engine-sized ragged batches out.
+//
+// One batcher thread owns the queue. It cuts a batch when the queued rows reach the
+// token budget (`max_batch_tokens`, counting every row the engine will compute, padding
+// rows included) or when the oldest queued sequence has waited `max_batch_delay`. Before
+// a sequence enters a batch the batcher drops it if its deadline has passed or its client
+// has cancelled (completing it with DEADLINE_EXCEEDED / CANCELLED). Batches go to the
+// engine thread through a one-slot handoff, so the next batch forms while the engine runs
+// the current one. The engine thread is the only user of the Engine.
+//
+// Every enqueued item's `done` runs exactly once, on the batcher or engine thread; keep
+// it short (schedule real work elsewhere). Thread-safe: Enqueue from any thread.
+#ifndef BERT_SERVER_CORE_BATCHER_H_
+#define BERT_SERVER_CORE_BATCHER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/engine/engine.h"
+
+namespace bert {
+
+// What one finished batch hands each of its items.
+struct BatchSlice {
+  std::shared_ptr<const EncoderOutput> output;
+  std::shared_ptr<const std::vector<int>> layers;  // The batch's selection.layers.
+  int index = 0;                                   // The item's sequence index in the batch.
+  int row_begin = 0;  // Its first row in the batch's row-major outputs.
+  int rows = 0;
+  int64_t queue_us = 0;      // Enqueue to the start of its batch's Encode.
+  int64_t inference_us = 0;  // Its batch's Encode.
+};
+
+struct BatchItem {
+  std::vector<int32_t> word_ids;
+  std::vector<int32_t> type_ids;  // Same length as word_ids, or empty (all 0).
+  int rows = 0;                   // Rows to compute: word_ids.size() or more (padding).
+  // What this item needs from its batch.
+  bool pooled = false;
+  bool mean_pooled = false;
+  bool sequence = false;
+  std::vector<int> layers;  // Sorted, unique, 0-based.
+  absl::Time deadline = absl::InfiniteFuture();
+  std::shared_ptr<const std::atomic<bool>> cancelled;  // May be null.
+  std::function<void(const absl::Status&, const BatchSlice&)> done;
+};
+
+struct BatchStats {
+  int num_sequences = 0;
+  int rows = 0;         // Rows computed, padding rows included.
+  int real_tokens = 0;  // Rows that are real tokens.
+  int64_t inference_us = 0;
+  bool ok = true;
+};
+
+struct BatcherOptions {
+  int max_batch_tokens = 8192;
+  absl::Duration max_batch_delay = absl::Microseconds(2000);
+  std::function<void(const BatchStats&)> on_batch;  // Engine thread; may be empty.
+  std::function<void(int)> on_queue_depth;          // Queued sequences; may be empty.
+};
+
+class Batcher {
+ public:
+  // `engine` must outlive the Batcher. Starts both threads.
+  Batcher(Engine* engine, BatcherOptions options);
+  // Drain(), then joins the threads.
+  ~Batcher();
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Queues one sequence. After Drain() the item is completed with UNAVAILABLE.
+  void Enqueue(BatchItem item);
+
+  // Stops taking items, runs everything already queued without waiting for the delay,
+  // and returns when the engine has finished the last batch.
+  void Drain();
+
+  int queue_depth() const;
+
+ private:
+  struct Queued {
+    BatchItem item;
+    absl::Time enqueued;
+  };
+  struct Batch {
+    std::vector<Queued> items;
+  };
+
+  void BatcherLoop();
+  void EngineLoop();
+  void RunBatch(Batch batch);
+
+  Engine* const engine_;
+  const BatcherOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
+  int queued_rows_ ABSL_GUARDED_BY(mu_) = 0;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // The one-slot handoff to the engine thread.
+  std::optional<Batch> slot_ ABSL_GUARDED_BY(mu_);
+  bool batcher_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool engine_done_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread batcher_thread_;
+  std::thread engine_thread_;
+};
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_CORE_BATCHER_H_

@@ -1,0 +1,259 @@
+#include "server/core/batcher.h"
+
+#include <atomic>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "server/core/fake_engine.h"
+
+namespace bert {
+namespace {
+
+FakeEngine::Options EngineOptions(absl::Duration latency = absl::ZeroDuration()) {
+  FakeEngine::Options o;
+  o.config = FakeEngine::SmallConfig();
+  o.latency = latency;
+  return o;
+}
+
+// Collects the completion of each item.
+struct Completion {
+  absl::Notification done;
+  absl::Status status;
+  BatchSlice slice;
+  absl::Time at;
+};
+
+BatchItem MakeItem(std::vector<int32_t> ids, int rows, Completion* c) {
+  BatchItem item;
+  item.word_ids = std::move(ids);
+  item.rows = rows;
+  item.sequence = true;
+  item.mean_pooled = true;
+  item.pooled = true;
+  item.layers = {0};
+  item.done = [c](const absl::Status& s, const BatchSlice& slice) {
+    c->status = s;
+    c->slice = slice;
+    c->at = absl::Now();
+    c->done.Notify();
+  };
+  return item;
+}
+
+TEST(BatcherTest, CutsByTokenBudget) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_tokens = 10;
+  options.max_batch_delay = absl::Milliseconds(300);
+  std::vector<Completion> c(5);
+  {
+    Batcher batcher(&engine, options);
+    for (int i = 0; i < 5; ++i) batcher.Enqueue(MakeItem({1, 2, 3, 4}, 4, &c[i]));
+    for (auto& x : c) x.done.WaitForNotification();
+  }
+  const auto batches = engine.batches();
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_EQ(batches[0].num_sequences, 2);
+  EXPECT_EQ(batches[1].num_sequences, 2);
+  EXPECT_EQ(batches[2].num_sequences, 1);
+  for (const auto& b : batches) EXPECT_LE(b.total_rows, 10);
+  for (auto& x : c) EXPECT_TRUE(x.status.ok()) << x.status;
+}
+
+TEST(BatcherTest, PaddingRowsCountAgainstTheBudget) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_tokens = 16;
+  options.max_batch_delay = absl::Milliseconds(300);
+  std::vector<Completion> c(4);
+  {
+    Batcher batcher(&engine, options);
+    // Two real tokens each, but padded to 8 rows: only two fit in 16.
+    for (int i = 0; i < 4; ++i) batcher.Enqueue(MakeItem({5, 6}, 8, &c[i]));
+    for (auto& x : c) x.done.WaitForNotification();
+  }
+  const auto batches = engine.batches();
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[0].total_rows, 16);
+  EXPECT_EQ(batches[1].total_rows, 16);
+}
+
+TEST(BatcherTest, CutsByDelayWhenBudgetIsNotReached) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_tokens = 1000;
+  options.max_batch_delay = absl::Milliseconds(60);
+  std::vector<Completion> c(3);
+  const absl::Time start = absl::Now();
+  {
+    Batcher batcher(&engine, options);
+    for (int i = 0; i < 3; ++i) batcher.Enqueue(MakeItem({1, 2}, 2, &c[i]));
+    for (auto& x : c) x.done.WaitForNotification();
+  }
+  ASSERT_EQ(engine.batches().size(), 1u);
+  EXPECT_EQ(engine.batches()[0].num_sequences, 3);
+  EXPECT_GE(c[0].at - start, absl::Milliseconds(50));
+}
+
+TEST(BatcherTest, OversizedItemRunsAlone) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_tokens = 4;
+  options.max_batch_delay = absl::Milliseconds(1);
+  Completion a, b;
+  {
+    Batcher batcher(&engine, options);
+    batcher.Enqueue(MakeItem(std::vector<int32_t>(10, 7), 10, &a));
+    batcher.Enqueue(MakeItem({1}, 1, &b));
+    a.done.WaitForNotification();
+    b.done.WaitForNotification();
+  }
+  EXPECT_TRUE(a.status.ok());
+  EXPECT_TRUE(b.status.ok());
+  ASSERT_EQ(engine.batches().size(), 2u);
+  EXPECT_EQ(engine.batches()[0].total_rows, 10);
+}
+
+TEST(BatcherTest, SlicesMatchEachItemsRows) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_tokens = 100;
+  options.max_batch_delay = absl::Milliseconds(20);
+  Completion a, b;
+  {
+    Batcher batcher(&engine, options);
+    BatchItem first = MakeItem({10, 11, 12}, 5, &a);  // 3 tokens + 2 padding rows
+    first.type_ids = {0, 1, 1};
+    batcher.Enqueue(std::move(first));
+    batcher.Enqueue(MakeItem({20, 21}, 2, &b));
+    a.done.WaitForNotification();
+    b.done.WaitForNotification();
+  }
+  ASSERT_TRUE(a.status.ok());
+  ASSERT_EQ(engine.batches().size(), 1u);
+  EXPECT_EQ(a.slice.index, 0);
+  EXPECT_EQ(a.slice.row_begin, 0);
+  EXPECT_EQ(a.slice.rows, 5);
+  EXPECT_EQ(b.slice.index, 1);
+  EXPECT_EQ(b.slice.row_begin, 5);
+  EXPECT_EQ(b.slice.rows, 2);
+  const int h = 4;
+  const EncoderOutput& out = *b.slice.output;
+  // b's second row: word 21, type 0, position 1, last layer (1).
+  EXPECT_FLOAT_EQ(out.sequence[(b.slice.row_begin + 1) * h + 2], FakeEngine::Value(21, 0, 1, 1, 2));
+  // a's padding row 4: word 0, type 0, position 4.
+  EXPECT_FLOAT_EQ(out.sequence[4 * h], FakeEngine::Value(0, 0, 4, 1, 0));
+  // a's row 1 has type 1.
+  EXPECT_FLOAT_EQ(out.sequence[1 * h], FakeEngine::Value(11, 1, 1, 1, 0));
+  ASSERT_EQ(*a.slice.layers, std::vector<int>{0});
+  EXPECT_FLOAT_EQ(out.layers[0][1 * h], FakeEngine::Value(11, 1, 1, 0, 0));
+  // mean over a's 3 valid rows only.
+  const float mean = (FakeEngine::Value(10, 0, 0, 1, 0) + FakeEngine::Value(11, 1, 1, 1, 0) +
+                      FakeEngine::Value(12, 1, 2, 1, 0)) /
+                     3;
+  EXPECT_NEAR(out.mean_pooled[0], mean, 1e-2);
+}
+
+TEST(BatcherTest, DropsExpiredAndCancelledItems) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_tokens = 100;
+  options.max_batch_delay = absl::Milliseconds(5);
+  Completion expired, cancelled, live;
+  {
+    Batcher batcher(&engine, options);
+    BatchItem e = MakeItem({1}, 1, &expired);
+    e.deadline = absl::Now() - absl::Seconds(1);
+    batcher.Enqueue(std::move(e));
+    BatchItem c = MakeItem({2}, 1, &cancelled);
+    auto flag = std::make_shared<std::atomic<bool>>(true);
+    c.cancelled = flag;
+    batcher.Enqueue(std::move(c));
+    BatchItem l = MakeItem({3}, 1, &live);
+    l.deadline = absl::Now() + absl::Seconds(30);
+    batcher.Enqueue(std::move(l));
+    expired.done.WaitForNotification();
+    cancelled.done.WaitForNotification();
+    live.done.WaitForNotification();
+  }
+  EXPECT_EQ(expired.status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(cancelled.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(live.status.ok());
+  ASSERT_EQ(engine.batches().size(), 1u);
+  EXPECT_EQ(engine.batches()[0].num_sequences, 1);
+}
+
+TEST(BatcherTest, NextBatchFormsWhileEngineRuns) {
+  FakeEngine engine(EngineOptions(absl::Milliseconds(150)));
+  std::atomic<int64_t> handed_off_us{0};
+  const absl::Time start = absl::Now();
+  std::atomic<bool> second_enqueued{false};
+  BatcherOptions options;
+  options.max_batch_tokens = 100;
+  options.max_batch_delay = absl::Milliseconds(2);
+  options.on_queue_depth = [&](int depth) {
+    if (depth == 0 && second_enqueued.load() && handed_off_us.load() == 0) {
+      handed_off_us = absl::ToInt64Microseconds(absl::Now() - start);
+    }
+  };
+  Completion a, b, c;
+  {
+    Batcher batcher(&engine, options);
+    batcher.Enqueue(MakeItem({1}, 1, &a));
+    absl::SleepFor(absl::Milliseconds(30));  // the engine is now busy with a
+    second_enqueued = true;
+    batcher.Enqueue(MakeItem({2}, 1, &b));
+    batcher.Enqueue(MakeItem({3}, 1, &c));
+    a.done.WaitForNotification();
+    b.done.WaitForNotification();
+    c.done.WaitForNotification();
+  }
+  ASSERT_EQ(engine.batches().size(), 2u);
+  EXPECT_EQ(engine.batches()[1].num_sequences, 2);
+  // b and c left the queue (cut into the next batch) before a's batch finished.
+  EXPECT_GT(handed_off_us.load(), 0);
+  EXPECT_LT(absl::Microseconds(handed_off_us.load()), a.at - start);
+}
+
+TEST(BatcherTest, EngineErrorReachesEveryItemOfTheBatch) {
+  FakeEngine engine(EngineOptions());
+  engine.SetFailure(absl::InternalError("device fault"));
+  BatcherOptions options;
+  options.max_batch_delay = absl::Milliseconds(5);
+  Completion a, b;
+  {
+    Batcher batcher(&engine, options);
+    batcher.Enqueue(MakeItem({1}, 1, &a));
+    batcher.Enqueue(MakeItem({2}, 1, &b));
+    a.done.WaitForNotification();
+    b.done.WaitForNotification();
+  }
+  EXPECT_EQ(a.status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(b.status.code(), absl::StatusCode::kInternal);
+}
+
+TEST(BatcherTest, DrainRunsQueuedItemsThenRefuses) {
+  FakeEngine engine(EngineOptions(absl::Milliseconds(20)));
+  BatcherOptions options;
+  options.max_batch_tokens = 2;
+  options.max_batch_delay = absl::Seconds(10);  // Drain must not wait for this.
+  std::vector<Completion> c(6);
+  Batcher batcher(&engine, options);
+  for (int i = 0; i < 5; ++i) batcher.Enqueue(MakeItem({1}, 1, &c[i]));
+  const absl::Time start = absl::Now();
+  batcher.Drain();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(c[i].done.HasBeenNotified()) << i;
+    EXPECT_TRUE(c[i].status.ok());
+  }
+  batcher.Enqueue(MakeItem({1}, 1, &c[5]));
+  ASSERT_TRUE(c[5].done.HasBeenNotified());
+  EXPECT_EQ(c[5].status.code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace bert

@@ -1,0 +1,379 @@
+#include "server/core/pipeline.h"
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/core/dtype_convert.h"
+#include "server/text/packer.h"
+#include "server/util/status_macros.h"
+
+namespace bert {
+
+struct Pipeline::Request {
+  ResolvedOptions options;
+  EmbedRequestSpec spec;
+  absl::Time arrival;
+  absl::Time deadline;
+  std::shared_ptr<const std::atomic<bool>> cancelled;
+  Admission::Permit permit;
+  EmbedCallback done;
+
+  absl::Mutex mu;
+  bool finished ABSL_GUARDED_BY(mu) = false;
+  int remaining ABSL_GUARDED_BY(mu) = 0;
+  std::vector<InputResult> results ABSL_GUARDED_BY(mu);
+  int64_t tokenize_us = 0;  // Written before any item is enqueued.
+};
+
+namespace {
+
+int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
+
+// Appends `rows` x `hidden` floats starting at `row_begin` of `source` to `tensor`.
+void FillTensor(OutputDType dtype, const std::vector<float>& source, int row_begin, int rows,
+                int hidden, bool as_vector, TensorData* tensor) {
+  tensor->present = true;
+  tensor->dtype = dtype;
+  if (as_vector) {
+    tensor->shape = {hidden};
+  } else {
+    tensor->shape = {rows, hidden};
+  }
+  tensor->bytes.clear();
+  AppendAs(dtype,
+           absl::MakeConstSpan(source.data() + static_cast<size_t>(row_begin) * hidden,
+                               static_cast<size_t>(rows) * hidden),
+           &tensor->bytes);
+}
+
+void FillPooled(OutputDType dtype, const std::vector<float>& source, int index, int hidden,
+                bool normalize, TensorData* tensor) {
+  std::vector<float> v(source.begin() + static_cast<size_t>(index) * hidden,
+                       source.begin() + static_cast<size_t>(index + 1) * hidden);
+  if (normalize) {
+    double sum = 0;
+    for (float x : v) sum += static_cast<double>(x) * x;
+    const double norm = std::sqrt(sum);
+    if (norm > 0) {
+      for (float& x : v) x = static_cast<float>(x / norm);
+    }
+  }
+  FillTensor(dtype, v, 0, 1, hidden, /*as_vector=*/true, tensor);
+}
+
+}  // namespace
+
+Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
+                   std::unique_ptr<BertTokenizer> tokenizer, PipelineObserver* observer)
+    : options_(std::move(options)),
+      engine_(std::move(engine)),
+      tokenizer_(std::move(tokenizer)),
+      observer_(observer),
+      admission_(options_.max_concurrent_requests) {
+  const ModelConfig& config = engine_->config();
+  limits_.num_layers = config.num_layers;
+  limits_.vocab_size = config.vocab_size;
+  limits_.type_vocab_size = config.type_vocab_size;
+  limits_.max_seq_length = config.max_position_embeddings;
+  limits_.default_seq_length =
+      std::min(options_.default_seq_length, config.max_position_embeddings);
+  limits_.max_inputs_per_request = options_.max_inputs_per_request;
+  limits_.has_pooler = engine_->has_pooler();
+  limits_.hidden_size = config.hidden_size;
+  limits_.max_response_bytes = options_.max_response_bytes;
+}
+
+Pipeline::~Pipeline() {
+  draining_ = true;
+  batcher_.reset();  // Drains and joins.
+  workers_.reset();
+}
+
+absl::Status Pipeline::Warmup() {
+  const ModelConfig& config = engine_->config();
+  const int rows = std::min(config.max_position_embeddings, options_.max_batch_tokens);
+  const int sequences = std::max(1, options_.max_batch_tokens / rows);
+  EncoderBatch batch;
+  batch.cu_rows.push_back(0);
+  for (int s = 0; s < sequences; ++s) {
+    for (int r = 0; r < rows; ++r) {
+      batch.word_ids.push_back(r % config.vocab_size);
+      batch.type_ids.push_back(0);
+    }
+    batch.cu_rows.push_back(batch.cu_rows.back() + rows);
+    // The last row of each sequence is a padding row, so that path is warmed up too.
+    batch.num_valid.push_back(std::max(1, rows - 1));
+  }
+  OutputSelection selection;
+  selection.pooled = engine_->has_pooler();
+  selection.mean_pooled = true;
+  selection.sequence = true;
+  for (int l = 0; l < config.num_layers; ++l) selection.layers.push_back(l);
+  EncoderOutput output;
+  absl::Status status = engine_->Encode(batch, selection, &output);
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("warm-up at ", sequences, " x ", rows,
+                                                    " rows failed: ", status.message()));
+  }
+  return absl::OkStatus();
+}
+
+void Pipeline::Start() {
+  workers_ = std::make_unique<WorkerPool>(options_.tokenization_workers);
+  BatcherOptions batcher_options;
+  batcher_options.max_batch_tokens = options_.max_batch_tokens;
+  batcher_options.max_batch_delay = options_.max_batch_delay;
+  if (observer_ != nullptr) {
+    batcher_options.on_batch = [this](const BatchStats& s) { observer_->OnBatch(s); };
+    batcher_options.on_queue_depth = [this](int d) { observer_->OnQueueDepth(d); };
+  }
+  batcher_ = std::make_unique<Batcher>(engine_.get(), std::move(batcher_options));
+  started_ = true;
+}
+
+absl::StatusOr<Admission::Permit> Pipeline::Admit() {
+  if (!started_.load()) return absl::UnavailableError("the model is still loading");
+  if (draining_.load()) return absl::UnavailableError("the server is shutting down");
+  Admission::Permit permit = admission_.TryAcquire();
+  if (!permit.valid()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server is at its limit of ", admission_.limit(), " concurrent requests"));
+  }
+  return permit;
+}
+
+bool Pipeline::Drain(absl::Duration timeout) {
+  draining_ = true;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (admission_.in_flight() > 0) {
+    if (absl::Now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (batcher_ != nullptr) batcher_->Drain();
+  return true;
+}
+
+absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_length,
+                                Truncation truncation, std::vector<int32_t>* word_ids,
+                                std::vector<int32_t>* type_ids, bool* truncated) const {
+  std::vector<int32_t> a, b;
+  absl::Status status = tokenizer_->Tokenize(input.text_a, &a);
+  if (!status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("inputs[", index, "].text.text_a: ", status.message()));
+  }
+  if (input.text_b.has_value()) {
+    status = tokenizer_->Tokenize(*input.text_b, &b);
+    if (!status.ok()) {
+      return absl::Status(status.code(),
+                          absl::StrCat("inputs[", index, "].text.text_b: ", status.message()));
+    }
+  }
+  absl::Span<const int32_t> b_span(b);
+  auto packed = PackInputs(
+      a, input.text_b.has_value() ? &b_span : nullptr, seq_length, tokenizer_->cls_id(),
+      tokenizer_->sep_id(),
+      truncation == Truncation::kReject ? TruncationPolicy::kReject : TruncationPolicy::kTruncate);
+  if (!packed.ok()) {
+    return absl::Status(packed.status().code(),
+                        absl::StrCat("inputs[", index, "].text: ", packed.status().message()));
+  }
+  *word_ids = std::move(packed->word_ids);
+  *type_ids = std::move(packed->type_ids);
+  *truncated = packed->truncated;
+  return absl::OkStatus();
+}
+
+void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
+                     std::shared_ptr<const std::atomic<bool>> cancelled, Admission::Permit permit,
+                     EmbedCallback done) {
+  auto request = std::make_shared<Request>();
+  request->arrival = absl::Now();
+  auto options = ValidateEmbedRequest(spec, limits_);
+  if (!options.ok()) {
+    permit.Reset();
+    done(options.status());
+    return;
+  }
+  request->options = *std::move(options);
+  request->spec = std::move(spec);
+  request->deadline = deadline;
+  request->cancelled = std::move(cancelled);
+  request->permit = std::move(permit);
+  request->done = std::move(done);
+  workers_->Schedule([this, request] { TokenizeAndEnqueue(request); });
+}
+
+void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
+  const ResolvedOptions& opt = request->options;
+  const absl::Time start = absl::Now();
+  const int n = static_cast<int>(request->spec.inputs.size());
+  std::vector<BatchItem> items(n);
+  std::vector<bool> truncated(n, false);
+  for (int i = 0; i < n; ++i) {
+    const InputSpec& input = request->spec.inputs[i];
+    BatchItem& item = items[i];
+    if (input.is_text) {
+      bool t = false;
+      absl::Status status =
+          PackText(input, i, opt.seq_length, opt.truncation, &item.word_ids, &item.type_ids, &t);
+      if (!status.ok()) {
+        Finish(request, status);
+        return;
+      }
+      truncated[i] = t;
+    } else {
+      item.word_ids = input.word_ids;
+      item.type_ids = input.type_ids;
+      if (static_cast<int>(item.word_ids.size()) > opt.seq_length) {
+        // Validation already rejected this under TRUNCATION_REJECT.
+        item.word_ids.resize(opt.seq_length);
+        if (!item.type_ids.empty()) item.type_ids.resize(opt.seq_length);
+        truncated[i] = true;
+      }
+    }
+  }
+  request->tokenize_us = Micros(absl::Now() - start);
+  std::vector<int> num_tokens(n);
+  for (int i = 0; i < n; ++i) num_tokens[i] = static_cast<int>(items[i].word_ids.size());
+  absl::Status size = CheckResponseSize(opt, num_tokens, limits_);
+  if (!size.ok()) {
+    Finish(request, size);
+    return;
+  }
+  {
+    absl::MutexLock lock(&request->mu);
+    request->remaining = n;
+    request->results.resize(n);
+    for (int i = 0; i < n; ++i) {
+      request->results[i].num_tokens = static_cast<int>(items[i].word_ids.size());
+      request->results[i].truncated = truncated[i];
+      request->results[i].timing.tokenize_us = request->tokenize_us;
+    }
+  }
+  const bool per_token = opt.sequence || opt.encoder_outputs;
+  for (int i = 0; i < n; ++i) {
+    BatchItem& item = items[i];
+    const int tokens = static_cast<int>(item.word_ids.size());
+    item.rows =
+        (per_token && opt.padding == PaddingMode::kPadToSeqLength) ? opt.seq_length : tokens;
+    item.pooled = opt.pooled || opt.default_head;
+    item.mean_pooled = opt.mean_pooled;
+    item.sequence = opt.sequence;
+    item.layers = opt.layers_sorted;
+    item.deadline = request->deadline;
+    item.cancelled = request->cancelled;
+    item.done = [this, request, i](const absl::Status& status, const BatchSlice& slice) {
+      if (!status.ok()) {
+        Finish(request, status);
+        return;
+      }
+      workers_->Schedule([this, request, i, slice] { Assemble(request, i, slice); });
+    };
+    batcher_->Enqueue(std::move(item));
+  }
+}
+
+void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,
+                        const BatchSlice& slice) {
+  {
+    absl::MutexLock lock(&request->mu);
+    if (request->finished) return;
+  }
+  const ResolvedOptions& opt = request->options;
+  const int hidden = engine_->config().hidden_size;
+  const EncoderOutput& out = *slice.output;
+  InputResult result;
+  {
+    absl::MutexLock lock(&request->mu);
+    result.num_tokens = request->results[index].num_tokens;
+    result.truncated = request->results[index].truncated;
+  }
+  const int rows = opt.padding == PaddingMode::kPadToSeqLength ? opt.seq_length : result.num_tokens;
+  if (opt.pooled)
+    FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.pooled);
+  if (opt.default_head)
+    FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.default_output);
+  if (opt.mean_pooled)
+    FillPooled(opt.dtype, out.mean_pooled, slice.index, hidden, opt.normalize, &result.mean_pooled);
+  if (opt.sequence) {
+    FillTensor(opt.dtype, out.sequence, slice.row_begin, rows, hidden, false, &result.sequence);
+  }
+  if (opt.encoder_outputs) {
+    const std::vector<int>& layers = *slice.layers;
+    for (int layer : opt.layers_in_order) {
+      const size_t k = std::lower_bound(layers.begin(), layers.end(), layer) - layers.begin();
+      result.layers.emplace_back(layer, TensorData{});
+      FillTensor(opt.dtype, out.layers[k], slice.row_begin, rows, hidden, false,
+                 &result.layers.back().second);
+    }
+  }
+  result.timing.tokenize_us = request->tokenize_us;
+  result.timing.queue_us = slice.queue_us;
+  result.timing.inference_us = slice.inference_us;
+  result.timing.total_us = Micros(absl::Now() - request->arrival);
+  bool last = false;
+  {
+    absl::MutexLock lock(&request->mu);
+    if (request->finished) return;
+    request->results[index] = std::move(result);
+    last = --request->remaining == 0;
+  }
+  if (last) Finish(request, absl::OkStatus());
+}
+
+void Pipeline::Finish(const std::shared_ptr<Request>& request, absl::Status status) {
+  EmbedResult result;
+  {
+    absl::MutexLock lock(&request->mu);
+    if (request->finished) return;
+    request->finished = true;
+    if (status.ok()) {
+      result.results = std::move(request->results);
+      result.timing.tokenize_us = request->tokenize_us;
+      for (const InputResult& r : result.results) {
+        result.timing.queue_us = std::max(result.timing.queue_us, r.timing.queue_us);
+        result.timing.inference_us = std::max(result.timing.inference_us, r.timing.inference_us);
+      }
+      result.timing.total_us = Micros(absl::Now() - request->arrival);
+    }
+  }
+  EmbedCallback done = std::move(request->done);
+  request->permit.Reset();
+  if (status.ok()) {
+    done(std::move(result));
+  } else {
+    done(status);
+  }
+}
+
+absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(const TokenizeRequestSpec& request) const {
+  RETURN_IF_ERROR(ValidateTokenizeRequest(request, limits_));
+  ASSIGN_OR_RETURN(const int seq_length, ResolveSeqLength(request.seq_length, limits_));
+  std::vector<Encoding> encodings;
+  encodings.reserve(request.inputs.size());
+  for (size_t i = 0; i < request.inputs.size(); ++i) {
+    std::vector<int32_t> word_ids, type_ids;
+    bool truncated = false;
+    RETURN_IF_ERROR(PackText(request.inputs[i], static_cast<int>(i), seq_length, request.truncation,
+                             &word_ids, &type_ids, &truncated));
+    Encoding encoding;
+    encoding.num_tokens = static_cast<int>(word_ids.size());
+    encoding.truncated = truncated;
+    for (int32_t id : word_ids) encoding.tokens.emplace_back(tokenizer_->Token(id));
+    PackedInput packed;
+    packed.word_ids = std::move(word_ids);
+    packed.type_ids = std::move(type_ids);
+    packed.truncated = truncated;
+    PadToLength(packed, seq_length, tokenizer_->pad_id(), &encoding.word_ids, &encoding.mask,
+                &encoding.type_ids);
+    encodings.push_back(std::move(encoding));
+  }
+  return encodings;
+}
+
+}  // namespace bert

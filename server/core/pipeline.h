@@ -1,0 +1,109 @@
+// The request path behind every RPC: admission -> validation -> tokenization workers ->
+// batcher -> engine -> response assembly.
+//
+// Pipeline owns the engine (through its Batcher), the tokenizer and the worker pool.
+// Lifecycle: construct, Warmup() (runs the largest batch shape once), Start(), serve,
+// Drain() (refuse new requests with UNAVAILABLE, finish the accepted ones). Thread-safe
+// after Start(): Embed/Tokenize may be called from any number of threads.
+#ifndef BERT_SERVER_CORE_PIPELINE_H_
+#define BERT_SERVER_CORE_PIPELINE_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/admission.h"
+#include "server/core/batcher.h"
+#include "server/core/types.h"
+#include "server/core/validation.h"
+#include "server/core/worker_pool.h"
+#include "server/engine/engine.h"
+#include "server/text/tokenizer.h"
+
+namespace bert {
+
+struct PipelineOptions {
+  int max_concurrent_requests = 64;
+  int max_inputs_per_request = 256;
+  int max_batch_tokens = 8192;
+  absl::Duration max_batch_delay = absl::Microseconds(2000);
+  int tokenization_workers = 2;
+  int default_seq_length = 128;
+  int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
+};
+
+// Hooks for metrics; called from pipeline threads, must be thread-safe and quick.
+class PipelineObserver {
+ public:
+  virtual ~PipelineObserver() = default;
+  virtual void OnBatch(const BatchStats& stats) {}
+  virtual void OnQueueDepth(int depth) {}
+};
+
+using EmbedCallback = std::function<void(absl::StatusOr<EmbedResult>)>;
+
+class Pipeline {
+ public:
+  // `observer` may be null and must outlive the Pipeline.
+  Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
+           std::unique_ptr<BertTokenizer> tokenizer, PipelineObserver* observer);
+  ~Pipeline();
+
+  // Runs one batch of the largest shape (max_batch_tokens rows in sequences of the
+  // longest allowed length, every output selected) so that allocations happen now.
+  absl::Status Warmup();
+  void Start();
+
+  // RESOURCE_EXHAUSTED when at the concurrency limit, UNAVAILABLE before Start or while
+  // draining. The permit is held until the request's answer is handed back.
+  absl::StatusOr<Admission::Permit> Admit();
+
+  // Validates at once (a bad request gets `done` with INVALID_ARGUMENT before this
+  // returns), then tokenizes and batches. `done` runs exactly once, on some thread.
+  // `cancelled` (may be null) is polled before the request's sequences reach the engine.
+  void Embed(EmbedRequestSpec request, absl::Time deadline,
+             std::shared_ptr<const std::atomic<bool>> cancelled, Admission::Permit permit,
+             EmbedCallback done);
+
+  // Preprocessing only, run on the caller's thread.
+  absl::StatusOr<std::vector<Encoding>> Tokenize(const TokenizeRequestSpec& request) const;
+
+  // Stops admitting (UNAVAILABLE), then returns true when every accepted request is
+  // answered and the engine is idle, or false if that takes longer than `timeout`.
+  bool Drain(absl::Duration timeout = absl::InfiniteDuration());
+
+  const RequestLimits& limits() const { return limits_; }
+  const PipelineOptions& options() const { return options_; }
+  const Engine& engine() const { return *engine_; }
+  const BertTokenizer& tokenizer() const { return *tokenizer_; }
+  int in_flight() const { return admission_.in_flight(); }
+  bool draining() const { return draining_.load(); }
+
+ private:
+  struct Request;
+  void TokenizeAndEnqueue(std::shared_ptr<Request> request);
+  void Assemble(const std::shared_ptr<Request>& request, int index, const BatchSlice& slice);
+  void Finish(const std::shared_ptr<Request>& request, absl::Status status);
+  absl::Status PackText(const InputSpec& input, int index, int seq_length, Truncation truncation,
+                        std::vector<int32_t>* word_ids, std::vector<int32_t>* type_ids,
+                        bool* truncated) const;
+
+  const PipelineOptions options_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<BertTokenizer> tokenizer_;
+  PipelineObserver* const observer_;
+  RequestLimits limits_;
+  Admission admission_;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> draining_{false};
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<Batcher> batcher_;
+};
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_CORE_PIPELINE_H_

@@ -1,0 +1,173 @@
+#include "server/core/pipeline.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "server/core/dtype_convert.h"
+#include "server/core/fake_engine.h"
+
+namespace bert {
+namespace {
+
+constexpr int kHidden = 4;
+
+std::unique_ptr<Pipeline> MakePipeline(int max_concurrent = 8) {
+  FakeEngine::Options engine_options;
+  engine_options.config = FakeEngine::SmallConfig();
+  auto tokenizer = BertTokenizer::FromTokens(
+      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "good", "morning"},
+      BertTokenizer::Options());
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  PipelineOptions options;
+  options.max_concurrent_requests = max_concurrent;
+  options.max_inputs_per_request = 4;
+  options.max_batch_delay = absl::Milliseconds(1);
+  auto pipeline = std::make_unique<Pipeline>(options, std::make_unique<FakeEngine>(engine_options),
+                                             *std::move(tokenizer), nullptr);
+  EXPECT_TRUE(pipeline->Warmup().ok());
+  pipeline->Start();
+  return pipeline;
+}
+
+absl::StatusOr<EmbedResult> EmbedSync(Pipeline* pipeline, EmbedRequestSpec spec) {
+  auto permit = pipeline->Admit();
+  if (!permit.ok()) return permit.status();
+  absl::Notification done;
+  absl::StatusOr<EmbedResult> out;
+  pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr, *std::move(permit),
+                  [&](absl::StatusOr<EmbedResult> r) {
+                    out = std::move(r);
+                    done.Notify();
+                  });
+  done.WaitForNotification();
+  return out;
+}
+
+std::vector<float> Floats(const TensorData& t) {
+  std::vector<float> v;
+  if (t.dtype == OutputDType::kFloat32) {
+    v.resize(t.bytes.size() / 4);
+    std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+  } else {
+    for (size_t i = 0; i + 1 < t.bytes.size(); i += 2) {
+      const uint16_t bits = static_cast<uint8_t>(t.bytes[i]) |
+                            (static_cast<uint16_t>(static_cast<uint8_t>(t.bytes[i + 1])) << 8);
+      v.push_back(t.dtype == OutputDType::kFloat16 ? FromHalfBits(bits) : FromBFloat16Bits(bits));
+    }
+  }
+  return v;
+}
+
+InputSpec Text(const std::string& a, const char* b = nullptr) {
+  InputSpec s;
+  s.text_a = a;
+  if (b != nullptr) s.text_b = std::string(b);
+  return s;
+}
+
+TEST(PipelineTest, PaddedHeadsCarryPaddingRowsAndLayersInOrder) {
+  auto pipeline = MakePipeline();
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world", "good")};  // [CLS] hello world [SEP] good [SEP]
+  spec.seq_length = 8;
+  spec.heads = {Head::kSequence, Head::kEncoderOutputs, Head::kPooled, Head::kDefault};
+  spec.layers = {1, 0, -1};
+  auto result = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->results.size(), 1u);
+  const InputResult& r = result->results[0];
+  EXPECT_EQ(r.num_tokens, 6);
+  EXPECT_EQ(r.sequence.shape, (std::vector<int64_t>{8, kHidden}));
+  const std::vector<float> seq = Floats(r.sequence);
+  const int words[8] = {2, 5, 6, 3, 7, 3, 0, 0};
+  const int types[8] = {0, 0, 0, 0, 1, 1, 0, 0};
+  for (int row = 0; row < 8; ++row) {
+    EXPECT_FLOAT_EQ(seq[row * kHidden + 1], FakeEngine::Value(words[row], types[row], row, 1, 1))
+        << row;
+  }
+  ASSERT_EQ(r.layers.size(), 3u);
+  EXPECT_EQ(r.layers[0].first, 1);
+  EXPECT_EQ(r.layers[1].first, 0);
+  EXPECT_EQ(r.layers[2].first, 1);
+  EXPECT_FLOAT_EQ(Floats(r.layers[1].second)[2 * kHidden], FakeEngine::Value(words[2], 0, 2, 0, 0));
+  EXPECT_EQ(r.pooled.shape, (std::vector<int64_t>{kHidden}));
+  EXPECT_EQ(Floats(r.pooled), Floats(r.default_output));
+  EXPECT_FLOAT_EQ(Floats(r.pooled)[0], FakeEngine::Value(2, 0, 0, 1, 0) + 0.5f);
+  EXPECT_FALSE(r.mean_pooled.present);
+}
+
+TEST(PipelineTest, TrimNormalizeAndHalfPrecision) {
+  auto pipeline = MakePipeline();
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello"), Text("good morning world")};
+  spec.seq_length = 16;
+  spec.heads = {Head::kSequence, Head::kMeanPooled};
+  spec.padding = PaddingMode::kTrim;
+  spec.dtype = OutputDType::kFloat16;
+  spec.normalize = true;
+  auto result = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const InputResult& a = result->results[0];
+  const InputResult& b = result->results[1];
+  EXPECT_EQ(a.sequence.shape, (std::vector<int64_t>{3, kHidden}));
+  EXPECT_EQ(b.sequence.shape, (std::vector<int64_t>{5, kHidden}));
+  EXPECT_EQ(a.sequence.bytes.size(), 3u * kHidden * 2);
+  const std::vector<float> mean = Floats(b.mean_pooled);
+  double norm = 0;
+  for (float x : mean) norm += x * x;
+  EXPECT_NEAR(std::sqrt(norm), 1.0, 2e-3);
+  EXPECT_FALSE(a.pooled.present);
+}
+
+TEST(PipelineTest, TruncationAndRejectOfTexts) {
+  auto pipeline = MakePipeline();
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world good morning hello world")};
+  spec.seq_length = 4;
+  auto truncated = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(truncated.ok());
+  EXPECT_TRUE(truncated->results[0].truncated);
+  EXPECT_EQ(truncated->results[0].num_tokens, 4);
+  spec.truncation = Truncation::kReject;
+  spec.inputs.insert(spec.inputs.begin(), Text("hello"));
+  auto rejected = EmbedSync(pipeline.get(), spec);
+  EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(rejected.status().message().find("inputs[1]"), absl::string_view::npos)
+      << rejected.status();
+  EXPECT_EQ(pipeline->in_flight(), 0);
+}
+
+TEST(PipelineTest, AdmissionLimitAndDrain) {
+  auto pipeline = MakePipeline(/*max_concurrent=*/1);
+  auto first = pipeline->Admit();
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(pipeline->Admit().status().code(), absl::StatusCode::kResourceExhausted);
+  first->Reset();
+  EXPECT_TRUE(pipeline->Admit().ok());
+  EmbedRequestSpec bad;  // empty: answered at once, permit released
+  auto r = EmbedSync(pipeline.get(), bad);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pipeline->in_flight(), 0);
+  pipeline->Drain();
+  EXPECT_EQ(pipeline->Admit().status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(PipelineTest, TokenizeReturnsPaddedEncodings) {
+  auto pipeline = MakePipeline();
+  TokenizeRequestSpec spec;
+  spec.inputs = {Text("Hello WORLD", "good")};
+  spec.seq_length = 8;
+  auto encodings = pipeline->Tokenize(spec);
+  ASSERT_TRUE(encodings.ok()) << encodings.status();
+  const Encoding& e = (*encodings)[0];
+  EXPECT_EQ(e.tokens,
+            (std::vector<std::string>{"[CLS]", "hello", "world", "[SEP]", "good", "[SEP]"}));
+  EXPECT_EQ(e.word_ids, (std::vector<int32_t>{2, 5, 6, 3, 7, 3, 0, 0}));
+  EXPECT_EQ(e.mask, (std::vector<int32_t>{1, 1, 1, 1, 1, 1, 0, 0}));
+  EXPECT_EQ(e.type_ids, (std::vector<int32_t>{0, 0, 0, 0, 1, 1, 0, 0}));
+}
+
+}  // namespace
+}  // namespace bert

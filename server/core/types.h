@@ -1,0 +1,91 @@
+// The request path's own types: what the gRPC layer hands to server/core and what comes
+// back. No protobuf here; server/grpc converts both ways.
+#ifndef BERT_SERVER_CORE_TYPES_H_
+#define BERT_SERVER_CORE_TYPES_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bert {
+
+enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled };
+enum class PaddingMode { kPadToSeqLength, kTrim };
+enum class Truncation { kTruncate, kReject };
+enum class OutputDType { kFloat32, kFloat16, kBFloat16 };
+
+int BytesPerElement(OutputDType dtype);
+
+// One input: text (with an optional second segment) or already packed token ids.
+struct InputSpec {
+  bool is_text = true;
+  std::string text_a;
+  std::optional<std::string> text_b;
+  std::vector<int32_t> word_ids;  // Token inputs.
+  std::vector<int32_t> type_ids;  // Token inputs; empty = all 0.
+};
+
+// An Embed request as the core sees it. Enum values are already known-valid (the gRPC
+// layer rejects unknown ones); ranges (seq_length, layers, ids) are checked by the core.
+struct EmbedRequestSpec {
+  std::vector<InputSpec> inputs;
+  int seq_length = 0;       // 0: the server's default.
+  std::vector<Head> heads;  // Empty: {kDefault}.
+  std::vector<int> layers;  // Negative counts from the end; empty: all.
+  PaddingMode padding = PaddingMode::kPadToSeqLength;
+  OutputDType dtype = OutputDType::kFloat32;
+  bool normalize = false;
+  Truncation truncation = Truncation::kTruncate;
+};
+
+// A dense tensor in the wire layout: row-major little-endian bytes of `dtype`.
+struct TensorData {
+  OutputDType dtype = OutputDType::kFloat32;
+  std::vector<int64_t> shape;
+  std::string bytes;
+  bool present = false;
+};
+
+struct StageTiming {
+  int64_t tokenize_us = 0;
+  int64_t queue_us = 0;
+  int64_t inference_us = 0;
+  int64_t total_us = 0;
+};
+
+struct InputResult {
+  TensorData pooled;
+  TensorData sequence;
+  std::vector<std::pair<int, TensorData>> layers;  // (0-based layer, [rows, hidden])
+  TensorData default_output;
+  TensorData mean_pooled;
+  int num_tokens = 0;
+  bool truncated = false;
+  StageTiming timing;
+};
+
+struct EmbedResult {
+  std::vector<InputResult> results;
+  StageTiming timing;
+};
+
+// Tokenize-only request/response.
+struct TokenizeRequestSpec {
+  std::vector<InputSpec> inputs;  // Text inputs only.
+  int seq_length = 0;
+  Truncation truncation = Truncation::kTruncate;
+};
+
+struct Encoding {
+  std::vector<int32_t> word_ids;  // Padded to seq_length.
+  std::vector<int32_t> mask;
+  std::vector<int32_t> type_ids;
+  std::vector<std::string> tokens;
+  int num_tokens = 0;
+  bool truncated = false;
+};
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_CORE_TYPES_H_

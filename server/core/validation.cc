@@ -1,0 +1,222 @@
+#include "server/core/validation.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "server/util/status_macros.h"
+
+namespace bert {
+namespace {
+
+absl::Status CheckText(const InputSpec& input, int index) {
+  if (!IsValidUtf8(input.text_a)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("inputs[", index, "].text.text_a: invalid UTF-8"));
+  }
+  if (input.text_b.has_value() && !IsValidUtf8(*input.text_b)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("inputs[", index, "].text.text_b: invalid UTF-8"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTokens(const InputSpec& input, int index, int seq_length, Truncation truncation,
+                         const RequestLimits& limits) {
+  const std::string field = absl::StrCat("inputs[", index, "].tokens.");
+  if (input.word_ids.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, "input_word_ids: empty"));
+  }
+  for (size_t j = 0; j < input.word_ids.size(); ++j) {
+    const int32_t id = input.word_ids[j];
+    if (id < 0 || id >= limits.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(field, "input_word_ids[", j, "]: ", id,
+                                                     " is outside the vocabulary [0, ",
+                                                     limits.vocab_size, ")"));
+    }
+  }
+  if (!input.type_ids.empty() && input.type_ids.size() != input.word_ids.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, "input_type_ids: ", input.type_ids.size(),
+                                                   " ids for ", input.word_ids.size(),
+                                                   " word ids (must match or be empty)"));
+  }
+  for (size_t j = 0; j < input.type_ids.size(); ++j) {
+    const int32_t id = input.type_ids[j];
+    if (id < 0 || id >= limits.type_vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(field, "input_type_ids[", j, "]: ", id,
+                                                     " is outside the type vocabulary [0, ",
+                                                     limits.type_vocab_size, ")"));
+    }
+  }
+  if (truncation == Truncation::kReject && static_cast<int>(input.word_ids.size()) > seq_length) {
+    return absl::InvalidArgumentError(absl::StrCat(field, "input_word_ids: ", input.word_ids.size(),
+                                                   " tokens exceed seq_length ", seq_length,
+                                                   " (truncation: REJECT)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckInputCount(size_t count, const RequestLimits& limits) {
+  if (count == 0) {
+    return absl::InvalidArgumentError("inputs: empty request (at least one input is needed)");
+  }
+  if (static_cast<int>(count) > limits.max_inputs_per_request) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inputs: ", count, " inputs exceed the limit of ", limits.max_inputs_per_request));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool IsValidUtf8(absl::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len;
+    uint32_t cp;
+    if ((c & 0xe0) == 0xc0) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n) return false;
+    for (int k = 1; k < len; ++k) {
+      if ((s[i + k] & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    // Overlong forms, surrogates, and code points past U+10FFFF.
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits) {
+  if (seq_length == 0) return std::min(limits.default_seq_length, limits.max_seq_length);
+  if (seq_length < 2 || seq_length > limits.max_seq_length) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_length: ", seq_length, " is outside [2, ", limits.max_seq_length, "]"));
+  }
+  return seq_length;
+}
+
+absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& request,
+                                                     const RequestLimits& limits) {
+  RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));
+  ResolvedOptions out;
+  ASSIGN_OR_RETURN(out.seq_length, ResolveSeqLength(request.seq_length, limits));
+  std::vector<Head> heads = request.heads;
+  if (heads.empty()) heads.push_back(Head::kDefault);
+  for (Head head : heads) {
+    switch (head) {
+      case Head::kPooled:
+        out.pooled = true;
+        break;
+      case Head::kDefault:
+        out.default_head = true;
+        break;
+      case Head::kMeanPooled:
+        out.mean_pooled = true;
+        break;
+      case Head::kSequence:
+        out.sequence = true;
+        break;
+      case Head::kEncoderOutputs:
+        out.encoder_outputs = true;
+        break;
+    }
+  }
+  if ((out.pooled || out.default_head) && !limits.has_pooler) {
+    return absl::FailedPreconditionError(
+        "heads: this model has no pooler, so HEAD_POOLED and HEAD_DEFAULT are unavailable "
+        "(use HEAD_MEAN_POOLED)");
+  }
+  const int num_layers = limits.num_layers;
+  for (size_t j = 0; j < request.layers.size(); ++j) {
+    const int layer = request.layers[j];
+    if (layer < -num_layers || layer >= num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("layers[", j, "]: ", layer, " is outside [",
+                                                     -num_layers, ", ", num_layers, ")"));
+    }
+    out.layers_in_order.push_back(layer < 0 ? layer + num_layers : layer);
+  }
+  if (out.layers_in_order.empty()) {
+    for (int l = 0; l < num_layers; ++l) out.layers_in_order.push_back(l);
+  }
+  if (out.encoder_outputs) {
+    out.layers_sorted = out.layers_in_order;
+    std::sort(out.layers_sorted.begin(), out.layers_sorted.end());
+    out.layers_sorted.erase(std::unique(out.layers_sorted.begin(), out.layers_sorted.end()),
+                            out.layers_sorted.end());
+  }
+  out.padding = request.padding;
+  out.dtype = request.dtype;
+  out.normalize = request.normalize;
+  out.truncation = request.truncation;
+  for (size_t i = 0; i < request.inputs.size(); ++i) {
+    const InputSpec& input = request.inputs[i];
+    if (input.is_text) {
+      RETURN_IF_ERROR(CheckText(input, static_cast<int>(i)));
+    } else {
+      RETURN_IF_ERROR(
+          CheckTokens(input, static_cast<int>(i), out.seq_length, out.truncation, limits));
+    }
+  }
+  return out;
+}
+
+absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
+                               const RequestLimits& limits) {
+  if (limits.max_response_bytes <= 0) return absl::OkStatus();
+  const int64_t element = BytesPerElement(options.dtype);
+  const int64_t vector = static_cast<int64_t>(limits.hidden_size) * element;
+  int64_t total = 0;
+  for (int tokens : num_tokens) {
+    const int64_t rows =
+        options.padding == PaddingMode::kPadToSeqLength ? options.seq_length : tokens;
+    const int64_t matrices =
+        (options.sequence ? 1 : 0) +
+        (options.encoder_outputs ? static_cast<int64_t>(options.layers_in_order.size()) : 0);
+    const int64_t vectors =
+        (options.pooled ? 1 : 0) + (options.default_head ? 1 : 0) + (options.mean_pooled ? 1 : 0);
+    total += matrices * rows * vector + vectors * vector;
+  }
+  // Leave room for the message framing (shapes, timings, per-result fields).
+  const int64_t budget = limits.max_response_bytes - 1024 - 64 * int64_t(num_tokens.size());
+  if (total > budget) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the response would carry ", total, " bytes of tensors, over the server's ",
+                     limits.max_response_bytes,
+                     "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
+                     "or float16/bfloat16"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTokenizeRequest(const TokenizeRequestSpec& request,
+                                     const RequestLimits& limits) {
+  RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));
+  RETURN_IF_ERROR(ResolveSeqLength(request.seq_length, limits).status());
+  for (size_t i = 0; i < request.inputs.size(); ++i) {
+    RETURN_IF_ERROR(CheckText(request.inputs[i], static_cast<int>(i)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bert

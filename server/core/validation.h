@@ -1,0 +1,70 @@
+// Request validation, done before any work. Every failure is INVALID_ARGUMENT (or
+// FAILED_PRECONDITION for a head the model cannot produce) with a message naming the
+// field and, for per-input problems, the input index: "inputs[3].tokens.input_word_ids[7]:
+// 5000 is outside the vocabulary [0, 1024)". Pure functions; thread-safe.
+#ifndef BERT_SERVER_CORE_VALIDATION_H_
+#define BERT_SERVER_CORE_VALIDATION_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/core/types.h"
+
+namespace bert {
+
+// What validation checks against: the model's shape and the server's limits.
+struct RequestLimits {
+  int num_layers = 0;
+  int vocab_size = 0;
+  int type_vocab_size = 0;
+  int max_seq_length = 0;  // The model's max_position_embeddings.
+  int default_seq_length = 128;
+  int max_inputs_per_request = 0;
+  bool has_pooler = true;
+  int hidden_size = 0;
+  int64_t max_response_bytes = 0;  // 0: unchecked.
+};
+
+// An Embed request's options after validation.
+struct ResolvedOptions {
+  int seq_length = 0;
+  bool pooled = false;  // HEAD_POOLED
+  bool default_head = false;
+  bool mean_pooled = false;
+  bool sequence = false;
+  bool encoder_outputs = false;
+  std::vector<int> layers_in_order;  // 0-based, as asked (all layers when none asked).
+  std::vector<int> layers_sorted;    // Sorted, unique: what the engine must return.
+  PaddingMode padding = PaddingMode::kPadToSeqLength;
+  OutputDType dtype = OutputDType::kFloat32;
+  bool normalize = false;
+  Truncation truncation = Truncation::kTruncate;
+};
+
+bool IsValidUtf8(absl::string_view text);
+
+// seq_length 0 -> min(default, max); else it must lie in [2, max].
+absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits);
+
+// Checks the request-level fields and every input's static properties (UTF-8, ids,
+// lengths of token inputs under TRUNCATION_REJECT). Text length under REJECT is only
+// known after tokenization and is checked there.
+absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& request,
+                                                     const RequestLimits& limits);
+
+// Bytes of tensor data the response will carry for inputs of `num_tokens` real tokens each:
+// INVALID_ARGUMENT when over limits.max_response_bytes (checked after tokenization, before
+// inference, so no work is wasted on an answer that could not be sent).
+absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
+                               const RequestLimits& limits);
+
+absl::Status ValidateTokenizeRequest(const TokenizeRequestSpec& request,
+                                     const RequestLimits& limits);
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_CORE_VALIDATION_H_

@@ -1,0 +1,191 @@
+#include "server/core/validation.h"
+
+#include "gtest/gtest.h"
+
+namespace bert {
+namespace {
+
+RequestLimits Limits() {
+  RequestLimits l;
+  l.num_layers = 4;
+  l.vocab_size = 100;
+  l.type_vocab_size = 2;
+  l.max_seq_length = 64;
+  l.default_seq_length = 128;
+  l.max_inputs_per_request = 3;
+  l.has_pooler = true;
+  return l;
+}
+
+InputSpec Text(std::string a) {
+  InputSpec s;
+  s.text_a = std::move(a);
+  return s;
+}
+
+InputSpec Tokens(std::vector<int32_t> ids, std::vector<int32_t> types = {}) {
+  InputSpec s;
+  s.is_text = false;
+  s.word_ids = std::move(ids);
+  s.type_ids = std::move(types);
+  return s;
+}
+
+void ExpectInvalid(const EmbedRequestSpec& r, const std::string& needle,
+                   absl::StatusCode code = absl::StatusCode::kInvalidArgument) {
+  auto result = ValidateEmbedRequest(r, Limits());
+  ASSERT_FALSE(result.ok()) << needle;
+  EXPECT_EQ(result.status().code(), code) << result.status();
+  EXPECT_NE(result.status().message().find(needle), absl::string_view::npos)
+      << result.status() << " should mention " << needle;
+}
+
+TEST(ValidationTest, DefaultsResolve) {
+  EmbedRequestSpec r;
+  r.inputs.push_back(Text("hello"));
+  auto o = ValidateEmbedRequest(r, Limits());
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->seq_length, 64);  // default 128 capped at the model's 64
+  EXPECT_TRUE(o->default_head);
+  EXPECT_FALSE(o->pooled || o->sequence || o->encoder_outputs || o->mean_pooled);
+}
+
+TEST(ValidationTest, LayersResolveNegativeAndKeepOrder) {
+  EmbedRequestSpec r;
+  r.inputs.push_back(Text("x"));
+  r.heads = {Head::kEncoderOutputs};
+  r.layers = {-1, 0, 3, 0};
+  auto o = ValidateEmbedRequest(r, Limits());
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->layers_in_order, (std::vector<int>{3, 0, 3, 0}));
+  EXPECT_EQ(o->layers_sorted, (std::vector<int>{0, 3}));
+}
+
+TEST(ValidationTest, EveryFailureNamesItsField) {
+  EmbedRequestSpec empty;
+  ExpectInvalid(empty, "inputs: empty");
+
+  EmbedRequestSpec many;
+  for (int i = 0; i < 4; ++i) many.inputs.push_back(Text("a"));
+  ExpectInvalid(many, "4 inputs exceed the limit of 3");
+
+  EmbedRequestSpec utf8;
+  utf8.inputs = {Text("ok"), Text("bad \xff")};
+  ExpectInvalid(utf8, "inputs[1].text.text_a: invalid UTF-8");
+
+  EmbedRequestSpec utf8b;
+  utf8b.inputs = {Text("ok")};
+  utf8b.inputs[0].text_b = std::string("\xc0\x80");  // overlong NUL
+  ExpectInvalid(utf8b, "inputs[0].text.text_b: invalid UTF-8");
+
+  for (int bad : {1, 65, -3}) {
+    EmbedRequestSpec seq;
+    seq.inputs = {Text("a")};
+    seq.seq_length = bad;
+    ExpectInvalid(seq, "seq_length: " + std::to_string(bad) + " is outside [2, 64]");
+  }
+
+  EmbedRequestSpec vocab;
+  vocab.inputs = {Tokens({1, 2}), Tokens({1, 100, 2})};
+  ExpectInvalid(vocab, "inputs[1].tokens.input_word_ids[1]: 100 is outside the vocabulary");
+
+  EmbedRequestSpec negative;
+  negative.inputs = {Tokens({-1})};
+  ExpectInvalid(negative, "inputs[0].tokens.input_word_ids[0]: -1");
+
+  EmbedRequestSpec types;
+  types.inputs = {Tokens({1, 2, 3}, {0, 2, 0})};
+  ExpectInvalid(types, "inputs[0].tokens.input_type_ids[1]: 2 is outside the type vocabulary");
+
+  EmbedRequestSpec type_len;
+  type_len.inputs = {Tokens({1, 2, 3}, {0, 0})};
+  ExpectInvalid(type_len, "inputs[0].tokens.input_type_ids: 2 ids for 3 word ids");
+
+  EmbedRequestSpec empty_tokens;
+  empty_tokens.inputs = {Tokens({})};
+  ExpectInvalid(empty_tokens, "inputs[0].tokens.input_word_ids: empty");
+
+  EmbedRequestSpec reject;
+  reject.inputs = {Tokens(std::vector<int32_t>(10, 5))};
+  reject.seq_length = 8;
+  reject.truncation = Truncation::kReject;
+  ExpectInvalid(reject, "inputs[0].tokens.input_word_ids: 10 tokens exceed seq_length 8");
+
+  EmbedRequestSpec layer;
+  layer.inputs = {Text("a")};
+  layer.heads = {Head::kEncoderOutputs};
+  layer.layers = {0, 4};
+  ExpectInvalid(layer, "layers[1]: 4 is outside [-4, 4)");
+  layer.layers = {-5};
+  ExpectInvalid(layer, "layers[0]: -5 is outside [-4, 4)");
+}
+
+TEST(ValidationTest, TruncatePolicyAcceptsLongTokenInputs) {
+  EmbedRequestSpec r;
+  r.inputs = {Tokens(std::vector<int32_t>(10, 5))};
+  r.seq_length = 8;
+  EXPECT_TRUE(ValidateEmbedRequest(r, Limits()).ok());
+}
+
+TEST(ValidationTest, PooledWithoutPoolerIsFailedPrecondition) {
+  RequestLimits limits = Limits();
+  limits.has_pooler = false;
+  EmbedRequestSpec r;
+  r.inputs = {Text("a")};
+  auto o = ValidateEmbedRequest(r, limits);  // default head = pooled
+  EXPECT_EQ(o.status().code(), absl::StatusCode::kFailedPrecondition);
+  r.heads = {Head::kMeanPooled, Head::kSequence};
+  EXPECT_TRUE(ValidateEmbedRequest(r, limits).ok());
+}
+
+TEST(ValidationTest, Utf8Validator) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // > U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\xe0\x80\xaf"));      // overlong
+  EXPECT_FALSE(IsValidUtf8("\x80"));
+}
+
+TEST(ValidationTest, TokenizeRequests) {
+  TokenizeRequestSpec r;
+  EXPECT_EQ(ValidateTokenizeRequest(r, Limits()).code(), absl::StatusCode::kInvalidArgument);
+  r.inputs = {Text("a"), Text("\xfe")};
+  auto s = ValidateTokenizeRequest(r, Limits());
+  EXPECT_NE(s.message().find("inputs[1].text.text_a"), absl::string_view::npos) << s;
+  r.inputs = {Text("a")};
+  r.seq_length = 1;
+  EXPECT_EQ(ValidateTokenizeRequest(r, Limits()).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace bert
+
+namespace bert {
+namespace {
+
+TEST(ValidationTest, ResponseSizeIsCheckedAgainstTheMessageLimit) {
+  RequestLimits limits = Limits();
+  limits.hidden_size = 100;
+  limits.max_response_bytes = 1024 + 64 * 2 + 2 * 10 * 100 * 4;  // two 10x100 float32
+  ResolvedOptions o;
+  o.seq_length = 10;
+  o.sequence = true;
+  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  o.pooled = true;  // two more vectors: over
+  absl::Status s = CheckResponseSize(o, {3, 5}, limits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("message limit"), absl::string_view::npos) << s;
+  o.padding = PaddingMode::kTrim;  // 8 rows instead of 20: fits
+  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  o.padding = PaddingMode::kPadToSeqLength;
+  o.dtype = OutputDType::kFloat16;  // half the bytes: fits
+  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  limits.max_response_bytes = 0;  // unchecked
+  o.dtype = OutputDType::kFloat32;
+  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+}
+
+}  // namespace
+}  // namespace bert

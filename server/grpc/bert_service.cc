@@ -1,0 +1,397 @@
+#include "server/grpc/bert_service.h"
+
+#include <chrono>
+#include <deque>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "server/grpc/convert.h"
+#include "server/grpc/status_map.h"
+#include "server/grpc/wire.h"
+#include "server/util/log.h"
+
+namespace bert {
+namespace {
+
+// The call's deadline as absl::Time (InfiniteFuture when the client set none).
+absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  if (deadline >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+absl::Status NotReady() { return absl::UnavailableError("the model is still loading"); }
+
+// Embed: one request, answered from a pipeline thread.
+class EmbedReactor final : public grpc::ServerUnaryReactor {
+ public:
+  EmbedReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
+               const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
+      : service_(service), out_(response), start_(absl::Now()) {
+    absl::Status status = Begin(context, request);
+    if (!status.ok()) Done(status);
+  }
+
+  void OnCancel() override { cancelled_->store(true); }
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Begin(grpc::CallbackServerContext* context, const grpc::ByteBuffer* wire) {
+    absl::Status auth = service_->CheckAuth(context);
+    if (!auth.ok()) return auth;
+    Pipeline* pipeline = service_->pipeline();
+    if (pipeline == nullptr) return NotReady();
+    auto permit = pipeline->Admit();
+    if (!permit.ok()) return permit.status();
+    if (service_->metrics() != nullptr) service_->metrics()->SetInFlight(pipeline->in_flight());
+    v1::EmbedRequest request;
+    absl::Status parsed = ParseEmbedRequest(*wire, &request);
+    if (!parsed.ok()) return parsed;
+    auto spec = FromProto(request);
+    if (!spec.ok()) return spec.status();
+    response_->set_request_id(request.request_id());
+    pipeline->Embed(*std::move(spec), DeadlineOf(context), cancelled_, *std::move(permit),
+                    [this](absl::StatusOr<EmbedResult> result) {
+                      if (!result.ok()) {
+                        Done(result.status());
+                        return;
+                      }
+                      if (service_->metrics() != nullptr) {
+                        service_->metrics()->RecordStages(result->timing);
+                      }
+                      ToProto(*std::move(result), response_.get());
+                      Done(absl::OkStatus());
+                    });
+    return absl::OkStatus();
+  }
+
+  void Done(absl::Status status) {
+    if (status.ok()) status = Serialize(*response_, out_);
+    grpc::Status grpc_status = ToGrpcStatus(status);
+    service_->Record("Embed", grpc_status.error_code(), start_);
+    response_.reset();
+    Finish(grpc_status);
+  }
+
+  BertServiceImpl* const service_;
+  grpc::ByteBuffer* const out_;
+  std::unique_ptr<v1::EmbedResponse> response_ = std::make_unique<v1::EmbedResponse>();
+  const absl::Time start_;
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+// EmbedStream: up to kMaxInFlight requests of one stream are processed at once, and the
+// responses are written strictly in request order (a finished response waits for the ones
+// before it). A bad request gets a response with `error`; the stream goes on. The reactor
+// finishes only when reads are done and every pending request has been answered, so no
+// pipeline callback can outlive it.
+class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  static constexpr size_t kMaxInFlight = 16;
+
+  StreamReactor(BertServiceImpl* service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
+    absl::Status auth = service_->CheckAuth(context);
+    if (!auth.ok()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(auth));
+      return;
+    }
+    reading_ = true;
+    StartRead(&wire_in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // The client has finished sending (or the call is gone).
+      Actions actions;
+      {
+        absl::MutexLock lock(&mu_);
+        reading_ = false;
+        reads_done_ = true;
+        actions = NextActionsLocked();
+      }
+      Run(actions);
+      return;
+    }
+    auto slot = std::make_shared<Slot>();
+    slot->start = absl::Now();
+    v1::EmbedRequest request;
+    absl::Status status = ParseEmbedRequest(wire_in_, &request);
+    slot->request_id = request.request_id();
+    {
+      absl::MutexLock lock(&mu_);
+      pending_.push_back(slot);
+    }
+    if (status.ok()) status = Submit(request, slot);
+    if (!status.ok()) Complete(slot, status, nullptr);
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      actions = NextActionsLocked();
+    }
+    Run(actions);
+  }
+
+  void OnWriteDone(bool ok) override {
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      pending_.pop_front();
+      if (!ok) broken_ = true;
+      actions = NextActionsLocked();
+    }
+    Run(actions);
+  }
+
+  void OnCancel() override { cancelled_->store(true); }
+  void OnDone() override { delete this; }
+
+ private:
+  struct Slot {
+    absl::Time start;
+    std::string request_id;
+    bool ready = false;
+    grpc::ByteBuffer wire;
+  };
+  struct Actions {
+    std::shared_ptr<Slot> write;
+    bool read = false;
+    bool finish = false;
+    grpc::Status finish_status;
+  };
+
+  absl::Status Submit(const v1::EmbedRequest& request, const std::shared_ptr<Slot>& slot) {
+    Pipeline* pipeline = service_->pipeline();
+    if (pipeline == nullptr) return NotReady();
+    auto permit = pipeline->Admit();
+    if (!permit.ok()) return permit.status();
+    auto spec = FromProto(request);
+    if (!spec.ok()) return spec.status();
+    pipeline->Embed(*std::move(spec), DeadlineOf(context_), cancelled_, *std::move(permit),
+                    [this, slot](absl::StatusOr<EmbedResult> result) {
+                      if (!result.ok()) {
+                        Complete(slot, result.status(), nullptr);
+                      } else {
+                        Complete(slot, absl::OkStatus(), &*result);
+                      }
+                    });
+    return absl::OkStatus();
+  }
+
+  // Builds the slot's response (any thread), then writes whatever is next in order.
+  void Complete(const std::shared_ptr<Slot>& slot, const absl::Status& status,
+                EmbedResult* result) {
+    const grpc::Status grpc_status = ToGrpcStatus(status);
+    service_->Record("EmbedStream", grpc_status.error_code(), slot->start);
+    v1::EmbedResponse response;
+    response.set_request_id(slot->request_id);
+    if (status.ok()) {
+      if (service_->metrics() != nullptr) service_->metrics()->RecordStages(result->timing);
+      ToProto(std::move(*result), &response);
+    } else {
+      response.mutable_error()->set_code(static_cast<int>(grpc_status.error_code()));
+      response.mutable_error()->set_message(grpc_status.error_message());
+    }
+    absl::Status serialized = Serialize(response, &slot->wire);
+    if (!serialized.ok()) {
+      v1::EmbedResponse failure;
+      failure.set_request_id(slot->request_id);
+      failure.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::INTERNAL));
+      failure.mutable_error()->set_message(std::string(serialized.message()));
+      (void)Serialize(failure, &slot->wire);
+    }
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      slot->ready = true;
+      actions = NextActionsLocked();
+    }
+    Run(actions);
+  }
+
+  Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Actions a;
+    if (finished_) return a;
+    if (broken_) {
+      // The client is gone: drop answers that are ready, wait for the others.
+      while (!writing_ && !pending_.empty() && pending_.front()->ready) pending_.pop_front();
+    } else if (!writing_ && !pending_.empty() && pending_.front()->ready) {
+      writing_ = true;
+      a.write = pending_.front();
+    }
+    if (!broken_ && !reading_ && !reads_done_ && pending_.size() < kMaxInFlight) {
+      reading_ = true;
+      a.read = true;
+    }
+    if ((reads_done_ || broken_) && !reading_ && !writing_ && pending_.empty()) {
+      finished_ = true;
+      a.finish = true;
+      a.finish_status =
+          broken_ ? grpc::Status(grpc::StatusCode::CANCELLED, "stream closed") : grpc::Status::OK;
+    }
+    return a;
+  }
+
+  void Run(const Actions& a) {
+    if (a.write != nullptr) StartWrite(&a.write->wire);
+    if (a.read) StartRead(&wire_in_);
+    if (a.finish) Finish(a.finish_status);
+  }
+
+  BertServiceImpl* const service_;
+  grpc::CallbackServerContext* const context_;
+  grpc::ByteBuffer wire_in_;  // Owned by the one outstanding read.
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+
+  absl::Mutex mu_;
+  std::deque<std::shared_ptr<Slot>> pending_ ABSL_GUARDED_BY(mu_);
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+BertServiceImpl::BertServiceImpl(ServiceConfig config, ServerMetrics* metrics)
+    : config_(std::move(config)), metrics_(metrics) {}
+
+absl::Status BertServiceImpl::CheckAuth(const grpc::CallbackServerContext* context) const {
+  if (config_.auth_token.empty()) return absl::OkStatus();
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return absl::UnauthenticatedError("missing \"authorization: Bearer <token>\" metadata");
+  }
+  absl::string_view value(it->second.data(), it->second.size());
+  constexpr absl::string_view kPrefix = "Bearer ";
+  if (!absl::StartsWith(value, kPrefix) ||
+      !ConstantTimeEquals(value.substr(kPrefix.size()), config_.auth_token)) {
+    return absl::UnauthenticatedError("invalid bearer token");
+  }
+  return absl::OkStatus();
+}
+
+void BertServiceImpl::Record(const char* method, grpc::StatusCode code, absl::Time start) const {
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (metrics_ != nullptr) {
+    metrics_->RecordRequest(method, code, seconds);
+    Pipeline* p = pipeline();
+    if (p != nullptr) metrics_->SetInFlight(p->in_flight());
+  }
+  if (LogEnabled(LogLevel::kDebug)) {
+    BERT_LOG(kDebug) << "rpc" << LogKv("method", method) << LogKv("code", GrpcCodeName(code))
+                     << LogKv("ms", seconds * 1e3);
+  }
+}
+
+grpc::ServerUnaryReactor* BertServiceImpl::Embed(grpc::CallbackServerContext* context,
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return new EmbedReactor(this, context, request, response);
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* BertServiceImpl::EmbedStream(
+    grpc::CallbackServerContext* context) {
+  return new StreamReactor(this, context);
+}
+
+grpc::ServerUnaryReactor* BertServiceImpl::Tokenize(grpc::CallbackServerContext* context,
+                                                    const grpc::ByteBuffer* wire,
+                                                    grpc::ByteBuffer* out) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto run = [&]() -> absl::Status {
+    absl::Status auth = CheckAuth(context);
+    if (!auth.ok()) return auth;
+    Pipeline* p = pipeline();
+    if (p == nullptr) return NotReady();
+    auto permit = p->Admit();
+    if (!permit.ok()) return permit.status();
+    v1::TokenizeRequest request;
+    absl::Status parsed = ParseTokenizeRequest(*wire, &request);
+    if (!parsed.ok()) return parsed;
+    auto spec = FromProto(request);
+    if (!spec.ok()) return spec.status();
+    auto encodings = p->Tokenize(*spec);
+    if (!encodings.ok()) return encodings.status();
+    v1::TokenizeResponse response;
+    ToProto(*std::move(encodings), &response);
+    return Serialize(response, out);
+  };
+  const grpc::Status status = ToGrpcStatus(run());
+  Record("Tokenize", status.error_code(), start);
+  reactor->Finish(status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
+                                                        const v1::GetModelInfoRequest* request,
+                                                        v1::ModelInfo* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto run = [&]() -> absl::Status {
+    absl::Status auth = CheckAuth(context);
+    if (!auth.ok()) return auth;
+    Pipeline* p = pipeline();
+    if (p == nullptr) return NotReady();
+    const Engine& engine = p->engine();
+    const ModelConfig& c = engine.config();
+    const EngineInfo info = engine.info();
+    response->set_model_name(config_.model_name);
+    v1::ModelConfig* mc = response->mutable_config();
+    mc->set_num_layers(c.num_layers);
+    mc->set_hidden_size(c.hidden_size);
+    mc->set_num_attention_heads(c.num_heads);
+    mc->set_intermediate_size(c.intermediate_size);
+    mc->set_vocab_size(c.vocab_size);
+    mc->set_max_position_embeddings(c.max_position_embeddings);
+    mc->set_type_vocab_size(c.type_vocab_size);
+    mc->set_hidden_act(c.activation == Activation::kGeluTanh ? "gelu_tanh" : "gelu");
+    mc->set_has_pooler(engine.has_pooler());
+    mc->set_lowercase(p->tokenizer().lowercase());
+    response->set_backend(info.backend);
+    response->set_device(info.device);
+    switch (info.dtype) {
+      case DType::kFloat32:
+        response->set_compute_dtype(v1::DATA_TYPE_FLOAT32);
+        break;
+      case DType::kFloat16:
+        response->set_compute_dtype(v1::DATA_TYPE_FLOAT16);
+        break;
+      case DType::kBFloat16:
+        response->set_compute_dtype(v1::DATA_TYPE_BFLOAT16);
+        break;
+    }
+    v1::ServerLimits* limits = response->mutable_limits();
+    limits->set_max_inputs_per_request(p->limits().max_inputs_per_request);
+    limits->set_max_seq_length(p->limits().max_seq_length);
+    limits->set_default_seq_length(p->limits().default_seq_length);
+    limits->set_max_batch_tokens(p->options().max_batch_tokens);
+    limits->set_max_concurrent_requests(p->options().max_concurrent_requests);
+    limits->set_max_message_bytes(config_.max_message_bytes);
+    response->set_server_version(config_.server_version);
+    return absl::OkStatus();
+  };
+  const grpc::Status status = ToGrpcStatus(run());
+  Record("GetModelInfo", status.error_code(), start);
+  reactor->Finish(status);
+  return reactor;
+}
+
+}  // namespace bert

@@ -1,0 +1,69 @@
+// bert.v1.BertService on the gRPC callback API.
+//
+// Each RPC: bearer-token check (when configured) -> admission -> conversion -> Pipeline.
+// Until SetPipeline() is called (model loaded and warmed up) every method answers
+// UNAVAILABLE. Thread-safe; gRPC calls the handlers from its own threads and no handler
+// blocks on inference (answers are sent from pipeline threads).
+#ifndef BERT_SERVER_GRPC_BERT_SERVICE_H_
+#define BERT_SERVER_GRPC_BERT_SERVICE_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "proto/bert/v1/bert_service.grpc.pb.h"
+#include "server/core/pipeline.h"
+#include "server/grpc/metrics.h"
+
+namespace bert {
+
+struct ServiceConfig {
+  std::string model_name;
+  std::string auth_token;  // Empty: no authentication.
+  uint64_t max_message_bytes = 0;
+  std::string server_version = "0.1.0";
+};
+
+// Embed, EmbedStream and Tokenize take raw ByteBuffers and parse requests themselves
+// (server/grpc/wire.h) so that invalid UTF-8 is INVALID_ARGUMENT naming the field.
+using BertServiceBase =
+    v1::BertService::WithRawCallbackMethod_Embed<v1::BertService::WithRawCallbackMethod_EmbedStream<
+        v1::BertService::WithRawCallbackMethod_Tokenize<
+            v1::BertService::WithCallbackMethod_GetModelInfo<v1::BertService::Service>>>>;
+
+class BertServiceImpl final : public BertServiceBase {
+ public:
+  // `metrics` may be null; it must outlive the service.
+  BertServiceImpl(ServiceConfig config, ServerMetrics* metrics);
+
+  // Makes the service ready. `pipeline` must be started and outlive the service.
+  void SetPipeline(Pipeline* pipeline) { pipeline_.store(pipeline); }
+
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* EmbedStream(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+  // Shared by the reactors.
+  absl::Status CheckAuth(const grpc::CallbackServerContext* context) const;
+  Pipeline* pipeline() const { return pipeline_.load(); }
+  ServerMetrics* metrics() const { return metrics_; }
+  void Record(const char* method, grpc::StatusCode code, absl::Time start) const;
+
+ private:
+  const ServiceConfig config_;
+  ServerMetrics* const metrics_;
+  std::atomic<Pipeline*> pipeline_{nullptr};
+};
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_GRPC_BERT_SERVICE_H_

@@ -1,0 +1,197 @@
+#include "server/grpc/convert.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace bert {
+namespace {
+
+absl::Status UnknownEnum(absl::string_view field, int value) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": unknown value ", value));
+}
+
+absl::StatusOr<OutputDType> DTypeFromProto(int value, absl::string_view field) {
+  switch (value) {
+    case v1::DATA_TYPE_UNSPECIFIED:
+    case v1::DATA_TYPE_FLOAT32:
+      return OutputDType::kFloat32;
+    case v1::DATA_TYPE_FLOAT16:
+      return OutputDType::kFloat16;
+    case v1::DATA_TYPE_BFLOAT16:
+      return OutputDType::kBFloat16;
+    default:
+      return UnknownEnum(field, value);
+  }
+}
+
+absl::StatusOr<Truncation> TruncationFromProto(int value) {
+  switch (value) {
+    case v1::TRUNCATION_UNSPECIFIED:
+    case v1::TRUNCATION_TRUNCATE:
+      return Truncation::kTruncate;
+    case v1::TRUNCATION_REJECT:
+      return Truncation::kReject;
+    default:
+      return UnknownEnum("truncation", value);
+  }
+}
+
+void MoveTensor(TensorData tensor, v1::Tensor* out) {
+  out->set_dtype(ToProtoDType(tensor.dtype));
+  for (int64_t d : tensor.shape) out->add_shape(d);
+  out->set_data(std::move(tensor.bytes));
+}
+
+void FillTiming(const StageTiming& t, v1::Timing* out) {
+  out->set_tokenize_us(t.tokenize_us);
+  out->set_queue_us(t.queue_us);
+  out->set_inference_us(t.inference_us);
+  out->set_total_us(t.total_us);
+}
+
+InputSpec TextFromProto(const v1::TextInput& text) {
+  InputSpec spec;
+  spec.is_text = true;
+  spec.text_a = text.text_a();
+  if (text.has_text_b()) spec.text_b = text.text_b();
+  return spec;
+}
+
+}  // namespace
+
+v1::DataType ToProtoDType(OutputDType dtype) {
+  switch (dtype) {
+    case OutputDType::kFloat32:
+      return v1::DATA_TYPE_FLOAT32;
+    case OutputDType::kFloat16:
+      return v1::DATA_TYPE_FLOAT16;
+    case OutputDType::kBFloat16:
+      return v1::DATA_TYPE_BFLOAT16;
+  }
+  return v1::DATA_TYPE_FLOAT32;
+}
+
+absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
+  EmbedRequestSpec spec;
+  spec.inputs.reserve(request.inputs_size());
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    const v1::Input& input = request.inputs(i);
+    switch (input.kind_case()) {
+      case v1::Input::kText:
+        spec.inputs.push_back(TextFromProto(input.text()));
+        break;
+      case v1::Input::kTokens: {
+        InputSpec s;
+        s.is_text = false;
+        s.word_ids.assign(input.tokens().input_word_ids().begin(),
+                          input.tokens().input_word_ids().end());
+        s.type_ids.assign(input.tokens().input_type_ids().begin(),
+                          input.tokens().input_type_ids().end());
+        spec.inputs.push_back(std::move(s));
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("inputs[", i, "]: neither text nor tokens is set"));
+    }
+  }
+  if (request.seq_length() > (1u << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_length: ", request.seq_length(), " is out of range"));
+  }
+  spec.seq_length = static_cast<int>(request.seq_length());
+  for (int j = 0; j < request.heads_size(); ++j) {
+    const int head = request.heads(j);
+    switch (head) {
+      case v1::HEAD_POOLED:
+        spec.heads.push_back(Head::kPooled);
+        break;
+      case v1::HEAD_SEQUENCE:
+        spec.heads.push_back(Head::kSequence);
+        break;
+      case v1::HEAD_ENCODER_OUTPUTS:
+        spec.heads.push_back(Head::kEncoderOutputs);
+        break;
+      case v1::HEAD_DEFAULT:
+        spec.heads.push_back(Head::kDefault);
+        break;
+      case v1::HEAD_MEAN_POOLED:
+        spec.heads.push_back(Head::kMeanPooled);
+        break;
+      default:
+        return UnknownEnum(absl::StrCat("heads[", j, "]"), head);
+    }
+  }
+  spec.layers.assign(request.layers().begin(), request.layers().end());
+  switch (request.padding()) {
+    case v1::PADDING_UNSPECIFIED:
+    case v1::PADDING_PAD_TO_SEQ_LENGTH:
+      spec.padding = PaddingMode::kPadToSeqLength;
+      break;
+    case v1::PADDING_TRIM:
+      spec.padding = PaddingMode::kTrim;
+      break;
+    default:
+      return UnknownEnum("padding", request.padding());
+  }
+  auto dtype = DTypeFromProto(request.output_dtype(), "output_dtype");
+  if (!dtype.ok()) return dtype.status();
+  spec.dtype = *dtype;
+  spec.normalize = request.normalize();
+  auto truncation = TruncationFromProto(request.truncation());
+  if (!truncation.ok()) return truncation.status();
+  spec.truncation = *truncation;
+  return spec;
+}
+
+absl::StatusOr<TokenizeRequestSpec> FromProto(const v1::TokenizeRequest& request) {
+  TokenizeRequestSpec spec;
+  for (const v1::TextInput& text : request.inputs()) spec.inputs.push_back(TextFromProto(text));
+  if (request.seq_length() > (1u << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_length: ", request.seq_length(), " is out of range"));
+  }
+  spec.seq_length = static_cast<int>(request.seq_length());
+  auto truncation = TruncationFromProto(request.truncation());
+  if (!truncation.ok()) return truncation.status();
+  spec.truncation = *truncation;
+  return spec;
+}
+
+void ToProto(EmbedResult result, v1::EmbedResponse* response) {
+  for (InputResult& r : result.results) {
+    v1::EmbedResult* out = response->add_results();
+    if (r.pooled.present) MoveTensor(std::move(r.pooled), out->mutable_pooled_output());
+    if (r.sequence.present) MoveTensor(std::move(r.sequence), out->mutable_sequence_output());
+    for (auto& [layer, tensor] : r.layers) {
+      v1::LayerOutput* lo = out->add_encoder_outputs();
+      lo->set_layer(layer);
+      MoveTensor(std::move(tensor), lo->mutable_output());
+    }
+    if (r.default_output.present) {
+      MoveTensor(std::move(r.default_output), out->mutable_default_output());
+    }
+    if (r.mean_pooled.present) {
+      MoveTensor(std::move(r.mean_pooled), out->mutable_mean_pooled_output());
+    }
+    out->set_num_tokens(r.num_tokens);
+    out->set_truncated(r.truncated);
+    FillTiming(r.timing, out->mutable_timing());
+  }
+  FillTiming(result.timing, response->mutable_timing());
+}
+
+void ToProto(std::vector<Encoding> encodings, v1::TokenizeResponse* response) {
+  for (Encoding& e : encodings) {
+    v1::Encoding* out = response->add_encodings();
+    out->mutable_input_word_ids()->Add(e.word_ids.begin(), e.word_ids.end());
+    out->mutable_input_mask()->Add(e.mask.begin(), e.mask.end());
+    out->mutable_input_type_ids()->Add(e.type_ids.begin(), e.type_ids.end());
+    for (std::string& token : e.tokens) out->add_tokens(std::move(token));
+    out->set_num_tokens(e.num_tokens);
+    out->set_truncated(e.truncated);
+  }
+}
+
+}  // namespace bert

@@ -1,0 +1,109 @@
+#include "server/grpc/convert.h"
+
+#include "gtest/gtest.h"
+
+namespace bert {
+namespace {
+
+TEST(ConvertTest, EmbedRequestFields) {
+  v1::EmbedRequest r;
+  r.add_inputs()->mutable_text()->set_text_a("a");
+  auto* pair = r.add_inputs()->mutable_text();
+  pair->set_text_a("b");
+  pair->set_text_b("");
+  auto* tokens = r.add_inputs()->mutable_tokens();
+  tokens->add_input_word_ids(101);
+  tokens->add_input_word_ids(102);
+  r.set_seq_length(16);
+  r.add_heads(v1::HEAD_SEQUENCE);
+  r.add_heads(v1::HEAD_MEAN_POOLED);
+  r.add_layers(-1);
+  r.set_padding(v1::PADDING_TRIM);
+  r.set_output_dtype(v1::DATA_TYPE_BFLOAT16);
+  r.set_normalize(true);
+  r.set_truncation(v1::TRUNCATION_REJECT);
+  auto spec = FromProto(r);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->inputs.size(), 3u);
+  EXPECT_FALSE(spec->inputs[0].text_b.has_value());
+  ASSERT_TRUE(spec->inputs[1].text_b.has_value());  // set to "" still makes a pair
+  EXPECT_FALSE(spec->inputs[2].is_text);
+  EXPECT_EQ(spec->inputs[2].word_ids, (std::vector<int32_t>{101, 102}));
+  EXPECT_EQ(spec->seq_length, 16);
+  EXPECT_EQ(spec->heads, (std::vector<Head>{Head::kSequence, Head::kMeanPooled}));
+  EXPECT_EQ(spec->layers, std::vector<int>{-1});
+  EXPECT_EQ(spec->padding, PaddingMode::kTrim);
+  EXPECT_EQ(spec->dtype, OutputDType::kBFloat16);
+  EXPECT_TRUE(spec->normalize);
+  EXPECT_EQ(spec->truncation, Truncation::kReject);
+}
+
+TEST(ConvertTest, UnknownEnumsAndEmptyInputsAreInvalid) {
+  {
+    v1::EmbedRequest r;
+    r.add_inputs()->mutable_text()->set_text_a("a");
+    r.add_heads(v1::HEAD_POOLED);
+    r.add_heads(static_cast<v1::Head>(42));
+    auto s = FromProto(r);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find("heads[1]: unknown value 42"), std::string::npos);
+  }
+  {
+    v1::EmbedRequest r;
+    r.add_inputs()->mutable_text()->set_text_a("a");
+    r.add_heads(v1::HEAD_UNSPECIFIED);
+    EXPECT_EQ(FromProto(r).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    v1::EmbedRequest r;
+    r.add_inputs()->mutable_text()->set_text_a("a");
+    r.set_padding(static_cast<v1::Padding>(9));
+    EXPECT_NE(FromProto(r).status().message().find("padding"), std::string::npos);
+  }
+  {
+    v1::EmbedRequest r;
+    r.add_inputs()->mutable_text()->set_text_a("a");
+    r.set_output_dtype(static_cast<v1::DataType>(7));
+    EXPECT_NE(FromProto(r).status().message().find("output_dtype"), std::string::npos);
+  }
+  {
+    v1::EmbedRequest r;
+    r.add_inputs()->mutable_text()->set_text_a("a");
+    r.set_truncation(static_cast<v1::Truncation>(5));
+    EXPECT_NE(FromProto(r).status().message().find("truncation"), std::string::npos);
+  }
+  {
+    v1::EmbedRequest r;
+    r.add_inputs();  // neither text nor tokens
+    EXPECT_NE(FromProto(r).status().message().find("inputs[0]"), std::string::npos);
+  }
+}
+
+TEST(ConvertTest, ResultMovesTensors) {
+  EmbedResult result;
+  result.results.emplace_back();
+  InputResult& r = result.results.back();
+  r.pooled.present = true;
+  r.pooled.dtype = OutputDType::kFloat16;
+  r.pooled.shape = {4};
+  r.pooled.bytes = std::string(8, 'x');
+  r.layers.emplace_back(2, TensorData{OutputDType::kFloat32, {3, 4}, std::string(48, 'y'), true});
+  r.num_tokens = 3;
+  r.timing.queue_us = 7;
+  v1::EmbedResponse response;
+  ToProto(std::move(result), &response);
+  ASSERT_EQ(response.results_size(), 1);
+  const auto& out = response.results(0);
+  EXPECT_TRUE(out.has_pooled_output());
+  EXPECT_FALSE(out.has_sequence_output());
+  EXPECT_EQ(out.pooled_output().dtype(), v1::DATA_TYPE_FLOAT16);
+  EXPECT_EQ(out.pooled_output().data().size(), 8u);
+  ASSERT_EQ(out.encoder_outputs_size(), 1);
+  EXPECT_EQ(out.encoder_outputs(0).layer(), 2);
+  EXPECT_EQ(out.encoder_outputs(0).output().shape_size(), 2);
+  EXPECT_EQ(out.num_tokens(), 3u);
+  EXPECT_EQ(out.timing().queue_us(), 7);
+}
+
+}  // namespace
+}  // namespace bert

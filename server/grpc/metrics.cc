@@ -1,0 +1,123 @@
+#include "server/grpc/metrics.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc/status_map.h"
+
+namespace bert {
+namespace {
+
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  // 100 us .. ~26 s, doubling.
+  prometheus::Histogram::BucketBoundaries b;
+  for (double v = 1e-4; v < 30; v *= 2) b.push_back(v);
+  return b;
+}
+
+prometheus::Histogram::BucketBoundaries PowersOfTwo(double max) {
+  prometheus::Histogram::BucketBoundaries b;
+  for (double v = 1; v <= max; v *= 2) b.push_back(v);
+  return b;
+}
+
+}  // namespace
+
+ServerMetrics::ServerMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("bert_requests_total")
+                    .Help("RPCs answered, by method and gRPC status code")
+                    .Register(*registry_)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("bert_request_latency_seconds")
+                   .Help("Latency by stage: total (arrival to answer), tokenize, queue "
+                         "(waiting for a batch and the engine), inference (the batch)")
+                   .Register(*registry_)),
+      latency_total_(latency_.Add({{"stage", "total"}}, LatencyBuckets())),
+      latency_tokenize_(latency_.Add({{"stage", "tokenize"}}, LatencyBuckets())),
+      latency_queue_(latency_.Add({{"stage", "queue"}}, LatencyBuckets())),
+      latency_inference_(latency_.Add({{"stage", "inference"}}, LatencyBuckets())),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("bert_batch_size")
+                      .Help("Sequences per engine batch")
+                      .Register(*registry_)
+                      .Add({}, PowersOfTwo(1024))),
+      batch_tokens_(prometheus::BuildHistogram()
+                        .Name("bert_batch_tokens")
+                        .Help("Rows per engine batch, padding rows included")
+                        .Register(*registry_)
+                        .Add({}, PowersOfTwo(65536))),
+      queue_depth_(prometheus::BuildGauge()
+                       .Name("bert_queue_depth")
+                       .Help("Sequences waiting for the batcher")
+                       .Register(*registry_)
+                       .Add({})),
+      in_flight_(prometheus::BuildGauge()
+                     .Name("bert_requests_in_flight")
+                     .Help("Admitted requests not yet answered")
+                     .Register(*registry_)
+                     .Add({})),
+      tokens_processed_(prometheus::BuildCounter()
+                            .Name("bert_tokens_processed_total")
+                            .Help("Real (non-padding) tokens run through the engine")
+                            .Register(*registry_)
+                            .Add({})),
+      batches_ok_(prometheus::BuildCounter()
+                      .Name("bert_engine_batches_total")
+                      .Help("Engine batches by result")
+                      .Register(*registry_)
+                      .Add({{"result", "ok"}})),
+      batches_failed_(prometheus::BuildCounter()
+                          .Name("bert_engine_batches_total")
+                          .Help("Engine batches by result")
+                          .Register(*registry_)
+                          .Add({{"result", "error"}})),
+      device_memory_(prometheus::BuildGauge()
+                         .Name("bert_device_memory_used_bytes")
+                         .Help("Device memory in use (CUDA backends; 0 on the CPU)")
+                         .Register(*registry_)
+                         .Add({})) {}
+
+ServerMetrics::~ServerMetrics() = default;
+
+absl::StatusOr<int> ServerMetrics::Serve(const std::string& address) {
+  auto http = MetricsHttpServer::Start(address, registry_);
+  if (!http.ok()) return http.status();
+  http_ = *std::move(http);
+  return http_->port();
+}
+
+void ServerMetrics::OnBatch(const BatchStats& stats) {
+  batch_size_.Observe(stats.num_sequences);
+  batch_tokens_.Observe(stats.rows);
+  if (stats.ok) {
+    batches_ok_.Increment();
+    tokens_processed_.Increment(stats.real_tokens);
+  } else {
+    batches_failed_.Increment();
+  }
+  absl::MutexLock lock(&reader_mu_);
+  if (device_memory_reader_) device_memory_.Set(static_cast<double>(device_memory_reader_()));
+}
+
+void ServerMetrics::OnQueueDepth(int depth) { queue_depth_.Set(depth); }
+
+void ServerMetrics::RecordRequest(const std::string& method, grpc::StatusCode code,
+                                  double total_seconds) {
+  requests_.Add({{"method", method}, {"code", GrpcCodeName(code)}}).Increment();
+  latency_total_.Observe(total_seconds);
+}
+
+void ServerMetrics::RecordStages(const StageTiming& timing) {
+  latency_tokenize_.Observe(timing.tokenize_us * 1e-6);
+  latency_queue_.Observe(timing.queue_us * 1e-6);
+  latency_inference_.Observe(timing.inference_us * 1e-6);
+}
+
+void ServerMetrics::SetInFlight(int in_flight) { in_flight_.Set(in_flight); }
+
+void ServerMetrics::SetDeviceMemoryReader(std::function<int64_t()> reader) {
+  absl::MutexLock lock(&reader_mu_);
+  device_memory_reader_ = std::move(reader);
+}
+
+}  // namespace bert

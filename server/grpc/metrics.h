@@ -1,0 +1,72 @@
+// Prometheus metrics of the server (prometheus-cpp), served as text on /metrics by a small
+// HTTP listener on its own address (server/grpc/metrics_http.h). Thread-safe.
+//
+//   bert_requests_total{method,code}                  counter
+//   bert_request_latency_seconds{stage}               histogram: total, tokenize, queue,
+//                                                     inference
+//   bert_batch_size / bert_batch_tokens               histograms per engine batch
+//   bert_queue_depth, bert_requests_in_flight         gauges
+//   bert_tokens_processed_total                       counter (real tokens through the engine)
+//   bert_engine_batches_total{result}                 counter
+//   bert_device_memory_used_bytes                     gauge, when a reader is installed
+#ifndef BERT_SERVER_GRPC_METRICS_H_
+#define BERT_SERVER_GRPC_METRICS_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/support/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "server/core/pipeline.h"
+#include "server/grpc/metrics_http.h"
+
+namespace bert {
+
+class ServerMetrics : public PipelineObserver {
+ public:
+  ServerMetrics();
+  ~ServerMetrics() override;
+
+  // Starts the HTTP listener ("host:port", port 0 picks one). Returns the bound port.
+  absl::StatusOr<int> Serve(const std::string& address);
+
+  void OnBatch(const BatchStats& stats) override;
+  void OnQueueDepth(int depth) override;
+
+  void RecordRequest(const std::string& method, grpc::StatusCode code, double total_seconds);
+  void RecordStages(const StageTiming& timing);
+  void SetInFlight(int in_flight);
+  // Polled on each batch: bytes of device memory in use (CUDA backends).
+  void SetDeviceMemoryReader(std::function<int64_t()> reader);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Histogram& latency_total_;
+  prometheus::Histogram& latency_tokenize_;
+  prometheus::Histogram& latency_queue_;
+  prometheus::Histogram& latency_inference_;
+  prometheus::Histogram& batch_size_;
+  prometheus::Histogram& batch_tokens_;
+  prometheus::Gauge& queue_depth_;
+  prometheus::Gauge& in_flight_;
+  prometheus::Counter& tokens_processed_;
+  prometheus::Counter& batches_ok_;
+  prometheus::Counter& batches_failed_;
+  prometheus::Gauge& device_memory_;
+  absl::Mutex reader_mu_;
+  std::function<int64_t()> device_memory_reader_ ABSL_GUARDED_BY(reader_mu_);
+  std::unique_ptr<MetricsHttpServer> http_;
+};
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_GRPC_METRICS_H_

@@ -1,0 +1,150 @@
+#include "server/grpc/wire.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/validation.h"
+
+namespace bert {
+namespace {
+
+constexpr int kVarint = 0;
+constexpr int kFixed64 = 1;
+constexpr int kLengthDelimited = 2;
+constexpr int kFixed32 = 5;
+
+bool ReadVarint(absl::string_view* data, uint64_t* value) {
+  uint64_t result = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (data->empty()) return false;
+    const uint8_t byte = static_cast<uint8_t>(data->front());
+    data->remove_prefix(1);
+    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *value = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Reads one field; `payload` is set for length-delimited fields. False at the end or on
+// malformed input.
+bool NextField(absl::string_view* data, int* number, absl::string_view* payload) {
+  uint64_t tag;
+  if (data->empty() || !ReadVarint(data, &tag)) return false;
+  *number = static_cast<int>(tag >> 3);
+  *payload = absl::string_view();
+  uint64_t length = 0;
+  switch (tag & 7) {
+    case kVarint:
+      return ReadVarint(data, &length);
+    case kFixed64:
+      if (data->size() < 8) return false;
+      data->remove_prefix(8);
+      return true;
+    case kFixed32:
+      if (data->size() < 4) return false;
+      data->remove_prefix(4);
+      return true;
+    case kLengthDelimited:
+      if (!ReadVarint(data, &length) || length > data->size()) return false;
+      *payload = data->substr(0, length);
+      data->remove_prefix(length);
+      return true;
+    default:
+      return false;
+  }
+}
+
+// TextInput: text_a = 1, text_b = 2.
+std::string CheckTextInput(absl::string_view data, const std::string& prefix) {
+  int number;
+  absl::string_view payload;
+  while (NextField(&data, &number, &payload)) {
+    if ((number == 1 || number == 2) && !IsValidUtf8(payload)) {
+      return absl::StrCat(prefix, number == 1 ? "text_a" : "text_b");
+    }
+  }
+  return "";
+}
+
+std::string WireToString(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string out;
+  if (!buffer.Dump(&slices).ok()) return out;
+  for (const grpc::Slice& s : slices) {
+    out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return out;
+}
+
+template <typename Message>
+absl::Status Parse(const grpc::ByteBuffer& buffer, Message* message,
+                   std::string (*find_invalid)(absl::string_view)) {
+  const std::string wire = WireToString(buffer);
+  if (message->ParseFromString(wire)) return absl::OkStatus();
+  const std::string field = find_invalid(wire);
+  if (!field.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": invalid UTF-8"));
+  return absl::InvalidArgumentError("the request is not a valid protobuf message");
+}
+
+}  // namespace
+
+std::string FindInvalidUtf8InEmbedRequest(absl::string_view data) {
+  int number;
+  absl::string_view payload;
+  int input_index = 0;
+  while (NextField(&data, &number, &payload)) {
+    if (number == 1) {  // inputs
+      absl::string_view input = payload;
+      int inner;
+      absl::string_view inner_payload;
+      while (NextField(&input, &inner, &inner_payload)) {
+        if (inner == 1) {  // Input.text
+          std::string bad =
+              CheckTextInput(inner_payload, absl::StrCat("inputs[", input_index, "].text."));
+          if (!bad.empty()) return bad;
+        }
+      }
+      ++input_index;
+    } else if (number == 9 && !IsValidUtf8(payload)) {
+      return "request_id";
+    }
+  }
+  return "";
+}
+
+std::string FindInvalidUtf8InTokenizeRequest(absl::string_view data) {
+  int number;
+  absl::string_view payload;
+  int input_index = 0;
+  while (NextField(&data, &number, &payload)) {
+    if (number == 1) {
+      std::string bad = CheckTextInput(payload, absl::StrCat("inputs[", input_index, "]."));
+      if (!bad.empty()) return bad;
+      ++input_index;
+    }
+  }
+  return "";
+}
+
+absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, v1::EmbedRequest* request) {
+  return Parse(buffer, request, &FindInvalidUtf8InEmbedRequest);
+}
+
+absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRequest* request) {
+  return Parse(buffer, request, &FindInvalidUtf8InTokenizeRequest);
+}
+
+absl::Status Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer) {
+  // One allocation, written in place (responses can be megabytes).
+  const size_t size = message.ByteSizeLong();
+  grpc::Slice slice(size);
+  message.SerializeWithCachedSizesToArray(const_cast<uint8_t*>(slice.begin()));
+  grpc::ByteBuffer out(&slice, 1);
+  buffer->Swap(&out);
+  return absl::OkStatus();
+}
+
+}  // namespace bert

@@ -1,0 +1,30 @@
+// Request parsing for the raw (ByteBuffer) handlers. gRPC's generated parsing refuses a
+// proto3 string field holding invalid UTF-8 before the service sees it (answering
+// UNIMPLEMENTED); the service parses requests itself so that such a request gets
+// INVALID_ARGUMENT naming the field ("inputs[2].text.text_a: invalid UTF-8").
+// Thread-safe (pure functions).
+#ifndef BERT_SERVER_GRPC_WIRE_H_
+#define BERT_SERVER_GRPC_WIRE_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "proto/bert/v1/bert_service.pb.h"
+
+namespace bert {
+
+absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, v1::EmbedRequest* request);
+absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRequest* request);
+
+// Serializes `message` into `buffer` (replacing its content).
+absl::Status Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer);
+
+// The path of the first string field with invalid UTF-8 in a serialized request, or "".
+std::string FindInvalidUtf8InEmbedRequest(absl::string_view wire);
+std::string FindInvalidUtf8InTokenizeRequest(absl::string_view wire);
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_GRPC_WIRE_H_

@@ -1,0 +1,398 @@
+// bert_server: serves a BERT-architecture encoder over gRPC (bert.v1.BertService).
+//
+//   bert_server --model_dir=models/all-MiniLM-L6-v2 [--address=127.0.0.1:50051] ...
+//
+// Startup: listen at once (health NOT_SERVING), load the vocabulary and the model, build
+// the engine, warm it up at the largest batch shape, then report SERVING. SIGTERM or
+// SIGINT: report NOT_SERVING, stop accepting calls, answer every accepted one (bounded by
+// --drain_timeout_s), exit 0.
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "server/core/pipeline.h"
+#include "server/engine/engine_factory.h"
+#include "server/engine/model.h"
+#include "server/grpc/bert_service.h"
+#include "server/grpc/metrics.h"
+#include "server/text/tokenizer.h"
+#include "server/util/device_memory.h"
+#include "server/util/log.h"
+
+ABSL_FLAG(std::string, model_dir, "",
+          "Model directory (config.json, model.safetensors, vocab.txt)");
+ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary; default <model_dir>/vocab.txt");
+ABSL_FLAG(std::string, address, "127.0.0.1:50051", "gRPC listen address (port 0: pick one)");
+ABSL_FLAG(std::string, metrics_address, "",
+          "Prometheus /metrics HTTP address, e.g. 127.0.0.1:9090 (empty: off)");
+ABSL_FLAG(std::string, backend, "auto", "auto (CUDA when a GPU is present, else CPU), cpu, cuda");
+ABSL_FLAG(
+    std::string, dtype, "auto",
+    "Compute dtype: auto (float16 with --backend=cuda, else float32), float32, float16, bfloat16");
+ABSL_FLAG(int, max_concurrent_requests, 64, "Requests in flight before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_inputs_per_request, 256, "Inputs allowed in one request");
+ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (padding rows count)");
+ABSL_FLAG(int, max_batch_delay_us, 2000, "Longest wait for a batch to fill");
+ABSL_FLAG(int, tokenization_workers, 2, "Threads that tokenize and assemble responses");
+ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
+ABSL_FLAG(int, default_seq_length, 128, "seq_length of requests that leave it 0");
+ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest request or response message");
+ABSL_FLAG(std::string, lowercase, "auto",
+          "Lowercase and strip accents: auto (from tokenizer_config.json or the vocab), "
+          "true, false");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain (with --tls_key: TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
+ABSL_FLAG(std::string, auth_token, "", "Require 'authorization: Bearer <token>'");
+ABSL_FLAG(std::string, auth_token_file, "", "Read the bearer token from this file");
+ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, longest wait for accepted calls");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error");
+
+namespace bert {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string BaseName(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// "auto": tokenizer_config.json's do_lower_case when present, else uncased unless the
+// vocabulary holds upper-case word pieces (a cased vocab such as bert-base-cased).
+absl::StatusOr<bool> ResolveLowercase(const std::string& flag, const std::string& model_dir,
+                                      const std::string& vocab_path) {
+  if (flag == "true") return true;
+  if (flag == "false") return false;
+  if (flag != "auto") return absl::InvalidArgumentError("--lowercase: auto, true or false");
+  auto config = ReadFile(model_dir + "/tokenizer_config.json");
+  if (config.ok()) {
+    const size_t pos = config->find("\"do_lower_case\"");
+    if (pos != std::string::npos) {
+      const size_t colon = config->find(':', pos);
+      const std::string rest = config->substr(colon + 1, 16);
+      if (absl::StrContains(rest, "false")) return false;
+      if (absl::StrContains(rest, "true")) return true;
+    }
+  }
+  std::ifstream vocab(vocab_path);
+  if (!vocab) return absl::NotFoundError(absl::StrCat("cannot read ", vocab_path));
+  std::string line;
+  int upper = 0;
+  while (std::getline(vocab, line)) {
+    if (line.size() > 1 && line.front() == '[' && line.back() == ']') continue;  // [CLS]...
+    for (char c : line) {
+      if (absl::ascii_isupper(static_cast<unsigned char>(c))) {
+        ++upper;
+        break;
+      }
+    }
+  }
+  return upper < 10;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (cert.empty() && key.empty()) return grpc::InsecureServerCredentials();
+  if (cert.empty() || key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  auto cert_pem = ReadFile(cert);
+  if (!cert_pem.ok()) return cert_pem.status();
+  auto key_pem = ReadFile(key);
+  if (!key_pem.ok()) return key_pem.status();
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back({*key_pem, *cert_pem});
+  return grpc::SslServerCredentials(options);
+}
+
+absl::StatusOr<std::string> AuthToken() {
+  std::string token = absl::GetFlag(FLAGS_auth_token);
+  const std::string file = absl::GetFlag(FLAGS_auth_token_file);
+  if (!file.empty()) {
+    auto content = ReadFile(file);
+    if (!content.ok()) return content.status();
+    token = std::string(absl::StripAsciiWhitespace(*content));
+    if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(file, " is empty"));
+  }
+  return token;
+}
+
+// "auto": float16 on an explicitly requested CUDA backend, else the engine's default.
+absl::StatusOr<DType> ResolveDType(const std::string& text, const std::string& backend,
+                                   DType fallback) {
+  if (text == "auto") return backend == "cuda" ? DType::kFloat16 : fallback;
+  return ParseDType(text);
+}
+
+struct Loaded {
+  std::unique_ptr<Pipeline> pipeline;
+  std::string model_name;
+};
+
+absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
+  const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
+  std::string vocab = absl::GetFlag(FLAGS_vocab);
+  if (vocab.empty()) vocab = model_dir + "/vocab.txt";
+  auto lowercase = ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab);
+  if (!lowercase.ok()) return lowercase.status();
+  BertTokenizer::Options tokenizer_options;
+  tokenizer_options.lowercase = *lowercase;
+  auto tokenizer = BertTokenizer::Load(vocab, tokenizer_options);
+  if (!tokenizer.ok()) return tokenizer.status();
+  BERT_LOG(kInfo) << "vocabulary loaded" << LogKv("path", vocab)
+                  << LogKv("size", (*tokenizer)->vocab_size())
+                  << LogKv("lowercase", *lowercase ? "true" : "false");
+
+  const absl::Time load_start = absl::Now();
+  auto model = LoadModel(model_dir);
+  if (!model.ok()) return model.status();
+  auto shared_model = std::make_shared<const Model>(*std::move(model));
+  if ((*tokenizer)->vocab_size() != shared_model->config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(vocab, " has ", (*tokenizer)->vocab_size(),
+                                                   " tokens but the model's vocab_size is ",
+                                                   shared_model->config.vocab_size));
+  }
+  const int max_positions = shared_model->config.max_position_embeddings;
+  int max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  if (max_batch_tokens < max_positions) {
+    BERT_LOG(kWarning) << "raising --max_batch_tokens to fit one longest sequence"
+                       << LogKv("from", max_batch_tokens) << LogKv("to", max_positions);
+    max_batch_tokens = max_positions;
+  }
+
+  EngineOptions engine_options;
+  engine_options.backend = absl::GetFlag(FLAGS_backend);
+  engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+  engine_options.max_batch_tokens = max_batch_tokens;
+  const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
+  auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
+  if (!dtype.ok()) return dtype.status();
+  engine_options.dtype = *dtype;
+  auto engine = CreateEngine(shared_model, engine_options);
+  if (!engine.ok()) return engine.status();
+  const EngineInfo info = (*engine)->info();
+  BERT_LOG(kInfo) << "model loaded" << LogKv("model", shared_model->name)
+                  << LogKv("layers", shared_model->config.num_layers)
+                  << LogKv("hidden", shared_model->config.hidden_size)
+                  << LogKv("backend", info.backend) << LogKv("device", info.device)
+                  << LogKv("dtype", DTypeName(info.dtype))
+                  << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - load_start));
+
+  PipelineOptions options;
+  options.max_concurrent_requests = absl::GetFlag(FLAGS_max_concurrent_requests);
+  options.max_inputs_per_request = absl::GetFlag(FLAGS_max_inputs_per_request);
+  options.max_batch_tokens = max_batch_tokens;
+  options.max_batch_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_batch_delay_us));
+  options.tokenization_workers = absl::GetFlag(FLAGS_tokenization_workers);
+  options.default_seq_length = absl::GetFlag(FLAGS_default_seq_length);
+  options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  Loaded loaded;
+  loaded.model_name = BaseName(model_dir);
+  loaded.pipeline =
+      std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), metrics);
+  const absl::Time warm_start = absl::Now();
+  absl::Status warm = loaded.pipeline->Warmup();
+  if (!warm.ok()) return warm;
+  BERT_LOG(kInfo) << "warm-up done" << LogKv("max_batch_tokens", max_batch_tokens)
+                  << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - warm_start));
+  loaded.pipeline->Start();
+  return loaded;
+}
+
+int Validate() {
+  if (absl::GetFlag(FLAGS_model_dir).empty()) {
+    BERT_LOG(kError) << "--model_dir is required";
+    return 2;
+  }
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
+    BERT_LOG(kError) << "--backend must be auto, cpu or cuda" << LogKv("value", backend);
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_max_concurrent_requests) < 1 ||
+      absl::GetFlag(FLAGS_max_inputs_per_request) < 1 ||
+      absl::GetFlag(FLAGS_max_batch_tokens) < 1 || absl::GetFlag(FLAGS_max_batch_delay_us) < 0 ||
+      absl::GetFlag(FLAGS_tokenization_workers) < 1 ||
+      absl::GetFlag(FLAGS_default_seq_length) < 2 ||
+      absl::GetFlag(FLAGS_max_message_bytes) < 1024 ||
+      absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1) {
+    BERT_LOG(kError) << "a numeric limit flag is out of range (see --help)";
+    return 2;
+  }
+  return 0;
+}
+
+void LogConfig() {
+  BERT_LOG(kInfo) << "effective config" << LogKv("model_dir", absl::GetFlag(FLAGS_model_dir))
+                  << LogKv("vocab", absl::GetFlag(FLAGS_vocab).empty()
+                                        ? absl::GetFlag(FLAGS_model_dir) + "/vocab.txt"
+                                        : absl::GetFlag(FLAGS_vocab))
+                  << LogKv("address", absl::GetFlag(FLAGS_address))
+                  << LogKv("metrics_address", absl::GetFlag(FLAGS_metrics_address))
+                  << LogKv("backend", absl::GetFlag(FLAGS_backend))
+                  << LogKv("dtype", absl::GetFlag(FLAGS_dtype))
+                  << LogKv("max_concurrent_requests", absl::GetFlag(FLAGS_max_concurrent_requests))
+                  << LogKv("max_inputs_per_request", absl::GetFlag(FLAGS_max_inputs_per_request))
+                  << LogKv("max_batch_tokens", absl::GetFlag(FLAGS_max_batch_tokens))
+                  << LogKv("max_batch_delay_us", absl::GetFlag(FLAGS_max_batch_delay_us))
+                  << LogKv("tokenization_workers", absl::GetFlag(FLAGS_tokenization_workers))
+                  << LogKv("cpu_threads", absl::GetFlag(FLAGS_cpu_threads))
+                  << LogKv("default_seq_length", absl::GetFlag(FLAGS_default_seq_length))
+                  << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes))
+                  << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))
+                  << LogKv("tls", absl::GetFlag(FLAGS_tls_cert).empty() ? "off" : "on")
+                  << LogKv("auth", absl::GetFlag(FLAGS_auth_token).empty() &&
+                                           absl::GetFlag(FLAGS_auth_token_file).empty()
+                                       ? "off"
+                                       : "bearer")
+                  << LogKv("drain_timeout_s", absl::GetFlag(FLAGS_drain_timeout_s))
+                  << LogKv("log_level", absl::GetFlag(FLAGS_log_level));
+}
+
+int Run() {
+  // Every thread inherits the blocked set; the main thread takes the signals by sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  LogLevel level;
+  if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    BERT_LOG(kError) << "--log_level must be debug, info, warning or error";
+    return 2;
+  }
+  SetLogLevel(level);
+  if (int rc = Validate(); rc != 0) return rc;
+  LogConfig();
+
+  auto token = AuthToken();
+  if (!token.ok()) {
+    BERT_LOG(kError) << "auth token" << LogKv("error", token.status().message());
+    return 2;
+  }
+  auto credentials = MakeCredentials();
+  if (!credentials.ok()) {
+    BERT_LOG(kError) << "TLS" << LogKv("error", credentials.status().message());
+    return 2;
+  }
+
+  ServerMetrics metrics;
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (!metrics_address.empty()) {
+    auto port = metrics.Serve(metrics_address);
+    if (!port.ok()) {
+      BERT_LOG(kError) << "metrics" << LogKv("error", port.status().message());
+      return 1;
+    }
+    const std::string host = metrics_address.substr(0, metrics_address.rfind(':'));
+    BERT_LOG(kInfo) << "metrics listening" << LogKv("address", absl::StrCat(host, ":", *port));
+  }
+
+  ServiceConfig service_config;
+  service_config.model_name = BaseName(absl::GetFlag(FLAGS_model_dir));
+  service_config.auth_token = *token;
+  service_config.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  BertServiceImpl service(service_config, &metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string address = absl::GetFlag(FLAGS_address);
+  builder.AddListeningPort(address, *credentials, &port);
+  const int max_bytes = static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes));
+  builder.SetMaxReceiveMessageSize(max_bytes);
+  builder.SetMaxSendMessageSize(max_bytes);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    BERT_LOG(kError) << "cannot listen" << LogKv("address", address);
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  const std::string kServiceName = "bert.v1.BertService";
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  const std::string host = address.substr(0, address.rfind(':'));
+  BERT_LOG(kInfo) << "listening" << LogKv("address", absl::StrCat(host, ":", port))
+                  << LogKv("health", "NOT_SERVING");
+
+  auto loaded = LoadAndWarmUp(&metrics);
+  if (!loaded.ok()) {
+    BERT_LOG(kError) << "startup failed" << LogKv("error", loaded.status().ToString());
+    server->Shutdown(std::chrono::system_clock::now());
+    return 1;
+  }
+  if (loaded->pipeline->engine().info().backend == "cuda") {
+    metrics.SetDeviceMemoryReader([] { return std::max<int64_t>(0, DeviceMemoryInUseBytes()); });
+  }
+  service.SetPipeline(loaded->pipeline.get());
+  health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(true);
+  BERT_LOG(kInfo) << "serving" << LogKv("address", absl::StrCat(host, ":", port))
+                  << LogKv("model", loaded->model_name) << LogKv("health", "SERVING");
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  const absl::Time drain_start = absl::Now();
+  BERT_LOG(kInfo) << "draining" << LogKv("signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT")
+                  << LogKv("in_flight", loaded->pipeline->in_flight());
+  health->SetServingStatus(kServiceName, false);
+  health->SetServingStatus(false);
+  // New requests now get UNAVAILABLE; every accepted one is answered before we go on.
+  // (gRPC's own graceful Shutdown would also wait for health Watch streams, which never
+  // end by themselves, so the server is shut down only once the pipeline is idle.)
+  const bool drained = loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+  if (!drained) {
+    BERT_LOG(kWarning) << "requests still in flight after --drain_timeout_s; exiting"
+                       << LogKv("in_flight", loaded->pipeline->in_flight());
+    std::fflush(stderr);
+    std::_Exit(0);  // Bounded shutdown: do not wait on a stuck engine.
+  }
+  server->Wait();
+  BERT_LOG(kInfo) << "stopped" << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - drain_start));
+  server.reset();
+  loaded->pipeline.reset();
+  return 0;
+}
+
+}  // namespace
+}  // namespace bert
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves a BERT encoder over gRPC.\n  bert_server --model_dir=DIR [--address=HOST:PORT]");
+  absl::ParseCommandLine(argc, argv);
+  return bert::Run();
+}

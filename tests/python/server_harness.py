@@ -1,0 +1,217 @@
+"""Helpers for the end-to-end server tests: Python stubs generated from the proto at test
+time, a real bert_server process on 127.0.0.1 with an ephemeral port, safetensors reading
+and tensor decoding. Every server started here is killed in teardown."""
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TINY_MODEL = os.path.join(REPO, "tests", "golden", "tiny-l4-h128")
+TINY_VOCAB = os.path.join(REPO, "tests", "data", "tiny_vocab_1024.txt")
+MINILM = os.path.join(REPO, "models", "all-MiniLM-L6-v2")
+
+_STUBS = None
+
+
+def stubs():
+    """(bert_service_pb2, bert_service_pb2_grpc), generated once per session."""
+    global _STUBS
+    if _STUBS is None:
+        from grpc_tools import protoc
+        import grpc_tools
+        out = tempfile.mkdtemp(prefix="bert_stubs_")
+        include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+        rc = protoc.main(["protoc", f"-I{REPO}", f"-I{include}", f"--python_out={out}",
+                          f"--grpc_python_out={out}",
+                          os.path.join(REPO, "proto", "bert", "v1", "bert_service.proto")])
+        assert rc == 0, "protoc failed"
+        sys.path.insert(0, out)
+        from proto.bert.v1 import bert_service_pb2, bert_service_pb2_grpc  # noqa
+        _STUBS = (bert_service_pb2, bert_service_pb2_grpc)
+    return _STUBS
+
+
+def server_binary():
+    bin_dir = os.environ.get("BERT_BIN") or os.path.join(REPO, "bazel-bin")
+    path = os.path.join(bin_dir, "server", "bert_server")
+    if not os.path.exists(path):
+        raise RuntimeError(f"{path} not found: build //server:bert_server and set BERT_BIN")
+    return path
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    base = 8 + n
+    out = {}
+    dtypes = {"F32": np.float32, "I32": np.int32, "I64": np.int64}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        out[name] = np.frombuffer(data[base + b:base + e],
+                                  dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+def decode(tensor):
+    """A bert.v1.Tensor as a float32 numpy array."""
+    pb2, _ = stubs()
+    shape = list(tensor.shape)
+    if tensor.dtype == pb2.DATA_TYPE_FLOAT32:
+        arr = np.frombuffer(tensor.data, dtype="<f4")
+    elif tensor.dtype == pb2.DATA_TYPE_FLOAT16:
+        arr = np.frombuffer(tensor.data, dtype="<f2").astype(np.float32)
+    elif tensor.dtype == pb2.DATA_TYPE_BFLOAT16:
+        u16 = np.frombuffer(tensor.data, dtype="<u2").astype(np.uint32)
+        arr = (u16 << 16).view(np.float32)
+    else:
+        raise ValueError(f"dtype {tensor.dtype}")
+    return arr.reshape(shape)
+
+
+def rel_err(a, b):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+class Server:
+    """A bert_server child process. Use as a context manager or call stop()/kill()."""
+
+    def __init__(self, model_dir=TINY_MODEL, vocab=None, extra=(), metrics=False,
+                 wait_serving=True, timeout=120):
+        args = [server_binary(), f"--model_dir={model_dir}", "--address=127.0.0.1:0",
+                "--backend=cpu", "--cpu_threads=2", "--log_level=info"]
+        if vocab is None and model_dir == TINY_MODEL:
+            vocab = TINY_VOCAB
+        if vocab:
+            args.append(f"--vocab={vocab}")
+        if metrics:
+            args.append("--metrics_address=127.0.0.1:0")
+        if model_dir == TINY_MODEL and not any(a.startswith("--max_batch_tokens") for a in extra):
+            args.append("--max_batch_tokens=2048")
+        args += list(extra)
+        self.args = args
+        self.log_lines = []
+        self._log_lock = threading.Lock()
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, errors="replace")
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        self.port = None
+        self.metrics_port = None
+        deadline = time.time() + timeout
+        while self.port is None or (metrics and self.metrics_port is None):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bert_server exited {self.proc.returncode}:\n{self.log()}")
+            if time.time() > deadline:
+                self.kill()
+                raise RuntimeError(f"bert_server did not start:\n{self.log()}")
+            with self._log_lock:
+                for line in self.log_lines:
+                    m = re.search(r'msg=listening address=127\.0\.0\.1:(\d+)', line)
+                    if m:
+                        self.port = int(m.group(1))
+                    m = re.search(r'msg="metrics listening" address=127\.0\.0\.1:(\d+)', line)
+                    if m:
+                        self.metrics_port = int(m.group(1))
+            time.sleep(0.02)
+        self.address = f"127.0.0.1:{self.port}"
+        if wait_serving:
+            self.wait_serving(timeout=max(1, deadline - time.time()))
+
+    def _read_log(self):
+        for line in self.proc.stderr:
+            with self._log_lock:
+                self.log_lines.append(line.rstrip("\n"))
+
+    def log(self):
+        with self._log_lock:
+            return "\n".join(self.log_lines)
+
+    def channel(self, **kwargs):
+        return grpc.insecure_channel(self.address, **kwargs)
+
+    def stub(self, channel=None):
+        _, pb2_grpc = stubs()
+        return pb2_grpc.BertServiceStub(channel or self.channel())
+
+    def health(self, service=""):
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        with self.channel() as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=5)
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def wait_serving(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bert_server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.health() == "SERVING":
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"bert_server never became SERVING:\n{self.log()}")
+
+    def metrics_text(self):
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Sends `sig` and returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+def metric_value(text, name, labels=None):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)', line)
+        if not m or m.group(1) != name:
+            continue
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if labels and any(lab.get(k) != v for k, v in labels.items()):
+            continue
+        total += float(m.group(3))
+        found = True
+    return total if found else None

@@ -1,0 +1,146 @@
+"""Foundation and operations: start a real server on 127.0.0.1 (ephemeral port), health
+SERVING, GetModelInfo, Tokenize, clean stop; health transitions; the startup log."""
+import os
+import signal
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from server_harness import (MINILM, TINY_MODEL, TINY_VOCAB, Server, stubs)  # noqa: E402
+
+
+def test_server_starts_serves_model_info_and_stops_cleanly():
+    pb2, _ = stubs()
+    server = Server()
+    try:
+        assert server.health() == "SERVING"
+        assert server.health("bert.v1.BertService") == "SERVING"
+        info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+        assert info.model_name == "tiny-l4-h128"
+        assert info.config.num_layers == 4
+        assert info.config.hidden_size == 128
+        assert info.config.num_attention_heads == 2
+        assert info.config.intermediate_size == 512
+        assert info.config.vocab_size == 1024
+        assert info.config.max_position_embeddings == 512
+        assert info.config.type_vocab_size == 2
+        assert info.config.hidden_act == "gelu"
+        assert info.config.has_pooler
+        assert info.config.lowercase
+        assert info.backend == "cpu"
+        assert info.device
+        assert info.compute_dtype == pb2.DATA_TYPE_FLOAT32
+        assert info.limits.max_batch_tokens == 2048
+        assert info.limits.max_seq_length == 512
+        assert info.limits.default_seq_length == 128
+        assert info.limits.max_inputs_per_request == 256
+        assert info.limits.max_concurrent_requests == 64
+        assert info.limits.max_message_bytes == 64 << 20
+        assert info.server_version
+    finally:
+        rc = server.stop(signal.SIGTERM)
+    assert rc == 0, server.log()
+    assert "msg=stopped" in server.log()
+
+
+def test_sigint_also_stops_cleanly():
+    server = Server()
+    try:
+        assert server.health() == "SERVING"
+    finally:
+        rc = server.stop(signal.SIGINT)
+    assert rc == 0
+
+
+def test_startup_logs_effective_config_and_structured_lines():
+    server = Server(extra=["--max_batch_delay_us=1234", "--tokenization_workers=3"])
+    try:
+        log = server.log()
+    finally:
+        server.kill()
+    config_line = next(l for l in log.splitlines() if 'msg="effective config"' in l)
+    for field in ["model_dir=", "max_batch_delay_us=1234", "tokenization_workers=3",
+                  "backend=cpu", "max_batch_tokens=2048", "address=127.0.0.1:0"]:
+        assert field in config_line, config_line
+    for line in log.splitlines():
+        assert line.startswith("ts=") and " level=" in line and " msg=" in line, line
+
+
+def test_health_not_serving_until_warm_then_serving():
+    """Warm-up at a large token budget takes long enough to see NOT_SERVING first."""
+    pb2, _ = stubs()
+    if os.path.isdir(MINILM):
+        server = Server(model_dir=MINILM, extra=["--max_batch_tokens=4096"], wait_serving=False)
+    else:
+        server = Server(extra=["--max_batch_tokens=65536"], wait_serving=False)
+    try:
+        first = server.health()
+        assert first == "NOT_SERVING", server.log()
+        with pytest.raises(grpc.RpcError) as e:
+            server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        server.wait_serving()
+        assert server.health() == "SERVING"
+        assert "warm-up done" in server.log()
+        # The log shows NOT_SERVING before warm-up and SERVING after it.
+        log = server.log()
+        assert log.index("health=NOT_SERVING") < log.index("warm-up done") < \
+            log.index("health=SERVING")
+    finally:
+        assert server.stop() == 0
+
+
+def test_bad_model_dir_exits_nonzero():
+    with pytest.raises(RuntimeError) as e:
+        Server(model_dir="/nonexistent/model", vocab=TINY_VOCAB)
+    message = str(e.value)
+    assert "bert_server exited 1" in message, message
+    assert "startup failed" in message and "/nonexistent/model" in message, message
+
+
+def test_tokenize_rpc(pb2=None):
+    pb2, _ = stubs()
+    with Server() as server:
+        stub = server.stub()
+        resp = stub.Tokenize(pb2.TokenizeRequest(
+            inputs=[pb2.TextInput(text_a="hello world"),
+                    pb2.TextInput(text_a="good morning", text_b="thank you")],
+            seq_length=12), timeout=10)
+        vocab = open(TINY_VOCAB).read().split("\n")
+        e0, e1 = resp.encodings
+        assert list(e0.tokens) == ["[CLS]", "hello", "world", "[SEP]"]
+        assert list(e0.input_word_ids) == [vocab.index(t) for t in e0.tokens] + [0] * 8
+        assert list(e0.input_mask) == [1] * 4 + [0] * 8
+        assert list(e0.input_type_ids) == [0] * 12
+        assert e0.num_tokens == 4 and not e0.truncated
+        assert list(e1.tokens) == ["[CLS]", "good", "morning", "[SEP]", "thank", "you", "[SEP]"]
+        assert list(e1.input_type_ids) == [0, 0, 0, 0, 1, 1, 1] + [0] * 5
+        # Truncation and REJECT.
+        long_text = " ".join(["hello"] * 20)
+        resp = stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(text_a=long_text)],
+                                                 seq_length=8), timeout=10)
+        assert resp.encodings[0].truncated and resp.encodings[0].num_tokens == 8
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(text_a=long_text)],
+                                              seq_length=8,
+                                              truncation=pb2.TRUNCATION_REJECT), timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "inputs[0]" in e.value.details()
+
+
+def test_reflection_lists_the_services():
+    """grpc.reflection.v1alpha list_services, spoken with raw bytes (no extra package):
+    ServerReflectionRequest{list_services: ""} is field 7, an empty string."""
+    with Server() as server:
+        with server.channel() as ch:
+            call = ch.stream_stream(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            responses = list(call(iter([b"\x3a\x00"]), timeout=10))
+    assert len(responses) == 1
+    assert b"bert.v1.BertService" in responses[0]
+    assert b"grpc.health.v1.Health" in responses[0]

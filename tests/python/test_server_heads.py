@@ -1,0 +1,188 @@
+"""Every head / option combination through a real server (CPU backend, tiny golden model)
+against the Hugging Face reference values in tests/golden/tiny-l4-h128."""
+import itertools
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from server_harness import (TINY_MODEL, Server, decode, read_safetensors, rel_err,  # noqa
+                            stubs)
+
+GOLDEN = read_safetensors(os.path.join(TINY_MODEL, "expected.safetensors"))
+SEQ = GOLDEN["input_word_ids"].shape[1]
+NUM_LAYERS = 4
+TOL = {1: 1e-4, 2: 1e-2, 3: 3e-2}  # by DataType value: float32, float16, bfloat16
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.kill()
+
+
+def token_inputs(pb2):
+    inputs = []
+    for ids, types, mask in zip(GOLDEN["input_word_ids"], GOLDEN["input_type_ids"],
+                                GOLDEN["input_mask"]):
+        n = int(mask.sum())
+        inputs.append(pb2.Input(tokens=pb2.TokenInput(input_word_ids=ids[:n].tolist(),
+                                                      input_type_ids=types[:n].tolist())))
+    return inputs
+
+
+def expected_mean(i):
+    n = int(GOLDEN["input_mask"][i].sum())
+    return GOLDEN["sequence_output"][i][:n].mean(axis=0)
+
+
+def unit(v):
+    return v / np.linalg.norm(v)
+
+
+def check_result(pb2, result, i, heads, layers, padding, dtype, normalize):
+    tol = TOL[dtype]
+    n = int(GOLDEN["input_mask"][i].sum())
+    rows = SEQ if padding != pb2.PADDING_TRIM else n
+    assert result.num_tokens == n
+    assert not result.truncated
+    want = set(heads) if heads else {pb2.HEAD_DEFAULT}
+    assert result.HasField("pooled_output") == (pb2.HEAD_POOLED in want)
+    assert result.HasField("default_output") == (pb2.HEAD_DEFAULT in want)
+    assert result.HasField("sequence_output") == (pb2.HEAD_SEQUENCE in want)
+    assert result.HasField("mean_pooled_output") == (pb2.HEAD_MEAN_POOLED in want)
+    assert (len(result.encoder_outputs) > 0) == (pb2.HEAD_ENCODER_OUTPUTS in want)
+    pooled_ref = GOLDEN["pooled_output"][i]
+    mean_ref = expected_mean(i)
+    if normalize:
+        pooled_ref, mean_ref = unit(pooled_ref), unit(mean_ref)
+    for field, ref in [("pooled_output", pooled_ref), ("default_output", pooled_ref),
+                       ("mean_pooled_output", mean_ref)]:
+        if result.HasField(field):
+            t = getattr(result, field)
+            assert t.dtype == dtype
+            assert list(t.shape) == [128]
+            assert rel_err(decode(t), ref) < tol, field
+    if result.HasField("sequence_output"):
+        t = result.sequence_output
+        assert list(t.shape) == [rows, 128]
+        assert t.dtype == dtype
+        assert len(t.data) == rows * 128 * (4 if dtype == pb2.DATA_TYPE_FLOAT32 else 2)
+        assert rel_err(decode(t), GOLDEN["sequence_output"][i][:rows]) < tol
+    if pb2.HEAD_ENCODER_OUTPUTS in want:
+        asked = layers if layers else list(range(NUM_LAYERS))
+        resolved = [l % NUM_LAYERS for l in asked]
+        assert [lo.layer for lo in result.encoder_outputs] == resolved
+        for lo in result.encoder_outputs:
+            assert list(lo.output.shape) == [rows, 128]
+            ref = GOLDEN[f"encoder_outputs.{lo.layer}"][i][:rows]
+            assert rel_err(decode(lo.output), ref) < tol, lo.layer
+
+
+ALL_HEADS = ["HEAD_POOLED", "HEAD_SEQUENCE", "HEAD_ENCODER_OUTPUTS", "HEAD_DEFAULT",
+             "HEAD_MEAN_POOLED"]
+
+
+@pytest.mark.parametrize("padding", ["PADDING_UNSPECIFIED", "PADDING_PAD_TO_SEQ_LENGTH",
+                                     "PADDING_TRIM"])
+@pytest.mark.parametrize("dtype", ["DATA_TYPE_UNSPECIFIED", "DATA_TYPE_FLOAT32",
+                                   "DATA_TYPE_FLOAT16", "DATA_TYPE_BFLOAT16"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_all_heads_every_padding_dtype_normalize(server, padding, dtype, normalize):
+    pb2, _ = stubs()
+    req = pb2.EmbedRequest(inputs=token_inputs(pb2), seq_length=SEQ,
+                           heads=[getattr(pb2, h) for h in ALL_HEADS],
+                           padding=getattr(pb2, padding),
+                           output_dtype=getattr(pb2, dtype), normalize=normalize,
+                           request_id="all-heads")
+    resp = server.stub().Embed(req, timeout=30)
+    assert resp.request_id == "all-heads"
+    assert len(resp.results) == 6
+    want_dtype = max(1, getattr(pb2, dtype))
+    for i, result in enumerate(resp.results):
+        check_result(pb2, result, i, req.heads, [], getattr(pb2, padding), want_dtype,
+                     normalize)
+        assert result.timing.total_us > 0
+        assert result.timing.inference_us > 0
+    assert resp.timing.total_us >= resp.timing.inference_us > 0
+
+
+HEAD_SUBSETS = [()] + [c for r in (1, 2, 3) for c in itertools.combinations(ALL_HEADS, r)]
+
+
+@pytest.mark.parametrize("heads", HEAD_SUBSETS, ids=lambda h: "+".join(h) or "empty")
+def test_head_subsets_return_only_what_was_asked(server, heads):
+    pb2, _ = stubs()
+    head_values = [getattr(pb2, h) for h in heads]
+    for padding in (pb2.PADDING_PAD_TO_SEQ_LENGTH, pb2.PADDING_TRIM):
+        req = pb2.EmbedRequest(inputs=token_inputs(pb2)[2:5], seq_length=SEQ, heads=head_values,
+                               padding=padding)
+        resp = server.stub().Embed(req, timeout=30)
+        for k, result in enumerate(resp.results):
+            check_result(pb2, result, k + 2, head_values, [], padding, 1, False)
+
+
+@pytest.mark.parametrize("layers", [[0], [3], [-1], [-4, 2], [2, 0, 2], [1, 3]])
+def test_layer_selection(server, layers):
+    pb2, _ = stubs()
+    req = pb2.EmbedRequest(inputs=token_inputs(pb2), seq_length=SEQ,
+                           heads=[pb2.HEAD_ENCODER_OUTPUTS], layers=layers,
+                           padding=pb2.PADDING_TRIM)
+    resp = server.stub().Embed(req, timeout=30)
+    for i, result in enumerate(resp.results):
+        check_result(pb2, result, i, req.heads, layers, pb2.PADDING_TRIM, 1, False)
+
+
+def test_longer_seq_length_pads_more_rows(server):
+    """seq_length 48 > the golden 32: the first 32 rows of padded rows still match the
+    reference only for real tokens (positions differ past 32 are new rows)."""
+    pb2, _ = stubs()
+    req = pb2.EmbedRequest(inputs=token_inputs(pb2), seq_length=48,
+                           heads=[pb2.HEAD_SEQUENCE, pb2.HEAD_POOLED])
+    resp = server.stub().Embed(req, timeout=30)
+    for i, result in enumerate(resp.results):
+        n = int(GOLDEN["input_mask"][i].sum())
+        seq = decode(result.sequence_output)
+        assert seq.shape == (48, 128)
+        assert rel_err(seq[:32], GOLDEN["sequence_output"][i]) < 1e-4
+        assert rel_err(decode(result.pooled_output), GOLDEN["pooled_output"][i]) < 1e-4
+        assert np.all(np.isfinite(seq))
+        assert n <= 32
+
+
+def test_token_inputs_truncate_to_seq_length(server):
+    pb2, _ = stubs()
+    ids = GOLDEN["input_word_ids"][0].tolist()  # 32 real tokens
+    req = pb2.EmbedRequest(inputs=[pb2.Input(tokens=pb2.TokenInput(input_word_ids=ids))],
+                           seq_length=16, heads=[pb2.HEAD_SEQUENCE], padding=pb2.PADDING_TRIM)
+    r = server.stub().Embed(req, timeout=30).results[0]
+    assert r.truncated and r.num_tokens == 16
+    assert list(r.sequence_output.shape) == [16, 128]
+
+
+def test_text_inputs_equal_their_token_inputs(server):
+    """Embed(text) == Embed(the ids Tokenize returns for that text)."""
+    pb2, _ = stubs()
+    stub = server.stub()
+    texts = [pb2.TextInput(text_a="hello world"),
+             pb2.TextInput(text_a="Please subscribe to this newsletter",
+                           text_b="you are being offered this job role")]
+    tok = stub.Tokenize(pb2.TokenizeRequest(inputs=texts, seq_length=24), timeout=10)
+    heads = [pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_MEAN_POOLED]
+    by_text = stub.Embed(pb2.EmbedRequest(inputs=[pb2.Input(text=t) for t in texts],
+                                          seq_length=24, heads=heads), timeout=30)
+    token_inputs_ = []
+    for e in tok.encodings:
+        n = e.num_tokens
+        token_inputs_.append(pb2.Input(tokens=pb2.TokenInput(
+            input_word_ids=e.input_word_ids[:n], input_type_ids=e.input_type_ids[:n])))
+    by_ids = stub.Embed(pb2.EmbedRequest(inputs=token_inputs_, seq_length=24, heads=heads),
+                        timeout=30)
+    for a, b in zip(by_text.results, by_ids.results):
+        assert a.num_tokens == b.num_tokens
+        for f in ("pooled_output", "sequence_output", "mean_pooled_output"):
+            np.testing.assert_allclose(decode(getattr(a, f)), decode(getattr(b, f)),
+                                       rtol=1e-5, atol=1e-5)

@@ -1,0 +1,270 @@
+"""Concurrency, batching, overload, deadlines, cancellation, SIGTERM drain and /metrics,
+through a real server (CPU backend, tiny golden model)."""
+import concurrent.futures as cf
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from server_harness import (TINY_MODEL, Server, decode, metric_value, read_safetensors,  # noqa
+                            rel_err, stubs)
+
+GOLDEN = read_safetensors(os.path.join(TINY_MODEL, "expected.safetensors"))
+SEQ = 32
+
+
+def golden_input(pb2, i):
+    n = int(GOLDEN["input_mask"][i].sum())
+    return pb2.Input(tokens=pb2.TokenInput(
+        input_word_ids=GOLDEN["input_word_ids"][i][:n].tolist(),
+        input_type_ids=GOLDEN["input_type_ids"][i][:n].tolist()))
+
+
+def heavy_request(pb2, n_inputs=32, seq_length=512):
+    """Costly enough on the CPU to keep the engine busy for a while."""
+    ids = [101] + [(7 * k) % 1000 + 5 for k in range(seq_length - 2)] + [102]
+    return pb2.EmbedRequest(
+        inputs=[pb2.Input(tokens=pb2.TokenInput(input_word_ids=ids))] * n_inputs,
+        seq_length=seq_length, heads=[pb2.HEAD_POOLED])
+
+
+def test_many_concurrent_clients_each_get_their_own_answers():
+    pb2, pb2_grpc = stubs()
+    with Server(metrics=True, extra=["--max_batch_delay_us=20000",
+                                     "--max_concurrent_requests=256"]) as server:
+        errors = []
+
+        def client(seed):
+            rng = random.Random(seed)
+            with server.channel() as ch:
+                stub = pb2_grpc.BertServiceStub(ch)
+                for r in range(12):
+                    rows = [rng.randrange(6) for _ in range(rng.randint(1, 3))]
+                    heads = [pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE]
+                    padding = rng.choice([pb2.PADDING_TRIM, pb2.PADDING_PAD_TO_SEQ_LENGTH])
+                    rid = f"{seed}-{r}"
+                    resp = stub.Embed(pb2.EmbedRequest(
+                        inputs=[golden_input(pb2, i) for i in rows], seq_length=SEQ,
+                        heads=heads, padding=padding, request_id=rid), timeout=60)
+                    if resp.request_id != rid or len(resp.results) != len(rows):
+                        errors.append(f"{rid}: wrong response shape")
+                        continue
+                    for i, res in zip(rows, resp.results):
+                        n = int(GOLDEN["input_mask"][i].sum())
+                        rws = n if padding == pb2.PADDING_TRIM else SEQ
+                        if rel_err(decode(res.pooled_output), GOLDEN["pooled_output"][i]) > 1e-4:
+                            errors.append(f"{rid}: pooled of row {i} mismatched")
+                        if rel_err(decode(res.sequence_output),
+                                   GOLDEN["sequence_output"][i][:rws]) > 1e-4:
+                            errors.append(f"{rid}: sequence of row {i} mismatched")
+
+        with cf.ThreadPoolExecutor(16) as pool:
+            list(pool.map(client, range(16)))
+        assert not errors, errors[:5]
+        text = server.metrics_text()
+        batches = metric_value(text, "bert_batch_size_count")
+        singletons = metric_value(text, "bert_batch_size_bucket", {"le": "1"})
+        assert batches and batches > 0
+        # Some batch held more than one sequence.
+        assert singletons < batches, (singletons, batches)
+        total_sequences = metric_value(text, "bert_batch_size_sum")
+        assert total_sequences / batches > 1.0
+        ok = metric_value(text, "bert_requests_total", {"method": "Embed", "code": "OK"})
+        assert ok == 16 * 12
+
+
+def test_stream_answers_in_order_and_matches():
+    """Stream messages are processed concurrently (they share engine batches) and answered
+    in request order."""
+    pb2, _ = stubs()
+    with Server(metrics=True, extra=["--max_batch_delay_us=20000"]) as server:
+        reqs = [pb2.EmbedRequest(inputs=[golden_input(pb2, k % 6)], seq_length=SEQ,
+                                 heads=[pb2.HEAD_POOLED], request_id=str(k)) for k in range(64)]
+        out = list(server.stub().EmbedStream(iter(reqs), timeout=60))
+        assert [r.request_id for r in out] == [str(k) for k in range(64)]
+        for k, r in enumerate(out):
+            assert not r.HasField("error")
+            assert rel_err(decode(r.results[0].pooled_output),
+                           GOLDEN["pooled_output"][k % 6]) < 1e-4
+        text = server.metrics_text()
+        assert metric_value(text, "bert_batch_size_sum") == 64
+        assert metric_value(text, "bert_batch_size_count") < 64  # some batches held several
+        assert metric_value(text, "bert_requests_total",
+                            {"method": "EmbedStream", "code": "OK"}) == 64
+
+
+def test_stream_cancelled_mid_way_leaves_the_server_serving():
+    pb2, _ = stubs()
+    with Server() as server:
+        def requests():
+            for k in range(1000):
+                yield pb2.EmbedRequest(inputs=[golden_input(pb2, k % 6)], seq_length=SEQ,
+                                       request_id=str(k))
+                time.sleep(0.002)
+        call = server.stub().EmbedStream(requests(), timeout=60)
+        got = []
+        for r in call:
+            got.append(r.request_id)
+            if len(got) == 5:
+                call.cancel()
+                break
+        assert got == ["0", "1", "2", "3", "4"]
+        time.sleep(0.3)
+        assert server.health() == "SERVING"
+        r = server.stub().Embed(pb2.EmbedRequest(inputs=[golden_input(pb2, 0)], seq_length=SEQ),
+                                timeout=30)
+        assert len(r.results) == 1
+        assert server.stop() == 0  # and it still drains and exits cleanly
+
+
+def test_overload_is_resource_exhausted_and_server_keeps_serving():
+    pb2, pb2_grpc = stubs()
+    # Requests below the token budget wait out the 200 ms batching delay, so each admitted
+    # request stays in flight at least that long.
+    with Server(metrics=True, extra=["--max_concurrent_requests=2",
+                                     "--max_batch_delay_us=200000"]) as server:
+        stub = server.stub()
+        codes = []
+        with cf.ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(lambda: stub.Embed(
+                heavy_request(pb2, n_inputs=2, seq_length=256), timeout=120))
+                       for _ in range(12)]
+            for f in futures:
+                try:
+                    f.result()
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+                    assert "concurrent requests" in e.details()
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, codes
+        assert codes.count(grpc.StatusCode.OK) >= 2, codes
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        # Still serving, and the refusals are counted.
+        r = stub.Embed(pb2.EmbedRequest(inputs=[golden_input(pb2, 1)], seq_length=SEQ,
+                                        heads=[pb2.HEAD_POOLED]), timeout=30)
+        assert rel_err(decode(r.results[0].pooled_output), GOLDEN["pooled_output"][1]) < 1e-4
+        text = server.metrics_text()
+        assert metric_value(text, "bert_requests_total",
+                            {"method": "Embed", "code": "RESOURCE_EXHAUSTED"}) == \
+            codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_deadline_and_cancellation_drop_queued_work():
+    """A 400 ms batching delay keeps requests in the batcher's queue: one whose deadline
+    passes there and one whose client cancels there are dropped before the engine and
+    answered DEADLINE_EXCEEDED / CANCELLED."""
+    pb2, _ = stubs()
+    with Server(metrics=True, extra=["--max_batch_delay_us=400000"]) as server:
+        stub = server.stub()
+        small = pb2.EmbedRequest(inputs=[golden_input(pb2, 2)], seq_length=SEQ)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Embed(small, timeout=0.15)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        cancelled = stub.Embed.future(small)
+        time.sleep(0.1)
+        assert cancelled.cancel()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            text = server.metrics_text()
+            d = metric_value(text, "bert_requests_total",
+                             {"method": "Embed", "code": "DEADLINE_EXCEEDED"})
+            c = metric_value(text, "bert_requests_total", {"method": "Embed", "code": "CANCELLED"})
+            if d and c:
+                break
+            time.sleep(0.05)
+        assert d == 1 and c == 1, text
+        # Neither reached the engine.
+        assert not metric_value(text, "bert_batch_size_count"), text
+        # A request with a generous deadline still works (after the batching delay).
+        assert len(stub.Embed(small, timeout=30).results) == 1
+        assert metric_value(server.metrics_text(), "bert_batch_size_sum") == 1
+
+
+def test_sigterm_answers_every_accepted_request_and_exits_zero():
+    pb2, pb2_grpc = stubs()
+    server = Server(extra=["--max_concurrent_requests=64"])
+    try:
+        stub = server.stub()
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        watch_channel = server.channel()
+        watch = health_pb2_grpc.HealthStub(watch_channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=60)
+        statuses = []
+
+        def watch_all():
+            try:
+                for r in watch:
+                    statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(r.status))
+            except grpc.RpcError:
+                pass
+        watcher = threading.Thread(target=watch_all, daemon=True)
+        watcher.start()
+        futures = [stub.Embed.future(heavy_request(pb2, n_inputs=8, seq_length=256), timeout=120)
+                   for _ in range(12)]
+        time.sleep(0.3)  # accepted and in flight
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        # While draining, new work is refused (accepted requests are still running).
+        still_running = sum(not f.done() for f in futures)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Embed(pb2.EmbedRequest(inputs=[golden_input(pb2, 1)], seq_length=SEQ),
+                       timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert still_running > 0
+        results = [f.result() for f in futures]  # raises if any was not answered OK
+        assert all(len(r.results) == 8 for r in results)
+        watcher.join(timeout=30)
+        # Health went SERVING -> NOT_SERVING when the drain began.
+        assert statuses[:1] == ["SERVING"] and "NOT_SERVING" in statuses[1:], statuses
+        rc = server.proc.wait(timeout=60)
+        assert rc == 0, server.log()
+        log = server.log()
+        assert "msg=draining" in log and "msg=stopped" in log
+        # New calls are refused once stopped.
+        with pytest.raises(grpc.RpcError) as e:
+            pb2_grpc.BertServiceStub(server.channel()).GetModelInfo(
+                pb2.GetModelInfoRequest(), timeout=2)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.kill()
+
+
+def test_metrics_content(tiny_server=None):
+    pb2, _ = stubs()
+    with Server(metrics=True) as server:
+        stub = server.stub()
+        for _ in range(3):
+            stub.Embed(pb2.EmbedRequest(inputs=[golden_input(pb2, 3)], seq_length=SEQ), timeout=30)
+        stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(text_a="hello")]), timeout=30)
+        stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=30)
+        with pytest.raises(grpc.RpcError):
+            stub.Embed(pb2.EmbedRequest(), timeout=30)
+        text = server.metrics_text()
+        assert metric_value(text, "bert_requests_total", {"method": "Embed", "code": "OK"}) == 3
+        assert metric_value(text, "bert_requests_total",
+                            {"method": "Embed", "code": "INVALID_ARGUMENT"}) == 1
+        assert metric_value(text, "bert_requests_total", {"method": "Tokenize", "code": "OK"}) == 1
+        assert metric_value(text, "bert_requests_total",
+                            {"method": "GetModelInfo", "code": "OK"}) == 1
+        for stage in ("total", "tokenize", "queue", "inference"):
+            assert metric_value(text, "bert_request_latency_seconds_count", {"stage": stage}) >= 3
+        assert metric_value(text, "bert_batch_size_count") == 3
+        assert metric_value(text, "bert_batch_tokens_sum") == 3 * 10  # row 3 has 10 tokens
+        assert metric_value(text, "bert_tokens_processed_total") == 30
+        assert metric_value(text, "bert_queue_depth") == 0
+        assert metric_value(text, "bert_requests_in_flight") == 0
+        assert metric_value(text, "bert_device_memory_used_bytes") == 0
+        assert "# TYPE bert_request_latency_seconds histogram" in text
+        # Only /metrics is served.
+        import urllib.error
+        import urllib.request
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/other", timeout=5)
+        assert e.value.code == 404

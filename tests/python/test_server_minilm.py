@@ -1,0 +1,175 @@
+"""The server on the real default model (models/all-MiniLM-L6-v2, CPU backend): tokenizer
+parity with Hugging Face `tokenizers`, every head equal to tools/bert_encode's outputs for
+the same packed inputs, sentence-embedding sanity, and the bundled client CLI driving the
+README's seed example."""
+import json
+import os
+import pathlib
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from server_harness import (MINILM, REPO, Server, decode, read_safetensors, rel_err,  # noqa
+                            stubs)
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(MINILM),
+    reason="models/all-MiniLM-L6-v2 is absent (tools/setup.sh fetches it)")
+
+SEED = ["Please subscribe to this newsletter", "You are being offered this job role"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server(model_dir=MINILM, extra=["--max_batch_tokens=2048"])
+    yield s
+    s.kill()
+
+
+def bin_path(*parts):
+    root = os.environ.get("BERT_BIN") or os.path.join(REPO, "bazel-bin")
+    path = os.path.join(root, *parts)
+    assert os.path.exists(path), f"{path} not built"
+    return path
+
+
+def write_safetensors(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for name, array in tensors.items():
+        blob = np.ascontiguousarray(array).tobytes()
+        header[name] = {"dtype": "I32", "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    pathlib.Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def test_tokenize_matches_hugging_face_tokenizers(server):
+    from tokenizers import BertWordPieceTokenizer
+    pb2, _ = stubs()
+    hf = BertWordPieceTokenizer(os.path.join(MINILM, "vocab.txt"), lowercase=True)
+    texts = SEED + ["Héllo, WORLD! Don't panic: 3.14159 is π.", "unaffable tokenization 東京",
+                    "  multiple   spaces\tand\nnewlines  "]
+    resp = server.stub().Tokenize(pb2.TokenizeRequest(
+        inputs=[pb2.TextInput(text_a=t) for t in texts]), timeout=30)
+    for t, e in zip(texts, resp.encodings):
+        ref = hf.encode(t)
+        assert list(e.input_word_ids[:e.num_tokens]) == ref.ids, t
+        assert list(e.tokens) == ref.tokens, t
+    pair = hf.encode(SEED[0], SEED[1])
+    resp = server.stub().Tokenize(pb2.TokenizeRequest(
+        inputs=[pb2.TextInput(text_a=SEED[0], text_b=SEED[1])]), timeout=30)
+    e = resp.encodings[0]
+    assert list(e.input_word_ids[:e.num_tokens]) == pair.ids
+    assert list(e.input_type_ids[:e.num_tokens]) == pair.type_ids
+
+
+def test_every_head_equals_bert_encode(server, tmp_path):
+    pb2, _ = stubs()
+    stub = server.stub()
+    seq = 64
+    texts = [pb2.TextInput(text_a=SEED[0]), pb2.TextInput(text_a=SEED[1]),
+             pb2.TextInput(text_a="What is a newsletter?", text_b=SEED[0])]
+    tok = stub.Tokenize(pb2.TokenizeRequest(inputs=texts, seq_length=seq), timeout=30)
+    ids = np.array([list(e.input_word_ids) for e in tok.encodings], dtype=np.int32)
+    mask = np.array([list(e.input_mask) for e in tok.encodings], dtype=np.int32)
+    types = np.array([list(e.input_type_ids) for e in tok.encodings], dtype=np.int32)
+    write_safetensors(tmp_path / "in.safetensors",
+                      {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types})
+    subprocess.run([bin_path("tools", "bert_encode"), f"--model_dir={MINILM}",
+                    f"--inputs={tmp_path / 'in.safetensors'}",
+                    f"--output={tmp_path / 'out.safetensors'}", "--backend=cpu"],
+                   check=True, capture_output=True, timeout=120)
+    ref = read_safetensors(tmp_path / "out.safetensors")
+    resp = stub.Embed(pb2.EmbedRequest(
+        inputs=[pb2.Input(text=t) for t in texts], seq_length=seq,
+        heads=[pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS, pb2.HEAD_DEFAULT,
+               pb2.HEAD_MEAN_POOLED]), timeout=60)
+    for i, r in enumerate(resp.results):
+        n = int(mask[i].sum())
+        assert r.num_tokens == n
+        assert rel_err(decode(r.pooled_output), ref["pooled_output"][i]) < 1e-5
+        assert rel_err(decode(r.default_output), ref["pooled_output"][i]) < 1e-5
+        assert rel_err(decode(r.sequence_output), ref["sequence_output"][i]) < 1e-5
+        assert len(r.encoder_outputs) == 6
+        for lo in r.encoder_outputs:
+            assert rel_err(decode(lo.output), ref[f"encoder_outputs.{lo.layer}"][i]) < 1e-5
+        mean_ref = ref["sequence_output"][i][:n].mean(axis=0)
+        assert rel_err(decode(r.mean_pooled_output), mean_ref) < 1e-5
+
+
+def test_sentence_embeddings_make_sense(server):
+    pb2, _ = stubs()
+    texts = ["A man is eating food.", "A man is eating a piece of bread.",
+             "The girl is carrying a baby.", "A man is riding a horse."]
+    resp = server.stub().Embed(pb2.EmbedRequest(
+        inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in texts],
+        heads=[pb2.HEAD_MEAN_POOLED], normalize=True, padding=pb2.PADDING_TRIM), timeout=60)
+    v = np.stack([decode(r.mean_pooled_output) for r in resp.results])
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    sims = v @ v.T
+    assert sims[0, 1] > sims[0, 2] + 0.2
+    assert sims[0, 1] > sims[0, 3]
+
+
+def test_batched_equals_one_by_one(server):
+    pb2, _ = stubs()
+    stub = server.stub()
+    texts = SEED + ["short", "a somewhat longer sentence about batching and padding rows"]
+    heads = [pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE]
+    together = stub.Embed(pb2.EmbedRequest(
+        inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in texts], heads=heads,
+        padding=pb2.PADDING_TRIM), timeout=60)
+    for t, r in zip(texts, together.results):
+        alone = stub.Embed(pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a=t))],
+                                            heads=heads, padding=pb2.PADDING_TRIM),
+                           timeout=60).results[0]
+        assert rel_err(decode(r.pooled_output), decode(alone.pooled_output)) < 1e-5
+        assert rel_err(decode(r.sequence_output), decode(alone.sequence_output)) < 1e-5
+
+
+def test_client_cli_seed_example(server, tmp_path):
+    client = bin_path("client", "bert_client")
+    run = lambda *args, **kw: subprocess.run(  # noqa: E731
+        [client, f"--server={server.address}", *args], capture_output=True, text=True,
+        timeout=60, **kw)
+    r = run("health")
+    assert r.returncode == 0 and r.stdout.strip() == "SERVING"
+    r = run("embed", *SEED)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for line in ["Pooled Outputs Shape:(2, 384)", "Default Outputs Shape:(2, 384)",
+                 "Sequence Outputs Shape:(2, 128, 384)", "Encoder Outputs: 6 layers",
+                 "Layer 5 Shape:(2, 128, 384)"]:
+        assert line in out, out
+    # --json: the values equal a direct gRPC call's.
+    r = run("embed", "--json", "--heads=pooled,mean_pooled", "--padding=trim", input="\n".join(
+        json.dumps(x) for x in [SEED[0], {"text_a": SEED[1], "text_b": SEED[0]}]))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in r.stdout.splitlines()]
+    pb2, _ = stubs()
+    direct = server.stub().Embed(pb2.EmbedRequest(
+        inputs=[pb2.Input(text=pb2.TextInput(text_a=SEED[0])),
+                pb2.Input(text=pb2.TextInput(text_a=SEED[1], text_b=SEED[0]))],
+        heads=[pb2.HEAD_POOLED, pb2.HEAD_MEAN_POOLED], padding=pb2.PADDING_TRIM), timeout=60)
+    for row, res in zip(rows, direct.results):
+        assert row["pooled_output"]["shape"] == [384]
+        np.testing.assert_allclose(row["pooled_output"]["values"], decode(res.pooled_output),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(row["mean_pooled_output"]["values"],
+                                   decode(res.mean_pooled_output), rtol=1e-6)
+        assert row["num_tokens"] == res.num_tokens
+    r = run("tokenize", "Hello World ||| second one")
+    assert "[CLS] hello world [SEP] second one [SEP]" in r.stdout
+    r = run("info", "--json")
+    info = json.loads(r.stdout)
+    assert info["model_name"] == "all-MiniLM-L6-v2" and info["config"]["hidden_size"] == 384
+    r = run("embed", "--seq_length=1", "x")
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
