@@ -83,6 +83,9 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   // Uploads a host fp32 tensor as T (through the fp32 staging buffer) or as fp32.
   absl::Status Upload(const HostTensor& tensor, DeviceBuffer<T>* out);
   absl::Status UploadFloat(const HostTensor& tensor, DeviceBuffer<float>* out);
+  // Encode for a validated batch within the workspace.
+  absl::Status EncodeFitting(const EncoderBatch& batch, const OutputSelection& selection,
+                             EncoderOutput* output);
   absl::Status RunEncoder(const EncoderBatch& batch, const OutputSelection& selection,
                           EncoderOutput* output);
   // Enqueues a copy of `count` device values (T or fp32) into the pinned buffer; `dst` is
@@ -338,11 +341,58 @@ absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelect
                                    EncoderOutput* output) {
   RETURN_IF_ERROR(ValidateBatch(model_->config, batch));
   RETURN_IF_ERROR(ValidateSelection(model_->config, has_pooler(), selection));
-  if (batch.total_rows() > max_tokens_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch has ", batch.total_rows(), " rows, more than this CUDA engine's ",
-                     "max_batch_tokens ", max_tokens_, "; split it"));
+  if (batch.total_rows() <= max_tokens_) return EncodeFitting(batch, selection, output);
+
+  // More rows than the workspace: run consecutive groups of whole sequences that fit, and
+  // concatenate their outputs (every output is laid out along rows or sequences).
+  *output = EncoderOutput();
+  output->layers.resize(selection.layers.size());
+  const int n = batch.num_sequences();
+  float total_ms = 0.f;
+  EncoderBatch part;
+  EncoderOutput part_output;
+  for (int first = 0; first < n;) {
+    int last = first;
+    int rows = 0;
+    while (last < n && rows + batch.rows(last) <= max_tokens_) rows += batch.rows(last++);
+    if (last == first) {
+      *output = EncoderOutput();
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", first, " has ", batch.rows(first), " rows, more than this CUDA engine's ",
+          "max_batch_tokens ", max_tokens_));
+    }
+    const int row_begin = batch.cu_rows[first];
+    const int row_end = batch.cu_rows[last];
+    part.word_ids.assign(batch.word_ids.begin() + row_begin, batch.word_ids.begin() + row_end);
+    part.type_ids.assign(batch.type_ids.begin() + row_begin, batch.type_ids.begin() + row_end);
+    part.num_valid.assign(batch.num_valid.begin() + first, batch.num_valid.begin() + last);
+    part.cu_rows.clear();
+    for (int s = first; s <= last; ++s) part.cu_rows.push_back(batch.cu_rows[s] - row_begin);
+    const absl::Status st = EncodeFitting(part, selection, &part_output);
+    if (!st.ok()) {
+      *output = EncoderOutput();
+      return st;
+    }
+    total_ms += last_gpu_ms_;
+    auto append = [](const std::vector<float>& from, std::vector<float>* to) {
+      to->insert(to->end(), from.begin(), from.end());
+    };
+    append(part_output.sequence, &output->sequence);
+    append(part_output.pooled, &output->pooled);
+    append(part_output.mean_pooled, &output->mean_pooled);
+    for (size_t i = 0; i < selection.layers.size(); ++i) {
+      append(part_output.layers[i], &output->layers[i]);
+    }
+    first = last;
   }
+  last_gpu_ms_ = total_ms;
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::EncodeFitting(const EncoderBatch& batch,
+                                          const OutputSelection& selection,
+                                          EncoderOutput* output) {
   *output = EncoderOutput();
   pending_.clear();
   pending_used_ = 0;

@@ -332,7 +332,7 @@ INSTANTIATE_TEST_SUITE_P(DTypes, CudaVsCpuTest,
 // ---------------------------------------------------------------------------------------
 // Bad input is INVALID_ARGUMENT, and the engine keeps working afterwards.
 
-TEST(CudaEngineErrors, OversizedAndInvalidBatches) {
+TEST(CudaEngineErrors, OversizedSplitAndInvalidBatches) {
   if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
   std::shared_ptr<const Model> model = TinyModel();
   ASSERT_NE(model, nullptr);
@@ -340,11 +340,36 @@ TEST(CudaEngineErrors, OversizedAndInvalidBatches) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   OutputSelection sel;
   sel.sequence = true;
-  EncoderBatch big;
-  big.Add(std::vector<int32_t>(40, 5), {});
-  big.Add(std::vector<int32_t>(40, 6), {});
-  EncoderOutput out;
+  // 80 rows > 64: runs as two groups, equal to running the sequences one by one.
+  EncoderBatch big, first, second;
+  std::vector<int32_t> a(40), b(30);
+  for (int i = 0; i < 40; ++i) a[i] = 1 + (i * 7) % 500;
+  for (int i = 0; i < 30; ++i) b[i] = 2 + (i * 11) % 500;
+  big.Add(a, {});
+  big.Add(b, {}, 40);
+  first.Add(a, {});
+  second.Add(b, {}, 40);
+  sel.mean_pooled = true;
+  sel.layers = {1};
+  EncoderOutput out, out1, out2;
   absl::Status st = (*engine)->Encode(big, sel, &out);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_TRUE((*engine)->Encode(first, sel, &out1).ok());
+  ASSERT_TRUE((*engine)->Encode(second, sel, &out2).ok());
+  auto concat = [](std::vector<float> x, const std::vector<float>& y) {
+    x.insert(x.end(), y.begin(), y.end());
+    return x;
+  };
+  EXPECT_EQ(out.sequence, concat(out1.sequence, out2.sequence));
+  EXPECT_EQ(out.mean_pooled, concat(out1.mean_pooled, out2.mean_pooled));
+  ASSERT_EQ(out.layers.size(), 1u);
+  EXPECT_EQ(out.layers[0], concat(out1.layers[0], out2.layers[0]));
+  sel.mean_pooled = false;
+  sel.layers.clear();
+  // One sequence longer than the budget cannot be split.
+  EncoderBatch too_long;
+  too_long.Add(std::vector<int32_t>(65, 5), {});
+  st = (*engine)->Encode(too_long, sel, &out);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
   EncoderBatch bad_id;
   bad_id.Add(std::vector<int32_t>{1, 2, model->config.vocab_size}, {});
