@@ -185,7 +185,8 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
       }
       if (tensor == "pooled_output") {
         const double cosine = MinRowCosine(got, *ref, c.hidden_size);
-        if (run == 0) std::printf("%s %s pooled min cosine %.7f\n", name.c_str(), ShortName(dtype), cosine);
+        if (run == 0)
+          std::printf("%s %s pooled min cosine %.7f\n", name.c_str(), ShortName(dtype), cosine);
         EXPECT_GE(cosine, 0.9999);
       }
     };
@@ -198,15 +199,17 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, CudaGoldenTest,
-    ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
-                       ::testing::Values(DType::kFloat32, DType::kFloat16, DType::kBFloat16)),
-    [](const auto& info) {
-      std::string name = std::get<0>(info.param) + "_" + ShortName(std::get<1>(info.param));
-      for (char& ch : name) if (ch == '-') ch = '_';
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Models, CudaGoldenTest,
+                         ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
+                                            ::testing::Values(DType::kFloat32, DType::kFloat16,
+                                                              DType::kBFloat16)),
+                         [](const auto& info) {
+                           std::string name =
+                               std::get<0>(info.param) + "_" + ShortName(std::get<1>(info.param));
+                           for (char& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
 
 // ---------------------------------------------------------------------------------------
 // Against the CPU engine on a random-weights BERT-base.
@@ -221,7 +224,7 @@ class CudaVsCpuTest : public ::testing::TestWithParam<DType> {
 EncoderBatch RandomBatch(const ModelConfig& c, std::mt19937& rng) {
   EncoderBatch batch;
   // (real tokens, padded rows): one token, odd lengths, a full 128, padding rows, a 512.
-  const std::pair<int, int> shapes[] = {{1, 0}, {7, 0}, {128, 0}, {33, 64}, {5, 9},
+  const std::pair<int, int> shapes[] = {{1, 0},   {7, 0},  {128, 0}, {33, 64}, {5, 9},
                                         {100, 0}, {1, 16}, {512, 0}, {61, 0}};
   std::uniform_int_distribution<int> word(1, c.vocab_size - 1), type(0, c.type_vocab_size - 1);
   for (const auto& [real, padded] : shapes) {
@@ -264,7 +267,8 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   const absl::Status st = (*gpu)->Encode(batch, sel, &out);
   ASSERT_TRUE(st.ok()) << st;
   const double tol = Tolerance(dtype);
-  auto check = [&](const char* what, const std::vector<float>& got, const std::vector<float>& want) {
+  auto check = [&](const char* what, const std::vector<float>& got,
+                   const std::vector<float>& want) {
     ASSERT_EQ(got.size(), want.size()) << what;
     EXPECT_EQ(CountNonFinite(got), 0u) << what;
     const double err = RelativeError(got, want);
