@@ -9,6 +9,8 @@
 // --model_dir loads a Hugging Face BERT directory (bench/hf_baseline.py --save_model writes
 // one, so both sides use the same random weights); without it, RandomModel(BertBase, 1).
 // --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
+#include <cuda_runtime.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,8 +21,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <cuda_runtime.h>
 
 #include "server/engine/cuda_engine.h"
 #include "server/engine/engine.h"
@@ -126,8 +126,8 @@ int Run(const Options& o) {
     int len;
     while (in >> len) varlen.push_back(len);
   }
-  int max_tokens = o.seq * (o.batches.empty() ? 1 : *std::max_element(o.batches.begin(),
-                                                                      o.batches.end()));
+  int max_tokens =
+      o.seq * (o.batches.empty() ? 1 : *std::max_element(o.batches.begin(), o.batches.end()));
   long varlen_tokens = 0;
   for (int l : varlen) varlen_tokens += l;
   max_tokens = std::max<long>(max_tokens, varlen_tokens);
@@ -142,12 +142,12 @@ int Run(const Options& o) {
     auto engine = CreateCudaEngine(model, DType::kFloat16, 16384, false);
     cudaMemGetInfo(&free_after, &total);
     if (engine.ok()) {
-      std::printf("memory: fp16 engine with a 16384-token workspace uses %.1f MiB of device "
-                  "memory (context excluded)\n",
-                  (static_cast<double>(free_before) - free_after) / (1 << 20));
+      std::printf(
+          "memory: fp16 engine with a 16384-token workspace uses %.1f MiB of device "
+          "memory (context excluded)\n",
+          (static_cast<double>(free_before) - free_after) / (1 << 20));
     } else {
-      std::printf("memory: fp16 engine creation failed: %s\n",
-                  engine.status().ToString().c_str());
+      std::printf("memory: fp16 engine creation failed: %s\n", engine.status().ToString().c_str());
     }
   }
 
@@ -194,10 +194,11 @@ int Run(const Options& o) {
       r.real_tokens = batch.total_rows();
       r.gpu_ms = Median(gpu);
       r.wall_ms = Median(wall);
-      std::printf("ours %-5s %-7s batch %4d tokens %6ld  gpu %8.3f ms  wall %8.3f ms  %10.0f seq/s"
-                  "  %11.0f tok/s\n",
-                  name.c_str(), shape.c_str(), r.batch, r.real_tokens, r.gpu_ms, r.wall_ms,
-                  r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3));
+      std::printf(
+          "ours %-5s %-7s batch %4d tokens %6ld  gpu %8.3f ms  wall %8.3f ms  %10.0f seq/s"
+          "  %11.0f tok/s\n",
+          name.c_str(), shape.c_str(), r.batch, r.real_tokens, r.gpu_ms, r.wall_ms,
+          r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3));
       std::fflush(stdout);
       results.push_back(r);
     }

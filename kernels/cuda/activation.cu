@@ -1,10 +1,9 @@
-#include "kernels/cuda/activation.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 
+#include "kernels/cuda/activation.h"
 #include "kernels/cuda/device_utils.cuh"
 
 namespace bert {
@@ -23,8 +22,7 @@ __device__ __forceinline__ float Gelu(float x) {
 
 // Each thread handles kVec consecutive elements of one row (cols % kVec == 0).
 template <typename T, int kVec, GeluKind kKind>
-__global__ void BiasGeluKernel(T* __restrict__ x, const T* __restrict__ bias, int rows,
-                               int cols) {
+__global__ void BiasGeluKernel(T* __restrict__ x, const T* __restrict__ bias, int rows, int cols) {
   const int vecs_per_row = cols / kVec;
   const size_t total = static_cast<size_t>(rows) * vecs_per_row;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
@@ -46,16 +44,14 @@ __global__ void BiasGeluKernel(T* __restrict__ x, const T* __restrict__ bias, in
 }
 
 template <typename T, int kVec>
-void LaunchWithVec(T* x, const T* bias, int rows, int cols, GeluKind kind,
-                   cudaStream_t stream) {
+void LaunchWithVec(T* x, const T* bias, int rows, int cols, GeluKind kind, cudaStream_t stream) {
   const size_t total = static_cast<size_t>(rows) * (cols / kVec);
   constexpr int kThreads = 256;
   const int blocks = static_cast<int>(std::min<size_t>((total + kThreads - 1) / kThreads, 65535));
   if (kind == GeluKind::kErf) {
     BiasGeluKernel<T, kVec, GeluKind::kErf><<<blocks, kThreads, 0, stream>>>(x, bias, rows, cols);
   } else {
-    BiasGeluKernel<T, kVec, GeluKind::kTanh>
-        <<<blocks, kThreads, 0, stream>>>(x, bias, rows, cols);
+    BiasGeluKernel<T, kVec, GeluKind::kTanh><<<blocks, kThreads, 0, stream>>>(x, bias, rows, cols);
   }
 }
 
@@ -76,12 +72,11 @@ cudaError_t LaunchBiasGelu(T* x, const T* bias, int rows, int cols, GeluKind kin
   return cudaGetLastError();
 }
 
-template cudaError_t LaunchBiasGelu<float>(float*, const float*, int, int, GeluKind,
-                                           cudaStream_t);
+template cudaError_t LaunchBiasGelu<float>(float*, const float*, int, int, GeluKind, cudaStream_t);
 template cudaError_t LaunchBiasGelu<__half>(__half*, const __half*, int, int, GeluKind,
                                             cudaStream_t);
-template cudaError_t LaunchBiasGelu<__nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*, int,
-                                                   int, GeluKind, cudaStream_t);
+template cudaError_t LaunchBiasGelu<__nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*, int, int,
+                                                   GeluKind, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace bert

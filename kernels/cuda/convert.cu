@@ -1,8 +1,7 @@
-#include "kernels/cuda/convert.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "kernels/cuda/convert.h"
 #include "kernels/cuda/device_utils.cuh"
 
 namespace bert {

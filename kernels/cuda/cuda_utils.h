@@ -47,8 +47,7 @@ class CudaStatus {
   bool out_of_memory_ = false;
 };
 
-inline CudaStatus MakeCudaStatus(cudaError_t error, const char* expr, const char* file,
-                                 int line) {
+inline CudaStatus MakeCudaStatus(cudaError_t error, const char* expr, const char* file, int line) {
   if (error == cudaSuccess) return CudaStatus::Ok();
   return CudaStatus::Error(std::string(expr) + " failed: " + cudaGetErrorName(error) + " (" +
                                cudaGetErrorString(error) + ") at " + file + ":" +
@@ -59,8 +58,8 @@ inline CudaStatus MakeCudaStatus(cudaError_t error, const char* expr, const char
 inline CudaStatus MakeCublasStatus(cublasStatus_t status, const char* expr, const char* file,
                                    int line) {
   if (status == CUBLAS_STATUS_SUCCESS) return CudaStatus::Ok();
-  return CudaStatus::Error(std::string(expr) + " failed: " + cublasLtGetStatusName(status) +
-                               " (" + cublasLtGetStatusString(status) + ") at " + file + ":" +
+  return CudaStatus::Error(std::string(expr) + " failed: " + cublasLtGetStatusName(status) + " (" +
+                               cublasLtGetStatusString(status) + ") at " + file + ":" +
                                std::to_string(line),
                            status == CUBLAS_STATUS_ALLOC_FAILED);
 }
@@ -73,28 +72,28 @@ inline CudaStatus MakeCublasStatus(cublasStatus_t status, const char* expr, cons
 
 // Evaluates a cudaError_t expression; returns a CudaStatus from the enclosing function on
 // failure.
-#define BERT_CUDA_RETURN_IF_ERROR(expr)                                                \
-  do {                                                                                 \
-    const cudaError_t _bert_cuda_err = (expr);                                         \
-    if (_bert_cuda_err != cudaSuccess) {                                               \
-      return ::bert::cuda::MakeCudaStatus(_bert_cuda_err, #expr, __FILE__, __LINE__);  \
-    }                                                                                  \
+#define BERT_CUDA_RETURN_IF_ERROR(expr)                                               \
+  do {                                                                                \
+    const cudaError_t _bert_cuda_err = (expr);                                        \
+    if (_bert_cuda_err != cudaSuccess) {                                              \
+      return ::bert::cuda::MakeCudaStatus(_bert_cuda_err, #expr, __FILE__, __LINE__); \
+    }                                                                                 \
   } while (0)
 
 // Same for a cublasStatus_t expression.
-#define BERT_CUBLAS_RETURN_IF_ERROR(expr)                                                  \
-  do {                                                                                     \
-    const cublasStatus_t _bert_cublas_st = (expr);                                         \
-    if (_bert_cublas_st != CUBLAS_STATUS_SUCCESS) {                                        \
-      return ::bert::cuda::MakeCublasStatus(_bert_cublas_st, #expr, __FILE__, __LINE__);   \
-    }                                                                                      \
+#define BERT_CUBLAS_RETURN_IF_ERROR(expr)                                                \
+  do {                                                                                   \
+    const cublasStatus_t _bert_cublas_st = (expr);                                       \
+    if (_bert_cublas_st != CUBLAS_STATUS_SUCCESS) {                                      \
+      return ::bert::cuda::MakeCublasStatus(_bert_cublas_st, #expr, __FILE__, __LINE__); \
+    }                                                                                    \
   } while (0)
 
 // Propagates a non-OK CudaStatus.
-#define BERT_CUDA_RETURN_IF_NOT_OK(expr)                  \
-  do {                                                    \
-    ::bert::cuda::CudaStatus _bert_cuda_st = (expr);      \
-    if (!_bert_cuda_st.ok()) return _bert_cuda_st;        \
+#define BERT_CUDA_RETURN_IF_NOT_OK(expr)             \
+  do {                                               \
+    ::bert::cuda::CudaStatus _bert_cuda_st = (expr); \
+    if (!_bert_cuda_st.ok()) return _bert_cuda_st;   \
   } while (0)
 
 namespace bert {

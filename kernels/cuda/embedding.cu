@@ -1,9 +1,8 @@
-#include "kernels/cuda/embedding.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/embedding.h"
 #include "kernels/cuda/layer_norm.h"
 #include "kernels/cuda/layer_norm_common.cuh"
 
@@ -32,11 +31,10 @@ __device__ __forceinline__ int SequenceOfRow(const int32_t* __restrict__ cu_rows
 template <typename T, int kVec, int kChunks>
 __global__ void EmbeddingLnKernel(const int32_t* __restrict__ word_ids,
                                   const int32_t* __restrict__ type_ids,
-                                  const int32_t* __restrict__ cu_rows, int num_seqs,
-                                  int total_rows, const T* __restrict__ word_table,
+                                  const int32_t* __restrict__ cu_rows, int num_seqs, int total_rows,
+                                  const T* __restrict__ word_table,
                                   const T* __restrict__ position_table,
-                                  const T* __restrict__ type_table,
-                                  const float* __restrict__ gamma,
+                                  const T* __restrict__ type_table, const float* __restrict__ gamma,
                                   const float* __restrict__ beta, int hidden, float eps,
                                   T* __restrict__ out) {
   const int row = blockIdx.x * kLnWarpsPerBlock + threadIdx.y;
@@ -87,9 +85,9 @@ struct LaunchEmbeddingLn {
   void operator()() const {
     const dim3 block(32, kLnWarpsPerBlock);
     const dim3 grid((total_rows + kLnWarpsPerBlock - 1) / kLnWarpsPerBlock);
-    EmbeddingLnKernel<T, kVec, kChunks><<<grid, block, 0, stream>>>(
-        word_ids, type_ids, cu_rows, num_seqs, total_rows, word_table, position_table,
-        type_table, gamma, beta, hidden, eps, out);
+    EmbeddingLnKernel<T, kVec, kChunks>
+        <<<grid, block, 0, stream>>>(word_ids, type_ids, cu_rows, num_seqs, total_rows, word_table,
+                                     position_table, type_table, gamma, beta, hidden, eps, out);
   }
 };
 
@@ -109,15 +107,15 @@ cudaError_t LaunchEmbeddingLayerNorm(const int32_t* word_ids, const int32_t* typ
   const bool vectorized = hidden % kV == 0 && internal::IsAligned<16>(word_table) &&
                           internal::IsAligned<16>(position_table) &&
                           internal::IsAligned<16>(type_table) && internal::IsAligned<16>(out);
-  const LaunchEmbeddingLn<T> launch{word_ids,   type_ids,       cu_rows,    num_seqs, total_rows,
-                                    word_table, position_table, type_table, gamma,    beta,
-                                    hidden,     eps,            out,        stream};
+  const LaunchEmbeddingLn<T> launch{
+      word_ids,   type_ids, cu_rows, num_seqs, total_rows, word_table, position_table,
+      type_table, gamma,    beta,    hidden,   eps,        out,        stream};
   if (!internal::DispatchLnTiling<T>(hidden, vectorized, launch)) return cudaErrorInvalidValue;
   return cudaGetLastError();
 }
 
-#define BERT_INSTANTIATE(T)                                                               \
-  template cudaError_t LaunchEmbeddingLayerNorm<T>(                                       \
+#define BERT_INSTANTIATE(T)                                                                   \
+  template cudaError_t LaunchEmbeddingLayerNorm<T>(                                           \
       const int32_t*, const int32_t*, const int32_t*, int, int, const T*, const T*, const T*, \
       const float*, const float*, int, float, T*, cudaStream_t);
 BERT_INSTANTIATE(float)

@@ -72,9 +72,9 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
                           GemmEpilogue epilogue, int alignment, std::unique_ptr<Plan>* out) {
   auto plan = std::make_unique<Plan>();
   const cudaDataType_t type = DataType(dtype);
-  const cublasComputeType_t compute =
-      (dtype == GemmDType::kFloat32 && allow_tf32_) ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                    : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t compute = (dtype == GemmDType::kFloat32 && allow_tf32_)
+                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                          : CUBLAS_COMPUTE_32F;
   BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F));
   const cublasOperation_t trans_a = CUBLAS_OP_T;
   const cublasOperation_t trans_b = CUBLAS_OP_N;
@@ -85,8 +85,8 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
   cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
   if (epilogue == GemmEpilogue::kBias) epi = CUBLASLT_EPILOGUE_BIAS;
   if (epilogue == GemmEpilogue::kBiasGeluTanh) epi = CUBLASLT_EPILOGUE_GELU_BIAS;
-  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-      plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+  BERT_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
   // The bias vector has the output's type (cuBLASLt's default for non-FP8 GEMMs).
   // See gemm.h: A = W stored (in x out), B = x stored (in x rows), C = D = y (out x rows).
   BERT_CUBLAS_RETURN_IF_ERROR(
@@ -120,9 +120,8 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
   BERT_CUBLAS_RETURN_IF_ERROR(st);
   if (returned == 0 || result.state != CUBLAS_STATUS_SUCCESS) {
     return CudaStatus::Error("cuBLASLt has no algorithm for " + std::string(DTypeName(dtype)) +
-                             " GEMM rows=" + std::to_string(rows) +
-                             " in=" + std::to_string(in_features) +
-                             " out=" + std::to_string(out_features) +
+                             " GEMM rows=" + std::to_string(rows) + " in=" +
+                             std::to_string(in_features) + " out=" + std::to_string(out_features) +
                              " epilogue=" + std::to_string(static_cast<int>(epilogue)));
   }
   plan->algo = result.algo;
@@ -134,9 +133,8 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
                          const void* weight, const void* bias, int out_features,
                          GemmEpilogue epilogue, void* y, cudaStream_t stream) {
   if (rows < 0 || in_features <= 0 || out_features <= 0) {
-    return CudaStatus::Error("Gemm: bad shape rows=" + std::to_string(rows) +
-                             " in=" + std::to_string(in_features) +
-                             " out=" + std::to_string(out_features));
+    return CudaStatus::Error("Gemm: bad shape rows=" + std::to_string(rows) + " in=" +
+                             std::to_string(in_features) + " out=" + std::to_string(out_features));
   }
   if (rows == 0) return CudaStatus::Ok();
   if (epilogue != GemmEpilogue::kNone && bias == nullptr) {
@@ -163,8 +161,8 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
   }
   const float alpha = 1.0f;
   const float beta = 0.0f;
-  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_.get(), plan.desc, &alpha, weight, plan.a,
-                                             x, plan.b, &beta, y, plan.c, y, plan.c, &plan.algo,
+  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_.get(), plan.desc, &alpha, weight, plan.a, x,
+                                             plan.b, &beta, y, plan.c, y, plan.c, &plan.algo,
                                              workspace_.get(), workspace_.bytes(), stream));
   return CudaStatus::Ok();
 }

@@ -89,9 +89,9 @@ class Gemm {
   using Key = std::tuple<int, int, int, int, int, int>;
 
   Gemm() = default;
-  CudaStatus RunImpl(GemmDType dtype, const void* x, int rows, int in_features,
-                     const void* weight, const void* bias, int out_features,
-                     GemmEpilogue epilogue, void* y, cudaStream_t stream);
+  CudaStatus RunImpl(GemmDType dtype, const void* x, int rows, int in_features, const void* weight,
+                     const void* bias, int out_features, GemmEpilogue epilogue, void* y,
+                     cudaStream_t stream);
   CudaStatus MakePlan(GemmDType dtype, int rows, int in_features, int out_features,
                       GemmEpilogue epilogue, int alignment, std::unique_ptr<Plan>* plan);
 

@@ -48,30 +48,30 @@ using testing_util::TestDType;
 using testing_util::TestDTypeName;
 using testing_util::Tolerance;
 
-#define ASSERT_CUDA_OK(expr)                                                         \
-  do {                                                                               \
-    const cudaError_t err_ = (expr);                                                 \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(err_) << " ("  \
-                                 << cudaGetErrorString(err_) << ")";                 \
+#define ASSERT_CUDA_OK(expr)                                                        \
+  do {                                                                              \
+    const cudaError_t err_ = (expr);                                                \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(err_) << " (" \
+                                 << cudaGetErrorString(err_) << ")";                \
   } while (0)
 
-#define ASSERT_STATUS_OK(expr)                         \
-  do {                                                 \
-    const ::bert::cuda::CudaStatus st_ = (expr);       \
+#define ASSERT_STATUS_OK(expr)                               \
+  do {                                                       \
+    const ::bert::cuda::CudaStatus st_ = (expr);             \
     ASSERT_TRUE(st_.ok()) << #expr << ": " << st_.message(); \
   } while (0)
 
-#define DISPATCH_DTYPE(dtype, fn, ...)        \
-  switch (dtype) {                            \
-    case TestDType::kF32:                     \
-      fn<float>(__VA_ARGS__);                 \
-      break;                                  \
-    case TestDType::kF16:                     \
-      fn<__half>(__VA_ARGS__);                \
-      break;                                  \
-    case TestDType::kBF16:                    \
-      fn<__nv_bfloat16>(__VA_ARGS__);         \
-      break;                                  \
+#define DISPATCH_DTYPE(dtype, fn, ...) \
+  switch (dtype) {                     \
+    case TestDType::kF32:              \
+      fn<float>(__VA_ARGS__);          \
+      break;                           \
+    case TestDType::kF16:              \
+      fn<__half>(__VA_ARGS__);         \
+      break;                           \
+    case TestDType::kBF16:             \
+      fn<__nv_bfloat16>(__VA_ARGS__);  \
+      break;                           \
   }
 
 std::mt19937 FreshRng() {
@@ -129,10 +129,9 @@ void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, 
   ASSERT_STATUS_OK(d_out.status());
   T* out = in_place ? d_res.get() : d_out.get();
   if (!in_place) ASSERT_CUDA_OK(d_out.Poison());
-  ASSERT_CUDA_OK(LaunchAddBiasResidualLayerNorm<T>(d_x.get(), with_bias ? d_bias.get() : nullptr,
-                                                   with_residual ? d_res.get() : nullptr,
-                                                   d_gamma.get(), d_beta.get(),
-                                                   s.rows, s.hidden, 1e-12f, out, nullptr));
+  ASSERT_CUDA_OK(LaunchAddBiasResidualLayerNorm<T>(
+      d_x.get(), with_bias ? d_bias.get() : nullptr, with_residual ? d_res.get() : nullptr,
+      d_gamma.get(), d_beta.get(), s.rows, s.hidden, 1e-12f, out, nullptr));
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   const std::vector<float> got = in_place ? d_res.Download() : d_out.Download();
   ExpectClose(got, ref, dtype,
@@ -157,9 +156,9 @@ void CheckBiasGelu(RowShape s, TestDType dtype, GeluKind kind) {
   RoundThrough<T>(&x);
   RoundThrough<T>(&bias);
   std::vector<float> ref = x;
-  cpu::ApplyEpilogue(ref.data(), s.rows, s.hidden, bias.data(),
-                     kind == GeluKind::kErf ? cpu::Epilogue::kBiasGeluErf
-                                            : cpu::Epilogue::kBiasGeluTanh);
+  cpu::ApplyEpilogue(
+      ref.data(), s.rows, s.hidden, bias.data(),
+      kind == GeluKind::kErf ? cpu::Epilogue::kBiasGeluErf : cpu::Epilogue::kBiasGeluTanh);
   DeviceArray<T> d_x(x), d_bias(bias);
   ASSERT_STATUS_OK(d_x.status());
   ASSERT_CUDA_OK(LaunchBiasGelu<T>(d_x.get(), d_bias.get(), s.rows, s.hidden, kind, nullptr));
@@ -179,22 +178,21 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, RowKernelTest,
     ::testing::Combine(::testing::ValuesIn(kAllDTypes),
                        ::testing::Values(RowShape{1, 768}, RowShape{7, 384}, RowShape{512, 128},
-                                         RowShape{33, 64}, RowShape{300, 768},
-                                         RowShape{5, 100}, RowShape{3, 1024},
-                                         RowShape{2, 1000})),
+                                         RowShape{33, 64}, RowShape{300, 768}, RowShape{5, 100},
+                                         RowShape{3, 1024}, RowShape{2, 1000})),
     [](const auto& info) {
       const RowShape s = std::get<1>(info.param);
-      return std::string(TestDTypeName(std::get<0>(info.param))) + "_r" +
-             std::to_string(s.rows) + "_h" + std::to_string(s.hidden);
+      return std::string(TestDTypeName(std::get<0>(info.param))) + "_r" + std::to_string(s.rows) +
+             "_h" + std::to_string(s.hidden);
     });
 
 TEST(LayerNormArgs, UnsupportedHiddenIsAnError) {
   std::string why;
   if (!HaveGpu(&why)) GTEST_SKIP() << why;
-  EXPECT_EQ(LaunchAddBiasResidualLayerNorm<float>(nullptr, nullptr, nullptr, nullptr, nullptr, 4,
-                                                  kMaxLayerNormHidden + 4, 1e-12f, nullptr,
-                                                  nullptr),
-            cudaErrorInvalidValue);
+  EXPECT_EQ(
+      LaunchAddBiasResidualLayerNorm<float>(nullptr, nullptr, nullptr, nullptr, nullptr, 4,
+                                            kMaxLayerNormHidden + 4, 1e-12f, nullptr, nullptr),
+      cudaErrorInvalidValue);
   EXPECT_EQ(LaunchAddBiasResidualLayerNorm<float>(nullptr, nullptr, nullptr, nullptr, nullptr, 0,
                                                   768, 1e-12f, nullptr, nullptr),
             cudaSuccess);
@@ -256,10 +254,9 @@ void CheckEmbedding(const SeqCase& c, TestDType dtype, bool with_types) {
   RoundThrough<T>(&pos_table);
   RoundThrough<T>(&type_table);
   std::vector<float> ref(static_cast<size_t>(r.total()) * h);
-  cpu::EmbeddingLayerNorm(words.data(), with_types ? type_ids.data() : nullptr,
-                          r.cu_rows.data(), r.num_seqs(),
-                          word_table.data(), pos_table.data(), type_table.data(), gamma.data(),
-                          beta.data(), h, 1e-12f, ref.data());
+  cpu::EmbeddingLayerNorm(words.data(), with_types ? type_ids.data() : nullptr, r.cu_rows.data(),
+                          r.num_seqs(), word_table.data(), pos_table.data(), type_table.data(),
+                          gamma.data(), beta.data(), h, 1e-12f, ref.data());
 
   DeviceBuffer<int32_t> d_words, d_types, d_cu;
   ASSERT_STATUS_OK(d_words.Allocate(words.size()));
@@ -275,11 +272,10 @@ void CheckEmbedding(const SeqCase& c, TestDType dtype, bool with_types) {
   DeviceArray<T> d_out(ref.size());
   ASSERT_STATUS_OK(d_out.status());
   ASSERT_CUDA_OK(d_out.Poison());
-  ASSERT_CUDA_OK(LaunchEmbeddingLayerNorm<T>(d_words.get(), with_types ? d_types.get() : nullptr,
-                                             d_cu.get(),
-                                             r.num_seqs(), r.total(), d_word_table.get(),
-                                             d_pos.get(), d_type_table.get(), d_gamma.get(),
-                                             d_beta.get(), h, 1e-12f, d_out.get(), nullptr));
+  ASSERT_CUDA_OK(LaunchEmbeddingLayerNorm<T>(
+      d_words.get(), with_types ? d_types.get() : nullptr, d_cu.get(), r.num_seqs(), r.total(),
+      d_word_table.get(), d_pos.get(), d_type_table.get(), d_gamma.get(), d_beta.get(), h, 1e-12f,
+      d_out.get(), nullptr));
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   ExpectClose(d_out.Download(), ref, dtype,
               "EmbeddingLayerNorm " + c.name + (with_types ? "" : " (no type ids)"));
@@ -329,10 +325,9 @@ void CheckPooling(const SeqCase& c, TestDType dtype) {
   ASSERT_CUDA_OK(LaunchGatherFirstRows<T>(d_hs.get(), d_cu.get(), n, h, d_first.get(), nullptr));
   ASSERT_STATUS_OK(gemm->Run<T>(d_first.get(), n, h, d_w.get(), nullptr, h, GemmEpilogue::kNone,
                                 d_dense.get(), nullptr));
+  ASSERT_CUDA_OK(LaunchBiasTanhToFloat<T>(d_dense.get(), d_b.get(), n, h, d_pooled.get(), nullptr));
   ASSERT_CUDA_OK(
-      LaunchBiasTanhToFloat<T>(d_dense.get(), d_b.get(), n, h, d_pooled.get(), nullptr));
-  ASSERT_CUDA_OK(LaunchMeanPool<T>(d_hs.get(), d_cu.get(), d_valid.get(), n, h, d_mean.get(),
-                                   nullptr));
+      LaunchMeanPool<T>(d_hs.get(), d_cu.get(), d_valid.get(), n, h, d_mean.get(), nullptr));
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   ExpectClose(d_pooled.Download(), ref_pooled, dtype, "Pooler " + c.name);
   ExpectClose(d_mean.Download(), ref_mean, dtype, "MeanPool " + c.name);
@@ -429,8 +424,8 @@ void CheckGemm(GemmShape s, TestDType dtype) {
                                   c.gpu == GemmEpilogue::kNone ? nullptr : d_b.get(), s.out, c.gpu,
                                   d_y.get(), nullptr));
     if (c.erf_kernel) {
-      ASSERT_CUDA_OK(LaunchBiasGelu<T>(d_y.get(), d_b.get(), s.rows, s.out, GeluKind::kErf,
-                                       nullptr));
+      ASSERT_CUDA_OK(
+          LaunchBiasGelu<T>(d_y.get(), d_b.get(), s.rows, s.out, GeluKind::kErf, nullptr));
     }
     ASSERT_CUDA_OK(cudaDeviceSynchronize());
     const std::vector<float> got = d_y.Download();

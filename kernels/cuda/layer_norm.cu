@@ -1,9 +1,8 @@
-#include "kernels/cuda/layer_norm.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/layer_norm.h"
 #include "kernels/cuda/layer_norm_common.cuh"
 
 namespace bert {
@@ -76,8 +75,7 @@ struct LaunchAddBiasResidualLn {
 template <typename T>
 cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* residual,
                                            const float* gamma, const float* beta, int rows,
-                                           int hidden, float eps, T* out,
-                                           cudaStream_t stream) {
+                                           int hidden, float eps, T* out, cudaStream_t stream) {
   if (hidden <= 0 || hidden > kMaxLayerNormHidden || rows < 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   constexpr int kV = internal::VecWidth<T>::value;
@@ -91,8 +89,8 @@ cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* r
   return cudaGetLastError();
 }
 
-#define BERT_INSTANTIATE(T)                                                                  \
-  template cudaError_t LaunchAddBiasResidualLayerNorm<T>(const T*, const T*, const T*,       \
+#define BERT_INSTANTIATE(T)                                                                    \
+  template cudaError_t LaunchAddBiasResidualLayerNorm<T>(const T*, const T*, const T*,         \
                                                          const float*, const float*, int, int, \
                                                          float, T*, cudaStream_t);
 BERT_INSTANTIATE(float)

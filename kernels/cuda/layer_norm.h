@@ -12,14 +12,14 @@ namespace cuda {
 constexpr int kMaxLayerNormHidden = 1024;
 
 // x, residual, out: [rows, hidden] of T (residual may be null); bias: [hidden] of T or null;
-// gamma, beta: [hidden] fp32. Sums as (x + bias) + residual, like the CPU twin. `out` may alias `residual` (each row is read fully before it is written). One warp
-// per row. Returns cudaErrorInvalidValue for an unsupported hidden (> kMaxLayerNormHidden
-// or <= 0), else the launch error (cudaGetLastError). rows == 0 launches nothing.
+// gamma, beta: [hidden] fp32. Sums as (x + bias) + residual, like the CPU twin. `out` may alias
+// `residual` (each row is read fully before it is written). One warp per row. Returns
+// cudaErrorInvalidValue for an unsupported hidden (> kMaxLayerNormHidden or <= 0), else the launch
+// error (cudaGetLastError). rows == 0 launches nothing.
 template <typename T>
 cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* residual,
                                            const float* gamma, const float* beta, int rows,
-                                           int hidden, float eps, T* out,
-                                           cudaStream_t stream);
+                                           int hidden, float eps, T* out, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace bert

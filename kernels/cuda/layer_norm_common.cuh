@@ -24,8 +24,8 @@ __device__ __forceinline__ int LnColumn(int chunk, int lane) {
 
 // Normalises the row held in `v` (see above) with gamma/beta (fp32) and stores it as T.
 template <typename T, int kVec, int kChunks>
-__device__ __forceinline__ void LnNormalizeStore(float (&v)[kChunks][kVec], int lane,
-                                                 int hidden, const float* __restrict__ gamma,
+__device__ __forceinline__ void LnNormalizeStore(float (&v)[kChunks][kVec], int lane, int hidden,
+                                                 const float* __restrict__ gamma,
                                                  const float* __restrict__ beta, float eps,
                                                  T* out_row) {
   float sum = 0.f;
@@ -74,20 +74,56 @@ bool DispatchLnTiling(int hidden, bool vectorized, Launch&& launch) {
   constexpr int kV = VecWidth<T>::value;
   if (vectorized) {
     const int chunks = (hidden + 32 * kV - 1) / (32 * kV);
-    if (chunks <= 1) { launch.template operator()<kV, 1>(); return true; }
-    if (chunks <= 2) { launch.template operator()<kV, 2>(); return true; }
-    if (chunks <= 3) { launch.template operator()<kV, 3>(); return true; }
-    if (chunks <= 4) { launch.template operator()<kV, 4>(); return true; }
-    if (chunks <= 6) { launch.template operator()<kV, 6>(); return true; }
-    if (chunks <= 8) { launch.template operator()<kV, 8>(); return true; }
+    if (chunks <= 1) {
+      launch.template operator()<kV, 1>();
+      return true;
+    }
+    if (chunks <= 2) {
+      launch.template operator()<kV, 2>();
+      return true;
+    }
+    if (chunks <= 3) {
+      launch.template operator()<kV, 3>();
+      return true;
+    }
+    if (chunks <= 4) {
+      launch.template operator()<kV, 4>();
+      return true;
+    }
+    if (chunks <= 6) {
+      launch.template operator()<kV, 6>();
+      return true;
+    }
+    if (chunks <= 8) {
+      launch.template operator()<kV, 8>();
+      return true;
+    }
   }
   const int chunks = (hidden + 31) / 32;
-  if (chunks <= 1) { launch.template operator()<1, 1>(); return true; }
-  if (chunks <= 2) { launch.template operator()<1, 2>(); return true; }
-  if (chunks <= 4) { launch.template operator()<1, 4>(); return true; }
-  if (chunks <= 8) { launch.template operator()<1, 8>(); return true; }
-  if (chunks <= 16) { launch.template operator()<1, 16>(); return true; }
-  if (chunks <= 32) { launch.template operator()<1, 32>(); return true; }
+  if (chunks <= 1) {
+    launch.template operator()<1, 1>();
+    return true;
+  }
+  if (chunks <= 2) {
+    launch.template operator()<1, 2>();
+    return true;
+  }
+  if (chunks <= 4) {
+    launch.template operator()<1, 4>();
+    return true;
+  }
+  if (chunks <= 8) {
+    launch.template operator()<1, 8>();
+    return true;
+  }
+  if (chunks <= 16) {
+    launch.template operator()<1, 16>();
+    return true;
+  }
+  if (chunks <= 32) {
+    launch.template operator()<1, 32>();
+    return true;
+  }
   return false;
 }
 

@@ -1,9 +1,8 @@
-#include "kernels/cuda/pooling.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/pooling.h"
 
 namespace bert {
 namespace cuda {
@@ -22,8 +21,8 @@ __global__ void GatherFirstRowsKernel(const T* __restrict__ hidden_states,
 }
 
 template <typename T>
-__global__ void BiasTanhToFloatKernel(const T* __restrict__ x, const T* __restrict__ bias,
-                                      int rows, int cols, float* __restrict__ out) {
+__global__ void BiasTanhToFloatKernel(const T* __restrict__ x, const T* __restrict__ bias, int rows,
+                                      int cols, float* __restrict__ out) {
   const size_t total = static_cast<size_t>(rows) * cols;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -97,13 +96,12 @@ cudaError_t LaunchBiasTanhToFloat(const T* x, const T* bias, int rows, int cols,
 }
 
 template <typename T>
-cudaError_t LaunchMeanPool(const T* hidden_states, const int32_t* cu_rows,
-                           const int32_t* num_valid, int num_seqs, int hidden, float* out,
-                           cudaStream_t stream) {
+cudaError_t LaunchMeanPool(const T* hidden_states, const int32_t* cu_rows, const int32_t* num_valid,
+                           int num_seqs, int hidden, float* out, cudaStream_t stream) {
   if (num_seqs < 0 || hidden < 0) return cudaErrorInvalidValue;
   if (num_seqs == 0 || hidden == 0) return cudaSuccess;
-  MeanPoolKernel<T><<<num_seqs, kThreads, 0, stream>>>(hidden_states, cu_rows, num_valid, hidden,
-                                                       out);
+  MeanPoolKernel<T>
+      <<<num_seqs, kThreads, 0, stream>>>(hidden_states, cu_rows, num_valid, hidden, out);
   return cudaGetLastError();
 }
 
@@ -114,12 +112,12 @@ cudaError_t LaunchL2Normalize(float* x, int rows, int hidden, cudaStream_t strea
   return cudaGetLastError();
 }
 
-#define BERT_INSTANTIATE(T)                                                                   \
-  template cudaError_t LaunchGatherFirstRows<T>(const T*, const int32_t*, int, int, T*,       \
-                                                cudaStream_t);                                \
-  template cudaError_t LaunchBiasTanhToFloat<T>(const T*, const T*, int, int, float*,         \
-                                                cudaStream_t);                                \
-  template cudaError_t LaunchMeanPool<T>(const T*, const int32_t*, const int32_t*, int, int,  \
+#define BERT_INSTANTIATE(T)                                                                  \
+  template cudaError_t LaunchGatherFirstRows<T>(const T*, const int32_t*, int, int, T*,      \
+                                                cudaStream_t);                               \
+  template cudaError_t LaunchBiasTanhToFloat<T>(const T*, const T*, int, int, float*,        \
+                                                cudaStream_t);                               \
+  template cudaError_t LaunchMeanPool<T>(const T*, const int32_t*, const int32_t*, int, int, \
                                          float*, cudaStream_t);
 BERT_INSTANTIATE(float)
 BERT_INSTANTIATE(__half)

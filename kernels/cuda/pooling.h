@@ -25,9 +25,8 @@ cudaError_t LaunchBiasTanhToFloat(const T* x, const T* bias, int rows, int cols,
 // out[s] = mean of hidden_states rows cu_rows[s] .. cu_rows[s] + num_valid[s] - 1 (fp32
 // accumulation, fp32 output [num_seqs, hidden]).
 template <typename T>
-cudaError_t LaunchMeanPool(const T* hidden_states, const int32_t* cu_rows,
-                           const int32_t* num_valid, int num_seqs, int hidden, float* out,
-                           cudaStream_t stream);
+cudaError_t LaunchMeanPool(const T* hidden_states, const int32_t* cu_rows, const int32_t* num_valid,
+                           int num_seqs, int hidden, float* out, cudaStream_t stream);
 
 // x[r] /= max(||x[r]||_2, 1e-12) in place, x [rows, hidden] fp32.
 cudaError_t LaunchL2Normalize(float* x, int rows, int hidden, cudaStream_t stream);

@@ -89,16 +89,14 @@ inline std::vector<float> RandomVector(size_t n, std::mt19937& rng, float scale 
 template <typename T>
 class DeviceArray {
  public:
-  explicit DeviceArray(size_t n) : host_(n) {
-    status_ = buffer_.Allocate(n);
-  }
+  explicit DeviceArray(size_t n) : host_(n) { status_ = buffer_.Allocate(n); }
   explicit DeviceArray(const std::vector<float>& values) : DeviceArray(values.size()) {
     if (!status_.ok()) return;
     for (size_t i = 0; i < values.size(); ++i) host_[i] = HostFromFloat<T>(values[i]);
     if (!values.empty()) {
-      status_ = MakeCudaStatus(
-          cudaMemcpy(buffer_.get(), host_.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice),
-          "cudaMemcpy", __FILE__, __LINE__);
+      status_ = MakeCudaStatus(cudaMemcpy(buffer_.get(), host_.data(), values.size() * sizeof(T),
+                                          cudaMemcpyHostToDevice),
+                               "cudaMemcpy", __FILE__, __LINE__);
     }
   }
   const CudaStatus& status() const { return status_; }
@@ -113,8 +111,8 @@ class DeviceArray {
     std::vector<float> out(host_.size());
     if (host_.empty()) return out;
     cudaDeviceSynchronize();
-    if (cudaMemcpy(host_.data(), buffer_.get(), host_.size() * sizeof(T),
-                   cudaMemcpyDeviceToHost) != cudaSuccess) {
+    if (cudaMemcpy(host_.data(), buffer_.get(), host_.size() * sizeof(T), cudaMemcpyDeviceToHost) !=
+        cudaSuccess) {
       for (float& x : out) x = NAN;
       return out;
     }

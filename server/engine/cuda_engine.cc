@@ -83,6 +83,9 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   // Uploads a host fp32 tensor as T (through the fp32 staging buffer) or as fp32.
   absl::Status Upload(const HostTensor& tensor, DeviceBuffer<T>* out);
   absl::Status UploadFloat(const HostTensor& tensor, DeviceBuffer<float>* out);
+  // Encode for a validated batch within the workspace.
+  absl::Status EncodeFitting(const EncoderBatch& batch, const OutputSelection& selection,
+                             EncoderOutput* output);
   absl::Status RunEncoder(const EncoderBatch& batch, const OutputSelection& selection,
                           EncoderOutput* output);
   // Enqueues a copy of `count` device values (T or fp32) into the pinned buffer; `dst` is
@@ -117,16 +120,16 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   DeviceBuffer<T> pooler_weight_, pooler_bias_;
 
   // Workspace, sized from max_tokens_ (a sequence has >= 1 row, so <= max_tokens_ of them).
-  DeviceBuffer<int32_t> ints_;       // word ids | type ids | cu_rows | num_valid
+  DeviceBuffer<int32_t> ints_;  // word ids | type ids | cu_rows | num_valid
   cuda::PinnedBuffer<int32_t> host_ints_;
-  DeviceBuffer<T> hidden_;           // [tokens, hidden]: the residual stream
-  DeviceBuffer<T> qkv_;              // [tokens, 3 * hidden]; reused for GEMM outputs
-  DeviceBuffer<T> context_;          // [tokens, hidden]: attention output
-  DeviceBuffer<T> ffn_;              // [tokens, intermediate]
+  DeviceBuffer<T> hidden_;                // [tokens, hidden]: the residual stream
+  DeviceBuffer<T> qkv_;                   // [tokens, 3 * hidden]; reused for GEMM outputs
+  DeviceBuffer<T> context_;               // [tokens, hidden]: attention output
+  DeviceBuffer<T> ffn_;                   // [tokens, intermediate]
   DeviceBuffer<T> pool_in_, pool_dense_;  // [tokens (as sequences), hidden]
-  DeviceBuffer<float> out_f32_;      // [tokens, hidden] fp32 results before the copy out
+  DeviceBuffer<float> out_f32_;           // [tokens, hidden] fp32 results before the copy out
   cuda::PinnedBuffer<float> host_out_;    // [2 * tokens, hidden]: outputs before Flush
-  DeviceBuffer<float> staging_;      // fp32 staging for weight conversion (load only)
+  DeviceBuffer<float> staging_;           // fp32 staging for weight conversion (load only)
 };
 
 template <typename T>
@@ -154,13 +157,13 @@ absl::Status CudaEngine<T>::Upload(const HostTensor& tensor, DeviceBuffer<T>* ou
   const size_t chunk = staging_.size();
   for (size_t offset = 0; offset < n; offset += chunk) {
     const size_t count = std::min(chunk, n - offset);
-    RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(staging_.get(), tensor.data.data() + offset,
-                                             count * sizeof(float), cudaMemcpyHostToDevice,
-                                             stream_.get()),
-                             "weight upload"));
-    RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<float, T>(staging_.get(), count,
-                                                           out->get() + offset, stream_.get()),
-                             "weight conversion"));
+    RETURN_IF_ERROR(
+        CudaCall(cudaMemcpyAsync(staging_.get(), tensor.data.data() + offset, count * sizeof(float),
+                                 cudaMemcpyHostToDevice, stream_.get()),
+                 "weight upload"));
+    RETURN_IF_ERROR(CudaCall(
+        cuda::LaunchConvert<float, T>(staging_.get(), count, out->get() + offset, stream_.get()),
+        "weight conversion"));
   }
   return absl::OkStatus();
 }
@@ -184,9 +187,9 @@ absl::Status CudaEngine<T>::Init(bool allow_tf32) {
         absl::StrCat("CUDA engine: max_batch_tokens must be >= 1, got ", max_tokens_));
   }
   if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "CUDA engine: hidden_size ", c.hidden_size, " is not a multiple of num_heads ",
-        c.num_heads));
+    return absl::FailedPreconditionError(absl::StrCat("CUDA engine: hidden_size ", c.hidden_size,
+                                                      " is not a multiple of num_heads ",
+                                                      c.num_heads));
   }
   const int head_dim = c.head_dim();
   if (head_dim != 32 && head_dim != 64 && head_dim != 128) {
@@ -227,29 +230,29 @@ absl::Status CudaEngine<T>::Init(bool allow_tf32) {
   const size_t tokens = static_cast<size_t>(max_tokens_);
   const size_t hidden = static_cast<size_t>(c.hidden_size);
   const size_t inter = static_cast<size_t>(c.intermediate_size);
-  const size_t staging_values = std::is_same<T, float>::value ? 0 : std::min<size_t>(largest, 4u << 20);
+  const size_t staging_values =
+      std::is_same<T, float>::value ? 0 : std::min<size_t>(largest, 4u << 20);
   const size_t workspace_bytes =
       tokens * (hidden * 3 + hidden + hidden + inter + 2 * hidden) * sizeof(T) +
-      tokens * hidden * sizeof(float) +
-      tokens * 4 * sizeof(int32_t) + cuda::Gemm::kDefaultWorkspaceBytes +
-      staging_values * sizeof(float);
+      tokens * hidden * sizeof(float) + tokens * 4 * sizeof(int32_t) +
+      cuda::Gemm::kDefaultWorkspaceBytes + staging_values * sizeof(float);
   const size_t needed = weight_values * sizeof(T) + workspace_bytes;
   size_t free_bytes = 0, total_bytes = 0;
   RETURN_IF_ERROR(CudaCall(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
   if (needed + (64u << 20) > free_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "CUDA engine: model ", model_->name, " in ", DTypeName(dtype_), " with a ", max_tokens_,
-        "-token workspace needs ", needed >> 20, " MiB but ", prop.name, " has ",
-        free_bytes >> 20, " MiB free of ", total_bytes >> 20,
-        " MiB; lower --max_batch_tokens or use a smaller dtype"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("CUDA engine: model ", model_->name, " in ", DTypeName(dtype_), " with a ",
+                     max_tokens_, "-token workspace needs ", needed >> 20, " MiB but ", prop.name,
+                     " has ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+                     " MiB; lower --max_batch_tokens or use a smaller dtype"));
   }
 
   RETURN_IF_ERROR(ToStatus(stream_.Create(), "creating the stream"));
   RETURN_IF_ERROR(ToStatus(start_.Create(), "creating events"));
   RETURN_IF_ERROR(ToStatus(stop_.Create(), "creating events"));
-  RETURN_IF_ERROR(ToStatus(cuda::Gemm::Create(cuda::Gemm::kDefaultWorkspaceBytes, allow_tf32,
-                                              &gemm_),
-                           "creating cuBLASLt"));
+  RETURN_IF_ERROR(
+      ToStatus(cuda::Gemm::Create(cuda::Gemm::kDefaultWorkspaceBytes, allow_tf32, &gemm_),
+               "creating cuBLASLt"));
   RETURN_IF_ERROR(ToStatus(staging_.Allocate(staging_values), "allocating staging"));
 
   RETURN_IF_ERROR(Upload(w.word_embeddings, &word_embeddings_));
@@ -288,8 +291,7 @@ absl::Status CudaEngine<T>::Init(bool allow_tf32) {
   RETURN_IF_ERROR(ToStatus(pool_in_.Allocate(tokens * hidden), "allocating workspace"));
   RETURN_IF_ERROR(ToStatus(pool_dense_.Allocate(tokens * hidden), "allocating workspace"));
   RETURN_IF_ERROR(ToStatus(out_f32_.Allocate(tokens * hidden), "allocating workspace"));
-  RETURN_IF_ERROR(
-      ToStatus(host_out_.Allocate(2 * tokens * hidden), "allocating pinned memory"));
+  RETURN_IF_ERROR(ToStatus(host_out_.Allocate(2 * tokens * hidden), "allocating pinned memory"));
 
   RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "loading weights"));
   staging_.Reset();  // Only needed while loading.
@@ -312,10 +314,10 @@ absl::Status CudaEngine<T>::CopyOutFloat(const float* src, size_t count, std::ve
   dst->resize(count);
   if (count == 0) return absl::OkStatus();
   if (pending_used_ + count > host_out_.size()) RETURN_IF_ERROR(Flush());
-  RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(host_out_.get() + pending_used_, src,
-                                           count * sizeof(float), cudaMemcpyDeviceToHost,
-                                           stream_.get()),
-                           "copying outputs"));
+  RETURN_IF_ERROR(
+      CudaCall(cudaMemcpyAsync(host_out_.get() + pending_used_, src, count * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_.get()),
+               "copying outputs"));
   pending_.push_back(PendingCopy{pending_used_, count, dst});
   pending_used_ += count;
   return absl::OkStatus();
@@ -327,8 +329,7 @@ absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, std::vector<floa
     return CopyOutFloat(reinterpret_cast<const float*>(src), count, dst);
   }
   // out_f32_ is reused by the next conversion only after this copy (stream order).
-  RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<T, float>(src, count, out_f32_.get(),
-                                                         stream_.get()),
+  RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<T, float>(src, count, out_f32_.get(), stream_.get()),
                            "converting outputs"));
   return CopyOutFloat(out_f32_.get(), count, dst);
 }
@@ -338,11 +339,57 @@ absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelect
                                    EncoderOutput* output) {
   RETURN_IF_ERROR(ValidateBatch(model_->config, batch));
   RETURN_IF_ERROR(ValidateSelection(model_->config, has_pooler(), selection));
-  if (batch.total_rows() > max_tokens_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch has ", batch.total_rows(), " rows, more than this CUDA engine's ",
-                     "max_batch_tokens ", max_tokens_, "; split it"));
+  if (batch.total_rows() <= max_tokens_) return EncodeFitting(batch, selection, output);
+
+  // More rows than the workspace: run consecutive groups of whole sequences that fit, and
+  // concatenate their outputs (every output is laid out along rows or sequences).
+  *output = EncoderOutput();
+  output->layers.resize(selection.layers.size());
+  const int n = batch.num_sequences();
+  float total_ms = 0.f;
+  EncoderBatch part;
+  EncoderOutput part_output;
+  for (int first = 0; first < n;) {
+    int last = first;
+    int rows = 0;
+    while (last < n && rows + batch.rows(last) <= max_tokens_) rows += batch.rows(last++);
+    if (last == first) {
+      *output = EncoderOutput();
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", first, " has ", batch.rows(first),
+                                                     " rows, more than this CUDA engine's ",
+                                                     "max_batch_tokens ", max_tokens_));
+    }
+    const int row_begin = batch.cu_rows[first];
+    const int row_end = batch.cu_rows[last];
+    part.word_ids.assign(batch.word_ids.begin() + row_begin, batch.word_ids.begin() + row_end);
+    part.type_ids.assign(batch.type_ids.begin() + row_begin, batch.type_ids.begin() + row_end);
+    part.num_valid.assign(batch.num_valid.begin() + first, batch.num_valid.begin() + last);
+    part.cu_rows.clear();
+    for (int s = first; s <= last; ++s) part.cu_rows.push_back(batch.cu_rows[s] - row_begin);
+    const absl::Status st = EncodeFitting(part, selection, &part_output);
+    if (!st.ok()) {
+      *output = EncoderOutput();
+      return st;
+    }
+    total_ms += last_gpu_ms_;
+    auto append = [](const std::vector<float>& from, std::vector<float>* to) {
+      to->insert(to->end(), from.begin(), from.end());
+    };
+    append(part_output.sequence, &output->sequence);
+    append(part_output.pooled, &output->pooled);
+    append(part_output.mean_pooled, &output->mean_pooled);
+    for (size_t i = 0; i < selection.layers.size(); ++i) {
+      append(part_output.layers[i], &output->layers[i]);
+    }
+    first = last;
   }
+  last_gpu_ms_ = total_ms;
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::EncodeFitting(const EncoderBatch& batch,
+                                          const OutputSelection& selection, EncoderOutput* output) {
   *output = EncoderOutput();
   pending_.clear();
   pending_used_ = 0;
@@ -363,8 +410,8 @@ absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelect
 }
 
 template <typename T>
-absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch,
-                                       const OutputSelection& selection, EncoderOutput* output) {
+absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch, const OutputSelection& selection,
+                                       EncoderOutput* output) {
   const ModelConfig& c = model_->config;
   const int rows = batch.total_rows();
   const int n = batch.num_sequences();
@@ -401,55 +448,52 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch,
   size_t next_layer_output = 0;
   for (int l = 0; l < c.num_layers; ++l) {
     const DeviceLayer<T>& L = layers_[l];
-    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.qkv_weight.get(),
-                                           L.qkv_bias.get(), 3 * h, cuda::GemmEpilogue::kBias,
-                                           qkv_.get(), stream),
-                             "QKV GEMM"));
+    RETURN_IF_ERROR(
+        ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.qkv_weight.get(), L.qkv_bias.get(), 3 * h,
+                               cuda::GemmEpilogue::kBias, qkv_.get(), stream),
+                 "QKV GEMM"));
     cuda::LaunchVarlenAttention<T>(qkv_.get(), d_cu, d_valid, n, max_rows, c.num_heads,
                                    c.head_dim(), context_.get(), stream);
     RETURN_IF_ERROR(CudaCall(cudaGetLastError(), "attention"));
     // The QKV buffer is free after attention: it takes the projections' outputs.
     T* projected = qkv_.get();
-    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(context_.get(), rows, h,
-                                           L.attention_output_weight.get(), nullptr, h,
-                                           cuda::GemmEpilogue::kNone, projected, stream),
-                             "attention output GEMM"));
-    RETURN_IF_ERROR(CudaCall(cuda::LaunchAddBiasResidualLayerNorm<T>(
-                                 projected, L.attention_output_bias.get(), hidden_.get(),
-                                 L.attention_norm_gamma.get(), L.attention_norm_beta.get(), rows,
-                                 h, c.layer_norm_eps, hidden_.get(), stream),
-                             "attention LayerNorm"));
+    RETURN_IF_ERROR(
+        ToStatus(gemm_->Run<T>(context_.get(), rows, h, L.attention_output_weight.get(), nullptr, h,
+                               cuda::GemmEpilogue::kNone, projected, stream),
+                 "attention output GEMM"));
+    RETURN_IF_ERROR(CudaCall(
+        cuda::LaunchAddBiasResidualLayerNorm<T>(
+            projected, L.attention_output_bias.get(), hidden_.get(), L.attention_norm_gamma.get(),
+            L.attention_norm_beta.get(), rows, h, c.layer_norm_eps, hidden_.get(), stream),
+        "attention LayerNorm"));
     // cuBLASLt's GELU epilogue is the tanh form and may use a fast tanh: fp16/bf16 only, so
     // that fp32 stays exact.
     if (c.activation == Activation::kGeluTanh && !std::is_same<T, float>::value) {
       RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
                                              L.intermediate_bias.get(), inter,
-                                             cuda::GemmEpilogue::kBiasGeluTanh, ffn_.get(),
-                                             stream),
+                                             cuda::GemmEpilogue::kBiasGeluTanh, ffn_.get(), stream),
                                "FFN-up GEMM"));
     } else {
       // The erf GELU (BERT's "gelu") has no cuBLASLt epilogue: it runs as its own pass.
-      RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
-                                             nullptr, inter, cuda::GemmEpilogue::kNone,
-                                             ffn_.get(), stream),
-                               "FFN-up GEMM"));
-      const cuda::GeluKind kind = c.activation == Activation::kGeluTanh ? cuda::GeluKind::kTanh
-                                                                        : cuda::GeluKind::kErf;
-      RETURN_IF_ERROR(CudaCall(cuda::LaunchBiasGelu<T>(ffn_.get(), L.intermediate_bias.get(),
-                                                       rows, inter, kind, stream),
-                               "GELU"));
+      RETURN_IF_ERROR(
+          ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(), nullptr,
+                                 inter, cuda::GemmEpilogue::kNone, ffn_.get(), stream),
+                   "FFN-up GEMM"));
+      const cuda::GeluKind kind =
+          c.activation == Activation::kGeluTanh ? cuda::GeluKind::kTanh : cuda::GeluKind::kErf;
+      RETURN_IF_ERROR(CudaCall(
+          cuda::LaunchBiasGelu<T>(ffn_.get(), L.intermediate_bias.get(), rows, inter, kind, stream),
+          "GELU"));
     }
-    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(ffn_.get(), rows, inter, L.output_weight.get(),
-                                           nullptr, h, cuda::GemmEpilogue::kNone, projected,
-                                           stream),
+    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(ffn_.get(), rows, inter, L.output_weight.get(), nullptr,
+                                           h, cuda::GemmEpilogue::kNone, projected, stream),
                              "FFN-down GEMM"));
-    RETURN_IF_ERROR(CudaCall(cuda::LaunchAddBiasResidualLayerNorm<T>(
-                                 projected, L.output_bias.get(), hidden_.get(),
-                                 L.output_norm_gamma.get(), L.output_norm_beta.get(), rows, h,
-                                 c.layer_norm_eps, hidden_.get(), stream),
-                             "output LayerNorm"));
-    if (next_layer_output < selection.layers.size() &&
-        selection.layers[next_layer_output] == l) {
+    RETURN_IF_ERROR(CudaCall(
+        cuda::LaunchAddBiasResidualLayerNorm<T>(projected, L.output_bias.get(), hidden_.get(),
+                                                L.output_norm_gamma.get(), L.output_norm_beta.get(),
+                                                rows, h, c.layer_norm_eps, hidden_.get(), stream),
+        "output LayerNorm"));
+    if (next_layer_output < selection.layers.size() && selection.layers[next_layer_output] == l) {
       RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, &output->layers[next_layer_output]));
       ++next_layer_output;
     }
@@ -457,16 +501,14 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch,
 
   if (selection.sequence) RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, &output->sequence));
   if (selection.pooled) {
-    RETURN_IF_ERROR(CudaCall(
-        cuda::LaunchGatherFirstRows<T>(hidden_.get(), d_cu, n, h, pool_in_.get(), stream),
-        "pooler gather"));
-    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(pool_in_.get(), n, h, pooler_weight_.get(), nullptr,
-                                           h, cuda::GemmEpilogue::kNone, pool_dense_.get(),
-                                           stream),
+    RETURN_IF_ERROR(
+        CudaCall(cuda::LaunchGatherFirstRows<T>(hidden_.get(), d_cu, n, h, pool_in_.get(), stream),
+                 "pooler gather"));
+    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(pool_in_.get(), n, h, pooler_weight_.get(), nullptr, h,
+                                           cuda::GemmEpilogue::kNone, pool_dense_.get(), stream),
                              "pooler GEMM"));
-    RETURN_IF_ERROR(CudaCall(cuda::LaunchBiasTanhToFloat<T>(pool_dense_.get(),
-                                                            pooler_bias_.get(), n, h,
-                                                            out_f32_.get(), stream),
+    RETURN_IF_ERROR(CudaCall(cuda::LaunchBiasTanhToFloat<T>(pool_dense_.get(), pooler_bias_.get(),
+                                                            n, h, out_f32_.get(), stream),
                              "pooler tanh"));
     if (selection.normalize) {
       RETURN_IF_ERROR(
@@ -482,8 +524,7 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch,
       RETURN_IF_ERROR(
           CudaCall(cuda::LaunchL2Normalize(out_f32_.get(), n, h, stream), "normalising"));
     }
-    RETURN_IF_ERROR(
-        CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, &output->mean_pooled));
+    RETURN_IF_ERROR(CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, &output->mean_pooled));
   }
   return absl::OkStatus();
 }
@@ -503,9 +544,8 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const M
   int count = 0;
   const CudaStatus devices = cuda::CountDevices(&count);
   if (!devices.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("CUDA backend unavailable: ", devices.message(),
-                     "; use the CPU backend (--backend=cpu)"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CUDA backend unavailable: ", devices.message(), "; use the CPU backend (--backend=cpu)"));
   }
   switch (dtype) {
     case DType::kFloat32:

@@ -3,8 +3,9 @@
 //
 // At creation the weights are converted to the dtype and uploaded once (LayerNorm
 // parameters stay fp32), and every device and pinned host buffer is sized once from
-// `max_batch_tokens`: Encode allocates nothing, and rejects a batch with more rows than the
-// budget (INVALID_ARGUMENT). One CUDA stream; per batch one packed host-to-device copy of
+// `max_batch_tokens`: Encode allocates no device memory. A batch with more rows than the budget
+// runs as consecutive groups of whole sequences (outputs concatenated); a single sequence
+// longer than the budget is INVALID_ARGUMENT. One CUDA stream; per batch one packed copy of
 // ids/types/cu_rows/num_valid, then embeddings + LayerNorm, the encoder blocks, and the
 // requested outputs copied back as fp32.
 //

@@ -185,7 +185,8 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
       }
       if (tensor == "pooled_output") {
         const double cosine = MinRowCosine(got, *ref, c.hidden_size);
-        if (run == 0) std::printf("%s %s pooled min cosine %.7f\n", name.c_str(), ShortName(dtype), cosine);
+        if (run == 0)
+          std::printf("%s %s pooled min cosine %.7f\n", name.c_str(), ShortName(dtype), cosine);
         EXPECT_GE(cosine, 0.9999);
       }
     };
@@ -198,15 +199,17 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Models, CudaGoldenTest,
-    ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
-                       ::testing::Values(DType::kFloat32, DType::kFloat16, DType::kBFloat16)),
-    [](const auto& info) {
-      std::string name = std::get<0>(info.param) + "_" + ShortName(std::get<1>(info.param));
-      for (char& ch : name) if (ch == '-') ch = '_';
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Models, CudaGoldenTest,
+                         ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
+                                            ::testing::Values(DType::kFloat32, DType::kFloat16,
+                                                              DType::kBFloat16)),
+                         [](const auto& info) {
+                           std::string name =
+                               std::get<0>(info.param) + "_" + ShortName(std::get<1>(info.param));
+                           for (char& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
 
 // ---------------------------------------------------------------------------------------
 // Against the CPU engine on a random-weights BERT-base.
@@ -221,7 +224,7 @@ class CudaVsCpuTest : public ::testing::TestWithParam<DType> {
 EncoderBatch RandomBatch(const ModelConfig& c, std::mt19937& rng) {
   EncoderBatch batch;
   // (real tokens, padded rows): one token, odd lengths, a full 128, padding rows, a 512.
-  const std::pair<int, int> shapes[] = {{1, 0}, {7, 0}, {128, 0}, {33, 64}, {5, 9},
+  const std::pair<int, int> shapes[] = {{1, 0},   {7, 0},  {128, 0}, {33, 64}, {5, 9},
                                         {100, 0}, {1, 16}, {512, 0}, {61, 0}};
   std::uniform_int_distribution<int> word(1, c.vocab_size - 1), type(0, c.type_vocab_size - 1);
   for (const auto& [real, padded] : shapes) {
@@ -264,7 +267,8 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   const absl::Status st = (*gpu)->Encode(batch, sel, &out);
   ASSERT_TRUE(st.ok()) << st;
   const double tol = Tolerance(dtype);
-  auto check = [&](const char* what, const std::vector<float>& got, const std::vector<float>& want) {
+  auto check = [&](const char* what, const std::vector<float>& got,
+                   const std::vector<float>& want) {
     ASSERT_EQ(got.size(), want.size()) << what;
     EXPECT_EQ(CountNonFinite(got), 0u) << what;
     const double err = RelativeError(got, want);
@@ -332,7 +336,7 @@ INSTANTIATE_TEST_SUITE_P(DTypes, CudaVsCpuTest,
 // ---------------------------------------------------------------------------------------
 // Bad input is INVALID_ARGUMENT, and the engine keeps working afterwards.
 
-TEST(CudaEngineErrors, OversizedAndInvalidBatches) {
+TEST(CudaEngineErrors, OversizedSplitAndInvalidBatches) {
   if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
   std::shared_ptr<const Model> model = TinyModel();
   ASSERT_NE(model, nullptr);
@@ -340,11 +344,36 @@ TEST(CudaEngineErrors, OversizedAndInvalidBatches) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   OutputSelection sel;
   sel.sequence = true;
-  EncoderBatch big;
-  big.Add(std::vector<int32_t>(40, 5), {});
-  big.Add(std::vector<int32_t>(40, 6), {});
-  EncoderOutput out;
+  // 80 rows > 64: runs as two groups, equal to running the sequences one by one.
+  EncoderBatch big, first, second;
+  std::vector<int32_t> a(40), b(30);
+  for (int i = 0; i < 40; ++i) a[i] = 1 + (i * 7) % 500;
+  for (int i = 0; i < 30; ++i) b[i] = 2 + (i * 11) % 500;
+  big.Add(a, {});
+  big.Add(b, {}, 40);
+  first.Add(a, {});
+  second.Add(b, {}, 40);
+  sel.mean_pooled = true;
+  sel.layers = {1};
+  EncoderOutput out, out1, out2;
   absl::Status st = (*engine)->Encode(big, sel, &out);
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_TRUE((*engine)->Encode(first, sel, &out1).ok());
+  ASSERT_TRUE((*engine)->Encode(second, sel, &out2).ok());
+  auto concat = [](std::vector<float> x, const std::vector<float>& y) {
+    x.insert(x.end(), y.begin(), y.end());
+    return x;
+  };
+  EXPECT_EQ(out.sequence, concat(out1.sequence, out2.sequence));
+  EXPECT_EQ(out.mean_pooled, concat(out1.mean_pooled, out2.mean_pooled));
+  ASSERT_EQ(out.layers.size(), 1u);
+  EXPECT_EQ(out.layers[0], concat(out1.layers[0], out2.layers[0]));
+  sel.mean_pooled = false;
+  sel.layers.clear();
+  // One sequence longer than the budget cannot be split.
+  EncoderBatch too_long;
+  too_long.Add(std::vector<int32_t>(65, 5), {});
+  st = (*engine)->Encode(too_long, sel, &out);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
   EncoderBatch bad_id;
   bad_id.Add(std::vector<int32_t>{1, 2, model->config.vocab_size}, {});
