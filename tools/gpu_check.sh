@@ -20,13 +20,19 @@ TESTS=(
   "server/engine:cuda_engine_test"
 )
 BENCH="bench:gpu_bench"
+# The serving path on the GPU: tools/gpu_serving_check.py drives these.
+SERVING=(
+  "server:bert_server"
+  "client:bert_client"
+  "tools:bert_encode"
+)
 
 build() {
   local targets=()
-  for t in "${TESTS[@]}" "$BENCH"; do targets+=("//$t"); done
+  for t in "${TESTS[@]}" "$BENCH" "${SERVING[@]}"; do targets+=("//$t"); done
   bazel build "${targets[@]}" || exit 1
   rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
-  for t in "${TESTS[@]}" "$BENCH"; do
+  for t in "${TESTS[@]}" "$BENCH" "${SERVING[@]}"; do
     local path="bazel-bin/${t/://}"
     cp -L "$path" .gpu/bin/ || exit 1
     ldd "$path" | awk '/=>/ {print $3}' | while read -r lib; do
@@ -86,6 +92,16 @@ PY
 )
       table+=("$(printf '%-20s rc=%-3s %5ss  %s' "$name" "$rc" "$((SECONDS - start))" "$counts")")
     done
+  fi
+
+  if [ "$what" = all ] || [ "$what" = tests ]; then
+    local start=$SECONDS
+    BERT_LD="$ld" timeout 240 python3 tools/gpu_serving_check.py .gpu/bin \
+      > "$logs/serving.log" 2>&1
+    local rc=$?
+    cat "$logs/serving.log"
+    table+=("$(printf '%-20s rc=%-3s %5ss  %s' "serving (e2e)" "$rc" "$((SECONDS - start))" \
+      "$(tail -n 1 "$logs/serving.log")")")
   fi
 
   if [ "$what" = all ] || [ "$what" = bench ]; then

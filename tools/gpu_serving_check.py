@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""End-to-end check of the CUDA serving path, run on the GPU machine by gpu_check.sh.
+
+1. bert_encode --backend=cuda on a golden fixture, compared with the reference outputs.
+2. bert_server --backend=cuda and --backend=cpu on the same tiny model; the bundled client
+   embeds the same texts on both; the heads must agree; SIGTERM must exit 0.
+Prints one PASS/FAIL line per check and exits non-zero if any failed.
+"""
+import json
+import os
+import pathlib
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+BIN = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu/bin")
+GOLDEN = pathlib.Path("tests/golden/tiny-l4-h128")
+VOCAB = "tests/data/tiny_vocab_1024.txt"
+TOL = {"float32": 1e-5, "float16": 2e-2, "bfloat16": 2e-2}
+BACKEND = os.environ.get("GPU_CHECK_BACKEND", "cuda")  # "cpu" for a dry run without a GPU
+# Only our binaries get the carried libraries (gpu_check.sh passes them in BERT_LD).
+ENV = dict(os.environ, LD_LIBRARY_PATH=os.environ.get("BERT_LD", ""))
+failures = []
+
+
+def read_safetensors(path):
+    data = pathlib.Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = meta["data_offsets"]
+        dtype = {"F32": np.float32, "I32": np.int32}[meta["dtype"]]
+        out[name] = np.frombuffer(data[8 + n + start:8 + n + end], dtype).reshape(meta["shape"])
+    return out
+
+
+def check(name, ok, detail=""):
+    print(f"{'PASS' if ok else 'FAIL'} {name} {detail}")
+    if not ok:
+        failures.append(name)
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def encode_check():
+    ref = read_safetensors(GOLDEN / "expected.safetensors")
+    for dtype, tol in TOL.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out_path = os.path.join(tmp, "out.safetensors")
+            proc = subprocess.run(
+                [str(BIN / "bert_encode"), f"--model_dir={GOLDEN}",
+                 f"--inputs={GOLDEN / 'expected.safetensors'}", f"--output={out_path}",
+                 f"--backend={BACKEND}", f"--dtype={dtype}"],
+                capture_output=True, text=True, timeout=120, env=ENV)
+            if proc.returncode != 0:
+                check(f"bert_encode {BACKEND} {dtype}", False, proc.stderr[-500:])
+                continue
+            got = read_safetensors(out_path)
+            worst = max(rel(got[k], ref[k]) for k in got if k in ref)
+            check(f"bert_encode {BACKEND} {dtype} vs golden", worst <= tol, f"max rel {worst:.2e}")
+
+
+def start_server(backend, port, dtype):
+    proc = subprocess.Popen(
+        [str(BIN / "bert_server"), f"--model_dir={GOLDEN}", f"--vocab={VOCAB}",
+         f"--backend={backend}", f"--dtype={dtype}", f"--address=127.0.0.1:{port}",
+         "--max_batch_tokens=2048"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        r = subprocess.run([str(BIN / "bert_client"), f"--server=127.0.0.1:{port}", "health"],
+                           capture_output=True, text=True, timeout=10, env=ENV)
+        if r.stdout.strip() == "SERVING":
+            return proc
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"{backend} server did not become SERVING: {proc.stdout.read()[-2000:]}")
+
+
+def embed(port):
+    texts = ["please subscribe to this newsletter", "you are being offered this job role",
+             "a b ||| c d e"]
+    r = subprocess.run([str(BIN / "bert_client"), f"--server=127.0.0.1:{port}", "embed", "--json",
+                        "--heads=pooled,sequence,mean_pooled", "--padding=pad", "--seq_length=32"]
+                       + texts, capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def serving_check():
+    for dtype in ("float32", "float16"):
+        cpu = start_server("cpu", 50081, "float32")
+        gpu = start_server(BACKEND, 50082, dtype)
+        try:
+            a, b = embed(50081), embed(50082)
+            worst = 0.0
+            for ra, rb in zip(a, b):
+                for head in ("pooled_output", "sequence_output", "mean_pooled_output"):
+                    worst = max(worst, rel(np.array(rb[head]["values"]), np.array(ra[head]["values"])))
+            check(f"bert_server {BACKEND} {dtype} vs cpu", len(a) == len(b) == 3 and worst <= TOL[dtype],
+                  f"max rel {worst:.2e}")
+        finally:
+            for p in (cpu, gpu):
+                p.send_signal(signal.SIGTERM)
+            codes = [p.wait(timeout=60) for p in (cpu, gpu)]
+            check(f"bert_server SIGTERM exit ({dtype})", codes == [0, 0], str(codes))
+
+
+if __name__ == "__main__":
+    encode_check()
+    try:
+        serving_check()
+    except Exception as e:  # noqa: BLE001 - report and fail the check
+        check("serving", False, repr(e)[:1000])
+    print(f"{'FAILED' if failures else 'OK'}: {len(failures)} failed")
+    sys.exit(1 if failures else 0)
