@@ -483,7 +483,8 @@ void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* 
       LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
       break;
     default:
-      // An empty grid: cudaGetLastError() then reports cudaErrorInvalidConfiguration.
+      // An empty grid: cudaGetLastError() then reports a launch error (cudaErrorInvalidValue
+      // with CUDA 13 on an H200).
       InvalidArgumentKernel<<<0, 1, 0, stream>>>();
       break;
   }

@@ -14,7 +14,7 @@
 // T = float: exact fp32 on CUDA cores (no TF32). T = __half / __nv_bfloat16: tensor cores
 // (mma.sync m16n8k16, fp32 accumulation and softmax statistics); needs sm_80 or newer.
 // head_dim must be 32, 64 or 128; any other value runs nothing and leaves
-// cudaErrorInvalidConfiguration for the caller's cudaGetLastError(). Never allocates; asynchronous
+// a launch error for the caller's cudaGetLastError(). Never allocates; asynchronous
 // on `stream`; launch errors are checked by the caller. Thread-safe (no host state besides a
 // once-only per-kernel shared-memory attribute).
 #ifndef BERT_KERNELS_CUDA_ATTENTION_H_
