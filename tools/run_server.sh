@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what is needed (tools/setup.sh), builds the server and client, runs the server
+# on the default model (models/all-MiniLM-L6-v2) at 127.0.0.1:50051, waits until health
+# says SERVING, sends the seed example through the bundled client, then keeps serving
+# until Ctrl-C.
+#
+#   tools/run_server.sh                  # serve; extra arguments go to bert_server
+#   tools/run_server.sh --exit_after_demo   # stop after the demo (used by the tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+exit_after_demo=0
+server_args=()
+for arg in "$@"; do
+  case "$arg" in
+    --exit_after_demo) exit_after_demo=1 ;;
+    *) server_args+=("$arg") ;;
+  esac
+done
+
+tools/setup.sh
+flags=()
+[ -x /usr/local/cuda/bin/nvcc ] || flags+=(--config=nocuda)
+bazel build "${flags[@]}" //server:bert_server //client:bert_client
+mkdir -p .run && cp -f bazel-bin/server/bert_server bazel-bin/client/bert_client .run/
+
+address=127.0.0.1:50051
+.run/bert_server --model_dir=models/all-MiniLM-L6-v2 --address="$address" \
+  --metrics_address=127.0.0.1:9090 "${server_args[@]}" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
+
+echo "run_server: waiting for $address to report SERVING (model load + warm-up)"
+for _ in $(seq 1 300); do
+  kill -0 $server 2>/dev/null || { echo "run_server: the server exited" >&2; exit 1; }
+  [ "$(.run/bert_client --server=$address --timeout_ms=1000 health 2>/dev/null)" = SERVING ] && break
+  sleep 1
+done
+
+# The seed example: two sentences, all four heads, as TF Hub's notebook prints them.
+.run/bert_client --server=$address embed --heads=default,pooled,sequence,encoder_outputs \
+  "Please subscribe to this newsletter" "You are being offered this job role"
+
+if [ "$exit_after_demo" = 1 ]; then exit 0; fi
+echo "run_server: serving on $address (metrics: http://127.0.0.1:9090/metrics); Ctrl-C stops"
+wait $server
