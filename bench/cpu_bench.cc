@@ -32,6 +32,9 @@ ABSL_FLAG(int, warmup, 2, "untimed runs per batch size");
 ABSL_FLAG(int, iters, 5, "timed runs per batch size");
 ABSL_FLAG(int, layers, 12, "encoder layers (BERT-base: 12)");
 ABSL_FLAG(uint64_t, seed, 1, "weights seed");
+ABSL_FLAG(bool, serve, false,
+          "read batch sizes from stdin, one per line; run each once and print "
+          "'<wall_ms> <cpu_ms>' (lets a driver interleave runs with another runtime)");
 
 namespace {
 
@@ -70,12 +73,7 @@ int main(int argc, char** argv) {
   std::printf("model %s, %s, seq %d\n", model->name.c_str(), engine->info().device.c_str(), seq);
   std::printf("%8s %12s %12s %10s %12s\n", "batch", "median_ms", "min_ms", "seq/s", "cpu_ms");
   uint64_t state = 12345;
-  for (const auto& part : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
-    int batch_size = 0;
-    if (!absl::SimpleAtoi(part, &batch_size) || batch_size <= 0) {
-      std::fprintf(stderr, "bad --batches entry '%s'\n", std::string(part).c_str());
-      return 2;
-    }
+  auto make_batch = [&](int batch_size) {
     bert::EncoderBatch batch;
     for (int b = 0; b < batch_size; ++b) {
       std::vector<int32_t> ids(seq);
@@ -85,6 +83,40 @@ int main(int argc, char** argv) {
       }
       batch.Add(ids, {});
     }
+    return batch;
+  };
+  if (absl::GetFlag(FLAGS_serve)) {
+    bert::OutputSelection selection;
+    selection.sequence = true;
+    bert::EncoderOutput output;
+    std::printf("ready\n");
+    std::fflush(stdout);
+    int batch_size;
+    while (std::scanf("%d", &batch_size) == 1 && batch_size > 0) {
+      const bert::EncoderBatch batch = make_batch(batch_size);
+      const double c0 = ProcessCpuMs();
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::Status status = engine->Encode(batch, selection, &output);
+      const auto t1 = std::chrono::steady_clock::now();
+      const double c1 = ProcessCpuMs();
+      if (!status.ok()) {
+        std::fprintf(stderr, "%s\n", status.ToString().c_str());
+        return 1;
+      }
+      std::printf("%.3f %.3f\n", std::chrono::duration<double, std::milli>(t1 - t0).count(),
+                  c1 - c0);
+      std::fflush(stdout);
+    }
+    std::printf("peak RSS %.1f MB\n", PeakRssKb() / 1024.0);
+    return 0;
+  }
+  for (const auto& part : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
+    int batch_size = 0;
+    if (!absl::SimpleAtoi(part, &batch_size) || batch_size <= 0) {
+      std::fprintf(stderr, "bad --batches entry '%s'\n", std::string(part).c_str());
+      return 2;
+    }
+    const bert::EncoderBatch batch = make_batch(batch_size);
     bert::OutputSelection selection;
     selection.sequence = true;
     bert::EncoderOutput output;
