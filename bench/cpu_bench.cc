@@ -4,11 +4,14 @@
 // --threads, then for each batch size: --warmup untimed runs, then --iters timed runs of
 // one Encode each (sequence output of the last layer, every sequence --seq tokens, no
 // padding rows); prints the median and min wall time and sequences per second of the
-// median, and the process's peak RSS at the end.
+// median, the median process CPU time per run (all threads; on a shared machine it shows the
+// work done independent of how much of the cores the process got), and the process's peak
+// RSS at the end.
 //
 //   bazel run -c opt //bench:cpu_bench -- --threads=2 --batches=1,8,32 --seq=128
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -29,8 +32,17 @@ ABSL_FLAG(int, warmup, 2, "untimed runs per batch size");
 ABSL_FLAG(int, iters, 5, "timed runs per batch size");
 ABSL_FLAG(int, layers, 12, "encoder layers (BERT-base: 12)");
 ABSL_FLAG(uint64_t, seed, 1, "weights seed");
+ABSL_FLAG(bool, serve, false,
+          "read batch sizes from stdin, one per line; run each once and print "
+          "'<wall_ms> <cpu_ms>' (lets a driver interleave runs with another runtime)");
 
 namespace {
+
+double ProcessCpuMs() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
 
 long PeakRssKb() {
   std::ifstream in("/proc/self/status");
@@ -59,14 +71,9 @@ int main(int argc, char** argv) {
   auto engine = std::move(engine_or).value();
   const int seq = absl::GetFlag(FLAGS_seq);
   std::printf("model %s, %s, seq %d\n", model->name.c_str(), engine->info().device.c_str(), seq);
-  std::printf("%8s %12s %12s %10s\n", "batch", "median_ms", "min_ms", "seq/s");
+  std::printf("%8s %12s %12s %10s %12s\n", "batch", "median_ms", "min_ms", "seq/s", "cpu_ms");
   uint64_t state = 12345;
-  for (const auto& part : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
-    int batch_size = 0;
-    if (!absl::SimpleAtoi(part, &batch_size) || batch_size <= 0) {
-      std::fprintf(stderr, "bad --batches entry '%s'\n", std::string(part).c_str());
-      return 2;
-    }
+  auto make_batch = [&](int batch_size) {
     bert::EncoderBatch batch;
     for (int b = 0; b < batch_size; ++b) {
       std::vector<int32_t> ids(seq);
@@ -76,27 +83,65 @@ int main(int argc, char** argv) {
       }
       batch.Add(ids, {});
     }
+    return batch;
+  };
+  if (absl::GetFlag(FLAGS_serve)) {
     bert::OutputSelection selection;
     selection.sequence = true;
     bert::EncoderOutput output;
-    std::vector<double> ms;
-    const int total = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_iters);
-    for (int i = 0; i < total; ++i) {
+    std::printf("ready\n");
+    std::fflush(stdout);
+    int batch_size;
+    while (std::scanf("%d", &batch_size) == 1 && batch_size > 0) {
+      const bert::EncoderBatch batch = make_batch(batch_size);
+      const double c0 = ProcessCpuMs();
       const auto t0 = std::chrono::steady_clock::now();
       absl::Status status = engine->Encode(batch, selection, &output);
       const auto t1 = std::chrono::steady_clock::now();
+      const double c1 = ProcessCpuMs();
+      if (!status.ok()) {
+        std::fprintf(stderr, "%s\n", status.ToString().c_str());
+        return 1;
+      }
+      std::printf("%.3f %.3f\n", std::chrono::duration<double, std::milli>(t1 - t0).count(),
+                  c1 - c0);
+      std::fflush(stdout);
+    }
+    std::printf("peak RSS %.1f MB\n", PeakRssKb() / 1024.0);
+    return 0;
+  }
+  for (const auto& part : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
+    int batch_size = 0;
+    if (!absl::SimpleAtoi(part, &batch_size) || batch_size <= 0) {
+      std::fprintf(stderr, "bad --batches entry '%s'\n", std::string(part).c_str());
+      return 2;
+    }
+    const bert::EncoderBatch batch = make_batch(batch_size);
+    bert::OutputSelection selection;
+    selection.sequence = true;
+    bert::EncoderOutput output;
+    std::vector<double> ms, cpu_ms;
+    const int total = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_iters);
+    for (int i = 0; i < total; ++i) {
+      const double c0 = ProcessCpuMs();
+      const auto t0 = std::chrono::steady_clock::now();
+      absl::Status status = engine->Encode(batch, selection, &output);
+      const auto t1 = std::chrono::steady_clock::now();
+      const double c1 = ProcessCpuMs();
       if (!status.ok()) {
         std::fprintf(stderr, "%s\n", status.ToString().c_str());
         return 1;
       }
       if (i >= absl::GetFlag(FLAGS_warmup)) {
         ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        cpu_ms.push_back(c1 - c0);
       }
     }
     std::sort(ms.begin(), ms.end());
+    std::sort(cpu_ms.begin(), cpu_ms.end());
     const double median = ms[ms.size() / 2];
-    std::printf("%8d %12.1f %12.1f %10.1f\n", batch_size, median, ms.front(),
-                batch_size * 1000.0 / median);
+    std::printf("%8d %12.1f %12.1f %10.2f %12.1f\n", batch_size, median, ms.front(),
+                batch_size * 1000.0 / median, cpu_ms[cpu_ms.size() / 2]);
     std::fflush(stdout);
   }
   std::printf("peak RSS %.1f MB\n", PeakRssKb() / 1024.0);

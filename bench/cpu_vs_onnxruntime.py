@@ -10,11 +10,14 @@ ONNX Runtime runs it on the CPU execution provider with all graph optimisations 
 fusions apply), intra_op_num_threads = --threads, sequential execution.
 
 First both engines encode the same two sequences and their last layers are compared
-(relative error printed), so the graph is known to compute the same function. Then for
-each batch size, the CPU engine (bench/cpu_bench, a subprocess) and ONNX Runtime (another
-subprocess, so neither's threads idle-spin during the other's run) alternate: each does
---warmup untimed runs and --iters timed runs of one batch of --seq tokens per sequence;
-the median is reported as sequences per second.
+(relative error printed), so the graph is known to compute the same function. Then three
+long-lived subprocesses are started: the CPU engine (bench/cpu_bench --serve) and ONNX
+Runtime twice, with its intra-op threads spin-waiting (its default) and without. For each
+batch size every engine does --warmup untimed runs, then --iters rounds in which each
+engine runs the batch once, in turn, so all three see the same machine load (this machine
+is shared; wall times move with what else runs). Reported: median wall time as sequences
+per second, the ratio to the better ONNX Runtime variant, and the median process CPU time
+per sequence (all threads: the work done, whatever share of the cores the process got).
 """
 import argparse
 import json
@@ -178,21 +181,26 @@ def peak_rss_mb():
 
 
 def worker(args):
-    """One ONNX Runtime measurement; prints a JSON line."""
+    """ONNX Runtime side: reads batch sizes from stdin, runs each once, prints
+    '<wall_ms> <cpu_ms>' per line (the same protocol as cpu_bench --serve)."""
     sess = ort_session(args.onnx, args.threads, spinning=args.spinning == 1)
     config = json.loads((pathlib.Path(args.model_dir) / "config.json").read_text())
-    ids, types = random_ids(args.batch, args.seq, config["vocab_size"], 12345)
-    feed = ort_feed(ids, types)
-    times = []
-    for i in range(args.warmup + args.iters):
+    print("ready", flush=True)
+    seed = 12345
+    for line in sys.stdin:
+        batch = int(line)
+        if batch <= 0:
+            break
+        seed += 1
+        ids, types = random_ids(batch, args.seq, config["vocab_size"], seed)
+        feed = ort_feed(ids, types)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         sess.run(["sequence_output"], feed)
         t1 = time.perf_counter()
-        if i >= args.warmup:
-            times.append((t1 - t0) * 1000)
-    times.sort()
-    print(json.dumps({"median_ms": times[len(times) // 2], "min_ms": times[0],
-                      "rss_mb": peak_rss_mb()}))
+        c1 = time.process_time()
+        print(f"{(t1 - t0) * 1000:.3f} {(c1 - c0) * 1000:.3f}", flush=True)
+    print(f"peak RSS {peak_rss_mb():.1f} MB", flush=True)
 
 
 def check(args, onnx_path, tmp):
@@ -224,7 +232,6 @@ def main():
     parser.add_argument("--seed", type=int, default=1, help="seed the model was exported with")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--spinning", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -237,47 +244,71 @@ def main():
         build_onnx(args.model_dir, onnx_path)
         error = check(args, onnx_path, tmp)
         print(f"agreement: ||ours - ort|| / ||ort|| = {error:.2e} (sequence_output, 2 x {args.seq})")
+        engines = {
+            "ours": [args.cpu_bench, f"--serve", f"--threads={args.threads}", f"--seq={args.seq}",
+                     f"--seed={args.seed}"],
+            "ort_spin": [sys.executable, __file__, "--worker", "--onnx", onnx_path,
+                         f"--model_dir={args.model_dir}", f"--seq={args.seq}",
+                         f"--threads={args.threads}", "--spinning=1"],
+            "ort_nospin": [sys.executable, __file__, "--worker", "--onnx", onnx_path,
+                           f"--model_dir={args.model_dir}", f"--seq={args.seq}",
+                           f"--threads={args.threads}", "--spinning=0"],
+        }
+        procs = {}
+        for name, cmd in engines.items():
+            procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           text=True)
+            while procs[name].stdout.readline().strip() != "ready":
+                pass
+
+        def run_once(name, batch):
+            procs[name].stdin.write(f"{batch}\n")
+            procs[name].stdin.flush()
+            wall, cpu = procs[name].stdout.readline().split()
+            return float(wall), float(cpu)
+
         rows = []
         for batch in [int(b) for b in args.batches.split(",")]:
-            out = subprocess.run([args.cpu_bench, f"--threads={args.threads}",
-                                  f"--batches={batch}", f"--seq={args.seq}",
-                                  f"--warmup={args.warmup}", f"--iters={args.iters}",
-                                  f"--seed={args.seed}"],
-                                 check=True, capture_output=True, text=True).stdout
-            m = re.search(rf"^\s*{batch}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
-            rss = re.search(r"peak RSS ([\d.]+) MB", out)
-            ours = {"median_ms": float(m.group(1)), "min_ms": float(m.group(2)),
-                    "rss_mb": float(rss.group(1))}
-            variants = {}
-            for spinning in (1, 0):
-                ort_out = subprocess.run(
-                    [sys.executable, __file__, "--worker", "--onnx", onnx_path,
-                     f"--model_dir={args.model_dir}", f"--batch={batch}", f"--seq={args.seq}",
-                     f"--threads={args.threads}", f"--warmup={args.warmup}",
-                     f"--iters={args.iters}", f"--spinning={spinning}"],
-                    check=True, capture_output=True, text=True).stdout
-                variants[spinning] = json.loads(ort_out.strip().splitlines()[-1])
-            # Credit ONNX Runtime with the better of its two thread-waiting modes.
-            theirs = min(variants.values(), key=lambda v: v["median_ms"])
+            for name in engines:
+                for _ in range(args.warmup):
+                    run_once(name, batch)
+            results = {name: [] for name in engines}
+            for _ in range(args.iters):  # interleaved: each round runs every engine once
+                for name in engines:
+                    results[name].append(run_once(name, batch))
+            summary = {}
+            for name, runs in results.items():
+                walls = sorted(r[0] for r in runs)
+                cpus = sorted(r[1] for r in runs)
+                summary[name] = {"median_ms": walls[len(walls) // 2], "min_ms": walls[0],
+                                 "cpu_ms": cpus[len(cpus) // 2]}
             load = open("/proc/loadavg").read().split()[0]
-            rows.append((batch, ours, theirs, variants, load))
-            print(f"batch {batch}: ours {ours['median_ms']:.1f} ms, onnxruntime "
-                  f"{variants[1]['median_ms']:.1f} ms (spinning) / "
-                  f"{variants[0]['median_ms']:.1f} ms (no spinning), load {load}",
+            rows.append((batch, summary, load))
+            print(f"batch {batch}: " + ", ".join(
+                f"{n} {v['median_ms']:.0f} ms" for n, v in summary.items()) + f", load {load}",
                   file=sys.stderr)
+        rss = {}
+        for name, proc in procs.items():
+            out, _ = proc.communicate("0\n")
+            m = re.search(r"peak RSS ([\d.]+) MB", out)
+            rss[name] = float(m.group(1)) if m else float("nan")
     print(f"\nBERT-base shape (random weights), seq {args.seq}, {args.threads} threads, "
-          f"median of {args.iters} after {args.warmup} warm-up; onnxruntime "
-          f"{onnxruntime.__version__} (best of spinning / no spinning)")
-    print("| batch | cpu engine seq/s | onnxruntime seq/s | ratio | cpu engine ms | "
-          "ort ms spinning | ort ms no spinning | cpu engine peak RSS MB | "
-          "ort peak RSS MB | load avg after |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for batch, ours, theirs, variants, load in rows:
-        a = batch * 1000 / ours["median_ms"]
-        b = batch * 1000 / theirs["median_ms"]
-        print(f"| {batch} | {a:.2f} | {b:.2f} | {a / b:.2f} | {ours['median_ms']:.0f} | "
-              f"{variants[1]['median_ms']:.0f} | {variants[0]['median_ms']:.0f} | "
-              f"{ours['rss_mb']:.0f} | {theirs['rss_mb']:.0f} | {load} |")
+          f"{args.warmup} warm-up then median of {args.iters} interleaved rounds; onnxruntime "
+          f"{onnxruntime.__version__}; ratio = cpu engine / best onnxruntime variant")
+    print("| batch | cpu engine seq/s | ort seq/s (spinning) | ort seq/s (no spinning) | ratio | "
+          "cpu engine CPU-ms/seq | ort CPU-ms/seq (spinning) | ort CPU-ms/seq (no spinning) | "
+          "load avg |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for batch, summary, load in rows:
+        tput = {n: batch * 1000 / v["median_ms"] for n, v in summary.items()}
+        best = max(tput["ort_spin"], tput["ort_nospin"])
+        print(f"| {batch} | {tput['ours']:.2f} | {tput['ort_spin']:.2f} | "
+              f"{tput['ort_nospin']:.2f} | {tput['ours'] / best:.2f} | "
+              f"{summary['ours']['cpu_ms'] / batch:.0f} | "
+              f"{summary['ort_spin']['cpu_ms'] / batch:.0f} | "
+              f"{summary['ort_nospin']['cpu_ms'] / batch:.0f} | {load} |")
+    print(f"\npeak RSS MB: cpu engine {rss['ours']:.0f}, onnxruntime {rss['ort_spin']:.0f} "
+          f"(spinning) / {rss['ort_nospin']:.0f} (no spinning)")
 
 
 if __name__ == "__main__":

@@ -91,11 +91,19 @@ void CpuEngine::Reserve(int rows) {
   capacity_rows_ = rows;
 }
 
+int CpuEngine::NumParts(int rows, int min_rows, int target_rows) const {
+  // One part per thread at least (while parts keep min_rows), and more, smaller parts of
+  // about target_rows (up to 4 per thread) so that a thread the OS holds back on a busy
+  // machine leaves its share to the others.
+  const int n = pool_.num_threads();
+  const int per_thread = std::min(n, rows / std::max(1, min_rows));
+  const int balanced = std::min(4 * n, rows / std::max(1, target_rows));
+  return std::max(1, std::max(per_thread, balanced));
+}
+
 void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
                                const float* bias, int out, cpu::Epilogue epilogue, float* y) {
-  const int n = pool_.num_threads();
-  // Blocks of fewer than 16 rows waste the GEMM micro-kernel; use fewer parts then.
-  const int parts = std::max(1, std::min(n, rows / 16));
+  const int parts = NumParts(rows, /*min_rows=*/16, /*target_rows=*/256);
   pool_.ParallelFor(parts, [&](int p) {
     const int r0 = PartBegin(rows, p, parts);
     const int r1 = PartBegin(rows, p + 1, parts);
@@ -109,7 +117,7 @@ void CpuEngine::ParallelLayerNorm(const float* x, const float* bias, const float
                                   float* out) {
   const int h = model_->config.hidden_size;
   const float eps = model_->config.layer_norm_eps;
-  const int parts = std::max(1, std::min(pool_.num_threads(), rows / 8));
+  const int parts = NumParts(rows, /*min_rows=*/8, /*target_rows=*/64);
   pool_.ParallelFor(parts, [&](int p) {
     const int64_t r0 = PartBegin(rows, p, parts);
     const int64_t r1 = PartBegin(rows, p + 1, parts);
@@ -130,7 +138,7 @@ void CpuEngine::RunLayer(const LayerWeights& l, const EncoderBatch& batch) {
 
   // Attention: contiguous runs of sequences with about equal rows per part.
   const int n = batch.num_sequences();
-  const int parts = std::min(pool_.num_threads(), n);
+  const int parts = std::min(n, NumParts(rows, /*min_rows=*/1, /*target_rows=*/128));
   pool_.ParallelFor(parts, [&](int p) {
     const int row_begin = PartBegin(rows, p, parts);
     const int row_end = PartBegin(rows, p + 1, parts);

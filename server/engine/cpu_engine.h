@@ -1,10 +1,11 @@
 // The CPU backend: float32 BERT encoder on the kernels/cpu ops, GEMMs through OpenBLAS.
 //
-// Threads: the engine owns a pool of `threads` threads and splits every op across them by
-// rows (GEMMs) or sequences (attention); OpenBLAS itself is set to one thread so that the
-// two never compete for cores. Workspace buffers grow to the largest batch seen (or are
-// sized up front from `max_batch_tokens`) and are reused: no large allocation per call
-// after warm-up. The model is shared and read-only. Not thread-safe (see Engine).
+// Threads: the engine owns a pool of `threads` threads and splits every op into parts by
+// rows (GEMMs, LayerNorm) or sequences (embeddings, attention) that the threads claim as they
+// become free; OpenBLAS itself is set to one thread so that the two never compete for cores.
+// Workspace buffers grow to the largest batch seen (or are sized up front from `max_batch_tokens`)
+// and are reused: no large allocation per call after warm-up. The model is shared and read-only.
+// Not thread-safe (see Engine).
 #ifndef BERT_SERVER_ENGINE_CPU_ENGINE_H_
 #define BERT_SERVER_ENGINE_CPU_ENGINE_H_
 
@@ -42,6 +43,8 @@ class CpuEngine : public Engine {
   CpuEngine(std::shared_ptr<const Model> model, int threads);
 
   void Reserve(int rows);
+  // How many parts to split `rows` rows into (see the .cc).
+  int NumParts(int rows, int min_rows, int target_rows) const;
   // Runs Linear over row blocks in parallel.
   void ParallelLinear(const float* x, int rows, int in, const HostTensor& weight, const float* bias,
                       int out, cpu::Epilogue epilogue, float* y);

@@ -5,7 +5,7 @@
 namespace bert {
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
-  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -17,44 +17,62 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
+void ThreadPool::RunParts(uint32_t generation, int num_parts, const std::function<void(int)>& fn) {
+  uint64_t current = ticket_.load(std::memory_order_acquire);
+  while (true) {
+    if (static_cast<uint32_t>(current >> 32) != generation) return;
+    const int part = static_cast<int>(current & 0xffffffffu);
+    if (part >= num_parts) return;
+    if (!ticket_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) {
+      continue;  // `current` was reloaded
+    }
+    fn(part);
+    if (parts_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == num_parts) {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_cv_.notify_one();
+    }
+    current = ticket_.load(std::memory_order_acquire);
+  }
+}
+
 void ThreadPool::ParallelFor(int num_parts, const std::function<void(int)>& fn) {
   if (num_parts <= 0) return;
   if (num_threads_ == 1 || num_parts == 1) {
     for (int p = 0; p < num_parts; ++p) fn(p);
     return;
   }
+  uint32_t generation;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    generation = ++generation_;
     fn_ = &fn;
     num_parts_ = num_parts;
-    pending_ = num_threads_ - 1;
-    ++generation_;
+    parts_done_.store(0, std::memory_order_relaxed);
+    ticket_.store(static_cast<uint64_t>(generation) << 32, std::memory_order_release);
   }
   work_cv_.notify_all();
-  for (int p = 0; p < num_parts; p += num_threads_) fn(p);
+  RunParts(generation, num_parts, fn);
   std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
+  done_cv_.wait(lock, [&] { return parts_done_.load(std::memory_order_acquire) == num_parts; });
+  // Late workers see a finished job (all parts claimed) and go back to waiting.
   fn_ = nullptr;
 }
 
-void ThreadPool::WorkerLoop(int index) {
-  uint64_t seen = 0;
+void ThreadPool::WorkerLoop() {
+  uint32_t seen = 0;
   while (true) {
     const std::function<void(int)>* fn;
     int num_parts;
+    uint32_t generation;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      work_cv_.wait(lock, [&] { return stop_ || (generation_ != seen && fn_ != nullptr); });
       if (stop_) return;
-      seen = generation_;
+      seen = generation = generation_;
       fn = fn_;
       num_parts = num_parts_;
     }
-    for (int p = index; p < num_parts; p += num_threads_) (*fn)(p);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
-    }
+    RunParts(generation, num_parts, *fn);
   }
 }
 

@@ -4,6 +4,7 @@
 #ifndef BERT_SERVER_ENGINE_THREAD_POOL_H_
 #define BERT_SERVER_ENGINE_THREAD_POOL_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -22,13 +23,16 @@ class ThreadPool {
 
   int num_threads() const { return num_threads_; }
 
-  // Calls fn(part) for part in [0, num_parts), spreading parts over the threads, and returns
-  // when all are done. Parts are assigned statically (part i on thread i % num_threads), so
-  // the split of work — and thus every result — does not depend on timing.
+  // Calls fn(part) once for every part in [0, num_parts) and returns when all are done.
+  // Threads claim parts as they become free, so a thread that the OS deschedules (a busy
+  // machine) does not hold the others up. Which thread runs a part never changes what the
+  // part computes: results depend on how the caller splits the work, not on timing.
   void ParallelFor(int num_parts, const std::function<void(int)>& fn);
 
  private:
-  void WorkerLoop(int index);
+  void WorkerLoop();
+  // Claims and runs parts of job `generation` until none is left.
+  void RunParts(uint32_t generation, int num_parts, const std::function<void(int)>& fn);
 
   const int num_threads_;
   std::vector<std::thread> workers_;
@@ -37,9 +41,11 @@ class ThreadPool {
   std::condition_variable done_cv_;
   const std::function<void(int)>* fn_ = nullptr;  // guarded by mu_
   int num_parts_ = 0;                             // guarded by mu_
-  uint64_t generation_ = 0;                       // guarded by mu_
-  int pending_ = 0;                               // guarded by mu_
+  uint32_t generation_ = 0;                       // guarded by mu_
   bool stop_ = false;                             // guarded by mu_
+  // (generation << 32) | next unclaimed part: a claim succeeds only for the current job.
+  std::atomic<uint64_t> ticket_{0};
+  std::atomic<int> parts_done_{0};
 };
 
 }  // namespace bert

@@ -24,12 +24,33 @@ TEST(ThreadPoolTest, EveryPartRunsExactlyOnce) {
 
 TEST(ThreadPoolTest, UsesSeveralThreadsAndIsReusable) {
   ThreadPool pool(2);
-  for (int round = 0; round < 200; ++round) {
-    std::vector<std::thread::id> ids(2);
-    pool.ParallelFor(2, [&](int p) { ids[p] = std::this_thread::get_id(); });
-    ASSERT_NE(ids[0], ids[1]);
-    ASSERT_EQ(ids[0], std::this_thread::get_id());  // the caller takes part 0
+  bool saw_worker = false;
+  for (int round = 0; round < 2000; ++round) {
+    std::atomic<int> sum{0};
+    std::vector<std::thread::id> ids(8);
+    pool.ParallelFor(8, [&](int p) {
+      ids[p] = std::this_thread::get_id();
+      // Long enough that the woken worker usually claims some parts.
+      for (int i = 0; i < 2000; ++i) sum += (i == p);
+    });
+    ASSERT_EQ(sum.load(), 8);
+    for (const auto& id : ids) saw_worker |= id != std::this_thread::get_id();
   }
+  EXPECT_TRUE(saw_worker);
+}
+
+TEST(ThreadPoolTest, ManyShortJobsBackToBack) {
+  ThreadPool pool(3);
+  std::atomic<int64_t> total{0};
+  for (int round = 0; round < 20000; ++round) {
+    pool.ParallelFor(1 + round % 5, [&](int p) { total += p + 1; });
+  }
+  int64_t expected = 0;
+  for (int round = 0; round < 20000; ++round) {
+    const int n = 1 + round % 5;
+    expected += n * (n + 1) / 2;
+  }
+  EXPECT_EQ(total.load(), expected);
 }
 
 TEST(ThreadPoolTest, ZeroOrNegativeThreadsMeansOne) {
