@@ -15,7 +15,10 @@ def main():
     ours = json.load(open(sys.argv[1]))
     hf = []
     if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
-        hf = json.load(open(sys.argv[2]))
+        try:
+            hf = json.load(open(sys.argv[2]))
+        except ValueError as e:  # keep our column even if the HF run died badly
+            print(f"(unreadable Hugging Face results {sys.argv[2]}: {e})")
     else:
         print("(no Hugging Face results)")
     hf_by = {}
