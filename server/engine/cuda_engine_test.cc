@@ -165,7 +165,10 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
   sel.sequence = true;
   for (int l = 0; l < c.num_layers; ++l) sel.layers.push_back(l);
 
-  auto engine = CreateCudaEngine(model, dtype, 1024, /*allow_tf32=*/false);
+  // The pinned output buffer holds 2 x max_batch_tokens rows: size the workspace so that every
+  // layer's output fits, which lets the engine capture a CUDA graph for this batch.
+  const int max_tokens = std::max(1024, b * s * (c.num_layers + 1));
+  auto engine = CreateCudaEngine(model, dtype, max_tokens, /*allow_tf32=*/false);
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->info().backend, "cuda");
   // Three times: the second run must not depend on state left by the first; with CUDA graphs
