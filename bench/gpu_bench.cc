@@ -193,8 +193,9 @@ bool ProfileShape(Engine* engine, CudaEngineTiming* timing, const std::string& l
   timing->set_op_observer(nullptr);
   if (profiler.overflow()) std::printf("profile: more ops than events; truncated\n");
   const double total = Median(profiled_total);
-  std::printf("profile fp16 %s: un-profiled GPU %.3f ms (graphs %s); profiled (eager) sum %.3f ms\n",
-              label.c_str(), Median(plain), graphs ? "on" : "off", total);
+  std::printf(
+      "profile fp16 %s: un-profiled GPU %.3f ms (graphs %s); profiled (eager) sum %.3f ms\n",
+      label.c_str(), Median(plain), graphs ? "on" : "off", total);
   std::vector<std::pair<double, std::string>> rows;
   for (const auto& [name, v] : per_op) rows.push_back({Median(v), name});
   std::sort(rows.rbegin(), rows.rend());
@@ -267,8 +268,7 @@ int Run(const Options& o) {
       std::fprintf(stderr, "%s\n", dtype.status().ToString().c_str());
       return 1;
     }
-    auto engine =
-        CreateCudaEngine(model, *dtype, max_tokens, /*allow_tf32=*/false, o.cuda_graphs);
+    auto engine = CreateCudaEngine(model, *dtype, max_tokens, /*allow_tf32=*/false, o.cuda_graphs);
     if (!engine.ok()) {
       std::fprintf(stderr, "creating the CUDA engine: %s\n", engine.status().ToString().c_str());
       return 1;

@@ -84,9 +84,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
  private:
   CudaEngine(std::shared_ptr<const Model> model, DType dtype, int max_batch_tokens,
              bool use_cuda_graphs)
-      : model_(std::move(model)),
-        dtype_(dtype),
-        max_tokens_(max_batch_tokens) {
+      : model_(std::move(model)), dtype_(dtype), max_tokens_(max_batch_tokens) {
     use_graphs_ = use_cuda_graphs;
   }
 
@@ -148,7 +146,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   bool use_graphs_ = true;
   CudaOpObserver* observer_ = nullptr;
   std::vector<std::unique_ptr<CachedGraph>> graphs_;
-  std::vector<GraphKey> seen_once_;   // keys run once (bounded), captured when seen again
+  std::vector<GraphKey> seen_once_;    // keys run once (bounded), captured when seen again
   std::vector<GraphKey> ungraphable_;  // keys whose capture failed (bounded); run eagerly
   unsigned long long use_clock_ = 0;
   CudaGraphStats graph_stats_;
@@ -490,8 +488,8 @@ size_t CudaEngine<T>::OutputValues(int rows, int n, const OutputSelection& selec
 template <typename T>
 absl::Status CudaEngine<T>::RunDevice(int rows, int n, int max_rows,
                                       const OutputSelection& selection) {
-  const bool graphable = use_graphs_ && observer_ == nullptr &&
-                         OutputValues(rows, n, selection) <= host_out_.size();
+  const bool graphable =
+      use_graphs_ && observer_ == nullptr && OutputValues(rows, n, selection) <= host_out_.size();
   if (!graphable) {
     ++graph_stats_.eager_runs;
     return EnqueueForward(rows, n, max_rows, selection);
@@ -563,9 +561,9 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
     return EnqueueForward(rows, n, max_rows, selection);
   }
   if (graphs_.size() >= static_cast<size_t>(kMaxCudaGraphs)) {
-    auto oldest = std::min_element(
-        graphs_.begin(), graphs_.end(),
-        [](const auto& a, const auto& b) { return a->last_use < b->last_use; });
+    auto oldest =
+        std::min_element(graphs_.begin(), graphs_.end(),
+                         [](const auto& a, const auto& b) { return a->last_use < b->last_use; });
     graphs_.erase(oldest);  // Safe: the previous Encode synchronised the stream.
     ++graph_stats_.evictions;
   }
@@ -604,10 +602,10 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
 
   Mark("upload");
   const size_t num_ints = 2 * static_cast<size_t>(rows) + 2 * static_cast<size_t>(n) + 1;
-  RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(ints_.get(), host_ints_.get(),
-                                           num_ints * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                           stream),
-                           "uploading the batch"));
+  RETURN_IF_ERROR(
+      CudaCall(cudaMemcpyAsync(ints_.get(), host_ints_.get(), num_ints * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream),
+               "uploading the batch"));
   const int32_t* d_word = ints_.get();
   const int32_t* d_type = d_word + rows;
   const int32_t* d_cu = d_word + 2 * rows;
@@ -678,8 +676,7 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                                                 rows, h, c.layer_norm_eps, hidden_.get(), stream),
         "output LayerNorm"));
     if (next_layer_output < selection.layers.size() && selection.layers[next_layer_output] == l) {
-      RETURN_IF_ERROR(
-          CopyOut(hidden_.get(), hidden_values, static_cast<int>(next_layer_output)));
+      RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, static_cast<int>(next_layer_output)));
       ++next_layer_output;
     }
   }
@@ -741,7 +738,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const M
                                        use_cuda_graphs);
     case DType::kFloat16:
       return CudaEngine<__half>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32,
-                                       use_cuda_graphs);
+                                        use_cuda_graphs);
     case DType::kBFloat16:
       return CudaEngine<__nv_bfloat16>::Create(std::move(model), dtype, max_batch_tokens,
                                                allow_tf32, use_cuda_graphs);

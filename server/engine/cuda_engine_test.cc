@@ -421,14 +421,15 @@ EncoderBatch ShapedBatch(const ModelConfig& c, const std::vector<int>& lengths, 
   return batch;
 }
 
-void ExpectSameOutputs(const EncoderOutput& got, const EncoderOutput& want, const std::string& what) {
+void ExpectSameOutputs(const EncoderOutput& got, const EncoderOutput& want,
+                       const std::string& what) {
   EXPECT_EQ(got.sequence, want.sequence) << what;
   EXPECT_EQ(got.pooled, want.pooled) << what;
   EXPECT_EQ(got.mean_pooled, want.mean_pooled) << what;
   EXPECT_EQ(got.layers, want.layers) << what;
-  EXPECT_EQ(CountNonFinite(got.sequence) + CountNonFinite(got.pooled) +
-                CountNonFinite(got.mean_pooled),
-            0u)
+  EXPECT_EQ(
+      CountNonFinite(got.sequence) + CountNonFinite(got.pooled) + CountNonFinite(got.mean_pooled),
+      0u)
       << what;
 }
 
@@ -467,16 +468,16 @@ TEST_P(CudaGraphTest, BitExactAgainstEagerForRepeatedAndAlternatingShapes) {
     std::vector<int> lengths;
     int padded;
   };
-  const Shape shapes[] = {{{128}, 0},                  // batch 1
-                          {{5, 17, 33, 64}, 0},        // ragged
-                          {{5, 17, 33, 64}, 64},       // same sequences, padded rows
+  const Shape shapes[] = {{{128}, 0},             // batch 1
+                          {{5, 17, 33, 64}, 0},   // ragged
+                          {{5, 17, 33, 64}, 64},  // same sequences, padded rows
                           {{7, 7, 7, 7, 7, 7, 7, 7}, 0}};
   // (shape, selection) in an order that repeats and alternates keys.
   const std::pair<int, const OutputSelection*> steps[] = {
-      {0, &all},  {0, &all},         {0, &all},       {1, &all},         {0, &all},
-      {1, &all},  {1, &all},         {2, &all},       {2, &pooled_only}, {2, &all},
-      {2, &pooled_only}, {3, &mean_norm}, {3, &mean_norm}, {3, &all}, {3, &mean_norm},
-      {0, &pooled_only}, {0, &pooled_only}, {0, &pooled_only}, {1, &all}, {0, &all}};
+      {0, &all},         {0, &all},         {0, &all},         {1, &all},         {0, &all},
+      {1, &all},         {1, &all},         {2, &all},         {2, &pooled_only}, {2, &all},
+      {2, &pooled_only}, {3, &mean_norm},   {3, &mean_norm},   {3, &all},         {3, &mean_norm},
+      {0, &pooled_only}, {0, &pooled_only}, {0, &pooled_only}, {1, &all},         {0, &all}};
   std::mt19937 rng(2024);
   int step = 0;
   for (const auto& [shape, sel] : steps) {
