@@ -313,6 +313,13 @@ int Run(const Options& o) {
       std::fflush(stdout);
       results.push_back(r);
     }
+    const CudaGraphStats gs = timing->graph_stats();
+    std::printf(
+        "ours %-5s CUDA graphs %s: %lld eager runs, %lld captures, %lld replays, %lld "
+        "capture failures%s%s\n",
+        name.c_str(), o.cuda_graphs ? "on" : "off", gs.eager_runs, gs.captures, gs.replays,
+        gs.capture_failures, gs.last_capture_error.empty() ? "" : ": ",
+        gs.last_capture_error.c_str());
   }
   if (o.profile) {
     auto engine = CreateCudaEngine(model, DType::kFloat16, max_tokens, false, o.cuda_graphs);

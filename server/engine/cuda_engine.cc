@@ -551,6 +551,12 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
     // it eagerly (which reports any real fault).
     cudaGetLastError();
     if (exec != nullptr) cudaGraphExecDestroy(exec);
+    ++graph_stats_.capture_failures;
+    graph_stats_.last_capture_error =
+        !enqueued.ok() ? std::string(enqueued.message())
+        : ended != cudaSuccess
+            ? absl::StrCat("cudaStreamEndCapture: ", cudaGetErrorName(ended))
+            : absl::StrCat("cudaGraphInstantiate: ", cudaGetErrorName(instantiated));
     if (ungraphable_.size() >= 4 * static_cast<size_t>(kMaxCudaGraphs)) {
       ungraphable_.erase(ungraphable_.begin());
     }

@@ -25,6 +25,7 @@
 #define BERT_SERVER_ENGINE_CUDA_ENGINE_H_
 
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "server/engine/engine.h"
@@ -59,11 +60,13 @@ class CudaOpObserver {
 
 // Counters of the CUDA-graph cache (for tests and benchmarks).
 struct CudaGraphStats {
-  long long eager_runs = 0;  // Encodes (or split groups) launched kernel by kernel
-  long long captures = 0;    // graphs captured and instantiated
-  long long replays = 0;     // launches of an already cached graph
-  long long evictions = 0;   // graphs dropped by the LRU
-  int cached = 0;            // graphs held now
+  long long eager_runs = 0;        // Encodes (or split groups) launched kernel by kernel
+  long long captures = 0;          // graphs captured and instantiated
+  long long replays = 0;           // launches of an already cached graph
+  long long evictions = 0;         // graphs dropped by the LRU
+  int cached = 0;                  // graphs held now
+  long long capture_failures = 0;  // captures that failed (those keys then run eagerly)
+  std::string last_capture_error;  // why the last one failed (empty if none did)
 };
 
 // Engines made by CreateCudaEngine also implement this (dynamic_cast from Engine): the GPU

@@ -205,6 +205,7 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
   auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
   ASSERT_NE(timing, nullptr);
   const CudaGraphStats stats = timing->graph_stats();
+  EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
   EXPECT_EQ(stats.eager_runs, 1);
   EXPECT_EQ(stats.captures, 1);
   EXPECT_EQ(stats.replays, 1);
@@ -495,6 +496,7 @@ TEST_P(CudaGraphTest, BitExactAgainstEagerForRepeatedAndAlternatingShapes) {
               s.eager_runs, s.captures, s.replays, s.cached);
   // Keys: (0,all) (1,all) (2,all) (2,pooled) (3,mean) (3,all) (0,pooled): 7 first sights; every
   // key seen twice or more is captured once.
+  EXPECT_EQ(s.capture_failures, 0) << s.last_capture_error;
   EXPECT_EQ(s.eager_runs, 7);
   EXPECT_EQ(s.captures, 6);  // all but (3,all)
   EXPECT_EQ(s.replays, 20 - 7 - 6);
