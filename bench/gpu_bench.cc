@@ -5,10 +5,18 @@
 //
 //   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
+//             [--cuda_graphs=true|false] [--profile] [--profile_batches=1,128]
 //
 // --model_dir loads a Hugging Face BERT directory (bench/hf_baseline.py --save_model writes
 // one, so both sides use the same random weights); without it, RandomModel(BertBase, 1).
 // --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
+// --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture).
+// --profile: afterwards, fp16 at --profile_batches x --seq (and the variable-length batch when
+// given): the engine's op observer (CudaOpObserver) records a CUDA event before every op of
+// one Encode; the time between consecutive events is charged to the op that starts at the
+// first (so at small batches the launch gaps show up in the op after them). Graphs are off
+// while profiling (the hook is outside any graph). Per op type: median over --iters Encodes
+// of its total per Encode, its share, and the number of ops; plus the un-profiled GPU time.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -16,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -38,6 +47,9 @@ struct Options {
   std::string varlen_file;
   int iters = 30;
   std::string json;
+  bool cuda_graphs = true;
+  bool profile = false;
+  std::vector<int> profile_batches = {1, 128};
 };
 
 std::vector<std::string> Split(const std::string& s) {
@@ -72,6 +84,13 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->iters = std::atoi(v);
     } else if (const char* v = value("json")) {
       o->json = v;
+    } else if (const char* v = value("cuda_graphs")) {
+      o->cuda_graphs = std::string(v) != "false" && std::string(v) != "0";
+    } else if (a == "--profile" || a == "--profile=true") {
+      o->profile = true;
+    } else if (const char* v = value("profile_batches")) {
+      o->profile_batches.clear();
+      for (const std::string& b : Split(v)) o->profile_batches.push_back(std::atoi(b.c_str()));
     } else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
       return false;
@@ -98,6 +117,94 @@ EncoderBatch MakeBatch(const std::vector<int>& lengths, const ModelConfig& c, ui
     batch.Add(ids, {});
   }
   return batch;
+}
+
+// Records one CUDA event per op mark of an Encode (see --profile).
+class EventProfiler : public CudaOpObserver {
+ public:
+  explicit EventProfiler(size_t capacity) : events_(capacity, nullptr) {
+    for (cudaEvent_t& e : events_) cudaEventCreate(&e);
+  }
+  ~EventProfiler() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
+  void OnOp(const char* name, void* stream) override {
+    if (names_.size() >= events_.size()) {
+      overflow_ = true;
+      return;
+    }
+    cudaEventRecord(events_[names_.size()], static_cast<cudaStream_t>(stream));
+    names_.emplace_back(name);
+  }
+  void Reset() { names_.clear(); }
+  bool overflow() const { return overflow_; }
+  // After the Encode (which synchronised the stream): total ms per op name, and op counts.
+  void Collect(std::map<std::string, double>* ms, std::map<std::string, int>* count) const {
+    for (size_t i = 0; i + 1 < names_.size(); ++i) {
+      float t = 0.f;
+      cudaEventElapsedTime(&t, events_[i], events_[i + 1]);
+      (*ms)[names_[i]] += t;
+      (*count)[names_[i]] += 1;
+    }
+  }
+
+ private:
+  std::vector<cudaEvent_t> events_;
+  std::vector<std::string> names_;
+  bool overflow_ = false;
+};
+
+// The --profile breakdown of one shape (fp16 engine, graphs bypassed by the observer).
+bool ProfileShape(Engine* engine, CudaEngineTiming* timing, const std::string& label,
+                  const EncoderBatch& batch, int iters, bool graphs) {
+  OutputSelection sel;
+  sel.pooled = true;
+  EncoderOutput out;
+  EventProfiler profiler(4096);
+  std::vector<double> plain;
+  for (int i = 0; i < iters + 3; ++i) {  // un-profiled GPU time (warm-up includes a capture)
+    if (!engine->Encode(batch, sel, &out).ok()) return false;
+    if (i >= 3) plain.push_back(timing->last_gpu_milliseconds());
+  }
+  timing->set_op_observer(&profiler);
+  std::map<std::string, std::vector<double>> per_op;
+  std::map<std::string, int> counts;
+  std::vector<double> profiled_total;
+  for (int i = 0; i < iters + 3; ++i) {
+    profiler.Reset();
+    const absl::Status st = engine->Encode(batch, sel, &out);
+    if (!st.ok()) {
+      timing->set_op_observer(nullptr);
+      std::fprintf(stderr, "Encode: %s\n", st.ToString().c_str());
+      return false;
+    }
+    if (i < 3) continue;
+    std::map<std::string, double> ms;
+    std::map<std::string, int> count;
+    profiler.Collect(&ms, &count);
+    double total = 0;
+    for (const auto& [name, t] : ms) {
+      per_op[name].push_back(t);
+      total += t;
+    }
+    profiled_total.push_back(total);
+    counts = count;
+  }
+  timing->set_op_observer(nullptr);
+  if (profiler.overflow()) std::printf("profile: more ops than events; truncated\n");
+  const double total = Median(profiled_total);
+  std::printf(
+      "profile fp16 %s: un-profiled GPU %.3f ms (graphs %s); profiled (eager) sum %.3f ms\n",
+      label.c_str(), Median(plain), graphs ? "on" : "off", total);
+  std::vector<std::pair<double, std::string>> rows;
+  for (const auto& [name, v] : per_op) rows.push_back({Median(v), name});
+  std::sort(rows.rbegin(), rows.rend());
+  for (const auto& [t, name] : rows) {
+    std::printf("  %-16s %9.4f ms  %5.1f %%  %4d ops  %8.2f us/op\n", name.c_str(), t,
+                100.0 * t / total, counts[name], 1e3 * t / std::max(1, counts[name]));
+  }
+  std::fflush(stdout);
+  return true;
 }
 
 struct Result {
@@ -131,6 +238,9 @@ int Run(const Options& o) {
   long varlen_tokens = 0;
   for (int l : varlen) varlen_tokens += l;
   max_tokens = std::max<long>(max_tokens, varlen_tokens);
+  if (o.profile) {
+    for (int b : o.profile_batches) max_tokens = std::max(max_tokens, b * o.seq);
+  }
 
   // Issue 7's memory goal: BERT-base fp16 weights + a 16K-token workspace <= 2 GB. The
   // difference in free device memory around creating that engine (the CUDA context is
@@ -158,7 +268,7 @@ int Run(const Options& o) {
       std::fprintf(stderr, "%s\n", dtype.status().ToString().c_str());
       return 1;
     }
-    auto engine = CreateCudaEngine(model, *dtype, max_tokens, /*allow_tf32=*/false);
+    auto engine = CreateCudaEngine(model, *dtype, max_tokens, /*allow_tf32=*/false, o.cuda_graphs);
     if (!engine.ok()) {
       std::fprintf(stderr, "creating the CUDA engine: %s\n", engine.status().ToString().c_str());
       return 1;
@@ -196,11 +306,39 @@ int Run(const Options& o) {
       r.wall_ms = Median(wall);
       std::printf(
           "ours %-5s %-7s batch %4d tokens %6ld  gpu %8.3f ms  wall %8.3f ms  %10.0f seq/s"
-          "  %11.0f tok/s\n",
+          "  %11.0f tok/s  graphs %s\n",
           name.c_str(), shape.c_str(), r.batch, r.real_tokens, r.gpu_ms, r.wall_ms,
-          r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3));
+          r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3),
+          o.cuda_graphs ? "on" : "off");
       std::fflush(stdout);
       results.push_back(r);
+    }
+    const CudaGraphStats gs = timing->graph_stats();
+    std::printf(
+        "ours %-5s CUDA graphs %s: %lld eager runs, %lld captures, %lld replays, %lld "
+        "capture failures%s%s\n",
+        name.c_str(), o.cuda_graphs ? "on" : "off", gs.eager_runs, gs.captures, gs.replays,
+        gs.capture_failures, gs.last_capture_error.empty() ? "" : ": ",
+        gs.last_capture_error.c_str());
+  }
+  if (o.profile) {
+    auto engine = CreateCudaEngine(model, DType::kFloat16, max_tokens, false, o.cuda_graphs);
+    if (!engine.ok()) {
+      std::fprintf(stderr, "creating the CUDA engine: %s\n", engine.status().ToString().c_str());
+      return 1;
+    }
+    auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
+    for (int b : o.profile_batches) {
+      if (static_cast<long>(b) * o.seq > max_tokens) continue;
+      const EncoderBatch batch = MakeBatch(std::vector<int>(b, o.seq), model->config, 42);
+      const std::string label = "batch " + std::to_string(b) + " x seq " + std::to_string(o.seq);
+      if (!ProfileShape(engine->get(), timing, label, batch, o.iters, o.cuda_graphs)) return 1;
+    }
+    if (!varlen.empty()) {
+      const EncoderBatch batch = MakeBatch(varlen, model->config, 42);
+      const std::string label = "varlen " + std::to_string(varlen.size()) + " (" +
+                                std::to_string(batch.total_rows()) + " tokens)";
+      if (!ProfileShape(engine->get(), timing, label, batch, o.iters, o.cuda_graphs)) return 1;
     }
   }
   if (!o.json.empty()) {

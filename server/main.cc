@@ -56,6 +56,8 @@ ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (paddin
 ABSL_FLAG(int, max_batch_delay_us, 2000, "Longest wait for a batch to fill");
 ABSL_FLAG(int, tokenization_workers, 2, "Threads that tokenize and assemble responses");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "CUDA backend: replay captured CUDA graphs for batch shapes seen before");
 ABSL_FLAG(int, default_seq_length, 128, "seq_length of requests that leave it 0");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest request or response message");
 ABSL_FLAG(std::string, lowercase, "auto",
@@ -193,6 +195,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.backend = absl::GetFlag(FLAGS_backend);
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   engine_options.max_batch_tokens = max_batch_tokens;
+  engine_options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
   auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
   if (!dtype.ok()) return dtype.status();

@@ -118,6 +118,13 @@ PY
       --json="$logs/ours.json" 2>&1 | tee "$logs/ours.log"
     rc=${PIPESTATUS[0]}
     table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench (ours)" "$rc" "$((SECONDS - start))")")
+    # fp16 without CUDA graphs (what the graphs gain) and the per-op profile (--profile).
+    start=$SECONDS
+    LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
+      --dtypes=fp16 --batches=1,8,32,128 --cuda_graphs=false --profile --iters=20 \
+      --json="$logs/ours_nographs.json" 2>&1 | tee "$logs/ours_nographs_profile.log"
+    rc=${PIPESTATUS[0]}
+    table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench nographs+prof" "$rc" "$((SECONDS - start))")")
     start=$SECONDS
     if [ -n "$model_flag" ]; then
       timeout "${HF_TIMEOUT:-300}" python3 bench/hf_baseline.py --model_dir "$model" \

@@ -247,6 +247,34 @@ class CudaEvent {
   cudaEvent_t event_ = nullptr;
 };
 
+// An instantiated CUDA graph (cudaGraphExec_t). Adopt() takes ownership of one.
+class CudaGraphExec {
+ public:
+  CudaGraphExec() = default;
+  ~CudaGraphExec() {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+  }
+  CudaGraphExec(CudaGraphExec&& other) noexcept : exec_(std::exchange(other.exec_, nullptr)) {}
+  CudaGraphExec& operator=(CudaGraphExec&& other) noexcept {
+    if (this != &other) {
+      if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+      exec_ = std::exchange(other.exec_, nullptr);
+    }
+    return *this;
+  }
+  CudaGraphExec(const CudaGraphExec&) = delete;
+  CudaGraphExec& operator=(const CudaGraphExec&) = delete;
+
+  void Adopt(cudaGraphExec_t exec) {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    exec_ = exec;
+  }
+  cudaGraphExec_t get() const { return exec_; }
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
+};
+
 // A cuBLASLt handle.
 class CublasLtHandle {
  public:

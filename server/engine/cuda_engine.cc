@@ -60,7 +60,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const Model> model,
                                                         DType dtype, int max_batch_tokens,
-                                                        bool allow_tf32);
+                                                        bool allow_tf32, bool use_cuda_graphs);
 
   const ModelConfig& config() const override { return model_->config; }
   bool has_pooler() const override { return model_->weights.has_pooler; }
@@ -74,10 +74,19 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
                       EncoderOutput* output) override;
   float last_gpu_milliseconds() const override { return last_gpu_ms_; }
+  void set_op_observer(CudaOpObserver* observer) override { observer_ = observer; }
+  CudaGraphStats graph_stats() const override {
+    CudaGraphStats stats = graph_stats_;
+    stats.cached = static_cast<int>(graphs_.size());
+    return stats;
+  }
 
  private:
-  CudaEngine(std::shared_ptr<const Model> model, DType dtype, int max_batch_tokens)
-      : model_(std::move(model)), dtype_(dtype), max_tokens_(max_batch_tokens) {}
+  CudaEngine(std::shared_ptr<const Model> model, DType dtype, int max_batch_tokens,
+             bool use_cuda_graphs)
+      : model_(std::move(model)), dtype_(dtype), max_tokens_(max_batch_tokens) {
+    use_graphs_ = use_cuda_graphs;
+  }
 
   absl::Status Init(bool allow_tf32);
   // Uploads a host fp32 tensor as T (through the fp32 staging buffer) or as fp32.
@@ -86,22 +95,61 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   // Encode for a validated batch within the workspace.
   absl::Status EncodeFitting(const EncoderBatch& batch, const OutputSelection& selection,
                              EncoderOutput* output);
-  absl::Status RunEncoder(const EncoderBatch& batch, const OutputSelection& selection,
-                          EncoderOutput* output);
-  // Enqueues a copy of `count` device values (T or fp32) into the pinned buffer; `dst` is
-  // sized now and filled by Flush (which runs early when the pinned buffer is full).
-  absl::Status CopyOut(const T* src, size_t count, std::vector<float>* dst);
-  absl::Status CopyOutFloat(const float* src, size_t count, std::vector<float>* dst);
-  // Waits for the stream, then moves the pending outputs into their vectors.
+  // Writes the batch's ids/types/cu_rows/num_valid into the pinned staging buffer (host only).
+  void StageInputs(const EncoderBatch& batch);
+  // Enqueues the whole device side of a batch of this shape: the upload from the pinned
+  // staging buffer, the forward, and the copies into host_out_ (recorded in pending_). Uses
+  // only fixed pointers and the shape, so it can be captured into a graph.
+  absl::Status EnqueueForward(int rows, int n, int max_rows, const OutputSelection& selection);
+  // Output values the selection copies back for a batch of this shape.
+  size_t OutputValues(int rows, int n, const OutputSelection& selection) const;
+  // Where the next op starts (profiling only).
+  void Mark(const char* op) {
+    if (observer_ != nullptr) observer_->OnOp(op, static_cast<void*>(stream_.get()));
+  }
+  // Enqueues a copy of `count` device values (T or fp32) into the pinned buffer for output
+  // `slot`; Flush fills the output (it runs early when the pinned buffer is full, never while
+  // capturing).
+  absl::Status CopyOut(const T* src, size_t count, int slot);
+  absl::Status CopyOutFloat(const float* src, size_t count, int slot);
+  // Waits for the stream, then moves the pending outputs into *output_.
   absl::Status Flush();
 
+  // Output slots: >= 0 is output->layers[slot].
+  static constexpr int kSlotSequence = -1;
+  static constexpr int kSlotPooled = -2;
+  static constexpr int kSlotMeanPooled = -3;
   struct PendingCopy {
     size_t offset;  // in host_out_
     size_t count;
-    std::vector<float>* dst;
+    int slot;
   };
   std::vector<PendingCopy> pending_;
   size_t pending_used_ = 0;
+  EncoderOutput* output_ = nullptr;  // the Encode's output while it runs
+  bool capturing_ = false;
+
+  // CUDA graphs. Key: {rows, sequences, max_rows, sequence, pooled, mean_pooled, normalize,
+  // layers...}.
+  using GraphKey = std::vector<int>;
+  struct CachedGraph {
+    GraphKey key;
+    cuda::CudaGraphExec exec;
+    std::vector<PendingCopy> copies;  // what the graph copies into host_out_
+    size_t copied_values = 0;
+    unsigned long long last_use = 0;
+  };
+  // Runs the device side of a staged batch: replay, capture or eagerly.
+  absl::Status RunDevice(int rows, int n, int max_rows, const OutputSelection& selection);
+  absl::Status CaptureAndLaunch(GraphKey key, int rows, int n, int max_rows,
+                                const OutputSelection& selection);
+  bool use_graphs_ = true;
+  CudaOpObserver* observer_ = nullptr;
+  std::vector<std::unique_ptr<CachedGraph>> graphs_;
+  std::vector<GraphKey> seen_once_;    // keys run once (bounded), captured when seen again
+  std::vector<GraphKey> ungraphable_;  // keys whose capture failed (bounded); run eagerly
+  unsigned long long use_clock_ = 0;
+  CudaGraphStats graph_stats_;
 
   std::shared_ptr<const Model> model_;
   DType dtype_;
@@ -135,9 +183,10 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
 template <typename T>
 absl::StatusOr<std::unique_ptr<Engine>> CudaEngine<T>::Create(std::shared_ptr<const Model> model,
                                                               DType dtype, int max_batch_tokens,
-                                                              bool allow_tf32) {
+                                                              bool allow_tf32,
+                                                              bool use_cuda_graphs) {
   std::unique_ptr<CudaEngine<T>> engine(
-      new CudaEngine<T>(std::move(model), dtype, max_batch_tokens));
+      new CudaEngine<T>(std::move(model), dtype, max_batch_tokens, use_cuda_graphs));
   RETURN_IF_ERROR(engine->Init(allow_tf32));
   return std::unique_ptr<Engine>(std::move(engine));
 }
@@ -302,7 +351,12 @@ template <typename T>
 absl::Status CudaEngine<T>::Flush() {
   RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "running the encoder"));
   for (const PendingCopy& p : pending_) {
-    std::memcpy(p.dst->data(), host_out_.get() + p.offset, p.count * sizeof(float));
+    std::vector<float>* dst = p.slot == kSlotSequence     ? &output_->sequence
+                              : p.slot == kSlotPooled     ? &output_->pooled
+                              : p.slot == kSlotMeanPooled ? &output_->mean_pooled
+                                                          : &output_->layers[p.slot];
+    const float* from = host_out_.get() + p.offset;
+    dst->assign(from, from + p.count);
   }
   pending_.clear();
   pending_used_ = 0;
@@ -310,28 +364,33 @@ absl::Status CudaEngine<T>::Flush() {
 }
 
 template <typename T>
-absl::Status CudaEngine<T>::CopyOutFloat(const float* src, size_t count, std::vector<float>* dst) {
-  dst->resize(count);
+absl::Status CudaEngine<T>::CopyOutFloat(const float* src, size_t count, int slot) {
   if (count == 0) return absl::OkStatus();
-  if (pending_used_ + count > host_out_.size()) RETURN_IF_ERROR(Flush());
+  if (pending_used_ + count > host_out_.size()) {
+    // RunDevice never captures such a batch; a sync here would break the capture.
+    if (capturing_) return absl::InternalError("CUDA engine: output overflow while capturing");
+    RETURN_IF_ERROR(Flush());
+  }
+  Mark("copy_out");
   RETURN_IF_ERROR(
       CudaCall(cudaMemcpyAsync(host_out_.get() + pending_used_, src, count * sizeof(float),
                                cudaMemcpyDeviceToHost, stream_.get()),
                "copying outputs"));
-  pending_.push_back(PendingCopy{pending_used_, count, dst});
+  pending_.push_back(PendingCopy{pending_used_, count, slot});
   pending_used_ += count;
   return absl::OkStatus();
 }
 
 template <typename T>
-absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, std::vector<float>* dst) {
+absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, int slot) {
   if (std::is_same<T, float>::value) {
-    return CopyOutFloat(reinterpret_cast<const float*>(src), count, dst);
+    return CopyOutFloat(reinterpret_cast<const float*>(src), count, slot);
   }
+  Mark("copy_out");
   // out_f32_ is reused by the next conversion only after this copy (stream order).
   RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<T, float>(src, count, out_f32_.get(), stream_.get()),
                            "converting outputs"));
-  return CopyOutFloat(out_f32_.get(), count, dst);
+  return CopyOutFloat(out_f32_.get(), count, slot);
 }
 
 template <typename T>
@@ -391,15 +450,23 @@ template <typename T>
 absl::Status CudaEngine<T>::EncodeFitting(const EncoderBatch& batch,
                                           const OutputSelection& selection, EncoderOutput* output) {
   *output = EncoderOutput();
+  output->layers.resize(selection.layers.size());
+  output_ = output;
   pending_.clear();
   pending_used_ = 0;
+  const int rows = batch.total_rows();
+  const int n = batch.num_sequences();
+  // The previous Encode ended with a stream sync, so the pinned staging buffer is free.
+  if (rows > 0 && n > 0) StageInputs(batch);
   RETURN_IF_ERROR(CudaCall(cudaEventRecord(start_.get(), stream_.get()), "cudaEventRecord"));
-  absl::Status status = RunEncoder(batch, selection, output);
+  absl::Status status =
+      (rows > 0 && n > 0) ? RunDevice(rows, n, batch.max_rows(), selection) : absl::OkStatus();
   if (status.ok()) {
     status = CudaCall(cudaEventRecord(stop_.get(), stream_.get()), "cudaEventRecord");
   }
   // Flush also surfaces asynchronous faults when nothing was copied out.
   const absl::Status flushed = Flush();
+  output_ = nullptr;
   if (!status.ok()) {
     *output = EncoderOutput();
     return status;
@@ -410,33 +477,147 @@ absl::Status CudaEngine<T>::EncodeFitting(const EncoderBatch& batch,
 }
 
 template <typename T>
-absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch, const OutputSelection& selection,
-                                       EncoderOutput* output) {
-  const ModelConfig& c = model_->config;
+size_t CudaEngine<T>::OutputValues(int rows, int n, const OutputSelection& selection) const {
+  const size_t h = static_cast<size_t>(model_->config.hidden_size);
+  const size_t per_row = static_cast<size_t>(rows) * h;
+  const size_t per_seq = static_cast<size_t>(n) * h;
+  return per_row * (selection.layers.size() + (selection.sequence ? 1 : 0)) +
+         per_seq * ((selection.pooled ? 1 : 0) + (selection.mean_pooled ? 1 : 0));
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::RunDevice(int rows, int n, int max_rows,
+                                      const OutputSelection& selection) {
+  const bool graphable =
+      use_graphs_ && observer_ == nullptr && OutputValues(rows, n, selection) <= host_out_.size();
+  if (!graphable) {
+    ++graph_stats_.eager_runs;
+    return EnqueueForward(rows, n, max_rows, selection);
+  }
+  GraphKey key = {rows,
+                  n,
+                  max_rows,
+                  selection.sequence ? 1 : 0,
+                  selection.pooled ? 1 : 0,
+                  selection.mean_pooled ? 1 : 0,
+                  selection.normalize ? 1 : 0};
+  key.insert(key.end(), selection.layers.begin(), selection.layers.end());
+
+  for (auto& g : graphs_) {
+    if (g->key != key) continue;
+    g->last_use = ++use_clock_;
+    pending_ = g->copies;
+    pending_used_ = g->copied_values;
+    ++graph_stats_.replays;
+    return CudaCall(cudaGraphLaunch(g->exec.get(), stream_.get()), "cudaGraphLaunch");
+  }
+  const bool failed_before =
+      std::find(ungraphable_.begin(), ungraphable_.end(), key) != ungraphable_.end();
+  auto seen = std::find(seen_once_.begin(), seen_once_.end(), key);
+  if (failed_before || seen == seen_once_.end()) {
+    // First sight (or a shape that cannot be captured): eager. Remember it, bounded.
+    if (!failed_before) {
+      if (seen_once_.size() >= 4 * static_cast<size_t>(kMaxCudaGraphs)) {
+        seen_once_.erase(seen_once_.begin());
+      }
+      seen_once_.push_back(key);
+    }
+    ++graph_stats_.eager_runs;
+    return EnqueueForward(rows, n, max_rows, selection);
+  }
+  seen_once_.erase(seen);
+  return CaptureAndLaunch(std::move(key), rows, n, max_rows, selection);
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int max_rows,
+                                             const OutputSelection& selection) {
+  cudaStream_t stream = stream_.get();
+  RETURN_IF_ERROR(CudaCall(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed),
+                           "cudaStreamBeginCapture"));
+  capturing_ = true;
+  const absl::Status enqueued = EnqueueForward(rows, n, max_rows, selection);
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t instantiated = cudaErrorUnknown;
+  if (enqueued.ok() && ended == cudaSuccess && graph != nullptr) {
+    instantiated = cudaGraphInstantiate(&exec, graph, 0);
+  }
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  if (!enqueued.ok() || ended != cudaSuccess || instantiated != cudaSuccess) {
+    // Capture failures are not sticky: clear the error, never try this key again, and run
+    // it eagerly (which reports any real fault).
+    cudaGetLastError();
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    ++graph_stats_.capture_failures;
+    graph_stats_.last_capture_error =
+        !enqueued.ok() ? std::string(enqueued.message())
+        : ended != cudaSuccess
+            ? absl::StrCat("cudaStreamEndCapture: ", cudaGetErrorName(ended))
+            : absl::StrCat("cudaGraphInstantiate: ", cudaGetErrorName(instantiated));
+    if (ungraphable_.size() >= 4 * static_cast<size_t>(kMaxCudaGraphs)) {
+      ungraphable_.erase(ungraphable_.begin());
+    }
+    ungraphable_.push_back(std::move(key));
+    pending_.clear();
+    pending_used_ = 0;
+    ++graph_stats_.eager_runs;
+    return EnqueueForward(rows, n, max_rows, selection);
+  }
+  if (graphs_.size() >= static_cast<size_t>(kMaxCudaGraphs)) {
+    auto oldest =
+        std::min_element(graphs_.begin(), graphs_.end(),
+                         [](const auto& a, const auto& b) { return a->last_use < b->last_use; });
+    graphs_.erase(oldest);  // Safe: the previous Encode synchronised the stream.
+    ++graph_stats_.evictions;
+  }
+  auto cached = std::make_unique<CachedGraph>();
+  cached->key = std::move(key);
+  cached->exec.Adopt(exec);
+  cached->copies = pending_;
+  cached->copied_values = pending_used_;
+  cached->last_use = ++use_clock_;
+  const cudaGraphExec_t to_launch = cached->exec.get();
+  graphs_.push_back(std::move(cached));
+  ++graph_stats_.captures;
+  return CudaCall(cudaGraphLaunch(to_launch, stream), "cudaGraphLaunch");
+}
+
+template <typename T>
+void CudaEngine<T>::StageInputs(const EncoderBatch& batch) {
+  // One packed buffer: word ids | type ids | cu_rows | num_valid.
   const int rows = batch.total_rows();
   const int n = batch.num_sequences();
-  const int h = c.hidden_size;
-  const int inter = c.intermediate_size;
-  const size_t hidden_values = static_cast<size_t>(rows) * h;
-  cudaStream_t stream = stream_.get();
-  output->layers.resize(selection.layers.size());
-  if (rows == 0 || n == 0) return absl::OkStatus();
-
-  // One packed upload: word ids | type ids | cu_rows | num_valid.
   int32_t* host = host_ints_.get();
   std::copy(batch.word_ids.begin(), batch.word_ids.end(), host);
   std::copy(batch.type_ids.begin(), batch.type_ids.end(), host + rows);
   std::copy(batch.cu_rows.begin(), batch.cu_rows.end(), host + 2 * rows);
   std::copy(batch.num_valid.begin(), batch.num_valid.end(), host + 2 * rows + n + 1);
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
+                                           const OutputSelection& selection) {
+  const ModelConfig& c = model_->config;
+  const int h = c.hidden_size;
+  const int inter = c.intermediate_size;
+  const size_t hidden_values = static_cast<size_t>(rows) * h;
+  cudaStream_t stream = stream_.get();
+
+  Mark("upload");
   const size_t num_ints = 2 * static_cast<size_t>(rows) + 2 * static_cast<size_t>(n) + 1;
-  RETURN_IF_ERROR(CudaCall(cudaMemcpyAsync(ints_.get(), host, num_ints * sizeof(int32_t),
-                                           cudaMemcpyHostToDevice, stream),
-                           "uploading the batch"));
+  RETURN_IF_ERROR(
+      CudaCall(cudaMemcpyAsync(ints_.get(), host_ints_.get(), num_ints * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream),
+               "uploading the batch"));
   const int32_t* d_word = ints_.get();
   const int32_t* d_type = d_word + rows;
   const int32_t* d_cu = d_word + 2 * rows;
   const int32_t* d_valid = d_cu + n + 1;
 
+  Mark("embedding");
   RETURN_IF_ERROR(CudaCall(
       cuda::LaunchEmbeddingLayerNorm<T>(d_word, d_type, d_cu, n, rows, word_embeddings_.get(),
                                         position_embeddings_.get(), type_embeddings_.get(),
@@ -444,23 +625,26 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch, const OutputSe
                                         c.layer_norm_eps, hidden_.get(), stream),
       "embeddings"));
 
-  const int max_rows = batch.max_rows();
   size_t next_layer_output = 0;
   for (int l = 0; l < c.num_layers; ++l) {
     const DeviceLayer<T>& L = layers_[l];
+    Mark("qkv_gemm");
     RETURN_IF_ERROR(
         ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.qkv_weight.get(), L.qkv_bias.get(), 3 * h,
                                cuda::GemmEpilogue::kBias, qkv_.get(), stream),
                  "QKV GEMM"));
+    Mark("attention");
     cuda::LaunchVarlenAttention<T>(qkv_.get(), d_cu, d_valid, n, max_rows, c.num_heads,
                                    c.head_dim(), context_.get(), stream);
     RETURN_IF_ERROR(CudaCall(cudaGetLastError(), "attention"));
     // The QKV buffer is free after attention: it takes the projections' outputs.
     T* projected = qkv_.get();
+    Mark("attn_out_gemm");
     RETURN_IF_ERROR(
         ToStatus(gemm_->Run<T>(context_.get(), rows, h, L.attention_output_weight.get(), nullptr, h,
                                cuda::GemmEpilogue::kNone, projected, stream),
                  "attention output GEMM"));
+    Mark("attn_layernorm");
     RETURN_IF_ERROR(CudaCall(
         cuda::LaunchAddBiasResidualLayerNorm<T>(
             projected, L.attention_output_bias.get(), hidden_.get(), L.attention_norm_gamma.get(),
@@ -468,6 +652,7 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch, const OutputSe
         "attention LayerNorm"));
     // cuBLASLt's GELU epilogue is the tanh form and may use a fast tanh: fp16/bf16 only, so
     // that fp32 stays exact.
+    Mark("ffn_up_gemm");
     if (c.activation == Activation::kGeluTanh && !std::is_same<T, float>::value) {
       RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
                                              L.intermediate_bias.get(), inter,
@@ -481,26 +666,30 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch, const OutputSe
                    "FFN-up GEMM"));
       const cuda::GeluKind kind =
           c.activation == Activation::kGeluTanh ? cuda::GeluKind::kTanh : cuda::GeluKind::kErf;
+      Mark("gelu");
       RETURN_IF_ERROR(CudaCall(
           cuda::LaunchBiasGelu<T>(ffn_.get(), L.intermediate_bias.get(), rows, inter, kind, stream),
           "GELU"));
     }
+    Mark("ffn_down_gemm");
     RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(ffn_.get(), rows, inter, L.output_weight.get(), nullptr,
                                            h, cuda::GemmEpilogue::kNone, projected, stream),
                              "FFN-down GEMM"));
+    Mark("ffn_layernorm");
     RETURN_IF_ERROR(CudaCall(
         cuda::LaunchAddBiasResidualLayerNorm<T>(projected, L.output_bias.get(), hidden_.get(),
                                                 L.output_norm_gamma.get(), L.output_norm_beta.get(),
                                                 rows, h, c.layer_norm_eps, hidden_.get(), stream),
         "output LayerNorm"));
     if (next_layer_output < selection.layers.size() && selection.layers[next_layer_output] == l) {
-      RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, &output->layers[next_layer_output]));
+      RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, static_cast<int>(next_layer_output)));
       ++next_layer_output;
     }
   }
 
-  if (selection.sequence) RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, &output->sequence));
+  if (selection.sequence) RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, kSlotSequence));
   if (selection.pooled) {
+    Mark("pooler");
     RETURN_IF_ERROR(
         CudaCall(cuda::LaunchGatherFirstRows<T>(hidden_.get(), d_cu, n, h, pool_in_.get(), stream),
                  "pooler gather"));
@@ -514,9 +703,10 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch, const OutputSe
       RETURN_IF_ERROR(
           CudaCall(cuda::LaunchL2Normalize(out_f32_.get(), n, h, stream), "normalising"));
     }
-    RETURN_IF_ERROR(CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, &output->pooled));
+    RETURN_IF_ERROR(CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, kSlotPooled));
   }
   if (selection.mean_pooled) {
+    Mark("mean_pool");
     RETURN_IF_ERROR(CudaCall(
         cuda::LaunchMeanPool<T>(hidden_.get(), d_cu, d_valid, n, h, out_f32_.get(), stream),
         "mean pooling"));
@@ -524,8 +714,9 @@ absl::Status CudaEngine<T>::RunEncoder(const EncoderBatch& batch, const OutputSe
       RETURN_IF_ERROR(
           CudaCall(cuda::LaunchL2Normalize(out_f32_.get(), n, h, stream), "normalising"));
     }
-    RETURN_IF_ERROR(CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, &output->mean_pooled));
+    RETURN_IF_ERROR(CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, kSlotMeanPooled));
   }
+  Mark("end");
   return absl::OkStatus();
 }
 
@@ -539,7 +730,7 @@ int CudaDeviceCount() {
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const Model> model,
                                                          DType dtype, int max_batch_tokens,
-                                                         bool allow_tf32) {
+                                                         bool allow_tf32, bool use_cuda_graphs) {
   if (model == nullptr) return absl::InvalidArgumentError("CUDA engine: no model");
   int count = 0;
   const CudaStatus devices = cuda::CountDevices(&count);
@@ -549,12 +740,14 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const M
   }
   switch (dtype) {
     case DType::kFloat32:
-      return CudaEngine<float>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32);
+      return CudaEngine<float>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32,
+                                       use_cuda_graphs);
     case DType::kFloat16:
-      return CudaEngine<__half>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32);
+      return CudaEngine<__half>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32,
+                                        use_cuda_graphs);
     case DType::kBFloat16:
       return CudaEngine<__nv_bfloat16>::Create(std::move(model), dtype, max_batch_tokens,
-                                               allow_tf32);
+                                               allow_tf32, use_cuda_graphs);
   }
   return absl::InvalidArgumentError("CUDA engine: unknown dtype");
 }

@@ -9,9 +9,14 @@
 // ids/types/cu_rows/num_valid, then embeddings + LayerNorm, the encoder blocks, and the
 // requested outputs copied back as fp32.
 //
-// Every device pointer a batch uses is fixed at creation and the per-batch work is one
-// stream of launches, so a later CUDA-graph cache keyed by (rows, sequences, selection) can
-// capture it as is (not done yet).
+// CUDA graphs (`use_cuda_graphs`, default on): every device and pinned pointer a batch uses is
+// fixed at creation, and the launches depend only on the shape key (total rows, sequences,
+// longest sequence's rows, the OutputSelection). The first Encode of a key runs eagerly; the
+// second captures the whole device side (the ids upload from the pinned staging buffer,
+// embeddings, every block, heads, conversions and output copies into the pinned output buffer)
+// into a graph and launches it; later ones replay it (LRU cache of kMaxCudaGraphs). Outputs are
+// bit-identical with and without graphs (same kernels, same arguments). A batch whose outputs
+// overflow the pinned output buffer, or an engine with an op observer set, runs eagerly.
 //
 // fp32 is exact IEEE fp32 (no TF32) unless `allow_tf32`; fp16/bf16 accumulate in fp32.
 // Not thread-safe (Engine's contract: one Encode at a time). The engine uses the current
@@ -20,6 +25,7 @@
 #define BERT_SERVER_ENGINE_CUDA_ENGINE_H_
 
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "server/engine/engine.h"
@@ -33,7 +39,35 @@ namespace bert {
 // INVALID_ARGUMENT for max_batch_tokens < 1; INTERNAL for other CUDA/cuBLAS faults.
 absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const Model> model,
                                                          DType dtype, int max_batch_tokens,
-                                                         bool allow_tf32);
+                                                         bool allow_tf32,
+                                                         bool use_cuda_graphs = true);
+
+// The most graphs one engine keeps (least recently used is dropped first).
+inline constexpr int kMaxCudaGraphs = 32;
+
+// Profiling hook (benchmarks only): when set on an engine, OnOp(name, stream) is called on the
+// Encode thread right BEFORE each op of the forward is enqueued, and once more with name "end"
+// after the last one; `stream` is the engine's cudaStream_t (as void*, so this header stays
+// CUDA-free). Recording a CUDA event there times each op. Names: "upload", "embedding",
+// "qkv_gemm", "attention", "attn_out_gemm", "attn_layernorm", "ffn_up_gemm", "gelu",
+// "ffn_down_gemm", "ffn_layernorm", "copy_out", "pooler", "mean_pool". Null by default (the
+// hot path pays one pointer test per op); CUDA graphs are bypassed while one is set.
+class CudaOpObserver {
+ public:
+  virtual ~CudaOpObserver() = default;
+  virtual void OnOp(const char* name, void* stream) = 0;
+};
+
+// Counters of the CUDA-graph cache (for tests and benchmarks).
+struct CudaGraphStats {
+  long long eager_runs = 0;        // Encodes (or split groups) launched kernel by kernel
+  long long captures = 0;          // graphs captured and instantiated
+  long long replays = 0;           // launches of an already cached graph
+  long long evictions = 0;         // graphs dropped by the LRU
+  int cached = 0;                  // graphs held now
+  long long capture_failures = 0;  // captures that failed (those keys then run eagerly)
+  std::string last_capture_error;  // why the last one failed (empty if none did)
+};
 
 // Engines made by CreateCudaEngine also implement this (dynamic_cast from Engine): the GPU
 // time of the last Encode, measured with CUDA events on the engine's stream from before the
@@ -43,6 +77,9 @@ class CudaEngineTiming {
  public:
   virtual ~CudaEngineTiming() = default;
   virtual float last_gpu_milliseconds() const = 0;
+  // Not owned; must outlive its use; null (the default) turns profiling off.
+  virtual void set_op_observer(CudaOpObserver* observer) = 0;
+  virtual CudaGraphStats graph_stats() const = 0;
 };
 
 // The number of CUDA devices usable by this process (0 when there is no driver or GPU).

@@ -5,6 +5,7 @@
 // with padding rows and every output head. GPU cases skip with the reason when no GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -164,11 +165,15 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
   sel.sequence = true;
   for (int l = 0; l < c.num_layers; ++l) sel.layers.push_back(l);
 
-  auto engine = CreateCudaEngine(model, dtype, 1024, /*allow_tf32=*/false);
+  // The pinned output buffer holds 2 x max_batch_tokens rows: size the workspace so that every
+  // layer's output fits, which lets the engine capture a CUDA graph for this batch.
+  const int max_tokens = std::max(1024, b * s * (c.num_layers + 1));
+  auto engine = CreateCudaEngine(model, dtype, max_tokens, /*allow_tf32=*/false);
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->info().backend, "cuda");
-  // Twice: the second run must not depend on state left by the first.
-  for (int run = 0; run < 2; ++run) {
+  // Three times: the second run must not depend on state left by the first; with CUDA graphs
+  // on (the default) run 0 is eager, run 1 captures a graph and run 2 replays it.
+  for (int run = 0; run < 3; ++run) {
     EncoderOutput out;
     const absl::Status st = (*engine)->Encode(batch, sel, &out);
     ASSERT_TRUE(st.ok()) << st;
@@ -197,6 +202,13 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
       check("encoder_outputs." + std::to_string(l), out.layers[l]);
     }
   }
+  auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
+  ASSERT_NE(timing, nullptr);
+  const CudaGraphStats stats = timing->graph_stats();
+  EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
+  EXPECT_EQ(stats.eager_runs, 1);
+  EXPECT_EQ(stats.captures, 1);
+  EXPECT_EQ(stats.replays, 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaGoldenTest,
@@ -388,6 +400,207 @@ TEST(CudaEngineErrors, OversizedSplitAndInvalidBatches) {
   EXPECT_EQ(CreateCudaEngine(model, DType::kFloat32, 0, false).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
+
+// ---------------------------------------------------------------------------------------
+// CUDA graphs: outputs with graphs are bit-identical to the eager engine's, for repeated
+// shapes with new contents, alternating shapes and selections, and after LRU eviction.
+
+// `lengths` real tokens per sequence, each padded to `padded` rows (0: no padding), fresh
+// random ids.
+EncoderBatch ShapedBatch(const ModelConfig& c, const std::vector<int>& lengths, int padded,
+                         std::mt19937& rng) {
+  std::uniform_int_distribution<int> word(1, c.vocab_size - 1), type(0, c.type_vocab_size - 1);
+  EncoderBatch batch;
+  for (int len : lengths) {
+    std::vector<int32_t> w(len), t(len);
+    for (int i = 0; i < len; ++i) {
+      w[i] = word(rng);
+      t[i] = type(rng);
+    }
+    batch.Add(w, t, padded);
+  }
+  return batch;
+}
+
+void ExpectSameOutputs(const EncoderOutput& got, const EncoderOutput& want,
+                       const std::string& what) {
+  EXPECT_EQ(got.sequence, want.sequence) << what;
+  EXPECT_EQ(got.pooled, want.pooled) << what;
+  EXPECT_EQ(got.mean_pooled, want.mean_pooled) << what;
+  EXPECT_EQ(got.layers, want.layers) << what;
+  EXPECT_EQ(
+      CountNonFinite(got.sequence) + CountNonFinite(got.pooled) + CountNonFinite(got.mean_pooled),
+      0u)
+      << what;
+}
+
+class CudaGraphTest : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
+  }
+};
+
+TEST_P(CudaGraphTest, BitExactAgainstEagerForRepeatedAndAlternatingShapes) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  auto eager = CreateCudaEngine(model, dtype, 1024, false, /*use_cuda_graphs=*/false);
+  auto graphed = CreateCudaEngine(model, dtype, 1024, false, /*use_cuda_graphs=*/true);
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  ASSERT_TRUE(graphed.ok()) << graphed.status();
+  auto* eager_stats = dynamic_cast<CudaEngineTiming*>(eager->get());
+  auto* stats = dynamic_cast<CudaEngineTiming*>(graphed->get());
+  ASSERT_NE(stats, nullptr);
+
+  OutputSelection all;
+  all.sequence = true;
+  all.pooled = true;
+  all.mean_pooled = true;
+  all.layers = {0, c.num_layers - 1};
+  OutputSelection pooled_only;
+  pooled_only.pooled = true;
+  OutputSelection mean_norm;
+  mean_norm.mean_pooled = true;
+  mean_norm.normalize = true;
+
+  struct Shape {
+    std::vector<int> lengths;
+    int padded;
+  };
+  const Shape shapes[] = {{{128}, 0},             // batch 1
+                          {{5, 17, 33, 64}, 0},   // ragged
+                          {{5, 17, 33, 64}, 64},  // same sequences, padded rows
+                          {{7, 7, 7, 7, 7, 7, 7, 7}, 0}};
+  // (shape, selection) in an order that repeats and alternates keys.
+  const std::pair<int, const OutputSelection*> steps[] = {
+      {0, &all},         {0, &all},         {0, &all},         {1, &all},         {0, &all},
+      {1, &all},         {1, &all},         {2, &all},         {2, &pooled_only}, {2, &all},
+      {2, &pooled_only}, {3, &mean_norm},   {3, &mean_norm},   {3, &all},         {3, &mean_norm},
+      {0, &pooled_only}, {0, &pooled_only}, {0, &pooled_only}, {1, &all},         {0, &all}};
+  std::mt19937 rng(2024);
+  int step = 0;
+  for (const auto& [shape, sel] : steps) {
+    // New contents every time: a replayed graph must read the new ids.
+    const EncoderBatch batch = ShapedBatch(c, shapes[shape].lengths, shapes[shape].padded, rng);
+    EncoderOutput want, got;
+    got.pooled.assign(3, NAN);
+    ASSERT_TRUE((*eager)->Encode(batch, *sel, &want).ok());
+    const absl::Status st = (*graphed)->Encode(batch, *sel, &got);
+    ASSERT_TRUE(st.ok()) << st;
+    ExpectSameOutputs(got, want, "step " + std::to_string(step++));
+  }
+  const CudaGraphStats s = stats->graph_stats();
+  std::printf("%s graphs: eager %lld captures %lld replays %lld cached %d\n", ShortName(dtype),
+              s.eager_runs, s.captures, s.replays, s.cached);
+  // Keys: (0,all) (1,all) (2,all) (2,pooled) (3,mean) (3,all) (0,pooled): 7 first sights; every
+  // key seen twice or more is captured once.
+  EXPECT_EQ(s.capture_failures, 0) << s.last_capture_error;
+  EXPECT_EQ(s.eager_runs, 7);
+  EXPECT_EQ(s.captures, 6);  // all but (3,all)
+  EXPECT_EQ(s.replays, 20 - 7 - 6);
+  EXPECT_EQ(s.cached, 6);
+  EXPECT_EQ(eager_stats->graph_stats().captures, 0);
+  EXPECT_EQ(eager_stats->graph_stats().replays, 0);
+}
+
+TEST_P(CudaGraphTest, BitExactAfterLruEviction) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  auto eager = CreateCudaEngine(model, dtype, 1024, false, false);
+  auto graphed = CreateCudaEngine(model, dtype, 1024, false, true);
+  ASSERT_TRUE(eager.ok() && graphed.ok());
+  auto* stats = dynamic_cast<CudaEngineTiming*>(graphed->get());
+  OutputSelection sel;
+  sel.pooled = true;
+  sel.sequence = true;
+  std::mt19937 rng(7);
+  const int num_keys = kMaxCudaGraphs + 4;
+  auto run = [&](int len, const std::string& what) {
+    const EncoderBatch batch = ShapedBatch(c, {len, 3}, 0, rng);
+    EncoderOutput want, got;
+    ASSERT_TRUE((*eager)->Encode(batch, sel, &want).ok());
+    const absl::Status st = (*graphed)->Encode(batch, sel, &got);
+    ASSERT_TRUE(st.ok()) << st;
+    ExpectSameOutputs(got, want, what);
+  };
+  // Every key twice (eager, then captured): more keys than the cache holds.
+  for (int k = 0; k < num_keys; ++k) {
+    for (int rep = 0; rep < 2; ++rep) run(4 + k, "fill key " + std::to_string(k));
+  }
+  CudaGraphStats s = stats->graph_stats();
+  EXPECT_EQ(s.captures, num_keys);
+  EXPECT_EQ(s.evictions, num_keys - kMaxCudaGraphs);
+  EXPECT_EQ(s.cached, kMaxCudaGraphs);
+  // The first keys were evicted: seen again they run eagerly, then are re-captured, then
+  // replayed; the newest keys replay straight away.
+  for (int k = 0; k < 4; ++k) {
+    for (int rep = 0; rep < 3; ++rep) run(4 + k, "evicted key " + std::to_string(k));
+  }
+  for (int k = num_keys - 3; k < num_keys; ++k) run(4 + k, "recent key " + std::to_string(k));
+  const CudaGraphStats after = stats->graph_stats();
+  EXPECT_EQ(after.eager_runs - s.eager_runs, 4);
+  EXPECT_EQ(after.captures - s.captures, 4);
+  EXPECT_EQ(after.replays - s.replays, 4 + 3);
+  EXPECT_EQ(after.cached, kMaxCudaGraphs);
+}
+
+// The profiling hook sees every op in order, bypasses graphs, and changes no output.
+class RecordingObserver : public CudaOpObserver {
+ public:
+  void OnOp(const char* name, void* stream) override {
+    names.emplace_back(name);
+    EXPECT_NE(stream, nullptr);
+  }
+  std::vector<std::string> names;
+};
+
+TEST_P(CudaGraphTest, OpObserverSeesEveryOpAndChangesNothing) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  auto engine = CreateCudaEngine(model, dtype, 1024, false, true);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
+  std::mt19937 rng(11);
+  const EncoderBatch batch = ShapedBatch(c, {9, 30}, 0, rng);
+  OutputSelection sel;
+  sel.pooled = true;
+  EncoderOutput plain, observed;
+  ASSERT_TRUE((*engine)->Encode(batch, sel, &plain).ok());
+  RecordingObserver observer;
+  timing->set_op_observer(&observer);
+  ASSERT_TRUE((*engine)->Encode(batch, sel, &observed).ok());
+  ASSERT_TRUE((*engine)->Encode(batch, sel, &observed).ok());
+  timing->set_op_observer(nullptr);
+  ExpectSameOutputs(observed, plain, "observed");
+  EXPECT_EQ(timing->graph_stats().captures, 0);  // the repeated key was not captured
+  auto count = [&](const std::string& op) {
+    return std::count(observer.names.begin(), observer.names.end(), op);
+  };
+  EXPECT_EQ(count("upload"), 2);
+  EXPECT_EQ(count("embedding"), 2);
+  EXPECT_EQ(count("qkv_gemm"), 2 * c.num_layers);
+  EXPECT_EQ(count("attention"), 2 * c.num_layers);
+  EXPECT_EQ(count("ffn_down_gemm"), 2 * c.num_layers);
+  EXPECT_EQ(count("pooler"), 2);
+  EXPECT_EQ(count("end"), 2);
+  ASSERT_FALSE(observer.names.empty());
+  EXPECT_EQ(observer.names.front(), "upload");
+  EXPECT_EQ(observer.names.back(), "end");
+  // Without the observer the key is captured on its next sight.
+  ASSERT_TRUE((*engine)->Encode(batch, sel, &observed).ok());
+  EXPECT_EQ(timing->graph_stats().captures, 1);
+  ExpectSameOutputs(observed, plain, "captured after observing");
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, CudaGraphTest,
+                         ::testing::Values(DType::kFloat32, DType::kFloat16, DType::kBFloat16),
+                         [](const auto& info) { return std::string(ShortName(info.param)); });
 
 #endif  // BERT_WITH_CUDA
 

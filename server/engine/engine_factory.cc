@@ -42,7 +42,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> 
   auto engine = CreateCudaEngine(
       std::move(model), options.dtype,
       options.max_batch_tokens > 0 ? options.max_batch_tokens : kDefaultMaxBatchTokens,
-      options.allow_tf32);
+      options.allow_tf32, options.cuda_graphs);
   // A model shape the CUDA kernels do not support (FAILED_PRECONDITION) is UNAVAILABLE here
   // too, so that "auto" falls back to the CPU.
   if (!engine.ok() && absl::IsFailedPrecondition(engine.status())) {

@@ -21,6 +21,7 @@ struct EngineOptions {
   int cpu_threads = 0;       // CPU backend: 0 = every available core.
   int max_batch_tokens = 0;  // > 0: size workspaces for this many rows up front.
   bool allow_tf32 = false;   // CUDA backend: TF32 GEMMs for float32.
+  bool cuda_graphs = true;   // CUDA backend: replay CUDA graphs for repeated batch shapes.
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
