@@ -313,14 +313,16 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
     RecordProperty("worst_relative_error", std::to_string(worst));
 
     if constexpr (std::is_same_v<T, float>) {
-      // fp32 must also equal the project's CPU reference (float statistics, OpenBLAS).
+      // fp32 must also agree with the project's CPU reference (float statistics, OpenBLAS).
+      // Both are float computations, each allowed `tol` from the double reference above, so
+      // they may differ by up to 2 * tol from each other (seen: 1.0e-5 at head_dim 128).
       std::vector<float> cpu_out(total * hidden, NAN);
       bert::cpu::Attention(qkv_f.data(), cu.data(), b.valid.data(), num_seqs, b.num_heads, head_dim,
                            cpu_out.data());
       int64_t cpu_bad = 0;
       for (int64_t i = 0; i < total * hidden; ++i) {
         const double err = std::fabs(out_t[i] - cpu_out[i]) / (std::fabs(cpu_out[i]) + mean_abs);
-        if (!(err <= tol) && ++cpu_bad <= 5) {
+        if (!(err <= 2 * tol) && ++cpu_bad <= 5) {
           ADD_FAILURE() << "vs bert::cpu::Attention, row " << i / hidden << " col " << i % hidden
                         << ": got " << out_t[i] << ", cpu " << cpu_out[i];
         }
