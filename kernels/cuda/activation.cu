@@ -20,38 +20,67 @@ __device__ __forceinline__ float Gelu(float x) {
   }
 }
 
-// Each thread handles kVec consecutive elements of one row (cols % kVec == 0).
-template <typename T, int kVec, GeluKind kKind>
-__global__ void BiasGeluKernel(T* __restrict__ x, const T* __restrict__ bias, int rows, int cols) {
-  const int vecs_per_row = cols / kVec;
-  const size_t total = static_cast<size_t>(rows) * vecs_per_row;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const int col = static_cast<int>(i % vecs_per_row) * kVec;
-    T* p = x + i * kVec;
-    float v[kVec];
-    internal::LoadFloats<T, kVec>(p, v);
-    if (bias != nullptr) {
-      float b[kVec];
-      internal::LoadFloats<T, kVec>(bias + col, b);
+// Each thread handles kVec consecutive elements of one row (cols % kVec == 0), kUnroll
+// vectors per grid-stride step so that several loads are in flight. Index is int32_t when
+// the tensor allows (64-bit division per vector measurably slowed this memory-bound pass).
+template <typename T, int kVec, int kUnroll, GeluKind kKind, typename Index>
+__global__ void BiasGeluKernel(T* __restrict__ x, const T* __restrict__ bias, Index rows,
+                               Index cols) {
+  const Index vecs_per_row = cols / kVec;
+  const Index total = rows * vecs_per_row;
+  const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
+  for (Index first = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; first < total;
+       first += stride * kUnroll) {
+    float v[kUnroll][kVec];
 #pragma unroll
-      for (int k = 0; k < kVec; ++k) v[k] += b[k];
+    for (int u = 0; u < kUnroll; ++u) {
+      const Index i = first + u * stride;
+      if (i < total) {
+        internal::LoadFloats<T, kVec>(x + i * kVec, v[u]);
+        if (bias != nullptr) {
+          float b[kVec];
+          internal::LoadFloats<T, kVec>(bias + (i % vecs_per_row) * kVec, b);
+#pragma unroll
+          for (int k = 0; k < kVec; ++k) v[u][k] += b[k];
+        }
+      }
     }
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) v[k] = Gelu<kKind>(v[k]);
-    internal::StoreFloats<T, kVec>(p, v);
+    for (int u = 0; u < kUnroll; ++u) {
+      const Index i = first + u * stride;
+      if (i < total) {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) v[u][k] = Gelu<kKind>(v[u][k]);
+        internal::StoreFloats<T, kVec>(x + i * kVec, v[u]);
+      }
+    }
+  }
+}
+
+template <typename T, int kVec, typename Index>
+void LaunchWithIndex(T* x, const T* bias, Index rows, Index cols, GeluKind kind,
+                     cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  constexpr int kUnroll = 2;
+  const Index total = rows * (cols / kVec);
+  const Index per_block = static_cast<Index>(kThreads) * kUnroll;
+  const int blocks = static_cast<int>(std::min<Index>((total + per_block - 1) / per_block, 65535));
+  if (kind == GeluKind::kErf) {
+    BiasGeluKernel<T, kVec, kUnroll, GeluKind::kErf, Index>
+        <<<blocks, kThreads, 0, stream>>>(x, bias, rows, cols);
+  } else {
+    BiasGeluKernel<T, kVec, kUnroll, GeluKind::kTanh, Index>
+        <<<blocks, kThreads, 0, stream>>>(x, bias, rows, cols);
   }
 }
 
 template <typename T, int kVec>
 void LaunchWithVec(T* x, const T* bias, int rows, int cols, GeluKind kind, cudaStream_t stream) {
-  const size_t total = static_cast<size_t>(rows) * (cols / kVec);
-  constexpr int kThreads = 256;
-  const int blocks = static_cast<int>(std::min<size_t>((total + kThreads - 1) / kThreads, 65535));
-  if (kind == GeluKind::kErf) {
-    BiasGeluKernel<T, kVec, GeluKind::kErf><<<blocks, kThreads, 0, stream>>>(x, bias, rows, cols);
+  const int64_t elements = static_cast<int64_t>(rows) * cols;
+  if (elements < (int64_t{1} << 31) - kVec * 65535 * 256 * 2) {
+    LaunchWithIndex<T, kVec, int32_t>(x, bias, rows, cols, kind, stream);
   } else {
-    BiasGeluKernel<T, kVec, GeluKind::kTanh><<<blocks, kThreads, 0, stream>>>(x, bias, rows, cols);
+    LaunchWithIndex<T, kVec, int64_t>(x, bias, rows, cols, kind, stream);
   }
 }
 

@@ -106,7 +106,8 @@ cudaError_t LaunchEmbeddingLayerNorm(const int32_t* word_ids, const int32_t* typ
   constexpr int kV = internal::VecWidth<T>::value;
   const bool vectorized = hidden % kV == 0 && internal::IsAligned<16>(word_table) &&
                           internal::IsAligned<16>(position_table) &&
-                          internal::IsAligned<16>(type_table) && internal::IsAligned<16>(out);
+                          internal::IsAligned<16>(type_table) && internal::IsAligned<16>(out) &&
+                          internal::IsAligned<16>(gamma) && internal::IsAligned<16>(beta);
   const LaunchEmbeddingLn<T> launch{
       word_ids,   type_ids, cu_rows, num_seqs, total_rows, word_table, position_table,
       type_table, gamma,    beta,    hidden,   eps,        out,        stream};

@@ -82,7 +82,8 @@ cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* r
   const bool vectorized = hidden % kV == 0 && internal::IsAligned<16>(x) &&
                           (residual == nullptr || internal::IsAligned<16>(residual)) &&
                           internal::IsAligned<16>(out) &&
-                          (bias == nullptr || internal::IsAligned<16>(bias));
+                          (bias == nullptr || internal::IsAligned<16>(bias)) &&
+                          internal::IsAligned<16>(gamma) && internal::IsAligned<16>(beta);
   const LaunchAddBiasResidualLn<T> launch{x,    bias,   residual, gamma, beta,
                                           rows, hidden, eps,      out,   stream};
   if (!internal::DispatchLnTiling<T>(hidden, vectorized, launch)) return cudaErrorInvalidValue;
