@@ -1,10 +1,15 @@
-// bert_encode: runs a model directory over TF-Hub-style inputs and writes TF-Hub-style outputs.
+// bert_encode: runs a model directory over TF-Hub-style inputs or text and writes TF-Hub-style
+// outputs.
 //
-//   bert_encode --model_dir=DIR --inputs=IN.safetensors --output=OUT.safetensors \
+//   bert_encode --model_dir=DIR (--inputs=IN.safetensors | --text=IN.jsonl [--vocab=FILE]
+//       [--seq_length=128] [--cased]) --output=OUT.safetensors
 //       [--backend=auto|cpu|cuda] [--dtype=float32|float16|bfloat16] [--threads=N]
 //
-// IN holds input_word_ids, input_mask, input_type_ids (int32 [B, S]); OUT gets
-// sequence_output [B, S, H], pooled_output [B, H] (when the model has a pooler) and
+// IN.safetensors holds input_word_ids, input_mask, input_type_ids (int32 [B, S]). IN.jsonl
+// holds one JSON object per line, {"text_a": "...", "text_b": "..."} (text_b optional), which
+// is tokenized (--vocab, default DIR/vocab.txt; uncased unless --cased) and packed to
+// --seq_length as the server does; the packed int32 [B, S] inputs are written to OUT too.
+// OUT gets sequence_output [B, S, H], pooled_output [B, H] (when the model has a pooler) and
 // encoder_outputs.0 .. encoder_outputs.{L-1} [B, S, H], all float32, padding rows included.
 // Sequences run in chunks of --batch_size.
 #include <algorithm>
@@ -20,12 +25,18 @@
 #include "server/engine/engine_factory.h"
 #include "server/engine/model.h"
 #include "server/engine/safetensors.h"
+#include "server/text/tokenizer.h"
 #include "server/util/status_macros.h"
 #include "tools/encode_io.h"
 
 ABSL_FLAG(std::string, model_dir, "", "model directory (config.json, model.safetensors)");
 ABSL_FLAG(std::string, inputs, "",
           "input safetensors (input_word_ids, input_mask, input_type_ids)");
+ABSL_FLAG(std::string, text, "",
+          "input JSON lines ({\"text_a\": ..., \"text_b\": ...}); instead of --inputs");
+ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary for --text; default <model_dir>/vocab.txt");
+ABSL_FLAG(int, seq_length, 128, "packed sequence length for --text (>= 2)");
+ABSL_FLAG(bool, cased, false, "--text: cased vocabulary (no lowercasing or accent stripping)");
 ABSL_FLAG(std::string, output, "", "output safetensors to write");
 ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
 ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16 (cuda only)");
@@ -38,9 +49,11 @@ namespace {
 absl::Status Run() {
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   const std::string inputs_path = absl::GetFlag(FLAGS_inputs);
+  const std::string text_path = absl::GetFlag(FLAGS_text);
   const std::string output_path = absl::GetFlag(FLAGS_output);
-  if (model_dir.empty() || inputs_path.empty() || output_path.empty()) {
-    return absl::InvalidArgumentError("--model_dir, --inputs and --output are required");
+  if (model_dir.empty() || output_path.empty() || inputs_path.empty() == text_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--model_dir, --output and exactly one of --inputs and --text are required");
   }
   const int batch_size = absl::GetFlag(FLAGS_batch_size);
   if (batch_size < 1) return absl::InvalidArgumentError("--batch_size must be >= 1");
@@ -56,9 +69,22 @@ absl::Status Run() {
   std::fprintf(stderr, "bert_encode: model %s on %s (%s, %s)\n", model->name.c_str(),
                info.backend.c_str(), info.device.c_str(), DTypeName(info.dtype));
 
-  // Text input (JSON lines of text_a / text_b through the tokenizer) will produce the same
-  // PaddedInputs here.
-  ASSIGN_OR_RETURN(PaddedInputs inputs, ReadPaddedInputs(inputs_path));
+  PaddedInputs inputs;
+  if (text_path.empty()) {
+    ASSIGN_OR_RETURN(inputs, ReadPaddedInputs(inputs_path));
+  } else {
+    std::string vocab = absl::GetFlag(FLAGS_vocab);
+    if (vocab.empty()) vocab = model_dir + "/vocab.txt";
+    BertTokenizer::Options tokenizer_options;
+    tokenizer_options.lowercase = !absl::GetFlag(FLAGS_cased);
+    ASSIGN_OR_RETURN(std::unique_ptr<BertTokenizer> tokenizer,
+                     BertTokenizer::Load(vocab, tokenizer_options));
+    int truncated = 0;
+    ASSIGN_OR_RETURN(inputs, ReadTextInputs(text_path, *tokenizer,
+                                            absl::GetFlag(FLAGS_seq_length), &truncated));
+    std::fprintf(stderr, "bert_encode: %d text inputs packed to length %d (%d truncated)\n",
+                 inputs.batch, inputs.seq_length, truncated);
+  }
 
   const ModelConfig& c = engine->config();
   const int64_t b = inputs.batch, s = inputs.seq_length, h = c.hidden_size;
@@ -103,6 +129,11 @@ absl::Status Run() {
   writer.SetMetadata("model", model->name);
   writer.SetMetadata("backend", info.backend);
   writer.SetMetadata("dtype", DTypeName(info.dtype));
+  if (!text_path.empty()) {  // Show what was encoded.
+    writer.AddInt32("input_word_ids", {b, s}, inputs.word_ids);
+    writer.AddInt32("input_mask", {b, s}, inputs.mask);
+    writer.AddInt32("input_type_ids", {b, s}, inputs.type_ids);
+  }
   writer.AddFloat32("sequence_output", {b, s, h}, std::move(sequence));
   if (selection.pooled) writer.AddFloat32("pooled_output", {b, h}, std::move(pooled));
   for (int l = 0; l < c.num_layers; ++l) {
@@ -119,8 +150,9 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "bert_encode --model_dir=DIR --inputs=IN.safetensors --output=OUT.safetensors "
-      "[--backend=auto|cpu|cuda] [--dtype=float32|float16|bfloat16] [--threads=N]");
+      "bert_encode --model_dir=DIR (--inputs=IN.safetensors | --text=IN.jsonl [--vocab=FILE] "
+      "[--seq_length=128] [--cased]) --output=OUT.safetensors [--backend=auto|cpu|cuda] "
+      "[--dtype=float32|float16|bfloat16] [--threads=N] [--batch_size=32]");
   absl::ParseCommandLine(argc, argv);
   absl::Status status = bert::Run();
   if (!status.ok()) {

@@ -1,7 +1,13 @@
 #include "tools/encode_io.h"
 
+#include <fstream>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "nlohmann/json.hpp"
 #include "server/engine/safetensors.h"
+#include "server/text/packer.h"
 #include "server/util/status_macros.h"
 
 namespace bert {
@@ -39,6 +45,59 @@ absl::StatusOr<PaddedInputs> ReadPaddedInputs(const std::string& path) {
           absl::StrCat(path, ": input_mask row ", b, " has no real token"));
     }
   }
+  return in;
+}
+
+absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path,
+                                            const BertTokenizer& tokenizer, int seq_length,
+                                            int* num_truncated) {
+  using json = nlohmann::json;
+  if (seq_length < 2) return absl::InvalidArgumentError("seq_length must be at least 2");
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  PaddedInputs in;
+  in.seq_length = seq_length;
+  int truncated = 0;
+  std::vector<int32_t> a, b, word_ids, mask, type_ids;
+  std::string line;
+  for (int line_number = 1; std::getline(file, line); ++line_number) {
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_number, ": ", why));
+    };
+    // nlohmann's parser rejects invalid UTF-8 inside strings; the tokenizer checks again.
+    json object = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (object.is_discarded()) return bad("not valid JSON (or not valid UTF-8)");
+    if (!object.is_object()) return bad("not a JSON object");
+    auto text_a = object.find("text_a");
+    if (text_a == object.end() || !text_a->is_string()) return bad("missing string text_a");
+    auto text_b = object.find("text_b");
+    const bool has_b = text_b != object.end() && !text_b->is_null();
+    if (has_b && !text_b->is_string()) return bad("text_b is not a string");
+
+    a.clear();
+    b.clear();
+    absl::Status status = tokenizer.Tokenize(text_a->get_ref<const std::string&>(), &a);
+    if (!status.ok()) return bad(absl::StrCat("text_a: ", status.message()));
+    if (has_b) {
+      status = tokenizer.Tokenize(text_b->get_ref<const std::string&>(), &b);
+      if (!status.ok()) return bad(absl::StrCat("text_b: ", status.message()));
+    }
+    const absl::Span<const int32_t> b_span(b);
+    absl::StatusOr<PackedInput> packed =
+        PackInputs(a, has_b ? &b_span : nullptr, seq_length, tokenizer.cls_id(),
+                   tokenizer.sep_id(), TruncationPolicy::kTruncate);
+    if (!packed.ok()) return bad(packed.status().message());
+    if (packed->truncated) ++truncated;
+    PadToLength(*packed, seq_length, tokenizer.pad_id(), &word_ids, &mask, &type_ids);
+    in.word_ids.insert(in.word_ids.end(), word_ids.begin(), word_ids.end());
+    in.mask.insert(in.mask.end(), mask.begin(), mask.end());
+    in.type_ids.insert(in.type_ids.end(), type_ids.begin(), type_ids.end());
+    ++in.batch;
+  }
+  if (file.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  if (in.batch == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": no input lines"));
+  if (num_truncated != nullptr) *num_truncated = truncated;
   return in;
 }
 

@@ -3,8 +3,7 @@
 // Inputs are `input_word_ids`, `input_mask`, `input_type_ids` (int32 [B, S]); each mask row
 // must be ones then zeros (at least one 1). A row becomes one sequence of S rows whose first
 // sum(mask) rows are real tokens; the rest are padding rows, computed as queries only, as TF
-// Hub's BERT encoder returns them. Other input sources (text, once the tokenizer lands)
-// produce the same PaddedInputs.
+// Hub's BERT encoder returns them. Text input (ReadTextInputs) produces the same PaddedInputs.
 #ifndef BERT_TOOLS_ENCODE_IO_H_
 #define BERT_TOOLS_ENCODE_IO_H_
 
@@ -15,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/engine/engine.h"
+#include "server/text/tokenizer.h"
 
 namespace bert {
 
@@ -27,6 +27,16 @@ struct PaddedInputs {
 };
 
 absl::StatusOr<PaddedInputs> ReadPaddedInputs(const std::string& path);
+
+// Reads JSON lines, one object per line: {"text_a": "...", "text_b": "..."} (text_b optional
+// or null). Each line is tokenized and packed as the server does it (server/text/packer.h:
+// TF-Hub packing, round-robin truncation to seq_length) and padded to seq_length. Blank lines
+// are skipped. A bad line (bad JSON, missing or non-string text_a, non-string text_b, invalid
+// UTF-8) is an INVALID_ARGUMENT error naming the 1-based line number. `num_truncated`, if not
+// null, receives how many lines lost tokens to truncation.
+absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path,
+                                            const BertTokenizer& tokenizer, int seq_length,
+                                            int* num_truncated);
 
 // Rows [first, first + count) of `inputs` as an engine batch (padding rows keep the ids given).
 absl::StatusOr<EncoderBatch> ToEncoderBatch(const PaddedInputs& inputs, int first, int count);

@@ -124,3 +124,79 @@ def test_cpu_backend_rejects_half_precision(tmp_path):
                              "--dtype=float16"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "float32" in result.stderr
+
+
+MINILM = REPO / "models" / "all-MiniLM-L6-v2"
+TEXTS = [{"text_a": "Please subscribe to this newsletter"},
+         {"text_a": "Héllo, WORLD! Don't panic: 3.14159 is π.", "text_b": "unaffable 東京"},
+         {"text_a": "a long first segment " * 12, "text_b": "and a second one " * 6},
+         {"text_a": "You are being offered this job role", "text_b": None}]
+
+
+@pytest.mark.skipif(not MINILM.is_dir(),
+                    reason="models/all-MiniLM-L6-v2 is absent (tools/setup.sh fetches it)")
+def test_text_matches_hf_tokenizer_and_inputs_mode(tmp_path):
+    from tokenizers import BertWordPieceTokenizer
+    seq_length = 48  # the third line is truncated
+    text = tmp_path / "in.jsonl"
+    text.write_text("\n".join(json.dumps(t, ensure_ascii=False) for t in TEXTS) + "\n\n",
+                    encoding="utf-8")
+    text_out = tmp_path / "text_out.safetensors"
+    subprocess.run([bert_encode(), f"--model_dir={MINILM}", f"--text={text}",
+                    f"--seq_length={seq_length}", f"--output={text_out}", "--backend=cpu",
+                    "--batch_size=3"], check=True, timeout=300)
+    out = read_safetensors(text_out)
+
+    hf = BertWordPieceTokenizer(str(MINILM / "vocab.txt"), lowercase=True)
+    hf.enable_truncation(seq_length)  # "longest_first" equals round-robin for a pair
+    hf.enable_padding(length=seq_length)
+    refs = [hf.encode(t["text_a"], t["text_b"]) if t.get("text_b") else hf.encode(t["text_a"])
+            for t in TEXTS]
+    assert out["input_word_ids"].shape == (len(TEXTS), seq_length)
+    np.testing.assert_array_equal(out["input_word_ids"], [r.ids for r in refs])
+    np.testing.assert_array_equal(out["input_mask"], [r.attention_mask for r in refs])
+    np.testing.assert_array_equal(out["input_type_ids"], [r.type_ids for r in refs])
+    assert out["input_mask"][2].all() and not out["input_mask"][0].all()
+
+    inputs = tmp_path / "in.safetensors"
+    write_safetensors(inputs, {k: np.array([getattr(r, a) for r in refs], dtype=np.int32)
+                               for k, a in [("input_word_ids", "ids"),
+                                            ("input_mask", "attention_mask"),
+                                            ("input_type_ids", "type_ids")]})
+    ids_out = tmp_path / "ids_out.safetensors"
+    subprocess.run([bert_encode(), f"--model_dir={MINILM}", f"--inputs={inputs}",
+                    f"--output={ids_out}", "--backend=cpu"], check=True, timeout=300)
+    expected = read_safetensors(ids_out)
+    assert set(out) == set(expected) | {"input_word_ids", "input_mask", "input_type_ids"}
+    for name in expected:
+        assert out[name].shape == expected[name].shape, name
+        assert relative_error(out[name], expected[name]) <= 1e-6, name
+
+
+@pytest.mark.parametrize("bad_line,why", [
+    (b'{"text_a": "unterminated', "not valid JSON"),
+    (b'{"text_b": "no text_a"}', "missing string text_a"),
+    (b'{"text_a": "bad \xff byte"}', "not valid JSON (or not valid UTF-8)"),
+])
+def test_text_bad_line_names_line_number(tmp_path, bad_line, why):
+    model = GOLDEN / "tiny-l4-h128"
+    text = tmp_path / "in.jsonl"
+    text.write_bytes(b'{"text_a": "fine"}\n\n' + bad_line + b'\n{"text_a": "fine"}\n')
+    result = subprocess.run([bert_encode(), f"--model_dir={model}", f"--text={text}",
+                             f"--vocab={REPO / 'tests/data/tiny_vocab_1024.txt'}",
+                             f"--output={tmp_path / 'out.safetensors'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"{text}:3: {why}" in result.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_text_and_inputs_are_exclusive(tmp_path):
+    model = GOLDEN / "tiny-l4-h128"
+    result = subprocess.run([bert_encode(), f"--model_dir={model}",
+                             f"--inputs={model / 'expected.safetensors'}",
+                             f"--text={tmp_path / 'in.jsonl'}",
+                             f"--output={tmp_path / 'out.safetensors'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "exactly one of --inputs and --text" in result.stderr
