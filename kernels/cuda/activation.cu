@@ -2,7 +2,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "kernels/cuda/activation.h"
 #include "kernels/cuda/device_utils.cuh"
@@ -11,28 +10,10 @@ namespace bert {
 namespace cuda {
 namespace {
 
-// erf(z) by Abramowitz & Stegun 7.1.26 (max abs error 1.5e-7): one reciprocal, one exp and
-// five FMAs instead of erff's longer sequence. The erf-GELU pass was compute-bound with erff
-// (83 us per layer at 16K tokens on an H200, twice its memory floor). Used for half and bf16
-// only, whose rounding (>= 4.9e-4 relative) is far above the 2.1e-7 absolute GELU error;
-// float keeps erff so that the fp32 engine stays exact.
-__device__ __forceinline__ float FastErf(float z) {
-  const float a = fabsf(z);
-  const float t = __frcp_rn(fmaf(0.3275911f, a, 1.0f));
-  float poly = 1.061405429f;
-  poly = fmaf(poly, t, -1.453152027f);
-  poly = fmaf(poly, t, 1.421413741f);
-  poly = fmaf(poly, t, -0.284496736f);
-  poly = fmaf(poly, t, 0.254829592f);
-  const float y = 1.0f - poly * t * __expf(-a * a);
-  return copysignf(y, z);
-}
-
-template <GeluKind kKind, bool kFastErf>
+template <GeluKind kKind>
 __device__ __forceinline__ float Gelu(float x) {
   if (kKind == GeluKind::kErf) {
-    const float z = x * 0.70710678118654752440f;
-    return 0.5f * x * (1.0f + (kFastErf ? FastErf(z) : erff(z)));
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
   } else {
     const float inner = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
     return 0.5f * x * (1.0f + tanhf(inner));
@@ -69,7 +50,7 @@ __global__ void BiasGeluKernel(T* __restrict__ x, const T* __restrict__ bias, In
       const Index i = first + u * stride;
       if (i < total) {
 #pragma unroll
-        for (int k = 0; k < kVec; ++k) v[u][k] = Gelu<kKind, !std::is_same_v<T, float>>(v[u][k]);
+        for (int k = 0; k < kVec; ++k) v[u][k] = Gelu<kKind>(v[u][k]);
         internal::StoreFloats<T, kVec>(x + i * kVec, v[u]);
       }
     }
