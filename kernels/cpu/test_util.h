@@ -1,4 +1,4 @@
-// Helpers for the kernel tests: seeded random data and a relative-error measure.
+// Helpers for the kernel and engine tests: seeded random data, error measures.
 #ifndef BERT_KERNELS_CPU_TEST_UTIL_H_
 #define BERT_KERNELS_CPU_TEST_UTIL_H_
 
@@ -19,14 +19,23 @@ inline std::vector<float> RandomVector(size_t n, uint32_t seed, float scale = 1.
   return v;
 }
 
-// ||out - ref|| / ||ref||
-inline double RelativeError(const std::vector<float>& out, const std::vector<double>& ref) {
+// ||out - ref|| / ||ref|| (||out - ref|| when ref is all zeros); `ref` is float or double.
+template <typename Ref>
+double RelativeError(const std::vector<float>& out, const std::vector<Ref>& ref) {
   double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += (out[i] - ref[i]) * (out[i] - ref[i]);
-    norm += ref[i] * ref[i];
+  for (size_t i = 0; i < ref.size() && i < out.size(); ++i) {
+    const double d = static_cast<double>(out[i]) - static_cast<double>(ref[i]);
+    diff += d * d;
+    norm += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
   }
-  return std::sqrt(diff / norm);
+  return norm == 0.0 ? std::sqrt(diff) : std::sqrt(diff / norm);
+}
+
+// Number of non-finite values (outputs poisoned with NaN and never written show up here).
+inline size_t CountNonFinite(const std::vector<float>& v) {
+  size_t n = 0;
+  for (float x : v) n += std::isfinite(x) ? 0 : 1;
+  return n;
 }
 
 inline double MaxAbsError(const std::vector<float>& out, const std::vector<double>& ref) {

@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/test_util.h"
 #include "kernels/cuda/cuda_utils.h"
 
 namespace bert {
@@ -126,23 +127,8 @@ class DeviceArray {
   CudaStatus status_;
 };
 
-// Number of non-finite values (unwritten poisoned outputs show up here).
-inline size_t CountNonFinite(const std::vector<float>& v) {
-  size_t n = 0;
-  for (float x : v) n += std::isfinite(x) ? 0 : 1;
-  return n;
-}
-
-inline double RelativeError(const std::vector<float>& out, const std::vector<float>& ref) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size() && i < out.size(); ++i) {
-    const double d = static_cast<double>(out[i]) - ref[i];
-    diff += d * d;
-    norm += static_cast<double>(ref[i]) * ref[i];
-  }
-  if (norm == 0.0) return std::sqrt(diff);
-  return std::sqrt(diff / norm);
-}
+using ::bert::cpu::testing::CountNonFinite;
+using ::bert::cpu::testing::RelativeError;
 
 }  // namespace testing_util
 }  // namespace cuda

@@ -6,66 +6,36 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/test_util.h"
 #include "server/engine/cpu_engine.h"
-#include "server/engine/model.h"
-#include "server/engine/safetensors.h"
+#include "server/engine/golden_fixture.h"
 
 namespace bert {
 namespace {
 
-double RelativeError(const std::vector<float>& out, const std::vector<float>& ref) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += (static_cast<double>(out[i]) - ref[i]) * (static_cast<double>(out[i]) - ref[i]);
-    norm += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(diff) / std::sqrt(norm);
-}
+using cpu::testing::RelativeError;
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GoldenTest, MatchesReferenceOnEveryTensor) {
-  const std::string dir = "tests/golden/" + GetParam();
-  auto model = LoadModel(dir);
-  ASSERT_TRUE(model.ok()) << model.status();
-  auto shared = std::make_shared<const Model>(std::move(model).value());
-  const ModelConfig& c = shared->config;
-  auto expected = SafetensorsFile::Open(dir + "/expected.safetensors");
-  ASSERT_TRUE(expected.ok()) << expected.status();
-
-  std::vector<int64_t> shape;
-  auto words = expected->ReadInt32("input_word_ids", &shape);
-  auto mask = expected->ReadInt32("input_mask", nullptr);
-  auto types = expected->ReadInt32("input_type_ids", nullptr);
-  ASSERT_TRUE(words.ok() && mask.ok() && types.ok());
-  ASSERT_EQ(shape.size(), 2u);
-  const int b = shape[0], s = shape[1];
-
-  EncoderBatch batch;
-  for (int i = 0; i < b; ++i) {
-    int valid = 0;
-    while (valid < s && (*mask)[i * s + valid] == 1) ++valid;
-    batch.Add(absl::MakeConstSpan(words->data() + i * s, valid),
-              absl::MakeConstSpan(types->data() + i * s, valid), s);
-    // The padding rows carry word/type id 0 in the fixture, as Add fills them.
-    for (int j = valid; j < s; ++j) ASSERT_EQ((*words)[i * s + j], 0);
-  }
-  OutputSelection sel;
-  sel.pooled = true;
-  sel.sequence = true;
-  for (int l = 0; l < c.num_layers; ++l) sel.layers.push_back(l);
+  auto fixture = LoadGoldenFixture(GetParam());
+  ASSERT_TRUE(fixture.ok()) << fixture.status();
+  const ModelConfig& c = fixture->model->config;
+  const EncoderBatch& batch = fixture->batch;
+  const OutputSelection& sel = fixture->selection;
+  SafetensorsFile& expected = fixture->expected;
 
   for (int threads : {1, 2}) {
     CpuEngineOptions opts;
     opts.threads = threads;
-    auto engine = CpuEngine::Create(shared, opts);
+    auto engine = CpuEngine::Create(fixture->model, opts);
     ASSERT_TRUE(engine.ok()) << engine.status();
     EncoderOutput out;
     ASSERT_TRUE((*engine)->Encode(batch, sel, &out).ok());
 
     auto check = [&](const std::string& name, const std::vector<float>& got) {
       std::vector<int64_t> ref_shape;
-      auto ref = expected->ReadFloat32(name, &ref_shape);
+      auto ref = expected.ReadFloat32(name, &ref_shape);
       ASSERT_TRUE(ref.ok()) << ref.status();
       ASSERT_EQ(got.size(), ref->size()) << name;
       const double err = RelativeError(got, *ref);

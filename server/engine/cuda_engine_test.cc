@@ -20,8 +20,9 @@
 
 #if defined(BERT_WITH_CUDA)
 #include "server/engine/cpu_engine.h"
+#include "kernels/cpu/test_util.h"
 #include "server/engine/cuda_engine.h"
-#include "server/engine/safetensors.h"
+#include "server/engine/golden_fixture.h"
 #endif
 
 namespace bert {
@@ -29,21 +30,8 @@ namespace {
 
 #if defined(BERT_WITH_CUDA)
 
-double RelativeError(const std::vector<float>& out, const std::vector<float>& ref) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size() && i < out.size(); ++i) {
-    const double d = static_cast<double>(out[i]) - ref[i];
-    diff += d * d;
-    norm += static_cast<double>(ref[i]) * ref[i];
-  }
-  return norm == 0.0 ? std::sqrt(diff) : std::sqrt(diff / norm);
-}
-
-size_t CountNonFinite(const std::vector<float>& v) {
-  size_t n = 0;
-  for (float x : v) n += std::isfinite(x) ? 0 : 1;
-  return n;
-}
+using cpu::testing::CountNonFinite;
+using cpu::testing::RelativeError;
 
 // Smallest cosine similarity between matching rows of two [rows, hidden] tensors.
 double MinRowCosine(const std::vector<float>& a, const std::vector<float>& b, int hidden) {
@@ -139,31 +127,14 @@ class CudaGoldenTest : public ::testing::TestWithParam<GoldenParam> {
 
 TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
   const auto& [name, dtype] = GetParam();
-  const std::string dir = "tests/golden/" + name;
-  auto loaded = LoadModel(dir);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  auto model = std::make_shared<const Model>(std::move(loaded).value());
+  auto fixture = LoadGoldenFixture(name);
+  ASSERT_TRUE(fixture.ok()) << fixture.status();
+  const std::shared_ptr<const Model>& model = fixture->model;
   const ModelConfig& c = model->config;
-  auto expected = SafetensorsFile::Open(dir + "/expected.safetensors");
-  ASSERT_TRUE(expected.ok()) << expected.status();
-  std::vector<int64_t> shape;
-  auto words = expected->ReadInt32("input_word_ids", &shape);
-  auto mask = expected->ReadInt32("input_mask", nullptr);
-  auto types = expected->ReadInt32("input_type_ids", nullptr);
-  ASSERT_TRUE(words.ok() && mask.ok() && types.ok());
-  ASSERT_EQ(shape.size(), 2u);
-  const int b = shape[0], s = shape[1];
-  EncoderBatch batch;
-  for (int i = 0; i < b; ++i) {
-    int valid = 0;
-    while (valid < s && (*mask)[i * s + valid] == 1) ++valid;
-    batch.Add(absl::MakeConstSpan(words->data() + i * s, valid),
-              absl::MakeConstSpan(types->data() + i * s, valid), s);
-  }
-  OutputSelection sel;
-  sel.pooled = true;
-  sel.sequence = true;
-  for (int l = 0; l < c.num_layers; ++l) sel.layers.push_back(l);
+  const EncoderBatch& batch = fixture->batch;
+  const OutputSelection& sel = fixture->selection;
+  SafetensorsFile& expected = fixture->expected;
+  const int b = batch.num_sequences(), s = batch.max_rows();
 
   // The pinned output buffer holds 2 x max_batch_tokens rows: size the workspace so that every
   // layer's output fits, which lets the engine capture a CUDA graph for this batch.
@@ -178,7 +149,7 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
     const absl::Status st = (*engine)->Encode(batch, sel, &out);
     ASSERT_TRUE(st.ok()) << st;
     auto check = [&](const std::string& tensor, const std::vector<float>& got) {
-      auto ref = expected->ReadFloat32(tensor, nullptr);
+      auto ref = expected.ReadFloat32(tensor, nullptr);
       ASSERT_TRUE(ref.ok()) << ref.status();
       ASSERT_EQ(got.size(), ref->size()) << tensor;
       EXPECT_EQ(CountNonFinite(got), 0u) << tensor;
