@@ -19,7 +19,7 @@ TESTS=(
   "kernels/cuda:attention_test"
   "server/engine:cuda_engine_test"
 )
-BENCH="bench:gpu_bench"
+BENCH=("bench:gpu_bench" "bench:attention_bench")
 # The serving path on the GPU: tools/gpu_serving_check.py drives these.
 SERVING=(
   "server:bert_server"
@@ -29,10 +29,10 @@ SERVING=(
 
 build() {
   local targets=()
-  for t in "${TESTS[@]}" "$BENCH" "${SERVING[@]}"; do targets+=("//$t"); done
+  for t in "${TESTS[@]}" "${BENCH[@]}" "${SERVING[@]}"; do targets+=("//$t"); done
   bazel build "${targets[@]}" || exit 1
   rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
-  for t in "${TESTS[@]}" "$BENCH" "${SERVING[@]}"; do
+  for t in "${TESTS[@]}" "${BENCH[@]}" "${SERVING[@]}"; do
     local path="bazel-bin/${t/://}"
     cp -L "$path" .gpu/bin/ || exit 1
     ldd "$path" | awk '/=>/ {print $3}' | while read -r lib; do
@@ -125,6 +125,12 @@ PY
       --json="$logs/ours_nographs.json" 2>&1 | tee "$logs/ours_nographs_profile.log"
     rc=${PIPESTATUS[0]}
     table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench nographs+prof" "$rc" "$((SECONDS - start))")")
+    # The attention kernel alone (fp16; torch SDPA anchors in ../shared/DEVICE.md).
+    start=$SECONDS
+    LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/attention_bench --dtype=f16 2>&1 |
+      tee "$logs/attention_bench.log"
+    rc=${PIPESTATUS[0]}
+    table+=("$(printf '%-20s rc=%-3s %5ss' "attention_bench" "$rc" "$((SECONDS - start))")")
     start=$SECONDS
     if [ -n "$model_flag" ]; then
       timeout "${HF_TIMEOUT:-300}" python3 bench/hf_baseline.py --model_dir "$model" \
