@@ -69,7 +69,11 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
 }
 
 CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads)
-    : model_(std::move(model)), pool_(threads), cpu_name_(CpuModelName()) {}
+    : model_(std::move(model)), pool_(threads), cpu_name_(CpuModelName()) {
+  // The pool provides the parallelism; OpenBLAS threads would compete with it. The setting
+  // is process-wide (see cpu_engine.h).
+  openblas_set_num_threads(1);
+}
 
 EngineInfo CpuEngine::info() const {
   EngineInfo info;
@@ -183,8 +187,6 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
   output->mean_pooled.clear();
   if (n == 0) return absl::OkStatus();
 
-  // The pool provides the parallelism; OpenBLAS threads would compete with it.
-  openblas_set_num_threads(1);
   Reserve(rows);
 
   const int parts = std::min(pool_.num_threads(), n);

@@ -2,7 +2,8 @@
 //
 // Threads: the engine owns a pool of `threads` threads and splits every op into parts by
 // rows (GEMMs, LayerNorm) or sequences (embeddings, attention) that the threads claim as they
-// become free; OpenBLAS itself is set to one thread so that the two never compete for cores.
+// become free; OpenBLAS itself is set (process-wide, when an engine is built) to one thread
+// so that the two never compete for cores.
 // Workspace buffers grow to the largest batch seen (or are sized up front from `max_batch_tokens`)
 // and are reused: no large allocation per call after warm-up. The model is shared and read-only.
 // Not thread-safe (see Engine).
