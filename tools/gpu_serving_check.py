@@ -10,13 +10,15 @@ import json
 import os
 import pathlib
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "python"))
+from safetensors_io import read_safetensors  # noqa: E402
 
 BIN = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu/bin")
 GOLDEN = pathlib.Path("tests/golden/tiny-l4-h128")
@@ -26,20 +28,6 @@ BACKEND = os.environ.get("GPU_CHECK_BACKEND", "cuda")  # "cpu" for a dry run wit
 # Only our binaries get the carried libraries (gpu_check.sh passes them in BERT_LD).
 ENV = dict(os.environ, LD_LIBRARY_PATH=os.environ.get("BERT_LD", ""))
 failures = []
-
-
-def read_safetensors(path):
-    data = pathlib.Path(path).read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = meta["data_offsets"]
-        dtype = {"F32": np.float32, "I32": np.int32}[meta["dtype"]]
-        out[name] = np.frombuffer(data[8 + n + start:8 + n + end], dtype).reshape(meta["shape"])
-    return out
 
 
 def check(name, ok, detail=""):

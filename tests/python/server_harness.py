@@ -1,11 +1,9 @@
 """Helpers for the end-to-end server tests: Python stubs generated from the proto at test
 time, a real bert_server process on 127.0.0.1 with an ephemeral port, safetensors reading
 and tensor decoding. Every server started here is killed in teardown."""
-import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -15,6 +13,7 @@ import urllib.request
 
 import grpc
 import numpy as np
+from safetensors_io import read_safetensors  # noqa: F401 (tests import it from here)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TINY_MODEL = os.path.join(REPO, "tests", "golden", "tiny-l4-h128")
@@ -48,23 +47,6 @@ def server_binary():
     if not os.path.exists(path):
         raise RuntimeError(f"{path} not found: build //server:bert_server and set BERT_BIN")
     return path
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    base = 8 + n
-    out = {}
-    dtypes = {"F32": np.float32, "I32": np.int32, "I64": np.int64}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[base + b:base + e],
-                                  dtype=dtypes[info["dtype"]]).reshape(info["shape"])
-    return out
 
 
 def decode(tensor):

@@ -7,44 +7,14 @@ output tensor with tests/golden/<model>/expected.safetensors at 1e-5 relative
 import json
 import os
 import pathlib
-import struct
 import subprocess
 
 import numpy as np
 import pytest
+from safetensors_io import read_safetensors, write_safetensors
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
-DTYPES = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "I64": np.int64}
-
-
-def read_safetensors(path):
-    data = pathlib.Path(path).read_bytes()
-    (header_len,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + header_len])
-    body = data[8 + header_len:]
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = entry["data_offsets"]
-        tensors[name] = np.frombuffer(body[begin:end], dtype=DTYPES[entry["dtype"]]).reshape(
-            entry["shape"])
-    return tensors
-
-
-def write_safetensors(path, tensors):
-    header, offset, blobs = {}, 0, []
-    names = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
-    for name, array in tensors.items():
-        blob = np.ascontiguousarray(array).tobytes()
-        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    pathlib.Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def bert_encode():

@@ -3,14 +3,12 @@ SERVING, GetModelInfo, Tokenize, clean stop; health transitions; the startup log
 import os
 import signal
 import sys
-import time
 
 import grpc
-import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (MINILM, TINY_MODEL, TINY_VOCAB, Server, stubs)  # noqa: E402
+from server_harness import (MINILM, TINY_VOCAB, Server, stubs)  # noqa: E402
 
 
 def test_server_starts_serves_model_info_and_stops_cleanly():

@@ -9,7 +9,6 @@ import threading
 import time
 
 import grpc
-import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))

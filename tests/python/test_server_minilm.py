@@ -4,11 +4,8 @@ the same packed inputs, sentence-embedding sanity, and the bundled client CLI dr
 README's seed example."""
 import json
 import os
-import pathlib
-import struct
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -16,6 +13,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from server_harness import (MINILM, REPO, Server, decode, read_safetensors, rel_err,  # noqa
                             stubs)
+from safetensors_io import write_safetensors
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(MINILM),
@@ -36,19 +34,6 @@ def bin_path(*parts):
     path = os.path.join(root, *parts)
     assert os.path.exists(path), f"{path} not built"
     return path
-
-
-def write_safetensors(path, tensors):
-    header, offset, blobs = {}, 0, []
-    for name, array in tensors.items():
-        blob = np.ascontiguousarray(array).tobytes()
-        header[name] = {"dtype": "I32", "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    pathlib.Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def test_tokenize_matches_hugging_face_tokenizers(server):
