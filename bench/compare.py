@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """One table: our engine (gpu_bench --json) vs Hugging Face (hf_baseline.py --json).
 
-  compare.py OURS.json HF.json
+  compare.py OURS.json HF.json [NAME=VARIANT.json ...]
 
 For each dtype and shape: our GPU ms, seq/s and real tokens/s; HF eager, torch.compile and
 torch.compile(mode="reduce-overhead") ms where measured; speed-up = best HF ms / our ms.
+Each NAME=VARIANT.json (gpu_bench --json with one engine option changed) adds a column with
+that variant's ms for the shapes it ran.
 """
 import json
 import os
@@ -21,12 +23,21 @@ def main():
             print(f"(unreadable Hugging Face results {sys.argv[2]}: {e})")
     else:
         print("(no Hugging Face results)")
+    variants = []
+    for arg in sys.argv[3:]:
+        name, _, path = arg.partition("=")
+        if os.path.exists(path):
+            by = {(r["dtype"], r["shape"], r["batch"]): r["gpu_ms"] for r in json.load(open(path))}
+            variants.append((name, by))
+        else:
+            print(f"(no results for variant {name}: {path})")
     hf_by = {}
     for r in hf:
         hf_by[(r["mode"], r["dtype"], r["shape"], r["batch"])] = r["gpu_ms"]
     print("| dtype | shape | batch | tokens | ours ms | ours seq/s | ours tok/s | HF eager ms |"
-          " HF compile ms | HF compile-ro ms | best HF / ours |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          " HF compile ms | HF compile-ro ms | best HF / ours |"
+          + "".join(f" ours {name} ms |" for name, _ in variants))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(variants))
     for r in ours:
         key = (r["dtype"], r["shape"], r["batch"])
         cells = []
@@ -38,9 +49,13 @@ def main():
                 best = ms if best is None else min(best, ms)
         ms = r["gpu_ms"]
         ratio = f"{best / ms:.2f}x" if best is not None and ms > 0 else "–"
+        extra = ""
+        for _, by in variants:
+            v = by.get(key)
+            extra += f" {v:.3f} |" if v is not None else " – |"
         print(f"| {r['dtype']} | {r['shape']} | {r['batch']} | {r['real_tokens']} | {ms:.3f} | "
               f"{r['batch'] / ms * 1e3:,.0f} | {r['real_tokens'] / ms * 1e3:,.0f} | "
-              + " | ".join(cells) + f" | {ratio} |")
+              + " | ".join(cells) + f" | {ratio} |" + extra)
     return 0
 
 

@@ -5,12 +5,16 @@
 //
 //   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
-//             [--cuda_graphs=true|false] [--profile] [--profile_batches=1,128]
+//             [--cuda_graphs=true|false] [--max_graph_rows=4096] [--fused_gelu=true|false]
+//             [--gemm_autotune=true|false] [--profile] [--profile_batches=1,128]
 //
 // --model_dir loads a Hugging Face BERT directory (bench/hf_baseline.py --save_model writes
 // one, so both sides use the same random weights); without it, RandomModel(BertBase, 1).
 // --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
-// --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture).
+// --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture),
+// for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune: the engine
+// options of the same names (CudaEngineOptions; defaults as in serving). Each result line
+// names the options it ran with.
 // --profile: afterwards, fp16 at --profile_batches x --seq (and the variable-length batch when
 // given): the engine's op observer (CudaOpObserver) records a CUDA event before every op of
 // one Encode; the time between consecutive events is charged to the op that starts at the
@@ -48,6 +52,9 @@ struct Options {
   int iters = 30;
   std::string json;
   bool cuda_graphs = true;
+  int max_graph_rows = CudaEngineOptions().max_graph_rows;
+  bool fused_gelu = true;
+  bool gemm_autotune = true;
   bool profile = false;
   std::vector<int> profile_batches = {1, 128};
 };
@@ -61,6 +68,8 @@ std::vector<std::string> Split(const std::string& s) {
   }
   return out;
 }
+
+bool ParseBool(const std::string& v) { return v != "false" && v != "0"; }
 
 bool ParseFlags(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; ++i) {
@@ -85,7 +94,13 @@ bool ParseFlags(int argc, char** argv, Options* o) {
     } else if (const char* v = value("json")) {
       o->json = v;
     } else if (const char* v = value("cuda_graphs")) {
-      o->cuda_graphs = std::string(v) != "false" && std::string(v) != "0";
+      o->cuda_graphs = ParseBool(v);
+    } else if (const char* v = value("max_graph_rows")) {
+      o->max_graph_rows = std::atoi(v);
+    } else if (const char* v = value("fused_gelu")) {
+      o->fused_gelu = ParseBool(v);
+    } else if (const char* v = value("gemm_autotune")) {
+      o->gemm_autotune = ParseBool(v);
     } else if (a == "--profile" || a == "--profile=true") {
       o->profile = true;
     } else if (const char* v = value("profile_batches")) {
@@ -97,6 +112,25 @@ bool ParseFlags(int argc, char** argv, Options* o) {
     }
   }
   return true;
+}
+
+CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
+  CudaEngineOptions e;
+  e.dtype = dtype;
+  e.max_batch_tokens = max_tokens;
+  e.cuda_graphs = o.cuda_graphs;
+  e.max_graph_rows = o.max_graph_rows;
+  e.fused_gelu = o.fused_gelu;
+  e.gemm_autotune = o.gemm_autotune;
+  return e;
+}
+
+// "graphs<=4096 gelu=fused autotune=on": the options a result ran with.
+std::string Describe(const Options& o) {
+  const std::string graphs =
+      o.cuda_graphs ? "graphs<=" + std::to_string(o.max_graph_rows) : std::string("graphs=off");
+  return graphs + " gelu=" + (o.fused_gelu ? "fused" : "exact") +
+         " autotune=" + (o.gemm_autotune ? "on" : "off");
 }
 
 double Median(std::vector<double> v) {
@@ -249,7 +283,7 @@ int Run(const Options& o) {
     cudaFree(nullptr);
     size_t free_before = 0, free_after = 0, total = 0;
     cudaMemGetInfo(&free_before, &total);
-    auto engine = CreateCudaEngine(model, DType::kFloat16, 16384, false);
+    auto engine = CreateCudaEngine(model, EngineOptions(o, DType::kFloat16, 16384));
     cudaMemGetInfo(&free_after, &total);
     if (engine.ok()) {
       std::printf(
@@ -268,7 +302,7 @@ int Run(const Options& o) {
       std::fprintf(stderr, "%s\n", dtype.status().ToString().c_str());
       return 1;
     }
-    auto engine = CreateCudaEngine(model, *dtype, max_tokens, /*allow_tf32=*/false, o.cuda_graphs);
+    auto engine = CreateCudaEngine(model, EngineOptions(o, *dtype, max_tokens));
     if (!engine.ok()) {
       std::fprintf(stderr, "creating the CUDA engine: %s\n", engine.status().ToString().c_str());
       return 1;
@@ -306,10 +340,9 @@ int Run(const Options& o) {
       r.wall_ms = Median(wall);
       std::printf(
           "ours %-5s %-7s batch %4d tokens %6ld  gpu %8.3f ms  wall %8.3f ms  %10.0f seq/s"
-          "  %11.0f tok/s  graphs %s\n",
+          "  %11.0f tok/s  %s\n",
           name.c_str(), shape.c_str(), r.batch, r.real_tokens, r.gpu_ms, r.wall_ms,
-          r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3),
-          o.cuda_graphs ? "on" : "off");
+          r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3), Describe(o).c_str());
       std::fflush(stdout);
       results.push_back(r);
     }
@@ -322,7 +355,7 @@ int Run(const Options& o) {
         gs.last_capture_error.c_str());
   }
   if (o.profile) {
-    auto engine = CreateCudaEngine(model, DType::kFloat16, max_tokens, false, o.cuda_graphs);
+    auto engine = CreateCudaEngine(model, EngineOptions(o, DType::kFloat16, max_tokens));
     if (!engine.ok()) {
       std::fprintf(stderr, "creating the CUDA engine: %s\n", engine.status().ToString().c_str());
       return 1;

@@ -58,6 +58,13 @@ ABSL_FLAG(int, tokenization_workers, 2, "Threads that tokenize and assemble resp
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
 ABSL_FLAG(bool, cuda_graphs, true,
           "CUDA backend: replay captured CUDA graphs for batch shapes seen before");
+ABSL_FLAG(int, cuda_graph_max_rows, 4096,
+          "CUDA backend: capture graphs only for batches of at most this many rows");
+ABSL_FLAG(bool, fused_gelu, true,
+          "CUDA backend, float16/bfloat16: bias + GELU in the FFN GEMM's epilogue (tanh form, "
+          "< 1/4 fp16 ulp from erf GELU); false: the exact erf pass");
+ABSL_FLAG(bool, gemm_autotune, true,
+          "CUDA backend: time cuBLASLt's candidate algorithms per GEMM shape on first use");
 ABSL_FLAG(int, default_seq_length, 128, "seq_length of requests that leave it 0");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest request or response message");
 ABSL_FLAG(std::string, lowercase, "auto",
@@ -196,6 +203,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   engine_options.max_batch_tokens = max_batch_tokens;
   engine_options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  engine_options.max_graph_rows = absl::GetFlag(FLAGS_cuda_graph_max_rows);
+  engine_options.fused_gelu = absl::GetFlag(FLAGS_fused_gelu);
+  engine_options.gemm_autotune = absl::GetFlag(FLAGS_gemm_autotune);
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
   auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
   if (!dtype.ok()) return dtype.status();

@@ -118,6 +118,18 @@ PY
       --json="$logs/ours.json" 2>&1 | tee "$logs/ours.log"
     rc=${PIPESTATUS[0]}
     table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench (ours)" "$rc" "$((SECONDS - start))")")
+    # One option changed at a time against the defaults above (fp16): what each step gains.
+    local variant
+    for variant in "exact_gelu --fused_gelu=false" "no_autotune --gemm_autotune=false" \
+                   "graphs_all_rows --max_graph_rows=1000000"; do
+      local vname="${variant%% *}" vflag="${variant#* }"
+      start=$SECONDS
+      LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
+        --dtypes=fp16 --batches=1,8,32,128 $vflag --json="$logs/ours_$vname.json" 2>&1 |
+        tee "$logs/ours_$vname.log"
+      rc=${PIPESTATUS[0]}
+      table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench $vname" "$rc" "$((SECONDS - start))")")
+    done
     # fp16 without CUDA graphs (what the graphs gain) and the per-op profile (--profile).
     start=$SECONDS
     LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
@@ -141,7 +153,9 @@ PY
     fi
     table+=("$(printf '%-20s rc=%-3s %5ss' "hf_baseline" "$rc" "$((SECONDS - start))")")
     if [ -f "$logs/ours.json" ]; then
-      python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" | tee "$logs/compare.md"
+      python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" \
+        "exact_gelu=$logs/ours_exact_gelu.json" "no_autotune=$logs/ours_no_autotune.json" \
+        "graphs_all_rows=$logs/ours_graphs_all_rows.json" | tee "$logs/compare.md"
     fi
   fi
 

@@ -59,8 +59,7 @@ template <typename T>
 class CudaEngine final : public Engine, public CudaEngineTiming {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const Model> model,
-                                                        DType dtype, int max_batch_tokens,
-                                                        bool allow_tf32, bool use_cuda_graphs);
+                                                        const CudaEngineOptions& options);
 
   const ModelConfig& config() const override { return model_->config; }
   bool has_pooler() const override { return model_->weights.has_pooler; }
@@ -68,7 +67,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
     EngineInfo info;
     info.backend = "cuda";
     info.device = device_name_;
-    info.dtype = dtype_;
+    info.dtype = options_.dtype;
     return info;
   }
   absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
@@ -82,13 +81,12 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   }
 
  private:
-  CudaEngine(std::shared_ptr<const Model> model, DType dtype, int max_batch_tokens,
-             bool use_cuda_graphs)
-      : model_(std::move(model)), dtype_(dtype), max_tokens_(max_batch_tokens) {
-    use_graphs_ = use_cuda_graphs;
-  }
+  CudaEngine(std::shared_ptr<const Model> model, const CudaEngineOptions& options)
+      : options_(options), max_tokens_(options.max_batch_tokens), model_(std::move(model)) {}
 
-  absl::Status Init(bool allow_tf32);
+  absl::Status Init();
+  // Whether the FFN's bias + GELU runs as the FFN-up GEMM's epilogue (see fused_gelu).
+  bool GeluInEpilogue() const;
   // Uploads a host fp32 tensor as T (through the fp32 staging buffer) or as fp32.
   absl::Status Upload(const HostTensor& tensor, DeviceBuffer<T>* out);
   absl::Status UploadFloat(const HostTensor& tensor, DeviceBuffer<float>* out);
@@ -143,7 +141,6 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   absl::Status RunDevice(int rows, int n, int max_rows, const OutputSelection& selection);
   absl::Status CaptureAndLaunch(GraphKey key, int rows, int n, int max_rows,
                                 const OutputSelection& selection);
-  bool use_graphs_ = true;
   CudaOpObserver* observer_ = nullptr;
   std::vector<std::unique_ptr<CachedGraph>> graphs_;
   std::vector<GraphKey> seen_once_;    // keys run once (bounded), captured when seen again
@@ -151,9 +148,9 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   unsigned long long use_clock_ = 0;
   CudaGraphStats graph_stats_;
 
+  const CudaEngineOptions options_;
+  const int max_tokens_;  // options_.max_batch_tokens
   std::shared_ptr<const Model> model_;
-  DType dtype_;
-  int max_tokens_;
   std::string device_name_;
 
   cuda::CudaStream stream_;
@@ -182,13 +179,18 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
 
 template <typename T>
 absl::StatusOr<std::unique_ptr<Engine>> CudaEngine<T>::Create(std::shared_ptr<const Model> model,
-                                                              DType dtype, int max_batch_tokens,
-                                                              bool allow_tf32,
-                                                              bool use_cuda_graphs) {
-  std::unique_ptr<CudaEngine<T>> engine(
-      new CudaEngine<T>(std::move(model), dtype, max_batch_tokens, use_cuda_graphs));
-  RETURN_IF_ERROR(engine->Init(allow_tf32));
+                                                              const CudaEngineOptions& options) {
+  std::unique_ptr<CudaEngine<T>> engine(new CudaEngine<T>(std::move(model), options));
+  RETURN_IF_ERROR(engine->Init());
   return std::unique_ptr<Engine>(std::move(engine));
+}
+
+template <typename T>
+bool CudaEngine<T>::GeluInEpilogue() const {
+  // cuBLASLt's GELU epilogue is the tanh form and may use a fast tanh: never in fp32, so
+  // that fp32 stays exact.
+  if (std::is_same<T, float>::value) return false;
+  return model_->config.activation == Activation::kGeluTanh || options_.fused_gelu;
 }
 
 template <typename T>
@@ -228,12 +230,16 @@ absl::Status CudaEngine<T>::UploadFloat(const HostTensor& tensor, DeviceBuffer<f
 }
 
 template <typename T>
-absl::Status CudaEngine<T>::Init(bool allow_tf32) {
+absl::Status CudaEngine<T>::Init() {
   const ModelConfig& c = model_->config;
   const ModelWeights& w = model_->weights;
   if (max_tokens_ < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("CUDA engine: max_batch_tokens must be >= 1, got ", max_tokens_));
+  }
+  if (options_.max_graph_rows < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA engine: max_graph_rows must be >= 0, got ", options_.max_graph_rows));
   }
   if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
     return absl::FailedPreconditionError(absl::StrCat("CUDA engine: hidden_size ", c.hidden_size,
@@ -290,7 +296,7 @@ absl::Status CudaEngine<T>::Init(bool allow_tf32) {
   RETURN_IF_ERROR(CudaCall(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
   if (needed + (64u << 20) > free_bytes) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("CUDA engine: model ", model_->name, " in ", DTypeName(dtype_), " with a ",
+        absl::StrCat("CUDA engine: model ", model_->name, " in ", DTypeName(options_.dtype), " with a ",
                      max_tokens_, "-token workspace needs ", needed >> 20, " MiB but ", prop.name,
                      " has ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
                      " MiB; lower --max_batch_tokens or use a smaller dtype"));
@@ -300,7 +306,8 @@ absl::Status CudaEngine<T>::Init(bool allow_tf32) {
   RETURN_IF_ERROR(ToStatus(start_.Create(), "creating events"));
   RETURN_IF_ERROR(ToStatus(stop_.Create(), "creating events"));
   RETURN_IF_ERROR(
-      ToStatus(cuda::Gemm::Create(cuda::Gemm::kDefaultWorkspaceBytes, allow_tf32, &gemm_),
+      ToStatus(cuda::Gemm::Create(cuda::Gemm::kDefaultWorkspaceBytes, options_.allow_tf32,
+                                  &gemm_),
                "creating cuBLASLt"));
   RETURN_IF_ERROR(ToStatus(staging_.Allocate(staging_values), "allocating staging"));
 
@@ -488,8 +495,9 @@ size_t CudaEngine<T>::OutputValues(int rows, int n, const OutputSelection& selec
 template <typename T>
 absl::Status CudaEngine<T>::RunDevice(int rows, int n, int max_rows,
                                       const OutputSelection& selection) {
-  const bool graphable =
-      use_graphs_ && observer_ == nullptr && OutputValues(rows, n, selection) <= host_out_.size();
+  const bool graphable = options_.cuda_graphs && rows <= options_.max_graph_rows &&
+                         observer_ == nullptr &&
+                         OutputValues(rows, n, selection) <= host_out_.size();
   if (!graphable) {
     ++graph_stats_.eager_runs;
     return EnqueueForward(rows, n, max_rows, selection);
@@ -650,16 +658,14 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
             projected, L.attention_output_bias.get(), hidden_.get(), L.attention_norm_gamma.get(),
             L.attention_norm_beta.get(), rows, h, c.layer_norm_eps, hidden_.get(), stream),
         "attention LayerNorm"));
-    // cuBLASLt's GELU epilogue is the tanh form and may use a fast tanh: fp16/bf16 only, so
-    // that fp32 stays exact.
     Mark("ffn_up_gemm");
-    if (c.activation == Activation::kGeluTanh && !std::is_same<T, float>::value) {
+    if (GeluInEpilogue()) {
       RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
                                              L.intermediate_bias.get(), inter,
                                              cuda::GemmEpilogue::kBiasGeluTanh, ffn_.get(), stream),
                                "FFN-up GEMM"));
     } else {
-      // The erf GELU (BERT's "gelu") has no cuBLASLt epilogue: it runs as its own pass.
+      // Exact GELU: a bias-free GEMM, then bias + GELU as one pass.
       RETURN_IF_ERROR(
           ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(), nullptr,
                                  inter, cuda::GemmEpilogue::kNone, ffn_.get(), stream),
@@ -729,8 +735,7 @@ int CudaDeviceCount() {
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const Model> model,
-                                                         DType dtype, int max_batch_tokens,
-                                                         bool allow_tf32, bool use_cuda_graphs) {
+                                                         const CudaEngineOptions& options) {
   if (model == nullptr) return absl::InvalidArgumentError("CUDA engine: no model");
   int count = 0;
   const CudaStatus devices = cuda::CountDevices(&count);
@@ -738,16 +743,13 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const M
     return absl::FailedPreconditionError(absl::StrCat(
         "CUDA backend unavailable: ", devices.message(), "; use the CPU backend (--backend=cpu)"));
   }
-  switch (dtype) {
+  switch (options.dtype) {
     case DType::kFloat32:
-      return CudaEngine<float>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32,
-                                       use_cuda_graphs);
+      return CudaEngine<float>::Create(std::move(model), options);
     case DType::kFloat16:
-      return CudaEngine<__half>::Create(std::move(model), dtype, max_batch_tokens, allow_tf32,
-                                        use_cuda_graphs);
+      return CudaEngine<__half>::Create(std::move(model), options);
     case DType::kBFloat16:
-      return CudaEngine<__nv_bfloat16>::Create(std::move(model), dtype, max_batch_tokens,
-                                               allow_tf32, use_cuda_graphs);
+      return CudaEngine<__nv_bfloat16>::Create(std::move(model), options);
   }
   return absl::InvalidArgumentError("CUDA engine: unknown dtype");
 }

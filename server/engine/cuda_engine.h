@@ -9,16 +9,18 @@
 // ids/types/cu_rows/num_valid, then embeddings + LayerNorm, the encoder blocks, and the
 // requested outputs copied back as fp32.
 //
-// CUDA graphs (`use_cuda_graphs`, default on): every device and pinned pointer a batch uses is
-// fixed at creation, and the launches depend only on the shape key (total rows, sequences,
-// longest sequence's rows, the OutputSelection). The first Encode of a key runs eagerly; the
+// CUDA graphs (CudaEngineOptions::cuda_graphs, default on): every device and pinned pointer
+// a batch uses is fixed at creation, and the launches depend only on the shape key (total
+// rows, sequences, longest sequence's rows, the OutputSelection). The first Encode of a key runs eagerly; the
 // second captures the whole device side (the ids upload from the pinned staging buffer,
 // embeddings, every block, heads, conversions and output copies into the pinned output buffer)
 // into a graph and launches it; later ones replay it (LRU cache of kMaxCudaGraphs). Outputs are
-// bit-identical with and without graphs (same kernels, same arguments). A batch whose outputs
-// overflow the pinned output buffer, or an engine with an op observer set, runs eagerly.
+// bit-identical with and without graphs (same kernels, same arguments). A batch with more
+// than max_graph_rows rows, one whose outputs overflow the pinned output buffer, or an engine
+// with an op observer set runs eagerly.
 //
-// fp32 is exact IEEE fp32 (no TF32) unless `allow_tf32`; fp16/bf16 accumulate in fp32.
+// fp32 is exact IEEE fp32 (no TF32) unless allow_tf32; fp16/bf16 accumulate in fp32 (see
+// fused_gelu for their GELU).
 // Not thread-safe (Engine's contract: one Encode at a time). The engine uses the current
 // CUDA device (device 0 unless the caller set another).
 #ifndef BERT_SERVER_ENGINE_CUDA_ENGINE_H_
@@ -33,14 +35,38 @@
 
 namespace bert {
 
+// How a CUDA engine runs. Defaults are the serving defaults.
+struct CudaEngineOptions {
+  DType dtype = DType::kFloat16;
+  // Rows (tokens, padding included) one device pass holds; sizes every buffer at creation.
+  int max_batch_tokens = 16384;
+  // float32 only: TF32 tensor-core GEMMs instead of exact IEEE fp32.
+  bool allow_tf32 = false;
+  // Capture and replay CUDA graphs for batch shapes seen before (see above) ...
+  bool cuda_graphs = true;
+  // ... for batches of at most this many rows. Larger batches keep the GPU busy without
+  // graphs: on an H200 graphs gained nothing at 16,384 rows and were 4 % slower on a packed
+  // 9,172-row batch, while they cut 0.1 ms at 128-4,096 rows (bench/NOTES.md, run 3).
+  int max_graph_rows = 4096;
+  // float16/bfloat16 models with erf GELU ("gelu"): run the FFN's bias + GELU inside the
+  // FFN-up GEMM as cuBLASLt's GELU epilogue, which is the tanh form. Per value it differs from
+  // erf GELU by at most 4.7e-4 (at x = 2.7, where an fp16 ulp is 2e-3: under a quarter ulp of
+  // the fp16 activation it produces), and it saves a pass over [tokens, intermediate] per
+  // layer. false: the exact erf pass. float32 always runs the exact erf pass; tanh-GELU
+  // models always use the epilogue in fp16/bf16.
+  bool fused_gelu = true;
+  // Time cuBLASLt's candidate algorithms per GEMM shape on first use and keep the fastest
+  // (kernels/cuda/gemm.h); false: cuBLASLt's heuristic choice.
+  bool gemm_autotune = true;
+};
+
 // Errors: FAILED_PRECONDITION when no usable GPU is present (no driver/device) or the model
 // shape is unsupported (head_dim not 32/64/128, hidden > 1024); RESOURCE_EXHAUSTED when the
 // weights plus workspace do not fit in free device memory or an allocation fails;
-// INVALID_ARGUMENT for max_batch_tokens < 1; INTERNAL for other CUDA/cuBLAS faults.
+// INVALID_ARGUMENT for max_batch_tokens < 1 or max_graph_rows < 0; INTERNAL for other
+// CUDA/cuBLAS faults.
 absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const Model> model,
-                                                         DType dtype, int max_batch_tokens,
-                                                         bool allow_tf32,
-                                                         bool use_cuda_graphs = true);
+                                                         const CudaEngineOptions& options);
 
 // The most graphs one engine keeps (least recently used is dropped first).
 inline constexpr int kMaxCudaGraphs = 32;

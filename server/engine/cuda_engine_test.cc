@@ -63,6 +63,21 @@ const char* ShortName(DType d) {
 
 double Tolerance(DType d) { return d == DType::kFloat32 ? 1e-5 : 2e-2; }
 
+CudaEngineOptions Options(DType dtype, int max_batch_tokens, bool cuda_graphs = true) {
+  CudaEngineOptions options;
+  options.dtype = dtype;
+  options.max_batch_tokens = max_batch_tokens;
+  options.cuda_graphs = cuda_graphs;
+  return options;
+}
+
+// For tests that compare two engines bit for bit: GEMM autotuning picks algorithms by
+// timing, so two engines could differ in the last bits; the heuristic's choice cannot.
+CudaEngineOptions Untuned(CudaEngineOptions options) {
+  options.gemm_autotune = false;
+  return options;
+}
+
 #endif  // BERT_WITH_CUDA
 
 std::shared_ptr<const Model> TinyModel() {
@@ -80,7 +95,7 @@ TEST(CudaEngineCreation, ClearErrorWithoutGpu) {
   auto via_factory = CreateEngine(model, options);
 #if defined(BERT_WITH_CUDA)
   if (CudaDeviceCount() == 0) {
-    auto engine = CreateCudaEngine(model, DType::kFloat32, 256, false);
+    auto engine = CreateCudaEngine(model, Options(DType::kFloat32, 256));
     ASSERT_FALSE(engine.ok());
     EXPECT_EQ(engine.status().code(), absl::StatusCode::kFailedPrecondition) << engine.status();
     EXPECT_NE(std::string(engine.status().message()).find("GPU"), std::string::npos)
@@ -109,6 +124,18 @@ TEST(CudaEngineCreation, ClearErrorWithoutGpu) {
 }
 
 #if defined(BERT_WITH_CUDA)
+
+void ExpectSameOutputs(const EncoderOutput& got, const EncoderOutput& want,
+                       const std::string& what) {
+  EXPECT_EQ(got.sequence, want.sequence) << what;
+  EXPECT_EQ(got.pooled, want.pooled) << what;
+  EXPECT_EQ(got.mean_pooled, want.mean_pooled) << what;
+  EXPECT_EQ(got.layers, want.layers) << what;
+  EXPECT_EQ(
+      CountNonFinite(got.sequence) + CountNonFinite(got.pooled) + CountNonFinite(got.mean_pooled),
+      0u)
+      << what;
+}
 
 bool SkipWithoutGpu() { return CudaDeviceCount() == 0; }
 constexpr char kNoGpu[] = "no CUDA GPU on this machine (cudaGetDeviceCount == 0 or failed)";
@@ -139,7 +166,7 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
   // The pinned output buffer holds 2 x max_batch_tokens rows: size the workspace so that every
   // layer's output fits, which lets the engine capture a CUDA graph for this batch.
   const int max_tokens = std::max(1024, b * s * (c.num_layers + 1));
-  auto engine = CreateCudaEngine(model, dtype, max_tokens, /*allow_tf32=*/false);
+  auto engine = CreateCudaEngine(model, Options(dtype, max_tokens));
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->info().backend, "cuda");
   // Three times: the second run must not depend on state left by the first; with CUDA graphs
@@ -183,6 +210,74 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaGoldenTest,
+                         ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
+                                            ::testing::Values(DType::kFloat32, DType::kFloat16,
+                                                              DType::kBFloat16)),
+                         [](const auto& info) {
+                           std::string name =
+                               std::get<0>(info.param) + "_" + ShortName(std::get<1>(info.param));
+                           for (char& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
+
+// ---------------------------------------------------------------------------------------
+// fused_gelu: the golden models use the erf GELU. In fp16/bf16 the fused path (cuBLASLt's
+// tanh-form GELU epilogue) must be as close to the reference as the exact erf pass, up to a
+// margin far below the dtype's own error; in fp32 the option changes nothing.
+
+class CudaFusedGeluTest : public ::testing::TestWithParam<GoldenParam> {
+ protected:
+  void SetUp() override {
+    if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
+  }
+};
+
+TEST_P(CudaFusedGeluTest, AsCloseToReferenceAsExactGelu) {
+  const auto& [name, dtype] = GetParam();
+  auto fixture = LoadGoldenFixture(name);
+  ASSERT_TRUE(fixture.ok()) << fixture.status();
+  const std::shared_ptr<const Model>& model = fixture->model;
+  ASSERT_EQ(model->config.activation, Activation::kGeluErf);
+  OutputSelection sel;
+  sel.sequence = true;
+  sel.pooled = true;
+  CudaEngineOptions exact_options = Untuned(Options(dtype, 4096));
+  exact_options.fused_gelu = false;
+  CudaEngineOptions fused_options = Untuned(Options(dtype, 4096));
+  fused_options.fused_gelu = true;
+  auto exact = CreateCudaEngine(model, exact_options);
+  auto fused = CreateCudaEngine(model, fused_options);
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  ASSERT_TRUE(fused.ok()) << fused.status();
+  EncoderOutput want, got;
+  ASSERT_TRUE((*exact)->Encode(fixture->batch, sel, &want).ok());
+  ASSERT_TRUE((*fused)->Encode(fixture->batch, sel, &got).ok());
+  if (dtype == DType::kFloat32) {
+    ExpectSameOutputs(got, want, "fp32 ignores fused_gelu");
+    return;
+  }
+  auto ref_seq = fixture->expected.ReadFloat32("sequence_output", nullptr);
+  auto ref_pooled = fixture->expected.ReadFloat32("pooled_output", nullptr);
+  ASSERT_TRUE(ref_seq.ok() && ref_pooled.ok());
+  const double exact_seq = RelativeError(want.sequence, *ref_seq);
+  const double fused_seq = RelativeError(got.sequence, *ref_seq);
+  const double exact_pooled = RelativeError(want.pooled, *ref_pooled);
+  const double fused_pooled = RelativeError(got.pooled, *ref_pooled);
+  std::printf("%s %s relative error vs reference: sequence exact %.3g fused %.3g; pooled "
+              "exact %.3g fused %.3g; fused vs exact %.3g\n",
+              name.c_str(), ShortName(dtype), exact_seq, fused_seq, exact_pooled, fused_pooled,
+              RelativeError(got.sequence, want.sequence));
+  EXPECT_EQ(CountNonFinite(got.sequence), 0u);
+  // Within 25 % of the exact pass's own error, plus a floor of a tenth of the dtype's ulp
+  // (fp16 ~1e-3, bf16 ~8e-3 relative), so that two near-zero errors still compare.
+  const double floor = dtype == DType::kFloat16 ? 1e-4 : 8e-4;
+  EXPECT_LE(fused_seq, 1.25 * exact_seq + floor);
+  EXPECT_LE(fused_pooled, 1.25 * exact_pooled + floor);
+  EXPECT_LE(fused_seq, Tolerance(dtype));
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaFusedGeluTest,
                          ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
                                             ::testing::Values(DType::kFloat32, DType::kFloat16,
                                                               DType::kBFloat16)),
@@ -242,7 +337,7 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   EncoderOutput ref;
   ASSERT_TRUE((*cpu)->Encode(batch, sel, &ref).ok());
 
-  auto gpu = CreateCudaEngine(model, dtype, 2048, false);
+  auto gpu = CreateCudaEngine(model, Options(dtype, 2048));
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   EncoderOutput out;
   // Pre-fill the output to check the engine replaces it.
@@ -300,7 +395,7 @@ TEST_P(CudaVsCpuTest, SmallGeluTanhModel) {
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   EncoderOutput ref, out;
   ASSERT_TRUE((*cpu)->Encode(batch, sel, &ref).ok());
-  auto gpu = CreateCudaEngine(model, dtype, 1024, false);
+  auto gpu = CreateCudaEngine(model, Options(dtype, 1024));
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   const absl::Status st = (*gpu)->Encode(batch, sel, &out);
   ASSERT_TRUE(st.ok()) << st;
@@ -323,7 +418,7 @@ TEST(CudaEngineErrors, OversizedSplitAndInvalidBatches) {
   if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
   std::shared_ptr<const Model> model = TinyModel();
   ASSERT_NE(model, nullptr);
-  auto engine = CreateCudaEngine(model, DType::kFloat16, 64, false);
+  auto engine = CreateCudaEngine(model, Options(DType::kFloat16, 64));
   ASSERT_TRUE(engine.ok()) << engine.status();
   OutputSelection sel;
   sel.sequence = true;
@@ -368,7 +463,11 @@ TEST(CudaEngineErrors, OversizedSplitAndInvalidBatches) {
   ASSERT_TRUE(st.ok()) << st;
   EXPECT_EQ(out.sequence.size(), 3u * model->config.hidden_size);
   EXPECT_EQ(CountNonFinite(out.sequence), 0u);
-  EXPECT_EQ(CreateCudaEngine(model, DType::kFloat32, 0, false).status().code(),
+  EXPECT_EQ(CreateCudaEngine(model, Options(DType::kFloat32, 0)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  CudaEngineOptions negative = Options(DType::kFloat32, 64);
+  negative.max_graph_rows = -1;
+  EXPECT_EQ(CreateCudaEngine(model, negative).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -393,18 +492,6 @@ EncoderBatch ShapedBatch(const ModelConfig& c, const std::vector<int>& lengths, 
   return batch;
 }
 
-void ExpectSameOutputs(const EncoderOutput& got, const EncoderOutput& want,
-                       const std::string& what) {
-  EXPECT_EQ(got.sequence, want.sequence) << what;
-  EXPECT_EQ(got.pooled, want.pooled) << what;
-  EXPECT_EQ(got.mean_pooled, want.mean_pooled) << what;
-  EXPECT_EQ(got.layers, want.layers) << what;
-  EXPECT_EQ(
-      CountNonFinite(got.sequence) + CountNonFinite(got.pooled) + CountNonFinite(got.mean_pooled),
-      0u)
-      << what;
-}
-
 class CudaGraphTest : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override {
@@ -417,8 +504,8 @@ TEST_P(CudaGraphTest, BitExactAgainstEagerForRepeatedAndAlternatingShapes) {
   std::shared_ptr<const Model> model = TinyModel();
   ASSERT_NE(model, nullptr);
   const ModelConfig& c = model->config;
-  auto eager = CreateCudaEngine(model, dtype, 1024, false, /*use_cuda_graphs=*/false);
-  auto graphed = CreateCudaEngine(model, dtype, 1024, false, /*use_cuda_graphs=*/true);
+  auto eager = CreateCudaEngine(model, Untuned(Options(dtype, 1024, /*cuda_graphs=*/false)));
+  auto graphed = CreateCudaEngine(model, Untuned(Options(dtype, 1024, /*cuda_graphs=*/true)));
   ASSERT_TRUE(eager.ok()) << eager.status();
   ASSERT_TRUE(graphed.ok()) << graphed.status();
   auto* eager_stats = dynamic_cast<CudaEngineTiming*>(eager->get());
@@ -481,8 +568,8 @@ TEST_P(CudaGraphTest, BitExactAfterLruEviction) {
   std::shared_ptr<const Model> model = TinyModel();
   ASSERT_NE(model, nullptr);
   const ModelConfig& c = model->config;
-  auto eager = CreateCudaEngine(model, dtype, 1024, false, false);
-  auto graphed = CreateCudaEngine(model, dtype, 1024, false, true);
+  auto eager = CreateCudaEngine(model, Untuned(Options(dtype, 1024, false)));
+  auto graphed = CreateCudaEngine(model, Untuned(Options(dtype, 1024, true)));
   ASSERT_TRUE(eager.ok() && graphed.ok());
   auto* stats = dynamic_cast<CudaEngineTiming*>(graphed->get());
   OutputSelection sel;
@@ -534,7 +621,7 @@ TEST_P(CudaGraphTest, OpObserverSeesEveryOpAndChangesNothing) {
   std::shared_ptr<const Model> model = TinyModel();
   ASSERT_NE(model, nullptr);
   const ModelConfig& c = model->config;
-  auto engine = CreateCudaEngine(model, dtype, 1024, false, true);
+  auto engine = CreateCudaEngine(model, Options(dtype, 1024, true));
   ASSERT_TRUE(engine.ok()) << engine.status();
   auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
   std::mt19937 rng(11);
@@ -560,6 +647,8 @@ TEST_P(CudaGraphTest, OpObserverSeesEveryOpAndChangesNothing) {
   EXPECT_EQ(count("ffn_down_gemm"), 2 * c.num_layers);
   EXPECT_EQ(count("pooler"), 2);
   EXPECT_EQ(count("end"), 2);
+  // fp16/bf16 run bias + GELU in the FFN-up GEMM's epilogue (fused_gelu, the default).
+  EXPECT_EQ(count("gelu"), dtype == DType::kFloat32 ? 2 * c.num_layers : 0);
   ASSERT_FALSE(observer.names.empty());
   EXPECT_EQ(observer.names.front(), "upload");
   EXPECT_EQ(observer.names.back(), "end");
@@ -567,6 +656,36 @@ TEST_P(CudaGraphTest, OpObserverSeesEveryOpAndChangesNothing) {
   ASSERT_TRUE((*engine)->Encode(batch, sel, &observed).ok());
   EXPECT_EQ(timing->graph_stats().captures, 1);
   ExpectSameOutputs(observed, plain, "captured after observing");
+}
+
+TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  CudaEngineOptions options = Options(dtype, 1024, true);
+  options.max_graph_rows = 100;
+  auto engine = CreateCudaEngine(model, options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
+  OutputSelection sel;
+  sel.pooled = true;
+  std::mt19937 rng(5);
+  const EncoderBatch big = ShapedBatch(model->config, {60, 41}, 0, rng);   // 101 rows
+  const EncoderBatch small = ShapedBatch(model->config, {60, 40}, 0, rng);  // 100 rows
+  EncoderOutput first, out;
+  ASSERT_TRUE((*engine)->Encode(big, sel, &first).ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE((*engine)->Encode(big, sel, &out).ok());
+    ExpectSameOutputs(out, first, "101 rows, run " + std::to_string(i));
+  }
+  CudaGraphStats s = timing->graph_stats();
+  EXPECT_EQ(s.eager_runs, 4);
+  EXPECT_EQ(s.captures, 0);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*engine)->Encode(small, sel, &out).ok());
+  s = timing->graph_stats();
+  EXPECT_EQ(s.eager_runs, 5);
+  EXPECT_EQ(s.captures, 1);
+  EXPECT_EQ(s.replays, 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaGraphTest,

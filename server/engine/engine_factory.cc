@@ -31,18 +31,24 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> m
 absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> model,
                                                    const EngineOptions& options) {
 #ifdef BERT_WITH_CUDA
+  CudaEngineOptions cuda;
+  cuda.dtype = options.dtype;
+  cuda.max_batch_tokens = options.max_batch_tokens > 0 ? options.max_batch_tokens : 16384;
+  cuda.allow_tf32 = options.allow_tf32;
+  cuda.cuda_graphs = options.cuda_graphs;
+  cuda.max_graph_rows = options.max_graph_rows;
+  cuda.fused_gelu = options.fused_gelu;
+  cuda.gemm_autotune = options.gemm_autotune;
   if (CudaDeviceCount() == 0) {
     // UNAVAILABLE lets "auto" fall back to the CPU; CreateCudaEngine says why in detail.
-    auto engine = CreateCudaEngine(std::move(model), options.dtype, 1, options.allow_tf32);
+    CudaEngineOptions probe = cuda;
+    probe.max_batch_tokens = 1;
+    auto engine = CreateCudaEngine(std::move(model), probe);
     return absl::UnavailableError(absl::StrCat(
         "CUDA backend unavailable: ",
         engine.ok() ? std::string("no CUDA GPU") : std::string(engine.status().message())));
   }
-  constexpr int kDefaultMaxBatchTokens = 16384;
-  auto engine = CreateCudaEngine(
-      std::move(model), options.dtype,
-      options.max_batch_tokens > 0 ? options.max_batch_tokens : kDefaultMaxBatchTokens,
-      options.allow_tf32, options.cuda_graphs);
+  auto engine = CreateCudaEngine(std::move(model), cuda);
   // A model shape the CUDA kernels do not support (FAILED_PRECONDITION) is UNAVAILABLE here
   // too, so that "auto" falls back to the CPU.
   if (!engine.ok() && absl::IsFailedPrecondition(engine.status())) {

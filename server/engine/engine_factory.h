@@ -21,7 +21,11 @@ struct EngineOptions {
   int cpu_threads = 0;       // CPU backend: 0 = every available core.
   int max_batch_tokens = 0;  // > 0: size workspaces for this many rows up front.
   bool allow_tf32 = false;   // CUDA backend: TF32 GEMMs for float32.
-  bool cuda_graphs = true;   // CUDA backend: replay CUDA graphs for repeated batch shapes.
+  // CUDA backend (see CudaEngineOptions in cuda_engine.h for each one's meaning).
+  bool cuda_graphs = true;     // replay CUDA graphs for repeated batch shapes ...
+  int max_graph_rows = 4096;   // ... of at most this many rows
+  bool fused_gelu = true;      // fp16/bf16: bias + GELU in the FFN-up GEMM's epilogue
+  bool gemm_autotune = true;   // time cuBLASLt's candidate algorithms per GEMM shape
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
