@@ -1,0 +1,89 @@
+"""Benchmark tools that run without a GPU: bench/compare.py (the table the GPU check prints:
+ours vs Hugging Face, plus variants) and bench/gelu_fp16_emulation.py."""
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def row(dtype, shape, batch, tokens, ms, **extra):
+    r = {"dtype": dtype, "shape": shape, "batch": batch, "real_tokens": tokens, "gpu_ms": ms}
+    r.update(extra)
+    return r
+
+
+def run(tmp_path, ours, hf, variants=()):
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    if hf is not None:
+        (tmp_path / "hf.json").write_text(json.dumps(hf))
+    args = [sys.executable, str(ROOT / "bench" / "compare.py"), str(tmp_path / "ours.json"),
+            str(tmp_path / "hf.json")]
+    for name, rows in variants:
+        path = tmp_path / f"{name}.json"
+        if rows is not None:
+            path.write_text(json.dumps(rows))
+        args.append(f"{name}={path}")
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return out.splitlines()
+
+
+def table_rows(lines):
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines
+            if line.startswith("| fp")]
+
+
+def test_ratio_is_best_hf_over_ours(tmp_path):
+    ours = [row("fp16", "seq128", 128, 16384, 5.0), row("fp16", "seq128", 1, 128, 0.5)]
+    hf = [row("fp16", "seq128", 128, 16384, 7.5, mode="compile"),
+          row("fp16", "seq128", 128, 16384, 8.0, mode="eager"),
+          row("fp16", "seq128", 1, 128, 1.0, mode="compile-ro")]
+    rows = table_rows(run(tmp_path, ours, hf))
+    assert len(rows) == 2
+    assert rows[0][4] == "5.000" and rows[0][5] == "25,600"  # seq/s
+    assert rows[0][7:10] == ["8.000", "7.500", "–"]
+    assert rows[0][10] == "1.50x"
+    assert rows[1][10] == "2.00x"
+
+
+def test_variant_columns_and_missing_inputs(tmp_path):
+    ours = [row("fp16", "seq128", 1, 128, 0.5), row("fp16", "varlen", 256, 9172, 3.5)]
+    exact = [row("fp16", "varlen", 256, 9172, 4.0)]
+    lines = run(tmp_path, ours, None, [("exact_gelu", exact), ("gone", None)])
+    assert "(no Hugging Face results)" in lines
+    assert any("no results for variant gone" in line for line in lines)
+    header = next(line for line in lines if line.startswith("| dtype"))
+    assert header.rstrip().endswith("| ours exact_gelu ms |")
+    rows = table_rows(lines)
+    assert rows[0][-1] == "–"      # the variant did not run batch 1
+    assert rows[1][-1] == "4.000"
+    assert rows[1][10] == "–"      # no HF number, no ratio
+
+
+def load_emulation():
+    spec = importlib.util.spec_from_file_location("gelu_fp16_emulation",
+                                                  ROOT / "bench" / "gelu_fp16_emulation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gelu_emulation_matches_reference_and_bounds_the_epilogue():
+    emu = load_emulation()
+    d = ROOT / "tests" / "golden" / "tiny-l4-h128"
+    cfg = json.loads((d / "config.json").read_text())
+    w = emu.read_safetensors(d / "model.safetensors")
+    e = emu.read_safetensors(d / "expected.safetensors")
+    args = (e["input_word_ids"], e["input_type_ids"], e["input_mask"])
+    ref = e["sequence_output"]
+    # Without 16-bit rounding the emulator is the reference model.
+    assert emu.rel(emu.forward(w, cfg, *args, emu.ROUND["fp32"], "exact"), ref) < 1e-5
+    # bf16 rounding is round-to-nearest-even to 8 significant bits.
+    assert emu.round_bf16([1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8])[0] == 1.0
+    assert emu.round_bf16([1.0 + 3 * 2 ** -8])[0] == 1.0 + 2 ** -6
+    exact = emu.rel(emu.forward(w, cfg, *args, emu.ROUND["fp16"], "exact"), ref)
+    fused = emu.rel(emu.forward(w, cfg, *args, emu.ROUND["fp16"], "fused"), ref)
+    assert 1e-4 < exact < 5e-3
+    assert abs(fused / exact - 1.0) < 0.1
