@@ -1,8 +1,8 @@
 #include "kernels/cuda/gemm.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -436,12 +436,11 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
     if (!plan.has_algo || !capturing) {
       const CudaStatus selected = SelectAlgo(&plan, key, capturing, x, weight, y, stream);
       if (!selected.ok()) {
-        return CudaStatus::Error(selected.message() + " [" + DTypeName(dtype) +
-                                     " GEMM rows=" + std::to_string(rows) +
-                                     " in=" + std::to_string(in_features) +
-                                     " out=" + std::to_string(out_features) + " epilogue=" +
-                                     std::to_string(static_cast<int>(epilogue)) + "]",
-                                 selected.out_of_memory());
+        return CudaStatus::Error(
+            selected.message() + " [" + DTypeName(dtype) + " GEMM rows=" + std::to_string(rows) +
+                " in=" + std::to_string(in_features) + " out=" + std::to_string(out_features) +
+                " epilogue=" + std::to_string(static_cast<int>(epilogue)) + "]",
+            selected.out_of_memory());
       }
     }
   }
@@ -475,15 +474,15 @@ std::string Gemm::DescribePlanImpl(GemmDType dtype, int rows, int in_features, i
   auto it = plans_.lower_bound(first);
   if (it == plans_.end() || std::get<0>(it->first) != rows ||
       std::get<1>(it->first) != in_features || std::get<2>(it->first) != out_features ||
-      std::get<3>(it->first) != std::get<3>(first) || std::get<4>(it->first) != std::get<4>(first) ||
-      !it->second->has_algo) {
+      std::get<3>(it->first) != std::get<3>(first) ||
+      std::get<4>(it->first) != std::get<4>(first) || !it->second->has_algo) {
     return "";
   }
   const Plan& plan = *it->second;
   cublasLtMatmulHeuristicResult_t check = {};
   std::string s = DescribeAlgo(plan.algo);
-  if (cublasLtMatmulAlgoCheck(handle_.get(), plan.desc, plan.a, plan.b, plan.c, plan.c,
-                              &plan.algo, &check) == CUBLAS_STATUS_SUCCESS) {
+  if (cublasLtMatmulAlgoCheck(handle_.get(), plan.desc, plan.a, plan.b, plan.c, plan.c, &plan.algo,
+                              &check) == CUBLAS_STATUS_SUCCESS) {
     char extra[64];
     std::snprintf(extra, sizeof(extra), " waves=%.2f ws=%zu", check.wavesCount,
                   check.workspaceSize);

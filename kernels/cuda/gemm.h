@@ -37,7 +37,8 @@
 // NONE or COMPUTE_TYPE (fp32 partial sums in the workspace), and split-K variants are made
 // only with CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE. fp32 (output = compute type) may use
 // COMPUTE_TYPE or OUTPUT_TYPE reductions. Split-K changes the summation order, so results
-// differ from the untuned path by rounding only (within the dtype's usual tolerance).
+// differ from the untuned path by rounding only (within the dtype's usual tolerance). With
+// autotune off the heuristic is queried exactly as before (no reduction-scheme filter).
 //
 // Not thread-safe: one Gemm per stream/engine.
 #ifndef BERT_KERNELS_CUDA_GEMM_H_
@@ -143,8 +144,9 @@ class Gemm {
   }
 
   // Describes the algorithm of a cached plan for this exact shape (any alignment), e.g.
-  // "algo=66 tile=18 stages=22 splitK=1 reduction=0 swizzle=0 custom=0 cluster=0 waves=0.36
-  // ws=0 [tuned]" (ids are cublasLt.h enum values); "" when there is no such plan.
+  // "algo=66 tile=18 stages=22 splitK=1 reduction=0 swizzle=0 custom=0 inner=0 cluster=0
+  // waves=0.36 ws=0 align=256 [tuned]" (tile/stages/inner/cluster are cublasLt.h enum values;
+  // -1 or 65535/4294967295 where unreadable); "" when there is no such plan.
   template <typename T>
   std::string DescribePlan(int rows, int in_features, int out_features,
                            GemmEpilogue epilogue) const {

@@ -535,8 +535,8 @@ void CheckAutotunedEngineShapes(TestDType dtype) {
   ASSERT_TRUE(tuned != nullptr && plain != nullptr);
   for (const int rows : {1, 128, 1000, 4096}) {
     for (const EngineGemm& g : kEngineGemms) {
-      const std::string what = std::string(g.name) + " rows=" + std::to_string(rows) + " " +
-                               TestDTypeName(dtype);
+      const std::string what =
+          std::string(g.name) + " rows=" + std::to_string(rows) + " " + TestDTypeName(dtype);
       const GemmCase c = MakeGemmCase<T>(rows, g, rng);
       DeviceArray<T> d_x(c.x), d_w(c.w), d_b(c.b), d_y(c.ref.size()), d_plain(c.ref.size());
       ASSERT_STATUS_OK(d_plain.status());
@@ -544,8 +544,8 @@ void CheckAutotunedEngineShapes(TestDType dtype) {
       ASSERT_CUDA_OK(d_plain.Poison());
       const T* bias = g.gpu == GemmEpilogue::kNone ? nullptr : d_b.get();
       const GemmStats before = tuned->stats();
-      ASSERT_STATUS_OK(tuned->Run<T>(d_x.get(), rows, g.in, d_w.get(), bias, g.out, g.gpu,
-                                     d_y.get(), nullptr));
+      ASSERT_STATUS_OK(
+          tuned->Run<T>(d_x.get(), rows, g.in, d_w.get(), bias, g.out, g.gpu, d_y.get(), nullptr));
       ASSERT_STATUS_OK(plain->Run<T>(d_x.get(), rows, g.in, d_w.get(), bias, g.out, g.gpu,
                                      d_plain.get(), nullptr));
       ASSERT_CUDA_OK(cudaDeviceSynchronize());
