@@ -652,6 +652,7 @@ void CheckCapture(TestDType dtype) {
 
   // Eager, untuned first (this also loads the heuristic's kernel before the capture).
   ASSERT_CUDA_OK(d_plain.Poison());
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
   ASSERT_STATUS_OK(plain->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
                                  d_plain.get(), stream.get()));
   ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
@@ -679,6 +680,7 @@ void CheckCapture(TestDType dtype) {
 
   auto launch_and_check = [&](const std::string& what) {
     ASSERT_CUDA_OK(d_y.Poison());
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
     ASSERT_CUDA_OK(cudaGraphLaunch(exec.get(), stream.get()));
     ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
     const std::vector<float> got = d_y.Download();
@@ -690,6 +692,7 @@ void CheckCapture(TestDType dtype) {
 
   // Not capturing any more: the provisional plan is tuned now (same plan, one bucket).
   ASSERT_CUDA_OK(d_y.Poison());
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
   ASSERT_STATUS_OK(tuned->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
                                  d_y.get(), stream.get()));
   ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
