@@ -1,7 +1,13 @@
 #include "kernels/cuda/gemm.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace bert {
 namespace cuda {
@@ -11,7 +17,13 @@ struct Gemm::Plan {
   cublasLtMatrixLayout_t a = nullptr;  // W
   cublasLtMatrixLayout_t b = nullptr;  // x
   cublasLtMatrixLayout_t c = nullptr;  // y (C and D)
-  cublasLtMatmulAlgo_t algo;
+  cublasLtMatmulAlgo_t algo = {};
+  bool has_algo = false;
+  // Chosen by the heuristic while the stream was capturing (autotune on): the next call
+  // that is not capturing chooses again.
+  bool provisional = false;
+  // The algorithm came from timing (this plan's or its bucket's).
+  bool tuned = false;
 
   ~Plan() {
     if (c != nullptr) cublasLtMatrixLayoutDestroy(c);
@@ -55,24 +67,99 @@ int AlignmentOf(const void* p) {
   return a;
 }
 
+// One algorithm configuration attribute, or `fallback` when it cannot be read.
+template <typename V>
+V ConfigOr(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attr,
+           V fallback) {
+  V value{};
+  size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &value, sizeof(value), &written) !=
+          CUBLAS_STATUS_SUCCESS ||
+      written != sizeof(value)) {
+    return fallback;
+  }
+  return value;
+}
+
+template <typename V>
+V CapOr(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoCapAttributes_t attr, V fallback) {
+  V value{};
+  size_t written = 0;
+  if (cublasLtMatmulAlgoCapGetAttribute(&algo, attr, &value, sizeof(value), &written) !=
+          CUBLAS_STATUS_SUCCESS ||
+      written != sizeof(value)) {
+    return fallback;
+  }
+  return value;
+}
+
+bool IsSixteenBit(GemmDType dtype) { return dtype != GemmDType::kFloat32; }
+
+// The precision rule (gemm.h): a 16-bit GEMM may split K only when the partial sums are
+// reduced in the compute type.
+bool ReductionAllowed(const cublasLtMatmulAlgo_t& algo, GemmDType dtype) {
+  if (!IsSixteenBit(dtype)) return true;
+  const int32_t splits = ConfigOr<int32_t>(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, 1);
+  if (splits <= 1) return true;
+  const uint32_t scheme = ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+                                             CUBLASLT_REDUCTION_SCHEME_NONE);
+  return scheme == CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+}
+
+bool SameAlgo(const cublasLtMatmulAlgo_t& x, const cublasLtMatmulAlgo_t& y) {
+  return std::memcmp(&x, &y, sizeof(x)) == 0;
+}
+
+// True when `stream` is capturing a graph (or its state cannot be read: then nothing that
+// synchronises may run either).
+bool IsCapturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
+    cudaGetLastError();
+    return true;
+  }
+  return status != cudaStreamCaptureStatusNone;
+}
+
 }  // namespace
 
-CudaStatus Gemm::Create(size_t workspace_bytes, bool allow_tf32, std::unique_ptr<Gemm>* out) {
+int Gemm::RowBucket(int rows) {
+  int bucket = 16;
+  while (bucket < rows && bucket < (1 << 30)) bucket <<= 1;
+  return bucket;
+}
+
+CudaStatus Gemm::Create(const GemmOptions& options, std::unique_ptr<Gemm>* out) {
   std::unique_ptr<Gemm> gemm(new Gemm());
   BERT_CUDA_RETURN_IF_NOT_OK(gemm->handle_.Create());
-  BERT_CUDA_RETURN_IF_NOT_OK(gemm->workspace_.Allocate(workspace_bytes));
-  gemm->allow_tf32_ = allow_tf32;
+  BERT_CUDA_RETURN_IF_NOT_OK(gemm->workspace_.Allocate(options.workspace_bytes));
+  gemm->options_ = options;
+  if (options.autotune) {
+    int device = 0;
+    BERT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+    BERT_CUDA_RETURN_IF_ERROR(
+        cudaDeviceGetAttribute(&gemm->num_sms_, cudaDevAttrMultiProcessorCount, device));
+    BERT_CUDA_RETURN_IF_NOT_OK(gemm->timer_start_.Create());
+    BERT_CUDA_RETURN_IF_NOT_OK(gemm->timer_stop_.Create());
+  }
   *out = std::move(gemm);
   return CudaStatus::Ok();
+}
+
+CudaStatus Gemm::Create(size_t workspace_bytes, bool allow_tf32, std::unique_ptr<Gemm>* out) {
+  GemmOptions options;
+  options.workspace_bytes = workspace_bytes;
+  options.allow_tf32 = allow_tf32;
+  return Create(options, out);
 }
 
 Gemm::~Gemm() = default;
 
 CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_features,
-                          GemmEpilogue epilogue, int alignment, std::unique_ptr<Plan>* out) {
+                          GemmEpilogue epilogue, std::unique_ptr<Plan>* out) {
   auto plan = std::make_unique<Plan>();
   const cudaDataType_t type = DataType(dtype);
-  const cublasComputeType_t compute = (dtype == GemmDType::kFloat32 && allow_tf32_)
+  const cublasComputeType_t compute = (dtype == GemmDType::kFloat32 && options_.allow_tf32)
                                           ? CUBLAS_COMPUTE_32F_FAST_TF32
                                           : CUBLAS_COMPUTE_32F;
   BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F));
@@ -95,7 +182,14 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
       cublasLtMatrixLayoutCreate(&plan->b, type, in_features, rows, in_features));
   BERT_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatrixLayoutCreate(&plan->c, type, out_features, rows, out_features));
+  ++stats_.plans;
+  *out = std::move(plan);
+  return CudaStatus::Ok();
+}
 
+CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int max_count,
+                           std::vector<cublasLtMatmulHeuristicResult_t>* results) {
+  results->clear();
   cublasLtMatmulPreference_t pref = nullptr;
   BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
   const size_t ws = workspace_.bytes();
@@ -110,22 +204,199 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
       st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align));
     }
   }
-  cublasLtMatmulHeuristicResult_t result = {};
+  if (st == CUBLAS_STATUS_SUCCESS && options_.autotune && IsSixteenBit(dtype)) {
+    // The precision rule: no split-K reduction in the 16-bit output type (nor in place in
+    // the output). NONE is 0, so this mask admits unsplit algorithms too.
+    const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                              &mask, sizeof(mask));
+  }
+  std::vector<cublasLtMatmulHeuristicResult_t> found(std::max(max_count, 1));
   int returned = 0;
   if (st == CUBLAS_STATUS_SUCCESS) {
-    st = cublasLtMatmulAlgoGetHeuristic(handle_.get(), plan->desc, plan->a, plan->b, plan->c,
-                                        plan->c, pref, 1, &result, &returned);
+    st = cublasLtMatmulAlgoGetHeuristic(handle_.get(), plan.desc, plan.a, plan.b, plan.c, plan.c,
+                                        pref, static_cast<int>(found.size()), found.data(),
+                                        &returned);
   }
   cublasLtMatmulPreferenceDestroy(pref);
   BERT_CUBLAS_RETURN_IF_ERROR(st);
-  if (returned == 0 || result.state != CUBLAS_STATUS_SUCCESS) {
-    return CudaStatus::Error("cuBLASLt has no algorithm for " + std::string(DTypeName(dtype)) +
-                             " GEMM rows=" + std::to_string(rows) + " in=" +
-                             std::to_string(in_features) + " out=" + std::to_string(out_features) +
-                             " epilogue=" + std::to_string(static_cast<int>(epilogue)));
+  for (int i = 0; i < returned && i < static_cast<int>(found.size()); ++i) {
+    if (found[i].state == CUBLAS_STATUS_SUCCESS && found[i].workspaceSize <= ws) {
+      results->push_back(found[i]);
+    }
   }
-  plan->algo = result.algo;
-  *out = std::move(plan);
+  if (results->empty()) {
+    return CudaStatus::Error("cuBLASLt has no algorithm for this " + std::string(DTypeName(dtype)) +
+                             " GEMM (alignment " + std::to_string(alignment) + ")");
+  }
+  return CudaStatus::Ok();
+}
+
+CudaStatus Gemm::Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
+                        const void* weight, void* y, cudaStream_t stream) const {
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_.get(), plan.desc, &alpha, weight, plan.a, x,
+                                             plan.b, &beta, y, plan.c, y, plan.c, &algo,
+                                             workspace_.get(), workspace_.bytes(), stream));
+  return CudaStatus::Ok();
+}
+
+bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
+                    const void* weight, void* y, cudaStream_t stream, float* ms) {
+  float best = std::numeric_limits<float>::infinity();
+  for (int sample = 0; sample < kTimedSamples; ++sample) {
+    // One untimed launch first (the warm-up, for the first sample) so the GPU already has
+    // work queued when the start event is recorded: the sample then measures back-to-back
+    // kernels rather than the host's launch latency.
+    bool ok = Matmul(plan, algo, x, weight, y, stream).ok() &&
+              cudaEventRecord(timer_start_.get(), stream) == cudaSuccess;
+    for (int r = 0; ok && r < kRunsPerSample; ++r) {
+      ok = Matmul(plan, algo, x, weight, y, stream).ok();
+    }
+    ok = ok && cudaEventRecord(timer_stop_.get(), stream) == cudaSuccess &&
+         cudaEventSynchronize(timer_stop_.get()) == cudaSuccess;
+    float elapsed = 0.0f;
+    ok = ok && cudaEventElapsedTime(&elapsed, timer_start_.get(), timer_stop_.get()) == cudaSuccess;
+    if (!ok) {
+      // Let whatever was queued finish before the next candidate reuses the workspace and
+      // y; drop the (non-sticky) error so later calls start clean.
+      cudaStreamSynchronize(stream);
+      cudaGetLastError();
+      return false;
+    }
+    best = std::min(best, elapsed / kRunsPerSample);
+  }
+  *ms = best;
+  return true;
+}
+
+CudaStatus Gemm::Tune(Plan* plan, const Key& key, const void* x, const void* weight, void* y,
+                      cudaStream_t stream) {
+  const int rows = std::get<0>(key);
+  const int in_features = std::get<1>(key);
+  const int out_features = std::get<2>(key);
+  const GemmDType dtype = static_cast<GemmDType>(std::get<3>(key));
+  const int alignment = std::get<5>(key);
+  std::vector<cublasLtMatmulHeuristicResult_t> heuristic;
+  BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, kAutotuneCandidates, &heuristic));
+  std::vector<cublasLtMatmulAlgo_t> candidates;
+  auto add = [&candidates](const cublasLtMatmulAlgo_t& algo) {
+    for (const auto& c : candidates) {
+      if (SameAlgo(c, algo)) return;
+    }
+    candidates.push_back(algo);
+  };
+  for (const auto& h : heuristic) {
+    if (ReductionAllowed(h.algo, dtype)) add(h.algo);
+  }
+
+  // Split-K for outputs that likely leave SMs idle: with 128x128 tiles, or whenever the
+  // heuristic itself reports less than one wave.
+  const long long tiles_128 =
+      static_cast<long long>((out_features + 127) / 128) * ((rows + 127) / 128);
+  const bool few_tiles = num_sms_ <= 0 || tiles_128 < num_sms_;
+  const size_t ws = workspace_.bytes();
+  const int base = std::min<int>(kSplitKBaseCandidates, static_cast<int>(heuristic.size()));
+  for (int i = 0; i < base; ++i) {
+    const cublasLtMatmulHeuristicResult_t& h = heuristic[i];
+    const bool low_waves = h.wavesCount > 0.0f && h.wavesCount < 1.0f;
+    if (!few_tiles && !low_waves) continue;
+    if (CapOr<int32_t>(h.algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, 0) == 0) continue;
+    if (ConfigOr<int32_t>(h.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, 1) > 1) continue;
+    const uint32_t schemes = CapOr<uint32_t>(h.algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, 0);
+    uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+    if (schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) {
+      scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    } else if (!IsSixteenBit(dtype) && (schemes & CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE)) {
+      scheme = CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;  // fp32 output = compute type
+    } else {
+      continue;
+    }
+    for (const int32_t splits : {2, 4, 8}) {
+      if (in_features / splits < 32) break;  // too little K per split to pay off
+      cublasLtMatmulAlgo_t algo = h.algo;
+      if (cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                               sizeof(splits)) != CUBLAS_STATUS_SUCCESS ||
+          cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+                                               &scheme, sizeof(scheme)) != CUBLAS_STATUS_SUCCESS) {
+        continue;
+      }
+      cublasLtMatmulHeuristicResult_t check = {};
+      if (cublasLtMatmulAlgoCheck(handle_.get(), plan->desc, plan->a, plan->b, plan->c, plan->c,
+                                  &algo, &check) != CUBLAS_STATUS_SUCCESS ||
+          check.workspaceSize > ws) {
+        continue;
+      }
+      add(algo);
+    }
+  }
+
+  int best_index = -1;
+  float best_ms = std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    float ms = 0.0f;
+    if (!TimeAlgo(*plan, candidates[i], x, weight, y, stream, &ms)) continue;
+    ++stats_.timed_candidates;
+    // Later candidates (lower in the heuristic's order) must win by more than timing noise.
+    if (best_index < 0 || ms < best_ms * 0.98f) {
+      best_index = static_cast<int>(i);
+      best_ms = ms;
+    }
+  }
+  ++stats_.tuned_buckets;
+  if (best_index < 0) {
+    ++stats_.tuning_fallbacks;
+    plan->algo = heuristic[0].algo;
+    plan->tuned = false;
+  } else {
+    plan->algo = candidates[best_index];
+    plan->tuned = true;
+  }
+  plan->has_algo = true;
+  plan->provisional = false;
+  if (tuned_.size() >= kMaxTunedBuckets) tuned_.clear();
+  tuned_[BucketKey(key)] = plan->algo;
+  return CudaStatus::Ok();
+}
+
+Gemm::Key Gemm::BucketKey(const Key& key) {
+  Key bucket = key;
+  std::get<0>(bucket) = RowBucket(std::get<0>(key));
+  return bucket;
+}
+
+CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const void* x,
+                            const void* weight, void* y, cudaStream_t stream) {
+  const GemmDType dtype = static_cast<GemmDType>(std::get<3>(key));
+  const int alignment = std::get<5>(key);
+  std::vector<cublasLtMatmulHeuristicResult_t> top;
+  if (!options_.autotune || capturing) {
+    BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, 1, &top));
+    plan->algo = top[0].algo;
+    plan->has_algo = true;
+    plan->tuned = false;
+    plan->provisional = options_.autotune;
+    if (options_.autotune) ++stats_.capture_selections;
+    return CudaStatus::Ok();
+  }
+  auto bucket = tuned_.find(BucketKey(key));
+  if (bucket == tuned_.end()) return Tune(plan, key, x, weight, y, stream);
+  cublasLtMatmulHeuristicResult_t check = {};
+  if (cublasLtMatmulAlgoCheck(handle_.get(), plan->desc, plan->a, plan->b, plan->c, plan->c,
+                              &bucket->second, &check) == CUBLAS_STATUS_SUCCESS &&
+      check.workspaceSize <= workspace_.bytes()) {
+    plan->algo = bucket->second;
+    plan->tuned = true;
+    ++stats_.bucket_reuses;
+  } else {
+    BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, 1, &top));
+    plan->algo = top[0].algo;
+    plan->tuned = false;
+    ++stats_.bucket_rejections;
+  }
+  plan->has_algo = true;
+  plan->provisional = false;
   return CudaStatus::Ok();
 }
 
@@ -147,24 +418,80 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
                 static_cast<int>(epilogue), alignment);
   auto it = plans_.find(key);
   if (it == plans_.end()) {
-    // Serving sees many row counts: bound the cache (plans are cheap to rebuild).
+    // Serving sees many row counts: bound the cache (plans are cheap to rebuild; tuned
+    // algorithms live on in tuned_).
     if (plans_.size() >= kMaxPlans) plans_.clear();
     std::unique_ptr<Plan> plan;
-    BERT_CUDA_RETURN_IF_NOT_OK(
-        MakePlan(dtype, rows, in_features, out_features, epilogue, alignment, &plan));
+    BERT_CUDA_RETURN_IF_NOT_OK(MakePlan(dtype, rows, in_features, out_features, epilogue, &plan));
     it = plans_.emplace(key, std::move(plan)).first;
   }
   Plan& plan = *it->second;
+  // Before choosing: AlgoCheck and the timed runs see the real bias pointer.
   if (epilogue != GemmEpilogue::kNone) {
     BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
-  const float alpha = 1.0f;
-  const float beta = 0.0f;
-  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_.get(), plan.desc, &alpha, weight, plan.a, x,
-                                             plan.b, &beta, y, plan.c, y, plan.c, &plan.algo,
-                                             workspace_.get(), workspace_.bytes(), stream));
-  return CudaStatus::Ok();
+  if (!plan.has_algo || plan.provisional) {
+    const bool capturing = options_.autotune && IsCapturing(stream);
+    if (!plan.has_algo || !capturing) {
+      const CudaStatus selected = SelectAlgo(&plan, key, capturing, x, weight, y, stream);
+      if (!selected.ok()) {
+        return CudaStatus::Error(
+            selected.message() + " [" + DTypeName(dtype) + " GEMM rows=" + std::to_string(rows) +
+                " in=" + std::to_string(in_features) + " out=" + std::to_string(out_features) +
+                " epilogue=" + std::to_string(static_cast<int>(epilogue)) + "]",
+            selected.out_of_memory());
+      }
+    }
+  }
+  return Matmul(plan, plan.algo, x, weight, y, stream);
+}
+
+std::string Gemm::DescribeAlgo(const cublasLtMatmulAlgo_t& algo) {
+  std::string s;
+  auto field = [&s](const char* name, long long value) {
+    if (!s.empty()) s += ' ';
+    s += name;
+    s += '=';
+    s += std::to_string(value);
+  };
+  field("algo", ConfigOr<int32_t>(algo, CUBLASLT_ALGO_CONFIG_ID, -1));
+  field("tile", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, 0xFFFFFFFFu));
+  field("stages", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, 0xFFFFFFFFu));
+  field("splitK", ConfigOr<int32_t>(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, -1));
+  field("reduction", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, 0xFFFFFFFFu));
+  field("swizzle", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, 0xFFFFFFFFu));
+  field("custom", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, 0xFFFFFFFFu));
+  field("inner", ConfigOr<uint16_t>(algo, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, 0xFFFF));
+  field("cluster", ConfigOr<uint16_t>(algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, 0xFFFF));
+  return s;
+}
+
+std::string Gemm::DescribePlanImpl(GemmDType dtype, int rows, int in_features, int out_features,
+                                   GemmEpilogue epilogue) const {
+  const Key first(rows, in_features, out_features, static_cast<int>(dtype),
+                  static_cast<int>(epilogue), 0);
+  auto it = plans_.lower_bound(first);
+  if (it == plans_.end() || std::get<0>(it->first) != rows ||
+      std::get<1>(it->first) != in_features || std::get<2>(it->first) != out_features ||
+      std::get<3>(it->first) != std::get<3>(first) ||
+      std::get<4>(it->first) != std::get<4>(first) || !it->second->has_algo) {
+    return "";
+  }
+  const Plan& plan = *it->second;
+  cublasLtMatmulHeuristicResult_t check = {};
+  std::string s = DescribeAlgo(plan.algo);
+  if (cublasLtMatmulAlgoCheck(handle_.get(), plan.desc, plan.a, plan.b, plan.c, plan.c, &plan.algo,
+                              &check) == CUBLAS_STATUS_SUCCESS) {
+    char extra[64];
+    std::snprintf(extra, sizeof(extra), " waves=%.2f ws=%zu", check.wavesCount,
+                  check.workspaceSize);
+    s += extra;
+  }
+  s += " align=" + std::to_string(std::get<5>(it->first));
+  if (plan.tuned) s += " [tuned]";
+  if (plan.provisional) s += " [provisional]";
+  return s;
 }
 
 }  // namespace cuda

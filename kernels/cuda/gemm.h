@@ -11,9 +11,36 @@
 // CUBLAS_COMPUTE_32F_FAST_TF32). fp16/bf16: inputs/outputs in T, CUBLAS_COMPUTE_32F
 // accumulation, fp32 alpha/beta, bias in T.
 //
-// The heuristic's algorithm, descriptors and layouts are chosen once per (rows, in, out,
-// dtype, epilogue, pointer alignment) and cached (bounded: kMaxPlans); the workspace is
-// allocated once at creation. Not thread-safe: one Gemm per stream/engine.
+// Plans: descriptors and layouts are made once per exact (rows, in, out, dtype, epilogue,
+// pointer alignment) and cached (bounded: kMaxPlans); the workspace is allocated once at
+// creation.
+//
+// Algorithm choice. With GemmOptions::autotune off (the default), each plan uses
+// cuBLASLt's heuristic top-1, as before. With autotune on, the first plan of a bucket —
+// (rows rounded up to a power of two, at least 16; in; out; dtype; epilogue; alignment) —
+// is tuned: up to kAutotuneCandidates heuristic algorithms, plus split-K variants (2/4/8) of
+// the first few when the output is likely to cover fewer tiles than the GPU has SMs, are
+// each run on the caller's stream with the caller's real operands (the call is idempotent:
+// beta = 0 and y aliases neither x nor W), 1 warm-up then kTimedSamples samples of
+// kRunsPerSample back-to-back launches timed with CUDA events; the fastest sample wins.
+// A candidate that fails is skipped; if all fail, the bucket keeps the heuristic top-1.
+// Cost: one time per bucket, a few ms (more for large rows), and it SYNCHRONISES the
+// stream (cudaEventSynchronize). Later plans in a tuned bucket (another exact row count)
+// reuse the bucket's algorithm when cublasLtMatmulAlgoCheck accepts it for their layouts,
+// else the heuristic top-1; no timing. While `stream` is capturing a CUDA graph nothing is
+// timed: the call uses the heuristic top-1 and the plan is re-chosen (tuned) by the first
+// later call that is not capturing. Do not call Run on a non-capturing stream while
+// another stream of this thread is capturing in global mode (timing syncs).
+//
+// Precision rule with autotune: for fp16/bf16 a split-K reduction never happens in the
+// 16-bit output type — the heuristic is asked only for algorithms whose reduction scheme is
+// NONE or COMPUTE_TYPE (fp32 partial sums in the workspace), and split-K variants are made
+// only with CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE. fp32 (output = compute type) may use
+// COMPUTE_TYPE or OUTPUT_TYPE reductions. Split-K changes the summation order, so results
+// differ from the untuned path by rounding only (within the dtype's usual tolerance). With
+// autotune off the heuristic is queried exactly as before (no reduction-scheme filter).
+//
+// Not thread-safe: one Gemm per stream/engine.
 #ifndef BERT_KERNELS_CUDA_GEMM_H_
 #define BERT_KERNELS_CUDA_GEMM_H_
 
@@ -25,7 +52,9 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "kernels/cuda/cuda_utils.h"
 
@@ -58,13 +87,45 @@ struct GemmDTypeOf<__nv_bfloat16> {
   static constexpr GemmDType value = GemmDType::kBFloat16;
 };
 
+inline constexpr size_t kGemmDefaultWorkspaceBytes = 32u << 20;
+
+struct GemmOptions {
+  // cuBLASLt workspace (also bounds split-K candidates' partial sums).
+  size_t workspace_bytes = kGemmDefaultWorkspaceBytes;
+  // fp32 only: CUBLAS_COMPUTE_32F_FAST_TF32 instead of exact fp32.
+  bool allow_tf32 = false;
+  // Timed algorithm selection per row bucket (see the header comment).
+  bool autotune = false;
+};
+
+// Counters since creation (for tests, logs and benchmarks).
+struct GemmStats {
+  long long plans = 0;               // exact-rows plans made (descriptors + algorithm)
+  long long tuned_buckets = 0;       // buckets tuned by timing (fallbacks included)
+  long long timed_candidates = 0;    // candidates timed successfully, over all tunings
+  long long tuning_fallbacks = 0;    // tunings where no candidate ran: heuristic top-1 kept
+  long long bucket_reuses = 0;       // plans that took their bucket's tuned algorithm
+  long long bucket_rejections = 0;   // plans whose bucket algorithm failed AlgoCheck
+  long long capture_selections = 0;  // plans given the heuristic top-1 while capturing
+};
+
 class Gemm {
  public:
-  static constexpr size_t kDefaultWorkspaceBytes = 32u << 20;
+  static constexpr size_t kDefaultWorkspaceBytes = kGemmDefaultWorkspaceBytes;
   // The plan cache is emptied when it reaches this size (each plan is a few host KB).
   static constexpr size_t kMaxPlans = 4096;
+  // The tuned-bucket cache is emptied when it reaches this size (64 bytes per entry).
+  static constexpr size_t kMaxTunedBuckets = 4096;
+  // Autotune: heuristic candidates requested, how many of them get split-K variants,
+  // split-K factors tried, and timing repetitions.
+  static constexpr int kAutotuneCandidates = 8;
+  static constexpr int kSplitKBaseCandidates = 3;
+  static constexpr int kTimedSamples = 3;
+  static constexpr int kRunsPerSample = 4;
 
   // Creates the cuBLASLt handle and the workspace on the current device.
+  static CudaStatus Create(const GemmOptions& options, std::unique_ptr<Gemm>* out);
+  // Same as Create({workspace_bytes, allow_tf32, /*autotune=*/false}, out).
   static CudaStatus Create(size_t workspace_bytes, bool allow_tf32, std::unique_ptr<Gemm>* out);
 
   ~Gemm();
@@ -73,7 +134,8 @@ class Gemm {
 
   // y [rows, out_features] = epilogue(x [rows, in_features] · weightᵀ + bias), weight
   // [out_features, in_features], bias [out_features] (may be null for kNone). All device
-  // pointers of T; y must not alias x or weight. rows == 0 does nothing.
+  // pointers of T; y must not alias x or weight. rows == 0 does nothing. With autotune, the
+  // first call of a row bucket may synchronise `stream` (see the header comment).
   template <typename T>
   CudaStatus Run(const T* x, int rows, int in_features, const T* weight, const T* bias,
                  int out_features, GemmEpilogue epilogue, T* y, cudaStream_t stream) {
@@ -81,11 +143,29 @@ class Gemm {
                    epilogue, y, stream);
   }
 
+  // Describes the algorithm of a cached plan for this exact shape (any alignment), e.g.
+  // "algo=66 tile=18 stages=22 splitK=1 reduction=0 swizzle=0 custom=0 inner=0 cluster=0
+  // waves=0.36 ws=0 align=256 [tuned]" (tile/stages/inner/cluster are cublasLt.h enum values;
+  // -1 or 65535/4294967295 where unreadable); "" when there is no such plan.
+  template <typename T>
+  std::string DescribePlan(int rows, int in_features, int out_features,
+                           GemmEpilogue epilogue) const {
+    return DescribePlanImpl(GemmDTypeOf<T>::value, rows, in_features, out_features, epilogue);
+  }
+  // The configuration of any algorithm, in the format above (without the plan's tags).
+  static std::string DescribeAlgo(const cublasLtMatmulAlgo_t& algo);
+
   // Number of cached plans (for tests).
   size_t num_plans() const { return plans_.size(); }
+  const GemmStats& stats() const { return stats_; }
+  const GemmOptions& options() const { return options_; }
+
+  // The bucket a row count is tuned under: rows rounded up to a power of two, at least 16.
+  static int RowBucket(int rows);
 
  private:
   struct Plan;
+  // (rows or row bucket, in, out, dtype, epilogue, alignment).
   using Key = std::tuple<int, int, int, int, int, int>;
 
   Gemm() = default;
@@ -93,12 +173,37 @@ class Gemm {
                      const void* bias, int out_features, GemmEpilogue epilogue, void* y,
                      cudaStream_t stream);
   CudaStatus MakePlan(GemmDType dtype, int rows, int in_features, int out_features,
-                      GemmEpilogue epilogue, int alignment, std::unique_ptr<Plan>* plan);
+                      GemmEpilogue epilogue, std::unique_ptr<Plan>* plan);
+  // Asks the heuristic for up to `max_count` algorithms usable with the workspace and the
+  // alignment (in heuristic order); an error when it has none.
+  CudaStatus Heuristic(const Plan& plan, GemmDType dtype, int alignment, int max_count,
+                       std::vector<cublasLtMatmulHeuristicResult_t>* results);
+  // Gives `plan` (exact key `key`) its algorithm: heuristic top-1 (autotune off, or
+  // capturing), the bucket's tuned algorithm, or a new tuning (Tune).
+  CudaStatus SelectAlgo(Plan* plan, const Key& key, bool capturing, const void* x,
+                        const void* weight, void* y, cudaStream_t stream);
+  // Times the candidates on the real operands and records the winner for key's bucket.
+  CudaStatus Tune(Plan* plan, const Key& key, const void* x, const void* weight, void* y,
+                  cudaStream_t stream);
+  static Key BucketKey(const Key& key);
+  // Mean time of one launch (ms) of `algo`, best of kTimedSamples; false when it failed.
+  bool TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
+                const void* weight, void* y, cudaStream_t stream, float* ms);
+  CudaStatus Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
+                    const void* weight, void* y, cudaStream_t stream) const;
+  std::string DescribePlanImpl(GemmDType dtype, int rows, int in_features, int out_features,
+                               GemmEpilogue epilogue) const;
 
   CublasLtHandle handle_;
   DeviceBuffer<unsigned char> workspace_;
-  bool allow_tf32_ = false;
+  GemmOptions options_;
+  int num_sms_ = 0;
+  CudaEvent timer_start_;
+  CudaEvent timer_stop_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  // Tuned algorithm per (row bucket, in, out, dtype, epilogue, alignment).
+  std::map<Key, cublasLtMatmulAlgo_t> tuned_;
+  GemmStats stats_;
 };
 
 }  // namespace cuda

@@ -320,7 +320,7 @@ void CheckPooling(const SeqCase& c, TestDType dtype) {
   ASSERT_CUDA_OK(d_pooled.Poison());
   ASSERT_CUDA_OK(d_mean.Poison());
   std::unique_ptr<Gemm> gemm;
-  ASSERT_STATUS_OK(Gemm::Create(Gemm::kDefaultWorkspaceBytes, false, &gemm));
+  ASSERT_STATUS_OK(Gemm::Create(GemmOptions(), &gemm));
 
   ASSERT_CUDA_OK(LaunchGatherFirstRows<T>(d_hs.get(), d_cu.get(), n, h, d_first.get(), nullptr));
   ASSERT_STATUS_OK(gemm->Run<T>(d_first.get(), n, h, d_w.get(), nullptr, h, GemmEpilogue::kNone,
@@ -403,7 +403,7 @@ void CheckGemm(GemmShape s, TestDType dtype) {
   DeviceArray<T> d_x(x), d_w(w), d_b(b), d_y(static_cast<size_t>(s.rows) * s.out);
   ASSERT_STATUS_OK(d_y.status());
   std::unique_ptr<Gemm> gemm;
-  ASSERT_STATUS_OK(Gemm::Create(Gemm::kDefaultWorkspaceBytes, false, &gemm));
+  ASSERT_STATUS_OK(Gemm::Create(GemmOptions(), &gemm));
   struct Case {
     GemmEpilogue gpu;
     cpu::Epilogue cpu;
@@ -464,6 +464,257 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(TestDTypeName(std::get<0>(info.param))) + "_" + std::to_string(s.rows) +
              "x" + std::to_string(s.in) + "x" + std::to_string(s.out);
     });
+
+// ---------------------------------------------------------------------------------------
+// cuBLASLt Gemm with autotune (timed algorithm choice per row bucket): the engine's shapes
+// against cpu::Linear and against autotune off; reuse within a bucket; graph capture.
+
+struct EngineGemm {
+  int in, out;
+  GemmEpilogue gpu;
+  cpu::Epilogue cpu;
+  const char* name;
+};
+
+// BERT-base: QKV, attention output (and pooler), FFN in (plain and GELU-bias), FFN out.
+const EngineGemm kEngineGemms[] = {
+    {768, 2304, GemmEpilogue::kBias, cpu::Epilogue::kBias, "qkv"},
+    {768, 768, GemmEpilogue::kNone, cpu::Epilogue::kNone, "attn_out"},
+    {768, 3072, GemmEpilogue::kNone, cpu::Epilogue::kNone, "ffn_in"},
+    {768, 3072, GemmEpilogue::kBiasGeluTanh, cpu::Epilogue::kBiasGeluTanh, "ffn_in_gelu"},
+    {3072, 768, GemmEpilogue::kNone, cpu::Epilogue::kNone, "ffn_out"},
+};
+
+// The GELU epilogue may use an approximate tanh (see CheckGemm).
+double GemmTolerance(TestDType dtype, GemmEpilogue epilogue) {
+  return epilogue == GemmEpilogue::kBiasGeluTanh ? std::max(Tolerance(dtype), 2e-3)
+                                                 : Tolerance(dtype);
+}
+
+// Random operands of one GEMM (rounded through T) and their CPU reference.
+struct GemmCase {
+  std::vector<float> x, w, b, ref;
+};
+
+template <typename T>
+GemmCase MakeGemmCase(int rows, const EngineGemm& g, std::mt19937& rng) {
+  GemmCase c;
+  c.x = RandomVector(static_cast<size_t>(rows) * g.in, rng);
+  c.w = RandomVector(static_cast<size_t>(g.out) * g.in, rng,
+                     1.0f / std::sqrt(static_cast<float>(g.in)));
+  c.b = RandomVector(g.out, rng, 0.5f);
+  RoundThrough<T>(&c.x);
+  RoundThrough<T>(&c.w);
+  RoundThrough<T>(&c.b);
+  c.ref.resize(static_cast<size_t>(rows) * g.out);
+  cpu::Linear(c.x.data(), rows, g.in, c.w.data(), c.b.data(), g.out, g.cpu, c.ref.data());
+  return c;
+}
+
+std::unique_ptr<Gemm> MakeGemm(bool autotune) {
+  GemmOptions options;
+  options.autotune = autotune;
+  std::unique_ptr<Gemm> gemm;
+  const CudaStatus st = Gemm::Create(options, &gemm);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return gemm;
+}
+
+class GemmAutotuneTest : public ::testing::TestWithParam<TestDType> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!HaveGpu(&why)) GTEST_SKIP() << why;
+  }
+};
+
+template <typename T>
+void CheckAutotunedEngineShapes(TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  std::unique_ptr<Gemm> tuned = MakeGemm(true), plain = MakeGemm(false);
+  ASSERT_TRUE(tuned != nullptr && plain != nullptr);
+  for (const int rows : {1, 128, 1000, 4096}) {
+    for (const EngineGemm& g : kEngineGemms) {
+      const std::string what =
+          std::string(g.name) + " rows=" + std::to_string(rows) + " " + TestDTypeName(dtype);
+      const GemmCase c = MakeGemmCase<T>(rows, g, rng);
+      DeviceArray<T> d_x(c.x), d_w(c.w), d_b(c.b), d_y(c.ref.size()), d_plain(c.ref.size());
+      ASSERT_STATUS_OK(d_plain.status());
+      ASSERT_CUDA_OK(d_y.Poison());
+      ASSERT_CUDA_OK(d_plain.Poison());
+      const T* bias = g.gpu == GemmEpilogue::kNone ? nullptr : d_b.get();
+      const GemmStats before = tuned->stats();
+      ASSERT_STATUS_OK(
+          tuned->Run<T>(d_x.get(), rows, g.in, d_w.get(), bias, g.out, g.gpu, d_y.get(), nullptr));
+      ASSERT_STATUS_OK(plain->Run<T>(d_x.get(), rows, g.in, d_w.get(), bias, g.out, g.gpu,
+                                     d_plain.get(), nullptr));
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> got = d_y.Download(), untuned = d_plain.Download();
+      ASSERT_EQ(got.size(), c.ref.size());
+      EXPECT_EQ(CountNonFinite(got), 0u) << what << ": outputs not written";
+      const double tol = GemmTolerance(dtype, g.gpu);
+      EXPECT_LE(RelativeError(got, c.ref), tol) << what << " (tuned vs CPU)";
+      EXPECT_LE(RelativeError(got, untuned), tol) << what << " (tuned vs autotune off)";
+      // Every (rows, shape) here is a new bucket: tuned once, by timing, without fallback.
+      const GemmStats& after = tuned->stats();
+      EXPECT_EQ(after.tuned_buckets, before.tuned_buckets + 1) << what;
+      EXPECT_GT(after.timed_candidates, before.timed_candidates) << what;
+      EXPECT_EQ(after.tuning_fallbacks, before.tuning_fallbacks) << what;
+      std::printf("%-40s tuned:   %s\n%-40s untuned: %s\n", what.c_str(),
+                  tuned->DescribePlan<T>(rows, g.in, g.out, g.gpu).c_str(), "",
+                  plain->DescribePlan<T>(rows, g.in, g.out, g.gpu).c_str());
+    }
+  }
+  EXPECT_EQ(plain->stats().tuned_buckets, 0);
+  EXPECT_EQ(plain->stats().timed_candidates, 0);
+}
+
+TEST_P(GemmAutotuneTest, EngineShapesMatchCpuAndUntuned) {
+  const TestDType dtype = GetParam();
+  DISPATCH_DTYPE(dtype, CheckAutotunedEngineShapes, dtype);
+}
+
+// A second call of the same rows, and a new row count of the same bucket, do not time
+// anything; the next bucket does.
+template <typename T>
+void CheckBucketReuse(TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  const EngineGemm& g = kEngineGemms[0];  // bias epilogue
+  const int max_rows = 129;
+  const GemmCase c = MakeGemmCase<T>(max_rows, g, rng);
+  DeviceArray<T> d_x(c.x), d_w(c.w), d_b(c.b), d_y(c.ref.size());
+  ASSERT_STATUS_OK(d_y.status());
+  std::unique_ptr<Gemm> gemm = MakeGemm(true);
+  ASSERT_TRUE(gemm != nullptr);
+  // Row r of the output depends on row r of x only: the first `rows` rows of the reference.
+  auto run_and_check = [&](int rows) {
+    ASSERT_CUDA_OK(d_y.Poison());
+    ASSERT_STATUS_OK(gemm->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
+                                  d_y.get(), nullptr));
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
+    std::vector<float> got = d_y.Download();
+    got.resize(static_cast<size_t>(rows) * g.out);
+    const std::vector<float> ref(c.ref.begin(), c.ref.begin() + got.size());
+    ExpectClose(got, ref, dtype, "bucket reuse rows=" + std::to_string(rows));
+  };
+  EXPECT_EQ(Gemm::RowBucket(1), 16);
+  EXPECT_EQ(Gemm::RowBucket(16), 16);
+  EXPECT_EQ(Gemm::RowBucket(100), 128);
+  EXPECT_EQ(Gemm::RowBucket(128), 128);
+  EXPECT_EQ(Gemm::RowBucket(129), 256);
+
+  run_and_check(100);
+  const GemmStats first = gemm->stats();
+  EXPECT_EQ(first.plans, 1);
+  EXPECT_EQ(first.tuned_buckets, 1);
+  EXPECT_GT(first.timed_candidates, 0);
+
+  run_and_check(100);  // same plan
+  EXPECT_EQ(gemm->stats().plans, 1);
+  EXPECT_EQ(gemm->stats().tuned_buckets, 1);
+  EXPECT_EQ(gemm->stats().timed_candidates, first.timed_candidates);
+
+  run_and_check(120);  // same bucket (128), new exact plan: no timing
+  EXPECT_EQ(gemm->stats().plans, 2);
+  EXPECT_EQ(gemm->stats().tuned_buckets, 1);
+  EXPECT_EQ(gemm->stats().timed_candidates, first.timed_candidates);
+  EXPECT_EQ(gemm->stats().bucket_reuses + gemm->stats().bucket_rejections, 1);
+  std::printf("rows=100: %s\nrows=120: %s\n",
+              gemm->DescribePlan<T>(100, g.in, g.out, g.gpu).c_str(),
+              gemm->DescribePlan<T>(120, g.in, g.out, g.gpu).c_str());
+
+  run_and_check(129);  // next bucket (256)
+  EXPECT_EQ(gemm->stats().plans, 3);
+  EXPECT_EQ(gemm->stats().tuned_buckets, 2);
+  EXPECT_GT(gemm->stats().timed_candidates, first.timed_candidates);
+}
+
+TEST_P(GemmAutotuneTest, SameBucketDoesNotRetune) {
+  const TestDType dtype = GetParam();
+  DISPATCH_DTYPE(dtype, CheckBucketReuse, dtype);
+}
+
+// A first call made while the stream captures a graph uses the heuristic, times nothing,
+// and the graph computes the right result; the next eager call tunes the plan.
+template <typename T>
+void CheckCapture(TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  const EngineGemm& g = kEngineGemms[3];  // GELU-bias epilogue
+  const int rows = 200;
+  const GemmCase c = MakeGemmCase<T>(rows, g, rng);
+  DeviceArray<T> d_x(c.x), d_w(c.w), d_b(c.b), d_y(c.ref.size()), d_plain(c.ref.size());
+  ASSERT_STATUS_OK(d_plain.status());
+  CudaStream stream;
+  ASSERT_STATUS_OK(stream.Create());
+  std::unique_ptr<Gemm> tuned = MakeGemm(true), plain = MakeGemm(false);
+  ASSERT_TRUE(tuned != nullptr && plain != nullptr);
+  const double tol = GemmTolerance(dtype, g.gpu);
+
+  // Eager, untuned first (this also loads the heuristic's kernel before the capture).
+  ASSERT_CUDA_OK(d_plain.Poison());
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
+  ASSERT_STATUS_OK(plain->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
+                                 d_plain.get(), stream.get()));
+  ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
+  const std::vector<float> untuned = d_plain.Download();
+
+  ASSERT_CUDA_OK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+  const CudaStatus captured = tuned->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out,
+                                            g.gpu, d_y.get(), stream.get());
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream.get(), &graph);
+  ASSERT_TRUE(captured.ok()) << captured.message();
+  ASSERT_CUDA_OK(ended);
+  ASSERT_TRUE(graph != nullptr);
+  cudaGraphExec_t exec_raw = nullptr;
+  const cudaError_t instantiated = cudaGraphInstantiate(&exec_raw, graph, 0);
+  cudaGraphDestroy(graph);
+  ASSERT_CUDA_OK(instantiated);
+  CudaGraphExec exec;
+  exec.Adopt(exec_raw);
+  EXPECT_EQ(tuned->stats().plans, 1);
+  EXPECT_EQ(tuned->stats().capture_selections, 1);
+  EXPECT_EQ(tuned->stats().tuned_buckets, 0);
+  EXPECT_EQ(tuned->stats().timed_candidates, 0);
+  std::printf("captured: %s\n", tuned->DescribePlan<T>(rows, g.in, g.out, g.gpu).c_str());
+
+  auto launch_and_check = [&](const std::string& what) {
+    ASSERT_CUDA_OK(d_y.Poison());
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
+    ASSERT_CUDA_OK(cudaGraphLaunch(exec.get(), stream.get()));
+    ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
+    const std::vector<float> got = d_y.Download();
+    EXPECT_EQ(CountNonFinite(got), 0u) << what;
+    EXPECT_LE(RelativeError(got, c.ref), tol) << what << " vs CPU";
+    EXPECT_LE(RelativeError(got, untuned), tol) << what << " vs autotune off";
+  };
+  launch_and_check("graph");
+
+  // Not capturing any more: the provisional plan is tuned now (same plan, one bucket).
+  ASSERT_CUDA_OK(d_y.Poison());
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
+  ASSERT_STATUS_OK(tuned->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
+                                 d_y.get(), stream.get()));
+  ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
+  const std::vector<float> eager = d_y.Download();
+  EXPECT_EQ(CountNonFinite(eager), 0u);
+  EXPECT_LE(RelativeError(eager, c.ref), tol) << "eager after capture vs CPU";
+  EXPECT_EQ(tuned->stats().plans, 1);
+  EXPECT_EQ(tuned->stats().tuned_buckets, 1);
+  EXPECT_GT(tuned->stats().timed_candidates, 0);
+  std::printf("tuned:    %s\n", tuned->DescribePlan<T>(rows, g.in, g.out, g.gpu).c_str());
+
+  // The graph recorded its own launch: still right after the plan changed.
+  launch_and_check("graph after tuning");
+}
+
+TEST_P(GemmAutotuneTest, CaptureUsesHeuristicWithoutTuning) {
+  const TestDType dtype = GetParam();
+  DISPATCH_DTYPE(dtype, CheckCapture, dtype);
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, GemmAutotuneTest, ::testing::ValuesIn(kAllDTypes),
+                         [](const auto& info) { return std::string(TestDTypeName(info.param)); });
 
 // ---------------------------------------------------------------------------------------
 // Conversion: fp32 -> T -> fp32 equals the host's round-to-nearest-even.

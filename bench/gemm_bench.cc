@@ -1,0 +1,214 @@
+// cuBLASLt Gemm (kernels/cuda/gemm.h) with autotune off (heuristic top-1) and on (timed
+// choice per row bucket), on the BERT-base Linear shapes at several row counts.
+//
+// Method: per (dtype, rows, shape), random operands on the device; each Gemm runs the shape
+// once eagerly (autotune tunes then), then `--iters` back-to-back calls are captured into a
+// CUDA graph (as the engine runs them), the graph is launched once to warm up and then
+// `--reps` times, each timed with CUDA events; the median graph time / iters is printed as
+// microseconds per GEMM, with the algorithm each Gemm picked (Gemm::DescribePlan) and the
+// autotune Gemm's stats at the end (tuning cost is not in the times).
+//
+//   gemm_bench [--dtypes=fp16,bf16,fp32] [--rows=1,16,128,512,1000,4096,16384] [--iters=50]
+//              [--reps=7]
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#if defined(BERT_WITH_CUDA)
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <memory>
+#include <random>
+
+#include "kernels/cuda/cuda_utils.h"
+#include "kernels/cuda/gemm.h"
+
+namespace bert {
+namespace cuda {
+namespace {
+
+struct Shape {
+  int in, out;
+  GemmEpilogue epilogue;
+  const char* name;
+};
+
+const Shape kShapes[] = {
+    {768, 2304, GemmEpilogue::kBias, "qkv 768->2304 bias"},
+    {768, 768, GemmEpilogue::kNone, "attn_out/pooler 768->768"},
+    {768, 3072, GemmEpilogue::kNone, "ffn_in 768->3072"},
+    {768, 3072, GemmEpilogue::kBiasGeluTanh, "ffn_in 768->3072 gelu"},
+    {3072, 768, GemmEpilogue::kNone, "ffn_out 3072->768"},
+};
+
+#define BENCH_CHECK(expr)                                                    \
+  do {                                                                       \
+    const ::bert::cuda::CudaStatus st_ = (expr);                             \
+    if (!st_.ok()) {                                                         \
+      std::fprintf(stderr, "%s failed: %s\n", #expr, st_.message().c_str()); \
+      std::exit(1);                                                          \
+    }                                                                        \
+  } while (0)
+#define BENCH_CUDA(expr) \
+  BENCH_CHECK(::bert::cuda::MakeCudaStatus((expr), #expr, __FILE__, __LINE__))
+
+template <typename T>
+T FromFloat(float v) {
+  return static_cast<T>(v);
+}
+template <>
+__half FromFloat<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+template <typename T>
+void Fill(DeviceBuffer<T>* buf, size_t n, float scale, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<T> host(n);
+  for (T& v : host) v = FromFloat<T>(dist(rng));
+  BENCH_CHECK(buf->Allocate(n));
+  BENCH_CUDA(cudaMemcpy(buf->get(), host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+}
+
+// Median microseconds per GEMM of a graph of `iters` calls.
+template <typename T>
+double TimeGemm(Gemm* gemm, const T* x, int rows, const Shape& s, const T* w, const T* b, T* y,
+                int iters, int reps, cudaStream_t stream) {
+  BENCH_CHECK(gemm->Run<T>(x, rows, s.in, w, b, s.out, s.epilogue, y, stream));
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  BENCH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < iters; ++i) {
+    BENCH_CHECK(gemm->Run<T>(x, rows, s.in, w, b, s.out, s.epilogue, y, stream));
+  }
+  cudaGraph_t graph = nullptr;
+  BENCH_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t raw = nullptr;
+  BENCH_CUDA(cudaGraphInstantiate(&raw, graph, 0));
+  cudaGraphDestroy(graph);
+  CudaGraphExec exec;
+  exec.Adopt(raw);
+  CudaEvent start, stop;
+  BENCH_CHECK(start.Create());
+  BENCH_CHECK(stop.Create());
+  BENCH_CUDA(cudaGraphLaunch(exec.get(), stream));
+  std::vector<float> ms(reps);
+  for (int r = 0; r < reps; ++r) {
+    BENCH_CUDA(cudaEventRecord(start.get(), stream));
+    BENCH_CUDA(cudaGraphLaunch(exec.get(), stream));
+    BENCH_CUDA(cudaEventRecord(stop.get(), stream));
+    BENCH_CUDA(cudaEventSynchronize(stop.get()));
+    BENCH_CUDA(cudaEventElapsedTime(&ms[r], start.get(), stop.get()));
+  }
+  std::sort(ms.begin(), ms.end());
+  return 1000.0 * ms[reps / 2] / iters;
+}
+
+template <typename T>
+void BenchDType(const char* dtype, const std::vector<int>& rows_list, int iters, int reps) {
+  std::mt19937 rng(1234);
+  CudaStream stream;
+  BENCH_CHECK(stream.Create());
+  GemmOptions off, on;
+  on.autotune = true;
+  std::unique_ptr<Gemm> plain, tuned;
+  BENCH_CHECK(Gemm::Create(off, &plain));
+  BENCH_CHECK(Gemm::Create(on, &tuned));
+  std::printf("\n== %s ==\n%-28s %6s %10s %10s %7s\n", dtype, "shape", "rows", "top1_us",
+              "tuned_us", "speedup");
+  for (const int rows : rows_list) {
+    for (const Shape& s : kShapes) {
+      DeviceBuffer<T> x, w, b, y;
+      Fill(&x, static_cast<size_t>(rows) * s.in, 1.0f, rng);
+      Fill(&w, static_cast<size_t>(s.out) * s.in, 0.03f, rng);
+      Fill(&b, s.out, 0.5f, rng);
+      BENCH_CHECK(y.Allocate(static_cast<size_t>(rows) * s.out));
+      const double t_plain = TimeGemm<T>(plain.get(), x.get(), rows, s, w.get(), b.get(), y.get(),
+                                         iters, reps, stream.get());
+      const double t_tuned = TimeGemm<T>(tuned.get(), x.get(), rows, s, w.get(), b.get(), y.get(),
+                                         iters, reps, stream.get());
+      std::printf("%-28s %6d %10.2f %10.2f %6.2fx\n", s.name, rows, t_plain, t_tuned,
+                  t_plain / t_tuned);
+      std::printf("    top1:  %s\n    tuned: %s\n",
+                  plain->DescribePlan<T>(rows, s.in, s.out, s.epilogue).c_str(),
+                  tuned->DescribePlan<T>(rows, s.in, s.out, s.epilogue).c_str());
+    }
+  }
+  const GemmStats& st = tuned->stats();
+  std::printf(
+      "autotune stats: plans=%lld tuned_buckets=%lld timed_candidates=%lld "
+      "fallbacks=%lld bucket_reuses=%lld bucket_rejections=%lld capture_selections=%lld\n",
+      st.plans, st.tuned_buckets, st.timed_candidates, st.tuning_fallbacks, st.bucket_reuses,
+      st.bucket_rejections, st.capture_selections);
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace bert
+
+std::vector<std::string> Split(const char* s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+int main(int argc, char** argv) {
+  std::vector<std::string> dtypes = {"fp16", "bf16", "fp32"};
+  std::vector<int> rows = {1, 16, 128, 512, 1000, 4096, 16384};
+  int iters = 50, reps = 7;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--dtypes=", 9) == 0) {
+      dtypes = Split(argv[i] + 9);
+    } else if (std::strncmp(argv[i], "--rows=", 7) == 0) {
+      rows.clear();
+      for (const std::string& r : Split(argv[i] + 7))
+        rows.push_back(std::max(1, std::atoi(r.c_str())));
+    } else if (std::strncmp(argv[i], "--iters=", 8) == 0) {
+      iters = std::max(1, std::atoi(argv[i] + 8));
+    } else if (std::strncmp(argv[i], "--reps=", 7) == 0) {
+      reps = std::max(1, std::atoi(argv[i] + 7));
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--dtypes=fp16,bf16,fp32] [--rows=1,128,...] [--iters=N] "
+                   "[--reps=N]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  for (const std::string& d : dtypes) {
+    if (d == "fp16") {
+      bert::cuda::BenchDType<__half>("fp16", rows, iters, reps);
+    } else if (d == "bf16") {
+      bert::cuda::BenchDType<__nv_bfloat16>("bf16", rows, iters, reps);
+    } else if (d == "fp32") {
+      bert::cuda::BenchDType<float>("fp32", rows, iters, reps);
+    } else {
+      std::fprintf(stderr, "unknown dtype %s\n", d.c_str());
+      return 2;
+    }
+  }
+  return 0;
+}
+
+#else  // !BERT_WITH_CUDA
+
+int main() {
+  std::fprintf(stderr, "gemm_bench: built with --config=nocuda; nothing to time\n");
+  return 1;
+}
+
+#endif  // BERT_WITH_CUDA
