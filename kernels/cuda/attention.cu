@@ -508,8 +508,9 @@ void LaunchMma(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, i
   SetSharedMemory(VarlenAttentionMmaKernel<T, D, kWarps>, L::kBytes);
   for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
     const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, L::kBlockM);
-    VarlenAttentionMmaKernel<T, D, kWarps><<<dim3(g.x, g.y, g.z), plan::MmaThreads(kWarps), L::kBytes, stream>>>(
-        qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale_log2, out);
+    VarlenAttentionMmaKernel<T, D, kWarps>
+        <<<dim3(g.x, g.y, g.z), plan::MmaThreads(kWarps), L::kBytes, stream>>>(
+            qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale_log2, out);
   }
 }
 
