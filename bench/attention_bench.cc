@@ -1,13 +1,17 @@
 // Times LaunchVarlenAttention alone with CUDA events (not a test; see bench/NOTES_attention.md).
 //
-//   attention_bench [--dtype=f16|bf16|f32] [--iters=N]
+//   attention_bench [--dtype=f16|bf16|f32] [--iters=N] [--no-tiles]
 //
 // Shapes (12 heads, head_dim 64): batch 128 x 128 tokens, 32 x 512, 1 x 128, and a
 // variable-length batch of 256 sequences (log-normal lengths, mean ~36, max 128, fixed
-// seed). Method: random inputs, 20 warm-up launches, then N launches each bracketed by its
-// own pair of events; prints the median and the min, the achieved TFLOP/s (4 * L^2 * D per
-// sequence and head, real lengths) and GB/s (qkv read once + out written once), and the
-// torch SDPA anchors from shared/DEVICE.md for the two fixed shapes (H200).
+// seed), in --dtype with the launcher's own tile choice. Method: random inputs, 20 warm-up
+// launches, then N launches each bracketed by its own pair of events; prints the median and
+// the min, the achieved TFLOP/s (4 * L^2 * D per sequence and head, real lengths) and GB/s
+// (qkv read once + out written once), and the torch SDPA anchors from shared/DEVICE.md for
+// the two fixed shapes (H200).
+// Then, unless --no-tiles, the tile sweep: batch 1 / 8 / 32 / 128 x 128 tokens in fp16 and
+// bf16, the median of each query-tile height forced (64 / 32 / 16 rows) and of the launcher's
+// choice (auto, with the height it resolves to), same method.
 #include <cstdio>
 
 #if defined(BERT_WITH_CUDA)
@@ -66,13 +70,19 @@ float ToFloat(float x) { return x; }
 float ToFloat(__half x) { return __half2float(x); }
 float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
 
+struct Timing {
+  double median_ms;
+  double min_ms;
+  int64_t non_finite;  // output elements that are not finite (should be 0)
+};
+
 template <typename T>
-void RunShape(const Shape& shape, int iters) {
-  const int num_seqs = static_cast<int>(shape.lengths.size());
+Timing TimeShape(const std::vector<int32_t>& lengths, int iters, bert::cuda::AttentionTile tile) {
+  const int num_seqs = static_cast<int>(lengths.size());
   std::vector<int32_t> cu(num_seqs + 1, 0);
-  for (int s = 0; s < num_seqs; ++s) cu[s + 1] = cu[s] + shape.lengths[s];
+  for (int s = 0; s < num_seqs; ++s) cu[s + 1] = cu[s] + lengths[s];
   const int64_t rows = cu[num_seqs];
-  const int max_rows = *std::max_element(shape.lengths.begin(), shape.lengths.end());
+  const int max_rows = *std::max_element(lengths.begin(), lengths.end());
   const int hidden = kHeads * kHeadDim;
 
   std::mt19937 rng(1234);
@@ -88,7 +98,7 @@ void RunShape(const Shape& shape, int iters) {
   CHECK_CUDA(cudaMalloc(&d_valid, num_seqs * sizeof(int32_t)));
   CHECK_CUDA(cudaMemcpy(d_qkv, qkv.data(), qkv.size() * sizeof(T), cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(d_cu, cu.data(), cu.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
-  CHECK_CUDA(cudaMemcpy(d_valid, shape.lengths.data(), num_seqs * sizeof(int32_t),
+  CHECK_CUDA(cudaMemcpy(d_valid, lengths.data(), num_seqs * sizeof(int32_t),
                         cudaMemcpyHostToDevice));
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
@@ -98,7 +108,7 @@ void RunShape(const Shape& shape, int iters) {
 
   auto launch = [&] {
     bert::cuda::LaunchVarlenAttention<T>(d_qkv, d_cu, d_valid, num_seqs, max_rows, kHeads, kHeadDim,
-                                         d_out, stream);
+                                         d_out, stream, tile);
   };
   for (int i = 0; i < 20; ++i) launch();
   CHECK_CUDA(cudaGetLastError());
@@ -120,7 +130,25 @@ void RunShape(const Shape& shape, int iters) {
   for (const T& x : out) non_finite += !std::isfinite(ToFloat(x));
 
   std::sort(ms.begin(), ms.end());
-  const double median = ms[iters / 2], best = ms[0];
+
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  CHECK_CUDA(cudaFree(d_qkv));
+  CHECK_CUDA(cudaFree(d_out));
+  CHECK_CUDA(cudaFree(d_cu));
+  CHECK_CUDA(cudaFree(d_valid));
+  return Timing{ms[iters / 2], ms[0], non_finite};
+}
+
+template <typename T>
+void RunShape(const Shape& shape, int iters) {
+  const Timing t = TimeShape<T>(shape.lengths, iters, bert::cuda::AttentionTile::kAuto);
+  const int num_seqs = static_cast<int>(shape.lengths.size());
+  int64_t rows = 0;
+  for (int32_t l : shape.lengths) rows += l;
+  const int hidden = kHeads * kHeadDim;
+  const double median = t.median_ms, best = t.min_ms;
   double flops = 0;
   for (int32_t l : shape.lengths) flops += 4.0 * kHeads * double(l) * l * kHeadDim;
   const double bytes = double(rows) * (3 * hidden + hidden) * sizeof(T);
@@ -131,15 +159,43 @@ void RunShape(const Shape& shape, int iters) {
     std::printf("  torch SDPA (H200) %.3f ms -> %.2fx", shape.torch_sdpa_ms,
                 shape.torch_sdpa_ms / median);
   }
-  std::printf("%s\n", non_finite ? "  NON-FINITE OUTPUT" : "");
+  std::printf("%s\n", t.non_finite ? "  NON-FINITE OUTPUT" : "");
+}
 
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  CHECK_CUDA(cudaStreamDestroy(stream));
-  CHECK_CUDA(cudaFree(d_qkv));
-  CHECK_CUDA(cudaFree(d_out));
-  CHECK_CUDA(cudaFree(d_cu));
-  CHECK_CUDA(cudaFree(d_valid));
+const char* TileName(bert::cuda::AttentionTile tile) {
+  switch (tile) {
+    case bert::cuda::AttentionTile::kAuto:
+      return "auto";
+    case bert::cuda::AttentionTile::kRows64:
+      return "m64";
+    case bert::cuda::AttentionTile::kRows32:
+      return "m32";
+    case bert::cuda::AttentionTile::kRows16:
+      return "m16";
+  }
+  return "?";
+}
+
+// One line per batch size: the median (us) of every tile height and of the launcher's choice.
+template <typename T>
+void TileSweep(const char* dtype, int iters, int sm_count) {
+  using bert::cuda::AttentionTile;
+  constexpr int kSeqLen = 128;
+  for (int batch : {1, 8, 32, 128}) {
+    const std::vector<int32_t> lengths(batch, kSeqLen);
+    const AttentionTile chosen = bert::cuda::ChooseAttentionTile(batch, kSeqLen, kHeads);
+    std::printf("tiles %-4s %3d x %d  CTAs(m64) %5lld / %d SMs  auto=%s ", dtype, batch, kSeqLen,
+                static_cast<long long>(batch) * kHeads * ((kSeqLen + 63) / 64), sm_count,
+                TileName(chosen));
+    bool non_finite = false;
+    for (AttentionTile tile : {AttentionTile::kRows64, AttentionTile::kRows32,
+                               AttentionTile::kRows16, AttentionTile::kAuto}) {
+      const Timing t = TimeShape<T>(lengths, iters, tile);
+      non_finite |= t.non_finite != 0;
+      std::printf(" %s %7.2f us", TileName(tile), t.median_ms * 1e3);
+    }
+    std::printf("%s\n", non_finite ? "  NON-FINITE OUTPUT" : "");
+  }
 }
 
 std::vector<Shape> Shapes() {
@@ -164,13 +220,17 @@ std::vector<Shape> Shapes() {
 int main(int argc, char** argv) {
   std::string dtype = "f16";
   int iters = 200;
+  bool tiles = true;
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--dtype=", 8) == 0) {
       dtype = argv[i] + 8;
     } else if (std::strncmp(argv[i], "--iters=", 8) == 0) {
       iters = std::max(1, std::atoi(argv[i] + 8));
+    } else if (std::strcmp(argv[i], "--no-tiles") == 0) {
+      tiles = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--dtype=f16|bf16|f32] [--iters=N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--dtype=f16|bf16|f32] [--iters=N] [--no-tiles]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -192,6 +252,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "unknown dtype %s\n", dtype.c_str());
       return 2;
     }
+  }
+  if (tiles) {
+    std::printf("tile sweep (median of %d launches each; m64/m32/m16 forced, auto = launcher)\n",
+                iters);
+    TileSweep<__half>("f16", iters, prop.multiProcessorCount);
+    TileSweep<__nv_bfloat16>("bf16", iters, prop.multiProcessorCount);
   }
   return 0;
 }

@@ -2,8 +2,9 @@
 //  * VarlenAttentionF32Kernel: exact fp32 on CUDA cores. CTA = 4 warps, 32 query rows
 //    (8 per warp); key tiles of 32 (one key per lane for QKᵀ, one output column per lane
 //    for ×V).
-//  * VarlenAttentionMmaKernel: half/bf16 on tensor cores (mma.sync m16n8k16, fp32
-//    accumulators). CTA = 4 warps, 64 query rows (16 per warp); key/value tiles of 64 rows
+//  * VarlenAttentionMmaKernel<T, D, kWarps>: half/bf16 on tensor cores (mma.sync m16n8k16,
+//    fp32 accumulators). CTA = kWarps warps (4, 2 or 1), 16 query rows per warp (query tiles
+//    of 64, 32 or 16 rows, picked per launch, see ChooseMmaWarps); key/value tiles of 64 rows
 //    staged in shared memory with cp.async; Q fragments stay in registers; P never leaves
 //    registers (the S accumulators are repacked as the A operand of P·V); the output is
 //    staged through shared memory for 16-byte coalesced stores.
@@ -14,6 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -25,8 +27,6 @@ namespace {
 
 namespace plan = attention_plan;
 
-constexpr int kThreads = 128;  // 4 warps
-constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 __device__ __forceinline__ float WarpMax(float v) {
@@ -43,8 +43,10 @@ __device__ __forceinline__ float WarpSum(float v) {
 
 // ------------------------------------ fp32 (SIMT) ------------------------------------------
 
+constexpr int kF32Threads = 128;  // 4 warps
+constexpr int kF32Warps = kF32Threads / 32;
 constexpr int kF32BlockM = 32;
-constexpr int kF32RowsPerWarp = kF32BlockM / kWarps;  // 8
+constexpr int kF32RowsPerWarp = kF32BlockM / kF32Warps;  // 8
 constexpr int kF32BlockN = 32;                        // one key per lane
 
 template <int D>
@@ -57,7 +59,7 @@ struct F32Layout {
 };
 
 template <int D>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kF32Threads)
     VarlenAttentionF32Kernel(const float* __restrict__ qkv, const int32_t* __restrict__ cu_rows,
                              const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
                              float scale, float* __restrict__ out) {
@@ -80,7 +82,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = tid / 32;
   const int lane = tid % 32;
 
-  for (int i = tid; i < kF32BlockM * D; i += kThreads) {
+  for (int i = tid; i < kF32BlockM * D; i += kF32Threads) {
     const int r = i / D, d = i % D;
     const int row = q.begin + r;
     sq[i] = row < q.end ? qkv[plan::QkvOffset(row0 + row, 0, head, d, num_heads, D)] : 0.f;
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int k0 = 0; k0 < n_keys; k0 += kF32BlockN) {
     __syncthreads();  // the previous tile is consumed (first pass: nothing to wait for)
-    for (int i = tid; i < kF32BlockN * D; i += kThreads) {
+    for (int i = tid; i < kF32BlockN * D; i += kF32Threads) {
       const int r = i / D, d = i % D;
       const int key = k0 + r;
       float kv = 0.f, vv = 0.f;
@@ -165,10 +167,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // -------------------------------- half / bf16 (mma.sync) -----------------------------------
 
-constexpr int kBlockM = 64;  // 16 query rows per warp
-constexpr int kBlockN = 64;  // keys per K/V tile
-constexpr int kPad = 8;      // 16 bytes per smem row: conflict-free fragment loads
-constexpr int kVec = 8;      // 16-bit elements per 16-byte copy
+constexpr int kBlockN = plan::kMmaBlockN;  // keys per K/V tile (every tile height)
+constexpr int kPad = 8;                    // 16 bytes per smem row: conflict-free fragment loads
+constexpr int kVec = plan::kMmaVec;        // 16-bit elements per 16-byte copy
 
 template <typename T>
 struct MmaOps;
@@ -235,49 +236,73 @@ __device__ __forceinline__ uint32_t LoadU32(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-template <int D>
+// Shared memory of a CTA with kWarps warps: Q tile [16 * kWarps, D], K and V tiles [64, D],
+// each row padded to kStride elements.
+template <int D, int kWarps>
 struct MmaLayout {
+  static constexpr int kBlockM = plan::MmaBlockM(kWarps);
   static constexpr int kStride = D + kPad;  // elements per shared-memory row
-  static constexpr int kTile = kBlockM * kStride;
-  static_assert(kBlockM == kBlockN, "Q, K and V tiles share one shape");
-  static constexpr size_t kBytes = 3 * kTile * 2;  // Q, K, V; 2-byte elements
+  static constexpr int kQTile = kBlockM * kStride;
+  static constexpr int kKVTile = kBlockN * kStride;
+  static constexpr size_t kBytes = plan::MmaSharedBytes(kWarps, D, kPad);
+  static_assert(kBytes == (kQTile + 2 * kKVTile) * 2, "Q, K, V tiles of 2-byte elements");
 };
 
-// Copies rows [first, first + 64) of block `which` (rows >= limit zero-filled) into a
-// [64, D] shared tile, asynchronously.
-template <typename T, int D>
+// Copies rows [first, first + kRows) of block `which` (rows >= limit zero-filled) into a
+// [kRows, D] shared tile, asynchronously, with all kThreadsPerCta threads of the CTA.
+template <typename T, int D, int kRows, int kThreadsPerCta>
 __device__ __forceinline__ void LoadTileAsync(T* tile, const T* qkv, int row0, int first, int limit,
                                               int which, int head, int num_heads) {
-  constexpr int kSteps = kBlockM * D / kVec / kThreads;
-  static_assert(kSteps * kThreads * kVec == kBlockM * D, "tile must split evenly");
-#pragma unroll
+  static_assert(plan::CopySplitsEvenly(kRows, D, kVec, kThreadsPerCta), "tile must split evenly");
+  constexpr int kSteps = plan::CopySteps(kRows, D, kVec, kThreadsPerCta);
+  // Step i of this thread copies chunk CopyChunk(i) = (c0.row + i * kRowsPerStep, c0.col)
+  // (attention_plan_test checks it): one source and one destination address, advanced per
+  // step, instead of kSteps of them live across the key loop.
+  static_assert(plan::CopyRowsAdvanceEvenly(D, kVec, kThreadsPerCta), "whole rows per step");
+  constexpr int kRowsPerStep = plan::CopyRowsPerStep(D, kVec, kThreadsPerCta);
+  const plan::TileChunk c0 = plan::CopyChunk(0, threadIdx.x, kThreadsPerCta, D, kVec);
+  const int64_t src_stride = 3 * static_cast<int64_t>(num_heads) * D;  // one qkv row
+  const T* src0 = qkv + plan::QkvOffset(row0, which, head, c0.col, num_heads, D);
+  T* dst = tile + c0.row * (D + kPad) + c0.col;
+  // At most 8 copies in flight per unrolled block: with 1 warp a K/V tile takes 16 (D = 64)
+  // or 32 (D = 128) steps, and full unrolling makes ptxas spill.
+#pragma unroll(kSteps < 8 ? kSteps : 8)
   for (int step = 0; step < kSteps; ++step) {
-    const plan::TileChunk c = plan::CopyChunk(step, threadIdx.x, kThreads, D, kVec);
-    const int row = first + c.row;
-    const bool fill = row < limit;
+    const int r = c0.row + step * kRowsPerStep;  // row within the tile
+    const bool fill = first + r < limit;
     // An unfilled chunk still gets an in-bounds address (row 0 of the sequence).
-    const T* src = qkv + plan::QkvOffset(row0 + (fill ? row : 0), which, head, c.col, num_heads, D);
-    CpAsync16(tile + c.row * MmaLayout<D>::kStride + c.col, src, fill);
+    const T* src = src0 + (fill ? (first + r) * src_stride : 0);
+    CpAsync16(dst + step * kRowsPerStep * (D + kPad), src, fill);
   }
 }
 
-// Register budget: 4 CTAs per SM (<= 128 registers) for head_dim <= 64; head_dim 128 keeps
-// Q fragments and O accumulators of 128 columns and is allowed more.
-template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 2)
+// Register budget, the same per thread for every tile height: 16 resident warps per SM
+// (<= 128 registers) for head_dim <= 64; head_dim 128 keeps Q fragments and O accumulators of
+// 128 columns and is allowed more (8 warps).
+template <int D, int kWarps>
+constexpr int MmaMinCtasPerSm() {
+  return (D <= 64 ? 16 : 8) / kWarps;
+}
+
+template <typename T, int D, int kWarps>
+__global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, kWarps>()))
     VarlenAttentionMmaKernel(const T* __restrict__ qkv, const int32_t* __restrict__ cu_rows,
                              const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
                              float scale_log2, T* __restrict__ out) {
   static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
-  constexpr int kStride = MmaLayout<D>::kStride;
+  static_assert(plan::IsSupportedMmaWarps(kWarps), "1, 2 or 4 warps per CTA");
+  using L = MmaLayout<D, kWarps>;
+  constexpr int kCtaThreads = plan::MmaThreads(kWarps);
+  constexpr int kBlockM = L::kBlockM;
+  constexpr int kStride = L::kStride;
   constexpr int kKChunks = D / 16;       // k-steps of S = Q·Kᵀ
   constexpr int kSBlocks = kBlockN / 8;  // 8-key accumulator blocks of S
   constexpr int kOBlocks = D / 8;        // 8-column accumulator blocks of O
   using Ops = MmaOps<T>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sq = reinterpret_cast<T*>(smem_raw);
-  T* sk = sq + MmaLayout<D>::kTile;
-  T* sv = sk + MmaLayout<D>::kTile;
+  T* sk = sq + L::kQTile;
+  T* sv = sk + L::kKVTile;
 
   const int seq = seq_begin + static_cast<int>(blockIdx.z);
   const int head = blockIdx.y;
@@ -290,7 +315,7 @@ __global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 2)
   const int lane = threadIdx.x % 32;
   T* my_q = sq + warp * 16 * kStride;  // this warp's 16 query rows
 
-  LoadTileAsync<T, D>(sq, qkv, row0, q.begin, q.end, 0, head, num_heads);
+  LoadTileAsync<T, D, kBlockM, kCtaThreads>(sq, qkv, row0, q.begin, q.end, 0, head, num_heads);
   CpAsyncCommit();
 
   uint32_t qf[kKChunks][4];
@@ -306,9 +331,9 @@ __global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 2)
   float l[2] = {0.f, 0.f};
 
   for (int k0 = 0; k0 < n_keys; k0 += kBlockN) {
-    LoadTileAsync<T, D>(sk, qkv, row0, k0, n_keys, 1, head, num_heads);
+    LoadTileAsync<T, D, kBlockN, kCtaThreads>(sk, qkv, row0, k0, n_keys, 1, head, num_heads);
     CpAsyncCommit();
-    LoadTileAsync<T, D>(sv, qkv, row0, k0, n_keys, 2, head, num_heads);
+    LoadTileAsync<T, D, kBlockN, kCtaThreads>(sv, qkv, row0, k0, n_keys, 2, head, num_heads);
     CpAsyncCommit();
     CpAsyncWait<1>();  // Q (first pass) and this K tile have landed; V may be in flight
     __syncthreads();
@@ -416,10 +441,11 @@ __global__ void __launch_bounds__(kThreads, D <= 64 ? 4 : 2)
     }
   }
   __syncthreads();
-  constexpr int kSteps = kBlockM * D / kVec / kThreads;
+  static_assert(plan::CopySplitsEvenly(kBlockM, D, kVec, kCtaThreads), "tile must split evenly");
+  constexpr int kSteps = plan::CopySteps(kBlockM, D, kVec, kCtaThreads);
 #pragma unroll
   for (int step = 0; step < kSteps; ++step) {
-    const plan::TileChunk c = plan::CopyChunk(step, threadIdx.x, kThreads, D, kVec);
+    const plan::TileChunk c = plan::CopyChunk(step, threadIdx.x, kCtaThreads, D, kVec);
     const int row = q.begin + c.row;
     if (row < q.end) {
       *reinterpret_cast<uint4*>(out + plan::OutOffset(row0 + row, head, c.col, num_heads, D)) =
@@ -441,46 +467,115 @@ void SetSharedMemory(Kernel kernel, size_t bytes) {
   }
 }
 
+// SM count of the current device, queried once per device and cached; 0 when unknown (the
+// failed query's error is then left for the caller's cudaGetLastError(), as the launch that
+// follows would fail as well).
+int CurrentDeviceSmCount() {
+  constexpr int kMaxCachedDevices = 64;
+  static std::atomic<int> cached[kMaxCachedDevices] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  const bool cacheable = device >= 0 && device < kMaxCachedDevices;
+  if (cacheable) {
+    const int n = cached[device].load(std::memory_order_relaxed);
+    if (n > 0) return n;
+  }
+  int n = 0;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 0;
+  if (cacheable && n > 0) cached[device].store(n, std::memory_order_relaxed);
+  return n;
+}
+
+// Warps per CTA of the tensor-core kernel for `tile` (kAuto: the launch rule).
+int MmaWarps(AttentionTile tile, int num_seqs, int max_rows, int num_heads) {
+  switch (tile) {
+    case AttentionTile::kRows64:
+      return 4;
+    case AttentionTile::kRows32:
+      return 2;
+    case AttentionTile::kRows16:
+      return 1;
+    case AttentionTile::kAuto:
+      break;
+  }
+  return plan::ChooseMmaWarps(num_seqs, max_rows, num_heads, CurrentDeviceSmCount());
+}
+
+template <typename T, int D, int kWarps>
+void LaunchMma(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
+               int max_rows, int num_heads, float scale_log2, T* out, cudaStream_t stream) {
+  using L = MmaLayout<D, kWarps>;
+  SetSharedMemory(VarlenAttentionMmaKernel<T, D, kWarps>, L::kBytes);
+  for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
+    const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, L::kBlockM);
+    VarlenAttentionMmaKernel<T, D, kWarps>
+        <<<dim3(g.x, g.y, g.z), plan::MmaThreads(kWarps), L::kBytes, stream>>>(
+            qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale_log2, out);
+  }
+}
+
 template <typename T, int D>
 void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
-                      int max_rows, int num_heads, T* out, cudaStream_t stream) {
+                      int max_rows, int num_heads, T* out, AttentionTile tile,
+                      cudaStream_t stream) {
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   if constexpr (std::is_same_v<T, float>) {
     const size_t smem = F32Layout<D>::kBytes;
     SetSharedMemory(VarlenAttentionF32Kernel<D>, smem);
     for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
       const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, kF32BlockM);
-      VarlenAttentionF32Kernel<D><<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(
+      VarlenAttentionF32Kernel<D><<<dim3(g.x, g.y, g.z), kF32Threads, smem, stream>>>(
           qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale, out);
     }
   } else {
-    const size_t smem = MmaLayout<D>::kBytes;
-    SetSharedMemory(VarlenAttentionMmaKernel<T, D>, smem);
     const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2(e))
-    for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
-      const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, kBlockM);
-      VarlenAttentionMmaKernel<T, D><<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(
-          qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale_log2, out);
+    switch (MmaWarps(tile, num_seqs, max_rows, num_heads)) {
+      case 1:
+        LaunchMma<T, D, 1>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
+                           stream);
+        break;
+      case 2:
+        LaunchMma<T, D, 2>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
+                           stream);
+        break;
+      default:
+        LaunchMma<T, D, 4>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
+                           stream);
+        break;
     }
   }
 }
 
 }  // namespace
 
+AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads) {
+  switch (plan::ChooseMmaWarps(num_seqs, max_rows, num_heads, CurrentDeviceSmCount())) {
+    case 1:
+      return AttentionTile::kRows16;
+    case 2:
+      return AttentionTile::kRows32;
+    default:
+      return AttentionTile::kRows64;
+  }
+}
+
 template <typename T>
 void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
                            int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
-                           cudaStream_t stream) {
+                           cudaStream_t stream, AttentionTile tile) {
   if (num_seqs <= 0 || max_rows <= 0 || num_heads <= 0) return;
   switch (head_dim) {
     case 32:
-      LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
+      LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
+                              stream);
       break;
     case 64:
-      LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
+      LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
+                              stream);
       break;
     case 128:
-      LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream);
+      LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
+                               stream);
       break;
     default:
       // An empty grid: cudaGetLastError() then reports a launch error (cudaErrorInvalidValue
@@ -491,11 +586,11 @@ void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* 
 }
 
 template void LaunchVarlenAttention<float>(const float*, const int32_t*, const int32_t*, int, int,
-                                           int, int, float*, cudaStream_t);
+                                           int, int, float*, cudaStream_t, AttentionTile);
 template void LaunchVarlenAttention<__half>(const __half*, const int32_t*, const int32_t*, int, int,
-                                            int, int, __half*, cudaStream_t);
+                                            int, int, __half*, cudaStream_t, AttentionTile);
 template void LaunchVarlenAttention<__nv_bfloat16>(const __nv_bfloat16*, const int32_t*,
                                                    const int32_t*, int, int, int, int,
-                                                   __nv_bfloat16*, cudaStream_t);
+                                                   __nv_bfloat16*, cudaStream_t, AttentionTile);
 
 }  // namespace bert::cuda

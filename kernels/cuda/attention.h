@@ -15,8 +15,8 @@
 // (mma.sync m16n8k16, fp32 accumulation and softmax statistics); needs sm_80 or newer.
 // head_dim must be 32, 64 or 128; any other value runs nothing and leaves
 // a launch error for the caller's cudaGetLastError(). Never allocates; asynchronous
-// on `stream`; launch errors are checked by the caller. Thread-safe (no host state besides a
-// once-only per-kernel shared-memory attribute).
+// on `stream`; launch errors are checked by the caller. Thread-safe (host state: the per-kernel
+// shared-memory attribute and a per-device cache of the SM count, filled on first use).
 #ifndef BERT_KERNELS_CUDA_ATTENTION_H_
 #define BERT_KERNELS_CUDA_ATTENTION_H_
 
@@ -33,10 +33,22 @@ inline bool IsSupportedAttentionHeadDim(int head_dim) {
   return head_dim == 32 || head_dim == 64 || head_dim == 128;
 }
 
+// Query-tile height of the fp16/bf16 (tensor-core) kernel: 16 query rows per warp, 4, 2 or
+// 1 warps per CTA. kAuto, the default, lets the launcher choose from the grid size and the
+// device's SM count (attention_plan.h, ChooseMmaWarps): the 64-row tile for batches that fill
+// the GPU, a shorter one when the 64-row grid would leave SMs idle. The others force a height,
+// for tests and benchmarks. A row's output is meant to be bitwise the same for every height
+// (its arithmetic and the order over key tiles do not depend on it; attention_test checks it).
+// fp32 ignores `tile`.
+enum class AttentionTile { kAuto = 0, kRows16 = 16, kRows32 = 32, kRows64 = 64 };
+
+// What kAuto resolves to for this batch on the current device (never kAuto).
+AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads);
+
 template <typename T>
 void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
                            int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
-                           cudaStream_t stream);
+                           cudaStream_t stream, AttentionTile tile = AttentionTile::kAuto);
 
 }  // namespace bert::cuda
 

@@ -3,7 +3,8 @@
 // checks every (row, head) is covered exactly once and every tile load is complete.
 //
 // Launch shape, shared by both kernel families: one CTA per (query tile, head, sequence).
-//   blockIdx.x = query tile (kBlockM rows of one sequence), blockIdx.y = head,
+//   blockIdx.x = query tile (block_m rows of one sequence: 32 for the fp32 kernel, 16, 32
+//   or 64 for the tensor-core kernel, see MmaBlockM), blockIdx.y = head,
 //   blockIdx.z = sequence - seq_begin (the launcher splits num_seqs into chunks of at most
 //   kMaxGridZ so any number of sequences fits the grid's z limit).
 // A CTA whose tile starts past its sequence's rows exits at once (grid.x is sized from the
@@ -77,8 +78,9 @@ BERT_HD int64_t OutOffset(int64_t row, int h, int d, int num_heads, int head_dim
 }
 
 // Cooperative copy of a [rows, cols] tile in chunks of `vec` elements by `threads` threads:
-// step i of thread t moves chunk i * threads + t, i.e. (row, col) below. Steps run while
-// the chunk index is below rows * cols / vec.
+// step i of thread t moves chunk i * threads + t, i.e. (row, col) below. The kernels run
+// CopySteps steps and require CopySplitsEvenly (a static_assert), so no thread idles and no
+// chunk is left over.
 struct TileChunk {
   int row;
   int col;
@@ -87,6 +89,64 @@ BERT_HD TileChunk CopyChunk(int step, int tid, int threads, int cols, int vec) {
   const int chunk = step * threads + tid;
   const int per_row = cols / vec;
   return TileChunk{chunk / per_row, (chunk % per_row) * vec};
+}
+BERT_HD constexpr bool CopySplitsEvenly(int rows, int cols, int vec, int threads) {
+  return cols % vec == 0 && (rows * (cols / vec)) % threads == 0;
+}
+BERT_HD constexpr int CopySteps(int rows, int cols, int vec, int threads) {
+  return rows * (cols / vec) / threads;
+}
+// When threads is a multiple of a row's chunks (cols / vec), step i of a thread copies
+// CopyChunk(0, ...) moved down by i * CopyRowsPerStep rows, same column.
+BERT_HD constexpr bool CopyRowsAdvanceEvenly(int cols, int vec, int threads) {
+  return threads % (cols / vec) == 0;
+}
+BERT_HD constexpr int CopyRowsPerStep(int cols, int vec, int threads) {
+  return threads / (cols / vec);
+}
+
+// ---- Tile shape of the tensor-core kernel (VarlenAttentionMmaKernel<T, D, kWarps>) ----
+// A CTA has `warps` warps (1, 2 or 4); each warp owns 16 consecutive query rows of the tile
+// (warp w: tile rows 16 * w .. 16 * w + 15), so the query tile is 16 * warps rows. K/V tiles
+// are kMmaBlockN keys for every tile height, and every warp walks them in the same order, so
+// the arithmetic done for a given query row does not depend on the tile height.
+inline constexpr int kMmaRowsPerWarp = 16;
+inline constexpr int kMmaBlockN = 64;  // keys per K/V tile
+inline constexpr int kMmaVec = 8;      // 16-bit elements per 16-byte copy
+BERT_HD constexpr bool IsSupportedMmaWarps(int warps) {
+  return warps == 1 || warps == 2 || warps == 4;
+}
+BERT_HD constexpr int MmaThreads(int warps) { return 32 * warps; }
+BERT_HD constexpr int MmaBlockM(int warps) { return kMmaRowsPerWarp * warps; }
+// Shared memory of one CTA: Q tile (MmaBlockM rows) + K and V tiles (kMmaBlockN rows each),
+// rows of head_dim + pad 16-bit elements.
+BERT_HD constexpr int MmaSharedBytes(int warps, int head_dim, int pad) {
+  return (MmaBlockM(warps) + 2 * kMmaBlockN) * (head_dim + pad) * 2;
+}
+
+// CTAs of a launch over num_seqs sequences (all chunks together), empty ones included: the
+// host does not know the sequences' lengths, only max_rows.
+BERT_HD constexpr int64_t GridCtas(int num_seqs, int max_rows, int num_heads, int block_m) {
+  return static_cast<int64_t>(num_seqs) * num_heads * CeilDiv(max_rows, block_m);
+}
+
+// Launch rule of LaunchVarlenAttention for AttentionTile::kAuto: the tallest tile (most warps)
+// whose grid still has at least kMinCtasPerSm CTAs per SM, so short batches spread over the
+// SMs instead of leaving most of them idle; with none that tall, the 16-row tile. A shorter
+// tile whose grid has as many CTAs (max_rows fits in it) is always preferred: the taller one
+// would only add warps that compute zero-filled rows. sm_count <= 0 (unknown) keeps 4 warps.
+inline constexpr int kMinCtasPerSm = 2;
+BERT_HD int ChooseMmaWarps(int num_seqs, int max_rows, int num_heads, int sm_count) {
+  if (sm_count <= 0) return 4;
+  const int64_t want = static_cast<int64_t>(kMinCtasPerSm) * sm_count;
+  int warps = 4;
+  while (warps > 1) {
+    const int64_t ctas = GridCtas(num_seqs, max_rows, num_heads, MmaBlockM(warps));
+    const int64_t half = GridCtas(num_seqs, max_rows, num_heads, MmaBlockM(warps / 2));
+    if (ctas >= want && half > ctas) break;
+    warps /= 2;
+  }
+  return warps;
 }
 
 // ---- mma.sync m16n8k16 fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16") ----

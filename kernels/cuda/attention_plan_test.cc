@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace bert::cuda::attention_plan {
@@ -66,7 +67,7 @@ void ExpectExactlyOnce(const std::vector<int32_t>& rows, int num_heads, int bloc
 
 TEST(AttentionPlan, EveryRowAndHeadExactlyOnce) {
   std::mt19937 rng(std::random_device{}());
-  for (int block_m : {32, 64}) {
+  for (int block_m : {16, 32, 64}) {
     ExpectExactlyOnce({1}, 12, block_m);
     ExpectExactlyOnce({1, 1, 1}, 3, block_m);
     ExpectExactlyOnce({7, 33, 65, 129, 1, 63, 64, 128, 512, 513}, 12, block_m);
@@ -101,23 +102,177 @@ TEST(AttentionPlan, Offsets) {
   EXPECT_EQ(OutOffset(int64_t{1} << 22, 0, 0, 12, 128), (int64_t{1} << 22) * 1536);
 }
 
+// Checks a cooperative copy of a [rows, d] tile by `threads` threads the way the kernels run
+// it: CopySteps steps, each thread's chunks advancing by whole rows; every chunk exactly once.
+void ExpectCopyCoversTileOnce(int rows, int d, int threads) {
+  SCOPED_TRACE("rows " + std::to_string(rows) + " d " + std::to_string(d) + " threads " +
+               std::to_string(threads));
+  constexpr int kVec = kMmaVec;
+  ASSERT_TRUE(CopySplitsEvenly(rows, d, kVec, threads));
+  ASSERT_TRUE(CopyRowsAdvanceEvenly(d, kVec, threads));
+  const int steps = CopySteps(rows, d, kVec, threads);
+  ASSERT_EQ(steps * threads * kVec, rows * d);
+  const int rows_per_step = CopyRowsPerStep(d, kVec, threads);
+  std::vector<int> hits(rows * d / kVec, 0);
+  for (int step = 0; step < steps; ++step) {
+    for (int t = 0; t < threads; ++t) {
+      const TileChunk c = CopyChunk(step, t, threads, d, kVec);
+      // The kernels' incremental form of the same chunk.
+      const TileChunk c0 = CopyChunk(0, t, threads, d, kVec);
+      ASSERT_EQ(c.row, c0.row + step * rows_per_step);
+      ASSERT_EQ(c.col, c0.col);
+      ASSERT_GE(c.row, 0);
+      ASSERT_LT(c.row, rows);
+      ASSERT_EQ(c.col % kVec, 0);
+      ASSERT_LT(c.col, d);
+      ++hits[(c.row * d + c.col) / kVec];
+    }
+  }
+  for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i], 1) << "chunk " << i;
+}
+
+// Q tile (and the output staged in it), K and V tiles, for every tile height and head dim.
 TEST(AttentionPlan, TileCopiesCoverEveryChunkOnce) {
-  constexpr int kThreads = 128, kRows = 64, kVec = 8;
-  for (int d : {32, 64, 128}) {
-    const int steps = kRows * d / kVec / kThreads;
-    ASSERT_EQ(steps * kThreads * kVec, kRows * d) << "d " << d;
-    std::vector<int> hits(kRows * d / kVec, 0);
-    for (int step = 0; step < steps; ++step) {
-      for (int t = 0; t < kThreads; ++t) {
-        const TileChunk c = CopyChunk(step, t, kThreads, d, kVec);
-        ASSERT_GE(c.row, 0);
-        ASSERT_LT(c.row, kRows);
-        ASSERT_EQ(c.col % kVec, 0);
-        ASSERT_LT(c.col, d);
-        ++hits[(c.row * d + c.col) / kVec];
+  for (int warps : {1, 2, 4}) {
+    ASSERT_TRUE(IsSupportedMmaWarps(warps));
+    for (int d : {32, 64, 128}) {
+      ExpectCopyCoversTileOnce(MmaBlockM(warps), d, MmaThreads(warps));
+      ExpectCopyCoversTileOnce(kMmaBlockN, d, MmaThreads(warps));
+    }
+  }
+  EXPECT_FALSE(IsSupportedMmaWarps(3));
+  EXPECT_FALSE(IsSupportedMmaWarps(8));
+}
+
+// Each warp owns 16 tile rows; together the warps own every row of the tile exactly once.
+TEST(AttentionPlan, WarpsOwnEveryTileRowOnce) {
+  for (int warps : {1, 2, 4}) {
+    std::vector<int> hits(MmaBlockM(warps), 0);
+    for (int w = 0; w < warps; ++w) {
+      for (int lane = 0; lane < kLanes; ++lane) {
+        for (int e = 0; e < 4; ++e) {
+          const int row = w * kMmaRowsPerWarp + AccRow(lane, e);
+          ASSERT_LT(row, MmaBlockM(warps));
+          if (AccCol(lane, e) == 0) ++hits[row];  // count each row once, via its column 0
+        }
       }
     }
-    for (size_t i = 0; i < hits.size(); ++i) EXPECT_EQ(hits[i], 1) << "d " << d << " chunk " << i;
+    for (int x : hits) EXPECT_EQ(x, 1) << "warps " << warps;
+  }
+}
+
+// The tensor-core kernel's output stores: every CTA of every launch chunk runs the store loop
+// (CopyChunk over its 16 * warps-row tile, rows past the sequence skipped); each
+// (row, head, 16-byte column chunk) of the output must be written exactly once.
+TEST(AttentionPlan, MmaOutputStoresCoverEveryElementOnce) {
+  std::mt19937 rng(std::random_device{}());
+  std::vector<int32_t> rows = {1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 128, 129, 200};
+  for (int i = 0; i < 40; ++i) rows.push_back(std::uniform_int_distribution<int>(1, 300)(rng));
+  std::vector<int32_t> cu(rows.size() + 1, 0);
+  for (size_t s = 0; s < rows.size(); ++s) cu[s + 1] = cu[s] + rows[s];
+  const int max_rows = *std::max_element(rows.begin(), rows.end()) + 5;  // oversized grid
+  const int num_seqs = static_cast<int>(rows.size());
+  constexpr int kHeads = 3;
+  for (int warps : {1, 2, 4}) {
+    for (int d : {32, 64, 128}) {
+      SCOPED_TRACE("warps " + std::to_string(warps) + " d " + std::to_string(d));
+      const int block_m = MmaBlockM(warps), threads = MmaThreads(warps);
+      const int chunks_per_row = kHeads * d / kMmaVec;
+      std::vector<int> hits(static_cast<size_t>(cu.back()) * chunks_per_row, 0);
+      for (int c = 0; c < NumChunks(num_seqs); ++c) {
+        const GridDims g = ChunkGrid(c, num_seqs, max_rows, kHeads, block_m);
+        for (int z = 0; z < g.z; ++z) {
+          const int seq = ChunkSeqBegin(c) + z;
+          for (int x = 0; x < g.x; ++x) {
+            const RowRange q = QueryTileRows(x, cu[seq + 1] - cu[seq], block_m);
+            if (q.begin >= q.end) continue;
+            for (int y = 0; y < g.y; ++y) {
+              for (int step = 0; step < CopySteps(block_m, d, kMmaVec, threads); ++step) {
+                for (int t = 0; t < threads; ++t) {
+                  const TileChunk ch = CopyChunk(step, t, threads, d, kMmaVec);
+                  const int row = q.begin + ch.row;
+                  if (row >= q.end) continue;
+                  const int64_t off = OutOffset(cu[seq] + row, y, ch.col, kHeads, d);
+                  ASSERT_EQ(off % kMmaVec, 0);
+                  ++hits[off / kMmaVec];
+                }
+              }
+            }
+          }
+        }
+      }
+      int wrong = 0;
+      for (size_t i = 0; i < hits.size(); ++i) {
+        if (hits[i] != 1 && ++wrong <= 5) {
+          ADD_FAILURE() << "output chunk " << i << " written " << hits[i] << " times";
+        }
+      }
+      EXPECT_EQ(wrong, 0);
+    }
+  }
+}
+
+TEST(AttentionPlan, MmaSharedMemoryFollowsTileHeight) {
+  constexpr int kPad = 8;
+  // 64-row tiles: the sizes in bench/NOTES_attention.md.
+  EXPECT_EQ(MmaSharedBytes(4, 32, kPad), 15360);
+  EXPECT_EQ(MmaSharedBytes(4, 64, kPad), 27648);
+  EXPECT_EQ(MmaSharedBytes(4, 128, kPad), 52224);
+  // Q tile of 32 / 16 rows, K and V of 64 rows each.
+  EXPECT_EQ(MmaSharedBytes(2, 64, kPad), (32 + 128) * 72 * 2);
+  EXPECT_EQ(MmaSharedBytes(1, 64, kPad), (16 + 128) * 72 * 2);
+  EXPECT_EQ(MmaSharedBytes(1, 128, kPad), (16 + 128) * 136 * 2);
+  for (int d : {32, 64, 128}) {
+    EXPECT_LT(MmaSharedBytes(1, d, kPad), MmaSharedBytes(2, d, kPad));
+    EXPECT_LT(MmaSharedBytes(2, d, kPad), MmaSharedBytes(4, d, kPad));
+  }
+}
+
+TEST(AttentionPlan, LaunchRuleOnAnH200) {
+  constexpr int kSms = 132, kHeads = 12;  // H200; BERT-base heads
+  // batch x 128 tokens. 64-row grid: 24, 192, 768, 3072 CTAs against 2 x 132 = 264.
+  EXPECT_EQ(ChooseMmaWarps(1, 128, kHeads, kSms), 1);    // 32-row: 48, 16-row: 96 CTAs
+  EXPECT_EQ(ChooseMmaWarps(8, 128, kHeads, kSms), 2);    // 32-row: 384 CTAs
+  EXPECT_EQ(ChooseMmaWarps(32, 128, kHeads, kSms), 4);   // 768 CTAs
+  EXPECT_EQ(ChooseMmaWarps(128, 128, kHeads, kSms), 4);  // 3072 CTAs
+  EXPECT_EQ(ChooseMmaWarps(11, 128, kHeads, kSms), 4);   // 264: exactly 2 per SM
+  EXPECT_EQ(ChooseMmaWarps(10, 128, kHeads, kSms), 2);   // 240; 32-row: 480
+  // Unknown SM count: the 64-row tile, as before the rule existed.
+  EXPECT_EQ(ChooseMmaWarps(1, 128, kHeads, 0), 4);
+  // Sequences no longer than a shorter tile never get a taller one (its extra warps would
+  // only compute zero-filled rows), however large the batch.
+  EXPECT_EQ(ChooseMmaWarps(100000, 16, kHeads, kSms), 1);
+  EXPECT_EQ(ChooseMmaWarps(100000, 32, kHeads, kSms), 2);
+  EXPECT_EQ(ChooseMmaWarps(100000, 33, kHeads, kSms), 4);
+}
+
+TEST(AttentionPlan, LaunchRuleProperties) {
+  for (int sms : {1, 78, 108, 132}) {
+    for (int heads : {1, 12, 16}) {
+      for (int max_rows : {1, 16, 17, 32, 40, 64, 65, 128, 512}) {
+        int previous = 1;
+        for (int seqs = 1; seqs <= 400; ++seqs) {
+          const int w = ChooseMmaWarps(seqs, max_rows, heads, sms);
+          ASSERT_TRUE(IsSupportedMmaWarps(w));
+          // A bigger batch never gets a shorter tile.
+          ASSERT_GE(w, previous) << "seqs " << seqs << " rows " << max_rows << " sms " << sms;
+          previous = w;
+          const int64_t ctas = GridCtas(seqs, max_rows, heads, MmaBlockM(w));
+          // The chosen tile fills 2 CTAs per SM, or it is the shortest one.
+          ASSERT_TRUE(w == 1 || ctas >= int64_t{kMinCtasPerSm} * sms);
+          // The next taller tile was passed over: its grid has under 2 CTAs per SM, or no
+          // more CTAs than the chosen one.
+          if (w < 4) {
+            const int64_t taller = GridCtas(seqs, max_rows, heads, MmaBlockM(2 * w));
+            ASSERT_TRUE(taller < int64_t{kMinCtasPerSm} * sms || taller == ctas);
+          }
+          if (w > 1) {
+            // A shorter tile would have had more CTAs (otherwise it would have been chosen).
+            ASSERT_GT(GridCtas(seqs, max_rows, heads, MmaBlockM(w / 2)), ctas);
+          }
+        }
+      }
+    }
   }
 }
 

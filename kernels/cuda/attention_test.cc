@@ -1,7 +1,10 @@
 // LaunchVarlenAttention against a double-precision reference on fresh random inputs:
-// dtype (fp32 / fp16 / bf16) x head_dim (32 / 64 / 128) x length pattern. The output (and a
+// dtype (fp32 / fp16 / bf16) x head_dim (32 / 64 / 128) x length pattern, and for fp16/bf16
+// x query-tile height (the launcher's choice, and 64 / 32 / 16 rows forced). The output (and a
 // guard region past it) is poisoned with NaN bytes before the run; every output element must
-// be written and within tolerance, and the guard must stay untouched. Skips with the reason
+// be written and within tolerance, and the guard must stay untouched. A second suite runs
+// every tile height on the same inputs and requires bitwise-equal outputs (a row's arithmetic
+// does not depend on the tile height). Skips with the reason
 // when there is no CUDA device (or, for fp16/bf16, no sm_80+ device) or when built with
 // --config=nocuda.
 #include <gtest/gtest.h>
@@ -20,6 +23,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/attention.h"
@@ -46,6 +50,20 @@ std::string DTypeName(DType t) {
       return "f16";
     case DType::kBF16:
       return "bf16";
+  }
+  return "?";
+}
+
+std::string TileName(AttentionTile t) {
+  switch (t) {
+    case AttentionTile::kAuto:
+      return "auto";
+    case AttentionTile::kRows64:
+      return "m64";
+    case AttentionTile::kRows32:
+      return "m32";
+    case AttentionTile::kRows16:
+      return "m16";
   }
   return "?";
 }
@@ -215,79 +233,125 @@ bool HaveDevice(std::string* why) {
   return true;
 }
 
-using Param = std::tuple<DType, int, Pattern>;
+// Random inputs for one batch, as T (for the device) and as the float values they hold (for
+// the reference).
+template <typename T>
+struct Inputs {
+  Batch batch;
+  std::vector<int32_t> cu;
+  std::vector<T> qkv_t;
+  std::vector<float> qkv_f;
+  int64_t total = 0;  // rows
+  int hidden = 0;
+};
+
+template <typename T>
+Inputs<T> MakeInputs(Pattern pattern, int head_dim, std::mt19937& rng) {
+  Inputs<T> in;
+  in.batch = MakeBatch(pattern, rng);
+  const Batch& b = in.batch;
+  const int num_seqs = static_cast<int>(b.rows.size());
+  in.hidden = b.num_heads * head_dim;
+  in.cu.assign(num_seqs + 1, 0);
+  for (int s = 0; s < num_seqs; ++s) in.cu[s + 1] = in.cu[s] + b.rows[s];
+  in.total = in.cu[num_seqs];
+  // Q and K in [-2, 2] give softmaxes between flat and peaked; V in [-1, 1]. The reference
+  // sees exactly the values the kernel sees (rounded to T).
+  std::uniform_real_distribution<float> qk(-2.f, 2.f), vd(-1.f, 1.f);
+  in.qkv_t.resize(in.total * 3 * in.hidden);
+  in.qkv_f.resize(in.qkv_t.size());
+  for (int64_t r = 0; r < in.total; ++r) {
+    for (int c = 0; c < 3 * in.hidden; ++c) {
+      const int64_t i = r * 3 * in.hidden + c;
+      in.qkv_t[i] = FromFloat<T>(c < 2 * in.hidden ? qk(rng) : vd(rng));
+      in.qkv_f[i] = ToFloat(in.qkv_t[i]);
+    }
+  }
+  return in;
+}
+
+constexpr int64_t kGuardElems = 4096;
+
+// Runs LaunchVarlenAttention on `in` with `tile` into a NaN-poisoned output and copies the
+// output back into *out (total * hidden elements); fails if anything past it was written.
+template <typename T>
+void RunOnDevice(const Inputs<T>& in, int head_dim, AttentionTile tile, std::vector<T>* out) {
+  const Batch& b = in.batch;
+  const int num_seqs = static_cast<int>(b.rows.size());
+  const size_t out_bytes = in.total * in.hidden * sizeof(T);
+  DeviceBuffer d_qkv(in.qkv_t.size() * sizeof(T)), d_out(out_bytes + kGuardElems * sizeof(T)),
+      d_cu(in.cu.size() * sizeof(int32_t)), d_valid(b.valid.size() * sizeof(int32_t));
+  ASSERT_NE(d_qkv.get<void>(), nullptr);
+  ASSERT_NE(d_out.get<void>(), nullptr);
+  ASSERT_NE(d_cu.get<void>(), nullptr);
+  ASSERT_NE(d_valid.get<void>(), nullptr);
+  EXPECT_CUDA_OK(
+      cudaMemcpy(d_qkv.get<void>(), in.qkv_t.data(), d_qkv.bytes(), cudaMemcpyHostToDevice));
+  EXPECT_CUDA_OK(cudaMemcpy(d_cu.get<void>(), in.cu.data(), d_cu.bytes(), cudaMemcpyHostToDevice));
+  EXPECT_CUDA_OK(
+      cudaMemcpy(d_valid.get<void>(), b.valid.data(), d_valid.bytes(), cudaMemcpyHostToDevice));
+  // 0xFF bytes are NaN in fp32, fp16 and bf16.
+  EXPECT_CUDA_OK(cudaMemset(d_out.get<void>(), 0xFF, d_out.bytes()));
+
+  LaunchVarlenAttention<T>(d_qkv.get<T>(), d_cu.get<int32_t>(), d_valid.get<int32_t>(), num_seqs,
+                           b.max_rows, b.num_heads, head_dim, d_out.get<T>(), /*stream=*/0, tile);
+  EXPECT_CUDA_OK(cudaGetLastError());
+  EXPECT_CUDA_OK(cudaDeviceSynchronize());
+
+  std::vector<T> out_t(in.total * in.hidden + kGuardElems);
+  EXPECT_CUDA_OK(
+      cudaMemcpy(out_t.data(), d_out.get<void>(), d_out.bytes(), cudaMemcpyDeviceToHost));
+  for (int64_t i = 0; i < kGuardElems; ++i) {
+    uint8_t bytes[sizeof(T)];
+    std::memcpy(bytes, &out_t[in.total * in.hidden + i], sizeof(T));
+    for (uint8_t x : bytes) ASSERT_EQ(x, 0xFF) << "write past the output at guard element " << i;
+  }
+  out_t.resize(in.total * in.hidden);
+  *out = std::move(out_t);
+}
+
+// Skips without a device, or without sm_80+ for fp16/bf16.
+bool SkipReason(DType dtype, std::string* why) {
+  if (!HaveDevice(why)) return true;
+  if (dtype != DType::kF32) {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+      *why = "cudaGetDeviceProperties failed";
+      return true;
+    }
+    if (prop.major < 8) {
+      *why = "fp16/bf16 attention needs sm_80+, device is sm_" + std::to_string(prop.major) +
+             std::to_string(prop.minor);
+      return true;
+    }
+  }
+  return false;
+}
+
+using Param = std::tuple<DType, int, Pattern, AttentionTile>;
 
 class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
     std::string why;
-    if (!HaveDevice(&why)) GTEST_SKIP() << why;
-    if (std::get<0>(GetParam()) != DType::kF32) {
-      cudaDeviceProp prop;
-      ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
-      if (prop.major < 8)
-        GTEST_SKIP() << "fp16/bf16 attention needs sm_80+, device is sm_" << prop.major
-                     << prop.minor;
-    }
+    if (SkipReason(std::get<0>(GetParam()), &why)) GTEST_SKIP() << why;
   }
 
   template <typename T>
-  void Run(int head_dim, Pattern pattern, double tol) {
+  void Run(int head_dim, Pattern pattern, AttentionTile tile, double tol) {
     const unsigned seed = std::random_device{}();
     SCOPED_TRACE("seed " + std::to_string(seed));
     std::mt19937 rng(seed);
-    const Batch b = MakeBatch(pattern, rng);
+    const Inputs<T> in = MakeInputs<T>(pattern, head_dim, rng);
+    const Batch& b = in.batch;
     const int num_seqs = static_cast<int>(b.rows.size());
-    const int hidden = b.num_heads * head_dim;
-    std::vector<int32_t> cu(num_seqs + 1, 0);
-    for (int s = 0; s < num_seqs; ++s) cu[s + 1] = cu[s] + b.rows[s];
-    const int64_t total = cu[num_seqs];
+    const int64_t total = in.total;
+    const int hidden = in.hidden;
+    std::vector<T> out_t;
+    RunOnDevice(in, head_dim, tile, &out_t);
+    if (HasFatalFailure()) return;
 
-    // Q and K in [-2, 2] give softmaxes between flat and peaked; V in [-1, 1]. The reference
-    // sees exactly the values the kernel sees (rounded to T).
-    std::uniform_real_distribution<float> qk(-2.f, 2.f), vd(-1.f, 1.f);
-    std::vector<T> qkv_t(total * 3 * hidden);
-    std::vector<float> qkv_f(qkv_t.size());
-    for (int64_t r = 0; r < total; ++r) {
-      for (int c = 0; c < 3 * hidden; ++c) {
-        const int64_t i = r * 3 * hidden + c;
-        qkv_t[i] = FromFloat<T>(c < 2 * hidden ? qk(rng) : vd(rng));
-        qkv_f[i] = ToFloat(qkv_t[i]);
-      }
-    }
-
-    constexpr int64_t kGuardElems = 4096;
-    const size_t out_bytes = total * hidden * sizeof(T);
-    DeviceBuffer d_qkv(qkv_t.size() * sizeof(T)), d_out(out_bytes + kGuardElems * sizeof(T)),
-        d_cu(cu.size() * sizeof(int32_t)), d_valid(b.valid.size() * sizeof(int32_t));
-    ASSERT_NE(d_qkv.get<void>(), nullptr);
-    ASSERT_NE(d_out.get<void>(), nullptr);
-    ASSERT_NE(d_cu.get<void>(), nullptr);
-    ASSERT_NE(d_valid.get<void>(), nullptr);
-    EXPECT_CUDA_OK(
-        cudaMemcpy(d_qkv.get<void>(), qkv_t.data(), d_qkv.bytes(), cudaMemcpyHostToDevice));
-    EXPECT_CUDA_OK(cudaMemcpy(d_cu.get<void>(), cu.data(), d_cu.bytes(), cudaMemcpyHostToDevice));
-    EXPECT_CUDA_OK(
-        cudaMemcpy(d_valid.get<void>(), b.valid.data(), d_valid.bytes(), cudaMemcpyHostToDevice));
-    // 0xFF bytes are NaN in fp32, fp16 and bf16.
-    EXPECT_CUDA_OK(cudaMemset(d_out.get<void>(), 0xFF, d_out.bytes()));
-
-    LaunchVarlenAttention<T>(d_qkv.get<T>(), d_cu.get<int32_t>(), d_valid.get<int32_t>(), num_seqs,
-                             b.max_rows, b.num_heads, head_dim, d_out.get<T>(),
-                             /*stream=*/0);
-    EXPECT_CUDA_OK(cudaGetLastError());
-    EXPECT_CUDA_OK(cudaDeviceSynchronize());
-
-    std::vector<T> out_t(total * hidden + kGuardElems);
-    EXPECT_CUDA_OK(
-        cudaMemcpy(out_t.data(), d_out.get<void>(), d_out.bytes(), cudaMemcpyDeviceToHost));
-    for (int64_t i = 0; i < kGuardElems; ++i) {
-      uint8_t bytes[sizeof(T)];
-      std::memcpy(bytes, &out_t[total * hidden + i], sizeof(T));
-      for (uint8_t x : bytes) ASSERT_EQ(x, 0xFF) << "write past the output at guard element " << i;
-    }
-
-    const std::vector<double> ref = Reference(qkv_f, b, head_dim);
+    const std::vector<double> ref = Reference(in.qkv_f, b, head_dim);
     double mean_abs = 0;
     for (double x : ref) mean_abs += std::fabs(x);
     mean_abs /= std::max<size_t>(ref.size(), 1);
@@ -317,8 +381,8 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
       // Both are float computations, each allowed `tol` from the double reference above, so
       // they may differ by up to 2 * tol from each other (seen: 1.0e-5 at head_dim 128).
       std::vector<float> cpu_out(total * hidden, NAN);
-      bert::cpu::Attention(qkv_f.data(), cu.data(), b.valid.data(), num_seqs, b.num_heads, head_dim,
-                           cpu_out.data());
+      bert::cpu::Attention(in.qkv_f.data(), in.cu.data(), b.valid.data(), num_seqs, b.num_heads,
+                           head_dim, cpu_out.data());
       int64_t cpu_bad = 0;
       for (int64_t i = 0; i < total * hidden; ++i) {
         const double err = std::fabs(out_t[i] - cpu_out[i]) / (std::fabs(cpu_out[i]) + mean_abs);
@@ -333,31 +397,117 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
 };
 
 TEST_P(VarlenAttentionTest, MatchesDoubleReference) {
-  const auto [dtype, head_dim, pattern] = GetParam();
+  const auto [dtype, head_dim, pattern, tile] = GetParam();
   switch (dtype) {
     case DType::kF32:
-      Run<float>(head_dim, pattern, 1e-5);
+      Run<float>(head_dim, pattern, tile, 1e-5);
       break;
     case DType::kF16:
-      Run<__half>(head_dim, pattern, 1e-2);
+      Run<__half>(head_dim, pattern, tile, 1e-2);
       break;
     case DType::kBF16:
-      Run<__nv_bfloat16>(head_dim, pattern, 3e-2);
+      Run<__nv_bfloat16>(head_dim, pattern, tile, 3e-2);
       break;
   }
 }
 
+const auto kAllPatterns =
+    ::testing::Values(Pattern::kOneToken, Pattern::kOdd, Pattern::kFull128, Pattern::kFull512,
+                      Pattern::kManyRandom, Pattern::kPadding, Pattern::kHugeBatch);
+
+std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
+  return DTypeName(std::get<0>(info.param)) + "_d" + std::to_string(std::get<1>(info.param)) + "_" +
+         PatternName(std::get<2>(info.param)) + "_" + TileName(std::get<3>(info.param));
+}
+
+// fp32 has one tile shape (it ignores `tile`).
+INSTANTIATE_TEST_SUITE_P(F32, VarlenAttentionTest,
+                         ::testing::Combine(::testing::Values(DType::kF32),
+                                            ::testing::Values(32, 64, 128), kAllPatterns,
+                                            ::testing::Values(AttentionTile::kAuto)),
+                         ParamName);
+
+INSTANTIATE_TEST_SUITE_P(TensorCore, VarlenAttentionTest,
+                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16),
+                                            ::testing::Values(32, 64, 128), kAllPatterns,
+                                            ::testing::Values(AttentionTile::kAuto,
+                                                              AttentionTile::kRows64,
+                                                              AttentionTile::kRows32,
+                                                              AttentionTile::kRows16)),
+                         ParamName);
+
+// Every tile height (and the launcher's choice) on the same inputs: outputs bitwise equal to
+// the 64-row tile's. Each warp computes its 16 rows with the same instructions in the same
+// order over the same key tiles whatever the tile height, so any difference is a bug (a row
+// computed by the wrong warp, a stale or partial K/V tile, a missed store).
+using IdentityParam = std::tuple<DType, int, Pattern>;
+
+class VarlenAttentionTileIdentityTest : public ::testing::TestWithParam<IdentityParam> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (SkipReason(std::get<0>(GetParam()), &why)) GTEST_SKIP() << why;
+  }
+
+  template <typename T>
+  void Run(int head_dim, Pattern pattern) {
+    const unsigned seed = std::random_device{}();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 rng(seed);
+    const Inputs<T> in = MakeInputs<T>(pattern, head_dim, rng);
+    std::vector<T> base;
+    RunOnDevice(in, head_dim, AttentionTile::kRows64, &base);
+    if (HasFatalFailure()) return;
+    for (AttentionTile tile :
+         {AttentionTile::kRows32, AttentionTile::kRows16, AttentionTile::kAuto}) {
+      SCOPED_TRACE("tile " + TileName(tile));
+      std::vector<T> got;
+      RunOnDevice(in, head_dim, tile, &got);
+      if (HasFatalFailure()) return;
+      ASSERT_EQ(got.size(), base.size());
+      int64_t differ = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        if (std::memcmp(&got[i], &base[i], sizeof(T)) != 0 && ++differ <= 5) {
+          ADD_FAILURE() << "row " << i / in.hidden << " col " << i % in.hidden << ": "
+                        << ToFloat(got[i]) << " vs 64-row tile " << ToFloat(base[i]);
+        }
+      }
+      EXPECT_EQ(differ, 0) << "of " << got.size() << " outputs differ from the 64-row tile's";
+    }
+  }
+};
+
+TEST_P(VarlenAttentionTileIdentityTest, AllTileHeightsBitwiseEqual) {
+  const auto [dtype, head_dim, pattern] = GetParam();
+  if (dtype == DType::kF16) {
+    Run<__half>(head_dim, pattern);
+  } else {
+    Run<__nv_bfloat16>(head_dim, pattern);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
-    AllShapes, VarlenAttentionTest,
-    ::testing::Combine(::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+    TensorCore, VarlenAttentionTileIdentityTest,
+    ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16),
                        ::testing::Values(32, 64, 128),
-                       ::testing::Values(Pattern::kOneToken, Pattern::kOdd, Pattern::kFull128,
-                                         Pattern::kFull512, Pattern::kManyRandom, Pattern::kPadding,
-                                         Pattern::kHugeBatch)),
-    [](const ::testing::TestParamInfo<Param>& info) {
+                       ::testing::Values(Pattern::kOdd, Pattern::kFull128, Pattern::kManyRandom,
+                                         Pattern::kPadding)),
+    [](const ::testing::TestParamInfo<IdentityParam>& info) {
       return DTypeName(std::get<0>(info.param)) + "_d" + std::to_string(std::get<1>(info.param)) +
              "_" + PatternName(std::get<2>(info.param));
     });
+
+TEST(VarlenAttentionArgs, AutoTileFollowsTheLaunchRule) {
+  std::string why;
+  if (!HaveDevice(&why)) GTEST_SKIP() << why;
+  // BERT-base shapes: batch 1 x 128 (24 CTAs of 64 rows) must not keep the 64-row tile on a
+  // GPU with more than 12 SMs (it would if the SM count were not found); batch 128 x 128
+  // (3072 CTAs) must keep it. Sequences of 16 rows always get the 16-row tile.
+  EXPECT_NE(ChooseAttentionTile(1, 128, 12), AttentionTile::kRows64);
+  EXPECT_EQ(ChooseAttentionTile(128, 128, 12), AttentionTile::kRows64);
+  EXPECT_EQ(ChooseAttentionTile(4096, 16, 12), AttentionTile::kRows16);
+  EXPECT_CUDA_OK(cudaGetLastError());
+}
 
 TEST(VarlenAttentionArgs, UnsupportedHeadDimIsALaunchError) {
   std::string why;
