@@ -19,7 +19,7 @@ TESTS=(
   "kernels/cuda:attention_test"
   "server/engine:cuda_engine_test"
 )
-BENCH=("bench:gpu_bench" "bench:attention_bench")
+BENCH=("bench:gpu_bench" "bench:attention_bench" "bench:gemm_bench")
 # The serving path on the GPU: tools/gpu_serving_check.py drives these.
 SERVING=(
   "server:bert_server"
@@ -143,6 +143,13 @@ PY
       tee "$logs/attention_bench.log"
     rc=${PIPESTATUS[0]}
     table+=("$(printf '%-20s rc=%-3s %5ss' "attention_bench" "$rc" "$((SECONDS - start))")")
+    # cuBLASLt heuristic top-1 vs autotune on the encoder's Linear shapes (fp16).
+    start=$SECONDS
+    LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/gemm_bench --dtypes=fp16 \
+      --rows=128,1024,4096,9172,16384 \
+      2>&1 | tee "$logs/gemm_bench.log"
+    rc=${PIPESTATUS[0]}
+    table+=("$(printf '%-20s rc=%-3s %5ss' "gemm_bench" "$rc" "$((SECONDS - start))")")
     start=$SECONDS
     if [ -n "$model_flag" ]; then
       timeout "${HF_TIMEOUT:-300}" python3 bench/hf_baseline.py --model_dir "$model" \

@@ -146,13 +146,6 @@ CudaStatus Gemm::Create(const GemmOptions& options, std::unique_ptr<Gemm>* out) 
   return CudaStatus::Ok();
 }
 
-CudaStatus Gemm::Create(size_t workspace_bytes, bool allow_tf32, std::unique_ptr<Gemm>* out) {
-  GemmOptions options;
-  options.workspace_bytes = workspace_bytes;
-  options.allow_tf32 = allow_tf32;
-  return Create(options, out);
-}
-
 Gemm::~Gemm() = default;
 
 CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_features,

@@ -64,9 +64,10 @@ namespace cuda {
 enum class GemmEpilogue {
   kNone,          // y = x·Wᵀ (bias ignored)
   kBias,          // y = x·Wᵀ + b
-  kBiasGeluTanh,  // y = gelu_tanh(x·Wᵀ + b): cuBLASLt's GELU is the tanh approximation, so
-                  // this is only right for gelu_tanh models (and it may use a fast tanh: the
-                  // engine uses it for fp16/bf16 only); erf GELU uses kNone + LaunchBiasGelu
+  kBiasGeluTanh,  // y = gelu_tanh(x·Wᵀ + b): cuBLASLt's GELU is the tanh approximation
+                  // (and may use a fast tanh). The engine uses it in fp16/bf16 only: for
+                  // gelu_tanh models, and for erf-GELU models with fused_gelu (the forms
+                  // differ by < 1/4 fp16 ulp); the exact erf GELU is kNone + LaunchBiasGelu
                   // (activation.h).
 };
 
@@ -111,7 +112,6 @@ struct GemmStats {
 
 class Gemm {
  public:
-  static constexpr size_t kDefaultWorkspaceBytes = kGemmDefaultWorkspaceBytes;
   // The plan cache is emptied when it reaches this size (each plan is a few host KB).
   static constexpr size_t kMaxPlans = 4096;
   // The tuned-bucket cache is emptied when it reaches this size (64 bytes per entry).
@@ -125,8 +125,6 @@ class Gemm {
 
   // Creates the cuBLASLt handle and the workspace on the current device.
   static CudaStatus Create(const GemmOptions& options, std::unique_ptr<Gemm>* out);
-  // Same as Create({workspace_bytes, allow_tf32, /*autotune=*/false}, out).
-  static CudaStatus Create(size_t workspace_bytes, bool allow_tf32, std::unique_ptr<Gemm>* out);
 
   ~Gemm();
   Gemm(const Gemm&) = delete;

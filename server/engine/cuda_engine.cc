@@ -290,7 +290,7 @@ absl::Status CudaEngine<T>::Init() {
   const size_t workspace_bytes =
       tokens * (hidden * 3 + hidden + hidden + inter + 2 * hidden) * sizeof(T) +
       tokens * hidden * sizeof(float) + tokens * 4 * sizeof(int32_t) +
-      cuda::Gemm::kDefaultWorkspaceBytes + staging_values * sizeof(float);
+      cuda::kGemmDefaultWorkspaceBytes + staging_values * sizeof(float);
   const size_t needed = weight_values * sizeof(T) + workspace_bytes;
   size_t free_bytes = 0, total_bytes = 0;
   RETURN_IF_ERROR(CudaCall(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
@@ -305,10 +305,10 @@ absl::Status CudaEngine<T>::Init() {
   RETURN_IF_ERROR(ToStatus(stream_.Create(), "creating the stream"));
   RETURN_IF_ERROR(ToStatus(start_.Create(), "creating events"));
   RETURN_IF_ERROR(ToStatus(stop_.Create(), "creating events"));
-  RETURN_IF_ERROR(
-      ToStatus(cuda::Gemm::Create(cuda::Gemm::kDefaultWorkspaceBytes, options_.allow_tf32,
-                                  &gemm_),
-               "creating cuBLASLt"));
+  cuda::GemmOptions gemm_options;
+  gemm_options.allow_tf32 = options_.allow_tf32;
+  gemm_options.autotune = options_.gemm_autotune;
+  RETURN_IF_ERROR(ToStatus(cuda::Gemm::Create(gemm_options, &gemm_), "creating cuBLASLt"));
   RETURN_IF_ERROR(ToStatus(staging_.Allocate(staging_values), "allocating staging"));
 
   RETURN_IF_ERROR(Upload(w.word_embeddings, &word_embeddings_));
