@@ -228,6 +228,8 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   options.tokenization_workers = absl::GetFlag(FLAGS_tokenization_workers);
   options.default_seq_length = absl::GetFlag(FLAGS_default_seq_length);
   options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  // The CUDA engine tunes and loads per shape: do it before SERVING.
+  options.warmup_row_buckets = info.backend == "cuda";
   Loaded loaded;
   loaded.model_name = BaseName(model_dir);
   loaded.pipeline =

@@ -119,6 +119,30 @@ absl::Status Pipeline::Warmup() {
     return absl::Status(status.code(), absl::StrCat("warm-up at ", sequences, " x ", rows,
                                                     " rows failed: ", status.message()));
   }
+  if (!options_.warmup_row_buckets) return absl::OkStatus();
+  OutputSelection pooled;
+  pooled.pooled = engine_->has_pooler();
+  pooled.mean_pooled = !pooled.pooled;
+  for (int total = 16; total < options_.max_batch_tokens; total *= 2) {
+    // `total` rows in sequences of at most max_position_embeddings rows.
+    EncoderBatch bucket;
+    bucket.cu_rows.push_back(0);
+    for (int left = total; left > 0;) {
+      const int n = std::min(left, config.max_position_embeddings);
+      for (int r = 0; r < n; ++r) {
+        bucket.word_ids.push_back(r % config.vocab_size);
+        bucket.type_ids.push_back(0);
+      }
+      bucket.cu_rows.push_back(bucket.cu_rows.back() + n);
+      bucket.num_valid.push_back(n);
+      left -= n;
+    }
+    status = engine_->Encode(bucket, pooled, &output);
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("warm-up at ", total,
+                                                      " rows failed: ", status.message()));
+    }
+  }
   return absl::OkStatus();
 }
 

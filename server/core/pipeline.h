@@ -34,6 +34,10 @@ struct PipelineOptions {
   int tokenization_workers = 2;
   int default_seq_length = 128;
   int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
+  // Warmup() also runs one small batch per power-of-two row count from 16 up to
+  // max_batch_tokens (pooled output only), so that per-shape setup (the CUDA engine's
+  // cuBLASLt autotuning and kernel loading) happens before the server reports SERVING.
+  bool warmup_row_buckets = false;
 };
 
 // Hooks for metrics; called from pipeline threads, must be thread-safe and quick.
@@ -54,7 +58,8 @@ class Pipeline {
   ~Pipeline();
 
   // Runs one batch of the largest shape (max_batch_tokens rows in sequences of the
-  // longest allowed length, every output selected) so that allocations happen now.
+  // longest allowed length, every output selected) so that allocations happen now, then
+  // the row buckets when options.warmup_row_buckets.
   absl::Status Warmup();
   void Start();
 

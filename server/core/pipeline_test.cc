@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
@@ -29,6 +32,34 @@ std::unique_ptr<Pipeline> MakePipeline(int max_concurrent = 8) {
   EXPECT_TRUE(pipeline->Warmup().ok());
   pipeline->Start();
   return pipeline;
+}
+
+TEST(PipelineWarmupTest, RowBucketsUpToTheBudgetWhenAsked) {
+  for (const bool buckets : {false, true}) {
+    FakeEngine::Options engine_options;
+    engine_options.config = FakeEngine::SmallConfig();  // 64 positions
+    auto engine = std::make_unique<FakeEngine>(engine_options);
+    FakeEngine* fake = engine.get();
+    auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"},
+                                               BertTokenizer::Options());
+    ASSERT_TRUE(tokenizer.ok());
+    PipelineOptions options;
+    options.max_batch_tokens = 300;
+    options.warmup_row_buckets = buckets;
+    Pipeline pipeline(options, std::move(engine), *std::move(tokenizer), nullptr);
+    ASSERT_TRUE(pipeline.Warmup().ok());
+    std::vector<std::pair<int, int>> got;  // (sequences, rows)
+    for (const FakeEngine::Record& r : fake->batches()) {
+      got.emplace_back(r.num_sequences, r.total_rows);
+    }
+    // First the largest shape: 4 sequences of 64 rows; then 16 ... 256 rows in sequences of
+    // at most 64 rows.
+    std::vector<std::pair<int, int>> want = {{4, 256}};
+    if (buckets) {
+      want.insert(want.end(), {{1, 16}, {1, 32}, {1, 64}, {2, 128}, {4, 256}});
+    }
+    EXPECT_EQ(got, want) << "warmup_row_buckets " << buckets;
+  }
 }
 
 absl::StatusOr<EmbedResult> EmbedSync(Pipeline* pipeline, EmbedRequestSpec spec) {
