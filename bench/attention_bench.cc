@@ -9,9 +9,10 @@
 // the min, the achieved TFLOP/s (4 * L^2 * D per sequence and head, real lengths) and GB/s
 // (qkv read once + out written once), and the torch SDPA anchors from shared/DEVICE.md for
 // the two fixed shapes (H200).
-// Then, unless --no-tiles, the tile sweep: batch 1 / 8 / 32 / 128 x 128 tokens in fp16 and
-// bf16, the median of each query-tile height forced (64 / 32 / 16 rows) and of the launcher's
-// choice (auto, with the height it resolves to), same method.
+// Then, unless --no-tiles, the tile sweep: batch 1 / 8 / 32 / 128 x 128 tokens and the
+// variable-length batch, in fp16 and bf16, the median of each query-tile height forced
+// (64 / 32 / 16 rows) and of the launcher's choice (auto, with the height it resolves to),
+// same method.
 #include <cstdio>
 
 #if defined(BERT_WITH_CUDA)
@@ -27,6 +28,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/attention.h"
@@ -176,16 +178,34 @@ const char* TileName(bert::cuda::AttentionTile tile) {
   return "?";
 }
 
-// One line per batch size: the median (us) of every tile height and of the launcher's choice.
+// Log-normal lengths with mean ~36 (mu = 3.3, sigma = 0.6), clamped to [1, 128], fixed seed.
+std::vector<int32_t> VarlenLengths() {
+  std::mt19937 rng(42);
+  std::lognormal_distribution<double> lognormal(3.3, 0.6);
+  std::vector<int32_t> lengths;
+  for (int i = 0; i < 256; ++i) {
+    lengths.push_back(static_cast<int32_t>(std::clamp(std::lround(lognormal(rng)), 1L, 128L)));
+  }
+  return lengths;
+}
+
+// One line per batch: the median (us) of every tile height and of the launcher's choice.
 template <typename T>
 void TileSweep(const char* dtype, int iters, int sm_count) {
   using bert::cuda::AttentionTile;
   constexpr int kSeqLen = 128;
+  std::vector<std::pair<std::string, std::vector<int32_t>>> batches;
   for (int batch : {1, 8, 32, 128}) {
-    const std::vector<int32_t> lengths(batch, kSeqLen);
-    const AttentionTile chosen = bert::cuda::ChooseAttentionTile(batch, kSeqLen, kHeads);
-    std::printf("tiles %-4s %3d x %d  CTAs(m64) %5lld / %d SMs  auto=%s ", dtype, batch, kSeqLen,
-                static_cast<long long>(batch) * kHeads * ((kSeqLen + 63) / 64), sm_count,
+    batches.push_back({std::to_string(batch) + " x " + std::to_string(kSeqLen),
+                       std::vector<int32_t>(batch, kSeqLen)});
+  }
+  batches.push_back({"256 varlen", VarlenLengths()});
+  for (const auto& [label, lengths] : batches) {
+    const int num_seqs = static_cast<int>(lengths.size());
+    const int max_rows = *std::max_element(lengths.begin(), lengths.end());
+    const AttentionTile chosen = bert::cuda::ChooseAttentionTile(num_seqs, max_rows, kHeads);
+    std::printf("tiles %-4s %-10s  CTAs(m64) %5lld / %d SMs  auto=%s ", dtype, label.c_str(),
+                static_cast<long long>(num_seqs) * kHeads * ((max_rows + 63) / 64), sm_count,
                 TileName(chosen));
     bool non_finite = false;
     for (AttentionTile tile : {AttentionTile::kRows64, AttentionTile::kRows32,
@@ -203,15 +223,7 @@ std::vector<Shape> Shapes() {
   shapes.push_back({"128 x 128", std::vector<int32_t>(128, 128), 0.044});
   shapes.push_back({"32 x 512", std::vector<int32_t>(32, 512), 0.094});
   shapes.push_back({"1 x 128", std::vector<int32_t>(1, 128), 0.040});
-  // Log-normal lengths with mean ~36 (mu = 3.3, sigma = 0.6), clamped to [1, 128].
-  std::mt19937 rng(42);
-  std::lognormal_distribution<double> lognormal(3.3, 0.6);
-  Shape varlen{"256 varlen (mean~36)", {}, 0};
-  for (int i = 0; i < 256; ++i) {
-    varlen.lengths.push_back(
-        static_cast<int32_t>(std::clamp(std::lround(lognormal(rng)), 1L, 128L)));
-  }
-  shapes.push_back(varlen);
+  shapes.push_back({"256 varlen (mean~36)", VarlenLengths(), 0});
   return shapes;
 }
 

@@ -2,7 +2,7 @@
 # GPU checks in one command (see ../shared/DEVICE.md for the machine).
 #
 #   tools/gpu_check.sh build   # here (Bazel + nvcc, no GPU): build the GPU test binaries and
-#                              # gpu_bench, copy them and their non-glibc, non-CUDA Debian
+#                              # benchmarks, pack them and their non-glibc, non-CUDA Debian
 #                              # shared libraries into .gpu/ (git-ignored; carry it)
 #   tools/gpu_check.sh run [tests|bench|all]
 #                              # there (GPU, no Bazel), from the repo root: run every GPU test
@@ -45,10 +45,22 @@ build() {
   done
   chmod -R u+w .gpu
   ls .gpu/bin .gpu/lib
-  # The device call carries at most 64 MiB: ship the libraries compressed (OpenBLAS alone is
-  # ~36 MB); `run` unpacks them.
+  # The device call carries at most 64 MiB: ship the libraries (OpenBLAS alone is ~36 MB)
+  # and the binaries (~47 MB: every CUDA kernel for sm_90a + sm_80 + PTX) compressed; `run`
+  # unpacks them.
   tar -C .gpu -cJf .gpu/lib.tar.xz lib && rm -rf .gpu/lib
-  du -sh .gpu .gpu/bin .gpu/lib.tar.xz
+  tar -C .gpu -cJf .gpu/bin.tar.xz bin && rm -rf .gpu/bin
+  du -sh .gpu .gpu/bin.tar.xz .gpu/lib.tar.xz
+}
+
+# Unpacks .gpu/NAME.tar.xz (from `build`) into /tmp and links .gpu/NAME to it.
+unpack() {
+  local name="$1"
+  if [ ! -e ".gpu/$name" ] && [ -f ".gpu/$name.tar.xz" ]; then
+    mkdir -p "/tmp/gpu_check_$name" && tar -C "/tmp/gpu_check_$name" -xJf ".gpu/$name.tar.xz"
+    ln -sfn "/tmp/gpu_check_$name/$name" ".gpu/$name" 2>/dev/null ||
+      cp -r "/tmp/gpu_check_$name/$name" ".gpu/$name"
+  fi
 }
 
 run() {
@@ -56,10 +68,8 @@ run() {
   # Only our binaries get the carried Debian libraries (Python/torch keep the system's).
   local ld="/usr/local/cuda/lib64:$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-8}"
-  if [ ! -d .gpu/lib ] && [ -f .gpu/lib.tar.xz ]; then
-    mkdir -p /tmp/gpu_check_lib && tar -C /tmp/gpu_check_lib -xJf .gpu/lib.tar.xz
-    ln -sfn /tmp/gpu_check_lib/lib .gpu/lib 2>/dev/null || cp -r /tmp/gpu_check_lib/lib .gpu/lib
-  fi
+  unpack lib
+  unpack bin
   local out="${OUT:-$PWD/.gpu/out}"
   local logs="$out/logs"
   mkdir -p "$logs"
