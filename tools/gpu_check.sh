@@ -19,7 +19,7 @@ TESTS=(
   "kernels/cuda:attention_test"
   "server/engine:cuda_engine_test"
 )
-BENCH=("bench:gpu_bench" "bench:attention_bench" "bench:gemm_bench")
+BENCH=("bench:gpu_bench" "bench:attention_bench" "bench:gemm_bench" "bench:membw_bench")
 # The serving path on the GPU: tools/gpu_serving_check.py drives these.
 SERVING=(
   "server:bert_server"
@@ -153,6 +153,11 @@ PY
       tee "$logs/attention_bench.log"
     rc=${PIPESTATUS[0]}
     table+=("$(printf '%-20s rc=%-3s %5ss' "attention_bench" "$rc" "$((SECONDS - start))")")
+    # What the card sustains for the elementwise passes' traffic (the byte floors' yardstick).
+    start=$SECONDS
+    LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/membw_bench 2>&1 | tee "$logs/membw_bench.log"
+    rc=${PIPESTATUS[0]}
+    table+=("$(printf '%-20s rc=%-3s %5ss' "membw_bench" "$rc" "$((SECONDS - start))")")
     # cuBLASLt heuristic top-1 vs autotune on the encoder's Linear shapes (fp16).
     start=$SECONDS
     LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/gemm_bench --dtypes=fp16 \
