@@ -264,8 +264,9 @@ __device__ __forceinline__ void LoadTileAsync(T* tile, const T* qkv, int row0, i
   const int64_t src_stride = 3 * static_cast<int64_t>(num_heads) * D;  // one qkv row
   const T* src0 = qkv + plan::QkvOffset(row0, which, head, c0.col, num_heads, D);
   T* dst = tile + c0.row * (D + kPad) + c0.col;
-  // At most 8 copies in flight per unrolled block: with 1 warp a K/V tile takes 16 (D = 64)
-  // or 32 (D = 128) steps, and full unrolling makes ptxas spill.
+  // Unrolled by at most 8 (cp.async never waits, so every step's copy is in flight either
+  // way; the cap only bounds code size and registers): with 1 warp a K/V tile takes 16
+  // (D = 64) or 32 (D = 128) steps, and full unrolling made ptxas spill.
 #pragma unroll(kSteps < 8 ? kSteps : 8)
   for (int step = 0; step < kSteps; ++step) {
     const int r = c0.row + step * kRowsPerStep;  // row within the tile
