@@ -100,8 +100,8 @@ Timing TimeShape(const std::vector<int32_t>& lengths, int iters, bert::cuda::Att
   CHECK_CUDA(cudaMalloc(&d_valid, num_seqs * sizeof(int32_t)));
   CHECK_CUDA(cudaMemcpy(d_qkv, qkv.data(), qkv.size() * sizeof(T), cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(d_cu, cu.data(), cu.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
-  CHECK_CUDA(cudaMemcpy(d_valid, lengths.data(), num_seqs * sizeof(int32_t),
-                        cudaMemcpyHostToDevice));
+  CHECK_CUDA(
+      cudaMemcpy(d_valid, lengths.data(), num_seqs * sizeof(int32_t), cudaMemcpyHostToDevice));
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
   cudaEvent_t start, stop;
@@ -241,8 +241,7 @@ int main(int argc, char** argv) {
     } else if (std::strcmp(argv[i], "--no-tiles") == 0) {
       tiles = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--dtype=f16|bf16|f32] [--iters=N] [--no-tiles]\n",
-                   argv[0]);
+      std::fprintf(stderr, "usage: %s [--dtype=f16|bf16|f32] [--iters=N] [--no-tiles]\n", argv[0]);
       return 2;
     }
   }

@@ -24,13 +24,13 @@
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                   \
-  do {                                                                                     \
-    const cudaError_t err_ = (expr);                                                       \
-    if (err_ != cudaSuccess) {                                                             \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(err_));            \
-      std::exit(1);                                                                        \
-    }                                                                                      \
+#define CHECK_CUDA(expr)                                                        \
+  do {                                                                          \
+    const cudaError_t err_ = (expr);                                            \
+    if (err_ != cudaSuccess) {                                                  \
+      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(err_)); \
+      std::exit(1);                                                             \
+    }                                                                           \
   } while (0)
 
 using bert::bench::MemPattern;
@@ -57,9 +57,10 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDevice(&device));
   CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
-  std::printf("membw_bench: %s, %d SMs, %d timed launches per cell (median), GB/s of reads + "
-              "writes\n",
-              prop.name, prop.multiProcessorCount, iters);
+  std::printf(
+      "membw_bench: %s, %d SMs, %d timed launches per cell (median), GB/s of reads + "
+      "writes\n",
+      prop.name, prop.multiProcessorCount, iters);
 
   const size_t sizes[] = {25u << 20, 100u << 20, 1024u << 20};
   const size_t max_bytes = sizes[2];
@@ -89,14 +90,14 @@ int main(int argc, char** argv) {
       for (int per_sm : {4, 8, 16, 32, 0}) {
         const int blocks = per_sm > 0 ? per_sm * prop.multiProcessorCount : per_vector_blocks;
         for (int w = 0; w < 3; ++w) {
-          CHECK_CUDA(bert::bench::LaunchMemPattern(p.pattern, a, b, out, bytes, blocks, kThreads,
-                                                   stream));
+          CHECK_CUDA(
+              bert::bench::LaunchMemPattern(p.pattern, a, b, out, bytes, blocks, kThreads, stream));
         }
         std::vector<float> ms(iters);
         for (int i = 0; i < iters; ++i) {
           CHECK_CUDA(cudaEventRecord(start, stream));
-          CHECK_CUDA(bert::bench::LaunchMemPattern(p.pattern, a, b, out, bytes, blocks, kThreads,
-                                                   stream));
+          CHECK_CUDA(
+              bert::bench::LaunchMemPattern(p.pattern, a, b, out, bytes, blocks, kThreads, stream));
           CHECK_CUDA(cudaEventRecord(stop, stream));
           CHECK_CUDA(cudaEventSynchronize(stop));
           CHECK_CUDA(cudaEventElapsedTime(&ms[i], start, stop));

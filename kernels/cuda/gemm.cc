@@ -197,7 +197,8 @@ CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int
       st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align));
     }
   }
-  if (st == CUBLAS_STATUS_SUCCESS && options_.autotune && IsSixteenBit(dtype)) {
+  const bool filter = st == CUBLAS_STATUS_SUCCESS && options_.autotune && IsSixteenBit(dtype);
+  if (filter) {
     // The precision rule: no split-K reduction in the 16-bit output type (nor in place in
     // the output). NONE is 0, so this mask admits unsplit algorithms too.
     const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
@@ -211,10 +212,24 @@ CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int
                                         pref, static_cast<int>(found.size()), found.data(),
                                         &returned);
   }
+  if (filter && (st != CUBLAS_STATUS_SUCCESS || returned == 0)) {
+    // Should the mask exclude unsplit algorithms after all, ask without it and apply the
+    // rule to what comes back.
+    const uint32_t all = CUBLASLT_REDUCTION_SCHEME_MASK;
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                              &all, sizeof(all));
+    returned = 0;
+    if (st == CUBLAS_STATUS_SUCCESS) {
+      st = cublasLtMatmulAlgoGetHeuristic(handle_.get(), plan.desc, plan.a, plan.b, plan.c, plan.c,
+                                          pref, static_cast<int>(found.size()), found.data(),
+                                          &returned);
+    }
+  }
   cublasLtMatmulPreferenceDestroy(pref);
   BERT_CUBLAS_RETURN_IF_ERROR(st);
   for (int i = 0; i < returned && i < static_cast<int>(found.size()); ++i) {
-    if (found[i].state == CUBLAS_STATUS_SUCCESS && found[i].workspaceSize <= ws) {
+    if (found[i].state == CUBLAS_STATUS_SUCCESS && found[i].workspaceSize <= ws &&
+        (!filter || ReductionAllowed(found[i].algo, dtype))) {
       results->push_back(found[i]);
     }
   }
@@ -237,29 +252,57 @@ CudaStatus Gemm::Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, cons
 
 bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
                     const void* weight, void* y, cudaStream_t stream, float* ms) {
-  float best = std::numeric_limits<float>::infinity();
-  for (int sample = 0; sample < kTimedSamples; ++sample) {
-    // One untimed launch first (the warm-up, for the first sample) so the GPU already has
-    // work queued when the start event is recorded: the sample then measures back-to-back
-    // kernels rather than the host's launch latency.
-    bool ok = Matmul(plan, algo, x, weight, y, stream).ok() &&
-              cudaEventRecord(timer_start_.get(), stream) == cudaSuccess;
-    for (int r = 0; ok && r < kRunsPerSample; ++r) {
-      ok = Matmul(plan, algo, x, weight, y, stream).ok();
+  // One eager run first: it loads the kernel (never inside a capture) and shows whether the
+  // candidate runs at all. Then kRunsPerSample back-to-back runs are captured into a graph,
+  // as the engine runs its GEMMs: timing the graph measures the kernels, not the host's
+  // launch rate, which for small GEMMs is as slow as the kernels themselves. A stream that
+  // cannot capture (the legacy default stream) is timed with eager launches instead.
+  auto fail = [stream](cudaGraph_t graph, cudaGraphExec_t exec) {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    // Let whatever was queued finish before the next candidate reuses the workspace and y;
+    // drop the (non-sticky) error so later calls start clean.
+    cudaStreamSynchronize(stream);
+    cudaGetLastError();
+    return false;
+  };
+  if (!Matmul(plan, algo, x, weight, y, stream).ok()) return fail(nullptr, nullptr);
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
+    bool captured = true;
+    for (int r = 0; captured && r < kRunsPerSample; ++r) {
+      captured = Matmul(plan, algo, x, weight, y, stream).ok();
     }
-    ok = ok && cudaEventRecord(timer_stop_.get(), stream) == cudaSuccess &&
-         cudaEventSynchronize(timer_stop_.get()) == cudaSuccess;
-    float elapsed = 0.0f;
-    ok = ok && cudaEventElapsedTime(&elapsed, timer_start_.get(), timer_stop_.get()) == cudaSuccess;
-    if (!ok) {
-      // Let whatever was queued finish before the next candidate reuses the workspace and
-      // y; drop the (non-sticky) error so later calls start clean.
-      cudaStreamSynchronize(stream);
-      cudaGetLastError();
-      return false;
+    // End the capture whatever happened, so that the stream is usable again.
+    captured = cudaStreamEndCapture(stream, &graph) == cudaSuccess && captured && graph != nullptr;
+    if (!captured || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+      return fail(graph, exec);
     }
-    best = std::min(best, elapsed / kRunsPerSample);
+  } else {
+    cudaGetLastError();
   }
+  // Eager timing: the first run above is still queued when the start event is recorded.
+  auto launch = [&]() {
+    if (exec != nullptr) return cudaGraphLaunch(exec, stream) == cudaSuccess;
+    for (int r = 0; r < kRunsPerSample; ++r) {
+      if (!Matmul(plan, algo, x, weight, y, stream).ok()) return false;
+    }
+    return true;
+  };
+  float best = std::numeric_limits<float>::infinity();
+  bool ok = exec == nullptr || launch();  // the graph's warm-up
+  for (int sample = 0; ok && sample < kTimedSamples; ++sample) {
+    float elapsed = 0.0f;
+    ok = cudaEventRecord(timer_start_.get(), stream) == cudaSuccess && launch() &&
+         cudaEventRecord(timer_stop_.get(), stream) == cudaSuccess &&
+         cudaEventSynchronize(timer_stop_.get()) == cudaSuccess &&
+         cudaEventElapsedTime(&elapsed, timer_start_.get(), timer_stop_.get()) == cudaSuccess;
+    if (ok) best = std::min(best, elapsed / kRunsPerSample);
+  }
+  if (!ok) return fail(graph, exec);
+  if (exec != nullptr) cudaGraphExecDestroy(exec);
+  if (graph != nullptr) cudaGraphDestroy(graph);
   *ms = best;
   return true;
 }
@@ -348,8 +391,10 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const void* x, const void* wei
   }
   plan->has_algo = true;
   plan->provisional = false;
-  if (tuned_.size() >= kMaxTunedBuckets) tuned_.clear();
-  tuned_[BucketKey(key)] = plan->algo;
+  if (plan->tuned) {  // a bucket whose tuning failed is tried again by its next new plan
+    if (tuned_.size() >= kMaxTunedBuckets) tuned_.clear();
+    tuned_[BucketKey(key)] = plan->algo;
+  }
   return CudaStatus::Ok();
 }
 
@@ -364,7 +409,10 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const vo
   const GemmDType dtype = static_cast<GemmDType>(std::get<3>(key));
   const int alignment = std::get<5>(key);
   std::vector<cublasLtMatmulHeuristicResult_t> top;
-  if (!options_.autotune || capturing) {
+  auto bucket = options_.autotune ? tuned_.find(BucketKey(key)) : tuned_.end();
+  if (bucket == tuned_.end() && (!options_.autotune || capturing)) {
+    // Nothing to time with (or tuning off): the heuristic's first choice; while capturing it
+    // is provisional, and the first later call that is not capturing tunes the bucket.
     BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, 1, &top));
     plan->algo = top[0].algo;
     plan->has_algo = true;
@@ -373,8 +421,8 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const vo
     if (options_.autotune) ++stats_.capture_selections;
     return CudaStatus::Ok();
   }
-  auto bucket = tuned_.find(BucketKey(key));
   if (bucket == tuned_.end()) return Tune(plan, key, x, weight, y, stream);
+  // A tuned bucket (AlgoCheck is a host call: fine while capturing too).
   cublasLtMatmulHeuristicResult_t check = {};
   if (cublasLtMatmulAlgoCheck(handle_.get(), plan->desc, plan->a, plan->b, plan->c, plan->c,
                               &bucket->second, &check) == CUBLAS_STATUS_SUCCESS &&
@@ -407,6 +455,10 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
   int alignment = AlignmentOf(x);
   if (AlignmentOf(weight) < alignment) alignment = AlignmentOf(weight);
   if (AlignmentOf(y) < alignment) alignment = AlignmentOf(y);
+  // cuBLASLt's heuristic and AlgoCheck also take the bias pointer's alignment into account.
+  if (epilogue != GemmEpilogue::kNone && AlignmentOf(bias) < alignment) {
+    alignment = AlignmentOf(bias);
+  }
   const Key key(rows, in_features, out_features, static_cast<int>(dtype),
                 static_cast<int>(epilogue), alignment);
   auto it = plans_.find(key);

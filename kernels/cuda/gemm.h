@@ -16,29 +16,35 @@
 // creation.
 //
 // Algorithm choice. With GemmOptions::autotune off (the default), each plan uses
-// cuBLASLt's heuristic top-1, as before. With autotune on, the first plan of a bucket —
-// (rows rounded up to a power of two, at least 16; in; out; dtype; epilogue; alignment) —
-// is tuned: up to kAutotuneCandidates heuristic algorithms, plus split-K variants (2/4/8) of
-// the first few when the output is likely to cover fewer tiles than the GPU has SMs, are
-// each run on the caller's stream with the caller's real operands (the call is idempotent:
-// beta = 0 and y aliases neither x nor W), 1 warm-up then kTimedSamples samples of
-// kRunsPerSample back-to-back launches timed with CUDA events; the fastest sample wins.
-// A candidate that fails is skipped; if all fail, the bucket keeps the heuristic top-1.
-// Cost: one time per bucket, a few ms (more for large rows), and it SYNCHRONISES the
-// stream (cudaEventSynchronize). Later plans in a tuned bucket (another exact row count)
-// reuse the bucket's algorithm when cublasLtMatmulAlgoCheck accepts it for their layouts,
-// else the heuristic top-1; no timing. While `stream` is capturing a CUDA graph nothing is
-// timed: the call uses the heuristic top-1 and the plan is re-chosen (tuned) by the first
-// later call that is not capturing. Do not call Run on a non-capturing stream while
-// another stream of this thread is capturing in global mode (timing syncs).
+// cuBLASLt's heuristic top-1. With autotune on, the first plan of a bucket — (rows rounded up
+// to a power of two, at least 16; in; out; dtype; epilogue; alignment of x, W, y and the
+// bias) — is tuned: up to kAutotuneCandidates heuristic algorithms, plus split-K variants
+// (2/4/8) of the first few when the output is likely to cover fewer tiles than the GPU has
+// SMs, each run on the caller's stream with the caller's real operands (the call is
+// idempotent: beta = 0 and y aliases neither x, W nor the bias): one eager run, then
+// kRunsPerSample back-to-back runs captured into a CUDA graph (as the engine runs them, so
+// that small GEMMs are timed by their kernels and not by the host's launch rate), launched
+// once to warm up and kTimedSamples times under CUDA events; the fastest sample wins, and a
+// later candidate must beat an earlier one by 2 %. A candidate that fails is skipped; if all
+// fail, the plan keeps the heuristic top-1 and the bucket is tried again by its next new
+// plan. Cost: one time per bucket, a few ms (more for large rows), and it SYNCHRONISES the
+// stream. Later plans in a tuned bucket (another exact row count) reuse the bucket's
+// algorithm when cublasLtMatmulAlgoCheck accepts it for their layouts, else the heuristic
+// top-1; no timing. While `stream` is capturing a CUDA graph nothing is timed: a plan of a
+// tuned bucket takes the bucket's algorithm as above; otherwise it uses the heuristic top-1
+// and is re-chosen (tuned) by the first later call that is not capturing. Do not call Run
+// on a non-capturing stream while another stream of this thread is capturing in global mode
+// (timing syncs and captures).
 //
 // Precision rule with autotune: for fp16/bf16 a split-K reduction never happens in the
 // 16-bit output type — the heuristic is asked only for algorithms whose reduction scheme is
-// NONE or COMPUTE_TYPE (fp32 partial sums in the workspace), and split-K variants are made
-// only with CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE. fp32 (output = compute type) may use
-// COMPUTE_TYPE or OUTPUT_TYPE reductions. Split-K changes the summation order, so results
-// differ from the untuned path by rounding only (within the dtype's usual tolerance). With
-// autotune off the heuristic is queried exactly as before (no reduction-scheme filter).
+// NONE or COMPUTE_TYPE (fp32 partial sums in the workspace; should that filter return
+// nothing, the unfiltered answer is filtered the same way), and split-K variants are made
+// only with CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE. fp32 (output = compute type) is not
+// filtered: the heuristic may return any scheme, and split-K variants use COMPUTE_TYPE or
+// OUTPUT_TYPE. Split-K changes the summation order, so results differ from the untuned path
+// by rounding only (within the dtype's usual tolerance). With autotune off the heuristic is
+// queried without a reduction-scheme filter.
 //
 // Not thread-safe: one Gemm per stream/engine.
 #ifndef BERT_KERNELS_CUDA_GEMM_H_
@@ -132,7 +138,7 @@ class Gemm {
 
   // y [rows, out_features] = epilogue(x [rows, in_features] · weightᵀ + bias), weight
   // [out_features, in_features], bias [out_features] (may be null for kNone). All device
-  // pointers of T; y must not alias x or weight. rows == 0 does nothing. With autotune, the
+  // pointers of T; y must not alias x, weight or bias. rows == 0 does nothing. With autotune, the
   // first call of a row bucket may synchronise `stream` (see the header comment).
   template <typename T>
   CudaStatus Run(const T* x, int rows, int in_features, const T* weight, const T* bias,

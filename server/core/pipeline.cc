@@ -139,8 +139,8 @@ absl::Status Pipeline::Warmup() {
     }
     status = engine_->Encode(bucket, pooled, &output);
     if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat("warm-up at ", total,
-                                                      " rows failed: ", status.message()));
+      return absl::Status(status.code(),
+                          absl::StrCat("warm-up at ", total, " rows failed: ", status.message()));
     }
   }
   return absl::OkStatus();

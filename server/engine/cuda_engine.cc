@@ -238,8 +238,8 @@ absl::Status CudaEngine<T>::Init() {
         absl::StrCat("CUDA engine: max_batch_tokens must be >= 1, got ", max_tokens_));
   }
   if (options_.max_graph_rows < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CUDA engine: max_graph_rows must be >= 0, got ", options_.max_graph_rows));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA engine: max_graph_rows must be >= 0, got ", options_.max_graph_rows));
   }
   if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
     return absl::FailedPreconditionError(absl::StrCat("CUDA engine: hidden_size ", c.hidden_size,
@@ -296,9 +296,9 @@ absl::Status CudaEngine<T>::Init() {
   RETURN_IF_ERROR(CudaCall(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
   if (needed + (64u << 20) > free_bytes) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("CUDA engine: model ", model_->name, " in ", DTypeName(options_.dtype), " with a ",
-                     max_tokens_, "-token workspace needs ", needed >> 20, " MiB but ", prop.name,
-                     " has ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+        absl::StrCat("CUDA engine: model ", model_->name, " in ", DTypeName(options_.dtype),
+                     " with a ", max_tokens_, "-token workspace needs ", needed >> 20, " MiB but ",
+                     prop.name, " has ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
                      " MiB; lower --max_batch_tokens or use a smaller dtype"));
   }
 

@@ -11,12 +11,13 @@
 //
 // CUDA graphs (CudaEngineOptions::cuda_graphs, default on): every device and pinned pointer
 // a batch uses is fixed at creation, and the launches depend only on the shape key (total
-// rows, sequences, longest sequence's rows, the OutputSelection). The first Encode of a key runs eagerly; the
-// second captures the whole device side (the ids upload from the pinned staging buffer,
-// embeddings, every block, heads, conversions and output copies into the pinned output buffer)
-// into a graph and launches it; later ones replay it (LRU cache of kMaxCudaGraphs). Outputs are
-// bit-identical with and without graphs (same kernels, same arguments). A batch with more
-// than max_graph_rows rows, one whose outputs overflow the pinned output buffer, or an engine
+// rows, sequences, longest sequence's rows, the OutputSelection). The first Encode of a key runs
+// eagerly; the second captures the whole device side (the ids upload from the pinned staging
+// buffer, embeddings, every block, heads, conversions and output copies into the pinned output
+// buffer) into a graph and launches it; later ones replay it (LRU cache of kMaxCudaGraphs). Within
+// one engine, outputs are bit-identical with and without graphs (same kernels, same arguments; two
+// engines with gemm_autotune may time their way to different cuBLASLt algorithms). A batch with
+// more than max_graph_rows rows, one whose outputs overflow the pinned output buffer, or an engine
 // with an op observer set runs eagerly.
 //
 // fp32 is exact IEEE fp32 (no TF32) unless allow_tf32; fp16/bf16 accumulate in fp32 (see

@@ -19,8 +19,8 @@
 #include "server/engine/model.h"
 
 #if defined(BERT_WITH_CUDA)
-#include "server/engine/cpu_engine.h"
 #include "kernels/cpu/test_util.h"
+#include "server/engine/cpu_engine.h"
 #include "server/engine/cuda_engine.h"
 #include "server/engine/golden_fixture.h"
 #endif
@@ -264,10 +264,11 @@ TEST_P(CudaFusedGeluTest, AsCloseToReferenceAsExactGelu) {
   const double fused_seq = RelativeError(got.sequence, *ref_seq);
   const double exact_pooled = RelativeError(want.pooled, *ref_pooled);
   const double fused_pooled = RelativeError(got.pooled, *ref_pooled);
-  std::printf("%s %s relative error vs reference: sequence exact %.3g fused %.3g; pooled "
-              "exact %.3g fused %.3g; fused vs exact %.3g\n",
-              name.c_str(), ShortName(dtype), exact_seq, fused_seq, exact_pooled, fused_pooled,
-              RelativeError(got.sequence, want.sequence));
+  std::printf(
+      "%s %s relative error vs reference: sequence exact %.3g fused %.3g; pooled "
+      "exact %.3g fused %.3g; fused vs exact %.3g\n",
+      name.c_str(), ShortName(dtype), exact_seq, fused_seq, exact_pooled, fused_pooled,
+      RelativeError(got.sequence, want.sequence));
   EXPECT_EQ(CountNonFinite(got.sequence), 0u);
   // Within 25 % of the exact pass's own error, plus a floor of a tenth of the dtype's ulp
   // (fp16 ~1e-3, bf16 ~8e-3 relative), so that two near-zero errors still compare.
@@ -467,8 +468,7 @@ TEST(CudaEngineErrors, OversizedSplitAndInvalidBatches) {
             absl::StatusCode::kInvalidArgument);
   CudaEngineOptions negative = Options(DType::kFloat32, 64);
   negative.max_graph_rows = -1;
-  EXPECT_EQ(CreateCudaEngine(model, negative).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateCudaEngine(model, negative).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -670,7 +670,7 @@ TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {
   OutputSelection sel;
   sel.pooled = true;
   std::mt19937 rng(5);
-  const EncoderBatch big = ShapedBatch(model->config, {60, 41}, 0, rng);   // 101 rows
+  const EncoderBatch big = ShapedBatch(model->config, {60, 41}, 0, rng);    // 101 rows
   const EncoderBatch small = ShapedBatch(model->config, {60, 40}, 0, rng);  // 100 rows
   EncoderOutput first, out;
   ASSERT_TRUE((*engine)->Encode(big, sel, &first).ok());
