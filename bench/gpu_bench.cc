@@ -6,15 +6,16 @@
 //   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
 //             [--cuda_graphs=true|false] [--max_graph_rows=4096] [--fused_gelu=true|false]
-//             [--gemm_autotune=true|false] [--profile] [--profile_batches=1,128]
+//             [--gemm_autotune=true|false] [--residual_in_gemm=true|false] [--profile]
+//             [--profile_batches=1,128]
 //
 // --model_dir loads a Hugging Face BERT directory (bench/hf_baseline.py --save_model writes
 // one, so both sides use the same random weights); without it, RandomModel(BertBase, 1).
 // --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
 // --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture),
-// for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune: the engine
-// options of the same names (CudaEngineOptions; defaults as in serving). Each result line
-// names the options it ran with.
+// for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune,
+// --residual_in_gemm: the engine options of the same names (CudaEngineOptions; defaults as in
+// serving). Each result line names the options it ran with.
 // --profile: afterwards, fp16 at --profile_batches x --seq (and the variable-length batch when
 // given): the engine's op observer (CudaOpObserver) records a CUDA event before every op of
 // one Encode; the time between consecutive events is charged to the op that starts at the
@@ -55,6 +56,7 @@ struct Options {
   int max_graph_rows = CudaEngineOptions().max_graph_rows;
   bool fused_gelu = true;
   bool gemm_autotune = true;
+  bool residual_in_gemm = false;
   bool profile = false;
   std::vector<int> profile_batches = {1, 128};
 };
@@ -101,6 +103,8 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->fused_gelu = ParseBool(v);
     } else if (const char* v = value("gemm_autotune")) {
       o->gemm_autotune = ParseBool(v);
+    } else if (const char* v = value("residual_in_gemm")) {
+      o->residual_in_gemm = ParseBool(v);
     } else if (a == "--profile" || a == "--profile=true") {
       o->profile = true;
     } else if (const char* v = value("profile_batches")) {
@@ -122,6 +126,7 @@ CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
   e.max_graph_rows = o.max_graph_rows;
   e.fused_gelu = o.fused_gelu;
   e.gemm_autotune = o.gemm_autotune;
+  e.residual_in_gemm = o.residual_in_gemm;
   return e;
 }
 
@@ -130,7 +135,8 @@ std::string Describe(const Options& o) {
   const std::string graphs =
       o.cuda_graphs ? "graphs<=" + std::to_string(o.max_graph_rows) : std::string("graphs=off");
   return graphs + " gelu=" + (o.fused_gelu ? "fused" : "exact") +
-         " autotune=" + (o.gemm_autotune ? "on" : "off");
+         " autotune=" + (o.gemm_autotune ? "on" : "off") +
+         (o.residual_in_gemm ? " residual=gemm" : "");
 }
 
 double Median(std::vector<double> v) {

@@ -131,7 +131,8 @@ PY
     # One option changed at a time against the defaults above (fp16): what each step gains.
     local variant
     for variant in "exact_gelu --fused_gelu=false" "no_autotune --gemm_autotune=false" \
-                   "graphs_all_rows --max_graph_rows=1000000"; do
+                   "graphs_all_rows --max_graph_rows=1000000" \
+                   "residual_in_gemm --residual_in_gemm=true"; do
       local vname="${variant%% *}" vflag="${variant#* }"
       start=$SECONDS
       LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
@@ -177,7 +178,8 @@ PY
     if [ -f "$logs/ours.json" ]; then
       python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" \
         "exact_gelu=$logs/ours_exact_gelu.json" "no_autotune=$logs/ours_no_autotune.json" \
-        "graphs_all_rows=$logs/ours_graphs_all_rows.json" | tee "$logs/compare.md"
+        "graphs_all_rows=$logs/ours_graphs_all_rows.json" \
+        "residual_in_gemm=$logs/ours_residual_in_gemm.json" | tee "$logs/compare.md"
     fi
   fi
 

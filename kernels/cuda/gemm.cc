@@ -17,6 +17,8 @@ struct Gemm::Plan {
   cublasLtMatrixLayout_t a = nullptr;  // W
   cublasLtMatrixLayout_t b = nullptr;  // x
   cublasLtMatrixLayout_t c = nullptr;  // y (C and D)
+  // C is a separate residual (kBiasResidual): only algorithms that write D out of place.
+  bool out_of_place = false;
   cublasLtMatmulAlgo_t algo = {};
   bool has_algo = false;
   // Chosen by the heuristic while the stream was capturing (autotune on): the next call
@@ -163,7 +165,9 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
   BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
       plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
   cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
-  if (epilogue == GemmEpilogue::kBias) epi = CUBLASLT_EPILOGUE_BIAS;
+  if (epilogue == GemmEpilogue::kBias || epilogue == GemmEpilogue::kBiasResidual) {
+    epi = CUBLASLT_EPILOGUE_BIAS;
+  }
   if (epilogue == GemmEpilogue::kBiasGeluTanh) epi = CUBLASLT_EPILOGUE_GELU_BIAS;
   BERT_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
@@ -175,6 +179,7 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
       cublasLtMatrixLayoutCreate(&plan->b, type, in_features, rows, in_features));
   BERT_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatrixLayoutCreate(&plan->c, type, out_features, rows, out_features));
+  plan->out_of_place = epilogue == GemmEpilogue::kBiasResidual;
   ++stats_.plans;
   *out = std::move(plan);
   return CudaStatus::Ok();
@@ -229,7 +234,9 @@ CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int
   BERT_CUBLAS_RETURN_IF_ERROR(st);
   for (int i = 0; i < returned && i < static_cast<int>(found.size()); ++i) {
     if (found[i].state == CUBLAS_STATUS_SUCCESS && found[i].workspaceSize <= ws &&
-        (!filter || ReductionAllowed(found[i].algo, dtype))) {
+        (!filter || ReductionAllowed(found[i].algo, dtype)) &&
+        (!plan.out_of_place ||
+         CapOr<int32_t>(found[i].algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT, 1) != 0)) {
       results->push_back(found[i]);
     }
   }
@@ -240,18 +247,20 @@ CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int
   return CudaStatus::Ok();
 }
 
-CudaStatus Gemm::Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
-                        const void* weight, void* y, cudaStream_t stream) const {
+CudaStatus Gemm::Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Operands& ops,
+                        cudaStream_t stream) const {
+  // D = W·x + beta·C (+ the epilogue's bias): C is the residual (beta = 1) or unused.
   const float alpha = 1.0f;
-  const float beta = 0.0f;
-  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_.get(), plan.desc, &alpha, weight, plan.a, x,
-                                             plan.b, &beta, y, plan.c, y, plan.c, &algo,
+  const float beta = ops.residual != nullptr ? 1.0f : 0.0f;
+  const void* c = ops.residual != nullptr ? ops.residual : ops.y;
+  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_.get(), plan.desc, &alpha, ops.weight, plan.a,
+                                             ops.x, plan.b, &beta, c, plan.c, ops.y, plan.c, &algo,
                                              workspace_.get(), workspace_.bytes(), stream));
   return CudaStatus::Ok();
 }
 
-bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
-                    const void* weight, void* y, cudaStream_t stream, float* ms) {
+bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Operands& ops,
+                    cudaStream_t stream, float* ms) {
   // One eager run first: it loads the kernel (never inside a capture) and shows whether the
   // candidate runs at all. Then kRunsPerSample back-to-back runs are captured into a graph,
   // as the engine runs its GEMMs: timing the graph measures the kernels, not the host's
@@ -266,13 +275,13 @@ bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const vo
     cudaGetLastError();
     return false;
   };
-  if (!Matmul(plan, algo, x, weight, y, stream).ok()) return fail(nullptr, nullptr);
+  if (!Matmul(plan, algo, ops, stream).ok()) return fail(nullptr, nullptr);
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
     bool captured = true;
     for (int r = 0; captured && r < kRunsPerSample; ++r) {
-      captured = Matmul(plan, algo, x, weight, y, stream).ok();
+      captured = Matmul(plan, algo, ops, stream).ok();
     }
     // End the capture whatever happened, so that the stream is usable again.
     captured = cudaStreamEndCapture(stream, &graph) == cudaSuccess && captured && graph != nullptr;
@@ -286,7 +295,7 @@ bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const vo
   auto launch = [&]() {
     if (exec != nullptr) return cudaGraphLaunch(exec, stream) == cudaSuccess;
     for (int r = 0; r < kRunsPerSample; ++r) {
-      if (!Matmul(plan, algo, x, weight, y, stream).ok()) return false;
+      if (!Matmul(plan, algo, ops, stream).ok()) return false;
     }
     return true;
   };
@@ -307,8 +316,7 @@ bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const vo
   return true;
 }
 
-CudaStatus Gemm::Tune(Plan* plan, const Key& key, const void* x, const void* weight, void* y,
-                      cudaStream_t stream) {
+CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStream_t stream) {
   const int rows = std::get<0>(key);
   const int in_features = std::get<1>(key);
   const int out_features = std::get<2>(key);
@@ -372,7 +380,7 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const void* x, const void* wei
   float best_ms = std::numeric_limits<float>::infinity();
   for (size_t i = 0; i < candidates.size(); ++i) {
     float ms = 0.0f;
-    if (!TimeAlgo(*plan, candidates[i], x, weight, y, stream, &ms)) continue;
+    if (!TimeAlgo(*plan, candidates[i], ops, stream, &ms)) continue;
     ++stats_.timed_candidates;
     // Later candidates (lower in the heuristic's order) must win by more than timing noise.
     if (best_index < 0 || ms < best_ms * 0.98f) {
@@ -404,8 +412,8 @@ Gemm::Key Gemm::BucketKey(const Key& key) {
   return bucket;
 }
 
-CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const void* x,
-                            const void* weight, void* y, cudaStream_t stream) {
+CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Operands& ops,
+                            cudaStream_t stream) {
   const GemmDType dtype = static_cast<GemmDType>(std::get<3>(key));
   const int alignment = std::get<5>(key);
   std::vector<cublasLtMatmulHeuristicResult_t> top;
@@ -421,7 +429,7 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const vo
     if (options_.autotune) ++stats_.capture_selections;
     return CudaStatus::Ok();
   }
-  if (bucket == tuned_.end()) return Tune(plan, key, x, weight, y, stream);
+  if (bucket == tuned_.end()) return Tune(plan, key, ops, stream);
   // A tuned bucket (AlgoCheck is a host call: fine while capturing too).
   cublasLtMatmulHeuristicResult_t check = {};
   if (cublasLtMatmulAlgoCheck(handle_.get(), plan->desc, plan->a, plan->b, plan->c, plan->c,
@@ -443,7 +451,8 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const vo
 
 CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_features,
                          const void* weight, const void* bias, int out_features,
-                         GemmEpilogue epilogue, void* y, cudaStream_t stream) {
+                         GemmEpilogue epilogue, void* y, const void* residual,
+                         cudaStream_t stream) {
   if (rows < 0 || in_features <= 0 || out_features <= 0) {
     return CudaStatus::Error("Gemm: bad shape rows=" + std::to_string(rows) + " in=" +
                              std::to_string(in_features) + " out=" + std::to_string(out_features));
@@ -452,6 +461,10 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
   if (epilogue != GemmEpilogue::kNone && bias == nullptr) {
     return CudaStatus::Error("Gemm: a bias epilogue needs a bias");
   }
+  if ((epilogue == GemmEpilogue::kBiasResidual) != (residual != nullptr)) {
+    return CudaStatus::Error("Gemm: a residual goes with (and only with) kBiasResidual");
+  }
+  const Operands ops{x, weight, residual, y};
   int alignment = AlignmentOf(x);
   if (AlignmentOf(weight) < alignment) alignment = AlignmentOf(weight);
   if (AlignmentOf(y) < alignment) alignment = AlignmentOf(y);
@@ -459,6 +472,7 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
   if (epilogue != GemmEpilogue::kNone && AlignmentOf(bias) < alignment) {
     alignment = AlignmentOf(bias);
   }
+  if (residual != nullptr && AlignmentOf(residual) < alignment) alignment = AlignmentOf(residual);
   const Key key(rows, in_features, out_features, static_cast<int>(dtype),
                 static_cast<int>(epilogue), alignment);
   auto it = plans_.find(key);
@@ -479,7 +493,7 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
   if (!plan.has_algo || plan.provisional) {
     const bool capturing = options_.autotune && IsCapturing(stream);
     if (!plan.has_algo || !capturing) {
-      const CudaStatus selected = SelectAlgo(&plan, key, capturing, x, weight, y, stream);
+      const CudaStatus selected = SelectAlgo(&plan, key, capturing, ops, stream);
       if (!selected.ok()) {
         return CudaStatus::Error(
             selected.message() + " [" + DTypeName(dtype) + " GEMM rows=" + std::to_string(rows) +
@@ -489,7 +503,7 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
       }
     }
   }
-  return Matmul(plan, plan.algo, x, weight, y, stream);
+  return Matmul(plan, plan.algo, ops, stream);
 }
 
 std::string Gemm::DescribeAlgo(const cublasLtMatmulAlgo_t& algo) {

@@ -21,7 +21,8 @@
 // bias) — is tuned: up to kAutotuneCandidates heuristic algorithms, plus split-K variants
 // (2/4/8) of the first few when the output is likely to cover fewer tiles than the GPU has
 // SMs, each run on the caller's stream with the caller's real operands (the call is
-// idempotent: beta = 0 and y aliases neither x, W nor the bias): one eager run, then
+// idempotent: y aliases none of x, W, the bias or the residual, so each run rewrites y from
+// the same inputs): one eager run, then
 // kRunsPerSample back-to-back runs captured into a CUDA graph (as the engine runs them, so
 // that small GEMMs are timed by their kernels and not by the host's launch rate), launched
 // once to warm up and kTimedSamples times under CUDA events; the fastest sample wins, and a
@@ -75,6 +76,7 @@ enum class GemmEpilogue {
                   // gelu_tanh models, and for erf-GELU models with fused_gelu (the forms
                   // differ by < 1/4 fp16 ulp); the exact erf GELU is kNone + LaunchBiasGelu
                   // (activation.h).
+  kBiasResidual,  // y = x·Wᵀ + b + residual (cuBLASLt: C = residual, beta = 1, C != D)
 };
 
 enum class GemmDType { kFloat32, kFloat16, kBFloat16 };
@@ -137,14 +139,17 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
 
   // y [rows, out_features] = epilogue(x [rows, in_features] · weightᵀ + bias), weight
-  // [out_features, in_features], bias [out_features] (may be null for kNone). All device
-  // pointers of T; y must not alias x, weight or bias. rows == 0 does nothing. With autotune, the
-  // first call of a row bucket may synchronise `stream` (see the header comment).
+  // [out_features, in_features], bias [out_features] (may be null for kNone); with
+  // kBiasResidual, `residual` [rows, out_features] is added too (and must be null otherwise).
+  // All device pointers of T; y must not alias x, weight, bias or residual. rows == 0 does
+  // nothing. With autotune, the first call of a row bucket may synchronise `stream` (see the
+  // header comment).
   template <typename T>
   CudaStatus Run(const T* x, int rows, int in_features, const T* weight, const T* bias,
-                 int out_features, GemmEpilogue epilogue, T* y, cudaStream_t stream) {
+                 int out_features, GemmEpilogue epilogue, T* y, cudaStream_t stream,
+                 const T* residual = nullptr) {
     return RunImpl(GemmDTypeOf<T>::value, x, rows, in_features, weight, bias, out_features,
-                   epilogue, y, stream);
+                   epilogue, y, residual, stream);
   }
 
   // Describes the algorithm of a cached plan for this exact shape (any alignment), e.g.
@@ -172,10 +177,18 @@ class Gemm {
   // (rows or row bucket, in, out, dtype, epilogue, alignment).
   using Key = std::tuple<int, int, int, int, int, int>;
 
+  // The device operands of one call (residual: null unless kBiasResidual).
+  struct Operands {
+    const void* x;
+    const void* weight;
+    const void* residual;
+    void* y;
+  };
+
   Gemm() = default;
   CudaStatus RunImpl(GemmDType dtype, const void* x, int rows, int in_features, const void* weight,
                      const void* bias, int out_features, GemmEpilogue epilogue, void* y,
-                     cudaStream_t stream);
+                     const void* residual, cudaStream_t stream);
   CudaStatus MakePlan(GemmDType dtype, int rows, int in_features, int out_features,
                       GemmEpilogue epilogue, std::unique_ptr<Plan>* plan);
   // Asks the heuristic for up to `max_count` algorithms usable with the workspace and the
@@ -184,17 +197,16 @@ class Gemm {
                        std::vector<cublasLtMatmulHeuristicResult_t>* results);
   // Gives `plan` (exact key `key`) its algorithm: heuristic top-1 (autotune off, or
   // capturing), the bucket's tuned algorithm, or a new tuning (Tune).
-  CudaStatus SelectAlgo(Plan* plan, const Key& key, bool capturing, const void* x,
-                        const void* weight, void* y, cudaStream_t stream);
+  CudaStatus SelectAlgo(Plan* plan, const Key& key, bool capturing, const Operands& ops,
+                        cudaStream_t stream);
   // Times the candidates on the real operands and records the winner for key's bucket.
-  CudaStatus Tune(Plan* plan, const Key& key, const void* x, const void* weight, void* y,
-                  cudaStream_t stream);
+  CudaStatus Tune(Plan* plan, const Key& key, const Operands& ops, cudaStream_t stream);
   static Key BucketKey(const Key& key);
   // Mean time of one launch (ms) of `algo`, best of kTimedSamples; false when it failed.
-  bool TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
-                const void* weight, void* y, cudaStream_t stream, float* ms);
-  CudaStatus Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const void* x,
-                    const void* weight, void* y, cudaStream_t stream) const;
+  bool TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Operands& ops,
+                cudaStream_t stream, float* ms);
+  CudaStatus Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Operands& ops,
+                    cudaStream_t stream) const;
   std::string DescribePlanImpl(GemmDType dtype, int rows, int in_features, int out_features,
                                GemmEpilogue epilogue) const;
 

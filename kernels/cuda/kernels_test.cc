@@ -446,6 +446,39 @@ void CheckGemm(GemmShape s, TestDType dtype) {
   ASSERT_STATUS_OK(gemm->Run<T>(d_x.get(), s.rows, s.in, d_w.get(), d_b.get(), s.out,
                                 GemmEpilogue::kBias, d_y.get(), nullptr));
   EXPECT_EQ(gemm->num_plans(), plans);
+
+  // kBiasResidual: y = x·Wᵀ + b + residual (C = residual, beta = 1), untuned and autotuned (the
+  // timed runs must leave the residual alone and y right).
+  std::vector<float> r = RandomVector(static_cast<size_t>(s.rows) * s.out, rng, 2.0f);
+  RoundThrough<T>(&r);
+  DeviceArray<T> d_r(r);
+  ASSERT_STATUS_OK(d_r.status());
+  std::vector<float> ref(static_cast<size_t>(s.rows) * s.out);
+  cpu::Linear(x.data(), s.rows, s.in, w.data(), b.data(), s.out, cpu::Epilogue::kBias, ref.data());
+  for (size_t i = 0; i < ref.size(); ++i) ref[i] += r[i];
+  GemmOptions tuned_options;
+  tuned_options.autotune = true;
+  std::unique_ptr<Gemm> tuned;
+  ASSERT_STATUS_OK(Gemm::Create(tuned_options, &tuned));
+  CudaStream stream;
+  ASSERT_STATUS_OK(stream.Create());
+  for (Gemm* g : {gemm.get(), tuned.get()}) {
+    const std::string what =
+        std::string("Gemm bias+residual") + (g == tuned.get() ? " autotuned" : "");
+    ASSERT_CUDA_OK(d_y.Poison());
+    ASSERT_STATUS_OK(g->Run<T>(d_x.get(), s.rows, s.in, d_w.get(), d_b.get(), s.out,
+                               GemmEpilogue::kBiasResidual, d_y.get(), stream.get(), d_r.get()));
+    ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
+    ExpectClose(d_y.Download(), ref, dtype, what);
+    EXPECT_EQ(d_r.Download(), r) << what << ": the residual changed";
+  }
+  // A residual goes with kBiasResidual only.
+  EXPECT_FALSE(gemm->Run<T>(d_x.get(), s.rows, s.in, d_w.get(), d_b.get(), s.out,
+                            GemmEpilogue::kBias, d_y.get(), nullptr, d_r.get())
+                   .ok());
+  EXPECT_FALSE(gemm->Run<T>(d_x.get(), s.rows, s.in, d_w.get(), d_b.get(), s.out,
+                            GemmEpilogue::kBiasResidual, d_y.get(), nullptr)
+                   .ok());
 }
 
 TEST_P(GemmTest, MatchesCpuLinear) {

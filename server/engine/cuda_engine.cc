@@ -87,6 +87,13 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   absl::Status Init();
   // Whether the FFN's bias + GELU runs as the FFN-up GEMM's epilogue (see fused_gelu).
   bool GeluInEpilogue() const;
+  // hidden_ = LayerNorm(x · weightᵀ + bias + hidden_): the projection closing an attention or
+  // FFN block. `scratch` [rows, hidden] takes the GEMM's output; `norm_op` names the
+  // LayerNorm for the op observer, `block` the errors. residual_in_gemm picks where bias and
+  // residual are added.
+  absl::Status ProjectAddNorm(const T* x, int in_features, const T* weight, const T* bias, int rows,
+                              T* scratch, const char* norm_op, const float* gamma,
+                              const float* beta, const char* block);
   // Uploads a host fp32 tensor as T (through the fp32 staging buffer) or as fp32.
   absl::Status Upload(const HostTensor& tensor, DeviceBuffer<T>* out);
   absl::Status UploadFloat(const HostTensor& tensor, DeviceBuffer<float>* out);
@@ -227,6 +234,31 @@ absl::Status CudaEngine<T>::UploadFloat(const HostTensor& tensor, DeviceBuffer<f
   return CudaCall(cudaMemcpyAsync(out->get(), tensor.data.data(), n * sizeof(float),
                                   cudaMemcpyHostToDevice, stream_.get()),
                   "weight upload");
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::ProjectAddNorm(const T* x, int in_features, const T* weight,
+                                           const T* bias, int rows, T* scratch, const char* norm_op,
+                                           const float* gamma, const float* beta,
+                                           const char* block) {
+  const ModelConfig& c = model_->config;
+  const int h = c.hidden_size;
+  cudaStream_t stream = stream_.get();
+  // With residual_in_gemm the GEMM adds bias and residual, and the LayerNorm reads only its
+  // output; otherwise the LayerNorm kernel adds them.
+  const bool in_gemm = options_.residual_in_gemm;
+  const CudaStatus projected =
+      in_gemm ? gemm_->Run<T>(x, rows, in_features, weight, bias, h,
+                              cuda::GemmEpilogue::kBiasResidual, scratch, stream, hidden_.get())
+              : gemm_->Run<T>(x, rows, in_features, weight, nullptr, h, cuda::GemmEpilogue::kNone,
+                              scratch, stream);
+  if (!projected.ok()) return ToStatus(projected, absl::StrCat(block, " GEMM").c_str());
+  Mark(norm_op);
+  const cudaError_t normed = cuda::LaunchAddBiasResidualLayerNorm<T>(
+      scratch, in_gemm ? nullptr : bias, in_gemm ? nullptr : hidden_.get(), gamma, beta, rows, h,
+      c.layer_norm_eps, hidden_.get(), stream);
+  if (normed == cudaSuccess) return absl::OkStatus();
+  return CudaCall(normed, absl::StrCat(block, " LayerNorm").c_str());
 }
 
 template <typename T>
@@ -648,16 +680,10 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
     // The QKV buffer is free after attention: it takes the projections' outputs.
     T* projected = qkv_.get();
     Mark("attn_out_gemm");
-    RETURN_IF_ERROR(
-        ToStatus(gemm_->Run<T>(context_.get(), rows, h, L.attention_output_weight.get(), nullptr, h,
-                               cuda::GemmEpilogue::kNone, projected, stream),
-                 "attention output GEMM"));
-    Mark("attn_layernorm");
-    RETURN_IF_ERROR(CudaCall(
-        cuda::LaunchAddBiasResidualLayerNorm<T>(
-            projected, L.attention_output_bias.get(), hidden_.get(), L.attention_norm_gamma.get(),
-            L.attention_norm_beta.get(), rows, h, c.layer_norm_eps, hidden_.get(), stream),
-        "attention LayerNorm"));
+    RETURN_IF_ERROR(ProjectAddNorm(context_.get(), h, L.attention_output_weight.get(),
+                                   L.attention_output_bias.get(), rows, projected, "attn_layernorm",
+                                   L.attention_norm_gamma.get(), L.attention_norm_beta.get(),
+                                   "attention output"));
     Mark("ffn_up_gemm");
     if (GeluInEpilogue()) {
       RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
@@ -678,15 +704,9 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
           "GELU"));
     }
     Mark("ffn_down_gemm");
-    RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(ffn_.get(), rows, inter, L.output_weight.get(), nullptr,
-                                           h, cuda::GemmEpilogue::kNone, projected, stream),
-                             "FFN-down GEMM"));
-    Mark("ffn_layernorm");
-    RETURN_IF_ERROR(CudaCall(
-        cuda::LaunchAddBiasResidualLayerNorm<T>(projected, L.output_bias.get(), hidden_.get(),
-                                                L.output_norm_gamma.get(), L.output_norm_beta.get(),
-                                                rows, h, c.layer_norm_eps, hidden_.get(), stream),
-        "output LayerNorm"));
+    RETURN_IF_ERROR(ProjectAddNorm(ffn_.get(), inter, L.output_weight.get(), L.output_bias.get(),
+                                   rows, projected, "ffn_layernorm", L.output_norm_gamma.get(),
+                                   L.output_norm_beta.get(), "FFN output"));
     if (next_layer_output < selection.layers.size() && selection.layers[next_layer_output] == l) {
       RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, static_cast<int>(next_layer_output)));
       ++next_layer_output;

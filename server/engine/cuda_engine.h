@@ -59,6 +59,12 @@ struct CudaEngineOptions {
   // Time cuBLASLt's candidate algorithms per GEMM shape on first use and keep the fastest
   // (kernels/cuda/gemm.h); false: cuBLASLt's heuristic choice.
   bool gemm_autotune = true;
+  // Add each block's bias and residual in the epilogue of the GEMM before its LayerNorm
+  // (cuBLASLt C = residual, beta = 1), so that the LayerNorm reads one [tokens, hidden]
+  // tensor instead of two. In fp16/bf16 the sum is then rounded once before the LayerNorm
+  // (as PyTorch's fp16 BERT does) instead of being formed in fp32 inside it. Off until the
+  // benchmark shows it pays (bench/NOTES.md).
+  bool residual_in_gemm = false;
 };
 
 // Errors: FAILED_PRECONDITION when no usable GPU is present (no driver/device) or the model

@@ -145,6 +145,14 @@ constexpr char kNoGpu[] = "no CUDA GPU on this machine (cudaGetDeviceCount == 0 
 
 using GoldenParam = std::tuple<std::string, DType>;
 
+std::string GoldenName(const ::testing::TestParamInfo<GoldenParam>& info) {
+  std::string name = std::get<0>(info.param) + "_" + ShortName(std::get<1>(info.param));
+  for (char& ch : name) {
+    if (ch == '-') ch = '_';
+  }
+  return name;
+}
+
 class CudaGoldenTest : public ::testing::TestWithParam<GoldenParam> {
  protected:
   void SetUp() override {
@@ -213,13 +221,7 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaGoldenTest,
                          ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
                                             ::testing::Values(DType::kFloat32, DType::kFloat16,
                                                               DType::kBFloat16)),
-                         [](const auto& info) {
-                           std::string name =
-                               std::get<0>(info.param) + "_" + ShortName(std::get<1>(info.param));
-                           for (char& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         GoldenName);
 
 // ---------------------------------------------------------------------------------------
 // fused_gelu: the golden models use the erf GELU. In fp16/bf16 the fused path (cuBLASLt's
@@ -282,13 +284,56 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaFusedGeluTest,
                          ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
                                             ::testing::Values(DType::kFloat32, DType::kFloat16,
                                                               DType::kBFloat16)),
-                         [](const auto& info) {
-                           std::string name =
-                               std::get<0>(info.param) + "_" + ShortName(std::get<1>(info.param));
-                           for (char& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         GoldenName);
+
+// ---------------------------------------------------------------------------------------
+// residual_in_gemm: bias and residual added in the GEMM's epilogue before each LayerNorm.
+// Every tensor within the dtype's tolerance of the reference, as the default path is.
+
+class CudaResidualInGemmTest : public ::testing::TestWithParam<GoldenParam> {
+ protected:
+  void SetUp() override {
+    if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
+  }
+};
+
+TEST_P(CudaResidualInGemmTest, MatchesReference) {
+  const auto& [name, dtype] = GetParam();
+  auto fixture = LoadGoldenFixture(name);
+  ASSERT_TRUE(fixture.ok()) << fixture.status();
+  CudaEngineOptions options = Options(dtype, 4096);
+  options.residual_in_gemm = true;
+  auto engine = CreateCudaEngine(fixture->model, options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const OutputSelection& sel = fixture->selection;
+  for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
+    EncoderOutput out;
+    ASSERT_TRUE((*engine)->Encode(fixture->batch, sel, &out).ok());
+    auto check = [&](const std::string& tensor, const std::vector<float>& got) {
+      auto ref = fixture->expected.ReadFloat32(tensor, nullptr);
+      ASSERT_TRUE(ref.ok()) << ref.status();
+      ASSERT_EQ(got.size(), ref->size()) << tensor;
+      EXPECT_EQ(CountNonFinite(got), 0u) << tensor;
+      const double err = RelativeError(got, *ref);
+      if (run == 0 && tensor == "sequence_output") {
+        std::printf("%s %s residual_in_gemm sequence relative error %.3g\n", name.c_str(),
+                    ShortName(dtype), err);
+      }
+      EXPECT_LE(err, Tolerance(dtype)) << tensor << " run " << run;
+    };
+    check("sequence_output", out.sequence);
+    check("pooled_output", out.pooled);
+    for (size_t l = 0; l < out.layers.size(); ++l) {
+      check("encoder_outputs." + std::to_string(sel.layers[l]), out.layers[l]);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaResidualInGemmTest,
+                         ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
+                                            ::testing::Values(DType::kFloat32, DType::kFloat16,
+                                                              DType::kBFloat16)),
+                         GoldenName);
 
 // ---------------------------------------------------------------------------------------
 // Against the CPU engine on a random-weights BERT-base.

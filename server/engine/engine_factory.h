@@ -25,7 +25,8 @@ struct EngineOptions {
   bool cuda_graphs = true;    // replay CUDA graphs for repeated batch shapes ...
   int max_graph_rows = 4096;  // ... of at most this many rows
   bool fused_gelu = true;     // fp16/bf16: bias + GELU in the FFN-up GEMM's epilogue
-  bool gemm_autotune = true;  // time cuBLASLt's candidate algorithms per GEMM shape
+  bool gemm_autotune = true;
+  bool residual_in_gemm = false;  // time cuBLASLt's candidate algorithms per GEMM shape
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
