@@ -31,18 +31,10 @@
 #include <utility>
 #include <vector>
 
+#include "bench/cuda_check.h"
 #include "kernels/cuda/attention.h"
 
 namespace {
-
-#define CHECK_CUDA(expr)                                                                           \
-  do {                                                                                             \
-    const cudaError_t err_ = (expr);                                                               \
-    if (err_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                                \
-    }                                                                                              \
-  } while (0)
 
 constexpr int kHeads = 12;
 constexpr int kHeadDim = 64;

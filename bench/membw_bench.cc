@@ -20,18 +20,10 @@
 #include <cstring>
 #include <vector>
 
+#include "bench/cuda_check.h"
 #include "bench/membw_kernels.h"
 
 namespace {
-
-#define CHECK_CUDA(expr)                                                        \
-  do {                                                                          \
-    const cudaError_t err_ = (expr);                                            \
-    if (err_ != cudaSuccess) {                                                  \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                             \
-    }                                                                           \
-  } while (0)
 
 using bert::bench::MemPattern;
 
@@ -124,8 +116,8 @@ int main(int argc, char** argv) {
 #else  // !BERT_WITH_CUDA
 
 int main() {
-  std::printf("membw_bench: built without CUDA (--config=nocuda)\n");
-  return 0;
+  std::fprintf(stderr, "membw_bench: built with --config=nocuda; nothing to time\n");
+  return 1;
 }
 
 #endif
