@@ -6,7 +6,8 @@
 //   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
 //             [--cuda_graphs=true|false] [--max_graph_rows=4096] [--fused_gelu=true|false]
-//             [--gemm_autotune=true|false] [--residual_in_gemm=true|false] [--profile]
+//             [--gemm_autotune=true|false] [--residual_in_gemm=true|false]
+//             [--overlap_copies=true|false] [--outputs=pooled|layers] [--profile]
 //             [--profile_batches=1,128]
 //
 // --model_dir loads a Hugging Face BERT directory (bench/hf_baseline.py --save_model writes
@@ -14,8 +15,10 @@
 // --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
 // --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture),
 // for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune,
-// --residual_in_gemm: the engine options of the same names (CudaEngineOptions; defaults as in
-// serving). Each result line names the options it ran with.
+// --residual_in_gemm, --overlap_copies: the engine options of the same names
+// (CudaEngineOptions; defaults as in serving). --outputs: what each Encode returns, the pooled
+// vectors (default) or every layer's output (encoder_outputs: what overlap_copies is for).
+// Each result line names the options it ran with.
 // --profile: afterwards, fp16 at --profile_batches x --seq (and the variable-length batch when
 // given): the engine's op observer (CudaOpObserver) records a CUDA event before every op of
 // one Encode; the time between consecutive events is charged to the op that starts at the
@@ -57,6 +60,8 @@ struct Options {
   bool fused_gelu = true;
   bool gemm_autotune = true;
   bool residual_in_gemm = false;
+  bool overlap_copies = true;
+  bool all_layers = false;  // --outputs=layers
   bool profile = false;
   std::vector<int> profile_batches = {1, 128};
 };
@@ -105,6 +110,14 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->gemm_autotune = ParseBool(v);
     } else if (const char* v = value("residual_in_gemm")) {
       o->residual_in_gemm = ParseBool(v);
+    } else if (const char* v = value("overlap_copies")) {
+      o->overlap_copies = ParseBool(v);
+    } else if (const char* v = value("outputs")) {
+      if (std::string(v) != "pooled" && std::string(v) != "layers") {
+        std::fprintf(stderr, "--outputs: pooled or layers\n");
+        return false;
+      }
+      o->all_layers = std::string(v) == "layers";
     } else if (a == "--profile" || a == "--profile=true") {
       o->profile = true;
     } else if (const char* v = value("profile_batches")) {
@@ -127,6 +140,7 @@ CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
   e.fused_gelu = o.fused_gelu;
   e.gemm_autotune = o.gemm_autotune;
   e.residual_in_gemm = o.residual_in_gemm;
+  e.overlap_copies = o.overlap_copies;
   return e;
 }
 
@@ -136,7 +150,8 @@ std::string Describe(const Options& o) {
       o.cuda_graphs ? "graphs<=" + std::to_string(o.max_graph_rows) : std::string("graphs=off");
   return graphs + " gelu=" + (o.fused_gelu ? "fused" : "exact") +
          " autotune=" + (o.gemm_autotune ? "on" : "off") +
-         (o.residual_in_gemm ? " residual=gemm" : "");
+         (o.residual_in_gemm ? " residual=gemm" : "") + (o.overlap_copies ? "" : " copies=serial") +
+         (o.all_layers ? " outputs=layers" : "");
 }
 
 double Median(std::vector<double> v) {
@@ -323,6 +338,9 @@ int Run(const Options& o) {
       const EncoderBatch batch = MakeBatch(lengths, model->config, 42);
       OutputSelection sel;
       sel.pooled = true;
+      if (o.all_layers) {
+        for (int l = 0; l < model->config.num_layers; ++l) sel.layers.push_back(l);
+      }
       EncoderOutput out;
       std::vector<double> gpu, wall;
       for (int i = 0; i < o.iters + 5; ++i) {

@@ -65,6 +65,8 @@ ABSL_FLAG(bool, fused_gelu, true,
           "< 1/4 fp16 ulp from erf GELU); false: the exact erf pass");
 ABSL_FLAG(bool, residual_in_gemm, false,
           "CUDA backend: add bias and residual in the GEMM's epilogue before each LayerNorm");
+ABSL_FLAG(bool, cuda_overlap_copies, true,
+          "CUDA backend: copy outputs back on a second stream, overlapping later layers");
 ABSL_FLAG(bool, gemm_autotune, true,
           "CUDA backend: time cuBLASLt's candidate algorithms per GEMM shape on first use");
 ABSL_FLAG(int, default_seq_length, 128, "seq_length of requests that leave it 0");
@@ -209,6 +211,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.fused_gelu = absl::GetFlag(FLAGS_fused_gelu);
   engine_options.gemm_autotune = absl::GetFlag(FLAGS_gemm_autotune);
   engine_options.residual_in_gemm = absl::GetFlag(FLAGS_residual_in_gemm);
+  engine_options.overlap_copies = absl::GetFlag(FLAGS_cuda_overlap_copies);
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
   auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
   if (!dtype.ok()) return dtype.status();

@@ -141,6 +141,17 @@ PY
       rc=${PIPESTATUS[0]}
       table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench $vname" "$rc" "$((SECONDS - start))")")
     done
+    # Every layer's output back (encoder_outputs), copies overlapped on a second stream vs on
+    # the compute stream.
+    for variant in "layers_overlap --overlap_copies=true" "layers_serial --overlap_copies=false"; do
+      local vname="${variant%% *}" vflag="${variant#* }"
+      start=$SECONDS
+      LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --dtypes=fp16 \
+        --batches=8,32 --outputs=layers $vflag --json="$logs/ours_$vname.json" 2>&1 |
+        tee "$logs/ours_$vname.log"
+      rc=${PIPESTATUS[0]}
+      table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench $vname" "$rc" "$((SECONDS - start))")")
+    done
     # fp16 without CUDA graphs (what the graphs gain) and the per-op profile (--profile).
     start=$SECONDS
     LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \

@@ -234,9 +234,10 @@ class CudaEvent {
   CudaEvent(const CudaEvent&) = delete;
   CudaEvent& operator=(const CudaEvent&) = delete;
 
-  CudaStatus Create() {
+  // flags: cudaEventDefault, or e.g. cudaEventDisableTiming for events that only order streams.
+  CudaStatus Create(unsigned int flags = cudaEventDefault) {
     cudaEvent_t e = nullptr;
-    BERT_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e));
+    BERT_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, flags));
     if (event_ != nullptr) cudaEventDestroy(event_);
     event_ = e;
     return CudaStatus::Ok();

@@ -112,12 +112,25 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   void Mark(const char* op) {
     if (observer_ != nullptr) observer_->OnOp(op, static_cast<void*>(stream_.get()));
   }
-  // Enqueues a copy of `count` device values (T or fp32) into the pinned buffer for output
-  // `slot`; Flush fills the output (it runs early when the pinned buffer is full, never while
-  // capturing).
+  // Output copies. Each output is first put in fp32 into one of two device staging buffers
+  // (stage_) on the main stream, then copied into the pinned buffer for output `slot` — on
+  // copy_stream_ when overlap_copies, so that the copy of layer l's output runs while layer
+  // l + 1 computes. Events order the two streams: a stage is refilled only after its copy
+  // (stage_free_), copied only after it is filled (stage_ready_), and JoinCopies makes the
+  // main stream wait for every copy in flight (before the batch's stop event, a Flush, and the
+  // end of a graph capture, which thereby joins the copy stream back). Flush fills the output
+  // (it runs early when the pinned buffer is full, never while capturing).
+  //
+  // Converts (or, for fp32, copies) `count` device values of T into a stage and copies it out.
   absl::Status CopyOut(const T* src, size_t count, int slot);
-  absl::Status CopyOutFloat(const float* src, size_t count, int slot);
-  // Waits for the stream, then moves the pending outputs into *output_.
+  // The next stage to fill (on the main stream, after its previous copy is done).
+  float* AcquireStage(int* index);
+  // Copies the first `count` values of stage `index` into the pinned buffer for `slot`.
+  absl::Status CopyStageOut(int index, size_t count, int slot);
+  absl::Status JoinCopies();
+  // Forgets copies in flight whose events a failed capture recorded (they were never run).
+  void ForgetCopies();
+  // Joins the copies, waits for the stream, then moves the pending outputs into *output_.
   absl::Status Flush();
 
   // Output slots: >= 0 is output->layers[slot].
@@ -161,6 +174,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   std::string device_name_;
 
   cuda::CudaStream stream_;
+  cuda::CudaStream copy_stream_;  // output copies (overlap_copies)
   cuda::CudaEvent start_, stop_;
   float last_gpu_ms_ = 0.f;
   std::unique_ptr<cuda::Gemm> gemm_;
@@ -179,9 +193,12 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   DeviceBuffer<T> context_;               // [tokens, hidden]: attention output
   DeviceBuffer<T> ffn_;                   // [tokens, intermediate]
   DeviceBuffer<T> pool_in_, pool_dense_;  // [tokens (as sequences), hidden]
-  DeviceBuffer<float> out_f32_;           // [tokens, hidden] fp32 results before the copy out
-  cuda::PinnedBuffer<float> host_out_;    // [2 * tokens, hidden]: outputs before Flush
-  DeviceBuffer<float> staging_;           // fp32 staging for weight conversion (load only)
+  DeviceBuffer<float> stage_[2];          // [tokens, hidden] fp32 outputs before the copy out
+  cuda::CudaEvent stage_ready_[2], stage_free_[2];
+  bool stage_in_flight_[2] = {false, false};  // a copy out of the stage may still run
+  int next_stage_ = 0;
+  cuda::PinnedBuffer<float> host_out_;  // [2 * tokens, hidden]: outputs before Flush
+  DeviceBuffer<float> staging_;         // fp32 staging for weight conversion (load only)
 };
 
 template <typename T>
@@ -321,7 +338,7 @@ absl::Status CudaEngine<T>::Init() {
       std::is_same<T, float>::value ? 0 : std::min<size_t>(largest, 4u << 20);
   const size_t workspace_bytes =
       tokens * (hidden * 3 + hidden + hidden + inter + 2 * hidden) * sizeof(T) +
-      tokens * hidden * sizeof(float) + tokens * 4 * sizeof(int32_t) +
+      2 * tokens * hidden * sizeof(float) + tokens * 4 * sizeof(int32_t) +
       cuda::kGemmDefaultWorkspaceBytes + staging_values * sizeof(float);
   const size_t needed = weight_values * sizeof(T) + workspace_bytes;
   size_t free_bytes = 0, total_bytes = 0;
@@ -335,6 +352,11 @@ absl::Status CudaEngine<T>::Init() {
   }
 
   RETURN_IF_ERROR(ToStatus(stream_.Create(), "creating the stream"));
+  RETURN_IF_ERROR(ToStatus(copy_stream_.Create(), "creating the copy stream"));
+  for (int k = 0; k < 2; ++k) {
+    RETURN_IF_ERROR(ToStatus(stage_ready_[k].Create(cudaEventDisableTiming), "creating events"));
+    RETURN_IF_ERROR(ToStatus(stage_free_[k].Create(cudaEventDisableTiming), "creating events"));
+  }
   RETURN_IF_ERROR(ToStatus(start_.Create(), "creating events"));
   RETURN_IF_ERROR(ToStatus(stop_.Create(), "creating events"));
   cuda::GemmOptions gemm_options;
@@ -378,7 +400,9 @@ absl::Status CudaEngine<T>::Init() {
   RETURN_IF_ERROR(ToStatus(ffn_.Allocate(tokens * inter), "allocating workspace"));
   RETURN_IF_ERROR(ToStatus(pool_in_.Allocate(tokens * hidden), "allocating workspace"));
   RETURN_IF_ERROR(ToStatus(pool_dense_.Allocate(tokens * hidden), "allocating workspace"));
-  RETURN_IF_ERROR(ToStatus(out_f32_.Allocate(tokens * hidden), "allocating workspace"));
+  for (DeviceBuffer<float>& stage : stage_) {
+    RETURN_IF_ERROR(ToStatus(stage.Allocate(tokens * hidden), "allocating workspace"));
+  }
   RETURN_IF_ERROR(ToStatus(host_out_.Allocate(2 * tokens * hidden), "allocating pinned memory"));
 
   RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "loading weights"));
@@ -388,6 +412,7 @@ absl::Status CudaEngine<T>::Init() {
 
 template <typename T>
 absl::Status CudaEngine<T>::Flush() {
+  RETURN_IF_ERROR(JoinCopies());
   RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "running the encoder"));
   for (const PendingCopy& p : pending_) {
     std::vector<float>* dst = p.slot == kSlotSequence     ? &output_->sequence
@@ -403,7 +428,20 @@ absl::Status CudaEngine<T>::Flush() {
 }
 
 template <typename T>
-absl::Status CudaEngine<T>::CopyOutFloat(const float* src, size_t count, int slot) {
+float* CudaEngine<T>::AcquireStage(int* index) {
+  const int k = next_stage_;
+  next_stage_ ^= 1;
+  if (stage_in_flight_[k]) {
+    // Recorded on the copy stream by CopyStageOut: cannot fail for valid handles.
+    cudaStreamWaitEvent(stream_.get(), stage_free_[k].get(), 0);
+    stage_in_flight_[k] = false;
+  }
+  *index = k;
+  return stage_[k].get();
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::CopyStageOut(int index, size_t count, int slot) {
   if (count == 0) return absl::OkStatus();
   if (pending_used_ + count > host_out_.size()) {
     // RunDevice never captures such a batch; a sync here would break the capture.
@@ -411,25 +449,62 @@ absl::Status CudaEngine<T>::CopyOutFloat(const float* src, size_t count, int slo
     RETURN_IF_ERROR(Flush());
   }
   Mark("copy_out");
-  RETURN_IF_ERROR(
-      CudaCall(cudaMemcpyAsync(host_out_.get() + pending_used_, src, count * sizeof(float),
-                               cudaMemcpyDeviceToHost, stream_.get()),
-               "copying outputs"));
+  float* dst = host_out_.get() + pending_used_;
+  const float* src = stage_[index].get();
+  if (options_.overlap_copies) {
+    cudaStream_t copy = copy_stream_.get();
+    RETURN_IF_ERROR(CudaCall(cudaEventRecord(stage_ready_[index].get(), stream_.get()),
+                             "ordering the output copy"));
+    RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(copy, stage_ready_[index].get(), 0),
+                             "ordering the output copy"));
+    RETURN_IF_ERROR(
+        CudaCall(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, copy),
+                 "copying outputs"));
+    RETURN_IF_ERROR(
+        CudaCall(cudaEventRecord(stage_free_[index].get(), copy), "ordering the output copy"));
+    stage_in_flight_[index] = true;
+  } else {
+    RETURN_IF_ERROR(CudaCall(
+        cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()),
+        "copying outputs"));
+  }
   pending_.push_back(PendingCopy{pending_used_, count, slot});
   pending_used_ += count;
   return absl::OkStatus();
 }
 
 template <typename T>
-absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, int slot) {
-  if (std::is_same<T, float>::value) {
-    return CopyOutFloat(reinterpret_cast<const float*>(src), count, slot);
+absl::Status CudaEngine<T>::JoinCopies() {
+  for (int k = 0; k < 2; ++k) {
+    if (!stage_in_flight_[k]) continue;
+    stage_in_flight_[k] = false;
+    RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(stream_.get(), stage_free_[k].get(), 0),
+                             "joining the output copies"));
   }
+  return absl::OkStatus();
+}
+
+template <typename T>
+void CudaEngine<T>::ForgetCopies() {
+  stage_in_flight_[0] = stage_in_flight_[1] = false;
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, int slot) {
+  if (count == 0) return absl::OkStatus();
   Mark("copy_out");
-  // out_f32_ is reused by the next conversion only after this copy (stream order).
-  RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<T, float>(src, count, out_f32_.get(), stream_.get()),
-                           "converting outputs"));
-  return CopyOutFloat(out_f32_.get(), count, slot);
+  int index = 0;
+  float* stage = AcquireStage(&index);
+  // The stage decouples the copy from `src`, which the next layer overwrites.
+  if (std::is_same<T, float>::value) {
+    RETURN_IF_ERROR(CudaCall(
+        cudaMemcpyAsync(stage, src, count * sizeof(float), cudaMemcpyDeviceToDevice, stream_.get()),
+        "staging outputs"));
+  } else {
+    RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<T, float>(src, count, stage, stream_.get()),
+                             "converting outputs"));
+  }
+  return CopyStageOut(index, count, slot);
 }
 
 template <typename T>
@@ -590,6 +665,7 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
     // Capture failures are not sticky: clear the error, never try this key again, and run
     // it eagerly (which reports any real fault).
     cudaGetLastError();
+    ForgetCopies();
     if (exec != nullptr) cudaGraphExecDestroy(exec);
     ++graph_stats_.capture_failures;
     graph_stats_.last_capture_error =
@@ -722,26 +798,31 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
     RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(pool_in_.get(), n, h, pooler_weight_.get(), nullptr, h,
                                            cuda::GemmEpilogue::kNone, pool_dense_.get(), stream),
                              "pooler GEMM"));
-    RETURN_IF_ERROR(CudaCall(cuda::LaunchBiasTanhToFloat<T>(pool_dense_.get(), pooler_bias_.get(),
-                                                            n, h, out_f32_.get(), stream),
-                             "pooler tanh"));
+    int index = 0;
+    float* stage = AcquireStage(&index);
+    RETURN_IF_ERROR(CudaCall(
+        cuda::LaunchBiasTanhToFloat<T>(pool_dense_.get(), pooler_bias_.get(), n, h, stage, stream),
+        "pooler tanh"));
     if (selection.normalize) {
-      RETURN_IF_ERROR(
-          CudaCall(cuda::LaunchL2Normalize(out_f32_.get(), n, h, stream), "normalising"));
+      RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
     }
-    RETURN_IF_ERROR(CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, kSlotPooled));
+    RETURN_IF_ERROR(CopyStageOut(index, static_cast<size_t>(n) * h, kSlotPooled));
   }
   if (selection.mean_pooled) {
     Mark("mean_pool");
-    RETURN_IF_ERROR(CudaCall(
-        cuda::LaunchMeanPool<T>(hidden_.get(), d_cu, d_valid, n, h, out_f32_.get(), stream),
-        "mean pooling"));
+    int index = 0;
+    float* stage = AcquireStage(&index);
+    RETURN_IF_ERROR(
+        CudaCall(cuda::LaunchMeanPool<T>(hidden_.get(), d_cu, d_valid, n, h, stage, stream),
+                 "mean pooling"));
     if (selection.normalize) {
-      RETURN_IF_ERROR(
-          CudaCall(cuda::LaunchL2Normalize(out_f32_.get(), n, h, stream), "normalising"));
+      RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
     }
-    RETURN_IF_ERROR(CopyOutFloat(out_f32_.get(), static_cast<size_t>(n) * h, kSlotMeanPooled));
+    RETURN_IF_ERROR(CopyStageOut(index, static_cast<size_t>(n) * h, kSlotMeanPooled));
   }
+  // The copy stream joins back here: the batch's stop event, and a captured graph, end after
+  // the last copy.
+  RETURN_IF_ERROR(JoinCopies());
   Mark("end");
   return absl::OkStatus();
 }

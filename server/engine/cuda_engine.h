@@ -5,9 +5,10 @@
 // parameters stay fp32), and every device and pinned host buffer is sized once from
 // `max_batch_tokens`: Encode allocates no device memory. A batch with more rows than the budget
 // runs as consecutive groups of whole sequences (outputs concatenated); a single sequence
-// longer than the budget is INVALID_ARGUMENT. One CUDA stream; per batch one packed copy of
+// longer than the budget is INVALID_ARGUMENT. One compute stream; per batch one packed copy of
 // ids/types/cu_rows/num_valid, then embeddings + LayerNorm, the encoder blocks, and the
-// requested outputs copied back as fp32.
+// requested outputs copied back as fp32 (on a second stream, overlapping later layers, with
+// overlap_copies).
 //
 // CUDA graphs (CudaEngineOptions::cuda_graphs, default on): every device and pinned pointer
 // a batch uses is fixed at creation, and the launches depend only on the shape key (total
@@ -65,6 +66,9 @@ struct CudaEngineOptions {
   // (as PyTorch's fp16 BERT does) instead of being formed in fp32 inside it. Off until the
   // benchmark shows it pays (bench/NOTES.md).
   bool residual_in_gemm = false;
+  // Copy outputs back on a second stream, so that copying one layer's output overlaps the
+  // next layers' compute (encoder_outputs); false: every copy on the compute stream.
+  bool overlap_copies = true;
 };
 
 // Errors: FAILED_PRECONDITION when no usable GPU is present (no driver/device) or the model

@@ -703,6 +703,46 @@ TEST_P(CudaGraphTest, OpObserverSeesEveryOpAndChangesNothing) {
   ExpectSameOutputs(observed, plain, "captured after observing");
 }
 
+// overlap_copies: outputs copied on the second stream equal those copied on the compute
+// stream, eagerly, captured and replayed, and when the outputs overflow the pinned buffer
+// (flushed in the middle of the forward).
+TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopies) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  OutputSelection all;
+  all.sequence = true;
+  all.pooled = true;
+  all.mean_pooled = true;
+  for (int l = 0; l < c.num_layers; ++l) all.layers.push_back(l);
+  // 1024 tokens: every output fits the pinned buffer (graphs); 64: 60 rows x 5 outputs do
+  // not, so the eager forward flushes part-way.
+  for (const int max_tokens : {1024, 64}) {
+    CudaEngineOptions serial_options = Untuned(Options(dtype, max_tokens));
+    serial_options.overlap_copies = false;
+    CudaEngineOptions overlap_options = Untuned(Options(dtype, max_tokens));
+    overlap_options.overlap_copies = true;
+    auto serial = CreateCudaEngine(model, serial_options);
+    auto overlapped = CreateCudaEngine(model, overlap_options);
+    ASSERT_TRUE(serial.ok() && overlapped.ok());
+    std::mt19937 rng(31);
+    const EncoderBatch batch = ShapedBatch(c, {21, 39}, 0, rng);
+    for (int run = 0; run < 3; ++run) {
+      EncoderOutput want, got;
+      ASSERT_TRUE((*serial)->Encode(batch, all, &want).ok());
+      const absl::Status st = (*overlapped)->Encode(batch, all, &got);
+      ASSERT_TRUE(st.ok()) << st;
+      ASSERT_EQ(got.layers.size(), all.layers.size());
+      ExpectSameOutputs(got, want,
+                        "max_tokens " + std::to_string(max_tokens) + " run " + std::to_string(run));
+    }
+    const CudaGraphStats s = dynamic_cast<CudaEngineTiming*>(overlapped->get())->graph_stats();
+    EXPECT_EQ(s.capture_failures, 0) << s.last_capture_error;
+    EXPECT_EQ(s.captures, max_tokens == 1024 ? 1 : 0);
+  }
+}
+
 TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {
   const DType dtype = GetParam();
   std::shared_ptr<const Model> model = TinyModel();

@@ -40,6 +40,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> 
   cuda.fused_gelu = options.fused_gelu;
   cuda.gemm_autotune = options.gemm_autotune;
   cuda.residual_in_gemm = options.residual_in_gemm;
+  cuda.overlap_copies = options.overlap_copies;
   if (CudaDeviceCount() == 0) {
     // UNAVAILABLE lets "auto" fall back to the CPU; CreateCudaEngine says why in detail.
     CudaEngineOptions probe = cuda;

@@ -26,7 +26,8 @@ struct EngineOptions {
   int max_graph_rows = 4096;  // ... of at most this many rows
   bool fused_gelu = true;     // fp16/bf16: bias + GELU in the FFN-up GEMM's epilogue
   bool gemm_autotune = true;
-  bool residual_in_gemm = false;  // time cuBLASLt's candidate algorithms per GEMM shape
+  bool residual_in_gemm = false;
+  bool overlap_copies = true;  // time cuBLASLt's candidate algorithms per GEMM shape
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
