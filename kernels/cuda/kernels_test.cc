@@ -174,12 +174,14 @@ TEST_P(RowKernelTest, BiasGelu) {
 
 const TestDType kAllDTypes[] = {TestDType::kF32, TestDType::kF16, TestDType::kBF16};
 
+// 2100 x 768 is past kHoistParamsMaxRows (layer_norm.cu): the other LayerNorm variant.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, RowKernelTest,
     ::testing::Combine(::testing::ValuesIn(kAllDTypes),
                        ::testing::Values(RowShape{1, 768}, RowShape{7, 384}, RowShape{512, 128},
                                          RowShape{33, 64}, RowShape{300, 768}, RowShape{5, 100},
-                                         RowShape{3, 1024}, RowShape{2, 1000})),
+                                         RowShape{3, 1024}, RowShape{2, 1000},
+                                         RowShape{2100, 768})),
     [](const auto& info) {
       const RowShape s = std::get<1>(info.param);
       return std::string(TestDTypeName(std::get<0>(info.param))) + "_r" + std::to_string(s.rows) +

@@ -12,8 +12,13 @@ namespace {
 using internal::kLnWarpsPerBlock;
 using internal::LnColumn;
 
+// Batches of at most this many rows hoist the gamma/beta loads (LnNormalizeStore): with 4
+// rows per block that is <= 512 blocks, under 4 per SM on an H100/H200, where occupancy does
+// not limit the kernel but per-row latency does.
+constexpr int kHoistParamsMaxRows = 2048;
+
 // No __restrict__ on residual/out: they may alias.
-template <typename T, int kVec, int kChunks>
+template <typename T, int kVec, int kChunks, bool kHoistParams>
 __global__ void AddBiasResidualLnKernel(const T* x, const T* bias, const T* residual,
                                         const float* __restrict__ gamma,
                                         const float* __restrict__ beta, int rows, int hidden,
@@ -45,7 +50,8 @@ __global__ void AddBiasResidualLnKernel(const T* x, const T* bias, const T* resi
       for (int i = 0; i < kVec; ++i) v[c][i] = xs[i];
     }
   }
-  internal::LnNormalizeStore<T, kVec, kChunks>(v, lane, hidden, gamma, beta, eps, out + base);
+  internal::LnNormalizeStore<T, kVec, kChunks, kHoistParams>(v, lane, hidden, gamma, beta, eps,
+                                                             out + base);
 }
 
 template <typename T>
@@ -65,8 +71,13 @@ struct LaunchAddBiasResidualLn {
   void operator()() const {
     const dim3 block(32, kLnWarpsPerBlock);
     const dim3 grid((rows + kLnWarpsPerBlock - 1) / kLnWarpsPerBlock);
-    AddBiasResidualLnKernel<T, kVec, kChunks>
-        <<<grid, block, 0, stream>>>(x, bias, residual, gamma, beta, rows, hidden, eps, out);
+    if (rows <= kHoistParamsMaxRows) {
+      AddBiasResidualLnKernel<T, kVec, kChunks, true>
+          <<<grid, block, 0, stream>>>(x, bias, residual, gamma, beta, rows, hidden, eps, out);
+    } else {
+      AddBiasResidualLnKernel<T, kVec, kChunks, false>
+          <<<grid, block, 0, stream>>>(x, bias, residual, gamma, beta, rows, hidden, eps, out);
+    }
   }
 };
 
