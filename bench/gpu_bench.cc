@@ -296,6 +296,13 @@ int Run(const Options& o) {
   if (o.profile) {
     for (int b : o.profile_batches) max_tokens = std::max(max_tokens, b * o.seq);
   }
+  // The engine's pinned output buffer holds 2 * max_tokens rows: with every layer returned,
+  // size it so that a whole batch's outputs fit (no flush in the middle of a timed forward,
+  // and CUDA graphs stay possible).
+  const int engine_tokens =
+      o.all_layers
+          ? std::max<int>(max_tokens, (model->config.num_layers * max_tokens + 1) / 2 + max_tokens)
+          : max_tokens;
 
   // Issue 7's memory goal: BERT-base fp16 weights + a 16K-token workspace <= 2 GB. The
   // difference in free device memory around creating that engine (the CUDA context is
@@ -323,7 +330,7 @@ int Run(const Options& o) {
       std::fprintf(stderr, "%s\n", dtype.status().ToString().c_str());
       return 1;
     }
-    auto engine = CreateCudaEngine(model, EngineOptions(o, *dtype, max_tokens));
+    auto engine = CreateCudaEngine(model, EngineOptions(o, *dtype, engine_tokens));
     if (!engine.ok()) {
       std::fprintf(stderr, "creating the CUDA engine: %s\n", engine.status().ToString().c_str());
       return 1;

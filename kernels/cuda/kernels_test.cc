@@ -467,7 +467,10 @@ void CheckGemm(GemmShape s, TestDType dtype) {
   for (Gemm* g : {gemm.get(), tuned.get()}) {
     const std::string what =
         std::string("Gemm bias+residual") + (g == tuned.get() ? " autotuned" : "");
+    // Poison() runs on the legacy stream, which does not order the non-blocking `stream`.
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
     ASSERT_CUDA_OK(d_y.Poison());
+    ASSERT_CUDA_OK(cudaDeviceSynchronize());
     ASSERT_STATUS_OK(g->Run<T>(d_x.get(), s.rows, s.in, d_w.get(), d_b.get(), s.out,
                                GemmEpilogue::kBiasResidual, d_y.get(), stream.get(), d_r.get()));
     ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));

@@ -123,10 +123,12 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   //
   // Converts (or, for fp32, copies) `count` device values of T into a stage and copies it out.
   absl::Status CopyOut(const T* src, size_t count, int slot);
-  // The next stage to fill (on the main stream, after its previous copy is done).
-  float* AcquireStage(int* index);
-  // Copies the first `count` values of stage `index` into the pinned buffer for `slot`.
-  absl::Status CopyStageOut(int index, size_t count, int slot);
+  // The next stage to fill: its index and buffer (on the main stream, after its previous
+  // copy is done).
+  absl::Status AcquireStage(int* index, float** stage);
+  // Copies `count` fp32 values at `src` into the pinned buffer for `slot`: `src` is stage
+  // `index`, or, when index < 0 (only without overlap_copies), any device buffer.
+  absl::Status CopyToHost(const float* src, int index, size_t count, int slot);
   absl::Status JoinCopies();
   // Forgets copies in flight whose events a failed capture recorded (they were never run).
   void ForgetCopies();
@@ -428,20 +430,21 @@ absl::Status CudaEngine<T>::Flush() {
 }
 
 template <typename T>
-float* CudaEngine<T>::AcquireStage(int* index) {
+absl::Status CudaEngine<T>::AcquireStage(int* index, float** stage) {
   const int k = next_stage_;
   next_stage_ ^= 1;
   if (stage_in_flight_[k]) {
-    // Recorded on the copy stream by CopyStageOut: cannot fail for valid handles.
-    cudaStreamWaitEvent(stream_.get(), stage_free_[k].get(), 0);
     stage_in_flight_[k] = false;
+    RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(stream_.get(), stage_free_[k].get(), 0),
+                             "ordering the output copy"));
   }
   *index = k;
-  return stage_[k].get();
+  *stage = stage_[k].get();
+  return absl::OkStatus();
 }
 
 template <typename T>
-absl::Status CudaEngine<T>::CopyStageOut(int index, size_t count, int slot) {
+absl::Status CudaEngine<T>::CopyToHost(const float* src, int index, size_t count, int slot) {
   if (count == 0) return absl::OkStatus();
   if (pending_used_ + count > host_out_.size()) {
     // RunDevice never captures such a batch; a sync here would break the capture.
@@ -450,8 +453,7 @@ absl::Status CudaEngine<T>::CopyStageOut(int index, size_t count, int slot) {
   }
   Mark("copy_out");
   float* dst = host_out_.get() + pending_used_;
-  const float* src = stage_[index].get();
-  if (options_.overlap_copies) {
+  if (options_.overlap_copies && index >= 0) {
     cudaStream_t copy = copy_stream_.get();
     RETURN_IF_ERROR(CudaCall(cudaEventRecord(stage_ready_[index].get(), stream_.get()),
                              "ordering the output copy"));
@@ -492,9 +494,14 @@ void CudaEngine<T>::ForgetCopies() {
 template <typename T>
 absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, int slot) {
   if (count == 0) return absl::OkStatus();
+  if (std::is_same<T, float>::value && !options_.overlap_copies) {
+    // In stream order the copy ends before the next layer overwrites `src`: no stage needed.
+    return CopyToHost(reinterpret_cast<const float*>(src), -1, count, slot);
+  }
   Mark("copy_out");
   int index = 0;
-  float* stage = AcquireStage(&index);
+  float* stage = nullptr;
+  RETURN_IF_ERROR(AcquireStage(&index, &stage));
   // The stage decouples the copy from `src`, which the next layer overwrites.
   if (std::is_same<T, float>::value) {
     RETURN_IF_ERROR(CudaCall(
@@ -504,7 +511,7 @@ absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, int slot) {
     RETURN_IF_ERROR(CudaCall(cuda::LaunchConvert<T, float>(src, count, stage, stream_.get()),
                              "converting outputs"));
   }
-  return CopyStageOut(index, count, slot);
+  return CopyToHost(stage, index, count, slot);
 }
 
 template <typename T>
@@ -653,6 +660,9 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
   capturing_ = true;
   const absl::Status enqueued = EnqueueForward(rows, n, max_rows, selection);
   capturing_ = false;
+  // A forward that failed part-way may have left the copy stream forked: join it so that the
+  // capture ends cleanly (the events were recorded in this capture).
+  if (!enqueued.ok()) JoinCopies().IgnoreError();
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
   cudaGraphExec_t exec = nullptr;
@@ -799,26 +809,28 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                                            cuda::GemmEpilogue::kNone, pool_dense_.get(), stream),
                              "pooler GEMM"));
     int index = 0;
-    float* stage = AcquireStage(&index);
+    float* stage = nullptr;
+    RETURN_IF_ERROR(AcquireStage(&index, &stage));
     RETURN_IF_ERROR(CudaCall(
         cuda::LaunchBiasTanhToFloat<T>(pool_dense_.get(), pooler_bias_.get(), n, h, stage, stream),
         "pooler tanh"));
     if (selection.normalize) {
       RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
     }
-    RETURN_IF_ERROR(CopyStageOut(index, static_cast<size_t>(n) * h, kSlotPooled));
+    RETURN_IF_ERROR(CopyToHost(stage, index, static_cast<size_t>(n) * h, kSlotPooled));
   }
   if (selection.mean_pooled) {
     Mark("mean_pool");
     int index = 0;
-    float* stage = AcquireStage(&index);
+    float* stage = nullptr;
+    RETURN_IF_ERROR(AcquireStage(&index, &stage));
     RETURN_IF_ERROR(
         CudaCall(cuda::LaunchMeanPool<T>(hidden_.get(), d_cu, d_valid, n, h, stage, stream),
                  "mean pooling"));
     if (selection.normalize) {
       RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
     }
-    RETURN_IF_ERROR(CopyStageOut(index, static_cast<size_t>(n) * h, kSlotMeanPooled));
+    RETURN_IF_ERROR(CopyToHost(stage, index, static_cast<size_t>(n) * h, kSlotMeanPooled));
   }
   // The copy stream joins back here: the batch's stop event, and a captured graph, end after
   // the last copy.
