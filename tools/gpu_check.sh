@@ -191,6 +191,8 @@ PY
         "exact_gelu=$logs/ours_exact_gelu.json" "no_autotune=$logs/ours_no_autotune.json" \
         "graphs_all_rows=$logs/ours_graphs_all_rows.json" \
         "residual_in_gemm=$logs/ours_residual_in_gemm.json" | tee "$logs/compare.md"
+      python3 bench/goals.py "$logs/ours.json" "$logs/hf.json" "$logs/ours.log" |
+        tee "$logs/goals.md"
     fi
   fi
 

@@ -87,3 +87,43 @@ def test_gelu_emulation_matches_reference_and_bounds_the_epilogue():
     fused = emu.rel(emu.forward(w, cfg, *args, emu.ROUND["fp16"], "fused"), ref)
     assert 1e-4 < exact < 5e-3
     assert abs(fused / exact - 1.0) < 0.1
+
+
+def run_goals(tmp_path, ours, hf, log_text=None):
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    (tmp_path / "hf.json").write_text(json.dumps(hf))
+    args = [sys.executable, str(ROOT / "bench" / "goals.py"), str(tmp_path / "ours.json"),
+            str(tmp_path / "hf.json")]
+    if log_text is not None:
+        (tmp_path / "ours.log").write_text(log_text)
+        args.append(str(tmp_path / "ours.log"))
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("| fp16")]
+    return {cells[0]: cells[1:] for cells in rows}
+
+
+def test_goals_met_missed_and_missing(tmp_path):
+    ours = [row("fp16", "seq128", 128, 16384, 5.5), row("fp16", "seq128", 1, 128, 0.40),
+            row("fp16", "seq128", 32, 4096, 1.5), row("fp16", "varlen", 256, 9172, 3.5)]
+    hf = [row("fp16", "seq128", 128, 16384, 7.0, mode="compile"),
+          row("fp16", "varlen", 256, 9172, 15.0, mode="eager")]
+    log = "memory: fp16 engine with a 16384-token workspace uses 660.0 MiB of device memory\n"
+    goals = run_goals(tmp_path, ours, hf, log)
+    assert len(goals) == 7
+    rows_128 = [v for k, v in goals.items() if k.startswith("fp16 batch 128 x 128")]
+    assert rows_128 == [["23,273 seq/s (5.500 ms)", "met"]]
+    ratio = [v for k, v in goals.items() if "HF torch.compile" in k]
+    assert ratio == [["1.27x (HF compile 7.000 ms)", "met"]]
+    assert [v for k, v in goals.items() if k.startswith("fp16 batch 1 x")] == [["0.400 ms",
+                                                                             "NOT met"]]
+    assert [v for k, v in goals.items() if k.startswith("fp16 batch 32 x")] == [["1.500 ms",
+                                                                              "met"]]
+    assert [v for k, v in goals.items() if "M real tokens/s" in k] == [["2.62 M tokens/s",
+                                                                      "met"]]
+    assert [v for k, v in goals.items() if "HF eager" in k] == [["4.29x", "met"]]
+    assert [v for k, v in goals.items() if "MiB" in k] == [["660 MiB", "met"]]
+    # Without the HF side or the log: those goals say so instead of guessing.
+    goals = run_goals(tmp_path, ours, [])
+    assert [v for k, v in goals.items() if "HF torch.compile" in k] == [["–", "no data"]]
+    assert [v for k, v in goals.items() if "MiB" in k] == [["–", "no data"]]
