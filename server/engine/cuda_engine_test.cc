@@ -1,8 +1,12 @@
 // The CUDA engine: a clear error without a GPU (runs everywhere, CI included), and with a
 // GPU: the golden fixtures (tests/golden, Hugging Face outputs) in fp32 (<= 1e-5 relative on
 // every tensor, padded rows included) and fp16/bf16 (<= 2e-2 relative, pooled cosine >=
-// 0.9999), and agreement with the CPU engine on a random-weights BERT-base over a ragged batch
-// with padding rows and every output head. GPU cases skip with the reason when no GPU.
+// 0.9999), with the default options and with fused_gelu off (no worse than the exact GELU)
+// and residual_in_gemm on; agreement with the CPU engine on a random-weights BERT-base over a
+// ragged batch with padding rows and every output head; CUDA graphs bit-exact against eager
+// runs (repeated and alternating shapes, LRU eviction, max_graph_rows); output copies on the
+// second stream bit-exact against copies on the compute stream. GPU cases skip with the
+// reason when no GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
