@@ -225,6 +225,16 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
                   << LogKv("backend", info.backend) << LogKv("device", info.device)
                   << LogKv("dtype", DTypeName(info.dtype))
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - load_start));
+  if (info.backend == "cuda") {
+    auto flag = [](bool on) { return on ? "true" : "false"; };
+    BERT_LOG(kInfo) << "cuda engine options"
+                    << LogKv("cuda_graphs", flag(engine_options.cuda_graphs))
+                    << LogKv("cuda_graph_max_rows", engine_options.max_graph_rows)
+                    << LogKv("fused_gelu", flag(engine_options.fused_gelu))
+                    << LogKv("gemm_autotune", flag(engine_options.gemm_autotune))
+                    << LogKv("cuda_overlap_copies", flag(engine_options.overlap_copies))
+                    << LogKv("residual_in_gemm", flag(engine_options.residual_in_gemm));
+  }
 
   PipelineOptions options;
   options.max_concurrent_requests = absl::GetFlag(FLAGS_max_concurrent_requests);
