@@ -33,6 +33,7 @@
 
 #include "bench/cuda_check.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/host_convert.h"
 
 namespace {
 
@@ -44,25 +45,6 @@ struct Shape {
   std::vector<int32_t> lengths;
   double torch_sdpa_ms;  // 0 when there is no anchor
 };
-
-template <typename T>
-T FromFloat(float x);
-template <>
-float FromFloat<float>(float x) {
-  return x;
-}
-template <>
-__half FromFloat<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-float ToFloat(float x) { return x; }
-float ToFloat(__half x) { return __half2float(x); }
-float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 struct Timing {
   double median_ms;
@@ -82,7 +64,7 @@ Timing TimeShape(const std::vector<int32_t>& lengths, int iters, bert::cuda::Att
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
   std::vector<T> qkv(rows * 3 * hidden);
-  for (auto& x : qkv) x = FromFloat<T>(dist(rng));
+  for (auto& x : qkv) x = bert::cuda::HostFromFloat<T>(dist(rng));
 
   T *d_qkv = nullptr, *d_out = nullptr;
   int32_t *d_cu = nullptr, *d_valid = nullptr;
@@ -121,7 +103,7 @@ Timing TimeShape(const std::vector<int32_t>& lengths, int iters, bert::cuda::Att
   std::vector<T> out(rows * hidden);
   CHECK_CUDA(cudaMemcpy(out.data(), d_out, out.size() * sizeof(T), cudaMemcpyDeviceToHost));
   int64_t non_finite = 0;
-  for (const T& x : out) non_finite += !std::isfinite(ToFloat(x));
+  for (const T& x : out) non_finite += !std::isfinite(bert::cuda::HostToFloat(x));
 
   std::sort(ms.begin(), ms.end());
 

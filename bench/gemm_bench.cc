@@ -29,6 +29,7 @@
 
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/host_convert.h"
 
 namespace bert {
 namespace cuda {
@@ -60,23 +61,10 @@ const Shape kShapes[] = {
   BENCH_CHECK(::bert::cuda::MakeCudaStatus((expr), #expr, __FILE__, __LINE__))
 
 template <typename T>
-T FromFloat(float v) {
-  return static_cast<T>(v);
-}
-template <>
-__half FromFloat<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-template <typename T>
 void Fill(DeviceBuffer<T>* buf, size_t n, float scale, std::mt19937& rng) {
   std::normal_distribution<float> dist(0.0f, scale);
   std::vector<T> host(n);
-  for (T& v : host) v = FromFloat<T>(dist(rng));
+  for (T& v : host) v = HostFromFloat<T>(dist(rng));
   BENCH_CHECK(buf->Allocate(n));
   BENCH_CUDA(cudaMemcpy(buf->get(), host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
 }

@@ -29,6 +29,7 @@
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/host_convert.h"
 
 namespace bert::cuda {
 namespace {
@@ -88,26 +89,6 @@ std::string PatternName(Pattern p) {
   }
   return "?";
 }
-
-// Host-side value conversion for each element type.
-template <typename T>
-T FromFloat(float x);
-template <>
-float FromFloat<float>(float x) {
-  return x;
-}
-template <>
-__half FromFloat<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-float ToFloat(float x) { return x; }
-float ToFloat(__half x) { return __half2float(x); }
-float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 // A batch shape: rows and valid keys per sequence, the heads, and the max_rows the caller
 // passes (may exceed the real maximum).
@@ -204,8 +185,8 @@ std::vector<double> Reference(const std::vector<float>& qkv, const Batch& b, int
       }
     }
   };
-  const int threads = static_cast<int>(
-      std::clamp<unsigned>(std::thread::hardware_concurrency(), 1u, 16u));
+  const int threads =
+      static_cast<int>(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1u, 16u));
   std::vector<std::thread> pool;
   const int per_thread = (num_seqs + threads - 1) / threads;
   for (int t = 0; t < threads; ++t) {
@@ -277,8 +258,8 @@ Inputs<T> MakeInputs(Pattern pattern, int head_dim, std::mt19937& rng) {
   for (int64_t r = 0; r < in.total; ++r) {
     for (int c = 0; c < 3 * in.hidden; ++c) {
       const int64_t i = r * 3 * in.hidden + c;
-      in.qkv_t[i] = FromFloat<T>(c < 2 * in.hidden ? qk(rng) : vd(rng));
-      in.qkv_f[i] = ToFloat(in.qkv_t[i]);
+      in.qkv_t[i] = HostFromFloat<T>(c < 2 * in.hidden ? qk(rng) : vd(rng));
+      in.qkv_f[i] = HostToFloat(in.qkv_t[i]);
     }
   }
   return in;
@@ -372,7 +353,7 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
     int64_t bad = 0, unwritten = 0;
     double worst = 0;
     for (int64_t i = 0; i < total * hidden; ++i) {
-      const double got = ToFloat(out_t[i]);
+      const double got = HostToFloat(out_t[i]);
       if (!std::isfinite(got)) {
         if (++unwritten <= 5)
           ADD_FAILURE() << "output " << i << " (row " << i / hidden << ", col " << i % hidden
@@ -483,7 +464,7 @@ class VarlenAttentionTileIdentityTest : public ::testing::TestWithParam<Identity
       for (size_t i = 0; i < got.size(); ++i) {
         if (std::memcmp(&got[i], &base[i], sizeof(T)) != 0 && ++differ <= 5) {
           ADD_FAILURE() << "row " << i / in.hidden << " col " << i % in.hidden << ": "
-                        << ToFloat(got[i]) << " vs 64-row tile " << ToFloat(base[i]);
+                        << HostToFloat(got[i]) << " vs 64-row tile " << HostToFloat(base[i]);
         }
       }
       EXPECT_EQ(differ, 0) << "of " << got.size() << " outputs differ from the 64-row tile's";
@@ -500,14 +481,14 @@ TEST_P(VarlenAttentionTileIdentityTest, AllTileHeightsBitwiseEqual) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    TensorCore, VarlenAttentionTileIdentityTest,
-    ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16),
-                       ::testing::Values(32, 64, 128), kAllPatterns),
-    [](const ::testing::TestParamInfo<IdentityParam>& info) {
-      return DTypeName(std::get<0>(info.param)) + "_d" + std::to_string(std::get<1>(info.param)) +
-             "_" + PatternName(std::get<2>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(TensorCore, VarlenAttentionTileIdentityTest,
+                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16),
+                                            ::testing::Values(32, 64, 128), kAllPatterns),
+                         [](const ::testing::TestParamInfo<IdentityParam>& info) {
+                           return DTypeName(std::get<0>(info.param)) + "_d" +
+                                  std::to_string(std::get<1>(info.param)) + "_" +
+                                  PatternName(std::get<2>(info.param));
+                         });
 
 TEST(VarlenAttentionArgs, AutoTileFollowsTheLaunchRule) {
   std::string why;

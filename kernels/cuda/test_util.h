@@ -15,6 +15,7 @@
 
 #include "kernels/cpu/test_util.h"
 #include "kernels/cuda/cuda_utils.h"
+#include "kernels/cuda/host_convert.h"
 
 namespace bert {
 namespace cuda {
@@ -57,21 +58,6 @@ inline bool HaveGpu(std::string* why) {
   }
   return true;
 }
-
-template <typename T>
-T HostFromFloat(float x) {
-  if constexpr (std::is_same<T, float>::value) {
-    return x;
-  } else if constexpr (std::is_same<T, __half>::value) {
-    return __float2half_rn(x);
-  } else {
-    return __float2bfloat16_rn(x);
-  }
-}
-
-inline float HostToFloat(float x) { return x; }
-inline float HostToFloat(__half x) { return __half2float(x); }
-inline float HostToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 // Rounds every value through T (so the CPU reference sees exactly the device's inputs).
 template <typename T>
