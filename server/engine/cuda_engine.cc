@@ -82,7 +82,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
 
  private:
   CudaEngine(std::shared_ptr<const Model> model, const CudaEngineOptions& options)
-      : options_(options), max_tokens_(options.max_batch_tokens), model_(std::move(model)) {}
+      : options_(options), model_(std::move(model)) {}
 
   absl::Status Init();
   // Whether the FFN's bias + GELU runs as the FFN-up GEMM's epilogue (see fused_gelu).
@@ -171,7 +171,6 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   CudaGraphStats graph_stats_;
 
   const CudaEngineOptions options_;
-  const int max_tokens_;  // options_.max_batch_tokens
   std::shared_ptr<const Model> model_;
   std::string device_name_;
 
@@ -187,7 +186,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   std::vector<DeviceLayer<T>> layers_;
   DeviceBuffer<T> pooler_weight_, pooler_bias_;
 
-  // Workspace, sized from max_tokens_ (a sequence has >= 1 row, so <= max_tokens_ of them).
+  // Workspace, sized from max_batch_tokens (a sequence has >= 1 row, so <= that many of them).
   DeviceBuffer<int32_t> ints_;  // word ids | type ids | cu_rows | num_valid
   cuda::PinnedBuffer<int32_t> host_ints_;
   DeviceBuffer<T> hidden_;                // [tokens, hidden]: the residual stream
@@ -221,14 +220,10 @@ bool CudaEngine<T>::GeluInEpilogue() const {
 
 template <typename T>
 absl::Status CudaEngine<T>::Upload(const HostTensor& tensor, DeviceBuffer<T>* out) {
+  if constexpr (std::is_same<T, float>::value) return UploadFloat(tensor, out);
   const size_t n = static_cast<size_t>(tensor.size());
   RETURN_IF_ERROR(ToStatus(out->Allocate(n), "allocating weights"));
   if (n == 0) return absl::OkStatus();
-  if (std::is_same<T, float>::value) {
-    return CudaCall(cudaMemcpyAsync(out->get(), tensor.data.data(), n * sizeof(float),
-                                    cudaMemcpyHostToDevice, stream_.get()),
-                    "weight upload");
-  }
   // Through the fp32 staging buffer (stream-ordered: each copy waits for the previous
   // conversion that read the staging buffer).
   const size_t chunk = staging_.size();
@@ -284,9 +279,9 @@ template <typename T>
 absl::Status CudaEngine<T>::Init() {
   const ModelConfig& c = model_->config;
   const ModelWeights& w = model_->weights;
-  if (max_tokens_ < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CUDA engine: max_batch_tokens must be >= 1, got ", max_tokens_));
+  if (options_.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA engine: max_batch_tokens must be >= 1, got ", options_.max_batch_tokens));
   }
   if (options_.max_graph_rows < 0) {
     return absl::InvalidArgumentError(
@@ -333,7 +328,7 @@ absl::Status CudaEngine<T>::Init() {
                         static_cast<size_t>(l.intermediate_weight.size()),
                         static_cast<size_t>(l.output_weight.size())});
   }
-  const size_t tokens = static_cast<size_t>(max_tokens_);
+  const size_t tokens = static_cast<size_t>(options_.max_batch_tokens);
   const size_t hidden = static_cast<size_t>(c.hidden_size);
   const size_t inter = static_cast<size_t>(c.intermediate_size);
   const size_t staging_values =
@@ -348,9 +343,9 @@ absl::Status CudaEngine<T>::Init() {
   if (needed + (64u << 20) > free_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("CUDA engine: model ", model_->name, " in ", DTypeName(options_.dtype),
-                     " with a ", max_tokens_, "-token workspace needs ", needed >> 20, " MiB but ",
-                     prop.name, " has ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
-                     " MiB; lower --max_batch_tokens or use a smaller dtype"));
+                     " with a ", options_.max_batch_tokens, "-token workspace needs ", needed >> 20,
+                     " MiB but ", prop.name, " has ", free_bytes >> 20, " MiB free of ",
+                     total_bytes >> 20, " MiB; lower --max_batch_tokens or use a smaller dtype"));
   }
 
   RETURN_IF_ERROR(ToStatus(stream_.Create(), "creating the stream"));
@@ -519,7 +514,8 @@ absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelect
                                    EncoderOutput* output) {
   RETURN_IF_ERROR(ValidateBatch(model_->config, batch));
   RETURN_IF_ERROR(ValidateSelection(model_->config, has_pooler(), selection));
-  if (batch.total_rows() <= max_tokens_) return EncodeFitting(batch, selection, output);
+  if (batch.total_rows() <= options_.max_batch_tokens)
+    return EncodeFitting(batch, selection, output);
 
   // More rows than the workspace: run consecutive groups of whole sequences that fit, and
   // concatenate their outputs (every output is laid out along rows or sequences).
@@ -532,12 +528,13 @@ absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelect
   for (int first = 0; first < n;) {
     int last = first;
     int rows = 0;
-    while (last < n && rows + batch.rows(last) <= max_tokens_) rows += batch.rows(last++);
+    while (last < n && rows + batch.rows(last) <= options_.max_batch_tokens)
+      rows += batch.rows(last++);
     if (last == first) {
       *output = EncoderOutput();
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", first, " has ", batch.rows(first),
-                                                     " rows, more than this CUDA engine's ",
-                                                     "max_batch_tokens ", max_tokens_));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", first, " has ", batch.rows(first), " rows, more than this CUDA engine's ",
+          "max_batch_tokens ", options_.max_batch_tokens));
     }
     const int row_begin = batch.cu_rows[first];
     const int row_end = batch.cu_rows[last];
@@ -800,6 +797,18 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
   }
 
   if (selection.sequence) RETURN_IF_ERROR(CopyOut(hidden_.get(), hidden_values, kSlotSequence));
+  // A [n, hidden] fp32 head: `fill` writes it into a stage, then the optional L2
+  // normalisation and the copy out.
+  auto head_to_host = [&](auto fill, const char* what, int slot) -> absl::Status {
+    int index = 0;
+    float* stage = nullptr;
+    RETURN_IF_ERROR(AcquireStage(&index, &stage));
+    RETURN_IF_ERROR(CudaCall(fill(stage), what));
+    if (selection.normalize) {
+      RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
+    }
+    return CopyToHost(stage, index, static_cast<size_t>(n) * h, slot);
+  };
   if (selection.pooled) {
     Mark("pooler");
     RETURN_IF_ERROR(
@@ -808,29 +817,20 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
     RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(pool_in_.get(), n, h, pooler_weight_.get(), nullptr, h,
                                            cuda::GemmEpilogue::kNone, pool_dense_.get(), stream),
                              "pooler GEMM"));
-    int index = 0;
-    float* stage = nullptr;
-    RETURN_IF_ERROR(AcquireStage(&index, &stage));
-    RETURN_IF_ERROR(CudaCall(
-        cuda::LaunchBiasTanhToFloat<T>(pool_dense_.get(), pooler_bias_.get(), n, h, stage, stream),
-        "pooler tanh"));
-    if (selection.normalize) {
-      RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
-    }
-    RETURN_IF_ERROR(CopyToHost(stage, index, static_cast<size_t>(n) * h, kSlotPooled));
+    RETURN_IF_ERROR(head_to_host(
+        [&](float* stage) {
+          return cuda::LaunchBiasTanhToFloat<T>(pool_dense_.get(), pooler_bias_.get(), n, h, stage,
+                                                stream);
+        },
+        "pooler tanh", kSlotPooled));
   }
   if (selection.mean_pooled) {
     Mark("mean_pool");
-    int index = 0;
-    float* stage = nullptr;
-    RETURN_IF_ERROR(AcquireStage(&index, &stage));
-    RETURN_IF_ERROR(
-        CudaCall(cuda::LaunchMeanPool<T>(hidden_.get(), d_cu, d_valid, n, h, stage, stream),
-                 "mean pooling"));
-    if (selection.normalize) {
-      RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
-    }
-    RETURN_IF_ERROR(CopyToHost(stage, index, static_cast<size_t>(n) * h, kSlotMeanPooled));
+    RETURN_IF_ERROR(head_to_host(
+        [&](float* stage) {
+          return cuda::LaunchMeanPool<T>(hidden_.get(), d_cu, d_valid, n, h, stage, stream);
+        },
+        "mean pooling", kSlotMeanPooled));
   }
   // The copy stream joins back here: the batch's stop event, and a captured graph, end after
   // the last copy.

@@ -41,18 +41,10 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> 
   cuda.gemm_autotune = options.gemm_autotune;
   cuda.residual_in_gemm = options.residual_in_gemm;
   cuda.overlap_copies = options.overlap_copies;
-  if (CudaDeviceCount() == 0) {
-    // UNAVAILABLE lets "auto" fall back to the CPU; CreateCudaEngine says why in detail.
-    CudaEngineOptions probe = cuda;
-    probe.max_batch_tokens = 1;
-    auto engine = CreateCudaEngine(std::move(model), probe);
-    return absl::UnavailableError(absl::StrCat(
-        "CUDA backend unavailable: ",
-        engine.ok() ? std::string("no CUDA GPU") : std::string(engine.status().message())));
-  }
   auto engine = CreateCudaEngine(std::move(model), cuda);
-  // A model shape the CUDA kernels do not support (FAILED_PRECONDITION) is UNAVAILABLE here
-  // too, so that "auto" falls back to the CPU.
+  // No usable GPU, or a model shape the CUDA kernels do not support, is FAILED_PRECONDITION
+  // (CreateCudaEngine says which, before allocating anything): UNAVAILABLE here, so that
+  // "auto" falls back to the CPU.
   if (!engine.ok() && absl::IsFailedPrecondition(engine.status())) {
     return absl::UnavailableError(engine.status().message());
   }
