@@ -8,9 +8,6 @@
 namespace bert {
 namespace cpu {
 
-// GELU, exact form: x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))).
-inline float GeluErf(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-
 // erf(x) as x * P(x^2) / Q(x^2) on |x| <= 3.925 and +-1 beyond (where float erf rounds to 1).
 // Coefficients from our own least-squares fit of the rational form against erf in double;
 // max abs error about 4e-7 when evaluated in float, i.e. a GELU within about 2e-7 relative

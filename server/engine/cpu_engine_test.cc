@@ -84,6 +84,12 @@ TEST(CpuEngineTest, BatchEqualsOneByOne) {
   for (const Seq& s : seqs) batch.Add(s.words, s.types, 24);  // some padded, 40 is not
   EncoderOutput all;
   ASSERT_TRUE(engine->Encode(batch, Everything(), &all).ok());
+  // MaxRelDiff reads raw ranges: the outputs must have their full sizes.
+  ASSERT_EQ(all.sequence.size(), static_cast<size_t>(batch.total_rows()) * h);
+  ASSERT_EQ(all.layers.size(), 3u);
+  for (const auto& layer : all.layers) ASSERT_EQ(layer.size(), all.sequence.size());
+  ASSERT_EQ(all.pooled.size(), seqs.size() * h);
+  ASSERT_EQ(all.mean_pooled.size(), seqs.size() * h);
   for (size_t i = 0; i < seqs.size(); ++i) {
     EncoderBatch one;
     one.Add(seqs[i].words, seqs[i].types, 24);
@@ -91,6 +97,11 @@ TEST(CpuEngineTest, BatchEqualsOneByOne) {
     ASSERT_TRUE(engine->Encode(one, Everything(), &single).ok());
     const size_t offset = static_cast<size_t>(batch.cu_rows[i]) * h;
     const size_t rows = one.total_rows();
+    ASSERT_EQ(single.sequence.size(), rows * h);
+    ASSERT_EQ(single.layers.size(), 3u);
+    for (const auto& layer : single.layers) ASSERT_EQ(layer.size(), rows * h);
+    ASSERT_EQ(single.pooled.size(), static_cast<size_t>(h));
+    ASSERT_EQ(single.mean_pooled.size(), static_cast<size_t>(h));
     EXPECT_LE(MaxRelDiff(all.sequence.data() + offset, single.sequence.data(), rows * h), 1e-6);
     for (int l = 0; l < 3; ++l) {
       EXPECT_LE(MaxRelDiff(all.layers[l].data() + offset, single.layers[l].data(), rows * h), 1e-6);
