@@ -2,8 +2,8 @@
 //
 //   bert_client --server=127.0.0.1:50051 health
 //   bert_client --server=127.0.0.1:50051 info
-//   bert_client --server=127.0.0.1:50051 embed "Please subscribe to this newsletter" \
-//       "You are being offered this job role" [--heads=pooled,sequence,encoder_outputs,default]
+//   bert_client --heads=pooled,sequence embed "Please subscribe" "You are being offered a job"
+//       (heads: pooled, sequence, encoder_outputs, default)
 //   echo '{"text_a": "a question", "text_b": "its passage"}' | bert_client embed
 //   bert_client --server=... tokenize "Hello world" "first ||| second"
 //
@@ -42,6 +42,7 @@
 #include "nlohmann/json.hpp"
 #include "proto/bert/v1/bert_service.grpc.pb.h"
 #include "server/core/dtype_convert.h"
+#include "server/grpc/status_map.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call");
@@ -102,25 +103,7 @@ void Prepare(grpc::ClientContext* context) {
 }
 
 int Fail(const grpc::Status& status) {
-  static const char* kNames[] = {"OK",
-                                 "CANCELLED",
-                                 "UNKNOWN",
-                                 "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND",
-                                 "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION",
-                                 "ABORTED",
-                                 "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED",
-                                 "INTERNAL",
-                                 "UNAVAILABLE",
-                                 "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int code = status.error_code();
-  std::fprintf(stderr, "error: %s: %s\n", code >= 0 && code <= 16 ? kNames[code] : "?",
+  std::fprintf(stderr, "error: %s: %s\n", GrpcCodeName(status.error_code()),
                status.error_message().c_str());
   return 1;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints 'N passed, N failed, N skipped' from the JUnit XML files in a directory.
+"""Prints 'N passed, N failed, N skipped' from the JUnit XML files in a directory (or one file).
 
 Counts test cases (gtest cases and pytest tests), not test targets. A directory with no
 results counts as one failure: a run that executed nothing must not look green.
@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 def main() -> int:
     root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".test-results")
     passed = failed = skipped = 0
-    for path in sorted(root.glob("*.xml")):
+    for path in [root] if root.is_file() else sorted(root.glob("*.xml")):
         try:
             tree = ET.parse(path)
         except ET.ParseError:

@@ -86,20 +86,7 @@ run() {
       local rc=$?
       tail -n 25 "$logs/$name.log"
       local counts
-      counts=$(python3 - "$logs/$name.xml" <<'PY' 2>/dev/null || echo "no xml"
-import sys, xml.etree.ElementTree as ET
-r = ET.parse(sys.argv[1]).getroot()
-passed = failed = skipped = 0
-for case in r.iter("testcase"):
-    if case.find("failure") is not None or case.find("error") is not None:
-        failed += 1
-    elif case.find("skipped") is not None or case.get("result") == "skipped":
-        skipped += 1
-    else:
-        passed += 1
-print(f"{passed} passed, {failed} failed, {skipped} skipped")
-PY
-)
+      counts=$(python3 tools/count_results.py "$logs/$name.xml" 2>/dev/null | tail -n 1)
       table+=("$(printf '%-20s rc=%-3s %5ss  %s' "$name" "$rc" "$((SECONDS - start))" "$counts")")
     done
   fi

@@ -5,13 +5,16 @@
 #               for CUDA builds, libcudart/libcublas/libcublasLt from /usr/local/cuda
 #   dist/models/all-MiniLM-L6-v2/   the default model
 # deploy/docker/Dockerfile turns dist/ into an image.
-#   tools/package.sh            # CUDA build (needs the toolkit; runs on CPU-only hosts too)
+#   tools/package.sh            # CUDA build when the toolkit is at /usr/local/cuda (the
+#                               # binaries then run on CPU-only hosts too), else CPU-only
 #   tools/package.sh --nocuda   # CPU-only build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 flags=()
-[ "${1:-}" = "--nocuda" ] && flags+=(--config=nocuda)
+if [ "${1:-}" = "--nocuda" ] || [ ! -x /usr/local/cuda/bin/nvcc ]; then
+  flags+=(--config=nocuda)
+fi
 targets=(//server:bert_server //client:bert_client //tools:bert_encode //tools:bert_tokenize)
 bazel build "${flags[@]}" "${targets[@]}"
 tools/fetch_default_model.sh

@@ -5,7 +5,7 @@
 # until Ctrl-C.
 #
 #   tools/run_server.sh                  # serve; extra arguments go to bert_server
-#   tools/run_server.sh --exit_after_demo   # stop after the demo (used by the tests)
+#   tools/run_server.sh --exit_after_demo   # stop after the demo (.ci/run does this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +36,10 @@ for _ in $(seq 1 300); do
   [ "$(.run/bert_client --server=$address --timeout_ms=1000 health 2>/dev/null)" = SERVING ] && break
   sleep 1
 done
+if [ "$(.run/bert_client --server=$address --timeout_ms=1000 health 2>/dev/null)" != SERVING ]; then
+  echo "run_server: $address did not report SERVING within 300 s" >&2
+  exit 1
+fi
 
 # The seed example: two sentences, all four heads, as TF Hub's notebook prints them.
 .run/bert_client --server=$address embed --heads=default,pooled,sequence,encoder_outputs \

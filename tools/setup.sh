@@ -47,8 +47,10 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import tokenizers, grpc, grpc_tools, numpy, pytest" 2>/dev/null; then
+# Installed whenever the pinned requirements differ from what this venv last installed.
+if ! cmp -s tools/requirements-test.txt .venv/.requirements-test.txt; then
   .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements-test.txt
+  cp tools/requirements-test.txt .venv/.requirements-test.txt
 fi
 
 if [ "$want_model" = 1 ]; then

@@ -181,7 +181,7 @@ def test_text_inputs_equal_their_token_inputs(server):
             input_word_ids=e.input_word_ids[:n], input_type_ids=e.input_type_ids[:n])))
     by_ids = stub.Embed(pb2.EmbedRequest(inputs=token_inputs_, seq_length=24, heads=heads),
                         timeout=30)
-    for a, b in zip(by_text.results, by_ids.results):
+    for a, b in zip(by_text.results, by_ids.results, strict=True):
         assert a.num_tokens == b.num_tokens
         for f in ("pooled_output", "sequence_output", "mean_pooled_output"):
             np.testing.assert_allclose(decode(getattr(a, f)), decode(getattr(b, f)),

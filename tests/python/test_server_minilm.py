@@ -44,7 +44,7 @@ def test_tokenize_matches_hugging_face_tokenizers(server):
                     "  multiple   spaces\tand\nnewlines  "]
     resp = server.stub().Tokenize(pb2.TokenizeRequest(
         inputs=[pb2.TextInput(text_a=t) for t in texts]), timeout=30)
-    for t, e in zip(texts, resp.encodings):
+    for t, e in zip(texts, resp.encodings, strict=True):
         ref = hf.encode(t)
         assert list(e.input_word_ids[:e.num_tokens]) == ref.ids, t
         assert list(e.tokens) == ref.tokens, t
@@ -112,7 +112,7 @@ def test_batched_equals_one_by_one(server):
     together = stub.Embed(pb2.EmbedRequest(
         inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in texts], heads=heads,
         padding=pb2.PADDING_TRIM), timeout=60)
-    for t, r in zip(texts, together.results):
+    for t, r in zip(texts, together.results, strict=True):
         alone = stub.Embed(pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a=t))],
                                             heads=heads, padding=pb2.PADDING_TRIM),
                            timeout=60).results[0]
@@ -144,7 +144,7 @@ def test_client_cli_seed_example(server, tmp_path):
         inputs=[pb2.Input(text=pb2.TextInput(text_a=SEED[0])),
                 pb2.Input(text=pb2.TextInput(text_a=SEED[1], text_b=SEED[0]))],
         heads=[pb2.HEAD_POOLED, pb2.HEAD_MEAN_POOLED], padding=pb2.PADDING_TRIM), timeout=60)
-    for row, res in zip(rows, direct.results):
+    for row, res in zip(rows, direct.results, strict=True):
         assert row["pooled_output"]["shape"] == [384]
         np.testing.assert_allclose(row["pooled_output"]["values"], decode(res.pooled_output),
                                    rtol=1e-6)
