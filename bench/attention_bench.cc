@@ -138,20 +138,6 @@ void RunShape(const Shape& shape, int iters) {
   std::printf("%s\n", t.non_finite ? "  NON-FINITE OUTPUT" : "");
 }
 
-const char* TileName(bert::cuda::AttentionTile tile) {
-  switch (tile) {
-    case bert::cuda::AttentionTile::kAuto:
-      return "auto";
-    case bert::cuda::AttentionTile::kRows64:
-      return "m64";
-    case bert::cuda::AttentionTile::kRows32:
-      return "m32";
-    case bert::cuda::AttentionTile::kRows16:
-      return "m16";
-  }
-  return "?";
-}
-
 // Log-normal lengths with mean ~36 (mu = 3.3, sigma = 0.6), clamped to [1, 128], fixed seed.
 std::vector<int32_t> VarlenLengths() {
   std::mt19937 rng(42);
@@ -180,13 +166,13 @@ void TileSweep(const char* dtype, int iters, int sm_count) {
     const AttentionTile chosen = bert::cuda::ChooseAttentionTile(num_seqs, max_rows, kHeads);
     std::printf("tiles %-4s %-10s  CTAs(m64) %5lld / %d SMs  auto=%s ", dtype, label.c_str(),
                 static_cast<long long>(num_seqs) * kHeads * ((max_rows + 63) / 64), sm_count,
-                TileName(chosen));
+                bert::cuda::AttentionTileName(chosen));
     bool non_finite = false;
     for (AttentionTile tile : {AttentionTile::kRows64, AttentionTile::kRows32,
                                AttentionTile::kRows16, AttentionTile::kAuto}) {
       const Timing t = TimeShape<T>(lengths, iters, tile);
       non_finite |= t.non_finite != 0;
-      std::printf(" %s %7.2f us", TileName(tile), t.median_ms * 1e3);
+      std::printf(" %s %7.2f us", bert::cuda::AttentionTileName(tile), t.median_ms * 1e3);
     }
     std::printf("%s\n", non_finite ? "  NON-FINITE OUTPUT" : "");
   }

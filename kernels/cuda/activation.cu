@@ -57,14 +57,19 @@ __global__ void BiasGeluKernel(T* __restrict__ x, const T* __restrict__ bias, In
   }
 }
 
+// Launch shape: kThreads per block, kUnroll vectors per thread per step, at most kMaxBlocks
+// blocks (the grid-stride loop covers the rest).
+constexpr int kThreads = 256;
+constexpr int kUnroll = 2;
+constexpr int kMaxBlocks = 65535;
+
 template <typename T, int kVec, typename Index>
 void LaunchWithIndex(T* x, const T* bias, Index rows, Index cols, GeluKind kind,
                      cudaStream_t stream) {
-  constexpr int kThreads = 256;
-  constexpr int kUnroll = 2;
   const Index total = rows * (cols / kVec);
   const Index per_block = static_cast<Index>(kThreads) * kUnroll;
-  const int blocks = static_cast<int>(std::min<Index>((total + per_block - 1) / per_block, 65535));
+  const int blocks =
+      static_cast<int>(std::min<Index>((total + per_block - 1) / per_block, kMaxBlocks));
   if (kind == GeluKind::kErf) {
     BiasGeluKernel<T, kVec, kUnroll, GeluKind::kErf, Index>
         <<<blocks, kThreads, 0, stream>>>(x, bias, rows, cols);
@@ -77,7 +82,8 @@ void LaunchWithIndex(T* x, const T* bias, Index rows, Index cols, GeluKind kind,
 template <typename T, int kVec>
 void LaunchWithVec(T* x, const T* bias, int rows, int cols, GeluKind kind, cudaStream_t stream) {
   const int64_t elements = static_cast<int64_t>(rows) * cols;
-  if (elements < (int64_t{1} << 31) - kVec * 65535 * 256 * 2) {
+  // int32 indices while the grid-stride loop's last step cannot overflow them.
+  if (elements < (int64_t{1} << 31) - int64_t{kVec} * kMaxBlocks * kThreads * kUnroll) {
     LaunchWithIndex<T, kVec, int32_t>(x, bias, rows, cols, kind, stream);
   } else {
     LaunchWithIndex<T, kVec, int64_t>(x, bias, rows, cols, kind, stream);

@@ -10,8 +10,6 @@
 //    staged through shared memory for 16-byte coalesced stores.
 // Both: grid (query tile, head, sequence), online softmax with fp32 running max and sum,
 // keys past num_valid masked, rows past the sequence never read or written.
-#include "kernels/cuda/attention.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -20,7 +18,9 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_plan.h"
+#include "kernels/cuda/device_utils.cuh"
 
 namespace bert::cuda {
 namespace {
@@ -35,11 +35,7 @@ __device__ __forceinline__ float WarpMax(float v) {
   return v;
 }
 
-__device__ __forceinline__ float WarpSum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
-  return v;
-}
+using internal::WarpSum;
 
 // ------------------------------------ fp32 (SIMT) ------------------------------------------
 
@@ -47,7 +43,7 @@ constexpr int kF32Threads = 128;  // 4 warps
 constexpr int kF32Warps = kF32Threads / 32;
 constexpr int kF32BlockM = 32;
 constexpr int kF32RowsPerWarp = kF32BlockM / kF32Warps;  // 8
-constexpr int kF32BlockN = 32;                        // one key per lane
+constexpr int kF32BlockN = 32;                           // one key per lane
 
 template <int D>
 struct F32Layout {
@@ -489,16 +485,7 @@ int CurrentDeviceSmCount() {
 
 // Warps per CTA of the tensor-core kernel for `tile` (kAuto: the launch rule).
 int MmaWarps(AttentionTile tile, int num_seqs, int max_rows, int num_heads) {
-  switch (tile) {
-    case AttentionTile::kRows64:
-      return 4;
-    case AttentionTile::kRows32:
-      return 2;
-    case AttentionTile::kRows16:
-      return 1;
-    case AttentionTile::kAuto:
-      break;
-  }
+  if (tile != AttentionTile::kAuto) return static_cast<int>(tile) / plan::kMmaRowsPerWarp;
   return plan::ChooseMmaWarps(num_seqs, max_rows, num_heads, CurrentDeviceSmCount());
 }
 
@@ -550,14 +537,9 @@ void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_v
 }  // namespace
 
 AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads) {
-  switch (plan::ChooseMmaWarps(num_seqs, max_rows, num_heads, CurrentDeviceSmCount())) {
-    case 1:
-      return AttentionTile::kRows16;
-    case 2:
-      return AttentionTile::kRows32;
-    default:
-      return AttentionTile::kRows64;
-  }
+  // The enum's values are the tile heights.
+  return static_cast<AttentionTile>(
+      plan::MmaBlockM(plan::ChooseMmaWarps(num_seqs, max_rows, num_heads, CurrentDeviceSmCount())));
 }
 
 template <typename T>

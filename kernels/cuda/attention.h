@@ -42,6 +42,21 @@ inline bool IsSupportedAttentionHeadDim(int head_dim) {
 // fp32 ignores `tile`.
 enum class AttentionTile { kAuto = 0, kRows16 = 16, kRows32 = 32, kRows64 = 64 };
 
+// "auto", "m16", "m32" or "m64" (for test names and benchmark output).
+inline const char* AttentionTileName(AttentionTile tile) {
+  switch (tile) {
+    case AttentionTile::kAuto:
+      return "auto";
+    case AttentionTile::kRows16:
+      return "m16";
+    case AttentionTile::kRows32:
+      return "m32";
+    case AttentionTile::kRows64:
+      return "m64";
+  }
+  return "?";
+}
+
 // What kAuto resolves to for this batch on the current device (never kAuto).
 AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads);
 

@@ -30,6 +30,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/host_convert.h"
+#include "kernels/cuda/test_util.h"
 
 namespace bert::cuda {
 namespace {
@@ -52,20 +53,6 @@ std::string DTypeName(DType t) {
       return "f16";
     case DType::kBF16:
       return "bf16";
-  }
-  return "?";
-}
-
-std::string TileName(AttentionTile t) {
-  switch (t) {
-    case AttentionTile::kAuto:
-      return "auto";
-    case AttentionTile::kRows64:
-      return "m64";
-    case AttentionTile::kRows32:
-      return "m32";
-    case AttentionTile::kRows16:
-      return "m16";
   }
   return "?";
 }
@@ -218,16 +205,6 @@ class DeviceBuffer {
   size_t bytes_;
 };
 
-bool HaveDevice(std::string* why) {
-  int n = 0;
-  const cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess || n == 0) {
-    *why = std::string("no CUDA device (") + cudaGetErrorName(err) + ")";
-    return false;
-  }
-  return true;
-}
-
 // Random inputs for one batch, as T (for the device) and as the float values they hold (for
 // the reference).
 template <typename T>
@@ -307,7 +284,7 @@ void RunOnDevice(const Inputs<T>& in, int head_dim, AttentionTile tile, std::vec
 
 // Skips without a device, or without sm_80+ for fp16/bf16.
 bool SkipReason(DType dtype, std::string* why) {
-  if (!HaveDevice(why)) return true;
+  if (!testing_util::HaveGpu(why)) return true;
   if (dtype != DType::kF32) {
     cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
@@ -412,7 +389,7 @@ const auto kAllPatterns =
 
 std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
   return DTypeName(std::get<0>(info.param)) + "_d" + std::to_string(std::get<1>(info.param)) + "_" +
-         PatternName(std::get<2>(info.param)) + "_" + TileName(std::get<3>(info.param));
+         PatternName(std::get<2>(info.param)) + "_" + AttentionTileName(std::get<3>(info.param));
 }
 
 // fp32 has one tile shape (it ignores `tile`).
@@ -455,7 +432,7 @@ class VarlenAttentionTileIdentityTest : public ::testing::TestWithParam<Identity
     if (HasFatalFailure()) return;
     for (AttentionTile tile :
          {AttentionTile::kRows32, AttentionTile::kRows16, AttentionTile::kAuto}) {
-      SCOPED_TRACE("tile " + TileName(tile));
+      SCOPED_TRACE(std::string("tile ") + AttentionTileName(tile));
       std::vector<T> got;
       RunOnDevice(in, head_dim, tile, &got);
       if (HasFatalFailure()) return;
@@ -492,7 +469,7 @@ INSTANTIATE_TEST_SUITE_P(TensorCore, VarlenAttentionTileIdentityTest,
 
 TEST(VarlenAttentionArgs, AutoTileFollowsTheLaunchRule) {
   std::string why;
-  if (!HaveDevice(&why)) GTEST_SKIP() << why;
+  if (!testing_util::HaveGpu(&why)) GTEST_SKIP() << why;
   // BERT-base shapes: batch 1 x 128 (24 CTAs of 64 rows) must not keep the 64-row tile on a
   // GPU with more than 12 SMs (it would if the SM count were not found); batch 128 x 128
   // (3072 CTAs) must keep it. Sequences of 16 rows always get the 16-row tile.
@@ -504,7 +481,7 @@ TEST(VarlenAttentionArgs, AutoTileFollowsTheLaunchRule) {
 
 TEST(VarlenAttentionArgs, UnsupportedHeadDimIsALaunchError) {
   std::string why;
-  if (!HaveDevice(&why)) GTEST_SKIP() << why;
+  if (!testing_util::HaveGpu(&why)) GTEST_SKIP() << why;
   EXPECT_CUDA_OK(cudaGetLastError());
   LaunchVarlenAttention<__half>(nullptr, nullptr, nullptr, 1, 8, 2, 48, nullptr, 0);
   // The runtime names the empty-grid launch cudaErrorInvalidValue (CUDA 13, H200); any error
@@ -514,7 +491,7 @@ TEST(VarlenAttentionArgs, UnsupportedHeadDimIsALaunchError) {
 
 TEST(VarlenAttentionArgs, EmptyBatchLaunchesNothing) {
   std::string why;
-  if (!HaveDevice(&why)) GTEST_SKIP() << why;
+  if (!testing_util::HaveGpu(&why)) GTEST_SKIP() << why;
   EXPECT_CUDA_OK(cudaGetLastError());
   LaunchVarlenAttention<float>(nullptr, nullptr, nullptr, 0, 0, 12, 64, nullptr, 0);
   EXPECT_CUDA_OK(cudaGetLastError());

@@ -392,6 +392,12 @@ class GemmTest : public ::testing::TestWithParam<GemmParam> {
   }
 };
 
+// The GELU epilogue may use an approximate tanh (see CheckGemm).
+double GemmTolerance(TestDType dtype, GemmEpilogue epilogue) {
+  return epilogue == GemmEpilogue::kBiasGeluTanh ? std::max(Tolerance(dtype), 2e-3)
+                                                 : Tolerance(dtype);
+}
+
 template <typename T>
 void CheckGemm(GemmShape s, TestDType dtype) {
   std::mt19937 rng = FreshRng();
@@ -444,7 +450,7 @@ void CheckGemm(GemmShape s, TestDType dtype) {
                   ref_erf.data());
       std::printf("Gemm %s %s relative error %.3g (vs erf GELU: %.3g)\n", c.name,
                   TestDTypeName(dtype), err, RelativeError(got, ref_erf));
-      EXPECT_LE(err, std::max(Tolerance(dtype), 2e-3)) << "Gemm " << c.name;
+      EXPECT_LE(err, GemmTolerance(dtype, c.gpu)) << "Gemm " << c.name;
     } else {
       ExpectClose(got, ref, dtype, std::string("Gemm ") + c.name);
     }
@@ -528,12 +534,6 @@ const EngineGemm kEngineGemms[] = {
     {768, 3072, GemmEpilogue::kBiasGeluTanh, cpu::Epilogue::kBiasGeluTanh, "ffn_in_gelu"},
     {3072, 768, GemmEpilogue::kNone, cpu::Epilogue::kNone, "ffn_out"},
 };
-
-// The GELU epilogue may use an approximate tanh (see CheckGemm).
-double GemmTolerance(TestDType dtype, GemmEpilogue epilogue) {
-  return epilogue == GemmEpilogue::kBiasGeluTanh ? std::max(Tolerance(dtype), 2e-3)
-                                                 : Tolerance(dtype);
-}
 
 // Random operands of one GEMM (rounded through T) and their CPU reference.
 struct GemmCase {

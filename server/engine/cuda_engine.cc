@@ -293,7 +293,7 @@ absl::Status CudaEngine<T>::Init() {
                                                       c.num_heads));
   }
   const int head_dim = c.head_dim();
-  if (head_dim != 32 && head_dim != 64 && head_dim != 128) {
+  if (!cuda::IsSupportedAttentionHeadDim(head_dim)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "CUDA engine: head_dim ", head_dim, " unsupported (the attention kernel supports 32, ",
         "64 and 128); use the CPU backend"));
