@@ -126,24 +126,12 @@ void Batcher::RunBatch(Batch batch) {
   EncoderBatch encoder_batch;
   OutputSelection selection;
   BatchStats stats;
-  encoder_batch.cu_rows.push_back(0);
   for (const Queued& q : batch.items) {
     const BatchItem& item = q.item;
     const int n = static_cast<int>(item.word_ids.size());
     const int rows = std::max(item.rows, n);
-    encoder_batch.word_ids.insert(encoder_batch.word_ids.end(), item.word_ids.begin(),
-                                  item.word_ids.end());
-    if (item.type_ids.empty()) {
-      encoder_batch.type_ids.insert(encoder_batch.type_ids.end(), n, 0);
-    } else {
-      encoder_batch.type_ids.insert(encoder_batch.type_ids.end(), item.type_ids.begin(),
-                                    item.type_ids.end());
-    }
-    // TF-Hub padding rows: word id 0 ([PAD]), type 0; attended to by nobody.
-    encoder_batch.word_ids.insert(encoder_batch.word_ids.end(), rows - n, 0);
-    encoder_batch.type_ids.insert(encoder_batch.type_ids.end(), rows - n, 0);
-    encoder_batch.cu_rows.push_back(encoder_batch.cu_rows.back() + rows);
-    encoder_batch.num_valid.push_back(n);
+    // TF-Hub padding rows (word id 0 = [PAD], type 0) up to item.rows; attended to by nobody.
+    encoder_batch.Add(item.word_ids, item.type_ids, item.rows);
     selection.pooled |= item.pooled;
     selection.mean_pooled |= item.mean_pooled;
     selection.sequence |= item.sequence;

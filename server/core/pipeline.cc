@@ -126,16 +126,11 @@ absl::Status Pipeline::Warmup() {
   for (int total = 16; total < options_.max_batch_tokens; total *= 2) {
     // `total` rows in sequences of at most max_position_embeddings rows.
     EncoderBatch bucket;
-    bucket.cu_rows.push_back(0);
     for (int left = total; left > 0;) {
-      const int n = std::min(left, config.max_position_embeddings);
-      for (int r = 0; r < n; ++r) {
-        bucket.word_ids.push_back(r % config.vocab_size);
-        bucket.type_ids.push_back(0);
-      }
-      bucket.cu_rows.push_back(bucket.cu_rows.back() + n);
-      bucket.num_valid.push_back(n);
-      left -= n;
+      std::vector<int32_t> words(std::min(left, config.max_position_embeddings));
+      for (size_t r = 0; r < words.size(); ++r) words[r] = r % config.vocab_size;
+      bucket.Add(words, {}, 0);
+      left -= static_cast<int>(words.size());
     }
     status = engine_->Encode(bucket, pooled, &output);
     if (!status.ok()) {
@@ -274,9 +269,8 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
     request->remaining = n;
     request->results.resize(n);
     for (int i = 0; i < n; ++i) {
-      request->results[i].num_tokens = static_cast<int>(items[i].word_ids.size());
+      request->results[i].num_tokens = num_tokens[i];
       request->results[i].truncated = truncated[i];
-      request->results[i].timing.tokenize_us = request->tokenize_us;
     }
   }
   const bool per_token = opt.sequence || opt.encoder_outputs;
@@ -304,24 +298,27 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
 
 void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,
                         const BatchSlice& slice) {
+  InputResult result;
   {
     absl::MutexLock lock(&request->mu);
     if (request->finished) return;
+    result.num_tokens = request->results[index].num_tokens;
+    result.truncated = request->results[index].truncated;
   }
   const ResolvedOptions& opt = request->options;
   const int hidden = engine_->config().hidden_size;
   const EncoderOutput& out = *slice.output;
-  InputResult result;
-  {
-    absl::MutexLock lock(&request->mu);
-    result.num_tokens = request->results[index].num_tokens;
-    result.truncated = request->results[index].truncated;
-  }
-  const int rows = opt.padding == PaddingMode::kPadToSeqLength ? opt.seq_length : result.num_tokens;
+  const int rows = slice.rows;  // seq_length when padded, else the input's tokens
   if (opt.pooled)
     FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.pooled);
-  if (opt.default_head)
-    FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.default_output);
+  if (opt.default_head) {
+    // "default" is pooled_output: one conversion when both are asked for.
+    if (opt.pooled) {
+      result.default_output = result.pooled;
+    } else {
+      FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.default_output);
+    }
+  }
   if (opt.mean_pooled)
     FillPooled(opt.dtype, out.mean_pooled, slice.index, hidden, opt.normalize, &result.mean_pooled);
   if (opt.sequence) {
