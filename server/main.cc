@@ -168,13 +168,17 @@ absl::StatusOr<DType> ResolveDType(const std::string& text, const std::string& b
 
 struct Loaded {
   std::unique_ptr<Pipeline> pipeline;
-  std::string model_name;
 };
+
+// --vocab, or <model_dir>/vocab.txt.
+std::string VocabPath() {
+  const std::string vocab = absl::GetFlag(FLAGS_vocab);
+  return vocab.empty() ? absl::GetFlag(FLAGS_model_dir) + "/vocab.txt" : vocab;
+}
 
 absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
-  std::string vocab = absl::GetFlag(FLAGS_vocab);
-  if (vocab.empty()) vocab = model_dir + "/vocab.txt";
+  const std::string vocab = VocabPath();
   auto lowercase = ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab);
   if (!lowercase.ok()) return lowercase.status();
   BertTokenizer::Options tokenizer_options;
@@ -247,7 +251,6 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   // The CUDA engine tunes and loads per shape: do it before SERVING.
   options.warmup_row_buckets = info.backend == "cuda";
   Loaded loaded;
-  loaded.model_name = BaseName(model_dir);
   loaded.pipeline =
       std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), metrics);
   const absl::Time warm_start = absl::Now();
@@ -284,10 +287,7 @@ int Validate() {
 
 void LogConfig() {
   BERT_LOG(kInfo) << "effective config" << LogKv("model_dir", absl::GetFlag(FLAGS_model_dir))
-                  << LogKv("vocab", absl::GetFlag(FLAGS_vocab).empty()
-                                        ? absl::GetFlag(FLAGS_model_dir) + "/vocab.txt"
-                                        : absl::GetFlag(FLAGS_vocab))
-                  << LogKv("address", absl::GetFlag(FLAGS_address))
+                  << LogKv("vocab", VocabPath()) << LogKv("address", absl::GetFlag(FLAGS_address))
                   << LogKv("metrics_address", absl::GetFlag(FLAGS_metrics_address))
                   << LogKv("backend", absl::GetFlag(FLAGS_backend))
                   << LogKv("dtype", absl::GetFlag(FLAGS_dtype))
@@ -391,7 +391,7 @@ int Run() {
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);
   BERT_LOG(kInfo) << "serving" << LogKv("address", absl::StrCat(host, ":", port))
-                  << LogKv("model", loaded->model_name) << LogKv("health", "SERVING");
+                  << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

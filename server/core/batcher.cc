@@ -17,11 +17,6 @@ Batcher::~Batcher() {
   if (engine_thread_.joinable()) engine_thread_.join();
 }
 
-int Batcher::queue_depth() const {
-  absl::MutexLock lock(&mu_);
-  return static_cast<int>(queue_.size());
-}
-
 void Batcher::Enqueue(BatchItem item) {
   int depth = 0;
   {

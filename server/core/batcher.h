@@ -86,8 +86,6 @@ class Batcher {
   // and returns when the engine has finished the last batch.
   void Drain();
 
-  int queue_depth() const;
-
  private:
   struct Queued {
     BatchItem item;
@@ -104,7 +102,7 @@ class Batcher {
   Engine* const engine_;
   const BatcherOptions options_;
 
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   int queued_rows_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

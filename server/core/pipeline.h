@@ -86,7 +86,6 @@ class Pipeline {
   const Engine& engine() const { return *engine_; }
   const BertTokenizer& tokenizer() const { return *tokenizer_; }
   int in_flight() const { return admission_.in_flight(); }
-  bool draining() const { return draining_.load(); }
 
  private:
   struct Request;

@@ -1,6 +1,5 @@
 #include "server/grpc/metrics.h"
 
-#include "absl/strings/str_cat.h"
 #include "server/grpc/status_map.h"
 
 namespace bert {
