@@ -24,7 +24,6 @@ import json
 import os
 import pathlib
 import re
-import struct
 import subprocess
 import sys
 import tempfile
@@ -32,37 +31,14 @@ import time
 
 import numpy as np
 
-DTYPES = {"F32": np.float32, "I32": np.int32, "I64": np.int64}
-
-
-def read_safetensors(path):
-    data = pathlib.Path(path).read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        b, end = e["data_offsets"]
-        out[name] = np.frombuffer(data, dtype=DTYPES[e["dtype"]], count=(end - b) //
-                                  np.dtype(DTYPES[e["dtype"]]).itemsize,
-                                  offset=8 + n + b).reshape(e["shape"])
-    return out
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "python"))
+from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
 
 def write_inputs(path, ids, types):
-    mask = np.ones_like(ids)
-    tensors = {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types}
-    header, blobs, offset = {}, [], 0
-    for name, a in tensors.items():
-        blob = np.ascontiguousarray(a, dtype=np.int32).tobytes()
-        header[name] = {"dtype": "I32", "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    pathlib.Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    ids = np.ascontiguousarray(ids, dtype=np.int32)
+    write_safetensors(path, {"input_word_ids": ids, "input_mask": np.ones_like(ids),
+                             "input_type_ids": np.ascontiguousarray(types, dtype=np.int32)})
 
 
 def build_onnx(model_dir, onnx_path):
@@ -245,7 +221,7 @@ def main():
         error = check(args, onnx_path, tmp)
         print(f"agreement: ||ours - ort|| / ||ort|| = {error:.2e} (sequence_output, 2 x {args.seq})")
         engines = {
-            "ours": [args.cpu_bench, f"--serve", f"--threads={args.threads}", f"--seq={args.seq}",
+            "ours": [args.cpu_bench, "--serve", f"--threads={args.threads}", f"--seq={args.seq}",
                      f"--seed={args.seed}"],
             "ort_spin": [sys.executable, __file__, "--worker", "--onnx", onnx_path,
                          f"--model_dir={args.model_dir}", f"--seq={args.seq}",

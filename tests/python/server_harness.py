@@ -13,6 +13,7 @@ import urllib.request
 
 import grpc
 import numpy as np
+from repo_paths import bin_path
 from safetensors_io import read_safetensors  # noqa: F401 (tests import it from here)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -42,11 +43,7 @@ def stubs():
 
 
 def server_binary():
-    bin_dir = os.environ.get("BERT_BIN") or os.path.join(REPO, "bazel-bin")
-    path = os.path.join(bin_dir, "server", "bert_server")
-    if not os.path.exists(path):
-        raise RuntimeError(f"{path} not found: build //server:bert_server and set BERT_BIN")
-    return path
+    return bin_path("server", "bert_server")
 
 
 def decode(tensor):

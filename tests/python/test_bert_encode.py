@@ -5,12 +5,12 @@ output tensor with tests/golden/<model>/expected.safetensors at 1e-5 relative
 (||out - ref|| / ||ref||), padded rows included. safetensors files are parsed with numpy.
 """
 import json
-import os
 import pathlib
 import subprocess
 
 import numpy as np
 import pytest
+from repo_paths import bin_path
 from safetensors_io import read_safetensors, write_safetensors
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -18,10 +18,7 @@ GOLDEN = REPO / "tests" / "golden"
 
 
 def bert_encode():
-    root = pathlib.Path(os.environ.get("BERT_BIN", REPO / "bazel-bin"))
-    binary = root / "tools" / "bert_encode"
-    assert binary.exists(), f"{binary} not built (bazel build //tools:bert_encode)"
-    return str(binary)
+    return bin_path("tools", "bert_encode")
 
 
 def relative_error(out, ref):

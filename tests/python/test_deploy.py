@@ -3,21 +3,21 @@
 Every flag the Kubernetes manifests and the Dockerfile pass must be one the built
 bert_server accepts, and the probes/ports must point at the ports the server listens on.
 """
-import os
 import pathlib
 import re
 import subprocess
 
 import pytest
 import yaml
+from repo_paths import bin_path
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SERVER = pathlib.Path(os.environ.get("BERT_BIN", ROOT / "bazel-bin")) / "server" / "bert_server"
 
 
 @pytest.fixture(scope="module")
 def server_flags():
-    out = subprocess.run([str(SERVER), "--helpfull"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([bin_path("server", "bert_server"), "--helpfull"], capture_output=True,
+                         text=True, timeout=60)
     text = out.stdout + out.stderr
     flags = set(re.findall(r"--([a-z_0-9]+)", text))
     assert "model_dir" in flags, text[:2000]

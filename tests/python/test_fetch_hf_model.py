@@ -9,6 +9,7 @@ import sys
 import threading
 
 import pytest
+from repo_paths import bin_path
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "tiny-l4-h128"
@@ -79,9 +80,7 @@ def test_fetches_and_verifies(hub, tmp_path):
     assert server.auth == [None, None, None]
     assert not any(p.name.startswith(".fetch-") for p in out.iterdir())
     # The fetched directory loads and runs.
-    binary = pathlib.Path(os.environ.get("BERT_BIN", REPO / "bazel-bin")) / "tools" / "bert_encode"
-    assert binary.exists(), f"{binary} not built"
-    encoded = subprocess.run([str(binary), f"--model_dir={out}",
+    encoded = subprocess.run([bin_path("tools", "bert_encode"), f"--model_dir={out}",
                               f"--inputs={GOLDEN / 'expected.safetensors'}",
                               f"--output={tmp_path / 'out.safetensors'}", "--backend=cpu"],
                              capture_output=True, text=True, timeout=120)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (MINILM, REPO, Server, decode, read_safetensors, rel_err,  # noqa
+from server_harness import (MINILM, Server, decode, read_safetensors, rel_err,  # noqa
                             stubs)
+from repo_paths import bin_path
 from safetensors_io import write_safetensors
 
 pytestmark = pytest.mark.skipif(
@@ -27,13 +28,6 @@ def server():
     s = Server(model_dir=MINILM, extra=["--max_batch_tokens=2048"])
     yield s
     s.kill()
-
-
-def bin_path(*parts):
-    root = os.environ.get("BERT_BIN") or os.path.join(REPO, "bazel-bin")
-    path = os.path.join(root, *parts)
-    assert os.path.exists(path), f"{path} not built"
-    return path
 
 
 def test_tokenize_matches_hugging_face_tokenizers(server):
