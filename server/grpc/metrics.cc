@@ -60,16 +60,12 @@ ServerMetrics::ServerMetrics()
                             .Help("Real (non-padding) tokens run through the engine")
                             .Register(*registry_)
                             .Add({})),
-      batches_ok_(prometheus::BuildCounter()
-                      .Name("bert_engine_batches_total")
-                      .Help("Engine batches by result")
-                      .Register(*registry_)
-                      .Add({{"result", "ok"}})),
-      batches_failed_(prometheus::BuildCounter()
-                          .Name("bert_engine_batches_total")
-                          .Help("Engine batches by result")
-                          .Register(*registry_)
-                          .Add({{"result", "error"}})),
+      batches_(prometheus::BuildCounter()
+                   .Name("bert_engine_batches_total")
+                   .Help("Engine batches by result")
+                   .Register(*registry_)),
+      batches_ok_(batches_.Add({{"result", "ok"}})),
+      batches_failed_(batches_.Add({{"result", "error"}})),
       device_memory_(prometheus::BuildGauge()
                          .Name("bert_device_memory_used_bytes")
                          .Help("Device memory in use (CUDA backends; 0 on the CPU)")

@@ -59,6 +59,7 @@ class ServerMetrics : public PipelineObserver {
   prometheus::Gauge& queue_depth_;
   prometheus::Gauge& in_flight_;
   prometheus::Counter& tokens_processed_;
+  prometheus::Family<prometheus::Counter>& batches_;  // by result
   prometheus::Counter& batches_ok_;
   prometheus::Counter& batches_failed_;
   prometheus::Gauge& device_memory_;
