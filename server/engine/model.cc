@@ -163,14 +163,13 @@ class WeightReader {
   std::string prefix_;
 };
 
-absl::Status ConcatRows(std::vector<HostTensor> parts, HostTensor* out) {
+void ConcatRows(const std::vector<HostTensor>& parts, HostTensor* out) {
   int64_t rows = 0;
   for (const HostTensor& p : parts) rows += p.shape[0];
   out->shape = parts[0].shape;
   out->shape[0] = rows;
   out->data.clear();
   for (const HostTensor& p : parts) out->data.insert(out->data.end(), p.data.begin(), p.data.end());
-  return absl::OkStatus();
 }
 
 absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, ModelWeights* w) {
@@ -218,8 +217,8 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
       RETURN_IF_ERROR(r.Read(base + ".weight", {h, h}, &qkv_w[j]));
       RETURN_IF_ERROR(r.Read(base + ".bias", {h}, &qkv_b[j]));
     }
-    RETURN_IF_ERROR(ConcatRows(std::move(qkv_w), &l.qkv_weight));
-    RETURN_IF_ERROR(ConcatRows(std::move(qkv_b), &l.qkv_bias));
+    ConcatRows(qkv_w, &l.qkv_weight);
+    ConcatRows(qkv_b, &l.qkv_bias);
     RETURN_IF_ERROR(
         r.Read(p + "attention.output.dense.weight", {h, h}, &l.attention_output_weight));
     RETURN_IF_ERROR(r.Read(p + "attention.output.dense.bias", {h}, &l.attention_output_bias));
