@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks in one command (see ../shared/DEVICE.md for the machine).
+# GPU checks in one command, on a machine with an NVIDIA GPU, its driver and PyTorch (the
+# Hugging Face baseline); method and expected length in bench/NOTES.md.
 #
 #   tools/gpu_check.sh build   # here (Bazel + nvcc, no GPU): build the GPU test binaries and
 #                              # benchmarks, pack them and their non-glibc, non-CUDA Debian
@@ -35,7 +36,7 @@ build() {
   for t in "${TESTS[@]}" "${BENCH[@]}" "${SERVING[@]}"; do
     local path="bazel-bin/${t/://}"
     cp -L "$path" .gpu/bin/ || exit 1
-    ldd "$path" | awk '/=>/ {print $3}' | while read -r lib; do
+    ldd "$path" | awk '/=> \//{print $3}' | while read -r lib; do
       case "$(basename "$lib")" in
         libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libgcc_s.so*) ;;
         libcudart*|libcublas*|libcuda.so*) ;;
@@ -146,7 +147,7 @@ run() {
       --json="$logs/ours_nographs.json" 2>&1 | tee "$logs/ours_nographs_profile.log"
     rc=${PIPESTATUS[0]}
     table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench nographs+prof" "$rc" "$((SECONDS - start))")")
-    # The attention kernel alone (fp16; torch SDPA anchors in ../shared/DEVICE.md).
+    # The attention kernel alone (fp16; the torch SDPA anchors it prints are in its source).
     start=$SECONDS
     LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/attention_bench --dtype=f16 2>&1 |
       tee "$logs/attention_bench.log"

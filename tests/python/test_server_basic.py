@@ -100,7 +100,7 @@ def test_bad_model_dir_exits_nonzero():
     assert "startup failed" in message and "/nonexistent/model" in message, message
 
 
-def test_tokenize_rpc(pb2=None):
+def test_tokenize_rpc():
     pb2, _ = stubs()
     with Server() as server:
         stub = server.stub()

@@ -235,7 +235,7 @@ def test_sigterm_answers_every_accepted_request_and_exits_zero():
         server.kill()
 
 
-def test_metrics_content(tiny_server=None):
+def test_metrics_content():
     pb2, _ = stubs()
     with Server(metrics=True) as server:
         stub = server.stub()
