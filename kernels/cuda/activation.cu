@@ -12,12 +12,7 @@ namespace {
 
 template <GeluKind kKind>
 __device__ __forceinline__ float Gelu(float x) {
-  if (kKind == GeluKind::kErf) {
-    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
-  } else {
-    const float inner = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(inner));
-  }
+  return kKind == GeluKind::kErf ? internal::GeluErf(x) : internal::GeluTanh(x);
 }
 
 // Each thread handles kVec consecutive elements of one row (cols % kVec == 0), kUnroll

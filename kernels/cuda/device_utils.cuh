@@ -1,5 +1,5 @@
 // Device-side helpers shared by the .cu files of kernels/cuda (not a public API):
-// float <-> T conversion, vector loads of 16 bytes, warp reductions.
+// float <-> T conversion, vector loads of 16 bytes, warp reductions, GELU.
 #ifndef BERT_KERNELS_CUDA_DEVICE_UTILS_CUH_
 #define BERT_KERNELS_CUDA_DEVICE_UTILS_CUH_
 
@@ -69,6 +69,15 @@ __device__ __forceinline__ float WarpSum(float x) {
 template <int kBytes>
 __host__ __device__ __forceinline__ bool IsAligned(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) % kBytes) == 0;
+}
+
+// GELU in fp32: the exact form with erf, and the tanh approximation.
+__device__ __forceinline__ float GeluErf(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+}
+__device__ __forceinline__ float GeluTanh(float x) {
+  const float inner = 0.79788456080286535588f * (x + 0.044715f * x * x * x);
+  return 0.5f * x * (1.0f + tanhf(inner));
 }
 
 }  // namespace internal
