@@ -1,6 +1,10 @@
 #include "kernels/cuda/gemm.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -9,22 +13,30 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/host_convert.h"
+#include "kernels/cuda/split_k_gemm.h"
+
 namespace bert {
 namespace cuda {
 
 struct Gemm::Plan {
+  GemmDType dtype = GemmDType::kFloat32;
+  int rows = 0;
+  int in_features = 0;
+  int out_features = 0;
+  GemmEpilogue epilogue = GemmEpilogue::kNone;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr;  // W
   cublasLtMatrixLayout_t b = nullptr;  // x
   cublasLtMatrixLayout_t c = nullptr;  // y (C and D)
   // C is a separate residual (kBiasResidual): only algorithms that write D out of place.
   bool out_of_place = false;
-  cublasLtMatmulAlgo_t algo = {};
+  Choice choice;
   bool has_algo = false;
   // Chosen by the heuristic while the stream was capturing (autotune on): the next call
   // that is not capturing chooses again.
   bool provisional = false;
-  // The algorithm came from timing (this plan's or its bucket's).
+  // The choice came from timing (this plan's or its bucket's).
   bool tuned = false;
 
   ~Plan() {
@@ -123,6 +135,60 @@ bool IsCapturing(cudaStream_t stream) {
   return status != cudaStreamCaptureStatusNone;
 }
 
+SplitKEpilogue ToSplitKEpilogue(GemmEpilogue epilogue) {
+  switch (epilogue) {
+    case GemmEpilogue::kBias:
+      return SplitKEpilogue::kBias;
+    case GemmEpilogue::kBiasGeluTanh:
+      return SplitKEpilogue::kBiasGeluTanh;
+    case GemmEpilogue::kBiasResidual:
+      return SplitKEpilogue::kBiasResidual;
+    case GemmEpilogue::kNone:
+    default:
+      return SplitKEpilogue::kNone;
+  }
+}
+
+float SixteenBitToFloat(GemmDType dtype, uint16_t bits) {
+  if (dtype == GemmDType::kBFloat16) {
+    __nv_bfloat16_raw raw;
+    raw.x = bits;
+    return HostToFloat(__nv_bfloat16(raw));
+  }
+  __half_raw raw;
+  raw.x = bits;
+  return HostToFloat(__half(raw));
+}
+
+// Copies `count` 16-bit elements of a GEMM output to the host (synchronises the stream).
+bool CopyToHost(const void* y, size_t count, cudaStream_t stream, std::vector<uint16_t>* out) {
+  out->resize(count);
+  if (cudaMemcpyAsync(out->data(), y, count * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream) !=
+          cudaSuccess ||
+      cudaStreamSynchronize(stream) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return true;
+}
+
+// Whether every element of `got` is within `ulps` units of the dtype's last place, taken at
+// the largest magnitude in `reference`, of the reference (false on any NaN).
+bool WithinUlps(GemmDType dtype, const std::vector<uint16_t>& got,
+                const std::vector<uint16_t>& reference, float ulps) {
+  if (got.size() != reference.size()) return false;
+  float scale = 0.0f;
+  for (uint16_t r : reference) scale = std::max(scale, std::fabs(SixteenBitToFloat(dtype, r)));
+  const float epsilon = dtype == GemmDType::kBFloat16 ? 1.0f / 128.0f : 1.0f / 1024.0f;
+  const float tolerance = ulps * epsilon * scale;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float diff =
+        std::fabs(SixteenBitToFloat(dtype, got[i]) - SixteenBitToFloat(dtype, reference[i]));
+    if (!(diff <= tolerance)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int Gemm::RowBucket(int rows) {
@@ -143,6 +209,15 @@ CudaStatus Gemm::Create(const GemmOptions& options, std::unique_ptr<Gemm>* out) 
         cudaDeviceGetAttribute(&gemm->num_sms_, cudaDevAttrMultiProcessorCount, device));
     BERT_CUDA_RETURN_IF_NOT_OK(gemm->timer_start_.Create());
     BERT_CUDA_RETURN_IF_NOT_OK(gemm->timer_stop_.Create());
+    if (options.custom_gemm) {
+      const size_t slots = static_cast<size_t>(kCustomPartialSlotsPerSm) * gemm->num_sms_;
+      BERT_CUDA_RETURN_IF_NOT_OK(
+          gemm->custom_partials_.Allocate(slots * kSplitKBlockRows * kSplitKBlockCols));
+      // A tile with splits > 1 takes at least two slots, so `slots` counters are enough.
+      BERT_CUDA_RETURN_IF_NOT_OK(gemm->custom_counters_.Allocate(slots));
+      BERT_CUDA_RETURN_IF_ERROR(
+          cudaMemset(gemm->custom_counters_.get(), 0, gemm->custom_counters_.bytes()));
+    }
   }
   *out = std::move(gemm);
   return CudaStatus::Ok();
@@ -153,6 +228,11 @@ Gemm::~Gemm() = default;
 CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_features,
                           GemmEpilogue epilogue, std::unique_ptr<Plan>* out) {
   auto plan = std::make_unique<Plan>();
+  plan->dtype = dtype;
+  plan->rows = rows;
+  plan->in_features = in_features;
+  plan->out_features = out_features;
+  plan->epilogue = epilogue;
   const cudaDataType_t type = DataType(dtype);
   const cublasComputeType_t compute = (dtype == GemmDType::kFloat32 && options_.allow_tf32)
                                           ? CUBLAS_COMPUTE_32F_FAST_TF32
@@ -247,20 +327,82 @@ CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int
   return CudaStatus::Ok();
 }
 
-CudaStatus Gemm::Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Operands& ops,
+CudaStatus Gemm::Matmul(const Plan& plan, const Choice& choice, const Operands& ops,
                         cudaStream_t stream) const {
+  if (choice.custom_splits > 0) {
+    SplitKGemmArgs args;
+    args.x = ops.x;
+    args.weight = ops.weight;
+    args.bias = ops.bias;
+    args.residual = ops.residual;
+    args.y = ops.y;
+    args.rows = plan.rows;
+    args.in_features = plan.in_features;
+    args.out_features = plan.out_features;
+    args.splits = choice.custom_splits;
+    if (args.splits > 1) {
+      if (SplitKGemmPartialFloats(plan.rows, plan.out_features, args.splits) >
+              custom_partials_.size() ||
+          static_cast<size_t>(SplitKGemmTiles(plan.rows, plan.out_features)) >
+              custom_counters_.size()) {
+        return CudaStatus::Error("split_k_gemm: the workspace is too small for this shape");
+      }
+      args.partials = custom_partials_.get();
+      args.counters = custom_counters_.get();
+    }
+    const SplitKEpilogue epilogue = ToSplitKEpilogue(plan.epilogue);
+    if (plan.dtype == GemmDType::kFloat16) {
+      BERT_CUDA_RETURN_IF_ERROR(LaunchSplitKGemm<__half>(args, epilogue, stream));
+    } else if (plan.dtype == GemmDType::kBFloat16) {
+      BERT_CUDA_RETURN_IF_ERROR(LaunchSplitKGemm<__nv_bfloat16>(args, epilogue, stream));
+    } else {
+      return CudaStatus::Error("split_k_gemm: fp16/bf16 only");
+    }
+    return CudaStatus::Ok();
+  }
   // D = W·x + beta·C (+ the epilogue's bias): C is the residual (beta = 1) or unused.
   const float alpha = 1.0f;
   const float beta = ops.residual != nullptr ? 1.0f : 0.0f;
   const void* c = ops.residual != nullptr ? ops.residual : ops.y;
   BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_.get(), plan.desc, &alpha, ops.weight, plan.a,
-                                             ops.x, plan.b, &beta, c, plan.c, ops.y, plan.c, &algo,
-                                             workspace_.get(), workspace_.bytes(), stream));
+                                             ops.x, plan.b, &beta, c, plan.c, ops.y, plan.c,
+                                             &choice.algo, workspace_.get(), workspace_.bytes(),
+                                             stream));
   return CudaStatus::Ok();
 }
 
-bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Operands& ops,
-                    cudaStream_t stream, float* ms) {
+std::vector<int> Gemm::CustomSplits(const Plan& plan, const Operands& ops) const {
+  std::vector<int> splits;
+  if (!options_.custom_gemm || !IsSixteenBit(plan.dtype) || custom_counters_.size() == 0) {
+    return splits;
+  }
+  // Sized for the whole row bucket: its later plans (up to bucket_rows rows) reuse the choice.
+  const int bucket_rows = RowBucket(plan.rows);
+  if (bucket_rows > kCustomMaxRows) return splits;
+  SplitKGemmArgs args;
+  args.x = ops.x;
+  args.weight = ops.weight;
+  args.bias = ops.bias;
+  args.residual = ops.residual;
+  args.y = ops.y;
+  args.rows = plan.rows;
+  args.in_features = plan.in_features;
+  args.out_features = plan.out_features;
+  if (!SplitKGemmUnsupported(args, ToSplitKEpilogue(plan.epilogue)).empty()) return splits;
+  const long long tiles = SplitKGemmTiles(bucket_rows, plan.out_features);
+  const long long slots = static_cast<long long>(custom_counters_.size());
+  for (const int count : {1, 2, 3, 4, 6, 8, 12, 16}) {
+    if (count > kSplitKMaxSplits) break;
+    if (count > 1 && (!SplitKEverySplitBusy(plan.in_features, count) || tiles * count > slots)) {
+      continue;
+    }
+    splits.push_back(count);
+  }
+  return splits;
+}
+
+bool Gemm::TimeChoice(const Plan& plan, const Choice& choice, const Operands& ops,
+                      cudaStream_t stream, float* ms) {
   // One eager run first: it loads the kernel (never inside a capture) and shows whether the
   // candidate runs at all. Then kRunsPerSample back-to-back runs are captured into a graph,
   // as the engine runs its GEMMs: timing the graph measures the kernels, not the host's
@@ -275,13 +417,13 @@ bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Op
     cudaGetLastError();
     return false;
   };
-  if (!Matmul(plan, algo, ops, stream).ok()) return fail(nullptr, nullptr);
+  if (!Matmul(plan, choice, ops, stream).ok()) return fail(nullptr, nullptr);
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
     bool captured = true;
     for (int r = 0; captured && r < kRunsPerSample; ++r) {
-      captured = Matmul(plan, algo, ops, stream).ok();
+      captured = Matmul(plan, choice, ops, stream).ok();
     }
     // End the capture whatever happened, so that the stream is usable again.
     captured = cudaStreamEndCapture(stream, &graph) == cudaSuccess && captured && graph != nullptr;
@@ -295,7 +437,7 @@ bool Gemm::TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Op
   auto launch = [&]() {
     if (exec != nullptr) return cudaGraphLaunch(exec, stream) == cudaSuccess;
     for (int r = 0; r < kRunsPerSample; ++r) {
-      if (!Matmul(plan, algo, ops, stream).ok()) return false;
+      if (!Matmul(plan, choice, ops, stream).ok()) return false;
     }
     return true;
   };
@@ -324,12 +466,14 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
   const int alignment = std::get<5>(key);
   std::vector<cublasLtMatmulHeuristicResult_t> heuristic;
   BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, kAutotuneCandidates, &heuristic));
-  std::vector<cublasLtMatmulAlgo_t> candidates;
+  std::vector<Choice> candidates;
   auto add = [&candidates](const cublasLtMatmulAlgo_t& algo) {
     for (const auto& c : candidates) {
-      if (SameAlgo(c, algo)) return;
+      if (SameAlgo(c.algo, algo)) return;
     }
-    candidates.push_back(algo);
+    Choice choice;
+    choice.algo = algo;
+    candidates.push_back(choice);
   };
   for (const auto& h : heuristic) {
     if (ReductionAllowed(h.algo, dtype)) add(h.algo);
@@ -378,30 +522,65 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
 
   int best_index = -1;
   float best_ms = std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    float ms = 0.0f;
-    if (!TimeAlgo(*plan, candidates[i], ops, stream, &ms)) continue;
-    ++stats_.timed_candidates;
-    // Later candidates (lower in the heuristic's order) must win by more than timing noise.
+  // Later candidates (lower in the heuristic's order, then ours) must win by more than
+  // timing noise.
+  auto consider = [&](int index, float ms) {
     if (best_index < 0 || ms < best_ms * 0.98f) {
-      best_index = static_cast<int>(i);
+      best_index = index;
       best_ms = ms;
     }
+  };
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    float ms = 0.0f;
+    if (!TimeChoice(*plan, candidates[i], ops, stream, &ms)) continue;
+    ++stats_.timed_candidates;
+    consider(static_cast<int>(i), ms);
   }
+
+  // Our kernel: timed the same way, and a candidate only if its output agrees with
+  // cuBLASLt's (the best algorithm so far, run once more on the same operands).
+  const std::vector<int> custom = CustomSplits(*plan, ops);
+  if (!custom.empty()) {
+    Choice reference_choice;
+    reference_choice.algo = best_index >= 0 ? candidates[best_index].algo : heuristic[0].algo;
+    const size_t count = static_cast<size_t>(rows) * out_features;
+    std::vector<uint16_t> reference;
+    std::vector<uint16_t> output;
+    const bool have_reference = Matmul(*plan, reference_choice, ops, stream).ok() &&
+                                CopyToHost(ops.y, count, stream, &reference);
+    for (size_t i = 0; have_reference && i < custom.size(); ++i) {
+      Choice choice;
+      choice.custom_splits = custom[i];
+      float ms = 0.0f;
+      if (!TimeChoice(*plan, choice, ops, stream, &ms)) continue;
+      ++stats_.timed_candidates;
+      ++stats_.custom_timed;
+      if (!CopyToHost(ops.y, count, stream, &output) ||
+          !WithinUlps(dtype, output, reference, kCustomTolerance)) {
+        ++stats_.custom_mismatches;
+        continue;
+      }
+      candidates.push_back(choice);
+      consider(static_cast<int>(candidates.size()) - 1, ms);
+    }
+  }
+
   ++stats_.tuned_buckets;
   if (best_index < 0) {
     ++stats_.tuning_fallbacks;
-    plan->algo = heuristic[0].algo;
+    plan->choice = Choice();
+    plan->choice.algo = heuristic[0].algo;
     plan->tuned = false;
   } else {
-    plan->algo = candidates[best_index];
+    plan->choice = candidates[best_index];
     plan->tuned = true;
+    if (plan->choice.custom_splits > 0) ++stats_.custom_chosen;
   }
   plan->has_algo = true;
   plan->provisional = false;
   if (plan->tuned) {  // a bucket whose tuning failed is tried again by its next new plan
     if (tuned_.size() >= kMaxTunedBuckets) tuned_.clear();
-    tuned_[BucketKey(key)] = plan->algo;
+    tuned_[BucketKey(key)] = plan->choice;
   }
   return CudaStatus::Ok();
 }
@@ -422,7 +601,8 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Op
     // Nothing to time with (or tuning off): the heuristic's first choice; while capturing it
     // is provisional, and the first later call that is not capturing tunes the bucket.
     BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, 1, &top));
-    plan->algo = top[0].algo;
+    plan->choice = Choice();
+    plan->choice.algo = top[0].algo;
     plan->has_algo = true;
     plan->tuned = false;
     plan->provisional = options_.autotune;
@@ -430,17 +610,26 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Op
     return CudaStatus::Ok();
   }
   if (bucket == tuned_.end()) return Tune(plan, key, ops, stream);
-  // A tuned bucket (AlgoCheck is a host call: fine while capturing too).
-  cublasLtMatmulHeuristicResult_t check = {};
-  if (cublasLtMatmulAlgoCheck(handle_.get(), plan->desc, plan->a, plan->b, plan->c, plan->c,
-                              &bucket->second, &check) == CUBLAS_STATUS_SUCCESS &&
-      check.workspaceSize <= workspace_.bytes()) {
-    plan->algo = bucket->second;
+  // A tuned bucket (AlgoCheck and CustomSplits are host calls: fine while capturing too).
+  const Choice& tuned = bucket->second;
+  bool usable = false;
+  if (tuned.custom_splits > 0) {
+    const std::vector<int> splits = CustomSplits(*plan, ops);
+    usable = std::find(splits.begin(), splits.end(), tuned.custom_splits) != splits.end();
+  } else {
+    cublasLtMatmulHeuristicResult_t check = {};
+    usable = cublasLtMatmulAlgoCheck(handle_.get(), plan->desc, plan->a, plan->b, plan->c,
+                                     plan->c, &tuned.algo, &check) == CUBLAS_STATUS_SUCCESS &&
+             check.workspaceSize <= workspace_.bytes();
+  }
+  if (usable) {
+    plan->choice = tuned;
     plan->tuned = true;
     ++stats_.bucket_reuses;
   } else {
     BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, 1, &top));
-    plan->algo = top[0].algo;
+    plan->choice = Choice();
+    plan->choice.algo = top[0].algo;
     plan->tuned = false;
     ++stats_.bucket_rejections;
   }
@@ -464,7 +653,7 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
   if ((epilogue == GemmEpilogue::kBiasResidual) != (residual != nullptr)) {
     return CudaStatus::Error("Gemm: a residual goes with (and only with) kBiasResidual");
   }
-  const Operands ops{x, weight, residual, y};
+  const Operands ops{x, weight, bias, residual, y};
   int alignment = AlignmentOf(x);
   if (AlignmentOf(weight) < alignment) alignment = AlignmentOf(weight);
   if (AlignmentOf(y) < alignment) alignment = AlignmentOf(y);
@@ -503,7 +692,7 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
       }
     }
   }
-  return Matmul(plan, plan.algo, ops, stream);
+  return Matmul(plan, plan.choice, ops, stream);
 }
 
 std::string Gemm::DescribeAlgo(const cublasLtMatmulAlgo_t& algo) {
@@ -539,9 +728,15 @@ std::string Gemm::DescribePlanImpl(GemmDType dtype, int rows, int in_features, i
   }
   const Plan& plan = *it->second;
   cublasLtMatmulHeuristicResult_t check = {};
-  std::string s = DescribeAlgo(plan.algo);
-  if (cublasLtMatmulAlgoCheck(handle_.get(), plan.desc, plan.a, plan.b, plan.c, plan.c, &plan.algo,
-                              &check) == CUBLAS_STATUS_SUCCESS) {
+  if (plan.choice.custom_splits > 0) {
+    std::string s = "split_k_gemm splits=" + std::to_string(plan.choice.custom_splits);
+    s += " align=" + std::to_string(std::get<5>(it->first));
+    if (plan.tuned) s += " [tuned]";
+    return s;
+  }
+  std::string s = DescribeAlgo(plan.choice.algo);
+  if (cublasLtMatmulAlgoCheck(handle_.get(), plan.desc, plan.a, plan.b, plan.c, plan.c,
+                              &plan.choice.algo, &check) == CUBLAS_STATUS_SUCCESS) {
     char extra[64];
     std::snprintf(extra, sizeof(extra), " waves=%.2f ws=%zu", check.wavesCount,
                   check.workspaceSize);

@@ -37,6 +37,16 @@
 // on a non-capturing stream while another stream of this thread is capturing in global mode
 // (timing syncs and captures).
 //
+// Our own kernel (GemmOptions::custom_gemm, with autotune only): for fp16/bf16 buckets of at
+// most kCustomMaxRows rows whose shape and pointers split_k_gemm.h supports, the split-K
+// kernel of split_k_gemm.h with 1 to 16 splits joins the timed candidates (split counts that
+// leave no split empty and fit the partial-sum workspace, which is sized once at creation:
+// kCustomPartialSlotsPerSm tiles per SM). Before it may win, its output is checked against
+// cuBLASLt's on the same operands (the fastest cuBLASLt candidate, run once more): a candidate
+// that differs by more than kCustomTolerance 16-bit ulps of the largest output is dropped
+// (stats().custom_mismatches) and never chosen. The kernel reduces its splits in fp32, in
+// split order, inside the same launch.
+//
 // Precision rule with autotune: for fp16/bf16 a split-K reduction never happens in the
 // 16-bit output type — the heuristic is asked only for algorithms whose reduction scheme is
 // NONE or COMPUTE_TYPE (fp32 partial sums in the workspace; should that filter return
@@ -57,6 +67,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -105,6 +116,8 @@ struct GemmOptions {
   bool allow_tf32 = false;
   // Timed algorithm selection per row bucket (see the header comment).
   bool autotune = false;
+  // With autotune: our split-K kernel as candidates for few rows (see the header comment).
+  bool custom_gemm = false;
 };
 
 // Counters since creation (for tests, logs and benchmarks).
@@ -116,6 +129,9 @@ struct GemmStats {
   long long bucket_reuses = 0;       // plans that took their bucket's tuned algorithm
   long long bucket_rejections = 0;   // plans whose bucket algorithm failed AlgoCheck
   long long capture_selections = 0;  // plans given the heuristic top-1 while capturing
+  long long custom_timed = 0;        // our kernel's candidates timed (included above)
+  long long custom_mismatches = 0;   // ... of which disagreed with cuBLASLt: dropped
+  long long custom_chosen = 0;       // tunings our kernel won
 };
 
 class Gemm {
@@ -130,6 +146,11 @@ class Gemm {
   static constexpr int kSplitKBaseCandidates = 3;
   static constexpr int kTimedSamples = 3;
   static constexpr int kRunsPerSample = 4;
+  // Our kernel: the largest row bucket it is tried for, its partial-sum workspace (64 x 64
+  // fp32 tiles per SM, 16 KB each) and the agreement it must show with cuBLASLt.
+  static constexpr int kCustomMaxRows = 256;
+  static constexpr int kCustomPartialSlotsPerSm = 2;
+  static constexpr float kCustomTolerance = 8.0f;
 
   // Creates the cuBLASLt handle and the workspace on the current device.
   static CudaStatus Create(const GemmOptions& options, std::unique_ptr<Gemm>* out);
@@ -155,7 +176,8 @@ class Gemm {
   // Describes the algorithm of a cached plan for this exact shape (any alignment), e.g.
   // "algo=66 tile=18 stages=22 splitK=1 reduction=0 swizzle=0 custom=0 inner=0 cluster=0
   // waves=0.36 ws=0 align=256 [tuned]" (tile/stages/inner/cluster are cublasLt.h enum values;
-  // -1 or 65535/4294967295 where unreadable); "" when there is no such plan.
+  // -1 or 65535/4294967295 where unreadable), or "split_k_gemm splits=4 align=256 [tuned]"
+  // for our kernel; "" when there is no such plan.
   template <typename T>
   std::string DescribePlan(int rows, int in_features, int out_features,
                            GemmEpilogue epilogue) const {
@@ -177,10 +199,18 @@ class Gemm {
   // (rows or row bucket, in, out, dtype, epilogue, alignment).
   using Key = std::tuple<int, int, int, int, int, int>;
 
-  // The device operands of one call (residual: null unless kBiasResidual).
+  // What runs a plan: a cuBLASLt algorithm, or our split-K kernel (custom_splits > 0).
+  struct Choice {
+    cublasLtMatmulAlgo_t algo = {};
+    int custom_splits = 0;
+  };
+
+  // The device operands of one call (bias: null for kNone; residual: null unless
+  // kBiasResidual).
   struct Operands {
     const void* x;
     const void* weight;
+    const void* bias;
     const void* residual;
     void* y;
   };
@@ -202,23 +232,29 @@ class Gemm {
   // Times the candidates on the real operands and records the winner for key's bucket.
   CudaStatus Tune(Plan* plan, const Key& key, const Operands& ops, cudaStream_t stream);
   static Key BucketKey(const Key& key);
-  // Mean time of one launch (ms) of `algo`, best of kTimedSamples; false when it failed.
-  bool TimeAlgo(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Operands& ops,
-                cudaStream_t stream, float* ms);
-  CudaStatus Matmul(const Plan& plan, const cublasLtMatmulAlgo_t& algo, const Operands& ops,
+  // Mean time of one launch (ms) of `choice`, best of kTimedSamples; false when it failed.
+  bool TimeChoice(const Plan& plan, const Choice& choice, const Operands& ops, cudaStream_t stream,
+                  float* ms);
+  CudaStatus Matmul(const Plan& plan, const Choice& choice, const Operands& ops,
                     cudaStream_t stream) const;
+  // Split counts of our kernel worth timing for `plan` with these operands (none when it
+  // does not apply).
+  std::vector<int> CustomSplits(const Plan& plan, const Operands& ops) const;
   std::string DescribePlanImpl(GemmDType dtype, int rows, int in_features, int out_features,
                                GemmEpilogue epilogue) const;
 
   CublasLtHandle handle_;
   DeviceBuffer<unsigned char> workspace_;
+  // Our kernel's split-K workspace (custom_gemm only): fp32 partial tiles, tile counters.
+  DeviceBuffer<float> custom_partials_;
+  DeviceBuffer<unsigned> custom_counters_;
   GemmOptions options_;
   int num_sms_ = 0;
   CudaEvent timer_start_;
   CudaEvent timer_stop_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
-  // Tuned algorithm per (row bucket, in, out, dtype, epilogue, alignment).
-  std::map<Key, cublasLtMatmulAlgo_t> tuned_;
+  // Tuned choice per (row bucket, in, out, dtype, epilogue, alignment).
+  std::map<Key, Choice> tuned_;
   GemmStats stats_;
 };
 

@@ -1,0 +1,101 @@
+// Our own GEMM for few rows: y = epilogue(x · Wᵀ + b) in half/bf16 on tensor cores, with
+// the K dimension split across CTAs so that a batch of one sequence (128 rows) still fills
+// the GPU, and the split-K reduction done inside the same kernel (no second launch).
+//
+// Why: at batch 1 an encoder GEMM reads 1–5 MB of weights and should take ~2 µs, but
+// cuBLASLt's heuristic tiles cover 6–24 of the SMs (7–10 µs per GEMM in the run-3 profile),
+// and cuBLASLt's own split-K reduces in a second kernel. Gemm (gemm.h) offers this kernel
+// as autotune candidates next to cuBLASLt's algorithms (GemmOptions::custom_kernel), so it
+// runs only for shapes where it was timed faster — and its output agreed with cuBLASLt's.
+//
+// Shape: CTA tile 64 rows × 64 output features, K in blocks of 32 through a 4-stage cp.async
+// pipeline; 4 warps, each 32 × 32 of the tile with mma.sync m16n8k16 (fp32 accumulators).
+// Grid (out / 64, ceil(rows / 64), splits): split s takes a contiguous range of K blocks.
+// With splits > 1 every CTA writes its fp32 partial tile to `partials`, then counts itself
+// in its tile's counter; the last CTA of a tile adds the partials in split order (the result
+// does not depend on which CTA came last), applies the epilogue in fp32 and stores T, and
+// sets the counter back to 0 for the next launch. Calls sharing `partials`/`counters` must
+// therefore be ordered (one stream).
+//
+// Requirements (SplitKGemmUnsupported says which one fails): in_features % 32 == 0,
+// out_features % 64 == 0, x and W 16-byte aligned, y, bias and residual 4-byte aligned,
+// 1 <= splits <= min(16, in_features / 32), and for splits > 1 the workspace below.
+#ifndef BERT_KERNELS_CUDA_SPLIT_K_GEMM_H_
+#define BERT_KERNELS_CUDA_SPLIT_K_GEMM_H_
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+namespace bert {
+namespace cuda {
+
+inline constexpr int kSplitKBlockRows = 64;
+inline constexpr int kSplitKBlockCols = 64;
+inline constexpr int kSplitKBlockK = 32;
+inline constexpr int kSplitKMaxSplits = 16;
+
+// The epilogues of GemmEpilogue (gemm.h), same meaning and order.
+enum class SplitKEpilogue {
+  kNone,          // y = x·Wᵀ
+  kBias,          // y = x·Wᵀ + b
+  kBiasGeluTanh,  // y = gelu_tanh(x·Wᵀ + b) (tanhf, as accurate as the fp32 pass)
+  kBiasResidual,  // y = x·Wᵀ + b + residual
+};
+
+struct SplitKGemmArgs {
+  const void* x = nullptr;         // [rows, in_features] of T
+  const void* weight = nullptr;    // [out_features, in_features] of T
+  const void* bias = nullptr;      // [out_features] of T; null only with kNone
+  const void* residual = nullptr;  // [rows, out_features] of T with kBiasResidual, else null
+  void* y = nullptr;               // [rows, out_features] of T, aliasing none of the above
+  int rows = 0;
+  int in_features = 0;
+  int out_features = 0;
+  int splits = 1;
+  // splits > 1 only: SplitKGemmPartialFloats() floats, and SplitKGemmTiles() counters that
+  // are zero before the first launch (the kernel leaves them zero).
+  float* partials = nullptr;
+  unsigned* counters = nullptr;
+};
+
+// Output tiles of the grid (64 × 64 each).
+constexpr long long SplitKGemmTiles(int rows, int out_features) {
+  return static_cast<long long>((rows + kSplitKBlockRows - 1) / kSplitKBlockRows) *
+         ((out_features + kSplitKBlockCols - 1) / kSplitKBlockCols);
+}
+
+// fp32 partial sums a launch needs (0 without a split).
+constexpr size_t SplitKGemmPartialFloats(int rows, int out_features, int splits) {
+  if (splits <= 1) return 0;
+  return static_cast<size_t>(SplitKGemmTiles(rows, out_features)) * splits * kSplitKBlockRows *
+         kSplitKBlockCols;
+}
+
+// K blocks each split takes; a split count is useful only when no split is left empty.
+constexpr int SplitKBlocksPerSplit(int in_features, int splits) {
+  const int blocks = in_features / kSplitKBlockK;
+  return splits <= 0 ? 0 : (blocks + splits - 1) / splits;
+}
+constexpr bool SplitKEverySplitBusy(int in_features, int splits) {
+  const int blocks = in_features / kSplitKBlockK;
+  return splits >= 1 && splits <= blocks &&
+         static_cast<long long>(SplitKBlocksPerSplit(in_features, splits)) * (splits - 1) < blocks;
+}
+
+// Why `args` cannot run with `epilogue` ("" when it can). Checks shapes, alignment, splits
+// and that the workspace pointers are there when splits > 1 (not their sizes).
+std::string SplitKGemmUnsupported(const SplitKGemmArgs& args, SplitKEpilogue epilogue);
+
+// Launches the kernel for T = __half or __nv_bfloat16 (float is not supported: it returns
+// cudaErrorInvalidValue, as for any args that SplitKGemmUnsupported rejects). rows == 0
+// launches nothing.
+template <typename T>
+cudaError_t LaunchSplitKGemm(const SplitKGemmArgs& args, SplitKEpilogue epilogue,
+                             cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace bert
+
+#endif  // BERT_KERNELS_CUDA_SPLIT_K_GEMM_H_

@@ -1,0 +1,438 @@
+// Our split-K GEMM (split_k_gemm.h) and Gemm's use of it (GemmOptions::custom_gemm).
+//  * SplitKGemmArgsTest (no GPU needed): which shapes, pointers and split counts are refused.
+//  * SplitKGemmTest: the kernel against cpu::Linear for fp16/bf16, every epilogue, several
+//    split counts and row counts (partial row tiles included): every element within a few
+//    16-bit roundings of the reference, nothing written past the last row, and a second launch
+//    bit-identical to the first (the tile counters were reset; the split order is fixed).
+//  * GemmCustomTest: autotune with our kernel among the candidates on the BERT-base shapes:
+//    results match cpu::Linear, our kernel was timed where it applies (and only there), and it
+//    never disagreed with cuBLASLt.
+// Skips with the reason when no CUDA GPU is present or when built with --config=nocuda.
+#include <gtest/gtest.h>
+
+#if defined(BERT_WITH_CUDA)
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/split_k_gemm.h"
+#include "kernels/cuda/test_util.h"
+
+namespace bert {
+namespace cuda {
+namespace {
+
+using testing_util::CountNonFinite;
+using testing_util::DeviceArray;
+using testing_util::HaveGpu;
+using testing_util::RandomVector;
+using testing_util::RelativeError;
+using testing_util::RoundThrough;
+using testing_util::TestDType;
+using testing_util::TestDTypeName;
+using testing_util::Tolerance;
+
+#define ASSERT_CUDA_OK(expr)                                                        \
+  do {                                                                              \
+    const cudaError_t err_ = (expr);                                                \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(err_) << " (" \
+                                 << cudaGetErrorString(err_) << ")";                \
+  } while (0)
+
+#define ASSERT_STATUS_OK(expr)                               \
+  do {                                                       \
+    const ::bert::cuda::CudaStatus st_ = (expr);             \
+    ASSERT_TRUE(st_.ok()) << #expr << ": " << st_.message(); \
+  } while (0)
+
+std::mt19937 FreshRng() {
+  std::random_device rd;
+  const unsigned seed = rd();
+  std::printf("seed %u\n", seed);  // so that a failure can be reproduced
+  return std::mt19937(seed);
+}
+
+// ---------------------------------------------------------------------------------------
+// Argument checks (host only).
+
+// A fake device address with the given alignment (never dereferenced).
+const void* At(uintptr_t address) { return reinterpret_cast<const void*>(address); }
+
+SplitKGemmArgs ValidArgs() {
+  SplitKGemmArgs a;
+  a.x = At(0x10000);
+  a.weight = At(0x20000);
+  a.bias = At(0x30000);
+  a.y = const_cast<void*>(At(0x40000));
+  a.rows = 128;
+  a.in_features = 768;
+  a.out_features = 768;
+  a.splits = 4;
+  a.partials = static_cast<float*>(const_cast<void*>(At(0x50000)));
+  a.counters = static_cast<unsigned*>(const_cast<void*>(At(0x60000)));
+  return a;
+}
+
+TEST(SplitKGemmArgsTest, AcceptsTheEngineShapes) {
+  for (const auto& [in, out] : {std::pair{768, 2304}, {768, 768}, {768, 3072}, {3072, 768},
+                                {64, 192}, {128, 512}}) {
+    SplitKGemmArgs a = ValidArgs();
+    a.in_features = in;
+    a.out_features = out;
+    a.splits = std::min(4, in / kSplitKBlockK);
+    for (SplitKEpilogue e : {SplitKEpilogue::kNone, SplitKEpilogue::kBias,
+                             SplitKEpilogue::kBiasGeluTanh}) {
+      EXPECT_EQ(SplitKGemmUnsupported(a, e), "") << in << "->" << out;
+    }
+    a.residual = At(0x70000);
+    EXPECT_EQ(SplitKGemmUnsupported(a, SplitKEpilogue::kBiasResidual), "");
+  }
+  SplitKGemmArgs one_split = ValidArgs();
+  one_split.splits = 1;
+  one_split.partials = nullptr;  // not needed without a split
+  one_split.counters = nullptr;
+  EXPECT_EQ(SplitKGemmUnsupported(one_split, SplitKEpilogue::kBias), "");
+  SplitKGemmArgs no_rows = ValidArgs();
+  no_rows.rows = 0;
+  EXPECT_EQ(SplitKGemmUnsupported(no_rows, SplitKEpilogue::kBias), "");
+}
+
+TEST(SplitKGemmArgsTest, RefusesWhatTheKernelCannotRun) {
+  auto refused = [](const SplitKGemmArgs& a, SplitKEpilogue e = SplitKEpilogue::kBias) {
+    return !SplitKGemmUnsupported(a, e).empty();
+  };
+  SplitKGemmArgs a = ValidArgs();
+  a.in_features = 100;  // not a multiple of 32
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.out_features = 36;  // not a multiple of 64
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.rows = -1;
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.x = At(0x10008);  // 8-byte aligned: cp.async needs 16
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.weight = At(0x20004);
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.y = const_cast<void*>(At(0x40002));  // pairs of 16-bit values are stored as 4 bytes
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.bias = nullptr;
+  EXPECT_TRUE(refused(a));
+  EXPECT_FALSE(refused(a, SplitKEpilogue::kNone));  // no bias needed
+  a = ValidArgs();
+  a.residual = At(0x70000);  // a residual without kBiasResidual
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  EXPECT_TRUE(refused(a, SplitKEpilogue::kBiasResidual));  // kBiasResidual without one
+  a = ValidArgs();
+  a.splits = 0;
+  EXPECT_TRUE(refused(a));
+  a.splits = kSplitKMaxSplits + 1;
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.in_features = 64;  // two K blocks
+  a.splits = 3;
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.partials = nullptr;
+  EXPECT_TRUE(refused(a));
+  a = ValidArgs();
+  a.counters = nullptr;
+  EXPECT_TRUE(refused(a));
+}
+
+TEST(SplitKGemmArgsTest, WorkspaceAndSplitArithmetic) {
+  EXPECT_EQ(SplitKGemmTiles(1, 768), 12);
+  EXPECT_EQ(SplitKGemmTiles(128, 768), 24);
+  EXPECT_EQ(SplitKGemmTiles(129, 768), 36);
+  EXPECT_EQ(SplitKGemmPartialFloats(128, 768, 1), 0u);
+  EXPECT_EQ(SplitKGemmPartialFloats(128, 768, 4), 24u * 4 * 64 * 64);
+  // 768 = 24 K blocks: 5 splits take 5, 5, 5, 5, 4; 7 splits of 4 would leave the 7th empty.
+  EXPECT_EQ(SplitKBlocksPerSplit(768, 5), 5);
+  EXPECT_TRUE(SplitKEverySplitBusy(768, 5));
+  EXPECT_FALSE(SplitKEverySplitBusy(768, 7));
+  EXPECT_TRUE(SplitKEverySplitBusy(768, 8));
+  EXPECT_TRUE(SplitKEverySplitBusy(768, 24));
+  EXPECT_FALSE(SplitKEverySplitBusy(768, 25));
+  EXPECT_FALSE(SplitKEverySplitBusy(768, 0));
+}
+
+TEST(SplitKGemmArgsTest, FloatIsRefused) {
+  EXPECT_EQ(LaunchSplitKGemm<float>(ValidArgs(), SplitKEpilogue::kBias, nullptr),
+            cudaErrorInvalidValue);
+}
+
+// ---------------------------------------------------------------------------------------
+// The kernel against cpu::Linear.
+
+struct Shape {
+  int rows, in, out;
+};
+
+using KernelParam = std::tuple<TestDType, Shape>;
+
+class SplitKGemmTest : public ::testing::TestWithParam<KernelParam> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!HaveGpu(&why)) GTEST_SKIP() << why;
+  }
+};
+
+// Unit roundoff of T: an output element may differ from the exact value by this much of its
+// magnitude (one rounding), plus the fp32 summation order.
+double UnitRoundoff(TestDType dtype) {
+  return dtype == TestDType::kBF16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+}
+
+// Every element within 4 unit roundoffs of the largest reference magnitude.
+void ExpectElementwiseClose(const std::vector<float>& got, const std::vector<float>& ref,
+                            TestDType dtype, const std::string& what) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  EXPECT_EQ(CountNonFinite(got), 0u) << what << ": outputs not written (NaN poison left)";
+  float scale = 0.0f;
+  for (float r : ref) scale = std::max(scale, std::fabs(r));
+  const double bound = 4.0 * UnitRoundoff(dtype) * scale;
+  double worst = 0.0;
+  size_t worst_at = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    if (!(d <= worst)) {
+      worst = d;
+      worst_at = i;
+    }
+  }
+  EXPECT_LE(worst, bound) << what << ": worst element " << worst_at << " got " << got[worst_at]
+                          << " want " << ref[worst_at];
+  EXPECT_LE(RelativeError(got, ref), Tolerance(dtype)) << what;
+}
+
+template <typename T>
+void CheckKernel(Shape s, TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  std::vector<float> x = RandomVector(static_cast<size_t>(s.rows) * s.in, rng),
+                     w = RandomVector(static_cast<size_t>(s.out) * s.in, rng,
+                                      1.0f / std::sqrt(static_cast<float>(s.in))),
+                     b = RandomVector(s.out, rng, 0.5f),
+                     r = RandomVector(static_cast<size_t>(s.rows) * s.out, rng, 2.0f);
+  RoundThrough<T>(&x);
+  RoundThrough<T>(&w);
+  RoundThrough<T>(&b);
+  RoundThrough<T>(&r);
+  const size_t n = static_cast<size_t>(s.rows) * s.out;
+  // 64 rows of guard past the output: poisoned, and must stay so.
+  const size_t guard = static_cast<size_t>(64) * s.out;
+  DeviceArray<T> d_x(x), d_w(w), d_b(b), d_r(r), d_y(n + guard);
+  ASSERT_STATUS_OK(d_y.status());
+  const int max_splits = std::min(8, s.in / kSplitKBlockK);
+  DeviceBuffer<float> partials;
+  DeviceBuffer<unsigned> counters;
+  ASSERT_STATUS_OK(partials.Allocate(SplitKGemmPartialFloats(s.rows, s.out, max_splits)));
+  ASSERT_STATUS_OK(counters.Allocate(SplitKGemmTiles(s.rows, s.out)));
+  ASSERT_CUDA_OK(cudaMemset(counters.get(), 0, counters.bytes()));
+
+  struct Case {
+    SplitKEpilogue gpu;
+    cpu::Epilogue cpu;
+    bool residual;
+    const char* name;
+  };
+  const Case cases[] = {
+      {SplitKEpilogue::kNone, cpu::Epilogue::kNone, false, "none"},
+      {SplitKEpilogue::kBias, cpu::Epilogue::kBias, false, "bias"},
+      {SplitKEpilogue::kBiasGeluTanh, cpu::Epilogue::kBiasGeluTanh, false, "bias_gelu_tanh"},
+      {SplitKEpilogue::kBiasResidual, cpu::Epilogue::kBias, true, "bias_residual"},
+  };
+  for (const Case& c : cases) {
+    std::vector<float> ref(n);
+    cpu::Linear(x.data(), s.rows, s.in, w.data(), b.data(), s.out, c.cpu, ref.data());
+    if (c.residual) {
+      for (size_t i = 0; i < n; ++i) ref[i] += r[i];
+    }
+    for (int splits = 1; splits <= max_splits; ++splits) {
+      if (!SplitKEverySplitBusy(s.in, splits)) continue;
+      const std::string what = std::string(c.name) + " " + TestDTypeName(dtype) + " " +
+                               std::to_string(s.rows) + "x" + std::to_string(s.in) + "x" +
+                               std::to_string(s.out) + " splits=" + std::to_string(splits);
+      SplitKGemmArgs args;
+      args.x = d_x.get();
+      args.weight = d_w.get();
+      args.bias = c.gpu == SplitKEpilogue::kNone ? nullptr : d_b.get();
+      args.residual = c.residual ? d_r.get() : nullptr;
+      args.y = d_y.get();
+      args.rows = s.rows;
+      args.in_features = s.in;
+      args.out_features = s.out;
+      args.splits = splits;
+      args.partials = partials.get();
+      args.counters = counters.get();
+      ASSERT_EQ(SplitKGemmUnsupported(args, c.gpu), "") << what;
+      ASSERT_CUDA_OK(d_y.Poison());
+      ASSERT_CUDA_OK(LaunchSplitKGemm<T>(args, c.gpu, nullptr));
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      std::vector<float> got = d_y.Download();
+      const std::vector<float> tail(got.begin() + n, got.end());
+      EXPECT_EQ(CountNonFinite(tail), tail.size()) << what << ": wrote past the last row";
+      got.resize(n);
+      ExpectElementwiseClose(got, ref, dtype, what);
+      // Again: the counters were reset, and the split order fixes the result bit for bit.
+      ASSERT_CUDA_OK(d_y.Poison());
+      ASSERT_CUDA_OK(LaunchSplitKGemm<T>(args, c.gpu, nullptr));
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      std::vector<float> again = d_y.Download();
+      again.resize(n);
+      EXPECT_EQ(again, got) << what << ": second launch differs";
+    }
+  }
+  EXPECT_EQ(d_r.Download(), r) << "the residual changed";
+}
+
+TEST_P(SplitKGemmTest, MatchesCpuLinear) {
+  const auto [dtype, shape] = GetParam();
+  if (dtype == TestDType::kF16) {
+    CheckKernel<__half>(shape, dtype);
+  } else {
+    CheckKernel<__nv_bfloat16>(shape, dtype);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SplitKGemmTest,
+    ::testing::Combine(::testing::Values(TestDType::kF16, TestDType::kBF16),
+                       ::testing::Values(Shape{1, 64, 64}, Shape{17, 128, 192},
+                                         Shape{64, 768, 768}, Shape{100, 768, 2304},
+                                         Shape{128, 3072, 768}, Shape{200, 384, 1536},
+                                         Shape{256, 768, 3072})),
+    [](const auto& info) {
+      const Shape s = std::get<1>(info.param);
+      return std::string(TestDTypeName(std::get<0>(info.param))) + "_" + std::to_string(s.rows) +
+             "x" + std::to_string(s.in) + "x" + std::to_string(s.out);
+    });
+
+// ---------------------------------------------------------------------------------------
+// Gemm with autotune and our kernel among the candidates.
+
+struct EngineGemm {
+  int in, out;
+  GemmEpilogue gpu;
+  cpu::Epilogue cpu;
+  const char* name;
+};
+
+const EngineGemm kEngineGemms[] = {
+    {768, 2304, GemmEpilogue::kBias, cpu::Epilogue::kBias, "qkv"},
+    {768, 768, GemmEpilogue::kBias, cpu::Epilogue::kBias, "attn_out"},
+    {768, 3072, GemmEpilogue::kBiasGeluTanh, cpu::Epilogue::kBiasGeluTanh, "ffn_in_gelu"},
+    {3072, 768, GemmEpilogue::kBias, cpu::Epilogue::kBias, "ffn_out"},
+};
+
+class GemmCustomTest : public ::testing::TestWithParam<TestDType> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!HaveGpu(&why)) GTEST_SKIP() << why;
+  }
+};
+
+template <typename T>
+void CheckCustomCandidates(TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  GemmOptions options;
+  options.autotune = true;
+  options.custom_gemm = true;
+  std::unique_ptr<Gemm> gemm;
+  ASSERT_STATUS_OK(Gemm::Create(options, &gemm));
+  const bool sixteen_bit = dtype != TestDType::kF32;
+  // 128 and then 100 rows share a bucket (the second reuses the first's choice, whichever
+  // it was); 1000 rows is past kCustomMaxRows.
+  for (const int rows : {1, 128, 100, 256, 1000}) {
+    for (const EngineGemm& g : kEngineGemms) {
+      const std::string what =
+          std::string(g.name) + " rows=" + std::to_string(rows) + " " + TestDTypeName(dtype);
+      std::vector<float> x = RandomVector(static_cast<size_t>(rows) * g.in, rng),
+                         w = RandomVector(static_cast<size_t>(g.out) * g.in, rng,
+                                          1.0f / std::sqrt(static_cast<float>(g.in))),
+                         b = RandomVector(g.out, rng, 0.5f);
+      RoundThrough<T>(&x);
+      RoundThrough<T>(&w);
+      RoundThrough<T>(&b);
+      std::vector<float> ref(static_cast<size_t>(rows) * g.out);
+      cpu::Linear(x.data(), rows, g.in, w.data(), b.data(), g.out, g.cpu, ref.data());
+      DeviceArray<T> d_x(x), d_w(w), d_b(b), d_y(ref.size());
+      ASSERT_STATUS_OK(d_y.status());
+      ASSERT_CUDA_OK(d_y.Poison());
+      const GemmStats before = gemm->stats();
+      ASSERT_STATUS_OK(
+          gemm->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu, d_y.get(),
+                       nullptr));
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<float> got = d_y.Download();
+      ASSERT_EQ(got.size(), ref.size());
+      EXPECT_EQ(CountNonFinite(got), 0u) << what;
+      // cuBLASLt's GELU epilogue may use an approximate tanh (kernels_test allows 2e-3).
+      const double tol = g.gpu == GemmEpilogue::kBiasGeluTanh ? std::max(Tolerance(dtype), 2e-3)
+                                                               : Tolerance(dtype);
+      EXPECT_LE(RelativeError(got, ref), tol) << what;
+      const GemmStats& after = gemm->stats();
+      const bool new_bucket = after.tuned_buckets > before.tuned_buckets;
+      EXPECT_EQ(new_bucket, rows != 100) << what;
+      const bool applies = sixteen_bit && rows <= Gemm::kCustomMaxRows;
+      if (new_bucket && applies) {
+        EXPECT_GT(after.custom_timed, before.custom_timed) << what << ": our kernel not timed";
+      } else {
+        EXPECT_EQ(after.custom_timed, before.custom_timed) << what << ": our kernel timed";
+      }
+      EXPECT_EQ(after.custom_mismatches, 0) << what << ": our kernel disagreed with cuBLASLt";
+      std::printf("%-36s %s\n", what.c_str(),
+                  gemm->DescribePlan<T>(rows, g.in, g.out, g.gpu).c_str());
+    }
+  }
+  std::printf("custom: timed %lld, chosen %lld of %lld tunings\n", gemm->stats().custom_timed,
+              gemm->stats().custom_chosen, gemm->stats().tuned_buckets);
+}
+
+TEST_P(GemmCustomTest, EngineShapesMatchCpuAndAgreeWithCublas) {
+  switch (GetParam()) {
+    case TestDType::kF32:
+      CheckCustomCandidates<float>(GetParam());
+      break;
+    case TestDType::kF16:
+      CheckCustomCandidates<__half>(GetParam());
+      break;
+    case TestDType::kBF16:
+      CheckCustomCandidates<__nv_bfloat16>(GetParam());
+      break;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, GemmCustomTest,
+                         ::testing::Values(TestDType::kF32, TestDType::kF16, TestDType::kBF16),
+                         [](const auto& info) { return std::string(TestDTypeName(info.param)); });
+
+}  // namespace
+}  // namespace cuda
+}  // namespace bert
+
+#else  // !BERT_WITH_CUDA
+
+TEST(SplitKGemm, BuiltWithoutCuda) {
+  GTEST_SKIP() << "built with --config=nocuda: the CUDA kernels are not compiled";
+}
+
+#endif  // BERT_WITH_CUDA
