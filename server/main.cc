@@ -69,6 +69,10 @@ ABSL_FLAG(bool, cuda_overlap_copies, true,
           "CUDA backend: copy outputs back on a second stream, overlapping later layers");
 ABSL_FLAG(bool, gemm_autotune, true,
           "CUDA backend: time cuBLASLt's candidate algorithms per GEMM shape on first use");
+ABSL_FLAG(bool, custom_gemm, false,
+          "CUDA backend, float16/bfloat16, with --gemm_autotune: also time our split-K GEMM "
+          "kernel for batches of at most 256 rows (used where faster and in agreement with "
+          "cuBLASLt)");
 ABSL_FLAG(int, default_seq_length, 128, "seq_length of requests that leave it 0");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest request or response message");
 ABSL_FLAG(std::string, lowercase, "auto",
@@ -214,6 +218,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.max_graph_rows = absl::GetFlag(FLAGS_cuda_graph_max_rows);
   engine_options.fused_gelu = absl::GetFlag(FLAGS_fused_gelu);
   engine_options.gemm_autotune = absl::GetFlag(FLAGS_gemm_autotune);
+  engine_options.custom_gemm = absl::GetFlag(FLAGS_custom_gemm);
   engine_options.residual_in_gemm = absl::GetFlag(FLAGS_residual_in_gemm);
   engine_options.overlap_copies = absl::GetFlag(FLAGS_cuda_overlap_copies);
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
@@ -236,6 +241,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
                     << LogKv("cuda_graph_max_rows", engine_options.max_graph_rows)
                     << LogKv("fused_gelu", flag(engine_options.fused_gelu))
                     << LogKv("gemm_autotune", flag(engine_options.gemm_autotune))
+                    << LogKv("custom_gemm", flag(engine_options.custom_gemm))
                     << LogKv("cuda_overlap_copies", flag(engine_options.overlap_copies))
                     << LogKv("residual_in_gemm", flag(engine_options.residual_in_gemm));
   }

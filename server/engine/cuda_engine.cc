@@ -359,6 +359,7 @@ absl::Status CudaEngine<T>::Init() {
   cuda::GemmOptions gemm_options;
   gemm_options.allow_tf32 = options_.allow_tf32;
   gemm_options.autotune = options_.gemm_autotune;
+  gemm_options.custom_gemm = options_.custom_gemm;
   RETURN_IF_ERROR(ToStatus(cuda::Gemm::Create(gemm_options, &gemm_), "creating cuBLASLt"));
   RETURN_IF_ERROR(ToStatus(staging_.Allocate(staging_values), "allocating staging"));
 

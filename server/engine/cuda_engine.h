@@ -60,6 +60,11 @@ struct CudaEngineOptions {
   // Time cuBLASLt's candidate algorithms per GEMM shape on first use and keep the fastest
   // (kernels/cuda/gemm.h); false: cuBLASLt's heuristic choice.
   bool gemm_autotune = true;
+  // With gemm_autotune, float16/bfloat16: also time our split-K GEMM kernel
+  // (kernels/cuda/split_k_gemm.h) for batches of at most 256 rows, where cuBLASLt's tiles
+  // leave most SMs idle; it is used only where it is faster and its output agreed with
+  // cuBLASLt's. Off until the benchmark shows it pays (bench/NOTES.md).
+  bool custom_gemm = false;
   // Add each block's bias and residual in the epilogue of the GEMM before its LayerNorm
   // (cuBLASLt C = residual, beta = 1), so that the LayerNorm reads one [tokens, hidden]
   // tensor instead of two. In fp16/bf16 the sum is then rounded once before the LayerNorm

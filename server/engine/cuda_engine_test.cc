@@ -2,7 +2,7 @@
 // GPU: the golden fixtures (tests/golden, Hugging Face outputs) in fp32 (<= 1e-5 relative on
 // every tensor, padded rows included) and fp16/bf16 (<= 2e-2 relative, pooled cosine >=
 // 0.9999), with the default options and with fused_gelu off (no worse than the exact GELU)
-// and residual_in_gemm on; agreement with the CPU engine on a random-weights BERT-base over a
+// and residual_in_gemm / custom_gemm on; agreement with the CPU engine on a random-weights BERT-base over a
 // ragged batch with padding rows and every output head; CUDA graphs bit-exact against eager
 // runs (repeated and alternating shapes, LRU eviction, max_graph_rows); output copies on the
 // second stream bit-exact against copies on the compute stream. GPU cases skip with the
@@ -291,54 +291,67 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaFusedGeluTest,
                          GoldenName);
 
 // ---------------------------------------------------------------------------------------
-// residual_in_gemm: bias and residual added in the GEMM's epilogue before each LayerNorm.
-// Every tensor within the dtype's tolerance of the reference, as the default path is.
+// GEMM variants: residual_in_gemm (bias and residual added in the GEMM's epilogue before
+// each LayerNorm) and custom_gemm (our split-K GEMM kernel among the autotune candidates;
+// fp32 never uses it). Every tensor within the dtype's tolerance of the reference, as the
+// default path is, eager, captured and replayed.
 
-class CudaResidualInGemmTest : public ::testing::TestWithParam<GoldenParam> {
+class CudaGemmVariantTest : public ::testing::TestWithParam<GoldenParam> {
  protected:
   void SetUp() override {
     if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
   }
+
+  void CheckVariant(const CudaEngineOptions& options, const char* variant) {
+    const auto& [name, dtype] = GetParam();
+    auto fixture = LoadGoldenFixture(name);
+    ASSERT_TRUE(fixture.ok()) << fixture.status();
+    auto engine = CreateCudaEngine(fixture->model, options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    const OutputSelection& sel = fixture->selection;
+    for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
+      EncoderOutput out;
+      ASSERT_TRUE((*engine)->Encode(fixture->batch, sel, &out).ok());
+      auto check = [&](const std::string& tensor, const std::vector<float>& got) {
+        auto ref = fixture->expected.ReadFloat32(tensor, nullptr);
+        ASSERT_TRUE(ref.ok()) << ref.status();
+        ASSERT_EQ(got.size(), ref->size()) << tensor;
+        EXPECT_EQ(CountNonFinite(got), 0u) << tensor;
+        const double err = RelativeError(got, *ref);
+        if (run == 0 && tensor == "sequence_output") {
+          std::printf("%s %s %s sequence relative error %.3g\n", name.c_str(), ShortName(dtype),
+                      variant, err);
+        }
+        EXPECT_LE(err, Tolerance(dtype)) << tensor << " run " << run;
+      };
+      check("sequence_output", out.sequence);
+      check("pooled_output", out.pooled);
+      for (size_t l = 0; l < out.layers.size(); ++l) {
+        check("encoder_outputs." + std::to_string(sel.layers[l]), out.layers[l]);
+      }
+    }
+    const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(engine->get())->graph_stats();
+    EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
+    EXPECT_EQ(stats.eager_runs, 1);
+    EXPECT_EQ(stats.captures, 1);
+    EXPECT_EQ(stats.replays, 1);
+  }
 };
 
-TEST_P(CudaResidualInGemmTest, MatchesReference) {
-  const auto& [name, dtype] = GetParam();
-  auto fixture = LoadGoldenFixture(name);
-  ASSERT_TRUE(fixture.ok()) << fixture.status();
-  CudaEngineOptions options = Options(dtype, 4096);
+TEST_P(CudaGemmVariantTest, ResidualInGemmMatchesReference) {
+  CudaEngineOptions options = Options(std::get<1>(GetParam()), 4096);
   options.residual_in_gemm = true;
-  auto engine = CreateCudaEngine(fixture->model, options);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  const OutputSelection& sel = fixture->selection;
-  for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
-    EncoderOutput out;
-    ASSERT_TRUE((*engine)->Encode(fixture->batch, sel, &out).ok());
-    auto check = [&](const std::string& tensor, const std::vector<float>& got) {
-      auto ref = fixture->expected.ReadFloat32(tensor, nullptr);
-      ASSERT_TRUE(ref.ok()) << ref.status();
-      ASSERT_EQ(got.size(), ref->size()) << tensor;
-      EXPECT_EQ(CountNonFinite(got), 0u) << tensor;
-      const double err = RelativeError(got, *ref);
-      if (run == 0 && tensor == "sequence_output") {
-        std::printf("%s %s residual_in_gemm sequence relative error %.3g\n", name.c_str(),
-                    ShortName(dtype), err);
-      }
-      EXPECT_LE(err, Tolerance(dtype)) << tensor << " run " << run;
-    };
-    check("sequence_output", out.sequence);
-    check("pooled_output", out.pooled);
-    for (size_t l = 0; l < out.layers.size(); ++l) {
-      check("encoder_outputs." + std::to_string(sel.layers[l]), out.layers[l]);
-    }
-  }
-  const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(engine->get())->graph_stats();
-  EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
-  EXPECT_EQ(stats.eager_runs, 1);
-  EXPECT_EQ(stats.captures, 1);
-  EXPECT_EQ(stats.replays, 1);
+  CheckVariant(options, "residual_in_gemm");
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CudaResidualInGemmTest,
+TEST_P(CudaGemmVariantTest, CustomGemmMatchesReference) {
+  CudaEngineOptions options = Options(std::get<1>(GetParam()), 4096);
+  options.gemm_autotune = true;
+  options.custom_gemm = true;
+  CheckVariant(options, "custom_gemm");
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaGemmVariantTest,
                          ::testing::Combine(::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
                                             ::testing::Values(DType::kFloat32, DType::kFloat16,
                                                               DType::kBFloat16)),
@@ -427,6 +440,64 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   check("pooled normalized", out_norm.pooled, ref_norm.pooled);
   check("mean_pooled normalized", out_norm.mean_pooled, ref_norm.mean_pooled);
   EXPECT_TRUE(out_norm.sequence.empty());
+}
+
+// custom_gemm on BERT-base at the batch sizes it is for (128 and 205 rows: the buckets of
+// 128 and 256 rows), every layer returned, against the CPU engine and beside the default
+// engine.
+TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
+  const DType dtype = GetParam();
+  auto model = std::make_shared<const Model>(RandomModel(BertBaseConfig(), 4321));
+  const ModelConfig& c = model->config;
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> word(1, c.vocab_size - 1);
+  auto sequence = [&](int length) {
+    std::vector<int32_t> ids(length);
+    for (int32_t& id : ids) id = word(rng);
+    return ids;
+  };
+  EncoderBatch one, two;
+  one.Add(sequence(128), std::vector<int32_t>(128, 0), 0);
+  two.Add(sequence(77), std::vector<int32_t>(77, 1), 0);
+  two.Add(sequence(128), std::vector<int32_t>(128, 0), 0);
+  OutputSelection sel;
+  sel.pooled = true;
+  sel.sequence = true;
+  for (int l = 0; l < c.num_layers; ++l) sel.layers.push_back(l);
+  CpuEngineOptions cpu_options;
+  auto cpu = CpuEngine::Create(model, cpu_options);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  CudaEngineOptions custom_options = Options(dtype, 2048);
+  custom_options.gemm_autotune = true;
+  custom_options.custom_gemm = true;
+  auto plain = CreateCudaEngine(model, Options(dtype, 2048));
+  auto custom = CreateCudaEngine(model, custom_options);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(custom.ok()) << custom.status();
+  const double tol = Tolerance(dtype);
+  for (const EncoderBatch* batch : {&one, &two}) {
+    EncoderOutput ref, base, out;
+    ASSERT_TRUE((*cpu)->Encode(*batch, sel, &ref).ok());
+    ASSERT_TRUE((*plain)->Encode(*batch, sel, &base).ok());
+    for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
+      ASSERT_TRUE((*custom)->Encode(*batch, sel, &out).ok());
+      const std::string what = std::to_string(batch->total_rows()) + " rows run " +
+                               std::to_string(run) + " " + ShortName(dtype);
+      ASSERT_EQ(out.sequence.size(), ref.sequence.size()) << what;
+      EXPECT_EQ(CountNonFinite(out.sequence), 0u) << what;
+      EXPECT_LE(RelativeError(out.sequence, ref.sequence), tol) << what << " sequence";
+      EXPECT_LE(RelativeError(out.pooled, ref.pooled), tol) << what << " pooled";
+      ASSERT_EQ(out.layers.size(), ref.layers.size()) << what;
+      for (size_t l = 0; l < out.layers.size(); ++l) {
+        EXPECT_LE(RelativeError(out.layers[l], ref.layers[l]), tol) << what << " layer " << l;
+      }
+      if (run == 0) {
+        std::printf("bert-base %s: custom_gemm sequence error %.3g, default %.3g (vs CPU)\n",
+                    what.c_str(), RelativeError(out.sequence, ref.sequence),
+                    RelativeError(base.sequence, ref.sequence));
+      }
+    }
+  }
 }
 
 // A small gelu_tanh model (the golden models use the erf GELU): fp32 through our GELU kernel,

@@ -26,6 +26,7 @@ struct EngineOptions {
   int max_graph_rows = 4096;      // ... of at most this many rows
   bool fused_gelu = true;         // fp16/bf16: bias + GELU in the FFN-up GEMM's epilogue
   bool gemm_autotune = true;      // time cuBLASLt's candidate algorithms per GEMM shape
+  bool custom_gemm = false;       // ... and our split-K GEMM kernel for few rows
   bool residual_in_gemm = false;  // bias + residual in the GEMM before each LayerNorm
   bool overlap_copies = true;     // copy outputs back on a second stream
 };
