@@ -1,12 +1,15 @@
 // cuBLASLt Gemm (kernels/cuda/gemm.h) with autotune off (heuristic top-1) and on (timed
-// choice per row bucket), on the BERT-base Linear shapes at several row counts.
+// choice per row bucket), on the BERT-base Linear shapes at several row counts; for fp16/bf16
+// also autotune with our split-K kernel among the candidates (GemmOptions::custom_gemm), and
+// for rows <= Gemm::kCustomMaxRows that kernel alone (split_k_gemm.h) at 1/2/4/8 splits.
 //
 // Method: per (dtype, rows, shape), random operands on the device; each Gemm runs the shape
 // once eagerly (autotune tunes then), then `--iters` back-to-back calls are captured into a
 // CUDA graph (as the engine runs them), the graph is launched once to warm up and then
 // `--reps` times, each timed with CUDA events; the median graph time / iters is printed as
 // microseconds per GEMM, with the algorithm each Gemm picked (Gemm::DescribePlan) and the
-// autotune Gemm's stats at the end (tuning cost is not in the times).
+// autotune Gemms' stats at the end (tuning cost is not in the times). The kernel-alone
+// columns are timed the same way, with direct launches.
 //
 //   gemm_bench [--dtypes=fp16,bf16,fp32] [--rows=1,16,128,512,1000,4096,16384] [--iters=50]
 //              [--reps=7]
@@ -30,6 +33,7 @@
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/host_convert.h"
+#include "kernels/cuda/split_k_gemm.h"
 
 namespace bert {
 namespace cuda {
@@ -69,16 +73,13 @@ void Fill(DeviceBuffer<T>* buf, size_t n, float scale, std::mt19937& rng) {
   BENCH_CUDA(cudaMemcpy(buf->get(), host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
 }
 
-// Median microseconds per GEMM of a graph of `iters` calls.
-template <typename T>
-double TimeGemm(Gemm* gemm, const T* x, int rows, const Shape& s, const T* w, const T* b, T* y,
-                int iters, int reps, cudaStream_t stream) {
-  BENCH_CHECK(gemm->Run<T>(x, rows, s.in, w, b, s.out, s.epilogue, y, stream));
+// Median microseconds per call of a graph of `iters` calls of `run` (run once eagerly first).
+template <typename Run>
+double TimeCalls(const Run& run, int iters, int reps, cudaStream_t stream) {
+  BENCH_CHECK(run());
   BENCH_CUDA(cudaStreamSynchronize(stream));
   BENCH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < iters; ++i) {
-    BENCH_CHECK(gemm->Run<T>(x, rows, s.in, w, b, s.out, s.epilogue, y, stream));
-  }
+  for (int i = 0; i < iters; ++i) BENCH_CHECK(run());
   cudaGraph_t graph = nullptr;
   BENCH_CUDA(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t raw = nullptr;
@@ -103,17 +104,91 @@ double TimeGemm(Gemm* gemm, const T* x, int rows, const Shape& s, const T* w, co
 }
 
 template <typename T>
+double TimeGemm(Gemm* gemm, const T* x, int rows, const Shape& s, const T* w, const T* b, T* y,
+                int iters, int reps, cudaStream_t stream) {
+  return TimeCalls(
+      [&] { return gemm->Run<T>(x, rows, s.in, w, b, s.out, s.epilogue, y, stream); }, iters,
+      reps, stream);
+}
+
+SplitKEpilogue ToSplitK(GemmEpilogue e) {
+  switch (e) {
+    case GemmEpilogue::kBias:
+      return SplitKEpilogue::kBias;
+    case GemmEpilogue::kBiasGeluTanh:
+      return SplitKEpilogue::kBiasGeluTanh;
+    case GemmEpilogue::kBiasResidual:
+      return SplitKEpilogue::kBiasResidual;
+    case GemmEpilogue::kNone:
+    default:
+      return SplitKEpilogue::kNone;
+  }
+}
+
+// Our split-K kernel alone at `splits` (negative when the shape does not allow that count).
+template <typename T>
+double TimeSplitK(const T* x, int rows, const Shape& s, const T* w, const T* b, T* y, int splits,
+                  float* partials, unsigned* counters, int iters, int reps, cudaStream_t stream) {
+  SplitKGemmArgs args;
+  args.x = x;
+  args.weight = w;
+  args.bias = b;
+  args.y = y;
+  args.rows = rows;
+  args.in_features = s.in;
+  args.out_features = s.out;
+  args.splits = splits;
+  args.partials = partials;
+  args.counters = counters;
+  if (!SplitKGemmUnsupported(args, ToSplitK(s.epilogue)).empty() ||
+      !SplitKEverySplitBusy(s.in, splits)) {
+    return -1.0;
+  }
+  return TimeCalls(
+      [&] {
+        return MakeCudaStatus(LaunchSplitKGemm<T>(args, ToSplitK(s.epilogue), stream),
+                              "LaunchSplitKGemm", __FILE__, __LINE__);
+      },
+      iters, reps, stream);
+}
+
+void PrintStats(const char* name, const GemmStats& st) {
+  std::printf(
+      "%s stats: plans=%lld tuned_buckets=%lld timed_candidates=%lld "
+      "fallbacks=%lld bucket_reuses=%lld bucket_rejections=%lld capture_selections=%lld "
+      "custom_timed=%lld custom_mismatches=%lld custom_chosen=%lld\n",
+      name, st.plans, st.tuned_buckets, st.timed_candidates, st.tuning_fallbacks, st.bucket_reuses,
+      st.bucket_rejections, st.capture_selections, st.custom_timed, st.custom_mismatches,
+      st.custom_chosen);
+}
+
+template <typename T>
 void BenchDType(const char* dtype, const std::vector<int>& rows_list, int iters, int reps) {
   std::mt19937 rng(1234);
   CudaStream stream;
   BENCH_CHECK(stream.Create());
-  GemmOptions off, on;
+  constexpr bool kSixteenBit = sizeof(T) == 2;
+  GemmOptions off, on, custom;
   on.autotune = true;
-  std::unique_ptr<Gemm> plain, tuned;
+  custom.autotune = true;
+  custom.custom_gemm = true;
+  std::unique_ptr<Gemm> plain, tuned, with_custom;
   BENCH_CHECK(Gemm::Create(off, &plain));
   BENCH_CHECK(Gemm::Create(on, &tuned));
-  std::printf("\n== %s ==\n%-28s %6s %10s %10s %7s\n", dtype, "shape", "rows", "top1_us",
-              "tuned_us", "speedup");
+  if (kSixteenBit) BENCH_CHECK(Gemm::Create(custom, &with_custom));
+  // The kernel-alone runs: partial sums for the largest grid timed below, zeroed counters.
+  constexpr int kMaxSplits = 8;
+  DeviceBuffer<float> partials;
+  DeviceBuffer<unsigned> counters;
+  if (kSixteenBit) {
+    const size_t tiles = SplitKGemmTiles(Gemm::kCustomMaxRows, 3072);
+    BENCH_CHECK(partials.Allocate(SplitKGemmPartialFloats(Gemm::kCustomMaxRows, 3072, kMaxSplits)));
+    BENCH_CHECK(counters.Allocate(tiles));
+    BENCH_CUDA(cudaMemset(counters.get(), 0, counters.bytes()));
+  }
+  std::printf("\n== %s ==\n%-28s %6s %10s %10s %7s %10s %8s %8s %8s %8s\n", dtype, "shape", "rows",
+              "top1_us", "tuned_us", "speedup", "custom_us", "splitk1", "splitk2", "splitk4",
+              "splitk8");
   for (const int rows : rows_list) {
     for (const Shape& s : kShapes) {
       DeviceBuffer<T> x, w, b, y;
@@ -125,19 +200,44 @@ void BenchDType(const char* dtype, const std::vector<int>& rows_list, int iters,
                                          iters, reps, stream.get());
       const double t_tuned = TimeGemm<T>(tuned.get(), x.get(), rows, s, w.get(), b.get(), y.get(),
                                          iters, reps, stream.get());
-      std::printf("%-28s %6d %10.2f %10.2f %6.2fx\n", s.name, rows, t_plain, t_tuned,
-                  t_plain / t_tuned);
-      std::printf("    top1:  %s\n    tuned: %s\n",
+      double t_custom = -1.0;
+      double t_split[4] = {-1.0, -1.0, -1.0, -1.0};
+      if (kSixteenBit) {
+        t_custom = TimeGemm<T>(with_custom.get(), x.get(), rows, s, w.get(), b.get(), y.get(),
+                               iters, reps, stream.get());
+        if (rows <= Gemm::kCustomMaxRows) {
+          const int splits[4] = {1, 2, 4, kMaxSplits};
+          for (int i = 0; i < 4; ++i) {
+            t_split[i] = TimeSplitK<T>(x.get(), rows, s, w.get(), b.get(), y.get(), splits[i],
+                                       partials.get(), counters.get(), iters, reps, stream.get());
+          }
+        }
+      }
+      // "-" where a column does not apply.
+      auto cell = [](double us, int width) {
+        char buf[32];
+        if (us < 0) {
+          std::snprintf(buf, sizeof(buf), "%*s", width, "-");
+        } else {
+          std::snprintf(buf, sizeof(buf), "%*.2f", width, us);
+        }
+        return std::string(buf);
+      };
+      std::printf("%-28s %6d %10.2f %10.2f %6.2fx %s %s %s %s %s\n", s.name, rows, t_plain,
+                  t_tuned, t_plain / t_tuned, cell(t_custom, 10).c_str(),
+                  cell(t_split[0], 8).c_str(), cell(t_split[1], 8).c_str(),
+                  cell(t_split[2], 8).c_str(), cell(t_split[3], 8).c_str());
+      std::printf("    top1:   %s\n    tuned:  %s\n",
                   plain->DescribePlan<T>(rows, s.in, s.out, s.epilogue).c_str(),
                   tuned->DescribePlan<T>(rows, s.in, s.out, s.epilogue).c_str());
+      if (kSixteenBit) {
+        std::printf("    custom: %s\n",
+                    with_custom->DescribePlan<T>(rows, s.in, s.out, s.epilogue).c_str());
+      }
     }
   }
-  const GemmStats& st = tuned->stats();
-  std::printf(
-      "autotune stats: plans=%lld tuned_buckets=%lld timed_candidates=%lld "
-      "fallbacks=%lld bucket_reuses=%lld bucket_rejections=%lld capture_selections=%lld\n",
-      st.plans, st.tuned_buckets, st.timed_candidates, st.tuning_fallbacks, st.bucket_reuses,
-      st.bucket_rejections, st.capture_selections);
+  PrintStats("autotune", tuned->stats());
+  if (kSixteenBit) PrintStats("autotune+custom", with_custom->stats());
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 //   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
 //             [--cuda_graphs=true|false] [--max_graph_rows=4096] [--fused_gelu=true|false]
-//             [--gemm_autotune=true|false] [--residual_in_gemm=true|false]
+//             [--gemm_autotune=true|false] [--custom_gemm=true|false]
+//             [--residual_in_gemm=true|false]
 //             [--overlap_copies=true|false] [--outputs=pooled|layers] [--profile]
 //             [--profile_batches=1,128]
 //
@@ -14,7 +15,7 @@
 // one, so both sides use the same random weights); without it, RandomModel(BertBase, 1).
 // --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
 // --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture),
-// for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune,
+// for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune, --custom_gemm,
 // --residual_in_gemm, --overlap_copies: the engine options of the same names
 // (CudaEngineOptions; defaults as in serving). --outputs: what each Encode returns, the pooled
 // vectors (default) or every layer's output (encoder_outputs: what overlap_copies is for).
@@ -59,6 +60,7 @@ struct Options {
   int max_graph_rows = CudaEngineOptions().max_graph_rows;
   bool fused_gelu = true;
   bool gemm_autotune = true;
+  bool custom_gemm = false;
   bool residual_in_gemm = false;
   bool overlap_copies = true;
   bool all_layers = false;  // --outputs=layers
@@ -108,6 +110,8 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->fused_gelu = ParseBool(v);
     } else if (const char* v = value("gemm_autotune")) {
       o->gemm_autotune = ParseBool(v);
+    } else if (const char* v = value("custom_gemm")) {
+      o->custom_gemm = ParseBool(v);
     } else if (const char* v = value("residual_in_gemm")) {
       o->residual_in_gemm = ParseBool(v);
     } else if (const char* v = value("overlap_copies")) {
@@ -139,6 +143,7 @@ CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
   e.max_graph_rows = o.max_graph_rows;
   e.fused_gelu = o.fused_gelu;
   e.gemm_autotune = o.gemm_autotune;
+  e.custom_gemm = o.custom_gemm;
   e.residual_in_gemm = o.residual_in_gemm;
   e.overlap_copies = o.overlap_copies;
   return e;
@@ -149,7 +154,7 @@ std::string Describe(const Options& o) {
   const std::string graphs =
       o.cuda_graphs ? "graphs<=" + std::to_string(o.max_graph_rows) : std::string("graphs=off");
   return graphs + " gelu=" + (o.fused_gelu ? "fused" : "exact") +
-         " autotune=" + (o.gemm_autotune ? "on" : "off") +
+         " autotune=" + (o.gemm_autotune ? "on" : "off") + (o.custom_gemm ? " custom_gemm=on" : "") +
          (o.residual_in_gemm ? " residual=gemm" : "") + (o.overlap_copies ? "" : " copies=serial") +
          (o.all_layers ? " outputs=layers" : "");
 }

@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 TESTS=(
   "kernels/cuda:kernels_test"
+  "kernels/cuda:split_k_gemm_test"
   "kernels/cuda:attention_test"
   "server/engine:cuda_engine_test"
 )
@@ -120,7 +121,8 @@ run() {
     local variant
     for variant in "exact_gelu --fused_gelu=false" "no_autotune --gemm_autotune=false" \
                    "graphs_all_rows --max_graph_rows=1000000" \
-                   "residual_in_gemm --residual_in_gemm=true"; do
+                   "residual_in_gemm --residual_in_gemm=true" \
+                   "custom_gemm --custom_gemm=true"; do
       local vname="${variant%% *}" vflag="${variant#* }"
       start=$SECONDS
       LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
@@ -158,10 +160,11 @@ run() {
     LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/membw_bench 2>&1 | tee "$logs/membw_bench.log"
     rc=${PIPESTATUS[0]}
     table+=("$(printf '%-20s rc=%-3s %5ss' "membw_bench" "$rc" "$((SECONDS - start))")")
-    # cuBLASLt heuristic top-1 vs autotune on the encoder's Linear shapes (fp16).
+    # cuBLASLt heuristic top-1 vs autotune (without and with our split-K kernel) on the
+    # encoder's Linear shapes (fp16), and our kernel alone at 1/2/4/8 splits for <= 256 rows.
     start=$SECONDS
     LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/gemm_bench --dtypes=fp16 \
-      --rows=128,1024,4096,9172,16384 \
+      --rows=128,256,1024,4096,9172,16384 \
       2>&1 | tee "$logs/gemm_bench.log"
     rc=${PIPESTATUS[0]}
     table+=("$(printf '%-20s rc=%-3s %5ss' "gemm_bench" "$rc" "$((SECONDS - start))")")
@@ -178,7 +181,8 @@ run() {
       python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" \
         "exact_gelu=$logs/ours_exact_gelu.json" "no_autotune=$logs/ours_no_autotune.json" \
         "graphs_all_rows=$logs/ours_graphs_all_rows.json" \
-        "residual_in_gemm=$logs/ours_residual_in_gemm.json" | tee "$logs/compare.md"
+        "residual_in_gemm=$logs/ours_residual_in_gemm.json" \
+        "custom_gemm=$logs/ours_custom_gemm.json" | tee "$logs/compare.md"
       python3 bench/goals.py "$logs/ours.json" "$logs/hf.json" "$logs/ours.log" |
         tee "$logs/goals.md"
     fi
