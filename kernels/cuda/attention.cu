@@ -21,6 +21,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_plan.h"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma_utils.cuh"
 
 namespace bert::cuda {
@@ -61,6 +62,8 @@ __global__ void __launch_bounds__(kF32Threads)
                              const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
                              float scale, float* __restrict__ out) {
   static_assert(D % 32 == 0, "head_dim must be a multiple of 32");
+  internal::WaitForPriorGrid();  // launch.cuh: nothing is read or written before it
+  internal::AllowDependentLaunch();
   constexpr int kCols = D / 32;  // output columns per lane
   using L = F32Layout<D>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -235,6 +238,8 @@ __global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, 
                              float scale_log2, T* __restrict__ out) {
   static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
   static_assert(plan::IsSupportedMmaWarps(kWarps), "1, 2 or 4 warps per CTA");
+  internal::WaitForPriorGrid();  // launch.cuh: nothing is read or written before it
+  internal::AllowDependentLaunch();
   using L = MmaLayout<D, kWarps>;
   constexpr int kCtaThreads = plan::MmaThreads(kWarps);
   constexpr int kBlockM = L::kBlockM;
@@ -438,44 +443,46 @@ int MmaWarps(AttentionTile tile, int num_seqs, int max_rows, int num_heads) {
 
 template <typename T, int D, int kWarps>
 void LaunchMma(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
-               int max_rows, int num_heads, float scale_log2, T* out, cudaStream_t stream) {
+               int max_rows, int num_heads, float scale_log2, T* out, cudaStream_t stream,
+               bool programmatic) {
   using L = MmaLayout<D, kWarps>;
   SetSharedMemory(VarlenAttentionMmaKernel<T, D, kWarps>, L::kBytes);
   for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
     const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, L::kBlockM);
-    VarlenAttentionMmaKernel<T, D, kWarps>
-        <<<dim3(g.x, g.y, g.z), plan::MmaThreads(kWarps), L::kBytes, stream>>>(
-            qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale_log2, out);
+    internal::LaunchKernel(VarlenAttentionMmaKernel<T, D, kWarps>, dim3(g.x, g.y, g.z),
+                           dim3(plan::MmaThreads(kWarps)), L::kBytes, stream, programmatic, qkv,
+                           cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale_log2, out);
   }
 }
 
 template <typename T, int D>
 void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
-                      int max_rows, int num_heads, T* out, AttentionTile tile,
-                      cudaStream_t stream) {
+                      int max_rows, int num_heads, T* out, AttentionTile tile, cudaStream_t stream,
+                      bool programmatic) {
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   if constexpr (std::is_same_v<T, float>) {
     const size_t smem = F32Layout<D>::kBytes;
     SetSharedMemory(VarlenAttentionF32Kernel<D>, smem);
     for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
       const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, kF32BlockM);
-      VarlenAttentionF32Kernel<D><<<dim3(g.x, g.y, g.z), kF32Threads, smem, stream>>>(
-          qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale, out);
+      internal::LaunchKernel(VarlenAttentionF32Kernel<D>, dim3(g.x, g.y, g.z), dim3(kF32Threads),
+                             smem, stream, programmatic, qkv, cu_rows, num_valid,
+                             plan::ChunkSeqBegin(c), num_heads, scale, out);
     }
   } else {
     const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2(e))
     switch (MmaWarps(tile, num_seqs, max_rows, num_heads)) {
       case 1:
         LaunchMma<T, D, 1>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
-                           stream);
+                           stream, programmatic);
         break;
       case 2:
         LaunchMma<T, D, 2>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
-                           stream);
+                           stream, programmatic);
         break;
       default:
         LaunchMma<T, D, 4>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
-                           stream);
+                           stream, programmatic);
         break;
     }
   }
@@ -492,20 +499,20 @@ AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads) {
 template <typename T>
 void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
                            int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
-                           cudaStream_t stream, AttentionTile tile) {
+                           cudaStream_t stream, AttentionTile tile, bool programmatic) {
   if (num_seqs <= 0 || max_rows <= 0 || num_heads <= 0) return;
   switch (head_dim) {
     case 32:
       LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
-                              stream);
+                              stream, programmatic);
       break;
     case 64:
       LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
-                              stream);
+                              stream, programmatic);
       break;
     case 128:
       LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
-                               stream);
+                               stream, programmatic);
       break;
     default:
       // An empty grid: cudaGetLastError() then reports a launch error (cudaErrorInvalidValue
@@ -516,11 +523,12 @@ void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* 
 }
 
 template void LaunchVarlenAttention<float>(const float*, const int32_t*, const int32_t*, int, int,
-                                           int, int, float*, cudaStream_t, AttentionTile);
+                                           int, int, float*, cudaStream_t, AttentionTile, bool);
 template void LaunchVarlenAttention<__half>(const __half*, const int32_t*, const int32_t*, int, int,
-                                            int, int, __half*, cudaStream_t, AttentionTile);
+                                            int, int, __half*, cudaStream_t, AttentionTile, bool);
 template void LaunchVarlenAttention<__nv_bfloat16>(const __nv_bfloat16*, const int32_t*,
                                                    const int32_t*, int, int, int, int,
-                                                   __nv_bfloat16*, cudaStream_t, AttentionTile);
+                                                   __nv_bfloat16*, cudaStream_t, AttentionTile,
+                                                   bool);
 
 }  // namespace bert::cuda

@@ -17,6 +17,8 @@
 // a launch error for the caller's cudaGetLastError(). Never allocates; asynchronous
 // on `stream`; launch errors are checked by the caller. Thread-safe (host state: the per-kernel
 // shared-memory attribute and a per-device cache of the SM count, filled on first use).
+// `programmatic`: programmatic dependent launches (kernels/cuda/launch.cuh; compute
+// capability >= 9.0 only).
 #ifndef BERT_KERNELS_CUDA_ATTENTION_H_
 #define BERT_KERNELS_CUDA_ATTENTION_H_
 
@@ -63,7 +65,8 @@ AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads);
 template <typename T>
 void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
                            int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
-                           cudaStream_t stream, AttentionTile tile = AttentionTile::kAuto);
+                           cudaStream_t stream, AttentionTile tile = AttentionTile::kAuto,
+                           bool programmatic = false);
 
 }  // namespace bert::cuda
 

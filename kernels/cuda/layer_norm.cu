@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/layer_norm.h"
 #include "kernels/cuda/layer_norm_common.cuh"
 
@@ -23,6 +24,8 @@ __global__ void AddBiasResidualLnKernel(const T* x, const T* bias, const T* resi
                                         const float* __restrict__ gamma,
                                         const float* __restrict__ beta, int rows, int hidden,
                                         float eps, T* out) {
+  internal::WaitForPriorGrid();  // launch.cuh: nothing is read or written before it
+  internal::AllowDependentLaunch();
   const int row = blockIdx.x * kLnWarpsPerBlock + threadIdx.y;
   if (row >= rows) return;
   const int lane = threadIdx.x;
@@ -66,18 +69,18 @@ struct LaunchAddBiasResidualLn {
   float eps;
   T* out;
   cudaStream_t stream;
+  bool programmatic;
 
   template <int kVec, int kChunks>
   void operator()() const {
     const dim3 block(32, kLnWarpsPerBlock);
     const dim3 grid((rows + kLnWarpsPerBlock - 1) / kLnWarpsPerBlock);
-    if (rows <= kHoistParamsMaxRows) {
-      AddBiasResidualLnKernel<T, kVec, kChunks, true>
-          <<<grid, block, 0, stream>>>(x, bias, residual, gamma, beta, rows, hidden, eps, out);
-    } else {
-      AddBiasResidualLnKernel<T, kVec, kChunks, false>
-          <<<grid, block, 0, stream>>>(x, bias, residual, gamma, beta, rows, hidden, eps, out);
-    }
+    // The launch error is left for the caller's cudaGetLastError().
+    internal::LaunchKernel(rows <= kHoistParamsMaxRows
+                               ? AddBiasResidualLnKernel<T, kVec, kChunks, true>
+                               : AddBiasResidualLnKernel<T, kVec, kChunks, false>,
+                           grid, block, 0, stream, programmatic, x, bias, residual, gamma, beta,
+                           rows, hidden, eps, out);
   }
 };
 
@@ -86,7 +89,8 @@ struct LaunchAddBiasResidualLn {
 template <typename T>
 cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* residual,
                                            const float* gamma, const float* beta, int rows,
-                                           int hidden, float eps, T* out, cudaStream_t stream) {
+                                           int hidden, float eps, T* out, cudaStream_t stream,
+                                           bool programmatic) {
   if (hidden <= 0 || hidden > kMaxLayerNormHidden || rows < 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   constexpr int kV = internal::VecWidth<T>::value;
@@ -95,8 +99,8 @@ cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* r
                           internal::IsAligned<16>(out) &&
                           (bias == nullptr || internal::IsAligned<16>(bias)) &&
                           internal::IsAligned<16>(gamma) && internal::IsAligned<16>(beta);
-  const LaunchAddBiasResidualLn<T> launch{x,    bias,   residual, gamma, beta,
-                                          rows, hidden, eps,      out,   stream};
+  const LaunchAddBiasResidualLn<T> launch{x,      bias, residual, gamma,  beta,        rows,
+                                          hidden, eps,  out,      stream, programmatic};
   if (!internal::DispatchLnTiling<T>(hidden, vectorized, launch)) return cudaErrorInvalidValue;
   return cudaGetLastError();
 }
@@ -104,7 +108,7 @@ cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* r
 #define BERT_INSTANTIATE(T)                                                                    \
   template cudaError_t LaunchAddBiasResidualLayerNorm<T>(const T*, const T*, const T*,         \
                                                          const float*, const float*, int, int, \
-                                                         float, T*, cudaStream_t);
+                                                         float, T*, cudaStream_t, bool);
 BERT_INSTANTIATE(float)
 BERT_INSTANTIATE(__half)
 BERT_INSTANTIATE(__nv_bfloat16)

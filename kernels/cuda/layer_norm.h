@@ -15,11 +15,13 @@ constexpr int kMaxLayerNormHidden = 1024;
 // gamma, beta: [hidden] fp32. Sums as (x + bias) + residual, like the CPU twin. `out` may alias
 // `residual` (each row is read fully before it is written). One warp per row. Returns
 // cudaErrorInvalidValue for an unsupported hidden (> kMaxLayerNormHidden or <= 0), else the launch
-// error (cudaGetLastError). rows == 0 launches nothing.
+// error (cudaGetLastError). rows == 0 launches nothing. `programmatic`: a programmatic
+// dependent launch (kernels/cuda/launch.cuh; compute capability >= 9.0 only).
 template <typename T>
 cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* residual,
                                            const float* gamma, const float* beta, int rows,
-                                           int hidden, float eps, T* out, cudaStream_t stream);
+                                           int hidden, float eps, T* out, cudaStream_t stream,
+                                           bool programmatic = false);
 
 }  // namespace cuda
 }  // namespace bert
