@@ -106,9 +106,8 @@ double TimeCalls(const Run& run, int iters, int reps, cudaStream_t stream) {
 template <typename T>
 double TimeGemm(Gemm* gemm, const T* x, int rows, const Shape& s, const T* w, const T* b, T* y,
                 int iters, int reps, cudaStream_t stream) {
-  return TimeCalls(
-      [&] { return gemm->Run<T>(x, rows, s.in, w, b, s.out, s.epilogue, y, stream); }, iters,
-      reps, stream);
+  return TimeCalls([&] { return gemm->Run<T>(x, rows, s.in, w, b, s.out, s.epilogue, y, stream); },
+                   iters, reps, stream);
 }
 
 SplitKEpilogue ToSplitK(GemmEpilogue e) {
@@ -185,6 +184,7 @@ void BenchDType(const char* dtype, const std::vector<int>& rows_list, int iters,
     BENCH_CHECK(partials.Allocate(SplitKGemmPartialFloats(Gemm::kCustomMaxRows, 3072, kMaxSplits)));
     BENCH_CHECK(counters.Allocate(tiles));
     BENCH_CUDA(cudaMemset(counters.get(), 0, counters.bytes()));
+    BENCH_CUDA(cudaDeviceSynchronize());  // the memset is on the legacy stream
   }
   std::printf("\n== %s ==\n%-28s %6s %10s %10s %7s %10s %8s %8s %8s %8s\n", dtype, "shape", "rows",
               "top1_us", "tuned_us", "speedup", "custom_us", "splitk1", "splitk2", "splitk4",
@@ -223,10 +223,10 @@ void BenchDType(const char* dtype, const std::vector<int>& rows_list, int iters,
         }
         return std::string(buf);
       };
-      std::printf("%-28s %6d %10.2f %10.2f %6.2fx %s %s %s %s %s\n", s.name, rows, t_plain,
-                  t_tuned, t_plain / t_tuned, cell(t_custom, 10).c_str(),
-                  cell(t_split[0], 8).c_str(), cell(t_split[1], 8).c_str(),
-                  cell(t_split[2], 8).c_str(), cell(t_split[3], 8).c_str());
+      std::printf("%-28s %6d %10.2f %10.2f %6.2fx %s %s %s %s %s\n", s.name, rows, t_plain, t_tuned,
+                  t_plain / t_tuned, cell(t_custom, 10).c_str(), cell(t_split[0], 8).c_str(),
+                  cell(t_split[1], 8).c_str(), cell(t_split[2], 8).c_str(),
+                  cell(t_split[3], 8).c_str());
       std::printf("    top1:   %s\n    tuned:  %s\n",
                   plain->DescribePlan<T>(rows, s.in, s.out, s.epilogue).c_str(),
                   tuned->DescribePlan<T>(rows, s.in, s.out, s.epilogue).c_str());

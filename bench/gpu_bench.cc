@@ -6,7 +6,7 @@
 //   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
 //             [--cuda_graphs=true|false] [--max_graph_rows=4096] [--fused_gelu=true|false]
-//             [--gemm_autotune=true|false] [--custom_gemm=true|false]
+//             [--gemm_autotune=true|false] [--custom_gemm=true|false] [--pdl=true|false]
 //             [--residual_in_gemm=true|false]
 //             [--overlap_copies=true|false] [--outputs=pooled|layers] [--profile]
 //             [--profile_batches=1,128]
@@ -16,7 +16,8 @@
 // --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
 // --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture),
 // for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune, --custom_gemm,
-// --residual_in_gemm, --overlap_copies: the engine options of the same names
+// --residual_in_gemm, --overlap_copies: the engine options of the same names; --pdl: the
+// engine option programmatic_launch (server flag --cuda_pdl)
 // (CudaEngineOptions; defaults as in serving). --outputs: what each Encode returns, the pooled
 // vectors (default) or every layer's output (encoder_outputs: what overlap_copies is for).
 // Each result line names the options it ran with.
@@ -61,6 +62,7 @@ struct Options {
   bool fused_gelu = true;
   bool gemm_autotune = true;
   bool custom_gemm = false;
+  bool pdl = false;
   bool residual_in_gemm = false;
   bool overlap_copies = true;
   bool all_layers = false;  // --outputs=layers
@@ -112,6 +114,8 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->gemm_autotune = ParseBool(v);
     } else if (const char* v = value("custom_gemm")) {
       o->custom_gemm = ParseBool(v);
+    } else if (const char* v = value("pdl")) {
+      o->pdl = ParseBool(v);
     } else if (const char* v = value("residual_in_gemm")) {
       o->residual_in_gemm = ParseBool(v);
     } else if (const char* v = value("overlap_copies")) {
@@ -144,6 +148,7 @@ CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
   e.fused_gelu = o.fused_gelu;
   e.gemm_autotune = o.gemm_autotune;
   e.custom_gemm = o.custom_gemm;
+  e.programmatic_launch = o.pdl;
   e.residual_in_gemm = o.residual_in_gemm;
   e.overlap_copies = o.overlap_copies;
   return e;
@@ -154,7 +159,8 @@ std::string Describe(const Options& o) {
   const std::string graphs =
       o.cuda_graphs ? "graphs<=" + std::to_string(o.max_graph_rows) : std::string("graphs=off");
   return graphs + " gelu=" + (o.fused_gelu ? "fused" : "exact") +
-         " autotune=" + (o.gemm_autotune ? "on" : "off") + (o.custom_gemm ? " custom_gemm=on" : "") +
+         " autotune=" + (o.gemm_autotune ? "on" : "off") +
+         (o.custom_gemm ? " custom_gemm=on" : "") + (o.pdl ? " pdl=on" : "") +
          (o.residual_in_gemm ? " residual=gemm" : "") + (o.overlap_copies ? "" : " copies=serial") +
          (o.all_layers ? " outputs=layers" : "");
 }

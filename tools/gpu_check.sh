@@ -122,7 +122,8 @@ run() {
     for variant in "exact_gelu --fused_gelu=false" "no_autotune --gemm_autotune=false" \
                    "graphs_all_rows --max_graph_rows=1000000" \
                    "residual_in_gemm --residual_in_gemm=true" \
-                   "custom_gemm --custom_gemm=true"; do
+                   "custom_gemm --custom_gemm=true" "pdl --pdl=true" \
+                   "custom_gemm_pdl --custom_gemm=true --pdl=true"; do
       local vname="${variant%% *}" vflag="${variant#* }"
       start=$SECONDS
       LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
@@ -182,7 +183,8 @@ run() {
         "exact_gelu=$logs/ours_exact_gelu.json" "no_autotune=$logs/ours_no_autotune.json" \
         "graphs_all_rows=$logs/ours_graphs_all_rows.json" \
         "residual_in_gemm=$logs/ours_residual_in_gemm.json" \
-        "custom_gemm=$logs/ours_custom_gemm.json" | tee "$logs/compare.md"
+        "custom_gemm=$logs/ours_custom_gemm.json" "pdl=$logs/ours_pdl.json" \
+        "custom_gemm_pdl=$logs/ours_custom_gemm_pdl.json" | tee "$logs/compare.md"
       python3 bench/goals.py "$logs/ours.json" "$logs/hf.json" "$logs/ours.log" |
         tee "$logs/goals.md"
     fi

@@ -25,6 +25,7 @@ struct Gemm::Plan {
   int in_features = 0;
   int out_features = 0;
   GemmEpilogue epilogue = GemmEpilogue::kNone;
+  int alignment = 1;  // the key's: the smallest alignment of the call's pointers
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr;  // W
   cublasLtMatrixLayout_t b = nullptr;  // x
@@ -173,18 +174,24 @@ bool CopyToHost(const void* y, size_t count, cudaStream_t stream, std::vector<ui
 }
 
 // Whether every element of `got` is within `ulps` units of the dtype's last place, taken at
-// the largest magnitude in `reference`, of the reference (false on any NaN).
+// the largest magnitude of `reference` minus `residual` (empty: no residual), plus two units
+// of the element's own last place (its final rounding), of `reference`. False on any NaN.
 bool WithinUlps(GemmDType dtype, const std::vector<uint16_t>& got,
-                const std::vector<uint16_t>& reference, float ulps) {
+                const std::vector<uint16_t>& reference, const std::vector<uint16_t>& residual,
+                float ulps) {
   if (got.size() != reference.size()) return false;
+  if (!residual.empty() && residual.size() != reference.size()) return false;
   float scale = 0.0f;
-  for (uint16_t r : reference) scale = std::max(scale, std::fabs(SixteenBitToFloat(dtype, r)));
+  for (size_t i = 0; i < reference.size(); ++i) {
+    const float part = SixteenBitToFloat(dtype, reference[i]) -
+                       (residual.empty() ? 0.0f : SixteenBitToFloat(dtype, residual[i]));
+    scale = std::max(scale, std::fabs(part));
+  }
   const float epsilon = dtype == GemmDType::kBFloat16 ? 1.0f / 128.0f : 1.0f / 1024.0f;
-  const float tolerance = ulps * epsilon * scale;
   for (size_t i = 0; i < got.size(); ++i) {
-    const float diff =
-        std::fabs(SixteenBitToFloat(dtype, got[i]) - SixteenBitToFloat(dtype, reference[i]));
-    if (!(diff <= tolerance)) return false;
+    const float want = SixteenBitToFloat(dtype, reference[i]);
+    const float diff = std::fabs(SixteenBitToFloat(dtype, got[i]) - want);
+    if (!(diff <= epsilon * (ulps * scale + 2.0f * std::fabs(want)))) return false;
   }
   return true;
 }
@@ -202,22 +209,28 @@ CudaStatus Gemm::Create(const GemmOptions& options, std::unique_ptr<Gemm>* out) 
   BERT_CUDA_RETURN_IF_NOT_OK(gemm->handle_.Create());
   BERT_CUDA_RETURN_IF_NOT_OK(gemm->workspace_.Allocate(options.workspace_bytes));
   gemm->options_ = options;
-  if (options.autotune) {
+  const bool custom = (options.autotune && options.custom_gemm) || options.force_custom_splits > 0;
+  if (options.autotune || custom) {
     int device = 0;
     BERT_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
     BERT_CUDA_RETURN_IF_ERROR(
         cudaDeviceGetAttribute(&gemm->num_sms_, cudaDevAttrMultiProcessorCount, device));
+  }
+  if (options.autotune) {
     BERT_CUDA_RETURN_IF_NOT_OK(gemm->timer_start_.Create());
     BERT_CUDA_RETURN_IF_NOT_OK(gemm->timer_stop_.Create());
-    if (options.custom_gemm) {
-      const size_t slots = static_cast<size_t>(kCustomPartialSlotsPerSm) * gemm->num_sms_;
-      BERT_CUDA_RETURN_IF_NOT_OK(
-          gemm->custom_partials_.Allocate(slots * kSplitKBlockRows * kSplitKBlockCols));
-      // A tile with splits > 1 takes at least two slots, so `slots` counters are enough.
-      BERT_CUDA_RETURN_IF_NOT_OK(gemm->custom_counters_.Allocate(slots));
-      BERT_CUDA_RETURN_IF_ERROR(
-          cudaMemset(gemm->custom_counters_.get(), 0, gemm->custom_counters_.bytes()));
-    }
+  }
+  if (custom) {
+    const size_t slots = static_cast<size_t>(kCustomPartialSlotsPerSm) * gemm->num_sms_;
+    BERT_CUDA_RETURN_IF_NOT_OK(
+        gemm->custom_partials_.Allocate(slots * kSplitKBlockRows * kSplitKBlockCols));
+    // A tile with splits > 1 takes at least two slots, so `slots` counters are enough.
+    BERT_CUDA_RETURN_IF_NOT_OK(gemm->custom_counters_.Allocate(slots));
+    BERT_CUDA_RETURN_IF_ERROR(
+        cudaMemset(gemm->custom_counters_.get(), 0, gemm->custom_counters_.bytes()));
+    // The memset runs on the legacy stream, which does not order the (non-blocking) streams
+    // the kernel will run on: finish it here.
+    BERT_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   }
   *out = std::move(gemm);
   return CudaStatus::Ok();
@@ -340,6 +353,7 @@ CudaStatus Gemm::Matmul(const Plan& plan, const Choice& choice, const Operands& 
     args.in_features = plan.in_features;
     args.out_features = plan.out_features;
     args.splits = choice.custom_splits;
+    args.programmatic = options_.programmatic_launch;
     if (args.splits > 1) {
       if (SplitKGemmPartialFloats(plan.rows, plan.out_features, args.splits) >
               custom_partials_.size() ||
@@ -364,16 +378,17 @@ CudaStatus Gemm::Matmul(const Plan& plan, const Choice& choice, const Operands& 
   const float alpha = 1.0f;
   const float beta = ops.residual != nullptr ? 1.0f : 0.0f;
   const void* c = ops.residual != nullptr ? ops.residual : ops.y;
-  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_.get(), plan.desc, &alpha, ops.weight, plan.a,
-                                             ops.x, plan.b, &beta, c, plan.c, ops.y, plan.c,
-                                             &choice.algo, workspace_.get(), workspace_.bytes(),
-                                             stream));
+  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(
+      handle_.get(), plan.desc, &alpha, ops.weight, plan.a, ops.x, plan.b, &beta, c, plan.c, ops.y,
+      plan.c, &choice.algo, workspace_.get(), workspace_.bytes(), stream));
   return CudaStatus::Ok();
 }
 
 std::vector<int> Gemm::CustomSplits(const Plan& plan, const Operands& ops) const {
   std::vector<int> splits;
-  if (!options_.custom_gemm || !IsSixteenBit(plan.dtype) || custom_counters_.size() == 0) {
+  // The workspace exists only with custom_gemm (and autotune) or force_custom_splits. The
+  // alignment is the plan key's, so that every later call of the plan qualifies too.
+  if (custom_counters_.size() == 0 || !IsSixteenBit(plan.dtype) || plan.alignment < 16) {
     return splits;
   }
   // Sized for the whole row bucket: its later plans (up to bucket_rows rows) reuse the choice.
@@ -545,9 +560,12 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
     reference_choice.algo = best_index >= 0 ? candidates[best_index].algo : heuristic[0].algo;
     const size_t count = static_cast<size_t>(rows) * out_features;
     std::vector<uint16_t> reference;
+    std::vector<uint16_t> residual;  // kBiasResidual only
     std::vector<uint16_t> output;
-    const bool have_reference = Matmul(*plan, reference_choice, ops, stream).ok() &&
-                                CopyToHost(ops.y, count, stream, &reference);
+    const bool have_reference =
+        Matmul(*plan, reference_choice, ops, stream).ok() &&
+        CopyToHost(ops.y, count, stream, &reference) &&
+        (ops.residual == nullptr || CopyToHost(ops.residual, count, stream, &residual));
     for (size_t i = 0; have_reference && i < custom.size(); ++i) {
       Choice choice;
       choice.custom_splits = custom[i];
@@ -556,7 +574,7 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
       ++stats_.timed_candidates;
       ++stats_.custom_timed;
       if (!CopyToHost(ops.y, count, stream, &output) ||
-          !WithinUlps(dtype, output, reference, kCustomTolerance)) {
+          !WithinUlps(dtype, output, reference, residual, kCustomTolerance)) {
         ++stats_.custom_mismatches;
         continue;
       }
@@ -596,6 +614,22 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Op
   const GemmDType dtype = static_cast<GemmDType>(std::get<3>(key));
   const int alignment = std::get<5>(key);
   std::vector<cublasLtMatmulHeuristicResult_t> top;
+  if (options_.force_custom_splits > 0) {
+    const std::vector<int> splits = CustomSplits(*plan, ops);
+    if (!splits.empty()) {
+      int chosen = splits.front();  // ascending: the largest not above the forced count
+      for (const int count : splits) {
+        if (count <= options_.force_custom_splits) chosen = count;
+      }
+      plan->choice = Choice();
+      plan->choice.custom_splits = chosen;
+      plan->has_algo = true;
+      plan->tuned = false;
+      plan->provisional = false;
+      ++stats_.custom_forced;
+      return CudaStatus::Ok();
+    }
+  }
   auto bucket = options_.autotune ? tuned_.find(BucketKey(key)) : tuned_.end();
   if (bucket == tuned_.end() && (!options_.autotune || capturing)) {
     // Nothing to time with (or tuning off): the heuristic's first choice; while capturing it
@@ -618,8 +652,8 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Op
     usable = std::find(splits.begin(), splits.end(), tuned.custom_splits) != splits.end();
   } else {
     cublasLtMatmulHeuristicResult_t check = {};
-    usable = cublasLtMatmulAlgoCheck(handle_.get(), plan->desc, plan->a, plan->b, plan->c,
-                                     plan->c, &tuned.algo, &check) == CUBLAS_STATUS_SUCCESS &&
+    usable = cublasLtMatmulAlgoCheck(handle_.get(), plan->desc, plan->a, plan->b, plan->c, plan->c,
+                                     &tuned.algo, &check) == CUBLAS_STATUS_SUCCESS &&
              check.workspaceSize <= workspace_.bytes();
   }
   if (usable) {
@@ -671,6 +705,7 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
     if (plans_.size() >= kMaxPlans) plans_.clear();
     std::unique_ptr<Plan> plan;
     BERT_CUDA_RETURN_IF_NOT_OK(MakePlan(dtype, rows, in_features, out_features, epilogue, &plan));
+    plan->alignment = alignment;
     it = plans_.emplace(key, std::move(plan)).first;
   }
   Plan& plan = *it->second;

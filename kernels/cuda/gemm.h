@@ -43,8 +43,11 @@
 // leave no split empty and fit the partial-sum workspace, which is sized once at creation:
 // kCustomPartialSlotsPerSm tiles per SM). Before it may win, its output is checked against
 // cuBLASLt's on the same operands (the fastest cuBLASLt candidate, run once more): a candidate
-// that differs by more than kCustomTolerance 16-bit ulps of the largest output is dropped
-// (stats().custom_mismatches) and never chosen. The kernel reduces its splits in fp32, in
+// that differs by more than kCustomTolerance 16-bit ulps of the largest output (for
+// kBiasResidual: of the largest output minus its residual, so that a large residual does not
+// hide a wrong product), plus two ulps of the element itself, is dropped
+// (stats().custom_mismatches) and never chosen. Operands must be 16-byte aligned (the plan's
+// alignment key), so every later call of the plan is too. The kernel reduces its splits in fp32, in
 // split order, inside the same launch.
 //
 // Precision rule with autotune: for fp16/bf16 a split-K reduction never happens in the
@@ -118,6 +121,15 @@ struct GemmOptions {
   bool autotune = false;
   // With autotune: our split-K kernel as candidates for few rows (see the header comment).
   bool custom_gemm = false;
+  // Launch our split-K kernel as a programmatic dependent launch (kernels/cuda/launch.cuh;
+  // compute capability >= 9.0 only). cuBLASLt's kernels are launched normally. The kernel
+  // then reads its first weight tiles before the previous kernel on the stream has finished:
+  // that kernel must not write the weights (the engine's never do).
+  bool programmatic_launch = false;
+  // Tests and benchmarks only: every fp16/bf16 plan our kernel supports (rows <= kCustomMaxRows,
+  // 16-byte aligned operands) runs it with this many splits (or the largest valid count
+  // below), chosen without timing or comparison with cuBLASLt; 0: off.
+  int force_custom_splits = 0;
 };
 
 // Counters since creation (for tests, logs and benchmarks).
@@ -132,6 +144,7 @@ struct GemmStats {
   long long custom_timed = 0;        // our kernel's candidates timed (included above)
   long long custom_mismatches = 0;   // ... of which disagreed with cuBLASLt: dropped
   long long custom_chosen = 0;       // tunings our kernel won
+  long long custom_forced = 0;       // plans given our kernel by force_custom_splits
 };
 
 class Gemm {

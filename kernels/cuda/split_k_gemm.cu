@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma_utils.cuh"
 #include "kernels/cuda/split_k_gemm.h"
 
@@ -29,8 +30,8 @@ constexpr int kThreads = 128;  // 4 warps: 2 (rows) x 2 (columns), 32 x 32 outpu
 // ldmatrix reads start in 8 different 16-byte bank groups (no conflicts), and every row
 // stays 16-byte aligned for cp.async.
 constexpr int kStride = kBlockK + 8;
-constexpr int kChunksPerRow = kBlockK / 8;                               // 16-byte chunks
-constexpr int kCopiesPerThread = kBlockM * kChunksPerRow / kThreads;     // per tile, per stage
+constexpr int kChunksPerRow = kBlockK / 8;                            // 16-byte chunks
+constexpr int kCopiesPerThread = kBlockM * kChunksPerRow / kThreads;  // per tile, per stage
 static_assert(kBlockM == kBlockN, "A and B tiles are copied by the same loop");
 static_assert(kBlockM * kChunksPerRow % kThreads == 0, "tile copies split evenly");
 // Per thread: [2 row fragments][4 column fragments][4 accumulators] = 8 float4.
@@ -72,9 +73,9 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
   const T* __restrict__ x = static_cast<const T*>(args.x);
   const T* __restrict__ w = static_cast<const T*>(args.weight);
 
-  // Stage `stage` <- K block `kb` of the x rows [m0, m0 + 64) (rows past `rows` zero-filled)
+  // Stage `stage` <- K block `kb` of the x rows [m0, m0 + 64) (rows past `rows` zero-filled),
   // and of the weight rows [n0, n0 + 64).
-  auto load_stage = [&](int stage, int kb) {
+  auto load_x = [&](int stage, int kb) {
     const int k0 = kb * kBlockK;
 #pragma unroll
     for (int i = 0; i < kCopiesPerThread; ++i) {
@@ -85,6 +86,15 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
       const bool fill = row < rows;
       CpAsync16(&smem_x[stage][r * kStride + c],
                 x + static_cast<int64_t>(fill ? row : 0) * k_total + k0 + c, fill);
+    }
+  };
+  auto load_w = [&](int stage, int kb) {
+    const int k0 = kb * kBlockK;
+#pragma unroll
+    for (int i = 0; i < kCopiesPerThread; ++i) {
+      const int chunk = tid + i * kThreads;
+      const int r = chunk / kChunksPerRow;
+      const int c = (chunk % kChunksPerRow) * 8;
       CpAsync16(&smem_w[stage][r * kStride + c],
                 w + static_cast<int64_t>(n0 + r) * k_total + k0 + c, true);
     }
@@ -100,11 +110,21 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
     }
   }
 
-  // One commit group per K block (empty past the end), so that "at most kStages - 2 groups
-  // in flight" always means "block i has landed".
+  // No kernel writes the weights, so their first stages are fetched before waiting for the
+  // previous kernel (launch.cuh: with a programmatic launch that overlaps its tail); x, the
+  // partial sums, the counters and y only after.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < num_kb) load_stage(s, kb_begin + s);
+    if (s < num_kb) load_w(s, kb_begin + s);
+  }
+  internal::WaitForPriorGrid();
+  internal::AllowDependentLaunch();
+  // One commit group per K block (empty past the end; the first group also holds the weights
+  // of blocks 1 and 2), so that "at most kStages - 2 groups in flight" always means "block i
+  // has landed".
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < num_kb) load_x(s, kb_begin + s);
     CpAsyncCommit();
   }
 
@@ -125,7 +145,10 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
     // the next copy overwrites.
     __syncthreads();
     const int next = i + kStages - 1;
-    if (next < num_kb) load_stage(next % kStages, kb_begin + next);
+    if (next < num_kb) {
+      load_x(next % kStages, kb_begin + next);
+      load_w(next % kStages, kb_begin + next);
+    }
     CpAsyncCommit();
 
     const T* sx = smem_x[i % kStages];
@@ -244,14 +267,13 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
   }
 }
 
-bool Aligned(const void* p, uintptr_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
+bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 template <typename T, SplitKEpilogue kEpilogue>
 cudaError_t Launch(const SplitKGemmArgs& args, cudaStream_t stream) {
   const dim3 grid(args.out_features / kBlockN, (args.rows + kBlockM - 1) / kBlockM, args.splits);
-  SplitKGemmKernel<T, kEpilogue><<<grid, kThreads, 0, stream>>>(args);
+  internal::LaunchKernel(SplitKGemmKernel<T, kEpilogue>, grid, dim3(kThreads), 0, stream,
+                         args.programmatic, args);
   return cudaGetLastError();
 }
 
@@ -277,11 +299,11 @@ std::string SplitKGemmUnsupported(const SplitKGemmArgs& args, SplitKEpilogue epi
       args.splits > args.in_features / kBlockK) {
     return "bad split count";
   }
-  if (args.splits > 1 && (args.partials == nullptr || args.counters == nullptr ||
-                          !Aligned(args.partials, 16))) {
+  if (args.splits > 1 &&
+      (args.partials == nullptr || args.counters == nullptr || !Aligned(args.partials, 16))) {
     return "split-K without its workspace";
   }
-  if (static_cast<long long>(args.rows + kBlockM - 1) / kBlockM > 65535) return "too many rows";
+  if ((static_cast<long long>(args.rows) + kBlockM - 1) / kBlockM > 65535) return "too many rows";
   return "";
 }
 
@@ -308,8 +330,7 @@ cudaError_t LaunchSplitKGemm<float>(const SplitKGemmArgs&, SplitKEpilogue, cudaS
   return cudaErrorInvalidValue;
 }
 
-template cudaError_t LaunchSplitKGemm<__half>(const SplitKGemmArgs&, SplitKEpilogue,
-                                              cudaStream_t);
+template cudaError_t LaunchSplitKGemm<__half>(const SplitKGemmArgs&, SplitKEpilogue, cudaStream_t);
 template cudaError_t LaunchSplitKGemm<__nv_bfloat16>(const SplitKGemmArgs&, SplitKEpilogue,
                                                      cudaStream_t);
 

@@ -5,7 +5,7 @@
 // Why: at batch 1 an encoder GEMM reads 1–5 MB of weights and should take ~2 µs, but
 // cuBLASLt's heuristic tiles cover 6–24 of the SMs (7–10 µs per GEMM in the run-3 profile),
 // and cuBLASLt's own split-K reduces in a second kernel. Gemm (gemm.h) offers this kernel
-// as autotune candidates next to cuBLASLt's algorithms (GemmOptions::custom_kernel), so it
+// as autotune candidates next to cuBLASLt's algorithms (GemmOptions::custom_gemm), so it
 // runs only for shapes where it was timed faster — and its output agreed with cuBLASLt's.
 //
 // Shape: CTA tile 64 rows × 64 output features, K in blocks of 32 through a 4-stage cp.async
@@ -30,6 +30,13 @@
 
 namespace bert {
 namespace cuda {
+
+// The helpers below are also called from the kernel.
+#if defined(__CUDACC__)
+#define BERT_SPLIT_K_HOST_DEVICE __host__ __device__
+#else
+#define BERT_SPLIT_K_HOST_DEVICE
+#endif
 
 inline constexpr int kSplitKBlockRows = 64;
 inline constexpr int kSplitKBlockCols = 64;
@@ -58,27 +65,31 @@ struct SplitKGemmArgs {
   // are zero before the first launch (the kernel leaves them zero).
   float* partials = nullptr;
   unsigned* counters = nullptr;
+  // A programmatic dependent launch (kernels/cuda/launch.cuh; compute capability >= 9.0
+  // only): the first weight tiles are fetched before waiting for the previous kernel.
+  bool programmatic = false;
 };
 
 // Output tiles of the grid (64 × 64 each).
-constexpr long long SplitKGemmTiles(int rows, int out_features) {
-  return static_cast<long long>((rows + kSplitKBlockRows - 1) / kSplitKBlockRows) *
-         ((out_features + kSplitKBlockCols - 1) / kSplitKBlockCols);
+BERT_SPLIT_K_HOST_DEVICE constexpr long long SplitKGemmTiles(int rows, int out_features) {
+  return ((static_cast<long long>(rows) + kSplitKBlockRows - 1) / kSplitKBlockRows) *
+         ((static_cast<long long>(out_features) + kSplitKBlockCols - 1) / kSplitKBlockCols);
 }
 
 // fp32 partial sums a launch needs (0 without a split).
-constexpr size_t SplitKGemmPartialFloats(int rows, int out_features, int splits) {
+BERT_SPLIT_K_HOST_DEVICE constexpr size_t SplitKGemmPartialFloats(int rows, int out_features,
+                                                                  int splits) {
   if (splits <= 1) return 0;
   return static_cast<size_t>(SplitKGemmTiles(rows, out_features)) * splits * kSplitKBlockRows *
          kSplitKBlockCols;
 }
 
 // K blocks each split takes; a split count is useful only when no split is left empty.
-constexpr int SplitKBlocksPerSplit(int in_features, int splits) {
+BERT_SPLIT_K_HOST_DEVICE constexpr int SplitKBlocksPerSplit(int in_features, int splits) {
   const int blocks = in_features / kSplitKBlockK;
   return splits <= 0 ? 0 : (blocks + splits - 1) / splits;
 }
-constexpr bool SplitKEverySplitBusy(int in_features, int splits) {
+BERT_SPLIT_K_HOST_DEVICE constexpr bool SplitKEverySplitBusy(int in_features, int splits) {
   const int blocks = in_features / kSplitKBlockK;
   return splits >= 1 && splits <= blocks &&
          static_cast<long long>(SplitKBlocksPerSplit(in_features, splits)) * (splits - 1) < blocks;
@@ -94,8 +105,13 @@ std::string SplitKGemmUnsupported(const SplitKGemmArgs& args, SplitKEpilogue epi
 template <typename T>
 cudaError_t LaunchSplitKGemm(const SplitKGemmArgs& args, SplitKEpilogue epilogue,
                              cudaStream_t stream);
+template <>
+cudaError_t LaunchSplitKGemm<float>(const SplitKGemmArgs& args, SplitKEpilogue epilogue,
+                                    cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace bert
+
+#undef BERT_SPLIT_K_HOST_DEVICE
 
 #endif  // BERT_KERNELS_CUDA_SPLIT_K_GEMM_H_

@@ -1,12 +1,16 @@
 // Our split-K GEMM (split_k_gemm.h) and Gemm's use of it (GemmOptions::custom_gemm).
 //  * SplitKGemmArgsTest (no GPU needed): which shapes, pointers and split counts are refused.
-//  * SplitKGemmTest: the kernel against cpu::Linear for fp16/bf16, every epilogue, several
-//    split counts and row counts (partial row tiles included): every element within a few
+//  * SplitKGemmTest: the kernel against cpu::Linear for fp16/bf16, every epilogue, every
+//    split count it accepts (up to 16, empty splits included) and several row counts (partial
+//    row tiles included): every element within a few
 //    16-bit roundings of the reference, nothing written past the last row, and a second launch
 //    bit-identical to the first (the tile counters were reset; the split order is fixed).
 //  * GemmCustomTest: autotune with our kernel among the candidates on the BERT-base shapes:
 //    results match cpu::Linear, our kernel was timed where it applies (and only there), and it
-//    never disagreed with cuBLASLt.
+//    never disagreed with cuBLASLt. With force_custom_splits, Gemm runs our kernel for every
+//    plan it applies to (kBiasResidual included, and inside a captured CUDA graph), and the
+//    results match cpu::Linear. A programmatic launch right after the kernel that writes its
+//    input reads the finished input.
 // Skips with the reason when no CUDA GPU is present or when built with --config=nocuda.
 #include <gtest/gtest.h>
 
@@ -27,6 +31,7 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/layer_norm.h"
 #include "kernels/cuda/split_k_gemm.h"
 #include "kernels/cuda/test_util.h"
 
@@ -86,14 +91,14 @@ SplitKGemmArgs ValidArgs() {
 }
 
 TEST(SplitKGemmArgsTest, AcceptsTheEngineShapes) {
-  for (const auto& [in, out] : {std::pair{768, 2304}, {768, 768}, {768, 3072}, {3072, 768},
-                                {64, 192}, {128, 512}}) {
+  for (const auto& [in, out] :
+       {std::pair{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}, {64, 192}, {128, 512}}) {
     SplitKGemmArgs a = ValidArgs();
     a.in_features = in;
     a.out_features = out;
     a.splits = std::min(4, in / kSplitKBlockK);
-    for (SplitKEpilogue e : {SplitKEpilogue::kNone, SplitKEpilogue::kBias,
-                             SplitKEpilogue::kBiasGeluTanh}) {
+    for (SplitKEpilogue e :
+         {SplitKEpilogue::kNone, SplitKEpilogue::kBias, SplitKEpilogue::kBiasGeluTanh}) {
       EXPECT_EQ(SplitKGemmUnsupported(a, e), "") << in << "->" << out;
     }
     a.residual = At(0x70000);
@@ -240,7 +245,7 @@ void CheckKernel(Shape s, TestDType dtype) {
   const size_t guard = static_cast<size_t>(64) * s.out;
   DeviceArray<T> d_x(x), d_w(w), d_b(b), d_r(r), d_y(n + guard);
   ASSERT_STATUS_OK(d_y.status());
-  const int max_splits = std::min(8, s.in / kSplitKBlockK);
+  const int max_splits = std::min(kSplitKMaxSplits, s.in / kSplitKBlockK);
   DeviceBuffer<float> partials;
   DeviceBuffer<unsigned> counters;
   ASSERT_STATUS_OK(partials.Allocate(SplitKGemmPartialFloats(s.rows, s.out, max_splits)));
@@ -265,8 +270,8 @@ void CheckKernel(Shape s, TestDType dtype) {
     if (c.residual) {
       for (size_t i = 0; i < n; ++i) ref[i] += r[i];
     }
+    // Every count the kernel accepts, including those that leave a split empty.
     for (int splits = 1; splits <= max_splits; ++splits) {
-      if (!SplitKEverySplitBusy(s.in, splits)) continue;
       const std::string what = std::string(c.name) + " " + TestDTypeName(dtype) + " " +
                                std::to_string(s.rows) + "x" + std::to_string(s.in) + "x" +
                                std::to_string(s.out) + " splits=" + std::to_string(splits);
@@ -315,10 +320,9 @@ TEST_P(SplitKGemmTest, MatchesCpuLinear) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, SplitKGemmTest,
     ::testing::Combine(::testing::Values(TestDType::kF16, TestDType::kBF16),
-                       ::testing::Values(Shape{1, 64, 64}, Shape{17, 128, 192},
-                                         Shape{64, 768, 768}, Shape{100, 768, 2304},
-                                         Shape{128, 3072, 768}, Shape{200, 384, 1536},
-                                         Shape{256, 768, 3072})),
+                       ::testing::Values(Shape{1, 64, 64}, Shape{17, 128, 192}, Shape{64, 768, 768},
+                                         Shape{100, 768, 2304}, Shape{128, 3072, 768},
+                                         Shape{200, 384, 1536}, Shape{256, 768, 3072})),
     [](const auto& info) {
       const Shape s = std::get<1>(info.param);
       return std::string(TestDTypeName(std::get<0>(info.param))) + "_" + std::to_string(s.rows) +
@@ -378,16 +382,15 @@ void CheckCustomCandidates(TestDType dtype) {
       ASSERT_STATUS_OK(d_y.status());
       ASSERT_CUDA_OK(d_y.Poison());
       const GemmStats before = gemm->stats();
-      ASSERT_STATUS_OK(
-          gemm->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu, d_y.get(),
-                       nullptr));
+      ASSERT_STATUS_OK(gemm->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
+                                    d_y.get(), nullptr));
       ASSERT_CUDA_OK(cudaDeviceSynchronize());
       const std::vector<float> got = d_y.Download();
       ASSERT_EQ(got.size(), ref.size());
       EXPECT_EQ(CountNonFinite(got), 0u) << what;
       // cuBLASLt's GELU epilogue may use an approximate tanh (kernels_test allows 2e-3).
       const double tol = g.gpu == GemmEpilogue::kBiasGeluTanh ? std::max(Tolerance(dtype), 2e-3)
-                                                               : Tolerance(dtype);
+                                                              : Tolerance(dtype);
       EXPECT_LE(RelativeError(got, ref), tol) << what;
       const GemmStats& after = gemm->stats();
       const bool new_bucket = after.tuned_buckets > before.tuned_buckets;
@@ -417,6 +420,181 @@ TEST_P(GemmCustomTest, EngineShapesMatchCpuAndAgreeWithCublas) {
       break;
     case TestDType::kBF16:
       CheckCustomCandidates<__nv_bfloat16>(GetParam());
+      break;
+  }
+}
+
+// Gemm with force_custom_splits: our kernel for every plan it supports, checked against the
+// CPU (so a wrong kernel fails here, where autotune would quietly drop it), eager and inside a
+// captured graph.
+template <typename T>
+void CheckForcedCustom(TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  GemmOptions options;
+  options.force_custom_splits = 4;
+  std::unique_ptr<Gemm> gemm;
+  ASSERT_STATUS_OK(Gemm::Create(options, &gemm));
+  CudaStream stream;
+  ASSERT_STATUS_OK(stream.Create());
+  const bool sixteen_bit = dtype != TestDType::kF32;
+  const double tol = Tolerance(dtype);
+  for (const int rows : {1, 100, 256, 1000}) {
+    for (const EngineGemm& g : kEngineGemms) {
+      for (const bool with_residual : {false, true}) {
+        if (with_residual && g.gpu != GemmEpilogue::kBias) continue;
+        const GemmEpilogue epilogue = with_residual ? GemmEpilogue::kBiasResidual : g.gpu;
+        for (const bool captured : {false, true}) {
+          const std::string what = std::string(g.name) + (with_residual ? "+residual" : "") +
+                                   " rows=" + std::to_string(rows) + " " + TestDTypeName(dtype) +
+                                   (captured ? " graph" : " eager");
+          std::vector<float> x = RandomVector(static_cast<size_t>(rows) * g.in, rng),
+                             w = RandomVector(static_cast<size_t>(g.out) * g.in, rng,
+                                              1.0f / std::sqrt(static_cast<float>(g.in))),
+                             b = RandomVector(g.out, rng, 0.5f),
+                             r = RandomVector(static_cast<size_t>(rows) * g.out, rng, 2.0f);
+          RoundThrough<T>(&x);
+          RoundThrough<T>(&w);
+          RoundThrough<T>(&b);
+          RoundThrough<T>(&r);
+          std::vector<float> ref(static_cast<size_t>(rows) * g.out);
+          cpu::Linear(x.data(), rows, g.in, w.data(), b.data(), g.out, g.cpu, ref.data());
+          if (with_residual) {
+            for (size_t i = 0; i < ref.size(); ++i) ref[i] += r[i];
+          }
+          DeviceArray<T> d_x(x), d_w(w), d_b(b), d_r(r), d_y(ref.size());
+          ASSERT_STATUS_OK(d_y.status());
+          ASSERT_CUDA_OK(d_y.Poison());
+          ASSERT_CUDA_OK(cudaDeviceSynchronize());  // the memset is on the legacy stream
+          const long long forced_before = gemm->stats().custom_forced;
+          // A fresh row count per capture (rows - 1 when captured): the plan is chosen inside
+          // the capture.
+          const int run_rows = captured ? rows - 1 : rows;
+          if (run_rows <= 0) continue;
+          auto run = [&] {
+            return gemm->Run<T>(d_x.get(), run_rows, g.in, d_w.get(), d_b.get(), g.out, epilogue,
+                                d_y.get(), stream.get(), with_residual ? d_r.get() : nullptr);
+          };
+          if (captured) {
+            ASSERT_CUDA_OK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+            const CudaStatus st = run();
+            cudaGraph_t graph = nullptr;
+            const cudaError_t ended = cudaStreamEndCapture(stream.get(), &graph);
+            ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+            ASSERT_CUDA_OK(ended);
+            cudaGraphExec_t raw = nullptr;
+            const cudaError_t instantiated = cudaGraphInstantiate(&raw, graph, 0);
+            cudaGraphDestroy(graph);
+            ASSERT_CUDA_OK(instantiated);
+            CudaGraphExec exec;
+            exec.Adopt(raw);
+            for (int replay = 0; replay < 2; ++replay) {
+              ASSERT_CUDA_OK(cudaGraphLaunch(exec.get(), stream.get()));
+            }
+          } else {
+            ASSERT_STATUS_OK(run());
+          }
+          ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
+          std::vector<float> got = d_y.Download();
+          got.resize(static_cast<size_t>(run_rows) * g.out);
+          const std::vector<float> want(ref.begin(), ref.begin() + got.size());
+          EXPECT_EQ(CountNonFinite(got), 0u) << what;
+          EXPECT_LE(RelativeError(got, want), tol) << what;
+          const bool applies = sixteen_bit && run_rows <= Gemm::kCustomMaxRows;
+          EXPECT_EQ(gemm->stats().custom_forced, forced_before + (applies ? 1 : 0)) << what;
+          const std::string plan = gemm->DescribePlan<T>(run_rows, g.in, g.out, epilogue);
+          EXPECT_EQ(plan.rfind("split_k_gemm", 0) == 0, applies) << what << ": " << plan;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(gemm->stats().custom_mismatches, 0);
+  EXPECT_EQ(gemm->stats().tuned_buckets, 0);  // no autotune: nothing timed
+}
+
+TEST_P(GemmCustomTest, ForcedKernelMatchesCpuEagerAndCaptured) {
+  switch (GetParam()) {
+    case TestDType::kF32:
+      CheckForcedCustom<float>(GetParam());
+      break;
+    case TestDType::kF16:
+      CheckForcedCustom<__half>(GetParam());
+      break;
+    case TestDType::kBF16:
+      CheckForcedCustom<__nv_bfloat16>(GetParam());
+      break;
+  }
+}
+
+// A programmatic launch of our kernel right after a LayerNorm that produces its x: the
+// LayerNorm lets dependents launch as soon as it starts (launch.cuh), so the GEMM's CTAs may
+// be scheduled while x is being written; its WaitForPriorGrid must hold them until x is
+// complete. Each round poisons x first; every round must equal the normal launch bit for bit.
+// (On GPUs before compute capability 9.0 both launches are normal ones.)
+template <typename T>
+void CheckProgrammaticAfterProducer(TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  const int rows = 128, in = 768, out = 768;
+  const std::vector<float> input = RandomVector(static_cast<size_t>(rows) * in, rng),
+                           w = RandomVector(static_cast<size_t>(out) * in, rng,
+                                            1.0f / std::sqrt(static_cast<float>(in))),
+                           b = RandomVector(out, rng, 0.5f), gamma = RandomVector(in, rng),
+                           beta = RandomVector(in, rng);
+  DeviceArray<T> d_input(input), d_x(static_cast<size_t>(rows) * in), d_w(w), d_b(b),
+      d_y(static_cast<size_t>(rows) * out);
+  ASSERT_STATUS_OK(d_y.status());
+  DeviceBuffer<float> d_gamma, d_beta, partials;
+  DeviceBuffer<unsigned> counters;
+  ASSERT_STATUS_OK(d_gamma.Allocate(in));
+  ASSERT_STATUS_OK(d_beta.Allocate(in));
+  ASSERT_CUDA_OK(cudaMemcpy(d_gamma.get(), gamma.data(), in * sizeof(float), cudaMemcpyDefault));
+  ASSERT_CUDA_OK(cudaMemcpy(d_beta.get(), beta.data(), in * sizeof(float), cudaMemcpyDefault));
+  const int splits = 4;
+  ASSERT_STATUS_OK(partials.Allocate(SplitKGemmPartialFloats(rows, out, splits)));
+  ASSERT_STATUS_OK(counters.Allocate(SplitKGemmTiles(rows, out)));
+  ASSERT_CUDA_OK(cudaMemset(counters.get(), 0, counters.bytes()));
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  CudaStream stream;
+  ASSERT_STATUS_OK(stream.Create());
+  SplitKGemmArgs args;
+  args.x = d_x.get();
+  args.weight = d_w.get();
+  args.bias = d_b.get();
+  args.y = d_y.get();
+  args.rows = rows;
+  args.in_features = in;
+  args.out_features = out;
+  args.splits = splits;
+  args.partials = partials.get();
+  args.counters = counters.get();
+  auto round = [&](bool programmatic) {
+    args.programmatic = programmatic;
+    const size_t x_bytes = static_cast<size_t>(rows) * in * sizeof(T);
+    EXPECT_EQ(cudaMemsetAsync(d_x.get(), 0xFF, x_bytes, stream.get()), cudaSuccess);
+    EXPECT_EQ(
+        LaunchAddBiasResidualLayerNorm<T>(d_input.get(), nullptr, nullptr, d_gamma.get(),
+                                          d_beta.get(), rows, in, 1e-12f, d_x.get(), stream.get()),
+        cudaSuccess);
+    EXPECT_EQ(LaunchSplitKGemm<T>(args, SplitKEpilogue::kBias, stream.get()), cudaSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+    return d_y.Download();
+  };
+  const std::vector<float> want = round(false);
+  ASSERT_EQ(CountNonFinite(want), 0u);
+  for (int i = 0; i < 50; ++i) {
+    const std::vector<float> got = round(true);
+    ASSERT_EQ(got, want) << TestDTypeName(dtype) << " round " << i;
+  }
+}
+
+TEST_P(GemmCustomTest, ProgrammaticLaunchWaitsForTheProducer) {
+  switch (GetParam()) {
+    case TestDType::kF32:
+      GTEST_SKIP() << "our split-K kernel is fp16/bf16 only";
+    case TestDType::kF16:
+      CheckProgrammaticAfterProducer<__half>(GetParam());
+      break;
+    case TestDType::kBF16:
+      CheckProgrammaticAfterProducer<__nv_bfloat16>(GetParam());
       break;
   }
 }

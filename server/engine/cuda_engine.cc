@@ -148,6 +148,8 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   size_t pending_used_ = 0;
   EncoderOutput* output_ = nullptr;  // the Encode's output while it runs
   bool capturing_ = false;
+  // options_.programmatic_launch on a device that supports it (compute capability >= 9.0).
+  bool programmatic_ = false;
 
   // CUDA graphs. Key: {rows, sequences, max_rows, sequence, pooled, mean_pooled, normalize,
   // layers...}.
@@ -270,7 +272,7 @@ absl::Status CudaEngine<T>::ProjectAddNorm(const T* x, int in_features, const T*
   Mark(norm_op);
   const cudaError_t normed = cuda::LaunchAddBiasResidualLayerNorm<T>(
       scratch, in_gemm ? nullptr : bias, in_gemm ? nullptr : hidden_.get(), gamma, beta, rows, h,
-      c.layer_norm_eps, hidden_.get(), stream);
+      c.layer_norm_eps, hidden_.get(), stream, programmatic_);
   if (normed == cudaSuccess) return absl::OkStatus();
   return CudaCall(normed, absl::StrCat(block, " LayerNorm").c_str());
 }
@@ -314,6 +316,7 @@ absl::Status CudaEngine<T>::Init() {
   cudaDeviceProp prop;
   RETURN_IF_ERROR(CudaCall(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"));
   device_name_ = prop.name;
+  programmatic_ = options_.programmatic_launch && prop.major >= 9;
 
   size_t weight_values = w.word_embeddings.size() + w.position_embeddings.size() +
                          w.token_type_embeddings.size() + w.pooler_weight.size() +
@@ -360,6 +363,8 @@ absl::Status CudaEngine<T>::Init() {
   gemm_options.allow_tf32 = options_.allow_tf32;
   gemm_options.autotune = options_.gemm_autotune;
   gemm_options.custom_gemm = options_.custom_gemm;
+  gemm_options.programmatic_launch = programmatic_;
+  gemm_options.force_custom_splits = options_.force_custom_gemm_splits;
   RETURN_IF_ERROR(ToStatus(cuda::Gemm::Create(gemm_options, &gemm_), "creating cuBLASLt"));
   RETURN_IF_ERROR(ToStatus(staging_.Allocate(staging_values), "allocating staging"));
 
@@ -759,7 +764,8 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                  "QKV GEMM"));
     Mark("attention");
     cuda::LaunchVarlenAttention<T>(qkv_.get(), d_cu, d_valid, n, max_rows, c.num_heads,
-                                   c.head_dim(), context_.get(), stream);
+                                   c.head_dim(), context_.get(), stream, cuda::AttentionTile::kAuto,
+                                   programmatic_);
     RETURN_IF_ERROR(CudaCall(cudaGetLastError(), "attention"));
     // The QKV buffer is free after attention: it takes the projections' outputs.
     T* projected = qkv_.get();

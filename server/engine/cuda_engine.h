@@ -65,6 +65,16 @@ struct CudaEngineOptions {
   // leave most SMs idle; it is used only where it is faster and its output agreed with
   // cuBLASLt's. Off until the benchmark shows it pays (bench/NOTES.md).
   bool custom_gemm = false;
+  // Tests and benchmarks only: our split-K GEMM for every GEMM it supports (float16/bfloat16,
+  // at most 256 rows) with this many splits, without timing or comparison (GemmOptions::
+  // force_custom_splits); 0: off.
+  int force_custom_gemm_splits = 0;
+  // Launch our kernels (attention, LayerNorm, our split-K GEMM) as programmatic dependent
+  // launches (kernels/cuda/launch.cuh), so that each is scheduled while the kernel before it
+  // finishes: aimed at batch 1, where ~90 small kernels run back to back. Ignored on GPUs
+  // before compute capability 9.0 (Hopper). Same kernels and math: outputs are bit-identical.
+  // Off until the benchmark shows it pays (bench/NOTES.md).
+  bool programmatic_launch = false;
   // Add each block's bias and residual in the epilogue of the GEMM before its LayerNorm
   // (cuBLASLt C = residual, beta = 1), so that the LayerNorm reads one [tokens, hidden]
   // tensor instead of two. In fp16/bf16 the sum is then rounded once before the LayerNorm

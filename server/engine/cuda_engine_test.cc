@@ -2,16 +2,17 @@
 // GPU: the golden fixtures (tests/golden, Hugging Face outputs) in fp32 (<= 1e-5 relative on
 // every tensor, padded rows included) and fp16/bf16 (<= 2e-2 relative, pooled cosine >=
 // 0.9999), with the default options and with fused_gelu off (no worse than the exact GELU)
-// and residual_in_gemm / custom_gemm on; agreement with the CPU engine on a random-weights BERT-base over a
-// ragged batch with padding rows and every output head; CUDA graphs bit-exact against eager
-// runs (repeated and alternating shapes, LRU eviction, max_graph_rows); output copies on the
-// second stream bit-exact against copies on the compute stream. GPU cases skip with the
-// reason when no GPU.
+// and residual_in_gemm / custom_gemm (autotuned and forced) on; agreement with the CPU engine on a
+// random-weights BERT-base over a ragged batch with padding rows and every output head; CUDA graphs
+// bit-exact against eager runs (repeated and alternating shapes, LRU eviction, max_graph_rows);
+// output copies on the second stream bit-exact against copies on the compute stream; programmatic
+// dependent launches bit-exact against normal launches. GPU cases skip with the reason when no GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <string>
@@ -344,6 +345,14 @@ TEST_P(CudaGemmVariantTest, ResidualInGemmMatchesReference) {
   CheckVariant(options, "residual_in_gemm");
 }
 
+// Our kernel for every GEMM it supports (fp16/bf16): here a wrong kernel fails, where
+// autotune would drop it for disagreeing with cuBLASLt.
+TEST_P(CudaGemmVariantTest, ForcedCustomGemmMatchesReference) {
+  CudaEngineOptions options = Options(std::get<1>(GetParam()), 4096);
+  options.force_custom_gemm_splits = 3;
+  CheckVariant(options, "forced custom_gemm");
+}
+
 TEST_P(CudaGemmVariantTest, CustomGemmMatchesReference) {
   CudaEngineOptions options = Options(std::get<1>(GetParam()), 4096);
   options.gemm_autotune = true;
@@ -442,9 +451,9 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   EXPECT_TRUE(out_norm.sequence.empty());
 }
 
-// custom_gemm on BERT-base at the batch sizes it is for (128 and 205 rows: the buckets of
-// 128 and 256 rows), every layer returned, against the CPU engine and beside the default
-// engine.
+// Our split-K GEMM on BERT-base at the batch sizes it is for (128 and 205 rows: the buckets
+// of 128 and 256 rows), as an autotune candidate and forced for every GEMM, every layer
+// returned, against the CPU engine and beside the default engine.
 TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
   const DType dtype = GetParam();
   auto model = std::make_shared<const Model>(RandomModel(BertBaseConfig(), 4321));
@@ -467,22 +476,29 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
   CpuEngineOptions cpu_options;
   auto cpu = CpuEngine::Create(model, cpu_options);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
+  // Autotune with our kernel as a candidate, and our kernel forced (4 splits) for every GEMM.
   CudaEngineOptions custom_options = Options(dtype, 2048);
   custom_options.gemm_autotune = true;
   custom_options.custom_gemm = true;
+  CudaEngineOptions forced_options = Options(dtype, 2048);
+  forced_options.force_custom_gemm_splits = 4;
   auto plain = CreateCudaEngine(model, Options(dtype, 2048));
   auto custom = CreateCudaEngine(model, custom_options);
+  auto forced = CreateCudaEngine(model, forced_options);
   ASSERT_TRUE(plain.ok()) << plain.status();
   ASSERT_TRUE(custom.ok()) << custom.status();
+  ASSERT_TRUE(forced.ok()) << forced.status();
   const double tol = Tolerance(dtype);
   for (const EncoderBatch* batch : {&one, &two}) {
     EncoderOutput ref, base, out;
     ASSERT_TRUE((*cpu)->Encode(*batch, sel, &ref).ok());
     ASSERT_TRUE((*plain)->Encode(*batch, sel, &base).ok());
-    for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
-      ASSERT_TRUE((*custom)->Encode(*batch, sel, &out).ok());
-      const std::string what = std::to_string(batch->total_rows()) + " rows run " +
-                               std::to_string(run) + " " + ShortName(dtype);
+    for (int run = 0; run < 6; ++run) {  // each engine: eager, captured, replayed
+      Engine* engine = run < 3 ? custom->get() : forced->get();
+      ASSERT_TRUE(engine->Encode(*batch, sel, &out).ok());
+      const std::string what = std::to_string(batch->total_rows()) + " rows " +
+                               (run < 3 ? "autotuned" : "forced") + " run " +
+                               std::to_string(run % 3) + " " + ShortName(dtype);
       ASSERT_EQ(out.sequence.size(), ref.sequence.size()) << what;
       EXPECT_EQ(CountNonFinite(out.sequence), 0u) << what;
       EXPECT_LE(RelativeError(out.sequence, ref.sequence), tol) << what << " sequence";
@@ -491,7 +507,7 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
       for (size_t l = 0; l < out.layers.size(); ++l) {
         EXPECT_LE(RelativeError(out.layers[l], ref.layers[l]), tol) << what << " layer " << l;
       }
-      if (run == 0) {
+      if (run % 3 == 0) {
         std::printf("bert-base %s: custom_gemm sequence error %.3g, default %.3g (vs CPU)\n",
                     what.c_str(), RelativeError(out.sequence, ref.sequence),
                     RelativeError(base.sequence, ref.sequence));
@@ -854,6 +870,48 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopiesOnBertBase) {
   const CudaGraphStats s = dynamic_cast<CudaEngineTiming*>(overlapped->get())->graph_stats();
   EXPECT_EQ(s.capture_failures, 0) << s.last_capture_error;
   EXPECT_EQ(s.captures, 1);
+}
+
+// Programmatic dependent launches (Hopper and later; elsewhere the option is ignored) change
+// when kernels start, not what they compute: bit-identical to normal launches, eager,
+// captured and replayed, with cuBLASLt's GEMMs and with our split-K GEMM forced for every
+// GEMM (fp16/bf16: then every kernel of the layers is ours).
+TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  OutputSelection all;
+  all.sequence = true;
+  all.pooled = true;
+  for (int l = 0; l < c.num_layers; ++l) all.layers.push_back(l);
+  const std::vector<int> shapes[] = {{128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}};
+  std::mt19937 rng(77);
+  for (const int forced_splits : {0, 4}) {
+    CudaEngineOptions normal = Untuned(Options(dtype, 1024));
+    normal.force_custom_gemm_splits = forced_splits;
+    CudaEngineOptions programmatic = normal;
+    programmatic.programmatic_launch = true;
+    auto want_engine = CreateCudaEngine(model, normal);
+    auto got_engine = CreateCudaEngine(model, programmatic);
+    ASSERT_TRUE(want_engine.ok()) << want_engine.status();
+    ASSERT_TRUE(got_engine.ok()) << got_engine.status();
+    for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
+      for (size_t i = 0; i < std::size(shapes); ++i) {
+        const EncoderBatch batch = ShapedBatch(c, shapes[i], 0, rng);
+        EncoderOutput want, got;
+        ASSERT_TRUE((*want_engine)->Encode(batch, all, &want).ok());
+        const absl::Status st = (*got_engine)->Encode(batch, all, &got);
+        ASSERT_TRUE(st.ok()) << st;
+        ExpectSameOutputs(got, want,
+                          "forced splits " + std::to_string(forced_splits) + " shape " +
+                              std::to_string(i) + " run " + std::to_string(run));
+      }
+    }
+    const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(got_engine->get())->graph_stats();
+    EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
+    EXPECT_EQ(stats.replays, static_cast<long long>(std::size(shapes)));
+  }
 }
 
 TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {

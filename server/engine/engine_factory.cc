@@ -40,6 +40,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> 
   cuda.fused_gelu = options.fused_gelu;
   cuda.gemm_autotune = options.gemm_autotune;
   cuda.custom_gemm = options.custom_gemm;
+  cuda.programmatic_launch = options.programmatic_launch;
   cuda.residual_in_gemm = options.residual_in_gemm;
   cuda.overlap_copies = options.overlap_copies;
   auto engine = CreateCudaEngine(std::move(model), cuda);

@@ -27,6 +27,7 @@ struct EngineOptions {
   bool fused_gelu = true;         // fp16/bf16: bias + GELU in the FFN-up GEMM's epilogue
   bool gemm_autotune = true;      // time cuBLASLt's candidate algorithms per GEMM shape
   bool custom_gemm = false;       // ... and our split-K GEMM kernel for few rows
+  bool programmatic_launch = false;  // Hopper: programmatic dependent launches
   bool residual_in_gemm = false;  // bias + residual in the GEMM before each LayerNorm
   bool overlap_copies = true;     // copy outputs back on a second stream
 };
