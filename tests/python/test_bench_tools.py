@@ -89,7 +89,7 @@ def test_gelu_emulation_matches_reference_and_bounds_the_epilogue():
     assert abs(fused / exact - 1.0) < 0.1
 
 
-def run_goals(tmp_path, ours, hf, log_text=None):
+def run_goals(tmp_path, ours, hf, log_text=None, variants=None, with_best=False):
     (tmp_path / "ours.json").write_text(json.dumps(ours))
     (tmp_path / "hf.json").write_text(json.dumps(hf))
     args = [sys.executable, str(ROOT / "bench" / "goals.py"), str(tmp_path / "ours.json"),
@@ -97,10 +97,14 @@ def run_goals(tmp_path, ours, hf, log_text=None):
     if log_text is not None:
         (tmp_path / "ours.log").write_text(log_text)
         args.append(str(tmp_path / "ours.log"))
+    for name, rows in (variants or {}).items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(rows))
+        args.append(f"{name}={tmp_path / f'{name}.json'}")
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
             if line.startswith("| fp16")]
-    return {cells[0]: cells[1:] for cells in rows}
+    # Without with_best: measured and verdict only (the fastest-variant column is "–" then).
+    return {cells[0]: cells[1:] if with_best else cells[1:3] for cells in rows}
 
 
 def test_goals_met_missed_and_missing(tmp_path):
@@ -127,3 +131,27 @@ def test_goals_met_missed_and_missing(tmp_path):
     goals = run_goals(tmp_path, ours, [])
     assert [v for k, v in goals.items() if "HF torch.compile" in k] == [["–", "no data"]]
     assert [v for k, v in goals.items() if "MiB" in k] == [["–", "no data"]]
+
+
+def test_goals_name_the_fastest_variant(tmp_path):
+    ours = [row("fp16", "seq128", 128, 16384, 6.0), row("fp16", "seq128", 1, 128, 0.40),
+            row("fp16", "seq128", 32, 4096, 1.5), row("fp16", "varlen", 256, 9172, 4.0)]
+    variants = {
+        # faster at batch 1 (meets the goal) and at varlen (not enough), slower at batch 128
+        "custom_gemm_pdl": [row("fp16", "seq128", 1, 128, 0.33), row("fp16", "seq128", 128,
+                                                                     16384, 6.5),
+                            row("fp16", "varlen", 256, 9172, 3.9)],
+        "pdl": [row("fp16", "seq128", 1, 128, 0.37), row("fp16", "seq128", 32, 4096, 1.6)],
+        "missing": [],
+    }
+    goals = run_goals(tmp_path, ours, [], None, variants, with_best=True)
+    best = {k: v[2] for k, v in goals.items()}
+    assert best["fp16 batch 1 x 128 <= 0.35 ms GPU time"] == "custom_gemm_pdl: 0.330 ms (met)"
+    # the only variant there is slower
+    assert best["fp16 batch 32 x 128 <= 1.6 ms GPU time"] == "–"
+    assert best["fp16 batch 128 x 128 >= 23,000 seq/s"] == "–"
+    assert (best["fp16 varlen 256 >= 2.4 M real tokens/s"] ==
+            "custom_gemm_pdl: 2.35 M tokens/s (NOT met)")
+    assert best["fp16 varlen 256 >= 4x HF eager"] == "–"
+    # Time goals keep the defaults' verdict in their own columns.
+    assert goals["fp16 batch 1 x 128 <= 0.35 ms GPU time"][:2] == ["0.400 ms", "NOT met"]
