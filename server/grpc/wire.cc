@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/support/proto_buffer_reader.h"
-#include "server/core/validation.h"
+#include "server/text/utf8.h"
 
 namespace bert {
 namespace {
