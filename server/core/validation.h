@@ -45,8 +45,6 @@ struct ResolvedOptions {
   Truncation truncation = Truncation::kTruncate;
 };
 
-bool IsValidUtf8(absl::string_view text);
-
 // seq_length 0 -> min(default, max); else it must lie in [2, max].
 absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits);
 

@@ -138,16 +138,6 @@ TEST(ValidationTest, PooledWithoutPoolerIsFailedPrecondition) {
   EXPECT_TRUE(ValidateEmbedRequest(r, limits).ok());
 }
 
-TEST(ValidationTest, Utf8Validator) {
-  EXPECT_TRUE(IsValidUtf8(""));
-  EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
-  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
-  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
-  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // > U+10FFFF
-  EXPECT_FALSE(IsValidUtf8("\xe0\x80\xaf"));      // overlong
-  EXPECT_FALSE(IsValidUtf8("\x80"));
-}
-
 TEST(ValidationTest, TokenizeRequests) {
   TokenizeRequestSpec r;
   EXPECT_EQ(ValidateTokenizeRequest(r, Limits()).code(), absl::StatusCode::kInvalidArgument);

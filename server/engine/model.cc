@@ -110,32 +110,60 @@ absl::StatusOr<ModelConfig> ParseConfig(const std::string& path, const std::stri
 }
 
 // Looks tensors up by their Hugging Face BertModel names, with or without the "bert." prefix
-// that BertFor* checkpoints add, accepting the old LayerNorm gamma/beta spelling.
+// that BertFor* checkpoints add, accepting the old LayerNorm gamma/beta spelling. Each
+// tensor is looked up once: Find returns the view that Read then checks, converts and drops.
 class WeightReader {
  public:
+  // A tensor found under `name` or its old spelling; `view` is null when absent.
+  struct Found {
+    std::string name;  // As requested (with the prefix), for the "missing" error.
+    std::string full;  // As stored in the file (set when found).
+    const SafetensorsView* view = nullptr;
+  };
+
   WeightReader(const SafetensorsFile& file, std::string prefix)
       : file_(file), prefix_(std::move(prefix)) {}
 
-  bool Has(const std::string& name) const { return Resolve(name) != nullptr; }
+  Found Find(const std::string& name) const {
+    Found found;
+    found.name = prefix_ + name;
+    std::vector<std::string> candidates = {found.name};
+    if (absl::EndsWith(name, "LayerNorm.weight")) {
+      candidates.push_back(prefix_ + name.substr(0, name.size() - 6) + "gamma");
+    } else if (absl::EndsWith(name, "LayerNorm.bias")) {
+      candidates.push_back(prefix_ + name.substr(0, name.size() - 4) + "beta");
+    }
+    for (std::string& c : candidates) {
+      if (const SafetensorsView* v = file_.Find(c)) {
+        found.full = std::move(c);
+        found.view = v;
+        break;
+      }
+    }
+    return found;
+  }
 
   absl::Status Read(const std::string& name, std::vector<int64_t> expected, HostTensor* out) {
-    std::string full;
-    const SafetensorsView* view = Resolve(name, &full);
-    if (view == nullptr) {
+    return Read(Find(name), std::move(expected), out);
+  }
+
+  absl::Status Read(const Found& found, std::vector<int64_t> expected, HostTensor* out) {
+    if (found.view == nullptr) {
       return absl::NotFoundError(
-          absl::StrCat(file_.path(), ": tensor '", prefix_ + name, "' is missing"));
+          absl::StrCat(file_.path(), ": tensor '", found.name, "' is missing"));
     }
-    if (view->shape != expected) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(file_.path(), ": tensor '", full, "' has shape ", ShapeString(view->shape),
-                       ", expected ", ShapeString(expected), " from config.json"));
+    const SafetensorsView& view = *found.view;
+    if (view.shape != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file_.path(), ": tensor '", found.full, "' has shape ", ShapeString(view.shape),
+          ", expected ", ShapeString(expected), " from config.json"));
     }
-    ASSIGN_OR_RETURN(out->data, file_.ReadFloat32(full, nullptr));
-    file_.DropPages(full);
+    ASSIGN_OR_RETURN(out->data, file_.ReadFloat32(view, found.full));
+    file_.DropPages(view);
     for (float v : out->data) {
       if (!std::isfinite(v)) {
         return absl::InvalidArgumentError(
-            absl::StrCat(file_.path(), ": tensor '", full, "' contains NaN or infinity"));
+            absl::StrCat(file_.path(), ": tensor '", found.full, "' contains NaN or infinity"));
       }
     }
     out->shape = std::move(expected);
@@ -143,22 +171,6 @@ class WeightReader {
   }
 
  private:
-  const SafetensorsView* Resolve(const std::string& name, std::string* full = nullptr) const {
-    std::vector<std::string> candidates = {prefix_ + name};
-    if (absl::EndsWith(name, "LayerNorm.weight")) {
-      candidates.push_back(prefix_ + name.substr(0, name.size() - 6) + "gamma");
-    } else if (absl::EndsWith(name, "LayerNorm.bias")) {
-      candidates.push_back(prefix_ + name.substr(0, name.size() - 4) + "beta");
-    }
-    for (const std::string& c : candidates) {
-      if (const SafetensorsView* v = file_.Find(c)) {
-        if (full) *full = c;
-        return v;
-      }
-    }
-    return nullptr;
-  }
-
   const SafetensorsFile& file_;
   std::string prefix_;
 };
@@ -231,8 +243,10 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
     RETURN_IF_ERROR(r.Read(p + "output.LayerNorm.weight", {h}, &l.output_norm_gamma));
     RETURN_IF_ERROR(r.Read(p + "output.LayerNorm.bias", {h}, &l.output_norm_beta));
   }
-  const bool has_w = r.Has("pooler.dense.weight");
-  const bool has_b = r.Has("pooler.dense.bias");
+  const WeightReader::Found pooler_w = r.Find("pooler.dense.weight");
+  const WeightReader::Found pooler_b = r.Find("pooler.dense.bias");
+  const bool has_w = pooler_w.view != nullptr;
+  const bool has_b = pooler_b.view != nullptr;
   if (has_w != has_b) {
     return absl::NotFoundError(absl::StrCat(file.path(), ": tensor '", prefix, "pooler.dense.",
                                             has_w ? "bias" : "weight",
@@ -240,8 +254,8 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
   }
   w->has_pooler = has_w;
   if (has_w) {
-    RETURN_IF_ERROR(r.Read("pooler.dense.weight", {h, h}, &w->pooler_weight));
-    RETURN_IF_ERROR(r.Read("pooler.dense.bias", {h}, &w->pooler_bias));
+    RETURN_IF_ERROR(r.Read(pooler_w, {h, h}, &w->pooler_weight));
+    RETURN_IF_ERROR(r.Read(pooler_b, {h}, &w->pooler_bias));
   }
   return absl::OkStatus();
 }

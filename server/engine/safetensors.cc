@@ -249,10 +249,14 @@ const SafetensorsView* SafetensorsFile::Find(const std::string& name) const {
 
 void SafetensorsFile::DropPages(const std::string& name) const {
   const SafetensorsView* view = Find(name);
-  if (view == nullptr || view->nbytes == 0) return;
+  if (view != nullptr) DropPages(*view);
+}
+
+void SafetensorsFile::DropPages(const SafetensorsView& view) const {
+  if (view.nbytes == 0) return;
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(view->data) & ~(page - 1);
-  const uintptr_t end = reinterpret_cast<uintptr_t>(view->data) + view->nbytes;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(view.data) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(view.data) + view.nbytes;
   // Advice only: failure changes nothing but memory use.
   madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
@@ -263,20 +267,26 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(const std::strin
   if (view == nullptr) {
     return absl::NotFoundError(absl::StrCat(path_, ": tensor '", name, "' is missing"));
   }
-  const int64_t n = view->num_elements();
+  absl::StatusOr<std::vector<float>> out = ReadFloat32(*view, name);
+  if (out.ok() && shape) *shape = view->shape;
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(const SafetensorsView& view,
+                                                                const std::string& name) const {
+  const int64_t n = view.num_elements();
   std::vector<float> out(n);
-  if (view->dtype == "F32") {
-    std::memcpy(out.data(), view->data, n * sizeof(float));
-  } else if (view->dtype == "F16") {
-    for (int64_t i = 0; i < n; ++i) out[i] = HalfToFloat(LoadU16(view->data + 2 * i));
-  } else if (view->dtype == "BF16") {
-    for (int64_t i = 0; i < n; ++i) out[i] = BFloat16ToFloat(LoadU16(view->data + 2 * i));
+  if (view.dtype == "F32") {
+    std::memcpy(out.data(), view.data, n * sizeof(float));
+  } else if (view.dtype == "F16") {
+    for (int64_t i = 0; i < n; ++i) out[i] = HalfToFloat(LoadU16(view.data + 2 * i));
+  } else if (view.dtype == "BF16") {
+    for (int64_t i = 0; i < n; ++i) out[i] = BFloat16ToFloat(LoadU16(view.data + 2 * i));
   } else {
     return TensorError(
         path_, name,
-        absl::StrCat("unsupported dtype ", view->dtype, " (expected F32, F16 or BF16)"));
+        absl::StrCat("unsupported dtype ", view.dtype, " (expected F32, F16 or BF16)"));
   }
-  if (shape) *shape = view->shape;
   return out;
 }
 

@@ -59,11 +59,17 @@ class SafetensorsFile {
   // has copied a tensor calls it so that the mapping and the copies are not both resident).
   // The data stays readable: pages come back from the file if touched again.
   void DropPages(const std::string& name) const;
+  // The same for a view this file handed out (no second lookup by name).
+  void DropPages(const SafetensorsView& view) const;
 
   // The tensor converted to float32 (from F32, F16 or BF16); NOT_FOUND when absent,
   // INVALID_ARGUMENT for another dtype.
   absl::StatusOr<std::vector<float>> ReadFloat32(const std::string& name,
                                                  std::vector<int64_t>* shape) const;
+  // The same for a view this file handed out (from Find or tensors()), so that a caller that
+  // has already looked the tensor up need not do it again; `name` is used in errors only.
+  absl::StatusOr<std::vector<float>> ReadFloat32(const SafetensorsView& view,
+                                                 const std::string& name) const;
   // The tensor as int32 (from I32, or I64 within int32's range).
   absl::StatusOr<std::vector<int32_t>> ReadInt32(const std::string& name,
                                                  std::vector<int64_t>* shape) const;

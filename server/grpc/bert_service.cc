@@ -77,7 +77,7 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
   }
 
   void Done(absl::Status status) {
-    if (status.ok()) status = Serialize(*response_, out_);
+    if (status.ok()) Serialize(*response_, out_);
     grpc::Status grpc_status = ToGrpcStatus(status);
     service_->Record("Embed", grpc_status.error_code(), start_);
     response_.reset();
@@ -205,14 +205,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       response.mutable_error()->set_code(static_cast<int>(grpc_status.error_code()));
       response.mutable_error()->set_message(grpc_status.error_message());
     }
-    absl::Status serialized = Serialize(response, &slot->wire);
-    if (!serialized.ok()) {
-      v1::EmbedResponse failure;
-      failure.set_request_id(slot->request_id);
-      failure.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::INTERNAL));
-      failure.mutable_error()->set_message(std::string(serialized.message()));
-      (void)Serialize(failure, &slot->wire);
-    }
+    Serialize(response, &slot->wire);
     Actions actions;
     {
       absl::MutexLock lock(&mu_);
@@ -331,7 +324,8 @@ grpc::ServerUnaryReactor* BertServiceImpl::Tokenize(grpc::CallbackServerContext*
     if (!encodings.ok()) return encodings.status();
     v1::TokenizeResponse response;
     ToProto(*std::move(encodings), &response);
-    return Serialize(response, out);
+    Serialize(response, out);
+    return absl::OkStatus();
   };
   const grpc::Status status = ToGrpcStatus(run());
   Record("Tokenize", status.error_code(), start);

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/support/proto_buffer_reader.h"
-#include "server/core/validation.h"
+#include "server/text/utf8.h"
 
 namespace bert {
 namespace {
@@ -142,14 +142,13 @@ absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRe
   return Parse(buffer, request, &FindInvalidUtf8InTokenizeRequest);
 }
 
-absl::Status Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer) {
+void Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer) {
   // One allocation, written in place (responses can be megabytes).
   const size_t size = message.ByteSizeLong();
   grpc::Slice slice(size);
   message.SerializeWithCachedSizesToArray(const_cast<uint8_t*>(slice.begin()));
   grpc::ByteBuffer out(&slice, 1);
   buffer->Swap(&out);
-  return absl::OkStatus();
 }
 
 }  // namespace bert

@@ -18,8 +18,10 @@ namespace bert {
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, v1::EmbedRequest* request);
 absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRequest* request);
 
-// Serializes `message` into `buffer` (replacing its content).
-absl::Status Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer);
+// Serializes `message` into `buffer` (replacing its content). Cannot fail: the message is
+// written in place into one slice of its own size. Responses are kept under 2 GiB upstream
+// (CheckResponseSize against --max_message_bytes), so protobuf's size limit is not reached.
+void Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer);
 
 // The path of the first string field with invalid UTF-8 in a serialized request, or "".
 std::string FindInvalidUtf8InEmbedRequest(absl::string_view wire);

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/text/utf8.h"
 #include "utf8proc.h"
 
 namespace bert {
@@ -66,37 +67,6 @@ bool IsCjkIdeograph(int32_t cp) {
          (cp >= 0x20000 && cp <= 0x2A6DF) || (cp >= 0x2A700 && cp <= 0x2B73F) ||
          (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B820 && cp <= 0x2CEAF) ||
          (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
-}
-
-// Decodes one code point of strict UTF-8 (no overlongs, surrogates or values above
-// U+10FFFF) starting at s[i], a non-ASCII lead byte. Returns its length, or 0 if invalid.
-int DecodeUtf8(const unsigned char* s, size_t n, size_t i, int32_t* cp) {
-  const unsigned char b0 = s[i];
-  const size_t left = n - i;
-  auto cont = [&](size_t k) { return (s[i + k] & 0xC0) == 0x80; };
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    if (left < 2 || !cont(1)) return 0;
-    *cp = ((b0 & 0x1F) << 6) | (s[i + 1] & 0x3F);
-    return 2;
-  }
-  if (b0 >= 0xE0 && b0 <= 0xEF) {
-    if (left < 3 || !cont(1) || !cont(2)) return 0;
-    const unsigned char b1 = s[i + 1];
-    if (b0 == 0xE0 && b1 < 0xA0) return 0;  // Overlong.
-    if (b0 == 0xED && b1 > 0x9F) return 0;  // Surrogate.
-    *cp = ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6) | (s[i + 2] & 0x3F);
-    return 3;
-  }
-  if (b0 >= 0xF0 && b0 <= 0xF4) {
-    if (left < 4 || !cont(1) || !cont(2) || !cont(3)) return 0;
-    const unsigned char b1 = s[i + 1];
-    if (b0 == 0xF0 && b1 < 0x90) return 0;  // Overlong.
-    if (b0 == 0xF4 && b1 > 0x8F) return 0;  // Above U+10FFFF.
-    *cp = ((b0 & 0x07) << 18) | ((b1 & 0x3F) << 12) | ((s[i + 2] & 0x3F) << 6) |
-          (s[i + 3] & 0x3F);
-    return 4;
-  }
-  return 0;
 }
 
 void AppendUtf8(int32_t cp, std::string* out) {
@@ -168,7 +138,7 @@ class BertTokenizer::Run {
         continue;
       }
       int32_t cp;
-      const int len = DecodeUtf8(s, n, i, &cp);
+      const int len = DecodeUtf8(text, i, &cp);
       if (len == 0) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "text is not valid UTF-8: bad byte 0x%02X at offset %d", b, static_cast<int>(i)));

@@ -67,10 +67,7 @@ void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }
 
-LogLine::LogLine(LogLevel level, const char* file, int line) : level_(level) {
-  (void)file;
-  (void)line;
-}
+LogLine::LogLine(LogLevel level) : level_(level) {}
 
 LogLine& LogLine::operator<<(const LogKv& kv) {
   absl::StrAppend(&fields_, " ", kv.key, "=", Quote(kv.value));

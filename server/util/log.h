@@ -35,7 +35,7 @@ struct LogKv {
 
 class LogLine {
  public:
-  LogLine(LogLevel level, const char* file, int line);
+  explicit LogLine(LogLevel level);
   ~LogLine();  // Writes the line.
   LogLine(const LogLine&) = delete;
   LogLine& operator=(const LogLine&) = delete;
@@ -59,6 +59,6 @@ class LogLine {
 #define BERT_LOG(level)                               \
   if (!::bert::LogEnabled(::bert::LogLevel::level)) { \
   } else                                              \
-    ::bert::LogLine(::bert::LogLevel::level, __FILE__, __LINE__)
+    ::bert::LogLine(::bert::LogLevel::level)
 
 #endif  // BERT_SERVER_UTIL_LOG_H_

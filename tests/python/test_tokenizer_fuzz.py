@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = REPO / "tests" / "data" / "bert_uncased_vocab.txt"
 SOURCES = ["server/text/tokenizer.cc", "server/text/piece_table.cc", "server/text/packer.cc",
-           "server/text/fuzz/tokenizer_fuzzer.cc"]
+           "server/text/utf8.cc", "server/text/fuzz/tokenizer_fuzzer.cc"]
 SEEDS = ["Please subscribe to this newsletter", "Héllo Wörld! Crème brûlée e\u0301",
          "我爱北京天安门 ab北cd", "I \u2764 emoji \U0001F600 \u200b\u3000x", "a" * 120,
          "ΣΊΣΥΦΟΣ İstanbul \u037e \U0001D165\u0301\U0001D16D", "$100.50 @user #tag [MASK]"]
