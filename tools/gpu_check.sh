@@ -5,13 +5,17 @@
 #   tools/gpu_check.sh build   # here (Bazel + nvcc, no GPU): build the GPU test binaries and
 #                              # benchmarks, pack them and their non-glibc, non-CUDA Debian
 #                              # shared libraries into .gpu/ (git-ignored; carry it)
-#   tools/gpu_check.sh run [tests|bench|all]
-#                              # there (GPU, no Bazel), from the repo root: run every GPU test
-#                              # binary (gtest XML + logs), then our benchmark and the Hugging
-#                              # Face baseline on the same weights, one comparison table, and a
-#                              # pass/fail table last; logs tarred into $OUT (or .gpu/out).
+#   tools/gpu_check.sh run [all|tests|bench|micro]
+#                              # there (GPU, no Bazel), from the repo root: tests = every GPU
+#                              # test binary (gtest XML + logs) and the serving check; bench =
+#                              # our benchmark, the Hugging Face baseline on the same weights
+#                              # and the option variants (compare.md, goals.md); micro =
+#                              # gemm_bench, the per-op profile, attention_bench, membw_bench;
+#                              # all = the three in that order, within DEADLINE_S. A pass/fail
+#                              # table last; logs under $OUT (or .gpu/out), also tarred.
 #
-# Device call: command "bash tools/gpu_check.sh run", carry [".gpu"], timeout_s ~540.
+# Device call: command "bash tools/gpu_check.sh run all", carry [".gpu"], timeout_s 600 (steps
+# that would pass DEADLINE_S, default 570 s, are skipped; see bench/NOTES.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,71 +80,100 @@ run() {
   local logs="$out/logs"
   mkdir -p "$logs"
   local table=()
+  # The device call is killed at its limit (600 s): steps that would not finish before
+  # DEADLINE_S (seconds since this script started) are skipped, most valuable first, so the
+  # summary, compare.md and goals.md always get written. Each step's log is under $OUT as it
+  # runs.
+  local deadline="${DEADLINE_S:-570}"
   nvidia-smi > "$logs/nvidia-smi.txt" 2>&1 || true
   head -n 12 "$logs/nvidia-smi.txt"
 
-  if [ "$what" = all ] || [ "$what" = tests ]; then
-    # Runs: binary, log name, gtest filter. The engine's tests of the paths not yet verified on
-    # a GPU (our split-K GEMM, programmatic launches) run in a process of their own, so that a
-    # fault there (a sticky CUDA error ends every later test of its process) cannot take the
-    # verified engine tests with it.
-    local new_paths="*CustomGemm*:*Programmatic*"
-    local runs=("kernels_test kernels_test *" "split_k_gemm_test split_k_gemm_test *"
-                "attention_test attention_test *"
-                "cuda_engine_test cuda_engine_test -$new_paths"
-                "cuda_engine_test cuda_engine_test_new_paths $new_paths")
-    local spec
-    for spec in "${runs[@]}"; do
-      local bin name filter
-      read -r bin name filter <<< "$spec"
-      local start=$SECONDS
-      LD_LIBRARY_PATH="$ld" timeout 300 ".gpu/bin/$bin" --gtest_brief=1 \
-        --gtest_filter="$filter" --gtest_output="xml:$logs/$name.xml" > "$logs/$name.log" 2>&1
-      local rc=$?
-      tail -n 25 "$logs/$name.log"
-      local counts
-      counts=$(python3 tools/count_results.py "$logs/$name.xml" 2>/dev/null | tail -n 1)
-      table+=("$(printf '%-20s rc=%-3s %5ss  %s' "$name" "$rc" "$((SECONDS - start))" "$counts")")
-    done
-  fi
+  # step LABEL LOG ESTIMATE_S TIMEOUT_S COMMAND...: runs COMMAND (stdout+stderr to LOG and the
+  # terminal) under a timeout that also respects the deadline, and records rc and seconds in
+  # the summary; skipped when ESTIMATE_S no longer fits.
+  step() {
+    local label="$1" log="$2" estimate="$3" limit="$4"
+    shift 4
+    local left=$((deadline - SECONDS))
+    if [ "$estimate" -gt "$left" ]; then
+      table+=("$(printf '%-24s skipped (deadline: %ss left, needs ~%ss)' "$label" "$left" "$estimate")")
+      return 0
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    local begin=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    table+=("$(printf '%-24s rc=%-3s %5ss' "$label" "$rc" "$((SECONDS - begin))")")
+  }
+
+  # gtest_step NAME BINARY FILTER ESTIMATE_S TIMEOUT_S: a test binary, counts in the summary.
+  gtest_step() {
+    local name="$1" bin="$2" filter="$3" estimate="$4" limit="$5"
+    LD_LIBRARY_PATH="$ld" step "$name" "$logs/$name.log" "$estimate" "$limit" \
+      ".gpu/bin/$bin" --gtest_brief=1 --gtest_filter="$filter" \
+      --gtest_output="xml:$logs/$name.xml" > /dev/null
+    [ -f "$logs/$name.xml" ] || return 0  # skipped, or died before writing its results
+    local counts
+    counts=$(python3 tools/count_results.py "$logs/$name.xml" 2>/dev/null | tail -n 1)
+    table[-1]="${table[-1]}  $counts"
+    tail -n 25 "$logs/$name.log"
+  }
+
+  local model=".gpu/bert-base-random" lengths=".gpu/varlen.txt" variant_files=()
+  # compare.md and goals.md from whatever has run so far.
+  summarize() {
+    [ -f "$logs/ours.json" ] || return 0
+    python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" "${variant_files[@]}" \
+      > "$logs/compare.md"
+    python3 bench/goals.py "$logs/ours.json" "$logs/hf.json" "$logs/ours.log" \
+      "${variant_files[@]}" > "$logs/goals.md"
+  }
 
   if [ "$what" = all ] || [ "$what" = tests ]; then
-    local start=$SECONDS
-    BERT_LD="$ld" timeout 240 python3 tools/gpu_serving_check.py .gpu/bin \
-      > "$logs/serving.log" 2>&1
-    local rc=$?
-    cat "$logs/serving.log"
-    table+=("$(printf '%-20s rc=%-3s %5ss  %s' "serving (e2e)" "$rc" "$((SECONDS - start))" \
-      "$(tail -n 1 "$logs/serving.log")")")
+    # Verified paths first. The engine's tests of the paths not yet verified on a GPU (our
+    # split-K GEMM, programmatic launches) run last, in processes of their own, so that a
+    # fault there (a sticky CUDA error ends every later test of its process) or a hang cannot
+    # take the verified tests with it.
+    local new_paths="*CustomGemm*:*Programmatic*"
+    gtest_step kernels_test kernels_test "*" 40 200
+    gtest_step attention_test attention_test "*" 30 200
+    gtest_step cuda_engine_test cuda_engine_test "-$new_paths" 60 240
+    BERT_LD="$ld" step "serving (e2e)" "$logs/serving.log" 30 200 \
+      python3 tools/gpu_serving_check.py .gpu/bin
+    [ -f "$logs/serving.log" ] && table[-1]="${table[-1]}  $(tail -n 1 "$logs/serving.log")"
+    gtest_step split_k_gemm_test split_k_gemm_test "*" 30 120
+    gtest_step cuda_engine_test_new cuda_engine_test "$new_paths" 30 150
   fi
 
   if [ "$what" = all ] || [ "$what" = bench ]; then
-    local model=".gpu/bert-base-random" lengths=".gpu/varlen.txt" start=$SECONDS
-    python3 bench/hf_baseline.py --save_model "$model" --write_lengths "$lengths" \
-      > "$logs/prepare.log" 2>&1
-    local rc=$?
-    cat "$logs/prepare.log"
-    table+=("$(printf '%-20s rc=%-3s %5ss' "prepare (HF save)" "$rc" "$((SECONDS - start))")")
+    step "prepare (HF save)" "$logs/prepare.log" 20 120 \
+      python3 bench/hf_baseline.py --save_model "$model" --write_lengths "$lengths"
     local model_flag="--model_dir=$model"
     [ -f "$model/model.safetensors" ] || model_flag=""  # fall back to RandomModel
-    start=$SECONDS
-    LD_LIBRARY_PATH="$ld" timeout 240 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
-      --json="$logs/ours.json" 2>&1 | tee "$logs/ours.log"
-    rc=${PIPESTATUS[0]}
-    table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench (ours)" "$rc" "$((SECONDS - start))")")
-    # Options changed against the defaults above (fp16): what each step gains. compare.md shows
-    # each as a column; goals.md names the fastest one per goal. Each entry: name, the batches
-    # it runs ("+varlen": the variable-length batch too), the gpu_bench flags. Those aimed at
-    # small batches skip 128 and varlen (time: the bench call must stay under 600 s).
-    local variants=("exact_gelu 1,8,32,128+varlen --fused_gelu=false"
-                    "no_autotune 1,8,32,128+varlen --gemm_autotune=false"
-                    "graphs_all_rows 1,8,32,128+varlen --max_graph_rows=1000000"
-                    "residual_in_gemm 1,8,32,128+varlen --residual_in_gemm=true"
-                    "custom_gemm 1,8,32 --custom_gemm=true"
+    LD_LIBRARY_PATH="$ld" step "gpu_bench (ours)" "$logs/ours.log" 40 240 \
+      .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" --json="$logs/ours.json"
+    if [ -n "$model_flag" ]; then
+      # HF eager, then torch.compile within its own budget (it keeps what it finished).
+      step "hf_baseline" "$logs/hf.log" 120 "${HF_TIMEOUT:-300}" \
+        python3 bench/hf_baseline.py --model_dir "$model" --lengths "$lengths" \
+        --budget_s "${HF_BUDGET_S:-150}" --json "$logs/hf.json"
+    else
+      table+=("$(printf '%-24s skipped (no saved model)' "hf_baseline")")
+    fi
+    summarize
+    # Options changed against the defaults (fp16): what each step gains, most wanted first.
+    # compare.md shows each as a column; goals.md names the fastest one per goal. Each entry:
+    # name, the batches it runs ("+varlen": the variable-length batch too), gpu_bench flags.
+    local variants=("custom_gemm_pdl 1,8,32 --custom_gemm=true --pdl=true"
                     "pdl 1,8,32 --pdl=true"
-                    "custom_gemm_pdl 1,8,32 --custom_gemm=true --pdl=true")
-    local variant variant_files=()
+                    "custom_gemm 1,8,32 --custom_gemm=true"
+                    "residual_in_gemm 1,8,32,128+varlen --residual_in_gemm=true"
+                    "exact_gelu 1,8,32,128+varlen --fused_gelu=false"
+                    "no_autotune 1,8,32,128+varlen --gemm_autotune=false"
+                    "graphs_all_rows 128+varlen --max_graph_rows=1000000")
+    local variant
     for variant in "${variants[@]}"; do
+      [ -f "$logs/ours.json" ] || break  # nothing to compare them with
       local vname vbatches vflags
       read -r vname vbatches vflags <<< "$variant"
       local varlen_flag=""
@@ -148,67 +181,44 @@ run() {
         varlen_flag="--varlen_file=$lengths"
         vbatches="${vbatches%+varlen}"
       fi
-      start=$SECONDS
-      LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag $varlen_flag \
-        --dtypes=fp16 --batches="$vbatches" $vflags --json="$logs/ours_$vname.json" 2>&1 |
-        tee "$logs/ours_$vname.log"
-      rc=${PIPESTATUS[0]}
-      table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench $vname" "$rc" "$((SECONDS - start))")")
-      variant_files+=("$vname=$logs/ours_$vname.json")
+      LD_LIBRARY_PATH="$ld" step "gpu_bench $vname" "$logs/ours_$vname.log" 20 120 \
+        .gpu/bin/gpu_bench $model_flag $varlen_flag --dtypes=fp16 --batches="$vbatches" \
+        $vflags --json="$logs/ours_$vname.json"
+      [ -f "$logs/ours_$vname.json" ] && variant_files+=("$vname=$logs/ours_$vname.json")
     done
+    summarize
+  fi
+
+  if [ "$what" = all ] || [ "$what" = micro ]; then
+    # The per-op and per-kernel measurements (with `all`: as far as the deadline allows).
+    local model_flag=""
+    [ -f "$model/model.safetensors" ] && model_flag="--model_dir=$model"
+    # cuBLASLt heuristic top-1 vs autotune (without and with our split-K kernel) on the
+    # encoder's Linear shapes (fp16), and our kernel alone at 1/2/4/8 splits for <= 256 rows.
+    LD_LIBRARY_PATH="$ld" step "gemm_bench" "$logs/gemm_bench.log" 45 90 \
+      .gpu/bin/gemm_bench --dtypes=fp16 --rows=128,256,1024,4096,9172,16384
+    # fp16 without CUDA graphs (what the graphs gain) and the per-op profile (--profile).
+    LD_LIBRARY_PATH="$ld" step "gpu_bench nographs+prof" "$logs/ours_nographs_profile.log" 25 120 \
+      .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" --dtypes=fp16 \
+      --batches=1,8,32,128 --cuda_graphs=false --profile --iters=20 \
+      --json="$logs/ours_nographs.json"
     # Every layer's output back (encoder_outputs), copies overlapped on a second stream vs on
     # the compute stream.
     for variant in "layers_overlap --overlap_copies=true" "layers_serial --overlap_copies=false"; do
       local vname="${variant%% *}" vflag="${variant#* }"
-      start=$SECONDS
-      LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --dtypes=fp16 \
-        --batches=8,32 --outputs=layers $vflag --json="$logs/ours_$vname.json" 2>&1 |
-        tee "$logs/ours_$vname.log"
-      rc=${PIPESTATUS[0]}
-      table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench $vname" "$rc" "$((SECONDS - start))")")
+      LD_LIBRARY_PATH="$ld" step "gpu_bench $vname" "$logs/ours_$vname.log" 15 120 \
+        .gpu/bin/gpu_bench $model_flag --dtypes=fp16 --batches=8,32 --outputs=layers $vflag \
+        --json="$logs/ours_$vname.json"
     done
-    # fp16 without CUDA graphs (what the graphs gain) and the per-op profile (--profile).
-    start=$SECONDS
-    LD_LIBRARY_PATH="$ld" timeout 120 .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" \
-      --dtypes=fp16 --batches=1,8,32,128 --cuda_graphs=false --profile --iters=20 \
-      --json="$logs/ours_nographs.json" 2>&1 | tee "$logs/ours_nographs_profile.log"
-    rc=${PIPESTATUS[0]}
-    table+=("$(printf '%-20s rc=%-3s %5ss' "gpu_bench nographs+prof" "$rc" "$((SECONDS - start))")")
     # The attention kernel alone (fp16; the torch SDPA anchors it prints are in its source).
-    start=$SECONDS
-    LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/attention_bench --dtype=f16 2>&1 |
-      tee "$logs/attention_bench.log"
-    rc=${PIPESTATUS[0]}
-    table+=("$(printf '%-20s rc=%-3s %5ss' "attention_bench" "$rc" "$((SECONDS - start))")")
+    LD_LIBRARY_PATH="$ld" step "attention_bench" "$logs/attention_bench.log" 20 60 \
+      .gpu/bin/attention_bench --dtype=f16
     # What the card sustains for the elementwise passes' traffic (the byte floors' yardstick).
-    start=$SECONDS
-    LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/membw_bench 2>&1 | tee "$logs/membw_bench.log"
-    rc=${PIPESTATUS[0]}
-    table+=("$(printf '%-20s rc=%-3s %5ss' "membw_bench" "$rc" "$((SECONDS - start))")")
-    # cuBLASLt heuristic top-1 vs autotune (without and with our split-K kernel) on the
-    # encoder's Linear shapes (fp16), and our kernel alone at 1/2/4/8 splits for <= 256 rows.
-    start=$SECONDS
-    LD_LIBRARY_PATH="$ld" timeout 60 .gpu/bin/gemm_bench --dtypes=fp16 \
-      --rows=128,256,1024,4096,9172,16384 \
-      2>&1 | tee "$logs/gemm_bench.log"
-    rc=${PIPESTATUS[0]}
-    table+=("$(printf '%-20s rc=%-3s %5ss' "gemm_bench" "$rc" "$((SECONDS - start))")")
-    start=$SECONDS
-    if [ -n "$model_flag" ]; then
-      timeout "${HF_TIMEOUT:-300}" python3 bench/hf_baseline.py --model_dir "$model" \
-        --lengths "$lengths" --json "$logs/hf.json" 2>&1 | tee "$logs/hf.log" | grep -v Warning
-      rc=${PIPESTATUS[0]}
-    else
-      rc="skipped"
-    fi
-    table+=("$(printf '%-20s rc=%-3s %5ss' "hf_baseline" "$rc" "$((SECONDS - start))")")
-    if [ -f "$logs/ours.json" ]; then
-      python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" "${variant_files[@]}" |
-        tee "$logs/compare.md"
-      python3 bench/goals.py "$logs/ours.json" "$logs/hf.json" "$logs/ours.log" \
-        "${variant_files[@]}" | tee "$logs/goals.md"
-    fi
+    LD_LIBRARY_PATH="$ld" step "membw_bench" "$logs/membw_bench.log" 20 60 \
+      .gpu/bin/membw_bench
   fi
+  summarize
+  cat "$logs/compare.md" "$logs/goals.md" 2>/dev/null
 
   tar -czf "$out/gpu_check_logs.tar.gz" -C "$logs" . 2>/dev/null
   echo
@@ -219,5 +229,5 @@ run() {
 case "${1:-}" in
   build) build ;;
   run) shift; run "$@" ;;
-  *) echo "usage: $0 build | run [tests|bench|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 build | run [all|tests|bench|micro]" >&2; exit 2 ;;
 esac
