@@ -56,9 +56,12 @@ struct F32Layout {
   static constexpr size_t kBytes = sizeof(float) * (kQ + kK + kV);
 };
 
+// qkv is not __restrict__: it is written by the kernel just before this one, and with a
+// programmatic launch (launch.cuh) only coherent loads are sure to see that write, not the
+// read-only-cache loads __restrict__ allows (the tensor-core kernel reads it with cp.async.cg).
 template <int D>
 __global__ void __launch_bounds__(kF32Threads)
-    VarlenAttentionF32Kernel(const float* __restrict__ qkv, const int32_t* __restrict__ cu_rows,
+    VarlenAttentionF32Kernel(const float* qkv, const int32_t* __restrict__ cu_rows,
                              const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
                              float scale, float* __restrict__ out) {
   static_assert(D % 32 == 0, "head_dim must be a multiple of 32");

@@ -11,6 +11,8 @@
 //    visible (that grid waited for its own predecessor, so for all earlier work); for a
 //    normal launch it returns at once.
 //  * Only data no kernel writes (weights) may be read before it.
+//  * Data the previous kernel wrote is read with coherent loads (plain or cp.async.cg), not
+//    through the read-only cache (ld.global.nc, which __restrict__ const pointers allow).
 //  * AllowDependentLaunch() after WaitForPriorGrid(): the next kernel is then scheduled at
 //    most one kernel ahead, and it still waits for this one to finish before using its output.
 // On devices before compute capability 9.0 both calls compile to nothing; callers pass

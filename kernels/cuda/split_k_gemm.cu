@@ -231,7 +231,9 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
   // Epilogue. Accumulator e of fragment (mi, ni) is row 16 mi + lane / 4 (+ 8 for e >= 2),
   // column 8 ni + 2 (lane % 4) (+ 1 for odd e) of the warp's 32 x 32 block.
   const T* __restrict__ bias = static_cast<const T*>(args.bias);
-  const T* __restrict__ residual = static_cast<const T*>(args.residual);
+  // Not __restrict__: the residual may come from the kernel just before this one, which a
+  // programmatic launch sees only through coherent loads (launch.cuh).
+  const T* residual = static_cast<const T*>(args.residual);
   T* __restrict__ y = static_cast<T*>(args.y);
   const int n_total = args.out_features;
 #pragma unroll

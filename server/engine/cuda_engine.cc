@@ -19,6 +19,7 @@
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/layer_norm.h"
 #include "kernels/cuda/pooling.h"
 #include "server/util/status_macros.h"
@@ -79,6 +80,18 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
     stats.cached = static_cast<int>(graphs_.size());
     return stats;
   }
+  CudaGemmStats gemm_stats() const override {
+    CudaGemmStats stats;
+    if (gemm_ == nullptr) return stats;
+    const cuda::GemmStats& g = gemm_->stats();
+    stats.tuned_buckets = g.tuned_buckets;
+    stats.custom_timed = g.custom_timed;
+    stats.custom_mismatches = g.custom_mismatches;
+    stats.custom_chosen = g.custom_chosen;
+    stats.custom_forced = g.custom_forced;
+    return stats;
+  }
+  bool programmatic_launch() const override { return programmatic_; }
 
  private:
   CudaEngine(std::shared_ptr<const Model> model, const CudaEngineOptions& options)
@@ -148,7 +161,8 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   size_t pending_used_ = 0;
   EncoderOutput* output_ = nullptr;  // the Encode's output while it runs
   bool capturing_ = false;
-  // options_.programmatic_launch on a device that supports it (compute capability >= 9.0).
+  // options_.programmatic_launch where the device and the loaded code support it
+  // (cuda::ProgrammaticLaunchAvailable).
   bool programmatic_ = false;
 
   // CUDA graphs. Key: {rows, sequences, max_rows, sequence, pooled, mean_pooled, normalize,
@@ -316,7 +330,7 @@ absl::Status CudaEngine<T>::Init() {
   cudaDeviceProp prop;
   RETURN_IF_ERROR(CudaCall(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties"));
   device_name_ = prop.name;
-  programmatic_ = options_.programmatic_launch && prop.major >= 9;
+  programmatic_ = options_.programmatic_launch && cuda::ProgrammaticLaunchAvailable();
 
   size_t weight_values = w.word_embeddings.size() + w.position_embeddings.size() +
                          w.token_type_embeddings.size() + w.pooler_weight.size() +

@@ -121,6 +121,15 @@ struct CudaGraphStats {
   std::string last_capture_error;  // why the last one failed (empty if none did)
 };
 
+// Counters of the engine's GEMM choices (for tests and benchmarks; see kernels/cuda/gemm.h).
+struct CudaGemmStats {
+  long long tuned_buckets = 0;      // row buckets tuned by timing
+  long long custom_timed = 0;       // our split-K kernel's candidates timed
+  long long custom_mismatches = 0;  // ... that disagreed with cuBLASLt (never used)
+  long long custom_chosen = 0;      // tunings our kernel won
+  long long custom_forced = 0;      // plans given our kernel by force_custom_gemm_splits
+};
+
 // Engines made by CreateCudaEngine also implement this (dynamic_cast from Engine): the GPU
 // time of the last Encode, measured with CUDA events on the engine's stream from before the
 // batch upload to after the last output copy is enqueued (it includes a host wait only when
@@ -132,6 +141,9 @@ class CudaEngineTiming {
   // Not owned; must outlive its use; null (the default) turns profiling off.
   virtual void set_op_observer(CudaOpObserver* observer) = 0;
   virtual CudaGraphStats graph_stats() const = 0;
+  virtual CudaGemmStats gemm_stats() const = 0;
+  // Whether kernels are launched programmatically: programmatic_launch where supported.
+  virtual bool programmatic_launch() const = 0;
 };
 
 // The number of CUDA devices usable by this process (0 when there is no driver or GPU).

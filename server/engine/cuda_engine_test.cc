@@ -303,7 +303,15 @@ class CudaGemmVariantTest : public ::testing::TestWithParam<GoldenParam> {
     if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
   }
 
-  void CheckVariant(const CudaEngineOptions& options, const char* variant) {
+  // Returns the engine's GEMM counters after the runs.
+  CudaGemmStats CheckVariant(const CudaEngineOptions& options, const char* variant) {
+    CudaGemmStats gemm_stats;
+    CheckVariantRuns(options, variant, &gemm_stats);
+    return gemm_stats;
+  }
+
+  void CheckVariantRuns(const CudaEngineOptions& options, const char* variant,
+                        CudaGemmStats* gemm_stats) {
     const auto& [name, dtype] = GetParam();
     auto fixture = LoadGoldenFixture(name);
     ASSERT_TRUE(fixture.ok()) << fixture.status();
@@ -331,11 +339,13 @@ class CudaGemmVariantTest : public ::testing::TestWithParam<GoldenParam> {
         check("encoder_outputs." + std::to_string(sel.layers[l]), out.layers[l]);
       }
     }
-    const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(engine->get())->graph_stats();
+    auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
+    const CudaGraphStats stats = timing->graph_stats();
     EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
     EXPECT_EQ(stats.eager_runs, 1);
     EXPECT_EQ(stats.captures, 1);
     EXPECT_EQ(stats.replays, 1);
+    *gemm_stats = timing->gemm_stats();
   }
 };
 
@@ -348,16 +358,24 @@ TEST_P(CudaGemmVariantTest, ResidualInGemmMatchesReference) {
 // Our kernel for every GEMM it supports (fp16/bf16): here a wrong kernel fails, where
 // autotune would drop it for disagreeing with cuBLASLt.
 TEST_P(CudaGemmVariantTest, ForcedCustomGemmMatchesReference) {
-  CudaEngineOptions options = Options(std::get<1>(GetParam()), 4096);
+  const DType dtype = std::get<1>(GetParam());
+  CudaEngineOptions options = Options(dtype, 4096);
   options.force_custom_gemm_splits = 3;
-  CheckVariant(options, "forced custom_gemm");
+  const CudaGemmStats stats = CheckVariant(options, "forced custom_gemm");
+  // At least the pooler's GEMM (few rows) ran our kernel in fp16/bf16; fp32 never does.
+  EXPECT_EQ(stats.custom_forced > 0, dtype != DType::kFloat32);
 }
 
 TEST_P(CudaGemmVariantTest, CustomGemmMatchesReference) {
-  CudaEngineOptions options = Options(std::get<1>(GetParam()), 4096);
+  const DType dtype = std::get<1>(GetParam());
+  CudaEngineOptions options = Options(dtype, 4096);
   options.gemm_autotune = true;
   options.custom_gemm = true;
-  CheckVariant(options, "custom_gemm");
+  const CudaGemmStats stats = CheckVariant(options, "custom_gemm");
+  // Timed as a candidate in fp16/bf16 (at least for the pooler's few rows), never in fp32,
+  // and never in disagreement with cuBLASLt.
+  EXPECT_EQ(stats.custom_timed > 0, dtype != DType::kFloat32);
+  EXPECT_EQ(stats.custom_mismatches, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaGemmVariantTest,
@@ -513,6 +531,20 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
                     RelativeError(base.sequence, ref.sequence));
       }
     }
+  }
+  // Our kernel was a timed candidate (and never disagreed with cuBLASLt), and ran forced for
+  // the four layer GEMMs at both row counts, in fp16/bf16; fp32 never uses it.
+  const bool sixteen_bit = dtype != DType::kFloat32;
+  const CudaGemmStats tuned = dynamic_cast<CudaEngineTiming*>(custom->get())->gemm_stats();
+  const CudaGemmStats forced_stats = dynamic_cast<CudaEngineTiming*>(forced->get())->gemm_stats();
+  EXPECT_EQ(tuned.custom_timed > 0, sixteen_bit);
+  EXPECT_EQ(tuned.custom_mismatches, 0);
+  std::printf("bert-base %s: our kernel won %lld of %lld tunings\n", ShortName(dtype),
+              tuned.custom_chosen, tuned.tuned_buckets);
+  if (sixteen_bit) {
+    EXPECT_GE(forced_stats.custom_forced, 8);
+  } else {
+    EXPECT_EQ(forced_stats.custom_forced, 0);
   }
 }
 
@@ -872,10 +904,12 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopiesOnBertBase) {
   EXPECT_EQ(s.captures, 1);
 }
 
-// Programmatic dependent launches (Hopper and later; elsewhere the option is ignored) change
-// when kernels start, not what they compute: bit-identical to normal launches, eager,
-// captured and replayed, with cuBLASLt's GEMMs and with our split-K GEMM forced for every
-// GEMM (fp16/bf16: then every kernel of the layers is ours).
+// Programmatic dependent launches change when kernels start, not what they compute:
+// bit-identical to normal launches, eager, captured and replayed, with cuBLASLt's GEMMs and
+// with our split-K GEMM forced for every GEMM (fp16/bf16: then every kernel of the layers is
+// ours), with output copies on the second stream or on the compute stream, and with the
+// residual added in the GEMM. Skips where the device or the loaded code cannot do them (the
+// option is ignored there).
 TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
   const DType dtype = GetParam();
   std::shared_ptr<const Model> model = TinyModel();
@@ -887,15 +921,33 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
   for (int l = 0; l < c.num_layers; ++l) all.layers.push_back(l);
   const std::vector<int> shapes[] = {{128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}};
   std::mt19937 rng(77);
-  for (const int forced_splits : {0, 4}) {
+  struct Config {
+    int forced_splits;
+    bool overlap_copies;
+    bool residual_in_gemm;
+  };
+  const Config configs[] = {
+      {0, true, false}, {4, true, false}, {4, false, false}, {4, true, true}, {0, false, true}};
+  for (const Config& config : configs) {
+    const std::string what = "forced splits " + std::to_string(config.forced_splits) +
+                             (config.overlap_copies ? "" : " serial copies") +
+                             (config.residual_in_gemm ? " residual in GEMM" : "");
     CudaEngineOptions normal = Untuned(Options(dtype, 1024));
-    normal.force_custom_gemm_splits = forced_splits;
+    normal.force_custom_gemm_splits = config.forced_splits;
+    normal.overlap_copies = config.overlap_copies;
+    normal.residual_in_gemm = config.residual_in_gemm;
     CudaEngineOptions programmatic = normal;
     programmatic.programmatic_launch = true;
     auto want_engine = CreateCudaEngine(model, normal);
     auto got_engine = CreateCudaEngine(model, programmatic);
     ASSERT_TRUE(want_engine.ok()) << want_engine.status();
     ASSERT_TRUE(got_engine.ok()) << got_engine.status();
+    auto* timing = dynamic_cast<CudaEngineTiming*>(got_engine->get());
+    ASSERT_NE(timing, nullptr);
+    if (!timing->programmatic_launch()) {
+      GTEST_SKIP() << "no programmatic launches on this device (compute capability < 9.0)";
+    }
+    EXPECT_FALSE(dynamic_cast<CudaEngineTiming*>(want_engine->get())->programmatic_launch());
     for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
       for (size_t i = 0; i < std::size(shapes); ++i) {
         const EncoderBatch batch = ShapedBatch(c, shapes[i], 0, rng);
@@ -904,13 +956,15 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
         const absl::Status st = (*got_engine)->Encode(batch, all, &got);
         ASSERT_TRUE(st.ok()) << st;
         ExpectSameOutputs(got, want,
-                          "forced splits " + std::to_string(forced_splits) + " shape " +
-                              std::to_string(i) + " run " + std::to_string(run));
+                          what + " shape " + std::to_string(i) + " run " + std::to_string(run));
       }
     }
-    const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(got_engine->get())->graph_stats();
-    EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
-    EXPECT_EQ(stats.replays, static_cast<long long>(std::size(shapes)));
+    const CudaGraphStats stats = timing->graph_stats();
+    EXPECT_EQ(stats.capture_failures, 0) << what << ": " << stats.last_capture_error;
+    EXPECT_EQ(stats.replays, static_cast<long long>(std::size(shapes))) << what;
+    // The forced kernel really ran (fp16/bf16; fp32 has none).
+    const bool forced = config.forced_splits > 0 && dtype != DType::kFloat32;
+    EXPECT_EQ(timing->gemm_stats().custom_forced > 0, forced) << what;
   }
 }
 
