@@ -110,20 +110,6 @@ double TimeGemm(Gemm* gemm, const T* x, int rows, const Shape& s, const T* w, co
                    iters, reps, stream);
 }
 
-SplitKEpilogue ToSplitK(GemmEpilogue e) {
-  switch (e) {
-    case GemmEpilogue::kBias:
-      return SplitKEpilogue::kBias;
-    case GemmEpilogue::kBiasGeluTanh:
-      return SplitKEpilogue::kBiasGeluTanh;
-    case GemmEpilogue::kBiasResidual:
-      return SplitKEpilogue::kBiasResidual;
-    case GemmEpilogue::kNone:
-    default:
-      return SplitKEpilogue::kNone;
-  }
-}
-
 // Our split-K kernel alone at `splits` (negative when the shape does not allow that count).
 template <typename T>
 double TimeSplitK(const T* x, int rows, const Shape& s, const T* w, const T* b, T* y, int splits,
@@ -139,13 +125,13 @@ double TimeSplitK(const T* x, int rows, const Shape& s, const T* w, const T* b, 
   args.splits = splits;
   args.partials = partials;
   args.counters = counters;
-  if (!SplitKGemmUnsupported(args, ToSplitK(s.epilogue)).empty() ||
+  if (!SplitKGemmUnsupported(args, ToSplitKEpilogue(s.epilogue)).empty() ||
       !SplitKEverySplitBusy(s.in, splits)) {
     return -1.0;
   }
   return TimeCalls(
       [&] {
-        return MakeCudaStatus(LaunchSplitKGemm<T>(args, ToSplitK(s.epilogue), stream),
+        return MakeCudaStatus(LaunchSplitKGemm<T>(args, ToSplitKEpilogue(s.epilogue), stream),
                               "LaunchSplitKGemm", __FILE__, __LINE__);
       },
       iters, reps, stream);

@@ -136,20 +136,6 @@ bool IsCapturing(cudaStream_t stream) {
   return status != cudaStreamCaptureStatusNone;
 }
 
-SplitKEpilogue ToSplitKEpilogue(GemmEpilogue epilogue) {
-  switch (epilogue) {
-    case GemmEpilogue::kBias:
-      return SplitKEpilogue::kBias;
-    case GemmEpilogue::kBiasGeluTanh:
-      return SplitKEpilogue::kBiasGeluTanh;
-    case GemmEpilogue::kBiasResidual:
-      return SplitKEpilogue::kBiasResidual;
-    case GemmEpilogue::kNone:
-    default:
-      return SplitKEpilogue::kNone;
-  }
-}
-
 float SixteenBitToFloat(GemmDType dtype, uint16_t bits) {
   if (dtype == GemmDType::kBFloat16) {
     __nv_bfloat16_raw raw;
@@ -197,6 +183,20 @@ bool WithinUlps(GemmDType dtype, const std::vector<uint16_t>& got,
 }
 
 }  // namespace
+
+SplitKEpilogue ToSplitKEpilogue(GemmEpilogue epilogue) {
+  switch (epilogue) {
+    case GemmEpilogue::kBias:
+      return SplitKEpilogue::kBias;
+    case GemmEpilogue::kBiasGeluTanh:
+      return SplitKEpilogue::kBiasGeluTanh;
+    case GemmEpilogue::kBiasResidual:
+      return SplitKEpilogue::kBiasResidual;
+    case GemmEpilogue::kNone:
+    default:
+      return SplitKEpilogue::kNone;
+  }
+}
 
 int Gemm::RowBucket(int rows) {
   int bucket = 16;
@@ -343,15 +343,7 @@ CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int
 CudaStatus Gemm::Matmul(const Plan& plan, const Choice& choice, const Operands& ops,
                         cudaStream_t stream) const {
   if (choice.custom_splits > 0) {
-    SplitKGemmArgs args;
-    args.x = ops.x;
-    args.weight = ops.weight;
-    args.bias = ops.bias;
-    args.residual = ops.residual;
-    args.y = ops.y;
-    args.rows = plan.rows;
-    args.in_features = plan.in_features;
-    args.out_features = plan.out_features;
+    SplitKGemmArgs args = CustomArgs(plan, ops);
     args.splits = choice.custom_splits;
     args.programmatic = options_.programmatic_launch;
     if (args.splits > 1) {
@@ -384,6 +376,19 @@ CudaStatus Gemm::Matmul(const Plan& plan, const Choice& choice, const Operands& 
   return CudaStatus::Ok();
 }
 
+SplitKGemmArgs Gemm::CustomArgs(const Plan& plan, const Operands& ops) {
+  SplitKGemmArgs args;
+  args.x = ops.x;
+  args.weight = ops.weight;
+  args.bias = ops.bias;
+  args.residual = ops.residual;
+  args.y = ops.y;
+  args.rows = plan.rows;
+  args.in_features = plan.in_features;
+  args.out_features = plan.out_features;
+  return args;
+}
+
 std::vector<int> Gemm::CustomSplits(const Plan& plan, const Operands& ops) const {
   std::vector<int> splits;
   // The workspace exists only with custom_gemm (and autotune) or force_custom_splits. The
@@ -394,16 +399,9 @@ std::vector<int> Gemm::CustomSplits(const Plan& plan, const Operands& ops) const
   // Sized for the whole row bucket: its later plans (up to bucket_rows rows) reuse the choice.
   const int bucket_rows = RowBucket(plan.rows);
   if (bucket_rows > kCustomMaxRows) return splits;
-  SplitKGemmArgs args;
-  args.x = ops.x;
-  args.weight = ops.weight;
-  args.bias = ops.bias;
-  args.residual = ops.residual;
-  args.y = ops.y;
-  args.rows = plan.rows;
-  args.in_features = plan.in_features;
-  args.out_features = plan.out_features;
-  if (!SplitKGemmUnsupported(args, ToSplitKEpilogue(plan.epilogue)).empty()) return splits;
+  if (!SplitKGemmUnsupported(CustomArgs(plan, ops), ToSplitKEpilogue(plan.epilogue)).empty()) {
+    return splits;
+  }
   const long long tiles = SplitKGemmTiles(bucket_rows, plan.out_features);
   const long long slots = static_cast<long long>(custom_counters_.size());
   for (const int count : {1, 2, 3, 4, 6, 8, 12, 16}) {

@@ -78,6 +78,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_utils.h"
+#include "kernels/cuda/split_k_gemm.h"
 
 namespace bert {
 namespace cuda {
@@ -92,6 +93,9 @@ enum class GemmEpilogue {
                   // (activation.h).
   kBiasResidual,  // y = x·Wᵀ + b + residual (cuBLASLt: C = residual, beta = 1, C != D)
 };
+
+// The same epilogue for our split-K kernel.
+SplitKEpilogue ToSplitKEpilogue(GemmEpilogue epilogue);
 
 enum class GemmDType { kFloat32, kFloat16, kBFloat16 };
 
@@ -250,6 +254,8 @@ class Gemm {
                   float* ms);
   CudaStatus Matmul(const Plan& plan, const Choice& choice, const Operands& ops,
                     cudaStream_t stream) const;
+  // Our kernel's arguments for `plan` and `ops` with one split and no workspace.
+  static SplitKGemmArgs CustomArgs(const Plan& plan, const Operands& ops);
   // Split counts of our kernel worth timing for `plan` with these operands (none when it
   // does not apply).
   std::vector<int> CustomSplits(const Plan& plan, const Operands& ops) const;

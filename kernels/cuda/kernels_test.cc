@@ -40,6 +40,7 @@ namespace {
 
 using testing_util::CountNonFinite;
 using testing_util::DeviceArray;
+using testing_util::FreshRng;
 using testing_util::HaveGpu;
 using testing_util::RandomVector;
 using testing_util::RelativeError;
@@ -47,40 +48,6 @@ using testing_util::RoundThrough;
 using testing_util::TestDType;
 using testing_util::TestDTypeName;
 using testing_util::Tolerance;
-
-#define ASSERT_CUDA_OK(expr)                                                        \
-  do {                                                                              \
-    const cudaError_t err_ = (expr);                                                \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(err_) << " (" \
-                                 << cudaGetErrorString(err_) << ")";                \
-  } while (0)
-
-#define ASSERT_STATUS_OK(expr)                               \
-  do {                                                       \
-    const ::bert::cuda::CudaStatus st_ = (expr);             \
-    ASSERT_TRUE(st_.ok()) << #expr << ": " << st_.message(); \
-  } while (0)
-
-#define DISPATCH_DTYPE(dtype, fn, ...) \
-  switch (dtype) {                     \
-    case TestDType::kF32:              \
-      fn<float>(__VA_ARGS__);          \
-      break;                           \
-    case TestDType::kF16:              \
-      fn<__half>(__VA_ARGS__);         \
-      break;                           \
-    case TestDType::kBF16:             \
-      fn<__nv_bfloat16>(__VA_ARGS__);  \
-      break;                           \
-  }
-
-std::mt19937 FreshRng() {
-  std::random_device rd;
-  const unsigned seed = rd();
-  // Printed so that a failure can be reproduced.
-  std::printf("seed %u\n", seed);
-  return std::mt19937(seed);
-}
 
 void ExpectClose(const std::vector<float>& got, const std::vector<float>& ref, TestDType dtype,
                  const std::string& what) {
@@ -175,18 +142,18 @@ TEST_P(RowKernelTest, BiasGelu) {
 const TestDType kAllDTypes[] = {TestDType::kF32, TestDType::kF16, TestDType::kBF16};
 
 // 2100 x 768 is past kHoistParamsMaxRows (layer_norm.cu): the other LayerNorm variant.
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, RowKernelTest,
-    ::testing::Combine(::testing::ValuesIn(kAllDTypes),
-                       ::testing::Values(RowShape{1, 768}, RowShape{7, 384}, RowShape{512, 128},
-                                         RowShape{33, 64}, RowShape{300, 768}, RowShape{5, 100},
-                                         RowShape{3, 1024}, RowShape{2, 1000},
-                                         RowShape{2100, 768})),
-    [](const auto& info) {
-      const RowShape s = std::get<1>(info.param);
-      return std::string(TestDTypeName(std::get<0>(info.param))) + "_r" + std::to_string(s.rows) +
-             "_h" + std::to_string(s.hidden);
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, RowKernelTest,
+                         ::testing::Combine(::testing::ValuesIn(kAllDTypes),
+                                            ::testing::Values(RowShape{1, 768}, RowShape{7, 384},
+                                                              RowShape{512, 128}, RowShape{33, 64},
+                                                              RowShape{300, 768}, RowShape{5, 100},
+                                                              RowShape{3, 1024}, RowShape{2, 1000},
+                                                              RowShape{2100, 768})),
+                         [](const auto& info) {
+                           const RowShape s = std::get<1>(info.param);
+                           return std::string(TestDTypeName(std::get<0>(info.param))) + "_r" +
+                                  std::to_string(s.rows) + "_h" + std::to_string(s.hidden);
+                         });
 
 TEST(LayerNormArgs, UnsupportedHiddenIsAnError) {
   std::string why;

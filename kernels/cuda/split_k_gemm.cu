@@ -73,32 +73,25 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
   const T* __restrict__ x = static_cast<const T*>(args.x);
   const T* __restrict__ w = static_cast<const T*>(args.weight);
 
+  // K block `kb` of rows [first, first + 64) of `src` ([*, k_total]) into `tile`, rows at or
+  // past `limit` zero-filled (and not read).
+  auto load_tile = [&](T* tile, const T* src, int first, int limit, int kb) {
+    const int k0 = kb * kBlockK;
+#pragma unroll
+    for (int i = 0; i < kCopiesPerThread; ++i) {
+      const int chunk = tid + i * kThreads;
+      const int r = chunk / kChunksPerRow;
+      const int c = (chunk % kChunksPerRow) * 8;
+      const int row = first + r;
+      const bool fill = row < limit;
+      CpAsync16(tile + r * kStride + c,
+                src + static_cast<int64_t>(fill ? row : 0) * k_total + k0 + c, fill);
+    }
+  };
   // Stage `stage` <- K block `kb` of the x rows [m0, m0 + 64) (rows past `rows` zero-filled),
   // and of the weight rows [n0, n0 + 64).
-  auto load_x = [&](int stage, int kb) {
-    const int k0 = kb * kBlockK;
-#pragma unroll
-    for (int i = 0; i < kCopiesPerThread; ++i) {
-      const int chunk = tid + i * kThreads;
-      const int r = chunk / kChunksPerRow;
-      const int c = (chunk % kChunksPerRow) * 8;
-      const int row = m0 + r;
-      const bool fill = row < rows;
-      CpAsync16(&smem_x[stage][r * kStride + c],
-                x + static_cast<int64_t>(fill ? row : 0) * k_total + k0 + c, fill);
-    }
-  };
-  auto load_w = [&](int stage, int kb) {
-    const int k0 = kb * kBlockK;
-#pragma unroll
-    for (int i = 0; i < kCopiesPerThread; ++i) {
-      const int chunk = tid + i * kThreads;
-      const int r = chunk / kChunksPerRow;
-      const int c = (chunk % kChunksPerRow) * 8;
-      CpAsync16(&smem_w[stage][r * kStride + c],
-                w + static_cast<int64_t>(n0 + r) * k_total + k0 + c, true);
-    }
-  };
+  auto load_x = [&](int stage, int kb) { load_tile(smem_x[stage], x, m0, rows, kb); };
+  auto load_w = [&](int stage, int kb) { load_tile(smem_w[stage], w, n0, n0 + kBlockN, kb); };
 
   float acc[2][4][4];
 #pragma unroll

@@ -42,6 +42,7 @@ namespace {
 
 using testing_util::CountNonFinite;
 using testing_util::DeviceArray;
+using testing_util::FreshRng;
 using testing_util::HaveGpu;
 using testing_util::RandomVector;
 using testing_util::RelativeError;
@@ -49,26 +50,6 @@ using testing_util::RoundThrough;
 using testing_util::TestDType;
 using testing_util::TestDTypeName;
 using testing_util::Tolerance;
-
-#define ASSERT_CUDA_OK(expr)                                                        \
-  do {                                                                              \
-    const cudaError_t err_ = (expr);                                                \
-    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(err_) << " (" \
-                                 << cudaGetErrorString(err_) << ")";                \
-  } while (0)
-
-#define ASSERT_STATUS_OK(expr)                               \
-  do {                                                       \
-    const ::bert::cuda::CudaStatus st_ = (expr);             \
-    ASSERT_TRUE(st_.ok()) << #expr << ": " << st_.message(); \
-  } while (0)
-
-std::mt19937 FreshRng() {
-  std::random_device rd;
-  const unsigned seed = rd();
-  std::printf("seed %u\n", seed);  // so that a failure can be reproduced
-  return std::mt19937(seed);
-}
 
 // ---------------------------------------------------------------------------------------
 // Argument checks (host only).
@@ -311,11 +292,7 @@ void CheckKernel(Shape s, TestDType dtype) {
 
 TEST_P(SplitKGemmTest, MatchesCpuLinear) {
   const auto [dtype, shape] = GetParam();
-  if (dtype == TestDType::kF16) {
-    CheckKernel<__half>(shape, dtype);
-  } else {
-    CheckKernel<__nv_bfloat16>(shape, dtype);
-  }
+  DISPATCH_DTYPE(dtype, CheckKernel, shape, dtype);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -412,17 +389,7 @@ void CheckCustomCandidates(TestDType dtype) {
 }
 
 TEST_P(GemmCustomTest, EngineShapesMatchCpuAndAgreeWithCublas) {
-  switch (GetParam()) {
-    case TestDType::kF32:
-      CheckCustomCandidates<float>(GetParam());
-      break;
-    case TestDType::kF16:
-      CheckCustomCandidates<__half>(GetParam());
-      break;
-    case TestDType::kBF16:
-      CheckCustomCandidates<__nv_bfloat16>(GetParam());
-      break;
-  }
+  DISPATCH_DTYPE(GetParam(), CheckCustomCandidates, GetParam());
 }
 
 // Gemm with force_custom_splits: our kernel for every plan it supports, checked against the
@@ -513,17 +480,7 @@ void CheckForcedCustom(TestDType dtype) {
 }
 
 TEST_P(GemmCustomTest, ForcedKernelMatchesCpuEagerAndCaptured) {
-  switch (GetParam()) {
-    case TestDType::kF32:
-      CheckForcedCustom<float>(GetParam());
-      break;
-    case TestDType::kF16:
-      CheckForcedCustom<__half>(GetParam());
-      break;
-    case TestDType::kBF16:
-      CheckForcedCustom<__nv_bfloat16>(GetParam());
-      break;
-  }
+  DISPATCH_DTYPE(GetParam(), CheckForcedCustom, GetParam());
 }
 
 // A programmatic launch of our kernel right after a LayerNorm that produces its x: the
@@ -591,16 +548,8 @@ void CheckProgrammaticAfterProducer(TestDType dtype) {
 }
 
 TEST_P(GemmCustomTest, ProgrammaticLaunchWaitsForTheProducer) {
-  switch (GetParam()) {
-    case TestDType::kF32:
-      GTEST_SKIP() << "our split-K kernel is fp16/bf16 only";
-    case TestDType::kF16:
-      CheckProgrammaticAfterProducer<__half>(GetParam());
-      break;
-    case TestDType::kBF16:
-      CheckProgrammaticAfterProducer<__nv_bfloat16>(GetParam());
-      break;
-  }
+  if (GetParam() == TestDType::kF32) GTEST_SKIP() << "our split-K kernel is fp16/bf16 only";
+  DISPATCH_DTYPE(GetParam(), CheckProgrammaticAfterProducer, GetParam());
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypes, GemmCustomTest,

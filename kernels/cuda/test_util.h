@@ -1,5 +1,6 @@
 // Helpers for the GPU kernel tests (test-only): device detection, typed device buffers
-// filled from fp32 host data, NaN poisoning, and error norms.
+// filled from fp32 host data, NaN poisoning, error norms, a seeded generator, and gtest
+// macros for CUDA results and per-dtype dispatch (the including test includes gtest).
 #ifndef BERT_KERNELS_CUDA_TEST_UTIL_H_
 #define BERT_KERNELS_CUDA_TEST_UTIL_H_
 
@@ -8,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -17,9 +19,45 @@
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/host_convert.h"
 
+// ASSERT that a cudaError_t is cudaSuccess / a CudaStatus is ok, naming the expression.
+#define ASSERT_CUDA_OK(expr)                                                        \
+  do {                                                                              \
+    const cudaError_t err_ = (expr);                                                \
+    ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(err_) << " (" \
+                                 << cudaGetErrorString(err_) << ")";                \
+  } while (0)
+
+#define ASSERT_STATUS_OK(expr)                               \
+  do {                                                       \
+    const ::bert::cuda::CudaStatus st_ = (expr);             \
+    ASSERT_TRUE(st_.ok()) << #expr << ": " << st_.message(); \
+  } while (0)
+
+// fn<float|__half|__nv_bfloat16>(args...) for a TestDType.
+#define DISPATCH_DTYPE(dtype, fn, ...)                 \
+  switch (dtype) {                                     \
+    case ::bert::cuda::testing_util::TestDType::kF32:  \
+      fn<float>(__VA_ARGS__);                          \
+      break;                                           \
+    case ::bert::cuda::testing_util::TestDType::kF16:  \
+      fn<__half>(__VA_ARGS__);                         \
+      break;                                           \
+    case ::bert::cuda::testing_util::TestDType::kBF16: \
+      fn<__nv_bfloat16>(__VA_ARGS__);                  \
+      break;                                           \
+  }
+
 namespace bert {
 namespace cuda {
 namespace testing_util {
+
+// A generator with a fresh seed, printed so that a failure can be reproduced.
+inline std::mt19937 FreshRng() {
+  std::random_device rd;
+  const unsigned seed = rd();
+  std::printf("seed %u\n", seed);
+  return std::mt19937(seed);
+}
 
 enum class TestDType { kF32, kF16, kBF16 };
 

@@ -83,6 +83,15 @@ CudaEngineOptions Untuned(CudaEngineOptions options) {
   return options;
 }
 
+// The sequence output, the pooled output and every layer's output.
+OutputSelection EveryLayer(const ModelConfig& c) {
+  OutputSelection sel;
+  sel.sequence = true;
+  sel.pooled = true;
+  for (int l = 0; l < c.num_layers; ++l) sel.layers.push_back(l);
+  return sel;
+}
+
 #endif  // BERT_WITH_CUDA
 
 std::shared_ptr<const Model> TinyModel() {
@@ -487,10 +496,7 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
   one.Add(sequence(128), std::vector<int32_t>(128, 0), 0);
   two.Add(sequence(77), std::vector<int32_t>(77, 1), 0);
   two.Add(sequence(128), std::vector<int32_t>(128, 0), 0);
-  OutputSelection sel;
-  sel.pooled = true;
-  sel.sequence = true;
-  for (int l = 0; l < c.num_layers; ++l) sel.layers.push_back(l);
+  const OutputSelection sel = EveryLayer(c);
   CpuEngineOptions cpu_options;
   auto cpu = CpuEngine::Create(model, cpu_options);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -839,11 +845,8 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopies) {
   std::shared_ptr<const Model> model = TinyModel();
   ASSERT_NE(model, nullptr);
   const ModelConfig& c = model->config;
-  OutputSelection all;
-  all.sequence = true;
-  all.pooled = true;
+  OutputSelection all = EveryLayer(c);
   all.mean_pooled = true;
-  for (int l = 0; l < c.num_layers; ++l) all.layers.push_back(l);
   // 1024 tokens: every output fits the pinned buffer (graphs); 64: 60 rows x 5 outputs do
   // not, so the eager forward flushes part-way.
   for (const int max_tokens : {1024, 64}) {
@@ -878,10 +881,7 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopiesOnBertBase) {
   const DType dtype = GetParam();
   auto model = std::make_shared<const Model>(RandomModel(BertBaseConfig(), 77));
   const ModelConfig& c = model->config;
-  OutputSelection all;
-  all.sequence = true;
-  all.pooled = true;
-  for (int l = 0; l < c.num_layers; ++l) all.layers.push_back(l);
+  const OutputSelection all = EveryLayer(c);
   const int max_tokens = 2048 * (c.num_layers + 2) / 2;  // every output fits: graphs
   CudaEngineOptions serial_options = Untuned(Options(dtype, max_tokens));
   serial_options.overlap_copies = false;
@@ -915,10 +915,7 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
   std::shared_ptr<const Model> model = TinyModel();
   ASSERT_NE(model, nullptr);
   const ModelConfig& c = model->config;
-  OutputSelection all;
-  all.sequence = true;
-  all.pooled = true;
-  for (int l = 0; l < c.num_layers; ++l) all.layers.push_back(l);
+  const OutputSelection all = EveryLayer(c);
   const std::vector<int> shapes[] = {{128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}};
   std::mt19937 rng(77);
   struct Config {
