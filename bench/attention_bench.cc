@@ -53,7 +53,8 @@ struct Timing {
 };
 
 template <typename T>
-Timing TimeShape(const std::vector<int32_t>& lengths, int iters, bert::cuda::AttentionTile tile) {
+Timing TimeShape(const std::vector<int32_t>& lengths, int iters,
+                 const bert::cuda::AttentionOptions& options) {
   const int num_seqs = static_cast<int>(lengths.size());
   std::vector<int32_t> cu(num_seqs + 1, 0);
   for (int s = 0; s < num_seqs; ++s) cu[s + 1] = cu[s] + lengths[s];
@@ -84,7 +85,7 @@ Timing TimeShape(const std::vector<int32_t>& lengths, int iters, bert::cuda::Att
 
   auto launch = [&] {
     bert::cuda::LaunchVarlenAttention<T>(d_qkv, d_cu, d_valid, num_seqs, max_rows, kHeads, kHeadDim,
-                                         d_out, stream, tile);
+                                         d_out, stream, options);
   };
   for (int i = 0; i < 20; ++i) launch();
   CHECK_CUDA(cudaGetLastError());
@@ -119,7 +120,7 @@ Timing TimeShape(const std::vector<int32_t>& lengths, int iters, bert::cuda::Att
 
 template <typename T>
 void RunShape(const Shape& shape, int iters) {
-  const Timing t = TimeShape<T>(shape.lengths, iters, bert::cuda::AttentionTile::kAuto);
+  const Timing t = TimeShape<T>(shape.lengths, iters, bert::cuda::AttentionOptions());
   const int num_seqs = static_cast<int>(shape.lengths.size());
   int64_t rows = 0;
   for (int32_t l : shape.lengths) rows += l;
@@ -149,7 +150,8 @@ std::vector<int32_t> VarlenLengths() {
   return lengths;
 }
 
-// One line per batch: the median (us) of every tile height and of the launcher's choice.
+// One line per batch: the median (us) of every tile height and of the launcher's choice, with
+// one K/V buffer and with two ("+db").
 template <typename T>
 void TileSweep(const char* dtype, int iters, int sm_count) {
   using bert::cuda::AttentionTile;
@@ -168,11 +170,17 @@ void TileSweep(const char* dtype, int iters, int sm_count) {
                 static_cast<long long>(num_seqs) * kHeads * ((max_rows + 63) / 64), sm_count,
                 bert::cuda::AttentionTileName(chosen));
     bool non_finite = false;
-    for (AttentionTile tile : {AttentionTile::kRows64, AttentionTile::kRows32,
-                               AttentionTile::kRows16, AttentionTile::kAuto}) {
-      const Timing t = TimeShape<T>(lengths, iters, tile);
-      non_finite |= t.non_finite != 0;
-      std::printf(" %s %7.2f us", bert::cuda::AttentionTileName(tile), t.median_ms * 1e3);
+    for (const bool double_buffer : {false, true}) {
+      for (AttentionTile tile : {AttentionTile::kRows64, AttentionTile::kRows32,
+                                 AttentionTile::kRows16, AttentionTile::kAuto}) {
+        bert::cuda::AttentionOptions options;
+        options.tile = tile;
+        options.double_buffer_kv = double_buffer;
+        const Timing t = TimeShape<T>(lengths, iters, options);
+        non_finite |= t.non_finite != 0;
+        std::printf(" %s%s %7.2f us", bert::cuda::AttentionTileName(tile),
+                    double_buffer ? "+db" : "", t.median_ms * 1e3);
+      }
     }
     std::printf("%s\n", non_finite ? "  NON-FINITE OUTPUT" : "");
   }
@@ -225,8 +233,10 @@ int main(int argc, char** argv) {
     }
   }
   if (tiles) {
-    std::printf("tile sweep (median of %d launches each; m64/m32/m16 forced, auto = launcher)\n",
-                iters);
+    std::printf(
+        "tile sweep (median of %d launches each; m64/m32/m16 forced, auto = launcher; "
+        "+db = two K/V buffers)\n",
+        iters);
     TileSweep<__half>("f16", iters, prop.multiProcessorCount);
     TileSweep<__nv_bfloat16>("bf16", iters, prop.multiProcessorCount);
   }

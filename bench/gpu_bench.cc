@@ -7,6 +7,7 @@
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
 //             [--cuda_graphs=true|false] [--max_graph_rows=4096] [--fused_gelu=true|false]
 //             [--gemm_autotune=true|false] [--custom_gemm=true|false] [--pdl=true|false]
+//             [--attention_double_buffer=true|false]
 //             [--residual_in_gemm=true|false]
 //             [--overlap_copies=true|false] [--outputs=pooled|layers] [--profile]
 //             [--profile_batches=1,128]
@@ -17,7 +18,8 @@
 // --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture),
 // for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune, --custom_gemm,
 // --residual_in_gemm, --overlap_copies: the engine options of the same names; --pdl: the
-// engine option programmatic_launch (server flag --cuda_pdl)
+// engine option programmatic_launch (server flag --cuda_pdl); --attention_double_buffer: the
+// engine option of that name
 // (CudaEngineOptions; defaults as in serving). --outputs: what each Encode returns, the pooled
 // vectors (default) or every layer's output (encoder_outputs: what overlap_copies is for).
 // Each result line names the options it ran with.
@@ -63,6 +65,7 @@ struct Options {
   bool gemm_autotune = true;
   bool custom_gemm = false;
   bool pdl = false;
+  bool attention_double_buffer = false;
   bool residual_in_gemm = false;
   bool overlap_copies = true;
   bool all_layers = false;  // --outputs=layers
@@ -116,6 +119,8 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->custom_gemm = ParseBool(v);
     } else if (const char* v = value("pdl")) {
       o->pdl = ParseBool(v);
+    } else if (const char* v = value("attention_double_buffer")) {
+      o->attention_double_buffer = ParseBool(v);
     } else if (const char* v = value("residual_in_gemm")) {
       o->residual_in_gemm = ParseBool(v);
     } else if (const char* v = value("overlap_copies")) {
@@ -149,6 +154,7 @@ CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
   e.gemm_autotune = o.gemm_autotune;
   e.custom_gemm = o.custom_gemm;
   e.programmatic_launch = o.pdl;
+  e.attention_double_buffer = o.attention_double_buffer;
   e.residual_in_gemm = o.residual_in_gemm;
   e.overlap_copies = o.overlap_copies;
   return e;
@@ -161,6 +167,7 @@ std::string Describe(const Options& o) {
   return graphs + " gelu=" + (o.fused_gelu ? "fused" : "exact") +
          " autotune=" + (o.gemm_autotune ? "on" : "off") +
          (o.custom_gemm ? " custom_gemm=on" : "") + (o.pdl ? " pdl=on" : "") +
+         (o.attention_double_buffer ? " attention=double_buffer" : "") +
          (o.residual_in_gemm ? " residual=gemm" : "") + (o.overlap_copies ? "" : " copies=serial") +
          (o.all_layers ? " outputs=layers" : "");
 }

@@ -72,6 +72,9 @@ ABSL_FLAG(bool, gemm_autotune, true,
 ABSL_FLAG(bool, cuda_pdl, false,
           "CUDA backend, Hopper and later: programmatic dependent launches of our kernels "
           "(each scheduled while the previous one finishes; same results)");
+ABSL_FLAG(bool, cuda_attention_double_buffer, false,
+          "CUDA backend, float16/bfloat16: attention copies the next key tile while computing "
+          "on the current one (two K/V buffers; same results)");
 ABSL_FLAG(bool, custom_gemm, false,
           "CUDA backend, float16/bfloat16, with --gemm_autotune: also time our split-K GEMM "
           "kernel for batches of at most 256 rows (used where faster and in agreement with "
@@ -223,6 +226,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.gemm_autotune = absl::GetFlag(FLAGS_gemm_autotune);
   engine_options.custom_gemm = absl::GetFlag(FLAGS_custom_gemm);
   engine_options.programmatic_launch = absl::GetFlag(FLAGS_cuda_pdl);
+  engine_options.attention_double_buffer = absl::GetFlag(FLAGS_cuda_attention_double_buffer);
   engine_options.residual_in_gemm = absl::GetFlag(FLAGS_residual_in_gemm);
   engine_options.overlap_copies = absl::GetFlag(FLAGS_cuda_overlap_copies);
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
@@ -247,6 +251,8 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
                     << LogKv("gemm_autotune", flag(engine_options.gemm_autotune))
                     << LogKv("custom_gemm", flag(engine_options.custom_gemm))
                     << LogKv("cuda_pdl", flag(engine_options.programmatic_launch))
+                    << LogKv("cuda_attention_double_buffer",
+                             flag(engine_options.attention_double_buffer))
                     << LogKv("cuda_overlap_copies", flag(engine_options.overlap_copies))
                     << LogKv("residual_in_gemm", flag(engine_options.residual_in_gemm));
   }

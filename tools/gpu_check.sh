@@ -130,18 +130,20 @@ run() {
   }
 
   if [ "$what" = all ] || [ "$what" = tests ]; then
-    # Verified paths first. The engine's tests of the paths not yet verified on a GPU (our
-    # split-K GEMM, programmatic launches) run last, in processes of their own, so that a
+    # Verified paths first. The tests of the paths not yet verified on a GPU (our split-K GEMM,
+    # programmatic launches, double-buffered attention) run last, in processes of their own, so that a
     # fault there (a sticky CUDA error ends every later test of its process) or a hang cannot
     # take the verified tests with it.
-    local new_paths="*CustomGemm*:*Programmatic*"
+    local new_paths="*CustomGemm*:*Programmatic*:*DoubleBuffer*"
     gtest_step kernels_test kernels_test "*" 40 200
-    gtest_step attention_test attention_test "*" 30 200
+    gtest_step attention_test attention_test "-*TileIdentity*" 30 200
     gtest_step cuda_engine_test cuda_engine_test "-$new_paths" 60 240
     BERT_LD="$ld" step "serving (e2e)" "$logs/serving.log" 30 200 \
       python3 tools/gpu_serving_check.py .gpu/bin
     [ -f "$logs/serving.log" ] && table[-1]="${table[-1]}  $(tail -n 1 "$logs/serving.log")"
     gtest_step split_k_gemm_test split_k_gemm_test "*" 30 120
+    # Every tile height with two K/V buffers (new) next to the verified single-buffered ones.
+    gtest_step attention_identity attention_test "*TileIdentity*" 20 120
     gtest_step cuda_engine_test_new cuda_engine_test "$new_paths" 30 150
   fi
 
@@ -167,6 +169,7 @@ run() {
     local variants=("custom_gemm_pdl 1,8,32 --custom_gemm=true --pdl=true"
                     "pdl 1,8,32 --pdl=true"
                     "custom_gemm 1,8,32 --custom_gemm=true"
+                    "attn_double_buffer 1,8,32,128+varlen --attention_double_buffer=true"
                     "residual_in_gemm 1,8,32,128+varlen --residual_in_gemm=true"
                     "exact_gelu 1,8,32,128+varlen --fused_gelu=false"
                     "no_autotune 1,8,32,128+varlen --gemm_autotune=false"

@@ -5,8 +5,9 @@
 //  * VarlenAttentionMmaKernel<T, D, kWarps>: half/bf16 on tensor cores (mma.sync m16n8k16,
 //    fp32 accumulators). CTA = kWarps warps (4, 2 or 1), 16 query rows per warp (query tiles
 //    of 64, 32 or 16 rows, picked per launch, see ChooseMmaWarps); key/value tiles of 64 rows
-//    staged in shared memory with cp.async; Q fragments stay in registers; P never leaves
-//    registers (the S accumulators are repacked as the A operand of P·V); the output is
+//    staged in shared memory with cp.async (one K/V buffer, or two with double_buffer_kv: the
+//    next tile's copy then overlaps this tile's math); Q fragments stay in registers; P never
+//    leaves registers (the S accumulators are repacked as the A operand of P·V); the output is
 //    staged through shared memory for 16-byte coalesced stores.
 // Both: grid (query tile, head, sequence), online softmax with fp32 running max and sum,
 // keys past num_valid masked, rows past the sequence never read or written.
@@ -185,16 +186,17 @@ __device__ __forceinline__ uint32_t LoadU32(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-// Shared memory of a CTA with kWarps warps: Q tile [16 * kWarps, D], K and V tiles [64, D],
-// each row padded to kStride elements.
-template <int D, int kWarps>
+// Shared memory of a CTA with kWarps warps: Q tile [16 * kWarps, D], then kStages pairs of
+// K and V tiles [64, D] (stage s: K at kQTile + 2 s kKVTile, V right after), each row padded
+// to kStride elements.
+template <int D, int kWarps, int kStages>
 struct MmaLayout {
   static constexpr int kBlockM = plan::MmaBlockM(kWarps);
   static constexpr int kStride = D + kPad;  // elements per shared-memory row
   static constexpr int kQTile = kBlockM * kStride;
   static constexpr int kKVTile = kBlockN * kStride;
-  static constexpr size_t kBytes = plan::MmaSharedBytes(kWarps, D, kPad);
-  static_assert(kBytes == (kQTile + 2 * kKVTile) * 2, "Q, K, V tiles of 2-byte elements");
+  static constexpr size_t kBytes = plan::MmaSharedBytes(kWarps, D, kPad, kStages);
+  static_assert(kBytes == (kQTile + 2 * kStages * kKVTile) * 2, "Q, K, V tiles of 2-byte elements");
 };
 
 // Copies rows [first, first + kRows) of block `which` (rows >= limit zero-filled) into a
@@ -234,7 +236,9 @@ constexpr int MmaMinCtasPerSm() {
   return (D <= 64 ? 16 : 8) / kWarps;
 }
 
-template <typename T, int D, int kWarps>
+// kDoubleBuffer: two K/V stages; the copy of key tile j + 1 is issued before tile j's math.
+// The arithmetic (and so every output bit) is the same either way.
+template <typename T, int D, int kWarps, bool kDoubleBuffer>
 __global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, kWarps>()))
     VarlenAttentionMmaKernel(const T* __restrict__ qkv, const int32_t* __restrict__ cu_rows,
                              const int32_t* __restrict__ num_valid, int seq_begin, int num_heads,
@@ -243,7 +247,8 @@ __global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, 
   static_assert(plan::IsSupportedMmaWarps(kWarps), "1, 2 or 4 warps per CTA");
   internal::WaitForPriorGrid();  // launch.cuh: nothing is read or written before it
   internal::AllowDependentLaunch();
-  using L = MmaLayout<D, kWarps>;
+  constexpr int kStages = kDoubleBuffer ? 2 : 1;
+  using L = MmaLayout<D, kWarps, kStages>;
   constexpr int kCtaThreads = plan::MmaThreads(kWarps);
   constexpr int kBlockM = L::kBlockM;
   constexpr int kStride = L::kStride;
@@ -253,8 +258,8 @@ __global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, 
   using Ops = MmaOps<T>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sq = reinterpret_cast<T*>(smem_raw);
-  T* sk = sq + L::kQTile;
-  T* sv = sk + L::kKVTile;
+  // Stage s's K tile; its V tile follows it.
+  auto k_tile = [sq](int stage) { return sq + L::kQTile + stage * 2 * L::kKVTile; };
 
   const int seq = seq_begin + static_cast<int>(blockIdx.z);
   const int head = blockIdx.y;
@@ -269,6 +274,17 @@ __global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, 
 
   LoadTileAsync<T, D, kBlockM, kCtaThreads>(sq, qkv, row0, q.begin, q.end, 0, head, num_heads);
   CpAsyncCommit();
+  // One commit group per tile copy: Q, then K and V of each key tile in order. Double
+  // buffered, key tile 0 is copied here and tile j + 1 at the start of iteration j.
+  auto load_kv = [&](int stage, int first) {
+    LoadTileAsync<T, D, kBlockN, kCtaThreads>(k_tile(stage), qkv, row0, first, n_keys, 1, head,
+                                              num_heads);
+    CpAsyncCommit();
+    LoadTileAsync<T, D, kBlockN, kCtaThreads>(k_tile(stage) + L::kKVTile, qkv, row0, first, n_keys,
+                                              2, head, num_heads);
+    CpAsyncCommit();
+  };
+  if (kDoubleBuffer && n_keys > 0) load_kv(0, 0);
 
   uint32_t qf[kKChunks][4];
   float o[kOBlocks][4];
@@ -282,12 +298,23 @@ __global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, 
   float m[2] = {-INFINITY, -INFINITY};
   float l[2] = {0.f, 0.f};
 
-  for (int k0 = 0; k0 < n_keys; k0 += kBlockN) {
-    LoadTileAsync<T, D, kBlockN, kCtaThreads>(sk, qkv, row0, k0, n_keys, 1, head, num_heads);
-    CpAsyncCommit();
-    LoadTileAsync<T, D, kBlockN, kCtaThreads>(sv, qkv, row0, k0, n_keys, 2, head, num_heads);
-    CpAsyncCommit();
-    CpAsyncWait<1>();  // Q (first pass) and this K tile have landed; V may be in flight
+  for (int k0 = 0, stage = 0; k0 < n_keys; k0 += kBlockN, stage ^= (kStages - 1)) {
+    const T* sk = k_tile(stage);
+    const T* sv = sk + L::kKVTile;
+    if (kDoubleBuffer) {
+      // The next key tile into the other stage (consumed in the previous iteration; empty
+      // groups past the last tile keep the count below uniform).
+      if (k0 + kBlockN < n_keys) {
+        load_kv(stage ^ 1, k0 + kBlockN);
+      } else {
+        CpAsyncCommit();
+        CpAsyncCommit();
+      }
+      CpAsyncWait<3>();  // Q and this K tile have landed; this V and the next K/V may not
+    } else {
+      load_kv(0, k0);
+      CpAsyncWait<1>();  // Q (first pass) and this K tile have landed; V may be in flight
+    }
     __syncthreads();
     if (k0 == 0) {
 #pragma unroll
@@ -350,7 +377,11 @@ __global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, 
       for (int e = 0; e < 4; ++e) o[b][e] *= alpha[e / 2];
     }
 
-    CpAsyncWait<0>();  // V tile
+    if (kDoubleBuffer) {
+      CpAsyncWait<2>();  // this V tile (the next K/V may still be in flight)
+    } else {
+      CpAsyncWait<0>();  // V tile
+    }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
@@ -369,7 +400,7 @@ __global__ void __launch_bounds__(plan::MmaThreads(kWarps), (MmaMinCtasPerSm<D, 
         Ops::Mma(o[2 * dp + 1], a, b[2], b[3]);
       }
     }
-    __syncthreads();  // K/V tiles consumed before the next iteration overwrites them
+    __syncthreads();  // this stage's K/V consumed before a later iteration refills it
   }
 
   // Normalise and stage the output in this warp's Q rows, then write 16-byte chunks.
@@ -444,24 +475,45 @@ int MmaWarps(AttentionTile tile, int num_seqs, int max_rows, int num_heads) {
   return plan::ChooseMmaWarps(num_seqs, max_rows, num_heads, CurrentDeviceSmCount());
 }
 
-template <typename T, int D, int kWarps>
+template <typename T, int D, int kWarps, bool kDoubleBuffer>
 void LaunchMma(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
                int max_rows, int num_heads, float scale_log2, T* out, cudaStream_t stream,
                bool programmatic) {
-  using L = MmaLayout<D, kWarps>;
-  SetSharedMemory(VarlenAttentionMmaKernel<T, D, kWarps>, L::kBytes);
+  using L = MmaLayout<D, kWarps, kDoubleBuffer ? 2 : 1>;
+  SetSharedMemory(VarlenAttentionMmaKernel<T, D, kWarps, kDoubleBuffer>, L::kBytes);
   for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
     const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, L::kBlockM);
-    internal::LaunchKernel(VarlenAttentionMmaKernel<T, D, kWarps>, dim3(g.x, g.y, g.z),
-                           dim3(plan::MmaThreads(kWarps)), L::kBytes, stream, programmatic, qkv,
-                           cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads, scale_log2, out);
+    internal::LaunchKernel(VarlenAttentionMmaKernel<T, D, kWarps, kDoubleBuffer>,
+                           dim3(g.x, g.y, g.z), dim3(plan::MmaThreads(kWarps)), L::kBytes, stream,
+                           programmatic, qkv, cu_rows, num_valid, plan::ChunkSeqBegin(c), num_heads,
+                           scale_log2, out);
+  }
+}
+
+template <typename T, int D, bool kDoubleBuffer>
+void LaunchMmaForTile(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
+                      int max_rows, int num_heads, float scale_log2, T* out, cudaStream_t stream,
+                      AttentionTile tile, bool programmatic) {
+  switch (MmaWarps(tile, num_seqs, max_rows, num_heads)) {
+    case 1:
+      LaunchMma<T, D, 1, kDoubleBuffer>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
+                                        scale_log2, out, stream, programmatic);
+      break;
+    case 2:
+      LaunchMma<T, D, 2, kDoubleBuffer>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
+                                        scale_log2, out, stream, programmatic);
+      break;
+    default:
+      LaunchMma<T, D, 4, kDoubleBuffer>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
+                                        scale_log2, out, stream, programmatic);
+      break;
   }
 }
 
 template <typename T, int D>
 void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
-                      int max_rows, int num_heads, T* out, AttentionTile tile, cudaStream_t stream,
-                      bool programmatic) {
+                      int max_rows, int num_heads, T* out, cudaStream_t stream,
+                      const AttentionOptions& options) {
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   if constexpr (std::is_same_v<T, float>) {
     const size_t smem = F32Layout<D>::kBytes;
@@ -469,24 +521,17 @@ void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_v
     for (int c = 0; c < plan::NumChunks(num_seqs); ++c) {
       const plan::GridDims g = plan::ChunkGrid(c, num_seqs, max_rows, num_heads, kF32BlockM);
       internal::LaunchKernel(VarlenAttentionF32Kernel<D>, dim3(g.x, g.y, g.z), dim3(kF32Threads),
-                             smem, stream, programmatic, qkv, cu_rows, num_valid,
+                             smem, stream, options.programmatic, qkv, cu_rows, num_valid,
                              plan::ChunkSeqBegin(c), num_heads, scale, out);
     }
   } else {
     const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2(e))
-    switch (MmaWarps(tile, num_seqs, max_rows, num_heads)) {
-      case 1:
-        LaunchMma<T, D, 1>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
-                           stream, programmatic);
-        break;
-      case 2:
-        LaunchMma<T, D, 2>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
-                           stream, programmatic);
-        break;
-      default:
-        LaunchMma<T, D, 4>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2, out,
-                           stream, programmatic);
-        break;
+    if (options.double_buffer_kv) {
+      LaunchMmaForTile<T, D, true>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
+                                   scale_log2, out, stream, options.tile, options.programmatic);
+    } else {
+      LaunchMmaForTile<T, D, false>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
+                                    scale_log2, out, stream, options.tile, options.programmatic);
     }
   }
 }
@@ -502,20 +547,20 @@ AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads) {
 template <typename T>
 void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
                            int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
-                           cudaStream_t stream, AttentionTile tile, bool programmatic) {
+                           cudaStream_t stream, const AttentionOptions& options) {
   if (num_seqs <= 0 || max_rows <= 0 || num_heads <= 0) return;
   switch (head_dim) {
     case 32:
-      LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
-                              stream, programmatic);
+      LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream,
+                              options);
       break;
     case 64:
-      LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
-                              stream, programmatic);
+      LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream,
+                              options);
       break;
     case 128:
-      LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, tile,
-                               stream, programmatic);
+      LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream,
+                               options);
       break;
     default:
       // An empty grid: cudaGetLastError() then reports a launch error (cudaErrorInvalidValue
@@ -525,13 +570,12 @@ void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* 
   }
 }
 
-template void LaunchVarlenAttention<float>(const float*, const int32_t*, const int32_t*, int, int,
-                                           int, int, float*, cudaStream_t, AttentionTile, bool);
-template void LaunchVarlenAttention<__half>(const __half*, const int32_t*, const int32_t*, int, int,
-                                            int, int, __half*, cudaStream_t, AttentionTile, bool);
-template void LaunchVarlenAttention<__nv_bfloat16>(const __nv_bfloat16*, const int32_t*,
-                                                   const int32_t*, int, int, int, int,
-                                                   __nv_bfloat16*, cudaStream_t, AttentionTile,
-                                                   bool);
+#define BERT_INSTANTIATE(T)                                                                       \
+  template void LaunchVarlenAttention<T>(const T*, const int32_t*, const int32_t*, int, int, int, \
+                                         int, T*, cudaStream_t, const AttentionOptions&);
+BERT_INSTANTIATE(float)
+BERT_INSTANTIATE(__half)
+BERT_INSTANTIATE(__nv_bfloat16)
+#undef BERT_INSTANTIATE
 
 }  // namespace bert::cuda

@@ -17,8 +17,6 @@
 // a launch error for the caller's cudaGetLastError(). Never allocates; asynchronous
 // on `stream`; launch errors are checked by the caller. Thread-safe (host state: the per-kernel
 // shared-memory attribute and a per-device cache of the SM count, filled on first use).
-// `programmatic`: programmatic dependent launches (kernels/cuda/launch.cuh; compute
-// capability >= 9.0 only).
 #ifndef BERT_KERNELS_CUDA_ATTENTION_H_
 #define BERT_KERNELS_CUDA_ATTENTION_H_
 
@@ -62,11 +60,24 @@ inline const char* AttentionTileName(AttentionTile tile) {
 // What kAuto resolves to for this batch on the current device (never kAuto).
 AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads);
 
+// How a launch runs (every choice gives the same bits for a given input; attention_test
+// checks it).
+struct AttentionOptions {
+  // Query-tile height of the tensor-core kernel (above).
+  AttentionTile tile = AttentionTile::kAuto;
+  // Tensor-core kernel: two buffers of K/V tiles, so that copying the next 64 keys overlaps
+  // the math on these (shared memory: Q tile + 2 x (K + V) tiles instead of 1 x); off: the
+  // next tile's copy starts once this one is consumed. fp32 ignores it.
+  bool double_buffer_kv = false;
+  // A programmatic dependent launch (kernels/cuda/launch.cuh; compute capability >= 9.0
+  // only).
+  bool programmatic = false;
+};
+
 template <typename T>
 void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
                            int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
-                           cudaStream_t stream, AttentionTile tile = AttentionTile::kAuto,
-                           bool programmatic = false);
+                           cudaStream_t stream, const AttentionOptions& options = {});
 
 }  // namespace bert::cuda
 

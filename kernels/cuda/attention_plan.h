@@ -118,10 +118,10 @@ BERT_HD constexpr bool IsSupportedMmaWarps(int warps) {
 }
 BERT_HD constexpr int MmaThreads(int warps) { return 32 * warps; }
 BERT_HD constexpr int MmaBlockM(int warps) { return kMmaRowsPerWarp * warps; }
-// Shared memory of one CTA: Q tile (MmaBlockM rows) + K and V tiles (kMmaBlockN rows each),
-// rows of head_dim + pad 16-bit elements.
-BERT_HD constexpr int MmaSharedBytes(int warps, int head_dim, int pad) {
-  return (MmaBlockM(warps) + 2 * kMmaBlockN) * (head_dim + pad) * 2;
+// Shared memory of one CTA: Q tile (MmaBlockM rows) + kv_stages pairs of K and V tiles
+// (kMmaBlockN rows each), rows of head_dim + pad 16-bit elements.
+BERT_HD constexpr int MmaSharedBytes(int warps, int head_dim, int pad, int kv_stages = 1) {
+  return (MmaBlockM(warps) + 2 * kv_stages * kMmaBlockN) * (head_dim + pad) * 2;
 }
 
 // CTAs of a launch over num_seqs sequences (all chunks together), empty ones included: the

@@ -222,6 +222,12 @@ TEST(AttentionPlan, MmaSharedMemoryFollowsTileHeight) {
   EXPECT_EQ(MmaSharedBytes(2, 64, kPad), (32 + 128) * 72 * 2);
   EXPECT_EQ(MmaSharedBytes(1, 64, kPad), (16 + 128) * 72 * 2);
   EXPECT_EQ(MmaSharedBytes(1, 128, kPad), (16 + 128) * 136 * 2);
+  // Two K/V stages (double_buffer_kv): Q + 2 x (K + V). BERT-base's 64-row tile stays under
+  // the 48 KB that needs no opt-in; head_dim 128 opts in (87 KB).
+  EXPECT_EQ(MmaSharedBytes(4, 64, kPad, 2), (64 + 256) * 72 * 2);
+  EXPECT_LE(MmaSharedBytes(4, 64, kPad, 2), 48 * 1024);
+  EXPECT_EQ(MmaSharedBytes(4, 128, kPad, 2), (64 + 256) * 136 * 2);
+  EXPECT_EQ(MmaSharedBytes(4, 64, kPad, 1), MmaSharedBytes(4, 64, kPad));
   for (int d : {32, 64, 128}) {
     EXPECT_LT(MmaSharedBytes(1, d, kPad), MmaSharedBytes(2, d, kPad));
     EXPECT_LT(MmaSharedBytes(2, d, kPad), MmaSharedBytes(4, d, kPad));

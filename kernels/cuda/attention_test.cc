@@ -3,10 +3,10 @@
 // length pattern, and for fp16/bf16 x query tile (the launcher's choice, and 64 rows forced).
 // The output (and a guard region past it) is poisoned with NaN bytes before the run; every
 // output element must be written and within tolerance, and the guard must stay untouched. A
-// second suite runs every tile height (64 / 32 / 16 rows, and the choice) on the same inputs
-// for every pattern and requires bitwise-equal outputs (a row's arithmetic does not depend on
-// the tile height). Skips with the reason when there is no CUDA device (or, for fp16/bf16, no
-// sm_80+ device) or when built with --config=nocuda.
+// second suite runs every tile height (64 / 32 / 16 rows, and the choice), with one and with
+// two K/V buffers, on the same inputs for every pattern and requires bitwise-equal outputs (a
+// row's arithmetic does not depend on the tile height or the buffering). Skips with the reason when
+// there is no CUDA device (or, for fp16/bf16, no sm_80+ device) or when built with --config=nocuda.
 #include <gtest/gtest.h>
 
 #if defined(BERT_WITH_CUDA)
@@ -244,10 +244,11 @@ Inputs<T> MakeInputs(Pattern pattern, int head_dim, std::mt19937& rng) {
 
 constexpr int64_t kGuardElems = 4096;
 
-// Runs LaunchVarlenAttention on `in` with `tile` into a NaN-poisoned output and copies the
+// Runs LaunchVarlenAttention on `in` with `options` into a NaN-poisoned output and copies the
 // output back into *out (total * hidden elements); fails if anything past it was written.
 template <typename T>
-void RunOnDevice(const Inputs<T>& in, int head_dim, AttentionTile tile, std::vector<T>* out) {
+void RunOnDevice(const Inputs<T>& in, int head_dim, const AttentionOptions& options,
+                 std::vector<T>* out) {
   const Batch& b = in.batch;
   const int num_seqs = static_cast<int>(b.rows.size());
   const size_t out_bytes = in.total * in.hidden * sizeof(T);
@@ -266,7 +267,8 @@ void RunOnDevice(const Inputs<T>& in, int head_dim, AttentionTile tile, std::vec
   EXPECT_CUDA_OK(cudaMemset(d_out.get<void>(), 0xFF, d_out.bytes()));
 
   LaunchVarlenAttention<T>(d_qkv.get<T>(), d_cu.get<int32_t>(), d_valid.get<int32_t>(), num_seqs,
-                           b.max_rows, b.num_heads, head_dim, d_out.get<T>(), /*stream=*/0, tile);
+                           b.max_rows, b.num_heads, head_dim, d_out.get<T>(), /*stream=*/0,
+                           options);
   EXPECT_CUDA_OK(cudaGetLastError());
   EXPECT_CUDA_OK(cudaDeviceSynchronize());
 
@@ -320,7 +322,9 @@ class VarlenAttentionTest : public ::testing::TestWithParam<Param> {
     const int64_t total = in.total;
     const int hidden = in.hidden;
     std::vector<T> out_t;
-    RunOnDevice(in, head_dim, tile, &out_t);
+    AttentionOptions options;
+    options.tile = tile;
+    RunOnDevice(in, head_dim, options, &out_t);
     if (HasFatalFailure()) return;
 
     const std::vector<double> ref = Reference(in.qkv_f, b, head_dim);
@@ -408,10 +412,11 @@ INSTANTIATE_TEST_SUITE_P(TensorCore, VarlenAttentionTest,
                                                               AttentionTile::kRows64)),
                          ParamName);
 
-// Every tile height (and the launcher's choice) on the same inputs: outputs bitwise equal to
-// the 64-row tile's. Each warp computes its 16 rows with the same instructions in the same
-// order over the same key tiles whatever the tile height, so any difference is a bug (a row
-// computed by the wrong warp, a stale or partial K/V tile, a missed store).
+// Every tile height (and the launcher's choice), with one K/V buffer and with two, on the same
+// inputs: outputs bitwise equal to the 64-row, single-buffered kernel's. Each warp computes its
+// 16 rows with the same instructions in the same order over the same key tiles whatever the
+// tile height or buffering, so any difference is a bug (a row computed by the wrong warp, a
+// stale or partial K/V tile, a missed store).
 using IdentityParam = std::tuple<DType, int, Pattern>;
 
 class VarlenAttentionTileIdentityTest : public ::testing::TestWithParam<IdentityParam> {
@@ -428,13 +433,26 @@ class VarlenAttentionTileIdentityTest : public ::testing::TestWithParam<Identity
     std::mt19937 rng(seed);
     const Inputs<T> in = MakeInputs<T>(pattern, head_dim, rng);
     std::vector<T> base;
-    RunOnDevice(in, head_dim, AttentionTile::kRows64, &base);
+    AttentionOptions base_options;
+    base_options.tile = AttentionTile::kRows64;
+    RunOnDevice(in, head_dim, base_options, &base);
     if (HasFatalFailure()) return;
-    for (AttentionTile tile :
-         {AttentionTile::kRows32, AttentionTile::kRows16, AttentionTile::kAuto}) {
-      SCOPED_TRACE(std::string("tile ") + AttentionTileName(tile));
+    std::vector<AttentionOptions> variants;
+    for (const bool double_buffer : {false, true}) {
+      for (AttentionTile tile : {AttentionTile::kRows64, AttentionTile::kRows32,
+                                 AttentionTile::kRows16, AttentionTile::kAuto}) {
+        if (tile == AttentionTile::kRows64 && !double_buffer) continue;  // the base
+        AttentionOptions options;
+        options.tile = tile;
+        options.double_buffer_kv = double_buffer;
+        variants.push_back(options);
+      }
+    }
+    for (const AttentionOptions& options : variants) {
+      SCOPED_TRACE(std::string("tile ") + AttentionTileName(options.tile) +
+                   (options.double_buffer_kv ? " double-buffered K/V" : ""));
       std::vector<T> got;
-      RunOnDevice(in, head_dim, tile, &got);
+      RunOnDevice(in, head_dim, options, &got);
       if (HasFatalFailure()) return;
       ASSERT_EQ(got.size(), base.size());
       int64_t differ = 0;

@@ -777,9 +777,11 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                                cuda::GemmEpilogue::kBias, qkv_.get(), stream),
                  "QKV GEMM"));
     Mark("attention");
+    cuda::AttentionOptions attention;
+    attention.double_buffer_kv = options_.attention_double_buffer;
+    attention.programmatic = programmatic_;
     cuda::LaunchVarlenAttention<T>(qkv_.get(), d_cu, d_valid, n, max_rows, c.num_heads,
-                                   c.head_dim(), context_.get(), stream, cuda::AttentionTile::kAuto,
-                                   programmatic_);
+                                   c.head_dim(), context_.get(), stream, attention);
     RETURN_IF_ERROR(CudaCall(cudaGetLastError(), "attention"));
     // The QKV buffer is free after attention: it takes the projections' outputs.
     T* projected = qkv_.get();

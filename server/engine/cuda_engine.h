@@ -75,6 +75,10 @@ struct CudaEngineOptions {
   // before compute capability 9.0 (Hopper). Same kernels and math: outputs are bit-identical.
   // Off until the benchmark shows it pays (bench/NOTES.md).
   bool programmatic_launch = false;
+  // float16/bfloat16 attention with two K/V buffers, so that copying the next 64 keys
+  // overlaps the math on the current ones (cuda::AttentionOptions::double_buffer_kv); same
+  // results bit for bit. Off until the benchmark shows it pays (bench/NOTES.md).
+  bool attention_double_buffer = false;
   // Add each block's bias and residual in the epilogue of the GEMM before its LayerNorm
   // (cuBLASLt C = residual, beta = 1), so that the LayerNorm reads one [tokens, hidden]
   // tensor instead of two. In fp16/bf16 the sum is then rounded once before the LayerNorm

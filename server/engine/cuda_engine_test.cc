@@ -2,11 +2,12 @@
 // GPU: the golden fixtures (tests/golden, Hugging Face outputs) in fp32 (<= 1e-5 relative on
 // every tensor, padded rows included) and fp16/bf16 (<= 2e-2 relative, pooled cosine >=
 // 0.9999), with the default options and with fused_gelu off (no worse than the exact GELU)
-// and residual_in_gemm / custom_gemm (autotuned and forced) on; agreement with the CPU engine on a
-// random-weights BERT-base over a ragged batch with padding rows and every output head; CUDA graphs
-// bit-exact against eager runs (repeated and alternating shapes, LRU eviction, max_graph_rows);
-// output copies on the second stream bit-exact against copies on the compute stream; programmatic
-// dependent launches bit-exact against normal launches. GPU cases skip with the reason when no GPU.
+// and residual_in_gemm / custom_gemm (autotuned and forced) on; agreement with the CPU
+// engine on a random-weights BERT-base over a ragged batch with padding rows and every output
+// head; CUDA graphs bit-exact against eager runs (repeated and alternating shapes, LRU
+// eviction, max_graph_rows); output copies on the second stream, programmatic dependent
+// launches and double-buffered attention bit-exact against the defaults. GPU cases skip with
+// the reason when no GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -963,6 +964,39 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
     const bool forced = config.forced_splits > 0 && dtype != DType::kFloat32;
     EXPECT_EQ(timing->gemm_stats().custom_forced > 0, forced) << what;
   }
+}
+
+// Attention with two K/V buffers computes the same bits as with one (fp32 ignores the
+// option), eager, captured and replayed, over batch 1, ragged and many-short-sequence shapes
+// and a long sequence (several key tiles).
+TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  const OutputSelection all = EveryLayer(c);
+  const std::vector<int> shapes[] = {
+      {128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}, {std::min(512, c.max_position_embeddings)}};
+  CudaEngineOptions single = Untuned(Options(dtype, 1024));
+  CudaEngineOptions double_buffered = single;
+  double_buffered.attention_double_buffer = true;
+  auto want_engine = CreateCudaEngine(model, single);
+  auto got_engine = CreateCudaEngine(model, double_buffered);
+  ASSERT_TRUE(want_engine.ok()) << want_engine.status();
+  ASSERT_TRUE(got_engine.ok()) << got_engine.status();
+  std::mt19937 rng(91);
+  for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
+    for (size_t i = 0; i < std::size(shapes); ++i) {
+      const EncoderBatch batch = ShapedBatch(c, shapes[i], 0, rng);
+      EncoderOutput want, got;
+      ASSERT_TRUE((*want_engine)->Encode(batch, all, &want).ok());
+      const absl::Status st = (*got_engine)->Encode(batch, all, &got);
+      ASSERT_TRUE(st.ok()) << st;
+      ExpectSameOutputs(got, want, "shape " + std::to_string(i) + " run " + std::to_string(run));
+    }
+  }
+  const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(got_engine->get())->graph_stats();
+  EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
 }
 
 TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {

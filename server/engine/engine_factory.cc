@@ -41,6 +41,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> 
   cuda.gemm_autotune = options.gemm_autotune;
   cuda.custom_gemm = options.custom_gemm;
   cuda.programmatic_launch = options.programmatic_launch;
+  cuda.attention_double_buffer = options.attention_double_buffer;
   cuda.residual_in_gemm = options.residual_in_gemm;
   cuda.overlap_copies = options.overlap_copies;
   auto engine = CreateCudaEngine(std::move(model), cuda);
