@@ -136,14 +136,13 @@ run() {
     # take the verified tests with it.
     local new_paths="*CustomGemm*:*Programmatic*:*DoubleBuffer*"
     gtest_step kernels_test kernels_test "*" 40 200
-    gtest_step attention_test attention_test "-*TileIdentity*" 30 200
+    gtest_step attention_test attention_test "-*DoubleBuffer*" 30 200
     gtest_step cuda_engine_test cuda_engine_test "-$new_paths" 60 240
     BERT_LD="$ld" step "serving (e2e)" "$logs/serving.log" 30 200 \
       python3 tools/gpu_serving_check.py .gpu/bin
     [ -f "$logs/serving.log" ] && table[-1]="${table[-1]}  $(tail -n 1 "$logs/serving.log")"
     gtest_step split_k_gemm_test split_k_gemm_test "*" 30 120
-    # Every tile height with two K/V buffers (new) next to the verified single-buffered ones.
-    gtest_step attention_identity attention_test "*TileIdentity*" 20 120
+    gtest_step attention_test_new attention_test "*DoubleBuffer*" 20 120
     gtest_step cuda_engine_test_new cuda_engine_test "$new_paths" 30 150
   fi
 

@@ -2,7 +2,8 @@
 //  * VarlenAttentionF32Kernel: exact fp32 on CUDA cores. CTA = 4 warps, 32 query rows
 //    (8 per warp); key tiles of 32 (one key per lane for QKᵀ, one output column per lane
 //    for ×V).
-//  * VarlenAttentionMmaKernel<T, D, kWarps>: half/bf16 on tensor cores (mma.sync m16n8k16,
+//  * VarlenAttentionMmaKernel<T, D, kWarps, kDoubleBuffer>: half/bf16 on tensor cores (mma.sync
+//  m16n8k16,
 //    fp32 accumulators). CTA = kWarps warps (4, 2 or 1), 16 query rows per warp (query tiles
 //    of 64, 32 or 16 rows, picked per launch, see ChooseMmaWarps); key/value tiles of 64 rows
 //    staged in shared memory with cp.async (one K/V buffer, or two with double_buffer_kv: the
@@ -526,7 +527,9 @@ void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_v
     }
   } else {
     const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2(e))
-    if (options.double_buffer_kv) {
+    // With one key tile there is nothing to overlap: the single-buffered kernel (same bits,
+    // less shared memory).
+    if (options.double_buffer_kv && max_rows > kBlockN) {
       LaunchMmaForTile<T, D, true>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
                                    scale_log2, out, stream, options.tile, options.programmatic);
     } else {

@@ -60,14 +60,15 @@ inline const char* AttentionTileName(AttentionTile tile) {
 // What kAuto resolves to for this batch on the current device (never kAuto).
 AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads);
 
-// How a launch runs (every choice gives the same bits for a given input; attention_test
-// checks it).
+// How a launch runs. Every choice gives the same bits for a given input (attention_test checks
+// the tile heights and the buffering; cuda_engine_test the programmatic launches).
 struct AttentionOptions {
   // Query-tile height of the tensor-core kernel (above).
   AttentionTile tile = AttentionTile::kAuto;
   // Tensor-core kernel: two buffers of K/V tiles, so that copying the next 64 keys overlaps
   // the math on these (shared memory: Q tile + 2 x (K + V) tiles instead of 1 x); off: the
-  // next tile's copy starts once this one is consumed. fp32 ignores it.
+  // next tile's copy starts once this one is consumed. fp32 ignores it, and so do batches of
+  // at most 64 rows per sequence (one key tile: nothing to overlap).
   bool double_buffer_kv = false;
   // A programmatic dependent launch (kernels/cuda/launch.cuh; compute capability >= 9.0
   // only).

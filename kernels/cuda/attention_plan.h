@@ -105,7 +105,7 @@ BERT_HD constexpr int CopyRowsPerStep(int cols, int vec, int threads) {
   return threads / (cols / vec);
 }
 
-// ---- Tile shape of the tensor-core kernel (VarlenAttentionMmaKernel<T, D, kWarps>) ----
+// ---- Tile shape of the tensor-core kernel (VarlenAttentionMmaKernel<T, D, kWarps, ...>) ----
 // A CTA has `warps` warps (1, 2 or 4); each warp owns 16 consecutive query rows of the tile
 // (warp w: tile rows 16 * w .. 16 * w + 15), so the query tile is 16 * warps rows. K/V tiles
 // are kMmaBlockN keys for every tile height, and every warp walks them in the same order, so

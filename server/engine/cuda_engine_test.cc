@@ -977,7 +977,9 @@ TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
   const OutputSelection all = EveryLayer(c);
   const std::vector<int> shapes[] = {
       {128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}, {std::min(512, c.max_position_embeddings)}};
-  CudaEngineOptions single = Untuned(Options(dtype, 1024));
+  // 2048 tokens: every layer's output of the 512-token batch fits the pinned buffer, so every
+  // shape is captured and replayed.
+  CudaEngineOptions single = Untuned(Options(dtype, 2048));
   CudaEngineOptions double_buffered = single;
   double_buffered.attention_double_buffer = true;
   auto want_engine = CreateCudaEngine(model, single);
@@ -997,6 +999,10 @@ TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
   }
   const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(got_engine->get())->graph_stats();
   EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
+  const long long n = static_cast<long long>(std::size(shapes));
+  EXPECT_EQ(stats.eager_runs, n);
+  EXPECT_EQ(stats.captures, n);
+  EXPECT_EQ(stats.replays, n);
 }
 
 TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {
