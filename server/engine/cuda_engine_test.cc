@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <iterator>
 #include <memory>
 #include <random>
 #include <string>
@@ -905,6 +904,25 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopiesOnBertBase) {
   EXPECT_EQ(s.captures, 1);
 }
 
+// Encodes a fresh batch of each shape (sequence lengths, no padding) with both engines, three
+// times over (eager, captured, replayed), and expects bit-identical outputs.
+void ExpectSameOutputsOnShapes(Engine* want_engine, Engine* got_engine, const ModelConfig& c,
+                               const std::vector<std::vector<int>>& shapes,
+                               const OutputSelection& sel, std::mt19937& rng,
+                               const std::string& what) {
+  for (int run = 0; run < 3; ++run) {
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const EncoderBatch batch = ShapedBatch(c, shapes[i], 0, rng);
+      EncoderOutput want, got;
+      ASSERT_TRUE(want_engine->Encode(batch, sel, &want).ok());
+      const absl::Status st = got_engine->Encode(batch, sel, &got);
+      ASSERT_TRUE(st.ok()) << st;
+      ExpectSameOutputs(got, want,
+                        what + " shape " + std::to_string(i) + " run " + std::to_string(run));
+    }
+  }
+}
+
 // Programmatic dependent launches change when kernels start, not what they compute:
 // bit-identical to normal launches, eager, captured and replayed, with cuBLASLt's GEMMs and
 // with our split-K GEMM forced for every GEMM (fp16/bf16: then every kernel of the layers is
@@ -917,7 +935,7 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
   ASSERT_NE(model, nullptr);
   const ModelConfig& c = model->config;
   const OutputSelection all = EveryLayer(c);
-  const std::vector<int> shapes[] = {{128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}};
+  const std::vector<std::vector<int>> shapes = {{128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}};
   std::mt19937 rng(77);
   struct Config {
     int forced_splits;
@@ -946,20 +964,10 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
       GTEST_SKIP() << "no programmatic launches on this device (compute capability < 9.0)";
     }
     EXPECT_FALSE(dynamic_cast<CudaEngineTiming*>(want_engine->get())->programmatic_launch());
-    for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
-      for (size_t i = 0; i < std::size(shapes); ++i) {
-        const EncoderBatch batch = ShapedBatch(c, shapes[i], 0, rng);
-        EncoderOutput want, got;
-        ASSERT_TRUE((*want_engine)->Encode(batch, all, &want).ok());
-        const absl::Status st = (*got_engine)->Encode(batch, all, &got);
-        ASSERT_TRUE(st.ok()) << st;
-        ExpectSameOutputs(got, want,
-                          what + " shape " + std::to_string(i) + " run " + std::to_string(run));
-      }
-    }
+    ExpectSameOutputsOnShapes(want_engine->get(), got_engine->get(), c, shapes, all, rng, what);
     const CudaGraphStats stats = timing->graph_stats();
     EXPECT_EQ(stats.capture_failures, 0) << what << ": " << stats.last_capture_error;
-    EXPECT_EQ(stats.replays, static_cast<long long>(std::size(shapes))) << what;
+    EXPECT_EQ(stats.replays, static_cast<long long>(shapes.size())) << what;
     // The forced kernel really ran (fp16/bf16; fp32 has none).
     const bool forced = config.forced_splits > 0 && dtype != DType::kFloat32;
     EXPECT_EQ(timing->gemm_stats().custom_forced > 0, forced) << what;
@@ -975,7 +983,7 @@ TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
   ASSERT_NE(model, nullptr);
   const ModelConfig& c = model->config;
   const OutputSelection all = EveryLayer(c);
-  const std::vector<int> shapes[] = {
+  const std::vector<std::vector<int>> shapes = {
       {128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}, {std::min(512, c.max_position_embeddings)}};
   // 2048 tokens: every layer's output of the 512-token batch fits the pinned buffer, so every
   // shape is captured and replayed.
@@ -987,19 +995,11 @@ TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
   ASSERT_TRUE(want_engine.ok()) << want_engine.status();
   ASSERT_TRUE(got_engine.ok()) << got_engine.status();
   std::mt19937 rng(91);
-  for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
-    for (size_t i = 0; i < std::size(shapes); ++i) {
-      const EncoderBatch batch = ShapedBatch(c, shapes[i], 0, rng);
-      EncoderOutput want, got;
-      ASSERT_TRUE((*want_engine)->Encode(batch, all, &want).ok());
-      const absl::Status st = (*got_engine)->Encode(batch, all, &got);
-      ASSERT_TRUE(st.ok()) << st;
-      ExpectSameOutputs(got, want, "shape " + std::to_string(i) + " run " + std::to_string(run));
-    }
-  }
+  ExpectSameOutputsOnShapes(want_engine->get(), got_engine->get(), c, shapes, all, rng,
+                            "double-buffered attention");
   const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(got_engine->get())->graph_stats();
   EXPECT_EQ(stats.capture_failures, 0) << stats.last_capture_error;
-  const long long n = static_cast<long long>(std::size(shapes));
+  const long long n = static_cast<long long>(shapes.size());
   EXPECT_EQ(stats.eager_runs, n);
   EXPECT_EQ(stats.captures, n);
   EXPECT_EQ(stats.replays, n);
