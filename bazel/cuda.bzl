@@ -33,7 +33,11 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], cu_hdrs = [], **k
             name = name + "_" + src.replace("/", "_").replace(".", "_"),
             srcs = [src] + headers,
             outs = [obj],
+            # nvcc names its temporary files after its process id, and in the sandbox every
+            # action's nvcc can have the same one while /tmp is shared: give each action
+            # its own temporary directory.
             cmd = " ".join([
+                "tmp=$$(mktemp -d) && trap 'rm -rf \"$$tmp\"' EXIT && TMPDIR=$$tmp",
                 "/usr/local/cuda/bin/nvcc -c -O3 -std=c++17 -Xcompiler -fPIC",
                 "--expt-relaxed-constexpr -lineinfo",
                 "-I. -I$(GENDIR)",

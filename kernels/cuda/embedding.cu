@@ -83,11 +83,10 @@ struct LaunchEmbeddingLn {
 
   template <int kVec, int kChunks>
   void operator()() const {
-    const dim3 block(32, kLnWarpsPerBlock);
-    const dim3 grid((total_rows + kLnWarpsPerBlock - 1) / kLnWarpsPerBlock);
     EmbeddingLnKernel<T, kVec, kChunks>
-        <<<grid, block, 0, stream>>>(word_ids, type_ids, cu_rows, num_seqs, total_rows, word_table,
-                                     position_table, type_table, gamma, beta, hidden, eps, out);
+        <<<internal::LnGrid(total_rows), internal::LnBlock(), 0, stream>>>(
+            word_ids, type_ids, cu_rows, num_seqs, total_rows, word_table, position_table,
+            type_table, gamma, beta, hidden, eps, out);
   }
 };
 

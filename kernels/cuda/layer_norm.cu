@@ -73,14 +73,12 @@ struct LaunchAddBiasResidualLn {
 
   template <int kVec, int kChunks>
   void operator()() const {
-    const dim3 block(32, kLnWarpsPerBlock);
-    const dim3 grid((rows + kLnWarpsPerBlock - 1) / kLnWarpsPerBlock);
     // The launch error is left for the caller's cudaGetLastError().
     internal::LaunchKernel(rows <= kHoistParamsMaxRows
                                ? AddBiasResidualLnKernel<T, kVec, kChunks, true>
                                : AddBiasResidualLnKernel<T, kVec, kChunks, false>,
-                           grid, block, 0, stream, programmatic, x, bias, residual, gamma, beta,
-                           rows, hidden, eps, out);
+                           internal::LnGrid(rows), internal::LnBlock(), 0, stream, programmatic, x,
+                           bias, residual, gamma, beta, rows, hidden, eps, out);
   }
 };
 

@@ -17,6 +17,11 @@ namespace internal {
 
 constexpr int kLnWarpsPerBlock = 4;
 
+// Launch shape of the row kernels: one warp per row, kLnWarpsPerBlock rows per CTA (a row is
+// blockIdx.x * kLnWarpsPerBlock + threadIdx.y).
+inline dim3 LnBlock() { return dim3(32, kLnWarpsPerBlock); }
+inline dim3 LnGrid(int rows) { return dim3((rows + kLnWarpsPerBlock - 1) / kLnWarpsPerBlock); }
+
 // Loads kN float LayerNorm parameters. Vectorised launches (kN a multiple of 4) need `p`
 // 16-byte aligned: one 16-byte load instead of four scalar ones keeps the load/store units
 // off the critical path (profiled: scalar parameter loads made the LN kernels ~3x slower
