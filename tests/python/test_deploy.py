@@ -2,9 +2,13 @@
 
 Every flag the Kubernetes manifests and the Dockerfile pass must be one the built
 bert_server accepts, and the probes/ports must point at the ports the server listens on.
+Where kubectl is installed, the base and the GPU overlay are rendered with its built-in
+kustomize (offline) and the rendered objects are checked the same way, with the Service and
+PodDisruptionBudget selecting the Deployment's pods.
 """
 import pathlib
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -61,3 +65,31 @@ def test_dockerfile_cmd_flags_are_server_flags(server_flags):
     args = re.findall(r'"([^"]+)"', cmd)
     unknown = [f for f in _flag_names(args) if f not in server_flags]
     assert not unknown, f"unknown server flags in Dockerfile: {unknown}"
+
+
+KUBECTL = shutil.which("kubectl")
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render kustomize")
+@pytest.mark.parametrize("kustomization", ["base", "overlays/gpu"])
+def test_k8s_kustomization_renders_consistent_objects(kustomization, server_flags):
+    out = subprocess.run([KUBECTL, "kustomize", str(ROOT / "deploy/k8s" / kustomization)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(out.stdout) if d}
+    assert sorted(docs) == ["Deployment", "PodDisruptionBudget", "Service"]
+    dep = docs["Deployment"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    for selector in (dep["spec"]["selector"]["matchLabels"], docs["Service"]["spec"]["selector"],
+                     docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]):
+        assert selector and all(pod_labels.get(k) == v for k, v in selector.items()), selector
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    unknown = [f for f in _flag_names(container["args"]) if f not in server_flags]
+    assert not unknown, f"unknown server flags in the rendered {kustomization}: {unknown}"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service_ports = {p["name"]: p["targetPort"] for p in docs["Service"]["spec"]["ports"]}
+    for name, target in service_ports.items():
+        assert target in (name, ports.get(name)), (name, target)
+    if kustomization == "overlays/gpu":
+        assert "--backend=cuda" in container["args"]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
