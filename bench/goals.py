@@ -80,56 +80,45 @@ def main():
         variants.append((name, load(path)))
     rows = []
 
+    def time_goal(goal, shape, batch, measure):
+        """A goal on our fp16 time for one shape; measure(row) -> (text, met)."""
+        r = find(ours, "fp16", shape, batch)
+        best = best_variant(variants, r, shape, batch, measure)
+        if r is None:
+            rows.append((goal, "–", verdict(None), best))
+        else:
+            text, ok = measure(r)
+            rows.append((goal, text, verdict(ok), best))
+
+    def ratio_goal(goal, shape, batch, hf_mode, minimum, describe):
+        """A goal on HF's fp16 time over ours for one shape; describe(ratio, hf_row) -> text."""
+        r = find(ours, "fp16", shape, batch)
+        h = find(hf, "fp16", shape, batch, hf_mode)
+        if r is None or h is None:
+            rows.append((goal, "–", verdict(None), "–"))
+        else:
+            ratio = h["gpu_ms"] / r["gpu_ms"]
+            rows.append((goal, describe(ratio, h), verdict(ratio >= minimum), "–"))
+
     def seq_s_of(r):
         seq_s = 128 / (r["gpu_ms"] / 1e3)
         return f"{seq_s:,.0f} seq/s ({r['gpu_ms']:.3f} ms)", seq_s >= SEQ_PER_S_BATCH128
-
-    b128 = find(ours, "fp16", "seq128", 128)
-    comp = find(hf, "fp16", "seq128", 128, "compile")
-    goal = f"fp16 batch 128 x 128 >= {SEQ_PER_S_BATCH128:,} seq/s"
-    best = best_variant(variants, b128, "seq128", 128, seq_s_of)
-    if b128:
-        text, ok = seq_s_of(b128)
-        rows.append((goal, text, verdict(ok), best))
-    else:
-        rows.append((goal, "–", verdict(None), best))
-    if b128 and comp:
-        ratio = comp["gpu_ms"] / b128["gpu_ms"]
-        rows.append((f"fp16 batch 128: >= {RATIO_BATCH128_VS_COMPILE}x HF torch.compile",
-                     f"{ratio:.2f}x (HF compile {comp['gpu_ms']:.3f} ms)",
-                     verdict(ratio >= RATIO_BATCH128_VS_COMPILE), "–"))
-    else:
-        rows.append((f"fp16 batch 128: >= {RATIO_BATCH128_VS_COMPILE}x HF torch.compile", "–",
-                     verdict(None), "–"))
-
-    for batch, limit in ((1, MS_BATCH1), (32, MS_BATCH32)):
-        r = find(ours, "fp16", "seq128", batch)
-        best = best_variant(variants, r, "seq128", batch,
-                            lambda x, limit=limit: (f"{x['gpu_ms']:.3f} ms", x["gpu_ms"] <= limit))
-        rows.append((f"fp16 batch {batch} x 128 <= {limit} ms GPU time",
-                     f"{r['gpu_ms']:.3f} ms" if r else "–",
-                     verdict(r["gpu_ms"] <= limit if r else None), best))
 
     def tok_s_of(r):
         tok_s = r["real_tokens"] / (r["gpu_ms"] / 1e3)
         return f"{tok_s / 1e6:.2f} M tokens/s", tok_s >= TOK_PER_S_VARLEN
 
-    v = find(ours, "fp16", "varlen", 256)
-    ve = find(hf, "fp16", "varlen", 256, "eager")
-    best = best_variant(variants, v, "varlen", 256, tok_s_of)
-    goal = f"fp16 varlen 256 >= {TOK_PER_S_VARLEN / 1e6:.1f} M real tokens/s"
-    if v:
-        text, ok = tok_s_of(v)
-        rows.append((goal, text, verdict(ok), best))
-    else:
-        rows.append((goal, "–", verdict(None), best))
-    if v and ve:
-        ratio = ve["gpu_ms"] / v["gpu_ms"]
-        rows.append((f"fp16 varlen 256 >= {RATIO_VARLEN_VS_EAGER:.0f}x HF eager",
-                     f"{ratio:.2f}x", verdict(ratio >= RATIO_VARLEN_VS_EAGER), "–"))
-    else:
-        rows.append((f"fp16 varlen 256 >= {RATIO_VARLEN_VS_EAGER:.0f}x HF eager", "–",
-                     verdict(None), "–"))
+    time_goal(f"fp16 batch 128 x 128 >= {SEQ_PER_S_BATCH128:,} seq/s", "seq128", 128, seq_s_of)
+    ratio_goal(f"fp16 batch 128: >= {RATIO_BATCH128_VS_COMPILE}x HF torch.compile", "seq128", 128,
+               "compile", RATIO_BATCH128_VS_COMPILE,
+               lambda ratio, h: f"{ratio:.2f}x (HF compile {h['gpu_ms']:.3f} ms)")
+    for batch, limit in ((1, MS_BATCH1), (32, MS_BATCH32)):
+        time_goal(f"fp16 batch {batch} x 128 <= {limit} ms GPU time", "seq128", batch,
+                  lambda x, limit=limit: (f"{x['gpu_ms']:.3f} ms", x["gpu_ms"] <= limit))
+    time_goal(f"fp16 varlen 256 >= {TOK_PER_S_VARLEN / 1e6:.1f} M real tokens/s", "varlen", 256,
+              tok_s_of)
+    ratio_goal(f"fp16 varlen 256 >= {RATIO_VARLEN_VS_EAGER:.0f}x HF eager", "varlen", 256, "eager",
+               RATIO_VARLEN_VS_EAGER, lambda ratio, h: f"{ratio:.2f}x")
 
     mib = memory_mib(log)
     rows.append((f"fp16 weights + 16K-token workspace <= {MEMORY_MIB} MiB",
