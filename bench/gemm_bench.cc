@@ -188,7 +188,7 @@ void BenchDType(const char* dtype, const std::vector<int>& rows_list, int iters,
                                          iters, reps, stream.get());
       double t_custom = -1.0;
       double t_split[4] = {-1.0, -1.0, -1.0, -1.0};
-      if (kSixteenBit) {
+      if constexpr (kSixteenBit) {
         t_custom = TimeGemm<T>(with_custom.get(), x.get(), rows, s, w.get(), b.get(), y.get(),
                                iters, reps, stream.get());
         if (rows <= Gemm::kCustomMaxRows) {

@@ -30,6 +30,7 @@
 #include "kernels/cuda/convert.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/gemm_test_util.h"
 #include "kernels/cuda/layer_norm.h"
 #include "kernels/cuda/pooling.h"
 #include "kernels/cuda/test_util.h"
@@ -40,8 +41,15 @@ namespace {
 
 using testing_util::CountNonFinite;
 using testing_util::DeviceArray;
+using testing_util::EngineGemm;
 using testing_util::FreshRng;
+using testing_util::GemmCase;
+using testing_util::GemmOperands;
+using testing_util::GemmReference;
+using testing_util::GemmTolerance;
 using testing_util::HaveGpu;
+using testing_util::MakeGemmCase;
+using testing_util::MakeGemmOperands;
 using testing_util::RandomVector;
 using testing_util::RelativeError;
 using testing_util::RoundThrough;
@@ -359,23 +367,11 @@ class GemmTest : public ::testing::TestWithParam<GemmParam> {
   }
 };
 
-// The GELU epilogue may use an approximate tanh (see CheckGemm).
-double GemmTolerance(TestDType dtype, GemmEpilogue epilogue) {
-  return epilogue == GemmEpilogue::kBiasGeluTanh ? std::max(Tolerance(dtype), 2e-3)
-                                                 : Tolerance(dtype);
-}
-
 template <typename T>
 void CheckGemm(GemmShape s, TestDType dtype) {
   std::mt19937 rng = FreshRng();
-  std::vector<float> x = RandomVector(static_cast<size_t>(s.rows) * s.in, rng),
-                     w = RandomVector(static_cast<size_t>(s.out) * s.in, rng,
-                                      1.0f / std::sqrt(static_cast<float>(s.in))),
-                     b = RandomVector(s.out, rng, 0.5f);
-  RoundThrough<T>(&x);
-  RoundThrough<T>(&w);
-  RoundThrough<T>(&b);
-  DeviceArray<T> d_x(x), d_w(w), d_b(b), d_y(static_cast<size_t>(s.rows) * s.out);
+  const GemmOperands o = MakeGemmOperands<T>(s.rows, s.in, s.out, /*with_residual=*/true, rng);
+  DeviceArray<T> d_x(o.x), d_w(o.w), d_b(o.b), d_y(static_cast<size_t>(s.rows) * s.out);
   ASSERT_STATUS_OK(d_y.status());
   std::unique_ptr<Gemm> gemm;
   ASSERT_STATUS_OK(Gemm::Create(GemmOptions(), &gemm));
@@ -392,8 +388,7 @@ void CheckGemm(GemmShape s, TestDType dtype) {
       {GemmEpilogue::kNone, cpu::Epilogue::kBiasGeluErf, true, "none+bias_gelu_erf kernel"},
   };
   for (const Case& c : cases) {
-    std::vector<float> ref(static_cast<size_t>(s.rows) * s.out);
-    cpu::Linear(x.data(), s.rows, s.in, w.data(), b.data(), s.out, c.cpu, ref.data());
+    const std::vector<float> ref = GemmReference(o, c.cpu);
     ASSERT_CUDA_OK(d_y.Poison());
     ASSERT_STATUS_OK(gemm->Run<T>(d_x.get(), s.rows, s.in, d_w.get(),
                                   c.gpu == GemmEpilogue::kNone ? nullptr : d_b.get(), s.out, c.gpu,
@@ -413,8 +408,8 @@ void CheckGemm(GemmShape s, TestDType dtype) {
       // Against the erf form as well: says which GELU the epilogue computes (the two differ
       // by up to 4.7e-4).
       std::vector<float> ref_erf(ref.size());
-      cpu::Linear(x.data(), s.rows, s.in, w.data(), b.data(), s.out, cpu::Epilogue::kBiasGeluErf,
-                  ref_erf.data());
+      cpu::Linear(o.x.data(), s.rows, s.in, o.w.data(), o.b.data(), s.out,
+                  cpu::Epilogue::kBiasGeluErf, ref_erf.data());
       std::printf("Gemm %s %s relative error %.3g (vs erf GELU: %.3g)\n", c.name,
                   TestDTypeName(dtype), err, RelativeError(got, ref_erf));
       EXPECT_LE(err, GemmTolerance(dtype, c.gpu)) << "Gemm " << c.name;
@@ -430,13 +425,9 @@ void CheckGemm(GemmShape s, TestDType dtype) {
 
   // kBiasResidual: y = x·Wᵀ + b + residual (C = residual, beta = 1), untuned and autotuned (the
   // timed runs must leave the residual alone and y right).
-  std::vector<float> r = RandomVector(static_cast<size_t>(s.rows) * s.out, rng, 2.0f);
-  RoundThrough<T>(&r);
-  DeviceArray<T> d_r(r);
+  DeviceArray<T> d_r(o.r);
   ASSERT_STATUS_OK(d_r.status());
-  std::vector<float> ref(static_cast<size_t>(s.rows) * s.out);
-  cpu::Linear(x.data(), s.rows, s.in, w.data(), b.data(), s.out, cpu::Epilogue::kBias, ref.data());
-  for (size_t i = 0; i < ref.size(); ++i) ref[i] += r[i];
+  const std::vector<float> ref = GemmReference(o, cpu::Epilogue::kBias, /*add_residual=*/true);
   GemmOptions tuned_options;
   tuned_options.autotune = true;
   std::unique_ptr<Gemm> tuned;
@@ -446,15 +437,12 @@ void CheckGemm(GemmShape s, TestDType dtype) {
   for (Gemm* g : {gemm.get(), tuned.get()}) {
     const std::string what =
         std::string("Gemm bias+residual") + (g == tuned.get() ? " autotuned" : "");
-    // Poison() runs on the legacy stream, which does not order the non-blocking `stream`.
-    ASSERT_CUDA_OK(cudaDeviceSynchronize());
     ASSERT_CUDA_OK(d_y.Poison());
-    ASSERT_CUDA_OK(cudaDeviceSynchronize());
     ASSERT_STATUS_OK(g->Run<T>(d_x.get(), s.rows, s.in, d_w.get(), d_b.get(), s.out,
                                GemmEpilogue::kBiasResidual, d_y.get(), stream.get(), d_r.get()));
     ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
     ExpectClose(d_y.Download(), ref, dtype, what);
-    EXPECT_EQ(d_r.Download(), r) << what << ": the residual changed";
+    EXPECT_EQ(d_r.Download(), o.r) << what << ": the residual changed";
   }
   // A residual goes with kBiasResidual only.
   EXPECT_FALSE(gemm->Run<T>(d_x.get(), s.rows, s.in, d_w.get(), d_b.get(), s.out,
@@ -486,13 +474,6 @@ INSTANTIATE_TEST_SUITE_P(
 // cuBLASLt Gemm with autotune (timed algorithm choice per row bucket): the engine's shapes
 // against cpu::Linear and against autotune off; reuse within a bucket; graph capture.
 
-struct EngineGemm {
-  int in, out;
-  GemmEpilogue gpu;
-  cpu::Epilogue cpu;
-  const char* name;
-};
-
 // BERT-base: QKV, attention output (and pooler), FFN in (plain and GELU-bias), FFN out.
 const EngineGemm kEngineGemms[] = {
     {768, 2304, GemmEpilogue::kBias, cpu::Epilogue::kBias, "qkv"},
@@ -501,26 +482,6 @@ const EngineGemm kEngineGemms[] = {
     {768, 3072, GemmEpilogue::kBiasGeluTanh, cpu::Epilogue::kBiasGeluTanh, "ffn_in_gelu"},
     {3072, 768, GemmEpilogue::kNone, cpu::Epilogue::kNone, "ffn_out"},
 };
-
-// Random operands of one GEMM (rounded through T) and their CPU reference.
-struct GemmCase {
-  std::vector<float> x, w, b, ref;
-};
-
-template <typename T>
-GemmCase MakeGemmCase(int rows, const EngineGemm& g, std::mt19937& rng) {
-  GemmCase c;
-  c.x = RandomVector(static_cast<size_t>(rows) * g.in, rng);
-  c.w = RandomVector(static_cast<size_t>(g.out) * g.in, rng,
-                     1.0f / std::sqrt(static_cast<float>(g.in)));
-  c.b = RandomVector(g.out, rng, 0.5f);
-  RoundThrough<T>(&c.x);
-  RoundThrough<T>(&c.w);
-  RoundThrough<T>(&c.b);
-  c.ref.resize(static_cast<size_t>(rows) * g.out);
-  cpu::Linear(c.x.data(), rows, g.in, c.w.data(), c.b.data(), g.out, g.cpu, c.ref.data());
-  return c;
-}
 
 std::unique_ptr<Gemm> MakeGemm(bool autotune) {
   GemmOptions options;
@@ -663,7 +624,6 @@ void CheckCapture(TestDType dtype) {
 
   // Eager, untuned first (this also loads the heuristic's kernel before the capture).
   ASSERT_CUDA_OK(d_plain.Poison());
-  ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
   ASSERT_STATUS_OK(plain->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
                                  d_plain.get(), stream.get()));
   ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
@@ -691,7 +651,6 @@ void CheckCapture(TestDType dtype) {
 
   auto launch_and_check = [&](const std::string& what) {
     ASSERT_CUDA_OK(d_y.Poison());
-    ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
     ASSERT_CUDA_OK(cudaGraphLaunch(exec.get(), stream.get()));
     ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
     const std::vector<float> got = d_y.Download();
@@ -703,7 +662,6 @@ void CheckCapture(TestDType dtype) {
 
   // Not capturing any more: the provisional plan is tuned now (same plan, one bucket).
   ASSERT_CUDA_OK(d_y.Poison());
-  ASSERT_CUDA_OK(cudaDeviceSynchronize());  // memset is on the legacy stream
   ASSERT_STATUS_OK(tuned->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
                                  d_y.get(), stream.get()));
   ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));

@@ -19,7 +19,6 @@ using internal::CpAsyncCommit;
 using internal::CpAsyncWait;
 using internal::LdsmX4;
 using internal::MmaOps;
-using internal::ToFloat;
 
 constexpr int kBlockM = kSplitKBlockRows;
 constexpr int kBlockN = kSplitKBlockCols;
@@ -37,16 +36,6 @@ static_assert(kBlockM * kChunksPerRow % kThreads == 0, "tile copies split evenly
 // Per thread: [2 row fragments][4 column fragments][4 accumulators] = 8 float4.
 constexpr int kAccFloat4 = 8;
 static_assert(kAccFloat4 * 4 * kThreads == kBlockM * kBlockN, "one partial tile per CTA");
-
-template <typename T>
-struct alignas(4) Pair {
-  T lo, hi;
-};
-
-template <typename T>
-__device__ __forceinline__ Pair<T> MakePair(float lo, float hi) {
-  return Pair<T>{internal::FromFloat<T>(lo), internal::FromFloat<T>(hi)};
-}
 
 template <typename T, SplitKEpilogue kEpilogue>
 __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args) {
@@ -232,37 +221,30 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
 #pragma unroll
   for (int ni = 0; ni < 4; ++ni) {
     const int col = n0 + warp_col + ni * 8 + (lane & 3) * 2;
-    float b0 = 0.0f;
-    float b1 = 0.0f;
-    if (kEpilogue != SplitKEpilogue::kNone) {
-      const Pair<T> b = *reinterpret_cast<const Pair<T>*>(bias + col);
-      b0 = ToFloat(b.lo);
-      b1 = ToFloat(b.hi);
-    }
+    float b[2] = {0.0f, 0.0f};  // columns col and col + 1: one 4-byte access each
+    if (kEpilogue != SplitKEpilogue::kNone) internal::LoadFloats<T, 2>(bias + col, b);
 #pragma unroll
     for (int mi = 0; mi < 2; ++mi) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int row = m0 + warp_row + mi * 16 + (lane >> 2) + half * 8;
         if (row >= rows) continue;
-        float v0 = acc[mi][ni][half * 2] + b0;
-        float v1 = acc[mi][ni][half * 2 + 1] + b1;
+        float v[2] = {acc[mi][ni][half * 2] + b[0], acc[mi][ni][half * 2 + 1] + b[1]};
         const int64_t offset = static_cast<int64_t>(row) * n_total + col;
         if (kEpilogue == SplitKEpilogue::kBiasGeluTanh) {
-          v0 = internal::GeluTanh(v0);
-          v1 = internal::GeluTanh(v1);
+          v[0] = internal::GeluTanh(v[0]);
+          v[1] = internal::GeluTanh(v[1]);
         } else if (kEpilogue == SplitKEpilogue::kBiasResidual) {
-          const Pair<T> r = *reinterpret_cast<const Pair<T>*>(residual + offset);
-          v0 += ToFloat(r.lo);
-          v1 += ToFloat(r.hi);
+          float r[2];
+          internal::LoadFloats<T, 2>(residual + offset, r);
+          v[0] += r[0];
+          v[1] += r[1];
         }
-        *reinterpret_cast<Pair<T>*>(y + offset) = MakePair<T>(v0, v1);
+        internal::StoreFloats<T, 2>(y + offset, v);
       }
     }
   }
 }
-
-bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 template <typename T, SplitKEpilogue kEpilogue>
 cudaError_t Launch(const SplitKGemmArgs& args, cudaStream_t stream) {
@@ -279,23 +261,25 @@ std::string SplitKGemmUnsupported(const SplitKGemmArgs& args, SplitKEpilogue epi
   if (args.in_features % kBlockK != 0) return "in_features is not a multiple of 32";
   if (args.out_features % kBlockN != 0) return "out_features is not a multiple of 64";
   if (args.x == nullptr || args.weight == nullptr || args.y == nullptr) return "null operand";
-  if (!Aligned(args.x, 16) || !Aligned(args.weight, 16)) return "x or W not 16-byte aligned";
-  if (!Aligned(args.y, 4)) return "y not 4-byte aligned";
-  if (epilogue != SplitKEpilogue::kNone && (args.bias == nullptr || !Aligned(args.bias, 4))) {
+  if (!internal::IsAligned<16>(args.x) || !internal::IsAligned<16>(args.weight))
+    return "x or W not 16-byte aligned";
+  if (!internal::IsAligned<4>(args.y)) return "y not 4-byte aligned";
+  if (epilogue != SplitKEpilogue::kNone &&
+      (args.bias == nullptr || !internal::IsAligned<4>(args.bias))) {
     return "bias missing or not 4-byte aligned";
   }
   if ((epilogue == SplitKEpilogue::kBiasResidual) != (args.residual != nullptr)) {
     return "a residual goes with (and only with) kBiasResidual";
   }
-  if (args.residual != nullptr && !Aligned(args.residual, 4)) {
+  if (args.residual != nullptr && !internal::IsAligned<4>(args.residual)) {
     return "residual not 4-byte aligned";
   }
   if (args.splits < 1 || args.splits > kSplitKMaxSplits ||
       args.splits > args.in_features / kBlockK) {
     return "bad split count";
   }
-  if (args.splits > 1 &&
-      (args.partials == nullptr || args.counters == nullptr || !Aligned(args.partials, 16))) {
+  if (args.splits > 1 && (args.partials == nullptr || args.counters == nullptr ||
+                          !internal::IsAligned<16>(args.partials))) {
     return "split-K without its workspace";
   }
   if ((static_cast<long long>(args.rows) + kBlockM - 1) / kBlockM > 65535) return "too many rows";
@@ -317,11 +301,6 @@ cudaError_t LaunchSplitKGemm(const SplitKGemmArgs& args, SplitKEpilogue epilogue
     case SplitKEpilogue::kBiasResidual:
       return Launch<T, SplitKEpilogue::kBiasResidual>(args, stream);
   }
-  return cudaErrorInvalidValue;
-}
-
-template <>
-cudaError_t LaunchSplitKGemm<float>(const SplitKGemmArgs&, SplitKEpilogue, cudaStream_t) {
   return cudaErrorInvalidValue;
 }
 

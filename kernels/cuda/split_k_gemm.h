@@ -99,15 +99,12 @@ BERT_SPLIT_K_HOST_DEVICE constexpr bool SplitKEverySplitBusy(int in_features, in
 // and that the workspace pointers are there when splits > 1 (not their sizes).
 std::string SplitKGemmUnsupported(const SplitKGemmArgs& args, SplitKEpilogue epilogue);
 
-// Launches the kernel for T = __half or __nv_bfloat16 (float is not supported: it returns
-// cudaErrorInvalidValue, as for any args that SplitKGemmUnsupported rejects). rows == 0
-// launches nothing.
+// Launches the kernel for T = __half or __nv_bfloat16 (the only instantiations); returns
+// cudaErrorInvalidValue for args that SplitKGemmUnsupported rejects. rows == 0 launches
+// nothing.
 template <typename T>
 cudaError_t LaunchSplitKGemm(const SplitKGemmArgs& args, SplitKEpilogue epilogue,
                              cudaStream_t stream);
-template <>
-cudaError_t LaunchSplitKGemm<float>(const SplitKGemmArgs& args, SplitKEpilogue epilogue,
-                                    cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace bert

@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <random>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/test_util.h"
@@ -128,8 +127,12 @@ class DeviceArray {
   T* get() { return buffer_.get(); }
   size_t size() const { return host_.size(); }
 
-  // Fills with 0xFF bytes: NaN for float, half and bfloat16.
-  cudaError_t Poison() { return cudaMemset(buffer_.get(), 0xFF, host_.size() * sizeof(T)); }
+  // Fills with 0xFF bytes (NaN for float, half and bfloat16) and waits for it: the memset runs
+  // on the legacy stream, which does not order the non-blocking streams tests launch on.
+  cudaError_t Poison() {
+    const cudaError_t set = cudaMemset(buffer_.get(), 0xFF, host_.size() * sizeof(T));
+    return set != cudaSuccess ? set : cudaDeviceSynchronize();
+  }
 
   // Copies back (synchronising) and converts to fp32.
   std::vector<float> Download() {
