@@ -30,8 +30,6 @@ struct Gemm::Plan {
   cublasLtMatrixLayout_t a = nullptr;  // W
   cublasLtMatrixLayout_t b = nullptr;  // x
   cublasLtMatrixLayout_t c = nullptr;  // y (C and D)
-  // C is a separate residual (kBiasResidual): only algorithms that write D out of place.
-  bool out_of_place = false;
   Choice choice;
   bool has_algo = false;
   // Chosen by the heuristic while the stream was capturing (autotune on): the next call
@@ -159,27 +157,61 @@ bool CopyToHost(const void* y, size_t count, cudaStream_t stream, std::vector<ui
   return true;
 }
 
-// Whether every element of `got` is within `ulps` units of the dtype's last place, taken at
-// the largest magnitude of `reference` minus `residual` (empty: no residual), plus two units
-// of the element's own last place (its final rounding), of `reference`. False on any NaN.
-bool WithinUlps(GemmDType dtype, const std::vector<uint16_t>& got,
-                const std::vector<uint16_t>& reference, const std::vector<uint16_t>& residual,
-                float ulps) {
-  if (got.size() != reference.size()) return false;
-  if (!residual.empty() && residual.size() != reference.size()) return false;
+// A cuBLASLt result that our kernel's output is compared with: its values, and the scale of
+// the comparison, the largest magnitude of the values minus the residual (empty: none), so
+// that a large residual cannot hide a wrong product.
+struct ReferenceOutput {
+  std::vector<float> values;
   float scale = 0.0f;
-  for (size_t i = 0; i < reference.size(); ++i) {
-    const float part = SixteenBitToFloat(dtype, reference[i]) -
-                       (residual.empty() ? 0.0f : SixteenBitToFloat(dtype, residual[i]));
-    scale = std::max(scale, std::fabs(part));
+};
+
+ReferenceOutput MakeReferenceOutput(GemmDType dtype, const std::vector<uint16_t>& output,
+                                    const std::vector<uint16_t>& residual) {
+  ReferenceOutput ref;
+  ref.values.reserve(output.size());
+  for (size_t i = 0; i < output.size(); ++i) {
+    ref.values.push_back(SixteenBitToFloat(dtype, output[i]));
+    const float part =
+        ref.values.back() - (residual.empty() ? 0.0f : SixteenBitToFloat(dtype, residual[i]));
+    ref.scale = std::max(ref.scale, std::fabs(part));
   }
+  return ref;
+}
+
+// Whether every element of `got` is within `ulps` units of the dtype's last place, taken at
+// the reference's scale, plus two units of the element's own last place (its final
+// rounding), of the reference. False on any NaN.
+bool WithinUlps(GemmDType dtype, const std::vector<uint16_t>& got, const ReferenceOutput& ref,
+                float ulps) {
+  if (got.size() != ref.values.size()) return false;
   const float epsilon = dtype == GemmDType::kBFloat16 ? 1.0f / 128.0f : 1.0f / 1024.0f;
   for (size_t i = 0; i < got.size(); ++i) {
-    const float want = SixteenBitToFloat(dtype, reference[i]);
+    const float want = ref.values[i];
     const float diff = std::fabs(SixteenBitToFloat(dtype, got[i]) - want);
-    if (!(diff <= epsilon * (ulps * scale + 2.0f * std::fabs(want)))) return false;
+    if (!(diff <= epsilon * (ulps * ref.scale + 2.0f * std::fabs(want)))) return false;
   }
   return true;
+}
+
+// An algorithm configuration, as DescribePlan prints it (gemm.h).
+std::string DescribeAlgo(const cublasLtMatmulAlgo_t& algo) {
+  std::string s;
+  auto field = [&s](const char* name, long long value) {
+    if (!s.empty()) s += ' ';
+    s += name;
+    s += '=';
+    s += std::to_string(value);
+  };
+  field("algo", ConfigOr<int32_t>(algo, CUBLASLT_ALGO_CONFIG_ID, -1));
+  field("tile", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, 0xFFFFFFFFu));
+  field("stages", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, 0xFFFFFFFFu));
+  field("splitK", ConfigOr<int32_t>(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, -1));
+  field("reduction", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, 0xFFFFFFFFu));
+  field("swizzle", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, 0xFFFFFFFFu));
+  field("custom", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, 0xFFFFFFFFu));
+  field("inner", ConfigOr<uint16_t>(algo, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, 0xFFFF));
+  field("cluster", ConfigOr<uint16_t>(algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, 0xFFFF));
+  return s;
 }
 
 }  // namespace
@@ -272,14 +304,15 @@ CudaStatus Gemm::MakePlan(GemmDType dtype, int rows, int in_features, int out_fe
       cublasLtMatrixLayoutCreate(&plan->b, type, in_features, rows, in_features));
   BERT_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatrixLayoutCreate(&plan->c, type, out_features, rows, out_features));
-  plan->out_of_place = epilogue == GemmEpilogue::kBiasResidual;
   ++stats_.plans;
   *out = std::move(plan);
   return CudaStatus::Ok();
 }
 
-CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int max_count,
+CudaStatus Gemm::Heuristic(const Plan& plan, int max_count,
                            std::vector<cublasLtMatmulHeuristicResult_t>* results) {
+  const GemmDType dtype = plan.dtype;
+  const int alignment = plan.alignment;
   results->clear();
   cublasLtMatmulPreference_t pref = nullptr;
   BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
@@ -328,7 +361,8 @@ CudaStatus Gemm::Heuristic(const Plan& plan, GemmDType dtype, int alignment, int
   for (int i = 0; i < returned && i < static_cast<int>(found.size()); ++i) {
     if (found[i].state == CUBLAS_STATUS_SUCCESS && found[i].workspaceSize <= ws &&
         (!filter || ReductionAllowed(found[i].algo, dtype)) &&
-        (!plan.out_of_place ||
+        // A separate residual C (kBiasResidual): only algorithms that write D out of place.
+        (plan.epilogue != GemmEpilogue::kBiasResidual ||
          CapOr<int32_t>(found[i].algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT, 1) != 0)) {
       results->push_back(found[i]);
     }
@@ -472,13 +506,12 @@ bool Gemm::TimeChoice(const Plan& plan, const Choice& choice, const Operands& op
 }
 
 CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStream_t stream) {
-  const int rows = std::get<0>(key);
-  const int in_features = std::get<1>(key);
-  const int out_features = std::get<2>(key);
-  const GemmDType dtype = static_cast<GemmDType>(std::get<3>(key));
-  const int alignment = std::get<5>(key);
+  const int rows = plan->rows;
+  const int in_features = plan->in_features;
+  const int out_features = plan->out_features;
+  const GemmDType dtype = plan->dtype;
   std::vector<cublasLtMatmulHeuristicResult_t> heuristic;
-  BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, kAutotuneCandidates, &heuristic));
+  BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, kAutotuneCandidates, &heuristic));
   std::vector<Choice> candidates;
   auto add = [&candidates](const cublasLtMatmulAlgo_t& algo) {
     for (const auto& c : candidates) {
@@ -488,9 +521,8 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
     choice.algo = algo;
     candidates.push_back(choice);
   };
-  for (const auto& h : heuristic) {
-    if (ReductionAllowed(h.algo, dtype)) add(h.algo);
-  }
+  // (Heuristic has applied the precision rule already.)
+  for (const auto& h : heuristic) add(h.algo);
 
   // Split-K for outputs that likely leave SMs idle: with 128x128 tiles, or whenever the
   // heuristic itself reports less than one wave.
@@ -557,13 +589,14 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
     Choice reference_choice;
     reference_choice.algo = best_index >= 0 ? candidates[best_index].algo : heuristic[0].algo;
     const size_t count = static_cast<size_t>(rows) * out_features;
-    std::vector<uint16_t> reference;
-    std::vector<uint16_t> residual;  // kBiasResidual only
     std::vector<uint16_t> output;
+    std::vector<uint16_t> residual;  // kBiasResidual only
     const bool have_reference =
         Matmul(*plan, reference_choice, ops, stream).ok() &&
-        CopyToHost(ops.y, count, stream, &reference) &&
+        CopyToHost(ops.y, count, stream, &output) &&
         (ops.residual == nullptr || CopyToHost(ops.residual, count, stream, &residual));
+    const ReferenceOutput reference =
+        have_reference ? MakeReferenceOutput(dtype, output, residual) : ReferenceOutput();
     for (size_t i = 0; have_reference && i < custom.size(); ++i) {
       Choice choice;
       choice.custom_splits = custom[i];
@@ -572,7 +605,7 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
       ++stats_.timed_candidates;
       ++stats_.custom_timed;
       if (!CopyToHost(ops.y, count, stream, &output) ||
-          !WithinUlps(dtype, output, reference, residual, kCustomTolerance)) {
+          !WithinUlps(dtype, output, reference, kCustomTolerance)) {
         ++stats_.custom_mismatches;
         continue;
       }
@@ -609,8 +642,6 @@ Gemm::Key Gemm::BucketKey(const Key& key) {
 
 CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Operands& ops,
                             cudaStream_t stream) {
-  const GemmDType dtype = static_cast<GemmDType>(std::get<3>(key));
-  const int alignment = std::get<5>(key);
   std::vector<cublasLtMatmulHeuristicResult_t> top;
   if (options_.force_custom_splits > 0) {
     const std::vector<int> splits = CustomSplits(*plan, ops);
@@ -632,7 +663,7 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Op
   if (bucket == tuned_.end() && (!options_.autotune || capturing)) {
     // Nothing to time with (or tuning off): the heuristic's first choice; while capturing it
     // is provisional, and the first later call that is not capturing tunes the bucket.
-    BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, 1, &top));
+    BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, 1, &top));
     plan->choice = Choice();
     plan->choice.algo = top[0].algo;
     plan->has_algo = true;
@@ -659,7 +690,7 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Op
     plan->tuned = true;
     ++stats_.bucket_reuses;
   } else {
-    BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, dtype, alignment, 1, &top));
+    BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, 1, &top));
     plan->choice = Choice();
     plan->choice.algo = top[0].algo;
     plan->tuned = false;
@@ -726,26 +757,6 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
     }
   }
   return Matmul(plan, plan.choice, ops, stream);
-}
-
-std::string Gemm::DescribeAlgo(const cublasLtMatmulAlgo_t& algo) {
-  std::string s;
-  auto field = [&s](const char* name, long long value) {
-    if (!s.empty()) s += ' ';
-    s += name;
-    s += '=';
-    s += std::to_string(value);
-  };
-  field("algo", ConfigOr<int32_t>(algo, CUBLASLT_ALGO_CONFIG_ID, -1));
-  field("tile", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, 0xFFFFFFFFu));
-  field("stages", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, 0xFFFFFFFFu));
-  field("splitK", ConfigOr<int32_t>(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, -1));
-  field("reduction", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, 0xFFFFFFFFu));
-  field("swizzle", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, 0xFFFFFFFFu));
-  field("custom", ConfigOr<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, 0xFFFFFFFFu));
-  field("inner", ConfigOr<uint16_t>(algo, CUBLASLT_ALGO_CONFIG_INNER_SHAPE_ID, 0xFFFF));
-  field("cluster", ConfigOr<uint16_t>(algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, 0xFFFF));
-  return s;
 }
 
 std::string Gemm::DescribePlanImpl(GemmDType dtype, int rows, int in_features, int out_features,

@@ -200,13 +200,10 @@ class Gemm {
                            GemmEpilogue epilogue) const {
     return DescribePlanImpl(GemmDTypeOf<T>::value, rows, in_features, out_features, epilogue);
   }
-  // The configuration of any algorithm, in the format above (without the plan's tags).
-  static std::string DescribeAlgo(const cublasLtMatmulAlgo_t& algo);
 
   // Number of cached plans (for tests).
   size_t num_plans() const { return plans_.size(); }
   const GemmStats& stats() const { return stats_; }
-  const GemmOptions& options() const { return options_; }
 
   // The bucket a row count is tuned under: rows rounded up to a power of two, at least 16.
   static int RowBucket(int rows);
@@ -239,8 +236,8 @@ class Gemm {
   CudaStatus MakePlan(GemmDType dtype, int rows, int in_features, int out_features,
                       GemmEpilogue epilogue, std::unique_ptr<Plan>* plan);
   // Asks the heuristic for up to `max_count` algorithms usable with the workspace and the
-  // alignment (in heuristic order); an error when it has none.
-  CudaStatus Heuristic(const Plan& plan, GemmDType dtype, int alignment, int max_count,
+  // plan's alignment (in heuristic order); an error when it has none.
+  CudaStatus Heuristic(const Plan& plan, int max_count,
                        std::vector<cublasLtMatmulHeuristicResult_t>* results);
   // Gives `plan` (exact key `key`) its algorithm: heuristic top-1 (autotune off, or
   // capturing), the bucket's tuned algorithm, or a new tuning (Tune).
