@@ -123,7 +123,16 @@ absl::Status Pipeline::Warmup() {
   OutputSelection pooled;
   pooled.pooled = engine_->has_pooler();
   pooled.mean_pooled = !pooled.pooled;
-  for (int total = 16; total < options_.max_batch_tokens; total *= 2) {
+  // Every power-of-two row bucket from 16 (the CUDA engine tunes its GEMMs per bucket) up
+  // to the one that holds a full token budget, whose batch is the budget itself; the shape
+  // above has warmed its own row count already.
+  const int warmed_rows = sequences * rows;
+  for (int bucket_rows = 16;; bucket_rows *= 2) {
+    const int total = std::min(bucket_rows, options_.max_batch_tokens);
+    if (total == warmed_rows) {
+      if (total == options_.max_batch_tokens) break;
+      continue;
+    }
     // `total` rows in sequences of at most max_position_embeddings rows.
     EncoderBatch bucket;
     for (int left = total; left > 0;) {
@@ -137,6 +146,7 @@ absl::Status Pipeline::Warmup() {
       return absl::Status(status.code(),
                           absl::StrCat("warm-up at ", total, " rows failed: ", status.message()));
     }
+    if (total == options_.max_batch_tokens) break;
   }
   return absl::OkStatus();
 }

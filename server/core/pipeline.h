@@ -34,9 +34,10 @@ struct PipelineOptions {
   int tokenization_workers = 2;
   int default_seq_length = 128;
   int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
-  // Warmup() also runs one small batch per power-of-two row count from 16 up to
-  // max_batch_tokens (pooled output only), so that per-shape setup (the CUDA engine's
-  // cuBLASLt autotuning and kernel loading) happens before the server reports SERVING.
+  // Warmup() also runs one batch per power-of-two row bucket from 16 up to the bucket that
+  // holds max_batch_tokens (that one with max_batch_tokens rows; pooled output only), so that
+  // per-shape setup (the CUDA engine's cuBLASLt autotuning, which is per bucket, and kernel
+  // loading) happens before the server reports SERVING.
   bool warmup_row_buckets = false;
 };
 

@@ -52,11 +52,12 @@ TEST(PipelineWarmupTest, RowBucketsUpToTheBudgetWhenAsked) {
     for (const FakeEngine::Record& r : fake->batches()) {
       got.emplace_back(r.num_sequences, r.total_rows);
     }
-    // First the largest shape: 4 sequences of 64 rows; then 16 ... 256 rows in sequences of
-    // at most 64 rows.
+    // First the largest shape: 4 sequences of 64 rows; then the row buckets 16 ... 128 and
+    // the full budget of 300 rows (bucket 512) in sequences of at most 64 rows; bucket 256 is
+    // the first shape's and runs once.
     std::vector<std::pair<int, int>> want = {{4, 256}};
     if (buckets) {
-      want.insert(want.end(), {{1, 16}, {1, 32}, {1, 64}, {2, 128}, {4, 256}});
+      want.insert(want.end(), {{1, 16}, {1, 32}, {1, 64}, {2, 128}, {5, 300}});
     }
     EXPECT_EQ(got, want) << "warmup_row_buckets " << buckets;
   }
