@@ -247,11 +247,6 @@ const SafetensorsView* SafetensorsFile::Find(const std::string& name) const {
   return it == tensors_.end() ? nullptr : &it->second;
 }
 
-void SafetensorsFile::DropPages(const std::string& name) const {
-  const SafetensorsView* view = Find(name);
-  if (view != nullptr) DropPages(*view);
-}
-
 void SafetensorsFile::DropPages(const SafetensorsView& view) const {
   if (view.nbytes == 0) return;
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));

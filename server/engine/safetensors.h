@@ -55,11 +55,10 @@ class SafetensorsFile {
   // Null when absent.
   const SafetensorsView* Find(const std::string& name) const;
 
-  // Tells the kernel that the pages holding `name` are not needed any more (a loader that
-  // has copied a tensor calls it so that the mapping and the copies are not both resident).
-  // The data stays readable: pages come back from the file if touched again.
-  void DropPages(const std::string& name) const;
-  // The same for a view this file handed out (no second lookup by name).
+  // Tells the kernel that the pages holding `view` (one this file handed out) are not needed
+  // any more (a loader that has copied a tensor calls it so that the mapping and the copies
+  // are not both resident). The data stays readable: pages come back from the file if
+  // touched again.
   void DropPages(const SafetensorsView& view) const;
 
   // The tensor converted to float32 (from F32, F16 or BF16); NOT_FOUND when absent,
