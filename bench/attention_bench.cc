@@ -7,7 +7,8 @@
 // seed), in --dtype with the launcher's own tile choice. Method: random inputs, 20 warm-up
 // launches, then N launches each bracketed by its own pair of events; prints the median and
 // the min, the achieved TFLOP/s (4 * L^2 * D per sequence and head, real lengths) and GB/s
-// (qkv read once + out written once), and the torch SDPA anchors from shared/DEVICE.md for
+// (qkv read once + out written once), and the torch SDPA anchors from the project's device
+// notes (shared/DEVICE.md, outside this repository) for
 // the two fixed shapes (H200).
 // Then, unless --no-tiles, the tile sweep: batch 1 / 8 / 32 / 128 x 128 tokens and the
 // variable-length batch, in fp16 and bf16, the median of each query-tile height forced

@@ -30,6 +30,7 @@
 #include <memory>
 #include <random>
 
+#include "bench/cuda_check.h"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/host_convert.h"
@@ -61,8 +62,6 @@ const Shape kShapes[] = {
       std::exit(1);                                                          \
     }                                                                        \
   } while (0)
-#define BENCH_CUDA(expr) \
-  BENCH_CHECK(::bert::cuda::MakeCudaStatus((expr), #expr, __FILE__, __LINE__))
 
 template <typename T>
 void Fill(DeviceBuffer<T>* buf, size_t n, float scale, std::mt19937& rng) {
@@ -70,34 +69,34 @@ void Fill(DeviceBuffer<T>* buf, size_t n, float scale, std::mt19937& rng) {
   std::vector<T> host(n);
   for (T& v : host) v = HostFromFloat<T>(dist(rng));
   BENCH_CHECK(buf->Allocate(n));
-  BENCH_CUDA(cudaMemcpy(buf->get(), host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(buf->get(), host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
 }
 
 // Median microseconds per call of a graph of `iters` calls of `run` (run once eagerly first).
 template <typename Run>
 double TimeCalls(const Run& run, int iters, int reps, cudaStream_t stream) {
   BENCH_CHECK(run());
-  BENCH_CUDA(cudaStreamSynchronize(stream));
-  BENCH_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   for (int i = 0; i < iters; ++i) BENCH_CHECK(run());
   cudaGraph_t graph = nullptr;
-  BENCH_CUDA(cudaStreamEndCapture(stream, &graph));
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t raw = nullptr;
-  BENCH_CUDA(cudaGraphInstantiate(&raw, graph, 0));
+  CHECK_CUDA(cudaGraphInstantiate(&raw, graph, 0));
   cudaGraphDestroy(graph);
   CudaGraphExec exec;
   exec.Adopt(raw);
   CudaEvent start, stop;
   BENCH_CHECK(start.Create());
   BENCH_CHECK(stop.Create());
-  BENCH_CUDA(cudaGraphLaunch(exec.get(), stream));
+  CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
   std::vector<float> ms(reps);
   for (int r = 0; r < reps; ++r) {
-    BENCH_CUDA(cudaEventRecord(start.get(), stream));
-    BENCH_CUDA(cudaGraphLaunch(exec.get(), stream));
-    BENCH_CUDA(cudaEventRecord(stop.get(), stream));
-    BENCH_CUDA(cudaEventSynchronize(stop.get()));
-    BENCH_CUDA(cudaEventElapsedTime(&ms[r], start.get(), stop.get()));
+    CHECK_CUDA(cudaEventRecord(start.get(), stream));
+    CHECK_CUDA(cudaGraphLaunch(exec.get(), stream));
+    CHECK_CUDA(cudaEventRecord(stop.get(), stream));
+    CHECK_CUDA(cudaEventSynchronize(stop.get()));
+    CHECK_CUDA(cudaEventElapsedTime(&ms[r], start.get(), stop.get()));
   }
   std::sort(ms.begin(), ms.end());
   return 1000.0 * ms[reps / 2] / iters;
@@ -169,8 +168,8 @@ void BenchDType(const char* dtype, const std::vector<int>& rows_list, int iters,
     const size_t tiles = SplitKGemmTiles(Gemm::kCustomMaxRows, 3072);
     BENCH_CHECK(partials.Allocate(SplitKGemmPartialFloats(Gemm::kCustomMaxRows, 3072, kMaxSplits)));
     BENCH_CHECK(counters.Allocate(tiles));
-    BENCH_CUDA(cudaMemset(counters.get(), 0, counters.bytes()));
-    BENCH_CUDA(cudaDeviceSynchronize());  // the memset is on the legacy stream
+    CHECK_CUDA(cudaMemset(counters.get(), 0, counters.bytes()));
+    CHECK_CUDA(cudaDeviceSynchronize());  // the memset is on the legacy stream
   }
   std::printf("\n== %s ==\n%-28s %6s %10s %10s %7s %10s %8s %8s %8s %8s\n", dtype, "shape", "rows",
               "top1_us", "tuned_us", "speedup", "custom_us", "splitk1", "splitk2", "splitk4",

@@ -7,7 +7,7 @@
 namespace bert::bench {
 namespace {
 
-// 16-byte vectors, grid-stride, two vectors in flight per thread per step.
+// 16-byte vectors, grid-stride, one vector per thread per step.
 __global__ void ReadKernel(const uint4* __restrict__ in, size_t n, uint32_t* __restrict__ sink) {
   uint32_t acc = 0;
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;

@@ -31,12 +31,16 @@ server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
 
 echo "run_server: waiting for $address to report SERVING (model load + warm-up)"
+serving=0
 for _ in $(seq 1 300); do
   kill -0 $server 2>/dev/null || { echo "run_server: the server exited" >&2; exit 1; }
-  [ "$(.run/bert_client --server=$address --timeout_ms=1000 health 2>/dev/null)" = SERVING ] && break
+  if [ "$(.run/bert_client --server=$address --timeout_ms=1000 health 2>/dev/null)" = SERVING ]; then
+    serving=1
+    break
+  fi
   sleep 1
 done
-if [ "$(.run/bert_client --server=$address --timeout_ms=1000 health 2>/dev/null)" != SERVING ]; then
+if [ "$serving" != 1 ]; then
   echo "run_server: $address did not report SERVING within 300 s" >&2
   exit 1
 fi

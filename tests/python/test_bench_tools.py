@@ -84,9 +84,13 @@ def test_gelu_emulation_matches_reference_and_bounds_the_epilogue():
     assert emu.round_bf16([1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8])[0] == 1.0
     assert emu.round_bf16([1.0 + 3 * 2 ** -8])[0] == 1.0 + 2 ** -6
     exact = emu.rel(emu.forward(w, cfg, *args, emu.ROUND["fp16"], "exact"), ref)
-    fused = emu.rel(emu.forward(w, cfg, *args, emu.ROUND["fp16"], "fused"), ref)
+    fused_out = emu.forward(w, cfg, *args, emu.ROUND["fp16"], "fused")
+    exact_out = emu.forward(w, cfg, *args, emu.ROUND["fp16"], "exact")
+    fused = emu.rel(fused_out, ref)
     assert 1e-4 < exact < 5e-3
     assert abs(fused / exact - 1.0) < 0.1
+    # The two paths really differ (the tanh form is taken), by less than the fp16 error.
+    assert 0 < emu.rel(fused_out, exact_out) < exact
 
 
 def run_goals(tmp_path, ours, hf, log_text=None, variants=None, with_best=False):
