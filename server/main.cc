@@ -56,26 +56,26 @@ ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (paddin
 ABSL_FLAG(int, max_batch_delay_us, 2000, "Longest wait for a batch to fill");
 ABSL_FLAG(int, tokenization_workers, 2, "Threads that tokenize and assemble responses");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
-ABSL_FLAG(bool, cuda_graphs, true,
+ABSL_FLAG(bool, cuda_graphs, bert::CudaEngineOptions().cuda_graphs,
           "CUDA backend: replay captured CUDA graphs for batch shapes seen before");
-ABSL_FLAG(int, cuda_graph_max_rows, 4096,
+ABSL_FLAG(int, cuda_graph_max_rows, bert::CudaEngineOptions().max_graph_rows,
           "CUDA backend: capture graphs only for batches of at most this many rows");
-ABSL_FLAG(bool, fused_gelu, true,
+ABSL_FLAG(bool, fused_gelu, bert::CudaEngineOptions().fused_gelu,
           "CUDA backend, float16/bfloat16: bias + GELU in the FFN GEMM's epilogue (tanh form, "
           "< 1/4 fp16 ulp from erf GELU); false: the exact erf pass");
-ABSL_FLAG(bool, residual_in_gemm, false,
+ABSL_FLAG(bool, residual_in_gemm, bert::CudaEngineOptions().residual_in_gemm,
           "CUDA backend: add bias and residual in the GEMM's epilogue before each LayerNorm");
-ABSL_FLAG(bool, cuda_overlap_copies, true,
+ABSL_FLAG(bool, cuda_overlap_copies, bert::CudaEngineOptions().overlap_copies,
           "CUDA backend: copy outputs back on a second stream, overlapping later layers");
-ABSL_FLAG(bool, gemm_autotune, true,
+ABSL_FLAG(bool, gemm_autotune, bert::CudaEngineOptions().gemm_autotune,
           "CUDA backend: time cuBLASLt's candidate algorithms per GEMM shape on first use");
-ABSL_FLAG(bool, cuda_pdl, false,
+ABSL_FLAG(bool, cuda_pdl, bert::CudaEngineOptions().programmatic_launch,
           "CUDA backend, Hopper and later: programmatic dependent launches of our kernels "
           "(each scheduled while the previous one finishes; same results)");
-ABSL_FLAG(bool, cuda_attention_double_buffer, false,
+ABSL_FLAG(bool, cuda_attention_double_buffer, bert::CudaEngineOptions().attention_double_buffer,
           "CUDA backend, float16/bfloat16: attention copies the next key tile while computing "
           "on the current one (two K/V buffers; same results)");
-ABSL_FLAG(bool, custom_gemm, false,
+ABSL_FLAG(bool, custom_gemm, bert::CudaEngineOptions().custom_gemm,
           "CUDA backend, float16/bfloat16, with --gemm_autotune: also time our split-K GEMM "
           "kernel for batches of at most 256 rows (used where faster and in agreement with "
           "cuBLASLt)");
@@ -220,15 +220,16 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.backend = absl::GetFlag(FLAGS_backend);
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   engine_options.max_batch_tokens = max_batch_tokens;
-  engine_options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
-  engine_options.max_graph_rows = absl::GetFlag(FLAGS_cuda_graph_max_rows);
-  engine_options.fused_gelu = absl::GetFlag(FLAGS_fused_gelu);
-  engine_options.gemm_autotune = absl::GetFlag(FLAGS_gemm_autotune);
-  engine_options.custom_gemm = absl::GetFlag(FLAGS_custom_gemm);
-  engine_options.programmatic_launch = absl::GetFlag(FLAGS_cuda_pdl);
-  engine_options.attention_double_buffer = absl::GetFlag(FLAGS_cuda_attention_double_buffer);
-  engine_options.residual_in_gemm = absl::GetFlag(FLAGS_residual_in_gemm);
-  engine_options.overlap_copies = absl::GetFlag(FLAGS_cuda_overlap_copies);
+  CudaEngineOptions& cuda = engine_options.cuda;
+  cuda.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  cuda.max_graph_rows = absl::GetFlag(FLAGS_cuda_graph_max_rows);
+  cuda.fused_gelu = absl::GetFlag(FLAGS_fused_gelu);
+  cuda.gemm_autotune = absl::GetFlag(FLAGS_gemm_autotune);
+  cuda.custom_gemm = absl::GetFlag(FLAGS_custom_gemm);
+  cuda.programmatic_launch = absl::GetFlag(FLAGS_cuda_pdl);
+  cuda.attention_double_buffer = absl::GetFlag(FLAGS_cuda_attention_double_buffer);
+  cuda.residual_in_gemm = absl::GetFlag(FLAGS_residual_in_gemm);
+  cuda.overlap_copies = absl::GetFlag(FLAGS_cuda_overlap_copies);
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
   auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
   if (!dtype.ok()) return dtype.status();
@@ -244,17 +245,15 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - load_start));
   if (info.backend == "cuda") {
     auto flag = [](bool on) { return on ? "true" : "false"; };
-    BERT_LOG(kInfo) << "cuda engine options"
-                    << LogKv("cuda_graphs", flag(engine_options.cuda_graphs))
-                    << LogKv("cuda_graph_max_rows", engine_options.max_graph_rows)
-                    << LogKv("fused_gelu", flag(engine_options.fused_gelu))
-                    << LogKv("gemm_autotune", flag(engine_options.gemm_autotune))
-                    << LogKv("custom_gemm", flag(engine_options.custom_gemm))
-                    << LogKv("cuda_pdl", flag(engine_options.programmatic_launch))
-                    << LogKv("cuda_attention_double_buffer",
-                             flag(engine_options.attention_double_buffer))
-                    << LogKv("cuda_overlap_copies", flag(engine_options.overlap_copies))
-                    << LogKv("residual_in_gemm", flag(engine_options.residual_in_gemm));
+    BERT_LOG(kInfo) << "cuda engine options" << LogKv("cuda_graphs", flag(cuda.cuda_graphs))
+                    << LogKv("cuda_graph_max_rows", cuda.max_graph_rows)
+                    << LogKv("fused_gelu", flag(cuda.fused_gelu))
+                    << LogKv("gemm_autotune", flag(cuda.gemm_autotune))
+                    << LogKv("custom_gemm", flag(cuda.custom_gemm))
+                    << LogKv("cuda_pdl", flag(cuda.programmatic_launch))
+                    << LogKv("cuda_attention_double_buffer", flag(cuda.attention_double_buffer))
+                    << LogKv("cuda_overlap_copies", flag(cuda.overlap_copies))
+                    << LogKv("residual_in_gemm", flag(cuda.residual_in_gemm));
   }
 
   PipelineOptions options;

@@ -31,19 +31,9 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> m
 absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> model,
                                                    const EngineOptions& options) {
 #ifdef BERT_WITH_CUDA
-  CudaEngineOptions cuda;
+  CudaEngineOptions cuda = options.cuda;
   cuda.dtype = options.dtype;
-  cuda.max_batch_tokens = options.max_batch_tokens > 0 ? options.max_batch_tokens : 16384;
-  cuda.allow_tf32 = options.allow_tf32;
-  cuda.cuda_graphs = options.cuda_graphs;
-  cuda.max_graph_rows = options.max_graph_rows;
-  cuda.fused_gelu = options.fused_gelu;
-  cuda.gemm_autotune = options.gemm_autotune;
-  cuda.custom_gemm = options.custom_gemm;
-  cuda.programmatic_launch = options.programmatic_launch;
-  cuda.attention_double_buffer = options.attention_double_buffer;
-  cuda.residual_in_gemm = options.residual_in_gemm;
-  cuda.overlap_copies = options.overlap_copies;
+  if (options.max_batch_tokens > 0) cuda.max_batch_tokens = options.max_batch_tokens;
   auto engine = CreateCudaEngine(std::move(model), cuda);
   // No usable GPU, or a model shape the CUDA kernels do not support, is FAILED_PRECONDITION
   // (CreateCudaEngine says which, before allocating anything): UNAVAILABLE here, so that

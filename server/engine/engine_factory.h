@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/engine/cuda_engine.h"
 #include "server/engine/engine.h"
 #include "server/engine/model.h"
 
@@ -20,19 +21,10 @@ struct EngineOptions {
   DType dtype = DType::kFloat32;
   int cpu_threads = 0;       // CPU backend: 0 = every available core.
   int max_batch_tokens = 0;  // > 0: size workspaces for this many rows up front.
-  bool allow_tf32 = false;   // CUDA backend: TF32 GEMMs for float32.
-  // CUDA backend (see CudaEngineOptions in cuda_engine.h for each one's meaning).
-  bool cuda_graphs = true;               // replay CUDA graphs for repeated batch shapes ...
-  int max_graph_rows = 4096;             // ... of at most this many rows
-  bool fused_gelu = true;                // fp16/bf16: bias + GELU in the FFN-up GEMM's epilogue
-  bool gemm_autotune = true;             // time cuBLASLt's candidate algorithms per GEMM shape
-  bool custom_gemm = false;              // ... and our split-K GEMM kernel for few rows
-  bool programmatic_launch = false;      // Hopper: programmatic dependent launches
-  bool attention_double_buffer = false;  // attention with two K/V buffers
-  bool residual_in_gemm = false;         // bias + residual in the GEMM before each LayerNorm
-  bool overlap_copies = true;            // copy outputs back on a second stream
+  // CUDA backend: every option but `dtype` and `max_batch_tokens`, which come from above
+  // (max_batch_tokens 0: CudaEngineOptions' own default).
+  CudaEngineOptions cuda;
 };
-
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
                                                      const EngineOptions& options);
 
