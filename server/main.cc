@@ -36,6 +36,7 @@
 #include "server/engine/model.h"
 #include "server/grpc/bert_service.h"
 #include "server/grpc/metrics.h"
+#include "server/text/lowercase.h"
 #include "server/text/tokenizer.h"
 #include "server/util/device_memory.h"
 #include "server/util/log.h"
@@ -106,39 +107,6 @@ std::string BaseName(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-// "auto": tokenizer_config.json's do_lower_case when present, else uncased unless the
-// vocabulary holds upper-case word pieces (a cased vocab such as bert-base-cased).
-absl::StatusOr<bool> ResolveLowercase(const std::string& flag, const std::string& model_dir,
-                                      const std::string& vocab_path) {
-  if (flag == "true") return true;
-  if (flag == "false") return false;
-  if (flag != "auto") return absl::InvalidArgumentError("--lowercase: auto, true or false");
-  auto config = ReadFile(model_dir + "/tokenizer_config.json");
-  if (config.ok()) {
-    const size_t pos = config->find("\"do_lower_case\"");
-    if (pos != std::string::npos) {
-      const size_t colon = config->find(':', pos);
-      const std::string rest = config->substr(colon + 1, 16);
-      if (absl::StrContains(rest, "false")) return false;
-      if (absl::StrContains(rest, "true")) return true;
-    }
-  }
-  std::ifstream vocab(vocab_path);
-  if (!vocab) return absl::NotFoundError(absl::StrCat("cannot read ", vocab_path));
-  std::string line;
-  int upper = 0;
-  while (std::getline(vocab, line)) {
-    if (line.size() > 1 && line.front() == '[' && line.back() == ']') continue;  // [CLS]...
-    for (char c : line) {
-      if (absl::ascii_isupper(static_cast<unsigned char>(c))) {
-        ++upper;
-        break;
-      }
-    }
-  }
-  return upper < 10;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials() {

@@ -2,12 +2,13 @@
 // outputs.
 //
 //   bert_encode --model_dir=DIR (--inputs=IN.safetensors | --text=IN.jsonl [--vocab=FILE]
-//       [--seq_length=128] [--cased]) --output=OUT.safetensors
+//       [--seq_length=128] [--lowercase=auto|true|false]) --output=OUT.safetensors
 //       [--backend=auto|cpu|cuda] [--dtype=float32|float16|bfloat16] [--threads=N]
 //
 // IN.safetensors holds input_word_ids, input_mask, input_type_ids (int32 [B, S]). IN.jsonl
 // holds one JSON object per line, {"text_a": "...", "text_b": "..."} (text_b optional), which
-// is tokenized (--vocab, default DIR/vocab.txt; uncased unless --cased) and packed to
+// is tokenized (--vocab, default DIR/vocab.txt; --lowercase resolved as the server does) and
+// packed to
 // --seq_length as the server does; the packed int32 [B, S] inputs are written to OUT too.
 // OUT gets sequence_output [B, S, H], pooled_output [B, H] (when the model has a pooler) and
 // encoder_outputs.0 .. encoder_outputs.{L-1} [B, S, H], all float32, padding rows included.
@@ -25,6 +26,7 @@
 #include "server/engine/engine_factory.h"
 #include "server/engine/model.h"
 #include "server/engine/safetensors.h"
+#include "server/text/lowercase.h"
 #include "server/text/tokenizer.h"
 #include "server/util/status_macros.h"
 #include "tools/encode_io.h"
@@ -36,7 +38,9 @@ ABSL_FLAG(std::string, text, "",
           "input JSON lines ({\"text_a\": ..., \"text_b\": ...}); instead of --inputs");
 ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary for --text; default <model_dir>/vocab.txt");
 ABSL_FLAG(int, seq_length, 128, "packed sequence length for --text (>= 2)");
-ABSL_FLAG(bool, cased, false, "--text: cased vocabulary (no lowercasing or accent stripping)");
+ABSL_FLAG(std::string, lowercase, "auto",
+          "--text: lowercase and strip accents: auto (as bert_server: tokenizer_config.json, else "
+          "the vocabulary), true, false");
 ABSL_FLAG(std::string, output, "", "output safetensors to write");
 ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
 ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16 (cuda only)");
@@ -60,6 +64,24 @@ absl::Status Run() {
 
   ASSIGN_OR_RETURN(Model loaded, LoadModel(model_dir));
   auto model = std::make_shared<const Model>(std::move(loaded));
+  PaddedInputs inputs;
+  if (text_path.empty()) {
+    ASSIGN_OR_RETURN(inputs, ReadPaddedInputs(inputs_path));
+  } else {
+    std::string vocab = absl::GetFlag(FLAGS_vocab);
+    if (vocab.empty()) vocab = model_dir + "/vocab.txt";
+    BertTokenizer::Options tokenizer_options;
+    ASSIGN_OR_RETURN(tokenizer_options.lowercase,
+                     ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab));
+    ASSIGN_OR_RETURN(std::unique_ptr<BertTokenizer> tokenizer,
+                     BertTokenizer::Load(vocab, tokenizer_options));
+    int truncated = 0;
+    ASSIGN_OR_RETURN(
+        inputs, ReadTextInputs(text_path, *tokenizer, absl::GetFlag(FLAGS_seq_length), &truncated));
+    std::fprintf(stderr, "bert_encode: %d text inputs packed to length %d (%d truncated)\n",
+                 inputs.batch, inputs.seq_length, truncated);
+  }
+
   EngineOptions options;
   options.backend = absl::GetFlag(FLAGS_backend);
   ASSIGN_OR_RETURN(options.dtype, ParseDType(absl::GetFlag(FLAGS_dtype)));
@@ -68,23 +90,6 @@ absl::Status Run() {
   const EngineInfo info = engine->info();
   std::fprintf(stderr, "bert_encode: model %s on %s (%s, %s)\n", model->name.c_str(),
                info.backend.c_str(), info.device.c_str(), DTypeName(info.dtype));
-
-  PaddedInputs inputs;
-  if (text_path.empty()) {
-    ASSIGN_OR_RETURN(inputs, ReadPaddedInputs(inputs_path));
-  } else {
-    std::string vocab = absl::GetFlag(FLAGS_vocab);
-    if (vocab.empty()) vocab = model_dir + "/vocab.txt";
-    BertTokenizer::Options tokenizer_options;
-    tokenizer_options.lowercase = !absl::GetFlag(FLAGS_cased);
-    ASSIGN_OR_RETURN(std::unique_ptr<BertTokenizer> tokenizer,
-                     BertTokenizer::Load(vocab, tokenizer_options));
-    int truncated = 0;
-    ASSIGN_OR_RETURN(inputs, ReadTextInputs(text_path, *tokenizer,
-                                            absl::GetFlag(FLAGS_seq_length), &truncated));
-    std::fprintf(stderr, "bert_encode: %d text inputs packed to length %d (%d truncated)\n",
-                 inputs.batch, inputs.seq_length, truncated);
-  }
 
   const ModelConfig& c = engine->config();
   const int64_t b = inputs.batch, s = inputs.seq_length, h = c.hidden_size;
@@ -151,7 +156,8 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "bert_encode --model_dir=DIR (--inputs=IN.safetensors | --text=IN.jsonl [--vocab=FILE] "
-      "[--seq_length=128] [--cased]) --output=OUT.safetensors [--backend=auto|cpu|cuda] "
+      "[--seq_length=128] [--lowercase=auto|true|false]) --output=OUT.safetensors "
+      "[--backend=auto|cpu|cuda] "
       "[--dtype=float32|float16|bfloat16] [--threads=N] [--batch_size=32]");
   absl::ParseCommandLine(argc, argv);
   absl::Status status = bert::Run();

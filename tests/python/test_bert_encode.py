@@ -167,3 +167,25 @@ def test_text_and_inputs_are_exclusive(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "exactly one of --inputs and --text" in result.stderr
+
+
+@pytest.mark.skipif(not MINILM.is_dir(),
+                    reason="models/all-MiniLM-L6-v2 is absent (tools/setup.sh fetches it)")
+def test_text_lowercase_setting_reaches_the_tokenizer(tmp_path):
+    text = tmp_path / "in.jsonl"
+    text.write_text(json.dumps({"text_a": "Héllo WORLD"}) + "\n", encoding="utf-8")
+
+    def ids(*flags):
+        out = tmp_path / "out.safetensors"
+        subprocess.run([bert_encode(), f"--model_dir={MINILM}", f"--text={text}",
+                        "--seq_length=16", f"--output={out}", "--backend=cpu", *flags],
+                       check=True, timeout=300)
+        return read_safetensors(out)["input_word_ids"]
+
+    # Its vocabulary has no upper-case pieces: auto lowercases, as the server decides too.
+    np.testing.assert_array_equal(ids(), ids("--lowercase=true"))
+    assert not np.array_equal(ids(), ids("--lowercase=false"))
+    result = subprocess.run([bert_encode(), f"--model_dir={MINILM}", f"--text={text}",
+                             "--lowercase=maybe", f"--output={tmp_path / 'x.safetensors'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "--lowercase: auto, true or false" in result.stderr
