@@ -13,43 +13,31 @@
 // Output: each head's shape and leading values, as TF Hub's BERT notebook prints them; or,
 // with --json, one JSON object per input with every value.
 // Every call carries a deadline (--timeout_ms).
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
-#include "grpcpp/create_channel.h"
+#include "client/connection.h"
+#include "client/request_options.h"
 #include "grpcpp/generic/generic_stub.h"
-#include "grpcpp/security/credentials.h"
 #include "nlohmann/json.hpp"
 #include "proto/bert/v1/bert_service.grpc.pb.h"
 #include "server/core/dtype_convert.h"
 #include "server/grpc/status_map.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call");
-ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --ca)");
-ABSL_FLAG(std::string, ca, "", "PEM root certificate(s) for TLS; implies --tls");
-ABSL_FLAG(std::string, token, "", "Bearer token sent as 'authorization: Bearer <token>'");
-ABSL_FLAG(std::string, token_file, "", "Read the bearer token from this file");
 ABSL_FLAG(std::string, heads, "pooled,sequence,encoder_outputs,default",
           "Comma-separated heads: pooled, sequence, encoder_outputs, default, mean_pooled");
 ABSL_FLAG(std::string, layers, "", "Comma-separated encoder layers (negative: from the end)");
@@ -67,39 +55,12 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string ReadFileOrDie(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "cannot read %s\n", path.c_str());
-    std::exit(2);
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::shared_ptr<grpc::Channel> MakeChannel() {
-  const std::string ca = absl::GetFlag(FLAGS_ca);
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  if (absl::GetFlag(FLAGS_tls) || !ca.empty()) {
-    grpc::SslCredentialsOptions options;
-    if (!ca.empty()) options.pem_root_certs = ReadFileOrDie(ca);
-    return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::SslCredentials(options),
-                                     args);
-  }
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(),
-                                   args);
-}
+// The connection of this run; set once in main before any call.
+const Connection* g_connection = nullptr;
 
 void Prepare(grpc::ClientContext* context) {
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
-  std::string token = absl::GetFlag(FLAGS_token);
-  if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    token = std::string(absl::StripAsciiWhitespace(ReadFileOrDie(absl::GetFlag(FLAGS_token_file))));
-  }
-  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+  g_connection->Prepare(context, std::chrono::system_clock::now() +
+                                     std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
 }
 
 int Fail(const grpc::Status& status) {
@@ -222,31 +183,13 @@ std::vector<v1::Input> ReadInputs(const std::vector<std::string>& args) {
   while (std::getline(std::cin, line)) {
     ++line_number;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_string()) {
-      text(j.get<std::string>(), nullptr);
-    } else if (j.is_object() && j.contains("input_word_ids")) {
-      v1::Input input;
-      for (int id : j["input_word_ids"]) input.mutable_tokens()->add_input_word_ids(id);
-      if (j.contains("input_type_ids")) {
-        for (int id : j["input_type_ids"]) input.mutable_tokens()->add_input_type_ids(id);
-      }
-      inputs.push_back(std::move(input));
-    } else if (j.is_object() && j.contains("text_a")) {
-      const std::string a = j["text_a"].get<std::string>();
-      if (j.contains("text_b")) {
-        const std::string b = j["text_b"].get<std::string>();
-        text(a, &b);
-      } else {
-        text(a, nullptr);
-      }
-    } else {
-      std::fprintf(stderr,
-                   "stdin line %d: expected a JSON string or an object with text_a "
-                   "or input_word_ids\n",
-                   line_number);
+    absl::StatusOr<v1::Input> input = ParseInputLine(line);
+    if (!input.ok()) {
+      std::fprintf(stderr, "stdin line %d: %s\n", line_number,
+                   std::string(input.status().message()).c_str());
       std::exit(2);
     }
+    inputs.push_back(*std::move(input));
   }
   return inputs;
 }
@@ -316,66 +259,21 @@ json TensorJson(const v1::Tensor& t) {
           {"values", Decode(t)}};
 }
 
-int ParseHeads(v1::EmbedRequest* request) {
-  for (absl::string_view name :
-       absl::StrSplit(absl::GetFlag(FLAGS_heads), ',', absl::SkipWhitespace())) {
-    const std::string h = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
-    if (h == "pooled")
-      request->add_heads(v1::HEAD_POOLED);
-    else if (h == "sequence")
-      request->add_heads(v1::HEAD_SEQUENCE);
-    else if (h == "encoder_outputs")
-      request->add_heads(v1::HEAD_ENCODER_OUTPUTS);
-    else if (h == "default")
-      request->add_heads(v1::HEAD_DEFAULT);
-    else if (h == "mean_pooled")
-      request->add_heads(v1::HEAD_MEAN_POOLED);
-    else {
-      std::fprintf(stderr, "unknown head %s\n", h.c_str());
-      return 2;
-    }
-  }
-  for (absl::string_view part :
-       absl::StrSplit(absl::GetFlag(FLAGS_layers), ',', absl::SkipWhitespace())) {
-    int layer;
-    if (!absl::SimpleAtoi(part, &layer)) {
-      std::fprintf(stderr, "bad --layers value %s\n", std::string(part).c_str());
-      return 2;
-    }
-    request->add_layers(layer);
-  }
-  return 0;
-}
-
 int Embed(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
   v1::EmbedRequest request;
   for (v1::Input& input : ReadInputs(args)) *request.add_inputs() = std::move(input);
-  if (int rc = ParseHeads(&request); rc != 0) return rc;
-  request.set_seq_length(absl::GetFlag(FLAGS_seq_length));
-  const std::string padding = absl::GetFlag(FLAGS_padding);
-  if (padding == "trim")
-    request.set_padding(v1::PADDING_TRIM);
-  else if (padding == "pad")
-    request.set_padding(v1::PADDING_PAD_TO_SEQ_LENGTH);
-  else
-    return std::fprintf(stderr, "--padding: pad or trim\n"), 2;
-  const std::string dtype = absl::GetFlag(FLAGS_dtype);
-  if (dtype == "float32")
-    request.set_output_dtype(v1::DATA_TYPE_FLOAT32);
-  else if (dtype == "float16")
-    request.set_output_dtype(v1::DATA_TYPE_FLOAT16);
-  else if (dtype == "bfloat16")
-    request.set_output_dtype(v1::DATA_TYPE_BFLOAT16);
-  else
-    return std::fprintf(stderr, "--dtype: float32, float16 or bfloat16\n"), 2;
-  const std::string truncation = absl::GetFlag(FLAGS_truncation);
-  if (truncation == "reject")
-    request.set_truncation(v1::TRUNCATION_REJECT);
-  else if (truncation == "truncate")
-    request.set_truncation(v1::TRUNCATION_TRUNCATE);
-  else
-    return std::fprintf(stderr, "--truncation: truncate or reject\n"), 2;
-  request.set_normalize(absl::GetFlag(FLAGS_normalize));
+  EmbedOptionsText options;
+  options.heads = absl::GetFlag(FLAGS_heads);
+  options.layers = absl::GetFlag(FLAGS_layers);
+  options.seq_length = absl::GetFlag(FLAGS_seq_length);
+  options.padding = absl::GetFlag(FLAGS_padding);
+  options.dtype = absl::GetFlag(FLAGS_dtype);
+  options.truncation = absl::GetFlag(FLAGS_truncation);
+  options.normalize = absl::GetFlag(FLAGS_normalize);
+  if (absl::Status status = SetEmbedOptions(options, &request); !status.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
+    return 2;
+  }
 
   grpc::ClientContext context;
   Prepare(&context);
@@ -514,7 +412,14 @@ int main(int argc, char** argv) {
   }
   const std::string command = rest[1];
   std::vector<std::string> args(rest.begin() + 2, rest.end());
-  auto channel = bert::MakeChannel();
+  absl::StatusOr<bert::Connection> connection =
+      bert::Connection::Create(bert::ConnectionOptionsFromFlags());
+  if (!connection.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(connection.status().message()).c_str());
+    return 2;
+  }
+  bert::g_connection = &*connection;
+  auto channel = connection->NewChannel();
   if (command == "health") return bert::Health(channel);
   auto stub = bert::v1::BertService::NewStub(channel);
   if (command == "info") return bert::Info(stub.get());

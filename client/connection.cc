@@ -1,0 +1,85 @@
+#include "client/connection.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
+ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --ca)");
+ABSL_FLAG(std::string, ca, "", "PEM root certificate(s) for TLS; implies --tls");
+ABSL_FLAG(std::string, token, "", "Bearer token sent as 'authorization: Bearer <token>'");
+ABSL_FLAG(std::string, token_file, "", "Read the bearer token from this file");
+
+namespace bert {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read the ", what, " file ", path));
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+}  // namespace
+
+ConnectionOptions ConnectionOptionsFromFlags() {
+  ConnectionOptions options;
+  options.server = absl::GetFlag(FLAGS_server);
+  options.tls = absl::GetFlag(FLAGS_tls);
+  options.ca_file = absl::GetFlag(FLAGS_ca);
+  options.token = absl::GetFlag(FLAGS_token);
+  options.token_file = absl::GetFlag(FLAGS_token_file);
+  return options;
+}
+
+absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) {
+  if (options.server.empty()) return absl::InvalidArgumentError("no server address");
+  Connection connection;
+  connection.server_ = options.server;
+  connection.tls_ = options.tls || !options.ca_file.empty();
+  if (!options.ca_file.empty()) {
+    absl::StatusOr<std::string> certs = ReadFile(options.ca_file, "CA");
+    if (!certs.ok()) return certs.status();
+    connection.root_certs_ = *std::move(certs);
+  }
+  connection.token_ = options.token;
+  if (!options.token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadFile(options.token_file, "token");
+    if (!token.ok()) return token.status();
+    connection.token_ = std::string(absl::StripAsciiWhitespace(*token));
+  }
+  return connection;
+}
+
+std::shared_ptr<grpc::Channel> Connection::NewChannel(int index) const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  // Channels with equal arguments share gRPC's subchannel (one TCP connection); a distinct
+  // argument per index keeps them apart.
+  args.SetInt("bert.channel_index", index);
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (tls_) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = root_certs_;
+    credentials = grpc::SslCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  return grpc::CreateCustomChannel(server_, credentials, args);
+}
+
+void Connection::Prepare(grpc::ClientContext* context,
+                         std::chrono::system_clock::time_point deadline) const {
+  context->set_deadline(deadline);
+  if (!token_.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+}
+
+}  // namespace bert

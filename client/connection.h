@@ -1,0 +1,54 @@
+// How the bundled tools reach a bert_server: the channel (plain or TLS), the bearer token
+// and the per-call deadline. The flags --server, --tls, --ca, --token and --token_file are
+// defined here once for every tool that links this library.
+#ifndef BERT_CLIENT_CONNECTION_H_
+#define BERT_CLIENT_CONNECTION_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+
+namespace bert {
+
+struct ConnectionOptions {
+  std::string server;      // HOST:PORT
+  bool tls = false;        // TLS with the system roots, or with ca_file's
+  std::string ca_file;     // PEM root certificates; implies TLS
+  std::string token;       // bearer token sent as "authorization: Bearer <token>"
+  std::string token_file;  // read the token from this file instead (whitespace stripped)
+};
+
+// The options the command-line flags give.
+ConnectionOptions ConnectionOptionsFromFlags();
+
+// A connected client's channel settings. Thread-safe after Create.
+class Connection {
+ public:
+  // Reads the CA and token files; fails (INVALID_ARGUMENT / NOT_FOUND) when one cannot be
+  // read. Does not contact the server.
+  static absl::StatusOr<Connection> Create(const ConnectionOptions& options);
+
+  // A new channel. Channels with different `index` do not share a TCP connection, so a
+  // load generator can spread its calls over several. No receive-size limit: responses
+  // with every layer are large.
+  std::shared_ptr<grpc::Channel> NewChannel(int index = 0) const;
+
+  // Sets the deadline and the bearer token on a call's context.
+  void Prepare(grpc::ClientContext* context, std::chrono::system_clock::time_point deadline) const;
+
+ private:
+  Connection() = default;
+
+  std::string server_;
+  bool tls_ = false;
+  std::string root_certs_;  // empty: the system roots
+  std::string token_;
+};
+
+}  // namespace bert
+
+#endif  // BERT_CLIENT_CONNECTION_H_

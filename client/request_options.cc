@@ -1,0 +1,113 @@
+#include "client/request_options.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "nlohmann/json.hpp"
+
+namespace bert {
+namespace {
+
+using json = nlohmann::json;
+
+absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {
+  const std::string h = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
+  if (h == "pooled") return v1::HEAD_POOLED;
+  if (h == "sequence") return v1::HEAD_SEQUENCE;
+  if (h == "encoder_outputs") return v1::HEAD_ENCODER_OUTPUTS;
+  if (h == "default") return v1::HEAD_DEFAULT;
+  if (h == "mean_pooled") return v1::HEAD_MEAN_POOLED;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown head ", h, " (pooled, sequence, encoder_outputs, default, mean_pooled)"));
+}
+
+// A JSON array of integers as repeated int32 field values.
+absl::Status AppendIds(const json& ids, const char* field,
+                       google::protobuf::RepeatedField<int32_t>* out) {
+  if (!ids.is_array()) return absl::InvalidArgumentError(absl::StrCat(field, ": not an array"));
+  for (const json& id : ids) {
+    if (!id.is_number_integer()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": not an integer: ", id.dump()));
+    }
+    out->Add(id.get<int32_t>());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* request) {
+  for (absl::string_view name : absl::StrSplit(text.heads, ',', absl::SkipWhitespace())) {
+    absl::StatusOr<v1::Head> head = ParseHead(name);
+    if (!head.ok()) return head.status();
+    request->add_heads(*head);
+  }
+  for (absl::string_view part : absl::StrSplit(text.layers, ',', absl::SkipWhitespace())) {
+    int layer;
+    if (!absl::SimpleAtoi(part, &layer)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad layer index ", part));
+    }
+    request->add_layers(layer);
+  }
+  if (text.seq_length < 0) return absl::InvalidArgumentError("seq_length must be >= 0");
+  request->set_seq_length(text.seq_length);
+  if (text.padding == "trim") {
+    request->set_padding(v1::PADDING_TRIM);
+  } else if (text.padding == "pad") {
+    request->set_padding(v1::PADDING_PAD_TO_SEQ_LENGTH);
+  } else {
+    return absl::InvalidArgumentError("padding: pad or trim");
+  }
+  if (text.dtype == "float32") {
+    request->set_output_dtype(v1::DATA_TYPE_FLOAT32);
+  } else if (text.dtype == "float16") {
+    request->set_output_dtype(v1::DATA_TYPE_FLOAT16);
+  } else if (text.dtype == "bfloat16") {
+    request->set_output_dtype(v1::DATA_TYPE_BFLOAT16);
+  } else {
+    return absl::InvalidArgumentError("dtype: float32, float16 or bfloat16");
+  }
+  if (text.truncation == "reject") {
+    request->set_truncation(v1::TRUNCATION_REJECT);
+  } else if (text.truncation == "truncate") {
+    request->set_truncation(v1::TRUNCATION_TRUNCATE);
+  } else {
+    return absl::InvalidArgumentError("truncation: truncate or reject");
+  }
+  request->set_normalize(text.normalize);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Input> ParseInputLine(absl::string_view line) {
+  const json j = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+  v1::Input input;
+  if (j.is_string()) {
+    input.mutable_text()->set_text_a(j.get<std::string>());
+    return input;
+  }
+  if (j.is_object() && j.contains("input_word_ids")) {
+    v1::TokenInput* tokens = input.mutable_tokens();
+    absl::Status status =
+        AppendIds(j["input_word_ids"], "input_word_ids", tokens->mutable_input_word_ids());
+    if (status.ok() && j.contains("input_type_ids")) {
+      status = AppendIds(j["input_type_ids"], "input_type_ids", tokens->mutable_input_type_ids());
+    }
+    if (!status.ok()) return status;
+    return input;
+  }
+  if (j.is_object() && j.contains("text_a")) {
+    if (!j["text_a"].is_string()) return absl::InvalidArgumentError("text_a: not a string");
+    input.mutable_text()->set_text_a(j["text_a"].get<std::string>());
+    if (j.contains("text_b")) {
+      if (!j["text_b"].is_string()) return absl::InvalidArgumentError("text_b: not a string");
+      input.mutable_text()->set_text_b(j["text_b"].get<std::string>());
+    }
+    return input;
+  }
+  return absl::InvalidArgumentError(
+      "expected a JSON string or an object with text_a or input_word_ids");
+}
+
+}  // namespace bert

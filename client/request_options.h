@@ -1,0 +1,36 @@
+// The request options and input lines the bundled tools share, parsed from their flag and
+// file syntax into bert.v1 messages. Errors are INVALID_ARGUMENT naming the bad value.
+#ifndef BERT_CLIENT_REQUEST_OPTIONS_H_
+#define BERT_CLIENT_REQUEST_OPTIONS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "proto/bert/v1/bert_service.pb.h"
+
+namespace bert {
+
+// The command-line spelling of an EmbedRequest's options.
+struct EmbedOptionsText {
+  std::string heads;       // comma-separated: pooled, sequence, encoder_outputs, default,
+                           // mean_pooled
+  std::string layers;      // comma-separated layer indices (negative: from the end)
+  int seq_length = 0;      // 0: the server's default
+  std::string padding;     // pad or trim
+  std::string dtype;       // float32, float16 or bfloat16
+  std::string truncation;  // truncate or reject
+  bool normalize = false;
+};
+
+// Sets every option of `request` but its inputs.
+absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* request);
+
+// One input line: a JSON string (one text), {"text_a": ..., "text_b": ...} (a pair), or
+// {"input_word_ids": [...], "input_type_ids": [...]} (token ids).
+absl::StatusOr<v1::Input> ParseInputLine(absl::string_view line);
+
+}  // namespace bert
+
+#endif  // BERT_CLIENT_REQUEST_OPTIONS_H_

@@ -1,0 +1,95 @@
+#include "client/request_options.h"
+
+#include "gtest/gtest.h"
+
+namespace bert {
+namespace {
+
+EmbedOptionsText Defaults() {
+  EmbedOptionsText text;
+  text.heads = "pooled";
+  text.padding = "pad";
+  text.dtype = "float32";
+  text.truncation = "truncate";
+  return text;
+}
+
+TEST(SetEmbedOptions, SetsEveryField) {
+  EmbedOptionsText text = Defaults();
+  text.heads = " Pooled, sequence,encoder_outputs,default,mean_pooled";
+  text.layers = "0,-1";
+  text.seq_length = 64;
+  text.padding = "trim";
+  text.dtype = "bfloat16";
+  text.truncation = "reject";
+  text.normalize = true;
+  v1::EmbedRequest request;
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  ASSERT_EQ(request.heads_size(), 5);
+  EXPECT_EQ(request.heads(0), v1::HEAD_POOLED);
+  EXPECT_EQ(request.heads(1), v1::HEAD_SEQUENCE);
+  EXPECT_EQ(request.heads(2), v1::HEAD_ENCODER_OUTPUTS);
+  EXPECT_EQ(request.heads(3), v1::HEAD_DEFAULT);
+  EXPECT_EQ(request.heads(4), v1::HEAD_MEAN_POOLED);
+  ASSERT_EQ(request.layers_size(), 2);
+  EXPECT_EQ(request.layers(1), -1);
+  EXPECT_EQ(request.seq_length(), 64u);
+  EXPECT_EQ(request.padding(), v1::PADDING_TRIM);
+  EXPECT_EQ(request.output_dtype(), v1::DATA_TYPE_BFLOAT16);
+  EXPECT_EQ(request.truncation(), v1::TRUNCATION_REJECT);
+  EXPECT_TRUE(request.normalize());
+}
+
+TEST(SetEmbedOptions, RejectsBadValuesByName) {
+  struct Case {
+    void (*mutate)(EmbedOptionsText*);
+    const char* expected;
+  } cases[] = {
+      {[](EmbedOptionsText* t) { t->heads = "pooled,cls"; }, "unknown head cls"},
+      {[](EmbedOptionsText* t) { t->layers = "1,x"; }, "bad layer index x"},
+      {[](EmbedOptionsText* t) { t->seq_length = -1; }, "seq_length"},
+      {[](EmbedOptionsText* t) { t->padding = "none"; }, "padding"},
+      {[](EmbedOptionsText* t) { t->dtype = "int8"; }, "dtype"},
+      {[](EmbedOptionsText* t) { t->truncation = "drop"; }, "truncation"},
+  };
+  for (const Case& c : cases) {
+    EmbedOptionsText text = Defaults();
+    c.mutate(&text);
+    v1::EmbedRequest request;
+    const absl::Status status = SetEmbedOptions(text, &request);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.expected;
+    EXPECT_NE(status.message().find(c.expected), absl::string_view::npos) << status;
+  }
+}
+
+TEST(ParseInputLine, TextPairAndTokens) {
+  absl::StatusOr<v1::Input> text = ParseInputLine(R"("hello world")");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->text().text_a(), "hello world");
+  EXPECT_FALSE(text->text().has_text_b());
+
+  absl::StatusOr<v1::Input> pair = ParseInputLine(R"({"text_a": "q", "text_b": "p"})");
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  EXPECT_EQ(pair->text().text_a(), "q");
+  EXPECT_EQ(pair->text().text_b(), "p");
+
+  absl::StatusOr<v1::Input> tokens =
+      ParseInputLine(R"({"input_word_ids": [101, 7, 102], "input_type_ids": [0, 0, 0]})");
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  ASSERT_EQ(tokens->tokens().input_word_ids_size(), 3);
+  EXPECT_EQ(tokens->tokens().input_word_ids(2), 102);
+  EXPECT_EQ(tokens->tokens().input_type_ids_size(), 3);
+}
+
+TEST(ParseInputLine, RejectsMalformedLinesWithoutThrowing) {
+  for (const char* line :
+       {"not json", "{\"text_a\": 3}", "{\"text_a\": \"a\", \"text_b\": [1]}",
+        "{\"input_word_ids\": [1, \"x\"]}", "{\"input_word_ids\": 5}",
+        "{\"input_word_ids\": [1], \"input_type_ids\": [0.5]}", "[1, 2]", "{}"}) {
+    absl::StatusOr<v1::Input> input = ParseInputLine(line);
+    EXPECT_EQ(input.status().code(), absl::StatusCode::kInvalidArgument) << line;
+  }
+}
+
+}  // namespace
+}  // namespace bert
