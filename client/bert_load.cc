@@ -1,0 +1,454 @@
+// bert_load: the load tester of bert.v1.BertService.
+//
+//   # closed loop: 1, 8 and 32 calls kept in flight, 10 s each after a 2 s warm-up
+//   bert_load --server=127.0.0.1:50051 --concurrency=1,8,32
+//   # open loop: Poisson arrivals at 100 and 200 calls/s, latency from the intended send time
+//   bert_load --server=127.0.0.1:50051 --rate=100,200 --metrics=127.0.0.1:9090
+//       --json_out=report.json --csv_out=calls.csv
+//
+// Workload: synthetic texts whose encodings follow --lengths (default lognormal:36:128,
+// the benchmarks' variable-length batch), or JSON lines from --input_file (bert_client's
+// syntax); --inputs_per_request inputs per call; --input_kind=tokens sends them as token
+// ids (tokenized once by the server before the run) to leave tokenization out.
+//
+// Latency is measured from each call's intended send time (open loop: its place in the
+// schedule), so a server that falls behind cannot hide its queue (no coordinated omission);
+// the time from the actual send is reported next to it as "service". Throughput counts the
+// OK answers that arrive within the measured window. With --metrics, the server's mean
+// batch size over the window is read from its /metrics page.
+//
+// Exit status: 0 when every step had OK answers, 1 when one had none or the server could
+// not be reached, 2 for bad flags.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "client/connection.h"
+#include "client/load_runner.h"
+#include "client/load_stats.h"
+#include "client/load_workload.h"
+#include "client/metrics_scrape.h"
+#include "client/request_options.h"
+#include "nlohmann/json.hpp"
+#include "proto/bert/v1/bert_service.grpc.pb.h"
+#include "server/grpc/status_map.h"
+
+ABSL_FLAG(std::string, concurrency, "",
+          "Closed loop: comma-separated numbers of calls kept in flight, one step each "
+          "(default 8 when --rate is not given)");
+ABSL_FLAG(std::string, rate, "", "Open loop: comma-separated calls per second, one step each");
+ABSL_FLAG(std::string, arrival, "poisson", "Open loop gaps: poisson or constant");
+ABSL_FLAG(double, duration_s, 10, "Measured seconds per step");
+ABSL_FLAG(double, warmup_s, 2, "Seconds of load before each step's measured window");
+ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call, from its intended send time");
+ABSL_FLAG(int, max_outstanding, 4096, "Open loop: most calls in flight (sends wait beyond)");
+ABSL_FLAG(int, channels, 4, "gRPC channels (TCP connections) the calls are spread over");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the synthetic texts and the Poisson schedule");
+ABSL_FLAG(std::string, lengths, "lognormal:36:128",
+          "Synthetic input lengths in tokens with [CLS]/[SEP]: fixed:N or "
+          "lognormal:MEAN:MAX[:SIGMA]");
+ABSL_FLAG(std::string, input_file, "", "JSON lines of inputs instead of synthetic texts");
+ABSL_FLAG(int, inputs_per_request, 1, "Inputs in each call");
+ABSL_FLAG(int, pool_size, 4096, "Synthetic inputs generated (used in turn)");
+ABSL_FLAG(std::string, input_kind, "text", "text, or tokens (tokenized by the server first)");
+ABSL_FLAG(std::string, heads, "pooled", "Heads asked for (as bert_client's --heads)");
+ABSL_FLAG(std::string, layers, "", "Encoder layers asked for");
+ABSL_FLAG(int, seq_length, 0,
+          "Sequence length of each input (0: the synthetic maximum, or the server's default "
+          "with --input_file)");
+ABSL_FLAG(std::string, padding, "trim", "pad or trim");
+ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
+ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
+ABSL_FLAG(bool, normalize, false, "L2-normalise pooled outputs");
+ABSL_FLAG(std::string, metrics, "", "HOST:PORT of the server's /metrics (optional)");
+ABSL_FLAG(std::string, json_out, "", "Write the report as JSON here");
+ABSL_FLAG(std::string, csv_out, "", "Write one CSV row per call here");
+
+namespace bert {
+namespace {
+
+using json = nlohmann::json;
+
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "bert_load: %s\n", message.c_str());
+  return 2;
+}
+
+// The sweep the flags ask for.
+absl::StatusOr<std::vector<LoadStep>> ParseSteps() {
+  const std::string concurrency = absl::GetFlag(FLAGS_concurrency);
+  const std::string rate = absl::GetFlag(FLAGS_rate);
+  if (!concurrency.empty() && !rate.empty()) {
+    return absl::InvalidArgumentError("give --concurrency (closed loop) or --rate (open loop)");
+  }
+  const std::string arrival = absl::GetFlag(FLAGS_arrival);
+  if (arrival != "poisson" && arrival != "constant") {
+    return absl::InvalidArgumentError("--arrival: poisson or constant");
+  }
+  std::vector<LoadStep> steps;
+  for (absl::string_view part : absl::StrSplit(rate, ',', absl::SkipWhitespace())) {
+    LoadStep step;
+    if (!absl::SimpleAtod(part, &step.rate) || !(step.rate > 0 && step.rate <= 1e6)) {
+      return absl::InvalidArgumentError(absl::StrCat("--rate: bad value ", part));
+    }
+    step.poisson = arrival == "poisson";
+    steps.push_back(step);
+  }
+  if (!steps.empty()) return steps;
+  for (absl::string_view part :
+       absl::StrSplit(concurrency.empty() ? "8" : concurrency, ',', absl::SkipWhitespace())) {
+    LoadStep step;
+    if (!absl::SimpleAtoi(part, &step.concurrency) || step.concurrency < 1 ||
+        step.concurrency > 100000) {
+      return absl::InvalidArgumentError(absl::StrCat("--concurrency: bad value ", part));
+    }
+    steps.push_back(step);
+  }
+  if (steps.empty()) return absl::InvalidArgumentError("--concurrency: no value");
+  return steps;
+}
+
+std::string StepLabel(const LoadStep& step) {
+  return step.concurrency > 0 ? absl::StrCat("c=", step.concurrency)
+                              : absl::StrCat(step.poisson ? "poisson " : "constant ",
+                                             absl::StrFormat("%g/s", step.rate));
+}
+
+// Replaces every text input by the token ids the server makes of it.
+absl::Status TokenizeOnServer(v1::BertService::Stub* stub, const Connection& connection,
+                              const v1::ModelInfo& info, uint32_t seq_length,
+                              std::vector<v1::Input>* inputs) {
+  const size_t chunk = std::max<uint32_t>(1, info.limits().max_inputs_per_request());
+  for (size_t begin = 0; begin < inputs->size(); begin += chunk) {
+    const size_t end = std::min(inputs->size(), begin + chunk);
+    v1::TokenizeRequest request;
+    request.set_seq_length(seq_length);
+    for (size_t i = begin; i < end; ++i) {
+      if (!(*inputs)[i].has_text()) continue;
+      *request.add_inputs() = (*inputs)[i].text();
+    }
+    if (request.inputs_size() == 0) continue;
+    grpc::ClientContext context;
+    connection.Prepare(&context, std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::TokenizeResponse response;
+    const grpc::Status status = stub->Tokenize(&context, request, &response);
+    if (!status.ok()) {
+      return absl::UnavailableError(absl::StrCat("Tokenize: ", GrpcCodeName(status.error_code()),
+                                                 ": ", status.error_message()));
+    }
+    int k = 0;
+    for (size_t i = begin; i < end; ++i) {
+      if (!(*inputs)[i].has_text()) continue;
+      const v1::Encoding& e = response.encodings(k++);
+      v1::TokenInput* tokens = (*inputs)[i].mutable_tokens();  // clears the text
+      tokens->mutable_input_word_ids()->Assign(e.input_word_ids().begin(),
+                                               e.input_word_ids().begin() + e.num_tokens());
+      tokens->mutable_input_type_ids()->Assign(e.input_type_ids().begin(),
+                                               e.input_type_ids().begin() + e.num_tokens());
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The server's batching over a window, from two reads of its /metrics.
+struct BatchView {
+  std::optional<double> mean_sequences;
+  std::optional<double> mean_tokens;
+  std::string error;
+};
+
+BatchView BatchesBetween(const absl::StatusOr<std::string>& before,
+                         const absl::StatusOr<std::string>& after) {
+  BatchView view;
+  if (!before.ok() || !after.ok()) {
+    view.error = std::string((before.ok() ? after : before).status().message());
+    return view;
+  }
+  const auto delta = [&](const char* name) -> std::optional<double> {
+    const std::optional<double> a = SumOfSamples(*before, name);
+    const std::optional<double> b = SumOfSamples(*after, name);
+    if (!a || !b) return std::nullopt;
+    return *b - *a;
+  };
+  const std::optional<double> batches = delta("bert_batch_size_count");
+  const std::optional<double> sequences = delta("bert_batch_size_sum");
+  const std::optional<double> tokens = delta("bert_batch_tokens_sum");
+  if (!batches || *batches <= 0) {
+    view.error = "no batch counted in the window";
+    return view;
+  }
+  if (sequences) view.mean_sequences = *sequences / *batches;
+  if (tokens) view.mean_tokens = *tokens / *batches;
+  return view;
+}
+
+json LatencyJson(const LatencySummary& s) {
+  return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90},
+          {"p99", s.p99},     {"p999", s.p999}, {"max", s.max}};
+}
+
+json StepJson(const LoadStep& step, const StepSummary& s, const BatchView* batches) {
+  json errors = json::object();
+  for (const auto& [code, count] : s.errors) {
+    errors[GrpcCodeName(static_cast<grpc::StatusCode>(code))] = count;
+  }
+  json j = {{"label", StepLabel(step)},
+            {"mode", step.concurrency > 0 ? "closed" : "open"},
+            {"window_s", s.window_s},
+            {"calls", s.calls},
+            {"ok", s.ok},
+            {"errors", errors},
+            {"not_sent", s.not_sent},
+            {"requests_per_s", s.requests_per_s},
+            {"sequences_per_s", s.sequences_per_s},
+            {"tokens_per_s", s.tokens_per_s},
+            {"latency_ms", LatencyJson(s.latency)},
+            {"service_ms", LatencyJson(s.service)},
+            {"send_lag_ms", LatencyJson(s.send_lag)},
+            {"server_ms",
+             {{"total", LatencyJson(s.server_total)},
+              {"tokenize", LatencyJson(s.server_tokenize)},
+              {"queue", LatencyJson(s.server_queue)},
+              {"inference", LatencyJson(s.server_inference)}}}};
+  if (step.concurrency > 0) {
+    j["concurrency"] = step.concurrency;
+  } else {
+    j["rate"] = step.rate;
+    j["arrival"] = step.poisson ? "poisson" : "constant";
+  }
+  if (batches != nullptr) {
+    json b = json::object();
+    if (batches->mean_sequences) b["mean_sequences"] = *batches->mean_sequences;
+    if (batches->mean_tokens) b["mean_tokens"] = *batches->mean_tokens;
+    if (!batches->error.empty()) b["error"] = batches->error;
+    j["server_batches"] = b;
+  }
+  return j;
+}
+
+void PrintStep(const LoadStep& step, const StepSummary& s, const BatchView* batches) {
+  int64_t errors = 0;
+  std::string error_list;
+  for (const auto& [code, count] : s.errors) {
+    errors += count;
+    absl::StrAppend(&error_list, error_list.empty() ? "" : ", ",
+                    GrpcCodeName(static_cast<grpc::StatusCode>(code)), " ", count);
+  }
+  std::printf(
+      "%-16s %8lld %8lld %7lld %10.1f %10.1f %11.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f",
+      StepLabel(step).c_str(), static_cast<long long>(s.calls), static_cast<long long>(s.ok),
+      static_cast<long long>(errors), s.requests_per_s, s.sequences_per_s, s.tokens_per_s,
+      s.latency.p50, s.latency.p90, s.latency.p99, s.latency.max, s.service.p50, s.server_queue.p50,
+      s.server_inference.p50);
+  if (batches != nullptr && batches->mean_sequences) {
+    std::printf(" %7.2f", *batches->mean_sequences);
+  }
+  std::printf("\n");
+  if (!error_list.empty()) std::printf("  errors: %s\n", error_list.c_str());
+  if (batches != nullptr && !batches->error.empty()) {
+    std::printf("  metrics: %s\n", batches->error.c_str());
+  }
+  std::fflush(stdout);
+}
+
+void PrintHeader(bool with_batches) {
+  std::printf("%-16s %8s %8s %7s %10s %10s %11s %8s %8s %8s %8s %8s %8s %8s%s\n", "step", "calls",
+              "ok", "errors", "req/s", "seq/s", "tokens/s", "p50", "p90", "p99", "max", "svc p50",
+              "srv q50", "srv i50", with_batches ? "   batch" : "");
+  std::printf("%-16s %s\n", "",
+              "latency (ms) from the intended send; svc: from the actual send; srv: the "
+              "server's queue and inference medians");
+}
+
+void WriteCsvRows(std::ofstream& out, int step_index, const StepResult& result) {
+  for (const CallRecord& c : result.calls) {
+    const bool in_window =
+        c.intended_ns >= result.window_begin_ns && c.intended_ns < result.window_end_ns;
+    out << step_index << ',' << c.intended_ns / 1000 << ','
+        << (c.sent_ns < 0 ? -1 : c.sent_ns / 1000) << ',' << c.done_ns / 1000 << ','
+        << GrpcCodeName(static_cast<grpc::StatusCode>(c.code)) << ',' << c.inputs << ',' << c.tokens
+        << ',' << (in_window ? 1 : 0) << ',' << c.server_tokenize_us << ',' << c.server_queue_us
+        << ',' << c.server_inference_us << ',' << c.server_total_us << '\n';
+  }
+}
+
+int Main() {
+  absl::StatusOr<std::vector<LoadStep>> steps = ParseSteps();
+  if (!steps.ok()) return Usage(std::string(steps.status().message()));
+  const double duration_s = absl::GetFlag(FLAGS_duration_s);
+  const double warmup_s = absl::GetFlag(FLAGS_warmup_s);
+  if (!(duration_s > 0 && duration_s <= 86400) || !(warmup_s >= 0 && warmup_s <= 3600)) {
+    return Usage("--duration_s must be in (0, 86400], --warmup_s in [0, 3600]");
+  }
+  const int inputs_per_request = absl::GetFlag(FLAGS_inputs_per_request);
+  const int pool_size = absl::GetFlag(FLAGS_pool_size);
+  const int channels = absl::GetFlag(FLAGS_channels);
+  if (inputs_per_request < 1 || pool_size < 1 || pool_size > 10'000'000 || channels < 1 ||
+      channels > 256 || absl::GetFlag(FLAGS_timeout_ms) < 1 ||
+      absl::GetFlag(FLAGS_max_outstanding) < 1) {
+    return Usage(
+        "--inputs_per_request, --pool_size (<= 1e7), --channels (<= 256), --timeout_ms and "
+        "--max_outstanding must be positive");
+  }
+  const std::string input_kind = absl::GetFlag(FLAGS_input_kind);
+  if (input_kind != "text" && input_kind != "tokens") return Usage("--input_kind: text or tokens");
+
+  // The workload, before contacting the server: a bad file fails at once.
+  std::vector<v1::Input> pool;
+  int seq_length = absl::GetFlag(FLAGS_seq_length);
+  if (!absl::GetFlag(FLAGS_input_file).empty()) {
+    absl::StatusOr<std::vector<v1::Input>> read = ReadInputFile(absl::GetFlag(FLAGS_input_file));
+    if (!read.ok()) return Usage(std::string(read.status().message()));
+    pool = *std::move(read);
+  } else {
+    absl::StatusOr<LengthDistribution> lengths =
+        ParseLengthDistribution(absl::GetFlag(FLAGS_lengths));
+    if (!lengths.ok()) return Usage(std::string(lengths.status().message()));
+    pool = SyntheticInputs(*lengths, pool_size, absl::GetFlag(FLAGS_seed));
+    if (seq_length == 0) seq_length = lengths->max;
+  }
+  v1::EmbedRequest options;
+  EmbedOptionsText text;
+  text.heads = absl::GetFlag(FLAGS_heads);
+  text.layers = absl::GetFlag(FLAGS_layers);
+  text.seq_length = seq_length;
+  text.padding = absl::GetFlag(FLAGS_padding);
+  text.dtype = absl::GetFlag(FLAGS_dtype);
+  text.truncation = absl::GetFlag(FLAGS_truncation);
+  text.normalize = absl::GetFlag(FLAGS_normalize);
+  if (absl::Status status = SetEmbedOptions(text, &options); !status.ok()) {
+    return Usage(std::string(status.message()));
+  }
+
+  absl::StatusOr<Connection> connection = Connection::Create(ConnectionOptionsFromFlags());
+  if (!connection.ok()) return Usage(std::string(connection.status().message()));
+  std::vector<std::unique_ptr<v1::BertService::Stub>> stubs;
+  for (int i = 0; i < channels; ++i) {
+    stubs.push_back(v1::BertService::NewStub(connection->NewChannel(i)));
+  }
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext context;
+    connection->Prepare(&context, std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status status = stubs[0]->GetModelInfo(&context, {}, &info);
+    if (!status.ok()) {
+      std::fprintf(stderr, "bert_load: cannot reach %s: %s: %s\n",
+                   ConnectionOptionsFromFlags().server.c_str(), GrpcCodeName(status.error_code()),
+                   status.error_message().c_str());
+      return 1;
+    }
+  }
+  if (input_kind == "tokens") {
+    if (absl::Status status =
+            TokenizeOnServer(stubs[0].get(), *connection, info, options.seq_length(), &pool);
+        !status.ok()) {
+      std::fprintf(stderr, "bert_load: %s\n", std::string(status.message()).c_str());
+      return 1;
+    }
+  }
+  const int request_count =
+      std::max(1, std::min<int>(4096, static_cast<int>(pool.size()) / inputs_per_request));
+  LoadOptions load;
+  load.duration = std::chrono::nanoseconds(static_cast<int64_t>(duration_s * 1e9));
+  load.warmup = std::chrono::nanoseconds(static_cast<int64_t>(warmup_s * 1e9));
+  load.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  load.max_outstanding = absl::GetFlag(FLAGS_max_outstanding);
+  load.seed = absl::GetFlag(FLAGS_seed);
+  LoadRunner runner(&*connection, std::move(stubs),
+                    MakeRequests(pool, inputs_per_request, request_count, options), load);
+
+  std::printf("bert_load: %s (%s, %s), %d input(s) per call from %zu %s inputs, %d channel(s)\n",
+              info.model_name().c_str(), info.backend().c_str(), info.device().c_str(),
+              inputs_per_request, pool.size(), input_kind.c_str(), channels);
+  const std::string metrics = absl::GetFlag(FLAGS_metrics);
+  PrintHeader(!metrics.empty());
+  std::ofstream csv;
+  if (!absl::GetFlag(FLAGS_csv_out).empty()) {
+    csv.open(absl::GetFlag(FLAGS_csv_out));
+    if (!csv) return Usage(absl::StrCat("cannot write ", absl::GetFlag(FLAGS_csv_out)));
+    csv << "step,intended_us,sent_us,done_us,code,inputs,tokens,in_window,server_tokenize_us,"
+           "server_queue_us,server_inference_us,server_total_us\n";
+  }
+  json report = {{"server",
+                  {{"address", ConnectionOptionsFromFlags().server},
+                   {"model_name", info.model_name()},
+                   {"backend", info.backend()},
+                   {"device", info.device()}}},
+                 {"workload",
+                  {{"inputs_per_request", inputs_per_request},
+                   {"input_kind", input_kind},
+                   {"input_file", absl::GetFlag(FLAGS_input_file)},
+                   {"lengths", absl::GetFlag(FLAGS_lengths)},
+                   {"seq_length", options.seq_length()},
+                   {"heads", absl::GetFlag(FLAGS_heads)},
+                   {"warmup_s", warmup_s},
+                   {"duration_s", duration_s},
+                   {"channels", channels}}},
+                 {"steps", json::array()}};
+  bool every_step_answered = true;
+  for (size_t i = 0; i < steps->size(); ++i) {
+    const LoadStep& step = (*steps)[i];
+    absl::Mutex metrics_mu;
+    absl::StatusOr<std::string> before = absl::UnavailableError("not read");
+    absl::StatusOr<std::string> after = absl::UnavailableError("not read");
+    std::function<void(bool)> at_edge;
+    if (!metrics.empty()) {
+      at_edge = [&](bool begin) {
+        absl::StatusOr<std::string> page = FetchMetrics(metrics, std::chrono::seconds(5));
+        absl::MutexLock lock(&metrics_mu);
+        (begin ? before : after) = std::move(page);
+      };
+    }
+    absl::StatusOr<StepResult> result = runner.Run(step, at_edge);
+    if (!result.ok()) {
+      std::fprintf(stderr, "bert_load: %s\n", std::string(result.status().message()).c_str());
+      return 1;
+    }
+    const StepSummary summary =
+        SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+    std::optional<BatchView> batches;
+    if (!metrics.empty()) {
+      absl::MutexLock lock(&metrics_mu);
+      batches = BatchesBetween(before, after);
+    }
+    PrintStep(step, summary, batches ? &*batches : nullptr);
+    report["steps"].push_back(StepJson(step, summary, batches ? &*batches : nullptr));
+    if (csv.is_open()) WriteCsvRows(csv, static_cast<int>(i), *result);
+    if (summary.ok == 0) every_step_answered = false;
+  }
+  if (!absl::GetFlag(FLAGS_json_out).empty()) {
+    std::ofstream out(absl::GetFlag(FLAGS_json_out));
+    out << report.dump(2) << '\n';
+    if (!out) return Usage(absl::StrCat("cannot write ", absl::GetFlag(FLAGS_json_out)));
+  }
+  if (!every_step_answered) {
+    std::fprintf(stderr, "bert_load: a step had no OK answer\n");
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace bert
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "bert_load --server=HOST:PORT [--concurrency=1,8,32 | --rate=100,200] [options]\n"
+      "  Closed- or open-loop load on bert.v1.BertService/Embed; see --help.");
+  const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) return bert::Usage(absl::StrCat("unexpected argument ", rest[1]));
+  return bert::Main();
+}

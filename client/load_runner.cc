@@ -1,0 +1,232 @@
+#include "client/load_runner.h"
+
+#include <random>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace bert {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A call from its send to its callback.
+struct InFlight {
+  grpc::ClientContext context;
+  v1::EmbedResponse response;
+  CallRecord record;
+};
+
+}  // namespace
+
+// The state of one Run: the sending loop runs on the caller's thread, completions arrive
+// on gRPC's threads.
+class LoadRunner::Step {
+ public:
+  Step(LoadRunner* runner, const LoadStep& spec)
+      : runner_(runner),
+        spec_(spec),
+        start_(Clock::now()),
+        window_begin_ns_(runner->options_.warmup.count()),
+        window_end_ns_(window_begin_ns_ + runner->options_.duration.count()),
+        timeout_ns_(std::chrono::nanoseconds(runner->options_.timeout).count()) {}
+
+  int64_t Now() const { return (Clock::now() - start_).count(); }
+
+  // Sends calls until the window ends.
+  void SendAll() {
+    if (spec_.concurrency > 0) {
+      SendClosedLoop();
+    } else {
+      SendOpenLoop();
+    }
+  }
+
+  // Waits until every call sent has completed: gRPC answers each by its deadline; calls
+  // still open long after that are cancelled. False if even cancelling did not end them.
+  bool Drain() {
+    const auto no_call_open = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return open_ == 0; };
+    absl::MutexLock lock(&mu_);
+    const absl::Duration grace = absl::Nanoseconds(timeout_ns_) + absl::Seconds(10);
+    if (mu_.AwaitWithTimeout(absl::Condition(&no_call_open), grace)) return true;
+    for (InFlight* call : in_flight_) call->context.TryCancel();
+    return mu_.AwaitWithTimeout(absl::Condition(&no_call_open), absl::Seconds(10));
+  }
+
+  StepResult TakeResult() {
+    absl::MutexLock lock(&mu_);
+    StepResult result;
+    result.calls = std::move(records_);
+    result.window_begin_ns = window_begin_ns_;
+    result.window_end_ns = window_end_ns_;
+    return result;
+  }
+
+  int64_t window_begin_ns() const { return window_begin_ns_; }
+  int64_t window_end_ns() const { return window_end_ns_; }
+  Clock::time_point start() const { return start_; }
+
+ private:
+  // Keeps `concurrency` calls open; each freed slot is refilled at once.
+  void SendClosedLoop() {
+    const auto slot_free = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return open_ < spec_.concurrency;
+    };
+    while (true) {
+      const int64_t now = Now();
+      if (now >= window_end_ns_) return;
+      {
+        absl::MutexLock lock(&mu_);
+        if (!mu_.AwaitWithTimeout(absl::Condition(&slot_free),
+                                  absl::Nanoseconds(window_end_ns_ - now))) {
+          return;
+        }
+        ++open_;
+      }
+      Send(Now());
+    }
+  }
+
+  // Sends at the schedule's times, waiting only when max_outstanding calls are open.
+  void SendOpenLoop() {
+    std::mt19937_64 rng(runner_->options_.seed);
+    std::exponential_distribution<double> gap_s(spec_.rate);
+    const double constant_gap_ns = 1e9 / spec_.rate;
+    const auto below_limit = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return open_ < runner_->options_.max_outstanding;
+    };
+    double next_ns = 0;
+    while (next_ns < window_end_ns_) {
+      const int64_t intended = static_cast<int64_t>(next_ns);
+      SleepUntil(intended);
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(&below_limit));
+        ++open_;
+      }
+      Send(intended);
+      next_ns += spec_.poisson ? gap_s(rng) * 1e9 : constant_gap_ns;
+    }
+  }
+
+  // Sleeps most of the way, then yields until `ns` (sleep alone overshoots by ~0.1 ms).
+  void SleepUntil(int64_t ns) const {
+    constexpr int64_t kSpinNs = 200'000;
+    int64_t left = ns - Now();
+    if (left > kSpinNs) absl::SleepFor(absl::Nanoseconds(left - kSpinNs));
+    while (Now() < ns) std::this_thread::yield();
+  }
+
+  // Sends one call intended at `intended_ns`; open_ already counts it.
+  void Send(int64_t intended_ns) {
+    auto* call = new InFlight;
+    call->record.intended_ns = intended_ns;
+    const uint64_t n = runner_->next_call_.fetch_add(1, std::memory_order_relaxed);
+    const v1::EmbedRequest& request = runner_->requests_[n % runner_->requests_.size()];
+    call->record.inputs = request.inputs_size();
+    const int64_t now = Now();
+    const int64_t left_ns = intended_ns + timeout_ns_ - now;
+    if (left_ns <= 0) {  // Its deadline passed while it waited to be sent.
+      call->record.done_ns = now;
+      call->record.code = static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED);
+      Finish(call);
+      return;
+    }
+    runner_->connection_->Prepare(
+        &call->context, std::chrono::system_clock::now() + std::chrono::nanoseconds(left_ns));
+    {
+      absl::MutexLock lock(&mu_);
+      in_flight_.insert(call);
+    }
+    v1::BertService::Stub* stub = runner_->stubs_[n % runner_->stubs_.size()].get();
+    call->record.sent_ns = Now();
+    stub->async()->Embed(&call->context, &request, &call->response,
+                         [this, call](grpc::Status status) { OnDone(call, status); });
+  }
+
+  void OnDone(InFlight* call, const grpc::Status& status) {
+    CallRecord& r = call->record;
+    r.done_ns = Now();
+    r.code = static_cast<int>(status.error_code());
+    if (status.ok()) {
+      for (const v1::EmbedResult& result : call->response.results())
+        r.tokens += result.num_tokens();
+      const v1::Timing& t = call->response.timing();
+      r.server_tokenize_us = t.tokenize_us();
+      r.server_queue_us = t.queue_us();
+      r.server_inference_us = t.inference_us();
+      r.server_total_us = t.total_us();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      in_flight_.erase(call);
+    }
+    Finish(call);
+  }
+
+  void Finish(InFlight* call) {
+    const CallRecord record = call->record;
+    delete call;
+    absl::MutexLock lock(&mu_);
+    records_.push_back(record);
+    --open_;
+  }
+
+  LoadRunner* const runner_;
+  const LoadStep spec_;
+  const Clock::time_point start_;
+  const int64_t window_begin_ns_;
+  const int64_t window_end_ns_;
+  const int64_t timeout_ns_;
+
+  absl::Mutex mu_;
+  int open_ ABSL_GUARDED_BY(mu_) = 0;  // calls counted by the sender and not yet finished
+  absl::flat_hash_set<InFlight*> in_flight_ ABSL_GUARDED_BY(mu_);  // sent, not answered
+  std::vector<CallRecord> records_ ABSL_GUARDED_BY(mu_);
+};
+
+LoadRunner::LoadRunner(const Connection* connection,
+                       std::vector<std::unique_ptr<v1::BertService::Stub>> stubs,
+                       std::vector<v1::EmbedRequest> requests, LoadOptions options)
+    : connection_(connection),
+      stubs_(std::move(stubs)),
+      requests_(std::move(requests)),
+      options_(options) {}
+
+absl::StatusOr<StepResult> LoadRunner::Run(const LoadStep& step,
+                                           const std::function<void(bool begin)>& at_window_edge) {
+  if ((step.concurrency > 0) == (step.rate > 0)) {
+    return absl::InvalidArgumentError("a step has either a concurrency or a rate");
+  }
+  if (stubs_.empty() || requests_.empty()) {
+    return absl::InvalidArgumentError("no channel or no request to send");
+  }
+  auto state = std::make_unique<Step>(this, step);
+  std::thread edges;
+  if (at_window_edge) {
+    edges = std::thread([&state, &at_window_edge] {
+      std::this_thread::sleep_until(state->start() +
+                                    std::chrono::nanoseconds(state->window_begin_ns()));
+      at_window_edge(true);
+      std::this_thread::sleep_until(state->start() +
+                                    std::chrono::nanoseconds(state->window_end_ns()));
+      at_window_edge(false);
+    });
+  }
+  state->SendAll();
+  const bool drained = state->Drain();
+  if (edges.joinable()) edges.join();
+  if (!drained) {
+    // Callbacks may still arrive and use the state: it must outlive the process's use.
+    state.release();
+    return absl::InternalError("calls stayed open after being cancelled");
+  }
+  return state->TakeResult();
+}
+
+}  // namespace bert

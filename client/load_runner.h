@@ -1,0 +1,76 @@
+// Drives one step of a load run against a BertService: closed loop (a fixed number of
+// calls kept in flight) or open loop (calls sent on a schedule of constant or Poisson
+// gaps, whether or not earlier ones have been answered), over the gRPC callback API.
+#ifndef BERT_CLIENT_LOAD_RUNNER_H_
+#define BERT_CLIENT_LOAD_RUNNER_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/connection.h"
+#include "client/load_stats.h"
+#include "proto/bert/v1/bert_service.grpc.pb.h"
+
+namespace bert {
+
+// One step of a sweep: exactly one of concurrency and rate is set.
+struct LoadStep {
+  int concurrency = 0;  // closed loop: calls kept in flight
+  double rate = 0;      // open loop: calls per second
+  bool poisson = true;  // open loop: exponential gaps; false: constant gaps
+};
+
+struct LoadOptions {
+  std::chrono::nanoseconds warmup{std::chrono::seconds(2)};
+  std::chrono::nanoseconds duration{std::chrono::seconds(10)};
+  // Each call's deadline, counted from its intended send time. A call the schedule
+  // reaches only after its deadline is recorded as DEADLINE_EXCEEDED without being sent,
+  // so a step ends at most `timeout` after its window.
+  std::chrono::milliseconds timeout{std::chrono::seconds(30)};
+  // Open loop: sends wait while this many calls are in flight (the wait is counted in
+  // the latency of the calls it delays).
+  int max_outstanding = 4096;
+  uint64_t seed = 1;  // of the Poisson schedule
+};
+
+// The calls of one step and its measured window (after the warm-up), in the records'
+// time base.
+struct StepResult {
+  std::vector<CallRecord> calls;
+  int64_t window_begin_ns = 0;
+  int64_t window_end_ns = 0;
+};
+
+// Sends `requests` in turn (wrapping around) over `stubs` in turn. Not thread-safe: one
+// Run at a time.
+class LoadRunner {
+ public:
+  LoadRunner(const Connection* connection,
+             std::vector<std::unique_ptr<v1::BertService::Stub>> stubs,
+             std::vector<v1::EmbedRequest> requests, LoadOptions options);
+
+  // Runs `step`: warm-up, then the measured window, then waits for every call sent.
+  // `at_window_edge` (may be empty) is called from another thread as the window begins
+  // (true) and ends (false), e.g. to read the server's metrics. Fails only when calls
+  // are still unanswered long after their deadlines (gRPC broken).
+  absl::StatusOr<StepResult> Run(const LoadStep& step,
+                                 const std::function<void(bool begin)>& at_window_edge);
+
+ private:
+  class Step;
+
+  const Connection* connection_;
+  std::vector<std::unique_ptr<v1::BertService::Stub>> stubs_;
+  std::vector<v1::EmbedRequest> requests_;
+  LoadOptions options_;
+  std::atomic<uint64_t> next_call_{0};
+};
+
+}  // namespace bert
+
+#endif  // BERT_CLIENT_LOAD_RUNNER_H_

@@ -1,0 +1,520 @@
+// The load tester's parts: workload, statistics, the /metrics reader, and the runner
+// against an in-process BertService whose speed the test controls.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "client/connection.h"
+#include "client/load_runner.h"
+#include "client/load_stats.h"
+#include "client/load_workload.h"
+#include "client/metrics_scrape.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "server/text/tokenizer.h"
+
+namespace bert {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::string DataPath(const std::string& name) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  if (srcdir != nullptr && workspace != nullptr) {
+    return std::string(srcdir) + "/" + workspace + "/tests/data/" + name;
+  }
+  return "tests/data/" + name;
+}
+
+// ---- Workload ----
+
+TEST(LengthDistribution, ParsesAndRejects) {
+  absl::StatusOr<LengthDistribution> fixed = ParseLengthDistribution("fixed:20");
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  EXPECT_EQ(fixed->kind, LengthDistribution::Kind::kFixed);
+  EXPECT_EQ(fixed->mean, 20);
+  absl::StatusOr<LengthDistribution> lognormal = ParseLengthDistribution("lognormal:36:128:0.8");
+  ASSERT_TRUE(lognormal.ok()) << lognormal.status();
+  EXPECT_EQ(lognormal->kind, LengthDistribution::Kind::kLogNormal);
+  EXPECT_EQ(lognormal->max, 128);
+  EXPECT_DOUBLE_EQ(lognormal->sigma, 0.8);
+  for (const char* bad :
+       {"", "fixed", "fixed:x", "fixed:2", "uniform:3:9", "lognormal:36", "lognormal:36:20",
+        "lognormal:36:128:0", "lognormal:36:128:x", "fixed:1000000"}) {
+    EXPECT_EQ(ParseLengthDistribution(bad).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST(LengthDistribution, LogNormalHasItsMeanAndStaysInRange) {
+  const LengthDistribution dist = *ParseLengthDistribution("lognormal:36:128");
+  std::mt19937_64 rng(7);
+  const std::vector<int> lengths = SampleLengths(dist, 200000, &rng);
+  double sum = 0;
+  int clipped = 0;
+  for (int n : lengths) {
+    ASSERT_GE(n, 3);
+    ASSERT_LE(n, 128);
+    sum += n;
+    clipped += n == 128;
+  }
+  // Clipping at 128 takes ~0.3 tokens off the mean of 36.
+  EXPECT_NEAR(sum / lengths.size(), 36.0, 0.7);
+  EXPECT_GT(clipped, 0);
+  EXPECT_GT(*std::max_element(lengths.begin(), lengths.end()),
+            *std::min_element(lengths.begin(), lengths.end()) + 50);
+}
+
+TEST(SyntheticText, EveryWordIsOneTokenOfBothVocabularies) {
+  for (const char* vocab : {"bert_uncased_vocab.txt", "tiny_vocab_1024.txt"}) {
+    auto tokenizer = BertTokenizer::Load(DataPath(vocab), BertTokenizer::Options());
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    for (const char* word : SyntheticWords()) {
+      std::vector<int32_t> ids;
+      ASSERT_TRUE((*tokenizer)->Tokenize(word, &ids).ok());
+      ASSERT_EQ(ids.size(), 1u) << word << " in " << vocab;
+      EXPECT_NE(ids[0], (*tokenizer)->unk_id()) << word << " in " << vocab;
+    }
+    // So a synthetic input of length L encodes to exactly L tokens with [CLS] and [SEP].
+    const LengthDistribution dist = *ParseLengthDistribution("lognormal:20:64");
+    for (const v1::Input& input : SyntheticInputs(dist, 50, 3)) {
+      std::vector<int32_t> ids;
+      ASSERT_TRUE((*tokenizer)->Tokenize(input.text().text_a(), &ids).ok());
+      const std::string& text = input.text().text_a();
+      EXPECT_EQ(ids.size(), static_cast<size_t>(std::count(text.begin(), text.end(), ' ') + 1));
+    }
+  }
+  EXPECT_GT(SyntheticWords().size(), 200u);
+}
+
+TEST(SyntheticInputs, SameSeedSameTexts) {
+  const LengthDistribution dist = *ParseLengthDistribution("fixed:10");
+  const std::vector<v1::Input> a = SyntheticInputs(dist, 20, 5);
+  const std::vector<v1::Input> b = SyntheticInputs(dist, 20, 5);
+  const std::vector<v1::Input> c = SyntheticInputs(dist, 20, 6);
+  int differ = 0;
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(a[i].text().text_a(), b[i].text().text_a());
+    differ += a[i].text().text_a() != c[i].text().text_a();
+    const std::string& text = a[i].text().text_a();
+    EXPECT_EQ(std::count(text.begin(), text.end(), ' '), 7);  // 8 words + [CLS] + [SEP]
+  }
+  EXPECT_GT(differ, 15);
+}
+
+TEST(MakeRequests, TakesThePoolInOrderAndWraps) {
+  std::vector<v1::Input> pool(5);
+  for (int i = 0; i < 5; ++i) pool[i].mutable_text()->set_text_a(std::to_string(i));
+  v1::EmbedRequest options;
+  options.add_heads(v1::HEAD_MEAN_POOLED);
+  options.set_seq_length(64);
+  *options.add_inputs() = pool[0];  // ignored
+  const std::vector<v1::EmbedRequest> requests = MakeRequests(pool, 2, 4, options);
+  ASSERT_EQ(requests.size(), 4u);
+  const char* expected[4][2] = {{"0", "1"}, {"2", "3"}, {"4", "0"}, {"1", "2"}};
+  for (int r = 0; r < 4; ++r) {
+    ASSERT_EQ(requests[r].inputs_size(), 2);
+    EXPECT_EQ(requests[r].inputs(0).text().text_a(), expected[r][0]);
+    EXPECT_EQ(requests[r].inputs(1).text().text_a(), expected[r][1]);
+    EXPECT_EQ(requests[r].seq_length(), 64u);
+    ASSERT_EQ(requests[r].heads_size(), 1);
+    EXPECT_EQ(requests[r].request_id(), "load-" + std::to_string(r));
+  }
+}
+
+// ---- Statistics ----
+
+TEST(Summarize, NearestRankPercentiles) {
+  std::vector<double> values;
+  for (int i = 100; i >= 1; --i) values.push_back(i);
+  const LatencySummary s = Summarize(values);
+  EXPECT_EQ(s.count, 100);
+  EXPECT_DOUBLE_EQ(s.mean, 50.5);
+  EXPECT_DOUBLE_EQ(s.p50, 50);
+  EXPECT_DOUBLE_EQ(s.p90, 90);
+  EXPECT_DOUBLE_EQ(s.p99, 99);
+  EXPECT_DOUBLE_EQ(s.p999, 100);
+  EXPECT_DOUBLE_EQ(s.max, 100);
+  EXPECT_EQ(Summarize({}).count, 0);
+  EXPECT_DOUBLE_EQ(Summarize({4.0}).p50, 4.0);
+}
+
+CallRecord Call(int64_t intended_ms, int64_t sent_ms, int64_t done_ms, int code = 0) {
+  CallRecord c;
+  c.intended_ns = intended_ms * 1000000;
+  c.sent_ns = sent_ms < 0 ? -1 : sent_ms * 1000000;
+  c.done_ns = done_ms * 1000000;
+  c.code = code;
+  c.inputs = 2;
+  c.tokens = 10;
+  c.server_queue_us = 1000;
+  c.server_inference_us = 3000;
+  return c;
+}
+
+TEST(SummarizeStep, CountsByIntentLatencyFromIntentThroughputByArrival) {
+  // Window [1000, 2000) ms.
+  const std::vector<CallRecord> calls = {
+      Call(500, 500, 1100),       // warm-up call: not counted, but it arrived in the window
+      Call(1000, 1000, 1010),     // in: 10 ms
+      Call(1100, 1300, 1400),     // in: sent 200 ms late: latency 300, service 100
+      Call(1900, 1900, 2500),     // in, arrives after the window: latency 600
+      Call(1950, -1, 1990, 4),    // in, never sent: DEADLINE_EXCEEDED
+      Call(1500, 1500, 1600, 8),  // in, RESOURCE_EXHAUSTED
+      Call(2000, 2000, 2010),     // after the window
+  };
+  const StepSummary s = SummarizeStep(calls, 1000 * 1000000LL, 2000 * 1000000LL);
+  EXPECT_DOUBLE_EQ(s.window_s, 1.0);
+  EXPECT_EQ(s.calls, 5);
+  EXPECT_EQ(s.ok, 3);
+  EXPECT_EQ(s.not_sent, 1);
+  EXPECT_EQ((std::map<int, int64_t>(s.errors)), (std::map<int, int64_t>{{4, 1}, {8, 1}}));
+  // Arrived OK in the window: the warm-up call and the two in-window ones (not the 2500).
+  EXPECT_DOUBLE_EQ(s.requests_per_s, 3);
+  EXPECT_DOUBLE_EQ(s.sequences_per_s, 6);
+  EXPECT_DOUBLE_EQ(s.tokens_per_s, 30);
+  EXPECT_EQ(s.latency.count, 3);
+  EXPECT_DOUBLE_EQ(s.latency.p50, 300);
+  EXPECT_DOUBLE_EQ(s.latency.max, 600);
+  EXPECT_DOUBLE_EQ(s.service.max, 600);
+  EXPECT_DOUBLE_EQ(s.service.p50, 100);
+  EXPECT_DOUBLE_EQ(s.send_lag.max, 200);
+  EXPECT_EQ(s.send_lag.count, 4);  // the unsent call has no lag
+  EXPECT_DOUBLE_EQ(s.server_inference.p50, 3);
+  EXPECT_DOUBLE_EQ(s.server_queue.mean, 1);
+}
+
+// ---- /metrics ----
+
+TEST(SumOfSamples, SumsSeriesOfExactlyThatName) {
+  const std::string page =
+      "# HELP bert_batch_size Sequences per batch\n"
+      "# TYPE bert_batch_size histogram\n"
+      "bert_batch_size_count 7\n"
+      "bert_batch_size_sum 21.5 1700000000000\n"
+      "bert_requests_total{method=\"Embed\",code=\"OK\"} 10\n"
+      "bert_requests_total{method=\"Embed\",code=\"INVALID_ARGUMENT\"} 2\n"
+      "bert_requests_total_extra 100\n";
+  EXPECT_EQ(SumOfSamples(page, "bert_batch_size_count"), 7.0);
+  EXPECT_EQ(SumOfSamples(page, "bert_batch_size_sum"), 21.5);
+  EXPECT_EQ(SumOfSamples(page, "bert_requests_total"), 12.0);
+  EXPECT_FALSE(SumOfSamples(page, "bert_batch_size").has_value());
+  EXPECT_FALSE(SumOfSamples(page, "bert_queue_depth").has_value());
+}
+
+// A one-shot HTTP server on 127.0.0.1 answering every connection with `answer`.
+class FakeHttp {
+ public:
+  explicit FakeHttp(std::string answer) : answer_(std::move(answer)) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    socklen_t size = sizeof(addr);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &size);
+    port_ = ntohs(addr.sin_port);
+    EXPECT_EQ(listen(fd_, 4), 0);
+    thread_ = std::thread([this] {
+      const int client = accept(fd_, nullptr, nullptr);
+      if (client < 0) return;
+      char buffer[4096];
+      std::string request;
+      while (request.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t n = recv(client, buffer, sizeof(buffer), 0);
+        if (n <= 0) break;
+        request.append(buffer, n);
+      }
+      request_ = request;
+      send(client, answer_.data(), answer_.size(), MSG_NOSIGNAL);
+      close(client);
+    });
+  }
+  ~FakeHttp() {
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    thread_.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  const std::string& request() const { return request_; }
+
+ private:
+  std::string answer_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+  std::string request_;
+};
+
+TEST(FetchMetrics, ReadsTheBodyOfA200) {
+  FakeHttp http("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbert_queue_depth 3\n");
+  absl::StatusOr<std::string> page = FetchMetrics(http.address(), milliseconds(5000));
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(*page, "bert_queue_depth 3\n");
+}
+
+TEST(FetchMetrics, FailsClearly) {
+  {
+    FakeHttp http("HTTP/1.0 404 Not Found\r\n\r\nnothing");
+    absl::StatusOr<std::string> page = FetchMetrics(http.address(), milliseconds(5000));
+    EXPECT_EQ(page.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_NE(page.status().message().find("404"), absl::string_view::npos) << page.status();
+  }
+  EXPECT_EQ(FetchMetrics("no-port", milliseconds(100)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A port nothing listens on (bound, never listening).
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t size = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &size);
+  const std::string closed = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  EXPECT_EQ(FetchMetrics(closed, milliseconds(2000)).status().code(),
+            absl::StatusCode::kUnavailable);
+  close(fd);
+}
+
+// ---- The runner against an in-process server ----
+
+// Embed answers after `delay`, one call at a time when `serial` (a server of fixed
+// capacity), or never (until the call is cancelled or its deadline passes) when `hang`.
+class FakeBertService final : public v1::BertService::Service {
+ public:
+  milliseconds delay{10};
+  bool serial = false;
+  bool hang = false;
+
+  grpc::Status Embed(grpc::ServerContext* context, const v1::EmbedRequest* request,
+                     v1::EmbedResponse* response) override {
+    const int now_open = ++open_;
+    int seen = max_open_.load();
+    while (now_open > seen && !max_open_.compare_exchange_weak(seen, now_open)) {
+    }
+    if (hang) {
+      while (!context->IsCancelled()) std::this_thread::sleep_for(milliseconds(5));
+      --open_;
+      return grpc::Status(grpc::StatusCode::CANCELLED, "gone");
+    }
+    {
+      absl::MutexLockMaybe serial_lock(serial ? &serial_mu_ : nullptr);
+      std::this_thread::sleep_for(delay);
+    }
+    for (int i = 0; i < request->inputs_size(); ++i) response->add_results()->set_num_tokens(5);
+    response->mutable_timing()->set_inference_us(delay.count() * 1000);
+    --open_;
+    ++answered_;
+    return grpc::Status::OK;
+  }
+
+  int max_open() const { return max_open_; }
+  int answered() const { return answered_; }
+
+ private:
+  std::atomic<int> open_{0};
+  std::atomic<int> max_open_{0};
+  std::atomic<int> answered_{0};
+  absl::Mutex serial_mu_;
+};
+
+LoadStep Closed(int concurrency) {
+  LoadStep step;
+  step.concurrency = concurrency;
+  return step;
+}
+
+LoadStep Open(double rate, bool poisson) {
+  LoadStep step;
+  step.rate = rate;
+  step.poisson = poisson;
+  return step;
+}
+
+class LoadRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ConnectionOptions options;
+    options.server = "127.0.0.1:" + std::to_string(port);
+    connection_ = std::make_unique<Connection>(*Connection::Create(options));
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  LoadRunner MakeRunner(LoadOptions options, int channels = 2) {
+    std::vector<std::unique_ptr<v1::BertService::Stub>> stubs;
+    for (int i = 0; i < channels; ++i) {
+      stubs.push_back(v1::BertService::NewStub(connection_->NewChannel(i)));
+    }
+    const std::vector<v1::Input> pool = SyntheticInputs(*ParseLengthDistribution("fixed:8"), 8, 1);
+    v1::EmbedRequest request_options;
+    request_options.add_heads(v1::HEAD_POOLED);
+    return LoadRunner(connection_.get(), std::move(stubs),
+                      MakeRequests(pool, 2, 4, request_options), options);
+  }
+
+  FakeBertService service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<Connection> connection_;
+};
+
+TEST_F(LoadRunnerTest, ClosedLoopKeepsExactlyConcurrencyInFlight) {
+  LoadOptions options;
+  options.warmup = milliseconds(200);
+  options.duration = milliseconds(800);
+  LoadRunner runner = MakeRunner(options);
+  std::vector<bool> edges;
+  absl::Mutex edges_mu;
+  absl::StatusOr<StepResult> result = runner.Run(Closed(3), [&](bool begin) {
+    absl::MutexLock lock(&edges_mu);
+    edges.push_back(begin);
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(service_.max_open(), 3);
+  EXPECT_EQ(edges, (std::vector<bool>{true, false}));
+  const StepSummary s =
+      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  EXPECT_TRUE(s.errors.empty());
+  EXPECT_GT(s.ok, 20);  // 3 in flight, 10 ms each, 0.8 s: ~240 on an idle machine
+  EXPECT_EQ(static_cast<int>(result->calls.size()), service_.answered());
+  EXPECT_DOUBLE_EQ(s.sequences_per_s, 2 * s.requests_per_s);
+  EXPECT_DOUBLE_EQ(s.tokens_per_s, 10 * s.requests_per_s);
+  EXPECT_GE(s.service.p50, 10.0);
+  EXPECT_DOUBLE_EQ(s.server_inference.p50, 10.0);
+  for (const CallRecord& c : result->calls) {
+    EXPECT_LE(c.intended_ns, c.sent_ns);
+    EXPECT_LT(c.sent_ns, c.done_ns);
+    EXPECT_LT(c.sent_ns, result->window_end_ns);  // nothing sent after the window
+  }
+}
+
+TEST_F(LoadRunnerTest, OpenLoopSendsOnScheduleAndCountsTheBacklogInLatency) {
+  // The server answers one call per 20 ms (50/s); the schedule offers 200/s, and the
+  // client may keep only one call open, so it falls behind its schedule.
+  service_.delay = milliseconds(20);
+  service_.serial = true;
+  LoadOptions options;
+  options.warmup = milliseconds(0);
+  options.duration = milliseconds(1000);
+  options.max_outstanding = 1;
+  LoadRunner runner = MakeRunner(options);
+  absl::StatusOr<StepResult> result = runner.Run(Open(200, false), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s =
+      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  // Every scheduled call is accounted for: 200 intended, each answered (or timed out).
+  EXPECT_EQ(s.calls, 200);
+  EXPECT_EQ(s.ok + s.errors.size(), 200u);
+  EXPECT_EQ(service_.max_open(), 1);
+  EXPECT_LE(s.requests_per_s, 55);  // the server's rate, not the offered one
+  // The service time stays near 20 ms; the latency from the intended send grows with the
+  // backlog (the last calls waited ~3 s to be sent).
+  EXPECT_LT(s.service.p50, 200);
+  EXPECT_GT(s.latency.p50, 1000);
+  EXPECT_GT(s.latency.p50, 5 * s.service.p50);
+  EXPECT_GT(s.send_lag.max, 2000);
+}
+
+TEST_F(LoadRunnerTest, OpenLoopConstantRateKeepsItsSchedule) {
+  service_.delay = milliseconds(1);
+  LoadOptions options;
+  options.warmup = milliseconds(100);
+  options.duration = milliseconds(1000);
+  LoadRunner runner = MakeRunner(options);
+  absl::StatusOr<StepResult> result = runner.Run(Open(100, false), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s =
+      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  EXPECT_EQ(s.calls, 100);  // intended times 0, 10, 20, ... ms; 100 of them in the window
+  EXPECT_TRUE(s.errors.empty());
+  std::vector<int64_t> intended;
+  for (const CallRecord& c : result->calls) intended.push_back(c.intended_ns);
+  std::sort(intended.begin(), intended.end());
+  for (size_t i = 1; i < intended.size(); ++i) {
+    EXPECT_NEAR(intended[i] - intended[i - 1], 10000000, 1);
+  }
+}
+
+TEST_F(LoadRunnerTest, PoissonRateHasItsMean) {
+  service_.delay = milliseconds(0);
+  LoadOptions options;
+  options.warmup = milliseconds(0);
+  options.duration = milliseconds(1000);
+  options.seed = 11;
+  LoadRunner runner = MakeRunner(options);
+  absl::StatusOr<StepResult> result = runner.Run(Open(400, true), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  // Poisson(400): 400 +- 20 (1 sd); the seed fixes the draw.
+  EXPECT_NEAR(static_cast<double>(result->calls.size()), 400, 80);
+  std::vector<int64_t> intended;
+  for (const CallRecord& c : result->calls) intended.push_back(c.intended_ns);
+  std::sort(intended.begin(), intended.end());
+  std::set<int64_t> gaps;
+  for (size_t i = 1; i < intended.size(); ++i) gaps.insert(intended[i] - intended[i - 1]);
+  EXPECT_GT(gaps.size(), intended.size() / 2);  // not a constant schedule
+}
+
+TEST_F(LoadRunnerTest, CallsThatHangEndAtTheirDeadline) {
+  service_.hang = true;
+  LoadOptions options;
+  options.warmup = milliseconds(0);
+  options.duration = milliseconds(300);
+  options.timeout = milliseconds(400);
+  LoadRunner runner = MakeRunner(options);
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<StepResult> result = runner.Run(Closed(2), nullptr);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_LT(took, std::chrono::seconds(5));
+  ASSERT_EQ(result->calls.size(), 2u);  // two open until the window ended; none after
+  for (const CallRecord& c : result->calls) {
+    EXPECT_EQ(c.code, static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
+  }
+}
+
+TEST_F(LoadRunnerTest, AServerThatIsDownGivesUnavailable) {
+  server_->Shutdown();
+  LoadOptions options;
+  options.warmup = milliseconds(0);
+  options.duration = milliseconds(200);
+  options.timeout = milliseconds(1000);
+  LoadRunner runner = MakeRunner(options);
+  absl::StatusOr<StepResult> result = runner.Run(Open(50, false), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s =
+      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  EXPECT_EQ(s.calls, 10);
+  EXPECT_EQ(s.ok, 0);
+  EXPECT_EQ(s.errors.count(static_cast<int>(grpc::StatusCode::UNAVAILABLE)), 1u);
+}
+
+TEST_F(LoadRunnerTest, RejectsAStepWithoutExactlyOneMode) {
+  LoadRunner runner = MakeRunner(LoadOptions());
+  LoadStep both = Closed(1);
+  both.rate = 5;
+  EXPECT_EQ(runner.Run(LoadStep(), nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner.Run(both, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace bert
