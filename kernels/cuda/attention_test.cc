@@ -5,7 +5,8 @@
 // output element must be written and within tolerance, and the guard must stay untouched. A
 // second suite runs every tile height (64 / 32 / 16 rows, and the choice), with one and with
 // two K/V buffers, on the same inputs for every pattern and requires bitwise-equal outputs (a
-// row's arithmetic does not depend on the tile height or the buffering). Skips with the reason when
+// row's arithmetic does not depend on the tile height or the buffering), and the launcher reports
+// the double-buffered kernel exactly where there is a second key tile. Skips with the reason when
 // there is no CUDA device (or, for fp16/bf16, no sm_80+ device) or when built with --config=nocuda.
 #include <gtest/gtest.h>
 
