@@ -512,9 +512,9 @@ void LaunchMmaForTile(const T* qkv, const int32_t* cu_rows, const int32_t* num_v
 }
 
 template <typename T, int D>
-void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
-                      int max_rows, int num_heads, T* out, cudaStream_t stream,
-                      const AttentionOptions& options) {
+AttentionLaunch LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
+                                 int num_seqs, int max_rows, int num_heads, T* out,
+                                 cudaStream_t stream, const AttentionOptions& options) {
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   if constexpr (std::is_same_v<T, float>) {
     const size_t smem = F32Layout<D>::kBytes;
@@ -525,17 +525,21 @@ void LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int32_t* num_v
                              smem, stream, options.programmatic, qkv, cu_rows, num_valid,
                              plan::ChunkSeqBegin(c), num_heads, scale, out);
     }
+    return AttentionLaunch{};
   } else {
     const float scale_log2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2(e))
     // With one key tile there is nothing to overlap: the single-buffered kernel (same bits,
     // less shared memory).
-    if (options.double_buffer_kv && max_rows > kBlockN) {
+    AttentionLaunch launch;
+    launch.double_buffered_kv = options.double_buffer_kv && max_rows > kBlockN;
+    if (launch.double_buffered_kv) {
       LaunchMmaForTile<T, D, true>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
                                    scale_log2, out, stream, options.tile, options.programmatic);
     } else {
       LaunchMmaForTile<T, D, false>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
                                     scale_log2, out, stream, options.tile, options.programmatic);
     }
+    return launch;
   }
 }
 
@@ -548,34 +552,33 @@ AttentionTile ChooseAttentionTile(int num_seqs, int max_rows, int num_heads) {
 }
 
 template <typename T>
-void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
-                           int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
-                           cudaStream_t stream, const AttentionOptions& options) {
-  if (num_seqs <= 0 || max_rows <= 0 || num_heads <= 0) return;
+AttentionLaunch LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows,
+                                      const int32_t* num_valid, int num_seqs, int max_rows,
+                                      int num_heads, int head_dim, T* out, cudaStream_t stream,
+                                      const AttentionOptions& options) {
+  if (num_seqs <= 0 || max_rows <= 0 || num_heads <= 0) return AttentionLaunch{};
   switch (head_dim) {
     case 32:
-      LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream,
-                              options);
-      break;
+      return LaunchForHeadDim<T, 32>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out,
+                                     stream, options);
     case 64:
-      LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream,
-                              options);
-      break;
+      return LaunchForHeadDim<T, 64>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out,
+                                     stream, options);
     case 128:
-      LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out, stream,
-                               options);
-      break;
+      return LaunchForHeadDim<T, 128>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, out,
+                                      stream, options);
     default:
       // An empty grid: cudaGetLastError() then reports a launch error (cudaErrorInvalidValue
       // with CUDA 13 on an H200).
       InvalidArgumentKernel<<<0, 1, 0, stream>>>();
-      break;
+      return AttentionLaunch{};
   }
 }
 
-#define BERT_INSTANTIATE(T)                                                                       \
-  template void LaunchVarlenAttention<T>(const T*, const int32_t*, const int32_t*, int, int, int, \
-                                         int, T*, cudaStream_t, const AttentionOptions&);
+#define BERT_INSTANTIATE(T)                                                                        \
+  template AttentionLaunch LaunchVarlenAttention<T>(const T*, const int32_t*, const int32_t*, int, \
+                                                    int, int, int, T*, cudaStream_t,               \
+                                                    const AttentionOptions&);
 BERT_INSTANTIATE(float)
 BERT_INSTANTIATE(__half)
 BERT_INSTANTIATE(__nv_bfloat16)

@@ -75,10 +75,19 @@ struct AttentionOptions {
   bool programmatic = false;
 };
 
+// Which kernel a launch enqueued, for callers that count their paths (the engine's
+// CudaPathStats) and for tests.
+struct AttentionLaunch {
+  // The double-buffered K/V kernel: fp16/bf16 with double_buffer_kv and more than one key
+  // tile (max_rows > 64). false also when nothing was launched.
+  bool double_buffered_kv = false;
+};
+
 template <typename T>
-void LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid,
-                           int num_seqs, int max_rows, int num_heads, int head_dim, T* out,
-                           cudaStream_t stream, const AttentionOptions& options = {});
+AttentionLaunch LaunchVarlenAttention(const T* qkv, const int32_t* cu_rows,
+                                      const int32_t* num_valid, int num_seqs, int max_rows,
+                                      int num_heads, int head_dim, T* out, cudaStream_t stream,
+                                      const AttentionOptions& options = {});
 
 }  // namespace bert::cuda
 

@@ -5,7 +5,8 @@
 // output element must be written and within tolerance, and the guard must stay untouched. A
 // second suite runs every tile height (64 / 32 / 16 rows, and the choice), with one and with
 // two K/V buffers, on the same inputs for every pattern and requires bitwise-equal outputs (a
-// row's arithmetic does not depend on the tile height or the buffering). Skips with the reason when
+// row's arithmetic does not depend on the tile height or the buffering), and the launcher reports
+// the double-buffered kernel exactly where there is a second key tile. Skips with the reason when
 // there is no CUDA device (or, for fp16/bf16, no sm_80+ device) or when built with --config=nocuda.
 #include <gtest/gtest.h>
 
@@ -246,9 +247,10 @@ constexpr int64_t kGuardElems = 4096;
 
 // Runs LaunchVarlenAttention on `in` with `options` into a NaN-poisoned output and copies the
 // output back into *out (total * hidden elements); fails if anything past it was written.
+// `launch`, when given, receives what the launcher reported.
 template <typename T>
 void RunOnDevice(const Inputs<T>& in, int head_dim, const AttentionOptions& options,
-                 std::vector<T>* out) {
+                 std::vector<T>* out, AttentionLaunch* launch = nullptr) {
   const Batch& b = in.batch;
   const int num_seqs = static_cast<int>(b.rows.size());
   const size_t out_bytes = in.total * in.hidden * sizeof(T);
@@ -266,9 +268,10 @@ void RunOnDevice(const Inputs<T>& in, int head_dim, const AttentionOptions& opti
   // 0xFF bytes are NaN in fp32, fp16 and bf16.
   EXPECT_CUDA_OK(cudaMemset(d_out.get<void>(), 0xFF, d_out.bytes()));
 
-  LaunchVarlenAttention<T>(d_qkv.get<T>(), d_cu.get<int32_t>(), d_valid.get<int32_t>(), num_seqs,
-                           b.max_rows, b.num_heads, head_dim, d_out.get<T>(), /*stream=*/0,
-                           options);
+  const AttentionLaunch launched = LaunchVarlenAttention<T>(
+      d_qkv.get<T>(), d_cu.get<int32_t>(), d_valid.get<int32_t>(), num_seqs, b.max_rows,
+      b.num_heads, head_dim, d_out.get<T>(), /*stream=*/0, options);
+  if (launch != nullptr) *launch = launched;
   EXPECT_CUDA_OK(cudaGetLastError());
   EXPECT_CUDA_OK(cudaDeviceSynchronize());
 
@@ -452,8 +455,11 @@ class VarlenAttentionTileIdentityTest : public ::testing::TestWithParam<Identity
       SCOPED_TRACE(std::string("tile ") + AttentionTileName(options.tile) +
                    (options.double_buffer_kv ? " double-buffered K/V" : ""));
       std::vector<T> got;
-      RunOnDevice(in, head_dim, options, &got);
+      AttentionLaunch launch;
+      RunOnDevice(in, head_dim, options, &got, &launch);
       if (HasFatalFailure()) return;
+      // Two K/V buffers only where there is a next key tile to copy (more than 64 rows).
+      EXPECT_EQ(launch.double_buffered_kv, double_buffer && in.batch.max_rows > 64);
       ASSERT_EQ(got.size(), base.size());
       int64_t differ = 0;
       for (size_t i = 0; i < got.size(); ++i) {

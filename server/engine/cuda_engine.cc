@@ -91,6 +91,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
     stats.custom_forced = g.custom_forced;
     return stats;
   }
+  CudaPathStats path_stats() const override { return path_stats_; }
   bool programmatic_launch() const override { return programmatic_; }
 
  private:
@@ -185,6 +186,8 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   std::vector<GraphKey> ungraphable_;  // keys whose capture failed (bounded); run eagerly
   unsigned long long use_clock_ = 0;
   CudaGraphStats graph_stats_;
+  // Incremented where EnqueueForward picks a path, so replays count nothing (see the header).
+  CudaPathStats path_stats_;
 
   const CudaEngineOptions options_;
   std::shared_ptr<const Model> model_;
@@ -283,6 +286,7 @@ absl::Status CudaEngine<T>::ProjectAddNorm(const T* x, int in_features, const T*
               : gemm_->Run<T>(x, rows, in_features, weight, nullptr, h, cuda::GemmEpilogue::kNone,
                               scratch, stream);
   if (!projected.ok()) return ToStatus(projected, absl::StrCat(block, " GEMM").c_str());
+  if (in_gemm) ++path_stats_.residual_gemms;
   Mark(norm_op);
   const cudaError_t normed = cuda::LaunchAddBiasResidualLayerNorm<T>(
       scratch, in_gemm ? nullptr : bias, in_gemm ? nullptr : hidden_.get(), gamma, beta, rows, h,
@@ -480,6 +484,7 @@ absl::Status CudaEngine<T>::CopyToHost(const float* src, int index, size_t count
     RETURN_IF_ERROR(
         CudaCall(cudaEventRecord(stage_free_[index].get(), copy), "ordering the output copy"));
     stage_in_flight_[index] = true;
+    ++path_stats_.copy_stream_copies;
   } else {
     RETURN_IF_ERROR(CudaCall(
         cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()),
@@ -780,9 +785,11 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
     cuda::AttentionOptions attention;
     attention.double_buffer_kv = options_.attention_double_buffer;
     attention.programmatic = programmatic_;
-    cuda::LaunchVarlenAttention<T>(qkv_.get(), d_cu, d_valid, n, max_rows, c.num_heads,
-                                   c.head_dim(), context_.get(), stream, attention);
+    const cuda::AttentionLaunch launched =
+        cuda::LaunchVarlenAttention<T>(qkv_.get(), d_cu, d_valid, n, max_rows, c.num_heads,
+                                       c.head_dim(), context_.get(), stream, attention);
     RETURN_IF_ERROR(CudaCall(cudaGetLastError(), "attention"));
+    if (launched.double_buffered_kv) ++path_stats_.double_buffered_attention;
     // The QKV buffer is free after attention: it takes the projections' outputs.
     T* projected = qkv_.get();
     Mark("attn_out_gemm");

@@ -134,6 +134,20 @@ struct CudaGemmStats {
   long long custom_forced = 0;      // plans given our kernel by force_custom_gemm_splits
 };
 
+// Counters of the paths three options select (for tests and benchmarks: an option dropped on
+// its way to the kernels leaves its counter at 0). Counted on the host when a forward is enqueued:
+// an eager forward counts, and so does a graph capture (also one that then fails and runs
+// eagerly), but replays of a captured graph do not, so these count enqueues, not GPU runs.
+struct CudaPathStats {
+  // residual_in_gemm: GEMMs enqueued with bias + residual in their epilogue.
+  long long residual_gemms = 0;
+  // attention_double_buffer: attention launches of the double-buffered K/V kernel (the kernel
+  // launcher's choice: fp16/bf16 batches whose longest sequence has more than 64 rows).
+  long long double_buffered_attention = 0;
+  // overlap_copies: output copies issued on the second (copy) stream.
+  long long copy_stream_copies = 0;
+};
+
 // Engines made by CreateCudaEngine also implement this (dynamic_cast from Engine): the GPU
 // time of the last Encode, measured with CUDA events on the engine's stream from before the
 // batch upload to after the last output copy is enqueued (it includes a host wait only when
@@ -146,6 +160,7 @@ class CudaEngineTiming {
   virtual void set_op_observer(CudaOpObserver* observer) = 0;
   virtual CudaGraphStats graph_stats() const = 0;
   virtual CudaGemmStats gemm_stats() const = 0;
+  virtual CudaPathStats path_stats() const = 0;
   // Whether kernels are launched programmatically: programmatic_launch where supported.
   virtual bool programmatic_launch() const = 0;
 };

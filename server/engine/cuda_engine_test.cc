@@ -6,8 +6,9 @@
 // engine on a random-weights BERT-base over a ragged batch with padding rows and every output
 // head; CUDA graphs bit-exact against eager runs (repeated and alternating shapes, LRU
 // eviction, max_graph_rows); output copies on the second stream, programmatic dependent
-// launches and double-buffered attention bit-exact against the defaults. GPU cases skip with
-// the reason when no GPU.
+// launches and double-buffered attention bit-exact against the defaults; for residual_in_gemm,
+// overlap_copies and attention_double_buffer, the engine's path counters show the option
+// reached the kernels when on (and not when off). GPU cases skip with the reason when no GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -229,6 +230,11 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
   EXPECT_EQ(stats.eager_runs, 1);
   EXPECT_EQ(stats.captures, 1);
   EXPECT_EQ(stats.replays, 1);
+  // The defaults: copies on the second stream; no residual in the GEMMs, no double buffering.
+  const CudaPathStats path = timing->path_stats();
+  EXPECT_GT(path.copy_stream_copies, 0);
+  EXPECT_EQ(path.residual_gemms, 0);
+  EXPECT_EQ(path.double_buffered_attention, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaGoldenTest,
@@ -304,7 +310,8 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaFusedGeluTest,
 // GEMM variants: residual_in_gemm (bias and residual added in the GEMM's epilogue before
 // each LayerNorm) and custom_gemm (our split-K GEMM kernel among the autotune candidates;
 // fp32 never uses it). Every tensor within the dtype's tolerance of the reference, as the
-// default path is, eager, captured and replayed.
+// default path is, eager, captured and replayed; the residual is added in the GEMMs exactly
+// when residual_in_gemm is on.
 
 class CudaGemmVariantTest : public ::testing::TestWithParam<GoldenParam> {
  protected:
@@ -354,6 +361,11 @@ class CudaGemmVariantTest : public ::testing::TestWithParam<GoldenParam> {
     EXPECT_EQ(stats.eager_runs, 1);
     EXPECT_EQ(stats.captures, 1);
     EXPECT_EQ(stats.replays, 1);
+    // Counted per enqueued forward (the eager run and the capture; the replay enqueues
+    // nothing): both GEMMs closing a block, in every layer.
+    const long long forwards = stats.eager_runs + stats.captures;
+    const long long block_gemms = 2 * forwards * fixture->model->config.num_layers;
+    EXPECT_EQ(timing->path_stats().residual_gemms, options.residual_in_gemm ? block_gemms : 0);
     *gemm_stats = timing->gemm_stats();
   }
 };
@@ -869,6 +881,14 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopies) {
     const CudaGraphStats s = dynamic_cast<CudaEngineTiming*>(overlapped->get())->graph_stats();
     EXPECT_EQ(s.capture_failures, 0) << s.last_capture_error;
     EXPECT_EQ(s.captures, max_tokens == 1024 ? 1 : 0);
+    // Every output (each layer, sequence, pooled, mean-pooled) of every enqueued forward (eager
+    // runs and the capture, not the replay) went over the copy stream; none without the option.
+    const long long forwards = s.eager_runs + s.captures;
+    EXPECT_EQ(forwards, max_tokens == 1024 ? 2 : 3);
+    const long long outputs = static_cast<long long>(all.layers.size()) + 3;
+    EXPECT_EQ(dynamic_cast<CudaEngineTiming*>(overlapped->get())->path_stats().copy_stream_copies,
+              forwards * outputs);
+    EXPECT_EQ(dynamic_cast<CudaEngineTiming*>(serial->get())->path_stats().copy_stream_copies, 0);
   }
 }
 
@@ -900,6 +920,8 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopiesOnBertBase) {
   const CudaGraphStats s = dynamic_cast<CudaEngineTiming*>(overlapped->get())->graph_stats();
   EXPECT_EQ(s.capture_failures, 0) << s.last_capture_error;
   EXPECT_EQ(s.captures, 1);
+  EXPECT_GT(dynamic_cast<CudaEngineTiming*>(overlapped->get())->path_stats().copy_stream_copies, 0);
+  EXPECT_EQ(dynamic_cast<CudaEngineTiming*>(serial->get())->path_stats().copy_stream_copies, 0);
 }
 
 // Encodes a fresh batch of each shape (sequence lengths, no padding) with both engines, three
@@ -969,12 +991,16 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
     // The forced kernel really ran (fp16/bf16; fp32 has none).
     const bool forced = config.forced_splits > 0 && dtype != DType::kFloat32;
     EXPECT_EQ(timing->gemm_stats().custom_forced > 0, forced) << what;
+    const CudaPathStats path = timing->path_stats();
+    EXPECT_EQ(path.residual_gemms > 0, config.residual_in_gemm) << what;
+    EXPECT_EQ(path.copy_stream_copies > 0, config.overlap_copies) << what;
   }
 }
 
 // Attention with two K/V buffers computes the same bits as with one (fp32 ignores the
 // option), eager, captured and replayed, over batch 1, ragged and many-short-sequence shapes
-// and a long sequence (several key tiles).
+// and a long sequence (several key tiles); the double-buffered kernel really ran where it
+// applies.
 TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
   const DType dtype = GetParam();
   std::shared_ptr<const Model> model = TinyModel();
@@ -1001,6 +1027,21 @@ TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
   EXPECT_EQ(stats.eager_runs, n);
   EXPECT_EQ(stats.captures, n);
   EXPECT_EQ(stats.replays, n);
+  // fp16/bf16: once per layer of each enqueued forward (each shape's eager run and capture; a
+  // replay enqueues nothing) whose longest sequence spans several 64-key tiles; the launcher
+  // keeps the single-buffered kernel for the others. fp32 has no double-buffered kernel.
+  const long long several_tiles =
+      std::count_if(shapes.begin(), shapes.end(), [](const std::vector<int>& lengths) {
+        return *std::max_element(lengths.begin(), lengths.end()) > 64;
+      });
+  ASSERT_EQ(several_tiles, 2);  // {128} and the long sequence
+  const long long expected_launches = 2 * several_tiles * c.num_layers;
+  EXPECT_EQ(
+      dynamic_cast<CudaEngineTiming*>(got_engine->get())->path_stats().double_buffered_attention,
+      dtype == DType::kFloat32 ? 0 : expected_launches);
+  EXPECT_EQ(
+      dynamic_cast<CudaEngineTiming*>(want_engine->get())->path_stats().double_buffered_attention,
+      0);
 }
 
 TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {
