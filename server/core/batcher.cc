@@ -41,9 +41,33 @@ void Batcher::Drain() {
   mu_.Await(absl::Condition(&engine_done_));
 }
 
+void Batcher::TakeFitting(Batch* batch, std::vector<std::pair<Queued, absl::Status>>* dropped) {
+  const absl::Time now = absl::Now();
+  while (!queue_.empty()) {
+    Queued& front = queue_.front();
+    // gRPC also cancels a call whose deadline passed: name the deadline first.
+    const bool expired = front.item.deadline <= now;
+    const bool cancelled = front.item.cancelled != nullptr && front.item.cancelled->load();
+    if (expired || cancelled) {
+      queued_rows_ -= front.item.rows;
+      dropped->emplace_back(
+          std::move(front),
+          expired ? absl::DeadlineExceededError("the deadline passed before inference")
+                  : absl::CancelledError("the client cancelled the call"));
+      queue_.pop_front();
+      continue;
+    }
+    // Always take at least one item, even one larger than the budget alone.
+    if (!batch->items.empty() && batch->rows + front.item.rows > options_.max_batch_tokens) break;
+    batch->rows += front.item.rows;
+    queued_rows_ -= front.item.rows;
+    batch->items.push_back(std::move(front));
+    queue_.pop_front();
+  }
+}
+
 void Batcher::BatcherLoop() {
   for (;;) {
-    Batch batch;
     std::vector<std::pair<Queued, absl::Status>> dropped;
     int depth = 0;
     {
@@ -53,46 +77,31 @@ void Batcher::BatcherLoop() {
       };
       mu_.Await(absl::Condition(&has_work));
       if (queue_.empty()) break;  // draining and nothing left
-      // Wait for a full budget, or for the oldest item's delay, whichever comes first.
-      const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
-      auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return draining_ || queued_rows_ >= options_.max_batch_tokens;
+      // A batch the engine has not taken yet keeps taking what arrives and fits: it could
+      // not start earlier anyway, and a fuller batch costs less per sequence.
+      auto taken_or_fitting = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !slot_.has_value() || (!queue_.empty() && slot_->rows + queue_.front().item.rows <=
+                                                             options_.max_batch_tokens);
       };
-      mu_.AwaitWithDeadline(absl::Condition(&full), cut_at);
-
-      const absl::Time now = absl::Now();
-      int rows = 0;
-      while (!queue_.empty()) {
-        Queued& front = queue_.front();
-        // gRPC also cancels a call whose deadline passed: name the deadline first.
-        const bool expired = front.item.deadline <= now;
-        const bool cancelled = front.item.cancelled != nullptr && front.item.cancelled->load();
-        if (expired || cancelled) {
-          queued_rows_ -= front.item.rows;
-          dropped.emplace_back(
-              std::move(front),
-              expired ? absl::DeadlineExceededError("the deadline passed before inference")
-                      : absl::CancelledError("the client cancelled the call"));
-          queue_.pop_front();
-          continue;
-        }
-        // Always take at least one item, even one larger than the budget alone.
-        if (!batch.items.empty() && rows + front.item.rows > options_.max_batch_tokens) break;
-        rows += front.item.rows;
-        queued_rows_ -= front.item.rows;
-        batch.items.push_back(std::move(front));
-        queue_.pop_front();
+      mu_.Await(absl::Condition(&taken_or_fitting));
+      if (slot_.has_value()) {
+        TakeFitting(&*slot_, &dropped);
+      } else {
+        // Wait for a full budget, or for the oldest item's delay, whichever comes first.
+        const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
+        auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return draining_ || queued_rows_ >= options_.max_batch_tokens;
+        };
+        mu_.AwaitWithDeadline(absl::Condition(&full), cut_at);
+        Batch batch;
+        TakeFitting(&batch, &dropped);
+        // Only this thread fills the slot, and it was empty: hand the batch over.
+        if (!batch.items.empty()) slot_ = std::move(batch);
       }
       depth = static_cast<int>(queue_.size());
     }
     for (auto& [queued, status] : dropped) queued.item.done(status, BatchSlice{});
     if (options_.on_queue_depth) options_.on_queue_depth(depth);
-    if (batch.items.empty()) continue;
-
-    absl::MutexLock lock(&mu_);
-    auto slot_free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !slot_.has_value(); };
-    mu_.Await(absl::Condition(&slot_free));
-    slot_ = std::move(batch);
   }
   absl::MutexLock lock(&mu_);
   batcher_done_ = true;

@@ -6,7 +6,9 @@
 // a sequence enters a batch the batcher drops it if its deadline has passed or its client
 // has cancelled (completing it with DEADLINE_EXCEEDED / CANCELLED). Batches go to the
 // engine thread through a one-slot handoff, so the next batch forms while the engine runs
-// the current one. The engine thread is the only user of the Engine.
+// the current one; until the engine takes it, that batch keeps taking newly queued
+// sequences that fit the budget (under load, batches fill up instead of being cut at the
+// delay). The engine thread is the only user of the Engine.
 //
 // Every enqueued item's `done` runs exactly once, on the batcher or engine thread; keep
 // it short (schedule real work elsewhere). Thread-safe: Enqueue from any thread.
@@ -20,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -93,8 +96,13 @@ class Batcher {
   };
   struct Batch {
     std::vector<Queued> items;
+    int rows = 0;  // The items' rows.
   };
 
+  // Moves queued items into `batch` while they fit the budget, dropping expired and
+  // cancelled ones into `dropped`.
+  void TakeFitting(Batch* batch, std::vector<std::pair<Queued, absl::Status>>* dropped)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BatcherLoop();
   void EngineLoop();
   void RunBatch(Batch batch);

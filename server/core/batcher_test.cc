@@ -218,6 +218,32 @@ TEST(BatcherTest, NextBatchFormsWhileEngineRuns) {
   EXPECT_LT(absl::Microseconds(handed_off_us.load()), a.at - start);
 }
 
+// A batch cut while the engine is busy keeps taking what arrives, up to the budget, until
+// the engine takes it: under load, batches fill instead of being cut at the delay.
+TEST(BatcherTest, BatchWaitingForTheEngineTakesLaterArrivalsThatFit) {
+  FakeEngine engine(EngineOptions(absl::Milliseconds(200)));
+  BatcherOptions options;
+  options.max_batch_tokens = 3;
+  options.max_batch_delay = absl::Milliseconds(2);
+  std::vector<Completion> c(6);
+  {
+    Batcher batcher(&engine, options);
+    batcher.Enqueue(MakeItem({1}, 1, &c[0]));
+    absl::SleepFor(absl::Milliseconds(40));  // the engine is busy with c[0]
+    batcher.Enqueue(MakeItem({2}, 1, &c[1]));
+    absl::SleepFor(absl::Milliseconds(40));  // c[1]'s batch was cut long ago (2 ms delay)
+    for (int i = 2; i < 6; ++i) batcher.Enqueue(MakeItem({3}, 1, &c[i]));
+    for (auto& x : c) x.done.WaitForNotification();
+  }
+  std::string sizes;
+  for (const auto& b : engine.batches()) sizes += std::to_string(b.num_sequences) + " ";
+  ASSERT_EQ(engine.batches().size(), 3u) << sizes;
+  EXPECT_EQ(engine.batches()[0].num_sequences, 1);
+  EXPECT_EQ(engine.batches()[1].num_sequences, 3);  // c[1] and the first two that fit
+  EXPECT_EQ(engine.batches()[2].num_sequences, 2);
+  for (auto& x : c) EXPECT_TRUE(x.status.ok()) << x.status;
+}
+
 TEST(BatcherTest, EngineErrorReachesEveryItemOfTheBatch) {
   FakeEngine engine(EngineOptions());
   engine.SetFailure(absl::InternalError("device fault"));
