@@ -55,12 +55,9 @@ namespace {
 
 using json = nlohmann::json;
 
-// The connection of this run; set once in main before any call.
-const Connection* g_connection = nullptr;
-
-void Prepare(grpc::ClientContext* context) {
-  g_connection->Prepare(context, std::chrono::system_clock::now() +
-                                     std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+void Prepare(const Connection& connection, grpc::ClientContext* context) {
+  connection.Prepare(context, std::chrono::system_clock::now() +
+                                  std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
 }
 
 int Fail(const grpc::Status& status) {
@@ -71,10 +68,10 @@ int Fail(const grpc::Status& status) {
 
 // grpc.health.v1.Health/Check over the generic stub: the request for the whole server is
 // the empty message; the response's field 1 (varint) is the status.
-int Health(const std::shared_ptr<grpc::Channel>& channel) {
-  grpc::GenericStub stub(channel);
+int Health(const Connection& connection) {
+  grpc::GenericStub stub(connection.NewChannel());
   grpc::ClientContext context;
-  Prepare(&context);
+  Prepare(connection, &context);
   grpc::ByteBuffer request, response;
   grpc::Slice empty;
   request = grpc::ByteBuffer(&empty, 1);
@@ -111,9 +108,9 @@ const char* DTypeName(v1::DataType d) {
   }
 }
 
-int Info(v1::BertService::Stub* stub) {
+int Info(const Connection& connection, v1::BertService::Stub* stub) {
   grpc::ClientContext context;
-  Prepare(&context);
+  Prepare(connection, &context);
   v1::ModelInfo info;
   grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
   if (!status.ok()) return Fail(status);
@@ -178,20 +175,12 @@ std::vector<v1::Input> ReadInputs(const std::vector<std::string>& args) {
     }
     return inputs;
   }
-  std::string line;
-  int line_number = 0;
-  while (std::getline(std::cin, line)) {
-    ++line_number;
-    if (absl::StripAsciiWhitespace(line).empty()) continue;
-    absl::StatusOr<v1::Input> input = ParseInputLine(line);
-    if (!input.ok()) {
-      std::fprintf(stderr, "stdin line %d: %s\n", line_number,
-                   std::string(input.status().message()).c_str());
-      std::exit(2);
-    }
-    inputs.push_back(*std::move(input));
+  absl::StatusOr<std::vector<v1::Input>> lines = ParseInputLines(std::cin, "stdin");
+  if (!lines.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(lines.status().message()).c_str());
+    std::exit(2);
   }
-  return inputs;
+  return *std::move(lines);
 }
 
 std::vector<float> Decode(const v1::Tensor& t) {
@@ -259,7 +248,8 @@ json TensorJson(const v1::Tensor& t) {
           {"values", Decode(t)}};
 }
 
-int Embed(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
+int Embed(const Connection& connection, v1::BertService::Stub* stub,
+          const std::vector<std::string>& args) {
   v1::EmbedRequest request;
   for (v1::Input& input : ReadInputs(args)) *request.add_inputs() = std::move(input);
   EmbedOptionsText options;
@@ -276,7 +266,7 @@ int Embed(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
   }
 
   grpc::ClientContext context;
-  Prepare(&context);
+  Prepare(connection, &context);
   v1::EmbedResponse response;
   grpc::Status status = stub->Embed(&context, request, &response);
   if (!status.ok()) return Fail(status);
@@ -353,7 +343,8 @@ int Embed(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
   return 0;
 }
 
-int Tokenize(v1::BertService::Stub* stub, const std::vector<std::string>& args) {
+int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
+             const std::vector<std::string>& args) {
   v1::TokenizeRequest request;
   for (v1::Input& input : ReadInputs(args)) {
     if (!input.has_text()) {
@@ -365,7 +356,7 @@ int Tokenize(v1::BertService::Stub* stub, const std::vector<std::string>& args) 
   request.set_seq_length(absl::GetFlag(FLAGS_seq_length));
   if (absl::GetFlag(FLAGS_truncation) == "reject") request.set_truncation(v1::TRUNCATION_REJECT);
   grpc::ClientContext context;
-  Prepare(&context);
+  Prepare(connection, &context);
   v1::TokenizeResponse response;
   grpc::Status status = stub->Tokenize(&context, request, &response);
   if (!status.ok()) return Fail(status);
@@ -418,13 +409,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(connection.status().message()).c_str());
     return 2;
   }
-  bert::g_connection = &*connection;
-  auto channel = connection->NewChannel();
-  if (command == "health") return bert::Health(channel);
-  auto stub = bert::v1::BertService::NewStub(channel);
-  if (command == "info") return bert::Info(stub.get());
-  if (command == "embed") return bert::Embed(stub.get(), args);
-  if (command == "tokenize") return bert::Tokenize(stub.get(), args);
+  if (command == "health") return bert::Health(*connection);
+  auto stub = bert::v1::BertService::NewStub(connection->NewChannel());
+  if (command == "info") return bert::Info(*connection, stub.get());
+  if (command == "embed") return bert::Embed(*connection, stub.get(), args);
+  if (command == "tokenize") return bert::Tokenize(*connection, stub.get(), args);
   std::fprintf(stderr, "unknown command %s (health, info, embed, tokenize)\n", command.c_str());
   return 2;
 }

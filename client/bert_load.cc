@@ -14,12 +14,15 @@
 // Latency is measured from each call's intended send time (open loop: its place in the
 // schedule), so a server that falls behind cannot hide its queue (no coordinated omission);
 // the time from the actual send is reported next to it as "service". Throughput counts the
-// OK answers that arrive within the measured window. With --metrics, the server's mean
-// batch size over the window is read from its /metrics page.
+// OK answers that arrive within the measured window; failed calls are counted by status
+// code and, in "all p99", with their latency too. A load generator that cannot keep its
+// schedule says so (send lag). With --metrics, the server's mean batch size over the
+// window is read from its /metrics page. The JSON report is rewritten after every step.
 //
 // Exit status: 0 when every step had OK answers, 1 when one had none or the server could
 // not be reached, 2 for bad flags.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -35,7 +38,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
 #include "client/connection.h"
 #include "client/load_runner.h"
 #include "client/load_stats.h"
@@ -51,7 +53,8 @@ ABSL_FLAG(std::string, concurrency, "",
           "(default 8 when --rate is not given)");
 ABSL_FLAG(std::string, rate, "", "Open loop: comma-separated calls per second, one step each");
 ABSL_FLAG(std::string, arrival, "poisson", "Open loop gaps: poisson or constant");
-ABSL_FLAG(double, duration_s, 10, "Measured seconds per step");
+ABSL_FLAG(double, duration_s, 10,
+          "Measured seconds per step (at most 3600: every call's record is kept, ~100 bytes)");
 ABSL_FLAG(double, warmup_s, 2, "Seconds of load before each step's measured window");
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call, from its intended send time");
 ABSL_FLAG(int, max_outstanding, 4096, "Open loop: most calls in flight (sends wait beyond)");
@@ -62,7 +65,7 @@ ABSL_FLAG(std::string, lengths, "lognormal:36:128",
           "lognormal:MEAN:MAX[:SIGMA]");
 ABSL_FLAG(std::string, input_file, "", "JSON lines of inputs instead of synthetic texts");
 ABSL_FLAG(int, inputs_per_request, 1, "Inputs in each call");
-ABSL_FLAG(int, pool_size, 4096, "Synthetic inputs generated (used in turn)");
+ABSL_FLAG(int, pool_size, 4096, "Synthetic inputs generated (used in turn), at most 1e6");
 ABSL_FLAG(std::string, input_kind, "text", "text, or tokens (tokenized by the server first)");
 ABSL_FLAG(std::string, heads, "pooled", "Heads asked for (as bert_client's --heads)");
 ABSL_FLAG(std::string, layers, "", "Encoder layers asked for");
@@ -81,6 +84,13 @@ namespace bert {
 namespace {
 
 using json = nlohmann::json;
+
+constexpr double kMaxDurationS = 3600;
+constexpr int kMaxPoolSize = 1'000'000;
+constexpr int64_t kMaxPoolTokens = 200'000'000;  // ~1 GB of synthetic text
+// Open loop: a median send lag above this means the load generator, not the server, is
+// behind the schedule.
+constexpr double kLagWarningMs = 1.0;
 
 int Usage(const std::string& message) {
   std::fprintf(stderr, "bert_load: %s\n", message.c_str());
@@ -127,20 +137,87 @@ std::string StepLabel(const LoadStep& step) {
                                              absl::StrFormat("%g/s", step.rate));
 }
 
+// What every call sends: the inputs and the request options.
+struct Workload {
+  std::vector<v1::Input> pool;
+  v1::EmbedRequest options;  // no inputs
+  int inputs_per_request = 1;
+};
+
+// The workload the flags describe, before contacting the server (a bad file fails at once).
+absl::StatusOr<Workload> BuildWorkload() {
+  Workload w;
+  w.inputs_per_request = absl::GetFlag(FLAGS_inputs_per_request);
+  const int pool_size = absl::GetFlag(FLAGS_pool_size);
+  if (w.inputs_per_request < 1 || pool_size < 1 || pool_size > kMaxPoolSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--inputs_per_request must be positive, --pool_size in [1, ", kMaxPoolSize, "]"));
+  }
+  int seq_length = absl::GetFlag(FLAGS_seq_length);
+  if (!absl::GetFlag(FLAGS_input_file).empty()) {
+    absl::StatusOr<std::vector<v1::Input>> read = ReadInputFile(absl::GetFlag(FLAGS_input_file));
+    if (!read.ok()) return read.status();
+    w.pool = *std::move(read);
+  } else {
+    absl::StatusOr<LengthDistribution> lengths =
+        ParseLengthDistribution(absl::GetFlag(FLAGS_lengths));
+    if (!lengths.ok()) return lengths.status();
+    if (static_cast<int64_t>(pool_size) * lengths->mean > kMaxPoolTokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--pool_size x mean length is over ", kMaxPoolTokens, " tokens"));
+    }
+    w.pool = SyntheticInputs(*lengths, pool_size, absl::GetFlag(FLAGS_seed));
+    if (seq_length == 0) seq_length = lengths->max;
+  }
+  EmbedOptionsText text;
+  text.heads = absl::GetFlag(FLAGS_heads);
+  text.layers = absl::GetFlag(FLAGS_layers);
+  text.seq_length = seq_length;
+  text.padding = absl::GetFlag(FLAGS_padding);
+  text.dtype = absl::GetFlag(FLAGS_dtype);
+  text.truncation = absl::GetFlag(FLAGS_truncation);
+  text.normalize = absl::GetFlag(FLAGS_normalize);
+  if (absl::Status status = SetEmbedOptions(text, &w.options); !status.ok()) return status;
+  return w;
+}
+
+// The workload against the server's limits: a sweep it would reject call by call fails
+// here instead.
+absl::Status CheckLimits(const Workload& w, const v1::ServerLimits& limits) {
+  if (limits.max_inputs_per_request() > 0 &&
+      static_cast<uint32_t>(w.inputs_per_request) > limits.max_inputs_per_request()) {
+    return absl::InvalidArgumentError(absl::StrCat("--inputs_per_request=", w.inputs_per_request,
+                                                   " is over the server's ",
+                                                   limits.max_inputs_per_request()));
+  }
+  const uint32_t seq_length = w.options.seq_length();
+  if (limits.max_seq_length() > 0 && seq_length > limits.max_seq_length()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence length ", seq_length,
+                     " (--seq_length or the longest synthetic input) is over "
+                     "the server's ",
+                     limits.max_seq_length()));
+  }
+  return absl::OkStatus();
+}
+
 // Replaces every text input by the token ids the server makes of it.
 absl::Status TokenizeOnServer(v1::BertService::Stub* stub, const Connection& connection,
-                              const v1::ModelInfo& info, uint32_t seq_length,
-                              std::vector<v1::Input>* inputs) {
+                              const v1::ModelInfo& info, Workload* w) {
+  std::vector<v1::Input>& inputs = w->pool;
   const size_t chunk = std::max<uint32_t>(1, info.limits().max_inputs_per_request());
-  for (size_t begin = 0; begin < inputs->size(); begin += chunk) {
-    const size_t end = std::min(inputs->size(), begin + chunk);
+  for (size_t begin = 0; begin < inputs.size(); begin += chunk) {
+    const size_t end = std::min(inputs.size(), begin + chunk);
     v1::TokenizeRequest request;
-    request.set_seq_length(seq_length);
+    request.set_seq_length(w->options.seq_length());
+    request.set_truncation(w->options.truncation());
+    std::vector<size_t> texts;  // the pool indices in the request
     for (size_t i = begin; i < end; ++i) {
-      if (!(*inputs)[i].has_text()) continue;
-      *request.add_inputs() = (*inputs)[i].text();
+      if (!inputs[i].has_text()) continue;
+      *request.add_inputs() = inputs[i].text();
+      texts.push_back(i);
     }
-    if (request.inputs_size() == 0) continue;
+    if (texts.empty()) continue;
     grpc::ClientContext context;
     connection.Prepare(&context, std::chrono::system_clock::now() + std::chrono::seconds(60));
     v1::TokenizeResponse response;
@@ -149,15 +226,24 @@ absl::Status TokenizeOnServer(v1::BertService::Stub* stub, const Connection& con
       return absl::UnavailableError(absl::StrCat("Tokenize: ", GrpcCodeName(status.error_code()),
                                                  ": ", status.error_message()));
     }
-    int k = 0;
-    for (size_t i = begin; i < end; ++i) {
-      if (!(*inputs)[i].has_text()) continue;
-      const v1::Encoding& e = response.encodings(k++);
-      v1::TokenInput* tokens = (*inputs)[i].mutable_tokens();  // clears the text
+    if (static_cast<size_t>(response.encodings_size()) != texts.size()) {
+      return absl::InternalError(absl::StrCat("Tokenize answered ", response.encodings_size(),
+                                              " encodings for ", texts.size(), " texts"));
+    }
+    for (size_t k = 0; k < texts.size(); ++k) {
+      const v1::Encoding& e = response.encodings(k);
+      const int n = static_cast<int>(e.num_tokens());
+      if (n > e.input_word_ids_size() ||
+          (e.input_type_ids_size() > 0 && n > e.input_type_ids_size())) {
+        return absl::InternalError("Tokenize answered fewer ids than its num_tokens");
+      }
+      v1::TokenInput* tokens = inputs[texts[k]].mutable_tokens();  // clears the text
       tokens->mutable_input_word_ids()->Assign(e.input_word_ids().begin(),
-                                               e.input_word_ids().begin() + e.num_tokens());
-      tokens->mutable_input_type_ids()->Assign(e.input_type_ids().begin(),
-                                               e.input_type_ids().begin() + e.num_tokens());
+                                               e.input_word_ids().begin() + n);
+      if (e.input_type_ids_size() > 0) {
+        tokens->mutable_input_type_ids()->Assign(e.input_type_ids().begin(),
+                                                 e.input_type_ids().begin() + n);
+      }
     }
   }
   return absl::OkStatus();
@@ -166,7 +252,7 @@ absl::Status TokenizeOnServer(v1::BertService::Stub* stub, const Connection& con
 // The server's batching over a window, from two reads of its /metrics.
 struct BatchView {
   std::optional<double> mean_sequences;
-  std::optional<double> mean_tokens;
+  std::optional<double> mean_rows;  // rows the engine computed, padding included
   std::string error;
 };
 
@@ -180,24 +266,36 @@ BatchView BatchesBetween(const absl::StatusOr<std::string>& before,
   const auto delta = [&](const char* name) -> std::optional<double> {
     const std::optional<double> a = SumOfSamples(*before, name);
     const std::optional<double> b = SumOfSamples(*after, name);
-    if (!a || !b) return std::nullopt;
+    if (!a || !b || !std::isfinite(*b - *a)) return std::nullopt;
     return *b - *a;
   };
   const std::optional<double> batches = delta("bert_batch_size_count");
   const std::optional<double> sequences = delta("bert_batch_size_sum");
-  const std::optional<double> tokens = delta("bert_batch_tokens_sum");
-  if (!batches || *batches <= 0) {
+  const std::optional<double> rows = delta("bert_batch_tokens_sum");
+  if (!batches || !(*batches > 0)) {
     view.error = "no batch counted in the window";
     return view;
   }
   if (sequences) view.mean_sequences = *sequences / *batches;
-  if (tokens) view.mean_tokens = *tokens / *batches;
+  if (rows) view.mean_rows = *rows / *batches;
   return view;
 }
 
 json LatencyJson(const LatencySummary& s) {
   return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90},
           {"p99", s.p99},     {"p999", s.p999}, {"max", s.max}};
+}
+
+int64_t ErrorCount(const StepSummary& s) {
+  int64_t errors = 0;
+  for (const auto& [code, count] : s.errors) errors += count;
+  return errors;
+}
+
+// Whether an open-loop step's sends fell behind their schedule: the latencies then include
+// the load generator's own delay, and the offered rate was not reached.
+bool FellBehind(const LoadStep& step, const StepSummary& s) {
+  return step.rate > 0 && s.send_lag.p50 > kLagWarningMs;
 }
 
 json StepJson(const LoadStep& step, const StepSummary& s, const BatchView* batches) {
@@ -216,8 +314,10 @@ json StepJson(const LoadStep& step, const StepSummary& s, const BatchView* batch
             {"sequences_per_s", s.sequences_per_s},
             {"tokens_per_s", s.tokens_per_s},
             {"latency_ms", LatencyJson(s.latency)},
+            {"latency_all_ms", LatencyJson(s.latency_all)},
             {"service_ms", LatencyJson(s.service)},
             {"send_lag_ms", LatencyJson(s.send_lag)},
+            {"fell_behind_schedule", FellBehind(step, s)},
             {"server_ms",
              {{"total", LatencyJson(s.server_total)},
               {"tokenize", LatencyJson(s.server_tokenize)},
@@ -232,57 +332,162 @@ json StepJson(const LoadStep& step, const StepSummary& s, const BatchView* batch
   if (batches != nullptr) {
     json b = json::object();
     if (batches->mean_sequences) b["mean_sequences"] = *batches->mean_sequences;
-    if (batches->mean_tokens) b["mean_tokens"] = *batches->mean_tokens;
+    if (batches->mean_rows) b["mean_rows"] = *batches->mean_rows;
     if (!batches->error.empty()) b["error"] = batches->error;
     j["server_batches"] = b;
   }
   return j;
 }
 
+void PrintHeader(bool with_batches) {
+  std::printf("%-16s %8s %7s %10s %10s %11s %8s %8s %8s %8s %8s %8s %8s %8s%s\n", "step", "calls",
+              "err %", "req/s", "seq/s", "tokens/s", "p50", "p90", "p99", "max", "all p99",
+              "svc p50", "srv q50", "srv i50", with_batches ? "   batch" : "");
+  std::printf("%-16s %s\n", "",
+              "latency (ms) from the intended send, OK calls; all: failed ones too; svc: from the "
+              "actual send; srv: the server's queue and inference medians");
+}
+
 void PrintStep(const LoadStep& step, const StepSummary& s, const BatchView* batches) {
-  int64_t errors = 0;
-  std::string error_list;
-  for (const auto& [code, count] : s.errors) {
-    errors += count;
-    absl::StrAppend(&error_list, error_list.empty() ? "" : ", ",
-                    GrpcCodeName(static_cast<grpc::StatusCode>(code)), " ", count);
-  }
+  const int64_t errors = ErrorCount(s);
   std::printf(
-      "%-16s %8lld %8lld %7lld %10.1f %10.1f %11.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f",
-      StepLabel(step).c_str(), static_cast<long long>(s.calls), static_cast<long long>(s.ok),
-      static_cast<long long>(errors), s.requests_per_s, s.sequences_per_s, s.tokens_per_s,
-      s.latency.p50, s.latency.p90, s.latency.p99, s.latency.max, s.service.p50, s.server_queue.p50,
-      s.server_inference.p50);
+      "%-16s %8lld %7.2f %10.1f %10.1f %11.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f",
+      StepLabel(step).c_str(), static_cast<long long>(s.calls),
+      s.calls > 0 ? 100.0 * errors / s.calls : 0.0, s.requests_per_s, s.sequences_per_s,
+      s.tokens_per_s, s.latency.p50, s.latency.p90, s.latency.p99, s.latency.max, s.latency_all.p99,
+      s.service.p50, s.server_queue.p50, s.server_inference.p50);
   if (batches != nullptr && batches->mean_sequences) {
     std::printf(" %7.2f", *batches->mean_sequences);
   }
   std::printf("\n");
-  if (!error_list.empty()) std::printf("  errors: %s\n", error_list.c_str());
+  if (errors > 0) {
+    std::string list;
+    for (const auto& [code, count] : s.errors) {
+      absl::StrAppend(&list, list.empty() ? "" : ", ",
+                      GrpcCodeName(static_cast<grpc::StatusCode>(code)), " ", count);
+    }
+    std::printf("  errors: %s%s\n", list.c_str(),
+                s.not_sent > 0 ? absl::StrCat(" (", s.not_sent, " never sent: late)").c_str() : "");
+  }
+  if (FellBehind(step, s)) {
+    std::printf(
+        "  warning: sends fell behind the schedule (send lag p50 %.2f ms, max %.2f ms): the "
+        "offered rate was not reached\n",
+        s.send_lag.p50, s.send_lag.max);
+  }
   if (batches != nullptr && !batches->error.empty()) {
     std::printf("  metrics: %s\n", batches->error.c_str());
   }
   std::fflush(stdout);
 }
 
-void PrintHeader(bool with_batches) {
-  std::printf("%-16s %8s %8s %7s %10s %10s %11s %8s %8s %8s %8s %8s %8s %8s%s\n", "step", "calls",
-              "ok", "errors", "req/s", "seq/s", "tokens/s", "p50", "p90", "p99", "max", "svc p50",
-              "srv q50", "srv i50", with_batches ? "   batch" : "");
-  std::printf("%-16s %s\n", "",
-              "latency (ms) from the intended send; svc: from the actual send; srv: the "
-              "server's queue and inference medians");
-}
-
 void WriteCsvRows(std::ofstream& out, int step_index, const StepResult& result) {
   for (const CallRecord& c : result.calls) {
-    const bool in_window =
-        c.intended_ns >= result.window_begin_ns && c.intended_ns < result.window_end_ns;
     out << step_index << ',' << c.intended_ns / 1000 << ','
         << (c.sent_ns < 0 ? -1 : c.sent_ns / 1000) << ',' << c.done_ns / 1000 << ','
         << GrpcCodeName(static_cast<grpc::StatusCode>(c.code)) << ',' << c.inputs << ',' << c.tokens
-        << ',' << (in_window ? 1 : 0) << ',' << c.server_tokenize_us << ',' << c.server_queue_us
-        << ',' << c.server_inference_us << ',' << c.server_total_us << '\n';
+        << ',' << (InWindow(c, result.window_begin_ns, result.window_end_ns) ? 1 : 0) << ','
+        << c.server_tokenize_us << ',' << c.server_queue_us << ',' << c.server_inference_us << ','
+        << c.server_total_us << '\n';
   }
+}
+
+// The report's header: what ran against what, enough to run it again.
+json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests) {
+  return {{"server",
+           {{"address", ConnectionOptionsFromFlags().server},
+            {"model_name", info.model_name()},
+            {"backend", info.backend()},
+            {"device", info.device()}}},
+          {"workload",
+           {{"inputs_per_request", w.inputs_per_request},
+            {"input_kind", absl::GetFlag(FLAGS_input_kind)},
+            {"input_file", absl::GetFlag(FLAGS_input_file)},
+            {"lengths", absl::GetFlag(FLAGS_lengths)},
+            {"pool_size", w.pool.size()},
+            {"requests", requests},
+            {"seed", absl::GetFlag(FLAGS_seed)},
+            {"seq_length", w.options.seq_length()},
+            {"heads", absl::GetFlag(FLAGS_heads)},
+            {"layers", absl::GetFlag(FLAGS_layers)},
+            {"padding", absl::GetFlag(FLAGS_padding)},
+            {"dtype", absl::GetFlag(FLAGS_dtype)},
+            {"truncation", absl::GetFlag(FLAGS_truncation)},
+            {"normalize", absl::GetFlag(FLAGS_normalize)}}},
+          {"run",
+           {{"warmup_s", absl::GetFlag(FLAGS_warmup_s)},
+            {"duration_s", absl::GetFlag(FLAGS_duration_s)},
+            {"timeout_ms", absl::GetFlag(FLAGS_timeout_ms)},
+            {"max_outstanding", absl::GetFlag(FLAGS_max_outstanding)},
+            {"arrival", absl::GetFlag(FLAGS_arrival)},
+            {"channels", absl::GetFlag(FLAGS_channels)}}},
+          {"steps", json::array()}};
+}
+
+absl::Status WriteJson(const std::string& path, const json& report) {
+  std::ofstream out(path);
+  out << report.dump(2) << '\n';
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+// Runs every step, printing each and rewriting the reports as it ends. Returns the exit
+// status.
+int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report) {
+  const std::string metrics = absl::GetFlag(FLAGS_metrics);
+  const std::string json_out = absl::GetFlag(FLAGS_json_out);
+  std::ofstream csv;
+  if (!absl::GetFlag(FLAGS_csv_out).empty()) {
+    csv.open(absl::GetFlag(FLAGS_csv_out));
+    if (!csv) return Usage(absl::StrCat("cannot write ", absl::GetFlag(FLAGS_csv_out)));
+    csv << "step,intended_us,sent_us,done_us,code,inputs,tokens,in_window,server_tokenize_us,"
+           "server_queue_us,server_inference_us,server_total_us\n";
+  }
+  // An unwritable report path fails before the first step, not after the last.
+  if (!json_out.empty()) {
+    if (absl::Status status = WriteJson(json_out, report); !status.ok()) {
+      return Usage(std::string(status.message()));
+    }
+  }
+  PrintHeader(!metrics.empty());
+  bool every_step_answered = true;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    // Written by Run's edge thread, read after Run has joined it.
+    absl::StatusOr<std::string> before = absl::UnavailableError("not read");
+    absl::StatusOr<std::string> after = absl::UnavailableError("not read");
+    std::function<void(bool)> at_edge;
+    if (!metrics.empty()) {
+      at_edge = [&](bool begin) {
+        (begin ? before : after) = FetchMetrics(metrics, std::chrono::seconds(5));
+      };
+    }
+    absl::StatusOr<StepResult> result = runner->Run(steps[i], at_edge);
+    if (!result.ok()) {
+      std::fprintf(stderr, "bert_load: %s\n", std::string(result.status().message()).c_str());
+      return 1;
+    }
+    const StepSummary summary =
+        SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+    std::optional<BatchView> batches;
+    if (!metrics.empty()) batches = BatchesBetween(before, after);
+    const BatchView* view = batches ? &*batches : nullptr;
+    PrintStep(steps[i], summary, view);
+    report["steps"].push_back(StepJson(steps[i], summary, view));
+    if (!json_out.empty()) {
+      if (absl::Status status = WriteJson(json_out, report); !status.ok()) {
+        std::fprintf(stderr, "bert_load: %s\n", std::string(status.message()).c_str());
+        return 1;
+      }
+    }
+    if (csv.is_open()) WriteCsvRows(csv, static_cast<int>(i), *result);
+    if (summary.ok == 0) every_step_answered = false;
+  }
+  if (!every_step_answered) {
+    std::fprintf(stderr, "bert_load: a step had no OK answer\n");
+    return 1;
+  }
+  return 0;
 }
 
 int Main() {
@@ -290,48 +495,19 @@ int Main() {
   if (!steps.ok()) return Usage(std::string(steps.status().message()));
   const double duration_s = absl::GetFlag(FLAGS_duration_s);
   const double warmup_s = absl::GetFlag(FLAGS_warmup_s);
-  if (!(duration_s > 0 && duration_s <= 86400) || !(warmup_s >= 0 && warmup_s <= 3600)) {
-    return Usage("--duration_s must be in (0, 86400], --warmup_s in [0, 3600]");
-  }
-  const int inputs_per_request = absl::GetFlag(FLAGS_inputs_per_request);
-  const int pool_size = absl::GetFlag(FLAGS_pool_size);
-  const int channels = absl::GetFlag(FLAGS_channels);
-  if (inputs_per_request < 1 || pool_size < 1 || pool_size > 10'000'000 || channels < 1 ||
-      channels > 256 || absl::GetFlag(FLAGS_timeout_ms) < 1 ||
-      absl::GetFlag(FLAGS_max_outstanding) < 1) {
+  if (!(duration_s > 0 && duration_s <= kMaxDurationS) || !(warmup_s >= 0 && warmup_s <= 3600)) {
     return Usage(
-        "--inputs_per_request, --pool_size (<= 1e7), --channels (<= 256), --timeout_ms and "
-        "--max_outstanding must be positive");
+        absl::StrCat("--duration_s must be in (0, ", kMaxDurationS, "], --warmup_s in [0, 3600]"));
+  }
+  const int channels = absl::GetFlag(FLAGS_channels);
+  if (channels < 1 || channels > 256 || absl::GetFlag(FLAGS_timeout_ms) < 1 ||
+      absl::GetFlag(FLAGS_max_outstanding) < 1) {
+    return Usage("--channels (<= 256), --timeout_ms and --max_outstanding must be positive");
   }
   const std::string input_kind = absl::GetFlag(FLAGS_input_kind);
   if (input_kind != "text" && input_kind != "tokens") return Usage("--input_kind: text or tokens");
-
-  // The workload, before contacting the server: a bad file fails at once.
-  std::vector<v1::Input> pool;
-  int seq_length = absl::GetFlag(FLAGS_seq_length);
-  if (!absl::GetFlag(FLAGS_input_file).empty()) {
-    absl::StatusOr<std::vector<v1::Input>> read = ReadInputFile(absl::GetFlag(FLAGS_input_file));
-    if (!read.ok()) return Usage(std::string(read.status().message()));
-    pool = *std::move(read);
-  } else {
-    absl::StatusOr<LengthDistribution> lengths =
-        ParseLengthDistribution(absl::GetFlag(FLAGS_lengths));
-    if (!lengths.ok()) return Usage(std::string(lengths.status().message()));
-    pool = SyntheticInputs(*lengths, pool_size, absl::GetFlag(FLAGS_seed));
-    if (seq_length == 0) seq_length = lengths->max;
-  }
-  v1::EmbedRequest options;
-  EmbedOptionsText text;
-  text.heads = absl::GetFlag(FLAGS_heads);
-  text.layers = absl::GetFlag(FLAGS_layers);
-  text.seq_length = seq_length;
-  text.padding = absl::GetFlag(FLAGS_padding);
-  text.dtype = absl::GetFlag(FLAGS_dtype);
-  text.truncation = absl::GetFlag(FLAGS_truncation);
-  text.normalize = absl::GetFlag(FLAGS_normalize);
-  if (absl::Status status = SetEmbedOptions(text, &options); !status.ok()) {
-    return Usage(std::string(status.message()));
-  }
+  absl::StatusOr<Workload> workload = BuildWorkload();
+  if (!workload.ok()) return Usage(std::string(workload.status().message()));
 
   absl::StatusOr<Connection> connection = Connection::Create(ConnectionOptionsFromFlags());
   if (!connection.ok()) return Usage(std::string(connection.status().message()));
@@ -351,94 +527,35 @@ int Main() {
       return 1;
     }
   }
+  if (absl::Status status = CheckLimits(*workload, info.limits()); !status.ok()) {
+    return Usage(std::string(status.message()));
+  }
   if (input_kind == "tokens") {
-    if (absl::Status status =
-            TokenizeOnServer(stubs[0].get(), *connection, info, options.seq_length(), &pool);
+    if (absl::Status status = TokenizeOnServer(stubs[0].get(), *connection, info, &*workload);
         !status.ok()) {
       std::fprintf(stderr, "bert_load: %s\n", std::string(status.message()).c_str());
       return 1;
     }
   }
+  // Every input is sent: the requests take the pool in order (the last one wraps around).
+  const int per_request = workload->inputs_per_request;
   const int request_count =
-      std::max(1, std::min<int>(4096, static_cast<int>(pool.size()) / inputs_per_request));
+      static_cast<int>((workload->pool.size() + per_request - 1) / per_request);
   LoadOptions load;
   load.duration = std::chrono::nanoseconds(static_cast<int64_t>(duration_s * 1e9));
   load.warmup = std::chrono::nanoseconds(static_cast<int64_t>(warmup_s * 1e9));
   load.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
   load.max_outstanding = absl::GetFlag(FLAGS_max_outstanding);
   load.seed = absl::GetFlag(FLAGS_seed);
+  json report = ReportHeader(info, *workload, request_count);
   LoadRunner runner(&*connection, std::move(stubs),
-                    MakeRequests(pool, inputs_per_request, request_count, options), load);
-
+                    MakeRequests(workload->pool, per_request, request_count, workload->options),
+                    load);
   std::printf("bert_load: %s (%s, %s), %d input(s) per call from %zu %s inputs, %d channel(s)\n",
-              info.model_name().c_str(), info.backend().c_str(), info.device().c_str(),
-              inputs_per_request, pool.size(), input_kind.c_str(), channels);
-  const std::string metrics = absl::GetFlag(FLAGS_metrics);
-  PrintHeader(!metrics.empty());
-  std::ofstream csv;
-  if (!absl::GetFlag(FLAGS_csv_out).empty()) {
-    csv.open(absl::GetFlag(FLAGS_csv_out));
-    if (!csv) return Usage(absl::StrCat("cannot write ", absl::GetFlag(FLAGS_csv_out)));
-    csv << "step,intended_us,sent_us,done_us,code,inputs,tokens,in_window,server_tokenize_us,"
-           "server_queue_us,server_inference_us,server_total_us\n";
-  }
-  json report = {{"server",
-                  {{"address", ConnectionOptionsFromFlags().server},
-                   {"model_name", info.model_name()},
-                   {"backend", info.backend()},
-                   {"device", info.device()}}},
-                 {"workload",
-                  {{"inputs_per_request", inputs_per_request},
-                   {"input_kind", input_kind},
-                   {"input_file", absl::GetFlag(FLAGS_input_file)},
-                   {"lengths", absl::GetFlag(FLAGS_lengths)},
-                   {"seq_length", options.seq_length()},
-                   {"heads", absl::GetFlag(FLAGS_heads)},
-                   {"warmup_s", warmup_s},
-                   {"duration_s", duration_s},
-                   {"channels", channels}}},
-                 {"steps", json::array()}};
-  bool every_step_answered = true;
-  for (size_t i = 0; i < steps->size(); ++i) {
-    const LoadStep& step = (*steps)[i];
-    absl::Mutex metrics_mu;
-    absl::StatusOr<std::string> before = absl::UnavailableError("not read");
-    absl::StatusOr<std::string> after = absl::UnavailableError("not read");
-    std::function<void(bool)> at_edge;
-    if (!metrics.empty()) {
-      at_edge = [&](bool begin) {
-        absl::StatusOr<std::string> page = FetchMetrics(metrics, std::chrono::seconds(5));
-        absl::MutexLock lock(&metrics_mu);
-        (begin ? before : after) = std::move(page);
-      };
-    }
-    absl::StatusOr<StepResult> result = runner.Run(step, at_edge);
-    if (!result.ok()) {
-      std::fprintf(stderr, "bert_load: %s\n", std::string(result.status().message()).c_str());
-      return 1;
-    }
-    const StepSummary summary =
-        SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
-    std::optional<BatchView> batches;
-    if (!metrics.empty()) {
-      absl::MutexLock lock(&metrics_mu);
-      batches = BatchesBetween(before, after);
-    }
-    PrintStep(step, summary, batches ? &*batches : nullptr);
-    report["steps"].push_back(StepJson(step, summary, batches ? &*batches : nullptr));
-    if (csv.is_open()) WriteCsvRows(csv, static_cast<int>(i), *result);
-    if (summary.ok == 0) every_step_answered = false;
-  }
-  if (!absl::GetFlag(FLAGS_json_out).empty()) {
-    std::ofstream out(absl::GetFlag(FLAGS_json_out));
-    out << report.dump(2) << '\n';
-    if (!out) return Usage(absl::StrCat("cannot write ", absl::GetFlag(FLAGS_json_out)));
-  }
-  if (!every_step_answered) {
-    std::fprintf(stderr, "bert_load: a step had no OK answer\n");
-    return 1;
-  }
-  return 0;
+              info.model_name().c_str(), info.backend().c_str(), info.device().c_str(), per_request,
+              workload->pool.size(), input_kind.c_str(), channels);
+  workload->pool.clear();  // the requests hold copies
+  return RunSweep(&runner, *steps, std::move(report));
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
-// How the bundled tools reach a bert_server: the channel (plain or TLS), the bearer token
-// and the per-call deadline. The flags --server, --tls, --ca, --token and --token_file are
-// defined here once for every tool that links this library.
+// How the bundled tools reach a bert_server: the channel (plain or TLS) and what each call
+// carries (deadline, bearer token). The flags --server, --tls, --ca, --token and
+// --token_file are defined here once for every tool that links this library.
 #ifndef BERT_CLIENT_CONNECTION_H_
 #define BERT_CLIENT_CONNECTION_H_
 

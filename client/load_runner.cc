@@ -15,6 +15,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr int kMaxConcurrency = 100000;
+constexpr double kMaxRate = 1e6;  // calls per second
+
 // A call from its send to its callback.
 struct InFlight {
   grpc::ClientContext context;
@@ -80,15 +83,19 @@ class LoadRunner::Step {
     while (true) {
       const int64_t now = Now();
       if (now >= window_end_ns_) return;
+      int64_t intended;
       {
         absl::MutexLock lock(&mu_);
         if (!mu_.AwaitWithTimeout(absl::Condition(&slot_free),
                                   absl::Nanoseconds(window_end_ns_ - now))) {
           return;
         }
+        // A slot may free just as the window ends: nothing is sent after it.
+        intended = Now();
+        if (intended >= window_end_ns_) return;
         ++open_;
       }
-      Send(Now());
+      Send(intended);
     }
   }
 
@@ -122,11 +129,11 @@ class LoadRunner::Step {
     while (Now() < ns) std::this_thread::yield();
   }
 
-  // Sends one call intended at `intended_ns`; open_ already counts it.
+  // Sends one call intended at `intended_ns`; open_ already counts it. Sender thread only.
   void Send(int64_t intended_ns) {
-    auto* call = new InFlight;
+    auto call = std::make_unique<InFlight>();
     call->record.intended_ns = intended_ns;
-    const uint64_t n = runner_->next_call_.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t n = runner_->next_call_++;
     const v1::EmbedRequest& request = runner_->requests_[n % runner_->requests_.size()];
     call->record.inputs = request.inputs_size();
     const int64_t now = Now();
@@ -134,22 +141,25 @@ class LoadRunner::Step {
     if (left_ns <= 0) {  // Its deadline passed while it waited to be sent.
       call->record.done_ns = now;
       call->record.code = static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED);
-      Finish(call);
+      Finish(std::move(call));
       return;
     }
     runner_->connection_->Prepare(
         &call->context, std::chrono::system_clock::now() + std::chrono::nanoseconds(left_ns));
+    // gRPC holds the call until its callback, which takes it back.
+    InFlight* sent = call.release();
     {
       absl::MutexLock lock(&mu_);
-      in_flight_.insert(call);
+      in_flight_.insert(sent);
     }
     v1::BertService::Stub* stub = runner_->stubs_[n % runner_->stubs_.size()].get();
-    call->record.sent_ns = Now();
-    stub->async()->Embed(&call->context, &request, &call->response,
-                         [this, call](grpc::Status status) { OnDone(call, status); });
+    sent->record.sent_ns = Now();
+    stub->async()->Embed(
+        &sent->context, &request, &sent->response,
+        [this, sent](grpc::Status status) { OnDone(std::unique_ptr<InFlight>(sent), status); });
   }
 
-  void OnDone(InFlight* call, const grpc::Status& status) {
+  void OnDone(std::unique_ptr<InFlight> call, const grpc::Status& status) {
     CallRecord& r = call->record;
     r.done_ns = Now();
     r.code = static_cast<int>(status.error_code());
@@ -164,14 +174,14 @@ class LoadRunner::Step {
     }
     {
       absl::MutexLock lock(&mu_);
-      in_flight_.erase(call);
+      in_flight_.erase(call.get());
     }
-    Finish(call);
+    Finish(std::move(call));
   }
 
-  void Finish(InFlight* call) {
+  void Finish(std::unique_ptr<InFlight> call) {
     const CallRecord record = call->record;
-    delete call;
+    call.reset();
     absl::MutexLock lock(&mu_);
     records_.push_back(record);
     --open_;
@@ -202,6 +212,16 @@ absl::StatusOr<StepResult> LoadRunner::Run(const LoadStep& step,
                                            const std::function<void(bool begin)>& at_window_edge) {
   if ((step.concurrency > 0) == (step.rate > 0)) {
     return absl::InvalidArgumentError("a step has either a concurrency or a rate");
+  }
+  if (step.concurrency > kMaxConcurrency || !(step.rate <= kMaxRate)) {
+    return absl::InvalidArgumentError(absl::StrCat("a step's concurrency is at most ",
+                                                   kMaxConcurrency, ", its rate at most ", kMaxRate,
+                                                   "/s"));
+  }
+  if (options_.duration.count() <= 0 || options_.warmup.count() < 0 ||
+      options_.timeout.count() <= 0 || options_.max_outstanding < 1) {
+    return absl::InvalidArgumentError(
+        "duration, timeout and max_outstanding must be positive, warmup not negative");
   }
   if (stubs_.empty() || requests_.empty()) {
     return absl::InvalidArgumentError("no channel or no request to send");

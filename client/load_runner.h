@@ -4,7 +4,6 @@
 #ifndef BERT_CLIENT_LOAD_RUNNER_H_
 #define BERT_CLIENT_LOAD_RUNNER_H_
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -56,7 +55,9 @@ class LoadRunner {
 
   // Runs `step`: warm-up, then the measured window, then waits for every call sent.
   // `at_window_edge` (may be empty) is called from another thread as the window begins
-  // (true) and ends (false), e.g. to read the server's metrics. Fails only when calls
+  // (true) and ends (false), e.g. to read the server's metrics; Run waits for it to
+  // return. INVALID_ARGUMENT for a step or options out of range (concurrency <= 1e5,
+  // rate <= 1e6/s, positive duration, timeout and max_outstanding); INTERNAL when calls
   // are still unanswered long after their deadlines (gRPC broken).
   absl::StatusOr<StepResult> Run(const LoadStep& step,
                                  const std::function<void(bool begin)>& at_window_edge);
@@ -68,7 +69,7 @@ class LoadRunner {
   std::vector<std::unique_ptr<v1::BertService::Stub>> stubs_;
   std::vector<v1::EmbedRequest> requests_;
   LoadOptions options_;
-  std::atomic<uint64_t> next_call_{0};
+  uint64_t next_call_ = 0;  // the next request and stub, in turn (sender thread only)
 };
 
 }  // namespace bert

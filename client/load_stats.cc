@@ -38,7 +38,7 @@ StepSummary SummarizeStep(const std::vector<CallRecord>& calls, int64_t window_b
                           int64_t window_end_ns) {
   StepSummary s;
   s.window_s = static_cast<double>(window_end_ns - window_begin_ns) * 1e-9;
-  std::vector<double> latency, service, lag, total, tokenize, queue, inference;
+  std::vector<double> latency, latency_all, service, lag, total, tokenize, queue, inference;
   int64_t arrived = 0, arrived_inputs = 0, arrived_tokens = 0;
   for (const CallRecord& c : calls) {
     if (c.code == kOk && c.done_ns >= window_begin_ns && c.done_ns < window_end_ns) {
@@ -46,8 +46,9 @@ StepSummary SummarizeStep(const std::vector<CallRecord>& calls, int64_t window_b
       arrived_inputs += c.inputs;
       arrived_tokens += c.tokens;
     }
-    if (c.intended_ns < window_begin_ns || c.intended_ns >= window_end_ns) continue;
+    if (!InWindow(c, window_begin_ns, window_end_ns)) continue;
     ++s.calls;
+    latency_all.push_back(NsToMs(c.done_ns - c.intended_ns));
     if (c.sent_ns >= 0) lag.push_back(NsToMs(c.sent_ns - c.intended_ns));
     if (c.code != kOk) {
       ++s.errors[c.code];
@@ -68,6 +69,7 @@ StepSummary SummarizeStep(const std::vector<CallRecord>& calls, int64_t window_b
     s.tokens_per_s = arrived_tokens / s.window_s;
   }
   s.latency = Summarize(std::move(latency));
+  s.latency_all = Summarize(std::move(latency_all));
   s.service = Summarize(std::move(service));
   s.send_lag = Summarize(std::move(lag));
   s.server_total = Summarize(std::move(total));

@@ -36,10 +36,19 @@ struct LatencySummary {
 
 LatencySummary Summarize(std::vector<double> values_ms);
 
+// Whether a call belongs to the window [begin, end): by its intended send time.
+inline bool InWindow(const CallRecord& call, int64_t window_begin_ns, int64_t window_end_ns) {
+  return call.intended_ns >= window_begin_ns && call.intended_ns < window_end_ns;
+}
+
 // A step's results over its measured window [begin, end).
 //
 // Calls whose intended send time lies in the window make up the counts, the error table
-// and the latencies (each waited for to its end). Throughput counts the OK answers that
+// and the latencies (each waited for to its end). `latency` covers the OK calls; in
+// overload, when calls fail, `latency_all` (failed calls at the time their error arrived)
+// keeps them in view. `latency` covers the OK calls; in
+// overload, when calls fail, `latency_all` (failed calls at the time their error arrived)
+// keeps them in view. Throughput counts the OK answers that
 // arrived within the window, so that a server that falls behind shows its own rate, not
 // the offered one.
 struct StepSummary {
@@ -52,6 +61,7 @@ struct StepSummary {
   double sequences_per_s = 0;     // ... their inputs
   double tokens_per_s = 0;        // ... their real tokens
   LatencySummary latency;         // OK calls: done - intended
+  LatencySummary latency_all;     // every call, failed ones too: done - intended
   LatencySummary service;         // OK calls: done - sent
   LatencySummary send_lag;        // sent calls: sent - intended
   LatencySummary server_total;    // OK calls: the server's own times

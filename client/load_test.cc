@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -191,6 +192,9 @@ TEST(SummarizeStep, CountsByIntentLatencyFromIntentThroughputByArrival) {
   EXPECT_EQ(s.latency.count, 3);
   EXPECT_DOUBLE_EQ(s.latency.p50, 300);
   EXPECT_DOUBLE_EQ(s.latency.max, 600);
+  // With the failed calls: 10, 40, 100, 300, 600 ms.
+  EXPECT_EQ(s.latency_all.count, 5);
+  EXPECT_DOUBLE_EQ(s.latency_all.p50, 100);
   EXPECT_DOUBLE_EQ(s.service.max, 600);
   EXPECT_DOUBLE_EQ(s.service.p50, 100);
   EXPECT_DOUBLE_EQ(s.send_lag.max, 200);
@@ -220,7 +224,9 @@ TEST(SumOfSamples, SumsSeriesOfExactlyThatName) {
 // A one-shot HTTP server on 127.0.0.1 answering every connection with `answer`.
 class FakeHttp {
  public:
-  explicit FakeHttp(std::string answer) : answer_(std::move(answer)) {
+  // trickle: after `answer`, send a byte every 50 ms until the client goes away.
+  explicit FakeHttp(std::string answer, bool trickle = false)
+      : answer_(std::move(answer)), trickle_(trickle) {
     fd_ = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -242,19 +248,27 @@ class FakeHttp {
       }
       request_ = request;
       send(client, answer_.data(), answer_.size(), MSG_NOSIGNAL);
+      while (trickle_ && send(client, "x", 1, MSG_NOSIGNAL) == 1) {
+        std::this_thread::sleep_for(milliseconds(50));
+      }
       close(client);
     });
   }
   ~FakeHttp() {
     shutdown(fd_, SHUT_RDWR);
     close(fd_);
-    thread_.join();
+    Join();
+  }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // What the client sent; after Join().
   const std::string& request() const { return request_; }
 
  private:
   std::string answer_;
+  bool trickle_ = false;
   int fd_ = -1;
   int port_ = 0;
   std::thread thread_;
@@ -262,10 +276,25 @@ class FakeHttp {
 };
 
 TEST(FetchMetrics, ReadsTheBodyOfA200) {
-  FakeHttp http("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbert_queue_depth 3\n");
-  absl::StatusOr<std::string> page = FetchMetrics(http.address(), milliseconds(5000));
-  ASSERT_TRUE(page.ok()) << page.status();
-  EXPECT_EQ(*page, "bert_queue_depth 3\n");
+  std::string request;
+  {
+    FakeHttp http("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbert_queue_depth 3\n");
+    absl::StatusOr<std::string> page = FetchMetrics(http.address(), milliseconds(5000));
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_EQ(*page, "bert_queue_depth 3\n");
+    http.Join();
+    request = http.request();
+  }
+  EXPECT_EQ(request.rfind("GET /metrics HTTP/1.0\r\n", 0), 0u) << request;
+}
+
+TEST(FetchMetrics, ASlowServerCannotHoldItPastTheTimeout) {
+  // Answers a byte at a time, forever: the whole fetch still ends at its timeout.
+  FakeHttp http("HTTP/1.0 200 OK\r\n\r\n", /*trickle=*/true);
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::string> page = FetchMetrics(http.address(), milliseconds(500));
+  EXPECT_EQ(page.status().code(), absl::StatusCode::kDeadlineExceeded) << page.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
 }
 
 TEST(FetchMetrics, FailsClearly) {
@@ -404,7 +433,7 @@ TEST_F(LoadRunnerTest, ClosedLoopKeepsExactlyConcurrencyInFlight) {
   for (const CallRecord& c : result->calls) {
     EXPECT_LE(c.intended_ns, c.sent_ns);
     EXPECT_LT(c.sent_ns, c.done_ns);
-    EXPECT_LT(c.sent_ns, result->window_end_ns);  // nothing sent after the window
+    EXPECT_LT(c.intended_ns, result->window_end_ns);  // nothing sent for after the window
   }
 }
 
@@ -424,7 +453,9 @@ TEST_F(LoadRunnerTest, OpenLoopSendsOnScheduleAndCountsTheBacklogInLatency) {
       SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
   // Every scheduled call is accounted for: 200 intended, each answered (or timed out).
   EXPECT_EQ(s.calls, 200);
-  EXPECT_EQ(s.ok + s.errors.size(), 200u);
+  int64_t failed = 0;
+  for (const auto& [code, count] : s.errors) failed += count;
+  EXPECT_EQ(s.ok + failed, 200);
   EXPECT_EQ(service_.max_open(), 1);
   EXPECT_LE(s.requests_per_s, 55);  // the server's rate, not the offered one
   // The service time stays near 20 ms; the latency from the intended send grows with the
@@ -453,6 +484,39 @@ TEST_F(LoadRunnerTest, OpenLoopConstantRateKeepsItsSchedule) {
   for (size_t i = 1; i < intended.size(); ++i) {
     EXPECT_NEAR(intended[i] - intended[i - 1], 10000000, 1);
   }
+  // The sends kept to it: a sender seconds late would show here (loose bounds for a
+  // loaded machine; the sleep alone is accurate to ~0.1 ms).
+  EXPECT_LT(s.send_lag.p50, 5.0);
+  EXPECT_LT(s.send_lag.max, 200.0);
+}
+
+TEST_F(LoadRunnerTest, DeadlinesCountFromTheIntendedSendTime) {
+  // Calls take 150 ms, deadlines are 100 ms, one call in flight at a time at 100/s: each
+  // call waits ~90 ms to be sent, then has only what is left of its 100 ms.
+  service_.delay = milliseconds(150);
+  LoadOptions options;
+  options.warmup = milliseconds(0);
+  options.duration = milliseconds(500);
+  options.timeout = milliseconds(100);
+  options.max_outstanding = 1;
+  LoadRunner runner = MakeRunner(options);
+  absl::StatusOr<StepResult> result = runner.Run(Open(100, false), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s =
+      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  EXPECT_EQ(s.calls, 50);
+  EXPECT_EQ(s.ok, 0);
+  EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED)), 50);
+  int sent_late = 0;
+  for (const CallRecord& c : result->calls) {
+    // Ended at intended + 100 ms (a deadline from the actual send would give up to 190).
+    EXPECT_GE(c.done_ns - c.intended_ns, 99000000);
+    EXPECT_LT(c.done_ns - c.intended_ns, 160000000);
+    sent_late += c.sent_ns < 0 || c.sent_ns - c.intended_ns > 50000000;
+  }
+  EXPECT_GT(sent_late, 25);
+  EXPECT_EQ(s.latency_all.count, 50);
+  EXPECT_GE(s.latency_all.p50, 99.0);
 }
 
 TEST_F(LoadRunnerTest, PoissonRateHasItsMean) {
@@ -508,11 +572,25 @@ TEST_F(LoadRunnerTest, AServerThatIsDownGivesUnavailable) {
   EXPECT_EQ(s.errors.count(static_cast<int>(grpc::StatusCode::UNAVAILABLE)), 1u);
 }
 
+TEST_F(LoadRunnerTest, RejectsBadOptions) {
+  LoadOptions options;
+  options.max_outstanding = 0;
+  EXPECT_EQ(MakeRunner(options).Run(Open(10, true), nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options = LoadOptions();
+  options.duration = milliseconds(0);
+  EXPECT_EQ(MakeRunner(options).Run(Closed(1), nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(LoadRunnerTest, RejectsAStepWithoutExactlyOneMode) {
   LoadRunner runner = MakeRunner(LoadOptions());
   LoadStep both = Closed(1);
   both.rate = 5;
   EXPECT_EQ(runner.Run(LoadStep(), nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      runner.Run(Open(std::numeric_limits<double>::infinity(), true), nullptr).status().code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(runner.Run(both, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
 }
 

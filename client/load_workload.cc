@@ -4,7 +4,6 @@
 #include <cmath>
 #include <fstream>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -14,7 +13,7 @@ namespace bert {
 namespace {
 
 // Common English words that are whole tokens of bert-base-uncased's vocabulary and of
-// tests/data/tiny_vocab_1024.txt (checked by load_workload_test).
+// tests/data/tiny_vocab_1024.txt (load_test checks both).
 constexpr const char* kWords[] = {
     "the",         "of",         "and",        "to",         "in",           "is",
     "you",         "that",       "it",         "he",         "was",          "for",
@@ -113,7 +112,9 @@ std::vector<int> SampleLengths(const LengthDistribution& dist, int n, std::mt199
   const double mu = std::log(static_cast<double>(dist.mean)) - dist.sigma * dist.sigma / 2;
   std::lognormal_distribution<double> draw(mu, dist.sigma);
   for (int& length : lengths) {
-    length = std::clamp(static_cast<int>(std::lround(draw(*rng))), kMinLength, dist.max);
+    const double x =
+        std::clamp(draw(*rng), static_cast<double>(kMinLength), static_cast<double>(dist.max));
+    length = static_cast<int>(std::lround(x));
   }
   return lengths;
 }
@@ -143,18 +144,10 @@ std::vector<v1::Input> SyntheticInputs(const LengthDistribution& dist, int n, ui
 absl::StatusOr<std::vector<v1::Input>> ReadInputFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::vector<v1::Input> inputs;
-  std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
-    if (absl::StripAsciiWhitespace(line).empty()) continue;
-    absl::StatusOr<v1::Input> input = ParseInputLine(line);
-    if (!input.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, " line ", number, ": ", input.status().message()));
-    }
-    inputs.push_back(*std::move(input));
+  absl::StatusOr<std::vector<v1::Input>> inputs = ParseInputLines(in, path);
+  if (inputs.ok() && inputs->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " has no inputs"));
   }
-  if (inputs.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " has no inputs"));
   return inputs;
 }
 

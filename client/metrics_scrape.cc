@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -27,19 +29,54 @@ class Socket {
   Socket(const Socket&) = delete;
   Socket& operator=(const Socket&) = delete;
   int fd() const { return fd_; }
+  int Release() { return std::exchange(fd_, -1); }
 
  private:
   int fd_;
 };
 
-// Waits until `fd` is ready for `events`; false on timeout or error.
-bool WaitFor(int fd, short events, std::chrono::milliseconds timeout) {
+using Clock = std::chrono::steady_clock;
+
+// Waits until `fd` is ready for `events`; false at `deadline` or on error.
+bool WaitFor(int fd, short events, Clock::time_point deadline) {
   pollfd p{fd, events, 0};
   int rc;
   do {
-    rc = poll(&p, 1, static_cast<int>(timeout.count()));
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    rc = poll(&p, 1, static_cast<int>(left));
   } while (rc < 0 && errno == EINTR);
   return rc > 0 && (p.revents & (events | POLLHUP)) != 0;
+}
+
+// A socket connected to the first of `addresses` that accepts, by `deadline`.
+absl::StatusOr<int> Connect(const addrinfo* addresses, const std::string& host_port,
+                            Clock::time_point deadline) {
+  std::string last_error = "no address";
+  for (const addrinfo* a = addresses; a != nullptr; a = a->ai_next) {
+    Socket socket_fd(::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK, 0));
+    if (socket_fd.fd() < 0) {
+      last_error = strerror(errno);
+      continue;
+    }
+    if (connect(socket_fd.fd(), a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      last_error = strerror(errno);
+      continue;
+    }
+    if (!WaitFor(socket_fd.fd(), POLLOUT, deadline)) {
+      return absl::DeadlineExceededError(absl::StrCat("connect ", host_port, ": timed out"));
+    }
+    int error = 0;
+    socklen_t error_size = sizeof(error);
+    getsockopt(socket_fd.fd(), SOL_SOCKET, SO_ERROR, &error, &error_size);
+    if (error != 0) {
+      last_error = strerror(error);
+      continue;
+    }
+    return socket_fd.Release();
+  }
+  return absl::UnavailableError(absl::StrCat("connect ", host_port, ": ", last_error));
 }
 
 }  // namespace
@@ -64,24 +101,14 @@ absl::StatusOr<std::string> FetchMetrics(const std::string& host_port,
     return absl::UnavailableError(absl::StrCat("resolve ", host_port, ": ", gai_strerror(rc)));
   }
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> addresses(found, freeaddrinfo);
-  Socket socket_fd(::socket(found->ai_family, found->ai_socktype | SOCK_NONBLOCK, 0));
-  if (socket_fd.fd() < 0) return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
-  if (connect(socket_fd.fd(), found->ai_addr, found->ai_addrlen) != 0 && errno != EINPROGRESS) {
-    return absl::UnavailableError(absl::StrCat("connect ", host_port, ": ", strerror(errno)));
-  }
-  if (!WaitFor(socket_fd.fd(), POLLOUT, timeout)) {
-    return absl::DeadlineExceededError(absl::StrCat("connect ", host_port, ": timed out"));
-  }
-  int error = 0;
-  socklen_t error_size = sizeof(error);
-  getsockopt(socket_fd.fd(), SOL_SOCKET, SO_ERROR, &error, &error_size);
-  if (error != 0) {
-    return absl::UnavailableError(absl::StrCat("connect ", host_port, ": ", strerror(error)));
-  }
+  const Clock::time_point deadline = Clock::now() + timeout;
+  absl::StatusOr<int> fd = Connect(found, host_port, deadline);
+  if (!fd.ok()) return fd.status();
+  Socket socket_fd(*fd);
   const std::string request =
       absl::StrCat("GET /metrics HTTP/1.0\r\nHost: ", host_port, "\r\n\r\n");
   for (size_t sent = 0; sent < request.size();) {
-    if (!WaitFor(socket_fd.fd(), POLLOUT, timeout)) {
+    if (!WaitFor(socket_fd.fd(), POLLOUT, deadline)) {
       return absl::DeadlineExceededError("metrics request: timed out");
     }
     const ssize_t n =
@@ -95,7 +122,7 @@ absl::StatusOr<std::string> FetchMetrics(const std::string& host_port,
   std::string answer;
   char buffer[16384];
   while (true) {
-    if (!WaitFor(socket_fd.fd(), POLLIN, timeout)) {
+    if (!WaitFor(socket_fd.fd(), POLLIN, deadline)) {
       return absl::DeadlineExceededError("metrics answer: timed out");
     }
     const ssize_t n = recv(socket_fd.fd(), buffer, sizeof(buffer), 0);
@@ -109,8 +136,10 @@ absl::StatusOr<std::string> FetchMetrics(const std::string& host_port,
   }
   const size_t body = answer.find("\r\n\r\n");
   const absl::string_view status_line = absl::string_view(answer).substr(0, answer.find("\r\n"));
-  if (body == std::string::npos || status_line.find(" 200") == absl::string_view::npos) {
-    return absl::UnavailableError(absl::StrCat("metrics answer: ", status_line));
+  // "HTTP/1.x 200 OK": the code is the second field.
+  const std::vector<absl::string_view> fields = absl::StrSplit(status_line, ' ');
+  if (body == std::string::npos || fields.size() < 2 || fields[1] != "200") {
+    return absl::UnavailableError(absl::StrCat("metrics answer: ", status_line.substr(0, 200)));
   }
   return answer.substr(body + 4);
 }

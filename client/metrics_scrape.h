@@ -12,8 +12,8 @@
 
 namespace bert {
 
-// GET http://HOST:PORT/metrics with HTTP/1.0; the body of a 200 answer. Bounded by
-// `timeout` for the connection and for each read.
+// GET http://HOST:PORT/metrics with HTTP/1.0; the body of a 200 answer. The whole fetch
+// (connecting to each resolved address in turn, sending, reading) ends within `timeout`.
 absl::StatusOr<std::string> FetchMetrics(const std::string& host_port,
                                          std::chrono::milliseconds timeout);
 

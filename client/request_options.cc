@@ -1,5 +1,7 @@
 #include "client/request_options.h"
 
+#include <limits>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -28,10 +30,11 @@ absl::Status AppendIds(const json& ids, const char* field,
                        google::protobuf::RepeatedField<int32_t>* out) {
   if (!ids.is_array()) return absl::InvalidArgumentError(absl::StrCat(field, ": not an array"));
   for (const json& id : ids) {
-    if (!id.is_number_integer()) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": not an integer: ", id.dump()));
+    if (!id.is_number_integer() || id.get<int64_t>() < std::numeric_limits<int32_t>::min() ||
+        id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": not a 32-bit integer: ", id.dump()));
     }
-    out->Add(id.get<int32_t>());
+    out->Add(static_cast<int32_t>(id.get<int64_t>()));
   }
   return absl::OkStatus();
 }
@@ -108,6 +111,21 @@ absl::StatusOr<v1::Input> ParseInputLine(absl::string_view line) {
   }
   return absl::InvalidArgumentError(
       "expected a JSON string or an object with text_a or input_word_ids");
+}
+
+absl::StatusOr<std::vector<v1::Input>> ParseInputLines(std::istream& in, absl::string_view source) {
+  std::vector<v1::Input> inputs;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    absl::StatusOr<v1::Input> input = ParseInputLine(line);
+    if (!input.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, " line ", number, ": ", input.status().message()));
+    }
+    inputs.push_back(*std::move(input));
+  }
+  return inputs;
 }
 
 }  // namespace bert

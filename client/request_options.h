@@ -3,7 +3,9 @@
 #ifndef BERT_CLIENT_REQUEST_OPTIONS_H_
 #define BERT_CLIENT_REQUEST_OPTIONS_H_
 
+#include <istream>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -30,6 +32,10 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
 // One input line: a JSON string (one text), {"text_a": ..., "text_b": ...} (a pair), or
 // {"input_word_ids": [...], "input_type_ids": [...]} (token ids).
 absl::StatusOr<v1::Input> ParseInputLine(absl::string_view line);
+
+// Every input of a stream of such lines; blank lines are skipped. Errors name `source` and
+// the line number.
+absl::StatusOr<std::vector<v1::Input>> ParseInputLines(std::istream& in, absl::string_view source);
 
 }  // namespace bert
 

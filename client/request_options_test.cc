@@ -1,5 +1,7 @@
 #include "client/request_options.h"
 
+#include <sstream>
+
 #include "gtest/gtest.h"
 
 namespace bert {
@@ -89,6 +91,18 @@ TEST(ParseInputLine, RejectsMalformedLinesWithoutThrowing) {
     absl::StatusOr<v1::Input> input = ParseInputLine(line);
     EXPECT_EQ(input.status().code(), absl::StatusCode::kInvalidArgument) << line;
   }
+}
+
+TEST(ParseInputLines, SkipsBlankLinesAndNamesTheBadOne) {
+  std::istringstream good("\"a\"\n\n  \n{\"text_a\": \"b\"}\n");
+  absl::StatusOr<std::vector<v1::Input>> inputs = ParseInputLines(good, "stdin");
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  ASSERT_EQ(inputs->size(), 2u);
+  EXPECT_EQ((*inputs)[1].text().text_a(), "b");
+  std::istringstream bad("\"a\"\n\nnot json\n");
+  const absl::Status status = ParseInputLines(bad, "in.jsonl").status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("in.jsonl line 3: "), absl::string_view::npos) << status;
 }
 
 }  // namespace
