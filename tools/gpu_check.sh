@@ -8,8 +8,9 @@
 #   tools/gpu_check.sh run [all|tests|bench|micro]
 #                              # there (GPU, no Bazel), from the repo root: tests = every GPU
 #                              # test binary (gtest XML + logs) and the serving check; bench =
-#                              # our benchmark, the Hugging Face baseline on the same weights
-#                              # and the option variants (compare.md, goals.md); micro =
+#                              # our benchmark, the Hugging Face baseline on the same weights,
+#                              # the option variants (compare.md, goals.md) and the server end
+#                              # to end against the engine; micro =
 #                              # gemm_bench, the per-op profile, every-layer copies,
 #                              # attention_bench, membw_bench;
 #                              # all = the three in that order, within DEADLINE_S. A pass/fail
@@ -27,10 +28,12 @@ TESTS=(
   "server/engine:cuda_engine_test"
 )
 BENCH=("bench:gpu_bench" "bench:attention_bench" "bench:gemm_bench" "bench:membw_bench")
-# The serving path on the GPU: tools/gpu_serving_check.py drives these.
+# The serving path on the GPU: tools/gpu_serving_check.py and bench/serving_vs_engine.py
+# drive these.
 SERVING=(
   "server:bert_server"
   "client:bert_client"
+  "client:bert_load"
   "tools:bert_encode"
 )
 
@@ -167,29 +170,41 @@ run() {
     # compare.md shows each as a column; goals.md names the fastest one per goal. Each entry:
     # name, the batches it runs ("+varlen": the variable-length batch too), gpu_bench flags.
     # Our GEMM is a candidate only up to 256 rows: its variants run batch 1 (128 rows) alone.
-    local variants=("custom_gemm_pdl 1 --custom_gemm=true --pdl=true"
-                    "pdl 1,8,32 --pdl=true"
-                    "custom_gemm 1 --custom_gemm=true"
-                    "attn_double_buffer 1,8,32,128+varlen --attention_double_buffer=true"
-                    "residual_in_gemm 1,8,32,128+varlen --residual_in_gemm=true"
-                    "exact_gelu 1,8,32,128+varlen --fused_gelu=false"
-                    "no_autotune 1,8,32,128+varlen --gemm_autotune=false"
-                    "graphs_all_rows 128+varlen --max_graph_rows=1000000")
-    local variant
-    for variant in "${variants[@]}"; do
-      [ -f "$logs/ours.json" ] || break  # nothing to compare them with
-      local vname vbatches vflags
-      read -r vname vbatches vflags <<< "$variant"
-      local varlen_flag=""
-      if [ "${vbatches%+varlen}" != "$vbatches" ]; then
-        varlen_flag="--varlen_file=$lengths"
-        vbatches="${vbatches%+varlen}"
-      fi
-      LD_LIBRARY_PATH="$ld" step "gpu_bench $vname" "$logs/ours_$vname.log" 20 120 \
-        .gpu/bin/gpu_bench $model_flag $varlen_flag --dtypes=fp16 --batches="$vbatches" \
-        $vflags --json="$logs/ours_$vname.json"
-      [ -f "$logs/ours_$vname.json" ] && variant_files+=("$vname=$logs/ours_$vname.json")
-    done
+    run_variants() {
+      local variant
+      for variant in "$@"; do
+        [ -f "$logs/ours.json" ] || return 0  # nothing to compare them with
+        local vname vbatches vflags
+        read -r vname vbatches vflags <<< "$variant"
+        local varlen_flag=""
+        if [ "${vbatches%+varlen}" != "$vbatches" ]; then
+          varlen_flag="--varlen_file=$lengths"
+          vbatches="${vbatches%+varlen}"
+        fi
+        LD_LIBRARY_PATH="$ld" step "gpu_bench $vname" "$logs/ours_$vname.log" 20 120 \
+          .gpu/bin/gpu_bench $model_flag $varlen_flag --dtypes=fp16 --batches="$vbatches" \
+          $vflags --json="$logs/ours_$vname.json"
+        [ -f "$logs/ours_$vname.json" ] && variant_files+=("$vname=$logs/ours_$vname.json")
+      done
+    }
+    run_variants "custom_gemm_pdl 1 --custom_gemm=true --pdl=true" \
+                 "pdl 1,8,32 --pdl=true" \
+                 "custom_gemm 1 --custom_gemm=true" \
+                 "attn_double_buffer 1,8,32,128+varlen --attention_double_buffer=true" \
+                 "residual_in_gemm 1,8,32,128+varlen --residual_in_gemm=true"
+    summarize
+    # The server end to end (text in, tokenized, batched, encoded, answered) against the
+    # engine alone on the variable-length batch: issue 5's goal (>= 80%).
+    if [ -n "$model_flag" ]; then
+      BERT_LD="$ld" step "serving vs engine" "$logs/serving_vs_engine.log" 75 150 \
+        python3 bench/serving_vs_engine.py --bin .gpu/bin --model_dir "$model" \
+        --vocab tests/data/bert_uncased_vocab.txt --backend cuda --dtype float16 \
+        --engine_json "$logs/ours.json" --json_out "$logs/serving_vs_engine.json"
+    fi
+    # What each default gains, against turning it off.
+    run_variants "exact_gelu 1,8,32,128+varlen --fused_gelu=false" \
+                 "no_autotune 1,8,32,128+varlen --gemm_autotune=false" \
+                 "graphs_all_rows 128+varlen --max_graph_rows=1000000"
     summarize
   fi
 

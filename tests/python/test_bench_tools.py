@@ -159,3 +159,32 @@ def test_goals_name_the_fastest_variant(tmp_path):
     assert best["fp16 varlen 256 >= 4x HF eager"] == "–"
     # Time goals keep the defaults' verdict in their own columns.
     assert goals["fp16 batch 1 x 128 <= 0.35 ms GPU time"][:2] == ["0.400 ms", "NOT met"]
+
+
+def test_serving_vs_engine_dry_run_on_the_cpu(tmp_path):
+    """bench/serving_vs_engine.py end to end on the CPU backend and the tiny model, against a
+    made-up engine figure: the method the GPU kit runs, checked before a GPU session spends
+    time on it."""
+    from repo_paths import bin_path
+    bin_dir = pathlib.Path(bin_path("client", "bert_load")).parents[1]
+    # An engine figure of 1,000 real tokens/s (varlen, fp32): the ratio is tokens/s / 1000.
+    engine = tmp_path / "ours.json"
+    engine.write_text(json.dumps([row("fp32", "batch 1 x seq 128", 1, 128, 1.0),
+                                  row("fp32", "varlen 256 (9000 tokens)", 256, 1000, 1000.0)]))
+    out_json = tmp_path / "serving.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serving_vs_engine.py"), "--bin", str(bin_dir),
+         "--model_dir", str(ROOT / "tests/golden/tiny-l4-h128"),
+         "--vocab", str(ROOT / "tests/data/tiny_vocab_1024.txt"), "--backend", "cpu",
+         "--dtype", "float32", "--concurrency", "1,2", "--inputs_per_request", "2",
+         "--duration_s", "0.5", "--warmup_s", "0", "--engine_json", str(engine),
+         "--json_out", str(out_json)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(out_json.read_text())
+    assert report["engine_tokens_per_s"] == 1000.0
+    assert report["kinds"] == ["text", "text", "tokens"]
+    assert report["server_exit"] == 0
+    best = max(s["tokens_per_s"] for s in report["steps"][:2])
+    assert best > 0
+    assert f"= {best / 1000:.2f} of it" in r.stdout
+    assert ("MET" if best >= 800 else "MISSED") in r.stdout

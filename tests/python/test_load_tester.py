@@ -1,0 +1,180 @@
+"""bert_load, the bundled load tester, against a real bert_server (CPU backend, tiny golden
+model): its JSON report, CSV, /metrics view, input kinds and files, error accounting, and
+its exit status. Steps are short (about a second): these check behaviour, not speed."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from repo_paths import bin_path  # noqa: E402
+from server_harness import Server  # noqa: E402
+
+
+def bert_load(*args, timeout=120):
+    return subprocess.run([bin_path("client", "bert_load"), *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_report(tmp_path, server, *args):
+    out = tmp_path / "report.json"
+    r = bert_load(f"--server={server.address}", f"--json_out={out}", *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(out.read_text()), r.stdout
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server(metrics=True, extra=["--max_batch_delay_us=5000"]) as s:
+        yield s
+
+
+def test_closed_loop_sweep_reports_every_step(server, tmp_path):
+    csv_path = tmp_path / "calls.csv"
+    report, stdout = run_report(
+        tmp_path, server, "--concurrency=1,4", "--duration_s=1", "--warmup_s=0.3",
+        "--lengths=fixed:12", "--inputs_per_request=2", f"--metrics=127.0.0.1:{server.metrics_port}",
+        f"--csv_out={csv_path}")
+    assert [s["label"] for s in report["steps"]] == ["c=1", "c=4"]
+    assert report["server"]["backend"] == "cpu"
+    for step in report["steps"]:
+        assert step["mode"] == "closed"
+        assert step["errors"] == {}
+        assert step["ok"] == step["calls"] > 0
+        # Every synthetic word is one token of the model's vocabulary: 12 tokens per input.
+        assert step["tokens_per_s"] == pytest.approx(12 * step["sequences_per_s"])
+        assert step["sequences_per_s"] == pytest.approx(2 * step["requests_per_s"])
+        lat = step["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert step["server_ms"]["inference"]["p50"] > 0
+        assert step["server_batches"]["mean_sequences"] >= 1
+        assert "error" not in step["server_batches"]
+    # Four calls in flight batch together more than one does.
+    c1, c4 = report["steps"]
+    assert c4["server_batches"]["mean_sequences"] > c1["server_batches"]["mean_sequences"]
+    assert "c=4" in stdout and "latency (ms) from the intended send" in stdout
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    for i, step in enumerate(report["steps"]):
+        in_window = [r for r in rows if r["step"] == str(i) and r["in_window"] == "1"]
+        assert len(in_window) == step["calls"]
+        assert all(r["code"] == "OK" and r["tokens"] == "24" for r in in_window)
+        assert all(int(r["intended_us"]) <= int(r["sent_us"]) < int(r["done_us"])
+                   for r in in_window)
+
+
+def test_open_loop_keeps_its_rate(server, tmp_path):
+    report, _ = run_report(tmp_path, server, "--rate=40", "--arrival=constant", "--duration_s=1.5",
+                           "--warmup_s=0.2", "--lengths=lognormal:20:48", "--input_kind=tokens")
+    (step,) = report["steps"]
+    assert step["mode"] == "open" and step["arrival"] == "constant"
+    assert step["calls"] == 60  # a constant schedule: exactly rate x window
+    assert step["ok"] == 60
+    # The tiny model answers in a few ms: the answers keep up with the schedule.
+    assert step["requests_per_s"] == pytest.approx(40, rel=0.15)
+    assert step["send_lag_ms"]["p50"] < 5
+
+
+def test_token_input_sends_the_same_tokens_as_text(server, tmp_path):
+    args = ["--concurrency=2", "--duration_s=0.6", "--warmup_s=0", "--lengths=fixed:9"]
+    text, _ = run_report(tmp_path, server, *args)
+    tokens, _ = run_report(tmp_path, server, *args, "--input_kind=tokens")
+    for report in (text, tokens):
+        step = report["steps"][0]
+        assert step["ok"] > 0 and step["errors"] == {}
+        assert step["tokens_per_s"] == pytest.approx(9 * step["sequences_per_s"])
+    assert tokens["workload"]["input_kind"] == "tokens"
+
+
+def test_input_file_with_pairs(server, tmp_path):
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"text_a": "the world", "text_b": "a new day"}\n\n"hello world"\n')
+    report, _ = run_report(tmp_path, server, f"--input_file={inputs}", "--concurrency=1",
+                           "--duration_s=0.5", "--warmup_s=0", "--inputs_per_request=2")
+    step = report["steps"][0]
+    assert step["ok"] > 0 and step["errors"] == {}
+    # [CLS] the world [SEP] a new day [SEP] = 8 tokens, [CLS] hello world [SEP] = 4.
+    assert step["tokens_per_s"] == pytest.approx(6 * step["sequences_per_s"])
+
+
+def test_errors_are_counted_by_code(tmp_path):
+    # One call at a time admitted; an open loop faster than the engine meets RESOURCE_EXHAUSTED.
+    heavy = ["--max_concurrent_requests=1", "--max_batch_delay_us=20000"]
+    with Server(extra=heavy) as s:
+        report, stdout = run_report(tmp_path, s, "--rate=400", "--duration_s=1", "--warmup_s=0",
+                                    "--lengths=fixed:60", "--inputs_per_request=8")
+    step = report["steps"][0]
+    assert step["errors"].get("RESOURCE_EXHAUSTED", 0) > 0
+    assert step["ok"] + sum(step["errors"].values()) == step["calls"]
+    # Failed calls count in the all-calls latency, not in the OK one.
+    assert step["latency_all_ms"]["count"] == step["calls"]
+    assert step["latency_ms"]["count"] == step["ok"]
+    assert "RESOURCE_EXHAUSTED" in stdout  # the table's error line
+
+
+def test_invalid_requests_are_errors_not_crashes(server, tmp_path):
+    # The tiny model has 1024 tokens: ids beyond are INVALID_ARGUMENT for every call.
+    inputs = tmp_path / "bad.jsonl"
+    inputs.write_text('{"input_word_ids": [101, 5000, 102]}\n')
+    r = bert_load(f"--server={server.address}", f"--input_file={inputs}", "--concurrency=1",
+                  "--duration_s=0.3", "--warmup_s=0")
+    assert r.returncode == 1  # no OK answer in the step
+    assert "INVALID_ARGUMENT" in r.stdout
+    assert "no OK answer" in r.stderr
+
+
+def test_a_workload_over_the_server_limits_fails_before_sending(server):
+    r = bert_load(f"--server={server.address}", "--lengths=fixed:600", "--duration_s=1")
+    assert r.returncode == 2
+    assert "sequence length 600" in r.stderr and "over the server's" in r.stderr
+    r = bert_load(f"--server={server.address}", "--inputs_per_request=100000", "--duration_s=1")
+    assert r.returncode == 2
+    assert "--inputs_per_request=100000 is over the server's" in r.stderr
+
+
+def test_the_report_is_written_after_every_step(server, tmp_path):
+    out = tmp_path / "report.json"
+    r = bert_load(f"--server={server.address}", f"--json_out={out}", "--concurrency=1,2",
+                  "--duration_s=0.3", "--warmup_s=0", "--lengths=fixed:5", "--timeout_ms=1234")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert len(report["steps"]) == 2
+    # Enough to run it again.
+    assert report["run"]["timeout_ms"] == 1234
+    assert report["workload"]["lengths"] == "fixed:5" and report["workload"]["seed"] == 1
+
+
+def test_an_unwritable_report_fails_before_the_first_step(server):
+    r = bert_load(f"--server={server.address}", "--json_out=/nonexistent/dir/r.json",
+                  "--duration_s=30")
+    assert r.returncode == 2
+    assert "cannot write /nonexistent/dir/r.json" in r.stderr
+    assert "c=8" not in r.stdout  # no step ran
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--concurrency=0"], "--concurrency: bad value 0"),
+    (["--rate=-3"], "--rate: bad value -3"),
+    (["--rate=5", "--concurrency=2"], "give --concurrency"),
+    (["--arrival=burst", "--rate=5"], "--arrival"),
+    (["--lengths=fixed:1"], "lengths"),
+    (["--heads=cls"], "unknown head cls"),
+    (["--duration_s=0"], "--duration_s"),
+    (["--input_file=/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
+    (["--input_kind=ids"], "--input_kind"),
+    (["extra"], "unexpected argument extra"),
+    (["--pool_size=2000000"], "--pool_size"),
+])
+def test_bad_flags_exit_2_with_a_message(args, message):
+    r = bert_load("--server=127.0.0.1:1", *args, timeout=30)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr
+
+
+def test_unreachable_server_exits_1():
+    r = bert_load("--server=127.0.0.1:1", "--duration_s=1", timeout=60)
+    assert r.returncode == 1
+    assert "cannot reach 127.0.0.1:1: UNAVAILABLE" in r.stderr
