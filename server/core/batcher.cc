@@ -18,21 +18,20 @@ Batcher::~Batcher() {
 }
 
 void Batcher::Enqueue(BatchItem item) {
-  int depth = 0;
   {
     absl::MutexLock lock(&mu_);
     if (!draining_) {
       queued_rows_ += item.rows;
       queue_.push_back(Queued{std::move(item), absl::Now()});
-      depth = static_cast<int>(queue_.size());
       item.done = nullptr;
+      ReportDepth();
     }
   }
-  if (item.done) {
-    item.done(absl::UnavailableError("the server is shutting down"), BatchSlice{});
-    return;
-  }
-  if (options_.on_queue_depth) options_.on_queue_depth(depth);
+  if (item.done) item.done(absl::UnavailableError("the server is shutting down"), BatchSlice{});
+}
+
+void Batcher::ReportDepth() {
+  if (options_.on_queue_depth) options_.on_queue_depth(static_cast<int>(queue_.size()));
 }
 
 void Batcher::Drain() {
@@ -41,19 +40,29 @@ void Batcher::Drain() {
   mu_.Await(absl::Condition(&engine_done_));
 }
 
+namespace {
+
+// Why an item must not run (its deadline passed or its client cancelled), or OK.
+absl::Status WhyStale(const BatchItem& item, absl::Time now) {
+  // gRPC also cancels a call whose deadline passed: name the deadline first.
+  if (item.deadline <= now) {
+    return absl::DeadlineExceededError("the deadline passed before inference");
+  }
+  if (item.cancelled != nullptr && item.cancelled->load()) {
+    return absl::CancelledError("the client cancelled the call");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 void Batcher::TakeFitting(Batch* batch, std::vector<std::pair<Queued, absl::Status>>* dropped) {
   const absl::Time now = absl::Now();
   while (!queue_.empty()) {
     Queued& front = queue_.front();
-    // gRPC also cancels a call whose deadline passed: name the deadline first.
-    const bool expired = front.item.deadline <= now;
-    const bool cancelled = front.item.cancelled != nullptr && front.item.cancelled->load();
-    if (expired || cancelled) {
+    if (absl::Status why = WhyStale(front.item, now); !why.ok()) {
       queued_rows_ -= front.item.rows;
-      dropped->emplace_back(
-          std::move(front),
-          expired ? absl::DeadlineExceededError("the deadline passed before inference")
-                  : absl::CancelledError("the client cancelled the call"));
+      dropped->emplace_back(std::move(front), std::move(why));
       queue_.pop_front();
       continue;
     }
@@ -69,7 +78,6 @@ void Batcher::TakeFitting(Batch* batch, std::vector<std::pair<Queued, absl::Stat
 void Batcher::BatcherLoop() {
   for (;;) {
     std::vector<std::pair<Queued, absl::Status>> dropped;
-    int depth = 0;
     {
       absl::MutexLock lock(&mu_);
       auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -98,10 +106,9 @@ void Batcher::BatcherLoop() {
         // Only this thread fills the slot, and it was empty: hand the batch over.
         if (!batch.items.empty()) slot_ = std::move(batch);
       }
-      depth = static_cast<int>(queue_.size());
+      ReportDepth();
     }
     for (auto& [queued, status] : dropped) queued.item.done(status, BatchSlice{});
-    if (options_.on_queue_depth) options_.on_queue_depth(depth);
   }
   absl::MutexLock lock(&mu_);
   batcher_done_ = true;
@@ -120,6 +127,18 @@ void Batcher::EngineLoop() {
       batch = std::move(*slot_);
       slot_.reset();
     }
+    // Items may have expired or been cancelled while the batch waited for the engine.
+    std::vector<Queued> ready;
+    const absl::Time now = absl::Now();
+    for (Queued& q : batch.items) {
+      if (absl::Status why = WhyStale(q.item, now); !why.ok()) {
+        q.item.done(why, BatchSlice{});
+      } else {
+        ready.push_back(std::move(q));
+      }
+    }
+    if (ready.empty()) continue;
+    batch.items = std::move(ready);
     RunBatch(std::move(batch));
   }
   absl::MutexLock lock(&mu_);

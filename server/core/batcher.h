@@ -3,12 +3,13 @@
 // One batcher thread owns the queue. It cuts a batch when the queued rows reach the
 // token budget (`max_batch_tokens`, counting every row the engine will compute, padding
 // rows included) or when the oldest queued sequence has waited `max_batch_delay`. Before
-// a sequence enters a batch the batcher drops it if its deadline has passed or its client
-// has cancelled (completing it with DEADLINE_EXCEEDED / CANCELLED). Batches go to the
-// engine thread through a one-slot handoff, so the next batch forms while the engine runs
-// the current one; until the engine takes it, that batch keeps taking newly queued
-// sequences that fit the budget (under load, batches fill up instead of being cut at the
-// delay). The engine thread is the only user of the Engine.
+// a sequence enters a batch, and again when the engine takes the batch, the batcher drops
+// it if its deadline has passed or its client has cancelled (completing it with
+// DEADLINE_EXCEEDED / CANCELLED). Batches go to the engine thread through a one-slot
+// handoff, so the next batch forms while the engine runs the current one; until the engine
+// takes it, that batch keeps taking newly queued sequences that fit the budget (under
+// load, batches fill up instead of being cut at the delay). The engine thread is the only
+// user of the Engine.
 //
 // Every enqueued item's `done` runs exactly once, on the batcher or engine thread; keep
 // it short (schedule real work elsewhere). Thread-safe: Enqueue from any thread.
@@ -70,7 +71,9 @@ struct BatcherOptions {
   int max_batch_tokens = 8192;
   absl::Duration max_batch_delay = absl::Microseconds(2000);
   std::function<void(const BatchStats&)> on_batch;  // Engine thread; may be empty.
-  std::function<void(int)> on_queue_depth;          // Queued sequences; may be empty.
+  // Queued sequences, after each change; may be empty. Called with the batcher's lock held
+  // (so the reports arrive in order): keep it quick and never call the Batcher from it.
+  std::function<void(int)> on_queue_depth;
 };
 
 class Batcher {
@@ -103,6 +106,7 @@ class Batcher {
   // cancelled ones into `dropped`.
   void TakeFitting(Batch* batch, std::vector<std::pair<Queued, absl::Status>>* dropped)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReportDepth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BatcherLoop();
   void EngineLoop();
   void RunBatch(Batch batch);

@@ -23,6 +23,24 @@ float FakeEngine::Value(int word, int type, int position, int layer, int column)
                             0.0001 * column);
 }
 
+void FakeEngine::HoldBatches() {
+  absl::MutexLock lock(&mu_);
+  held_ = true;
+}
+
+void FakeEngine::ReleaseBatches() {
+  absl::MutexLock lock(&mu_);
+  held_ = false;
+}
+
+bool FakeEngine::WaitForBatches(int n, absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto started = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return static_cast<int>(batches_.size()) >= n;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&started), timeout);
+}
+
 EngineInfo FakeEngine::info() const {
   EngineInfo info;
   info.backend = "fake";
@@ -35,6 +53,8 @@ absl::Status FakeEngine::Encode(const EncoderBatch& batch, const OutputSelection
   {
     absl::MutexLock lock(&mu_);
     batches_.push_back({batch.num_sequences(), batch.total_rows()});
+    auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !held_; };
+    mu_.Await(absl::Condition(&released));
     if (!failure_.ok()) return failure_;
   }
   if (options_.latency > absl::ZeroDuration()) absl::SleepFor(options_.latency);

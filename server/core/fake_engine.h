@@ -42,11 +42,19 @@ class FakeEngine : public Engine {
   std::vector<Record> batches() const;
   void SetFailure(absl::Status status);
 
+  // Test control of timing: while held, each Encode waits, after recording its batch,
+  // until ReleaseBatches().
+  void HoldBatches();
+  void ReleaseBatches();
+  // Waits until `n` batches have started; false if `timeout` passes first.
+  bool WaitForBatches(int n, absl::Duration timeout) const;
+
  private:
   const Options options_;
   mutable absl::Mutex mu_;
   std::vector<Record> batches_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace bert
