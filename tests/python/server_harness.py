@@ -13,10 +13,10 @@ import urllib.request
 
 import grpc
 import numpy as np
-from repo_paths import bin_path
+from repo_paths import REPO as _REPO_PATH, bin_path
 from safetensors_io import read_safetensors  # noqa: F401 (tests import it from here)
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+REPO = str(_REPO_PATH)  # a string: the paths below and importers use os.path
 TINY_MODEL = os.path.join(REPO, "tests", "golden", "tiny-l4-h128")
 TINY_VOCAB = os.path.join(REPO, "tests", "data", "tiny_vocab_1024.txt")
 MINILM = os.path.join(REPO, "models", "all-MiniLM-L6-v2")

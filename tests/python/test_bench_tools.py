@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from repo_paths import REPO
 
 
 def row(dtype, shape, batch, tokens, ms, **extra):
@@ -19,7 +19,7 @@ def run(tmp_path, ours, hf, variants=()):
     (tmp_path / "ours.json").write_text(json.dumps(ours))
     if hf is not None:
         (tmp_path / "hf.json").write_text(json.dumps(hf))
-    args = [sys.executable, str(ROOT / "bench" / "compare.py"), str(tmp_path / "ours.json"),
+    args = [sys.executable, str(REPO / "bench" / "compare.py"), str(tmp_path / "ours.json"),
             str(tmp_path / "hf.json")]
     for name, rows in variants:
         path = tmp_path / f"{name}.json"
@@ -64,7 +64,7 @@ def test_variant_columns_and_missing_inputs(tmp_path):
 
 def load_emulation():
     spec = importlib.util.spec_from_file_location("gelu_fp16_emulation",
-                                                  ROOT / "bench" / "gelu_fp16_emulation.py")
+                                                  REPO / "bench" / "gelu_fp16_emulation.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -72,7 +72,7 @@ def load_emulation():
 
 def test_gelu_emulation_matches_reference_and_bounds_the_epilogue():
     emu = load_emulation()
-    d = ROOT / "tests" / "golden" / "tiny-l4-h128"
+    d = REPO / "tests" / "golden" / "tiny-l4-h128"
     cfg = json.loads((d / "config.json").read_text())
     w = emu.read_safetensors(d / "model.safetensors")
     e = emu.read_safetensors(d / "expected.safetensors")
@@ -96,7 +96,7 @@ def test_gelu_emulation_matches_reference_and_bounds_the_epilogue():
 def run_goals(tmp_path, ours, hf, log_text=None, variants=None, with_best=False):
     (tmp_path / "ours.json").write_text(json.dumps(ours))
     (tmp_path / "hf.json").write_text(json.dumps(hf))
-    args = [sys.executable, str(ROOT / "bench" / "goals.py"), str(tmp_path / "ours.json"),
+    args = [sys.executable, str(REPO / "bench" / "goals.py"), str(tmp_path / "ours.json"),
             str(tmp_path / "hf.json")]
     if log_text is not None:
         (tmp_path / "ours.log").write_text(log_text)
@@ -173,9 +173,9 @@ def test_serving_vs_engine_dry_run_on_the_cpu(tmp_path):
                                   row("fp32", "varlen 256 (9000 tokens)", 256, 1000, 1000.0)]))
     out_json = tmp_path / "serving.json"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "serving_vs_engine.py"), "--bin", str(bin_dir),
-         "--model_dir", str(ROOT / "tests/golden/tiny-l4-h128"),
-         "--vocab", str(ROOT / "tests/data/tiny_vocab_1024.txt"), "--backend", "cpu",
+        [sys.executable, str(REPO / "bench" / "serving_vs_engine.py"), "--bin", str(bin_dir),
+         "--model_dir", str(REPO / "tests/golden/tiny-l4-h128"),
+         "--vocab", str(REPO / "tests/data/tiny_vocab_1024.txt"), "--backend", "cpu",
          "--dtype", "float32", "--concurrency", "1,2", "--inputs_per_request", "2",
          "--duration_s", "0.5", "--warmup_s", "0", "--engine_json", str(engine),
          "--json_out", str(out_json)], capture_output=True, text=True, timeout=300)

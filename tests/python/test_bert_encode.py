@@ -5,15 +5,13 @@ output tensor with tests/golden/<model>/expected.safetensors at 1e-5 relative
 (||out - ref|| / ||ref||), padded rows included. safetensors files are parsed with numpy.
 """
 import json
-import pathlib
 import subprocess
 
 import numpy as np
 import pytest
-from repo_paths import bin_path
+from repo_paths import REPO, bin_path
 from safetensors_io import read_safetensors, write_safetensors
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
 
 

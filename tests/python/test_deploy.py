@@ -6,16 +6,13 @@ Where kubectl is installed, the base and the GPU overlay are rendered with its b
 kustomize (offline) and the rendered objects are checked the same way, with the Service and
 PodDisruptionBudget selecting the Deployment's pods.
 """
-import pathlib
 import re
 import shutil
 import subprocess
 
 import pytest
 import yaml
-from repo_paths import bin_path
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from repo_paths import REPO, bin_path
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +35,7 @@ def _load_all(path):
 
 
 def test_k8s_base_args_are_server_flags(server_flags):
-    dep = _load_all(ROOT / "deploy/k8s/base/deployment.yaml")[0]
+    dep = _load_all(REPO / "deploy/k8s/base/deployment.yaml")[0]
     container = dep["spec"]["template"]["spec"]["containers"][0]
     unknown = [f for f in _flag_names(container["args"]) if f not in server_flags]
     assert not unknown, f"unknown server flags in deployment.yaml: {unknown}"
@@ -51,7 +48,7 @@ def test_k8s_base_args_are_server_flags(server_flags):
 
 
 def test_k8s_gpu_overlay_args_are_server_flags(server_flags):
-    patch = _load_all(ROOT / "deploy/k8s/overlays/gpu/gpu.yaml")[0]
+    patch = _load_all(REPO / "deploy/k8s/overlays/gpu/gpu.yaml")[0]
     args = next(op["value"] for op in patch if op["path"].endswith("/args"))
     unknown = [f for f in _flag_names(args) if f not in server_flags]
     assert not unknown, f"unknown server flags in gpu.yaml: {unknown}"
@@ -60,7 +57,7 @@ def test_k8s_gpu_overlay_args_are_server_flags(server_flags):
 
 
 def test_dockerfile_cmd_flags_are_server_flags(server_flags):
-    text = (ROOT / "deploy/docker/Dockerfile").read_text()
+    text = (REPO / "deploy/docker/Dockerfile").read_text()
     cmd = re.search(r"CMD \[(.*?)\]", text, re.S).group(1)
     args = re.findall(r'"([^"]+)"', cmd)
     unknown = [f for f in _flag_names(args) if f not in server_flags]
@@ -73,7 +70,7 @@ KUBECTL = shutil.which("kubectl")
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render kustomize")
 @pytest.mark.parametrize("kustomization", ["base", "overlays/gpu"])
 def test_k8s_kustomization_renders_consistent_objects(kustomization, server_flags):
-    out = subprocess.run([KUBECTL, "kustomize", str(ROOT / "deploy/k8s" / kustomization)],
+    out = subprocess.run([KUBECTL, "kustomize", str(REPO / "deploy/k8s" / kustomization)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     docs = {d["kind"]: d for d in yaml.safe_load_all(out.stdout) if d}

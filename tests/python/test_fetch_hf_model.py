@@ -2,16 +2,14 @@
 ({repo}/resolve/{revision}/{file}), serving the tiny golden model."""
 import http.server
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
 import threading
 
 import pytest
-from repo_paths import bin_path
+from repo_paths import REPO, bin_path
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "tiny-l4-h128"
 SCRIPT = REPO / "tools" / "fetch_hf_model.py"
 

@@ -26,9 +26,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-REPO = Path(__file__).resolve().parents[2]
 VOCAB = REPO / "tests" / "data" / "bert_uncased_vocab.txt"
 NUM_STRINGS = 100_000
 SEED = 20261126

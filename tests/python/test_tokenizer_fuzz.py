@@ -9,11 +9,10 @@ every code path plus invalid UTF-8. Skipped only when clang++ is not installed
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 VOCAB = REPO / "tests" / "data" / "bert_uncased_vocab.txt"
 SOURCES = ["server/text/tokenizer.cc", "server/text/piece_table.cc", "server/text/packer.cc",
            "server/text/utf8.cc", "server/text/fuzz/tokenizer_fuzzer.cc"]
