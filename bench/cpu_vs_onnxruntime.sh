@@ -7,6 +7,7 @@
 #   bench/cpu_vs_onnxruntime.sh [--threads=2] [--batches=1,8,32] [--seq=128] [--iters=5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 
 seed=1
 if [ ! -x .venv-bench/bin/python ]; then
@@ -17,7 +18,7 @@ if ! .venv-bench/bin/python -c "import onnx, onnxruntime, numpy" 2>/dev/null; th
 fi
 
 flags=(-c opt)
-[ -x /usr/local/cuda/bin/nvcc ] || flags+=(--config=nocuda)
+cuda_toolkit_present || flags+=(--config=nocuda)
 bazel build "${flags[@]}" //bench:cpu_bench //tools:export_random_model //tools:bert_encode
 bin=$(bazel info "${flags[@]}" bazel-bin 2>/dev/null)
 

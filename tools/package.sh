@@ -10,9 +10,10 @@
 #   tools/package.sh --nocuda   # CPU-only build
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 
 flags=()
-if [ "${1:-}" = "--nocuda" ] || [ ! -x /usr/local/cuda/bin/nvcc ]; then
+if [ "${1:-}" = "--nocuda" ] || ! cuda_toolkit_present; then
   flags+=(--config=nocuda)
 fi
 targets=(//server:bert_server //client:bert_client //tools:bert_encode //tools:bert_tokenize)

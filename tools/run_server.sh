@@ -8,6 +8,7 @@
 #   tools/run_server.sh --exit_after_demo   # stop after the demo (.ci/run does this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 
 exit_after_demo=0
 server_args=()
@@ -20,7 +21,7 @@ done
 
 tools/setup.sh
 flags=()
-[ -x /usr/local/cuda/bin/nvcc ] || flags+=(--config=nocuda)
+cuda_toolkit_present || flags+=(--config=nocuda)
 bazel build "${flags[@]}" //server:bert_server //client:bert_client
 mkdir -p .run && cp -f bazel-bin/server/bert_server bazel-bin/client/bert_client .run/
 

@@ -7,11 +7,12 @@
 #   BAZEL_FLAGS=--config=nocuda tools/test.sh   # on a machine without the CUDA toolkit
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 
 tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 flags=(${BAZEL_FLAGS:-})
-if [ ! -x /usr/local/cuda/bin/nvcc ] && [[ " ${flags[*]} " != *nocuda* ]]; then
+if ! cuda_toolkit_present && [[ " ${flags[*]} " != *nocuda* ]]; then
   echo "test: no CUDA toolkit at /usr/local/cuda; building the CPU backend only"
   flags+=(--config=nocuda)
 fi
