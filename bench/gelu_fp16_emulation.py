@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "python"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tools"))
 from safetensors_io import read_safetensors  # noqa: E402
 
 ERF = np.vectorize(math.erf, otypes=[np.float64])

@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "python"))
-from safetensors_io import read_safetensors  # noqa: E402
+from safetensors_io import read_safetensors  # tools/safetensors_io.py, beside this script
 
 BIN = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu/bin")
 GOLDEN = pathlib.Path("tests/golden/tiny-l4-h128")
