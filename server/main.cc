@@ -15,7 +15,6 @@
 #include <memory>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -38,6 +37,7 @@
 #include "server/grpc/metrics.h"
 #include "server/text/lowercase.h"
 #include "server/text/tokenizer.h"
+#include "server/util/available_cores.h"
 #include "server/util/device_memory.h"
 #include "server/util/log.h"
 
@@ -55,7 +55,8 @@ ABSL_FLAG(int, max_concurrent_requests, 64, "Requests in flight before RESOURCE_
 ABSL_FLAG(int, max_inputs_per_request, 256, "Inputs allowed in one request");
 ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (padding rows count)");
 ABSL_FLAG(int, max_batch_delay_us, 2000, "Longest wait for a batch to fill");
-ABSL_FLAG(int, tokenization_workers, 2, "Threads that tokenize and assemble responses");
+ABSL_FLAG(int, tokenization_workers, 0,
+          "Threads that tokenize and assemble responses (0: one per usable CPU)");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
 ABSL_FLAG(bool, cuda_graphs, bert::CudaEngineOptions().cuda_graphs,
           "CUDA backend: replay captured CUDA graphs for batch shapes seen before");
@@ -154,6 +155,12 @@ std::string VocabPath() {
   return vocab.empty() ? absl::GetFlag(FLAGS_model_dir) + "/vocab.txt" : vocab;
 }
 
+// --tokenization_workers, with 0 resolved to the CPUs this process may use.
+int TokenizationWorkers() {
+  const int flag = absl::GetFlag(FLAGS_tokenization_workers);
+  return flag > 0 ? flag : AvailableCores();
+}
+
 absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   const std::string vocab = VocabPath();
@@ -229,7 +236,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   options.max_inputs_per_request = absl::GetFlag(FLAGS_max_inputs_per_request);
   options.max_batch_tokens = max_batch_tokens;
   options.max_batch_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_batch_delay_us));
-  options.tokenization_workers = absl::GetFlag(FLAGS_tokenization_workers);
+  options.tokenization_workers = TokenizationWorkers();
   options.default_seq_length = absl::GetFlag(FLAGS_default_seq_length);
   options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   // The CUDA engine tunes and loads per shape: do it before SERVING.
@@ -259,7 +266,7 @@ int Validate() {
   if (absl::GetFlag(FLAGS_max_concurrent_requests) < 1 ||
       absl::GetFlag(FLAGS_max_inputs_per_request) < 1 ||
       absl::GetFlag(FLAGS_max_batch_tokens) < 1 || absl::GetFlag(FLAGS_max_batch_delay_us) < 0 ||
-      absl::GetFlag(FLAGS_tokenization_workers) < 1 ||
+      absl::GetFlag(FLAGS_tokenization_workers) < 0 ||
       absl::GetFlag(FLAGS_default_seq_length) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 ||
       absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1) {
@@ -279,7 +286,7 @@ void LogConfig() {
                   << LogKv("max_inputs_per_request", absl::GetFlag(FLAGS_max_inputs_per_request))
                   << LogKv("max_batch_tokens", absl::GetFlag(FLAGS_max_batch_tokens))
                   << LogKv("max_batch_delay_us", absl::GetFlag(FLAGS_max_batch_delay_us))
-                  << LogKv("tokenization_workers", absl::GetFlag(FLAGS_tokenization_workers))
+                  << LogKv("tokenization_workers", TokenizationWorkers())
                   << LogKv("cpu_threads", absl::GetFlag(FLAGS_cpu_threads))
                   << LogKv("default_seq_length", absl::GetFlag(FLAGS_default_seq_length))
                   << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes))

@@ -1,11 +1,9 @@
 #include "server/engine/cpu_engine.h"
 
 #include <cblas.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <fstream>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/attention.h"
@@ -13,16 +11,11 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layer_norm.h"
 #include "kernels/cpu/pooling.h"
+#include "server/util/available_cores.h"
 #include "server/util/status_macros.h"
 
 namespace bert {
 namespace {
-
-int AvailableCores() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
 
 std::string CpuModelName() {
   std::ifstream in("/proc/cpuinfo");

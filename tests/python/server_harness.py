@@ -72,8 +72,9 @@ class Server:
     """A bert_server child process. Use as a context manager or call stop()/kill()."""
 
     def __init__(self, model_dir=TINY_MODEL, vocab=None, extra=(), metrics=False,
-                 wait_serving=True, timeout=120):
-        args = [server_binary(), f"--model_dir={model_dir}", "--address=127.0.0.1:0",
+                 wait_serving=True, timeout=120, wrapper=()):
+        """`wrapper`: a command the server runs under (e.g. taskset)."""
+        args = [*wrapper, server_binary(), f"--model_dir={model_dir}", "--address=127.0.0.1:0",
                 "--backend=cpu", "--cpu_threads=2", "--log_level=info"]
         if vocab is None and model_dir == TINY_MODEL:
             vocab = TINY_VOCAB

@@ -68,6 +68,17 @@ def test_startup_logs_effective_config_and_structured_lines():
         assert line.startswith("ts=") and " level=" in line and " msg=" in line, line
 
 
+def test_tokenization_workers_default_to_the_usable_cpus():
+    # Pinned to one CPU: one worker, whatever the machine has.
+    server = Server(wrapper=["taskset", "-c", str(min(os.sched_getaffinity(0)))])
+    try:
+        log = server.log()
+    finally:
+        server.kill()
+    config_line = next(l for l in log.splitlines() if 'msg="effective config"' in l)
+    assert "tokenization_workers=1 " in config_line + " ", config_line
+
+
 def test_health_not_serving_until_warm_then_serving():
     """Warm-up at a large token budget takes long enough to see NOT_SERVING first."""
     pb2, _ = stubs()
