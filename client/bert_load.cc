@@ -21,6 +21,8 @@
 //
 // Exit status: 0 when every step had OK answers, 1 when one had none or the server could
 // not be reached, 2 for bad flags.
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -424,6 +426,14 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
           {"steps", json::array()}};
 }
 
+// User + system CPU seconds this process has used.
+double ProcessCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec * 1e-6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 absl::Status WriteJson(const std::string& path, const json& report) {
   std::ofstream out(path);
   out << report.dump(2) << '\n';
@@ -462,7 +472,14 @@ int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report
         (begin ? before : after) = FetchMetrics(metrics, std::chrono::seconds(5));
       };
     }
+    const double cpu_before = ProcessCpuSeconds();
+    const auto wall_before = std::chrono::steady_clock::now();
     absl::StatusOr<StepResult> result = runner->Run(steps[i], at_edge);
+    const double wall_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_before).count();
+    // The load generator's own CPU use: near 100 % per busy thread means it may be the
+    // bottleneck, not the server.
+    const double client_cpu_percent = 100.0 * (ProcessCpuSeconds() - cpu_before) / wall_s;
     if (!result.ok()) {
       std::fprintf(stderr, "bert_load: %s\n", std::string(result.status().message()).c_str());
       return 1;
@@ -474,6 +491,7 @@ int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report
     const BatchView* view = batches ? &*batches : nullptr;
     PrintStep(steps[i], summary, view);
     report["steps"].push_back(StepJson(steps[i], summary, view));
+    report["steps"].back()["client_cpu_percent"] = client_cpu_percent;
     if (!json_out.empty()) {
       if (absl::Status status = WriteJson(json_out, report); !status.ok()) {
         std::fprintf(stderr, "bert_load: %s\n", std::string(status.message()).c_str());

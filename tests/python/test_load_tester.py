@@ -51,6 +51,7 @@ def test_closed_loop_sweep_reports_every_step(server, tmp_path):
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert step["server_ms"]["inference"]["p50"] > 0
         assert step["server_batches"]["mean_sequences"] >= 1
+        assert step["client_cpu_percent"] > 0
         assert "error" not in step["server_batches"]
     # Four calls in flight batch together more than one does.
     c1, c4 = report["steps"]
