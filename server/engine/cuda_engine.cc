@@ -141,7 +141,9 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   // copy is done).
   absl::Status AcquireStage(int* index, float** stage);
   // Copies `count` fp32 values at `src` into the pinned buffer for `slot`: `src` is stage
-  // `index`, or, when index < 0 (only without overlap_copies), any device buffer.
+  // `index`, or, when index < 0 (only without overlap_copies), any device buffer. Marks no op:
+  // its callers mark "copy_out" once per output (CopyOut before staging, the heads before
+  // the copy).
   absl::Status CopyToHost(const float* src, int index, size_t count, int slot);
   absl::Status JoinCopies();
   // Forgets copies in flight whose events a failed capture recorded (they were never run).
@@ -470,7 +472,6 @@ absl::Status CudaEngine<T>::CopyToHost(const float* src, int index, size_t count
     if (capturing_) return absl::InternalError("CUDA engine: output overflow while capturing");
     RETURN_IF_ERROR(Flush());
   }
-  Mark("copy_out");
   float* dst = host_out_.get() + pending_used_;
   if (options_.overlap_copies && index >= 0) {
     cudaStream_t copy = copy_stream_.get();
@@ -514,11 +515,11 @@ void CudaEngine<T>::ForgetCopies() {
 template <typename T>
 absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, int slot) {
   if (count == 0) return absl::OkStatus();
+  Mark("copy_out");
   if (std::is_same<T, float>::value && !options_.overlap_copies) {
     // In stream order the copy ends before the next layer overwrites `src`: no stage needed.
     return CopyToHost(reinterpret_cast<const float*>(src), -1, count, slot);
   }
-  Mark("copy_out");
   int index = 0;
   float* stage = nullptr;
   RETURN_IF_ERROR(AcquireStage(&index, &stage));
@@ -837,6 +838,7 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
     if (selection.normalize) {
       RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
     }
+    Mark("copy_out");
     return CopyToHost(stage, index, static_cast<size_t>(n) * h, slot);
   };
   if (selection.pooled) {
