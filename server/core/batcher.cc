@@ -18,6 +18,8 @@ Batcher::~Batcher() {
 }
 
 void Batcher::Enqueue(BatchItem item) {
+  // The one place an item's rows are settled: the budget, the batch and its stats use them.
+  item.rows = std::max(item.rows, static_cast<int>(item.word_ids.size()));
   {
     absl::MutexLock lock(&mu_);
     if (!draining_) {
@@ -151,16 +153,14 @@ void Batcher::RunBatch(Batch batch) {
   BatchStats stats;
   for (const Queued& q : batch.items) {
     const BatchItem& item = q.item;
-    const int n = static_cast<int>(item.word_ids.size());
-    const int rows = std::max(item.rows, n);
     // TF-Hub padding rows (word id 0 = [PAD], type 0) up to item.rows; attended to by nobody.
     encoder_batch.Add(item.word_ids, item.type_ids, item.rows);
     selection.pooled |= item.pooled;
     selection.mean_pooled |= item.mean_pooled;
     selection.sequence |= item.sequence;
     selection.layers.insert(selection.layers.end(), item.layers.begin(), item.layers.end());
-    stats.rows += rows;
-    stats.real_tokens += n;
+    stats.rows += item.rows;
+    stats.real_tokens += static_cast<int>(item.word_ids.size());
   }
   std::sort(selection.layers.begin(), selection.layers.end());
   selection.layers.erase(std::unique(selection.layers.begin(), selection.layers.end()),

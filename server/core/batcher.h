@@ -48,7 +48,11 @@ struct BatchSlice {
 struct BatchItem {
   std::vector<int32_t> word_ids;
   std::vector<int32_t> type_ids;  // Same length as word_ids, or empty (all 0).
-  int rows = 0;                   // Rows to compute: word_ids.size() or more (padding).
+  // Rows to compute, padding rows included: word_ids.size() plus the TF-Hub padding rows
+  // (e.g. seq_length under PAD_TO_SEQ_LENGTH). Enqueue raises a smaller value (0: no padding)
+  // to word_ids.size(); from then on these rows are what the item costs in the token budget,
+  // what the engine computes for it and what BatchStats::rows and BatchSlice::rows count.
+  int rows = 0;
   // What this item needs from its batch.
   bool pooled = false;
   bool mean_pooled = false;

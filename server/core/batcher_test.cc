@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -80,6 +81,43 @@ TEST(BatcherTest, PaddingRowsCountAgainstTheBudget) {
   ASSERT_EQ(batches.size(), 2u);
   EXPECT_EQ(batches[0].total_rows, 16);
   EXPECT_EQ(batches[1].total_rows, 16);
+}
+
+// BatchItem::rows below the item's tokens (0: no padding) is raised to the tokens once, on
+// Enqueue: the budget, the engine's batch, BatchStats and the slices all count the tokens.
+TEST(BatcherTest, RowsBelowTheTokensCountAsTheTokens) {
+  FakeEngine engine(EngineOptions());
+  absl::Mutex mu;
+  std::vector<BatchStats> stats;
+  BatcherOptions options;
+  options.max_batch_tokens = 4;
+  options.max_batch_delay = absl::Milliseconds(300);
+  options.on_batch = [&](const BatchStats& s) {
+    absl::MutexLock lock(&mu);
+    stats.push_back(s);
+  };
+  std::vector<Completion> c(2);
+  {
+    Batcher batcher(&engine, options);
+    batcher.Enqueue(MakeItem({1, 2, 3}, 0, &c[0]));
+    batcher.Enqueue(MakeItem({4, 5, 6}, 2, &c[1]));
+    for (auto& x : c) x.done.WaitForNotification();
+  }
+  // 3 + 3 rows exceed the budget of 4: two batches.
+  const auto batches = engine.batches();
+  ASSERT_EQ(batches.size(), 2u);
+  for (const auto& b : batches) EXPECT_EQ(b.total_rows, 3);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(stats.size(), 2u);
+  for (const BatchStats& s : stats) {
+    EXPECT_EQ(s.rows, 3);
+    EXPECT_EQ(s.real_tokens, 3);
+    EXPECT_EQ(s.num_sequences, 1);
+  }
+  for (auto& x : c) {
+    ASSERT_TRUE(x.status.ok()) << x.status;
+    EXPECT_EQ(x.slice.rows, 3);
+  }
 }
 
 TEST(BatcherTest, CutsByDelayWhenBudgetIsNotReached) {

@@ -286,9 +286,10 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   const bool per_token = opt.sequence || opt.encoder_outputs;
   for (int i = 0; i < n; ++i) {
     BatchItem& item = items[i];
-    const int tokens = static_cast<int>(item.word_ids.size());
+    // Padding rows only where per-token outputs show them (truncation keeps tokens within
+    // seq_length); the batcher uses these rows as they are.
     item.rows =
-        (per_token && opt.padding == PaddingMode::kPadToSeqLength) ? opt.seq_length : tokens;
+        (per_token && opt.padding == PaddingMode::kPadToSeqLength) ? opt.seq_length : num_tokens[i];
     item.pooled = opt.pooled || opt.default_head;
     item.mean_pooled = opt.mean_pooled;
     item.sequence = opt.sequence;

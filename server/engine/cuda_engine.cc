@@ -126,11 +126,13 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   void Mark(const char* op) {
     if (observer_ != nullptr) observer_->OnOp(op, static_cast<void*>(stream_.get()));
   }
-  // Output copies. Each output is first put in fp32 into one of two device staging buffers
-  // (stage_) on the main stream, then copied into the pinned buffer for output `slot` — on
-  // copy_stream_ when overlap_copies, so that the copy of layer l's output runs while layer
-  // l + 1 computes. Events order the two streams: a stage is refilled only after its copy
-  // (stage_free_), copied only after it is filled (stage_ready_), and JoinCopies makes the
+  // Output copies. Each output is first put in fp32 into a device staging buffer (stage_) on
+  // the main stream, then copied into the pinned buffer for output `slot` — on copy_stream_
+  // when overlap_copies, so that the copy of layer l's output runs while layer l + 1
+  // computes. overlap_copies uses two stages in turn (one fills while the other's copy runs);
+  // without it every copy runs on the main stream, which frees its stage in stream order, so
+  // one stage serves (num_stages_). Events order the two streams: a stage is refilled only after
+  // its copy (stage_free_), copied only after it is filled (stage_ready_), and JoinCopies makes the
   // main stream wait for every copy in flight (before the batch's stop event, a Flush, and the
   // end of a graph capture, which thereby joins the copy stream back). Flush fills the output
   // (it runs early when the pinned buffer is full, never while capturing).
@@ -141,7 +143,9 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   // copy is done).
   absl::Status AcquireStage(int* index, float** stage);
   // Copies `count` fp32 values at `src` into the pinned buffer for `slot`: `src` is stage
-  // `index`, or, when index < 0 (only without overlap_copies), any device buffer.
+  // `index`, or, when index < 0 (only without overlap_copies), any device buffer. Marks no op:
+  // its callers mark "copy_out" once per output (CopyOut before staging, the heads before
+  // the copy).
   absl::Status CopyToHost(const float* src, int index, size_t count, int slot);
   absl::Status JoinCopies();
   // Forgets copies in flight whose events a failed capture recorded (they were never run).
@@ -213,9 +217,12 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   DeviceBuffer<T> context_;               // [tokens, hidden]: attention output
   DeviceBuffer<T> ffn_;                   // [tokens, intermediate]
   DeviceBuffer<T> pool_in_, pool_dense_;  // [tokens (as sequences), hidden]
-  DeviceBuffer<float> stage_[2];          // [tokens, hidden] fp32 outputs before the copy out
+  // [tokens, hidden] fp32 outputs before the copy out: the first num_stages_ are allocated
+  // (with their events), and only those are used.
+  DeviceBuffer<float> stage_[2];
   cuda::CudaEvent stage_ready_[2], stage_free_[2];
   bool stage_in_flight_[2] = {false, false};  // a copy out of the stage may still run
+  int num_stages_ = 1;                        // 2 with overlap_copies (set in Init)
   int next_stage_ = 0;
   cuda::PinnedBuffer<float> host_out_;  // [2 * tokens, hidden]: outputs before Flush
   DeviceBuffer<float> staging_;         // fp32 staging for weight conversion (load only)
@@ -354,9 +361,10 @@ absl::Status CudaEngine<T>::Init() {
   const size_t inter = static_cast<size_t>(c.intermediate_size);
   const size_t staging_values =
       std::is_same<T, float>::value ? 0 : std::min<size_t>(largest, 4u << 20);
+  num_stages_ = options_.overlap_copies ? 2 : 1;
   const size_t workspace_bytes =
       tokens * (hidden * 3 + hidden + hidden + inter + 2 * hidden) * sizeof(T) +
-      2 * tokens * hidden * sizeof(float) + tokens * 4 * sizeof(int32_t) +
+      num_stages_ * tokens * hidden * sizeof(float) + tokens * 4 * sizeof(int32_t) +
       cuda::kGemmDefaultWorkspaceBytes + staging_values * sizeof(float);
   const size_t needed = weight_values * sizeof(T) + workspace_bytes;
   size_t free_bytes = 0, total_bytes = 0;
@@ -371,7 +379,7 @@ absl::Status CudaEngine<T>::Init() {
 
   RETURN_IF_ERROR(ToStatus(stream_.Create(), "creating the stream"));
   RETURN_IF_ERROR(ToStatus(copy_stream_.Create(), "creating the copy stream"));
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < num_stages_; ++k) {
     RETURN_IF_ERROR(ToStatus(stage_ready_[k].Create(cudaEventDisableTiming), "creating events"));
     RETURN_IF_ERROR(ToStatus(stage_free_[k].Create(cudaEventDisableTiming), "creating events"));
   }
@@ -421,8 +429,8 @@ absl::Status CudaEngine<T>::Init() {
   RETURN_IF_ERROR(ToStatus(ffn_.Allocate(tokens * inter), "allocating workspace"));
   RETURN_IF_ERROR(ToStatus(pool_in_.Allocate(tokens * hidden), "allocating workspace"));
   RETURN_IF_ERROR(ToStatus(pool_dense_.Allocate(tokens * hidden), "allocating workspace"));
-  for (DeviceBuffer<float>& stage : stage_) {
-    RETURN_IF_ERROR(ToStatus(stage.Allocate(tokens * hidden), "allocating workspace"));
+  for (int k = 0; k < num_stages_; ++k) {
+    RETURN_IF_ERROR(ToStatus(stage_[k].Allocate(tokens * hidden), "allocating workspace"));
   }
   RETURN_IF_ERROR(ToStatus(host_out_.Allocate(2 * tokens * hidden), "allocating pinned memory"));
 
@@ -451,7 +459,7 @@ absl::Status CudaEngine<T>::Flush() {
 template <typename T>
 absl::Status CudaEngine<T>::AcquireStage(int* index, float** stage) {
   const int k = next_stage_;
-  next_stage_ ^= 1;
+  next_stage_ = (k + 1) % num_stages_;
   if (stage_in_flight_[k]) {
     stage_in_flight_[k] = false;
     RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(stream_.get(), stage_free_[k].get(), 0),
@@ -470,7 +478,6 @@ absl::Status CudaEngine<T>::CopyToHost(const float* src, int index, size_t count
     if (capturing_) return absl::InternalError("CUDA engine: output overflow while capturing");
     RETURN_IF_ERROR(Flush());
   }
-  Mark("copy_out");
   float* dst = host_out_.get() + pending_used_;
   if (options_.overlap_copies && index >= 0) {
     cudaStream_t copy = copy_stream_.get();
@@ -497,7 +504,7 @@ absl::Status CudaEngine<T>::CopyToHost(const float* src, int index, size_t count
 
 template <typename T>
 absl::Status CudaEngine<T>::JoinCopies() {
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < num_stages_; ++k) {
     if (!stage_in_flight_[k]) continue;
     stage_in_flight_[k] = false;
     RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(stream_.get(), stage_free_[k].get(), 0),
@@ -508,17 +515,17 @@ absl::Status CudaEngine<T>::JoinCopies() {
 
 template <typename T>
 void CudaEngine<T>::ForgetCopies() {
-  stage_in_flight_[0] = stage_in_flight_[1] = false;
+  for (int k = 0; k < num_stages_; ++k) stage_in_flight_[k] = false;
 }
 
 template <typename T>
 absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, int slot) {
   if (count == 0) return absl::OkStatus();
+  Mark("copy_out");
   if (std::is_same<T, float>::value && !options_.overlap_copies) {
     // In stream order the copy ends before the next layer overwrites `src`: no stage needed.
     return CopyToHost(reinterpret_cast<const float*>(src), -1, count, slot);
   }
-  Mark("copy_out");
   int index = 0;
   float* stage = nullptr;
   RETURN_IF_ERROR(AcquireStage(&index, &stage));
@@ -837,6 +844,7 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
     if (selection.normalize) {
       RETURN_IF_ERROR(CudaCall(cuda::LaunchL2Normalize(stage, n, h, stream), "normalising"));
     }
+    Mark("copy_out");
     return CopyToHost(stage, index, static_cast<size_t>(n) * h, slot);
   };
   if (selection.pooled) {

@@ -106,8 +106,9 @@ inline constexpr int kMaxCudaGraphs = 32;
 // after the last one; `stream` is the engine's cudaStream_t (as void*, so this header stays
 // CUDA-free). Recording a CUDA event there times each op. Names: "upload", "embedding",
 // "qkv_gemm", "attention", "attn_out_gemm", "attn_layernorm", "ffn_up_gemm", "gelu",
-// "ffn_down_gemm", "ffn_layernorm", "copy_out", "pooler", "mean_pool". Null by default (the
-// hot path pays one pointer test per op); CUDA graphs are bypassed while one is set.
+// "ffn_down_gemm", "ffn_layernorm", "copy_out", "pooler", "mean_pool"; "copy_out" comes once
+// per output copied back (before a layer's fp32 staging or conversion; after a head's). Null by
+// default (the hot path pays one pointer test per op); CUDA graphs are bypassed while one is set.
 class CudaOpObserver {
  public:
   virtual ~CudaOpObserver() = default;

@@ -847,6 +847,43 @@ TEST_P(CudaGraphTest, OpObserverSeesEveryOpAndChangesNothing) {
   ExpectSameOutputs(observed, plain, "captured after observing");
 }
 
+// The op observer sees "copy_out" exactly once per output copied back, whichever path the
+// copy takes: straight from the residual stream (fp32 without overlap_copies), through a
+// stage (fp16/bf16, or overlap_copies), or from a head's stage (pooled, mean_pooled); and
+// when the outputs overflow the pinned buffer (64 tokens), so that the forward flushes.
+TEST_P(CudaGraphTest, OpObserverMarksEachOutputCopyOnce) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  OutputSelection sel = EveryLayer(c);  // sequence, pooled, every layer
+  sel.mean_pooled = true;
+  const int outputs = c.num_layers + 3;
+  for (const bool overlap : {false, true}) {
+    for (const int max_tokens : {1024, 64}) {
+      const std::string what = std::string(overlap ? "overlap" : "serial") + " copies, " +
+                               std::to_string(max_tokens) + " tokens";
+      CudaEngineOptions options = Untuned(Options(dtype, max_tokens));
+      options.overlap_copies = overlap;
+      auto engine = CreateCudaEngine(model, options);
+      ASSERT_TRUE(engine.ok()) << engine.status() << " " << what;
+      auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
+      std::mt19937 rng(17);
+      const EncoderBatch batch = ShapedBatch(c, {21, 39}, 0, rng);
+      EncoderOutput plain, observed;
+      ASSERT_TRUE((*engine)->Encode(batch, sel, &plain).ok()) << what;
+      RecordingObserver observer;
+      timing->set_op_observer(&observer);
+      ASSERT_TRUE((*engine)->Encode(batch, sel, &observed).ok()) << what;
+      timing->set_op_observer(nullptr);
+      ExpectSameOutputs(observed, plain, what);
+      EXPECT_EQ(std::count(observer.names.begin(), observer.names.end(), "copy_out"), outputs)
+          << what;
+      EXPECT_EQ(std::count(observer.names.begin(), observer.names.end(), "end"), 1) << what;
+    }
+  }
+}
+
 // overlap_copies: outputs copied on the second stream equal those copied on the compute
 // stream, eagerly, captured and replayed, and when the outputs overflow the pinned buffer
 // (flushed in the middle of the forward).
