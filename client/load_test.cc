@@ -362,6 +362,23 @@ class FakeBertService final : public v1::BertService::Service {
   absl::Mutex serial_mu_;
 };
 
+StepSummary Summary(const StepResult& result) {
+  return SummarizeStep(result.calls, result.window_begin_ns, result.window_end_ns);
+}
+
+int64_t Failed(const StepSummary& s) {
+  int64_t failed = 0;
+  for (const auto& [code, count] : s.errors) failed += count;
+  return failed;
+}
+
+std::vector<int64_t> SortedIntendedTimes(const StepResult& result) {
+  std::vector<int64_t> intended;
+  for (const CallRecord& c : result.calls) intended.push_back(c.intended_ns);
+  std::sort(intended.begin(), intended.end());
+  return intended;
+}
+
 LoadStep Closed(int concurrency) {
   LoadStep step;
   step.concurrency = concurrency;
@@ -421,8 +438,7 @@ TEST_F(LoadRunnerTest, ClosedLoopKeepsExactlyConcurrencyInFlight) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(service_.max_open(), 3);
   EXPECT_EQ(edges, (std::vector<bool>{true, false}));
-  const StepSummary s =
-      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  const StepSummary s = Summary(*result);
   EXPECT_TRUE(s.errors.empty());
   EXPECT_GT(s.ok, 20);  // 3 in flight, 10 ms each, 0.8 s: ~240 on an idle machine
   EXPECT_EQ(static_cast<int>(result->calls.size()), service_.answered());
@@ -446,16 +462,12 @@ TEST_F(LoadRunnerTest, OpenLoopSendsOnScheduleAndCountsTheBacklogInLatency) {
   options.warmup = milliseconds(0);
   options.duration = milliseconds(1000);
   options.max_outstanding = 1;
-  LoadRunner runner = MakeRunner(options);
-  absl::StatusOr<StepResult> result = runner.Run(Open(200, false), nullptr);
+  absl::StatusOr<StepResult> result = MakeRunner(options).Run(Open(200, false), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
-  const StepSummary s =
-      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  const StepSummary s = Summary(*result);
   // Every scheduled call is accounted for: 200 intended, each answered (or timed out).
   EXPECT_EQ(s.calls, 200);
-  int64_t failed = 0;
-  for (const auto& [code, count] : s.errors) failed += count;
-  EXPECT_EQ(s.ok + failed, 200);
+  EXPECT_EQ(s.ok + Failed(s), 200);
   EXPECT_EQ(service_.max_open(), 1);
   EXPECT_LE(s.requests_per_s, 55);  // the server's rate, not the offered one
   // The service time stays near 20 ms; the latency from the intended send grows with the
@@ -471,16 +483,12 @@ TEST_F(LoadRunnerTest, OpenLoopConstantRateKeepsItsSchedule) {
   LoadOptions options;
   options.warmup = milliseconds(100);
   options.duration = milliseconds(1000);
-  LoadRunner runner = MakeRunner(options);
-  absl::StatusOr<StepResult> result = runner.Run(Open(100, false), nullptr);
+  absl::StatusOr<StepResult> result = MakeRunner(options).Run(Open(100, false), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
-  const StepSummary s =
-      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  const StepSummary s = Summary(*result);
   EXPECT_EQ(s.calls, 100);  // intended times 0, 10, 20, ... ms; 100 of them in the window
   EXPECT_TRUE(s.errors.empty());
-  std::vector<int64_t> intended;
-  for (const CallRecord& c : result->calls) intended.push_back(c.intended_ns);
-  std::sort(intended.begin(), intended.end());
+  const std::vector<int64_t> intended = SortedIntendedTimes(*result);
   for (size_t i = 1; i < intended.size(); ++i) {
     EXPECT_NEAR(intended[i] - intended[i - 1], 10000000, 1);
   }
@@ -499,11 +507,9 @@ TEST_F(LoadRunnerTest, DeadlinesCountFromTheIntendedSendTime) {
   options.duration = milliseconds(500);
   options.timeout = milliseconds(100);
   options.max_outstanding = 1;
-  LoadRunner runner = MakeRunner(options);
-  absl::StatusOr<StepResult> result = runner.Run(Open(100, false), nullptr);
+  absl::StatusOr<StepResult> result = MakeRunner(options).Run(Open(100, false), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
-  const StepSummary s =
-      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  const StepSummary s = Summary(*result);
   EXPECT_EQ(s.calls, 50);
   EXPECT_EQ(s.ok, 0);
   EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED)), 50);
@@ -525,14 +531,11 @@ TEST_F(LoadRunnerTest, PoissonRateHasItsMean) {
   options.warmup = milliseconds(0);
   options.duration = milliseconds(1000);
   options.seed = 11;
-  LoadRunner runner = MakeRunner(options);
-  absl::StatusOr<StepResult> result = runner.Run(Open(400, true), nullptr);
+  absl::StatusOr<StepResult> result = MakeRunner(options).Run(Open(400, true), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
   // Poisson(400): 400 +- 20 (1 sd); the seed fixes the draw.
   EXPECT_NEAR(static_cast<double>(result->calls.size()), 400, 80);
-  std::vector<int64_t> intended;
-  for (const CallRecord& c : result->calls) intended.push_back(c.intended_ns);
-  std::sort(intended.begin(), intended.end());
+  const std::vector<int64_t> intended = SortedIntendedTimes(*result);
   std::set<int64_t> gaps;
   for (size_t i = 1; i < intended.size(); ++i) gaps.insert(intended[i] - intended[i - 1]);
   EXPECT_GT(gaps.size(), intended.size() / 2);  // not a constant schedule
@@ -544,9 +547,8 @@ TEST_F(LoadRunnerTest, CallsThatHangEndAtTheirDeadline) {
   options.warmup = milliseconds(0);
   options.duration = milliseconds(300);
   options.timeout = milliseconds(400);
-  LoadRunner runner = MakeRunner(options);
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<StepResult> result = runner.Run(Closed(2), nullptr);
+  absl::StatusOr<StepResult> result = MakeRunner(options).Run(Closed(2), nullptr);
   const auto took = std::chrono::steady_clock::now() - start;
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_LT(took, std::chrono::seconds(5));
@@ -562,11 +564,9 @@ TEST_F(LoadRunnerTest, AServerThatIsDownGivesUnavailable) {
   options.warmup = milliseconds(0);
   options.duration = milliseconds(200);
   options.timeout = milliseconds(1000);
-  LoadRunner runner = MakeRunner(options);
-  absl::StatusOr<StepResult> result = runner.Run(Open(50, false), nullptr);
+  absl::StatusOr<StepResult> result = MakeRunner(options).Run(Open(50, false), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
-  const StepSummary s =
-      SummarizeStep(result->calls, result->window_begin_ns, result->window_end_ns);
+  const StepSummary s = Summary(*result);
   EXPECT_EQ(s.calls, 10);
   EXPECT_EQ(s.ok, 0);
   EXPECT_EQ(s.errors.count(static_cast<int>(grpc::StatusCode::UNAVAILABLE)), 1u);

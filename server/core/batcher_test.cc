@@ -228,8 +228,13 @@ TEST(BatcherTest, DropsExpiredAndCancelledItems) {
 // The queue depth the batcher last reported (its reports arrive in order).
 class DepthWatch {
  public:
-  std::function<void(int)> Callback() {
-    return [this](int depth) { depth_ = depth; };
+  // Batcher options reporting here: `max_batch_tokens`, a 2 ms delay.
+  BatcherOptions Options(int max_batch_tokens) {
+    BatcherOptions options;
+    options.max_batch_tokens = max_batch_tokens;
+    options.max_batch_delay = absl::Milliseconds(2);
+    options.on_queue_depth = [this](int depth) { depth_ = depth; };
+    return options;
   }
   // Waits until the last report is `depth`; false after 5 s.
   bool WaitFor(int depth) const {
@@ -249,10 +254,7 @@ TEST(BatcherTest, NextBatchFormsWhileEngineRuns) {
   FakeEngine engine(EngineOptions());
   engine.HoldBatches();
   DepthWatch depth;
-  BatcherOptions options;
-  options.max_batch_tokens = 100;
-  options.max_batch_delay = absl::Milliseconds(2);
-  options.on_queue_depth = depth.Callback();
+  const BatcherOptions options = depth.Options(100);
   Completion a, b, c;
   {
     Batcher batcher(&engine, options);
@@ -278,10 +280,7 @@ TEST(BatcherTest, BatchWaitingForTheEngineTakesLaterArrivalsThatFit) {
   FakeEngine engine(EngineOptions());
   engine.HoldBatches();
   DepthWatch depth;
-  BatcherOptions options;
-  options.max_batch_tokens = 3;
-  options.max_batch_delay = absl::Milliseconds(2);
-  options.on_queue_depth = depth.Callback();
+  const BatcherOptions options = depth.Options(3);
   std::vector<Completion> c(6);
   {
     Batcher batcher(&engine, options);
@@ -309,10 +308,7 @@ TEST(BatcherTest, DropsItemsThatGoStaleWhileTheirBatchWaits) {
   FakeEngine engine(EngineOptions());
   engine.HoldBatches();
   DepthWatch depth;
-  BatcherOptions options;
-  options.max_batch_tokens = 100;
-  options.max_batch_delay = absl::Milliseconds(2);
-  options.on_queue_depth = depth.Callback();
+  const BatcherOptions options = depth.Options(100);
   Completion a, b, expiring, cancelled;
   {
     Batcher batcher(&engine, options);
