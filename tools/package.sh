@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the server and client with Bazel and collects a self-contained runtime tree:
-#   dist/bin/{bert_server,bert_client,bert_encode,bert_tokenize}
+#   dist/bin/{bert_server,bert_client,bert_load,bert_encode,bert_tokenize}
 #   dist/lib/   the Debian shared libraries they need (gRPC, protobuf, abseil, ...) and,
 #               for CUDA builds, libcudart/libcublas/libcublasLt from /usr/local/cuda
 #   dist/models/all-MiniLM-L6-v2/   the default model
@@ -16,7 +16,8 @@ flags=()
 if [ "${1:-}" = "--nocuda" ] || ! cuda_toolkit_present; then
   flags+=(--config=nocuda)
 fi
-targets=(//server:bert_server //client:bert_client //tools:bert_encode //tools:bert_tokenize)
+targets=(//server:bert_server //client:bert_client //client:bert_load //tools:bert_encode
+  //tools:bert_tokenize)
 bazel build "${flags[@]}" "${targets[@]}"
 tools/fetch_default_model.sh
 

@@ -22,8 +22,9 @@ done
 tools/setup.sh
 flags=()
 cuda_toolkit_present || flags+=(--config=nocuda)
-bazel build "${flags[@]}" //server:bert_server //client:bert_client
-mkdir -p .run && cp -f bazel-bin/server/bert_server bazel-bin/client/bert_client .run/
+bazel build "${flags[@]}" //server:bert_server //client:bert_client //client:bert_load
+mkdir -p .run &&
+  cp -f bazel-bin/server/bert_server bazel-bin/client/bert_client bazel-bin/client/bert_load .run/
 
 address=127.0.0.1:50051
 .run/bert_server --model_dir=models/all-MiniLM-L6-v2 --address="$address" \
@@ -52,4 +53,5 @@ fi
 
 if [ "$exit_after_demo" = 1 ]; then exit 0; fi
 echo "run_server: serving on $address (metrics: http://127.0.0.1:9090/metrics); Ctrl-C stops"
+echo "run_server: load it with: .run/bert_load --server=$address --metrics=127.0.0.1:9090 --concurrency=1,8,32"
 wait $server
