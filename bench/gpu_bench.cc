@@ -403,6 +403,13 @@ int Run(const Options& o) {
         name.c_str(), o.cuda_graphs ? "on" : "off", gs.eager_runs, gs.captures, gs.replays,
         gs.capture_failures, gs.last_capture_error.empty() ? "" : ": ",
         gs.last_capture_error.c_str());
+    // Whether the options reached the kernels (e.g. double buffering runs only where a
+    // sequence spans several key tiles).
+    const CudaPathStats ps = timing->path_stats();
+    std::printf(
+        "ours %-5s paths enqueued: %lld residual-in-GEMM GEMMs, %lld double-buffered attention "
+        "launches, %lld copies on the copy stream\n",
+        name.c_str(), ps.residual_gemms, ps.double_buffered_attention, ps.copy_stream_copies);
   }
   if (o.profile) {
     auto engine = CreateCudaEngine(model, EngineOptions(o, DType::kFloat16, max_tokens));

@@ -54,7 +54,9 @@ ABSL_FLAG(
 ABSL_FLAG(int, max_concurrent_requests, 64, "Requests in flight before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_inputs_per_request, 256, "Inputs allowed in one request");
 ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (padding rows count)");
-ABSL_FLAG(int, max_batch_delay_us, 2000, "Longest wait for a batch to fill");
+ABSL_FLAG(int, max_batch_delay_us, 2000,
+          "Longest a batch waits for more sequences while the engine is idle (a batch "
+          "waiting for a busy engine keeps filling)");
 ABSL_FLAG(int, tokenization_workers, 0,
           "Threads that tokenize and assemble responses (0: one per usable CPU)");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");

@@ -58,7 +58,7 @@ absl::Status WhyStale(const BatchItem& item, absl::Time now) {
 
 }  // namespace
 
-void Batcher::TakeFitting(Batch* batch, std::vector<std::pair<Queued, absl::Status>>* dropped) {
+void Batcher::TakeFitting(Batch* batch, std::vector<Dropped>* dropped) {
   const absl::Time now = absl::Now();
   while (!queue_.empty()) {
     Queued& front = queue_.front();
@@ -79,7 +79,7 @@ void Batcher::TakeFitting(Batch* batch, std::vector<std::pair<Queued, absl::Stat
 
 void Batcher::BatcherLoop() {
   for (;;) {
-    std::vector<std::pair<Queued, absl::Status>> dropped;
+    std::vector<Dropped> dropped;
     {
       absl::MutexLock lock(&mu_);
       auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -130,17 +130,17 @@ void Batcher::EngineLoop() {
       slot_.reset();
     }
     // Items may have expired or been cancelled while the batch waited for the engine.
-    std::vector<Queued> ready;
+    std::vector<Queued> live;
     const absl::Time now = absl::Now();
     for (Queued& q : batch.items) {
       if (absl::Status why = WhyStale(q.item, now); !why.ok()) {
         q.item.done(why, BatchSlice{});
       } else {
-        ready.push_back(std::move(q));
+        live.push_back(std::move(q));
       }
     }
-    if (ready.empty()) continue;
-    batch.items = std::move(ready);
+    if (live.empty()) continue;
+    batch.items = std::move(live);
     RunBatch(std::move(batch));
   }
   absl::MutexLock lock(&mu_);

@@ -11,8 +11,9 @@
 // load, batches fill up instead of being cut at the delay). The engine thread is the only
 // user of the Engine.
 //
-// Every enqueued item's `done` runs exactly once, on the batcher or engine thread; keep
-// it short (schedule real work elsewhere). Thread-safe: Enqueue from any thread.
+// Every enqueued item's `done` runs exactly once, on the batcher or engine thread (or, for
+// an item enqueued after Drain(), inside Enqueue); keep it short (schedule real work
+// elsewhere). Thread-safe: Enqueue from any thread.
 #ifndef BERT_SERVER_CORE_BATCHER_H_
 #define BERT_SERVER_CORE_BATCHER_H_
 
@@ -101,6 +102,7 @@ class Batcher {
     BatchItem item;
     absl::Time enqueued;
   };
+  using Dropped = std::pair<Queued, absl::Status>;  // an item and why it will not run
   struct Batch {
     std::vector<Queued> items;
     int rows = 0;  // The items' rows.
@@ -108,8 +110,7 @@ class Batcher {
 
   // Moves queued items into `batch` while they fit the budget, dropping expired and
   // cancelled ones into `dropped`.
-  void TakeFitting(Batch* batch, std::vector<std::pair<Queued, absl::Status>>* dropped)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TakeFitting(Batch* batch, std::vector<Dropped>* dropped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReportDepth() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void BatcherLoop();
   void EngineLoop();

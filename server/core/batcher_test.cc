@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -258,6 +259,8 @@ TEST(BatcherTest, NextBatchFormsWhileEngineRuns) {
   Completion a, b, c;
   {
     Batcher batcher(&engine, options);
+    // A failed ASSERT must not leave the engine held: ~Batcher waits for it.
+    absl::Cleanup release = [&engine] { engine.ReleaseBatches(); };
     batcher.Enqueue(MakeItem({1}, 1, &a));
     ASSERT_TRUE(engine.WaitForBatches(1, absl::Seconds(5)));  // the engine runs a
     batcher.Enqueue(MakeItem({2}, 1, &b));
@@ -284,6 +287,8 @@ TEST(BatcherTest, BatchWaitingForTheEngineTakesLaterArrivalsThatFit) {
   std::vector<Completion> c(6);
   {
     Batcher batcher(&engine, options);
+    // A failed ASSERT must not leave the engine held: ~Batcher waits for it.
+    absl::Cleanup release = [&engine] { engine.ReleaseBatches(); };
     batcher.Enqueue(MakeItem({1}, 1, &c[0]));
     ASSERT_TRUE(engine.WaitForBatches(1, absl::Seconds(5)));  // the engine runs c[0]
     batcher.Enqueue(MakeItem({2}, 1, &c[1]));
@@ -310,26 +315,32 @@ TEST(BatcherTest, DropsItemsThatGoStaleWhileTheirBatchWaits) {
   DepthWatch depth;
   const BatcherOptions options = depth.Options(100);
   Completion a, b, expiring, cancelled;
+  absl::Time released;
   {
     Batcher batcher(&engine, options);
+    // A failed ASSERT must not leave the engine held: ~Batcher waits for it.
+    absl::Cleanup release = [&engine] { engine.ReleaseBatches(); };
     batcher.Enqueue(MakeItem({1}, 1, &a));
     ASSERT_TRUE(engine.WaitForBatches(1, absl::Seconds(5)));
     batcher.Enqueue(MakeItem({2}, 1, &b));
     BatchItem soon = MakeItem({3}, 1, &expiring);
-    soon.deadline = absl::Now() + absl::Milliseconds(50);
+    soon.deadline = absl::Now() + absl::Milliseconds(300);
     batcher.Enqueue(std::move(soon));
     auto flag = std::make_shared<std::atomic<bool>>(false);
     BatchItem gone = MakeItem({4}, 1, &cancelled);
     gone.cancelled = flag;
     batcher.Enqueue(std::move(gone));
     ASSERT_TRUE(depth.WaitFor(0));  // all three wait in the next batch
-    absl::SleepFor(absl::Milliseconds(100));
+    absl::SleepFor(absl::Milliseconds(400));
     *flag = true;
+    released = absl::Now();
     engine.ReleaseBatches();
     for (Completion* x : {&a, &b, &expiring, &cancelled}) x->done.WaitForNotification();
   }
   EXPECT_TRUE(b.status.ok()) << b.status;
   EXPECT_EQ(expiring.status.code(), absl::StatusCode::kDeadlineExceeded);
+  // Dropped when the engine took the batch, not before it joined it.
+  EXPECT_GE(expiring.at, released);
   EXPECT_EQ(cancelled.status.code(), absl::StatusCode::kCancelled);
   ASSERT_EQ(engine.batches().size(), 2u);
   EXPECT_EQ(engine.batches()[1].num_sequences, 1);  // b alone

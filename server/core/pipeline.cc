@@ -287,7 +287,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   for (int i = 0; i < n; ++i) {
     BatchItem& item = items[i];
     // Padding rows only where per-token outputs show them (truncation keeps tokens within
-    // seq_length); the batcher uses these rows as they are.
+    // seq_length); the batcher raises rows below the token count to it.
     item.rows =
         (per_token && opt.padding == PaddingMode::kPadToSeqLength) ? opt.seq_length : num_tokens[i];
     item.pooled = opt.pooled || opt.default_head;

@@ -127,7 +127,9 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
     if (observer_ != nullptr) observer_->OnOp(op, static_cast<void*>(stream_.get()));
   }
   // Output copies. Each output is first put in fp32 into a device staging buffer (stage_) on
-  // the main stream, then copied into the pinned buffer for output `slot` — on copy_stream_
+  // the main stream (except fp32 layer and sequence outputs without overlap_copies, which are
+  // copied straight from the hidden state), then copied into the pinned buffer for output
+  // `slot` — on copy_stream_
   // when overlap_copies, so that the copy of layer l's output runs while layer l + 1
   // computes. overlap_copies uses two stages in turn (one fills while the other's copy runs);
   // without it every copy runs on the main stream, which frees its stage in stream order, so
@@ -137,7 +139,8 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   // end of a graph capture, which thereby joins the copy stream back). Flush fills the output
   // (it runs early when the pinned buffer is full, never while capturing).
   //
-  // Converts (or, for fp32, copies) `count` device values of T into a stage and copies it out.
+  // Converts (or, for fp32, copies) `count` device values of T into a stage and copies it out;
+  // fp32 without overlap_copies copies straight from `src`, in stream order.
   absl::Status CopyOut(const T* src, size_t count, int slot);
   // The next stage to fill: its index and buffer (on the main stream, after its previous
   // copy is done).

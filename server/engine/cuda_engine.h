@@ -142,8 +142,9 @@ struct CudaGemmStats {
 struct CudaPathStats {
   // residual_in_gemm: GEMMs enqueued with bias + residual in their epilogue.
   long long residual_gemms = 0;
-  // attention_double_buffer: attention launches of the double-buffered K/V kernel (the kernel
-  // launcher's choice: fp16/bf16 batches whose longest sequence has more than 64 rows).
+  // attention_double_buffer: attention launches (one per layer) of the double-buffered K/V
+  // kernel (the launcher's choice: fp16/bf16 batches whose longest sequence spans more than
+  // one 64-key tile).
   long long double_buffered_attention = 0;
   // overlap_copies: output copies issued on the second (copy) stream.
   long long copy_stream_copies = 0;

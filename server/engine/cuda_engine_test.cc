@@ -39,6 +39,16 @@ namespace {
 using cpu::testing::CountNonFinite;
 using cpu::testing::RelativeError;
 
+// Forwards whose kernels were enqueued (what CudaPathStats counts): eager runs and graph
+// captures, failed ones included; replays enqueue nothing.
+long long EnqueuedForwards(const CudaGraphStats& s) {
+  return s.eager_runs + s.captures + s.capture_failures;
+}
+
+CudaPathStats PathStats(const std::unique_ptr<Engine>& engine) {
+  return dynamic_cast<CudaEngineTiming*>(engine.get())->path_stats();
+}
+
 // Smallest cosine similarity between matching rows of two [rows, hidden] tensors.
 double MinRowCosine(const std::vector<float>& a, const std::vector<float>& b, int hidden) {
   double worst = 1.0;
@@ -363,7 +373,7 @@ class CudaGemmVariantTest : public ::testing::TestWithParam<GoldenParam> {
     EXPECT_EQ(stats.replays, 1);
     // Counted per enqueued forward (the eager run and the capture; the replay enqueues
     // nothing): both GEMMs closing a block, in every layer.
-    const long long forwards = stats.eager_runs + stats.captures;
+    const long long forwards = EnqueuedForwards(stats);
     const long long block_gemms = 2 * forwards * fixture->model->config.num_layers;
     EXPECT_EQ(timing->path_stats().residual_gemms, options.residual_in_gemm ? block_gemms : 0);
     *gemm_stats = timing->gemm_stats();
@@ -920,12 +930,11 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopies) {
     EXPECT_EQ(s.captures, max_tokens == 1024 ? 1 : 0);
     // Every output (each layer, sequence, pooled, mean-pooled) of every enqueued forward (eager
     // runs and the capture, not the replay) went over the copy stream; none without the option.
-    const long long forwards = s.eager_runs + s.captures;
+    const long long forwards = EnqueuedForwards(s);
     EXPECT_EQ(forwards, max_tokens == 1024 ? 2 : 3);
     const long long outputs = static_cast<long long>(all.layers.size()) + 3;
-    EXPECT_EQ(dynamic_cast<CudaEngineTiming*>(overlapped->get())->path_stats().copy_stream_copies,
-              forwards * outputs);
-    EXPECT_EQ(dynamic_cast<CudaEngineTiming*>(serial->get())->path_stats().copy_stream_copies, 0);
+    EXPECT_EQ(PathStats(*overlapped).copy_stream_copies, forwards * outputs);
+    EXPECT_EQ(PathStats(*serial).copy_stream_copies, 0);
   }
 }
 
@@ -957,8 +966,8 @@ TEST_P(CudaGraphTest, OverlappedCopiesMatchSerialCopiesOnBertBase) {
   const CudaGraphStats s = dynamic_cast<CudaEngineTiming*>(overlapped->get())->graph_stats();
   EXPECT_EQ(s.capture_failures, 0) << s.last_capture_error;
   EXPECT_EQ(s.captures, 1);
-  EXPECT_GT(dynamic_cast<CudaEngineTiming*>(overlapped->get())->path_stats().copy_stream_copies, 0);
-  EXPECT_EQ(dynamic_cast<CudaEngineTiming*>(serial->get())->path_stats().copy_stream_copies, 0);
+  EXPECT_GT(PathStats(*overlapped).copy_stream_copies, 0);
+  EXPECT_EQ(PathStats(*serial).copy_stream_copies, 0);
 }
 
 // Encodes a fresh batch of each shape (sequence lengths, no padding) with both engines, three
@@ -1073,12 +1082,9 @@ TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
       });
   ASSERT_EQ(several_tiles, 2);  // {128} and the long sequence
   const long long expected_launches = 2 * several_tiles * c.num_layers;
-  EXPECT_EQ(
-      dynamic_cast<CudaEngineTiming*>(got_engine->get())->path_stats().double_buffered_attention,
-      dtype == DType::kFloat32 ? 0 : expected_launches);
-  EXPECT_EQ(
-      dynamic_cast<CudaEngineTiming*>(want_engine->get())->path_stats().double_buffered_attention,
-      0);
+  EXPECT_EQ(PathStats(*got_engine).double_buffered_attention,
+            dtype == DType::kFloat32 ? 0 : expected_launches);
+  EXPECT_EQ(PathStats(*want_engine).double_buffered_attention, 0);
 }
 
 TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {

@@ -1,6 +1,7 @@
 """Foundation and operations: start a real server on 127.0.0.1 (ephemeral port), health
 SERVING, GetModelInfo, Tokenize, clean stop; health transitions; the startup log."""
 import os
+import shutil
 import signal
 import sys
 
@@ -68,6 +69,7 @@ def test_startup_logs_effective_config_and_structured_lines():
         assert line.startswith("ts=") and " level=" in line and " msg=" in line, line
 
 
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
 def test_tokenization_workers_default_to_the_usable_cpus():
     # Pinned to one CPU: one worker, whatever the machine has.
     server = Server(wrapper=["taskset", "-c", str(min(os.sched_getaffinity(0)))])
