@@ -16,7 +16,8 @@ goal line; --json_out keeps everything.
         --engine_json out/logs/ours.json
     # a dry run of the method here (CPU backend, tiny model, no engine figure)
     python3 bench/serving_vs_engine.py --bin bazel-bin --model_dir tests/golden/tiny-l4-h128 \
-        --vocab tests/data/tiny_vocab_1024.txt --backend cpu --concurrency 1,4 --duration_s 2
+        --vocab tests/data/tiny_vocab_1024.txt --backend cpu --dtype float32 \
+        --concurrency 1,4 --duration_s 2
 
 Method: each step is bert_load's (warm-up, then a measured window; throughput counts the
 answers that arrive in the window). The server runs with --max_batch_tokens
@@ -73,18 +74,34 @@ class ServerProcess:
              f"--address=127.0.0.1:{self.port}", f"--max_batch_tokens={args.max_batch_tokens}",
              "--max_concurrent_requests=100000", *args.server_args.split()],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.log_path = log_path
+        try:
+            self._wait_serving(args, env)
+        except BaseException:
+            # Also on a timeout's SIGTERM: a server still warming up ignores SIGTERM until it
+            # serves, and must not keep the GPU busy under the steps that come next.
+            self.proc.kill()
+            self.proc.wait()
+            print(self.log_tail(), file=sys.stderr)
+            raise
+
+    def _wait_serving(self, args, env):
         client = binary(args.bin, "bert_client")
         deadline = time.time() + args.start_timeout_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                sys.exit(f"bert_server exited {self.proc.returncode}; see {log_path}")
+                sys.exit(f"bert_server exited {self.proc.returncode}; see {self.log_path}")
             r = subprocess.run([client, f"--server=127.0.0.1:{self.port}", "health"],
                                capture_output=True, text=True, timeout=10, env=env)
             if r.stdout.strip() == "SERVING":
                 return
             time.sleep(0.5)
-        self.proc.kill()
-        sys.exit(f"bert_server not SERVING after {args.start_timeout_s} s; see {log_path}")
+        sys.exit(f"bert_server not SERVING after {args.start_timeout_s} s; see {self.log_path}")
+
+    def log_tail(self, lines=20):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return "".join(f.readlines()[-lines:])
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -107,7 +124,7 @@ def run_load(args, env, port, concurrency, input_kind, out_dir):
                        timeout=60 + len(concurrency.split(",")) * (args.duration_s + args.warmup_s
                                                                    + 60))
     print(r.stdout, flush=True)
-    if not report.exists():
+    if r.returncode != 0 or not report.exists():
         sys.exit(f"bert_load failed (rc {r.returncode})")
     return json.loads(report.read_text())["steps"]
 
@@ -128,7 +145,8 @@ def main():
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--max_batch_tokens", type=int, default=16384)
     p.add_argument("--server_args", default="", help="extra bert_server flags")
-    p.add_argument("--start_timeout_s", type=float, default=180)
+    p.add_argument("--start_timeout_s", type=float, default=100,
+                   help="model load + warm-up (autotune included) must end within this")
     p.add_argument("--json_out", default="")
     args = p.parse_args()
 

@@ -12,15 +12,18 @@
 // ids (tokenized once by the server before the run) to leave tokenization out.
 //
 // Latency is measured from each call's intended send time (open loop: its place in the
-// schedule), so a server that falls behind cannot hide its queue (no coordinated omission);
+// schedule, so a server that falls behind cannot hide its queue: no coordinated omission;
+// closed loop: when its slot freed);
 // the time from the actual send is reported next to it as "service". Throughput counts the
 // OK answers that arrive within the measured window; failed calls are counted by status
 // code and, in "all p99", with their latency too. A load generator that cannot keep its
 // schedule says so (send lag). With --metrics, the server's mean batch size over the
 // window is read from its /metrics page. The JSON report is rewritten after every step.
 //
-// Exit status: 0 when every step had OK answers, 1 when one had none or the server could
-// not be reached, 2 for bad flags.
+// Exit status: 0 when every step had OK answers; 1 when one had none, the server could not
+// be reached, the server's Tokenize failed (--input_kind=tokens) or a report could not be
+// rewritten during the sweep; 2 for bad flags, a workload over the server's limits, or a
+// report file that cannot be written (found before the first step).
 #include <sys/resource.h>
 
 #include <chrono>
@@ -90,8 +93,7 @@ using json = nlohmann::json;
 constexpr double kMaxDurationS = 3600;
 constexpr int kMaxPoolSize = 1'000'000;
 constexpr int64_t kMaxPoolTokens = 200'000'000;  // ~1 GB of synthetic text
-// Open loop: a median send lag above this means the load generator, not the server, is
-// behind the schedule.
+// A median send lag above this means the load generator, not the server, is behind.
 constexpr double kLagWarningMs = 1.0;
 
 int Usage(const std::string& message) {
@@ -234,11 +236,13 @@ absl::Status TokenizeOnServer(v1::BertService::Stub* stub, const Connection& con
     }
     for (size_t k = 0; k < texts.size(); ++k) {
       const v1::Encoding& e = response.encodings(k);
-      const int n = static_cast<int>(e.num_tokens());
-      if (n > e.input_word_ids_size() ||
-          (e.input_type_ids_size() > 0 && n > e.input_type_ids_size())) {
+      const uint32_t num_tokens = e.num_tokens();
+      if (num_tokens > static_cast<uint32_t>(e.input_word_ids_size()) ||
+          (e.input_type_ids_size() > 0 &&
+           num_tokens > static_cast<uint32_t>(e.input_type_ids_size()))) {
         return absl::InternalError("Tokenize answered fewer ids than its num_tokens");
       }
+      const int n = static_cast<int>(num_tokens);
       v1::TokenInput* tokens = inputs[texts[k]].mutable_tokens();  // clears the text
       tokens->mutable_input_word_ids()->Assign(e.input_word_ids().begin(),
                                                e.input_word_ids().begin() + n);
@@ -294,11 +298,10 @@ int64_t ErrorCount(const StepSummary& s) {
   return errors;
 }
 
-// Whether an open-loop step's sends fell behind their schedule: the latencies then include
-// the load generator's own delay, and the offered rate was not reached.
-bool FellBehind(const LoadStep& step, const StepSummary& s) {
-  return step.rate > 0 && s.send_lag.p50 > kLagWarningMs;
-}
+// Whether a step's sends fell behind their intended times (open loop: the schedule; closed
+// loop: the moment a slot freed): the latencies then include the load generator's own
+// delay, and an open loop did not reach its offered rate.
+bool FellBehind(const StepSummary& s) { return s.send_lag.p50 > kLagWarningMs; }
 
 json StepJson(const LoadStep& step, const StepSummary& s, const BatchView* batches) {
   json errors = json::object();
@@ -319,7 +322,7 @@ json StepJson(const LoadStep& step, const StepSummary& s, const BatchView* batch
             {"latency_all_ms", LatencyJson(s.latency_all)},
             {"service_ms", LatencyJson(s.service)},
             {"send_lag_ms", LatencyJson(s.send_lag)},
-            {"fell_behind_schedule", FellBehind(step, s)},
+            {"fell_behind_schedule", FellBehind(s)},
             {"server_ms",
              {{"total", LatencyJson(s.server_total)},
               {"tokenize", LatencyJson(s.server_tokenize)},
@@ -371,11 +374,11 @@ void PrintStep(const LoadStep& step, const StepSummary& s, const BatchView* batc
     std::printf("  errors: %s%s\n", list.c_str(),
                 s.not_sent > 0 ? absl::StrCat(" (", s.not_sent, " never sent: late)").c_str() : "");
   }
-  if (FellBehind(step, s)) {
+  if (FellBehind(s)) {
     std::printf(
-        "  warning: sends fell behind the schedule (send lag p50 %.2f ms, max %.2f ms): the "
-        "offered rate was not reached\n",
-        s.send_lag.p50, s.send_lag.max);
+        "  warning: sends fell behind their intended times (send lag p50 %.2f ms, max %.2f ms): "
+        "the load generator is slow%s\n",
+        s.send_lag.p50, s.send_lag.max, step.rate > 0 ? "; the offered rate was not reached" : "");
   }
   if (batches != nullptr && !batches->error.empty()) {
     std::printf("  metrics: %s\n", batches->error.c_str());
@@ -434,11 +437,17 @@ double ProcessCpuSeconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
+// Writes `report` to a temporary file beside `path`, then renames it over `path`, so a
+// reader never sees half a report.
 absl::Status WriteJson(const std::string& path, const json& report) {
-  std::ofstream out(path);
+  const std::string temporary = path + ".tmp";
+  std::ofstream out(temporary);
   out << report.dump(2) << '\n';
   out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  if (!out || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    return absl::InternalError(absl::StrCat("cannot write ", path));
+  }
   return absl::OkStatus();
 }
 

@@ -1,5 +1,6 @@
 #include "client/load_runner.h"
 
+#include <deque>
 #include <random>
 #include <thread>
 #include <utility>
@@ -75,7 +76,9 @@ class LoadRunner::Step {
   Clock::time_point start() const { return start_; }
 
  private:
-  // Keeps `concurrency` calls open; each freed slot is refilled at once.
+  // Keeps `concurrency` calls open; each freed slot is refilled at once. A call is intended
+  // when its slot freed (the first `concurrency` at the start), so a sender slow to refill
+  // shows as send lag.
   void SendClosedLoop() {
     const auto slot_free = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
       return open_ < spec_.concurrency;
@@ -90,9 +93,14 @@ class LoadRunner::Step {
                                   absl::Nanoseconds(window_end_ns_ - now))) {
           return;
         }
-        // A slot may free just as the window ends: nothing is sent after it.
-        intended = Now();
-        if (intended >= window_end_ns_) return;
+        if (freed_at_.empty()) {
+          intended = Now();
+        } else {
+          intended = freed_at_.front();
+          freed_at_.pop_front();
+        }
+        // A slot may free just as the window ends: nothing is sent for after it.
+        if (intended >= window_end_ns_ || Now() >= window_end_ns_) return;
         ++open_;
       }
       Send(intended);
@@ -185,6 +193,7 @@ class LoadRunner::Step {
     absl::MutexLock lock(&mu_);
     records_.push_back(record);
     --open_;
+    if (spec_.concurrency > 0) freed_at_.push_back(record.done_ns);
   }
 
   LoadRunner* const runner_;
@@ -198,6 +207,7 @@ class LoadRunner::Step {
   int open_ ABSL_GUARDED_BY(mu_) = 0;  // calls counted by the sender and not yet finished
   absl::flat_hash_set<InFlight*> in_flight_ ABSL_GUARDED_BY(mu_);  // sent, not answered
   std::vector<CallRecord> records_ ABSL_GUARDED_BY(mu_);
+  std::deque<int64_t> freed_at_ ABSL_GUARDED_BY(mu_);  // closed loop: when slots freed
 };
 
 LoadRunner::LoadRunner(const Connection* connection,

@@ -46,11 +46,8 @@ inline bool InWindow(const CallRecord& call, int64_t window_begin_ns, int64_t wi
 // Calls whose intended send time lies in the window make up the counts, the error table
 // and the latencies (each waited for to its end). `latency` covers the OK calls; in
 // overload, when calls fail, `latency_all` (failed calls at the time their error arrived)
-// keeps them in view. `latency` covers the OK calls; in
-// overload, when calls fail, `latency_all` (failed calls at the time their error arrived)
-// keeps them in view. Throughput counts the OK answers that
-// arrived within the window, so that a server that falls behind shows its own rate, not
-// the offered one.
+// keeps them in view. Throughput counts the OK answers that arrived within the window, so
+// that a server that falls behind shows its own rate, not the offered one.
 struct StepSummary {
   double window_s = 0;
   int64_t calls = 0;              // intended in the window

@@ -495,17 +495,17 @@ TEST_F(LoadRunnerTest, OpenLoopConstantRateKeepsItsSchedule) {
   // The sends kept to it: a sender seconds late would show here (loose bounds for a
   // loaded machine; the sleep alone is accurate to ~0.1 ms).
   EXPECT_LT(s.send_lag.p50, 5.0);
-  EXPECT_LT(s.send_lag.max, 200.0);
+  EXPECT_LT(s.send_lag.max, 1000.0);
 }
 
 TEST_F(LoadRunnerTest, DeadlinesCountFromTheIntendedSendTime) {
-  // Calls take 150 ms, deadlines are 100 ms, one call in flight at a time at 100/s: each
-  // call waits ~90 ms to be sent, then has only what is left of its 100 ms.
-  service_.delay = milliseconds(150);
+  // Calls take 400 ms, deadlines are 200 ms, one call in flight at a time at 100/s: each
+  // call waits ~190 ms to be sent, then has only what is left of its 200 ms.
+  service_.delay = milliseconds(400);
   LoadOptions options;
   options.warmup = milliseconds(0);
   options.duration = milliseconds(500);
-  options.timeout = milliseconds(100);
+  options.timeout = milliseconds(200);
   options.max_outstanding = 1;
   absl::StatusOr<StepResult> result = MakeRunner(options).Run(Open(100, false), nullptr);
   ASSERT_TRUE(result.ok()) << result.status();
@@ -515,14 +515,14 @@ TEST_F(LoadRunnerTest, DeadlinesCountFromTheIntendedSendTime) {
   EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED)), 50);
   int sent_late = 0;
   for (const CallRecord& c : result->calls) {
-    // Ended at intended + 100 ms (a deadline from the actual send would give up to 190).
-    EXPECT_GE(c.done_ns - c.intended_ns, 99000000);
-    EXPECT_LT(c.done_ns - c.intended_ns, 160000000);
-    sent_late += c.sent_ns < 0 || c.sent_ns - c.intended_ns > 50000000;
+    // Ended at intended + 200 ms; a deadline from the actual send would give ~390 ms.
+    EXPECT_GE(c.done_ns - c.intended_ns, 199000000);
+    EXPECT_LT(c.done_ns - c.intended_ns, 300000000);
+    sent_late += c.sent_ns < 0 || c.sent_ns - c.intended_ns > 100000000;
   }
   EXPECT_GT(sent_late, 25);
   EXPECT_EQ(s.latency_all.count, 50);
-  EXPECT_GE(s.latency_all.p50, 99.0);
+  EXPECT_GE(s.latency_all.p50, 199.0);
 }
 
 TEST_F(LoadRunnerTest, PoissonRateHasItsMean) {

@@ -65,7 +65,8 @@ absl::StatusOr<int> Connect(const addrinfo* addresses, const std::string& host_p
       continue;
     }
     if (!WaitFor(socket_fd.fd(), POLLOUT, deadline)) {
-      return absl::DeadlineExceededError(absl::StrCat("connect ", host_port, ": timed out"));
+      last_error = "timed out";  // the next address, if any, gets what time is left
+      continue;
     }
     int error = 0;
     socklen_t error_size = sizeof(error);
@@ -76,7 +77,9 @@ absl::StatusOr<int> Connect(const addrinfo* addresses, const std::string& host_p
     }
     return socket_fd.Release();
   }
-  return absl::UnavailableError(absl::StrCat("connect ", host_port, ": ", last_error));
+  const std::string message = absl::StrCat("connect ", host_port, ": ", last_error);
+  return Clock::now() >= deadline ? absl::DeadlineExceededError(message)
+                                  : absl::UnavailableError(message);
 }
 
 }  // namespace

@@ -30,8 +30,13 @@ absl::Status AppendIds(const json& ids, const char* field,
                        google::protobuf::RepeatedField<int32_t>* out) {
   if (!ids.is_array()) return absl::InvalidArgumentError(absl::StrCat(field, ": not an array"));
   for (const json& id : ids) {
-    if (!id.is_number_integer() || id.get<int64_t>() < std::numeric_limits<int32_t>::min() ||
-        id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+    // Unsigned values are read as unsigned: above INT64_MAX, get<int64_t> would wrap.
+    const bool in_range =
+        id.is_number_unsigned()
+            ? id.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int32_t>::max())
+            : id.is_number_integer() && id.get<int64_t>() >= std::numeric_limits<int32_t>::min() &&
+                  id.get<int64_t>() <= std::numeric_limits<int32_t>::max();
+    if (!in_range) {
       return absl::InvalidArgumentError(absl::StrCat(field, ": not a 32-bit integer: ", id.dump()));
     }
     out->Add(static_cast<int32_t>(id.get<int64_t>()));

@@ -83,11 +83,21 @@ TEST(ParseInputLine, TextPairAndTokens) {
   EXPECT_EQ(tokens->tokens().input_type_ids_size(), 3);
 }
 
+TEST(ParseInputLine, TakesTheFullInt32Range) {
+  absl::StatusOr<v1::Input> input =
+      ParseInputLine(R"({"input_word_ids": [2147483647, -2147483648, 0]})");
+  ASSERT_TRUE(input.ok()) << input.status();
+  EXPECT_EQ(input->tokens().input_word_ids(0), 2147483647);
+  EXPECT_EQ(input->tokens().input_word_ids(1), -2147483647 - 1);
+}
+
 TEST(ParseInputLine, RejectsMalformedLinesWithoutThrowing) {
   for (const char* line :
        {"not json", "{\"text_a\": 3}", "{\"text_a\": \"a\", \"text_b\": [1]}",
         "{\"input_word_ids\": [1, \"x\"]}", "{\"input_word_ids\": 5}",
-        "{\"input_word_ids\": [1], \"input_type_ids\": [0.5]}", "[1, 2]", "{}"}) {
+        "{\"input_word_ids\": [1], \"input_type_ids\": [0.5]}", "[1, 2]", "{}",
+        "{\"input_word_ids\": [2147483648]}", "{\"input_word_ids\": [-2147483649]}",
+        "{\"input_word_ids\": [18446744073709551615]}"}) {
     absl::StatusOr<v1::Input> input = ParseInputLine(line);
     EXPECT_EQ(input.status().code(), absl::StatusCode::kInvalidArgument) << line;
   }
