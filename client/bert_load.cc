@@ -9,7 +9,9 @@
 // Workload: synthetic texts whose encodings follow --lengths (default lognormal:36:128,
 // the benchmarks' variable-length batch), or JSON lines from --input_file (bert_client's
 // syntax); --inputs_per_request inputs per call; --input_kind=tokens sends them as token
-// ids (tokenized once by the server before the run) to leave tokenization out.
+// ids (tokenized once by the server before the run) to leave tokenization out. --api=stream
+// sends the calls as messages on EmbedStream (one stream per channel) instead of unary
+// Embed calls; a message answered later than --timeout_ms counts as DEADLINE_EXCEEDED.
 //
 // Latency is measured from each call's intended send time (open loop: its place in the
 // schedule, so a server that falls behind cannot hide its queue: no coordinated omission;
@@ -63,6 +65,9 @@ ABSL_FLAG(double, duration_s, 10,
 ABSL_FLAG(double, warmup_s, 2, "Seconds of load before each step's measured window");
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call, from its intended send time");
 ABSL_FLAG(int, max_outstanding, 4096, "Open loop: most calls in flight (sends wait beyond)");
+ABSL_FLAG(std::string, api, "unary",
+          "unary (Embed calls) or stream (messages on EmbedStream: one stream per channel, "
+          "calls in turn over them)");
 ABSL_FLAG(int, channels, 4, "gRPC channels (TCP connections) the calls are spread over");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the synthetic texts and the Poisson schedule");
 ABSL_FLAG(std::string, lengths, "lognormal:36:128",
@@ -425,6 +430,7 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"timeout_ms", absl::GetFlag(FLAGS_timeout_ms)},
             {"max_outstanding", absl::GetFlag(FLAGS_max_outstanding)},
             {"arrival", absl::GetFlag(FLAGS_arrival)},
+            {"api", absl::GetFlag(FLAGS_api)},
             {"channels", absl::GetFlag(FLAGS_channels)}}},
           {"steps", json::array()}};
 }
@@ -533,6 +539,8 @@ int Main() {
   }
   const std::string input_kind = absl::GetFlag(FLAGS_input_kind);
   if (input_kind != "text" && input_kind != "tokens") return Usage("--input_kind: text or tokens");
+  const std::string api = absl::GetFlag(FLAGS_api);
+  if (api != "unary" && api != "stream") return Usage("--api: unary or stream");
   absl::StatusOr<Workload> workload = BuildWorkload();
   if (!workload.ok()) return Usage(std::string(workload.status().message()));
 
@@ -574,13 +582,15 @@ int Main() {
   load.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
   load.max_outstanding = absl::GetFlag(FLAGS_max_outstanding);
   load.seed = absl::GetFlag(FLAGS_seed);
+  load.stream = api == "stream";
   json report = ReportHeader(info, *workload, request_count);
   LoadRunner runner(&*connection, std::move(stubs),
                     MakeRequests(workload->pool, per_request, request_count, workload->options),
                     load);
-  std::printf("bert_load: %s (%s, %s), %d input(s) per call from %zu %s inputs, %d channel(s)\n",
+  std::printf("bert_load: %s (%s, %s), %d input(s) per call from %zu %s inputs, %d channel(s)%s\n",
               info.model_name().c_str(), info.backend().c_str(), info.device().c_str(), per_request,
-              workload->pool.size(), input_kind.c_str(), channels);
+              workload->pool.size(), input_kind.c_str(), channels,
+              load.stream ? ", one EmbedStream each" : "");
   workload->pool.clear();  // the requests hold copies
   return RunSweep(&runner, *steps, std::move(report));
 }

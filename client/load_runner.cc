@@ -21,10 +21,26 @@ constexpr double kMaxRate = 1e6;  // calls per second
 
 // A call from its send to its callback.
 struct InFlight {
-  grpc::ClientContext context;
-  v1::EmbedResponse response;
+  grpc::ClientContext context;  // unary calls only
+  v1::EmbedResponse response;   // unary calls only
+  const v1::EmbedRequest* request = nullptr;
   CallRecord record;
 };
+
+// Fills `r` from an answer: its code (a stream's per-message error counts as the call's
+// status), real tokens and the server's timing.
+void ReadAnswer(const v1::EmbedResponse& response, CallRecord* r) {
+  if (response.has_error() && response.error().code() != 0) {
+    r->code = response.error().code();
+    return;
+  }
+  for (const v1::EmbedResult& result : response.results()) r->tokens += result.num_tokens();
+  const v1::Timing& t = response.timing();
+  r->server_tokenize_us = t.tokenize_us();
+  r->server_queue_us = t.queue_us();
+  r->server_inference_us = t.inference_us();
+  r->server_total_us = t.total_us();
+}
 
 }  // namespace
 
@@ -32,13 +48,8 @@ struct InFlight {
 // on gRPC's threads.
 class LoadRunner::Step {
  public:
-  Step(LoadRunner* runner, const LoadStep& spec)
-      : runner_(runner),
-        spec_(spec),
-        start_(Clock::now()),
-        window_begin_ns_(runner->options_.warmup.count()),
-        window_end_ns_(window_begin_ns_ + runner->options_.duration.count()),
-        timeout_ns_(std::chrono::nanoseconds(runner->options_.timeout).count()) {}
+  // Opens the streams in stream mode.
+  Step(LoadRunner* runner, const LoadStep& spec);
 
   int64_t Now() const { return (Clock::now() - start_).count(); }
 
@@ -51,16 +62,10 @@ class LoadRunner::Step {
     }
   }
 
-  // Waits until every call sent has completed: gRPC answers each by its deadline; calls
-  // still open long after that are cancelled. False if even cancelling did not end them.
-  bool Drain() {
-    const auto no_call_open = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return open_ == 0; };
-    absl::MutexLock lock(&mu_);
-    const absl::Duration grace = absl::Nanoseconds(timeout_ns_) + absl::Seconds(10);
-    if (mu_.AwaitWithTimeout(absl::Condition(&no_call_open), grace)) return true;
-    for (InFlight* call : in_flight_) call->context.TryCancel();
-    return mu_.AwaitWithTimeout(absl::Condition(&no_call_open), absl::Seconds(10));
-  }
+  // Waits until every call sent has completed (and every stream has ended): gRPC answers
+  // each unary call by its deadline; calls and streams still open long after that are
+  // cancelled. False if even cancelling did not end them.
+  bool Drain();
 
   StepResult TakeResult() {
     absl::MutexLock lock(&mu_);
@@ -76,6 +81,8 @@ class LoadRunner::Step {
   Clock::time_point start() const { return start_; }
 
  private:
+  class Stream;
+
   // Keeps `concurrency` calls open; each freed slot is refilled at once. A call is intended
   // when its slot freed (the first `concurrency` at the start), so a sender slow to refill
   // shows as send lag.
@@ -138,48 +145,13 @@ class LoadRunner::Step {
   }
 
   // Sends one call intended at `intended_ns`; open_ already counts it. Sender thread only.
-  void Send(int64_t intended_ns) {
-    auto call = std::make_unique<InFlight>();
-    call->record.intended_ns = intended_ns;
-    const uint64_t n = runner_->next_call_++;
-    const v1::EmbedRequest& request = runner_->requests_[n % runner_->requests_.size()];
-    call->record.inputs = request.inputs_size();
-    const int64_t now = Now();
-    const int64_t left_ns = intended_ns + timeout_ns_ - now;
-    if (left_ns <= 0) {  // Its deadline passed while it waited to be sent.
-      call->record.done_ns = now;
-      call->record.code = static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED);
-      Finish(std::move(call));
-      return;
-    }
-    runner_->connection_->Prepare(
-        &call->context, std::chrono::system_clock::now() + std::chrono::nanoseconds(left_ns));
-    // gRPC holds the call until its callback, which takes it back.
-    InFlight* sent = call.release();
-    {
-      absl::MutexLock lock(&mu_);
-      in_flight_.insert(sent);
-    }
-    v1::BertService::Stub* stub = runner_->stubs_[n % runner_->stubs_.size()].get();
-    sent->record.sent_ns = Now();
-    stub->async()->Embed(
-        &sent->context, &request, &sent->response,
-        [this, sent](grpc::Status status) { OnDone(std::unique_ptr<InFlight>(sent), status); });
-  }
+  void Send(int64_t intended_ns);
 
   void OnDone(std::unique_ptr<InFlight> call, const grpc::Status& status) {
     CallRecord& r = call->record;
     r.done_ns = Now();
     r.code = static_cast<int>(status.error_code());
-    if (status.ok()) {
-      for (const v1::EmbedResult& result : call->response.results())
-        r.tokens += result.num_tokens();
-      const v1::Timing& t = call->response.timing();
-      r.server_tokenize_us = t.tokenize_us();
-      r.server_queue_us = t.queue_us();
-      r.server_inference_us = t.inference_us();
-      r.server_total_us = t.total_us();
-    }
+    if (status.ok()) ReadAnswer(call->response, &r);
     {
       absl::MutexLock lock(&mu_);
       in_flight_.erase(call.get());
@@ -208,7 +180,229 @@ class LoadRunner::Step {
   absl::flat_hash_set<InFlight*> in_flight_ ABSL_GUARDED_BY(mu_);  // sent, not answered
   std::vector<CallRecord> records_ ABSL_GUARDED_BY(mu_);
   std::deque<int64_t> freed_at_ ABSL_GUARDED_BY(mu_);  // closed loop: when slots freed
+  std::vector<std::unique_ptr<Stream>> streams_;       // stream mode: one per channel
+  int open_streams_ ABSL_GUARDED_BY(mu_) = 0;          // streams whose OnDone has not run
 };
+
+// One EmbedStream. Calls are written one at a time in the order Send gives them; answers
+// come back in the same order (the API's promise), each completing the oldest unanswered
+// call. An answer that arrives after the call's deadline counts as DEADLINE_EXCEEDED (a
+// stream has no per-message deadline); when the stream ends, its unanswered calls end with
+// its status.
+class LoadRunner::Step::Stream final
+    : public grpc::ClientBidiReactor<v1::EmbedRequest, v1::EmbedResponse> {
+ public:
+  Stream(Step* step, v1::BertService::Stub* stub, std::chrono::system_clock::time_point deadline)
+      : step_(step), stub_(stub) {
+    step_->runner_->connection_->Prepare(&context_, deadline);
+  }
+
+  void Start() {
+    stub_->async()->EmbedStream(&context_, this);
+    StartRead(&response_);
+    StartCall();
+  }
+
+  void Send(std::unique_ptr<InFlight> call) {
+    InFlight* raw = call.release();  // owned by unanswered_ until its answer or the end
+    bool write_now = false;
+    bool ended = false;
+    {
+      absl::MutexLock lock(&mu_);
+      ended = ended_;
+      if (ended) {
+        raw->record.done_ns = step_->Now();
+        raw->record.code = static_cast<int>(ended_status_.ok() ? grpc::StatusCode::UNAVAILABLE
+                                                               : ended_status_.error_code());
+      } else {
+        unanswered_.push_back(raw);
+        if (writing_) {
+          to_write_.push_back(raw);
+        } else {
+          writing_ = write_now = true;
+        }
+      }
+    }
+    if (ended) {
+      step_->Finish(std::unique_ptr<InFlight>(raw));
+    } else if (write_now) {
+      Write(raw);
+    }
+  }
+
+  // No more calls: half-closes the stream once the queued ones are written.
+  void Close() {
+    bool close_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      closing_ = true;
+      close_now = !writing_ && !ended_ && !writes_done_;
+      writes_done_ |= close_now;
+    }
+    if (close_now) StartWritesDone();
+  }
+
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  void Write(InFlight* call) {
+    call->record.sent_ns = step_->Now();
+    StartWrite(call->request);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return;  // the stream is broken: OnDone ends its calls
+    InFlight* next = nullptr;
+    bool close_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!to_write_.empty()) {
+        next = to_write_.front();
+        to_write_.pop_front();
+      } else {
+        writing_ = false;
+        close_now = closing_ && !writes_done_;
+        writes_done_ |= close_now;
+      }
+    }
+    if (next != nullptr) {
+      Write(next);
+    } else if (close_now) {
+      StartWritesDone();
+    }
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the server closed its side: OnDone follows
+    InFlight* call = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!unanswered_.empty()) {
+        call = unanswered_.front();
+        unanswered_.pop_front();
+      }
+    }
+    if (call != nullptr) {
+      CallRecord& r = call->record;
+      r.done_ns = step_->Now();
+      if (response_.request_id() != call->request->request_id()) {
+        r.code = static_cast<int>(grpc::StatusCode::INTERNAL);  // answers out of order
+      } else if (r.done_ns - r.intended_ns > step_->timeout_ns_) {
+        r.code = static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED);
+      } else {
+        ReadAnswer(response_, &r);
+      }
+      step_->Finish(std::unique_ptr<InFlight>(call));
+    }
+    response_.Clear();
+    StartRead(&response_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    std::deque<InFlight*> unanswered;
+    {
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+      ended_status_ = status;
+      unanswered.swap(unanswered_);
+      to_write_.clear();
+    }
+    for (InFlight* call : unanswered) {
+      call->record.done_ns = step_->Now();
+      // A stream that ended cleanly with calls unanswered broke the API's promise.
+      call->record.code =
+          static_cast<int>(status.ok() ? grpc::StatusCode::INTERNAL : status.error_code());
+      step_->Finish(std::unique_ptr<InFlight>(call));
+    }
+    absl::MutexLock lock(&step_->mu_);
+    --step_->open_streams_;
+  }
+
+  Step* const step_;
+  v1::BertService::Stub* const stub_;
+  grpc::ClientContext context_;
+  v1::EmbedResponse response_;  // the read in progress
+
+  absl::Mutex mu_;
+  std::deque<InFlight*> unanswered_ ABSL_GUARDED_BY(mu_);  // written or queued, in order
+  std::deque<InFlight*> to_write_ ABSL_GUARDED_BY(mu_);    // queued behind the write
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status ended_status_ ABSL_GUARDED_BY(mu_);
+};
+
+LoadRunner::Step::Step(LoadRunner* runner, const LoadStep& spec)
+    : runner_(runner),
+      spec_(spec),
+      start_(Clock::now()),
+      window_begin_ns_(runner->options_.warmup.count()),
+      window_end_ns_(window_begin_ns_ + runner->options_.duration.count()),
+      timeout_ns_(std::chrono::nanoseconds(runner->options_.timeout).count()) {
+  if (runner->options_.stream) {
+    // Open long enough for the step, its last deadlines and a margin; Drain cancels
+    // streams that outlive that.
+    const auto deadline = std::chrono::system_clock::now() +
+                          std::chrono::nanoseconds(window_end_ns_ + timeout_ns_) +
+                          std::chrono::seconds(10);
+    for (const auto& stub : runner->stubs_) {
+      streams_.push_back(std::make_unique<Stream>(this, stub.get(), deadline));
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      open_streams_ = static_cast<int>(streams_.size());
+    }
+    for (auto& stream : streams_) stream->Start();
+  }
+}
+
+bool LoadRunner::Step::Drain() {
+  for (auto& stream : streams_) stream->Close();
+  const auto all_done = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return open_ == 0 && open_streams_ == 0;
+  };
+  absl::MutexLock lock(&mu_);
+  const absl::Duration grace = absl::Nanoseconds(timeout_ns_) + absl::Seconds(10);
+  if (mu_.AwaitWithTimeout(absl::Condition(&all_done), grace)) return true;
+  for (InFlight* call : in_flight_) call->context.TryCancel();
+  for (auto& stream : streams_) stream->Cancel();
+  return mu_.AwaitWithTimeout(absl::Condition(&all_done), absl::Seconds(10));
+}
+
+void LoadRunner::Step::Send(int64_t intended_ns) {
+  auto call = std::make_unique<InFlight>();
+  call->record.intended_ns = intended_ns;
+  const uint64_t n = runner_->next_call_++;
+  const v1::EmbedRequest& request = runner_->requests_[n % runner_->requests_.size()];
+  call->request = &request;
+  call->record.inputs = request.inputs_size();
+  const int64_t now = Now();
+  const int64_t left_ns = intended_ns + timeout_ns_ - now;
+  if (left_ns <= 0) {  // Its deadline passed while it waited to be sent.
+    call->record.done_ns = now;
+    call->record.code = static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED);
+    Finish(std::move(call));
+    return;
+  }
+  if (!streams_.empty()) {
+    streams_[n % streams_.size()]->Send(std::move(call));
+    return;
+  }
+  runner_->connection_->Prepare(
+      &call->context, std::chrono::system_clock::now() + std::chrono::nanoseconds(left_ns));
+  // gRPC holds the call until its callback, which takes it back.
+  InFlight* sent = call.release();
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_.insert(sent);
+  }
+  v1::BertService::Stub* stub = runner_->stubs_[n % runner_->stubs_.size()].get();
+  sent->record.sent_ns = Now();
+  stub->async()->Embed(
+      &sent->context, &request, &sent->response,
+      [this, sent](grpc::Status status) { OnDone(std::unique_ptr<InFlight>(sent), status); });
+}
 
 LoadRunner::LoadRunner(const Connection* connection,
                        std::vector<std::unique_ptr<v1::BertService::Stub>> stubs,

@@ -1,6 +1,7 @@
 // Drives one step of a load run against a BertService: closed loop (a fixed number of
 // calls kept in flight) or open loop (calls sent on a schedule of constant or Poisson
-// gaps, whether or not earlier ones have been answered), over the gRPC callback API.
+// gaps, whether or not earlier ones have been answered), over the gRPC callback API, as
+// unary Embed calls or as messages on EmbedStream streams.
 #ifndef BERT_CLIENT_LOAD_RUNNER_H_
 #define BERT_CLIENT_LOAD_RUNNER_H_
 
@@ -35,6 +36,10 @@ struct LoadOptions {
   // the latency of the calls it delays).
   int max_outstanding = 4096;
   uint64_t seed = 1;  // of the Poisson schedule
+  // Send the calls as messages of EmbedStream (one bidirectional stream per channel, calls
+  // in turn over them) instead of unary Embed calls. A stream has no per-message deadline:
+  // an answer later than `timeout` counts as DEADLINE_EXCEEDED.
+  bool stream = false;
 };
 
 // The calls of one step and its measured window (after the warm-up), in the records'

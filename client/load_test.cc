@@ -324,11 +324,37 @@ TEST(FetchMetrics, FailsClearly) {
 
 // Embed answers after `delay`, one call at a time when `serial` (a server of fixed
 // capacity), or never (until the call is cancelled or its deadline passes) when `hang`.
+// EmbedStream answers each message in turn after `delay`, with a RESOURCE_EXHAUSTED error
+// for every `stream_error_every`-th message, and ends the stream with UNAVAILABLE after
+// `stream_end_after` answers (0: never).
 class FakeBertService final : public v1::BertService::Service {
  public:
   milliseconds delay{10};
   bool serial = false;
   bool hang = false;
+  int stream_error_every = 0;
+  int stream_end_after = 0;
+
+  grpc::Status EmbedStream(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::EmbedResponse, v1::EmbedRequest>* stream) override {
+    v1::EmbedRequest request;
+    for (int n = 1; stream->Read(&request); ++n) {
+      v1::EmbedResponse response;
+      std::this_thread::sleep_for(delay);
+      if (stream_error_every > 0 && n % stream_error_every == 0) {
+        response.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+      } else {
+        Answer(request, &response);
+      }
+      response.set_request_id(request.request_id());
+      if (!stream->Write(response)) break;
+      if (stream_end_after > 0 && n >= stream_end_after) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream ended by the test");
+      }
+    }
+    return grpc::Status::OK;
+  }
 
   grpc::Status Embed(grpc::ServerContext* context, const v1::EmbedRequest* request,
                      v1::EmbedResponse* response) override {
@@ -345,10 +371,8 @@ class FakeBertService final : public v1::BertService::Service {
       absl::MutexLockMaybe serial_lock(serial ? &serial_mu_ : nullptr);
       std::this_thread::sleep_for(delay);
     }
-    for (int i = 0; i < request->inputs_size(); ++i) response->add_results()->set_num_tokens(5);
-    response->mutable_timing()->set_inference_us(delay.count() * 1000);
+    Answer(*request, response);
     --open_;
-    ++answered_;
     return grpc::Status::OK;
   }
 
@@ -356,6 +380,13 @@ class FakeBertService final : public v1::BertService::Service {
   int answered() const { return answered_; }
 
  private:
+  // 5 tokens per input.
+  void Answer(const v1::EmbedRequest& request, v1::EmbedResponse* response) {
+    for (int i = 0; i < request.inputs_size(); ++i) response->add_results()->set_num_tokens(5);
+    response->mutable_timing()->set_inference_us(delay.count() * 1000);
+    ++answered_;
+  }
+
   std::atomic<int> open_{0};
   std::atomic<int> max_open_{0};
   std::atomic<int> answered_{0};
@@ -570,6 +601,75 @@ TEST_F(LoadRunnerTest, AServerThatIsDownGivesUnavailable) {
   EXPECT_EQ(s.calls, 10);
   EXPECT_EQ(s.ok, 0);
   EXPECT_EQ(s.errors.count(static_cast<int>(grpc::StatusCode::UNAVAILABLE)), 1u);
+}
+
+LoadOptions StreamOptions(milliseconds duration) {
+  LoadOptions options;
+  options.warmup = milliseconds(0);
+  options.duration = duration;
+  options.stream = true;
+  return options;
+}
+
+TEST_F(LoadRunnerTest, StreamAnswersEveryCallInOrder) {
+  service_.delay = milliseconds(5);
+  absl::StatusOr<StepResult> result =
+      MakeRunner(StreamOptions(milliseconds(600))).Run(Closed(4), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  // An answer matched to the wrong call (request_id) would be INTERNAL.
+  EXPECT_TRUE(s.errors.empty());
+  EXPECT_GT(s.ok, 20);
+  EXPECT_EQ(static_cast<int>(result->calls.size()), service_.answered());
+  EXPECT_DOUBLE_EQ(s.tokens_per_s, 10 * s.requests_per_s);
+  for (const CallRecord& c : result->calls) {
+    EXPECT_LE(c.intended_ns, c.sent_ns);
+    EXPECT_LT(c.sent_ns, c.done_ns);
+  }
+}
+
+TEST_F(LoadRunnerTest, StreamErrorsPerMessageAreCounted) {
+  service_.delay = milliseconds(1);
+  service_.stream_error_every = 3;
+  absl::StatusOr<StepResult> result =
+      MakeRunner(StreamOptions(milliseconds(500)), /*channels=*/1).Run(Closed(2), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  const int64_t refused = s.errors.at(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_EQ(s.ok + refused, s.calls);
+  // One stream: every third message of the run is refused.
+  int64_t all_refused = 0;
+  for (const CallRecord& c : result->calls) {
+    all_refused += c.code == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  EXPECT_EQ(all_refused, static_cast<int64_t>(result->calls.size()) / 3);
+}
+
+TEST_F(LoadRunnerTest, AStreamThatEndsFailsItsCallsAndTheStepEnds) {
+  service_.delay = milliseconds(1);
+  service_.stream_end_after = 3;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<StepResult> result =
+      MakeRunner(StreamOptions(milliseconds(500)), /*channels=*/1).Run(Open(100, false), nullptr);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  EXPECT_EQ(s.calls, 50);
+  EXPECT_EQ(s.ok, 3);
+  EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::UNAVAILABLE)), 47);
+  EXPECT_LT(took, std::chrono::seconds(5));
+}
+
+TEST_F(LoadRunnerTest, LateStreamAnswersCountAsDeadlineExceeded) {
+  service_.delay = milliseconds(300);
+  LoadOptions options = StreamOptions(milliseconds(400));
+  options.timeout = milliseconds(100);
+  absl::StatusOr<StepResult> result = MakeRunner(options, /*channels=*/1).Run(Closed(1), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  EXPECT_EQ(s.ok, 0);
+  EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED)), s.calls);
+  EXPECT_GE(s.calls, 1);
 }
 
 TEST_F(LoadRunnerTest, RejectsBadOptions) {

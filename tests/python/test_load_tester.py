@@ -90,6 +90,35 @@ def test_token_input_sends_the_same_tokens_as_text(server, tmp_path):
     assert tokens["workload"]["input_kind"] == "tokens"
 
 
+def test_stream_api_gives_the_same_answers_as_unary(server, tmp_path):
+    args = ["--concurrency=4", "--duration_s=0.8", "--warmup_s=0", "--lengths=fixed:10",
+            "--inputs_per_request=2", "--channels=2"]
+    unary, _ = run_report(tmp_path, server, *args)
+    stream, stdout = run_report(tmp_path, server, *args, "--api=stream")
+    assert "one EmbedStream each" in stdout
+    assert stream["run"]["api"] == "stream" and unary["run"]["api"] == "unary"
+    for report in (unary, stream):
+        step = report["steps"][0]
+        # Every answer matched its own message (a mismatched request_id is INTERNAL).
+        assert step["errors"] == {} and step["ok"] > 0
+        assert step["tokens_per_s"] == pytest.approx(10 * step["sequences_per_s"])
+        assert step["server_ms"]["inference"]["p50"] > 0
+
+
+def test_stream_api_counts_per_message_errors(server, tmp_path):
+    # Ids beyond the tiny vocabulary: each message gets an error, the stream goes on.
+    inputs = tmp_path / "mixed.jsonl"
+    inputs.write_text('{"input_word_ids": [101, 5000, 102]}\n"hello world"\n')
+    report, _ = run_report(tmp_path, server, f"--input_file={inputs}", "--api=stream",
+                           "--concurrency=2", "--duration_s=0.5", "--warmup_s=0", "--channels=1")
+    step = report["steps"][0]
+    bad = step["errors"].get("INVALID_ARGUMENT", 0)
+    # Requests alternate between the bad and the good input.
+    assert bad > 0 and step["ok"] > 0
+    assert abs(bad - step["ok"]) <= 2
+    assert step["ok"] + bad == step["calls"]
+
+
 def test_input_file_with_pairs(server, tmp_path):
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text('{"text_a": "the world", "text_b": "a new day"}\n\n"hello world"\n')
@@ -170,6 +199,7 @@ def test_an_unwritable_report_fails_before_the_first_step(server):
     (["--duration_s=0"], "--duration_s"),
     (["--input_file=/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
     (["--input_kind=ids"], "--input_kind"),
+    (["--api=bidi"], "--api"),
     (["extra"], "unexpected argument extra"),
     (["--pool_size=2000000"], "--pool_size"),
 ])
