@@ -11,7 +11,8 @@
 // syntax); --inputs_per_request inputs per call; --input_kind=tokens sends them as token
 // ids (tokenized once by the server before the run) to leave tokenization out. --api=stream
 // sends the calls as messages on EmbedStream (one stream per channel) instead of unary
-// Embed calls; a message answered later than --timeout_ms counts as DEADLINE_EXCEEDED.
+// Embed calls; a message answered later than --timeout_ms counts as DEADLINE_EXCEEDED (a
+// stream has no per-message deadline: see server/README.md).
 //
 // Latency is measured from each call's intended send time (open loop: its place in the
 // schedule, so a server that falls behind cannot hide its queue: no coordinated omission;
@@ -63,7 +64,9 @@ ABSL_FLAG(std::string, arrival, "poisson", "Open loop gaps: poisson or constant"
 ABSL_FLAG(double, duration_s, 10,
           "Measured seconds per step (at most 3600: every call's record is kept, ~100 bytes)");
 ABSL_FLAG(double, warmup_s, 2, "Seconds of load before each step's measured window");
-ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call, from its intended send time");
+ABSL_FLAG(int, timeout_ms, 30000,
+          "Deadline of each call, from its intended send time (--api=stream: answers later "
+          "count as DEADLINE_EXCEEDED)");
 ABSL_FLAG(int, max_outstanding, 4096, "Open loop: most calls in flight (sends wait beyond)");
 ABSL_FLAG(std::string, api, "unary",
           "unary (Embed calls) or stream (messages on EmbedStream: one stream per channel, "

@@ -1,5 +1,6 @@
 #include "client/load_runner.h"
 
+#include <atomic>
 #include <deque>
 #include <random>
 #include <thread>
@@ -83,6 +84,13 @@ class LoadRunner::Step {
  private:
   class Stream;
 
+  // Stream mode: every stream has ended, so every further call would fail at once. A closed
+  // loop would spin on them and stops instead; an open loop keeps its schedule and records
+  // each as failed.
+  bool AllStreamsEnded() const {
+    return !streams_.empty() && dead_streams_.load() == static_cast<int>(streams_.size());
+  }
+
   // Keeps `concurrency` calls open; each freed slot is refilled at once. A call is intended
   // when its slot freed (the first `concurrency` at the start), so a sender slow to refill
   // shows as send lag.
@@ -92,7 +100,7 @@ class LoadRunner::Step {
     };
     while (true) {
       const int64_t now = Now();
-      if (now >= window_end_ns_) return;
+      if (now >= window_end_ns_ || AllStreamsEnded()) return;
       int64_t intended;
       {
         absl::MutexLock lock(&mu_);
@@ -182,13 +190,18 @@ class LoadRunner::Step {
   std::deque<int64_t> freed_at_ ABSL_GUARDED_BY(mu_);  // closed loop: when slots freed
   std::vector<std::unique_ptr<Stream>> streams_;       // stream mode: one per channel
   int open_streams_ ABSL_GUARDED_BY(mu_) = 0;          // streams whose OnDone has not run
+  std::atomic<int> dead_streams_{0};                   // streams that ended (Stream::End)
 };
 
 // One EmbedStream. Calls are written one at a time in the order Send gives them; answers
 // come back in the same order (the API's promise), each completing the oldest unanswered
 // call. An answer that arrives after the call's deadline counts as DEADLINE_EXCEEDED (a
-// stream has no per-message deadline); when the stream ends, its unanswered calls end with
-// its status.
+// stream has no per-message deadline). When the stream ends (the server closes it, a write
+// fails, or it is cancelled), its unanswered calls and any later ones fail at once.
+//
+// Lifetime: a hold (AddHold in Start, RemoveHold in Close) keeps gRPC's call object alive
+// while the sender and Drain threads start operations from outside reactions; OnDone runs
+// only after Close. InFlight calls are touched only under mu_ once handed over.
 class LoadRunner::Step::Stream final
     : public grpc::ClientBidiReactor<v1::EmbedRequest, v1::EmbedResponse> {
  public:
@@ -199,38 +212,44 @@ class LoadRunner::Step::Stream final
 
   void Start() {
     stub_->async()->EmbedStream(&context_, this);
+    AddHold();
     StartRead(&response_);
     StartCall();
   }
 
+  // Sender thread only, before Close.
   void Send(std::unique_ptr<InFlight> call) {
-    InFlight* raw = call.release();  // owned by unanswered_ until its answer or the end
-    bool write_now = false;
-    bool ended = false;
+    InFlight* raw = call.release();
+    const v1::EmbedRequest* write = nullptr;
+    bool failed = false;
     {
       absl::MutexLock lock(&mu_);
-      ended = ended_;
-      if (ended) {
-        raw->record.done_ns = step_->Now();
-        raw->record.code = static_cast<int>(ended_status_.ok() ? grpc::StatusCode::UNAVAILABLE
-                                                               : ended_status_.error_code());
+      // Handed to the stream now: time spent behind earlier writes (flow control) is the
+      // stream's, part of the service time, not the load generator's send lag.
+      raw->record.sent_ns = step_->Now();
+      if (ended_) {
+        failed = true;
       } else {
-        unanswered_.push_back(raw);
+        unanswered_.push_back(raw);  // owns it until its answer or the end
         if (writing_) {
-          to_write_.push_back(raw);
+          to_write_.push_back(raw->request);
         } else {
-          writing_ = write_now = true;
+          writing_ = true;
+          write = raw->request;
         }
       }
     }
-    if (ended) {
+    if (failed) {
+      raw->record.done_ns = step_->Now();
+      raw->record.code = static_cast<int>(grpc::StatusCode::UNAVAILABLE);
       step_->Finish(std::unique_ptr<InFlight>(raw));
-    } else if (write_now) {
-      Write(raw);
+    } else if (write != nullptr) {
+      StartWrite(write);
     }
   }
 
-  // No more calls: half-closes the stream once the queued ones are written.
+  // No more calls (Drain's thread, after the last Send): half-closes the stream once the
+  // queued calls are written, and lets it end.
   void Close() {
     bool close_now = false;
     {
@@ -240,40 +259,47 @@ class LoadRunner::Step::Stream final
       writes_done_ |= close_now;
     }
     if (close_now) StartWritesDone();
+    RemoveHold();
   }
 
   void Cancel() { context_.TryCancel(); }
 
- private:
-  void Write(InFlight* call) {
-    call->record.sent_ns = step_->Now();
-    StartWrite(call->request);
+  bool ended() {
+    absl::MutexLock lock(&mu_);
+    return ended_;
   }
 
+ private:
   void OnWriteDone(bool ok) override {
-    if (!ok) return;  // the stream is broken: OnDone ends its calls
-    InFlight* next = nullptr;
+    if (!ok) {  // the stream is broken
+      End();
+      return;
+    }
+    const v1::EmbedRequest* next = nullptr;
     bool close_now = false;
     {
       absl::MutexLock lock(&mu_);
-      if (!to_write_.empty()) {
+      if (!to_write_.empty() && !ended_) {
         next = to_write_.front();
         to_write_.pop_front();
       } else {
         writing_ = false;
-        close_now = closing_ && !writes_done_;
+        close_now = closing_ && !writes_done_ && !ended_;
         writes_done_ |= close_now;
       }
     }
     if (next != nullptr) {
-      Write(next);
+      StartWrite(next);
     } else if (close_now) {
       StartWritesDone();
     }
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return;  // the server closed its side: OnDone follows
+    if (!ok) {  // the server closed its side: nothing more will be answered
+      End();
+      return;
+    }
     InFlight* call = nullptr;
     {
       absl::MutexLock lock(&mu_);
@@ -282,6 +308,8 @@ class LoadRunner::Step::Stream final
         unanswered_.pop_front();
       }
     }
+    // An answer with no call waiting would break the API's promise; it has nothing to
+    // complete and is dropped.
     if (call != nullptr) {
       CallRecord& r = call->record;
       r.done_ns = step_->Now();
@@ -299,23 +327,31 @@ class LoadRunner::Step::Stream final
   }
 
   void OnDone(const grpc::Status& status) override {
+    End(status);
+    absl::MutexLock lock(&step_->mu_);
+    --step_->open_streams_;
+  }
+
+  // Marks the stream ended and fails its unanswered calls: with `status`'s code when the
+  // stream's final status is known and not OK, else UNAVAILABLE.
+  void End(const grpc::Status& status = grpc::Status::OK) {
     std::deque<InFlight*> unanswered;
+    bool first = false;
     {
       absl::MutexLock lock(&mu_);
+      first = !ended_;
       ended_ = true;
-      ended_status_ = status;
       unanswered.swap(unanswered_);
       to_write_.clear();
     }
+    if (first) step_->dead_streams_.fetch_add(1);
+    const int code =
+        static_cast<int>(status.ok() ? grpc::StatusCode::UNAVAILABLE : status.error_code());
     for (InFlight* call : unanswered) {
       call->record.done_ns = step_->Now();
-      // A stream that ended cleanly with calls unanswered broke the API's promise.
-      call->record.code =
-          static_cast<int>(status.ok() ? grpc::StatusCode::INTERNAL : status.error_code());
+      call->record.code = code;
       step_->Finish(std::unique_ptr<InFlight>(call));
     }
-    absl::MutexLock lock(&step_->mu_);
-    --step_->open_streams_;
   }
 
   Step* const step_;
@@ -324,13 +360,12 @@ class LoadRunner::Step::Stream final
   v1::EmbedResponse response_;  // the read in progress
 
   absl::Mutex mu_;
-  std::deque<InFlight*> unanswered_ ABSL_GUARDED_BY(mu_);  // written or queued, in order
-  std::deque<InFlight*> to_write_ ABSL_GUARDED_BY(mu_);    // queued behind the write
+  std::deque<InFlight*> unanswered_ ABSL_GUARDED_BY(mu_);              // handed over, in order
+  std::deque<const v1::EmbedRequest*> to_write_ ABSL_GUARDED_BY(mu_);  // behind the write
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status ended_status_ ABSL_GUARDED_BY(mu_);
 };
 
 LoadRunner::Step::Step(LoadRunner* runner, const LoadStep& spec)
@@ -345,7 +380,7 @@ LoadRunner::Step::Step(LoadRunner* runner, const LoadStep& spec)
     // streams that outlive that.
     const auto deadline = std::chrono::system_clock::now() +
                           std::chrono::nanoseconds(window_end_ns_ + timeout_ns_) +
-                          std::chrono::seconds(10);
+                          runner->options_.drain_grace;
     for (const auto& stub : runner->stubs_) {
       streams_.push_back(std::make_unique<Stream>(this, stub.get(), deadline));
     }
@@ -363,7 +398,8 @@ bool LoadRunner::Step::Drain() {
     return open_ == 0 && open_streams_ == 0;
   };
   absl::MutexLock lock(&mu_);
-  const absl::Duration grace = absl::Nanoseconds(timeout_ns_) + absl::Seconds(10);
+  const absl::Duration grace =
+      absl::Nanoseconds(timeout_ns_) + absl::FromChrono(runner_->options_.drain_grace);
   if (mu_.AwaitWithTimeout(absl::Condition(&all_done), grace)) return true;
   for (InFlight* call : in_flight_) call->context.TryCancel();
   for (auto& stream : streams_) stream->Cancel();

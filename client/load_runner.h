@@ -30,7 +30,8 @@ struct LoadOptions {
   std::chrono::nanoseconds duration{std::chrono::seconds(10)};
   // Each call's deadline, counted from its intended send time. A call the schedule
   // reaches only after its deadline is recorded as DEADLINE_EXCEEDED without being sent,
-  // so a step ends at most `timeout` after its window.
+  // so a step of unary calls ends at most `timeout` after its window (streams: see
+  // `stream`).
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};
   // Open loop: sends wait while this many calls are in flight (the wait is counted in
   // the latency of the calls it delays).
@@ -38,8 +39,12 @@ struct LoadOptions {
   uint64_t seed = 1;  // of the Poisson schedule
   // Send the calls as messages of EmbedStream (one bidirectional stream per channel, calls
   // in turn over them) instead of unary Embed calls. A stream has no per-message deadline:
-  // an answer later than `timeout` counts as DEADLINE_EXCEEDED.
+  // an answer later than `timeout` counts as DEADLINE_EXCEEDED, but an unanswered message
+  // holds its place until the stream ends (at the latest window end + timeout +
+  // drain_grace, when Drain cancels it), so a stalled stream can stretch a step that long.
   bool stream = false;
+  // How long after the last deadline Drain waits before cancelling what is still open.
+  std::chrono::milliseconds drain_grace{std::chrono::seconds(10)};
 };
 
 // The calls of one step and its measured window (after the warm-up), in the records'

@@ -326,7 +326,7 @@ TEST(FetchMetrics, FailsClearly) {
 // capacity), or never (until the call is cancelled or its deadline passes) when `hang`.
 // EmbedStream answers each message in turn after `delay`, with a RESOURCE_EXHAUSTED error
 // for every `stream_error_every`-th message, and ends the stream with UNAVAILABLE after
-// `stream_end_after` answers (0: never).
+// `stream_end_after` answers (0: never); with `hang` it answers nothing.
 class FakeBertService final : public v1::BertService::Service {
  public:
   milliseconds delay{10};
@@ -339,6 +339,10 @@ class FakeBertService final : public v1::BertService::Service {
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::EmbedResponse, v1::EmbedRequest>* stream) override {
     v1::EmbedRequest request;
+    if (hang) {  // reads nothing, answers nothing, until the client goes
+      while (!context->IsCancelled()) std::this_thread::sleep_for(milliseconds(5));
+      return grpc::Status(grpc::StatusCode::CANCELLED, "gone");
+    }
     for (int n = 1; stream->Read(&request); ++n) {
       v1::EmbedResponse response;
       std::this_thread::sleep_for(delay);
@@ -658,6 +662,53 @@ TEST_F(LoadRunnerTest, AStreamThatEndsFailsItsCallsAndTheStepEnds) {
   EXPECT_EQ(s.ok, 3);
   EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::UNAVAILABLE)), 47);
   EXPECT_LT(took, std::chrono::seconds(5));
+}
+
+TEST_F(LoadRunnerTest, CallsQueuedOnAStreamThatEndsFailToo) {
+  // Calls arrive much faster than the stream answers them, so many wait behind the first
+  // ones when it ends.
+  service_.delay = milliseconds(20);
+  service_.stream_end_after = 3;
+  absl::StatusOr<StepResult> result =
+      MakeRunner(StreamOptions(milliseconds(300)), /*channels=*/1).Run(Open(400, false), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  EXPECT_EQ(s.calls, 120);
+  EXPECT_EQ(s.ok, 3);
+  EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::UNAVAILABLE)), 117);
+}
+
+TEST_F(LoadRunnerTest, AClosedLoopStopsWhenEveryStreamHasEnded) {
+  service_.delay = milliseconds(1);
+  service_.stream_end_after = 3;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<StepResult> result =
+      MakeRunner(StreamOptions(milliseconds(2000)), /*channels=*/2).Run(Closed(2), nullptr);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  EXPECT_EQ(s.ok, 6);  // three per stream
+  // Without the stop it would fail calls as fast as it could for the whole 2 s window.
+  EXPECT_LT(s.calls, 50);
+  EXPECT_LT(took, std::chrono::milliseconds(1500));
+}
+
+TEST_F(LoadRunnerTest, DrainCancelsAStreamThatNeverAnswers) {
+  service_.hang = true;
+  LoadOptions options = StreamOptions(milliseconds(300));
+  options.timeout = milliseconds(100);
+  options.drain_grace = milliseconds(200);
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<StepResult> result = MakeRunner(options, /*channels=*/1).Run(Closed(2), nullptr);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  EXPECT_EQ(s.calls, 2);  // two sent at the start, never answered
+  EXPECT_EQ(s.ok, 0);
+  int64_t failed = 0;
+  for (const auto& [code, count] : s.errors) failed += count;
+  EXPECT_EQ(failed, 2);
+  EXPECT_LT(took, std::chrono::seconds(3));  // window + timeout + grace, then cancelled
 }
 
 TEST_F(LoadRunnerTest, LateStreamAnswersCountAsDeadlineExceeded) {

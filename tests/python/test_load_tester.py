@@ -90,13 +90,27 @@ def test_token_input_sends_the_same_tokens_as_text(server, tmp_path):
     assert tokens["workload"]["input_kind"] == "tokens"
 
 
-def test_stream_api_gives_the_same_answers_as_unary(server, tmp_path):
+def test_stream_api_drives_embedstream_and_serves_like_unary(server, tmp_path):
     args = ["--concurrency=4", "--duration_s=0.8", "--warmup_s=0", "--lengths=fixed:10",
             "--inputs_per_request=2", "--channels=2"]
+
+    def counts():
+        text = server.metrics_text()
+        return {m: metric_value(text, "bert_requests_total", {"method": m, "code": "OK"}) or 0
+                for m in ("Embed", "EmbedStream")}
+
+    before = counts()
     unary, _ = run_report(tmp_path, server, *args)
+    middle = counts()
     stream, stdout = run_report(tmp_path, server, *args, "--api=stream")
-    assert "one EmbedStream each" in stdout
-    assert stream["run"]["api"] == "stream" and unary["run"]["api"] == "unary"
+    after = counts()
+    # Each run used its own method: the server's counters rose by its answers and only
+    # those (the startup's GetModelInfo is neither).
+    assert middle["EmbedStream"] == before["EmbedStream"]
+    assert after["Embed"] == middle["Embed"]
+    assert after["EmbedStream"] - middle["EmbedStream"] == stream["steps"][0]["ok"]
+    assert middle["Embed"] - before["Embed"] == unary["steps"][0]["ok"]
+    assert "one EmbedStream each" in stdout and stream["run"]["api"] == "stream"
     for report in (unary, stream):
         step = report["steps"][0]
         # Every answer matched its own message (a mismatched request_id is INTERNAL).
