@@ -167,13 +167,21 @@ class LoadRunner::Step {
     Finish(std::move(call));
   }
 
-  void Finish(std::unique_ptr<InFlight> call) {
+  // Records a finished call; returns its index among the records (see SetCode).
+  size_t Finish(std::unique_ptr<InFlight> call) {
     const CallRecord record = call->record;
     call.reset();
     absl::MutexLock lock(&mu_);
     records_.push_back(record);
     --open_;
     if (spec_.concurrency > 0) freed_at_.push_back(record.done_ns);
+    return records_.size() - 1;
+  }
+
+  // Corrects the code of finished calls (a stream's final status arrives after them).
+  void SetCode(const std::vector<size_t>& records, int code) {
+    absl::MutexLock lock(&mu_);
+    for (size_t i : records) records_[i].code = code;
   }
 
   LoadRunner* const runner_;
@@ -196,8 +204,9 @@ class LoadRunner::Step {
 // One EmbedStream. Calls are written one at a time in the order Send gives them; answers
 // come back in the same order (the API's promise), each completing the oldest unanswered
 // call. An answer that arrives after the call's deadline counts as DEADLINE_EXCEEDED (a
-// stream has no per-message deadline). When the stream ends (the server closes it, a write
-// fails, or it is cancelled), its unanswered calls and any later ones fail at once.
+// stream has no per-message deadline). When the stream ends (the server closes it, or it is
+// cancelled), its unanswered calls fail at once, and later ones at their Send; their code
+// is the stream's status once OnDone has it.
 //
 // Lifetime: a hold (AddHold in Start, RemoveHold in Close) keeps gRPC's call object alive
 // while the sender and Drain threads start operations from outside reactions; OnDone runs
@@ -242,7 +251,9 @@ class LoadRunner::Step::Stream final
     if (failed) {
       raw->record.done_ns = step_->Now();
       raw->record.code = static_cast<int>(grpc::StatusCode::UNAVAILABLE);
-      step_->Finish(std::unique_ptr<InFlight>(raw));
+      const size_t record = step_->Finish(std::unique_ptr<InFlight>(raw));
+      absl::MutexLock lock(&mu_);
+      failed_.push_back(record);
     } else if (write != nullptr) {
       StartWrite(write);
     }
@@ -264,15 +275,12 @@ class LoadRunner::Step::Stream final
 
   void Cancel() { context_.TryCancel(); }
 
-  bool ended() {
-    absl::MutexLock lock(&mu_);
-    return ended_;
-  }
-
  private:
   void OnWriteDone(bool ok) override {
-    if (!ok) {  // the stream is broken
-      End();
+    if (!ok) {
+      // Nothing more can be written; answers to what was written may still arrive, and the
+      // read side's end fails the rest.
+      MarkEnded();
       return;
     }
     const v1::EmbedRequest* next = nullptr;
@@ -297,7 +305,8 @@ class LoadRunner::Step::Stream final
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the server closed its side: nothing more will be answered
-      End();
+      MarkEnded();
+      FailUnanswered();
       return;
     }
     InFlight* call = nullptr;
@@ -327,30 +336,45 @@ class LoadRunner::Step::Stream final
   }
 
   void OnDone(const grpc::Status& status) override {
-    End(status);
+    MarkEnded();
+    FailUnanswered();
+    // The calls failed when the read side ended get the stream's own status, now known.
+    if (!status.ok()) {
+      std::vector<size_t> failed;
+      {
+        absl::MutexLock lock(&mu_);
+        failed = failed_;
+      }
+      step_->SetCode(failed, static_cast<int>(status.error_code()));
+    }
     absl::MutexLock lock(&step_->mu_);
     --step_->open_streams_;
   }
 
-  // Marks the stream ended and fails its unanswered calls: with `status`'s code when the
-  // stream's final status is known and not OK, else UNAVAILABLE.
-  void End(const grpc::Status& status = grpc::Status::OK) {
-    std::deque<InFlight*> unanswered;
-    bool first = false;
+  // No more writes; later Sends fail at once. Counts the stream as ended once.
+  void MarkEnded() {
     {
       absl::MutexLock lock(&mu_);
-      first = !ended_;
+      if (ended_) return;
       ended_ = true;
-      unanswered.swap(unanswered_);
       to_write_.clear();
     }
-    if (first) step_->dead_streams_.fetch_add(1);
-    const int code =
-        static_cast<int>(status.ok() ? grpc::StatusCode::UNAVAILABLE : status.error_code());
+    step_->dead_streams_.fetch_add(1);
+  }
+
+  // Fails every unanswered call (UNAVAILABLE until OnDone knows the stream's status).
+  void FailUnanswered() {
+    std::deque<InFlight*> unanswered;
+    {
+      absl::MutexLock lock(&mu_);
+      unanswered.swap(unanswered_);
+    }
     for (InFlight* call : unanswered) {
       call->record.done_ns = step_->Now();
-      call->record.code = code;
-      step_->Finish(std::unique_ptr<InFlight>(call));
+      call->record.code = static_cast<int>(grpc::StatusCode::UNAVAILABLE);
+      const size_t record = step_->Finish(std::unique_ptr<InFlight>(call));
+      absl::MutexLock lock(&mu_);
+      failed_.push_back(record);
     }
   }
 
@@ -366,6 +390,8 @@ class LoadRunner::Step::Stream final
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // Records of the calls failed because the stream ended (their code awaits its status).
+  std::vector<size_t> failed_ ABSL_GUARDED_BY(mu_);
 };
 
 LoadRunner::Step::Step(LoadRunner* runner, const LoadStep& spec)
