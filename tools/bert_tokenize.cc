@@ -41,7 +41,7 @@ std::string ErrorLine(const std::string& message) { return Dump(json{{"error", m
 
 std::string ProcessLine(const bert::BertTokenizer& tokenizer, const std::string& line,
                         int seq_length, bool ids_only, bert::TruncationPolicy policy,
-                        std::vector<int32_t>* a, std::vector<int32_t>* b) {
+                        bert::PackScratch* scratch) {
   json input;
   try {
     input = json::parse(line);
@@ -55,15 +55,11 @@ std::string ProcessLine(const bert::BertTokenizer& tokenizer, const std::string&
   const bool has_b = it_b != input.end() && !it_b->is_null();
   if (has_b && !it_b->is_string()) return ErrorLine("text_b is not a string");
 
-  a->clear();
-  b->clear();
-  absl::Status status = tokenizer.Tokenize(it_a->get_ref<const std::string&>(), a);
-  if (status.ok() && has_b) status = tokenizer.Tokenize(it_b->get_ref<const std::string&>(), b);
-  if (!status.ok()) return ErrorLine(std::string(status.message()));
-  absl::Span<const int32_t> b_span(*b);
+  const absl::string_view b_text =
+      has_b ? absl::string_view(it_b->get_ref<const std::string&>()) : absl::string_view();
   absl::StatusOr<bert::PackedInput> packed =
-      bert::PackInputs(*a, has_b ? &b_span : nullptr, seq_length, tokenizer.cls_id(),
-                       tokenizer.sep_id(), policy);
+      bert::TokenizeAndPack(tokenizer, it_a->get_ref<const std::string&>(),
+                            has_b ? &b_text : nullptr, seq_length, policy, /*context=*/"", scratch);
   if (!packed.ok()) return ErrorLine(std::string(packed.status().message()));
 
   json out;
@@ -111,12 +107,12 @@ int main(int argc, char** argv) {
                                             ? bert::TruncationPolicy::kReject
                                             : bert::TruncationPolicy::kTruncate;
   std::ios::sync_with_stdio(false);
-  std::vector<int32_t> a, b;
+  bert::PackScratch scratch;
   std::string line;
   std::string out;
   while (std::getline(std::cin, line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    out = ProcessLine(**tokenizer, line, seq_length, ids_only, policy, &a, &b);
+    out = ProcessLine(**tokenizer, line, seq_length, ids_only, policy, &scratch);
     out.push_back('\n');
     std::cout.write(out.data(), out.size());
   }

@@ -48,9 +48,8 @@ absl::StatusOr<PaddedInputs> ReadPaddedInputs(const std::string& path) {
   return in;
 }
 
-absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path,
-                                            const BertTokenizer& tokenizer, int seq_length,
-                                            int* num_truncated) {
+absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path, const BertTokenizer& tokenizer,
+                                            int seq_length, int* num_truncated) {
   using json = nlohmann::json;
   if (seq_length < 2) return absl::InvalidArgumentError("seq_length must be at least 2");
   std::ifstream file(path, std::ios::binary);
@@ -58,7 +57,8 @@ absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path,
   PaddedInputs in;
   in.seq_length = seq_length;
   int truncated = 0;
-  std::vector<int32_t> a, b, word_ids, mask, type_ids;
+  PackScratch scratch;
+  std::vector<int32_t> word_ids, mask, type_ids;
   std::string line;
   for (int line_number = 1; std::getline(file, line); ++line_number) {
     if (absl::StripAsciiWhitespace(line).empty()) continue;
@@ -75,18 +75,11 @@ absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path,
     const bool has_b = text_b != object.end() && !text_b->is_null();
     if (has_b && !text_b->is_string()) return bad("text_b is not a string");
 
-    a.clear();
-    b.clear();
-    absl::Status status = tokenizer.Tokenize(text_a->get_ref<const std::string&>(), &a);
-    if (!status.ok()) return bad(absl::StrCat("text_a: ", status.message()));
-    if (has_b) {
-      status = tokenizer.Tokenize(text_b->get_ref<const std::string&>(), &b);
-      if (!status.ok()) return bad(absl::StrCat("text_b: ", status.message()));
-    }
-    const absl::Span<const int32_t> b_span(b);
+    const absl::string_view b_text =
+        has_b ? absl::string_view(text_b->get_ref<const std::string&>()) : absl::string_view();
     absl::StatusOr<PackedInput> packed =
-        PackInputs(a, has_b ? &b_span : nullptr, seq_length, tokenizer.cls_id(),
-                   tokenizer.sep_id(), TruncationPolicy::kTruncate);
+        TokenizeAndPack(tokenizer, text_a->get_ref<const std::string&>(), has_b ? &b_text : nullptr,
+                        seq_length, TruncationPolicy::kTruncate, /*context=*/"", &scratch);
     if (!packed.ok()) return bad(packed.status().message());
     if (packed->truncated) ++truncated;
     PadToLength(*packed, seq_length, tokenizer.pad_id(), &word_ids, &mask, &type_ids);

@@ -189,28 +189,13 @@ bool Pipeline::Drain(absl::Duration timeout) {
 absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_length,
                                 Truncation truncation, std::vector<int32_t>* word_ids,
                                 std::vector<int32_t>* type_ids, bool* truncated) const {
-  std::vector<int32_t> a, b;
-  absl::Status status = tokenizer_->Tokenize(input.text_a, &a);
-  if (!status.ok()) {
-    return absl::Status(status.code(),
-                        absl::StrCat("inputs[", index, "].text.text_a: ", status.message()));
-  }
-  if (input.text_b.has_value()) {
-    status = tokenizer_->Tokenize(*input.text_b, &b);
-    if (!status.ok()) {
-      return absl::Status(status.code(),
-                          absl::StrCat("inputs[", index, "].text.text_b: ", status.message()));
-    }
-  }
-  absl::Span<const int32_t> b_span(b);
-  auto packed = PackInputs(
-      a, input.text_b.has_value() ? &b_span : nullptr, seq_length, tokenizer_->cls_id(),
-      tokenizer_->sep_id(),
-      truncation == Truncation::kReject ? TruncationPolicy::kReject : TruncationPolicy::kTruncate);
-  if (!packed.ok()) {
-    return absl::Status(packed.status().code(),
-                        absl::StrCat("inputs[", index, "].text: ", packed.status().message()));
-  }
+  const absl::string_view b_text =
+      input.text_b.has_value() ? absl::string_view(*input.text_b) : absl::string_view();
+  auto packed = TokenizeAndPack(
+      *tokenizer_, input.text_a, input.text_b.has_value() ? &b_text : nullptr, seq_length,
+      truncation == Truncation::kReject ? TruncationPolicy::kReject : TruncationPolicy::kTruncate,
+      absl::StrCat("inputs[", index, "].text"));
+  if (!packed.ok()) return packed.status();
   *word_ids = std::move(packed->word_ids);
   *type_ids = std::move(packed->type_ids);
   *truncated = packed->truncated;

@@ -42,9 +42,9 @@ absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
     truncated = keep_a < len_a || keep_b < len_b || seq_length < 3;
   }
   if (truncated && policy == TruncationPolicy::kReject) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input needs ", len_a + len_b + (b != nullptr ? 3 : 2),
-        " tokens with [CLS]/[SEP], more than seq_length ", seq_length));
+    return absl::InvalidArgumentError(
+        absl::StrCat("input needs ", len_a + len_b + (b != nullptr ? 3 : 2),
+                     " tokens with [CLS]/[SEP], more than seq_length ", seq_length));
   }
   PackedInput out;
   const int total = std::min(seq_length, keep_a + keep_b + (b != nullptr ? 3 : 2));
@@ -73,6 +73,38 @@ void PadToLength(const PackedInput& packed, int seq_length, int32_t pad_id,
   mask->resize(std::max(seq_length, 0), 0);
   type_ids->assign(packed.type_ids.begin(), packed.type_ids.begin() + n);
   type_ids->resize(std::max(seq_length, 0), 0);
+}
+
+absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
+                                            absl::string_view text_a,
+                                            const absl::string_view* text_b, int seq_length,
+                                            TruncationPolicy policy, absl::string_view context,
+                                            PackScratch* scratch) {
+  PackScratch local;
+  PackScratch& buffers = scratch != nullptr ? *scratch : local;
+  buffers.a.clear();
+  buffers.b.clear();
+  const auto named = [&](absl::string_view field, const absl::Status& status) {
+    return absl::Status(status.code(), absl::StrCat(context, context.empty() ? "" : ".", field,
+                                                    ": ", status.message()));
+  };
+  if (absl::Status status = tokenizer.Tokenize(text_a, &buffers.a); !status.ok()) {
+    return named("text_a", status);
+  }
+  if (text_b != nullptr) {
+    if (absl::Status status = tokenizer.Tokenize(*text_b, &buffers.b); !status.ok()) {
+      return named("text_b", status);
+    }
+  }
+  const absl::Span<const int32_t> b_span(buffers.b);
+  absl::StatusOr<PackedInput> packed =
+      PackInputs(buffers.a, text_b != nullptr ? &b_span : nullptr, seq_length, tokenizer.cls_id(),
+                 tokenizer.sep_id(), policy);
+  if (!packed.ok() && !context.empty()) {
+    return absl::Status(packed.status().code(),
+                        absl::StrCat(context, ": ", packed.status().message()));
+  }
+  return packed;
 }
 
 }  // namespace bert

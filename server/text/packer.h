@@ -21,7 +21,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "server/text/tokenizer.h"
 
 namespace bert {
 
@@ -46,6 +48,19 @@ void RoundRobinKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b);
 absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
                                        const absl::Span<const int32_t>* b, int seq_length,
                                        int32_t cls_id, int32_t sep_id, TruncationPolicy policy);
+
+// Tokenizes `text_a` (and `*text_b` when not null) and packs them with PackInputs. Errors
+// name what failed after `context` (e.g. "inputs[2].text"; may be empty):
+// "<context>.text_a: <tokenizer's message>" (invalid UTF-8), and "<context>: <packing
+// message>". `scratch` (may be null) keeps the token buffers' storage across calls.
+struct PackScratch {
+  std::vector<int32_t> a, b;
+};
+absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
+                                            absl::string_view text_a,
+                                            const absl::string_view* text_b, int seq_length,
+                                            TruncationPolicy policy, absl::string_view context,
+                                            PackScratch* scratch = nullptr);
 
 // Fills TF-Hub padded tensors of length seq_length: word ids (pad_id after the real tokens),
 // input mask (1 for real tokens) and type ids (0 after the real tokens). Real tokens beyond

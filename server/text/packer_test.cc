@@ -1,6 +1,8 @@
 #include "server/text/packer.h"
 
+#include <memory>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -123,8 +125,8 @@ TEST(PackerTest, TinySeqLength) {
 
 // Every seq_length 2..512 against the reference, for singles and for pairs of many shapes.
 TEST(PackerTest, MatchesReferenceAtAllLengths) {
-  const std::vector<int> lengths = {0, 1, 2, 3, 5, 8, 63, 64, 65, 126, 127, 200, 255, 256, 511,
-                                    600};
+  const std::vector<int> lengths = {0,  1,   2,   3,   5,   8,   63,  64,
+                                    65, 126, 127, 200, 255, 256, 511, 600};
   int checked = 0;
   for (int seq_length = 2; seq_length <= 512; ++seq_length) {
     for (int la : lengths) {
@@ -158,6 +160,51 @@ TEST(PackerTest, MatchesReferenceAtAllLengths) {
     }
   }
   EXPECT_GT(checked, 100000);
+}
+
+// A vocabulary in which "hello", "world", "a" and "b" are whole words.
+std::unique_ptr<BertTokenizer> TinyTokenizer() {
+  auto tokenizer = BertTokenizer::FromTokens(
+      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world", "a", "b"}, BertTokenizer::Options());
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  return *std::move(tokenizer);
+}
+
+TEST(TokenizeAndPackTest, TokenizesAndPacksBothSegments) {
+  const std::unique_ptr<BertTokenizer> tokenizer = TinyTokenizer();
+  const absl::string_view b = "a b a";
+  PackScratch scratch;
+  for (int round = 0; round < 2; ++round) {  // the scratch buffers are reused, not appended
+    absl::StatusOr<PackedInput> packed = TokenizeAndPack(
+        *tokenizer, "hello world", &b, 6, TruncationPolicy::kTruncate, "ctx", &scratch);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    // Budget 3 for the pair, round robin a first: hello, a, world.
+    EXPECT_THAT(packed->word_ids, ElementsAre(2, 4, 5, 3, 6, 3));
+    EXPECT_THAT(packed->type_ids, ElementsAre(0, 0, 0, 0, 1, 1));
+    EXPECT_TRUE(packed->truncated);
+  }
+  absl::StatusOr<PackedInput> single =
+      TokenizeAndPack(*tokenizer, "world", nullptr, 8, TruncationPolicy::kTruncate, "");
+  ASSERT_TRUE(single.ok());
+  EXPECT_THAT(single->word_ids, ElementsAre(2, 5, 3));
+}
+
+TEST(TokenizeAndPackTest, ErrorsNameTheSegmentAfterTheContext) {
+  const std::unique_ptr<BertTokenizer> tokenizer = TinyTokenizer();
+  const absl::string_view bad_utf8 = "\xff";
+  absl::Status status = TokenizeAndPack(*tokenizer, "hello", &bad_utf8, 8,
+                                        TruncationPolicy::kTruncate, "inputs[2].text")
+                            .status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), ::testing::StartsWith("inputs[2].text.text_b: "));
+  status =
+      TokenizeAndPack(*tokenizer, bad_utf8, nullptr, 8, TruncationPolicy::kTruncate, "").status();
+  EXPECT_THAT(std::string(status.message()), ::testing::StartsWith("text_a: "));
+  status = TokenizeAndPack(*tokenizer, "hello world a", nullptr, 3, TruncationPolicy::kReject,
+                           "inputs[0].text")
+               .status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), ::testing::StartsWith("inputs[0].text: "));
 }
 
 TEST(PackerTest, PadToLength) {
