@@ -12,6 +12,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from goals import load  # noqa: E402  (missing or unreadable JSON -> [])
+
 
 def main():
     ours = json.load(open(sys.argv[1]))
@@ -26,8 +29,9 @@ def main():
     variants = []
     for arg in sys.argv[3:]:
         name, _, path = arg.partition("=")
-        if os.path.exists(path):
-            by = {(r["dtype"], r["shape"], r["batch"]): r["gpu_ms"] for r in json.load(open(path))}
+        rows = load(path)  # empty when missing or cut off mid-write
+        if rows:
+            by = {(r["dtype"], r["shape"], r["batch"]): r["gpu_ms"] for r in rows}
             variants.append((name, by))
         else:
             print(f"(no results for variant {name}: {path})")

@@ -135,6 +135,13 @@ run() {
       "${variant_files[@]}" > "$logs/goals.md"
   }
 
+  # The random BERT-base weights (HF-saved, shared by both sides) and the variable-length
+  # batch's lengths.
+  prepare_step() {
+    step "prepare (HF save)" "$logs/prepare.log" 20 120 \
+      python3 bench/hf_baseline.py --save_model "$model" --write_lengths "$lengths"
+  }
+
   # The server end to end (text in, tokenized, batched, encoded, answered) against the
   # engine alone on the variable-length batch (gpu_bench's figure in ours.json): issue 5's
   # goal (>= 80%). Needs the saved model.
@@ -151,9 +158,7 @@ run() {
   if [ "$what" = serving ]; then
     # The serving step alone (e.g. a second call when `all` ran out of time before it):
     # the model, the engine's own variable-length figure, then the server.
-    [ -f "$model/model.safetensors" ] ||
-      step "prepare (HF save)" "$logs/prepare.log" 20 120 \
-        python3 bench/hf_baseline.py --save_model "$model" --write_lengths "$lengths"
+    [ -f "$model/model.safetensors" ] || prepare_step
     LD_LIBRARY_PATH="$ld" step "gpu_bench varlen" "$logs/ours.log" 25 120 \
       .gpu/bin/gpu_bench --model_dir="$model" --varlen_file="$lengths" --dtypes=fp16 \
       --batches=1 --json="$logs/ours.json"
@@ -178,12 +183,11 @@ run() {
   fi
 
   if [ "$what" = all ] || [ "$what" = bench ]; then
-    step "prepare (HF save)" "$logs/prepare.log" 20 120 \
-      python3 bench/hf_baseline.py --save_model "$model" --write_lengths "$lengths"
+    prepare_step
     local model_flag="--model_dir=$model"
     [ -f "$model/model.safetensors" ] || model_flag=""  # fall back to RandomModel
     LD_LIBRARY_PATH="$ld" step "gpu_bench (ours)" "$logs/ours.log" 40 240 \
-      .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" --json="$logs/ours.json"
+      .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" --memory --json="$logs/ours.json"
     if [ -n "$model_flag" ]; then
       # HF eager, then torch.compile within its own budget (it keeps what it finished).
       step "hf_baseline" "$logs/hf.log" 120 "${HF_TIMEOUT:-300}" \
