@@ -134,8 +134,8 @@ void RunShape(const Shape& shape, int iters) {
               shape.name.c_str(), num_seqs, static_cast<long long>(rows), median, best,
               flops / median / 1e9, bytes / median / 1e6);
   if (shape.torch_sdpa_ms > 0) {
-    std::printf("  torch SDPA (H200) %.3f ms -> %.2fx", shape.torch_sdpa_ms,
-                shape.torch_sdpa_ms / median);
+    std::printf("  torch SDPA (H200, from DEVICE.md, not this run) %.3f ms -> %.2fx",
+                shape.torch_sdpa_ms, shape.torch_sdpa_ms / median);
   }
   std::printf("%s\n", t.non_finite ? "  NON-FINITE OUTPUT" : "");
 }
