@@ -123,7 +123,7 @@ absl::StatusOr<std::vector<LoadStep>> ParseSteps() {
   std::vector<LoadStep> steps;
   for (absl::string_view part : absl::StrSplit(rate, ',', absl::SkipWhitespace())) {
     LoadStep step;
-    if (!absl::SimpleAtod(part, &step.rate) || !(step.rate > 0 && step.rate <= 1e6)) {
+    if (!absl::SimpleAtod(part, &step.rate) || !(step.rate > 0 && step.rate <= kMaxRate)) {
       return absl::InvalidArgumentError(absl::StrCat("--rate: bad value ", part));
     }
     step.poisson = arrival == "poisson";
@@ -134,7 +134,7 @@ absl::StatusOr<std::vector<LoadStep>> ParseSteps() {
        absl::StrSplit(concurrency.empty() ? "8" : concurrency, ',', absl::SkipWhitespace())) {
     LoadStep step;
     if (!absl::SimpleAtoi(part, &step.concurrency) || step.concurrency < 1 ||
-        step.concurrency > 100000) {
+        step.concurrency > kMaxConcurrency) {
       return absl::InvalidArgumentError(absl::StrCat("--concurrency: bad value ", part));
     }
     steps.push_back(step);
@@ -300,12 +300,6 @@ json LatencyJson(const LatencySummary& s) {
           {"p99", s.p99},     {"p999", s.p999}, {"max", s.max}};
 }
 
-int64_t ErrorCount(const StepSummary& s) {
-  int64_t errors = 0;
-  for (const auto& [code, count] : s.errors) errors += count;
-  return errors;
-}
-
 // Whether a step's sends fell behind their intended times (open loop: the schedule; closed
 // loop: the moment a slot freed): the latencies then include the load generator's own
 // delay, and an open loop did not reach its offered rate.
@@ -362,7 +356,7 @@ void PrintHeader(bool with_batches) {
 }
 
 void PrintStep(const LoadStep& step, const StepSummary& s, const BatchView* batches) {
-  const int64_t errors = ErrorCount(s);
+  const int64_t errors = s.calls - s.ok;
   std::printf(
       "%-16s %8lld %7.2f %10.1f %10.1f %11.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f",
       StepLabel(step).c_str(), static_cast<long long>(s.calls),

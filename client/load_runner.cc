@@ -17,9 +17,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr int kMaxConcurrency = 100000;
-constexpr double kMaxRate = 1e6;  // calls per second
-
 // A call from its send to its callback.
 struct InFlight {
   grpc::ClientContext context;  // unary calls only
@@ -160,22 +157,21 @@ class LoadRunner::Step {
     r.done_ns = Now();
     r.code = static_cast<int>(status.error_code());
     if (status.ok()) ReadAnswer(call->response, &r);
-    {
-      absl::MutexLock lock(&mu_);
-      in_flight_.erase(call.get());
-    }
     Finish(std::move(call));
   }
 
   // Records a finished call; returns its index among the records (see SetCode).
   size_t Finish(std::unique_ptr<InFlight> call) {
-    const CallRecord record = call->record;
-    call.reset();
-    absl::MutexLock lock(&mu_);
-    records_.push_back(record);
-    --open_;
-    if (spec_.concurrency > 0) freed_at_.push_back(record.done_ns);
-    return records_.size() - 1;
+    size_t index;
+    {
+      absl::MutexLock lock(&mu_);
+      in_flight_.erase(call.get());  // unary calls: no longer cancellable
+      records_.push_back(call->record);
+      --open_;
+      if (spec_.concurrency > 0) freed_at_.push_back(call->record.done_ns);
+      index = records_.size() - 1;
+    }
+    return index;  // `call` is freed outside the lock
   }
 
   // Corrects the code of finished calls (a stream's final status arrives after them).

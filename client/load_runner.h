@@ -18,6 +18,10 @@
 
 namespace bert {
 
+// The largest step Run takes.
+inline constexpr int kMaxConcurrency = 100000;
+inline constexpr double kMaxRate = 1e6;  // calls per second
+
 // One step of a sweep: exactly one of concurrency and rate is set.
 struct LoadStep {
   int concurrency = 0;  // closed loop: calls kept in flight

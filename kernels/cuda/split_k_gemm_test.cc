@@ -54,7 +54,6 @@ using testing_util::MakeGemmCase;
 using testing_util::MakeGemmOperands;
 using testing_util::RandomVector;
 using testing_util::RelativeError;
-using testing_util::RoundThrough;
 using testing_util::TestDType;
 using testing_util::TestDTypeName;
 using testing_util::Tolerance;
