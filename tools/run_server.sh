@@ -30,7 +30,10 @@ address=127.0.0.1:50051
 .run/bert_server --model_dir=models/all-MiniLM-L6-v2 --address="$address" \
   --metrics_address=127.0.0.1:9090 "${server_args[@]}" &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
+# Ctrl-C or SIGTERM reaches the server (it drains and stops); the script then exits with
+# the server's status. On any other exit the server is stopped too.
+trap 'kill -TERM $server 2>/dev/null || true' INT TERM
+trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 
 echo "run_server: waiting for $address to report SERVING (model load + warm-up)"
 serving=0
@@ -54,4 +57,12 @@ fi
 if [ "$exit_after_demo" = 1 ]; then exit 0; fi
 echo "run_server: serving on $address (metrics: http://127.0.0.1:9090/metrics); Ctrl-C stops"
 echo "run_server: load it with: .run/bert_load --server=$address --metrics=127.0.0.1:9090 --concurrency=1,8,32"
-wait $server
+set +e
+wait "$server"
+status=$?
+if [ "$status" -gt 128 ]; then  # a signal's trap interrupted the wait: wait for the server
+  wait "$server"
+  again=$?
+  [ "$again" != 127 ] && status=$again
+fi
+exit "$status"
