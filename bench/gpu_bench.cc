@@ -403,7 +403,7 @@ int Run(const Options& o) {
         "launches, %lld copies on the copy stream\n",
         name.c_str(), ps.residual_gemms, ps.double_buffered_attention, ps.copy_stream_copies);
     // Whether our split-K GEMM took part (timed, dropped for disagreeing, chosen, forced).
-    const CudaGemmStats gm = timing->gemm_stats();
+    const cuda::GemmStats gm = timing->gemm_stats();
     std::printf(
         "ours %-5s GEMM tuning: %lld buckets tuned, our kernel: %lld candidates timed, %lld "
         "disagreed with cuBLASLt, %lld tunings won, %lld plans forced\n",

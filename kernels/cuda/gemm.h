@@ -78,6 +78,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_utils.h"
+#include "kernels/cuda/gemm_stats.h"
 #include "kernels/cuda/split_k_gemm.h"
 
 namespace bert {
@@ -134,21 +135,6 @@ struct GemmOptions {
   // 16-byte aligned operands) runs it with this many splits (or the largest valid count
   // below), chosen without timing or comparison with cuBLASLt; 0: off.
   int force_custom_splits = 0;
-};
-
-// Counters since creation (for tests, logs and benchmarks).
-struct GemmStats {
-  long long plans = 0;               // exact-rows plans made (descriptors + algorithm)
-  long long tuned_buckets = 0;       // buckets tuned by timing (fallbacks included)
-  long long timed_candidates = 0;    // candidates timed successfully, over all tunings
-  long long tuning_fallbacks = 0;    // tunings where no candidate ran: heuristic top-1 kept
-  long long bucket_reuses = 0;       // plans that took their bucket's tuned algorithm
-  long long bucket_rejections = 0;   // plans whose bucket algorithm failed AlgoCheck
-  long long capture_selections = 0;  // plans given the heuristic top-1 while capturing
-  long long custom_timed = 0;        // our kernel's candidates timed (included above)
-  long long custom_mismatches = 0;   // ... of which disagreed with cuBLASLt: dropped
-  long long custom_chosen = 0;       // tunings our kernel won
-  long long custom_forced = 0;       // plans given our kernel by force_custom_splits
 };
 
 class Gemm {

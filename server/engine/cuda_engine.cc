@@ -80,16 +80,8 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
     stats.cached = static_cast<int>(graphs_.size());
     return stats;
   }
-  CudaGemmStats gemm_stats() const override {
-    CudaGemmStats stats;
-    if (gemm_ == nullptr) return stats;
-    const cuda::GemmStats& g = gemm_->stats();
-    stats.tuned_buckets = g.tuned_buckets;
-    stats.custom_timed = g.custom_timed;
-    stats.custom_mismatches = g.custom_mismatches;
-    stats.custom_chosen = g.custom_chosen;
-    stats.custom_forced = g.custom_forced;
-    return stats;
+  cuda::GemmStats gemm_stats() const override {
+    return gemm_ == nullptr ? cuda::GemmStats() : gemm_->stats();
   }
   CudaPathStats path_stats() const override { return path_stats_; }
   bool programmatic_launch() const override { return programmatic_; }

@@ -32,6 +32,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "kernels/cuda/gemm_stats.h"
 #include "server/engine/engine.h"
 #include "server/engine/model.h"
 
@@ -126,15 +127,6 @@ struct CudaGraphStats {
   std::string last_capture_error;  // why the last one failed (empty if none did)
 };
 
-// Counters of the engine's GEMM choices (for tests and benchmarks; see kernels/cuda/gemm.h).
-struct CudaGemmStats {
-  long long tuned_buckets = 0;      // row buckets tuned by timing
-  long long custom_timed = 0;       // our split-K kernel's candidates timed
-  long long custom_mismatches = 0;  // ... that disagreed with cuBLASLt (never used)
-  long long custom_chosen = 0;      // tunings our kernel won
-  long long custom_forced = 0;      // plans given our kernel by force_custom_gemm_splits
-};
-
 // Counters of the paths three options select (for tests and benchmarks: an option dropped on
 // its way to the kernels leaves its counter at 0). Counted on the host when a forward is enqueued:
 // an eager forward counts, and so does a graph capture (also one that then fails and runs
@@ -161,7 +153,8 @@ class CudaEngineTiming {
   // Not owned; must outlive its use; null (the default) turns profiling off.
   virtual void set_op_observer(CudaOpObserver* observer) = 0;
   virtual CudaGraphStats graph_stats() const = 0;
-  virtual CudaGemmStats gemm_stats() const = 0;
+  // The engine's GEMM choices (see kernels/cuda/gemm.h); all zero before the first plan.
+  virtual cuda::GemmStats gemm_stats() const = 0;
   virtual CudaPathStats path_stats() const = 0;
   // Whether kernels are launched programmatically: programmatic_launch where supported.
   virtual bool programmatic_launch() const = 0;

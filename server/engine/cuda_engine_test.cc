@@ -330,14 +330,14 @@ class CudaGemmVariantTest : public ::testing::TestWithParam<GoldenParam> {
   }
 
   // Returns the engine's GEMM counters after the runs.
-  CudaGemmStats CheckVariant(const CudaEngineOptions& options, const char* variant) {
-    CudaGemmStats gemm_stats;
+  cuda::GemmStats CheckVariant(const CudaEngineOptions& options, const char* variant) {
+    cuda::GemmStats gemm_stats;
     CheckVariantRuns(options, variant, &gemm_stats);
     return gemm_stats;
   }
 
   void CheckVariantRuns(const CudaEngineOptions& options, const char* variant,
-                        CudaGemmStats* gemm_stats) {
+                        cuda::GemmStats* gemm_stats) {
     const auto& [name, dtype] = GetParam();
     auto fixture = LoadGoldenFixture(name);
     ASSERT_TRUE(fixture.ok()) << fixture.status();
@@ -392,7 +392,7 @@ TEST_P(CudaGemmVariantTest, ForcedCustomGemmMatchesReference) {
   const DType dtype = std::get<1>(GetParam());
   CudaEngineOptions options = Options(dtype, 4096);
   options.force_custom_gemm_splits = 3;
-  const CudaGemmStats stats = CheckVariant(options, "forced custom_gemm");
+  const cuda::GemmStats stats = CheckVariant(options, "forced custom_gemm");
   // At least the pooler's GEMM (few rows) ran our kernel in fp16/bf16; fp32 never does.
   EXPECT_EQ(stats.custom_forced > 0, dtype != DType::kFloat32);
 }
@@ -402,7 +402,7 @@ TEST_P(CudaGemmVariantTest, CustomGemmMatchesReference) {
   CudaEngineOptions options = Options(dtype, 4096);
   options.gemm_autotune = true;
   options.custom_gemm = true;
-  const CudaGemmStats stats = CheckVariant(options, "custom_gemm");
+  const cuda::GemmStats stats = CheckVariant(options, "custom_gemm");
   // Timed as a candidate in fp16/bf16 (at least for the pooler's few rows), never in fp32,
   // and never in disagreement with cuBLASLt.
   EXPECT_EQ(stats.custom_timed > 0, dtype != DType::kFloat32);
@@ -565,8 +565,8 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
   // at 1 and at 2 rows (plans are per exact row count; the layers share theirs). fp32 never
   // uses it.
   const bool sixteen_bit = dtype != DType::kFloat32;
-  const CudaGemmStats tuned = dynamic_cast<CudaEngineTiming*>(custom->get())->gemm_stats();
-  const CudaGemmStats forced_stats = dynamic_cast<CudaEngineTiming*>(forced->get())->gemm_stats();
+  const cuda::GemmStats tuned = dynamic_cast<CudaEngineTiming*>(custom->get())->gemm_stats();
+  const cuda::GemmStats forced_stats = dynamic_cast<CudaEngineTiming*>(forced->get())->gemm_stats();
   EXPECT_EQ(tuned.custom_timed > 0, sixteen_bit);
   EXPECT_EQ(tuned.custom_mismatches, 0);
   std::printf("bert-base %s: our kernel won %lld of %lld tunings\n", ShortName(dtype),
