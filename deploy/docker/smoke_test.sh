@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Builds the server's image and runs it as a user would, on loopback ports:
+#   1. tools/package.sh (dist/), the base image (make_base_image.sh) and the image itself;
+#   2. the container with its default command, ports published on 127.0.0.1 only;
+#   3. checks: health turns SERVING; the bundled client (outside the container) embeds the
+#      seed sentences with every head; /metrics answers; the server runs as uid 10001;
+#      `stop` (SIGTERM) drains it and it exits 0.
+# Prints "docker smoke test: N passed, N failed" last and exits 1 on any failure.
+#
+#   deploy/docker/smoke_test.sh          # as root; installs podman, runc and debootstrap
+#                                        # from Debian's archive when no docker daemon answers
+# Environment: IMAGE (default bert-server:smoke), GRPC_PORT (50151), METRICS_PORT (19090),
+# CONTAINER_CLI (docker|podman).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. deploy/docker/container_cli.sh
+
+image=${IMAGE:-bert-server:smoke}
+grpc_port=${GRPC_PORT:-50151}
+metrics_port=${METRICS_PORT:-19090}
+name=bert-smoke-$$
+
+if ! pick_container_cli 2>/dev/null || ! command -v debootstrap >/dev/null; then
+  missing=()
+  for tool in podman runc debootstrap; do command -v $tool >/dev/null || missing+=($tool); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "smoke_test: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  fi
+  pick_container_cli
+fi
+run_opts=()
+if [ "$container_name" = podman ]; then
+  # Rootful podman raises the container's open-file and process limits to values that hosts
+  # without CAP_SYS_RESOURCE (some VMs) refuse; the server needs far fewer.
+  run_opts+=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
+fi
+
+tools/package.sh
+deploy/docker/make_base_image.sh
+"${container[@]}" build -q -f deploy/docker/Dockerfile -t "$image" . >/dev/null
+echo "smoke_test: built $image with $container_name"
+
+passed=0
+failed=0
+check() {  # check NAME COMMAND...: runs the command, counts and prints the outcome
+  local what=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1)); echo "  ok    $what"
+  else
+    failed=$((failed + 1)); echo "  FAIL  $what"
+  fi
+}
+
+trap '"${container[@]}" rm -f "$name" >/dev/null 2>&1 || true' EXIT
+"${container[@]}" run -d --name "$name" "${run_opts[@]}" \
+  -p "127.0.0.1:$grpc_port:50051" -p "127.0.0.1:$metrics_port:9090" "$image" >/dev/null
+address=127.0.0.1:$grpc_port
+client=dist/bin/bert_client
+
+serving() {
+  for _ in $(seq 1 120); do
+    [ "$("$client" --server="$address" --timeout_ms=1000 health 2>/dev/null)" = SERVING ] &&
+      return 0
+    [ "$("${container[@]}" inspect -f '{{.State.Running}}' "$name")" = true ] || return 1
+    sleep 1
+  done
+  return 1
+}
+embeds_seed() {
+  local out
+  out=$("$client" --server="$address" embed --heads=default,pooled,sequence,encoder_outputs \
+    "Please subscribe to this newsletter" "You are being offered this job role") || return 1
+  echo "$out" | grep -q "Pooled Outputs Shape:(2, 384)" &&
+    echo "$out" | grep -q "Sequence Outputs Shape:(2, 128, 384)"
+}
+metrics_answer() {
+  python3 - "$metrics_port" <<'PY'
+import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read()
+sys.exit(0 if b"bert_requests_total" in body else 1)
+PY
+}
+runs_unprivileged() {
+  [ "$("${container[@]}" exec "$name" id -u)" = 10001 ]
+}
+stops_cleanly() {
+  "${container[@]}" stop -t 40 "$name" >/dev/null &&
+    [ "$("${container[@]}" inspect -f '{{.State.ExitCode}}' "$name")" = 0 ] &&
+    "${container[@]}" logs "$name" 2>&1 | grep -q 'msg=stopped'
+}
+
+check "health SERVING at $address" serving
+check "seed sentences embedded, every head" embeds_seed
+check "/metrics on 127.0.0.1:$metrics_port" metrics_answer
+check "server runs as uid 10001" runs_unprivileged
+check "SIGTERM drains, exit status 0" stops_cleanly
+if [ "$failed" -gt 0 ]; then
+  echo "smoke_test: the container's log:"
+  "${container[@]}" logs "$name" 2>&1 | tail -20
+fi
+echo "docker smoke test: $passed passed, $failed failed"
+[ "$failed" = 0 ]
