@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the server's image and runs it as a user would, on loopback ports:
 #   1. tools/package.sh (dist/), the base image (make_base_image.sh) and the image itself;
-#   2. the container with its default command, ports published on 127.0.0.1 only;
+#   2. the container with its default command, ports published on 127.0.0.1 only, under the
+#      Kubernetes manifests' security context (read-only root, no capabilities);
 #   3. checks: health turns SERVING; the bundled client (outside the container) embeds the
 #      seed sentences with every head; /metrics answers; the server runs as uid 10001;
 #      `stop` (SIGTERM) drains it and it exits 0.
@@ -54,7 +55,10 @@ check() {  # check NAME COMMAND...: runs the command, counts and prints the outc
 }
 
 trap '"${container[@]}" rm -f "$name" >/dev/null 2>&1 || true' EXIT
+# The Kubernetes Deployment's container securityContext: read-only root filesystem, every
+# capability dropped, no privilege escalation.
 "${container[@]}" run -d --name "$name" "${run_opts[@]}" \
+  --read-only --cap-drop=ALL --security-opt=no-new-privileges \
   -p "127.0.0.1:$grpc_port:50051" -p "127.0.0.1:$metrics_port:9090" "$image" >/dev/null
 address=127.0.0.1:$grpc_port
 client=dist/bin/bert_client
