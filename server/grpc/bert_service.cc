@@ -128,7 +128,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     slot->start = absl::Now();
     v1::EmbedRequest request;
     absl::Status status = ParseEmbedRequest(wire_in_, &request);
-    slot->request_id = request.request_id();
+    slot->request_id = EchoableRequestId(request);
     {
       absl::MutexLock lock(&mu_);
       pending_.push_back(slot);

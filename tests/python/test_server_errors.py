@@ -152,6 +152,24 @@ def test_stream_bad_request_gets_error_and_stream_survives(server):
     assert len(out[3].results) == 2 and not out[3].HasField("error")
 
 
+def test_stream_survives_a_request_id_with_invalid_utf8(server):
+    """A message whose request_id is invalid UTF-8 gets its error with an empty request_id:
+    echoing those bytes made the response unparseable, so a typed client lost the whole
+    stream (found by test_server_fuzz.py). Messages are sent as raw bytes."""
+    pb2, _ = stubs()
+    good = pb2.EmbedRequest(inputs=[text(pb2, "hello")], request_id="g").SerializeToString()
+    bad_id = b"\x4a\x02a\xff"  # field 9 (request_id) = b"a\xff"
+    with server.channel() as ch:
+        call = ch.stream_stream("/bert.v1.BertService/EmbedStream",
+                                request_serializer=lambda b: b,
+                                response_deserializer=pb2.EmbedResponse.FromString)
+        out = list(call(iter([good, bad_id, good]), timeout=30))
+    assert [r.request_id for r in out] == ["g", "", "g"]
+    assert out[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert out[1].error.message == "request_id: invalid UTF-8"
+    assert len(out[2].results) == 1 and not out[2].HasField("error")
+
+
 def test_bearer_token(tmp_path):
     pb2, _ = stubs()
     token_file = tmp_path / "token"
