@@ -37,6 +37,9 @@ struct EmbedRequestSpec {
   OutputDType dtype = OutputDType::kFloat32;
   bool normalize = false;
   Truncation truncation = Truncation::kTruncate;
+  // Bytes the response repeats from the request (its request_id): they count against the
+  // response size limit like the tensors do.
+  int64_t echoed_bytes = 0;
 };
 
 // A dense tensor in the wire layout: row-major little-endian bytes of `dtype`.

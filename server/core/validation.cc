@@ -131,6 +131,7 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   out.dtype = request.dtype;
   out.normalize = request.normalize;
   out.truncation = request.truncation;
+  out.echoed_bytes = request.echoed_bytes;
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     const InputSpec& input = request.inputs[i];
     if (input.is_text) {
@@ -159,14 +160,18 @@ absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector
         (options.pooled ? 1 : 0) + (options.default_head ? 1 : 0) + (options.mean_pooled ? 1 : 0);
     total += matrices * rows * vector + vectors * vector;
   }
-  // Leave room for the message framing (shapes, timings, per-result fields).
-  const int64_t budget = limits.max_response_bytes - 1024 - 64 * int64_t(num_tokens.size());
+  // Leave room for the message framing (shapes, timings, per-result fields) and the echo.
+  const int64_t budget = limits.max_response_bytes - 1024 - 64 * int64_t(num_tokens.size()) -
+                         options.echoed_bytes;
   if (total > budget) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the response would carry ", total, " bytes of tensors, over the server's ",
-                     limits.max_response_bytes,
-                     "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
-                     "or float16/bfloat16"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the response would carry ", total, " bytes of tensors",
+        options.echoed_bytes > 0 ? absl::StrCat(" and ", options.echoed_bytes,
+                                                " bytes of request_id")
+                                 : "",
+        ", over the server's ", limits.max_response_bytes,
+        "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
+        "float16/bfloat16, or a shorter request_id"));
   }
   return absl::OkStatus();
 }

@@ -43,6 +43,7 @@ struct ResolvedOptions {
   OutputDType dtype = OutputDType::kFloat32;
   bool normalize = false;
   Truncation truncation = Truncation::kTruncate;
+  int64_t echoed_bytes = 0;  // EmbedRequestSpec::echoed_bytes.
 };
 
 // seq_length 0 -> min(default, max); else it must lie in [2, max].
@@ -54,8 +55,8 @@ absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits
 absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& request,
                                                      const RequestLimits& limits);
 
-// Bytes of tensor data the response will carry for inputs of `num_tokens` real tokens each:
-// INVALID_ARGUMENT when over limits.max_response_bytes (checked after tokenization, before
+// Bytes of tensor data the response will carry for inputs of `num_tokens` real tokens each,
+// plus the bytes it echoes from the request: INVALID_ARGUMENT when over limits.max_response_bytes (checked after tokenization, before
 // inference, so no work is wasted on an answer that could not be sent).
 absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
                                const RequestLimits& limits);

@@ -172,9 +172,23 @@ TEST(ValidationTest, ResponseSizeIsCheckedAgainstTheMessageLimit) {
   o.padding = PaddingMode::kPadToSeqLength;
   o.dtype = OutputDType::kFloat16;  // half the bytes: fits
   EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  o.echoed_bytes = 2 * 10 * 100 * 2;  // a request_id as long as the tensors: over again
+  s = CheckResponseSize(o, {3, 5}, limits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("4000 bytes of request_id"), absl::string_view::npos) << s;
+  o.echoed_bytes = 0;
   limits.max_response_bytes = 0;  // unchecked
   o.dtype = OutputDType::kFloat32;
   EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+}
+
+TEST(ValidationTest, TheEchoedRequestIdIsPassedOnForTheSizeCheck) {
+  EmbedRequestSpec request;
+  request.inputs.emplace_back();
+  request.echoed_bytes = 123;
+  auto options = ValidateEmbedRequest(request, Limits());
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->echoed_bytes, 123);
 }
 
 }  // namespace

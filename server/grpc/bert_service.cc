@@ -128,7 +128,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     slot->start = absl::Now();
     v1::EmbedRequest request;
     absl::Status status = ParseEmbedRequest(wire_in_, &request);
-    slot->request_id = request.request_id();
+    slot->request_id = EchoableRequestId(request);
     {
       absl::MutexLock lock(&mu_);
       pending_.push_back(slot);
@@ -204,6 +204,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     } else {
       response.mutable_error()->set_code(static_cast<int>(grpc_status.error_code()));
       response.mutable_error()->set_message(grpc_status.error_message());
+      // An error about a request_id near the message limit cannot echo it: the answer would
+      // be over the limit and end the stream. Answers come in order, so it still matches.
+      if (response.ByteSizeLong() > service_->max_message_bytes()) response.clear_request_id();
     }
     Serialize(response, &slot->wire);
     Actions actions;

@@ -56,6 +56,7 @@ class BertServiceImpl final : public BertServiceBase {
   absl::Status CheckAuth(const grpc::CallbackServerContext* context) const;
   Pipeline* pipeline() const { return pipeline_.load(); }
   ServerMetrics* metrics() const { return metrics_; }
+  uint64_t max_message_bytes() const { return config_.max_message_bytes; }
   void Record(const char* method, grpc::StatusCode code, absl::Time start) const;
 
  private:

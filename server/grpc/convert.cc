@@ -142,6 +142,7 @@ absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
   auto truncation = TruncationFromProto(request.truncation());
   if (!truncation.ok()) return truncation.status();
   spec.truncation = *truncation;
+  spec.echoed_bytes = static_cast<int64_t>(request.request_id().size());
   return spec;
 }
 

@@ -22,6 +22,7 @@ TEST(ConvertTest, EmbedRequestFields) {
   r.set_output_dtype(v1::DATA_TYPE_BFLOAT16);
   r.set_normalize(true);
   r.set_truncation(v1::TRUNCATION_REJECT);
+  r.set_request_id("seven!!");
   auto spec = FromProto(r);
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_EQ(spec->inputs.size(), 3u);
@@ -36,6 +37,7 @@ TEST(ConvertTest, EmbedRequestFields) {
   EXPECT_EQ(spec->dtype, OutputDType::kBFloat16);
   EXPECT_TRUE(spec->normalize);
   EXPECT_EQ(spec->truncation, Truncation::kReject);
+  EXPECT_EQ(spec->echoed_bytes, 7);  // the request_id counts against the response size limit
 }
 
 TEST(ConvertTest, UnknownEnumsAndEmptyInputsAreInvalid) {

@@ -142,6 +142,10 @@ absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRe
   return Parse(buffer, request, &FindInvalidUtf8InTokenizeRequest);
 }
 
+std::string EchoableRequestId(const v1::EmbedRequest& request) {
+  return IsValidUtf8(request.request_id()) ? request.request_id() : std::string();
+}
+
 void Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* buffer) {
   // One allocation, written in place (responses can be megabytes).
   const size_t size = message.ByteSizeLong();

@@ -18,6 +18,12 @@ namespace bert {
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, v1::EmbedRequest* request);
 absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRequest* request);
 
+// The request_id to echo in the answer to `request`, which may be what a failed parse left
+// behind: its request_id when that is valid UTF-8, else "". A proto3 string must be UTF-8,
+// so echoing the bytes that made the parse fail would make the answer itself unparseable
+// for the client (on EmbedStream, ending the whole stream instead of one message).
+std::string EchoableRequestId(const v1::EmbedRequest& request);
+
 // Serializes `message` into `buffer` (replacing its content). Cannot fail: the message is
 // written in place into one slice of its own size. Responses are kept under 2 GiB upstream
 // (CheckResponseSize against --max_message_bytes), so protobuf's size limit is not reached.

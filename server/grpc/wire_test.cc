@@ -50,6 +50,18 @@ TEST(WireTest, RequestIdAndTokenizeRequests) {
   EXPECT_EQ(s.message(), "inputs[1].text_a: invalid UTF-8");
 }
 
+TEST(WireTest, OnlyValidUtf8RequestIdsAreEchoed) {
+  // What a parse that failed on the request_id's own bytes leaves behind.
+  v1::EmbedRequest partial;
+  ASSERT_FALSE(ParseEmbedRequest(ToBuffer(std::string("\x4a\x02" "a\xff", 4)), &partial).ok());
+  EXPECT_EQ(EchoableRequestId(partial), "");
+  partial.set_request_id("bad \xc3");
+  EXPECT_EQ(EchoableRequestId(partial), "");
+  v1::EmbedRequest request;
+  request.set_request_id("r\xc3\xa9q-7");
+  EXPECT_EQ(EchoableRequestId(request), "r\xc3\xa9q-7");
+}
+
 TEST(WireTest, ValidRequestsRoundTrip) {
   v1::EmbedRequest request;
   request.add_inputs()->mutable_text()->set_text_a("caf\xc3\xa9");

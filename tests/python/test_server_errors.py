@@ -152,6 +152,47 @@ def test_stream_bad_request_gets_error_and_stream_survives(server):
     assert len(out[3].results) == 2 and not out[3].HasField("error")
 
 
+def test_stream_survives_a_request_id_with_invalid_utf8(server):
+    """A message whose request_id is invalid UTF-8 gets its error with an empty request_id:
+    echoing those bytes made the response unparseable, so a typed client lost the whole
+    stream (found by test_server_fuzz.py). Messages are sent as raw bytes."""
+    pb2, _ = stubs()
+    good = pb2.EmbedRequest(inputs=[text(pb2, "hello")], request_id="g").SerializeToString()
+    bad_id = b"\x4a\x02a\xff"  # field 9 (request_id) = b"a\xff"
+    with server.channel() as ch:
+        call = ch.stream_stream("/bert.v1.BertService/EmbedStream",
+                                request_serializer=lambda b: b,
+                                response_deserializer=pb2.EmbedResponse.FromString)
+        out = list(call(iter([good, bad_id, good]), timeout=30))
+    assert [r.request_id for r in out] == ["g", "", "g"]
+    assert out[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert out[1].error.message == "request_id: invalid UTF-8"
+    assert len(out[2].results) == 1 and not out[2].HasField("error")
+
+
+def test_request_id_counts_against_the_response_limit(server):
+    """A request under --max_message_bytes whose request_id leaves no room for the answer is
+    INVALID_ARGUMENT before inference, not an answer gRPC then fails to send
+    (RESOURCE_EXHAUSTED on the client, OK in the server's metrics, and on EmbedStream the
+    end of the stream). Found by test_server_fuzz.py. The server's limit is 65536 bytes."""
+    pb2, _ = stubs()
+    near_limit = pb2.EmbedRequest(inputs=[text(pb2, "hello")], request_id="x" * 65000)
+    with pytest.raises(grpc.RpcError) as e:
+        server.stub().Embed(near_limit, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "65000 bytes of request_id" in e.value.details()
+    # On a stream the error echoes the id when the answer fits, else answers without it.
+    fits = pb2.EmbedRequest(inputs=[text(pb2, "hello")], request_id="y" * 64000)
+    at_limit = pb2.EmbedRequest(inputs=[text(pb2, "hello")], request_id="z" * 65500)
+    good = pb2.EmbedRequest(inputs=[text(pb2, "hello")], request_id="g")
+    out = list(server.stub().EmbedStream(iter([good, fits, at_limit, good]), timeout=30))
+    assert [r.request_id for r in out] == ["g", fits.request_id, "", "g"]
+    for r in out[1:3]:
+        assert r.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "bytes of request_id" in r.error.message
+    assert len(out[3].results) == 1
+
+
 def test_bearer_token(tmp_path):
     pb2, _ = stubs()
     token_file = tmp_path / "token"
