@@ -161,17 +161,17 @@ absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector
     total += matrices * rows * vector + vectors * vector;
   }
   // Leave room for the message framing (shapes, timings, per-result fields) and the echo.
-  const int64_t budget = limits.max_response_bytes - 1024 - 64 * int64_t(num_tokens.size()) -
-                         options.echoed_bytes;
+  const int64_t budget =
+      limits.max_response_bytes - 1024 - 64 * int64_t(num_tokens.size()) - options.echoed_bytes;
   if (total > budget) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the response would carry ", total, " bytes of tensors",
-        options.echoed_bytes > 0 ? absl::StrCat(" and ", options.echoed_bytes,
-                                                " bytes of request_id")
-                                 : "",
-        ", over the server's ", limits.max_response_bytes,
-        "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
-        "float16/bfloat16, or a shorter request_id"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the response would carry ", total, " bytes of tensors",
+                     options.echoed_bytes > 0
+                         ? absl::StrCat(" and ", options.echoed_bytes, " bytes of request_id")
+                         : "",
+                     ", over the server's ", limits.max_response_bytes,
+                     "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
+                     "float16/bfloat16, or a shorter request_id"));
   }
   return absl::OkStatus();
 }

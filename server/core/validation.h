@@ -56,8 +56,9 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
                                                      const RequestLimits& limits);
 
 // Bytes of tensor data the response will carry for inputs of `num_tokens` real tokens each,
-// plus the bytes it echoes from the request: INVALID_ARGUMENT when over limits.max_response_bytes (checked after tokenization, before
-// inference, so no work is wasted on an answer that could not be sent).
+// plus the bytes it echoes from the request: INVALID_ARGUMENT when over limits.max_response_bytes
+// (checked after tokenization, before inference, so no work is wasted on an answer that could not
+// be sent).
 absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
                                const RequestLimits& limits);
 

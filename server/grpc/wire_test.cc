@@ -53,7 +53,11 @@ TEST(WireTest, RequestIdAndTokenizeRequests) {
 TEST(WireTest, OnlyValidUtf8RequestIdsAreEchoed) {
   // What a parse that failed on the request_id's own bytes leaves behind.
   v1::EmbedRequest partial;
-  ASSERT_FALSE(ParseEmbedRequest(ToBuffer(std::string("\x4a\x02" "a\xff", 4)), &partial).ok());
+  ASSERT_FALSE(ParseEmbedRequest(ToBuffer(std::string("\x4a\x02"
+                                                      "a\xff",
+                                                      4)),
+                                 &partial)
+                   .ok());
   EXPECT_EQ(EchoableRequestId(partial), "");
   partial.set_request_id("bad \xc3");
   EXPECT_EQ(EchoableRequestId(partial), "");
