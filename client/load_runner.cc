@@ -161,17 +161,24 @@ class LoadRunner::Step {
   }
 
   // Records a finished call; returns its index among the records (see SetCode).
+  //
+  // The call is freed before it counts as finished: a unary call's ClientContext holds a
+  // reference to its channel, and once every call has finished, Run returns and its caller
+  // may drop the channels. Freed later, on gRPC's callback thread, the context could drop the
+  // channel's last reference there, destroying the channel (and the completion queue that
+  // thread is serving) from inside one of its own callbacks.
   size_t Finish(std::unique_ptr<InFlight> call) {
-    size_t index;
+    const CallRecord record = call->record;
     {
       absl::MutexLock lock(&mu_);
-      in_flight_.erase(call.get());  // unary calls: no longer cancellable
-      records_.push_back(call->record);
-      --open_;
-      if (spec_.concurrency > 0) freed_at_.push_back(call->record.done_ns);
-      index = records_.size() - 1;
+      in_flight_.erase(call.get());  // unary calls: no longer cancellable (Drain)
     }
-    return index;  // `call` is freed outside the lock
+    call.reset();  // outside the lock
+    absl::MutexLock lock(&mu_);
+    records_.push_back(record);
+    --open_;
+    if (spec_.concurrency > 0) freed_at_.push_back(record.done_ns);
+    return records_.size() - 1;
   }
 
   // Corrects the code of finished calls (a stream's final status arrives after them).
