@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Prints 'N passed, N failed, N skipped' from the JUnit XML files in a directory (or one file).
+"""Prints 'N passed, N failed, N skipped' from the JUnit XML files in directories or files.
 
-Counts test cases (gtest cases and pytest tests), not test targets. A directory with no
-results counts as one failure: a run that executed nothing must not look green.
+    count_results.py [PATH ...]     # default .test-results; several paths add up
+
+Counts test cases (gtest cases and pytest tests), not test targets. A path with no results
+counts as one failure: a run that executed nothing must not look green.
 Exits non-zero when anything failed.
 """
 import pathlib
@@ -11,9 +13,16 @@ import xml.etree.ElementTree as ET
 
 
 def main() -> int:
-    root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".test-results")
+    roots = [pathlib.Path(arg) for arg in sys.argv[1:]] or [pathlib.Path(".test-results")]
     passed = failed = skipped = 0
-    for path in [root] if root.is_file() else sorted(root.glob("*.xml")):
+    files = []
+    for root in roots:
+        found = [root] if root.is_file() else sorted(root.glob("*.xml"))
+        if not found:
+            failed += 1
+            print(f"count_results: no test results in {root}", file=sys.stderr)
+        files += found
+    for path in files:
         try:
             tree = ET.parse(path)
         except ET.ParseError:
@@ -29,9 +38,6 @@ def main() -> int:
                 skipped += 1
             else:
                 passed += 1
-    if passed + failed + skipped == 0:
-        failed = 1
-        print("count_results: no test results found", file=sys.stderr)
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# AddressSanitizer + UndefinedBehaviorSanitizer over the CPU build: every C++ test, then the
+# Python end-to-end suite (tests/python) against servers, clients and tools built with the
+# sanitizers. Any sanitizer report fails the run: a C++ test's fails that test, and each
+# report of a process the Python tests started counts as one failed case. Prints
+# "N passed, N failed, N skipped" last.
+#
+#   tools/sanitize.sh        # ~10 min cold on 2 cores; .ci/run runs it after tools/test.sh
+#
+# The sanitized build has its own Bazel output base (SANITIZE_OUTPUT_BASE, default under
+# ~/.cache), so the normal build's outputs and bazel-bin are left alone; its links are
+# .sanitize/bin and .sanitize/testlogs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+output_base=${SANITIZE_OUTPUT_BASE:-$HOME/.cache/bert-serving-sanitize}
+bazel_cmd=(bazel --output_base="$output_base")
+flags=(--config=nocuda --config=asan --symlink_prefix=.sanitize/)
+results=.sanitize/results
+reports=.sanitize/reports
+mkdir -p .sanitize && rm -rf "$results" "$reports" && mkdir -p "$results" "$reports"
+# ASan stops at its first error; UBSan must be told to. Reports of processes the Python
+# tests start go to files (their stderr is often captured by the tests).
+asan="detect_leaks=1"
+ubsan="halt_on_error=1:print_stacktrace=1"
+
+status=0
+"${bazel_cmd[@]}" test "${flags[@]}" --test_summary=short \
+  --test_env=ASAN_OPTIONS="$asan" --test_env=UBSAN_OPTIONS="$ubsan" //... || status=1
+if [ -d .sanitize/testlogs ]; then
+  (cd .sanitize/testlogs && find -L . -name test.xml -print0) |
+    while IFS= read -r -d '' f; do
+      cp ".sanitize/testlogs/$f" "$results/bazel_$(echo "${f#./}" | tr '/' '_')"
+    done
+fi
+ASAN_OPTIONS="$asan:log_path=$PWD/$reports/asan" \
+  UBSAN_OPTIONS="$ubsan:log_path=$PWD/$reports/ubsan" \
+  BERT_BIN="$PWD/.sanitize/bin" .venv/bin/python -m pytest -q tests/python \
+  --junitxml="$results/pytest.xml" || status=1
+
+# The processes the Python tests started: each report file is a failed case in the counts
+# (a report need not fail the test that caused it).
+count=$(find "$reports" -type f | wc -l)
+{
+  echo '<?xml version="1.0" encoding="UTF-8"?>'
+  echo "<testsuites><testsuite name=\"sanitizer_reports\" tests=\"1\">"
+  if [ "$count" = 0 ]; then
+    echo '<testcase classname="sanitizer_reports" name="e2e_processes"/>'
+  else
+    for f in "$reports"/*; do
+      echo "<testcase classname=\"sanitizer_reports\" name=\"$(basename "$f")\">"
+      echo "<failure message=\"sanitizer report\"/></testcase>"
+      echo "== $f" >&2
+      head -n 40 "$f" >&2
+    done
+  fi
+  echo '</testsuite></testsuites>'
+} > "$results/sanitizer_reports.xml"
+"${bazel_cmd[@]}" shutdown >/dev/null 2>&1 || true
+echo "sanitizer reports from end-to-end processes: $count"
+.venv/bin/python tools/count_results.py "$results" || status=1
+exit $status
