@@ -8,14 +8,15 @@
 #   tools/sanitize.sh        # ~10 min cold on 2 cores; .ci/run runs it after tools/test.sh
 #
 # The sanitized build has its own Bazel output base (SANITIZE_OUTPUT_BASE, default under
-# ~/.cache), so the normal build's outputs and bazel-bin are left alone; its links are
+# ~/.cache, one per checkout), so the normal build's outputs and bazel-bin are left alone; its links are
 # .sanitize/bin and .sanitize/testlogs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
-output_base=${SANITIZE_OUTPUT_BASE:-$HOME/.cache/bert-serving-sanitize}
+# One output base per checkout (Bazel ties an output base to one workspace).
+output_base=${SANITIZE_OUTPUT_BASE:-$HOME/.cache/bert-serving-sanitize/$(pwd -P | md5sum | cut -c1-16)}
 bazel_cmd=(bazel --output_base="$output_base")
 flags=(--config=nocuda --config=asan --symlink_prefix=.sanitize/)
 results=.sanitize/results
