@@ -7,9 +7,9 @@
 #
 #   tools/sanitize.sh        # ~10 min cold on 2 cores; .ci/run runs it after tools/test.sh
 #
-# The sanitized build has its own Bazel output base (SANITIZE_OUTPUT_BASE, default under
-# ~/.cache, one per checkout), so the normal build's outputs and bazel-bin are left alone; its links are
-# .sanitize/bin and .sanitize/testlogs.
+# The sanitized build has its own Bazel output base (SANITIZE_OUTPUT_BASE, default one per
+# checkout under ~/.cache), so the normal build's outputs and bazel-bin are left alone; its
+# links are .sanitize/bin and .sanitize/testlogs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
