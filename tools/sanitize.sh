@@ -27,9 +27,18 @@ mkdir -p .sanitize && rm -rf "$results" "$reports" && mkdir -p "$results" "$repo
 asan="detect_leaks=1"
 ubsan="halt_on_error=1:print_stacktrace=1"
 
+# Every package, named by its top-level directory: `//...` would also walk the normal
+# build's convenience links (bazel-<checkout name>), which lead into another output base.
+targets=(//:all)
+for dir in */; do
+  dir=${dir%/}
+  case "$dir" in bazel-*) continue ;; esac
+  [ -n "$(find -L "$dir" -maxdepth 3 -name BUILD -print -quit 2>/dev/null)" ] && targets+=("//$dir/...")
+done
+
 status=0
 "${bazel_cmd[@]}" test "${flags[@]}" --test_summary=short \
-  --test_env=ASAN_OPTIONS="$asan" --test_env=UBSAN_OPTIONS="$ubsan" //... || status=1
+  --test_env=ASAN_OPTIONS="$asan" --test_env=UBSAN_OPTIONS="$ubsan" "${targets[@]}" || status=1
 if [ -d .sanitize/testlogs ]; then
   (cd .sanitize/testlogs && find -L . -name test.xml -print0) |
     while IFS= read -r -d '' f; do
