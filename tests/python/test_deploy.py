@@ -4,7 +4,9 @@ Every flag the Kubernetes manifests and the Dockerfile pass must be one the buil
 bert_server accepts, and the probes/ports must point at the ports the server listens on.
 Where kubectl is installed, the base and the GPU overlay are rendered with its built-in
 kustomize (offline) and the rendered objects are checked the same way, with the Service and
-PodDisruptionBudget selecting the Deployment's pods.
+PodDisruptionBudget selecting the Deployment's pods, and validated strictly against the
+Kubernetes API schemas (kubernetes-validate) of the oldest and newest supported release.
+No cluster is involved: deploy/docker/smoke_test.sh runs the image itself.
 """
 import re
 import shutil
@@ -91,3 +93,39 @@ def test_k8s_kustomization_renders_consistent_objects(kustomization, server_flag
     if kustomization == "overlays/gpu":
         assert "--backend=cuda" in container["args"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+# Kubernetes releases the rendered objects are checked against: the oldest where gRPC probes
+# are GA (1.27) and the newest whose schemas kubernetes-validate ships.
+SCHEMA_VERSIONS = ["1.27.0", "1.37.0"]
+
+
+def _render(kustomization):
+    out = subprocess.run([KUBECTL, "kustomize", str(REPO / "deploy/k8s" / kustomization)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render kustomize")
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+@pytest.mark.parametrize("kustomization", ["base", "overlays/gpu"])
+def test_k8s_objects_match_the_kubernetes_schema(kustomization, version):
+    # Strict: a misspelt or misplaced field (e.g. a probe under the pod instead of the
+    # container) is an error, not silently dropped as the API server would.
+    import kubernetes_validate
+    for doc in _render(kustomization):
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{kustomization} {doc['kind']} against Kubernetes {version}: {e}")
+
+
+def test_the_schema_check_rejects_a_misspelt_field():
+    import kubernetes_validate
+    dep = _load_all(REPO / "deploy/k8s/base/deployment.yaml")[0]
+    kubernetes_validate.validate(dep, SCHEMA_VERSIONS[0], strict=True)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, SCHEMA_VERSIONS[0], strict=True)
