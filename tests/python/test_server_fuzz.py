@@ -923,6 +923,17 @@ def run_all(tasks, env):
 # Tests
 # ---------------------------------------------------------------------------------------
 
+def stream_messages(gen, make_message):
+    """2..MESSAGES_PER_STREAM (request, bytes) pairs from make_message() for one EmbedStream,
+    leaving out any over MAX_MESSAGE_BYTES: an oversized message ends the whole stream."""
+    messages = []
+    for _ in range(gen.rng.randint(2, MESSAGES_PER_STREAM)):
+        req, data = make_message()
+        if len(data) <= MAX_MESSAGE_BYTES:
+            messages.append((req, data))
+    return messages
+
+
 def test_oracle_catches_wrong_answers(fuzz):
     """The oracle itself: a real answer passes, and each way of spoiling it is reported."""
     pb2, lim, tally = fuzz["pb2"], fuzz["lim"], fuzz["tally"]
@@ -986,14 +997,12 @@ def test_structured_fuzz(fuzz):
     for i in range(NUM_TOKENIZE):
         req = gen.tokenize_request(gen.badness())
         tasks.append(tokenize_task(fuzz, f"tokenize#{i}", req, req.SerializeToString()))
+    def stream_message():
+        req = gen.embed_request(gen.badness())
+        return req, req.SerializeToString()
+
     for s in range(NUM_STREAMS):
-        messages = []
-        for _ in range(gen.rng.randint(2, MESSAGES_PER_STREAM)):
-            req = gen.embed_request(gen.badness())
-            data = req.SerializeToString()
-            if len(data) <= MAX_MESSAGE_BYTES:  # an oversized message ends the whole stream
-                messages.append((req, data))
-        tasks.append(stream_task(fuzz, f"stream#{s}", messages))
+        tasks.append(stream_task(fuzz, f"stream#{s}", stream_messages(gen, stream_message)))
     gen.rng.shuffle(tasks)
     run_all(tasks, fuzz)
 
@@ -1019,17 +1028,14 @@ def test_raw_fuzz(fuzz):
             valid = gen.tokenize_request(gen.rng.choice([0.0, 0.05]))
             tasks.append(tokenize_task(fuzz, f"raw-tokenize#{i}",
                                        *body(pb2.TokenizeRequest, valid)))
+    def stream_message():
+        if gen.chance(0.6):
+            return embed_body()
+        req = gen.embed_request(0.0)
+        return req, req.SerializeToString()
+
     for s in range(NUM_STREAMS // 2):
-        messages = []
-        for _ in range(gen.rng.randint(2, MESSAGES_PER_STREAM)):
-            if gen.chance(0.6):
-                req, data = embed_body()
-            else:
-                req = gen.embed_request(0.0)
-                data = req.SerializeToString()
-            if len(data) <= MAX_MESSAGE_BYTES:  # an oversized message ends the whole stream
-                messages.append((req, data))
-        tasks.append(stream_task(fuzz, f"raw-stream#{s}", messages))
+        tasks.append(stream_task(fuzz, f"raw-stream#{s}", stream_messages(gen, stream_message)))
     gen.rng.shuffle(tasks)
     run_all(tasks, fuzz)
 
