@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -494,6 +495,12 @@ int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report
     const double client_cpu_percent = 100.0 * (ProcessCpuSeconds() - cpu_before) / wall_s;
     if (!result.ok()) {
       std::fprintf(stderr, "bert_load: %s\n", std::string(result.status().message()).c_str());
+      if (result.status().code() == absl::StatusCode::kInternal) {
+        // Calls are still open: their callbacks may yet run and use the runner, so nothing
+        // may be destroyed (LoadRunner::Run).
+        std::fflush(nullptr);
+        std::_Exit(1);
+      }
       return 1;
     }
     const StepSummary summary =

@@ -72,7 +72,9 @@ class LoadRunner {
   // (true) and ends (false), e.g. to read the server's metrics; Run waits for it to
   // return. INVALID_ARGUMENT for a step or options out of range (concurrency <= 1e5,
   // rate <= 1e6/s, positive duration, timeout and max_outstanding); INTERNAL when calls
-  // are still unanswered long after their deadlines (gRPC broken).
+  // are still unanswered long after their deadlines (gRPC broken). After INTERNAL, late
+  // callbacks may still use this runner, its stubs and channels: it must not be destroyed
+  // (bert_load exits at once).
   absl::StatusOr<StepResult> Run(const LoadStep& step,
                                  const std::function<void(bool begin)>& at_window_edge);
 

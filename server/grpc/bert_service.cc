@@ -206,7 +206,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       response.mutable_error()->set_message(grpc_status.error_message());
       // An error about a request_id near the message limit cannot echo it: the answer would
       // be over the limit and end the stream. Answers come in order, so it still matches.
-      if (response.ByteSizeLong() > service_->max_message_bytes()) response.clear_request_id();
+      const uint64_t limit = service_->max_message_bytes();  // 0: unchecked
+      if (limit > 0 && response.ByteSizeLong() > limit) response.clear_request_id();
     }
     Serialize(response, &slot->wire);
     Actions actions;
