@@ -13,15 +13,23 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+results=.sanitize/results
+reports=.sanitize/reports
+# Emptied first, so that no earlier run's results can be counted for this one.
+mkdir -p .sanitize && rm -rf "$results" "$reports" && mkdir -p "$results" "$reports"
+# The sanitizers' option parser splits values at spaces, commas and colons: a report path
+# containing one would be cut short and its reports lost, so such checkouts are refused.
+case "$PWD" in
+  *[[:space:],:]*) echo "sanitize: the checkout's path must not contain spaces, ',' or ':'" >&2
+    echo "0 passed, 1 failed"; exit 1 ;;
+esac
+
 tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 # One output base per checkout (Bazel ties an output base to one workspace).
 output_base=${SANITIZE_OUTPUT_BASE:-$HOME/.cache/bert-serving-sanitize/$(pwd -P | md5sum | cut -c1-16)}
 bazel_cmd=(bazel --output_base="$output_base")
 flags=(--config=nocuda --config=asan --symlink_prefix=.sanitize/)
-results=.sanitize/results
-reports=.sanitize/reports
-mkdir -p .sanitize && rm -rf "$results" "$reports" && mkdir -p "$results" "$reports"
 # ASan stops at its first error; UBSan must be told to. Reports of processes the Python
 # tests start go to files (their stderr is often captured by the tests).
 asan="detect_leaks=1"
@@ -33,12 +41,23 @@ targets=(//:all)
 for dir in */; do
   dir=${dir%/}
   case "$dir" in bazel-*) continue ;; esac
-  [ -n "$(find -L "$dir" -maxdepth 3 -name BUILD -print -quit 2>/dev/null)" ] && targets+=("//$dir/...")
+  [ -n "$(find -L "$dir" \( -name BUILD -o -name BUILD.bazel \) -print -quit 2>/dev/null)" ] &&
+    targets+=("//$dir/...")
 done
 
 status=0
 "${bazel_cmd[@]}" test "${flags[@]}" --test_summary=short \
-  --test_env=ASAN_OPTIONS="$asan" --test_env=UBSAN_OPTIONS="$ubsan" "${targets[@]}" || status=1
+  --test_env=ASAN_OPTIONS="$asan" --test_env=UBSAN_OPTIONS="$ubsan" "${targets[@]}"
+bazel_rc=$?
+[ "$bazel_rc" = 0 ] || status=1
+# Bazel's exit code 3 means tests failed (their XML says which); any other failure (the build)
+# ran no test, and testlogs may still hold an earlier run's results: it counts as a failure.
+if [ "$bazel_rc" != 0 ] && [ "$bazel_rc" != 3 ]; then
+  printf '%s\n' '<?xml version="1.0" encoding="UTF-8"?>' \
+    "<testsuites><testsuite name=\"bazel\" tests=\"1\"><testcase classname=\"bazel\" name=\"test\">" \
+    "<failure message=\"bazel test exited with $bazel_rc\"/></testcase></testsuite></testsuites>" \
+    > "$results/bazel_exit.xml"
+fi
 if [ -d .sanitize/testlogs ]; then
   (cd .sanitize/testlogs && find -L . -name test.xml -print0) |
     while IFS= read -r -d '' f; do

@@ -9,6 +9,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . tools/lib.sh
 
+# Emptied first, so that no earlier run's results can be counted for this one.
+rm -rf .test-results && mkdir -p .test-results
 tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 flags=(${BAZEL_FLAGS:-})
@@ -18,7 +20,6 @@ if ! cuda_toolkit_present && [[ " ${flags[*]} " != *nocuda* ]]; then
 fi
 
 status=0
-rm -rf .test-results && mkdir -p .test-results
 bazel build "${flags[@]}" //... || status=1
 if [ $status = 0 ]; then
   bazel test "${flags[@]}" --test_summary=short //... || status=1
