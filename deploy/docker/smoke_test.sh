@@ -8,8 +8,9 @@
 #      `stop` (SIGTERM) drains it and it exits 0.
 # Prints "docker smoke test: N passed, N failed" last and exits 1 on any failure.
 #
-#   deploy/docker/smoke_test.sh          # as root; installs podman, runc and debootstrap
-#                                        # from Debian's archive when no docker daemon answers
+#   deploy/docker/smoke_test.sh          # as root; installs from Debian's archive what it
+#                                        # lacks: podman and runc when no docker daemon
+#                                        # answers, debootstrap for an offline base image
 # Environment: IMAGE (default bert-server:smoke), GRPC_PORT (50151), METRICS_PORT (19090),
 # CONTAINER_CLI (docker|podman).
 set -euo pipefail
@@ -21,15 +22,23 @@ grpc_port=${GRPC_PORT:-50151}
 metrics_port=${METRICS_PORT:-19090}
 name=bert-smoke-$$
 
-if ! pick_container_cli 2>/dev/null || ! command -v debootstrap >/dev/null; then
-  missing=()
-  for tool in podman runc debootstrap; do command -v $tool >/dev/null || missing+=($tool); done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "smoke_test: installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
-  fi
-  pick_container_cli
+if [ "$(id -u)" != 0 ]; then
+  echo "smoke_test: run as root (it installs packages and runs a rootful container tool)" >&2
+  exit 1
 fi
+# podman and runc only where no docker daemon answers; debootstrap in case the base image
+# has to be built offline (make_base_image.sh uses it only when the registry fails).
+missing=()
+if ! pick_container_cli 2>/dev/null; then
+  for tool in podman runc; do command -v $tool >/dev/null || missing+=($tool); done
+fi
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "smoke_test: installing ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+pick_container_cli
 run_opts=()
 if [ "$container_name" = podman ]; then
   # Rootful podman raises the container's open-file and process limits to values that hosts
@@ -86,8 +95,8 @@ body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout
 sys.exit(0 if b"bert_requests_total" in body else 1)
 PY
 }
-runs_unprivileged() {
-  [ "$("${container[@]}" exec "$name" id -u)" = 10001 ]
+runs_unprivileged() {  # the server itself (PID 1), not the exec'd command
+  [ "$("${container[@]}" exec "$name" awk '/^Uid:/ {print $2}' /proc/1/status)" = 10001 ]
 }
 stops_cleanly() {
   "${container[@]}" stop -t 40 "$name" >/dev/null &&

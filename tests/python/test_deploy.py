@@ -5,7 +5,8 @@ bert_server accepts, and the probes/ports must point at the ports the server lis
 Where kubectl is installed, the base and the GPU overlay are rendered with its built-in
 kustomize (offline) and the rendered objects are checked the same way, with the Service and
 PodDisruptionBudget selecting the Deployment's pods, and validated strictly against the
-Kubernetes API schemas (kubernetes-validate) of the oldest and newest supported release.
+Kubernetes API schemas (kubernetes-validate) of the oldest and newest supported release; the
+base's files are validated as written on every machine.
 No cluster is involved: deploy/docker/smoke_test.sh runs the image itself.
 """
 import re
@@ -119,6 +120,19 @@ def test_k8s_objects_match_the_kubernetes_schema(kustomization, version):
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as e:
             pytest.fail(f"{kustomization} {doc['kind']} against Kubernetes {version}: {e}")
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_k8s_base_files_match_the_kubernetes_schema(version):
+    # The base's files as written (no kustomize needed): checked on every machine.
+    import kubernetes_validate
+    kustomization = _load_all(REPO / "deploy/k8s/base/kustomization.yaml")[0]
+    for name in kustomization["resources"]:
+        for doc in _load_all(REPO / "deploy/k8s/base" / name):
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{name} {doc['kind']} against Kubernetes {version}: {e}")
 
 
 def test_the_schema_check_rejects_a_misspelt_field():
