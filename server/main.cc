@@ -5,7 +5,8 @@
 // Startup: listen at once (health NOT_SERVING), load the vocabulary and the model, build
 // the engine, warm it up at the largest batch shape, then report SERVING. SIGTERM or
 // SIGINT: report NOT_SERVING, stop accepting calls, answer every accepted one (bounded by
-// --drain_timeout_s), exit 0.
+// --drain_timeout_s), exit 0; before SERVING (nothing accepted yet), exit 0 at once.
+#include <semaphore.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -23,6 +25,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -302,13 +306,78 @@ void LogConfig() {
                   << LogKv("log_level", absl::GetFlag(FLAGS_log_level));
 }
 
+// SIGTERM and SIGINT. They are caught by a handler rather than blocked and taken with
+// sigwait: threads that libraries start before main (OpenBLAS's) do not block them, so a
+// blocked signal could land on such a thread instead and take its default action, killing
+// the process, or, as PID 1 in a container, be discarded (the kernel drops signals that PID 1
+// has no handler for). The handler only posts a semaphore; a watcher thread does the rest.
+class StopSignals {
+ public:
+  // Installs the handlers and starts the watcher. A signal before MarkServing ends the
+  // process at once with status 0 (nothing has been accepted yet); after it, Wait returns.
+  static StopSignals& Install() {
+    static StopSignals* signals = new StopSignals;
+    return *signals;
+  }
+
+  void MarkServing() {
+    absl::MutexLock lock(&mu_);
+    serving_ = true;
+  }
+
+  // Blocks until SIGTERM or SIGINT arrives (after MarkServing); returns it.
+  int Wait() {
+    stop_.WaitForNotification();
+    return signal_number_;
+  }
+
+ private:
+  StopSignals() {
+    sem_init(&posted_, 0, 0);
+    instance_ = this;  // before the handlers can run
+    struct sigaction action = {};
+    action.sa_handler = &StopSignals::OnSignal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &action, nullptr);
+    sigaction(SIGINT, &action, nullptr);
+    std::thread([this] { Watch(); }).detach();
+  }
+
+  static void OnSignal(int signal_number) {  // async-signal-safe: an atomic store, sem_post
+    last_signal_ = signal_number;
+    sem_post(&instance_->posted_);
+  }
+
+  void Watch() {
+    while (sem_wait(&posted_) != 0) {  // EINTR
+    }
+    const int signal_number = last_signal_;
+    absl::MutexLock lock(&mu_);
+    if (!serving_) {
+      BERT_LOG(kInfo) << "stopping during startup"
+                      << LogKv("signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+      std::fflush(stderr);
+      std::_Exit(0);  // the model is still loading or warming up on another thread
+    }
+    signal_number_ = signal_number;
+    stop_.Notify();
+  }
+
+  static StopSignals* instance_;
+  static volatile sig_atomic_t last_signal_;
+  sem_t posted_;
+  absl::Mutex mu_;
+  bool serving_ ABSL_GUARDED_BY(mu_) = false;
+  int signal_number_ = 0;  // set before stop_ is notified
+  absl::Notification stop_;
+};
+
+StopSignals* StopSignals::instance_ = nullptr;
+volatile sig_atomic_t StopSignals::last_signal_ = 0;
+
 int Run() {
-  // Every thread inherits the blocked set; the main thread takes the signals by sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  StopSignals& stop_signals = StopSignals::Install();
 
   LogLevel level;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
@@ -380,14 +449,14 @@ int Run() {
   if (loaded->pipeline->engine().info().backend == "cuda") {
     metrics.SetDeviceMemoryReader([] { return std::max<int64_t>(0, DeviceMemoryInUseBytes()); });
   }
+  stop_signals.MarkServing();
   service.SetPipeline(loaded->pipeline.get());
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);
   BERT_LOG(kInfo) << "serving" << LogKv("address", absl::StrCat(host, ":", port))
                   << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = stop_signals.Wait();
   const absl::Time drain_start = absl::Now();
   BERT_LOG(kInfo) << "draining" << LogKv("signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT")
                   << LogKv("in_flight", loaded->pipeline->in_flight());

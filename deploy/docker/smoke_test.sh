@@ -5,7 +5,8 @@
 #      Kubernetes manifests' security context (read-only root, no capabilities);
 #   3. checks: health turns SERVING; the bundled client (outside the container) embeds the
 #      seed sentences with every head; /metrics answers; the server runs as uid 10001;
-#      `stop` (SIGTERM) drains it and it exits 0.
+#      `stop` (SIGTERM) drains it and it exits 0; a second container stopped while it warms
+#      up exits 0 at once.
 # Prints "docker smoke test: N passed, N failed" last and exits 1 on any failure.
 #
 #   deploy/docker/smoke_test.sh          # as root; installs from Debian's archive what it
@@ -104,11 +105,27 @@ stops_cleanly() {
     "${container[@]}" logs "$name" 2>&1 | grep -q 'msg=stopped'
 }
 
+# As PID 1, a server must see SIGTERM even before it serves (a pod deleted while it warms
+# up): a second container is stopped one second after it starts.
+stops_during_startup() {
+  local early=$name-early
+  "${container[@]}" run -d --name "$early" "${run_opts[@]}" "$image" \
+    --model_dir=/opt/bert/models/all-MiniLM-L6-v2 --address=127.0.0.1:0 >/dev/null || return 1
+  sleep 1
+  local begin=$SECONDS
+  "${container[@]}" stop -t 20 "$early" >/dev/null
+  local code took=$((SECONDS - begin))
+  code=$("${container[@]}" inspect -f '{{.State.ExitCode}}' "$early")
+  "${container[@]}" rm -f "$early" >/dev/null
+  [ "$code" = 0 ] && [ "$took" -lt 15 ]
+}
+
 check "health SERVING at $address" serving
 check "seed sentences embedded, every head" embeds_seed
 check "/metrics on 127.0.0.1:$metrics_port" metrics_answer
 check "server runs as uid 10001" runs_unprivileged
 check "SIGTERM drains, exit status 0" stops_cleanly
+check "SIGTERM during startup stops it at once, exit status 0" stops_during_startup
 if [ "$failed" -gt 0 ]; then
   echo "smoke_test: the container's log:"
   "${container[@]}" logs "$name" 2>&1 | tail -20

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (TINY_MODEL, Server, decode, metric_value, read_safetensors,  # noqa
+from server_harness import (MINILM, TINY_MODEL, Server, decode, metric_value, read_safetensors,  # noqa
                             rel_err, stubs)
 
 GOLDEN = read_safetensors(os.path.join(TINY_MODEL, "expected.safetensors"))
@@ -184,6 +184,22 @@ def test_deadline_and_cancellation_drop_queued_work():
         # A request with a generous deadline still works (after the batching delay).
         assert len(stub.Embed(small, timeout=30).results) == 1
         assert metric_value(server.metrics_text(), "bert_batch_size_sum") == 1
+
+
+def test_sigterm_during_startup_exits_zero_at_once():
+    # The default model's warm-up takes seconds: the signal arrives before SERVING. Nothing
+    # has been accepted, so the server stops at once (it used to die by the signal, or, as
+    # PID 1 in a container, never see it: a thread OpenBLAS starts before main took it).
+    server = Server(model_dir=MINILM, wait_serving=False)
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        rc = server.proc.wait(timeout=20)
+        server._reader.join(timeout=5)
+        log = server.log()
+        assert rc == 0, log
+        assert "stopping during startup" in log and "msg=serving" not in log, log
+    finally:
+        server.kill()
 
 
 def test_sigterm_answers_every_accepted_request_and_exits_zero():
