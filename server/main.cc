@@ -311,13 +311,17 @@ void LogConfig() {
 // blocked signal could land on such a thread instead and take its default action, killing
 // the process, or, as PID 1 in a container, be discarded (the kernel drops signals that PID 1
 // has no handler for). The handler only posts a semaphore; a watcher thread does the rest.
+const char* SignalName(int signal_number) {
+  return signal_number == SIGTERM ? "SIGTERM" : "SIGINT";
+}
+
 class StopSignals {
  public:
   // Installs the handlers and starts the watcher. A signal before MarkServing ends the
   // process at once with status 0 (nothing has been accepted yet); after it, Wait returns.
   static StopSignals& Install() {
-    static StopSignals* signals = new StopSignals;
-    return *signals;
+    if (instance_ == nullptr) new StopSignals;  // sets instance_; lives until exit
+    return *instance_;
   }
 
   void MarkServing() {
@@ -328,7 +332,7 @@ class StopSignals {
   // Blocks until SIGTERM or SIGINT arrives (after MarkServing); returns it.
   int Wait() {
     stop_.WaitForNotification();
-    return signal_number_;
+    return last_signal_;
   }
 
  private:
@@ -352,15 +356,12 @@ class StopSignals {
   void Watch() {
     while (sem_wait(&posted_) != 0) {  // EINTR
     }
-    const int signal_number = last_signal_;
     absl::MutexLock lock(&mu_);
     if (!serving_) {
-      BERT_LOG(kInfo) << "stopping during startup"
-                      << LogKv("signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+      BERT_LOG(kInfo) << "stopping during startup" << LogKv("signal", SignalName(last_signal_));
       std::fflush(stderr);
       std::_Exit(0);  // the model is still loading or warming up on another thread
     }
-    signal_number_ = signal_number;
     stop_.Notify();
   }
 
@@ -369,7 +370,6 @@ class StopSignals {
   sem_t posted_;
   absl::Mutex mu_;
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
-  int signal_number_ = 0;  // set before stop_ is notified
   absl::Notification stop_;
 };
 
@@ -458,7 +458,7 @@ int Run() {
 
   const int signal_number = stop_signals.Wait();
   const absl::Time drain_start = absl::Now();
-  BERT_LOG(kInfo) << "draining" << LogKv("signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT")
+  BERT_LOG(kInfo) << "draining" << LogKv("signal", SignalName(signal_number))
                   << LogKv("in_flight", loaded->pipeline->in_flight());
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus(false);

@@ -12,6 +12,7 @@
 # links are .sanitize/bin and .sanitize/testlogs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. tools/lib.sh
 
 results=.sanitize/results
 reports=.sanitize/reports
@@ -53,17 +54,9 @@ bazel_rc=$?
 # Bazel's exit code 3 means tests failed (their XML says which); any other failure (the build)
 # ran no test, and testlogs may still hold an earlier run's results: it counts as a failure.
 if [ "$bazel_rc" != 0 ] && [ "$bazel_rc" != 3 ]; then
-  printf '%s\n' '<?xml version="1.0" encoding="UTF-8"?>' \
-    "<testsuites><testsuite name=\"bazel\" tests=\"1\"><testcase classname=\"bazel\" name=\"test\">" \
-    "<failure message=\"bazel test exited with $bazel_rc\"/></testcase></testsuite></testsuites>" \
-    > "$results/bazel_exit.xml"
+  write_junit_case "$results/bazel_exit.xml" bazel test "bazel test exited with $bazel_rc"
 fi
-if [ -d .sanitize/testlogs ]; then
-  (cd .sanitize/testlogs && find -L . -name test.xml -print0) |
-    while IFS= read -r -d '' f; do
-      cp ".sanitize/testlogs/$f" "$results/bazel_$(echo "${f#./}" | tr '/' '_')"
-    done
-fi
+collect_bazel_results .sanitize/testlogs "$results"
 ASAN_OPTIONS="$asan:log_path=$PWD/$reports/asan" \
   UBSAN_OPTIONS="$ubsan:log_path=$PWD/$reports/ubsan" \
   BERT_BIN="$PWD/.sanitize/bin" .venv/bin/python -m pytest -q tests/python \
@@ -72,21 +65,16 @@ ASAN_OPTIONS="$asan:log_path=$PWD/$reports/asan" \
 # The processes the Python tests started: each report file is a failed case in the counts
 # (a report need not fail the test that caused it).
 count=$(find "$reports" -type f | wc -l)
-{
-  echo '<?xml version="1.0" encoding="UTF-8"?>'
-  echo "<testsuites><testsuite name=\"sanitizer_reports\" tests=\"1\">"
-  if [ "$count" = 0 ]; then
-    echo '<testcase classname="sanitizer_reports" name="e2e_processes"/>'
-  else
-    for f in "$reports"/*; do
-      echo "<testcase classname=\"sanitizer_reports\" name=\"$(basename "$f")\">"
-      echo "<failure message=\"sanitizer report\"/></testcase>"
-      echo "== $f" >&2
-      head -n 40 "$f" >&2
-    done
-  fi
-  echo '</testsuite></testsuites>'
-} > "$results/sanitizer_reports.xml"
+if [ "$count" = 0 ]; then
+  write_junit_case "$results/sanitizer_reports.xml" sanitizer_reports e2e_processes
+fi
+for f in "$reports"/*; do
+  [ -f "$f" ] || continue
+  write_junit_case "$results/sanitizer_report_$(basename "$f").xml" sanitizer_reports \
+    "$(basename "$f")" "sanitizer report"
+  echo "== $f" >&2
+  head -n 40 "$f" >&2
+done
 "${bazel_cmd[@]}" shutdown >/dev/null 2>&1 || true
 echo "sanitizer reports from end-to-end processes: $count"
 .venv/bin/python tools/count_results.py "$results" || status=1

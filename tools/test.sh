@@ -24,13 +24,7 @@ bazel build "${flags[@]}" //... || status=1
 if [ $status = 0 ]; then
   bazel test "${flags[@]}" --test_summary=short //... || status=1
   # Collect each test target's JUnit XML.
-  if [ -d bazel-testlogs ]; then
-    (cd bazel-testlogs && find -L . -name test.xml -print0) |
-      while IFS= read -r -d '' f; do
-        name=$(echo "${f#./}" | tr '/' '_')
-        cp "bazel-testlogs/$f" ".test-results/bazel_${name}"
-      done
-  fi
+  collect_bazel_results bazel-testlogs .test-results
   BERT_BIN="$PWD/bazel-bin" .venv/bin/python -m pytest -q tests/python \
     --junitxml=.test-results/pytest.xml || status=1
 fi

@@ -192,9 +192,7 @@ def test_sigterm_during_startup_exits_zero_at_once():
     # PID 1 in a container, never see it: a thread OpenBLAS starts before main took it).
     server = Server(model_dir=MINILM, wait_serving=False)
     try:
-        server.proc.send_signal(signal.SIGTERM)
-        rc = server.proc.wait(timeout=20)
-        server._reader.join(timeout=5)
+        rc = server.stop(signal.SIGTERM, timeout=20)
         log = server.log()
         assert rc == 0, log
         assert "stopping during startup" in log and "msg=serving" not in log, log
