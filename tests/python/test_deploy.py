@@ -70,13 +70,17 @@ def test_dockerfile_cmd_flags_are_server_flags(server_flags):
 KUBECTL = shutil.which("kubectl")
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render kustomize")
-@pytest.mark.parametrize("kustomization", ["base", "overlays/gpu"])
-def test_k8s_kustomization_renders_consistent_objects(kustomization, server_flags):
+def _render(kustomization):
     out = subprocess.run([KUBECTL, "kustomize", str(REPO / "deploy/k8s" / kustomization)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    docs = {d["kind"]: d for d in yaml.safe_load_all(out.stdout) if d}
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render kustomize")
+@pytest.mark.parametrize("kustomization", ["base", "overlays/gpu"])
+def test_k8s_kustomization_renders_consistent_objects(kustomization, server_flags):
+    docs = {d["kind"]: d for d in _render(kustomization)}
     assert sorted(docs) == ["Deployment", "PodDisruptionBudget", "Service"]
     dep = docs["Deployment"]
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -101,11 +105,12 @@ def test_k8s_kustomization_renders_consistent_objects(kustomization, server_flag
 SCHEMA_VERSIONS = ["1.27.0", "1.37.0"]
 
 
-def _render(kustomization):
-    out = subprocess.run([KUBECTL, "kustomize", str(REPO / "deploy/k8s" / kustomization)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+def _validate_strictly(doc, version, source):
+    import kubernetes_validate
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        pytest.fail(f"{source} {doc['kind']} against Kubernetes {version}: {e}")
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render kustomize")
@@ -114,25 +119,17 @@ def _render(kustomization):
 def test_k8s_objects_match_the_kubernetes_schema(kustomization, version):
     # Strict: a misspelt or misplaced field (e.g. a probe under the pod instead of the
     # container) is an error, not silently dropped as the API server would.
-    import kubernetes_validate
     for doc in _render(kustomization):
-        try:
-            kubernetes_validate.validate(doc, version, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            pytest.fail(f"{kustomization} {doc['kind']} against Kubernetes {version}: {e}")
+        _validate_strictly(doc, version, kustomization)
 
 
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
 def test_k8s_base_files_match_the_kubernetes_schema(version):
     # The base's files as written (no kustomize needed): checked on every machine.
-    import kubernetes_validate
     kustomization = _load_all(REPO / "deploy/k8s/base/kustomization.yaml")[0]
     for name in kustomization["resources"]:
         for doc in _load_all(REPO / "deploy/k8s/base" / name):
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                pytest.fail(f"{name} {doc['kind']} against Kubernetes {version}: {e}")
+            _validate_strictly(doc, version, name)
 
 
 def test_the_schema_check_rejects_a_misspelt_field():
