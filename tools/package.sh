@@ -28,7 +28,7 @@ for t in "${targets[@]}"; do
 done
 # Shared libraries, minus glibc's own (the base image has them).
 ldd dist/bin/* | awk '/=> \//{print $3}' | sort -u |
-  grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux-x86-64|libgcc_s|libstdc\+\+)\.so' |
+  grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux-[^/]*|libgcc_s|libstdc\+\+)\.so' |
   while read -r lib; do cp -L "$lib" dist/lib/; done
 cp -r models/all-MiniLM-L6-v2 dist/models/
 echo "package: dist/ ready ($(du -sh dist | cut -f1))"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # AddressSanitizer + UndefinedBehaviorSanitizer over the CPU build: every C++ test, then the
 # Python end-to-end suite (tests/python) against servers, clients and tools built with the
-# sanitizers. Any sanitizer report fails the run: a C++ test's fails that test, and each
-# report of a process the Python tests started counts as one failed case. Prints
-# "N passed, N failed, N skipped" last.
+# sanitizers. The build also makes plain `char` unsigned, as it is on aarch64 (Grace,
+# Graviton), so that code assuming a signed char fails a test here. Any sanitizer report
+# fails the run: a C++ test's fails that test, and each report of a process the Python tests
+# started counts as one failed case. Prints "N passed, N failed, N skipped" last.
 #
 #   tools/sanitize.sh        # ~10 min cold on 2 cores; .ci/run runs it after tools/test.sh
 #
@@ -25,12 +26,12 @@ case "$PWD" in
     echo "0 passed, 1 failed"; exit 1 ;;
 esac
 
-tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+tools/setup.sh --tests || { echo "0 passed, 1 failed"; exit 1; }
 
 # One output base per checkout (Bazel ties an output base to one workspace).
 output_base=${SANITIZE_OUTPUT_BASE:-$HOME/.cache/bert-serving-sanitize/$(pwd -P | md5sum | cut -c1-16)}
 bazel_cmd=(bazel --output_base="$output_base")
-flags=(--config=nocuda --config=asan --symlink_prefix=.sanitize/)
+flags=(--config=nocuda --config=asan --copt=-funsigned-char --symlink_prefix=.sanitize/)
 # ASan stops at its first error; UBSan must be told to. Reports of processes the Python
 # tests start go to files (their stderr is often captured by the tests).
 asan="detect_leaks=1"

@@ -3,15 +3,18 @@
 # Debian packages (Bazel, gRPC, Protobuf, abseil, GoogleTest, OpenBLAS, utf8proc, ...),
 # the Python test tools in .venv, and the default model in models/. Idempotent.
 #
-#   tools/setup.sh            # everything
+#   tools/setup.sh            # everything to build and serve
+#   tools/setup.sh --tests    # ... and what only the tests use (tools/test.sh passes it)
 #   tools/setup.sh --no-model # skip the default model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_model=1
+want_tests=0
 for arg in "$@"; do
   case "$arg" in
     --no-model) want_model=0 ;;
+    --tests) want_tests=1 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -26,6 +29,8 @@ packages=(
   nlohmann-json3-dev libopenblas-dev libutf8proc-dev prometheus-cpp-dev
   python3-venv curl unzip clang
 )
+# The aarch64 cross compiler: tests/python/test_portability.py compiles the CPU path with it.
+if [ "$want_tests" = 1 ]; then packages+=(g++-aarch64-linux-gnu); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 # Emptied first, so that no earlier run's results can be counted for this one.
 rm -rf .test-results && mkdir -p .test-results
-tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+tools/setup.sh --tests || { echo "0 passed, 1 failed"; exit 1; }
 
 flags=(${BAZEL_FLAGS:-})
 if ! cuda_toolkit_present && [[ " ${flags[*]} " != *nocuda* ]]; then

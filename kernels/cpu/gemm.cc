@@ -1,7 +1,9 @@
 #include "kernels/cpu/gemm.h"
 
 #include <cblas.h>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <cmath>
 
@@ -12,9 +14,11 @@ namespace cpu {
 
 namespace {
 
+#if defined(__x86_64__)
 // The erf GELU dominates the epilogue's cost and std::erf does not vectorise: an AVX2+FMA
 // version of the rational erf (activation.h), chosen at run time so one binary runs on any
-// x86-64. Same formula, so both paths agree to float rounding.
+// x86-64. Same formula, so both paths agree to float rounding. Other architectures (aarch64)
+// take the scalar loop, which the compiler may vectorise itself.
 __attribute__((target("avx2,fma"))) void BiasGeluErfRowAvx2(float* y, const float* bias, int n) {
   const __m256 lo = _mm256_set1_ps(-3.925f), hi = _mm256_set1_ps(3.925f);
   const __m256 rsqrt2 = _mm256_set1_ps(0.70710678118654752f);
@@ -41,14 +45,17 @@ __attribute__((target("avx2,fma"))) void BiasGeluErfRowAvx2(float* y, const floa
   }
   for (; i < n; ++i) y[i] = GeluErfFast(y[i] + bias[i]);
 }
+#endif  // defined(__x86_64__)
 
 void BiasGeluErfRow(float* y, const float* bias, int n) {
+#if defined(__x86_64__)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) {
     BiasGeluErfRowAvx2(y, bias, n);
-  } else {
-    for (int i = 0; i < n; ++i) y[i] = GeluErfFast(y[i] + bias[i]);
+    return;
   }
+#endif
+  for (int i = 0; i < n; ++i) y[i] = GeluErfFast(y[i] + bias[i]);
 }
 
 }  // namespace
