@@ -49,6 +49,7 @@
 #include "server/engine/engine.h"
 #include "server/engine/engine_factory.h"
 #include "server/engine/model.h"
+#include "server/util/status_macros.h"
 
 namespace bert {
 namespace {
@@ -280,6 +281,98 @@ struct Result {
   double gpu_ms = 0, wall_ms = 0;
 };
 
+// Writes every result so far as a JSON array, through a temporary file and a rename, so
+// that a run cut off by a timeout leaves the last complete file behind.
+void WriteResultsJson(const std::string& path, const std::vector<Result>& results) {
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << "[\n";
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      f << "  {\"impl\": \"ours\", \"mode\": \"cuda\", \"dtype\": \"" << r.dtype
+        << "\", \"shape\": \"" << r.shape << "\", \"batch\": " << r.batch
+        << ", \"real_tokens\": " << r.real_tokens << ", \"gpu_ms\": " << r.gpu_ms
+        << ", \"wall_ms\": " << r.wall_ms << "}" << (i + 1 < results.size() ? "," : "") << "\n";
+    }
+    f << "]\n";
+  }
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+// One dtype: every batch shape (and the variable-length batch), each result printed and
+// appended to `results` (and the JSON) as soon as it is measured; then the engine's counters.
+absl::Status BenchDType(const Options& o, const std::shared_ptr<const Model>& model,
+                        const std::string& name, const std::vector<int>& varlen, int engine_tokens,
+                        std::vector<Result>* results) {
+  ASSIGN_OR_RETURN(const DType dtype, ParseDType(name));
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                   CreateCudaEngine(model, EngineOptions(o, dtype, engine_tokens)));
+  auto* timing = dynamic_cast<CudaEngineTiming*>(engine.get());
+  std::vector<std::pair<std::string, std::vector<int>>> shapes;
+  for (int b : o.batches) {
+    shapes.push_back({"seq" + std::to_string(o.seq), std::vector<int>(b, o.seq)});
+  }
+  if (!varlen.empty()) shapes.push_back({"varlen", varlen});
+  for (const auto& [shape, lengths] : shapes) {
+    const EncoderBatch batch = MakeBatch(lengths, model->config, 42);
+    OutputSelection sel;
+    sel.pooled = true;
+    if (o.all_layers) {
+      for (int l = 0; l < model->config.num_layers; ++l) sel.layers.push_back(l);
+    }
+    EncoderOutput out;
+    std::vector<double> gpu, wall;
+    for (int i = 0; i < o.iters + 5; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      RETURN_IF_ERROR(engine->Encode(batch, sel, &out));
+      const auto t1 = std::chrono::steady_clock::now();
+      if (i < 5) continue;  // warm-up (plans, clocks)
+      gpu.push_back(timing->last_gpu_milliseconds());
+      wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    }
+    Result r;
+    r.dtype = name;
+    r.shape = shape;
+    r.batch = static_cast<int>(lengths.size());
+    r.real_tokens = batch.total_rows();
+    r.gpu_ms = Median(gpu);
+    r.wall_ms = Median(wall);
+    std::printf(
+        "ours %-5s %-7s batch %4d tokens %6ld  gpu %8.3f ms  wall %8.3f ms  %10.0f seq/s"
+        "  %11.0f tok/s  %s\n",
+        name.c_str(), shape.c_str(), r.batch, r.real_tokens, r.gpu_ms, r.wall_ms,
+        r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3), Describe(o).c_str());
+    std::fflush(stdout);
+    results->push_back(r);
+    WriteResultsJson(o.json, *results);
+  }
+  const CudaGraphStats gs = timing->graph_stats();
+  std::printf(
+      "ours %-5s CUDA graphs %s: %lld eager runs, %lld captures, %lld replays, %lld "
+      "capture failures%s%s\n",
+      name.c_str(), o.engine.cuda_graphs ? "on" : "off", gs.eager_runs, gs.captures, gs.replays,
+      gs.capture_failures, gs.last_capture_error.empty() ? "" : ": ",
+      gs.last_capture_error.c_str());
+  // Whether the options reached the kernels (e.g. double buffering runs only where a
+  // sequence spans several key tiles).
+  const CudaPathStats ps = timing->path_stats();
+  std::printf(
+      "ours %-5s paths enqueued: %lld residual-in-GEMM GEMMs, %lld double-buffered attention "
+      "launches, %lld copies on the copy stream\n",
+      name.c_str(), ps.residual_gemms, ps.double_buffered_attention, ps.copy_stream_copies);
+  // Whether our split-K GEMM took part (timed, dropped for disagreeing, chosen, forced).
+  const cuda::GemmStats gm = timing->gemm_stats();
+  std::printf(
+      "ours %-5s GEMM tuning: %lld buckets tuned, our kernel: %lld candidates timed, %lld "
+      "disagreed with cuBLASLt, %lld tunings won, %lld plans forced\n",
+      name.c_str(), gm.tuned_buckets, gm.custom_timed, gm.custom_mismatches, gm.custom_chosen,
+      gm.custom_forced);
+  std::fflush(stdout);
+  return absl::OkStatus();
+}
+
 int Run(const Options& o) {
   std::shared_ptr<const Model> model;
   if (!o.model_dir.empty()) {
@@ -334,81 +427,16 @@ int Run(const Options& o) {
     }
   }
 
+  // A dtype that fails (engine creation or an Encode) is reported and the next one runs:
+  // one failing path must not cost the others' numbers. The JSON holds every result so far.
   std::vector<Result> results;
+  bool failed = false;
   for (const std::string& name : o.dtypes) {
-    auto dtype = ParseDType(name);
-    if (!dtype.ok()) {
-      std::fprintf(stderr, "%s\n", dtype.status().ToString().c_str());
-      return 1;
+    const absl::Status st = BenchDType(o, model, name, varlen, engine_tokens, &results);
+    if (!st.ok()) {
+      std::fprintf(stderr, "ours %s: %s\n", name.c_str(), st.ToString().c_str());
+      failed = true;
     }
-    auto engine = CreateCudaEngine(model, EngineOptions(o, *dtype, engine_tokens));
-    if (!engine.ok()) {
-      std::fprintf(stderr, "creating the CUDA engine: %s\n", engine.status().ToString().c_str());
-      return 1;
-    }
-    auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
-    std::vector<std::pair<std::string, std::vector<int>>> shapes;
-    for (int b : o.batches) {
-      shapes.push_back({"seq" + std::to_string(o.seq), std::vector<int>(b, o.seq)});
-    }
-    if (!varlen.empty()) shapes.push_back({"varlen", varlen});
-    for (const auto& [shape, lengths] : shapes) {
-      const EncoderBatch batch = MakeBatch(lengths, model->config, 42);
-      OutputSelection sel;
-      sel.pooled = true;
-      if (o.all_layers) {
-        for (int l = 0; l < model->config.num_layers; ++l) sel.layers.push_back(l);
-      }
-      EncoderOutput out;
-      std::vector<double> gpu, wall;
-      for (int i = 0; i < o.iters + 5; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        const absl::Status st = (*engine)->Encode(batch, sel, &out);
-        const auto t1 = std::chrono::steady_clock::now();
-        if (!st.ok()) {
-          std::fprintf(stderr, "Encode: %s\n", st.ToString().c_str());
-          return 1;
-        }
-        if (i < 5) continue;  // warm-up (plans, clocks)
-        gpu.push_back(timing->last_gpu_milliseconds());
-        wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-      }
-      Result r;
-      r.dtype = name;
-      r.shape = shape;
-      r.batch = static_cast<int>(lengths.size());
-      r.real_tokens = batch.total_rows();
-      r.gpu_ms = Median(gpu);
-      r.wall_ms = Median(wall);
-      std::printf(
-          "ours %-5s %-7s batch %4d tokens %6ld  gpu %8.3f ms  wall %8.3f ms  %10.0f seq/s"
-          "  %11.0f tok/s  %s\n",
-          name.c_str(), shape.c_str(), r.batch, r.real_tokens, r.gpu_ms, r.wall_ms,
-          r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3), Describe(o).c_str());
-      std::fflush(stdout);
-      results.push_back(r);
-    }
-    const CudaGraphStats gs = timing->graph_stats();
-    std::printf(
-        "ours %-5s CUDA graphs %s: %lld eager runs, %lld captures, %lld replays, %lld "
-        "capture failures%s%s\n",
-        name.c_str(), o.engine.cuda_graphs ? "on" : "off", gs.eager_runs, gs.captures, gs.replays,
-        gs.capture_failures, gs.last_capture_error.empty() ? "" : ": ",
-        gs.last_capture_error.c_str());
-    // Whether the options reached the kernels (e.g. double buffering runs only where a
-    // sequence spans several key tiles).
-    const CudaPathStats ps = timing->path_stats();
-    std::printf(
-        "ours %-5s paths enqueued: %lld residual-in-GEMM GEMMs, %lld double-buffered attention "
-        "launches, %lld copies on the copy stream\n",
-        name.c_str(), ps.residual_gemms, ps.double_buffered_attention, ps.copy_stream_copies);
-    // Whether our split-K GEMM took part (timed, dropped for disagreeing, chosen, forced).
-    const cuda::GemmStats gm = timing->gemm_stats();
-    std::printf(
-        "ours %-5s GEMM tuning: %lld buckets tuned, our kernel: %lld candidates timed, %lld "
-        "disagreed with cuBLASLt, %lld tunings won, %lld plans forced\n",
-        name.c_str(), gm.tuned_buckets, gm.custom_timed, gm.custom_mismatches, gm.custom_chosen,
-        gm.custom_forced);
   }
   if (o.profile) {
     auto engine = CreateCudaEngine(model, EngineOptions(o, DType::kFloat16, max_tokens));
@@ -432,19 +460,7 @@ int Run(const Options& o) {
         return 1;
     }
   }
-  if (!o.json.empty()) {
-    std::ofstream f(o.json);
-    f << "[\n";
-    for (size_t i = 0; i < results.size(); ++i) {
-      const Result& r = results[i];
-      f << "  {\"impl\": \"ours\", \"mode\": \"cuda\", \"dtype\": \"" << r.dtype
-        << "\", \"shape\": \"" << r.shape << "\", \"batch\": " << r.batch
-        << ", \"real_tokens\": " << r.real_tokens << ", \"gpu_ms\": " << r.gpu_ms
-        << ", \"wall_ms\": " << r.wall_ms << "}" << (i + 1 < results.size() ? "," : "") << "\n";
-    }
-    f << "]\n";
-  }
-  return 0;
+  return failed ? 1 : 0;
 }
 
 }  // namespace

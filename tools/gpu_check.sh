@@ -67,7 +67,10 @@ build() {
 # Unpacks .gpu/NAME.tar.xz (from `build`) into /tmp and links .gpu/NAME to it.
 unpack() {
   local name="$1"
-  if [ ! -e ".gpu/$name" ] && [ -f ".gpu/$name.tar.xz" ]; then
+  [ -f ".gpu/$name.tar.xz" ] || return 0
+  # Also when the tarball is newer than what an earlier call unpacked (a machine still warm).
+  if [ ! -e ".gpu/$name" ] || [ ".gpu/$name.tar.xz" -nt ".gpu/$name" ]; then
+    rm -rf ".gpu/$name" "/tmp/gpu_check_$name"
     mkdir -p "/tmp/gpu_check_$name" && tar -C "/tmp/gpu_check_$name" -xJf ".gpu/$name.tar.xz"
     ln -sfn "/tmp/gpu_check_$name/$name" ".gpu/$name" 2>/dev/null ||
       cp -r "/tmp/gpu_check_$name/$name" ".gpu/$name"
@@ -79,6 +82,11 @@ run() {
   # Only our binaries get the carried Debian libraries (Python/torch keep the system's).
   local ld="/usr/local/cuda/lib64:$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-8}"
+  # Output goes through tee (a pipe): unbuffered Python and line-buffered C stdio (stdbuf),
+  # so that a step cut off by its timeout still leaves what it printed in its log.
+  export PYTHONUNBUFFERED=1
+  local linebuf=()
+  command -v stdbuf >/dev/null && linebuf=(stdbuf -oL -eL)
   unpack lib
   unpack bin
   local out="${OUT:-$PWD/.gpu/out}"
@@ -107,7 +115,7 @@ run() {
     [ "$limit" -gt "$left" ] && limit=$left
     local begin=$SECONDS
     # -k: a step that ignores SIGTERM is killed 15 s later, within the deadline's margin.
-    timeout -k 15 "$limit" "$@" 2>&1 | tee "$log"
+    timeout -k 15 "$limit" "${linebuf[@]}" "$@" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     table+=("$(printf '%-24s rc=%-3s %5ss' "$label" "$rc" "$((SECONDS - begin))")")
   }
@@ -126,8 +134,10 @@ run() {
   }
 
   local model=".gpu/bert-base-random" lengths=".gpu/varlen.txt" variant_files=()
-  # compare.md and goals.md from whatever has run so far.
+  # compare.md and goals.md from whatever has run so far, and the logs' tarball (so that a
+  # call cut off later still brings back a recent one).
   summarize() {
+    tar -czf "$out/gpu_check_logs.tar.gz" -C "$logs" . 2>/dev/null
     [ -f "$logs/ours.json" ] || return 0
     python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" "${variant_files[@]}" \
       > "$logs/compare.md"
@@ -146,7 +156,10 @@ run() {
   # engine alone on the variable-length batch (gpu_bench's figure in ours.json): issue 5's
   # goal (>= 80%). Needs the saved model.
   serving_step() {
-    [ -f "$model/model.safetensors" ] || return 0
+    if [ ! -f "$model/model.safetensors" ]; then
+      table+=("$(printf '%-24s skipped (no saved model)' "serving vs engine")")
+      return 0
+    fi
     BERT_LD="$ld" step "serving vs engine" "$logs/serving_vs_engine.log" 75 150 \
       python3 bench/serving_vs_engine.py --bin .gpu/bin --model_dir "$model" \
       --vocab tests/data/bert_uncased_vocab.txt --backend cuda --dtype float16 \
@@ -180,14 +193,17 @@ run() {
     gtest_step split_k_gemm_test split_k_gemm_test "*" 30 120
     gtest_step attention_test_new attention_test "*DoubleBuffer*" 20 120
     gtest_step cuda_engine_test_new cuda_engine_test "$new_paths" 30 150
+    summarize
   fi
 
   if [ "$what" = all ] || [ "$what" = bench ]; then
     prepare_step
     local model_flag="--model_dir=$model"
     [ -f "$model/model.safetensors" ] || model_flag=""  # fall back to RandomModel
+    # fp16 first: the goals are fp16's, and a dtype that fails does not stop the others.
     LD_LIBRARY_PATH="$ld" step "gpu_bench (ours)" "$logs/ours.log" 40 240 \
-      .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" --memory --json="$logs/ours.json"
+      .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" --dtypes=fp16,bf16,fp32 --memory \
+      --json="$logs/ours.json"
     if [ -n "$model_flag" ]; then
       # HF eager, then torch.compile within its own budget (it keeps what it finished).
       step "hf_baseline" "$logs/hf.log" 120 "${HF_TIMEOUT:-300}" \
@@ -203,8 +219,11 @@ run() {
     # Our GEMM is a candidate only up to 256 rows: its variants run batch 1 (128 rows) alone.
     run_variants() {
       local variant
+      if [ ! -f "$logs/ours.json" ]; then  # nothing to compare them with
+        table+=("$(printf '%-24s skipped (no ours.json): %s' "gpu_bench variants" "${*%% *}")")
+        return 0
+      fi
       for variant in "$@"; do
-        [ -f "$logs/ours.json" ] || return 0  # nothing to compare them with
         local vname vbatches vflags
         read -r vname vbatches vflags <<< "$variant"
         local varlen_flag=""
@@ -260,9 +279,8 @@ run() {
     LD_LIBRARY_PATH="$ld" step "membw_bench" "$logs/membw_bench.log" 20 60 \
       .gpu/bin/membw_bench
   fi
+  summarize
   cat "$logs/compare.md" "$logs/goals.md" 2>/dev/null
-
-  tar -czf "$out/gpu_check_logs.tar.gz" -C "$logs" . 2>/dev/null
   echo
   echo "== GPU check summary ($(date -u +%FT%TZ), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
   for line in "${table[@]}"; do echo "$line"; done
