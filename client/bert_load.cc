@@ -100,6 +100,11 @@ namespace {
 using json = nlohmann::json;
 
 constexpr double kMaxDurationS = 3600;
+// Every call's record is kept (~100 bytes). An open loop schedules rate x (warm-up +
+// duration) calls whatever the server manages (the late ones are recorded as not sent), so
+// a mistyped rate would exhaust memory; a closed loop's calls are bounded by the server's
+// throughput.
+constexpr double kMaxScheduledCalls = 50e6;
 constexpr int kMaxPoolSize = 1'000'000;
 constexpr int64_t kMaxPoolTokens = 200'000'000;  // ~1 GB of synthetic text
 // A median send lag above this means the load generator, not the server, is behind.
@@ -535,6 +540,14 @@ int Main() {
   if (!(duration_s > 0 && duration_s <= kMaxDurationS) || !(warmup_s >= 0 && warmup_s <= 3600)) {
     return Usage(
         absl::StrCat("--duration_s must be in (0, ", kMaxDurationS, "], --warmup_s in [0, 3600]"));
+  }
+  for (const LoadStep& step : *steps) {
+    if (step.rate * (warmup_s + duration_s) > kMaxScheduledCalls) {
+      return Usage(absl::StrFormat(
+          "--rate=%g for %g s (warm-up included) schedules more than %g calls, whose records "
+          "(~100 bytes each) would take too much memory: lower the rate or --duration_s",
+          step.rate, warmup_s + duration_s, kMaxScheduledCalls));
+    }
   }
   const int channels = absl::GetFlag(FLAGS_channels);
   if (channels < 1 || channels > 256 || absl::GetFlag(FLAGS_timeout_ms) < 1 ||

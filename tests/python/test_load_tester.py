@@ -211,6 +211,7 @@ def test_an_unwritable_report_fails_before_the_first_step(server):
     (["--lengths=fixed:1"], "lengths"),
     (["--heads=cls"], "unknown head cls"),
     (["--duration_s=0"], "--duration_s"),
+    (["--rate=100000", "--duration_s=600"], "would take too much memory"),
     (["--input_file=/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
     (["--input_kind=ids"], "--input_kind"),
     (["--api=bidi"], "--api"),
