@@ -68,10 +68,11 @@ build() {
 unpack() {
   local name="$1"
   [ -f ".gpu/$name.tar.xz" ] || return 0
-  # Also when the tarball is newer than what an earlier call unpacked (a machine still warm).
+  # Also when the tarball is newer than what an earlier call unpacked (a machine still warm;
+  # -m: the unpacked files get the time of unpacking, not the archive's).
   if [ ! -e ".gpu/$name" ] || [ ".gpu/$name.tar.xz" -nt ".gpu/$name" ]; then
     rm -rf ".gpu/$name" "/tmp/gpu_check_$name"
-    mkdir -p "/tmp/gpu_check_$name" && tar -C "/tmp/gpu_check_$name" -xJf ".gpu/$name.tar.xz"
+    mkdir -p "/tmp/gpu_check_$name" && tar -C "/tmp/gpu_check_$name" -xmJf ".gpu/$name.tar.xz"
     ln -sfn "/tmp/gpu_check_$name/$name" ".gpu/$name" 2>/dev/null ||
       cp -r "/tmp/gpu_check_$name/$name" ".gpu/$name"
   fi
@@ -204,6 +205,9 @@ run() {
     LD_LIBRARY_PATH="$ld" step "gpu_bench (ours)" "$logs/ours.log" 40 240 \
       .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" --dtypes=fp16,bf16,fp32 --memory \
       --json="$logs/ours.json"
+    # Which dtype failed, if one did (the others' results are in ours.json).
+    [ -f "$logs/ours.log" ] &&
+      table[-1]="${table[-1]}  $(grep -o '^ours [a-z0-9]*: .*' "$logs/ours.log" | cut -c1-80 | paste -sd';')"
     if [ -n "$model_flag" ]; then
       # HF eager, then torch.compile within its own budget (it keeps what it finished).
       step "hf_baseline" "$logs/hf.log" 120 "${HF_TIMEOUT:-300}" \
