@@ -22,7 +22,10 @@
 // engine option of that name
 // (CudaEngineOptions; defaults as in serving). --outputs: what each Encode returns, the pooled
 // vectors (default) or every layer's output (encoder_outputs: what overlap_copies is for).
-// Each result line names the options it ran with.
+// Each result line names the options it ran with. --json gets every result so far, rewritten
+// after each one (so a run cut off by a timeout leaves a complete file); it is removed first,
+// so no earlier run's file survives. A dtype that fails (engine creation or an Encode) is
+// reported as "ours <dtype>: <status>" and the next dtype runs; the exit status is then 1.
 // --memory: first, the device memory of an fp16 engine with a 16384-token workspace (issue
 // 7's goal; bench/goals.py reads the line).
 // --profile: afterwards, fp16 at --profile_batches x --seq (and the variable-length batch when
@@ -45,6 +48,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "server/engine/cuda_engine.h"
 #include "server/engine/engine.h"
 #include "server/engine/engine_factory.h"
@@ -288,6 +293,10 @@ void WriteResultsJson(const std::string& path, const std::vector<Result>& result
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp);
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", tmp.c_str());
+      return;
+    }
     f << "[\n";
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
@@ -297,8 +306,14 @@ void WriteResultsJson(const std::string& path, const std::vector<Result>& result
         << ", \"wall_ms\": " << r.wall_ms << "}" << (i + 1 < results.size() ? "," : "") << "\n";
     }
     f << "]\n";
+    if (!f.flush()) {
+      std::fprintf(stderr, "cannot write %s\n", tmp.c_str());
+      return;
+    }
   }
-  std::rename(tmp.c_str(), path.c_str());
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::fprintf(stderr, "cannot rename %s to %s\n", tmp.c_str(), path.c_str());
+  }
 }
 
 // One dtype: every batch shape (and the variable-length batch), each result printed and
@@ -326,8 +341,12 @@ absl::Status BenchDType(const Options& o, const std::shared_ptr<const Model>& mo
     std::vector<double> gpu, wall;
     for (int i = 0; i < o.iters + 5; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
-      RETURN_IF_ERROR(engine->Encode(batch, sel, &out));
+      const absl::Status st = engine->Encode(batch, sel, &out);
       const auto t1 = std::chrono::steady_clock::now();
+      if (!st.ok()) {
+        return absl::Status(st.code(),
+                            absl::StrCat(shape, " batch ", lengths.size(), ": ", st.message()));
+      }
       if (i < 5) continue;  // warm-up (plans, clocks)
       gpu.push_back(timing->last_gpu_milliseconds());
       wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
@@ -429,6 +448,7 @@ int Run(const Options& o) {
 
   // A dtype that fails (engine creation or an Encode) is reported and the next one runs:
   // one failing path must not cost the others' numbers. The JSON holds every result so far.
+  if (!o.json.empty()) std::remove(o.json.c_str());
   std::vector<Result> results;
   bool failed = false;
   for (const std::string& name : o.dtypes) {

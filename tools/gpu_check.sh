@@ -138,12 +138,15 @@ run() {
   # compare.md and goals.md from whatever has run so far, and the logs' tarball (so that a
   # call cut off later still brings back a recent one).
   summarize() {
-    tar -czf "$out/gpu_check_logs.tar.gz" -C "$logs" . 2>/dev/null
-    [ -f "$logs/ours.json" ] || return 0
-    python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" "${variant_files[@]}" \
-      > "$logs/compare.md"
-    python3 bench/goals.py "$logs/ours.json" "$logs/hf.json" "$logs/ours.log" \
-      "${variant_files[@]}" > "$logs/goals.md"
+    if [ -f "$logs/ours.json" ]; then
+      python3 bench/compare.py "$logs/ours.json" "$logs/hf.json" "${variant_files[@]}" \
+        > "$logs/compare.md"
+      python3 bench/goals.py "$logs/ours.json" "$logs/hf.json" "$logs/ours.log" \
+        "${variant_files[@]}" > "$logs/goals.md"
+    fi
+    # Through a temporary name: a call killed while tar runs keeps the previous tarball.
+    tar -czf "$out/gpu_check_logs.tar.gz.tmp" -C "$logs" . 2>/dev/null &&
+      mv "$out/gpu_check_logs.tar.gz.tmp" "$out/gpu_check_logs.tar.gz"
   }
 
   # The random BERT-base weights (HF-saved, shared by both sides) and the variable-length
@@ -206,8 +209,10 @@ run() {
       .gpu/bin/gpu_bench $model_flag --varlen_file="$lengths" --dtypes=fp16,bf16,fp32 --memory \
       --json="$logs/ours.json"
     # Which dtype failed, if one did (the others' results are in ours.json).
+    local failed_dtypes=""
     [ -f "$logs/ours.log" ] &&
-      table[-1]="${table[-1]}  $(grep -o '^ours [a-z0-9]*: .*' "$logs/ours.log" | cut -c1-80 | paste -sd';')"
+      failed_dtypes=$(grep -o '^ours [a-z0-9]*: .*' "$logs/ours.log" | cut -c1-100 | paste -sd';')
+    [ -n "$failed_dtypes" ] && table[-1]="${table[-1]}  $failed_dtypes"
     if [ -n "$model_flag" ]; then
       # HF eager, then torch.compile within its own budget (it keeps what it finished).
       step "hf_baseline" "$logs/hf.log" 120 "${HF_TIMEOUT:-300}" \

@@ -29,8 +29,11 @@ packages=(
   nlohmann-json3-dev libopenblas-dev libutf8proc-dev prometheus-cpp-dev
   python3-venv curl unzip clang
 )
-# The aarch64 cross compiler: tests/python/test_portability.py compiles the CPU path with it.
-if [ "$want_tests" = 1 ]; then packages+=(g++-aarch64-linux-gnu); fi
+# The aarch64 cross compiler: tests/python/test_portability.py compiles the CPU path with it
+# (on an arm64 host the native g++ already answers to that name).
+if [ "$want_tests" = 1 ] && [ "$(dpkg --print-architecture)" != arm64 ]; then
+  packages+=(g++-aarch64-linux-gnu)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

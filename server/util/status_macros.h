@@ -2,6 +2,8 @@
 #ifndef BERT_SERVER_UTIL_STATUS_MACROS_H_
 #define BERT_SERVER_UTIL_STATUS_MACROS_H_
 
+#include <utility>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
