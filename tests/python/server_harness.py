@@ -46,6 +46,11 @@ def server_binary():
     return bin_path("server", "bert_server")
 
 
+# Relative tolerance of a decoded output tensor against float32 references, by DataType value
+# (float32, float16, bfloat16).
+DTYPE_TOL = {1: 1e-4, 2: 1e-2, 3: 3e-2}
+
+
 def decode(tensor):
     """A bert.v1.Tensor as a float32 numpy array."""
     pb2, _ = stubs()

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (TINY_MODEL, Server, decode, read_safetensors, rel_err,  # noqa
-                            stubs)
+from server_harness import (DTYPE_TOL, TINY_MODEL, Server, decode, read_safetensors,  # noqa
+                            rel_err, stubs)
 
 GOLDEN = read_safetensors(os.path.join(TINY_MODEL, "expected.safetensors"))
 SEQ = GOLDEN["input_word_ids"].shape[1]
 NUM_LAYERS = 4
-TOL = {1: 1e-4, 2: 1e-2, 3: 3e-2}  # by DataType value: float32, float16, bfloat16
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def unit(v):
 
 
 def check_result(pb2, result, i, heads, layers, padding, dtype, normalize):
-    tol = TOL[dtype]
+    tol = DTYPE_TOL[dtype]
     n = int(GOLDEN["input_mask"][i].sum())
     rows = SEQ if padding != pb2.PADDING_TRIM else n
     assert result.num_tokens == n
