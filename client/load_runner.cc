@@ -68,6 +68,7 @@ class LoadRunner::Step {
   StepResult TakeResult() {
     absl::MutexLock lock(&mu_);
     StepResult result;
+    result.summary = accumulator_.Summary();
     result.calls = std::move(records_);
     result.window_begin_ns = window_begin_ns_;
     result.window_end_ns = window_end_ns_;
@@ -160,7 +161,11 @@ class LoadRunner::Step {
     Finish(std::move(call));
   }
 
-  // Records a finished call; returns its index among the records (see SetCode).
+  // Finish's answer when calls are not kept.
+  static constexpr size_t kNotKept = static_cast<size_t>(-1);
+
+  // Counts a finished call; returns its index among the kept records (see Recode), or
+  // kNotKept.
   //
   // The call is freed before it counts as finished: a unary call's ClientContext holds a
   // reference to its channel, and once every call has finished, Run returns and its caller
@@ -175,16 +180,20 @@ class LoadRunner::Step {
     }
     call.reset();  // outside the lock
     absl::MutexLock lock(&mu_);
-    records_.push_back(record);
+    accumulator_.Add(record);
     --open_;
     if (spec_.concurrency > 0) freed_at_.push_back(record.done_ns);
+    if (!runner_->options_.keep_calls) return kNotKept;
+    records_.push_back(record);
     return records_.size() - 1;
   }
 
-  // Corrects the code of finished calls (a stream's final status arrives after them).
-  void SetCode(const std::vector<size_t>& records, int code) {
+  // Files finished calls under another status (a stream's final status arrives after its
+  // failed calls): `in_window` of them counted in the window, `kept` their records.
+  void Recode(int from, int to, int64_t in_window, const std::vector<size_t>& kept) {
     absl::MutexLock lock(&mu_);
-    for (size_t i : records) records_[i].code = code;
+    accumulator_.Recode(from, to, in_window);
+    for (size_t i : kept) records_[i].code = to;
   }
 
   LoadRunner* const runner_;
@@ -197,11 +206,12 @@ class LoadRunner::Step {
   absl::Mutex mu_;
   int open_ ABSL_GUARDED_BY(mu_) = 0;  // calls counted by the sender and not yet finished
   absl::flat_hash_set<InFlight*> in_flight_ ABSL_GUARDED_BY(mu_);  // sent, not answered
-  std::vector<CallRecord> records_ ABSL_GUARDED_BY(mu_);
-  std::deque<int64_t> freed_at_ ABSL_GUARDED_BY(mu_);  // closed loop: when slots freed
-  std::vector<std::unique_ptr<Stream>> streams_;       // stream mode: one per channel
-  int open_streams_ ABSL_GUARDED_BY(mu_) = 0;          // streams whose OnDone has not run
-  std::atomic<int> dead_streams_{0};                   // streams that ended (Stream::End)
+  StepAccumulator accumulator_ ABSL_GUARDED_BY(mu_);
+  std::vector<CallRecord> records_ ABSL_GUARDED_BY(mu_);  // with keep_calls
+  std::deque<int64_t> freed_at_ ABSL_GUARDED_BY(mu_);     // closed loop: when slots freed
+  std::vector<std::unique_ptr<Stream>> streams_;          // stream mode: one per channel
+  int open_streams_ ABSL_GUARDED_BY(mu_) = 0;             // streams whose OnDone has not run
+  std::atomic<int> dead_streams_{0};                      // streams that ended (Stream::End)
 };
 
 // One EmbedStream. Calls are written one at a time in the order Send gives them; answers
@@ -252,11 +262,7 @@ class LoadRunner::Step::Stream final
       }
     }
     if (failed) {
-      raw->record.done_ns = step_->Now();
-      raw->record.code = static_cast<int>(grpc::StatusCode::UNAVAILABLE);
-      const size_t record = step_->Finish(std::unique_ptr<InFlight>(raw));
-      absl::MutexLock lock(&mu_);
-      failed_.push_back(record);
+      FailCall(raw);
     } else if (write != nullptr) {
       StartWrite(write);
     }
@@ -343,12 +349,14 @@ class LoadRunner::Step::Stream final
     FailUnanswered();
     // The calls failed when the read side ended get the stream's own status, now known.
     if (!status.ok()) {
-      std::vector<size_t> failed;
+      int64_t in_window;
+      std::vector<size_t> kept;
       {
         absl::MutexLock lock(&mu_);
-        failed = failed_;
+        in_window = failed_in_window_;
+        kept = failed_kept_;
       }
-      step_->SetCode(failed, static_cast<int>(status.error_code()));
+      step_->Recode(kUnknownEnd, static_cast<int>(status.error_code()), in_window, kept);
     }
     absl::MutexLock lock(&step_->mu_);
     --step_->open_streams_;
@@ -372,14 +380,23 @@ class LoadRunner::Step::Stream final
       absl::MutexLock lock(&mu_);
       unanswered.swap(unanswered_);
     }
-    for (InFlight* call : unanswered) {
-      call->record.done_ns = step_->Now();
-      call->record.code = static_cast<int>(grpc::StatusCode::UNAVAILABLE);
-      const size_t record = step_->Finish(std::unique_ptr<InFlight>(call));
-      absl::MutexLock lock(&mu_);
-      failed_.push_back(record);
-    }
+    for (InFlight* call : unanswered) FailCall(call);
   }
+
+  // Fails a call because the stream has ended, with kUnknownEnd until OnDone knows why.
+  void FailCall(InFlight* call) {
+    CallRecord& r = call->record;
+    r.done_ns = step_->Now();
+    r.code = kUnknownEnd;
+    const bool in_window = InWindow(r, step_->window_begin_ns_, step_->window_end_ns_);
+    const size_t kept = step_->Finish(std::unique_ptr<InFlight>(call));
+    absl::MutexLock lock(&mu_);
+    failed_in_window_ += in_window ? 1 : 0;
+    if (kept != kNotKept) failed_kept_.push_back(kept);
+  }
+
+  // The code of a call failed by the stream's end while the stream's status is unknown.
+  static constexpr int kUnknownEnd = static_cast<int>(grpc::StatusCode::UNAVAILABLE);
 
   Step* const step_;
   v1::BertService::Stub* const stub_;
@@ -393,8 +410,10 @@ class LoadRunner::Step::Stream final
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
-  // Records of the calls failed because the stream ended (their code awaits its status).
-  std::vector<size_t> failed_ ABSL_GUARDED_BY(mu_);
+  // The calls failed because the stream ended (their code awaits its status): how many in
+  // the window, and the kept records'.
+  int64_t failed_in_window_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<size_t> failed_kept_ ABSL_GUARDED_BY(mu_);
 };
 
 LoadRunner::Step::Step(LoadRunner* runner, const LoadStep& spec)
@@ -403,7 +422,8 @@ LoadRunner::Step::Step(LoadRunner* runner, const LoadStep& spec)
       start_(Clock::now()),
       window_begin_ns_(runner->options_.warmup.count()),
       window_end_ns_(window_begin_ns_ + runner->options_.duration.count()),
-      timeout_ns_(std::chrono::nanoseconds(runner->options_.timeout).count()) {
+      timeout_ns_(std::chrono::nanoseconds(runner->options_.timeout).count()),
+      accumulator_(window_begin_ns_, window_end_ns_) {
   if (runner->options_.stream) {
     // Open long enough for the step, its last deadlines and a margin; Drain cancels
     // streams that outlive that.

@@ -49,11 +49,17 @@ struct LoadOptions {
   bool stream = false;
   // How long after the last deadline Drain waits before cancelling what is still open.
   std::chrono::milliseconds drain_grace{std::chrono::seconds(10)};
+  // Keep every call's record (~100 bytes each) in StepResult::calls, e.g. to write them
+  // out. Without it a step's memory does not grow with its length: the summary is built
+  // as calls finish.
+  bool keep_calls = false;
 };
 
-// The calls of one step and its measured window (after the warm-up), in the records'
-// time base.
+// One step: the summary of its calls over its measured window (after the warm-up), and,
+// with LoadOptions::keep_calls, the calls themselves (in the order they finished; times in
+// nanoseconds since the step began, like the window's).
 struct StepResult {
+  StepSummary summary;
   std::vector<CallRecord> calls;
   int64_t window_begin_ns = 0;
   int64_t window_end_ns = 0;

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
+#include <limits>
 
 namespace bert {
 namespace {
@@ -10,73 +10,131 @@ namespace {
 constexpr int kOk = 0;
 constexpr int kDeadlineExceeded = 4;  // grpc::StatusCode::DEADLINE_EXCEEDED
 
-double NsToMs(int64_t ns) { return static_cast<double>(ns) * 1e-6; }
-double UsToMs(int64_t us) { return static_cast<double>(us) * 1e-3; }
+// LatencyHistogram's layout: durations below 2^kSubBits ns have a bucket each; each power
+// of two above is split into 2^(kSubBits - 1) buckets.
+constexpr int kSubBits = 11;
+constexpr int64_t kExactBelow = int64_t{1} << kSubBits;  // 2,048 ns
+constexpr int64_t kPerOctave = kExactBelow / 2;          // 1,024 buckets
+
+double NsToMs(double ns) { return ns * 1e-6; }
+
+// Saturates instead of overflowing on a nonsensical server timing.
+int64_t UsToNs(int64_t us) {
+  constexpr int64_t kMaxUs = std::numeric_limits<int64_t>::max() / 1000;
+  return std::min(us, kMaxUs) * 1000;
+}
 
 }  // namespace
 
-LatencySummary Summarize(std::vector<double> values_ms) {
+size_t LatencyHistogram::BucketOf(int64_t ns) {
+  if (ns < kExactBelow) return static_cast<size_t>(std::max<int64_t>(ns, 0));
+  // ns lies in [2^e, 2^(e+1)) with e >= kSubBits; its top kSubBits bits pick the bucket.
+  const int e = 63 - __builtin_clzll(static_cast<unsigned long long>(ns));
+  const int64_t top = ns >> (e - kSubBits + 1);  // in [kPerOctave, kExactBelow)
+  return static_cast<size_t>(kExactBelow + (e - kSubBits) * kPerOctave + (top - kPerOctave));
+}
+
+void LatencyHistogram::Add(int64_t ns) {
+  ns = std::max<int64_t>(ns, 0);
+  const size_t i = BucketOf(ns);
+  if (i >= buckets_.size()) {
+    // Up to the end of i's power of two, allocated exactly (a few dozen growths at most).
+    constexpr size_t kExact = kExactBelow, kOctave = kPerOctave;
+    const size_t end = i < kExact ? kExact : kExact + ((i - kExact) / kOctave + 1) * kOctave;
+    buckets_.reserve(end);
+    buckets_.resize(end);
+  }
+  ++buckets_[i].count;
+  buckets_[i].sum_ns += static_cast<double>(ns);
+  ++count_;
+  sum_ns_ += static_cast<double>(ns);
+  max_ns_ = std::max(max_ns_, ns);
+}
+
+double LatencyHistogram::PercentileNs(double q) const {
+  const int64_t rank =
+      std::max<int64_t>(static_cast<int64_t>(std::ceil(q * static_cast<double>(count_))), 1);
+  int64_t seen = 0;
+  for (const Bucket& b : buckets_) {
+    seen += b.count;
+    if (seen >= rank) return b.sum_ns / static_cast<double>(b.count);
+  }
+  return static_cast<double>(max_ns_);  // not reached while count_ > 0
+}
+
+LatencySummary LatencyHistogram::Summary() const {
   LatencySummary s;
-  s.count = static_cast<int64_t>(values_ms.size());
-  if (values_ms.empty()) return s;
-  std::sort(values_ms.begin(), values_ms.end());
-  const auto rank = [&](double q) {
-    // Nearest rank: the smallest value with at least q of the values at or below it.
-    const size_t k = static_cast<size_t>(std::ceil(q * static_cast<double>(values_ms.size())));
-    return values_ms[std::max<size_t>(k, 1) - 1];
-  };
-  s.mean = std::accumulate(values_ms.begin(), values_ms.end(), 0.0) / values_ms.size();
-  s.p50 = rank(0.50);
-  s.p90 = rank(0.90);
-  s.p99 = rank(0.99);
-  s.p999 = rank(0.999);
-  s.max = values_ms.back();
+  s.count = count_;
+  if (count_ == 0) return s;
+  s.mean = NsToMs(sum_ns_ / static_cast<double>(count_));
+  s.p50 = NsToMs(PercentileNs(0.50));
+  s.p90 = NsToMs(PercentileNs(0.90));
+  s.p99 = NsToMs(PercentileNs(0.99));
+  s.p999 = NsToMs(PercentileNs(0.999));
+  s.max = NsToMs(static_cast<double>(max_ns_));
+  return s;
+}
+
+StepAccumulator::StepAccumulator(int64_t window_begin_ns, int64_t window_end_ns)
+    : window_begin_ns_(window_begin_ns), window_end_ns_(window_end_ns) {}
+
+void StepAccumulator::Add(const CallRecord& c) {
+  if (c.code == kOk && c.done_ns >= window_begin_ns_ && c.done_ns < window_end_ns_) {
+    ++arrived_;
+    arrived_inputs_ += c.inputs;
+    arrived_tokens_ += c.tokens;
+  }
+  if (!InWindow(c, window_begin_ns_, window_end_ns_)) return;
+  ++counts_.calls;
+  latency_all_.Add(c.done_ns - c.intended_ns);
+  if (c.sent_ns >= 0) send_lag_.Add(c.sent_ns - c.intended_ns);
+  if (c.code != kOk) {
+    ++counts_.errors[c.code];
+    if (c.sent_ns < 0 && c.code == kDeadlineExceeded) ++counts_.not_sent;
+    return;
+  }
+  ++counts_.ok;
+  latency_.Add(c.done_ns - c.intended_ns);
+  service_.Add(c.done_ns - c.sent_ns);
+  server_total_.Add(UsToNs(c.server_total_us));
+  server_tokenize_.Add(UsToNs(c.server_tokenize_us));
+  server_queue_.Add(UsToNs(c.server_queue_us));
+  server_inference_.Add(UsToNs(c.server_inference_us));
+}
+
+void StepAccumulator::Recode(int from, int to, int64_t n) {
+  if (n <= 0 || from == to) return;
+  auto it = counts_.errors.find(from);
+  n = std::min(n, it == counts_.errors.end() ? 0 : it->second);
+  if (n == 0) return;
+  if ((it->second -= n) == 0) counts_.errors.erase(it);
+  counts_.errors[to] += n;
+}
+
+StepSummary StepAccumulator::Summary() const {
+  StepSummary s = counts_;
+  s.window_s = static_cast<double>(window_end_ns_ - window_begin_ns_) * 1e-9;
+  if (s.window_s > 0) {
+    s.requests_per_s = arrived_ / s.window_s;
+    s.sequences_per_s = arrived_inputs_ / s.window_s;
+    s.tokens_per_s = arrived_tokens_ / s.window_s;
+  }
+  s.latency = latency_.Summary();
+  s.latency_all = latency_all_.Summary();
+  s.service = service_.Summary();
+  s.send_lag = send_lag_.Summary();
+  s.server_total = server_total_.Summary();
+  s.server_tokenize = server_tokenize_.Summary();
+  s.server_queue = server_queue_.Summary();
+  s.server_inference = server_inference_.Summary();
   return s;
 }
 
 StepSummary SummarizeStep(const std::vector<CallRecord>& calls, int64_t window_begin_ns,
                           int64_t window_end_ns) {
-  StepSummary s;
-  s.window_s = static_cast<double>(window_end_ns - window_begin_ns) * 1e-9;
-  std::vector<double> latency, latency_all, service, lag, total, tokenize, queue, inference;
-  int64_t arrived = 0, arrived_inputs = 0, arrived_tokens = 0;
-  for (const CallRecord& c : calls) {
-    if (c.code == kOk && c.done_ns >= window_begin_ns && c.done_ns < window_end_ns) {
-      ++arrived;
-      arrived_inputs += c.inputs;
-      arrived_tokens += c.tokens;
-    }
-    if (!InWindow(c, window_begin_ns, window_end_ns)) continue;
-    ++s.calls;
-    latency_all.push_back(NsToMs(c.done_ns - c.intended_ns));
-    if (c.sent_ns >= 0) lag.push_back(NsToMs(c.sent_ns - c.intended_ns));
-    if (c.code != kOk) {
-      ++s.errors[c.code];
-      if (c.sent_ns < 0 && c.code == kDeadlineExceeded) ++s.not_sent;
-      continue;
-    }
-    ++s.ok;
-    latency.push_back(NsToMs(c.done_ns - c.intended_ns));
-    service.push_back(NsToMs(c.done_ns - c.sent_ns));
-    total.push_back(UsToMs(c.server_total_us));
-    tokenize.push_back(UsToMs(c.server_tokenize_us));
-    queue.push_back(UsToMs(c.server_queue_us));
-    inference.push_back(UsToMs(c.server_inference_us));
-  }
-  if (s.window_s > 0) {
-    s.requests_per_s = arrived / s.window_s;
-    s.sequences_per_s = arrived_inputs / s.window_s;
-    s.tokens_per_s = arrived_tokens / s.window_s;
-  }
-  s.latency = Summarize(std::move(latency));
-  s.latency_all = Summarize(std::move(latency_all));
-  s.service = Summarize(std::move(service));
-  s.send_lag = Summarize(std::move(lag));
-  s.server_total = Summarize(std::move(total));
-  s.server_tokenize = Summarize(std::move(tokenize));
-  s.server_queue = Summarize(std::move(queue));
-  s.server_inference = Summarize(std::move(inference));
-  return s;
+  StepAccumulator accumulator(window_begin_ns, window_end_ns);
+  for (const CallRecord& c : calls) accumulator.Add(c);
+  return accumulator.Summary();
 }
 
 }  // namespace bert

@@ -12,9 +12,11 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -140,19 +142,68 @@ TEST(MakeRequests, TakesThePoolInOrderAndWraps) {
 
 // ---- Statistics ----
 
-TEST(Summarize, NearestRankPercentiles) {
-  std::vector<double> values;
-  for (int i = 100; i >= 1; --i) values.push_back(i);
-  const LatencySummary s = Summarize(values);
+int64_t Ms(double ms) { return static_cast<int64_t>(ms * 1e6); }
+
+TEST(LatencyHistogram, NearestRankPercentiles) {
+  LatencyHistogram h;
+  for (int i = 100; i >= 1; --i) h.Add(Ms(i));
+  const LatencySummary s = h.Summary();
   EXPECT_EQ(s.count, 100);
   EXPECT_DOUBLE_EQ(s.mean, 50.5);
+  // Each value has a bucket of its own here, so the percentiles are exact.
   EXPECT_DOUBLE_EQ(s.p50, 50);
   EXPECT_DOUBLE_EQ(s.p90, 90);
   EXPECT_DOUBLE_EQ(s.p99, 99);
   EXPECT_DOUBLE_EQ(s.p999, 100);
   EXPECT_DOUBLE_EQ(s.max, 100);
-  EXPECT_EQ(Summarize({}).count, 0);
-  EXPECT_DOUBLE_EQ(Summarize({4.0}).p50, 4.0);
+  EXPECT_EQ(LatencyHistogram().Summary().count, 0);
+  LatencyHistogram one;
+  one.Add(Ms(4));
+  EXPECT_DOUBLE_EQ(one.Summary().p50, 4.0);
+}
+
+TEST(LatencyHistogram, SmallDurationsAreExactAndNegativeOnesCountAsZero) {
+  LatencyHistogram h;
+  for (int64_t ns = 0; ns < 2048; ++ns) h.Add(ns);
+  h.Add(-5);
+  const LatencySummary s = h.Summary();
+  EXPECT_EQ(s.count, 2049);
+  // Nearest rank over 0, 0, 1, 2, ..., 2047.
+  EXPECT_DOUBLE_EQ(s.p50, 1023 * 1e-6);
+  EXPECT_DOUBLE_EQ(s.p90, 1843 * 1e-6);
+  EXPECT_DOUBLE_EQ(s.max, 2047 * 1e-6);
+}
+
+TEST(LatencyHistogram, PercentilesAreWithinATenthOfAPercentOfTheExactOnes) {
+  // Log-uniform from 1 us to 60 s: every bucket width the histogram has in that range.
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> log10_ns(3, std::log10(60e9));
+  std::vector<int64_t> values;
+  LatencyHistogram h;
+  double sum = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const int64_t ns = static_cast<int64_t>(std::pow(10, log10_ns(rng)));
+    values.push_back(ns);
+    h.Add(ns);
+    sum += ns;
+  }
+  std::sort(values.begin(), values.end());
+  const auto exact_ms = [&](double q) {
+    const size_t rank = static_cast<size_t>(std::ceil(q * values.size()));
+    return values[std::max<size_t>(rank, 1) - 1] * 1e-6;
+  };
+  const LatencySummary s = h.Summary();
+  EXPECT_EQ(s.count, 200000);
+  EXPECT_NEAR(s.mean, sum / values.size() * 1e-6, 1e-9 * s.mean);
+  EXPECT_DOUBLE_EQ(s.max, values.back() * 1e-6);
+  for (const auto& [q, got] :
+       {std::pair{0.5, s.p50}, {0.9, s.p90}, {0.99, s.p99}, {0.999, s.p999}}) {
+    EXPECT_NEAR(got, exact_ms(q), exact_ms(q) / 1024) << "q " << q;
+  }
+  // Its memory is bounded by the range of the durations, not their number.
+  EXPECT_LE(h.memory_bytes(), 512u << 10);
+  h.Add(std::numeric_limits<int64_t>::max());
+  EXPECT_LE(h.memory_bytes(), 1u << 20);
 }
 
 CallRecord Call(int64_t intended_ms, int64_t sent_ms, int64_t done_ms, int code = 0) {
@@ -201,6 +252,22 @@ TEST(SummarizeStep, CountsByIntentLatencyFromIntentThroughputByArrival) {
   EXPECT_EQ(s.send_lag.count, 4);  // the unsent call has no lag
   EXPECT_DOUBLE_EQ(s.server_inference.p50, 3);
   EXPECT_DOUBLE_EQ(s.server_queue.mean, 1);
+}
+
+TEST(StepAccumulator, RecodeMovesFailedCallsOfTheWindowToAnotherStatus) {
+  StepAccumulator a(0, Ms(1000));
+  for (int i = 0; i < 3; ++i) a.Add(Call(100 + i, 100 + i, 200, /*UNAVAILABLE*/ 14));
+  a.Add(Call(300, 300, 310));
+  a.Recode(14, /*ABORTED*/ 10, 2);
+  StepSummary s = a.Summary();
+  EXPECT_EQ(s.calls, 4);
+  EXPECT_EQ(s.ok, 1);
+  EXPECT_EQ((std::map<int, int64_t>(s.errors)), (std::map<int, int64_t>{{10, 2}, {14, 1}}));
+  // Never more than were filed under the first status.
+  a.Recode(14, 10, 5);
+  a.Recode(8, 10, 1);
+  s = a.Summary();
+  EXPECT_EQ((std::map<int, int64_t>(s.errors)), (std::map<int, int64_t>{{10, 3}}));
 }
 
 // ---- /metrics ----
@@ -397,8 +464,33 @@ class FakeBertService final : public v1::BertService::Service {
   absl::Mutex serial_mu_;
 };
 
+void ExpectSameLatencies(const LatencySummary& a, const LatencySummary& b) {
+  EXPECT_EQ(a.count, b.count);
+  EXPECT_DOUBLE_EQ(a.mean, b.mean);
+  EXPECT_DOUBLE_EQ(a.p50, b.p50);
+  EXPECT_DOUBLE_EQ(a.p99, b.p99);
+  EXPECT_DOUBLE_EQ(a.max, b.max);
+}
+
+// The summary the runner built as calls finished; where the calls were kept, checked
+// against one built from them after the step (streams' calls are re-coded in between).
 StepSummary Summary(const StepResult& result) {
-  return SummarizeStep(result.calls, result.window_begin_ns, result.window_end_ns);
+  const StepSummary& s = result.summary;
+  if (!result.calls.empty()) {
+    const StepSummary again =
+        SummarizeStep(result.calls, result.window_begin_ns, result.window_end_ns);
+    EXPECT_EQ(s.calls, again.calls);
+    EXPECT_EQ(s.ok, again.ok);
+    EXPECT_EQ(s.not_sent, again.not_sent);
+    EXPECT_EQ((std::map<int, int64_t>(s.errors)), (std::map<int, int64_t>(again.errors)));
+    EXPECT_DOUBLE_EQ(s.requests_per_s, again.requests_per_s);
+    ExpectSameLatencies(s.latency, again.latency);
+    ExpectSameLatencies(s.latency_all, again.latency_all);
+    ExpectSameLatencies(s.service, again.service);
+    ExpectSameLatencies(s.send_lag, again.send_lag);
+    ExpectSameLatencies(s.server_inference, again.server_inference);
+  }
+  return s;
 }
 
 int64_t Failed(const StepSummary& s) {
@@ -442,7 +534,9 @@ class LoadRunnerTest : public ::testing::Test {
   }
   void TearDown() override { server_->Shutdown(); }
 
+  // Keeps the calls (keep_calls_) so that the tests can look at each.
   LoadRunner MakeRunner(LoadOptions options, int channels = 2) {
+    options.keep_calls = keep_calls_;
     std::vector<std::unique_ptr<v1::BertService::Stub>> stubs;
     for (int i = 0; i < channels; ++i) {
       stubs.push_back(v1::BertService::NewStub(connection_->NewChannel(i)));
@@ -457,7 +551,26 @@ class LoadRunnerTest : public ::testing::Test {
   FakeBertService service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Connection> connection_;
+  bool keep_calls_ = true;
 };
+
+TEST_F(LoadRunnerTest, WithoutKeepCallsOnlyTheSummaryIsReturned) {
+  keep_calls_ = false;
+  LoadOptions options;
+  options.warmup = milliseconds(100);
+  options.duration = milliseconds(400);
+  absl::StatusOr<StepResult> result = MakeRunner(options).Run(Closed(2), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->calls.empty());
+  const StepSummary& s = result->summary;
+  EXPECT_TRUE(s.errors.empty());
+  EXPECT_GT(s.ok, 10);                   // 2 in flight, 10 ms each, 0.4 s: ~80 on an idle machine
+  EXPECT_LT(s.ok, service_.answered());  // the warm-up's calls are not in the window
+  EXPECT_EQ(s.latency.count, s.ok);
+  EXPECT_GE(s.latency.p50, 10.0);
+  EXPECT_DOUBLE_EQ(s.server_inference.p50, 10.0);
+  EXPECT_DOUBLE_EQ(s.tokens_per_s, 10 * s.requests_per_s);
+}
 
 TEST_F(LoadRunnerTest, ClosedLoopKeepsExactlyConcurrencyInFlight) {
   LoadOptions options;
@@ -652,17 +765,22 @@ TEST_F(LoadRunnerTest, StreamErrorsPerMessageAreCounted) {
 TEST_F(LoadRunnerTest, AStreamThatEndsFailsItsCallsAndTheStepEnds) {
   service_.delay = milliseconds(1);
   service_.stream_end_after = 3;
-  const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<StepResult> result =
-      MakeRunner(StreamOptions(milliseconds(500)), /*channels=*/1).Run(Open(100, false), nullptr);
-  const auto took = std::chrono::steady_clock::now() - start;
-  ASSERT_TRUE(result.ok()) << result.status();
-  const StepSummary s = Summary(*result);
-  EXPECT_EQ(s.calls, 50);
-  EXPECT_EQ(s.ok, 3);
-  // The stream's own status reaches the calls it failed, those sent after it ended too.
-  EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::ABORTED)), 47);
-  EXPECT_LT(took, std::chrono::seconds(5));
+  for (const bool keep : {true, false}) {
+    SCOPED_TRACE(keep ? "calls kept" : "calls not kept");
+    keep_calls_ = keep;
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<StepResult> result =
+        MakeRunner(StreamOptions(milliseconds(500)), /*channels=*/1).Run(Open(100, false), nullptr);
+    const auto took = std::chrono::steady_clock::now() - start;
+    ASSERT_TRUE(result.ok()) << result.status();
+    const StepSummary s = Summary(*result);
+    EXPECT_EQ(s.calls, 50);
+    EXPECT_EQ(s.ok, 3);
+    // The stream's own status reaches the calls it failed, those sent after it ended too.
+    EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::ABORTED)), 47);
+    EXPECT_EQ(s.errors.size(), 1u);
+    EXPECT_LT(took, std::chrono::seconds(5));
+  }
 }
 
 TEST_F(LoadRunnerTest, CallsQueuedOnAStreamThatEndsFailToo) {

@@ -34,6 +34,9 @@ packages=(
 if [ "$want_tests" = 1 ] && [ "$(dpkg --print-architecture)" != arm64 ]; then
   packages+=(g++-aarch64-linux-gnu)
 fi
+# GNU time: bench/load_tester_memory.py (and its dry run in the tests) reads peak memory
+# with it.
+if [ "$want_tests" = 1 ]; then packages+=(time); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,6 @@
 """Benchmark tools that run without a GPU: bench/compare.py (the table the GPU check prints:
-ours vs Hugging Face, plus variants) and bench/gelu_fp16_emulation.py."""
+ours vs Hugging Face, plus variants), bench/gelu_fp16_emulation.py, bench/goals.py, and dry
+runs of bench/serving_vs_engine.py and bench/load_tester_memory.py."""
 import importlib.util
 import json
 import pathlib
@@ -188,3 +189,20 @@ def test_serving_vs_engine_dry_run_on_the_cpu(tmp_path):
     assert best > 0
     assert f"= {best / 1000:.2f} of it" in r.stdout
     assert ("MET" if best >= 800 else "MISSED") in r.stdout
+
+
+def test_load_tester_memory_dry_run(tmp_path):
+    """bench/load_tester_memory.py for one short step: its table has a row per binary."""
+    from repo_paths import bin_path
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "load_tester_memory.py"),
+         "--bert_load", f"a={bin_path('client', 'bert_load')}",
+         "--bert_load", f"b={bin_path('client', 'bert_load')}", "--durations", "1",
+         "--concurrency", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| a ")
+            or line.startswith("| b ")]
+    assert [c[0].strip() for c in rows] == ["a", "b"]
+    for cells in rows:
+        assert int(cells[2].replace(",", "")) > 0  # calls in the window
+        assert float(cells[3]) > 5  # peak RSS in MB: a gRPC client takes more than this

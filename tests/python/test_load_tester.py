@@ -211,7 +211,8 @@ def test_an_unwritable_report_fails_before_the_first_step(server):
     (["--lengths=fixed:1"], "lengths"),
     (["--heads=cls"], "unknown head cls"),
     (["--duration_s=0"], "--duration_s"),
-    (["--rate=100000", "--duration_s=600"], "would take too much memory"),
+    (["--rate=100000", "--duration_s=600", "--csv_out=/nonexistent/calls.csv"],
+     "would take too much memory"),
     (["--input_file=/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
     (["--input_kind=ids"], "--input_kind"),
     (["--api=bidi"], "--api"),
@@ -227,4 +228,12 @@ def test_bad_flags_exit_2_with_a_message(args, message):
 def test_unreachable_server_exits_1():
     r = bert_load("--server=127.0.0.1:1", "--duration_s=1", timeout=60)
     assert r.returncode == 1
+    assert "cannot reach 127.0.0.1:1: UNAVAILABLE" in r.stderr
+
+
+def test_a_long_fast_schedule_is_accepted_without_csv():
+    # Without --csv_out no call is kept, so memory does not bound the schedule: the run gets
+    # as far as connecting.
+    r = bert_load("--server=127.0.0.1:1", "--rate=100000", "--duration_s=600", timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
     assert "cannot reach 127.0.0.1:1: UNAVAILABLE" in r.stderr
