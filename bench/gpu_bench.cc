@@ -5,26 +5,21 @@
 //
 //   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
-//             [--cuda_graphs=true|false] [--max_graph_rows=4096] [--fused_gelu=true|false]
-//             [--gemm_autotune=true|false] [--custom_gemm=true|false] [--pdl=true|false]
-//             [--attention_double_buffer=true|false]
-//             [--residual_in_gemm=true|false]
-//             [--overlap_copies=true|false] [--outputs=pooled|layers] [--profile]
+//             [--<CUDA tuning flag>=VALUE ...] [--outputs=pooled|layers] [--profile]
 //             [--profile_batches=1,128] [--memory]
 //
 // --model_dir loads a Hugging Face BERT directory (bench/hf_baseline.py --save_model writes
 // one, so both sides use the same random weights); without it, RandomModel(BertBase, 1).
 // --varlen_file: one sequence length per line (bench/hf_baseline.py --write_lengths).
-// --cuda_graphs (default true): the engine's CUDA-graph cache (warm-up includes the capture),
-// for batches of at most --max_graph_rows rows. --fused_gelu, --gemm_autotune, --custom_gemm,
-// --residual_in_gemm, --overlap_copies: the engine options of the same names; --pdl: the
-// engine option programmatic_launch (server flag --cuda_pdl); --attention_double_buffer: the
-// engine option of that name
-// (CudaEngineOptions; defaults as in serving). --outputs: what each Encode returns, the pooled
-// vectors (default) or every layer's output (encoder_outputs: what overlap_copies is for).
-// Each result line names the options it ran with. --json gets every result so far, rewritten
-// after each one (so a run cut off by a timeout leaves a complete file); it is removed first,
-// so no earlier run's file survives. A dtype that fails (engine creation or an Encode) is
+// The CUDA tuning flags are bert_server's, with its defaults (CudaTuningSwitches in
+// server/engine/cuda_engine.h): --cuda_graphs, --cuda_graph_max_rows, --fused_gelu,
+// --gemm_autotune, --custom_gemm, --cuda_pdl, --cuda_attention_double_buffer,
+// --residual_in_gemm, --cuda_overlap_copies; with graphs, warm-up includes the capture.
+// --outputs: what each Encode returns, the pooled vectors (default) or every layer's output
+// (encoder_outputs: what --cuda_overlap_copies is for). Each result line names the flags it
+// ran with that differ from the defaults ("defaults" if none). --json gets every result so far,
+// rewritten after each one (so a run cut off by a timeout leaves a complete file); it is removed
+// first, so no earlier run's file survives. A dtype that fails (engine creation or an Encode) is
 // reported as "ours <dtype>: <status>" and the next dtype runs; the exit status is then 1.
 // --memory: first, the device memory of an fp16 engine with a 16384-token workspace (issue
 // 7's goal; bench/goals.py reads the line).
@@ -86,8 +81,6 @@ std::vector<std::string> Split(const std::string& s) {
   return out;
 }
 
-bool ParseBool(const std::string& v) { return v != "false" && v != "0"; }
-
 bool ParseFlags(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -110,24 +103,6 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->iters = std::atoi(v);
     } else if (const char* v = value("json")) {
       o->json = v;
-    } else if (const char* v = value("cuda_graphs")) {
-      o->engine.cuda_graphs = ParseBool(v);
-    } else if (const char* v = value("max_graph_rows")) {
-      o->engine.max_graph_rows = std::atoi(v);
-    } else if (const char* v = value("fused_gelu")) {
-      o->engine.fused_gelu = ParseBool(v);
-    } else if (const char* v = value("gemm_autotune")) {
-      o->engine.gemm_autotune = ParseBool(v);
-    } else if (const char* v = value("custom_gemm")) {
-      o->engine.custom_gemm = ParseBool(v);
-    } else if (const char* v = value("pdl")) {
-      o->engine.programmatic_launch = ParseBool(v);
-    } else if (const char* v = value("attention_double_buffer")) {
-      o->engine.attention_double_buffer = ParseBool(v);
-    } else if (const char* v = value("residual_in_gemm")) {
-      o->engine.residual_in_gemm = ParseBool(v);
-    } else if (const char* v = value("overlap_copies")) {
-      o->engine.overlap_copies = ParseBool(v);
     } else if (const char* v = value("outputs")) {
       if (std::string(v) != "pooled" && std::string(v) != "layers") {
         std::fprintf(stderr, "--outputs: pooled or layers\n");
@@ -141,6 +116,13 @@ bool ParseFlags(int argc, char** argv, Options* o) {
     } else if (const char* v = value("profile_batches")) {
       o->profile_batches.clear();
       for (const std::string& b : Split(v)) o->profile_batches.push_back(std::atoi(b.c_str()));
+    } else if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      // The engine's tuning switches, by the server's flag names (CudaTuningSwitches).
+      const absl::Status status = SetCudaTuning(a.substr(2, eq - 2), a.substr(eq + 1), &o->engine);
+      if (!status.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
+        return false;
+      }
     } else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
       return false;
@@ -157,18 +139,15 @@ CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
 }
 
 // "graphs<=4096 gelu=fused autotune=on": the options a result ran with.
+// The options a result ran with: the tuning switches that differ from the serving
+// defaults, as the server flags that set them.
 std::string Describe(const Options& o) {
-  const std::string graphs = o.engine.cuda_graphs
-                                 ? "graphs<=" + std::to_string(o.engine.max_graph_rows)
-                                 : std::string("graphs=off");
-  return graphs + " gelu=" + (o.engine.fused_gelu ? "fused" : "exact") +
-         " autotune=" + (o.engine.gemm_autotune ? "on" : "off") +
-         (o.engine.custom_gemm ? " custom_gemm=on" : "") +
-         (o.engine.programmatic_launch ? " pdl=on" : "") +
-         (o.engine.attention_double_buffer ? " attention=double_buffer" : "") +
-         (o.engine.residual_in_gemm ? " residual=gemm" : "") +
-         (o.engine.overlap_copies ? "" : " copies=serial") +
-         (o.all_layers ? " outputs=layers" : "");
+  std::string text;
+  for (const auto& [flag, value] : CudaTuningValues(o.engine, /*only_changed=*/true)) {
+    text += (text.empty() ? "--" : " --") + flag + "=" + value;
+  }
+  if (text.empty()) text = "defaults";
+  return o.all_layers ? text + " outputs=layers" : text;
 }
 
 double Median(std::vector<double> v) {

@@ -18,8 +18,10 @@
 #include <string>
 #include <thread>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -35,6 +37,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "server/core/pipeline.h"
+#include "server/engine/cuda_engine.h"
 #include "server/engine/engine_factory.h"
 #include "server/engine/model.h"
 #include "server/grpc/bert_service.h"
@@ -44,6 +47,7 @@
 #include "server/util/available_cores.h"
 #include "server/util/device_memory.h"
 #include "server/util/log.h"
+#include "server/util/status_macros.h"
 
 ABSL_FLAG(std::string, model_dir, "",
           "Model directory (config.json, model.safetensors, vocab.txt)");
@@ -64,6 +68,8 @@ ABSL_FLAG(int, max_batch_delay_us, 2000,
 ABSL_FLAG(int, tokenization_workers, 0,
           "Threads that tokenize and assemble responses (0: one per usable CPU)");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
+// The CUDA engine's tuning switches: one flag per entry of bert::CudaTuningSwitches(), read
+// through that table (a switch without its flag here stops the server at startup).
 ABSL_FLAG(bool, cuda_graphs, bert::CudaEngineOptions().cuda_graphs,
           "CUDA backend: replay captured CUDA graphs for batch shapes seen before");
 ABSL_FLAG(int, cuda_graph_max_rows, bert::CudaEngineOptions().max_graph_rows,
@@ -201,16 +207,12 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.backend = absl::GetFlag(FLAGS_backend);
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   engine_options.max_batch_tokens = max_batch_tokens;
-  CudaEngineOptions& cuda = engine_options.cuda;
-  cuda.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
-  cuda.max_graph_rows = absl::GetFlag(FLAGS_cuda_graph_max_rows);
-  cuda.fused_gelu = absl::GetFlag(FLAGS_fused_gelu);
-  cuda.gemm_autotune = absl::GetFlag(FLAGS_gemm_autotune);
-  cuda.custom_gemm = absl::GetFlag(FLAGS_custom_gemm);
-  cuda.programmatic_launch = absl::GetFlag(FLAGS_cuda_pdl);
-  cuda.attention_double_buffer = absl::GetFlag(FLAGS_cuda_attention_double_buffer);
-  cuda.residual_in_gemm = absl::GetFlag(FLAGS_residual_in_gemm);
-  cuda.overlap_copies = absl::GetFlag(FLAGS_cuda_overlap_copies);
+  // The CUDA tuning flags above, read through the engine's table of them.
+  for (const CudaTuningSwitch& s : CudaTuningSwitches()) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(s.flag);
+    if (flag == nullptr) return absl::InternalError(absl::StrCat("no flag --", s.flag));
+    RETURN_IF_ERROR(SetCudaTuning(s.flag, flag->CurrentValue(), &engine_options.cuda));
+  }
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
   auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
   if (!dtype.ok()) return dtype.status();
@@ -224,17 +226,12 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
                   << LogKv("backend", info.backend) << LogKv("device", info.device)
                   << LogKv("dtype", DTypeName(info.dtype))
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - load_start));
-  if (info.backend == "cuda") {
-    auto flag = [](bool on) { return on ? "true" : "false"; };
-    BERT_LOG(kInfo) << "cuda engine options" << LogKv("cuda_graphs", flag(cuda.cuda_graphs))
-                    << LogKv("cuda_graph_max_rows", cuda.max_graph_rows)
-                    << LogKv("fused_gelu", flag(cuda.fused_gelu))
-                    << LogKv("gemm_autotune", flag(cuda.gemm_autotune))
-                    << LogKv("custom_gemm", flag(cuda.custom_gemm))
-                    << LogKv("cuda_pdl", flag(cuda.programmatic_launch))
-                    << LogKv("cuda_attention_double_buffer", flag(cuda.attention_double_buffer))
-                    << LogKv("cuda_overlap_copies", flag(cuda.overlap_copies))
-                    << LogKv("residual_in_gemm", flag(cuda.residual_in_gemm));
+  if (info.backend == "cuda" && LogEnabled(LogLevel::kInfo)) {
+    LogLine line(LogLevel::kInfo);
+    line << "cuda engine options";
+    for (const auto& [flag, value] : CudaTuningValues(engine_options.cuda)) {
+      line << LogKv(flag, value);
+    }
   }
 
   PipelineOptions options;

@@ -246,17 +246,17 @@ run() {
         [ -f "$logs/ours_$vname.json" ] && variant_files+=("$vname=$logs/ours_$vname.json")
       done
     }
-    run_variants "custom_gemm_pdl 1 --custom_gemm=true --pdl=true" \
-                 "pdl 1,8,32 --pdl=true" \
+    run_variants "custom_gemm_pdl 1 --custom_gemm=true --cuda_pdl=true" \
+                 "pdl 1,8,32 --cuda_pdl=true" \
                  "custom_gemm 1 --custom_gemm=true" \
-                 "attn_double_buffer 1,8,32,128+varlen --attention_double_buffer=true" \
+                 "attn_double_buffer 1,8,32,128+varlen --cuda_attention_double_buffer=true" \
                  "residual_in_gemm 1,8,32,128+varlen --residual_in_gemm=true"
     summarize
     serving_step
     # What each default gains, against turning it off.
     run_variants "exact_gelu 1,8,32,128+varlen --fused_gelu=false" \
                  "no_autotune 1,8,32,128+varlen --gemm_autotune=false" \
-                 "graphs_all_rows 128+varlen --max_graph_rows=1000000"
+                 "graphs_all_rows 128+varlen --cuda_graph_max_rows=1000000"
     summarize
   fi
 
@@ -275,7 +275,7 @@ run() {
       --json="$logs/ours_nographs.json"
     # Every layer's output back (encoder_outputs), copies overlapped on a second stream vs on
     # the compute stream.
-    for variant in "layers_overlap --overlap_copies=true" "layers_serial --overlap_copies=false"; do
+    for variant in "layers_overlap --cuda_overlap_copies=true" "layers_serial --cuda_overlap_copies=false"; do
       local vname="${variant%% *}" vflag="${variant#* }"
       LD_LIBRARY_PATH="$ld" step "gpu_bench $vname" "$logs/ours_$vname.log" 15 120 \
         .gpu/bin/gpu_bench $model_flag --dtypes=fp16 --batches=8,32 --outputs=layers $vflag \

@@ -30,8 +30,12 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kernels/cuda/gemm_stats.h"
 #include "server/engine/engine.h"
 #include "server/engine/model.h"
@@ -90,6 +94,29 @@ struct CudaEngineOptions {
   // next layers' compute (encoder_outputs); false: every copy on the compute stream.
   bool overlap_copies = true;
 };
+
+// The options above that change how the engine runs but not what it computes (all but
+// dtype, max_batch_tokens, allow_tf32 and force_custom_gemm_splits), each by the name of the
+// bert_server flag that sets it. gpu_bench takes the same names, and the server reads its
+// flags and logs the options through this table, so the three cannot drift apart.
+struct CudaTuningSwitch {
+  const char* flag;                         // e.g. "cuda_pdl"
+  bool CudaEngineOptions::*on = nullptr;    // a switch, or ...
+  int CudaEngineOptions::*value = nullptr;  // ... a number (exactly one is set)
+};
+const std::vector<CudaTuningSwitch>& CudaTuningSwitches();
+
+// Each switch of `options` as (flag, value), in the table's order; values as flags spell
+// them ("true"/"false", decimal). `only_changed`: just those that differ from
+// CudaEngineOptions()'s.
+std::vector<std::pair<std::string, std::string>> CudaTuningValues(const CudaEngineOptions& options,
+                                                                  bool only_changed = false);
+
+// Sets the switch named `flag` from `value` ("true"/"false"/"1"/"0"; a number: decimal).
+// INVALID_ARGUMENT naming the flag for a value that does not parse, NOT_FOUND for a name
+// that is not a switch.
+absl::Status SetCudaTuning(absl::string_view flag, absl::string_view value,
+                           CudaEngineOptions* options);
 
 // Errors: FAILED_PRECONDITION when no usable GPU is present (no driver/device) or the model
 // shape is unsupported (head_dim not 32/64/128, hidden > 1024); RESOURCE_EXHAUSTED when the

@@ -206,3 +206,25 @@ def test_load_tester_memory_dry_run(tmp_path):
     for cells in rows:
         assert int(cells[2].replace(",", "")) > 0  # calls in the window
         assert float(cells[3]) > 5  # peak RSS in MB: a gRPC client takes more than this
+
+
+def test_the_gpu_kit_passes_gpu_bench_only_flags_it_takes():
+    """Each variant of tools/gpu_check.sh runs gpu_bench with server flag names
+    (CudaTuningSwitches); a renamed or misspelled one would fail only on the GPU machine."""
+    import re
+    from repo_paths import bin_path
+    script = (REPO / "tools" / "gpu_check.sh").read_text()
+    # "name [batches] --flag=value ..." strings: run_variants' arguments and the layers loop.
+    variants = re.findall(r'"[a-z_]+ (?:[0-9,+a-z]+ )?((?:--[a-z_]+=[^ "]+ ?)+)"', script)
+    variants.append("--cuda_graphs=false")  # the no-graphs profile step
+    assert len(variants) >= 10, variants
+    # One run takes them all (the last value of a flag wins): each must parse.
+    flags = " ".join(variants).split()
+    r = subprocess.run([bin_path("bench", "gpu_bench"), "--dtypes=fp16", "--batches=1",
+                        "--iters=1", *flags], capture_output=True, text=True, timeout=120)
+    if "built with --config=nocuda" in r.stderr:
+        import pytest
+        pytest.skip("gpu_bench is built without CUDA here")
+    # Without a GPU it stops at the engine (FAILED_PRECONDITION), after parsing its flags.
+    for refusal in ("unknown flag", "no CUDA engine option", "bad value"):
+        assert refusal not in r.stderr + r.stdout, (flags, r.stderr)
