@@ -104,6 +104,9 @@ ABSL_FLAG(std::string, auth_token, "", "Require 'authorization: Bearer <token>'"
 ABSL_FLAG(std::string, auth_token_file, "", "Read the bearer token from this file");
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, longest wait for accepted calls");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error");
+ABSL_FLAG(bool, mutex_deadlock_detection, false,
+          "Debugging: check every mutex acquisition for lock-order cycles and abort on one "
+          "(costs CPU on every lock; the tests' servers run with it)");
 
 namespace bert {
 namespace {
@@ -484,5 +487,11 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves a BERT encoder over gRPC.\n  bert_server --model_dir=DIR [--address=HOST:PORT]");
   absl::ParseCommandLine(argc, argv);
+  // Debian's abseil is built without NDEBUG, which leaves absl::Mutex's lock-order checker
+  // on: every acquisition then updates one process-wide graph under its own lock (2-9 % of
+  // the host path's CPU per sequence, bench/RESULTS_server.md).
+  if (!absl::GetFlag(FLAGS_mutex_deadlock_detection)) {
+    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  }
   return bert::Run();
 }

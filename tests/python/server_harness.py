@@ -80,7 +80,8 @@ class Server:
                  wait_serving=True, timeout=120, wrapper=()):
         """`wrapper`: a command the server runs under (e.g. taskset)."""
         args = [*wrapper, server_binary(), f"--model_dir={model_dir}", "--address=127.0.0.1:0",
-                "--backend=cpu", "--cpu_threads=2", "--log_level=info"]
+                "--backend=cpu", "--cpu_threads=2", "--log_level=info",
+                "--mutex_deadlock_detection"]
         if vocab is None and model_dir == TINY_MODEL:
             vocab = TINY_VOCAB
         if vocab:

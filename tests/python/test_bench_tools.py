@@ -1,8 +1,9 @@
 """Benchmark tools that run without a GPU: bench/compare.py (the table the GPU check prints:
 ours vs Hugging Face, plus variants), bench/gelu_fp16_emulation.py, bench/goals.py, and dry
-runs of bench/serving_vs_engine.py and bench/load_tester_memory.py."""
+runs of bench/serving_vs_engine.py, bench/load_tester_memory.py and bench/host_path.py."""
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -228,3 +229,24 @@ def test_the_gpu_kit_passes_gpu_bench_only_flags_it_takes():
     # Without a GPU it stops at the engine (FAILED_PRECONDITION), after parsing its flags.
     for refusal in ("unknown flag", "no CUDA engine option", "bad value"):
         assert refusal not in r.stderr + r.stdout, (flags, r.stderr)
+
+
+def test_host_path_dry_run():
+    """bench/host_path.py for one short round: the null-engine server answers bert_load's
+    calls, and the server's CPU time per sequence comes out positive."""
+    import pytest
+    if not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("bench/host_path.py pins the server and the load to CPUs 0 and 1")
+    from repo_paths import bin_path
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "host_path.py"),
+         "--server", f"x={bin_path('bench', 'host_path_server')}",
+         "--bert_load", bin_path("client", "bert_load"), "--inputs_per_request", "4",
+         "--concurrency", "8", "--duration_s", "1", "--rounds", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    medians = [line.split("|")[1:-1] for line in r.stdout.splitlines()
+               if line.startswith("| x | 4 |")]
+    assert len(medians) == 1, r.stdout
+    seq_s, us_per_seq = (float(c.replace(",", "")) for c in medians[0][2:4])
+    assert seq_s > 0 and us_per_seq > 0
