@@ -5,15 +5,21 @@ tokenization, batching and response assembly, in front of an engine that compute
 feed a GPU engine: sequences/s per core = 1e6 / (server CPU us per sequence).
 
 For each server binary given (two commits' builds compare them in one run) and each
-workload, in alternating rounds: start the server pinned to CPU 0, warm it with a short
-bert_load step, then run one closed-loop step of bert_load pinned to CPU 1 (no warm-up, so
-the step covers the whole run) and read the server's CPU time (user + system, from
-/proc/PID/stat) around it. Prints one row per round and the medians. Needs two CPUs; the
-load generator may saturate its own CPU first (its CPU share is printed): the server's CPU
-time per sequence stays valid either way. Not a test: numbers depend on the machine.
+workload, in alternating rounds: start the server pinned to --server_cpus (default CPU 0),
+warm it with a short bert_load step, then run one closed-loop step of bert_load pinned to
+--load_cpus (default CPU 1; no warm-up, so the step covers the whole run) and read the
+server's CPU time (user + system, from /proc/PID/stat) around it. Prints one row per round
+and the medians. The load generator may saturate its CPUs first (its CPU share is
+printed): the server's CPU time per sequence stays valid either way. Our binaries get
+LD_LIBRARY_PATH from BERT_LD (gpu_check.sh sets it). Not a test: numbers depend on the
+machine.
 
     python3 bench/host_path.py --server new=bazel-bin/bench/host_path_server \\
         --inputs_per_request 1,8 --rounds 3
+    # several cores each (gpu_check.sh on the GPU machine):
+    python3 bench/host_path.py --server gpu_host=.gpu/bin/host_path_server \\
+        --bert_load .gpu/bin/bert_load --server_cpus 0-7 --load_cpus 8-15 \\
+        --tokenization_workers 8 --concurrency 256 --inputs_per_request 1,16 --rounds 1
 """
 import argparse
 import json
@@ -33,10 +39,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-def start_server(binary, vocab, workers):
-    proc = subprocess.Popen(["taskset", "-c", "0", binary, f"--vocab={vocab}",
+def start_server(binary, vocab, workers, cpus, env):
+    proc = subprocess.Popen(["taskset", "-c", cpus, binary, f"--vocab={vocab}",
                              f"--tokenization_workers={workers}"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -44,10 +50,10 @@ def start_server(binary, vocab, workers):
     return proc, line.split()[2]
 
 
-def load(bert_load, address, args, duration_s, report):
-    cmd = ["taskset", "-c", "1", bert_load, f"--server={address}", f"--duration_s={duration_s}",
+def load(bert_load, address, args, duration_s, report, cpus, env):
+    cmd = ["taskset", "-c", cpus, bert_load, f"--server={address}", f"--duration_s={duration_s}",
            "--warmup_s=0", f"--json_out={report}", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 120)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 120, env=env)
     if r.returncode != 0:
         raise SystemExit(f"bert_load failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     with open(report) as f:
@@ -66,12 +72,17 @@ def main():
     parser.add_argument("--tokenization_workers", type=int, default=1)
     parser.add_argument("--duration_s", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--server_cpus", default="0", help="taskset CPU list of the server")
+    parser.add_argument("--load_cpus", default="1", help="taskset CPU list of bert_load")
     args = parser.parse_args()
+    env = dict(os.environ)
+    if os.environ.get("BERT_LD"):
+        env["LD_LIBRARY_PATH"] = os.environ["BERT_LD"]
     servers = [s.split("=", 1) for s in args.server]
     workloads = [int(n) for n in args.inputs_per_request.split(",")]
     rows = {}
     print("| round | server | inputs/call | seq/s | real tokens/s | server CPU us/seq | "
-          "server CPU % | bert_load CPU % |")
+          "server CPU % (100: one core) | bert_load CPU % |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
@@ -80,11 +91,14 @@ def main():
                 for name, binary in servers:
                     load_args = [f"--concurrency={args.concurrency}", f"--lengths={args.lengths}",
                                  f"--inputs_per_request={per_request}", "--heads=pooled"]
-                    proc, address = start_server(binary, args.vocab, args.tokenization_workers)
+                    proc, address = start_server(binary, args.vocab, args.tokenization_workers,
+                                                 args.server_cpus, env)
                     try:
-                        load(args.bert_load, address, load_args, 2, report)  # warm-up
+                        load(args.bert_load, address, load_args, 2, report, args.load_cpus,
+                             env)  # warm-up
                         before = cpu_seconds(proc.pid)
-                        step = load(args.bert_load, address, load_args, args.duration_s, report)
+                        step = load(args.bert_load, address, load_args, args.duration_s, report,
+                                    args.load_cpus, env)
                         used = cpu_seconds(proc.pid) - before
                     finally:
                         proc.stdin.close()

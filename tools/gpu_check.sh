@@ -36,6 +36,7 @@ SERVING=(
   "client:bert_client"
   "client:bert_load"
   "tools:bert_encode"
+  "bench:host_path_server"
 )
 
 build() {
@@ -287,6 +288,21 @@ run() {
     # What the card sustains for the elementwise passes' traffic (the byte floors' yardstick).
     LD_LIBRARY_PATH="$ld" step "membw_bench" "$logs/membw_bench.log" 20 60 \
       .gpu/bin/membw_bench
+    # The server's host path alone (an engine that computes nothing), half the cores for it
+    # and half for the load: whether it scales to feed the engine's sequences/s (one core
+    # of the dev VM: bench/RESULTS_server.md).
+    local cpus half
+    cpus=$(nproc)
+    half=$((cpus / 2))
+    if [ "$cpus" -ge 4 ]; then
+      BERT_LD="$ld" step "host path" "$logs/host_path.log" 30 90 \
+        python3 bench/host_path.py --server gpu_host=.gpu/bin/host_path_server \
+        --bert_load .gpu/bin/bert_load --server_cpus "0-$((half - 1))" \
+        --load_cpus "$half-$((cpus - 1))" --tokenization_workers "$half" --concurrency 256 \
+        --inputs_per_request 1,16 --rounds 1 --duration_s 5
+    else
+      table+=("$(printf '%-24s skipped (%s CPUs; needs 4)' "host path" "$cpus")")
+    fi
   fi
   summarize
   cat "$logs/compare.md" "$logs/goals.md" 2>/dev/null
