@@ -6,7 +6,7 @@
 //   gpu_bench [--model_dir=DIR] [--dtypes=fp32,fp16,bf16] [--batches=1,8,32,128,256]
 //             [--seq=128] [--varlen_file=FILE] [--iters=30] [--json=FILE]
 //             [--<CUDA tuning flag>=VALUE ...] [--outputs=pooled|layers] [--profile]
-//             [--profile_batches=1,128] [--memory]
+//             [--profile_batches=1,128] [--memory] [--check_flags]
 //
 // --model_dir loads a Hugging Face BERT directory (bench/hf_baseline.py --save_model writes
 // one, so both sides use the same random weights); without it, RandomModel(BertBase, 1).
@@ -17,7 +17,8 @@
 // --residual_in_gemm, --cuda_overlap_copies; with graphs, warm-up includes the capture.
 // --outputs: what each Encode returns, the pooled vectors (default) or every layer's output
 // (encoder_outputs: what --cuda_overlap_copies is for). Each result line names the flags it
-// ran with that differ from the defaults ("defaults" if none). --json gets every result so far,
+// ran with that differ from the defaults ("defaults" if none). --check_flags: print what the
+// flags parsed to and exit 0, before any CUDA call. --json gets every result so far,
 // rewritten after each one (so a run cut off by a timeout leaves a complete file); it is removed
 // first, so no earlier run's file survives. A dtype that fails (engine creation or an Encode) is
 // reported as "ours <dtype>: <status>" and the next dtype runs; the exit status is then 1.
@@ -69,6 +70,7 @@ struct Options {
   bool profile = false;
   bool memory = false;  // --memory: the memory goal's measurement (one more engine)
   std::vector<int> profile_batches = {1, 128};
+  bool check_flags = false;  // --check_flags: print what the flags parsed to, and stop
 };
 
 std::vector<std::string> Split(const std::string& s) {
@@ -109,18 +111,28 @@ bool ParseFlags(int argc, char** argv, Options* o) {
         return false;
       }
       o->all_layers = std::string(v) == "layers";
-    } else if (a == "--profile" || a == "--profile=true") {
-      o->profile = true;
-    } else if (a == "--memory" || a == "--memory=true") {
-      o->memory = true;
+    } else if (a == "--profile" || a == "--profile=true" || a == "--profile=false") {
+      o->profile = a != "--profile=false";
+    } else if (a == "--memory" || a == "--memory=true" || a == "--memory=false") {
+      o->memory = a != "--memory=false";
+    } else if (a == "--check_flags") {
+      o->check_flags = true;
     } else if (const char* v = value("profile_batches")) {
       o->profile_batches.clear();
       for (const std::string& b : Split(v)) o->profile_batches.push_back(std::atoi(b.c_str()));
-    } else if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      // The engine's tuning switches, by the server's flag names (CudaTuningSwitches).
-      const absl::Status status = SetCudaTuning(a.substr(2, eq - 2), a.substr(eq + 1), &o->engine);
+    } else if (a.rfind("--", 0) == 0) {
+      // The engine's tuning switches, by the server's flag names (CudaTuningSwitches); a
+      // bare --<switch> is =true, as for bert_server's boolean flags.
+      const size_t eq = a.find('=');
+      const std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      const std::string v = eq == std::string::npos ? "true" : a.substr(eq + 1);
+      const absl::Status status = SetCudaTuning(name, v, &o->engine);
       if (!status.ok()) {
-        std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
+        if (absl::IsNotFound(status)) {
+          std::fprintf(stderr, "unknown flag %s\n", argv[i]);
+        } else {
+          std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
+        }
         return false;
       }
     } else {
@@ -138,7 +150,6 @@ CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
   return e;
 }
 
-// "graphs<=4096 gelu=fused autotune=on": the options a result ran with.
 // The options a result ran with: the tuning switches that differ from the serving
 // defaults, as the server flags that set them.
 std::string Describe(const Options& o) {
@@ -147,7 +158,7 @@ std::string Describe(const Options& o) {
     text += (text.empty() ? "--" : " --") + flag + "=" + value;
   }
   if (text.empty()) text = "defaults";
-  return o.all_layers ? text + " outputs=layers" : text;
+  return o.all_layers ? text + " --outputs=layers" : text;
 }
 
 double Median(std::vector<double> v) {
@@ -468,5 +479,14 @@ int Run(const Options& o) {
 int main(int argc, char** argv) {
   bert::Options o;
   if (!bert::ParseFlags(argc, argv, &o)) return 2;
+  if (o.check_flags) {
+    // Before any CUDA call: what the flags set (tools/gpu_check.sh's flags are tested so).
+    std::printf(
+        "flags: model_dir=%s dtypes=%zu batches=%zu seq=%d varlen_file=%s iters=%d "
+        "json=%s profile=%d memory=%d options: %s\n",
+        o.model_dir.c_str(), o.dtypes.size(), o.batches.size(), o.seq, o.varlen_file.c_str(),
+        o.iters, o.json.c_str(), o.profile, o.memory, bert::Describe(o).c_str());
+    return 0;
+  }
   return bert::Run(o);
 }

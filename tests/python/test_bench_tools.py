@@ -209,26 +209,80 @@ def test_load_tester_memory_dry_run(tmp_path):
         assert float(cells[3]) > 5  # peak RSS in MB: a gRPC client takes more than this
 
 
-def test_the_gpu_kit_passes_gpu_bench_only_flags_it_takes():
-    """Each variant of tools/gpu_check.sh runs gpu_bench with server flag names
-    (CudaTuningSwitches); a renamed or misspelled one would fail only on the GPU machine."""
-    import re
+def gpu_bench_commands(script, samples):
+    """Every gpu_bench command line of tools/gpu_check.sh, as argument lists: continued lines
+    joined, shell values replaced by `samples` (by flag name), and a command that takes a
+    variant's flags ($vflags, $vflag) repeated once per variant."""
+    import shlex
+    text = script.replace("\\\n", " ")
+    # The variants: each argument of a run_variants call ("name batches --flag=value ...")
+    # and each word of the every-layer loop ("name --flag=value").
+    variants = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("run_variants "):
+            words = shlex.split(line)[1:]
+        elif line.startswith("for variant in "):
+            words = shlex.split(line.split(";", 1)[0])[3:]
+        else:
+            continue
+        for word in words:
+            if word.startswith("$"):
+                continue  # run_variants' own loop over its arguments
+            flags = [w for w in word.split() if w.startswith("--")]
+            assert flags, f"variant {word!r} sets no flag"
+            variants.append(" ".join(flags))
+    commands = []
+    for line in text.splitlines():
+        if ".gpu/bin/gpu_bench" not in line:
+            continue
+        args, takes_variant = [], False
+        for token in line.split(".gpu/bin/gpu_bench", 1)[1].split():
+            token = token.strip('"')
+            if token in ("$vflags", "$vflag"):
+                takes_variant = True
+            elif token.startswith("$"):
+                args.append(samples[token])
+            elif token.startswith("--"):
+                name = token.split("=", 1)[0]
+                args.append(f"{name}={samples[name]}" if "$" in token else token)
+            else:
+                break  # a redirection or the next command
+        for flags in (variants if takes_variant else [""]):
+            commands.append(args + flags.split())
+    return variants, commands
+
+
+def test_the_gpu_kit_passes_gpu_bench_only_flags_it_takes(tmp_path):
+    """Every gpu_bench command of tools/gpu_check.sh parses (gpu_bench --check_flags, which
+    stops before any CUDA call): a flag renamed or misspelled in the kit would otherwise fail
+    only on the GPU machine. The flags must also reach what gpu_bench reports."""
     from repo_paths import bin_path
-    script = (REPO / "tools" / "gpu_check.sh").read_text()
-    # "name [batches] --flag=value ..." strings: run_variants' arguments and the layers loop.
-    variants = re.findall(r'"[a-z_]+ (?:[0-9,+a-z]+ )?((?:--[a-z_]+=[^ "]+ ?)+)"', script)
-    variants.append("--cuda_graphs=false")  # the no-graphs profile step
-    assert len(variants) >= 10, variants
-    # One run takes them all (the last value of a flag wins): each must parse.
-    flags = " ".join(variants).split()
-    r = subprocess.run([bin_path("bench", "gpu_bench"), "--dtypes=fp16", "--batches=1",
-                        "--iters=1", *flags], capture_output=True, text=True, timeout=120)
-    if "built with --config=nocuda" in r.stderr:
-        import pytest
-        pytest.skip("gpu_bench is built without CUDA here")
-    # Without a GPU it stops at the engine (FAILED_PRECONDITION), after parsing its flags.
-    for refusal in ("unknown flag", "no CUDA engine option", "bad value"):
-        assert refusal not in r.stderr + r.stdout, (flags, r.stderr)
+    lengths = tmp_path / "varlen.txt"
+    lengths.write_text("36\n")
+    model = str(REPO / "tests/golden/tiny-l4-h128")
+    samples = {"$model_flag": f"--model_dir={model}", "$varlen_flag": f"--varlen_file={lengths}",
+               "--model_dir": model, "--varlen_file": str(lengths),
+               "--json": str(tmp_path / "out.json"), "--batches": "1,8"}
+    variants, commands = gpu_bench_commands((REPO / "tools/gpu_check.sh").read_text(), samples)
+    assert len(variants) >= 10 and len(commands) > len(variants), commands
+    for args in commands:
+        r = subprocess.run([bin_path("bench", "gpu_bench"), "--check_flags", *args],
+                           capture_output=True, text=True, timeout=60)
+        if "built with --config=nocuda" in r.stderr:
+            import pytest
+            pytest.skip("gpu_bench is built without CUDA here")
+        assert r.returncode == 0 and r.stdout.startswith("flags: "), (args, r.stdout + r.stderr)
+        label = r.stdout.split(" options: ", 1)[1].split()
+        for flag in args:
+            name = flag.split("=", 1)[0]
+            if name in ("--profile", "--memory"):
+                assert f"{name[2:]}=1" in r.stdout, (flag, r.stdout)
+            elif name == "--outputs":
+                assert flag in label, (flag, label)
+            elif any(f.startswith(name + "=") for f in label):
+                # A tuning flag shows in the label unless it sets the default.
+                assert flag in label, (flag, label)
 
 
 def test_host_path_dry_run():
