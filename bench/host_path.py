@@ -8,7 +8,9 @@ For each server binary given (two commits' builds compare them in one run) and e
 workload, in alternating rounds: start the server pinned to --server_cpus (default CPU 0),
 warm it with a short bert_load step, then run one closed-loop step of bert_load pinned to
 --load_cpus (default CPU 1; no warm-up, so the step covers the whole run) and read the
-server's CPU time (user + system, from /proc/PID/stat) around it. Prints one row per round
+server's CPU time (user + system, from /proc/PID/stat) around it (which also covers
+connecting and the calls answered after the window, whose sequences the rate leaves out: a
+bias of about concurrency x inputs per call / sequences in the step, under 1 % here). Prints one row per round
 and the medians. The load generator may saturate its CPUs first (its CPU share is
 printed): the server's CPU time per sequence stays valid either way. Our binaries get
 LD_LIBRARY_PATH from BERT_LD (gpu_check.sh sets it). Not a test: numbers depend on the
@@ -41,7 +43,7 @@ def cpu_seconds(pid):
 
 def start_server(binary, vocab, workers, cpus, env):
     proc = subprocess.Popen(["taskset", "-c", cpus, binary, f"--vocab={vocab}",
-                             f"--tokenization_workers={workers}"],
+                             f"--tokenization_workers={workers}", "--exit_on_stdin_eof"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -102,7 +104,11 @@ def main():
                         used = cpu_seconds(proc.pid) - before
                     finally:
                         proc.stdin.close()
-                        proc.wait(timeout=30)
+                        try:
+                            proc.wait(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            raise
                     sequences = step["sequences_per_s"] * args.duration_s
                     us_per_seq = 1e6 * used / sequences
                     rows.setdefault((name, per_request), []).append(

@@ -6,11 +6,11 @@
 //
 //   host_path_server --vocab=tests/data/bert_uncased_vocab.txt [--address=127.0.0.1:0]
 //       [--tokenization_workers=1] [--max_batch_tokens=16384] [--max_batch_delay_us=2000]
-//       [--max_concurrent_requests=1024] [--max_inputs_per_request=256]
+//       [--max_concurrent_requests=1024] [--max_inputs_per_request=256] [--exit_on_stdin_eof]
 //
 // The model is BERT-base's shape (hidden 768, 12 layers, 512 positions, the vocabulary's
-// size). Prints "listening on HOST:PORT" once it serves; exits 0 when stdin closes or on
-// SIGTERM/SIGINT, after answering what it accepted.
+// size). Prints "listening on HOST:PORT" once it serves; exits 0 on SIGTERM/SIGINT (or, with
+// --exit_on_stdin_eof, when stdin closes), after answering what it accepted.
 #include <signal.h>
 #include <unistd.h>
 
@@ -42,6 +42,8 @@ ABSL_FLAG(int, max_batch_tokens, 16384, "Token budget of one engine batch");
 ABSL_FLAG(int, max_batch_delay_us, 2000, "Longest a batch waits for more sequences");
 ABSL_FLAG(int, max_concurrent_requests, 1024, "Requests in flight before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_inputs_per_request, 256, "Inputs allowed in one request");
+ABSL_FLAG(bool, exit_on_stdin_eof, false,
+          "Also stop when stdin closes (so that a parent that dies takes the server along)");
 
 namespace bert {
 namespace {
@@ -102,6 +104,8 @@ int Main() {
   }
   pipeline.Start();
 
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
   ServiceConfig service_config;
   service_config.model_name = "null-bert-base";
   service_config.max_message_bytes = 64 << 20;
@@ -122,14 +126,14 @@ int Main() {
   std::printf("listening on %s:%d\n", address.substr(0, address.rfind(':')).c_str(), port);
   std::fflush(stdout);
 
-  signal(SIGTERM, OnSignal);
-  signal(SIGINT, OnSignal);
-  std::thread([] {
-    char c;
-    while (read(STDIN_FILENO, &c, 1) > 0) {
-    }
-    stop_requested.store(true);
-  }).detach();
+  if (absl::GetFlag(FLAGS_exit_on_stdin_eof)) {
+    std::thread([] {
+      char c;
+      while (read(STDIN_FILENO, &c, 1) > 0) {
+      }
+      stop_requested.store(true);
+    }).detach();
+  }
   while (!stop_requested.load()) absl::SleepFor(absl::Milliseconds(100));
   pipeline.Drain(absl::Seconds(10));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));

@@ -219,7 +219,8 @@ class LoadRunner::Step {
 // call. An answer that arrives after the call's deadline counts as DEADLINE_EXCEEDED (a
 // stream has no per-message deadline). When the stream ends (the server closes it, or it is
 // cancelled), its unanswered calls fail at once, and later ones at their Send; their code
-// is the stream's status once OnDone has it.
+// is the stream's status once OnDone has it (UNAVAILABLE when the stream ended with OK while
+// calls were still unanswered).
 //
 // Lifetime: a hold (AddHold in Start, RemoveHold in Close) keeps gRPC's call object alive
 // while the sender and Drain threads start operations from outside reactions; OnDone runs

@@ -29,7 +29,8 @@ struct CallRecord {
   int64_t server_total_us = 0;
 };
 
-// Order statistics of a set of durations, milliseconds; nearest-rank percentiles.
+// A set of durations summarised, milliseconds (a LatencyHistogram's): count and maximum
+// exact, mean exact up to a double's sum, percentiles the nearest rank within 0.1 %.
 struct LatencySummary {
   int64_t count = 0;
   double mean = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
@@ -41,7 +42,8 @@ struct LatencySummary {
 // into 1,024 buckets, each at most 1/1,024 of its values wide. Each bucket keeps the count
 // and the sum of its values; a percentile is the mean of the bucket that holds the
 // nearest-rank value, so it is within 0.1 % of the exact percentile (exact when that bucket
-// holds one distinct value). The count, mean and maximum are exact. Not thread-safe.
+// holds one distinct value). The count and maximum are exact, the mean up to its double sum.
+// Not thread-safe.
 class LatencyHistogram {
  public:
   // Negative durations count as 0.

@@ -69,7 +69,8 @@ ABSL_FLAG(int, tokenization_workers, 0,
           "Threads that tokenize and assemble responses (0: one per usable CPU)");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
 // The CUDA engine's tuning switches: one flag per entry of bert::CudaTuningSwitches(), read
-// through that table (a switch without its flag here stops the server at startup).
+// through that table (a switch without its flag here stops the server at startup; a flag
+// added here without a table entry would never be read).
 ABSL_FLAG(bool, cuda_graphs, bert::CudaEngineOptions().cuda_graphs,
           "CUDA backend: replay captured CUDA graphs for batch shapes seen before");
 ABSL_FLAG(int, cuda_graph_max_rows, bert::CudaEngineOptions().max_graph_rows,
@@ -105,8 +106,9 @@ ABSL_FLAG(std::string, auth_token_file, "", "Read the bearer token from this fil
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, longest wait for accepted calls");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error");
 ABSL_FLAG(bool, mutex_deadlock_detection, false,
-          "Debugging: check every mutex acquisition for lock-order cycles and abort on one "
-          "(costs CPU on every lock; the tests' servers run with it)");
+          "Debugging: leave abseil's lock-order checker on (in abseil builds without NDEBUG, "
+          "such as Debian's, it checks every mutex acquisition for cycles and aborts on one; "
+          "costs CPU on every lock; the tests' servers run with it)");
 
 namespace bert {
 namespace {

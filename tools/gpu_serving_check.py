@@ -61,7 +61,7 @@ def start_server(backend, port, dtype):
     proc = subprocess.Popen(
         [str(BIN / "bert_server"), f"--model_dir={GOLDEN}", f"--vocab={VOCAB}",
          f"--backend={backend}", f"--dtype={dtype}", f"--address=127.0.0.1:{port}",
-         "--max_batch_tokens=2048"],
+         "--max_batch_tokens=2048", "--mutex_deadlock_detection"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     deadline = time.time() + 60
     while time.time() < deadline:

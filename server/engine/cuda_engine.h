@@ -95,10 +95,12 @@ struct CudaEngineOptions {
   bool overlap_copies = true;
 };
 
-// The options above that change how the engine runs but not what it computes (all but
-// dtype, max_batch_tokens, allow_tf32 and force_custom_gemm_splits), each by the name of the
-// bert_server flag that sets it. gpu_bench takes the same names, and the server reads its
-// flags and logs the options through this table, so the three cannot drift apart.
+// The options above that bert_server exposes as flags (all but dtype, max_batch_tokens,
+// allow_tf32 and force_custom_gemm_splits): speed and memory tuning, though fused_gelu,
+// residual_in_gemm and custom_gemm also change roundings. Each goes by the name of the
+// bert_server flag that sets it; gpu_bench takes the same names, and the server reads its
+// flags and logs the options through this table, so an entry without its flag stops the
+// server at startup. (A new tuning flag in server/main.cc must be added here to be read.)
 struct CudaTuningSwitch {
   const char* flag;                         // e.g. "cuda_pdl"
   bool CudaEngineOptions::*on = nullptr;    // a switch, or ...
