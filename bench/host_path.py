@@ -12,7 +12,8 @@ server's CPU time (user + system, from /proc/PID/stat) around it (which also cov
 connecting and the calls answered after the window, whose sequences the rate leaves out: a
 bias of about concurrency x inputs per call / sequences in the step, under 1 % here). Prints one row per round
 and the medians. The load generator may saturate its CPUs first (its CPU share is
-printed): the server's CPU time per sequence stays valid either way. Our binaries get
+printed): the server's CPU time per sequence stays valid either way. --transports=tcp,unix
+runs each over loopback TCP and over a Unix domain socket. Our binaries get
 LD_LIBRARY_PATH from BERT_LD (gpu_check.sh sets it). Not a test: numbers depend on the
 machine.
 
@@ -41,9 +42,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-def start_server(binary, vocab, workers, cpus, env):
+def start_server(binary, vocab, workers, cpus, env, address):
     proc = subprocess.Popen(["taskset", "-c", cpus, binary, f"--vocab={vocab}",
-                             f"--tokenization_workers={workers}", "--exit_on_stdin_eof"],
+                             f"--tokenization_workers={workers}", f"--address={address}",
+                             "--exit_on_stdin_eof"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -76,6 +78,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--server_cpus", default="0", help="taskset CPU list of the server")
     parser.add_argument("--load_cpus", default="1", help="taskset CPU list of bert_load")
+    parser.add_argument("--transports", default="tcp",
+                        help="tcp (loopback) and/or unix (a Unix domain socket), comma-separated")
     args = parser.parse_args()
     env = dict(os.environ)
     if os.environ.get("BERT_LD"):
@@ -83,47 +87,54 @@ def main():
     servers = [s.split("=", 1) for s in args.server]
     workloads = [int(n) for n in args.inputs_per_request.split(",")]
     rows = {}
-    print("| round | server | inputs/call | seq/s | real tokens/s | server CPU us/seq | "
-          "server CPU % (100: one core) | bert_load CPU % |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    transports = args.transports.split(",")
+    print("| round | server | transport | inputs/call | seq/s | real tokens/s | "
+          "server CPU us/seq | server CPU % (100: one core) | bert_load CPU % |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
         for round_index in range(args.rounds):
             for per_request in workloads:
-                for name, binary in servers:
-                    load_args = [f"--concurrency={args.concurrency}", f"--lengths={args.lengths}",
-                                 f"--inputs_per_request={per_request}", "--heads=pooled"]
-                    proc, address = start_server(binary, args.vocab, args.tokenization_workers,
-                                                 args.server_cpus, env)
-                    try:
-                        load(args.bert_load, address, load_args, 2, report, args.load_cpus,
-                             env)  # warm-up
-                        before = cpu_seconds(proc.pid)
-                        step = load(args.bert_load, address, load_args, args.duration_s, report,
-                                    args.load_cpus, env)
-                        used = cpu_seconds(proc.pid) - before
-                    finally:
-                        proc.stdin.close()
+                for transport in transports:
+                    for name, binary in servers:
+                        address = (f"unix:{os.path.join(tmp, 'host_path.sock')}"
+                                   if transport == "unix" else "127.0.0.1:0")
+                        load_args = [f"--concurrency={args.concurrency}",
+                                     f"--lengths={args.lengths}",
+                                     f"--inputs_per_request={per_request}", "--heads=pooled"]
+                        proc, address = start_server(binary, args.vocab,
+                                                     args.tokenization_workers,
+                                                     args.server_cpus, env, address)
                         try:
-                            proc.wait(timeout=30)
-                        except subprocess.TimeoutExpired:
-                            proc.kill()
-                            raise
-                    sequences = step["sequences_per_s"] * args.duration_s
-                    us_per_seq = 1e6 * used / sequences
-                    rows.setdefault((name, per_request), []).append(
-                        (step["sequences_per_s"], us_per_seq))
-                    print(f"| {round_index + 1} | {name} | {per_request} | "
-                          f"{step['sequences_per_s']:,.0f} | {step['tokens_per_s']:,.0f} | "
-                          f"{us_per_seq:.1f} | {100 * used / args.duration_s:.0f} | "
-                          f"{step['client_cpu_percent']:.0f} |", flush=True)
-    print("\n| server | inputs/call | median seq/s | median server CPU us/seq | "
+                            load(args.bert_load, address, load_args, 2, report, args.load_cpus,
+                                 env)  # warm-up
+                            before = cpu_seconds(proc.pid)
+                            step = load(args.bert_load, address, load_args, args.duration_s,
+                                        report, args.load_cpus, env)
+                            used = cpu_seconds(proc.pid) - before
+                        finally:
+                            proc.stdin.close()
+                            try:
+                                proc.wait(timeout=30)
+                            except subprocess.TimeoutExpired:
+                                proc.kill()
+                                raise
+                        sequences = step["sequences_per_s"] * args.duration_s
+                        us_per_seq = 1e6 * used / sequences
+                        rows.setdefault((name, transport, per_request), []).append(
+                            (step["sequences_per_s"], us_per_seq))
+                        print(f"| {round_index + 1} | {name} | {transport} | {per_request} | "
+                              f"{step['sequences_per_s']:,.0f} | {step['tokens_per_s']:,.0f} | "
+                              f"{us_per_seq:.1f} | {100 * used / args.duration_s:.0f} | "
+                              f"{step['client_cpu_percent']:.0f} |", flush=True)
+    print("\n| server | transport | inputs/call | median seq/s | median server CPU us/seq | "
           "seq/s per server core (1e6 / us) |")
-    print("|---|---:|---:|---:|---:|")
-    for (name, per_request), values in rows.items():
+    print("|---|---|---:|---:|---:|---:|")
+    for (name, transport, per_request), values in rows.items():
         seq_s = statistics.median(v[0] for v in values)
         us = statistics.median(v[1] for v in values)
-        print(f"| {name} | {per_request} | {seq_s:,.0f} | {us:.1f} | {1e6 / us:,.0f} |")
+        print(f"| {name} | {transport} | {per_request} | {seq_s:,.0f} | {us:.1f} | "
+              f"{1e6 / us:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@
 #include "server/text/tokenizer.h"
 
 ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary (uncased)");
-ABSL_FLAG(std::string, address, "127.0.0.1:0", "gRPC listen address (port 0: pick one)");
+ABSL_FLAG(std::string, address, "127.0.0.1:0",
+          "gRPC listen address: HOST:PORT (port 0: pick one) or unix:PATH");
 ABSL_FLAG(int, tokenization_workers, 1, "Threads that tokenize and assemble responses");
 ABSL_FLAG(int, max_batch_tokens, 16384, "Token budget of one engine batch");
 ABSL_FLAG(int, max_batch_delay_us, 2000, "Longest a batch waits for more sequences");
@@ -123,7 +124,10 @@ int Main() {
     std::fprintf(stderr, "host_path_server: cannot listen on %s\n", address.c_str());
     return 1;
   }
-  std::printf("listening on %s:%d\n", address.substr(0, address.rfind(':')).c_str(), port);
+  const bool unix_socket = address.rfind("unix:", 0) == 0;
+  std::printf("listening on %s\n",
+              unix_socket ? address.c_str()
+                          : absl::StrCat(address.substr(0, address.rfind(':')), ":", port).c_str());
   std::fflush(stdout);
 
   if (absl::GetFlag(FLAGS_exit_on_stdin_eof)) {

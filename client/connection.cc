@@ -11,7 +11,8 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "Server address: HOST:PORT, or unix:PATH for a Unix domain socket");
 ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --ca)");
 ABSL_FLAG(std::string, ca, "", "PEM root certificate(s) for TLS; implies --tls");
 ABSL_FLAG(std::string, token, "", "Bearer token sent as 'authorization: Bearer <token>'");

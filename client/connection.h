@@ -15,7 +15,7 @@
 namespace bert {
 
 struct ConnectionOptions {
-  std::string server;      // HOST:PORT
+  std::string server;      // HOST:PORT or unix:PATH
   bool tls = false;        // TLS with the system roots, or with ca_file's
   std::string ca_file;     // PEM root certificates; implies TLS
   std::string token;       // bearer token sent as "authorization: Bearer <token>"

@@ -52,7 +52,8 @@
 ABSL_FLAG(std::string, model_dir, "",
           "Model directory (config.json, model.safetensors, vocab.txt)");
 ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary; default <model_dir>/vocab.txt");
-ABSL_FLAG(std::string, address, "127.0.0.1:50051", "gRPC listen address (port 0: pick one)");
+ABSL_FLAG(std::string, address, "127.0.0.1:50051",
+          "gRPC listen address: HOST:PORT (port 0: pick one) or unix:PATH (a Unix domain socket)");
 ABSL_FLAG(std::string, metrics_address, "",
           "Prometheus /metrics HTTP address, e.g. 127.0.0.1:9090 (empty: off)");
 ABSL_FLAG(std::string, backend, "auto", "auto (CUDA when a GPU is present, else CPU), cpu, cuda");
@@ -261,6 +262,16 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   return loaded;
 }
 
+// The address the server listens on, as clients give it: HOST:PORT with the port gRPC picked
+// (for port 0), or the Unix domain socket's address unchanged ("unix:PATH",
+// "unix-abstract:NAME").
+std::string ListeningAddress(const std::string& address, int port) {
+  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
+    return address;
+  }
+  return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
+}
+
 int Validate() {
   if (absl::GetFlag(FLAGS_model_dir).empty()) {
     BERT_LOG(kError) << "--model_dir is required";
@@ -438,9 +449,8 @@ int Run() {
   const std::string kServiceName = "bert.v1.BertService";
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
-  const std::string host = address.substr(0, address.rfind(':'));
-  BERT_LOG(kInfo) << "listening" << LogKv("address", absl::StrCat(host, ":", port))
-                  << LogKv("health", "NOT_SERVING");
+  const std::string listening = ListeningAddress(address, port);
+  BERT_LOG(kInfo) << "listening" << LogKv("address", listening) << LogKv("health", "NOT_SERVING");
 
   auto loaded = LoadAndWarmUp(&metrics);
   if (!loaded.ok()) {
@@ -455,7 +465,7 @@ int Run() {
   service.SetPipeline(loaded->pipeline.get());
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);
-  BERT_LOG(kInfo) << "serving" << LogKv("address", absl::StrCat(host, ":", port))
+  BERT_LOG(kInfo) << "serving" << LogKv("address", listening)
                   << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");
 
   const int signal_number = stop_signals.Wait();

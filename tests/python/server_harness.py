@@ -77,9 +77,11 @@ class Server:
     """A bert_server child process. Use as a context manager or call stop()/kill()."""
 
     def __init__(self, model_dir=TINY_MODEL, vocab=None, extra=(), metrics=False,
-                 wait_serving=True, timeout=120, wrapper=()):
-        """`wrapper`: a command the server runs under (e.g. taskset)."""
-        args = [*wrapper, server_binary(), f"--model_dir={model_dir}", "--address=127.0.0.1:0",
+                 wait_serving=True, timeout=120, wrapper=(), unix_socket=None):
+        """`wrapper`: a command the server runs under (e.g. taskset). `unix_socket`: a path to
+        serve on instead of a loopback TCP port (`address` is then "unix:PATH")."""
+        address = f"unix:{unix_socket}" if unix_socket else "127.0.0.1:0"
+        args = [*wrapper, server_binary(), f"--model_dir={model_dir}", f"--address={address}",
                 "--backend=cpu", "--cpu_threads=2", "--log_level=info",
                 "--mutex_deadlock_detection"]
         if vocab is None and model_dir == TINY_MODEL:
@@ -100,8 +102,9 @@ class Server:
         self._reader.start()
         self.port = None
         self.metrics_port = None
+        self.address = None
         deadline = time.time() + timeout
-        while self.port is None or (metrics and self.metrics_port is None):
+        while self.address is None or (metrics and self.metrics_port is None):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bert_server exited {self.proc.returncode}:\n{self.log()}")
             if time.time() > deadline:
@@ -112,11 +115,14 @@ class Server:
                     m = re.search(r'msg=listening address=127\.0\.0\.1:(\d+)', line)
                     if m:
                         self.port = int(m.group(1))
+                        self.address = f"127.0.0.1:{self.port}"
+                    m = re.search(r'msg=listening address=(unix:\S+)', line)
+                    if m:
+                        self.address = m.group(1)
                     m = re.search(r'msg="metrics listening" address=127\.0\.0\.1:(\d+)', line)
                     if m:
                         self.metrics_port = int(m.group(1))
             time.sleep(0.02)
-        self.address = f"127.0.0.1:{self.port}"
         if wait_serving:
             self.wait_serving(timeout=max(1, deadline - time.time()))
 

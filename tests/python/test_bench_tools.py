@@ -296,11 +296,12 @@ def test_host_path_dry_run():
         [sys.executable, str(REPO / "bench" / "host_path.py"),
          "--server", f"x={bin_path('bench', 'host_path_server')}",
          "--bert_load", bin_path("client", "bert_load"), "--inputs_per_request", "4",
-         "--concurrency", "8", "--duration_s", "1", "--rounds", "1"],
+         "--concurrency", "8", "--duration_s", "1", "--rounds", "1", "--transports", "tcp,unix"],
         capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    medians = [line.split("|")[1:-1] for line in r.stdout.splitlines()
-               if line.startswith("| x | 4 |")]
-    assert len(medians) == 1, r.stdout
-    seq_s, us_per_seq = (float(c.replace(",", "")) for c in medians[0][2:4])
-    assert seq_s > 0 and us_per_seq > 0
+    for transport in ("tcp", "unix"):
+        medians = [line.split("|")[1:-1] for line in r.stdout.splitlines()
+                   if line.startswith(f"| x | {transport} | 4 |")]
+        assert len(medians) == 1, r.stdout
+        seq_s, us_per_seq = (float(c.replace(",", "")) for c in medians[0][3:5])
+        assert seq_s > 0 and us_per_seq > 0
