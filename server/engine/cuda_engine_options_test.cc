@@ -52,7 +52,9 @@ TEST(SetCudaTuning, EverySwitchRoundTripsThroughItsValue) {
     ASSERT_TRUE(SetCudaTuning(s.flag, other, &o).ok()) << s.flag;
     EXPECT_EQ(CudaTuningValues(o, true), (Values{{s.flag, other}}));
     for (const auto& [flag, value] : CudaTuningValues(CudaEngineOptions())) {
-      if (flag == s.flag) ASSERT_TRUE(SetCudaTuning(flag, value, &o).ok());
+      if (flag == s.flag) {
+        ASSERT_TRUE(SetCudaTuning(flag, value, &o).ok());
+      }
     }
     EXPECT_TRUE(CudaTuningValues(o, true).empty()) << s.flag;
   }
