@@ -1048,8 +1048,18 @@ def test_server_intact_after_fuzz(fuzz):
     assert server.proc.poll() is None, server.log()[-4000:]
     assert server.health() == "SERVING"
     assert server.health("bert.v1.BertService") == "SERVING"
-    after, before = server.metrics_text(), fuzz["metrics_before"]
     tally = fuzz["tally"]
+    # Two calls of its own, so that the comparison below is never empty (run alone, no fuzz
+    # test has made a call before it).
+    for request, want in ((fuzz["known"], OK), (fuzz["pb2"].EmbedRequest(), INVALID)):
+        try:
+            stub.Embed(request, timeout=CALL_DEADLINE_S)
+            code = OK
+        except grpc.RpcError as e:
+            code = e.code()
+        assert code == want, code
+        tally.add("Embed", code, 0.0, "intact check")
+    after, before = server.metrics_text(), fuzz["metrics_before"]
     mismatches = []
     for method in ("Embed", "Tokenize", "EmbedStream"):
         for code in grpc.StatusCode:
