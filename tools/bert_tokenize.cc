@@ -21,6 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "server/text/packer.h"
 #include "server/text/tokenizer.h"
+#include "tools/text_pair_line.h"
 
 ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary file (vocab.txt), one token per line");
 ABSL_FLAG(int, seq_length, 128, "Packed sequence length (>= 2)");
@@ -42,24 +43,13 @@ std::string ErrorLine(const std::string& message) { return Dump(json{{"error", m
 std::string ProcessLine(const bert::BertTokenizer& tokenizer, const std::string& line,
                         int seq_length, bool ids_only, bert::TruncationPolicy policy,
                         bert::PackScratch* scratch) {
-  json input;
-  try {
-    input = json::parse(line);
-  } catch (const json::parse_error& e) {
-    return ErrorLine(std::string("bad JSON: ") + e.what());
-  }
-  if (!input.is_object()) return ErrorLine("input line is not a JSON object");
-  auto it_a = input.find("text_a");
-  if (it_a == input.end() || !it_a->is_string()) return ErrorLine("missing string text_a");
-  auto it_b = input.find("text_b");
-  const bool has_b = it_b != input.end() && !it_b->is_null();
-  if (has_b && !it_b->is_string()) return ErrorLine("text_b is not a string");
-
+  absl::StatusOr<bert::TextPair> pair = bert::ParseTextPairLine(line);
+  if (!pair.ok()) return ErrorLine(std::string(pair.status().message()));
   const absl::string_view b_text =
-      has_b ? absl::string_view(it_b->get_ref<const std::string&>()) : absl::string_view();
+      pair->text_b ? absl::string_view(*pair->text_b) : absl::string_view();
   absl::StatusOr<bert::PackedInput> packed =
-      bert::TokenizeAndPack(tokenizer, it_a->get_ref<const std::string&>(),
-                            has_b ? &b_text : nullptr, seq_length, policy, /*context=*/"", scratch);
+      bert::TokenizeAndPack(tokenizer, pair->text_a, pair->text_b ? &b_text : nullptr, seq_length,
+                            policy, /*context=*/"", scratch);
   if (!packed.ok()) return ErrorLine(std::string(packed.status().message()));
 
   json out;

@@ -5,10 +5,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
-#include "nlohmann/json.hpp"
 #include "server/engine/safetensors.h"
 #include "server/text/packer.h"
 #include "server/util/status_macros.h"
+#include "tools/text_pair_line.h"
 
 namespace bert {
 
@@ -50,7 +50,6 @@ absl::StatusOr<PaddedInputs> ReadPaddedInputs(const std::string& path) {
 
 absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path, const BertTokenizer& tokenizer,
                                             int seq_length, int* num_truncated) {
-  using json = nlohmann::json;
   if (seq_length < 2) return absl::InvalidArgumentError("seq_length must be at least 2");
   std::ifstream file(path, std::ios::binary);
   if (!file) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
@@ -65,21 +64,13 @@ absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path, const BertT
     auto bad = [&](absl::string_view why) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":", line_number, ": ", why));
     };
-    // nlohmann's parser rejects invalid UTF-8 inside strings; the tokenizer checks again.
-    json object = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (object.is_discarded()) return bad("not valid JSON (or not valid UTF-8)");
-    if (!object.is_object()) return bad("not a JSON object");
-    auto text_a = object.find("text_a");
-    if (text_a == object.end() || !text_a->is_string()) return bad("missing string text_a");
-    auto text_b = object.find("text_b");
-    const bool has_b = text_b != object.end() && !text_b->is_null();
-    if (has_b && !text_b->is_string()) return bad("text_b is not a string");
-
+    absl::StatusOr<TextPair> pair = ParseTextPairLine(line);
+    if (!pair.ok()) return bad(pair.status().message());
     const absl::string_view b_text =
-        has_b ? absl::string_view(text_b->get_ref<const std::string&>()) : absl::string_view();
+        pair->text_b ? absl::string_view(*pair->text_b) : absl::string_view();
     absl::StatusOr<PackedInput> packed =
-        TokenizeAndPack(tokenizer, text_a->get_ref<const std::string&>(), has_b ? &b_text : nullptr,
-                        seq_length, TruncationPolicy::kTruncate, /*context=*/"", &scratch);
+        TokenizeAndPack(tokenizer, pair->text_a, pair->text_b ? &b_text : nullptr, seq_length,
+                        TruncationPolicy::kTruncate, /*context=*/"", &scratch);
     if (!packed.ok()) return bad(packed.status().message());
     if (packed->truncated) ++truncated;
     PadToLength(*packed, seq_length, tokenizer.pad_id(), &word_ids, &mask, &type_ids);
