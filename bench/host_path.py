@@ -88,6 +88,8 @@ def main():
     workloads = [int(n) for n in args.inputs_per_request.split(",")]
     rows = {}
     transports = args.transports.split(",")
+    if not transports or not set(transports) <= {"tcp", "unix"}:
+        raise SystemExit(f"--transports: tcp and/or unix, not {args.transports!r}")
     print("| round | server | transport | inputs/call | seq/s | real tokens/s | "
           "server CPU us/seq | server CPU % (100: one core) | bert_load CPU % |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")

@@ -9,7 +9,8 @@
 //       [--max_concurrent_requests=1024] [--max_inputs_per_request=256] [--exit_on_stdin_eof]
 //
 // The model is BERT-base's shape (hidden 768, 12 layers, 512 positions, the vocabulary's
-// size). Prints "listening on HOST:PORT" once it serves; exits 0 on SIGTERM/SIGINT (or, with
+// size). Prints "listening on ADDRESS" (HOST:PORT with the port picked, or the unix: address)
+// once it serves; exits 0 on SIGTERM/SIGINT (or, with
 // --exit_on_stdin_eof, when stdin closes), after answering what it accepted.
 #include <signal.h>
 #include <unistd.h>
@@ -124,7 +125,8 @@ int Main() {
     std::fprintf(stderr, "host_path_server: cannot listen on %s\n", address.c_str());
     return 1;
   }
-  const bool unix_socket = address.rfind("unix:", 0) == 0;
+  const bool unix_socket =
+      address.rfind("unix:", 0) == 0 || address.rfind("unix-abstract:", 0) == 0;
   std::printf("listening on %s\n",
               unix_socket ? address.c_str()
                           : absl::StrCat(address.substr(0, address.rfind(':')), ":", port).c_str());

@@ -74,7 +74,7 @@ ABSL_FLAG(int, max_outstanding, 4096, "Open loop: most calls in flight (sends wa
 ABSL_FLAG(std::string, api, "unary",
           "unary (Embed calls) or stream (messages on EmbedStream: one stream per channel, "
           "calls in turn over them)");
-ABSL_FLAG(int, channels, 4, "gRPC channels (TCP connections) the calls are spread over");
+ABSL_FLAG(int, channels, 4, "gRPC channels (connections) the calls are spread over");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the synthetic texts and the Poisson schedule");
 ABSL_FLAG(std::string, lengths, "lognormal:36:128",
           "Synthetic input lengths in tokens with [CLS]/[SEP]: fixed:N or "

@@ -63,7 +63,7 @@ absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) 
 std::shared_ptr<grpc::Channel> Connection::NewChannel(int index) const {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
-  // Channels with equal arguments share gRPC's subchannel (one TCP connection); a distinct
+  // Channels with equal arguments share gRPC's subchannel (one connection); a distinct
   // argument per index keeps them apart.
   args.SetInt("bert.channel_index", index);
   std::shared_ptr<grpc::ChannelCredentials> credentials;

@@ -32,9 +32,9 @@ class Connection {
   // read. Does not contact the server.
   static absl::StatusOr<Connection> Create(const ConnectionOptions& options);
 
-  // A new channel. Channels with different `index` do not share a TCP connection, so a
-  // load generator can spread its calls over several. No receive-size limit: responses
-  // with every layer are large.
+  // A new channel. Channels with different `index` do not share a connection (TCP or Unix socket),
+  // so a load generator can spread its calls over several. No receive-size limit: responses with
+  // every layer are large.
   std::shared_ptr<grpc::Channel> NewChannel(int index = 0) const;
 
   // Sets the deadline and the bearer token on a call's context.

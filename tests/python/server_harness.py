@@ -116,9 +116,8 @@ class Server:
                     if m:
                         self.port = int(m.group(1))
                         self.address = f"127.0.0.1:{self.port}"
-                    m = re.search(r'msg=listening address=(unix:\S+)', line)
-                    if m:
-                        self.address = m.group(1)
+                    if unix_socket and "msg=listening " in line:
+                        self.address = address  # the log quotes a path with spaces
                     m = re.search(r'msg="metrics listening" address=127\.0\.0\.1:(\d+)', line)
                     if m:
                         self.metrics_port = int(m.group(1))

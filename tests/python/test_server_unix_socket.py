@@ -1,7 +1,8 @@
 """bert_server on a Unix domain socket (--address=unix:PATH), for callers on the same host:
 the same answers as over TCP, the bundled client and load tester reach it, the log names
-the socket, a socket file left by a killed server does not block the next one, and a
-drained server removes its socket."""
+the socket, a socket file left by a killed server does not block the next one, a drained
+server removes its socket, and a second server refuses a socket another one serves on."""
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,11 @@ def embed(server):
     for r in response.results:
         r.ClearField("timing")
     return response
+
+
+def with_address(args, address):
+    """A server's command line with another --address."""
+    return [f"--address={address}" if a.startswith("--address=") else a for a in args]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,7 @@ def test_bundled_client_and_load_tester_reach_it(socket_path, tmp_path):
                             "--lengths=fixed:8", f"--json_out={report}"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert '"ok":' in report.read_text()
+        assert json.loads(report.read_text())["steps"][0]["ok"] > 0
 
 
 def test_a_stale_socket_file_does_not_block_a_restart_and_a_drain_removes_it(socket_path):
@@ -67,3 +73,27 @@ def test_a_stale_socket_file_does_not_block_a_restart_and_a_drain_removes_it(soc
         assert again.health() == "SERVING"
         assert again.stop(signal.SIGTERM) == 0
     assert not os.path.exists(socket_path)
+
+
+def test_a_second_server_does_not_take_over_a_live_socket(socket_path, tmp_path):
+    with Server(unix_socket=socket_path) as first:
+        second = subprocess.run(
+            with_address(first.args, f"unix:{socket_path}"),
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert "another process is serving on this socket" in second.stderr
+        assert first.health() == "SERVING"  # still reachable: the file was not replaced
+    # Nor does it replace something that is not a socket.
+    not_a_socket = tmp_path / "plain_file"
+    not_a_socket.write_text("keep me")
+    r = subprocess.run(with_address(first.args, f"unix:{not_a_socket}"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "exists and is not a socket" in r.stderr, r.stderr
+    assert not_a_socket.read_text() == "keep me"
+
+
+def test_a_path_with_a_space(tmp_path):
+    path = tmp_path / "with space" / "bert.sock"
+    path.parent.mkdir()
+    with Server(unix_socket=str(path), timeout=60) as server:
+        assert server.health() == "SERVING"
