@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/engine/cuda_engine.h"
 #include "server/engine/engine.h"
@@ -83,6 +84,22 @@ std::vector<std::string> Split(const std::string& s) {
   return out;
 }
 
+// A comma-separated list of positive integers (a typo such as "128+varlem" is an error, not
+// 128).
+bool ParsePositiveInts(const char* flag, const std::string& text, std::vector<int>* out) {
+  out->clear();
+  for (const std::string& item : Split(text)) {
+    int n = 0;
+    if (!absl::SimpleAtoi(item, &n) || n < 1) {
+      std::fprintf(stderr, "--%s: '%s' is not a positive integer\n", flag, item.c_str());
+      return false;
+    }
+    out->push_back(n);
+  }
+  if (out->empty()) std::fprintf(stderr, "--%s: empty\n", flag);
+  return !out->empty();
+}
+
 bool ParseFlags(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -94,15 +111,25 @@ bool ParseFlags(int argc, char** argv, Options* o) {
       o->model_dir = v;
     } else if (const char* v = value("dtypes")) {
       o->dtypes = Split(v);
+      for (const std::string& name : o->dtypes) {
+        if (!ParseDType(name).ok()) {
+          std::fprintf(stderr, "--dtypes: unknown dtype '%s'\n", name.c_str());
+          return false;
+        }
+      }
+      if (o->dtypes.empty()) return false;
     } else if (const char* v = value("batches")) {
-      o->batches.clear();
-      for (const std::string& b : Split(v)) o->batches.push_back(std::atoi(b.c_str()));
+      if (!ParsePositiveInts("batches", v, &o->batches)) return false;
     } else if (const char* v = value("seq")) {
-      o->seq = std::atoi(v);
+      std::vector<int> seq;
+      if (!ParsePositiveInts("seq", v, &seq) || seq.size() != 1) return false;
+      o->seq = seq[0];
     } else if (const char* v = value("varlen_file")) {
       o->varlen_file = v;
     } else if (const char* v = value("iters")) {
-      o->iters = std::atoi(v);
+      std::vector<int> iters;
+      if (!ParsePositiveInts("iters", v, &iters) || iters.size() != 1) return false;
+      o->iters = iters[0];
     } else if (const char* v = value("json")) {
       o->json = v;
     } else if (const char* v = value("outputs")) {
@@ -118,8 +145,7 @@ bool ParseFlags(int argc, char** argv, Options* o) {
     } else if (a == "--check_flags") {
       o->check_flags = true;
     } else if (const char* v = value("profile_batches")) {
-      o->profile_batches.clear();
-      for (const std::string& b : Split(v)) o->profile_batches.push_back(std::atoi(b.c_str()));
+      if (!ParsePositiveInts("profile_batches", v, &o->profile_batches)) return false;
     } else if (a.rfind("--", 0) == 0) {
       // The engine's tuning switches, by the server's flag names (CudaTuningSwitches); a
       // bare --<switch> is =true, as for bert_server's boolean flags.
@@ -480,12 +506,23 @@ int main(int argc, char** argv) {
   bert::Options o;
   if (!bert::ParseFlags(argc, argv, &o)) return 2;
   if (o.check_flags) {
-    // Before any CUDA call: what the flags set (tools/gpu_check.sh's flags are tested so).
+    // Before any CUDA call: what the flags set (tools/gpu_check.sh's calls are tested so).
+    const auto join = [](const auto& items) {
+      std::string text;
+      for (const auto& item : items) {
+        if (!text.empty()) text += ",";
+        std::ostringstream one;
+        one << item;
+        text += one.str();
+      }
+      return text;
+    };
     std::printf(
-        "flags: model_dir=%s dtypes=%zu batches=%zu seq=%d varlen_file=%s iters=%d "
-        "json=%s profile=%d memory=%d options: %s\n",
-        o.model_dir.c_str(), o.dtypes.size(), o.batches.size(), o.seq, o.varlen_file.c_str(),
-        o.iters, o.json.c_str(), o.profile, o.memory, bert::Describe(o).c_str());
+        "flags: model_dir=%s dtypes=%s batches=%s seq=%d varlen_file=%s iters=%d json=%s "
+        "profile=%d memory=%d options: %s\n",
+        o.model_dir.c_str(), join(o.dtypes).c_str(), join(o.batches).c_str(), o.seq,
+        o.varlen_file.c_str(), o.iters, o.json.c_str(), o.profile, o.memory,
+        bert::Describe(o).c_str());
     return 0;
   }
   return bert::Run(o);

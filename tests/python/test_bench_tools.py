@@ -209,80 +209,106 @@ def test_load_tester_memory_dry_run(tmp_path):
         assert float(cells[3]) > 5  # peak RSS in MB: a gRPC client takes more than this
 
 
-def gpu_bench_commands(script, samples):
-    """Every gpu_bench command line of tools/gpu_check.sh, as argument lists: continued lines
-    joined, shell values replaced by `samples` (by flag name), and a command that takes a
-    variant's flags ($vflags, $vflag) repeated once per variant."""
+def run_kit_with_stub_gpu_bench(tmp_path, what):
+    """Runs `tools/gpu_check.sh run WHAT` in a scratch tree whose .gpu/bin/gpu_bench is a stub:
+    it records its arguments and what the real gpu_bench --check_flags makes of them (which
+    stops before any CUDA call), and writes an empty --json. python3 is a stub that exits 0
+    (the HF, serving, comparison and host-path steps); the other binaries are missing, so
+    their steps fail at once. Returns [(check_flags status, arguments, its output)]."""
+    import shutil
+    from repo_paths import bin_path
+    tree = tmp_path / "tree"
+    (tree / "tools").mkdir(parents=True)
+    shutil.copy(REPO / "tools" / "gpu_check.sh", tree / "tools" / "gpu_check.sh")
+    (tree / ".gpu" / "bert-base-random").mkdir(parents=True)
+    (tree / ".gpu" / "bert-base-random" / "model.safetensors").write_bytes(b"")
+    (tree / ".gpu" / "varlen.txt").write_text("36\n")
+    (tree / ".gpu" / "bin").mkdir()
+    calls = tmp_path / "calls.txt"
+    stub = tree / ".gpu" / "bin" / "gpu_bench"
+    stub.write_text(f"""#!/usr/bin/env bash
+out=$("{bin_path('bench', 'gpu_bench')}" --check_flags "$@" 2>&1)
+printf 'CALL %s %s\\n' "$?" "$*" >> "{calls}"
+printf 'OUT %s\\n' "$out" >> "{calls}"
+for a in "$@"; do case "$a" in --json=*) echo '[]' > "${{a#--json=}}";; esac; done
+""")
+    stub.chmod(0o755)
+    stubs = tmp_path / "stubbin"
+    stubs.mkdir()
+    (stubs / "python3").write_text("#!/bin/sh\nexit 0\n")
+    (stubs / "python3").chmod(0o755)
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PATH=f"{stubs}:{os.environ['PATH']}")
+    r = subprocess.run(["bash", "tools/gpu_check.sh", "run", what], cwd=tree, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert "== GPU check summary" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    result = []
+    for call, out in zip(lines[0::2], lines[1::2]):
+        _, status, *args = call.split(" ")
+        result.append((int(status), args, out[len("OUT "):]))
+    return result
+
+
+def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
+    """tools/gpu_check.sh, run with a stub gpu_bench: every call's flags parse, each result
+    file comes from the call meant for it, and each variant runs its flags on its batches
+    (with the variable-length batch where its spec says +varlen). A flag renamed, misspelled,
+    dropped or quoted into one argument in the kit would otherwise show only on a GPU."""
     import shlex
-    text = script.replace("\\\n", " ")
-    # The variants: each argument of a run_variants call ("name batches --flag=value ...")
-    # and each word of the every-layer loop ("name --flag=value").
-    variants = []
-    for line in text.splitlines():
+    calls = run_kit_with_stub_gpu_bench(tmp_path, "all")
+    if calls and "built with --config=nocuda" in calls[0][2]:
+        import pytest
+        pytest.skip("gpu_bench is built without CUDA here")
+    for status, args, out in calls:
+        assert status == 0 and out.startswith("flags: "), (args, out)
+    by_json = {}
+    for _, args, out in calls:
+        json_arg = [a for a in args if a.startswith("--json=")]
+        assert len(json_arg) == 1, args
+        by_json[pathlib.Path(json_arg[0][len("--json="):]).stem] = (args, out)
+    script = (REPO / "tools" / "gpu_check.sh").read_text().replace("\\\n", " ")
+    variants = {}
+    for line in script.splitlines():
         line = line.strip()
         if line.startswith("run_variants "):
-            words = shlex.split(line)[1:]
-        elif line.startswith("for variant in "):
-            words = shlex.split(line.split(";", 1)[0])[3:]
-        else:
-            continue
-        for word in words:
-            if word.startswith("$"):
-                continue  # run_variants' own loop over its arguments
-            flags = [w for w in word.split() if w.startswith("--")]
-            assert flags, f"variant {word!r} sets no flag"
-            variants.append(" ".join(flags))
-    commands = []
-    for line in text.splitlines():
-        if ".gpu/bin/gpu_bench" not in line:
-            continue
-        args, takes_variant = [], False
-        for token in line.split(".gpu/bin/gpu_bench", 1)[1].split():
-            token = token.strip('"')
-            if token in ("$vflags", "$vflag"):
-                takes_variant = True
-            elif token.startswith("$"):
-                args.append(samples[token])
-            elif token.startswith("--"):
-                name = token.split("=", 1)[0]
-                args.append(f"{name}={samples[name]}" if "$" in token else token)
-            else:
-                break  # a redirection or the next command
-        for flags in (variants if takes_variant else [""]):
-            commands.append(args + flags.split())
-    return variants, commands
+            for spec in shlex.split(line)[1:]:
+                name, batches, *flags = spec.split()
+                variants[name] = (batches, flags)
+    assert len(variants) == 8, variants
+    expected = {"ours", "ours_nographs", "ours_layers_overlap", "ours_layers_serial"}
+    expected |= {f"ours_{name}" for name in variants}
+    assert set(by_json) == expected and len(calls) == len(expected), sorted(by_json)
+
+    def parsed(out, key):
+        return out.split(f" {key}=", 1)[1].split(" ", 1)[0]
+
+    def label(out):
+        return out.split(" options: ", 1)[1].split()
+
+    for name, (batches, flags) in variants.items():
+        args, out = by_json[f"ours_{name}"]
+        assert parsed(out, "batches") == batches.removesuffix("+varlen"), (name, out)
+        assert (parsed(out, "varlen_file") != "") == batches.endswith("+varlen"), (name, out)
+        assert parsed(out, "dtypes") == "fp16", (name, out)
+        assert flags and all(f in label(out) for f in flags), (name, flags, out)
+    _, out = by_json["ours"]
+    assert parsed(out, "dtypes") == "fp16,bf16,fp32" and parsed(out, "memory") == "1", out
+    assert parsed(out, "varlen_file") != "", out
+    _, out = by_json["ours_nographs"]
+    assert parsed(out, "profile") == "1" and "--cuda_graphs=false" in label(out), out
+    for name in ("ours_layers_overlap", "ours_layers_serial"):
+        assert "--outputs=layers" in label(by_json[name][1]), by_json[name]
+    assert "--cuda_overlap_copies=false" in label(by_json["ours_layers_serial"][1])
 
 
-def test_the_gpu_kit_passes_gpu_bench_only_flags_it_takes(tmp_path):
-    """Every gpu_bench command of tools/gpu_check.sh parses (gpu_bench --check_flags, which
-    stops before any CUDA call): a flag renamed or misspelled in the kit would otherwise fail
-    only on the GPU machine. The flags must also reach what gpu_bench reports."""
-    from repo_paths import bin_path
-    lengths = tmp_path / "varlen.txt"
-    lengths.write_text("36\n")
-    model = str(REPO / "tests/golden/tiny-l4-h128")
-    samples = {"$model_flag": f"--model_dir={model}", "$varlen_flag": f"--varlen_file={lengths}",
-               "--model_dir": model, "--varlen_file": str(lengths),
-               "--json": str(tmp_path / "out.json"), "--batches": "1,8"}
-    variants, commands = gpu_bench_commands((REPO / "tools/gpu_check.sh").read_text(), samples)
-    assert len(variants) >= 10 and len(commands) > len(variants), commands
-    for args in commands:
-        r = subprocess.run([bin_path("bench", "gpu_bench"), "--check_flags", *args],
-                           capture_output=True, text=True, timeout=60)
-        if "built with --config=nocuda" in r.stderr:
-            import pytest
-            pytest.skip("gpu_bench is built without CUDA here")
-        assert r.returncode == 0 and r.stdout.startswith("flags: "), (args, r.stdout + r.stderr)
-        label = r.stdout.split(" options: ", 1)[1].split()
-        for flag in args:
-            name = flag.split("=", 1)[0]
-            if name in ("--profile", "--memory"):
-                assert f"{name[2:]}=1" in r.stdout, (flag, r.stdout)
-            elif name == "--outputs":
-                assert flag in label, (flag, label)
-            elif any(f.startswith(name + "=") for f in label):
-                # A tuning flag shows in the label unless it sets the default.
-                assert flag in label, (flag, label)
+def test_the_gpu_kit_serving_part_runs_the_engine_benchmark(tmp_path):
+    calls = run_kit_with_stub_gpu_bench(tmp_path, "serving")
+    if calls and "built with --config=nocuda" in calls[0][2]:
+        import pytest
+        pytest.skip("gpu_bench is built without CUDA here")
+    assert len(calls) == 1, calls
+    status, args, out = calls[0]
+    assert status == 0 and " varlen_file=.gpu/varlen.txt " in out, out
 
 
 def test_host_path_dry_run():
