@@ -227,7 +227,8 @@ def run_kit_with_stub_gpu_bench(tmp_path, what):
     calls = tmp_path / "calls.txt"
     stub = tree / ".gpu" / "bin" / "gpu_bench"
     stub.write_text(f"""#!/usr/bin/env bash
-out=$("{bin_path('bench', 'gpu_bench')}" --check_flags "$@" 2>&1)
+# Without the kit's stdbuf preload (an ASan build must come first in the library list).
+out=$(env -u LD_PRELOAD "{bin_path('bench', 'gpu_bench')}" --check_flags "$@" 2>&1)
 printf 'CALL %s %s\\n' "$?" "$*" >> "{calls}"
 printf 'OUT %s\\n' "$out" >> "{calls}"
 for a in "$@"; do case "$a" in --json=*) echo '[]' > "${{a#--json=}}";; esac; done
