@@ -23,7 +23,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -35,6 +34,7 @@
 #include "server/grpc/bert_service.h"
 #include "server/grpc/metrics.h"
 #include "server/text/tokenizer.h"
+#include "server/util/listen_address.h"
 
 ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary (uncased)");
 ABSL_FLAG(std::string, address, "127.0.0.1:0",
@@ -116,6 +116,10 @@ int Main() {
   grpc::ServerBuilder builder;
   int port = 0;
   const std::string address = absl::GetFlag(FLAGS_address);
+  if (absl::Status free = CheckUnixSocketFree(address); !free.ok()) {
+    std::fprintf(stderr, "host_path_server: %s\n", free.ToString().c_str());
+    return 1;
+  }
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.SetMaxSendMessageSize(64 << 20);
@@ -125,11 +129,7 @@ int Main() {
     std::fprintf(stderr, "host_path_server: cannot listen on %s\n", address.c_str());
     return 1;
   }
-  const bool unix_socket =
-      address.rfind("unix:", 0) == 0 || address.rfind("unix-abstract:", 0) == 0;
-  std::printf("listening on %s\n",
-              unix_socket ? address.c_str()
-                          : absl::StrCat(address.substr(0, address.rfind(':')), ":", port).c_str());
+  std::printf("listening on %s\n", ListeningAddress(address, port).c_str());
   std::fflush(stdout);
 
   if (absl::GetFlag(FLAGS_exit_on_stdin_eof)) {

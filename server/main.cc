@@ -8,16 +8,10 @@
 // --drain_timeout_s), exit 0; before SERVING (nothing accepted yet), exit 0 at once.
 #include <semaphore.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -52,6 +46,7 @@
 #include "server/text/tokenizer.h"
 #include "server/util/available_cores.h"
 #include "server/util/device_memory.h"
+#include "server/util/listen_address.h"
 #include "server/util/log.h"
 #include "server/util/status_macros.h"
 
@@ -266,52 +261,6 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - warm_start));
   loaded.pipeline->Start();
   return loaded;
-}
-
-// The address the server listens on, as clients give it: HOST:PORT with the port gRPC picked
-// (for port 0), or the Unix domain socket's address unchanged ("unix:PATH",
-// "unix-abstract:NAME").
-std::string ListeningAddress(const std::string& address, int port) {
-  if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
-    return address;
-  }
-  return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
-}
-
-// gRPC replaces whatever socket file is at a unix: path when it binds, and removes it at
-// shutdown. A second server on a path would so take it over from a live one, whose drain
-// would then delete the newcomer's socket. Only a stale socket (one nothing accepts on:
-// ECONNREFUSED) is left for gRPC to replace; a live one, one that cannot be checked, or a
-// file that is not a socket is refused.
-absl::Status CheckUnixSocketFree(const std::string& address) {
-  if (!absl::StartsWith(address, "unix:")) return absl::OkStatus();
-  std::string path = address.substr(5);
-  if (absl::StartsWith(path, "//")) path = path.substr(2);  // unix:///abs/path
-  struct stat st;
-  if (lstat(path.c_str(), &st) != 0) return absl::OkStatus();  // nothing there yet
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a socket"));
-  }
-  sockaddr_un peer{};
-  if (path.size() >= sizeof(peer.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": socket path too long"));
-  }
-  peer.sun_family = AF_UNIX;
-  path.copy(peer.sun_path, path.size());
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket(): ", strerror(errno)));
-  const int rc = connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer));
-  const int error = errno;
-  close(fd);
-  if (rc == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, ": another process is serving on this socket"));
-  }
-  if (error != ECONNREFUSED) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, ": cannot tell whether it is in use (", strerror(error), ")"));
-  }
-  return absl::OkStatus();
 }
 
 int Validate() {

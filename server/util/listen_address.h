@@ -1,0 +1,27 @@
+// Listening addresses of the gRPC servers (bert_server, the host-path benchmark's server):
+// how to report them, and whether a Unix socket path is free to bind.
+#ifndef BERT_SERVER_UTIL_LISTEN_ADDRESS_H_
+#define BERT_SERVER_UTIL_LISTEN_ADDRESS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace bert {
+
+// The address a server listens on, as clients give it: HOST:PORT with the port gRPC picked
+// (for port 0), or the Unix domain socket's address unchanged ("unix:PATH",
+// "unix-abstract:NAME").
+std::string ListeningAddress(const std::string& address, int port);
+
+// gRPC replaces whatever socket file is at a unix: path when it binds, and removes it at
+// shutdown. A second server on a path would so take it over from a live one, whose drain
+// would then delete the newcomer's socket. OK for a non-unix: address, a free path, or a
+// stale socket (one nothing accepts on: ECONNREFUSED), which gRPC replaces;
+// FAILED_PRECONDITION for a live socket, one that cannot be checked, or a file that is not
+// a socket.
+absl::Status CheckUnixSocketFree(const std::string& address);
+
+}  // namespace bert
+
+#endif  // BERT_SERVER_UTIL_LISTEN_ADDRESS_H_
