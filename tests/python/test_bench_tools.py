@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from repo_paths import REPO
 
 
@@ -247,6 +249,8 @@ for a in "$@"; do case "$a" in --json=*) echo '[]' > "${{a#--json=}}";; esac; do
     for call, out in zip(lines[0::2], lines[1::2]):
         _, status, *args = call.split(" ")
         result.append((int(status), args, out[len("OUT "):]))
+    if result and "built with --config=nocuda" in result[0][2]:
+        pytest.skip("gpu_bench is built without CUDA here")
     return result
 
 
@@ -257,9 +261,6 @@ def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
     dropped or quoted into one argument in the kit would otherwise show only on a GPU."""
     import shlex
     calls = run_kit_with_stub_gpu_bench(tmp_path, "all")
-    if calls and "built with --config=nocuda" in calls[0][2]:
-        import pytest
-        pytest.skip("gpu_bench is built without CUDA here")
     for status, args, out in calls:
         assert status == 0 and out.startswith("flags: "), (args, out)
     by_json = {}
@@ -304,9 +305,6 @@ def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
 
 def test_the_gpu_kit_serving_part_runs_the_engine_benchmark(tmp_path):
     calls = run_kit_with_stub_gpu_bench(tmp_path, "serving")
-    if calls and "built with --config=nocuda" in calls[0][2]:
-        import pytest
-        pytest.skip("gpu_bench is built without CUDA here")
     assert len(calls) == 1, calls
     status, args, out = calls[0]
     assert status == 0 and " varlen_file=.gpu/varlen.txt " in out, out
@@ -315,7 +313,6 @@ def test_the_gpu_kit_serving_part_runs_the_engine_benchmark(tmp_path):
 def test_host_path_dry_run():
     """bench/host_path.py for one short round: the null-engine server answers bert_load's
     calls, and the server's CPU time per sequence comes out positive."""
-    import pytest
     if not {0, 1} <= os.sched_getaffinity(0):
         pytest.skip("bench/host_path.py pins the server and the load to CPUs 0 and 1")
     from repo_paths import bin_path
