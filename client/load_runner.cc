@@ -65,8 +65,10 @@ class LoadRunner::Step {
   // cancelled. False if even cancelling did not end them.
   bool Drain();
 
-  StepResult TakeResult() {
+  // The step's result, or the first error in counting its calls (INTERNAL).
+  absl::StatusOr<StepResult> TakeResult() {
     absl::MutexLock lock(&mu_);
+    if (!accounting_.ok()) return accounting_;
     StepResult result;
     result.summary = accumulator_.Summary();
     result.calls = std::move(records_);
@@ -192,7 +194,11 @@ class LoadRunner::Step {
   // failed calls): `in_window` of them counted in the window, `kept` their records.
   void Recode(int from, int to, int64_t in_window, const std::vector<size_t>& kept) {
     absl::MutexLock lock(&mu_);
-    accumulator_.Recode(from, to, in_window);
+    absl::Status recoded = accumulator_.Recode(from, to, in_window);
+    if (!recoded.ok()) {
+      accounting_.Update(recoded);
+      return;
+    }
     for (size_t i : kept) records_[i].code = to;
   }
 
@@ -208,6 +214,7 @@ class LoadRunner::Step {
   absl::flat_hash_set<InFlight*> in_flight_ ABSL_GUARDED_BY(mu_);  // sent, not answered
   StepAccumulator accumulator_ ABSL_GUARDED_BY(mu_);
   std::vector<CallRecord> records_ ABSL_GUARDED_BY(mu_);  // with keep_calls
+  absl::Status accounting_ ABSL_GUARDED_BY(mu_);          // first failed Recode
   std::deque<int64_t> freed_at_ ABSL_GUARDED_BY(mu_);     // closed loop: when slots freed
   std::vector<std::unique_ptr<Stream>> streams_;          // stream mode: one per channel
   int open_streams_ ABSL_GUARDED_BY(mu_) = 0;             // streams whose OnDone has not run

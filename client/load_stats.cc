@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
+
 namespace bert {
 namespace {
 
@@ -102,13 +104,17 @@ void StepAccumulator::Add(const CallRecord& c) {
   server_inference_.Add(UsToNs(c.server_inference_us));
 }
 
-void StepAccumulator::Recode(int from, int to, int64_t n) {
-  if (n <= 0 || from == to) return;
+absl::Status StepAccumulator::Recode(int from, int to, int64_t n) {
+  if (n == 0 || from == to) return absl::OkStatus();
   auto it = counts_.errors.find(from);
-  n = std::min(n, it == counts_.errors.end() ? 0 : it->second);
-  if (n == 0) return;
+  const int64_t filed = it == counts_.errors.end() ? 0 : it->second;
+  if (n < 0 || n > filed) {
+    return absl::InternalError(absl::StrCat("cannot file ", n, " calls of status ", from, " under ",
+                                            to, ": ", filed, " are filed under it"));
+  }
   if ((it->second -= n) == 0) counts_.errors.erase(it);
   counts_.errors[to] += n;
+  return absl::OkStatus();
 }
 
 StepSummary StepAccumulator::Summary() const {

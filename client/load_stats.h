@@ -12,6 +12,8 @@
 #include <map>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace bert {
 
 // One call. Times are nanoseconds since the step began (steady clock).
@@ -108,8 +110,10 @@ class StepAccumulator {
 
   void Add(const CallRecord& call);
   // Files `n` failed calls of the window, added with status `from`, under `to` instead (a
-  // stream's calls fail when it ends, before its final status is known).
-  void Recode(int from, int to, int64_t n);
+  // stream's calls fail when it ends, before its final status is known). INTERNAL, with
+  // nothing moved, when fewer than `n` calls are filed under `from`: the caller's count of
+  // them is wrong.
+  absl::Status Recode(int from, int to, int64_t n);
   StepSummary Summary() const;
 
  private:

@@ -258,16 +258,27 @@ TEST(StepAccumulator, RecodeMovesFailedCallsOfTheWindowToAnotherStatus) {
   StepAccumulator a(0, Ms(1000));
   for (int i = 0; i < 3; ++i) a.Add(Call(100 + i, 100 + i, 200, /*UNAVAILABLE*/ 14));
   a.Add(Call(300, 300, 310));
-  a.Recode(14, /*ABORTED*/ 10, 2);
+  ASSERT_TRUE(a.Recode(14, /*ABORTED*/ 10, 2).ok());
   StepSummary s = a.Summary();
   EXPECT_EQ(s.calls, 4);
   EXPECT_EQ(s.ok, 1);
   EXPECT_EQ((std::map<int, int64_t>(s.errors)), (std::map<int, int64_t>{{10, 2}, {14, 1}}));
-  // Never more than were filed under the first status.
-  a.Recode(14, 10, 5);
-  a.Recode(8, 10, 1);
+  ASSERT_TRUE(a.Recode(14, 10, 1).ok());
+  ASSERT_TRUE(a.Recode(14, 10, 0).ok());
   s = a.Summary();
   EXPECT_EQ((std::map<int, int64_t>(s.errors)), (std::map<int, int64_t>{{10, 3}}));
+}
+
+TEST(StepAccumulator, RecodeOfMoreCallsThanWereFiledIsAnErrorAndMovesNone) {
+  StepAccumulator a(0, Ms(1000));
+  for (int i = 0; i < 2; ++i) a.Add(Call(100 + i, 100 + i, 200, /*UNAVAILABLE*/ 14));
+  a.Add(Call(300, 300, 310, /*ABORTED*/ 10));
+  const std::map<int, int64_t> before{{10, 1}, {14, 2}};
+  for (const auto& [from, n] : std::vector<std::pair<int, int64_t>>{{14, 3}, {8, 1}, {14, -1}}) {
+    absl::Status status = a.Recode(from, 10, n);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << from << " " << n;
+    EXPECT_EQ((std::map<int, int64_t>(a.Summary().errors)), before) << from << " " << n;
+  }
 }
 
 // ---- /metrics ----
