@@ -40,13 +40,12 @@
 #include <map>
 #include <memory>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/gpu_bench_flags.h"
 #include "server/engine/cuda_engine.h"
 #include "server/engine/engine.h"
 #include "server/engine/engine_factory.h"
@@ -56,135 +55,11 @@
 namespace bert {
 namespace {
 
-struct Options {
-  std::string model_dir;
-  std::vector<std::string> dtypes = {"fp32", "fp16", "bf16"};
-  std::vector<int> batches = {1, 8, 32, 128, 256};
-  int seq = 128;
-  std::string varlen_file;
-  int iters = 30;
-  std::string json;
-  // The engine's options, its own defaults unless a flag changes them, so that "ours"
-  // always measures what serving runs (dtype and max_batch_tokens are set per run).
-  CudaEngineOptions engine;
-  bool all_layers = false;  // --outputs=layers
-  bool profile = false;
-  bool memory = false;  // --memory: the memory goal's measurement (one more engine)
-  std::vector<int> profile_batches = {1, 128};
-  bool check_flags = false;  // --check_flags: print what the flags parsed to, and stop
-};
-
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-// A comma-separated list of positive integers (a typo such as "128+varlem" is an error, not
-// 128).
-bool ParsePositiveInts(const char* flag, const std::string& text, std::vector<int>* out) {
-  out->clear();
-  for (const std::string& item : Split(text)) {
-    int n = 0;
-    if (!absl::SimpleAtoi(item, &n) || n < 1) {
-      std::fprintf(stderr, "--%s: '%s' is not a positive integer\n", flag, item.c_str());
-      return false;
-    }
-    out->push_back(n);
-  }
-  if (out->empty()) std::fprintf(stderr, "--%s: empty\n", flag);
-  return !out->empty();
-}
-
-bool ParseFlags(int argc, char** argv, Options* o) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      const std::string prefix = std::string("--") + name + "=";
-      return a.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
-    };
-    if (const char* v = value("model_dir")) {
-      o->model_dir = v;
-    } else if (const char* v = value("dtypes")) {
-      o->dtypes = Split(v);
-      for (const std::string& name : o->dtypes) {
-        if (!ParseDType(name).ok()) {
-          std::fprintf(stderr, "--dtypes: unknown dtype '%s'\n", name.c_str());
-          return false;
-        }
-      }
-      if (o->dtypes.empty()) return false;
-    } else if (const char* v = value("batches")) {
-      if (!ParsePositiveInts("batches", v, &o->batches)) return false;
-    } else if (const char* v = value("seq")) {
-      std::vector<int> seq;
-      if (!ParsePositiveInts("seq", v, &seq) || seq.size() != 1) return false;
-      o->seq = seq[0];
-    } else if (const char* v = value("varlen_file")) {
-      o->varlen_file = v;
-    } else if (const char* v = value("iters")) {
-      std::vector<int> iters;
-      if (!ParsePositiveInts("iters", v, &iters) || iters.size() != 1) return false;
-      o->iters = iters[0];
-    } else if (const char* v = value("json")) {
-      o->json = v;
-    } else if (const char* v = value("outputs")) {
-      if (std::string(v) != "pooled" && std::string(v) != "layers") {
-        std::fprintf(stderr, "--outputs: pooled or layers\n");
-        return false;
-      }
-      o->all_layers = std::string(v) == "layers";
-    } else if (a == "--profile" || a == "--profile=true" || a == "--profile=false") {
-      o->profile = a != "--profile=false";
-    } else if (a == "--memory" || a == "--memory=true" || a == "--memory=false") {
-      o->memory = a != "--memory=false";
-    } else if (a == "--check_flags") {
-      o->check_flags = true;
-    } else if (const char* v = value("profile_batches")) {
-      if (!ParsePositiveInts("profile_batches", v, &o->profile_batches)) return false;
-    } else if (a.rfind("--", 0) == 0) {
-      // The engine's tuning switches, by the server's flag names (CudaTuningSwitches); a
-      // bare --<switch> is =true, as for bert_server's boolean flags.
-      const size_t eq = a.find('=');
-      const std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
-      const std::string v = eq == std::string::npos ? "true" : a.substr(eq + 1);
-      const absl::Status status = SetCudaTuning(name, v, &o->engine);
-      if (!status.ok()) {
-        if (absl::IsNotFound(status)) {
-          std::fprintf(stderr, "unknown flag %s\n", argv[i]);
-        } else {
-          std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
-        }
-        return false;
-      }
-    } else {
-      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
-      return false;
-    }
-  }
-  return true;
-}
-
-CudaEngineOptions EngineOptions(const Options& o, DType dtype, int max_tokens) {
+CudaEngineOptions EngineOptions(const GpuBenchOptions& o, DType dtype, int max_tokens) {
   CudaEngineOptions e = o.engine;
   e.dtype = dtype;
   e.max_batch_tokens = max_tokens;
   return e;
-}
-
-// The options a result ran with: the tuning switches that differ from the serving
-// defaults, as the server flags that set them.
-std::string Describe(const Options& o) {
-  std::string text;
-  for (const auto& [flag, value] : CudaTuningValues(o.engine, /*only_changed=*/true)) {
-    text += (text.empty() ? "--" : " --") + flag + "=" + value;
-  }
-  if (text.empty()) text = "defaults";
-  return o.all_layers ? text + " --outputs=layers" : text;
 }
 
 double Median(std::vector<double> v) {
@@ -334,7 +209,7 @@ void WriteResultsJson(const std::string& path, const std::vector<Result>& result
 
 // One dtype: every batch shape (and the variable-length batch), each result printed and
 // appended to `results` (and the JSON) as soon as it is measured; then the engine's counters.
-absl::Status BenchDType(const Options& o, const std::shared_ptr<const Model>& model,
+absl::Status BenchDType(const GpuBenchOptions& o, const std::shared_ptr<const Model>& model,
                         const std::string& name, const std::vector<int>& varlen, int engine_tokens,
                         std::vector<Result>* results) {
   ASSIGN_OR_RETURN(const DType dtype, ParseDType(name));
@@ -378,7 +253,8 @@ absl::Status BenchDType(const Options& o, const std::shared_ptr<const Model>& mo
         "ours %-5s %-7s batch %4d tokens %6ld  gpu %8.3f ms  wall %8.3f ms  %10.0f seq/s"
         "  %11.0f tok/s  %s\n",
         name.c_str(), shape.c_str(), r.batch, r.real_tokens, r.gpu_ms, r.wall_ms,
-        r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3), Describe(o).c_str());
+        r.batch / (r.gpu_ms / 1e3), r.real_tokens / (r.gpu_ms / 1e3),
+        DescribeGpuBenchOptions(o).c_str());
     std::fflush(stdout);
     results->push_back(r);
     WriteResultsJson(o.json, *results);
@@ -408,7 +284,7 @@ absl::Status BenchDType(const Options& o, const std::shared_ptr<const Model>& mo
   return absl::OkStatus();
 }
 
-int Run(const Options& o) {
+int Run(const GpuBenchOptions& o) {
   std::shared_ptr<const Model> model;
   if (!o.model_dir.empty()) {
     auto loaded = LoadModel(o.model_dir);
@@ -503,26 +379,11 @@ int Run(const Options& o) {
 }  // namespace bert
 
 int main(int argc, char** argv) {
-  bert::Options o;
-  if (!bert::ParseFlags(argc, argv, &o)) return 2;
+  bert::GpuBenchOptions o;
+  if (!bert::ParseGpuBenchFlags(argc, argv, &o)) return 2;
   if (o.check_flags) {
     // Before any CUDA call: what the flags set (tools/gpu_check.sh's calls are tested so).
-    const auto join = [](const auto& items) {
-      std::string text;
-      for (const auto& item : items) {
-        if (!text.empty()) text += ",";
-        std::ostringstream one;
-        one << item;
-        text += one.str();
-      }
-      return text;
-    };
-    std::printf(
-        "flags: model_dir=%s dtypes=%s batches=%s seq=%d varlen_file=%s iters=%d json=%s "
-        "profile=%d memory=%d options: %s\n",
-        o.model_dir.c_str(), join(o.dtypes).c_str(), join(o.batches).c_str(), o.seq,
-        o.varlen_file.c_str(), o.iters, o.json.c_str(), o.profile, o.memory,
-        bert::Describe(o).c_str());
+    std::printf("%s\n", bert::CheckedFlagsLine(o).c_str());
     return 0;
   }
   return bert::Run(o);

@@ -1,7 +1,17 @@
-// gpu_bench in a --config=nocuda build: there is no CUDA engine to measure.
+// gpu_bench in a --config=nocuda build: there is no CUDA engine to measure, but the command
+// line parses as in the CUDA build, so --check_flags answers (tools/gpu_check.sh's calls are
+// tested through it in either build).
 #include <cstdio>
 
-int main() {
+#include "bench/gpu_bench_flags.h"
+
+int main(int argc, char** argv) {
+  bert::GpuBenchOptions o;
+  if (!bert::ParseGpuBenchFlags(argc, argv, &o)) return 2;
+  if (o.check_flags) {
+    std::printf("%s\n", bert::CheckedFlagsLine(o).c_str());
+    return 0;
+  }
   std::fprintf(stderr, "gpu_bench: built with --config=nocuda; rebuild with CUDA\n");
   return 2;
 }
