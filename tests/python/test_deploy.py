@@ -6,12 +6,17 @@ Where kubectl is installed, the base and the GPU overlay are rendered with its b
 kustomize (offline) and the rendered objects are checked the same way, with the Service and
 PodDisruptionBudget selecting the Deployment's pods, and validated strictly against the
 Kubernetes API schemas (kubernetes-validate) of the oldest and newest supported release; the
-base's files are validated as written on every machine.
+base's files are validated as written on every machine. The Unix-socket sidecar example is
+checked the same way, and its server command line, probe and application script are run
+here with the paths mapped onto the checkout.
 No cluster is involved: deploy/docker/smoke_test.sh runs the image itself.
 """
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -140,3 +145,128 @@ def test_the_schema_check_rejects_a_misspelt_field():
     container["readinesProbe"] = container.pop("readinessProbe")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(dep, SCHEMA_VERSIONS[0], strict=True)
+
+
+# ---- The example of the server as a sidecar on a Unix socket ----
+
+SIDECAR = REPO / "deploy/k8s/examples/unix-socket-sidecar"
+# Native sidecars (an init container with restartPolicy: Always) are on by default from 1.29.
+SIDECAR_SCHEMA_VERSIONS = ["1.29.0", "1.37.0"]
+
+
+def _sidecar_pod():
+    dep = _load_all(SIDECAR / "deployment.yaml")[0]
+    pod = dep["spec"]["template"]["spec"]
+    (server,) = pod["initContainers"]
+    (app,) = pod["containers"]
+    return dep, pod, server, app
+
+
+def _arg(args, name):
+    return next(a.split("=", 1)[1] for a in args if a.startswith(f"--{name}="))
+
+
+def test_sidecar_example_is_consistent(server_flags):
+    dep, pod, server, app = _sidecar_pod()
+    assert server["restartPolicy"] == "Always"  # a sidecar, not an init step
+    unknown = [f for f in _flag_names(server["args"]) if f not in server_flags]
+    assert not unknown, f"unknown server flags in the sidecar example: {unknown}"
+    address = _arg(server["args"], "address")
+    assert address.startswith("unix:/"), address
+    socket_dir = address[len("unix:"):].rsplit("/", 1)[0]
+    # Both probes ask the server's health over its socket; the app is pointed at it.
+    for probe in ("startupProbe", "livenessProbe"):
+        command = server[probe]["exec"]["command"]
+        assert command[0] == "bert_client" and command[-1] == "health", command
+        assert f"--server={address}" in command, command
+    assert {e["name"]: e["value"] for e in app["env"]}["BERT_SERVER"] == address
+    assert '--server="$BERT_SERVER"' in app["args"][0]
+    # The socket's directory is one emptyDir both containers mount.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = [{m["mountPath"]: m["name"] for m in c["volumeMounts"]}[socket_dir]
+              for c in (server, app)]
+    assert mounts[0] == mounts[1] and "emptyDir" in volumes[mounts[0]], mounts
+    # One uid for the pod (the socket's owner can connect), no container overriding it.
+    assert pod["securityContext"]["runAsUser"] == 10001
+    for c in (server, app):
+        assert "runAsUser" not in c.get("securityContext", {}), c["name"]
+    metrics_port = {p["name"]: p["containerPort"] for p in server["ports"]}["metrics"]
+    assert _arg(server["args"], "metrics_address").endswith(f":{metrics_port}")
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in dep["spec"]["selector"]["matchLabels"].items())
+
+
+@pytest.mark.parametrize("version", SIDECAR_SCHEMA_VERSIONS)
+def test_sidecar_example_matches_the_kubernetes_schema(version):
+    for doc in _load_all(SIDECAR / "deployment.yaml"):
+        _validate_strictly(doc, version, "unix-socket-sidecar")
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot render kustomize")
+def test_sidecar_example_renders_as_written():
+    assert _render("examples/unix-socket-sidecar") == _load_all(SIDECAR / "deployment.yaml")
+
+
+def test_sidecar_example_runs_as_written(tmp_path):
+    """The example's server command line, probe and application script, run here with the
+    paths mapped onto this checkout (the image's /opt/bert/models is the repository's
+    models/, the socket's directory a scratch one, metrics on loopback): the probe fails
+    before the server is up and passes once it serves; the script's call is answered;
+    SIGTERM drains the server, which removes its socket."""
+    _, _, server, app = _sidecar_pod()
+    address = _arg(server["args"], "address")
+    socket = tmp_path / "run" / "bert.sock"
+    socket.parent.mkdir()
+    model_dir = _arg(server["args"], "model_dir")
+    local_model = REPO / "models" / model_dir[len("/opt/bert/models/"):]
+    if not local_model.is_dir():
+        pytest.skip(f"{local_model} is absent (tools/setup.sh fetches it)")
+
+    def local(arg):
+        if arg.startswith("--metrics_address="):
+            return "--metrics_address=127.0.0.1:0"
+        return arg.replace(address, f"unix:{socket}").replace(model_dir, str(local_model))
+
+    args = [local(a) for a in server["args"]]
+    assert f"--address=unix:{socket}" in args and f"--model_dir={local_model}" in args
+    probe = [bin_path("client", "bert_client")] + [
+        local(a) for a in server["startupProbe"]["exec"]["command"][1:]]
+    before = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    assert before.returncode != 0, before.stdout + before.stderr
+
+    proc = subprocess.Popen([bin_path("server", "bert_server"), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            r = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+            if r.returncode == 0:
+                break
+            assert time.time() < deadline, r.stdout + r.stderr
+            time.sleep(0.2)
+        assert r.stdout.strip() == "SERVING"
+
+        # The application's script, with `bert_client` from this build and a `sleep` that
+        # ends the loop after its first round.
+        stub_bin = tmp_path / "stub_bin"
+        stub_bin.mkdir()
+        (stub_bin / "bert_client").symlink_to(bin_path("client", "bert_client"))
+        (stub_bin / "sleep").write_text("#!/bin/sh\nkill -TERM \"$PPID\"\n")
+        (stub_bin / "sleep").chmod(0o755)
+        env = {e["name"]: local(e["value"]) for e in app["env"]}
+        env["PATH"] = f"{stub_bin}:{os.environ['PATH']}"
+        r = subprocess.run([*app["command"], app["args"][0]], capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert r.returncode == -signal.SIGTERM, (r.returncode, r.stdout, r.stderr)
+        assert "Pooled Outputs Shape:(1, 384)" in r.stdout, r.stdout + r.stderr
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not socket.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
