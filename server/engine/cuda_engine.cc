@@ -29,6 +29,7 @@ namespace {
 
 using cuda::CudaStatus;
 using cuda::DeviceBuffer;
+using GraphFault = CudaEngineOptions::GraphFault;
 
 absl::Status ToStatus(const CudaStatus& s, const char* what) {
   if (s.ok()) return absl::OkStatus();
@@ -179,10 +180,16 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   absl::Status RunDevice(int rows, int n, int max_rows, const OutputSelection& selection);
   absl::Status CaptureAndLaunch(GraphKey key, int rows, int n, int max_rows,
                                 const OutputSelection& selection);
+  // After `key`'s graph failed to be captured, instantiated or launched (`why`): clears the
+  // error, drops any graph of the key, never tries to graph it again, and runs the batch
+  // eagerly instead (which reports any real fault). Nothing of the failed attempt is left
+  // enqueued: a refused capture or launch enqueues nothing.
+  absl::Status RunEagerInstead(GraphKey key, std::string why, int rows, int n, int max_rows,
+                               const OutputSelection& selection);
   CudaOpObserver* observer_ = nullptr;
   std::vector<std::unique_ptr<CachedGraph>> graphs_;
   std::vector<GraphKey> seen_once_;    // keys run once (bounded), captured when seen again
-  std::vector<GraphKey> ungraphable_;  // keys whose capture failed (bounded); run eagerly
+  std::vector<GraphKey> ungraphable_;  // keys whose graph failed (bounded); run eagerly
   unsigned long long use_clock_ = 0;
   CudaGraphStats graph_stats_;
   // Incremented where EnqueueForward picks a path, so replays count nothing (see the header).
@@ -436,7 +443,14 @@ absl::Status CudaEngine<T>::Init() {
 
 template <typename T>
 absl::Status CudaEngine<T>::Flush() {
-  RETURN_IF_ERROR(JoinCopies());
+  const absl::Status joined = JoinCopies();
+  if (!joined.ok()) {
+    // Still wait for both streams, so that no copy is left writing the pinned buffers the
+    // next batch reuses.
+    cudaStreamSynchronize(copy_stream_.get());
+    cudaStreamSynchronize(stream_.get());
+    return joined;
+  }
   RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "running the encoder"));
   for (const PendingCopy& p : pending_) {
     std::vector<float>* dst = p.slot == kSlotSequence     ? &output_->sequence
@@ -480,12 +494,18 @@ absl::Status CudaEngine<T>::CopyToHost(const float* src, int index, size_t count
                              "ordering the output copy"));
     RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(copy, stage_ready_[index].get(), 0),
                              "ordering the output copy"));
-    RETURN_IF_ERROR(
+    // The copy stream now follows the compute stream (in a capture: it has joined it), so it
+    // must be joined back (JoinCopies) even if the copy itself fails.
+    const absl::Status copied =
         CudaCall(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, copy),
-                 "copying outputs"));
+                 "copying outputs");
     RETURN_IF_ERROR(
         CudaCall(cudaEventRecord(stage_free_[index].get(), copy), "ordering the output copy"));
     stage_in_flight_[index] = true;
+    RETURN_IF_ERROR(copied);
+    if (capturing_ && options_.inject_graph_fault == GraphFault::kAfterFork) {
+      return absl::InternalError("CUDA engine: injected fault after the copy stream forked");
+    }
     ++path_stats_.copy_stream_copies;
   } else {
     RETURN_IF_ERROR(CudaCall(
@@ -654,8 +674,16 @@ absl::Status CudaEngine<T>::RunDevice(int rows, int n, int max_rows,
     g->last_use = ++use_clock_;
     pending_ = g->copies;
     pending_used_ = g->copied_values;
+    const cudaError_t launched = options_.inject_graph_fault == GraphFault::kReplay
+                                     ? cudaErrorLaunchFailure
+                                     : cudaGraphLaunch(g->exec.get(), stream_.get());
+    if (launched != cudaSuccess) {
+      return RunEagerInstead(std::move(key),
+                             absl::StrCat("cudaGraphLaunch: ", cudaGetErrorName(launched)), rows, n,
+                             max_rows, selection);
+    }
     ++graph_stats_.replays;
-    return CudaCall(cudaGraphLaunch(g->exec.get(), stream_.get()), "cudaGraphLaunch");
+    return absl::OkStatus();
   }
   const bool failed_before =
       std::find(ungraphable_.begin(), ungraphable_.end(), key) != ungraphable_.end();
@@ -679,11 +707,20 @@ template <typename T>
 absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int max_rows,
                                              const OutputSelection& selection) {
   cudaStream_t stream = stream_.get();
-  RETURN_IF_ERROR(CudaCall(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed),
-                           "cudaStreamBeginCapture"));
+  const cudaError_t began = options_.inject_graph_fault == GraphFault::kBeginCapture
+                                ? cudaErrorNotPermitted
+                                : cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed);
+  if (began != cudaSuccess) {
+    return RunEagerInstead(std::move(key),
+                           absl::StrCat("cudaStreamBeginCapture: ", cudaGetErrorName(began)), rows,
+                           n, max_rows, selection);
+  }
   capturing_ = true;
   const absl::Status enqueued = EnqueueForward(rows, n, max_rows, selection);
   capturing_ = false;
+  if (options_.inject_graph_fault == GraphFault::kInvalidate) {
+    cudaStreamSynchronize(stream);  // not allowed while capturing: invalidates the capture
+  }
   // A forward that failed part-way may have left the copy stream forked: join it so that the
   // capture ends cleanly (the events were recorded in this capture).
   if (!enqueued.ok()) JoinCopies().IgnoreError();
@@ -696,25 +733,16 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
   }
   if (graph != nullptr) cudaGraphDestroy(graph);
   if (!enqueued.ok() || ended != cudaSuccess || instantiated != cudaSuccess) {
-    // Capture failures are not sticky: clear the error, never try this key again, and run
-    // it eagerly (which reports any real fault).
-    cudaGetLastError();
+    // Capture failures are not sticky.
     ForgetCopies();
     if (exec != nullptr) cudaGraphExecDestroy(exec);
-    ++graph_stats_.capture_failures;
-    graph_stats_.last_capture_error =
+    return RunEagerInstead(
+        std::move(key),
         !enqueued.ok() ? std::string(enqueued.message())
         : ended != cudaSuccess
             ? absl::StrCat("cudaStreamEndCapture: ", cudaGetErrorName(ended))
-            : absl::StrCat("cudaGraphInstantiate: ", cudaGetErrorName(instantiated));
-    if (ungraphable_.size() >= 4 * static_cast<size_t>(kMaxCudaGraphs)) {
-      ungraphable_.erase(ungraphable_.begin());
-    }
-    ungraphable_.push_back(std::move(key));
-    pending_.clear();
-    pending_used_ = 0;
-    ++graph_stats_.eager_runs;
-    return EnqueueForward(rows, n, max_rows, selection);
+            : absl::StrCat("cudaGraphInstantiate: ", cudaGetErrorName(instantiated)),
+        rows, n, max_rows, selection);
   }
   if (graphs_.size() >= static_cast<size_t>(kMaxCudaGraphs)) {
     auto oldest =
@@ -732,7 +760,33 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
   const cudaGraphExec_t to_launch = cached->exec.get();
   graphs_.push_back(std::move(cached));
   ++graph_stats_.captures;
-  return CudaCall(cudaGraphLaunch(to_launch, stream), "cudaGraphLaunch");
+  const cudaError_t launched = cudaGraphLaunch(to_launch, stream);
+  if (launched != cudaSuccess) {
+    GraphKey failed = graphs_.back()->key;  // a copy: the graph is dropped by its key
+    return RunEagerInstead(std::move(failed),
+                           absl::StrCat("cudaGraphLaunch: ", cudaGetErrorName(launched)), rows, n,
+                           max_rows, selection);
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::RunEagerInstead(GraphKey key, std::string why, int rows, int n,
+                                            int max_rows, const OutputSelection& selection) {
+  cudaGetLastError();
+  ++graph_stats_.capture_failures;
+  graph_stats_.last_capture_error = std::move(why);
+  graphs_.erase(std::remove_if(graphs_.begin(), graphs_.end(),
+                               [&key](const auto& g) { return g->key == key; }),
+                graphs_.end());
+  if (ungraphable_.size() >= 4 * static_cast<size_t>(kMaxCudaGraphs)) {
+    ungraphable_.erase(ungraphable_.begin());
+  }
+  ungraphable_.push_back(std::move(key));
+  pending_.clear();
+  pending_used_ = 0;
+  ++graph_stats_.eager_runs;
+  return EnqueueForward(rows, n, max_rows, selection);
 }
 
 template <typename T>

@@ -93,6 +93,14 @@ struct CudaEngineOptions {
   // Copy outputs back on a second stream, so that copying one layer's output overlaps the
   // next layers' compute (encoder_outputs); false: every copy on the compute stream.
   bool overlap_copies = true;
+  // Tests only: make CUDA graphs fail at this step, to exercise the fallback to eager runs.
+  // kBeginCapture and kReplay (the launch of a cached graph) act as if CUDA refused the call
+  // (it is not made); kAfterFork returns an error from the forward being captured right
+  // after its first output copy has forked the copy stream (overlap_copies); kInvalidate
+  // makes an illegal call (a stream synchronisation) inside the capture, so that CUDA itself
+  // invalidates it.
+  enum class GraphFault { kNone, kBeginCapture, kAfterFork, kInvalidate, kReplay };
+  GraphFault inject_graph_fault = GraphFault::kNone;
 };
 
 // The options above that bert_server exposes as flags (all but dtype, max_batch_tokens,
@@ -147,12 +155,14 @@ class CudaOpObserver {
 
 // Counters of the CUDA-graph cache (for tests and benchmarks).
 struct CudaGraphStats {
-  long long eager_runs = 0;        // Encodes (or split groups) launched kernel by kernel
-  long long captures = 0;          // graphs captured and instantiated
-  long long replays = 0;           // launches of an already cached graph
-  long long evictions = 0;         // graphs dropped by the LRU
-  int cached = 0;                  // graphs held now
-  long long capture_failures = 0;  // captures that failed (those keys then run eagerly)
+  long long eager_runs = 0;  // Encodes (or split groups) launched kernel by kernel
+  long long captures = 0;    // graphs captured and instantiated
+  long long replays = 0;     // launches of an already cached graph
+  long long evictions = 0;   // graphs dropped by the LRU
+  int cached = 0;            // graphs held now
+  // Graphs that could not be captured, instantiated or launched (or replayed): those keys
+  // then run eagerly, that batch included.
+  long long capture_failures = 0;
   std::string last_capture_error;  // why the last one failed (empty if none did)
 };
 

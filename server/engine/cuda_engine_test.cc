@@ -1117,6 +1117,54 @@ TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {
   EXPECT_EQ(s.replays, 1);
 }
 
+// Every way a graph can fail (CUDA refusing the capture, the forward failing inside it after
+// the copy stream forked, CUDA invalidating it, a cached graph's launch refused) falls back to
+// an eager run of the same batch, bit-exact; the key then runs eagerly for good, and those
+// runs succeed (a stream left capturing would fail their copies).
+TEST_P(CudaGraphTest, FailedGraphsFallBackToEagerRunsBitExact) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  auto eager = CreateCudaEngine(model, Untuned(Options(dtype, 1024, /*cuda_graphs=*/false)));
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  const OutputSelection sel = EveryLayer(c);
+  using Fault = CudaEngineOptions::GraphFault;
+  const std::pair<Fault, const char*> faults[] = {{Fault::kBeginCapture, "begin capture"},
+                                                  {Fault::kAfterFork, "error after fork"},
+                                                  {Fault::kInvalidate, "invalidated capture"},
+                                                  {Fault::kReplay, "replay refused"}};
+  for (const auto& [fault, name] : faults) {
+    CudaEngineOptions options = Untuned(Options(dtype, 1024, /*cuda_graphs=*/true));
+    options.inject_graph_fault = fault;
+    auto faulty = CreateCudaEngine(model, options);
+    ASSERT_TRUE(faulty.ok()) << name << ": " << faulty.status();
+    auto* timing = dynamic_cast<CudaEngineTiming*>(faulty->get());
+    ASSERT_NE(timing, nullptr);
+    std::mt19937 rng(7);
+    for (int run = 0; run < 5; ++run) {
+      const EncoderBatch batch = ShapedBatch(c, {9, 30, 64}, 0, rng);
+      EncoderOutput want, got;
+      ASSERT_TRUE((*eager)->Encode(batch, sel, &want).ok());
+      const absl::Status st = (*faulty)->Encode(batch, sel, &got);
+      ASSERT_TRUE(st.ok()) << name << " run " << run << ": " << st;
+      ExpectSameOutputs(got, want, std::string(name) + " run " + std::to_string(run));
+    }
+    const CudaGraphStats s = timing->graph_stats();
+    std::printf("%s %s: eager %lld captures %lld replays %lld failures %lld (%s)\n",
+                ShortName(dtype), name, s.eager_runs, s.captures, s.replays, s.capture_failures,
+                s.last_capture_error.c_str());
+    // Run 0 is a first sight; the graph fails at run 1 (at run 2, its first replay, for
+    // kReplay); every run after that is eager.
+    EXPECT_EQ(s.capture_failures, 1) << name;
+    EXPECT_FALSE(s.last_capture_error.empty()) << name;
+    EXPECT_EQ(s.captures, fault == Fault::kReplay ? 1 : 0) << name;
+    EXPECT_EQ(s.replays, 0) << name;
+    EXPECT_EQ(s.cached, 0) << name;
+    EXPECT_EQ(s.eager_runs, fault == Fault::kReplay ? 4 : 5) << name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaGraphTest,
                          ::testing::Values(DType::kFloat32, DType::kFloat16, DType::kBFloat16),
                          [](const auto& info) { return std::string(ShortName(info.param)); });
