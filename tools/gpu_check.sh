@@ -129,9 +129,11 @@ run() {
       ".gpu/bin/$bin" --gtest_brief=1 --gtest_filter="$filter" \
       --gtest_output="xml:$logs/$name.xml" > /dev/null
     [ -f "$logs/$name.xml" ] || return 0  # skipped, or died before writing its results
-    local counts
-    counts=$(python3 tools/count_results.py "$logs/$name.xml" 2>/dev/null | tail -n 1)
-    table[-1]="${table[-1]}  $counts"
+    local counts failed
+    counts=$(python3 tools/count_results.py "$logs/$name.xml" 2>/dev/null)
+    # The failed cases by name (at most eight), so that the summary says what to turn off.
+    failed=$(echo "$counts" | sed -n 's/^FAILED: [^:]*: //p' | head -n 8 | paste -sd ' ')
+    table[-1]="${table[-1]}  $(echo "$counts" | tail -n 1)${failed:+  FAILED: $failed}"
     tail -n 25 "$logs/$name.log"
   }
 
@@ -188,7 +190,7 @@ run() {
     # GEMM, programmatic launches, double-buffered attention) run last, in processes of their
     # own, so that a fault there (a sticky CUDA error ends every later test of its process) or
     # a hang cannot take the other suites with it.
-    local new_paths="*CustomGemm*:*Programmatic*:*DoubleBuffer*"
+    local new_paths="*CustomGemm*:*Programmatic*:*DoubleBuffer*:*ResidualInGemm*"
     gtest_step kernels_test kernels_test "*" 40 200
     gtest_step attention_test attention_test "-*DoubleBuffer*" 30 200
     gtest_step cuda_engine_test cuda_engine_test "-$new_paths" 60 240
@@ -309,6 +311,17 @@ run() {
   echo
   echo "== GPU check summary ($(date -u +%FT%TZ), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
   for line in "${table[@]}"; do echo "$line"; done
+  cat <<'LEGEND'
+If a default path's test fails, the server flag that turns the path off (no rebuild):
+  CudaFusedGeluTest.*, GemmTest.* (bias_gelu)  --fused_gelu=false
+  GemmAutotuneTest.*, CudaGoldenTest.*         --gemm_autotune=false
+  CudaGraphTest.* (graphs, capture counts)     --cuda_graphs=false
+  CudaGraphTest.OverlappedCopies*              --cuda_overlap_copies=false
+  *TileIdentity*, *AutoTile*                   none: ChooseMmaWarps, kernels/cuda/attention_plan.h
+  RowKernelTest.*LayerNorm*                    none: kernels/cuda/layer_norm.cu
+Off by default already: --custom_gemm, --cuda_pdl, --cuda_attention_double_buffer,
+--residual_in_gemm (their tests run last, in processes of their own).
+LEGEND
 }
 
 case "${1:-}" in

@@ -3,7 +3,9 @@
 
 1. bert_encode --backend=cuda on a golden fixture, compared with the reference outputs.
 2. bert_server --backend=cuda and --backend=cpu on the same tiny model; the bundled client
-   embeds the same texts on both; the heads must agree; SIGTERM must exit 0.
+   embeds the same texts on both; the heads must agree; the GPU server must give the same
+   answer bit for bit three times in a row (eager, CUDA-graph capture, replay); SIGTERM
+   must exit 0.
 Prints one PASS/FAIL line per check and exits non-zero if any failed.
 """
 import json
@@ -92,6 +94,14 @@ def serving_check():
             # running (holding its port and cores for the rest of the device call).
             started.append(start_server(BACKEND, 50082, dtype))
             a, b = embed(50081), embed(50082)
+            # The same call twice more: the GPU server runs a batch shape eagerly the first
+            # time, captures it as a CUDA graph the second and replays it the third; all three
+            # answers must be the same bit for bit.
+            heads = ("pooled_output", "sequence_output", "mean_pooled_output")
+            values = lambda rows: [[r[h]["values"] for h in heads] for r in rows]  # noqa: E731
+            again = [embed(50082) for _ in range(2)]
+            check(f"bert_server {BACKEND} {dtype}: eager, captured, replayed answers identical",
+                  all(values(x) == values(b) for x in again))
             worst = 0.0
             for ra, rb in zip(a, b):
                 for head in ("pooled_output", "sequence_output", "mean_pooled_output"):
