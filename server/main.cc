@@ -10,9 +10,11 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -39,6 +41,7 @@
 #include "server/core/pipeline.h"
 #include "server/engine/cuda_engine.h"
 #include "server/engine/engine_factory.h"
+#include "server/engine/fault_injection.h"
 #include "server/engine/model.h"
 #include "server/grpc/bert_service.h"
 #include "server/grpc/metrics.h"
@@ -107,6 +110,9 @@ ABSL_FLAG(std::string, auth_token, "", "Require 'authorization: Bearer <token>'"
 ABSL_FLAG(std::string, auth_token_file, "", "Read the bearer token from this file");
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, longest wait for accepted calls");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error");
+ABSL_FLAG(int, debug_engine_fault_word_id, -1,
+          "Testing only: the first batch holding this word id breaks the engine for good, as a "
+          "lost GPU context would (the server then stops serving and exits 1); -1: off");
 ABSL_FLAG(bool, mutex_deadlock_detection, false,
           "Debugging: leave abseil's lock-order checker on (in abseil builds without NDEBUG, "
           "such as Debian's, it checks every mutex acquisition for cycles and aborts on one; "
@@ -180,7 +186,9 @@ int TokenizationWorkers() {
   return flag > 0 ? flag : AvailableCores();
 }
 
-absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
+// `on_engine_failure`: see PipelineOptions::on_engine_failure.
+absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
+                                     std::function<void(const absl::Status&)> on_engine_failure) {
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   const std::string vocab = VocabPath();
   auto lowercase = ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab);
@@ -226,6 +234,11 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   engine_options.dtype = *dtype;
   auto engine = CreateEngine(shared_model, engine_options);
   if (!engine.ok()) return engine.status();
+  if (const int word_id = absl::GetFlag(FLAGS_debug_engine_fault_word_id); word_id >= 0) {
+    BERT_LOG(kWarning) << "testing: the engine breaks on a batch holding a word id"
+                       << LogKv("word_id", word_id);
+    *engine = InjectEngineFault(*std::move(engine), word_id);
+  }
   const EngineInfo info = (*engine)->info();
   BERT_LOG(kInfo) << "model loaded" << LogKv("model", shared_model->name)
                   << LogKv("layers", shared_model->config.num_layers)
@@ -251,6 +264,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics) {
   options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   // The CUDA engine tunes and loads per shape: do it before SERVING.
   options.warmup_row_buckets = info.backend == "cuda";
+  options.on_engine_failure = std::move(on_engine_failure);
   Loaded loaded;
   loaded.pipeline =
       std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), metrics);
@@ -333,11 +347,19 @@ class StopSignals {
     serving_ = true;
   }
 
-  // Blocks until SIGTERM or SIGINT arrives (after MarkServing); returns it.
+  // Blocks until SIGTERM or SIGINT arrives (after MarkServing), or EngineFailed is called;
+  // returns the signal (0 for an engine failure).
   int Wait() {
     stop_.WaitForNotification();
-    return last_signal_;
+    return engine_failed_ ? 0 : last_signal_;
   }
+
+  // The engine is unusable for good: stop as on a signal. Any thread.
+  void EngineFailed() {
+    engine_failed_ = true;
+    sem_post(&posted_);
+  }
+  bool engine_failed() const { return engine_failed_; }
 
  private:
   StopSignals() {
@@ -362,9 +384,11 @@ class StopSignals {
     }
     absl::MutexLock lock(&mu_);
     if (!serving_) {
-      BERT_LOG(kInfo) << "stopping during startup" << LogKv("signal", SignalName(last_signal_));
+      BERT_LOG(kInfo) << "stopping during startup"
+                      << LogKv("signal",
+                               engine_failed_ ? "none (engine failure)" : SignalName(last_signal_));
       std::fflush(stderr);
-      std::_Exit(0);  // the model is still loading or warming up on another thread
+      std::_Exit(engine_failed_ ? 1 : 0);  // still loading or warming up on another thread
     }
     stop_.Notify();
   }
@@ -374,6 +398,7 @@ class StopSignals {
   sem_t posted_;
   absl::Mutex mu_;
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> engine_failed_{false};
   absl::Notification stop_;
 };
 
@@ -448,7 +473,17 @@ int Run() {
   const std::string listening = ListeningAddress(address, port);
   BERT_LOG(kInfo) << "listening" << LogKv("address", listening) << LogKv("health", "NOT_SERVING");
 
-  auto loaded = LoadAndWarmUp(&metrics);
+  // A device fault that leaves the engine unusable for good: stop serving at once (health
+  // NOT_SERVING, so probes and load balancers see it), drain (every request now fails fast)
+  // and exit 1, so that a supervisor restarts the process.
+  auto on_engine_failure = [health, kServiceName, &stop_signals](const absl::Status& error) {
+    BERT_LOG(kError) << "engine failed; stopping" << LogKv("error", error.ToString())
+                     << LogKv("health", "NOT_SERVING");
+    health->SetServingStatus(kServiceName, false);
+    health->SetServingStatus(false);
+    stop_signals.EngineFailed();
+  };
+  auto loaded = LoadAndWarmUp(&metrics, on_engine_failure);
   if (!loaded.ok()) {
     BERT_LOG(kError) << "startup failed" << LogKv("error", loaded.status().ToString());
     server->Shutdown(std::chrono::system_clock::now());
@@ -466,7 +501,10 @@ int Run() {
 
   const int signal_number = stop_signals.Wait();
   const absl::Time drain_start = absl::Now();
-  BERT_LOG(kInfo) << "draining" << LogKv("signal", SignalName(signal_number))
+  const bool engine_failed = stop_signals.engine_failed();
+  BERT_LOG(kInfo) << "draining"
+                  << LogKv("signal",
+                           engine_failed ? "none (engine failure)" : SignalName(signal_number))
                   << LogKv("in_flight", loaded->pipeline->in_flight());
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus(false);
@@ -479,13 +517,13 @@ int Run() {
     BERT_LOG(kWarning) << "requests still in flight after --drain_timeout_s; exiting"
                        << LogKv("in_flight", loaded->pipeline->in_flight());
     std::fflush(stderr);
-    std::_Exit(0);  // Bounded shutdown: do not wait on a stuck engine.
+    std::_Exit(engine_failed ? 1 : 0);  // Bounded shutdown: do not wait on a stuck engine.
   }
   server->Wait();
   BERT_LOG(kInfo) << "stopped" << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - drain_start));
   server.reset();
   loaded->pipeline.reset();
-  return 0;
+  return engine_failed ? 1 : 0;
 }
 
 }  // namespace

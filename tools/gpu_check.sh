@@ -200,6 +200,11 @@ run() {
     gtest_step split_k_gemm_test split_k_gemm_test "*" 30 120
     gtest_step attention_test_new attention_test "*DoubleBuffer*" 20 120
     gtest_step cuda_engine_test_new cuda_engine_test "$new_paths" 30 150
+    # A deliberate sticky fault (the engine must report itself unusable): it ends every later
+    # CUDA call of its process, so it runs alone, and only when asked to.
+    export BERT_STICKY_FAULT_TEST=1
+    gtest_step cuda_engine_fault cuda_engine_test "CudaEngineFault.*" 5 60
+    unset BERT_STICKY_FAULT_TEST
     summarize
   fi
 

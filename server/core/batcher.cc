@@ -176,6 +176,13 @@ void Batcher::RunBatch(Batch batch) {
 
   // Stats first, so that metrics already count a batch whose answers a client has seen.
   if (options_.on_batch) options_.on_batch(stats);
+  if (!status.ok() && !engine_failed_) {
+    const absl::Status health = engine_->Health();
+    if (!health.ok()) {
+      engine_failed_ = true;
+      if (options_.on_engine_failure) options_.on_engine_failure(health);
+    }
+  }
   auto layers = std::make_shared<const std::vector<int>>(std::move(selection.layers));
   for (size_t i = 0; i < batch.items.size(); ++i) {
     BatchSlice slice;

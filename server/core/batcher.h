@@ -76,6 +76,9 @@ struct BatcherOptions {
   int max_batch_tokens = 8192;
   absl::Duration max_batch_delay = absl::Microseconds(2000);
   std::function<void(const BatchStats&)> on_batch;  // Engine thread; may be empty.
+  // Engine thread, at most once; may be empty: a batch failed and the engine reports itself
+  // unusable for good (Engine::Health), with that error.
+  std::function<void(const absl::Status&)> on_engine_failure;
   // Queued sequences, after each change; may be empty. Called with the batcher's lock held
   // (so the reports arrive in order): keep it quick and never call the Batcher from it.
   std::function<void(int)> on_queue_depth;
@@ -118,6 +121,7 @@ class Batcher {
 
   Engine* const engine_;
   const BatcherOptions options_;
+  bool engine_failed_ = false;  // engine thread only: on_engine_failure was called
 
   absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);

@@ -1,6 +1,7 @@
 #include "server/core/batcher.h"
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "server/core/fake_engine.h"
+#include "server/engine/fault_injection.h"
 
 namespace bert {
 namespace {
@@ -381,6 +383,47 @@ TEST(BatcherTest, DrainRunsQueuedItemsThenRefuses) {
   batcher.Enqueue(MakeItem({1}, 1, &c[5]));
   ASSERT_TRUE(c[5].done.HasBeenNotified());
   EXPECT_EQ(c[5].status.code(), absl::StatusCode::kUnavailable);
+}
+
+// A batch that fails on an engine that stays healthy is that batch's error only; an engine
+// that reports itself unusable after a failed batch (Engine::Health) is reported once, and
+// the batches after it keep getting answers (its errors), so nothing waits.
+TEST(BatcherTest, ReportsAnEngineThatBrokeForGoodOnce) {
+  auto fake = std::make_unique<FakeEngine>(EngineOptions());
+  FakeEngine* inner = fake.get();
+  std::unique_ptr<Engine> engine = InjectEngineFault(std::move(fake), /*trigger_word_id=*/42);
+  absl::Mutex mu;
+  std::vector<absl::Status> reported;
+  BatcherOptions options;
+  options.max_batch_delay = absl::Milliseconds(1);
+  options.on_engine_failure = [&](const absl::Status& s) {
+    absl::MutexLock lock(&mu);
+    reported.push_back(s);
+  };
+  std::vector<Completion> c(5);
+  {
+    Batcher batcher(engine.get(), options);
+    auto run = [&](int i, std::vector<int32_t> ids) {
+      batcher.Enqueue(MakeItem(std::move(ids), 0, &c[i]));
+      c[i].done.WaitForNotification();
+    };
+    run(0, {1, 2, 3});
+    inner->SetFailure(absl::InternalError("a failed batch, engine still fine"));
+    run(1, {1, 2});
+    inner->SetFailure(absl::OkStatus());
+    run(2, {4, 42, 5});  // breaks the engine
+    run(3, {1});
+    run(4, {2});
+  }
+  EXPECT_TRUE(c[0].status.ok()) << c[0].status;
+  EXPECT_EQ(c[1].status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(c[2].status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(c[3].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(c[4].status.code(), absl::StatusCode::kUnavailable);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(reported[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(reported[0], engine->Health());
 }
 
 }  // namespace

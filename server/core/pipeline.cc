@@ -156,6 +156,7 @@ void Pipeline::Start() {
   BatcherOptions batcher_options;
   batcher_options.max_batch_tokens = options_.max_batch_tokens;
   batcher_options.max_batch_delay = options_.max_batch_delay;
+  batcher_options.on_engine_failure = options_.on_engine_failure;
   if (observer_ != nullptr) {
     batcher_options.on_batch = [this](const BatchStats& s) { observer_->OnBatch(s); };
     batcher_options.on_queue_depth = [this](int d) { observer_->OnQueueDepth(d); };

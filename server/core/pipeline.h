@@ -39,6 +39,10 @@ struct PipelineOptions {
   // per-shape setup (the CUDA engine's cuBLASLt autotuning, which is per bucket, and kernel
   // loading) happens before the server reports SERVING.
   bool warmup_row_buckets = false;
+  // Called once, from the engine thread, when a batch failed and the engine reports itself
+  // unusable for good (Engine::Health); may be empty. Every later batch fails too, so the
+  // server should stop serving and exit (bert_server drains and exits with status 1).
+  std::function<void(const absl::Status&)> on_engine_failure;
 };
 
 // Hooks for metrics; called from pipeline threads, must be thread-safe and quick.

@@ -18,6 +18,7 @@
 #include "kernels/cuda/convert.h"
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/embedding.h"
+#include "kernels/cuda/fault.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/layer_norm.h"
@@ -74,6 +75,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   }
   absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
                       EncoderOutput* output) override;
+  absl::Status Health() const override { return broken_; }
   float last_gpu_milliseconds() const override { return last_gpu_ms_; }
   void set_op_observer(CudaOpObserver* observer) override { observer_ = observer; }
   CudaGraphStats graph_stats() const override {
@@ -104,6 +106,12 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   // Uploads a host fp32 tensor as T (through the fp32 staging buffer) or as fp32.
   absl::Status Upload(const HostTensor& tensor, DeviceBuffer<T>* out);
   absl::Status UploadFloat(const HostTensor& tensor, DeviceBuffer<float>* out);
+  // Encode for a validated batch (split into groups that fit the workspace).
+  absl::Status EncodeValid(const EncoderBatch& batch, const OutputSelection& selection,
+                           EncoderOutput* output);
+  // After a failed batch: whether the fault left the CUDA context unusable ("sticky": every
+  // later call returns it, so a stream synchronisation does too), which sets broken_.
+  void CheckContext();
   // Encode for a validated batch within the workspace.
   absl::Status EncodeFitting(const EncoderBatch& batch, const OutputSelection& selection,
                              EncoderOutput* output);
@@ -192,6 +200,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   std::vector<GraphKey> ungraphable_;  // keys whose graph failed (bounded); run eagerly
   unsigned long long use_clock_ = 0;
   CudaGraphStats graph_stats_;
+  absl::Status broken_;  // set for good by CheckContext (see Engine::Health)
   // Incremented where EnqueueForward picks a path, so replays count nothing (see the header).
   CudaPathStats path_stats_;
 
@@ -559,8 +568,31 @@ absl::Status CudaEngine<T>::CopyOut(const T* src, size_t count, int slot) {
 template <typename T>
 absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelection& selection,
                                    EncoderOutput* output) {
+  if (!broken_.ok()) {
+    *output = EncoderOutput();
+    return broken_;
+  }
   RETURN_IF_ERROR(ValidateBatch(model_->config, batch));
   RETURN_IF_ERROR(ValidateSelection(model_->config, has_pooler(), selection));
+  const absl::Status status = EncodeValid(batch, selection, output);
+  if (!status.ok() && !absl::IsInvalidArgument(status)) CheckContext();
+  return status;
+}
+
+template <typename T>
+void CudaEngine<T>::CheckContext() {
+  cudaGetLastError();  // a refused call's error is not sticky: clear it
+  cudaError_t err = cudaStreamSynchronize(stream_.get());
+  if (err == cudaSuccess) err = cudaStreamSynchronize(copy_stream_.get());
+  if (err == cudaSuccess) return;
+  broken_ = absl::UnavailableError(
+      absl::StrCat("CUDA engine: the GPU context is unusable after ", cudaGetErrorName(err), " (",
+                   cudaGetErrorString(err), "); only a new process recovers"));
+}
+
+template <typename T>
+absl::Status CudaEngine<T>::EncodeValid(const EncoderBatch& batch, const OutputSelection& selection,
+                                        EncoderOutput* output) {
   if (batch.total_rows() <= options_.max_batch_tokens)
     return EncodeFitting(batch, selection, output);
 
@@ -653,6 +685,9 @@ size_t CudaEngine<T>::OutputValues(int rows, int n, const OutputSelection& selec
 template <typename T>
 absl::Status CudaEngine<T>::RunDevice(int rows, int n, int max_rows,
                                       const OutputSelection& selection) {
+  if (options_.inject_device_fault) {
+    RETURN_IF_ERROR(CudaCall(cuda::LaunchTrapForTesting(stream_.get()), "injecting a fault"));
+  }
   const bool graphable = options_.cuda_graphs && rows <= options_.max_graph_rows &&
                          observer_ == nullptr &&
                          OutputValues(rows, n, selection) <= host_out_.size();

@@ -101,6 +101,9 @@ struct CudaEngineOptions {
   // invalidates it.
   enum class GraphFault { kNone, kBeginCapture, kAfterFork, kInvalidate, kReplay };
   GraphFault inject_graph_fault = GraphFault::kNone;
+  // Tests only: every Encode first launches a kernel that traps, which leaves the GPU context
+  // unusable for good (what Engine::Health reports); use in a process of its own.
+  bool inject_device_fault = false;
 };
 
 // The options above that bert_server exposes as flags (all but dtype, max_batch_tokens,

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -1163,6 +1164,38 @@ TEST_P(CudaGraphTest, FailedGraphsFallBackToEagerRunsBitExact) {
     EXPECT_EQ(s.cached, 0) << name;
     EXPECT_EQ(s.eager_runs, fault == Fault::kReplay ? 4 : 5) << name;
   }
+}
+
+// A kernel fault that leaves the GPU context unusable: the batch fails, Health() reports it
+// from then on, and later batches fail at once with UNAVAILABLE (the server then stops
+// serving and exits). The fault ends every later CUDA test of the process, so this runs only
+// when asked to (BERT_STICKY_FAULT_TEST=1), in a process of its own (tools/gpu_check.sh).
+TEST(CudaEngineFault, StickyFaultMarksTheEngineUnusable) {
+  if (SkipWithoutGpu()) GTEST_SKIP() << kNoGpu;
+  const char* wanted = std::getenv("BERT_STICKY_FAULT_TEST");
+  if (wanted == nullptr || std::string(wanted) != "1") {
+    GTEST_SKIP() << "breaks the process's CUDA context: set BERT_STICKY_FAULT_TEST=1";
+  }
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  CudaEngineOptions options = Options(DType::kFloat16, 1024, /*cuda_graphs=*/false);
+  options.inject_device_fault = true;
+  auto engine = CreateCudaEngine(model, options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_TRUE((*engine)->Health().ok());
+  std::mt19937 rng(3);
+  const EncoderBatch batch = ShapedBatch(model->config, {12, 20}, 0, rng);
+  OutputSelection sel;
+  sel.pooled = true;
+  EncoderOutput out;
+  const absl::Status first = (*engine)->Encode(batch, sel, &out);
+  EXPECT_FALSE(first.ok());
+  const absl::Status health = (*engine)->Health();
+  std::printf("first batch: %s\nhealth: %s\n", first.ToString().c_str(), health.ToString().c_str());
+  EXPECT_EQ(health.code(), absl::StatusCode::kUnavailable) << health;
+  const absl::Status later = (*engine)->Encode(batch, sel, &out);
+  EXPECT_EQ(later, health);
+  EXPECT_TRUE(out.pooled.empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaGraphTest,

@@ -25,9 +25,9 @@ enum class DType { kFloat32, kFloat16, kBFloat16 };
 const char* DTypeName(DType dtype);
 
 struct EncoderBatch {
-  std::vector<int32_t> word_ids;  // [total_rows]
-  std::vector<int32_t> type_ids;  // [total_rows]
-  std::vector<int32_t> cu_rows;   // [num_sequences + 1], cu_rows[0] = 0
+  std::vector<int32_t> word_ids;   // [total_rows]
+  std::vector<int32_t> type_ids;   // [total_rows]
+  std::vector<int32_t> cu_rows;    // [num_sequences + 1], cu_rows[0] = 0
   std::vector<int32_t> num_valid;  // [num_sequences], 1 <= num_valid[i] <= rows of i
 
   int num_sequences() const { return static_cast<int>(num_valid.size()); }
@@ -79,6 +79,12 @@ class Engine {
   // selection; INTERNAL / RESOURCE_EXHAUSTED for device faults.
   virtual absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
                               EncoderOutput* output) = 0;
+
+  // OK while the engine can run batches. After a device fault that leaves it unusable for
+  // good (a GPU context lost to an illegal address or an uncorrectable ECC error: every
+  // later CUDA call fails), the error, from then on; Encode then fails at once with
+  // UNAVAILABLE. Only a new process recovers, so a server should stop serving and exit.
+  virtual absl::Status Health() const { return absl::OkStatus(); }
 };
 
 // Validation shared by all backends.

@@ -1,0 +1,17 @@
+#include "kernels/cuda/fault.h"
+
+namespace bert {
+namespace cuda {
+namespace {
+
+__global__ void TrapKernel() { __trap(); }
+
+}  // namespace
+
+cudaError_t LaunchTrapForTesting(cudaStream_t stream) {
+  TrapKernel<<<1, 1, 0, stream>>>();
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace bert

@@ -1,0 +1,87 @@
+"""A device fault that leaves the engine unusable for good (a lost GPU context; injected here
+on the CPU backend with --debug_engine_fault_word_id): the call whose batch met it gets
+INTERNAL, the server turns NOT_SERVING at once, the calls in flight or arriving then get a
+clear error (none waits), and the server drains and exits with status 1, so that a supervisor
+restarts it. A server without the fault keeps serving and exits 0."""
+import os
+import sys
+import threading
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(__file__))
+from server_harness import Server, stubs  # noqa: E402
+
+TRIGGER = 1000  # in the tiny model's 1,024-id vocab; the warm-up batches use ids below 512
+
+
+def request(pb2, ids):
+    return pb2.EmbedRequest(inputs=[pb2.Input(tokens=pb2.TokenInput(input_word_ids=ids))],
+                            heads=[pb2.HEAD_POOLED])
+
+
+def test_a_broken_engine_stops_the_server_with_status_1():
+    pb2, _ = stubs()
+    server = Server(extra=[f"--debug_engine_fault_word_id={TRIGGER}"])
+    try:
+        stub = server.stub()
+        assert len(stub.Embed(request(pb2, [101, 7, 102]), timeout=30).results) == 1
+
+        # Calls kept in flight from other threads while the engine breaks.
+        codes, stop = [], threading.Event()
+        lock = threading.Lock()
+
+        def caller():
+            channel = server.channel()
+            own = server.stub(channel)
+            while not stop.is_set():
+                try:
+                    own.Embed(request(pb2, [101, 8, 9, 102]), timeout=20)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as e:
+                    code = e.code()
+                with lock:
+                    codes.append(code)
+                if code != grpc.StatusCode.OK:
+                    break
+            channel.close()
+
+        threads = [threading.Thread(target=caller) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        try:
+            stub.Embed(request(pb2, [101, TRIGGER, 102]), timeout=30)
+            raise AssertionError("the call that broke the engine succeeded")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INTERNAL, e
+            assert "injected engine fault" in e.details()
+
+        assert server.proc.wait(timeout=60) == 1, server.log()
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+            assert not t.is_alive(), "a call still waits after the server exited"
+        # Every call that did not succeed ended with a clear status: the engine's error,
+        # UNAVAILABLE while draining, or no server any more.
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.INTERNAL,
+                              grpc.StatusCode.UNAVAILABLE}, codes
+        assert codes.count(grpc.StatusCode.OK) > 0, codes
+        log = server.log()
+        assert 'msg="engine failed; stopping"' in log and "health=NOT_SERVING" in log, log
+        assert 'signal="none (engine failure)"' in log, log
+        assert "msg=stopped" in log, log
+    finally:
+        server.kill()
+
+
+def test_without_the_fault_the_same_calls_are_answered_and_sigterm_exits_0():
+    pb2, _ = stubs()
+    with Server(extra=[f"--debug_engine_fault_word_id={TRIGGER}"]) as server:
+        stub = server.stub()
+        for ids in ([101, 7, 102], [101, TRIGGER - 1, 102], [101, 8, 9, 102]):
+            assert len(stub.Embed(request(pb2, ids), timeout=30).results) == 1
+        assert server.health() == "SERVING"
+        assert server.stop() == 0
+        assert "engine failed" not in server.log()
