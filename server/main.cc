@@ -82,7 +82,7 @@ ABSL_FLAG(int, cuda_graph_max_rows, bert::CudaEngineOptions().max_graph_rows,
           "CUDA backend: capture graphs only for batches of at most this many rows");
 ABSL_FLAG(bool, fused_gelu, bert::CudaEngineOptions().fused_gelu,
           "CUDA backend, float16/bfloat16: bias + GELU in the FFN GEMM's epilogue (tanh form, "
-          "< 1/4 fp16 ulp from erf GELU); false: the exact erf pass");
+          "< 1/4 fp16 ulp from erf GELU); false: a separate pass in the model's own GELU form");
 ABSL_FLAG(bool, residual_in_gemm, bert::CudaEngineOptions().residual_in_gemm,
           "CUDA backend: add bias and residual in the GEMM's epilogue before each LayerNorm");
 ABSL_FLAG(bool, cuda_overlap_copies, bert::CudaEngineOptions().overlap_copies,

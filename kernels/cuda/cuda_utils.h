@@ -36,15 +36,24 @@ class CudaStatus {
     s.out_of_memory_ = out_of_memory;
     return s;
   }
+  // cuBLASLt refused the operation as asked (no algorithm for it, or NOT_SUPPORTED) before
+  // enqueuing anything: the caller may do the same work another way.
+  static CudaStatus Unsupported(std::string message) {
+    CudaStatus s = Error(std::move(message));
+    s.unsupported_ = true;
+    return s;
+  }
 
   bool ok() const { return message_.empty(); }
   const std::string& message() const { return message_; }
   // True for cudaErrorMemoryAllocation / CUBLAS_STATUS_ALLOC_FAILED.
   bool out_of_memory() const { return out_of_memory_; }
+  bool unsupported() const { return unsupported_; }
 
  private:
   std::string message_;
   bool out_of_memory_ = false;
+  bool unsupported_ = false;
 };
 
 inline CudaStatus MakeCudaStatus(cudaError_t error, const char* expr, const char* file, int line) {

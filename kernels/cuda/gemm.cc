@@ -48,6 +48,20 @@ struct Gemm::Plan {
 
 namespace {
 
+const char* EpilogueName(GemmEpilogue epilogue) {
+  switch (epilogue) {
+    case GemmEpilogue::kNone:
+      return "none";
+    case GemmEpilogue::kBias:
+      return "bias";
+    case GemmEpilogue::kBiasGeluTanh:
+      return "bias_gelu_tanh";
+    case GemmEpilogue::kBiasResidual:
+      return "bias_residual";
+  }
+  return "?";
+}
+
 cudaDataType_t DataType(GemmDType dtype) {
   switch (dtype) {
     case GemmDType::kFloat16:
@@ -357,6 +371,10 @@ CudaStatus Gemm::Heuristic(const Plan& plan, int max_count,
     }
   }
   cublasLtMatmulPreferenceDestroy(pref);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+    return CudaStatus::Unsupported(std::string("cuBLASLt does not support this ") +
+                                   DTypeName(dtype) + " GEMM (CUBLAS_STATUS_NOT_SUPPORTED)");
+  }
   BERT_CUBLAS_RETURN_IF_ERROR(st);
   for (int i = 0; i < returned && i < static_cast<int>(found.size()); ++i) {
     if (found[i].state == CUBLAS_STATUS_SUCCESS && found[i].workspaceSize <= ws &&
@@ -368,8 +386,9 @@ CudaStatus Gemm::Heuristic(const Plan& plan, int max_count,
     }
   }
   if (results->empty()) {
-    return CudaStatus::Error("cuBLASLt has no algorithm for this " + std::string(DTypeName(dtype)) +
-                             " GEMM (alignment " + std::to_string(alignment) + ")");
+    return CudaStatus::Unsupported("cuBLASLt has no algorithm for this " +
+                                   std::string(DTypeName(dtype)) + " GEMM (alignment " +
+                                   std::to_string(alignment) + ")");
   }
   return CudaStatus::Ok();
 }
@@ -748,11 +767,13 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
     if (!plan.has_algo || !capturing) {
       const CudaStatus selected = SelectAlgo(&plan, key, capturing, ops, stream);
       if (!selected.ok()) {
-        return CudaStatus::Error(
+        std::string message =
             selected.message() + " [" + DTypeName(dtype) + " GEMM rows=" + std::to_string(rows) +
-                " in=" + std::to_string(in_features) + " out=" + std::to_string(out_features) +
-                " epilogue=" + std::to_string(static_cast<int>(epilogue)) + "]",
-            selected.out_of_memory());
+            " in=" + std::to_string(in_features) + " out=" + std::to_string(out_features) +
+            " epilogue=" + EpilogueName(epilogue) + "]";
+        return selected.unsupported()
+                   ? CudaStatus::Unsupported(std::move(message))
+                   : CudaStatus::Error(std::move(message), selected.out_of_memory());
       }
     }
   }

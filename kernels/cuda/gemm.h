@@ -88,10 +88,9 @@ enum class GemmEpilogue {
   kNone,          // y = x·Wᵀ (bias ignored)
   kBias,          // y = x·Wᵀ + b
   kBiasGeluTanh,  // y = gelu_tanh(x·Wᵀ + b): cuBLASLt's GELU is the tanh approximation
-                  // (and may use a fast tanh). The engine uses it in fp16/bf16 only: for
-                  // gelu_tanh models, and for erf-GELU models with fused_gelu (the forms
-                  // differ by < 1/4 fp16 ulp); the exact erf GELU is kNone + LaunchBiasGelu
-                  // (activation.h).
+                  // (and may use a fast tanh). The engine uses it in fp16/bf16 with
+                  // fused_gelu, for erf-GELU models too (the forms differ by < 1/4 fp16 ulp);
+                  // otherwise kNone + LaunchBiasGelu (activation.h) in the model's form.
   kBiasResidual,  // y = x·Wᵀ + b + residual (cuBLASLt: C = residual, beta = 1, C != D)
 };
 

@@ -252,7 +252,7 @@ bool CudaEngine<T>::GeluInEpilogue() const {
   // cuBLASLt's GELU epilogue is the tanh form and may use a fast tanh: never in fp32, so
   // that fp32 stays exact.
   if (std::is_same<T, float>::value) return false;
-  return model_->config.activation == Activation::kGeluTanh || options_.fused_gelu;
+  return options_.fused_gelu && path_stats_.gelu_epilogue_refused == 0;
 }
 
 template <typename T>
@@ -890,11 +890,17 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                                    "attention output"));
     Mark("ffn_up_gemm");
     if (GeluInEpilogue()) {
-      RETURN_IF_ERROR(ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
-                                             L.intermediate_bias.get(), inter,
-                                             cuda::GemmEpilogue::kBiasGeluTanh, ffn_.get(), stream),
-                               "FFN-up GEMM"));
-    } else {
+      const cuda::CudaStatus fused =
+          options_.refuse_gelu_epilogue
+              ? cuda::CudaStatus::Unsupported("refused for the test (refuse_gelu_epilogue)")
+              : gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
+                              L.intermediate_bias.get(), inter, cuda::GemmEpilogue::kBiasGeluTanh,
+                              ffn_.get(), stream);
+      // A refusal enqueues nothing: do this GEMM, and every later one, the other way.
+      if (fused.unsupported()) path_stats_.gelu_epilogue_refused = 1;
+      if (!fused.unsupported()) RETURN_IF_ERROR(ToStatus(fused, "FFN-up GEMM"));
+    }
+    if (!GeluInEpilogue()) {
       // Exact GELU: a bias-free GEMM, then bias + GELU as one pass.
       RETURN_IF_ERROR(
           ToStatus(gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(), nullptr,

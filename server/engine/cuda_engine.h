@@ -59,8 +59,10 @@ struct CudaEngineOptions {
   // FFN-up GEMM as cuBLASLt's GELU epilogue, which is the tanh form. Per value it differs from
   // erf GELU by at most 4.7e-4 (at x = 2.7, where an fp16 ulp is 2e-3: under a quarter ulp of
   // the fp16 activation it produces), and it saves a pass over [tokens, intermediate] per
-  // layer. false: the exact erf pass. float32 always runs the exact erf pass; tanh-GELU
-  // models always use the epilogue in fp16/bf16.
+  // layer. Models with tanh GELU ("gelu_new") use the epilogue too. false: a separate bias +
+  // GELU pass in the model's own form (erf or tanh). float32 always runs the separate pass.
+  // Should cuBLASLt have no algorithm for the epilogue at some shape, the engine runs the
+  // separate pass from then on (CudaPathStats::gelu_epilogue_refused).
   bool fused_gelu = true;
   // Time cuBLASLt's candidate algorithms per GEMM shape on first use and keep the fastest
   // (kernels/cuda/gemm.h); false: cuBLASLt's heuristic choice.
@@ -104,6 +106,8 @@ struct CudaEngineOptions {
   // Tests only: every Encode first launches a kernel that traps, which leaves the GPU context
   // unusable for good (what Engine::Health reports); use in a process of its own.
   bool inject_device_fault = false;
+  // Tests only: act as if cuBLASLt had no algorithm for the GELU epilogue.
+  bool refuse_gelu_epilogue = false;
 };
 
 // The options above that bert_server exposes as flags (all but dtype, max_batch_tokens,
@@ -182,6 +186,9 @@ struct CudaPathStats {
   long long double_buffered_attention = 0;
   // overlap_copies: output copies issued on the second (copy) stream.
   long long copy_stream_copies = 0;
+  // fused_gelu: 1 once cuBLASLt refused the GELU epilogue and the engine switched to the
+  // separate bias + GELU pass for good.
+  int gelu_epilogue_refused = 0;
 };
 
 // Engines made by CreateCudaEngine also implement this (dynamic_cast from Engine): the GPU

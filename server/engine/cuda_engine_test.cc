@@ -608,6 +608,46 @@ TEST_P(CudaVsCpuTest, SmallGeluTanhModel) {
   EXPECT_LE(RelativeError(out.pooled, ref.pooled), Tolerance(dtype));
 }
 
+// --fused_gelu=false is an escape for tanh-GELU models too (the separate tanh pass), and an
+// engine whose GELU epilogue cuBLASLt refuses runs that pass instead, from the refused GEMM on:
+// both match the CPU reference and each other bit for bit.
+TEST_P(CudaVsCpuTest, GeluTanhModelWithoutTheEpilogue) {
+  const DType dtype = GetParam();
+  if (dtype == DType::kFloat32) GTEST_SKIP() << "float32 never uses the epilogue";
+  ModelConfig c;
+  c.num_layers = 2;
+  c.hidden_size = 256;
+  c.num_heads = 4;
+  c.intermediate_size = 1024;
+  c.vocab_size = 2000;
+  c.activation = Activation::kGeluTanh;
+  auto model = std::make_shared<const Model>(RandomModel(c, 98));
+  std::mt19937 rng(5);
+  const EncoderBatch batch = RandomBatch(c, rng);
+  OutputSelection sel;
+  sel.sequence = true;
+  auto cpu = CpuEngine::Create(model, CpuEngineOptions());
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EncoderOutput ref;
+  ASSERT_TRUE((*cpu)->Encode(batch, sel, &ref).ok());
+  CudaEngineOptions unfused_options = Untuned(Options(dtype, 1024, /*cuda_graphs=*/false));
+  unfused_options.fused_gelu = false;
+  CudaEngineOptions refused_options = Untuned(Options(dtype, 1024, /*cuda_graphs=*/false));
+  refused_options.refuse_gelu_epilogue = true;
+  auto unfused = CreateCudaEngine(model, unfused_options);
+  auto refused = CreateCudaEngine(model, refused_options);
+  ASSERT_TRUE(unfused.ok()) << unfused.status();
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EncoderOutput a, b;
+  ASSERT_TRUE((*unfused)->Encode(batch, sel, &a).ok());
+  const absl::Status st = (*refused)->Encode(batch, sel, &b);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_LE(RelativeError(a.sequence, ref.sequence), Tolerance(dtype));
+  ExpectSameOutputs(b, a, "refused epilogue vs fused_gelu=false");
+  EXPECT_EQ(PathStats(*unfused).gelu_epilogue_refused, 0);
+  EXPECT_EQ(PathStats(*refused).gelu_epilogue_refused, 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaVsCpuTest,
                          ::testing::Values(DType::kFloat32, DType::kFloat16, DType::kBFloat16),
                          [](const auto& info) { return std::string(ShortName(info.param)); });
