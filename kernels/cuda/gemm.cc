@@ -483,7 +483,9 @@ bool Gemm::TimeChoice(const Plan& plan, const Choice& choice, const Operands& op
     cudaGetLastError();
     return false;
   };
-  if (!Matmul(plan, choice, ops, stream).ok()) return fail(nullptr, nullptr);
+  if (options_.fail_timing_for_testing || !Matmul(plan, choice, ops, stream).ok()) {
+    return fail(nullptr, nullptr);
+  }
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
@@ -636,6 +638,9 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
   ++stats_.tuned_buckets;
   if (best_index < 0) {
     ++stats_.tuning_fallbacks;
+    if (failed_tunings_.size() >= kMaxTunedBuckets) failed_tunings_.clear();
+    int& failures = failed_tunings_[BucketKey(key)];
+    if (++failures == kMaxTuningAttempts) ++stats_.abandoned_buckets;
     plan->choice = Choice();
     plan->choice.algo = heuristic[0].algo;
     plan->tuned = false;
@@ -679,6 +684,17 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Op
     }
   }
   auto bucket = options_.autotune ? tuned_.find(BucketKey(key)) : tuned_.end();
+  const auto failed = failed_tunings_.find(BucketKey(key));
+  const bool abandoned = failed != failed_tunings_.end() && failed->second >= kMaxTuningAttempts;
+  if (bucket == tuned_.end() && abandoned) {
+    BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, 1, &top));
+    plan->choice = Choice();
+    plan->choice.algo = top[0].algo;
+    plan->has_algo = true;
+    plan->tuned = false;
+    plan->provisional = false;
+    return CudaStatus::Ok();
+  }
   if (bucket == tuned_.end() && (!options_.autotune || capturing)) {
     // Nothing to time with (or tuning off): the heuristic's first choice; while capturing it
     // is provisional, and the first later call that is not capturing tunes the bucket.

@@ -134,6 +134,8 @@ struct GemmOptions {
   // 16-byte aligned operands) runs it with this many splits (or the largest valid count
   // below), chosen without timing or comparison with cuBLASLt; 0: off.
   int force_custom_splits = 0;
+  // Tests only: every timed run of a tuning candidate fails, as if no candidate could run.
+  bool fail_timing_for_testing = false;
 };
 
 class Gemm {
@@ -142,6 +144,10 @@ class Gemm {
   static constexpr size_t kMaxPlans = 4096;
   // The tuned-bucket cache is emptied when it reaches this size (64 bytes per entry).
   static constexpr size_t kMaxTunedBuckets = 4096;
+  // A bucket whose tuning found no runnable candidate this many times is no longer tuned:
+  // its plans take the heuristic's first choice, as without autotune (a transient failure
+  // gets another try; a systematic one does not cost every new row count a full tuning).
+  static constexpr int kMaxTuningAttempts = 2;
   // Autotune: heuristic candidates requested, how many of them get split-K variants,
   // split-K factors tried, and timing repetitions.
   static constexpr int kAutotuneCandidates = 8;
@@ -256,6 +262,7 @@ class Gemm {
   std::map<Key, std::unique_ptr<Plan>> plans_;
   // Tuned choice per (row bucket, in, out, dtype, epilogue, alignment).
   std::map<Key, Choice> tuned_;
+  std::map<Key, int> failed_tunings_;  // bucket -> tunings that found no runnable candidate
   GemmStats stats_;
 };
 

@@ -11,6 +11,7 @@ struct GemmStats {
   long long tuned_buckets = 0;       // buckets tuned by timing (fallbacks included)
   long long timed_candidates = 0;    // candidates timed successfully, over all tunings
   long long tuning_fallbacks = 0;    // tunings where no candidate ran: heuristic top-1 kept
+  long long abandoned_buckets = 0;   // buckets no longer tuned after kMaxTuningAttempts such
   long long bucket_reuses = 0;       // plans that took their bucket's tuned algorithm
   long long bucket_rejections = 0;   // plans whose bucket algorithm failed AlgoCheck
   long long capture_selections = 0;  // plans given the heuristic top-1 while capturing

@@ -483,9 +483,10 @@ const EngineGemm kEngineGemms[] = {
     {3072, 768, GemmEpilogue::kNone, cpu::Epilogue::kNone, "ffn_out"},
 };
 
-std::unique_ptr<Gemm> MakeGemm(bool autotune) {
+std::unique_ptr<Gemm> MakeGemm(bool autotune, bool fail_timing = false) {
   GemmOptions options;
   options.autotune = autotune;
+  options.fail_timing_for_testing = fail_timing;
   std::unique_ptr<Gemm> gemm;
   const CudaStatus st = Gemm::Create(options, &gemm);
   EXPECT_TRUE(st.ok()) << st.message();
@@ -680,6 +681,44 @@ void CheckCapture(TestDType dtype) {
 TEST_P(GemmAutotuneTest, CaptureUsesHeuristicWithoutTuning) {
   const TestDType dtype = GetParam();
   DISPATCH_DTYPE(dtype, CheckCapture, dtype);
+}
+
+// When no candidate of a bucket can be timed, the heuristic's first choice runs (right
+// results), the bucket is tried again by its next new row count, and after
+// kMaxTuningAttempts failed tunings it is not tuned any more.
+template <typename T>
+void CheckAbandonedTuning(TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  const EngineGemm& g = kEngineGemms[0];
+  CudaStream stream;
+  ASSERT_STATUS_OK(stream.Create());
+  std::unique_ptr<Gemm> gemm = MakeGemm(true, /*fail_timing=*/true);
+  ASSERT_TRUE(gemm != nullptr);
+  const double tol = GemmTolerance(dtype, g.gpu);
+  const int rows_in_one_bucket[] = {100, 101, 102, 103, 104};
+  for (const int rows : rows_in_one_bucket) {
+    const GemmCase c = MakeGemmCase<T>(rows, g, rng);
+    DeviceArray<T> d_x(c.x), d_w(c.w), d_b(c.b), d_y(c.ref.size());
+    ASSERT_STATUS_OK(d_y.status());
+    ASSERT_CUDA_OK(d_y.Poison());
+    ASSERT_STATUS_OK(gemm->Run<T>(d_x.get(), rows, g.in, d_w.get(), d_b.get(), g.out, g.gpu,
+                                  d_y.get(), stream.get()));
+    ASSERT_CUDA_OK(cudaStreamSynchronize(stream.get()));
+    const std::vector<float> got = d_y.Download();
+    EXPECT_EQ(CountNonFinite(got), 0u) << rows;
+    EXPECT_LE(RelativeError(got, c.ref), tol) << rows;
+  }
+  const GemmStats s = gemm->stats();
+  EXPECT_EQ(s.plans, 5);
+  EXPECT_EQ(s.tuned_buckets, Gemm::kMaxTuningAttempts);
+  EXPECT_EQ(s.tuning_fallbacks, Gemm::kMaxTuningAttempts);
+  EXPECT_EQ(s.abandoned_buckets, 1);
+  EXPECT_EQ(s.timed_candidates, 0);
+}
+
+TEST_P(GemmAutotuneTest, FailedTuningIsAbandonedAfterTwoAttempts) {
+  const TestDType dtype = GetParam();
+  DISPATCH_DTYPE(dtype, CheckAbandonedTuning, dtype);
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypes, GemmAutotuneTest, ::testing::ValuesIn(kAllDTypes),
