@@ -148,6 +148,24 @@ absl::Status Pipeline::Warmup() {
     }
     if (total == options_.max_batch_tokens) break;
   }
+  // The pooler's GEMM has one row per sequence, so its buckets above 16 rows come only with
+  // batches of many short sequences: one-row sequences, 32 of them, 64, ... up to a full
+  // token budget of them.
+  if (!engine_->has_pooler()) return absl::OkStatus();
+  for (int bucket = 32;; bucket *= 2) {
+    const int count = std::min(bucket, options_.max_batch_tokens);
+    EncoderBatch many;
+    for (int s = 0; s < count; ++s) {
+      const int32_t word = s % config.vocab_size;
+      many.Add(absl::MakeConstSpan(&word, 1), {}, 0);
+    }
+    status = engine_->Encode(many, pooled, &output);
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("warm-up at ", count,
+                                                      " sequences failed: ", status.message()));
+    }
+    if (count == options_.max_batch_tokens) break;
+  }
   return absl::OkStatus();
 }
 

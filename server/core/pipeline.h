@@ -35,9 +35,11 @@ struct PipelineOptions {
   int default_seq_length = 128;
   int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
   // Warmup() also runs one batch per power-of-two row bucket from 16 up to the bucket that
-  // holds max_batch_tokens (that one with max_batch_tokens rows; pooled output only), so that
-  // per-shape setup (the CUDA engine's cuBLASLt autotuning, which is per bucket, and kernel
-  // loading) happens before the server reports SERVING.
+  // holds max_batch_tokens (that one with max_batch_tokens rows; pooled output only), and,
+  // with a pooler, batches of 32, 64, ... up to max_batch_tokens one-row sequences (the
+  // pooler's GEMM has a row per sequence), so that per-shape setup (the CUDA engine's
+  // cuBLASLt autotuning, which is per bucket, and kernel loading) happens before the server
+  // reports SERVING.
   bool warmup_row_buckets = false;
   // Called once, from the engine thread, when a batch failed and the engine reports itself
   // unusable for good (Engine::Health); may be empty. Every later batch fails too, so the

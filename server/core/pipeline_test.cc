@@ -54,10 +54,12 @@ TEST(PipelineWarmupTest, RowBucketsUpToTheBudgetWhenAsked) {
     }
     // First the largest shape: 4 sequences of 64 rows; then the row buckets 16 ... 128 and
     // the full budget of 300 rows (bucket 512) in sequences of at most 64 rows; bucket 256 is
-    // the first shape's and runs once.
+    // the first shape's and runs once. Then the pooler's buckets: 32, 64, ... one-row
+    // sequences, up to the budget's 300.
     std::vector<std::pair<int, int>> want = {{4, 256}};
     if (buckets) {
       want.insert(want.end(), {{1, 16}, {1, 32}, {1, 64}, {2, 128}, {5, 300}});
+      want.insert(want.end(), {{32, 32}, {64, 64}, {128, 128}, {256, 256}, {300, 300}});
     }
     EXPECT_EQ(got, want) << "warmup_row_buckets " << buckets;
   }
