@@ -186,6 +186,38 @@ int TokenizationWorkers() {
   return flag > 0 ? flag : AvailableCores();
 }
 
+// The CUDA engine's fallbacks seen by the warm-up (which runs every GEMM bucket and one
+// graph capture and replay): each keeps the server correct but slower, so each is a warning
+// that names the flag that avoids the path.
+void LogCudaFallbacks(const Engine& engine) {
+  const auto* cuda = dynamic_cast<const CudaEngineTiming*>(&engine);
+  if (cuda == nullptr) return;
+  const CudaGraphStats graphs = cuda->graph_stats();
+  const cuda::GemmStats gemm = cuda->gemm_stats();
+  const CudaPathStats paths = cuda->path_stats();
+  BERT_LOG(kInfo) << "cuda engine after warm-up" << LogKv("graphs_captured", graphs.captures)
+                  << LogKv("graph_failures", graphs.capture_failures)
+                  << LogKv("tuned_buckets", gemm.tuned_buckets)
+                  << LogKv("tuning_fallbacks", gemm.tuning_fallbacks)
+                  << LogKv("gelu_epilogue_refused", paths.gelu_epilogue_refused);
+  if (graphs.capture_failures > 0) {
+    BERT_LOG(kWarning) << "CUDA graphs failed; those batch shapes run without them"
+                       << LogKv("error", graphs.last_capture_error)
+                       << LogKv("avoid", "--cuda_graphs=false");
+  }
+  if (gemm.tuning_fallbacks > 0) {
+    BERT_LOG(kWarning) << "GEMM autotuning could not time any candidate for some shapes; "
+                          "they use cuBLASLt's first choice"
+                       << LogKv("fallbacks", gemm.tuning_fallbacks)
+                       << LogKv("abandoned_buckets", gemm.abandoned_buckets)
+                       << LogKv("avoid", "--gemm_autotune=false");
+  }
+  if (paths.gelu_epilogue_refused > 0) {
+    BERT_LOG(kWarning) << "cuBLASLt refused the GELU epilogue; a separate GELU pass runs instead"
+                       << LogKv("avoid", "--fused_gelu=false");
+  }
+}
+
 // `on_engine_failure`: see PipelineOptions::on_engine_failure.
 absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
                                      std::function<void(const absl::Status&)> on_engine_failure) {
@@ -273,6 +305,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
   if (!warm.ok()) return warm;
   BERT_LOG(kInfo) << "warm-up done" << LogKv("max_batch_tokens", max_batch_tokens)
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - warm_start));
+  LogCudaFallbacks(loaded.pipeline->engine());
   loaded.pipeline->Start();
   return loaded;
 }

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -148,6 +150,7 @@ absl::Status Pipeline::Warmup() {
     }
     if (total == options_.max_batch_tokens) break;
   }
+  RETURN_IF_ERROR(CheckRepeatable());
   // The pooler's GEMM has one row per sequence, so its buckets above 16 rows come only with
   // batches of many short sequences: one-row sequences, 32 of them, 64, ... up to a full
   // token budget of them.
@@ -165,6 +168,55 @@ absl::Status Pipeline::Warmup() {
                                                       " sequences failed: ", status.message()));
     }
     if (count == options_.max_batch_tokens) break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Pipeline::CheckRepeatable() {
+  const ModelConfig& config = engine_->config();
+  const int rows = std::min(16, config.max_position_embeddings);
+  std::vector<int32_t> words(rows);
+  for (int r = 0; r < rows; ++r) words[r] = (7 * r + 1) % config.vocab_size;
+  EncoderBatch batch;
+  batch.Add(words, {}, 0);
+  batch.Add(absl::MakeConstSpan(words).subspan(0, rows / 2), {}, rows);
+  OutputSelection selection;
+  selection.pooled = engine_->has_pooler();
+  selection.mean_pooled = true;
+  selection.sequence = true;
+  // float32 engines may pick split-K GEMMs that reduce in a varying order (cuBLASLt's
+  // in-place reductions): those agree to rounding, not bit for bit.
+  const bool exact = engine_->info().dtype != DType::kFloat32;
+  EncoderOutput first;
+  for (int run = 0; run < 3; ++run) {
+    EncoderOutput output;
+    absl::Status status = engine_->Encode(batch, selection, &output);
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("warm-up repeat check, run ", run,
+                                                      " failed: ", status.message()));
+    }
+    if (run == 0) {
+      first = std::move(output);
+      continue;
+    }
+    const std::pair<const std::vector<float>*, const std::vector<float>*> tensors[] = {
+        {&first.sequence, &output.sequence},
+        {&first.pooled, &output.pooled},
+        {&first.mean_pooled, &output.mean_pooled}};
+    for (const auto& [a, b] : tensors) {
+      bool same = a->size() == b->size();
+      for (size_t i = 0; same && i < a->size(); ++i) {
+        const float x = (*a)[i], y = (*b)[i];
+        same = exact ? std::memcmp(&x, &y, sizeof(float)) == 0
+                     : std::fabs(x - y) <= 1e-5f * std::max(1.0f, std::fabs(x));
+      }
+      if (!same) {
+        return absl::InternalError(absl::StrCat(
+            "warm-up repeat check: the same batch gave different outputs on run ", run,
+            " than on run 0 (on the CUDA engine the runs are eager, CUDA-graph capture and "
+            "replay: --cuda_graphs=false avoids graphs)"));
+      }
+    }
   }
   return absl::OkStatus();
 }

@@ -39,7 +39,8 @@ struct PipelineOptions {
   // with a pooler, batches of 32, 64, ... up to max_batch_tokens one-row sequences (the
   // pooler's GEMM has a row per sequence), so that per-shape setup (the CUDA engine's
   // cuBLASLt autotuning, which is per bucket, and kernel loading) happens before the server
-  // reports SERVING.
+  // reports SERVING; and one small batch three times, which must give the same outputs (on
+  // the CUDA engine: eager, CUDA-graph capture, replay).
   bool warmup_row_buckets = false;
   // Called once, from the engine thread, when a batch failed and the engine reports itself
   // unusable for good (Engine::Health); may be empty. Every later batch fails too, so the
@@ -96,6 +97,9 @@ class Pipeline {
 
  private:
   struct Request;
+  // Warm-up: one small batch three times (on the CUDA engine: eager, graph capture, replay);
+  // INTERNAL unless the three agree (bit for bit; to rounding in float32).
+  absl::Status CheckRepeatable();
   void TokenizeAndEnqueue(std::shared_ptr<Request> request);
   void Assemble(const std::shared_ptr<Request>& request, int index, const BatchSlice& slice);
   void Finish(const std::shared_ptr<Request>& request, absl::Status status);

@@ -59,9 +59,58 @@ TEST(PipelineWarmupTest, RowBucketsUpToTheBudgetWhenAsked) {
     std::vector<std::pair<int, int>> want = {{4, 256}};
     if (buckets) {
       want.insert(want.end(), {{1, 16}, {1, 32}, {1, 64}, {2, 128}, {5, 300}});
+      want.insert(want.end(), {{2, 32}, {2, 32}, {2, 32}});  // the repeat check
       want.insert(want.end(), {{32, 32}, {64, 64}, {128, 128}, {256, 256}, {300, 300}});
     }
     EXPECT_EQ(got, want) << "warmup_row_buckets " << buckets;
+  }
+}
+
+// An engine whose outputs drift from call to call (as a broken CUDA-graph replay would).
+class DriftingEngine final : public Engine {
+ public:
+  explicit DriftingEngine(FakeEngine::Options options) : engine_(std::move(options)) {}
+  const ModelConfig& config() const override { return engine_.config(); }
+  bool has_pooler() const override { return engine_.has_pooler(); }
+  EngineInfo info() const override { return engine_.info(); }
+  absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
+                      EncoderOutput* output) override {
+    absl::Status status = engine_.Encode(batch, selection, output);
+    if (status.ok() && !output->sequence.empty()) output->sequence[0] *= 1.0f + 0.01f * ++calls_;
+    return status;
+  }
+
+ private:
+  FakeEngine engine_;
+  int calls_ = 0;
+};
+
+// With the row buckets (the CUDA engine's warm-up), the same small batch runs three times and
+// must give the same outputs: an engine whose outputs drift fails the warm-up.
+TEST(PipelineWarmupTest, RepeatCheckFailsAnEngineWhoseOutputsDrift) {
+  for (const bool drifting : {false, true}) {
+    FakeEngine::Options engine_options;
+    engine_options.config = FakeEngine::SmallConfig();
+    std::unique_ptr<Engine> engine;
+    if (drifting) {
+      engine = std::make_unique<DriftingEngine>(engine_options);
+    } else {
+      engine = std::make_unique<FakeEngine>(engine_options);
+    }
+    auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"},
+                                               BertTokenizer::Options());
+    ASSERT_TRUE(tokenizer.ok());
+    PipelineOptions options;
+    options.max_batch_tokens = 300;
+    options.warmup_row_buckets = true;
+    Pipeline pipeline(options, std::move(engine), *std::move(tokenizer), nullptr);
+    const absl::Status status = pipeline.Warmup();
+    if (drifting) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+      EXPECT_NE(status.message().find("--cuda_graphs=false"), absl::string_view::npos) << status;
+    } else {
+      EXPECT_TRUE(status.ok()) << status;
+    }
   }
 }
 
