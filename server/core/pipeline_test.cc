@@ -34,19 +34,28 @@ std::unique_ptr<Pipeline> MakePipeline(int max_concurrent = 8) {
   return pipeline;
 }
 
+// A pipeline over `engine` with a token budget of 300, for its warm-up only.
+Pipeline WarmupPipeline(std::unique_ptr<Engine> engine, bool row_buckets) {
+  auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"},
+                                             BertTokenizer::Options());
+  EXPECT_TRUE(tokenizer.ok());
+  PipelineOptions options;
+  options.max_batch_tokens = 300;
+  options.warmup_row_buckets = row_buckets;
+  return Pipeline(options, std::move(engine), *std::move(tokenizer), nullptr);
+}
+
+FakeEngine::Options SmallEngine() {
+  FakeEngine::Options options;
+  options.config = FakeEngine::SmallConfig();  // 64 positions
+  return options;
+}
+
 TEST(PipelineWarmupTest, RowBucketsUpToTheBudgetWhenAsked) {
   for (const bool buckets : {false, true}) {
-    FakeEngine::Options engine_options;
-    engine_options.config = FakeEngine::SmallConfig();  // 64 positions
-    auto engine = std::make_unique<FakeEngine>(engine_options);
+    auto engine = std::make_unique<FakeEngine>(SmallEngine());
     FakeEngine* fake = engine.get();
-    auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"},
-                                               BertTokenizer::Options());
-    ASSERT_TRUE(tokenizer.ok());
-    PipelineOptions options;
-    options.max_batch_tokens = 300;
-    options.warmup_row_buckets = buckets;
-    Pipeline pipeline(options, std::move(engine), *std::move(tokenizer), nullptr);
+    Pipeline pipeline = WarmupPipeline(std::move(engine), buckets);
     ASSERT_TRUE(pipeline.Warmup().ok());
     std::vector<std::pair<int, int>> got;  // (sequences, rows)
     for (const FakeEngine::Record& r : fake->batches()) {
@@ -89,21 +98,13 @@ class DriftingEngine final : public Engine {
 // must give the same outputs: an engine whose outputs drift fails the warm-up.
 TEST(PipelineWarmupTest, RepeatCheckFailsAnEngineWhoseOutputsDrift) {
   for (const bool drifting : {false, true}) {
-    FakeEngine::Options engine_options;
-    engine_options.config = FakeEngine::SmallConfig();
     std::unique_ptr<Engine> engine;
     if (drifting) {
-      engine = std::make_unique<DriftingEngine>(engine_options);
+      engine = std::make_unique<DriftingEngine>(SmallEngine());
     } else {
-      engine = std::make_unique<FakeEngine>(engine_options);
+      engine = std::make_unique<FakeEngine>(SmallEngine());
     }
-    auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"},
-                                               BertTokenizer::Options());
-    ASSERT_TRUE(tokenizer.ok());
-    PipelineOptions options;
-    options.max_batch_tokens = 300;
-    options.warmup_row_buckets = true;
-    Pipeline pipeline(options, std::move(engine), *std::move(tokenizer), nullptr);
+    Pipeline pipeline = WarmupPipeline(std::move(engine), /*row_buckets=*/true);
     const absl::Status status = pipeline.Warmup();
     if (drifting) {
       EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
