@@ -266,10 +266,13 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
   engine_options.dtype = *dtype;
   auto engine = CreateEngine(shared_model, engine_options);
   if (!engine.ok()) return engine.status();
+  FaultInjectingEngine* fault_injection = nullptr;  // armed after the warm-up
   if (const int word_id = absl::GetFlag(FLAGS_debug_engine_fault_word_id); word_id >= 0) {
-    BERT_LOG(kWarning) << "testing: the engine breaks on a batch holding a word id"
+    BERT_LOG(kWarning) << "testing: after warm-up the engine breaks on a batch holding a word id"
                        << LogKv("word_id", word_id);
-    *engine = InjectEngineFault(*std::move(engine), word_id);
+    auto wrapped = std::make_unique<FaultInjectingEngine>(*std::move(engine), word_id);
+    fault_injection = wrapped.get();
+    *engine = std::move(wrapped);
   }
   const EngineInfo info = (*engine)->info();
   BERT_LOG(kInfo) << "model loaded" << LogKv("model", shared_model->name)
@@ -306,6 +309,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
   BERT_LOG(kInfo) << "warm-up done" << LogKv("max_batch_tokens", max_batch_tokens)
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - warm_start));
   LogCudaFallbacks(loaded.pipeline->engine());
+  if (fault_injection != nullptr) fault_injection->Arm();  // before the engine thread starts
   loaded.pipeline->Start();
   return loaded;
 }
@@ -550,13 +554,15 @@ int Run() {
     BERT_LOG(kWarning) << "requests still in flight after --drain_timeout_s; exiting"
                        << LogKv("in_flight", loaded->pipeline->in_flight());
     std::fflush(stderr);
-    std::_Exit(engine_failed ? 1 : 0);  // Bounded shutdown: do not wait on a stuck engine.
+    // Bounded shutdown: do not wait on a stuck engine. (The engine may also have failed
+    // during the drain: read the flag again.)
+    std::_Exit(stop_signals.engine_failed() ? 1 : 0);
   }
   server->Wait();
   BERT_LOG(kInfo) << "stopped" << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - drain_start));
   server.reset();
   loaded->pipeline.reset();
-  return engine_failed ? 1 : 0;
+  return stop_signals.engine_failed() ? 1 : 0;
 }
 
 }  // namespace

@@ -203,7 +203,7 @@ run() {
     # A deliberate sticky fault (the engine must report itself unusable): it ends every later
     # CUDA call of its process, so it runs alone, and only when asked to.
     export BERT_STICKY_FAULT_TEST=1
-    gtest_step cuda_engine_fault cuda_engine_test "CudaEngineFault.*" 5 60
+    gtest_step cuda_engine_fault cuda_engine_test "CudaEngineFault.StickyFault*" 5 60
     unset BERT_STICKY_FAULT_TEST
     summarize
   fi
@@ -318,12 +318,18 @@ run() {
   for line in "${table[@]}"; do echo "$line"; done
   cat <<'LEGEND'
 If a default path's test fails, the server flag that turns the path off (no rebuild):
-  CudaFusedGeluTest.*, GemmTest.* (bias_gelu)  --fused_gelu=false
-  GemmAutotuneTest.*, CudaGoldenTest.*         --gemm_autotune=false
+  CudaFusedGeluTest.*, GemmTest.* (bias_gelu),
+    *GeluTanhModelWithoutTheEpilogue*          --fused_gelu=false
+  GemmAutotuneTest.*                           --gemm_autotune=false
   CudaGraphTest.* (graphs, capture counts)     --cuda_graphs=false
   CudaGraphTest.OverlappedCopies*              --cuda_overlap_copies=false
+  CudaGoldenTest.* (runs differ / off the
+    reference)                                 try --cuda_graphs=false, --cuda_overlap_copies=false,
+                                               --gemm_autotune=false, --fused_gelu=false in turn
   *TileIdentity*, *AutoTile*                   none: ChooseMmaWarps, kernels/cuda/attention_plan.h
-  RowKernelTest.*LayerNorm*                    none: kernels/cuda/layer_norm.cu
+  RowKernelTest.*LayerNorm*, SeqKernelTest.*LayerNorm*  none: kernels/cuda/layer_norm.cu
+  CudaEngineFault.*                            none: lost-context detection (Engine::Health) is
+                                               broken; a sticky fault would not restart the server
 Off by default already: --custom_gemm, --cuda_pdl, --cuda_attention_double_buffer,
 --residual_in_gemm (their tests run last, in processes of their own).
 LEGEND

@@ -13,5 +13,10 @@ cudaError_t LaunchTrapForTesting(cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+cudaError_t LaunchRefusedForTesting(cudaStream_t stream) {
+  TrapKernel<<<0, 1, 0, stream>>>();  // never runs: an empty grid is refused
+  return cudaGetLastError();
+}
+
 }  // namespace cuda
 }  // namespace bert

@@ -344,8 +344,9 @@ CudaStatus Gemm::Heuristic(const Plan& plan, int max_count,
   }
   const bool filter = st == CUBLAS_STATUS_SUCCESS && options_.autotune && IsSixteenBit(dtype);
   if (filter) {
-    // The precision rule: no split-K reduction in the 16-bit output type (nor in place in
-    // the output). NONE is 0, so this mask admits unsplit algorithms too.
+    // The precision rule (not a determinism one: cuBLASLt's reductions are reproducible):
+    // no split-K reduction in the 16-bit output type (nor in place in the output). NONE is
+    // 0, so this mask admits unsplit algorithms too.
     const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
     st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                                               &mask, sizeof(mask));

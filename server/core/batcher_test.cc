@@ -391,7 +391,8 @@ TEST(BatcherTest, DrainRunsQueuedItemsThenRefuses) {
 TEST(BatcherTest, ReportsAnEngineThatBrokeForGoodOnce) {
   auto fake = std::make_unique<FakeEngine>(EngineOptions());
   FakeEngine* inner = fake.get();
-  std::unique_ptr<Engine> engine = InjectEngineFault(std::move(fake), /*trigger_word_id=*/42);
+  auto engine = std::make_unique<FaultInjectingEngine>(std::move(fake), /*trigger_word_id=*/42);
+  engine->Arm();
   absl::Mutex mu;
   std::vector<absl::Status> reported;
   BatcherOptions options;

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -174,18 +176,23 @@ absl::Status Pipeline::Warmup() {
 
 absl::Status Pipeline::CheckRepeatable() {
   const ModelConfig& config = engine_->config();
-  const int rows = std::min(16, config.max_position_embeddings);
+  // Two sequences (one with padding rows) within the token budget, or one if only one fits.
+  const int rows =
+      std::max(1, std::min({16, config.max_position_embeddings, options_.max_batch_tokens / 2}));
   std::vector<int32_t> words(rows);
   for (int r = 0; r < rows; ++r) words[r] = (7 * r + 1) % config.vocab_size;
   EncoderBatch batch;
   batch.Add(words, {}, 0);
-  batch.Add(absl::MakeConstSpan(words).subspan(0, rows / 2), {}, rows);
+  if (2 * rows <= options_.max_batch_tokens) {
+    batch.Add(absl::MakeConstSpan(words).subspan(0, std::max(1, rows / 2)), {}, rows);
+  }
   OutputSelection selection;
   selection.pooled = engine_->has_pooler();
   selection.mean_pooled = true;
   selection.sequence = true;
-  // float32 engines may pick split-K GEMMs that reduce in a varying order (cuBLASLt's
-  // in-place reductions): those agree to rounding, not bit for bit.
+  // cuBLAS(Lt) is reproducible run to run for a fixed algorithm, and no kernel of ours sums in
+  // a varying order, so every dtype should agree bit for bit; float32 is allowed rounding
+  // differences all the same, as a margin (a false alarm here would stop the server).
   const bool exact = engine_->info().dtype != DType::kFloat32;
   EncoderOutput first;
   for (int run = 0; run < 3; ++run) {
@@ -199,22 +206,27 @@ absl::Status Pipeline::CheckRepeatable() {
       first = std::move(output);
       continue;
     }
-    const std::pair<const std::vector<float>*, const std::vector<float>*> tensors[] = {
-        {&first.sequence, &output.sequence},
-        {&first.pooled, &output.pooled},
-        {&first.mean_pooled, &output.mean_pooled}};
-    for (const auto& [a, b] : tensors) {
-      bool same = a->size() == b->size();
-      for (size_t i = 0; same && i < a->size(); ++i) {
-        const float x = (*a)[i], y = (*b)[i];
-        same = exact ? std::memcmp(&x, &y, sizeof(float)) == 0
-                     : std::fabs(x - y) <= 1e-5f * std::max(1.0f, std::fabs(x));
+    const std::tuple<const char*, const std::vector<float>*, const std::vector<float>*> tensors[] =
+        {{"sequence", &first.sequence, &output.sequence},
+         {"pooled", &first.pooled, &output.pooled},
+         {"mean_pooled", &first.mean_pooled, &output.mean_pooled}};
+    for (const auto& [name, a, b] : tensors) {
+      std::string difference;
+      if (a->size() != b->size()) {
+        difference = absl::StrCat(a->size(), " values, then ", b->size());
       }
-      if (!same) {
+      for (size_t i = 0; difference.empty() && i < a->size(); ++i) {
+        const float x = (*a)[i], y = (*b)[i];
+        const bool same = exact ? std::memcmp(&x, &y, sizeof(float)) == 0
+                                : std::fabs(x - y) <= 1e-5f * std::max(1.0f, std::fabs(x));
+        if (!same) difference = absl::StrCat("value ", i, ": ", x, " on run 0, ", y);
+      }
+      if (!difference.empty()) {
         return absl::InternalError(absl::StrCat(
-            "warm-up repeat check: the same batch gave different outputs on run ", run,
-            " than on run 0 (on the CUDA engine the runs are eager, CUDA-graph capture and "
-            "replay: --cuda_graphs=false avoids graphs)"));
+            "warm-up repeat check: the same batch gave a different ", name, " output on run ", run,
+            " (", difference,
+            "). On the CUDA engine the three runs are eager, CUDA-graph "
+            "capture and replay: try --cuda_graphs=false, then --cuda_overlap_copies=false"));
       }
     }
   }

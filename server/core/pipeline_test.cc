@@ -75,6 +75,24 @@ TEST(PipelineWarmupTest, RowBucketsUpToTheBudgetWhenAsked) {
   }
 }
 
+// A token budget below two 16-row sequences: the repeat check's batch shrinks to fit it.
+TEST(PipelineWarmupTest, RepeatCheckFitsASmallTokenBudget) {
+  for (const int budget : {1, 2, 8, 31}) {
+    auto engine = std::make_unique<FakeEngine>(SmallEngine());
+    FakeEngine* fake = engine.get();
+    auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"},
+                                               BertTokenizer::Options());
+    ASSERT_TRUE(tokenizer.ok());
+    PipelineOptions options;
+    options.max_batch_tokens = budget;
+    options.warmup_row_buckets = true;
+    Pipeline pipeline(options, std::move(engine), *std::move(tokenizer), nullptr);
+    const absl::Status status = pipeline.Warmup();
+    EXPECT_TRUE(status.ok()) << budget << ": " << status;
+    for (const FakeEngine::Record& r : fake->batches()) EXPECT_LE(r.total_rows, budget) << budget;
+  }
+}
+
 // An engine whose outputs drift from call to call (as a broken CUDA-graph replay would).
 class DriftingEngine final : public Engine {
  public:

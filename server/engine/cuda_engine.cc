@@ -30,7 +30,8 @@ namespace {
 
 using cuda::CudaStatus;
 using cuda::DeviceBuffer;
-using GraphFault = CudaEngineOptions::GraphFault;
+using GraphFault = CudaEngineOptions::Testing::GraphFault;
+using DeviceFault = CudaEngineOptions::Testing::DeviceFault;
 
 absl::Status ToStatus(const CudaStatus& s, const char* what) {
   if (s.ok()) return absl::OkStatus();
@@ -200,7 +201,8 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   std::vector<GraphKey> ungraphable_;  // keys whose graph failed (bounded); run eagerly
   unsigned long long use_clock_ = 0;
   CudaGraphStats graph_stats_;
-  absl::Status broken_;  // set for good by CheckContext (see Engine::Health)
+  absl::Status broken_;               // set for good by CheckContext (see Engine::Health)
+  bool refused_launch_done_ = false;  // testing.device_fault == kRefusedLaunch
   // Incremented where EnqueueForward picks a path, so replays count nothing (see the header).
   CudaPathStats path_stats_;
 
@@ -504,7 +506,9 @@ absl::Status CudaEngine<T>::CopyToHost(const float* src, int index, size_t count
     RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(copy, stage_ready_[index].get(), 0),
                              "ordering the output copy"));
     // The copy stream now follows the compute stream (in a capture: it has joined it), so it
-    // must be joined back (JoinCopies) even if the copy itself fails.
+    // must be joined back (JoinCopies) even if the copy itself fails. If recording stage_free_
+    // fails too, nothing can join it: RunEagerInstead then finds the copy stream still
+    // capturing and reports the engine unusable.
     const absl::Status copied =
         CudaCall(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, copy),
                  "copying outputs");
@@ -512,7 +516,7 @@ absl::Status CudaEngine<T>::CopyToHost(const float* src, int index, size_t count
         CudaCall(cudaEventRecord(stage_free_[index].get(), copy), "ordering the output copy"));
     stage_in_flight_[index] = true;
     RETURN_IF_ERROR(copied);
-    if (capturing_ && options_.inject_graph_fault == GraphFault::kAfterFork) {
+    if (capturing_ && options_.testing.graph_fault == GraphFault::kAfterFork) {
       return absl::InternalError("CUDA engine: injected fault after the copy stream forked");
     }
     ++path_stats_.copy_stream_copies;
@@ -685,8 +689,13 @@ size_t CudaEngine<T>::OutputValues(int rows, int n, const OutputSelection& selec
 template <typename T>
 absl::Status CudaEngine<T>::RunDevice(int rows, int n, int max_rows,
                                       const OutputSelection& selection) {
-  if (options_.inject_device_fault) {
+  if (options_.testing.device_fault == DeviceFault::kTrap) {
     RETURN_IF_ERROR(CudaCall(cuda::LaunchTrapForTesting(stream_.get()), "injecting a fault"));
+  }
+  if (options_.testing.device_fault == DeviceFault::kRefusedLaunch && !refused_launch_done_) {
+    refused_launch_done_ = true;
+    RETURN_IF_ERROR(
+        CudaCall(cuda::LaunchRefusedForTesting(stream_.get()), "injecting a refused launch"));
   }
   const bool graphable = options_.cuda_graphs && rows <= options_.max_graph_rows &&
                          observer_ == nullptr &&
@@ -704,21 +713,24 @@ absl::Status CudaEngine<T>::RunDevice(int rows, int n, int max_rows,
                   selection.normalize ? 1 : 0};
   key.insert(key.end(), selection.layers.begin(), selection.layers.end());
 
-  for (auto& g : graphs_) {
-    if (g->key != key) continue;
-    g->last_use = ++use_clock_;
-    pending_ = g->copies;
-    pending_used_ = g->copied_values;
-    const cudaError_t launched = options_.inject_graph_fault == GraphFault::kReplay
+  const auto cached =
+      std::find_if(graphs_.begin(), graphs_.end(), [&key](const auto& g) { return g->key == key; });
+  if (cached != graphs_.end()) {
+    CachedGraph& g = **cached;
+    g.last_use = ++use_clock_;
+    pending_ = g.copies;
+    pending_used_ = g.copied_values;
+    const cudaError_t launched = options_.testing.graph_fault == GraphFault::kReplay
                                      ? cudaErrorLaunchFailure
-                                     : cudaGraphLaunch(g->exec.get(), stream_.get());
-    if (launched != cudaSuccess) {
-      return RunEagerInstead(std::move(key),
-                             absl::StrCat("cudaGraphLaunch: ", cudaGetErrorName(launched)), rows, n,
-                             max_rows, selection);
+                                     : cudaGraphLaunch(g.exec.get(), stream_.get());
+    if (launched == cudaSuccess) {
+      ++graph_stats_.replays;
+      return absl::OkStatus();
     }
-    ++graph_stats_.replays;
-    return absl::OkStatus();
+    // Drops the graph (and with it `g`).
+    return RunEagerInstead(std::move(key),
+                           absl::StrCat("cudaGraphLaunch: ", cudaGetErrorName(launched)), rows, n,
+                           max_rows, selection);
   }
   const bool failed_before =
       std::find(ungraphable_.begin(), ungraphable_.end(), key) != ungraphable_.end();
@@ -742,7 +754,7 @@ template <typename T>
 absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int max_rows,
                                              const OutputSelection& selection) {
   cudaStream_t stream = stream_.get();
-  const cudaError_t began = options_.inject_graph_fault == GraphFault::kBeginCapture
+  const cudaError_t began = options_.testing.graph_fault == GraphFault::kBeginCapture
                                 ? cudaErrorNotPermitted
                                 : cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed);
   if (began != cudaSuccess) {
@@ -753,7 +765,7 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
   capturing_ = true;
   const absl::Status enqueued = EnqueueForward(rows, n, max_rows, selection);
   capturing_ = false;
-  if (options_.inject_graph_fault == GraphFault::kInvalidate) {
+  if (options_.testing.graph_fault == GraphFault::kInvalidate) {
     cudaStreamSynchronize(stream);  // not allowed while capturing: invalidates the capture
   }
   // A forward that failed part-way may have left the copy stream forked: join it so that the
@@ -795,7 +807,9 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
   const cudaGraphExec_t to_launch = cached->exec.get();
   graphs_.push_back(std::move(cached));
   ++graph_stats_.captures;
-  const cudaError_t launched = cudaGraphLaunch(to_launch, stream);
+  const cudaError_t launched = options_.testing.graph_fault == GraphFault::kFirstLaunch
+                                   ? cudaErrorLaunchFailure
+                                   : cudaGraphLaunch(to_launch, stream);
   if (launched != cudaSuccess) {
     GraphKey failed = graphs_.back()->key;  // a copy: the graph is dropped by its key
     return RunEagerInstead(std::move(failed),
@@ -809,6 +823,17 @@ template <typename T>
 absl::Status CudaEngine<T>::RunEagerInstead(GraphKey key, std::string why, int rows, int n,
                                             int max_rows, const OutputSelection& selection) {
   cudaGetLastError();
+  // A copy stream still capturing (a failed capture whose fork was never joined back: CUDA
+  // does not say what becomes of it) would fail every later copy.
+  cudaStreamCaptureStatus copy_capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(copy_stream_.get(), &copy_capture) != cudaSuccess ||
+      copy_capture != cudaStreamCaptureStatusNone) {
+    cudaGetLastError();
+    broken_ = absl::UnavailableError(
+        absl::StrCat("CUDA engine: the output copy stream was left in a failed graph capture (",
+                     why, "); only a new process recovers (--cuda_graphs=false avoids graphs)"));
+    return broken_;
+  }
   ++graph_stats_.capture_failures;
   graph_stats_.last_capture_error = std::move(why);
   graphs_.erase(std::remove_if(graphs_.begin(), graphs_.end(),
@@ -891,8 +916,8 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
     Mark("ffn_up_gemm");
     if (GeluInEpilogue()) {
       const cuda::CudaStatus fused =
-          options_.refuse_gelu_epilogue
-              ? cuda::CudaStatus::Unsupported("refused for the test (refuse_gelu_epilogue)")
+          options_.testing.refuse_gelu_epilogue
+              ? cuda::CudaStatus::Unsupported("refused for the test (testing.refuse_gelu_epilogue)")
               : gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
                               L.intermediate_bias.get(), inter, cuda::GemmEpilogue::kBiasGeluTanh,
                               ffn_.get(), stream);

@@ -23,6 +23,14 @@
 //
 // fp32 is exact IEEE fp32 (no TF32) unless allow_tf32; fp16/bf16 accumulate in fp32 (see
 // fused_gelu for their GELU).
+//
+// Failures: a graph that cannot be captured, instantiated or launched makes its batch run
+// eagerly, and its key is never graphed again (CudaGraphStats::capture_failures). A GELU
+// epilogue cuBLASLt refuses switches the engine to the separate GELU pass for good (graphs
+// captured before keep the epilogue, so bit-identity with and without graphs then holds per
+// key). After a failed batch the engine checks whether the fault left the CUDA context
+// unusable (a sticky error: illegal address, trapped kernel, ECC); if so Health() reports it
+// and every later Encode fails at once with UNAVAILABLE.
 // Not thread-safe (Engine's contract: one Encode at a time). The engine uses the current
 // CUDA device (device 0 unless the caller set another).
 #ifndef BERT_SERVER_ENGINE_CUDA_ENGINE_H_
@@ -95,23 +103,31 @@ struct CudaEngineOptions {
   // Copy outputs back on a second stream, so that copying one layer's output overlaps the
   // next layers' compute (encoder_outputs); false: every copy on the compute stream.
   bool overlap_copies = true;
-  // Tests only: make CUDA graphs fail at this step, to exercise the fallback to eager runs.
-  // kBeginCapture and kReplay (the launch of a cached graph) act as if CUDA refused the call
-  // (it is not made); kAfterFork returns an error from the forward being captured right
-  // after its first output copy has forked the copy stream (overlap_copies); kInvalidate
-  // makes an illegal call (a stream synchronisation) inside the capture, so that CUDA itself
-  // invalidates it.
-  enum class GraphFault { kNone, kBeginCapture, kAfterFork, kInvalidate, kReplay };
-  GraphFault inject_graph_fault = GraphFault::kNone;
-  // Tests only: every Encode first launches a kernel that traps, which leaves the GPU context
-  // unusable for good (what Engine::Health reports); use in a process of its own.
-  bool inject_device_fault = false;
-  // Tests only: act as if cuBLASLt had no algorithm for the GELU epilogue.
-  bool refuse_gelu_epilogue = false;
+  // Tests only (no flag sets these; all off in production): faults injected to exercise the
+  // engine's fallbacks.
+  struct Testing {
+    // Make CUDA graphs fail at this step. kBeginCapture, kFirstLaunch (the launch right after
+    // a capture) and kReplay (the launch of a cached graph) act as if CUDA refused the call
+    // (it is not made); kAfterFork returns an error from the forward being captured right
+    // after its first output copy has forked the copy stream (overlap_copies); kInvalidate
+    // makes an illegal call (a stream synchronisation) inside the capture, so that CUDA
+    // itself invalidates it.
+    enum class GraphFault { kNone, kBeginCapture, kAfterFork, kInvalidate, kFirstLaunch, kReplay };
+    GraphFault graph_fault = GraphFault::kNone;
+    // kRefusedLaunch: the first Encode's first launch is refused (an empty grid: an error
+    // that is not sticky), once. kTrap: every Encode first launches a kernel that traps,
+    // which leaves the GPU context unusable for good (what Engine::Health reports); use it
+    // in a process of its own.
+    enum class DeviceFault { kNone, kRefusedLaunch, kTrap };
+    DeviceFault device_fault = DeviceFault::kNone;
+    // Act as if cuBLASLt had no algorithm for the GELU epilogue.
+    bool refuse_gelu_epilogue = false;
+  };
+  Testing testing;
 };
 
 // The options above that bert_server exposes as flags (all but dtype, max_batch_tokens,
-// allow_tf32 and force_custom_gemm_splits): speed and memory tuning, though fused_gelu,
+// allow_tf32, force_custom_gemm_splits and testing): speed and memory tuning, though fused_gelu,
 // residual_in_gemm and custom_gemm also change roundings. Each goes by the name of the
 // bert_server flag that sets it; gpu_bench takes the same names, and the server reads its
 // flags and logs the options through this table, so an entry without its flag stops the

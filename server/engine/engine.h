@@ -76,7 +76,8 @@ class Engine {
   // Checks the batch (ids within the vocab and type vocab, positions within
   // max_position_embeddings, consistent lengths) and the selection (layers in range,
   // pooled only with a pooler), then runs it. INVALID_ARGUMENT for a bad batch or
-  // selection; INTERNAL / RESOURCE_EXHAUSTED for device faults.
+  // selection; INTERNAL / RESOURCE_EXHAUSTED for device faults; once Health() is not OK,
+  // that error (UNAVAILABLE) at once, without checking.
   virtual absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
                               EncoderOutput* output) = 0;
 
@@ -84,6 +85,7 @@ class Engine {
   // good (a GPU context lost to an illegal address or an uncorrectable ECC error: every
   // later CUDA call fails), the error, from then on; Encode then fails at once with
   // UNAVAILABLE. Only a new process recovers, so a server should stop serving and exit.
+  // Called like Encode (the thread that runs Encode, between Encodes).
   virtual absl::Status Health() const { return absl::OkStatus(); }
 };
 

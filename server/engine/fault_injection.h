@@ -12,10 +12,30 @@
 
 namespace bert {
 
-// Wraps `engine`. The first batch containing `trigger_word_id` fails with INTERNAL; later
-// batches fail with UNAVAILABLE, and Health() returns that UNAVAILABLE error. Same threading
-// contract as Engine.
-std::unique_ptr<Engine> InjectEngineFault(std::unique_ptr<Engine> engine, int32_t trigger_word_id);
+// Wraps `engine`. Once armed, the first batch containing `trigger_word_id` fails with
+// INTERNAL; later batches fail with UNAVAILABLE, and Health() returns that UNAVAILABLE error
+// (before: the wrapped engine's health). Same threading contract as Engine.
+class FaultInjectingEngine final : public Engine {
+ public:
+  FaultInjectingEngine(std::unique_ptr<Engine> engine, int32_t trigger_word_id);
+
+  // From now on the trigger breaks the engine (a server arms it after its warm-up, whose
+  // batches may hold any word id). Call before handing the engine to another thread.
+  void Arm() { armed_ = true; }
+
+  const ModelConfig& config() const override { return engine_->config(); }
+  bool has_pooler() const override { return engine_->has_pooler(); }
+  EngineInfo info() const override { return engine_->info(); }
+  absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
+                      EncoderOutput* output) override;
+  absl::Status Health() const override { return broken_.ok() ? engine_->Health() : broken_; }
+
+ private:
+  const std::unique_ptr<Engine> engine_;
+  const int32_t trigger_;
+  bool armed_ = false;
+  absl::Status broken_;
+};
 
 }  // namespace bert
 

@@ -13,7 +13,21 @@ import grpc
 sys.path.insert(0, os.path.dirname(__file__))
 from server_harness import Server, stubs  # noqa: E402
 
-TRIGGER = 1000  # in the tiny model's 1,024-id vocab; the warm-up batches use ids below 512
+TRIGGER = 1000  # in the tiny model's 1,024-id vocab (the fault is armed after the warm-up)
+
+
+def watch_health(server, seen):
+    """Appends each status of a grpc.health.v1 Watch stream to `seen` until it ends."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    channel = server.channel()
+    try:
+        for reply in health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="bert.v1.BertService"), timeout=60):
+            seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    except grpc.RpcError:
+        pass  # the server went away
+    finally:
+        channel.close()
 
 
 def request(pb2, ids):
@@ -27,6 +41,9 @@ def test_a_broken_engine_stops_the_server_with_status_1():
     try:
         stub = server.stub()
         assert len(stub.Embed(request(pb2, [101, 7, 102]), timeout=30).results) == 1
+        health_seen = []
+        watcher = threading.Thread(target=watch_health, args=(server, health_seen))
+        watcher.start()
 
         # Calls kept in flight from other threads while the engine breaks.
         codes, stop = [], threading.Event()
@@ -59,6 +76,9 @@ def test_a_broken_engine_stops_the_server_with_status_1():
             assert "injected engine fault" in e.details()
 
         assert server.proc.wait(timeout=60) == 1, server.log()
+        watcher.join(timeout=30)
+        # The health service itself said NOT_SERVING before the server went away.
+        assert health_seen[:1] == ["SERVING"] and "NOT_SERVING" in health_seen, health_seen
         stop.set()
         for t in threads:
             t.join(timeout=30)
@@ -69,7 +89,7 @@ def test_a_broken_engine_stops_the_server_with_status_1():
                               grpc.StatusCode.UNAVAILABLE}, codes
         assert codes.count(grpc.StatusCode.OK) > 0, codes
         log = server.log()
-        assert 'msg="engine failed; stopping"' in log and "health=NOT_SERVING" in log, log
+        assert 'msg="engine failed; stopping"' in log, log
         assert 'signal="none (engine failure)"' in log, log
         assert "msg=stopped" in log, log
     finally:
