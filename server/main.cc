@@ -111,8 +111,16 @@ ABSL_FLAG(std::string, auth_token_file, "", "Read the bearer token from this fil
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, longest wait for accepted calls");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error");
 ABSL_FLAG(int, debug_engine_fault_word_id, -1,
-          "Testing only: the first batch holding this word id breaks the engine for good, as a "
-          "lost GPU context would (the server then stops serving and exits 1); -1: off");
+          "Testing only: after warm-up, the first batch holding this word id meets "
+          "--debug_engine_fault; -1: off");
+ABSL_FLAG(std::string, debug_engine_fault, "break",
+          "Testing only: break (the engine fails for good, as a lost GPU context would; the "
+          "server stops serving and exits 1) or hang (the batch never ends, as on a hung GPU; "
+          "--engine_watchdog_s then stops the server)");
+ABSL_FLAG(int, engine_watchdog_s, -1,
+          "Exit with status 1 (after turning health NOT_SERVING) when one engine batch runs "
+          "longer than this many seconds, e.g. on a hung GPU, so that a supervisor restarts the "
+          "server; -1: 60 with the CUDA backend, off with the CPU backend; 0: off");
 ABSL_FLAG(bool, mutex_deadlock_detection, false,
           "Debugging: leave abseil's lock-order checker on (in abseil builds without NDEBUG, "
           "such as Debian's, it checks every mutex acquisition for cycles and aborts on one; "
@@ -270,7 +278,13 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
   if (const int word_id = absl::GetFlag(FLAGS_debug_engine_fault_word_id); word_id >= 0) {
     BERT_LOG(kWarning) << "testing: after warm-up the engine breaks on a batch holding a word id"
                        << LogKv("word_id", word_id);
-    auto wrapped = std::make_unique<FaultInjectingEngine>(*std::move(engine), word_id);
+    const std::string fault = absl::GetFlag(FLAGS_debug_engine_fault);
+    if (fault != "break" && fault != "hang") {
+      return absl::InvalidArgumentError("--debug_engine_fault must be break or hang");
+    }
+    auto wrapped = std::make_unique<FaultInjectingEngine>(
+        *std::move(engine), word_id,
+        fault == "hang" ? FaultInjectingEngine::Fault::kHang : FaultInjectingEngine::Fault::kBreak);
     fault_injection = wrapped.get();
     *engine = std::move(wrapped);
   }
@@ -358,6 +372,7 @@ void LogConfig() {
                                        ? "off"
                                        : "bearer")
                   << LogKv("drain_timeout_s", absl::GetFlag(FLAGS_drain_timeout_s))
+                  << LogKv("engine_watchdog_s", absl::GetFlag(FLAGS_engine_watchdog_s))
                   << LogKv("log_level", absl::GetFlag(FLAGS_log_level));
 }
 
@@ -437,6 +452,45 @@ class StopSignals {
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> engine_failed_{false};
   absl::Notification stop_;
+};
+
+// Stops the process when one engine batch runs longer than `limit` (a hung device: no
+// batch fails, so nothing else notices): on_stuck (health NOT_SERVING), then exit 1, so that a
+// supervisor restarts the server. Nothing is drained: the engine thread is stuck.
+class EngineWatchdog {
+ public:
+  EngineWatchdog(const Pipeline* pipeline, absl::Duration limit, std::function<void()> on_stuck)
+      : pipeline_(pipeline), limit_(limit), on_stuck_(std::move(on_stuck)) {
+    thread_ = std::thread([this] { Watch(); });
+  }
+  ~EngineWatchdog() {
+    stop_.Notify();
+    thread_.join();
+  }
+  EngineWatchdog(const EngineWatchdog&) = delete;
+  EngineWatchdog& operator=(const EngineWatchdog&) = delete;
+
+ private:
+  void Watch() {
+    const absl::Duration period = std::min(absl::Seconds(1), limit_ / 4);
+    while (!stop_.WaitForNotificationWithTimeout(period)) {
+      const absl::Duration busy = pipeline_->EngineBusyFor();
+      if (busy <= limit_) continue;
+      BERT_LOG(kError) << "engine batch stuck; exiting"
+                       << LogKv("busy_s", absl::ToDoubleSeconds(busy))
+                       << LogKv("limit_s", absl::ToDoubleSeconds(limit_))
+                       << LogKv("health", "NOT_SERVING");
+      on_stuck_();
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
+  }
+
+  const Pipeline* const pipeline_;
+  const absl::Duration limit_;
+  const std::function<void()> on_stuck_;
+  absl::Notification stop_;
+  std::thread thread_;
 };
 
 StopSignals* StopSignals::instance_ = nullptr;
@@ -535,6 +589,16 @@ int Run() {
   health->SetServingStatus(true);
   BERT_LOG(kInfo) << "serving" << LogKv("address", listening)
                   << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");
+  int watchdog_s = absl::GetFlag(FLAGS_engine_watchdog_s);
+  if (watchdog_s < 0) watchdog_s = loaded->pipeline->engine().info().backend == "cuda" ? 60 : 0;
+  std::unique_ptr<EngineWatchdog> watchdog;
+  if (watchdog_s > 0) {
+    watchdog = std::make_unique<EngineWatchdog>(loaded->pipeline.get(), absl::Seconds(watchdog_s),
+                                                [health, kServiceName] {
+                                                  health->SetServingStatus(kServiceName, false);
+                                                  health->SetServingStatus(false);
+                                                });
+  }
 
   const int signal_number = stop_signals.Wait();
   const absl::Time drain_start = absl::Now();
@@ -560,6 +624,7 @@ int Run() {
   }
   server->Wait();
   BERT_LOG(kInfo) << "stopped" << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - drain_start));
+  watchdog.reset();
   server.reset();
   loaded->pipeline.reset();
   return stop_signals.engine_failed() ? 1 : 0;

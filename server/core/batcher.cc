@@ -147,6 +147,12 @@ void Batcher::EngineLoop() {
   engine_done_ = true;
 }
 
+absl::Duration Batcher::BusyFor() const {
+  const int64_t started = batch_started_ns_.load(std::memory_order_relaxed);
+  if (started == 0) return absl::ZeroDuration();
+  return absl::Now() - absl::FromUnixNanos(started);
+}
+
 void Batcher::RunBatch(Batch batch) {
   EncoderBatch encoder_batch;
   OutputSelection selection;
@@ -169,7 +175,9 @@ void Batcher::RunBatch(Batch batch) {
 
   auto output = std::make_shared<EncoderOutput>();
   const absl::Time start = absl::Now();
+  batch_started_ns_.store(absl::ToUnixNanos(start), std::memory_order_relaxed);
   absl::Status status = engine_->Encode(encoder_batch, selection, output.get());
+  batch_started_ns_.store(0, std::memory_order_relaxed);
   const absl::Time end = absl::Now();
   stats.inference_us = absl::ToInt64Microseconds(end - start);
   stats.ok = status.ok();

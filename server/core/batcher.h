@@ -100,6 +100,10 @@ class Batcher {
   // and returns when the engine has finished the last batch.
   void Drain();
 
+  // How long the engine has been running its current batch; zero while it is idle. Any
+  // thread (a watchdog's: a batch that never ends means a hung device).
+  absl::Duration BusyFor() const;
+
  private:
   struct Queued {
     BatchItem item;
@@ -122,6 +126,8 @@ class Batcher {
   Engine* const engine_;
   const BatcherOptions options_;
   bool engine_failed_ = false;  // engine thread only: on_engine_failure was called
+  // absl::GetCurrentTimeNanos() when the engine began its current batch; 0 while idle.
+  std::atomic<int64_t> batch_started_ns_{0};
 
   absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);

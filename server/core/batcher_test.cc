@@ -427,5 +427,24 @@ TEST(BatcherTest, ReportsAnEngineThatBrokeForGoodOnce) {
   EXPECT_EQ(reported[0], engine->Health());
 }
 
+// BusyFor: how long the current batch has been in the engine (a watchdog's reading), zero
+// while the engine is idle.
+TEST(BatcherTest, BusyForCountsTheRunningBatchOnly) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_delay = absl::Milliseconds(1);
+  Completion c;
+  Batcher batcher(&engine, options);
+  EXPECT_EQ(batcher.BusyFor(), absl::ZeroDuration());
+  engine.HoldBatches();
+  batcher.Enqueue(MakeItem({1, 2}, 0, &c));
+  while (engine.batches().empty()) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_GE(batcher.BusyFor(), absl::Milliseconds(50));
+  engine.ReleaseBatches();
+  c.done.WaitForNotification();
+  EXPECT_EQ(batcher.BusyFor(), absl::ZeroDuration());
+}
+
 }  // namespace
 }  // namespace bert

@@ -94,6 +94,11 @@ class Pipeline {
   const Engine& engine() const { return *engine_; }
   const BertTokenizer& tokenizer() const { return *tokenizer_; }
   int in_flight() const { return admission_.in_flight(); }
+  // How long the engine has been running its current batch (Batcher::BusyFor); zero before
+  // Start. Any thread after Start.
+  absl::Duration EngineBusyFor() const {
+    return batcher_ == nullptr ? absl::ZeroDuration() : batcher_->BusyFor();
+  }
 
  private:
   struct Request;

@@ -4,11 +4,13 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace bert {
 
-FaultInjectingEngine::FaultInjectingEngine(std::unique_ptr<Engine> engine, int32_t trigger_word_id)
-    : engine_(std::move(engine)), trigger_(trigger_word_id) {}
+FaultInjectingEngine::FaultInjectingEngine(std::unique_ptr<Engine> engine, int32_t trigger_word_id,
+                                           Fault fault)
+    : engine_(std::move(engine)), trigger_(trigger_word_id), fault_(fault) {}
 
 absl::Status FaultInjectingEngine::Encode(const EncoderBatch& batch,
                                           const OutputSelection& selection, EncoderOutput* output) {
@@ -18,6 +20,9 @@ absl::Status FaultInjectingEngine::Encode(const EncoderBatch& batch,
   }
   if (armed_ &&
       std::find(batch.word_ids.begin(), batch.word_ids.end(), trigger_) != batch.word_ids.end()) {
+    if (fault_ == Fault::kHang) {
+      for (;;) absl::SleepFor(absl::Hours(1));
+    }
     *output = EncoderOutput();
     broken_ = absl::UnavailableError(
         absl::StrCat("injected engine fault (word id ", trigger_, "): the engine is unusable"));

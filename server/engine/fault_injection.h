@@ -1,7 +1,7 @@
-// Testing the server's reaction to a lost device without a device: an Engine that forwards
-// to another until it meets a batch holding a chosen word id. That batch and every later one
-// fail, and Health() reports the fault from then on, as a CUDA engine does after a fault that
-// leaves its GPU context unusable (bert_server --debug_engine_fault_word_id).
+// Testing the server's reaction to a lost or hung device without a device: an Engine that
+// forwards to another until it meets a batch holding a chosen word id. Then it breaks for
+// good, as a CUDA engine does after a fault that leaves its GPU context unusable, or hangs,
+// as a stuck kernel would (bert_server --debug_engine_fault_word_id, --debug_engine_fault).
 #ifndef BERT_SERVER_ENGINE_FAULT_INJECTION_H_
 #define BERT_SERVER_ENGINE_FAULT_INJECTION_H_
 
@@ -12,12 +12,16 @@
 
 namespace bert {
 
-// Wraps `engine`. Once armed, the first batch containing `trigger_word_id` fails with
-// INTERNAL; later batches fail with UNAVAILABLE, and Health() returns that UNAVAILABLE error
-// (before: the wrapped engine's health). Same threading contract as Engine.
+// Wraps `engine`. Once armed, the first batch containing `trigger_word_id` meets the fault:
+// - kBreak: that batch fails with INTERNAL; later batches fail with UNAVAILABLE, and Health()
+//   returns that UNAVAILABLE error (before: the wrapped engine's health);
+// - kHang: that batch never returns (a hung device), as a server's watchdog must notice.
+// Same threading contract as Engine.
 class FaultInjectingEngine final : public Engine {
  public:
-  FaultInjectingEngine(std::unique_ptr<Engine> engine, int32_t trigger_word_id);
+  enum class Fault { kBreak, kHang };
+  FaultInjectingEngine(std::unique_ptr<Engine> engine, int32_t trigger_word_id,
+                       Fault fault = Fault::kBreak);
 
   // From now on the trigger breaks the engine (a server arms it after its warm-up, whose
   // batches may hold any word id). Call before handing the engine to another thread.
@@ -33,6 +37,7 @@ class FaultInjectingEngine final : public Engine {
  private:
   const std::unique_ptr<Engine> engine_;
   const int32_t trigger_;
+  const Fault fault_;
   bool armed_ = false;
   absl::Status broken_;
 };

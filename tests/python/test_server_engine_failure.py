@@ -2,7 +2,8 @@
 on the CPU backend with --debug_engine_fault_word_id): the call whose batch met it gets
 INTERNAL, the server turns NOT_SERVING at once, the calls in flight or arriving then get a
 clear error (none waits), and the server drains and exits with status 1, so that a supervisor
-restarts it. A server without the fault keeps serving and exits 0."""
+restarts it. A batch that hangs (a hung GPU) is stopped by the engine watchdog, also with
+status 1. A server without the fault keeps serving and exits 0."""
 import os
 import sys
 import threading
@@ -96,12 +97,36 @@ def test_a_broken_engine_stops_the_server_with_status_1():
         server.kill()
 
 
+def test_a_hung_engine_is_stopped_by_the_watchdog():
+    """A batch that never ends (a hung GPU) fails nothing, so only the watchdog notices: after
+    --engine_watchdog_s the server exits 1 and the waiting call ends (the connection goes)."""
+    pb2, _ = stubs()
+    server = Server(extra=[f"--debug_engine_fault_word_id={TRIGGER}", "--debug_engine_fault=hang",
+                           "--engine_watchdog_s=2"])
+    try:
+        stub = server.stub()
+        assert len(stub.Embed(request(pb2, [101, 7, 102]), timeout=30).results) == 1
+        started = time.time()
+        try:
+            stub.Embed(request(pb2, [101, TRIGGER, 102]), timeout=60)
+            raise AssertionError("the call of the hung batch was answered")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+        assert server.proc.wait(timeout=30) == 1, server.log()
+        waited = time.time() - started
+        assert 2 <= waited < 15, waited
+        assert 'msg="engine batch stuck; exiting"' in server.log(), server.log()
+    finally:
+        server.kill()
+
+
 def test_without_the_fault_the_same_calls_are_answered_and_sigterm_exits_0():
     pb2, _ = stubs()
-    with Server(extra=[f"--debug_engine_fault_word_id={TRIGGER}"]) as server:
+    with Server(extra=[f"--debug_engine_fault_word_id={TRIGGER}", "--engine_watchdog_s=1"]) as server:
         stub = server.stub()
         for ids in ([101, 7, 102], [101, TRIGGER - 1, 102], [101, 8, 9, 102]):
             assert len(stub.Embed(request(pb2, ids), timeout=30).results) == 1
+            time.sleep(0.6)  # the watchdog checks every 0.25 s: an idle engine is not stuck
         assert server.health() == "SERVING"
         assert server.stop() == 0
         assert "engine failed" not in server.log()
