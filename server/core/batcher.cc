@@ -1,9 +1,20 @@
 #include "server/core/batcher.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 namespace bert {
+namespace {
+
+// A monotonic clock: a wall-clock step must not make a batch look stuck (or fresh).
+int64_t SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
 
 Batcher::Batcher(Engine* engine, BatcherOptions options)
     : engine_(engine), options_(std::move(options)) {
@@ -150,7 +161,7 @@ void Batcher::EngineLoop() {
 absl::Duration Batcher::BusyFor() const {
   const int64_t started = batch_started_ns_.load(std::memory_order_relaxed);
   if (started == 0) return absl::ZeroDuration();
-  return absl::Now() - absl::FromUnixNanos(started);
+  return absl::Nanoseconds(SteadyNanos() - started);
 }
 
 void Batcher::RunBatch(Batch batch) {
@@ -175,7 +186,7 @@ void Batcher::RunBatch(Batch batch) {
 
   auto output = std::make_shared<EncoderOutput>();
   const absl::Time start = absl::Now();
-  batch_started_ns_.store(absl::ToUnixNanos(start), std::memory_order_relaxed);
+  batch_started_ns_.store(std::max<int64_t>(1, SteadyNanos()), std::memory_order_relaxed);
   absl::Status status = engine_->Encode(encoder_batch, selection, output.get());
   batch_started_ns_.store(0, std::memory_order_relaxed);
   const absl::Time end = absl::Now();

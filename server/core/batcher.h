@@ -126,7 +126,7 @@ class Batcher {
   Engine* const engine_;
   const BatcherOptions options_;
   bool engine_failed_ = false;  // engine thread only: on_engine_failure was called
-  // absl::GetCurrentTimeNanos() when the engine began its current batch; 0 while idle.
+  // steady_clock nanoseconds when the engine began its current batch; 0 while idle.
   std::atomic<int64_t> batch_started_ns_{0};
 
   absl::Mutex mu_;
