@@ -547,6 +547,9 @@ int Run() {
                      << LogKv("error", free.message());
     return 1;
   }
+  // gRPC shares a TCP port by default (SO_REUSEPORT): a second server on a port in use would
+  // start and silently take part of its traffic. Refuse the port instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(address, *credentials, &port);
   const int max_bytes = static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxReceiveMessageSize(max_bytes);

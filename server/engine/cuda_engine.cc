@@ -585,7 +585,8 @@ absl::Status CudaEngine<T>::Encode(const EncoderBatch& batch, const OutputSelect
 
 template <typename T>
 void CudaEngine<T>::CheckContext() {
-  cudaGetLastError();  // a refused call's error is not sticky: clear it
+  if (!broken_.ok()) return;  // already known, with a more specific message
+  cudaGetLastError();         // a refused call's error is not sticky: clear it
   cudaError_t err = cudaStreamSynchronize(stream_.get());
   if (err == cudaSuccess) err = cudaStreamSynchronize(copy_stream_.get());
   if (err == cudaSuccess) return;

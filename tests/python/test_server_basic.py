@@ -3,6 +3,7 @@ SERVING, GetModelInfo, Tokenize, clean stop; health transitions; the startup log
 import os
 import shutil
 import signal
+import subprocess
 import sys
 
 import grpc
@@ -111,6 +112,18 @@ def test_bad_model_dir_exits_nonzero():
     message = str(e.value)
     assert "bert_server exited 1" in message, message
     assert "startup failed" in message and "/nonexistent/model" in message, message
+
+
+def test_a_second_server_on_a_port_in_use_refuses_to_start():
+    # gRPC would share the port (SO_REUSEPORT) and split its traffic between both servers.
+    with Server() as first:
+        args = [f"--address=127.0.0.1:{first.port}" if a == "--address=127.0.0.1:0" else a
+                for a in first.args]
+        assert args != first.args
+        second = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert 'msg="cannot listen"' in second.stderr, second.stderr[-2000:]
+        assert first.health() == "SERVING"
 
 
 def test_tokenize_rpc():
