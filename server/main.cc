@@ -11,11 +11,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -276,8 +278,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
   if (!engine.ok()) return engine.status();
   FaultInjectingEngine* fault_injection = nullptr;  // armed after the warm-up
   if (const int word_id = absl::GetFlag(FLAGS_debug_engine_fault_word_id); word_id >= 0) {
-    BERT_LOG(kWarning) << "testing: after warm-up the engine breaks on a batch holding a word id"
-                       << LogKv("word_id", word_id);
+    BERT_LOG(kWarning) << "testing: after warm-up a batch holding this word id meets a fault"
+                       << LogKv("word_id", word_id)
+                       << LogKv("fault", absl::GetFlag(FLAGS_debug_engine_fault));
     const std::string fault = absl::GetFlag(FLAGS_debug_engine_fault);
     if (fault != "break" && fault != "hang") {
       return absl::InvalidArgumentError("--debug_engine_fault must be break or hang");
@@ -344,7 +347,8 @@ int Validate() {
       absl::GetFlag(FLAGS_tokenization_workers) < 0 ||
       absl::GetFlag(FLAGS_default_seq_length) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 ||
-      absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1) {
+      absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1 ||
+      absl::GetFlag(FLAGS_engine_watchdog_s) < -1) {
     BERT_LOG(kError) << "a numeric limit flag is out of range (see --help)";
     return 2;
   }
@@ -454,9 +458,12 @@ class StopSignals {
   absl::Notification stop_;
 };
 
-// Stops the process when one engine batch runs longer than `limit` (a hung device: no
-// batch fails, so nothing else notices): on_stuck (health NOT_SERVING), then exit 1, so that a
-// supervisor restarts the server. Nothing is drained: the engine thread is stuck.
+// Stops the process when one engine batch runs longer than `limit` (a hung device: no batch
+// fails, so nothing else notices): on_stuck (health NOT_SERVING), then exit 1, so that a
+// supervisor restarts the server. Nothing is drained: the engine thread is stuck. The batch
+// must be over the limit at two checks in a row, so that a process frozen and thawed (SIGSTOP,
+// a paused container) with a batch in flight is not taken for a hung one. Waits on the steady
+// clock.
 class EngineWatchdog {
  public:
   EngineWatchdog(const Pipeline* pipeline, absl::Duration limit, std::function<void()> on_stuck)
@@ -464,7 +471,11 @@ class EngineWatchdog {
     thread_ = std::thread([this] { Watch(); });
   }
   ~EngineWatchdog() {
-    stop_.Notify();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
     thread_.join();
   }
   EngineWatchdog(const EngineWatchdog&) = delete;
@@ -472,10 +483,13 @@ class EngineWatchdog {
 
  private:
   void Watch() {
-    const absl::Duration period = std::min(absl::Seconds(1), limit_ / 4);
-    while (!stop_.WaitForNotificationWithTimeout(period)) {
+    const auto period = absl::ToChronoNanoseconds(std::min(absl::Seconds(1), limit_ / 4));
+    int over = 0;  // consecutive checks that found the running batch over the limit
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!wake_.wait_for(lock, period, [this] { return stop_; })) {
       const absl::Duration busy = pipeline_->EngineBusyFor();
-      if (busy <= limit_) continue;
+      over = busy > limit_ ? over + 1 : 0;
+      if (over < 2) continue;
       BERT_LOG(kError) << "engine batch stuck; exiting"
                        << LogKv("busy_s", absl::ToDoubleSeconds(busy))
                        << LogKv("limit_s", absl::ToDoubleSeconds(limit_))
@@ -489,7 +503,9 @@ class EngineWatchdog {
   const Pipeline* const pipeline_;
   const absl::Duration limit_;
   const std::function<void()> on_stuck_;
-  absl::Notification stop_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;  // guarded by mu_
   std::thread thread_;
 };
 
@@ -595,6 +611,8 @@ int Run() {
   int watchdog_s = absl::GetFlag(FLAGS_engine_watchdog_s);
   if (watchdog_s < 0) watchdog_s = loaded->pipeline->engine().info().backend == "cuda" ? 60 : 0;
   std::unique_ptr<EngineWatchdog> watchdog;
+  BERT_LOG(kInfo) << "engine watchdog"
+                  << LogKv("limit_s", watchdog_s > 0 ? std::to_string(watchdog_s) : "off");
   if (watchdog_s > 0) {
     watchdog = std::make_unique<EngineWatchdog>(loaded->pipeline.get(), absl::Seconds(watchdog_s),
                                                 [health, kServiceName] {

@@ -328,8 +328,10 @@ If a default path's test fails, the server flag that turns the path off (no rebu
                                                --gemm_autotune=false, --fused_gelu=false in turn
   *TileIdentity*, *AutoTile*                   none: ChooseMmaWarps, kernels/cuda/attention_plan.h
   RowKernelTest.*LayerNorm*, SeqKernelTest.*LayerNorm*  none: kernels/cuda/layer_norm.cu
-  CudaEngineFault.*                            none: lost-context detection (Engine::Health) is
+  CudaEngineFault.StickyFault*                 none: lost-context detection (Engine::Health) is
                                                broken; a sticky fault would not restart the server
+  CudaEngineFault.RefusedLaunch*               none: CheckContext takes a passing error for a lost
+                                               context; such errors would restart the server
 Off by default already: --custom_gemm, --cuda_pdl, --cuda_attention_double_buffer,
 --residual_in_gemm (their tests run last, in processes of their own).
 LEGEND

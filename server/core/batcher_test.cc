@@ -438,7 +438,14 @@ TEST(BatcherTest, BusyForCountsTheRunningBatchOnly) {
   EXPECT_EQ(batcher.BusyFor(), absl::ZeroDuration());
   engine.HoldBatches();
   batcher.Enqueue(MakeItem({1, 2}, 0, &c));
-  while (engine.batches().empty()) absl::SleepFor(absl::Milliseconds(1));
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (engine.batches().empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  if (engine.batches().empty()) {
+    engine.ReleaseBatches();  // so that the Batcher can drain
+    FAIL() << "the batch never reached the engine";
+  }
   absl::SleepFor(absl::Milliseconds(50));
   EXPECT_GE(batcher.BusyFor(), absl::Milliseconds(50));
   engine.ReleaseBatches();

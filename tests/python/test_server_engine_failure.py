@@ -68,7 +68,10 @@ def test_a_broken_engine_stops_the_server_with_status_1():
         threads = [threading.Thread(target=caller) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
+        deadline = time.time() + 30
+        while not health_seen and time.time() < deadline:  # the watch has its first answer
+            time.sleep(0.01)
+        time.sleep(0.2)
         try:
             stub.Embed(request(pb2, [101, TRIGGER, 102]), timeout=30)
             raise AssertionError("the call that broke the engine succeeded")
