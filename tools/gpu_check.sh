@@ -194,7 +194,7 @@ run() {
     gtest_step kernels_test kernels_test "*" 40 200
     gtest_step attention_test attention_test "-*DoubleBuffer*" 30 200
     gtest_step cuda_engine_test cuda_engine_test "-$new_paths" 60 240
-    BERT_LD="$ld" step "serving (e2e)" "$logs/serving.log" 30 200 \
+    BERT_LD="$ld" step "serving (e2e)" "$logs/serving.log" 30 300 \
       python3 tools/gpu_serving_check.py .gpu/bin
     [ -f "$logs/serving.log" ] && table[-1]="${table[-1]}  $(tail -n 1 "$logs/serving.log")"
     gtest_step split_k_gemm_test split_k_gemm_test "*" 30 120

@@ -31,6 +31,7 @@ BACKEND = os.environ.get("GPU_CHECK_BACKEND", "cuda")  # "cpu" for a dry run wit
 # Only our binaries get the carried libraries (gpu_check.sh passes them in BERT_LD).
 ENV = dict(os.environ, LD_LIBRARY_PATH=os.environ.get("BERT_LD", ""))
 failures = []
+culprits = []  # the culprit search's verdicts, for the last line
 
 
 def check(name, ok, detail=""):
@@ -72,23 +73,40 @@ def start_server(backend, port, dtype, extra=()):
          f"--backend={backend}", f"--dtype={dtype}", f"--address=127.0.0.1:{port}",
          "--max_batch_tokens=2048", "--mutex_deadlock_detection", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:  # a failed startup ends at once
-        r = subprocess.run([str(BIN / "bert_client"), f"--server=127.0.0.1:{port}", "health"],
-                           capture_output=True, text=True, timeout=10, env=ENV)
-        if r.stdout.strip() == "SERVING":
-            return proc
-        time.sleep(0.5)
-    proc.kill()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:  # a failed startup ends at once
+            r = subprocess.run([str(BIN / "bert_client"), f"--server=127.0.0.1:{port}", "health"],
+                               capture_output=True, text=True, timeout=10, env=ENV)
+            if r.stdout.strip() == "SERVING":
+                return proc
+            time.sleep(0.5)
+    except BaseException:
+        stop(proc)
+        raise
+    stop(proc)
     raise RuntimeError(f"{backend} server did not become SERVING: {proc.stdout.read()[-2000:]}")
 
 
-def embed(port):
+def stop(proc, timeout=60):
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def embed(port, timeout_s=60):
     texts = ["please subscribe to this newsletter", "you are being offered this job role",
              "a b ||| c d e"]
     r = subprocess.run([str(BIN / "bert_client"), f"--server=127.0.0.1:{port}", "embed", "--json",
-                        "--heads=pooled,sequence,mean_pooled", "--padding=pad", "--seq_length=32"]
-                       + texts, capture_output=True, text=True, timeout=60, env=ENV)
+                        f"--timeout_ms={timeout_s * 1000}", "--heads=pooled,sequence,mean_pooled",
+                        "--padding=pad", "--seq_length=32"]
+                       + texts, capture_output=True, text=True, timeout=timeout_s + 10, env=ENV)
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
@@ -105,57 +123,77 @@ def worst_difference(a, b):
                for ra, rb in zip(a, b) for h in HEADS)
 
 
-def find_culprit(dtype, reference):
-    """After the default GPU server failed: the same check with each default path turned off
-    in turn, so that the summary names the flag that avoids the fault."""
+def try_config(dtype, reference, extra):
+    """One GPU server with `extra` flags: starts, answers the check's call three times alike
+    and close to `reference`? Returns (ok, detail). Short limits: a hung engine costs seconds."""
+    proc = None
+    try:
+        proc = start_server(BACKEND, 50083, dtype,
+                            [*extra, "--engine_watchdog_s=10", "--drain_timeout_s=5"])
+        answers = [embed(50083, timeout_s=15) for _ in range(3)]
+        worst = worst_difference(reference, answers[0])
+        ok = worst <= TOL[dtype] and all(values(x) == values(answers[0]) for x in answers)
+        return ok, f"max rel {worst:.2e}"
+    except Exception as e:  # noqa: BLE001 - a report, not a check
+        return False, repr(e)[-300:]
+    finally:
+        if proc is not None:
+            stop(proc, timeout=15)
+
+
+def find_culprit(dtype, reference, budget_s=60):
+    """After the default GPU server failed: the defaults once more (a fault that does not come
+    back is reported as such), then each default path turned off in turn, so that the summary
+    names the flags that avoid the fault. Returns a one-line verdict."""
+    started = time.time()
+    ok, detail = try_config(dtype, reference, [])
+    print(f"  defaults again: {'passes' if ok else 'fails'} ({detail})")
+    if ok:
+        return "did not come back on a second server"
+    avoiders = []
     for flag in ESCAPES:
-        proc = None
-        try:
-            proc = start_server(BACKEND, 50083, dtype, [flag])
-            answers = [embed(50083) for _ in range(3)]
-            worst = worst_difference(reference, answers[0])
-            ok = worst <= TOL[dtype] and all(values(x) == values(answers[0]) for x in answers)
-            print(f"  with {flag}: {'passes' if ok else 'still fails'} (max rel {worst:.2e})")
-        except Exception as e:  # noqa: BLE001 - a report, not a check
-            print(f"  with {flag}: still fails ({repr(e)[-300:]})")
-        finally:
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
+        if time.time() - started > budget_s:
+            print(f"  {flag} and later: not tried (the search's {budget_s} s are spent)")
+            break
+        ok, detail = try_config(dtype, reference, [flag])
+        print(f"  with {flag}: {'passes' if ok else 'still fails'} ({detail})")
+        if ok:
+            avoiders.append(flag)
+    return "avoided by " + " ".join(avoiders) if avoiders else "no single flag avoids it"
 
 
 def serving_check():
     for dtype in ("float32", "float16"):
         started = [start_server("cpu", 50081, "float32")]
         failures_before = len(failures)
+        reference = None
         try:
+            reference = embed(50081)
             # Inside the try: a GPU server that fails to start must not leave the CPU one
             # running (holding its port and cores for the rest of the device call).
             try:
                 started.append(start_server(BACKEND, 50082, dtype))
-            except RuntimeError as e:
-                check(f"bert_server {BACKEND} {dtype} starts", False, repr(e)[-1500:])
-                print(f"bert_server {BACKEND} {dtype}: trying each default path turned off")
-                find_culprit(dtype, embed(50081))
+                b = embed(50082)
+                # The same call twice more: the GPU server runs a batch shape eagerly the
+                # first time, captures it as a CUDA graph the second and replays it the third;
+                # all three answers must be the same bit for bit.
+                again = [embed(50082) for _ in range(2)]
+            except (RuntimeError, AssertionError, subprocess.TimeoutExpired) as e:
+                check(f"bert_server {BACKEND} {dtype} starts and answers", False, repr(e)[-1500:])
                 continue
-            a, b = embed(50081), embed(50082)
-            # The same call twice more: the GPU server runs a batch shape eagerly the first
-            # time, captures it as a CUDA graph the second and replays it the third; all three
-            # answers must be the same bit for bit.
-            again = [embed(50082) for _ in range(2)]
             check(f"bert_server {BACKEND} {dtype}: eager, captured, replayed answers identical",
                   all(values(x) == values(b) for x in again))
-            worst = worst_difference(a, b)
-            check(f"bert_server {BACKEND} {dtype} vs cpu", len(a) == len(b) == 3 and worst <= TOL[dtype],
-                  f"max rel {worst:.2e}")
-            if len(failures) > failures_before:
-                print(f"bert_server {BACKEND} {dtype}: trying each default path turned off")
-                find_culprit(dtype, a)
+            worst = worst_difference(reference, b)
+            check(f"bert_server {BACKEND} {dtype} vs cpu",
+                  len(reference) == len(b) == 3 and worst <= TOL[dtype], f"max rel {worst:.2e}")
         finally:
-            for p in started:
-                p.send_signal(signal.SIGTERM)
-            codes = [p.wait(timeout=60) for p in started]
+            codes = [stop(p) for p in started]
             check(f"bert_server SIGTERM exit ({dtype})", codes == [0] * len(started), str(codes))
+            if len(failures) > failures_before and reference is not None:
+                print(f"bert_server {BACKEND} {dtype}: trying each default path turned off")
+                verdict = find_culprit(dtype, reference)
+                culprits.append(f"{dtype}: {verdict}")
+                print(f"bert_server {BACKEND} {dtype}: {verdict}")
 
 
 if __name__ == "__main__":
@@ -164,5 +202,6 @@ if __name__ == "__main__":
         serving_check()
     except Exception as e:  # noqa: BLE001 - report and fail the check
         check("serving", False, repr(e)[:1000])
-    print(f"{'FAILED' if failures else 'OK'}: {len(failures)} failed")
+    verdicts = f" ({'; '.join(culprits)})" if culprits else ""
+    print(f"{'FAILED' if failures else 'OK'}: {len(failures)} failed{verdicts}")
     sys.exit(1 if failures else 0)
