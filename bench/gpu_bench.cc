@@ -380,11 +380,7 @@ int Run(const GpuBenchOptions& o) {
 
 int main(int argc, char** argv) {
   bert::GpuBenchOptions o;
-  if (!bert::ParseGpuBenchFlags(argc, argv, &o)) return 2;
-  if (o.check_flags) {
-    // Before any CUDA call: what the flags set (tools/gpu_check.sh's calls are tested so).
-    std::printf("%s\n", bert::CheckedFlagsLine(o).c_str());
-    return 0;
-  }
+  // --check_flags answers here, before any CUDA call (tools/gpu_check.sh's calls are tested so).
+  if (const int done = bert::HandleGpuBenchCommandLine(argc, argv, &o); done >= 0) return done;
   return bert::Run(o);
 }

@@ -128,4 +128,11 @@ std::string CheckedFlagsLine(const GpuBenchOptions& o) {
       o.varlen_file, o.iters, o.json, o.profile, o.memory, DescribeGpuBenchOptions(o));
 }
 
+int HandleGpuBenchCommandLine(int argc, char** argv, GpuBenchOptions* o) {
+  if (!ParseGpuBenchFlags(argc, argv, o)) return 2;
+  if (!o->check_flags) return -1;
+  std::printf("%s\n", CheckedFlagsLine(*o).c_str());
+  return 0;
+}
+
 }  // namespace bert

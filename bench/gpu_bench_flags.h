@@ -33,6 +33,11 @@ struct GpuBenchOptions {
 // value.
 bool ParseGpuBenchFlags(int argc, char** argv, GpuBenchOptions* o);
 
+// The start of gpu_bench's main: parses the command line into `o` and returns the process's
+// exit status when there is nothing more to do (2: a bad flag; 0: --check_flags, after
+// printing its line, before any CUDA call), else -1.
+int HandleGpuBenchCommandLine(int argc, char** argv, GpuBenchOptions* o);
+
 // The options a result ran with: the tuning switches that differ from the serving
 // defaults, as the server flags that set them ("defaults" if none), plus --outputs=layers.
 std::string DescribeGpuBenchOptions(const GpuBenchOptions& o);

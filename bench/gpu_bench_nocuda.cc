@@ -7,11 +7,7 @@
 
 int main(int argc, char** argv) {
   bert::GpuBenchOptions o;
-  if (!bert::ParseGpuBenchFlags(argc, argv, &o)) return 2;
-  if (o.check_flags) {
-    std::printf("%s\n", bert::CheckedFlagsLine(o).c_str());
-    return 0;
-  }
+  if (const int done = bert::HandleGpuBenchCommandLine(argc, argv, &o); done >= 0) return done;
   std::fprintf(stderr, "gpu_bench: built with --config=nocuda; rebuild with CUDA\n");
   return 2;
 }

@@ -583,15 +583,20 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
 
 // A small gelu_tanh model (the golden models use the erf GELU): fp32 through our GELU kernel,
 // fp16/bf16 through cuBLASLt's GELU_BIAS epilogue.
-TEST_P(CudaVsCpuTest, SmallGeluTanhModel) {
-  const DType dtype = GetParam();
+ModelConfig SmallGeluTanhConfig(int layers) {
   ModelConfig c;
-  c.num_layers = 3;
+  c.num_layers = layers;
   c.hidden_size = 256;
   c.num_heads = 4;
   c.intermediate_size = 1024;
   c.vocab_size = 2000;
   c.activation = Activation::kGeluTanh;
+  return c;
+}
+
+TEST_P(CudaVsCpuTest, SmallGeluTanhModel) {
+  const DType dtype = GetParam();
+  const ModelConfig c = SmallGeluTanhConfig(3);
   auto model = std::make_shared<const Model>(RandomModel(c, 99));
   std::mt19937 rng(std::random_device{}());
   const EncoderBatch batch = RandomBatch(c, rng);
@@ -620,13 +625,7 @@ TEST_P(CudaVsCpuTest, SmallGeluTanhModel) {
 TEST_P(CudaVsCpuTest, GeluTanhModelWithoutTheEpilogue) {
   const DType dtype = GetParam();
   if (dtype == DType::kFloat32) GTEST_SKIP() << "float32 never uses the epilogue";
-  ModelConfig c;
-  c.num_layers = 2;
-  c.hidden_size = 256;
-  c.num_heads = 4;
-  c.intermediate_size = 1024;
-  c.vocab_size = 2000;
-  c.activation = Activation::kGeluTanh;
+  const ModelConfig c = SmallGeluTanhConfig(2);
   auto model = std::make_shared<const Model>(RandomModel(c, 98));
   std::mt19937 rng(5);
   const EncoderBatch batch = RandomBatch(c, rng);
