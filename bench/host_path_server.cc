@@ -116,14 +116,12 @@ int Main() {
   grpc::ServerBuilder builder;
   int port = 0;
   const std::string address = absl::GetFlag(FLAGS_address);
-  if (absl::Status free = CheckUnixSocketFree(address); !free.ok()) {
-    std::fprintf(stderr, "host_path_server: %s\n", free.ToString().c_str());
+  if (absl::Status added =
+          AddExclusiveListeningPort(address, grpc::InsecureServerCredentials(), &builder, &port);
+      !added.ok()) {
+    std::fprintf(stderr, "host_path_server: %s\n", added.ToString().c_str());
     return 1;
   }
-  // gRPC shares a TCP port by default (SO_REUSEPORT): a second server on a port in use would
-  // start and silently take part of its traffic. Refuse the port instead.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.SetMaxSendMessageSize(64 << 20);
   builder.RegisterService(&service);

@@ -558,15 +558,12 @@ int Run() {
   grpc::ServerBuilder builder;
   int port = 0;
   const std::string address = absl::GetFlag(FLAGS_address);
-  if (absl::Status free = CheckUnixSocketFree(address); !free.ok()) {
+  if (absl::Status added = AddExclusiveListeningPort(address, *credentials, &builder, &port);
+      !added.ok()) {
     BERT_LOG(kError) << "cannot listen" << LogKv("address", address)
-                     << LogKv("error", free.message());
+                     << LogKv("error", added.message());
     return 1;
   }
-  // gRPC shares a TCP port by default (SO_REUSEPORT): a second server on a port in use would
-  // start and silently take part of its traffic. Refuse the port instead.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(address, *credentials, &port);
   const int max_bytes = static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);

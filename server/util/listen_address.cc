@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +49,15 @@ absl::Status CheckUnixSocketFree(const std::string& address) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, ": cannot tell whether it is in use (", strerror(error), ")"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status AddExclusiveListeningPort(const std::string& address,
+                                       std::shared_ptr<grpc::ServerCredentials> credentials,
+                                       grpc::ServerBuilder* builder, int* port) {
+  if (absl::Status free = CheckUnixSocketFree(address); !free.ok()) return free;
+  builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder->AddListeningPort(address, std::move(credentials), port);
   return absl::OkStatus();
 }
 

@@ -1,11 +1,15 @@
 // Listening addresses of the gRPC servers (bert_server, the host-path benchmark's server):
-// how to report them, and whether a Unix socket path is free to bind.
+// how to add them to a server, how to report them, and whether a Unix socket path is free to
+// bind.
 #ifndef BERT_SERVER_UTIL_LISTEN_ADDRESS_H_
 #define BERT_SERVER_UTIL_LISTEN_ADDRESS_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
 
 namespace bert {
 
@@ -21,6 +25,14 @@ std::string ListeningAddress(const std::string& address, int port);
 // FAILED_PRECONDITION for a live socket, one that cannot be checked, or a file that is not
 // a socket.
 absl::Status CheckUnixSocketFree(const std::string& address);
+
+// Adds `address` to `builder` as its one listening port (`port` receives the port once the
+// server starts), refusing to share it: CheckUnixSocketFree's error for a unix: path in use,
+// and for TCP gRPC's port sharing (SO_REUSEPORT, on by default) turned off, so that a second
+// server on a port in use fails to start instead of silently taking part of its traffic.
+absl::Status AddExclusiveListeningPort(const std::string& address,
+                                       std::shared_ptr<grpc::ServerCredentials> credentials,
+                                       grpc::ServerBuilder* builder, int* port);
 
 }  // namespace bert
 
