@@ -278,13 +278,12 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
   if (!engine.ok()) return engine.status();
   FaultInjectingEngine* fault_injection = nullptr;  // armed after the warm-up
   if (const int word_id = absl::GetFlag(FLAGS_debug_engine_fault_word_id); word_id >= 0) {
-    BERT_LOG(kWarning) << "testing: after warm-up a batch holding this word id meets a fault"
-                       << LogKv("word_id", word_id)
-                       << LogKv("fault", absl::GetFlag(FLAGS_debug_engine_fault));
     const std::string fault = absl::GetFlag(FLAGS_debug_engine_fault);
     if (fault != "break" && fault != "hang") {
       return absl::InvalidArgumentError("--debug_engine_fault must be break or hang");
     }
+    BERT_LOG(kWarning) << "testing: after warm-up a batch holding this word id meets a fault"
+                       << LogKv("word_id", word_id) << LogKv("fault", fault);
     auto wrapped = std::make_unique<FaultInjectingEngine>(
         *std::move(engine), word_id,
         fault == "hang" ? FaultInjectingEngine::Fault::kHang : FaultInjectingEngine::Fault::kBreak);
@@ -573,21 +572,22 @@ int Run() {
     BERT_LOG(kError) << "cannot listen" << LogKv("address", address);
     return 1;
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  const std::string kServiceName = "bert.v1.BertService";
-  health->SetServingStatus(false);
-  health->SetServingStatus(kServiceName, false);
+  // Health of the server ("") and of its service, always set together. Thread-safe.
+  const auto set_serving = [health = server->GetHealthCheckService()](bool serving) {
+    health->SetServingStatus(serving);
+    health->SetServingStatus("bert.v1.BertService", serving);
+  };
+  set_serving(false);
   const std::string listening = ListeningAddress(address, port);
   BERT_LOG(kInfo) << "listening" << LogKv("address", listening) << LogKv("health", "NOT_SERVING");
 
   // A device fault that leaves the engine unusable for good: stop serving at once (health
   // NOT_SERVING, so probes and load balancers see it), drain (every request now fails fast)
   // and exit 1, so that a supervisor restarts the process.
-  auto on_engine_failure = [health, kServiceName, &stop_signals](const absl::Status& error) {
+  auto on_engine_failure = [set_serving, &stop_signals](const absl::Status& error) {
     BERT_LOG(kError) << "engine failed; stopping" << LogKv("error", error.ToString())
                      << LogKv("health", "NOT_SERVING");
-    health->SetServingStatus(kServiceName, false);
-    health->SetServingStatus(false);
+    set_serving(false);
     stop_signals.EngineFailed();
   };
   auto loaded = LoadAndWarmUp(&metrics, on_engine_failure);
@@ -601,8 +601,7 @@ int Run() {
   }
   stop_signals.MarkServing();
   service.SetPipeline(loaded->pipeline.get());
-  health->SetServingStatus(kServiceName, true);
-  health->SetServingStatus(true);
+  set_serving(true);
   BERT_LOG(kInfo) << "serving" << LogKv("address", listening)
                   << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");
   int watchdog_s = absl::GetFlag(FLAGS_engine_watchdog_s);
@@ -612,10 +611,7 @@ int Run() {
                   << LogKv("limit_s", watchdog_s > 0 ? std::to_string(watchdog_s) : "off");
   if (watchdog_s > 0) {
     watchdog = std::make_unique<EngineWatchdog>(loaded->pipeline.get(), absl::Seconds(watchdog_s),
-                                                [health, kServiceName] {
-                                                  health->SetServingStatus(kServiceName, false);
-                                                  health->SetServingStatus(false);
-                                                });
+                                                [set_serving] { set_serving(false); });
   }
 
   const int signal_number = stop_signals.Wait();
@@ -625,8 +621,7 @@ int Run() {
                   << LogKv("signal",
                            engine_failed ? "none (engine failure)" : SignalName(signal_number))
                   << LogKv("in_flight", loaded->pipeline->in_flight());
-  health->SetServingStatus(kServiceName, false);
-  health->SetServingStatus(false);
+  set_serving(false);
   // New requests now get UNAVAILABLE; every accepted one is answered before we go on.
   // (gRPC's own graceful Shutdown would also wait for health Watch streams, which never
   // end by themselves, so the server is shut down only once the pipeline is idle.)
