@@ -687,25 +687,17 @@ CudaStatus Gemm::SelectAlgo(Plan* plan, const Key& key, bool capturing, const Op
   auto bucket = options_.autotune ? tuned_.find(BucketKey(key)) : tuned_.end();
   const auto failed = failed_tunings_.find(BucketKey(key));
   const bool abandoned = failed != failed_tunings_.end() && failed->second >= kMaxTuningAttempts;
-  if (bucket == tuned_.end() && abandoned) {
+  if (bucket == tuned_.end() && (!options_.autotune || capturing || abandoned)) {
+    // Nothing to time with (tuning off, or abandoned for this bucket): the heuristic's first
+    // choice. While capturing it is provisional, and the first later call that is not
+    // capturing tunes the bucket (unless it is abandoned).
     BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, 1, &top));
     plan->choice = Choice();
     plan->choice.algo = top[0].algo;
     plan->has_algo = true;
     plan->tuned = false;
-    plan->provisional = false;
-    return CudaStatus::Ok();
-  }
-  if (bucket == tuned_.end() && (!options_.autotune || capturing)) {
-    // Nothing to time with (or tuning off): the heuristic's first choice; while capturing it
-    // is provisional, and the first later call that is not capturing tunes the bucket.
-    BERT_CUDA_RETURN_IF_NOT_OK(Heuristic(*plan, 1, &top));
-    plan->choice = Choice();
-    plan->choice.algo = top[0].algo;
-    plan->has_algo = true;
-    plan->tuned = false;
-    plan->provisional = options_.autotune;
-    if (options_.autotune) ++stats_.capture_selections;
+    plan->provisional = options_.autotune && !abandoned;
+    if (plan->provisional) ++stats_.capture_selections;
     return CudaStatus::Ok();
   }
   if (bucket == tuned_.end()) return Tune(plan, key, ops, stream);

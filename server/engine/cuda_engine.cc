@@ -922,9 +922,12 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
               : gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
                               L.intermediate_bias.get(), inter, cuda::GemmEpilogue::kBiasGeluTanh,
                               ffn_.get(), stream);
-      // A refusal enqueues nothing: do this GEMM, and every later one, the other way.
-      if (fused.unsupported()) path_stats_.gelu_epilogue_refused = 1;
-      if (!fused.unsupported()) RETURN_IF_ERROR(ToStatus(fused, "FFN-up GEMM"));
+      if (fused.unsupported()) {
+        // A refusal enqueues nothing: do this GEMM, and every later one, the other way.
+        path_stats_.gelu_epilogue_refused = 1;
+      } else {
+        RETURN_IF_ERROR(ToStatus(fused, "FFN-up GEMM"));
+      }
     }
     if (!GeluInEpilogue()) {
       // Exact GELU: a bias-free GEMM, then bias + GELU as one pass.
