@@ -1,7 +1,6 @@
 #include "bench/gpu_bench_flags.h"
 
 #include <cstdio>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -9,35 +8,40 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "server/engine/engine_factory.h"
 
 namespace bert {
 namespace {
 
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
 // A comma-separated list of positive integers (a typo such as "128+varlem" is an error, not
 // 128).
 bool ParsePositiveInts(const char* flag, const std::string& text, std::vector<int>* out) {
   out->clear();
-  for (const std::string& item : Split(text)) {
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int n = 0;
     if (!absl::SimpleAtoi(item, &n) || n < 1) {
-      std::fprintf(stderr, "--%s: '%s' is not a positive integer\n", flag, item.c_str());
+      std::fprintf(stderr, "--%s: '%s' is not a positive integer\n", flag,
+                   std::string(item).c_str());
       return false;
     }
     out->push_back(n);
   }
   if (out->empty()) std::fprintf(stderr, "--%s: empty\n", flag);
   return !out->empty();
+}
+
+// Exactly one positive integer.
+bool ParsePositiveInt(const char* flag, const std::string& text, int* out) {
+  std::vector<int> values;
+  if (!ParsePositiveInts(flag, text, &values)) return false;
+  if (values.size() != 1) {
+    std::fprintf(stderr, "--%s: one value, not %zu\n", flag, values.size());
+    return false;
+  }
+  *out = values[0];
+  return true;
 }
 
 }  // namespace
@@ -52,7 +56,7 @@ bool ParseGpuBenchFlags(int argc, char** argv, GpuBenchOptions* o) {
     if (const char* v = value("model_dir")) {
       o->model_dir = v;
     } else if (const char* v = value("dtypes")) {
-      o->dtypes = Split(v);
+      o->dtypes = absl::StrSplit(v, ',', absl::SkipEmpty());
       for (const std::string& name : o->dtypes) {
         if (!ParseDType(name).ok()) {
           std::fprintf(stderr, "--dtypes: unknown dtype '%s'\n", name.c_str());
@@ -63,15 +67,11 @@ bool ParseGpuBenchFlags(int argc, char** argv, GpuBenchOptions* o) {
     } else if (const char* v = value("batches")) {
       if (!ParsePositiveInts("batches", v, &o->batches)) return false;
     } else if (const char* v = value("seq")) {
-      std::vector<int> seq;
-      if (!ParsePositiveInts("seq", v, &seq) || seq.size() != 1) return false;
-      o->seq = seq[0];
+      if (!ParsePositiveInt("seq", v, &o->seq)) return false;
     } else if (const char* v = value("varlen_file")) {
       o->varlen_file = v;
     } else if (const char* v = value("iters")) {
-      std::vector<int> iters;
-      if (!ParsePositiveInts("iters", v, &iters) || iters.size() != 1) return false;
-      o->iters = iters[0];
+      if (!ParsePositiveInt("iters", v, &o->iters)) return false;
     } else if (const char* v = value("json")) {
       o->json = v;
     } else if (const char* v = value("outputs")) {
