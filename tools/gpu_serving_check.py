@@ -123,6 +123,19 @@ def worst_difference(a, b):
                for ra, rb in zip(a, b) for h in HEADS)
 
 
+def ask_three_times(port, timeout_s=60):
+    """The check's call three times: on a GPU server the batch shape runs eagerly the first
+    time, is captured as a CUDA graph the second and replayed the third."""
+    return [embed(port, timeout_s) for _ in range(3)]
+
+
+def judge(answers, reference):
+    """(the three answers are the same bit for bit, the first one's largest relative
+    difference from `reference`)."""
+    identical = all(values(x) == values(answers[0]) for x in answers)
+    return identical, worst_difference(reference, answers[0])
+
+
 def try_config(dtype, reference, extra):
     """One GPU server with `extra` flags: starts, answers the check's call three times alike
     and close to `reference`? Returns (ok, detail). Short limits: a hung engine costs seconds."""
@@ -130,10 +143,8 @@ def try_config(dtype, reference, extra):
     try:
         proc = start_server(BACKEND, 50083, dtype,
                             [*extra, "--engine_watchdog_s=10", "--drain_timeout_s=5"])
-        answers = [embed(50083, timeout_s=15) for _ in range(3)]
-        worst = worst_difference(reference, answers[0])
-        ok = worst <= TOL[dtype] and all(values(x) == values(answers[0]) for x in answers)
-        return ok, f"max rel {worst:.2e}"
+        identical, worst = judge(ask_three_times(50083, timeout_s=15), reference)
+        return identical and worst <= TOL[dtype], f"max rel {worst:.2e}, identical {identical}"
     except Exception as e:  # noqa: BLE001 - a report, not a check
         return False, repr(e)[-300:]
     finally:
@@ -173,19 +184,16 @@ def serving_check():
             # running (holding its port and cores for the rest of the device call).
             try:
                 started.append(start_server(BACKEND, 50082, dtype))
-                b = embed(50082)
-                # The same call twice more: the GPU server runs a batch shape eagerly the
-                # first time, captures it as a CUDA graph the second and replays it the third;
-                # all three answers must be the same bit for bit.
-                again = [embed(50082) for _ in range(2)]
+                answers = ask_three_times(50082)
             except (RuntimeError, AssertionError, subprocess.TimeoutExpired) as e:
                 check(f"bert_server {BACKEND} {dtype} starts and answers", False, repr(e)[-1500:])
                 continue
+            identical, worst = judge(answers, reference)
             check(f"bert_server {BACKEND} {dtype}: eager, captured, replayed answers identical",
-                  all(values(x) == values(b) for x in again))
-            worst = worst_difference(reference, b)
+                  identical)
             check(f"bert_server {BACKEND} {dtype} vs cpu",
-                  len(reference) == len(b) == 3 and worst <= TOL[dtype], f"max rel {worst:.2e}")
+                  len(reference) == len(answers[0]) == 3 and worst <= TOL[dtype],
+                  f"max rel {worst:.2e}")
         finally:
             codes = [stop(p) for p in started]
             check(f"bert_server SIGTERM exit ({dtype})", codes == [0] * len(started), str(codes))

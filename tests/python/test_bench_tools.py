@@ -5,12 +5,13 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from repo_paths import REPO
+from repo_paths import REPO, bin_path
 
 
 def row(dtype, shape, batch, tokens, ms, **extra):
@@ -169,7 +170,6 @@ def test_serving_vs_engine_dry_run_on_the_cpu(tmp_path):
     """bench/serving_vs_engine.py end to end on the CPU backend and the tiny model, against a
     made-up engine figure: the method the GPU kit runs, checked before a GPU session spends
     time on it."""
-    from repo_paths import bin_path
     bin_dir = pathlib.Path(bin_path("client", "bert_load")).parents[1]
     # An engine figure of 1,000 real tokens/s (varlen, fp32): the ratio is tokens/s / 1000.
     engine = tmp_path / "ours.json"
@@ -196,7 +196,6 @@ def test_serving_vs_engine_dry_run_on_the_cpu(tmp_path):
 
 def test_load_tester_memory_dry_run(tmp_path):
     """bench/load_tester_memory.py for one short step: its table has a row per binary."""
-    from repo_paths import bin_path
     r = subprocess.run(
         [sys.executable, str(REPO / "bench" / "load_tester_memory.py"),
          "--bert_load", f"a={bin_path('client', 'bert_load')}",
@@ -214,11 +213,10 @@ def test_load_tester_memory_dry_run(tmp_path):
 def run_kit_with_stub_gpu_bench(tmp_path, what):
     """Runs `tools/gpu_check.sh run WHAT` in a scratch tree whose .gpu/bin/gpu_bench is a stub:
     it records its arguments and what the real gpu_bench --check_flags makes of them (which
-    stops before any CUDA call, and parses the same way in a build without CUDA), and writes an empty --json. python3 is a stub that exits 0
-    (the HF, serving, comparison and host-path steps); the other binaries are missing, so
-    their steps fail at once. Returns [(check_flags status, arguments, its output)]."""
-    import shutil
-    from repo_paths import bin_path
+    stops before any CUDA call, and parses the same way in a build without CUDA), and writes
+    an empty --json. python3 is a stub that exits 0 (the HF, serving, comparison and
+    host-path steps); the other binaries are missing, so their steps fail at once. Returns
+    [(check_flags status, arguments, its output)]."""
     tree = tmp_path / "tree"
     (tree / "tools").mkdir(parents=True)
     shutil.copy(REPO / "tools" / "gpu_check.sh", tree / "tools" / "gpu_check.sh")
@@ -313,7 +311,6 @@ def test_host_path_dry_run():
     calls, and the server's CPU time per sequence comes out positive."""
     if not {0, 1} <= os.sched_getaffinity(0):
         pytest.skip("bench/host_path.py pins the server and the load to CPUs 0 and 1")
-    from repo_paths import bin_path
     r = subprocess.run(
         [sys.executable, str(REPO / "bench" / "host_path.py"),
          "--server", f"x={bin_path('bench', 'host_path_server')}",
