@@ -7,7 +7,8 @@
 #      seed sentences with every head; /metrics answers; the server runs as uid 10001;
 #      `stop` (SIGTERM) drains it and it exits 0; a second container stopped while it warms
 #      up exits 0 at once; the sidecar example's layout (a server on a Unix socket in a
-#      volume, reached by bert_client in another container of the same uid).
+#      volume, reached by bert_client in another container of the same uid, refused to
+#      another uid).
 # Prints "docker smoke test: N passed, N failed" last and exits 1 on any failure.
 #
 #   deploy/docker/smoke_test.sh          # as root; installs from Debian's archive what it
@@ -123,8 +124,8 @@ stops_during_startup() {
 
 # deploy/k8s/examples/unix-socket-sidecar's layout: the server on a Unix socket in a volume
 # shared with a second container (the application's place) of the same uid, both read-only;
-# that container's bert_client reaches it (health, then an embedding), and the drained
-# server removes its socket.
+# that container's bert_client reaches it (health, then an embedding), one of another uid is
+# refused, and the drained server removes its socket.
 sidecar_on_unix_socket() {
   local srv=$name-sidecar vol=$name-socket ok=1 out
   local shared=("${run_opts[@]}" --read-only --cap-drop=ALL --security-opt=no-new-privileges
@@ -142,6 +143,9 @@ sidecar_on_unix_socket() {
   done
   out=$("${client_cmd[@]}" --heads=pooled embed "The sidecar answers over a Unix socket.") &&
     echo "$out" | grep -q "Pooled Outputs Shape:(1, 384)" || ok=0
+  # Another uid is refused: the socket has the server's umask (022) permissions.
+  "${container[@]}" run --rm "${shared[@]}" --user 10002 --entrypoint bert_client "$image" \
+    --server=unix:/run/bert/bert.sock --timeout_ms=2000 health >/dev/null 2>&1 && ok=0
   "${container[@]}" stop -t 40 "$srv" >/dev/null || ok=0
   [ "$("${container[@]}" inspect -f '{{.State.ExitCode}}' "$srv")" = 0 ] || ok=0
   "${container[@]}" run --rm "${shared[@]}" --entrypoint /bin/sh "$image" \
@@ -157,7 +161,8 @@ check "/metrics on 127.0.0.1:$metrics_port" metrics_answer
 check "server runs as uid 10001" runs_unprivileged
 check "SIGTERM drains, exit status 0" stops_cleanly
 check "SIGTERM during startup stops it at once, exit status 0" stops_during_startup
-check "sidecar on a Unix socket: another container of uid 10001 reaches it" sidecar_on_unix_socket
+check "sidecar on a Unix socket: a container of uid 10001 reaches it, uid 10002 is refused" \
+  sidecar_on_unix_socket
 if [ "$failed" -gt 0 ]; then
   echo "smoke_test: the container's log:"
   "${container[@]}" logs "$name" 2>&1 | tail -20
