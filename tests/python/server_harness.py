@@ -73,6 +73,11 @@ def rel_err(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
+def with_address(args, address):
+    """A server's command line (Server.args) with another --address."""
+    return [f"--address={address}" if a.startswith("--address=") else a for a in args]
+
+
 class Server:
     """A bert_server child process. Use as a context manager or call stop()/kill()."""
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (MINILM, TINY_VOCAB, Server, stubs)  # noqa: E402
+from server_harness import (MINILM, TINY_VOCAB, Server, stubs, with_address)  # noqa: E402
 
 
 def test_server_starts_serves_model_info_and_stops_cleanly():
@@ -117,8 +117,7 @@ def test_bad_model_dir_exits_nonzero():
 def test_a_second_server_on_a_port_in_use_refuses_to_start():
     # gRPC would share the port (SO_REUSEPORT) and split its traffic between both servers.
     with Server() as first:
-        args = [f"--address=127.0.0.1:{first.port}" if a == "--address=127.0.0.1:0" else a
-                for a in first.args]
+        args = with_address(first.args, first.address)
         assert args != first.args
         second = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert second.returncode == 1, second.stderr[-2000:]

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from repo_paths import bin_path  # noqa: E402
-from server_harness import Server, stubs  # noqa: E402
+from server_harness import Server, stubs, with_address  # noqa: E402
 
 TEXTS = ["Please subscribe to this newsletter", "You are being offered this job role"]
 
@@ -27,11 +27,6 @@ def embed(server):
     for r in response.results:
         r.ClearField("timing")
     return response
-
-
-def with_address(args, address):
-    """A server's command line with another --address."""
-    return [f"--address={address}" if a.startswith("--address=") else a for a in args]
 
 
 @pytest.fixture(scope="module")
