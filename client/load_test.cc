@@ -674,14 +674,16 @@ TEST_F(LoadRunnerTest, DeadlinesCountFromTheIntendedSendTime) {
   EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED)), 50);
   int sent_late = 0;
   for (const CallRecord& c : result->calls) {
-    // Ended at intended + 200 ms; a deadline from the actual send would give ~390 ms.
-    EXPECT_GE(c.done_ns - c.intended_ns, 199000000);
+    // Ended at intended + 200 ms; a deadline from the actual send would give ~390 ms. gRPC's
+    // timers work in whole milliseconds and may fire a little early (198.6 ms was seen in the
+    // sanitized build), hence the 5 ms margin.
+    EXPECT_GE(c.done_ns - c.intended_ns, 195000000);
     EXPECT_LT(c.done_ns - c.intended_ns, 300000000);
     sent_late += c.sent_ns < 0 || c.sent_ns - c.intended_ns > 100000000;
   }
   EXPECT_GT(sent_late, 25);
   EXPECT_EQ(s.latency_all.count, 50);
-  EXPECT_GE(s.latency_all.p50, 199.0);
+  EXPECT_GE(s.latency_all.p50, 195.0);
 }
 
 TEST_F(LoadRunnerTest, PoissonRateHasItsMean) {
