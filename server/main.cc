@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -117,8 +118,11 @@ ABSL_FLAG(int, debug_engine_fault_word_id, -1,
           "--debug_engine_fault; -1: off");
 ABSL_FLAG(std::string, debug_engine_fault, "break",
           "Testing only: break (the engine fails for good, as a lost GPU context would; the "
-          "server stops serving and exits 1) or hang (the batch never ends, as on a hung GPU; "
-          "--engine_watchdog_s then stops the server)");
+          "server stops serving and exits 1), hang (the batch never ends, as on a hung GPU; "
+          "--engine_watchdog_s then stops the server), hang_in_warmup (the same, from the "
+          "warm-up on: the warm-up's batches hold word ids 0 up to the model's positions) or "
+          "fallback (each batch holding the id is served, and counted as a fallback on the "
+          "path \"debug_fault\", as the CUDA engine counts a graph or tuning it could not use)");
 ABSL_FLAG(int, engine_watchdog_s, -1,
           "Exit with status 1 (after turning health NOT_SERVING) when one engine batch runs "
           "longer than this many seconds, e.g. on a hung GPU, so that a supervisor restarts the "
@@ -180,8 +184,61 @@ absl::StatusOr<DType> ResolveDType(const std::string& text, const std::string& b
   return ParseDType(text);
 }
 
+// Stops the process when one engine batch, of the warm-up or served, runs longer than `limit`
+// (a hung device: no batch fails, so nothing else notices): on_stuck (health NOT_SERVING),
+// then exit 1, so that a supervisor restarts the server. Nothing is drained: the engine thread
+// is stuck. The batch must be over the limit at two checks in a row, so that a process frozen
+// and thawed (SIGSTOP, a paused container) with a batch in flight is not taken for a hung one.
+// Waits on the steady clock.
+class EngineWatchdog {
+ public:
+  EngineWatchdog(const Pipeline* pipeline, absl::Duration limit, std::function<void()> on_stuck)
+      : pipeline_(pipeline), limit_(limit), on_stuck_(std::move(on_stuck)) {
+    thread_ = std::thread([this] { Watch(); });
+  }
+  ~EngineWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  EngineWatchdog(const EngineWatchdog&) = delete;
+  EngineWatchdog& operator=(const EngineWatchdog&) = delete;
+
+ private:
+  void Watch() {
+    const auto period = absl::ToChronoNanoseconds(std::min(absl::Seconds(1), limit_ / 4));
+    int over = 0;  // consecutive checks that found the running batch over the limit
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!wake_.wait_for(lock, period, [this] { return stop_; })) {
+      const absl::Duration busy = pipeline_->EngineBusyFor();
+      over = busy > limit_ ? over + 1 : 0;
+      if (over < 2) continue;
+      BERT_LOG(kError) << "engine batch stuck; exiting"
+                       << LogKv("phase", pipeline_->started() ? "serving" : "warm-up")
+                       << LogKv("busy_s", absl::ToDoubleSeconds(busy))
+                       << LogKv("limit_s", absl::ToDoubleSeconds(limit_))
+                       << LogKv("health", "NOT_SERVING");
+      on_stuck_();
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
+  }
+
+  const Pipeline* const pipeline_;
+  const absl::Duration limit_;
+  const std::function<void()> on_stuck_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
 struct Loaded {
   std::unique_ptr<Pipeline> pipeline;
+  std::unique_ptr<EngineWatchdog> watchdog;  // null when off; destroyed before the pipeline
 };
 
 // --vocab, or <model_dir>/vocab.txt.
@@ -196,41 +253,57 @@ int TokenizationWorkers() {
   return flag > 0 ? flag : AvailableCores();
 }
 
-// The CUDA engine's fallbacks seen by the warm-up (which runs every GEMM bucket and one
-// graph capture and replay): each keeps the server correct but slower, so each is a warning
-// that names the flag that avoids the path.
-void LogCudaFallbacks(const Engine& engine) {
+// What the CUDA engine's warm-up (which runs every GEMM bucket and one graph capture and
+// replay) set up. Its fallbacks are logged by EngineFallbackLog.
+void LogCudaWarmup(const Engine& engine) {
   const auto* cuda = dynamic_cast<const CudaEngineTiming*>(&engine);
   if (cuda == nullptr) return;
   const CudaGraphStats graphs = cuda->graph_stats();
   const cuda::GemmStats gemm = cuda->gemm_stats();
-  const CudaPathStats paths = cuda->path_stats();
   BERT_LOG(kInfo) << "cuda engine after warm-up" << LogKv("graphs_captured", graphs.captures)
                   << LogKv("graph_failures", graphs.capture_failures)
                   << LogKv("tuned_buckets", gemm.tuned_buckets)
                   << LogKv("tuning_fallbacks", gemm.tuning_fallbacks)
-                  << LogKv("gelu_epilogue_refused", paths.gelu_epilogue_refused);
-  if (graphs.capture_failures > 0) {
-    BERT_LOG(kWarning) << "CUDA graphs failed; those batch shapes run without them"
-                       << LogKv("error", graphs.last_capture_error)
-                       << LogKv("avoid", "--cuda_graphs=false");
-  }
-  if (gemm.tuning_fallbacks > 0) {
-    BERT_LOG(kWarning) << "GEMM autotuning could not time any candidate for some shapes; "
-                          "they use cuBLASLt's first choice"
-                       << LogKv("fallbacks", gemm.tuning_fallbacks)
-                       << LogKv("abandoned_buckets", gemm.abandoned_buckets)
-                       << LogKv("avoid", "--gemm_autotune=false");
-  }
-  if (paths.gelu_epilogue_refused > 0) {
-    BERT_LOG(kWarning) << "cuBLASLt refused the GELU epilogue; a separate GELU pass runs instead"
-                       << LogKv("avoid", "--fused_gelu=false");
-  }
+                  << LogKv("abandoned_buckets", gemm.abandoned_buckets);
 }
 
-// `on_engine_failure`: see PipelineOptions::on_engine_failure.
-absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
-                                     std::function<void(const absl::Status&)> on_engine_failure) {
+// The pipeline's observer in bert_server: the metrics, plus a warning for each fallback the
+// engine takes (in the warm-up, then while serving). A fallback keeps the answers right but
+// costs speed, so the warning names the flag that avoids the path.
+class EngineFallbackLog final : public PipelineObserver {
+ public:
+  explicit EngineFallbackLog(ServerMetrics* metrics) : metrics_(metrics) {}
+
+  void OnBatch(const BatchStats& stats) override { metrics_->OnBatch(stats); }
+  void OnQueueDepth(int depth) override { metrics_->OnQueueDepth(depth); }
+  void OnEngineFallbacks(const std::vector<EngineFallback>& totals) override {
+    metrics_->OnEngineFallbacks(totals);
+    absl::MutexLock lock(&mu_);
+    for (const EngineFallback& fallback : totals) {
+      int64_t& logged = logged_[fallback.path];
+      if (fallback.count <= logged) continue;
+      const int64_t added = fallback.count - logged;
+      logged = fallback.count;
+      if (!LogEnabled(LogLevel::kWarning)) continue;
+      LogLine line(LogLevel::kWarning);
+      line << "engine fell back from a default path (same results, slower)"
+           << LogKv("path", fallback.path) << LogKv("new", added) << LogKv("total", fallback.count);
+      if (!fallback.detail.empty()) line << LogKv("last", fallback.detail);
+      line << LogKv("avoid", fallback.avoid);
+    }
+  }
+
+ private:
+  ServerMetrics* const metrics_;
+  absl::Mutex mu_;
+  std::map<std::string, int64_t> logged_ ABSL_GUARDED_BY(mu_);  // by path
+};
+
+// `on_engine_failure`: see PipelineOptions::on_engine_failure. `on_stuck`: the engine
+// watchdog's (--engine_watchdog_s), which watches the warm-up too.
+absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
+                                     std::function<void(const absl::Status&)> on_engine_failure,
+                                     std::function<void()> on_stuck) {
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   const std::string vocab = VocabPath();
   auto lowercase = ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab);
@@ -279,15 +352,27 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
   FaultInjectingEngine* fault_injection = nullptr;  // armed after the warm-up
   if (const int word_id = absl::GetFlag(FLAGS_debug_engine_fault_word_id); word_id >= 0) {
     const std::string fault = absl::GetFlag(FLAGS_debug_engine_fault);
-    if (fault != "break" && fault != "hang") {
-      return absl::InvalidArgumentError("--debug_engine_fault must be break or hang");
+    const std::map<std::string, FaultInjectingEngine::Fault> faults = {
+        {"break", FaultInjectingEngine::Fault::kBreak},
+        {"hang", FaultInjectingEngine::Fault::kHang},
+        {"hang_in_warmup", FaultInjectingEngine::Fault::kHang},
+        {"fallback", FaultInjectingEngine::Fault::kFallback}};
+    const auto found = faults.find(fault);
+    if (found == faults.end()) {
+      return absl::InvalidArgumentError(
+          "--debug_engine_fault must be break, hang, hang_in_warmup or fallback");
     }
-    BERT_LOG(kWarning) << "testing: after warm-up a batch holding this word id meets a fault"
-                       << LogKv("word_id", word_id) << LogKv("fault", fault);
-    auto wrapped = std::make_unique<FaultInjectingEngine>(
-        *std::move(engine), word_id,
-        fault == "hang" ? FaultInjectingEngine::Fault::kHang : FaultInjectingEngine::Fault::kBreak);
-    fault_injection = wrapped.get();
+    const bool in_warmup = fault == "hang_in_warmup";
+    BERT_LOG(kWarning) << "testing: a batch holding this word id meets a fault"
+                       << LogKv("word_id", word_id) << LogKv("fault", fault)
+                       << LogKv("from", in_warmup ? "the warm-up" : "after the warm-up");
+    auto wrapped =
+        std::make_unique<FaultInjectingEngine>(*std::move(engine), word_id, found->second);
+    if (in_warmup) {
+      wrapped->Arm();
+    } else {
+      fault_injection = wrapped.get();
+    }
     *engine = std::move(wrapped);
   }
   const EngineInfo info = (*engine)->info();
@@ -318,13 +403,21 @@ absl::StatusOr<Loaded> LoadAndWarmUp(ServerMetrics* metrics,
   options.on_engine_failure = std::move(on_engine_failure);
   Loaded loaded;
   loaded.pipeline =
-      std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), metrics);
+      std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), observer);
+  int watchdog_s = absl::GetFlag(FLAGS_engine_watchdog_s);
+  if (watchdog_s < 0) watchdog_s = info.backend == "cuda" ? 60 : 0;
+  BERT_LOG(kInfo) << "engine watchdog"
+                  << LogKv("limit_s", watchdog_s > 0 ? std::to_string(watchdog_s) : "off");
+  if (watchdog_s > 0) {
+    loaded.watchdog = std::make_unique<EngineWatchdog>(
+        loaded.pipeline.get(), absl::Seconds(watchdog_s), std::move(on_stuck));
+  }
   const absl::Time warm_start = absl::Now();
   absl::Status warm = loaded.pipeline->Warmup();
   if (!warm.ok()) return warm;
   BERT_LOG(kInfo) << "warm-up done" << LogKv("max_batch_tokens", max_batch_tokens)
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - warm_start));
-  LogCudaFallbacks(loaded.pipeline->engine());
+  LogCudaWarmup(loaded.pipeline->engine());
   if (fault_injection != nullptr) fault_injection->Arm();  // before the engine thread starts
   loaded.pipeline->Start();
   return loaded;
@@ -457,57 +550,6 @@ class StopSignals {
   absl::Notification stop_;
 };
 
-// Stops the process when one engine batch runs longer than `limit` (a hung device: no batch
-// fails, so nothing else notices): on_stuck (health NOT_SERVING), then exit 1, so that a
-// supervisor restarts the server. Nothing is drained: the engine thread is stuck. The batch
-// must be over the limit at two checks in a row, so that a process frozen and thawed (SIGSTOP,
-// a paused container) with a batch in flight is not taken for a hung one. Waits on the steady
-// clock.
-class EngineWatchdog {
- public:
-  EngineWatchdog(const Pipeline* pipeline, absl::Duration limit, std::function<void()> on_stuck)
-      : pipeline_(pipeline), limit_(limit), on_stuck_(std::move(on_stuck)) {
-    thread_ = std::thread([this] { Watch(); });
-  }
-  ~EngineWatchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-  }
-  EngineWatchdog(const EngineWatchdog&) = delete;
-  EngineWatchdog& operator=(const EngineWatchdog&) = delete;
-
- private:
-  void Watch() {
-    const auto period = absl::ToChronoNanoseconds(std::min(absl::Seconds(1), limit_ / 4));
-    int over = 0;  // consecutive checks that found the running batch over the limit
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!wake_.wait_for(lock, period, [this] { return stop_; })) {
-      const absl::Duration busy = pipeline_->EngineBusyFor();
-      over = busy > limit_ ? over + 1 : 0;
-      if (over < 2) continue;
-      BERT_LOG(kError) << "engine batch stuck; exiting"
-                       << LogKv("busy_s", absl::ToDoubleSeconds(busy))
-                       << LogKv("limit_s", absl::ToDoubleSeconds(limit_))
-                       << LogKv("health", "NOT_SERVING");
-      on_stuck_();
-      std::fflush(stderr);
-      std::_Exit(1);
-    }
-  }
-
-  const Pipeline* const pipeline_;
-  const absl::Duration limit_;
-  const std::function<void()> on_stuck_;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stop_ = false;  // guarded by mu_
-  std::thread thread_;
-};
-
 StopSignals* StopSignals::instance_ = nullptr;
 volatile sig_atomic_t StopSignals::last_signal_ = 0;
 
@@ -590,7 +632,8 @@ int Run() {
     set_serving(false);
     stop_signals.EngineFailed();
   };
-  auto loaded = LoadAndWarmUp(&metrics, on_engine_failure);
+  EngineFallbackLog observer(&metrics);
+  auto loaded = LoadAndWarmUp(&observer, on_engine_failure, [set_serving] { set_serving(false); });
   if (!loaded.ok()) {
     BERT_LOG(kError) << "startup failed" << LogKv("error", loaded.status().ToString());
     server->Shutdown(std::chrono::system_clock::now());
@@ -604,15 +647,6 @@ int Run() {
   set_serving(true);
   BERT_LOG(kInfo) << "serving" << LogKv("address", listening)
                   << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");
-  int watchdog_s = absl::GetFlag(FLAGS_engine_watchdog_s);
-  if (watchdog_s < 0) watchdog_s = loaded->pipeline->engine().info().backend == "cuda" ? 60 : 0;
-  std::unique_ptr<EngineWatchdog> watchdog;
-  BERT_LOG(kInfo) << "engine watchdog"
-                  << LogKv("limit_s", watchdog_s > 0 ? std::to_string(watchdog_s) : "off");
-  if (watchdog_s > 0) {
-    watchdog = std::make_unique<EngineWatchdog>(loaded->pipeline.get(), absl::Seconds(watchdog_s),
-                                                [set_serving] { set_serving(false); });
-  }
 
   const int signal_number = stop_signals.Wait();
   const absl::Time drain_start = absl::Now();
@@ -637,7 +671,7 @@ int Run() {
   }
   server->Wait();
   BERT_LOG(kInfo) << "stopped" << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - drain_start));
-  watchdog.reset();
+  loaded->watchdog.reset();
   server.reset();
   loaded->pipeline.reset();
   return stop_signals.engine_failed() ? 1 : 0;

@@ -128,6 +128,7 @@ void Batcher::BatcherLoop() {
 }
 
 void Batcher::EngineLoop() {
+  if (options_.on_fallbacks) fallbacks_ = engine_->Fallbacks();
   for (;;) {
     Batch batch;
     {
@@ -158,11 +159,30 @@ void Batcher::EngineLoop() {
   engine_done_ = true;
 }
 
-absl::Duration Batcher::BusyFor() const {
-  const int64_t started = batch_started_ns_.load(std::memory_order_relaxed);
+void Batcher::ReportNewFallbacks() {
+  std::vector<EngineFallback> now = engine_->Fallbacks();
+  bool changed = now.size() != fallbacks_.size();
+  for (size_t i = 0; !changed && i < now.size(); ++i) {
+    changed = now[i].count != fallbacks_[i].count;
+  }
+  if (!changed) return;
+  fallbacks_ = std::move(now);
+  options_.on_fallbacks(fallbacks_);
+}
+
+void BusyClock::Begin() {
+  started_ns_.store(std::max<int64_t>(1, SteadyNanos()), std::memory_order_relaxed);
+}
+
+void BusyClock::End() { started_ns_.store(0, std::memory_order_relaxed); }
+
+absl::Duration BusyClock::BusyFor() const {
+  const int64_t started = started_ns_.load(std::memory_order_relaxed);
   if (started == 0) return absl::ZeroDuration();
   return absl::Nanoseconds(SteadyNanos() - started);
 }
+
+absl::Duration Batcher::BusyFor() const { return busy_.BusyFor(); }
 
 void Batcher::RunBatch(Batch batch) {
   EncoderBatch encoder_batch;
@@ -186,15 +206,16 @@ void Batcher::RunBatch(Batch batch) {
 
   auto output = std::make_shared<EncoderOutput>();
   const absl::Time start = absl::Now();
-  batch_started_ns_.store(std::max<int64_t>(1, SteadyNanos()), std::memory_order_relaxed);
+  busy_.Begin();
   absl::Status status = engine_->Encode(encoder_batch, selection, output.get());
-  batch_started_ns_.store(0, std::memory_order_relaxed);
+  busy_.End();
   const absl::Time end = absl::Now();
   stats.inference_us = absl::ToInt64Microseconds(end - start);
   stats.ok = status.ok();
 
   // Stats first, so that metrics already count a batch whose answers a client has seen.
   if (options_.on_batch) options_.on_batch(stats);
+  if (options_.on_fallbacks) ReportNewFallbacks();
   if (!status.ok() && !engine_failed_) {
     const absl::Status health = engine_->Health();
     if (!health.ok()) {

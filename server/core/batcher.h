@@ -79,9 +79,26 @@ struct BatcherOptions {
   // Engine thread, at most once; may be empty: a batch failed and the engine reports itself
   // unusable for good (Engine::Health), with that error.
   std::function<void(const absl::Status&)> on_engine_failure;
+  // Engine thread; may be empty: the engine's fallback totals (Engine::Fallbacks), after a
+  // batch that raised any of them above what the engine reported when the Batcher started
+  // (or at its last report).
+  std::function<void(const std::vector<EngineFallback>&)> on_fallbacks;
   // Queued sequences, after each change; may be empty. Called with the batcher's lock held
   // (so the reports arrive in order): keep it quick and never call the Batcher from it.
   std::function<void(int)> on_queue_depth;
+};
+
+// How long a call (an engine batch) has been running, for a watchdog on another thread. On
+// the steady clock, so that a step of the wall clock makes no call look stuck (or fresh).
+class BusyClock {
+ public:
+  void Begin();  // the call starts
+  void End();    // it returned
+  // Zero while no call runs. Any thread.
+  absl::Duration BusyFor() const;
+
+ private:
+  std::atomic<int64_t> started_ns_{0};  // steady-clock nanoseconds at Begin; 0 while idle
 };
 
 class Batcher {
@@ -122,12 +139,15 @@ class Batcher {
   void BatcherLoop();
   void EngineLoop();
   void RunBatch(Batch batch);
+  // Calls on_fallbacks if the engine's fallback counts changed since fallbacks_.
+  void ReportNewFallbacks();
 
   Engine* const engine_;
   const BatcherOptions options_;
   bool engine_failed_ = false;  // engine thread only: on_engine_failure was called
-  // steady_clock nanoseconds when the engine began its current batch; 0 while idle.
-  std::atomic<int64_t> batch_started_ns_{0};
+  // Engine thread only: the fallback totals last seen (read when the engine thread starts).
+  std::vector<EngineFallback> fallbacks_;
+  BusyClock busy_;  // the engine's current batch
 
   absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);

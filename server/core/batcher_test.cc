@@ -427,6 +427,49 @@ TEST(BatcherTest, ReportsAnEngineThatBrokeForGoodOnce) {
   EXPECT_EQ(reported[0], engine->Health());
 }
 
+// on_fallbacks: the totals after a batch that changed them, measured from the totals the
+// engine had when the Batcher started (the warm-up's are not reported again).
+TEST(BatcherTest, ReportsFallbacksOnlyWhenTheyChange) {
+  auto engine = std::make_unique<FaultInjectingEngine>(
+      std::make_unique<FakeEngine>(EngineOptions()), /*trigger_word_id=*/42,
+      FaultInjectingEngine::Fault::kFallback);
+  engine->Arm();
+  OutputSelection pooled;
+  pooled.pooled = true;
+  EncoderOutput out;
+  EncoderBatch warmup;
+  warmup.Add(std::vector<int32_t>{42}, {}, 0);
+  ASSERT_TRUE(engine->Encode(warmup, pooled, &out).ok());  // a fallback before the Batcher
+  absl::Mutex mu;
+  std::vector<std::vector<EngineFallback>> reports;
+  BatcherOptions options;
+  options.max_batch_delay = absl::Milliseconds(1);
+  options.on_fallbacks = [&](const std::vector<EngineFallback>& totals) {
+    absl::MutexLock lock(&mu);
+    reports.push_back(totals);
+  };
+  std::vector<Completion> c(4);
+  {
+    Batcher batcher(engine.get(), options);
+    auto run = [&](int i, std::vector<int32_t> ids) {
+      batcher.Enqueue(MakeItem(std::move(ids), 0, &c[i]));
+      c[i].done.WaitForNotification();
+    };
+    run(0, {1, 2, 3});
+    run(1, {4, 42, 5});  // one more fallback
+    run(2, {1, 2});
+    run(3, {42});  // and another
+  }
+  for (const Completion& x : c) EXPECT_TRUE(x.status.ok()) << x.status;
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(reports.size(), 2u);
+  for (size_t i = 0; i < reports.size(); ++i) {
+    ASSERT_EQ(reports[i].size(), 1u);
+    EXPECT_EQ(reports[i][0].path, "debug_fault");
+    EXPECT_EQ(reports[i][0].count, static_cast<int64_t>(i) + 2);
+  }
+}
+
 // BusyFor: how long the current batch has been in the engine (a watchdog's reading), zero
 // while the engine is idle.
 TEST(BatcherTest, BusyForCountsTheRunningBatchOnly) {

@@ -46,5 +46,31 @@ TEST(FaultInjectingEngineTest, BreaksForGoodOnTheTriggerOnlyOnceArmed) {
   EXPECT_EQ(engine.Encode(Batch({1, 2, 3}), pooled, &out), engine.Health());
 }
 
+TEST(FaultInjectingEngineTest, FallbackServesTheBatchAndCountsIt) {
+  FakeEngine::Options options;
+  options.config = FakeEngine::SmallConfig();
+  FaultInjectingEngine engine(std::make_unique<FakeEngine>(options), /*trigger_word_id=*/42,
+                              FaultInjectingEngine::Fault::kFallback);
+  OutputSelection pooled;
+  pooled.pooled = true;
+  EncoderOutput out;
+  auto count = [&engine] {
+    const std::vector<EngineFallback> fallbacks = engine.Fallbacks();
+    EXPECT_EQ(fallbacks.size(), 1u);  // FakeEngine has none of its own
+    return fallbacks.empty() ? -1 : fallbacks[0].count;
+  };
+  EXPECT_EQ(count(), 0);  // listed before any fallback
+  EXPECT_TRUE(engine.Encode(Batch({42}), pooled, &out).ok());
+  EXPECT_EQ(count(), 0);  // not armed
+  engine.Arm();
+  EXPECT_TRUE(engine.Encode(Batch({1, 42, 3}), pooled, &out).ok());
+  EXPECT_FLOAT_EQ(out.pooled[0], FakeEngine::Value(1, 0, 0, 1, 0) + 0.5f);  // served as usual
+  EXPECT_TRUE(engine.Encode(Batch({1, 2}), pooled, &out).ok());
+  EXPECT_TRUE(engine.Encode(Batch({42}), pooled, &out).ok());
+  EXPECT_EQ(count(), 2);
+  EXPECT_EQ(engine.Fallbacks()[0].path, "debug_fault");
+  EXPECT_TRUE(engine.Health().ok());
+}
+
 }  // namespace
 }  // namespace bert

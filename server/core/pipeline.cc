@@ -118,7 +118,7 @@ absl::Status Pipeline::Warmup() {
   selection.sequence = true;
   for (int l = 0; l < config.num_layers; ++l) selection.layers.push_back(l);
   EncoderOutput output;
-  absl::Status status = engine_->Encode(batch, selection, &output);
+  absl::Status status = WarmupEncode(batch, selection, &output);
   if (!status.ok()) {
     return absl::Status(status.code(), absl::StrCat("warm-up at ", sequences, " x ", rows,
                                                     " rows failed: ", status.message()));
@@ -145,7 +145,7 @@ absl::Status Pipeline::Warmup() {
       bucket.Add(words, {}, 0);
       left -= static_cast<int>(words.size());
     }
-    status = engine_->Encode(bucket, pooled, &output);
+    status = WarmupEncode(bucket, pooled, &output);
     if (!status.ok()) {
       return absl::Status(status.code(),
                           absl::StrCat("warm-up at ", total, " rows failed: ", status.message()));
@@ -164,7 +164,7 @@ absl::Status Pipeline::Warmup() {
       const int32_t word = s % config.vocab_size;
       many.Add(absl::MakeConstSpan(&word, 1), {}, 0);
     }
-    status = engine_->Encode(many, pooled, &output);
+    status = WarmupEncode(many, pooled, &output);
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat("warm-up at ", count,
                                                       " sequences failed: ", status.message()));
@@ -172,6 +172,19 @@ absl::Status Pipeline::Warmup() {
     if (count == options_.max_batch_tokens) break;
   }
   return absl::OkStatus();
+}
+
+absl::Status Pipeline::WarmupEncode(const EncoderBatch& batch, const OutputSelection& selection,
+                                    EncoderOutput* output) {
+  warmup_busy_.Begin();
+  absl::Status status = engine_->Encode(batch, selection, output);
+  warmup_busy_.End();
+  return status;
+}
+
+absl::Duration Pipeline::EngineBusyFor() const {
+  // started_ is set after batcher_, so a reader that sees it sees the Batcher too.
+  return started_.load() ? batcher_->BusyFor() : warmup_busy_.BusyFor();
 }
 
 absl::Status Pipeline::CheckRepeatable() {
@@ -197,7 +210,7 @@ absl::Status Pipeline::CheckRepeatable() {
   EncoderOutput first;
   for (int run = 0; run < 3; ++run) {
     EncoderOutput output;
-    absl::Status status = engine_->Encode(batch, selection, &output);
+    absl::Status status = WarmupEncode(batch, selection, &output);
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat("warm-up repeat check, run ", run,
                                                       " failed: ", status.message()));
@@ -242,6 +255,10 @@ void Pipeline::Start() {
   if (observer_ != nullptr) {
     batcher_options.on_batch = [this](const BatchStats& s) { observer_->OnBatch(s); };
     batcher_options.on_queue_depth = [this](int d) { observer_->OnQueueDepth(d); };
+    batcher_options.on_fallbacks = [this](const std::vector<EngineFallback>& totals) {
+      observer_->OnEngineFallbacks(totals);
+    };
+    observer_->OnEngineFallbacks(engine_->Fallbacks());
   }
   batcher_ = std::make_unique<Batcher>(engine_.get(), std::move(batcher_options));
   started_ = true;

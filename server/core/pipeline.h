@@ -54,6 +54,10 @@ class PipelineObserver {
   virtual ~PipelineObserver() = default;
   virtual void OnBatch(const BatchStats& stats) {}
   virtual void OnQueueDepth(int depth) {}
+  // The engine's fallback totals (Engine::Fallbacks): once from Start(), on its caller's
+  // thread (the warm-up's, zero counts included), then from the engine thread after each
+  // batch that changed them.
+  virtual void OnEngineFallbacks(const std::vector<EngineFallback>& totals) {}
 };
 
 using EmbedCallback = std::function<void(absl::StatusOr<EmbedResult>)>;
@@ -94,17 +98,21 @@ class Pipeline {
   const Engine& engine() const { return *engine_; }
   const BertTokenizer& tokenizer() const { return *tokenizer_; }
   int in_flight() const { return admission_.in_flight(); }
-  // How long the engine has been running its current batch (Batcher::BusyFor); zero before
-  // Start. Any thread after Start.
-  absl::Duration EngineBusyFor() const {
-    return batcher_ == nullptr ? absl::ZeroDuration() : batcher_->BusyFor();
-  }
+  // How long the engine has been running its current batch: a warm-up batch, or after
+  // Start a served one (Batcher::BusyFor); zero while it is idle. Any thread, from
+  // construction on (a watchdog's reading: a batch that never ends means a hung device).
+  absl::Duration EngineBusyFor() const;
+  // Whether Start() has been called (the warm-up is over). Any thread.
+  bool started() const { return started_.load(); }
 
  private:
   struct Request;
   // Warm-up: one small batch three times (on the CUDA engine: eager, graph capture, replay);
   // INTERNAL unless the three agree (bit for bit; to rounding in float32).
   absl::Status CheckRepeatable();
+  // engine_->Encode, timed by warmup_busy_.
+  absl::Status WarmupEncode(const EncoderBatch& batch, const OutputSelection& selection,
+                            EncoderOutput* output);
   void TokenizeAndEnqueue(std::shared_ptr<Request> request);
   void Assemble(const std::shared_ptr<Request>& request, int index, const BatchSlice& slice);
   void Finish(const std::shared_ptr<Request>& request, absl::Status status);
@@ -122,6 +130,7 @@ class Pipeline {
   std::atomic<bool> draining_{false};
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<Batcher> batcher_;
+  BusyClock warmup_busy_;
 };
 
 }  // namespace bert

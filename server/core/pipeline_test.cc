@@ -3,13 +3,16 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "server/core/dtype_convert.h"
 #include "server/core/fake_engine.h"
+#include "server/engine/fault_injection.h"
 
 namespace bert {
 namespace {
@@ -133,6 +136,28 @@ TEST(PipelineWarmupTest, RepeatCheckFailsAnEngineWhoseOutputsDrift) {
   }
 }
 
+// A watchdog reads EngineBusyFor from before Start: a warm-up batch that never ends (a hung
+// device) must show.
+TEST(PipelineWarmupTest, EngineBusyForCoversTheWarmup) {
+  auto engine = std::make_unique<FakeEngine>(SmallEngine());
+  FakeEngine* fake = engine.get();
+  Pipeline pipeline = WarmupPipeline(std::move(engine), /*row_buckets=*/false);
+  EXPECT_EQ(pipeline.EngineBusyFor(), absl::ZeroDuration());
+  fake->HoldBatches();
+  absl::Status warm;
+  std::thread warmup([&] { warm = pipeline.Warmup(); });
+  const bool started = fake->WaitForBatches(1, absl::Seconds(30));
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Duration busy = pipeline.EngineBusyFor();
+  fake->ReleaseBatches();
+  warmup.join();
+  ASSERT_TRUE(started);
+  EXPECT_GE(busy, absl::Milliseconds(50));
+  EXPECT_TRUE(warm.ok()) << warm;
+  EXPECT_EQ(pipeline.EngineBusyFor(), absl::ZeroDuration());
+  EXPECT_FALSE(pipeline.started());
+}
+
 absl::StatusOr<EmbedResult> EmbedSync(Pipeline* pipeline, EmbedRequestSpec spec) {
   auto permit = pipeline->Admit();
   if (!permit.ok()) return permit.status();
@@ -254,6 +279,55 @@ TEST(PipelineTest, AdmissionLimitAndDrain) {
   EXPECT_EQ(pipeline->in_flight(), 0);
   pipeline->Drain();
   EXPECT_EQ(pipeline->Admit().status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Records OnEngineFallbacks.
+class FallbackRecorder : public PipelineObserver {
+ public:
+  void OnEngineFallbacks(const std::vector<EngineFallback>& totals) override {
+    absl::MutexLock lock(&mu_);
+    reports_.push_back(totals.size() == 1 ? totals[0].count : -1);
+  }
+  std::vector<int64_t> reports() const {
+    absl::MutexLock lock(&mu_);
+    return reports_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<int64_t> reports_;  // the one path's count, per report
+};
+
+// The observer hears the warm-up's fallbacks once, at Start, then each change while serving.
+TEST(PipelineTest, ObserverHearsTheEnginesFallbacks) {
+  constexpr int32_t kHello = 5;  // in the vocab below, and in the warm-up (word ids 0..63)
+  auto engine = std::make_unique<FaultInjectingEngine>(
+      std::make_unique<FakeEngine>(SmallEngine()), kHello, FaultInjectingEngine::Fault::kFallback);
+  engine->Arm();
+  FallbackRecorder recorder;
+  auto tokenizer = BertTokenizer::FromTokens(
+      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"}, BertTokenizer::Options());
+  ASSERT_TRUE(tokenizer.ok());
+  PipelineOptions options;
+  options.max_batch_delay = absl::Milliseconds(1);
+  Pipeline pipeline(options, std::move(engine), *std::move(tokenizer), &recorder);
+  ASSERT_TRUE(pipeline.Warmup().ok());
+  EXPECT_TRUE(recorder.reports().empty());
+  pipeline.Start();
+  const std::vector<int64_t> at_start = recorder.reports();
+  ASSERT_EQ(at_start.size(), 1u);
+  const int64_t warmup = at_start[0];
+  EXPECT_GE(warmup, 1);  // the warm-up's one batch held the word
+
+  EmbedRequestSpec world;
+  world.inputs = {Text("world")};
+  ASSERT_TRUE(EmbedSync(&pipeline, world).ok());
+  EmbedRequestSpec hello;
+  hello.inputs = {Text("hello world")};
+  ASSERT_TRUE(EmbedSync(&pipeline, hello).ok());
+  ASSERT_TRUE(EmbedSync(&pipeline, world).ok());
+  EXPECT_EQ(recorder.reports(), (std::vector<int64_t>{warmup, warmup + 1}));
+  pipeline.Drain();
 }
 
 TEST(PipelineTest, TokenizeReturnsPaddedEncodings) {

@@ -77,6 +77,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
                       EncoderOutput* output) override;
   absl::Status Health() const override { return broken_; }
+  std::vector<EngineFallback> Fallbacks() const override;
   float last_gpu_milliseconds() const override { return last_gpu_ms_; }
   void set_op_observer(CudaOpObserver* observer) override { observer_ = observer; }
   CudaGraphStats graph_stats() const override {
@@ -818,6 +819,25 @@ absl::Status CudaEngine<T>::CaptureAndLaunch(GraphKey key, int rows, int n, int 
                            max_rows, selection);
   }
   return absl::OkStatus();
+}
+
+template <typename T>
+std::vector<EngineFallback> CudaEngine<T>::Fallbacks() const {
+  const cuda::GemmStats gemm = gemm_stats();
+  std::vector<EngineFallback> fallbacks = {
+      // Batch shapes that run eagerly for good (their graph failed).
+      {"cuda_graph", "--cuda_graphs=false", graph_stats_.capture_failures,
+       graph_stats_.last_capture_error},
+      // Tunings that timed no candidate (the shape keeps cuBLASLt's first choice).
+      {"gemm_autotune", "--gemm_autotune=false", gemm.tuning_fallbacks},
+      // 1 once cuBLASLt refused the GELU epilogue (the separate pass runs from then on).
+      {"gelu_epilogue", "--fused_gelu=false", path_stats_.gelu_epilogue_refused},
+  };
+  if (options_.custom_gemm) {
+    // Our split-K kernel's candidates dropped for disagreeing with cuBLASLt.
+    fallbacks.push_back({"custom_gemm", "--custom_gemm=false", gemm.custom_mismatches});
+  }
+  return fallbacks;
 }
 
 template <typename T>

@@ -651,6 +651,12 @@ TEST_P(CudaVsCpuTest, GeluTanhModelWithoutTheEpilogue) {
   ExpectSameOutputs(b, a, "refused epilogue vs fused_gelu=false");
   EXPECT_EQ(PathStats(*unfused).gelu_epilogue_refused, 0);
   EXPECT_EQ(PathStats(*refused).gelu_epilogue_refused, 1);
+  // What bert_server exports (bert_engine_fallbacks_total) and logs.
+  int64_t exported = -1;
+  for (const EngineFallback& f : (*refused)->Fallbacks()) {
+    if (f.path == "gelu_epilogue") exported = f.count;
+  }
+  EXPECT_EQ(exported, 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypes, CudaVsCpuTest,
@@ -1209,6 +1215,13 @@ TEST_P(CudaGraphTest, FailedGraphsFallBackToEagerRunsBitExact) {
     EXPECT_EQ(s.replays, 0) << name;
     EXPECT_EQ(s.cached, 0) << name;
     EXPECT_EQ(s.eager_runs, fault == Fault::kReplay ? 4 : 5) << name;
+    // What bert_server exports (bert_engine_fallbacks_total) and logs.
+    const std::vector<EngineFallback> fallbacks = (*faulty)->Fallbacks();
+    ASSERT_FALSE(fallbacks.empty()) << name;
+    EXPECT_EQ(fallbacks[0].path, "cuda_graph") << name;
+    EXPECT_EQ(fallbacks[0].count, 1) << name;
+    EXPECT_EQ(fallbacks[0].detail, s.last_capture_error) << name;
+    EXPECT_EQ(fallbacks[0].avoid, "--cuda_graphs=false") << name;
   }
 }
 

@@ -58,6 +58,17 @@ struct EncoderOutput {
   std::vector<float> mean_pooled;          // [num_sequences, hidden] if selected
 };
 
+// A path an engine takes by default and leaves, for a slower equivalent, where the device
+// refuses it (on the CUDA engine: a CUDA graph, an autotuned GEMM, the fused GELU epilogue).
+// Results are the same either way; the count says how often it happened, `avoid` which server
+// flag turns the path off for good.
+struct EngineFallback {
+  std::string path;    // a metric label, e.g. "cuda_graph"
+  std::string avoid;   // e.g. "--cuda_graphs=false"
+  int64_t count = 0;   // since the engine was made; never decreases
+  std::string detail;  // what the engine knows of the last one (e.g. CUDA's error); may be empty
+};
+
 struct EngineInfo {
   std::string backend;  // "cpu" or "cuda"
   std::string device;   // CPU model name or GPU name
@@ -87,6 +98,10 @@ class Engine {
   // UNAVAILABLE. Only a new process recovers, so a server should stop serving and exit.
   // Called like Encode (the thread that runs Encode, between Encodes).
   virtual absl::Status Health() const { return absl::OkStatus(); }
+
+  // Every path the engine can fall back from, with its count so far (zero counts included, in
+  // the same order each time); empty for an engine without such paths. Called like Encode.
+  virtual std::vector<EngineFallback> Fallbacks() const { return {}; }
 };
 
 // Validation shared by all backends.

@@ -23,12 +23,24 @@ absl::Status FaultInjectingEngine::Encode(const EncoderBatch& batch,
     if (fault_ == Fault::kHang) {
       for (;;) absl::SleepFor(absl::Hours(1));
     }
+    if (fault_ == Fault::kFallback) {
+      ++fallbacks_;
+      return engine_->Encode(batch, selection, output);
+    }
     *output = EncoderOutput();
     broken_ = absl::UnavailableError(
         absl::StrCat("injected engine fault (word id ", trigger_, "): the engine is unusable"));
     return absl::InternalError(absl::StrCat("injected engine fault (word id ", trigger_, ")"));
   }
   return engine_->Encode(batch, selection, output);
+}
+
+std::vector<EngineFallback> FaultInjectingEngine::Fallbacks() const {
+  std::vector<EngineFallback> fallbacks = engine_->Fallbacks();
+  if (fault_ == Fault::kFallback) {
+    fallbacks.push_back({"debug_fault", "--debug_engine_fault_word_id=-1", fallbacks_});
+  }
+  return fallbacks;
 }
 
 }  // namespace bert

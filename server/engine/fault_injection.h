@@ -15,11 +15,14 @@ namespace bert {
 // Wraps `engine`. Once armed, the first batch containing `trigger_word_id` meets the fault:
 // - kBreak: that batch fails with INTERNAL; later batches fail with UNAVAILABLE, and Health()
 //   returns that UNAVAILABLE error (before: the wrapped engine's health);
-// - kHang: that batch never returns (a hung device), as a server's watchdog must notice.
+// - kHang: that batch never returns (a hung device), as a server's watchdog must notice;
+// - kFallback: every batch containing it runs normally but counts one fallback on the path
+//   "debug_fault" (Fallbacks(), after the wrapped engine's), as a CUDA engine counts a graph
+//   or a tuning it could not use.
 // Same threading contract as Engine.
 class FaultInjectingEngine final : public Engine {
  public:
-  enum class Fault { kBreak, kHang };
+  enum class Fault { kBreak, kHang, kFallback };
   FaultInjectingEngine(std::unique_ptr<Engine> engine, int32_t trigger_word_id,
                        Fault fault = Fault::kBreak);
 
@@ -33,6 +36,7 @@ class FaultInjectingEngine final : public Engine {
   absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
                       EncoderOutput* output) override;
   absl::Status Health() const override { return broken_.ok() ? engine_->Health() : broken_; }
+  std::vector<EngineFallback> Fallbacks() const override;
 
  private:
   const std::unique_ptr<Engine> engine_;
@@ -40,6 +44,7 @@ class FaultInjectingEngine final : public Engine {
   const Fault fault_;
   bool armed_ = false;
   absl::Status broken_;
+  int64_t fallbacks_ = 0;  // kFallback
 };
 
 }  // namespace bert

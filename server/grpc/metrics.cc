@@ -70,7 +70,13 @@ ServerMetrics::ServerMetrics()
                          .Name("bert_device_memory_used_bytes")
                          .Help("Device memory in use (CUDA backends; 0 on the CPU)")
                          .Register(*registry_)
-                         .Add({})) {}
+                         .Add({})),
+      fallbacks_(prometheus::BuildCounter()
+                     .Name("bert_engine_fallbacks_total")
+                     .Help("Times the engine left a default path for a slower equivalent "
+                           "(same results), by path; the server log names the flag that turns "
+                           "the path off")
+                     .Register(*registry_)) {}
 
 ServerMetrics::~ServerMetrics() = default;
 
@@ -95,6 +101,15 @@ void ServerMetrics::OnBatch(const BatchStats& stats) {
 }
 
 void ServerMetrics::OnQueueDepth(int depth) { queue_depth_.Set(depth); }
+
+void ServerMetrics::OnEngineFallbacks(const std::vector<EngineFallback>& totals) {
+  absl::MutexLock lock(&fallbacks_mu_);
+  for (const EngineFallback& fallback : totals) {
+    prometheus::Counter& counter = fallbacks_.Add({{"path", fallback.path}});
+    const double added = static_cast<double>(fallback.count) - counter.Value();
+    if (added > 0) counter.Increment(added);
+  }
+}
 
 void ServerMetrics::RecordRequest(const std::string& method, grpc::StatusCode code,
                                   double total_seconds) {

@@ -9,12 +9,15 @@
 //   bert_tokens_processed_total                       counter (real tokens through the engine)
 //   bert_engine_batches_total{result}                 counter
 //   bert_device_memory_used_bytes                     gauge, when a reader is installed
+//   bert_engine_fallbacks_total{path}                 counter: times the engine left a
+//                                                     default path (Engine::Fallbacks)
 #ifndef BERT_SERVER_GRPC_METRICS_H_
 #define BERT_SERVER_GRPC_METRICS_H_
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -39,6 +42,7 @@ class ServerMetrics : public PipelineObserver {
 
   void OnBatch(const BatchStats& stats) override;
   void OnQueueDepth(int depth) override;
+  void OnEngineFallbacks(const std::vector<EngineFallback>& totals) override;
 
   void RecordRequest(const std::string& method, grpc::StatusCode code, double total_seconds);
   void RecordStages(const StageTiming& timing);
@@ -63,6 +67,8 @@ class ServerMetrics : public PipelineObserver {
   prometheus::Counter& batches_ok_;
   prometheus::Counter& batches_failed_;
   prometheus::Gauge& device_memory_;
+  prometheus::Family<prometheus::Counter>& fallbacks_;  // by path
+  absl::Mutex fallbacks_mu_;  // serialises OnEngineFallbacks' read-then-increment
   absl::Mutex reader_mu_;
   std::function<int64_t()> device_memory_reader_ ABSL_GUARDED_BY(reader_mu_);
   std::unique_ptr<MetricsHttpServer> http_;

@@ -2,8 +2,9 @@
 on the CPU backend with --debug_engine_fault_word_id): the call whose batch met it gets
 INTERNAL, the server turns NOT_SERVING at once, the calls in flight or arriving then get a
 clear error (none waits), and the server drains and exits with status 1, so that a supervisor
-restarts it. A batch that hangs (a hung GPU) is stopped by the engine watchdog, also with
-status 1. A server without the fault keeps serving and exits 0."""
+restarts it. A batch that hangs (a hung GPU), served or in the warm-up, is stopped by the engine watchdog,
+also with status 1. A fallback from a default path is counted in /metrics and logged. A server
+without the fault keeps serving and exits 0."""
 import os
 import sys
 import threading
@@ -12,7 +13,7 @@ import time
 import grpc
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import Server, stubs  # noqa: E402
+from server_harness import Server, metric_value, stubs  # noqa: E402
 
 TRIGGER = 1000  # in the tiny model's 1,024-id vocab (the fault is armed after the warm-up)
 
@@ -121,6 +122,59 @@ def test_a_hung_engine_is_stopped_by_the_watchdog():
         assert 'msg="engine batch stuck; exiting"' in server.log(), server.log()
     finally:
         server.kill()
+
+
+def test_a_warmup_that_hangs_is_stopped_by_the_watchdog():
+    """A device that hangs before the server reports SERVING (in the warm-up) is watched too:
+    health stays NOT_SERVING and the server exits 1 after --engine_watchdog_s, instead of
+    waiting for ever."""
+    # The warm-up's batches hold word ids 0 up to the model's positions: 5 is among them.
+    server = Server(extra=["--debug_engine_fault_word_id=5", "--debug_engine_fault=hang_in_warmup",
+                           "--engine_watchdog_s=2"], wait_serving=False)
+    try:
+        started = time.time()
+        try:
+            assert server.health() == "NOT_SERVING"
+        except grpc.RpcError:
+            pass  # the watchdog was quicker than this check
+        assert server.proc.wait(timeout=30) == 1, server.log()
+        assert 2 <= time.time() - started < 15
+        log = server.log()
+        assert 'msg="engine batch stuck; exiting" phase=warm-up' in log, log
+        assert "warm-up done" not in log and "msg=serving" not in log, log
+    finally:
+        server.kill()
+
+
+def test_fallbacks_are_counted_in_metrics_and_logged_with_the_flag_that_avoids_them():
+    """A fallback from a default path (on the CUDA engine: a graph or a tuning it could not
+    use; injected here) keeps the answers but costs speed: bert_engine_fallbacks_total{path}
+    counts it, from 0 at startup, and the log names the flag that turns the path off."""
+    pb2, _ = stubs()
+    with Server(metrics=True, extra=[f"--debug_engine_fault_word_id={TRIGGER}",
+                                     "--debug_engine_fault=fallback"]) as server:
+        def fallbacks():
+            return metric_value(server.metrics_text(), "bert_engine_fallbacks_total",
+                                {"path": "debug_fault"})
+
+        assert 'bert_engine_fallbacks_total{path="debug_fault"} 0' in server.metrics_text()
+        stub = server.stub()
+        assert len(stub.Embed(request(pb2, [101, 7, 102]), timeout=30).results) == 1
+        assert fallbacks() == 0
+        reply = stub.Embed(request(pb2, [101, TRIGGER, 102]), timeout=30)
+        assert len(reply.results) == 1  # served
+        assert fallbacks() == 1
+        assert len(stub.Embed(request(pb2, [101, 8, 102]), timeout=30).results) == 1
+        assert fallbacks() == 1
+        assert len(stub.Embed(request(pb2, [101, TRIGGER, 9, 102]), timeout=30).results) == 1
+        assert fallbacks() == 2
+        assert server.health() == "SERVING"
+        assert server.stop() == 0
+        warnings = [line for line in server.log().splitlines()
+                    if "engine fell back from a default path" in line]
+        assert len(warnings) == 2, server.log()
+        assert "path=debug_fault new=1 total=2" in warnings[1], warnings
+        assert 'avoid="--debug_engine_fault_word_id=-1"' in warnings[1], warnings
 
 
 def test_without_the_fault_the_same_calls_are_answered_and_sigterm_exits_0():
