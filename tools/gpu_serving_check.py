@@ -7,17 +7,20 @@
    answer bit for bit three times in a row (eager, CUDA-graph capture, replay); SIGTERM
    must exit 0. If the GPU server fails to start or to agree, the check is repeated with
    each default path's flag turned off in turn (--fused_gelu=false, ...), and each line
-   says whether that avoids the fault.
+   says whether that avoids the fault. The GPU server's fallbacks from its default paths
+   (bert_engine_fallbacks_total) are printed, and any taken goes on the last line.
 Prints one PASS/FAIL line per check and exits non-zero if any failed.
 """
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import numpy as np
 
@@ -68,10 +71,14 @@ ESCAPES = ["--fused_gelu=false", "--gemm_autotune=false", "--cuda_graphs=false",
 
 
 def start_server(backend, port, dtype, extra=()):
+    # The check compares answers bit for bit, and which GEMM algorithm runs depends on the
+    # batch's rows: a batching delay of 100 ms keeps the one request's three inputs (tokenized
+    # in parallel) in one batch every time, where the default 2 ms only nearly always does.
     proc = subprocess.Popen(
         [str(BIN / "bert_server"), f"--model_dir={GOLDEN}", f"--vocab={VOCAB}",
          f"--backend={backend}", f"--dtype={dtype}", f"--address=127.0.0.1:{port}",
-         "--max_batch_tokens=2048", "--mutex_deadlock_detection", *extra],
+         "--max_batch_tokens=2048", "--max_batch_delay_us=100000", "--mutex_deadlock_detection",
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     try:
         deadline = time.time() + 60
@@ -173,6 +180,28 @@ def find_culprit(dtype, reference, budget_s=60):
     return "avoided by " + " ".join(avoiders) if avoiders else "no single flag avoids it"
 
 
+METRICS_PORT = 50092  # the GPU server's /metrics
+
+
+def report_fallbacks(dtype):
+    """Prints the GPU server's bert_engine_fallbacks_total by path. A fallback keeps the
+    answers right (the checks above judge them) but means a default path did not run, so the
+    benchmark numbers of that path are not what they seem: it goes on the last line too."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError as e:
+        print(f"INFO bert_server {BACKEND} {dtype} fallbacks: /metrics unreadable ({e!r})")
+        return
+    counts = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^bert_engine_fallbacks_total\{path="([^"]+)"\} (\S+)$', text, re.M)}
+    listed = " ".join(f"{path}={count:g}" for path, count in sorted(counts.items()))
+    print(f"INFO bert_server {BACKEND} {dtype} fallbacks: {listed or 'none listed'}")
+    taken = [f"{path} {count:g}" for path, count in sorted(counts.items()) if count > 0]
+    if taken:
+        culprits.append(f"{dtype} fell back: {', '.join(taken)}")
+
+
 def serving_check():
     for dtype in ("float32", "float16"):
         started = [start_server("cpu", 50081, "float32")]
@@ -183,11 +212,13 @@ def serving_check():
             # Inside the try: a GPU server that fails to start must not leave the CPU one
             # running (holding its port and cores for the rest of the device call).
             try:
-                started.append(start_server(BACKEND, 50082, dtype))
+                started.append(start_server(BACKEND, 50082, dtype,
+                                            [f"--metrics_address=127.0.0.1:{METRICS_PORT}"]))
                 answers = ask_three_times(50082)
             except (RuntimeError, AssertionError, subprocess.TimeoutExpired) as e:
                 check(f"bert_server {BACKEND} {dtype} starts and answers", False, repr(e)[-1500:])
                 continue
+            report_fallbacks(dtype)
             identical, worst = judge(answers, reference)
             check(f"bert_server {BACKEND} {dtype}: eager, captured, replayed answers identical",
                   identical)

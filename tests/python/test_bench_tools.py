@@ -324,3 +324,35 @@ def test_host_path_dry_run():
         assert len(medians) == 1, r.stdout
         seq_s, us_per_seq = (float(c.replace(",", "")) for c in medians[0][3:5])
         assert seq_s > 0 and us_per_seq > 0
+
+
+def test_the_serving_check_reports_the_servers_fallbacks(tmp_path, monkeypatch, capsys):
+    """tools/gpu_serving_check.py reads the GPU server's bert_engine_fallbacks_total after its
+    three calls and puts any fallback on its last line (a default path that did not run makes
+    that run's benchmark numbers misleading). Here on the CPU server, with fallbacks injected
+    on [CLS] (id 101 in the tiny vocabulary), then without."""
+    spec = importlib.util.spec_from_file_location(
+        "gpu_serving_check", REPO / "tools" / "gpu_serving_check.py")
+    check = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    spec.loader.exec_module(check)
+    monkeypatch.chdir(REPO)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for package, name in (("server", "bert_server"), ("client", "bert_client")):
+        (bin_dir / name).symlink_to(bin_path(package, name))
+    check.BIN, check.BACKEND = bin_dir, "cpu"
+    metrics = f"--metrics_address=127.0.0.1:{check.METRICS_PORT}"
+    for extra, want in (
+            (["--debug_engine_fault_word_id=101", "--debug_engine_fault=fallback"],
+             "fallbacks: debug_fault=3"),
+            ([], "fallbacks: none listed")):
+        proc = check.start_server("cpu", 50082, "float32", [metrics, *extra])
+        try:
+            answers = check.ask_three_times(50082)
+            assert check.judge(answers, answers[0]) == (True, 0.0)
+            check.report_fallbacks("float32")
+        finally:
+            assert check.stop(proc) == 0
+        assert f"INFO bert_server cpu float32 {want}" in capsys.readouterr().out
+    assert check.culprits == ["float32 fell back: debug_fault 3"]
