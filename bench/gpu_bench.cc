@@ -280,6 +280,13 @@ absl::Status BenchDType(const GpuBenchOptions& o, const std::shared_ptr<const Mo
       "disagreed with cuBLASLt, %lld tunings won, %lld plans forced\n",
       name.c_str(), gm.tuned_buckets, gm.custom_timed, gm.custom_mismatches, gm.custom_chosen,
       gm.custom_forced);
+  // A default path that fell back (bert_server's bert_engine_fallbacks_total) did not run in
+  // this measurement.
+  std::string fallbacks;
+  for (const EngineFallback& f : engine->Fallbacks()) {
+    absl::StrAppend(&fallbacks, " ", f.path, "=", f.count);
+  }
+  std::printf("ours %-5s fallbacks:%s\n", name.c_str(), fallbacks.c_str());
   std::fflush(stdout);
   return absl::OkStatus();
 }
