@@ -11,14 +11,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -41,6 +39,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "server/core/engine_watchdog.h"
 #include "server/core/pipeline.h"
 #include "server/engine/cuda_engine.h"
 #include "server/engine/engine_factory.h"
@@ -124,9 +123,13 @@ ABSL_FLAG(std::string, debug_engine_fault, "break",
           "fallback (each batch holding the id is served, and counted as a fallback on the "
           "path \"debug_fault\", as the CUDA engine counts a graph or tuning it could not use)");
 ABSL_FLAG(int, engine_watchdog_s, -1,
-          "Exit with status 1 (after turning health NOT_SERVING) when one engine batch runs "
-          "longer than this many seconds, e.g. on a hung GPU, so that a supervisor restarts the "
-          "server; -1: 60 with the CUDA backend, off with the CPU backend; 0: off");
+          "Exit with status 1 (after turning health NOT_SERVING) when one served engine batch "
+          "runs longer than this many seconds, e.g. on a hung GPU, so that a supervisor restarts "
+          "the server; -1: 60 with the CUDA backend, off with the CPU backend; 0: off");
+ABSL_FLAG(int, engine_startup_watchdog_s, -1,
+          "The same before serving: exit with status 1 when loading the model and engine, or one "
+          "warm-up batch (which also loads kernels and tunes GEMMs), takes longer than this many "
+          "seconds; -1: 600 unless --backend=cpu, off with --backend=cpu; 0: off");
 ABSL_FLAG(bool, mutex_deadlock_detection, false,
           "Debugging: leave abseil's lock-order checker on (in abseil builds without NDEBUG, "
           "such as Debian's, it checks every mutex acquisition for cycles and aborts on one; "
@@ -184,61 +187,14 @@ absl::StatusOr<DType> ResolveDType(const std::string& text, const std::string& b
   return ParseDType(text);
 }
 
-// Stops the process when one engine batch, of the warm-up or served, runs longer than `limit`
-// (a hung device: no batch fails, so nothing else notices): on_stuck (health NOT_SERVING),
-// then exit 1, so that a supervisor restarts the server. Nothing is drained: the engine thread
-// is stuck. The batch must be over the limit at two checks in a row, so that a process frozen
-// and thawed (SIGSTOP, a paused container) with a batch in flight is not taken for a hung one.
-// Waits on the steady clock.
-class EngineWatchdog {
- public:
-  EngineWatchdog(const Pipeline* pipeline, absl::Duration limit, std::function<void()> on_stuck)
-      : pipeline_(pipeline), limit_(limit), on_stuck_(std::move(on_stuck)) {
-    thread_ = std::thread([this] { Watch(); });
-  }
-  ~EngineWatchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-  }
-  EngineWatchdog(const EngineWatchdog&) = delete;
-  EngineWatchdog& operator=(const EngineWatchdog&) = delete;
-
- private:
-  void Watch() {
-    const auto period = absl::ToChronoNanoseconds(std::min(absl::Seconds(1), limit_ / 4));
-    int over = 0;  // consecutive checks that found the running batch over the limit
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!wake_.wait_for(lock, period, [this] { return stop_; })) {
-      const absl::Duration busy = pipeline_->EngineBusyFor();
-      over = busy > limit_ ? over + 1 : 0;
-      if (over < 2) continue;
-      BERT_LOG(kError) << "engine batch stuck; exiting"
-                       << LogKv("phase", pipeline_->started() ? "serving" : "warm-up")
-                       << LogKv("busy_s", absl::ToDoubleSeconds(busy))
-                       << LogKv("limit_s", absl::ToDoubleSeconds(limit_))
-                       << LogKv("health", "NOT_SERVING");
-      on_stuck_();
-      std::fflush(stderr);
-      std::_Exit(1);
-    }
-  }
-
-  const Pipeline* const pipeline_;
-  const absl::Duration limit_;
-  const std::function<void()> on_stuck_;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stop_ = false;  // guarded by mu_
-  std::thread thread_;
-};
-
 struct Loaded {
+  Loaded() = default;
+  Loaded(Loaded&&) = default;
+  Loaded& operator=(Loaded&&) = default;
+  ~Loaded() { watchdog.reset(); }  // it may be reading the pipeline
+
+  std::unique_ptr<EngineWatchdog> watchdog;
   std::unique_ptr<Pipeline> pipeline;
-  std::unique_ptr<EngineWatchdog> watchdog;  // null when off; destroyed before the pipeline
 };
 
 // --vocab, or <model_dir>/vocab.txt.
@@ -267,20 +223,28 @@ void LogCudaWarmup(const Engine& engine) {
                   << LogKv("abandoned_buckets", gemm.abandoned_buckets);
 }
 
-// The pipeline's observer in bert_server: the metrics, plus a warning for each fallback the
-// engine takes (in the warm-up, then while serving). A fallback keeps the answers right but
-// costs speed, so the warning names the flag that avoids the path.
-class EngineFallbackLog final : public PipelineObserver {
+// Warnings about the engine while it serves (besides the metrics): a failed batch (at most
+// one line a second, saying how many failed since the last line), and each fallback the
+// engine takes, in the warm-up or later, naming the flag that avoids its path. Thread-safe.
+class EngineLog final : public PipelineObserver {
  public:
-  explicit EngineFallbackLog(ServerMetrics* metrics) : metrics_(metrics) {}
+  void OnBatch(const BatchStats& stats) override {
+    if (stats.status.ok()) return;
+    absl::MutexLock lock(&mu_);
+    ++failed_batches_;
+    const absl::Time now = absl::Now();
+    if (now - last_failure_line_ < absl::Seconds(1)) return;
+    BERT_LOG(kWarning) << "engine batch failed" << LogKv("error", stats.status.ToString())
+                       << LogKv("sequences", stats.num_sequences) << LogKv("rows", stats.rows)
+                       << LogKv("failed_since_last_line", failed_batches_);
+    last_failure_line_ = now;
+    failed_batches_ = 0;
+  }
 
-  void OnBatch(const BatchStats& stats) override { metrics_->OnBatch(stats); }
-  void OnQueueDepth(int depth) override { metrics_->OnQueueDepth(depth); }
   void OnEngineFallbacks(const std::vector<EngineFallback>& totals) override {
-    metrics_->OnEngineFallbacks(totals);
     absl::MutexLock lock(&mu_);
     for (const EngineFallback& fallback : totals) {
-      int64_t& logged = logged_[fallback.path];
+      int64_t& logged = logged_fallbacks_[fallback.path];
       if (fallback.count <= logged) continue;
       const int64_t added = fallback.count - logged;
       logged = fallback.count;
@@ -294,16 +258,21 @@ class EngineFallbackLog final : public PipelineObserver {
   }
 
  private:
-  ServerMetrics* const metrics_;
   absl::Mutex mu_;
-  std::map<std::string, int64_t> logged_ ABSL_GUARDED_BY(mu_);  // by path
+  absl::Time last_failure_line_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int64_t failed_batches_ ABSL_GUARDED_BY(mu_) = 0;                       // since the last line
+  std::map<std::string, int64_t> logged_fallbacks_ ABSL_GUARDED_BY(mu_);  // by path
 };
 
 // `on_engine_failure`: see PipelineOptions::on_engine_failure. `on_stuck`: the engine
-// watchdog's (--engine_watchdog_s), which watches the warm-up too.
+// watchdog's (--engine_startup_watchdog_s, --engine_watchdog_s), which watches from here on.
 absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                                      std::function<void(const absl::Status&)> on_engine_failure,
-                                     std::function<void()> on_stuck) {
+                                     std::function<void(const EngineWatchdog::Stuck&)> on_stuck) {
+  Loaded loaded;
+  int startup_s = absl::GetFlag(FLAGS_engine_startup_watchdog_s);
+  if (startup_s < 0) startup_s = absl::GetFlag(FLAGS_backend) == "cpu" ? 0 : 600;
+  loaded.watchdog = std::make_unique<EngineWatchdog>(absl::Seconds(startup_s), std::move(on_stuck));
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   const std::string vocab = VocabPath();
   auto lowercase = ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab);
@@ -401,22 +370,21 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   // The CUDA engine tunes and loads per shape: do it before SERVING.
   options.warmup_row_buckets = info.backend == "cuda";
   options.on_engine_failure = std::move(on_engine_failure);
-  Loaded loaded;
   loaded.pipeline =
       std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), observer);
-  int watchdog_s = absl::GetFlag(FLAGS_engine_watchdog_s);
-  if (watchdog_s < 0) watchdog_s = info.backend == "cuda" ? 60 : 0;
+  int serving_s = absl::GetFlag(FLAGS_engine_watchdog_s);
+  if (serving_s < 0) serving_s = info.backend == "cuda" ? 60 : 0;
   BERT_LOG(kInfo) << "engine watchdog"
-                  << LogKv("limit_s", watchdog_s > 0 ? std::to_string(watchdog_s) : "off");
-  if (watchdog_s > 0) {
-    loaded.watchdog = std::make_unique<EngineWatchdog>(
-        loaded.pipeline.get(), absl::Seconds(watchdog_s), std::move(on_stuck));
-  }
+                  << LogKv("startup_limit_s", startup_s > 0 ? std::to_string(startup_s) : "off")
+                  << LogKv("limit_s", serving_s > 0 ? std::to_string(serving_s) : "off");
+  loaded.watchdog->WatchPipeline(loaded.pipeline.get(), absl::Seconds(serving_s));
   const absl::Time warm_start = absl::Now();
   absl::Status warm = loaded.pipeline->Warmup();
   if (!warm.ok()) return warm;
   BERT_LOG(kInfo) << "warm-up done" << LogKv("max_batch_tokens", max_batch_tokens)
-                  << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - warm_start));
+                  << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - warm_start))
+                  << LogKv("longest_batch_ms",
+                           absl::ToInt64Milliseconds(loaded.pipeline->longest_warmup_batch()));
   LogCudaWarmup(loaded.pipeline->engine());
   if (fault_injection != nullptr) fault_injection->Arm();  // before the engine thread starts
   loaded.pipeline->Start();
@@ -440,7 +408,8 @@ int Validate() {
       absl::GetFlag(FLAGS_default_seq_length) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 ||
       absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1 ||
-      absl::GetFlag(FLAGS_engine_watchdog_s) < -1) {
+      absl::GetFlag(FLAGS_engine_watchdog_s) < -1 ||
+      absl::GetFlag(FLAGS_engine_startup_watchdog_s) < -1) {
     BERT_LOG(kError) << "a numeric limit flag is out of range (see --help)";
     return 2;
   }
@@ -469,6 +438,8 @@ void LogConfig() {
                                        : "bearer")
                   << LogKv("drain_timeout_s", absl::GetFlag(FLAGS_drain_timeout_s))
                   << LogKv("engine_watchdog_s", absl::GetFlag(FLAGS_engine_watchdog_s))
+                  << LogKv("engine_startup_watchdog_s",
+                           absl::GetFlag(FLAGS_engine_startup_watchdog_s))
                   << LogKv("log_level", absl::GetFlag(FLAGS_log_level));
 }
 
@@ -632,8 +603,22 @@ int Run() {
     set_serving(false);
     stop_signals.EngineFailed();
   };
-  EngineFallbackLog observer(&metrics);
-  auto loaded = LoadAndWarmUp(&observer, on_engine_failure, [set_serving] { set_serving(false); });
+  // A hung device (the watchdog): nothing can be drained, the engine thread is stuck.
+  auto on_stuck = [set_serving](const EngineWatchdog::Stuck& stuck) {
+    BERT_LOG(kError) << (stuck.phase == EngineWatchdog::Phase::kLoad
+                             ? "engine load stuck; exiting"
+                             : "engine batch stuck; exiting")
+                     << LogKv("phase", EngineWatchdog::PhaseName(stuck.phase))
+                     << LogKv("busy_s", absl::ToDoubleSeconds(stuck.busy))
+                     << LogKv("limit_s", absl::ToDoubleSeconds(stuck.limit))
+                     << LogKv("health", "NOT_SERVING");
+    set_serving(false);
+    std::fflush(stderr);
+    std::_Exit(1);
+  };
+  EngineLog engine_log;
+  PipelineObservers observers({&metrics, &engine_log});
+  auto loaded = LoadAndWarmUp(&observers, on_engine_failure, on_stuck);
   if (!loaded.ok()) {
     BERT_LOG(kError) << "startup failed" << LogKv("error", loaded.status().ToString());
     server->Shutdown(std::chrono::system_clock::now());

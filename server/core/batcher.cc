@@ -211,7 +211,7 @@ void Batcher::RunBatch(Batch batch) {
   busy_.End();
   const absl::Time end = absl::Now();
   stats.inference_us = absl::ToInt64Microseconds(end - start);
-  stats.ok = status.ok();
+  stats.status = status;
 
   // Stats first, so that metrics already count a batch whose answers a client has seen.
   if (options_.on_batch) options_.on_batch(stats);

@@ -69,7 +69,7 @@ struct BatchStats {
   int rows = 0;         // Rows computed, padding rows included.
   int real_tokens = 0;  // Rows that are real tokens.
   int64_t inference_us = 0;
-  bool ok = true;
+  absl::Status status;  // the engine's
 };
 
 struct BatcherOptions {
@@ -90,6 +90,7 @@ struct BatcherOptions {
 
 // How long a call (an engine batch) has been running, for a watchdog on another thread. On
 // the steady clock, so that a step of the wall clock makes no call look stuck (or fresh).
+// Times one call at a time: Begin and End alternate, from one thread at a time.
 class BusyClock {
  public:
   void Begin();  // the call starts

@@ -48,16 +48,37 @@ struct PipelineOptions {
   std::function<void(const absl::Status&)> on_engine_failure;
 };
 
-// Hooks for metrics; called from pipeline threads, must be thread-safe and quick.
+// Hooks for metrics and logs; called from pipeline threads, must be thread-safe and quick.
+// (A new hook must be forwarded by PipelineObservers too.)
 class PipelineObserver {
  public:
   virtual ~PipelineObserver() = default;
+  // From the engine thread, after each batch.
   virtual void OnBatch(const BatchStats& stats) {}
   virtual void OnQueueDepth(int depth) {}
   // The engine's fallback totals (Engine::Fallbacks): once from Start(), on its caller's
   // thread (the warm-up's, zero counts included), then from the engine thread after each
   // batch that changed them.
   virtual void OnEngineFallbacks(const std::vector<EngineFallback>& totals) {}
+};
+
+// Several observers as one: each hook goes to every one, in order. They must outlive it.
+class PipelineObservers final : public PipelineObserver {
+ public:
+  explicit PipelineObservers(std::vector<PipelineObserver*> observers)
+      : observers_(std::move(observers)) {}
+  void OnBatch(const BatchStats& stats) override {
+    for (PipelineObserver* o : observers_) o->OnBatch(stats);
+  }
+  void OnQueueDepth(int depth) override {
+    for (PipelineObserver* o : observers_) o->OnQueueDepth(depth);
+  }
+  void OnEngineFallbacks(const std::vector<EngineFallback>& totals) override {
+    for (PipelineObserver* o : observers_) o->OnEngineFallbacks(totals);
+  }
+
+ private:
+  const std::vector<PipelineObserver*> observers_;
 };
 
 using EmbedCallback = std::function<void(absl::StatusOr<EmbedResult>)>;
@@ -100,8 +121,12 @@ class Pipeline {
   int in_flight() const { return admission_.in_flight(); }
   // How long the engine has been running its current batch: a warm-up batch, or after
   // Start a served one (Batcher::BusyFor); zero while it is idle. Any thread, from
-  // construction on (a watchdog's reading: a batch that never ends means a hung device).
+  // construction until destruction begins (a watchdog's reading: a batch that never ends
+  // means a hung device; the watchdog must stop before the Pipeline goes).
   absl::Duration EngineBusyFor() const;
+  // The longest batch of Warmup() so far (what a watchdog's limit must allow at startup).
+  // The thread that ran Warmup, after it.
+  absl::Duration longest_warmup_batch() const { return longest_warmup_batch_; }
   // Whether Start() has been called (the warm-up is over). Any thread.
   bool started() const { return started_.load(); }
 
@@ -131,6 +156,7 @@ class Pipeline {
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<Batcher> batcher_;
   BusyClock warmup_busy_;
+  absl::Duration longest_warmup_batch_;
 };
 
 }  // namespace bert

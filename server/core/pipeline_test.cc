@@ -1,5 +1,6 @@
 #include "server/core/pipeline.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -328,6 +329,57 @@ TEST(PipelineTest, ObserverHearsTheEnginesFallbacks) {
   ASSERT_TRUE(EmbedSync(&pipeline, world).ok());
   EXPECT_EQ(recorder.reports(), (std::vector<int64_t>{warmup, warmup + 1}));
   pipeline.Drain();
+}
+
+// Counts every hook.
+class CountingObserver : public PipelineObserver {
+ public:
+  void OnBatch(const BatchStats&) override { ++batches; }
+  void OnQueueDepth(int) override { ++depths; }
+  void OnEngineFallbacks(const std::vector<EngineFallback>&) override { ++fallbacks; }
+  std::atomic<int> batches{0}, depths{0}, fallbacks{0};
+};
+
+TEST(PipelineObserversTest, EveryHookReachesEveryObserver) {
+  CountingObserver a, b;
+  PipelineObservers both({&a, &b});
+  both.OnBatch(BatchStats());
+  both.OnQueueDepth(3);
+  both.OnEngineFallbacks({});
+  for (const CountingObserver* o : {&a, &b}) {
+    EXPECT_EQ(o->batches, 1);
+    EXPECT_EQ(o->depths, 1);
+    EXPECT_EQ(o->fallbacks, 1);
+  }
+}
+
+// A watchdog polls EngineBusyFor and started() from its own thread while the pipeline warms
+// up, starts, serves and drains: the reading moves from the warm-up's clock to the Batcher's.
+TEST(PipelineTest, EngineBusyForCanBeReadThroughWarmupStartAndServing) {
+  auto pipeline = std::make_unique<Pipeline>(
+      PipelineOptions(), std::make_unique<FakeEngine>(SmallEngine()),
+      *BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"},
+                                 BertTokenizer::Options()),
+      nullptr);
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, reads_started{0};
+  std::thread reader([&] {
+    while (!stop.load()) {
+      EXPECT_GE(pipeline->EngineBusyFor(), absl::ZeroDuration());
+      if (pipeline->started()) ++reads_started;
+      ++reads;
+    }
+  });
+  ASSERT_TRUE(pipeline->Warmup().ok());
+  pipeline->Start();
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello")};
+  EXPECT_TRUE(EmbedSync(pipeline.get(), spec).ok());
+  pipeline->Drain();
+  while (reads_started.load() == 0) absl::SleepFor(absl::Milliseconds(1));
+  stop = true;
+  reader.join();  // before the Pipeline goes, as EngineBusyFor requires
+  EXPECT_GT(reads.load(), 0);
 }
 
 TEST(PipelineTest, TokenizeReturnsPaddedEncodings) {

@@ -58,10 +58,11 @@ struct EncoderOutput {
   std::vector<float> mean_pooled;          // [num_sequences, hidden] if selected
 };
 
-// A path an engine takes by default and leaves, for a slower equivalent, where the device
-// refuses it (on the CUDA engine: a CUDA graph, an autotuned GEMM, the fused GELU epilogue).
-// Results are the same either way; the count says how often it happened, `avoid` which server
-// flag turns the path off for good.
+// A path an engine takes (by default, or because a flag asked for it) and leaves for an
+// equivalent one where the device refuses it or it fails a check (on the CUDA engine: a CUDA
+// graph, an autotuned GEMM, the fused GELU epilogue, our split-K GEMM). The answers stay right;
+// usually the other path is slower. What one count means is the engine's to say (a batch
+// shape, a tuning, a switch made once); `avoid` names the server flag that turns the path off.
 struct EngineFallback {
   std::string path;    // a metric label, e.g. "cuda_graph"
   std::string avoid;   // e.g. "--cuda_graphs=false"

@@ -73,9 +73,9 @@ ServerMetrics::ServerMetrics()
                          .Add({})),
       fallbacks_(prometheus::BuildCounter()
                      .Name("bert_engine_fallbacks_total")
-                     .Help("Times the engine left a default path for a slower equivalent "
-                           "(same results), by path; the server log names the flag that turns "
-                           "the path off")
+                     .Help("Times the engine left a path for an equivalent one (same results, "
+                           "usually slower), by path (what one count means: server/README.md); "
+                           "the server log names the flag that turns the path off")
                      .Register(*registry_)) {}
 
 ServerMetrics::~ServerMetrics() = default;
@@ -90,7 +90,7 @@ absl::StatusOr<int> ServerMetrics::Serve(const std::string& address) {
 void ServerMetrics::OnBatch(const BatchStats& stats) {
   batch_size_.Observe(stats.num_sequences);
   batch_tokens_.Observe(stats.rows);
-  if (stats.ok) {
+  if (stats.status.ok()) {
     batches_ok_.Increment();
     tokens_processed_.Increment(stats.real_tokens);
   } else {
