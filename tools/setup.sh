@@ -64,6 +64,21 @@ if ! cmp -s tools/requirements-test.txt .venv/.requirements-test.txt; then
   cp tools/requirements-test.txt .venv/.requirements-test.txt
 fi
 
+# promtool, Prometheus's rule checker (tests/python/test_monitoring.py checks
+# deploy/prometheus with it): taken out of Debian's prometheus package into the venv, since
+# installing the package would also start a Prometheus server on this machine.
+if [ "$want_tests" = 1 ] && [ ! -x .venv/bin/promtool ]; then
+  echo "setup: installing promtool"
+  deb_dir=$(mktemp -d)
+  if ! (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null); then
+    $sudo_cmd apt-get update -qq
+    (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null)
+  fi
+  dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -C "$deb_dir" ./usr/bin/promtool
+  mv "$deb_dir/usr/bin/promtool" .venv/bin/promtool
+  rm -rf "$deb_dir"
+fi
+
 if [ "$want_model" = 1 ]; then
   tools/fetch_default_model.sh
 fi

@@ -1,0 +1,85 @@
+"""deploy/prometheus/bert-server-alerts.yml: it loads in Prometheus (promtool check rules),
+each alert fires when it should and not otherwise (promtool's unit tests in
+tests/data/prometheus/bert-server-alerts_test.yml), and every metric and label it reads is one
+that bert_server exports, so that a renamed metric cannot silently disarm an alert.
+promtool comes from tools/setup.sh --tests (into .venv/bin)."""
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(__file__))
+from repo_paths import REPO  # noqa: E402
+from server_harness import Server, stubs  # noqa: E402
+
+RULES = REPO / "deploy" / "prometheus" / "bert-server-alerts.yml"
+RULE_TESTS = REPO / "tests" / "data" / "prometheus" / "bert-server-alerts_test.yml"
+PROMTOOL = REPO / ".venv" / "bin" / "promtool"
+
+
+def promtool(*args):
+    assert PROMTOOL.exists(), f"{PROMTOOL} missing: run tools/setup.sh --tests"
+    return subprocess.run([str(PROMTOOL), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_rules_load_in_prometheus():
+    r = promtool("check", "rules", str(RULES))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS: 6 rules found" in r.stdout, r.stdout
+
+
+def test_each_alert_fires_when_it_should():
+    r = promtool("test", "rules", str(RULE_TESTS))
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Every alert of the file has a case.
+    alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"]
+              for rule in group["rules"]}
+    tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
+    assert alerts == tested, alerts ^ tested
+
+
+def selectors(expr):
+    """(metric, {label: (op, value)}) for each metric selector of a PromQL expression."""
+    found = []
+    for m in re.finditer(r"\b(bert_[a-z_]+)(\{([^}]*)\})?", expr):
+        labels = {k: (op, v) for k, op, v in re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"',
+                                                       m.group(3) or "")}
+        found.append((m.group(1), labels))
+    return found
+
+
+def exported(text):
+    """{metric: [label dicts of its samples]}, histogram samples under their _bucket etc. names."""
+    samples = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s", line)
+        if m and not line.startswith("#"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+            samples.setdefault(m.group(1), []).append(labels)
+    return samples
+
+
+def test_the_rules_read_only_what_the_server_exports():
+    pb2, _ = stubs()
+    # A fallback injected on word id 7, so that bert_engine_fallbacks_total has a series (the CPU
+    # engine has no path of its own to fall back from).
+    with Server(metrics=True, extra=["--debug_engine_fault_word_id=7",
+                                     "--debug_engine_fault=fallback"]) as server:
+        server.stub().Embed(pb2.EmbedRequest(
+            inputs=[pb2.Input(tokens=pb2.TokenInput(input_word_ids=[101, 7, 102]))]), timeout=30)
+        samples = exported(server.metrics_text())
+    used = [s for group in yaml.safe_load(RULES.read_text())["groups"]
+            for rule in group["rules"] for s in selectors(rule["expr"])]
+    assert {metric for metric, _ in used} == {
+        "bert_requests_total", "bert_engine_batches_total", "bert_request_latency_seconds_bucket",
+        "bert_engine_fallbacks_total"}, used
+    for metric, labels in used:
+        assert metric in samples, f"the rules read {metric}, which the server does not export"
+        for key, (op, value) in labels.items():
+            assert any(key in s for s in samples[metric]), f"{metric} has no label {key}"
+            # Exact values the server writes from the start (gRPC codes appear only once a call
+            # ends with them).
+            if op == "=" and key in ("result", "stage"):
+                assert any(s.get(key) == value for s in samples[metric]), (metric, key, value)
