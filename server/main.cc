@@ -129,7 +129,8 @@ ABSL_FLAG(int, engine_watchdog_s, -1,
 ABSL_FLAG(int, engine_startup_watchdog_s, -1,
           "The same before serving: exit with status 1 when loading the model and engine, or one "
           "warm-up batch (which also loads kernels and tunes GEMMs), takes longer than this many "
-          "seconds; -1: 600 unless --backend=cpu, off with --backend=cpu; 0: off");
+          "seconds; -1: 600 where a GPU may be in use (the load unless --backend=cpu, the "
+          "warm-up with the CUDA engine), else off; 0: off");
 ABSL_FLAG(bool, mutex_deadlock_detection, false,
           "Debugging: leave abseil's lock-order checker on (in abseil builds without NDEBUG, "
           "such as Debian's, it checks every mutex acquisition for cycles and aborts on one; "
@@ -269,10 +270,14 @@ class EngineLog final : public PipelineObserver {
 absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                                      std::function<void(const absl::Status&)> on_engine_failure,
                                      std::function<void(const EngineWatchdog::Stuck&)> on_stuck) {
+  // The startup limit's default, -1, means 600 s where a GPU may be in use: for the load
+  // unless --backend=cpu (the engine is not known yet), for the warm-up with the CUDA engine.
+  const int startup_flag = absl::GetFlag(FLAGS_engine_startup_watchdog_s);
+  const int load_s = startup_flag >= 0                       ? startup_flag
+                     : absl::GetFlag(FLAGS_backend) == "cpu" ? 0
+                                                             : 600;
   Loaded loaded;
-  int startup_s = absl::GetFlag(FLAGS_engine_startup_watchdog_s);
-  if (startup_s < 0) startup_s = absl::GetFlag(FLAGS_backend) == "cpu" ? 0 : 600;
-  loaded.watchdog = std::make_unique<EngineWatchdog>(absl::Seconds(startup_s), std::move(on_stuck));
+  loaded.watchdog = std::make_unique<EngineWatchdog>(absl::Seconds(load_s), std::move(on_stuck));
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   const std::string vocab = VocabPath();
   auto lowercase = ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab);
@@ -372,12 +377,15 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   options.on_engine_failure = std::move(on_engine_failure);
   loaded.pipeline =
       std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), observer);
+  const bool cuda = info.backend == "cuda";
+  const int warmup_s = startup_flag >= 0 ? startup_flag : cuda ? 600 : 0;
   int serving_s = absl::GetFlag(FLAGS_engine_watchdog_s);
-  if (serving_s < 0) serving_s = info.backend == "cuda" ? 60 : 0;
-  BERT_LOG(kInfo) << "engine watchdog"
-                  << LogKv("startup_limit_s", startup_s > 0 ? std::to_string(startup_s) : "off")
-                  << LogKv("limit_s", serving_s > 0 ? std::to_string(serving_s) : "off");
-  loaded.watchdog->WatchPipeline(loaded.pipeline.get(), absl::Seconds(serving_s));
+  if (serving_s < 0) serving_s = cuda ? 60 : 0;
+  const auto limit = [](int s) { return s > 0 ? std::to_string(s) : std::string("off"); };
+  BERT_LOG(kInfo) << "engine watchdog" << LogKv("load_limit_s", limit(load_s))
+                  << LogKv("warmup_limit_s", limit(warmup_s)) << LogKv("limit_s", limit(serving_s));
+  loaded.watchdog->WatchPipeline(loaded.pipeline.get(), absl::Seconds(warmup_s),
+                                 absl::Seconds(serving_s));
   const absl::Time warm_start = absl::Now();
   absl::Status warm = loaded.pipeline->Warmup();
   if (!warm.ok()) return warm;

@@ -18,9 +18,9 @@ const char* EngineWatchdog::PhaseName(Phase phase) {
   return "?";
 }
 
-EngineWatchdog::EngineWatchdog(absl::Duration startup_limit,
+EngineWatchdog::EngineWatchdog(absl::Duration load_limit,
                                std::function<void(const Stuck&)> on_stuck)
-    : startup_limit_(startup_limit), on_stuck_(std::move(on_stuck)) {
+    : load_limit_(load_limit), on_stuck_(std::move(on_stuck)) {
   load_.Begin();
   thread_ = std::thread([this] { Watch(); });
 }
@@ -33,11 +33,13 @@ EngineWatchdog::~EngineWatchdog() {
   thread_.join();
 }
 
-void EngineWatchdog::WatchPipeline(const Pipeline* pipeline, absl::Duration serving_limit) {
+void EngineWatchdog::WatchPipeline(const Pipeline* pipeline, absl::Duration warmup_limit,
+                                   absl::Duration serving_limit) {
   absl::MutexLock lock(&mu_);
   if (loading_) load_.End();
   loading_ = false;
   pipeline_ = pipeline;
+  warmup_limit_ = warmup_limit;
   serving_limit_ = serving_limit;
 }
 
@@ -53,15 +55,14 @@ std::optional<EngineWatchdog::Stuck> EngineWatchdog::WaitUntilStuck() {
     // The current phase, how long it has run and its limit.
     Phase phase = Phase::kLoad;
     absl::Duration busy = absl::ZeroDuration();
-    absl::Duration limit = startup_limit_;
+    absl::Duration limit = absl::ZeroDuration();  // detached: never stuck
     if (loading_) {
       busy = load_.BusyFor();
+      limit = load_limit_;
     } else if (pipeline_ != nullptr) {
       phase = pipeline_->started() ? Phase::kServing : Phase::kWarmup;
       busy = pipeline_->EngineBusyFor();
-      if (phase == Phase::kServing) limit = serving_limit_;
-    } else {
-      limit = absl::ZeroDuration();  // detached
+      limit = phase == Phase::kServing ? serving_limit_ : warmup_limit_;
     }
     if (phase != last_phase) over = 0;
     last_phase = phase;

@@ -1,9 +1,9 @@
 // A watchdog for a hung device: a batch that never ends fails nothing, so nothing else
 // notices it. It watches the engine from before it is made (the load: a GPU context that
 // never comes up) through the warm-up to serving, and calls `on_stuck` once when the current
-// phase has run over its limit: the load, or one warm-up batch, longer than `startup_limit`;
-// one served batch longer than the serving limit. (bert_server then turns health NOT_SERVING
-// and exits 1, so that a supervisor restarts it.)
+// phase has run over its limit: the load longer than `load_limit`; one warm-up batch, or one
+// served batch, longer than its limit (given with the pipeline, once the engine is known).
+// (bert_server then turns health NOT_SERVING and exits 1, so that a supervisor restarts it.)
 //
 // The phase must be over its limit at two checks in a row, so that a process frozen and
 // thawed (SIGSTOP, a paused container) is not taken for a hung one. Steady clock throughout.
@@ -32,30 +32,33 @@ class EngineWatchdog {
     absl::Duration limit;  // the phase's limit
   };
 
-  // Starts watching the load at once. A zero limit turns its phases off.
-  EngineWatchdog(absl::Duration startup_limit, std::function<void(const Stuck&)> on_stuck);
+  // Starts watching the load at once. A zero limit turns its phase off.
+  EngineWatchdog(absl::Duration load_limit, std::function<void(const Stuck&)> on_stuck);
   // Stops watching (and joins its thread; on_stuck may be running and is waited for).
   ~EngineWatchdog();
   EngineWatchdog(const EngineWatchdog&) = delete;
   EngineWatchdog& operator=(const EngineWatchdog&) = delete;
 
-  // The load is over: from now on the watchdog reads `pipeline`'s EngineBusyFor (its warm-up,
-  // then, once started, the served batches, with `serving_limit`). `pipeline` must outlive the
-  // watchdog, or be detached first by WatchPipeline(nullptr, ...), which stops the watching.
-  void WatchPipeline(const Pipeline* pipeline, absl::Duration serving_limit);
+  // The load is over: from now on the watchdog reads `pipeline`'s EngineBusyFor, its warm-up
+  // batches against `warmup_limit`, then, once it has started, the served ones against
+  // `serving_limit`. `pipeline` must outlive the watchdog, or be detached first by
+  // WatchPipeline(nullptr, ...), which stops the watching.
+  void WatchPipeline(const Pipeline* pipeline, absl::Duration warmup_limit,
+                     absl::Duration serving_limit);
 
  private:
   void Watch();
   // Checks the current phase until it is stuck (its Stuck) or the watchdog stops (nullopt).
   std::optional<Stuck> WaitUntilStuck();
 
-  const absl::Duration startup_limit_;
+  const absl::Duration load_limit_;
   const std::function<void(const Stuck&)> on_stuck_;
   BusyClock load_;  // from construction to WatchPipeline
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool loading_ ABSL_GUARDED_BY(mu_) = true;
   const Pipeline* pipeline_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::Duration warmup_limit_ ABSL_GUARDED_BY(mu_);
   absl::Duration serving_limit_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };

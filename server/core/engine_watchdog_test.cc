@@ -42,7 +42,7 @@ std::unique_ptr<Pipeline> MakePipeline(FakeEngine** engine) {
   return std::make_unique<Pipeline>(options, std::move(fake), *std::move(tokenizer), nullptr);
 }
 
-TEST(EngineWatchdogTest, ALoadOverTheStartupLimitIsStuck) {
+TEST(EngineWatchdogTest, ALoadOverItsLimitIsStuck) {
   Report report;
   EngineWatchdog watchdog(absl::Milliseconds(100), report.Callback());
   ASSERT_TRUE(report.stuck.WaitForNotificationWithTimeout(absl::Seconds(30)));
@@ -51,13 +51,13 @@ TEST(EngineWatchdogTest, ALoadOverTheStartupLimitIsStuck) {
   EXPECT_EQ(report.what->limit, absl::Milliseconds(100));
 }
 
-TEST(EngineWatchdogTest, AWarmupBatchOverTheStartupLimitIsStuck) {
+TEST(EngineWatchdogTest, AWarmupBatchOverItsLimitIsStuck) {
   FakeEngine* engine = nullptr;
   std::unique_ptr<Pipeline> pipeline = MakePipeline(&engine);
   Report report;
   {
-    EngineWatchdog watchdog(absl::Milliseconds(100), report.Callback());
-    watchdog.WatchPipeline(pipeline.get(), absl::ZeroDuration());
+    EngineWatchdog watchdog(absl::ZeroDuration(), report.Callback());
+    watchdog.WatchPipeline(pipeline.get(), absl::Milliseconds(100), absl::ZeroDuration());
     engine->HoldBatches();
     std::thread warmup([&] { EXPECT_TRUE(pipeline->Warmup().ok()); });
     const bool stuck = report.stuck.WaitForNotificationWithTimeout(absl::Seconds(30));
@@ -76,9 +76,10 @@ TEST(EngineWatchdogTest, AServedBatchOverTheServingLimitIsStuck) {
   pipeline->Start();
   Report report;
   {
-    // A startup limit far above the serving one: the served batch is judged by the latter.
+    // Load and warm-up limits far above the serving one: the served batch is judged by the
+    // latter.
     EngineWatchdog watchdog(absl::Seconds(600), report.Callback());
-    watchdog.WatchPipeline(pipeline.get(), absl::Milliseconds(100));
+    watchdog.WatchPipeline(pipeline.get(), absl::Seconds(600), absl::Milliseconds(100));
     absl::SleepFor(absl::Milliseconds(300));  // idle: never stuck
     EXPECT_FALSE(report.stuck.HasBeenNotified());
     engine->HoldBatches();
@@ -107,14 +108,14 @@ TEST(EngineWatchdogTest, OffPhasesAndADetachedPipelineAreNeverStuck) {
   std::unique_ptr<Pipeline> pipeline = MakePipeline(&engine);
   Report report;
   EngineWatchdog watchdog(absl::ZeroDuration(), report.Callback());
-  absl::SleepFor(absl::Milliseconds(300));  // a "load" of 300 ms with the startup limit off
-  watchdog.WatchPipeline(pipeline.get(), absl::Milliseconds(100));
+  absl::SleepFor(absl::Milliseconds(300));  // a "load" of 300 ms with its limit off
+  watchdog.WatchPipeline(pipeline.get(), absl::ZeroDuration(), absl::Milliseconds(100));
   engine->HoldBatches();
   std::thread warmup([&] { EXPECT_TRUE(pipeline->Warmup().ok()); });
-  absl::SleepFor(absl::Milliseconds(500));  // a warm-up batch of 500 ms, startup limit off
+  absl::SleepFor(absl::Milliseconds(500));  // a warm-up batch of 500 ms, its limit off
   engine->ReleaseBatches();
   warmup.join();
-  watchdog.WatchPipeline(nullptr, absl::Milliseconds(100));
+  watchdog.WatchPipeline(nullptr, absl::Milliseconds(100), absl::Milliseconds(100));
   pipeline.reset();
   absl::SleepFor(absl::Milliseconds(300));
   EXPECT_FALSE(report.stuck.HasBeenNotified());
