@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -119,9 +120,11 @@ ABSL_FLAG(std::string, debug_engine_fault, "break",
           "Testing only: break (the engine fails for good, as a lost GPU context would; the "
           "server stops serving and exits 1), hang (the batch never ends, as on a hung GPU; "
           "--engine_watchdog_s then stops the server), hang_in_warmup (the same, from the "
-          "warm-up on: the warm-up's batches hold word ids 0 up to the model's positions) or "
-          "fallback (each batch holding the id is served, and counted as a fallback on the "
-          "path \"debug_fault\", as the CUDA engine counts a graph or tuning it could not use)");
+          "warm-up on: the warm-up's batches hold word ids 0 up to the model's positions), "
+          "hang_in_load (the engine's creation never returns, whatever the id, as a GPU context "
+          "that never comes up) or fallback (each batch holding the id is served, and counted as "
+          "a fallback on the path \"debug_fault\", as the CUDA engine counts a graph or tuning "
+          "it could not use)");
 ABSL_FLAG(int, engine_watchdog_s, -1,
           "Exit with status 1 (after turning health NOT_SERVING) when one served engine batch "
           "runs longer than this many seconds, e.g. on a hung GPU, so that a supervisor restarts "
@@ -225,7 +228,7 @@ void LogCudaWarmup(const Engine& engine) {
 }
 
 // Warnings about the engine while it serves (besides the metrics): a failed batch (at most
-// one line a second, saying how many failed since the last line), and each fallback the
+// one line a second; each line counts the failures since the previous one), and each fallback the
 // engine takes, in the warm-up or later, naming the flag that avoids its path. Thread-safe.
 class EngineLog final : public PipelineObserver {
  public:
@@ -233,11 +236,12 @@ class EngineLog final : public PipelineObserver {
     if (stats.status.ok()) return;
     absl::MutexLock lock(&mu_);
     ++failed_batches_;
-    const absl::Time now = absl::Now();
-    if (now - last_failure_line_ < absl::Seconds(1)) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (logged_a_failure_ && now - last_failure_line_ < std::chrono::seconds(1)) return;
     BERT_LOG(kWarning) << "engine batch failed" << LogKv("error", stats.status.ToString())
                        << LogKv("sequences", stats.num_sequences) << LogKv("rows", stats.rows)
                        << LogKv("failed_since_last_line", failed_batches_);
+    logged_a_failure_ = true;
     last_failure_line_ = now;
     failed_batches_ = 0;
   }
@@ -260,7 +264,8 @@ class EngineLog final : public PipelineObserver {
 
  private:
   absl::Mutex mu_;
-  absl::Time last_failure_line_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool logged_a_failure_ ABSL_GUARDED_BY(mu_) = false;
+  std::chrono::steady_clock::time_point last_failure_line_ ABSL_GUARDED_BY(mu_);
   int64_t failed_batches_ ABSL_GUARDED_BY(mu_) = 0;                       // since the last line
   std::map<std::string, int64_t> logged_fallbacks_ ABSL_GUARDED_BY(mu_);  // by path
 };
@@ -330,11 +335,16 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
         {"break", FaultInjectingEngine::Fault::kBreak},
         {"hang", FaultInjectingEngine::Fault::kHang},
         {"hang_in_warmup", FaultInjectingEngine::Fault::kHang},
+        {"hang_in_load", FaultInjectingEngine::Fault::kHang},
         {"fallback", FaultInjectingEngine::Fault::kFallback}};
     const auto found = faults.find(fault);
     if (found == faults.end()) {
       return absl::InvalidArgumentError(
-          "--debug_engine_fault must be break, hang, hang_in_warmup or fallback");
+          "--debug_engine_fault must be break, hang, hang_in_warmup, hang_in_load or fallback");
+    }
+    if (fault == "hang_in_load") {
+      BERT_LOG(kWarning) << "testing: the engine's creation never returns";
+      for (;;) absl::SleepFor(absl::Hours(1));
     }
     const bool in_warmup = fault == "hang_in_warmup";
     BERT_LOG(kWarning) << "testing: a batch holding this word id meets a fault"
@@ -594,9 +604,10 @@ int Run() {
     return 1;
   }
   // Health of the server ("") and of its service, always set together. Thread-safe.
-  const auto set_serving = [health = server->GetHealthCheckService()](bool serving) {
+  const auto set_serving = [health = server->GetHealthCheckService(), &metrics](bool serving) {
     health->SetServingStatus(serving);
     health->SetServingStatus("bert.v1.BertService", serving);
+    metrics.SetServing(serving);
   };
   set_serving(false);
   const std::string listening = ListeningAddress(address, port);

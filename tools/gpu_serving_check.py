@@ -193,8 +193,10 @@ def report_fallbacks(dtype):
     except OSError as e:
         print(f"INFO bert_server {BACKEND} {dtype} fallbacks: /metrics unreadable ({e!r})")
         return
-    counts = {m.group(1): float(m.group(2)) for m in re.finditer(
-        r'^bert_engine_fallbacks_total\{path="([^"]+)"\} (\S+)$', text, re.M)}
+    counts = {}
+    for m in re.finditer(r"^bert_engine_fallbacks_total(\{[^}]*\})?\s+(\S+)", text, re.M):
+        path = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or "")).get("path", "?")
+        counts[path] = float(m.group(2))
     listed = " ".join(f"{path}={count:g}" for path, count in sorted(counts.items()))
     print(f"INFO bert_server {BACKEND} {dtype} fallbacks: {listed or 'none listed'}")
     taken = [f"{path} {count:g}" for path, count in sorted(counts.items()) if count > 0]

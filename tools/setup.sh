@@ -67,16 +67,22 @@ fi
 # promtool, Prometheus's rule checker (tests/python/test_monitoring.py checks
 # deploy/prometheus with it): taken out of Debian's prometheus package into the venv, since
 # installing the package would also start a Prometheus server on this machine.
-if [ "$want_tests" = 1 ] && [ ! -x .venv/bin/promtool ]; then
+if [ "$want_tests" = 1 ] && ! .venv/bin/promtool --version >/dev/null 2>&1; then
   echo "setup: installing promtool"
   deb_dir=$(mktemp -d)
-  if ! (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null); then
+  trap 'rm -rf "$deb_dir"' EXIT
+  chmod 777 "$deb_dir"  # apt downloads as its own user (_apt) where it can
+  if ! (cd "$deb_dir" && apt-get download -qq prometheus); then
+    echo "setup: updating the package lists and trying again"
     $sudo_cmd apt-get update -qq
-    (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null)
+    (cd "$deb_dir" && apt-get download -qq prometheus)
   fi
   dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -C "$deb_dir" ./usr/bin/promtool
-  mv "$deb_dir/usr/bin/promtool" .venv/bin/promtool
+  # Under a temporary name first: an interrupted copy must not pass for a promtool.
+  cp "$deb_dir/usr/bin/promtool" .venv/bin/promtool.tmp
+  mv -f .venv/bin/promtool.tmp .venv/bin/promtool
   rm -rf "$deb_dir"
+  trap - EXIT
 fi
 
 if [ "$want_model" = 1 ]; then

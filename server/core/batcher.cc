@@ -174,7 +174,10 @@ void BusyClock::Begin() {
   started_ns_.store(std::max<int64_t>(1, SteadyNanos()), std::memory_order_relaxed);
 }
 
-void BusyClock::End() { started_ns_.store(0, std::memory_order_relaxed); }
+absl::Duration BusyClock::End() {
+  const int64_t started = started_ns_.exchange(0, std::memory_order_relaxed);
+  return absl::Nanoseconds(SteadyNanos() - started);
+}
 
 absl::Duration BusyClock::BusyFor() const {
   const int64_t started = started_ns_.load(std::memory_order_relaxed);

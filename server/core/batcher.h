@@ -93,8 +93,8 @@ struct BatcherOptions {
 // Times one call at a time: Begin and End alternate, from one thread at a time.
 class BusyClock {
  public:
-  void Begin();  // the call starts
-  void End();    // it returned
+  void Begin();          // the call starts
+  absl::Duration End();  // it returned: how long it ran
   // Zero while no call runs. Any thread.
   absl::Duration BusyFor() const;
 

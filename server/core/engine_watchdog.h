@@ -6,7 +6,8 @@
 // (bert_server then turns health NOT_SERVING and exits 1, so that a supervisor restarts it.)
 //
 // The phase must be over its limit at two checks in a row, so that a process frozen and
-// thawed (SIGSTOP, a paused container) is not taken for a hung one. Steady clock throughout.
+// thawed (SIGSTOP, a paused container) during a short batch is not taken for a hung one (a
+// pause as long as the limit, during a batch or the load, still is). Steady clock throughout.
 #ifndef BERT_SERVER_CORE_ENGINE_WATCHDOG_H_
 #define BERT_SERVER_CORE_ENGINE_WATCHDOG_H_
 

@@ -102,8 +102,8 @@ TEST(EngineWatchdogTest, AServedBatchOverTheServingLimitIsStuck) {
   pipeline->Drain();
 }
 
-// Zero limits turn their phases off; a detached pipeline is no longer read (and may go).
-TEST(EngineWatchdogTest, OffPhasesAndADetachedPipelineAreNeverStuck) {
+// Zero limits turn their phases off.
+TEST(EngineWatchdogTest, OffPhasesAreNeverStuck) {
   FakeEngine* engine = nullptr;
   std::unique_ptr<Pipeline> pipeline = MakePipeline(&engine);
   Report report;
@@ -115,9 +115,36 @@ TEST(EngineWatchdogTest, OffPhasesAndADetachedPipelineAreNeverStuck) {
   absl::SleepFor(absl::Milliseconds(500));  // a warm-up batch of 500 ms, its limit off
   engine->ReleaseBatches();
   warmup.join();
-  watchdog.WatchPipeline(nullptr, absl::Milliseconds(100), absl::Milliseconds(100));
+  EXPECT_FALSE(report.stuck.HasBeenNotified());
+}
+
+// A detached pipeline is no longer read: a served batch far over the serving limit goes
+// unnoticed (and the pipeline may then go).
+TEST(EngineWatchdogTest, ADetachedPipelineIsNotWatched) {
+  FakeEngine* engine = nullptr;
+  std::unique_ptr<Pipeline> pipeline = MakePipeline(&engine);
+  ASSERT_TRUE(pipeline->Warmup().ok());
+  pipeline->Start();
+  Report report;
+  EngineWatchdog watchdog(absl::ZeroDuration(), report.Callback());
+  watchdog.WatchPipeline(pipeline.get(), absl::ZeroDuration(), absl::Milliseconds(50));
+  watchdog.WatchPipeline(nullptr, absl::Milliseconds(50), absl::Milliseconds(50));
+  engine->HoldBatches();
+  auto permit = pipeline->Admit();
+  ASSERT_TRUE(permit.ok());
+  absl::Notification answered;
+  EmbedRequestSpec spec;
+  InputSpec input;
+  input.text_a = "hello";
+  spec.inputs = {input};
+  pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr, *std::move(permit),
+                  [&](absl::StatusOr<EmbedResult>) { answered.Notify(); });
+  ASSERT_TRUE(engine->WaitForBatches(2, absl::Seconds(30)));  // the warm-up's, then this one
+  absl::SleepFor(absl::Milliseconds(500));                    // ten times the serving limit
+  engine->ReleaseBatches();
+  answered.WaitForNotification();
+  pipeline->Drain();
   pipeline.reset();
-  absl::SleepFor(absl::Milliseconds(300));
   EXPECT_FALSE(report.stuck.HasBeenNotified());
 }
 

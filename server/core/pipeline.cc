@@ -176,11 +176,9 @@ absl::Status Pipeline::Warmup() {
 
 absl::Status Pipeline::WarmupEncode(const EncoderBatch& batch, const OutputSelection& selection,
                                     EncoderOutput* output) {
-  const absl::Time start = absl::Now();
   warmup_busy_.Begin();
   absl::Status status = engine_->Encode(batch, selection, output);
-  warmup_busy_.End();
-  longest_warmup_batch_ = std::max(longest_warmup_batch_, absl::Now() - start);
+  longest_warmup_batch_ = std::max(longest_warmup_batch_, warmup_busy_.End());
   return status;
 }
 

@@ -1,5 +1,7 @@
 #include "server/grpc/metrics.h"
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "server/grpc/status_map.h"
 
 namespace bert {
@@ -76,7 +78,20 @@ ServerMetrics::ServerMetrics()
                      .Help("Times the engine left a path for an equivalent one (same results, "
                            "usually slower), by path (what one count means: server/README.md); "
                            "the server log names the flag that turns the path off")
-                     .Register(*registry_)) {}
+                     .Register(*registry_)),
+      serving_(prometheus::BuildGauge()
+                   .Name("bert_serving")
+                   .Help("1 while the server's health is SERVING, 0 while loading, warming up, "
+                         "draining or after an engine failure")
+                   .Register(*registry_)
+                   .Add({})),
+      start_time_(prometheus::BuildGauge()
+                      .Name("process_start_time_seconds")
+                      .Help("Start time of the process since the Unix epoch, in seconds")
+                      .Register(*registry_)
+                      .Add({})) {
+  start_time_.Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+}
 
 ServerMetrics::~ServerMetrics() = default;
 
@@ -124,6 +139,8 @@ void ServerMetrics::RecordStages(const StageTiming& timing) {
 }
 
 void ServerMetrics::SetInFlight(int in_flight) { in_flight_.Set(in_flight); }
+
+void ServerMetrics::SetServing(bool serving) { serving_.Set(serving ? 1 : 0); }
 
 void ServerMetrics::SetDeviceMemoryReader(std::function<int64_t()> reader) {
   absl::MutexLock lock(&reader_mu_);

@@ -11,6 +11,9 @@
 //   bert_device_memory_used_bytes                     gauge, when a reader is installed
 //   bert_engine_fallbacks_total{path}                 counter: times the engine left a
 //                                                     default path (Engine::Fallbacks)
+//   bert_serving                                      gauge: 1 while health is SERVING
+//   process_start_time_seconds                        gauge: when the server started (Unix
+//                                                     time; a restart changes it)
 #ifndef BERT_SERVER_GRPC_METRICS_H_
 #define BERT_SERVER_GRPC_METRICS_H_
 
@@ -47,6 +50,8 @@ class ServerMetrics : public PipelineObserver {
   void RecordRequest(const std::string& method, grpc::StatusCode code, double total_seconds);
   void RecordStages(const StageTiming& timing);
   void SetInFlight(int in_flight);
+  // What the health service says: SERVING (true) or NOT_SERVING.
+  void SetServing(bool serving);
   // Polled on each batch: bytes of device memory in use (CUDA backends).
   void SetDeviceMemoryReader(std::function<int64_t()> reader);
 
@@ -68,6 +73,8 @@ class ServerMetrics : public PipelineObserver {
   prometheus::Counter& batches_failed_;
   prometheus::Gauge& device_memory_;
   prometheus::Family<prometheus::Counter>& fallbacks_;  // by path
+  prometheus::Gauge& serving_;
+  prometheus::Gauge& start_time_;
   absl::Mutex fallbacks_mu_;  // serialises OnEngineFallbacks' read-then-increment
   absl::Mutex reader_mu_;
   std::function<int64_t()> device_memory_reader_ ABSL_GUARDED_BY(reader_mu_);

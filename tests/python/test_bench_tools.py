@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -326,6 +327,12 @@ def test_host_path_dry_run():
         assert seq_s > 0 and us_per_seq > 0
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_the_serving_check_reports_the_servers_fallbacks(tmp_path, monkeypatch, capsys):
     """tools/gpu_serving_check.py reads the GPU server's bert_engine_fallbacks_total after its
     three calls and puts any fallback on its last line (a default path that did not run makes
@@ -342,14 +349,16 @@ def test_the_serving_check_reports_the_servers_fallbacks(tmp_path, monkeypatch, 
     for package, name in (("server", "bert_server"), ("client", "bert_client")):
         (bin_dir / name).symlink_to(bin_path(package, name))
     check.BIN, check.BACKEND = bin_dir, "cpu"
+    # Free ports instead of the check's fixed ones (other test runs may share this machine).
+    port, check.METRICS_PORT = free_port(), free_port()
     metrics = f"--metrics_address=127.0.0.1:{check.METRICS_PORT}"
     for extra, want in (
             (["--debug_engine_fault_word_id=101", "--debug_engine_fault=fallback"],
              "fallbacks: debug_fault=3"),
             ([], "fallbacks: none listed")):
-        proc = check.start_server("cpu", 50082, "float32", [metrics, *extra])
+        proc = check.start_server("cpu", port, "float32", [metrics, *extra])
         try:
-            answers = check.ask_three_times(50082)
+            answers = check.ask_three_times(port)
             assert check.judge(answers, answers[0]) == (True, 0.0)
             check.report_fallbacks("float32")
         finally:

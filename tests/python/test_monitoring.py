@@ -1,13 +1,15 @@
 """deploy/prometheus/bert-server-alerts.yml: it loads in Prometheus (promtool check rules),
 each alert fires when it should and not otherwise (promtool's unit tests in
-tests/data/prometheus/bert-server-alerts_test.yml), and every metric and label it reads is one
-that bert_server exports, so that a renamed metric cannot silently disarm an alert.
+tests/data/prometheus/bert-server-alerts_test.yml), those tests fail when any threshold of the
+rules is changed or any `for` dropped, and every metric and label the rules read is one that
+bert_server exports, so that a renamed metric cannot silently disarm an alert.
 promtool comes from tools/setup.sh --tests (into .venv/bin)."""
 import os
 import re
 import subprocess
 import sys
 
+import grpc
 import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -24,26 +26,67 @@ def promtool(*args):
     return subprocess.run([str(PROMTOOL), *args], capture_output=True, text=True, timeout=120)
 
 
+def load_rules(path=RULES):
+    return [rule for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"]]
+
+
 def test_the_rules_load_in_prometheus():
     r = promtool("check", "rules", str(RULES))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 6 rules found" in r.stdout, r.stdout
+    assert f"SUCCESS: {len(load_rules())} rules found" in r.stdout, r.stdout
 
 
 def test_each_alert_fires_when_it_should():
     r = promtool("test", "rules", str(RULE_TESTS))
     assert r.returncode == 0, r.stdout + r.stderr
     # Every alert of the file has a case.
-    alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"]
-              for rule in group["rules"]}
+    alerts = {rule["alert"] for rule in load_rules()}
     tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
     assert alerts == tested, alerts ^ tested
+
+
+def mutants(rule):
+    """(what, mutated rule) for each change the unit tests must notice: no `for`; each
+    comparison's threshold ten times higher and lower (> 0 becomes >= 0, == N becomes != N)."""
+    if "for" in rule:
+        yield "without its for", {k: v for k, v in rule.items() if k != "for"}
+    expr = rule["expr"]
+    for m in re.finditer(r"(>|==)\s*([0-9.]+)", expr):
+        op, number = m.group(1), float(m.group(2))
+        if op == "==":
+            changes = [f"!= {m.group(2)}"]
+        elif number == 0:
+            changes = [">= 0"]
+        else:
+            changes = [f"> {number * 10:g}", f"> {number / 10:g}"]
+        for change in changes:
+            yield (f"{m.group(0)} -> {change}",
+                   dict(rule, expr=expr[:m.start()] + change + expr[m.end():]))
+
+
+def test_the_unit_tests_notice_every_changed_threshold_and_dropped_for(tmp_path):
+    rules = load_rules()
+    tests = yaml.safe_load(RULE_TESTS.read_text())
+    tests["rule_files"] = ["rules.yml"]
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+    tried, survivors = 0, []
+    for i, rule in enumerate(rules):
+        for what, mutant in mutants(rule):
+            changed = rules[:i] + [mutant] + rules[i + 1:]
+            (tmp_path / "rules.yml").write_text(
+                yaml.safe_dump({"groups": [{"name": "bert-server", "rules": changed}]}))
+            tried += 1
+            if promtool("test", "rules", str(tmp_path / "tests.yml")).returncode == 0:
+                survivors.append(f"{rule['alert']}: {what}")
+    assert tried >= 2 * len(rules), tried
+    assert not survivors, survivors
 
 
 def selectors(expr):
     """(metric, {label: (op, value)}) for each metric selector of a PromQL expression."""
     found = []
-    for m in re.finditer(r"\b(bert_[a-z_]+)(\{([^}]*)\})?", expr):
+    for m in re.finditer(r"\b(bert_[a-z_]+|process_[a-z_]+)(\{([^}]*)\})?", expr):
         labels = {k: (op, v) for k, op, v in re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"',
                                                        m.group(3) or "")}
         found.append((m.group(1), labels))
@@ -70,16 +113,17 @@ def test_the_rules_read_only_what_the_server_exports():
         server.stub().Embed(pb2.EmbedRequest(
             inputs=[pb2.Input(tokens=pb2.TokenInput(input_word_ids=[101, 7, 102]))]), timeout=30)
         samples = exported(server.metrics_text())
-    used = [s for group in yaml.safe_load(RULES.read_text())["groups"]
-            for rule in group["rules"] for s in selectors(rule["expr"])]
+    used = [s for rule in load_rules() for s in selectors(rule["expr"])]
     assert {metric for metric, _ in used} == {
         "bert_requests_total", "bert_engine_batches_total", "bert_request_latency_seconds_bucket",
-        "bert_engine_fallbacks_total"}, used
+        "bert_request_latency_seconds_count", "bert_engine_fallbacks_total",
+        "process_start_time_seconds", "bert_serving"}, used
+    codes = {c.name for c in grpc.StatusCode}
     for metric, labels in used:
         assert metric in samples, f"the rules read {metric}, which the server does not export"
         for key, (op, value) in labels.items():
             assert any(key in s for s in samples[metric]), f"{metric} has no label {key}"
-            # Exact values the server writes from the start (gRPC codes appear only once a call
-            # ends with them).
-            if op == "=" and key in ("result", "stage"):
+            if key == "code":  # written once a call ends with it: a gRPC code's name
+                assert set(value.split("|")) <= codes, (metric, value)
+            elif op == "=":  # the server writes these from the start (le: a bucket bound)
                 assert any(s.get(key) == value for s in samples[metric]), (metric, key, value)

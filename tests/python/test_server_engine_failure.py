@@ -149,6 +149,23 @@ def test_a_warmup_that_hangs_is_stopped_by_the_watchdog():
         server.kill()
 
 
+def test_a_load_that_hangs_is_stopped_by_the_watchdog():
+    """The engine's creation is watched too (a GPU context that never comes up): the
+    server exits 1 after --engine_startup_watchdog_s, health never having said SERVING."""
+    server = Server(metrics=True, extra=["--debug_engine_fault_word_id=0",
+                                         "--debug_engine_fault=hang_in_load",
+                                         "--engine_startup_watchdog_s=2"], wait_serving=False)
+    try:
+        serving = metric_value(server.metrics_text(), "bert_serving")
+        assert server.proc.wait(timeout=30) == 1, server.log()
+        assert serving == 0
+        log = server.log()
+        assert 'msg="engine load stuck; exiting" phase=load' in log, log
+        assert "model loaded" not in log, log
+    finally:
+        server.kill()
+
+
 def test_fallbacks_are_counted_in_metrics_and_logged_with_the_flag_that_avoids_them():
     """A fallback from a default path (on the CUDA engine: a graph or a tuning it could not
     use; injected here) keeps the answers but costs speed: bert_engine_fallbacks_total{path}

@@ -251,6 +251,7 @@ def test_sigterm_answers_every_accepted_request_and_exits_zero():
 
 def test_metrics_content():
     pb2, _ = stubs()
+    before_start = time.time()
     with Server(metrics=True) as server:
         stub = server.stub()
         for _ in range(3):
@@ -275,6 +276,8 @@ def test_metrics_content():
         assert metric_value(text, "bert_requests_in_flight") == 0
         assert metric_value(text, "bert_device_memory_used_bytes") == 0
         assert "# TYPE bert_request_latency_seconds histogram" in text
+        assert metric_value(text, "bert_serving") == 1  # health is SERVING
+        assert before_start - 1 <= metric_value(text, "process_start_time_seconds") <= time.time()
         # Only /metrics is served.
         import urllib.error
         import urllib.request
