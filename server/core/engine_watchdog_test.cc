@@ -42,6 +42,19 @@ std::unique_ptr<Pipeline> MakePipeline(FakeEngine** engine) {
   return std::make_unique<Pipeline>(options, std::move(fake), *std::move(tokenizer), nullptr);
 }
 
+// Sends one call of "hello"; `answered` is notified when it is answered. False if not admitted.
+bool EmbedHello(Pipeline* pipeline, absl::Notification* answered) {
+  auto permit = pipeline->Admit();
+  if (!permit.ok()) return false;
+  EmbedRequestSpec spec;
+  InputSpec input;
+  input.text_a = "hello";
+  spec.inputs = {input};
+  pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr, *std::move(permit),
+                  [answered](absl::StatusOr<EmbedResult>) { answered->Notify(); });
+  return true;
+}
+
 TEST(EngineWatchdogTest, ALoadOverItsLimitIsStuck) {
   Report report;
   EngineWatchdog watchdog(absl::Milliseconds(100), report.Callback());
@@ -83,15 +96,8 @@ TEST(EngineWatchdogTest, AServedBatchOverTheServingLimitIsStuck) {
     absl::SleepFor(absl::Milliseconds(300));  // idle: never stuck
     EXPECT_FALSE(report.stuck.HasBeenNotified());
     engine->HoldBatches();
-    auto permit = pipeline->Admit();
-    ASSERT_TRUE(permit.ok());
     absl::Notification answered;
-    EmbedRequestSpec spec;
-    InputSpec input;
-    input.text_a = "hello";
-    spec.inputs = {input};
-    pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr, *std::move(permit),
-                    [&](absl::StatusOr<EmbedResult>) { answered.Notify(); });
+    ASSERT_TRUE(EmbedHello(pipeline.get(), &answered));
     const bool stuck = report.stuck.WaitForNotificationWithTimeout(absl::Seconds(30));
     engine->ReleaseBatches();
     answered.WaitForNotification();
@@ -130,15 +136,8 @@ TEST(EngineWatchdogTest, ADetachedPipelineIsNotWatched) {
   watchdog.WatchPipeline(pipeline.get(), absl::ZeroDuration(), absl::Milliseconds(50));
   watchdog.WatchPipeline(nullptr, absl::Milliseconds(50), absl::Milliseconds(50));
   engine->HoldBatches();
-  auto permit = pipeline->Admit();
-  ASSERT_TRUE(permit.ok());
   absl::Notification answered;
-  EmbedRequestSpec spec;
-  InputSpec input;
-  input.text_a = "hello";
-  spec.inputs = {input};
-  pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr, *std::move(permit),
-                  [&](absl::StatusOr<EmbedResult>) { answered.Notify(); });
+  ASSERT_TRUE(EmbedHello(pipeline.get(), &answered));
   ASSERT_TRUE(engine->WaitForBatches(2, absl::Seconds(30)));  // the warm-up's, then this one
   absl::SleepFor(absl::Milliseconds(500));                    // ten times the serving limit
   engine->ReleaseBatches();
