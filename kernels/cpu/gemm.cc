@@ -58,12 +58,112 @@ void BiasGeluErfRow(float* y, const float* bias, int n) {
   for (int i = 0; i < n; ++i) y[i] = GeluErfFast(y[i] + bias[i]);
 }
 
+// dot(a[0, n), b[0, n)) in float: the portable few-rows kernel, and the AVX2 one's tails.
+float Dot(const float* a, const float* b, int n) {
+  float sum = 0.0f;
+  for (int k = 0; k < n; ++k) sum += a[k] * b[k];
+  return sum;
+}
+
+void DotsPortable(const float* x, int rows, int in, const float* w, int o_begin, int o_end,
+                  float* y, int ld) {
+  for (int r = 0; r < rows; ++r) {
+    for (int o = o_begin; o < o_end; ++o) {
+      y[static_cast<int64_t>(r) * ld + o] =
+          Dot(x + static_cast<int64_t>(r) * in, w + static_cast<int64_t>(o) * in, in);
+    }
+  }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
+  const __m128 pairs = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 quads = _mm_add_ps(pairs, _mm_movehl_ps(pairs, pairs));
+  return _mm_cvtss_f32(_mm_add_ss(quads, _mm_shuffle_ps(quads, quads, 1)));
+}
+
+// y[r, o] = dot(x[r, :], w[o, :]) for every row and o in [o_begin, o_end): blocks of four
+// weight rows times two input rows, eight accumulators (enough to hide the FMA latency), each
+// weight vector loaded once per pair of input rows.
+__attribute__((target("avx2,fma"))) void DotsAvx2(const float* x, int rows, int in, const float* w,
+                                                  int o_begin, int o_end, float* y, int ld) {
+  const int in8 = in & ~7;
+  int o = o_begin;
+  for (; o + 4 <= o_end; o += 4) {
+    const float* w0 = w + static_cast<int64_t>(o) * in;
+    const float* w1 = w0 + in;
+    const float* w2 = w1 + in;
+    const float* w3 = w2 + in;
+    int r = 0;
+    for (; r + 2 <= rows; r += 2) {
+      const float* x0 = x + static_cast<int64_t>(r) * in;
+      const float* x1 = x0 + in;
+      __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+      __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+      for (int k = 0; k < in8; k += 8) {
+        const __m256 b0 = _mm256_loadu_ps(w0 + k), b1 = _mm256_loadu_ps(w1 + k);
+        const __m256 b2 = _mm256_loadu_ps(w2 + k), b3 = _mm256_loadu_ps(w3 + k);
+        const __m256 v0 = _mm256_loadu_ps(x0 + k);
+        a00 = _mm256_fmadd_ps(v0, b0, a00);
+        a01 = _mm256_fmadd_ps(v0, b1, a01);
+        a02 = _mm256_fmadd_ps(v0, b2, a02);
+        a03 = _mm256_fmadd_ps(v0, b3, a03);
+        const __m256 v1 = _mm256_loadu_ps(x1 + k);
+        a10 = _mm256_fmadd_ps(v1, b0, a10);
+        a11 = _mm256_fmadd_ps(v1, b1, a11);
+        a12 = _mm256_fmadd_ps(v1, b2, a12);
+        a13 = _mm256_fmadd_ps(v1, b3, a13);
+      }
+      float* y0 = y + static_cast<int64_t>(r) * ld + o;
+      float* y1 = y0 + ld;
+      y0[0] = HorizontalSum(a00) + Dot(x0 + in8, w0 + in8, in - in8);
+      y0[1] = HorizontalSum(a01) + Dot(x0 + in8, w1 + in8, in - in8);
+      y0[2] = HorizontalSum(a02) + Dot(x0 + in8, w2 + in8, in - in8);
+      y0[3] = HorizontalSum(a03) + Dot(x0 + in8, w3 + in8, in - in8);
+      y1[0] = HorizontalSum(a10) + Dot(x1 + in8, w0 + in8, in - in8);
+      y1[1] = HorizontalSum(a11) + Dot(x1 + in8, w1 + in8, in - in8);
+      y1[2] = HorizontalSum(a12) + Dot(x1 + in8, w2 + in8, in - in8);
+      y1[3] = HorizontalSum(a13) + Dot(x1 + in8, w3 + in8, in - in8);
+    }
+    if (r < rows) {  // an odd last row
+      const float* x0 = x + static_cast<int64_t>(r) * in;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int k = 0; k < in8; k += 8) {
+        const __m256 v0 = _mm256_loadu_ps(x0 + k);
+        a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w0 + k), a0);
+        a1 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w1 + k), a1);
+        a2 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w2 + k), a2);
+        a3 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w3 + k), a3);
+      }
+      float* y0 = y + static_cast<int64_t>(r) * ld + o;
+      y0[0] = HorizontalSum(a0) + Dot(x0 + in8, w0 + in8, in - in8);
+      y0[1] = HorizontalSum(a1) + Dot(x0 + in8, w1 + in8, in - in8);
+      y0[2] = HorizontalSum(a2) + Dot(x0 + in8, w2 + in8, in - in8);
+      y0[3] = HorizontalSum(a3) + Dot(x0 + in8, w3 + in8, in - in8);
+    }
+  }
+  // The last (out_end - o_begin) % 4 outputs.
+  for (; o < o_end; ++o) {
+    const float* wo = w + static_cast<int64_t>(o) * in;
+    for (int r = 0; r < rows; ++r) {
+      const float* xr = x + static_cast<int64_t>(r) * in;
+      __m256 a = _mm256_setzero_ps();
+      for (int k = 0; k < in8; k += 8) {
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + k), _mm256_loadu_ps(wo + k), a);
+      }
+      y[static_cast<int64_t>(r) * ld + o] = HorizontalSum(a) + Dot(xr + in8, wo + in8, in - in8);
+    }
+  }
+}
+#endif  // defined(__x86_64__)
+
 }  // namespace
 
-void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue epilogue) {
+void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue epilogue, int ld) {
   if (epilogue == Epilogue::kNone) return;
+  if (ld == 0) ld = features;
   for (int r = 0; r < rows; ++r) {
-    float* yr = y + static_cast<int64_t>(r) * features;
+    float* yr = y + static_cast<int64_t>(r) * ld;
     switch (epilogue) {
       case Epilogue::kNone:
         break;
@@ -89,6 +189,24 @@ void Linear(const float* x, int rows, int in_features, const float* weight, cons
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_features, in_features, 1.0f, x,
               in_features, weight, in_features, 0.0f, y, out_features);
   ApplyEpilogue(y, rows, out_features, bias, epilogue);
+}
+
+void LinearFewRows(const float* x, int rows, int in_features, const float* weight,
+                   const float* bias, int out_features, Epilogue epilogue, int out_begin,
+                   int out_end, float* y) {
+  if (rows <= 0 || out_begin >= out_end) return;
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) {
+    DotsAvx2(x, rows, in_features, weight, out_begin, out_end, y, out_features);
+  } else {
+    DotsPortable(x, rows, in_features, weight, out_begin, out_end, y, out_features);
+  }
+#else
+  DotsPortable(x, rows, in_features, weight, out_begin, out_end, y, out_features);
+#endif
+  ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
+                bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
 }
 
 }  // namespace cpu

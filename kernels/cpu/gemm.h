@@ -18,7 +18,20 @@ void Linear(const float* x, int rows, int in_features, const float* weight, cons
 
 // Applies `epilogue` in place to y[rows, features] (the part of Linear after the GEMM), so
 // that callers can run the GEMM with Epilogue::kNone and split the epilogue across threads.
-void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue epilogue);
+// `ld`: the distance between rows of y (0: `features`).
+void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue epilogue,
+                   int ld = 0);
+
+// Linear for few rows (a short sentence alone in its batch), restricted to the output
+// features [out_begin, out_end), so that threads can split a layer by its outputs: y[r, o] for
+// every row r and o in the range, in y's full layout [rows, out_features]. Each weight row is
+// read where it lies, once per pair of input rows; sgemm instead copies (packs) the whole
+// weight matrix on every call, which costs more than the arithmetic when rows are few
+// (bench/RESULTS_cpu.md). Same function as Linear, to float rounding (another summation
+// order). Any number of rows, but it pays only for few (the caller picks: CpuEngine).
+void LinearFewRows(const float* x, int rows, int in_features, const float* weight,
+                   const float* bias, int out_features, Epilogue epilogue, int out_begin,
+                   int out_end, float* y);
 
 }  // namespace cpu
 }  // namespace bert

@@ -49,6 +49,9 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
   if (options.max_batch_tokens < 0) {
     return absl::InvalidArgumentError("cpu engine: max_batch_tokens must be >= 0");
   }
+  if (options.few_rows_max < 0) {
+    return absl::InvalidArgumentError("cpu engine: few_rows_max must be >= 0");
+  }
   const ModelWeights& w = model->weights;
   const ModelConfig& c = model->config;
   if (static_cast<int>(w.layers.size()) != c.num_layers ||
@@ -56,13 +59,16 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
     return absl::InvalidArgumentError("cpu engine: model weights do not match its config");
   }
   const int threads = options.threads > 0 ? options.threads : AvailableCores();
-  std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(model), threads));
+  std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(model), threads, options.few_rows_max));
   if (options.max_batch_tokens > 0) engine->Reserve(options.max_batch_tokens);
   return engine;
 }
 
-CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads)
-    : model_(std::move(model)), pool_(threads), cpu_name_(CpuModelName()) {
+CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads, int few_rows_max)
+    : model_(std::move(model)),
+      pool_(threads),
+      cpu_name_(CpuModelName()),
+      few_rows_max_(few_rows_max) {
   // The pool provides the parallelism; OpenBLAS threads would compete with it. The setting
   // is process-wide (see cpu_engine.h).
   openblas_set_num_threads(1);
@@ -100,6 +106,18 @@ int CpuEngine::NumParts(int rows, int min_rows, int target_rows) const {
 
 void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
                                const float* bias, int out, cpu::Epilogue epilogue, float* y) {
+  if (rows <= few_rows_max_) {
+    // By output features, in multiples of 8 (the kernel's blocks of 4 stay whole), one part
+    // per thread: each thread reads only its share of the weights.
+    const int blocks = (out + 7) / 8;
+    const int parts = std::max(1, std::min(pool_.num_threads(), blocks));
+    pool_.ParallelFor(parts, [&](int p) {
+      const int o0 = std::min(out, 8 * PartBegin(blocks, p, parts));
+      const int o1 = std::min(out, 8 * PartBegin(blocks, p + 1, parts));
+      cpu::LinearFewRows(x, rows, in, weight.data.data(), bias, out, epilogue, o0, o1, y);
+    });
+    return;
+  }
   const int parts = NumParts(rows, /*min_rows=*/16, /*target_rows=*/256);
   pool_.ParallelFor(parts, [&](int p) {
     const int r0 = PartBegin(rows, p, parts);

@@ -3,7 +3,8 @@
 // Threads: the engine owns a pool of `threads` threads and splits every op into parts by
 // rows (GEMMs, LayerNorm) or sequences (embeddings, attention) that the threads claim as they
 // become free; OpenBLAS itself is set (process-wide, when an engine is built) to one thread
-// so that the two never compete for cores.
+// so that the two never compete for cores. Batches of few rows (a short sentence alone) take
+// cpu::LinearFewRows instead of OpenBLAS, split by output features.
 // Workspace buffers grow to the largest batch seen (or are sized up front from `max_batch_tokens`)
 // and are reused: no large allocation per call after warm-up. The model is shared and read-only.
 // Not thread-safe (see Engine).
@@ -25,6 +26,11 @@ namespace bert {
 struct CpuEngineOptions {
   int threads = 0;           // 0: every core this process may use.
   int max_batch_tokens = 0;  // > 0: allocate the workspace for this many rows up front.
+  // Batches of at most this many rows run their Linear layers on cpu::LinearFewRows, which
+  // reads the weights in place, instead of OpenBLAS sgemm, which copies them on every call:
+  // 2-3x faster at one row, even around 16-32 rows (bench/RESULTS_cpu.md). 0: never.
+  int few_rows_max = kDefaultFewRowsMax;
+  static constexpr int kDefaultFewRowsMax = 32;
 };
 
 class CpuEngine : public Engine {
@@ -41,12 +47,12 @@ class CpuEngine : public Engine {
                       EncoderOutput* output) override;
 
  private:
-  CpuEngine(std::shared_ptr<const Model> model, int threads);
+  CpuEngine(std::shared_ptr<const Model> model, int threads, int few_rows_max);
 
   void Reserve(int rows);
   // How many parts to split `rows` rows into (see the .cc).
   int NumParts(int rows, int min_rows, int target_rows) const;
-  // Runs Linear over row blocks in parallel.
+  // Runs Linear over row blocks in parallel (or LinearFewRows over blocks of outputs).
   void ParallelLinear(const float* x, int rows, int in, const HostTensor& weight, const float* bias,
                       int out, cpu::Epilogue epilogue, float* y);
   void ParallelLayerNorm(const float* x, const float* bias, const float* residual,
@@ -56,6 +62,7 @@ class CpuEngine : public Engine {
   std::shared_ptr<const Model> model_;
   ThreadPool pool_;
   std::string cpu_name_;
+  const int few_rows_max_;
   int capacity_rows_ = 0;
   // Workspace, each [capacity_rows_, width].
   std::vector<float> hidden_;        // H: the residual stream

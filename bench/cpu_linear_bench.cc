@@ -1,0 +1,107 @@
+// The CPU Linear layer with few rows: OpenBLAS sgemm (cpu::Linear) against our few-rows
+// kernel (cpu::LinearFewRows), one thread each, per row count and layer shape, to choose the
+// row count below which the CPU engine takes the few-rows kernel (bench/RESULTS_cpu.md).
+//
+//   bazel run -c opt //bench:cpu_linear_bench -- --rows=1,2,4,8,16,32,64,128
+//
+// Method: per (shape, rows), the two kernels run in turn `--rounds` times (each round: one
+// call of each, alternating which goes first); the median microseconds of each are printed.
+// The weights (out x in floats) are distinct per shape and are not re-read between calls, as
+// in a forward where each layer's weights come once per batch: a fresh buffer of the same
+// size is touched between rounds so that neither kernel finds them in cache.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "kernels/cpu/gemm.h"
+
+ABSL_FLAG(std::string, rows, "1,2,4,8,16,32,64,128", "comma-separated row counts");
+ABSL_FLAG(int, rounds, 15, "timed calls of each kernel per row count");
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int in, out;
+};
+
+std::vector<float> Random(size_t n, int seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& f : v) f = u(rng);
+  return v;
+}
+
+double Micros(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  std::vector<int> row_counts;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_rows), ',')) {
+    int r = 0;
+    if (!absl::SimpleAtoi(part, &r) || r < 1) {
+      std::fprintf(stderr, "bad --rows entry: %s\n", std::string(part).c_str());
+      return 2;
+    }
+    row_counts.push_back(r);
+  }
+  const int rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
+  const Shape shapes[] = {{"MiniLM qkv 384->1152", 384, 1152},
+                          {"MiniLM ffn-down 1536->384", 1536, 384},
+                          {"BERT-base qkv 768->2304", 768, 2304},
+                          {"BERT-base ffn-up 768->3072", 768, 3072},
+                          {"BERT-base ffn-down 3072->768", 3072, 768}};
+  // Larger than the last-level cache: touched between rounds to evict the weights.
+  std::vector<float> evict(48u << 20 >> 2, 1.0f);
+  float sink = 0.0f;
+  std::printf(
+      "| shape | rows | sgemm us | few-rows us | sgemm / few-rows |\n|---|---|---|---|---|\n");
+  for (const Shape& s : shapes) {
+    const std::vector<float> w = Random(static_cast<size_t>(s.out) * s.in, 1);
+    const std::vector<float> bias = Random(s.out, 2);
+    for (int rows : row_counts) {
+      const std::vector<float> x = Random(static_cast<size_t>(rows) * s.in, 3);
+      std::vector<float> y(static_cast<size_t>(rows) * s.out);
+      std::vector<double> blas, ours;
+      for (int round = 0; round < rounds; ++round) {
+        for (int turn = 0; turn < 2; ++turn) {
+          for (float& f : evict) f += 1.0f;
+          sink += evict[round];
+          const bool blas_turn = (turn == 0) == (round % 2 == 0);
+          const auto start = std::chrono::steady_clock::now();
+          if (blas_turn) {
+            bert::cpu::Linear(x.data(), rows, s.in, w.data(), bias.data(), s.out,
+                              bert::cpu::Epilogue::kBias, y.data());
+          } else {
+            bert::cpu::LinearFewRows(x.data(), rows, s.in, w.data(), bias.data(), s.out,
+                                     bert::cpu::Epilogue::kBias, 0, s.out, y.data());
+          }
+          const auto stop = std::chrono::steady_clock::now();
+          (blas_turn ? blas : ours).push_back(Micros(start, stop));
+          sink += y[0];
+        }
+      }
+      const double b = Median(blas), o = Median(ours);
+      std::printf("| %s | %d | %.1f | %.1f | %.2f |\n", s.name, rows, b, o, b / o);
+      std::fflush(stdout);
+    }
+  }
+  return sink == 12345.0f ? 1 : 0;  // keeps the work observable
+}
