@@ -2,13 +2,15 @@
 // kernel (cpu::LinearFewRows), one thread each, per row count and layer shape, to choose the
 // row count below which the CPU engine takes the few-rows kernel (bench/RESULTS_cpu.md).
 //
-//   bazel run -c opt //bench:cpu_linear_bench -- --rows=1,2,4,8,16,32,64,128
+//   taskset -c 1 bazel-bin/bench/cpu_linear_bench --rows=1,2,4,8,16,32,64,128
 //
 // Method: per (shape, rows), the two kernels run in turn `--rounds` times (each round: one
 // call of each, alternating which goes first); the median microseconds of each are printed.
-// The weights (out x in floats) are distinct per shape and are not re-read between calls, as
-// in a forward where each layer's weights come once per batch: a fresh buffer of the same
-// size is touched between rounds so that neither kernel finds them in cache.
+// OpenBLAS runs on one thread, as in the engine. Before every call a 48 MiB buffer (more than
+// the dev VM's L3) is read through, so that neither kernel finds the weights in cache, as in
+// a forward, where each layer's weights come once per batch.
+#include <cblas.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -53,6 +55,7 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  openblas_set_num_threads(1);
   std::vector<int> row_counts;
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_rows), ',')) {
     int r = 0;
@@ -68,8 +71,8 @@ int main(int argc, char** argv) {
                           {"BERT-base qkv 768->2304", 768, 2304},
                           {"BERT-base ffn-up 768->3072", 768, 3072},
                           {"BERT-base ffn-down 3072->768", 3072, 768}};
-  // Larger than the last-level cache: touched between rounds to evict the weights.
-  std::vector<float> evict(48u << 20 >> 2, 1.0f);
+  // Larger than the last-level cache: read before every call to evict the weights.
+  const std::vector<float> evict(48u << 20 >> 2, 1.0f);
   float sink = 0.0f;
   std::printf(
       "| shape | rows | sgemm us | few-rows us | sgemm / few-rows |\n|---|---|---|---|---|\n");
@@ -82,8 +85,9 @@ int main(int argc, char** argv) {
       std::vector<double> blas, ours;
       for (int round = 0; round < rounds; ++round) {
         for (int turn = 0; turn < 2; ++turn) {
-          for (float& f : evict) f += 1.0f;
-          sink += evict[round];
+          float sum = 0.0f;
+          for (size_t i = 0; i < evict.size(); i += 16) sum += evict[i];  // one per cache line
+          sink += sum;
           const bool blas_turn = (turn == 0) == (round % 2 == 0);
           const auto start = std::chrono::steady_clock::now();
           if (blas_turn) {

@@ -76,6 +76,10 @@ ABSL_FLAG(int, max_batch_delay_us, 2000,
 ABSL_FLAG(int, tokenization_workers, 0,
           "Threads that tokenize and assemble responses (0: one per usable CPU)");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
+ABSL_FLAG(int, cpu_few_rows_max, bert::CpuEngineOptions::kDefaultFewRowsMax,
+          "CPU engine: batches of at most this many rows run their Linear layers on the few-rows "
+          "kernel (weights read in place, outputs split across threads) instead of OpenBLAS; "
+          "0: never");
 // The CUDA engine's tuning switches: one flag per entry of bert::CudaTuningSwitches(), read
 // through that table (a switch without its flag here stops the server at startup; a flag
 // added here without a table entry would never be read).
@@ -315,6 +319,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   EngineOptions engine_options;
   engine_options.backend = absl::GetFlag(FLAGS_backend);
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+  engine_options.cpu_few_rows_max = absl::GetFlag(FLAGS_cpu_few_rows_max);
   engine_options.max_batch_tokens = max_batch_tokens;
   // The CUDA tuning flags above, read through the engine's table of them.
   for (const CudaTuningSwitch& s : CudaTuningSwitches()) {
@@ -426,7 +431,7 @@ int Validate() {
       absl::GetFlag(FLAGS_default_seq_length) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 ||
       absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1 ||
-      absl::GetFlag(FLAGS_engine_watchdog_s) < -1 ||
+      absl::GetFlag(FLAGS_cpu_few_rows_max) < 0 || absl::GetFlag(FLAGS_engine_watchdog_s) < -1 ||
       absl::GetFlag(FLAGS_engine_startup_watchdog_s) < -1) {
     BERT_LOG(kError) << "a numeric limit flag is out of range (see --help)";
     return 2;
@@ -446,6 +451,7 @@ void LogConfig() {
                   << LogKv("max_batch_delay_us", absl::GetFlag(FLAGS_max_batch_delay_us))
                   << LogKv("tokenization_workers", TokenizationWorkers())
                   << LogKv("cpu_threads", absl::GetFlag(FLAGS_cpu_threads))
+                  << LogKv("cpu_few_rows_max", absl::GetFlag(FLAGS_cpu_few_rows_max))
                   << LogKv("default_seq_length", absl::GetFlag(FLAGS_default_seq_length))
                   << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes))
                   << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))
@@ -664,7 +670,10 @@ int Run() {
   // (gRPC's own graceful Shutdown would also wait for health Watch streams, which never
   // end by themselves, so the server is shut down only once the pipeline is idle.)
   const bool drained = loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+  // Calls still arriving are being refused (UNAVAILABLE, at once); give those gRPC has already
+  // handed to us a second to get their answer out before the rest are cancelled. (Shutdown
+  // waits out the whole second only while a health Watch stream is open.)
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   if (!drained) {
     BERT_LOG(kWarning) << "requests still in flight after --drain_timeout_s; exiting"
                        << LogKv("in_flight", loaded->pipeline->in_flight());

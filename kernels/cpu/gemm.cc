@@ -191,20 +191,36 @@ void Linear(const float* x, int rows, int in_features, const float* weight, cons
   ApplyEpilogue(y, rows, out_features, bias, epilogue);
 }
 
+bool LinearFewRowsIsVectorized() {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2;
+#else
+  return false;
+#endif
+}
+
 void LinearFewRows(const float* x, int rows, int in_features, const float* weight,
                    const float* bias, int out_features, Epilogue epilogue, int out_begin,
                    int out_end, float* y) {
   if (rows <= 0 || out_begin >= out_end) return;
 #if defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) {
+  if (LinearFewRowsIsVectorized()) {
     DotsAvx2(x, rows, in_features, weight, out_begin, out_end, y, out_features);
-  } else {
-    DotsPortable(x, rows, in_features, weight, out_begin, out_end, y, out_features);
+    ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
+                  bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
+    return;
   }
-#else
-  DotsPortable(x, rows, in_features, weight, out_begin, out_end, y, out_features);
 #endif
+  LinearFewRowsPortableForTesting(x, rows, in_features, weight, bias, out_features, epilogue,
+                                  out_begin, out_end, y);
+}
+
+void LinearFewRowsPortableForTesting(const float* x, int rows, int in_features, const float* weight,
+                                     const float* bias, int out_features, Epilogue epilogue,
+                                     int out_begin, int out_end, float* y) {
+  if (rows <= 0 || out_begin >= out_end) return;
+  DotsPortable(x, rows, in_features, weight, out_begin, out_end, y, out_features);
   ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
                 bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
 }

@@ -28,10 +28,19 @@ void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue
 // read where it lies, once per pair of input rows; sgemm instead copies (packs) the whole
 // weight matrix on every call, which costs more than the arithmetic when rows are few
 // (bench/RESULTS_cpu.md). Same function as Linear, to float rounding (another summation
-// order). Any number of rows, but it pays only for few (the caller picks: CpuEngine).
+// order). Any number of rows, but it pays only for few (the caller picks: CpuEngine), and only
+// where LinearFewRowsIsVectorized(): elsewhere it is a plain loop, far slower than sgemm.
 void LinearFewRows(const float* x, int rows, int in_features, const float* weight,
                    const float* bias, int out_features, Epilogue epilogue, int out_begin,
                    int out_end, float* y);
+
+// Whether LinearFewRows runs vectorised on this CPU (x86-64 with AVX2 and FMA).
+bool LinearFewRowsIsVectorized();
+
+// Tests only: LinearFewRows's portable loop, whatever the CPU.
+void LinearFewRowsPortableForTesting(const float* x, int rows, int in_features, const float* weight,
+                                     const float* bias, int out_features, Epilogue epilogue,
+                                     int out_begin, int out_end, float* y);
 
 }  // namespace cpu
 }  // namespace bert

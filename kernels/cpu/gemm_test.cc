@@ -71,38 +71,41 @@ TEST(ApplyEpilogueTest, EqualsFusedLinear) {
   EXPECT_EQ(fused, split);
 }
 
-// The few-rows kernel: every epilogue, row counts around its pairs of rows, input lengths
-// around its 8-wide vectors, output ranges around its blocks of four; outputs outside the
-// range are left alone.
+// The few-rows kernel (the vectorised one where this CPU has it, and the portable loop):
+// every epilogue, row counts around its pairs of rows, input lengths around its 8-wide
+// vectors, output ranges around its blocks of four; outputs outside the range are left alone.
 TEST_P(LinearTest, FewRowsMatchesDoubleReferenceOnItsOutputRange) {
   const Epilogue e = GetParam();
-  for (auto [rows, in, out, begin, end] :
-       {std::tuple{1, 8, 4, 0, 4}, std::tuple{2, 7, 5, 0, 5}, std::tuple{3, 37, 13, 2, 11},
-        std::tuple{5, 64, 96, 0, 96}, std::tuple{17, 100, 24, 9, 10},
-        std::tuple{64, 384, 40, 4, 40}}) {
-    auto x = RandomVector(rows * in, 11);
-    auto w = RandomVector(out * in, 12, 0.1f);
-    auto b = RandomVector(out, 13);
-    std::vector<float> y(rows * out, -7.0f);
-    LinearFewRows(x.data(), rows, in, w.data(), e == Epilogue::kNone ? nullptr : b.data(), out, e,
-                  begin, end, y.data());
-    std::vector<double> ref(rows * (end - begin));
-    std::vector<float> got;
-    for (int r = 0; r < rows; ++r) {
-      for (int o = 0; o < out; ++o) {
-        const float value = y[r * out + o];
-        if (o < begin || o >= end) {
-          EXPECT_EQ(value, -7.0f) << "row " << r << " output " << o << " is outside the range";
-          continue;
+  for (const bool portable : {false, true}) {
+    for (auto [rows, in, out, begin, end] :
+         {std::tuple{1, 8, 4, 0, 4}, std::tuple{2, 7, 5, 0, 5}, std::tuple{3, 37, 13, 2, 11},
+          std::tuple{5, 64, 96, 0, 96}, std::tuple{17, 100, 24, 9, 10},
+          std::tuple{64, 384, 40, 4, 40}}) {
+      auto x = RandomVector(rows * in, 11);
+      auto w = RandomVector(out * in, 12, 0.1f);
+      auto b = RandomVector(out, 13);
+      std::vector<float> y(rows * out, -7.0f);
+      (portable ? LinearFewRowsPortableForTesting : LinearFewRows)(
+          x.data(), rows, in, w.data(), e == Epilogue::kNone ? nullptr : b.data(), out, e, begin,
+          end, y.data());
+      std::vector<double> ref(rows * (end - begin));
+      std::vector<float> got;
+      for (int r = 0; r < rows; ++r) {
+        for (int o = 0; o < out; ++o) {
+          const float value = y[r * out + o];
+          if (o < begin || o >= end) {
+            EXPECT_EQ(value, -7.0f) << "row " << r << " output " << o << " is outside the range";
+            continue;
+          }
+          double acc = e == Epilogue::kNone ? 0.0 : b[o];
+          for (int i = 0; i < in; ++i) acc += static_cast<double>(x[r * in + i]) * w[o * in + i];
+          ref[r * (end - begin) + o - begin] = Reference(e, acc);
+          got.push_back(value);
         }
-        double acc = e == Epilogue::kNone ? 0.0 : b[o];
-        for (int i = 0; i < in; ++i) acc += static_cast<double>(x[r * in + i]) * w[o * in + i];
-        ref[r * (end - begin) + o - begin] = Reference(e, acc);
-        got.push_back(value);
       }
+      EXPECT_LT(RelativeError(got, ref), 1e-6) << rows << "x" << in << "x" << out << portable;
+      EXPECT_LT(MaxAbsError(got, ref), 1e-5) << rows << "x" << in << "x" << out << portable;
     }
-    EXPECT_LT(RelativeError(got, ref), 1e-6) << rows << "x" << in << "x" << out;
-    EXPECT_LT(MaxAbsError(got, ref), 1e-5) << rows << "x" << in << "x" << out;
   }
 }
 

@@ -68,7 +68,9 @@ CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads, int few_ro
     : model_(std::move(model)),
       pool_(threads),
       cpu_name_(CpuModelName()),
-      few_rows_max_(few_rows_max) {
+      few_rows_limit_(!cpu::LinearFewRowsIsVectorized() ? 0
+                      : pool_.num_threads() == 1        ? std::min(few_rows_max, 16)
+                                                        : few_rows_max) {
   // The pool provides the parallelism; OpenBLAS threads would compete with it. The setting
   // is process-wide (see cpu_engine.h).
   openblas_set_num_threads(1);
@@ -106,14 +108,15 @@ int CpuEngine::NumParts(int rows, int min_rows, int target_rows) const {
 
 void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
                                const float* bias, int out, cpu::Epilogue epilogue, float* y) {
-  if (rows <= few_rows_max_) {
-    // By output features, in multiples of 8 (the kernel's blocks of 4 stay whole), one part
-    // per thread: each thread reads only its share of the weights.
-    const int blocks = (out + 7) / 8;
+  if (rows <= few_rows_limit_) {
+    // By output features, in blocks of 16 (whole cache lines of each output row; the
+    // kernel's blocks of 4 stay whole), one part per thread: each thread reads only its share
+    // of the weights.
+    const int blocks = (out + 15) / 16;
     const int parts = std::max(1, std::min(pool_.num_threads(), blocks));
     pool_.ParallelFor(parts, [&](int p) {
-      const int o0 = std::min(out, 8 * PartBegin(blocks, p, parts));
-      const int o1 = std::min(out, 8 * PartBegin(blocks, p + 1, parts));
+      const int o0 = std::min(out, 16 * PartBegin(blocks, p, parts));
+      const int o1 = std::min(out, 16 * PartBegin(blocks, p + 1, parts));
       cpu::LinearFewRows(x, rows, in, weight.data.data(), bias, out, epilogue, o0, o1, y);
     });
     return;

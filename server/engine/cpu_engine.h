@@ -27,8 +27,11 @@ struct CpuEngineOptions {
   int threads = 0;           // 0: every core this process may use.
   int max_batch_tokens = 0;  // > 0: allocate the workspace for this many rows up front.
   // Batches of at most this many rows run their Linear layers on cpu::LinearFewRows, which
-  // reads the weights in place, instead of OpenBLAS sgemm, which copies them on every call:
-  // 2-3x faster at one row, even around 16-32 rows (bench/RESULTS_cpu.md). 0: never.
+  // reads the weights in place, split by output features across the threads, instead of
+  // OpenBLAS sgemm, which copies them on every call and gets row parts of >= 16 rows. With one
+  // thread at most 16 rows (past that sgemm's kernel wins); not at all where the few-rows
+  // kernel is not vectorised (cpu::LinearFewRowsIsVectorized). Measured in
+  // bench/RESULTS_cpu.md. 0: never.
   int few_rows_max = kDefaultFewRowsMax;
   static constexpr int kDefaultFewRowsMax = 32;
 };
@@ -52,7 +55,8 @@ class CpuEngine : public Engine {
   void Reserve(int rows);
   // How many parts to split `rows` rows into (see the .cc).
   int NumParts(int rows, int min_rows, int target_rows) const;
-  // Runs Linear over row blocks in parallel (or LinearFewRows over blocks of outputs).
+  // Runs Linear over row blocks in parallel (or, for at most few_rows_limit_ rows,
+  // LinearFewRows over blocks of outputs).
   void ParallelLinear(const float* x, int rows, int in, const HostTensor& weight, const float* bias,
                       int out, cpu::Epilogue epilogue, float* y);
   void ParallelLayerNorm(const float* x, const float* bias, const float* residual,
@@ -62,7 +66,7 @@ class CpuEngine : public Engine {
   std::shared_ptr<const Model> model_;
   ThreadPool pool_;
   std::string cpu_name_;
-  const int few_rows_max_;
+  const int few_rows_limit_;  // see CpuEngineOptions::few_rows_max
   int capacity_rows_ = 0;
   // Workspace, each [capacity_rows_, width].
   std::vector<float> hidden_;        // H: the residual stream

@@ -157,6 +157,46 @@ TEST(CpuEngineTest, OneAndTwoThreadsAgree) {
   EXPECT_LE(MaxRelDiff(a.layers[1].data(), b.layers[1].data(), a.layers[1].size()), 1e-6);
 }
 
+// A batch of few rows takes the few-rows Linear kernel, split by output features across the
+// threads: it agrees with the OpenBLAS path, and bit for bit across thread counts (each output
+// is computed whole by one thread), also for widths that are not multiples of the split's
+// blocks of 16.
+TEST(CpuEngineTest, FewRowsPathAgreesWithOpenBlasOnAnyThreadCount) {
+  if (!cpu::LinearFewRowsIsVectorized()) GTEST_SKIP() << "the engine never takes it here";
+  ModelConfig c = SmallConfig();
+  c.hidden_size = 36;
+  c.num_heads = 3;
+  c.intermediate_size = 52;
+  auto model = std::make_shared<const Model>(RandomModel(c, 5));
+  EncoderBatch batch;  // 14 rows
+  const std::vector<Seq> seqs = Sequences();
+  batch.Add(seqs[0].words, seqs[0].types);
+  batch.Add(seqs[4].words, seqs[4].types);
+  ASSERT_EQ(batch.total_rows(), 14);
+  auto run = [&](int threads, int few_rows_max) {
+    CpuEngineOptions opts;
+    opts.threads = threads;
+    opts.few_rows_max = few_rows_max;
+    auto engine = CpuEngine::Create(model, opts);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    EncoderOutput out;
+    EXPECT_TRUE((*engine)->Encode(batch, Everything(), &out).ok());
+    return out;
+  };
+  const EncoderOutput openblas = run(1, 0);
+  const EncoderOutput first = run(1, 32);
+  EXPECT_LE(MaxRelDiff(first.sequence.data(), openblas.sequence.data(), openblas.sequence.size()),
+            1e-6);
+  EXPECT_LE(MaxRelDiff(first.pooled.data(), openblas.pooled.data(), openblas.pooled.size()), 1e-6);
+  EXPECT_NE(first.sequence, openblas.sequence);  // the other path did run
+  for (int threads : {2, 3, 5, 7}) {
+    const EncoderOutput out = run(threads, 32);
+    EXPECT_EQ(out.sequence, first.sequence) << threads << " threads";
+    EXPECT_EQ(out.layers, first.layers) << threads << " threads";
+    EXPECT_EQ(out.pooled, first.pooled) << threads << " threads";
+  }
+}
+
 TEST(CpuEngineTest, SelectionsAreConsistent) {
   auto engine = MakeEngine(SmallModel());
   const int h = 64;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/engine/cpu_engine.h"
 #include "server/engine/cuda_engine.h"
 #include "server/engine/engine.h"
 #include "server/engine/model.h"
@@ -19,7 +20,9 @@ namespace bert {
 struct EngineOptions {
   std::string backend = "auto";  // "auto", "cpu" or "cuda"
   DType dtype = DType::kFloat32;
-  int cpu_threads = 0;       // CPU backend: 0 = every available core.
+  int cpu_threads = 0;  // CPU backend: 0 = every available core.
+  // CPU backend: CpuEngineOptions::few_rows_max.
+  int cpu_few_rows_max = CpuEngineOptions::kDefaultFewRowsMax;
   int max_batch_tokens = 0;  // > 0: size workspaces for this many rows up front.
   // CUDA backend: every option but `dtype` and `max_batch_tokens`, which come from above
   // (max_batch_tokens 0: CudaEngineOptions' own default).

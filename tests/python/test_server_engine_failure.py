@@ -89,9 +89,12 @@ def test_a_broken_engine_stops_the_server_with_status_1():
             t.join(timeout=30)
             assert not t.is_alive(), "a call still waits after the server exited"
         # Every call that did not succeed ended with a clear status: the engine's error,
-        # UNAVAILABLE while draining, or no server any more.
+        # UNAVAILABLE while draining, or no server any more; or CANCELLED, for a call that
+        # raced the server's exit and was still unanswered when its grace after the drain ran
+        # out (seen once in CI, on a heavily loaded machine, when that grace was 200 ms).
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.INTERNAL,
-                              grpc.StatusCode.UNAVAILABLE}, codes
+                              grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, codes
+        assert codes.count(grpc.StatusCode.CANCELLED) <= 1, codes
         assert codes.count(grpc.StatusCode.OK) > 0, codes
         log = server.log()
         assert 'msg="engine failed; stopping"' in log, log
