@@ -29,18 +29,31 @@ Batcher::~Batcher() {
 }
 
 void Batcher::Enqueue(BatchItem item) {
+  std::vector<BatchItem> one;
+  one.push_back(std::move(item));
+  EnqueueAll(std::move(one));
+}
+
+void Batcher::EnqueueAll(std::vector<BatchItem> items) {
   // The one place an item's rows are settled: the budget, the batch and its stats use them.
-  item.rows = std::max(item.rows, static_cast<int>(item.word_ids.size()));
+  for (BatchItem& item : items) {
+    item.rows = std::max(item.rows, static_cast<int>(item.word_ids.size()));
+  }
   {
     absl::MutexLock lock(&mu_);
     if (!draining_) {
-      queued_rows_ += item.rows;
-      queue_.push_back(Queued{std::move(item), absl::Now()});
-      item.done = nullptr;
+      const absl::Time now = absl::Now();
+      for (BatchItem& item : items) {
+        queued_rows_ += item.rows;
+        queue_.push_back(Queued{std::move(item), now});
+      }
       ReportDepth();
+      return;
     }
   }
-  if (item.done) item.done(absl::UnavailableError("the server is shutting down"), BatchSlice{});
+  for (BatchItem& item : items) {
+    item.done(absl::UnavailableError("the server is shutting down"), BatchSlice{});
+  }
 }
 
 void Batcher::ReportDepth() {

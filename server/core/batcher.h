@@ -113,6 +113,9 @@ class Batcher {
 
   // Queues one sequence. After Drain() the item is completed with UNAVAILABLE.
   void Enqueue(BatchItem item);
+  // Queues sequences at once (a request's inputs): the batcher finds all of them queued or none,
+  // so that it does not cut a batch between them (beyond the token budget it still must).
+  void EnqueueAll(std::vector<BatchItem> items);
 
   // Stops taking items, runs everything already queued without waiting for the delay,
   // and returns when the engine has finished the last batch.

@@ -385,6 +385,30 @@ TEST(BatcherTest, DrainRunsQueuedItemsThenRefuses) {
   EXPECT_EQ(c[5].status.code(), absl::StatusCode::kUnavailable);
 }
 
+// EnqueueAll: the batcher finds a request's items all queued at once, so even without a
+// batching delay an idle engine gets them in one batch; after Drain every one is refused.
+TEST(BatcherTest, EnqueueAllKeepsItemsTogether) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_delay = absl::ZeroDuration();
+  std::vector<Completion> c(6);
+  Batcher batcher(&engine, options);
+  for (int round = 0; round < 2; ++round) {
+    std::vector<BatchItem> items;
+    for (int i = 0; i < 3; ++i) items.push_back(MakeItem({1, 2, 3}, 0, &c[3 * round + i]));
+    if (round == 1) batcher.Drain();
+    batcher.EnqueueAll(std::move(items));
+  }
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(c[i].done.WaitForNotificationWithTimeout(absl::Seconds(30))) << i;
+    EXPECT_EQ(c[i].status.code(), i < 3 ? absl::StatusCode::kOk : absl::StatusCode::kUnavailable)
+        << i;
+  }
+  const std::vector<FakeEngine::Record> batches = engine.batches();
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].num_sequences, 3);
+}
+
 // A batch that fails on an engine that stays healthy is that batch's error only; an engine
 // that reports itself unusable after a failed batch (Engine::Health) is reported once, and
 // the batches after it keep getting answers (its errors), so nothing waits.

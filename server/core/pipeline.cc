@@ -388,8 +388,8 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
       }
       workers_->Schedule([this, request, i, slice] { Assemble(request, i, slice); });
     };
-    batcher_->Enqueue(std::move(item));
   }
+  batcher_->EnqueueAll(std::move(items));
 }
 
 void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,

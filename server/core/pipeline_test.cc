@@ -331,6 +331,31 @@ TEST(PipelineTest, ObserverHearsTheEnginesFallbacks) {
   pipeline.Drain();
 }
 
+// A request's inputs reach the batcher together: with no batching delay at all, an idle
+// engine still gets them in one batch (the first one is not sent off alone).
+TEST(PipelineTest, ARequestsInputsFormOneBatchWithoutADelay) {
+  auto engine = std::make_unique<FakeEngine>(SmallEngine());
+  FakeEngine* fake = engine.get();
+  auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world"},
+                                             BertTokenizer::Options());
+  ASSERT_TRUE(tokenizer.ok());
+  PipelineOptions options;
+  options.max_batch_delay = absl::ZeroDuration();
+  Pipeline pipeline(options, std::move(engine), *std::move(tokenizer), nullptr);
+  ASSERT_TRUE(pipeline.Warmup().ok());
+  pipeline.Start();
+  for (int round = 0; round < 20; ++round) {
+    const size_t before = fake->batches().size();
+    EmbedRequestSpec spec;
+    spec.inputs = {Text("hello"), Text("world"), Text("hello world"), Text("world hello world")};
+    ASSERT_TRUE(EmbedSync(&pipeline, spec).ok());
+    const std::vector<FakeEngine::Record> batches = fake->batches();
+    ASSERT_EQ(batches.size(), before + 1) << "round " << round;
+    EXPECT_EQ(batches.back().num_sequences, 4) << "round " << round;
+  }
+  pipeline.Drain();
+}
+
 // Counts every hook.
 class CountingObserver : public PipelineObserver {
  public:
