@@ -2,9 +2,9 @@
 on the CPU backend with --debug_engine_fault_word_id): the call whose batch met it gets
 INTERNAL, the server turns NOT_SERVING at once, the calls in flight or arriving then get a
 clear error (none waits), and the server drains and exits with status 1, so that a supervisor
-restarts it. A batch that hangs (a hung GPU), served or in the warm-up, is stopped by the engine watchdog,
-also with status 1. A fallback from a default path is counted in /metrics and logged. A server
-without the fault keeps serving and exits 0."""
+restarts it. A batch that hangs (a hung GPU), served or in the warm-up, and an engine load that
+hangs are stopped by the engine watchdog, also with status 1. A fallback from a default path is
+counted in /metrics and logged. A server without the fault keeps serving and exits 0."""
 import os
 import sys
 import threading
