@@ -218,7 +218,7 @@ int TokenizationWorkers() {
 }
 
 // What the CUDA engine's warm-up (which runs every GEMM bucket and one graph capture and
-// replay) set up. Its fallbacks are logged by EngineFallbackLog.
+// replay) set up. Its fallbacks are logged by EngineLog.
 void LogCudaWarmup(const Engine& engine) {
   const auto* cuda = dynamic_cast<const CudaEngineTiming*>(&engine);
   if (cuda == nullptr) return;

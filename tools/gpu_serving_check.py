@@ -205,17 +205,20 @@ def report_fallbacks(dtype):
 
 
 def serving_check():
+    # The float32 CPU server's answers: the reference for every GPU dtype.
+    cpu = start_server("cpu", 50081, "float32")
+    try:
+        reference = embed(50081)
+    finally:
+        code = stop(cpu)
+        check("bert_server SIGTERM exit (cpu float32)", code == 0, str(code))
     for dtype in ("float32", "float16"):
-        started = [start_server("cpu", 50081, "float32")]
         failures_before = len(failures)
-        reference = None
+        gpu = None
         try:
-            reference = embed(50081)
-            # Inside the try: a GPU server that fails to start must not leave the CPU one
-            # running (holding its port and cores for the rest of the device call).
             try:
-                started.append(start_server(BACKEND, 50082, dtype,
-                                            [f"--metrics_address=127.0.0.1:{METRICS_PORT}"]))
+                gpu = start_server(BACKEND, 50082, dtype,
+                                   [f"--metrics_address=127.0.0.1:{METRICS_PORT}"])
                 answers = ask_three_times(50082)
             except (RuntimeError, AssertionError, subprocess.TimeoutExpired) as e:
                 check(f"bert_server {BACKEND} {dtype} starts and answers", False, repr(e)[-1500:])
@@ -228,9 +231,10 @@ def serving_check():
                   len(reference) == len(answers[0]) == 3 and worst <= TOL[dtype],
                   f"max rel {worst:.2e}")
         finally:
-            codes = [stop(p) for p in started]
-            check(f"bert_server SIGTERM exit ({dtype})", codes == [0] * len(started), str(codes))
-            if len(failures) > failures_before and reference is not None:
+            if gpu is not None:
+                code = stop(gpu)
+                check(f"bert_server SIGTERM exit ({dtype})", code == 0, str(code))
+            if len(failures) > failures_before:
                 print(f"bert_server {BACKEND} {dtype}: trying each default path turned off")
                 verdict = find_culprit(dtype, reference)
                 culprits.append(f"{dtype}: {verdict}")

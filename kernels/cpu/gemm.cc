@@ -14,6 +14,16 @@ namespace cpu {
 
 namespace {
 
+// Whether this CPU runs the AVX2+FMA kernels below (checked once).
+bool HasAvx2Fma() {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2;
+#else
+  return false;
+#endif
+}
+
 #if defined(__x86_64__)
 // The erf GELU dominates the epilogue's cost and std::erf does not vectorise: an AVX2+FMA
 // version of the rational erf (activation.h), chosen at run time so one binary runs on any
@@ -49,8 +59,7 @@ __attribute__((target("avx2,fma"))) void BiasGeluErfRowAvx2(float* y, const floa
 
 void BiasGeluErfRow(float* y, const float* bias, int n) {
 #if defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) {
+  if (HasAvx2Fma()) {
     BiasGeluErfRowAvx2(y, bias, n);
     return;
   }
@@ -191,38 +200,42 @@ void Linear(const float* x, int rows, int in_features, const float* weight, cons
   ApplyEpilogue(y, rows, out_features, bias, epilogue);
 }
 
-bool LinearFewRowsIsVectorized() {
-#if defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return avx2;
-#else
-  return false;
-#endif
+bool LinearFewRowsIsVectorized() { return HasAvx2Fma(); }
+
+namespace {
+
+using DotsFn = void (*)(const float* x, int rows, int in, const float* w, int o_begin, int o_end,
+                        float* y, int ld);
+
+// LinearFewRows with the given dot-product kernel.
+void FewRowsWith(DotsFn dots, const float* x, int rows, int in_features, const float* weight,
+                 const float* bias, int out_features, Epilogue epilogue, int out_begin, int out_end,
+                 float* y) {
+  if (rows <= 0 || out_begin >= out_end) return;
+  dots(x, rows, in_features, weight, out_begin, out_end, y, out_features);
+  ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
+                bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
 }
+
+}  // namespace
 
 void LinearFewRows(const float* x, int rows, int in_features, const float* weight,
                    const float* bias, int out_features, Epilogue epilogue, int out_begin,
                    int out_end, float* y) {
-  if (rows <= 0 || out_begin >= out_end) return;
 #if defined(__x86_64__)
-  if (LinearFewRowsIsVectorized()) {
-    DotsAvx2(x, rows, in_features, weight, out_begin, out_end, y, out_features);
-    ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
-                  bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
-    return;
-  }
+  const DotsFn dots = LinearFewRowsIsVectorized() ? DotsAvx2 : DotsPortable;
+#else
+  const DotsFn dots = DotsPortable;
 #endif
-  LinearFewRowsPortableForTesting(x, rows, in_features, weight, bias, out_features, epilogue,
-                                  out_begin, out_end, y);
+  FewRowsWith(dots, x, rows, in_features, weight, bias, out_features, epilogue, out_begin, out_end,
+              y);
 }
 
 void LinearFewRowsPortableForTesting(const float* x, int rows, int in_features, const float* weight,
                                      const float* bias, int out_features, Epilogue epilogue,
                                      int out_begin, int out_end, float* y) {
-  if (rows <= 0 || out_begin >= out_end) return;
-  DotsPortable(x, rows, in_features, weight, out_begin, out_end, y, out_features);
-  ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
-                bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
+  FewRowsWith(DotsPortable, x, rows, in_features, weight, bias, out_features, epilogue, out_begin,
+              out_end, y);
 }
 
 }  // namespace cpu

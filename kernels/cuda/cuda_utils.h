@@ -49,6 +49,12 @@ class CudaStatus {
   // True for cudaErrorMemoryAllocation / CUBLAS_STATUS_ALLOC_FAILED.
   bool out_of_memory() const { return out_of_memory_; }
   bool unsupported() const { return unsupported_; }
+  // This error (its kind kept) with `suffix` appended to its message; OK stays OK.
+  CudaStatus WithContext(const std::string& suffix) const {
+    CudaStatus s = *this;
+    if (!s.ok()) s.message_ += suffix;
+    return s;
+  }
 
  private:
   std::string message_;

@@ -328,6 +328,9 @@ CudaStatus Gemm::Heuristic(const Plan& plan, int max_count,
   const GemmDType dtype = plan.dtype;
   const int alignment = plan.alignment;
   results->clear();
+  if (options_.refuse_gelu_epilogue_for_testing && plan.epilogue == GemmEpilogue::kBiasGeluTanh) {
+    return CudaStatus::Unsupported("refused for the test (refuse_gelu_epilogue_for_testing)");
+  }
   cublasLtMatmulPreference_t pref = nullptr;
   BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
   const size_t ws = workspace_.bytes();
@@ -776,13 +779,10 @@ CudaStatus Gemm::RunImpl(GemmDType dtype, const void* x, int rows, int in_featur
     if (!plan.has_algo || !capturing) {
       const CudaStatus selected = SelectAlgo(&plan, key, capturing, ops, stream);
       if (!selected.ok()) {
-        std::string message =
-            selected.message() + " [" + DTypeName(dtype) + " GEMM rows=" + std::to_string(rows) +
+        return selected.WithContext(
+            " [" + std::string(DTypeName(dtype)) + " GEMM rows=" + std::to_string(rows) +
             " in=" + std::to_string(in_features) + " out=" + std::to_string(out_features) +
-            " epilogue=" + EpilogueName(epilogue) + "]";
-        return selected.unsupported()
-                   ? CudaStatus::Unsupported(std::move(message))
-                   : CudaStatus::Error(std::move(message), selected.out_of_memory());
+            " epilogue=" + EpilogueName(epilogue) + "]");
       }
     }
   }

@@ -136,6 +136,9 @@ struct GemmOptions {
   int force_custom_splits = 0;
   // Tests only: every timed run of a tuning candidate fails, as if no candidate could run.
   bool fail_timing_for_testing = false;
+  // Tests only: the heuristic finds no algorithm for the GELU epilogue, as if cuBLASLt had
+  // none (Run returns CudaStatus::Unsupported, enqueuing nothing).
+  bool refuse_gelu_epilogue_for_testing = false;
 };
 
 class Gemm {

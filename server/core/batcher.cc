@@ -221,12 +221,10 @@ void Batcher::RunBatch(Batch batch) {
   stats.num_sequences = static_cast<int>(batch.items.size());
 
   auto output = std::make_shared<EncoderOutput>();
-  const absl::Time start = absl::Now();
+  const absl::Time start = absl::Now();  // the items' queue time ends here
   busy_.Begin();
   absl::Status status = engine_->Encode(encoder_batch, selection, output.get());
-  busy_.End();
-  const absl::Time end = absl::Now();
-  stats.inference_us = absl::ToInt64Microseconds(end - start);
+  stats.inference_us = absl::ToInt64Microseconds(busy_.End());
   stats.status = status;
 
   // Stats first, so that metrics already count a batch whose answers a client has seen.

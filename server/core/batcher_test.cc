@@ -385,12 +385,19 @@ TEST(BatcherTest, DrainRunsQueuedItemsThenRefuses) {
   EXPECT_EQ(c[5].status.code(), absl::StatusCode::kUnavailable);
 }
 
-// EnqueueAll: the batcher finds a request's items all queued at once, so even without a
-// batching delay an idle engine gets them in one batch; after Drain every one is refused.
+// EnqueueAll: the batcher finds a request's items all queued at once (the queue's depth goes
+// from 0 to 3 in one step), so even without a batching delay an idle engine gets them in one
+// batch; after Drain every one is refused.
 TEST(BatcherTest, EnqueueAllKeepsItemsTogether) {
   FakeEngine engine(EngineOptions());
+  absl::Mutex mu;
+  std::vector<int> depths;
   BatcherOptions options;
   options.max_batch_delay = absl::ZeroDuration();
+  options.on_queue_depth = [&](int depth) {
+    absl::MutexLock lock(&mu);
+    depths.push_back(depth);
+  };
   std::vector<Completion> c(6);
   Batcher batcher(&engine, options);
   for (int round = 0; round < 2; ++round) {
@@ -407,6 +414,8 @@ TEST(BatcherTest, EnqueueAllKeepsItemsTogether) {
   const std::vector<FakeEngine::Record> batches = engine.batches();
   ASSERT_EQ(batches.size(), 1u);
   EXPECT_EQ(batches[0].num_sequences, 3);
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(depths, (std::vector<int>{3, 0}));
 }
 
 // A batch that fails on an engine that stays healthy is that batch's error only; an engine
@@ -505,11 +514,7 @@ TEST(BatcherTest, BusyForCountsTheRunningBatchOnly) {
   EXPECT_EQ(batcher.BusyFor(), absl::ZeroDuration());
   engine.HoldBatches();
   batcher.Enqueue(MakeItem({1, 2}, 0, &c));
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (engine.batches().empty() && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  if (engine.batches().empty()) {
+  if (!engine.WaitForBatches(1, absl::Seconds(30))) {
     engine.ReleaseBatches();  // so that the Batcher can drain
     FAIL() << "the batch never reached the engine";
   }

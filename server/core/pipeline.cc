@@ -118,11 +118,8 @@ absl::Status Pipeline::Warmup() {
   selection.sequence = true;
   for (int l = 0; l < config.num_layers; ++l) selection.layers.push_back(l);
   EncoderOutput output;
-  absl::Status status = WarmupEncode(batch, selection, &output);
-  if (!status.ok()) {
-    return absl::Status(status.code(), absl::StrCat("warm-up at ", sequences, " x ", rows,
-                                                    " rows failed: ", status.message()));
-  }
+  RETURN_IF_ERROR(WarmupEncode(batch, selection, &output,
+                               absl::StrCat("warm-up at ", sequences, " x ", rows, " rows")));
   if (!options_.warmup_row_buckets) return absl::OkStatus();
   OutputSelection pooled;
   pooled.pooled = engine_->has_pooler();
@@ -145,11 +142,8 @@ absl::Status Pipeline::Warmup() {
       bucket.Add(words, {}, 0);
       left -= static_cast<int>(words.size());
     }
-    status = WarmupEncode(bucket, pooled, &output);
-    if (!status.ok()) {
-      return absl::Status(status.code(),
-                          absl::StrCat("warm-up at ", total, " rows failed: ", status.message()));
-    }
+    RETURN_IF_ERROR(
+        WarmupEncode(bucket, pooled, &output, absl::StrCat("warm-up at ", total, " rows")));
     if (total == options_.max_batch_tokens) break;
   }
   RETURN_IF_ERROR(CheckRepeatable());
@@ -164,22 +158,20 @@ absl::Status Pipeline::Warmup() {
       const int32_t word = s % config.vocab_size;
       many.Add(absl::MakeConstSpan(&word, 1), {}, 0);
     }
-    status = WarmupEncode(many, pooled, &output);
-    if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat("warm-up at ", count,
-                                                      " sequences failed: ", status.message()));
-    }
+    RETURN_IF_ERROR(
+        WarmupEncode(many, pooled, &output, absl::StrCat("warm-up at ", count, " sequences")));
     if (count == options_.max_batch_tokens) break;
   }
   return absl::OkStatus();
 }
 
 absl::Status Pipeline::WarmupEncode(const EncoderBatch& batch, const OutputSelection& selection,
-                                    EncoderOutput* output) {
+                                    EncoderOutput* output, absl::string_view what) {
   warmup_busy_.Begin();
-  absl::Status status = engine_->Encode(batch, selection, output);
+  const absl::Status status = engine_->Encode(batch, selection, output);
   longest_warmup_batch_ = std::max(longest_warmup_batch_, warmup_busy_.End());
-  return status;
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(what, " failed: ", status.message()));
 }
 
 absl::Duration Pipeline::EngineBusyFor() const {
@@ -210,11 +202,8 @@ absl::Status Pipeline::CheckRepeatable() {
   EncoderOutput first;
   for (int run = 0; run < 3; ++run) {
     EncoderOutput output;
-    absl::Status status = WarmupEncode(batch, selection, &output);
-    if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat("warm-up repeat check, run ", run,
-                                                      " failed: ", status.message()));
-    }
+    RETURN_IF_ERROR(
+        WarmupEncode(batch, selection, &output, absl::StrCat("warm-up repeat check, run ", run)));
     if (run == 0) {
       first = std::move(output);
       continue;

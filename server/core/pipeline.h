@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/core/admission.h"
 #include "server/core/batcher.h"
@@ -135,9 +136,9 @@ class Pipeline {
   // Warm-up: one small batch three times (on the CUDA engine: eager, graph capture, replay);
   // INTERNAL unless the three agree (bit for bit; to rounding in float32).
   absl::Status CheckRepeatable();
-  // engine_->Encode, timed by warmup_busy_.
+  // engine_->Encode, timed by warmup_busy_; an error is prefixed with "<what> failed: ".
   absl::Status WarmupEncode(const EncoderBatch& batch, const OutputSelection& selection,
-                            EncoderOutput* output);
+                            EncoderOutput* output, absl::string_view what);
   void TokenizeAndEnqueue(std::shared_ptr<Request> request);
   void Assemble(const std::shared_ptr<Request>& request, int index, const BatchSlice& slice);
   void Finish(const std::shared_ptr<Request>& request, absl::Status status);

@@ -405,6 +405,7 @@ absl::Status CudaEngine<T>::Init() {
   gemm_options.custom_gemm = options_.custom_gemm;
   gemm_options.programmatic_launch = programmatic_;
   gemm_options.force_custom_splits = options_.force_custom_gemm_splits;
+  gemm_options.refuse_gelu_epilogue_for_testing = options_.testing.refuse_gelu_epilogue;
   RETURN_IF_ERROR(ToStatus(cuda::Gemm::Create(gemm_options, &gemm_), "creating cuBLASLt"));
   RETURN_IF_ERROR(ToStatus(staging_.Allocate(staging_values), "allocating staging"));
 
@@ -936,12 +937,9 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                                    "attention output"));
     Mark("ffn_up_gemm");
     if (GeluInEpilogue()) {
-      const cuda::CudaStatus fused =
-          options_.testing.refuse_gelu_epilogue
-              ? cuda::CudaStatus::Unsupported("refused for the test (testing.refuse_gelu_epilogue)")
-              : gemm_->Run<T>(hidden_.get(), rows, h, L.intermediate_weight.get(),
-                              L.intermediate_bias.get(), inter, cuda::GemmEpilogue::kBiasGeluTanh,
-                              ffn_.get(), stream);
+      const cuda::CudaStatus fused = gemm_->Run<T>(
+          hidden_.get(), rows, h, L.intermediate_weight.get(), L.intermediate_bias.get(), inter,
+          cuda::GemmEpilogue::kBiasGeluTanh, ffn_.get(), stream);
       if (fused.unsupported()) {
         // A refusal enqueues nothing: do this GEMM, and every later one, the other way.
         path_stats_.gelu_epilogue_refused = 1;

@@ -120,7 +120,8 @@ struct CudaEngineOptions {
     // in a process of its own.
     enum class DeviceFault { kNone, kRefusedLaunch, kTrap };
     DeviceFault device_fault = DeviceFault::kNone;
-    // Act as if cuBLASLt had no algorithm for the GELU epilogue.
+    // Act as if cuBLASLt had no algorithm for the GELU epilogue (GemmOptions::
+    // refuse_gelu_epilogue_for_testing: the refusal goes through Gemm::Run as a real one does).
     bool refuse_gelu_epilogue = false;
   };
   Testing testing;

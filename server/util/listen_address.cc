@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/util/status_macros.h"
 
 namespace bert {
 
@@ -55,7 +56,7 @@ absl::Status CheckUnixSocketFree(const std::string& address) {
 absl::Status AddExclusiveListeningPort(const std::string& address,
                                        std::shared_ptr<grpc::ServerCredentials> credentials,
                                        grpc::ServerBuilder* builder, int* port) {
-  if (absl::Status free = CheckUnixSocketFree(address); !free.ok()) return free;
+  RETURN_IF_ERROR(CheckUnixSocketFree(address));
   builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder->AddListeningPort(address, std::move(credentials), port);
   return absl::OkStatus();

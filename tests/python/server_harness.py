@@ -153,6 +153,20 @@ class Server:
                 health_pb2.HealthCheckRequest(service=service), timeout=5)
             return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
+    def watch_health(self, seen, service="", timeout=60):
+        """Appends each status of a grpc.health.v1 Watch stream on `service` to `seen` until
+        the stream ends (the server went away, or `timeout`). Blocks: run it in a thread."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        channel = self.channel()
+        try:
+            for reply in health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(service=service), timeout=timeout):
+                seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        except grpc.RpcError:
+            pass  # the server went away
+        finally:
+            channel.close()
+
     def wait_serving(self, timeout=120):
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -70,14 +70,20 @@ def test_the_unit_tests_notice_every_changed_threshold_and_dropped_for(tmp_path)
     tests = yaml.safe_load(RULE_TESTS.read_text())
     tests["rule_files"] = ["rules.yml"]
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+
+    def passes(with_rules):
+        (tmp_path / "rules.yml").write_text(
+            yaml.safe_dump({"groups": [{"name": "bert-server", "rules": with_rules}]}))
+        return promtool("test", "rules", str(tmp_path / "tests.yml")).returncode == 0
+
+    # Control: the rules as they are, written the same way, pass (so a mutant's failure is the
+    # mutation's doing, not the copy's).
+    assert passes(rules)
     tried, survivors = 0, []
     for i, rule in enumerate(rules):
         for what, mutant in mutants(rule):
-            changed = rules[:i] + [mutant] + rules[i + 1:]
-            (tmp_path / "rules.yml").write_text(
-                yaml.safe_dump({"groups": [{"name": "bert-server", "rules": changed}]}))
             tried += 1
-            if promtool("test", "rules", str(tmp_path / "tests.yml")).returncode == 0:
+            if passes(rules[:i] + [mutant] + rules[i + 1:]):
                 survivors.append(f"{rule['alert']}: {what}")
     assert tried >= 2 * len(rules), tried
     assert not survivors, survivors

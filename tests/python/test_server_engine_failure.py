@@ -18,20 +18,6 @@ from server_harness import Server, metric_value, stubs  # noqa: E402
 TRIGGER = 1000  # in the tiny model's 1,024-id vocab (the fault is armed after the warm-up)
 
 
-def watch_health(server, seen):
-    """Appends each status of a grpc.health.v1 Watch stream to `seen` until it ends."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    channel = server.channel()
-    try:
-        for reply in health_pb2_grpc.HealthStub(channel).Watch(
-                health_pb2.HealthCheckRequest(service="bert.v1.BertService"), timeout=60):
-            seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-    except grpc.RpcError:
-        pass  # the server went away
-    finally:
-        channel.close()
-
-
 def request(pb2, ids):
     return pb2.EmbedRequest(inputs=[pb2.Input(tokens=pb2.TokenInput(input_word_ids=ids))],
                             heads=[pb2.HEAD_POOLED])
@@ -44,7 +30,8 @@ def test_a_broken_engine_stops_the_server_with_status_1():
         stub = server.stub()
         assert len(stub.Embed(request(pb2, [101, 7, 102]), timeout=30).results) == 1
         health_seen = []
-        watcher = threading.Thread(target=watch_health, args=(server, health_seen))
+        watcher = threading.Thread(target=server.watch_health,
+                                   args=(health_seen, "bert.v1.BertService"))
         watcher.start()
 
         # Calls kept in flight from other threads while the engine breaks.

@@ -205,20 +205,12 @@ def test_sigterm_answers_every_accepted_request_and_exits_zero():
     server = Server(extra=["--max_concurrent_requests=64"])
     try:
         stub = server.stub()
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-        watch_channel = server.channel()
-        watch = health_pb2_grpc.HealthStub(watch_channel).Watch(
-            health_pb2.HealthCheckRequest(service=""), timeout=60)
         statuses = []
-
-        def watch_all():
-            try:
-                for r in watch:
-                    statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(r.status))
-            except grpc.RpcError:
-                pass
-        watcher = threading.Thread(target=watch_all, daemon=True)
+        watcher = threading.Thread(target=server.watch_health, args=(statuses,), daemon=True)
         watcher.start()
+        deadline = time.time() + 30
+        while not statuses and time.time() < deadline:  # the watch has its first answer
+            time.sleep(0.01)
         futures = [stub.Embed.future(heavy_request(pb2, n_inputs=8, seq_length=256), timeout=120)
                    for _ in range(12)]
         time.sleep(0.3)  # accepted and in flight
