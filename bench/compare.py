@@ -27,14 +27,21 @@ def main():
     else:
         print("(no Hugging Face results)")
     variants = []
+    # The shapes in table order: ours, then those only variants ran (when the defaults failed,
+    # the run3_config variant ran every shape in their place).
+    shapes = {(r["dtype"], r["shape"], r["batch"]): r for r in ours}
     for arg in sys.argv[3:]:
         name, _, path = arg.partition("=")
         rows = load(path)  # empty when missing or cut off mid-write
         if rows:
             by = {(r["dtype"], r["shape"], r["batch"]): r["gpu_ms"] for r in rows}
             variants.append((name, by))
+            for r in rows:
+                shapes.setdefault((r["dtype"], r["shape"], r["batch"]), r)
         else:
             print(f"(no results for variant {name}: {path})")
+    if not ours:
+        print("(no results with the defaults)")
     hf_by = {}
     for r in hf:
         hf_by[(r["mode"], r["dtype"], r["shape"], r["batch"])] = r["gpu_ms"]
@@ -42,8 +49,8 @@ def main():
           " HF compile ms | HF compile-ro ms | best HF / ours |"
           + "".join(f" ours {name} ms |" for name, _ in variants))
     print("|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(variants))
-    for r in ours:
-        key = (r["dtype"], r["shape"], r["batch"])
+    ours_keys = {(r["dtype"], r["shape"], r["batch"]) for r in ours}
+    for key, r in shapes.items():
         cells = []
         best = None
         for mode in ("eager", "compile", "compile-ro"):
@@ -51,14 +58,18 @@ def main():
             cells.append(f"{ms:.3f}" if ms is not None else "–")
             if ms is not None:
                 best = ms if best is None else min(best, ms)
-        ms = r["gpu_ms"]
-        ratio = f"{best / ms:.2f}x" if best is not None and ms > 0 else "–"
         extra = ""
         for _, by in variants:
             v = by.get(key)
             extra += f" {v:.3f} |" if v is not None else " – |"
-        print(f"| {r['dtype']} | {r['shape']} | {r['batch']} | {r['real_tokens']} | {ms:.3f} | "
-              f"{r['batch'] / ms * 1e3:,.0f} | {r['real_tokens'] / ms * 1e3:,.0f} | "
+        if key in ours_keys:
+            ms = r["gpu_ms"]
+            ratio = f"{best / ms:.2f}x" if best is not None and ms > 0 else "–"
+            mine = (f"{ms:.3f} | {r['batch'] / ms * 1e3:,.0f} | "
+                    f"{r['real_tokens'] / ms * 1e3:,.0f}")
+        else:
+            ratio, mine = "–", "– | – | –"
+        print(f"| {r['dtype']} | {r['shape']} | {r['batch']} | {r['real_tokens']} | {mine} | "
               + " | ".join(cells) + f" | {ratio} |" + extra)
     return 0
 

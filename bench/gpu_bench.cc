@@ -14,7 +14,8 @@
 // The CUDA tuning flags are bert_server's, with its defaults (CudaTuningSwitches in
 // server/engine/cuda_engine.h): --cuda_graphs, --cuda_graph_max_rows, --fused_gelu,
 // --gemm_autotune, --custom_gemm, --cuda_pdl, --cuda_attention_double_buffer,
-// --residual_in_gemm, --cuda_overlap_copies; with graphs, warm-up includes the capture.
+// --residual_in_gemm, --cuda_overlap_copies, --cuda_attention_tile,
+// --cuda_layer_norm_hoist_max_rows; with graphs, warm-up includes the capture.
 // --outputs: what each Encode returns, the pooled vectors (default) or every layer's output
 // (encoder_outputs: what --cuda_overlap_copies is for). Each result line names the flags it
 // ran with that differ from the defaults ("defaults" if none). --check_flags: print what the
@@ -271,8 +272,10 @@ absl::Status BenchDType(const GpuBenchOptions& o, const std::shared_ptr<const Mo
   const CudaPathStats ps = timing->path_stats();
   std::printf(
       "ours %-5s paths enqueued: %lld residual-in-GEMM GEMMs, %lld double-buffered attention "
-      "launches, %lld copies on the copy stream\n",
-      name.c_str(), ps.residual_gemms, ps.double_buffered_attention, ps.copy_stream_copies);
+      "launches, %lld copies on the copy stream, attention launches by query tile: %lld of 16 "
+      "rows, %lld of 32, %lld of 64\n",
+      name.c_str(), ps.residual_gemms, ps.double_buffered_attention, ps.copy_stream_copies,
+      ps.attention_tiles[0], ps.attention_tiles[1], ps.attention_tiles[2]);
   // Whether our split-K GEMM took part (timed, dropped for disagreeing, chosen, forced).
   const cuda::GemmStats gm = timing->gemm_stats();
   std::printf(

@@ -102,6 +102,12 @@ ABSL_FLAG(bool, cuda_pdl, bert::CudaEngineOptions().programmatic_launch,
 ABSL_FLAG(bool, cuda_attention_double_buffer, bert::CudaEngineOptions().attention_double_buffer,
           "CUDA backend, float16/bfloat16: attention copies the next key tile while computing "
           "on the current one (two K/V buffers; same results)");
+ABSL_FLAG(int, cuda_attention_tile, bert::CudaEngineOptions().attention_tile,
+          "CUDA backend, float16/bfloat16: the attention kernel's query tile, 16, 32 or 64 rows; "
+          "0: chosen per batch (shorter tiles where 64 rows would leave SMs idle; same results)");
+ABSL_FLAG(int, cuda_layer_norm_hoist_max_rows, bert::CudaEngineOptions().layer_norm_hoist_max_rows,
+          "CUDA backend: batches of at most this many rows run the LayerNorm that loads its "
+          "parameters before its reductions; 0: never (same results)");
 ABSL_FLAG(bool, custom_gemm, bert::CudaEngineOptions().custom_gemm,
           "CUDA backend, float16/bfloat16, with --gemm_autotune: also time our split-K GEMM "
           "kernel for batches of at most 256 rows (used where faster and in agreement with "

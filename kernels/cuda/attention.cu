@@ -491,23 +491,24 @@ void LaunchMma(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, i
   }
 }
 
+// Returns the query-tile height launched.
 template <typename T, int D, bool kDoubleBuffer>
-void LaunchMmaForTile(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
-                      int max_rows, int num_heads, float scale_log2, T* out, cudaStream_t stream,
-                      AttentionTile tile, bool programmatic) {
+int LaunchMmaForTile(const T* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
+                     int max_rows, int num_heads, float scale_log2, T* out, cudaStream_t stream,
+                     AttentionTile tile, bool programmatic) {
   switch (MmaWarps(tile, num_seqs, max_rows, num_heads)) {
     case 1:
       LaunchMma<T, D, 1, kDoubleBuffer>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
                                         scale_log2, out, stream, programmatic);
-      break;
+      return plan::MmaBlockM(1);
     case 2:
       LaunchMma<T, D, 2, kDoubleBuffer>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
                                         scale_log2, out, stream, programmatic);
-      break;
+      return plan::MmaBlockM(2);
     default:
       LaunchMma<T, D, 4, kDoubleBuffer>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
                                         scale_log2, out, stream, programmatic);
-      break;
+      return plan::MmaBlockM(4);
   }
 }
 
@@ -532,13 +533,13 @@ AttentionLaunch LaunchForHeadDim(const T* qkv, const int32_t* cu_rows, const int
     // less shared memory).
     AttentionLaunch launch;
     launch.double_buffered_kv = options.double_buffer_kv && max_rows > kBlockN;
-    if (launch.double_buffered_kv) {
-      LaunchMmaForTile<T, D, true>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
-                                   scale_log2, out, stream, options.tile, options.programmatic);
-    } else {
-      LaunchMmaForTile<T, D, false>(qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads,
-                                    scale_log2, out, stream, options.tile, options.programmatic);
-    }
+    launch.tile_rows = launch.double_buffered_kv
+                           ? LaunchMmaForTile<T, D, true>(
+                                 qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2,
+                                 out, stream, options.tile, options.programmatic)
+                           : LaunchMmaForTile<T, D, false>(
+                                 qkv, cu_rows, num_valid, num_seqs, max_rows, num_heads, scale_log2,
+                                 out, stream, options.tile, options.programmatic);
     return launch;
   }
 }

@@ -81,6 +81,9 @@ struct AttentionLaunch {
   // The double-buffered K/V kernel: fp16/bf16 with double_buffer_kv and more than one key
   // tile (max_rows > 64). false also when nothing was launched.
   bool double_buffered_kv = false;
+  // The tensor-core kernel's query-tile height (16, 32 or 64 rows: `tile`, or what kAuto
+  // chose); 0 for fp32 and when nothing was launched.
+  int tile_rows = 0;
 };
 
 template <typename T>

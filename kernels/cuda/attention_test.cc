@@ -460,6 +460,12 @@ class VarlenAttentionTileIdentityTest : public ::testing::TestWithParam<Identity
       if (HasFatalFailure()) return;
       // Two K/V buffers only where there is a next key tile to copy (more than 64 rows).
       EXPECT_EQ(launch.double_buffered_kv, double_buffer && in.batch.max_rows > 64);
+      // The height asked for, or the one kAuto resolves to.
+      const AttentionTile ran = options.tile != AttentionTile::kAuto
+                                    ? options.tile
+                                    : ChooseAttentionTile(static_cast<int>(in.batch.rows.size()),
+                                                          in.batch.max_rows, in.batch.num_heads);
+      EXPECT_EQ(launch.tile_rows, static_cast<int>(ran));
       ASSERT_EQ(got.size(), base.size());
       int64_t differ = 0;
       for (size_t i = 0; i < got.size(); ++i) {

@@ -115,6 +115,39 @@ void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, 
                   " residual=" + (with_residual ? "1" : "0"));
 }
 
+// The two LayerNorm variants (gamma/beta loaded before or after the reductions; the row
+// count picks one, CudaEngineOptions::layer_norm_hoist_max_rows moves the limit) differ only in
+// when they load, so they must give the same bits.
+template <typename T>
+void CheckLayerNormVariantsAgree(RowShape s) {
+  std::mt19937 rng = FreshRng();
+  const size_t n = static_cast<size_t>(s.rows) * s.hidden;
+  std::vector<float> x = RandomVector(n, rng, 2.0f), residual = RandomVector(n, rng),
+                     bias = RandomVector(s.hidden, rng, 0.5f);
+  std::vector<float> gamma = RandomVector(s.hidden, rng, 0.3f), beta = RandomVector(s.hidden, rng);
+  for (float& g : gamma) g += 1.0f;
+  DeviceArray<T> d_x(x), d_res(residual), d_bias(bias), d_early(n), d_late(n);
+  DeviceArray<float> d_gamma(gamma), d_beta(beta);
+  ASSERT_STATUS_OK(d_late.status());
+  ASSERT_CUDA_OK(d_early.Poison());
+  ASSERT_CUDA_OK(d_late.Poison());
+  ASSERT_CUDA_OK(LaunchAddBiasResidualLayerNorm<T>(
+      d_x.get(), d_bias.get(), d_res.get(), d_gamma.get(), d_beta.get(), s.rows, s.hidden, 1e-12f,
+      d_early.get(), nullptr, /*programmatic=*/false, /*hoist_max_rows=*/s.rows));
+  ASSERT_CUDA_OK(LaunchAddBiasResidualLayerNorm<T>(
+      d_x.get(), d_bias.get(), d_res.get(), d_gamma.get(), d_beta.get(), s.rows, s.hidden, 1e-12f,
+      d_late.get(), nullptr, /*programmatic=*/false, /*hoist_max_rows=*/0));
+  ASSERT_CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<float> early = d_early.Download(), late = d_late.Download();
+  EXPECT_EQ(CountNonFinite(early), 0u);
+  EXPECT_TRUE(early == late) << "rows=" << s.rows << " hidden=" << s.hidden;
+}
+
+TEST_P(RowKernelTest, LayerNormVariantsGiveTheSameBits) {
+  const auto [dtype, shape] = GetParam();
+  DISPATCH_DTYPE(dtype, CheckLayerNormVariantsAgree, shape);
+}
+
 TEST_P(RowKernelTest, AddBiasResidualLayerNorm) {
   const auto [dtype, shape] = GetParam();
   DISPATCH_DTYPE(dtype, CheckAddBiasResidualLayerNorm, shape, dtype, true, false);
@@ -149,7 +182,7 @@ TEST_P(RowKernelTest, BiasGelu) {
 
 const TestDType kAllDTypes[] = {TestDType::kF32, TestDType::kF16, TestDType::kBF16};
 
-// 2100 x 768 is past kHoistParamsMaxRows (layer_norm.cu): the other LayerNorm variant.
+// 2100 x 768 is past kDefaultLayerNormHoistMaxRows (layer_norm.h): the other LayerNorm variant.
 INSTANTIATE_TEST_SUITE_P(Shapes, RowKernelTest,
                          ::testing::Combine(::testing::ValuesIn(kAllDTypes),
                                             ::testing::Values(RowShape{1, 768}, RowShape{7, 384},

@@ -13,11 +13,6 @@ namespace {
 using internal::kLnWarpsPerBlock;
 using internal::LnColumn;
 
-// Batches of at most this many rows hoist the gamma/beta loads (LnNormalizeStore): with 4
-// rows per block that is <= 512 blocks, under 4 per SM on an H100/H200, where occupancy does
-// not limit the kernel but per-row latency does.
-constexpr int kHoistParamsMaxRows = 2048;
-
 // No __restrict__ on residual/out: they may alias.
 template <typename T, int kVec, int kChunks, bool kHoistParams>
 __global__ void AddBiasResidualLnKernel(const T* x, const T* bias, const T* residual,
@@ -70,11 +65,12 @@ struct LaunchAddBiasResidualLn {
   T* out;
   cudaStream_t stream;
   bool programmatic;
+  int hoist_max_rows;
 
   template <int kVec, int kChunks>
   void operator()() const {
     // The launch error is left for the caller's cudaGetLastError().
-    internal::LaunchKernel(rows <= kHoistParamsMaxRows
+    internal::LaunchKernel(rows <= hoist_max_rows
                                ? AddBiasResidualLnKernel<T, kVec, kChunks, true>
                                : AddBiasResidualLnKernel<T, kVec, kChunks, false>,
                            internal::LnGrid(rows), internal::LnBlock(), 0, stream, programmatic, x,
@@ -88,7 +84,7 @@ template <typename T>
 cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* residual,
                                            const float* gamma, const float* beta, int rows,
                                            int hidden, float eps, T* out, cudaStream_t stream,
-                                           bool programmatic) {
+                                           bool programmatic, int hoist_max_rows) {
   if (hidden <= 0 || hidden > kMaxLayerNormHidden || rows < 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   constexpr int kV = internal::VecWidth<T>::value;
@@ -97,8 +93,8 @@ cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* r
                           internal::IsAligned<16>(out) &&
                           (bias == nullptr || internal::IsAligned<16>(bias)) &&
                           internal::IsAligned<16>(gamma) && internal::IsAligned<16>(beta);
-  const LaunchAddBiasResidualLn<T> launch{x,      bias, residual, gamma,  beta,        rows,
-                                          hidden, eps,  out,      stream, programmatic};
+  const LaunchAddBiasResidualLn<T> launch{
+      x, bias, residual, gamma, beta, rows, hidden, eps, out, stream, programmatic, hoist_max_rows};
   if (!internal::DispatchLnTiling<T>(hidden, vectorized, launch)) return cudaErrorInvalidValue;
   return cudaGetLastError();
 }
@@ -106,7 +102,7 @@ cudaError_t LaunchAddBiasResidualLayerNorm(const T* x, const T* bias, const T* r
 #define BERT_INSTANTIATE(T)                                                                    \
   template cudaError_t LaunchAddBiasResidualLayerNorm<T>(const T*, const T*, const T*,         \
                                                          const float*, const float*, int, int, \
-                                                         float, T*, cudaStream_t, bool);
+                                                         float, T*, cudaStream_t, bool, int);
 BERT_INSTANTIATE(float)
 BERT_INSTANTIATE(__half)
 BERT_INSTANTIATE(__nv_bfloat16)

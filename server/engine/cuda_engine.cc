@@ -33,6 +33,13 @@ using cuda::DeviceBuffer;
 using GraphFault = CudaEngineOptions::Testing::GraphFault;
 using DeviceFault = CudaEngineOptions::Testing::DeviceFault;
 
+// The options' header is CUDA-free, so it spells the kernels' constants out.
+static_assert(CudaEngineOptions().layer_norm_hoist_max_rows == cuda::kDefaultLayerNormHoistMaxRows);
+static_assert(static_cast<int>(cuda::AttentionTile::kAuto) == 0 &&
+              static_cast<int>(cuda::AttentionTile::kRows16) == 16 &&
+              static_cast<int>(cuda::AttentionTile::kRows32) == 32 &&
+              static_cast<int>(cuda::AttentionTile::kRows64) == 64);
+
 absl::Status ToStatus(const CudaStatus& s, const char* what) {
   if (s.ok()) return absl::OkStatus();
   const std::string msg = absl::StrCat("CUDA engine: ", what, ": ", s.message());
@@ -311,7 +318,7 @@ absl::Status CudaEngine<T>::ProjectAddNorm(const T* x, int in_features, const T*
   Mark(norm_op);
   const cudaError_t normed = cuda::LaunchAddBiasResidualLayerNorm<T>(
       scratch, in_gemm ? nullptr : bias, in_gemm ? nullptr : hidden_.get(), gamma, beta, rows, h,
-      c.layer_norm_eps, hidden_.get(), stream, programmatic_);
+      c.layer_norm_eps, hidden_.get(), stream, programmatic_, options_.layer_norm_hoist_max_rows);
   if (normed == cudaSuccess) return absl::OkStatus();
   return CudaCall(normed, absl::StrCat(block, " LayerNorm").c_str());
 }
@@ -320,14 +327,6 @@ template <typename T>
 absl::Status CudaEngine<T>::Init() {
   const ModelConfig& c = model_->config;
   const ModelWeights& w = model_->weights;
-  if (options_.max_batch_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CUDA engine: max_batch_tokens must be >= 1, got ", options_.max_batch_tokens));
-  }
-  if (options_.max_graph_rows < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CUDA engine: max_graph_rows must be >= 0, got ", options_.max_graph_rows));
-  }
   if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
     return absl::FailedPreconditionError(absl::StrCat("CUDA engine: hidden_size ", c.hidden_size,
                                                       " is not a multiple of num_heads ",
@@ -921,6 +920,7 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                  "QKV GEMM"));
     Mark("attention");
     cuda::AttentionOptions attention;
+    attention.tile = static_cast<cuda::AttentionTile>(options_.attention_tile);  // validated
     attention.double_buffer_kv = options_.attention_double_buffer;
     attention.programmatic = programmatic_;
     const cuda::AttentionLaunch launched =
@@ -928,6 +928,11 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                                        c.head_dim(), context_.get(), stream, attention);
     RETURN_IF_ERROR(CudaCall(cudaGetLastError(), "attention"));
     if (launched.double_buffered_kv) ++path_stats_.double_buffered_attention;
+    if (launched.tile_rows > 0) {  // 16, 32 or 64 rows
+      ++path_stats_.attention_tiles[launched.tile_rows == 16   ? 0
+                                    : launched.tile_rows == 32 ? 1
+                                                               : 2];
+    }
     // The QKV buffer is free after attention: it takes the projections' outputs.
     T* projected = qkv_.get();
     Mark("attn_out_gemm");
@@ -1025,6 +1030,7 @@ int CudaDeviceCount() {
 absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const Model> model,
                                                          const CudaEngineOptions& options) {
   if (model == nullptr) return absl::InvalidArgumentError("CUDA engine: no model");
+  RETURN_IF_ERROR(ValidateCudaEngineOptions(options));
   int count = 0;
   const CudaStatus devices = cuda::CountDevices(&count);
   if (!devices.ok()) {

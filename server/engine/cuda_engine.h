@@ -103,6 +103,15 @@ struct CudaEngineOptions {
   // Copy outputs back on a second stream, so that copying one layer's output overlaps the
   // next layers' compute (encoder_outputs); false: every copy on the compute stream.
   bool overlap_copies = true;
+  // float16/bfloat16 attention: the query-tile height, 16, 32 or 64 rows; 0: chosen per batch
+  // from the grid size (cuda::AttentionTile::kAuto: a shorter tile where the 64-row grid would
+  // leave SMs idle, i.e. small batches). Same results bit for bit. 64 is the tile every batch
+  // had before the rule, in the GPU runs bench/NOTES.md records.
+  int attention_tile = 0;
+  // Batches of at most this many rows run the LayerNorm variant that loads gamma/beta before
+  // the row's reductions (cuda::kDefaultLayerNormHoistMaxRows, kernels/cuda/layer_norm.h,
+  // says why); 0: never. Same results bit for bit.
+  int layer_norm_hoist_max_rows = 2048;
   // Tests only (no flag sets these; all off in production): faults injected to exercise the
   // engine's fallbacks.
   struct Testing {
@@ -152,11 +161,16 @@ std::vector<std::pair<std::string, std::string>> CudaTuningValues(const CudaEngi
 absl::Status SetCudaTuning(absl::string_view flag, absl::string_view value,
                            CudaEngineOptions* options);
 
-// Errors: FAILED_PRECONDITION when no usable GPU is present (no driver/device) or the model
-// shape is unsupported (head_dim not 32/64/128, hidden > 1024); RESOURCE_EXHAUSTED when the
-// weights plus workspace do not fit in free device memory or an allocation fails;
-// INVALID_ARGUMENT for max_batch_tokens < 1 or max_graph_rows < 0; INTERNAL for other
-// CUDA/cuBLAS faults.
+// INVALID_ARGUMENT, naming the option, for a value out of its range: max_batch_tokens < 1,
+// max_graph_rows < 0, attention_tile not 0/16/32/64, layer_norm_hoist_max_rows < 0. Needs
+// no GPU (CreateCudaEngine checks it first).
+absl::Status ValidateCudaEngineOptions(const CudaEngineOptions& options);
+
+// Errors: INVALID_ARGUMENT for options ValidateCudaEngineOptions refuses; FAILED_PRECONDITION
+// when no usable GPU is present (no driver/device) or the model shape is unsupported
+// (head_dim not 32/64/128, hidden > 1024); RESOURCE_EXHAUSTED when the weights plus workspace
+// do not fit in free device memory or an allocation fails; INTERNAL for other CUDA/cuBLAS
+// faults.
 absl::StatusOr<std::unique_ptr<Engine>> CreateCudaEngine(std::shared_ptr<const Model> model,
                                                          const CudaEngineOptions& options);
 
@@ -190,7 +204,7 @@ struct CudaGraphStats {
   std::string last_capture_error;  // why the last one failed (empty if none did)
 };
 
-// Counters of the paths three options select (for tests and benchmarks: an option dropped on
+// Counters of the paths options select (for tests and benchmarks: an option dropped on
 // its way to the kernels leaves its counter at 0). Counted on the host when a forward is enqueued:
 // an eager forward counts, and so does a graph capture (also one that then fails and runs
 // eagerly), but replays of a captured graph do not, so these count enqueues, not GPU runs.
@@ -203,6 +217,9 @@ struct CudaPathStats {
   long long double_buffered_attention = 0;
   // overlap_copies: output copies issued on the second (copy) stream.
   long long copy_stream_copies = 0;
+  // attention_tile: fp16/bf16 attention launches by query-tile height, [0] 16 rows, [1] 32,
+  // [2] 64 (fp32 counts none).
+  long long attention_tiles[3] = {0, 0, 0};
   // fused_gelu: 1 once cuBLASLt refused the GELU epilogue and the engine switched to the
   // separate bias + GELU pass for good.
   int gelu_epilogue_refused = 0;

@@ -22,6 +22,8 @@ const std::vector<CudaTuningSwitch>& CudaTuningSwitches() {
       {"cuda_attention_double_buffer", &O::attention_double_buffer, nullptr},
       {"residual_in_gemm", &O::residual_in_gemm, nullptr},
       {"cuda_overlap_copies", &O::overlap_copies, nullptr},
+      {"cuda_attention_tile", nullptr, &O::attention_tile},
+      {"cuda_layer_norm_hoist_max_rows", nullptr, &O::layer_norm_hoist_max_rows},
   };
   return *switches;
 }
@@ -65,6 +67,28 @@ absl::Status SetCudaTuning(absl::string_view flag, absl::string_view value,
     return absl::OkStatus();
   }
   return absl::NotFoundError(absl::StrCat("no CUDA engine option --", flag));
+}
+
+absl::Status ValidateCudaEngineOptions(const CudaEngineOptions& options) {
+  if (options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA engine: max_batch_tokens must be >= 1, got ", options.max_batch_tokens));
+  }
+  // The tuning switches by their flags' names, as a user sets them.
+  if (options.max_graph_rows < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--cuda_graph_max_rows must be >= 0, got ", options.max_graph_rows));
+  }
+  const int tile = options.attention_tile;
+  if (tile != 0 && tile != 16 && tile != 32 && tile != 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--cuda_attention_tile must be 0 (chosen per batch), 16, 32 or 64, got ", tile));
+  }
+  if (options.layer_norm_hoist_max_rows < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--cuda_layer_norm_hoist_max_rows must be >= 0, got ", options.layer_norm_hoist_max_rows));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace bert

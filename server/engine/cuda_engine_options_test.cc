@@ -19,7 +19,7 @@ TEST(CudaTuningSwitches, EachIsOneFieldUnderADistinctName) {
     EXPECT_NE(s.on == nullptr, s.value == nullptr) << s.flag;
     EXPECT_TRUE(names.insert(s.flag).second) << "twice: " << s.flag;
   }
-  EXPECT_EQ(names.size(), 9u);
+  EXPECT_EQ(names.size(), 11u);
 }
 
 TEST(CudaTuningValues, TheDefaultsAsFlagsSpellThem) {
@@ -69,6 +69,53 @@ TEST(SetCudaTuning, RejectsBadValuesAndUnknownNames) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(SetCudaTuning("pdl", "true", &o).code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(CudaTuningValues(o, true).empty());  // nothing half-set
+}
+
+TEST(ValidateCudaEngineOptions, TheDefaultsAndEveryTileHeightPass) {
+  EXPECT_TRUE(ValidateCudaEngineOptions(CudaEngineOptions()).ok());
+  for (const int tile : {0, 16, 32, 64}) {
+    CudaEngineOptions o;
+    o.attention_tile = tile;
+    EXPECT_TRUE(ValidateCudaEngineOptions(o).ok()) << tile;
+  }
+  CudaEngineOptions o;
+  o.layer_norm_hoist_max_rows = 0;
+  o.max_graph_rows = 0;
+  EXPECT_TRUE(ValidateCudaEngineOptions(o).ok());
+}
+
+TEST(ValidateCudaEngineOptions, RefusesOutOfRangeValuesNamingTheFlag) {
+  const auto refused = [](const CudaEngineOptions& o, absl::string_view name) {
+    const absl::Status st = ValidateCudaEngineOptions(o);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(st.message().find(name), absl::string_view::npos) << st;
+  };
+  for (const int tile : {-1, 1, 8, 48, 128}) {
+    CudaEngineOptions o;
+    o.attention_tile = tile;
+    refused(o, "--cuda_attention_tile");
+  }
+  CudaEngineOptions o;
+  o.layer_norm_hoist_max_rows = -1;
+  refused(o, "--cuda_layer_norm_hoist_max_rows");
+  o = CudaEngineOptions();
+  o.max_graph_rows = -1;
+  refused(o, "--cuda_graph_max_rows");
+  o = CudaEngineOptions();
+  o.max_batch_tokens = 0;
+  refused(o, "max_batch_tokens");
+}
+
+// The values a user passes go through the same path as the server's flags.
+TEST(ValidateCudaEngineOptions, SeesWhatTheFlagsSet) {
+  CudaEngineOptions o;
+  ASSERT_TRUE(SetCudaTuning("cuda_attention_tile", "64", &o).ok());
+  ASSERT_TRUE(SetCudaTuning("cuda_layer_norm_hoist_max_rows", "0", &o).ok());
+  EXPECT_EQ(o.attention_tile, 64);
+  EXPECT_EQ(o.layer_norm_hoist_max_rows, 0);
+  EXPECT_TRUE(ValidateCudaEngineOptions(o).ok());
+  ASSERT_TRUE(SetCudaTuning("cuda_attention_tile", "100", &o).ok());  // parses; out of range
+  EXPECT_EQ(ValidateCudaEngineOptions(o).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

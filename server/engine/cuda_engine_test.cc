@@ -1139,6 +1139,57 @@ TEST_P(CudaGraphTest, AttentionDoubleBufferIsBitExact) {
   EXPECT_EQ(PathStats(*want_engine).double_buffered_attention, 0);
 }
 
+// The switches for two default choices that had no other escape: a fixed attention query
+// tile (--cuda_attention_tile) and the LayerNorm without early parameter loads
+// (--cuda_layer_norm_hoist_max_rows=0) compute the same bits as the defaults, eager, captured
+// and replayed, and the tile reaches the kernel: a lone 5-token sequence gets the 16-row tile
+// from the default rule, every launch gets the forced one.
+TEST_P(CudaGraphTest, AttentionTileAndLayerNormSwitchesAreBitExact) {
+  const DType dtype = GetParam();
+  std::shared_ptr<const Model> model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  const ModelConfig& c = model->config;
+  const std::vector<std::vector<int>> shapes = {
+      {5}, {128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}};
+  const CudaEngineOptions defaults = Untuned(Options(dtype, 1024));
+  struct Config {
+    int tile;
+    int hoist_max_rows;
+  };
+  for (const Config& config : {Config{64, 2048}, Config{16, 2048}, Config{0, 0}, Config{64, 0}}) {
+    const std::string what = "attention tile " + std::to_string(config.tile) +
+                             ", LayerNorm hoist up to " + std::to_string(config.hoist_max_rows);
+    CudaEngineOptions changed = defaults;
+    changed.attention_tile = config.tile;
+    changed.layer_norm_hoist_max_rows = config.hoist_max_rows;
+    auto want_engine = CreateCudaEngine(model, defaults);
+    auto got_engine = CreateCudaEngine(model, changed);
+    ASSERT_TRUE(want_engine.ok()) << what << ": " << want_engine.status();
+    ASSERT_TRUE(got_engine.ok()) << what << ": " << got_engine.status();
+    std::mt19937 rng(93);
+    ExpectSameOutputsOnShapes(want_engine->get(), got_engine->get(), c, shapes, EveryLayer(c), rng,
+                              what);
+    const CudaGraphStats stats = dynamic_cast<CudaEngineTiming*>(got_engine->get())->graph_stats();
+    EXPECT_EQ(stats.capture_failures, 0) << what << ": " << stats.last_capture_error;
+    const CudaPathStats got = PathStats(*got_engine);
+    const long long* tiles = got.attention_tiles;
+    if (dtype == DType::kFloat32) {  // one kernel, no tiles to choose
+      EXPECT_EQ(tiles[0] + tiles[1] + tiles[2], 0) << what;
+      continue;
+    }
+    // Each shape is enqueued twice (eager, then captured; replays enqueue nothing), with one
+    // attention launch per layer.
+    const long long launches = 2 * static_cast<long long>(shapes.size()) * c.num_layers;
+    EXPECT_EQ(tiles[0] + tiles[1] + tiles[2], launches) << what;
+    if (config.tile != 0) {
+      EXPECT_EQ(tiles[config.tile == 16 ? 0 : 2], launches) << what;
+    } else {
+      EXPECT_GT(tiles[0], 0) << what;  // the lone 5-token sequence
+    }
+    EXPECT_GT(PathStats(*want_engine).attention_tiles[0], 0) << what;  // the default rule
+  }
+}
+
 TEST_P(CudaGraphTest, CapturesOnlyUpToMaxGraphRows) {
   const DType dtype = GetParam();
   std::shared_ptr<const Model> model = TinyModel();

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -66,6 +67,25 @@ def test_variant_columns_and_missing_inputs(tmp_path):
     assert rows[0][-1] == "–"      # the variant did not run batch 1
     assert rows[1][-1] == "4.000"
     assert rows[1][10] == "–"      # no HF number, no ratio
+
+
+def test_shapes_only_variants_ran_get_rows(tmp_path):
+    """When the defaults gave no fp16 result, the kit still writes compare.md from the
+    run3_config variant: its shapes get rows, with '–' in our own columns."""
+    run3 = [row("fp16", "seq128", 1, 128, 0.5), row("fp16", "seq128", 256, 32768, 13.0)]
+    hf = [row("fp16", "seq128", 1, 128, 1.0, mode="compile-ro")]
+    lines = run(tmp_path, [], hf, [("run3_config", run3)])
+    assert "(no results with the defaults)" in lines
+    rows = table_rows(lines)
+    assert [(r[2], r[4], r[10], r[-1]) for r in rows] == [("1", "–", "–", "0.500"),
+                                                          ("256", "–", "–", "13.000")]
+    assert rows[0][9] == "1.000"  # HF's number is still shown
+    # With the defaults, their shapes come first, in their order, and the variant's extra
+    # shape after them.
+    ours = [row("fp16", "seq128", 1, 128, 0.4)]
+    rows = table_rows(run(tmp_path, ours, hf, [("run3_config", run3)]))
+    assert [(r[2], r[4], r[10], r[-1]) for r in rows] == [("1", "0.400", "2.50x", "0.500"),
+                                                          ("256", "–", "–", "13.000")]
 
 
 def load_emulation():
@@ -167,6 +187,28 @@ def test_goals_name_the_fastest_variant(tmp_path):
     assert goals["fp16 batch 1 x 128 <= 0.35 ms GPU time"][:2] == ["0.400 ms", "NOT met"]
 
 
+def test_ratio_goals_name_the_fastest_variant_too(tmp_path):
+    """The goals against HF are judged on the fastest variant as well, and on it alone when
+    the defaults have no result (the kit's fallback to run3_config)."""
+    hf = [row("fp16", "seq128", 128, 16384, 7.0, mode="compile"),
+          row("fp16", "varlen", 256, 9172, 15.0, mode="eager")]
+    run3 = [row("fp16", "seq128", 128, 16384, 6.0), row("fp16", "varlen", 256, 9172, 4.0)]
+    goals = run_goals(tmp_path, [], hf, None, {"run3_config": run3}, with_best=True)
+    assert goals["fp16 batch 128: >= 1.25x HF torch.compile"] == [
+        "–", "no data", "run3_config: 1.17x (HF compile 7.000 ms) (NOT met)"]
+    assert goals["fp16 varlen 256 >= 4x HF eager"] == ["–", "no data",
+                                                       "run3_config: 3.75x (NOT met)"]
+    assert goals["fp16 batch 128 x 128 >= 23,000 seq/s"] == [
+        "–", "no data", "run3_config: 21,333 seq/s (6.000 ms) (NOT met)"]
+    # With the defaults: their verdict, and the variant only where it is faster.
+    ours = [row("fp16", "seq128", 128, 16384, 6.5), row("fp16", "varlen", 256, 9172, 3.0)]
+    goals = run_goals(tmp_path, ours, hf, None, {"run3_config": run3}, with_best=True)
+    assert goals["fp16 batch 128: >= 1.25x HF torch.compile"] == [
+        "1.08x (HF compile 7.000 ms)", "NOT met",
+        "run3_config: 1.17x (HF compile 7.000 ms) (NOT met)"]
+    assert goals["fp16 varlen 256 >= 4x HF eager"] == ["5.00x", "met", "–"]
+
+
 def test_serving_vs_engine_dry_run_on_the_cpu(tmp_path):
     """bench/serving_vs_engine.py end to end on the CPU backend and the tiny model, against a
     made-up engine figure: the method the GPU kit runs, checked before a GPU session spends
@@ -211,13 +253,14 @@ def test_load_tester_memory_dry_run(tmp_path):
         assert float(cells[3]) > 5  # peak RSS in MB: a gRPC client takes more than this
 
 
-def run_kit_with_stub_gpu_bench(tmp_path, what):
+def run_kit_with_stub_gpu_bench(tmp_path, what, fp16_fails=False):
     """Runs `tools/gpu_check.sh run WHAT` in a scratch tree whose .gpu/bin/gpu_bench is a stub:
     it records its arguments and what the real gpu_bench --check_flags makes of them (which
     stops before any CUDA call, and parses the same way in a build without CUDA), and writes
-    an empty --json. python3 is a stub that exits 0 (the HF, serving, comparison and
-    host-path steps); the other binaries are missing, so their steps fail at once. Returns
-    [(check_flags status, arguments, its output)]."""
+    a --json with one fp16 result (none with fp16_fails: as if the defaults failed). python3
+    is a stub that exits 0 (the HF, serving, comparison and host-path steps); the other
+    binaries are missing, so their steps fail at once. Returns
+    ([(check_flags status, arguments, its output)], the kit's stdout)."""
     tree = tmp_path / "tree"
     (tree / "tools").mkdir(parents=True)
     shutil.copy(REPO / "tools" / "gpu_check.sh", tree / "tools" / "gpu_check.sh")
@@ -232,7 +275,9 @@ def run_kit_with_stub_gpu_bench(tmp_path, what):
 out=$(env -u LD_PRELOAD "{bin_path('bench', 'gpu_bench')}" --check_flags "$@" 2>&1)
 printf 'CALL %s %s\\n' "$?" "$*" >> "{calls}"
 printf 'OUT %s\\n' "$out" >> "{calls}"
-for a in "$@"; do case "$a" in --json=*) echo '[]' > "${{a#--json=}}";; esac; done
+result='[{{"impl": "ours", "mode": "cuda", "dtype": "fp16", "shape": "seq128", "batch": 1}}]'
+[ -n "$STUB_FP16_FAILS" ] && result='[]'
+for a in "$@"; do case "$a" in --json=*) echo "$result" > "${{a#--json=}}";; esac; done
 """)
     stub.chmod(0o755)
     stubs = tmp_path / "stubbin"
@@ -240,6 +285,9 @@ for a in "$@"; do case "$a" in --json=*) echo '[]' > "${{a#--json=}}";; esac; do
     (stubs / "python3").write_text("#!/bin/sh\nexit 0\n")
     (stubs / "python3").chmod(0o755)
     env = dict(os.environ, OUT=str(tmp_path / "out"), PATH=f"{stubs}:{os.environ['PATH']}")
+    env.pop("STUB_FP16_FAILS", None)
+    if fp16_fails:
+        env["STUB_FP16_FAILS"] = "1"
     r = subprocess.run(["bash", "tools/gpu_check.sh", "run", what], cwd=tree, env=env,
                        capture_output=True, text=True, timeout=300)
     assert "== GPU check summary" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
@@ -248,7 +296,25 @@ for a in "$@"; do case "$a" in --json=*) echo '[]' > "${{a#--json=}}";; esac; do
     for call, out in zip(lines[0::2], lines[1::2]):
         _, status, *args = call.split(" ")
         result.append((int(status), args, out[len("OUT "):]))
-    return result
+    return result, r.stdout
+
+
+def kit_variants():
+    """The kit's gpu_bench variants as {name: (batches, flags)}, read from its run_variants
+    lines (run3_config's batches as they are when the defaults gave results)."""
+    import shlex
+    script = (REPO / "tools" / "gpu_check.sh").read_text().replace("\\\n", " ")
+    run3_flags = " ".join(" ".join(re.findall(r'run3_flags\+?="([^"]*)"', script)).split())
+    run3_batches = re.search(r'local run3_batches="([^"]*)"', script).group(1)
+    variants = {}
+    for line in script.splitlines():
+        line = line.strip()
+        if line.startswith("run_variants "):
+            line = line.replace("$run3_batches", run3_batches).replace("$run3_flags", run3_flags)
+            for spec in shlex.split(line)[1:]:
+                name, batches, *flags = spec.split()
+                variants[name] = (batches, flags)
+    return variants
 
 
 def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
@@ -256,8 +322,7 @@ def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
     file comes from the call meant for it, and each variant runs its flags on its batches
     (with the variable-length batch where its spec says +varlen). A flag renamed, misspelled,
     dropped or quoted into one argument in the kit would otherwise show only on a GPU."""
-    import shlex
-    calls = run_kit_with_stub_gpu_bench(tmp_path, "all")
+    calls, _ = run_kit_with_stub_gpu_bench(tmp_path, "all")
     for status, args, out in calls:
         assert status == 0 and out.startswith("flags: "), (args, out)
     by_json = {}
@@ -265,15 +330,10 @@ def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
         json_arg = [a for a in args if a.startswith("--json=")]
         assert len(json_arg) == 1, args
         by_json[pathlib.Path(json_arg[0][len("--json="):]).stem] = (args, out)
-    script = (REPO / "tools" / "gpu_check.sh").read_text().replace("\\\n", " ")
-    variants = {}
-    for line in script.splitlines():
-        line = line.strip()
-        if line.startswith("run_variants "):
-            for spec in shlex.split(line)[1:]:
-                name, batches, *flags = spec.split()
-                variants[name] = (batches, flags)
-    assert len(variants) == 8, variants
+    variants = kit_variants()
+    assert len(variants) == 9, variants
+    assert variants["run3_config"][0] == "1,8,32,128+varlen"
+    assert len(variants["run3_config"][1]) == 6
     expected = {"ours", "ours_nographs", "ours_layers_overlap", "ours_layers_serial"}
     expected |= {f"ours_{name}" for name in variants}
     assert set(by_json) == expected and len(calls) == len(expected), sorted(by_json)
@@ -300,8 +360,28 @@ def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
     assert "--cuda_overlap_copies=false" in label(by_json["ours_layers_serial"][1])
 
 
+def test_the_gpu_kit_falls_back_to_the_run3_configuration(tmp_path):
+    """When the defaults give no fp16 result (a new default path broken on the device), the
+    kit runs the run-3 configuration on every batch, so that the goals are still judged,
+    drops the variants that change one option against the broken defaults, keeps the ones
+    that turn one default off (they say which default broke), and says so in its summary."""
+    calls, stdout = run_kit_with_stub_gpu_bench(tmp_path, "bench", fp16_fails=True)
+    by_json = {}
+    for status, args, out in calls:
+        assert status == 0, (args, out)
+        json_arg = [a for a in args if a.startswith("--json=")][0]
+        by_json[pathlib.Path(json_arg[len("--json="):]).stem] = out
+    assert set(by_json) == {"ours", "ours_run3_config", "ours_exact_gelu", "ours_no_autotune",
+                            "ours_graphs_all_rows"}, sorted(by_json)
+    out = by_json["ours_run3_config"]
+    assert " batches=1,8,32,128,256 " in out and " varlen_file=.gpu/varlen.txt " in out, out
+    for flag in kit_variants()["run3_config"][1]:
+        assert flag in out.split(" options: ", 1)[1].split(), (flag, out)
+    assert "defaults (fp16)          NO RESULT: goals judged on run3_config" in stdout
+
+
 def test_the_gpu_kit_serving_part_runs_the_engine_benchmark(tmp_path):
-    calls = run_kit_with_stub_gpu_bench(tmp_path, "serving")
+    calls, _ = run_kit_with_stub_gpu_bench(tmp_path, "serving")
     assert len(calls) == 1, calls
     status, args, out = calls[0]
     assert status == 0 and " varlen_file=.gpu/varlen.txt " in out, out
@@ -338,11 +418,7 @@ def test_the_serving_check_reports_the_servers_fallbacks(tmp_path, monkeypatch, 
     three calls and puts any fallback on its last line (a default path that did not run makes
     that run's benchmark numbers misleading). Here on the CPU server, with fallbacks injected
     on [CLS] (id 101 in the tiny vocabulary), then without."""
-    spec = importlib.util.spec_from_file_location(
-        "gpu_serving_check", REPO / "tools" / "gpu_serving_check.py")
-    check = importlib.util.module_from_spec(spec)
-    monkeypatch.syspath_prepend(str(REPO / "tools"))
-    spec.loader.exec_module(check)
+    check = load_serving_check(monkeypatch)
     monkeypatch.chdir(REPO)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -365,3 +441,47 @@ def test_the_serving_check_reports_the_servers_fallbacks(tmp_path, monkeypatch, 
             assert check.stop(proc) == 0
         assert f"INFO bert_server cpu float32 {want}" in capsys.readouterr().out
     assert check.culprits == ["float32 fell back: debug_fault 3"]
+
+
+def load_serving_check(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "gpu_serving_check", REPO / "tools" / "gpu_serving_check.py")
+    check = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    spec.loader.exec_module(check)
+    return check
+
+
+def test_the_serving_checks_escapes_are_server_flags(monkeypatch):
+    """Each flag the serving check's culprit search turns off is one bert_server takes with
+    that value: a misspelt one would make every server of the search fail to start, which it
+    would report as 'still fails'."""
+    check = load_serving_check(monkeypatch)
+    help_text = subprocess.run([str(bin_path("server", "bert_server")), "--helpfull"],
+                               capture_output=True, text=True, timeout=60).stdout
+    assert len(check.ESCAPES) == 6
+    for flag in check.ESCAPES:
+        name = flag.split("=", 1)[0]
+        assert f"    {name} (" in help_text, flag
+
+
+def test_the_serving_checks_culprit_search(monkeypatch):
+    """find_culprit names the single flags that avoid a fault, else tries them all together
+    (the engine of the last measured run, roughly), else says nothing avoids it."""
+    check = load_serving_check(monkeypatch)
+    for avoided_by, want in (
+            ({"--cuda_attention_tile=64"}, "avoided by --cuda_attention_tile=64"),
+            ({"ALL"}, "no single flag avoids it; all of them together do"),
+            (set(), "no single flag avoids it, nor all of them together")):
+        tried = []
+
+        def try_config(dtype, reference, flags, avoided_by=avoided_by, tried=tried):
+            tried.append(list(flags))
+            everything = len(flags) == len(check.ESCAPES)
+            return bool(set(flags) & avoided_by) or (everything and "ALL" in avoided_by), "ok"
+
+        monkeypatch.setattr(check, "try_config", try_config)
+        assert check.find_culprit("float16", None) == want
+        # The defaults again, then each flag alone, then (with no single one) all together.
+        assert tried[:1 + len(check.ESCAPES)] == [[]] + [[f] for f in check.ESCAPES]
+        assert len(tried) == 1 + len(check.ESCAPES) + (0 if "avoided" in want else 1)
