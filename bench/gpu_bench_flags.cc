@@ -108,6 +108,12 @@ bool ParseGpuBenchFlags(int argc, char** argv, GpuBenchOptions* o) {
       return false;
     }
   }
+  // Out-of-range tuning values, as the engine would refuse them (before any CUDA call, so
+  // that --check_flags sees them too).
+  if (const absl::Status valid = ValidateCudaEngineOptions(o->engine); !valid.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(valid.message()).c_str());
+    return false;
+  }
   return true;
 }
 

@@ -333,6 +333,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
     if (flag == nullptr) return absl::InternalError(absl::StrCat("no flag --", s.flag));
     RETURN_IF_ERROR(SetCudaTuning(s.flag, flag->CurrentValue(), &engine_options.cuda));
   }
+  // With any backend: a value out of range is a mistake in the command line, which should not
+  // wait for a GPU to show.
+  RETURN_IF_ERROR(ValidateCudaEngineOptions(engine_options.cuda));
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
   auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
   if (!dtype.ok()) return dtype.status();

@@ -162,6 +162,8 @@ run() {
   # The server end to end (text in, tokenized, batched, encoded, answered) against the
   # engine alone on the variable-length batch (gpu_bench's figure in ours.json): issue 5's
   # goal (>= 80%). Needs the saved model.
+  # SERVER_FLAGS ENGINE_JSON (optional): the server's tuning flags, and the engine's result
+  # with those same flags (both: the defaults' when left out).
   serving_step() {
     if [ ! -f "$model/model.safetensors" ]; then
       table+=("$(printf '%-24s skipped (no saved model)' "serving vs engine")")
@@ -170,7 +172,8 @@ run() {
     BERT_LD="$ld" step "serving vs engine" "$logs/serving_vs_engine.log" 75 150 \
       python3 bench/serving_vs_engine.py --bin .gpu/bin --model_dir "$model" \
       --vocab tests/data/bert_uncased_vocab.txt --backend cuda --dtype float16 \
-      --engine_json "$logs/ours.json" --json_out "$logs/serving_vs_engine.json"
+      --server_args "${1:-}" --engine_json "${2:-$logs/ours.json}" \
+      --json_out "$logs/serving_vs_engine.json"
     [ -f "$logs/serving_vs_engine.log" ] &&
       table[-1]="${table[-1]}  $(grep -o 'goal >= .*' "$logs/serving_vs_engine.log" | tail -n 1)"
   }
@@ -222,14 +225,14 @@ run() {
       failed_dtypes=$(grep -o '^ours [a-z0-9]*: .*' "$logs/ours.log" | cut -c1-100 | paste -sd';')
     [ -n "$failed_dtypes" ] && table[-1]="${table[-1]}  $failed_dtypes"
     # No fp16 result with the defaults (a default path fails or crashes on this device): the
-    # goals are then judged on the run-3 configuration (below), and the variants that change
-    # one option against the broken defaults are not run.
+    # run-3 configuration (below) then runs every batch and the server end to end, and the
+    # variants built on the broken defaults are not run.
     local defaults_failed=""
     if ! grep -q '"dtype": "fp16"' "$logs/ours.json" 2>/dev/null; then
       defaults_failed=1
       [ -f "$logs/ours.json" ] || echo '[]' > "$logs/ours.json"
       table+=("$(printf '%-24s %s' "defaults (fp16)" \
-        "NO RESULT: goals judged on run3_config; see ours.log and the tests' failures")")
+        "NO RESULT: goals.md has run3_config's numbers (variant column); see ours.log")")
     fi
     if [ -n "$model_flag" ]; then
       # HF eager, then torch.compile within its own budget (it keeps what it finished).
@@ -281,11 +284,18 @@ run() {
                    "residual_in_gemm 1,8,32,128+varlen --residual_in_gemm=true"
     fi
     summarize
-    serving_step
-    # What each default gains, against turning it off.
-    run_variants "exact_gelu 1,8,32,128+varlen --fused_gelu=false" \
-                 "no_autotune 1,8,32,128+varlen --gemm_autotune=false" \
-                 "graphs_all_rows 128+varlen --cuda_graph_max_rows=1000000"
+    if [ -z "$defaults_failed" ]; then
+      serving_step
+      # What three of the defaults gain, each against turning it off alone.
+      run_variants "exact_gelu 1,8,32,128+varlen --fused_gelu=false" \
+                   "no_autotune 1,8,32,128+varlen --gemm_autotune=false" \
+                   "graphs_all_rows 128+varlen --cuda_graph_max_rows=1000000"
+    else
+      # The server with the configuration that gave results. Which default failed is for the
+      # tests' failures and the serving check's culprit search to say: a variant with one
+      # default off keeps the other five, and may fail (or hang) the same way.
+      serving_step "$run3_flags" "$logs/ours_run3_config.json"
+    fi
     summarize
   fi
 
@@ -348,6 +358,9 @@ If a default path's test fails, the server flag that turns the path off (no rebu
     reference)                                 try --cuda_graphs=false, --cuda_overlap_copies=false,
                                                --gemm_autotune=false, --fused_gelu=false in turn
   *TileIdentity*, *AutoTile*                   --cuda_attention_tile=64 (the tile runs 1-4 measured)
+  CudaGraphTest.AttentionTileAndLayerNorm*     --cuda_attention_tile=64, or
+                                               --cuda_layer_norm_hoist_max_rows=0 (the message
+                                               names the configuration that differs)
   RowKernelTest.*LayerNorm* (cases of at most
     2048 rows)                                 --cuda_layer_norm_hoist_max_rows=0
   SeqKernelTest.*LayerNorm*                    none: kernels/cuda/embedding.cu

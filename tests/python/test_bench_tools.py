@@ -282,7 +282,8 @@ for a in "$@"; do case "$a" in --json=*) echo "$result" > "${{a#--json=}}";; esa
     stub.chmod(0o755)
     stubs = tmp_path / "stubbin"
     stubs.mkdir()
-    (stubs / "python3").write_text("#!/bin/sh\nexit 0\n")
+    (stubs / "python3").write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{tmp_path / "python_calls.txt"}"\nexit 0\n')
     (stubs / "python3").chmod(0o755)
     env = dict(os.environ, OUT=str(tmp_path / "out"), PATH=f"{stubs}:{os.environ['PATH']}")
     env.pop("STUB_FP16_FAILS", None)
@@ -362,22 +363,27 @@ def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
 
 def test_the_gpu_kit_falls_back_to_the_run3_configuration(tmp_path):
     """When the defaults give no fp16 result (a new default path broken on the device), the
-    kit runs the run-3 configuration on every batch, so that the goals are still judged,
-    drops the variants that change one option against the broken defaults, keeps the ones
-    that turn one default off (they say which default broke), and says so in its summary."""
+    kit runs the run-3 configuration on every batch (and the server with its flags), skips
+    every variant built on the broken defaults, and says so in its summary."""
     calls, stdout = run_kit_with_stub_gpu_bench(tmp_path, "bench", fp16_fails=True)
     by_json = {}
     for status, args, out in calls:
         assert status == 0, (args, out)
         json_arg = [a for a in args if a.startswith("--json=")][0]
         by_json[pathlib.Path(json_arg[len("--json="):]).stem] = out
-    assert set(by_json) == {"ours", "ours_run3_config", "ours_exact_gelu", "ours_no_autotune",
-                            "ours_graphs_all_rows"}, sorted(by_json)
+    assert set(by_json) == {"ours", "ours_run3_config"}, sorted(by_json)
     out = by_json["ours_run3_config"]
     assert " batches=1,8,32,128,256 " in out and " varlen_file=.gpu/varlen.txt " in out, out
     for flag in kit_variants()["run3_config"][1]:
         assert flag in out.split(" options: ", 1)[1].split(), (flag, out)
-    assert "defaults (fp16)          NO RESULT: goals judged on run3_config" in stdout
+    assert "defaults (fp16)          NO RESULT: goals.md has run3_config's numbers" in stdout
+    # The server end to end runs with run3_config's flags, against run3_config's engine figure.
+    serving = [line for line in (tmp_path / "python_calls.txt").read_text().splitlines()
+               if line.startswith("bench/serving_vs_engine.py")]
+    assert len(serving) == 1, serving
+    flags = " ".join(kit_variants()["run3_config"][1])
+    assert f"--server_args {flags} --engine_json" in serving[0], serving[0]
+    assert "ours_run3_config.json" in serving[0], serving[0]
 
 
 def test_the_gpu_kit_serving_part_runs_the_engine_benchmark(tmp_path):
@@ -485,3 +491,25 @@ def test_the_serving_checks_culprit_search(monkeypatch):
         # The defaults again, then each flag alone, then (with no single one) all together.
         assert tried[:1 + len(check.ESCAPES)] == [[]] + [[f] for f in check.ESCAPES]
         assert len(tried) == 1 + len(check.ESCAPES) + (0 if "avoided" in want else 1)
+    # The searches of one run share one budget: once it is spent, none starts.
+    monkeypatch.setattr(check, "culprit_search_spent_s", check.CULPRIT_SEARCH_BUDGET_S)
+    assert check.find_culprit("float32", None) == "not searched (the run's search time is spent)"
+
+
+def test_gpu_bench_refuses_out_of_range_tuning_values():
+    """gpu_bench checks the tuning values as the engine would, before any CUDA call, so the
+    kit's flag test (--check_flags) catches a value the engine would refuse on the GPU."""
+    gpu_bench = str(bin_path("bench", "gpu_bench"))
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    ok = subprocess.run([gpu_bench, "--check_flags", "--cuda_attention_tile=64",
+                         "--cuda_layer_norm_hoist_max_rows=0"],
+                        capture_output=True, text=True, timeout=60, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "--cuda_attention_tile=64" in ok.stdout
+    for flag, name in (("--cuda_attention_tile=48", "--cuda_attention_tile"),
+                       ("--cuda_layer_norm_hoist_max_rows=-1", "--cuda_layer_norm_hoist_max_rows"),
+                       ("--cuda_graph_max_rows=-5", "--cuda_graph_max_rows")):
+        bad = subprocess.run([gpu_bench, "--check_flags", flag], capture_output=True, text=True,
+                             timeout=60, env=env)
+        assert bad.returncode == 2 and name in bad.stderr, (flag, bad.returncode, bad.stderr)
+

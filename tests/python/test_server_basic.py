@@ -114,6 +114,16 @@ def test_bad_model_dir_exits_nonzero():
     assert "startup failed" in message and "/nonexistent/model" in message, message
 
 
+def test_an_out_of_range_cuda_flag_stops_startup_with_any_backend():
+    # The CPU backend never uses it, but a value the CUDA engine would refuse is a mistake in
+    # the command line: it should not wait for a machine with a GPU to show.
+    with pytest.raises(RuntimeError) as e:
+        Server(extra=["--backend=cpu", "--cuda_attention_tile=48"])
+    message = str(e.value)
+    assert "bert_server exited 1" in message, message
+    assert "--cuda_attention_tile must be 0" in message, message
+
+
 def test_a_second_server_on_a_port_in_use_refuses_to_start():
     # gRPC would share the port (SO_REUSEPORT) and split its traffic between both servers.
     with Server() as first:
