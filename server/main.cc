@@ -73,6 +73,11 @@ ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (paddin
 ABSL_FLAG(int, max_batch_delay_us, 2000,
           "Longest a batch waits for more sequences while the engine is idle (a batch "
           "waiting for a busy engine keeps filling)");
+ABSL_FLAG(bool, adaptive_batch_delay, true,
+          "Wait out --max_batch_delay_us only while waiting gains sequences: after 3 waits in a "
+          "row that gained none (a caller alone), a batch waits only for requests being "
+          "tokenized, checking again every 32nd batch; false: every batch for an idle engine "
+          "waits the delay");
 ABSL_FLAG(int, tokenization_workers, 0,
           "Threads that tokenize and assemble responses (0: one per usable CPU)");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
@@ -393,6 +398,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   options.max_inputs_per_request = absl::GetFlag(FLAGS_max_inputs_per_request);
   options.max_batch_tokens = max_batch_tokens;
   options.max_batch_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_batch_delay_us));
+  options.adaptive_batch_delay = absl::GetFlag(FLAGS_adaptive_batch_delay);
   options.tokenization_workers = TokenizationWorkers();
   options.default_seq_length = absl::GetFlag(FLAGS_default_seq_length);
   options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
@@ -458,6 +464,7 @@ void LogConfig() {
                   << LogKv("max_inputs_per_request", absl::GetFlag(FLAGS_max_inputs_per_request))
                   << LogKv("max_batch_tokens", absl::GetFlag(FLAGS_max_batch_tokens))
                   << LogKv("max_batch_delay_us", absl::GetFlag(FLAGS_max_batch_delay_us))
+                  << LogKv("adaptive_batch_delay", absl::GetFlag(FLAGS_adaptive_batch_delay))
                   << LogKv("tokenization_workers", TokenizationWorkers())
                   << LogKv("cpu_threads", absl::GetFlag(FLAGS_cpu_threads))
                   << LogKv("cpu_few_rows_max", absl::GetFlag(FLAGS_cpu_few_rows_max))

@@ -28,6 +28,28 @@ Batcher::~Batcher() {
   if (engine_thread_.joinable()) engine_thread_.join();
 }
 
+Batcher::Expectation Batcher::Expect() {
+  absl::MutexLock lock(&mu_);
+  ++expected_;
+  return Expectation(this);
+}
+
+Batcher::Expectation& Batcher::Expectation::operator=(Expectation&& other) noexcept {
+  if (this != &other) {
+    Release();
+    batcher_ = other.batcher_;
+    other.batcher_ = nullptr;
+  }
+  return *this;
+}
+
+void Batcher::Expectation::Release() {
+  if (batcher_ == nullptr) return;
+  absl::MutexLock lock(&batcher_->mu_);  // the batcher's wait re-checks its condition
+  --batcher_->expected_;
+  batcher_ = nullptr;
+}
+
 void Batcher::Enqueue(BatchItem item) {
   std::vector<BatchItem> one;
   one.push_back(std::move(item));
@@ -35,12 +57,22 @@ void Batcher::Enqueue(BatchItem item) {
 }
 
 void Batcher::EnqueueAll(std::vector<BatchItem> items) {
+  EnqueueAll(std::move(items), Expectation());
+}
+
+void Batcher::EnqueueAll(std::vector<BatchItem> items, Expectation announced) {
   // The one place an item's rows are settled: the budget, the batch and its stats use them.
   for (BatchItem& item : items) {
     item.rows = std::max(item.rows, static_cast<int>(item.word_ids.size()));
   }
   {
     absl::MutexLock lock(&mu_);
+    // Released with the items queued, in one step: the batcher never sees the items still
+    // announced (it would wait for them), nor the announcement gone before them.
+    if (announced.batcher_ == this) {
+      --expected_;
+      announced.batcher_ = nullptr;
+    }
     if (!draining_) {
       const absl::Time now = absl::Now();
       for (BatchItem& item : items) {
@@ -82,6 +114,15 @@ absl::Status WhyStale(const BatchItem& item, absl::Time now) {
 
 }  // namespace
 
+Batcher::Wait Batcher::ChooseWait() {
+  if (!options_.adaptive_delay || fruitless_waits_ < kFruitlessWaits) return Wait::kForDelay;
+  if (++skipped_waits_ >= kProbeEvery) {
+    skipped_waits_ = 0;
+    return Wait::kForDelay;  // a probe: would waiting gain sequences again?
+  }
+  return expected_ > 0 ? Wait::kForExpected : Wait::kNone;
+}
+
 void Batcher::TakeFitting(Batch* batch, std::vector<Dropped>* dropped) {
   const absl::Time now = absl::Now();
   while (!queue_.empty()) {
@@ -121,12 +162,22 @@ void Batcher::BatcherLoop() {
       if (slot_.has_value()) {
         TakeFitting(&*slot_, &dropped);
       } else {
-        // Wait for a full budget, or for the oldest item's delay, whichever comes first.
-        const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
-        auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return draining_ || queued_rows_ >= options_.max_batch_tokens;
-        };
-        mu_.AwaitWithDeadline(absl::Condition(&full), cut_at);
+        // Wait for a full budget, or for the oldest item's delay, whichever comes first (or,
+        // waiting for expected sequences, until none is expected).
+        const Wait wait = ChooseWait();
+        const size_t queued_before = queue_.size();
+        // A wait that a full budget ends at once says nothing about whether waiting pays.
+        const bool learn = options_.adaptive_delay && wait == Wait::kForDelay &&
+                           queued_rows_ < options_.max_batch_tokens;
+        if (wait != Wait::kNone) {
+          const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
+          auto ready = [this, wait]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return draining_ || queued_rows_ >= options_.max_batch_tokens ||
+                   (wait == Wait::kForExpected && expected_ == 0);
+          };
+          mu_.AwaitWithDeadline(absl::Condition(&ready), cut_at);
+        }
+        if (learn) fruitless_waits_ = queue_.size() > queued_before ? 0 : fruitless_waits_ + 1;
         Batch batch;
         TakeFitting(&batch, &dropped);
         // Only this thread fills the slot, and it was empty: hand the batch over.

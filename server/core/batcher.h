@@ -2,7 +2,8 @@
 //
 // One batcher thread owns the queue. It cuts a batch when the queued rows reach the
 // token budget (`max_batch_tokens`, counting every row the engine will compute, padding
-// rows included) or when the oldest queued sequence has waited `max_batch_delay`. Before
+// rows included) or when the oldest queued sequence has waited `max_batch_delay` (with
+// `adaptive_delay`, only where waiting pays: see BatcherOptions). Before
 // a sequence enters a batch, and again when the engine takes the batch, the batcher drops
 // it if its deadline has passed or its client has cancelled (completing it with
 // DEADLINE_EXCEEDED / CANCELLED). Batches go to the engine thread through a one-slot
@@ -75,6 +76,13 @@ struct BatchStats {
 struct BatcherOptions {
   int max_batch_tokens = 8192;
   absl::Duration max_batch_delay = absl::Microseconds(2000);
+  // Wait out max_batch_delay only while waiting pays; false: every new batch waits it out (or
+  // a full budget). With it, the batcher counts the waits in a row that gained no sequence.
+  // After kFruitlessWaits of them (a caller alone: each wait only delays its answer), a new
+  // batch waits only for sequences expected (Expect(): e.g. requests being tokenized) and
+  // is otherwise handed over at once, except every kProbeEvery-th, which waits out the
+  // delay again; one wait that gains a sequence (callers in step) restores waiting.
+  bool adaptive_delay = false;
   std::function<void(const BatchStats&)> on_batch;  // Engine thread; may be empty.
   // Engine thread, at most once; may be empty: a batch failed and the engine reports itself
   // unusable for good (Engine::Health), with that error.
@@ -104,6 +112,10 @@ class BusyClock {
 
 class Batcher {
  public:
+  // BatcherOptions::adaptive_delay's rule.
+  static constexpr int kFruitlessWaits = 3;
+  static constexpr int kProbeEvery = 32;
+
   // `engine` must outlive the Batcher. Starts both threads.
   Batcher(Engine* engine, BatcherOptions options);
   // Drain(), then joins the threads.
@@ -111,10 +123,35 @@ class Batcher {
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
+  // A note that sequences are on their way (e.g. a request being tokenized), for
+  // BatcherOptions::adaptive_delay: while any is held, a batch for an idle engine waits (up
+  // to max_batch_delay) for them. Released by the EnqueueAll it is passed to (with its
+  // sequences), by Release() (a request that failed first) or by its destructor, whichever
+  // comes first. Movable; must not outlive its Batcher.
+  class Expectation {
+   public:
+    Expectation() = default;  // holds nothing
+    Expectation(Expectation&& other) noexcept : batcher_(other.batcher_) {
+      other.batcher_ = nullptr;
+    }
+    Expectation& operator=(Expectation&& other) noexcept;
+    ~Expectation() { Release(); }
+    void Release();
+
+   private:
+    friend class Batcher;
+    explicit Expectation(Batcher* batcher) : batcher_(batcher) {}
+    Batcher* batcher_ = nullptr;
+  };
+  // Any thread.
+  Expectation Expect();
+
   // Queues one sequence. After Drain() the item is completed with UNAVAILABLE.
   void Enqueue(BatchItem item);
   // Queues sequences at once (a request's inputs): the batcher finds all of them queued or none,
   // so that it does not cut a batch between them (beyond the token budget it still must).
+  // `announced`: the Expectation that announced them, released as they are queued.
+  void EnqueueAll(std::vector<BatchItem> items, Expectation announced);
   void EnqueueAll(std::vector<BatchItem> items);
 
   // Stops taking items, runs everything already queued without waiting for the delay,
@@ -136,6 +173,9 @@ class Batcher {
     int rows = 0;  // The items' rows.
   };
 
+  // How a new batch for the handoff waits for more sequences.
+  enum class Wait { kNone, kForExpected, kForDelay };
+  Wait ChooseWait() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves queued items into `batch` while they fit the budget, dropping expired and
   // cancelled ones into `dropped`.
   void TakeFitting(Batch* batch, std::vector<Dropped>* dropped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -156,6 +196,11 @@ class Batcher {
   absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   int queued_rows_ ABSL_GUARDED_BY(mu_) = 0;
+  int expected_ ABSL_GUARDED_BY(mu_) = 0;  // Expectations held
+  // adaptive_delay's state: delay waits in a row that gained nothing; batches not waited
+  // for since the last probe.
+  int fruitless_waits_ ABSL_GUARDED_BY(mu_) = 0;
+  int skipped_waits_ ABSL_GUARDED_BY(mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   // The one-slot handoff to the engine thread.
   std::optional<Batch> slot_ ABSL_GUARDED_BY(mu_);

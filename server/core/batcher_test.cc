@@ -140,6 +140,95 @@ TEST(BatcherTest, CutsByDelayWhenBudgetIsNotReached) {
   EXPECT_GE(c[0].at - start, absl::Milliseconds(50));
 }
 
+// adaptive_delay: a caller alone gains nothing by waiting, so after kFruitlessWaits waits the
+// batcher stops waiting; every kProbeEvery-th batch waits again, and one whose wait gains a
+// sequence makes the next batches wait again.
+TEST(BatcherTest, AdaptiveDelayStopsWaitingForALoneCallerAndProbesAgain) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_delay = absl::Milliseconds(300);
+  options.adaptive_delay = true;
+  Batcher batcher(&engine, options);
+  // Enqueues one item (and, with `company`, a second one 50 ms later) and returns how long
+  // the first took.
+  auto lone_call = [&](bool company = false) {
+    std::vector<Completion> c(2);
+    const absl::Time start = absl::Now();
+    batcher.Enqueue(MakeItem({1, 2}, 2, &c[0]));
+    if (company) {
+      absl::SleepFor(absl::Milliseconds(50));
+      batcher.Enqueue(MakeItem({3}, 1, &c[1]));
+      EXPECT_TRUE(c[1].done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    }
+    EXPECT_TRUE(c[0].done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    return c[0].at - start;
+  };
+  const absl::Duration waited = absl::Milliseconds(250), at_once = absl::Milliseconds(150);
+  for (int i = 0; i < Batcher::kFruitlessWaits; ++i) EXPECT_GE(lone_call(), waited) << i;
+  for (int i = 1; i < Batcher::kProbeEvery; ++i) EXPECT_LT(lone_call(), at_once) << i;
+  EXPECT_GE(lone_call(), waited) << "the probe";
+  EXPECT_LT(lone_call(), at_once) << "after a fruitless probe";
+  for (int i = 2; i < Batcher::kProbeEvery; ++i) EXPECT_LT(lone_call(), at_once) << i;
+  const size_t before = engine.batches().size();
+  EXPECT_GE(lone_call(/*company=*/true), waited) << "a probe that gains a sequence";
+  ASSERT_EQ(engine.batches().size(), before + 1);
+  EXPECT_EQ(engine.batches().back().num_sequences, 2);
+  EXPECT_GE(lone_call(), waited) << "waiting pays again";
+}
+
+// adaptive_delay, once waits have stopped paying: a batch waits (up to the delay) for the
+// sequences an Expectation announces and is cut when they are queued, holding them; an
+// EnqueueAll given the Expectation releases it with its items; moving an Expectation keeps
+// it held; its destructor, Release() and assigning over it release it.
+TEST(BatcherTest, AdaptiveDelayWaitsForExpectedSequencesOnly) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_delay = absl::Seconds(1);
+  options.adaptive_delay = true;
+  Batcher batcher(&engine, options);
+  for (int i = 0; i < Batcher::kFruitlessWaits; ++i) {  // waits that gain nothing
+    Completion c;
+    batcher.Enqueue(MakeItem({1}, 1, &c));
+    ASSERT_TRUE(c.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  }
+  const size_t learned = engine.batches().size();
+  // Waits for what was announced, and only that long (the delay is 1 s).
+  std::vector<Completion> c(6);
+  Batcher::Expectation expected = batcher.Expect();
+  batcher.Enqueue(MakeItem({1, 2}, 2, &c[0]));
+  EXPECT_FALSE(c[0].done.WaitForNotificationWithTimeout(absl::Milliseconds(300)));
+  Batcher::Expectation moved = std::move(expected);
+  expected.Release();  // moved from: holds nothing
+  std::vector<BatchItem> announced;
+  announced.push_back(MakeItem({3, 4, 5}, 3, &c[1]));
+  batcher.EnqueueAll(std::move(announced), std::move(moved));
+  for (int i = 0; i < 2; ++i)
+    ASSERT_TRUE(c[i].done.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  ASSERT_EQ(engine.batches().size(), learned + 1);
+  EXPECT_EQ(engine.batches().back().num_sequences, 2);
+  // Nothing announced: at once.
+  const absl::Time start = absl::Now();
+  batcher.Enqueue(MakeItem({6}, 1, &c[2]));
+  ASSERT_TRUE(c[2].done.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_LT(c[2].at - start, absl::Milliseconds(500));
+  {
+    Batcher::Expectation scoped = batcher.Expect();
+    batcher.Enqueue(MakeItem({7}, 1, &c[3]));
+    EXPECT_FALSE(c[3].done.WaitForNotificationWithTimeout(absl::Milliseconds(200)));
+  }
+  ASSERT_TRUE(c[3].done.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_LT(c[3].at - start, absl::Milliseconds(900)) << "released by the destructor";
+  // Two held, one released: still waiting; assigning over the other releases it.
+  const absl::Time again = absl::Now();
+  Batcher::Expectation a = batcher.Expect(), b = batcher.Expect();
+  batcher.Enqueue(MakeItem({8}, 1, &c[4]));
+  a.Release();
+  EXPECT_FALSE(c[4].done.WaitForNotificationWithTimeout(absl::Milliseconds(200)));
+  b = Batcher::Expectation();
+  ASSERT_TRUE(c[4].done.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_LT(c[4].at - again, absl::Milliseconds(900)) << "released by the assignment";
+}
+
 TEST(BatcherTest, OversizedItemRunsAlone) {
   FakeEngine engine(EngineOptions());
   BatcherOptions options;

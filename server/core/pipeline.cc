@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/core/dtype_convert.h"
@@ -25,6 +26,9 @@ struct Pipeline::Request {
   std::shared_ptr<const std::atomic<bool>> cancelled;
   Admission::Permit permit;
   EmbedCallback done;
+  // Held from admission until its sequences are queued (or it failed before): the batcher
+  // may wait for them (PipelineOptions::adaptive_batch_delay).
+  Batcher::Expectation tokenizing;
 
   absl::Mutex mu;
   bool finished ABSL_GUARDED_BY(mu) = false;
@@ -240,6 +244,7 @@ void Pipeline::Start() {
   BatcherOptions batcher_options;
   batcher_options.max_batch_tokens = options_.max_batch_tokens;
   batcher_options.max_batch_delay = options_.max_batch_delay;
+  batcher_options.adaptive_delay = options_.adaptive_batch_delay;
   batcher_options.on_engine_failure = options_.on_engine_failure;
   if (observer_ != nullptr) {
     batcher_options.on_batch = [this](const BatchStats& s) { observer_->OnBatch(s); };
@@ -308,10 +313,14 @@ void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
   request->cancelled = std::move(cancelled);
   request->permit = std::move(permit);
   request->done = std::move(done);
+  request->tokenizing = batcher_->Expect();
   workers_->Schedule([this, request] { TokenizeAndEnqueue(request); });
 }
 
 void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
+  // A failure below queues nothing: the batcher must stop expecting this request's
+  // sequences. (EnqueueAll takes the Expectation over, leaving nothing to release.)
+  absl::Cleanup tokenized = [&request] { request->tokenizing.Release(); };
   const ResolvedOptions& opt = request->options;
   const absl::Time start = absl::Now();
   const int n = static_cast<int>(request->spec.inputs.size());
@@ -378,7 +387,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
       workers_->Schedule([this, request, i, slice] { Assemble(request, i, slice); });
     };
   }
-  batcher_->EnqueueAll(std::move(items));
+  batcher_->EnqueueAll(std::move(items), std::move(request->tokenizing));
 }
 
 void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,

@@ -32,6 +32,11 @@ struct PipelineOptions {
   int max_inputs_per_request = 256;
   int max_batch_tokens = 8192;
   absl::Duration max_batch_delay = absl::Microseconds(2000);
+  // Wait out max_batch_delay only while waiting gains sequences (BatcherOptions::
+  // adaptive_delay): once a few waits in a row gained none (a caller alone), a batch waits
+  // only for requests being tokenized, re-checking every 32nd batch. false: every batch for
+  // an idle engine waits the delay.
+  bool adaptive_batch_delay = true;
   int tokenization_workers = 2;
   int default_seq_length = 128;
   int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.

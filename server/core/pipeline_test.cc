@@ -371,6 +371,61 @@ TEST(PipelineTest, ARequestsInputsFormOneBatchWithoutADelay) {
   for (int depth : depths) EXPECT_TRUE(depth == 0 || depth == 4) << depth;
 }
 
+// A pipeline whose batching delay is `delay`, waited out adaptively or every time.
+std::unique_ptr<Pipeline> DelayPipeline(absl::Duration delay, bool adaptive) {
+  auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world"},
+                                             BertTokenizer::Options());
+  EXPECT_TRUE(tokenizer.ok());
+  PipelineOptions options;
+  options.max_batch_delay = delay;
+  options.adaptive_batch_delay = adaptive;
+  auto pipeline = std::make_unique<Pipeline>(options, std::make_unique<FakeEngine>(SmallEngine()),
+                                             *std::move(tokenizer), nullptr);
+  EXPECT_TRUE(pipeline->Warmup().ok());
+  pipeline->Start();
+  return pipeline;
+}
+
+// The default, adaptive delay: a caller alone waits out the delay only until waiting has
+// gained nothing a few times (Batcher::kFruitlessWaits), then its requests reach the idle
+// engine at once. A request that failed while being tokenized must not leave the batcher
+// expecting its sequences (every batch would then wait out the delay).
+TEST(PipelineTest, ALoneCallerStopsWaitingForTheBatchingDelay) {
+  auto pipeline = DelayPipeline(absl::Milliseconds(300), /*adaptive=*/true);
+  EmbedRequestSpec too_long;
+  too_long.inputs = {Text("hello world hello world hello world")};
+  too_long.seq_length = 4;
+  too_long.truncation = Truncation::kReject;
+  EXPECT_EQ(EmbedSync(pipeline.get(), too_long).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  for (int round = 0; round < Batcher::kFruitlessWaits + 3; ++round) {
+    EmbedRequestSpec spec;
+    spec.inputs = {Text("hello world")};
+    const absl::Time start = absl::Now();
+    ASSERT_TRUE(EmbedSync(pipeline.get(), spec).ok());
+    const absl::Duration took = absl::Now() - start;
+    if (round < Batcher::kFruitlessWaits) {
+      EXPECT_GE(took, absl::Milliseconds(250)) << "round " << round;
+    } else {
+      EXPECT_LT(took, absl::Milliseconds(150)) << "round " << round;
+    }
+  }
+  EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
+}
+
+// adaptive_batch_delay = false: every batch for an idle engine waits the delay.
+TEST(PipelineTest, WithoutTheAdaptiveDelayEveryLoneRequestWaits) {
+  auto pipeline = DelayPipeline(absl::Milliseconds(300), /*adaptive=*/false);
+  for (int round = 0; round < Batcher::kFruitlessWaits + 1; ++round) {
+    EmbedRequestSpec spec;
+    spec.inputs = {Text("hello world")};
+    const absl::Time start = absl::Now();
+    ASSERT_TRUE(EmbedSync(pipeline.get(), spec).ok());
+    EXPECT_GE(absl::Now() - start, absl::Milliseconds(250)) << "round " << round;
+  }
+  EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
+}
+
 // Counts every hook.
 class CountingObserver : public PipelineObserver {
  public:

@@ -146,7 +146,8 @@ def test_input_file_with_pairs(server, tmp_path):
 
 def test_errors_are_counted_by_code(tmp_path):
     # One call at a time admitted; an open loop faster than the engine meets RESOURCE_EXHAUSTED.
-    heavy = ["--max_concurrent_requests=1", "--max_batch_delay_us=20000"]
+    heavy = ["--max_concurrent_requests=1", "--max_batch_delay_us=20000",
+             "--adaptive_batch_delay=false"]
     with Server(metrics=True, extra=heavy) as s:
         report, stdout = run_report(tmp_path, s, "--rate=400", "--duration_s=1", "--warmup_s=0",
                                     "--lengths=fixed:60", "--inputs_per_request=8")

@@ -125,10 +125,11 @@ def test_stream_cancelled_mid_way_leaves_the_server_serving():
 
 def test_overload_is_resource_exhausted_and_server_keeps_serving():
     pb2, pb2_grpc = stubs()
-    # Requests below the token budget wait out the 200 ms batching delay, so each admitted
-    # request stays in flight at least that long.
+    # Requests below the token budget wait out the 200 ms batching delay (always: not
+    # adaptively), so each admitted request stays in flight that long.
     with Server(metrics=True, extra=["--max_concurrent_requests=2",
-                                     "--max_batch_delay_us=200000"]) as server:
+                                     "--max_batch_delay_us=200000",
+                                     "--adaptive_batch_delay=false"]) as server:
         stub = server.stub()
         codes = []
         with cf.ThreadPoolExecutor(12) as pool:
@@ -156,11 +157,12 @@ def test_overload_is_resource_exhausted_and_server_keeps_serving():
 
 
 def test_deadline_and_cancellation_drop_queued_work():
-    """A 400 ms batching delay keeps requests in the batcher's queue: one whose deadline
-    passes there and one whose client cancels there are dropped before the engine and
-    answered DEADLINE_EXCEEDED / CANCELLED."""
+    """A 400 ms batching delay, waited every time (not adaptively), keeps requests in the
+    batcher's queue: one whose deadline passes there and one whose client cancels there are
+    dropped before the engine and answered DEADLINE_EXCEEDED / CANCELLED."""
     pb2, _ = stubs()
-    with Server(metrics=True, extra=["--max_batch_delay_us=400000"]) as server:
+    with Server(metrics=True, extra=["--max_batch_delay_us=400000",
+                                     "--adaptive_batch_delay=false"]) as server:
         stub = server.stub()
         small = pb2.EmbedRequest(inputs=[golden_input(pb2, 2)], seq_length=SEQ)
         with pytest.raises(grpc.RpcError) as e:
