@@ -166,18 +166,26 @@ void Batcher::BatcherLoop() {
         // waiting for expected sequences, until none is expected).
         const Wait wait = ChooseWait();
         const size_t queued_before = queue_.size();
-        // A wait that a full budget ends at once says nothing about whether waiting pays.
+        // A wait that a full budget, or a deadline already past (items that waited while an
+        // earlier batch took the budget), ends at once says nothing about whether waiting pays.
+        const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
         const bool learn = options_.adaptive_delay && wait == Wait::kForDelay &&
-                           queued_rows_ < options_.max_batch_tokens;
+                           queued_rows_ < options_.max_batch_tokens && cut_at > absl::Now();
         if (wait != Wait::kNone) {
-          const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
           auto ready = [this, wait]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
             return draining_ || queued_rows_ >= options_.max_batch_tokens ||
                    (wait == Wait::kForExpected && expected_ == 0);
           };
           mu_.AwaitWithDeadline(absl::Condition(&ready), cut_at);
         }
-        if (learn) fruitless_waits_ = queue_.size() > queued_before ? 0 : fruitless_waits_ + 1;
+        if (learn) {
+          if (queue_.size() > queued_before) {
+            fruitless_waits_ = 0;  // waiting pays: the next probe comes a full period later
+            skipped_waits_ = 0;
+          } else {
+            ++fruitless_waits_;
+          }
+        }
         Batch batch;
         TakeFitting(&batch, &dropped);
         // Only this thread fills the slot, and it was empty: hand the batch over.

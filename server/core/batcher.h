@@ -124,8 +124,8 @@ class Batcher {
   Batcher& operator=(const Batcher&) = delete;
 
   // A note that sequences are on their way (e.g. a request being tokenized), for
-  // BatcherOptions::adaptive_delay: while any is held, a batch for an idle engine waits (up
-  // to max_batch_delay) for them. Released by the EnqueueAll it is passed to (with its
+  // BatcherOptions::adaptive_delay: once waits have stopped paying, a new batch still waits
+  // (up to max_batch_delay) while any is held. Released by the EnqueueAll it is passed to (with its
   // sequences), by Release() (a request that failed first) or by its destructor, whichever
   // comes first. Movable; must not outlive its Batcher.
   class Expectation {

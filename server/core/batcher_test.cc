@@ -176,6 +176,27 @@ TEST(BatcherTest, AdaptiveDelayStopsWaitingForALoneCallerAndProbesAgain) {
   EXPECT_GE(lone_call(), waited) << "waiting pays again";
 }
 
+// adaptive_delay learns only from waits that could gain something: batches a full budget
+// cuts at once do not count as fruitless waits.
+TEST(BatcherTest, AdaptiveDelayLearnsOnlyFromRealWaits) {
+  FakeEngine engine(EngineOptions());
+  BatcherOptions options;
+  options.max_batch_tokens = 2;
+  options.max_batch_delay = absl::Milliseconds(300);
+  options.adaptive_delay = true;
+  Batcher batcher(&engine, options);
+  for (int i = 0; i < 2 * Batcher::kFruitlessWaits; ++i) {
+    Completion c;
+    batcher.Enqueue(MakeItem({1, 2}, 2, &c));  // a full budget
+    ASSERT_TRUE(c.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  }
+  Completion lone;
+  const absl::Time start = absl::Now();
+  batcher.Enqueue(MakeItem({1}, 1, &lone));
+  ASSERT_TRUE(lone.done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_GE(lone.at - start, absl::Milliseconds(250)) << "still waiting: nothing learnt yet";
+}
+
 // adaptive_delay, once waits have stopped paying: a batch waits (up to the delay) for the
 // sequences an Expectation announces and is cut when they are queued, holding them; an
 // EnqueueAll given the Expectation releases it with its items; moving an Expectation keeps

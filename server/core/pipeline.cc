@@ -9,7 +9,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/core/dtype_convert.h"
@@ -97,8 +96,12 @@ Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
 
 Pipeline::~Pipeline() {
   draining_ = true;
-  batcher_.reset();  // Drains and joins.
+  // Drain first: the engine's last answers schedule their assembly on the workers. Then the
+  // workers run what is left, which may still queue into (and be refused by) the drained
+  // batcher, and only then does the batcher go.
+  if (batcher_ != nullptr) batcher_->Drain();
   workers_.reset();
+  batcher_.reset();
 }
 
 absl::Status Pipeline::Warmup() {
@@ -318,9 +321,6 @@ void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
 }
 
 void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
-  // A failure below queues nothing: the batcher must stop expecting this request's
-  // sequences. (EnqueueAll takes the Expectation over, leaving nothing to release.)
-  absl::Cleanup tokenized = [&request] { request->tokenizing.Release(); };
   const ResolvedOptions& opt = request->options;
   const absl::Time start = absl::Now();
   const int n = static_cast<int>(request->spec.inputs.size());
@@ -457,6 +457,10 @@ void Pipeline::Finish(const std::shared_ptr<Request>& request, absl::Status stat
       result.timing.total_us = Micros(absl::Now() - request->arrival);
     }
   }
+  // A request that failed before its sequences were queued must not keep the batcher
+  // expecting them; released before the permit and the answer, after which the caller may
+  // destroy the Pipeline. (EnqueueAll took it over otherwise: nothing left to release.)
+  request->tokenizing.Release();
   EmbedCallback done = std::move(request->done);
   request->permit.Reset();
   if (status.ok()) {

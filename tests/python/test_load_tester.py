@@ -28,7 +28,10 @@ def run_report(tmp_path, server, *args):
 
 @pytest.fixture(scope="module")
 def server():
-    with Server(metrics=True, extra=["--max_batch_delay_us=5000"]) as s:
+    # A fixed delay: the sweep checks that calls in flight together share batches, which the
+    # adaptive delay, taught by the c=1 step that waiting does not pay, may no longer show.
+    with Server(metrics=True, extra=["--max_batch_delay_us=5000",
+                                     "--adaptive_batch_delay=false"]) as s:
         yield s
 
 
