@@ -82,18 +82,29 @@ class RowKernelTest : public ::testing::TestWithParam<RowParam> {
   }
 };
 
+// Operands of a bias + residual + LayerNorm over `s`, the 16-bit ones rounded through T.
+struct LnOperands {
+  std::vector<float> x, residual, bias, gamma, beta;
+};
+
+template <typename T>
+LnOperands MakeLnOperands(RowShape s) {
+  std::mt19937 rng = FreshRng();
+  const size_t n = static_cast<size_t>(s.rows) * s.hidden;
+  LnOperands o{RandomVector(n, rng, 2.0f), RandomVector(n, rng), RandomVector(s.hidden, rng, 0.5f),
+               RandomVector(s.hidden, rng, 0.3f), RandomVector(s.hidden, rng)};
+  for (float& g : o.gamma) g += 1.0f;
+  RoundThrough<T>(&o.x);
+  RoundThrough<T>(&o.residual);
+  RoundThrough<T>(&o.bias);
+  return o;
+}
+
 template <typename T>
 void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, bool in_place,
                                    bool with_residual = true) {
-  std::mt19937 rng = FreshRng();
   const size_t n = static_cast<size_t>(s.rows) * s.hidden;
-  std::vector<float> x = RandomVector(n, rng, 2.0f), residual = RandomVector(n, rng),
-                     bias = RandomVector(s.hidden, rng, 0.5f);
-  std::vector<float> gamma = RandomVector(s.hidden, rng, 0.3f), beta = RandomVector(s.hidden, rng);
-  for (float& g : gamma) g += 1.0f;
-  RoundThrough<T>(&x);
-  RoundThrough<T>(&residual);
-  RoundThrough<T>(&bias);
+  const auto [x, residual, bias, gamma, beta] = MakeLnOperands<T>(s);
   std::vector<float> ref(n);
   cpu::AddBiasResidualLayerNorm(x.data(), with_bias ? bias.data() : nullptr,
                                 with_residual ? residual.data() : nullptr, gamma.data(),
@@ -120,12 +131,8 @@ void CheckAddBiasResidualLayerNorm(RowShape s, TestDType dtype, bool with_bias, 
 // when they load, so they must give the same bits.
 template <typename T>
 void CheckLayerNormVariantsAgree(RowShape s) {
-  std::mt19937 rng = FreshRng();
   const size_t n = static_cast<size_t>(s.rows) * s.hidden;
-  std::vector<float> x = RandomVector(n, rng, 2.0f), residual = RandomVector(n, rng),
-                     bias = RandomVector(s.hidden, rng, 0.5f);
-  std::vector<float> gamma = RandomVector(s.hidden, rng, 0.3f), beta = RandomVector(s.hidden, rng);
-  for (float& g : gamma) g += 1.0f;
+  const auto [x, residual, bias, gamma, beta] = MakeLnOperands<T>(s);
   DeviceArray<T> d_x(x), d_res(residual), d_bias(bias), d_early(n), d_late(n);
   DeviceArray<float> d_gamma(gamma), d_beta(beta);
   ASSERT_STATUS_OK(d_late.status());
