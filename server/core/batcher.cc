@@ -123,6 +123,30 @@ Batcher::Wait Batcher::ChooseWait() {
   return expected_ > 0 ? Wait::kForExpected : Wait::kNone;
 }
 
+void Batcher::WaitBeforeCutting() {
+  const Wait wait = ChooseWait();
+  const size_t queued_before = queue_.size();
+  const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
+  // A wait that a full budget, or a deadline already past (items that waited while an earlier
+  // batch took the budget), ends at once says nothing about whether waiting pays.
+  const bool learn = options_.adaptive_delay && wait == Wait::kForDelay &&
+                     queued_rows_ < options_.max_batch_tokens && cut_at > absl::Now();
+  if (wait != Wait::kNone) {
+    auto ready = [this, wait]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return draining_ || queued_rows_ >= options_.max_batch_tokens ||
+             (wait == Wait::kForExpected && expected_ == 0);
+    };
+    mu_.AwaitWithDeadline(absl::Condition(&ready), cut_at);
+  }
+  if (!learn) return;
+  if (queue_.size() > queued_before) {
+    fruitless_waits_ = 0;  // waiting pays: the next probe comes a full period later
+    skipped_waits_ = 0;
+  } else {
+    ++fruitless_waits_;
+  }
+}
+
 void Batcher::TakeFitting(Batch* batch, std::vector<Dropped>* dropped) {
   const absl::Time now = absl::Now();
   while (!queue_.empty()) {
@@ -162,30 +186,7 @@ void Batcher::BatcherLoop() {
       if (slot_.has_value()) {
         TakeFitting(&*slot_, &dropped);
       } else {
-        // Wait for a full budget, or for the oldest item's delay, whichever comes first (or,
-        // waiting for expected sequences, until none is expected).
-        const Wait wait = ChooseWait();
-        const size_t queued_before = queue_.size();
-        // A wait that a full budget, or a deadline already past (items that waited while an
-        // earlier batch took the budget), ends at once says nothing about whether waiting pays.
-        const absl::Time cut_at = queue_.front().enqueued + options_.max_batch_delay;
-        const bool learn = options_.adaptive_delay && wait == Wait::kForDelay &&
-                           queued_rows_ < options_.max_batch_tokens && cut_at > absl::Now();
-        if (wait != Wait::kNone) {
-          auto ready = [this, wait]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-            return draining_ || queued_rows_ >= options_.max_batch_tokens ||
-                   (wait == Wait::kForExpected && expected_ == 0);
-          };
-          mu_.AwaitWithDeadline(absl::Condition(&ready), cut_at);
-        }
-        if (learn) {
-          if (queue_.size() > queued_before) {
-            fruitless_waits_ = 0;  // waiting pays: the next probe comes a full period later
-            skipped_waits_ = 0;
-          } else {
-            ++fruitless_waits_;
-          }
-        }
+        WaitBeforeCutting();
         Batch batch;
         TakeFitting(&batch, &dropped);
         // Only this thread fills the slot, and it was empty: hand the batch over.

@@ -176,6 +176,11 @@ class Batcher {
   // How a new batch for the handoff waits for more sequences.
   enum class Wait { kNone, kForExpected, kForDelay };
   Wait ChooseWait() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Before a batch for the empty handoff is cut (the queue is not empty): waits for a full
+  // budget or the oldest item's delay, whichever comes first (waiting for expected
+  // sequences, until none is expected; or not at all: ChooseWait), and learns from the wait
+  // whether waiting pays (adaptive_delay).
+  void WaitBeforeCutting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves queued items into `batch` while they fit the budget, dropping expired and
   // cancelled ones into `dropped`.
   void TakeFitting(Batch* batch, std::vector<Dropped>* dropped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
