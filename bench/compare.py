@@ -30,6 +30,7 @@ def main():
     # The shapes in table order: ours, then those only variants ran (when the defaults failed,
     # the run3_config variant ran every shape in their place).
     shapes = {(r["dtype"], r["shape"], r["batch"]): r for r in ours}
+    ours_keys = set(shapes)
     for arg in sys.argv[3:]:
         name, _, path = arg.partition("=")
         rows = load(path)  # empty when missing or cut off mid-write
@@ -49,7 +50,6 @@ def main():
           " HF compile ms | HF compile-ro ms | best HF / ours |"
           + "".join(f" ours {name} ms |" for name, _ in variants))
     print("|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(variants))
-    ours_keys = {(r["dtype"], r["shape"], r["batch"]) for r in ours}
     for key, r in shapes.items():
         cells = []
         best = None

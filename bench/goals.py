@@ -81,7 +81,8 @@ def main():
     rows = []
 
     def time_goal(goal, shape, batch, measure):
-        """A goal on our fp16 time for one shape; measure(row) -> (text, met)."""
+        """A goal judged on our fp16 row for one shape, and on the fastest variant faster than it;
+        measure(row) -> (text, met)."""
         r = find(ours, "fp16", shape, batch)
         best = best_variant(variants, r, shape, batch, measure)
         if r is None:
@@ -92,7 +93,6 @@ def main():
 
     def ratio_goal(goal, shape, batch, hf_mode, minimum, describe):
         """A goal on HF's fp16 time over ours for one shape; describe(ratio, hf_row) -> text."""
-        r = find(ours, "fp16", shape, batch)
         h = find(hf, "fp16", shape, batch, hf_mode)
         if h is None:
             rows.append((goal, "–", verdict(None), "–"))
@@ -102,12 +102,7 @@ def main():
             ratio = h["gpu_ms"] / x["gpu_ms"]
             return describe(ratio, h), ratio >= minimum
 
-        best = best_variant(variants, r, shape, batch, measure)
-        if r is None:
-            rows.append((goal, "–", verdict(None), best))
-        else:
-            text, ok = measure(r)
-            rows.append((goal, text, verdict(ok), best))
+        time_goal(goal, shape, batch, measure)
 
     def seq_s_of(r):
         seq_s = 128 / (r["gpu_ms"] / 1e3)

@@ -40,6 +40,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "server/core/batcher.h"
 #include "server/core/engine_watchdog.h"
 #include "server/core/pipeline.h"
 #include "server/engine/cuda_engine.h"
@@ -73,6 +74,7 @@ ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (paddin
 ABSL_FLAG(int, max_batch_delay_us, 2000,
           "Longest a batch waits for more sequences while the engine is idle (a batch "
           "waiting for a busy engine keeps filling)");
+// Its help spells out Batcher::kFruitlessWaits and kProbeEvery (checked below).
 ABSL_FLAG(bool, adaptive_batch_delay, true,
           "Wait out --max_batch_delay_us only while waiting gains sequences: after 3 waits in a "
           "row that gained none (a caller alone), a batch waits only for requests being "
@@ -156,6 +158,9 @@ ABSL_FLAG(bool, mutex_deadlock_detection, false,
 
 namespace bert {
 namespace {
+
+static_assert(Batcher::kFruitlessWaits == 3 && Batcher::kProbeEvery == 32,
+              "--adaptive_batch_delay's help and server/README.md state these values");
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -285,17 +290,36 @@ class EngineLog final : public PipelineObserver {
   std::map<std::string, int64_t> logged_fallbacks_ ABSL_GUARDED_BY(mu_);  // by path
 };
 
+// The CUDA tuning flags, read through the engine's table of them, and range-checked with any
+// backend: a value out of range is a mistake in the command line, which should wait neither
+// for a GPU nor for the model's load to show.
+absl::StatusOr<CudaEngineOptions> CudaTuningFromFlags() {
+  CudaEngineOptions cuda;
+  for (const CudaTuningSwitch& s : CudaTuningSwitches()) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(s.flag);
+    if (flag == nullptr) return absl::InternalError(absl::StrCat("no flag --", s.flag));
+    RETURN_IF_ERROR(SetCudaTuning(s.flag, flag->CurrentValue(), &cuda));
+  }
+  RETURN_IF_ERROR(ValidateCudaEngineOptions(cuda));
+  return cuda;
+}
+
+// A watchdog limit in seconds: the flag's when set (>= 0), else `gpu_default` where a GPU may
+// be in use, else 0 (off).
+int WatchdogLimitS(int flag, bool gpu, int gpu_default) {
+  return flag >= 0 ? flag : gpu ? gpu_default : 0;
+}
+
 // `on_engine_failure`: see PipelineOptions::on_engine_failure. `on_stuck`: the engine
 // watchdog's (--engine_startup_watchdog_s, --engine_watchdog_s), which watches from here on.
 absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                                      std::function<void(const absl::Status&)> on_engine_failure,
                                      std::function<void(const EngineWatchdog::Stuck&)> on_stuck) {
-  // The startup limit's default, -1, means 600 s where a GPU may be in use: for the load
-  // unless --backend=cpu (the engine is not known yet), for the warm-up with the CUDA engine.
+  ASSIGN_OR_RETURN(const CudaEngineOptions cuda_tuning, CudaTuningFromFlags());
+  // The startup limit: for the load unless --backend=cpu (the engine is not known yet), for
+  // the warm-up with the CUDA engine.
   const int startup_flag = absl::GetFlag(FLAGS_engine_startup_watchdog_s);
-  const int load_s = startup_flag >= 0                       ? startup_flag
-                     : absl::GetFlag(FLAGS_backend) == "cpu" ? 0
-                                                             : 600;
+  const int load_s = WatchdogLimitS(startup_flag, absl::GetFlag(FLAGS_backend) != "cpu", 600);
   Loaded loaded;
   loaded.watchdog = std::make_unique<EngineWatchdog>(absl::Seconds(load_s), std::move(on_stuck));
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
@@ -332,15 +356,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   engine_options.cpu_few_rows_max = absl::GetFlag(FLAGS_cpu_few_rows_max);
   engine_options.max_batch_tokens = max_batch_tokens;
-  // The CUDA tuning flags above, read through the engine's table of them.
-  for (const CudaTuningSwitch& s : CudaTuningSwitches()) {
-    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(s.flag);
-    if (flag == nullptr) return absl::InternalError(absl::StrCat("no flag --", s.flag));
-    RETURN_IF_ERROR(SetCudaTuning(s.flag, flag->CurrentValue(), &engine_options.cuda));
-  }
-  // With any backend: a value out of range is a mistake in the command line, which should not
-  // wait for a GPU to show.
-  RETURN_IF_ERROR(ValidateCudaEngineOptions(engine_options.cuda));
+  engine_options.cuda = cuda_tuning;
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
   auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
   if (!dtype.ok()) return dtype.status();
@@ -350,20 +366,19 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   FaultInjectingEngine* fault_injection = nullptr;  // armed after the warm-up
   if (const int word_id = absl::GetFlag(FLAGS_debug_engine_fault_word_id); word_id >= 0) {
     const std::string fault = absl::GetFlag(FLAGS_debug_engine_fault);
+    if (fault == "hang_in_load") {
+      BERT_LOG(kWarning) << "testing: the engine's creation never returns";
+      for (;;) absl::SleepFor(absl::Hours(1));
+    }
     const std::map<std::string, FaultInjectingEngine::Fault> faults = {
         {"break", FaultInjectingEngine::Fault::kBreak},
         {"hang", FaultInjectingEngine::Fault::kHang},
         {"hang_in_warmup", FaultInjectingEngine::Fault::kHang},
-        {"hang_in_load", FaultInjectingEngine::Fault::kHang},
         {"fallback", FaultInjectingEngine::Fault::kFallback}};
     const auto found = faults.find(fault);
     if (found == faults.end()) {
       return absl::InvalidArgumentError(
           "--debug_engine_fault must be break, hang, hang_in_warmup, hang_in_load or fallback");
-    }
-    if (fault == "hang_in_load") {
-      BERT_LOG(kWarning) << "testing: the engine's creation never returns";
-      for (;;) absl::SleepFor(absl::Hours(1));
     }
     const bool in_warmup = fault == "hang_in_warmup";
     BERT_LOG(kWarning) << "testing: a batch holding this word id meets a fault"
@@ -408,9 +423,8 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   loaded.pipeline =
       std::make_unique<Pipeline>(options, *std::move(engine), *std::move(tokenizer), observer);
   const bool cuda = info.backend == "cuda";
-  const int warmup_s = startup_flag >= 0 ? startup_flag : cuda ? 600 : 0;
-  int serving_s = absl::GetFlag(FLAGS_engine_watchdog_s);
-  if (serving_s < 0) serving_s = cuda ? 60 : 0;
+  const int warmup_s = WatchdogLimitS(startup_flag, cuda, 600);
+  const int serving_s = WatchdogLimitS(absl::GetFlag(FLAGS_engine_watchdog_s), cuda, 60);
   const auto limit = [](int s) { return s > 0 ? std::to_string(s) : std::string("off"); };
   BERT_LOG(kInfo) << "engine watchdog" << LogKv("load_limit_s", limit(load_s))
                   << LogKv("warmup_limit_s", limit(warmup_s)) << LogKv("limit_s", limit(serving_s));

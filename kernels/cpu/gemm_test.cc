@@ -30,6 +30,14 @@ double Reference(Epilogue e, double v) {
   return 0;
 }
 
+// Output (r, o) of Linear over x [rows, in], w [out, in], b [out], in double precision.
+double ReferenceLinear(Epilogue e, const std::vector<float>& x, const std::vector<float>& w,
+                       const std::vector<float>& b, int in, int r, int o) {
+  double acc = e == Epilogue::kNone ? 0.0 : b[o];
+  for (int i = 0; i < in; ++i) acc += static_cast<double>(x[r * in + i]) * w[o * in + i];
+  return Reference(e, acc);
+}
+
 class LinearTest : public ::testing::TestWithParam<Epilogue> {};
 
 TEST_P(LinearTest, MatchesDoubleReference) {
@@ -44,11 +52,7 @@ TEST_P(LinearTest, MatchesDoubleReference) {
            y.data());
     std::vector<double> ref(rows * out);
     for (int r = 0; r < rows; ++r) {
-      for (int o = 0; o < out; ++o) {
-        double acc = e == Epilogue::kNone ? 0.0 : b[o];
-        for (int i = 0; i < in; ++i) acc += static_cast<double>(x[r * in + i]) * w[o * in + i];
-        ref[r * out + o] = Reference(e, acc);
-      }
+      for (int o = 0; o < out; ++o) ref[r * out + o] = ReferenceLinear(e, x, w, b, in, r, o);
     }
     EXPECT_LT(RelativeError(y, ref), 1e-6) << rows << "x" << in << "x" << out;
     EXPECT_LT(MaxAbsError(y, ref), 1e-5);
@@ -97,9 +101,7 @@ TEST_P(LinearTest, FewRowsMatchesDoubleReferenceOnItsOutputRange) {
             EXPECT_EQ(value, -7.0f) << "row " << r << " output " << o << " is outside the range";
             continue;
           }
-          double acc = e == Epilogue::kNone ? 0.0 : b[o];
-          for (int i = 0; i < in; ++i) acc += static_cast<double>(x[r * in + i]) * w[o * in + i];
-          ref[r * (end - begin) + o - begin] = Reference(e, acc);
+          ref[r * (end - begin) + o - begin] = ReferenceLinear(e, x, w, b, in, r, o);
           got.push_back(value);
         }
       }

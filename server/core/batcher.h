@@ -143,7 +143,7 @@ class Batcher {
     explicit Expectation(Batcher* batcher) : batcher_(batcher) {}
     Batcher* batcher_ = nullptr;
   };
-  // Any thread.
+  // Any thread. Holds nothing without adaptive_delay (nothing would read it).
   Expectation Expect();
 
   // Queues one sequence. After Drain() the item is completed with UNAVAILABLE.

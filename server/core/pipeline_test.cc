@@ -20,17 +20,22 @@ namespace {
 
 constexpr int kHidden = 4;
 
-std::unique_ptr<Pipeline> MakePipeline(int max_concurrent = 8) {
+// MakePipeline's options unless a test asks for others.
+PipelineOptions TestOptions(int max_concurrent = 8) {
+  PipelineOptions options;
+  options.max_concurrent_requests = max_concurrent;
+  options.max_inputs_per_request = 4;
+  options.max_batch_delay = absl::Milliseconds(1);
+  return options;
+}
+
+std::unique_ptr<Pipeline> MakePipeline(const PipelineOptions& options = TestOptions()) {
   FakeEngine::Options engine_options;
   engine_options.config = FakeEngine::SmallConfig();
   auto tokenizer = BertTokenizer::FromTokens(
       {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "good", "morning"},
       BertTokenizer::Options());
   EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
-  PipelineOptions options;
-  options.max_concurrent_requests = max_concurrent;
-  options.max_inputs_per_request = 4;
-  options.max_batch_delay = absl::Milliseconds(1);
   auto pipeline = std::make_unique<Pipeline>(options, std::make_unique<FakeEngine>(engine_options),
                                              *std::move(tokenizer), nullptr);
   EXPECT_TRUE(pipeline->Warmup().ok());
@@ -262,7 +267,7 @@ TEST(PipelineTest, TruncationAndRejectOfTexts) {
 }
 
 TEST(PipelineTest, AdmissionLimitAndDrain) {
-  auto pipeline = MakePipeline(/*max_concurrent=*/1);
+  auto pipeline = MakePipeline(TestOptions(/*max_concurrent=*/1));
   auto first = pipeline->Admit();
   ASSERT_TRUE(first.ok());
   EXPECT_EQ(pipeline->Admit().status().code(), absl::StatusCode::kResourceExhausted);
@@ -373,43 +378,50 @@ TEST(PipelineTest, ARequestsInputsFormOneBatchWithoutADelay) {
 
 // A pipeline whose batching delay is `delay`, waited out adaptively or every time.
 std::unique_ptr<Pipeline> DelayPipeline(absl::Duration delay, bool adaptive) {
-  auto tokenizer = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world"},
-                                             BertTokenizer::Options());
-  EXPECT_TRUE(tokenizer.ok());
-  PipelineOptions options;
+  PipelineOptions options = TestOptions();
   options.max_batch_delay = delay;
   options.adaptive_batch_delay = adaptive;
-  auto pipeline = std::make_unique<Pipeline>(options, std::make_unique<FakeEngine>(SmallEngine()),
-                                             *std::move(tokenizer), nullptr);
-  EXPECT_TRUE(pipeline->Warmup().ok());
-  pipeline->Start();
-  return pipeline;
+  return MakePipeline(options);
+}
+
+// How long one lone "hello world" request takes.
+absl::Duration LoneRequest(Pipeline* pipeline) {
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world")};
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE(EmbedSync(pipeline, spec).ok());
+  return absl::Now() - start;
 }
 
 // The default, adaptive delay: a caller alone waits out the delay only until waiting has
 // gained nothing a few times (Batcher::kFruitlessWaits), then its requests reach the idle
 // engine at once. A request that failed while being tokenized must not leave the batcher
-// expecting its sequences (every batch would then wait out the delay).
+// expecting its sequences: checked while that request's answer is still being delivered
+// (its callback blocks), so that only a release before the answer passes.
 TEST(PipelineTest, ALoneCallerStopsWaitingForTheBatchingDelay) {
   auto pipeline = DelayPipeline(absl::Milliseconds(300), /*adaptive=*/true);
+  for (int round = 0; round < Batcher::kFruitlessWaits; ++round) {
+    EXPECT_GE(LoneRequest(pipeline.get()), absl::Milliseconds(250)) << "round " << round;
+  }
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_LT(LoneRequest(pipeline.get()), absl::Milliseconds(150)) << "round " << round;
+  }
   EmbedRequestSpec too_long;
   too_long.inputs = {Text("hello world hello world hello world")};
   too_long.seq_length = 4;
   too_long.truncation = Truncation::kReject;
-  EXPECT_EQ(EmbedSync(pipeline.get(), too_long).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  for (int round = 0; round < Batcher::kFruitlessWaits + 3; ++round) {
-    EmbedRequestSpec spec;
-    spec.inputs = {Text("hello world")};
-    const absl::Time start = absl::Now();
-    ASSERT_TRUE(EmbedSync(pipeline.get(), spec).ok());
-    const absl::Duration took = absl::Now() - start;
-    if (round < Batcher::kFruitlessWaits) {
-      EXPECT_GE(took, absl::Milliseconds(250)) << "round " << round;
-    } else {
-      EXPECT_LT(took, absl::Milliseconds(150)) << "round " << round;
-    }
-  }
+  auto permit = pipeline->Admit();
+  ASSERT_TRUE(permit.ok());
+  absl::Notification failed, answered;
+  pipeline->Embed(too_long, absl::InfiniteFuture(), nullptr, *std::move(permit),
+                  [&](absl::StatusOr<EmbedResult> r) {
+                    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+                    failed.Notify();
+                    answered.WaitForNotificationWithTimeout(absl::Seconds(30));
+                  });
+  ASSERT_TRUE(failed.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_LT(LoneRequest(pipeline.get()), absl::Milliseconds(150)) << "after the failed request";
+  answered.Notify();
   EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
 }
 
@@ -417,11 +429,7 @@ TEST(PipelineTest, ALoneCallerStopsWaitingForTheBatchingDelay) {
 TEST(PipelineTest, WithoutTheAdaptiveDelayEveryLoneRequestWaits) {
   auto pipeline = DelayPipeline(absl::Milliseconds(300), /*adaptive=*/false);
   for (int round = 0; round < Batcher::kFruitlessWaits + 1; ++round) {
-    EmbedRequestSpec spec;
-    spec.inputs = {Text("hello world")};
-    const absl::Time start = absl::Now();
-    ASSERT_TRUE(EmbedSync(pipeline.get(), spec).ok());
-    EXPECT_GE(absl::Now() - start, absl::Milliseconds(250)) << "round " << round;
+    EXPECT_GE(LoneRequest(pipeline.get()), absl::Milliseconds(250)) << "round " << round;
   }
   EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
 }

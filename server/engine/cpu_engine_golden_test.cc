@@ -27,8 +27,10 @@ TEST_P(GoldenTest, MatchesReferenceOnEveryTensor) {
   const OutputSelection& sel = fixture->selection;
   SafetensorsFile& expected = fixture->expected;
 
-  for (auto [threads, few_rows_max] :
-       {std::pair{1, 0}, std::pair{2, 0}, std::pair{1, 1 << 20}, std::pair{2, 1 << 20}}) {
+  // The few-rows kernel over the whole batch (no row limit) on two threads; on one the
+  // engine caps the kernel at 16 rows, below these batches, so {1, any} would repeat {1, 0}
+  // (CpuEngineTest covers one thread).
+  for (auto [threads, few_rows_max] : {std::pair{1, 0}, std::pair{2, 0}, std::pair{2, 1 << 20}}) {
     CpuEngineOptions opts;
     opts.threads = threads;
     opts.few_rows_max = few_rows_max;

@@ -928,11 +928,8 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
                                        c.head_dim(), context_.get(), stream, attention);
     RETURN_IF_ERROR(CudaCall(cudaGetLastError(), "attention"));
     if (launched.double_buffered_kv) ++path_stats_.double_buffered_attention;
-    if (launched.tile_rows > 0) {  // 16, 32 or 64 rows
-      ++path_stats_.attention_tiles[launched.tile_rows == 16   ? 0
-                                    : launched.tile_rows == 32 ? 1
-                                                               : 2];
-    }
+    // 16, 32 or 64 rows: counters 0, 1, 2 (0 rows: fp32, no tile).
+    if (launched.tile_rows > 0) ++path_stats_.attention_tiles[launched.tile_rows / 32];
     // The QKV buffer is free after attention: it takes the projections' outputs.
     T* projected = qkv_.get();
     Mark("attn_out_gemm");

@@ -1152,19 +1152,23 @@ TEST_P(CudaGraphTest, AttentionTileAndLayerNormSwitchesAreBitExact) {
   const std::vector<std::vector<int>> shapes = {
       {5}, {128}, {5, 17, 33, 64}, {7, 7, 7, 7, 7, 7, 7, 7}};
   const CudaEngineOptions defaults = Untuned(Options(dtype, 1024));
+  auto want_engine = CreateCudaEngine(model, defaults);
+  ASSERT_TRUE(want_engine.ok()) << want_engine.status();
   struct Config {
     int tile;
     int hoist_max_rows;
   };
   for (const Config& config : {Config{64, 2048}, Config{16, 2048}, Config{0, 0}, Config{64, 0}}) {
+    // fp32 has one attention kernel: a tile alone changes nothing there.
+    if (dtype == DType::kFloat32 && config.hoist_max_rows == defaults.layer_norm_hoist_max_rows) {
+      continue;
+    }
     const std::string what = "attention tile " + std::to_string(config.tile) +
                              ", LayerNorm hoist up to " + std::to_string(config.hoist_max_rows);
     CudaEngineOptions changed = defaults;
     changed.attention_tile = config.tile;
     changed.layer_norm_hoist_max_rows = config.hoist_max_rows;
-    auto want_engine = CreateCudaEngine(model, defaults);
     auto got_engine = CreateCudaEngine(model, changed);
-    ASSERT_TRUE(want_engine.ok()) << what << ": " << want_engine.status();
     ASSERT_TRUE(got_engine.ok()) << what << ": " << got_engine.status();
     std::mt19937 rng(93);
     ExpectSameOutputsOnShapes(want_engine->get(), got_engine->get(), c, shapes, EveryLayer(c), rng,
@@ -1186,7 +1190,9 @@ TEST_P(CudaGraphTest, AttentionTileAndLayerNormSwitchesAreBitExact) {
     } else {
       EXPECT_GT(tiles[0], 0) << what;  // the lone 5-token sequence
     }
-    EXPECT_GT(PathStats(*want_engine).attention_tiles[0], 0) << what;  // the default rule
+  }
+  if (dtype != DType::kFloat32) {
+    EXPECT_GT(PathStats(*want_engine).attention_tiles[0], 0);  // the default rule
   }
 }
 

@@ -88,12 +88,16 @@ def test_shapes_only_variants_ran_get_rows(tmp_path):
                                                           ("256", "–", "–", "13.000")]
 
 
-def load_emulation():
-    spec = importlib.util.spec_from_file_location("gelu_fp16_emulation",
-                                                  REPO / "bench" / "gelu_fp16_emulation.py")
+def load_script(path):
+    """The Python script at REPO/path, imported as a module."""
+    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, REPO / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_emulation():
+    return load_script("bench/gelu_fp16_emulation.py")
 
 
 def test_gelu_emulation_matches_reference_and_bounds_the_epilogue():
@@ -450,12 +454,8 @@ def test_the_serving_check_reports_the_servers_fallbacks(tmp_path, monkeypatch, 
 
 
 def load_serving_check(monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "gpu_serving_check", REPO / "tools" / "gpu_serving_check.py")
-    check = importlib.util.module_from_spec(spec)
-    monkeypatch.syspath_prepend(str(REPO / "tools"))
-    spec.loader.exec_module(check)
-    return check
+    monkeypatch.syspath_prepend(str(REPO / "tools"))  # for the modules it imports
+    return load_script("tools/gpu_serving_check.py")
 
 
 def test_the_serving_checks_escapes_are_server_flags(monkeypatch):
