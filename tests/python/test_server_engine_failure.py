@@ -78,10 +78,12 @@ def test_a_broken_engine_stops_the_server_with_status_1():
         # Every call that did not succeed ended with a clear status: the engine's error,
         # UNAVAILABLE while draining, or no server any more; or CANCELLED, for a call that
         # raced the server's exit and was still unanswered when its grace after the drain ran
-        # out (seen once in CI, on a heavily loaded machine, when that grace was 200 ms).
+        # out. Each caller stops at its first such status, so any of the four may race the
+        # exit: CI saw one CANCELLED on a heavily loaded machine when that grace was 200 ms,
+        # and two (at 1 s) in a sanitized run that took twice its usual time; neither came
+        # back in 14 runs here, 6 of them with four busy loops on the two cores.
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.INTERNAL,
                               grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, codes
-        assert codes.count(grpc.StatusCode.CANCELLED) <= 1, codes
         assert codes.count(grpc.StatusCode.OK) > 0, codes
         log = server.log()
         assert 'msg="engine failed; stopping"' in log, log
