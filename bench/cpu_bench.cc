@@ -2,11 +2,11 @@
 //
 // Method: build the model (BERT-base unless flags say otherwise), create the CPU engine with
 // --threads, then for each batch size: --warmup untimed runs, then --iters timed runs of
-// one Encode each (sequence output of the last layer, every sequence --seq tokens, no
-// padding rows); prints the median and min wall time and sequences per second of the
-// median, the median process CPU time per run (all threads; on a shared machine it shows the
-// work done independent of how much of the cores the process got), and the process's peak
-// RSS at the end.
+// one Encode each (sequence output of the last layer, with --pooled the pooler head too;
+// every sequence --seq tokens, no padding rows); prints the median and min wall time and
+// sequences per second of the median, the median process CPU time per run (all threads; on a
+// shared machine it shows the work done independent of how much of the cores the process
+// got), and the process's peak RSS at the end.
 //
 //   bazel run -c opt //bench:cpu_bench -- --threads=2 --batches=1,8,32 --seq=128
 #include <algorithm>
@@ -34,6 +34,7 @@ ABSL_FLAG(int, warmup, 2, "untimed runs per batch size");
 ABSL_FLAG(int, iters, 5, "timed runs per batch size");
 ABSL_FLAG(int, layers, 12, "encoder layers (BERT-base: 12)");
 ABSL_FLAG(uint64_t, seed, 1, "weights seed");
+ABSL_FLAG(bool, pooled, false, "also compute pooled_output (the pooler's dense + tanh layer)");
 ABSL_FLAG(bool, serve, false,
           "read batch sizes from stdin, one per line; run each once and print "
           "'<wall_ms> <cpu_ms>' (lets a driver interleave runs with another runtime)");
@@ -88,9 +89,10 @@ int main(int argc, char** argv) {
     }
     return batch;
   };
+  bert::OutputSelection selection;
+  selection.sequence = true;
+  selection.pooled = absl::GetFlag(FLAGS_pooled);
   if (absl::GetFlag(FLAGS_serve)) {
-    bert::OutputSelection selection;
-    selection.sequence = true;
     bert::EncoderOutput output;
     std::printf("ready\n");
     std::fflush(stdout);
@@ -120,8 +122,6 @@ int main(int argc, char** argv) {
       return 2;
     }
     const bert::EncoderBatch batch = make_batch(batch_size);
-    bert::OutputSelection selection;
-    selection.sequence = true;
     bert::EncoderOutput output;
     std::vector<double> ms, cpu_ms;
     const int total = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_iters);

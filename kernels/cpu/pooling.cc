@@ -9,14 +9,19 @@
 namespace bert {
 namespace cpu {
 
+void GatherFirstRows(const float* hidden_states, const int32_t* cu_rows, int num_seqs, int hidden,
+                     float* out) {
+  for (int s = 0; s < num_seqs; ++s) {
+    std::copy_n(hidden_states + static_cast<int64_t>(cu_rows[s]) * hidden, hidden,
+                out + static_cast<int64_t>(s) * hidden);
+  }
+}
+
 void Pooler(const float* hidden_states, const int32_t* cu_rows, int num_seqs, int hidden,
             const float* weight, const float* bias, float* out) {
   if (num_seqs <= 0) return;
   std::vector<float> first_rows(static_cast<size_t>(num_seqs) * hidden);
-  for (int s = 0; s < num_seqs; ++s) {
-    std::copy_n(hidden_states + static_cast<int64_t>(cu_rows[s]) * hidden, hidden,
-                first_rows.data() + static_cast<int64_t>(s) * hidden);
-  }
+  GatherFirstRows(hidden_states, cu_rows, num_seqs, hidden, first_rows.data());
   Linear(first_rows.data(), num_seqs, hidden, weight, bias, hidden, Epilogue::kBiasTanh, out);
 }
 

@@ -8,8 +8,13 @@
 namespace bert {
 namespace cpu {
 
+// out[s] = hidden_states[cu_rows[s]]: each sequence's first ([CLS]) row; out [num_seqs, hidden].
+void GatherFirstRows(const float* hidden_states, const int32_t* cu_rows, int num_seqs, int hidden,
+                     float* out);
+
 // out[s] = tanh(weight . hidden_states[cu_rows[s]] + bias); weight [hidden, hidden]
-// (HF layout), out [num_seqs, hidden].
+// (HF layout), out [num_seqs, hidden]. On the caller's thread, through sgemm (CpuEngine runs
+// the same function as GatherFirstRows and its own parallel Linear).
 void Pooler(const float* hidden_states, const int32_t* cu_rows, int num_seqs, int hidden,
             const float* weight, const float* bias, float* out);
 

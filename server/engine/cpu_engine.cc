@@ -232,8 +232,12 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
   }
   if (selection.pooled) {
     output->pooled.resize(static_cast<size_t>(n) * h);
-    cpu::Pooler(hidden_.data(), batch.cu_rows.data(), n, h, w.pooler_weight.data.data(),
-                w.pooler_bias.data.data(), output->pooled.data());
+    // The [CLS] rows, gathered into the attention-output buffer (free after the last layer;
+    // n <= rows), then the dense + tanh layer as the encoder's Linears run: a lone sentence's
+    // single row through the few-rows kernel, split across threads.
+    cpu::GatherFirstRows(hidden_.data(), batch.cu_rows.data(), n, h, context_.data());
+    ParallelLinear(context_.data(), n, h, w.pooler_weight, w.pooler_bias.data.data(), h,
+                   cpu::Epilogue::kBiasTanh, output->pooled.data());
     if (selection.normalize) cpu::L2Normalize(output->pooled.data(), n, h);
   }
   if (selection.mean_pooled) {

@@ -198,7 +198,8 @@ TEST(CpuEngineTest, FewRowsPathAgreesWithOpenBlasOnAnyThreadCount) {
 }
 
 TEST(CpuEngineTest, SelectionsAreConsistent) {
-  auto engine = MakeEngine(SmallModel());
+  const std::shared_ptr<const Model> model = SmallModel();
+  auto engine = MakeEngine(model);
   const int h = 64;
   EncoderBatch batch;
   for (const Seq& s : Sequences()) batch.Add(s.words, s.types, 20);
@@ -214,6 +215,18 @@ TEST(CpuEngineTest, SelectionsAreConsistent) {
       for (int r = 0; r < batch.num_valid[s]; ++r)
         acc += full.sequence[(batch.cu_rows[s] + r) * h + j];
       EXPECT_NEAR(full.mean_pooled[s * h + j], acc / batch.num_valid[s], 1e-5);
+    }
+  }
+  // The pooled output is tanh(W x + b) of each sequence's first row of the sequence output.
+  const ModelWeights& w = model->weights;
+  for (int s = 0; s < batch.num_sequences(); ++s) {
+    const float* cls = full.sequence.data() + static_cast<size_t>(batch.cu_rows[s]) * h;
+    for (int o = 0; o < h; ++o) {
+      double acc = w.pooler_bias.data[o];
+      for (int j = 0; j < h; ++j)
+        acc += static_cast<double>(w.pooler_weight.data[o * h + j]) * cls[j];
+      EXPECT_NEAR(full.pooled[s * h + o], std::tanh(acc), 1e-5)
+          << "sequence " << s << " output " << o;
     }
   }
   // Only layer 0: runs one layer, same values as in the full run.
