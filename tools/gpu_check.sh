@@ -28,6 +28,11 @@ TESTS=(
   "kernels/cuda:attention_test"
   "server/engine:cuda_engine_test"
 )
+# Every default that no GPU run has measured yet turned off: the engine of run 3
+# (bench/NOTES.md) as far as flags reach. The run3_config variant and the legend use it.
+RUN3_FLAGS="--fused_gelu=false --gemm_autotune=false --cuda_graph_max_rows=1000000"
+RUN3_FLAGS+=" --cuda_attention_tile=64 --cuda_layer_norm_hoist_max_rows=0"
+RUN3_FLAGS+=" --cuda_overlap_copies=false"
 BENCH=("bench:gpu_bench" "bench:attention_bench" "bench:gemm_bench" "bench:membw_bench")
 # The serving path on the GPU: tools/gpu_serving_check.py and bench/serving_vs_engine.py
 # drive these.
@@ -267,15 +272,11 @@ run() {
         [ -f "$logs/ours_$vname.json" ] && variant_files+=("$vname=$logs/ours_$vname.json")
       done
     }
-    # run3_config: every default that no GPU run has measured yet turned off, i.e. the engine
-    # of run 3 (bench/NOTES.md) as far as flags reach: what the new defaults gain together,
-    # and the fallback when they fail. Every batch when the defaults gave nothing.
-    local run3_flags="--fused_gelu=false --gemm_autotune=false --cuda_graph_max_rows=1000000"
-    run3_flags+=" --cuda_attention_tile=64 --cuda_layer_norm_hoist_max_rows=0"
-    run3_flags+=" --cuda_overlap_copies=false"
+    # run3_config (RUN3_FLAGS): what the new defaults gain together, and the fallback when
+    # they fail. Every batch when the defaults gave nothing.
     local run3_batches="1,8,32,128+varlen"
     [ -n "$defaults_failed" ] && run3_batches="1,8,32,128,256+varlen"
-    run_variants "run3_config $run3_batches $run3_flags"
+    run_variants "run3_config $run3_batches $RUN3_FLAGS"
     if [ -z "$defaults_failed" ]; then
       run_variants "custom_gemm_pdl 1 --custom_gemm=true --cuda_pdl=true" \
                    "pdl 1,8,32 --cuda_pdl=true" \
@@ -294,7 +295,7 @@ run() {
       # The server with the configuration that gave results. Which default failed is for the
       # tests' failures and the serving check's culprit search to say: a variant with one
       # default off keeps the other five, and may fail (or hang) the same way.
-      serving_step "$run3_flags" "$logs/ours_run3_config.json"
+      serving_step "$RUN3_FLAGS" "$logs/ours_run3_config.json"
     fi
     summarize
   fi
@@ -365,11 +366,7 @@ If a default path's test fails, the server flag that turns the path off (no rebu
     2048 rows)                                 --cuda_layer_norm_hoist_max_rows=0
   SeqKernelTest.*LayerNorm*                    none: kernels/cuda/embedding.cu
   All of them at once (the engine of run 3,
-    as the run3_config column measures it)     --fused_gelu=false --gemm_autotune=false
-                                               --cuda_graph_max_rows=1000000
-                                               --cuda_attention_tile=64
-                                               --cuda_layer_norm_hoist_max_rows=0
-                                               --cuda_overlap_copies=false
+    as the run3_config column measures it)     RUN3_FLAGS (below)
   CudaEngineFault.StickyFault*                 none: lost-context detection (Engine::Health) is
                                                broken; a sticky fault would not restart the server
   CudaEngineFault.RefusedLaunch*               none: CheckContext takes a passing error for a lost
@@ -377,6 +374,7 @@ If a default path's test fails, the server flag that turns the path off (no rebu
 Off by default already: --custom_gemm, --cuda_pdl, --cuda_attention_double_buffer,
 --residual_in_gemm (their tests run last, in processes of their own).
 LEGEND
+  echo "RUN3_FLAGS: $RUN3_FLAGS"
 }
 
 case "${1:-}" in

@@ -309,13 +309,13 @@ def kit_variants():
     lines (run3_config's batches as they are when the defaults gave results)."""
     import shlex
     script = (REPO / "tools" / "gpu_check.sh").read_text().replace("\\\n", " ")
-    run3_flags = " ".join(" ".join(re.findall(r'run3_flags\+?="([^"]*)"', script)).split())
+    run3_flags = " ".join(" ".join(re.findall(r'^RUN3_FLAGS\+?="([^"]*)"', script, re.M)).split())
     run3_batches = re.search(r'local run3_batches="([^"]*)"', script).group(1)
     variants = {}
     for line in script.splitlines():
         line = line.strip()
         if line.startswith("run_variants "):
-            line = line.replace("$run3_batches", run3_batches).replace("$run3_flags", run3_flags)
+            line = line.replace("$run3_batches", run3_batches).replace("$RUN3_FLAGS", run3_flags)
             for spec in shlex.split(line)[1:]:
                 name, batches, *flags = spec.split()
                 variants[name] = (batches, flags)
@@ -381,6 +381,8 @@ def test_the_gpu_kit_falls_back_to_the_run3_configuration(tmp_path):
     for flag in kit_variants()["run3_config"][1]:
         assert flag in out.split(" options: ", 1)[1].split(), (flag, out)
     assert "defaults (fp16)          NO RESULT: goals.md has run3_config's numbers" in stdout
+    # The legend names the flags that give the run-3 engine, on the server too.
+    assert f"RUN3_FLAGS: {' '.join(kit_variants()['run3_config'][1])}" in stdout
     # The server end to end runs with run3_config's flags, against run3_config's engine figure.
     serving = [line for line in (tmp_path / "python_calls.txt").read_text().splitlines()
                if line.startswith("bench/serving_vs_engine.py")]
