@@ -91,77 +91,85 @@ __attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(quads, _mm_shuffle_ps(quads, quads, 1)));
 }
 
-// y[r, o] = dot(x[r, :], w[o, :]) for every row and o in [o_begin, o_end): blocks of four
-// weight rows times two input rows, eight accumulators (enough to hide the FMA latency), each
-// weight vector loaded once per pair of input rows.
-__attribute__((target("avx2,fma"))) void DotsAvx2(const float* x, int rows, int in, const float* w,
-                                                  int o_begin, int o_end, float* y, int ld) {
+// One block of the few-rows kernel: y[j, i] = dot(x[j, :], w[i, :]) for W weight rows and X
+// input rows (ld: the distance between rows of y), W × X accumulators of 8 lanes; each weight
+// vector is loaded once per X input rows, each input vector once per W weight rows. Every
+// output is summed the same way whatever W and X (lane-wise over k in steps of 8, then the
+// lanes, then the tail), so that a block's shape never changes an output's bits.
+template <int W, int X>
+__attribute__((target("avx2,fma"))) inline void DotBlockAvx2(const float* x, int in, const float* w,
+                                                             float* y, int ld) {
   const int in8 = in & ~7;
-  int o = o_begin;
-  for (; o + 4 <= o_end; o += 4) {
-    const float* w0 = w + static_cast<int64_t>(o) * in;
-    const float* w1 = w0 + in;
-    const float* w2 = w1 + in;
-    const float* w3 = w2 + in;
-    int r = 0;
-    for (; r + 2 <= rows; r += 2) {
-      const float* x0 = x + static_cast<int64_t>(r) * in;
-      const float* x1 = x0 + in;
-      __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-      __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-      for (int k = 0; k < in8; k += 8) {
-        const __m256 b0 = _mm256_loadu_ps(w0 + k), b1 = _mm256_loadu_ps(w1 + k);
-        const __m256 b2 = _mm256_loadu_ps(w2 + k), b3 = _mm256_loadu_ps(w3 + k);
-        const __m256 v0 = _mm256_loadu_ps(x0 + k);
-        a00 = _mm256_fmadd_ps(v0, b0, a00);
-        a01 = _mm256_fmadd_ps(v0, b1, a01);
-        a02 = _mm256_fmadd_ps(v0, b2, a02);
-        a03 = _mm256_fmadd_ps(v0, b3, a03);
-        const __m256 v1 = _mm256_loadu_ps(x1 + k);
-        a10 = _mm256_fmadd_ps(v1, b0, a10);
-        a11 = _mm256_fmadd_ps(v1, b1, a11);
-        a12 = _mm256_fmadd_ps(v1, b2, a12);
-        a13 = _mm256_fmadd_ps(v1, b3, a13);
-      }
-      float* y0 = y + static_cast<int64_t>(r) * ld + o;
-      float* y1 = y0 + ld;
-      y0[0] = HorizontalSum(a00) + Dot(x0 + in8, w0 + in8, in - in8);
-      y0[1] = HorizontalSum(a01) + Dot(x0 + in8, w1 + in8, in - in8);
-      y0[2] = HorizontalSum(a02) + Dot(x0 + in8, w2 + in8, in - in8);
-      y0[3] = HorizontalSum(a03) + Dot(x0 + in8, w3 + in8, in - in8);
-      y1[0] = HorizontalSum(a10) + Dot(x1 + in8, w0 + in8, in - in8);
-      y1[1] = HorizontalSum(a11) + Dot(x1 + in8, w1 + in8, in - in8);
-      y1[2] = HorizontalSum(a12) + Dot(x1 + in8, w2 + in8, in - in8);
-      y1[3] = HorizontalSum(a13) + Dot(x1 + in8, w3 + in8, in - in8);
-    }
-    if (r < rows) {  // an odd last row
-      const float* x0 = x + static_cast<int64_t>(r) * in;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int k = 0; k < in8; k += 8) {
-        const __m256 v0 = _mm256_loadu_ps(x0 + k);
-        a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w0 + k), a0);
-        a1 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w1 + k), a1);
-        a2 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w2 + k), a2);
-        a3 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w3 + k), a3);
-      }
-      float* y0 = y + static_cast<int64_t>(r) * ld + o;
-      y0[0] = HorizontalSum(a0) + Dot(x0 + in8, w0 + in8, in - in8);
-      y0[1] = HorizontalSum(a1) + Dot(x0 + in8, w1 + in8, in - in8);
-      y0[2] = HorizontalSum(a2) + Dot(x0 + in8, w2 + in8, in - in8);
-      y0[3] = HorizontalSum(a3) + Dot(x0 + in8, w3 + in8, in - in8);
+  __m256 acc[X][W];
+#pragma GCC unroll 4
+  for (int j = 0; j < X; ++j) {
+#pragma GCC unroll 3
+    for (int i = 0; i < W; ++i) acc[j][i] = _mm256_setzero_ps();
+  }
+  for (int k = 0; k < in8; k += 8) {
+    __m256 b[W];
+#pragma GCC unroll 3
+    for (int i = 0; i < W; ++i) b[i] = _mm256_loadu_ps(w + static_cast<int64_t>(i) * in + k);
+#pragma GCC unroll 4
+    for (int j = 0; j < X; ++j) {
+      const __m256 v = _mm256_loadu_ps(x + static_cast<int64_t>(j) * in + k);
+#pragma GCC unroll 3
+      for (int i = 0; i < W; ++i) acc[j][i] = _mm256_fmadd_ps(v, b[i], acc[j][i]);
     }
   }
-  // The last (out_end - o_begin) % 4 outputs.
-  for (; o < o_end; ++o) {
-    const float* wo = w + static_cast<int64_t>(o) * in;
-    for (int r = 0; r < rows; ++r) {
-      const float* xr = x + static_cast<int64_t>(r) * in;
-      __m256 a = _mm256_setzero_ps();
-      for (int k = 0; k < in8; k += 8) {
-        a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + k), _mm256_loadu_ps(wo + k), a);
-      }
-      y[static_cast<int64_t>(r) * ld + o] = HorizontalSum(a) + Dot(xr + in8, wo + in8, in - in8);
+#pragma GCC unroll 4
+  for (int j = 0; j < X; ++j) {
+    const float* xj = x + static_cast<int64_t>(j) * in;
+#pragma GCC unroll 3
+    for (int i = 0; i < W; ++i) {
+      y[static_cast<int64_t>(j) * ld + i] =
+          HorizontalSum(acc[j][i]) +
+          Dot(xj + in8, w + static_cast<int64_t>(i) * in + in8, in - in8);
     }
+  }
+}
+
+// Every input row against W weight rows: blocks of four input rows, then the last 1-3.
+template <int W>
+__attribute__((target("avx2,fma"))) void DotRowsAvx2(const float* x, int rows, int in,
+                                                     const float* w, float* y, int ld) {
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    DotBlockAvx2<W, 4>(x + static_cast<int64_t>(r) * in, in, w, y + static_cast<int64_t>(r) * ld,
+                       ld);
+  }
+  const float* xr = x + static_cast<int64_t>(r) * in;
+  float* yr = y + static_cast<int64_t>(r) * ld;
+  switch (rows - r) {
+    case 3:
+      DotBlockAvx2<W, 3>(xr, in, w, yr, ld);
+      break;
+    case 2:
+      DotBlockAvx2<W, 2>(xr, in, w, yr, ld);
+      break;
+    case 1:
+      DotBlockAvx2<W, 1>(xr, in, w, yr, ld);
+      break;
+  }
+}
+
+// y[r, o] = dot(x[r, :], w[o, :]) for every row and o in [o_begin, o_end), in blocks of three
+// weight rows times four input rows: 12 accumulators, 7 loads per 12 FMAs, and each weight
+// row read once per four input rows (the weights, not the arithmetic, bound this kernel at few
+// rows: bench/RESULTS_cpu.md).
+__attribute__((target("avx2,fma"))) void DotsAvx2(const float* x, int rows, int in, const float* w,
+                                                  int o_begin, int o_end, float* y, int ld) {
+  int o = o_begin;
+  for (; o + 3 <= o_end; o += 3) {
+    DotRowsAvx2<3>(x, rows, in, w + static_cast<int64_t>(o) * in, y + o, ld);
+  }
+  switch (o_end - o) {
+    case 2:
+      DotRowsAvx2<2>(x, rows, in, w + static_cast<int64_t>(o) * in, y + o, ld);
+      break;
+    case 1:
+      DotRowsAvx2<1>(x, rows, in, w + static_cast<int64_t>(o) * in, y + o, ld);
+      break;
   }
 }
 #endif  // defined(__x86_64__)

@@ -25,7 +25,7 @@ void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue
 // Linear for few rows (a short sentence alone in its batch), restricted to the output
 // features [out_begin, out_end), so that threads can split a layer by its outputs: y[r, o] for
 // every row r and o in the range, in y's full layout [rows, out_features]. Each weight row is
-// read where it lies, once per pair of input rows; sgemm instead copies (packs) the whole
+// read where it lies, once per four input rows; sgemm instead copies (packs) the whole
 // weight matrix on every call, which costs more than the arithmetic when rows are few
 // (bench/RESULTS_cpu.md). Same function as Linear, to float rounding (another summation
 // order). Any number of rows, but it pays only for few (the caller picks: CpuEngine), and only

@@ -76,15 +76,15 @@ TEST(ApplyEpilogueTest, EqualsFusedLinear) {
 }
 
 // The few-rows kernel (the vectorised one where this CPU has it, and the portable loop):
-// every epilogue, row counts around its pairs of rows, input lengths around its 8-wide
-// vectors, output ranges around its blocks of four; outputs outside the range are left alone.
+// every epilogue, row counts around its blocks of four rows, input lengths around its 8-wide
+// vectors, output ranges around its blocks of three; outputs outside the range are left alone.
 TEST_P(LinearTest, FewRowsMatchesDoubleReferenceOnItsOutputRange) {
   const Epilogue e = GetParam();
   for (const bool portable : {false, true}) {
     for (auto [rows, in, out, begin, end] :
          {std::tuple{1, 8, 4, 0, 4}, std::tuple{2, 7, 5, 0, 5}, std::tuple{3, 37, 13, 2, 11},
-          std::tuple{5, 64, 96, 0, 96}, std::tuple{17, 100, 24, 9, 10},
-          std::tuple{64, 384, 40, 4, 40}}) {
+          std::tuple{5, 64, 96, 0, 96}, std::tuple{6, 9, 11, 0, 11}, std::tuple{7, 24, 8, 1, 8},
+          std::tuple{17, 100, 24, 9, 10}, std::tuple{64, 384, 40, 4, 40}}) {
       auto x = RandomVector(rows * in, 11);
       auto w = RandomVector(out * in, 12, 0.1f);
       auto b = RandomVector(out, 13);
@@ -109,6 +109,30 @@ TEST_P(LinearTest, FewRowsMatchesDoubleReferenceOnItsOutputRange) {
       EXPECT_LT(MaxAbsError(got, ref), 1e-5) << rows << "x" << in << "x" << out << portable;
     }
   }
+}
+
+// The engine splits a layer's outputs across threads and relies on an output's value not
+// depending on the range or the batch it is computed in (its results do not change with the
+// thread count): each output of the few-rows kernel has the same bits computed with the whole
+// range and all rows, alone, or one row at a time.
+TEST(LinearTest, FewRowsOutputsDoNotDependOnTheirBlock) {
+  const int rows = 11, in = 45, out = 14;
+  const auto x = RandomVector(rows * in, 21);
+  const auto w = RandomVector(out * in, 22, 0.1f);
+  const auto b = RandomVector(out, 23);
+  std::vector<float> whole(rows * out);
+  LinearFewRows(x.data(), rows, in, w.data(), b.data(), out, Epilogue::kBias, 0, out, whole.data());
+  std::vector<float> alone(rows * out, 0.0f), by_row(rows * out, 0.0f);
+  for (int o = 0; o < out; ++o) {
+    LinearFewRows(x.data(), rows, in, w.data(), b.data(), out, Epilogue::kBias, o, o + 1,
+                  alone.data());
+  }
+  for (int r = 0; r < rows; ++r) {
+    LinearFewRows(x.data() + r * in, 1, in, w.data(), b.data(), out, Epilogue::kBias, 0, out,
+                  by_row.data() + r * out);
+  }
+  EXPECT_EQ(alone, whole);
+  EXPECT_EQ(by_row, whole);
 }
 
 TEST(LinearTest, ZeroRowsIsANoOp) {

@@ -109,14 +109,15 @@ int CpuEngine::NumParts(int rows, int min_rows, int target_rows) const {
 void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
                                const float* bias, int out, cpu::Epilogue epilogue, float* y) {
   if (rows <= few_rows_limit_) {
-    // By output features, in blocks of 16 (whole cache lines of each output row; the
-    // kernel's blocks of 4 stay whole), one part per thread: each thread reads only its share
-    // of the weights.
-    const int blocks = (out + 15) / 16;
+    // By output features, in blocks of 48 (whole cache lines of each output row, and whole
+    // blocks of the kernel's three weight rows), one part per thread: each thread reads only
+    // its share of the weights.
+    constexpr int kBlock = 48;
+    const int blocks = (out + kBlock - 1) / kBlock;
     const int parts = std::max(1, std::min(pool_.num_threads(), blocks));
     pool_.ParallelFor(parts, [&](int p) {
-      const int o0 = std::min(out, 16 * PartBegin(blocks, p, parts));
-      const int o1 = std::min(out, 16 * PartBegin(blocks, p + 1, parts));
+      const int o0 = std::min(out, kBlock * PartBegin(blocks, p, parts));
+      const int o1 = std::min(out, kBlock * PartBegin(blocks, p + 1, parts));
       cpu::LinearFewRows(x, rows, in, weight.data.data(), bias, out, epilogue, o0, o1, y);
     });
     return;
