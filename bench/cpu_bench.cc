@@ -22,6 +22,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "kernels/cpu/blas_core.h"
 #include "server/engine/cpu_engine.h"
 #include "server/engine/model.h"
 
@@ -59,6 +60,7 @@ long PeakRssKb() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bert::cpu::ReexecForBetterBlasCore(argv);  // as bert_server does (kernels/cpu/blas_core.h)
   absl::ParseCommandLine(argc, argv);
   bert::ModelConfig config = bert::BertBaseConfig();
   config.num_layers = absl::GetFlag(FLAGS_layers);

@@ -24,6 +24,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "kernels/cpu/blas_core.h"
 #include "kernels/cpu/gemm.h"
 
 ABSL_FLAG(std::string, rows, "1,2,4,8,16,32,64,128", "comma-separated row counts");
@@ -56,6 +57,7 @@ double Median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bert::cpu::ReexecForBetterBlasCore(argv);  // as bert_server does (kernels/cpu/blas_core.h)
   absl::ParseCommandLine(argc, argv);
   openblas_set_num_threads(1);
   std::vector<int> row_counts;
@@ -78,7 +80,8 @@ int main(int argc, char** argv) {
   const long l3_bytes = std::max(0L, sysconf(_SC_LEVEL3_CACHE_SIZE));
   const size_t evict_bytes = std::max<size_t>(48u << 20, 2 * static_cast<size_t>(l3_bytes));
   const std::vector<float> evict(evict_bytes / sizeof(float), 1.0f);
-  std::printf("eviction buffer before every call: %zu MiB\n\n", evict_bytes >> 20);
+  std::printf("OpenBLAS core %s; eviction buffer before every call: %zu MiB\n\n",
+              bert::cpu::BlasCoreName().c_str(), evict_bytes >> 20);
   float sink = 0.0f;
   std::printf(
       "| shape | rows | sgemm us | few-rows us | sgemm / few-rows |\n|---|---|---|---|---|\n");

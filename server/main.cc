@@ -40,6 +40,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "kernels/cpu/blas_core.h"
 #include "server/core/batcher.h"
 #include "server/core/engine_watchdog.h"
 #include "server/core/pipeline.h"
@@ -400,6 +401,11 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                   << LogKv("backend", info.backend) << LogKv("device", info.device)
                   << LogKv("dtype", DTypeName(info.dtype))
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - load_start));
+  if (info.backend == "cpu" && !cpu::BlasCoreReplaced().empty()) {
+    BERT_LOG(kInfo) << "OpenBLAS core chosen at startup (OPENBLAS_CORETYPE)"
+                    << LogKv("core", cpu::BlasCoreName())
+                    << LogKv("library_choice", cpu::BlasCoreReplaced());
+  }
   if (info.backend == "cuda" && LogEnabled(LogLevel::kInfo)) {
     LogLine line(LogLevel::kInfo);
     line << "cuda engine options";
@@ -724,6 +730,8 @@ int Run() {
 }  // namespace bert
 
 int main(int argc, char** argv) {
+  // First: this may execute the program again (kernels/cpu/blas_core.h).
+  bert::cpu::ReexecForBetterBlasCore(argv);
   absl::SetProgramUsageMessage(
       "Serves a BERT encoder over gRPC.\n  bert_server --model_dir=DIR [--address=HOST:PORT]");
   absl::ParseCommandLine(argc, argv);

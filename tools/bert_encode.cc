@@ -23,6 +23,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/blas_core.h"
 #include "server/engine/engine_factory.h"
 #include "server/engine/model.h"
 #include "server/engine/safetensors.h"
@@ -154,6 +155,7 @@ absl::Status Run() {
 }  // namespace bert
 
 int main(int argc, char** argv) {
+  bert::cpu::ReexecForBetterBlasCore(argv);  // first: may execute the program again
   absl::SetProgramUsageMessage(
       "bert_encode --model_dir=DIR (--inputs=IN.safetensors | --text=IN.jsonl [--vocab=FILE] "
       "[--seq_length=128] [--lowercase=auto|true|false]) --output=OUT.safetensors "

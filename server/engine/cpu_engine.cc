@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/blas_core.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layer_norm.h"
@@ -79,7 +80,8 @@ CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads, int few_ro
 EngineInfo CpuEngine::info() const {
   EngineInfo info;
   info.backend = "cpu";
-  info.device = absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads)");
+  info.device = absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads, OpenBLAS ",
+                             cpu::BlasCoreName(), ")");
   info.dtype = DType::kFloat32;
   return info;
 }

@@ -82,9 +82,10 @@ class Server:
     """A bert_server child process. Use as a context manager or call stop()/kill()."""
 
     def __init__(self, model_dir=TINY_MODEL, vocab=None, extra=(), metrics=False,
-                 wait_serving=True, timeout=120, wrapper=(), unix_socket=None):
+                 wait_serving=True, timeout=120, wrapper=(), unix_socket=None, env=None):
         """`wrapper`: a command the server runs under (e.g. taskset). `unix_socket`: a path to
-        serve on instead of a loopback TCP port (`address` is then "unix:PATH")."""
+        serve on instead of a loopback TCP port (`address` is then "unix:PATH"). `env`: the
+        server's environment (default: this process's)."""
         address = f"unix:{unix_socket}" if unix_socket else "127.0.0.1:0"
         args = [*wrapper, server_binary(), f"--model_dir={model_dir}", f"--address={address}",
                 "--backend=cpu", "--cpu_threads=2", "--log_level=info",
@@ -102,7 +103,7 @@ class Server:
         self.log_lines = []
         self._log_lock = threading.Lock()
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, errors="replace")
+                                     text=True, errors="replace", env=env)
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
         self.port = None

@@ -47,6 +47,42 @@ def test_server_starts_serves_model_info_and_stops_cleanly():
     assert "msg=stopped" in server.log()
 
 
+# OpenBLAS's names of its cores without AVX2 (kernels/cpu/blas_core.cc).
+CORES_WITHOUT_AVX2 = {
+    "unknown", "katmai", "coppermine", "northwood", "prescott", "banias", "atom", "core2",
+    "penryn", "dunnington", "nehalem", "athlon", "opteron", "opteron_sse3", "barcelona", "nano",
+    "sandybridge", "bobcat", "bulldozer", "piledriver", "steamroller"}
+
+
+def _cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_cpu_backend_runs_openblas_kernels_that_use_the_cpus_vector_units():
+    """The CPU engine's device names the OpenBLAS core it runs. Where the CPU has AVX2 and FMA
+    that core uses them, also where the library itself would fall back to SSE3 kernels (a
+    CPU newer than it: bert_server then starts again with OPENBLAS_CORETYPE set, and logs
+    it). Not in an environment where the caller set OPENBLAS_CORETYPE."""
+    pb2, _ = stubs()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "BERT_BLAS_CORE_REPLACED")}
+    server = Server(env=env)
+    try:
+        info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+        assert "OpenBLAS " in info.device, info.device
+        core = info.device.split("OpenBLAS ", 1)[1].rstrip(")")
+        if {"avx2", "fma"} <= _cpu_flags():
+            assert core.lower() not in CORES_WITHOUT_AVX2, info.device
+        if "library_choice=" in server.log():
+            assert f"core={core}" in server.log(), server.log()
+    finally:
+        assert server.stop(signal.SIGTERM) == 0, server.log()
+
+
 def test_sigint_also_stops_cleanly():
     server = Server()
     try:
