@@ -401,7 +401,10 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                   << LogKv("backend", info.backend) << LogKv("device", info.device)
                   << LogKv("dtype", DTypeName(info.dtype))
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - load_start));
-  if (info.backend == "cpu" && !cpu::BlasCoreReplaced().empty()) {
+  if (info.backend == "cpu" && cpu::BlasCoreReplacementFailed()) {
+    BERT_LOG(kWarning) << "OpenBLAS ignored the OPENBLAS_CORETYPE set at startup"
+                       << LogKv("core", cpu::BlasCoreName());
+  } else if (info.backend == "cpu" && !cpu::BlasCoreReplaced().empty()) {
     BERT_LOG(kInfo) << "OpenBLAS core chosen at startup (OPENBLAS_CORETYPE)"
                     << LogKv("core", cpu::BlasCoreName())
                     << LogKv("library_choice", cpu::BlasCoreReplaced());

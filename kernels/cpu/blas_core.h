@@ -32,16 +32,21 @@ VectorSupport DetectVectorSupport();
 // know, e.g. from a newer release) is the library's to make.
 std::optional<std::string> BetterBlasCore(const std::string& current, const VectorSupport& cpu);
 
-// For the start of main(), before any thread is started or file opened: when
-// OPENBLAS_CORETYPE is unset and BetterBlasCore names a core, sets OPENBLAS_CORETYPE to it
-// (and BERT_BLAS_CORE_REPLACED to the library's own choice, for BlasCoreReplaced) and
-// executes the program again with the same arguments (the same process, so its id and open
-// descriptors stay). Returns when there is nothing to do, or when the exec fails (with a
-// warning on stderr: the program then runs on the library's choice).
+// For the start of main(), before the program starts threads of its own or opens files (the
+// exec ends OpenBLAS's own threads, started while it loaded): when OPENBLAS_CORETYPE is unset
+// and BetterBlasCore names a core, sets OPENBLAS_CORETYPE to it (and BERT_BLAS_CORE_REPLACED
+// to the library's own choice) and executes the program's file again with the same arguments
+// (the same process: its id, name and open descriptors stay). Returns when there is nothing
+// to do; in the re-executed process (taking the marker out of the environment again); or when
+// the exec fails, with a warning on stderr: the program then runs on the library's choice.
 void ReexecForBetterBlasCore(char** argv);
 
-// The core the library chose before ReexecForBetterBlasCore replaced it, or "" if it did not.
+// In the re-executed process, the core the library chose by itself; otherwise "".
 std::string BlasCoreReplaced();
+
+// Whether the library ignored the OPENBLAS_CORETYPE that ReexecForBetterBlasCore set (it
+// still runs its own choice).
+bool BlasCoreReplacementFailed();
 
 }  // namespace cpu
 }  // namespace bert

@@ -1,6 +1,6 @@
 // The OpenBLAS core correction: which choices it replaces, and, in this process (which
-// re-executes itself first, as the programs do), that the library ends up on a core with AVX2
-// wherever the CPU has it.
+// re-executes itself first, as the programs do: blas_test_main.cc), that the library ends up
+// on a core with AVX2 wherever the CPU has it.
 #include "kernels/cpu/blas_core.h"
 
 #include <cstdio>
@@ -41,6 +41,9 @@ TEST(BlasCoreTest, TheLibraryRunsACoreWithAvx2WhereTheCpuHasIt) {
   }
   EXPECT_EQ(BetterBlasCore(core, DetectVectorSupport()), std::nullopt)
       << "OpenBLAS runs " << core << " on a CPU with AVX2";
+  EXPECT_FALSE(BlasCoreReplacementFailed());
+  // The marker is for this process only, not for the programs it starts.
+  EXPECT_EQ(std::getenv("BERT_BLAS_CORE_REPLACED"), nullptr);
   if (!BlasCoreReplaced().empty()) {
     std::printf("OpenBLAS core %s (the library chose %s)\n", core.c_str(),
                 BlasCoreReplaced().c_str());
@@ -50,9 +53,3 @@ TEST(BlasCoreTest, TheLibraryRunsACoreWithAvx2WhereTheCpuHasIt) {
 }  // namespace
 }  // namespace cpu
 }  // namespace bert
-
-int main(int argc, char** argv) {
-  bert::cpu::ReexecForBetterBlasCore(argv);
-  testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}

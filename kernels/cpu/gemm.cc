@@ -67,7 +67,7 @@ void BiasGeluErfRow(float* y, const float* bias, int n) {
   for (int i = 0; i < n; ++i) y[i] = GeluErfFast(y[i] + bias[i]);
 }
 
-// dot(a[0, n), b[0, n)) in float: the portable few-rows kernel, and the AVX2 one's tails.
+// dot(a[0, n), b[0, n)) in float: the portable few-rows kernel.
 float Dot(const float* a, const float* b, int n) {
   float sum = 0.0f;
   for (int k = 0; k < n; ++k) sum += a[k] * b[k];
@@ -91,11 +91,38 @@ __attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(quads, _mm_shuffle_ps(quads, quads, 1)));
 }
 
+// An 8-wide load; masked: only the lanes `mask` selects are read (the others are 0).
+template <bool kMasked>
+__attribute__((target("avx2,fma"))) inline __m256 LoadAvx2(const float* p, __m256i mask) {
+  if constexpr (kMasked) {
+    return _mm256_maskload_ps(p, mask);
+  } else {
+    return _mm256_loadu_ps(p);
+  }
+}
+
+// acc[j][i] += x[j, k:k+8] * w[i, k:k+8], lane by lane.
+template <int W, int X, bool kMasked>
+__attribute__((target("avx2,fma"))) inline void DotStepAvx2(const float* x, int in, const float* w,
+                                                            int k, __m256i mask,
+                                                            __m256 (&acc)[X][W]) {
+  __m256 b[W];
+#pragma GCC unroll 3
+  for (int i = 0; i < W; ++i) b[i] = LoadAvx2<kMasked>(w + static_cast<int64_t>(i) * in + k, mask);
+#pragma GCC unroll 4
+  for (int j = 0; j < X; ++j) {
+    const __m256 v = LoadAvx2<kMasked>(x + static_cast<int64_t>(j) * in + k, mask);
+#pragma GCC unroll 3
+    for (int i = 0; i < W; ++i) acc[j][i] = _mm256_fmadd_ps(v, b[i], acc[j][i]);
+  }
+}
+
 // One block of the few-rows kernel: y[j, i] = dot(x[j, :], w[i, :]) for W weight rows and X
 // input rows (ld: the distance between rows of y), W × X accumulators of 8 lanes; each weight
-// vector is loaded once per X input rows, each input vector once per W weight rows. Every
-// output is summed the same way whatever W and X (lane-wise over k in steps of 8, then the
-// lanes, then the tail), so that a block's shape never changes an output's bits.
+// vector is loaded once per X input rows, each input vector once per W weight rows. The last
+// in % 8 values are one more step with the lanes past the end masked off (a masked load reads
+// nothing there). Every output is thus summed the same way whatever W and X (lane-wise over k
+// in steps of 8, then across the lanes), so that a block's shape never changes its bits.
 template <int W, int X>
 __attribute__((target("avx2,fma"))) inline void DotBlockAvx2(const float* x, int in, const float* w,
                                                              float* y, int ld) {
@@ -106,26 +133,17 @@ __attribute__((target("avx2,fma"))) inline void DotBlockAvx2(const float* x, int
 #pragma GCC unroll 3
     for (int i = 0; i < W; ++i) acc[j][i] = _mm256_setzero_ps();
   }
-  for (int k = 0; k < in8; k += 8) {
-    __m256 b[W];
-#pragma GCC unroll 3
-    for (int i = 0; i < W; ++i) b[i] = _mm256_loadu_ps(w + static_cast<int64_t>(i) * in + k);
-#pragma GCC unroll 4
-    for (int j = 0; j < X; ++j) {
-      const __m256 v = _mm256_loadu_ps(x + static_cast<int64_t>(j) * in + k);
-#pragma GCC unroll 3
-      for (int i = 0; i < W; ++i) acc[j][i] = _mm256_fmadd_ps(v, b[i], acc[j][i]);
-    }
+  const __m256i all = _mm256_set1_epi32(-1);
+  for (int k = 0; k < in8; k += 8) DotStepAvx2<W, X, false>(x, in, w, k, all, acc);
+  if (in8 < in) {
+    const __m256i tail =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(in - in8), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    DotStepAvx2<W, X, true>(x, in, w, in8, tail, acc);
   }
 #pragma GCC unroll 4
   for (int j = 0; j < X; ++j) {
-    const float* xj = x + static_cast<int64_t>(j) * in;
 #pragma GCC unroll 3
-    for (int i = 0; i < W; ++i) {
-      y[static_cast<int64_t>(j) * ld + i] =
-          HorizontalSum(acc[j][i]) +
-          Dot(xj + in8, w + static_cast<int64_t>(i) * in + in8, in - in8);
-    }
+    for (int i = 0; i < W; ++i) y[static_cast<int64_t>(j) * ld + i] = HorizontalSum(acc[j][i]);
   }
 }
 

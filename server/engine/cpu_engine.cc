@@ -111,10 +111,11 @@ int CpuEngine::NumParts(int rows, int min_rows, int target_rows) const {
 void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
                                const float* bias, int out, cpu::Epilogue epilogue, float* y) {
   if (rows <= few_rows_limit_) {
-    // By output features, in blocks of 48 (whole cache lines of each output row, and whole
-    // blocks of the kernel's three weight rows), one part per thread: each thread reads only
-    // its share of the weights.
-    constexpr int kBlock = 48;
+    // By output features, in blocks of 16 (whole cache lines of each output row), one part
+    // per thread: each thread reads only its share of the weights. (A part's last one or two
+    // outputs past a multiple of the kernel's three weight rows take its narrower blocks,
+    // which sum each output the same way.)
+    constexpr int kBlock = 16;
     const int blocks = (out + kBlock - 1) / kBlock;
     const int parts = std::max(1, std::min(pool_.num_threads(), blocks));
     pool_.ParallelFor(parts, [&](int p) {

@@ -83,6 +83,21 @@ def test_cpu_backend_runs_openblas_kernels_that_use_the_cpus_vector_units():
         assert server.stop(signal.SIGTERM) == 0, server.log()
 
 
+def test_a_users_openblas_coretype_is_kept():
+    """OPENBLAS_CORETYPE set by the user wins, even a weak choice (the SSE3 kernels run on any
+    x86-64): the server runs it and replaces nothing."""
+    pb2, _ = stubs()
+    env = {k: v for k, v in os.environ.items() if k != "BERT_BLAS_CORE_REPLACED"}
+    env["OPENBLAS_CORETYPE"] = "Prescott"
+    server = Server(env=env)
+    try:
+        info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+        assert info.device.endswith("OpenBLAS Prescott)"), info.device
+        assert "library_choice=" not in server.log() and "OPENBLAS_CORETYPE" not in server.log()
+    finally:
+        assert server.stop(signal.SIGTERM) == 0, server.log()
+
+
 def test_sigint_also_stops_cleanly():
     server = Server()
     try:
