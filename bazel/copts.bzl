@@ -9,3 +9,15 @@ CPU_ARCH_COPTS = select({
     "//bazel:x86_64": ["-march=x86-64-v2"],
     "//conditions:default": [],
 })
+
+# The few-rows kernel's per-instruction-set files (kernels/cpu/few_rows_*.cc), which the
+# kernels call only on CPUs that run them: AVX2 with FMA, and AVX-512F. Nothing elsewhere.
+AVX2_COPTS = CPU_ARCH_COPTS + select({
+    "//bazel:x86_64": ["-mavx2", "-mfma"],
+    "//conditions:default": [],
+})
+
+AVX512_COPTS = CPU_ARCH_COPTS + select({
+    "//bazel:x86_64": ["-mavx2", "-mfma", "-mavx512f"],
+    "//conditions:default": [],
+})

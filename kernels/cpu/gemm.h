@@ -34,13 +34,18 @@ void LinearFewRows(const float* x, int rows, int in_features, const float* weigh
                    const float* bias, int out_features, Epilogue epilogue, int out_begin,
                    int out_end, float* y);
 
-// Whether LinearFewRows runs vectorised on this CPU (x86-64 with AVX2 and FMA).
+// Whether LinearFewRows runs vectorised on this CPU (x86-64 with AVX2 and FMA; with AVX-512F
+// too, it runs 16 lanes).
 bool LinearFewRowsIsVectorized();
 
-// Tests only: LinearFewRows's portable loop, whatever the CPU.
-void LinearFewRowsPortableForTesting(const float* x, int rows, int in_features, const float* weight,
-                                     const float* bias, int out_features, Epilogue epilogue,
-                                     int out_begin, int out_end, float* y);
+// The few-rows kernel's versions; LinearFewRows runs the best one this CPU runs.
+enum class FewRowsIsa { kPortable, kAvx2, kAvx512 };
+bool FewRowsIsaAvailable(FewRowsIsa isa);
+
+// Tests only: LinearFewRows with the given version (a no-op where it is not available).
+void LinearFewRowsForTesting(FewRowsIsa isa, const float* x, int rows, int in_features,
+                             const float* weight, const float* bias, int out_features,
+                             Epilogue epilogue, int out_begin, int out_end, float* y);
 
 }  // namespace cpu
 }  // namespace bert

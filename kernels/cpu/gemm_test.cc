@@ -75,23 +75,30 @@ TEST(ApplyEpilogueTest, EqualsFusedLinear) {
   EXPECT_EQ(fused, split);
 }
 
-// The few-rows kernel (the vectorised one where this CPU has it, and the portable loop):
-// every epilogue, row counts around its blocks of four rows, input lengths around its 8-wide
-// vectors, output ranges around its blocks of three; outputs outside the range are left alone.
+// Every version of the few-rows kernel this CPU runs (AVX-512, AVX2, the portable loop):
+// every epilogue, row counts around its blocks of four rows, input lengths around its 8- and
+// 16-wide vectors, output ranges around its blocks of three and six; outputs outside the range
+// are left alone.
+constexpr FewRowsIsa kFewRowsIsas[] = {FewRowsIsa::kPortable, FewRowsIsa::kAvx2,
+                                       FewRowsIsa::kAvx512};
+
 TEST_P(LinearTest, FewRowsMatchesDoubleReferenceOnItsOutputRange) {
   const Epilogue e = GetParam();
-  for (const bool portable : {false, true}) {
+  for (const FewRowsIsa isa : kFewRowsIsas) {
+    if (!FewRowsIsaAvailable(isa)) continue;
+    const int version = static_cast<int>(isa);  // for failure messages
     for (auto [rows, in, out, begin, end] :
          {std::tuple{1, 8, 4, 0, 4}, std::tuple{2, 7, 5, 0, 5}, std::tuple{3, 37, 13, 2, 11},
           std::tuple{5, 64, 96, 0, 96}, std::tuple{6, 9, 11, 0, 11}, std::tuple{7, 24, 8, 1, 8},
+          std::tuple{9, 31, 17, 0, 17}, std::tuple{4, 40, 23, 3, 23},
           std::tuple{17, 100, 24, 9, 10}, std::tuple{64, 384, 40, 4, 40}}) {
       auto x = RandomVector(rows * in, 11);
       auto w = RandomVector(out * in, 12, 0.1f);
       auto b = RandomVector(out, 13);
       std::vector<float> y(rows * out, -7.0f);
-      (portable ? LinearFewRowsPortableForTesting : LinearFewRows)(
-          x.data(), rows, in, w.data(), e == Epilogue::kNone ? nullptr : b.data(), out, e, begin,
-          end, y.data());
+      LinearFewRowsForTesting(isa, x.data(), rows, in, w.data(),
+                              e == Epilogue::kNone ? nullptr : b.data(), out, e, begin, end,
+                              y.data());
       std::vector<double> ref(rows * (end - begin));
       std::vector<float> got;
       for (int r = 0; r < rows; ++r) {
@@ -105,8 +112,10 @@ TEST_P(LinearTest, FewRowsMatchesDoubleReferenceOnItsOutputRange) {
           got.push_back(value);
         }
       }
-      EXPECT_LT(RelativeError(got, ref), 1e-6) << rows << "x" << in << "x" << out << portable;
-      EXPECT_LT(MaxAbsError(got, ref), 1e-5) << rows << "x" << in << "x" << out << portable;
+      EXPECT_LT(RelativeError(got, ref), 1e-6)
+          << rows << "x" << in << "x" << out << " version " << version;
+      EXPECT_LT(MaxAbsError(got, ref), 1e-5)
+          << rows << "x" << in << "x" << out << " version " << version;
     }
   }
 }
@@ -120,19 +129,19 @@ TEST(LinearTest, FewRowsOutputsDoNotDependOnTheirBlock) {
   const auto x = RandomVector(rows * in, 21);
   const auto w = RandomVector(out * in, 22, 0.1f);
   const auto b = RandomVector(out, 23);
-  std::vector<float> whole(rows * out);
-  LinearFewRows(x.data(), rows, in, w.data(), b.data(), out, Epilogue::kBias, 0, out, whole.data());
-  std::vector<float> alone(rows * out, 0.0f), by_row(rows * out, 0.0f);
-  for (int o = 0; o < out; ++o) {
-    LinearFewRows(x.data(), rows, in, w.data(), b.data(), out, Epilogue::kBias, o, o + 1,
-                  alone.data());
+  for (const FewRowsIsa isa : kFewRowsIsas) {
+    if (!FewRowsIsaAvailable(isa)) continue;
+    const auto linear = [&](const float* xr, int n, int o0, int o1, float* y) {
+      LinearFewRowsForTesting(isa, xr, n, in, w.data(), b.data(), out, Epilogue::kBias, o0, o1, y);
+    };
+    std::vector<float> whole(rows * out);
+    linear(x.data(), rows, 0, out, whole.data());
+    std::vector<float> alone(rows * out, 0.0f), by_row(rows * out, 0.0f);
+    for (int o = 0; o < out; ++o) linear(x.data(), rows, o, o + 1, alone.data());
+    for (int r = 0; r < rows; ++r) linear(x.data() + r * in, 1, 0, out, by_row.data() + r * out);
+    EXPECT_EQ(alone, whole) << "version " << static_cast<int>(isa);
+    EXPECT_EQ(by_row, whole) << "version " << static_cast<int>(isa);
   }
-  for (int r = 0; r < rows; ++r) {
-    LinearFewRows(x.data() + r * in, 1, in, w.data(), b.data(), out, Epilogue::kBias, 0, out,
-                  by_row.data() + r * out);
-  }
-  EXPECT_EQ(alone, whole);
-  EXPECT_EQ(by_row, whole);
 }
 
 TEST(LinearTest, ZeroRowsIsANoOp) {
