@@ -1,5 +1,5 @@
-// The few-rows kernel for AVX2 and FMA; built with them enabled (kernels/cpu/BUILD) and called
-// only where the CPU has them.
+// The few-rows kernel for AVX2 and FMA: this file is compiled with them enabled
+// (bazel/copts.bzl), and gemm.cc calls it only where the CPU has them.
 #include "kernels/cpu/few_rows_kernel.h"
 
 #if defined(__x86_64__)

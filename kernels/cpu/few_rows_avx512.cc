@@ -1,5 +1,5 @@
-// The few-rows kernel for AVX-512F; built with it enabled (kernels/cpu/BUILD) and called only
-// where the CPU and the OS support it.
+// The few-rows kernel for AVX-512F: this file is compiled with it enabled (bazel/copts.bzl),
+// and gemm.cc calls it only where the CPU and the OS support it.
 #include "kernels/cpu/few_rows_kernel.h"
 
 #if defined(__x86_64__)
@@ -29,7 +29,15 @@ struct Avx512 {
     return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
   }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static float Sum(V v) { return _mm512_reduce_add_ps(v); }
+  static float Sum(V v) {
+    // In a fixed order (the halves, then as Avx2::Sum): a compiler may reorder
+    // _mm512_reduce_add_ps's additions, and the sum must not depend on where it is inlined.
+    const __m512 halves = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+    const __m256 eight = _mm512_castps512_ps256(halves);
+    const __m128 pairs = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+    const __m128 quads = _mm_add_ps(pairs, _mm_movehl_ps(pairs, pairs));
+    return _mm_cvtss_f32(_mm_add_ss(quads, _mm_shuffle_ps(quads, quads, 1)));
+  }
 };
 
 }  // namespace

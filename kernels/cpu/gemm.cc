@@ -162,6 +162,22 @@ FewRowsIsa BestFewRowsIsa() {
   return best;
 }
 
+}  // namespace
+
+const char* FewRowsIsaName() {
+  switch (BestFewRowsIsa()) {
+    case FewRowsIsa::kAvx512:
+      return "AVX-512";
+    case FewRowsIsa::kAvx2:
+      return "AVX2";
+    case FewRowsIsa::kPortable:
+      break;
+  }
+  return "portable";
+}
+
+namespace {
+
 // LinearFewRows with the given dot-product kernel.
 void FewRowsWith(few_rows::DotsFn dots, const float* x, int rows, int in_features,
                  const float* weight, const float* bias, int out_features, Epilogue epilogue,

@@ -41,6 +41,8 @@ bool LinearFewRowsIsVectorized();
 // The few-rows kernel's versions; LinearFewRows runs the best one this CPU runs.
 enum class FewRowsIsa { kPortable, kAvx2, kAvx512 };
 bool FewRowsIsaAvailable(FewRowsIsa isa);
+// The version LinearFewRows runs here: "AVX-512", "AVX2" or "portable".
+const char* FewRowsIsaName();
 
 // Tests only: LinearFewRows with the given version (a no-op where it is not available).
 void LinearFewRowsForTesting(FewRowsIsa isa, const float* x, int rows, int in_features,

@@ -1,6 +1,7 @@
 #include "kernels/cpu/gemm.h"
 
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -142,6 +143,32 @@ TEST(LinearTest, FewRowsOutputsDoNotDependOnTheirBlock) {
     EXPECT_EQ(alone, whole) << "version " << static_cast<int>(isa);
     EXPECT_EQ(by_row, whole) << "version " << static_cast<int>(isa);
   }
+}
+
+// LinearFewRows runs the best version this CPU supports (the tests above skip the others, so
+// this one also says which ran).
+TEST(LinearTest, FewRowsRunsTheBestVersionThisCpuRuns) {
+  FewRowsIsa best = FewRowsIsa::kPortable;
+  const char* name = "portable";
+  if (FewRowsIsaAvailable(FewRowsIsa::kAvx512)) {
+    best = FewRowsIsa::kAvx512;
+    name = "AVX-512";
+  } else if (FewRowsIsaAvailable(FewRowsIsa::kAvx2)) {
+    best = FewRowsIsa::kAvx2;
+    name = "AVX2";
+  }
+  std::printf("few-rows kernel versions run here: portable%s%s\n",
+              FewRowsIsaAvailable(FewRowsIsa::kAvx2) ? ", AVX2" : "",
+              FewRowsIsaAvailable(FewRowsIsa::kAvx512) ? ", AVX-512" : "");
+  EXPECT_STREQ(FewRowsIsaName(), name);
+  const int rows = 9, in = 53, out = 20;
+  const auto x = RandomVector(rows * in, 31);
+  const auto w = RandomVector(out * in, 32, 0.1f);
+  std::vector<float> got(rows * out), want(rows * out);
+  LinearFewRows(x.data(), rows, in, w.data(), nullptr, out, Epilogue::kNone, 0, out, got.data());
+  LinearFewRowsForTesting(best, x.data(), rows, in, w.data(), nullptr, out, Epilogue::kNone, 0, out,
+                          want.data());
+  EXPECT_EQ(got, want);
 }
 
 TEST(LinearTest, ZeroRowsIsANoOp) {

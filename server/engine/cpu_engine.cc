@@ -80,8 +80,9 @@ CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads, int few_ro
 EngineInfo CpuEngine::info() const {
   EngineInfo info;
   info.backend = "cpu";
-  info.device = absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads, OpenBLAS ",
-                             cpu::BlasCoreName(), ")");
+  info.device = absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads, ",
+                             few_rows_limit_ > 0 ? cpu::FewRowsIsaName() : "no",
+                             " few-rows kernel, OpenBLAS ", cpu::BlasCoreName(), ")");
   info.dtype = DType::kFloat32;
   return info;
 }
@@ -112,9 +113,9 @@ void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTenso
                                const float* bias, int out, cpu::Epilogue epilogue, float* y) {
   if (rows <= few_rows_limit_) {
     // By output features, in blocks of 16 (whole cache lines of each output row), one part
-    // per thread: each thread reads only its share of the weights. (A part's last one or two
-    // outputs past a multiple of the kernel's three weight rows take its narrower blocks,
-    // which sum each output the same way.)
+    // per thread: each thread reads only its share of the weights. (A part's last outputs
+    // past a multiple of the kernel's block width, 3 or 6 weight rows, take its narrower
+    // blocks, which sum each output the same way.)
     constexpr int kBlock = 16;
     const int blocks = (out + kBlock - 1) / kBlock;
     const int parts = std::max(1, std::min(pool_.num_threads(), blocks));
