@@ -1,6 +1,8 @@
 // The few-rows kernel for AVX2 and FMA: this file is compiled with them enabled
 // (bazel/copts.bzl), and gemm.cc calls it only where the CPU has them.
 #include "kernels/cpu/few_rows_kernel.h"
+// Nothing else but <immintrin.h>: an inline function of another header, compiled here with
+// this file's instruction set, could be the copy the linker keeps for the whole program.
 
 #if defined(__x86_64__)
 #include <immintrin.h>

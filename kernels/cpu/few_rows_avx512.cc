@@ -1,6 +1,8 @@
 // The few-rows kernel for AVX-512F: this file is compiled with it enabled (bazel/copts.bzl),
 // and gemm.cc calls it only where the CPU and the OS support it.
 #include "kernels/cpu/few_rows_kernel.h"
+// Nothing else but <immintrin.h>: an inline function of another header, compiled here with
+// this file's instruction set, could be the copy the linker keeps for the whole program.
 
 #if defined(__x86_64__)
 // GCC 12's AVX-512 intrinsics fill unused operands with a self-initialised value that its own
