@@ -162,6 +162,16 @@ FewRowsIsa BestFewRowsIsa() {
   return best;
 }
 
+// LinearFewRows with the given dot-product kernel.
+void FewRowsWith(few_rows::DotsFn dots, const float* x, int rows, int in_features,
+                 const float* weight, const float* bias, int out_features, Epilogue epilogue,
+                 int out_begin, int out_end, float* y) {
+  if (rows <= 0 || out_begin >= out_end) return;
+  dots(x, rows, in_features, weight, out_begin, out_end, y, out_features);
+  ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
+                bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
+}
+
 }  // namespace
 
 const char* FewRowsIsaName() {
@@ -175,20 +185,6 @@ const char* FewRowsIsaName() {
   }
   return "portable";
 }
-
-namespace {
-
-// LinearFewRows with the given dot-product kernel.
-void FewRowsWith(few_rows::DotsFn dots, const float* x, int rows, int in_features,
-                 const float* weight, const float* bias, int out_features, Epilogue epilogue,
-                 int out_begin, int out_end, float* y) {
-  if (rows <= 0 || out_begin >= out_end) return;
-  dots(x, rows, in_features, weight, out_begin, out_end, y, out_features);
-  ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
-                bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
-}
-
-}  // namespace
 
 void LinearFewRows(const float* x, int rows, int in_features, const float* weight,
                    const float* bias, int out_features, Epilogue epilogue, int out_begin,

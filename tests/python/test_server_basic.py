@@ -54,6 +54,10 @@ CORES_WITHOUT_AVX2 = {
     "sandybridge", "bobcat", "bulldozer", "piledriver", "steamroller"}
 
 
+def _env_without(*names):
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
 def _cpu_flags():
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -68,9 +72,7 @@ def test_cpu_backend_runs_openblas_kernels_that_use_the_cpus_vector_units():
     CPU newer than it: bert_server then starts again with OPENBLAS_CORETYPE set, and logs
     it). Not in an environment where the caller set OPENBLAS_CORETYPE."""
     pb2, _ = stubs()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENBLAS_CORETYPE", "BERT_BLAS_CORE_REPLACED")}
-    server = Server(env=env)
+    server = Server(env=_env_without("OPENBLAS_CORETYPE", "BERT_BLAS_CORE_REPLACED"))
     try:
         info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
         assert "OpenBLAS " in info.device, info.device
@@ -87,8 +89,7 @@ def test_a_users_openblas_coretype_is_kept():
     """OPENBLAS_CORETYPE set by the user wins, even a weak choice (the SSE3 kernels run on any
     x86-64): the server runs it and replaces nothing."""
     pb2, _ = stubs()
-    env = {k: v for k, v in os.environ.items() if k != "BERT_BLAS_CORE_REPLACED"}
-    env["OPENBLAS_CORETYPE"] = "Prescott"
+    env = {**_env_without("BERT_BLAS_CORE_REPLACED"), "OPENBLAS_CORETYPE": "Prescott"}
     server = Server(env=env)
     try:
         info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
