@@ -1,8 +1,8 @@
-// The CPU Linear layer with few rows: OpenBLAS sgemm (cpu::Linear) against our few-rows
-// kernel (cpu::LinearFewRows), one thread each, per row count and layer shape, to choose the
-// row count below which the CPU engine takes the few-rows kernel (bench/RESULTS_cpu.md).
+// The CPU Linear layer: OpenBLAS sgemm (cpu::Linear) against the packed kernel the CPU engine
+// runs (cpu::LinearPacked, weights packed beforehand), one thread each, per row count and
+// layer shape (bench/RESULTS_cpu.md).
 //
-//   taskset -c 1 bazel-bin/bench/cpu_linear_bench --rows=1,2,4,8,16,32,64,128
+//   taskset -c 1 bazel-bin/bench/cpu_linear_bench --rows=1,4,16,32,64,128,256 [--isa=avx2]
 //
 // Method: per (shape, rows), the two kernels run in turn `--rounds` times (each round: one
 // call of each, alternating which goes first); the median microseconds of each are printed.
@@ -26,9 +26,11 @@
 #include "absl/strings/str_split.h"
 #include "kernels/cpu/blas_core.h"
 #include "kernels/cpu/gemm.h"
+#include "server/engine/cpu_engine.h"
 
 ABSL_FLAG(std::string, rows, "1,2,4,8,16,32,64,128", "comma-separated row counts");
 ABSL_FLAG(int, rounds, 15, "timed calls of each kernel per row count");
+ABSL_FLAG(std::string, isa, "auto", "the packed kernel's instruction set: auto, avx512, avx2");
 
 namespace {
 
@@ -70,6 +72,11 @@ int main(int argc, char** argv) {
     row_counts.push_back(r);
   }
   const int rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
+  const auto isa = bert::ParseLinearIsa(absl::GetFlag(FLAGS_isa));
+  if (!isa.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(isa.status().message()).c_str());
+    return 2;
+  }
   // The pooler's dense layer has one row per sequence (its tanh costs both kernels the same).
   const Shape shapes[] = {
       {"MiniLM qkv 384->1152", 384, 1152},       {"MiniLM ffn-down 1536->384", 1536, 384},
@@ -80,14 +87,15 @@ int main(int argc, char** argv) {
   const long l3_bytes = std::max(0L, sysconf(_SC_LEVEL3_CACHE_SIZE));
   const size_t evict_bytes = std::max<size_t>(48u << 20, 2 * static_cast<size_t>(l3_bytes));
   const std::vector<float> evict(evict_bytes / sizeof(float), 1.0f);
-  std::printf("OpenBLAS core %s; eviction buffer before every call: %zu MiB\n\n",
-              bert::cpu::BlasCoreName().c_str(), evict_bytes >> 20);
+  std::printf("OpenBLAS core %s; packed kernel %s; eviction buffer before every call: %zu MiB\n\n",
+              bert::cpu::BlasCoreName().c_str(), bert::cpu::LinearIsaName(*isa), evict_bytes >> 20);
   float sink = 0.0f;
-  std::printf(
-      "| shape | rows | sgemm us | few-rows us | sgemm / few-rows |\n|---|---|---|---|---|\n");
+  std::printf("| shape | rows | sgemm us | packed us | sgemm / packed |\n|---|---|---|---|---|\n");
   for (const Shape& s : shapes) {
     const std::vector<float> w = Random(static_cast<size_t>(s.out) * s.in, 1);
     const std::vector<float> bias = Random(s.out, 2);
+    const bert::cpu::PackedWeights packed =
+        bert::cpu::PackedWeights::Pack(w.data(), s.out, s.in, *isa);
     for (int rows : row_counts) {
       const std::vector<float> x = Random(static_cast<size_t>(rows) * s.in, 3);
       std::vector<float> y(static_cast<size_t>(rows) * s.out);
@@ -103,8 +111,8 @@ int main(int argc, char** argv) {
             bert::cpu::Linear(x.data(), rows, s.in, w.data(), bias.data(), s.out,
                               bert::cpu::Epilogue::kBias, y.data());
           } else {
-            bert::cpu::LinearFewRows(x.data(), rows, s.in, w.data(), bias.data(), s.out,
-                                     bert::cpu::Epilogue::kBias, 0, s.out, y.data());
+            bert::cpu::LinearPacked(x.data(), rows, packed, bias.data(), bert::cpu::Epilogue::kBias,
+                                    0, packed.num_panels(), y.data());
           }
           const auto stop = std::chrono::steady_clock::now();
           (blas_turn ? blas : ours).push_back(Micros(start, stop));

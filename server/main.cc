@@ -84,10 +84,12 @@ ABSL_FLAG(bool, adaptive_batch_delay, true,
 ABSL_FLAG(int, tokenization_workers, 0,
           "Threads that tokenize and assemble responses (0: one per usable CPU)");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
-ABSL_FLAG(int, cpu_few_rows_max, bert::CpuEngineOptions::kDefaultFewRowsMax,
-          "CPU engine: batches of at most this many rows run their Linear layers on the few-rows "
-          "kernel (weights read in place, outputs split across threads) instead of OpenBLAS; "
-          "0: never");
+ABSL_FLAG(std::string, cpu_isa, bert::CpuEngineOptions().isa,
+          "CPU engine: the instruction set of its Linear kernel: auto (the best this CPU runs), "
+          "avx512, avx2 or portable");
+// Accepted so that command lines written for earlier versions still start the server.
+ABSL_FLAG(int, cpu_few_rows_max, -1,
+          "Deprecated, no effect: every batch runs the packed Linear kernel");
 // The CUDA engine's tuning switches: one flag per entry of bert::CudaTuningSwitches(), read
 // through that table (a switch without its flag here stops the server at startup; a flag
 // added here without a table entry would never be read).
@@ -355,7 +357,11 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   EngineOptions engine_options;
   engine_options.backend = absl::GetFlag(FLAGS_backend);
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
-  engine_options.cpu_few_rows_max = absl::GetFlag(FLAGS_cpu_few_rows_max);
+  engine_options.cpu_isa = absl::GetFlag(FLAGS_cpu_isa);
+  if (absl::GetFlag(FLAGS_cpu_few_rows_max) != -1) {
+    BERT_LOG(kWarning) << "--cpu_few_rows_max is deprecated and has no effect: every batch runs "
+                          "the packed Linear kernel";
+  }
   engine_options.max_batch_tokens = max_batch_tokens;
   engine_options.cuda = cuda_tuning;
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
@@ -469,7 +475,7 @@ int Validate() {
       absl::GetFlag(FLAGS_default_seq_length) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 ||
       absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1 ||
-      absl::GetFlag(FLAGS_cpu_few_rows_max) < 0 || absl::GetFlag(FLAGS_engine_watchdog_s) < -1 ||
+      absl::GetFlag(FLAGS_engine_watchdog_s) < -1 ||
       absl::GetFlag(FLAGS_engine_startup_watchdog_s) < -1) {
     BERT_LOG(kError) << "a numeric limit flag is out of range (see --help)";
     return 2;
@@ -490,7 +496,7 @@ void LogConfig() {
                   << LogKv("adaptive_batch_delay", absl::GetFlag(FLAGS_adaptive_batch_delay))
                   << LogKv("tokenization_workers", TokenizationWorkers())
                   << LogKv("cpu_threads", absl::GetFlag(FLAGS_cpu_threads))
-                  << LogKv("cpu_few_rows_max", absl::GetFlag(FLAGS_cpu_few_rows_max))
+                  << LogKv("cpu_isa", absl::GetFlag(FLAGS_cpu_isa))
                   << LogKv("default_seq_length", absl::GetFlag(FLAGS_default_seq_length))
                   << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes))
                   << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))

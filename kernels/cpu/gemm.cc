@@ -5,10 +5,13 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 
 #include "kernels/cpu/activation.h"
-#include "kernels/cpu/few_rows_kernel.h"
+#include "kernels/cpu/packed_kernel.h"
 
 namespace bert {
 namespace cpu {
@@ -78,23 +81,6 @@ void BiasGeluErfRow(float* y, const float* bias, int n) {
   for (int i = 0; i < n; ++i) y[i] = GeluErfFast(y[i] + bias[i]);
 }
 
-// dot(a[0, n), b[0, n)) in float: the portable few-rows kernel.
-float Dot(const float* a, const float* b, int n) {
-  float sum = 0.0f;
-  for (int k = 0; k < n; ++k) sum += a[k] * b[k];
-  return sum;
-}
-
-void DotsPortable(const float* x, int rows, int in, const float* w, int o_begin, int o_end,
-                  float* y, int ld) {
-  for (int r = 0; r < rows; ++r) {
-    for (int o = o_begin; o < o_end; ++o) {
-      y[static_cast<int64_t>(r) * ld + o] =
-          Dot(x + static_cast<int64_t>(r) * in, w + static_cast<int64_t>(o) * in, in);
-    }
-  }
-}
-
 }  // namespace
 
 void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue epilogue, int ld) {
@@ -129,76 +115,120 @@ void Linear(const float* x, int rows, int in_features, const float* weight, cons
   ApplyEpilogue(y, rows, out_features, bias, epilogue);
 }
 
-bool LinearFewRowsIsVectorized() { return HasAvx2Fma(); }
-
-bool FewRowsIsaAvailable(FewRowsIsa isa) {
+bool LinearIsaAvailable(LinearIsa isa) {
   switch (isa) {
-    case FewRowsIsa::kPortable:
+    case LinearIsa::kPortable:
       return true;
-    case FewRowsIsa::kAvx2:
+    case LinearIsa::kAvx2:
       return HasAvx2Fma();
-    case FewRowsIsa::kAvx512:
+    case LinearIsa::kAvx512:
       return HasAvx512();
   }
   return false;
 }
 
-namespace {
-
-// The dot products for `isa`, which must be available.
-few_rows::DotsFn DotsFor(FewRowsIsa isa) {
-#if defined(__x86_64__)
-  if (isa == FewRowsIsa::kAvx512) return few_rows::DotsAvx512;
-  if (isa == FewRowsIsa::kAvx2) return few_rows::DotsAvx2;
-#endif
-  return DotsPortable;
-}
-
-// The best instruction set this CPU runs (checked once).
-FewRowsIsa BestFewRowsIsa() {
-  static const FewRowsIsa best = HasAvx512()    ? FewRowsIsa::kAvx512
-                                 : HasAvx2Fma() ? FewRowsIsa::kAvx2
-                                                : FewRowsIsa::kPortable;
+LinearIsa BestLinearIsa() {
+  static const LinearIsa best = HasAvx512()    ? LinearIsa::kAvx512
+                                : HasAvx2Fma() ? LinearIsa::kAvx2
+                                               : LinearIsa::kPortable;
   return best;
 }
 
-// LinearFewRows with the given dot-product kernel.
-void FewRowsWith(few_rows::DotsFn dots, const float* x, int rows, int in_features,
-                 const float* weight, const float* bias, int out_features, Epilogue epilogue,
-                 int out_begin, int out_end, float* y) {
-  if (rows <= 0 || out_begin >= out_end) return;
-  dots(x, rows, in_features, weight, out_begin, out_end, y, out_features);
-  ApplyEpilogue(y + out_begin, rows, out_end - out_begin,
-                bias == nullptr ? nullptr : bias + out_begin, epilogue, out_features);
-}
-
-}  // namespace
-
-const char* FewRowsIsaName() {
-  switch (BestFewRowsIsa()) {
-    case FewRowsIsa::kAvx512:
+const char* LinearIsaName(LinearIsa isa) {
+  switch (isa) {
+    case LinearIsa::kAvx512:
       return "AVX-512";
-    case FewRowsIsa::kAvx2:
+    case LinearIsa::kAvx2:
       return "AVX2";
-    case FewRowsIsa::kPortable:
+    case LinearIsa::kPortable:
       break;
   }
   return "portable";
 }
 
-void LinearFewRows(const float* x, int rows, int in_features, const float* weight,
-                   const float* bias, int out_features, Epilogue epilogue, int out_begin,
-                   int out_end, float* y) {
-  FewRowsWith(DotsFor(BestFewRowsIsa()), x, rows, in_features, weight, bias, out_features, epilogue,
-              out_begin, out_end, y);
+namespace {
+
+// The portable kernel: plain loops over panels of 16, which the compiler may vectorise
+// (aarch64: NEON). Sums in the order of k, as the others.
+constexpr int kPortableWidth = 16;
+
+void PanelPortable(const float* x, int rows, int in, const float* panel, int cols, float* y,
+                   int ldy) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<int64_t>(r) * in;
+    float acc[kPortableWidth] = {};
+    for (int k = 0; k < in; ++k) {
+      const float* pk = panel + static_cast<int64_t>(k) * kPortableWidth;
+      for (int j = 0; j < kPortableWidth; ++j) acc[j] += xr[k] * pk[j];
+    }
+    for (int j = 0; j < cols; ++j) y[static_cast<int64_t>(r) * ldy + j] = acc[j];
+  }
 }
 
-void LinearFewRowsForTesting(FewRowsIsa isa, const float* x, int rows, int in_features,
-                             const float* weight, const float* bias, int out_features,
-                             Epilogue epilogue, int out_begin, int out_end, float* y) {
-  if (!FewRowsIsaAvailable(isa)) return;
-  FewRowsWith(DotsFor(isa), x, rows, in_features, weight, bias, out_features, epilogue, out_begin,
-              out_end, y);
+packed::PanelFn PanelFor(LinearIsa isa) {
+#if defined(__x86_64__)
+  if (isa == LinearIsa::kAvx512) return packed::PanelAvx512;
+  if (isa == LinearIsa::kAvx2) return packed::PanelAvx2;
+#endif
+  return PanelPortable;
+}
+
+int PanelWidthFor(LinearIsa isa) {
+#if defined(__x86_64__)
+  if (isa == LinearIsa::kAvx512) return packed::kAvx512Width;
+  if (isa == LinearIsa::kAvx2) return packed::kAvx2Width;
+#endif
+  return kPortableWidth;
+}
+
+}  // namespace
+
+void PackedWeights::Free::operator()(float* p) const { std::free(p); }
+
+PackedWeights PackedWeights::Pack(const float* weight, int out_features, int in_features,
+                                  LinearIsa isa) {
+  PackedWeights packed;
+  if (!LinearIsaAvailable(isa) || out_features <= 0 || in_features <= 0) return packed;
+  const int width = PanelWidthFor(isa);
+  packed.isa_ = isa;
+  packed.in_ = in_features;
+  packed.out_ = out_features;
+  packed.width_ = width;
+  const int panels = packed.num_panels();
+  // On a cache line boundary: with it, each step of k in a panel is whole cache lines (16 or
+  // 32 floats).
+  const size_t floats = static_cast<size_t>(panels) * width * in_features;
+  const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+  float* data = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (data == nullptr) throw std::bad_alloc();
+  packed.data_.reset(data);
+  for (int p = 0; p < panels; ++p) {
+    float* panel = data + static_cast<int64_t>(p) * width * in_features;
+    for (int j = 0; j < width; ++j) {
+      const int o = p * width + j;
+      const float* row = weight + static_cast<int64_t>(o) * in_features;
+      for (int k = 0; k < in_features; ++k) {
+        panel[static_cast<int64_t>(k) * width + j] = o < out_features ? row[k] : 0.0f;
+      }
+    }
+  }
+  return packed;
+}
+
+void LinearPacked(const float* x, int rows, const PackedWeights& weight, const float* bias,
+                  Epilogue epilogue, int panel_begin, int panel_end, float* y) {
+  if (rows <= 0 || weight.empty()) return;
+  const packed::PanelFn kernel = PanelFor(weight.isa());
+  const int out = weight.out_features();
+  const int width = weight.panel_width();
+  panel_end = std::min(panel_end, weight.num_panels());
+  for (int p = std::max(0, panel_begin); p < panel_end; ++p) {
+    const int o = p * width;
+    const int cols = std::min(width, out - o);
+    kernel(x, rows, weight.in_features(), weight.panel(p), cols, y + o, out);
+    // While this panel's outputs are still in cache.
+    ApplyEpilogue(y + o, rows, cols, bias == nullptr ? nullptr : bias + o, epilogue, out);
+  }
 }
 
 }  // namespace cpu

@@ -1,10 +1,15 @@
-// Linear layers (y = x * W^T + b) through OpenBLAS sgemm, with fused epilogues.
-// Thread use is OpenBLAS's (openblas_set_num_threads); the epilogue runs on the caller's
-// thread. Weights keep the Hugging Face layout [out_features, in_features].
+// Linear layers (y = x * W^T + b) with fused epilogues, two ways:
+//  * Linear: OpenBLAS sgemm on the Hugging Face layout [out_features, in_features], as given;
+//    thread use is OpenBLAS's (openblas_set_num_threads). The reference the CUDA kernels' tests
+//    compare with.
+//  * LinearPacked: our kernel on weights packed once (PackedWeights), which the CPU engine runs.
+//    sgemm packs the weights again on every call; at the row counts of a serving batch that
+//    copy costs up to as much as the arithmetic (bench/RESULTS_cpu.md).
 #ifndef BERT_KERNELS_CPU_GEMM_H_
 #define BERT_KERNELS_CPU_GEMM_H_
 
 #include <cstdint>
+#include <memory>
 
 namespace bert {
 namespace cpu {
@@ -22,32 +27,53 @@ void Linear(const float* x, int rows, int in_features, const float* weight, cons
 void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue epilogue,
                    int ld = 0);
 
-// Linear for few rows (a short sentence alone in its batch), restricted to the output
-// features [out_begin, out_end), so that threads can split a layer by its outputs: y[r, o] for
-// every row r and o in the range, in y's full layout [rows, out_features]. Each weight row is
-// read where it lies, once per four input rows; sgemm instead copies (packs) the whole
-// weight matrix on every call, which costs more than the arithmetic when rows are few
-// (bench/RESULTS_cpu.md). Same function as Linear, to float rounding (another summation
-// order). Any number of rows, but it pays only for few (the caller picks: CpuEngine), and only
-// where LinearFewRowsIsVectorized(): elsewhere it is a plain loop, far slower than sgemm.
-void LinearFewRows(const float* x, int rows, int in_features, const float* weight,
-                   const float* bias, int out_features, Epilogue epilogue, int out_begin,
-                   int out_end, float* y);
+// The versions of the packed Linear kernel: one per vector instruction set.
+enum class LinearIsa { kPortable, kAvx2, kAvx512 };
 
-// Whether LinearFewRows runs vectorised on this CPU (x86-64 with AVX2 and FMA; with AVX-512F
-// too, it runs 16 lanes).
-bool LinearFewRowsIsVectorized();
+// Whether this CPU (and OS) runs `isa`: AVX2 needs AVX2 and FMA; AVX-512 needs AVX-512F too.
+bool LinearIsaAvailable(LinearIsa isa);
+// The best version this CPU runs (what PackedWeights::Pack chooses by default).
+LinearIsa BestLinearIsa();
+// "AVX-512", "AVX2" or "portable".
+const char* LinearIsaName(LinearIsa isa);
 
-// The few-rows kernel's versions; LinearFewRows runs the best one this CPU runs.
-enum class FewRowsIsa { kPortable, kAvx2, kAvx512 };
-bool FewRowsIsaAvailable(FewRowsIsa isa);
-// The version LinearFewRows runs here: "AVX-512", "AVX2" or "portable".
-const char* FewRowsIsaName();
+// A Linear layer's weights [out_features, in_features], packed once (at load time) for
+// LinearPacked: in panels of panel_width() output features, each laid out k by k
+// (kernels/cpu/packed_kernel.h). Move-only; as large as the weights.
+class PackedWeights {
+ public:
+  PackedWeights() = default;
 
-// Tests only: LinearFewRows with the given version (a no-op where it is not available).
-void LinearFewRowsForTesting(FewRowsIsa isa, const float* x, int rows, int in_features,
-                             const float* weight, const float* bias, int out_features,
-                             Epilogue epilogue, int out_begin, int out_end, float* y);
+  // Packs for `isa`'s version of the kernel, which decides the panel width. Empty (and
+  // LinearPacked a no-op) where this CPU does not run `isa`.
+  static PackedWeights Pack(const float* weight, int out_features, int in_features,
+                            LinearIsa isa = BestLinearIsa());
+
+  bool empty() const { return data_ == nullptr; }
+  int in_features() const { return in_; }
+  int out_features() const { return out_; }
+  int panel_width() const { return width_; }
+  int num_panels() const { return (out_ + width_ - 1) / width_; }
+  LinearIsa isa() const { return isa_; }
+  const float* panel(int p) const { return data_.get() + static_cast<int64_t>(p) * width_ * in_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const;
+  };
+  LinearIsa isa_ = LinearIsa::kPortable;
+  int in_ = 0, out_ = 0, width_ = 1;
+  std::unique_ptr<float[], Free> data_;
+};
+
+// y[rows, out_features] = epilogue(x[rows, in_features] * weight^T + bias), for the output
+// features of panels [panel_begin, panel_end) only (features p * panel_width() up to
+// (p + 1) * panel_width(), within out_features), so that threads can split a layer by panels
+// as well as by rows. y has its full layout [rows, out_features]. Nothing is copied: each
+// panel is read once per block of input rows (12 with AVX-512, 6 with AVX2), and each output
+// is summed in the order of k, so its bits depend neither on `rows` nor on the split.
+void LinearPacked(const float* x, int rows, const PackedWeights& weight, const float* bias,
+                  Epilogue epilogue, int panel_begin, int panel_end, float* y);
 
 }  // namespace cpu
 }  // namespace bert

@@ -1,6 +1,8 @@
 #include "kernels/cpu/gemm.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <vector>
 
@@ -76,31 +78,67 @@ TEST(ApplyEpilogueTest, EqualsFusedLinear) {
   EXPECT_EQ(fused, split);
 }
 
-// Every version of the few-rows kernel this CPU runs (AVX-512, AVX2, the portable loop):
-// every epilogue, row counts around its blocks of four rows, input lengths around its 8- and
-// 16-wide vectors, output ranges around its blocks of three and six; outputs outside the range
-// are left alone.
-constexpr FewRowsIsa kFewRowsIsas[] = {FewRowsIsa::kPortable, FewRowsIsa::kAvx2,
-                                       FewRowsIsa::kAvx512};
+// Every version of the packed kernel this CPU runs (AVX-512, AVX2, the portable loop).
+constexpr LinearIsa kIsas[] = {LinearIsa::kPortable, LinearIsa::kAvx2, LinearIsa::kAvx512};
 
-TEST_P(LinearTest, FewRowsMatchesDoubleReferenceOnItsOutputRange) {
+TEST(PackedWeightsTest, PanelsHoldTheWeightsKByKWithZerosPastTheLastOutput) {
+  const int out = 37, in = 5;
+  const auto w = RandomVector(out * in, 41);
+  for (const LinearIsa isa : kIsas) {
+    if (!LinearIsaAvailable(isa)) continue;
+    const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, isa);
+    ASSERT_FALSE(packed.empty());
+    EXPECT_EQ(packed.isa(), isa);
+    const int width = packed.panel_width();
+    EXPECT_EQ(width, isa == LinearIsa::kAvx512 ? 32 : 16);
+    EXPECT_EQ(packed.num_panels(), (out + width - 1) / width);
+    for (int p = 0; p < packed.num_panels(); ++p) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(packed.panel(p)) % 64, 0u) << "panel " << p;
+      for (int k = 0; k < in; ++k) {
+        for (int j = 0; j < width; ++j) {
+          const int o = p * width + j;
+          EXPECT_EQ(packed.panel(p)[k * width + j], o < out ? w[o * in + k] : 0.0f)
+              << LinearIsaName(isa) << " panel " << p << " k " << k << " j " << j;
+        }
+      }
+    }
+  }
+}
+
+TEST(PackedWeightsTest, EmptyForAnInstructionSetThisCpuDoesNotRun) {
+  const auto w = RandomVector(8 * 4, 42);
+  for (const LinearIsa isa : kIsas) {
+    EXPECT_EQ(PackedWeights::Pack(w.data(), 8, 4, isa).empty(), !LinearIsaAvailable(isa))
+        << LinearIsaName(isa);
+  }
+  float y = 42.0f;
+  LinearPacked(w.data(), 1, PackedWeights(), nullptr, Epilogue::kNone, 0, 1, &y);
+  EXPECT_EQ(y, 42.0f);
+}
+
+// Every epilogue; row counts around the blocks of 6 and 12 rows; input lengths around the
+// vectors of 8 and 16; output counts around the panels of 16 and 32 (the last panel partly
+// past them); a range of panels (outputs outside it left alone).
+TEST_P(LinearTest, PackedMatchesDoubleReferenceOnItsPanels) {
   const Epilogue e = GetParam();
-  for (const FewRowsIsa isa : kFewRowsIsas) {
-    if (!FewRowsIsaAvailable(isa)) continue;
-    const int version = static_cast<int>(isa);  // for failure messages
-    for (auto [rows, in, out, begin, end] :
-         {std::tuple{1, 8, 4, 0, 4}, std::tuple{2, 7, 5, 0, 5}, std::tuple{3, 37, 13, 2, 11},
-          std::tuple{5, 64, 96, 0, 96}, std::tuple{6, 9, 11, 0, 11}, std::tuple{7, 24, 8, 1, 8},
-          std::tuple{9, 31, 17, 0, 17}, std::tuple{4, 40, 23, 3, 23},
-          std::tuple{17, 100, 24, 9, 10}, std::tuple{64, 384, 40, 4, 40}}) {
+  for (const LinearIsa isa : kIsas) {
+    if (!LinearIsaAvailable(isa)) continue;
+    for (auto [rows, in, out, panel_begin, panel_end] :
+         {std::tuple{1, 8, 4, 0, 1}, std::tuple{2, 7, 5, 0, 1}, std::tuple{3, 37, 13, 0, 1},
+          std::tuple{5, 64, 96, 0, 6}, std::tuple{6, 9, 17, 0, 2}, std::tuple{7, 24, 33, 1, 3},
+          std::tuple{12, 31, 47, 0, 3}, std::tuple{13, 1, 64, 0, 4}, std::tuple{25, 100, 40, 1, 2},
+          std::tuple{64, 384, 120, 0, 8}}) {
       auto x = RandomVector(rows * in, 11);
       auto w = RandomVector(out * in, 12, 0.1f);
       auto b = RandomVector(out, 13);
+      const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, isa);
+      const int width = packed.panel_width();
+      const int begin = std::min(out, panel_begin * width);
+      const int end = std::min(out, panel_end * width);
       std::vector<float> y(rows * out, -7.0f);
-      LinearFewRowsForTesting(isa, x.data(), rows, in, w.data(),
-                              e == Epilogue::kNone ? nullptr : b.data(), out, e, begin, end,
-                              y.data());
-      std::vector<double> ref(rows * (end - begin));
+      LinearPacked(x.data(), rows, packed, e == Epilogue::kNone ? nullptr : b.data(), e,
+                   panel_begin, panel_end, y.data());
+      std::vector<double> ref;
       std::vector<float> got;
       for (int r = 0; r < rows; ++r) {
         for (int o = 0; o < out; ++o) {
@@ -109,71 +147,70 @@ TEST_P(LinearTest, FewRowsMatchesDoubleReferenceOnItsOutputRange) {
             EXPECT_EQ(value, -7.0f) << "row " << r << " output " << o << " is outside the range";
             continue;
           }
-          ref[r * (end - begin) + o - begin] = ReferenceLinear(e, x, w, b, in, r, o);
+          ref.push_back(ReferenceLinear(e, x, w, b, in, r, o));
           got.push_back(value);
         }
       }
+      ASSERT_FALSE(got.empty());
       EXPECT_LT(RelativeError(got, ref), 1e-6)
-          << rows << "x" << in << "x" << out << " version " << version;
+          << rows << "x" << in << "x" << out << " " << LinearIsaName(isa);
       EXPECT_LT(MaxAbsError(got, ref), 1e-5)
-          << rows << "x" << in << "x" << out << " version " << version;
+          << rows << "x" << in << "x" << out << " " << LinearIsaName(isa);
     }
   }
 }
 
-// The engine splits a layer's outputs across threads and relies on an output's value not
-// depending on the range or the batch it is computed in (its results do not change with the
-// thread count): each output of the few-rows kernel has the same bits computed with the whole
-// range and all rows, alone, or one row at a time.
-TEST(LinearTest, FewRowsOutputsDoNotDependOnTheirBlock) {
-  const int rows = 11, in = 45, out = 14;
+// The engine splits a layer by rows and by panels, and promises that a sequence's outputs do
+// not depend on its batch or on the threads: each output of the packed kernel has the same
+// bits computed with all rows and panels, one panel at a time, or one row at a time.
+TEST(LinearTest, PackedOutputsDoNotDependOnRowsOrPanels) {
+  const int rows = 29, in = 45, out = 70;
   const auto x = RandomVector(rows * in, 21);
   const auto w = RandomVector(out * in, 22, 0.1f);
   const auto b = RandomVector(out, 23);
-  for (const FewRowsIsa isa : kFewRowsIsas) {
-    if (!FewRowsIsaAvailable(isa)) continue;
-    const auto linear = [&](const float* xr, int n, int o0, int o1, float* y) {
-      LinearFewRowsForTesting(isa, xr, n, in, w.data(), b.data(), out, Epilogue::kBias, o0, o1, y);
+  for (const LinearIsa isa : kIsas) {
+    if (!LinearIsaAvailable(isa)) continue;
+    const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, isa);
+    const int panels = packed.num_panels();
+    const auto linear = [&](const float* xr, int n, int p0, int p1, float* y) {
+      LinearPacked(xr, n, packed, b.data(), Epilogue::kBiasGeluErf, p0, p1, y);
     };
     std::vector<float> whole(rows * out);
-    linear(x.data(), rows, 0, out, whole.data());
-    std::vector<float> alone(rows * out, 0.0f), by_row(rows * out, 0.0f);
-    for (int o = 0; o < out; ++o) linear(x.data(), rows, o, o + 1, alone.data());
-    for (int r = 0; r < rows; ++r) linear(x.data() + r * in, 1, 0, out, by_row.data() + r * out);
-    EXPECT_EQ(alone, whole) << "version " << static_cast<int>(isa);
-    EXPECT_EQ(by_row, whole) << "version " << static_cast<int>(isa);
+    linear(x.data(), rows, 0, panels, whole.data());
+    std::vector<float> by_panel(rows * out, 0.0f), by_row(rows * out, 0.0f);
+    for (int p = 0; p < panels; ++p) linear(x.data(), rows, p, p + 1, by_panel.data());
+    for (int r = 0; r < rows; ++r) linear(x.data() + r * in, 1, 0, panels, by_row.data() + r * out);
+    EXPECT_EQ(by_panel, whole) << LinearIsaName(isa);
+    EXPECT_EQ(by_row, whole) << LinearIsaName(isa);
   }
 }
 
-// LinearFewRows runs the best version this CPU supports (the tests above skip the others, so
-// this one also says which ran).
-TEST(LinearTest, FewRowsRunsTheBestVersionThisCpuRuns) {
-  FewRowsIsa best = FewRowsIsa::kPortable;
-  const char* name = "portable";
-  if (FewRowsIsaAvailable(FewRowsIsa::kAvx512)) {
-    best = FewRowsIsa::kAvx512;
-    name = "AVX-512";
-  } else if (FewRowsIsaAvailable(FewRowsIsa::kAvx2)) {
-    best = FewRowsIsa::kAvx2;
-    name = "AVX2";
+// Pack chooses the best version this CPU supports (the tests above skip the others, so this
+// one also says which ran).
+TEST(LinearTest, PackedRunsTheBestVersionThisCpuRuns) {
+  LinearIsa best = LinearIsa::kPortable;
+  if (LinearIsaAvailable(LinearIsa::kAvx512)) {
+    best = LinearIsa::kAvx512;
+  } else if (LinearIsaAvailable(LinearIsa::kAvx2)) {
+    best = LinearIsa::kAvx2;
   }
-  std::printf("few-rows kernel versions run here: portable%s%s\n",
-              FewRowsIsaAvailable(FewRowsIsa::kAvx2) ? ", AVX2" : "",
-              FewRowsIsaAvailable(FewRowsIsa::kAvx512) ? ", AVX-512" : "");
-  EXPECT_STREQ(FewRowsIsaName(), name);
-  const int rows = 9, in = 53, out = 20;
-  const auto x = RandomVector(rows * in, 31);
-  const auto w = RandomVector(out * in, 32, 0.1f);
-  std::vector<float> got(rows * out), want(rows * out);
-  LinearFewRows(x.data(), rows, in, w.data(), nullptr, out, Epilogue::kNone, 0, out, got.data());
-  LinearFewRowsForTesting(best, x.data(), rows, in, w.data(), nullptr, out, Epilogue::kNone, 0, out,
-                          want.data());
-  EXPECT_EQ(got, want);
+  std::printf("packed kernel versions run here: portable%s%s\n",
+              LinearIsaAvailable(LinearIsa::kAvx2) ? ", AVX2" : "",
+              LinearIsaAvailable(LinearIsa::kAvx512) ? ", AVX-512" : "");
+  EXPECT_EQ(BestLinearIsa(), best);
+  EXPECT_STREQ(LinearIsaName(best), best == LinearIsa::kAvx512 ? "AVX-512"
+                                    : best == LinearIsa::kAvx2 ? "AVX2"
+                                                               : "portable");
+  const auto w = RandomVector(20 * 53, 32, 0.1f);
+  EXPECT_EQ(PackedWeights::Pack(w.data(), 20, 53).isa(), best);
 }
 
 TEST(LinearTest, ZeroRowsIsANoOp) {
   float y = 42.0f;
   Linear(nullptr, 0, 4, nullptr, nullptr, 4, Epilogue::kNone, &y);
+  EXPECT_EQ(y, 42.0f);
+  const auto w = RandomVector(4 * 4, 43);
+  LinearPacked(nullptr, 0, PackedWeights::Pack(w.data(), 4, 4), nullptr, Epilogue::kNone, 0, 1, &y);
   EXPECT_EQ(y, 42.0f);
 }
 

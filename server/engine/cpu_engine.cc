@@ -50,9 +50,8 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
   if (options.max_batch_tokens < 0) {
     return absl::InvalidArgumentError("cpu engine: max_batch_tokens must be >= 0");
   }
-  if (options.few_rows_max < 0) {
-    return absl::InvalidArgumentError("cpu engine: few_rows_max must be >= 0");
-  }
+  auto isa = ParseLinearIsa(options.isa);
+  if (!isa.ok()) return isa.status();
   const ModelWeights& w = model->weights;
   const ModelConfig& c = model->config;
   if (static_cast<int>(w.layers.size()) != c.num_layers ||
@@ -60,29 +59,62 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
     return absl::InvalidArgumentError("cpu engine: model weights do not match its config");
   }
   const int threads = options.threads > 0 ? options.threads : AvailableCores();
-  std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(model), threads, options.few_rows_max));
+  std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(model), threads, *isa));
   if (options.max_batch_tokens > 0) engine->Reserve(options.max_batch_tokens);
   return engine;
 }
 
-CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads, int few_rows_max)
-    : model_(std::move(model)),
-      pool_(threads),
-      cpu_name_(CpuModelName()),
-      few_rows_limit_(!cpu::LinearFewRowsIsVectorized() ? 0
-                      : pool_.num_threads() == 1        ? std::min(few_rows_max, 16)
-                                                        : few_rows_max) {
+absl::StatusOr<cpu::LinearIsa> ParseLinearIsa(const std::string& name) {
+  cpu::LinearIsa isa;
+  if (name == "auto") {
+    return cpu::BestLinearIsa();
+  } else if (name == "avx512") {
+    isa = cpu::LinearIsa::kAvx512;
+  } else if (name == "avx2") {
+    isa = cpu::LinearIsa::kAvx2;
+  } else if (name == "portable") {
+    isa = cpu::LinearIsa::kPortable;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("cpu engine: unknown instruction set \"", name,
+                                                   "\" (auto, avx512, avx2 or portable)"));
+  }
+  if (!cpu::LinearIsaAvailable(isa)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cpu engine: this CPU does not run ", cpu::LinearIsaName(isa),
+                     " (the best it runs: ", cpu::LinearIsaName(cpu::BestLinearIsa()), ")"));
+  }
+  return isa;
+}
+
+CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads, cpu::LinearIsa isa)
+    : model_(std::move(model)), pool_(threads), cpu_name_(CpuModelName()), isa_(isa) {
   // The pool provides the parallelism; OpenBLAS threads would compete with it. The setting
   // is process-wide (see cpu_engine.h).
   openblas_set_num_threads(1);
+  const ModelWeights& w = model_->weights;
+  const ModelConfig& c = model_->config;
+  const auto pack = [isa](const HostTensor& t, int out, int in) {
+    return cpu::PackedWeights::Pack(t.data.data(), out, in, isa);
+  };
+  packed_layers_.resize(c.num_layers);
+  pool_.ParallelFor(c.num_layers, [&](int i) {
+    const LayerWeights& l = w.layers[i];
+    PackedLayer& p = packed_layers_[i];
+    const int h = c.hidden_size;
+    p.qkv = pack(l.qkv_weight, 3 * h, h);
+    p.attention_output = pack(l.attention_output_weight, h, h);
+    p.intermediate = pack(l.intermediate_weight, c.intermediate_size, h);
+    p.output = pack(l.output_weight, h, c.intermediate_size);
+  });
+  if (w.has_pooler) packed_pooler_ = pack(w.pooler_weight, c.hidden_size, c.hidden_size);
 }
 
 EngineInfo CpuEngine::info() const {
   EngineInfo info;
   info.backend = "cpu";
-  info.device = absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads, ",
-                             few_rows_limit_ > 0 ? cpu::FewRowsIsaName() : "no",
-                             " few-rows kernel, OpenBLAS ", cpu::BlasCoreName(), ")");
+  info.device =
+      absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads, ", cpu::LinearIsaName(isa_),
+                   " packed kernel, OpenBLAS ", cpu::BlasCoreName(), ")");
   info.dtype = DType::kFloat32;
   return info;
 }
@@ -109,29 +141,31 @@ int CpuEngine::NumParts(int rows, int min_rows, int target_rows) const {
   return std::max(1, std::max(per_thread, balanced));
 }
 
-void CpuEngine::ParallelLinear(const float* x, int rows, int in, const HostTensor& weight,
-                               const float* bias, int out, cpu::Epilogue epilogue, float* y) {
-  if (rows <= few_rows_limit_) {
-    // By output features, in blocks of 16 (whole cache lines of each output row), one part
-    // per thread: each thread reads only its share of the weights. (A part's last outputs
-    // past a multiple of the kernel's block width, 3 or 6 weight rows, take its narrower
-    // blocks, which sum each output the same way.)
-    constexpr int kBlock = 16;
-    const int blocks = (out + kBlock - 1) / kBlock;
-    const int parts = std::max(1, std::min(pool_.num_threads(), blocks));
-    pool_.ParallelFor(parts, [&](int p) {
-      const int o0 = std::min(out, kBlock * PartBegin(blocks, p, parts));
-      const int o1 = std::min(out, kBlock * PartBegin(blocks, p + 1, parts));
-      cpu::LinearFewRows(x, rows, in, weight.data.data(), bias, out, epilogue, o0, o1, y);
-    });
-    return;
-  }
-  const int parts = NumParts(rows, /*min_rows=*/16, /*target_rows=*/256);
-  pool_.ParallelFor(parts, [&](int p) {
-    const int r0 = PartBegin(rows, p, parts);
-    const int r1 = PartBegin(rows, p + 1, parts);
-    cpu::Linear(x + static_cast<int64_t>(r0) * in, r1 - r0, in, weight.data.data(), bias, out,
-                epilogue, y + static_cast<int64_t>(r0) * out);
+void CpuEngine::ParallelLinear(const float* x, int rows, const cpu::PackedWeights& weight,
+                               const float* bias, cpu::Epilogue epilogue, float* y) {
+  const int in = weight.in_features();
+  const int out = weight.out_features();
+  const int panels = weight.num_panels();
+  // Chunks of rows, each with every panel in turn: a panel is read from memory once per chunk,
+  // and the chunk's inputs (at most ~2 MiB, ~L2 or L3) once per panel. Chunks of equal size,
+  // in multiples of 12 rows (the AVX-512 kernel's block).
+  constexpr int kChunkFloats = 512 * 1024;
+  const int max_chunk_rows = std::max(12, kChunkFloats / in / 12 * 12);
+  const int row_chunks = (rows + max_chunk_rows - 1) / max_chunk_rows;
+  const int chunk_rows = ((rows + row_chunks - 1) / row_chunks + 11) / 12 * 12;
+  // Each chunk's panels in groups, for about four parts per thread (a thread that the OS holds
+  // back leaves its share to the others): each part reads only its groups' share of the
+  // weights, and a panel is still read once per chunk.
+  const int n = pool_.num_threads();
+  const int groups =
+      n == 1 ? 1 : std::min(panels, std::max(1, (4 * n + row_chunks - 1) / row_chunks));
+  pool_.ParallelFor(row_chunks * groups, [&](int part) {
+    const int chunk = part / groups, g = part % groups;
+    const int r0 = std::min(rows, chunk * chunk_rows);
+    const int r1 = std::min(rows, r0 + chunk_rows);
+    cpu::LinearPacked(x + static_cast<int64_t>(r0) * in, r1 - r0, weight, bias, epilogue,
+                      PartBegin(panels, g, groups), PartBegin(panels, g + 1, groups),
+                      y + static_cast<int64_t>(r0) * out);
   });
 }
 
@@ -150,14 +184,14 @@ void CpuEngine::ParallelLayerNorm(const float* x, const float* bias, const float
   });
 }
 
-void CpuEngine::RunLayer(const LayerWeights& l, const EncoderBatch& batch) {
+void CpuEngine::RunLayer(const LayerWeights& l, const PackedLayer& packed,
+                         const EncoderBatch& batch) {
   const ModelConfig& c = model_->config;
   const int rows = batch.total_rows();
-  const int h = c.hidden_size;
   const cpu::Epilogue gelu = c.activation == Activation::kGeluErf ? cpu::Epilogue::kBiasGeluErf
                                                                   : cpu::Epilogue::kBiasGeluTanh;
-  ParallelLinear(hidden_.data(), rows, h, l.qkv_weight, l.qkv_bias.data.data(), 3 * h,
-                 cpu::Epilogue::kBias, qkv_.data());
+  ParallelLinear(hidden_.data(), rows, packed.qkv, l.qkv_bias.data.data(), cpu::Epilogue::kBias,
+                 qkv_.data());
 
   // Attention: contiguous runs of sequences with about equal rows per part.
   const int n = batch.num_sequences();
@@ -175,14 +209,14 @@ void CpuEngine::RunLayer(const LayerWeights& l, const EncoderBatch& batch) {
     }
   });
 
-  ParallelLinear(context_.data(), rows, h, l.attention_output_weight, nullptr, h,
-                 cpu::Epilogue::kNone, projected_.data());
+  ParallelLinear(context_.data(), rows, packed.attention_output, nullptr, cpu::Epilogue::kNone,
+                 projected_.data());
   ParallelLayerNorm(projected_.data(), l.attention_output_bias.data.data(), hidden_.data(),
                     l.attention_norm_gamma, l.attention_norm_beta, rows, hidden_.data());
-  ParallelLinear(hidden_.data(), rows, h, l.intermediate_weight, l.intermediate_bias.data.data(),
-                 c.intermediate_size, gelu, intermediate_.data());
-  ParallelLinear(intermediate_.data(), rows, c.intermediate_size, l.output_weight, nullptr, h,
-                 cpu::Epilogue::kNone, projected_.data());
+  ParallelLinear(hidden_.data(), rows, packed.intermediate, l.intermediate_bias.data.data(), gelu,
+                 intermediate_.data());
+  ParallelLinear(intermediate_.data(), rows, packed.output, nullptr, cpu::Epilogue::kNone,
+                 projected_.data());
   ParallelLayerNorm(projected_.data(), l.output_bias.data.data(), hidden_.data(),
                     l.output_norm_gamma, l.output_norm_beta, rows, hidden_.data());
 }
@@ -226,7 +260,7 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
   if (!selection.layers.empty()) last = std::max(last, selection.layers.back());
   size_t next_selected = 0;
   for (int i = 0; i <= last; ++i) {
-    RunLayer(w.layers[i], batch);
+    RunLayer(w.layers[i], packed_layers_[i], batch);
     if (next_selected < selection.layers.size() && selection.layers[next_selected] == i) {
       output->layers[next_selected].assign(hidden_.begin(), hidden_.begin() + hidden_elems);
       ++next_selected;
@@ -238,10 +272,9 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
   if (selection.pooled) {
     output->pooled.resize(static_cast<size_t>(n) * h);
     // The [CLS] rows, gathered into the attention-output buffer (free after the last layer;
-    // n <= rows), then the dense + tanh layer as the encoder's Linears run: a lone sentence's
-    // single row through the few-rows kernel, split across threads.
+    // n <= rows), then the dense + tanh layer as the encoder's Linears run.
     cpu::GatherFirstRows(hidden_.data(), batch.cu_rows.data(), n, h, context_.data());
-    ParallelLinear(context_.data(), n, h, w.pooler_weight, w.pooler_bias.data.data(), h,
+    ParallelLinear(context_.data(), n, packed_pooler_, w.pooler_bias.data.data(),
                    cpu::Epilogue::kBiasTanh, output->pooled.data());
     if (selection.normalize) cpu::L2Normalize(output->pooled.data(), n, h);
   }

@@ -1,10 +1,13 @@
-// The CPU backend: float32 BERT encoder on the kernels/cpu ops, GEMMs through OpenBLAS.
+// The CPU backend: float32 BERT encoder on the kernels/cpu ops. The Linear layers run
+// cpu::LinearPacked on weights the engine packs once, when it is built (as much memory again
+// as the model's Linear weights); attention's small matrix products run OpenBLAS.
 //
-// Threads: the engine owns a pool of `threads` threads and splits every op into parts by
-// rows (GEMMs, LayerNorm) or sequences (embeddings, attention) that the threads claim as they
-// become free; OpenBLAS itself is set (process-wide, when an engine is built) to one thread
-// so that the two never compete for cores. Batches of few rows (a short sentence alone) take
-// cpu::LinearFewRows instead of OpenBLAS, split by output features.
+// Threads: the engine owns a pool of `threads` threads and splits every op into parts (Linear
+// layers by chunks of rows and groups of output panels, LayerNorm by rows, embeddings and
+// attention by sequences) that the threads claim as they become free; OpenBLAS itself is set
+// (process-wide, when an engine is built) to one thread so that the two never compete for
+// cores. No split changes a bit of the results: a sequence's outputs are the same alone or in
+// any batch, on any number of threads.
 // Workspace buffers grow to the largest batch seen (or are sized up front from `max_batch_tokens`)
 // and are reused: no large allocation per call after warm-up. The model is shared and read-only.
 // Not thread-safe (see Engine).
@@ -26,14 +29,21 @@ namespace bert {
 struct CpuEngineOptions {
   int threads = 0;           // 0: every core this process may use.
   int max_batch_tokens = 0;  // > 0: allocate the workspace for this many rows up front.
-  // Batches of at most this many rows run their Linear layers on cpu::LinearFewRows, which
-  // reads the weights in place, split by output features across the threads, instead of
-  // OpenBLAS sgemm, which copies them on every call and gets row parts of >= 16 rows. With one
-  // thread at most 16 rows (past that sgemm's kernel wins); not at all where the few-rows
-  // kernel is not vectorised (cpu::LinearFewRowsIsVectorized). Measured in
-  // bench/RESULTS_cpu.md. 0: never.
-  int few_rows_max = kDefaultFewRowsMax;
-  static constexpr int kDefaultFewRowsMax = 32;
+  // The Linear kernel's instruction set: "auto" (the best this CPU runs), "avx512", "avx2" or
+  // "portable". Create fails for one this CPU does not run.
+  std::string isa = "auto";
+};
+
+// Parses CpuEngineOptions::isa; "auto" is cpu::BestLinearIsa(). InvalidArgument for an
+// unknown name or one this CPU does not run.
+absl::StatusOr<cpu::LinearIsa> ParseLinearIsa(const std::string& name);
+
+// One encoder layer's Linear weights, packed for cpu::LinearPacked.
+struct PackedLayer {
+  cpu::PackedWeights qkv;
+  cpu::PackedWeights attention_output;
+  cpu::PackedWeights intermediate;
+  cpu::PackedWeights output;
 };
 
 class CpuEngine : public Engine {
@@ -50,23 +60,24 @@ class CpuEngine : public Engine {
                       EncoderOutput* output) override;
 
  private:
-  CpuEngine(std::shared_ptr<const Model> model, int threads, int few_rows_max);
+  CpuEngine(std::shared_ptr<const Model> model, int threads, cpu::LinearIsa isa);
 
   void Reserve(int rows);
   // How many parts to split `rows` rows into (see the .cc).
   int NumParts(int rows, int min_rows, int target_rows) const;
-  // Runs Linear over row blocks in parallel (or, for at most few_rows_limit_ rows,
-  // LinearFewRows over blocks of outputs).
-  void ParallelLinear(const float* x, int rows, int in, const HostTensor& weight, const float* bias,
-                      int out, cpu::Epilogue epilogue, float* y);
+  // y = epilogue(x * weight^T + bias) for `rows` rows, split across the threads.
+  void ParallelLinear(const float* x, int rows, const cpu::PackedWeights& weight, const float* bias,
+                      cpu::Epilogue epilogue, float* y);
   void ParallelLayerNorm(const float* x, const float* bias, const float* residual,
                          const HostTensor& gamma, const HostTensor& beta, int rows, float* out);
-  void RunLayer(const LayerWeights& layer, const EncoderBatch& batch);
+  void RunLayer(const LayerWeights& layer, const PackedLayer& packed, const EncoderBatch& batch);
 
   std::shared_ptr<const Model> model_;
   ThreadPool pool_;
   std::string cpu_name_;
-  const int few_rows_limit_;  // see CpuEngineOptions::few_rows_max
+  const cpu::LinearIsa isa_;
+  std::vector<PackedLayer> packed_layers_;  // one per layer
+  cpu::PackedWeights packed_pooler_;        // empty without a pooler
   int capacity_rows_ = 0;
   // Workspace, each [capacity_rows_, width].
   std::vector<float> hidden_;        // H: the residual stream

@@ -1,11 +1,13 @@
 // The CPU engine against Hugging Face's outputs (tests/golden): every tensor, padded rows
-// included, within 1e-5 relative, on 1 and 2 threads, with the Linear layers on OpenBLAS and on
-// the few-rows kernel (on 2 threads; on one the engine takes it up to 16 rows only).
+// included, within 1e-5 relative, on 1 and 2 threads, with every instruction set of the Linear
+// kernel this CPU runs.
 // `embedding_output` is not an engine head and is skipped.
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/test_util.h"
@@ -27,13 +29,13 @@ TEST_P(GoldenTest, MatchesReferenceOnEveryTensor) {
   const OutputSelection& sel = fixture->selection;
   SafetensorsFile& expected = fixture->expected;
 
-  // The few-rows kernel over the whole batch (no row limit) on two threads; on one the
-  // engine caps the kernel at 16 rows, below these batches, so {1, any} would repeat {1, 0}
-  // (CpuEngineTest covers one thread).
-  for (auto [threads, few_rows_max] : {std::pair{1, 0}, std::pair{2, 0}, std::pair{2, 1 << 20}}) {
+  std::vector<std::pair<int, std::string>> runs = {{1, "auto"}, {2, "auto"}};
+  if (cpu::LinearIsaAvailable(cpu::LinearIsa::kAvx2)) runs.push_back({2, "avx2"});
+  runs.push_back({2, "portable"});
+  for (const auto& [threads, isa] : runs) {
     CpuEngineOptions opts;
     opts.threads = threads;
-    opts.few_rows_max = few_rows_max;
+    opts.isa = isa;
     auto engine = CpuEngine::Create(fixture->model, opts);
     ASSERT_TRUE(engine.ok()) << engine.status();
     EncoderOutput out;
@@ -45,10 +47,10 @@ TEST_P(GoldenTest, MatchesReferenceOnEveryTensor) {
       ASSERT_TRUE(ref.ok()) << ref.status();
       ASSERT_EQ(got.size(), ref->size()) << name;
       const double err = RelativeError(got, *ref);
-      EXPECT_LE(err, 1e-5) << name << " threads=" << threads << " few_rows_max=" << few_rows_max;
+      EXPECT_LE(err, 1e-5) << name << " threads=" << threads << " isa=" << isa;
       if (name == "sequence_output" || name == "pooled_output") {
-        std::printf("%s %s threads=%d few_rows_max=%d relative error %.3g\n", GetParam().c_str(),
-                    name.c_str(), threads, few_rows_max, err);
+        std::printf("%s %s threads=%d isa=%s relative error %.3g\n", GetParam().c_str(),
+                    name.c_str(), threads, isa.c_str(), err);
       }
     };
     check("sequence_output", out.sequence);

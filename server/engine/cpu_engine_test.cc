@@ -1,9 +1,12 @@
-// CPU engine invariances and contracts: batched == one by one, TRIM rows == the real rows of
-// PAD_TO_SEQ_LENGTH, 1 thread == 2 threads, selections and validation.
+// CPU engine invariances and contracts: batched == one by one and 1 thread == 2 threads (bit
+// for bit), TRIM rows == the real rows of PAD_TO_SEQ_LENGTH, every instruction set of the
+// Linear kernel, selections and validation.
 #include "server/engine/cpu_engine.h"
 
 #include <cmath>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -102,12 +105,16 @@ TEST(CpuEngineTest, BatchEqualsOneByOne) {
     for (const auto& layer : single.layers) ASSERT_EQ(layer.size(), rows * h);
     ASSERT_EQ(single.pooled.size(), static_cast<size_t>(h));
     ASSERT_EQ(single.mean_pooled.size(), static_cast<size_t>(h));
-    EXPECT_LE(MaxRelDiff(all.sequence.data() + offset, single.sequence.data(), rows * h), 1e-6);
+    // Bit for bit: no kernel's sums depend on the batch (cpu_engine.h).
+    const auto slice = [](const std::vector<float>& v, size_t begin, size_t n) {
+      return std::vector<float>(v.begin() + begin, v.begin() + begin + n);
+    };
+    EXPECT_EQ(slice(all.sequence, offset, rows * h), single.sequence) << "sequence " << i;
     for (int l = 0; l < 3; ++l) {
-      EXPECT_LE(MaxRelDiff(all.layers[l].data() + offset, single.layers[l].data(), rows * h), 1e-6);
+      EXPECT_EQ(slice(all.layers[l], offset, rows * h), single.layers[l]) << "layer " << l;
     }
-    EXPECT_LE(MaxRelDiff(all.pooled.data() + i * h, single.pooled.data(), h), 1e-6);
-    EXPECT_LE(MaxRelDiff(all.mean_pooled.data() + i * h, single.mean_pooled.data(), h), 1e-6);
+    EXPECT_EQ(slice(all.pooled, i * h, h), single.pooled) << "sequence " << i;
+    EXPECT_EQ(slice(all.mean_pooled, i * h, h), single.mean_pooled) << "sequence " << i;
   }
 }
 
@@ -152,48 +159,121 @@ TEST(CpuEngineTest, OneAndTwoThreadsAgree) {
   EncoderOutput a, b;
   ASSERT_TRUE(one->Encode(batch, Everything(), &a).ok());
   ASSERT_TRUE(two->Encode(batch, Everything(), &b).ok());
-  EXPECT_LE(MaxRelDiff(a.sequence.data(), b.sequence.data(), a.sequence.size()), 1e-6);
-  EXPECT_LE(MaxRelDiff(a.pooled.data(), b.pooled.data(), a.pooled.size()), 1e-6);
-  EXPECT_LE(MaxRelDiff(a.layers[1].data(), b.layers[1].data(), a.layers[1].size()), 1e-6);
+  ASSERT_FALSE(a.sequence.empty());
+  EXPECT_EQ(a.sequence, b.sequence);
+  EXPECT_EQ(a.layers, b.layers);
+  EXPECT_EQ(a.pooled, b.pooled);
+  EXPECT_EQ(a.mean_pooled, b.mean_pooled);
 }
 
-// A batch of few rows takes the few-rows Linear kernel, split by output features across the
-// threads: it agrees with the OpenBLAS path, and bit for bit across thread counts (each output
-// is computed whole by one thread), also for widths that are not multiples of the split's
-// blocks of 16.
-TEST(CpuEngineTest, FewRowsPathAgreesWithOpenBlasOnAnyThreadCount) {
-  if (!cpu::LinearFewRowsIsVectorized()) GTEST_SKIP() << "the engine never takes it here";
+// Widths that are no multiple of the kernel's panels (16 or 32 outputs) nor of its blocks of
+// rows: every instruction set this CPU runs gives the same results to float rounding, and each
+// the same bits on any number of threads (the engine splits rows and panels by thread count).
+TEST(CpuEngineTest, EveryInstructionSetAgreesAndNoThreadCountChangesABit) {
   ModelConfig c = SmallConfig();
   c.hidden_size = 36;
   c.num_heads = 3;
   c.intermediate_size = 52;
   auto model = std::make_shared<const Model>(RandomModel(c, 5));
-  EncoderBatch batch;  // 14 rows
-  const std::vector<Seq> seqs = Sequences();
-  batch.Add(seqs[0].words, seqs[0].types);
-  batch.Add(seqs[4].words, seqs[4].types);
-  ASSERT_EQ(batch.total_rows(), 14);
-  auto run = [&](int threads, int few_rows_max) {
+  EncoderBatch batch;
+  for (const Seq& s : Sequences()) batch.Add(s.words, s.types);
+  auto run = [&](const std::string& isa, int threads) {
     CpuEngineOptions opts;
     opts.threads = threads;
-    opts.few_rows_max = few_rows_max;
+    opts.isa = isa;
     auto engine = CpuEngine::Create(model, opts);
     EXPECT_TRUE(engine.ok()) << engine.status();
     EncoderOutput out;
     EXPECT_TRUE((*engine)->Encode(batch, Everything(), &out).ok());
-    return out;
+    return std::pair{out, (*engine)->info().device};
   };
-  const EncoderOutput openblas = run(1, 0);
-  const EncoderOutput first = run(1, 32);
-  EXPECT_LE(MaxRelDiff(first.sequence.data(), openblas.sequence.data(), openblas.sequence.size()),
-            1e-6);
-  EXPECT_LE(MaxRelDiff(first.pooled.data(), openblas.pooled.data(), openblas.pooled.size()), 1e-6);
-  EXPECT_NE(first.sequence, openblas.sequence);  // the other path did run
-  for (int threads : {2, 3, 5, 7}) {
-    const EncoderOutput out = run(threads, 32);
-    EXPECT_EQ(out.sequence, first.sequence) << threads << " threads";
-    EXPECT_EQ(out.layers, first.layers) << threads << " threads";
-    EXPECT_EQ(out.pooled, first.pooled) << threads << " threads";
+  const auto [best, best_device] = run("auto", 1);
+  ASSERT_EQ(best.sequence.size(), static_cast<size_t>(batch.total_rows()) * c.hidden_size);
+  const std::pair<std::string, cpu::LinearIsa> isas[] = {{"portable", cpu::LinearIsa::kPortable},
+                                                         {"avx2", cpu::LinearIsa::kAvx2},
+                                                         {"avx512", cpu::LinearIsa::kAvx512}};
+  for (const auto& [name, isa] : isas) {
+    if (!cpu::LinearIsaAvailable(isa)) continue;
+    const auto [first, device] = run(name, 1);
+    EXPECT_NE(device.find(std::string(cpu::LinearIsaName(isa)) + " packed kernel"),
+              std::string::npos)
+        << device;
+    EXPECT_LE(MaxRelDiff(first.sequence.data(), best.sequence.data(), best.sequence.size()), 1e-6)
+        << name;
+    EXPECT_LE(MaxRelDiff(first.pooled.data(), best.pooled.data(), best.pooled.size()), 1e-6)
+        << name;
+    for (int threads : {2, 3, 5, 7}) {
+      const EncoderOutput out = run(name, threads).first;
+      EXPECT_EQ(out.sequence, first.sequence) << name << ", " << threads << " threads";
+      EXPECT_EQ(out.layers, first.layers) << name << ", " << threads << " threads";
+      EXPECT_EQ(out.pooled, first.pooled) << name << ", " << threads << " threads";
+    }
+  }
+  EXPECT_NE(
+      best_device.find(std::string(cpu::LinearIsaName(cpu::BestLinearIsa())) + " packed kernel"),
+      std::string::npos)
+      << best_device;
+}
+
+// A batch whose inputs exceed the engine's chunk of rows (~2 MiB of inputs per Linear layer,
+// here past 10,000 rows of the 52-wide layer) runs in several chunks: each sequence still gets
+// the bits it gets alone, on any number of threads.
+TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
+  ModelConfig c = SmallConfig();
+  c.hidden_size = 36;
+  c.num_heads = 3;
+  c.intermediate_size = 52;
+  auto model = std::make_shared<const Model>(RandomModel(c, 7));
+  const int h = c.hidden_size, len = 45, n = 250;
+  std::vector<Seq> seqs(n);
+  uint32_t state = 5;
+  for (Seq& s : seqs) {
+    for (int i = 0; i < len; ++i) {
+      state = state * 1103515245u + 12345u;
+      s.words.push_back((state >> 8) % 97);
+      s.types.push_back(i > len / 2 ? 1 : 0);
+    }
+  }
+  EncoderBatch batch;
+  for (const Seq& s : seqs) batch.Add(s.words, s.types);
+  ASSERT_GT(batch.total_rows() * c.intermediate_size, 512 * 1024);
+  OutputSelection sel;
+  sel.sequence = sel.pooled = true;
+  EncoderOutput all, all3;
+  auto one_thread = MakeEngine(model, 1);
+  ASSERT_TRUE(one_thread->Encode(batch, sel, &all).ok());
+  ASSERT_TRUE(MakeEngine(model, 3)->Encode(batch, sel, &all3).ok());
+  EXPECT_EQ(all3.sequence, all.sequence);
+  EXPECT_EQ(all3.pooled, all.pooled);
+  for (int i = 0; i < n; ++i) {
+    EncoderBatch one;
+    one.Add(seqs[i].words, seqs[i].types);
+    EncoderOutput single;
+    ASSERT_TRUE(one_thread->Encode(one, sel, &single).ok());
+    const auto begin = all.sequence.begin() + static_cast<size_t>(batch.cu_rows[i]) * h;
+    EXPECT_EQ(std::vector<float>(begin, begin + len * h), single.sequence) << "sequence " << i;
+    EXPECT_EQ(std::vector<float>(all.pooled.begin() + i * h, all.pooled.begin() + (i + 1) * h),
+              single.pooled)
+        << "sequence " << i;
+  }
+}
+
+TEST(CpuEngineTest, RejectsUnknownOrUnavailableInstructionSets) {
+  auto model = SmallModel();
+  CpuEngineOptions opts;
+  opts.isa = "sse9";
+  auto unknown = CpuEngine::Create(model, opts);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.status().message().find("sse9"), std::string::npos);
+  for (const auto& [name, isa] :
+       {std::pair{"avx2", cpu::LinearIsa::kAvx2}, std::pair{"avx512", cpu::LinearIsa::kAvx512}}) {
+    opts.isa = name;
+    const auto engine = CpuEngine::Create(model, opts);
+    EXPECT_EQ(engine.ok(), cpu::LinearIsaAvailable(isa)) << name;
+    if (!engine.ok()) {
+      EXPECT_NE(engine.status().message().find("does not run"), std::string::npos) << name;
+    }
   }
 }
 

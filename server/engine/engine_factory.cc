@@ -20,7 +20,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> m
   }
   CpuEngineOptions cpu;
   cpu.threads = options.cpu_threads;
-  cpu.few_rows_max = options.cpu_few_rows_max;
+  cpu.isa = options.cpu_isa;
   cpu.max_batch_tokens = options.max_batch_tokens;
   auto engine = CpuEngine::Create(std::move(model), cpu);
   if (!engine.ok()) return engine.status();

@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (MINILM, TINY_VOCAB, Server, stubs, with_address)  # noqa: E402
+from server_harness import (MINILM, TINY_VOCAB, Server, decode, rel_err, stubs,  # noqa: E402
+                            with_address)
 
 
 def test_server_starts_serves_model_info_and_stops_cleanly():
@@ -97,6 +98,34 @@ def test_a_users_openblas_coretype_is_kept():
         assert "library_choice=" not in server.log() and "OPENBLAS_CORETYPE" not in server.log()
     finally:
         assert server.stop(signal.SIGTERM) == 0, server.log()
+
+
+def test_cpu_isa_chooses_the_linear_kernel_and_the_old_few_rows_flag_still_starts():
+    """--cpu_isa=portable runs the portable packed kernel (the device says so) and answers
+    like the default kernel to float rounding; --cpu_few_rows_max, gone, is accepted with a
+    warning so that older command lines still start."""
+    pb2, _ = stubs()
+    request = pb2.EmbedRequest(
+        inputs=[pb2.Input(text=pb2.TextInput(text_a="the quick brown fox jumps"))])
+    results = {}
+    for isa in ("auto", "portable"):
+        with Server(extra=[f"--cpu_isa={isa}", "--cpu_few_rows_max=32"]) as server:
+            info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+            if isa == "portable":
+                assert "portable packed kernel" in info.device, info.device
+            assert "--cpu_few_rows_max is deprecated" in server.log(), server.log()
+            assert "cpu_isa=" + isa in server.log(), server.log()
+            response = server.stub().Embed(request, timeout=30)
+            results[isa] = decode(response.results[0].default_output)
+    assert rel_err(results["portable"], results["auto"]) < 1e-6
+
+
+def test_an_unknown_cpu_isa_stops_startup():
+    with pytest.raises(RuntimeError) as e:
+        Server(extra=["--cpu_isa=sse9"])
+    message = str(e.value)
+    assert "bert_server exited 1" in message, message
+    assert "unknown instruction set" in message and "sse9" in message, message
 
 
 def test_sigint_also_stops_cleanly():
