@@ -11,6 +11,14 @@ namespace cpu {
 
 void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
                int num_heads, int head_dim, float* out) {
+  AttentionHeads(qkv, cu_rows, num_valid, num_seqs, num_heads, head_dim, 0, num_heads, out);
+}
+
+void AttentionHeads(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid,
+                    int num_seqs, int num_heads, int head_dim, int head_begin, int head_end,
+                    float* out) {
+  head_begin = std::max(0, head_begin);
+  head_end = std::min(num_heads, head_end);
   const int hidden = num_heads * head_dim;
   const int ld_qkv = 3 * hidden;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -21,7 +29,7 @@ void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_vali
     const int keys = num_valid[s];
     if (rows <= 0 || keys <= 0) continue;
     scores.resize(static_cast<size_t>(rows) * keys);
-    for (int h = 0; h < num_heads; ++h) {
+    for (int h = head_begin; h < head_end; ++h) {
       const float* q = qkv + static_cast<int64_t>(first) * ld_qkv + h * head_dim;
       const float* k = q + hidden;
       const float* v = q + 2 * hidden;

@@ -17,6 +17,12 @@ namespace cpu {
 void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
                int num_heads, int head_dim, float* out);
 
+// Attention for heads [head_begin, head_end) only (their columns of `out`), so that callers
+// can split one sequence across threads; each head's result is the same as Attention's.
+void AttentionHeads(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid,
+                    int num_seqs, int num_heads, int head_dim, int head_begin, int head_end,
+                    float* out);
+
 }  // namespace cpu
 }  // namespace bert
 

@@ -1,6 +1,7 @@
 #include "kernels/cpu/attention.h"
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -80,6 +81,25 @@ TEST(AttentionTest, SubRangeTouchesOnlyItsRows) {
   Attention(qkv.data(), cu.data() + 1, valid.data() + 1, 1, heads, head_dim, part.data());
   for (int i = 0; i < 4 * hidden; ++i) ASSERT_EQ(part[i], 5.0f);
   for (int i = 4 * hidden; i < 9 * hidden; ++i) ASSERT_EQ(part[i], all[i]);
+}
+
+// A range of heads writes exactly Attention's values in those heads' columns, nothing else.
+TEST(AttentionTest, HeadRangeTouchesOnlyItsColumns) {
+  const int heads = 5, head_dim = 8, hidden = heads * head_dim;
+  std::vector<int32_t> cu = {0, 6, 13}, valid = {6, 4};
+  auto qkv = RandomVector(13 * 3 * hidden, 9);
+  std::vector<float> all(13 * hidden);
+  Attention(qkv.data(), cu.data(), valid.data(), 2, heads, head_dim, all.data());
+  for (auto [begin, end] : {std::pair{0, 1}, std::pair{1, 4}, std::pair{4, 5}, std::pair{0, 5}}) {
+    std::vector<float> part(13 * hidden, 5.0f);
+    AttentionHeads(qkv.data(), cu.data(), valid.data(), 2, heads, head_dim, begin, end,
+                   part.data());
+    for (int i = 0; i < 13 * hidden; ++i) {
+      const int head = i % hidden / head_dim;
+      ASSERT_EQ(part[i], head >= begin && head < end ? all[i] : 5.0f)
+          << "heads [" << begin << ", " << end << "), element " << i;
+    }
+  }
 }
 
 }  // namespace

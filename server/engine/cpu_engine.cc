@@ -193,19 +193,24 @@ void CpuEngine::RunLayer(const LayerWeights& l, const PackedLayer& packed,
   ParallelLinear(hidden_.data(), rows, packed.qkv, l.qkv_bias.data.data(), cpu::Epilogue::kBias,
                  qkv_.data());
 
-  // Attention: contiguous runs of sequences with about equal rows per part.
+  // Attention: contiguous runs of sequences with about equal rows, and while there are fewer
+  // runs than four per thread (one long sentence), their heads in groups.
   const int n = batch.num_sequences();
-  const int parts = std::min(n, NumParts(rows, /*min_rows=*/1, /*target_rows=*/128));
-  pool_.ParallelFor(parts, [&](int p) {
-    const int row_begin = PartBegin(rows, p, parts);
-    const int row_end = PartBegin(rows, p + 1, parts);
-    // Sequence s belongs to the part holding its first row.
+  const int runs = std::min(n, NumParts(rows, /*min_rows=*/1, /*target_rows=*/128));
+  const int threads = pool_.num_threads();
+  const int head_groups = std::clamp((4 * threads + runs - 1) / runs, 1, c.num_heads);
+  pool_.ParallelFor(runs * head_groups, [&](int part) {
+    const int p = part / head_groups, g = part % head_groups;
+    const int row_begin = PartBegin(rows, p, runs);
+    const int row_end = PartBegin(rows, p + 1, runs);
+    // Sequence s belongs to the run holding its first row.
     const int32_t* cu = batch.cu_rows.data();
     const int s0 = static_cast<int>(std::lower_bound(cu, cu + n, row_begin) - cu);
     const int s1 = static_cast<int>(std::lower_bound(cu, cu + n, row_end) - cu);
     if (s1 > s0) {
-      cpu::Attention(qkv_.data(), cu + s0, batch.num_valid.data() + s0, s1 - s0, c.num_heads,
-                     c.head_dim(), context_.data());
+      cpu::AttentionHeads(qkv_.data(), cu + s0, batch.num_valid.data() + s0, s1 - s0, c.num_heads,
+                          c.head_dim(), PartBegin(c.num_heads, g, head_groups),
+                          PartBegin(c.num_heads, g + 1, head_groups), context_.data());
     }
   });
 
