@@ -39,7 +39,7 @@ void PanelAvx512(const float* x, int rows, int in, const float* panel, int cols,
 #endif
 
 // How far ahead of its reads the kernel asks for the panel: 64 steps of k (8 KiB with AVX-512,
-// 4 KiB with AVX2). With it, the kernel ran 1.2-1.4× faster at 128 rows and up to 2× at 16
+// 4 KiB with AVX2). With it, the kernel ran 1.2-1.6× faster at 128 rows and 1.7-1.9× at 16
 // (bench/RESULTS_cpu.md): the hardware prefetcher alone left it waiting on the panel.
 inline constexpr int kPrefetchSteps = 64;
 
