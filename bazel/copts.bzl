@@ -10,7 +10,7 @@ CPU_ARCH_COPTS = select({
     "//conditions:default": [],
 })
 
-# The few-rows kernel's per-instruction-set files (kernels/cpu/few_rows_*.cc), which the
+# The packed Linear kernel's per-instruction-set files (kernels/cpu/linear_*.cc), which the
 # kernels call only on CPUs that run them: AVX2 with FMA, and AVX-512F. Nothing elsewhere.
 AVX2_COPTS = CPU_ARCH_COPTS + select({
     "//bazel:x86_64": ["-mavx2", "-mfma"],

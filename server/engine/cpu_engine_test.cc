@@ -28,6 +28,16 @@ ModelConfig SmallConfig() {
   return c;
 }
 
+// Widths that are no multiple of the Linear kernel's panels (16 or 32 outputs) nor of its
+// blocks of rows.
+ModelConfig OddWidthsConfig() {
+  ModelConfig c = SmallConfig();
+  c.hidden_size = 36;
+  c.num_heads = 3;
+  c.intermediate_size = 52;
+  return c;
+}
+
 std::shared_ptr<const Model> SmallModel(bool pooler = true) {
   Model m = RandomModel(SmallConfig(), 3);
   m.weights.has_pooler = pooler;
@@ -166,14 +176,11 @@ TEST(CpuEngineTest, OneAndTwoThreadsAgree) {
   EXPECT_EQ(a.mean_pooled, b.mean_pooled);
 }
 
-// Widths that are no multiple of the kernel's panels (16 or 32 outputs) nor of its blocks of
-// rows: every instruction set this CPU runs gives the same results to float rounding, and each
-// the same bits on any number of threads (the engine splits rows and panels by thread count).
+// With odd widths, every instruction set this CPU runs gives the same results to float
+// rounding, and each the same bits on any number of threads (the engine splits rows and panels
+// by thread count).
 TEST(CpuEngineTest, EveryInstructionSetAgreesAndNoThreadCountChangesABit) {
-  ModelConfig c = SmallConfig();
-  c.hidden_size = 36;
-  c.num_heads = 3;
-  c.intermediate_size = 52;
+  const ModelConfig c = OddWidthsConfig();
   auto model = std::make_shared<const Model>(RandomModel(c, 5));
   EncoderBatch batch;
   for (const Seq& s : Sequences()) batch.Add(s.words, s.types);
@@ -219,10 +226,7 @@ TEST(CpuEngineTest, EveryInstructionSetAgreesAndNoThreadCountChangesABit) {
 // here past 10,000 rows of the 52-wide layer) runs in several chunks: each sequence still gets
 // the bits it gets alone, on any number of threads.
 TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
-  ModelConfig c = SmallConfig();
-  c.hidden_size = 36;
-  c.num_heads = 3;
-  c.intermediate_size = 52;
+  const ModelConfig c = OddWidthsConfig();
   auto model = std::make_shared<const Model>(RandomModel(c, 7));
   const int h = c.hidden_size, len = 45, n = 250;
   std::vector<Seq> seqs(n);
