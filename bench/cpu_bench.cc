@@ -27,8 +27,8 @@
 #include "server/engine/model.h"
 
 ABSL_FLAG(int, threads, 2, "CPU threads");
-ABSL_FLAG(std::string, isa, "auto",
-          "The Linear kernel's instruction set: auto, avx512, avx2 or portable");
+ABSL_FLAG(std::string, gemm, "auto",
+          "The Linear layers' GEMM: auto, avx512, avx2, portable or openblas");
 ABSL_FLAG(std::string, batches, "1,8,32", "comma-separated batch sizes");
 ABSL_FLAG(int, seq, 128, "tokens per sequence");
 ABSL_FLAG(int, warmup, 2, "untimed runs per batch size");
@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       std::make_shared<const bert::Model>(bert::RandomModel(config, absl::GetFlag(FLAGS_seed)));
   bert::CpuEngineOptions options;
   options.threads = absl::GetFlag(FLAGS_threads);
-  options.isa = absl::GetFlag(FLAGS_isa);
+  options.gemm = absl::GetFlag(FLAGS_gemm);
   auto engine_or = bert::CpuEngine::Create(model, options);
   if (!engine_or.ok()) {
     std::fprintf(stderr, "%s\n", engine_or.status().ToString().c_str());

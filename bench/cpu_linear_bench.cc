@@ -30,7 +30,8 @@
 
 ABSL_FLAG(std::string, rows, "1,2,4,8,16,32,64,128", "comma-separated row counts");
 ABSL_FLAG(int, rounds, 15, "timed calls of each kernel per row count");
-ABSL_FLAG(std::string, isa, "auto", "the packed kernel's instruction set: auto, avx512, avx2");
+ABSL_FLAG(std::string, isa, "auto",
+          "the packed kernel's version: auto (the best this CPU runs), avx512, avx2 or portable");
 
 namespace {
 
@@ -72,9 +73,14 @@ int main(int argc, char** argv) {
     row_counts.push_back(r);
   }
   const int rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
-  const auto isa = bert::ParseLinearIsa(absl::GetFlag(FLAGS_isa));
-  if (!isa.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(isa.status().message()).c_str());
+  const std::string isa_name = absl::GetFlag(FLAGS_isa);
+  const absl::StatusOr<bert::CpuGemm> isa =
+      isa_name == "auto" ? absl::StatusOr<bert::CpuGemm>(bert::cpu::BestLinearIsa())
+                         : bert::ParseCpuGemm(isa_name);
+  if (!isa.ok() || !isa->has_value()) {
+    std::fprintf(stderr, "--isa: %s\n",
+                 isa.ok() ? "not a version of the packed kernel"
+                          : std::string(isa.status().message()).c_str());
     return 2;
   }
   // The pooler's dense layer has one row per sequence (its tanh costs both kernels the same).
@@ -88,14 +94,15 @@ int main(int argc, char** argv) {
   const size_t evict_bytes = std::max<size_t>(48u << 20, 2 * static_cast<size_t>(l3_bytes));
   const std::vector<float> evict(evict_bytes / sizeof(float), 1.0f);
   std::printf("OpenBLAS core %s; packed kernel %s; eviction buffer before every call: %zu MiB\n\n",
-              bert::cpu::BlasCoreName().c_str(), bert::cpu::LinearIsaName(*isa), evict_bytes >> 20);
+              bert::cpu::BlasCoreName().c_str(), bert::cpu::LinearIsaName(**isa),
+              evict_bytes >> 20);
   float sink = 0.0f;
   std::printf("| shape | rows | sgemm us | packed us | sgemm / packed |\n|---|---|---|---|---|\n");
   for (const Shape& s : shapes) {
     const std::vector<float> w = Random(static_cast<size_t>(s.out) * s.in, 1);
     const std::vector<float> bias = Random(s.out, 2);
     const bert::cpu::PackedWeights packed =
-        bert::cpu::PackedWeights::Pack(w.data(), s.out, s.in, *isa);
+        bert::cpu::PackedWeights::Pack(w.data(), s.out, s.in, **isa);
     for (int rows : row_counts) {
       const std::vector<float> x = Random(static_cast<size_t>(rows) * s.in, 3);
       std::vector<float> y(static_cast<size_t>(rows) * s.out);

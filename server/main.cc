@@ -84,12 +84,12 @@ ABSL_FLAG(bool, adaptive_batch_delay, true,
 ABSL_FLAG(int, tokenization_workers, 0,
           "Threads that tokenize and assemble responses (0: one per usable CPU)");
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
-ABSL_FLAG(std::string, cpu_isa, bert::CpuEngineOptions().isa,
-          "CPU engine: the instruction set of its Linear kernel: auto (the best this CPU runs), "
-          "avx512, avx2 or portable");
+ABSL_FLAG(std::string, cpu_gemm, bert::CpuEngineOptions().gemm,
+          "CPU engine: the Linear layers' GEMM: avx512, avx2 or portable (our packed kernel's "
+          "versions), openblas (OpenBLAS sgemm, no packed copy of the weights), or auto (the "
+          "best packed version where the CPU has AVX2 and FMA, else openblas)");
 // Accepted so that command lines written for earlier versions still start the server.
-ABSL_FLAG(int, cpu_few_rows_max, -1,
-          "Deprecated, no effect: every batch runs the packed Linear kernel");
+ABSL_FLAG(int, cpu_few_rows_max, -1, "Deprecated, no effect (see --cpu_gemm)");
 // The CUDA engine's tuning switches: one flag per entry of bert::CudaTuningSwitches(), read
 // through that table (a switch without its flag here stops the server at startup; a flag
 // added here without a table entry would never be read).
@@ -319,6 +319,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                                      std::function<void(const absl::Status&)> on_engine_failure,
                                      std::function<void(const EngineWatchdog::Stuck&)> on_stuck) {
   ASSIGN_OR_RETURN(const CudaEngineOptions cuda_tuning, CudaTuningFromFlags());
+  // Checked whatever the backend, as the CUDA flags are: a mistake in the command line should
+  // not wait for a machine without a GPU to show.
+  RETURN_IF_ERROR(ParseCpuGemm(absl::GetFlag(FLAGS_cpu_gemm)).status());
   // The startup limit: for the load unless --backend=cpu (the engine is not known yet), for
   // the warm-up with the CUDA engine.
   const int startup_flag = absl::GetFlag(FLAGS_engine_startup_watchdog_s);
@@ -357,10 +360,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   EngineOptions engine_options;
   engine_options.backend = absl::GetFlag(FLAGS_backend);
   engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
-  engine_options.cpu_isa = absl::GetFlag(FLAGS_cpu_isa);
+  engine_options.cpu_gemm = absl::GetFlag(FLAGS_cpu_gemm);
   if (absl::GetFlag(FLAGS_cpu_few_rows_max) != -1) {
-    BERT_LOG(kWarning) << "--cpu_few_rows_max is deprecated and has no effect: every batch runs "
-                          "the packed Linear kernel";
+    BERT_LOG(kWarning) << "--cpu_few_rows_max is deprecated and has no effect (see --cpu_gemm)";
   }
   engine_options.max_batch_tokens = max_batch_tokens;
   engine_options.cuda = cuda_tuning;
@@ -496,7 +498,7 @@ void LogConfig() {
                   << LogKv("adaptive_batch_delay", absl::GetFlag(FLAGS_adaptive_batch_delay))
                   << LogKv("tokenization_workers", TokenizationWorkers())
                   << LogKv("cpu_threads", absl::GetFlag(FLAGS_cpu_threads))
-                  << LogKv("cpu_isa", absl::GetFlag(FLAGS_cpu_isa))
+                  << LogKv("cpu_gemm", absl::GetFlag(FLAGS_cpu_gemm))
                   << LogKv("default_seq_length", absl::GetFlag(FLAGS_default_seq_length))
                   << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes))
                   << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))

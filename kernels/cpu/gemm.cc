@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <new>
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/packed_kernel.h"
@@ -200,15 +199,15 @@ PackedWeights PackedWeights::Pack(const float* weight, int out_features, int in_
   const size_t floats = static_cast<size_t>(panels) * width * in_features;
   const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
   float* data = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (data == nullptr) throw std::bad_alloc();
+  if (data == nullptr) return PackedWeights();
   packed.data_.reset(data);
   for (int p = 0; p < panels; ++p) {
     float* panel = data + static_cast<int64_t>(p) * width * in_features;
     for (int j = 0; j < width; ++j) {
       const int o = p * width + j;
-      const float* row = weight + static_cast<int64_t>(o) * in_features;
       for (int k = 0; k < in_features; ++k) {
-        panel[static_cast<int64_t>(k) * width + j] = o < out_features ? row[k] : 0.0f;
+        panel[static_cast<int64_t>(k) * width + j] =
+            o < out_features ? weight[static_cast<int64_t>(o) * in_features + k] : 0.0f;
       }
     }
   }

@@ -45,7 +45,8 @@ class PackedWeights {
   PackedWeights() = default;
 
   // Packs for `isa`'s version of the kernel, which decides the panel width. Empty (and
-  // LinearPacked a no-op) where this CPU does not run `isa`.
+  // LinearPacked a no-op that writes nothing) where this CPU does not run `isa`, where a size
+  // is not positive, or where the memory cannot be allocated.
   static PackedWeights Pack(const float* weight, int out_features, int in_features,
                             LinearIsa isa = BestLinearIsa());
 
@@ -70,8 +71,10 @@ class PackedWeights {
 // features of panels [panel_begin, panel_end) only (features p * panel_width() up to
 // (p + 1) * panel_width(), within out_features), so that threads can split a layer by panels
 // as well as by rows. y has its full layout [rows, out_features]. Nothing is copied: each
-// panel is read once per block of input rows (12 with AVX-512, 6 with AVX2), and each output
-// is summed in the order of k, so its bits depend neither on `rows` nor on the split.
+// panel is read once per block of input rows (12 with AVX-512, 6 with AVX2, 1 portable), and
+// each output is summed in the order of k, so its bits depend neither on `rows` nor on the
+// split. (AVX-512 and AVX2 give the same bits: one fused multiply-add per k; the portable
+// loop may round the products separately.)
 void LinearPacked(const float* x, int rows, const PackedWeights& weight, const float* bias,
                   Epilogue epilogue, int panel_begin, int panel_end, float* y);
 

@@ -164,7 +164,7 @@ TEST_P(LinearTest, PackedMatchesDoubleReferenceOnItsPanels) {
 // not depend on its batch or on the threads: each output of the packed kernel has the same
 // bits computed with all rows and panels, one panel at a time, or one row at a time.
 TEST(LinearTest, PackedOutputsDoNotDependOnRowsOrPanels) {
-  const int rows = 29, in = 45, out = 70;
+  const int rows = 29, in = 45, out = 77;  // the last panel's GELU: 8 lanes, then 5 alone
   const auto x = RandomVector(rows * in, 21);
   const auto w = RandomVector(out * in, 22, 0.1f);
   const auto b = RandomVector(out, 23);
@@ -183,6 +183,24 @@ TEST(LinearTest, PackedOutputsDoNotDependOnRowsOrPanels) {
     EXPECT_EQ(by_panel, whole) << LinearIsaName(isa);
     EXPECT_EQ(by_row, whole) << LinearIsaName(isa);
   }
+}
+
+// AVX-512 and AVX2 sum each output as one chain of fused multiply-adds in the order of k: the
+// same bits, whatever their panel widths and blocks.
+TEST(LinearTest, PackedAvx512AndAvx2GiveTheSameBits) {
+  if (!LinearIsaAvailable(LinearIsa::kAvx512)) GTEST_SKIP() << "needs AVX-512 (and so AVX2)";
+  const int rows = 27, in = 61, out = 77;
+  const auto x = RandomVector(rows * in, 51);
+  const auto w = RandomVector(out * in, 52, 0.1f);
+  const auto b = RandomVector(out, 53);
+  std::vector<float> wide(rows * out), narrow(rows * out);
+  const PackedWeights avx512 = PackedWeights::Pack(w.data(), out, in, LinearIsa::kAvx512);
+  const PackedWeights avx2 = PackedWeights::Pack(w.data(), out, in, LinearIsa::kAvx2);
+  LinearPacked(x.data(), rows, avx512, b.data(), Epilogue::kBiasGeluErf, 0, avx512.num_panels(),
+               wide.data());
+  LinearPacked(x.data(), rows, avx2, b.data(), Epilogue::kBiasGeluErf, 0, avx2.num_panels(),
+               narrow.data());
+  EXPECT_EQ(wide, narrow);
 }
 
 // Pack chooses the best version this CPU supports (the tests above skip the others, so this

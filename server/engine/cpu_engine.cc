@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -50,8 +51,7 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
   if (options.max_batch_tokens < 0) {
     return absl::InvalidArgumentError("cpu engine: max_batch_tokens must be >= 0");
   }
-  auto isa = ParseLinearIsa(options.isa);
-  if (!isa.ok()) return isa.status();
+  ASSIGN_OR_RETURN(const CpuGemm gemm, ParseCpuGemm(options.gemm));
   const ModelWeights& w = model->weights;
   const ModelConfig& c = model->config;
   if (static_cast<int>(w.layers.size()) != c.num_layers ||
@@ -59,15 +59,19 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
     return absl::InvalidArgumentError("cpu engine: model weights do not match its config");
   }
   const int threads = options.threads > 0 ? options.threads : AvailableCores();
-  std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(model), threads, *isa));
+  std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(model), threads, gemm));
+  RETURN_IF_ERROR(engine->PrepareLinears());
   if (options.max_batch_tokens > 0) engine->Reserve(options.max_batch_tokens);
   return engine;
 }
 
-absl::StatusOr<cpu::LinearIsa> ParseLinearIsa(const std::string& name) {
+absl::StatusOr<CpuGemm> ParseCpuGemm(const std::string& name) {
   cpu::LinearIsa isa;
   if (name == "auto") {
-    return cpu::BestLinearIsa();
+    const cpu::LinearIsa best = cpu::BestLinearIsa();
+    return best == cpu::LinearIsa::kPortable ? CpuGemm() : CpuGemm(best);
+  } else if (name == "openblas") {
+    return CpuGemm();
   } else if (name == "avx512") {
     isa = cpu::LinearIsa::kAvx512;
   } else if (name == "avx2") {
@@ -75,46 +79,68 @@ absl::StatusOr<cpu::LinearIsa> ParseLinearIsa(const std::string& name) {
   } else if (name == "portable") {
     isa = cpu::LinearIsa::kPortable;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("cpu engine: unknown instruction set \"", name,
-                                                   "\" (auto, avx512, avx2 or portable)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cpu engine: unknown GEMM \"", name, "\" (auto, avx512, avx2, portable or openblas)"));
   }
   if (!cpu::LinearIsaAvailable(isa)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cpu engine: this CPU does not run ", cpu::LinearIsaName(isa),
-                     " (the best it runs: ", cpu::LinearIsaName(cpu::BestLinearIsa()), ")"));
+        absl::StrCat("cpu engine: this CPU does not run the ", cpu::LinearIsaName(isa),
+                     " GEMM (the best it runs: ", cpu::LinearIsaName(cpu::BestLinearIsa()), ")"));
   }
-  return isa;
+  return CpuGemm(isa);
 }
 
-CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads, cpu::LinearIsa isa)
-    : model_(std::move(model)), pool_(threads), cpu_name_(CpuModelName()), isa_(isa) {
+std::string CpuGemmName(CpuGemm gemm) {
+  return gemm ? absl::StrCat(cpu::LinearIsaName(*gemm), " packed GEMM") : "OpenBLAS GEMM";
+}
+
+CpuEngine::CpuEngine(std::shared_ptr<const Model> model, int threads, CpuGemm gemm)
+    : model_(std::move(model)), pool_(threads), cpu_name_(CpuModelName()), gemm_(gemm) {
   // The pool provides the parallelism; OpenBLAS threads would compete with it. The setting
   // is process-wide (see cpu_engine.h).
   openblas_set_num_threads(1);
+}
+
+absl::Status CpuEngine::PrepareLinears() {
   const ModelWeights& w = model_->weights;
   const ModelConfig& c = model_->config;
-  const auto pack = [isa](const HostTensor& t, int out, int in) {
-    return cpu::PackedWeights::Pack(t.data.data(), out, in, isa);
+  const int h = c.hidden_size;
+  std::atomic<bool> out_of_memory{false};
+  const auto prepare = [&](const HostTensor& t, int out, int in) {
+    EngineLinear linear;
+    linear.weight = t.data.data();
+    linear.in = in;
+    linear.out = out;
+    if (gemm_) {
+      // Empty only where the allocation failed: the version runs here and out, in > 0.
+      linear.packed = cpu::PackedWeights::Pack(linear.weight, out, in, *gemm_);
+      if (linear.packed.empty()) out_of_memory = true;
+    }
+    return linear;
   };
-  packed_layers_.resize(c.num_layers);
+  linears_.resize(c.num_layers);
   pool_.ParallelFor(c.num_layers, [&](int i) {
     const LayerWeights& l = w.layers[i];
-    PackedLayer& p = packed_layers_[i];
-    const int h = c.hidden_size;
-    p.qkv = pack(l.qkv_weight, 3 * h, h);
-    p.attention_output = pack(l.attention_output_weight, h, h);
-    p.intermediate = pack(l.intermediate_weight, c.intermediate_size, h);
-    p.output = pack(l.output_weight, h, c.intermediate_size);
+    LayerLinears& linears = linears_[i];
+    linears.qkv = prepare(l.qkv_weight, 3 * h, h);
+    linears.attention_output = prepare(l.attention_output_weight, h, h);
+    linears.intermediate = prepare(l.intermediate_weight, c.intermediate_size, h);
+    linears.output = prepare(l.output_weight, h, c.intermediate_size);
   });
-  if (w.has_pooler) packed_pooler_ = pack(w.pooler_weight, c.hidden_size, c.hidden_size);
+  if (w.has_pooler) pooler_ = prepare(w.pooler_weight, h, h);
+  if (out_of_memory) {
+    return absl::ResourceExhaustedError(
+        "cpu engine: no memory for the packed copy of the Linear weights (as large as the "
+        "model's Linear weights; --cpu_gemm=openblas needs none)");
+  }
+  return absl::OkStatus();
 }
 
 EngineInfo CpuEngine::info() const {
   EngineInfo info;
   info.backend = "cpu";
-  info.device =
-      absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads, ", cpu::LinearIsaName(isa_),
-                   " packed kernel, OpenBLAS ", cpu::BlasCoreName(), ")");
+  info.device = absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads, ", CpuGemmName(gemm_),
+                             ", OpenBLAS ", cpu::BlasCoreName(), ")");
   info.dtype = DType::kFloat32;
   return info;
 }
@@ -141,15 +167,29 @@ int CpuEngine::NumParts(int rows, int min_rows, int target_rows) const {
   return std::max(1, std::max(per_thread, balanced));
 }
 
-void CpuEngine::ParallelLinear(const float* x, int rows, const cpu::PackedWeights& weight,
+void CpuEngine::ParallelLinear(const float* x, int rows, const EngineLinear& linear,
                                const float* bias, cpu::Epilogue epilogue, float* y) {
-  const int in = weight.in_features();
-  const int out = weight.out_features();
-  const int panels = weight.num_panels();
+  if (rows <= 0) return;
+  const int in = linear.in;
+  const int out = linear.out;
+  if (linear.packed.empty()) {
+    // OpenBLAS sgemm, by parts of rows (each packs the weights itself).
+    const int parts = NumParts(rows, /*min_rows=*/16, /*target_rows=*/256);
+    pool_.ParallelFor(parts, [&](int p) {
+      const int r0 = PartBegin(rows, p, parts);
+      const int r1 = PartBegin(rows, p + 1, parts);
+      cpu::Linear(x + static_cast<int64_t>(r0) * in, r1 - r0, in, linear.weight, bias, out,
+                  epilogue, y + static_cast<int64_t>(r0) * out);
+    });
+    return;
+  }
+  const int panels = linear.packed.num_panels();
   // Chunks of rows, each with every panel in turn: a panel is read from memory once per chunk,
-  // and the chunk's inputs (at most ~2 MiB, ~L2 or L3) once per panel. Chunks of equal size,
-  // in multiples of 12 rows (the AVX-512 kernel's block).
-  constexpr int kChunkFloats = 512 * 1024;
+  // and the chunk's inputs (at most 512 KiB) once per panel. Chunks of about equal size (the
+  // last may be smaller), in multiples of 12 rows (the AVX-512 kernel's block). Against 2 MiB,
+  // 512 KiB ran BERT-base 32 × 128 faster in 7 rounds of 7, one sequence alike
+  // (bench/RESULTS_cpu.md).
+  constexpr int kChunkFloats = 128 * 1024;
   const int max_chunk_rows = std::max(12, kChunkFloats / in / 12 * 12);
   const int row_chunks = (rows + max_chunk_rows - 1) / max_chunk_rows;
   const int chunk_rows = ((rows + row_chunks - 1) / row_chunks + 11) / 12 * 12;
@@ -163,7 +203,7 @@ void CpuEngine::ParallelLinear(const float* x, int rows, const cpu::PackedWeight
     const int chunk = part / groups, g = part % groups;
     const int r0 = std::min(rows, chunk * chunk_rows);
     const int r1 = std::min(rows, r0 + chunk_rows);
-    cpu::LinearPacked(x + static_cast<int64_t>(r0) * in, r1 - r0, weight, bias, epilogue,
+    cpu::LinearPacked(x + static_cast<int64_t>(r0) * in, r1 - r0, linear.packed, bias, epilogue,
                       PartBegin(panels, g, groups), PartBegin(panels, g + 1, groups),
                       y + static_cast<int64_t>(r0) * out);
   });
@@ -184,13 +224,13 @@ void CpuEngine::ParallelLayerNorm(const float* x, const float* bias, const float
   });
 }
 
-void CpuEngine::RunLayer(const LayerWeights& l, const PackedLayer& packed,
+void CpuEngine::RunLayer(const LayerWeights& l, const LayerLinears& linears,
                          const EncoderBatch& batch) {
   const ModelConfig& c = model_->config;
   const int rows = batch.total_rows();
   const cpu::Epilogue gelu = c.activation == Activation::kGeluErf ? cpu::Epilogue::kBiasGeluErf
                                                                   : cpu::Epilogue::kBiasGeluTanh;
-  ParallelLinear(hidden_.data(), rows, packed.qkv, l.qkv_bias.data.data(), cpu::Epilogue::kBias,
+  ParallelLinear(hidden_.data(), rows, linears.qkv, l.qkv_bias.data.data(), cpu::Epilogue::kBias,
                  qkv_.data());
 
   // Attention: contiguous runs of sequences with about equal rows, and while there are fewer
@@ -214,13 +254,13 @@ void CpuEngine::RunLayer(const LayerWeights& l, const PackedLayer& packed,
     }
   });
 
-  ParallelLinear(context_.data(), rows, packed.attention_output, nullptr, cpu::Epilogue::kNone,
+  ParallelLinear(context_.data(), rows, linears.attention_output, nullptr, cpu::Epilogue::kNone,
                  projected_.data());
   ParallelLayerNorm(projected_.data(), l.attention_output_bias.data.data(), hidden_.data(),
                     l.attention_norm_gamma, l.attention_norm_beta, rows, hidden_.data());
-  ParallelLinear(hidden_.data(), rows, packed.intermediate, l.intermediate_bias.data.data(), gelu,
+  ParallelLinear(hidden_.data(), rows, linears.intermediate, l.intermediate_bias.data.data(), gelu,
                  intermediate_.data());
-  ParallelLinear(intermediate_.data(), rows, packed.output, nullptr, cpu::Epilogue::kNone,
+  ParallelLinear(intermediate_.data(), rows, linears.output, nullptr, cpu::Epilogue::kNone,
                  projected_.data());
   ParallelLayerNorm(projected_.data(), l.output_bias.data.data(), hidden_.data(),
                     l.output_norm_gamma, l.output_norm_beta, rows, hidden_.data());
@@ -265,7 +305,7 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
   if (!selection.layers.empty()) last = std::max(last, selection.layers.back());
   size_t next_selected = 0;
   for (int i = 0; i <= last; ++i) {
-    RunLayer(w.layers[i], packed_layers_[i], batch);
+    RunLayer(w.layers[i], linears_[i], batch);
     if (next_selected < selection.layers.size() && selection.layers[next_selected] == i) {
       output->layers[next_selected].assign(hidden_.begin(), hidden_.begin() + hidden_elems);
       ++next_selected;
@@ -279,8 +319,8 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
     // The [CLS] rows, gathered into the attention-output buffer (free after the last layer;
     // n <= rows), then the dense + tanh layer as the encoder's Linears run.
     cpu::GatherFirstRows(hidden_.data(), batch.cu_rows.data(), n, h, context_.data());
-    ParallelLinear(context_.data(), n, packed_pooler_, w.pooler_bias.data.data(),
-                   cpu::Epilogue::kBiasTanh, output->pooled.data());
+    ParallelLinear(context_.data(), n, pooler_, w.pooler_bias.data.data(), cpu::Epilogue::kBiasTanh,
+                   output->pooled.data());
     if (selection.normalize) cpu::L2Normalize(output->pooled.data(), n, h);
   }
   if (selection.mean_pooled) {

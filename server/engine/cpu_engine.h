@@ -1,13 +1,15 @@
-// The CPU backend: float32 BERT encoder on the kernels/cpu ops. The Linear layers run
-// cpu::LinearPacked on weights the engine packs once, when it is built (as much memory again
-// as the model's Linear weights); attention's small matrix products run OpenBLAS.
+// The CPU backend: float32 BERT encoder on the kernels/cpu ops. Where the CPU has AVX2 and
+// FMA, the Linear layers run cpu::LinearPacked on weights the engine packs once, when it is
+// built (as much memory again as the model's Linear weights); elsewhere (aarch64, older x86)
+// OpenBLAS sgemm on the weights as given. Attention's small matrix products run OpenBLAS.
 //
 // Threads: the engine owns a pool of `threads` threads and splits every op into parts (Linear
-// layers by chunks of rows and groups of output panels, LayerNorm by rows, embeddings and
-// attention by sequences) that the threads claim as they become free; OpenBLAS itself is set
-// (process-wide, when an engine is built) to one thread so that the two never compete for
-// cores. No split changes a bit of the results: a sequence's outputs are the same alone or in
-// any batch, on any number of threads.
+// layers by chunks of rows and groups of output panels, or by rows for sgemm; LayerNorm by
+// rows; embeddings by sequences; attention by sequences and heads) that the threads claim as
+// they become free; OpenBLAS itself is set (process-wide, when an engine is built) to one
+// thread so that the two never compete for cores. With the packed kernel no split changes a
+// bit of the results: a sequence's outputs are the same alone or in any batch, on any number
+// of threads (for a given kernel and OpenBLAS core).
 // Workspace buffers grow to the largest batch seen (or are sized up front from `max_batch_tokens`)
 // and are reused: no large allocation per call after warm-up. The model is shared and read-only.
 // Not thread-safe (see Engine).
@@ -15,6 +17,7 @@
 #define BERT_SERVER_ENGINE_CPU_ENGINE_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,21 +32,34 @@ namespace bert {
 struct CpuEngineOptions {
   int threads = 0;           // 0: every core this process may use.
   int max_batch_tokens = 0;  // > 0: allocate the workspace for this many rows up front.
-  // The Linear kernel's instruction set: "auto" (the best this CPU runs), "avx512", "avx2" or
-  // "portable". Create fails for one this CPU does not run.
-  std::string isa = "auto";
+  // The Linear layers' GEMM: "avx512", "avx2" or "portable" (the packed kernel's versions),
+  // "openblas" (sgemm on the weights as given: no packed copy), or "auto": the best packed
+  // version where the CPU has AVX2 and FMA, else "openblas" (the portable version was not
+  // measured against OpenBLAS's tuned kernels on those CPUs). Create fails for a version this
+  // CPU does not run.
+  std::string gemm = "auto";
 };
 
-// Parses CpuEngineOptions::isa; "auto" is cpu::BestLinearIsa(). InvalidArgument for an
-// unknown name or one this CPU does not run.
-absl::StatusOr<cpu::LinearIsa> ParseLinearIsa(const std::string& name);
+// The Linear layers' GEMM: a version of the packed kernel, or OpenBLAS sgemm (nullopt).
+using CpuGemm = std::optional<cpu::LinearIsa>;
 
-// One encoder layer's Linear weights, packed for cpu::LinearPacked.
-struct PackedLayer {
-  cpu::PackedWeights qkv;
-  cpu::PackedWeights attention_output;
-  cpu::PackedWeights intermediate;
-  cpu::PackedWeights output;
+// Parses CpuEngineOptions::gemm for this CPU. InvalidArgument for an unknown name or a
+// version this CPU does not run.
+absl::StatusOr<CpuGemm> ParseCpuGemm(const std::string& name);
+
+// How the engine names a GEMM: "AVX-512 packed GEMM", ..., "OpenBLAS GEMM".
+std::string CpuGemmName(CpuGemm gemm);
+
+// One Linear layer as the engine runs it: the model's weights [out, in], and their packed
+// copy for the packed kernel (empty with OpenBLAS sgemm).
+struct EngineLinear {
+  const float* weight = nullptr;
+  int in = 0, out = 0;
+  cpu::PackedWeights packed;
+};
+
+struct LayerLinears {
+  EngineLinear qkv, attention_output, intermediate, output;
 };
 
 class CpuEngine : public Engine {
@@ -60,24 +76,27 @@ class CpuEngine : public Engine {
                       EncoderOutput* output) override;
 
  private:
-  CpuEngine(std::shared_ptr<const Model> model, int threads, cpu::LinearIsa isa);
+  CpuEngine(std::shared_ptr<const Model> model, int threads, CpuGemm gemm);
 
+  // Fills linears_ and pooler_ (packing the weights for the packed kernel, in parallel).
+  // ResourceExhausted where the packed copies do not fit in memory.
+  absl::Status PrepareLinears();
   void Reserve(int rows);
   // How many parts to split `rows` rows into (see the .cc).
   int NumParts(int rows, int min_rows, int target_rows) const;
   // y = epilogue(x * weight^T + bias) for `rows` rows, split across the threads.
-  void ParallelLinear(const float* x, int rows, const cpu::PackedWeights& weight, const float* bias,
+  void ParallelLinear(const float* x, int rows, const EngineLinear& linear, const float* bias,
                       cpu::Epilogue epilogue, float* y);
   void ParallelLayerNorm(const float* x, const float* bias, const float* residual,
                          const HostTensor& gamma, const HostTensor& beta, int rows, float* out);
-  void RunLayer(const LayerWeights& layer, const PackedLayer& packed, const EncoderBatch& batch);
+  void RunLayer(const LayerWeights& layer, const LayerLinears& linears, const EncoderBatch& batch);
 
   std::shared_ptr<const Model> model_;
   ThreadPool pool_;
   std::string cpu_name_;
-  const cpu::LinearIsa isa_;
-  std::vector<PackedLayer> packed_layers_;  // one per layer
-  cpu::PackedWeights packed_pooler_;        // empty without a pooler
+  const CpuGemm gemm_;
+  std::vector<LayerLinears> linears_;  // one per layer
+  EngineLinear pooler_;                // without a pooler: no weights
   int capacity_rows_ = 0;
   // Workspace, each [capacity_rows_, width].
   std::vector<float> hidden_;        // H: the residual stream

@@ -176,18 +176,18 @@ TEST(CpuEngineTest, OneAndTwoThreadsAgree) {
   EXPECT_EQ(a.mean_pooled, b.mean_pooled);
 }
 
-// With odd widths, every instruction set this CPU runs gives the same results to float
-// rounding, and each the same bits on any number of threads (the engine splits rows and panels
-// by thread count).
-TEST(CpuEngineTest, EveryInstructionSetAgreesAndNoThreadCountChangesABit) {
+// With odd widths, every version of the packed GEMM this CPU runs, and OpenBLAS sgemm, give
+// the same results to float rounding; each packed version gives the same bits on any number of
+// threads (the engine splits rows and panels by thread count).
+TEST(CpuEngineTest, EveryGemmAgreesAndNoThreadCountChangesAPackedBit) {
   const ModelConfig c = OddWidthsConfig();
   auto model = std::make_shared<const Model>(RandomModel(c, 5));
   EncoderBatch batch;
   for (const Seq& s : Sequences()) batch.Add(s.words, s.types);
-  auto run = [&](const std::string& isa, int threads) {
+  auto run = [&](const std::string& gemm, int threads) {
     CpuEngineOptions opts;
     opts.threads = threads;
-    opts.isa = isa;
+    opts.gemm = gemm;
     auto engine = CpuEngine::Create(model, opts);
     EXPECT_TRUE(engine.ok()) << engine.status();
     EncoderOutput out;
@@ -196,35 +196,54 @@ TEST(CpuEngineTest, EveryInstructionSetAgreesAndNoThreadCountChangesABit) {
   };
   const auto [best, best_device] = run("auto", 1);
   ASSERT_EQ(best.sequence.size(), static_cast<size_t>(batch.total_rows()) * c.hidden_size);
-  const std::pair<std::string, cpu::LinearIsa> isas[] = {{"portable", cpu::LinearIsa::kPortable},
-                                                         {"avx2", cpu::LinearIsa::kAvx2},
-                                                         {"avx512", cpu::LinearIsa::kAvx512}};
-  for (const auto& [name, isa] : isas) {
-    if (!cpu::LinearIsaAvailable(isa)) continue;
+  EXPECT_NE(best_device.find(CpuGemmName(*ParseCpuGemm("auto"))), std::string::npos) << best_device;
+  for (const std::string name : {"portable", "avx2", "avx512", "openblas"}) {
+    const auto gemm = ParseCpuGemm(name);
+    if (!gemm.ok()) continue;  // a version this CPU does not run
     const auto [first, device] = run(name, 1);
-    EXPECT_NE(device.find(std::string(cpu::LinearIsaName(isa)) + " packed kernel"),
-              std::string::npos)
-        << device;
+    EXPECT_NE(device.find(CpuGemmName(*gemm)), std::string::npos) << device;
     EXPECT_LE(MaxRelDiff(first.sequence.data(), best.sequence.data(), best.sequence.size()), 1e-6)
         << name;
     EXPECT_LE(MaxRelDiff(first.pooled.data(), best.pooled.data(), best.pooled.size()), 1e-6)
         << name;
     for (int threads : {2, 3, 5, 7}) {
       const EncoderOutput out = run(name, threads).first;
-      EXPECT_EQ(out.sequence, first.sequence) << name << ", " << threads << " threads";
-      EXPECT_EQ(out.layers, first.layers) << name << ", " << threads << " threads";
-      EXPECT_EQ(out.pooled, first.pooled) << name << ", " << threads << " threads";
+      if (gemm->has_value()) {
+        EXPECT_EQ(out.sequence, first.sequence) << name << ", " << threads << " threads";
+        EXPECT_EQ(out.layers, first.layers) << name << ", " << threads << " threads";
+        EXPECT_EQ(out.pooled, first.pooled) << name << ", " << threads << " threads";
+      } else {  // sgemm's parts of rows may sum differently
+        EXPECT_LE(MaxRelDiff(out.sequence.data(), first.sequence.data(), first.sequence.size()),
+                  1e-6)
+            << name << ", " << threads << " threads";
+      }
     }
   }
-  EXPECT_NE(
-      best_device.find(std::string(cpu::LinearIsaName(cpu::BestLinearIsa())) + " packed kernel"),
-      std::string::npos)
-      << best_device;
 }
 
-// A batch whose inputs exceed the engine's chunk of rows (~2 MiB of inputs per Linear layer,
-// here past 10,000 rows of the 52-wide layer) runs in several chunks: each sequence still gets
-// the bits it gets alone, on any number of threads.
+TEST(CpuEngineTest, ParsesGemmNamesForThisCpu) {
+  EXPECT_EQ(*ParseCpuGemm("openblas"), CpuGemm());
+  const cpu::LinearIsa best = cpu::BestLinearIsa();
+  EXPECT_EQ(*ParseCpuGemm("auto"), best == cpu::LinearIsa::kPortable ? CpuGemm() : CpuGemm(best));
+  EXPECT_EQ(*ParseCpuGemm("portable"), CpuGemm(cpu::LinearIsa::kPortable));
+  for (const auto& [name, isa] :
+       {std::pair{"avx2", cpu::LinearIsa::kAvx2}, std::pair{"avx512", cpu::LinearIsa::kAvx512}}) {
+    const auto gemm = ParseCpuGemm(name);
+    ASSERT_EQ(gemm.ok(), cpu::LinearIsaAvailable(isa)) << name;
+    if (gemm.ok()) {
+      EXPECT_EQ(*gemm, CpuGemm(isa)) << name;
+    } else {
+      EXPECT_EQ(gemm.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(gemm.status().message().find("does not run"), std::string::npos) << name;
+    }
+  }
+  EXPECT_EQ(CpuGemmName(CpuGemm()), "OpenBLAS GEMM");
+  EXPECT_EQ(CpuGemmName(CpuGemm(cpu::LinearIsa::kPortable)), "portable packed GEMM");
+}
+
+// A batch whose inputs exceed the engine's chunk of rows (512 KiB of inputs per Linear layer:
+// here several chunks in every layer) runs in chunks: each sequence still gets the bits it gets
+// alone, on any number of threads.
 TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
   const ModelConfig c = OddWidthsConfig();
   auto model = std::make_shared<const Model>(RandomModel(c, 7));
@@ -240,7 +259,7 @@ TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
   }
   EncoderBatch batch;
   for (const Seq& s : seqs) batch.Add(s.words, s.types);
-  ASSERT_GT(batch.total_rows() * c.intermediate_size, 512 * 1024);
+  ASSERT_GT(batch.total_rows() * c.hidden_size, 2 * 128 * 1024);
   OutputSelection sel;
   sel.sequence = sel.pooled = true;
   EncoderOutput all, all3;
@@ -262,23 +281,14 @@ TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
   }
 }
 
-TEST(CpuEngineTest, RejectsUnknownOrUnavailableInstructionSets) {
-  auto model = SmallModel();
+TEST(CpuEngineTest, RejectsAnUnknownGemm) {
   CpuEngineOptions opts;
-  opts.isa = "sse9";
-  auto unknown = CpuEngine::Create(model, opts);
+  opts.gemm = "sse9";
+  auto unknown = CpuEngine::Create(SmallModel(), opts);
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(unknown.status().message().find("sse9"), std::string::npos);
-  for (const auto& [name, isa] :
-       {std::pair{"avx2", cpu::LinearIsa::kAvx2}, std::pair{"avx512", cpu::LinearIsa::kAvx512}}) {
-    opts.isa = name;
-    const auto engine = CpuEngine::Create(model, opts);
-    EXPECT_EQ(engine.ok(), cpu::LinearIsaAvailable(isa)) << name;
-    if (!engine.ok()) {
-      EXPECT_NE(engine.status().message().find("does not run"), std::string::npos) << name;
-    }
-  }
+  EXPECT_NE(unknown.status().message().find("unknown GEMM \"sse9\""), std::string::npos)
+      << unknown.status();
 }
 
 TEST(CpuEngineTest, SelectionsAreConsistent) {

@@ -20,7 +20,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> m
   }
   CpuEngineOptions cpu;
   cpu.threads = options.cpu_threads;
-  cpu.isa = options.cpu_isa;
+  cpu.gemm = options.cpu_gemm;
   cpu.max_batch_tokens = options.max_batch_tokens;
   auto engine = CpuEngine::Create(std::move(model), cpu);
   if (!engine.ok()) return engine.status();

@@ -20,9 +20,9 @@ namespace bert {
 struct EngineOptions {
   std::string backend = "auto";  // "auto", "cpu" or "cuda"
   DType dtype = DType::kFloat32;
-  int cpu_threads = 0;           // CPU backend: 0 = every available core.
-  std::string cpu_isa = "auto";  // CPU backend: CpuEngineOptions::isa.
-  int max_batch_tokens = 0;      // > 0: size workspaces for this many rows up front.
+  int cpu_threads = 0;            // CPU backend: 0 = every available core.
+  std::string cpu_gemm = "auto";  // CPU backend: CpuEngineOptions::gemm.
+  int max_batch_tokens = 0;       // > 0: size workspaces for this many rows up front.
   // CUDA backend: every option but `dtype` and `max_batch_tokens`, which come from above
   // (max_batch_tokens 0: CudaEngineOptions' own default).
   CudaEngineOptions cuda;

@@ -77,7 +77,7 @@ def test_cpu_backend_runs_openblas_kernels_that_use_the_cpus_vector_units():
     try:
         info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
         assert "OpenBLAS " in info.device, info.device
-        core = info.device.split("OpenBLAS ", 1)[1].rstrip(")")
+        core = info.device.rsplit("OpenBLAS ", 1)[1].rstrip(")")
         if {"avx2", "fma"} <= _cpu_flags():
             assert core.lower() not in CORES_WITHOUT_AVX2, info.device
         if "library_choice=" in server.log():
@@ -100,32 +100,34 @@ def test_a_users_openblas_coretype_is_kept():
         assert server.stop(signal.SIGTERM) == 0, server.log()
 
 
-def test_cpu_isa_chooses_the_linear_kernel_and_the_old_few_rows_flag_still_starts():
-    """--cpu_isa=portable runs the portable packed kernel (the device says so) and answers
-    like the default kernel to float rounding; --cpu_few_rows_max, gone, is accepted with a
-    warning so that older command lines still start."""
+def test_cpu_gemm_chooses_the_linear_kernel_and_the_old_few_rows_flag_still_starts():
+    """--cpu_gemm chooses the Linear layers' GEMM (the device names it), and each answers like
+    the default to float rounding; --cpu_few_rows_max, gone, is accepted with a warning so that
+    older command lines still start."""
     pb2, _ = stubs()
     request = pb2.EmbedRequest(
         inputs=[pb2.Input(text=pb2.TextInput(text_a="the quick brown fox jumps"))])
     results = {}
-    for isa in ("auto", "portable"):
-        with Server(extra=[f"--cpu_isa={isa}", "--cpu_few_rows_max=32"]) as server:
+    devices = {"portable": "portable packed GEMM", "openblas": "OpenBLAS GEMM"}
+    for gemm in ("auto", "portable", "openblas"):
+        with Server(extra=[f"--cpu_gemm={gemm}", "--cpu_few_rows_max=32"]) as server:
             info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
-            if isa == "portable":
-                assert "portable packed kernel" in info.device, info.device
+            assert devices.get(gemm, "GEMM") in info.device, info.device
             assert "--cpu_few_rows_max is deprecated" in server.log(), server.log()
-            assert "cpu_isa=" + isa in server.log(), server.log()
+            assert "cpu_gemm=" + gemm in server.log(), server.log()
             response = server.stub().Embed(request, timeout=30)
-            results[isa] = decode(response.results[0].default_output)
+            results[gemm] = decode(response.results[0].default_output)
     assert rel_err(results["portable"], results["auto"]) < 1e-6
+    assert rel_err(results["openblas"], results["auto"]) < 1e-6
 
 
-def test_an_unknown_cpu_isa_stops_startup():
-    with pytest.raises(RuntimeError) as e:
-        Server(extra=["--cpu_isa=sse9"])
-    message = str(e.value)
-    assert "bert_server exited 1" in message, message
-    assert "unknown instruction set" in message and "sse9" in message, message
+def test_an_unknown_cpu_gemm_stops_startup_with_any_backend():
+    for backend in ("cpu", "cuda"):
+        with pytest.raises(RuntimeError) as e:
+            Server(extra=[f"--backend={backend}", "--cpu_gemm=sse9"])
+        message = str(e.value)
+        assert "bert_server exited 1" in message, message
+        assert "unknown GEMM" in message and "sse9" in message, message
 
 
 def test_sigint_also_stops_cleanly():
