@@ -17,7 +17,7 @@ namespace cpu {
 
 namespace {
 
-// Whether this CPU runs the AVX2+FMA kernels below (checked once).
+// Whether this CPU runs AVX2 and FMA code (the GELU below, linear_avx2.cc; checked once).
 bool HasAvx2Fma() {
 #if defined(__x86_64__)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");

@@ -3,15 +3,18 @@
 // instantiations, each compiled in a file of its own with that instruction set enabled
 // (linear_avx2.cc, linear_avx512.cc), so that nothing of it runs on a CPU without it.
 //
-// Packed layout: the weights [out, in] in panels of kWidth = 2 * kLanes output features; panel
-// p holds, for every k in turn, the kWidth weights w[p * kWidth + j, k] (zeros past `out`):
-// panel[k * kWidth + j]. A panel is read front to back, once per kRows input rows, and the
+// Packed layout: the weights [out, in] in panels of W = 2 * kLanes output features (kAvx2Width,
+// kAvx512Width below); panel p holds, for every k in turn, the W weights w[p * W + j, k] (zeros
+// past `out`): panel[k * W + j]. A panel is read front to back, once per kRows input rows, and the
 // input rows are read where they lie: nothing is copied per call. (sgemm packs the weights
 // again on every call: bench/RESULTS_cpu.md.)
 //
 // An Isa type provides: V (a vector of kLanes floats), Zero(), Load(p), Broadcast(p) (*p in
 // every lane), Fma(a, b, c) = a*b+c lane by lane, Store(p, v), StoreFirst(p, v, n) (the first
-// n < kLanes lanes only), and kRows, the input rows of a block (2 * kRows accumulators).
+// n < kLanes lanes only), and kRows, the input rows of a block (2 * kRows accumulators). Each
+// file defines its Isa type in an unnamed namespace: the instantiations, compiled with that
+// file's instruction set, then have internal linkage, and the linker cannot pick them for
+// another file.
 //
 // Every output is one sum in the order of k, whatever its block, its panel range or the
 // number of rows: so a sequence's outputs never depend on its batch or on the threads.

@@ -238,7 +238,8 @@ void CpuEngine::RunLayer(const LayerWeights& l, const LayerLinears& linears,
   const int n = batch.num_sequences();
   const int runs = std::min(n, NumParts(rows, /*min_rows=*/1, /*target_rows=*/128));
   const int threads = pool_.num_threads();
-  const int head_groups = std::clamp((4 * threads + runs - 1) / runs, 1, c.num_heads);
+  const int head_groups =
+      threads == 1 ? 1 : std::clamp((4 * threads + runs - 1) / runs, 1, c.num_heads);
   pool_.ParallelFor(runs * head_groups, [&](int part) {
     const int p = part / head_groups, g = part % head_groups;
     const int row_begin = PartBegin(rows, p, runs);

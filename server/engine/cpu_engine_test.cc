@@ -4,6 +4,7 @@
 #include "server/engine/cpu_engine.h"
 
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -197,10 +198,12 @@ TEST(CpuEngineTest, EveryGemmAgreesAndNoThreadCountChangesAPackedBit) {
   const auto [best, best_device] = run("auto", 1);
   ASSERT_EQ(best.sequence.size(), static_cast<size_t>(batch.total_rows()) * c.hidden_size);
   EXPECT_NE(best_device.find(CpuGemmName(*ParseCpuGemm("auto"))), std::string::npos) << best_device;
+  std::map<std::string, EncoderOutput> firsts;
   for (const std::string name : {"portable", "avx2", "avx512", "openblas"}) {
     const auto gemm = ParseCpuGemm(name);
     if (!gemm.ok()) continue;  // a version this CPU does not run
     const auto [first, device] = run(name, 1);
+    firsts[name] = first;
     EXPECT_NE(device.find(CpuGemmName(*gemm)), std::string::npos) << device;
     EXPECT_LE(MaxRelDiff(first.sequence.data(), best.sequence.data(), best.sequence.size()), 1e-6)
         << name;
@@ -218,6 +221,12 @@ TEST(CpuEngineTest, EveryGemmAgreesAndNoThreadCountChangesAPackedBit) {
             << name << ", " << threads << " threads";
       }
     }
+  }
+  // AVX-512 and AVX2: one FMA chain per output in both, and the same epilogue paths.
+  if (firsts.count("avx512") && firsts.count("avx2")) {
+    EXPECT_EQ(firsts["avx512"].sequence, firsts["avx2"].sequence);
+    EXPECT_EQ(firsts["avx512"].layers, firsts["avx2"].layers);
+    EXPECT_EQ(firsts["avx512"].pooled, firsts["avx2"].pooled);
   }
 }
 
@@ -283,12 +292,14 @@ TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
 
 TEST(CpuEngineTest, RejectsAnUnknownGemm) {
   CpuEngineOptions opts;
-  opts.gemm = "sse9";
-  auto unknown = CpuEngine::Create(SmallModel(), opts);
-  ASSERT_FALSE(unknown.ok());
-  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(unknown.status().message().find("unknown GEMM \"sse9\""), std::string::npos)
-      << unknown.status();
+  for (const std::string name : {"sse9", "", "AVX2", "OpenBLAS"}) {  // names are lower case
+    opts.gemm = name;
+    auto unknown = CpuEngine::Create(SmallModel(), opts);
+    ASSERT_FALSE(unknown.ok()) << name;
+    EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(unknown.status().message().find("unknown GEMM \"" + name + "\""), std::string::npos)
+        << unknown.status();
+  }
 }
 
 TEST(CpuEngineTest, SelectionsAreConsistent) {
