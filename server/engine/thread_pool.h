@@ -36,6 +36,10 @@ class ThreadPool {
 
   const int num_threads_;
   std::vector<std::thread> workers_;
+  // generation_, readable without the lock: idle workers and a waiting caller spin on it and
+  // on parts_done_ for a short while before they sleep (see the .cc).
+  std::atomic<uint32_t> published_generation_{0};
+  std::atomic<bool> stopping_{false};
   std::mutex mu_;
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;

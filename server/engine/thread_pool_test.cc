@@ -1,6 +1,7 @@
 #include "server/engine/thread_pool.h"
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -51,6 +52,27 @@ TEST(ThreadPoolTest, ManyShortJobsBackToBack) {
     expected += n * (n + 1) / 2;
   }
   EXPECT_EQ(total.load(), expected);
+}
+
+// Between jobs the workers spin for a while, then sleep: jobs far enough apart for them to
+// fall asleep run every part too, with the workers taking part.
+TEST(ThreadPoolTest, JobsAfterTheWorkersSleepRunEveryPart) {
+  ThreadPool pool(3);
+  bool saw_worker = false;
+  for (int round = 0; round < 20; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // well past the spin
+    std::vector<std::atomic<int>> hits(6);
+    for (auto& h : hits) h = 0;
+    std::vector<std::thread::id> ids(6);
+    pool.ParallelFor(6, [&](int p) {
+      ids[p] = std::this_thread::get_id();
+      hits[p]++;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));  // lets a worker claim one
+    });
+    for (int p = 0; p < 6; ++p) ASSERT_EQ(hits[p].load(), 1) << "round " << round;
+    for (const auto& id : ids) saw_worker |= id != std::this_thread::get_id();
+  }
+  EXPECT_TRUE(saw_worker);
 }
 
 TEST(ThreadPoolTest, ZeroOrNegativeThreadsMeansOne) {
