@@ -343,7 +343,8 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   const absl::Time load_start = absl::Now();
   auto model = LoadModel(model_dir);
   if (!model.ok()) return model.status();
-  auto shared_model = std::make_shared<const Model>(*std::move(model));
+  // Not const: the Linear weights are freed below where the engine keeps its own copies.
+  auto shared_model = std::make_shared<Model>(*std::move(model));
   if ((*tokenizer)->vocab_size() != shared_model->config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(vocab, " has ", (*tokenizer)->vocab_size(),
                                                    " tokens but the model's vocab_size is ",
@@ -401,6 +402,14 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
       fault_injection = wrapped.get();
     }
     *engine = std::move(wrapped);
+  }
+  // An engine that runs its own copies of the Linear weights (the CPU engine's packed ones)
+  // leaves the model's to be freed: nothing else reads them, and no other engine is built
+  // from this model.
+  if (!(*engine)->ReadsLinearWeights()) {
+    const size_t bytes = ReleaseLinearWeights(shared_model.get());
+    BERT_LOG(kInfo) << "freed the model's Linear weights (the engine runs its packed copies)"
+                    << LogKv("mb", bytes >> 20);
   }
   const EngineInfo info = (*engine)->info();
   BERT_LOG(kInfo) << "model loaded" << LogKv("model", shared_model->name)

@@ -108,13 +108,14 @@ absl::Status CpuEngine::PrepareLinears() {
   std::atomic<bool> out_of_memory{false};
   const auto prepare = [&](const HostTensor& t, int out, int in) {
     EngineLinear linear;
-    linear.weight = t.data.data();
     linear.in = in;
     linear.out = out;
     if (gemm_) {
       // Empty only where the allocation failed: the version runs here and out, in > 0.
-      linear.packed = cpu::PackedWeights::Pack(linear.weight, out, in, *gemm_);
+      linear.packed = cpu::PackedWeights::Pack(t.data.data(), out, in, *gemm_);
       if (linear.packed.empty()) out_of_memory = true;
+    } else {
+      linear.weight = t.data.data();
     }
     return linear;
   };

@@ -1,7 +1,7 @@
 // The CPU backend: float32 BERT encoder on the kernels/cpu ops. Where the CPU has AVX2 and
 // FMA, the Linear layers run cpu::LinearPacked on weights the engine packs once, when it is
-// built (as much memory again as the model's Linear weights); elsewhere (aarch64, older x86)
-// OpenBLAS sgemm on the weights as given. Attention's small matrix products run OpenBLAS.
+// built (the model's own copies may then be freed: ReadsLinearWeights); elsewhere (aarch64, older
+// x86) OpenBLAS sgemm on the weights as given. Attention's small matrix products run OpenBLAS.
 //
 // Threads: the engine owns a pool of `threads` threads and splits every op into parts (Linear
 // layers by chunks of rows and groups of output panels, or by rows for sgemm; LayerNorm by
@@ -11,7 +11,7 @@
 // bit of the results: a sequence's outputs are the same alone or in any batch, on any number
 // of threads (for a given kernel and OpenBLAS core).
 // Workspace buffers grow to the largest batch seen (or are sized up front from `max_batch_tokens`)
-// and are reused: no large allocation per call after warm-up. The model is shared and read-only.
+// and are reused: no large allocation per call after warm-up. The model is shared; the engine only reads it.
 // Not thread-safe (see Engine).
 #ifndef BERT_SERVER_ENGINE_CPU_ENGINE_H_
 #define BERT_SERVER_ENGINE_CPU_ENGINE_H_
@@ -50,8 +50,8 @@ absl::StatusOr<CpuGemm> ParseCpuGemm(const std::string& name);
 // How the engine names a GEMM: "AVX-512 packed GEMM", ..., "OpenBLAS GEMM".
 std::string CpuGemmName(CpuGemm gemm);
 
-// One Linear layer as the engine runs it: the model's weights [out, in], and their packed
-// copy for the packed kernel (empty with OpenBLAS sgemm).
+// One Linear layer as the engine runs it: the model's weights [out, in] for OpenBLAS sgemm, or
+// their packed copy for the packed kernel (and no pointer into the model).
 struct EngineLinear {
   const float* weight = nullptr;
   int in = 0, out = 0;
@@ -71,6 +71,8 @@ class CpuEngine : public Engine {
   bool has_pooler() const override { return model_->weights.has_pooler; }
   EngineInfo info() const override;
   int num_threads() const { return pool_.num_threads(); }
+  // With a packed GEMM the engine runs its packed copies only.
+  bool ReadsLinearWeights() const override { return !gemm_.has_value(); }
 
   absl::Status Encode(const EncoderBatch& batch, const OutputSelection& selection,
                       EncoderOutput* output) override;

@@ -290,6 +290,37 @@ TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
   }
 }
 
+// With a packed GEMM the engine never reads the model's Linear weights after Create: freeing
+// them (as bert_server does) changes no output. With OpenBLAS sgemm it says it reads them.
+TEST(CpuEngineTest, APackedEngineRunsWithoutTheModelsLinearWeights) {
+  auto model = std::make_shared<Model>(RandomModel(SmallConfig(), 3));
+  model->weights.has_pooler = true;
+  CpuEngineOptions opts;
+  opts.threads = 2;
+  opts.gemm = "openblas";
+  auto openblas = CpuEngine::Create(model, opts);
+  ASSERT_TRUE(openblas.ok()) << openblas.status();
+  EXPECT_TRUE((*openblas)->ReadsLinearWeights());
+  opts.gemm = "portable";  // runs on every CPU
+  auto packed = CpuEngine::Create(model, opts);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  EXPECT_FALSE((*packed)->ReadsLinearWeights());
+  EncoderBatch batch;
+  for (const Seq& s : Sequences()) batch.Add(s.words, s.types);
+  EncoderOutput before, after;
+  ASSERT_TRUE((*packed)->Encode(batch, Everything(), &before).ok());
+  const ModelConfig& c = model->config;
+  const size_t h = c.hidden_size, i = c.intermediate_size;
+  EXPECT_EQ(ReleaseLinearWeights(model.get()),
+            (c.num_layers * (3 * h * h + h * h + 2 * h * i) + h * h) * sizeof(float));
+  EXPECT_TRUE(model->weights.layers[0].qkv_weight.data.empty());
+  EXPECT_TRUE(model->weights.pooler_weight.data.empty());
+  EXPECT_FALSE(model->weights.layers[0].qkv_bias.data.empty());  // only the matrices go
+  ASSERT_TRUE((*packed)->Encode(batch, Everything(), &after).ok());
+  EXPECT_EQ(after.sequence, before.sequence);
+  EXPECT_EQ(after.pooled, before.pooled);
+}
+
 TEST(CpuEngineTest, RejectsAnUnknownGemm) {
   CpuEngineOptions opts;
   for (const std::string name : {"sse9", "", "AVX2", "OpenBLAS"}) {  // names are lower case

@@ -103,6 +103,11 @@ class Engine {
   // Every path the engine can fall back from, with its count so far (zero counts included, in
   // the same order each time); empty for an engine without such paths. Called like Encode.
   virtual std::vector<EngineFallback> Fallbacks() const { return {}; }
+
+  // Whether the engine reads the model's Linear weight matrices after its creation. An engine
+  // that keeps its own copies (the CPU engine's packed weights) says no, and the model's owner
+  // may then free them (ReleaseLinearWeights).
+  virtual bool ReadsLinearWeights() const { return true; }
 };
 
 // Validation shared by all backends.

@@ -375,4 +375,21 @@ Model RandomModel(const ModelConfig& c, uint64_t seed) {
   return model;
 }
 
+size_t ReleaseLinearWeights(Model* model) {
+  size_t bytes = 0;
+  const auto release = [&bytes](HostTensor& t) {
+    bytes += t.data.size() * sizeof(float);
+    std::vector<float>().swap(t.data);  // clear() would keep the allocation
+    t.shape.clear();
+  };
+  for (LayerWeights& l : model->weights.layers) {
+    release(l.qkv_weight);
+    release(l.attention_output_weight);
+    release(l.intermediate_weight);
+    release(l.output_weight);
+  }
+  release(model->weights.pooler_weight);
+  return bytes;
+}
+
 }  // namespace bert

@@ -93,6 +93,12 @@ absl::StatusOr<Model> LoadModel(const std::string& directory);
 // the initialisation BERT uses; same seed, same weights.
 Model RandomModel(const ModelConfig& config, uint64_t seed);
 
+// Frees the Linear layers' weight matrices (each layer's four and the pooler's; not biases,
+// norms or embeddings), for an owner whose engine no longer reads them
+// (Engine::ReadsLinearWeights). Returns the bytes freed. The model can build no engine
+// afterwards.
+size_t ReleaseLinearWeights(Model* model);
+
 }  // namespace bert
 
 #endif  // BERT_SERVER_ENGINE_MODEL_H_

@@ -101,9 +101,10 @@ def test_a_users_openblas_coretype_is_kept():
 
 
 def test_cpu_gemm_chooses_the_linear_kernel_and_the_old_few_rows_flag_still_starts():
-    """--cpu_gemm chooses the Linear layers' GEMM (the device names it), and each answers like
-    the default to float rounding; --cpu_few_rows_max, gone, is accepted with a warning so that
-    older command lines still start."""
+    """--cpu_gemm chooses the Linear layers' GEMM (the device names it; with a packed one the
+    model's Linear weights are freed), and each answers like the default to float rounding;
+    --cpu_few_rows_max, gone, is accepted with a warning so that older command lines still
+    start."""
     pb2, _ = stubs()
     request = pb2.EmbedRequest(
         inputs=[pb2.Input(text=pb2.TextInput(text_a="the quick brown fox jumps"))])
@@ -113,6 +114,9 @@ def test_cpu_gemm_chooses_the_linear_kernel_and_the_old_few_rows_flag_still_star
         with Server(extra=[f"--cpu_gemm={gemm}", "--cpu_few_rows_max=32"]) as server:
             info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
             assert devices.get(gemm, "GEMM") in info.device, info.device
+            # A packed GEMM runs its own copies: the model's Linear weights are freed.
+            freed = "freed the model's Linear weights" in server.log()
+            assert freed == ("packed GEMM" in info.device), server.log()
             assert "--cpu_few_rows_max is deprecated" in server.log(), server.log()
             assert "cpu_gemm=" + gemm in server.log(), server.log()
             response = server.stub().Embed(request, timeout=30)
