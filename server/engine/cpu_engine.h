@@ -11,8 +11,8 @@
 // bit of the results: a sequence's outputs are the same alone or in any batch, on any number
 // of threads (for a given kernel and OpenBLAS core).
 // Workspace buffers grow to the largest batch seen (or are sized up front from `max_batch_tokens`)
-// and are reused: no large allocation per call after warm-up. The model is shared; the engine only reads it.
-// Not thread-safe (see Engine).
+// and are reused: no large allocation per call after warm-up. The model is shared; the engine only
+// reads it. Not thread-safe (see Engine).
 #ifndef BERT_SERVER_ENGINE_CPU_ENGINE_H_
 #define BERT_SERVER_ENGINE_CPU_ENGINE_H_
 
