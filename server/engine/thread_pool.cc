@@ -25,15 +25,13 @@ inline void CpuRelax() {
 #endif
 }
 
-// Spins until done() or kSpin has passed; returns done().
+// Spins until done() or kSpin has passed.
 template <typename Done>
-bool SpinUntil(Done done) {
+void SpinUntil(Done done) {
   const auto deadline = std::chrono::steady_clock::now() + kSpin;
-  while (!done()) {
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
     for (int i = 0; i < 16; ++i) CpuRelax();
-    if (std::chrono::steady_clock::now() >= deadline) return done();
   }
-  return true;
 }
 
 }  // namespace
