@@ -180,6 +180,14 @@ int PanelWidthFor(LinearIsa isa) {
   return kPortableWidth;
 }
 
+int BlockRowsFor(LinearIsa isa) {
+#if defined(__x86_64__)
+  if (isa == LinearIsa::kAvx512) return packed::kAvx512Rows;
+  if (isa == LinearIsa::kAvx2) return packed::kAvx2Rows;
+#endif
+  return 1;
+}
+
 }  // namespace
 
 void PackedWeights::Free::operator()(float* p) const { std::free(p); }
@@ -193,9 +201,10 @@ PackedWeights PackedWeights::Pack(const float* weight, int out_features, int in_
   packed.in_ = in_features;
   packed.out_ = out_features;
   packed.width_ = width;
+  packed.block_rows_ = BlockRowsFor(isa);
   const int panels = packed.num_panels();
   // On a cache line boundary: with it, each step of k in a panel is whole cache lines (16 or
-  // 32 floats).
+  // 48 floats).
   const size_t floats = static_cast<size_t>(panels) * width * in_features;
   const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
   float* data = static_cast<float*>(std::aligned_alloc(64, bytes));

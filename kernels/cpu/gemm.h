@@ -54,6 +54,9 @@ class PackedWeights {
   int in_features() const { return in_; }
   int out_features() const { return out_; }
   int panel_width() const { return width_; }
+  // The input rows the kernel runs together (8 with AVX-512, 6 with AVX2, 1 portable): a
+  // caller that splits rows does best in multiples of it.
+  int block_rows() const { return block_rows_; }
   int num_panels() const { return (out_ + width_ - 1) / width_; }
   LinearIsa isa() const { return isa_; }
   const float* panel(int p) const { return data_.get() + static_cast<int64_t>(p) * width_ * in_; }
@@ -63,7 +66,7 @@ class PackedWeights {
     void operator()(float* p) const;
   };
   LinearIsa isa_ = LinearIsa::kPortable;
-  int in_ = 0, out_ = 0, width_ = 1;
+  int in_ = 0, out_ = 0, width_ = 1, block_rows_ = 1;
   std::unique_ptr<float[], Free> data_;
 };
 
@@ -71,7 +74,7 @@ class PackedWeights {
 // features of panels [panel_begin, panel_end) only (features p * panel_width() up to
 // (p + 1) * panel_width(), within out_features), so that threads can split a layer by panels
 // as well as by rows. y has its full layout [rows, out_features]. Nothing is copied: each
-// panel is read once per block of input rows (12 with AVX-512, 6 with AVX2, 1 portable), and
+// panel is read once per block of input rows (block_rows()), and
 // each output is summed in the order of k, so its bits depend neither on `rows` nor on the
 // split. (AVX-512 and AVX2 give the same bits: one fused multiply-add per k; the portable
 // loop may round the products separately.)

@@ -17,6 +17,7 @@ struct Avx2 {
   static constexpr int kLanes = 8;
   // 12 accumulators (6 rows × the panel's 2 vectors), 2 panel vectors and 1 broadcast input
   // of the 16 registers.
+  static constexpr int kVectors = 2;
   static constexpr int kRows = 6;
 
   static V Zero() { return _mm256_setzero_ps(); }
@@ -34,7 +35,7 @@ struct Avx2 {
 }  // namespace
 
 void PanelAvx2(const float* x, int rows, int in, const float* panel, int cols, float* y, int ldy) {
-  static_assert(2 * Avx2::kLanes == kAvx2Width);
+  static_assert(Avx2::kVectors * Avx2::kLanes == kAvx2Width && Avx2::kRows == kAvx2Rows);
   Panel<Avx2>(x, rows, in, panel, cols, y, ldy);
 }
 

@@ -20,9 +20,12 @@ namespace {
 struct Avx512 {
   using V = __m512;
   static constexpr int kLanes = 16;
-  // 24 accumulators (12 rows × the panel's 2 vectors), 2 panel vectors and 1 broadcast input
-  // of the 32 registers.
-  static constexpr int kRows = 12;
+  // 24 accumulators (8 rows × the panel's 3 vectors), 3 panel vectors and 1 broadcast input
+  // of the 32 registers. Against 12 rows × 2 vectors, 11 loads per 24 multiply-adds instead of
+  // 14, and 8 input rows to keep in L1 instead of 12: 1.05-1.2× faster at 24-168 rows
+  // (bench/RESULTS_cpu.md).
+  static constexpr int kVectors = 3;
+  static constexpr int kRows = 8;
 
   static V Zero() { return _mm512_setzero_ps(); }
   static V Load(const float* p) { return _mm512_loadu_ps(p); }
@@ -38,7 +41,7 @@ struct Avx512 {
 
 void PanelAvx512(const float* x, int rows, int in, const float* panel, int cols, float* y,
                  int ldy) {
-  static_assert(2 * Avx512::kLanes == kAvx512Width);
+  static_assert(Avx512::kVectors * Avx512::kLanes == kAvx512Width && Avx512::kRows == kAvx512Rows);
   Panel<Avx512>(x, rows, in, panel, cols, y, ldy);
 }
 

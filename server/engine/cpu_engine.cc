@@ -187,13 +187,13 @@ void CpuEngine::ParallelLinear(const float* x, int rows, const EngineLinear& lin
   const int panels = linear.packed.num_panels();
   // Chunks of rows, each with every panel in turn: a panel is read from memory once per chunk,
   // and the chunk's inputs (at most 512 KiB) once per panel. Chunks of about equal size (the
-  // last may be smaller), in multiples of 12 rows (the AVX-512 kernel's block). Against 2 MiB,
-  // 512 KiB ran BERT-base 32 × 128 faster in 7 rounds of 7, one sequence alike
-  // (bench/RESULTS_cpu.md).
+  // last may be smaller), in multiples of the kernel's block of rows. Against 2 MiB, 512 KiB
+  // ran BERT-base 32 × 128 faster in 7 rounds of 7, one sequence alike (bench/RESULTS_cpu.md).
   constexpr int kChunkFloats = 128 * 1024;
-  const int max_chunk_rows = std::max(12, kChunkFloats / in / 12 * 12);
+  const int block = linear.packed.block_rows();
+  const int max_chunk_rows = std::max(block, kChunkFloats / in / block * block);
   const int row_chunks = (rows + max_chunk_rows - 1) / max_chunk_rows;
-  const int chunk_rows = ((rows + row_chunks - 1) / row_chunks + 11) / 12 * 12;
+  const int chunk_rows = ((rows + row_chunks - 1) / row_chunks + block - 1) / block * block;
   // Each chunk's panels in groups, for about four parts per thread (a thread that the OS holds
   // back leaves its share to the others): each part reads only its groups' share of the
   // weights, and a panel is still read once per chunk.

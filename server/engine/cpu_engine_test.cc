@@ -29,7 +29,7 @@ ModelConfig SmallConfig() {
   return c;
 }
 
-// Widths that are no multiple of the Linear kernel's panels (16 or 32 outputs) nor of its
+// Widths that are no multiple of the Linear kernel's panels (16 or 48 outputs) nor of its
 // blocks of rows.
 ModelConfig OddWidthsConfig() {
   ModelConfig c = SmallConfig();
