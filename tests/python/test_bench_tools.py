@@ -1,6 +1,7 @@
 """Benchmark tools that run without a GPU: bench/compare.py (the table the GPU check prints:
-ours vs Hugging Face, plus variants), bench/gelu_fp16_emulation.py, bench/goals.py, and dry
-runs of bench/serving_vs_engine.py, bench/load_tester_memory.py and bench/host_path.py."""
+ours vs Hugging Face, plus variants), bench/gelu_fp16_emulation.py, bench/goals.py,
+bench/cpu_ab.py, and dry runs of bench/serving_vs_engine.py, bench/load_tester_memory.py and
+bench/host_path.py."""
 import importlib.util
 import json
 import os
@@ -239,6 +240,30 @@ def test_serving_vs_engine_dry_run_on_the_cpu(tmp_path):
     assert best > 0
     assert f"= {best / 1000:.2f} of it" in r.stdout
     assert ("MET" if best >= 800 else "MISSED") in r.stdout
+
+
+def test_cpu_ab_alternates_the_binaries(tmp_path):
+    """bench/cpu_ab.py on two copies of cpu_bench (one layer, 8 tokens): a row per batch size
+    and binary, ratios to the first, and the flags after -- reaching every binary."""
+    cpu_bench = bin_path("bench", "cpu_bench")
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_ab.py"), "--bin", f"a={cpu_bench}",
+         "--bin", f"b={cpu_bench}", "--batches=1,2", "--rounds=3", "--warmup=1", "--",
+         "--threads=1", "--layers=1", "--seq=8"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in r.stdout.splitlines()
+            if re.match(r"\| \d", line)]
+    assert [(c[0], c[1]) for c in rows] == [("1", "a"), ("1", "b"), ("2", "a"), ("2", "b")]
+    for cells in rows:
+        assert 0 < float(cells[3]) <= float(cells[2])  # min <= median wall ms
+    assert [c[5] for c in rows if c[1] == "a"] == ["1.000", "1.000"]
+    assert all(re.fullmatch(r"[0-3]/3", c[6]) for c in rows if c[1] == "b")
+    # A binary that cannot serve is an error, not a table.
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_ab.py"), "--bin", f"a={cpu_bench}",
+         "--bin", "b=/bin/false", "--", "--threads=1", "--layers=1", "--seq=8"],
+        capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "did not start serving" in bad.stderr
 
 
 def test_load_tester_memory_dry_run(tmp_path):
