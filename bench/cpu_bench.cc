@@ -1,6 +1,8 @@
-// CPU encoder throughput at a BERT shape with seeded random weights (not a test).
+// CPU encoder throughput at a BERT shape with seeded random weights, or of a model directory
+// (not a test).
 //
-// Method: build the model (BERT-base unless flags say otherwise), create the CPU engine with
+// Method: build the model (BERT-base unless flags say otherwise; --model_dir loads that
+// model instead, e.g. the default models/all-MiniLM-L6-v2), create the CPU engine with
 // --threads, then for each batch size: --warmup untimed runs, then --iters timed runs of
 // one Encode each (sequence output of the last layer, with --pooled the pooler head too;
 // every sequence --seq tokens, no padding rows); prints the median and min wall time and
@@ -34,6 +36,9 @@ ABSL_FLAG(int, seq, 128, "tokens per sequence");
 ABSL_FLAG(int, warmup, 2, "untimed runs per batch size");
 ABSL_FLAG(int, iters, 5, "timed runs per batch size");
 ABSL_FLAG(int, layers, 12, "encoder layers (BERT-base: 12)");
+ABSL_FLAG(std::string, model_dir, "",
+          "a model directory (config.json, model.safetensors) instead of random BERT-base "
+          "weights; --layers and --seed are then ignored");
 ABSL_FLAG(uint64_t, seed, 1, "weights seed");
 ABSL_FLAG(bool, pooled, false, "also compute pooled_output (the pooler's dense + tanh layer)");
 ABSL_FLAG(bool, serve, false,
@@ -62,10 +67,21 @@ long PeakRssKb() {
 int main(int argc, char** argv) {
   bert::cpu::ReexecForBetterBlasCore(argv);  // as bert_server does (kernels/cpu/blas_core.h)
   absl::ParseCommandLine(argc, argv);
-  bert::ModelConfig config = bert::BertBaseConfig();
-  config.num_layers = absl::GetFlag(FLAGS_layers);
-  auto model =
-      std::make_shared<const bert::Model>(bert::RandomModel(config, absl::GetFlag(FLAGS_seed)));
+  std::shared_ptr<const bert::Model> model;
+  if (const std::string dir = absl::GetFlag(FLAGS_model_dir); !dir.empty()) {
+    absl::StatusOr<bert::Model> loaded = bert::LoadModel(dir);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
+      return 1;
+    }
+    model = std::make_shared<const bert::Model>(std::move(loaded).value());
+  } else {
+    bert::ModelConfig config = bert::BertBaseConfig();
+    config.num_layers = absl::GetFlag(FLAGS_layers);
+    model =
+        std::make_shared<const bert::Model>(bert::RandomModel(config, absl::GetFlag(FLAGS_seed)));
+  }
+  const bert::ModelConfig& config = model->config;
   bert::CpuEngineOptions options;
   options.threads = absl::GetFlag(FLAGS_threads);
   options.gemm = absl::GetFlag(FLAGS_gemm);
