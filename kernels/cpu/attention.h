@@ -12,10 +12,16 @@ namespace cpu {
 // row indices), every row is a query; only its first num_valid[s] rows are keys/values.
 // out[row, h*head_dim + d] = softmax(q . K^T / sqrt(head_dim)) . V for head h.
 // Rows outside [cu_rows[0], cu_rows[num_seqs]) are not touched, so callers may pass a
-// sub-range of sequences (cu_rows + k, num_valid + k). Softmax statistics in float with the
-// row maximum subtracted. Single-threaded BLAS use is up to the caller's OpenBLAS setting.
+// sub-range of sequences (cu_rows + k, num_valid + k). The softmax is Softmax below.
+// Single-threaded BLAS use is up to the caller's OpenBLAS setting.
 void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,
                int num_heads, int head_dim, float* out);
+
+// p[0, n) = softmax(p[0, n)) in place, in float with the maximum subtracted: exp through an
+// AVX2 polynomial where the CPU has AVX2 and FMA (within a few float ulps of std::exp; values
+// more than 87.3 below the maximum become 0), else std::exp. Its bits depend only on the n
+// values, not on where they lie.
+void Softmax(float* p, int n);
 
 // Attention for heads [head_begin, head_end) only (their columns of `out`), so that callers
 // can split one sequence across threads; each head's result is the same as Attention's.

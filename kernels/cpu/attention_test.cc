@@ -1,5 +1,6 @@
 #include "kernels/cpu/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -99,6 +100,53 @@ TEST(AttentionTest, HeadRangeTouchesOnlyItsColumns) {
       ASSERT_EQ(part[i], head >= begin && head < end ? all[i] : 5.0f)
           << "heads [" << begin << ", " << end << "), element " << i;
     }
+  }
+}
+
+// Softmax against double precision from the same float differences (value - maximum, as the
+// float code forms them): every element within 1e-6 relative (a few ulps of exp and of the
+// float sum), for lengths around the vector width and scores far apart (e^-100 and below flush
+// to 0, which no caller can tell from 1e-44 next to the maximum's 1).
+TEST(SoftmaxTest, MatchesDoubleReference) {
+  for (const int n : {1, 2, 7, 8, 9, 31, 64, 128, 131, 512}) {
+    for (const float scale : {0.1f, 3.0f, 40.0f}) {
+      const auto row = RandomVector(n, 100 + n, scale);
+      std::vector<float> got = row;
+      Softmax(got.data(), n);
+      float m = row[0];
+      for (float v : row) m = std::max(m, v);
+      std::vector<double> ref(n);
+      double sum = 0;
+      for (int j = 0; j < n; ++j) sum += ref[j] = std::exp(static_cast<double>(row[j] - m));
+      double got_sum = 0;
+      for (int j = 0; j < n; ++j) {
+        ref[j] /= sum;
+        ASSERT_NEAR(got[j], ref[j], 1e-6 * ref[j] + 1e-37)
+            << "n " << n << " scale " << scale << " element " << j << " of score " << row[j];
+        got_sum += got[j];
+      }
+      EXPECT_NEAR(got_sum, 1.0, 1e-6) << "n " << n << " scale " << scale;
+    }
+  }
+  std::vector<float> far = {0.0f, -100.0f, -87.0f, -50.0f};
+  Softmax(far.data(), 4);
+  EXPECT_EQ(far[1], 0.0f);
+  EXPECT_GT(far[2], 0.0f);  // e^-87 is still a normal float
+  EXPECT_NEAR(far[3], std::exp(-50.0), 1e-6 * std::exp(-50.0));
+}
+
+// A row's result depends only on its values: the same bits at any address (the engine's
+// outputs must not depend on where a sequence lies in its batch).
+TEST(SoftmaxTest, BitsDoNotDependOnTheAddress) {
+  const int n = 45;
+  const auto row = RandomVector(n, 77, 5.0f);
+  std::vector<float> first = row;
+  Softmax(first.data(), n);
+  for (int offset = 1; offset < 8; ++offset) {
+    std::vector<float> buffer(n + offset, 0.0f);
+    std::copy(row.begin(), row.end(), buffer.begin() + offset);
+    Softmax(buffer.data() + offset, n);
+    for (int j = 0; j < n; ++j) ASSERT_EQ(buffer[offset + j], first[j]) << offset << " " << j;
   }
 }
 
