@@ -8,7 +8,8 @@ namespace cpu {
 
 // out[r] = LayerNorm(x[r] + bias + residual[r]) * gamma + beta for r in [0, rows).
 // `bias` and `residual` may be null (then not added). `out` may alias `x` or `residual`
-// (each row is read fully before it is written). Statistics in double.
+// (each element is read before it is written). Statistics in double; 8 values at a time where
+// the CPU has AVX2 and FMA.
 void AddBiasResidualLayerNorm(const float* x, const float* bias, const float* residual,
                               const float* gamma, const float* beta, int rows, int hidden,
                               float eps, float* out);

@@ -75,6 +75,43 @@ TEST(LayerNormTest, OutputMayAliasResidual) {
   EXPECT_LT(RelativeError(residual, ref), 1e-6);
 }
 
+// Widths that are no multiple of the 8-wide vectors (the last values take the scalar path),
+// with `out` aliasing `x`.
+TEST(LayerNormTest, WidthsPastTheVectorsAndOutputAliasingX) {
+  for (const int hidden : {1, 7, 13, 36, 389}) {
+    const int rows = 4;
+    auto x = RandomVector(rows * hidden, 20 + hidden, 2.0f);
+    auto bias = RandomVector(hidden, 21);
+    auto residual = RandomVector(rows * hidden, 22);
+    auto gamma = RandomVector(hidden, 23);
+    auto beta = RandomVector(hidden, 24);
+    auto ref = Reference(x, bias.data(), residual.data(), gamma, beta, rows, hidden, 1e-12);
+    AddBiasResidualLayerNorm(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(),
+                             rows, hidden, 1e-12f, x.data());
+    if (hidden == 1) {
+      for (int r = 0; r < rows; ++r) EXPECT_FLOAT_EQ(x[r], beta[0]);  // x - mean = 0
+      continue;
+    }
+    EXPECT_LT(RelativeError(x, ref), 1e-6) << "hidden " << hidden;
+  }
+}
+
+// A row's result depends only on its values, not on the other rows of the call.
+TEST(LayerNormTest, RowsDoNotDependOnTheirNeighbours) {
+  const int rows = 6, hidden = 100;
+  auto x = RandomVector(rows * hidden, 30);
+  auto gamma = RandomVector(hidden, 31);
+  auto beta = RandomVector(hidden, 32);
+  std::vector<float> all(rows * hidden), one(hidden);
+  AddBiasResidualLayerNorm(x.data(), nullptr, nullptr, gamma.data(), beta.data(), rows, hidden,
+                           1e-12f, all.data());
+  for (int r = 0; r < rows; ++r) {
+    AddBiasResidualLayerNorm(x.data() + r * hidden, nullptr, nullptr, gamma.data(), beta.data(), 1,
+                             hidden, 1e-12f, one.data());
+    for (int i = 0; i < hidden; ++i) ASSERT_EQ(one[i], all[r * hidden + i]) << r << " " << i;
+  }
+}
+
 }  // namespace
 }  // namespace cpu
 }  // namespace bert
