@@ -42,13 +42,16 @@ bool HasAvx512() {
 // version of the rational erf (activation.h), chosen at run time so one binary runs on any
 // x86-64. Same formula, so both paths agree to float rounding. Other architectures (aarch64)
 // take the scalar loop, which the compiler may vectorise itself.
+// `bias` may be null (the values have it already).
 __attribute__((target("avx2,fma"))) void BiasGeluErfRowAvx2(float* y, const float* bias, int n) {
   const __m256 lo = _mm256_set1_ps(-3.925f), hi = _mm256_set1_ps(3.925f);
   const __m256 rsqrt2 = _mm256_set1_ps(0.70710678118654752f);
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
   int i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 x = _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(bias + i));
+    const __m256 x = bias == nullptr
+                         ? _mm256_loadu_ps(y + i)
+                         : _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(bias + i));
     const __m256 c = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x, rsqrt2), lo), hi);
     const __m256 t = _mm256_mul_ps(c, c);
     __m256 p = _mm256_set1_ps(1.9845609e-06f);
@@ -66,7 +69,7 @@ __attribute__((target("avx2,fma"))) void BiasGeluErfRowAvx2(float* y, const floa
     const __m256 erf = _mm256_div_ps(_mm256_mul_ps(c, p), q);
     _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, erf)));
   }
-  for (; i < n; ++i) y[i] = GeluErfFast(y[i] + bias[i]);
+  for (; i < n; ++i) y[i] = GeluErfFast(bias == nullptr ? y[i] : y[i] + bias[i]);
 }
 #endif  // defined(__x86_64__)
 
@@ -77,7 +80,7 @@ void BiasGeluErfRow(float* y, const float* bias, int n) {
     return;
   }
 #endif
-  for (int i = 0; i < n; ++i) y[i] = GeluErfFast(y[i] + bias[i]);
+  for (int i = 0; i < n; ++i) y[i] = GeluErfFast(bias == nullptr ? y[i] : y[i] + bias[i]);
 }
 
 }  // namespace
@@ -91,16 +94,22 @@ void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue
       case Epilogue::kNone:
         break;
       case Epilogue::kBias:
-        for (int i = 0; i < features; ++i) yr[i] += bias[i];
+        if (bias != nullptr) {
+          for (int i = 0; i < features; ++i) yr[i] += bias[i];
+        }
         break;
       case Epilogue::kBiasGeluErf:
         BiasGeluErfRow(yr, bias, features);
         break;
       case Epilogue::kBiasGeluTanh:
-        for (int i = 0; i < features; ++i) yr[i] = GeluTanh(yr[i] + bias[i]);
+        for (int i = 0; i < features; ++i) {
+          yr[i] = GeluTanh(bias == nullptr ? yr[i] : yr[i] + bias[i]);
+        }
         break;
       case Epilogue::kBiasTanh:
-        for (int i = 0; i < features; ++i) yr[i] = std::tanh(yr[i] + bias[i]);
+        for (int i = 0; i < features; ++i) {
+          yr[i] = std::tanh(bias == nullptr ? yr[i] : yr[i] + bias[i]);
+        }
         break;
     }
   }
@@ -151,8 +160,8 @@ namespace {
 // (aarch64: NEON). Sums in the order of k, as the others.
 constexpr int kPortableWidth = 16;
 
-void PanelPortable(const float* x, int rows, int in, const float* panel, int cols, float* y,
-                   int ldy) {
+void PanelPortable(const float* x, int rows, int in, const float* panel, int cols,
+                   const float* bias, float* y, int ldy) {
   for (int r = 0; r < rows; ++r) {
     const float* xr = x + static_cast<int64_t>(r) * in;
     float acc[kPortableWidth] = {};
@@ -160,7 +169,9 @@ void PanelPortable(const float* x, int rows, int in, const float* panel, int col
       const float* pk = panel + static_cast<int64_t>(k) * kPortableWidth;
       for (int j = 0; j < kPortableWidth; ++j) acc[j] += xr[k] * pk[j];
     }
-    for (int j = 0; j < cols; ++j) y[static_cast<int64_t>(r) * ldy + j] = acc[j];
+    for (int j = 0; j < cols; ++j) {
+      y[static_cast<int64_t>(r) * ldy + j] = bias == nullptr ? acc[j] : acc[j] + bias[j];
+    }
   }
 }
 
@@ -233,9 +244,13 @@ void LinearPacked(const float* x, int rows, const PackedWeights& weight, const f
   for (int p = std::max(0, panel_begin); p < panel_end; ++p) {
     const int o = p * width;
     const int cols = std::min(width, out - o);
-    kernel(x, rows, weight.in_features(), weight.panel(p), cols, y + o, out);
-    // While this panel's outputs are still in cache.
-    ApplyEpilogue(y + o, rows, cols, bias == nullptr ? nullptr : bias + o, epilogue, out);
+    // The kernel adds the bias as it stores the sums (the same rounding as adding it after);
+    // an activation then runs while the panel's outputs are still in cache.
+    const float* panel_bias = epilogue == Epilogue::kNone || bias == nullptr ? nullptr : bias + o;
+    kernel(x, rows, weight.in_features(), weight.panel(p), cols, panel_bias, y + o, out);
+    if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
+      ApplyEpilogue(y + o, rows, cols, /*bias=*/nullptr, epilogue, out);
+    }
   }
 }
 

@@ -23,6 +23,7 @@ void Linear(const float* x, int rows, int in_features, const float* weight, cons
 
 // Applies `epilogue` in place to y[rows, features] (the part of Linear after the GEMM), so
 // that callers can run the GEMM with Epilogue::kNone and split the epilogue across threads.
+// A null `bias` is not added (the values hold it already): then only the activation runs.
 // `ld`: the distance between rows of y (0: `features`).
 void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue epilogue,
                    int ld = 0);

@@ -190,6 +190,26 @@ TEST(LinearTest, PackedOutputsDoNotDependOnRowsOrPanels) {
   }
 }
 
+// The kernel adds the bias to each finished sum as it stores it: the same bits as the bare
+// sums with the epilogue applied afterwards, for every epilogue and every panel edge.
+TEST_P(LinearTest, PackedBiasInTheStoreEqualsTheEpilogueAfterwards) {
+  const Epilogue e = GetParam();
+  const int rows = 19, in = 23, out = 83;  // 83 = 48 + 35 (AVX-512), 5 * 16 + 3 (AVX2)
+  const auto x = RandomVector(rows * in, 61);
+  const auto w = RandomVector(out * in, 62, 0.1f);
+  const auto b = RandomVector(out, 63);
+  for (const LinearIsa isa : kIsas) {
+    if (!LinearIsaAvailable(isa)) continue;
+    const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, isa);
+    std::vector<float> fused(rows * out), after(rows * out);
+    LinearPacked(x.data(), rows, packed, b.data(), e, 0, packed.num_panels(), fused.data());
+    LinearPacked(x.data(), rows, packed, nullptr, Epilogue::kNone, 0, packed.num_panels(),
+                 after.data());
+    ApplyEpilogue(after.data(), rows, out, b.data(), e);
+    EXPECT_EQ(fused, after) << LinearIsaName(isa);
+  }
+}
+
 // AVX-512 and AVX2 sum each output as one chain of fused multiply-adds in the order of k: the
 // same bits, whatever their panel widths and blocks.
 TEST(LinearTest, PackedAvx512AndAvx2GiveTheSameBits) {

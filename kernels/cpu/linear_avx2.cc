@@ -22,21 +22,24 @@ struct Avx2 {
 
   static V Zero() { return _mm256_setzero_ps(); }
   static V Load(const float* p) { return _mm256_loadu_ps(p); }
+  static V LoadFirst(const float* p, int n) { return _mm256_maskload_ps(p, First(n)); }
   static V Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V Fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V Add(V a, V b) { return _mm256_add_ps(a, b); }
   static void Store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  static void StoreFirst(float* p, V v, int n) {
-    const __m256i first =
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    _mm256_maskstore_ps(p, first, v);
+  static void StoreFirst(float* p, V v, int n) { _mm256_maskstore_ps(p, First(n), v); }
+  // The mask of lanes [0, n).
+  static __m256i First(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
 };
 
 }  // namespace
 
-void PanelAvx2(const float* x, int rows, int in, const float* panel, int cols, float* y, int ldy) {
+void PanelAvx2(const float* x, int rows, int in, const float* panel, int cols, const float* bias,
+               float* y, int ldy) {
   static_assert(Avx2::kVectors * Avx2::kLanes == kAvx2Width && Avx2::kRows == kAvx2Rows);
-  Panel<Avx2>(x, rows, in, panel, cols, y, ldy);
+  Panel<Avx2>(x, rows, in, panel, cols, bias, y, ldy);
 }
 
 }  // namespace packed

@@ -29,8 +29,12 @@ struct Avx512 {
 
   static V Zero() { return _mm512_setzero_ps(); }
   static V Load(const float* p) { return _mm512_loadu_ps(p); }
+  static V LoadFirst(const float* p, int n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
   static V Broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V Add(V a, V b) { return _mm512_add_ps(a, b); }
   static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static void StoreFirst(float* p, V v, int n) {
     _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
@@ -39,10 +43,10 @@ struct Avx512 {
 
 }  // namespace
 
-void PanelAvx512(const float* x, int rows, int in, const float* panel, int cols, float* y,
-                 int ldy) {
+void PanelAvx512(const float* x, int rows, int in, const float* panel, int cols, const float* bias,
+                 float* y, int ldy) {
   static_assert(Avx512::kVectors * Avx512::kLanes == kAvx512Width && Avx512::kRows == kAvx512Rows);
-  Panel<Avx512>(x, rows, in, panel, cols, y, ldy);
+  Panel<Avx512>(x, rows, in, panel, cols, bias, y, ldy);
 }
 
 }  // namespace packed

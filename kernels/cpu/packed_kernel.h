@@ -9,12 +9,13 @@
 // kRows input rows, and the input rows are read where they lie: nothing is copied per call.
 // (sgemm packs the weights again on every call: bench/RESULTS_cpu.md.)
 //
-// An Isa type provides: V (a vector of kLanes floats), Zero(), Load(p), Broadcast(p) (*p in
-// every lane), Fma(a, b, c) = a*b+c lane by lane, Store(p, v), StoreFirst(p, v, n) (the first
-// n < kLanes lanes only), kVectors (the vectors of a panel's row) and kRows (the input rows of
-// a block): kRows * kVectors accumulators. Each file defines its Isa type in an unnamed
-// namespace: the instantiations, compiled with that file's instruction set, then have internal
-// linkage, and the linker cannot pick them for another file.
+// An Isa type provides: V (a vector of kLanes floats), Zero(), Load(p), LoadFirst(p, n) (the
+// first n < kLanes lanes, zeros after), Broadcast(p) (*p in every lane), Fma(a, b, c) = a*b+c
+// and Add(a, b) lane by lane, Store(p, v), StoreFirst(p, v, n) (the first n lanes only), kVectors
+// (the vectors of a panel's row) and kRows (the input rows of a block): kRows * kVectors
+// accumulators. Each file defines its Isa type in an unnamed namespace: the instantiations,
+// compiled with that file's instruction set, then have internal linkage, and the linker cannot pick
+// them for another file.
 //
 // Every output is one sum in the order of k, whatever its block, its panel range or the
 // number of rows: so a sequence's outputs never depend on its batch or on the threads.
@@ -27,20 +28,23 @@ namespace bert {
 namespace cpu {
 namespace packed {
 
-// y[r, j] = sum over k of x[r, k] * panel[k * width + j], for r < rows and j < cols
-// (cols <= width, the instruction set's panel width); x's rows are `in` apart, y's `ldy`.
-using PanelFn = void (*)(const float* x, int rows, int in, const float* panel, int cols, float* y,
-                         int ldy);
+// y[r, j] = sum over k of x[r, k] * panel[k * width + j] (+ bias[j] if `bias` is not null, one
+// float addition to the finished sum), for r < rows and j < cols (cols <= width, the
+// instruction set's panel width); x's rows are `in` apart, y's `ldy`.
+using PanelFn = void (*)(const float* x, int rows, int in, const float* panel, int cols,
+                         const float* bias, float* y, int ldy);
 
 #if defined(__x86_64__)
 // linear_avx2.cc: panels of 16 outputs, blocks of 6 rows (AVX2 and FMA).
 inline constexpr int kAvx2Width = 16;
 inline constexpr int kAvx2Rows = 6;
-void PanelAvx2(const float* x, int rows, int in, const float* panel, int cols, float* y, int ldy);
+void PanelAvx2(const float* x, int rows, int in, const float* panel, int cols, const float* bias,
+               float* y, int ldy);
 // linear_avx512.cc: panels of 48 outputs, blocks of 8 rows (AVX-512F).
 inline constexpr int kAvx512Width = 48;
 inline constexpr int kAvx512Rows = 8;
-void PanelAvx512(const float* x, int rows, int in, const float* panel, int cols, float* y, int ldy);
+void PanelAvx512(const float* x, int rows, int in, const float* panel, int cols, const float* bias,
+                 float* y, int ldy);
 #endif
 
 // How far ahead of its reads the kernel asks for the panel, into L1: 64 steps of k (12 KiB
@@ -72,8 +76,8 @@ inline NextPanel NextPanelShare(const float* panel, int in, int width, int block
 // for the R rows, each input value broadcast once for the panel's vectors. kEdge: the panel's
 // last `cols` < width outputs only.
 template <typename Isa, int R, bool kEdge>
-inline void Block(const float* x, int in, const float* panel, int cols, float* y, int ldy,
-                  NextPanel next) {
+inline void Block(const float* x, int in, const float* panel, int cols, const float* bias, float* y,
+                  int ldy, NextPanel next) {
   constexpr int L = Isa::kLanes;
   constexpr int NV = Isa::kVectors;
   constexpr int kStepBytes = NV * L * sizeof(float);
@@ -106,6 +110,20 @@ inline void Block(const float* x, int in, const float* panel, int cols, float* y
       for (int v = 0; v < NV; ++v) acc[r][v] = Isa::Fma(a, b[v], acc[r][v]);
     }
   }
+  if (bias != nullptr) {  // the same rounding as adding it to the stored sums afterwards
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (!kEdge || cols >= (v + 1) * L) {
+        const typename Isa::V b = Isa::Load(bias + v * L);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) acc[r][v] = Isa::Add(acc[r][v], b);
+      } else if (cols > v * L) {
+        const typename Isa::V b = Isa::LoadFirst(bias + v * L, cols - v * L);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) acc[r][v] = Isa::Add(acc[r][v], b);
+      }
+    }
+  }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     float* yr = y + static_cast<int64_t>(r) * ldy;
@@ -122,42 +140,44 @@ inline void Block(const float* x, int in, const float* panel, int cols, float* y
 
 // The last `rows` (< kRows) rows: one block of that height.
 template <typename Isa, int R, bool kEdge>
-inline void LastRows(int rows, const float* x, int in, const float* panel, int cols, float* y,
-                     int ldy, NextPanel next) {
+inline void LastRows(int rows, const float* x, int in, const float* panel, int cols,
+                     const float* bias, float* y, int ldy, NextPanel next) {
   if constexpr (R > 0) {
     if (rows == R) {
-      Block<Isa, R, kEdge>(x, in, panel, cols, y, ldy, next);
+      Block<Isa, R, kEdge>(x, in, panel, cols, bias, y, ldy, next);
     } else {
-      LastRows<Isa, R - 1, kEdge>(rows, x, in, panel, cols, y, ldy, next);
+      LastRows<Isa, R - 1, kEdge>(rows, x, in, panel, cols, bias, y, ldy, next);
     }
   }
 }
 
 template <typename Isa, bool kEdge>
-void Rows(const float* x, int rows, int in, const float* panel, int cols, float* y, int ldy) {
+void Rows(const float* x, int rows, int in, const float* panel, int cols, const float* bias,
+          float* y, int ldy) {
   constexpr int R = Isa::kRows;
   constexpr int kWidth = Isa::kVectors * Isa::kLanes;
   const int blocks = (rows + R - 1) / R;
   int block = 0;
   int r = 0;
   for (; r + R <= rows; r += R, ++block) {
-    Block<Isa, R, kEdge>(x + static_cast<int64_t>(r) * in, in, panel, cols,
+    Block<Isa, R, kEdge>(x + static_cast<int64_t>(r) * in, in, panel, cols, bias,
                          y + static_cast<int64_t>(r) * ldy, ldy,
                          NextPanelShare(panel, in, kWidth, block, blocks));
   }
   if (r < rows) {
-    LastRows<Isa, R - 1, kEdge>(rows - r, x + static_cast<int64_t>(r) * in, in, panel, cols,
+    LastRows<Isa, R - 1, kEdge>(rows - r, x + static_cast<int64_t>(r) * in, in, panel, cols, bias,
                                 y + static_cast<int64_t>(r) * ldy, ldy,
                                 NextPanelShare(panel, in, kWidth, block, blocks));
   }
 }
 
 template <typename Isa>
-void Panel(const float* x, int rows, int in, const float* panel, int cols, float* y, int ldy) {
+void Panel(const float* x, int rows, int in, const float* panel, int cols, const float* bias,
+           float* y, int ldy) {
   if (cols == Isa::kVectors * Isa::kLanes) {
-    Rows<Isa, false>(x, rows, in, panel, cols, y, ldy);
+    Rows<Isa, false>(x, rows, in, panel, cols, bias, y, ldy);
   } else {
-    Rows<Isa, true>(x, rows, in, panel, cols, y, ldy);
+    Rows<Isa, true>(x, rows, in, panel, cols, bias, y, ldy);
   }
 }
 
