@@ -192,14 +192,21 @@ void CpuEngine::ParallelLinear(const float* x, int rows, const EngineLinear& lin
   constexpr int kChunkFloats = 128 * 1024;
   const int block = linear.packed.block_rows();
   const int max_chunk_rows = std::max(block, kChunkFloats / in / block * block);
-  const int row_chunks = (rows + max_chunk_rows - 1) / max_chunk_rows;
-  const int chunk_rows = ((rows + row_chunks - 1) / row_chunks + block - 1) / block * block;
+  int row_chunks = (rows + max_chunk_rows - 1) / max_chunk_rows;
   // Each chunk's panels in groups, for about four parts per thread (a thread that the OS holds
   // back leaves its share to the others): each part reads only its groups' share of the
   // weights, and a panel is still read once per chunk.
   const int n = pool_.num_threads();
+  const int target_parts = 4 * n;
   const int groups =
-      n == 1 ? 1 : std::min(panels, std::max(1, (4 * n + row_chunks - 1) / row_chunks));
+      n == 1 ? 1 : std::min(panels, std::max(1, (target_parts + row_chunks - 1) / row_chunks));
+  // A narrow layer (few panels: MiniLM's 384 outputs are 8) on many threads: smaller chunks,
+  // down to one block of rows each, so that every thread still has parts to run.
+  if (n > 1 && row_chunks * groups < target_parts) {
+    const int blocks = (rows + block - 1) / block;
+    row_chunks = std::max(row_chunks, std::min(blocks, (target_parts + groups - 1) / groups));
+  }
+  const int chunk_rows = ((rows + row_chunks - 1) / row_chunks + block - 1) / block * block;
   pool_.ParallelFor(row_chunks * groups, [&](int part) {
     const int chunk = part / groups, g = part % groups;
     const int r0 = std::min(rows, chunk * chunk_rows);
