@@ -12,9 +12,8 @@
 namespace bert {
 namespace cpu {
 
-namespace {
-
-void SoftmaxScalar(float* p, int n) {
+void SoftmaxPortable(float* p, int n) {
+  if (n <= 0) return;
   const float m = *std::max_element(p, p + n);
   float sum = 0.0f;
   for (int j = 0; j < n; ++j) {
@@ -25,6 +24,8 @@ void SoftmaxScalar(float* p, int n) {
   for (int j = 0; j < n; ++j) p[j] *= inv;
 }
 
+namespace {
+
 #if defined(__x86_64__)
 bool HasAvx2Fma() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -32,14 +33,15 @@ bool HasAvx2Fma() {
 }
 
 // e^x for x <= 0 (here: a score minus its row's maximum), 8 lanes. x = n ln 2 + r with
-// |r| <= ln 2 / 2 (ln 2 in two parts, so that r is exact), e^r by the degree-7 polynomial of
-// Cephes' expf (its published coefficients; within 1-2 ulp of e^r), and 2^n put into the
-// exponent bits. Below -87.3 (e^x < 1.2e-38, nothing next to the row's maximum's 1) the
-// result is flushed to 0.
+// |r| <= ln 2 / 2 (ln 2 in two parts, the first exact in few bits, so that little rounding
+// enters r), e^r by the degree-7 polynomial of Cephes' expf (its published coefficients;
+// within 1-2 ulp of e^r), and 2^n put into the exponent bits. Below -87.3 (e^x < 1.2e-38,
+// nothing next to the row's maximum's 1) the result is flushed to 0. A NaN stays NaN, as with
+// std::exp (so does a row with +inf, whose maximum minus itself is NaN).
 __attribute__((target("avx2,fma"))) inline __m256 ExpNonPositiveAvx2(__m256 x) {
   const __m256 lowest = _mm256_set1_ps(-87.3f);
   const __m256 under = _mm256_cmp_ps(x, lowest, _CMP_LT_OQ);
-  x = _mm256_max_ps(x, lowest);
+  x = _mm256_max_ps(lowest, x);  // the second operand where either is NaN: x
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
@@ -74,7 +76,7 @@ __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* p, int n) {
     _mm256_storeu_ps(p + j, e);
     vsum = _mm256_add_ps(vsum, e);
   }
-  if (j < n) {  // the last n - j < 8 values, through a zero-padded vector
+  if (j < n) {  // the last n - j < 8 values, in a vector padded with -inf (e^-inf = 0)
     alignas(32) float tail[8];
     for (int t = 0; t < 8; ++t) tail[t] = j + t < n ? p[j + t] - m : -INFINITY;
     const __m256 e = ExpNonPositiveAvx2(_mm256_load_ps(tail));
@@ -103,7 +105,7 @@ void Softmax(float* p, int n) {
     return;
   }
 #endif
-  SoftmaxScalar(p, n);
+  SoftmaxPortable(p, n);
 }
 
 void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_valid, int num_seqs,

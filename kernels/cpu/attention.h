@@ -22,6 +22,9 @@ void Attention(const float* qkv, const int32_t* cu_rows, const int32_t* num_vali
 // more than 87.3 below the maximum become 0), else std::exp. Its bits depend only on the n
 // values, not on where they lie.
 void Softmax(float* p, int n);
+// The same with std::exp, one value at a time: what Softmax runs on CPUs without AVX2 and FMA
+// (declared for its tests, which run both on any CPU).
+void SoftmaxPortable(float* p, int n);
 
 // Attention for heads [head_begin, head_end) only (their columns of `out`), so that callers
 // can split one sequence across threads; each head's result is the same as Attention's.
