@@ -100,14 +100,10 @@ __attribute__((target("avx2,fma"))) void RowAvx2(const float* x, const float* bi
 }
 #endif  // defined(__x86_64__)
 
-}  // namespace
-
-void AddBiasResidualLayerNorm(const float* x, const float* bias, const float* residual,
-                              const float* gamma, const float* beta, int rows, int hidden,
-                              float eps, float* out) {
-#if defined(__x86_64__)
-  const bool avx2 = HasAvx2Fma();
-#endif
+// Rows one by one, with the AVX2 row where `avx2` (the caller checked the CPU).
+void AddBiasResidualLayerNormRows(const float* x, const float* bias, const float* residual,
+                                  const float* gamma, const float* beta, int rows, int hidden,
+                                  float eps, bool avx2, float* out) {
   for (int r = 0; r < rows; ++r) {
     const int64_t offset = static_cast<int64_t>(r) * hidden;
     const float* rr = residual ? residual + offset : nullptr;
@@ -119,6 +115,25 @@ void AddBiasResidualLayerNorm(const float* x, const float* bias, const float* re
 #endif
     RowScalar(x + offset, bias, rr, gamma, beta, hidden, eps, out + offset);
   }
+}
+
+}  // namespace
+
+void AddBiasResidualLayerNorm(const float* x, const float* bias, const float* residual,
+                              const float* gamma, const float* beta, int rows, int hidden,
+                              float eps, float* out) {
+#if defined(__x86_64__)
+  const bool avx2 = HasAvx2Fma();
+#else
+  const bool avx2 = false;
+#endif
+  AddBiasResidualLayerNormRows(x, bias, residual, gamma, beta, rows, hidden, eps, avx2, out);
+}
+
+void AddBiasResidualLayerNormPortable(const float* x, const float* bias, const float* residual,
+                                      const float* gamma, const float* beta, int rows, int hidden,
+                                      float eps, float* out) {
+  AddBiasResidualLayerNormRows(x, bias, residual, gamma, beta, rows, hidden, eps, false, out);
 }
 
 }  // namespace cpu

@@ -13,6 +13,11 @@ namespace cpu {
 void AddBiasResidualLayerNorm(const float* x, const float* bias, const float* residual,
                               const float* gamma, const float* beta, int rows, int hidden,
                               float eps, float* out);
+// The same one value at a time: what AddBiasResidualLayerNorm runs on CPUs without AVX2 and FMA
+// (declared for its tests, which run both on any CPU).
+void AddBiasResidualLayerNormPortable(const float* x, const float* bias, const float* residual,
+                                      const float* gamma, const float* beta, int rows, int hidden,
+                                      float eps, float* out);
 
 }  // namespace cpu
 }  // namespace bert

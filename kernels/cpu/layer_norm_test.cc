@@ -36,7 +36,18 @@ std::vector<double> Reference(const std::vector<float>& x, const float* bias, co
   return out;
 }
 
-TEST(LayerNormTest, WithBiasAndResidual) {
+// Every test runs both versions: the best this CPU runs (AVX2 where it has it) and the
+// portable one.
+class LayerNormTest : public ::testing::TestWithParam<bool> {
+ protected:
+  static void Run(const float* x, const float* bias, const float* residual, const float* gamma,
+                  const float* beta, int rows, int hidden, float eps, float* out) {
+    (GetParam() ? AddBiasResidualLayerNormPortable : AddBiasResidualLayerNorm)(
+        x, bias, residual, gamma, beta, rows, hidden, eps, out);
+  }
+};
+
+TEST_P(LayerNormTest, WithBiasAndResidual) {
   const int rows = 17, hidden = 96;
   auto x = RandomVector(rows * hidden, 1);
   auto bias = RandomVector(hidden, 2);
@@ -44,25 +55,24 @@ TEST(LayerNormTest, WithBiasAndResidual) {
   auto gamma = RandomVector(hidden, 4);
   auto beta = RandomVector(hidden, 5);
   std::vector<float> out(rows * hidden);
-  AddBiasResidualLayerNorm(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(), rows,
-                           hidden, 1e-12f, out.data());
+  Run(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(), rows, hidden, 1e-12f,
+      out.data());
   auto ref = Reference(x, bias.data(), residual.data(), gamma, beta, rows, hidden, 1e-12);
   EXPECT_LT(RelativeError(out, ref), 1e-6);
 }
 
-TEST(LayerNormTest, WithoutBiasOrResidualAndLargeEps) {
+TEST_P(LayerNormTest, WithoutBiasOrResidualAndLargeEps) {
   const int rows = 3, hidden = 384;
   auto x = RandomVector(rows * hidden, 6, 0.01f);
   auto gamma = RandomVector(hidden, 7);
   auto beta = RandomVector(hidden, 8);
   std::vector<float> out(rows * hidden);
-  AddBiasResidualLayerNorm(x.data(), nullptr, nullptr, gamma.data(), beta.data(), rows, hidden,
-                           1e-3f, out.data());
+  Run(x.data(), nullptr, nullptr, gamma.data(), beta.data(), rows, hidden, 1e-3f, out.data());
   auto ref = Reference(x, nullptr, nullptr, gamma, beta, rows, hidden, 1e-3);
   EXPECT_LT(RelativeError(out, ref), 1e-6);
 }
 
-TEST(LayerNormTest, OutputMayAliasResidual) {
+TEST_P(LayerNormTest, OutputMayAliasResidual) {
   const int rows = 5, hidden = 64;
   auto x = RandomVector(rows * hidden, 9);
   auto bias = RandomVector(hidden, 10);
@@ -70,14 +80,14 @@ TEST(LayerNormTest, OutputMayAliasResidual) {
   auto gamma = RandomVector(hidden, 12);
   auto beta = RandomVector(hidden, 13);
   auto ref = Reference(x, bias.data(), residual.data(), gamma, beta, rows, hidden, 1e-12);
-  AddBiasResidualLayerNorm(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(), rows,
-                           hidden, 1e-12f, residual.data());
+  Run(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(), rows, hidden, 1e-12f,
+      residual.data());
   EXPECT_LT(RelativeError(residual, ref), 1e-6);
 }
 
 // Widths that are no multiple of the 8-wide vectors (the last values take the scalar path),
 // with `out` aliasing `x`.
-TEST(LayerNormTest, WidthsPastTheVectorsAndOutputAliasingX) {
+TEST_P(LayerNormTest, WidthsPastTheVectorsAndOutputAliasingX) {
   for (const int hidden : {1, 7, 13, 36, 389}) {
     const int rows = 4;
     auto x = RandomVector(rows * hidden, 20 + hidden, 2.0f);
@@ -86,8 +96,8 @@ TEST(LayerNormTest, WidthsPastTheVectorsAndOutputAliasingX) {
     auto gamma = RandomVector(hidden, 23);
     auto beta = RandomVector(hidden, 24);
     auto ref = Reference(x, bias.data(), residual.data(), gamma, beta, rows, hidden, 1e-12);
-    AddBiasResidualLayerNorm(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(),
-                             rows, hidden, 1e-12f, x.data());
+    Run(x.data(), bias.data(), residual.data(), gamma.data(), beta.data(), rows, hidden, 1e-12f,
+        x.data());
     if (hidden == 1) {
       for (int r = 0; r < rows; ++r) EXPECT_FLOAT_EQ(x[r], beta[0]);  // x - mean = 0
       continue;
@@ -97,20 +107,24 @@ TEST(LayerNormTest, WidthsPastTheVectorsAndOutputAliasingX) {
 }
 
 // A row's result depends only on its values, not on the other rows of the call.
-TEST(LayerNormTest, RowsDoNotDependOnTheirNeighbours) {
+TEST_P(LayerNormTest, RowsDoNotDependOnTheirNeighbours) {
   const int rows = 6, hidden = 100;
   auto x = RandomVector(rows * hidden, 30);
   auto gamma = RandomVector(hidden, 31);
   auto beta = RandomVector(hidden, 32);
   std::vector<float> all(rows * hidden), one(hidden);
-  AddBiasResidualLayerNorm(x.data(), nullptr, nullptr, gamma.data(), beta.data(), rows, hidden,
-                           1e-12f, all.data());
+  Run(x.data(), nullptr, nullptr, gamma.data(), beta.data(), rows, hidden, 1e-12f, all.data());
   for (int r = 0; r < rows; ++r) {
-    AddBiasResidualLayerNorm(x.data() + r * hidden, nullptr, nullptr, gamma.data(), beta.data(), 1,
-                             hidden, 1e-12f, one.data());
+    Run(x.data() + r * hidden, nullptr, nullptr, gamma.data(), beta.data(), 1, hidden, 1e-12f,
+        one.data());
     for (int i = 0; i < hidden; ++i) ASSERT_EQ(one[i], all[r * hidden + i]) << r << " " << i;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Versions, LayerNormTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Portable" : "Best";
+                         });
 
 }  // namespace
 }  // namespace cpu
