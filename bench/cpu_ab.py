@@ -69,6 +69,8 @@ def main():
     pairs = [b.split("=", 1) for b in args.bin]
     if len(pairs) < 2 or any(len(p) != 2 or not p[0] for p in pairs):
         parser.error("give at least two --bin NAME=PATH")
+    if len({name for name, _ in pairs}) != len(pairs):
+        parser.error("each --bin needs a name of its own")
     batches = [int(b) for b in args.batches.split(",")]
     if args.rounds < 1 or any(b < 1 for b in batches):
         parser.error("--rounds and every batch size must be positive")
@@ -99,7 +101,7 @@ def main():
                 print(f"| {batch} | {e.name} | {statistics.median(wall[e.name]):.1f} | "
                       f"{min(wall[e.name]):.1f} | {statistics.median(cpu[e.name]):.1f} | "
                       f"{statistics.median(ratios):.3f} | {faster} |", flush=True)
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:
         print(f"cpu_ab: {e}", file=sys.stderr)
         return 1
     finally:

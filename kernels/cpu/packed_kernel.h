@@ -59,6 +59,9 @@ inline constexpr int kPrefetchSteps = 64;
 // asks for its share of panel p + 1 (the memory right after p: the panels lie one after the
 // other), a few bytes per step of k, and the first block of p + 1 then reads from L2.
 // Position within the share in 1/256 bytes: the share per step is bytes_per_step / blocks.
+// One cache line per step: with AVX-512 (3 lines per step) and fewer than 3 blocks (at most
+// 16 rows) that asks for a third or two thirds of the next panel. Asking for all of it (up to
+// 3 lines per step) was measured no faster at 8-16 rows and slower at 128 (bench/RESULTS_cpu.md).
 struct NextPanel {
   uintptr_t start;    // this block's share of the next panel
   uint32_t per_step;  // bytes of it per step of k, × 256

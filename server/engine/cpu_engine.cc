@@ -207,6 +207,7 @@ void CpuEngine::ParallelLinear(const float* x, int rows, const EngineLinear& lin
     row_chunks = std::max(row_chunks, std::min(blocks, (target_parts + groups - 1) / groups));
   }
   const int chunk_rows = ((rows + row_chunks - 1) / row_chunks + block - 1) / block * block;
+  row_chunks = (rows + chunk_rows - 1) / chunk_rows;  // rounding up to blocks may leave fewer
   pool_.ParallelFor(row_chunks * groups, [&](int part) {
     const int chunk = part / groups, g = part % groups;
     const int r0 = std::min(rows, chunk * chunk_rows);

@@ -264,6 +264,14 @@ def test_cpu_ab_alternates_the_binaries(tmp_path):
          "--bin", "b=/bin/false", "--", "--threads=1", "--layers=1", "--seq=8"],
         capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "did not start serving" in bad.stderr
+    missing = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_ab.py"), "--bin", f"a={cpu_bench}",
+         "--bin", f"b={tmp_path / 'no_such_binary'}"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and missing.stderr.startswith("cpu_ab: ")
+    same = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_ab.py"), "--bin", f"a={cpu_bench}",
+         "--bin", f"a={cpu_bench}"], capture_output=True, text=True, timeout=300)
+    assert same.returncode != 0 and "a name of its own" in same.stderr
 
 
 def test_load_tester_memory_dry_run(tmp_path):
