@@ -12,17 +12,22 @@ namespace cpu {
 
 namespace {
 
+// x[i] + bias[i] + residual[i], in that order (either may be null).
+inline float Sum(const float* x, const float* bias, const float* residual, int i) {
+  float v = x[i];
+  if (bias) v += bias[i];
+  if (residual) v += residual[i];
+  return v;
+}
+
 // One row; the sum goes straight into the output row: element i is written only after x[i]
 // and residual[i] are read, so `out` may alias either input, and no scratch is needed.
 void RowScalar(const float* x, const float* bias, const float* residual, const float* gamma,
                const float* beta, int hidden, float eps, float* o) {
   double sum = 0.0;
   for (int i = 0; i < hidden; ++i) {
-    float v = x[i];
-    if (bias) v += bias[i];
-    if (residual) v += residual[i];
-    o[i] = v;
-    sum += v;
+    o[i] = Sum(x, bias, residual, i);
+    sum += o[i];
   }
   const double mean = sum / hidden;
   double sq = 0.0;
@@ -63,11 +68,8 @@ __attribute__((target("avx2,fma"))) void RowAvx2(const float* x, const float* bi
   _mm256_store_pd(lanes, _mm256_add_pd(sum_lo, sum_hi));
   double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
   for (int i = vec_end; i < hidden; ++i) {
-    float v = x[i];
-    if (bias) v += bias[i];
-    if (residual) v += residual[i];
-    o[i] = v;
-    sum += v;
+    o[i] = Sum(x, bias, residual, i);
+    sum += o[i];
   }
   const double mean = sum / hidden;
 
