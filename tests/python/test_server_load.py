@@ -204,7 +204,7 @@ def test_sigterm_during_startup_exits_zero_at_once():
 
 def test_sigterm_answers_every_accepted_request_and_exits_zero():
     pb2, pb2_grpc = stubs()
-    server = Server(extra=["--max_concurrent_requests=64"])
+    server = Server(metrics=True, extra=["--max_concurrent_requests=64"])
     try:
         stub = server.stub()
         statuses = []
@@ -213,20 +213,25 @@ def test_sigterm_answers_every_accepted_request_and_exits_zero():
         deadline = time.time() + 30
         while not statuses and time.time() < deadline:  # the watch has its first answer
             time.sleep(0.01)
-        futures = [stub.Embed.future(heavy_request(pb2, n_inputs=8, seq_length=256), timeout=120)
-                   for _ in range(12)]
-        time.sleep(0.3)  # accepted and in flight
+        futures = [stub.Embed.future(heavy_request(pb2, n_inputs=16, seq_length=256),
+                                     timeout=120) for _ in range(12)]
+        # The signal once the server has admitted work (not after a fixed sleep, which a
+        # faster engine outlasts), so that accepted requests are still running when it comes.
+        deadline = time.time() + 30
+        while (not metric_value(server.metrics_text(), "bert_requests_in_flight")
+               and time.time() < deadline):
+            time.sleep(0.005)
         server.proc.send_signal(signal.SIGTERM)
+        still_running = sum(not f.done() for f in futures)
         time.sleep(0.1)
         # While draining, new work is refused (accepted requests are still running).
-        still_running = sum(not f.done() for f in futures)
         with pytest.raises(grpc.RpcError) as e:
             stub.Embed(pb2.EmbedRequest(inputs=[golden_input(pb2, 1)], seq_length=SEQ),
                        timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
         assert still_running > 0
         results = [f.result() for f in futures]  # raises if any was not answered OK
-        assert all(len(r.results) == 8 for r in results)
+        assert all(len(r.results) == 16 for r in results)
         watcher.join(timeout=30)
         # Health went SERVING -> NOT_SERVING when the drain began.
         assert statuses[:1] == ["SERVING"] and "NOT_SERVING" in statuses[1:], statuses
