@@ -54,18 +54,12 @@ __attribute__((target("avx2,fma"))) void BiasGeluErfRowAvx2(float* y, const floa
                          : _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(bias + i));
     const __m256 c = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x, rsqrt2), lo), hi);
     const __m256 t = _mm256_mul_ps(c, c);
-    __m256 p = _mm256_set1_ps(1.9845609e-06f);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(2.8862184e-04f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(4.0038838e-03f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(5.3477455e-02f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.9618656e-01f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.1283790e+00f));
-    __m256 q = _mm256_set1_ps(3.7607828e-05f);
-    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.2173105e-03f));
-    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.5447116e-02f));
-    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.1646663e-01f));
-    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(5.0719708e-01f));
-    q = _mm256_fmadd_ps(q, t, one);
+    __m256 p = _mm256_set1_ps(kErfNumerator[0]), q = _mm256_set1_ps(kErfDenominator[0]);
+#pragma GCC unroll 8
+    for (int j = 1; j < 6; ++j) {
+      p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(kErfNumerator[j]));
+      q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(kErfDenominator[j]));
+    }
     const __m256 erf = _mm256_div_ps(_mm256_mul_ps(c, p), q);
     _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, erf)));
   }
@@ -91,18 +85,12 @@ __attribute__((target("avx512f"))) void BiasGeluErfRowAvx512(float* y, const flo
                          : _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_loadu_ps(bias + i));
     const __m512 c = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, rsqrt2), lo), hi);
     const __m512 t = _mm512_mul_ps(c, c);
-    __m512 p = _mm512_set1_ps(1.9845609e-06f);
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(2.8862184e-04f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(4.0038838e-03f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(5.3477455e-02f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.9618656e-01f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.1283790e+00f));
-    __m512 q = _mm512_set1_ps(3.7607828e-05f);
-    q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(1.2173105e-03f));
-    q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(1.5447116e-02f));
-    q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(1.1646663e-01f));
-    q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(5.0719708e-01f));
-    q = _mm512_fmadd_ps(q, t, one);
+    __m512 p = _mm512_set1_ps(kErfNumerator[0]), q = _mm512_set1_ps(kErfDenominator[0]);
+#pragma GCC unroll 8
+    for (int j = 1; j < 6; ++j) {
+      p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(kErfNumerator[j]));
+      q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(kErfDenominator[j]));
+    }
     const __m512 erf = _mm512_div_ps(_mm512_mul_ps(c, p), q);
     _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, erf)));
   }

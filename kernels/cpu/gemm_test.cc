@@ -289,13 +289,10 @@ namespace {
 float GeluLane(float x) {
   const float c = std::min(std::max(x * 0.70710678118654752f, -3.925f), 3.925f);
   const float t = c * c;
-  float p = 1.9845609e-06f;
-  for (float k : {2.8862184e-04f, 4.0038838e-03f, 5.3477455e-02f, 1.9618656e-01f, 1.1283790e+00f}) {
-    p = std::fma(p, t, k);
-  }
-  float q = 3.7607828e-05f;
-  for (float k : {1.2173105e-03f, 1.5447116e-02f, 1.1646663e-01f, 5.0719708e-01f, 1.0f}) {
-    q = std::fma(q, t, k);
+  float p = kErfNumerator[0], q = kErfDenominator[0];
+  for (int j = 1; j < 6; ++j) {
+    p = std::fma(p, t, kErfNumerator[j]);
+    q = std::fma(q, t, kErfDenominator[j]);
   }
   const float erf = (c * p) / q;
   return (0.5f * x) * (1.0f + erf);
