@@ -215,11 +215,16 @@ def test_sigterm_answers_every_accepted_request_and_exits_zero():
             time.sleep(0.01)
         futures = [stub.Embed.future(heavy_request(pb2, n_inputs=16, seq_length=256),
                                      timeout=120) for _ in range(12)]
-        # The signal once the server has admitted work (not after a fixed sleep, which a
-        # faster engine outlasts), so that accepted requests are still running when it comes.
-        deadline = time.time() + 30
-        while (not metric_value(server.metrics_text(), "bert_requests_in_flight")
-               and time.time() < deadline):
+        # The signal once the server has admitted all twelve (answered or not: a call it had
+        # not admitted yet would rightly be refused), not after a fixed sleep, which a faster
+        # engine outlasts: so that accepted calls are still running when it comes.
+        def admitted():
+            text = server.metrics_text()
+            return ((metric_value(text, "bert_requests_in_flight") or 0) +
+                    (metric_value(text, "bert_requests_total", {"method": "Embed"}) or 0))
+
+        deadline = time.time() + 60
+        while admitted() < len(futures) and time.time() < deadline:
             time.sleep(0.005)
         server.proc.send_signal(signal.SIGTERM)
         still_running = sum(not f.done() for f in futures)
