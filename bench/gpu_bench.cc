@@ -271,11 +271,11 @@ absl::Status BenchDType(const GpuBenchOptions& o, const std::shared_ptr<const Mo
   // sequence spans several key tiles).
   const CudaPathStats ps = timing->path_stats();
   std::printf(
-      "ours %-5s paths enqueued: %lld residual-in-GEMM GEMMs, %lld double-buffered attention "
-      "launches, %lld copies on the copy stream, attention launches by query tile: %lld of 16 "
-      "rows, %lld of 32, %lld of 64\n",
-      name.c_str(), ps.residual_gemms, ps.double_buffered_attention, ps.copy_stream_copies,
-      ps.attention_tiles[0], ps.attention_tiles[1], ps.attention_tiles[2]);
+      "ours %-5s paths enqueued: %lld residual-in-GEMM GEMMs, %lld GEMMs with the LayerNorm "
+      "inside, %lld double-buffered attention launches, %lld copies on the copy stream, "
+      "attention launches by query tile: %lld of 16 rows, %lld of 32, %lld of 64\n",
+      name.c_str(), ps.residual_gemms, ps.layer_norm_gemms, ps.double_buffered_attention,
+      ps.copy_stream_copies, ps.attention_tiles[0], ps.attention_tiles[1], ps.attention_tiles[2]);
   // Whether our split-K GEMM took part (timed, dropped for disagreeing, chosen, forced).
   const cuda::GemmStats gm = timing->gemm_stats();
   std::printf(

@@ -118,6 +118,10 @@ ABSL_FLAG(int, cuda_attention_tile, bert::CudaEngineOptions().attention_tile,
 ABSL_FLAG(int, cuda_layer_norm_hoist_max_rows, bert::CudaEngineOptions().layer_norm_hoist_max_rows,
           "CUDA backend: batches of at most this many rows run the LayerNorm that loads its "
           "parameters before its reductions; 0: never (same results)");
+ABSL_FLAG(int, cuda_layer_norm_in_gemm_max_rows,
+          bert::CudaEngineOptions().layer_norm_in_gemm_max_rows,
+          "CUDA backend, float16/bfloat16: batches of at most this many rows run each block's "
+          "closing projection and its LayerNorm as one kernel (our split-K GEMM); 0: off");
 ABSL_FLAG(bool, custom_gemm, bert::CudaEngineOptions().custom_gemm,
           "CUDA backend, float16/bfloat16, with --gemm_autotune: also time our split-K GEMM "
           "kernel for batches of at most 256 rows (used where faster and in agreement with "

@@ -195,10 +195,11 @@ run() {
 
   if [ "$what" = all ] || [ "$what" = tests ]; then
     # The default paths' suites first. The tests of the off-by-default paths (our split-K
-    # GEMM, programmatic launches, double-buffered attention) run last, in processes of their
-    # own, so that a fault there (a sticky CUDA error ends every later test of its process) or
-    # a hang cannot take the other suites with it.
-    local new_paths="*CustomGemm*:*Programmatic*:*DoubleBuffer*:*ResidualInGemm*"
+    # GEMM and its LayerNorm epilogue, programmatic launches, double-buffered attention, the
+    # residual in the GEMM) run last, in processes of their own, so that a fault there (a
+    # sticky CUDA error ends every later test of its process) or a hang cannot take the other
+    # suites with it.
+    local new_paths="*CustomGemm*:*Programmatic*:*DoubleBuffer*:*ResidualInGemm*:*LayerNormInGemm*"
     gtest_step kernels_test kernels_test "*" 40 200
     gtest_step attention_test attention_test "-*DoubleBuffer*" 30 200
     gtest_step cuda_engine_test cuda_engine_test "-$new_paths" 60 240
@@ -279,6 +280,8 @@ run() {
     run_variants "run3_config $run3_batches $RUN3_FLAGS"
     if [ -z "$defaults_failed" ]; then
       run_variants "custom_gemm_pdl 1 --custom_gemm=true --cuda_pdl=true" \
+                   "batch1_all 1 --custom_gemm=true --cuda_pdl=true --cuda_layer_norm_in_gemm_max_rows=4096" \
+                   "ln_in_gemm 1,8,32 --cuda_layer_norm_in_gemm_max_rows=4096" \
                    "pdl 1,8,32 --cuda_pdl=true" \
                    "custom_gemm 1 --custom_gemm=true" \
                    "attn_double_buffer 1,8,32,128+varlen --cuda_attention_double_buffer=true" \
@@ -372,7 +375,8 @@ If a default path's test fails, the server flag that turns the path off (no rebu
   CudaEngineFault.RefusedLaunch*               none: CheckContext takes a passing error for a lost
                                                context; such errors would restart the server
 Off by default already: --custom_gemm, --cuda_pdl, --cuda_attention_double_buffer,
---residual_in_gemm (their tests run last, in processes of their own).
+--residual_in_gemm, --cuda_layer_norm_in_gemm_max_rows (0) (their tests run last, in
+processes of their own).
 LEGEND
   echo "RUN3_FLAGS: $RUN3_FLAGS"
 }

@@ -36,12 +36,49 @@ static_assert(kBlockM * kChunksPerRow % kThreads == 0, "tile copies split evenly
 // Per thread: [2 row fragments][4 column fragments][4 accumulators] = 8 float4.
 constexpr int kAccFloat4 = 8;
 static_assert(kAccFloat4 * 4 * kThreads == kBlockM * kBlockN, "one partial tile per CTA");
+__host__ __device__ constexpr bool HasResidual(SplitKEpilogue e) {
+  return e == SplitKEpilogue::kBiasResidual || e == SplitKEpilogue::kBiasResidualLayerNorm;
+}
+// kBiasResidualLayerNorm: the most tiles a row has (kSplitKMaxLayerNormWidth / 64).
+constexpr int kMaxRowTiles = kSplitKMaxLayerNormWidth / kBlockN;
+
+// Sums f(value, row) over the tile's 64 columns for each of its 64 rows, from the
+// accumulators (see the epilogue for their rows and columns): a thread's 8 values of each of its
+// 4 rows, then the 4 lanes that share those rows, then the two warps side by side through
+// `part`. out[r] = scale * sum for row r of the tile; every thread may read it on return.
+template <typename F>
+__device__ __forceinline__ void TileRowSums(const float (&acc)[2][4][4], F f, float scale,
+                                            float (&part)[kBlockM][2], float (&out)[kBlockM]) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = (warp >> 1) * 32 + mi * 16 + (lane >> 2) + half * 8;
+      float sum = 0.0f;
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni) {
+        sum += f(acc[mi][ni][half * 2], r);
+        sum += f(acc[mi][ni][half * 2 + 1], r);
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      if ((lane & 3) == 0) part[r][warp & 1] = sum;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < kBlockM)
+    out[threadIdx.x] = scale * (part[threadIdx.x][0] + part[threadIdx.x][1]);
+  __syncthreads();
+}
 
 template <typename T, SplitKEpilogue kEpilogue>
 __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args) {
   __shared__ __align__(16) T smem_x[kStages][kBlockM * kStride];
   __shared__ __align__(16) T smem_w[kStages][kBlockN * kStride];
   __shared__ bool last_of_tile;
+  __shared__ bool last_of_row_block;
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
@@ -214,9 +251,10 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
   // column 8 ni + 2 (lane % 4) (+ 1 for odd e) of the warp's 32 x 32 block.
   const T* __restrict__ bias = static_cast<const T*>(args.bias);
   // Not __restrict__: the residual may come from the kernel just before this one, which a
-  // programmatic launch sees only through coherent loads (launch.cuh).
+  // programmatic launch sees only through coherent loads (launch.cuh); y may be the residual
+  // (kBiasResidualLayerNorm).
   const T* residual = static_cast<const T*>(args.residual);
-  T* __restrict__ y = static_cast<T*>(args.y);
+  T* y = static_cast<T*>(args.y);
   const int n_total = args.out_features;
 #pragma unroll
   for (int ni = 0; ni < 4; ++ni) {
@@ -234,14 +272,104 @@ __global__ void __launch_bounds__(kThreads) SplitKGemmKernel(SplitKGemmArgs args
         if (kEpilogue == SplitKEpilogue::kBiasGeluTanh) {
           v[0] = internal::GeluTanh(v[0]);
           v[1] = internal::GeluTanh(v[1]);
-        } else if (kEpilogue == SplitKEpilogue::kBiasResidual) {
+        } else if (HasResidual(kEpilogue)) {
           float r[2];
           internal::LoadFloats<T, 2>(residual + offset, r);
           v[0] += r[0];
           v[1] += r[1];
         }
-        internal::StoreFloats<T, 2>(y + offset, v);
+        if (kEpilogue == SplitKEpilogue::kBiasResidualLayerNorm) {
+          *reinterpret_cast<float2*>(args.norm_rows + offset) = make_float2(v[0], v[1]);
+          acc[mi][ni][half * 2] = v[0];  // for the tile's row statistics below
+          acc[mi][ni][half * 2 + 1] = v[1];
+        } else {
+          internal::StoreFloats<T, 2>(y + offset, v);
+        }
       }
+    }
+  }
+
+  if constexpr (kEpilogue == SplitKEpilogue::kBiasResidualLayerNorm) {
+    // The tile's statistics of each row over its 64 columns, two-pass in fp32: the mean, then
+    // the sum of squared deviations from it (rows past `rows` hold no data and are not
+    // written).
+    __shared__ float part[kBlockM][2];
+    __shared__ float row_mean[kBlockM];
+    __shared__ float row_m2[kBlockM];
+    __shared__ float row_rstd[kBlockM];
+    TileRowSums(
+        acc, [](float v, int) { return v; }, 1.0f / kBlockN, part, row_mean);
+    TileRowSums(
+        acc,
+        [&](float v, int r) {
+          const float d = v - row_mean[r];
+          return d * d;
+        },
+        1.0f, part, row_m2);
+    const int tiles = gridDim.x;  // of a row
+    float2* stats = reinterpret_cast<float2*>(args.norm_stats);
+    if (tid < kBlockM && m0 + tid < rows) {
+      stats[static_cast<int64_t>(m0 + tid) * tiles + blockIdx.x] =
+          make_float2(row_mean[tid], row_m2[tid]);
+    }
+    // Release this tile's sums and statistics (and its reads of the residual, which the last
+    // tile overwrites), then count the tile in its row block.
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      const unsigned arrived = atomicAdd(&args.row_counters[blockIdx.y], 1u);
+      last_of_row_block = arrived == gridDim.x - 1;
+      if (last_of_row_block) args.row_counters[blockIdx.y] = 0;  // for the next launch
+    }
+    __syncthreads();
+    if (!last_of_row_block) return;
+    __threadfence();  // acquire: the row block's other tiles (read through L2 below)
+
+    // Each row's mean and 1 / std from its tiles' (equal counts of 64: the mean of the means,
+    // and the squared deviations plus 64 times each tile mean's squared distance to the mean,
+    // Chan et al.), one thread per row; then every value of the row block, 4 at a time by
+    // all threads, independent of one another (loads in flight together, not a chain per row).
+    const int block_rows = min(rows - m0, kBlockM);
+    if (tid < block_rows) {
+      const float2* row_stats = stats + static_cast<int64_t>(m0 + tid) * tiles;
+      float2 st[kMaxRowTiles];
+#pragma unroll
+      for (int t = 0; t < kMaxRowTiles; ++t) {
+        if (t < tiles) st[t] = __ldcg(row_stats + t);
+      }
+      float mean = 0.0f;
+#pragma unroll
+      for (int t = 0; t < kMaxRowTiles; ++t) {
+        if (t < tiles) mean += st[t].x;
+      }
+      mean /= static_cast<float>(tiles);
+      float m2 = 0.0f;
+#pragma unroll
+      for (int t = 0; t < kMaxRowTiles; ++t) {
+        if (t < tiles) {
+          const float d = st[t].x - mean;
+          m2 += st[t].y + static_cast<float>(kBlockN) * d * d;
+        }
+      }
+      row_mean[tid] = mean;
+      row_rstd[tid] = 1.0f / sqrtf(m2 / static_cast<float>(n_total) + args.eps);
+    }
+    __syncthreads();
+    const int quads = n_total / 4;
+    const float* __restrict__ gamma = args.gamma;
+    const float* __restrict__ beta = args.beta;
+#pragma unroll 4
+    for (int i = tid; i < block_rows * quads; i += kThreads) {
+      const int r = i / quads;
+      const int c = (i - r * quads) * 4;
+      const int64_t offset = static_cast<int64_t>(m0 + r) * n_total + c;
+      const float4 x4 = __ldcg(reinterpret_cast<const float4*>(args.norm_rows + offset));
+      const float4 g4 = __ldg(reinterpret_cast<const float4*>(gamma + c));
+      const float4 b4 = __ldg(reinterpret_cast<const float4*>(beta + c));
+      const float mean = row_mean[r], rstd = row_rstd[r];
+      const float o[4] = {(x4.x - mean) * rstd * g4.x + b4.x, (x4.y - mean) * rstd * g4.y + b4.y,
+                          (x4.z - mean) * rstd * g4.z + b4.z, (x4.w - mean) * rstd * g4.w + b4.w};
+      internal::StoreFloats<T, 4>(y + offset, o);
     }
   }
 }
@@ -268,8 +396,40 @@ std::string SplitKGemmUnsupported(const SplitKGemmArgs& args, SplitKEpilogue epi
       (args.bias == nullptr || !internal::IsAligned<4>(args.bias))) {
     return "bias missing or not 4-byte aligned";
   }
-  if ((epilogue == SplitKEpilogue::kBiasResidual) != (args.residual != nullptr)) {
-    return "a residual goes with (and only with) kBiasResidual";
+  if (HasResidual(epilogue) != (args.residual != nullptr)) {
+    return "a residual goes with (and only with) kBiasResidual and kBiasResidualLayerNorm";
+  }
+  if (epilogue == SplitKEpilogue::kBiasResidualLayerNorm) {
+    if (args.out_features > kSplitKMaxLayerNormWidth) return "too wide for the LayerNorm";
+    if (args.gamma == nullptr || args.beta == nullptr || !internal::IsAligned<16>(args.gamma) ||
+        !internal::IsAligned<16>(args.beta)) {
+      return "LayerNorm parameters missing or not 16-byte aligned";
+    }
+    if (args.norm_rows == nullptr || !internal::IsAligned<16>(args.norm_rows) ||
+        args.norm_stats == nullptr || !internal::IsAligned<8>(args.norm_stats) ||
+        args.row_counters == nullptr) {
+      return "LayerNorm without its workspace";
+    }
+    if (!internal::IsAligned<8>(args.y)) return "y not 8-byte aligned";
+    // Byte ranges (16-bit T): y must be the residual or apart from it and the other inputs.
+    const auto apart = [](const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
+      const uintptr_t pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+      return pa + a_bytes <= pb || pb + b_bytes <= pa;
+    };
+    const size_t out_bytes = static_cast<size_t>(args.rows) * args.out_features * 2;
+    const size_t x_bytes = static_cast<size_t>(args.rows) * args.in_features * 2;
+    const size_t w_bytes = static_cast<size_t>(args.out_features) * args.in_features * 2;
+    if (!apart(args.y, out_bytes, args.x, x_bytes) ||
+        !apart(args.y, out_bytes, args.weight, w_bytes) ||
+        !apart(args.y, out_bytes, args.bias, static_cast<size_t>(args.out_features) * 2) ||
+        (args.y != args.residual && !apart(args.y, out_bytes, args.residual, out_bytes))) {
+      return "y overlaps an input other than the residual";
+    }
+    const size_t sums_bytes = out_bytes * 2;  // fp32
+    if (!apart(args.norm_rows, sums_bytes, args.y, out_bytes) ||
+        !apart(args.norm_rows, sums_bytes, args.residual, out_bytes)) {
+      return "norm_rows overlaps y or the residual";
+    }
   }
   if (args.residual != nullptr && !internal::IsAligned<4>(args.residual)) {
     return "residual not 4-byte aligned";
@@ -300,6 +460,8 @@ cudaError_t LaunchSplitKGemm(const SplitKGemmArgs& args, SplitKEpilogue epilogue
       return Launch<T, SplitKEpilogue::kBiasGeluTanh>(args, stream);
     case SplitKEpilogue::kBiasResidual:
       return Launch<T, SplitKEpilogue::kBiasResidual>(args, stream);
+    case SplitKEpilogue::kBiasResidualLayerNorm:
+      return Launch<T, SplitKEpilogue::kBiasResidualLayerNorm>(args, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -17,9 +17,25 @@
 // sets the counter back to 0 for the next launch. Calls sharing `partials`/`counters` must
 // therefore be ordered (one stream).
 //
+// LayerNorm in the same launch (kBiasResidualLayerNorm, for the projections that close an
+// encoder block at few rows, where a LayerNorm kernel of its own costs more in launch and
+// latency than in work): the tile's epilogue writes its fp32 sums x·Wᵀ + b + residual to
+// `norm_rows`, and each row's mean and sum of squared deviations over the tile's 64 columns
+// (two-pass, fp32) to `norm_stats`, then counts the tile in its block of 64 rows
+// (`row_counters`). The last tile of a row block to finish merges each row's tile statistics
+// (equal counts: Chan et al.'s formula) and normalises the block's rows into y with all its
+// threads, the values independent of one another; it sets the counter back to 0. No CTA waits
+// for another, so nothing depends on how many run at once. y may be the residual (in place, as
+// the engine's hidden state is): a row block's residual is read by its own tiles before they
+// count themselves, and written only by the last of them. Like the split-K workspace, launches
+// sharing norm_rows, norm_stats or row_counters must be ordered (one stream).
+//
 // Requirements (SplitKGemmUnsupported says which one fails): in_features % 32 == 0,
 // out_features % 64 == 0, x and W 16-byte aligned, y, bias and residual 4-byte aligned,
-// 1 <= splits <= min(16, in_features / 32), and for splits > 1 the workspace below.
+// 1 <= splits <= min(16, in_features / 32), and for splits > 1 the workspace below. With
+// kBiasResidualLayerNorm also: out_features <= 1024, gamma, beta and norm_rows 16-byte
+// aligned, norm_stats 8-byte aligned, y 8-byte aligned and either the residual or apart from
+// it, row_counters.
 #ifndef BERT_KERNELS_CUDA_SPLIT_K_GEMM_H_
 #define BERT_KERNELS_CUDA_SPLIT_K_GEMM_H_
 
@@ -49,14 +65,22 @@ enum class SplitKEpilogue {
   kBias,          // y = x·Wᵀ + b
   kBiasGeluTanh,  // y = gelu_tanh(x·Wᵀ + b) (tanhf, as accurate as the fp32 pass)
   kBiasResidual,  // y = x·Wᵀ + b + residual
+  // y = LayerNorm(x·Wᵀ + b + residual) * gamma + beta, the sum kept in fp32 (see above)
+  kBiasResidualLayerNorm,
 };
 
+// The widest output kBiasResidualLayerNorm normalises (a row is 32 values per lane at most).
+inline constexpr int kSplitKMaxLayerNormWidth = 1024;
+
 struct SplitKGemmArgs {
-  const void* x = nullptr;         // [rows, in_features] of T
-  const void* weight = nullptr;    // [out_features, in_features] of T
-  const void* bias = nullptr;      // [out_features] of T; null only with kNone
-  const void* residual = nullptr;  // [rows, out_features] of T with kBiasResidual, else null
-  void* y = nullptr;               // [rows, out_features] of T, aliasing none of the above
+  const void* x = nullptr;       // [rows, in_features] of T
+  const void* weight = nullptr;  // [out_features, in_features] of T
+  const void* bias = nullptr;    // [out_features] of T; null only with kNone
+  // [rows, out_features] of T with kBiasResidual and kBiasResidualLayerNorm, else null
+  const void* residual = nullptr;
+  // [rows, out_features] of T, aliasing none of the above (kBiasResidualLayerNorm: but the
+  // residual, which it may be)
+  void* y = nullptr;
   int rows = 0;
   int in_features = 0;
   int out_features = 0;
@@ -65,6 +89,16 @@ struct SplitKGemmArgs {
   // are zero before the first launch (the kernel leaves them zero).
   float* partials = nullptr;
   unsigned* counters = nullptr;
+  // kBiasResidualLayerNorm only: the LayerNorm's parameters ([out_features] fp32) and epsilon;
+  // rows * out_features floats for the sums; SplitKGemmNormStatsFloats() for the tiles' row
+  // statistics; SplitKGemmRowBlocks() counters, zero before the first launch (the kernel
+  // leaves them zero).
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  float eps = 0.0f;
+  float* norm_rows = nullptr;
+  float* norm_stats = nullptr;
+  unsigned* row_counters = nullptr;
   // A programmatic dependent launch (kernels/cuda/launch.cuh; compute capability >= 9.0
   // only): the first weight tiles are fetched before waiting for the previous kernel.
   bool programmatic = false;
@@ -74,6 +108,17 @@ struct SplitKGemmArgs {
 BERT_SPLIT_K_HOST_DEVICE constexpr long long SplitKGemmTiles(int rows, int out_features) {
   return ((static_cast<long long>(rows) + kSplitKBlockRows - 1) / kSplitKBlockRows) *
          ((static_cast<long long>(out_features) + kSplitKBlockCols - 1) / kSplitKBlockCols);
+}
+
+// Blocks of 64 rows (kBiasResidualLayerNorm's row counters).
+BERT_SPLIT_K_HOST_DEVICE constexpr int SplitKGemmRowBlocks(int rows) {
+  return (rows + kSplitKBlockRows - 1) / kSplitKBlockRows;
+}
+
+// kBiasResidualLayerNorm's tile statistics: a (mean, sum of squared deviations) pair per row
+// and tile of 64 columns.
+BERT_SPLIT_K_HOST_DEVICE constexpr size_t SplitKGemmNormStatsFloats(int rows, int out_features) {
+  return static_cast<size_t>(rows < 0 ? 0 : rows) * (out_features / kSplitKBlockCols) * 2;
 }
 
 // fp32 partial sums a launch needs (0 without a split).
@@ -93,6 +138,19 @@ BERT_SPLIT_K_HOST_DEVICE constexpr bool SplitKEverySplitBusy(int in_features, in
   const int blocks = in_features / kSplitKBlockK;
   return splits >= 1 && splits <= blocks &&
          static_cast<long long>(SplitKBlocksPerSplit(in_features, splits)) * (splits - 1) < blocks;
+}
+
+// The split count that fills `sms` SMs with about one CTA each at this shape (1 where the
+// tiles alone do), within the kernel's limits and leaving no split empty. Then
+// SplitKGemmPartialFloats(rows, out_features, splits) <= sms * 64 * 64.
+BERT_SPLIT_K_HOST_DEVICE constexpr int SplitKGemmSplitsToFill(int rows, int in_features,
+                                                              int out_features, int sms) {
+  const long long tiles = SplitKGemmTiles(rows, out_features);
+  long long splits = tiles <= 0 || tiles >= sms ? 1 : sms / tiles;
+  if (splits > kSplitKMaxSplits) splits = kSplitKMaxSplits;
+  if (splits > in_features / kSplitKBlockK) splits = in_features / kSplitKBlockK;
+  while (splits > 1 && !SplitKEverySplitBusy(in_features, static_cast<int>(splits))) --splits;
+  return splits < 1 ? 1 : static_cast<int>(splits);
 }
 
 // Why `args` cannot run with `epilogue` ("" when it can). Checks shapes, alignment, splits

@@ -5,6 +5,8 @@
 //    row tiles included): every element within a few
 //    16-bit roundings of the reference, nothing written past the last row, and a second launch
 //    bit-identical to the first (the tile counters were reset; the split order is fixed).
+//    The LayerNorm epilogue likewise against cpu::Linear + residual normalised in double, in
+//    place (y = the residual, as the engine runs it) and not.
 //  * GemmCustomTest: autotune with our kernel among the candidates on the BERT-base shapes:
 //    results match cpu::Linear, our kernel was timed where it applies (and only there), and it
 //    never disagreed with cuBLASLt. With force_custom_splits, Gemm runs our kernel for every
@@ -151,6 +153,80 @@ TEST(SplitKGemmArgsTest, RefusesWhatTheKernelCannotRun) {
   EXPECT_TRUE(refused(a));
 }
 
+// Operands 16 MiB apart, so that none overlaps another at the shapes below.
+SplitKGemmArgs ValidLayerNormArgs() {
+  auto at = [](int i) { return reinterpret_cast<void*>(static_cast<uintptr_t>(i) << 24); };
+  SplitKGemmArgs a;
+  a.x = at(1);
+  a.weight = at(2);
+  a.bias = at(3);
+  a.y = at(4);
+  a.residual = at(5);
+  a.rows = 128;
+  a.in_features = 768;
+  a.out_features = 768;
+  a.splits = 4;
+  a.partials = static_cast<float*>(at(6));
+  a.counters = static_cast<unsigned*>(at(7));
+  a.gamma = static_cast<const float*>(at(8));
+  a.beta = static_cast<const float*>(at(9));
+  a.eps = 1e-12f;
+  a.norm_rows = static_cast<float*>(at(10));
+  a.norm_stats = static_cast<float*>(at(11));
+  a.row_counters = static_cast<unsigned*>(at(12));
+  return a;
+}
+
+// Shifts a pointer by `bytes`.
+template <typename P>
+P Shifted(P p, long bytes) {
+  return reinterpret_cast<P>(reinterpret_cast<uintptr_t>(p) + bytes);
+}
+
+TEST(SplitKGemmArgsTest, LayerNormEpilogue) {
+  constexpr SplitKEpilogue kLn = SplitKEpilogue::kBiasResidualLayerNorm;
+  EXPECT_EQ(SplitKGemmUnsupported(ValidLayerNormArgs(), kLn), "");
+  SplitKGemmArgs a = ValidLayerNormArgs();
+  a.y = const_cast<void*>(a.residual);  // in place: the engine's hidden state
+  EXPECT_EQ(SplitKGemmUnsupported(a, kLn), "");
+  a.in_features = 3072;
+  a.out_features = kSplitKMaxLayerNormWidth;
+  EXPECT_EQ(SplitKGemmUnsupported(a, kLn), "");
+
+  auto refused = [&](void (*change)(SplitKGemmArgs&)) {
+    SplitKGemmArgs b = ValidLayerNormArgs();
+    change(b);
+    return !SplitKGemmUnsupported(b, kLn).empty();
+  };
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.out_features = kSplitKMaxLayerNormWidth + 64; }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.residual = nullptr; }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.gamma = nullptr; }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.beta = nullptr; }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.gamma = Shifted(b.gamma, 8); }));  // float4
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.norm_rows = nullptr; }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.norm_rows = Shifted(b.norm_rows, 8); }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.norm_stats = nullptr; }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.norm_stats = Shifted(b.norm_stats, 4); }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.row_counters = nullptr; }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.y = Shifted(b.y, 4); }));  // 4 values a store
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.y = const_cast<void*>(b.x); }));
+  // y partly over the residual (128 rows x 768 outputs of 2 bytes), or over x; the sums over y.
+  EXPECT_TRUE(
+      refused([](SplitKGemmArgs& b) { b.y = Shifted(const_cast<void*>(b.residual), 4096); }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.y = Shifted(const_cast<void*>(b.x), -4096); }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.norm_rows = static_cast<float*>(b.y); }));
+  // The LayerNorm's parameters and workspace are not needed by another epilogue, and
+  // kBiasResidual's arguments do not make the LayerNorm valid.
+  a = ValidArgs();
+  a.residual = At(0x70000);
+  EXPECT_EQ(SplitKGemmUnsupported(a, SplitKEpilogue::kBiasResidual), "");
+  EXPECT_FALSE(SplitKGemmUnsupported(a, kLn).empty());
+  EXPECT_EQ(SplitKGemmRowBlocks(1), 1);
+  EXPECT_EQ(SplitKGemmRowBlocks(128), 2);
+  EXPECT_EQ(SplitKGemmRowBlocks(129), 3);
+  EXPECT_EQ(SplitKGemmNormStatsFloats(128, 768), 128u * 12 * 2);
+}
+
 TEST(SplitKGemmArgsTest, WorkspaceAndSplitArithmetic) {
   EXPECT_EQ(SplitKGemmTiles(1, 768), 12);
   EXPECT_EQ(SplitKGemmTiles(128, 768), 24);
@@ -165,6 +241,38 @@ TEST(SplitKGemmArgsTest, WorkspaceAndSplitArithmetic) {
   EXPECT_TRUE(SplitKEverySplitBusy(768, 24));
   EXPECT_FALSE(SplitKEverySplitBusy(768, 25));
   EXPECT_FALSE(SplitKEverySplitBusy(768, 0));
+}
+
+TEST(SplitKGemmArgsTest, SplitsToFillTheGpu) {
+  // 132 SMs (H100/H200 SXM). One sequence of 128 tokens: 24 tiles of 768 outputs, 5 splits
+  // (120 CTAs); 77 tokens: 24 tiles as well.
+  EXPECT_EQ(SplitKGemmSplitsToFill(128, 768, 768, 132), 5);
+  EXPECT_EQ(SplitKGemmSplitsToFill(128, 3072, 768, 132), 5);
+  EXPECT_EQ(SplitKGemmSplitsToFill(77, 768, 768, 132), 5);
+  // A single row tile of 64 outputs would want 132 splits: at most 16, and at most one per
+  // K block (64 inputs: 2).
+  EXPECT_EQ(SplitKGemmSplitsToFill(1, 3072, 64, 132), kSplitKMaxSplits);
+  EXPECT_EQ(SplitKGemmSplitsToFill(1, 64, 64, 132), 2);
+  // Enough tiles alone: no split.
+  EXPECT_EQ(SplitKGemmSplitsToFill(1024, 768, 768, 132), 1);
+  EXPECT_EQ(SplitKGemmSplitsToFill(704, 768, 768, 132), 1);
+  // 768 = 24 K blocks: 7 splits would leave one empty, so 6.
+  EXPECT_EQ(SplitKGemmSplitsToFill(64, 768, 768, 84), 6);
+  // Always within the partial-sum workspace of one tile per SM.
+  for (int rows : {1, 17, 64, 100, 128, 200, 256, 512, 4096}) {
+    for (const auto& [in, out] : {std::pair{768, 768}, {3072, 768}, {256, 64}, {512, 128}}) {
+      for (int sms : {1, 20, 84, 108, 132}) {
+        const int splits = SplitKGemmSplitsToFill(rows, in, out, sms);
+        EXPECT_GE(splits, 1);
+        EXPECT_TRUE(SplitKEverySplitBusy(in, splits)) << rows << " " << in << " " << splits;
+        if (splits > 1) {
+          EXPECT_LE(SplitKGemmPartialFloats(rows, out, splits),
+                    static_cast<size_t>(sms) * kSplitKBlockRows * kSplitKBlockCols)
+              << rows << " rows " << in << "->" << out << " on " << sms << " SMs";
+        }
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -280,6 +388,110 @@ void CheckKernel(Shape s, TestDType dtype) {
   EXPECT_EQ(d_r.Download(), o.r) << "the residual changed";
 }
 
+// y = LayerNorm(x·Wᵀ + b + r) * gamma + beta: cpu::Linear + r, normalised in double.
+std::vector<float> LayerNormReference(const GemmOperands& o, const std::vector<float>& gamma,
+                                      const std::vector<float>& beta, float eps) {
+  std::vector<float> pre = GemmReference(o, cpu::Epilogue::kBias, /*add_residual=*/true);
+  std::vector<float> ref(pre.size());
+  for (int r = 0; r < o.rows; ++r) {
+    const float* row = pre.data() + static_cast<size_t>(r) * o.out;
+    double mean = 0.0, var = 0.0;
+    for (int c = 0; c < o.out; ++c) mean += row[c];
+    mean /= o.out;
+    for (int c = 0; c < o.out; ++c) var += (row[c] - mean) * (row[c] - mean);
+    var /= o.out;
+    const double rstd = 1.0 / std::sqrt(var + eps);
+    for (int c = 0; c < o.out; ++c) {
+      ref[static_cast<size_t>(r) * o.out + c] =
+          static_cast<float>((row[c] - mean) * rstd * gamma[c] + beta[c]);
+    }
+  }
+  return ref;
+}
+
+template <typename T>
+void CheckLayerNormEpilogue(Shape s, TestDType dtype) {
+  std::mt19937 rng = FreshRng();
+  const GemmOperands o = MakeGemmOperands<T>(s.rows, s.in, s.out, /*with_residual=*/true, rng);
+  const std::vector<float> gamma = RandomVector(s.out, rng, 1.0f);
+  const std::vector<float> beta = RandomVector(s.out, rng, 0.5f);
+  const float eps = 1e-12f;
+  const std::vector<float> ref = LayerNormReference(o, gamma, beta, eps);
+  const size_t n = static_cast<size_t>(s.rows) * s.out;
+  const size_t guard = static_cast<size_t>(64) * s.out;  // poisoned rows past the output
+  DeviceArray<T> d_x(o.x), d_w(o.w), d_b(o.b), d_r(o.r), d_y(n + guard);
+  DeviceArray<float> d_gamma(gamma), d_beta(beta);
+  ASSERT_STATUS_OK(d_y.status());
+  const int max_splits = std::min(kSplitKMaxSplits, s.in / kSplitKBlockK);
+  DeviceBuffer<float> partials, norm_rows, norm_stats;
+  DeviceBuffer<unsigned> counters, row_counters;
+  ASSERT_STATUS_OK(partials.Allocate(SplitKGemmPartialFloats(s.rows, s.out, max_splits)));
+  ASSERT_STATUS_OK(counters.Allocate(SplitKGemmTiles(s.rows, s.out)));
+  ASSERT_STATUS_OK(norm_rows.Allocate(n));
+  ASSERT_STATUS_OK(norm_stats.Allocate(SplitKGemmNormStatsFloats(s.rows, s.out)));
+  ASSERT_STATUS_OK(row_counters.Allocate(SplitKGemmRowBlocks(s.rows)));
+  ASSERT_CUDA_OK(cudaMemset(counters.get(), 0, counters.bytes()));
+  ASSERT_CUDA_OK(cudaMemset(row_counters.get(), 0, row_counters.bytes()));
+  for (const bool in_place : {true, false}) {
+    for (int splits = 1; splits <= max_splits; ++splits) {
+      const std::string what = std::string(in_place ? "in place " : "") + "layer_norm " +
+                               TestDTypeName(dtype) + " " + std::to_string(s.rows) + "x" +
+                               std::to_string(s.in) + "x" + std::to_string(s.out) +
+                               " splits=" + std::to_string(splits);
+      SplitKGemmArgs args;
+      args.x = d_x.get();
+      args.weight = d_w.get();
+      args.bias = d_b.get();
+      args.residual = in_place ? d_y.get() : d_r.get();
+      args.y = d_y.get();
+      args.rows = s.rows;
+      args.in_features = s.in;
+      args.out_features = s.out;
+      args.splits = splits;
+      args.partials = partials.get();
+      args.counters = counters.get();
+      args.gamma = d_gamma.get();
+      args.beta = d_beta.get();
+      args.eps = eps;
+      args.norm_rows = norm_rows.get();
+      args.norm_stats = norm_stats.get();
+      args.row_counters = row_counters.get();
+      ASSERT_EQ(SplitKGemmUnsupported(args, SplitKEpilogue::kBiasResidualLayerNorm), "") << what;
+      std::vector<float> first;
+      for (int launch = 0; launch < 2; ++launch) {
+        ASSERT_CUDA_OK(d_y.Poison());
+        if (in_place) {
+          ASSERT_CUDA_OK(cudaMemcpy(d_y.get(), d_r.get(), n * sizeof(T), cudaMemcpyDeviceToDevice));
+        }
+        ASSERT_CUDA_OK(LaunchSplitKGemm<T>(args, SplitKEpilogue::kBiasResidualLayerNorm, nullptr));
+        ASSERT_CUDA_OK(cudaDeviceSynchronize());
+        std::vector<float> got = d_y.Download();
+        const std::vector<float> tail(got.begin() + n, got.end());
+        EXPECT_EQ(CountNonFinite(tail), tail.size()) << what << ": wrote past the last row";
+        got.resize(n);
+        if (launch == 0) {
+          ExpectElementwiseClose(got, ref, dtype, what);
+          first = got;
+        } else {
+          // The tile and row-block counters were reset; nothing depends on which CTA came last.
+          EXPECT_EQ(got, first) << what << ": second launch differs";
+        }
+      }
+    }
+  }
+  EXPECT_EQ(d_r.Download(), o.r) << "the residual changed";
+}
+
+TEST_P(SplitKGemmTest, LayerNormEpilogueMatchesReference) {
+  const auto [dtype, shape] = GetParam();
+  if (shape.out > kSplitKMaxLayerNormWidth) GTEST_SKIP() << "wider than the LayerNorm epilogue";
+  if (dtype == TestDType::kF16) {
+    CheckLayerNormEpilogue<__half>(shape, dtype);
+  } else {
+    CheckLayerNormEpilogue<__nv_bfloat16>(shape, dtype);
+  }
+}
+
 TEST_P(SplitKGemmTest, MatchesCpuLinear) {
   const auto [dtype, shape] = GetParam();
   if (dtype == TestDType::kF16) {
@@ -293,6 +505,7 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, SplitKGemmTest,
     ::testing::Combine(::testing::Values(TestDType::kF16, TestDType::kBF16),
                        ::testing::Values(Shape{1, 64, 64}, Shape{17, 128, 192}, Shape{64, 768, 768},
+                                         Shape{100, 256, 1024}, Shape{200, 768, 768},
                                          Shape{100, 768, 2304}, Shape{128, 3072, 768},
                                          Shape{200, 384, 1536}, Shape{256, 768, 3072})),
     [](const auto& info) {

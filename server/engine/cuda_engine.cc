@@ -23,6 +23,7 @@
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/layer_norm.h"
 #include "kernels/cuda/pooling.h"
+#include "kernels/cuda/split_k_gemm.h"
 #include "server/util/status_macros.h"
 
 namespace bert {
@@ -247,6 +248,14 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   int next_stage_ = 0;
   cuda::PinnedBuffer<float> host_out_;  // [2 * tokens, hidden]: outputs before Flush
   DeviceBuffer<float> staging_;         // fp32 staging for weight conversion (load only)
+  // layer_norm_in_gemm_max_rows (float16/bfloat16; 0 otherwise, and then nothing allocated):
+  // our split-K kernel's workspace for the projections with the LayerNorm inside: partial
+  // tiles for num_sms_ CTAs, the [rows, hidden] fp32 sums and their tiles' statistics, tile
+  // and row-block counters. 0 also for models whose shape the kernel does not take.
+  int layer_norm_gemm_rows_ = 0;
+  int num_sms_ = 0;
+  DeviceBuffer<float> norm_partials_, norm_rows_, norm_stats_;
+  DeviceBuffer<unsigned> norm_tile_counters_, norm_row_counters_;
 };
 
 template <typename T>
@@ -305,6 +314,36 @@ absl::Status CudaEngine<T>::ProjectAddNorm(const T* x, int in_features, const T*
   const ModelConfig& c = model_->config;
   const int h = c.hidden_size;
   cudaStream_t stream = stream_.get();
+  if constexpr (!std::is_same<T, float>::value) {
+    if (rows <= layer_norm_gemm_rows_) {
+      // One launch: GEMM, bias, residual and the LayerNorm (layer_norm_in_gemm_max_rows).
+      cuda::SplitKGemmArgs args;
+      args.x = x;
+      args.weight = weight;
+      args.bias = bias;
+      args.residual = hidden_.get();
+      args.y = hidden_.get();
+      args.rows = rows;
+      args.in_features = in_features;
+      args.out_features = h;
+      args.splits = cuda::SplitKGemmSplitsToFill(rows, in_features, h, num_sms_);
+      args.partials = norm_partials_.get();
+      args.counters = norm_tile_counters_.get();
+      args.programmatic = programmatic_;
+      args.gamma = gamma;
+      args.beta = beta;
+      args.eps = c.layer_norm_eps;
+      args.norm_rows = norm_rows_.get();
+      args.norm_stats = norm_stats_.get();
+      args.row_counters = norm_row_counters_.get();
+      constexpr cuda::SplitKEpilogue kFused = cuda::SplitKEpilogue::kBiasResidualLayerNorm;
+      if (cuda::SplitKGemmUnsupported(args, kFused).empty()) {
+        const cudaError_t launched = cuda::LaunchSplitKGemm<T>(args, kFused, stream);
+        if (launched == cudaSuccess) ++path_stats_.layer_norm_gemms;
+        return CudaCall(launched, absl::StrCat(block, " GEMM + LayerNorm").c_str());
+      }
+    }
+  }
   // With residual_in_gemm the GEMM adds bias and residual, and the LayerNorm reads only its
   // output; otherwise the LayerNorm kernel adds them.
   const bool in_gemm = options_.residual_in_gemm;
@@ -375,10 +414,36 @@ absl::Status CudaEngine<T>::Init() {
   const size_t staging_values =
       std::is_same<T, float>::value ? 0 : std::min<size_t>(largest, 4u << 20);
   num_stages_ = options_.overlap_copies ? 2 : 1;
+  // The shapes the kernel takes (split_k_gemm.h): outputs (hidden) a multiple of 64 and at
+  // most 1,024, inputs (hidden, intermediate) multiples of 32.
+  const bool norm_in_gemm_shape = c.hidden_size % cuda::kSplitKBlockCols == 0 &&
+                                  c.hidden_size <= cuda::kSplitKMaxLayerNormWidth &&
+                                  c.hidden_size % cuda::kSplitKBlockK == 0 &&
+                                  c.intermediate_size % cuda::kSplitKBlockK == 0;
+  if (!std::is_same<T, float>::value && norm_in_gemm_shape) {
+    layer_norm_gemm_rows_ =
+        std::min(options_.layer_norm_in_gemm_max_rows, options_.max_batch_tokens);
+  }
+  num_sms_ = prop.multiProcessorCount;
+  const size_t norm_rows = static_cast<size_t>(layer_norm_gemm_rows_);
+  const size_t norm_partial_floats =
+      norm_rows == 0
+          ? 0
+          : static_cast<size_t>(num_sms_) * cuda::kSplitKBlockRows * cuda::kSplitKBlockCols;
+  const size_t norm_tiles =
+      norm_rows == 0
+          ? 0
+          : static_cast<size_t>(cuda::SplitKGemmTiles(layer_norm_gemm_rows_, c.hidden_size));
+  const size_t norm_row_blocks =
+      norm_rows == 0 ? 0 : static_cast<size_t>(cuda::SplitKGemmRowBlocks(layer_norm_gemm_rows_));
+  const size_t norm_stats_floats =
+      cuda::SplitKGemmNormStatsFloats(layer_norm_gemm_rows_, c.hidden_size);
   const size_t workspace_bytes =
       tokens * (hidden * 3 + hidden + hidden + inter + 2 * hidden) * sizeof(T) +
       num_stages_ * tokens * hidden * sizeof(float) + tokens * 4 * sizeof(int32_t) +
-      cuda::kGemmDefaultWorkspaceBytes + staging_values * sizeof(float);
+      cuda::kGemmDefaultWorkspaceBytes + staging_values * sizeof(float) +
+      (norm_partial_floats + norm_rows * hidden + norm_stats_floats) * sizeof(float) +
+      (norm_tiles + norm_row_blocks) * sizeof(unsigned);
   const size_t needed = weight_values * sizeof(T) + workspace_bytes;
   size_t free_bytes = 0, total_bytes = 0;
   RETURN_IF_ERROR(CudaCall(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
@@ -447,6 +512,20 @@ absl::Status CudaEngine<T>::Init() {
     RETURN_IF_ERROR(ToStatus(stage_[k].Allocate(tokens * hidden), "allocating workspace"));
   }
   RETURN_IF_ERROR(ToStatus(host_out_.Allocate(2 * tokens * hidden), "allocating pinned memory"));
+  if (layer_norm_gemm_rows_ > 0) {
+    RETURN_IF_ERROR(ToStatus(norm_partials_.Allocate(norm_partial_floats), "allocating workspace"));
+    RETURN_IF_ERROR(ToStatus(norm_rows_.Allocate(norm_rows * hidden), "allocating workspace"));
+    RETURN_IF_ERROR(ToStatus(norm_stats_.Allocate(norm_stats_floats), "allocating workspace"));
+    RETURN_IF_ERROR(ToStatus(norm_tile_counters_.Allocate(norm_tiles), "allocating workspace"));
+    RETURN_IF_ERROR(ToStatus(norm_row_counters_.Allocate(norm_row_blocks), "allocating workspace"));
+    // The kernel leaves its counters at zero; they start there.
+    RETURN_IF_ERROR(CudaCall(
+        cudaMemsetAsync(norm_tile_counters_.get(), 0, norm_tile_counters_.bytes(), stream_.get()),
+        "clearing counters"));
+    RETURN_IF_ERROR(CudaCall(
+        cudaMemsetAsync(norm_row_counters_.get(), 0, norm_row_counters_.bytes(), stream_.get()),
+        "clearing counters"));
+  }
 
   RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "loading weights"));
   staging_.Reset();  // Only needed while loading.

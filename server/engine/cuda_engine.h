@@ -112,6 +112,15 @@ struct CudaEngineOptions {
   // the row's reductions (cuda::kDefaultLayerNormHoistMaxRows, kernels/cuda/layer_norm.h,
   // says why); 0: never. Same results bit for bit.
   int layer_norm_hoist_max_rows = 2048;
+  // float16/bfloat16: batches of at most this many rows run each block's closing projection
+  // (attention output, FFN down) as our split-K GEMM with bias, residual and the LayerNorm in
+  // the same launch (cuda::SplitKEpilogue::kBiasResidualLayerNorm), with as many splits as fill
+  // the GPU: one kernel instead of two per projection, 24 fewer launches per BERT-base forward,
+  // aimed at batch 1. The sum before the LayerNorm stays in fp32. 0: off (the default, until
+  // the benchmark shows it pays: bench/NOTES.md). Models whose shape the kernel does not take
+  // (hidden not a multiple of 64 or over 1,024, intermediate not a multiple of 32) keep the two
+  // kernels, and so does float32 (CudaPathStats::layer_norm_gemms counts the fused ones).
+  int layer_norm_in_gemm_max_rows = 0;
   // Tests only (no flag sets these; all off in production): faults injected to exercise the
   // engine's fallbacks.
   struct Testing {
@@ -162,7 +171,8 @@ absl::Status SetCudaTuning(absl::string_view flag, absl::string_view value,
                            CudaEngineOptions* options);
 
 // INVALID_ARGUMENT, naming the option, for a value out of its range: max_batch_tokens < 1,
-// max_graph_rows < 0, attention_tile not 0/16/32/64, layer_norm_hoist_max_rows < 0. Needs
+// max_graph_rows < 0, attention_tile not 0/16/32/64, layer_norm_hoist_max_rows < 0,
+// layer_norm_in_gemm_max_rows < 0. Needs
 // no GPU (CreateCudaEngine checks it first).
 absl::Status ValidateCudaEngineOptions(const CudaEngineOptions& options);
 
@@ -183,7 +193,9 @@ inline constexpr int kMaxCudaGraphs = 32;
 // CUDA-free). Recording a CUDA event there times each op. Names: "upload", "embedding",
 // "qkv_gemm", "attention", "attn_out_gemm", "attn_layernorm", "ffn_up_gemm", "gelu",
 // "ffn_down_gemm", "ffn_layernorm", "copy_out", "pooler", "mean_pool"; "copy_out" comes once
-// per output copied back (before a layer's fp32 staging or conversion; after a head's). Null by
+// per output copied back (before a layer's fp32 staging or conversion; after a head's); with
+// layer_norm_in_gemm_max_rows, a projection's LayerNorm runs inside "attn_out_gemm" /
+// "ffn_down_gemm" and has no op of its own. Null by
 // default (the hot path pays one pointer test per op); CUDA graphs are bypassed while one is set.
 class CudaOpObserver {
  public:
@@ -223,6 +235,8 @@ struct CudaPathStats {
   // fused_gelu: 1 once cuBLASLt refused the GELU epilogue and the engine switched to the
   // separate bias + GELU pass for good.
   int gelu_epilogue_refused = 0;
+  // layer_norm_in_gemm_max_rows: projections enqueued as our GEMM with the LayerNorm inside.
+  long long layer_norm_gemms = 0;
 };
 
 // Engines made by CreateCudaEngine also implement this (dynamic_cast from Engine): the GPU

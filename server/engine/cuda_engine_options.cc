@@ -24,6 +24,7 @@ const std::vector<CudaTuningSwitch>& CudaTuningSwitches() {
       {"cuda_overlap_copies", &O::overlap_copies, nullptr},
       {"cuda_attention_tile", nullptr, &O::attention_tile},
       {"cuda_layer_norm_hoist_max_rows", nullptr, &O::layer_norm_hoist_max_rows},
+      {"cuda_layer_norm_in_gemm_max_rows", nullptr, &O::layer_norm_in_gemm_max_rows},
   };
   return *switches;
 }
@@ -87,6 +88,11 @@ absl::Status ValidateCudaEngineOptions(const CudaEngineOptions& options) {
   if (options.layer_norm_hoist_max_rows < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--cuda_layer_norm_hoist_max_rows must be >= 0, got ", options.layer_norm_hoist_max_rows));
+  }
+  if (options.layer_norm_in_gemm_max_rows < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--cuda_layer_norm_in_gemm_max_rows must be >= 0, got ",
+                     options.layer_norm_in_gemm_max_rows));
   }
   return absl::OkStatus();
 }

@@ -19,7 +19,7 @@ TEST(CudaTuningSwitches, EachIsOneFieldUnderADistinctName) {
     EXPECT_NE(s.on == nullptr, s.value == nullptr) << s.flag;
     EXPECT_TRUE(names.insert(s.flag).second) << "twice: " << s.flag;
   }
-  EXPECT_EQ(names.size(), 11u);
+  EXPECT_EQ(names.size(), 12u);
 }
 
 TEST(CudaTuningValues, TheDefaultsAsFlagsSpellThem) {
@@ -81,6 +81,7 @@ TEST(ValidateCudaEngineOptions, TheDefaultsAndEveryTileHeightPass) {
   CudaEngineOptions o;
   o.layer_norm_hoist_max_rows = 0;
   o.max_graph_rows = 0;
+  o.layer_norm_in_gemm_max_rows = 100000;  // more than max_batch_tokens: every batch
   EXPECT_TRUE(ValidateCudaEngineOptions(o).ok());
 }
 
@@ -99,6 +100,9 @@ TEST(ValidateCudaEngineOptions, RefusesOutOfRangeValuesNamingTheFlag) {
   o.layer_norm_hoist_max_rows = -1;
   refused(o, "--cuda_layer_norm_hoist_max_rows");
   o = CudaEngineOptions();
+  o.layer_norm_in_gemm_max_rows = -1;
+  refused(o, "--cuda_layer_norm_in_gemm_max_rows");
+  o = CudaEngineOptions();
   o.max_graph_rows = -1;
   refused(o, "--cuda_graph_max_rows");
   o = CudaEngineOptions();
@@ -111,8 +115,10 @@ TEST(ValidateCudaEngineOptions, SeesWhatTheFlagsSet) {
   CudaEngineOptions o;
   ASSERT_TRUE(SetCudaTuning("cuda_attention_tile", "64", &o).ok());
   ASSERT_TRUE(SetCudaTuning("cuda_layer_norm_hoist_max_rows", "0", &o).ok());
+  ASSERT_TRUE(SetCudaTuning("cuda_layer_norm_in_gemm_max_rows", "512", &o).ok());
   EXPECT_EQ(o.attention_tile, 64);
   EXPECT_EQ(o.layer_norm_hoist_max_rows, 0);
+  EXPECT_EQ(o.layer_norm_in_gemm_max_rows, 512);
   EXPECT_TRUE(ValidateCudaEngineOptions(o).ok());
   ASSERT_TRUE(SetCudaTuning("cuda_attention_tile", "100", &o).ok());  // parses; out of range
   EXPECT_EQ(ValidateCudaEngineOptions(o).code(), absl::StatusCode::kInvalidArgument);

@@ -382,7 +382,12 @@ class CudaGemmVariantTest : public ::testing::TestWithParam<GoldenParam> {
     // nothing): both GEMMs closing a block, in every layer.
     const long long forwards = EnqueuedForwards(stats);
     const long long block_gemms = 2 * forwards * fixture->model->config.num_layers;
-    EXPECT_EQ(timing->path_stats().residual_gemms, options.residual_in_gemm ? block_gemms : 0);
+    // With layer_norm_in_gemm those GEMMs (fp16/bf16; the golden batches have fewer rows than
+    // the limit the tests set) run our kernel with the LayerNorm instead.
+    const bool norm_in_gemm = options.layer_norm_in_gemm_max_rows > 0 && dtype != DType::kFloat32;
+    EXPECT_EQ(timing->path_stats().layer_norm_gemms, norm_in_gemm ? block_gemms : 0);
+    EXPECT_EQ(timing->path_stats().residual_gemms,
+              options.residual_in_gemm && !norm_in_gemm ? block_gemms : 0);
     *gemm_stats = timing->gemm_stats();
   }
 };
@@ -391,6 +396,14 @@ TEST_P(CudaGemmVariantTest, ResidualInGemmMatchesReference) {
   CudaEngineOptions options = Options(std::get<1>(GetParam()), 4096);
   options.residual_in_gemm = true;
   CheckVariant(options, "residual_in_gemm");
+}
+
+// Each block's closing projection and its LayerNorm as one kernel (fp16/bf16; fp32 keeps the
+// two kernels, and the test says so through the path counter).
+TEST_P(CudaGemmVariantTest, LayerNormInGemmMatchesReference) {
+  CudaEngineOptions options = Options(std::get<1>(GetParam()), 4096);
+  options.layer_norm_in_gemm_max_rows = 4096;
+  CheckVariant(options, "layer_norm_in_gemm");
 }
 
 // Our kernel for every GEMM it supports (fp16/bf16): here a wrong kernel fails, where
@@ -507,6 +520,27 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   EXPECT_TRUE(out_norm.sequence.empty());
 }
 
+// The sequence, pooled and every layer's output within `tol` (relative) of the CPU engine's.
+void ExpectCloseToCpu(const EncoderOutput& out, const EncoderOutput& ref, double tol,
+                      const std::string& what) {
+  ASSERT_EQ(out.sequence.size(), ref.sequence.size()) << what;
+  EXPECT_EQ(CountNonFinite(out.sequence), 0u) << what;
+  EXPECT_LE(RelativeError(out.sequence, ref.sequence), tol) << what << " sequence";
+  EXPECT_LE(RelativeError(out.pooled, ref.pooled), tol) << what << " pooled";
+  ASSERT_EQ(out.layers.size(), ref.layers.size()) << what;
+  for (size_t l = 0; l < out.layers.size(); ++l) {
+    EXPECT_LE(RelativeError(out.layers[l], ref.layers[l]), tol) << what << " layer " << l;
+  }
+}
+
+// `length` word ids drawn uniformly from the vocabulary, [PAD] (0) excluded.
+std::vector<int32_t> RandomWordIds(const ModelConfig& c, int length, std::mt19937& rng) {
+  std::uniform_int_distribution<int> word(1, c.vocab_size - 1);
+  std::vector<int32_t> ids(length);
+  for (int32_t& id : ids) id = word(rng);
+  return ids;
+}
+
 // Our split-K GEMM on BERT-base at the batch sizes it is for (128 and 205 rows: the buckets
 // of 128 and 256 rows), as an autotune candidate and forced for every GEMM, every layer
 // returned, against the CPU engine and beside the default engine.
@@ -515,12 +549,7 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
   auto model = std::make_shared<const Model>(RandomModel(BertBaseConfig(), 4321));
   const ModelConfig& c = model->config;
   std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int> word(1, c.vocab_size - 1);
-  auto sequence = [&](int length) {
-    std::vector<int32_t> ids(length);
-    for (int32_t& id : ids) id = word(rng);
-    return ids;
-  };
+  auto sequence = [&](int length) { return RandomWordIds(c, length, rng); };
   EncoderBatch one, two;
   one.Add(sequence(128), std::vector<int32_t>(128, 0), 0);
   two.Add(sequence(77), std::vector<int32_t>(77, 1), 0);
@@ -552,14 +581,7 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
       const std::string what = std::to_string(batch->total_rows()) + " rows " +
                                (run < 3 ? "autotuned" : "forced") + " run " +
                                std::to_string(run % 3) + " " + ShortName(dtype);
-      ASSERT_EQ(out.sequence.size(), ref.sequence.size()) << what;
-      EXPECT_EQ(CountNonFinite(out.sequence), 0u) << what;
-      EXPECT_LE(RelativeError(out.sequence, ref.sequence), tol) << what << " sequence";
-      EXPECT_LE(RelativeError(out.pooled, ref.pooled), tol) << what << " pooled";
-      ASSERT_EQ(out.layers.size(), ref.layers.size()) << what;
-      for (size_t l = 0; l < out.layers.size(); ++l) {
-        EXPECT_LE(RelativeError(out.layers[l], ref.layers[l]), tol) << what << " layer " << l;
-      }
+      ExpectCloseToCpu(out, ref, tol, what);
       if (run % 3 == 0) {
         std::printf("bert-base %s: custom_gemm sequence error %.3g, default %.3g (vs CPU)\n",
                     what.c_str(), RelativeError(out.sequence, ref.sequence),
@@ -579,6 +601,62 @@ TEST_P(CudaVsCpuTest, RandomBertBaseFewRowsCustomGemm) {
   std::printf("bert-base %s: our kernel won %lld of %lld tunings\n", ShortName(dtype),
               tuned.custom_chosen, tuned.tuned_buckets);
   EXPECT_EQ(forced_stats.custom_forced, sixteen_bit ? 2 * 4 + 2 : 0);
+}
+
+// BERT-base with the projections' LayerNorm inside our GEMM for batches of at most 256 rows:
+// one sequence of 128 tokens and two (205 rows, a partial row block) take it, with the split
+// counts that fill the GPU; a batch of 300 rows keeps the two kernels. Every layer returned,
+// eager, captured and replayed, against the CPU engine; the captured and replayed runs
+// bit-identical to the eager one.
+TEST_P(CudaVsCpuTest, RandomBertBaseLayerNormInGemm) {
+  const DType dtype = GetParam();
+  auto model = std::make_shared<const Model>(RandomModel(BertBaseConfig(), 2468));
+  const ModelConfig& c = model->config;
+  std::mt19937 rng(std::random_device{}());
+  auto sequence = [&](int length) { return RandomWordIds(c, length, rng); };
+  EncoderBatch one, two, three;
+  one.Add(sequence(128), std::vector<int32_t>(128, 0), 0);
+  two.Add(sequence(77), std::vector<int32_t>(77, 1), 0);
+  two.Add(sequence(128), std::vector<int32_t>(128, 0), 0);
+  three.Add(sequence(100), std::vector<int32_t>(100, 0), 0);
+  three.Add(sequence(100), std::vector<int32_t>(100, 0), 0);
+  three.Add(sequence(100), std::vector<int32_t>(100, 1), 0);
+  const OutputSelection sel = EveryLayer(c);
+  CpuEngineOptions cpu_options;
+  auto cpu = CpuEngine::Create(model, cpu_options);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  CudaEngineOptions options = Options(dtype, 2048);
+  options.layer_norm_in_gemm_max_rows = 256;
+  auto fused = CreateCudaEngine(model, options);
+  ASSERT_TRUE(fused.ok()) << fused.status();
+  auto* timing = dynamic_cast<CudaEngineTiming*>(fused->get());
+  const double tol = Tolerance(dtype);
+  const bool sixteen_bit = dtype != DType::kFloat32;
+  for (const EncoderBatch* batch : {&one, &two, &three}) {
+    EncoderOutput ref, first;
+    ASSERT_TRUE((*cpu)->Encode(*batch, sel, &ref).ok());
+    const long long before = timing->path_stats().layer_norm_gemms;
+    for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
+      EncoderOutput out;
+      ASSERT_TRUE((*fused)->Encode(*batch, sel, &out).ok());
+      const std::string what = std::to_string(batch->total_rows()) + " rows run " +
+                               std::to_string(run) + " " + ShortName(dtype);
+      ExpectCloseToCpu(out, ref, tol, what);
+      if (run == 0) {
+        std::printf("bert-base %s: layer_norm_in_gemm sequence error %.3g (vs CPU)\n", what.c_str(),
+                    RelativeError(out.sequence, ref.sequence));
+        first = out;
+      } else {
+        // No result depends on which CTA finished a tile or a row block last.
+        ExpectSameOutputs(out, first, what + " vs the eager run");
+      }
+    }
+    // Enqueued by the eager run and the capture: two projections per layer, each time, for
+    // batches within the limit.
+    const long long expected = sixteen_bit && batch->total_rows() <= 256 ? 2 * 2 * c.num_layers : 0;
+    EXPECT_EQ(timing->path_stats().layer_norm_gemms - before, expected)
+        << batch->total_rows() << " rows";
+  }
 }
 
 // A small gelu_tanh model (the golden models use the erf GELU): fp32 through our GELU kernel,
@@ -1059,17 +1137,21 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
     int forced_splits;
     bool overlap_copies;
     bool residual_in_gemm;
+    int layer_norm_in_gemm_rows = 0;  // layer_norm_in_gemm_max_rows
   };
-  const Config configs[] = {
-      {0, true, false}, {4, true, false}, {4, false, false}, {4, true, true}, {0, false, true}};
+  const Config configs[] = {{0, true, false},      {4, true, false}, {4, false, false},
+                            {4, true, true},       {0, false, true}, {0, true, false, 1024},
+                            {4, true, false, 1024}};
   for (const Config& config : configs) {
     const std::string what = "forced splits " + std::to_string(config.forced_splits) +
                              (config.overlap_copies ? "" : " serial copies") +
-                             (config.residual_in_gemm ? " residual in GEMM" : "");
+                             (config.residual_in_gemm ? " residual in GEMM" : "") +
+                             (config.layer_norm_in_gemm_rows > 0 ? " LayerNorm in GEMM" : "");
     CudaEngineOptions normal = Untuned(Options(dtype, 1024));
     normal.force_custom_gemm_splits = config.forced_splits;
     normal.overlap_copies = config.overlap_copies;
     normal.residual_in_gemm = config.residual_in_gemm;
+    normal.layer_norm_in_gemm_max_rows = config.layer_norm_in_gemm_rows;
     CudaEngineOptions programmatic = normal;
     programmatic.programmatic_launch = true;
     auto want_engine = CreateCudaEngine(model, normal);
@@ -1092,6 +1174,11 @@ TEST_P(CudaGraphTest, ProgrammaticLaunchIsBitExact) {
     const CudaPathStats path = timing->path_stats();
     EXPECT_EQ(path.residual_gemms > 0, config.residual_in_gemm) << what;
     EXPECT_EQ(path.copy_stream_copies > 0, config.overlap_copies) << what;
+    // Our GEMM with the LayerNorm inside, right after the attention kernel and before
+    // cuBLASLt's (or our) next GEMM, in place on the hidden state (fp16/bf16).
+    EXPECT_EQ(path.layer_norm_gemms > 0,
+              config.layer_norm_in_gemm_rows > 0 && dtype != DType::kFloat32)
+        << what;
   }
 }
 

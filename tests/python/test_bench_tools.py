@@ -369,7 +369,7 @@ def test_the_gpu_kit_runs_gpu_bench_as_intended(tmp_path):
         assert len(json_arg) == 1, args
         by_json[pathlib.Path(json_arg[0][len("--json="):]).stem] = (args, out)
     variants = kit_variants()
-    assert len(variants) == 9, variants
+    assert len(variants) == 11, variants
     assert variants["run3_config"][0] == "1,8,32,128+varlen"
     assert len(variants["run3_config"][1]) == 6
     expected = {"ours", "ours_nographs", "ours_layers_overlap", "ours_layers_serial"}
