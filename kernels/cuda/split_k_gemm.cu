@@ -46,6 +46,7 @@ constexpr int kMaxRowTiles = kSplitKMaxLayerNormWidth / kBlockN;
 // accumulators (see the epilogue for their rows and columns): a thread's 8 values of each of its
 // 4 rows, then the 4 lanes that share those rows, then the two warps side by side through
 // `part`. out[r] = scale * sum for row r of the tile; every thread may read it on return.
+// Every thread of the CTA must call it (it shuffles across full warps and has barriers).
 template <typename F>
 __device__ __forceinline__ void TileRowSums(const float (&acc)[2][4][4], F f, float scale,
                                             float (&part)[kBlockM][2], float (&out)[kBlockM]) {
@@ -410,6 +411,7 @@ std::string SplitKGemmUnsupported(const SplitKGemmArgs& args, SplitKEpilogue epi
         args.row_counters == nullptr) {
       return "LayerNorm without its workspace";
     }
+    if (args.row_counters == args.counters) return "row and tile counters share memory";
     if (!internal::IsAligned<8>(args.y)) return "y not 8-byte aligned";
     // Byte ranges (16-bit T): y must be the residual or apart from it and the other inputs.
     const auto apart = [](const void* a, size_t a_bytes, const void* b, size_t b_bytes) {

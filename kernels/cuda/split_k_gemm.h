@@ -69,7 +69,7 @@ enum class SplitKEpilogue {
   kBiasResidualLayerNorm,
 };
 
-// The widest output kBiasResidualLayerNorm normalises (a row is 32 values per lane at most).
+// The widest output kBiasResidualLayerNorm normalises (at most 16 tiles of 64 per row).
 inline constexpr int kSplitKMaxLayerNormWidth = 1024;
 
 struct SplitKGemmArgs {

@@ -56,6 +56,7 @@ using testing_util::MakeGemmCase;
 using testing_util::MakeGemmOperands;
 using testing_util::RandomVector;
 using testing_util::RelativeError;
+using testing_util::RoundThrough;
 using testing_util::TestDType;
 using testing_util::TestDTypeName;
 using testing_util::Tolerance;
@@ -208,6 +209,7 @@ TEST(SplitKGemmArgsTest, LayerNormEpilogue) {
   EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.norm_stats = nullptr; }));
   EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.norm_stats = Shifted(b.norm_stats, 4); }));
   EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.row_counters = nullptr; }));
+  EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.row_counters = b.counters; }));
   EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.y = Shifted(b.y, 4); }));  // 4 values a store
   EXPECT_TRUE(refused([](SplitKGemmArgs& b) { b.y = const_cast<void*>(b.x); }));
   // y partly over the residual (128 rows x 768 outputs of 2 bytes), or over x; the sums over y.
@@ -412,7 +414,12 @@ std::vector<float> LayerNormReference(const GemmOperands& o, const std::vector<f
 template <typename T>
 void CheckLayerNormEpilogue(Shape s, TestDType dtype) {
   std::mt19937 rng = FreshRng();
-  const GemmOperands o = MakeGemmOperands<T>(s.rows, s.in, s.out, /*with_residual=*/true, rng);
+  GemmOperands o = MakeGemmOperands<T>(s.rows, s.in, s.out, /*with_residual=*/true, rng);
+  // Tiles of 64 columns with different means (bias offsets of -4.5, -1.5, 1.5, 4.5), so that
+  // a row's variance is mostly between its tiles: the part the kernel's merge of the tiles'
+  // statistics adds.
+  for (int c = 0; c < s.out; ++c) o.b[c] += 3.0f * ((c / 64) % 4) - 4.5f;
+  RoundThrough<T>(&o.b);
   const std::vector<float> gamma = RandomVector(s.out, rng, 1.0f);
   const std::vector<float> beta = RandomVector(s.out, rng, 0.5f);
   const float eps = 1e-12f;
