@@ -9,6 +9,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/cpu_features.h"
+
 namespace bert {
 namespace cpu {
 
@@ -27,11 +29,6 @@ void SoftmaxPortable(float* p, int n) {
 namespace {
 
 #if defined(__x86_64__)
-bool HasAvx2Fma() {
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return avx2;
-}
-
 // e^x for x <= 0 (here: a score minus its row's maximum), 8 lanes. x = n ln 2 + r with
 // |r| <= ln 2 / 2 (ln 2 in two parts, the first exact in few bits, so that little rounding
 // enters r), e^r by the degree-7 polynomial of Cephes' expf (its published coefficients;

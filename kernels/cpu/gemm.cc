@@ -10,32 +10,13 @@
 #include <cstdlib>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/packed_kernel.h"
 
 namespace bert {
 namespace cpu {
 
 namespace {
-
-// Whether this CPU runs AVX2 and FMA code (the GELU below, linear_avx2.cc; checked once).
-bool HasAvx2Fma() {
-#if defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return avx2;
-#else
-  return false;
-#endif
-}
-
-// Whether this CPU (and OS: libgcc checks the register state) runs AVX-512F.
-bool HasAvx512() {
-#if defined(__x86_64__)
-  static const bool avx512 = HasAvx2Fma() && __builtin_cpu_supports("avx512f");
-  return avx512;
-#else
-  return false;
-#endif
-}
 
 #if defined(__x86_64__)
 // The erf GELU dominates the epilogue's cost and std::erf does not vectorise: an AVX2+FMA

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cpu/cpu_features.h"
+
 namespace bert {
 namespace cpu {
 
@@ -42,9 +44,11 @@ void RowScalar(const float* x, const float* bias, const float* residual, const f
 }
 
 #if defined(__x86_64__)
-bool HasAvx2Fma() {
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return avx2;
+// The sum of a vector's 4 doubles, in a fixed order.
+__attribute__((target("avx2,fma"))) inline double HorizontalSum(__m256d v) {
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, v);
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
 }
 
 // The same row 8 floats at a time, with the statistics still in double (two vectors of 4
@@ -64,9 +68,7 @@ __attribute__((target("avx2,fma"))) void RowAvx2(const float* x, const float* bi
     sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
     sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
   }
-  alignas(32) double lanes[4];
-  _mm256_store_pd(lanes, _mm256_add_pd(sum_lo, sum_hi));
-  double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  double sum = HorizontalSum(_mm256_add_pd(sum_lo, sum_hi));
   for (int i = vec_end; i < hidden; ++i) {
     o[i] = Sum(x, bias, residual, i);
     sum += o[i];
@@ -82,8 +84,7 @@ __attribute__((target("avx2,fma"))) void RowAvx2(const float* x, const float* bi
     sq_lo = _mm256_fmadd_pd(d_lo, d_lo, sq_lo);
     sq_hi = _mm256_fmadd_pd(d_hi, d_hi, sq_hi);
   }
-  _mm256_store_pd(lanes, _mm256_add_pd(sq_lo, sq_hi));
-  double sq = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  double sq = HorizontalSum(_mm256_add_pd(sq_lo, sq_hi));
   for (int i = vec_end; i < hidden; ++i) {
     const double d = o[i] - mean;
     sq += d * d;
@@ -124,12 +125,8 @@ void AddBiasResidualLayerNormRows(const float* x, const float* bias, const float
 void AddBiasResidualLayerNorm(const float* x, const float* bias, const float* residual,
                               const float* gamma, const float* beta, int rows, int hidden,
                               float eps, float* out) {
-#if defined(__x86_64__)
-  const bool avx2 = HasAvx2Fma();
-#else
-  const bool avx2 = false;
-#endif
-  AddBiasResidualLayerNormRows(x, bias, residual, gamma, beta, rows, hidden, eps, avx2, out);
+  AddBiasResidualLayerNormRows(x, bias, residual, gamma, beta, rows, hidden, eps, HasAvx2Fma(),
+                               out);
 }
 
 void AddBiasResidualLayerNormPortable(const float* x, const float* bias, const float* residual,

@@ -116,15 +116,12 @@ inline void Block(const float* x, int in, const float* panel, int cols, const fl
   if (bias != nullptr) {  // the same rounding as adding it to the stored sums afterwards
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      if (!kEdge || cols >= (v + 1) * L) {
-        const typename Isa::V b = Isa::Load(bias + v * L);
+      if (kEdge && cols <= v * L) continue;  // past the panel's last output
+      const typename Isa::V b = !kEdge || cols >= (v + 1) * L
+                                    ? Isa::Load(bias + v * L)
+                                    : Isa::LoadFirst(bias + v * L, cols - v * L);
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) acc[r][v] = Isa::Add(acc[r][v], b);
-      } else if (cols > v * L) {
-        const typename Isa::V b = Isa::LoadFirst(bias + v * L, cols - v * L);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) acc[r][v] = Isa::Add(acc[r][v], b);
-      }
+      for (int r = 0; r < R; ++r) acc[r][v] = Isa::Add(acc[r][v], b);
     }
   }
 #pragma GCC unroll 16

@@ -430,12 +430,11 @@ absl::Status CudaEngine<T>::Init() {
       norm_rows == 0
           ? 0
           : static_cast<size_t>(num_sms_) * cuda::kSplitKBlockRows * cuda::kSplitKBlockCols;
+  // (All of these are 0 when layer_norm_gemm_rows_ is.)
   const size_t norm_tiles =
-      norm_rows == 0
-          ? 0
-          : static_cast<size_t>(cuda::SplitKGemmTiles(layer_norm_gemm_rows_, c.hidden_size));
+      static_cast<size_t>(cuda::SplitKGemmTiles(layer_norm_gemm_rows_, c.hidden_size));
   const size_t norm_row_blocks =
-      norm_rows == 0 ? 0 : static_cast<size_t>(cuda::SplitKGemmRowBlocks(layer_norm_gemm_rows_));
+      static_cast<size_t>(cuda::SplitKGemmRowBlocks(layer_norm_gemm_rows_));
   const size_t norm_stats_floats =
       cuda::SplitKGemmNormStatsFloats(layer_norm_gemm_rows_, c.hidden_size);
   const size_t workspace_bytes =

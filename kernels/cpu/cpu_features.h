@@ -1,0 +1,18 @@
+// Which vector instruction sets this CPU (and OS) runs, checked once: the CPU kernels pick
+// their AVX2 and AVX-512 paths at run time, so that one binary runs on any x86-64.
+#ifndef BERT_KERNELS_CPU_CPU_FEATURES_H_
+#define BERT_KERNELS_CPU_CPU_FEATURES_H_
+
+namespace bert {
+namespace cpu {
+
+// AVX2 and FMA. Always false off x86-64.
+bool HasAvx2Fma();
+// AVX-512F, with AVX2 and FMA (libgcc also checks that the OS saves the registers). Always false
+// off x86-64.
+bool HasAvx512();
+
+}  // namespace cpu
+}  // namespace bert
+
+#endif  // BERT_KERNELS_CPU_CPU_FEATURES_H_
