@@ -13,6 +13,13 @@
 // Output: each head's shape and leading values, as TF Hub's BERT notebook prints them; or,
 // with --json, one JSON object per input with every value.
 // Every call carries a deadline (--timeout_ms).
+//
+// Exit status: 0 on success; 1 when the server answers with an error or cannot be reached
+// (the message says which); 2 for bad flags or input; 3 from `health` when the server
+// answers but is not SERVING (e.g. still loading, or draining). A flag that does not parse
+// at all (an unknown flag, a number that is not one) exits 1, from the flags library.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -175,6 +182,9 @@ std::vector<v1::Input> ReadInputs(const std::vector<std::string>& args) {
     }
     return inputs;
   }
+  if (isatty(STDIN_FILENO)) {
+    std::fprintf(stderr, "reading JSON lines from stdin (Ctrl-D ends; texts may be arguments)\n");
+  }
   absl::StatusOr<std::vector<v1::Input>> lines = ParseInputLines(std::cin, "stdin");
   if (!lines.ok()) {
     std::fprintf(stderr, "%s\n", std::string(lines.status().message()).c_str());
@@ -208,7 +218,7 @@ std::string Leading(const std::vector<float>& v, size_t begin, size_t count, siz
   return absl::StrCat("[", absl::StrJoin(parts, " "), count > show ? " ...]" : "]");
 }
 
-std::string Shape(const std::vector<int64_t>& dims) {
+std::string Shape(const std::vector<std::string>& dims) {
   return absl::StrCat("(", absl::StrJoin(dims, ", "), ")");
 }
 
@@ -217,12 +227,14 @@ std::string Shape(const std::vector<int64_t>& dims) {
 void PrintHead(const std::string& title, const std::vector<const v1::Tensor*>& tensors,
                size_t show) {
   if (tensors.empty()) return;
-  std::vector<int64_t> dims = {static_cast<int64_t>(tensors.size())};
-  for (int64_t d : tensors[0]->shape()) dims.push_back(d);
+  std::vector<std::string> dims = {absl::StrCat(tensors.size())};
+  for (int64_t d : tensors[0]->shape()) dims.push_back(absl::StrCat(d));
   bool ragged = false;
   for (const v1::Tensor* t : tensors) {
     if (t->shape_size() > 0 && t->shape(0) != tensors[0]->shape(0)) ragged = true;
   }
+  // Inputs with different row counts (trimmed padding): the row dimension has no one size.
+  if (ragged) dims[1] = "None";
   std::printf("%s Shape:%s%s\n", title.c_str(), ragged ? "ragged " : "", Shape(dims).c_str());
   std::printf("%s Values:\n", title.c_str());
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -270,6 +282,11 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   v1::EmbedResponse response;
   grpc::Status status = stub->Embed(&context, request, &response);
   if (!status.ok()) return Fail(status);
+  if (response.results_size() != request.inputs_size()) {
+    std::fprintf(stderr, "error: the server answered %d results for %d inputs\n",
+                 response.results_size(), request.inputs_size());
+    return 1;
+  }
 
   if (absl::GetFlag(FLAGS_json)) {
     for (int i = 0; i < response.results_size(); ++i) {
@@ -353,8 +370,19 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
     }
     *request.add_inputs() = input.text();
   }
-  request.set_seq_length(absl::GetFlag(FLAGS_seq_length));
-  if (absl::GetFlag(FLAGS_truncation) == "reject") request.set_truncation(v1::TRUNCATION_REJECT);
+  const int seq_length = absl::GetFlag(FLAGS_seq_length);
+  if (seq_length < 0) {
+    std::fprintf(stderr, "seq_length must be >= 0\n");
+    return 2;
+  }
+  const absl::StatusOr<v1::Truncation> truncation =
+      ParseTruncation(absl::GetFlag(FLAGS_truncation));
+  if (!truncation.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(truncation.status().message()).c_str());
+    return 2;
+  }
+  request.set_seq_length(seq_length);
+  request.set_truncation(*truncation);
   grpc::ClientContext context;
   Prepare(connection, &context);
   v1::TokenizeResponse response;
@@ -362,6 +390,13 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
   if (!status.ok()) return Fail(status);
   for (int i = 0; i < response.encodings_size(); ++i) {
     const v1::Encoding& e = response.encodings(i);
+    if (e.num_tokens() > static_cast<uint32_t>(e.input_word_ids_size()) ||
+        (e.input_type_ids_size() > 0 &&
+         e.num_tokens() > static_cast<uint32_t>(e.input_type_ids_size()))) {
+      std::fprintf(stderr, "error: encoding %d has fewer ids than its %u tokens\n", i,
+                   e.num_tokens());
+      return 1;
+    }
     if (absl::GetFlag(FLAGS_json)) {
       json j = {{"tokens", std::vector<std::string>(e.tokens().begin(), e.tokens().end())},
                 {"input_word_ids",
@@ -379,10 +414,12 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
         "    input_word_ids: %s\n",
         absl::StrJoin(e.input_word_ids().begin(), e.input_word_ids().begin() + e.num_tokens(), " ")
             .c_str());
-    std::printf(
-        "    input_type_ids: %s\n",
-        absl::StrJoin(e.input_type_ids().begin(), e.input_type_ids().begin() + e.num_tokens(), " ")
-            .c_str());
+    if (e.input_type_ids_size() > 0) {
+      std::printf("    input_type_ids: %s\n",
+                  absl::StrJoin(e.input_type_ids().begin(),
+                                e.input_type_ids().begin() + e.num_tokens(), " ")
+                      .c_str());
+    }
     std::printf("    num_tokens: %u%s (padded to %d)\n", e.num_tokens(),
                 e.truncated() ? ", truncated" : "", e.input_word_ids_size());
   }
@@ -396,6 +433,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "bert_client --server=HOST:PORT <health|info|embed|tokenize> [texts...]\n"
       "  Texts as arguments (\"A ||| B\" is a pair) or JSON lines on stdin.");
+  bert::ShowClientFlagsInHelp();
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() < 2) {
     std::fprintf(stderr, "usage: %s\n", absl::ProgramUsageMessage().data());

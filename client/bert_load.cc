@@ -19,23 +19,31 @@
 // closed loop: when its slot freed);
 // the time from the actual send is reported next to it as "service". Throughput counts the
 // OK answers that arrive within the measured window; failed calls are counted by status
-// code and, in "all p99", with their latency too. A load generator that cannot keep its
-// schedule says so (send lag). With --metrics, the server's mean batch size over the
+// code, with the first message of each, and, in "all p99", with their latency too. Sends
+// more than 1 ms late are counted, with their cause (the sender thread, or the open loop's
+// --max_outstanding: the server). With --metrics, the server's mean batch size over the
 // window is read from its /metrics page. The JSON report is rewritten after every step.
 // Percentiles come from histograms of 0.1 % resolution built as calls finish, so a step's
 // memory does not grow with its length; --csv_out keeps every call until its step ends.
 //
-// Exit status: 0 when every step had OK answers; 1 when one had none, the server could not
-// be reached, the server's Tokenize failed (--input_kind=tokens) or a report could not be
-// rewritten during the sweep; 2 for bad flags, a workload over the server's limits, or a
-// report file that cannot be written (found before the first step).
+// Exit status: 0 when every step ran and had OK answers. 1, and the sweep stops after the
+// step, when a step had no OK answer, its failed calls were over --max_error_percent, the
+// server stopped answering during it, or (--api=stream, closed loop) every stream ended
+// before its window did; also when the server cannot be reached at the start, its Tokenize
+// fails (--input_kind=tokens), or a report cannot be rewritten during the sweep. 2 for bad
+// flag values, a workload over the server's limits, a report file that cannot be written or
+// a /metrics address that does not answer (found before the first step). A flag that does
+// not parse at all (an unknown flag, a number that is not one) exits 1, from the flags
+// library.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -93,6 +101,9 @@ ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat
 ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled outputs");
 ABSL_FLAG(std::string, metrics, "", "HOST:PORT of the server's /metrics (optional)");
+ABSL_FLAG(double, max_error_percent, 100,
+          "Fail the run (exit 1, no further step) when a step's failed calls are more than "
+          "this percentage of its calls; 100: only a step without any OK answer fails it");
 ABSL_FLAG(std::string, json_out, "", "Write the report as JSON here");
 ABSL_FLAG(std::string, csv_out, "",
           "Write one CSV row per call here (keeps every call in memory until its step ends)");
@@ -113,8 +124,10 @@ constexpr double kMaxDurationS = 3600;
 constexpr double kMaxScheduledCalls = 50e6;
 constexpr int kMaxPoolSize = 1'000'000;
 constexpr int64_t kMaxPoolTokens = 200'000'000;  // ~1 GB of synthetic text
-// A median send lag above this means the load generator, not the server, is behind.
-constexpr double kLagWarningMs = 1.0;
+// More sends than this fraction later than kLateSendNs: the step says it fell behind.
+constexpr double kLateSendsWarning = 0.01;
+// How long the check that the server still answers, after a step with errors, may take.
+constexpr auto kServerCheckTimeout = std::chrono::seconds(5);
 
 int Usage(const std::string& message) {
   std::fprintf(stderr, "bert_load: %s\n", message.c_str());
@@ -225,6 +238,22 @@ absl::Status CheckLimits(const Workload& w, const v1::ServerLimits& limits) {
   return absl::OkStatus();
 }
 
+// A closed loop over the server's admission limit measures that limit plus a stream of
+// refused calls (RESOURCE_EXHAUSTED), each retried at once: says so before the sweep.
+void WarnOverAdmission(const std::vector<LoadStep>& steps, const v1::ServerLimits& limits) {
+  const uint32_t admitted = limits.max_concurrent_requests();
+  if (admitted == 0) return;
+  for (const LoadStep& step : steps) {
+    if (step.concurrency > 0 && static_cast<uint32_t>(step.concurrency) > admitted) {
+      std::fprintf(stderr,
+                   "bert_load: warning: --concurrency=%d is over the server's "
+                   "max_concurrent_requests %u: calls past it are refused (RESOURCE_EXHAUSTED) "
+                   "and sent again at once\n",
+                   step.concurrency, admitted);
+    }
+  }
+}
+
 // Replaces every text input by the token ids the server makes of it.
 absl::Status TokenizeOnServer(v1::BertService::Stub* stub, const Connection& connection,
                               const v1::ModelInfo& info, Workload* w) {
@@ -308,19 +337,36 @@ BatchView BatchesBetween(const absl::StatusOr<std::string>& before,
 }
 
 json LatencyJson(const LatencySummary& s) {
-  return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90},
-          {"p99", s.p99},     {"p999", s.p999}, {"max", s.max}};
+  return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50},   {"p90", s.p90},
+          {"p95", s.p95},     {"p99", s.p99},   {"p999", s.p999}, {"max", s.max}};
 }
 
 // Whether a step's sends fell behind their intended times (open loop: the schedule; closed
-// loop: the moment a slot freed): the latencies then include the load generator's own
-// delay, and an open loop did not reach its offered rate.
-bool FellBehind(const StepSummary& s) { return s.send_lag.p50 > kLagWarningMs; }
+// loop: the moment a slot freed): more than kLateSendsWarning of them over kLateSendNs late.
+// The latencies then include that delay, and an open loop did not offer its rate.
+bool FellBehind(const StepSummary& s) {
+  return s.late_sends > kLateSendsWarning * static_cast<double>(s.send_lag.count);
+}
 
-json StepJson(const LoadStep& step, const StepSummary& s, const BatchView* batches) {
+double ErrorPercent(const StepSummary& s) {
+  return s.calls > 0 ? 100.0 * static_cast<double>(s.calls - s.ok) / s.calls : 0.0;
+}
+
+// The step's end before its window's, in seconds into the window, as the report gives it.
+std::optional<double> StoppedEarlyS(const StepResult& r) {
+  if (r.stopped_ns < 0) return std::nullopt;
+  return std::max<double>(0, static_cast<double>(r.stopped_ns - r.window_begin_ns) * 1e-9);
+}
+
+json StepJson(const LoadStep& step, const StepResult& result, const BatchView* batches) {
+  const StepSummary& s = result.summary;
   json errors = json::object();
+  json messages = json::object();
   for (const auto& [code, count] : s.errors) {
-    errors[GrpcCodeName(static_cast<grpc::StatusCode>(code))] = count;
+    const char* name = GrpcCodeName(static_cast<grpc::StatusCode>(code));
+    errors[name] = count;
+    const auto message = s.error_messages.find(code);
+    if (message != s.error_messages.end()) messages[name] = message->second;
   }
   json j = {{"label", StepLabel(step)},
             {"mode", step.concurrency > 0 ? "closed" : "open"},
@@ -328,20 +374,28 @@ json StepJson(const LoadStep& step, const StepSummary& s, const BatchView* batch
             {"calls", s.calls},
             {"ok", s.ok},
             {"errors", errors},
+            {"error_messages", messages},
             {"not_sent", s.not_sent},
             {"requests_per_s", s.requests_per_s},
             {"sequences_per_s", s.sequences_per_s},
             {"tokens_per_s", s.tokens_per_s},
             {"latency_ms", LatencyJson(s.latency)},
             {"latency_all_ms", LatencyJson(s.latency_all)},
+            {"failed_latency_ms", LatencyJson(s.failed)},
             {"service_ms", LatencyJson(s.service)},
             {"send_lag_ms", LatencyJson(s.send_lag)},
+            {"late_sends", s.late_sends},
+            {"late_sends_held_by_max_outstanding", s.held_sends},
             {"fell_behind_schedule", FellBehind(s)},
             {"server_ms",
              {{"total", LatencyJson(s.server_total)},
               {"tokenize", LatencyJson(s.server_tokenize)},
               {"queue", LatencyJson(s.server_queue)},
               {"inference", LatencyJson(s.server_inference)}}}};
+  if (const std::optional<double> stopped = StoppedEarlyS(result)) {
+    j["stopped_early_s"] = *stopped;
+    j["stopped_why"] = result.stopped_why;
+  }
   if (step.concurrency > 0) {
     j["concurrency"] = step.concurrency;
   } else {
@@ -367,14 +421,22 @@ void PrintHeader(bool with_batches) {
               "actual send; srv: the server's queue and inference medians");
 }
 
-void PrintStep(const LoadStep& step, const StepSummary& s, const BatchView* batches) {
+// A latency column: "-" where no call was measured (0.00 would read as a real value).
+std::string Ms(const LatencySummary& s, double value) {
+  return s.count > 0 ? absl::StrFormat("%.2f", value) : "-";
+}
+
+void PrintStep(const LoadStep& step, const StepResult& result, const BatchView* batches) {
+  const StepSummary& s = result.summary;
   const int64_t errors = s.calls - s.ok;
-  std::printf(
-      "%-16s %8lld %7.2f %10.1f %10.1f %11.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f",
-      StepLabel(step).c_str(), static_cast<long long>(s.calls),
-      s.calls > 0 ? 100.0 * errors / s.calls : 0.0, s.requests_per_s, s.sequences_per_s,
-      s.tokens_per_s, s.latency.p50, s.latency.p90, s.latency.p99, s.latency.max, s.latency_all.p99,
-      s.service.p50, s.server_queue.p50, s.server_inference.p50);
+  std::printf("%-16s %8lld %7.2f %10.1f %10.1f %11.0f %8s %8s %8s %8s %8s %8s %8s %8s",
+              StepLabel(step).c_str(), static_cast<long long>(s.calls), ErrorPercent(s),
+              s.requests_per_s, s.sequences_per_s, s.tokens_per_s,
+              Ms(s.latency, s.latency.p50).c_str(), Ms(s.latency, s.latency.p90).c_str(),
+              Ms(s.latency, s.latency.p99).c_str(), Ms(s.latency, s.latency.max).c_str(),
+              Ms(s.latency_all, s.latency_all.p99).c_str(), Ms(s.service, s.service.p50).c_str(),
+              Ms(s.server_queue, s.server_queue.p50).c_str(),
+              Ms(s.server_inference, s.server_inference.p50).c_str());
   if (batches != nullptr && batches->mean_sequences) {
     std::printf(" %7.2f", *batches->mean_sequences);
   }
@@ -385,14 +447,29 @@ void PrintStep(const LoadStep& step, const StepSummary& s, const BatchView* batc
       absl::StrAppend(&list, list.empty() ? "" : ", ",
                       GrpcCodeName(static_cast<grpc::StatusCode>(code)), " ", count);
     }
-    std::printf("  errors: %s%s\n", list.c_str(),
-                s.not_sent > 0 ? absl::StrCat(" (", s.not_sent, " never sent: late)").c_str() : "");
+    std::printf("  errors: %s%s; failed calls' latency p50 %.2f ms, max %.2f ms\n", list.c_str(),
+                s.not_sent > 0 ? absl::StrCat(" (", s.not_sent, " never sent: late)").c_str() : "",
+                s.failed.p50, s.failed.max);
+    for (const auto& [code, message] : s.error_messages) {
+      std::printf("    %s: %s\n", GrpcCodeName(static_cast<grpc::StatusCode>(code)),
+                  message.c_str());
+    }
+  }
+  if (const std::optional<double> stopped = StoppedEarlyS(result)) {
+    std::printf("  stopped %.2f s into its %.2f s window: every stream ended (%s)\n", *stopped,
+                s.window_s, result.stopped_why.c_str());
   }
   if (FellBehind(s)) {
+    const bool held = 2 * s.held_sends >= s.late_sends;
     std::printf(
-        "  warning: sends fell behind their intended times (send lag p50 %.2f ms, max %.2f ms): "
-        "the load generator is slow%s\n",
-        s.send_lag.p50, s.send_lag.max, step.rate > 0 ? "; the offered rate was not reached" : "");
+        "  warning: %lld of %lld sends (%.1f %%) went out more than 1 ms after their intended "
+        "time (send lag p50 %.2f ms, p90 %.2f ms, max %.2f ms): %s%s\n",
+        static_cast<long long>(s.late_sends), static_cast<long long>(s.send_lag.count),
+        100.0 * static_cast<double>(s.late_sends) / static_cast<double>(s.send_lag.count),
+        s.send_lag.p50, s.send_lag.p90, s.send_lag.max,
+        held ? "they waited for --max_outstanding calls in flight (the server is behind)"
+             : "the load generator is slow",
+        step.rate > 0 ? "; the offered rate was not reached" : "");
   }
   if (batches != nullptr && !batches->error.empty()) {
     std::printf("  metrics: %s\n", batches->error.c_str());
@@ -422,7 +499,9 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
            {{"inputs_per_request", w.inputs_per_request},
             {"input_kind", absl::GetFlag(FLAGS_input_kind)},
             {"input_file", absl::GetFlag(FLAGS_input_file)},
-            {"lengths", absl::GetFlag(FLAGS_lengths)},
+            // Synthetic inputs only.
+            {"lengths", absl::GetFlag(FLAGS_input_file).empty() ? json(absl::GetFlag(FLAGS_lengths))
+                                                                : json(nullptr)},
             {"pool_size", w.pool.size()},
             {"requests", requests},
             {"seed", absl::GetFlag(FLAGS_seed)},
@@ -438,6 +517,7 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"duration_s", absl::GetFlag(FLAGS_duration_s)},
             {"timeout_ms", absl::GetFlag(FLAGS_timeout_ms)},
             {"max_outstanding", absl::GetFlag(FLAGS_max_outstanding)},
+            {"max_error_percent", absl::GetFlag(FLAGS_max_error_percent)},
             {"arrival", absl::GetFlag(FLAGS_arrival)},
             {"api", absl::GetFlag(FLAGS_api)},
             {"channels", absl::GetFlag(FLAGS_channels)}}},
@@ -466,9 +546,35 @@ absl::Status WriteJson(const std::string& path, const json& report) {
   return absl::OkStatus();
 }
 
-// Runs every step, printing each and rewriting the reports as it ends. Returns the exit
-// status.
-int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report) {
+// Why the sweep must stop after this step (empty: it goes on). `server_answers` asks the
+// server whether it still answers (called only after a step with errors).
+std::string StepFailure(const LoadStep& step, const StepResult& result,
+                        const std::function<absl::Status()>& server_answers) {
+  const StepSummary& s = result.summary;
+  const std::string label = StepLabel(step);
+  if (s.calls > s.ok) {
+    if (absl::Status status = server_answers(); !status.ok()) {
+      return absl::StrCat("the server stopped answering during step ", label, ": ",
+                          status.message());
+    }
+  }
+  if (const std::optional<double> stopped = StoppedEarlyS(result)) {
+    return absl::StrFormat("step %s stopped %.2f s into its window: every stream ended (%s)", label,
+                           *stopped, result.stopped_why);
+  }
+  if (s.ok == 0) return absl::StrCat("step ", label, " had no OK answer");
+  const double max_percent = absl::GetFlag(FLAGS_max_error_percent);
+  if (ErrorPercent(s) > max_percent) {
+    return absl::StrFormat("step %s: %.2f %% of its calls failed, over --max_error_percent=%g",
+                           label, ErrorPercent(s), max_percent);
+  }
+  return {};
+}
+
+// Runs the steps, printing each and rewriting the reports as it ends, until one fails
+// (StepFailure). Returns the exit status.
+int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report,
+             const std::function<absl::Status()>& server_answers) {
   const std::string metrics = absl::GetFlag(FLAGS_metrics);
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
   std::ofstream csv;
@@ -485,7 +591,6 @@ int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report
     }
   }
   PrintHeader(!metrics.empty());
-  bool every_step_answered = true;
   for (size_t i = 0; i < steps.size(); ++i) {
     // Written by Run's edge thread, read after Run has joined it.
     absl::StatusOr<std::string> before = absl::UnavailableError("not read");
@@ -514,12 +619,11 @@ int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report
       }
       return 1;
     }
-    const StepSummary& summary = result->summary;
     std::optional<BatchView> batches;
     if (!metrics.empty()) batches = BatchesBetween(before, after);
     const BatchView* view = batches ? &*batches : nullptr;
-    PrintStep(steps[i], summary, view);
-    report["steps"].push_back(StepJson(steps[i], summary, view));
+    PrintStep(steps[i], *result, view);
+    report["steps"].push_back(StepJson(steps[i], *result, view));
     report["steps"].back()["client_cpu_percent"] = client_cpu_percent;
     if (!json_out.empty()) {
       if (absl::Status status = WriteJson(json_out, report); !status.ok()) {
@@ -528,11 +632,12 @@ int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report
       }
     }
     if (csv.is_open()) WriteCsvRows(csv, static_cast<int>(i), *result);
-    if (summary.ok == 0) every_step_answered = false;
-  }
-  if (!every_step_answered) {
-    std::fprintf(stderr, "bert_load: a step had no OK answer\n");
-    return 1;
+    if (const std::string failure = StepFailure(steps[i], *result, server_answers);
+        !failure.empty()) {
+      std::fprintf(stderr, "bert_load: %s%s\n", failure.c_str(),
+                   i + 1 < steps.size() ? "; the sweep stops here" : "");
+      return 1;
+    }
   }
   return 0;
 }
@@ -565,6 +670,10 @@ int Main() {
   if (input_kind != "text" && input_kind != "tokens") return Usage("--input_kind: text or tokens");
   const std::string api = absl::GetFlag(FLAGS_api);
   if (api != "unary" && api != "stream") return Usage("--api: unary or stream");
+  if (!(absl::GetFlag(FLAGS_max_error_percent) >= 0 &&
+        absl::GetFlag(FLAGS_max_error_percent) <= 100)) {
+    return Usage("--max_error_percent must be in [0, 100]");
+  }
   absl::StatusOr<Workload> workload = BuildWorkload();
   if (!workload.ok()) return Usage(std::string(workload.status().message()));
 
@@ -574,11 +683,15 @@ int Main() {
   for (int i = 0; i < channels; ++i) {
     stubs.push_back(v1::BertService::NewStub(connection->NewChannel(i)));
   }
+  // GetModelInfo at the start, and after a step with errors to tell a server that stopped
+  // answering from one that refused calls; on a channel of its own.
+  std::unique_ptr<v1::BertService::Stub> checker =
+      v1::BertService::NewStub(connection->NewChannel(channels));
   v1::ModelInfo info;
   {
     grpc::ClientContext context;
     connection->Prepare(&context, std::chrono::system_clock::now() + std::chrono::seconds(10));
-    const grpc::Status status = stubs[0]->GetModelInfo(&context, {}, &info);
+    const grpc::Status status = checker->GetModelInfo(&context, {}, &info);
     if (!status.ok()) {
       std::fprintf(stderr, "bert_load: cannot reach %s: %s: %s\n",
                    ConnectionOptionsFromFlags().server.c_str(), GrpcCodeName(status.error_code()),
@@ -588,6 +701,14 @@ int Main() {
   }
   if (absl::Status status = CheckLimits(*workload, info.limits()); !status.ok()) {
     return Usage(std::string(status.message()));
+  }
+  WarnOverAdmission(*steps, info.limits());
+  if (const std::string metrics = absl::GetFlag(FLAGS_metrics); !metrics.empty()) {
+    // A wrong address fails now, not after the first step.
+    if (absl::StatusOr<std::string> page = FetchMetrics(metrics, std::chrono::seconds(5));
+        !page.ok()) {
+      return Usage(absl::StrCat("--metrics=", metrics, ": ", page.status().message()));
+    }
   }
   if (input_kind == "tokens") {
     if (absl::Status status = TokenizeOnServer(stubs[0].get(), *connection, info, &*workload);
@@ -617,7 +738,18 @@ int Main() {
               workload->pool.size(), input_kind.c_str(), channels,
               load.stream ? ", one EmbedStream each" : "");
   workload->pool.clear();  // the requests hold copies
-  return RunSweep(&runner, *steps, std::move(report));
+  v1::BertService::Stub* const check_stub = checker.get();
+  const Connection* const check_connection = &*connection;
+  const auto server_answers = [check_stub, check_connection]() -> absl::Status {
+    grpc::ClientContext context;
+    check_connection->Prepare(&context, std::chrono::system_clock::now() + kServerCheckTimeout);
+    v1::ModelInfo ignored;
+    const grpc::Status status = check_stub->GetModelInfo(&context, {}, &ignored);
+    if (status.ok()) return absl::OkStatus();
+    return absl::UnavailableError(
+        absl::StrCat(GrpcCodeName(status.error_code()), ": ", status.error_message()));
+  };
+  return RunSweep(&runner, *steps, std::move(report), server_answers);
 }
 
 }  // namespace
@@ -627,6 +759,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "bert_load --server=HOST:PORT [--concurrency=1,8,32 | --rate=100,200] [options]\n"
       "  Closed- or open-loop load on bert.v1.BertService/Embed; see --help.");
+  bert::ShowClientFlagsInHelp();
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return bert::Usage(absl::StrCat("unexpected argument ", rest[1]));
   // As bert_server: no lock-order checking on every mutex acquisition (Debian's abseil keeps

@@ -4,7 +4,9 @@
 #include <sstream>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/create_channel.h"
@@ -39,6 +41,14 @@ ConnectionOptions ConnectionOptionsFromFlags() {
   options.token = absl::GetFlag(FLAGS_token);
   options.token_file = absl::GetFlag(FLAGS_token_file);
   return options;
+}
+
+void ShowClientFlagsInHelp() {
+  const auto in_client = [](absl::string_view file) { return absl::StrContains(file, "client/"); };
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = in_client;
+  config.contains_helpshort_flags = in_client;
+  absl::SetFlagsUsageConfig(config);
 }
 
 absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) {

@@ -25,6 +25,11 @@ struct ConnectionOptions {
 // The options the command-line flags give.
 ConnectionOptions ConnectionOptionsFromFlags();
 
+// Makes --help (and --helpshort) list every flag defined under client/, these connection
+// flags included; by default the flags library lists only those of the program's own file.
+// Call before parsing the command line.
+void ShowClientFlagsInHelp();
+
 // A connected client's channel settings. Thread-safe after Create.
 class Connection {
  public:

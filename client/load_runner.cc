@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/grpc/status_map.h"
 
 namespace bert {
 namespace {
@@ -26,11 +27,11 @@ struct InFlight {
 };
 
 // Fills `r` from an answer: its code (a stream's per-message error counts as the call's
-// status), real tokens and the server's timing.
-void ReadAnswer(const v1::EmbedResponse& response, CallRecord* r) {
+// status), real tokens and the server's timing. Returns the error's message, if any.
+std::string ReadAnswer(const v1::EmbedResponse& response, CallRecord* r) {
   if (response.has_error() && response.error().code() != 0) {
     r->code = response.error().code();
-    return;
+    return response.error().message();
   }
   for (const v1::EmbedResult& result : response.results()) r->tokens += result.num_tokens();
   const v1::Timing& t = response.timing();
@@ -38,7 +39,15 @@ void ReadAnswer(const v1::EmbedResponse& response, CallRecord* r) {
   r->server_queue_us = t.queue_us();
   r->server_inference_us = t.inference_us();
   r->server_total_us = t.total_us();
+  return {};
 }
+
+// Why a call failed without an answer from the server.
+constexpr absl::string_view kNotSentMessage = "its deadline passed before it could be sent";
+constexpr absl::string_view kLateAnswerMessage = "answered after the call's timeout";
+constexpr absl::string_view kOutOfOrderMessage =
+    "an answer's request_id is not its message's (answers out of order)";
+constexpr absl::string_view kStreamEndedMessage = "the stream ended before answering";
 
 }  // namespace
 
@@ -74,6 +83,8 @@ class LoadRunner::Step {
     result.calls = std::move(records_);
     result.window_begin_ns = window_begin_ns_;
     result.window_end_ns = window_end_ns_;
+    result.stopped_ns = stopped_ns_;
+    result.stopped_why = streams_end_.empty() ? "every stream ended" : streams_end_;
     return result;
   }
 
@@ -100,7 +111,11 @@ class LoadRunner::Step {
     };
     while (true) {
       const int64_t now = Now();
-      if (now >= window_end_ns_ || AllStreamsEnded()) return;
+      if (now >= window_end_ns_) return;
+      if (AllStreamsEnded()) {
+        stopped_ns_ = now;
+        return;
+      }
       int64_t intended;
       {
         absl::MutexLock lock(&mu_);
@@ -134,12 +149,14 @@ class LoadRunner::Step {
     while (next_ns < window_end_ns_) {
       const int64_t intended = static_cast<int64_t>(next_ns);
       SleepUntil(intended);
+      bool held;
       {
         absl::MutexLock lock(&mu_);
+        held = !below_limit();
         mu_.Await(absl::Condition(&below_limit));
         ++open_;
       }
-      Send(intended);
+      Send(intended, held);
       next_ns += spec_.poisson ? gap_s(rng) * 1e9 : constant_gap_ns;
     }
   }
@@ -152,15 +169,17 @@ class LoadRunner::Step {
     while (Now() < ns) std::this_thread::yield();
   }
 
-  // Sends one call intended at `intended_ns`; open_ already counts it. Sender thread only.
-  void Send(int64_t intended_ns);
+  // Sends one call intended at `intended_ns` (`held`: see CallRecord::held); open_ already
+  // counts it. Sender thread only.
+  void Send(int64_t intended_ns, bool held = false);
 
   void OnDone(std::unique_ptr<InFlight> call, const grpc::Status& status) {
     CallRecord& r = call->record;
     r.done_ns = Now();
     r.code = static_cast<int>(status.error_code());
-    if (status.ok()) ReadAnswer(call->response, &r);
-    Finish(std::move(call));
+    const std::string message =
+        status.ok() ? ReadAnswer(call->response, &r) : status.error_message();
+    Finish(std::move(call), message);
   }
 
   // Finish's answer when calls are not kept.
@@ -174,7 +193,7 @@ class LoadRunner::Step {
   // may drop the channels. Freed later, on gRPC's callback thread, the context could drop the
   // channel's last reference there, destroying the channel (and the completion queue that
   // thread is serving) from inside one of its own callbacks.
-  size_t Finish(std::unique_ptr<InFlight> call) {
+  size_t Finish(std::unique_ptr<InFlight> call, absl::string_view message = {}) {
     const CallRecord record = call->record;
     {
       absl::MutexLock lock(&mu_);
@@ -182,7 +201,7 @@ class LoadRunner::Step {
     }
     call.reset();  // outside the lock
     absl::MutexLock lock(&mu_);
-    accumulator_.Add(record);
+    accumulator_.Add(record, message);
     --open_;
     if (spec_.concurrency > 0) freed_at_.push_back(record.done_ns);
     if (!runner_->options_.keep_calls) return kNotKept;
@@ -192,9 +211,10 @@ class LoadRunner::Step {
 
   // Files finished calls under another status (a stream's final status arrives after its
   // failed calls): `in_window` of them counted in the window, `kept` their records.
-  void Recode(int from, int to, int64_t in_window, const std::vector<size_t>& kept) {
+  void Recode(int from, int to, absl::string_view message, int64_t in_window,
+              const std::vector<size_t>& kept) {
     absl::MutexLock lock(&mu_);
-    absl::Status recoded = accumulator_.Recode(from, to, in_window);
+    absl::Status recoded = accumulator_.Recode(from, to, in_window, message);
     if (!recoded.ok()) {
       accounting_.Update(recoded);
       return;
@@ -219,6 +239,8 @@ class LoadRunner::Step {
   std::vector<std::unique_ptr<Stream>> streams_;          // stream mode: one per channel
   int open_streams_ ABSL_GUARDED_BY(mu_) = 0;             // streams whose OnDone has not run
   std::atomic<int> dead_streams_{0};                      // streams that ended (Stream::End)
+  std::string streams_end_ ABSL_GUARDED_BY(mu_);          // the first stream's end: "CODE: message"
+  int64_t stopped_ns_ = -1;  // StepResult::stopped_ns (sender thread, then TakeResult)
 };
 
 // One EmbedStream. Calls are written one at a time in the order Send gives them; answers
@@ -339,14 +361,17 @@ class LoadRunner::Step::Stream final
     if (call != nullptr) {
       CallRecord& r = call->record;
       r.done_ns = step_->Now();
+      std::string message;
       if (response_.request_id() != call->request->request_id()) {
-        r.code = static_cast<int>(grpc::StatusCode::INTERNAL);  // answers out of order
+        r.code = static_cast<int>(grpc::StatusCode::INTERNAL);
+        message = std::string(kOutOfOrderMessage);
       } else if (r.done_ns - r.intended_ns > step_->timeout_ns_) {
         r.code = static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED);
+        message = std::string(kLateAnswerMessage);
       } else {
-        ReadAnswer(response_, &r);
+        message = ReadAnswer(response_, &r);
       }
-      step_->Finish(std::unique_ptr<InFlight>(call));
+      step_->Finish(std::unique_ptr<InFlight>(call), message);
     }
     response_.Clear();
     StartRead(&response_);
@@ -355,6 +380,14 @@ class LoadRunner::Step::Stream final
   void OnDone(const grpc::Status& status) override {
     MarkEnded();
     FailUnanswered();
+    {
+      absl::MutexLock lock(&step_->mu_);
+      if (step_->streams_end_.empty()) {
+        step_->streams_end_ =
+            absl::StrCat(GrpcCodeName(status.error_code()), ": ",
+                         status.ok() ? "the server closed the stream" : status.error_message());
+      }
+    }
     // The calls failed when the read side ended get the stream's own status, now known.
     if (!status.ok()) {
       int64_t in_window;
@@ -364,7 +397,8 @@ class LoadRunner::Step::Stream final
         in_window = failed_in_window_;
         kept = failed_kept_;
       }
-      step_->Recode(kUnknownEnd, static_cast<int>(status.error_code()), in_window, kept);
+      step_->Recode(kUnknownEnd, static_cast<int>(status.error_code()), status.error_message(),
+                    in_window, kept);
     }
     absl::MutexLock lock(&step_->mu_);
     --step_->open_streams_;
@@ -397,7 +431,7 @@ class LoadRunner::Step::Stream final
     r.done_ns = step_->Now();
     r.code = kUnknownEnd;
     const bool in_window = InWindow(r, step_->window_begin_ns_, step_->window_end_ns_);
-    const size_t kept = step_->Finish(std::unique_ptr<InFlight>(call));
+    const size_t kept = step_->Finish(std::unique_ptr<InFlight>(call), kStreamEndedMessage);
     absl::MutexLock lock(&mu_);
     failed_in_window_ += in_window ? 1 : 0;
     if (kept != kNotKept) failed_kept_.push_back(kept);
@@ -463,9 +497,10 @@ bool LoadRunner::Step::Drain() {
   return mu_.AwaitWithTimeout(absl::Condition(&all_done), absl::Seconds(10));
 }
 
-void LoadRunner::Step::Send(int64_t intended_ns) {
+void LoadRunner::Step::Send(int64_t intended_ns, bool held) {
   auto call = std::make_unique<InFlight>();
   call->record.intended_ns = intended_ns;
+  call->record.held = held;
   const uint64_t n = runner_->next_call_++;
   const v1::EmbedRequest& request = runner_->requests_[n % runner_->requests_.size()];
   call->request = &request;
@@ -475,7 +510,7 @@ void LoadRunner::Step::Send(int64_t intended_ns) {
   if (left_ns <= 0) {  // Its deadline passed while it waited to be sent.
     call->record.done_ns = now;
     call->record.code = static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED);
-    Finish(std::move(call));
+    Finish(std::move(call), kNotSentMessage);
     return;
   }
   if (!streams_.empty()) {

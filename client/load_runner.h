@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -63,6 +64,11 @@ struct StepResult {
   std::vector<CallRecord> calls;
   int64_t window_begin_ns = 0;
   int64_t window_end_ns = 0;
+  // A closed loop in stream mode stops sending when every stream has ended (each further
+  // call would fail at once): when it stopped (nanoseconds since the step began; -1: it ran
+  // to the window's end) and the first stream's end status ("CODE: message").
+  int64_t stopped_ns = -1;
+  std::string stopped_why;
 };
 
 // Sends `requests` in turn (wrapping around) over `stubs` in turn. Not thread-safe: one

@@ -71,6 +71,7 @@ LatencySummary LatencyHistogram::Summary() const {
   s.mean = NsToMs(sum_ns_ / static_cast<double>(count_));
   s.p50 = NsToMs(PercentileNs(0.50));
   s.p90 = NsToMs(PercentileNs(0.90));
+  s.p95 = NsToMs(PercentileNs(0.95));
   s.p99 = NsToMs(PercentileNs(0.99));
   s.p999 = NsToMs(PercentileNs(0.999));
   s.max = NsToMs(static_cast<double>(max_ns_));
@@ -80,7 +81,14 @@ LatencySummary LatencyHistogram::Summary() const {
 StepAccumulator::StepAccumulator(int64_t window_begin_ns, int64_t window_end_ns)
     : window_begin_ns_(window_begin_ns), window_end_ns_(window_end_ns) {}
 
-void StepAccumulator::Add(const CallRecord& c) {
+void StepAccumulator::KeepMessage(int code, absl::string_view message) {
+  if (message.empty() || counts_.error_messages.count(code) > 0) return;
+  std::string kept(message.substr(0, kMaxErrorMessageBytes));
+  if (message.size() > kMaxErrorMessageBytes) kept += "...";
+  counts_.error_messages.emplace(code, std::move(kept));
+}
+
+void StepAccumulator::Add(const CallRecord& c, absl::string_view message) {
   if (c.code == kOk && c.done_ns >= window_begin_ns_ && c.done_ns < window_end_ns_) {
     ++arrived_;
     arrived_inputs_ += c.inputs;
@@ -89,9 +97,17 @@ void StepAccumulator::Add(const CallRecord& c) {
   if (!InWindow(c, window_begin_ns_, window_end_ns_)) return;
   ++counts_.calls;
   latency_all_.Add(c.done_ns - c.intended_ns);
-  if (c.sent_ns >= 0) send_lag_.Add(c.sent_ns - c.intended_ns);
+  if (c.sent_ns >= 0) {
+    send_lag_.Add(c.sent_ns - c.intended_ns);
+    if (c.sent_ns - c.intended_ns > kLateSendNs) {
+      ++counts_.late_sends;
+      if (c.held) ++counts_.held_sends;
+    }
+  }
   if (c.code != kOk) {
     ++counts_.errors[c.code];
+    KeepMessage(c.code, message);
+    failed_.Add(c.done_ns - c.intended_ns);
     if (c.sent_ns < 0 && c.code == kDeadlineExceeded) ++counts_.not_sent;
     return;
   }
@@ -104,7 +120,7 @@ void StepAccumulator::Add(const CallRecord& c) {
   server_inference_.Add(UsToNs(c.server_inference_us));
 }
 
-absl::Status StepAccumulator::Recode(int from, int to, int64_t n) {
+absl::Status StepAccumulator::Recode(int from, int to, int64_t n, absl::string_view message) {
   if (n == 0 || from == to) return absl::OkStatus();
   auto it = counts_.errors.find(from);
   const int64_t filed = it == counts_.errors.end() ? 0 : it->second;
@@ -112,8 +128,12 @@ absl::Status StepAccumulator::Recode(int from, int to, int64_t n) {
     return absl::InternalError(absl::StrCat("cannot file ", n, " calls of status ", from, " under ",
                                             to, ": ", filed, " are filed under it"));
   }
-  if ((it->second -= n) == 0) counts_.errors.erase(it);
+  if ((it->second -= n) == 0) {
+    counts_.errors.erase(it);
+    counts_.error_messages.erase(from);
+  }
   counts_.errors[to] += n;
+  KeepMessage(to, message);
   return absl::OkStatus();
 }
 
@@ -127,6 +147,7 @@ StepSummary StepAccumulator::Summary() const {
   }
   s.latency = latency_.Summary();
   s.latency_all = latency_all_.Summary();
+  s.failed = failed_.Summary();
   s.service = service_.Summary();
   s.send_lag = send_lag_.Summary();
   s.server_total = server_total_.Summary();

@@ -10,9 +10,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace bert {
 
@@ -20,10 +22,13 @@ namespace bert {
 struct CallRecord {
   int64_t intended_ns = 0;  // when the schedule wanted it sent
   int64_t sent_ns = -1;     // when it was handed to gRPC; -1: never sent (too late)
-  int64_t done_ns = 0;      // when its answer or error arrived
-  int code = 0;             // grpc::StatusCode
-  int inputs = 0;           // inputs in the request
-  int64_t tokens = 0;       // real tokens the server reported (OK answers)
+  // Open loop: its send waited for a free place under LoadOptions::max_outstanding (the
+  // server was behind), rather than only for the sender thread.
+  bool held = false;
+  int64_t done_ns = 0;  // when its answer or error arrived
+  int code = 0;         // grpc::StatusCode
+  int inputs = 0;       // inputs in the request
+  int64_t tokens = 0;   // real tokens the server reported (OK answers)
   // The server's Timing of the whole request (OK answers), microseconds.
   int64_t server_tokenize_us = 0;
   int64_t server_queue_us = 0;
@@ -35,7 +40,7 @@ struct CallRecord {
 // exact, mean exact up to a double's sum, percentiles the nearest rank within 0.1 %.
 struct LatencySummary {
   int64_t count = 0;
-  double mean = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
+  double mean = 0, p50 = 0, p90 = 0, p95 = 0, p99 = 0, p999 = 0, max = 0;
 };
 
 // A set of durations (nanoseconds) counted in log-linear buckets, so that a run of any
@@ -76,27 +81,37 @@ inline bool InWindow(const CallRecord& call, int64_t window_begin_ns, int64_t wi
   return call.intended_ns >= window_begin_ns && call.intended_ns < window_end_ns;
 }
 
+// A send later than this after its intended time counts as late (StepSummary::late_sends).
+inline constexpr int64_t kLateSendNs = 1'000'000;
+
 // A step's results over its measured window [begin, end).
 //
 // Calls whose intended send time lies in the window make up the counts, the error table
 // and the latencies (each waited for to its end). `latency` covers the OK calls; in
 // overload, when calls fail, `latency_all` (failed calls at the time their error arrived)
-// keeps them in view. Throughput counts the OK answers that arrived within the window, so
-// that a server that falls behind shows its own rate, not the offered one.
+// keeps them in view, and `failed` summarises the failed ones alone. Throughput counts the
+// OK answers that arrived within the window, so that a server that falls behind shows its
+// own rate, not the offered one.
 struct StepSummary {
   double window_s = 0;
   int64_t calls = 0;              // intended in the window
   int64_t ok = 0;                 // ... answered OK
   std::map<int, int64_t> errors;  // ... failed, by grpc::StatusCode
-  int64_t not_sent = 0;           // ... of the errors, never sent: past their deadline
-  double requests_per_s = 0;      // OK answers arriving in the window, per second
-  double sequences_per_s = 0;     // ... their inputs
-  double tokens_per_s = 0;        // ... their real tokens
-  LatencySummary latency;         // OK calls: done - intended
-  LatencySummary latency_all;     // every call, failed ones too: done - intended
-  LatencySummary service;         // OK calls: done - sent
-  LatencySummary send_lag;        // sent calls: sent - intended
-  LatencySummary server_total;    // OK calls: the server's own times
+  // The first message seen for each code in `errors` (at most kMaxErrorMessageBytes), so
+  // that a report says why calls failed, not only how.
+  std::map<int, std::string> error_messages;
+  int64_t not_sent = 0;         // ... of the errors, never sent: past their deadline
+  int64_t late_sends = 0;       // ... sent more than kLateSendNs after their intended time
+  int64_t held_sends = 0;       // ... of those, held by max_outstanding (CallRecord::held)
+  double requests_per_s = 0;    // OK answers arriving in the window, per second
+  double sequences_per_s = 0;   // ... their inputs
+  double tokens_per_s = 0;      // ... their real tokens
+  LatencySummary latency;       // OK calls: done - intended
+  LatencySummary latency_all;   // every call, failed ones too: done - intended
+  LatencySummary failed;        // failed calls: done - intended
+  LatencySummary service;       // OK calls: done - sent
+  LatencySummary send_lag;      // sent calls: sent - intended
+  LatencySummary server_total;  // OK calls: the server's own times
   LatencySummary server_tokenize;
   LatencySummary server_queue;
   LatencySummary server_inference;
@@ -108,12 +123,13 @@ class StepAccumulator {
  public:
   StepAccumulator(int64_t window_begin_ns, int64_t window_end_ns);
 
-  void Add(const CallRecord& call);
+  // `message`: why the call failed (kept as its code's example if it is the first).
+  void Add(const CallRecord& call, absl::string_view message = {});
   // Files `n` failed calls of the window, added with status `from`, under `to` instead (a
-  // stream's calls fail when it ends, before its final status is known). INTERNAL, with
-  // nothing moved, when fewer than `n` calls are filed under `from`: the caller's count of
-  // them is wrong.
-  absl::Status Recode(int from, int to, int64_t n);
+  // stream's calls fail when it ends, before its final status is known); `message` is the
+  // example for `to`. INTERNAL, with nothing moved, when fewer than `n` calls are filed
+  // under `from`: the caller's count of them is wrong.
+  absl::Status Recode(int from, int to, int64_t n, absl::string_view message = {});
   StepSummary Summary() const;
 
  private:
@@ -121,9 +137,15 @@ class StepAccumulator {
   const int64_t window_end_ns_;
   StepSummary counts_;  // calls, ok, errors, not_sent
   int64_t arrived_ = 0, arrived_inputs_ = 0, arrived_tokens_ = 0;
-  LatencyHistogram latency_, latency_all_, service_, send_lag_;
+  // Keeps `message` as the example of `code` unless one is kept already.
+  void KeepMessage(int code, absl::string_view message);
+
+  LatencyHistogram latency_, latency_all_, failed_, service_, send_lag_;
   LatencyHistogram server_total_, server_tokenize_, server_queue_, server_inference_;
 };
+
+// The longest error message a StepSummary keeps (longer ones are cut, marked with "...").
+inline constexpr size_t kMaxErrorMessageBytes = 300;
 
 // The summary of a step's calls (all of them kept): a StepAccumulator fed every call.
 StepSummary SummarizeStep(const std::vector<CallRecord>& calls, int64_t window_begin_ns,

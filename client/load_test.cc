@@ -153,6 +153,7 @@ TEST(LatencyHistogram, NearestRankPercentiles) {
   // Each value has a bucket of its own here, so the percentiles are exact.
   EXPECT_DOUBLE_EQ(s.p50, 50);
   EXPECT_DOUBLE_EQ(s.p90, 90);
+  EXPECT_DOUBLE_EQ(s.p95, 95);
   EXPECT_DOUBLE_EQ(s.p99, 99);
   EXPECT_DOUBLE_EQ(s.p999, 100);
   EXPECT_DOUBLE_EQ(s.max, 100);
@@ -267,6 +268,50 @@ TEST(StepAccumulator, RecodeMovesFailedCallsOfTheWindowToAnotherStatus) {
   ASSERT_TRUE(a.Recode(14, 10, 0).ok());
   s = a.Summary();
   EXPECT_EQ((std::map<int, int64_t>(s.errors)), (std::map<int, int64_t>{{10, 3}}));
+}
+
+TEST(StepAccumulator, KeepsTheFirstMessageOfEachCodeAndTheFailedCallsLatency) {
+  StepAccumulator a(0, Ms(1000));
+  a.Add(Call(100, 100, 110, /*INVALID_ARGUMENT*/ 3), "layers[0]: 99 is outside [-6, 6)");
+  a.Add(Call(120, 120, 150, 3), "another message");
+  a.Add(Call(130, 130, 140, /*UNAVAILABLE*/ 14), std::string(1000, 'x'));
+  a.Add(Call(200, 200, 210), "an OK call's message is not kept");
+  a.Add(Call(2000, 2000, 2010, /*INTERNAL*/ 13), "outside the window");
+  StepSummary s = a.Summary();
+  EXPECT_EQ(s.error_messages.size(), 2u);
+  EXPECT_EQ(s.error_messages.at(3), "layers[0]: 99 is outside [-6, 6)");
+  EXPECT_EQ(s.error_messages.at(14), std::string(kMaxErrorMessageBytes, 'x') + "...");
+  // Failed calls alone: 10, 30 and 10 ms.
+  EXPECT_EQ(s.failed.count, 3);
+  EXPECT_DOUBLE_EQ(s.failed.max, 30);
+  EXPECT_DOUBLE_EQ(s.failed.p50, 10);
+  // A recode moves the calls; the new code takes the message it is given, the old one keeps
+  // its own while calls remain filed under it.
+  ASSERT_TRUE(a.Recode(14, /*ABORTED*/ 10, 1, "the stream was aborted").ok());
+  s = a.Summary();
+  EXPECT_EQ(s.error_messages.count(14), 0u);
+  EXPECT_EQ(s.error_messages.at(10), "the stream was aborted");
+  ASSERT_TRUE(a.Recode(3, 10, 1, "not kept: ABORTED has one").ok());
+  s = a.Summary();
+  EXPECT_EQ(s.error_messages.at(10), "the stream was aborted");
+  EXPECT_EQ(s.error_messages.at(3), "layers[0]: 99 is outside [-6, 6)");
+}
+
+TEST(StepAccumulator, CountsLateSendsAndThoseHeldByMaxOutstanding) {
+  StepAccumulator a(0, Ms(1000));
+  a.Add(Call(100, 100, 110));  // on time
+  CallRecord slightly = Call(100, 100, 110);
+  slightly.sent_ns += kLateSendNs;  // exactly 1 ms late: not late
+  a.Add(slightly);
+  a.Add(Call(200, 205, 210));  // 5 ms late, by the sender
+  CallRecord held = Call(300, 350, 360);
+  held.held = true;  // 50 ms late, waiting for max_outstanding
+  a.Add(held);
+  a.Add(Call(400, -1, 400, /*DEADLINE_EXCEEDED*/ 4));  // never sent: no send lag
+  const StepSummary s = a.Summary();
+  EXPECT_EQ(s.send_lag.count, 4);
+  EXPECT_EQ(s.late_sends, 2);
+  EXPECT_EQ(s.held_sends, 1);
 }
 
 TEST(StepAccumulator, RecodeOfMoreCallsThanWereFiledIsAnErrorAndMovesNone) {
@@ -426,6 +471,7 @@ class FakeBertService final : public v1::BertService::Service {
       std::this_thread::sleep_for(delay);
       if (stream_error_every > 0 && n % stream_error_every == 0) {
         response.mutable_error()->set_code(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+        response.mutable_error()->set_message("refused by the test");
       } else {
         Answer(request, &response);
       }
@@ -635,6 +681,10 @@ TEST_F(LoadRunnerTest, OpenLoopSendsOnScheduleAndCountsTheBacklogInLatency) {
   EXPECT_GT(s.latency.p50, 1000);
   EXPECT_GT(s.latency.p50, 5 * s.service.p50);
   EXPECT_GT(s.send_lag.max, 2000);
+  // Nearly every send was late, and it was the limit of one open call that held them.
+  EXPECT_GT(s.late_sends, 150);
+  EXPECT_GT(s.held_sends, s.late_sends / 2);
+  EXPECT_EQ(result->stopped_ns, -1);
 }
 
 TEST_F(LoadRunnerTest, OpenLoopConstantRateKeepsItsSchedule) {
@@ -655,6 +705,7 @@ TEST_F(LoadRunnerTest, OpenLoopConstantRateKeepsItsSchedule) {
   // loaded machine; the sleep alone is accurate to ~0.1 ms).
   EXPECT_LT(s.send_lag.p50, 5.0);
   EXPECT_LT(s.send_lag.max, 1000.0);
+  EXPECT_EQ(s.held_sends, 0);  // nothing waited for max_outstanding (4,096)
 }
 
 TEST_F(LoadRunnerTest, DeadlinesCountFromTheIntendedSendTime) {
@@ -731,6 +782,8 @@ TEST_F(LoadRunnerTest, AServerThatIsDownGivesUnavailable) {
   EXPECT_EQ(s.calls, 10);
   EXPECT_EQ(s.ok, 0);
   EXPECT_EQ(s.errors.count(static_cast<int>(grpc::StatusCode::UNAVAILABLE)), 1u);
+  // gRPC's reason comes with the count.
+  EXPECT_FALSE(s.error_messages.at(static_cast<int>(grpc::StatusCode::UNAVAILABLE)).empty());
 }
 
 LoadOptions StreamOptions(milliseconds duration) {
@@ -773,6 +826,8 @@ TEST_F(LoadRunnerTest, StreamErrorsPerMessageAreCounted) {
     all_refused += c.code == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED);
   }
   EXPECT_EQ(all_refused, static_cast<int64_t>(result->calls.size()) / 3);
+  EXPECT_EQ(s.error_messages.at(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED)),
+            "refused by the test");
 }
 
 TEST_F(LoadRunnerTest, AStreamThatEndsFailsItsCallsAndTheStepEnds) {
@@ -792,6 +847,10 @@ TEST_F(LoadRunnerTest, AStreamThatEndsFailsItsCallsAndTheStepEnds) {
     // The stream's own status reaches the calls it failed, those sent after it ended too.
     EXPECT_EQ(s.errors.at(static_cast<int>(grpc::StatusCode::ABORTED)), 47);
     EXPECT_EQ(s.errors.size(), 1u);
+    EXPECT_EQ(s.error_messages.at(static_cast<int>(grpc::StatusCode::ABORTED)),
+              "stream ended by the test");
+    EXPECT_EQ(s.error_messages.size(), 1u);
+    EXPECT_EQ(result->stopped_ns, -1);  // an open loop keeps its schedule
     EXPECT_LT(took, std::chrono::seconds(5));
   }
 }
@@ -823,6 +882,10 @@ TEST_F(LoadRunnerTest, AClosedLoopStopsWhenEveryStreamHasEnded) {
   // Without the stop it would fail calls as fast as it could for the whole 2 s window.
   EXPECT_LT(s.calls, 50);
   EXPECT_LT(took, std::chrono::milliseconds(1500));
+  // The step says when it stopped, and why.
+  EXPECT_GE(result->stopped_ns, 0);
+  EXPECT_LT(result->stopped_ns, result->window_end_ns);
+  EXPECT_EQ(result->stopped_why, "ABORTED: stream ended by the test");
 }
 
 TEST_F(LoadRunnerTest, DrainCancelsAStreamThatNeverAnswers) {

@@ -77,19 +77,22 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
   } else {
     return absl::InvalidArgumentError("dtype: float32, float16 or bfloat16");
   }
-  if (text.truncation == "reject") {
-    request->set_truncation(v1::TRUNCATION_REJECT);
-  } else if (text.truncation == "truncate") {
-    request->set_truncation(v1::TRUNCATION_TRUNCATE);
-  } else {
-    return absl::InvalidArgumentError("truncation: truncate or reject");
-  }
+  absl::StatusOr<v1::Truncation> truncation = ParseTruncation(text.truncation);
+  if (!truncation.ok()) return truncation.status();
+  request->set_truncation(*truncation);
   request->set_normalize(text.normalize);
   return absl::OkStatus();
 }
 
+absl::StatusOr<v1::Truncation> ParseTruncation(absl::string_view text) {
+  if (text == "reject") return v1::TRUNCATION_REJECT;
+  if (text == "truncate") return v1::TRUNCATION_TRUNCATE;
+  return absl::InvalidArgumentError("truncation: truncate or reject");
+}
+
 absl::StatusOr<v1::Input> ParseInputLine(absl::string_view line) {
   const json j = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
   v1::Input input;
   if (j.is_string()) {
     input.mutable_text()->set_text_a(j.get<std::string>());

@@ -26,6 +26,9 @@ struct EmbedOptionsText {
   bool normalize = false;
 };
 
+// "truncate" or "reject" as the request's enum; INVALID_ARGUMENT for anything else.
+absl::StatusOr<v1::Truncation> ParseTruncation(absl::string_view text);
+
 // Sets every option of `request` but its inputs.
 absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* request);
 

@@ -103,6 +103,25 @@ TEST(ParseInputLine, RejectsMalformedLinesWithoutThrowing) {
   }
 }
 
+TEST(ParseInputLine, SaysWhenALineIsNotJson) {
+  // Broken JSON is named as such; well-formed JSON of the wrong shape gets the shape's message.
+  for (const char* line : {"not json", R"({"text_a": "x",})", "\"unterminated"}) {
+    const absl::Status status = ParseInputLine(line).status();
+    EXPECT_EQ(status.message(), "not valid JSON") << line;
+  }
+  const absl::Status shape = ParseInputLine("[1, 2]").status();
+  EXPECT_NE(shape.message().find("expected a JSON string or an object"), absl::string_view::npos)
+      << shape;
+}
+
+TEST(ParseTruncation, TakesTheTwoNamesOnly) {
+  EXPECT_EQ(*ParseTruncation("truncate"), v1::TRUNCATION_TRUNCATE);
+  EXPECT_EQ(*ParseTruncation("reject"), v1::TRUNCATION_REJECT);
+  for (const char* text : {"", "rejectt", "REJECT", "truncated"}) {
+    EXPECT_EQ(ParseTruncation(text).status().code(), absl::StatusCode::kInvalidArgument) << text;
+  }
+}
+
 TEST(ParseInputLines, SkipsBlankLinesAndNamesTheBadOne) {
   std::istringstream good("\"a\"\n\n  \n{\"text_a\": \"b\"}\n");
   absl::StatusOr<std::vector<v1::Input>> inputs = ParseInputLines(good, "stdin");

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -145,6 +146,10 @@ def test_input_file_with_pairs(server, tmp_path):
     assert step["ok"] > 0 and step["errors"] == {}
     # [CLS] the world [SEP] a new day [SEP] = 8 tokens, [CLS] hello world [SEP] = 4.
     assert step["tokens_per_s"] == pytest.approx(6 * step["sequences_per_s"])
+    # The synthetic lengths were not used, so the report does not claim them.
+    assert report["workload"]["lengths"] is None
+    lat = step["latency_ms"]
+    assert lat["p90"] <= lat["p95"] <= lat["p99"]
 
 
 def test_errors_are_counted_by_code(tmp_path):
@@ -164,18 +169,73 @@ def test_errors_are_counted_by_code(tmp_path):
     assert step["errors"].get("RESOURCE_EXHAUSTED", 0) == refused > 0
     assert step["ok"] == answered > 0
     assert step["latency_ms"]["count"] == step["ok"]
+    assert step["failed_latency_ms"]["count"] == refused
     assert "RESOURCE_EXHAUSTED" in stdout  # the table's error line
+    # The server's reason comes with the count, in the table and the report.
+    reason = step["error_messages"]["RESOURCE_EXHAUSTED"]
+    assert reason and f"RESOURCE_EXHAUSTED: {reason}" in stdout
+
+
+def test_a_step_over_max_error_percent_fails_the_run(tmp_path):
+    heavy = ["--max_concurrent_requests=1", "--max_batch_delay_us=20000",
+             "--adaptive_batch_delay=false"]
+    with Server(extra=heavy) as s:
+        args = [f"--server={s.address}", "--rate=400,200", "--duration_s=0.5", "--warmup_s=0",
+                "--lengths=fixed:60", "--inputs_per_request=8"]
+        r = bert_load(*args, "--max_error_percent=1")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "calls failed, over --max_error_percent=1" in r.stderr
+        assert "the sweep stops here" in r.stderr
+        assert "poisson 200/s" not in r.stdout  # the second step did not run
+        # A closed loop past the admission limit is said to be one before the sweep.
+        r = bert_load(f"--server={s.address}", "--concurrency=3", "--duration_s=0.3",
+                      "--warmup_s=0", "--lengths=fixed:8")
+        assert "--concurrency=3 is over the server's max_concurrent_requests 1" in r.stderr
+
+
+@pytest.mark.parametrize("api", ["unary", "stream"])
+def test_a_server_that_dies_mid_step_fails_the_run(tmp_path, api):
+    out = tmp_path / "report.json"
+    with Server() as s:
+        load = subprocess.Popen(
+            [bin_path("client", "bert_load"), f"--server={s.address}", f"--json_out={out}",
+             "--concurrency=2,4", "--duration_s=4", "--warmup_s=0", "--lengths=fixed:8",
+             f"--api={api}", "--timeout_ms=2000"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        s.kill()
+        stdout, stderr = load.communicate(timeout=60)
+    assert load.returncode == 1, stdout + stderr
+    assert "the server stopped answering during step c=2" in stderr
+    report = json.loads(out.read_text())
+    (step,) = report["steps"]  # the sweep stopped after it
+    assert step["ok"] > 0 and step["errors"]
+    if api == "stream":
+        # The closed loop stopped once both streams had ended, and says when.
+        assert 0 < step["stopped_early_s"] < 4
+        assert "UNAVAILABLE" in step["stopped_why"]
+        assert "every stream ended" in stdout
 
 
 def test_invalid_requests_are_errors_not_crashes(server, tmp_path):
     # The tiny model has 1024 tokens: ids beyond are INVALID_ARGUMENT for every call.
     inputs = tmp_path / "bad.jsonl"
     inputs.write_text('{"input_word_ids": [101, 5000, 102]}\n')
-    r = bert_load(f"--server={server.address}", f"--input_file={inputs}", "--concurrency=1",
-                  "--duration_s=0.3", "--warmup_s=0")
+    out = tmp_path / "report.json"
+    r = bert_load(f"--server={server.address}", f"--input_file={inputs}", "--concurrency=1,2",
+                  "--duration_s=0.3", "--warmup_s=0", f"--json_out={out}")
     assert r.returncode == 1  # no OK answer in the step
     assert "INVALID_ARGUMENT" in r.stdout
-    assert "no OK answer" in r.stderr
+    assert "step c=1 had no OK answer; the sweep stops here" in r.stderr
+    assert "c=2" not in r.stdout
+    (step,) = json.loads(out.read_text())["steps"]
+    # The server's own message says why, once per code: the id and the vocabulary.
+    message = step["error_messages"]["INVALID_ARGUMENT"]
+    assert "5000" in message
+    assert f"INVALID_ARGUMENT: {message}" in r.stdout
+    # No OK call was measured: its latency columns say so instead of printing 0.00.
+    (row,) = [line for line in r.stdout.splitlines() if line.startswith("c=1 ")]
+    assert row.split()[6:10] == ["-", "-", "-", "-"]
 
 
 def test_a_workload_over_the_server_limits_fails_before_sending(server):
@@ -197,6 +257,19 @@ def test_the_report_is_written_after_every_step(server, tmp_path):
     # Enough to run it again.
     assert report["run"]["timeout_ms"] == 1234
     assert report["workload"]["lengths"] == "fixed:5" and report["workload"]["seed"] == 1
+
+
+def test_a_metrics_address_that_does_not_answer_fails_before_the_first_step(server):
+    r = bert_load(f"--server={server.address}", "--metrics=127.0.0.1:1", "--duration_s=30")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--metrics=127.0.0.1:1: " in r.stderr
+    assert "c=8" not in r.stdout
+
+
+def test_help_lists_the_connection_flags():
+    r = bert_load("--help", timeout=30)
+    for flag in ("--server", "--tls", "--token_file", "--max_error_percent", "--concurrency"):
+        assert flag in r.stdout + r.stderr, flag
 
 
 def test_an_unwritable_report_fails_before_the_first_step(server):
