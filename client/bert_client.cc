@@ -144,7 +144,8 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
                 {"default_seq_length", info.limits().default_seq_length()},
                 {"max_batch_tokens", info.limits().max_batch_tokens()},
                 {"max_concurrent_requests", info.limits().max_concurrent_requests()},
-                {"max_message_bytes", info.limits().max_message_bytes()}}}};
+                {"max_message_bytes", info.limits().max_message_bytes()},
+                {"max_request_bytes", info.limits().max_request_bytes()}}}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }

@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -127,7 +128,17 @@ ABSL_FLAG(bool, custom_gemm, bert::CudaEngineOptions().custom_gemm,
           "kernel for batches of at most 256 rows (used where faster and in agreement with "
           "cuBLASLt)");
 ABSL_FLAG(int, default_seq_length, 128, "seq_length of requests that leave it 0");
-ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest request or response message");
+ABSL_FLAG(int64_t, max_message_bytes, 64 << 20,
+          "Largest response message (and request, when larger than --max_request_bytes)");
+ABSL_FLAG(int64_t, max_request_bytes, 16 << 20,
+          "Largest request message, at most --max_message_bytes (0: that); what gRPC may "
+          "buffer per unfinished incoming message");
+ABSL_FLAG(int, max_streams_per_connection, 256,
+          "Calls one client connection may have open at once (HTTP/2 streams); more wait in "
+          "the client");
+ABSL_FLAG(int64_t, grpc_memory_limit_mb, 2048,
+          "Memory gRPC may use for its connections (incoming messages included), MiB: above "
+          "it gRPC sheds connections; 0: unlimited");
 ABSL_FLAG(std::string, lowercase, "auto",
           "Lowercase and strip accents: auto (from tokenizer_config.json or the vocab), "
           "true, false");
@@ -473,6 +484,13 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   return loaded;
 }
 
+// --max_request_bytes, or --max_message_bytes where it is 0 or larger.
+int64_t MaxRequestBytes() {
+  const int64_t request = absl::GetFlag(FLAGS_max_request_bytes);
+  const int64_t message = absl::GetFlag(FLAGS_max_message_bytes);
+  return request == 0 ? message : std::min(request, message);
+}
+
 int Validate() {
   if (absl::GetFlag(FLAGS_model_dir).empty()) {
     BERT_LOG(kError) << "--model_dir is required";
@@ -490,6 +508,12 @@ int Validate() {
       absl::GetFlag(FLAGS_default_seq_length) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 ||
       absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1 ||
+      (absl::GetFlag(FLAGS_max_request_bytes) != 0 &&
+       absl::GetFlag(FLAGS_max_request_bytes) < 1024) ||
+      absl::GetFlag(FLAGS_max_request_bytes) > (int64_t{1} << 31) - 1 ||
+      absl::GetFlag(FLAGS_max_streams_per_connection) < 1 ||
+      absl::GetFlag(FLAGS_grpc_memory_limit_mb) < 0 ||
+      absl::GetFlag(FLAGS_grpc_memory_limit_mb) > (int64_t{1} << 30) ||
       absl::GetFlag(FLAGS_engine_watchdog_s) < -1 ||
       absl::GetFlag(FLAGS_engine_startup_watchdog_s) < -1) {
     BERT_LOG(kError) << "a numeric limit flag is out of range (see --help)";
@@ -514,6 +538,10 @@ void LogConfig() {
                   << LogKv("cpu_gemm", absl::GetFlag(FLAGS_cpu_gemm))
                   << LogKv("default_seq_length", absl::GetFlag(FLAGS_default_seq_length))
                   << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes))
+                  << LogKv("max_request_bytes", MaxRequestBytes())
+                  << LogKv("max_streams_per_connection",
+                           absl::GetFlag(FLAGS_max_streams_per_connection))
+                  << LogKv("grpc_memory_limit_mb", absl::GetFlag(FLAGS_grpc_memory_limit_mb))
                   << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))
                   << LogKv("tls", absl::GetFlag(FLAGS_tls_cert).empty() ? "off" : "on")
                   << LogKv("auth", absl::GetFlag(FLAGS_auth_token).empty() &&
@@ -647,6 +675,7 @@ int Run() {
   service_config.model_name = BaseName(absl::GetFlag(FLAGS_model_dir));
   service_config.auth_token = *token;
   service_config.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  service_config.max_request_bytes = MaxRequestBytes();
   BertServiceImpl service(service_config, &metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -660,9 +689,19 @@ int Run() {
                      << LogKv("error", added.message());
     return 1;
   }
-  const int max_bytes = static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes));
-  builder.SetMaxReceiveMessageSize(max_bytes);
-  builder.SetMaxSendMessageSize(max_bytes);
+  // What one client can make gRPC hold before any handler runs: incoming messages are
+  // buffered until complete (a peer may send part of one and stop), up to the request limit
+  // per stream, on up to max_streams_per_connection streams per connection; the memory quota
+  // bounds all connections together.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(MaxRequestBytes()));
+  builder.SetMaxSendMessageSize(static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes)));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             absl::GetFlag(FLAGS_max_streams_per_connection));
+  grpc::ResourceQuota quota("bert_server");
+  if (const int64_t limit_mb = absl::GetFlag(FLAGS_grpc_memory_limit_mb); limit_mb > 0) {
+    quota.Resize(static_cast<size_t>(limit_mb) << 20);
+    builder.SetResourceQuota(quota);
+  }
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {

@@ -50,8 +50,13 @@ bool EmbedHello(Pipeline* pipeline, absl::Notification* answered) {
   InputSpec input;
   input.text_a = "hello";
   spec.inputs = {input};
-  pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr, *std::move(permit),
-                  [answered](absl::StatusOr<EmbedResult>) { answered->Notify(); });
+  // The permit is released once the call is answered, as a server's once its answer is sent.
+  pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr,
+                  [answered, permit = std::make_shared<Admission::Permit>(*std::move(permit))](
+                      absl::StatusOr<EmbedResult>) {
+                    permit->Reset();
+                    answered->Notify();
+                  });
   return true;
 }
 

@@ -23,7 +23,6 @@ struct Pipeline::Request {
   absl::Time arrival;
   absl::Time deadline;
   std::shared_ptr<const std::atomic<bool>> cancelled;
-  Admission::Permit permit;
   EmbedCallback done;
   // Held from admission until its sequences are queued (or it failed before): the batcher
   // may wait for them (PipelineOptions::adaptive_batch_delay).
@@ -300,13 +299,11 @@ absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_lengt
 }
 
 void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
-                     std::shared_ptr<const std::atomic<bool>> cancelled, Admission::Permit permit,
-                     EmbedCallback done) {
+                     std::shared_ptr<const std::atomic<bool>> cancelled, EmbedCallback done) {
   auto request = std::make_shared<Request>();
   request->arrival = absl::Now();
   auto options = ValidateEmbedRequest(spec, limits_);
   if (!options.ok()) {
-    permit.Reset();
     done(options.status());
     return;
   }
@@ -314,7 +311,6 @@ void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
   request->spec = std::move(spec);
   request->deadline = deadline;
   request->cancelled = std::move(cancelled);
-  request->permit = std::move(permit);
   request->done = std::move(done);
   request->tokenizing = batcher_->Expect();
   workers_->Schedule([this, request] { TokenizeAndEnqueue(request); });
@@ -458,11 +454,11 @@ void Pipeline::Finish(const std::shared_ptr<Request>& request, absl::Status stat
     }
   }
   // A request that failed before its sequences were queued must not keep the batcher
-  // expecting them; released before the permit and the answer, after which the caller may
-  // destroy the Pipeline. (EnqueueAll took it over otherwise: nothing left to release.)
+  // expecting them; released before the answer, after which the caller may release its
+  // permit and then destroy the Pipeline. (EnqueueAll took it over otherwise: nothing left
+  // to release.)
   request->tokenizing.Release();
   EmbedCallback done = std::move(request->done);
-  request->permit.Reset();
   if (status.ok()) {
     done(std::move(result));
   } else {

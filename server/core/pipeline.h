@@ -103,21 +103,24 @@ class Pipeline {
   void Start();
 
   // RESOURCE_EXHAUSTED when at the concurrency limit, UNAVAILABLE before Start or while
-  // draining. The permit is held until the request's answer is handed back.
+  // draining. The caller holds the permit until the request's answer has left the server
+  // (for gRPC: until the call is done, or the stream's message written), so that the limit
+  // bounds the answers held in memory for slow readers too, and Drain waits for them.
   absl::StatusOr<Admission::Permit> Admit();
 
   // Validates at once (a bad request gets `done` with INVALID_ARGUMENT before this
-  // returns), then tokenizes and batches. `done` runs exactly once, on some thread.
-  // `cancelled` (may be null) is polled before the request's sequences reach the engine.
+  // returns), then tokenizes and batches. `done` runs exactly once, on some thread; the
+  // caller's permit (Admit) must be held until then at least. `cancelled` (may be null) is
+  // polled before the request's sequences reach the engine.
   void Embed(EmbedRequestSpec request, absl::Time deadline,
-             std::shared_ptr<const std::atomic<bool>> cancelled, Admission::Permit permit,
-             EmbedCallback done);
+             std::shared_ptr<const std::atomic<bool>> cancelled, EmbedCallback done);
 
   // Preprocessing only, run on the caller's thread.
   absl::StatusOr<std::vector<Encoding>> Tokenize(const TokenizeRequestSpec& request) const;
 
-  // Stops admitting (UNAVAILABLE), then returns true when every accepted request is
-  // answered and the engine is idle, or false if that takes longer than `timeout`.
+  // Stops admitting (UNAVAILABLE), then returns true when every permit is released (every
+  // accepted request answered and its answer sent) and the engine is idle, or false if that
+  // takes longer than `timeout`.
   bool Drain(absl::Duration timeout = absl::InfiniteDuration());
 
   const RequestLimits& limits() const { return limits_; }

@@ -159,11 +159,12 @@ TEST(PipelineWarmupTest, EngineBusyForCoversTheWarmup) {
 }
 
 absl::StatusOr<EmbedResult> EmbedSync(Pipeline* pipeline, EmbedRequestSpec spec) {
+  // Held until the answer is back, as a server holds it until the answer is sent.
   auto permit = pipeline->Admit();
   if (!permit.ok()) return permit.status();
   absl::Notification done;
   absl::StatusOr<EmbedResult> out;
-  pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr, *std::move(permit),
+  pipeline->Embed(std::move(spec), absl::InfiniteFuture(), nullptr,
                   [&](absl::StatusOr<EmbedResult> r) {
                     out = std::move(r);
                     done.Notify();
@@ -413,8 +414,9 @@ TEST(PipelineTest, ALoneCallerStopsWaitingForTheBatchingDelay) {
   auto permit = pipeline->Admit();
   ASSERT_TRUE(permit.ok());
   absl::Notification failed, answered;
-  pipeline->Embed(too_long, absl::InfiniteFuture(), nullptr, *std::move(permit),
-                  [&](absl::StatusOr<EmbedResult> r) {
+  pipeline->Embed(too_long, absl::InfiniteFuture(), nullptr,
+                  [&, permit = std::make_shared<Admission::Permit>(*std::move(permit))](
+                      absl::StatusOr<EmbedResult> r) {
                     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
                     failed.Notify();
                     answered.WaitForNotificationWithTimeout(absl::Seconds(30));

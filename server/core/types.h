@@ -11,6 +11,8 @@
 namespace bert {
 
 enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled };
+// How many heads there are: a request names at most this many (each once is enough).
+inline constexpr int kNumHeads = 5;
 enum class PaddingMode { kPadToSeqLength, kTrim };
 enum class Truncation { kTruncate, kReject };
 enum class OutputDType { kFloat32, kFloat16, kBFloat16 };

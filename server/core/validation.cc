@@ -83,6 +83,18 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));
   ResolvedOptions out;
   ASSIGN_OR_RETURN(out.seq_length, ResolveSeqLength(request.seq_length, limits));
+  // Repeats add nothing a request needs (a repeated layer repeats its whole tensor in the
+  // answer), so the lists are bounded: each head once, each layer twice (by its index and
+  // by its negative one: MaxLayerEntries, which the wire check applies too).
+  if (request.heads.size() > static_cast<size_t>(kNumHeads)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("heads: ", request.heads.size(), " entries exceed the limit of ", kNumHeads));
+  }
+  if (request.layers.size() > static_cast<size_t>(MaxLayerEntries(limits))) {
+    return absl::InvalidArgumentError(absl::StrCat("layers: ", request.layers.size(),
+                                                   " entries exceed the limit of ",
+                                                   MaxLayerEntries(limits)));
+  }
   std::vector<Head> heads = request.heads;
   if (heads.empty()) heads.push_back(Head::kDefault);
   for (Head head : heads) {
@@ -149,20 +161,24 @@ absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector
   if (limits.max_response_bytes <= 0) return absl::OkStatus();
   const int64_t element = BytesPerElement(options.dtype);
   const int64_t vector = static_cast<int64_t>(limits.hidden_size) * element;
+  const int64_t matrices =
+      (options.sequence ? 1 : 0) +
+      (options.encoder_outputs ? static_cast<int64_t>(options.layers_in_order.size()) : 0);
+  const int64_t vectors =
+      (options.pooled ? 1 : 0) + (options.default_head ? 1 : 0) + (options.mean_pooled ? 1 : 0);
   int64_t total = 0;
   for (int tokens : num_tokens) {
     const int64_t rows =
         options.padding == PaddingMode::kPadToSeqLength ? options.seq_length : tokens;
-    const int64_t matrices =
-        (options.sequence ? 1 : 0) +
-        (options.encoder_outputs ? static_cast<int64_t>(options.layers_in_order.size()) : 0);
-    const int64_t vectors =
-        (options.pooled ? 1 : 0) + (options.default_head ? 1 : 0) + (options.mean_pooled ? 1 : 0);
     total += matrices * rows * vector + vectors * vector;
   }
-  // Leave room for the message framing (shapes, timings, per-result fields) and the echo.
-  const int64_t budget =
-      limits.max_response_bytes - 1024 - 64 * int64_t(num_tokens.size()) - options.echoed_bytes;
+  // Leave room for the message framing and the echo. Framing, generously: a tensor's
+  // length prefixes, dtype and shape (and a layer's wrapper) take under 48 bytes; a
+  // result's timings and counts under 128; the response's own fields under 1,024.
+  // (The service also checks the answer's real size before sending it.)
+  const int64_t inputs = static_cast<int64_t>(num_tokens.size());
+  const int64_t framing = 1024 + inputs * (128 + 48 * (matrices + vectors));
+  const int64_t budget = limits.max_response_bytes - framing - options.echoed_bytes;
   if (total > budget) {
     return absl::InvalidArgumentError(
         absl::StrCat("the response would carry ", total, " bytes of tensors",

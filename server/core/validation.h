@@ -29,6 +29,10 @@ struct RequestLimits {
   int64_t max_response_bytes = 0;  // 0: unchecked.
 };
 
+// The most entries EmbedRequest.layers may have: each layer twice (by its index and by its
+// negative one).
+inline int MaxLayerEntries(const RequestLimits& limits) { return 2 * limits.num_layers; }
+
 // An Embed request's options after validation.
 struct ResolvedOptions {
   int seq_length = 0;

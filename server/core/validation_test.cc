@@ -118,6 +118,15 @@ TEST(ValidationTest, EveryFailureNamesItsField) {
   ExpectInvalid(layer, "layers[1]: 4 is outside [-4, 4)");
   layer.layers = {-5};
   ExpectInvalid(layer, "layers[0]: -5 is outside [-4, 4)");
+  // Repeats are allowed up to twice as many entries as the model has layers (each repeat
+  // is a whole tensor in the answer), heads up to as many as there are.
+  layer.layers = {0, 1, 2, 3, -1, -2, -3, -4};
+  EXPECT_TRUE(ValidateEmbedRequest(layer, Limits()).ok());
+  layer.layers.push_back(0);
+  ExpectInvalid(layer, "layers: 9 entries exceed the limit of 8");
+  layer.layers = {};
+  layer.heads = std::vector<Head>(6, Head::kSequence);
+  ExpectInvalid(layer, "heads: 6 entries exceed the limit of 5");
 }
 
 TEST(ValidationTest, TruncatePolicyAcceptsLongTokenInputs) {
@@ -158,7 +167,8 @@ namespace {
 TEST(ValidationTest, ResponseSizeIsCheckedAgainstTheMessageLimit) {
   RequestLimits limits = Limits();
   limits.hidden_size = 100;
-  limits.max_response_bytes = 1024 + 64 * 2 + 2 * 10 * 100 * 4;  // two 10x100 float32
+  // Two 10x100 float32 tensors and their framing (1,024 + 128 per result + 48 per tensor).
+  limits.max_response_bytes = 1024 + 2 * (128 + 48) + 2 * 10 * 100 * 4;
   ResolvedOptions o;
   o.seq_length = 10;
   o.sequence = true;

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/grpc/convert.h"
@@ -33,6 +34,15 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 absl::Status NotReady() { return absl::UnavailableError("the model is still loading"); }
 
+// What the wire check refuses before parsing: as validation would after it.
+WireLimits WireLimitsOf(const RequestLimits& limits) {
+  WireLimits wire;
+  wire.max_inputs = limits.max_inputs_per_request;
+  wire.max_heads = kNumHeads;
+  wire.max_layers = MaxLayerEntries(limits);
+  return wire;
+}
+
 // Embed: one request, answered from a pipeline thread.
 class EmbedReactor final : public grpc::ServerUnaryReactor {
  public:
@@ -44,7 +54,15 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
   }
 
   void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }
+  // The answer has been sent (or the call failed): only now is its admission released, so
+  // that answers waiting for a slow reader count against the limit.
+  void OnDone() override {
+    if (permit_.valid()) {
+      permit_.Reset();
+      service_->ReportInFlight();
+    }
+    delete this;
+  }
 
  private:
   absl::Status Begin(grpc::CallbackServerContext* context, const grpc::ByteBuffer* wire) {
@@ -54,14 +72,15 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
     if (pipeline == nullptr) return NotReady();
     auto permit = pipeline->Admit();
     if (!permit.ok()) return permit.status();
-    if (service_->metrics() != nullptr) service_->metrics()->SetInFlight(pipeline->in_flight());
+    permit_ = *std::move(permit);
+    service_->ReportInFlight();
     v1::EmbedRequest request;
-    absl::Status parsed = ParseEmbedRequest(*wire, &request);
+    absl::Status parsed = ParseEmbedRequest(*wire, WireLimitsOf(pipeline->limits()), &request);
     if (!parsed.ok()) return parsed;
     auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
     response_->set_request_id(request.request_id());
-    pipeline->Embed(*std::move(spec), DeadlineOf(context), cancelled_, *std::move(permit),
+    pipeline->Embed(*std::move(spec), DeadlineOf(context), cancelled_,
                     [this](absl::StatusOr<EmbedResult> result) {
                       if (!result.ok()) {
                         Done(result.status());
@@ -71,7 +90,7 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
                         service_->metrics()->RecordStages(result->timing);
                       }
                       ToProto(*std::move(result), response_.get());
-                      Done(absl::OkStatus());
+                      Done(service_->CheckAnswerSize(*response_));
                     });
     return absl::OkStatus();
   }
@@ -86,6 +105,7 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
 
   BertServiceImpl* const service_;
   grpc::ByteBuffer* const out_;
+  Admission::Permit permit_;  // from admission until OnDone
   std::unique_ptr<v1::EmbedResponse> response_ = std::make_unique<v1::EmbedResponse>();
   const absl::Time start_;
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
@@ -95,7 +115,8 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
 // responses are written strictly in request order (a finished response waits for the ones
 // before it). A bad request gets a response with `error`; the stream goes on. The reactor
 // finishes only when reads are done and every pending request has been answered, so no
-// pipeline callback can outlive it.
+// pipeline callback can outlive it. Each admitted message holds its permit until its answer
+// is written (or dropped, when the client has gone).
 class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   static constexpr size_t kMaxInFlight = 16;
@@ -105,7 +126,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     absl::Status auth = service_->CheckAuth(context);
     if (!auth.ok()) {
       finished_ = true;
-      Finish(ToGrpcStatus(auth));
+      const grpc::Status status = ToGrpcStatus(auth);
+      service_->Record("EmbedStream", status.error_code(), absl::Now());
+      Finish(status);
       return;
     }
     reading_ = true;
@@ -127,7 +150,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     auto slot = std::make_shared<Slot>();
     slot->start = absl::Now();
     v1::EmbedRequest request;
-    absl::Status status = ParseEmbedRequest(wire_in_, &request);
+    Pipeline* pipeline = service_->pipeline();
+    absl::Status status =
+        pipeline == nullptr
+            ? NotReady()
+            : ParseEmbedRequest(wire_in_, WireLimitsOf(pipeline->limits()), &request);
     slot->request_id = EchoableRequestId(request);
     {
       absl::MutexLock lock(&mu_);
@@ -146,13 +173,16 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   void OnWriteDone(bool ok) override {
     Actions actions;
+    bool released;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
-      pending_.pop_front();
+      released = ReleaseFrontLocked();
       if (!ok) broken_ = true;
+      released |= DropReadyIfBrokenLocked();
       actions = NextActionsLocked();
     }
+    if (released) service_->ReportInFlight();
     Run(actions);
   }
 
@@ -163,6 +193,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   struct Slot {
     absl::Time start;
     std::string request_id;
+    Admission::Permit permit;  // admitted messages: until written or dropped
     bool ready = false;
     grpc::ByteBuffer wire;
   };
@@ -178,9 +209,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (pipeline == nullptr) return NotReady();
     auto permit = pipeline->Admit();
     if (!permit.ok()) return permit.status();
+    slot->permit = *std::move(permit);  // read by no other thread before the slot is ready
+    service_->ReportInFlight();
     auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
-    pipeline->Embed(*std::move(spec), DeadlineOf(context_), cancelled_, *std::move(permit),
+    pipeline->Embed(*std::move(spec), DeadlineOf(context_), cancelled_,
                     [this, slot](absl::StatusOr<EmbedResult> result) {
                       if (!result.ok()) {
                         Complete(slot, result.status(), nullptr);
@@ -192,16 +225,20 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   }
 
   // Builds the slot's response (any thread), then writes whatever is next in order.
-  void Complete(const std::shared_ptr<Slot>& slot, const absl::Status& status,
-                EmbedResult* result) {
-    const grpc::Status grpc_status = ToGrpcStatus(status);
-    service_->Record("EmbedStream", grpc_status.error_code(), slot->start);
+  void Complete(const std::shared_ptr<Slot>& slot, absl::Status status, EmbedResult* result) {
     v1::EmbedResponse response;
     response.set_request_id(slot->request_id);
     if (status.ok()) {
-      if (service_->metrics() != nullptr) service_->metrics()->RecordStages(result->timing);
+      const StageTiming timing = result->timing;
       ToProto(std::move(*result), &response);
-    } else {
+      status = service_->CheckAnswerSize(response);
+      if (status.ok() && service_->metrics() != nullptr) service_->metrics()->RecordStages(timing);
+    }
+    const grpc::Status grpc_status = ToGrpcStatus(status);
+    service_->Record("EmbedStream", grpc_status.error_code(), slot->start);
+    if (!status.ok()) {
+      response.Clear();
+      response.set_request_id(slot->request_id);
       response.mutable_error()->set_code(static_cast<int>(grpc_status.error_code()));
       response.mutable_error()->set_message(grpc_status.error_message());
       // An error about a request_id near the message limit cannot echo it: the answer would
@@ -211,21 +248,39 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     }
     Serialize(response, &slot->wire);
     Actions actions;
+    bool released;
     {
       absl::MutexLock lock(&mu_);
       slot->ready = true;
+      released = DropReadyIfBrokenLocked();
       actions = NextActionsLocked();
     }
+    if (released) service_->ReportInFlight();
     Run(actions);
+  }
+
+  // Pops the written front slot and releases its permit; true if it held one.
+  bool ReleaseFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const bool held = pending_.front()->permit.valid();
+    pending_.front()->permit.Reset();
+    pending_.pop_front();
+    return held;
+  }
+
+  // The client is gone: drops the answers that are ready at the front (releasing their
+  // permits); the others are dropped as they become ready. True if a permit was released.
+  bool DropReadyIfBrokenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    bool released = false;
+    while (broken_ && !writing_ && !pending_.empty() && pending_.front()->ready) {
+      released |= ReleaseFrontLocked();
+    }
+    return released;
   }
 
   Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Actions a;
     if (finished_) return a;
-    if (broken_) {
-      // The client is gone: drop answers that are ready, wait for the others.
-      while (!writing_ && !pending_.empty() && pending_.front()->ready) pending_.pop_front();
-    } else if (!writing_ && !pending_.empty() && pending_.front()->ready) {
+    if (!broken_ && !writing_ && !pending_.empty() && pending_.front()->ready) {
       writing_ = true;
       a.write = pending_.front();
     }
@@ -283,13 +338,25 @@ absl::Status BertServiceImpl::CheckAuth(const grpc::CallbackServerContext* conte
   return absl::OkStatus();
 }
 
+void BertServiceImpl::ReportInFlight() const {
+  Pipeline* p = pipeline();
+  if (metrics_ != nullptr && p != nullptr) metrics_->SetInFlight(p->in_flight());
+}
+
+absl::Status BertServiceImpl::CheckAnswerSize(const v1::EmbedResponse& response) const {
+  const uint64_t limit = config_.max_message_bytes;  // 0: unchecked
+  const size_t size = response.ByteSizeLong();
+  if (limit == 0 || size <= limit) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("the response would be ", size, " bytes, over the server's ", limit,
+                   "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
+                   "float16/bfloat16, or a shorter request_id"));
+}
+
 void BertServiceImpl::Record(const char* method, grpc::StatusCode code, absl::Time start) const {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (metrics_ != nullptr) {
-    metrics_->RecordRequest(method, code, seconds);
-    Pipeline* p = pipeline();
-    if (p != nullptr) metrics_->SetInFlight(p->in_flight());
-  }
+  if (metrics_ != nullptr) metrics_->RecordRequest(method, code, seconds);
+  ReportInFlight();
   if (LogEnabled(LogLevel::kDebug)) {
     BERT_LOG(kDebug) << "rpc" << LogKv("method", method) << LogKv("code", GrpcCodeName(code))
                      << LogKv("ms", seconds * 1e3);
@@ -320,7 +387,7 @@ grpc::ServerUnaryReactor* BertServiceImpl::Tokenize(grpc::CallbackServerContext*
     auto permit = p->Admit();
     if (!permit.ok()) return permit.status();
     v1::TokenizeRequest request;
-    absl::Status parsed = ParseTokenizeRequest(*wire, &request);
+    absl::Status parsed = ParseTokenizeRequest(*wire, WireLimitsOf(p->limits()), &request);
     if (!parsed.ok()) return parsed;
     auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
@@ -382,6 +449,7 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
     limits->set_max_batch_tokens(p->options().max_batch_tokens);
     limits->set_max_concurrent_requests(p->options().max_concurrent_requests);
     limits->set_max_message_bytes(config_.max_message_bytes);
+    limits->set_max_request_bytes(config_.max_request_bytes);
     response->set_server_version(config_.server_version);
     return absl::OkStatus();
   };

@@ -20,8 +20,9 @@ namespace bert {
 
 struct ServiceConfig {
   std::string model_name;
-  std::string auth_token;  // Empty: no authentication.
-  uint64_t max_message_bytes = 0;
+  std::string auth_token;          // Empty: no authentication.
+  uint64_t max_message_bytes = 0;  // responses (0: unchecked)
+  uint64_t max_request_bytes = 0;  // reported in GetModelInfo
   std::string server_version = "0.1.0";
 };
 
@@ -58,6 +59,12 @@ class BertServiceImpl final : public BertServiceBase {
   ServerMetrics* metrics() const { return metrics_; }
   uint64_t max_message_bytes() const { return config_.max_message_bytes; }
   void Record(const char* method, grpc::StatusCode code, absl::Time start) const;
+  // Sets the in-flight gauge from the pipeline's admission count (after a permit is taken
+  // or released).
+  void ReportInFlight() const;
+  // OK, or INVALID_ARGUMENT when `response` is over the message limit (a request the early
+  // estimate, CheckResponseSize, let through); sending it would fail in gRPC after the work.
+  absl::Status CheckAnswerSize(const v1::EmbedResponse& response) const;
 
  private:
   const ServiceConfig config_;

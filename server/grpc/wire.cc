@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "server/text/utf8.h"
+#include "server/util/status_macros.h"
 
 namespace bert {
 namespace {
@@ -29,13 +30,15 @@ bool ReadVarint(absl::string_view* data, uint64_t* value) {
   return false;
 }
 
-// Reads one field; `payload` is set for length-delimited fields. False at the end or on
-// malformed input.
-bool NextField(absl::string_view* data, int* number, absl::string_view* payload) {
+// Reads one field; `payload` is set for length-delimited fields, `wire_type` (if not null)
+// to the field's wire type. False at the end or on malformed input.
+bool NextField(absl::string_view* data, int* number, absl::string_view* payload,
+               int* wire_type = nullptr) {
   uint64_t tag;
   if (data->empty() || !ReadVarint(data, &tag)) return false;
   *number = static_cast<int>(tag >> 3);
   *payload = absl::string_view();
+  if (wire_type != nullptr) *wire_type = static_cast<int>(tag & 7);
   uint64_t length = 0;
   switch (tag & 7) {
     case kVarint:
@@ -78,6 +81,61 @@ std::string WireToString(const grpc::ByteBuffer& buffer) {
     out.append(reinterpret_cast<const char*>(s.begin()), s.size());
   }
   return out;
+}
+
+// Entries of a repeated scalar field seen once: a packed run holds one varint per byte
+// without the continuation bit; an unpacked entry is one varint.
+int64_t ScalarEntries(int wire_type, absl::string_view payload) {
+  if (wire_type != kLengthDelimited) return 1;
+  int64_t n = 0;
+  for (char c : payload) n += (static_cast<uint8_t>(c) & 0x80) == 0 ? 1 : 0;
+  return n;
+}
+
+// As validation words it ("inputs: 300 inputs exceed the limit of 256").
+absl::Status OverLimit(const char* field, int64_t count, int limit) {
+  const bool inputs = absl::string_view(field) == "inputs";
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": ", count, inputs ? " inputs" : " entries", " exceed the limit of ", limit));
+}
+
+// Counts `field`'s entries (message fields: occurrences; scalars: ScalarEntries) in the
+// top level of `wire`; INVALID_ARGUMENT when they are over `limit` (0: unchecked).
+absl::Status CheckCount(absl::string_view wire, int field, bool scalar, const char* name,
+                        int limit) {
+  if (limit <= 0) return absl::OkStatus();
+  int64_t count = 0;
+  int number, wire_type;
+  absl::string_view payload;
+  while (NextField(&wire, &number, &payload, &wire_type)) {
+    if (number == field) count += scalar ? ScalarEntries(wire_type, payload) : 1;
+  }
+  return count > limit ? OverLimit(name, count, limit) : absl::OkStatus();
+}
+
+// The bytes of `buffer`: a view of its only slice, or a copy into `flat` when it has more.
+absl::string_view WireView(const grpc::ByteBuffer& buffer, std::vector<grpc::Slice>* slices,
+                           std::string* flat) {
+  if (!buffer.Dump(slices).ok()) return absl::string_view();
+  if (slices->size() == 1) {
+    const grpc::Slice& s = slices->front();
+    return absl::string_view(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  for (const grpc::Slice& s : *slices)
+    flat->append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return *flat;
+}
+
+// The last value of the top-level length-delimited field `field` (as the parser keeps it),
+// or "".
+absl::string_view LastBytesField(absl::string_view wire, int field) {
+  absl::string_view last;
+  int number;
+  absl::string_view payload;
+  while (NextField(&wire, &number, &payload)) {
+    if (number == field) last = payload;
+  }
+  return last;
 }
 
 template <typename Message>
@@ -134,11 +192,35 @@ std::string FindInvalidUtf8InTokenizeRequest(absl::string_view data) {
   return "";
 }
 
-absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, v1::EmbedRequest* request) {
+absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& limits) {
+  // EmbedRequest: inputs = 1, heads = 3, layers = 4.
+  RETURN_IF_ERROR(CheckCount(wire, 1, /*scalar=*/false, "inputs", limits.max_inputs));
+  RETURN_IF_ERROR(CheckCount(wire, 3, /*scalar=*/true, "heads", limits.max_heads));
+  return CheckCount(wire, 4, /*scalar=*/true, "layers", limits.max_layers);
+}
+
+absl::Status CheckTokenizeRequestCounts(absl::string_view wire, const WireLimits& limits) {
+  return CheckCount(wire, 1, /*scalar=*/false, "inputs", limits.max_inputs);  // inputs = 1
+}
+
+absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                               v1::EmbedRequest* request) {
+  std::vector<grpc::Slice> slices;
+  std::string flat;
+  const absl::string_view wire = WireView(buffer, &slices, &flat);
+  if (absl::Status counted = CheckEmbedRequestCounts(wire, limits); !counted.ok()) {
+    // Unparsed, but its answer can still echo the request_id (EchoableRequestId).
+    request->set_request_id(std::string(LastBytesField(wire, 9)));  // request_id = 9
+    return counted;
+  }
   return Parse(buffer, request, &FindInvalidUtf8InEmbedRequest);
 }
 
-absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRequest* request) {
+absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                                  v1::TokenizeRequest* request) {
+  std::vector<grpc::Slice> slices;
+  std::string flat;
+  RETURN_IF_ERROR(CheckTokenizeRequestCounts(WireView(buffer, &slices, &flat), limits));
   return Parse(buffer, request, &FindInvalidUtf8InTokenizeRequest);
 }
 

@@ -2,6 +2,12 @@
 // proto3 string field holding invalid UTF-8 before the service sees it (answering
 // UNIMPLEMENTED); the service parses requests itself so that such a request gets
 // INVALID_ARGUMENT naming the field ("inputs[2].text.text_a: invalid UTF-8").
+//
+// Before parsing, the repeated fields are counted on the wire and a request with more
+// entries than the server takes is refused (INVALID_ARGUMENT) without being parsed: an entry
+// can cost two bytes on the wire and a hundred times that once parsed (an empty Input is a
+// message object), so a request within the message size limit could otherwise take
+// gigabytes before validation refused it.
 // Thread-safe (pure functions).
 #ifndef BERT_SERVER_GRPC_WIRE_H_
 #define BERT_SERVER_GRPC_WIRE_H_
@@ -15,8 +21,23 @@
 
 namespace bert {
 
-absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, v1::EmbedRequest* request);
-absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, v1::TokenizeRequest* request);
+// The most entries of each repeated field a request may have (0: unchecked).
+struct WireLimits {
+  int max_inputs = 0;  // EmbedRequest.inputs, TokenizeRequest.inputs
+  int max_heads = 0;   // EmbedRequest.heads
+  int max_layers = 0;  // EmbedRequest.layers
+};
+
+absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                               v1::EmbedRequest* request);
+absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                                  v1::TokenizeRequest* request);
+
+// The checks ParseEmbedRequest/ParseTokenizeRequest make before parsing: OK, or
+// INVALID_ARGUMENT naming the field whose entries are over `limits`. Malformed wire data is
+// left to the parser (OK here).
+absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& limits);
+absl::Status CheckTokenizeRequestCounts(absl::string_view wire, const WireLimits& limits);
 
 // The request_id to echo in the answer to `request`, which may be what a failed parse left
 // behind: its request_id when that is valid UTF-8, else "". A proto3 string must be UTF-8,

@@ -31,7 +31,7 @@ TEST(WireTest, NamesTheFieldWithInvalidUtf8) {
   const std::string wire = WithInvalidUtf8(request);
   EXPECT_EQ(FindInvalidUtf8InEmbedRequest(wire), "inputs[2].text.text_b");
   v1::EmbedRequest parsed;
-  absl::Status s = ParseEmbedRequest(ToBuffer(wire), &parsed);
+  absl::Status s = ParseEmbedRequest(ToBuffer(wire), WireLimits(), &parsed);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "inputs[2].text.text_b: invalid UTF-8");
 }
@@ -46,7 +46,7 @@ TEST(WireTest, RequestIdAndTokenizeRequests) {
   tokenize.add_inputs()->set_text_a("ok");
   tokenize.add_inputs()->set_text_a("@@");
   v1::TokenizeRequest parsed;
-  absl::Status s = ParseTokenizeRequest(ToBuffer(WithInvalidUtf8(tokenize)), &parsed);
+  absl::Status s = ParseTokenizeRequest(ToBuffer(WithInvalidUtf8(tokenize)), WireLimits(), &parsed);
   EXPECT_EQ(s.message(), "inputs[1].text_a: invalid UTF-8");
 }
 
@@ -56,7 +56,7 @@ TEST(WireTest, OnlyValidUtf8RequestIdsAreEchoed) {
   ASSERT_FALSE(ParseEmbedRequest(ToBuffer(std::string("\x4a\x02"
                                                       "a\xff",
                                                       4)),
-                                 &partial)
+                                 WireLimits(), &partial)
                    .ok());
   EXPECT_EQ(EchoableRequestId(partial), "");
   partial.set_request_id("bad \xc3");
@@ -73,15 +73,77 @@ TEST(WireTest, ValidRequestsRoundTrip) {
   grpc::ByteBuffer buffer;
   Serialize(request, &buffer);
   v1::EmbedRequest parsed;
-  ASSERT_TRUE(ParseEmbedRequest(buffer, &parsed).ok());
+  ASSERT_TRUE(ParseEmbedRequest(buffer, WireLimits(), &parsed).ok());
   EXPECT_EQ(parsed.inputs(0).text().text_a(), "caf\xc3\xa9");
   EXPECT_EQ(parsed.heads(0), v1::HEAD_SEQUENCE);
   EXPECT_EQ(FindInvalidUtf8InEmbedRequest(request.SerializeAsString()), "");
 }
 
+// A request with `n` entries of each repeated field: empty inputs, heads packed, layers
+// unpacked (as a hostile client may write them).
+std::string ManyEntries(int inputs, int heads, int layers) {
+  std::string wire;
+  for (int i = 0; i < inputs; ++i) wire += std::string("\x0a\x00", 2);  // inputs = 1, empty
+  if (heads > 0) {
+    wire += '\x1a';  // heads = 3, packed
+    wire += static_cast<char>(heads);
+    wire += std::string(heads, '\x01');
+  }
+  for (int i = 0; i < layers; ++i) wire += std::string("\x20\x00", 2);  // layers = 4, varint 0
+  return wire;
+}
+
+TEST(WireTest, RepeatedFieldsOverTheLimitsAreRefusedBeforeParsing) {
+  WireLimits limits;
+  limits.max_inputs = 4;
+  limits.max_heads = 5;
+  limits.max_layers = 12;
+  EXPECT_TRUE(CheckEmbedRequestCounts(ManyEntries(4, 5, 12), limits).ok());
+  EXPECT_TRUE(CheckEmbedRequestCounts(ManyEntries(4, 5, 12), WireLimits()).ok());
+  const struct {
+    std::string wire;
+    const char* message;
+  } cases[] = {
+      {ManyEntries(5, 1, 0), "inputs: 5 inputs exceed the limit of 4"},
+      {ManyEntries(1, 6, 0), "heads: 6 entries exceed the limit of 5"},
+      {ManyEntries(1, 1, 13), "layers: 13 entries exceed the limit of 12"},
+  };
+  for (const auto& c : cases) {
+    const absl::Status checked = CheckEmbedRequestCounts(c.wire, limits);
+    EXPECT_EQ(checked.code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_EQ(checked.message(), c.message);
+    // The parse refuses it the same way, from a buffer of one slice or of several.
+    v1::EmbedRequest parsed;
+    EXPECT_EQ(ParseEmbedRequest(ToBuffer(c.wire), limits, &parsed).message(), c.message);
+    std::vector<grpc::Slice> pieces = {grpc::Slice(c.wire.substr(0, 3)),
+                                       grpc::Slice(c.wire.substr(3))};
+    grpc::ByteBuffer split(pieces.data(), pieces.size());
+    EXPECT_EQ(ParseEmbedRequest(split, limits, &parsed).message(), c.message);
+  }
+  // The refused request's id is still there to be echoed.
+  v1::EmbedRequest with_id;
+  ASSERT_FALSE(
+      ParseEmbedRequest(ToBuffer(ManyEntries(9, 0, 0) + "\x4a\x03id7"), limits, &with_id).ok());
+  EXPECT_EQ(EchoableRequestId(with_id), "id7");
+  // Packed and unpacked entries of one field add up.
+  std::string mixed = ManyEntries(1, 0, 8);
+  mixed += "\x22\x05";  // layers = 4, packed: five one-byte varints
+  mixed += std::string(5, '\x02');
+  EXPECT_EQ(CheckEmbedRequestCounts(mixed, limits).message(),
+            "layers: 13 entries exceed the limit of 12");
+  // Tokenize: inputs only.
+  v1::TokenizeRequest tokenize;
+  for (int i = 0; i < 5; ++i) tokenize.add_inputs()->set_text_a("x");
+  EXPECT_EQ(
+      ParseTokenizeRequest(ToBuffer(tokenize.SerializeAsString()), limits, &tokenize).message(),
+      "inputs: 5 inputs exceed the limit of 4");
+  EXPECT_TRUE(CheckTokenizeRequestCounts(tokenize.SerializeAsString(), WireLimits()).ok());
+}
+
 TEST(WireTest, GarbageIsInvalidArgument) {
   v1::EmbedRequest parsed;
-  absl::Status s = ParseEmbedRequest(ToBuffer(std::string("\x0a\xff\xff\xff", 4)), &parsed);
+  absl::Status s =
+      ParseEmbedRequest(ToBuffer(std::string("\x0a\xff\xff\xff", 4)), WireLimits(), &parsed);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -370,6 +370,11 @@ def predict_embed(pb2, req, lim):
     errors += [f"heads[{j}]" for j, h in enumerate(req.heads) if h not in valid_heads]
     errors += [f"layers[{j}]" for j, l in enumerate(req.layers)
                if not -lim.layers <= l < lim.layers]
+    # Each head once, each layer twice (by its index and its negative one) at most.
+    if len(req.heads) > len(valid_heads):
+        errors.append("heads:")
+    if len(req.layers) > 2 * lim.layers:
+        errors.append("layers:")
     if req.padding not in (0, 1, 2):
         errors.append("padding")
     if req.output_dtype not in (0, 1, 2, 3):
@@ -398,9 +403,9 @@ def predict_embed(pb2, req, lim):
                 token_bounds.append((min(3 if inp.text.HasField("text_b") else 2, seq), seq))
     if not errors:
         least, most = response_tensor_bytes(pb2, req, lim, seq, token_bounds)
-        if least > response_budget(req, lim):
+        if least > response_budget(pb2, req, lim):
             errors.append("message limit")
-        elif most > response_budget(req, lim):
+        elif most > response_budget(pb2, req, lim):
             maybe.append("message limit")
     if errors:
         return Expect({INVALID}, errors + maybe)
@@ -413,11 +418,8 @@ def response_tensor_bytes(pb2, req, lim, seq, token_bounds):
     """(least, most) bytes of tensors an OK answer carries: the README documents that a
     response over --max_message_bytes is refused; server/core/validation.cc's
     CheckResponseSize counts it this way."""
-    heads = wanted_heads(pb2, req)
     vector = lim.hidden * DTYPE_BYTES[req.output_dtype or 1]
-    matrices = ((pb2.HEAD_SEQUENCE in heads)
-                + (len(layers_in_order(req, lim)) if pb2.HEAD_ENCODER_OUTPUTS in heads else 0))
-    vectors = sum(h in heads for h in (pb2.HEAD_POOLED, pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED))
+    matrices, vectors = tensors_per_result(pb2, req, lim)
     trim = req.padding == pb2.PADDING_TRIM
     least = most = 0
     for lo, hi in token_bounds:
@@ -426,9 +428,21 @@ def response_tensor_bytes(pb2, req, lim, seq, token_bounds):
     return least, most
 
 
-def response_budget(req, lim):
-    """Bytes left for tensors: the framing's allowance and the echoed request_id are not."""
-    return lim.max_message - 1024 - 64 * len(req.inputs) - len(req.request_id.encode())
+def tensors_per_result(pb2, req, lim):
+    """(matrices, vectors) in each result of an OK answer."""
+    heads = wanted_heads(pb2, req)
+    matrices = ((pb2.HEAD_SEQUENCE in heads)
+                + (len(layers_in_order(req, lim)) if pb2.HEAD_ENCODER_OUTPUTS in heads else 0))
+    vectors = sum(h in heads for h in (pb2.HEAD_POOLED, pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED))
+    return matrices, vectors
+
+
+def response_budget(pb2, req, lim):
+    """Bytes left for tensors: the framing's allowance (1,024 bytes, 128 per result and 48
+    per tensor, as CheckResponseSize reserves) and the echoed request_id are not."""
+    matrices, vectors = tensors_per_result(pb2, req, lim)
+    framing = 1024 + len(req.inputs) * (128 + 48 * (matrices + vectors))
+    return lim.max_message - framing - len(req.request_id.encode())
 
 
 def resolve_embed(env, req, expect, label):
@@ -456,7 +470,7 @@ def resolve_embed(env, req, expect, label):
     counts = [encodings[i].num_tokens if i in encodings
               else min(len(inp.tokens.input_word_ids), seq) for i, inp in enumerate(req.inputs)]
     size, _ = response_tensor_bytes(pb2, req, lim, seq, [(c, c) for c in counts])
-    if size > response_budget(req, lim):
+    if size > response_budget(pb2, req, lim):
         env["tally"].note("resolved: response over the message limit")
         return Expect({INVALID}, ["message limit"]), encodings, problems
     env["tally"].note("resolved: OK")

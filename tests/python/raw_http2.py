@@ -1,0 +1,95 @@
+"""A bare HTTP/2 client for gRPC calls, for tests that need what no gRPC library does: a
+peer that never lets the server send (its flow-control window stays 0), or one that sends
+part of a message and stops. It writes frames by hand (RFC 7540) and HPACK header blocks as
+literals without indexing (RFC 7541, 6.2.2); it answers SETTINGS and PING, and reads and
+counts everything else."""
+import socket
+import struct
+import threading
+
+DATA, HEADERS, SETTINGS, PING = 0x0, 0x1, 0x4, 0x6
+END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
+MAX_FRAME = 16384  # the smallest maximum frame size a peer must accept
+
+
+def frame(kind, flags, stream, payload=b""):
+    return (struct.pack(">I", len(payload))[1:] + bytes([kind, flags])
+            + struct.pack(">I", stream) + payload)
+
+
+def literal(name, value):
+    """One header field, a literal that the decoder does not index; short strings only."""
+    name, value = name.encode(), value.encode()
+    assert len(name) < 127 and len(value) < 127
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+class RawHttp2:
+    def __init__(self, host, port, initial_window=65535):
+        self.sock = socket.create_connection((host, port), timeout=30)
+        self.sock.settimeout(None)
+        self.received = 0  # bytes read from the server
+        self.closed = threading.Event()
+        self._next_stream = 1
+        self._lock = threading.Lock()
+        settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, initial_window)
+        self._send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0, settings))
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _send(self, data):
+        with self._lock:
+            self.sock.sendall(data)
+
+    def _read(self):
+        pending = b""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                self.received += len(data)
+                pending += data
+                while len(pending) >= 9:
+                    length = int.from_bytes(pending[:3], "big")
+                    if len(pending) < 9 + length:
+                        break
+                    kind, flags = pending[3], pending[4]
+                    payload = pending[9:9 + length]
+                    pending = pending[9 + length:]
+                    if kind == SETTINGS and not flags & ACK:
+                        self._send(frame(SETTINGS, ACK, 0))
+                    elif kind == PING and not flags & ACK:
+                        self._send(frame(PING, ACK, 0, payload))
+        except OSError:
+            pass
+        self.closed.set()
+
+    def open_call(self, method, message, send_bytes=None):
+        """Starts a call of `method` ("/pkg.Service/Method") with the serialized `message`
+        (a list of them: a client stream's messages); with `send_bytes`, sends only that
+        many bytes of the framed messages and leaves the stream open. Returns the stream id."""
+        stream = self._next_stream
+        self._next_stream += 2
+        headers = (literal(":method", "POST") + literal(":scheme", "http")
+                   + literal(":path", method) + literal(":authority", "localhost")
+                   + literal("content-type", "application/grpc") + literal("te", "trailers"))
+        messages = message if isinstance(message, list) else [message]
+        body = b"".join(b"\x00" + struct.pack(">I", len(m)) + m for m in messages)
+        whole = send_bytes is None
+        if not whole:
+            body = body[:send_bytes]
+        out = frame(HEADERS, END_HEADERS, stream, headers)
+        for start in range(0, len(body), MAX_FRAME):
+            last = start + MAX_FRAME >= len(body)
+            out += frame(DATA, END_STREAM if (last and whole) else 0, stream,
+                         body[start:start + MAX_FRAME])
+        self._send(out)
+        return stream
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()

@@ -1,0 +1,132 @@
+"""bert_server against clients that try to make it hold memory: a client that never reads
+its answers, requests whose repeated fields would multiply when parsed, and answers over the
+message limit. Each test starts its own server (CPU backend, tiny golden model)."""
+import os
+import sys
+import time
+
+import grpc
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from raw_http2 import RawHttp2  # noqa: E402
+from server_harness import Server, metric_value, stubs  # noqa: E402
+
+
+def wait_for(predicate, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def embed_ok(server, pb2):
+    return pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello world"))],
+                            heads=[pb2.HEAD_POOLED])
+
+
+@pytest.mark.parametrize("method", ["Embed", "EmbedStream"])
+def test_an_answer_the_client_does_not_read_keeps_its_admission(method):
+    pb2, _ = stubs()
+    big = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))],
+                           heads=[pb2.HEAD_SEQUENCE], seq_length=128).SerializeToString()
+    with Server(extra=["--max_concurrent_requests=2"], metrics=True) as s:
+        def counted(name, labels=None):
+            return metric_value(s.metrics_text(), name, labels) or 0
+
+        reader = RawHttp2("127.0.0.1", s.port, initial_window=0)  # lets nothing through
+        if method == "Embed":
+            for _ in range(2):
+                reader.open_call("/bert.v1.BertService/Embed", big)
+        else:
+            reader.open_call("/bert.v1.BertService/EmbedStream", [big, big])
+        # Both are computed (recorded OK) but cannot be sent: they still hold their places.
+        assert wait_for(lambda: counted("bert_requests_total",
+                                        {"method": method, "code": "OK"}) == 2)
+        time.sleep(0.3)
+        assert counted("bert_requests_in_flight") == 2
+        stub = s.stub()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(embed_ok(s, pb2), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The reader goes: its calls end, their places are free again.
+        reader.close()
+        assert wait_for(lambda: counted("bert_requests_in_flight") == 0)
+        assert len(stub.Embed(embed_ok(s, pb2), timeout=10).results) == 1
+
+
+@pytest.mark.parametrize("method, field, count, message", [
+    ("Embed", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
+    ("Tokenize", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
+    ("Embed", 0x20, 9, "layers: 9 entries exceed the limit of 8"),
+    ("Embed", 0x18, 6, "heads: 6 entries exceed the limit of 5"),
+])
+def test_repeated_fields_over_the_limits_are_refused_as_sent(method, field, count, message):
+    # Written as a hostile client would: empty inputs (two bytes each on the wire), or
+    # unpacked varints; the tiny model has 4 layers.
+    entry = bytes([field, 0x00]) if field == 0x0a else bytes([field, 0x01])
+    wire = entry * count
+    if field != 0x0a:
+        wire = b"\x0a\x03\x0a\x01a" + wire  # one text input, then the repeated field
+    with Server() as s:
+        channel = s.channel()
+        call = channel.unary_unary(f"/bert.v1.BertService/{method}")
+        with pytest.raises(grpc.RpcError) as e:
+            call(wire, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details() == message
+
+
+def test_two_million_empty_inputs_do_not_take_the_server_s_memory():
+    # 4 MB on the wire; parsed, each empty Input would be a message object (hundreds of
+    # bytes): refused before parsing, the server's memory stays where it was.
+    wire = b"\x0a\x00" * 2_000_000
+    with Server() as s:
+        def rss_mb():
+            with open(f"/proc/{s.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        before = rss_mb()
+        call = s.channel().unary_unary("/bert.v1.BertService/Tokenize")
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as e:
+                call(wire, timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Peak resident memory grew by the messages themselves at most, not by parsed objects
+        # (parsing one would have added several hundred MB).
+        assert rss_mb() - before < 100, (before, rss_mb())
+
+
+def test_an_answer_over_the_message_limit_is_refused_not_cut():
+    pb2, _ = stubs()
+    # 2 inputs x 8 layer tensors of 64 rows x 128 x 4 bytes = 512 KiB of tensors: over a
+    # 300 KiB limit. (The early estimate catches it; the answer's real size is checked too.)
+    request = pb2.EmbedRequest(
+        inputs=[pb2.Input(text=pb2.TextInput(text_a="hello")) for _ in range(2)],
+        heads=[pb2.HEAD_ENCODER_OUTPUTS], layers=[0, 1, 2, 3, -1, -2, -3, -4], seq_length=64)
+    with Server(extra=[f"--max_message_bytes={300 * 1024}"]) as s:
+        with pytest.raises(grpc.RpcError) as e:
+            s.stub().Embed(request, timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "message limit" in e.value.details()
+
+
+def test_requests_are_limited_apart_from_responses():
+    pb2, _ = stubs()
+    with Server(extra=["--max_request_bytes=4096"]) as s:
+        stub = s.stub()
+        limits = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10).limits
+        assert limits.max_request_bytes == 4096
+        assert limits.max_message_bytes == 64 << 20
+        long_text = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="a " * 2500))])
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Embed(long_text, timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # An answer far larger than 4 KiB still goes out.
+        big_answer = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))],
+                                      heads=[pb2.HEAD_ENCODER_OUTPUTS], seq_length=128)
+        response = stub.Embed(big_answer, timeout=10)
+        assert response.ByteSize() > 50 * 4096  # 4 layers x 128 x 128 floats
