@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -17,15 +19,42 @@
 namespace bert {
 namespace {
 
-void WriteAll(int fd, const std::string& data) {
+using Clock = std::chrono::steady_clock;
+
+// Milliseconds left until `deadline` (0 once it has passed).
+int MsLeft(Clock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left > 0 ? static_cast<int>(left) : 0;
+}
+
+// Waits until `fd` is ready for `events` or `deadline` passes; false on the deadline or an
+// error.
+bool WaitFor(int fd, short events, Clock::time_point deadline) {
+  while (true) {
+    const int left = MsLeft(deadline);
+    if (left == 0) return false;
+    pollfd p{fd, events, 0};
+    const int ready = ::poll(&p, 1, left);
+    if (ready < 0 && errno == EINTR) continue;
+    return ready > 0;
+  }
+}
+
+// Sends all of `data` before `deadline` (`fd` is non-blocking); stops early on an error.
+void WriteAll(int fd, const std::string& data, Clock::time_point deadline) {
   size_t sent = 0;
   while (sent < data.size()) {
     const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!WaitFor(fd, POLLOUT, deadline)) return;
+    } else {
       return;
     }
-    sent += static_cast<size_t>(n);
   }
 }
 
@@ -76,6 +105,10 @@ MetricsHttpServer::~MetricsHttpServer() {
   ::shutdown(listen_fd_, SHUT_RDWR);
   if (thread_.joinable()) thread_.join();
   ::close(listen_fd_);
+  // Handlers end within their deadlines.
+  absl::MutexLock lock(&handlers_->mu);
+  handlers_->mu.Await(absl::Condition(
+      +[](int* running) { return *running == 0; }, &handlers_->running));
 }
 
 void MetricsHttpServer::Serve() {
@@ -83,35 +116,53 @@ void MetricsHttpServer::Serve() {
     pollfd p{listen_fd_, POLLIN, 0};
     const int ready = ::poll(&p, 1, 200);
     if (ready <= 0) continue;
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) continue;
-    HandleConnection(fd);
-    ::close(fd);
+    {
+      absl::MutexLock lock(&handlers_->mu);
+      if (handlers_->running >= kMaxConnections) {
+        ::close(fd);  // busy: the client may try again
+        continue;
+      }
+      ++handlers_->running;
+    }
+    std::thread([this, fd, handlers = handlers_] {
+      HandleConnection(fd);
+      ::close(fd);
+      absl::MutexLock lock(&handlers->mu);
+      --handlers->running;
+    }).detach();
   }
 }
 
 void MetricsHttpServer::HandleConnection(int fd) {
-  // Read the request head (bounded in size and time); the body, if any, is ignored.
+  // Read the request head, bounded in size and in total time; the body, if any, is ignored.
+  const Clock::time_point read_deadline = Clock::now() + std::chrono::milliseconds(kReadTimeoutMs);
   std::string request;
   char buffer[2048];
   while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 2000) <= 0) return;
+    if (!WaitFor(fd, POLLIN, read_deadline)) return;
     const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
     if (n <= 0) return;
     request.append(buffer, static_cast<size_t>(n));
   }
+  const Clock::time_point write_deadline =
+      Clock::now() + std::chrono::milliseconds(kWriteTimeoutMs);
   const bool metrics =
       absl::StartsWith(request, "GET /metrics ") || absl::StartsWith(request, "GET /metrics?");
   if (!metrics) {
-    WriteAll(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    WriteAll(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+             write_deadline);
     return;
   }
   const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
-  WriteAll(fd, absl::StrCat("HTTP/1.1 200 OK\r\n"
-                            "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                            "Content-Length: ",
-                            body.size(), "\r\nConnection: close\r\n\r\n", body));
+  WriteAll(fd,
+           absl::StrCat("HTTP/1.1 200 OK\r\n"
+                        "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                        "Content-Length: ",
+                        body.size(), "\r\nConnection: close\r\n\r\n", body),
+           write_deadline);
 }
 
 }  // namespace bert

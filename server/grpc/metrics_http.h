@@ -1,5 +1,8 @@
 // A minimal HTTP/1.1 listener that answers `GET /metrics` with the Prometheus text format
-// of a registry (and 404 otherwise), one connection at a time, on its own thread.
+// of a registry (and 404 otherwise). Each connection is served on a thread of its own, at
+// most kMaxConnections at once (one more is closed at once), and within a deadline: its
+// request head must arrive within kReadTimeout and its answer be taken within kWriteTimeout,
+// so that a client that sends or reads slowly cannot keep the scrapes out.
 //
 // Why not prometheus-cpp's Exposer: its embedded civetweb crashes serving a request once
 // libcudart is loaded in the process (reproduced with Debian's prometheus-cpp 1.0.1 and
@@ -13,13 +16,19 @@
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "prometheus/registry.h"
 
 namespace bert {
 
 class MetricsHttpServer {
  public:
+  static constexpr int kMaxConnections = 8;
+  static constexpr int kReadTimeoutMs = 2000;
+  static constexpr int kWriteTimeoutMs = 5000;
+
   // Binds "host:port" (IPv4 literal or "localhost"; port 0 picks one) and starts serving.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
       const std::string& address, std::shared_ptr<prometheus::Registry> registry);
@@ -39,6 +48,13 @@ class MetricsHttpServer {
   std::shared_ptr<prometheus::Registry> registry_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
+  // The connections' handler threads running. Shared with them, so that the mutex outlives
+  // the last handler's unlock even when the destructor, waiting for it, goes on at once.
+  struct Handlers {
+    absl::Mutex mu;
+    int running ABSL_GUARDED_BY(mu) = 0;
+  };
+  const std::shared_ptr<Handlers> handlers_ = std::make_shared<Handlers>();
 };
 
 }  // namespace bert

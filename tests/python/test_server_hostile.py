@@ -130,3 +130,40 @@ def test_requests_are_limited_apart_from_responses():
                                       heads=[pb2.HEAD_ENCODER_OUTPUTS], seq_length=128)
         response = stub.Embed(big_answer, timeout=10)
         assert response.ByteSize() > 50 * 4096  # 4 layers x 128 x 128 floats
+
+
+def test_a_slow_metrics_client_does_not_keep_the_scrapes_out():
+    import socket
+    import threading
+    import urllib.request
+    with Server(metrics=True) as s:
+        slow = socket.create_connection(("127.0.0.1", s.metrics_port), timeout=10)
+        stop = threading.Event()
+
+        def drip():  # one byte of a request head every 0.3 s, never the end of it
+            try:
+                while not stop.is_set():
+                    slow.sendall(b"G")
+                    time.sleep(0.3)
+            except OSError:
+                pass
+
+        dripping = threading.Thread(target=drip, daemon=True)
+        dripping.start()
+        time.sleep(0.2)
+        for _ in range(3):
+            started = time.time()
+            url = f"http://127.0.0.1:{s.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as page:
+                assert b"bert_requests_in_flight" in page.read()
+            assert time.time() - started < 1.0
+        # The dripping client is cut off once its head is overdue (2 s from its connection).
+        slow.settimeout(10)
+        started = time.time()
+        try:
+            assert slow.recv(1024) == b""  # closed
+        except ConnectionResetError:
+            pass  # closed, and a byte dripped after it was answered with a reset
+        assert time.time() - started < 5
+        stop.set()
+        dripping.join()
