@@ -335,14 +335,14 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
       }
       truncated[i] = t;
     } else {
-      item.word_ids = input.word_ids;
-      item.type_ids = input.type_ids;
-      if (static_cast<int>(item.word_ids.size()) > opt.seq_length) {
-        // Validation already rejected this under TRUNCATION_REJECT.
-        item.word_ids.resize(opt.seq_length);
-        if (!item.type_ids.empty()) item.type_ids.resize(opt.seq_length);
-        truncated[i] = true;
+      // Only the ids that can be kept are copied (validation already rejected a longer
+      // input under TRUNCATION_REJECT), so a queued item holds no more than seq_length.
+      const size_t keep = std::min(input.word_ids.size(), static_cast<size_t>(opt.seq_length));
+      item.word_ids.assign(input.word_ids.begin(), input.word_ids.begin() + keep);
+      if (!input.type_ids.empty()) {
+        item.type_ids.assign(input.type_ids.begin(), input.type_ids.begin() + keep);
       }
+      truncated[i] = input.word_ids.size() > keep;
     }
   }
   request->tokenize_us = Micros(absl::Now() - start);
@@ -464,6 +464,11 @@ void Pipeline::Finish(const std::shared_ptr<Request>& request, absl::Status stat
   } else {
     done(status);
   }
+}
+
+void Pipeline::TokenizeOnWorker(TokenizeRequestSpec request, TokenizeCallback done) {
+  workers_->Schedule(
+      [this, request = std::move(request), done = std::move(done)] { done(Tokenize(request)); });
 }
 
 absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(const TokenizeRequestSpec& request) const {

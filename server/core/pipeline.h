@@ -117,6 +117,11 @@ class Pipeline {
 
   // Preprocessing only, run on the caller's thread.
   absl::StatusOr<std::vector<Encoding>> Tokenize(const TokenizeRequestSpec& request) const;
+  // The same on a tokenization worker (after Start), so that a large request does not hold
+  // the caller's thread (e.g. gRPC's); `done` runs there, exactly once. As with Embed, the
+  // caller holds its permit until then at least.
+  using TokenizeCallback = std::function<void(absl::StatusOr<std::vector<Encoding>>)>;
+  void TokenizeOnWorker(TokenizeRequestSpec request, TokenizeCallback done);
 
   // Stops admitting (UNAVAILABLE), then returns true when every permit is released (every
   // accepted request answered and its answer sent) and the engine is idle, or false if that

@@ -317,6 +317,67 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// Tokenize: parsed on gRPC's thread, tokenized on a pipeline worker (a large request would
+// otherwise hold one of gRPC's threads), answered from there. Like Embed, the call holds its
+// admission until it is done.
+class TokenizeReactor final : public grpc::ServerUnaryReactor {
+ public:
+  TokenizeReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
+                  const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
+      : service_(service), out_(response), start_(absl::Now()) {
+    absl::Status status = Begin(context, request);
+    if (!status.ok()) Done(status);
+  }
+
+  void OnDone() override {
+    if (permit_.valid()) {
+      permit_.Reset();
+      service_->ReportInFlight();
+    }
+    delete this;
+  }
+
+ private:
+  absl::Status Begin(grpc::CallbackServerContext* context, const grpc::ByteBuffer* wire) {
+    absl::Status auth = service_->CheckAuth(context);
+    if (!auth.ok()) return auth;
+    Pipeline* pipeline = service_->pipeline();
+    if (pipeline == nullptr) return NotReady();
+    auto permit = pipeline->Admit();
+    if (!permit.ok()) return permit.status();
+    permit_ = *std::move(permit);
+    service_->ReportInFlight();
+    v1::TokenizeRequest request;
+    absl::Status parsed = ParseTokenizeRequest(*wire, WireLimitsOf(pipeline->limits()), &request);
+    if (!parsed.ok()) return parsed;
+    auto spec = FromProto(request);
+    if (!spec.ok()) return spec.status();
+    pipeline->TokenizeOnWorker(*std::move(spec),
+                               [this](absl::StatusOr<std::vector<Encoding>> encodings) {
+                                 if (!encodings.ok()) {
+                                   Done(encodings.status());
+                                   return;
+                                 }
+                                 v1::TokenizeResponse response;
+                                 ToProto(*std::move(encodings), &response);
+                                 Serialize(response, out_);
+                                 Done(absl::OkStatus());
+                               });
+    return absl::OkStatus();
+  }
+
+  void Done(absl::Status status) {
+    const grpc::Status grpc_status = ToGrpcStatus(status);
+    service_->Record("Tokenize", grpc_status.error_code(), start_);
+    Finish(grpc_status);
+  }
+
+  BertServiceImpl* const service_;
+  grpc::ByteBuffer* const out_;
+  Admission::Permit permit_;  // from admission until OnDone
+  const absl::Time start_;
+};
+
 }  // namespace
 
 BertServiceImpl::BertServiceImpl(ServiceConfig config, ServerMetrics* metrics)
@@ -377,31 +438,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* BertServiceImpl::Em
 grpc::ServerUnaryReactor* BertServiceImpl::Tokenize(grpc::CallbackServerContext* context,
                                                     const grpc::ByteBuffer* wire,
                                                     grpc::ByteBuffer* out) {
-  const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto run = [&]() -> absl::Status {
-    absl::Status auth = CheckAuth(context);
-    if (!auth.ok()) return auth;
-    Pipeline* p = pipeline();
-    if (p == nullptr) return NotReady();
-    auto permit = p->Admit();
-    if (!permit.ok()) return permit.status();
-    v1::TokenizeRequest request;
-    absl::Status parsed = ParseTokenizeRequest(*wire, WireLimitsOf(p->limits()), &request);
-    if (!parsed.ok()) return parsed;
-    auto spec = FromProto(request);
-    if (!spec.ok()) return spec.status();
-    auto encodings = p->Tokenize(*spec);
-    if (!encodings.ok()) return encodings.status();
-    v1::TokenizeResponse response;
-    ToProto(*std::move(encodings), &response);
-    Serialize(response, out);
-    return absl::OkStatus();
-  };
-  const grpc::Status status = ToGrpcStatus(run());
-  Record("Tokenize", status.error_code(), start);
-  reactor->Finish(status);
-  return reactor;
+  return new TokenizeReactor(this, context, wire, out);
 }
 
 grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,

@@ -26,7 +26,7 @@ ServerMetrics::ServerMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       requests_(prometheus::BuildCounter()
                     .Name("bert_requests_total")
-                    .Help("RPCs answered, by method and gRPC status code")
+                    .Help("Calls answered (EmbedStream: messages), by method and gRPC status code")
                     .Register(*registry_)),
       latency_(prometheus::BuildHistogram()
                    .Name("bert_request_latency_seconds")
@@ -54,7 +54,7 @@ ServerMetrics::ServerMetrics()
                        .Add({})),
       in_flight_(prometheus::BuildGauge()
                      .Name("bert_requests_in_flight")
-                     .Help("Admitted requests not yet answered")
+                     .Help("Admitted requests whose answers are not yet sent")
                      .Register(*registry_)
                      .Add({})),
       tokens_processed_(prometheus::BuildCounter()
