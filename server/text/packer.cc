@@ -21,9 +21,13 @@ void RoundRobinKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b) 
   *keep_b = std::min(len_b, std::max(half_b, budget - len_a));
 }
 
-absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
-                                       const absl::Span<const int32_t>* b, int seq_length,
-                                       int32_t cls_id, int32_t sep_id, TruncationPolicy policy) {
+namespace {
+
+// PackInputs for segments that may be only the first ids of their text's tokenization:
+// `cut_short` says one may be, so a rejection's token count is only a lower bound.
+absl::StatusOr<PackedInput> Pack(absl::Span<const int32_t> a, const absl::Span<const int32_t>* b,
+                                 int seq_length, int32_t cls_id, int32_t sep_id,
+                                 TruncationPolicy policy, bool cut_short) {
   if (seq_length < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("seq_length must be at least 2, got ", seq_length));
@@ -42,9 +46,9 @@ absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
     truncated = keep_a < len_a || keep_b < len_b || seq_length < 3;
   }
   if (truncated && policy == TruncationPolicy::kReject) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("input needs ", len_a + len_b + (b != nullptr ? 3 : 2),
-                     " tokens with [CLS]/[SEP], more than seq_length ", seq_length));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input needs ", cut_short ? "at least " : "", len_a + len_b + (b != nullptr ? 3 : 2),
+        " tokens with [CLS]/[SEP], more than seq_length ", seq_length));
   }
   PackedInput out;
   const int total = std::min(seq_length, keep_a + keep_b + (b != nullptr ? 3 : 2));
@@ -61,6 +65,14 @@ absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
   }
   out.truncated = truncated;
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
+                                       const absl::Span<const int32_t>* b, int seq_length,
+                                       int32_t cls_id, int32_t sep_id, TruncationPolicy policy) {
+  return Pack(a, b, seq_length, cls_id, sep_id, policy, /*cut_short=*/false);
 }
 
 void PadToLength(const PackedInput& packed, int seq_length, int32_t pad_id,
@@ -88,18 +100,25 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
     return absl::Status(status.code(), absl::StrCat(context, context.empty() ? "" : ".", field,
                                                     ": ", status.message()));
   };
-  if (absl::Status status = tokenizer.Tokenize(text_a, &buffers.a); !status.ok()) {
+  // At most `budget` tokens of either segment are kept (round robin gives one segment at most
+  // the whole budget), and one more shows that it was cut, for kReject and `truncated`. With
+  // each segment cut to budget + 1 ids, RoundRobinKeep keeps the same tokens as with the whole
+  // tokenization, so tokenizing stops there: a huge text costs little more than a UTF-8 check.
+  const int budget = seq_length - (text_b != nullptr ? 3 : 2);
+  const size_t max_tokens = static_cast<size_t>(std::max(budget, 0)) + 1;
+  if (absl::Status status = tokenizer.Tokenize(text_a, max_tokens, &buffers.a); !status.ok()) {
     return named("text_a", status);
   }
   if (text_b != nullptr) {
-    if (absl::Status status = tokenizer.Tokenize(*text_b, &buffers.b); !status.ok()) {
+    if (absl::Status status = tokenizer.Tokenize(*text_b, max_tokens, &buffers.b); !status.ok()) {
       return named("text_b", status);
     }
   }
+  const bool cut_short = buffers.a.size() == max_tokens || buffers.b.size() == max_tokens;
   const absl::Span<const int32_t> b_span(buffers.b);
   absl::StatusOr<PackedInput> packed =
-      PackInputs(buffers.a, text_b != nullptr ? &b_span : nullptr, seq_length, tokenizer.cls_id(),
-                 tokenizer.sep_id(), policy);
+      Pack(buffers.a, text_b != nullptr ? &b_span : nullptr, seq_length, tokenizer.cls_id(),
+           tokenizer.sep_id(), policy, cut_short);
   if (!packed.ok() && !context.empty()) {
     return absl::Status(packed.status().code(),
                         absl::StrCat(context, ": ", packed.status().message()));

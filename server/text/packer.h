@@ -49,10 +49,13 @@ absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
                                        const absl::Span<const int32_t>* b, int seq_length,
                                        int32_t cls_id, int32_t sep_id, TruncationPolicy policy);
 
-// Tokenizes `text_a` (and `*text_b` when not null) and packs them with PackInputs. Errors
-// name what failed after `context` (e.g. "inputs[2].text"; may be empty):
+// Tokenizes `text_a` (and `*text_b` when not null) and packs them with PackInputs, with the
+// same result, but tokenizes each text only as far as seq_length can use (one id past the
+// budget), so the work and the token buffers are bounded by seq_length, not by the texts'
+// lengths. Errors name what failed after `context` (e.g. "inputs[2].text"; may be empty):
 // "<context>.text_a: <tokenizer's message>" (invalid UTF-8), and "<context>: <packing
-// message>". `scratch` (may be null) keeps the token buffers' storage across calls.
+// message>"; a kReject message gives the tokens needed as "at least N" when a text was not
+// tokenized to its end. `scratch` (may be null) keeps the token buffers' storage across calls.
 struct PackScratch {
   std::vector<int32_t> a, b;
 };

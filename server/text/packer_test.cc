@@ -1,12 +1,15 @@
 #include "server/text/packer.h"
 
+#include <cstdlib>
 #include <memory>
 #include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/text/random_text.h"
 
 namespace bert {
 namespace {
@@ -205,6 +208,144 @@ TEST(TokenizeAndPackTest, ErrorsNameTheSegmentAfterTheContext) {
                .status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(status.message()), ::testing::StartsWith("inputs[0].text: "));
+}
+
+TEST(TokenizeAndPackTest, RejectionsCountTheTokensTokenized) {
+  const std::unique_ptr<BertTokenizer> tokenizer = TinyTokenizer();
+  // Both segments tokenized to the end (neither reached budget + 1 = 4 ids): the exact count.
+  const absl::string_view b = "a b";
+  EXPECT_EQ(TokenizeAndPack(*tokenizer, "hello world", &b, 6, TruncationPolicy::kReject, "")
+                .status()
+                .message(),
+            "input needs 7 tokens with [CLS]/[SEP], more than seq_length 6");
+  // A segment tokenized only as far as seq_length can use: a lower bound.
+  EXPECT_EQ(
+      TokenizeAndPack(*tokenizer, "hello world a b a b", &b, 6, TruncationPolicy::kReject, "in")
+          .status()
+          .message(),
+      "in: input needs at least 9 tokens with [CLS]/[SEP], more than seq_length 6");
+  EXPECT_EQ(
+      TokenizeAndPack(*tokenizer, "hello world a b a b", nullptr, 3, TruncationPolicy::kReject, "")
+          .status()
+          .message(),
+      "input needs at least 4 tokens with [CLS]/[SEP], more than seq_length 3");
+}
+
+// The real bert-base-uncased vocabulary, a data dependency of this test.
+std::unique_ptr<BertTokenizer> BertBaseUncased() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  const std::string path =
+      srcdir != nullptr && workspace != nullptr
+          ? std::string(srcdir) + "/" + workspace + "/tests/data/bert_uncased_vocab.txt"
+          : "tests/data/bert_uncased_vocab.txt";
+  auto tokenizer = BertTokenizer::Load(path, BertTokenizer::Options());
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  return *std::move(tokenizer);
+}
+
+// TokenizeAndPack stops tokenizing where seq_length stops using tokens; what it returns must
+// be what packing the whole tokenization gives, field for field.
+TEST(TokenizeAndPackTest, EqualsPackingTheWholeTokenization) {
+  const std::unique_ptr<BertTokenizer> tokenizer = BertBaseUncased();
+  std::mt19937 rng(20260302);
+  PackScratch scratch;
+  int truncated = 0;
+  int rejected = 0;
+  for (int round = 0; round < 600; ++round) {
+    const std::string text_a = text_testing::RandomText(&rng, 24);
+    const std::string text_b_storage = text_testing::RandomText(&rng, 24);
+    const absl::string_view text_b = text_b_storage;
+    std::vector<int32_t> a, b;
+    ASSERT_TRUE(tokenizer->Tokenize(text_a, &a).ok());
+    ASSERT_TRUE(tokenizer->Tokenize(text_b, &b).ok());
+    const absl::Span<const int32_t> b_span(b);
+    const int longest = static_cast<int>(a.size() + b.size()) + 3;
+    for (int seq_length = 2; seq_length <= longest + 2; ++seq_length) {
+      for (const bool pair : {false, true}) {
+        for (const TruncationPolicy policy :
+             {TruncationPolicy::kTruncate, TruncationPolicy::kReject}) {
+          SCOPED_TRACE(::testing::Message()
+                       << "seq_length " << seq_length << " pair " << pair << " policy "
+                       << static_cast<int>(policy) << " a '" << text_a << "' b '" << text_b << "'");
+          const absl::StatusOr<PackedInput> expected =
+              PackInputs(a, pair ? &b_span : nullptr, seq_length, tokenizer->cls_id(),
+                         tokenizer->sep_id(), policy);
+          const absl::StatusOr<PackedInput> packed = TokenizeAndPack(
+              *tokenizer, text_a, pair ? &text_b : nullptr, seq_length, policy, "", &scratch);
+          ASSERT_EQ(packed.status().code(), expected.status().code());
+          if (!expected.ok()) {
+            EXPECT_THAT(std::string(packed.status().message()),
+                        ::testing::StartsWith("input needs "));
+            ++rejected;
+            continue;
+          }
+          EXPECT_EQ(packed->word_ids, expected->word_ids);
+          EXPECT_EQ(packed->type_ids, expected->type_ids);
+          EXPECT_EQ(packed->truncated, expected->truncated);
+          EXPECT_EQ(packed->num_tokens(), expected->num_tokens());
+          std::vector<int32_t> word_ids, mask, type_ids;
+          std::vector<int32_t> expected_word_ids, expected_mask, expected_type_ids;
+          PadToLength(*packed, seq_length, tokenizer->pad_id(), &word_ids, &mask, &type_ids);
+          PadToLength(*expected, seq_length, tokenizer->pad_id(), &expected_word_ids,
+                      &expected_mask, &expected_type_ids);
+          EXPECT_EQ(word_ids, expected_word_ids);
+          EXPECT_EQ(mask, expected_mask);
+          EXPECT_EQ(type_ids, expected_type_ids);
+          truncated += expected->truncated;
+        }
+      }
+    }
+  }
+  EXPECT_GT(truncated, 10000);
+  EXPECT_GT(rejected, 10000);
+}
+
+TEST(TokenizeAndPackTest, StopsTokenizingAHugeTextEarly) {
+  const std::unique_ptr<BertTokenizer> tokenizer = BertBaseUncased();
+  const std::string unit = "unaffable tokenization, 我爱北京 Crème ";  // 12 tokens.
+  std::string huge;
+  while (huge.size() < (8 << 20)) huge += unit;
+  const std::string short_text = unit + unit + unit;
+  const absl::string_view huge_view = huge;
+  const absl::string_view short_view = short_text;
+  struct Case {
+    absl::string_view a;
+    const absl::string_view* b;
+  };
+  for (const Case& c : {Case{huge, nullptr}, Case{huge, &short_view}, Case{short_text, &huge_view},
+                        Case{huge, &huge_view}}) {
+    for (const int seq_length : {2, 3, 8, 128}) {
+      const int64_t before = BertTokenizer::GetThreadStatsForTesting().ids_produced;
+      const absl::StatusOr<PackedInput> packed =
+          TokenizeAndPack(*tokenizer, c.a, c.b, seq_length, TruncationPolicy::kTruncate, "");
+      const int64_t produced = BertTokenizer::GetThreadStatsForTesting().ids_produced - before;
+      ASSERT_TRUE(packed.ok()) << packed.status();
+      EXPECT_TRUE(packed->truncated);
+      EXPECT_EQ(packed->num_tokens(), seq_length);
+      // Two segments of at most seq_length - 1 ids each, plus the rest of the last word: not
+      // the millions of ids of the whole text.
+      EXPECT_LE(produced, 2 * (seq_length + 100)) << seq_length;
+      // The same as packing the whole tokenization of each text's first three units: 36 ids,
+      // more than seq_lengths up to 8 can use.
+      if (seq_length > 8) continue;
+      std::vector<int32_t> first_a, first_b;
+      ASSERT_TRUE(tokenizer->Tokenize(c.a.substr(0, short_text.size()), &first_a).ok());
+      if (c.b != nullptr) {
+        ASSERT_TRUE(tokenizer->Tokenize(c.b->substr(0, short_text.size()), &first_b).ok());
+      }
+      const absl::Span<const int32_t> first_b_span(first_b);
+      const absl::StatusOr<PackedInput> expected =
+          PackInputs(first_a, c.b != nullptr ? &first_b_span : nullptr, seq_length,
+                     tokenizer->cls_id(), tokenizer->sep_id(), TruncationPolicy::kTruncate);
+      ASSERT_TRUE(expected.ok());
+      EXPECT_EQ(packed->word_ids, expected->word_ids);
+      EXPECT_EQ(packed->type_ids, expected->type_ids);
+    }
+    const absl::Status rejected =
+        TokenizeAndPack(*tokenizer, c.a, c.b, 128, TruncationPolicy::kReject, "").status();
+    EXPECT_EQ(rejected.code(), absl::StatusCode::kInvalidArgument);
+  }
 }
 
 TEST(PackerTest, PadToLength) {

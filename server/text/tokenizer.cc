@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -88,20 +89,55 @@ void AppendUtf8(int32_t cp, std::string* out) {
 }
 
 // Per-thread scratch space, reused across calls so steady-state tokenization does not allocate.
+// Both buffers are bounded by max_chars_per_word (the word's first characters, the marks of a
+// word that can still fit); a call that grew them past kKeptScratchBytes gives the memory back.
 struct Scratch {
+  static constexpr size_t kKeptScratchBytes = 64 << 10;
+
+  size_t Bytes() const { return word.capacity() + marks.capacity() * sizeof(marks[0]); }
+
+  void ReleaseIfLarge() {
+    last_call_bytes = Bytes();
+    if (word.capacity() > kKeptScratchBytes) std::string().swap(word);
+    if (marks.capacity() * sizeof(marks[0]) > kKeptScratchBytes) {
+      std::vector<std::pair<int, int32_t>>().swap(marks);
+    }
+  }
+
   std::string word;
   // Non-Mn code points with a non-zero canonical combining class waiting for NFD's
   // canonical reordering: (combining class, code point).
   std::vector<std::pair<int, int32_t>> marks;
+  // For GetThreadStatsForTesting().
+  int64_t ids_produced = 0;
+  size_t last_call_bytes = 0;
 };
+
+Scratch& ThreadScratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+absl::Status InvalidUtf8Error(absl::string_view text, size_t offset) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("text is not valid UTF-8: bad byte 0x%02X at offset %d",
+                      static_cast<unsigned char>(text[offset]), static_cast<int>(offset)));
+}
 
 }  // namespace
 
-// One Tokenize() call: feeds normalised code points into words and words into WordPiece.
+// One Tokenize() call: feeds normalised code points into words and words into WordPiece,
+// until the text ends or `max_tokens` ids have been appended. Ids, once appended, are never
+// taken back (WordPiece settles a whole word at once), so those first ids are final.
 class BertTokenizer::Run {
  public:
-  Run(const BertTokenizer& tok, Scratch* scratch, std::vector<int32_t>* ids)
-      : tok_(tok), word_(scratch->word), marks_(scratch->marks), ids_(ids) {
+  Run(const BertTokenizer& tok, Scratch* scratch, size_t max_tokens, std::vector<int32_t>* ids)
+      : tok_(tok),
+        word_(scratch->word),
+        marks_(scratch->marks),
+        ids_(ids),
+        first_id_(ids->size()),
+        max_tokens_(max_tokens) {
     word_.clear();
     marks_.clear();
   }
@@ -126,10 +162,12 @@ class BertTokenizer::Run {
             break;
           case kSpace:
             EndWord();
+            if (Full()) return CheckRest(text, i + 1);
             break;
           case kPunct:
             EndWord();
             EmitAsciiPunct(b);
+            if (Full()) return CheckRest(text, i + 1);
             break;
           default:
             break;
@@ -139,12 +177,10 @@ class BertTokenizer::Run {
       }
       int32_t cp;
       const int len = DecodeUtf8(text, i, &cp);
-      if (len == 0) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "text is not valid UTF-8: bad byte 0x%02X at offset %d", b, static_cast<int>(i)));
-      }
+      if (len == 0) return InvalidUtf8Error(text, i);
       i += len;
       FeedNonAscii(cp);
+      if (Full()) return CheckRest(text, i);
     }
     if (!marks_.empty()) FlushMarks();
     EndWord();
@@ -184,7 +220,14 @@ class BertTokenizer::Run {
         // leaves the remaining characters in the order reordering would give them.
         if (p->category == UTF8PROC_CATEGORY_MN) continue;
         if (p->combining_class != 0) {
-          marks_.emplace_back(p->combining_class, buf[k]);
+          // Such marks (all Mc, see tokenizer_test) only extend the word. Once the word cannot
+          // fit max_chars_ it is [UNK] whatever their order, so a mark is then counted instead
+          // of queued, which bounds marks_.
+          if (word_chars_ + static_cast<int>(marks_.size()) < max_chars_) {
+            marks_.emplace_back(p->combining_class, buf[k]);
+          } else {
+            ++word_chars_;
+          }
           continue;
         }
         if (!marks_.empty()) FlushMarks();
@@ -245,8 +288,18 @@ class BertTokenizer::Run {
     ids_->push_back(id >= 0 ? id : tok_.unk_id_);
   }
 
+  // True once the ids this call has appended are all that were asked for.
+  bool Full() const { return ids_->size() - first_id_ >= max_tokens_; }
+
+  // Tokenization stops at `pos`; the rest of the text must still be valid UTF-8.
+  static absl::Status CheckRest(absl::string_view text, size_t pos) {
+    const size_t bad = FindInvalidUtf8(text, pos);
+    return bad == absl::string_view::npos ? absl::OkStatus() : InvalidUtf8Error(text, bad);
+  }
+
   void EndWord() {
-    if (word_.empty()) return;
+    // word_chars_, not word_: counted marks of an overlong word may leave word_ empty.
+    if (word_chars_ == 0) return;
     if (word_chars_ > max_chars_) {
       ids_->push_back(tok_.unk_id_);
     } else {
@@ -260,17 +313,38 @@ class BertTokenizer::Run {
   std::string& word_;
   std::vector<std::pair<int, int32_t>>& marks_;
   std::vector<int32_t>* ids_;
+  const size_t first_id_;
+  const size_t max_tokens_;
   const int max_chars_ = tok_.options_.max_chars_per_word;
   int word_chars_ = 0;
 };
 
 absl::Status BertTokenizer::Tokenize(absl::string_view text, std::vector<int32_t>* ids) const {
-  thread_local Scratch scratch;
+  return Tokenize(text, std::numeric_limits<size_t>::max(), ids);
+}
+
+absl::Status BertTokenizer::Tokenize(absl::string_view text, size_t max_tokens,
+                                     std::vector<int32_t>* ids) const {
+  Scratch& scratch = ThreadScratch();
   const size_t old_size = ids->size();
-  Run run(*this, &scratch, ids);
-  absl::Status status = run.Feed(text);
-  if (!status.ok()) ids->resize(old_size);
+  const absl::Status status = Run(*this, &scratch, max_tokens, ids).Feed(text);
+  scratch.ids_produced += static_cast<int64_t>(ids->size() - old_size);
+  scratch.ReleaseIfLarge();
+  if (!status.ok()) {
+    ids->resize(old_size);
+  } else if (ids->size() - old_size > max_tokens) {
+    ids->resize(old_size + max_tokens);  // The last word's pieces may go past max_tokens.
+  }
   return status;
+}
+
+BertTokenizer::ThreadStatsForTesting BertTokenizer::GetThreadStatsForTesting() {
+  const Scratch& scratch = ThreadScratch();
+  ThreadStatsForTesting stats;
+  stats.ids_produced = scratch.ids_produced;
+  stats.last_scratch_bytes = scratch.last_call_bytes;
+  stats.scratch_bytes = scratch.Bytes();
+  return stats;
 }
 
 void BertTokenizer::WordPiece(absl::string_view word, std::vector<int32_t>* ids) const {

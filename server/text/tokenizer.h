@@ -9,6 +9,8 @@
 // Thread-safety: a loaded BertTokenizer is immutable; every const method may be called
 // concurrently from any number of threads. Tokenize() keeps its scratch space in
 // thread-local buffers, so steady-state tokenization does not allocate beyond growing `ids`.
+// That scratch stays small whatever the text (a word past max_chars_per_word is only counted),
+// and a call that grew it past 64 KB (a large max_chars_per_word) hands the memory back.
 #ifndef BERT_SERVER_TEXT_TOKENIZER_H_
 #define BERT_SERVER_TEXT_TOKENIZER_H_
 
@@ -50,6 +52,13 @@ class BertTokenizer {
   // Special tokens are never produced from text: "[CLS]" in text is "[", "cl", "##s", "]".
   absl::Status Tokenize(absl::string_view text, std::vector<int32_t>* ids) const;
 
+  // Appends the first `max_tokens` ids of Tokenize(text) (all of them when there are fewer),
+  // exactly what Tokenize() followed by a cut would leave, but stops tokenizing once
+  // `max_tokens` ids are known: a long text then costs only a UTF-8 check of the rest, which
+  // still fails the call as Tokenize() would. To learn whether anything was cut, ask for one
+  // id more than will be kept.
+  absl::Status Tokenize(absl::string_view text, size_t max_tokens, std::vector<int32_t>* ids) const;
+
   int32_t cls_id() const { return cls_id_; }
   int32_t sep_id() const { return sep_id_; }
   int32_t pad_id() const { return pad_id_; }
@@ -58,6 +67,15 @@ class BertTokenizer {
   // The token string of `id`; "" for out-of-range ids.
   absl::string_view Token(int32_t id) const;
   bool lowercase() const { return options_.lowercase; }
+
+  // Test-only view of the calling thread's Tokenize() calls, for bounds that outputs do not
+  // show.
+  struct ThreadStatsForTesting {
+    int64_t ids_produced = 0;       // Ids all calls produced, before the cut to max_tokens.
+    size_t last_scratch_bytes = 0;  // Scratch capacity at the end of the latest call (its peak).
+    size_t scratch_bytes = 0;       // Scratch capacity kept between calls.
+  };
+  static ThreadStatsForTesting GetThreadStatsForTesting();
 
  private:
   class Run;  // The per-call tokenization state machine (tokenizer.cc).

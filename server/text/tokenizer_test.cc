@@ -1,6 +1,8 @@
 #include "server/text/tokenizer.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -8,6 +10,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/text/packer.h"
+#include "server/text/random_text.h"
+#include "utf8proc.h"
 
 namespace bert {
 namespace {
@@ -214,6 +218,153 @@ TEST_F(TokenizerTest, ConcurrentCallsAgree) {
   }
   for (auto& th : threads) th.join();
   EXPECT_THAT(mismatches, ElementsAre(0, 0, 0, 0));
+}
+
+TEST_F(TokenizerTest, LimitedTokenizeGivesTheFirstIdsOfTheFullTokenization) {
+  std::mt19937 rng(20260301);
+  int cut = 0;
+  for (int round = 0; round < 1500; ++round) {
+    const std::string text = text_testing::RandomText(&rng, 30);
+    for (const BertTokenizer* tok : {uncased_, cased_}) {
+      std::vector<int32_t> full;
+      ASSERT_TRUE(tok->Tokenize(text, &full).ok()) << text;
+      for (size_t max_tokens = 0; max_tokens <= full.size() + 2; ++max_tokens) {
+        std::vector<int32_t> ids = {7};  // Appends after what is there.
+        ASSERT_TRUE(tok->Tokenize(text, max_tokens, &ids).ok()) << text;
+        std::vector<int32_t> expected = {7};
+        expected.insert(expected.end(), full.begin(),
+                        full.begin() + std::min(max_tokens, full.size()));
+        ASSERT_EQ(ids, expected) << "max_tokens " << max_tokens << " text " << text;
+        cut += max_tokens < full.size();
+      }
+    }
+  }
+  EXPECT_GT(cut, 10000);
+}
+
+TEST_F(TokenizerTest, LimitedTokenizeStopsEarly) {
+  const std::string unit = "unaffable tokenization, 我爱北京 Crème ";  // 12 tokens.
+  std::string text;
+  while (text.size() < (8 << 20)) text += unit;
+  std::vector<int32_t> full;  // The first 12 * 20 ids.
+  ASSERT_TRUE(uncased_->Tokenize(text.substr(0, 20 * unit.size()), &full).ok());
+  for (size_t max_tokens : {0, 1, 5, 126}) {
+    const int64_t before = BertTokenizer::GetThreadStatsForTesting().ids_produced;
+    std::vector<int32_t> ids;
+    ASSERT_TRUE(uncased_->Tokenize(text, max_tokens, &ids).ok());
+    const int64_t produced = BertTokenizer::GetThreadStatsForTesting().ids_produced - before;
+    // The whole text has millions of ids; the call stops after the word that reached
+    // max_tokens (a word has at most 100 pieces).
+    EXPECT_GE(produced, static_cast<int64_t>(max_tokens));
+    EXPECT_LE(produced, static_cast<int64_t>(max_tokens) + 100);
+    EXPECT_EQ(ids, std::vector<int32_t>(full.begin(), full.begin() + max_tokens));
+  }
+  // Without a limit the counter sees every id.
+  const int64_t before = BertTokenizer::GetThreadStatsForTesting().ids_produced;
+  std::vector<int32_t> ids;
+  ASSERT_TRUE(uncased_->Tokenize(text, &ids).ok());
+  EXPECT_EQ(BertTokenizer::GetThreadStatsForTesting().ids_produced - before,
+            static_cast<int64_t>(ids.size()));
+  EXPECT_GT(ids.size(), 1000000u);
+}
+
+TEST_F(TokenizerTest, LimitedTokenizeStillRejectsInvalidUtf8AfterTheStop) {
+  std::string text;
+  for (int i = 0; i < 1000; ++i) text += "hello world ";
+  for (const std::string& bad :
+       {text + "\xff", text + "\xe4\xb8", text + "x\xed\xa0\x80 ok", text + "\xc3\xa9\xc0\xaf"}) {
+    std::vector<int32_t> ids = {1, 2};
+    const absl::Status full = uncased_->Tokenize(bad, &ids);
+    ASSERT_EQ(full.code(), absl::StatusCode::kInvalidArgument);
+    for (size_t max_tokens : {0, 1, 3, 1999, 2000, 2001}) {
+      const absl::Status limited = uncased_->Tokenize(bad, max_tokens, &ids);
+      EXPECT_EQ(limited, full) << max_tokens;  // Same code and message (the bad byte's offset).
+      EXPECT_THAT(ids, ElementsAre(1, 2));     // Unchanged.
+    }
+  }
+}
+
+// The tokenizer counts, rather than queues, the combining marks of a word that can no longer fit
+// max_chars_per_word, which is only right because every such mark extends the word it follows.
+TEST(TokenizerUnicodeTest, NonMnMarksWithACombiningClassAreAllMc) {
+  int marks = 0;
+  for (int32_t cp = 0; cp <= 0x10FFFF; ++cp) {
+    const utf8proc_property_t* p = utf8proc_get_property(cp);
+    if (p->combining_class == 0 || p->category == UTF8PROC_CATEGORY_MN) continue;
+    ++marks;
+    const int32_t lower = utf8proc_tolower(cp);
+    EXPECT_EQ(utf8proc_get_property(lower)->category, UTF8PROC_CATEGORY_MC) << std::hex << cp;
+    EXPECT_GE(lower, 0x80) << std::hex << cp;
+  }
+  EXPECT_GT(marks, 0);
+}
+
+// "a" and three combining marks as ## pieces: U+16FF0 (class 6), U+1D165 (216), U+1D16D (226).
+std::unique_ptr<BertTokenizer> MarksTokenizer(int max_chars_per_word) {
+  BertTokenizer::Options options;
+  options.max_chars_per_word = max_chars_per_word;
+  auto tok = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "##\U00016FF0",
+                                        "##\U0001D165", "##\U0001D16D", "\U0001D165"},
+                                       options);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  return *std::move(tok);
+}
+
+TEST(TokenizerMarksTest, MarksAreReorderedWhileTheWordFitsAndCountedAfter) {
+  const std::unique_ptr<BertTokenizer> tok4 = MarksTokenizer(4);
+  const auto ids = [](const BertTokenizer& tok, absl::string_view text) {
+    std::vector<int32_t> out;
+    EXPECT_TRUE(tok.Tokenize(text, &out).ok());
+    return out;
+  };
+  // NFD's canonical reordering: classes 226, 216, 6 become 6, 216, 226.
+  EXPECT_THAT(ids(*tok4, "a\U0001D16D\U0001D165\U00016FF0 a"), ElementsAre(4, 5, 6, 7, 4));
+  // One character more, wherever it is, makes the word [UNK]; the next word is unaffected.
+  EXPECT_THAT(ids(*tok4, "a\U0001D16D\U0001D165\U00016FF0\U0001D165 a"), ElementsAre(1, 4));
+  EXPECT_THAT(ids(*tok4, "aa\U0001D16D\U0001D165\U00016FF0 a"), ElementsAre(1, 4));
+  EXPECT_THAT(ids(*tok4, "a\U0001D16D\U0001D165\U00016FF0a a"), ElementsAre(1, 4));
+  // A word of marks alone, at and past the limit.
+  EXPECT_THAT(ids(*tok4, "\U0001D165\U0001D165\U0001D165\U0001D165"), ElementsAre(8, 6, 6, 6));
+  EXPECT_THAT(ids(*tok4, "\U0001D165\U0001D165\U0001D165\U0001D165\U0001D165"), ElementsAre(1));
+  const std::unique_ptr<BertTokenizer> tok1 = MarksTokenizer(1);
+  EXPECT_THAT(ids(*tok1, "\U0001D165"), ElementsAre(8));
+  EXPECT_THAT(ids(*tok1, "\U0001D165\U0001D165 \U0001D165"), ElementsAre(1, 8));
+  EXPECT_THAT(ids(*tok1, "a\U0001D165"), ElementsAre(1));
+}
+
+std::string RepeatMark(absl::string_view prefix, int count) {
+  std::string text(prefix);
+  text.reserve(prefix.size() + 4 * count);
+  for (int i = 0; i < count; ++i) text += "\U0001D165";
+  return text;
+}
+
+TEST_F(TokenizerTest, MarksOfAnOverlongWordDoNotGrowTheScratch) {
+  std::vector<int32_t> ids;
+  ASSERT_TRUE(uncased_->Tokenize(RepeatMark("a", 2000000), &ids).ok());
+  EXPECT_THAT(ids, ElementsAre(uncased_->unk_id()));
+  // Without the bound the marks alone would take 16 MB at the call's peak. (The bound allows for
+  // what earlier calls on this thread left in the scratch.)
+  EXPECT_LE(BertTokenizer::GetThreadStatsForTesting().last_scratch_bytes, 128u << 10);
+}
+
+TEST(TokenizerScratchTest, ACallThatGrewTheScratchHandsItBack) {
+  BertTokenizer::Options options;
+  options.max_chars_per_word = 1 << 20;
+  auto tok = BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "##a"}, options);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  for (const std::string& text : {RepeatMark("a", 100000), std::string(300000, 'a') + " a"}) {
+    std::vector<int32_t> ids;
+    ASSERT_TRUE((*tok)->Tokenize(text, &ids).ok());
+    const BertTokenizer::ThreadStatsForTesting stats = BertTokenizer::GetThreadStatsForTesting();
+    EXPECT_GT(stats.last_scratch_bytes, 256u << 10);  // The long word was held whole.
+    EXPECT_LE(stats.scratch_bytes, 64u << 10);
+  }
+  // A text that fits the kept scratch leaves it in place for the next call.
+  std::vector<int32_t> ids;
+  ASSERT_TRUE((*tok)->Tokenize(std::string(1000, 'a'), &ids).ok());
+  EXPECT_EQ(ids.size(), 1000u);
+  EXPECT_GE(BertTokenizer::GetThreadStatsForTesting().scratch_bytes, 1000u);
 }
 
 TEST(TokenizerLoadTest, MissingFileAndMissingSpecialTokens) {

@@ -51,8 +51,15 @@ inline int DecodeUtf8(absl::string_view text, size_t pos, int32_t* cp) {
   return 0;  // A continuation byte (80-BF) or F5-FF.
 }
 
+// The offset of the first code point at or after `pos` that is not strict UTF-8, or
+// absl::string_view::npos when text[pos..] is all valid. `pos` must start a code point (or be
+// text.size()); the scan decodes forward from there as DecodeUtf8 does.
+size_t FindInvalidUtf8(absl::string_view text, size_t pos = 0);
+
 // True when the whole of `text` is strict UTF-8 (the empty string is).
-bool IsValidUtf8(absl::string_view text);
+inline bool IsValidUtf8(absl::string_view text) {
+  return FindInvalidUtf8(text) == absl::string_view::npos;
+}
 
 }  // namespace bert
 

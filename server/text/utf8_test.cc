@@ -127,5 +127,24 @@ TEST(Utf8Test, EmptyAndMixedText) {
   EXPECT_FALSE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98"));
 }
 
+// FindInvalidUtf8 skips ASCII eight bytes at a time: a bad byte at any position, right after
+// or inside such a block and in the tail, is found where a byte-by-byte decode finds it.
+TEST(Utf8Test, FindInvalidUtf8GivesTheFirstBadOffset) {
+  const std::string ascii(40, 'x');
+  for (size_t at = 0; at <= ascii.size(); ++at) {
+    for (const std::string bad : {"\xff", "\xe2\x82", "\xc0\xaf", "\xed\xa0\x80"}) {
+      const std::string text = ascii.substr(0, at) + bad + ascii.substr(at) + "\xff";
+      EXPECT_EQ(FindInvalidUtf8(text), at) << at;
+      EXPECT_EQ(FindInvalidUtf8(text, at), at) << at;
+      EXPECT_EQ(FindInvalidUtf8(text, at + bad.size()), text.size() - 1) << at;
+    }
+    const std::string good = ascii.substr(0, at) + "\xc3\xa9\xf0\x9f\x98\x80" + ascii.substr(at);
+    EXPECT_EQ(FindInvalidUtf8(good), absl::string_view::npos) << at;
+    EXPECT_EQ(FindInvalidUtf8(good, at), absl::string_view::npos) << at;
+  }
+  EXPECT_EQ(FindInvalidUtf8("", 0), absl::string_view::npos);
+  EXPECT_EQ(FindInvalidUtf8("ab\xff", 3), absl::string_view::npos);  // pos == size: nothing left.
+}
+
 }  // namespace
 }  // namespace bert

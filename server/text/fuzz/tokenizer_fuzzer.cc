@@ -1,10 +1,13 @@
-// libFuzzer target: arbitrary bytes through BertTokenizer::Tokenize (uncased and cased) and
-// PackInputs. Checks that invalid UTF-8 is reported rather than crashing, that every id is in
-// the vocabulary, that a failed call leaves `ids` untouched, and that packing respects
-// seq_length. Built with clang's -fsanitize=fuzzer,address,undefined by
-// tests/python/test_tokenizer_fuzz.py (Bazel's toolchain here is gcc, without libFuzzer).
+// libFuzzer target: arbitrary bytes through BertTokenizer::Tokenize (uncased and cased),
+// PackInputs and TokenizeAndPack. Checks that invalid UTF-8 is reported rather than crashing,
+// that every id is in the vocabulary, that a failed call leaves `ids` untouched, that packing
+// respects seq_length, and that the early-stopping paths (Tokenize with max_tokens,
+// TokenizeAndPack) give what the whole tokenization gives. Built with clang's
+// -fsanitize=fuzzer,address,undefined by tests/python/test_tokenizer_fuzz.py (Bazel's toolchain
+// here is gcc, without libFuzzer).
 //
 // The vocabulary path comes from the BERT_FUZZ_VOCAB environment variable.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -51,10 +54,51 @@ void Check(bool ok, const char* what) {
   }
 }
 
+bool SamePacking(const absl::StatusOr<bert::PackedInput>& x,
+                 const absl::StatusOr<bert::PackedInput>& y) {
+  if (x.ok() != y.ok()) return false;
+  if (!x.ok()) return x.status().code() == y.status().code();
+  return x->word_ids == y->word_ids && x->type_ids == y->type_ids && x->truncated == y->truncated;
+}
+
+// TokenizeAndPack of text[0, split) and text[split, size) equals PackInputs over their whole
+// tokenizations, for the smallest seq_lengths, `seq_length`, and those around the longest
+// packing, with both policies.
+void CheckTokenizeAndPack(const bert::BertTokenizer& tok, absl::string_view text, size_t split,
+                          int seq_length_in) {
+  const absl::string_view text_a = text.substr(0, split);
+  const absl::string_view text_b = text.substr(split);
+  std::vector<int32_t> a, b;
+  const absl::Status status_a = tok.Tokenize(text_a, &a);
+  const absl::Status status_b = tok.Tokenize(text_b, &b);
+  const absl::Span<const int32_t> b_span(b);
+  const int longest = static_cast<int>(a.size() + b.size()) + 3;
+  for (const int seq_length :
+       {2, 3, 4, seq_length_in, longest - 2, longest - 1, longest, longest + 1}) {
+    if (seq_length < 2) continue;
+    for (const bool pair : {false, true}) {
+      for (const auto policy :
+           {bert::TruncationPolicy::kTruncate, bert::TruncationPolicy::kReject}) {
+        const absl::StatusOr<bert::PackedInput> packed =
+            bert::TokenizeAndPack(tok, text_a, pair ? &text_b : nullptr, seq_length, policy, "");
+        if (!status_a.ok() || (pair && !status_b.ok())) {
+          Check(!packed.ok() && packed.status().code() == absl::StatusCode::kInvalidArgument,
+                "TokenizeAndPack reports invalid UTF-8");
+          continue;
+        }
+        Check(SamePacking(packed, bert::PackInputs(a, pair ? &b_span : nullptr, seq_length,
+                                                   tok.cls_id(), tok.sep_id(), policy)),
+              "TokenizeAndPack packs what the whole tokenization packs");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Tokenizers& t = Get();
+  const int seq_length = 2 + (size > 0 ? data[0] % 64 : 0);
   const absl::string_view text(reinterpret_cast<const char*>(data), size);
   std::vector<int32_t> a = {7};
   const absl::Status s1 = t.uncased->Tokenize(text, &a);
@@ -64,6 +108,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!s1.ok()) {
     Check(s1.code() == absl::StatusCode::kInvalidArgument, "invalid UTF-8 is INVALID_ARGUMENT");
     Check(a.size() == 1 && a[0] == 7 && b.empty(), "failed calls leave ids untouched");
+    std::vector<int32_t> limited = {7};
+    Check(t.uncased->Tokenize(text, size > 1 ? data[1] % 40 : 0, &limited) == s1 &&
+              limited.size() == 1,
+          "a limited call reports the same invalid UTF-8");
+    CheckTokenizeAndPack(*t.uncased, text, size > 2 ? data[2] % (size + 1) : size, seq_length);
     return 0;
   }
   Check(a[0] == 7, "Tokenize appends");
@@ -71,7 +120,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int32_t id : b) Check(id >= 0 && id < t.cased->vocab_size(), "cased id in range");
   // Tokens never exceed characters: each word yields at most one token per character.
   Check(a.size() - 1 <= size, "at most one token per byte");
-  const int seq_length = 2 + (size > 0 ? data[0] % 64 : 0);
+  // A limited call gives the first ids of the whole tokenization.
+  const size_t max_tokens = size > 1 ? data[1] % 40 : 0;
+  std::vector<int32_t> limited = {7};
+  Check(t.uncased->Tokenize(text, max_tokens, &limited).ok(), "limited Tokenize succeeds");
+  Check(limited.size() == 1 + std::min(max_tokens, a.size() - 1) &&
+            std::equal(limited.begin(), limited.end(), a.begin()),
+        "limited Tokenize gives the first ids");
+  CheckTokenizeAndPack(*t.uncased, text, size > 2 ? data[2] % (size + 1) : size, seq_length);
   const absl::Span<const int32_t> b_span(b);
   const absl::Span<const int32_t>* seconds[] = {nullptr, &b_span};
   for (const absl::Span<const int32_t>* second : seconds) {
