@@ -11,8 +11,9 @@
 #                              # our benchmark, the Hugging Face baseline on the same weights,
 #                              # the option variants (compare.md, goals.md) and the server end
 #                              # to end against the engine; micro =
-#                              # gemm_bench, the per-op profile, every-layer copies,
-#                              # attention_bench, membw_bench;
+#                              # compute-sanitizer (memcheck, racecheck, synccheck) on the
+#                              # attention kernel's tile variants, gemm_bench, the per-op
+#                              # profile, every-layer copies, attention_bench, membw_bench;
 #                              # serving = the server end to end vs the engine alone;
 #                              # all = tests, bench, micro in that order, within DEADLINE_S. A pass/fail
 #                              # table last; logs under $OUT (or .gpu/out), also tarred.
@@ -67,7 +68,36 @@ build() {
   # unpacks them.
   tar -C .gpu -cJf .gpu/lib.tar.xz lib && rm -rf .gpu/lib
   tar -C .gpu -cJf .gpu/bin.tar.xz bin && rm -rf .gpu/bin
-  du -sh .gpu .gpu/bin.tar.xz .gpu/lib.tar.xz
+  fetch_sanitizer
+  du -sh .gpu .gpu/*.tar.xz
+}
+
+# NVIDIA's compute-sanitizer for the toolkit's CUDA version (from PyPI: the toolkit here has
+# none), packed as .gpu/sanitizer.tar.xz (~12 MB). Optional: without it (no network), `run`
+# skips the sanitizer steps.
+SANITIZER_VERSION="13.0.85"
+fetch_sanitizer() {
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/bert-serving/sanitizer"
+  local python=python3
+  [ -x .venv/bin/python ] && python=.venv/bin/python
+  local wheel
+  wheel=$(ls "$cache"/nvidia_cuda_sanitizer_api-"$SANITIZER_VERSION"-*.whl 2>/dev/null | head -n 1)
+  if [ -z "$wheel" ]; then
+    mkdir -p "$cache"
+    "$python" -m pip download --quiet --no-deps -d "$cache" \
+      "nvidia-cuda-sanitizer-api==$SANITIZER_VERSION" ||
+      { echo "gpu_check: no compute-sanitizer (download failed): run skips it"; return 0; }
+    wheel=$(ls "$cache"/nvidia_cuda_sanitizer_api-"$SANITIZER_VERSION"-*.whl | head -n 1)
+  fi
+  local unpacked
+  unpacked=$(mktemp -d)
+  "$python" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+    "$wheel" "$unpacked" || { rm -rf "$unpacked"; return 0; }
+  mkdir -p .gpu/sanitizer
+  cp -r "$unpacked"/nvidia/cu*/bin "$unpacked"/nvidia/cu*/lib .gpu/sanitizer/
+  chmod +x .gpu/sanitizer/bin/compute-sanitizer
+  rm -rf "$unpacked"
+  tar -C .gpu -cJf .gpu/sanitizer.tar.xz sanitizer && rm -rf .gpu/sanitizer
 }
 
 # Unpacks .gpu/NAME.tar.xz (from `build`) into /tmp and links .gpu/NAME to it.
@@ -96,6 +126,7 @@ run() {
   command -v stdbuf >/dev/null && linebuf=(stdbuf -oL -eL)
   unpack lib
   unpack bin
+  unpack sanitizer
   local out="${OUT:-$PWD/.gpu/out}"
   local logs="$out/logs"
   mkdir -p "$logs"
@@ -304,6 +335,23 @@ run() {
   fi
 
   if [ "$what" = all ] || [ "$what" = micro ]; then
+    # The attention kernel's tile variants (16/32/64 query rows, one or two K/V buffers) under
+    # compute-sanitizer: out-of-bounds or misaligned accesses (memcheck), shared-memory races
+    # (racecheck), barriers not reached by every thread (synccheck). fp16, head_dim 32/64/128,
+    # the short odd-length and padded batches (the sanitizer slows kernels 10-100x).
+    local sanitized="*TileIdentity*f16_d*_Odd:*TileIdentity*f16_d*_Padding"
+    if [ -x .gpu/sanitizer/bin/compute-sanitizer ]; then
+      local tool
+      for tool in memcheck racecheck synccheck; do
+        LD_LIBRARY_PATH="$ld" step "sanitizer $tool" "$logs/sanitizer_$tool.log" 20 90 \
+          .gpu/sanitizer/bin/compute-sanitizer --tool "$tool" --error-exitcode 9 \
+          .gpu/bin/attention_test --gtest_brief=1 --gtest_filter="$sanitized"
+        [ -f "$logs/sanitizer_$tool.log" ] && table[-1]="${table[-1]}  $(grep -o \
+          'ERROR SUMMARY: .*' "$logs/sanitizer_$tool.log" | tail -n 1)"
+      done
+    else
+      table+=("$(printf '%-24s skipped (no .gpu/sanitizer: see fetch_sanitizer)' "sanitizer")")
+    fi
     # The per-op and per-kernel measurements (with `all`: as far as the deadline allows).
     local model_flag=""
     [ -f "$model/model.safetensors" ] && model_flag="--model_dir=$model"
@@ -370,6 +418,10 @@ If a default path's test fails, the server flag that turns the path off (no rebu
   SeqKernelTest.*LayerNorm*                    none: kernels/cuda/embedding.cu
   All of them at once (the engine of run 3,
     as the run3_config column measures it)     RUN3_FLAGS (below)
+  sanitizer memcheck|racecheck|synccheck rc=9 errors in the attention kernel (the log names
+                                               the kernel and the access): a 16/32-row tile
+                                               (its template argument W = 1/2) --cuda_attention_tile=64;
+                                               a double-buffered one: off by default already
   CudaEngineFault.StickyFault*                 none: lost-context detection (Engine::Health) is
                                                broken; a sticky fault would not restart the server
   CudaEngineFault.RefusedLaunch*               none: CheckContext takes a passing error for a lost

@@ -427,9 +427,19 @@ CudaStatus Gemm::Matmul(const Plan& plan, const Choice& choice, const Operands& 
   const float alpha = 1.0f;
   const float beta = ops.residual != nullptr ? 1.0f : 0.0f;
   const void* c = ops.residual != nullptr ? ops.residual : ops.y;
-  BERT_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(
-      handle_.get(), plan.desc, &alpha, ops.weight, plan.a, ops.x, plan.b, &beta, c, plan.c, ops.y,
-      plan.c, &choice.algo, workspace_.get(), workspace_.bytes(), stream));
+  const cublasStatus_t status =
+      options_.refuse_gelu_epilogue_at_run_for_testing &&
+              plan.epilogue == GemmEpilogue::kBiasGeluTanh
+          ? CUBLAS_STATUS_NOT_SUPPORTED
+          : cublasLtMatmul(handle_.get(), plan.desc, &alpha, ops.weight, plan.a, ops.x, plan.b,
+                           &beta, c, plan.c, ops.y, plan.c, &choice.algo, workspace_.get(),
+                           workspace_.bytes(), stream);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+    // Refused before anything was enqueued: the caller may do the work another way.
+    return CudaStatus::Unsupported(
+        MakeCublasStatus(status, "cublasLtMatmul", __FILE__, __LINE__).message());
+  }
+  BERT_CUBLAS_RETURN_IF_ERROR(status);
   return CudaStatus::Ok();
 }
 
@@ -645,8 +655,13 @@ CudaStatus Gemm::Tune(Plan* plan, const Key& key, const Operands& ops, cudaStrea
     if (failed_tunings_.size() >= kMaxTunedBuckets) failed_tunings_.clear();
     int& failures = failed_tunings_[BucketKey(key)];
     if (++failures == kMaxTuningAttempts) ++stats_.abandoned_buckets;
-    plan->choice = Choice();
-    plan->choice.algo = heuristic[0].algo;
+    // No candidate ran: the heuristic's first choice is kept only if it runs (once, on the
+    // caller's operands; the call is idempotent), so that a plan never keeps an algorithm
+    // seen to fail, and a refusal (Unsupported) reaches the caller, who may take another way.
+    Choice first;
+    first.algo = heuristic[0].algo;
+    if (const CudaStatus ran = Matmul(*plan, first, ops, stream); !ran.ok()) return ran;
+    plan->choice = first;
     plan->tuned = false;
   } else {
     plan->choice = candidates[best_index];

@@ -139,6 +139,10 @@ struct GemmOptions {
   // Tests only: the heuristic finds no algorithm for the GELU epilogue, as if cuBLASLt had
   // none (Run returns CudaStatus::Unsupported, enqueuing nothing).
   bool refuse_gelu_epilogue_for_testing = false;
+  // Tests only: the heuristic offers algorithms for the GELU epilogue, but cublasLtMatmul
+  // refuses each (NOT_SUPPORTED) when it is run, as it may for a layout it does not take:
+  // Run returns CudaStatus::Unsupported too, enqueuing nothing, and keeps no algorithm.
+  bool refuse_gelu_epilogue_at_run_for_testing = false;
 };
 
 class Gemm {

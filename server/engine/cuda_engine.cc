@@ -469,6 +469,8 @@ absl::Status CudaEngine<T>::Init() {
   gemm_options.programmatic_launch = programmatic_;
   gemm_options.force_custom_splits = options_.force_custom_gemm_splits;
   gemm_options.refuse_gelu_epilogue_for_testing = options_.testing.refuse_gelu_epilogue;
+  gemm_options.refuse_gelu_epilogue_at_run_for_testing =
+      options_.testing.refuse_gelu_epilogue_at_run;
   RETURN_IF_ERROR(ToStatus(cuda::Gemm::Create(gemm_options, &gemm_), "creating cuBLASLt"));
   RETURN_IF_ERROR(ToStatus(staging_.Allocate(staging_values), "allocating staging"));
 
@@ -539,6 +541,7 @@ absl::Status CudaEngine<T>::Flush() {
     // next batch reuses.
     cudaStreamSynchronize(copy_stream_.get());
     cudaStreamSynchronize(stream_.get());
+    ForgetCopies();  // waited for now, one way or another
     return joined;
   }
   RETURN_IF_ERROR(CudaCall(cudaStreamSynchronize(stream_.get()), "running the encoder"));
@@ -560,9 +563,11 @@ absl::Status CudaEngine<T>::AcquireStage(int* index, float** stage) {
   const int k = next_stage_;
   next_stage_ = (k + 1) % num_stages_;
   if (stage_in_flight_[k]) {
-    stage_in_flight_[k] = false;
+    // Cleared only once waited for: after a failed wait (in a capture CUDA invalidated), the
+    // clean-up's JoinCopies must still try to join the copy stream back.
     RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(stream_.get(), stage_free_[k].get(), 0),
                              "ordering the output copy"));
+    stage_in_flight_[k] = false;
   }
   *index = k;
   *stage = stage_[k].get();
@@ -613,9 +618,9 @@ template <typename T>
 absl::Status CudaEngine<T>::JoinCopies() {
   for (int k = 0; k < num_stages_; ++k) {
     if (!stage_in_flight_[k]) continue;
-    stage_in_flight_[k] = false;
     RETURN_IF_ERROR(CudaCall(cudaStreamWaitEvent(stream_.get(), stage_free_[k].get(), 0),
                              "joining the output copies"));
+    stage_in_flight_[k] = false;  // (as in AcquireStage: only once waited for)
   }
   return absl::OkStatus();
 }

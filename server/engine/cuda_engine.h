@@ -141,6 +141,9 @@ struct CudaEngineOptions {
     // Act as if cuBLASLt had no algorithm for the GELU epilogue (GemmOptions::
     // refuse_gelu_epilogue_for_testing: the refusal goes through Gemm::Run as a real one does).
     bool refuse_gelu_epilogue = false;
+    // Act as if cublasLtMatmul refused the GELU epilogue when run (GemmOptions::
+    // refuse_gelu_epilogue_at_run_for_testing), after the heuristic offered algorithms for it.
+    bool refuse_gelu_epilogue_at_run = false;
   };
   Testing testing;
 };

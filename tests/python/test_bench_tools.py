@@ -425,6 +425,33 @@ def test_the_gpu_kit_falls_back_to_the_run3_configuration(tmp_path):
     assert "ours_run3_config.json" in serving[0], serving[0]
 
 
+def test_the_gpu_kit_runs_compute_sanitizer_on_the_attention_tiles(tmp_path):
+    """With .gpu/sanitizer (tools/gpu_check.sh build fetches it), `run micro` runs the
+    attention test's tile variants under each of compute-sanitizer's memcheck, racecheck and
+    synccheck, and the summary gives each one's error count; without it, says it skipped."""
+    stub_dir = tmp_path / "tree" / ".gpu" / "sanitizer" / "bin"
+    stub_dir.mkdir(parents=True)
+    calls = tmp_path / "sanitizer_calls.txt"
+    (stub_dir / "compute-sanitizer").write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{calls}"\n'
+        'echo "========= ERROR SUMMARY: 0 errors"\n')
+    (stub_dir / "compute-sanitizer").chmod(0o755)
+    _, stdout = run_kit_with_stub_gpu_bench(tmp_path, "micro")
+    runs = calls.read_text().splitlines()
+    assert [r.split()[1] for r in runs] == ["memcheck", "racecheck", "synccheck"], runs
+    for r in runs:
+        assert "--error-exitcode 9 .gpu/bin/attention_test" in r, r
+        assert "--gtest_filter=*TileIdentity*f16_d*_Odd:*TileIdentity*f16_d*_Padding" in r, r
+    for tool in ("memcheck", "racecheck", "synccheck"):
+        line = [l for l in stdout.splitlines() if l.startswith(f"sanitizer {tool}")]
+        assert len(line) == 1 and "ERROR SUMMARY: 0 errors" in line[0], stdout[-2000:]
+
+
+def test_the_gpu_kit_skips_the_sanitizer_without_it(tmp_path):
+    _, stdout = run_kit_with_stub_gpu_bench(tmp_path, "micro")
+    assert "sanitizer                skipped (no .gpu/sanitizer" in stdout, stdout[-2000:]
+
+
 def test_the_gpu_kit_serving_part_runs_the_engine_benchmark(tmp_path):
     calls, _ = run_kit_with_stub_gpu_bench(tmp_path, "serving")
     assert len(calls) == 1, calls
