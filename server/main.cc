@@ -147,6 +147,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
 ABSL_FLAG(std::string, auth_token, "", "Require 'authorization: Bearer <token>'");
 ABSL_FLAG(std::string, auth_token_file, "", "Read the bearer token from this file");
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, longest wait for accepted calls");
+ABSL_FLAG(int, send_timeout_s, 20,
+          "Longest an answer may wait for its client to take it (HTTP/2 flow control) before "
+          "the call is cancelled, freeing its admission; 0: no limit");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error");
 ABSL_FLAG(int, debug_engine_fault_word_id, -1,
           "Testing only: after warm-up, the first batch holding this word id meets "
@@ -512,7 +515,7 @@ int Validate() {
        absl::GetFlag(FLAGS_max_request_bytes) < 1024) ||
       absl::GetFlag(FLAGS_max_request_bytes) > (int64_t{1} << 31) - 1 ||
       absl::GetFlag(FLAGS_max_streams_per_connection) < 1 ||
-      absl::GetFlag(FLAGS_grpc_memory_limit_mb) < 0 ||
+      absl::GetFlag(FLAGS_send_timeout_s) < 0 || absl::GetFlag(FLAGS_grpc_memory_limit_mb) < 0 ||
       absl::GetFlag(FLAGS_grpc_memory_limit_mb) > (int64_t{1} << 30) ||
       absl::GetFlag(FLAGS_engine_watchdog_s) < -1 ||
       absl::GetFlag(FLAGS_engine_startup_watchdog_s) < -1) {
@@ -542,6 +545,7 @@ void LogConfig() {
                   << LogKv("max_streams_per_connection",
                            absl::GetFlag(FLAGS_max_streams_per_connection))
                   << LogKv("grpc_memory_limit_mb", absl::GetFlag(FLAGS_grpc_memory_limit_mb))
+                  << LogKv("send_timeout_s", absl::GetFlag(FLAGS_send_timeout_s))
                   << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))
                   << LogKv("tls", absl::GetFlag(FLAGS_tls_cert).empty() ? "off" : "on")
                   << LogKv("auth", absl::GetFlag(FLAGS_auth_token).empty() &&
@@ -676,6 +680,7 @@ int Run() {
   service_config.auth_token = *token;
   service_config.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   service_config.max_request_bytes = MaxRequestBytes();
+  service_config.send_timeout = absl::Seconds(absl::GetFlag(FLAGS_send_timeout_s));
   BertServiceImpl service(service_config, &metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -768,11 +773,14 @@ int Run() {
   // New requests now get UNAVAILABLE; every accepted one is answered before we go on.
   // (gRPC's own graceful Shutdown would also wait for health Watch streams, which never
   // end by themselves, so the server is shut down only once the pipeline is idle.)
-  const bool drained = loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  bool drained = loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
   // Calls still arriving are being refused (UNAVAILABLE, at once); give those gRPC has already
   // handed to us a second to get their answer out before the rest are cancelled. (Shutdown
-  // waits out the whole second only while a health Watch stream is open.)
+  // waits out the whole second only while a health Watch stream is open.) Shutdown returns
+  // once every call is done, cancelled ones included, so answers a client was too slow to
+  // take have now given their admission back: drained unless a batch is still running.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (!drained) drained = loaded->pipeline->Drain(absl::Seconds(1));
   if (!drained) {
     BERT_LOG(kWarning) << "requests still in flight after --drain_timeout_s; exiting"
                        << LogKv("in_flight", loaded->pipeline->in_flight());

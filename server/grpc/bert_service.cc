@@ -48,15 +48,17 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
  public:
   EmbedReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
                const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
-      : service_(service), out_(response), start_(absl::Now()) {
+      : service_(service), context_(context), out_(response), start_(absl::Now()) {
     absl::Status status = Begin(context, request);
     if (!status.ok()) Done(status);
   }
 
   void OnCancel() override { cancelled_->store(true); }
   // The answer has been sent (or the call failed): only now is its admission released, so
-  // that answers waiting for a slow reader count against the limit.
+  // that answers waiting for a slow reader count against the limit (for at most the send
+  // timeout: SendWatchdog).
   void OnDone() override {
+    service_->send_watchdog().Unwatch(send_watch_);
     if (permit_.valid()) {
       permit_.Reset();
       service_->ReportInFlight();
@@ -100,11 +102,14 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
     grpc::Status grpc_status = ToGrpcStatus(status);
     service_->Record("Embed", grpc_status.error_code(), start_);
     response_.reset();
+    send_watch_ = service_->send_watchdog().Watch(context_);
     Finish(grpc_status);
   }
 
   BertServiceImpl* const service_;
+  grpc::CallbackServerContext* const context_;
   grpc::ByteBuffer* const out_;
+  uint64_t send_watch_ = 0;   // SendWatchdog: set before Finish, read in OnDone
   Admission::Permit permit_;  // from admission until OnDone
   std::unique_ptr<v1::EmbedResponse> response_ = std::make_unique<v1::EmbedResponse>();
   const absl::Time start_;
@@ -156,9 +161,16 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
             ? NotReady()
             : ParseEmbedRequest(wire_in_, WireLimitsOf(pipeline->limits()), &request);
     slot->request_id = EchoableRequestId(request);
+    bool gone;
     {
       absl::MutexLock lock(&mu_);
       pending_.push_back(slot);
+      gone = broken_;
+    }
+    // A client that has gone (cancelled, or its answers could not be written) gets no more
+    // work done for it.
+    if (status.ok() && (gone || cancelled_->load())) {
+      status = absl::CancelledError("the stream was cancelled");
     }
     if (status.ok()) status = Submit(request, slot);
     if (!status.ok()) Complete(slot, status, nullptr);
@@ -172,6 +184,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   }
 
   void OnWriteDone(bool ok) override {
+    // Not under mu_: TryCancel (SendWatchdog) may run this stream's reactions inside it, and
+    // Unwatch of a call being cancelled waits for TryCancel. (write_watch_ changes only when
+    // the next write is chosen, after writing_ is cleared below.)
+    service_->send_watchdog().Unwatch(write_watch_);
     Actions actions;
     bool released;
     {
@@ -187,7 +203,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   }
 
   void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->send_watchdog().Unwatch(write_watch_);  // (OnWriteDone did, unless cancelled)
+    delete this;
+  }
 
  private:
   struct Slot {
@@ -226,6 +245,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   // Builds the slot's response (any thread), then writes whatever is next in order.
   void Complete(const std::shared_ptr<Slot>& slot, absl::Status status, EmbedResult* result) {
+    // On a pipeline worker, outside gRPC's reactions: once mu_ is released below, another
+    // thread may finish the stream and delete this reactor, so what follows uses a copy.
+    BertServiceImpl* const service = service_;
     v1::EmbedResponse response;
     response.set_request_id(slot->request_id);
     if (status.ok()) {
@@ -255,8 +277,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       released = DropReadyIfBrokenLocked();
       actions = NextActionsLocked();
     }
-    if (released) service_->ReportInFlight();
-    Run(actions);
+    if (released) service->ReportInFlight();
+    Run(actions);  // nothing to do unless this thread was given the next write or the finish
   }
 
   // Pops the written front slot and releases its permit; true if it held one.
@@ -283,6 +305,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (!broken_ && !writing_ && !pending_.empty() && pending_.front()->ready) {
       writing_ = true;
       a.write = pending_.front();
+      write_watch_ = service_->send_watchdog().Watch(context_);
     }
     if (!broken_ && !reading_ && !reads_done_ && pending_.size() < kMaxInFlight) {
       reading_ = true;
@@ -315,6 +338,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  // SendWatchdog's id for the write in flight: set (under mu_) when it is chosen, read in its
+  // OnWriteDone.
+  uint64_t write_watch_ = 0;
 };
 
 // Tokenize: parsed on gRPC's thread, tokenized on a pipeline worker (a large request would
@@ -324,12 +350,13 @@ class TokenizeReactor final : public grpc::ServerUnaryReactor {
  public:
   TokenizeReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
                   const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
-      : service_(service), out_(response), start_(absl::Now()) {
+      : service_(service), context_(context), out_(response), start_(absl::Now()) {
     absl::Status status = Begin(context, request);
     if (!status.ok()) Done(status);
   }
 
   void OnDone() override {
+    service_->send_watchdog().Unwatch(send_watch_);
     if (permit_.valid()) {
       permit_.Reset();
       service_->ReportInFlight();
@@ -369,12 +396,15 @@ class TokenizeReactor final : public grpc::ServerUnaryReactor {
   void Done(absl::Status status) {
     const grpc::Status grpc_status = ToGrpcStatus(status);
     service_->Record("Tokenize", grpc_status.error_code(), start_);
+    send_watch_ = service_->send_watchdog().Watch(context_);
     Finish(grpc_status);
   }
 
   BertServiceImpl* const service_;
+  grpc::CallbackServerContext* const context_;
   grpc::ByteBuffer* const out_;
   Admission::Permit permit_;  // from admission until OnDone
+  uint64_t send_watch_ = 0;   // SendWatchdog: set before Finish, read in OnDone
   const absl::Time start_;
 };
 
@@ -401,7 +431,9 @@ absl::Status BertServiceImpl::CheckAuth(const grpc::CallbackServerContext* conte
 
 void BertServiceImpl::ReportInFlight() const {
   Pipeline* p = pipeline();
-  if (metrics_ != nullptr && p != nullptr) metrics_->SetInFlight(p->in_flight());
+  if (metrics_ == nullptr || p == nullptr) return;
+  absl::MutexLock lock(&gauge_mu_);
+  metrics_->SetInFlight(p->in_flight());
 }
 
 absl::Status BertServiceImpl::CheckAnswerSize(const v1::EmbedResponse& response) const {

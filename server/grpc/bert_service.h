@@ -12,9 +12,12 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "proto/bert/v1/bert_service.grpc.pb.h"
 #include "server/core/pipeline.h"
 #include "server/grpc/metrics.h"
+#include "server/grpc/send_watchdog.h"
 
 namespace bert {
 
@@ -23,6 +26,9 @@ struct ServiceConfig {
   std::string auth_token;          // Empty: no authentication.
   uint64_t max_message_bytes = 0;  // responses (0: unchecked)
   uint64_t max_request_bytes = 0;  // reported in GetModelInfo
+  // Longest an answer may wait for its client to take it before the call is cancelled
+  // (SendWatchdog); zero: no limit.
+  absl::Duration send_timeout = absl::ZeroDuration();
   std::string server_version = "0.1.0";
 };
 
@@ -62,6 +68,7 @@ class BertServiceImpl final : public BertServiceBase {
   // Sets the in-flight gauge from the pipeline's admission count (after a permit is taken
   // or released).
   void ReportInFlight() const;
+  SendWatchdog& send_watchdog() { return send_watchdog_; }
   // OK, or INVALID_ARGUMENT when `response` is over the message limit (a request the early
   // estimate, CheckResponseSize, let through); sending it would fail in gRPC after the work.
   absl::Status CheckAnswerSize(const v1::EmbedResponse& response) const;
@@ -70,6 +77,10 @@ class BertServiceImpl final : public BertServiceBase {
   const ServiceConfig config_;
   ServerMetrics* const metrics_;
   std::atomic<Pipeline*> pipeline_{nullptr};
+  SendWatchdog send_watchdog_{config_.send_timeout};
+  // Reading the admission count and setting the gauge as one step, so that the last of
+  // several concurrent updates leaves the latest count.
+  mutable absl::Mutex gauge_mu_;
 };
 
 }  // namespace bert

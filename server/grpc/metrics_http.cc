@@ -83,7 +83,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 16) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 128) != 0) {
     const std::string error = std::strerror(errno);
     ::close(fd);
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", error));
@@ -112,7 +112,19 @@ MetricsHttpServer::~MetricsHttpServer() {
 }
 
 void MetricsHttpServer::Serve() {
+  const auto below_cap = [](Handlers* h) ABSL_SHARED_LOCKS_REQUIRED(h->mu) {
+    return h->running < kMaxConnections;
+  };
   while (!stopping_.load()) {
+    {
+      // At the cap, further connections wait in the listen backlog (not refused): a handler
+      // ends within its deadlines.
+      absl::MutexLock lock(&handlers_->mu);
+      if (!handlers_->mu.AwaitWithTimeout(absl::Condition(+below_cap, handlers_.get()),
+                                          absl::Milliseconds(200))) {
+        continue;
+      }
+    }
     pollfd p{listen_fd_, POLLIN, 0};
     const int ready = ::poll(&p, 1, 200);
     if (ready <= 0) continue;
@@ -120,11 +132,7 @@ void MetricsHttpServer::Serve() {
     if (fd < 0) continue;
     {
       absl::MutexLock lock(&handlers_->mu);
-      if (handlers_->running >= kMaxConnections) {
-        ::close(fd);  // busy: the client may try again
-        continue;
-      }
-      ++handlers_->running;
+      ++handlers_->running;  // only this thread adds: still below the cap
     }
     std::thread([this, fd, handlers = handlers_] {
       HandleConnection(fd);

@@ -1,8 +1,8 @@
 // A minimal HTTP/1.1 listener that answers `GET /metrics` with the Prometheus text format
 // of a registry (and 404 otherwise). Each connection is served on a thread of its own, at
-// most kMaxConnections at once (one more is closed at once), and within a deadline: its
-// request head must arrive within kReadTimeout and its answer be taken within kWriteTimeout,
-// so that a client that sends or reads slowly cannot keep the scrapes out.
+// most kMaxConnections at once (more wait in the listen backlog), and within a deadline: its
+// request head must arrive within kReadTimeoutMs and its answer be taken within
+// kWriteTimeoutMs, so that slow clients cannot keep the scrapes out for long.
 //
 // Why not prometheus-cpp's Exposer: its embedded civetweb crashes serving a request once
 // libcudart is loaded in the process (reproduced with Debian's prometheus-cpp 1.0.1 and
@@ -25,7 +25,7 @@ namespace bert {
 
 class MetricsHttpServer {
  public:
-  static constexpr int kMaxConnections = 8;
+  static constexpr int kMaxConnections = 32;
   static constexpr int kReadTimeoutMs = 2000;
   static constexpr int kWriteTimeoutMs = 5000;
 

@@ -99,8 +99,15 @@ absl::Status OverLimit(const char* field, int64_t count, int limit) {
       field, ": ", count, inputs ? " inputs" : " entries", " exceed the limit of ", limit));
 }
 
+absl::Status NotAMessage() {
+  return absl::InvalidArgumentError("the request is not a valid protobuf message");
+}
+
 // Counts `field`'s entries (message fields: occurrences; scalars: ScalarEntries) in the
-// top level of `wire`; INVALID_ARGUMENT when they are over `limit` (0: unchecked).
+// top level of `wire`; INVALID_ARGUMENT when they are over `limit` (0: unchecked), or when
+// the scan cannot read to the end. That check fails closed: the parser would skip what the
+// scan cannot read (a group, which these messages never have), and with it the entries
+// after it, uncounted.
 absl::Status CheckCount(absl::string_view wire, int field, bool scalar, const char* name,
                         int limit) {
   if (limit <= 0) return absl::OkStatus();
@@ -110,6 +117,7 @@ absl::Status CheckCount(absl::string_view wire, int field, bool scalar, const ch
   while (NextField(&wire, &number, &payload, &wire_type)) {
     if (number == field) count += scalar ? ScalarEntries(wire_type, payload) : 1;
   }
+  if (!wire.empty()) return NotAMessage();
   return count > limit ? OverLimit(name, count, limit) : absl::OkStatus();
 }
 
@@ -149,7 +157,7 @@ absl::Status Parse(const grpc::ByteBuffer& buffer, Message* message,
   const std::string wire = WireToString(buffer);
   const std::string field = find_invalid(wire);
   if (!field.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": invalid UTF-8"));
-  return absl::InvalidArgumentError("the request is not a valid protobuf message");
+  return NotAMessage();
 }
 
 }  // namespace

@@ -34,8 +34,10 @@ absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimi
                                   v1::TokenizeRequest* request);
 
 // The checks ParseEmbedRequest/ParseTokenizeRequest make before parsing: OK, or
-// INVALID_ARGUMENT naming the field whose entries are over `limits`. Malformed wire data is
-// left to the parser (OK here).
+// INVALID_ARGUMENT naming the field whose entries are over `limits`, or saying the request
+// is not a valid message when the top level cannot be read to its end (malformed data, or a
+// group, which the parser would skip with whatever follows it). With no limit set, nothing
+// is checked.
 absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& limits);
 absl::Status CheckTokenizeRequestCounts(absl::string_view wire, const WireLimits& limits);
 

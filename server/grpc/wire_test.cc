@@ -125,6 +125,17 @@ TEST(WireTest, RepeatedFieldsOverTheLimitsAreRefusedBeforeParsing) {
   ASSERT_FALSE(
       ParseEmbedRequest(ToBuffer(ManyEntries(9, 0, 0) + "\x4a\x03id7"), limits, &with_id).ok());
   EXPECT_EQ(EchoableRequestId(with_id), "id7");
+  // What the scan cannot read is refused, not skipped: a group (which the parser would step
+  // over, with every entry after it), a truncated varint, a length past the end.
+  for (const std::string& prefix :
+       {std::string("\x7b\x7c"), std::string("\x0a\xff"), std::string("\x0a\x7f", 2)}) {
+    const std::string wire = prefix + ManyEntries(9, 0, 0);
+    EXPECT_EQ(CheckEmbedRequestCounts(wire, limits).message(),
+              "the request is not a valid protobuf message")
+        << testing::PrintToString(prefix);
+    EXPECT_EQ(CheckTokenizeRequestCounts(wire, limits).message(),
+              "the request is not a valid protobuf message");
+  }
   // Packed and unpacked entries of one field add up.
   std::string mixed = ManyEntries(1, 0, 8);
   mixed += "\x22\x05";  // layers = 4, packed: five one-byte varints

@@ -32,7 +32,9 @@ def test_an_answer_the_client_does_not_read_keeps_its_admission(method):
     pb2, _ = stubs()
     big = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))],
                            heads=[pb2.HEAD_SEQUENCE], seq_length=128).SerializeToString()
-    with Server(extra=["--max_concurrent_requests=2"], metrics=True) as s:
+    # A send timeout far beyond the test: here only the reader's going frees the places.
+    with Server(extra=["--max_concurrent_requests=2", "--send_timeout_s=300"],
+                metrics=True) as s:
         def counted(name, labels=None):
             return metric_value(s.metrics_text(), name, labels) or 0
 
@@ -66,10 +68,12 @@ def test_an_answer_the_client_does_not_read_keeps_its_admission(method):
 def test_repeated_fields_over_the_limits_are_refused_as_sent(method, field, count, message):
     # Written as a hostile client would: empty inputs (two bytes each on the wire), or
     # unpacked varints; the tiny model has 4 layers.
+    pb2, _ = stubs()
     entry = bytes([field, 0x00]) if field == 0x0a else bytes([field, 0x01])
     wire = entry * count
-    if field != 0x0a:
-        wire = b"\x0a\x03\x0a\x01a" + wire  # one text input, then the repeated field
+    if field != 0x0a:  # one text input, then the repeated field
+        one_input = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="a"))])
+        wire = one_input.SerializeToString() + wire
     with Server() as s:
         channel = s.channel()
         call = channel.unary_unary(f"/bert.v1.BertService/{method}")
@@ -100,10 +104,73 @@ def test_two_million_empty_inputs_do_not_take_the_server_s_memory():
         assert rss_mb() - before < 100, (before, rss_mb())
 
 
+@pytest.mark.parametrize("method", ["Embed", "Tokenize"])
+def test_what_the_count_cannot_read_is_refused_not_skipped(method):
+    # A group field (which protobuf's parser skips, with everything after it) before a
+    # million empty inputs: refused as it is sent, not parsed.
+    wire = b"\x7b\x7c" + b"\x0a\x00" * 1_000_000
+    with Server() as s:
+        def peak_mb():
+            with open(f"/proc/{s.proc.pid}/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+        before = peak_mb()
+        with pytest.raises(grpc.RpcError) as e:
+            s.channel().unary_unary(f"/bert.v1.BertService/{method}")(wire, timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details() == "the request is not a valid protobuf message"
+        assert peak_mb() - before < 50, (before, peak_mb())  # parsed, it took ~190 MB more
+
+
+@pytest.mark.parametrize("method", ["Embed", "EmbedStream"])
+def test_an_answer_nobody_takes_is_cancelled_after_the_send_timeout(method):
+    pb2, _ = stubs()
+    big = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))],
+                           heads=[pb2.HEAD_SEQUENCE], seq_length=128).SerializeToString()
+    with Server(extra=["--max_concurrent_requests=2", "--send_timeout_s=1"], metrics=True) as s:
+        def in_flight():
+            return metric_value(s.metrics_text(), "bert_requests_in_flight") or 0
+
+        reader = RawHttp2("127.0.0.1", s.port, initial_window=0)  # stays open, reads nothing
+        if method == "Embed":
+            for _ in range(2):
+                reader.open_call("/bert.v1.BertService/Embed", big)
+        else:
+            reader.open_call("/bert.v1.BertService/EmbedStream", [big, big])
+        assert wait_for(lambda: metric_value(s.metrics_text(), "bert_requests_total",
+                                             {"method": method, "code": "OK"}) == 2)
+        # A second or so later the server gives up on them: their places are free again,
+        # although the client is still connected.
+        assert wait_for(lambda: in_flight() == 0, timeout=10)
+        assert len(s.stub().Embed(embed_ok(s, pb2), timeout=10).results) == 1
+        reader.close()
+
+
+def test_a_drain_does_not_wait_for_answers_nobody_takes():
+    pb2, _ = stubs()
+    big = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))],
+                           heads=[pb2.HEAD_SEQUENCE], seq_length=128).SerializeToString()
+    with Server(extra=["--send_timeout_s=2", "--drain_timeout_s=20"], metrics=True) as s:
+        reader = RawHttp2("127.0.0.1", s.port, initial_window=0)
+        reader.open_call("/bert.v1.BertService/Embed", big)
+        assert wait_for(lambda: metric_value(s.metrics_text(), "bert_requests_total",
+                                             {"method": "Embed", "code": "OK"}) == 1)
+        started = time.time()
+        assert s.stop() == 0
+        took = time.time() - started
+        reader.close()
+        # The drain ends once the send timeout has freed the answer's place, and the server
+        # stops in order (not the bounded exit of a drain that timed out).
+        assert took < 10, took
+        log = s.log()
+        assert "msg=stopped" in log and "requests still in flight" not in log, log[-2000:]
+
+
 def test_an_answer_over_the_message_limit_is_refused_not_cut():
     pb2, _ = stubs()
     # 2 inputs x 8 layer tensors of 64 rows x 128 x 4 bytes = 512 KiB of tensors: over a
-    # 300 KiB limit. (The early estimate catches it; the answer's real size is checked too.)
+    # 300 KiB limit. The early estimate (before inference) refuses it; the check of the
+    # answer's real size behind it cannot be reached this way (the estimate is generous), and
+    # is tested on its own (server/grpc/bert_service_test.cc).
     request = pb2.EmbedRequest(
         inputs=[pb2.Input(text=pb2.TextInput(text_a="hello")) for _ in range(2)],
         heads=[pb2.HEAD_ENCODER_OUTPUTS], layers=[0, 1, 2, 3, -1, -2, -3, -4], seq_length=64)
@@ -132,24 +199,26 @@ def test_requests_are_limited_apart_from_responses():
         assert response.ByteSize() > 50 * 4096  # 4 layers x 128 x 128 floats
 
 
-def test_a_slow_metrics_client_does_not_keep_the_scrapes_out():
+def test_slow_metrics_clients_do_not_keep_the_scrapes_out():
     import socket
     import threading
     import urllib.request
     with Server(metrics=True) as s:
-        slow = socket.create_connection(("127.0.0.1", s.metrics_port), timeout=10)
         stop = threading.Event()
 
-        def drip():  # one byte of a request head every 0.3 s, never the end of it
+        def drip(sock):  # one byte of a request head every 0.3 s, never the end of it
             try:
                 while not stop.is_set():
-                    slow.sendall(b"G")
+                    sock.sendall(b"G")
                     time.sleep(0.3)
             except OSError:
                 pass
 
-        dripping = threading.Thread(target=drip, daemon=True)
-        dripping.start()
+        slow = [socket.create_connection(("127.0.0.1", s.metrics_port), timeout=10)
+                for _ in range(10)]
+        drippers = [threading.Thread(target=drip, args=(c,), daemon=True) for c in slow]
+        for d in drippers:
+            d.start()
         time.sleep(0.2)
         for _ in range(3):
             started = time.time()
@@ -157,13 +226,14 @@ def test_a_slow_metrics_client_does_not_keep_the_scrapes_out():
             with urllib.request.urlopen(url, timeout=5) as page:
                 assert b"bert_requests_in_flight" in page.read()
             assert time.time() - started < 1.0
-        # The dripping client is cut off once its head is overdue (2 s from its connection).
-        slow.settimeout(10)
+        # A dripping client is cut off once its head is overdue (2 s from its connection).
+        slow[0].settimeout(10)
         started = time.time()
         try:
-            assert slow.recv(1024) == b""  # closed
+            assert slow[0].recv(1024) == b""  # closed
         except ConnectionResetError:
             pass  # closed, and a byte dripped after it was answered with a reset
         assert time.time() - started < 5
         stop.set()
-        dripping.join()
+        for d in drippers:
+            d.join()
