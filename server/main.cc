@@ -27,6 +27,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -225,13 +226,6 @@ absl::StatusOr<std::string> AuthToken() {
   return token;
 }
 
-// "auto": float16 on an explicitly requested CUDA backend, else the engine's default.
-absl::StatusOr<DType> ResolveDType(const std::string& text, const std::string& backend,
-                                   DType fallback) {
-  if (text == "auto") return backend == "cuda" ? DType::kFloat16 : fallback;
-  return ParseDType(text);
-}
-
 struct Loaded {
   Loaded() = default;
   Loaded(Loaded&&) = default;
@@ -386,9 +380,13 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   engine_options.max_batch_tokens = max_batch_tokens;
   engine_options.cuda = cuda_tuning;
   const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
-  auto dtype = ResolveDType(dtype_flag, engine_options.backend, engine_options.dtype);
-  if (!dtype.ok()) return dtype.status();
-  engine_options.dtype = *dtype;
+  if (dtype_flag == "auto") {
+    engine_options.auto_dtype = true;  // float16 on the CUDA backend, float32 on the CPU's
+  } else {
+    auto dtype = ParseDType(dtype_flag);
+    if (!dtype.ok()) return dtype.status();
+    engine_options.dtype = *dtype;
+  }
   auto engine = CreateEngine(shared_model, engine_options);
   if (!engine.ok()) return engine.status();
   FaultInjectingEngine* fault_injection = nullptr;  // armed after the warm-up
@@ -805,6 +803,14 @@ int main(int argc, char** argv) {
   bert::cpu::ReexecForBetterBlasCore(argv);
   absl::SetProgramUsageMessage(
       "Serves a BERT encoder over gRPC.\n  bert_server --model_dir=DIR [--address=HOST:PORT]");
+  // --help lists the server's flags (by default the flags library lists only those of a file
+  // named after the program).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   // Debian's abseil is built without NDEBUG, which leaves absl::Mutex's lock-order checker
   // on: every acquisition then updates one process-wide graph under its own lock (2-9 % of

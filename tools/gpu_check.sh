@@ -73,7 +73,7 @@ build() {
 }
 
 # NVIDIA's compute-sanitizer for the toolkit's CUDA version (from PyPI: the toolkit here has
-# none), packed as .gpu/sanitizer.tar.xz (~12 MB). Optional: without it (no network), `run`
+# none), packed as .gpu/sanitizer.tar.xz (~8 MB). Optional: without it (no network), `run`
 # skips the sanitizer steps.
 SANITIZER_VERSION="13.0.85"
 fetch_sanitizer() {

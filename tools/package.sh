@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/lib.sh
 
+tools/setup.sh  # Bazel and the build's packages (idempotent)
+
 flags=()
 if [ "${1:-}" = "--nocuda" ] || ! cuda_toolkit_present; then
   flags+=(--config=nocuda)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what is needed (tools/setup.sh), builds the server and client, runs the server
-# on the default model (models/all-MiniLM-L6-v2) at 127.0.0.1:50051, waits until health
-# says SERVING, sends the seed example through the bundled client, then keeps serving
-# until Ctrl-C.
+# on the default model (models/all-MiniLM-L6-v2) at 127.0.0.1:50051 (its /metrics at
+# 127.0.0.1:9090), waits until health says SERVING, sends the seed example through the
+# bundled client, then keeps serving until Ctrl-C.
 #
 #   tools/run_server.sh                  # serve; extra arguments go to bert_server
+#   tools/run_server.sh --address=127.0.0.1:50052 --metrics_address=127.0.0.1:9091
 #   tools/run_server.sh --exit_after_demo   # stop after the demo (.ci/run does this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,9 +13,14 @@ cd "$(dirname "$0")/.."
 
 exit_after_demo=0
 server_args=()
+address=127.0.0.1:50051
+metrics=127.0.0.1:9090
 for arg in "$@"; do
   case "$arg" in
     --exit_after_demo) exit_after_demo=1 ;;
+    # The addresses the script itself uses (health check, demo, hints) follow the server's.
+    --address=*) address="${arg#--address=}" ;;
+    --metrics_address=*) metrics="${arg#--metrics_address=}" ;;
     *) server_args+=("$arg") ;;
   esac
 done
@@ -26,9 +32,8 @@ bazel build "${flags[@]}" //server:bert_server //client:bert_client //client:ber
 mkdir -p .run &&
   cp -f bazel-bin/server/bert_server bazel-bin/client/bert_client bazel-bin/client/bert_load .run/
 
-address=127.0.0.1:50051
 .run/bert_server --model_dir=models/all-MiniLM-L6-v2 --address="$address" \
-  --metrics_address=127.0.0.1:9090 "${server_args[@]}" &
+  --metrics_address="$metrics" "${server_args[@]}" &
 server=$!
 # Ctrl-C or SIGTERM reaches the server (it drains and stops); the script then exits with
 # the server's status. On any other exit the server is stopped too.
@@ -55,8 +60,8 @@ fi
   "Please subscribe to this newsletter" "You are being offered this job role"
 
 if [ "$exit_after_demo" = 1 ]; then exit 0; fi
-echo "run_server: serving on $address (metrics: http://127.0.0.1:9090/metrics); Ctrl-C stops"
-echo "run_server: load it with: .run/bert_load --server=$address --metrics=127.0.0.1:9090 --concurrency=1,8,32"
+echo "run_server: serving on $address (metrics: http://$metrics/metrics); Ctrl-C stops"
+echo "run_server: load it with: .run/bert_load --server=$address --metrics=$metrics --concurrency=1,8,32"
 set +e
 wait "$server"
 status=$?

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs what is needed (tools/setup.sh), builds everything,
 # runs every C++ test (bazel test //...) and every Python end-to-end test (tests/python,
-# against the binaries just built), then prints one closing line "N passed, N failed".
+# against the binaries just built), then prints one closing line
+# "N passed, N failed, N skipped".
 #
 #   tools/test.sh                 # everything
 #   BAZEL_FLAGS=--config=nocuda tools/test.sh   # on a machine without the CUDA toolkit

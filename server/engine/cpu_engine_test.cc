@@ -473,6 +473,11 @@ TEST(EngineFactoryTest, BackendsAndDTypes) {
   opts.backend = "cpu";
   opts.dtype = DType::kFloat16;
   EXPECT_EQ(CreateEngine(model, opts).status().code(), absl::StatusCode::kInvalidArgument);
+  // The dtype by backend: float32 on the CPU, whatever `dtype` says.
+  opts.auto_dtype = true;
+  auto by_backend = CreateEngine(model, opts);
+  ASSERT_TRUE(by_backend.ok()) << by_backend.status();
+  EXPECT_EQ((*by_backend)->info().dtype, DType::kFloat32);
   EXPECT_EQ(*ParseDType("bfloat16"), DType::kBFloat16);
   EXPECT_FALSE(ParseDType("int8").ok());
   EXPECT_STREQ(DTypeName(DType::kFloat16), "float16");

@@ -147,6 +147,12 @@ TEST(CudaEngineCreation, ClearErrorWithoutGpu) {
 #else
   EXPECT_EQ((*automatic)->info().backend, "cpu");
 #endif
+  // bert_server's --dtype=auto: float16 where "auto" finds a GPU, float32 on the CPU.
+  options.auto_dtype = true;
+  auto by_backend = CreateEngine(model, options);
+  ASSERT_TRUE(by_backend.ok()) << by_backend.status();
+  const bool on_gpu = (*by_backend)->info().backend == "cuda";
+  EXPECT_EQ((*by_backend)->info().dtype, on_gpu ? DType::kFloat16 : DType::kFloat32);
 }
 
 #if defined(BERT_WITH_CUDA)

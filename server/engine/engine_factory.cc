@@ -61,8 +61,19 @@ absl::StatusOr<DType> ParseDType(const std::string& name) {
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
-                                                     const EngineOptions& options) {
+                                                     EngineOptions options) {
   if (model == nullptr) return absl::InvalidArgumentError("CreateEngine: no model");
+  if (options.auto_dtype) {
+    EngineOptions cpu = options;
+    cpu.dtype = DType::kFloat32;
+    if (options.backend == "cpu") return CreateCpu(std::move(model), cpu);
+    options.dtype = DType::kFloat16;
+    if (options.backend == "auto") {
+      auto cuda = CreateCuda(model, options);
+      if (cuda.ok() || !absl::IsUnavailable(cuda.status())) return cuda;
+      return CreateCpu(std::move(model), cpu);
+    }
+  }
   if (options.backend == "cpu") return CreateCpu(std::move(model), options);
   if (options.backend == "cuda") return CreateCuda(std::move(model), options);
   if (options.backend == "auto") {

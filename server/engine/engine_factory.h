@@ -20,6 +20,9 @@ namespace bert {
 struct EngineOptions {
   std::string backend = "auto";  // "auto", "cpu" or "cuda"
   DType dtype = DType::kFloat32;
+  // The dtype by backend instead of `dtype`: float16 on the CUDA backend (also the one
+  // "auto" finds), float32 on the CPU's (the only one it runs).
+  bool auto_dtype = false;
   int cpu_threads = 0;            // CPU backend: 0 = every available core.
   std::string cpu_gemm = "auto";  // CPU backend: CpuEngineOptions::gemm.
   int max_batch_tokens = 0;       // > 0: size workspaces for this many rows up front.
@@ -28,7 +31,7 @@ struct EngineOptions {
   CudaEngineOptions cuda;
 };
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
-                                                     const EngineOptions& options);
+                                                     EngineOptions options);
 
 // Parses "float32" / "float16" / "bfloat16" (also "fp32", "fp16", "bf16").
 absl::StatusOr<DType> ParseDType(const std::string& name);

@@ -21,8 +21,8 @@ absl::StatusOr<GoldenFixture> LoadGoldenFixture(const std::string& name) {
   }
   const int b = static_cast<int>(shape[0]), s = static_cast<int>(shape[1]);
 
-  GoldenFixture fixture{std::make_shared<const Model>(std::move(model)), {}, {},
-                        std::move(expected)};
+  GoldenFixture fixture{
+      std::make_shared<const Model>(std::move(model)), {}, {}, std::move(expected)};
   for (int i = 0; i < b; ++i) {
     const int32_t* row = words.data() + i * s;
     int valid = 0;

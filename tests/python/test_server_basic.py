@@ -264,3 +264,12 @@ def test_reflection_lists_the_services():
     assert len(responses) == 1
     assert b"bert.v1.BertService" in responses[0]
     assert b"grpc.health.v1.Health" in responses[0]
+
+
+def test_help_lists_the_server_flags():
+    from server_harness import server_binary
+    r = subprocess.run([server_binary(), "--help"], capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    for flag in ("--model_dir", "--backend", "--dtype", "--send_timeout_s",
+                 "--max_request_bytes", "--cuda_graphs", "--drain_timeout_s"):
+        assert flag in out, (flag, out[:2000])
