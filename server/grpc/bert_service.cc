@@ -12,6 +12,7 @@
 #include "server/grpc/status_map.h"
 #include "server/grpc/wire.h"
 #include "server/util/log.h"
+#include "server/util/status_macros.h"
 
 namespace bert {
 namespace {
@@ -43,20 +44,12 @@ WireLimits WireLimitsOf(const RequestLimits& limits) {
   return wire;
 }
 
-// Embed: one request, answered from a pipeline thread.
-class EmbedReactor final : public grpc::ServerUnaryReactor {
+// A unary call that holds an admission permit from its start until it is done, i.e. until
+// its answer has been sent (or the call failed): answers waiting for a slow reader count
+// against the limit, for at most the send timeout (SendWatchdog), which watches each answer
+// from the moment it is handed to gRPC.
+class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
  public:
-  EmbedReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
-               const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
-      : service_(service), context_(context), out_(response), start_(absl::Now()) {
-    absl::Status status = Begin(context, request);
-    if (!status.ok()) Done(status);
-  }
-
-  void OnCancel() override { cancelled_->store(true); }
-  // The answer has been sent (or the call failed): only now is its admission released, so
-  // that answers waiting for a slow reader count against the limit (for at most the send
-  // timeout: SendWatchdog).
   void OnDone() override {
     service_->send_watchdog().Unwatch(send_watch_);
     if (permit_.valid()) {
@@ -66,53 +59,82 @@ class EmbedReactor final : public grpc::ServerUnaryReactor {
     delete this;
   }
 
- private:
-  absl::Status Begin(grpc::CallbackServerContext* context, const grpc::ByteBuffer* wire) {
-    absl::Status auth = service_->CheckAuth(context);
-    if (!auth.ok()) return auth;
+ protected:
+  AdmittedUnaryReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
+                       const char* method)
+      : service_(service), context_(context), method_(method), start_(absl::Now()) {}
+
+  // Authenticates the call and takes its permit: the pipeline to use, or why not.
+  absl::StatusOr<Pipeline*> Admit() {
+    RETURN_IF_ERROR(service_->CheckAuth(context_));
     Pipeline* pipeline = service_->pipeline();
     if (pipeline == nullptr) return NotReady();
-    auto permit = pipeline->Admit();
-    if (!permit.ok()) return permit.status();
-    permit_ = *std::move(permit);
+    ASSIGN_OR_RETURN(permit_, pipeline->Admit());
     service_->ReportInFlight();
-    v1::EmbedRequest request;
-    absl::Status parsed = ParseEmbedRequest(*wire, WireLimitsOf(pipeline->limits()), &request);
-    if (!parsed.ok()) return parsed;
-    auto spec = FromProto(request);
-    if (!spec.ok()) return spec.status();
-    response_->set_request_id(request.request_id());
-    pipeline->Embed(*std::move(spec), DeadlineOf(context), cancelled_,
-                    [this](absl::StatusOr<EmbedResult> result) {
-                      if (!result.ok()) {
-                        Done(result.status());
-                        return;
-                      }
-                      if (service_->metrics() != nullptr) {
-                        service_->metrics()->RecordStages(result->timing);
-                      }
-                      ToProto(*std::move(result), response_.get());
-                      Done(service_->CheckAnswerSize(*response_));
-                    });
-    return absl::OkStatus();
+    return pipeline;
   }
 
-  void Done(absl::Status status) {
-    if (status.ok()) Serialize(*response_, out_);
-    grpc::Status grpc_status = ToGrpcStatus(status);
-    service_->Record("Embed", grpc_status.error_code(), start_);
-    response_.reset();
+  // Records the call and hands its status (and, if OK, the answer already in place) to gRPC.
+  void Done(const absl::Status& status) {
+    const grpc::Status grpc_status = ToGrpcStatus(status);
+    service_->Record(method_, grpc_status.error_code(), start_);
     send_watch_ = service_->send_watchdog().Watch(context_);
     Finish(grpc_status);
   }
 
   BertServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
-  grpc::ByteBuffer* const out_;
-  uint64_t send_watch_ = 0;   // SendWatchdog: set before Finish, read in OnDone
-  Admission::Permit permit_;  // from admission until OnDone
-  std::unique_ptr<v1::EmbedResponse> response_ = std::make_unique<v1::EmbedResponse>();
+
+ private:
+  const char* const method_;
   const absl::Time start_;
+  Admission::Permit permit_;  // from Admit until OnDone
+  uint64_t send_watch_ = 0;   // set before Finish, read in OnDone
+};
+
+// Embed: one request, answered from a pipeline thread.
+class EmbedReactor final : public AdmittedUnaryReactor {
+ public:
+  EmbedReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
+               const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
+      : AdmittedUnaryReactor(service, context, "Embed"), out_(response) {
+    absl::Status status = Begin(request);
+    if (!status.ok()) Answer(status);
+  }
+
+  void OnCancel() override { cancelled_->store(true); }
+
+ private:
+  absl::Status Begin(const grpc::ByteBuffer* wire) {
+    ASSIGN_OR_RETURN(Pipeline * pipeline, Admit());
+    v1::EmbedRequest request;
+    RETURN_IF_ERROR(ParseEmbedRequest(*wire, WireLimitsOf(pipeline->limits()), &request));
+    auto spec = FromProto(request);
+    if (!spec.ok()) return spec.status();
+    response_->set_request_id(request.request_id());
+    pipeline->Embed(*std::move(spec), DeadlineOf(context_), cancelled_,
+                    [this](absl::StatusOr<EmbedResult> result) {
+                      if (!result.ok()) {
+                        Answer(result.status());
+                        return;
+                      }
+                      if (service_->metrics() != nullptr) {
+                        service_->metrics()->RecordStages(result->timing);
+                      }
+                      ToProto(*std::move(result), response_.get());
+                      Answer(service_->CheckAnswerSize(*response_));
+                    });
+    return absl::OkStatus();
+  }
+
+  void Answer(const absl::Status& status) {
+    if (status.ok()) Serialize(*response_, out_);
+    response_.reset();
+    Done(status);
+  }
+
+  grpc::ByteBuffer* const out_;
+  std::unique_ptr<v1::EmbedResponse> response_ = std::make_unique<v1::EmbedResponse>();
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -344,39 +366,21 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 };
 
 // Tokenize: parsed on gRPC's thread, tokenized on a pipeline worker (a large request would
-// otherwise hold one of gRPC's threads), answered from there. Like Embed, the call holds its
-// admission until it is done.
-class TokenizeReactor final : public grpc::ServerUnaryReactor {
+// otherwise hold one of gRPC's threads), answered from there.
+class TokenizeReactor final : public AdmittedUnaryReactor {
  public:
   TokenizeReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
                   const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
-      : service_(service), context_(context), out_(response), start_(absl::Now()) {
-    absl::Status status = Begin(context, request);
+      : AdmittedUnaryReactor(service, context, "Tokenize"), out_(response) {
+    absl::Status status = Begin(request);
     if (!status.ok()) Done(status);
   }
 
-  void OnDone() override {
-    service_->send_watchdog().Unwatch(send_watch_);
-    if (permit_.valid()) {
-      permit_.Reset();
-      service_->ReportInFlight();
-    }
-    delete this;
-  }
-
  private:
-  absl::Status Begin(grpc::CallbackServerContext* context, const grpc::ByteBuffer* wire) {
-    absl::Status auth = service_->CheckAuth(context);
-    if (!auth.ok()) return auth;
-    Pipeline* pipeline = service_->pipeline();
-    if (pipeline == nullptr) return NotReady();
-    auto permit = pipeline->Admit();
-    if (!permit.ok()) return permit.status();
-    permit_ = *std::move(permit);
-    service_->ReportInFlight();
+  absl::Status Begin(const grpc::ByteBuffer* wire) {
+    ASSIGN_OR_RETURN(Pipeline * pipeline, Admit());
     v1::TokenizeRequest request;
-    absl::Status parsed = ParseTokenizeRequest(*wire, WireLimitsOf(pipeline->limits()), &request);
-    if (!parsed.ok()) return parsed;
+    RETURN_IF_ERROR(ParseTokenizeRequest(*wire, WireLimitsOf(pipeline->limits()), &request));
     auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
     pipeline->TokenizeOnWorker(*std::move(spec),
@@ -393,19 +397,7 @@ class TokenizeReactor final : public grpc::ServerUnaryReactor {
     return absl::OkStatus();
   }
 
-  void Done(absl::Status status) {
-    const grpc::Status grpc_status = ToGrpcStatus(status);
-    service_->Record("Tokenize", grpc_status.error_code(), start_);
-    send_watch_ = service_->send_watchdog().Watch(context_);
-    Finish(grpc_status);
-  }
-
-  BertServiceImpl* const service_;
-  grpc::CallbackServerContext* const context_;
   grpc::ByteBuffer* const out_;
-  Admission::Permit permit_;  // from admission until OnDone
-  uint64_t send_watch_ = 0;   // SendWatchdog: set before Finish, read in OnDone
-  const absl::Time start_;
 };
 
 }  // namespace
