@@ -774,9 +774,10 @@ int Run() {
   bool drained = loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
   // Calls still arriving are being refused (UNAVAILABLE, at once); give those gRPC has already
   // handed to us a second to get their answer out before the rest are cancelled. (Shutdown
-  // waits out the whole second only while a health Watch stream is open.) Shutdown returns
-  // once every call is done, cancelled ones included, so answers a client was too slow to
-  // take have now given their admission back: drained unless a batch is still running.
+  // waits out the whole second only while a client connection is still open, e.g. a health Watch
+  // stream.) Shutdown returns once every call is done, cancelled ones included, so answers a client
+  // was too slow to take have now given their admission back: drained unless a batch is still
+  // running.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   if (!drained) drained = loaded->pipeline->Drain(absl::Seconds(1));
   if (!drained) {
