@@ -77,7 +77,9 @@ class BertServiceImpl final : public BertServiceBase {
   const ServiceConfig config_;
   ServerMetrics* const metrics_;
   std::atomic<Pipeline*> pipeline_{nullptr};
-  SendWatchdog send_watchdog_{config_.send_timeout};
+  SendWatchdog send_watchdog_{config_.send_timeout, [metrics = metrics_] {
+                                if (metrics != nullptr) metrics->RecordAbandonedAnswer();
+                              }};
   // Reading the admission count and setting the gauge as one step, so that the last of
   // several concurrent updates leaves the latest count.
   mutable absl::Mutex gauge_mu_;

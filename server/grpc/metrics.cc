@@ -57,6 +57,12 @@ ServerMetrics::ServerMetrics()
                      .Help("Admitted requests whose answers are not yet sent")
                      .Register(*registry_)
                      .Add({})),
+      abandoned_answers_(prometheus::BuildCounter()
+                             .Name("bert_answers_abandoned_total")
+                             .Help("Calls cancelled because their client did not take the answer "
+                                   "within --send_timeout_s (an EmbedStream counts once)")
+                             .Register(*registry_)
+                             .Add({})),
       tokens_processed_(prometheus::BuildCounter()
                             .Name("bert_tokens_processed_total")
                             .Help("Real (non-padding) tokens run through the engine")
@@ -139,6 +145,8 @@ void ServerMetrics::RecordStages(const StageTiming& timing) {
 }
 
 void ServerMetrics::SetInFlight(int in_flight) { in_flight_.Set(in_flight); }
+
+void ServerMetrics::RecordAbandonedAnswer() { abandoned_answers_.Increment(); }
 
 void ServerMetrics::SetServing(bool serving) { serving_.Set(serving ? 1 : 0); }
 

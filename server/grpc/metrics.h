@@ -50,6 +50,8 @@ class ServerMetrics : public PipelineObserver {
   void RecordRequest(const std::string& method, grpc::StatusCode code, double total_seconds);
   void RecordStages(const StageTiming& timing);
   void SetInFlight(int in_flight);
+  // An answer given up: its client did not take it within the send timeout.
+  void RecordAbandonedAnswer();
   // What the health service says: SERVING (true) or NOT_SERVING.
   void SetServing(bool serving);
   // Polled on each batch: bytes of device memory in use (CUDA backends).
@@ -67,6 +69,7 @@ class ServerMetrics : public PipelineObserver {
   prometheus::Histogram& batch_tokens_;
   prometheus::Gauge& queue_depth_;
   prometheus::Gauge& in_flight_;
+  prometheus::Counter& abandoned_answers_;
   prometheus::Counter& tokens_processed_;
   prometheus::Family<prometheus::Counter>& batches_;  // by result
   prometheus::Counter& batches_ok_;

@@ -8,7 +8,8 @@
 
 namespace bert {
 
-SendWatchdog::SendWatchdog(absl::Duration limit) : limit_(limit) {
+SendWatchdog::SendWatchdog(absl::Duration limit, std::function<void()> on_cancel)
+    : limit_(limit), on_cancel_(std::move(on_cancel)) {
   if (limit_ > absl::ZeroDuration()) thread_ = std::thread([this] { Run(); });
 }
 
@@ -77,6 +78,7 @@ void SendWatchdog::Run() {
         } else {
           entry.call->TryCancel();
         }
+        if (on_cancel_) on_cancel_();
       }
       mu_.Lock();
       cancelled_.fetch_add(static_cast<int64_t>(overdue.size()));

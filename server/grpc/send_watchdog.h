@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -35,8 +36,9 @@ class Cancellable {
 
 class SendWatchdog {
  public:
-  // `limit` <= 0: no limit (Watch returns 0 and nothing is ever cancelled).
-  explicit SendWatchdog(absl::Duration limit);
+  // `limit` <= 0: no limit (Watch returns 0 and nothing is ever cancelled). `on_cancel` (may
+  // be empty) runs on the watchdog's thread after each call it cancelled.
+  explicit SendWatchdog(absl::Duration limit, std::function<void()> on_cancel = nullptr);
   ~SendWatchdog();
   SendWatchdog(const SendWatchdog&) = delete;
   SendWatchdog& operator=(const SendWatchdog&) = delete;
@@ -61,6 +63,7 @@ class SendWatchdog {
   void Run();
 
   const absl::Duration limit_;
+  const std::function<void()> on_cancel_;
   absl::Mutex mu_;
   std::map<uint64_t, Entry> watched_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Entry> cancelling_ ABSL_GUARDED_BY(mu_);  // TryCancel running on them

@@ -139,8 +139,10 @@ def test_an_answer_nobody_takes_is_cancelled_after_the_send_timeout(method):
         assert wait_for(lambda: metric_value(s.metrics_text(), "bert_requests_total",
                                              {"method": method, "code": "OK"}) == 2)
         # A second or so later the server gives up on them: their places are free again,
-        # although the client is still connected.
+        # although the client is still connected, and the metrics say why.
         assert wait_for(lambda: in_flight() == 0, timeout=10)
+        abandoned = metric_value(s.metrics_text(), "bert_answers_abandoned_total")
+        assert abandoned == (2 if method == "Embed" else 1), abandoned  # a stream counts once
         assert len(s.stub().Embed(embed_ok(s, pb2), timeout=10).results) == 1
         reader.close()
 
