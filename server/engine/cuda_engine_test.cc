@@ -542,6 +542,25 @@ void ExpectCloseToCpu(const EncoderOutput& out, const EncoderOutput& ref, double
   }
 }
 
+// Encodes `batch` on `gpu` three times (with CUDA graphs on: eager, captured, replayed): the
+// first run within `tol` of the CPU engine's outputs, the other two bit-identical to it (no
+// result may depend on graphs or on which CTA finished last). Returns the first run's outputs.
+EncoderOutput ExpectRunsAgree(Engine* cpu, Engine* gpu, const EncoderBatch& batch,
+                              const OutputSelection& sel, double tol, const std::string& what) {
+  EncoderOutput ref, first;
+  EXPECT_TRUE(cpu->Encode(batch, sel, &ref).ok()) << what;
+  EXPECT_TRUE(gpu->Encode(batch, sel, &first).ok()) << what;
+  ExpectCloseToCpu(first, ref, tol, what);
+  for (const char* run : {", captured", ", replayed"}) {
+    EncoderOutput again;
+    EXPECT_TRUE(gpu->Encode(batch, sel, &again).ok()) << what << run;
+    ExpectSameOutputs(again, first, what + run);
+  }
+  std::printf("%s: sequence error %.3g (vs CPU)\n", what.c_str(),
+              RelativeError(first.sequence, ref.sequence));
+  return first;
+}
+
 // `length` word ids drawn uniformly from the vocabulary, [PAD] (0) excluded.
 std::vector<int32_t> RandomWordIds(const ModelConfig& c, int length, std::mt19937& rng) {
   std::uniform_int_distribution<int> word(1, c.vocab_size - 1);
@@ -642,24 +661,10 @@ TEST_P(CudaVsCpuTest, RandomBertBaseLayerNormInGemm) {
   const double tol = Tolerance(dtype);
   const bool sixteen_bit = dtype != DType::kFloat32;
   for (const EncoderBatch* batch : {&one, &two, &three}) {
-    EncoderOutput ref, first;
-    ASSERT_TRUE((*cpu)->Encode(*batch, sel, &ref).ok());
     const long long before = timing->path_stats().layer_norm_gemms;
-    for (int run = 0; run < 3; ++run) {  // eager, captured, replayed
-      EncoderOutput out;
-      ASSERT_TRUE((*fused)->Encode(*batch, sel, &out).ok());
-      const std::string what = std::to_string(batch->total_rows()) + " rows run " +
-                               std::to_string(run) + " " + ShortName(dtype);
-      ExpectCloseToCpu(out, ref, tol, what);
-      if (run == 0) {
-        std::printf("bert-base %s: layer_norm_in_gemm sequence error %.3g (vs CPU)\n", what.c_str(),
-                    RelativeError(out.sequence, ref.sequence));
-        first = out;
-      } else {
-        // No result depends on which CTA finished a tile or a row block last.
-        ExpectSameOutputs(out, first, what + " vs the eager run");
-      }
-    }
+    ExpectRunsAgree(cpu->get(), fused->get(), *batch, sel, tol,
+                    "bert-base layer_norm_in_gemm " + std::to_string(batch->total_rows()) +
+                        " rows " + ShortName(dtype));
     // Enqueued by the eager run and the capture: two projections per layer, each time, for
     // batches within the limit.
     const long long expected = sixteen_bit && batch->total_rows() <= 256 ? 2 * 2 * c.num_layers : 0;
@@ -796,15 +801,7 @@ TEST_P(CudaVsCpuTest, HeadDims32And128EagerCapturedReplayed) {
     auto gpu = CreateCudaEngine(model, Options(dtype, 2048));
     ASSERT_TRUE(gpu.ok()) << what << ": " << gpu.status();
     for (const EncoderBatch* batch : std::vector<const EncoderBatch*>{&one, &mixed}) {
-      EncoderOutput ref, first;
-      ASSERT_TRUE((*cpu)->Encode(*batch, sel, &ref).ok());
-      ASSERT_TRUE((*gpu)->Encode(*batch, sel, &first).ok()) << what;  // eager
-      ExpectCloseToCpu(first, ref, Tolerance(dtype), what);
-      for (int run = 0; run < 2; ++run) {  // captured, then replayed
-        EncoderOutput again;
-        ASSERT_TRUE((*gpu)->Encode(*batch, sel, &again).ok()) << what;
-        ExpectSameOutputs(again, first, what + (run == 0 ? ", captured" : ", replayed"));
-      }
+      ExpectRunsAgree(cpu->get(), gpu->get(), *batch, sel, Tolerance(dtype), what);
     }
     const CudaGraphStats graphs = dynamic_cast<CudaEngineTiming*>(gpu->get())->graph_stats();
     EXPECT_EQ(graphs.captures, 2) << what << ": " << graphs.last_capture_error;
@@ -823,13 +820,8 @@ TEST_P(CudaVsCpuTest, RandomBertBaseDefaultsEagerCapturedReplayed) {
   auto model = std::make_shared<const Model>(RandomModel(BertBaseConfig(), 77));
   const ModelConfig& c = model->config;
   std::mt19937 rng(23);
-  std::uniform_int_distribution<int> word(1, c.vocab_size - 1);
   EncoderBatch eight, single;
-  for (int s = 0; s < 8; ++s) {
-    std::vector<int32_t> w(128);
-    for (int32_t& id : w) id = word(rng);
-    eight.Add(w, {});
-  }
+  for (int s = 0; s < 8; ++s) eight.Add(RandomWordIds(c, 128, rng), {});
   single.Add({101, 2023, 2003, 1037, 3231, 102}, {});
   OutputSelection sel;
   sel.sequence = true;
@@ -839,16 +831,9 @@ TEST_P(CudaVsCpuTest, RandomBertBaseDefaultsEagerCapturedReplayed) {
   auto gpu = CreateCudaEngine(model, Options(dtype, 2048));
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   for (const EncoderBatch* batch : {&eight, &single}) {
-    const std::string what = batch == &eight ? "8 x 128" : "one sequence";
-    EncoderOutput ref, first;
-    ASSERT_TRUE((*cpu)->Encode(*batch, sel, &ref).ok());
-    ASSERT_TRUE((*gpu)->Encode(*batch, sel, &first).ok()) << what;
-    ExpectCloseToCpu(first, ref, Tolerance(dtype), what);
-    for (int run = 0; run < 2; ++run) {
-      EncoderOutput again;
-      ASSERT_TRUE((*gpu)->Encode(*batch, sel, &again).ok()) << what;
-      ExpectSameOutputs(again, first, what + (run == 0 ? ", captured" : ", replayed"));
-    }
+    ExpectRunsAgree(cpu->get(), gpu->get(), *batch, sel, Tolerance(dtype),
+                    std::string("bert-base defaults ") + ShortName(dtype) +
+                        (batch == &eight ? " 8 x 128" : " one sequence"));
   }
   const CudaPathStats paths = PathStats(*gpu);
   std::printf("bert-base defaults %s: attention tiles 16/32/64 rows: %lld/%lld/%lld launches\n",

@@ -61,25 +61,20 @@ absl::StatusOr<DType> ParseDType(const std::string& name) {
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
-                                                     EngineOptions options) {
+                                                     const EngineOptions& options) {
   if (model == nullptr) return absl::InvalidArgumentError("CreateEngine: no model");
+  // Each backend's options: with auto_dtype, its own dtype.
+  EngineOptions cpu = options, cuda = options;
   if (options.auto_dtype) {
-    EngineOptions cpu = options;
     cpu.dtype = DType::kFloat32;
-    if (options.backend == "cpu") return CreateCpu(std::move(model), cpu);
-    options.dtype = DType::kFloat16;
-    if (options.backend == "auto") {
-      auto cuda = CreateCuda(model, options);
-      if (cuda.ok() || !absl::IsUnavailable(cuda.status())) return cuda;
-      return CreateCpu(std::move(model), cpu);
-    }
+    cuda.dtype = DType::kFloat16;
   }
-  if (options.backend == "cpu") return CreateCpu(std::move(model), options);
-  if (options.backend == "cuda") return CreateCuda(std::move(model), options);
+  if (options.backend == "cpu") return CreateCpu(std::move(model), cpu);
+  if (options.backend == "cuda") return CreateCuda(std::move(model), cuda);
   if (options.backend == "auto") {
-    auto cuda = CreateCuda(model, options);
-    if (cuda.ok() || !absl::IsUnavailable(cuda.status())) return cuda;
-    return CreateCpu(std::move(model), options);
+    auto engine = CreateCuda(model, cuda);
+    if (engine.ok() || !absl::IsUnavailable(engine.status())) return engine;
+    return CreateCpu(std::move(model), cpu);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown backend \"", options.backend, "\" (auto, cpu or cuda)"));

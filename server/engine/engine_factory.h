@@ -31,7 +31,7 @@ struct EngineOptions {
   CudaEngineOptions cuda;
 };
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
-                                                     EngineOptions options);
+                                                     const EngineOptions& options);
 
 // Parses "float32" / "float16" / "bfloat16" (also "fp32", "fp16", "bf16").
 absl::StatusOr<DType> ParseDType(const std::string& name);

@@ -194,7 +194,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (status.ok() && (gone || cancelled_->load())) {
       status = absl::CancelledError("the stream was cancelled");
     }
-    if (status.ok()) status = Submit(request, slot);
+    if (status.ok()) status = Submit(pipeline, request, slot);
     if (!status.ok()) Complete(slot, status, nullptr);
     Actions actions;
     {
@@ -245,9 +245,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     grpc::Status finish_status;
   };
 
-  absl::Status Submit(const v1::EmbedRequest& request, const std::shared_ptr<Slot>& slot) {
-    Pipeline* pipeline = service_->pipeline();
-    if (pipeline == nullptr) return NotReady();
+  absl::Status Submit(Pipeline* pipeline, const v1::EmbedRequest& request,
+                      const std::shared_ptr<Slot>& slot) {
     auto permit = pipeline->Admit();
     if (!permit.ok()) return permit.status();
     slot->permit = *std::move(permit);  // read by no other thread before the slot is ready
@@ -275,11 +274,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (status.ok()) {
       const StageTiming timing = result->timing;
       ToProto(std::move(*result), &response);
-      status = service_->CheckAnswerSize(response);
-      if (status.ok() && service_->metrics() != nullptr) service_->metrics()->RecordStages(timing);
+      status = service->CheckAnswerSize(response);
+      if (status.ok() && service->metrics() != nullptr) service->metrics()->RecordStages(timing);
     }
     const grpc::Status grpc_status = ToGrpcStatus(status);
-    service_->Record("EmbedStream", grpc_status.error_code(), slot->start);
+    service->Record("EmbedStream", grpc_status.error_code(), slot->start);
     if (!status.ok()) {
       response.Clear();
       response.set_request_id(slot->request_id);
@@ -287,7 +286,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       response.mutable_error()->set_message(grpc_status.error_message());
       // An error about a request_id near the message limit cannot echo it: the answer would
       // be over the limit and end the stream. Answers come in order, so it still matches.
-      const uint64_t limit = service_->max_message_bytes();  // 0: unchecked
+      const uint64_t limit = service->max_message_bytes();  // 0: unchecked
       if (limit > 0 && response.ByteSizeLong() > limit) response.clear_request_id();
     }
     Serialize(response, &slot->wire);

@@ -1,5 +1,7 @@
 #include "server/grpc/wire.h"
 
+#include <algorithm>
+#include <array>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -73,16 +75,6 @@ std::string CheckTextInput(absl::string_view data, const std::string& prefix) {
   return "";
 }
 
-std::string WireToString(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  std::string out;
-  if (!buffer.Dump(&slices).ok()) return out;
-  for (const grpc::Slice& s : slices) {
-    out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  return out;
-}
-
 // Entries of a repeated scalar field seen once: a packed run holds one varint per byte
 // without the continuation bit; an unpacked entry is one varint.
 int64_t ScalarEntries(int wire_type, absl::string_view payload) {
@@ -103,22 +95,41 @@ absl::Status NotAMessage() {
   return absl::InvalidArgumentError("the request is not a valid protobuf message");
 }
 
-// Counts `field`'s entries (message fields: occurrences; scalars: ScalarEntries) in the
-// top level of `wire`; INVALID_ARGUMENT when they are over `limit` (0: unchecked), or when
+// A repeated field to count on the wire, and the most entries allowed (0: unchecked).
+struct Counted {
+  int field;
+  bool scalar;  // a repeated scalar (packed or not), else a message field
+  const char* name;
+  int limit;
+};
+
+// Counts the entries of `fields` (message fields: occurrences; scalars: ScalarEntries) in the
+// top level of `wire`, in one pass; INVALID_ARGUMENT naming the first over its limit, or when
 // the scan cannot read to the end. That check fails closed: the parser would skip what the
-// scan cannot read (a group, which these messages never have), and with it the entries
-// after it, uncounted.
-absl::Status CheckCount(absl::string_view wire, int field, bool scalar, const char* name,
-                        int limit) {
-  if (limit <= 0) return absl::OkStatus();
-  int64_t count = 0;
+// scan cannot read (a group, which these messages never have), and with it the entries after
+// it, uncounted. With no limit set, nothing is scanned.
+template <size_t N>
+absl::Status CheckCounts(absl::string_view wire, const std::array<Counted, N>& fields) {
+  if (std::all_of(fields.begin(), fields.end(), [](const Counted& f) { return f.limit <= 0; })) {
+    return absl::OkStatus();
+  }
+  std::array<int64_t, N> counts{};
   int number, wire_type;
   absl::string_view payload;
   while (NextField(&wire, &number, &payload, &wire_type)) {
-    if (number == field) count += scalar ? ScalarEntries(wire_type, payload) : 1;
+    for (size_t i = 0; i < N; ++i) {
+      if (number == fields[i].field) {
+        counts[i] += fields[i].scalar ? ScalarEntries(wire_type, payload) : 1;
+      }
+    }
   }
   if (!wire.empty()) return NotAMessage();
-  return count > limit ? OverLimit(name, count, limit) : absl::OkStatus();
+  for (size_t i = 0; i < N; ++i) {
+    if (fields[i].limit > 0 && counts[i] > fields[i].limit) {
+      return OverLimit(fields[i].name, counts[i], fields[i].limit);
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The bytes of `buffer`: a view of its only slice, or a copy into `flat` when it has more.
@@ -146,15 +157,16 @@ absl::string_view LastBytesField(absl::string_view wire, int field) {
   return last;
 }
 
+// Parses `buffer`, whose bytes `wire` views (WireView), into `message`; a request that does
+// not parse is looked at on the wire to say why.
 template <typename Message>
-absl::Status Parse(const grpc::ByteBuffer& buffer, Message* message,
+absl::Status Parse(const grpc::ByteBuffer& buffer, absl::string_view wire, Message* message,
                    std::string (*find_invalid)(absl::string_view)) {
   // Parsed straight from the buffer's slices (a copy of a ByteBuffer shares them): requests
-  // can be tens of MB. Only a request that fails to parse is flattened, to say why.
+  // can be tens of MB.
   grpc::ByteBuffer slices(buffer);
   grpc::ProtoBufferReader reader(&slices);
   if (message->ParseFromZeroCopyStream(&reader)) return absl::OkStatus();
-  const std::string wire = WireToString(buffer);
   const std::string field = find_invalid(wire);
   if (!field.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": invalid UTF-8"));
   return NotAMessage();
@@ -202,13 +214,14 @@ std::string FindInvalidUtf8InTokenizeRequest(absl::string_view data) {
 
 absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& limits) {
   // EmbedRequest: inputs = 1, heads = 3, layers = 4.
-  RETURN_IF_ERROR(CheckCount(wire, 1, /*scalar=*/false, "inputs", limits.max_inputs));
-  RETURN_IF_ERROR(CheckCount(wire, 3, /*scalar=*/true, "heads", limits.max_heads));
-  return CheckCount(wire, 4, /*scalar=*/true, "layers", limits.max_layers);
+  return CheckCounts(wire, std::array<Counted, 3>{{{1, false, "inputs", limits.max_inputs},
+                                                   {3, true, "heads", limits.max_heads},
+                                                   {4, true, "layers", limits.max_layers}}});
 }
 
 absl::Status CheckTokenizeRequestCounts(absl::string_view wire, const WireLimits& limits) {
-  return CheckCount(wire, 1, /*scalar=*/false, "inputs", limits.max_inputs);  // inputs = 1
+  // TokenizeRequest: inputs = 1.
+  return CheckCounts(wire, std::array<Counted, 1>{{{1, false, "inputs", limits.max_inputs}}});
 }
 
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
@@ -221,15 +234,16 @@ absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits&
     request->set_request_id(std::string(LastBytesField(wire, 9)));  // request_id = 9
     return counted;
   }
-  return Parse(buffer, request, &FindInvalidUtf8InEmbedRequest);
+  return Parse(buffer, wire, request, &FindInvalidUtf8InEmbedRequest);
 }
 
 absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                   v1::TokenizeRequest* request) {
   std::vector<grpc::Slice> slices;
   std::string flat;
-  RETURN_IF_ERROR(CheckTokenizeRequestCounts(WireView(buffer, &slices, &flat), limits));
-  return Parse(buffer, request, &FindInvalidUtf8InTokenizeRequest);
+  const absl::string_view wire = WireView(buffer, &slices, &flat);
+  RETURN_IF_ERROR(CheckTokenizeRequestCounts(wire, limits));
+  return Parse(buffer, wire, request, &FindInvalidUtf8InTokenizeRequest);
 }
 
 std::string EchoableRequestId(const v1::EmbedRequest& request) {
