@@ -2,12 +2,13 @@
 peer that never lets the server send (its flow-control window stays 0), or one that sends
 part of a message and stops. It writes frames by hand (RFC 7540) and HPACK header blocks as
 literals without indexing (RFC 7541, 6.2.2); it answers SETTINGS and PING, and reads and
-counts everything else."""
+counts everything else. `send_data` keeps to the server's flow-control windows; `open_call`
+sends at once (small messages)."""
 import socket
 import struct
 import threading
 
-DATA, HEADERS, SETTINGS, PING = 0x0, 0x1, 0x4, 0x6
+DATA, HEADERS, SETTINGS, PING, WINDOW_UPDATE = 0x0, 0x1, 0x4, 0x6, 0x8
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 MAX_FRAME = 16384  # the smallest maximum frame size a peer must accept
@@ -33,6 +34,11 @@ class RawHttp2:
         self.closed = threading.Event()
         self._next_stream = 1
         self._lock = threading.Lock()
+        # The server's flow-control windows for what we send: the connection's, each stream's.
+        self._windows = threading.Condition()
+        self._connection_window = 65535
+        self._initial_window = 65535
+        self._stream_windows = {}
         settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, initial_window)
         self._send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0, settings))
         threading.Thread(target=self._read, daemon=True).start()
@@ -55,15 +61,74 @@ class RawHttp2:
                     if len(pending) < 9 + length:
                         break
                     kind, flags = pending[3], pending[4]
+                    stream = int.from_bytes(pending[5:9], "big") & 0x7FFFFFFF
                     payload = pending[9:9 + length]
                     pending = pending[9 + length:]
                     if kind == SETTINGS and not flags & ACK:
+                        self._window_settings(payload)
                         self._send(frame(SETTINGS, ACK, 0))
+                    elif kind == WINDOW_UPDATE:
+                        self._window_update(stream, int.from_bytes(payload, "big") & 0x7FFFFFFF)
                     elif kind == PING and not flags & ACK:
                         self._send(frame(PING, ACK, 0, payload))
         except OSError:
             pass
         self.closed.set()
+        with self._windows:
+            self._windows.notify_all()
+
+    def _window_settings(self, payload):
+        with self._windows:
+            for at in range(0, len(payload) - 5, 6):
+                key, value = struct.unpack(">HI", payload[at:at + 6])
+                if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                    for stream in self._stream_windows:
+                        self._stream_windows[stream] += value - self._initial_window
+                    self._initial_window = value
+            self._windows.notify_all()
+
+    def _window_update(self, stream, increment):
+        with self._windows:
+            if stream == 0:
+                self._connection_window += increment
+            elif stream in self._stream_windows:
+                self._stream_windows[stream] += increment
+            self._windows.notify_all()
+
+    @staticmethod
+    def _headers(method):
+        return (literal(":method", "POST") + literal(":scheme", "http")
+                + literal(":path", method) + literal(":authority", "localhost")
+                + literal("content-type", "application/grpc") + literal("te", "trailers"))
+
+    def open_stream(self, method):
+        """Starts a call of `method` without sending any of its message; returns the stream id
+        for send_data."""
+        stream = self._next_stream
+        self._next_stream += 2
+        with self._windows:
+            self._stream_windows[stream] = self._initial_window
+        self._send(frame(HEADERS, END_HEADERS, stream, self._headers(method)))
+        return stream
+
+    def send_data(self, stream, data, end_stream=False, wait_s=5.0):
+        """Sends `data` on `stream` as far as the server's flow-control windows let it within
+        `wait_s` of no window; returns the bytes sent."""
+        sent = 0
+        while sent < len(data):
+            with self._windows:
+                def room():
+                    return min(self._connection_window, self._stream_windows[stream])
+                if not self._windows.wait_for(lambda: self.closed.is_set() or room() > 0,
+                                              timeout=wait_s) or self.closed.is_set():
+                    return sent
+                n = min(MAX_FRAME, len(data) - sent, room())
+                self._connection_window -= n
+                self._stream_windows[stream] -= n
+            last = end_stream and sent + n == len(data)
+            self._send(frame(DATA, END_STREAM if last else 0, stream, data[sent:sent + n]))
+            sent += n
+        return sent
 
     def open_call(self, method, message, send_bytes=None):
         """Starts a call of `method` ("/pkg.Service/Method") with the serialized `message`
@@ -71,9 +136,7 @@ class RawHttp2:
         many bytes of the framed messages and leaves the stream open. Returns the stream id."""
         stream = self._next_stream
         self._next_stream += 2
-        headers = (literal(":method", "POST") + literal(":scheme", "http")
-                   + literal(":path", method) + literal(":authority", "localhost")
-                   + literal("content-type", "application/grpc") + literal("te", "trailers"))
+        headers = self._headers(method)
         messages = message if isinstance(message, list) else [message]
         body = b"".join(b"\x00" + struct.pack(">I", len(m)) + m for m in messages)
         whole = send_bytes is None
