@@ -145,7 +145,8 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
                 {"max_batch_tokens", info.limits().max_batch_tokens()},
                 {"max_concurrent_requests", info.limits().max_concurrent_requests()},
                 {"max_message_bytes", info.limits().max_message_bytes()},
-                {"max_request_bytes", info.limits().max_request_bytes()}}}};
+                {"max_request_bytes", info.limits().max_request_bytes()},
+                {"max_answer_memory_bytes", info.limits().max_answer_memory_bytes()}}}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }

@@ -137,6 +137,10 @@ ABSL_FLAG(int64_t, max_request_bytes, 16 << 20,
 ABSL_FLAG(int, max_streams_per_connection, 256,
           "Calls one client connection may have open at once (HTTP/2 streams); more wait in "
           "the client");
+ABSL_FLAG(int64_t, max_answer_memory_mb, 1024,
+          "Embed answers held at once (computed or being computed, not yet sent), MiB: a "
+          "request whose answer would pass it gets RESOURCE_EXHAUSTED; at least "
+          "--max_message_bytes; 0: unlimited");
 ABSL_FLAG(int64_t, grpc_memory_limit_mb, 2048,
           "Memory gRPC may use for its connections (incoming messages included), MiB: above "
           "it gRPC sheds connections; 0: unlimited");
@@ -459,6 +463,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   options.tokenization_workers = TokenizationWorkers();
   options.default_seq_length = absl::GetFlag(FLAGS_default_seq_length);
   options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.max_answer_memory_bytes = absl::GetFlag(FLAGS_max_answer_memory_mb) << 20;
   // The CUDA engine tunes and loads per shape: do it before SERVING.
   options.warmup_row_buckets = info.backend == "cuda";
   options.on_engine_failure = std::move(on_engine_failure);
@@ -520,6 +525,15 @@ int Validate() {
     BERT_LOG(kError) << "a numeric limit flag is out of range (see --help)";
     return 2;
   }
+  const int64_t answer_memory_mb = absl::GetFlag(FLAGS_max_answer_memory_mb);
+  if (answer_memory_mb < 0 || answer_memory_mb > (int64_t{1} << 30) ||
+      (answer_memory_mb > 0 && (answer_memory_mb << 20) < absl::GetFlag(FLAGS_max_message_bytes))) {
+    BERT_LOG(kError) << "--max_answer_memory_mb must be 0 (unlimited) or hold the largest answer, "
+                        "--max_message_bytes"
+                     << LogKv("max_answer_memory_mb", answer_memory_mb)
+                     << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes));
+    return 2;
+  }
   return 0;
 }
 
@@ -542,6 +556,7 @@ void LogConfig() {
                   << LogKv("max_request_bytes", MaxRequestBytes())
                   << LogKv("max_streams_per_connection",
                            absl::GetFlag(FLAGS_max_streams_per_connection))
+                  << LogKv("max_answer_memory_mb", absl::GetFlag(FLAGS_max_answer_memory_mb))
                   << LogKv("grpc_memory_limit_mb", absl::GetFlag(FLAGS_grpc_memory_limit_mb))
                   << LogKv("send_timeout_s", absl::GetFlag(FLAGS_send_timeout_s))
                   << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))

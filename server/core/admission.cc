@@ -2,16 +2,37 @@
 
 namespace bert {
 
+Admission::Bytes& Admission::Bytes::operator=(Bytes&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    owner_ = other.owner_;
+    count_ = other.count_;
+    other.owner_ = nullptr;
+    other.count_ = 0;
+  }
+  return *this;
+}
+
+void Admission::Bytes::Reset() {
+  if (owner_ != nullptr) {
+    owner_->bytes_reserved_.fetch_sub(count_, std::memory_order_acq_rel);
+    owner_ = nullptr;
+    count_ = 0;
+  }
+}
+
 Admission::Permit& Admission::Permit::operator=(Permit&& other) noexcept {
   if (this != &other) {
     Reset();
     owner_ = other.owner_;
+    bytes_ = std::move(other.bytes_);
     other.owner_ = nullptr;
   }
   return *this;
 }
 
 void Admission::Permit::Reset() {
+  bytes_.Reset();  // before the slot: a drain that sees no request in flight sees no bytes
   if (owner_ != nullptr) {
     owner_->in_flight_.fetch_sub(1, std::memory_order_acq_rel);
     owner_ = nullptr;
@@ -26,6 +47,18 @@ Admission::Permit Admission::TryAcquire() {
     }
   }
   return Permit();
+}
+
+Admission::Bytes Admission::TryReserveBytes(int64_t count) {
+  if (count < 0) count = 0;
+  int64_t current = bytes_reserved_.load(std::memory_order_relaxed);
+  while (byte_limit_ <= 0 || current <= byte_limit_ - count) {
+    if (bytes_reserved_.compare_exchange_weak(current, current + count,
+                                              std::memory_order_acq_rel)) {
+      return Bytes(this, count);
+    }
+  }
+  return Bytes();
 }
 
 }  // namespace bert

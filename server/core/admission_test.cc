@@ -60,5 +60,67 @@ TEST(AdmissionTest, ConcurrentAcquireNeverExceedsLimit) {
   EXPECT_EQ(admission.in_flight(), 0);
 }
 
+TEST(AdmissionTest, BytesAreRefusedBeyondTheBudgetAndReturnedOnDestruction) {
+  Admission admission(4, /*byte_limit=*/100);
+  Admission::Bytes a = admission.TryReserveBytes(60);
+  EXPECT_TRUE(a.valid());
+  EXPECT_EQ(a.count(), 60);
+  EXPECT_FALSE(admission.TryReserveBytes(41).valid());
+  Admission::Bytes b = admission.TryReserveBytes(40);
+  EXPECT_TRUE(b.valid());
+  EXPECT_EQ(admission.bytes_reserved(), 100);
+  Admission::Bytes moved = std::move(a);
+  EXPECT_FALSE(a.valid());
+  EXPECT_EQ(admission.bytes_reserved(), 100);
+  moved = Admission::Bytes();
+  EXPECT_EQ(admission.bytes_reserved(), 40);
+  EXPECT_FALSE(admission.TryReserveBytes(101).valid());  // never fits
+  b.Reset();
+  EXPECT_EQ(admission.bytes_reserved(), 0);
+}
+
+TEST(AdmissionTest, APermitReturnsTheBytesItHolds) {
+  Admission admission(1, /*byte_limit=*/100);
+  Admission::Permit permit = admission.TryAcquire();
+  permit.Hold(admission.TryReserveBytes(70));
+  EXPECT_EQ(admission.bytes_reserved(), 70);
+  Admission::Permit moved = std::move(permit);
+  EXPECT_EQ(admission.bytes_reserved(), 70);
+  moved.Reset();
+  EXPECT_EQ(admission.bytes_reserved(), 0);
+  EXPECT_EQ(admission.in_flight(), 0);
+}
+
+TEST(AdmissionTest, WithoutABudgetBytesAreCountedButNeverRefused) {
+  Admission admission(1);
+  Admission::Bytes a = admission.TryReserveBytes(int64_t{1} << 40);
+  Admission::Bytes b = admission.TryReserveBytes(int64_t{1} << 40);
+  EXPECT_TRUE(a.valid() && b.valid());
+  EXPECT_EQ(admission.bytes_reserved(), int64_t{1} << 41);
+}
+
+TEST(AdmissionTest, ConcurrentReservationsNeverPassTheBudget) {
+  Admission admission(1, /*byte_limit=*/1000);
+  std::atomic<int64_t> max_seen{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) {
+        Admission::Bytes bytes = admission.TryReserveBytes(100 + 37 * t);
+        if (bytes.valid()) {
+          int64_t now = admission.bytes_reserved();
+          int64_t prev = max_seen.load();
+          while (now > prev && !max_seen.compare_exchange_weak(prev, now)) {
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_LE(max_seen.load(), 1000);
+  EXPECT_GT(max_seen.load(), 0);
+  EXPECT_EQ(admission.bytes_reserved(), 0);
+}
+
 }  // namespace
 }  // namespace bert

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "server/core/dtype_convert.h"
 #include "server/text/packer.h"
@@ -33,11 +34,20 @@ struct Pipeline::Request {
   int remaining ABSL_GUARDED_BY(mu) = 0;
   std::vector<InputResult> results ABSL_GUARDED_BY(mu);
   int64_t tokenize_us = 0;  // Written before any item is enqueued.
+  // The answer's bytes, from its tokenization on: written before any item is enqueued, then
+  // moved into the result (or released) by Finish.
+  Admission::Bytes memory ABSL_GUARDED_BY(mu);
 };
 
 namespace {
 
 int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
+
+// "1234 bytes", or "12.3 MiB" from 1 MiB on.
+std::string ByteCount(int64_t bytes) {
+  if (bytes < (1 << 20)) return absl::StrCat(bytes, " bytes");
+  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+}
 
 // Appends `rows` x `hidden` floats starting at `row_begin` of `source` to `tensor`.
 void FillTensor(OutputDType dtype, const std::vector<float>& source, int row_begin, int rows,
@@ -79,7 +89,7 @@ Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
       engine_(std::move(engine)),
       tokenizer_(std::move(tokenizer)),
       observer_(observer),
-      admission_(options_.max_concurrent_requests) {
+      admission_(options_.max_concurrent_requests, options_.max_answer_memory_bytes) {
   const ModelConfig& config = engine_->config();
   limits_.num_layers = config.num_layers;
   limits_.vocab_size = config.vocab_size;
@@ -348,13 +358,25 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   request->tokenize_us = Micros(absl::Now() - start);
   std::vector<int> num_tokens(n);
   for (int i = 0; i < n; ++i) num_tokens[i] = static_cast<int>(items[i].word_ids.size());
-  absl::Status size = CheckResponseSize(opt, num_tokens, limits_);
+  const AnswerSize answer = EstimateAnswerSize(opt, num_tokens, limits_.hidden_size);
+  absl::Status size = CheckResponseSize(answer, limits_);
   if (!size.ok()) {
     Finish(request, size);
     return;
   }
+  Admission::Bytes memory = admission_.TryReserveBytes(answer.total());
+  if (!memory.valid()) {
+    Finish(request,
+           absl::ResourceExhaustedError(absl::StrCat(
+               "the server holds ", ByteCount(admission_.bytes_reserved()),
+               " of answers not yet computed or sent; this one's ", ByteCount(answer.total()),
+               " would pass its limit of ", ByteCount(admission_.byte_limit()),
+               ": retry later, or ask for smaller outputs")));
+    return;
+  }
   {
     absl::MutexLock lock(&request->mu);
+    request->memory = std::move(memory);
     request->remaining = n;
     request->results.resize(n);
     for (int i = 0; i < n; ++i) {
@@ -444,6 +466,7 @@ void Pipeline::Finish(const std::shared_ptr<Request>& request, absl::Status stat
     if (request->finished) return;
     request->finished = true;
     if (status.ok()) {
+      result.memory = std::move(request->memory);
       result.results = std::move(request->results);
       result.timing.tokenize_us = request->tokenize_us;
       for (const InputResult& r : result.results) {
@@ -451,6 +474,8 @@ void Pipeline::Finish(const std::shared_ptr<Request>& request, absl::Status stat
         result.timing.inference_us = std::max(result.timing.inference_us, r.timing.inference_us);
       }
       result.timing.total_us = Micros(absl::Now() - request->arrival);
+    } else {
+      request->memory.Reset();  // no answer to hold
     }
   }
   // A request that failed before its sequences were queued must not keep the batcher

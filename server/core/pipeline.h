@@ -40,6 +40,11 @@ struct PipelineOptions {
   int tokenization_workers = 2;
   int default_seq_length = 128;
   int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
+  // At most this many bytes of answers (EstimateAnswerSize, reserved once a request is
+  // tokenized) held at once, from being computed until sent; a request whose answer would
+  // pass it is refused with RESOURCE_EXHAUSTED. 0: no limit. Below max_response_bytes, the
+  // largest answers could never be served.
+  int64_t max_answer_memory_bytes = 0;
   // Warmup() also runs one batch per power-of-two row bucket from 16 up to the bucket that
   // holds max_batch_tokens (that one with max_batch_tokens rows; pooled output only), and,
   // with a pooler, batches of 32, 64, ... up to max_batch_tokens one-row sequences (the
@@ -105,7 +110,8 @@ class Pipeline {
   // RESOURCE_EXHAUSTED when at the concurrency limit, UNAVAILABLE before Start or while
   // draining. The caller holds the permit until the request's answer has left the server
   // (for gRPC: until the call is done, or the stream's message written), so that the limit
-  // bounds the answers held in memory for slow readers too, and Drain waits for them.
+  // bounds the answers held in memory for slow readers too, and Drain waits for them. The
+  // answer's bytes (EmbedResult::memory) go into the permit (Permit::Hold) for that time.
   absl::StatusOr<Admission::Permit> Admit();
 
   // Validates at once (a bad request gets `done` with INVALID_ARGUMENT before this
@@ -133,6 +139,8 @@ class Pipeline {
   const Engine& engine() const { return *engine_; }
   const BertTokenizer& tokenizer() const { return *tokenizer_; }
   int in_flight() const { return admission_.in_flight(); }
+  // Bytes of answers held (options().max_answer_memory_bytes).
+  int64_t answer_memory_bytes() const { return admission_.bytes_reserved(); }
   // How long the engine has been running its current batch: a warm-up batch, or after
   // Start a served one (Batcher::BusyFor); zero while it is idle. Any thread, from
   // construction until destruction begins (a watchdog's reading: a batch that never ends

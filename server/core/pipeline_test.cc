@@ -282,6 +282,61 @@ TEST(PipelineTest, AdmissionLimitAndDrain) {
   EXPECT_EQ(pipeline->Admit().status().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST(PipelineTest, AnswersCountAgainstTheByteBudgetUntilReleased) {
+  PipelineOptions options = TestOptions();
+  // Each answer below: 16 padded rows x 4 floats, and 1,024 + 128 + 48 bytes of framing.
+  constexpr int64_t kAnswer = 16 * kHidden * 4 + 1024 + 128 + 48;
+  options.max_answer_memory_bytes = 2 * kAnswer + 1300;  // a pooled answer (1,216) fits
+  auto pipeline = MakePipeline(options);
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world")};
+  spec.seq_length = 16;
+  spec.heads = {Head::kSequence};
+  auto first = EmbedSync(pipeline.get(), spec);
+  auto second = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(first->memory.count(), kAnswer);
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 2 * kAnswer);
+  // A third answer would pass the budget: refused after tokenization, nothing held for it.
+  auto third = EmbedSync(pipeline.get(), spec);
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(third.status().message().find("answers not yet computed or sent"),
+            absl::string_view::npos)
+      << third.status();
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 2 * kAnswer);
+  // A smaller one still fits (pooled only: one vector).
+  EmbedRequestSpec pooled = spec;
+  pooled.heads = {Head::kPooled};
+  auto small = EmbedSync(pipeline.get(), pooled);
+  ASSERT_TRUE(small.ok()) << small.status();
+  small->memory.Reset();
+  // Held in a permit, the bytes go with it (as the server holds an answer until sent).
+  auto permit = pipeline->Admit();
+  ASSERT_TRUE(permit.ok());
+  permit->Hold(std::move(first->memory));
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 2 * kAnswer);
+  permit->Reset();
+  EXPECT_EQ(pipeline->answer_memory_bytes(), kAnswer);
+  EXPECT_TRUE(EmbedSync(pipeline.get(), spec).ok());  // fits again (and released at once)
+  second->memory.Reset();
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 0);
+  EXPECT_EQ(pipeline->in_flight(), 0);
+}
+
+TEST(PipelineTest, AFailedRequestHoldsNoAnswerBytes) {
+  PipelineOptions options = TestOptions();
+  options.max_answer_memory_bytes = 1 << 20;
+  auto pipeline = MakePipeline(options);
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world good morning")};
+  spec.seq_length = 4;
+  spec.truncation = Truncation::kReject;  // too long: fails after tokenization
+  spec.heads = {Head::kSequence};
+  EXPECT_EQ(EmbedSync(pipeline.get(), spec).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 0);
+}
+
 // Records OnEngineFallbacks.
 class FallbackRecorder : public PipelineObserver {
  public:

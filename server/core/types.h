@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "server/core/admission.h"
+
 namespace bert {
 
 enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled };
@@ -73,6 +75,10 @@ struct InputResult {
 struct EmbedResult {
   std::vector<InputResult> results;
   StageTiming timing;
+  // The answer's share of the pipeline's byte budget (PipelineOptions::max_answer_memory_bytes),
+  // returned when this is destroyed: whoever holds the answer until it is sent moves it into
+  // the request's permit (Admission::Permit::Hold).
+  Admission::Bytes memory;
 };
 
 // Tokenize-only request/response.

@@ -156,38 +156,40 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   return out;
 }
 
-absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
-                               const RequestLimits& limits) {
-  if (limits.max_response_bytes <= 0) return absl::OkStatus();
+AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
+                              int hidden_size) {
   const int64_t element = BytesPerElement(options.dtype);
-  const int64_t vector = static_cast<int64_t>(limits.hidden_size) * element;
+  const int64_t vector = static_cast<int64_t>(hidden_size) * element;
   const int64_t matrices =
       (options.sequence ? 1 : 0) +
       (options.encoder_outputs ? static_cast<int64_t>(options.layers_in_order.size()) : 0);
   const int64_t vectors =
       (options.pooled ? 1 : 0) + (options.default_head ? 1 : 0) + (options.mean_pooled ? 1 : 0);
-  int64_t total = 0;
+  AnswerSize size;
   for (int tokens : num_tokens) {
     const int64_t rows =
         options.padding == PaddingMode::kPadToSeqLength ? options.seq_length : tokens;
-    total += matrices * rows * vector + vectors * vector;
+    size.tensor_bytes += matrices * rows * vector + vectors * vector;
   }
-  // Leave room for the message framing and the echo. Framing, generously: a tensor's
-  // length prefixes, dtype and shape (and a layer's wrapper) take under 48 bytes; a
-  // result's timings and counts under 128; the response's own fields under 1,024.
-  // (The service also checks the answer's real size before sending it.)
+  // Framing, generously: a tensor's length prefixes, dtype and shape (and a layer's
+  // wrapper) take under 48 bytes; a result's timings and counts under 128; the response's
+  // own fields under 1,024. (The service also checks the answer's real size before sending.)
   const int64_t inputs = static_cast<int64_t>(num_tokens.size());
-  const int64_t framing = 1024 + inputs * (128 + 48 * (matrices + vectors));
-  const int64_t budget = limits.max_response_bytes - framing - options.echoed_bytes;
-  if (total > budget) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the response would carry ", total, " bytes of tensors",
-                     options.echoed_bytes > 0
-                         ? absl::StrCat(" and ", options.echoed_bytes, " bytes of request_id")
-                         : "",
-                     ", over the server's ", limits.max_response_bytes,
-                     "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
-                     "float16/bfloat16, or a shorter request_id"));
+  size.framing_bytes = 1024 + inputs * (128 + 48 * (matrices + vectors));
+  size.echoed_bytes = options.echoed_bytes;
+  return size;
+}
+
+absl::Status CheckResponseSize(const AnswerSize& size, const RequestLimits& limits) {
+  if (limits.max_response_bytes <= 0) return absl::OkStatus();
+  if (size.total() > limits.max_response_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the response would carry ", size.tensor_bytes, " bytes of tensors",
+        size.echoed_bytes > 0 ? absl::StrCat(" and ", size.echoed_bytes, " bytes of request_id")
+                              : "",
+        ", over the server's ", limits.max_response_bytes,
+        "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
+        "float16/bfloat16, or a shorter request_id"));
   }
   return absl::OkStatus();
 }

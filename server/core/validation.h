@@ -59,12 +59,20 @@ absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits
 absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& request,
                                                      const RequestLimits& limits);
 
-// Bytes of tensor data the response will carry for inputs of `num_tokens` real tokens each,
-// plus the bytes it echoes from the request: INVALID_ARGUMENT when over limits.max_response_bytes
-// (checked after tokenization, before inference, so no work is wasted on an answer that could not
-// be sent).
-absl::Status CheckResponseSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
-                               const RequestLimits& limits);
+// What an Embed answer will take: its tensors for inputs of `num_tokens` real tokens each,
+// a generous allowance for the message framing, and the bytes it echoes from the request.
+struct AnswerSize {
+  int64_t tensor_bytes = 0;
+  int64_t framing_bytes = 0;
+  int64_t echoed_bytes = 0;
+  int64_t total() const { return tensor_bytes + framing_bytes + echoed_bytes; }
+};
+AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
+                              int hidden_size);
+
+// INVALID_ARGUMENT when the answer would be over limits.max_response_bytes (checked after
+// tokenization, before inference, so no work is wasted on an answer that could not be sent).
+absl::Status CheckResponseSize(const AnswerSize& size, const RequestLimits& limits);
 
 absl::Status ValidateTokenizeRequest(const TokenizeRequestSpec& request,
                                      const RequestLimits& limits);

@@ -172,24 +172,28 @@ TEST(ValidationTest, ResponseSizeIsCheckedAgainstTheMessageLimit) {
   ResolvedOptions o;
   o.seq_length = 10;
   o.sequence = true;
-  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  // Two inputs of 3 and 5 tokens.
+  const auto check = [&](const ResolvedOptions& options) {
+    return CheckResponseSize(EstimateAnswerSize(options, {3, 5}, limits.hidden_size), limits);
+  };
+  EXPECT_TRUE(check(o).ok());
   o.pooled = true;  // two more vectors: over
-  absl::Status s = CheckResponseSize(o, {3, 5}, limits);
+  absl::Status s = check(o);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("message limit"), absl::string_view::npos) << s;
   o.padding = PaddingMode::kTrim;  // 8 rows instead of 20: fits
-  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  EXPECT_TRUE(check(o).ok());
   o.padding = PaddingMode::kPadToSeqLength;
   o.dtype = OutputDType::kFloat16;  // half the bytes: fits
-  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  EXPECT_TRUE(check(o).ok());
   o.echoed_bytes = 2 * 10 * 100 * 2;  // a request_id as long as the tensors: over again
-  s = CheckResponseSize(o, {3, 5}, limits);
+  s = check(o);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("4000 bytes of request_id"), absl::string_view::npos) << s;
   o.echoed_bytes = 0;
   limits.max_response_bytes = 0;  // unchecked
   o.dtype = OutputDType::kFloat32;
-  EXPECT_TRUE(CheckResponseSize(o, {3, 5}, limits).ok());
+  EXPECT_TRUE(check(o).ok());
 }
 
 TEST(ValidationTest, TheEchoedRequestIdIsPassedOnForTheSizeCheck) {

@@ -74,6 +74,9 @@ class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
     return pipeline;
   }
 
+  // The answer's bytes stay counted until the call is done (its permit holds them).
+  void HoldUntilDone(Admission::Bytes memory) { permit_.Hold(std::move(memory)); }
+
   // Records the call and hands its status (and, if OK, the answer already in place) to gRPC.
   void Done(const absl::Status& status) {
     const grpc::Status grpc_status = ToGrpcStatus(status);
@@ -121,6 +124,8 @@ class EmbedReactor final : public AdmittedUnaryReactor {
                       if (service_->metrics() != nullptr) {
                         service_->metrics()->RecordStages(result->timing);
                       }
+                      HoldUntilDone(std::move(result->memory));
+                      service_->ReportInFlight();  // the answer's bytes, now held
                       ToProto(*std::move(result), response_.get());
                       Answer(service_->CheckAnswerSize(*response_));
                     });
@@ -273,6 +278,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     response.set_request_id(slot->request_id);
     if (status.ok()) {
       const StageTiming timing = result->timing;
+      slot->permit.Hold(std::move(result->memory));  // until written or dropped, as the permit
+      service->ReportInFlight();                     // the answer's bytes, now held
       ToProto(std::move(*result), &response);
       status = service->CheckAnswerSize(response);
       if (status.ok() && service->metrics() != nullptr) service->metrics()->RecordStages(timing);
@@ -425,6 +432,7 @@ void BertServiceImpl::ReportInFlight() const {
   if (metrics_ == nullptr || p == nullptr) return;
   absl::MutexLock lock(&gauge_mu_);
   metrics_->SetInFlight(p->in_flight());
+  metrics_->SetAnswerMemory(p->answer_memory_bytes());
 }
 
 absl::Status BertServiceImpl::CheckAnswerSize(const v1::EmbedResponse& response) const {
@@ -510,6 +518,7 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
     limits->set_max_concurrent_requests(p->options().max_concurrent_requests);
     limits->set_max_message_bytes(config_.max_message_bytes);
     limits->set_max_request_bytes(config_.max_request_bytes);
+    limits->set_max_answer_memory_bytes(p->options().max_answer_memory_bytes);
     response->set_server_version(config_.server_version);
     return absl::OkStatus();
   };

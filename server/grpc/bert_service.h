@@ -65,8 +65,8 @@ class BertServiceImpl final : public BertServiceBase {
   ServerMetrics* metrics() const { return metrics_; }
   uint64_t max_message_bytes() const { return config_.max_message_bytes; }
   void Record(const char* method, grpc::StatusCode code, absl::Time start) const;
-  // Sets the in-flight gauge from the pipeline's admission count (after a permit is taken
-  // or released).
+  // Sets the in-flight and answer-memory gauges from the pipeline's admission counts (after
+  // a permit is taken or released, and when an answer is ready).
   void ReportInFlight() const;
   SendWatchdog& send_watchdog() { return send_watchdog_; }
   // OK, or INVALID_ARGUMENT when `response` is over the message limit (a request the early

@@ -57,6 +57,12 @@ ServerMetrics::ServerMetrics()
                      .Help("Admitted requests whose answers are not yet sent")
                      .Register(*registry_)
                      .Add({})),
+      answer_memory_(prometheus::BuildGauge()
+                         .Name("bert_answer_memory_bytes")
+                         .Help("Bytes of Embed answers held: ready, or being sent (at most "
+                               "--max_answer_memory_mb)")
+                         .Register(*registry_)
+                         .Add({})),
       abandoned_answers_(prometheus::BuildCounter()
                              .Name("bert_answers_abandoned_total")
                              .Help("Calls cancelled because their client did not take the answer "
@@ -145,6 +151,10 @@ void ServerMetrics::RecordStages(const StageTiming& timing) {
 }
 
 void ServerMetrics::SetInFlight(int in_flight) { in_flight_.Set(in_flight); }
+
+void ServerMetrics::SetAnswerMemory(int64_t bytes) {
+  answer_memory_.Set(static_cast<double>(bytes));
+}
 
 void ServerMetrics::RecordAbandonedAnswer() { abandoned_answers_.Increment(); }
 

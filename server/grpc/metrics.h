@@ -6,6 +6,8 @@
 //                                                     inference
 //   bert_batch_size / bert_batch_tokens               histograms per engine batch
 //   bert_queue_depth, bert_requests_in_flight         gauges
+//   bert_answer_memory_bytes                          gauge: Embed answers held, ready or
+//                                                     being sent (--max_answer_memory_mb)
 //   bert_tokens_processed_total                       counter (real tokens through the engine)
 //   bert_engine_batches_total{result}                 counter
 //   bert_device_memory_used_bytes                     gauge, when a reader is installed
@@ -50,6 +52,7 @@ class ServerMetrics : public PipelineObserver {
   void RecordRequest(const std::string& method, grpc::StatusCode code, double total_seconds);
   void RecordStages(const StageTiming& timing);
   void SetInFlight(int in_flight);
+  void SetAnswerMemory(int64_t bytes);
   // An answer given up: its client did not take it within the send timeout.
   void RecordAbandonedAnswer();
   // What the health service says: SERVING (true) or NOT_SERVING.
@@ -69,6 +72,7 @@ class ServerMetrics : public PipelineObserver {
   prometheus::Histogram& batch_tokens_;
   prometheus::Gauge& queue_depth_;
   prometheus::Gauge& in_flight_;
+  prometheus::Gauge& answer_memory_;
   prometheus::Counter& abandoned_answers_;
   prometheus::Counter& tokens_processed_;
   prometheus::Family<prometheus::Counter>& batches_;  // by result

@@ -123,7 +123,7 @@ def test_the_rules_read_only_what_the_server_exports():
     assert {metric for metric, _ in used} == {
         "bert_requests_total", "bert_engine_batches_total", "bert_request_latency_seconds_bucket",
         "bert_request_latency_seconds_count", "bert_engine_fallbacks_total",
-        "process_start_time_seconds", "bert_serving"}, used
+        "process_start_time_seconds", "bert_serving", "bert_answers_abandoned_total"}, used
     codes = {c.name for c in grpc.StatusCode}
     for metric, labels in used:
         assert metric in samples, f"the rules read {metric}, which the server does not export"

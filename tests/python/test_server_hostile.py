@@ -122,6 +122,62 @@ def test_what_the_count_cannot_read_is_refused_not_skipped(method):
 
 
 @pytest.mark.parametrize("method", ["Embed", "EmbedStream"])
+def test_answers_nobody_reads_are_bounded_in_bytes(method):
+    """Within the concurrency limit, a client that reads nothing could still make the server
+    hold (limit) x (largest answer); the byte budget refuses the answer that would pass it."""
+    pb2, _ = stubs()
+    budget = 1 << 20
+    with Server(extra=[f"--max_answer_memory_mb={budget >> 20}", f"--max_message_bytes={budget}",
+                       "--send_timeout_s=300"], metrics=True) as s:
+        stub = s.stub()
+        info = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+        assert info.limits.max_answer_memory_bytes == budget
+        hidden = info.config.hidden_size
+
+        # The server's estimate: 128 padded float32 rows per input, 1,024 bytes of framing
+        # per answer and 176 per input. Three answers fit in the budget, a fourth does not.
+        def answer_bytes(n):
+            return 1024 + n * (128 * hidden * 4 + 176)
+
+        n = 1
+        while answer_bytes(n) <= budget // 4:
+            n += 1
+        assert 3 * answer_bytes(n) <= budget, (n, hidden)
+        big = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))] * n,
+                               heads=[pb2.HEAD_SEQUENCE], seq_length=128)
+
+        def held():
+            return metric_value(s.metrics_text(), "bert_answer_memory_bytes") or 0
+
+        reader = RawHttp2("127.0.0.1", s.port, initial_window=0)  # lets nothing through
+        wire = big.SerializeToString()
+        if method == "Embed":
+            for _ in range(3):
+                reader.open_call("/bert.v1.BertService/Embed", wire)
+        else:
+            reader.open_call("/bert.v1.BertService/EmbedStream", [wire] * 3)
+        assert wait_for(lambda: held() == 3 * answer_bytes(n)), held()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(big, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "answers not yet computed or sent" in refused.value.details()
+        # Small answers still fit; the unread ones are still held.
+        assert len(stub.Embed(embed_ok(s, pb2), timeout=10).results) == 1
+        assert held() == 3 * answer_bytes(n)
+        # The reader goes: its answers are dropped and the budget is free again.
+        reader.close()
+        assert wait_for(lambda: held() == 0), held()
+        assert len(stub.Embed(big, timeout=10).results) == n
+
+
+def test_an_answer_memory_budget_below_the_message_limit_is_refused_at_startup():
+    with pytest.raises(RuntimeError) as e:
+        with Server(extra=["--max_answer_memory_mb=1", f"--max_message_bytes={2 << 20}"]):
+            pass
+    assert "--max_answer_memory_mb must be 0 (unlimited) or hold the largest answer" in str(e.value)
+
+
+@pytest.mark.parametrize("method", ["Embed", "EmbedStream"])
 def test_an_answer_nobody_takes_is_cancelled_after_the_send_timeout(method):
     pb2, _ = stubs()
     big = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))],
