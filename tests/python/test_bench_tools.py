@@ -1,7 +1,7 @@
 """Benchmark tools that run without a GPU: bench/compare.py (the table the GPU check prints:
 ours vs Hugging Face, plus variants), bench/gelu_fp16_emulation.py, bench/goals.py,
-bench/cpu_ab.py, and dry runs of bench/serving_vs_engine.py, bench/load_tester_memory.py and
-bench/host_path.py."""
+bench/cpu_ab.py, and dry runs of bench/serving_vs_engine.py, bench/load_tester_memory.py,
+bench/host_path.py and bench/unread_answers.py."""
 import importlib.util
 import json
 import os
@@ -575,3 +575,19 @@ def test_gpu_bench_refuses_out_of_range_tuning_values():
                              timeout=60, env=env)
         assert bad.returncode == 2 and name in bad.stderr, (flag, bad.returncode, bad.stderr)
 
+
+
+def test_unread_answers_dry_run():
+    """bench/unread_answers.py on a small scale: 4 unread calls of 2 inputs (~650 KB answers
+    with the tiny model); without the limit all are answered and held, with 1 MiB one is."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "unread_answers.py"), "--calls", "4", "--inputs",
+         "2", "--rounds", "1", "--config", "unlimited=--max_answer_memory_mb=0",
+         "--config", "1mib=--max_answer_memory_mb=1 --max_message_bytes=1048576"],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {cells[2]: cells[3:6] for line in r.stdout.splitlines()
+            if (cells := [c.strip() for c in line.split("|")])[1:2] == ["1"]}
+    assert rows["unlimited"][:2] == ["4", "0"], r.stdout
+    assert rows["1mib"][:2] == ["1", "3"], r.stdout
+    assert 0 < float(rows["1mib"][2]) <= 1, r.stdout
