@@ -79,6 +79,9 @@ ABSL_FLAG(int, timeout_ms, 30000,
           "Deadline of each call, from its intended send time (--api=stream: answers later "
           "count as DEADLINE_EXCEEDED)");
 ABSL_FLAG(int, max_outstanding, 4096, "Open loop: most calls in flight (sends wait beyond)");
+ABSL_FLAG(int, refused_backoff_ms, 20,
+          "Closed loop: a call refused by the server (RESOURCE_EXHAUSTED, UNAVAILABLE) frees "
+          "its slot this long after its answer, not at once; 0: at once");
 ABSL_FLAG(std::string, api, "unary",
           "unary (Embed calls) or stream (messages on EmbedStream: one stream per channel, "
           "calls in turn over them)");
@@ -238,8 +241,15 @@ absl::Status CheckLimits(const Workload& w, const v1::ServerLimits& limits) {
   return absl::OkStatus();
 }
 
+// When a closed loop sends a refused call's slot again, in words.
+std::string BackoffText() {
+  const int ms = absl::GetFlag(FLAGS_refused_backoff_ms);
+  return ms == 0 ? "at once" : absl::StrCat(ms, " ms later");
+}
+
 // A closed loop over the server's admission limit measures that limit plus a stream of
-// refused calls (RESOURCE_EXHAUSTED), each retried at once: says so before the sweep.
+// refused calls (RESOURCE_EXHAUSTED), each sent again after --refused_backoff_ms: says so
+// before the sweep.
 void WarnOverAdmission(const std::vector<LoadStep>& steps, const v1::ServerLimits& limits) {
   const uint32_t admitted = limits.max_concurrent_requests();
   if (admitted == 0) return;
@@ -248,8 +258,8 @@ void WarnOverAdmission(const std::vector<LoadStep>& steps, const v1::ServerLimit
       std::fprintf(stderr,
                    "bert_load: warning: --concurrency=%d is over the server's "
                    "max_concurrent_requests %u: calls past it are refused (RESOURCE_EXHAUSTED) "
-                   "and sent again at once\n",
-                   step.concurrency, admitted);
+                   "and sent again %s (--refused_backoff_ms)\n",
+                   step.concurrency, admitted, BackoffText().c_str());
     }
   }
 }
@@ -517,6 +527,7 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"duration_s", absl::GetFlag(FLAGS_duration_s)},
             {"timeout_ms", absl::GetFlag(FLAGS_timeout_ms)},
             {"max_outstanding", absl::GetFlag(FLAGS_max_outstanding)},
+            {"refused_backoff_ms", absl::GetFlag(FLAGS_refused_backoff_ms)},
             {"max_error_percent", absl::GetFlag(FLAGS_max_error_percent)},
             {"arrival", absl::GetFlag(FLAGS_arrival)},
             {"api", absl::GetFlag(FLAGS_api)},
@@ -666,6 +677,10 @@ int Main() {
       absl::GetFlag(FLAGS_max_outstanding) < 1) {
     return Usage("--channels (<= 256), --timeout_ms and --max_outstanding must be positive");
   }
+  if (absl::GetFlag(FLAGS_refused_backoff_ms) < 0 ||
+      absl::GetFlag(FLAGS_refused_backoff_ms) > 60000) {
+    return Usage("--refused_backoff_ms: 0 to 60000");
+  }
   const std::string input_kind = absl::GetFlag(FLAGS_input_kind);
   if (input_kind != "text" && input_kind != "tokens") return Usage("--input_kind: text or tokens");
   const std::string api = absl::GetFlag(FLAGS_api);
@@ -726,6 +741,7 @@ int Main() {
   load.warmup = std::chrono::nanoseconds(static_cast<int64_t>(warmup_s * 1e9));
   load.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
   load.max_outstanding = absl::GetFlag(FLAGS_max_outstanding);
+  load.refused_backoff = std::chrono::milliseconds(absl::GetFlag(FLAGS_refused_backoff_ms));
   load.seed = absl::GetFlag(FLAGS_seed);
   load.stream = api == "stream";
   load.keep_calls = keep_calls;

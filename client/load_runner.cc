@@ -1,7 +1,10 @@
 #include "client/load_runner.h"
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
+#include <functional>
+#include <queue>
 #include <random>
 #include <thread>
 #include <utility>
@@ -102,32 +105,40 @@ class LoadRunner::Step {
     return !streams_.empty() && dead_streams_.load() == static_cast<int>(streams_.size());
   }
 
-  // Keeps `concurrency` calls open; each freed slot is refilled at once. A call is intended
-  // when its slot freed (the first `concurrency` at the start), so a sender slow to refill
-  // shows as send lag.
+  // Keeps `concurrency` calls open; each freed slot is refilled at once, or, after a refused
+  // call, once LoadOptions::refused_backoff has passed. A call is intended when its slot
+  // freed (the first `concurrency` at the start), so a sender slow to refill shows as send
+  // lag.
   void SendClosedLoop() {
-    const auto slot_free = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-      return open_ < spec_.concurrency;
+    // Every slot is open, or waiting in freed_at_ for its time.
+    const auto slot_ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return open_ + static_cast<int>(freed_at_.size()) < spec_.concurrency ||
+             (!freed_at_.empty() && freed_at_.top() <= Now());
     };
     while (true) {
-      const int64_t now = Now();
-      if (now >= window_end_ns_) return;
       if (AllStreamsEnded()) {
-        stopped_ns_ = now;
+        stopped_ns_ = Now();
         return;
       }
       int64_t intended;
       {
         absl::MutexLock lock(&mu_);
-        if (!mu_.AwaitWithTimeout(absl::Condition(&slot_free),
-                                  absl::Nanoseconds(window_end_ns_ - now))) {
-          return;
+        while (!slot_ready()) {
+          const int64_t now = Now();
+          if (now >= window_end_ns_) return;
+          // Until the earliest slot's time, or until a slot frees earlier than that.
+          const int64_t earliest = freed_at_.empty() ? window_end_ns_ : freed_at_.top();
+          const auto ready_or_earlier = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+            return slot_ready() || (!freed_at_.empty() && freed_at_.top() < earliest);
+          };
+          mu_.AwaitWithTimeout(absl::Condition(&ready_or_earlier),
+                               absl::Nanoseconds(std::min(window_end_ns_, earliest) - now));
         }
-        if (freed_at_.empty()) {
+        if (open_ + static_cast<int>(freed_at_.size()) < spec_.concurrency) {
           intended = Now();
         } else {
-          intended = freed_at_.front();
-          freed_at_.pop_front();
+          intended = freed_at_.top();
+          freed_at_.pop();
         }
         // A slot may free just as the window ends: nothing is sent for after it.
         if (intended >= window_end_ns_ || Now() >= window_end_ns_) return;
@@ -203,7 +214,13 @@ class LoadRunner::Step {
     absl::MutexLock lock(&mu_);
     accumulator_.Add(record, message);
     --open_;
-    if (spec_.concurrency > 0) freed_at_.push_back(record.done_ns);
+    if (spec_.concurrency > 0) {
+      const bool refused = record.code == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED) ||
+                           record.code == static_cast<int>(grpc::StatusCode::UNAVAILABLE);
+      freed_at_.push(record.done_ns + (refused ? absl::ToInt64Nanoseconds(absl::FromChrono(
+                                                     runner_->options_.refused_backoff))
+                                               : 0));
+    }
     if (!runner_->options_.keep_calls) return kNotKept;
     records_.push_back(record);
     return records_.size() - 1;
@@ -235,11 +252,13 @@ class LoadRunner::Step {
   StepAccumulator accumulator_ ABSL_GUARDED_BY(mu_);
   std::vector<CallRecord> records_ ABSL_GUARDED_BY(mu_);  // with keep_calls
   absl::Status accounting_ ABSL_GUARDED_BY(mu_);          // first failed Recode
-  std::deque<int64_t> freed_at_ ABSL_GUARDED_BY(mu_);     // closed loop: when slots freed
-  std::vector<std::unique_ptr<Stream>> streams_;          // stream mode: one per channel
-  int open_streams_ ABSL_GUARDED_BY(mu_) = 0;             // streams whose OnDone has not run
-  std::atomic<int> dead_streams_{0};                      // streams that ended (Stream::End)
-  std::string streams_end_ ABSL_GUARDED_BY(mu_);          // the first stream's end: "CODE: message"
+  // Closed loop: when freed slots may be refilled, earliest first.
+  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<int64_t>> freed_at_
+      ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Stream>> streams_;  // stream mode: one per channel
+  int open_streams_ ABSL_GUARDED_BY(mu_) = 0;     // streams whose OnDone has not run
+  std::atomic<int> dead_streams_{0};              // streams that ended (Stream::End)
+  std::string streams_end_ ABSL_GUARDED_BY(mu_);  // the first stream's end: "CODE: message"
   int64_t stopped_ns_ = -1;  // StepResult::stopped_ns (sender thread, then TakeResult)
 };
 

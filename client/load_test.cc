@@ -786,6 +786,37 @@ TEST_F(LoadRunnerTest, AServerThatIsDownGivesUnavailable) {
   EXPECT_FALSE(s.error_messages.at(static_cast<int>(grpc::StatusCode::UNAVAILABLE)).empty());
 }
 
+// A closed loop against a server that refuses everything: each refused call frees its slot
+// only after the backoff, so the calls sent follow from it, instead of as many as the client
+// can make.
+TEST_F(LoadRunnerTest, AClosedLoopWaitsTheBackoffAfterARefusedCall) {
+  server_->Shutdown();  // every call: UNAVAILABLE at once
+  LoadOptions options;
+  options.warmup = milliseconds(0);
+  options.duration = milliseconds(400);
+  options.refused_backoff = milliseconds(50);
+  absl::StatusOr<StepResult> result = MakeRunner(options).Run(Closed(2), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  EXPECT_EQ(s.ok, 0);
+  // 2 slots x (400 ms / 50 ms): 16, a few more where a refusal takes less than its share.
+  EXPECT_GE(s.calls, 8);
+  EXPECT_LE(s.calls, 20);
+  // Each slot's next call is intended one backoff after the refusal before it: sent on time.
+  std::vector<CallRecord> calls = result->calls;
+  std::sort(calls.begin(), calls.end(),
+            [](const CallRecord& a, const CallRecord& b) { return a.intended_ns < b.intended_ns; });
+  for (size_t i = 2; i < calls.size(); ++i) {
+    EXPECT_GE(calls[i].intended_ns - calls[i - 2].intended_ns, 50'000'000) << i;
+  }
+  EXPECT_LT(s.send_lag.p50, 5.0);
+
+  options.refused_backoff = milliseconds(0);  // at once: far more calls
+  result = MakeRunner(options).Run(Closed(2), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GT(Summary(*result).calls, 100);
+}
+
 LoadOptions StreamOptions(milliseconds duration) {
   LoadOptions options;
   options.warmup = milliseconds(0);
