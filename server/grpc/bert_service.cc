@@ -50,6 +50,11 @@ WireLimits WireLimitsOf(const RequestLimits& limits) {
 // from the moment it is handed to gRPC.
 class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
  public:
+  // The call was cancelled (its client, its deadline, a lost connection, the send timeout).
+  void OnCancel() override {
+    if (service_->metrics() != nullptr) service_->metrics()->RecordCancelled(method_);
+  }
+
   void OnDone() override {
     service_->send_watchdog().Unwatch(send_watch_);
     if (permit_.valid()) {
@@ -105,7 +110,10 @@ class EmbedReactor final : public AdmittedUnaryReactor {
     if (!status.ok()) Answer(status);
   }
 
-  void OnCancel() override { cancelled_->store(true); }
+  void OnCancel() override {
+    cancelled_->store(true);
+    AdmittedUnaryReactor::OnCancel();
+  }
 
  private:
   absl::Status Begin(const grpc::ByteBuffer* wire) {
@@ -229,7 +237,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     Run(actions);
   }
 
-  void OnCancel() override { cancelled_->store(true); }
+  void OnCancel() override {
+    cancelled_->store(true);
+    if (service_->metrics() != nullptr) service_->metrics()->RecordCancelled("EmbedStream");
+  }
   void OnDone() override {
     service_->send_watchdog().Unwatch(write_watch_);  // (OnWriteDone did, unless cancelled)
     delete this;

@@ -69,6 +69,12 @@ ServerMetrics::ServerMetrics()
                                    "within --send_timeout_s (an EmbedStream counts once)")
                              .Register(*registry_)
                              .Add({})),
+      cancelled_(prometheus::BuildCounter()
+                     .Name("bert_calls_cancelled_total")
+                     .Help("Calls cancelled after they began, by method: by their client, their "
+                           "deadline, a lost connection or the send timeout; an answer already "
+                           "recorded in bert_requests_total did not reach its client")
+                     .Register(*registry_)),
       tokens_processed_(prometheus::BuildCounter()
                             .Name("bert_tokens_processed_total")
                             .Help("Real (non-padding) tokens run through the engine")
@@ -157,6 +163,10 @@ void ServerMetrics::SetAnswerMemory(int64_t bytes) {
 }
 
 void ServerMetrics::RecordAbandonedAnswer() { abandoned_answers_.Increment(); }
+
+void ServerMetrics::RecordCancelled(const std::string& method) {
+  cancelled_.Add({{"method", method}}).Increment();
+}
 
 void ServerMetrics::SetServing(bool serving) { serving_.Set(serving ? 1 : 0); }
 

@@ -8,6 +8,10 @@
 //   bert_queue_depth, bert_requests_in_flight         gauges
 //   bert_answer_memory_bytes                          gauge: Embed answers held, ready or
 //                                                     being sent (--max_answer_memory_mb)
+//   bert_answers_abandoned_total                      counter: calls the send timeout cancelled
+//   bert_calls_cancelled_total{method}                counter: calls cancelled after they
+//                                                     began (client, deadline, connection,
+//                                                     send timeout)
 //   bert_tokens_processed_total                       counter (real tokens through the engine)
 //   bert_engine_batches_total{result}                 counter
 //   bert_device_memory_used_bytes                     gauge, when a reader is installed
@@ -55,6 +59,9 @@ class ServerMetrics : public PipelineObserver {
   void SetAnswerMemory(int64_t bytes);
   // An answer given up: its client did not take it within the send timeout.
   void RecordAbandonedAnswer();
+  // A call cancelled after it began (gRPC's OnCancel): by its client, its deadline, a lost
+  // connection, or the send timeout.
+  void RecordCancelled(const std::string& method);
   // What the health service says: SERVING (true) or NOT_SERVING.
   void SetServing(bool serving);
   // Polled on each batch: bytes of device memory in use (CUDA backends).
@@ -74,6 +81,7 @@ class ServerMetrics : public PipelineObserver {
   prometheus::Gauge& in_flight_;
   prometheus::Gauge& answer_memory_;
   prometheus::Counter& abandoned_answers_;
+  prometheus::Family<prometheus::Counter>& cancelled_;  // by method
   prometheus::Counter& tokens_processed_;
   prometheus::Family<prometheus::Counter>& batches_;  // by result
   prometheus::Counter& batches_ok_;

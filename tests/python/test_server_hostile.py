@@ -53,9 +53,13 @@ def test_an_answer_the_client_does_not_read_keeps_its_admission(method):
         with pytest.raises(grpc.RpcError) as refused:
             stub.Embed(embed_ok(s, pb2), timeout=10)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        # The reader goes: its calls end, their places are free again.
+        # The reader goes: its calls end, their places are free again, and the metrics say
+        # that the answers recorded OK did not reach it.
+        assert counted("bert_calls_cancelled_total", {"method": method}) == 0
         reader.close()
         assert wait_for(lambda: counted("bert_requests_in_flight") == 0)
+        assert wait_for(lambda: counted("bert_calls_cancelled_total", {"method": method}) ==
+                        (2 if method == "Embed" else 1))
         assert len(stub.Embed(embed_ok(s, pb2), timeout=10).results) == 1
 
 
@@ -199,6 +203,9 @@ def test_an_answer_nobody_takes_is_cancelled_after_the_send_timeout(method):
         assert wait_for(lambda: in_flight() == 0, timeout=10)
         abandoned = metric_value(s.metrics_text(), "bert_answers_abandoned_total")
         assert abandoned == (2 if method == "Embed" else 1), abandoned  # a stream counts once
+        cancelled = metric_value(s.metrics_text(), "bert_calls_cancelled_total",
+                                 {"method": method})
+        assert cancelled == abandoned, cancelled
         assert len(s.stub().Embed(embed_ok(s, pb2), timeout=10).results) == 1
         reader.close()
 
