@@ -22,14 +22,14 @@ from raw_http2 import RawHttp2  # noqa: E402
 from server_harness import Server, metric_value, stubs  # noqa: E402
 
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:  # VmRSS is in kB (KiB)
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
 def run(flags, args, wire):
     with Server(extra=flags + ["--send_timeout_s=3600"], metrics=True) as server:
-        before = rss_mb(server.proc.pid)
+        before = rss_mib(server.proc.pid)
 
         def count(code):
             return metric_value(server.metrics_text(), "bert_requests_total",
@@ -44,7 +44,7 @@ def run(flags, args, wire):
                 raise RuntimeError("the calls were not all answered in time")
             time.sleep(0.2)
         time.sleep(1)
-        held = rss_mb(server.proc.pid)
+        held = rss_mib(server.proc.pid)
         answers = metric_value(server.metrics_text(), "bert_answer_memory_bytes") or 0
         ok, refused = count("OK"), count("RESOURCE_EXHAUSTED")
         reader.close()
@@ -69,7 +69,7 @@ def main():
           f"bytes asking for sequence_output and every layer of {args.inputs} inputs at 128 "
           "tokens")
     print("| round | config | answered | refused | answers held (MiB, metric) | "
-          "server RSS before (MB) | after | held (MB) |")
+          "server RSS before (MiB) | after | held (MiB) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for round_index in range(args.rounds):
         for config in args.config:

@@ -80,8 +80,9 @@ ABSL_FLAG(int, timeout_ms, 30000,
           "count as DEADLINE_EXCEEDED)");
 ABSL_FLAG(int, max_outstanding, 4096, "Open loop: most calls in flight (sends wait beyond)");
 ABSL_FLAG(int, refused_backoff_ms, 20,
-          "Closed loop: a call refused by the server (RESOURCE_EXHAUSTED, UNAVAILABLE) frees "
-          "its slot this long after its answer, not at once; 0: at once");
+          "Closed loop: a slot whose call is refused (RESOURCE_EXHAUSTED, UNAVAILABLE) a "
+          "second time in a row sends its next call this long after the answer, not at once; "
+          "0: always at once");
 ABSL_FLAG(std::string, api, "unary",
           "unary (Embed calls) or stream (messages on EmbedStream: one stream per channel, "
           "calls in turn over them)");

@@ -27,6 +27,7 @@ struct InFlight {
   v1::EmbedResponse response;   // unary calls only
   const v1::EmbedRequest* request = nullptr;
   CallRecord record;
+  int refused_before = 0;  // closed loop: refused calls in a row of its slot before this one
 };
 
 // Fills `r` from an answer: its code (a stream's per-message error counts as the call's
@@ -105,15 +106,15 @@ class LoadRunner::Step {
     return !streams_.empty() && dead_streams_.load() == static_cast<int>(streams_.size());
   }
 
-  // Keeps `concurrency` calls open; each freed slot is refilled at once, or, after a refused
-  // call, once LoadOptions::refused_backoff has passed. A call is intended when its slot
-  // freed (the first `concurrency` at the start), so a sender slow to refill shows as send
+  // Keeps `concurrency` calls open; each freed slot is refilled at once, or, after a second
+  // refused call in a row, once LoadOptions::refused_backoff has passed. A call is intended when
+  // its slot freed (the first `concurrency` at the start), so a sender slow to refill shows as send
   // lag.
   void SendClosedLoop() {
     // Every slot is open, or waiting in freed_at_ for its time.
     const auto slot_ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
       return open_ + static_cast<int>(freed_at_.size()) < spec_.concurrency ||
-             (!freed_at_.empty() && freed_at_.top() <= Now());
+             (!freed_at_.empty() && freed_at_.top().at <= Now());
     };
     while (true) {
       if (AllStreamsEnded()) {
@@ -121,15 +122,16 @@ class LoadRunner::Step {
         return;
       }
       int64_t intended;
+      int refused_before = 0;
       {
         absl::MutexLock lock(&mu_);
         while (!slot_ready()) {
           const int64_t now = Now();
           if (now >= window_end_ns_) return;
           // Until the earliest slot's time, or until a slot frees earlier than that.
-          const int64_t earliest = freed_at_.empty() ? window_end_ns_ : freed_at_.top();
+          const int64_t earliest = freed_at_.empty() ? window_end_ns_ : freed_at_.top().at;
           const auto ready_or_earlier = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-            return slot_ready() || (!freed_at_.empty() && freed_at_.top() < earliest);
+            return slot_ready() || (!freed_at_.empty() && freed_at_.top().at < earliest);
           };
           mu_.AwaitWithTimeout(absl::Condition(&ready_or_earlier),
                                absl::Nanoseconds(std::min(window_end_ns_, earliest) - now));
@@ -137,14 +139,15 @@ class LoadRunner::Step {
         if (open_ + static_cast<int>(freed_at_.size()) < spec_.concurrency) {
           intended = Now();
         } else {
-          intended = freed_at_.top();
+          intended = freed_at_.top().at;
+          refused_before = freed_at_.top().refused_in_a_row;
           freed_at_.pop();
         }
         // A slot may free just as the window ends: nothing is sent for after it.
         if (intended >= window_end_ns_ || Now() >= window_end_ns_) return;
         ++open_;
       }
-      Send(intended);
+      Send(intended, /*held=*/false, refused_before);
     }
   }
 
@@ -182,7 +185,7 @@ class LoadRunner::Step {
 
   // Sends one call intended at `intended_ns` (`held`: see CallRecord::held); open_ already
   // counts it. Sender thread only.
-  void Send(int64_t intended_ns, bool held = false);
+  void Send(int64_t intended_ns, bool held = false, int refused_before = 0);
 
   void OnDone(std::unique_ptr<InFlight> call, const grpc::Status& status) {
     CallRecord& r = call->record;
@@ -206,6 +209,7 @@ class LoadRunner::Step {
   // thread is serving) from inside one of its own callbacks.
   size_t Finish(std::unique_ptr<InFlight> call, absl::string_view message = {}) {
     const CallRecord record = call->record;
+    const int refused_before = call->refused_before;
     {
       absl::MutexLock lock(&mu_);
       in_flight_.erase(call.get());  // unary calls: no longer cancellable (Drain)
@@ -215,11 +219,15 @@ class LoadRunner::Step {
     accumulator_.Add(record, message);
     --open_;
     if (spec_.concurrency > 0) {
+      // A first refusal is sent again at once: at the admission limit, the server takes a
+      // call's place back only once it has sent the answer, so the next call can come a
+      // moment too soon. A slot refused again waits the backoff.
       const bool refused = record.code == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED) ||
                            record.code == static_cast<int>(grpc::StatusCode::UNAVAILABLE);
-      freed_at_.push(record.done_ns + (refused ? absl::ToInt64Nanoseconds(absl::FromChrono(
-                                                     runner_->options_.refused_backoff))
-                                               : 0));
+      const int in_a_row = refused ? refused_before + 1 : 0;
+      const int64_t backoff_ns =
+          absl::ToInt64Nanoseconds(absl::FromChrono(runner_->options_.refused_backoff));
+      freed_at_.push({record.done_ns + (in_a_row >= 2 ? backoff_ns : 0), in_a_row});
     }
     if (!runner_->options_.keep_calls) return kNotKept;
     records_.push_back(record);
@@ -252,8 +260,13 @@ class LoadRunner::Step {
   StepAccumulator accumulator_ ABSL_GUARDED_BY(mu_);
   std::vector<CallRecord> records_ ABSL_GUARDED_BY(mu_);  // with keep_calls
   absl::Status accounting_ ABSL_GUARDED_BY(mu_);          // first failed Recode
-  // Closed loop: when freed slots may be refilled, earliest first.
-  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<int64_t>> freed_at_
+  // Closed loop: a freed slot, refilled from `at` on, earliest first.
+  struct FreedSlot {
+    int64_t at = 0;
+    int refused_in_a_row = 0;  // its calls' refusals, up to the last
+    bool operator>(const FreedSlot& other) const { return at > other.at; }
+  };
+  std::priority_queue<FreedSlot, std::vector<FreedSlot>, std::greater<FreedSlot>> freed_at_
       ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Stream>> streams_;  // stream mode: one per channel
   int open_streams_ ABSL_GUARDED_BY(mu_) = 0;     // streams whose OnDone has not run
@@ -516,10 +529,11 @@ bool LoadRunner::Step::Drain() {
   return mu_.AwaitWithTimeout(absl::Condition(&all_done), absl::Seconds(10));
 }
 
-void LoadRunner::Step::Send(int64_t intended_ns, bool held) {
+void LoadRunner::Step::Send(int64_t intended_ns, bool held, int refused_before) {
   auto call = std::make_unique<InFlight>();
   call->record.intended_ns = intended_ns;
   call->record.held = held;
+  call->refused_before = refused_before;
   const uint64_t n = runner_->next_call_++;
   const v1::EmbedRequest& request = runner_->requests_[n % runner_->requests_.size()];
   call->request = &request;

@@ -41,10 +41,11 @@ struct LoadOptions {
   // Open loop: sends wait while this many calls are in flight (the wait is counted in
   // the latency of the calls it delays).
   int max_outstanding = 4096;
-  // Closed loop: a call refused by the server (RESOURCE_EXHAUSTED, UNAVAILABLE) frees its
-  // slot only this long after its answer, so that a concurrency above what the server
-  // admits (or a server that refuses everything) does not turn into a loop of refused
-  // calls as fast as the client can send them. 0: at once.
+  // Closed loop: a call refused by the server (RESOURCE_EXHAUSTED, UNAVAILABLE) after a
+  // refused call of the same slot frees its slot only this long after its answer, so that
+  // a concurrency above what the server admits (or a server that refuses everything) does
+  // not turn into a loop of refused calls as fast as the client can send them. A first
+  // refusal is sent again at once. 0: always at once.
   std::chrono::milliseconds refused_backoff{20};
   uint64_t seed = 1;  // of the Poisson schedule
   // Send the calls as messages of EmbedStream (one bidirectional stream per channel, calls

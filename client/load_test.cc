@@ -786,10 +786,10 @@ TEST_F(LoadRunnerTest, AServerThatIsDownGivesUnavailable) {
   EXPECT_FALSE(s.error_messages.at(static_cast<int>(grpc::StatusCode::UNAVAILABLE)).empty());
 }
 
-// A closed loop against a server that refuses everything: each refused call frees its slot
-// only after the backoff, so the calls sent follow from it, instead of as many as the client
-// can make.
-TEST_F(LoadRunnerTest, AClosedLoopWaitsTheBackoffAfterARefusedCall) {
+// A closed loop against a server that refuses everything: a slot refused a second time in
+// a row frees only after the backoff, so the calls sent follow from it, instead of as many
+// as the client can make.
+TEST_F(LoadRunnerTest, AClosedLoopWaitsTheBackoffAfterRefusedCalls) {
   server_->Shutdown();  // every call: UNAVAILABLE at once
   LoadOptions options;
   options.warmup = milliseconds(0);
@@ -799,14 +799,17 @@ TEST_F(LoadRunnerTest, AClosedLoopWaitsTheBackoffAfterARefusedCall) {
   ASSERT_TRUE(result.ok()) << result.status();
   const StepSummary s = Summary(*result);
   EXPECT_EQ(s.ok, 0);
-  // 2 slots x (400 ms / 50 ms): 16, a few more where a refusal takes less than its share.
-  EXPECT_GE(s.calls, 8);
-  EXPECT_LE(s.calls, 20);
-  // Each slot's next call is intended one backoff after the refusal before it: sent on time.
+  // Per slot: the first call, its retry at once, then one per 50 ms: 2 x (2 + 7) calls, a
+  // few more where a refusal takes less than its share.
+  EXPECT_GE(s.calls, 10);
+  EXPECT_LE(s.calls, 24);
+  // From the third call of each slot on (the 5th in time), each is intended one backoff
+  // after the refusal before it, and sent on time. Of any three calls in a row, two are
+  // the same slot's (2 slots).
   std::vector<CallRecord> calls = result->calls;
   std::sort(calls.begin(), calls.end(),
             [](const CallRecord& a, const CallRecord& b) { return a.intended_ns < b.intended_ns; });
-  for (size_t i = 2; i < calls.size(); ++i) {
+  for (size_t i = 6; i < calls.size(); ++i) {
     EXPECT_GE(calls[i].intended_ns - calls[i - 2].intended_ns, 50'000'000) << i;
   }
   EXPECT_LT(s.send_lag.p50, 5.0);
@@ -823,6 +826,20 @@ LoadOptions StreamOptions(milliseconds duration) {
   options.duration = duration;
   options.stream = true;
   return options;
+}
+
+// A refusal after an accepted call (at the admission limit, the next call can come a moment
+// before the server has taken the last one's place back) is sent again at once.
+TEST_F(LoadRunnerTest, ALoneRefusalIsSentAgainAtOnce) {
+  service_.delay = milliseconds(2);
+  service_.stream_error_every = 3;  // every third message refused, never two in a row
+  LoadOptions options = StreamOptions(milliseconds(400));
+  options.refused_backoff = std::chrono::seconds(10);  // would end the step at once
+  absl::StatusOr<StepResult> result = MakeRunner(options, /*channels=*/1).Run(Closed(1), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  EXPECT_GT(s.errors.at(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED)), 5);
+  EXPECT_GT(s.ok, 2 * s.errors.at(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED)) - 4);
 }
 
 TEST_F(LoadRunnerTest, StreamAnswersEveryCallInOrder) {

@@ -526,8 +526,12 @@ int Validate() {
     return 2;
   }
   const int64_t answer_memory_mb = absl::GetFlag(FLAGS_max_answer_memory_mb);
-  if (answer_memory_mb < 0 || answer_memory_mb > (int64_t{1} << 30) ||
-      (answer_memory_mb > 0 && (answer_memory_mb << 20) < absl::GetFlag(FLAGS_max_message_bytes))) {
+  if (answer_memory_mb < 0 || answer_memory_mb > (int64_t{1} << 30)) {
+    BERT_LOG(kError) << "--max_answer_memory_mb must be 0 (unlimited) to 2^30"
+                     << LogKv("max_answer_memory_mb", answer_memory_mb);
+    return 2;
+  }
+  if (answer_memory_mb > 0 && (answer_memory_mb << 20) < absl::GetFlag(FLAGS_max_message_bytes)) {
     BERT_LOG(kError) << "--max_answer_memory_mb must be 0 (unlimited) or hold the largest answer, "
                         "--max_message_bytes"
                      << LogKv("max_answer_memory_mb", answer_memory_mb)

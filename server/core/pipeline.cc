@@ -369,7 +369,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
     Finish(request,
            absl::ResourceExhaustedError(absl::StrCat(
                "the server holds ", ByteCount(admission_.bytes_reserved()),
-               " of answers not yet computed or sent; this one's ", ByteCount(answer.total()),
+               " of answers being computed or sent; this one's ", ByteCount(answer.total()),
                " would pass its limit of ", ByteCount(admission_.byte_limit()),
                ": retry later, or ask for smaller outputs")));
     return;

@@ -301,7 +301,7 @@ TEST(PipelineTest, AnswersCountAgainstTheByteBudgetUntilReleased) {
   // A third answer would pass the budget: refused after tokenization, nothing held for it.
   auto third = EmbedSync(pipeline.get(), spec);
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(third.status().message().find("answers not yet computed or sent"),
+  EXPECT_NE(third.status().message().find("answers being computed or sent"),
             absl::string_view::npos)
       << third.status();
   EXPECT_EQ(pipeline->answer_memory_bytes(), 2 * kAnswer);
@@ -331,9 +331,28 @@ TEST(PipelineTest, AFailedRequestHoldsNoAnswerBytes) {
   EmbedRequestSpec spec;
   spec.inputs = {Text("hello world good morning")};
   spec.seq_length = 4;
-  spec.truncation = Truncation::kReject;  // too long: fails after tokenization
+  spec.truncation = Truncation::kReject;  // too long: fails at tokenization, before reserving
   spec.heads = {Head::kSequence};
   EXPECT_EQ(EmbedSync(pipeline.get(), spec).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 0);
+
+  // Cancelled before its batch: it fails after its bytes were reserved, and has returned
+  // them by the time its caller hears of it.
+  spec.truncation = Truncation::kTruncate;
+  auto permit = pipeline->Admit();
+  ASSERT_TRUE(permit.ok());
+  absl::Notification done;
+  absl::StatusOr<EmbedResult> out;
+  int64_t held_when_answered = -1;
+  pipeline->Embed(spec, absl::InfiniteFuture(), std::make_shared<std::atomic<bool>>(true),
+                  [&](absl::StatusOr<EmbedResult> r) {
+                    held_when_answered = pipeline->answer_memory_bytes();
+                    out = std::move(r);
+                    done.Notify();
+                  });
+  done.WaitForNotification();
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kCancelled) << out.status();
+  EXPECT_EQ(held_when_answered, 0);
   EXPECT_EQ(pipeline->answer_memory_bytes(), 0);
 }
 

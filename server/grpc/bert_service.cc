@@ -132,10 +132,17 @@ class EmbedReactor final : public AdmittedUnaryReactor {
                       if (service_->metrics() != nullptr) {
                         service_->metrics()->RecordStages(result->timing);
                       }
-                      HoldUntilDone(std::move(result->memory));
-                      service_->ReportInFlight();  // the answer's bytes, now held
+                      Admission::Bytes memory = std::move(result->memory);
                       ToProto(*std::move(result), response_.get());
-                      Answer(service_->CheckAnswerSize(*response_));
+                      const absl::Status size = service_->CheckAnswerSize(*response_);
+                      // Held until sent; an answer refused here leaves only its error to send.
+                      if (size.ok()) {
+                        HoldUntilDone(std::move(memory));
+                      } else {
+                        memory.Reset();
+                      }
+                      service_->ReportInFlight();
+                      Answer(size);
                     });
     return absl::OkStatus();
   }
@@ -289,11 +296,18 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     response.set_request_id(slot->request_id);
     if (status.ok()) {
       const StageTiming timing = result->timing;
-      slot->permit.Hold(std::move(result->memory));  // until written or dropped, as the permit
-      service->ReportInFlight();                     // the answer's bytes, now held
+      Admission::Bytes memory = std::move(result->memory);
       ToProto(std::move(*result), &response);
       status = service->CheckAnswerSize(response);
       if (status.ok() && service->metrics() != nullptr) service->metrics()->RecordStages(timing);
+      // Held until written or dropped, as the permit; an answer refused here leaves only its
+      // error to send.
+      if (status.ok()) {
+        slot->permit.Hold(std::move(memory));
+      } else {
+        memory.Reset();
+      }
+      service->ReportInFlight();
     }
     const grpc::Status grpc_status = ToGrpcStatus(status);
     service->Record("EmbedStream", grpc_status.error_code(), slot->start);

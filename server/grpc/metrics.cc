@@ -59,8 +59,9 @@ ServerMetrics::ServerMetrics()
                      .Add({})),
       answer_memory_(prometheus::BuildGauge()
                          .Name("bert_answer_memory_bytes")
-                         .Help("Bytes of Embed answers held: ready, or being sent (at most "
-                               "--max_answer_memory_mb)")
+                         .Help("Bytes of Embed answers held, from the request's tokenization "
+                               "until the answer is sent (at most --max_answer_memory_mb); "
+                               "updated as requests are admitted, answered and done")
                          .Register(*registry_)
                          .Add({})),
       abandoned_answers_(prometheus::BuildCounter()
@@ -72,8 +73,9 @@ ServerMetrics::ServerMetrics()
       cancelled_(prometheus::BuildCounter()
                      .Name("bert_calls_cancelled_total")
                      .Help("Calls cancelled after they began, by method: by their client, their "
-                           "deadline, a lost connection or the send timeout; an answer already "
-                           "recorded in bert_requests_total did not reach its client")
+                           "deadline, a lost connection, the send timeout or the server's "
+                           "shutdown; an answer already recorded in bert_requests_total did not "
+                           "reach its client")
                      .Register(*registry_)),
       tokens_processed_(prometheus::BuildCounter()
                             .Name("bert_tokens_processed_total")
@@ -109,6 +111,9 @@ ServerMetrics::ServerMetrics()
                       .Register(*registry_)
                       .Add({})) {
   start_time_.Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+  // Each method's series from the start, so that rate() and increase() see the first one.
+  for (const char* method : {"Embed", "EmbedStream", "Tokenize"})
+    cancelled_.Add({{"method", method}});
 }
 
 ServerMetrics::~ServerMetrics() = default;
