@@ -25,24 +25,39 @@ Admission::Permit& Admission::Permit::operator=(Permit&& other) noexcept {
   if (this != &other) {
     Reset();
     owner_ = other.owner_;
+    sending_ = other.sending_;
     bytes_ = std::move(other.bytes_);
     other.owner_ = nullptr;
+    other.sending_ = false;
   }
   return *this;
 }
 
+void Admission::Permit::MarkAnswered() {
+  if (owner_ == nullptr || sending_) return;
+  int current = owner_->sending_.load(std::memory_order_relaxed);
+  while (current < owner_->limit_) {
+    if (owner_->sending_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) {
+      owner_->working_.fetch_sub(1, std::memory_order_acq_rel);  // after: never missed
+      sending_ = true;
+      return;
+    }
+  }
+}
+
 void Admission::Permit::Reset() {
-  bytes_.Reset();  // before the slot: a drain that sees no request in flight sees no bytes
+  bytes_.Reset();  // before the place: a drain that sees no request in flight sees no bytes
   if (owner_ != nullptr) {
-    owner_->in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    (sending_ ? owner_->sending_ : owner_->working_).fetch_sub(1, std::memory_order_acq_rel);
     owner_ = nullptr;
+    sending_ = false;
   }
 }
 
 Admission::Permit Admission::TryAcquire() {
-  int current = in_flight_.load(std::memory_order_relaxed);
+  int current = working_.load(std::memory_order_relaxed);
   while (current < limit_) {
-    if (in_flight_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) {
+    if (working_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) {
       return Permit(this);
     }
   }

@@ -1,8 +1,12 @@
-// Admission control: at most `limit` requests in flight; one more is refused at once
-// (the caller answers RESOURCE_EXHAUSTED) rather than queued. And a byte budget for the
-// answers those requests hold (computed or being computed, not yet sent), so that clients
-// asking for large outputs and reading them slowly cannot make the server hold more than
-// `byte_limit` of answers: a request whose answer would pass it is refused too. Thread-safe.
+// Admission control: at most `limit` requests being worked on; one more is refused at once
+// (the caller answers RESOURCE_EXHAUSTED) rather than queued. A request whose answer is
+// ready and handed over for sending (Permit::MarkAnswered) gives its place to the next
+// request, but stays counted among the answers being sent, themselves at most `limit`: a
+// client that does not read its answers can hold no more than that many of them before its
+// further requests keep their places too (and every other client is refused). And a byte
+// budget for the answers held (being computed, or not yet sent), so that clients asking for
+// large outputs and reading them slowly cannot make the server hold more than `byte_limit`:
+// a request whose answer would pass it is refused too. Thread-safe.
 #ifndef BERT_SERVER_CORE_ADMISSION_H_
 #define BERT_SERVER_CORE_ADMISSION_H_
 
@@ -37,13 +41,15 @@ class Admission {
     int64_t count_ = 0;
   };
 
-  // Releases its slot, and the bytes it holds, when destroyed. Move-only.
+  // A request's place, and the bytes it holds, until destroyed. Move-only.
   class Permit {
    public:
     Permit() = default;
     explicit Permit(Admission* owner) : owner_(owner) {}
-    Permit(Permit&& other) noexcept : owner_(other.owner_), bytes_(std::move(other.bytes_)) {
+    Permit(Permit&& other) noexcept
+        : owner_(other.owner_), sending_(other.sending_), bytes_(std::move(other.bytes_)) {
       other.owner_ = nullptr;
+      other.sending_ = false;
     }
     Permit& operator=(Permit&& other) noexcept;
     Permit(const Permit&) = delete;
@@ -53,23 +59,36 @@ class Admission {
     // Keeps `bytes` (an answer's, from TryReserveBytes) until the permit is released: the
     // answer is held for as long as its request is in flight.
     void Hold(Bytes bytes) { bytes_ = std::move(bytes); }
+    // The answer is ready and handed over for sending: the place goes to the next request if
+    // fewer than `limit` answers are being sent; otherwise it is kept until Reset. Once.
+    void MarkAnswered();
+    bool sending() const { return sending_; }
     void Reset();
 
    private:
     Admission* owner_ = nullptr;
+    bool sending_ = false;  // counted among the answers being sent, not the requests worked on
     Bytes bytes_;
   };
 
   // byte_limit 0: no byte budget.
   explicit Admission(int limit, int64_t byte_limit = 0) : limit_(limit), byte_limit_(byte_limit) {}
 
-  // A valid permit, or an invalid one when `limit` requests are already in flight.
+  // A valid permit, or an invalid one when `limit` requests are already being worked on.
   Permit TryAcquire();
   // `count` bytes of the budget, or invalid Bytes when they would take it past byte_limit
   // (always valid without a budget).
   Bytes TryReserveBytes(int64_t count);
 
-  int in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
+  // Requests admitted and not yet done (worked on, or their answers being sent).
+  int in_flight() const {
+    // Working first: a permit moving to sending (counted there before it leaves working) is
+    // then counted twice for a moment, never missed.
+    const int working = working_.load(std::memory_order_acquire);
+    return working + sending_.load(std::memory_order_acquire);
+  }
+  int working() const { return working_.load(std::memory_order_relaxed); }
+  int sending() const { return sending_.load(std::memory_order_relaxed); }
   int limit() const { return limit_; }
   int64_t bytes_reserved() const { return bytes_reserved_.load(std::memory_order_relaxed); }
   int64_t byte_limit() const { return byte_limit_; }
@@ -77,7 +96,8 @@ class Admission {
  private:
   const int limit_;
   const int64_t byte_limit_;
-  std::atomic<int> in_flight_{0};
+  std::atomic<int> working_{0};
+  std::atomic<int> sending_{0};
   std::atomic<int64_t> bytes_reserved_{0};
 };
 

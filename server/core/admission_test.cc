@@ -60,6 +60,63 @@ TEST(AdmissionTest, ConcurrentAcquireNeverExceedsLimit) {
   EXPECT_EQ(admission.in_flight(), 0);
 }
 
+TEST(AdmissionTest, AnsweredRequestsGiveTheirPlacesUpToTheSendingLimit) {
+  Admission admission(2);
+  Admission::Permit a = admission.TryAcquire();
+  Admission::Permit b = admission.TryAcquire();
+  EXPECT_FALSE(admission.TryAcquire().valid());
+  a.MarkAnswered();  // being sent: its place goes to the next request
+  EXPECT_TRUE(a.sending());
+  EXPECT_EQ(admission.working(), 1);
+  EXPECT_EQ(admission.in_flight(), 2);
+  Admission::Permit c = admission.TryAcquire();
+  EXPECT_TRUE(c.valid());
+  b.MarkAnswered();
+  c.MarkAnswered();  // two answers are already being sent: c keeps its place
+  EXPECT_FALSE(c.sending());
+  EXPECT_EQ(admission.sending(), 2);
+  Admission::Permit d = admission.TryAcquire();
+  EXPECT_TRUE(d.valid());
+  EXPECT_FALSE(admission.TryAcquire().valid());  // c and d hold both places
+  Admission::Permit moved = std::move(a);
+  EXPECT_TRUE(moved.sending());
+  moved.Reset();  // an answer sent: its sending place is free, not a working one
+  EXPECT_EQ(admission.sending(), 1);
+  EXPECT_FALSE(admission.TryAcquire().valid());
+  c.MarkAnswered();  // now there is room
+  EXPECT_TRUE(c.sending());
+  EXPECT_TRUE(admission.TryAcquire().valid());
+  b.Reset();
+  c.Reset();
+  d.Reset();
+  EXPECT_EQ(admission.in_flight(), 0);
+}
+
+TEST(AdmissionTest, ConcurrentMovesNeverLoseOrExceedAPlace) {
+  Admission admission(4);
+  std::atomic<int> max_sending{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) {
+        Admission::Permit p = admission.TryAcquire();
+        if (!p.valid()) continue;
+        EXPECT_GE(admission.in_flight(), 1);
+        p.MarkAnswered();
+        int now = admission.sending();
+        int prev = max_sending.load();
+        while (now > prev && !max_sending.compare_exchange_weak(prev, now)) {
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_LE(max_sending.load(), 4);
+  EXPECT_EQ(admission.in_flight(), 0);
+  EXPECT_EQ(admission.working(), 0);
+  EXPECT_EQ(admission.sending(), 0);
+}
+
 TEST(AdmissionTest, BytesAreRefusedBeyondTheBudgetAndReturnedOnDestruction) {
   Admission admission(4, /*byte_limit=*/100);
   Admission::Bytes a = admission.TryReserveBytes(60);

@@ -109,9 +109,11 @@ class Pipeline {
 
   // RESOURCE_EXHAUSTED when at the concurrency limit, UNAVAILABLE before Start or while
   // draining. The caller holds the permit until the request's answer has left the server
-  // (for gRPC: until the call is done, or the stream's message written), so that the limit
-  // bounds the answers held in memory for slow readers too, and Drain waits for them. The
-  // answer's bytes (EmbedResult::memory) go into the permit (Permit::Hold) for that time.
+  // (for gRPC: until the call is done, or the stream's message written), marking it
+  // answered (Permit::MarkAnswered) when the answer is handed over for sending, so that the
+  // limit bounds the answers held for slow readers too (as many again as it admits), and
+  // Drain waits for them. The answer's bytes (EmbedResult::memory) go into the permit
+  // (Permit::Hold) for that time.
   absl::StatusOr<Admission::Permit> Admit();
 
   // Validates at once (a bad request gets `done` with INVALID_ARGUMENT before this

@@ -83,10 +83,12 @@ class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
   void HoldUntilDone(Admission::Bytes memory) { permit_.Hold(std::move(memory)); }
 
   // Records the call and hands its status (and, if OK, the answer already in place) to gRPC.
+  // The permit's place goes to the next request unless too many answers are being sent.
   void Done(const absl::Status& status) {
     const grpc::Status grpc_status = ToGrpcStatus(status);
     service_->Record(method_, grpc_status.error_code(), start_);
     send_watch_ = service_->send_watchdog().Watch(context_);
+    permit_.MarkAnswered();
     Finish(grpc_status);
   }
 
@@ -322,6 +324,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       if (limit > 0 && response.ByteSizeLong() > limit) response.clear_request_id();
     }
     Serialize(response, &slot->wire);
+    slot->permit.MarkAnswered();  // as the unary calls' answers (before the slot is ready)
     Actions actions;
     bool released;
     {

@@ -28,7 +28,9 @@ def embed_ok(server, pb2):
 
 
 @pytest.mark.parametrize("method", ["Embed", "EmbedStream"])
-def test_an_answer_the_client_does_not_read_keeps_its_admission(method):
+def test_answers_the_client_does_not_read_keep_their_admission(method):
+    """An answer being sent gives its request's place to the next request, up to as many
+    answers being sent as the server admits; past that, unread answers keep their places."""
     pb2, _ = stubs()
     big = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))],
                            heads=[pb2.HEAD_SEQUENCE], seq_length=128).SerializeToString()
@@ -39,17 +41,33 @@ def test_an_answer_the_client_does_not_read_keeps_its_admission(method):
             return metric_value(s.metrics_text(), name, labels) or 0
 
         reader = RawHttp2("127.0.0.1", s.port, initial_window=0)  # lets nothing through
-        if method == "Embed":
-            for _ in range(2):
-                reader.open_call("/bert.v1.BertService/Embed", big)
-        else:
-            reader.open_call("/bert.v1.BertService/EmbedStream", [big, big])
-        # Both are computed (recorded OK) but cannot be sent: they still hold their places.
+
+        def two_unread():
+            if method == "Embed":
+                for _ in range(2):
+                    reader.open_call("/bert.v1.BertService/Embed", big)
+            else:
+                reader.open_call("/bert.v1.BertService/EmbedStream", [big, big])
+
+        stub = s.stub()
+        two_unread()
+        # Both are computed (recorded OK) but cannot be sent: they are held, as the two
+        # answers being sent, and have given their places to the next requests.
         assert wait_for(lambda: counted("bert_requests_total",
                                         {"method": method, "code": "OK"}) == 2)
         time.sleep(0.3)
         assert counted("bert_requests_in_flight") == 2
-        stub = s.stub()
+        assert len(stub.Embed(embed_ok(s, pb2), timeout=10).results) == 1
+        # (Its place comes back when the call is done, which can be just after we have it.)
+        assert wait_for(lambda: counted("bert_requests_in_flight") == 2)
+        # Two more: no room among the answers being sent, so they keep their places, and
+        # every other client is refused.
+        two_unread()
+        ours = 1 if method == "Embed" else 0  # the call above, if counted with the reader's
+        assert wait_for(lambda: counted("bert_requests_total",
+                                        {"method": method, "code": "OK"}) == 4 + ours)
+        time.sleep(0.3)
+        assert counted("bert_requests_in_flight") == 4
         with pytest.raises(grpc.RpcError) as refused:
             stub.Embed(embed_ok(s, pb2), timeout=10)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -59,7 +77,7 @@ def test_an_answer_the_client_does_not_read_keeps_its_admission(method):
         reader.close()
         assert wait_for(lambda: counted("bert_requests_in_flight") == 0)
         assert wait_for(lambda: counted("bert_calls_cancelled_total", {"method": method}) ==
-                        (2 if method == "Embed" else 1))
+                        (4 if method == "Embed" else 2))
         assert len(stub.Embed(embed_ok(s, pb2), timeout=10).results) == 1
 
 
@@ -165,9 +183,10 @@ def test_answers_nobody_reads_are_bounded_in_bytes(method):
             stub.Embed(big, timeout=10)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "answers being computed or sent" in refused.value.details()
-        # Small answers still fit; the unread ones are still held.
+        # Small answers still fit; the unread ones are still held (the small one's bytes
+        # come back when its call is done, which can be just after the client has it).
         assert len(stub.Embed(embed_ok(s, pb2), timeout=10).results) == 1
-        assert held() == 3 * answer_bytes(n)
+        assert wait_for(lambda: held() == 3 * answer_bytes(n)), held()
         # The reader goes: its answers are dropped and the budget is free again.
         reader.close()
         assert wait_for(lambda: held() == 0), held()
