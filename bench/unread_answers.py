@@ -2,10 +2,11 @@
 """What answers nobody reads make bert_server hold. A client can ask for large outputs and
 never take them (an HTTP/2 window of 0): each answer stays in the server until it is sent or
 given up (--send_timeout_s, set far beyond this run here). This opens one such connection,
-starts --calls Embed calls on it, each asking for sequence_output and every layer of
---inputs one-word texts padded to 128 tokens (about 60 MB of float32 with the tiny model),
-waits until every call has been answered or refused, and reads the server's resident memory
-(VmRSS). One server per configuration (the tiny test model on the CPU backend, built at
+starts --calls Embed calls on it in waves of --wave (the default: 2 x 64, the most the
+server's default --max_concurrent_requests lets one client hold: 64 answers being sent, then
+64 more keeping their places), each asking for sequence_output and every layer of --inputs
+one-word texts padded to 128 tokens (about 60 MB of float32 with the tiny model), waits until
+every call has been answered or refused, and reads the server's resident memory (VmRSS). One server per configuration (the tiny test model on the CPU backend, built at
 bazel-bin or BERT_BIN), each given its flags. Not a test: a measurement.
 
     python3 bench/unread_answers.py --config unlimited=--max_answer_memory_mb=0 \\
@@ -36,13 +37,17 @@ def run(flags, args, wire):
                                 {"method": "Embed", "code": code}) or 0
 
         reader = RawHttp2("127.0.0.1", server.port, initial_window=0)  # takes nothing
-        for _ in range(args.calls):
-            reader.open_call("/bert.v1.BertService/Embed", wire)
         deadline = time.time() + args.timeout_s
-        while count("OK") + count("RESOURCE_EXHAUSTED") < args.calls:
-            if time.time() > deadline:
-                raise RuntimeError("the calls were not all answered in time")
-            time.sleep(0.2)
+        sent = 0
+        while sent < args.calls:  # in waves: each once the one before is answered
+            wave = min(args.wave, args.calls - sent)
+            for _ in range(wave):
+                reader.open_call("/bert.v1.BertService/Embed", wire)
+            sent += wave
+            while count("OK") + count("RESOURCE_EXHAUSTED") < sent:
+                if time.time() > deadline:
+                    raise RuntimeError("the calls were not all answered in time")
+                time.sleep(0.2)
         time.sleep(1)
         held = rss_mib(server.proc.pid)
         answers = metric_value(server.metrics_text(), "bert_answer_memory_bytes") or 0
@@ -55,7 +60,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", required=True,
                         help="NAME=FLAGS (space-separated bert_server flags; may be empty)")
-    parser.add_argument("--calls", type=int, default=64)
+    parser.add_argument("--calls", type=int, default=128)
+    parser.add_argument("--wave", type=int, default=64,
+                        help="calls sent at once, the next wave once they are answered")
     parser.add_argument("--inputs", type=int, default=190)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout_s", type=float, default=300)
@@ -65,7 +72,8 @@ def main():
         inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))] * args.inputs,
         heads=[pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS], seq_length=128)
     wire = request.SerializeToString()
-    print(f"{args.calls} Embed calls on one connection that reads nothing; each {len(wire)} "
+    print(f"{args.calls} Embed calls in waves of {args.wave} on one connection that reads "
+          f"nothing; each {len(wire)} "
           f"bytes asking for sequence_output and every layer of {args.inputs} inputs at 128 "
           "tokens")
     print("| round | config | answered | refused | answers held (MiB, metric) | "

@@ -219,9 +219,8 @@ class LoadRunner::Step {
     accumulator_.Add(record, message);
     --open_;
     if (spec_.concurrency > 0) {
-      // A first refusal is sent again at once: at the admission limit, the next call can
-      // come a moment before the server has taken the last one's place back. A slot
-      // refused again waits the backoff.
+      // A first refusal is sent again at once (a single one costs little); a slot refused
+      // again waits the backoff.
       const bool refused = record.code == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED) ||
                            record.code == static_cast<int>(grpc::StatusCode::UNAVAILABLE);
       const int in_a_row = refused ? refused_before + 1 : 0;

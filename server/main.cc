@@ -71,7 +71,9 @@ ABSL_FLAG(std::string, backend, "auto", "auto (CUDA when a GPU is present, else 
 ABSL_FLAG(
     std::string, dtype, "auto",
     "Compute dtype: auto (float16 with --backend=cuda, else float32), float32, float16, bfloat16");
-ABSL_FLAG(int, max_concurrent_requests, 64, "Requests in flight before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_concurrent_requests, 64,
+          "Requests worked on at once before RESOURCE_EXHAUSTED (as many Embed answers again "
+          "may be waiting to be sent)");
 ABSL_FLAG(int, max_inputs_per_request, 256, "Inputs allowed in one request");
 ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (padding rows count)");
 ABSL_FLAG(int, max_batch_delay_us, 2000,

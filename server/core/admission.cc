@@ -35,10 +35,11 @@ Admission::Permit& Admission::Permit::operator=(Permit&& other) noexcept {
 
 void Admission::Permit::MarkAnswered() {
   if (owner_ == nullptr || sending_) return;
-  int current = owner_->sending_.load(std::memory_order_relaxed);
-  while (current < owner_->limit_) {
-    if (owner_->sending_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) {
-      owner_->working_.fetch_sub(1, std::memory_order_acq_rel);  // after: never missed
+  uint64_t counts = owner_->counts_.load(std::memory_order_relaxed);
+  while (Sending(counts) < owner_->limit_) {
+    // One more being sent, one fewer worked on.
+    if (owner_->counts_.compare_exchange_weak(counts, counts + kOneSending - 1,
+                                              std::memory_order_acq_rel)) {
       sending_ = true;
       return;
     }
@@ -48,16 +49,16 @@ void Admission::Permit::MarkAnswered() {
 void Admission::Permit::Reset() {
   bytes_.Reset();  // before the place: a drain that sees no request in flight sees no bytes
   if (owner_ != nullptr) {
-    (sending_ ? owner_->sending_ : owner_->working_).fetch_sub(1, std::memory_order_acq_rel);
+    owner_->counts_.fetch_sub(sending_ ? kOneSending : 1, std::memory_order_acq_rel);
     owner_ = nullptr;
     sending_ = false;
   }
 }
 
 Admission::Permit Admission::TryAcquire() {
-  int current = working_.load(std::memory_order_relaxed);
-  while (current < limit_) {
-    if (working_.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel)) {
+  uint64_t counts = counts_.load(std::memory_order_relaxed);
+  while (Working(counts) < limit_) {
+    if (counts_.compare_exchange_weak(counts, counts + 1, std::memory_order_acq_rel)) {
       return Permit(this);
     }
   }

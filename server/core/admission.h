@@ -60,7 +60,8 @@ class Admission {
     // answer is held for as long as its request is in flight.
     void Hold(Bytes bytes) { bytes_ = std::move(bytes); }
     // The answer is ready and handed over for sending: the place goes to the next request if
-    // fewer than `limit` answers are being sent; otherwise it is kept until Reset. Once.
+    // fewer than `limit` answers are being sent; otherwise it is kept until Reset. Does
+    // nothing after the first time it moved the permit.
     void MarkAnswered();
     bool sending() const { return sending_; }
     void Reset();
@@ -80,24 +81,28 @@ class Admission {
   // (always valid without a budget).
   Bytes TryReserveBytes(int64_t count);
 
-  // Requests admitted and not yet done (worked on, or their answers being sent).
+  // Requests admitted and not yet done (worked on, or their answers being sent): both
+  // counts read at one moment.
   int in_flight() const {
-    // Working first: a permit moving to sending (counted there before it leaves working) is
-    // then counted twice for a moment, never missed.
-    const int working = working_.load(std::memory_order_acquire);
-    return working + sending_.load(std::memory_order_acquire);
+    const uint64_t counts = counts_.load(std::memory_order_acquire);
+    return Working(counts) + Sending(counts);
   }
-  int working() const { return working_.load(std::memory_order_relaxed); }
-  int sending() const { return sending_.load(std::memory_order_relaxed); }
+  int working() const { return Working(counts_.load(std::memory_order_relaxed)); }
+  int sending() const { return Sending(counts_.load(std::memory_order_relaxed)); }
   int limit() const { return limit_; }
   int64_t bytes_reserved() const { return bytes_reserved_.load(std::memory_order_relaxed); }
   int64_t byte_limit() const { return byte_limit_; }
 
  private:
+  // The requests worked on (low 32 bits) and the answers being sent (high 32 bits), in one
+  // word so that a permit moves from one to the other in one step.
+  static constexpr uint64_t kOneSending = uint64_t{1} << 32;
+  static int Working(uint64_t counts) { return static_cast<int>(counts & 0xffffffffu); }
+  static int Sending(uint64_t counts) { return static_cast<int>(counts >> 32); }
+
   const int limit_;
   const int64_t byte_limit_;
-  std::atomic<int> working_{0};
-  std::atomic<int> sending_{0};
+  std::atomic<uint64_t> counts_{0};
   std::atomic<int64_t> bytes_reserved_{0};
 };
 

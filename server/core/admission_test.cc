@@ -78,8 +78,10 @@ TEST(AdmissionTest, AnsweredRequestsGiveTheirPlacesUpToTheSendingLimit) {
   Admission::Permit d = admission.TryAcquire();
   EXPECT_TRUE(d.valid());
   EXPECT_FALSE(admission.TryAcquire().valid());  // c and d hold both places
-  Admission::Permit moved = std::move(a);
+  Admission::Permit moved;
+  moved = std::move(a);  // (move assignment keeps the permit's kind)
   EXPECT_TRUE(moved.sending());
+  EXPECT_FALSE(a.sending());
   moved.Reset();  // an answer sent: its sending place is free, not a working one
   EXPECT_EQ(admission.sending(), 1);
   EXPECT_FALSE(admission.TryAcquire().valid());
@@ -112,6 +114,7 @@ TEST(AdmissionTest, ConcurrentMovesNeverLoseOrExceedAPlace) {
   }
   for (auto& t : threads) t.join();
   EXPECT_LE(max_sending.load(), 4);
+  EXPECT_GE(max_sending.load(), 1);
   EXPECT_EQ(admission.in_flight(), 0);
   EXPECT_EQ(admission.working(), 0);
   EXPECT_EQ(admission.sending(), 0);

@@ -282,6 +282,18 @@ TEST(PipelineTest, AdmissionLimitAndDrain) {
   EXPECT_EQ(pipeline->Admit().status().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST(PipelineTest, DrainWaitsForAnswersBeingSent) {
+  auto pipeline = MakePipeline();
+  auto permit = pipeline->Admit();
+  ASSERT_TRUE(permit.ok());
+  permit->MarkAnswered();
+  ASSERT_TRUE(permit->sending());
+  EXPECT_EQ(pipeline->in_flight(), 1);
+  EXPECT_FALSE(pipeline->Drain(absl::Milliseconds(50)));  // the answer is not sent yet
+  permit->Reset();
+  EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
+}
+
 TEST(PipelineTest, AnswersCountAgainstTheByteBudgetUntilReleased) {
   PipelineOptions options = TestOptions();
   // Each answer below: 16 padded rows x 4 floats, and 1,024 + 128 + 48 bytes of framing.

@@ -46,8 +46,8 @@ WireLimits WireLimitsOf(const RequestLimits& limits) {
 
 // A unary call that holds an admission permit from its start until it is done, i.e. until
 // its answer has been sent (or the call failed): answers waiting for a slow reader count
-// against the limit, for at most the send timeout (SendWatchdog), which watches each answer
-// from the moment it is handed to gRPC.
+// against the limit (Embed's among the answers being sent, GivePlaceToNext), for at most the
+// send timeout (SendWatchdog), which watches each answer from the moment it is handed to gRPC.
 class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
  public:
   // The call was cancelled (its client, its deadline, a lost connection, the send timeout).
@@ -82,13 +82,16 @@ class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
   // The answer's bytes stay counted until the call is done (its permit holds them).
   void HoldUntilDone(Admission::Bytes memory) { permit_.Hold(std::move(memory)); }
 
+  // The permit's place goes to the next request while the answer is sent, unless too many
+  // answers are being sent (Admission::Permit::MarkAnswered). For answers whose bytes the
+  // permit holds (Embed's); others keep their places until done.
+  void GivePlaceToNext() { permit_.MarkAnswered(); }
+
   // Records the call and hands its status (and, if OK, the answer already in place) to gRPC.
-  // The permit's place goes to the next request unless too many answers are being sent.
   void Done(const absl::Status& status) {
     const grpc::Status grpc_status = ToGrpcStatus(status);
     service_->Record(method_, grpc_status.error_code(), start_);
     send_watch_ = service_->send_watchdog().Watch(context_);
-    permit_.MarkAnswered();
     Finish(grpc_status);
   }
 
@@ -152,6 +155,7 @@ class EmbedReactor final : public AdmittedUnaryReactor {
   void Answer(const absl::Status& status) {
     if (status.ok()) Serialize(*response_, out_);
     response_.reset();
+    GivePlaceToNext();
     Done(status);
   }
 

@@ -145,8 +145,9 @@ def test_what_the_count_cannot_read_is_refused_not_skipped(method):
 
 @pytest.mark.parametrize("method", ["Embed", "EmbedStream"])
 def test_answers_nobody_reads_are_bounded_in_bytes(method):
-    """Within the concurrency limit, a client that reads nothing could still make the server
-    hold (limit) x (largest answer); the byte budget refuses the answer that would pass it."""
+    """Within the concurrency limits, a client that reads nothing could still make the server
+    hold 2 x (limit) x (largest answer); the byte budget refuses the answer that would pass
+    it."""
     pb2, _ = stubs()
     budget = 1 << 20
     with Server(extra=[f"--max_answer_memory_mb={budget >> 20}", f"--max_message_bytes={budget}",
