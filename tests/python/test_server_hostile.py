@@ -81,6 +81,31 @@ def test_answers_the_client_does_not_read_keep_their_admission(method):
         assert len(stub.Embed(embed_ok(s, pb2), timeout=10).results) == 1
 
 
+def test_unread_tokenize_answers_keep_their_places():
+    """Tokenize answers are outside the answers' byte budget, so they do not give their places
+    to the next requests while they are sent: two unread ones fill a limit of two."""
+    pb2, _ = stubs()
+    wire = pb2.TokenizeRequest(inputs=[pb2.TextInput(text_a="hello world")] * 8,
+                               seq_length=128).SerializeToString()
+    with Server(extra=["--max_concurrent_requests=2", "--send_timeout_s=300"],
+                metrics=True) as s:
+        def counted(name, labels=None):
+            return metric_value(s.metrics_text(), name, labels) or 0
+
+        reader = RawHttp2("127.0.0.1", s.port, initial_window=0)  # lets nothing through
+        for _ in range(2):
+            reader.open_call("/bert.v1.BertService/Tokenize", wire)
+        assert wait_for(lambda: counted("bert_requests_total",
+                                        {"method": "Tokenize", "code": "OK"}) == 2)
+        time.sleep(0.3)
+        assert counted("bert_requests_in_flight") == 2
+        with pytest.raises(grpc.RpcError) as refused:
+            s.stub().Embed(embed_ok(s, pb2), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        reader.close()
+        assert wait_for(lambda: counted("bert_requests_in_flight") == 0)
+
+
 @pytest.mark.parametrize("method, field, count, message", [
     ("Embed", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
     ("Tokenize", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
