@@ -8,6 +8,14 @@
 namespace bert {
 namespace {
 
+// Raises `*max` to `value` if it is lower (from any number of threads).
+template <typename T>
+void RaiseTo(std::atomic<T>* max, T value) {
+  T seen = max->load();
+  while (value > seen && !max->compare_exchange_weak(seen, value)) {
+  }
+}
+
 TEST(AdmissionTest, RefusesBeyondLimitAndReleasesOnDestruction) {
   Admission admission(2);
   Admission::Permit a = admission.TryAcquire();
@@ -46,10 +54,7 @@ TEST(AdmissionTest, ConcurrentAcquireNeverExceedsLimit) {
       for (int i = 0; i < 2000; ++i) {
         Admission::Permit p = admission.TryAcquire();
         if (p.valid()) {
-          int now = admission.in_flight();
-          int prev = max_seen.load();
-          while (now > prev && !max_seen.compare_exchange_weak(prev, now)) {
-          }
+          RaiseTo(&max_seen, admission.in_flight());
         }
       }
     });
@@ -105,10 +110,7 @@ TEST(AdmissionTest, ConcurrentMovesNeverLoseOrExceedAPlace) {
         if (!p.valid()) continue;
         EXPECT_GE(admission.in_flight(), 1);
         p.MarkAnswered();
-        int now = admission.sending();
-        int prev = max_sending.load();
-        while (now > prev && !max_sending.compare_exchange_weak(prev, now)) {
-        }
+        RaiseTo(&max_sending, admission.sending());
       }
     });
   }
@@ -168,10 +170,7 @@ TEST(AdmissionTest, ConcurrentReservationsNeverPassTheBudget) {
       for (int i = 0; i < 2000; ++i) {
         Admission::Bytes bytes = admission.TryReserveBytes(100 + 37 * t);
         if (bytes.valid()) {
-          int64_t now = admission.bytes_reserved();
-          int64_t prev = max_seen.load();
-          while (now > prev && !max_seen.compare_exchange_weak(prev, now)) {
-          }
+          RaiseTo(&max_seen, admission.bytes_reserved());
         }
       }
     });
