@@ -79,8 +79,11 @@ class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
     return pipeline;
   }
 
-  // The answer's bytes stay counted until the call is done (its permit holds them).
-  void HoldUntilDone(Admission::Bytes memory) { permit_.Hold(std::move(memory)); }
+  // BertServiceImpl::BuildAnswer with this call's permit: the answer's bytes stay counted
+  // until the call is done.
+  absl::Status BuildAnswer(EmbedResult result, v1::EmbedResponse* response) {
+    return service_->BuildAnswer(std::move(result), response, &permit_);
+  }
 
   // The permit's place goes to the next request while the answer is sent, unless too many
   // answers are being sent (Admission::Permit::MarkAnswered). For answers whose bytes the
@@ -134,20 +137,7 @@ class EmbedReactor final : public AdmittedUnaryReactor {
                         Answer(result.status());
                         return;
                       }
-                      if (service_->metrics() != nullptr) {
-                        service_->metrics()->RecordStages(result->timing);
-                      }
-                      Admission::Bytes memory = std::move(result->memory);
-                      ToProto(*std::move(result), response_.get());
-                      const absl::Status size = service_->CheckAnswerSize(*response_);
-                      // Held until sent; an answer refused here leaves only its error to send.
-                      if (size.ok()) {
-                        HoldUntilDone(std::move(memory));
-                      } else {
-                        memory.Reset();
-                      }
-                      service_->ReportInFlight();
-                      Answer(size);
+                      Answer(BuildAnswer(*std::move(result), response_.get()));
                     });
     return absl::OkStatus();
   }
@@ -300,21 +290,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     BertServiceImpl* const service = service_;
     v1::EmbedResponse response;
     response.set_request_id(slot->request_id);
-    if (status.ok()) {
-      const StageTiming timing = result->timing;
-      Admission::Bytes memory = std::move(result->memory);
-      ToProto(std::move(*result), &response);
-      status = service->CheckAnswerSize(response);
-      if (status.ok() && service->metrics() != nullptr) service->metrics()->RecordStages(timing);
-      // Held until written or dropped, as the permit; an answer refused here leaves only its
-      // error to send.
-      if (status.ok()) {
-        slot->permit.Hold(std::move(memory));
-      } else {
-        memory.Reset();
-      }
-      service->ReportInFlight();
-    }
+    // The answer's bytes are held until written or dropped, as the permit.
+    if (status.ok()) status = service->BuildAnswer(std::move(*result), &response, &slot->permit);
     const grpc::Status grpc_status = ToGrpcStatus(status);
     service->Record("EmbedStream", grpc_status.error_code(), slot->start);
     if (!status.ok()) {
@@ -465,6 +442,21 @@ void BertServiceImpl::ReportInFlight() const {
   absl::MutexLock lock(&gauge_mu_);
   metrics_->SetInFlight(p->in_flight());
   metrics_->SetAnswerMemory(p->answer_memory_bytes());
+}
+
+absl::Status BertServiceImpl::BuildAnswer(EmbedResult result, v1::EmbedResponse* response,
+                                          Admission::Permit* permit) {
+  const StageTiming timing = result.timing;
+  Admission::Bytes memory = std::move(result.memory);
+  ToProto(std::move(result), response);
+  absl::Status status = CheckAnswerSize(*response);
+  if (status.ok()) {
+    if (metrics_ != nullptr) metrics_->RecordStages(timing);
+    permit->Hold(std::move(memory));
+  }
+  memory.Reset();  // (moved, unless the answer was refused: only its error is left to send)
+  ReportInFlight();
+  return status;
 }
 
 absl::Status BertServiceImpl::CheckAnswerSize(const v1::EmbedResponse& response) const {

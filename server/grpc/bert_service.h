@@ -72,6 +72,11 @@ class BertServiceImpl final : public BertServiceBase {
   // OK, or INVALID_ARGUMENT when `response` is over the message limit (a request the early
   // estimate, CheckResponseSize, let through); sending it would fail in gRPC after the work.
   absl::Status CheckAnswerSize(const v1::EmbedResponse& response) const;
+  // Converts `result` into `response` and checks its size (CheckAnswerSize). If it may be
+  // sent, records the stage timings and moves the answer's bytes into `permit`, which holds
+  // them until released (the answer sent or dropped); otherwise they are released at once.
+  absl::Status BuildAnswer(EmbedResult result, v1::EmbedResponse* response,
+                           Admission::Permit* permit);
 
  private:
   const ServiceConfig config_;
