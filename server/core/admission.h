@@ -80,6 +80,11 @@ class Admission {
   // `count` bytes of the budget, or invalid Bytes when they would take it past byte_limit
   // (always valid without a budget).
   Bytes TryReserveBytes(int64_t count);
+  // Whether `count` bytes would fit in the budget now (reserving nothing).
+  bool BytesFit(int64_t count) const {
+    return byte_limit_ <= 0 ||
+           bytes_reserved_.load(std::memory_order_relaxed) <= byte_limit_ - count;
+  }
 
   // Requests admitted and not yet done (worked on, or their answers being sent): both
   // counts read at one moment.

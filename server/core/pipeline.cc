@@ -317,6 +317,14 @@ void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
     done(options.status());
     return;
   }
+  // The answer's bytes are reserved once its size is known, after tokenization; one whose
+  // smallest possible size (one token per input) does not fit now is refused before it.
+  const AnswerSize least =
+      EstimateAnswerSize(*options, std::vector<int>(spec.inputs.size(), 1), limits_.hidden_size);
+  if (!admission_.BytesFit(least.total())) {
+    done(AnswerMemoryExhausted(least.total()));
+    return;
+  }
   request->options = *std::move(options);
   request->spec = std::move(spec);
   request->deadline = deadline;
@@ -324,6 +332,14 @@ void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
   request->done = std::move(done);
   request->tokenizing = batcher_->Expect();
   workers_->Schedule([this, request] { TokenizeAndEnqueue(request); });
+}
+
+absl::Status Pipeline::AnswerMemoryExhausted(int64_t answer_bytes) const {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the server holds ", ByteCount(admission_.bytes_reserved()),
+                   " of answers being computed or sent; this one's ", ByteCount(answer_bytes),
+                   " would pass its limit of ", ByteCount(admission_.byte_limit()),
+                   ": retry later, or ask for smaller outputs"));
 }
 
 void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
@@ -366,12 +382,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   }
   Admission::Bytes memory = admission_.TryReserveBytes(answer.total());
   if (!memory.valid()) {
-    Finish(request,
-           absl::ResourceExhaustedError(absl::StrCat(
-               "the server holds ", ByteCount(admission_.bytes_reserved()),
-               " of answers being computed or sent; this one's ", ByteCount(answer.total()),
-               " would pass its limit of ", ByteCount(admission_.byte_limit()),
-               ": retry later, or ask for smaller outputs")));
+    Finish(request, AnswerMemoryExhausted(answer.total()));
     return;
   }
   {

@@ -117,7 +117,8 @@ class Pipeline {
   absl::StatusOr<Admission::Permit> Admit();
 
   // Validates at once (a bad request gets `done` with INVALID_ARGUMENT before this
-  // returns), then tokenizes and batches. `done` runs exactly once, on some thread; the
+  // returns, and one whose smallest possible answer does not fit in the byte budget now
+  // RESOURCE_EXHAUSTED), then tokenizes and batches. `done` runs exactly once, on some thread; the
   // caller's permit (Admit) must be held until then at least. `cancelled` (may be null) is
   // polled before the request's sequences reach the engine.
   void Embed(EmbedRequestSpec request, absl::Time deadline,
@@ -163,6 +164,8 @@ class Pipeline {
   absl::Status WarmupEncode(const EncoderBatch& batch, const OutputSelection& selection,
                             EncoderOutput* output, absl::string_view what);
   void TokenizeAndEnqueue(std::shared_ptr<Request> request);
+  // RESOURCE_EXHAUSTED: an answer of `answer_bytes` does not fit in the byte budget now.
+  absl::Status AnswerMemoryExhausted(int64_t answer_bytes) const;
   void Assemble(const std::shared_ptr<Request>& request, int index, const BatchSlice& slice);
   void Finish(const std::shared_ptr<Request>& request, absl::Status status);
   absl::Status PackText(const InputSpec& input, int index, int seq_length, Truncation truncation,

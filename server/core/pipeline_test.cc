@@ -336,6 +336,35 @@ TEST(PipelineTest, AnswersCountAgainstTheByteBudgetUntilReleased) {
   EXPECT_EQ(pipeline->in_flight(), 0);
 }
 
+TEST(PipelineTest, AnAnswerThatCannotFitIsRefusedBeforeTokenization) {
+  PipelineOptions options = TestOptions();
+  // 16 padded rows x 4 floats and 1,024 + 128 + 48 bytes of framing: one fits, two do not.
+  constexpr int64_t kAnswer = 16 * kHidden * 4 + 1024 + 128 + 48;
+  options.max_answer_memory_bytes = kAnswer + kAnswer / 2;
+  auto pipeline = MakePipeline(options);
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world")};
+  spec.seq_length = 16;
+  spec.heads = {Head::kSequence};
+  auto held = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(held.ok()) << held.status();
+  // Padded, the answer's size is known from the request: refused on the caller's thread,
+  // before Embed returns, without tokenizing.
+  auto permit = pipeline->Admit();
+  ASSERT_TRUE(permit.ok());
+  std::thread::id answered_on;
+  absl::Status status;
+  pipeline->Embed(spec, absl::InfiniteFuture(), nullptr, [&](absl::StatusOr<EmbedResult> r) {
+    answered_on = std::this_thread::get_id();
+    status = r.status();
+  });
+  EXPECT_EQ(answered_on, std::this_thread::get_id());
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  permit->Reset();
+  held->memory.Reset();
+  EXPECT_TRUE(EmbedSync(pipeline.get(), spec).ok());  // fits again
+}
+
 TEST(PipelineTest, AFailedRequestHoldsNoAnswerBytes) {
   PipelineOptions options = TestOptions();
   options.max_answer_memory_bytes = 1 << 20;
