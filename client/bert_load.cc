@@ -245,12 +245,13 @@ absl::Status CheckLimits(const Workload& w, const v1::ServerLimits& limits) {
 // When a closed loop sends a refused call's slot again, in words.
 std::string BackoffText() {
   const int ms = absl::GetFlag(FLAGS_refused_backoff_ms);
-  return ms == 0 ? "at once" : absl::StrCat(ms, " ms later");
+  return ms == 0 ? "at once"
+                 : absl::StrCat("at once, and ", ms, " ms later after a second refusal in a row");
 }
 
 // A closed loop over the server's admission limit measures that limit plus a stream of
-// refused calls (RESOURCE_EXHAUSTED), each sent again after --refused_backoff_ms: says so
-// before the sweep.
+// refused calls (RESOURCE_EXHAUSTED), sent again at once and, from a slot's second refusal in
+// a row, after --refused_backoff_ms: says so before the sweep.
 void WarnOverAdmission(const std::vector<LoadStep>& steps, const v1::ServerLimits& limits) {
   const uint32_t admitted = limits.max_concurrent_requests();
   if (admitted == 0) return;

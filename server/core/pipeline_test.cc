@@ -294,23 +294,36 @@ TEST(PipelineTest, DrainWaitsForAnswersBeingSent) {
   EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
 }
 
-TEST(PipelineTest, AnswersCountAgainstTheByteBudgetUntilReleased) {
-  PipelineOptions options = TestOptions();
-  // Each answer below: 16 padded rows x 4 floats, and 1,024 + 128 + 48 bytes of framing.
-  constexpr int64_t kAnswer = 16 * kHidden * 4 + 1024 + 128 + 48;
-  options.max_answer_memory_bytes = 2 * kAnswer + 1300;  // a pooled answer (1,216) fits
-  auto pipeline = MakePipeline(options);
+// The byte budget's tests: one input's sequence output padded to 16 rows, an answer of
+// kPaddedAnswer bytes (16 rows x 4 floats, and 1,024 + 128 + 48 bytes of framing).
+constexpr int64_t kPaddedAnswer = 16 * kHidden * 4 + 1024 + 128 + 48;
+
+EmbedRequestSpec PaddedSequenceSpec() {
   EmbedRequestSpec spec;
   spec.inputs = {Text("hello world")};
   spec.seq_length = 16;
   spec.heads = {Head::kSequence};
+  return spec;
+}
+
+std::unique_ptr<Pipeline> BudgetPipeline(int64_t max_answer_memory_bytes) {
+  PipelineOptions options = TestOptions();
+  options.max_answer_memory_bytes = max_answer_memory_bytes;
+  return MakePipeline(options);
+}
+
+TEST(PipelineTest, AnswersCountAgainstTheByteBudgetUntilReleased) {
+  constexpr int64_t kAnswer = kPaddedAnswer;
+  auto pipeline = BudgetPipeline(2 * kAnswer + 1300);  // a pooled answer (1,216) fits too
+  const EmbedRequestSpec spec = PaddedSequenceSpec();
   auto first = EmbedSync(pipeline.get(), spec);
   auto second = EmbedSync(pipeline.get(), spec);
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(first->memory.count(), kAnswer);
   EXPECT_EQ(pipeline->answer_memory_bytes(), 2 * kAnswer);
-  // A third answer would pass the budget: refused after tokenization, nothing held for it.
+  // A third answer would pass the budget: refused (before its tokenization: padded, its size
+  // is known from the request), nothing held for it.
   auto third = EmbedSync(pipeline.get(), spec);
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(third.status().message().find("answers being computed or sent"),
@@ -337,15 +350,8 @@ TEST(PipelineTest, AnswersCountAgainstTheByteBudgetUntilReleased) {
 }
 
 TEST(PipelineTest, AnAnswerThatCannotFitIsRefusedBeforeTokenization) {
-  PipelineOptions options = TestOptions();
-  // 16 padded rows x 4 floats and 1,024 + 128 + 48 bytes of framing: one fits, two do not.
-  constexpr int64_t kAnswer = 16 * kHidden * 4 + 1024 + 128 + 48;
-  options.max_answer_memory_bytes = kAnswer + kAnswer / 2;
-  auto pipeline = MakePipeline(options);
-  EmbedRequestSpec spec;
-  spec.inputs = {Text("hello world")};
-  spec.seq_length = 16;
-  spec.heads = {Head::kSequence};
+  auto pipeline = BudgetPipeline(kPaddedAnswer + kPaddedAnswer / 2);  // one fits, two do not
+  const EmbedRequestSpec spec = PaddedSequenceSpec();
   auto held = EmbedSync(pipeline.get(), spec);
   ASSERT_TRUE(held.ok()) << held.status();
   // Padded, the answer's size is known from the request: refused on the caller's thread,
@@ -365,10 +371,35 @@ TEST(PipelineTest, AnAnswerThatCannotFitIsRefusedBeforeTokenization) {
   EXPECT_TRUE(EmbedSync(pipeline.get(), spec).ok());  // fits again
 }
 
+TEST(PipelineTest, AnAnswerLargerThanItsLeastSizeIsRefusedAfterTokenization) {
+  // Four inputs of 4 tokens each ([CLS] hello world [SEP]), trimmed: 1,024 + 4 x (176 + 4 x
+  // 16) = 1,984 bytes. Before tokenization only one token per input is sure: 1,792 bytes,
+  // which fit in the budget of 1,900, so the request is tokenized and then refused.
+  auto pipeline = BudgetPipeline(1900);
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world"), Text("hello world"), Text("hello world"),
+                 Text("hello world")};
+  spec.heads = {Head::kSequence};
+  spec.padding = PaddingMode::kTrim;
+  auto permit = pipeline->Admit();
+  ASSERT_TRUE(permit.ok());
+  absl::Notification done;
+  std::thread::id answered_on;
+  absl::Status status;
+  pipeline->Embed(spec, absl::InfiniteFuture(), nullptr, [&](absl::StatusOr<EmbedResult> r) {
+    answered_on = std::this_thread::get_id();
+    status = r.status();
+    done.Notify();
+  });
+  done.WaitForNotification();
+  EXPECT_NE(answered_on, std::this_thread::get_id());  // on a tokenization worker
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_NE(status.message().find("this one's 1984 bytes"), absl::string_view::npos) << status;
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 0);
+}
+
 TEST(PipelineTest, AFailedRequestHoldsNoAnswerBytes) {
-  PipelineOptions options = TestOptions();
-  options.max_answer_memory_bytes = 1 << 20;
-  auto pipeline = MakePipeline(options);
+  auto pipeline = BudgetPipeline(1 << 20);
   EmbedRequestSpec spec;
   spec.inputs = {Text("hello world good morning")};
   spec.seq_length = 4;

@@ -6,12 +6,13 @@
 //                                                     inference
 //   bert_batch_size / bert_batch_tokens               histograms per engine batch
 //   bert_queue_depth, bert_requests_in_flight         gauges
-//   bert_answer_memory_bytes                          gauge: Embed answers held, ready or
-//                                                     being sent (--max_answer_memory_mb)
+//   bert_answer_memory_bytes                          gauge: Embed answers held, from their
+//                                                     requests' tokenization until sent
+//                                                     (--max_answer_memory_mb)
 //   bert_answers_abandoned_total                      counter: calls the send timeout cancelled
 //   bert_calls_cancelled_total{method}                counter: calls cancelled after they
 //                                                     began (client, deadline, connection,
-//                                                     send timeout)
+//                                                     send timeout, shutdown)
 //   bert_tokens_processed_total                       counter (real tokens through the engine)
 //   bert_engine_batches_total{result}                 counter
 //   bert_device_memory_used_bytes                     gauge, when a reader is installed
@@ -60,7 +61,7 @@ class ServerMetrics : public PipelineObserver {
   // An answer given up: its client did not take it within the send timeout.
   void RecordAbandonedAnswer();
   // A call cancelled after it began (gRPC's OnCancel): by its client, its deadline, a lost
-  // connection, or the send timeout.
+  // connection, the send timeout, or the server's shutdown.
   void RecordCancelled(const std::string& method);
   // What the health service says: SERVING (true) or NOT_SERVING.
   void SetServing(bool serving);
