@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -36,6 +37,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
@@ -154,6 +156,32 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert");
 ABSL_FLAG(std::string, auth_token, "", "Require 'authorization: Bearer <token>'");
 ABSL_FLAG(std::string, auth_token_file, "", "Read the bearer token from this file");
 ABSL_FLAG(int, drain_timeout_s, 30, "On SIGTERM, longest wait for accepted calls");
+ABSL_FLAG(int, drain_delay_s, 0,
+          "On SIGTERM, seconds to go on serving with health NOT_SERVING before the drain, so that "
+          "load balancers stop sending new connections here first (a second signal ends it); "
+          "0: drain at once");
+ABSL_FLAG(int, max_connection_age_s, 0,
+          "Ask each client connection to close (HTTP/2 GOAWAY; calls in progress go on) after "
+          "about this many seconds (gRPC adds up to 10 % jitter), so that clients behind one "
+          "address reconnect and spread over replicas added since; 0: never");
+ABSL_FLAG(int, max_connection_age_grace_s, 0,
+          "After --max_connection_age_s, longest the calls still in progress on that connection "
+          "may go on before it is closed; 0: no limit");
+ABSL_FLAG(int, max_connection_idle_s, 0,
+          "Close (GOAWAY) a connection that has had no call for this many seconds; 0: never");
+ABSL_FLAG(int, keepalive_time_s, 7200,
+          "Ping a client after this many seconds without traffic on its connection, to find "
+          "peers that are gone (gRPC pings only connections with calls in progress unless "
+          "--keepalive_permit_without_calls)");
+ABSL_FLAG(int, keepalive_timeout_s, 20,
+          "Close a connection whose client has not answered a keepalive ping within this many "
+          "seconds");
+ABSL_FLAG(int, keepalive_min_client_ping_interval_s, 300,
+          "Shortest interval between a client's pings that the server accepts while it sends "
+          "no data; a client that pings more often is disconnected (GOAWAY \"too_many_pings\")");
+ABSL_FLAG(bool, keepalive_permit_without_calls, false,
+          "Accept client pings (and send keepalive pings) on connections without calls in "
+          "progress; otherwise such a client ping counts as too frequent");
 ABSL_FLAG(int, send_timeout_s, 20,
           "Longest an answer may wait for its client to take it (HTTP/2 flow control) before "
           "the call is cancelled, freeing its admission; 0: no limit");
@@ -499,6 +527,45 @@ int64_t MaxRequestBytes() {
   return request == 0 ? message : std::min(request, message);
 }
 
+// The connection flags are seconds that gRPC takes as int milliseconds.
+constexpr int kMaxConnectionFlagSeconds = std::numeric_limits<int>::max() / 1000;
+
+bool ConnectionFlagsInRange() {
+  const auto in_range = [](int seconds, int least) {
+    return seconds >= least && seconds <= kMaxConnectionFlagSeconds;
+  };
+  return in_range(absl::GetFlag(FLAGS_drain_delay_s), 0) &&
+         in_range(absl::GetFlag(FLAGS_max_connection_age_s), 0) &&
+         in_range(absl::GetFlag(FLAGS_max_connection_age_grace_s), 0) &&
+         in_range(absl::GetFlag(FLAGS_max_connection_idle_s), 0) &&
+         in_range(absl::GetFlag(FLAGS_keepalive_time_s), 1) &&
+         in_range(absl::GetFlag(FLAGS_keepalive_timeout_s), 1) &&
+         in_range(absl::GetFlag(FLAGS_keepalive_min_client_ping_interval_s), 0);
+}
+
+// How long connections live and how the server finds the dead ones (the connection flags).
+void AddConnectionArguments(grpc::ServerBuilder* builder) {
+  const auto milliseconds = [](int seconds) { return seconds * 1000; };
+  if (const int age = absl::GetFlag(FLAGS_max_connection_age_s); age > 0) {
+    builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, milliseconds(age));
+  }
+  if (const int grace = absl::GetFlag(FLAGS_max_connection_age_grace_s); grace > 0) {
+    builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, milliseconds(grace));
+  }
+  if (const int idle = absl::GetFlag(FLAGS_max_connection_idle_s); idle > 0) {
+    builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, milliseconds(idle));
+  }
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                              milliseconds(absl::GetFlag(FLAGS_keepalive_time_s)));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                              milliseconds(absl::GetFlag(FLAGS_keepalive_timeout_s)));
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      milliseconds(absl::GetFlag(FLAGS_keepalive_min_client_ping_interval_s)));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+                              absl::GetFlag(FLAGS_keepalive_permit_without_calls) ? 1 : 0);
+}
+
 int Validate() {
   if (absl::GetFlag(FLAGS_model_dir).empty()) {
     BERT_LOG(kError) << "--model_dir is required";
@@ -523,7 +590,8 @@ int Validate() {
       absl::GetFlag(FLAGS_send_timeout_s) < 0 || absl::GetFlag(FLAGS_grpc_memory_limit_mb) < 0 ||
       absl::GetFlag(FLAGS_grpc_memory_limit_mb) > (int64_t{1} << 30) ||
       absl::GetFlag(FLAGS_engine_watchdog_s) < -1 ||
-      absl::GetFlag(FLAGS_engine_startup_watchdog_s) < -1) {
+      absl::GetFlag(FLAGS_engine_startup_watchdog_s) < -1 ||
+      absl::GetFlag(FLAGS_drain_timeout_s) < 0 || !ConnectionFlagsInRange()) {
     BERT_LOG(kError) << "a numeric limit flag is out of range (see --help)";
     return 2;
   }
@@ -544,38 +612,47 @@ int Validate() {
 }
 
 void LogConfig() {
-  BERT_LOG(kInfo) << "effective config" << LogKv("model_dir", absl::GetFlag(FLAGS_model_dir))
-                  << LogKv("vocab", VocabPath()) << LogKv("address", absl::GetFlag(FLAGS_address))
-                  << LogKv("metrics_address", absl::GetFlag(FLAGS_metrics_address))
-                  << LogKv("backend", absl::GetFlag(FLAGS_backend))
-                  << LogKv("dtype", absl::GetFlag(FLAGS_dtype))
-                  << LogKv("max_concurrent_requests", absl::GetFlag(FLAGS_max_concurrent_requests))
-                  << LogKv("max_inputs_per_request", absl::GetFlag(FLAGS_max_inputs_per_request))
-                  << LogKv("max_batch_tokens", absl::GetFlag(FLAGS_max_batch_tokens))
-                  << LogKv("max_batch_delay_us", absl::GetFlag(FLAGS_max_batch_delay_us))
-                  << LogKv("adaptive_batch_delay", absl::GetFlag(FLAGS_adaptive_batch_delay))
-                  << LogKv("tokenization_workers", TokenizationWorkers())
-                  << LogKv("cpu_threads", absl::GetFlag(FLAGS_cpu_threads))
-                  << LogKv("cpu_gemm", absl::GetFlag(FLAGS_cpu_gemm))
-                  << LogKv("default_seq_length", absl::GetFlag(FLAGS_default_seq_length))
-                  << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes))
-                  << LogKv("max_request_bytes", MaxRequestBytes())
-                  << LogKv("max_streams_per_connection",
-                           absl::GetFlag(FLAGS_max_streams_per_connection))
-                  << LogKv("max_answer_memory_mb", absl::GetFlag(FLAGS_max_answer_memory_mb))
-                  << LogKv("grpc_memory_limit_mb", absl::GetFlag(FLAGS_grpc_memory_limit_mb))
-                  << LogKv("send_timeout_s", absl::GetFlag(FLAGS_send_timeout_s))
-                  << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))
-                  << LogKv("tls", absl::GetFlag(FLAGS_tls_cert).empty() ? "off" : "on")
-                  << LogKv("auth", absl::GetFlag(FLAGS_auth_token).empty() &&
-                                           absl::GetFlag(FLAGS_auth_token_file).empty()
-                                       ? "off"
-                                       : "bearer")
-                  << LogKv("drain_timeout_s", absl::GetFlag(FLAGS_drain_timeout_s))
-                  << LogKv("engine_watchdog_s", absl::GetFlag(FLAGS_engine_watchdog_s))
-                  << LogKv("engine_startup_watchdog_s",
-                           absl::GetFlag(FLAGS_engine_startup_watchdog_s))
-                  << LogKv("log_level", absl::GetFlag(FLAGS_log_level));
+  BERT_LOG(kInfo)
+      << "effective config" << LogKv("model_dir", absl::GetFlag(FLAGS_model_dir))
+      << LogKv("vocab", VocabPath()) << LogKv("address", absl::GetFlag(FLAGS_address))
+      << LogKv("metrics_address", absl::GetFlag(FLAGS_metrics_address))
+      << LogKv("backend", absl::GetFlag(FLAGS_backend))
+      << LogKv("dtype", absl::GetFlag(FLAGS_dtype))
+      << LogKv("max_concurrent_requests", absl::GetFlag(FLAGS_max_concurrent_requests))
+      << LogKv("max_inputs_per_request", absl::GetFlag(FLAGS_max_inputs_per_request))
+      << LogKv("max_batch_tokens", absl::GetFlag(FLAGS_max_batch_tokens))
+      << LogKv("max_batch_delay_us", absl::GetFlag(FLAGS_max_batch_delay_us))
+      << LogKv("adaptive_batch_delay", absl::GetFlag(FLAGS_adaptive_batch_delay))
+      << LogKv("tokenization_workers", TokenizationWorkers())
+      << LogKv("cpu_threads", absl::GetFlag(FLAGS_cpu_threads))
+      << LogKv("cpu_gemm", absl::GetFlag(FLAGS_cpu_gemm))
+      << LogKv("default_seq_length", absl::GetFlag(FLAGS_default_seq_length))
+      << LogKv("max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes))
+      << LogKv("max_request_bytes", MaxRequestBytes())
+      << LogKv("max_streams_per_connection", absl::GetFlag(FLAGS_max_streams_per_connection))
+      << LogKv("max_answer_memory_mb", absl::GetFlag(FLAGS_max_answer_memory_mb))
+      << LogKv("grpc_memory_limit_mb", absl::GetFlag(FLAGS_grpc_memory_limit_mb))
+      << LogKv("send_timeout_s", absl::GetFlag(FLAGS_send_timeout_s))
+      << LogKv("lowercase", absl::GetFlag(FLAGS_lowercase))
+      << LogKv("tls", absl::GetFlag(FLAGS_tls_cert).empty() ? "off" : "on")
+      << LogKv("auth", absl::GetFlag(FLAGS_auth_token).empty() &&
+                               absl::GetFlag(FLAGS_auth_token_file).empty()
+                           ? "off"
+                           : "bearer")
+      << LogKv("drain_timeout_s", absl::GetFlag(FLAGS_drain_timeout_s))
+      << LogKv("drain_delay_s", absl::GetFlag(FLAGS_drain_delay_s))
+      << LogKv("max_connection_age_s", absl::GetFlag(FLAGS_max_connection_age_s))
+      << LogKv("max_connection_age_grace_s", absl::GetFlag(FLAGS_max_connection_age_grace_s))
+      << LogKv("max_connection_idle_s", absl::GetFlag(FLAGS_max_connection_idle_s))
+      << LogKv("keepalive_time_s", absl::GetFlag(FLAGS_keepalive_time_s))
+      << LogKv("keepalive_timeout_s", absl::GetFlag(FLAGS_keepalive_timeout_s))
+      << LogKv("keepalive_min_client_ping_interval_s",
+               absl::GetFlag(FLAGS_keepalive_min_client_ping_interval_s))
+      << LogKv("keepalive_permit_without_calls",
+               absl::GetFlag(FLAGS_keepalive_permit_without_calls))
+      << LogKv("engine_watchdog_s", absl::GetFlag(FLAGS_engine_watchdog_s))
+      << LogKv("engine_startup_watchdog_s", absl::GetFlag(FLAGS_engine_startup_watchdog_s))
+      << LogKv("log_level", absl::GetFlag(FLAGS_log_level));
 }
 
 // SIGTERM and SIGINT. They are caught by a handler rather than blocked and taken with
@@ -590,7 +667,8 @@ const char* SignalName(int signal_number) {
 class StopSignals {
  public:
   // Installs the handlers and starts the watcher. A signal before MarkServing ends the
-  // process at once with status 0 (nothing has been accepted yet); after it, Wait returns.
+  // process at once with status 0 (nothing has been accepted yet); after it, Wait returns,
+  // and a second one ends WaitForAnother.
   static StopSignals& Install() {
     if (instance_ == nullptr) new StopSignals;  // sets instance_; lives until exit
     return *instance_;
@@ -607,6 +685,9 @@ class StopSignals {
     stop_.WaitForNotification();
     return engine_failed_ ? 0 : last_signal_;
   }
+
+  // After Wait: blocks for `delay` or until another signal arrives, or EngineFailed is called.
+  void WaitForAnother(absl::Duration delay) { again_.WaitForNotificationWithTimeout(delay); }
 
   // The engine is unusable for good: stop as on a signal. Any thread.
   void EngineFailed() {
@@ -634,17 +715,25 @@ class StopSignals {
   }
 
   void Watch() {
-    while (sem_wait(&posted_) != 0) {  // EINTR
-    }
-    absl::MutexLock lock(&mu_);
-    if (!serving_) {
-      BERT_LOG(kInfo) << "stopping during startup"
-                      << LogKv("signal",
-                               engine_failed_ ? "none (engine failure)" : SignalName(last_signal_));
-      std::fflush(stderr);
-      std::_Exit(engine_failed_ ? 1 : 0);  // still loading or warming up on another thread
+    WaitPosted();
+    {
+      absl::MutexLock lock(&mu_);
+      if (!serving_) {
+        BERT_LOG(kInfo) << "stopping during startup"
+                        << LogKv("signal", engine_failed_ ? "none (engine failure)"
+                                                          : SignalName(last_signal_));
+        std::fflush(stderr);
+        std::_Exit(engine_failed_ ? 1 : 0);  // still loading or warming up on another thread
+      }
     }
     stop_.Notify();
+    WaitPosted();
+    again_.Notify();
+  }
+
+  void WaitPosted() {
+    while (sem_wait(&posted_) != 0) {  // EINTR
+    }
   }
 
   static StopSignals* instance_;
@@ -654,10 +743,38 @@ class StopSignals {
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> engine_failed_{false};
   absl::Notification stop_;
+  absl::Notification again_;
 };
 
 StopSignals* StopSignals::instance_ = nullptr;
 volatile sig_atomic_t StopSignals::last_signal_ = 0;
+
+// grpc::Server::Shutdown on a thread of its own, so that the drain can start with it: it sends
+// GOAWAY on every connection and closes the listeners at once, so clients send their next calls
+// elsewhere (or to a new connection), then waits for the calls in progress, cancelling what is
+// left at `deadline`. Calls that never end by themselves (a health Watch, an idle EmbedStream)
+// would hold it until then: Finish cancels them sooner.
+class BackgroundShutdown {
+ public:
+  BackgroundShutdown(grpc::Server* server, absl::Time deadline) : server_(server) {
+    std::thread([server, deadline, done = done_] {
+      server->Shutdown(absl::ToChronoTime(deadline));
+      done->Notify();
+    }).detach();
+  }
+
+  // Waits up to `grace` for the calls to end, then cancels the rest and waits up to
+  // `after_cancel` for Shutdown to return. False if it has not (the process must not wait on).
+  bool Finish(absl::Duration grace, absl::Duration after_cancel) {
+    if (done_->WaitForNotificationWithTimeout(grace)) return true;
+    grpc_server_cancel_all_calls(server_->c_server());
+    return done_->WaitForNotificationWithTimeout(after_cancel);
+  }
+
+ private:
+  grpc::Server* const server_;
+  const std::shared_ptr<absl::Notification> done_ = std::make_shared<absl::Notification>();
+};
 
 int Run() {
   StopSignals& stop_signals = StopSignals::Install();
@@ -721,6 +838,7 @@ int Run() {
   builder.SetMaxSendMessageSize(static_cast<int>(absl::GetFlag(FLAGS_max_message_bytes)));
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              absl::GetFlag(FLAGS_max_streams_per_connection));
+  AddConnectionArguments(&builder);
   grpc::ResourceQuota quota("bert_server");
   if (const int64_t limit_mb = absl::GetFlag(FLAGS_grpc_memory_limit_mb); limit_mb > 0) {
     quota.Resize(static_cast<size_t>(limit_mb) << 20);
@@ -782,27 +900,40 @@ int Run() {
                   << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");
 
   const int signal_number = stop_signals.Wait();
+  set_serving(false);
+  const absl::Duration drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_delay_s));
+  if (!stop_signals.engine_failed() && drain_delay > absl::ZeroDuration()) {
+    // Health says NOT_SERVING, so that load balancers stop sending new connections here;
+    // calls are still served meanwhile.
+    BERT_LOG(kInfo) << "not serving; draining after the delay"
+                    << LogKv("signal", SignalName(signal_number))
+                    << LogKv("drain_delay_s", absl::ToInt64Seconds(drain_delay))
+                    << LogKv("health", "NOT_SERVING");
+    stop_signals.WaitForAnother(drain_delay);
+  }
   const absl::Time drain_start = absl::Now();
+  const absl::Duration drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
   const bool engine_failed = stop_signals.engine_failed();
   BERT_LOG(kInfo) << "draining"
                   << LogKv("signal",
                            engine_failed ? "none (engine failure)" : SignalName(signal_number))
                   << LogKv("in_flight", loaded->pipeline->in_flight());
-  set_serving(false);
-  // New requests now get UNAVAILABLE; every accepted one is answered before we go on.
-  // (gRPC's own graceful Shutdown would also wait for health Watch streams, which never
-  // end by themselves, so the server is shut down only once the pipeline is idle.)
-  bool drained = loaded->pipeline->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
-  // Calls still arriving are being refused (UNAVAILABLE, at once); give those gRPC has already
-  // handed to us a second to get their answer out before the rest are cancelled. (Shutdown
-  // waits out the whole second only while a client connection is still open, e.g. a health Watch
-  // stream.) Shutdown returns once every call is done, cancelled ones included, so answers a client
-  // was too slow to take have now given their admission back: drained unless a batch is still
-  // running.
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  if (!drained) drained = loaded->pipeline->Drain(absl::Seconds(1));
-  if (!drained) {
-    BERT_LOG(kWarning) << "requests still in flight after --drain_timeout_s; exiting"
+  service.RefuseStreamMessages();
+  // With a failed engine every request is refused (UNAVAILABLE: its client may try another
+  // server). Otherwise the calls gRPC received before its GOAWAY reached their clients are
+  // still served: refused, they would fail although another replica could have taken them.
+  if (engine_failed) loaded->pipeline->StopAdmitting();
+  BackgroundShutdown shutdown(server.get(), drain_start + drain_timeout);
+  loaded->pipeline->WaitIdle(drain_timeout);
+  // Calls received just before the GOAWAY may still be reaching the service: a second for them
+  // (Shutdown returns sooner once every call is done), then what is left is cancelled. Shutdown
+  // returns once every call is done, cancelled ones included, so answers a client was too slow
+  // to take have now given their admission back: drained unless a batch is still running.
+  const bool shut_down = shutdown.Finish(absl::Seconds(1), absl::Seconds(5));
+  const bool drained = loaded->pipeline->Drain(absl::Seconds(1));
+  if (!drained || !shut_down) {
+    BERT_LOG(kWarning) << (drained ? "gRPC's shutdown did not finish; exiting"
+                                   : "requests still in flight after --drain_timeout_s; exiting")
                        << LogKv("in_flight", loaded->pipeline->in_flight());
     std::fflush(stderr);
     // Bounded shutdown: do not wait on a stuck engine. (The engine may also have failed

@@ -281,13 +281,18 @@ absl::StatusOr<Admission::Permit> Pipeline::Admit() {
   return permit;
 }
 
-bool Pipeline::Drain(absl::Duration timeout) {
-  draining_ = true;
+bool Pipeline::WaitIdle(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (admission_.in_flight() > 0) {
     if (absl::Now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  return true;
+}
+
+bool Pipeline::Drain(absl::Duration timeout) {
+  StopAdmitting();
+  if (!WaitIdle(timeout)) return false;
   if (batcher_ != nullptr) batcher_->Drain();
   return true;
 }

@@ -132,9 +132,15 @@ class Pipeline {
   using TokenizeCallback = std::function<void(absl::StatusOr<std::vector<Encoding>>)>;
   void TokenizeOnWorker(TokenizeRequestSpec request, TokenizeCallback done);
 
-  // Stops admitting (UNAVAILABLE), then returns true when every permit is released (every
-  // accepted request answered and its answer sent) and the engine is idle, or false if that
-  // takes longer than `timeout`.
+  // From now on Admit refuses every request with UNAVAILABLE ("the server is shutting down").
+  void StopAdmitting() { draining_ = true; }
+  // True once every permit is released (every admitted request answered and its answer sent),
+  // false if that takes longer than `timeout`. Admits meanwhile unless StopAdmitting was
+  // called: a server that has told its clients to go elsewhere (bert_server's drain) still
+  // serves the calls that were on their way.
+  bool WaitIdle(absl::Duration timeout);
+  // StopAdmitting, WaitIdle, then stops the batcher for good (the engine is idle): true, or
+  // false (batcher left running) if the permits are not all back within `timeout`.
   bool Drain(absl::Duration timeout = absl::InfiniteDuration());
 
   const RequestLimits& limits() const { return limits_; }

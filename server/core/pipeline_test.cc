@@ -294,6 +294,34 @@ TEST(PipelineTest, DrainWaitsForAnswersBeingSent) {
   EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
 }
 
+// A server that has sent its clients away (GOAWAY) waits for the calls already on their way and
+// serves them; only StopAdmitting refuses.
+TEST(PipelineTest, WaitIdleAdmitsUntilStopAdmitting) {
+  const auto OneText = [](const std::string& text) {
+    EmbedRequestSpec spec;
+    spec.inputs = {Text(text)};
+    spec.seq_length = 8;
+    spec.heads = {Head::kPooled};
+    return spec;
+  };
+  auto pipeline = MakePipeline();
+  auto permit = pipeline->Admit();
+  ASSERT_TRUE(permit.ok());
+  EXPECT_FALSE(pipeline->WaitIdle(absl::Milliseconds(20)));
+  auto late = pipeline->Admit();  // arrived while waiting: admitted
+  ASSERT_TRUE(late.ok());
+  auto served = EmbedSync(pipeline.get(), OneText("served while waiting"));
+  ASSERT_TRUE(served.ok()) << served.status();
+  permit->Reset();
+  late->Reset();
+  EXPECT_TRUE(pipeline->WaitIdle(absl::Seconds(5)));
+  pipeline->StopAdmitting();
+  EXPECT_EQ(pipeline->Admit().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(EmbedSync(pipeline.get(), OneText("refused")).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
+}
+
 // The byte budget's tests: one input's sequence output padded to 16 rows, an answer of
 // kPaddedAnswer bytes (16 rows x 4 floats, and 1,024 + 128 + 48 bytes of framing).
 constexpr int64_t kPaddedAnswer = 16 * kHidden * 4 + 1024 + 128 + 48;

@@ -266,6 +266,10 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   absl::Status Submit(Pipeline* pipeline, const v1::EmbedRequest& request,
                       const std::shared_ptr<Slot>& slot) {
+    if (service_->refusing_stream_messages()) {
+      return absl::UnavailableError(
+          "the server is shutting down: open the next stream on a new connection");
+    }
     auto permit = pipeline->Admit();
     if (!permit.ok()) return permit.status();
     slot->permit = *std::move(permit);  // read by no other thread before the slot is ready

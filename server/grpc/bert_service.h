@@ -46,6 +46,11 @@ class BertServiceImpl final : public BertServiceBase {
 
   // Makes the service ready. `pipeline` must be started and outlive the service.
   void SetPipeline(Pipeline* pipeline) { pipeline_.store(pipeline); }
+  // The server is draining: from now on each EmbedStream message gets UNAVAILABLE in its
+  // response, since a stream may go on for as long as its client likes (its client should
+  // open the next stream elsewhere). Unary calls are left to the pipeline's admission.
+  void RefuseStreamMessages() { refuse_stream_messages_ = true; }
+  bool refusing_stream_messages() const { return refuse_stream_messages_.load(); }
 
   grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
                                   const grpc::ByteBuffer* request,
@@ -82,6 +87,7 @@ class BertServiceImpl final : public BertServiceBase {
   const ServiceConfig config_;
   ServerMetrics* const metrics_;
   std::atomic<Pipeline*> pipeline_{nullptr};
+  std::atomic<bool> refuse_stream_messages_{false};
   SendWatchdog send_watchdog_{config_.send_timeout, [metrics = metrics_] {
                                 if (metrics != nullptr) metrics->RecordAbandonedAnswer();
                               }};

@@ -1,14 +1,17 @@
 """A bare HTTP/2 client for gRPC calls, for tests that need what no gRPC library does: a
 peer that never lets the server send (its flow-control window stays 0), or one that sends
-part of a message and stops. It writes frames by hand (RFC 7540) and HPACK header blocks as
-literals without indexing (RFC 7541, 6.2.2); it answers SETTINGS and PING, and reads and
-counts everything else. `send_data` keeps to the server's flow-control windows; `open_call`
-sends at once (small messages)."""
+part of a message and stops, or one that does not answer the server's pings. It writes frames
+by hand (RFC 7540) and HPACK header blocks as literals without indexing (RFC 7541, 6.2.2); it
+answers SETTINGS and (unless told not to) PING, records the server's PINGs and GOAWAYs, and
+reads and counts everything else. `send_data` keeps to the server's flow-control windows;
+`open_call` sends at once (small messages)."""
 import socket
 import struct
 import threading
+import time
 
-DATA, HEADERS, SETTINGS, PING, WINDOW_UPDATE = 0x0, 0x1, 0x4, 0x6, 0x8
+DATA, HEADERS, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0x0, 0x1, 0x4, 0x6, 0x7, 0x8
+ENHANCE_YOUR_CALM = 0xB  # a GOAWAY's error code (RFC 7540, 7)
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 MAX_FRAME = 16384  # the smallest maximum frame size a peer must accept
@@ -26,12 +29,25 @@ def literal(name, value):
     return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
 
 
+class Goaway:
+    def __init__(self, payload):
+        self.at = time.monotonic()
+        self.last_stream = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+        self.error_code = int.from_bytes(payload[4:8], "big")
+        self.debug = payload[8:]
+
+
 class RawHttp2:
-    def __init__(self, host, port, initial_window=65535):
+    def __init__(self, host, port, initial_window=65535, answer_pings=True):
         self.sock = socket.create_connection((host, port), timeout=30)
         self.sock.settimeout(None)
+        self.connected_at = time.monotonic()
         self.received = 0  # bytes read from the server
         self.closed = threading.Event()
+        self.closed_at = None
+        self.answer_pings = answer_pings
+        self.pings = []  # when each of the server's pings (not acks) arrived
+        self.goaways = []  # Goaway, in order
         self._next_stream = 1
         self._lock = threading.Lock()
         # The server's flow-control windows for what we send: the connection's, each stream's.
@@ -70,9 +86,14 @@ class RawHttp2:
                     elif kind == WINDOW_UPDATE:
                         self._window_update(stream, int.from_bytes(payload, "big") & 0x7FFFFFFF)
                     elif kind == PING and not flags & ACK:
-                        self._send(frame(PING, ACK, 0, payload))
+                        self.pings.append(time.monotonic())
+                        if self.answer_pings:
+                            self._send(frame(PING, ACK, 0, payload))
+                    elif kind == GOAWAY:
+                        self.goaways.append(Goaway(payload))
         except OSError:
             pass
+        self.closed_at = time.monotonic()
         self.closed.set()
         with self._windows:
             self._windows.notify_all()
@@ -149,6 +170,9 @@ class RawHttp2:
                          body[start:start + MAX_FRAME])
         self._send(out)
         return stream
+
+    def send_ping(self):
+        self._send(frame(PING, 0, 0, b"\x00" * 8))
 
     def close(self):
         try:
