@@ -37,6 +37,23 @@ def _flag_names(args):
     return [a[2:].split("=", 1)[0] for a in args if a.startswith("--")]
 
 
+def _server_default(flag):
+    out = subprocess.run([bin_path("server", "bert_server"), "--helpfull"], capture_output=True,
+                         text=True, timeout=60)
+    return re.search(rf"--{flag} \(.*?\);\s+default: (\S+);", out.stdout + out.stderr,
+                     re.S).group(1)
+
+
+def _check_grace_period(pod_spec, args):
+    """The kubelet's SIGKILL must not cut the server's stop short: the drain delay, the drain's
+    limit and its last seconds (1 s for calls still on their way, up to 5 s for gRPC's shutdown)
+    fit in the termination grace period."""
+    values = dict(a[2:].split("=", 1) for a in args if "=" in a)
+    needed = (int(values.get("drain_delay_s", _server_default("drain_delay_s"))) +
+              int(values.get("drain_timeout_s", _server_default("drain_timeout_s"))) + 6)
+    assert pod_spec["terminationGracePeriodSeconds"] > needed, (needed, values)
+
+
 def _load_all(path):
     with open(path) as f:
         return [d for d in yaml.safe_load_all(f) if d]
@@ -53,6 +70,7 @@ def test_k8s_base_args_are_server_flags(server_flags):
     args = dict(a[2:].split("=", 1) for a in container["args"] if "=" in a)
     assert args["address"].endswith(":%d" % ports["grpc"])
     assert args["metrics_address"].endswith(":%d" % ports["metrics"])
+    _check_grace_period(dep["spec"]["template"]["spec"], container["args"])
 
 
 def test_k8s_gpu_overlay_args_are_server_flags(server_flags):
@@ -100,6 +118,7 @@ def test_k8s_kustomization_renders_consistent_objects(kustomization, server_flag
     for service_port in docs["Service"]["spec"]["ports"]:
         target = service_port["targetPort"]
         assert target in ports or target in ports.values(), service_port
+    _check_grace_period(dep["spec"]["template"]["spec"], container["args"])
     if kustomization == "overlays/gpu":
         assert "--backend=cuda" in container["args"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
