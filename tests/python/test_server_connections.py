@@ -198,6 +198,20 @@ def test_calls_across_connection_ages_all_succeed():
         assert set(outcomes) == {"OK"} and outcomes["OK"] > 20, outcomes
 
 
+@pytest.mark.parametrize("api", ["unary", "stream"])
+def test_the_load_tester_sees_no_error_across_connection_ages(api, tmp_path):
+    import json
+    from repo_paths import bin_path
+    with Server(extra=["--max_connection_age_s=1"]) as s:
+        report = tmp_path / "report.json"
+        r = subprocess.run([bin_path("client", "bert_load"), f"--server={s.address}",
+                            "--concurrency=8", "--duration_s=3", "--warmup_s=0.5", f"--api={api}",
+                            f"--json_out={report}"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        step = json.loads(report.read_text())["steps"][0]
+        assert not step["errors"] and step["ok"] > 100, step
+
+
 def test_max_connection_idle_closes_a_connection_without_calls():
     with Server(extra=["--max_connection_idle_s=1"]) as s:
         idle = RawHttp2("127.0.0.1", s.port)
