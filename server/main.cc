@@ -4,7 +4,8 @@
 //
 // Startup: listen at once (health NOT_SERVING), load the vocabulary and the model, build
 // the engine, warm it up at the largest batch shape, then report SERVING. SIGTERM or
-// SIGINT: report NOT_SERVING, stop accepting calls, answer every accepted one (bounded by
+// SIGINT: report NOT_SERVING, serve on for --drain_delay_s, then send every connection
+// GOAWAY and close the listener, answer every call the service has taken (bounded by
 // --drain_timeout_s), exit 0; before SERVING (nothing accepted yet), exit 0 at once.
 #include <semaphore.h>
 #include <signal.h>
@@ -753,7 +754,13 @@ volatile sig_atomic_t StopSignals::last_signal_ = 0;
 // GOAWAY on every connection and closes the listeners at once, so clients send their next calls
 // elsewhere (or to a new connection), then waits for the calls in progress, cancelling what is
 // left at `deadline`. Calls that never end by themselves (a health Watch, an idle EmbedStream)
-// would hold it until then: Finish cancels them sooner.
+// would hold it until then: CancelRemainingCalls ends them sooner.
+//
+// gRPC C++ has no grace period in its shutdown: a call whose client sent it before the GOAWAY
+// arrived, but which reaches the server after Shutdown began, is never handed to the service
+// and ends CANCELLED (about one round trip's worth of calls per connection). --drain_delay_s
+// with clients or load balancers that follow health avoids it; --max_connection_age_s's
+// GOAWAY, which keeps serving, has no such window.
 class BackgroundShutdown {
  public:
   BackgroundShutdown(grpc::Server* server, absl::Time deadline) : server_(server) {
@@ -763,12 +770,19 @@ class BackgroundShutdown {
     }).detach();
   }
 
-  // Waits up to `grace` for the calls to end, then cancels the rest and waits up to
-  // `after_cancel` for Shutdown to return. False if it has not (the process must not wait on).
-  bool Finish(absl::Duration grace, absl::Duration after_cancel) {
-    if (done_->WaitForNotificationWithTimeout(grace)) return true;
-    grpc_server_cancel_all_calls(server_->c_server());
-    return done_->WaitForNotificationWithTimeout(after_cancel);
+  // True once Shutdown has returned (every call done), waiting up to `timeout` for it.
+  bool WaitDone(absl::Duration timeout) { return done_->WaitForNotificationWithTimeout(timeout); }
+
+  // Cancels every call still open, again every 100 ms (a first cancel that came before the
+  // thread began the shutdown would reach only the calls then open), until Shutdown returns
+  // or `timeout` passes. False if it has not returned (the process must not wait on).
+  bool CancelRemainingCalls(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    do {
+      grpc_server_cancel_all_calls(server_->c_server());
+      if (WaitDone(std::min(absl::Milliseconds(100), deadline - absl::Now()))) return true;
+    } while (absl::Now() < deadline);
+    return false;
   }
 
  private:
@@ -899,37 +913,43 @@ int Run() {
   BERT_LOG(kInfo) << "serving" << LogKv("address", listening)
                   << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");
 
-  const int signal_number = stop_signals.Wait();
+  const int signal_number = stop_signals.Wait();  // 0: the engine failed
+  const char* const signal_name = signal_number == 0 ? "none" : SignalName(signal_number);
   set_serving(false);
   const absl::Duration drain_delay = absl::Seconds(absl::GetFlag(FLAGS_drain_delay_s));
   if (!stop_signals.engine_failed() && drain_delay > absl::ZeroDuration()) {
-    // Health says NOT_SERVING, so that load balancers stop sending new connections here;
-    // calls are still served meanwhile.
-    BERT_LOG(kInfo) << "not serving; draining after the delay"
-                    << LogKv("signal", SignalName(signal_number))
+    // Health says NOT_SERVING, so that load balancers and clients that follow it send their
+    // calls elsewhere; calls are still served meanwhile.
+    BERT_LOG(kInfo) << "not serving; draining after the delay" << LogKv("signal", signal_name)
                     << LogKv("drain_delay_s", absl::ToInt64Seconds(drain_delay))
                     << LogKv("health", "NOT_SERVING");
     stop_signals.WaitForAnother(drain_delay);
   }
   const absl::Time drain_start = absl::Now();
-  const absl::Duration drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
+  const absl::Time drain_deadline =
+      drain_start + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
   const bool engine_failed = stop_signals.engine_failed();
-  BERT_LOG(kInfo) << "draining"
-                  << LogKv("signal",
-                           engine_failed ? "none (engine failure)" : SignalName(signal_number))
-                  << LogKv("in_flight", loaded->pipeline->in_flight());
   service.RefuseStreamMessages();
   // With a failed engine every request is refused (UNAVAILABLE: its client may try another
-  // server). Otherwise the calls gRPC received before its GOAWAY reached their clients are
-  // still served: refused, they would fail although another replica could have taken them.
+  // server). Otherwise every call the service is handed is served (see BackgroundShutdown).
   if (engine_failed) loaded->pipeline->StopAdmitting();
-  BackgroundShutdown shutdown(server.get(), drain_start + drain_timeout);
-  loaded->pipeline->WaitIdle(drain_timeout);
-  // Calls received just before the GOAWAY may still be reaching the service: a second for them
-  // (Shutdown returns sooner once every call is done), then what is left is cancelled. Shutdown
-  // returns once every call is done, cancelled ones included, so answers a client was too slow
-  // to take have now given their admission back: drained unless a batch is still running.
-  const bool shut_down = shutdown.Finish(absl::Seconds(1), absl::Seconds(5));
+  BERT_LOG(kInfo) << "draining" << LogKv("signal", signal_name)
+                  << LogKv("engine_failed", engine_failed ? "true" : "false")
+                  << LogKv("in_flight", loaded->pipeline->in_flight());
+  BackgroundShutdown shutdown(server.get(), drain_deadline);
+  const auto left = [drain_deadline] {
+    return std::max(drain_deadline - absl::Now(), absl::ZeroDuration());
+  };
+  loaded->pipeline->WaitIdle(left());
+  // Shutdown returns once every call is done, cancelled ones included, so answers a client was
+  // too slow to take have then given their admission back. Calls that never end by themselves
+  // (health Watch, open EmbedStreams) get a second, then are cancelled, once the service is
+  // idle again: a call it took meanwhile is answered first (within the drain's deadline).
+  bool shut_down = shutdown.WaitDone(absl::Seconds(1));
+  if (!shut_down) {
+    loaded->pipeline->WaitIdle(left());
+    shut_down = shutdown.CancelRemainingCalls(absl::Seconds(5));
+  }
   const bool drained = loaded->pipeline->Drain(absl::Seconds(1));
   if (!drained || !shut_down) {
     BERT_LOG(kWarning) << (drained ? "gRPC's shutdown did not finish; exiting"

@@ -591,3 +591,20 @@ def test_unread_answers_dry_run():
     assert rows["unlimited"][:2] == ["4", "0"], r.stdout
     assert rows["1mib"][:2] == ["1", "3"], r.stdout
     assert 0 < float(rows["1mib"][2]) <= 1, r.stdout
+
+
+def test_restart_under_load_dry_run():
+    """bench/restart_under_load.py on a small scale: one round, four callers, a drain delay
+    and health-checking clients (no call may fail then)."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "restart_under_load.py"), "--server",
+         f"now={bin_path('server', 'bert_server').rsplit('/server/', 1)[0]}", "--rounds", "1",
+         "--callers", "4", "--before_s", "1", "--after_s", "0.5", "--health_check",
+         "--flags=--drain_delay_s=1"],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [cells for line in r.stdout.splitlines()
+            if (cells := [c.strip() for c in line.split("|")])[1:3] == ["1", "now"]]
+    assert len(rows) == 1, r.stdout
+    calls, ok, failed, exit_code = rows[0][3:7]
+    assert int(calls) == int(ok) > 0 and failed == "0" and exit_code == "0", r.stdout

@@ -46,11 +46,11 @@ def _server_default(flag):
 
 def _check_grace_period(pod_spec, args):
     """The kubelet's SIGKILL must not cut the server's stop short: the drain delay, the drain's
-    limit and its last seconds (1 s for calls still on their way, up to 5 s for gRPC's shutdown)
-    fit in the termination grace period."""
+    limit and its last seconds (1 s for calls that do not end by themselves, up to 5 s for gRPC's
+    shutdown after cancelling them, 1 s for the engine) fit in the termination grace period."""
     values = dict(a[2:].split("=", 1) for a in args if "=" in a)
     needed = (int(values.get("drain_delay_s", _server_default("drain_delay_s"))) +
-              int(values.get("drain_timeout_s", _server_default("drain_timeout_s"))) + 6)
+              int(values.get("drain_timeout_s", _server_default("drain_timeout_s"))) + 7)
     assert pod_spec["terminationGracePeriodSeconds"] > needed, (needed, values)
 
 

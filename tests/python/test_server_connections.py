@@ -1,11 +1,13 @@
 """Connections and restarts, as a fleet of servers behind one address sees them: a draining
-server tells its clients to go elsewhere (GOAWAY) and still serves the calls that were on their
-way, so that restarting one replica fails no call another could take; --drain_delay_s keeps
-serving with health NOT_SERVING first; connections are aged (--max_connection_age_s) and idle
-ones closed, dead peers found by keepalive pings, and clients that ping too often refused, as
-the flags say. The connection-level checks speak HTTP/2 by hand (raw_http2.py) to see the
-server's GOAWAY and PING frames."""
+server tells its clients to go elsewhere (GOAWAY) and serves the calls it has taken, so that
+restarting one replica fails no call another can take (with --drain_delay_s and clients that
+follow health: none at all; without: at most the few calls that cross gRPC's GOAWAY, which end
+CANCELLED); connections are aged (--max_connection_age_s) and idle ones closed, dead peers found
+by keepalive pings, and clients that ping too often refused, as the flags say. The
+connection-level checks speak HTTP/2 by hand (raw_http2.py) to see the server's GOAWAY and PING
+frames."""
 import collections
+import json
 import signal
 import subprocess
 import threading
@@ -24,10 +26,14 @@ def heavy_request(pb2):
                             seq_length=256)
 
 
+def light_request(pb2):
+    return pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))])
+
+
 def call_in_a_loop(stub, request, stop, outcomes, lock):
     while not stop.is_set():
         try:
-            stub.Embed(request, timeout=30)
+            stub.Embed(request, timeout=60)
             code = "OK"
         except grpc.RpcError as e:
             code = f"{e.code().name}: {e.details()}"
@@ -35,47 +41,77 @@ def call_in_a_loop(stub, request, stop, outcomes, lock):
             outcomes[code] += 1
 
 
-def test_restarting_one_of_two_servers_fails_no_call():
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def restart_one_of_two(a, b, channel_options, request, callers):
+    """`callers` threads call Embed without pause over one channel to a and b; SIGTERM to a once
+    some calls are answered; returns the outcomes once b alone has answered more."""
+    _, pb2_grpc = stubs()
+    channel = grpc.insecure_channel(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}",
+                                    options=channel_options)
+    stub = pb2_grpc.BertServiceStub(channel)
+    outcomes, lock, stop = collections.Counter(), threading.Lock(), threading.Event()
+    threads = [threading.Thread(target=call_in_a_loop, args=(stub, request, stop, outcomes, lock))
+               for _ in range(callers)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: outcomes["OK"] >= 5, 120, "answers before the signal")
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(timeout=120) == 0, a.log()
+        with lock:
+            at_exit = outcomes["OK"]
+        wait_for(lambda: outcomes["OK"] >= at_exit + 5, 120, "answers after the exit")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        channel.close()
+    return outcomes
+
+
+def test_a_restarted_server_sends_its_clients_elsewhere():
     """Eight callers on one round-robin channel over two servers; one server gets SIGTERM while
-    calls are running on it. Its clients are told to go elsewhere (GOAWAY) and the calls it had
-    received are answered: no call fails. (Before the drain sent GOAWAY, the calls that reached
-    the draining server got UNAVAILABLE: 12 of 115 in one run of this test.)"""
-    pb2, pb2_grpc = stubs()
+    calls are running on it. Its clients are told to go elsewhere (GOAWAY) and the calls it has
+    taken are answered. Only a call that crosses the GOAWAY may fail, CANCELLED by gRPC before
+    the service sees it (gRPC C++'s shutdown has no grace period), which these slow calls
+    rarely do. (Before the drain sent GOAWAY, every call that reached the draining server got
+    UNAVAILABLE: 12 of 115 in one run of this test.)"""
+    pb2, _ = stubs()
     with Server() as a, Server() as b:
-        channel = grpc.insecure_channel(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}",
-                                        options=[("grpc.lb_policy_name", "round_robin")])
-        stub = pb2_grpc.BertServiceStub(channel)
-        outcomes, lock, stop = collections.Counter(), threading.Lock(), threading.Event()
-        callers = [threading.Thread(target=call_in_a_loop,
-                                    args=(stub, heavy_request(pb2), stop, outcomes, lock))
-                   for _ in range(8)]
-        for t in callers:
-            t.start()
-        try:
-            deadline = time.time() + 60
-            while outcomes["OK"] < 20 and time.time() < deadline:
-                time.sleep(0.05)
-            a.proc.send_signal(signal.SIGTERM)
-            assert a.proc.wait(timeout=60) == 0, a.log()
-            with lock:
-                at_exit = outcomes["OK"]
-            while outcomes["OK"] < at_exit + 20 and time.time() < deadline:
-                time.sleep(0.05)  # b alone answers from now on
-        finally:
-            stop.set()
-            for t in callers:
-                t.join(timeout=60)
-            channel.close()
-        assert set(outcomes) == {"OK"}, outcomes
-        assert outcomes["OK"] >= at_exit + 20, outcomes
+        outcomes = restart_one_of_two(a, b, [("grpc.lb_policy_name", "round_robin")],
+                                      heavy_request(pb2), callers=8)
+        failed = {code: n for code, n in outcomes.items() if code != "OK"}
+        assert all(code.startswith("CANCELLED") for code in failed), outcomes
+        assert sum(failed.values()) <= max(1, outcomes["OK"] // 100), outcomes
         # The signal came while calls were being answered by a.
         assert "msg=draining" in a.log() and "in_flight=0" not in a.log(), a.log()[-3000:]
         assert b.health() == "SERVING"
 
 
+def test_with_a_drain_delay_clients_that_follow_health_lose_no_call():
+    """The same with --drain_delay_s and clients that check health (gRPC's client-side health
+    checking, as a load balancer would): during the delay the channel sends its calls to b
+    while a still answers those it has, so the GOAWAY finds no call on its way. Sixteen
+    callers of a cheap call keep the window busy; no call may fail."""
+    pb2, _ = stubs()
+    config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                         "healthCheckConfig": {"serviceName": ""}})
+    with Server(extra=["--drain_delay_s=2"]) as a, Server() as b:
+        outcomes = restart_one_of_two(a, b, [("grpc.service_config", config)],
+                                      light_request(pb2), callers=16)
+        assert set(outcomes) == {"OK"}, outcomes
+        assert "draining after the delay" in a.log(), a.log()[-3000:]
+
+
 def test_drain_delay_keeps_serving_with_health_not_serving():
     pb2, _ = stubs()
-    request = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="still served"))])
+    request = light_request(pb2)
     with Server(extra=["--drain_delay_s=3"]) as s:
         stub = s.stub()
         s.proc.send_signal(signal.SIGTERM)
@@ -87,7 +123,7 @@ def test_drain_delay_keeps_serving_with_health_not_serving():
         assert s.health() == "NOT_SERVING"
         assert len(stub.Embed(request, timeout=30).results) == 1
         assert len(s.stub().Embed(request, timeout=30).results) == 1
-        assert time.monotonic() - signalled < 3, "the checks above ran past the delay"
+        assert "msg=draining" not in s.log(), "the checks above ran past the delay"
         assert s.proc.wait(timeout=30) == 0, s.log()
         assert time.monotonic() - signalled >= 3
         assert "msg=stopped" in s.log()
@@ -108,7 +144,7 @@ def test_a_second_signal_ends_the_drain_delay():
 def test_stream_messages_during_the_drain_are_refused_and_the_server_still_stops():
     """An open EmbedStream could keep a drain going for as long as its client likes: its
     messages after the signal are answered UNAVAILABLE (the client should open its next stream
-    elsewhere), and the stream is cancelled once the rest is done."""
+    elsewhere), and the stream is ended a second after the rest is done."""
     pb2, _ = stubs()
     with Server() as s:
         requests = []
@@ -136,9 +172,8 @@ def test_stream_messages_during_the_drain_are_refused_and_the_server_still_stops
         first = next(responses)
         assert first.request_id == "before" and not first.HasField("error")
         s.proc.send_signal(signal.SIGTERM)
-        deadline = time.time() + 10
-        while "msg=draining" not in s.log() and time.time() < deadline:
-            time.sleep(0.01)
+        signalled = time.monotonic()
+        wait_for(lambda: "msg=draining" in s.log(), 30, "the drain")
         send(pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="after"))],
                               request_id="after"))
         second = next(responses)
@@ -146,9 +181,12 @@ def test_stream_messages_during_the_drain_are_refused_and_the_server_still_stops
         assert second.error.code == grpc.StatusCode.UNAVAILABLE.value[0], second
         assert "open the next stream" in second.error.message
         with pytest.raises(grpc.RpcError):
-            next(responses)  # cancelled with the drain's end
+            next(responses)  # ended by the drain, a second after the rest was done
+        ended = time.monotonic()
         send(None)
         assert s.proc.wait(timeout=30) == 0, s.log()
+        assert ended - signalled < 10
+        assert "msg=stopped" in s.log(), s.log()[-3000:]  # not the bounded exit
 
 
 def wait_closed(connection, timeout):
@@ -178,6 +216,42 @@ def test_max_connection_age_grace_closes_what_is_still_in_progress():
         assert streaming.closed_at - streaming.goaways[0].at >= 0.9
 
 
+def client_ports(server_port):
+    """The client ports of the TCP connections open to `server_port` on this host, read from
+    the server's side of each in /proc/net (gRPC's sockets are IPv6 ones, with IPv4 addresses
+    mapped into them)."""
+    ports = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(path) as f:
+            next(f)
+            for line in f:
+                local, remote, state = line.split()[1:4]
+                if state == "01" and int(local.split(":")[1], 16) == server_port:  # ESTABLISHED
+                    ports.add(int(remote.split(":")[1], 16))
+    return ports
+
+
+class ConnectionsSeen:
+    """Every client port seen connected to a server port while the `with` block runs."""
+
+    def __init__(self, server_port):
+        self.port, self.ports, self._stop = server_port, set(), threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.ports |= client_ports(self.port)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 def test_calls_across_connection_ages_all_succeed():
     """A client calling without pause through several GOAWAYs: gRPC opens the next connection
     and retries what the old one had not started; nothing fails."""
@@ -185,31 +259,37 @@ def test_calls_across_connection_ages_all_succeed():
     with Server(extra=["--max_connection_age_s=1"]) as s:
         stub = s.stub()
         outcomes, lock, stop = collections.Counter(), threading.Lock(), threading.Event()
-        request = pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello"))])
         callers = [threading.Thread(target=call_in_a_loop,
-                                    args=(stub, request, stop, outcomes, lock))
+                                    args=(stub, light_request(pb2), stop, outcomes, lock))
                    for _ in range(4)]
-        for t in callers:
-            t.start()
-        time.sleep(3.5)
-        stop.set()
-        for t in callers:
-            t.join(timeout=60)
+        with ConnectionsSeen(s.port) as seen:
+            for t in callers:
+                t.start()
+            time.sleep(3.5)
+            stop.set()
+            for t in callers:
+                t.join(timeout=60)
         assert set(outcomes) == {"OK"} and outcomes["OK"] > 20, outcomes
+        assert len(seen.ports) >= 3, seen.ports  # the first connection and at least two more
 
 
 @pytest.mark.parametrize("api", ["unary", "stream"])
 def test_the_load_tester_sees_no_error_across_connection_ages(api, tmp_path):
-    import json
+    """bert_load's unary calls move to new connections without an error; its streams (one per
+    channel for the whole run) are calls in progress and stay on theirs."""
     from repo_paths import bin_path
     with Server(extra=["--max_connection_age_s=1"]) as s:
         report = tmp_path / "report.json"
-        r = subprocess.run([bin_path("client", "bert_load"), f"--server={s.address}",
-                            "--concurrency=8", "--duration_s=3", "--warmup_s=0.5", f"--api={api}",
-                            f"--json_out={report}"], capture_output=True, text=True, timeout=120)
+        with ConnectionsSeen(s.port) as seen:
+            r = subprocess.run([bin_path("client", "bert_load"), f"--server={s.address}",
+                                "--concurrency=8", "--channels=4", "--duration_s=3",
+                                "--warmup_s=0.5", f"--api={api}", f"--json_out={report}"],
+                               capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         step = json.loads(report.read_text())["steps"][0]
         assert not step["errors"] and step["ok"] > 100, step
+        if api == "unary":
+            assert len(seen.ports) >= 8, seen.ports  # each of the 4 channels reconnected
 
 
 def test_max_connection_idle_closes_a_connection_without_calls():

@@ -88,7 +88,7 @@ def test_a_broken_engine_stops_the_server_with_status_1():
         log = server.log()
         assert 'msg="engine failed; stopping"' in log, log
         assert 'msg="engine batch failed" error="INTERNAL: injected engine fault' in log, log
-        assert 'signal="none (engine failure)"' in log, log
+        assert "msg=draining signal=none engine_failed=true" in log, log
         assert "msg=stopped" in log, log
     finally:
         server.kill()

@@ -229,7 +229,8 @@ def test_sigterm_answers_every_accepted_request_and_exits_zero():
         server.proc.send_signal(signal.SIGTERM)
         still_running = sum(not f.done() for f in futures)
         time.sleep(0.1)
-        # While draining, new work is refused (accepted requests are still running).
+        # While draining, new calls are refused: the server sent GOAWAY and closed its listener,
+        # so the channel cannot connect again (accepted requests are still running).
         with pytest.raises(grpc.RpcError) as e:
             stub.Embed(pb2.EmbedRequest(inputs=[golden_input(pb2, 1)], seq_length=SEQ),
                        timeout=10)
