@@ -88,7 +88,8 @@ def test_a_restarted_server_sends_its_clients_elsewhere():
                                       heavy_request(pb2), callers=8)
         failed = {code: n for code, n in outcomes.items() if code != "OK"}
         assert all(code.startswith("CANCELLED") for code in failed), outcomes
-        assert sum(failed.values()) <= max(1, outcomes["OK"] // 100), outcomes
+        # Each caller has one call in flight: at most one of its calls can cross the GOAWAY.
+        assert sum(failed.values()) <= 8, outcomes
         # The signal came while calls were being answered by a.
         assert "msg=draining" in a.log() and "in_flight=0" not in a.log(), a.log()[-3000:]
         assert b.health() == "SERVING"
