@@ -137,7 +137,7 @@ class Pipeline {
   // True once every permit is released (every admitted request answered and its answer sent),
   // false if that takes longer than `timeout`. Admits meanwhile unless StopAdmitting was
   // called: a server that has told its clients to go elsewhere (bert_server's drain) still
-  // serves the calls that were on their way.
+  // serves every call gRPC has handed to it.
   bool WaitIdle(absl::Duration timeout);
   // StopAdmitting, WaitIdle, then stops the batcher for good (the engine is idle): true, or
   // false (batcher left running) if the permits are not all back within `timeout`.

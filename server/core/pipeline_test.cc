@@ -294,8 +294,8 @@ TEST(PipelineTest, DrainWaitsForAnswersBeingSent) {
   EXPECT_TRUE(pipeline->Drain(absl::Seconds(5)));
 }
 
-// A server that has sent its clients away (GOAWAY) waits for the calls already on their way and
-// serves them; only StopAdmitting refuses.
+// A server that has sent its clients away (GOAWAY) serves the calls it is handed while it waits
+// for the rest; only StopAdmitting refuses.
 TEST(PipelineTest, WaitIdleAdmitsUntilStopAdmitting) {
   const auto OneText = [](const std::string& text) {
     EmbedRequestSpec spec;
