@@ -20,6 +20,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <new>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -898,7 +899,14 @@ int Run() {
   };
   EngineLog engine_log;
   PipelineObservers observers({&metrics, &engine_log});
-  auto loaded = LoadAndWarmUp(&observers, on_engine_failure, on_stuck);
+  absl::StatusOr<Loaded> loaded = absl::InternalError("not loaded");
+  try {
+    loaded = LoadAndWarmUp(&observers, on_engine_failure, on_stuck);
+  } catch (const std::bad_alloc&) {  // what the engines' own checks did not foresee
+    loaded = absl::ResourceExhaustedError(
+        "out of memory loading the model and warming up the engine (a lower --max_batch_tokens "
+        "needs less)");
+  }
   if (!loaded.ok()) {
     BERT_LOG(kError) << "startup failed" << LogKv("error", loaded.status().ToString());
     server->Shutdown(std::chrono::system_clock::now());

@@ -14,6 +14,7 @@
 #include "kernels/cpu/layer_norm.h"
 #include "kernels/cpu/pooling.h"
 #include "server/util/available_cores.h"
+#include "server/util/available_memory.h"
 #include "server/util/status_macros.h"
 
 namespace bert {
@@ -39,7 +40,28 @@ inline int PartBegin(int rows, int p, int n) {
   return static_cast<int>(static_cast<int64_t>(rows) * p / n);
 }
 
+// Refuses a workspace for `rows` that this process cannot have: before, a value such as
+// --max_batch_tokens=100000000 ended the server in std::bad_alloc or, below the kernel's
+// overcommit limit, in the OOM killer while the workspace was zeroed.
+absl::Status CheckWorkspaceFits(const ModelConfig& c, int rows) {
+  const int64_t bytes = CpuEngine::WorkspaceBytes(c, rows);
+  const std::optional<int64_t> available = AvailableMemoryBytes();
+  if (!available.has_value() || bytes <= *available) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "cpu engine: a workspace for max_batch_tokens=", rows, " needs ", bytes >> 20,
+      " MiB of activations (", rows, " rows of ", 6 * c.hidden_size + c.intermediate_size,
+      " floats), more than the ", *available >> 20,
+      " MiB this process may still take (the machine's available memory, or its memory "
+      "cgroup's limit less its usage); lower max_batch_tokens"));
+}
+
 }  // namespace
+
+int64_t CpuEngine::WorkspaceBytes(const ModelConfig& config, int rows) {
+  // Reserve's buffers: hidden, qkv (3), context, projected (hidden each) and intermediate.
+  return int64_t{rows} * (6 * int64_t{config.hidden_size} + config.intermediate_size) *
+         static_cast<int64_t>(sizeof(float));
+}
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<const Model> model,
                                                              const CpuEngineOptions& options) {
@@ -54,6 +76,8 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
   ASSIGN_OR_RETURN(const CpuGemm gemm, ParseCpuGemm(options.gemm));
   const ModelWeights& w = model->weights;
   const ModelConfig& c = model->config;
+  if (options.max_batch_tokens > 0)
+    RETURN_IF_ERROR(CheckWorkspaceFits(c, options.max_batch_tokens));
   if (static_cast<int>(w.layers.size()) != c.num_layers ||
       w.word_embeddings.size() != static_cast<int64_t>(c.vocab_size) * c.hidden_size) {
     return absl::InvalidArgumentError("cpu engine: model weights do not match its config");

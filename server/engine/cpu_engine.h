@@ -64,8 +64,13 @@ struct LayerLinears {
 
 class CpuEngine : public Engine {
  public:
+  // ResourceExhausted, before allocating anything, when the workspace for
+  // options.max_batch_tokens (WorkspaceBytes) is more than the process may still take
+  // (AvailableMemoryBytes).
   static absl::StatusOr<std::unique_ptr<CpuEngine>> Create(std::shared_ptr<const Model> model,
                                                            const CpuEngineOptions& options);
+  // Bytes of the activations a batch of `rows` rows needs.
+  static int64_t WorkspaceBytes(const ModelConfig& config, int rows);
 
   const ModelConfig& config() const override { return model_->config; }
   bool has_pooler() const override { return model_->weights.has_pooler; }

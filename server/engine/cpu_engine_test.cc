@@ -4,6 +4,7 @@
 #include "server/engine/cpu_engine.h"
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -331,6 +332,20 @@ TEST(CpuEngineTest, RejectsAnUnknownGemm) {
     EXPECT_NE(unknown.status().message().find("unknown GEMM \"" + name + "\""), std::string::npos)
         << unknown.status();
   }
+}
+
+TEST(CpuEngineTest, RefusesAWorkspaceLargerThanTheMemoryLeft) {
+  auto model = SmallModel();
+  CpuEngineOptions opts;
+  opts.max_batch_tokens = std::numeric_limits<int>::max();  // a TiB or more of activations
+  ASSERT_GT(CpuEngine::WorkspaceBytes(model->config, opts.max_batch_tokens), int64_t{1} << 40);
+  auto refused = CpuEngine::Create(model, opts);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("lower max_batch_tokens"), std::string::npos)
+      << refused.status();
+  opts.max_batch_tokens = 1024;  // a few hundred KiB
+  EXPECT_TRUE(CpuEngine::Create(model, opts).ok());
 }
 
 TEST(CpuEngineTest, SelectionsAreConsistent) {

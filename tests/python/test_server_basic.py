@@ -201,6 +201,16 @@ def test_bad_model_dir_exits_nonzero():
     assert "startup failed" in message and "/nonexistent/model" in message, message
 
 
+def test_a_batch_budget_beyond_the_memory_left_stops_startup_with_a_clear_error():
+    # The CPU engine's activations for 2e9 rows of the tiny model are ~10 TB: refused before
+    # anything is allocated (it used to end in std::bad_alloc, or in the OOM killer).
+    with pytest.raises(RuntimeError) as e:
+        Server(extra=["--max_batch_tokens=2000000000"])
+    message = str(e.value)
+    assert "bert_server exited 1" in message, message
+    assert "startup failed" in message and "lower max_batch_tokens" in message, message
+
+
 def test_an_out_of_range_cuda_flag_stops_startup_with_any_backend():
     # The CPU backend never uses it, but a value the CUDA engine would refuse is a mistake in
     # the command line: it should not wait for a machine with a GPU to show.
