@@ -23,6 +23,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "absl/flags/commandlineflag.h"
@@ -529,6 +530,10 @@ int64_t MaxRequestBytes() {
   return request == 0 ? message : std::min(request, message);
 }
 
+// --cpu_threads and --tokenization_workers: more threads than any machine has cores only cost
+// memory, and past the process's thread limit they cannot be started.
+constexpr int kMaxThreadsFlag = 1024;
+
 // The connection flags are seconds that gRPC takes as int milliseconds.
 constexpr int kMaxConnectionFlagSeconds = std::numeric_limits<int>::max() / 1000;
 
@@ -582,6 +587,8 @@ int Validate() {
       absl::GetFlag(FLAGS_max_inputs_per_request) < 1 ||
       absl::GetFlag(FLAGS_max_batch_tokens) < 1 || absl::GetFlag(FLAGS_max_batch_delay_us) < 0 ||
       absl::GetFlag(FLAGS_tokenization_workers) < 0 ||
+      absl::GetFlag(FLAGS_tokenization_workers) > kMaxThreadsFlag ||
+      absl::GetFlag(FLAGS_cpu_threads) < 0 || absl::GetFlag(FLAGS_cpu_threads) > kMaxThreadsFlag ||
       absl::GetFlag(FLAGS_default_seq_length) < 2 ||
       absl::GetFlag(FLAGS_max_message_bytes) < 1024 ||
       absl::GetFlag(FLAGS_max_message_bytes) > (int64_t{1} << 31) - 1 ||
@@ -906,6 +913,10 @@ int Run() {
     loaded = absl::ResourceExhaustedError(
         "out of memory loading the model and warming up the engine (a lower --max_batch_tokens "
         "needs less)");
+  } catch (const std::system_error& e) {  // std::thread: the process's thread limit (ulimit -u)
+    loaded = absl::ResourceExhaustedError(
+        absl::StrCat("cannot start the threads asked for (", e.what(),
+                     "): lower --cpu_threads or --tokenization_workers"));
   }
   if (!loaded.ok()) {
     BERT_LOG(kError) << "startup failed" << LogKv("error", loaded.status().ToString());

@@ -6,10 +6,17 @@ namespace bert {
 
 WorkerPool::WorkerPool(int num_threads) {
   if (num_threads < 1) num_threads = 1;
-  for (int i = 0; i < num_threads; ++i) threads_.emplace_back([this] { Run(); });
+  try {
+    for (int i = 0; i < num_threads; ++i) threads_.emplace_back([this] { Run(); });
+  } catch (...) {  // the threads started so far must not outlive the pool
+    StopAndJoin();
+    throw;
+  }
 }
 
-WorkerPool::~WorkerPool() {
+WorkerPool::~WorkerPool() { StopAndJoin(); }
+
+void WorkerPool::StopAndJoin() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;

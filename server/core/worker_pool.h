@@ -16,6 +16,8 @@ namespace bert {
 
 class WorkerPool {
  public:
+  // Throws std::system_error, with no thread left running, when a thread cannot be started
+  // (the process's thread limit).
   explicit WorkerPool(int num_threads);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
@@ -25,6 +27,8 @@ class WorkerPool {
 
  private:
   void Run();
+  // Lets the threads finish the queued tasks and joins them.
+  void StopAndJoin();
 
   absl::Mutex mu_;
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);

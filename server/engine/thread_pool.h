@@ -16,6 +16,8 @@ namespace bert {
 
 class ThreadPool {
  public:
+  // Throws std::system_error, with no thread left running, when a thread cannot be started
+  // (the process's thread limit).
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -31,6 +33,8 @@ class ThreadPool {
 
  private:
   void WorkerLoop();
+  // Tells the workers to stop and joins them.
+  void StopAndJoin();
   // Claims and runs parts of job `generation` until none is left.
   void RunParts(uint32_t generation, int num_parts, const std::function<void(int)>& fn);
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (MINILM, TINY_VOCAB, Server, decode, rel_err, stubs,  # noqa: E402
+from server_harness import (MINILM, TINY_MODEL, TINY_VOCAB, Server, decode, rel_err, stubs,  # noqa: E402
                             with_address)
 
 
@@ -209,6 +209,32 @@ def test_a_batch_budget_beyond_the_memory_left_stops_startup_with_a_clear_error(
     message = str(e.value)
     assert "bert_server exited 1" in message, message
     assert "startup failed" in message and "lower max_batch_tokens" in message, message
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or
+                    not shutil.which("prlimit"),
+                    reason="needs root, setpriv and prlimit to run the server under a thread "
+                           "limit as another user (root is exempt from the limit)")
+@pytest.mark.parametrize("threads", ["--cpu_threads=200", "--tokenization_workers=200"])
+def test_threads_past_the_process_limit_stop_startup_with_a_clear_error(threads):
+    """Run as nobody with at most 48 processes and threads: 200 threads cannot all start. Each
+    pool joins the threads it started and the server exits 1 naming the flags (it used to
+    abort in std::terminate)."""
+    import tempfile
+    from server_harness import server_binary
+    place = tempfile.mkdtemp(prefix="bert_nobody_")  # where nobody may run it (bazel-bin is root's)
+    try:
+        os.chmod(place, 0o755)
+        binary = shutil.copy(server_binary(), place)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "prlimit", "--nproc=48", binary, f"--model_dir={TINY_MODEL}",
+                            f"--vocab={TINY_VOCAB}", "--backend=cpu", "--address=127.0.0.1:0",
+                            "--cpu_threads=2", "--tokenization_workers=2", threads],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(place)
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert "cannot start the threads asked for" in r.stderr, r.stderr[-3000:]
 
 
 def test_an_out_of_range_cuda_flag_stops_startup_with_any_backend():
