@@ -83,7 +83,7 @@ ABSL_FLAG(int, max_inputs_per_request, 256, "Inputs allowed in one request");
 ABSL_FLAG(int, max_batch_tokens, 8192, "Token budget of one engine batch (padding rows count)");
 ABSL_FLAG(int, max_batch_delay_us, 2000,
           "Longest a batch waits for more sequences while the engine is idle (a batch "
-          "waiting for a busy engine keeps filling)");
+          "waiting for a busy engine keeps filling); at most 1000000");
 // Its help spells out Batcher::kFruitlessWaits and kProbeEvery (checked below).
 ABSL_FLAG(bool, adaptive_batch_delay, true,
           "Wait out --max_batch_delay_us only while waiting gains sequences: after 3 waits in a "
@@ -586,6 +586,7 @@ int Validate() {
   if (absl::GetFlag(FLAGS_max_concurrent_requests) < 1 ||
       absl::GetFlag(FLAGS_max_inputs_per_request) < 1 ||
       absl::GetFlag(FLAGS_max_batch_tokens) < 1 || absl::GetFlag(FLAGS_max_batch_delay_us) < 0 ||
+      absl::GetFlag(FLAGS_max_batch_delay_us) > 1000000 ||
       absl::GetFlag(FLAGS_tokenization_workers) < 0 ||
       absl::GetFlag(FLAGS_tokenization_workers) > kMaxThreadsFlag ||
       absl::GetFlag(FLAGS_cpu_threads) < 0 || absl::GetFlag(FLAGS_cpu_threads) > kMaxThreadsFlag ||

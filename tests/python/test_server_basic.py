@@ -237,6 +237,17 @@ def test_threads_past_the_process_limit_stop_startup_with_a_clear_error(threads)
     assert "cannot start the threads asked for" in r.stderr, r.stderr[-3000:]
 
 
+@pytest.mark.parametrize("flag", ["--max_batch_delay_us=1000001", "--cpu_threads=1025",
+                                  "--cpu_threads=-1", "--tokenization_workers=1025"])
+def test_an_out_of_range_limit_flag_exits_2(flag):
+    from server_harness import server_binary
+    r = subprocess.run([server_binary(), f"--model_dir={TINY_MODEL}", f"--vocab={TINY_VOCAB}",
+                        "--backend=cpu", "--address=127.0.0.1:0", flag],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (flag, r.returncode, r.stderr[-2000:])
+    assert "out of range" in r.stderr
+
+
 def test_an_out_of_range_cuda_flag_stops_startup_with_any_backend():
     # The CPU backend never uses it, but a value the CUDA engine would refuse is a mistake in
     # the command line: it should not wait for a machine with a GPU to show.
