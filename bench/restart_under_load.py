@@ -2,7 +2,8 @@
 """What restarting one server of two costs the callers. Two bert_servers (the tiny test model
 on the CPU backend, each given --flags) behind one client channel (round robin over both
 addresses; with --health_check, gRPC's client-side health checking as well, as a client or load
-balancer that follows health would); --callers threads call Embed without pause (one short
+balancer that follows health would; with --service_config, that file's config, such as
+client/service_config.json's health checking and retries); --callers threads call Embed without pause (one short
 input each, or with --heavy 8 inputs of 256 tokens); after --before_s, SIGTERM to the first
 server; once it has exited the calls go on for --after_s. Counts every call's outcome. Each
 --server NAME=BIN_DIR (a Bazel output tree holding server/bert_server, e.g. two commits'
@@ -31,7 +32,10 @@ def one_round(args, bin_dir):
     pb2, pb2_grpc = stubs()
     os.environ["BERT_BIN"] = bin_dir  # read by server_harness when a server starts
     flags = args.flags.split() if args.flags else []
-    if args.health_check:
+    if args.service_config:
+        with open(args.service_config) as f:
+            options = [("grpc.service_config", json.dumps(json.load(f)))]
+    elif args.health_check:
         options = [("grpc.service_config", json.dumps({
             "loadBalancingConfig": [{"round_robin": {}}],
             "healthCheckConfig": {"serviceName": ""}}))]
@@ -82,13 +86,16 @@ def main():
     parser.add_argument("--callers", type=int, default=16)
     parser.add_argument("--heavy", action="store_true")
     parser.add_argument("--health_check", action="store_true")
+    parser.add_argument("--service_config", help="the channel's service config, a JSON file "
+                        "(e.g. client/service_config.json); replaces --health_check")
     parser.add_argument("--flags", default="", help="server flags, space-separated")
     parser.add_argument("--before_s", type=float, default=2.0)
     parser.add_argument("--after_s", type=float, default=1.0)
     args = parser.parse_args()
     servers = [s.split("=", 1) for s in args.server]
     print(f"callers={args.callers} request={'heavy' if args.heavy else 'light'} "
-          f"health_check={args.health_check} flags={args.flags or '(none)'}")
+          f"health_check={args.health_check} service_config={args.service_config} "
+          f"flags={args.flags or '(none)'}")
     print("| round | server | calls | OK | failed (by code) | first server's exit | its stop s |")
     print("|---|---|---|---|---|---|---|")
     totals = collections.defaultdict(collections.Counter)

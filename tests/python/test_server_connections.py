@@ -110,6 +110,19 @@ def test_with_a_drain_delay_clients_that_follow_health_lose_no_call():
         assert "draining after the delay" in a.log(), a.log()[-3000:]
 
 
+def test_with_the_bundled_service_config_a_restart_fails_no_call():
+    """client/service_config.json (round robin, health checking, retries of UNAVAILABLE and
+    CANCELLED: every method is idempotent) and no drain delay: a call that crosses the GOAWAY
+    is tried again on the other server. Sixteen callers of a cheap call; no call may fail."""
+    from repo_paths import REPO
+    pb2, _ = stubs()
+    config = (REPO / "client" / "service_config.json").read_text()
+    with Server() as a, Server() as b:
+        outcomes = restart_one_of_two(a, b, [("grpc.service_config", config)],
+                                      light_request(pb2), callers=16)
+        assert set(outcomes) == {"OK"}, outcomes
+
+
 def test_drain_delay_keeps_serving_with_health_not_serving():
     pb2, _ = stubs()
     request = light_request(pb2)
