@@ -907,18 +907,19 @@ int Run() {
   };
   EngineLog engine_log;
   PipelineObservers observers({&metrics, &engine_log});
-  absl::StatusOr<Loaded> loaded = absl::InternalError("not loaded");
-  try {
-    loaded = LoadAndWarmUp(&observers, on_engine_failure, on_stuck);
-  } catch (const std::bad_alloc&) {  // what the engines' own checks did not foresee
-    loaded = absl::ResourceExhaustedError(
-        "out of memory loading the model and warming up the engine (a lower --max_batch_tokens "
-        "needs less)");
-  } catch (const std::system_error& e) {  // std::thread: the process's thread limit (ulimit -u)
-    loaded = absl::ResourceExhaustedError(
-        absl::StrCat("cannot start the threads asked for (", e.what(),
-                     "): lower --cpu_threads or --tokenization_workers"));
-  }
+  auto loaded = [&]() -> absl::StatusOr<Loaded> {
+    try {
+      return LoadAndWarmUp(&observers, on_engine_failure, on_stuck);
+    } catch (const std::bad_alloc&) {  // what the engines' own checks did not foresee
+      return absl::ResourceExhaustedError(
+          "out of memory loading the model and warming up the engine (a lower "
+          "--max_batch_tokens needs less)");
+    } catch (const std::system_error& e) {  // std::thread: the process's thread limit
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot start the threads asked for (", e.what(),
+                       "): lower --cpu_threads or --tokenization_workers"));
+    }
+  }();
   if (!loaded.ok()) {
     BERT_LOG(kError) << "startup failed" << LogKv("error", loaded.status().ToString());
     server->Shutdown(std::chrono::system_clock::now());

@@ -40,9 +40,9 @@ inline int PartBegin(int rows, int p, int n) {
   return static_cast<int>(static_cast<int64_t>(rows) * p / n);
 }
 
-// Refuses a workspace for `rows` that this process cannot have: before, a value such as
-// --max_batch_tokens=100000000 ended the server in std::bad_alloc or, below the kernel's
-// overcommit limit, in the OOM killer while the workspace was zeroed.
+// Refuses a workspace for `rows` that this process cannot have, which would otherwise end it
+// in std::bad_alloc or, below the kernel's overcommit limit, in the OOM killer while the
+// workspace is zeroed.
 absl::Status CheckWorkspaceFits(const ModelConfig& c, int rows) {
   const int64_t bytes = CpuEngine::WorkspaceBytes(c, rows);
   const std::optional<int64_t> available = AvailableMemoryBytes();
@@ -76,8 +76,9 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
   ASSIGN_OR_RETURN(const CpuGemm gemm, ParseCpuGemm(options.gemm));
   const ModelWeights& w = model->weights;
   const ModelConfig& c = model->config;
-  if (options.max_batch_tokens > 0)
+  if (options.max_batch_tokens > 0) {
     RETURN_IF_ERROR(CheckWorkspaceFits(c, options.max_batch_tokens));
+  }
   if (static_cast<int>(w.layers.size()) != c.num_layers ||
       w.word_embeddings.size() != static_cast<int64_t>(c.vocab_size) * c.hidden_size) {
     return absl::InvalidArgumentError("cpu engine: model weights do not match its config");

@@ -1,7 +1,6 @@
 #include "server/util/available_memory.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <vector>

@@ -73,6 +73,14 @@ def rel_err(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
+def run_to_exit(*flags, timeout=60):
+    """bert_server on the tiny model with `flags`, expected to stop during startup: the
+    CompletedProcess (stderr as text)."""
+    return subprocess.run([server_binary(), f"--model_dir={TINY_MODEL}", f"--vocab={TINY_VOCAB}",
+                           "--backend=cpu", "--address=127.0.0.1:0", *flags],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def with_address(args, address):
     """A server's command line (Server.args) with another --address."""
     return [f"--address={address}" if a.startswith("--address=") else a for a in args]

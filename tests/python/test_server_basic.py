@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (MINILM, TINY_MODEL, TINY_VOCAB, Server, decode, rel_err, stubs,  # noqa: E402
-                            with_address)
+from server_harness import (MINILM, TINY_MODEL, TINY_VOCAB, Server, decode, rel_err,  # noqa: E402
+                            run_to_exit, stubs, with_address)
 
 
 def test_server_starts_serves_model_info_and_stops_cleanly():
@@ -240,10 +240,7 @@ def test_threads_past_the_process_limit_stop_startup_with_a_clear_error(threads)
 @pytest.mark.parametrize("flag", ["--max_batch_delay_us=1000001", "--cpu_threads=1025",
                                   "--cpu_threads=-1", "--tokenization_workers=1025"])
 def test_an_out_of_range_limit_flag_exits_2(flag):
-    from server_harness import server_binary
-    r = subprocess.run([server_binary(), f"--model_dir={TINY_MODEL}", f"--vocab={TINY_VOCAB}",
-                        "--backend=cpu", "--address=127.0.0.1:0", flag],
-                       capture_output=True, text=True, timeout=60)
+    r = run_to_exit(flag)
     assert r.returncode == 2, (flag, r.returncode, r.stderr[-2000:])
     assert "out of range" in r.stderr
 
