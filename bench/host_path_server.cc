@@ -71,6 +71,7 @@ class NullEngine : public Engine {
     for (size_t i = 0; i < selection.layers.size(); ++i) output->layers.emplace_back(rows, 0.f);
     if (selection.pooled) output->pooled.assign(sequences, 0.f);
     if (selection.mean_pooled) output->mean_pooled.assign(sequences, 0.f);
+    if (selection.cls) output->cls.assign(sequences, 0.f);
     return absl::OkStatus();
   }
 

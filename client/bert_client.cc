@@ -46,12 +46,12 @@
 
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call");
 ABSL_FLAG(std::string, heads, "pooled,sequence,encoder_outputs,default",
-          "Comma-separated heads: pooled, sequence, encoder_outputs, default, mean_pooled");
+          "Comma-separated heads: pooled, sequence, encoder_outputs, default, mean_pooled, cls");
 ABSL_FLAG(std::string, layers, "", "Comma-separated encoder layers (negative: from the end)");
 ABSL_FLAG(int, seq_length, 0, "Sequence length (0: the server's default)");
 ABSL_FLAG(std::string, padding, "pad", "pad (seq_length rows, TF Hub's shapes) or trim");
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
-ABSL_FLAG(bool, normalize, false, "L2-normalise pooled/default/mean_pooled");
+ABSL_FLAG(bool, normalize, false, "L2-normalise pooled/default/mean_pooled/cls");
 ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
 ABSL_FLAG(bool, pair, false, "Treat each two arguments as one (text_a, text_b) pair");
 ABSL_FLAG(bool, json, false, "Print JSON lines with every value instead of a summary");
@@ -304,6 +304,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
       if (r.has_pooled_output()) j["pooled_output"] = TensorJson(r.pooled_output());
       if (r.has_default_output()) j["default"] = TensorJson(r.default_output());
       if (r.has_mean_pooled_output()) j["mean_pooled_output"] = TensorJson(r.mean_pooled_output());
+      if (r.has_cls_output()) j["cls_output"] = TensorJson(r.cls_output());
       if (r.has_sequence_output()) j["sequence_output"] = TensorJson(r.sequence_output());
       if (r.encoder_outputs_size() > 0) {
         json layers = json::array();
@@ -334,16 +335,18 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     std::printf("  [%d] %s  (%u tokens%s)\n", i, what.c_str(), r.num_tokens(),
                 r.truncated() ? ", truncated" : "");
   }
-  std::vector<const v1::Tensor*> pooled, def, mean, seq;
+  std::vector<const v1::Tensor*> pooled, def, mean, cls, seq;
   for (const auto& r : response.results()) {
     if (r.has_pooled_output()) pooled.push_back(&r.pooled_output());
     if (r.has_default_output()) def.push_back(&r.default_output());
     if (r.has_mean_pooled_output()) mean.push_back(&r.mean_pooled_output());
+    if (r.has_cls_output()) cls.push_back(&r.cls_output());
     if (r.has_sequence_output()) seq.push_back(&r.sequence_output());
   }
   PrintHead("Pooled Outputs", pooled, show);
   PrintHead("Default Outputs", def, show);
   PrintHead("Mean Pooled Outputs", mean, show);
+  PrintHead("CLS Outputs", cls, show);
   PrintHead("Sequence Outputs", seq, show);
   if (response.results_size() > 0 && response.results(0).encoder_outputs_size() > 0) {
     const int n = response.results(0).encoder_outputs_size();

@@ -21,8 +21,9 @@ absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {
   if (h == "encoder_outputs") return v1::HEAD_ENCODER_OUTPUTS;
   if (h == "default") return v1::HEAD_DEFAULT;
   if (h == "mean_pooled") return v1::HEAD_MEAN_POOLED;
+  if (h == "cls") return v1::HEAD_CLS;
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown head ", h, " (pooled, sequence, encoder_outputs, default, mean_pooled)"));
+      "unknown head ", h, " (pooled, sequence, encoder_outputs, default, mean_pooled, cls)"));
 }
 
 // A JSON array of integers as repeated int32 field values.

@@ -18,7 +18,7 @@ EmbedOptionsText Defaults() {
 
 TEST(SetEmbedOptions, SetsEveryField) {
   EmbedOptionsText text = Defaults();
-  text.heads = " Pooled, sequence,encoder_outputs,default,mean_pooled";
+  text.heads = " Pooled, sequence,encoder_outputs,default,mean_pooled,CLS";
   text.layers = "0,-1";
   text.seq_length = 64;
   text.padding = "trim";
@@ -27,12 +27,13 @@ TEST(SetEmbedOptions, SetsEveryField) {
   text.normalize = true;
   v1::EmbedRequest request;
   ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
-  ASSERT_EQ(request.heads_size(), 5);
+  ASSERT_EQ(request.heads_size(), 6);
   EXPECT_EQ(request.heads(0), v1::HEAD_POOLED);
   EXPECT_EQ(request.heads(1), v1::HEAD_SEQUENCE);
   EXPECT_EQ(request.heads(2), v1::HEAD_ENCODER_OUTPUTS);
   EXPECT_EQ(request.heads(3), v1::HEAD_DEFAULT);
   EXPECT_EQ(request.heads(4), v1::HEAD_MEAN_POOLED);
+  EXPECT_EQ(request.heads(5), v1::HEAD_CLS);
   ASSERT_EQ(request.layers_size(), 2);
   EXPECT_EQ(request.layers(1), -1);
   EXPECT_EQ(request.seq_length(), 64u);
@@ -47,7 +48,7 @@ TEST(SetEmbedOptions, RejectsBadValuesByName) {
     void (*mutate)(EmbedOptionsText*);
     const char* expected;
   } cases[] = {
-      {[](EmbedOptionsText* t) { t->heads = "pooled,cls"; }, "unknown head cls"},
+      {[](EmbedOptionsText* t) { t->heads = "pooled,max_pooled"; }, "unknown head max_pooled"},
       {[](EmbedOptionsText* t) { t->layers = "1,x"; }, "bad layer index x"},
       {[](EmbedOptionsText* t) { t->seq_length = -1; }, "seq_length"},
       {[](EmbedOptionsText* t) { t->padding = "none"; }, "padding"},

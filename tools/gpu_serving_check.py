@@ -112,14 +112,15 @@ def embed(port, timeout_s=60):
     texts = ["please subscribe to this newsletter", "you are being offered this job role",
              "a b ||| c d e"]
     r = subprocess.run([str(BIN / "bert_client"), f"--server=127.0.0.1:{port}", "embed", "--json",
-                        f"--timeout_ms={timeout_s * 1000}", "--heads=pooled,sequence,mean_pooled",
+                        f"--timeout_ms={timeout_s * 1000}",
+                        "--heads=pooled,sequence,mean_pooled,cls",
                         "--padding=pad", "--seq_length=32"]
                        + texts, capture_output=True, text=True, timeout=timeout_s + 10, env=ENV)
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
 
-HEADS = ("pooled_output", "sequence_output", "mean_pooled_output")
+HEADS = ("pooled_output", "sequence_output", "mean_pooled_output", "cls_output")
 
 
 def values(answers):

@@ -271,6 +271,7 @@ void Batcher::RunBatch(Batch batch) {
     encoder_batch.Add(item.word_ids, item.type_ids, item.rows);
     selection.pooled |= item.pooled;
     selection.mean_pooled |= item.mean_pooled;
+    selection.cls |= item.cls;
     selection.sequence |= item.sequence;
     selection.layers.insert(selection.layers.end(), item.layers.begin(), item.layers.end());
     stats.rows += item.rows;

@@ -58,6 +58,7 @@ struct BatchItem {
   // What this item needs from its batch.
   bool pooled = false;
   bool mean_pooled = false;
+  bool cls = false;
   bool sequence = false;
   std::vector<int> layers;  // Sorted, unique, 0-based.
   absl::Time deadline = absl::InfiniteFuture();

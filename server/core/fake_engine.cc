@@ -98,6 +98,12 @@ absl::Status FakeEngine::Encode(const EncoderBatch& batch, const OutputSelection
       }
     }
   }
+  if (selection.cls) {
+    for (int s = 0; s < batch.num_sequences(); ++s) {
+      const auto first = last_layer.begin() + static_cast<size_t>(batch.cu_rows[s]) * hidden;
+      output->cls.insert(output->cls.end(), first, first + hidden);
+    }
+  }
   return absl::OkStatus();
 }
 

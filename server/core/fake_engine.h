@@ -5,7 +5,8 @@
 // Value of row r (position p within its sequence, word w, type t) at layer l, column h:
 //   w + 1000 * t + 0.01 * p + 100000 * (l + 1) + 0.0001 * h
 // sequence = last layer; pooled[s][h] = first row of s at the last layer + 0.5;
-// mean_pooled = mean of the last layer over the valid rows.
+// mean_pooled = mean of the last layer over the valid rows; cls = first row of s at the last
+// layer.
 #ifndef BERT_SERVER_CORE_FAKE_ENGINE_H_
 #define BERT_SERVER_CORE_FAKE_ENGINE_H_
 

@@ -131,6 +131,7 @@ absl::Status Pipeline::Warmup() {
   OutputSelection selection;
   selection.pooled = engine_->has_pooler();
   selection.mean_pooled = true;
+  selection.cls = true;
   selection.sequence = true;
   for (int l = 0; l < config.num_layers; ++l) selection.layers.push_back(l);
   EncoderOutput output;
@@ -210,6 +211,7 @@ absl::Status Pipeline::CheckRepeatable() {
   OutputSelection selection;
   selection.pooled = engine_->has_pooler();
   selection.mean_pooled = true;
+  selection.cls = true;
   selection.sequence = true;
   // cuBLAS(Lt) is reproducible run to run for a fixed algorithm, and no kernel of ours sums in
   // a varying order, so every dtype should agree bit for bit; float32 is allowed rounding
@@ -227,7 +229,8 @@ absl::Status Pipeline::CheckRepeatable() {
     const std::tuple<const char*, const std::vector<float>*, const std::vector<float>*> tensors[] =
         {{"sequence", &first.sequence, &output.sequence},
          {"pooled", &first.pooled, &output.pooled},
-         {"mean_pooled", &first.mean_pooled, &output.mean_pooled}};
+         {"mean_pooled", &first.mean_pooled, &output.mean_pooled},
+         {"cls", &first.cls, &output.cls}};
     for (const auto& [name, a, b] : tensors) {
       std::string difference;
       if (a->size() != b->size()) {
@@ -409,6 +412,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
         (per_token && opt.padding == PaddingMode::kPadToSeqLength) ? opt.seq_length : num_tokens[i];
     item.pooled = opt.pooled || opt.default_head;
     item.mean_pooled = opt.mean_pooled;
+    item.cls = opt.cls;
     item.sequence = opt.sequence;
     item.layers = opt.layers_sorted;
     item.deadline = request->deadline;
@@ -449,6 +453,7 @@ void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,
   }
   if (opt.mean_pooled)
     FillPooled(opt.dtype, out.mean_pooled, slice.index, hidden, opt.normalize, &result.mean_pooled);
+  if (opt.cls) FillPooled(opt.dtype, out.cls, slice.index, hidden, opt.normalize, &result.cls);
   if (opt.sequence) {
     FillTensor(opt.dtype, out.sequence, slice.row_begin, rows, hidden, false, &result.sequence);
   }

@@ -224,6 +224,40 @@ TEST(PipelineTest, PaddedHeadsCarryPaddingRowsAndLayersInOrder) {
   EXPECT_EQ(Floats(r.pooled), Floats(r.default_output));
   EXPECT_FLOAT_EQ(Floats(r.pooled)[0], FakeEngine::Value(2, 0, 0, 1, 0) + 0.5f);
   EXPECT_FALSE(r.mean_pooled.present);
+  EXPECT_FALSE(r.cls.present);
+}
+
+TEST(PipelineTest, ClsHeadIsTheLastLayersFirstRow) {
+  auto pipeline = MakePipeline();
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world"), Text("good")};  // [CLS] hello world [SEP], [CLS] good [SEP]
+  spec.seq_length = 8;
+  spec.heads = {Head::kCls, Head::kSequence};
+  auto result = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->results.size(), 2u);
+  for (const InputResult& r : result->results) {
+    ASSERT_TRUE(r.cls.present);
+    EXPECT_EQ(r.cls.shape, (std::vector<int64_t>{kHidden}));
+    const std::vector<float> cls = Floats(r.cls);
+    const std::vector<float> seq = Floats(r.sequence);
+    EXPECT_EQ(cls, std::vector<float>(seq.begin(), seq.begin() + kHidden));
+    EXPECT_FLOAT_EQ(cls[3], FakeEngine::Value(2, 0, 0, 1, 3));  // word 2 = [CLS], position 0
+    EXPECT_FALSE(r.pooled.present);
+    EXPECT_FALSE(r.mean_pooled.present);
+  }
+  // Normalised, in bfloat16, alone.
+  spec.heads = {Head::kCls};
+  spec.normalize = true;
+  spec.dtype = OutputDType::kBFloat16;
+  auto normalized = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(normalized.ok()) << normalized.status();
+  const InputResult& n = normalized->results[0];
+  EXPECT_EQ(n.cls.bytes.size(), kHidden * 2u);
+  EXPECT_FALSE(n.sequence.present);
+  double norm = 0;
+  for (float x : Floats(n.cls)) norm += x * x;
+  EXPECT_NEAR(std::sqrt(norm), 1.0, 1e-2);
 }
 
 TEST(PipelineTest, TrimNormalizeAndHalfPrecision) {

@@ -12,9 +12,9 @@
 
 namespace bert {
 
-enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled };
+enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled, kCls };
 // How many heads there are: a request names at most this many (each once is enough).
-inline constexpr int kNumHeads = 5;
+inline constexpr int kNumHeads = 6;
 enum class PaddingMode { kPadToSeqLength, kTrim };
 enum class Truncation { kTruncate, kReject };
 enum class OutputDType { kFloat32, kFloat16, kBFloat16 };
@@ -67,6 +67,7 @@ struct InputResult {
   std::vector<std::pair<int, TensorData>> layers;  // (0-based layer, [rows, hidden])
   TensorData default_output;
   TensorData mean_pooled;
+  TensorData cls;
   int num_tokens = 0;
   bool truncated = false;
   StageTiming timing;

@@ -108,6 +108,9 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
       case Head::kMeanPooled:
         out.mean_pooled = true;
         break;
+      case Head::kCls:
+        out.cls = true;
+        break;
       case Head::kSequence:
         out.sequence = true;
         break;
@@ -119,7 +122,7 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   if ((out.pooled || out.default_head) && !limits.has_pooler) {
     return absl::FailedPreconditionError(
         "heads: this model has no pooler, so HEAD_POOLED and HEAD_DEFAULT are unavailable "
-        "(use HEAD_MEAN_POOLED)");
+        "(use HEAD_MEAN_POOLED or HEAD_CLS)");
   }
   const int num_layers = limits.num_layers;
   for (size_t j = 0; j < request.layers.size(); ++j) {
@@ -163,8 +166,8 @@ AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<
   const int64_t matrices =
       (options.sequence ? 1 : 0) +
       (options.encoder_outputs ? static_cast<int64_t>(options.layers_in_order.size()) : 0);
-  const int64_t vectors =
-      (options.pooled ? 1 : 0) + (options.default_head ? 1 : 0) + (options.mean_pooled ? 1 : 0);
+  const int64_t vectors = (options.pooled ? 1 : 0) + (options.default_head ? 1 : 0) +
+                          (options.mean_pooled ? 1 : 0) + (options.cls ? 1 : 0);
   AnswerSize size;
   for (int tokens : num_tokens) {
     const int64_t rows =

@@ -39,6 +39,7 @@ struct ResolvedOptions {
   bool pooled = false;  // HEAD_POOLED
   bool default_head = false;
   bool mean_pooled = false;
+  bool cls = false;
   bool sequence = false;
   bool encoder_outputs = false;
   std::vector<int> layers_in_order;  // 0-based, as asked (all layers when none asked).

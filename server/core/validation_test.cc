@@ -125,8 +125,8 @@ TEST(ValidationTest, EveryFailureNamesItsField) {
   layer.layers.push_back(0);
   ExpectInvalid(layer, "layers: 9 entries exceed the limit of 8");
   layer.layers = {};
-  layer.heads = std::vector<Head>(6, Head::kSequence);
-  ExpectInvalid(layer, "heads: 6 entries exceed the limit of 5");
+  layer.heads = std::vector<Head>(7, Head::kSequence);
+  ExpectInvalid(layer, "heads: 7 entries exceed the limit of 6");
 }
 
 TEST(ValidationTest, TruncatePolicyAcceptsLongTokenInputs) {
@@ -143,8 +143,14 @@ TEST(ValidationTest, PooledWithoutPoolerIsFailedPrecondition) {
   r.inputs = {Text("a")};
   auto o = ValidateEmbedRequest(r, limits);  // default head = pooled
   EXPECT_EQ(o.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(o.status().message().find("HEAD_CLS"), absl::string_view::npos) << o.status();
   r.heads = {Head::kMeanPooled, Head::kSequence};
   EXPECT_TRUE(ValidateEmbedRequest(r, limits).ok());
+  r.heads = {Head::kCls};  // the [CLS] row needs no pooler
+  auto cls = ValidateEmbedRequest(r, limits);
+  ASSERT_TRUE(cls.ok()) << cls.status();
+  EXPECT_TRUE(cls->cls);
+  EXPECT_FALSE(cls->pooled || cls->default_head || cls->mean_pooled || cls->sequence);
 }
 
 TEST(ValidationTest, TokenizeRequests) {

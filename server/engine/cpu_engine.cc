@@ -318,6 +318,7 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
   for (auto& layer : output->layers) layer.clear();
   output->pooled.clear();
   output->mean_pooled.clear();
+  output->cls.clear();
   if (n == 0) return absl::OkStatus();
 
   Reserve(rows);
@@ -335,7 +336,8 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
 
   // Layers past the deepest one requested need not run; every head but `layers` reads the
   // last layer.
-  const bool needs_last = selection.sequence || selection.pooled || selection.mean_pooled;
+  const bool needs_last =
+      selection.sequence || selection.pooled || selection.mean_pooled || selection.cls;
   int last = needs_last ? c.num_layers - 1 : -1;
   if (!selection.layers.empty()) last = std::max(last, selection.layers.back());
   size_t next_selected = 0;
@@ -363,6 +365,11 @@ absl::Status CpuEngine::Encode(const EncoderBatch& batch, const OutputSelection&
     cpu::MeanPool(hidden_.data(), batch.cu_rows.data(), batch.num_valid.data(), n, h,
                   output->mean_pooled.data());
     if (selection.normalize) cpu::L2Normalize(output->mean_pooled.data(), n, h);
+  }
+  if (selection.cls) {
+    output->cls.resize(static_cast<size_t>(n) * h);
+    cpu::GatherFirstRows(hidden_.data(), batch.cu_rows.data(), n, h, output->cls.data());
+    if (selection.normalize) cpu::L2Normalize(output->cls.data(), n, h);
   }
   return absl::OkStatus();
 }

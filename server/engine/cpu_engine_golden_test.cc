@@ -1,6 +1,6 @@
-// The CPU engine against Hugging Face's outputs (tests/golden): every tensor, padded rows
-// included, within 1e-5 relative, on 1 and 2 threads, with every GEMM this CPU runs (the
-// packed kernel's versions, OpenBLAS sgemm).
+// The CPU engine against Hugging Face's outputs (tests/golden): every tensor (and the cls
+// head against the reference's first rows), padded rows included, within 1e-5 relative, on 1 and 2
+// threads, with every GEMM this CPU runs (the packed kernel's versions, OpenBLAS sgemm).
 // `embedding_output` is not an engine head and is skipped.
 #include <cmath>
 #include <cstdio>
@@ -56,6 +56,19 @@ TEST_P(GoldenTest, MatchesReferenceOnEveryTensor) {
     };
     check("sequence_output", out.sequence);
     check("pooled_output", out.pooled);
+    // The cls head: the reference's last layer at each sequence's first row.
+    std::vector<int64_t> shape;
+    auto ref_sequence = expected.ReadFloat32("sequence_output", &shape);
+    ASSERT_TRUE(ref_sequence.ok()) << ref_sequence.status();
+    const size_t h = static_cast<size_t>(c.hidden_size);
+    std::vector<float> ref_cls;
+    for (int s = 0; s < batch.num_sequences(); ++s) {
+      const auto first = ref_sequence->begin() + static_cast<size_t>(batch.cu_rows[s]) * h;
+      ref_cls.insert(ref_cls.end(), first, first + h);
+    }
+    ASSERT_EQ(out.cls.size(), ref_cls.size());
+    EXPECT_LE(RelativeError(out.cls, ref_cls), 1e-5)
+        << "cls threads=" << threads << " gemm=" << gemm;
     ASSERT_EQ(out.layers.size(), static_cast<size_t>(c.num_layers));
     for (int l = 0; l < c.num_layers; ++l) {
       check("encoder_outputs." + std::to_string(l), out.layers[l]);

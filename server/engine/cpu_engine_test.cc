@@ -76,7 +76,7 @@ std::vector<Seq> Sequences() {
 
 OutputSelection Everything() {
   OutputSelection sel;
-  sel.pooled = sel.mean_pooled = sel.sequence = true;
+  sel.pooled = sel.mean_pooled = sel.cls = sel.sequence = true;
   sel.layers = {0, 1, 2};
   return sel;
 }
@@ -105,6 +105,7 @@ TEST(CpuEngineTest, BatchEqualsOneByOne) {
   for (const auto& layer : all.layers) ASSERT_EQ(layer.size(), all.sequence.size());
   ASSERT_EQ(all.pooled.size(), seqs.size() * h);
   ASSERT_EQ(all.mean_pooled.size(), seqs.size() * h);
+  ASSERT_EQ(all.cls.size(), seqs.size() * h);
   for (size_t i = 0; i < seqs.size(); ++i) {
     EncoderBatch one;
     one.Add(seqs[i].words, seqs[i].types, 24);
@@ -117,6 +118,7 @@ TEST(CpuEngineTest, BatchEqualsOneByOne) {
     for (const auto& layer : single.layers) ASSERT_EQ(layer.size(), rows * h);
     ASSERT_EQ(single.pooled.size(), static_cast<size_t>(h));
     ASSERT_EQ(single.mean_pooled.size(), static_cast<size_t>(h));
+    ASSERT_EQ(single.cls.size(), static_cast<size_t>(h));
     // Bit for bit: no kernel's sums depend on the batch (cpu_engine.h).
     const auto slice = [](const std::vector<float>& v, size_t begin, size_t n) {
       return std::vector<float>(v.begin() + begin, v.begin() + begin + n);
@@ -127,6 +129,7 @@ TEST(CpuEngineTest, BatchEqualsOneByOne) {
     }
     EXPECT_EQ(slice(all.pooled, i * h, h), single.pooled) << "sequence " << i;
     EXPECT_EQ(slice(all.mean_pooled, i * h, h), single.mean_pooled) << "sequence " << i;
+    EXPECT_EQ(slice(all.cls, i * h, h), single.cls) << "sequence " << i;
   }
 }
 
@@ -158,6 +161,8 @@ TEST(CpuEngineTest, TrimRowsEqualRealRowsOfPadded) {
   }
   EXPECT_LE(MaxRelDiff(a.pooled.data(), b.pooled.data(), a.pooled.size()), 1e-6);
   EXPECT_LE(MaxRelDiff(a.mean_pooled.data(), b.mean_pooled.data(), a.mean_pooled.size()), 1e-6);
+  ASSERT_EQ(a.cls.size(), seqs.size() * h);
+  EXPECT_LE(MaxRelDiff(a.cls.data(), b.cls.data(), a.cls.size()), 1e-6);
 }
 
 TEST(CpuEngineTest, OneAndTwoThreadsAgree) {
@@ -176,6 +181,7 @@ TEST(CpuEngineTest, OneAndTwoThreadsAgree) {
   EXPECT_EQ(a.layers, b.layers);
   EXPECT_EQ(a.pooled, b.pooled);
   EXPECT_EQ(a.mean_pooled, b.mean_pooled);
+  EXPECT_EQ(a.cls, b.cls);
 }
 
 // With odd widths, every version of the packed GEMM this CPU runs, and OpenBLAS sgemm, give
@@ -380,6 +386,23 @@ TEST(CpuEngineTest, SelectionsAreConsistent) {
           << "sequence " << s << " output " << o;
     }
   }
+  // The cls output is each sequence's first row of the sequence output, as it is; asked for
+  // alone, it has the same values.
+  ASSERT_EQ(full.cls.size(), static_cast<size_t>(batch.num_sequences()) * h);
+  OutputSelection cls_only;
+  cls_only.cls = true;
+  EncoderOutput cls;
+  ASSERT_TRUE(engine->Encode(batch, cls_only, &cls).ok());
+  EXPECT_TRUE(cls.sequence.empty());
+  EXPECT_TRUE(cls.pooled.empty());
+  EXPECT_TRUE(cls.mean_pooled.empty());
+  EXPECT_EQ(cls.cls, full.cls);
+  for (int s = 0; s < batch.num_sequences(); ++s) {
+    const auto first = full.sequence.begin() + static_cast<size_t>(batch.cu_rows[s]) * h;
+    EXPECT_EQ(std::vector<float>(first, first + h),
+              std::vector<float>(full.cls.begin() + s * h, full.cls.begin() + (s + 1) * h))
+        << "sequence " << s;
+  }
   // Only layer 0: runs one layer, same values as in the full run.
   OutputSelection first;
   first.layers = {0};
@@ -391,11 +414,11 @@ TEST(CpuEngineTest, SelectionsAreConsistent) {
   EXPECT_EQ(only.layers[0], full.layers[0]);
   // Normalised heads have unit norm and the direction of the raw ones.
   OutputSelection norm;
-  norm.pooled = norm.mean_pooled = norm.normalize = true;
+  norm.pooled = norm.mean_pooled = norm.cls = norm.normalize = true;
   EncoderOutput n;
   ASSERT_TRUE(engine->Encode(batch, norm, &n).ok());
   for (int s = 0; s < batch.num_sequences(); ++s) {
-    for (const auto* pair : {&n.pooled, &n.mean_pooled}) {
+    for (const auto* pair : {&n.pooled, &n.mean_pooled, &n.cls}) {
       double sq = 0;
       for (int j = 0; j < h; ++j) sq += (*pair)[s * h + j] * (*pair)[s * h + j];
       EXPECT_NEAR(sq, 1.0, 1e-5);
@@ -403,6 +426,9 @@ TEST(CpuEngineTest, SelectionsAreConsistent) {
     double raw = 0;
     for (int j = 0; j < h; ++j) raw += full.pooled[s * h + j] * full.pooled[s * h + j];
     EXPECT_NEAR(n.pooled[s * h + 3], full.pooled[s * h + 3] / std::sqrt(raw), 1e-5);
+    double raw_cls = 0;
+    for (int j = 0; j < h; ++j) raw_cls += full.cls[s * h + j] * full.cls[s * h + j];
+    EXPECT_NEAR(n.cls[s * h + 5], full.cls[s * h + 5] / std::sqrt(raw_cls), 1e-5);
   }
 }
 
@@ -415,6 +441,10 @@ TEST(CpuEngineTest, RejectsBadBatchesAndSelections) {
   OutputSelection pooled;
   pooled.pooled = true;
   EXPECT_EQ(engine->Encode(good, pooled, &out).code(), absl::StatusCode::kInvalidArgument);
+  OutputSelection cls;  // the [CLS] row needs no pooler
+  cls.cls = true;
+  ASSERT_TRUE(engine->Encode(good, cls, &out).ok());
+  EXPECT_EQ(out.cls.size(), 64u);
   OutputSelection bad_layer;
   bad_layer.layers = {3};
   EXPECT_EQ(engine->Encode(good, bad_layer, &out).code(), absl::StatusCode::kInvalidArgument);

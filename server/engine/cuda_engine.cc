@@ -171,6 +171,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   static constexpr int kSlotSequence = -1;
   static constexpr int kSlotPooled = -2;
   static constexpr int kSlotMeanPooled = -3;
+  static constexpr int kSlotCls = -4;
   struct PendingCopy {
     size_t offset;  // in host_out_
     size_t count;
@@ -185,7 +186,7 @@ class CudaEngine final : public Engine, public CudaEngineTiming {
   bool programmatic_ = false;
 
   // CUDA graphs. Key: {rows, sequences, max_rows, sequence, pooled, mean_pooled, normalize,
-  // layers...}.
+  // cls, layers...}.
   using GraphKey = std::vector<int>;
   struct CachedGraph {
     GraphKey key;
@@ -549,6 +550,7 @@ absl::Status CudaEngine<T>::Flush() {
     std::vector<float>* dst = p.slot == kSlotSequence     ? &output_->sequence
                               : p.slot == kSlotPooled     ? &output_->pooled
                               : p.slot == kSlotMeanPooled ? &output_->mean_pooled
+                              : p.slot == kSlotCls        ? &output_->cls
                                                           : &output_->layers[p.slot];
     const float* from = host_out_.get() + p.offset;
     dst->assign(from, from + p.count);
@@ -723,6 +725,7 @@ absl::Status CudaEngine<T>::EncodeValid(const EncoderBatch& batch, const OutputS
     append(part_output.sequence, &output->sequence);
     append(part_output.pooled, &output->pooled);
     append(part_output.mean_pooled, &output->mean_pooled);
+    append(part_output.cls, &output->cls);
     for (size_t i = 0; i < selection.layers.size(); ++i) {
       append(part_output.layers[i], &output->layers[i]);
     }
@@ -768,7 +771,8 @@ size_t CudaEngine<T>::OutputValues(int rows, int n, const OutputSelection& selec
   const size_t per_row = static_cast<size_t>(rows) * h;
   const size_t per_seq = static_cast<size_t>(n) * h;
   return per_row * (selection.layers.size() + (selection.sequence ? 1 : 0)) +
-         per_seq * ((selection.pooled ? 1 : 0) + (selection.mean_pooled ? 1 : 0));
+         per_seq * ((selection.pooled ? 1 : 0) + (selection.mean_pooled ? 1 : 0) +
+                    (selection.cls ? 1 : 0));
 }
 
 template <typename T>
@@ -795,7 +799,8 @@ absl::Status CudaEngine<T>::RunDevice(int rows, int n, int max_rows,
                   selection.sequence ? 1 : 0,
                   selection.pooled ? 1 : 0,
                   selection.mean_pooled ? 1 : 0,
-                  selection.normalize ? 1 : 0};
+                  selection.normalize ? 1 : 0,
+                  selection.cls ? 1 : 0};
   key.insert(key.end(), selection.layers.begin(), selection.layers.end());
 
   const auto cached =
@@ -1091,6 +1096,21 @@ absl::Status CudaEngine<T>::EnqueueForward(int rows, int n, int max_rows,
           return cuda::LaunchMeanPool<T>(hidden_.get(), d_cu, d_valid, n, h, stage, stream);
         },
         "mean pooling", kSlotMeanPooled));
+  }
+  if (selection.cls) {
+    Mark("cls");
+    // The pooler's gather left the [CLS] rows in pool_in_ (its GEMM only reads them).
+    if (!selection.pooled) {
+      RETURN_IF_ERROR(CudaCall(
+          cuda::LaunchGatherFirstRows<T>(hidden_.get(), d_cu, n, h, pool_in_.get(), stream),
+          "cls gather"));
+    }
+    RETURN_IF_ERROR(head_to_host(
+        [&](float* stage) {
+          return cuda::LaunchConvert<T, float>(pool_in_.get(), static_cast<size_t>(n) * h, stage,
+                                               stream);
+        },
+        "cls conversion", kSlotCls));
   }
   // The copy stream joins back here: the batch's stop event, and a captured graph, end after
   // the last copy.

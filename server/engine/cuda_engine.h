@@ -195,7 +195,7 @@ inline constexpr int kMaxCudaGraphs = 32;
 // after the last one; `stream` is the engine's cudaStream_t (as void*, so this header stays
 // CUDA-free). Recording a CUDA event there times each op. Names: "upload", "embedding",
 // "qkv_gemm", "attention", "attn_out_gemm", "attn_layernorm", "ffn_up_gemm", "gelu",
-// "ffn_down_gemm", "ffn_layernorm", "copy_out", "pooler", "mean_pool"; "copy_out" comes once
+// "ffn_down_gemm", "ffn_layernorm", "copy_out", "pooler", "mean_pool", "cls"; "copy_out" comes once
 // per output copied back (before a layer's fp32 staging or conversion; after a head's); with
 // layer_norm_in_gemm_max_rows, a projection's LayerNorm runs inside "attn_out_gemm" /
 // "ffn_down_gemm" and has no op of its own. Null by

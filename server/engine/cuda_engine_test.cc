@@ -162,10 +162,11 @@ void ExpectSameOutputs(const EncoderOutput& got, const EncoderOutput& want,
   EXPECT_EQ(got.sequence, want.sequence) << what;
   EXPECT_EQ(got.pooled, want.pooled) << what;
   EXPECT_EQ(got.mean_pooled, want.mean_pooled) << what;
+  EXPECT_EQ(got.cls, want.cls) << what;
   EXPECT_EQ(got.layers, want.layers) << what;
-  EXPECT_EQ(
-      CountNonFinite(got.sequence) + CountNonFinite(got.pooled) + CountNonFinite(got.mean_pooled),
-      0u)
+  EXPECT_EQ(CountNonFinite(got.sequence) + CountNonFinite(got.pooled) +
+                CountNonFinite(got.mean_pooled) + CountNonFinite(got.cls),
+            0u)
       << what;
 }
 
@@ -244,6 +245,16 @@ TEST_P(CudaGoldenTest, MatchesReferenceOnEveryTensor) {
     ASSERT_EQ(out.layers.size(), static_cast<size_t>(c.num_layers));
     for (int l = 0; l < c.num_layers; ++l) {
       check("encoder_outputs." + std::to_string(l), out.layers[l]);
+    }
+    // The cls head (gathered after the pooler's GEMM read the same rows): the sequence
+    // output's first rows, bit for bit (both converted from the same values).
+    const size_t h = static_cast<size_t>(c.hidden_size);
+    ASSERT_EQ(out.cls.size(), static_cast<size_t>(b) * h);
+    for (int q = 0; q < b; ++q) {
+      const auto first = out.sequence.begin() + static_cast<size_t>(batch.cu_rows[q]) * h;
+      EXPECT_EQ(std::vector<float>(first, first + h),
+                std::vector<float>(out.cls.begin() + q * h, out.cls.begin() + (q + 1) * h))
+          << "cls of sequence " << q << ", run " << run;
     }
   }
   auto* timing = dynamic_cast<CudaEngineTiming*>(engine->get());
@@ -483,6 +494,7 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   OutputSelection sel;
   sel.pooled = true;
   sel.mean_pooled = true;
+  sel.cls = true;
   sel.sequence = true;
   sel.layers = {0, 5, c.num_layers - 1};
   CpuEngineOptions cpu_options;
@@ -510,6 +522,7 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   check("sequence", out.sequence, ref.sequence);
   check("pooled", out.pooled, ref.pooled);
   check("mean_pooled", out.mean_pooled, ref.mean_pooled);
+  check("cls", out.cls, ref.cls);
   ASSERT_EQ(out.layers.size(), sel.layers.size());
   for (size_t i = 0; i < sel.layers.size(); ++i) {
     check(("layer " + std::to_string(sel.layers[i])).c_str(), out.layers[i], ref.layers[i]);
@@ -526,7 +539,15 @@ TEST_P(CudaVsCpuTest, RandomBertBaseAllHeads) {
   ASSERT_TRUE((*gpu)->Encode(batch, sel, &out_norm).ok());
   check("pooled normalized", out_norm.pooled, ref_norm.pooled);
   check("mean_pooled normalized", out_norm.mean_pooled, ref_norm.mean_pooled);
+  check("cls normalized", out_norm.cls, ref_norm.cls);
   EXPECT_TRUE(out_norm.sequence.empty());
+  // The cls head alone gathers its rows itself (with the pooler, it reuses the pooler's).
+  OutputSelection cls_only;
+  cls_only.cls = true;
+  EncoderOutput out_cls;
+  ASSERT_TRUE((*gpu)->Encode(batch, cls_only, &out_cls).ok());
+  EXPECT_TRUE(out_cls.pooled.empty());
+  check("cls alone", out_cls.cls, ref.cls);
 }
 
 // The sequence, pooled and every layer's output within `tol` (relative) of the CPU engine's.

@@ -46,9 +46,10 @@ struct EncoderBatch {
 struct OutputSelection {
   bool pooled = false;       // tanh(dense(last layer's first row)); needs a pooler.
   bool mean_pooled = false;  // Mean of the last layer over each sequence's valid rows.
+  bool cls = false;          // The last layer's first row of each sequence, as it is.
   bool sequence = false;     // The last layer, every row.
   std::vector<int> layers;   // Encoder layers (0-based, sorted, unique) to return.
-  bool normalize = false;    // L2-normalise pooled and mean_pooled.
+  bool normalize = false;    // L2-normalise pooled, mean_pooled and cls.
 };
 
 struct EncoderOutput {
@@ -56,6 +57,7 @@ struct EncoderOutput {
   std::vector<std::vector<float>> layers;  // parallel to OutputSelection::layers
   std::vector<float> pooled;               // [num_sequences, hidden] if selected
   std::vector<float> mean_pooled;          // [num_sequences, hidden] if selected
+  std::vector<float> cls;                  // [num_sequences, hidden] if selected
 };
 
 // A path an engine takes (by default, or because a flag asked for it) and leaves for an

@@ -38,6 +38,7 @@ absl::StatusOr<GoldenFixture> LoadGoldenFixture(const std::string& name) {
   }
   fixture.selection.pooled = true;
   fixture.selection.sequence = true;
+  fixture.selection.cls = true;
   for (int l = 0; l < fixture.model->config.num_layers; ++l) fixture.selection.layers.push_back(l);
   return fixture;
 }

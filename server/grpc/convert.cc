@@ -119,6 +119,9 @@ absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
       case v1::HEAD_MEAN_POOLED:
         spec.heads.push_back(Head::kMeanPooled);
         break;
+      case v1::HEAD_CLS:
+        spec.heads.push_back(Head::kCls);
+        break;
       default:
         return UnknownEnum(absl::StrCat("heads[", j, "]"), head);
     }
@@ -176,6 +179,7 @@ void ToProto(EmbedResult result, v1::EmbedResponse* response) {
     if (r.mean_pooled.present) {
       MoveTensor(std::move(r.mean_pooled), out->mutable_mean_pooled_output());
     }
+    if (r.cls.present) MoveTensor(std::move(r.cls), out->mutable_cls_output());
     out->set_num_tokens(r.num_tokens);
     out->set_truncated(r.truncated);
     FillTiming(r.timing, out->mutable_timing());

@@ -17,6 +17,7 @@ TEST(ConvertTest, EmbedRequestFields) {
   r.set_seq_length(16);
   r.add_heads(v1::HEAD_SEQUENCE);
   r.add_heads(v1::HEAD_MEAN_POOLED);
+  r.add_heads(v1::HEAD_CLS);
   r.add_layers(-1);
   r.set_padding(v1::PADDING_TRIM);
   r.set_output_dtype(v1::DATA_TYPE_BFLOAT16);
@@ -31,7 +32,7 @@ TEST(ConvertTest, EmbedRequestFields) {
   EXPECT_FALSE(spec->inputs[2].is_text);
   EXPECT_EQ(spec->inputs[2].word_ids, (std::vector<int32_t>{101, 102}));
   EXPECT_EQ(spec->seq_length, 16);
-  EXPECT_EQ(spec->heads, (std::vector<Head>{Head::kSequence, Head::kMeanPooled}));
+  EXPECT_EQ(spec->heads, (std::vector<Head>{Head::kSequence, Head::kMeanPooled, Head::kCls}));
   EXPECT_EQ(spec->layers, std::vector<int>{-1});
   EXPECT_EQ(spec->padding, PaddingMode::kTrim);
   EXPECT_EQ(spec->dtype, OutputDType::kBFloat16);
@@ -90,6 +91,7 @@ TEST(ConvertTest, ResultMovesTensors) {
   r.pooled.shape = {4};
   r.pooled.bytes = std::string(8, 'x');
   r.layers.emplace_back(2, TensorData{OutputDType::kFloat32, {3, 4}, std::string(48, 'y'), true});
+  r.cls = TensorData{OutputDType::kFloat32, {4}, std::string(16, 'c'), true};
   r.num_tokens = 3;
   r.timing.queue_us = 7;
   v1::EmbedResponse response;
@@ -103,6 +105,9 @@ TEST(ConvertTest, ResultMovesTensors) {
   ASSERT_EQ(out.encoder_outputs_size(), 1);
   EXPECT_EQ(out.encoder_outputs(0).layer(), 2);
   EXPECT_EQ(out.encoder_outputs(0).output().shape_size(), 2);
+  ASSERT_TRUE(out.has_cls_output());
+  EXPECT_EQ(out.cls_output().data(), std::string(16, 'c'));
+  EXPECT_FALSE(out.has_mean_pooled_output());
   EXPECT_EQ(out.num_tokens(), 3u);
   EXPECT_EQ(out.timing().queue_us(), 7);
 }

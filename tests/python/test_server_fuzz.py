@@ -232,9 +232,9 @@ class Gen:
             req.inputs.insert(r.randrange(len(req.inputs) + 1), canary_input)
         req.seq_length = self.seq_length(bad)
         good_heads = [pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS,
-                      pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED]
-        for _ in range(r.choice([0, 1, 1, 2, 3, 6])):
-            req.heads.append(self.enum(good_heads, [0, 6, 17, INT32_MAX, -1], bad * 0.5))
+                      pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS]
+        for _ in range(r.choice([0, 1, 1, 2, 3, 7])):
+            req.heads.append(self.enum(good_heads, [0, 7, 17, INT32_MAX, -1], bad * 0.5))
         if self.chance(0.5):
             for _ in range(r.randint(1, 6)):
                 req.layers.append(self.enum(list(range(-self.layers, self.layers)),
@@ -366,7 +366,7 @@ def predict_embed(pb2, req, lim):
     if seq is None:
         errors.append("seq_length")
     valid_heads = {pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS,
-                   pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED}
+                   pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS}
     errors += [f"heads[{j}]" for j, h in enumerate(req.heads) if h not in valid_heads]
     errors += [f"layers[{j}]" for j, l in enumerate(req.layers)
                if not -lim.layers <= l < lim.layers]
@@ -433,7 +433,8 @@ def tensors_per_result(pb2, req, lim):
     heads = wanted_heads(pb2, req)
     matrices = ((pb2.HEAD_SEQUENCE in heads)
                 + (len(layers_in_order(req, lim)) if pb2.HEAD_ENCODER_OUTPUTS in heads else 0))
-    vectors = sum(h in heads for h in (pb2.HEAD_POOLED, pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED))
+    vectors = sum(h in heads for h in (pb2.HEAD_POOLED, pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED,
+                                       pb2.HEAD_CLS))
     return matrices, vectors
 
 
@@ -527,6 +528,7 @@ def check_embed_ok(pb2, req, resp, lim, canary_ref, encodings, tally=None):
         present = {pb2.HEAD_POOLED: res.HasField("pooled_output"),
                    pb2.HEAD_DEFAULT: res.HasField("default_output"),
                    pb2.HEAD_MEAN_POOLED: res.HasField("mean_pooled_output"),
+                   pb2.HEAD_CLS: res.HasField("cls_output"),
                    pb2.HEAD_SEQUENCE: res.HasField("sequence_output"),
                    pb2.HEAD_ENCODER_OUTPUTS: len(res.encoder_outputs) > 0}
         for head, has in present.items():
@@ -538,7 +540,8 @@ def check_embed_ok(pb2, req, resp, lim, canary_ref, encodings, tally=None):
         vectors = {}
         for head, field in [(pb2.HEAD_POOLED, "pooled_output"),
                             (pb2.HEAD_DEFAULT, "default_output"),
-                            (pb2.HEAD_MEAN_POOLED, "mean_pooled_output")]:
+                            (pb2.HEAD_MEAN_POOLED, "mean_pooled_output"),
+                            (pb2.HEAD_CLS, "cls_output")]:
             if head in heads and present[head]:
                 v = check_tensor(problems, f"{where}.{field}", getattr(res, field), [hidden],
                                  req.output_dtype)
@@ -555,6 +558,9 @@ def check_embed_ok(pb2, req, resp, lim, canary_ref, encodings, tally=None):
         if pb2.HEAD_SEQUENCE in heads and present[pb2.HEAD_SEQUENCE]:
             sequence = check_tensor(problems, f"{where}.sequence_output", res.sequence_output,
                                     [rows, hidden], req.output_dtype)
+        if (sequence is not None and pb2.HEAD_CLS in vectors and not req.normalize
+                and not res.sequence_output.data.startswith(res.cls_output.data)):
+            problems.append(f"{where}: cls_output differs from sequence_output's first row")
         first_bytes = {}  # layer -> its tensor's bytes, where a layer is asked for twice
         for k, (layer, out) in enumerate(zip(layers, res.encoder_outputs)):
             if out.layer != layer:
@@ -862,14 +868,14 @@ def fuzz():
         assert lim.max_inputs == MAX_INPUTS and lim.max_message == MAX_MESSAGE_BYTES
         assert info.config.has_pooler and info.backend == "cpu"
         canary_ref = {}
-        vector_heads = [pb2.HEAD_POOLED, pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED]
+        vector_heads = [pb2.HEAD_POOLED, pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS]
         for normalize in (False, True):
             req = pb2.EmbedRequest(
                 inputs=[pb2.Input(tokens=pb2.TokenInput(input_word_ids=CANARY_IDS))],
                 heads=vector_heads, normalize=normalize)
             res = stub.Embed(req, timeout=CALL_DEADLINE_S).results[0]
-            for head, field in zip(vector_heads,
-                                   ["pooled_output", "default_output", "mean_pooled_output"]):
+            for head, field in zip(vector_heads, ["pooled_output", "default_output",
+                                                  "mean_pooled_output", "cls_output"]):
                 canary_ref[(head, normalize)] = decode(getattr(res, field))
         known = known_request(pb2)
         # Bodies go over the wire as bytes: raw fuzz needs it, and it keeps one code path.
@@ -898,7 +904,7 @@ def known_request(pb2):
                                              input_type_ids=[0, 0, 1, 1, 1]))
     return pb2.EmbedRequest(inputs=[text, tokens], seq_length=12, layers=[0, -1],
                             heads=[pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS,
-                                   pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED],
+                                   pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS],
                             normalize=True, request_id="known")
 
 

@@ -2,14 +2,17 @@
 against the Hugging Face reference values in tests/golden/tiny-l4-h128."""
 import itertools
 import os
+import shutil
 import sys
 
+import grpc
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (DTYPE_TOL, TINY_MODEL, Server, decode, read_safetensors,  # noqa
-                            rel_err, stubs)
+from server_harness import (DTYPE_TOL, TINY_MODEL, TINY_VOCAB, Server, decode,  # noqa
+                            read_safetensors, rel_err, stubs)
+from safetensors_io import write_safetensors
 
 GOLDEN = read_safetensors(os.path.join(TINY_MODEL, "expected.safetensors"))
 SEQ = GOLDEN["input_word_ids"].shape[1]
@@ -53,13 +56,15 @@ def check_result(pb2, result, i, heads, layers, padding, dtype, normalize):
     assert result.HasField("default_output") == (pb2.HEAD_DEFAULT in want)
     assert result.HasField("sequence_output") == (pb2.HEAD_SEQUENCE in want)
     assert result.HasField("mean_pooled_output") == (pb2.HEAD_MEAN_POOLED in want)
+    assert result.HasField("cls_output") == (pb2.HEAD_CLS in want)
     assert (len(result.encoder_outputs) > 0) == (pb2.HEAD_ENCODER_OUTPUTS in want)
     pooled_ref = GOLDEN["pooled_output"][i]
     mean_ref = expected_mean(i)
+    cls_ref = GOLDEN["sequence_output"][i][0]  # the last layer's [CLS] row
     if normalize:
-        pooled_ref, mean_ref = unit(pooled_ref), unit(mean_ref)
+        pooled_ref, mean_ref, cls_ref = unit(pooled_ref), unit(mean_ref), unit(cls_ref)
     for field, ref in [("pooled_output", pooled_ref), ("default_output", pooled_ref),
-                       ("mean_pooled_output", mean_ref)]:
+                       ("mean_pooled_output", mean_ref), ("cls_output", cls_ref)]:
         if result.HasField(field):
             t = getattr(result, field)
             assert t.dtype == dtype
@@ -82,7 +87,7 @@ def check_result(pb2, result, i, heads, layers, padding, dtype, normalize):
 
 
 ALL_HEADS = ["HEAD_POOLED", "HEAD_SEQUENCE", "HEAD_ENCODER_OUTPUTS", "HEAD_DEFAULT",
-             "HEAD_MEAN_POOLED"]
+             "HEAD_MEAN_POOLED", "HEAD_CLS"]
 
 
 @pytest.mark.parametrize("padding", ["PADDING_UNSPECIFIED", "PADDING_PAD_TO_SEQ_LENGTH",
@@ -185,3 +190,32 @@ def test_text_inputs_equal_their_token_inputs(server):
         for f in ("pooled_output", "sequence_output", "mean_pooled_output"):
             np.testing.assert_allclose(decode(getattr(a, f)), decode(getattr(b, f)),
                                        rtol=1e-5, atol=1e-5)
+
+
+def test_cls_head_on_a_model_without_pooler(tmp_path):
+    """A checkpoint saved without the pooler (as sentence-transformers exports often are):
+    HEAD_CLS and HEAD_MEAN_POOLED serve, HEAD_DEFAULT / HEAD_POOLED are refused with a status
+    that names the heads that work."""
+    pb2, _ = stubs()
+    weights = read_safetensors(os.path.join(TINY_MODEL, "model.safetensors"))
+    kept = {k: v for k, v in weights.items() if "pooler" not in k}
+    assert len(kept) < len(weights)
+    shutil.copy(os.path.join(TINY_MODEL, "config.json"), tmp_path / "config.json")
+    write_safetensors(tmp_path / "model.safetensors", kept)
+    server = Server(model_dir=str(tmp_path), vocab=TINY_VOCAB, extra=["--max_batch_tokens=2048"])
+    try:
+        stub = server.stub()
+        assert not stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10).config.has_pooler
+        inputs = token_inputs(pb2)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(pb2.EmbedRequest(inputs=inputs[:1], seq_length=SEQ), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "HEAD_CLS" in refused.value.details()
+        resp = stub.Embed(pb2.EmbedRequest(inputs=inputs, seq_length=SEQ, normalize=True,
+                                           heads=[pb2.HEAD_CLS, pb2.HEAD_MEAN_POOLED]),
+                          timeout=30)
+        for i, result in enumerate(resp.results):
+            check_result(pb2, result, i, [pb2.HEAD_CLS, pb2.HEAD_MEAN_POOLED], [],
+                         pb2.PADDING_PAD_TO_SEQ_LENGTH, pb2.DATA_TYPE_FLOAT32, True)
+    finally:
+        server.kill()

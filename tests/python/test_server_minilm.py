@@ -70,7 +70,7 @@ def test_every_head_equals_bert_encode(server, tmp_path):
     resp = stub.Embed(pb2.EmbedRequest(
         inputs=[pb2.Input(text=t) for t in texts], seq_length=seq,
         heads=[pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS, pb2.HEAD_DEFAULT,
-               pb2.HEAD_MEAN_POOLED]), timeout=60)
+               pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS]), timeout=60)
     for i, r in enumerate(resp.results):
         n = int(mask[i].sum())
         assert r.num_tokens == n
@@ -82,6 +82,7 @@ def test_every_head_equals_bert_encode(server, tmp_path):
             assert rel_err(decode(lo.output), ref[f"encoder_outputs.{lo.layer}"][i]) < 1e-5
         mean_ref = ref["sequence_output"][i][:n].mean(axis=0)
         assert rel_err(decode(r.mean_pooled_output), mean_ref) < 1e-5
+        assert rel_err(decode(r.cls_output), ref["sequence_output"][i][0]) < 1e-5
 
 
 def test_sentence_embeddings_make_sense(server):
@@ -129,7 +130,7 @@ def test_client_cli_seed_example(server, tmp_path):
                  "Layer 5 Shape:(2, 128, 384)"]:
         assert line in out, out
     # --json: the values equal a direct gRPC call's.
-    r = run("embed", "--json", "--heads=pooled,mean_pooled", "--padding=trim", input="\n".join(
+    r = run("embed", "--json", "--heads=pooled,mean_pooled,cls", "--padding=trim", input="\n".join(
         json.dumps(x) for x in [SEED[0], {"text_a": SEED[1], "text_b": SEED[0]}]))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(l) for l in r.stdout.splitlines()]
@@ -137,13 +138,16 @@ def test_client_cli_seed_example(server, tmp_path):
     direct = server.stub().Embed(pb2.EmbedRequest(
         inputs=[pb2.Input(text=pb2.TextInput(text_a=SEED[0])),
                 pb2.Input(text=pb2.TextInput(text_a=SEED[1], text_b=SEED[0]))],
-        heads=[pb2.HEAD_POOLED, pb2.HEAD_MEAN_POOLED], padding=pb2.PADDING_TRIM), timeout=60)
+        heads=[pb2.HEAD_POOLED, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS], padding=pb2.PADDING_TRIM),
+        timeout=60)
     for row, res in zip(rows, direct.results, strict=True):
         assert row["pooled_output"]["shape"] == [384]
         np.testing.assert_allclose(row["pooled_output"]["values"], decode(res.pooled_output),
                                    rtol=1e-6)
         np.testing.assert_allclose(row["mean_pooled_output"]["values"],
                                    decode(res.mean_pooled_output), rtol=1e-6)
+        np.testing.assert_allclose(row["cls_output"]["values"], decode(res.cls_output),
+                                   rtol=1e-6)
         assert row["num_tokens"] == res.num_tokens
     r = run("tokenize", "Hello World ||| second one")
     assert "[CLS] hello world [SEP] second one [SEP]" in r.stdout
