@@ -46,7 +46,9 @@
 
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call");
 ABSL_FLAG(std::string, heads, "pooled,sequence,encoder_outputs,default",
-          "Comma-separated heads: pooled, sequence, encoder_outputs, default, mean_pooled, cls");
+          "Comma-separated heads: pooled, sequence, encoder_outputs, default, mean_pooled, cls, "
+          "embedding (the model's sentence embedding, as GetModelInfo reports it: mean_pooled "
+          "or cls, normalised if the model normalises)");
 ABSL_FLAG(std::string, layers, "", "Comma-separated encoder layers (negative: from the end)");
 ABSL_FLAG(int, seq_length, 0, "Sequence length (0: the server's default)");
 ABSL_FLAG(std::string, padding, "pad", "pad (seq_length rows, TF Hub's shapes) or trim");
@@ -146,7 +148,11 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
                 {"max_concurrent_requests", info.limits().max_concurrent_requests()},
                 {"max_message_bytes", info.limits().max_message_bytes()},
                 {"max_request_bytes", info.limits().max_request_bytes()},
-                {"max_answer_memory_bytes", info.limits().max_answer_memory_bytes()}}}};
+                {"max_answer_memory_bytes", info.limits().max_answer_memory_bytes()}}},
+              {"sentence_embedding",
+               {{"head", v1::Head_Name(info.sentence_embedding().head())},
+                {"normalize", info.sentence_embedding().normalize()},
+                {"note", info.sentence_embedding().note()}}}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -274,6 +280,14 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.truncation = absl::GetFlag(FLAGS_truncation);
   options.normalize = absl::GetFlag(FLAGS_normalize);
+  if (NamesEmbeddingHead(options.heads)) {
+    grpc::ClientContext context;
+    Prepare(connection, &context);
+    v1::ModelInfo info;
+    grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+    if (!status.ok()) return Fail(status);
+    options.model_embedding = info.sentence_embedding();
+  }
   if (absl::Status status = SetEmbedOptions(options, &request); !status.ok()) {
     std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
     return 2;

@@ -183,7 +183,17 @@ struct Workload {
   std::vector<v1::Input> pool;
   v1::EmbedRequest options;  // no inputs
   int inputs_per_request = 1;
+  EmbedOptionsText options_text;  // what `options` was made from
 };
+
+// The head "embedding" stands for the served model's sentence embedding: `options` again,
+// with what GetModelInfo says it is.
+absl::Status ResolveEmbeddingHead(const v1::ModelInfo& info, Workload* w) {
+  if (!NamesEmbeddingHead(w->options_text.heads)) return absl::OkStatus();
+  w->options_text.model_embedding = info.sentence_embedding();
+  w->options.Clear();
+  return SetEmbedOptions(w->options_text, &w->options);
+}
 
 // The workload the flags describe, before contacting the server (a bad file fails at once).
 absl::StatusOr<Workload> BuildWorkload() {
@@ -218,7 +228,15 @@ absl::StatusOr<Workload> BuildWorkload() {
   text.dtype = absl::GetFlag(FLAGS_dtype);
   text.truncation = absl::GetFlag(FLAGS_truncation);
   text.normalize = absl::GetFlag(FLAGS_normalize);
-  if (absl::Status status = SetEmbedOptions(text, &w.options); !status.ok()) return status;
+  // The other options are checked now; "embedding" is resolved once the server is known
+  // (ResolveEmbeddingHead), and meanwhile checked as if it were mean_pooled.
+  EmbedOptionsText checked = text;
+  if (NamesEmbeddingHead(text.heads)) {
+    checked.model_embedding.emplace();
+    checked.model_embedding->set_head(v1::HEAD_MEAN_POOLED);
+  }
+  if (absl::Status status = SetEmbedOptions(checked, &w.options); !status.ok()) return status;
+  w.options_text = std::move(text);
   return w;
 }
 
@@ -715,6 +733,9 @@ int Main() {
                    status.error_message().c_str());
       return 1;
     }
+  }
+  if (absl::Status status = ResolveEmbeddingHead(info, &*workload); !status.ok()) {
+    return Usage(std::string(status.message()));
   }
   if (absl::Status status = CheckLimits(*workload, info.limits()); !status.ok()) {
     return Usage(std::string(status.message()));

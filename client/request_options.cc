@@ -22,8 +22,13 @@ absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {
   if (h == "default") return v1::HEAD_DEFAULT;
   if (h == "mean_pooled") return v1::HEAD_MEAN_POOLED;
   if (h == "cls") return v1::HEAD_CLS;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown head ", h, " (pooled, sequence, encoder_outputs, default, mean_pooled, cls)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown head ", h,
+                   " (pooled, sequence, encoder_outputs, default, mean_pooled, cls, embedding)"));
+}
+
+bool IsEmbeddingHead(absl::string_view name) {
+  return absl::AsciiStrToLower(absl::StripAsciiWhitespace(name)) == "embedding";
 }
 
 // A JSON array of integers as repeated int32 field values.
@@ -47,8 +52,30 @@ absl::Status AppendIds(const json& ids, const char* field,
 
 }  // namespace
 
+bool NamesEmbeddingHead(absl::string_view heads) {
+  for (absl::string_view name : absl::StrSplit(heads, ',', absl::SkipWhitespace())) {
+    if (IsEmbeddingHead(name)) return true;
+  }
+  return false;
+}
+
 absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* request) {
   for (absl::string_view name : absl::StrSplit(text.heads, ',', absl::SkipWhitespace())) {
+    if (IsEmbeddingHead(name)) {
+      if (!text.model_embedding.has_value()) {
+        return absl::FailedPreconditionError(
+            "head embedding: the served model's sentence embedding is not known (GetModelInfo)");
+      }
+      const v1::SentenceEmbedding& model = *text.model_embedding;
+      if (model.head() == v1::HEAD_UNSPECIFIED) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "head embedding: the model's files name no sentence embedding that a head computes (",
+            model.note(), "); ask for mean_pooled or cls"));
+      }
+      request->add_heads(model.head());
+      if (model.normalize()) request->set_normalize(true);
+      continue;
+    }
     absl::StatusOr<v1::Head> head = ParseHead(name);
     if (!head.ok()) return head.status();
     request->add_heads(*head);
@@ -81,7 +108,8 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
   absl::StatusOr<v1::Truncation> truncation = ParseTruncation(text.truncation);
   if (!truncation.ok()) return truncation.status();
   request->set_truncation(*truncation);
-  request->set_normalize(text.normalize);
+  // The embedding head may have asked for it already.
+  request->set_normalize(request->normalize() || text.normalize);
   return absl::OkStatus();
 }
 

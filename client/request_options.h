@@ -4,6 +4,7 @@
 #define BERT_CLIENT_REQUEST_OPTIONS_H_
 
 #include <istream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,14 +18,21 @@ namespace bert {
 // The command-line spelling of an EmbedRequest's options.
 struct EmbedOptionsText {
   std::string heads;       // comma-separated: pooled, sequence, encoder_outputs, default,
-                           // mean_pooled, cls
+                           // mean_pooled, cls, embedding (see model_embedding)
   std::string layers;      // comma-separated layer indices (negative: from the end)
   int seq_length = 0;      // 0: the server's default
   std::string padding;     // pad or trim
   std::string dtype;       // float32, float16 or bfloat16
   std::string truncation;  // truncate or reject
   bool normalize = false;
+  // The served model's sentence embedding (GetModelInfo), which the head name "embedding"
+  // stands for: its head, and normalize if the model normalises. Needed only for that name.
+  std::optional<v1::SentenceEmbedding> model_embedding;
 };
+
+// Whether `heads` (EmbedOptionsText::heads) names "embedding": the caller must then fetch
+// the model's sentence embedding first.
+bool NamesEmbeddingHead(absl::string_view heads);
 
 // "truncate" or "reject" as the request's enum; INVALID_ARGUMENT for anything else.
 absl::StatusOr<v1::Truncation> ParseTruncation(absl::string_view text);

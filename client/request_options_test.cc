@@ -65,6 +65,43 @@ TEST(SetEmbedOptions, RejectsBadValuesByName) {
   }
 }
 
+TEST(SetEmbedOptions, EmbeddingIsTheModelsSentenceEmbedding) {
+  EmbedOptionsText text = Defaults();
+  text.heads = "sequence, Embedding";
+  EXPECT_TRUE(NamesEmbeddingHead(text.heads));
+  EXPECT_FALSE(NamesEmbeddingHead("pooled,mean_pooled"));
+  v1::EmbedRequest request;
+  // Not known yet: refused.
+  EXPECT_EQ(SetEmbedOptions(text, &request).code(), absl::StatusCode::kFailedPrecondition);
+  // Mean pooling, normalised (all-MiniLM's modules).
+  text.model_embedding.emplace();
+  text.model_embedding->set_head(v1::HEAD_MEAN_POOLED);
+  text.model_embedding->set_normalize(true);
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  ASSERT_EQ(request.heads_size(), 2);
+  EXPECT_EQ(request.heads(0), v1::HEAD_SEQUENCE);
+  EXPECT_EQ(request.heads(1), v1::HEAD_MEAN_POOLED);
+  EXPECT_TRUE(request.normalize());
+  // CLS pooling without normalisation: normalize stays as asked.
+  text.model_embedding->set_head(v1::HEAD_CLS);
+  text.model_embedding->set_normalize(false);
+  for (bool asked : {false, true}) {
+    text.normalize = asked;
+    request.Clear();
+    ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+    EXPECT_EQ(request.heads(1), v1::HEAD_CLS);
+    EXPECT_EQ(request.normalize(), asked);
+  }
+  // A model whose files name none: refused with their reason.
+  text.model_embedding->set_head(v1::HEAD_UNSPECIFIED);
+  text.model_embedding->set_note("no modules.json");
+  request.Clear();
+  const absl::Status none = SetEmbedOptions(text, &request);
+  EXPECT_EQ(none.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(none.message().find("no modules.json"), absl::string_view::npos) << none;
+}
+
 TEST(ParseInputLine, TextPairAndTokens) {
   absl::StatusOr<v1::Input> text = ParseInputLine(R"("hello world")");
   ASSERT_TRUE(text.ok()) << text.status();

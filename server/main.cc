@@ -271,6 +271,7 @@ struct Loaded {
 
   std::unique_ptr<EngineWatchdog> watchdog;
   std::unique_ptr<Pipeline> pipeline;
+  SentenceEmbedding sentence_embedding;  // the model's, for GetModelInfo
 };
 
 // --vocab, or <model_dir>/vocab.txt.
@@ -471,6 +472,15 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                   << LogKv("backend", info.backend) << LogKv("device", info.device)
                   << LogKv("dtype", DTypeName(info.dtype))
                   << LogKv("ms", absl::ToInt64Milliseconds(absl::Now() - load_start));
+  loaded.sentence_embedding = shared_model->sentence_embedding;
+  const SentenceEmbedding& embedding = loaded.sentence_embedding;
+  BERT_LOG(kInfo) << "sentence embedding"
+                  << LogKv("head",
+                           embedding.pooling == SentenceEmbedding::Pooling::kMean  ? "mean_pooled"
+                           : embedding.pooling == SentenceEmbedding::Pooling::kCls ? "cls"
+                                                                                   : "unknown")
+                  << LogKv("normalize", embedding.normalize ? "true" : "false")
+                  << LogKv("from", embedding.note);
   if (info.backend == "cpu" && cpu::BlasCoreReplacementFailed()) {
     BERT_LOG(kWarning) << "OpenBLAS ignored the OPENBLAS_CORETYPE set at startup"
                        << LogKv("core", cpu::BlasCoreName());
@@ -929,7 +939,7 @@ int Run() {
     metrics.SetDeviceMemoryReader([] { return std::max<int64_t>(0, DeviceMemoryInUseBytes()); });
   }
   stop_signals.MarkServing();
-  service.SetPipeline(loaded->pipeline.get());
+  service.SetPipeline(loaded->pipeline.get(), loaded->sentence_embedding);
   set_serving(true);
   BERT_LOG(kInfo) << "serving" << LogKv("address", listening)
                   << LogKv("model", service_config.model_name) << LogKv("health", "SERVING");

@@ -6,10 +6,13 @@
 
 Fetches config.json, vocab.txt and model.safetensors from
 {endpoint}/{repo}/resolve/{revision}/{file}, sending `Authorization: Bearer $HF_TOKEN` when
-HF_TOKEN is set (gated or private repos). Each file is written to a temporary name and
-renamed only after the whole directory checks out: config.json is a BERT config,
-vocab.txt has one token per line and as many as vocab_size, model.safetensors has a
-consistent header and the word embeddings the config implies. Standard library only.
+HF_TOKEN is set (gated or private repos), and where the repo has them the files the server
+also reads: tokenizer_config.json (do_lower_case), and sentence-transformers' modules.json
+with each Pooling module's config.json (the model's sentence embedding). Each file is written
+to a temporary name and renamed only after the whole directory checks out: config.json is a
+BERT config, vocab.txt has one token per line and as many as vocab_size, model.safetensors has
+a consistent header and the word embeddings the config implies, the optional JSON files parse.
+Standard library only.
 """
 import argparse
 import json
@@ -24,6 +27,7 @@ import urllib.parse
 import urllib.request
 
 FILES = ("config.json", "vocab.txt", "model.safetensors")
+OPTIONAL_FILES = ("tokenizer_config.json", "modules.json")
 REQUIRED_CONFIG = ("hidden_size", "num_hidden_layers", "num_attention_heads",
                    "intermediate_size", "vocab_size")
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
@@ -31,6 +35,10 @@ DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
 
 
 class FetchError(Exception):
+    pass
+
+
+class NotFound(FetchError):
     pass
 
 
@@ -48,6 +56,7 @@ def download(url, dest, token, timeout):
             hint = " (gated or private repo? set HF_TOKEN)"
         elif e.code == 404:
             hint = " (check --repo, --revision and that the repo has this file)"
+            raise NotFound(f"{url}: HTTP {e.code} {e.reason}{hint}") from None
         raise FetchError(f"{url}: HTTP {e.code} {e.reason}{hint}") from None
     except (urllib.error.URLError, OSError) as e:
         raise FetchError(f"{url}: {e}") from None
@@ -118,19 +127,63 @@ def check_safetensors(path, config):
     raise FetchError("model.safetensors: no embeddings.word_embeddings.weight (not a BERT model?)")
 
 
+def read_json(path, name, kind):
+    try:
+        value = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FetchError(f"{name}: invalid JSON: {e}") from None
+    if not isinstance(value, kind):
+        raise FetchError(f"{name}: not a JSON {'array' if kind is list else 'object'}")
+    return value
+
+
+def pooling_configs(modules_path):
+    """The config.json of each Pooling module that modules.json lists."""
+    names = []
+    for module in read_json(modules_path, "modules.json", list):
+        if not isinstance(module, dict) or not isinstance(module.get("type"), str):
+            raise FetchError("modules.json: a module without a \"type\" string")
+        if module["type"].rsplit(".", 1)[-1] == "Pooling":
+            path = module.get("path")
+            if not isinstance(path, str) or not path or ".." in path.split("/"):
+                raise FetchError(f"modules.json: Pooling module path {path!r}")
+            names.append(f"{path}/config.json")
+    return names
+
+
 def fetch(repo, revision, endpoint, out, token, timeout=60):
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".fetch-") as tmp:
-        for name in FILES:
+        def get(name, optional=False):
             url = "{}/{}/resolve/{}/{}".format(endpoint.rstrip("/"), repo,
                                                urllib.parse.quote(revision, safe=""), name)
-            size = download(url, os.path.join(tmp, name), token, timeout)
+            dest = os.path.join(tmp, name)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            try:
+                size = download(url, dest, token, timeout)
+            except NotFound:
+                if optional:
+                    return False
+                raise
             print(f"fetch_hf_model: {name}: {size} bytes", file=sys.stderr)
+            return True
+
+        for name in FILES:
+            get(name)
+        fetched = list(FILES) + [name for name in OPTIONAL_FILES if get(name, optional=True)]
         config = check_config(os.path.join(tmp, "config.json"))
         check_vocab(os.path.join(tmp, "vocab.txt"), config)
         check_safetensors(os.path.join(tmp, "model.safetensors"), config)
-        for name in FILES:
+        if "tokenizer_config.json" in fetched:
+            read_json(os.path.join(tmp, "tokenizer_config.json"), "tokenizer_config.json", dict)
+        if "modules.json" in fetched:
+            for name in pooling_configs(os.path.join(tmp, "modules.json")):
+                get(name)
+                read_json(os.path.join(tmp, name), name, dict)
+                fetched.append(name)
+        for name in fetched:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(os.path.join(tmp, name), out / name)
     print(f"fetch_hf_model: {repo}@{revision} ready in {out}", file=sys.stderr)
 

@@ -336,7 +336,84 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
   ASSIGN_OR_RETURN(model.config, ParseConfig(config_path, text));
   ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
   RETURN_IF_ERROR(ReadWeights(file, model.config, &model.weights));
+  ASSIGN_OR_RETURN(model.sentence_embedding, ReadSentenceEmbedding(directory));
   return model;
+}
+
+absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& directory) {
+  SentenceEmbedding result;
+  const std::string modules_path = directory + "/modules.json";
+  if (!std::ifstream(modules_path).good()) {
+    result.note = "no modules.json";
+    return result;
+  }
+  ASSIGN_OR_RETURN(std::string modules_text, ReadTextFile(modules_path));
+  const Json modules = Json::parse(modules_text, nullptr, /*allow_exceptions=*/false);
+  if (!modules.is_array()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(modules_path, ": not a JSON array of sentence-transformers modules"));
+  }
+  // The module kinds, in order: "Transformer", "Pooling", "Normalize", ... (the last part of
+  // "sentence_transformers.models.Pooling").
+  std::vector<std::string> kinds;
+  std::string pooling_dir;
+  for (size_t i = 0; i < modules.size(); ++i) {
+    const Json& m = modules[i];
+    const auto type = m.is_object() ? m.find("type") : m.end();
+    if (!m.is_object() || type == m.end() || !type->is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(modules_path, ": module ", i, " has no \"type\" string"));
+    }
+    const std::string name = type->get<std::string>();
+    kinds.push_back(name.substr(name.rfind('.') + 1));
+    if (kinds.back() == "Pooling") {
+      const auto path = m.find("path");
+      if (path == m.end() || !path->is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(modules_path, ": the Pooling module has no \"path\" string"));
+      }
+      pooling_dir = path->get<std::string>();
+    }
+  }
+  const bool transformer_then_pooling =
+      kinds.size() >= 2 && kinds[0] == "Transformer" && kinds[1] == "Pooling";
+  const bool rest_normalizes = kinds.size() == 3 && kinds[2] == "Normalize";
+  if (!transformer_then_pooling || kinds.size() > 3 || (kinds.size() == 3 && !rest_normalizes)) {
+    result.note = absl::StrCat("modules.json: ", absl::StrJoin(kinds, ", "),
+                               "; no head computes more than Transformer, Pooling, Normalize");
+    return result;
+  }
+  const std::string pooling_path = absl::StrCat(directory, "/", pooling_dir, "/config.json");
+  ASSIGN_OR_RETURN(std::string pooling_text, ReadTextFile(pooling_path));
+  const Json pooling = Json::parse(pooling_text, nullptr, /*allow_exceptions=*/false);
+  if (!pooling.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(pooling_path, ": not a JSON object"));
+  }
+  // Every pooling mode the file turns on (sentence-transformers concatenates them).
+  std::vector<std::string> modes;
+  for (const auto& [key, value] : pooling.items()) {
+    if (absl::StartsWith(key, "pooling_mode_") && value.is_boolean() && value.get<bool>()) {
+      modes.push_back(key.substr(std::string("pooling_mode_").size()));
+    }
+  }
+  // "include_prompt": false leaves an instruction prefix out of the mean: not what
+  // mean_pooled computes.
+  const auto include_prompt = pooling.find("include_prompt");
+  const bool whole_input = include_prompt == pooling.end() || !include_prompt->is_boolean() ||
+                           include_prompt->get<bool>();
+  if (modes.size() == 1 && modes[0] == "mean_tokens" && whole_input) {
+    result.pooling = SentenceEmbedding::Pooling::kMean;
+  } else if (modes.size() == 1 && modes[0] == "cls_token") {
+    result.pooling = SentenceEmbedding::Pooling::kCls;
+  } else {
+    result.note = absl::StrCat(
+        pooling_dir, "/config.json: pooling ", modes.empty() ? "none" : absl::StrJoin(modes, " + "),
+        whole_input ? "" : " without the prompt", ", which no head computes");
+    return result;
+  }
+  result.normalize = rest_normalizes;
+  result.note = absl::StrCat("modules.json, ", pooling_dir, "/config.json");
+  return result;
 }
 
 Model RandomModel(const ModelConfig& c, uint64_t seed) {

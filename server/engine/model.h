@@ -77,17 +77,37 @@ struct ModelWeights {
   HostTensor pooler_bias;    // [hidden]
 };
 
+// How a model's outputs become one sentence embedding, as its files say: the
+// sentence-transformers modules (modules.json: Transformer, Pooling, optionally Normalize)
+// and the Pooling module's config.json. Mean and CLS pooling are heads of their own
+// (mean_pooled, cls); a model whose modules end otherwise (max pooling, a Dense layer after
+// the pooling, ...) has a sentence embedding that no head computes: kUnknown.
+struct SentenceEmbedding {
+  enum class Pooling { kUnknown, kMean, kCls };
+  Pooling pooling = Pooling::kUnknown;
+  bool normalize = false;  // A Normalize module follows the pooling.
+  std::string note;        // Where it was read, or why it is unknown.
+};
+
 struct Model {
   std::string name;       // The directory's base name, or "random-<shape>".
   std::string directory;  // Empty for random models.
   ModelConfig config;
   ModelWeights weights;
+  SentenceEmbedding sentence_embedding;
 };
 
-// Reads <dir>/config.json and <dir>/model.safetensors. Every defect (missing file, bad
-// JSON, missing or misshapen tensor, unsupported dtype, truncated file, corrupt header)
-// is an error naming the file and tensor.
+// Reads <dir>/config.json and <dir>/model.safetensors, and the sentence-transformers files
+// where present (ReadSentenceEmbedding). Every defect (missing file, bad JSON, missing or
+// misshapen tensor, unsupported dtype, truncated file, corrupt header) is an error naming the
+// file and tensor.
 absl::StatusOr<Model> LoadModel(const std::string& directory);
+
+// <dir>/modules.json and the Pooling module's config.json. Without modules.json: kUnknown
+// ("no modules.json"). A modules.json or pooling config that is not valid JSON of the
+// expected shape, or a Pooling module whose config.json is missing: INVALID_ARGUMENT or
+// NOT_FOUND naming the file.
+absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& directory);
 
 // A model with weights drawn from a seeded normal(0, 0.02) (LayerNorm gamma 1, beta 0),
 // the initialisation BERT uses; same seed, same weights.

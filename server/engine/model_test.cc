@@ -492,5 +492,113 @@ TEST(BertBaseConfigTest, Shape) {
   EXPECT_EQ(c.head_dim(), 64);
 }
 
+// sentence-transformers' files: modules.json and the Pooling module's config.json.
+constexpr char kModules[] = R"([
+  {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+  {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+  {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+])";
+
+std::string PoolingConfig(bool cls, bool mean, bool max = false) {
+  return absl::StrCat(R"({"word_embedding_dimension": 128, "pooling_mode_cls_token": )",
+                      cls ? "true" : "false", R"(, "pooling_mode_mean_tokens": )",
+                      mean ? "true" : "false", R"(, "pooling_mode_max_tokens": )",
+                      max ? "true" : "false", R"(, "pooling_mode_mean_sqrt_len_tokens": false})");
+}
+
+class SentenceEmbeddingTest : public ModelDirTest {
+ protected:
+  void Write(const std::string& modules, const std::string& pooling) {
+    WriteAll(dir() + "/modules.json", modules);
+    fs::create_directories(dir_ / "1_Pooling");
+    WriteAll(dir() + "/1_Pooling/config.json", pooling);
+  }
+};
+
+TEST_F(SentenceEmbeddingTest, WithoutModulesJsonItIsUnknown) {
+  auto e = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->pooling, SentenceEmbedding::Pooling::kUnknown);
+  EXPECT_EQ(e->note, "no modules.json");
+}
+
+TEST_F(SentenceEmbeddingTest, MeanThenNormalizeAsAllMiniLm) {
+  Write(kModules, PoolingConfig(/*cls=*/false, /*mean=*/true));
+  auto e = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->pooling, SentenceEmbedding::Pooling::kMean);
+  EXPECT_TRUE(e->normalize);
+  EXPECT_EQ(e->note, "modules.json, 1_Pooling/config.json");
+  // LoadModel reads them too.
+  WriteWeights([](std::string*, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {});
+  auto model = LoadModel(dir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->sentence_embedding.pooling, SentenceEmbedding::Pooling::kMean);
+  EXPECT_TRUE(model->sentence_embedding.normalize);
+}
+
+TEST_F(SentenceEmbeddingTest, ClsWithoutNormalize) {
+  const std::string two_modules = R"([
+    {"path": "", "type": "sentence_transformers.models.Transformer"},
+    {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])";
+  Write(two_modules, PoolingConfig(/*cls=*/true, /*mean=*/false));
+  auto e = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->pooling, SentenceEmbedding::Pooling::kCls);
+  EXPECT_FALSE(e->normalize);
+}
+
+TEST_F(SentenceEmbeddingTest, WhatNoHeadComputesIsUnknownWithTheReason) {
+  // Max pooling; two modes at once (sentence-transformers concatenates them).
+  Write(kModules, PoolingConfig(false, false, /*max=*/true));
+  auto max = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(max.ok()) << max.status();
+  EXPECT_EQ(max->pooling, SentenceEmbedding::Pooling::kUnknown);
+  EXPECT_EQ(max->note, "1_Pooling/config.json: pooling max_tokens, which no head computes");
+  Write(kModules, PoolingConfig(true, true));
+  auto both = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(both->pooling, SentenceEmbedding::Pooling::kUnknown);
+  EXPECT_TRUE(absl::StrContains(both->note, "cls_token + mean_tokens")) << both->note;
+  // A mean that leaves an instruction prompt out.
+  Write(kModules, R"({"pooling_mode_mean_tokens": true, "include_prompt": false})");
+  auto prompt = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  EXPECT_EQ(prompt->pooling, SentenceEmbedding::Pooling::kUnknown);
+  EXPECT_TRUE(absl::StrContains(prompt->note, "without the prompt")) << prompt->note;
+  // A Dense layer after the pooling.
+  Write(R"([{"path": "", "type": "sentence_transformers.models.Transformer"},
+            {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+            {"path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}])",
+        PoolingConfig(false, true));
+  auto dense = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  EXPECT_EQ(dense->pooling, SentenceEmbedding::Pooling::kUnknown);
+  EXPECT_EQ(dense->note,
+            "modules.json: Transformer, Pooling, Dense, Normalize; no head computes more than "
+            "Transformer, Pooling, Normalize");
+}
+
+TEST_F(SentenceEmbeddingTest, DefectsAreErrorsNamingTheFile) {
+  Write("{not json", PoolingConfig(false, true));
+  auto bad_modules = ReadSentenceEmbedding(dir());
+  ASSERT_FALSE(bad_modules.ok());
+  EXPECT_TRUE(absl::StrContains(bad_modules.status().message(), "modules.json"));
+  // LoadModel fails on it too, naming the file.
+  WriteWeights([](std::string*, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {});
+  ExpectError({"modules.json", "not a JSON array"});
+  Write(R"([{"path": ""}])", PoolingConfig(false, true));
+  ExpectError({"modules.json", "module 0 has no \"type\" string"});
+  Write(R"([{"path": "", "type": "sentence_transformers.models.Transformer"},
+            {"type": "sentence_transformers.models.Pooling"}])",
+        PoolingConfig(false, true));
+  ExpectError({"modules.json", "the Pooling module has no \"path\" string"});
+  Write(kModules, "[1, 2]");
+  ExpectError({"1_Pooling/config.json", "not a JSON object"});
+  fs::remove(dir_ / "1_Pooling" / "config.json");
+  ExpectError({"1_Pooling/config.json", "cannot open"});
+}
+
 }  // namespace
 }  // namespace bert

@@ -548,6 +548,20 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
     limits->set_max_request_bytes(config_.max_request_bytes);
     limits->set_max_answer_memory_bytes(p->options().max_answer_memory_bytes);
     response->set_server_version(config_.server_version);
+    v1::SentenceEmbedding* embedding = response->mutable_sentence_embedding();
+    switch (sentence_embedding_.pooling) {
+      case SentenceEmbedding::Pooling::kMean:
+        embedding->set_head(v1::HEAD_MEAN_POOLED);
+        break;
+      case SentenceEmbedding::Pooling::kCls:
+        embedding->set_head(v1::HEAD_CLS);
+        break;
+      case SentenceEmbedding::Pooling::kUnknown:
+        embedding->set_head(v1::HEAD_UNSPECIFIED);
+        break;
+    }
+    embedding->set_normalize(sentence_embedding_.normalize);
+    embedding->set_note(sentence_embedding_.note);
     return absl::OkStatus();
   };
   const grpc::Status status = ToGrpcStatus(run());

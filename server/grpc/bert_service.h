@@ -10,12 +10,14 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/bert/v1/bert_service.grpc.pb.h"
 #include "server/core/pipeline.h"
+#include "server/engine/model.h"
 #include "server/grpc/metrics.h"
 #include "server/grpc/send_watchdog.h"
 
@@ -44,8 +46,12 @@ class BertServiceImpl final : public BertServiceBase {
   // `metrics` may be null; it must outlive the service.
   BertServiceImpl(ServiceConfig config, ServerMetrics* metrics);
 
-  // Makes the service ready. `pipeline` must be started and outlive the service.
-  void SetPipeline(Pipeline* pipeline) { pipeline_.store(pipeline); }
+  // Makes the service ready. `pipeline` must be started and outlive the service;
+  // `sentence_embedding` is the served model's (GetModelInfo reports it).
+  void SetPipeline(Pipeline* pipeline, SentenceEmbedding sentence_embedding = {}) {
+    sentence_embedding_ = std::move(sentence_embedding);
+    pipeline_.store(pipeline);  // publishes sentence_embedding_ too
+  }
   // The server is draining: from now on each EmbedStream message gets UNAVAILABLE in its
   // response, since a stream may go on for as long as its client likes (its client should
   // open the next stream elsewhere). Unary calls are left to the pipeline's admission.
@@ -87,6 +93,7 @@ class BertServiceImpl final : public BertServiceBase {
   const ServiceConfig config_;
   ServerMetrics* const metrics_;
   std::atomic<Pipeline*> pipeline_{nullptr};
+  SentenceEmbedding sentence_embedding_;  // written once, before pipeline_
   std::atomic<bool> refuse_stream_messages_{false};
   SendWatchdog send_watchdog_{config_.send_timeout, [metrics = metrics_] {
                                 if (metrics != nullptr) metrics->RecordAbandonedAnswer();

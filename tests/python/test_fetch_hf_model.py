@@ -10,6 +10,9 @@ import threading
 import pytest
 from repo_paths import REPO, bin_path
 
+sys.path.insert(0, os.path.dirname(__file__))
+from server_harness import TINY_VOCAB, Server, stubs  # noqa: E402
+
 GOLDEN = REPO / "tests" / "golden" / "tiny-l4-h128"
 SCRIPT = REPO / "tools" / "fetch_hf_model.py"
 
@@ -75,7 +78,9 @@ def test_fetches_and_verifies(hub, tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("config.json", "vocab.txt", "model.safetensors"):
         assert (out / name).read_bytes() == (files / name).read_bytes()
-    assert server.auth == [None, None, None]
+    # The optional files were asked for and are absent (404).
+    assert server.auth == [None] * 5
+    assert not (out / "modules.json").exists()
     assert not any(p.name.startswith(".fetch-") for p in out.iterdir())
     # The fetched directory loads and runs.
     encoded = subprocess.run([bin_path("tools", "bert_encode"), f"--model_dir={out}",
@@ -95,7 +100,7 @@ def test_sends_hf_token(hub, tmp_path):
     ok = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)],
              {"HF_TOKEN": "sekrit"})
     assert ok.returncode == 0, ok.stderr
-    assert server.auth[-3:] == ["Bearer sekrit"] * 3
+    assert server.auth[-5:] == ["Bearer sekrit"] * 5
 
 
 def test_missing_file_or_revision(hub, tmp_path):
@@ -130,4 +135,49 @@ def test_rejects_broken_downloads(hub, tmp_path, defect, message):
     result = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
     assert result.returncode != 0
     assert message in result.stderr
+    assert not (out / "model.safetensors").exists()
+
+
+MODULES = """[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+ {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"""
+
+
+def test_fetches_the_sentence_transformers_files(hub, tmp_path):
+    server, files = hub
+    (files / "modules.json").write_text(MODULES)
+    (files / "1_Pooling").mkdir()
+    (files / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    (files / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+    out = tmp_path / "model"
+    result = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
+    assert result.returncode == 0, result.stderr
+    for name in ("modules.json", "1_Pooling/config.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (files / name).read_bytes()
+    # The server reads them: CLS pooling, no Normalize module.
+    pb2, _ = stubs()
+    with Server(model_dir=str(out), vocab=TINY_VOCAB,
+                extra=["--max_batch_tokens=512"]) as server_process:
+        info = server_process.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+    assert info.sentence_embedding.head == pb2.HEAD_CLS
+    assert not info.sentence_embedding.normalize
+
+
+@pytest.mark.parametrize("defect,message", [
+    ("modules", "modules.json: invalid JSON"),
+    ("pooling_missing", "1_Pooling/config.json: HTTP 404"),
+    ("pooling_path", "Pooling module path '../x'"),
+])
+def test_rejects_broken_sentence_transformers_files(hub, tmp_path, defect, message):
+    server, files = hub
+    (files / "1_Pooling").mkdir()
+    if defect == "modules":
+        (files / "modules.json").write_text("[{")
+    elif defect == "pooling_missing":
+        (files / "modules.json").write_text(MODULES)
+    else:
+        (files / "modules.json").write_text(MODULES.replace("1_Pooling", "../x"))
+    out = tmp_path / "model"
+    result = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
     assert not (out / "model.safetensors").exists()

@@ -238,6 +238,17 @@ def test_invalid_requests_are_errors_not_crashes(server, tmp_path):
     assert row.split()[6:10] == ["-", "-", "-", "-"]
 
 
+def test_the_embedding_head_needs_a_model_that_names_one(server):
+    # The tiny model has no sentence-transformers files (test_server_minilm runs it on one).
+    r = bert_load(f"--server={server.address}", "--heads=embedding", "--duration_s=1")
+    assert r.returncode == 2
+    assert "head embedding" in r.stderr and "no modules.json" in r.stderr
+    r = subprocess.run([bin_path("client", "bert_client"), f"--server={server.address}", "embed",
+                        "--heads=embedding", "hello"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "no modules.json" in r.stderr and "ask for mean_pooled or cls" in r.stderr
+
+
 def test_a_workload_over_the_server_limits_fails_before_sending(server):
     r = bert_load(f"--server={server.address}", "--lengths=fixed:600", "--duration_s=1")
     assert r.returncode == 2
@@ -286,7 +297,7 @@ def test_an_unwritable_report_fails_before_the_first_step(server):
     (["--rate=5", "--concurrency=2"], "give --concurrency"),
     (["--arrival=burst", "--rate=5"], "--arrival"),
     (["--lengths=fixed:1"], "lengths"),
-    (["--heads=cls"], "unknown head cls"),
+    (["--heads=max_pooled"], "unknown head max_pooled"),
     (["--duration_s=0"], "--duration_s"),
     (["--rate=100000", "--duration_s=600", "--csv_out=/nonexistent/calls.csv"],
      "would take too much memory"),

@@ -154,5 +154,35 @@ def test_client_cli_seed_example(server, tmp_path):
     r = run("info", "--json")
     info = json.loads(r.stdout)
     assert info["model_name"] == "all-MiniLM-L6-v2" and info["config"]["hidden_size"] == 384
+    assert info["sentence_embedding"] == {"head": "HEAD_MEAN_POOLED", "normalize": True,
+                                          "note": "modules.json, 1_Pooling/config.json"}
     r = run("embed", "--seq_length=1", "x")
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
+
+
+def test_the_models_sentence_embedding(server):
+    """sentence-transformers' modules.json and 1_Pooling/config.json (fetched with the model)
+    say mean pooling, then Normalize: GetModelInfo reports it, and bert_client's and
+    bert_load's head "embedding" ask for it."""
+    pb2, _ = stubs()
+    info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+    assert info.sentence_embedding.head == pb2.HEAD_MEAN_POOLED
+    assert info.sentence_embedding.normalize
+    r = subprocess.run([bin_path("client", "bert_client"), f"--server={server.address}", "embed",
+                        "--json", "--heads=embedding", "--padding=trim", *SEED],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    direct = server.stub().Embed(pb2.EmbedRequest(
+        inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in SEED],
+        heads=[pb2.HEAD_MEAN_POOLED], normalize=True, padding=pb2.PADDING_TRIM), timeout=60)
+    for row, res in zip(rows, direct.results, strict=True):
+        assert set(row) & {"pooled_output", "cls_output", "sequence_output"} == set()
+        values = np.array(row["mean_pooled_output"]["values"])
+        np.testing.assert_allclose(values, decode(res.mean_pooled_output), rtol=1e-6)
+        assert abs(np.linalg.norm(values) - 1) < 1e-5
+    load = subprocess.run([bin_path("client", "bert_load"), f"--server={server.address}",
+                           "--heads=embedding", "--concurrency=1", "--duration_s=0.5",
+                           "--warmup_s=0", "--lengths=fixed:8"],
+                          capture_output=True, text=True, timeout=60)
+    assert load.returncode == 0, load.stdout + load.stderr
