@@ -152,7 +152,8 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
               {"sentence_embedding",
                {{"head", v1::Head_Name(info.sentence_embedding().head())},
                 {"normalize", info.sentence_embedding().normalize()},
-                {"note", info.sentence_embedding().note()}}}};
+                {"note", info.sentence_embedding().note()},
+                {"max_seq_length", info.sentence_embedding().max_seq_length()}}}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }

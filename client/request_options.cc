@@ -60,6 +60,7 @@ bool NamesEmbeddingHead(absl::string_view heads) {
 }
 
 absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* request) {
+  int seq_length = text.seq_length;
   for (absl::string_view name : absl::StrSplit(text.heads, ',', absl::SkipWhitespace())) {
     if (IsEmbeddingHead(name)) {
       if (!text.model_embedding.has_value()) {
@@ -74,6 +75,8 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
       }
       request->add_heads(model.head());
       if (model.normalize()) request->set_normalize(true);
+      // And the model's truncation, unless a seq_length was asked for.
+      if (text.seq_length == 0) seq_length = static_cast<int>(model.max_seq_length());
       continue;
     }
     absl::StatusOr<v1::Head> head = ParseHead(name);
@@ -88,7 +91,7 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
     request->add_layers(layer);
   }
   if (text.seq_length < 0) return absl::InvalidArgumentError("seq_length must be >= 0");
-  request->set_seq_length(text.seq_length);
+  request->set_seq_length(seq_length);
   if (text.padding == "trim") {
     request->set_padding(v1::PADDING_TRIM);
   } else if (text.padding == "pad") {

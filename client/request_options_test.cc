@@ -83,6 +83,17 @@ TEST(SetEmbedOptions, EmbeddingIsTheModelsSentenceEmbedding) {
   EXPECT_EQ(request.heads(0), v1::HEAD_SEQUENCE);
   EXPECT_EQ(request.heads(1), v1::HEAD_MEAN_POOLED);
   EXPECT_TRUE(request.normalize());
+  EXPECT_EQ(request.seq_length(), 0u);  // the model gave none: the server's default
+  // The model's truncation (sentence_bert_config.json), unless a seq_length is asked for.
+  text.model_embedding->set_max_seq_length(256);
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.seq_length(), 256u);
+  text.seq_length = 64;
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.seq_length(), 64u);
+  text.seq_length = 0;
   // CLS pooling without normalisation: normalize stays as asked.
   text.model_embedding->set_head(v1::HEAD_CLS);
   text.model_embedding->set_normalize(false);

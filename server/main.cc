@@ -480,6 +480,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                            : embedding.pooling == SentenceEmbedding::Pooling::kCls ? "cls"
                                                                                    : "unknown")
                   << LogKv("normalize", embedding.normalize ? "true" : "false")
+                  << LogKv("max_seq_length", embedding.max_seq_length)
                   << LogKv("from", embedding.note);
   if (info.backend == "cpu" && cpu::BlasCoreReplacementFailed()) {
     BERT_LOG(kWarning) << "OpenBLAS ignored the OPENBLAS_CORETYPE set at startup"

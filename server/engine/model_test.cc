@@ -529,12 +529,20 @@ TEST_F(SentenceEmbeddingTest, MeanThenNormalizeAsAllMiniLm) {
   EXPECT_EQ(e->pooling, SentenceEmbedding::Pooling::kMean);
   EXPECT_TRUE(e->normalize);
   EXPECT_EQ(e->note, "modules.json, 1_Pooling/config.json");
+  EXPECT_EQ(e->max_seq_length, 0);  // no sentence_bert_config.json
+  // sentence_bert_config.json: LoadModel caps it at the model's positions (the golden: 512).
+  WriteAll(dir() + "/sentence_bert_config.json", R"({"max_seq_length": 1000})");
+  auto with_max = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(with_max.ok()) << with_max.status();
+  EXPECT_EQ(with_max->max_seq_length, 1000);
   // LoadModel reads them too.
   WriteWeights([](std::string*, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {});
   auto model = LoadModel(dir());
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->sentence_embedding.pooling, SentenceEmbedding::Pooling::kMean);
   EXPECT_TRUE(model->sentence_embedding.normalize);
+  EXPECT_EQ(model->sentence_embedding.max_seq_length, 512);
+  EXPECT_EQ(model->config.max_position_embeddings, 512);
 }
 
 TEST_F(SentenceEmbeddingTest, ClsWithoutNormalize) {
@@ -598,6 +606,9 @@ TEST_F(SentenceEmbeddingTest, DefectsAreErrorsNamingTheFile) {
   ExpectError({"1_Pooling/config.json", "not a JSON object"});
   fs::remove(dir_ / "1_Pooling" / "config.json");
   ExpectError({"1_Pooling/config.json", "cannot open"});
+  Write(kModules, PoolingConfig(false, true));
+  WriteAll(dir() + "/sentence_bert_config.json", R"({"max_seq_length": "long"})");
+  ExpectError({"sentence_bert_config.json", "max_seq_length"});
 }
 
 }  // namespace

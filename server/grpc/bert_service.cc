@@ -562,6 +562,7 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
     }
     embedding->set_normalize(sentence_embedding_.normalize);
     embedding->set_note(sentence_embedding_.note);
+    embedding->set_max_seq_length(sentence_embedding_.max_seq_length);
     return absl::OkStatus();
   };
   const grpc::Status status = ToGrpcStatus(run());

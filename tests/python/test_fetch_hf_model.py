@@ -79,7 +79,7 @@ def test_fetches_and_verifies(hub, tmp_path):
     for name in ("config.json", "vocab.txt", "model.safetensors"):
         assert (out / name).read_bytes() == (files / name).read_bytes()
     # The optional files were asked for and are absent (404).
-    assert server.auth == [None] * 5
+    assert server.auth == [None] * 6
     assert not (out / "modules.json").exists()
     assert not any(p.name.startswith(".fetch-") for p in out.iterdir())
     # The fetched directory loads and runs.
@@ -100,7 +100,7 @@ def test_sends_hf_token(hub, tmp_path):
     ok = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)],
              {"HF_TOKEN": "sekrit"})
     assert ok.returncode == 0, ok.stderr
-    assert server.auth[-5:] == ["Bearer sekrit"] * 5
+    assert server.auth[-6:] == ["Bearer sekrit"] * 6
 
 
 def test_missing_file_or_revision(hub, tmp_path):
@@ -148,10 +148,12 @@ def test_fetches_the_sentence_transformers_files(hub, tmp_path):
     (files / "1_Pooling").mkdir()
     (files / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
     (files / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+    (files / "sentence_bert_config.json").write_text('{"max_seq_length": 64}')
     out = tmp_path / "model"
     result = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
     assert result.returncode == 0, result.stderr
-    for name in ("modules.json", "1_Pooling/config.json", "tokenizer_config.json"):
+    for name in ("modules.json", "1_Pooling/config.json", "tokenizer_config.json",
+                 "sentence_bert_config.json"):
         assert (out / name).read_bytes() == (files / name).read_bytes()
     # The server reads them: CLS pooling, no Normalize module.
     pb2, _ = stubs()
@@ -160,6 +162,7 @@ def test_fetches_the_sentence_transformers_files(hub, tmp_path):
         info = server_process.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
     assert info.sentence_embedding.head == pb2.HEAD_CLS
     assert not info.sentence_embedding.normalize
+    assert info.sentence_embedding.max_seq_length == 64
 
 
 @pytest.mark.parametrize("defect,message", [

@@ -155,32 +155,44 @@ def test_client_cli_seed_example(server, tmp_path):
     info = json.loads(r.stdout)
     assert info["model_name"] == "all-MiniLM-L6-v2" and info["config"]["hidden_size"] == 384
     assert info["sentence_embedding"] == {"head": "HEAD_MEAN_POOLED", "normalize": True,
-                                          "note": "modules.json, 1_Pooling/config.json"}
+                                          "note": "modules.json, 1_Pooling/config.json",
+                                          "max_seq_length": 256}
     r = run("embed", "--seq_length=1", "x")
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
 
 
 def test_the_models_sentence_embedding(server):
-    """sentence-transformers' modules.json and 1_Pooling/config.json (fetched with the model)
-    say mean pooling, then Normalize: GetModelInfo reports it, and bert_client's and
-    bert_load's head "embedding" ask for it."""
+    """sentence-transformers' modules.json, 1_Pooling/config.json and sentence_bert_config.json
+    (fetched with the model) say mean pooling, then Normalize, of at most 256 tokens:
+    GetModelInfo reports it, and bert_client's and bert_load's head "embedding" ask for it."""
     pb2, _ = stubs()
     info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
     assert info.sentence_embedding.head == pb2.HEAD_MEAN_POOLED
     assert info.sentence_embedding.normalize
+    assert info.sentence_embedding.max_seq_length == 256
+    # 300 words: truncated at 256 tokens (sentence-transformers' length), not the server's 128.
+    texts = SEED + [" ".join(["newsletter"] * 300)]
     r = subprocess.run([bin_path("client", "bert_client"), f"--server={server.address}", "embed",
-                        "--json", "--heads=embedding", "--padding=trim", *SEED],
+                        "--json", "--heads=embedding", "--padding=trim", *texts],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rows[2]["num_tokens"] == 256 and rows[2]["truncated"]
     direct = server.stub().Embed(pb2.EmbedRequest(
-        inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in SEED],
+        inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in texts], seq_length=256,
         heads=[pb2.HEAD_MEAN_POOLED], normalize=True, padding=pb2.PADDING_TRIM), timeout=60)
     for row, res in zip(rows, direct.results, strict=True):
         assert set(row) & {"pooled_output", "cls_output", "sequence_output"} == set()
+        assert row["num_tokens"] == res.num_tokens
         values = np.array(row["mean_pooled_output"]["values"])
         np.testing.assert_allclose(values, decode(res.mean_pooled_output), rtol=1e-6)
         assert abs(np.linalg.norm(values) - 1) < 1e-5
+    # A seq_length asked for wins.
+    r = subprocess.run([bin_path("client", "bert_client"), f"--server={server.address}", "embed",
+                        "--json", "--heads=embedding", "--seq_length=32", texts[2]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["num_tokens"] == 32
     load = subprocess.run([bin_path("client", "bert_load"), f"--server={server.address}",
                            "--heads=embedding", "--concurrency=1", "--duration_s=0.5",
                            "--warmup_s=0", "--lengths=fixed:8"],
