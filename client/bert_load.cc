@@ -184,13 +184,24 @@ struct Workload {
   v1::EmbedRequest options;  // no inputs
   int inputs_per_request = 1;
   EmbedOptionsText options_text;  // what `options` was made from
+  bool seq_length_given = false;  // --seq_length, rather than the synthetic lengths' longest
 };
+
+std::vector<std::string> HeadNames(const v1::EmbedRequest& request) {
+  std::vector<std::string> names;
+  for (int head : request.heads()) names.push_back(v1::Head_Name(static_cast<v1::Head>(head)));
+  return names;
+}
 
 // The head "embedding" stands for the served model's sentence embedding: `options` again,
 // with what GetModelInfo says it is.
 absl::Status ResolveEmbeddingHead(const v1::ModelInfo& info, Workload* w) {
   if (!NamesEmbeddingHead(w->options_text.heads)) return absl::OkStatus();
   w->options_text.model_embedding = info.sentence_embedding();
+  // The model's truncation, as sentence-transformers applies it, unless --seq_length says.
+  if (!w->seq_length_given && info.sentence_embedding().max_seq_length() > 0) {
+    w->options_text.seq_length = 0;
+  }
   w->options.Clear();
   return SetEmbedOptions(w->options_text, &w->options);
 }
@@ -205,6 +216,7 @@ absl::StatusOr<Workload> BuildWorkload() {
         "--inputs_per_request must be positive, --pool_size in [1, ", kMaxPoolSize, "]"));
   }
   int seq_length = absl::GetFlag(FLAGS_seq_length);
+  w.seq_length_given = seq_length != 0;
   if (!absl::GetFlag(FLAGS_input_file).empty()) {
     absl::StatusOr<std::vector<v1::Input>> read = ReadInputFile(absl::GetFlag(FLAGS_input_file));
     if (!read.ok()) return read.status();
@@ -537,11 +549,13 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"seed", absl::GetFlag(FLAGS_seed)},
             {"seq_length", w.options.seq_length()},
             {"heads", absl::GetFlag(FLAGS_heads)},
+            // As sent ("embedding" resolved to the model's head).
+            {"heads_sent", HeadNames(w.options)},
             {"layers", absl::GetFlag(FLAGS_layers)},
             {"padding", absl::GetFlag(FLAGS_padding)},
             {"dtype", absl::GetFlag(FLAGS_dtype)},
             {"truncation", absl::GetFlag(FLAGS_truncation)},
-            {"normalize", absl::GetFlag(FLAGS_normalize)}}},
+            {"normalize", w.options.normalize()}}},
           {"run",
            {{"warmup_s", absl::GetFlag(FLAGS_warmup_s)},
             {"duration_s", absl::GetFlag(FLAGS_duration_s)},

@@ -69,9 +69,11 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
       }
       const v1::SentenceEmbedding& model = *text.model_embedding;
       if (model.head() == v1::HEAD_UNSPECIFIED) {
+        const std::string why =
+            model.note().empty() ? "the server reports none: an older server?" : model.note();
         return absl::FailedPreconditionError(absl::StrCat(
             "head embedding: the model's files name no sentence embedding that a head computes (",
-            model.note(), "); ask for mean_pooled or cls"));
+            why, "); ask for mean_pooled or cls"));
       }
       request->add_heads(model.head());
       if (model.normalize()) request->set_normalize(true);

@@ -482,6 +482,11 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                   << LogKv("normalize", embedding.normalize ? "true" : "false")
                   << LogKv("max_seq_length", embedding.max_seq_length)
                   << LogKv("from", embedding.note);
+  if (!embedding.problem.empty()) {
+    BERT_LOG(kWarning) << "the model's sentence-transformers files are defective; serving "
+                          "without a sentence embedding"
+                       << LogKv("error", embedding.problem);
+  }
   if (info.backend == "cpu" && cpu::BlasCoreReplacementFailed()) {
     BERT_LOG(kWarning) << "OpenBLAS ignored the OPENBLAS_CORETYPE set at startup"
                        << LogKv("core", cpu::BlasCoreName());

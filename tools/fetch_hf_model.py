@@ -146,7 +146,9 @@ def pooling_configs(modules_path):
             raise FetchError("modules.json: a module without a \"type\" string")
         if module["type"].rsplit(".", 1)[-1] == "Pooling":
             path = module.get("path")
-            if not isinstance(path, str) or not path or ".." in path.split("/"):
+            # A directory inside the model's: nothing the repository says may write elsewhere.
+            if (not isinstance(path, str) or not path or path.startswith("/")
+                    or ".." in path.split("/")):
                 raise FetchError(f"modules.json: Pooling module path {path!r}")
             names.append(f"{path}/config.json")
     return names
@@ -185,8 +187,15 @@ def fetch(repo, revision, endpoint, out, token, timeout=60):
                 read_json(os.path.join(tmp, name), name, dict)
                 fetched.append(name)
         for name in fetched:
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(os.path.join(tmp, name), out / name)
+            dest = out / name
+            if out.resolve() not in dest.resolve().parents:  # checked above; never write outside
+                raise FetchError(f"{name}: outside {out}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(os.path.join(tmp, name), dest)
+        # An optional file this revision does not have must not stay from an earlier fetch.
+        for name in OPTIONAL_FILES:
+            if name not in fetched and (out / name).exists():
+                (out / name).unlink()
     print(f"fetch_hf_model: {repo}@{revision} ready in {out}", file=sys.stderr)
 
 

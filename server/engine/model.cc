@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/safetensors.h"
 #include "server/util/status_macros.h"
@@ -337,17 +340,81 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
   ASSIGN_OR_RETURN(model.config, ParseConfig(config_path, text));
   ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
   RETURN_IF_ERROR(ReadWeights(file, model.config, &model.weights));
-  ASSIGN_OR_RETURN(model.sentence_embedding, ReadSentenceEmbedding(directory));
-  // sentence-transformers cannot truncate past the positions the model has either.
-  int& max_seq = model.sentence_embedding.max_seq_length;
-  max_seq = std::min(max_seq, model.config.max_position_embeddings);
+  absl::StatusOr<SentenceEmbedding> embedding = ReadSentenceEmbedding(directory);
+  if (embedding.ok()) {
+    model.sentence_embedding = *std::move(embedding);
+    // sentence-transformers cannot truncate past the positions the model has either.
+    int& max_seq = model.sentence_embedding.max_seq_length;
+    max_seq = std::min(max_seq, model.config.max_position_embeddings);
+  } else {
+    // Optional files, which the encoder's heads do not need: the model serves, and says why
+    // it names no sentence embedding.
+    model.sentence_embedding.problem = std::string(embedding.status().message());
+    model.sentence_embedding.note = model.sentence_embedding.problem;
+  }
   return model;
 }
+
+namespace {
+
+// The pooling modes a sentence-transformers Pooling config turns on, by the names of its
+// "pooling_mode" string ("cls", "mean", "max", ...). That string, where set, overrides the
+// pooling_mode_* booleans, which default to mean pooling alone (as its Pooling module's
+// arguments do); several modes are concatenated.
+absl::StatusOr<std::vector<std::string>> PoolingModes(const Json& pooling,
+                                                      const std::string& path) {
+  const auto mode = pooling.find("pooling_mode");
+  if (mode != pooling.end() && !mode->is_null()) {
+    if (!mode->is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": \"pooling_mode\" must be a string, got ", mode->dump()));
+    }
+    return std::vector<std::string>{absl::AsciiStrToLower(mode->get<std::string>())};
+  }
+  struct Flag {
+    const char* key;
+    const char* mode;
+    bool fallback;
+  };
+  static constexpr Flag kFlags[] = {
+      {"pooling_mode_cls_token", "cls", false},
+      {"pooling_mode_max_tokens", "max", false},
+      {"pooling_mode_mean_tokens", "mean", true},
+      {"pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens", false},
+      {"pooling_mode_weightedmean_tokens", "weightedmean", false},
+      {"pooling_mode_lasttoken", "lasttoken", false}};
+  std::vector<std::string> modes;
+  for (const Flag& flag : kFlags) {
+    const auto it = pooling.find(flag.key);
+    bool on = flag.fallback;
+    if (it != pooling.end() && !it->is_null()) {
+      if (!it->is_boolean()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": \"", flag.key, "\" must be true or false, got ", it->dump()));
+      }
+      on = it->get<bool>();
+    }
+    if (on) modes.push_back(flag.mode);
+  }
+  return modes;
+}
+
+// A module path that stays inside the model directory.
+bool InsideDirectory(const std::string& path) {
+  if (path.empty() || path.front() == '/') return false;
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part == "..") return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& directory) {
   SentenceEmbedding result;
   const std::string modules_path = directory + "/modules.json";
-  if (!std::ifstream(modules_path).good()) {
+  std::error_code error;
+  if (!std::filesystem::exists(modules_path, error)) {
     result.note = "no modules.json";
     return result;
   }
@@ -372,16 +439,16 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
     kinds.push_back(name.substr(name.rfind('.') + 1));
     if (kinds.back() == "Pooling") {
       const auto path = m.find("path");
-      if (path == m.end() || !path->is_string()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(modules_path, ": the Pooling module has no \"path\" string"));
+      if (path == m.end() || !path->is_string() || !InsideDirectory(path->get<std::string>())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            modules_path, ": the Pooling module's \"path\" is not a directory inside the model's"));
       }
       pooling_dir = path->get<std::string>();
     }
   }
   // The truncation sentence-transformers applies, whatever the pooling.
   const std::string st_config_path = directory + "/sentence_bert_config.json";
-  if (std::ifstream(st_config_path).good()) {
+  if (std::filesystem::exists(st_config_path, error)) {
     ASSIGN_OR_RETURN(std::string st_text, ReadTextFile(st_config_path));
     const Json st_config = Json::parse(st_text, nullptr, /*allow_exceptions=*/false);
     if (!st_config.is_object()) {
@@ -411,26 +478,21 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
   if (!pooling.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(pooling_path, ": not a JSON object"));
   }
-  // Every pooling mode the file turns on (sentence-transformers concatenates them).
-  std::vector<std::string> modes;
-  for (const auto& [key, value] : pooling.items()) {
-    if (absl::StartsWith(key, "pooling_mode_") && value.is_boolean() && value.get<bool>()) {
-      modes.push_back(key.substr(std::string("pooling_mode_").size()));
-    }
-  }
-  // "include_prompt": false leaves an instruction prefix out of the mean: not what
-  // mean_pooled computes.
+  ASSIGN_OR_RETURN(const std::vector<std::string> modes, PoolingModes(pooling, pooling_path));
+  // "include_prompt": false leaves the tokens of a prompt that sentence-transformers put in
+  // front of the text out of the pooling; the server pools every token it is given.
   const auto include_prompt = pooling.find("include_prompt");
   const bool whole_input = include_prompt == pooling.end() || !include_prompt->is_boolean() ||
                            include_prompt->get<bool>();
-  if (modes.size() == 1 && modes[0] == "mean_tokens" && whole_input) {
+  const bool one_mode = modes.size() == 1 && whole_input;
+  if (one_mode && modes[0] == "mean") {
     result.pooling = SentenceEmbedding::Pooling::kMean;
-  } else if (modes.size() == 1 && modes[0] == "cls_token") {
+  } else if (one_mode && modes[0] == "cls") {
     result.pooling = SentenceEmbedding::Pooling::kCls;
   } else {
     result.note = absl::StrCat(
         pooling_dir, "/config.json: pooling ", modes.empty() ? "none" : absl::StrJoin(modes, " + "),
-        whole_input ? "" : " without the prompt", ", which no head computes");
+        whole_input ? "" : " without the prompt's tokens", ", which no head computes");
     return result;
   }
   result.normalize = rest_normalizes;

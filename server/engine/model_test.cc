@@ -11,6 +11,8 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "gtest/gtest.h"
 #include "server/engine/model_writer.h"
 #include "server/engine/safetensors.h"
@@ -562,18 +564,20 @@ TEST_F(SentenceEmbeddingTest, WhatNoHeadComputesIsUnknownWithTheReason) {
   auto max = ReadSentenceEmbedding(dir());
   ASSERT_TRUE(max.ok()) << max.status();
   EXPECT_EQ(max->pooling, SentenceEmbedding::Pooling::kUnknown);
-  EXPECT_EQ(max->note, "1_Pooling/config.json: pooling max_tokens, which no head computes");
+  EXPECT_EQ(max->note, "1_Pooling/config.json: pooling max, which no head computes");
   Write(kModules, PoolingConfig(true, true));
   auto both = ReadSentenceEmbedding(dir());
   ASSERT_TRUE(both.ok()) << both.status();
   EXPECT_EQ(both->pooling, SentenceEmbedding::Pooling::kUnknown);
-  EXPECT_TRUE(absl::StrContains(both->note, "cls_token + mean_tokens")) << both->note;
-  // A mean that leaves an instruction prompt out.
-  Write(kModules, R"({"pooling_mode_mean_tokens": true, "include_prompt": false})");
-  auto prompt = ReadSentenceEmbedding(dir());
-  ASSERT_TRUE(prompt.ok()) << prompt.status();
-  EXPECT_EQ(prompt->pooling, SentenceEmbedding::Pooling::kUnknown);
-  EXPECT_TRUE(absl::StrContains(prompt->note, "without the prompt")) << prompt->note;
+  EXPECT_TRUE(absl::StrContains(both->note, "cls + mean")) << both->note;
+  // Pooling that leaves a prompt's tokens out, mean or CLS.
+  for (const char* mode : {"mean", "cls"}) {
+    Write(kModules, absl::StrCat(R"({"pooling_mode": ")", mode, R"(", "include_prompt": false})"));
+    auto prompt = ReadSentenceEmbedding(dir());
+    ASSERT_TRUE(prompt.ok()) << prompt.status();
+    EXPECT_EQ(prompt->pooling, SentenceEmbedding::Pooling::kUnknown) << mode;
+    EXPECT_TRUE(absl::StrContains(prompt->note, "without the prompt's tokens")) << prompt->note;
+  }
   // A Dense layer after the pooling.
   Write(R"([{"path": "", "type": "sentence_transformers.models.Transformer"},
             {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -588,27 +592,69 @@ TEST_F(SentenceEmbeddingTest, WhatNoHeadComputesIsUnknownWithTheReason) {
             "Transformer, Pooling, Normalize");
 }
 
-TEST_F(SentenceEmbeddingTest, DefectsAreErrorsNamingTheFile) {
-  Write("{not json", PoolingConfig(false, true));
-  auto bad_modules = ReadSentenceEmbedding(dir());
-  ASSERT_FALSE(bad_modules.ok());
-  EXPECT_TRUE(absl::StrContains(bad_modules.status().message(), "modules.json"));
-  // LoadModel fails on it too, naming the file.
+TEST_F(SentenceEmbeddingTest, ThePoolingModeStringOverridesTheFlagsWhichDefaultToMean) {
+  // sentence-transformers' own reading: "pooling_mode" wins over the flags.
+  Write(kModules, R"({"pooling_mode": "CLS", "pooling_mode_mean_tokens": true})");
+  auto cls = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(cls.ok()) << cls.status();
+  EXPECT_EQ(cls->pooling, SentenceEmbedding::Pooling::kCls);
+  Write(kModules, R"({"pooling_mode": "weightedmean"})");
+  auto weighted = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(weighted.ok()) << weighted.status();
+  EXPECT_EQ(weighted->pooling, SentenceEmbedding::Pooling::kUnknown);
+  // No mode at all: mean pooling, as its Pooling module's arguments default to.
+  Write(kModules, R"({"word_embedding_dimension": 128})");
+  auto mean = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(mean.ok()) << mean.status();
+  EXPECT_EQ(mean->pooling, SentenceEmbedding::Pooling::kMean);
+  // A CLS flag alone keeps the default mean: both, concatenated.
+  Write(kModules, R"({"pooling_mode_cls_token": true})");
+  auto both = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(both->pooling, SentenceEmbedding::Pooling::kUnknown);
+  EXPECT_TRUE(absl::StrContains(both->note, "cls + mean")) << both->note;
+}
+
+TEST_F(SentenceEmbeddingTest, DefectsAreErrorsNamingTheFileAndTheModelStillLoads) {
   WriteWeights([](std::string*, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {});
-  ExpectError({"modules.json", "not a JSON array"});
+  // ReadSentenceEmbedding's error; LoadModel loads the model (the files are optional) and keeps
+  // the error as the embedding's problem.
+  auto expect_problem = [&](std::initializer_list<std::string> needles) {
+    auto read = ReadSentenceEmbedding(dir());
+    ASSERT_FALSE(read.ok());
+    auto model = LoadModel(dir());
+    ASSERT_TRUE(model.ok()) << model.status();
+    const SentenceEmbedding& e = model->sentence_embedding;
+    EXPECT_EQ(e.pooling, SentenceEmbedding::Pooling::kUnknown);
+    EXPECT_EQ(e.problem, std::string(read.status().message()));
+    EXPECT_EQ(e.note, e.problem);
+    for (const std::string& needle : needles) {
+      EXPECT_TRUE(absl::StrContains(e.problem, needle))
+          << "'" << needle << "' not in " << e.problem;
+    }
+  };
+  Write("{not json", PoolingConfig(false, true));
+  expect_problem({"modules.json", "not a JSON array"});
   Write(R"([{"path": ""}])", PoolingConfig(false, true));
-  ExpectError({"modules.json", "module 0 has no \"type\" string"});
-  Write(R"([{"path": "", "type": "sentence_transformers.models.Transformer"},
-            {"type": "sentence_transformers.models.Pooling"}])",
-        PoolingConfig(false, true));
-  ExpectError({"modules.json", "the Pooling module has no \"path\" string"});
+  expect_problem({"modules.json", "module 0 has no \"type\" string"});
+  const std::string pooling_at =
+      R"([{"path": "", "type": "sentence_transformers.models.Transformer"},
+            {"type": "sentence_transformers.models.Pooling", "path": PATH}])";
+  for (const char* path : {"null", R"("/etc")", R"("../1_Pooling")", R"("a/../../b")", R"("")"}) {
+    Write(absl::StrReplaceAll(pooling_at, {{"PATH", path}}), PoolingConfig(false, true));
+    expect_problem({"modules.json", "not a directory inside the model's"});
+  }
   Write(kModules, "[1, 2]");
-  ExpectError({"1_Pooling/config.json", "not a JSON object"});
+  expect_problem({"1_Pooling/config.json", "not a JSON object"});
+  Write(kModules, R"({"pooling_mode": 3})");
+  expect_problem({"1_Pooling/config.json", "\"pooling_mode\" must be a string"});
+  Write(kModules, R"({"pooling_mode_cls_token": "yes"})");
+  expect_problem({"1_Pooling/config.json", "must be true or false"});
   fs::remove(dir_ / "1_Pooling" / "config.json");
-  ExpectError({"1_Pooling/config.json", "cannot open"});
+  expect_problem({"1_Pooling/config.json", "cannot open"});
   Write(kModules, PoolingConfig(false, true));
   WriteAll(dir() + "/sentence_bert_config.json", R"({"max_seq_length": "long"})");
-  ExpectError({"sentence_bert_config.json", "max_seq_length"});
+  expect_problem({"sentence_bert_config.json", "max_seq_length"});
 }
 
 }  // namespace

@@ -146,7 +146,8 @@ def test_fetches_the_sentence_transformers_files(hub, tmp_path):
     server, files = hub
     (files / "modules.json").write_text(MODULES)
     (files / "1_Pooling").mkdir()
-    (files / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    (files / "1_Pooling" / "config.json").write_text(
+        '{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}')
     (files / "tokenizer_config.json").write_text('{"do_lower_case": true}')
     (files / "sentence_bert_config.json").write_text('{"max_seq_length": 64}')
     out = tmp_path / "model"
@@ -169,18 +170,41 @@ def test_fetches_the_sentence_transformers_files(hub, tmp_path):
     ("modules", "modules.json: invalid JSON"),
     ("pooling_missing", "1_Pooling/config.json: HTTP 404"),
     ("pooling_path", "Pooling module path '../x'"),
+    ("absolute_path", "Pooling module path '/"),
 ])
 def test_rejects_broken_sentence_transformers_files(hub, tmp_path, defect, message):
     server, files = hub
     (files / "1_Pooling").mkdir()
+    outside = tmp_path / "outside"
     if defect == "modules":
         (files / "modules.json").write_text("[{")
     elif defect == "pooling_missing":
         (files / "modules.json").write_text(MODULES)
-    else:
+    elif defect == "pooling_path":
         (files / "modules.json").write_text(MODULES.replace("1_Pooling", "../x"))
+    else:
+        # A repository naming an absolute directory: nothing may be written there.
+        (files / "modules.json").write_text(MODULES.replace("1_Pooling", str(outside)))
+        (files / str(outside).lstrip("/")).mkdir(parents=True)
+        (files / str(outside).lstrip("/") / "config.json").write_text("{}")
     out = tmp_path / "model"
     result = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)])
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert not (out / "model.safetensors").exists()
+    assert not outside.exists()
+
+
+def test_a_refetch_drops_optional_files_the_revision_lacks(hub, tmp_path):
+    server, files = hub
+    (files / "modules.json").write_text(MODULES)
+    (files / "1_Pooling").mkdir()
+    (files / "1_Pooling" / "config.json").write_text('{"pooling_mode": "cls"}')
+    out = tmp_path / "model"
+    args = ["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)]
+    assert run(args).returncode == 0
+    assert (out / "modules.json").exists()
+    (files / "modules.json").unlink()
+    result = run(args)
+    assert result.returncode == 0, result.stderr
+    assert not (out / "modules.json").exists()

@@ -4,6 +4,7 @@ its exit status. Steps are short (about a second): these check behaviour, not sp
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from repo_paths import bin_path  # noqa: E402
-from server_harness import Server, metric_value  # noqa: E402
+from server_harness import TINY_MODEL, TINY_VOCAB, Server, metric_value  # noqa: E402
 
 
 def bert_load(*args, timeout=120):
@@ -247,6 +248,31 @@ def test_the_embedding_head_needs_a_model_that_names_one(server):
                         "--heads=embedding", "hello"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "no modules.json" in r.stderr and "ask for mean_pooled or cls" in r.stderr
+
+
+def test_the_embedding_head_is_what_the_model_names(tmp_path):
+    """A CLS-pooling, normalising model (the tiny model with sentence-transformers' files):
+    bert_load sends HEAD_CLS with normalize and the model's max_seq_length."""
+    model = tmp_path / "cls-model"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(TINY_MODEL, name), model / name)
+    (model / "modules.json").write_text(json.dumps([
+        {"path": "", "type": "sentence_transformers.models.Transformer"},
+        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (model / "1_Pooling").mkdir()
+    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode": "cls"}')
+    (model / "sentence_bert_config.json").write_text('{"max_seq_length": 48}')
+    with Server(model_dir=str(model), vocab=TINY_VOCAB) as server:
+        report, _ = run_report(tmp_path, server, "--heads=embedding", "--concurrency=1",
+                               "--duration_s=0.5", "--warmup_s=0", "--lengths=fixed:60")
+    workload = report["workload"]
+    assert workload["heads"] == "embedding"
+    assert workload["heads_sent"] == ["HEAD_CLS"]
+    assert workload["normalize"] is True
+    assert workload["seq_length"] == 48
+    assert report["steps"][0]["errors"] == {}
 
 
 def test_a_workload_over_the_server_limits_fails_before_sending(server):
