@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +56,9 @@ ABSL_FLAG(std::string, padding, "pad", "pad (seq_length rows, TF Hub's shapes) o
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled/default/mean_pooled/cls");
 ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
+ABSL_FLAG(std::string, prompt_name, "",
+          "One of the model's prompts (info: sentence_embedding.prompts), put in front of each "
+          "text; with --heads=embedding the model's default prompt when not given");
 ABSL_FLAG(bool, pair, false, "Treat each two arguments as one (text_a, text_b) pair");
 ABSL_FLAG(bool, json, false, "Print JSON lines with every value instead of a summary");
 ABSL_FLAG(int, show, 5, "Leading values shown per row in the summary");
@@ -153,7 +157,11 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
                {{"head", v1::Head_Name(info.sentence_embedding().head())},
                 {"normalize", info.sentence_embedding().normalize()},
                 {"note", info.sentence_embedding().note()},
-                {"max_seq_length", info.sentence_embedding().max_seq_length()}}}};
+                {"max_seq_length", info.sentence_embedding().max_seq_length()},
+                {"prompts",
+                 std::map<std::string, std::string>(info.sentence_embedding().prompts().begin(),
+                                                    info.sentence_embedding().prompts().end())},
+                {"default_prompt_name", info.sentence_embedding().default_prompt_name()}}}};
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -281,6 +289,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.truncation = absl::GetFlag(FLAGS_truncation);
   options.normalize = absl::GetFlag(FLAGS_normalize);
+  options.prompt_name = absl::GetFlag(FLAGS_prompt_name);
   if (NamesEmbeddingHead(options.heads)) {
     grpc::ClientContext context;
     Prepare(connection, &context);

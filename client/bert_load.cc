@@ -104,6 +104,7 @@ ABSL_FLAG(std::string, padding, "trim", "pad or trim");
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
 ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled outputs");
+ABSL_FLAG(std::string, prompt_name, "", "One of the model's prompts (as bert_client's)");
 ABSL_FLAG(std::string, metrics, "", "HOST:PORT of the server's /metrics (optional)");
 ABSL_FLAG(double, max_error_percent, 100,
           "Fail the run (exit 1, no further step) when a step's failed calls are more than "
@@ -240,6 +241,7 @@ absl::StatusOr<Workload> BuildWorkload() {
   text.dtype = absl::GetFlag(FLAGS_dtype);
   text.truncation = absl::GetFlag(FLAGS_truncation);
   text.normalize = absl::GetFlag(FLAGS_normalize);
+  text.prompt_name = absl::GetFlag(FLAGS_prompt_name);
   // The other options are checked now; "embedding" is resolved once the server is known
   // (ResolveEmbeddingHead), and meanwhile checked as if it were mean_pooled.
   EmbedOptionsText checked = text;
@@ -555,7 +557,8 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"padding", absl::GetFlag(FLAGS_padding)},
             {"dtype", absl::GetFlag(FLAGS_dtype)},
             {"truncation", absl::GetFlag(FLAGS_truncation)},
-            {"normalize", w.options.normalize()}}},
+            {"normalize", w.options.normalize()},
+            {"prompt_name", w.options.prompt_name()}}},
           {"run",
            {{"warmup_s", absl::GetFlag(FLAGS_warmup_s)},
             {"duration_s", absl::GetFlag(FLAGS_duration_s)},

@@ -61,6 +61,7 @@ bool NamesEmbeddingHead(absl::string_view heads) {
 
 absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* request) {
   int seq_length = text.seq_length;
+  std::string prompt_name = text.prompt_name;
   for (absl::string_view name : absl::StrSplit(text.heads, ',', absl::SkipWhitespace())) {
     if (IsEmbeddingHead(name)) {
       if (!text.model_embedding.has_value()) {
@@ -77,8 +78,9 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
       }
       request->add_heads(model.head());
       if (model.normalize()) request->set_normalize(true);
-      // And the model's truncation, unless a seq_length was asked for.
+      // And the model's truncation and default prompt, unless the caller set them.
       if (text.seq_length == 0) seq_length = static_cast<int>(model.max_seq_length());
+      if (text.prompt_name.empty()) prompt_name = model.default_prompt_name();
       continue;
     }
     absl::StatusOr<v1::Head> head = ParseHead(name);
@@ -115,6 +117,7 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
   request->set_truncation(*truncation);
   // The embedding head may have asked for it already.
   request->set_normalize(request->normalize() || text.normalize);
+  request->set_prompt_name(prompt_name);
   return absl::OkStatus();
 }
 

@@ -104,6 +104,24 @@ TEST(SetEmbedOptions, EmbeddingIsTheModelsSentenceEmbedding) {
     EXPECT_EQ(request.heads(1), v1::HEAD_CLS);
     EXPECT_EQ(request.normalize(), asked);
   }
+  // The model's default prompt, unless one is named; a named one is sent as it is.
+  text.model_embedding->set_default_prompt_name("query");
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.prompt_name(), "query");
+  text.prompt_name = "passage";
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.prompt_name(), "passage");
+  text.heads = "pooled";
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.prompt_name(), "passage");
+  text.prompt_name.clear();
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.prompt_name(), "");  // the default is the embedding head's only
+  text.heads = "sequence, Embedding";
   // A model whose files name none: refused with their reason.
   text.model_embedding->set_head(v1::HEAD_UNSPECIFIED);
   text.model_embedding->set_note("no modules.json");

@@ -513,6 +513,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   options.default_seq_length = absl::GetFlag(FLAGS_default_seq_length);
   options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_answer_memory_bytes = absl::GetFlag(FLAGS_max_answer_memory_mb) << 20;
+  options.prompts = shared_model->sentence_embedding.prompts;
   // The CUDA engine tunes and loads per shape: do it before SERVING.
   options.warmup_row_buckets = info.backend == "cuda";
   options.on_engine_failure = std::move(on_engine_failure);

@@ -8,8 +8,9 @@ Fetches config.json, vocab.txt and model.safetensors from
 {endpoint}/{repo}/resolve/{revision}/{file}, sending `Authorization: Bearer $HF_TOKEN` when
 HF_TOKEN is set (gated or private repos), and where the repo has them the files the server
 also reads: tokenizer_config.json (do_lower_case), and sentence-transformers' modules.json
-with each Pooling module's config.json and sentence_bert_config.json (the model's sentence
-embedding and the length it truncates to). Each file is written
+with each Pooling module's config.json, sentence_bert_config.json and
+config_sentence_transformers.json (the model's sentence embedding, the length it truncates
+to, its prompts). Each file is written
 to a temporary name and renamed only after the whole directory checks out: config.json is a
 BERT config, vocab.txt has one token per line and as many as vocab_size, model.safetensors has
 a consistent header and the word embeddings the config implies, the optional JSON files parse.
@@ -28,7 +29,8 @@ import urllib.parse
 import urllib.request
 
 FILES = ("config.json", "vocab.txt", "model.safetensors")
-OPTIONAL_FILES = ("tokenizer_config.json", "modules.json", "sentence_bert_config.json")
+OPTIONAL_FILES = ("tokenizer_config.json", "modules.json", "sentence_bert_config.json",
+                  "config_sentence_transformers.json")
 REQUIRED_CONFIG = ("hidden_size", "num_hidden_layers", "num_attention_heads",
                    "intermediate_size", "vocab_size")
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
@@ -178,7 +180,8 @@ def fetch(repo, revision, endpoint, out, token, timeout=60):
         config = check_config(os.path.join(tmp, "config.json"))
         check_vocab(os.path.join(tmp, "vocab.txt"), config)
         check_safetensors(os.path.join(tmp, "model.safetensors"), config)
-        for name in ("tokenizer_config.json", "sentence_bert_config.json"):
+        for name in ("tokenizer_config.json", "sentence_bert_config.json",
+                     "config_sentence_transformers.json"):
             if name in fetched:
                 read_json(os.path.join(tmp, name), name, dict)
         if "modules.json" in fetched:

@@ -101,6 +101,7 @@ Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
   limits_.has_pooler = engine_->has_pooler();
   limits_.hidden_size = config.hidden_size;
   limits_.max_response_bytes = options_.max_response_bytes;
+  limits_.prompts = &options_.prompts;
 }
 
 Pipeline::~Pipeline() {
@@ -357,9 +358,11 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   std::vector<BatchItem> items(n);
   std::vector<bool> truncated(n, false);
   for (int i = 0; i < n; ++i) {
-    const InputSpec& input = request->spec.inputs[i];
+    InputSpec& input = request->spec.inputs[i];
     BatchItem& item = items[i];
     if (input.is_text) {
+      // As sentence-transformers does: the prompt's text, then the input's.
+      if (!opt.prompt.empty()) input.text_a.insert(0, opt.prompt);
       bool t = false;
       absl::Status status =
           PackText(input, i, opt.seq_length, opt.truncation, &item.word_ids, &item.type_ids, &t);

@@ -10,7 +10,9 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -40,6 +42,8 @@ struct PipelineOptions {
   int tokenization_workers = 2;
   int default_seq_length = 128;
   int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
+  // The model's prompts by name (EmbedRequest.prompt_name).
+  std::map<std::string, std::string> prompts;
   // At most this many bytes of answers (EstimateAnswerSize, reserved once a request is
   // tokenized) held at once, from being computed until sent; a request whose answer would
   // pass it is refused with RESOURCE_EXHAUSTED. 0: no limit. Below max_response_bytes, the

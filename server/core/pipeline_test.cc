@@ -260,6 +260,34 @@ TEST(PipelineTest, ClsHeadIsTheLastLayersFirstRow) {
   EXPECT_NEAR(std::sqrt(norm), 1.0, 1e-2);
 }
 
+TEST(PipelineTest, APromptGoesInFrontOfTextA) {
+  PipelineOptions options = TestOptions();
+  options.prompts = {{"greeting", "hello "}};
+  auto pipeline = MakePipeline(options);
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("world", "good"), Text("good morning")};
+  spec.seq_length = 8;
+  spec.heads = {Head::kSequence};
+  spec.padding = PaddingMode::kTrim;
+  spec.prompt_name = "greeting";
+  auto with_prompt = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(with_prompt.ok()) << with_prompt.status();
+  // The same as the prompt written into the texts.
+  spec.prompt_name = "";
+  spec.inputs = {Text("hello world", "good"), Text("hello good morning")};
+  auto written = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(written.ok()) << written.status();
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(with_prompt->results[i].num_tokens, written->results[i].num_tokens);
+    EXPECT_EQ(with_prompt->results[i].sequence.bytes, written->results[i].sequence.bytes);
+  }
+  EXPECT_EQ(with_prompt->results[0].num_tokens, 6);  // [CLS] hello world [SEP] good [SEP]
+  // An unknown name is refused.
+  spec.prompt_name = "farewell";
+  auto unknown = EmbedSync(pipeline.get(), spec);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PipelineTest, TrimNormalizeAndHalfPrecision) {
   auto pipeline = MakePipeline();
   EmbedRequestSpec spec;

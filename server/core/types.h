@@ -44,6 +44,7 @@ struct EmbedRequestSpec {
   // Bytes the response repeats from the request (its request_id): they count against the
   // response size limit like the tensors do.
   int64_t echoed_bytes = 0;
+  std::string prompt_name;  // One of the model's prompts, for text inputs; empty: none.
 };
 
 // A dense tensor in the wire layout: row-major little-endian bytes of `dtype`.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/text/utf8.h"
 #include "server/util/status_macros.h"
 
@@ -68,6 +69,28 @@ absl::Status CheckInputCount(size_t count, const RequestLimits& limits) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ResolvePrompt(const std::string& name, const RequestLimits& limits) {
+  if (limits.prompts != nullptr) {
+    const auto it = limits.prompts->find(name);
+    if (it != limits.prompts->end()) return it->second;
+  }
+  // The name as the client sent it may be long: quoted in part, cut between code points (the
+  // message goes back in a proto string on EmbedStream).
+  std::string shown = name;
+  if (name.size() > 64) {
+    size_t cut = 64;
+    while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xC0) == 0x80) --cut;
+    shown = absl::StrCat(name.substr(0, cut), "...");
+  }
+  std::vector<std::string> known;
+  if (limits.prompts != nullptr) {
+    for (const auto& [n, text] : *limits.prompts) known.push_back(absl::StrCat("\"", n, "\""));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("prompt_name: \"", shown, "\" is not one of the model's prompts (",
+                   known.empty() ? "it has none" : absl::StrJoin(known, ", "), ")"));
+}
 
 absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits) {
   if (seq_length == 0) return std::min(limits.default_seq_length, limits.max_seq_length);
@@ -147,11 +170,18 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   out.normalize = request.normalize;
   out.truncation = request.truncation;
   out.echoed_bytes = request.echoed_bytes;
+  if (!request.prompt_name.empty()) {
+    ASSIGN_OR_RETURN(out.prompt, ResolvePrompt(request.prompt_name, limits));
+  }
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     const InputSpec& input = request.inputs[i];
     if (input.is_text) {
       RETURN_IF_ERROR(CheckText(input, static_cast<int>(i)));
     } else {
+      if (!out.prompt.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "inputs[", i, "]: prompt_name applies to text inputs; token inputs carry their own"));
+      }
       RETURN_IF_ERROR(
           CheckTokens(input, static_cast<int>(i), out.seq_length, out.truncation, limits));
     }

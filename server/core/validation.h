@@ -6,6 +6,7 @@
 #define BERT_SERVER_CORE_VALIDATION_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@ struct RequestLimits {
   bool has_pooler = true;
   int hidden_size = 0;
   int64_t max_response_bytes = 0;  // 0: unchecked.
+  // The model's prompts by name (EmbedRequestSpec::prompt_name); null: none.
+  const std::map<std::string, std::string>* prompts = nullptr;
 };
 
 // The most entries EmbedRequest.layers may have: each layer twice (by its index and by its
@@ -49,10 +52,15 @@ struct ResolvedOptions {
   bool normalize = false;
   Truncation truncation = Truncation::kTruncate;
   int64_t echoed_bytes = 0;  // EmbedRequestSpec::echoed_bytes.
+  std::string prompt;        // The text prompt_name stands for, put in front of text_a.
 };
 
 // seq_length 0 -> min(default, max); else it must lie in [2, max].
 absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits);
+
+// The text of the model's prompt `name` (RequestLimits::prompts); INVALID_ARGUMENT naming the
+// prompts there are when it has no such prompt.
+absl::StatusOr<std::string> ResolvePrompt(const std::string& name, const RequestLimits& limits);
 
 // Checks the request-level fields and every input's static properties (UTF-8, ids,
 // lengths of token inputs under TRUNCATION_REJECT). Text length under REJECT is only

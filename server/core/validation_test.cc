@@ -1,5 +1,7 @@
 #include "server/core/validation.h"
 
+#include <map>
+
 #include "gtest/gtest.h"
 
 namespace bert {
@@ -151,6 +153,47 @@ TEST(ValidationTest, PooledWithoutPoolerIsFailedPrecondition) {
   ASSERT_TRUE(cls.ok()) << cls.status();
   EXPECT_TRUE(cls->cls);
   EXPECT_FALSE(cls->pooled || cls->default_head || cls->mean_pooled || cls->sequence);
+}
+
+TEST(ValidationTest, PromptNames) {
+  const std::map<std::string, std::string> prompts = {{"query", "query: "},
+                                                      {"passage", "passage: "}};
+  RequestLimits limits = Limits();
+  EmbedRequestSpec r;
+  r.inputs = {Text("a"), Text("b")};
+  r.prompt_name = "query";
+  // A model without prompts.
+  auto none = ValidateEmbedRequest(r, limits);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().message(),
+            "prompt_name: \"query\" is not one of the model's prompts (it has none)");
+  limits.prompts = &prompts;
+  auto ok = ValidateEmbedRequest(r, limits);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->prompt, "query: ");
+  r.prompt_name = "";
+  EXPECT_EQ(ValidateEmbedRequest(r, limits)->prompt, "");
+  r.prompt_name = "Query";  // names are exact
+  auto unknown = ValidateEmbedRequest(r, limits);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().message(),
+            "prompt_name: \"Query\" is not one of the model's prompts (\"passage\", \"query\")");
+  // A long name is quoted in part, cut between code points (2-byte 'é' straddles byte 64).
+  r.prompt_name = std::string(63, 'x') + "\xc3\xa9" + std::string(100, 'y');
+  auto long_name = ValidateEmbedRequest(r, limits);
+  ASSERT_FALSE(long_name.ok());
+  EXPECT_NE(long_name.status().message().find("\"" + std::string(63, 'x') + "...\""),
+            absl::string_view::npos)
+      << long_name.status();
+  // Token inputs carry their own ids.
+  r.prompt_name = "passage";
+  r.inputs = {Text("a"), Tokens({101, 7, 102})};
+  auto tokens = ValidateEmbedRequest(r, limits);
+  ASSERT_FALSE(tokens.ok());
+  EXPECT_EQ(tokens.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(tokens.status().message().find("inputs[1]: prompt_name applies to text inputs"),
+            absl::string_view::npos)
+      << tokens.status();
 }
 
 TEST(ValidationTest, TokenizeRequests) {

@@ -399,6 +399,38 @@ absl::StatusOr<std::vector<std::string>> PoolingModes(const Json& pooling,
   return modes;
 }
 
+// config_sentence_transformers.json's "prompts" (an object of strings) and
+// "default_prompt_name" (null or one of them).
+absl::Status ReadPrompts(const std::string& text, const std::string& path,
+                         SentenceEmbedding* result) {
+  const Json config = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+  const auto prompts = config.find("prompts");
+  if (prompts != config.end() && !prompts->is_null()) {
+    if (!prompts->is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": \"prompts\" must be an object"));
+    }
+    for (const auto& [name, prompt] : prompts->items()) {
+      if (!prompt.is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": prompt \"", name, "\" must be a string"));
+      }
+      result->prompts[name] = prompt.get<std::string>();
+    }
+  }
+  const auto default_name = config.find("default_prompt_name");
+  if (default_name != config.end() && !default_name->is_null()) {
+    if (!default_name->is_string() ||
+        result->prompts.count(default_name->get<std::string>()) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": \"default_prompt_name\" ", default_name->dump(), " is not one of the prompts"));
+    }
+    result->default_prompt_name = default_name->get<std::string>();
+  }
+  return absl::OkStatus();
+}
+
 // A module path that stays inside the model directory.
 bool InsideDirectory(const std::string& path) {
   if (path.empty() || path.front() == '/') return false;
@@ -445,6 +477,12 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
       }
       pooling_dir = path->get<std::string>();
     }
+  }
+  // The prompts, whatever the pooling.
+  const std::string prompts_path = directory + "/config_sentence_transformers.json";
+  if (std::filesystem::exists(prompts_path, error)) {
+    ASSIGN_OR_RETURN(std::string prompts_text, ReadTextFile(prompts_path));
+    RETURN_IF_ERROR(ReadPrompts(prompts_text, prompts_path, &result));
   }
   // The truncation sentence-transformers applies, whatever the pooling.
   const std::string st_config_path = directory + "/sentence_bert_config.json";

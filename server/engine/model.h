@@ -8,6 +8,7 @@
 #define BERT_SERVER_ENGINE_MODEL_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,10 @@ struct SentenceEmbedding {
   // sentence_bert_config.json's max_seq_length: the tokens ([CLS] and [SEP] included)
   // sentence-transformers truncates inputs to. 0: not given.
   int max_seq_length = 0;
+  // config_sentence_transformers.json's prompts (name -> text put in front of a text, e.g.
+  // "query" -> "query: ") and the name sentence-transformers uses when given none ("": none).
+  std::map<std::string, std::string> prompts;
+  std::string default_prompt_name;
   std::string note;  // Where it was read, or why it is unknown.
   // A defect in those files (they are optional: the model serves without them); also the note.
   std::string problem;
@@ -111,7 +116,8 @@ absl::StatusOr<Model> LoadModel(const std::string& directory);
 
 // <dir>/modules.json and the Pooling module's config.json (as sentence-transformers reads it:
 // its "pooling_mode" string, else the pooling_mode_* flags, mean by default), and
-// sentence_bert_config.json's max_seq_length where given. Without modules.json: kUnknown
+// sentence_bert_config.json's max_seq_length and config_sentence_transformers.json's prompts
+// where given. Without modules.json: kUnknown
 // ("no modules.json"). A file that is not valid JSON of the expected shape, or a Pooling
 // module outside the directory or without its config.json: INVALID_ARGUMENT or NOT_FOUND
 // naming the file.

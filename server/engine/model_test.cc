@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -545,6 +546,35 @@ TEST_F(SentenceEmbeddingTest, MeanThenNormalizeAsAllMiniLm) {
   EXPECT_TRUE(model->sentence_embedding.normalize);
   EXPECT_EQ(model->sentence_embedding.max_seq_length, 512);
   EXPECT_EQ(model->config.max_position_embeddings, 512);
+}
+
+TEST_F(SentenceEmbeddingTest, PromptsAndTheirDefault) {
+  Write(kModules, PoolingConfig(false, true));
+  WriteAll(dir() + "/config_sentence_transformers.json",
+           R"({"prompts": {"query": "query: ", "passage": "passage: "},
+               "default_prompt_name": "query", "similarity_fn_name": "cosine"})");
+  auto e = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->prompts,
+            (std::map<std::string, std::string>{{"query", "query: "}, {"passage", "passage: "}}));
+  EXPECT_EQ(e->default_prompt_name, "query");
+  EXPECT_EQ(e->pooling, SentenceEmbedding::Pooling::kMean);
+  // Empty prompts, no default (what sentence-transformers writes for most models).
+  WriteAll(dir() + "/config_sentence_transformers.json",
+           R"({"prompts": {}, "default_prompt_name": null})");
+  auto empty = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->prompts.empty());
+  EXPECT_EQ(empty->default_prompt_name, "");
+  // Defects.
+  for (const char* bad : {R"({"prompts": ["query: "]})", R"({"prompts": {"query": 1}})",
+                          R"({"prompts": {"a": "b"}, "default_prompt_name": "c"})", "[]"}) {
+    WriteAll(dir() + "/config_sentence_transformers.json", bad);
+    auto defect = ReadSentenceEmbedding(dir());
+    ASSERT_FALSE(defect.ok()) << bad;
+    EXPECT_TRUE(absl::StrContains(defect.status().message(), "config_sentence_transformers.json"))
+        << defect.status();
+  }
 }
 
 TEST_F(SentenceEmbeddingTest, ClsWithoutNormalize) {

@@ -563,6 +563,10 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
     embedding->set_normalize(sentence_embedding_.normalize);
     embedding->set_note(sentence_embedding_.note);
     embedding->set_max_seq_length(sentence_embedding_.max_seq_length);
+    for (const auto& [name, text] : sentence_embedding_.prompts) {
+      (*embedding->mutable_prompts())[name] = text;
+    }
+    embedding->set_default_prompt_name(sentence_embedding_.default_prompt_name);
     return absl::OkStatus();
   };
   const grpc::Status status = ToGrpcStatus(run());

@@ -146,6 +146,7 @@ absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
   if (!truncation.ok()) return truncation.status();
   spec.truncation = *truncation;
   spec.echoed_bytes = static_cast<int64_t>(request.request_id().size());
+  spec.prompt_name = request.prompt_name();
   return spec;
 }
 

@@ -193,6 +193,8 @@ std::string FindInvalidUtf8InEmbedRequest(absl::string_view data) {
       ++input_index;
     } else if (number == 9 && !IsValidUtf8(payload)) {
       return "request_id";
+    } else if (number == 10 && !IsValidUtf8(payload)) {
+      return "prompt_name";
     }
   }
   return "";

@@ -41,6 +41,12 @@ TEST(WireTest, RequestIdAndTokenizeRequests) {
   request.add_inputs()->mutable_text()->set_text_a("x");
   request.set_request_id("id @@");
   EXPECT_EQ(FindInvalidUtf8InEmbedRequest(WithInvalidUtf8(request)), "request_id");
+  request.set_request_id("id");
+  request.set_prompt_name("query @@");
+  v1::EmbedRequest parsed_embed;
+  EXPECT_EQ(
+      ParseEmbedRequest(ToBuffer(WithInvalidUtf8(request)), WireLimits(), &parsed_embed).message(),
+      "prompt_name: invalid UTF-8");
 
   v1::TokenizeRequest tokenize;
   tokenize.add_inputs()->set_text_a("ok");

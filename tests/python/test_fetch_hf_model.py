@@ -79,7 +79,7 @@ def test_fetches_and_verifies(hub, tmp_path):
     for name in ("config.json", "vocab.txt", "model.safetensors"):
         assert (out / name).read_bytes() == (files / name).read_bytes()
     # The optional files were asked for and are absent (404).
-    assert server.auth == [None] * 6
+    assert server.auth == [None] * 7
     assert not (out / "modules.json").exists()
     assert not any(p.name.startswith(".fetch-") for p in out.iterdir())
     # The fetched directory loads and runs.
@@ -100,7 +100,7 @@ def test_sends_hf_token(hub, tmp_path):
     ok = run(["--repo", "org/tiny-bert", "--endpoint", server.endpoint, "--out", str(out)],
              {"HF_TOKEN": "sekrit"})
     assert ok.returncode == 0, ok.stderr
-    assert server.auth[-6:] == ["Bearer sekrit"] * 6
+    assert server.auth[-7:] == ["Bearer sekrit"] * 7
 
 
 def test_missing_file_or_revision(hub, tmp_path):

@@ -245,6 +245,10 @@ class Gen:
         req.truncation = self.enum([0, 1, 2], [3, INT32_MIN], bad * 0.3)
         req.normalize = self.chance(0.5)
         req.request_id = self.request_id()
+        if self.chance(bad * 0.2):  # the tiny model has no prompts: any name is refused
+            req.prompt_name = self.rng.choice(
+                ["query", "q" * 5000, "".join(self.rng.choice(CONTROL + ZERO_WIDTH + ODD + COMBINING)
+                                              for _ in range(70))])
         return req
 
     def tokenize_request(self, bad):
@@ -381,6 +385,8 @@ def predict_embed(pb2, req, lim):
         errors.append("output_dtype")
     if req.truncation not in (0, 1, 2):
         errors.append("truncation")
+    if req.prompt_name:
+        errors.append("prompt_name")
     reject = req.truncation == pb2.TRUNCATION_REJECT
     token_bounds = []  # (least, most) num_tokens per input, for the response size
     for i, inp in enumerate(req.inputs):

@@ -1,8 +1,10 @@
 """Every head / option combination through a real server (CPU backend, tiny golden model)
 against the Hugging Face reference values in tests/golden/tiny-l4-h128."""
 import itertools
+import json
 import os
 import shutil
+import subprocess
 import sys
 
 import grpc
@@ -12,6 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from server_harness import (DTYPE_TOL, TINY_MODEL, TINY_VOCAB, Server, decode,  # noqa
                             read_safetensors, rel_err, stubs)
+from repo_paths import bin_path
 from safetensors_io import write_safetensors
 
 GOLDEN = read_safetensors(os.path.join(TINY_MODEL, "expected.safetensors"))
@@ -219,3 +222,85 @@ def test_cls_head_on_a_model_without_pooler(tmp_path):
                          pb2.PADDING_PAD_TO_SEQ_LENGTH, pb2.DATA_TYPE_FLOAT32, True)
     finally:
         server.kill()
+
+
+def sentence_transformers_model(path, pooling, prompts=None, default_prompt=None, max_seq=None):
+    """The tiny model with sentence-transformers' files: Transformer, Pooling, Normalize."""
+    path.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(TINY_MODEL, name), path / name)
+    (path / "modules.json").write_text(json.dumps([
+        {"path": "", "type": "sentence_transformers.models.Transformer"},
+        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": pooling}))
+    (path / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": prompts or {}, "default_prompt_name": default_prompt}))
+    if max_seq:
+        (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
+    return str(path)
+
+
+def test_prompts_on_a_sentence_transformers_model(tmp_path):
+    """prompt_name puts the model's prompt in front of text_a (as sentence-transformers'
+    encode(prompt_name=...)); bert_client's --heads=embedding takes the model's CLS pooling,
+    normalisation, max_seq_length and default prompt."""
+    pb2, _ = stubs()
+    prompts = {"query": "query: ", "passage": "passage: "}
+    model = sentence_transformers_model(tmp_path / "st", "cls", prompts, "query", max_seq=24)
+    texts = ["hello world", "a somewhat longer text " * 5]
+    with Server(model_dir=model, vocab=TINY_VOCAB) as server:
+        stub = server.stub()
+        e = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10).sentence_embedding
+        assert (e.head, e.normalize, e.max_seq_length) == (pb2.HEAD_CLS, True, 24)
+        assert dict(e.prompts) == prompts and e.default_prompt_name == "query"
+
+        def embed(inputs, **kw):
+            return stub.Embed(pb2.EmbedRequest(inputs=inputs, heads=[pb2.HEAD_SEQUENCE],
+                                               padding=pb2.PADDING_TRIM, **kw), timeout=30)
+
+        def text(a, b=None):
+            return pb2.Input(text=pb2.TextInput(text_a=a, text_b=b))
+
+        with_prompt = embed([text(t) for t in texts] + [text("q", "p")], prompt_name="passage")
+        written = embed([text("passage: " + t) for t in texts] + [text("passage: q", "p")])
+        for a, b in zip(with_prompt.results, written.results, strict=True):
+            assert a.num_tokens == b.num_tokens
+            assert a.sequence_output.data == b.sequence_output.data
+        # Unknown names and token inputs are refused, naming what is wrong.
+        for kw, inputs, message in [
+                ({"prompt_name": "Query"}, [text("x")], '"passage", "query"'),
+                ({"prompt_name": "query"}, [pb2.Input(tokens=pb2.TokenInput(
+                    input_word_ids=[101, 102]))], "inputs[0]: prompt_name applies to text")]:
+            with pytest.raises(grpc.RpcError) as refused:
+                embed(inputs, **kw)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert message in refused.value.details()
+        # On a stream: an error for that message, and the stream goes on.
+        answers = list(stub.EmbedStream(iter([
+            pb2.EmbedRequest(inputs=[text("x")], prompt_name="nope", request_id="bad"),
+            pb2.EmbedRequest(inputs=[text("x")], prompt_name="query", request_id="good")]),
+            timeout=30))
+        assert answers[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "nope" in answers[0].error.message
+        assert answers[1].request_id == "good" and not answers[1].HasField("error")
+        # bert_client: the model's embedding with its default prompt and length.
+        client = [bin_path("client", "bert_client"), f"--server={server.address}", "embed",
+                  "--json", "--padding=trim"]
+        r = subprocess.run(client + ["--heads=embedding", *texts], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        direct = stub.Embed(pb2.EmbedRequest(
+            inputs=[text(t) for t in texts], heads=[pb2.HEAD_CLS], normalize=True,
+            seq_length=24, prompt_name="query", padding=pb2.PADDING_TRIM), timeout=30)
+        for row, res in zip(rows, direct.results, strict=True):
+            assert row["num_tokens"] == res.num_tokens
+            np.testing.assert_allclose(row["cls_output"]["values"], decode(res.cls_output),
+                                       rtol=1e-6)
+        assert rows[1]["num_tokens"] == 24 and rows[1]["truncated"]
+        info = json.loads(subprocess.run(client[:2] + ["info", "--json"], capture_output=True,
+                                         text=True, timeout=60).stdout)
+        assert info["sentence_embedding"]["prompts"] == prompts
+        assert info["sentence_embedding"]["default_prompt_name"] == "query"
