@@ -138,7 +138,8 @@ def test_rejects_broken_downloads(hub, tmp_path, defect, message):
     assert not (out / "model.safetensors").exists()
 
 
-MODULES = """[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+MODULES = """[
+ {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
  {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"""
 
 

@@ -246,9 +246,9 @@ class Gen:
         req.normalize = self.chance(0.5)
         req.request_id = self.request_id()
         if self.chance(bad * 0.2):  # the tiny model has no prompts: any name is refused
-            req.prompt_name = self.rng.choice(
-                ["query", "q" * 5000, "".join(self.rng.choice(CONTROL + ZERO_WIDTH + ODD + COMBINING)
-                                              for _ in range(70))])
+            odd = "".join(self.rng.choice(CONTROL + ZERO_WIDTH + ODD + COMBINING)
+                          for _ in range(70))
+            req.prompt_name = self.rng.choice(["query", "q" * 5000, odd])
         return req
 
     def tokenize_request(self, bad):
