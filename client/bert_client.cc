@@ -58,7 +58,8 @@ ABSL_FLAG(bool, normalize, false, "L2-normalise pooled/default/mean_pooled/cls")
 ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
 ABSL_FLAG(std::string, prompt_name, "",
           "One of the model's prompts (info: sentence_embedding.prompts), put in front of each "
-          "text; with --heads=embedding the model's default prompt when not given");
+          "text; with --heads=embedding the model's default prompt when not given (for text "
+          "inputs; none: no prompt)");
 ABSL_FLAG(bool, pair, false, "Treat each two arguments as one (text_a, text_b) pair");
 ABSL_FLAG(bool, json, false, "Print JSON lines with every value instead of a summary");
 ABSL_FLAG(int, show, 5, "Leading values shown per row in the summary");
@@ -290,6 +291,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   options.truncation = absl::GetFlag(FLAGS_truncation);
   options.normalize = absl::GetFlag(FLAGS_normalize);
   options.prompt_name = absl::GetFlag(FLAGS_prompt_name);
+  for (const v1::Input& input : request.inputs()) options.token_inputs |= input.has_tokens();
   if (NamesEmbeddingHead(options.heads)) {
     grpc::ClientContext context;
     Prepare(connection, &context);

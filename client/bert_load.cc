@@ -242,6 +242,9 @@ absl::StatusOr<Workload> BuildWorkload() {
   text.truncation = absl::GetFlag(FLAGS_truncation);
   text.normalize = absl::GetFlag(FLAGS_normalize);
   text.prompt_name = absl::GetFlag(FLAGS_prompt_name);
+  // Token inputs (or texts sent as the server's tokens) take no prompt.
+  text.token_inputs = absl::GetFlag(FLAGS_input_kind) == "tokens";
+  for (const v1::Input& input : w.pool) text.token_inputs |= input.has_tokens();
   // The other options are checked now; "embedding" is resolved once the server is known
   // (ResolveEmbeddingHead), and meanwhile checked as if it were mean_pooled.
   EmbedOptionsText checked = text;

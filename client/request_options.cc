@@ -80,7 +80,9 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
       if (model.normalize()) request->set_normalize(true);
       // And the model's truncation and default prompt, unless the caller set them.
       if (text.seq_length == 0) seq_length = static_cast<int>(model.max_seq_length());
-      if (text.prompt_name.empty()) prompt_name = model.default_prompt_name();
+      if (text.prompt_name.empty() && !text.token_inputs) {
+        prompt_name = model.default_prompt_name();
+      }
       continue;
     }
     absl::StatusOr<v1::Head> head = ParseHead(name);
@@ -117,7 +119,7 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
   request->set_truncation(*truncation);
   // The embedding head may have asked for it already.
   request->set_normalize(request->normalize() || text.normalize);
-  request->set_prompt_name(prompt_name);
+  request->set_prompt_name(prompt_name == "none" ? "" : prompt_name);
   return absl::OkStatus();
 }
 

@@ -25,11 +25,12 @@ struct EmbedOptionsText {
   std::string dtype;       // float32, float16 or bfloat16
   std::string truncation;  // truncate or reject
   bool normalize = false;
-  std::string prompt_name;  // one of the model's prompts ("": none)
+  std::string prompt_name;    // one of the model's prompts ("": none; "none": not the default)
+  bool token_inputs = false;  // some inputs are token ids, which take no prompt
   // The served model's sentence embedding (GetModelInfo), which the head name "embedding"
   // stands for: its head, normalize if the model normalises, its max_seq_length unless
-  // seq_length is set, and its default prompt unless prompt_name is set. Needed only for that
-  // name.
+  // seq_length is set, and its default prompt unless prompt_name is set or token_inputs.
+  // Needed only for that name.
   std::optional<v1::SentenceEmbedding> model_embedding;
 };
 

@@ -109,6 +109,16 @@ TEST(SetEmbedOptions, EmbeddingIsTheModelsSentenceEmbedding) {
   request.Clear();
   ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
   EXPECT_EQ(request.prompt_name(), "query");
+  // Not with token inputs (the server refuses a prompt there), nor when "none" is asked for.
+  text.token_inputs = true;
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.prompt_name(), "");
+  text.token_inputs = false;
+  text.prompt_name = "none";
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.prompt_name(), "");
   text.prompt_name = "passage";
   request.Clear();
   ASSERT_TRUE(SetEmbedOptions(text, &request).ok());

@@ -367,6 +367,12 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
       absl::Status status =
           PackText(input, i, opt.seq_length, opt.truncation, &item.word_ids, &item.type_ids, &t);
       if (!status.ok()) {
+        // A text that fits alone may not with the prompt (TRUNCATION_REJECT): say it counted.
+        if (!opt.prompt.empty()) {
+          status = absl::Status(
+              status.code(),
+              absl::StrCat(status.message(), " (with the prompt \"", opt.prompt, "\")"));
+        }
         Finish(request, status);
         return;
       }

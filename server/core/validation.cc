@@ -178,7 +178,7 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
     if (input.is_text) {
       RETURN_IF_ERROR(CheckText(input, static_cast<int>(i)));
     } else {
-      if (!out.prompt.empty()) {
+      if (!request.prompt_name.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(
             "inputs[", i, "]: prompt_name applies to text inputs; token inputs carry their own"));
       }

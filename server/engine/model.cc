@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/safetensors.h"
@@ -343,13 +344,18 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
   absl::StatusOr<SentenceEmbedding> embedding = ReadSentenceEmbedding(directory);
   if (embedding.ok()) {
     model.sentence_embedding = *std::move(embedding);
-    // sentence-transformers cannot truncate past the positions the model has either.
+    // sentence-transformers cannot truncate past the positions the model has either, and
+    // without a max_seq_length of its own it truncates there.
     int& max_seq = model.sentence_embedding.max_seq_length;
+    if (max_seq == 0 && model.sentence_embedding.has_modules) {
+      max_seq = model.config.max_position_embeddings;
+    }
     max_seq = std::min(max_seq, model.config.max_position_embeddings);
   } else {
     // Optional files, which the encoder's heads do not need: the model serves, and says why
-    // it names no sentence embedding.
-    model.sentence_embedding.problem = std::string(embedding.status().message());
+    // it names no sentence embedding (GetModelInfo shows it: paths within the directory).
+    model.sentence_embedding.problem =
+        absl::StrReplaceAll(embedding.status().message(), {{directory + "/", ""}});
     model.sentence_embedding.note = model.sentence_embedding.problem;
   }
   return model;
@@ -358,18 +364,24 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
 namespace {
 
 // The pooling modes a sentence-transformers Pooling config turns on, by the names of its
-// "pooling_mode" string ("cls", "mean", "max", ...). That string, where set, overrides the
-// pooling_mode_* booleans, which default to mean pooling alone (as its Pooling module's
-// arguments do); several modes are concatenated.
+// "pooling_mode" ("cls", "mean", "max", ...; a string, or a list of them in the configs recent
+// versions write). That key, where set, overrides the pooling_mode_* flags; a flag left out
+// takes its argument's default (mean on, the others off), one set to null is off. Several
+// modes are concatenated.
 absl::StatusOr<std::vector<std::string>> PoolingModes(const Json& pooling,
                                                       const std::string& path) {
   const auto mode = pooling.find("pooling_mode");
   if (mode != pooling.end() && !mode->is_null()) {
-    if (!mode->is_string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": \"pooling_mode\" must be a string, got ", mode->dump()));
+    std::vector<std::string> modes;
+    const bool list = mode->is_array();
+    for (const Json& m : list ? *mode : Json::array({*mode})) {
+      if (!m.is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": \"pooling_mode\" must be a string or a list of strings, got ", mode->dump()));
+      }
+      modes.push_back(absl::AsciiStrToLower(m.get<std::string>()));
     }
-    return std::vector<std::string>{absl::AsciiStrToLower(mode->get<std::string>())};
+    return modes;
   }
   struct Flag {
     const char* key;
@@ -386,7 +398,7 @@ absl::StatusOr<std::vector<std::string>> PoolingModes(const Json& pooling,
   std::vector<std::string> modes;
   for (const Flag& flag : kFlags) {
     const auto it = pooling.find(flag.key);
-    bool on = flag.fallback;
+    bool on = it == pooling.end() ? flag.fallback : false;
     if (it != pooling.end() && !it->is_null()) {
       if (!it->is_boolean()) {
         return absl::InvalidArgumentError(
@@ -450,6 +462,7 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
     result.note = "no modules.json";
     return result;
   }
+  result.has_modules = true;
   ASSIGN_OR_RETURN(std::string modules_text, ReadTextFile(modules_path));
   const Json modules = Json::parse(modules_text, nullptr, /*allow_exceptions=*/false);
   if (!modules.is_array()) {
@@ -518,10 +531,12 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
   }
   ASSIGN_OR_RETURN(const std::vector<std::string> modes, PoolingModes(pooling, pooling_path));
   // "include_prompt": false leaves the tokens of a prompt that sentence-transformers put in
-  // front of the text out of the pooling; the server pools every token it is given.
+  // front of the text out of the pooling, where it put one; the server pools every token it
+  // is given. Without prompts the two agree.
   const auto include_prompt = pooling.find("include_prompt");
-  const bool whole_input = include_prompt == pooling.end() || !include_prompt->is_boolean() ||
-                           include_prompt->get<bool>();
+  const bool prompt_left_out = include_prompt != pooling.end() && include_prompt->is_boolean() &&
+                               !include_prompt->get<bool>();
+  const bool whole_input = !prompt_left_out || result.prompts.empty();
   const bool one_mode = modes.size() == 1 && whole_input;
   if (one_mode && modes[0] == "mean") {
     result.pooling = SentenceEmbedding::Pooling::kMean;
@@ -530,7 +545,7 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
   } else {
     result.note = absl::StrCat(
         pooling_dir, "/config.json: pooling ", modes.empty() ? "none" : absl::StrJoin(modes, " + "),
-        whole_input ? "" : " without the prompt's tokens", ", which no head computes");
+        whole_input ? "" : " without the prompts' tokens", ", which no head computes");
     return result;
   }
   result.normalize = rest_normalizes;

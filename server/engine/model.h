@@ -86,9 +86,11 @@ struct ModelWeights {
 struct SentenceEmbedding {
   enum class Pooling { kUnknown, kMean, kCls };
   Pooling pooling = Pooling::kUnknown;
-  bool normalize = false;  // A Normalize module follows the pooling.
+  bool has_modules = false;  // The directory has a modules.json.
+  bool normalize = false;    // A Normalize module follows the pooling.
   // sentence_bert_config.json's max_seq_length: the tokens ([CLS] and [SEP] included)
-  // sentence-transformers truncates inputs to. 0: not given.
+  // sentence-transformers truncates inputs to; LoadModel caps it at the model's positions,
+  // which is also its value where modules.json is there and this is not. 0: no modules.json.
   int max_seq_length = 0;
   // config_sentence_transformers.json's prompts (name -> text put in front of a text, e.g.
   // "query" -> "query: ") and the name sentence-transformers uses when given none ("": none).

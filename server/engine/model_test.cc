@@ -533,6 +533,13 @@ TEST_F(SentenceEmbeddingTest, MeanThenNormalizeAsAllMiniLm) {
   EXPECT_TRUE(e->normalize);
   EXPECT_EQ(e->note, "modules.json, 1_Pooling/config.json");
   EXPECT_EQ(e->max_seq_length, 0);  // no sentence_bert_config.json
+  {
+    // LoadModel: then the model's positions, as sentence-transformers truncates there.
+    WriteWeights([](std::string*, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {});
+    auto model = LoadModel(dir());
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ(model->sentence_embedding.max_seq_length, model->config.max_position_embeddings);
+  }
   // sentence_bert_config.json: LoadModel caps it at the model's positions (the golden: 512).
   WriteAll(dir() + "/sentence_bert_config.json", R"({"max_seq_length": 1000})");
   auto with_max = ReadSentenceEmbedding(dir());
@@ -600,13 +607,19 @@ TEST_F(SentenceEmbeddingTest, WhatNoHeadComputesIsUnknownWithTheReason) {
   ASSERT_TRUE(both.ok()) << both.status();
   EXPECT_EQ(both->pooling, SentenceEmbedding::Pooling::kUnknown);
   EXPECT_TRUE(absl::StrContains(both->note, "cls + mean")) << both->note;
-  // Pooling that leaves a prompt's tokens out, mean or CLS.
+  // Pooling that leaves the prompts' tokens out, mean or CLS: the same as ours for a model
+  // without prompts, not for one with them.
   for (const char* mode : {"mean", "cls"}) {
     Write(kModules, absl::StrCat(R"({"pooling_mode": ")", mode, R"(", "include_prompt": false})"));
-    auto prompt = ReadSentenceEmbedding(dir());
-    ASSERT_TRUE(prompt.ok()) << prompt.status();
-    EXPECT_EQ(prompt->pooling, SentenceEmbedding::Pooling::kUnknown) << mode;
-    EXPECT_TRUE(absl::StrContains(prompt->note, "without the prompt's tokens")) << prompt->note;
+    auto no_prompts = ReadSentenceEmbedding(dir());
+    ASSERT_TRUE(no_prompts.ok()) << no_prompts.status();
+    EXPECT_NE(no_prompts->pooling, SentenceEmbedding::Pooling::kUnknown) << mode;
+    WriteAll(dir() + "/config_sentence_transformers.json", R"({"prompts": {"q": "query: "}})");
+    auto prompts = ReadSentenceEmbedding(dir());
+    ASSERT_TRUE(prompts.ok()) << prompts.status();
+    EXPECT_EQ(prompts->pooling, SentenceEmbedding::Pooling::kUnknown) << mode;
+    EXPECT_TRUE(absl::StrContains(prompts->note, "without the prompts' tokens")) << prompts->note;
+    fs::remove(dir_ / "config_sentence_transformers.json");
   }
   // A Dense layer after the pooling.
   Write(R"([{"path": "", "type": "sentence_transformers.models.Transformer"},
@@ -628,6 +641,22 @@ TEST_F(SentenceEmbeddingTest, ThePoolingModeStringOverridesTheFlagsWhichDefaultT
   auto cls = ReadSentenceEmbedding(dir());
   ASSERT_TRUE(cls.ok()) << cls.status();
   EXPECT_EQ(cls->pooling, SentenceEmbedding::Pooling::kCls);
+  // A list, as recent versions write it.
+  Write(kModules,
+        R"({"embedding_dimension": 128, "pooling_mode": ["mean"], "include_prompt": true})");
+  auto list = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_EQ(list->pooling, SentenceEmbedding::Pooling::kMean);
+  Write(kModules, R"({"pooling_mode": ["cls", "mean"]})");
+  auto two = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->pooling, SentenceEmbedding::Pooling::kUnknown);
+  EXPECT_TRUE(absl::StrContains(two->note, "cls + mean")) << two->note;
+  // A flag set to null is off (an absent one takes its default).
+  Write(kModules, R"({"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": null})");
+  auto null_mean = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(null_mean.ok()) << null_mean.status();
+  EXPECT_EQ(null_mean->pooling, SentenceEmbedding::Pooling::kCls);
   Write(kModules, R"({"pooling_mode": "weightedmean"})");
   auto weighted = ReadSentenceEmbedding(dir());
   ASSERT_TRUE(weighted.ok()) << weighted.status();
@@ -656,7 +685,9 @@ TEST_F(SentenceEmbeddingTest, DefectsAreErrorsNamingTheFileAndTheModelStillLoads
     ASSERT_TRUE(model.ok()) << model.status();
     const SentenceEmbedding& e = model->sentence_embedding;
     EXPECT_EQ(e.pooling, SentenceEmbedding::Pooling::kUnknown);
-    EXPECT_EQ(e.problem, std::string(read.status().message()));
+    // The same error, with the paths inside the model directory (GetModelInfo shows it).
+    EXPECT_EQ(absl::StrCat(dir(), "/", e.problem), std::string(read.status().message()));
+    EXPECT_FALSE(absl::StrContains(e.problem, dir())) << e.problem;
     EXPECT_EQ(e.note, e.problem);
     for (const std::string& needle : needles) {
       EXPECT_TRUE(absl::StrContains(e.problem, needle))
@@ -678,6 +709,8 @@ TEST_F(SentenceEmbeddingTest, DefectsAreErrorsNamingTheFileAndTheModelStillLoads
   expect_problem({"1_Pooling/config.json", "not a JSON object"});
   Write(kModules, R"({"pooling_mode": 3})");
   expect_problem({"1_Pooling/config.json", "\"pooling_mode\" must be a string"});
+  Write(kModules, R"({"pooling_mode": ["cls", 1]})");
+  expect_problem({"1_Pooling/config.json", "or a list of strings"});
   Write(kModules, R"({"pooling_mode_cls_token": "yes"})");
   expect_problem({"1_Pooling/config.json", "must be true or false"});
   fs::remove(dir_ / "1_Pooling" / "config.json");

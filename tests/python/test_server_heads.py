@@ -300,6 +300,35 @@ def test_prompts_on_a_sentence_transformers_model(tmp_path):
             np.testing.assert_allclose(row["cls_output"]["values"], decode(res.cls_output),
                                        rtol=1e-6)
         assert rows[1]["num_tokens"] == 24 and rows[1]["truncated"]
+        # Token inputs take no prompt: the default is not sent for them.
+        ids = {"input_word_ids": [2, 5, 3]}
+        r = subprocess.run(client + ["--heads=embedding"], input=json.dumps(ids),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        by_ids = stub.Embed(pb2.EmbedRequest(
+            inputs=[pb2.Input(tokens=pb2.TokenInput(input_word_ids=ids["input_word_ids"]))],
+            heads=[pb2.HEAD_CLS], normalize=True, seq_length=24), timeout=30)
+        np.testing.assert_allclose(json.loads(r.stdout)["cls_output"]["values"],
+                                   decode(by_ids.results[0].cls_output), rtol=1e-6)
+        # --prompt_name=none: no prompt; bert_load sends the default.
+        r = subprocess.run(client + ["--heads=embedding", "--prompt_name=none", texts[0]],
+                           capture_output=True, text=True, timeout=60)
+        assert json.loads(r.stdout)["num_tokens"] == direct.results[0].num_tokens - 2
+        report = tmp_path / "load.json"
+        load = subprocess.run([bin_path("client", "bert_load"), f"--server={server.address}",
+                               "--heads=embedding", "--concurrency=1", "--duration_s=0.3",
+                               "--warmup_s=0", "--lengths=fixed:5", f"--json_out={report}"],
+                              capture_output=True, text=True, timeout=60)
+        assert load.returncode == 0, load.stdout + load.stderr
+        workload = json.loads(report.read_text())["workload"]
+        assert workload["prompt_name"] == "query" and workload["heads_sent"] == ["HEAD_CLS"]
+        # A text that fits alone but not with the prompt, under TRUNCATION_REJECT.
+        with pytest.raises(grpc.RpcError) as too_long:
+            stub.Embed(pb2.EmbedRequest(inputs=[text("a b c d")], seq_length=6,
+                                        prompt_name="query",
+                                        truncation=pb2.TRUNCATION_REJECT), timeout=30)
+        assert too_long.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert 'with the prompt "query: "' in too_long.value.details()
         info = json.loads(subprocess.run(client[:2] + ["info", "--json"], capture_output=True,
                                          text=True, timeout=60).stdout)
         assert info["sentence_embedding"]["prompts"] == prompts

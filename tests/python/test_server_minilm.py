@@ -156,7 +156,8 @@ def test_client_cli_seed_example(server, tmp_path):
     assert info["model_name"] == "all-MiniLM-L6-v2" and info["config"]["hidden_size"] == 384
     assert info["sentence_embedding"] == {"head": "HEAD_MEAN_POOLED", "normalize": True,
                                           "note": "modules.json, 1_Pooling/config.json",
-                                          "max_seq_length": 256}
+                                          "max_seq_length": 256, "prompts": {},
+                                          "default_prompt_name": ""}
     r = run("embed", "--seq_length=1", "x")
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
 
