@@ -301,7 +301,9 @@ def test_the_load_tester_sees_no_error_across_connection_ages(api, tmp_path):
                                capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         step = json.loads(report.read_text())["steps"][0]
-        assert not step["errors"] and step["ok"] > 100, step
+        # Calls throughout the 3 s (three connection ages); how many depends on the machine
+        # (over 100 on an idle 2-core one, 75 with another build running beside it).
+        assert not step["errors"] and step["ok"] >= 20, step
         if api == "unary":
             assert len(seen.ports) >= 8, seen.ports  # each of the 4 channels reconnected
 
