@@ -1,8 +1,10 @@
 """Helpers for the end-to-end server tests: Python stubs generated from the proto at test
 time, a real bert_server process on 127.0.0.1 with an ephemeral port, safetensors reading
 and tensor decoding. Every server started here is killed in teardown."""
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -234,3 +236,21 @@ def metric_value(text, name, labels=None):
         total += float(m.group(3))
         found = True
     return total if found else None
+
+
+def sentence_transformers_model(path, pooling, prompts=None, default_prompt=None, max_seq=None):
+    """The tiny model with sentence-transformers' files: Transformer, Pooling, Normalize."""
+    path.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(TINY_MODEL, name), path / name)
+    (path / "modules.json").write_text(json.dumps([
+        {"path": "", "type": "sentence_transformers.models.Transformer"},
+        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": pooling}))
+    (path / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": prompts or {}, "default_prompt_name": default_prompt}))
+    if max_seq:
+        (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
+    return str(path)

@@ -4,7 +4,6 @@ its exit status. Steps are short (about a second): these check behaviour, not sp
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +12,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from repo_paths import bin_path  # noqa: E402
-from server_harness import TINY_MODEL, TINY_VOCAB, Server, metric_value  # noqa: E402
+from server_harness import (TINY_VOCAB, Server, metric_value,  # noqa: E402
+                            sentence_transformers_model)
 
 
 def bert_load(*args, timeout=120):
@@ -253,18 +253,8 @@ def test_the_embedding_head_needs_a_model_that_names_one(server):
 def test_the_embedding_head_is_what_the_model_names(tmp_path):
     """A CLS-pooling, normalising model (the tiny model with sentence-transformers' files):
     bert_load sends HEAD_CLS with normalize and the model's max_seq_length."""
-    model = tmp_path / "cls-model"
-    model.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(os.path.join(TINY_MODEL, name), model / name)
-    (model / "modules.json").write_text(json.dumps([
-        {"path": "", "type": "sentence_transformers.models.Transformer"},
-        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
-    (model / "1_Pooling").mkdir()
-    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode": "cls"}')
-    (model / "sentence_bert_config.json").write_text('{"max_seq_length": 48}')
-    with Server(model_dir=str(model), vocab=TINY_VOCAB) as server:
+    model = sentence_transformers_model(tmp_path / "cls-model", "cls", max_seq=48)
+    with Server(model_dir=model, vocab=TINY_VOCAB) as server:
         report, _ = run_report(tmp_path, server, "--heads=embedding", "--concurrency=1",
                                "--duration_s=0.5", "--warmup_s=0", "--lengths=fixed:60")
     workload = report["workload"]

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from server_harness import (DTYPE_TOL, TINY_MODEL, TINY_VOCAB, Server, decode,  # noqa
-                            read_safetensors, rel_err, stubs)
+                            read_safetensors, rel_err, sentence_transformers_model, stubs)
 from repo_paths import bin_path
 from safetensors_io import write_safetensors
 
@@ -222,24 +222,6 @@ def test_cls_head_on_a_model_without_pooler(tmp_path):
                          pb2.PADDING_PAD_TO_SEQ_LENGTH, pb2.DATA_TYPE_FLOAT32, True)
     finally:
         server.kill()
-
-
-def sentence_transformers_model(path, pooling, prompts=None, default_prompt=None, max_seq=None):
-    """The tiny model with sentence-transformers' files: Transformer, Pooling, Normalize."""
-    path.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(os.path.join(TINY_MODEL, name), path / name)
-    (path / "modules.json").write_text(json.dumps([
-        {"path": "", "type": "sentence_transformers.models.Transformer"},
-        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
-    (path / "1_Pooling").mkdir()
-    (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": pooling}))
-    (path / "config_sentence_transformers.json").write_text(json.dumps(
-        {"prompts": prompts or {}, "default_prompt_name": default_prompt}))
-    if max_seq:
-        (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
-    return str(path)
 
 
 def test_prompts_on_a_sentence_transformers_model(tmp_path):
