@@ -199,3 +199,27 @@ def test_the_models_sentence_embedding(server):
                            "--warmup_s=0", "--lengths=fixed:8"],
                           capture_output=True, text=True, timeout=60)
     assert load.returncode == 0, load.stdout + load.stderr
+
+
+@pytest.mark.parametrize("readme", ["README.md", "server/README.md"])
+def test_the_readme_python_examples_run(server, tmp_path, readme):
+    """Each Python example of the READMEs, with the protoc command it starts with, against this
+    server (the examples say 127.0.0.1:50051)."""
+    import re
+    from repo_paths import REPO
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / readme).read_text(), re.S)
+    assert blocks, readme
+    for block in blocks:
+        protoc = re.search(r"^# (\.venv/bin/python -m grpc_tools\.protoc .*)$", block, re.M)
+        assert protoc, block
+        args = protoc.group(1).split()[1:]
+        subprocess.run([sys.executable, *args[:-1], str(REPO / args[-1]), f"-I{REPO}"],
+                       cwd=tmp_path, check=True, capture_output=True, timeout=60)
+        script = block.replace("127.0.0.1:50051", server.address)
+        # What the example computed, to check it is an embedding of the model's width.
+        script += "\nprint([v.shape for v in (globals().get('vec'), globals().get('pooled')) " \
+                  "if v is not None])\n"
+        r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "(384,)" in r.stdout, r.stdout
