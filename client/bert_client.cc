@@ -414,6 +414,9 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
   }
   request.set_seq_length(seq_length);
   request.set_truncation(*truncation);
+  if (const std::string prompt = absl::GetFlag(FLAGS_prompt_name); prompt != "none") {
+    request.set_prompt_name(prompt);
+  }
   grpc::ClientContext context;
   Prepare(connection, &context);
   v1::TokenizeResponse response;

@@ -286,6 +286,17 @@ TEST(PipelineTest, APromptGoesInFrontOfTextA) {
   spec.prompt_name = "farewell";
   auto unknown = EmbedSync(pipeline.get(), spec);
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  // Tokenize shows the tokens Embed computes.
+  TokenizeRequestSpec tokenize;
+  tokenize.inputs = {Text("world", "good")};
+  tokenize.seq_length = 8;
+  tokenize.prompt_name = "greeting";
+  auto encodings = pipeline->Tokenize(tokenize);
+  ASSERT_TRUE(encodings.ok()) << encodings.status();
+  EXPECT_EQ((*encodings)[0].tokens,
+            (std::vector<std::string>{"[CLS]", "hello", "world", "[SEP]", "good", "[SEP]"}));
+  tokenize.prompt_name = "farewell";
+  EXPECT_EQ(pipeline->Tokenize(tokenize).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PipelineTest, TrimNormalizeAndHalfPrecision) {

@@ -88,6 +88,7 @@ struct TokenizeRequestSpec {
   std::vector<InputSpec> inputs;  // Text inputs only.
   int seq_length = 0;
   Truncation truncation = Truncation::kTruncate;
+  std::string prompt_name;  // As in EmbedRequestSpec.
 };
 
 struct Encoding {

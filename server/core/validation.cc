@@ -231,6 +231,9 @@ absl::Status ValidateTokenizeRequest(const TokenizeRequestSpec& request,
                                      const RequestLimits& limits) {
   RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));
   RETURN_IF_ERROR(ResolveSeqLength(request.seq_length, limits).status());
+  if (!request.prompt_name.empty()) {
+    RETURN_IF_ERROR(ResolvePrompt(request.prompt_name, limits).status());
+  }
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     RETURN_IF_ERROR(CheckText(request.inputs[i], static_cast<int>(i)));
   }

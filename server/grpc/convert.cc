@@ -161,6 +161,7 @@ absl::StatusOr<TokenizeRequestSpec> FromProto(const v1::TokenizeRequest& request
   auto truncation = TruncationFromProto(request.truncation());
   if (!truncation.ok()) return truncation.status();
   spec.truncation = *truncation;
+  spec.prompt_name = request.prompt_name();
   return spec;
 }
 

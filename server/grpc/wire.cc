@@ -209,6 +209,8 @@ std::string FindInvalidUtf8InTokenizeRequest(absl::string_view data) {
       std::string bad = CheckTextInput(payload, absl::StrCat("inputs[", input_index, "]."));
       if (!bad.empty()) return bad;
       ++input_index;
+    } else if (number == 4 && !IsValidUtf8(payload)) {
+      return "prompt_name";
     }
   }
   return "";

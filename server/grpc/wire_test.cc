@@ -54,6 +54,11 @@ TEST(WireTest, RequestIdAndTokenizeRequests) {
   v1::TokenizeRequest parsed;
   absl::Status s = ParseTokenizeRequest(ToBuffer(WithInvalidUtf8(tokenize)), WireLimits(), &parsed);
   EXPECT_EQ(s.message(), "inputs[1].text_a: invalid UTF-8");
+  tokenize.mutable_inputs(1)->set_text_a("fine");
+  tokenize.set_prompt_name("@@");
+  EXPECT_EQ(
+      ParseTokenizeRequest(ToBuffer(WithInvalidUtf8(tokenize)), WireLimits(), &parsed).message(),
+      "prompt_name: invalid UTF-8");
 }
 
 TEST(WireTest, OnlyValidUtf8RequestIdsAreEchoed) {

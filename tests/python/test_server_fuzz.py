@@ -257,6 +257,8 @@ class Gen:
             self.text_input(req.inputs.add())
         req.seq_length = self.seq_length(bad)
         req.truncation = self.enum([0, 1, 2], [3, 77, -2], bad * 0.3)
+        if self.chance(bad * 0.2):  # the tiny model has no prompts
+            req.prompt_name = self.rng.choice(["query", "\u00e9" * 50])
         return req
 
     def badness(self):
@@ -600,6 +602,8 @@ def predict_tokenize(pb2, req, lim):
         errors.append("seq_length")
     if req.truncation not in (0, 1, 2):
         errors.append("truncation")
+    if req.prompt_name:
+        errors.append("prompt_name")
     if errors:
         return Expect({INVALID}, errors)
     if req.truncation == pb2.TRUNCATION_REJECT:

@@ -245,6 +245,12 @@ def test_prompts_on_a_sentence_transformers_model(tmp_path):
         def text(a, b=None):
             return pb2.Input(text=pb2.TextInput(text_a=a, text_b=b))
 
+        # Tokenize shows the prompt's tokens in front.
+        tok = stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(text_a="hello world")],
+                                                prompt_name="passage"), timeout=10)
+        plain = stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(
+            text_a="passage: hello world")]), timeout=10)
+        assert list(tok.encodings[0].tokens) == list(plain.encodings[0].tokens)
         with_prompt = embed([text(t) for t in texts] + [text("q", "p")], prompt_name="passage")
         written = embed([text("passage: " + t) for t in texts] + [text("passage: q", "p")])
         for a, b in zip(with_prompt.results, written.results, strict=True):
