@@ -185,7 +185,6 @@ struct Workload {
   v1::EmbedRequest options;  // no inputs
   int inputs_per_request = 1;
   EmbedOptionsText options_text;  // what `options` was made from
-  bool seq_length_given = false;  // --seq_length, rather than the synthetic lengths' longest
 };
 
 std::vector<std::string> HeadNames(const v1::EmbedRequest& request) {
@@ -199,8 +198,9 @@ std::vector<std::string> HeadNames(const v1::EmbedRequest& request) {
 absl::Status ResolveEmbeddingHead(const v1::ModelInfo& info, Workload* w) {
   if (!NamesEmbeddingHead(w->options_text.heads)) return absl::OkStatus();
   w->options_text.model_embedding = info.sentence_embedding();
-  // The model's truncation, as sentence-transformers applies it, unless --seq_length says.
-  if (!w->seq_length_given && info.sentence_embedding().max_seq_length() > 0) {
+  // The model's truncation, as sentence-transformers applies it, unless --seq_length says
+  // (rather than the synthetic lengths' longest).
+  if (absl::GetFlag(FLAGS_seq_length) == 0 && info.sentence_embedding().max_seq_length() > 0) {
     w->options_text.seq_length = 0;
   }
   w->options.Clear();
@@ -217,7 +217,6 @@ absl::StatusOr<Workload> BuildWorkload() {
         "--inputs_per_request must be positive, --pool_size in [1, ", kMaxPoolSize, "]"));
   }
   int seq_length = absl::GetFlag(FLAGS_seq_length);
-  w.seq_length_given = seq_length != 0;
   if (!absl::GetFlag(FLAGS_input_file).empty()) {
     absl::StatusOr<std::vector<v1::Input>> read = ReadInputFile(absl::GetFlag(FLAGS_input_file));
     if (!read.ok()) return read.status();

@@ -15,13 +15,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <new>
-#include <sstream>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -63,6 +61,7 @@
 #include "server/util/device_memory.h"
 #include "server/util/listen_address.h"
 #include "server/util/log.h"
+#include "server/util/read_file.h"
 #include "server/util/status_macros.h"
 
 ABSL_FLAG(std::string, model_dir, "",
@@ -220,14 +219,6 @@ namespace {
 
 static_assert(Batcher::kFruitlessWaits == 3 && Batcher::kProbeEvery == 32,
               "--adaptive_batch_delay's help and server/README.md state these values");
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string BaseName(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
@@ -482,10 +473,10 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                   << LogKv("normalize", embedding.normalize ? "true" : "false")
                   << LogKv("max_seq_length", embedding.max_seq_length)
                   << LogKv("from", embedding.note);
-  if (!embedding.problem.empty()) {
+  if (embedding.defective) {
     BERT_LOG(kWarning) << "the model's sentence-transformers files are defective; serving "
                           "without a sentence embedding"
-                       << LogKv("error", embedding.problem);
+                       << LogKv("error", embedding.note);
   }
   if (info.backend == "cpu" && cpu::BlasCoreReplacementFailed()) {
     BERT_LOG(kWarning) << "OpenBLAS ignored the OPENBLAS_CORETYPE set at startup"

@@ -527,20 +527,21 @@ void Pipeline::TokenizeOnWorker(TokenizeRequestSpec request, TokenizeCallback do
 }
 
 absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(const TokenizeRequestSpec& request) const {
-  RETURN_IF_ERROR(ValidateTokenizeRequest(request, limits_));
-  ASSIGN_OR_RETURN(const int seq_length, ResolveSeqLength(request.seq_length, limits_));
-  std::string prompt;
-  if (!request.prompt_name.empty()) {
-    ASSIGN_OR_RETURN(prompt, ResolvePrompt(request.prompt_name, limits_));
-  }
+  ASSIGN_OR_RETURN(const TokenizeOptions options, ValidateTokenizeRequest(request, limits_));
+  const int seq_length = options.seq_length;
   std::vector<Encoding> encodings;
   encodings.reserve(request.inputs.size());
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     std::vector<int32_t> word_ids, type_ids;
     bool truncated = false;
-    InputSpec input = request.inputs[i];
-    input.text_a.insert(0, prompt);  // as Embed does
-    RETURN_IF_ERROR(PackText(input, static_cast<int>(i), seq_length, request.truncation, &word_ids,
+    const InputSpec* input = &request.inputs[i];
+    InputSpec with_prompt;  // as Embed puts it, only where there is one
+    if (!options.prompt.empty()) {
+      with_prompt = *input;
+      with_prompt.text_a.insert(0, options.prompt);
+      input = &with_prompt;
+    }
+    RETURN_IF_ERROR(PackText(*input, static_cast<int>(i), seq_length, request.truncation, &word_ids,
                              &type_ids, &truncated));
     Encoding encoding;
     encoding.num_tokens = static_cast<int>(word_ids.size());

@@ -227,17 +227,18 @@ absl::Status CheckResponseSize(const AnswerSize& size, const RequestLimits& limi
   return absl::OkStatus();
 }
 
-absl::Status ValidateTokenizeRequest(const TokenizeRequestSpec& request,
-                                     const RequestLimits& limits) {
+absl::StatusOr<TokenizeOptions> ValidateTokenizeRequest(const TokenizeRequestSpec& request,
+                                                        const RequestLimits& limits) {
   RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));
-  RETURN_IF_ERROR(ResolveSeqLength(request.seq_length, limits).status());
+  TokenizeOptions out;
+  ASSIGN_OR_RETURN(out.seq_length, ResolveSeqLength(request.seq_length, limits));
   if (!request.prompt_name.empty()) {
-    RETURN_IF_ERROR(ResolvePrompt(request.prompt_name, limits).status());
+    ASSIGN_OR_RETURN(out.prompt, ResolvePrompt(request.prompt_name, limits));
   }
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     RETURN_IF_ERROR(CheckText(request.inputs[i], static_cast<int>(i)));
   }
-  return absl::OkStatus();
+  return out;
 }
 
 }  // namespace bert

@@ -83,8 +83,14 @@ AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<
 // tokenization, before inference, so no work is wasted on an answer that could not be sent).
 absl::Status CheckResponseSize(const AnswerSize& size, const RequestLimits& limits);
 
-absl::Status ValidateTokenizeRequest(const TokenizeRequestSpec& request,
-                                     const RequestLimits& limits);
+// A Tokenize request's options after validation.
+struct TokenizeOptions {
+  int seq_length = 0;
+  std::string prompt;  // As in ResolvedOptions.
+};
+
+absl::StatusOr<TokenizeOptions> ValidateTokenizeRequest(const TokenizeRequestSpec& request,
+                                                        const RequestLimits& limits);
 
 }  // namespace bert
 

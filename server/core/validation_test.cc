@@ -198,13 +198,15 @@ TEST(ValidationTest, PromptNames) {
 
 TEST(ValidationTest, TokenizeRequests) {
   TokenizeRequestSpec r;
-  EXPECT_EQ(ValidateTokenizeRequest(r, Limits()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateTokenizeRequest(r, Limits()).status().code(),
+            absl::StatusCode::kInvalidArgument);
   r.inputs = {Text("a"), Text("\xfe")};
-  auto s = ValidateTokenizeRequest(r, Limits());
+  auto s = ValidateTokenizeRequest(r, Limits()).status();
   EXPECT_NE(s.message().find("inputs[1].text.text_a"), absl::string_view::npos) << s;
   r.inputs = {Text("a")};
   r.seq_length = 1;
-  EXPECT_EQ(ValidateTokenizeRequest(r, Limits()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateTokenizeRequest(r, Limits()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

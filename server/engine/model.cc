@@ -3,8 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -15,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/engine/safetensors.h"
+#include "server/util/read_file.h"
 #include "server/util/status_macros.h"
 
 namespace bert {
@@ -31,15 +31,6 @@ std::string BaseName(const std::string& path) {
   while (p.size() > 1 && p.back() == '/') p.pop_back();
   const size_t slash = p.rfind('/');
   return slash == std::string::npos ? p : p.substr(slash + 1);
-}
-
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
-  return text.str();
 }
 
 // Reads a positive integer field; `fallback` < 0 means required.
@@ -334,7 +325,7 @@ ModelConfig BertBaseConfig() { return ModelConfig(); }
 absl::StatusOr<Model> LoadModel(const std::string& directory) {
   const std::string config_path = directory + "/config.json";
   const std::string weights_path = directory + "/model.safetensors";
-  ASSIGN_OR_RETURN(std::string text, ReadTextFile(config_path));
+  ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
   Model model;
   model.name = BaseName(directory);
   model.directory = directory;
@@ -354,9 +345,9 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
   } else {
     // Optional files, which the encoder's heads do not need: the model serves, and says why
     // it names no sentence embedding (GetModelInfo shows it: paths within the directory).
-    model.sentence_embedding.problem =
+    model.sentence_embedding.defective = true;
+    model.sentence_embedding.note =
         absl::StrReplaceAll(embedding.status().message(), {{directory + "/", ""}});
-    model.sentence_embedding.note = model.sentence_embedding.problem;
   }
   return model;
 }
@@ -411,13 +402,28 @@ absl::StatusOr<std::vector<std::string>> PoolingModes(const Json& pooling,
   return modes;
 }
 
+// The JSON array (or object) in `path`; INVALID_ARGUMENT naming the file for anything else.
+absl::StatusOr<Json> ReadJson(const std::string& path, bool array) {
+  ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (array ? !json.is_array() : !json.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a JSON ", array ? "array" : "object"));
+  }
+  return json;
+}
+
+// ReadJson for a file that may be absent: nullopt then.
+absl::StatusOr<std::optional<Json>> ReadJsonIfPresent(const std::string& path, bool array) {
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) return std::nullopt;
+  ASSIGN_OR_RETURN(Json json, ReadJson(path, array));
+  return std::optional<Json>(std::move(json));
+}
+
 // config_sentence_transformers.json's "prompts" (an object of strings) and
 // "default_prompt_name" (null or one of them).
-absl::Status ReadPrompts(const std::string& text, const std::string& path,
-                         SentenceEmbedding* result) {
-  const Json config = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object())
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+absl::Status ReadPrompts(const Json& config, const std::string& path, SentenceEmbedding* result) {
   const auto prompts = config.find("prompts");
   if (prompts != config.end() && !prompts->is_null()) {
     if (!prompts->is_object()) {
@@ -457,18 +463,13 @@ bool InsideDirectory(const std::string& path) {
 absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& directory) {
   SentenceEmbedding result;
   const std::string modules_path = directory + "/modules.json";
-  std::error_code error;
-  if (!std::filesystem::exists(modules_path, error)) {
+  ASSIGN_OR_RETURN(const std::optional<Json> modules_file, ReadJsonIfPresent(modules_path, true));
+  if (!modules_file.has_value()) {
     result.note = "no modules.json";
     return result;
   }
   result.has_modules = true;
-  ASSIGN_OR_RETURN(std::string modules_text, ReadTextFile(modules_path));
-  const Json modules = Json::parse(modules_text, nullptr, /*allow_exceptions=*/false);
-  if (!modules.is_array()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(modules_path, ": not a JSON array of sentence-transformers modules"));
-  }
+  const Json& modules = *modules_file;
   // The module kinds, in order: "Transformer", "Pooling", "Normalize", ... (the last part of
   // "sentence_transformers.models.Pooling").
   std::vector<std::string> kinds;
@@ -493,20 +494,14 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
   }
   // The prompts, whatever the pooling.
   const std::string prompts_path = directory + "/config_sentence_transformers.json";
-  if (std::filesystem::exists(prompts_path, error)) {
-    ASSIGN_OR_RETURN(std::string prompts_text, ReadTextFile(prompts_path));
-    RETURN_IF_ERROR(ReadPrompts(prompts_text, prompts_path, &result));
-  }
+  ASSIGN_OR_RETURN(const std::optional<Json> prompts, ReadJsonIfPresent(prompts_path, false));
+  if (prompts.has_value()) RETURN_IF_ERROR(ReadPrompts(*prompts, prompts_path, &result));
   // The truncation sentence-transformers applies, whatever the pooling.
   const std::string st_config_path = directory + "/sentence_bert_config.json";
-  if (std::filesystem::exists(st_config_path, error)) {
-    ASSIGN_OR_RETURN(std::string st_text, ReadTextFile(st_config_path));
-    const Json st_config = Json::parse(st_text, nullptr, /*allow_exceptions=*/false);
-    if (!st_config.is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(st_config_path, ": not a JSON object"));
-    }
-    const auto max_seq = st_config.find("max_seq_length");
-    if (max_seq != st_config.end() && !max_seq->is_null()) {
+  ASSIGN_OR_RETURN(const std::optional<Json> st_config, ReadJsonIfPresent(st_config_path, false));
+  if (st_config.has_value()) {
+    const auto max_seq = st_config->find("max_seq_length");
+    if (max_seq != st_config->end() && !max_seq->is_null()) {
       if (!max_seq->is_number_integer() || max_seq->get<int64_t>() < 2 ||
           max_seq->get<int64_t>() > (1 << 20)) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -518,17 +513,13 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
   const bool transformer_then_pooling =
       kinds.size() >= 2 && kinds[0] == "Transformer" && kinds[1] == "Pooling";
   const bool rest_normalizes = kinds.size() == 3 && kinds[2] == "Normalize";
-  if (!transformer_then_pooling || kinds.size() > 3 || (kinds.size() == 3 && !rest_normalizes)) {
+  if (!transformer_then_pooling || (kinds.size() > 2 && !rest_normalizes)) {
     result.note = absl::StrCat("modules.json: ", absl::StrJoin(kinds, ", "),
                                "; no head computes more than Transformer, Pooling, Normalize");
     return result;
   }
   const std::string pooling_path = absl::StrCat(directory, "/", pooling_dir, "/config.json");
-  ASSIGN_OR_RETURN(std::string pooling_text, ReadTextFile(pooling_path));
-  const Json pooling = Json::parse(pooling_text, nullptr, /*allow_exceptions=*/false);
-  if (!pooling.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(pooling_path, ": not a JSON object"));
-  }
+  ASSIGN_OR_RETURN(const Json pooling, ReadJson(pooling_path, false));
   ASSIGN_OR_RETURN(const std::vector<std::string> modes, PoolingModes(pooling, pooling_path));
   // "include_prompt": false leaves the tokens of a prompt that sentence-transformers put in
   // front of the text out of the pooling, where it put one; the server pools every token it

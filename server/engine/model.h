@@ -97,8 +97,8 @@ struct SentenceEmbedding {
   std::map<std::string, std::string> prompts;
   std::string default_prompt_name;
   std::string note;  // Where it was read, or why it is unknown.
-  // A defect in those files (they are optional: the model serves without them); also the note.
-  std::string problem;
+  // The note is a defect in those files (they are optional: the model serves without them).
+  bool defective = false;
 };
 
 struct Model {
@@ -110,19 +110,18 @@ struct Model {
 };
 
 // Reads <dir>/config.json and <dir>/model.safetensors, and the sentence-transformers files
-// where present (ReadSentenceEmbedding; a defect there leaves the sentence embedding unknown,
-// with the error as its `problem`). Every defect in the first two (missing file, bad JSON,
-// missing or misshapen tensor, unsupported dtype, truncated file, corrupt header) is an error
+// where present (ReadSentenceEmbedding; a defect there leaves the sentence embedding unknown
+// and `defective`, with the error as its note). Every defect in the first two (missing file, bad
+// JSON, missing or misshapen tensor, unsupported dtype, truncated file, corrupt header) is an error
 // naming the file and tensor.
 absl::StatusOr<Model> LoadModel(const std::string& directory);
 
 // <dir>/modules.json and the Pooling module's config.json (as sentence-transformers reads it:
 // its "pooling_mode" string, else the pooling_mode_* flags, mean by default), and
 // sentence_bert_config.json's max_seq_length and config_sentence_transformers.json's prompts
-// where given. Without modules.json: kUnknown
-// ("no modules.json"). A file that is not valid JSON of the expected shape, or a Pooling
-// module outside the directory or without its config.json: INVALID_ARGUMENT or NOT_FOUND
-// naming the file.
+// where given. Without modules.json: kUnknown ("no modules.json"). A file that is not valid
+// JSON of the expected shape, or a Pooling module outside the directory or without its
+// config.json: INVALID_ARGUMENT or NOT_FOUND naming the file.
 absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& directory);
 
 // A model with weights drawn from a seeded normal(0, 0.02) (LayerNorm gamma 1, beta 0),

@@ -676,8 +676,8 @@ TEST_F(SentenceEmbeddingTest, ThePoolingModeStringOverridesTheFlagsWhichDefaultT
 
 TEST_F(SentenceEmbeddingTest, DefectsAreErrorsNamingTheFileAndTheModelStillLoads) {
   WriteWeights([](std::string*, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {});
-  // ReadSentenceEmbedding's error; LoadModel loads the model (the files are optional) and keeps
-  // the error as the embedding's problem.
+  // ReadSentenceEmbedding's error; LoadModel loads the model (the files are optional), marks the
+  // embedding defective and keeps the error as its note.
   auto expect_problem = [&](std::initializer_list<std::string> needles) {
     auto read = ReadSentenceEmbedding(dir());
     ASSERT_FALSE(read.ok());
@@ -685,13 +685,12 @@ TEST_F(SentenceEmbeddingTest, DefectsAreErrorsNamingTheFileAndTheModelStillLoads
     ASSERT_TRUE(model.ok()) << model.status();
     const SentenceEmbedding& e = model->sentence_embedding;
     EXPECT_EQ(e.pooling, SentenceEmbedding::Pooling::kUnknown);
+    EXPECT_TRUE(e.defective);
     // The same error, with the paths inside the model directory (GetModelInfo shows it).
-    EXPECT_EQ(absl::StrCat(dir(), "/", e.problem), std::string(read.status().message()));
-    EXPECT_FALSE(absl::StrContains(e.problem, dir())) << e.problem;
-    EXPECT_EQ(e.note, e.problem);
+    EXPECT_EQ(absl::StrCat(dir(), "/", e.note), std::string(read.status().message()));
+    EXPECT_FALSE(absl::StrContains(e.note, dir())) << e.note;
     for (const std::string& needle : needles) {
-      EXPECT_TRUE(absl::StrContains(e.problem, needle))
-          << "'" << needle << "' not in " << e.problem;
+      EXPECT_TRUE(absl::StrContains(e.note, needle)) << "'" << needle << "' not in " << e.note;
     }
   };
   Write("{not json", PoolingConfig(false, true));

@@ -1,23 +1,22 @@
 #include "server/util/available_memory.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/util/read_file.h"
 
 namespace bert {
 namespace {
 
+// The file's text, or nullopt (a file the machine does not have is no error here).
 std::optional<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return std::nullopt;
+  return *std::move(text);
 }
 
 std::optional<int64_t> ParseInt(absl::string_view text) {
