@@ -48,6 +48,7 @@
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call");
 ABSL_FLAG(std::string, heads, "pooled,sequence,encoder_outputs,default",
           "Comma-separated heads: pooled, sequence, encoder_outputs, default, mean_pooled, cls, "
+          "logits (models with a classifier, e.g. cross-encoder rerankers: with --pair), "
           "embedding (the model's sentence embedding, as GetModelInfo reports it: mean_pooled "
           "or cls, normalised if the model normalises)");
 ABSL_FLAG(std::string, layers, "", "Comma-separated encoder layers (negative: from the end)");
@@ -163,6 +164,11 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
                  std::map<std::string, std::string>(info.sentence_embedding().prompts().begin(),
                                                     info.sentence_embedding().prompts().end())},
                 {"default_prompt_name", info.sentence_embedding().default_prompt_name()}}}};
+    if (info.has_classifier()) {
+      j["classifier"] = {{"labels", std::vector<std::string>(info.classifier().labels().begin(),
+                                                             info.classifier().labels().end())},
+                         {"problem_type", info.classifier().problem_type()}};
+    }
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -331,6 +337,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
       if (r.has_default_output()) j["default"] = TensorJson(r.default_output());
       if (r.has_mean_pooled_output()) j["mean_pooled_output"] = TensorJson(r.mean_pooled_output());
       if (r.has_cls_output()) j["cls_output"] = TensorJson(r.cls_output());
+      if (r.has_logits()) j["logits"] = TensorJson(r.logits());
       if (r.has_sequence_output()) j["sequence_output"] = TensorJson(r.sequence_output());
       if (r.encoder_outputs_size() > 0) {
         json layers = json::array();
@@ -361,18 +368,20 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     std::printf("  [%d] %s  (%u tokens%s)\n", i, what.c_str(), r.num_tokens(),
                 r.truncated() ? ", truncated" : "");
   }
-  std::vector<const v1::Tensor*> pooled, def, mean, cls, seq;
+  std::vector<const v1::Tensor*> pooled, def, mean, cls, logits, seq;
   for (const auto& r : response.results()) {
     if (r.has_pooled_output()) pooled.push_back(&r.pooled_output());
     if (r.has_default_output()) def.push_back(&r.default_output());
     if (r.has_mean_pooled_output()) mean.push_back(&r.mean_pooled_output());
     if (r.has_cls_output()) cls.push_back(&r.cls_output());
+    if (r.has_logits()) logits.push_back(&r.logits());
     if (r.has_sequence_output()) seq.push_back(&r.sequence_output());
   }
   PrintHead("Pooled Outputs", pooled, show);
   PrintHead("Default Outputs", def, show);
   PrintHead("Mean Pooled Outputs", mean, show);
   PrintHead("CLS Outputs", cls, show);
+  PrintHead("Logits", logits, show);
   PrintHead("Sequence Outputs", seq, show);
   if (response.results_size() > 0 && response.results(0).encoder_outputs_size() > 0) {
     const int n = response.results(0).encoder_outputs_size();

@@ -22,9 +22,10 @@ absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {
   if (h == "default") return v1::HEAD_DEFAULT;
   if (h == "mean_pooled") return v1::HEAD_MEAN_POOLED;
   if (h == "cls") return v1::HEAD_CLS;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown head ", h,
-                   " (pooled, sequence, encoder_outputs, default, mean_pooled, cls, embedding)"));
+  if (h == "logits") return v1::HEAD_LOGITS;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown head ", h,
+      " (pooled, sequence, encoder_outputs, default, mean_pooled, cls, logits, embedding)"));
 }
 
 bool IsEmbeddingHead(absl::string_view name) {

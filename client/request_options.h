@@ -18,7 +18,7 @@ namespace bert {
 // The command-line spelling of an EmbedRequest's options.
 struct EmbedOptionsText {
   std::string heads;       // comma-separated: pooled, sequence, encoder_outputs, default,
-                           // mean_pooled, cls, embedding (see model_embedding)
+                           // mean_pooled, cls, logits, embedding (see model_embedding)
   std::string layers;      // comma-separated layer indices (negative: from the end)
   int seq_length = 0;      // 0: the server's default
   std::string padding;     // pad or trim

@@ -18,7 +18,7 @@ EmbedOptionsText Defaults() {
 
 TEST(SetEmbedOptions, SetsEveryField) {
   EmbedOptionsText text = Defaults();
-  text.heads = " Pooled, sequence,encoder_outputs,default,mean_pooled,CLS";
+  text.heads = " Pooled, sequence,encoder_outputs,default,mean_pooled,CLS, logits";
   text.layers = "0,-1";
   text.seq_length = 64;
   text.padding = "trim";
@@ -27,13 +27,14 @@ TEST(SetEmbedOptions, SetsEveryField) {
   text.normalize = true;
   v1::EmbedRequest request;
   ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
-  ASSERT_EQ(request.heads_size(), 6);
+  ASSERT_EQ(request.heads_size(), 7);
   EXPECT_EQ(request.heads(0), v1::HEAD_POOLED);
   EXPECT_EQ(request.heads(1), v1::HEAD_SEQUENCE);
   EXPECT_EQ(request.heads(2), v1::HEAD_ENCODER_OUTPUTS);
   EXPECT_EQ(request.heads(3), v1::HEAD_DEFAULT);
   EXPECT_EQ(request.heads(4), v1::HEAD_MEAN_POOLED);
   EXPECT_EQ(request.heads(5), v1::HEAD_CLS);
+  EXPECT_EQ(request.heads(6), v1::HEAD_LOGITS);
   ASSERT_EQ(request.layers_size(), 2);
   EXPECT_EQ(request.layers(1), -1);
   EXPECT_EQ(request.seq_length(), 64u);

@@ -33,6 +33,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -478,6 +479,18 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                           "without a sentence embedding"
                        << LogKv("error", embedding.note);
   }
+  const Classifier& classifier = shared_model->classifier;
+  if (classifier.present()) {
+    // The first labels only: a model may have thousands.
+    const size_t shown = std::min<size_t>(classifier.labels.size(), 8);
+    const std::vector<std::string> first(classifier.labels.begin(),
+                                         classifier.labels.begin() + shown);
+    BERT_LOG(kInfo) << "classifier" << LogKv("num_labels", classifier.num_labels())
+                    << LogKv("labels", absl::StrCat(absl::StrJoin(first, ","),
+                                                    shown < classifier.labels.size() ? ",..." : ""))
+                    << LogKv("problem_type",
+                             classifier.problem_type.empty() ? "unset" : classifier.problem_type);
+  }
   if (info.backend == "cpu" && cpu::BlasCoreReplacementFailed()) {
     BERT_LOG(kWarning) << "OpenBLAS ignored the OPENBLAS_CORETYPE set at startup"
                        << LogKv("core", cpu::BlasCoreName());
@@ -505,6 +518,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_answer_memory_bytes = absl::GetFlag(FLAGS_max_answer_memory_mb) << 20;
   options.prompts = shared_model->sentence_embedding.prompts;
+  options.classifier = shared_model->classifier;
   // The CUDA engine tunes and loads per shape: do it before SERVING.
   options.warmup_row_buckets = info.backend == "cuda";
   options.on_engine_failure = std::move(on_engine_failure);

@@ -81,6 +81,21 @@ void FillPooled(OutputDType dtype, const std::vector<float>& source, int index, 
   FillTensor(dtype, v, 0, 1, hidden, /*as_vector=*/true, tensor);
 }
 
+// logits = weight · pooled + bias for input `index` (the pooled output as the engine gave
+// it, before any normalisation), summed in double.
+void FillLogits(OutputDType dtype, const std::vector<float>& pooled, int index, int hidden,
+                const Classifier& classifier, TensorData* tensor) {
+  const float* x = pooled.data() + static_cast<size_t>(index) * hidden;
+  std::vector<float> logits(classifier.num_labels());
+  for (int label = 0; label < classifier.num_labels(); ++label) {
+    const float* w = classifier.weight.data.data() + static_cast<size_t>(label) * hidden;
+    double sum = classifier.bias.data[label];
+    for (int k = 0; k < hidden; ++k) sum += static_cast<double>(w[k]) * x[k];
+    logits[label] = static_cast<float>(sum);
+  }
+  FillTensor(dtype, logits, 0, 1, classifier.num_labels(), /*as_vector=*/true, tensor);
+}
+
 }  // namespace
 
 Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
@@ -100,6 +115,7 @@ Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
   limits_.max_inputs_per_request = options_.max_inputs_per_request;
   limits_.has_pooler = engine_->has_pooler();
   limits_.hidden_size = config.hidden_size;
+  limits_.num_labels = options_.classifier.num_labels();
   limits_.max_response_bytes = options_.max_response_bytes;
   limits_.prompts = &options_.prompts;
 }
@@ -329,7 +345,7 @@ void Pipeline::Embed(EmbedRequestSpec spec, absl::Time deadline,
   // The answer's bytes are reserved once its size is known, after tokenization; one whose
   // smallest possible size (one token per input) does not fit now is refused before it.
   const AnswerSize least =
-      EstimateAnswerSize(*options, std::vector<int>(spec.inputs.size(), 1), limits_.hidden_size);
+      EstimateAnswerSize(*options, std::vector<int>(spec.inputs.size(), 1), limits_);
   if (!admission_.BytesFit(least.total())) {
     done(AnswerMemoryExhausted(least.total()));
     return;
@@ -391,7 +407,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   request->tokenize_us = Micros(absl::Now() - start);
   std::vector<int> num_tokens(n);
   for (int i = 0; i < n; ++i) num_tokens[i] = static_cast<int>(items[i].word_ids.size());
-  const AnswerSize answer = EstimateAnswerSize(opt, num_tokens, limits_.hidden_size);
+  const AnswerSize answer = EstimateAnswerSize(opt, num_tokens, limits_);
   absl::Status size = CheckResponseSize(answer, limits_);
   if (!size.ok()) {
     Finish(request, size);
@@ -419,7 +435,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
     // seq_length); the batcher raises rows below the token count to it.
     item.rows =
         (per_token && opt.padding == PaddingMode::kPadToSeqLength) ? opt.seq_length : num_tokens[i];
-    item.pooled = opt.pooled || opt.default_head;
+    item.pooled = opt.pooled || opt.default_head || opt.logits;
     item.mean_pooled = opt.mean_pooled;
     item.cls = opt.cls;
     item.sequence = opt.sequence;
@@ -463,6 +479,9 @@ void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,
   if (opt.mean_pooled)
     FillPooled(opt.dtype, out.mean_pooled, slice.index, hidden, opt.normalize, &result.mean_pooled);
   if (opt.cls) FillPooled(opt.dtype, out.cls, slice.index, hidden, opt.normalize, &result.cls);
+  if (opt.logits) {
+    FillLogits(opt.dtype, out.pooled, slice.index, hidden, options_.classifier, &result.logits);
+  }
   if (opt.sequence) {
     FillTensor(opt.dtype, out.sequence, slice.row_begin, rows, hidden, false, &result.sequence);
   }

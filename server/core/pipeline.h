@@ -25,6 +25,7 @@
 #include "server/core/validation.h"
 #include "server/core/worker_pool.h"
 #include "server/engine/engine.h"
+#include "server/engine/model.h"
 #include "server/text/tokenizer.h"
 
 namespace bert {
@@ -44,6 +45,9 @@ struct PipelineOptions {
   int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
   // The model's prompts by name (EmbedRequest.prompt_name).
   std::map<std::string, std::string> prompts;
+  // The model's classification head (HEAD_LOGITS), applied to the engine's pooled output
+  // while each answer is assembled; none where !classifier.present().
+  Classifier classifier;
   // At most this many bytes of answers (EstimateAnswerSize, reserved once a request is
   // tokenized) held at once, from being computed until sent; a request whose answer would
   // pass it is refused with RESOURCE_EXHAUSTED. 0: no limit. Below max_response_bytes, the

@@ -260,6 +260,56 @@ TEST(PipelineTest, ClsHeadIsTheLastLayersFirstRow) {
   EXPECT_NEAR(std::sqrt(norm), 1.0, 1e-2);
 }
 
+TEST(PipelineTest, LogitsAreTheClassifierOnTheRawPooledOutput) {
+  PipelineOptions options = TestOptions();
+  Classifier& classifier = options.classifier;
+  classifier.weight.shape = {2, kHidden};
+  classifier.weight.data = {1e-5f, -2e-5f, 3e-5f, 1e-4f, -1e-5f, 1e-5f, 2.5e-5f, 0};  // ~24, ~-2
+  classifier.bias.shape = {2};
+  classifier.bias.data = {0.5f, -7.0f};
+  classifier.labels = {"LABEL_0", "LABEL_1"};
+  auto pipeline = MakePipeline(options);
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world", "good"), Text("morning")};
+  spec.seq_length = 8;
+  spec.heads = {Head::kLogits, Head::kPooled};
+  spec.normalize = true;  // the pooled output, not the logits
+  auto result = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const InputResult& r : result->results) {
+    ASSERT_TRUE(r.logits.present);
+    EXPECT_EQ(r.logits.shape, (std::vector<int64_t>{2}));
+    // The raw pooled output: the fake engine's [CLS] row (word 2, position 0, last layer) + 0.5.
+    std::vector<double> pooled(kHidden);
+    for (int h = 0; h < kHidden; ++h) pooled[h] = FakeEngine::Value(2, 0, 0, 1, h) + 0.5;
+    const std::vector<float> logits = Floats(r.logits);
+    for (int label = 0; label < 2; ++label) {
+      double want = classifier.bias.data[label];
+      for (int h = 0; h < kHidden; ++h) {
+        want += static_cast<double>(classifier.weight.data[label * kHidden + h]) * pooled[h];
+      }
+      EXPECT_NEAR(logits[label], want, 1e-6 * std::abs(want)) << label;
+    }
+    double norm = 0;
+    for (float x : Floats(r.pooled)) norm += x * x;
+    EXPECT_NEAR(std::sqrt(norm), 1.0, 1e-6);
+  }
+  // Alone (the engine computes the pooled output for it), in float16.
+  spec.heads = {Head::kLogits};
+  spec.dtype = OutputDType::kFloat16;
+  auto half = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(half.ok()) << half.status();
+  EXPECT_EQ(half->results[0].logits.bytes.size(), 2 * 2u);
+  EXPECT_FALSE(half->results[0].pooled.present);
+  EXPECT_NEAR(Floats(half->results[0].logits)[0], Floats(result->results[0].logits)[0],
+              std::abs(Floats(result->results[0].logits)[0]) * 1e-3);
+
+  // Without a classifier: refused before any work.
+  auto plain = MakePipeline();
+  auto refused = EmbedSync(plain.get(), spec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+}
+
 TEST(PipelineTest, APromptGoesInFrontOfTextA) {
   PipelineOptions options = TestOptions();
   options.prompts = {{"greeting", "hello "}};

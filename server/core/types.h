@@ -12,9 +12,9 @@
 
 namespace bert {
 
-enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled, kCls };
+enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled, kCls, kLogits };
 // How many heads there are: a request names at most this many (each once is enough).
-inline constexpr int kNumHeads = 6;
+inline constexpr int kNumHeads = 7;
 enum class PaddingMode { kPadToSeqLength, kTrim };
 enum class Truncation { kTruncate, kReject };
 enum class OutputDType { kFloat32, kFloat16, kBFloat16 };
@@ -69,6 +69,7 @@ struct InputResult {
   TensorData default_output;
   TensorData mean_pooled;
   TensorData cls;
+  TensorData logits;  // [num_labels]
   int num_tokens = 0;
   bool truncated = false;
   StageTiming timing;

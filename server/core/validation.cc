@@ -134,6 +134,9 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
       case Head::kCls:
         out.cls = true;
         break;
+      case Head::kLogits:
+        out.logits = true;
+        break;
       case Head::kSequence:
         out.sequence = true;
         break;
@@ -146,6 +149,11 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
     return absl::FailedPreconditionError(
         "heads: this model has no pooler, so HEAD_POOLED and HEAD_DEFAULT are unavailable "
         "(use HEAD_MEAN_POOLED or HEAD_CLS)");
+  }
+  if (out.logits && limits.num_labels == 0) {
+    return absl::FailedPreconditionError(
+        "heads: this model has no classifier ('classifier.weight' and 'classifier.bias', as "
+        "BertForSequenceClassification checkpoints have), so HEAD_LOGITS is unavailable");
   }
   const int num_layers = limits.num_layers;
   for (size_t j = 0; j < request.layers.size(); ++j) {
@@ -190,9 +198,10 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
 }
 
 AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
-                              int hidden_size) {
+                              const RequestLimits& limits) {
   const int64_t element = BytesPerElement(options.dtype);
-  const int64_t vector = static_cast<int64_t>(hidden_size) * element;
+  const int64_t vector = static_cast<int64_t>(limits.hidden_size) * element;
+  const int64_t logits = options.logits ? static_cast<int64_t>(limits.num_labels) * element : 0;
   const int64_t matrices =
       (options.sequence ? 1 : 0) +
       (options.encoder_outputs ? static_cast<int64_t>(options.layers_in_order.size()) : 0);
@@ -202,13 +211,14 @@ AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<
   for (int tokens : num_tokens) {
     const int64_t rows =
         options.padding == PaddingMode::kPadToSeqLength ? options.seq_length : tokens;
-    size.tensor_bytes += matrices * rows * vector + vectors * vector;
+    size.tensor_bytes += matrices * rows * vector + vectors * vector + logits;
   }
   // Framing, generously: a tensor's length prefixes, dtype and shape (and a layer's
   // wrapper) take under 48 bytes; a result's timings and counts under 128; the response's
   // own fields under 1,024. (The service also checks the answer's real size before sending.)
   const int64_t inputs = static_cast<int64_t>(num_tokens.size());
-  size.framing_bytes = 1024 + inputs * (128 + 48 * (matrices + vectors));
+  const int64_t tensors = matrices + vectors + (options.logits ? 1 : 0);
+  size.framing_bytes = 1024 + inputs * (128 + 48 * tensors);
   size.echoed_bytes = options.echoed_bytes;
   return size;
 }

@@ -27,6 +27,7 @@ struct RequestLimits {
   int max_inputs_per_request = 0;
   bool has_pooler = true;
   int hidden_size = 0;
+  int num_labels = 0;              // The classifier's outputs (HEAD_LOGITS); 0: the model has none.
   int64_t max_response_bytes = 0;  // 0: unchecked.
   // The model's prompts by name (EmbedRequestSpec::prompt_name); null: none.
   const std::map<std::string, std::string>* prompts = nullptr;
@@ -43,6 +44,7 @@ struct ResolvedOptions {
   bool default_head = false;
   bool mean_pooled = false;
   bool cls = false;
+  bool logits = false;
   bool sequence = false;
   bool encoder_outputs = false;
   std::vector<int> layers_in_order;  // 0-based, as asked (all layers when none asked).
@@ -68,8 +70,9 @@ absl::StatusOr<std::string> ResolvePrompt(const std::string& name, const Request
 absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& request,
                                                      const RequestLimits& limits);
 
-// What an Embed answer will take: its tensors for inputs of `num_tokens` real tokens each,
-// a generous allowance for the message framing, and the bytes it echoes from the request.
+// What an Embed answer will take: its tensors for inputs of `num_tokens` real tokens each
+// (vectors of limits.hidden_size, logits of limits.num_labels), a generous allowance for the
+// message framing, and the bytes it echoes from the request.
 struct AnswerSize {
   int64_t tensor_bytes = 0;
   int64_t framing_bytes = 0;
@@ -77,7 +80,7 @@ struct AnswerSize {
   int64_t total() const { return tensor_bytes + framing_bytes + echoed_bytes; }
 };
 AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
-                              int hidden_size);
+                              const RequestLimits& limits);
 
 // INVALID_ARGUMENT when the answer would be over limits.max_response_bytes (checked after
 // tokenization, before inference, so no work is wasted on an answer that could not be sent).

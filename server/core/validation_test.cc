@@ -127,8 +127,8 @@ TEST(ValidationTest, EveryFailureNamesItsField) {
   layer.layers.push_back(0);
   ExpectInvalid(layer, "layers: 9 entries exceed the limit of 8");
   layer.layers = {};
-  layer.heads = std::vector<Head>(7, Head::kSequence);
-  ExpectInvalid(layer, "heads: 7 entries exceed the limit of 6");
+  layer.heads = std::vector<Head>(8, Head::kSequence);
+  ExpectInvalid(layer, "heads: 8 entries exceed the limit of 7");
 }
 
 TEST(ValidationTest, TruncatePolicyAcceptsLongTokenInputs) {
@@ -225,7 +225,7 @@ TEST(ValidationTest, ResponseSizeIsCheckedAgainstTheMessageLimit) {
   o.sequence = true;
   // Two inputs of 3 and 5 tokens.
   const auto check = [&](const ResolvedOptions& options) {
-    return CheckResponseSize(EstimateAnswerSize(options, {3, 5}, limits.hidden_size), limits);
+    return CheckResponseSize(EstimateAnswerSize(options, {3, 5}, limits), limits);
   };
   EXPECT_TRUE(check(o).ok());
   o.pooled = true;  // two more vectors: over
@@ -245,6 +245,31 @@ TEST(ValidationTest, ResponseSizeIsCheckedAgainstTheMessageLimit) {
   limits.max_response_bytes = 0;  // unchecked
   o.dtype = OutputDType::kFloat32;
   EXPECT_TRUE(check(o).ok());
+}
+
+TEST(ValidationTest, LogitsNeedAClassifierAndCountNumLabelsValues) {
+  EmbedRequestSpec request;
+  request.inputs = {Text("a")};
+  request.heads = {Head::kLogits};
+  auto refused = ValidateEmbedRequest(request, Limits());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("no classifier"), absl::string_view::npos)
+      << refused.status();
+  RequestLimits limits = Limits();
+  limits.hidden_size = 100;
+  limits.num_labels = 3;
+  request.normalize = true;
+  auto options = ValidateEmbedRequest(request, limits);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->logits);
+  EXPECT_FALSE(options->pooled || options->default_head);
+  // Two inputs: 3 float32 logits each, one tensor's framing each.
+  const AnswerSize size = EstimateAnswerSize(*options, {4, 9}, limits);
+  EXPECT_EQ(size.tensor_bytes, 2 * 3 * 4);
+  EXPECT_EQ(size.framing_bytes, 1024 + 2 * (128 + 48));
+  options->pooled = true;  // a 100-wide vector more per input
+  EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).tensor_bytes, 2 * (3 + 100) * 4);
 }
 
 TEST(ValidationTest, TheEchoedRequestIdIsPassedOnForTheSizeCheck) {

@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -256,6 +257,75 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
   return absl::OkStatus();
 }
 
+// BertForSequenceClassification's head: `classifier.weight` [num_labels, hidden] and
+// `classifier.bias` (outside the "bert." prefix), on the pooled output; labelled by
+// config.json's id2label (keys "0" .. "num_labels - 1"), as Hugging Face reads it.
+absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, bool has_pooler,
+                            const std::string& config_path, const std::string& config_text,
+                            Classifier* out) {
+  WeightReader r(file, "");
+  const WeightReader::Found weight = r.Find("classifier.weight");
+  const WeightReader::Found bias = r.Find("classifier.bias");
+  if (weight.view == nullptr && bias.view == nullptr) return absl::OkStatus();
+  if ((weight.view == nullptr) != (bias.view == nullptr)) {
+    return absl::NotFoundError(absl::StrCat(file.path(), ": tensor 'classifier.",
+                                            weight.view == nullptr ? "weight" : "bias",
+                                            "' is missing while its twin is present"));
+  }
+  if (!has_pooler) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(),
+                     ": the checkpoint has a classifier but no pooler "
+                     "('pooler.dense.*'), whose output the classifier reads"));
+  }
+  const std::vector<int64_t>& shape = weight.view->shape;
+  if (shape.size() != 2 || shape[0] < 1 || shape[1] != c.hidden_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": tensor 'classifier.weight' has shape ", ShapeString(shape),
+                     ", expected [num_labels, ", c.hidden_size, "]"));
+  }
+  const int64_t num_labels = shape[0];
+  RETURN_IF_ERROR(r.Read(weight, {num_labels, c.hidden_size}, &out->weight));
+  RETURN_IF_ERROR(r.Read(bias, {num_labels}, &out->bias));
+
+  // ParseConfig has checked that the text is a JSON object.
+  const Json json = Json::parse(config_text, nullptr, /*allow_exceptions=*/false);
+  out->labels.clear();
+  for (int64_t i = 0; i < num_labels; ++i) out->labels.push_back(absl::StrCat("LABEL_", i));
+  const auto id2label = json.find("id2label");
+  if (id2label != json.end() && !id2label->is_null()) {
+    const auto bad = [&](const std::string& why) {
+      return absl::InvalidArgumentError(absl::StrCat(config_path, ": \"id2label\" ", why));
+    };
+    if (!id2label->is_object()) return bad("must be an object of label ids to names");
+    if (static_cast<int64_t>(id2label->size()) != num_labels) {
+      return bad(absl::StrCat("has ", id2label->size(), " labels but 'classifier.weight' has ",
+                              num_labels, " rows"));
+    }
+    std::vector<bool> seen(num_labels, false);
+    for (const auto& [key, name] : id2label->items()) {
+      int64_t id = -1;
+      if (!absl::SimpleAtoi(key, &id) || id < 0 || id >= num_labels || seen[id]) {
+        return bad(absl::StrCat("has the key \"", key, "\"; expected each of 0 .. ", num_labels - 1,
+                                " once"));
+      }
+      if (!name.is_string()) return bad(absl::StrCat("[\"", key, "\"] must be a string"));
+      seen[id] = true;
+      out->labels[id] = name.get<std::string>();
+    }
+  }
+  out->problem_type.clear();
+  const auto problem = json.find("problem_type");
+  if (problem != json.end() && !problem->is_null()) {
+    if (!problem->is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config_path, ": \"problem_type\" must be a string"));
+    }
+    out->problem_type = problem->get<std::string>();
+  }
+  return absl::OkStatus();
+}
+
 // splitmix64: a small, portable generator, so that a seed gives the same weights on every
 // platform and standard library.
 class Random {
@@ -332,6 +402,8 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
   ASSIGN_OR_RETURN(model.config, ParseConfig(config_path, text));
   ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
   RETURN_IF_ERROR(ReadWeights(file, model.config, &model.weights));
+  RETURN_IF_ERROR(ReadClassifier(file, model.config, model.weights.has_pooler, config_path, text,
+                                 &model.classifier));
   absl::StatusOr<SentenceEmbedding> embedding = ReadSentenceEmbedding(directory);
   if (embedding.ok()) {
     model.sentence_embedding = *std::move(embedding);

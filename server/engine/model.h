@@ -101,19 +101,35 @@ struct SentenceEmbedding {
   bool defective = false;
 };
 
+// A sequence-classification head on the pooled output (BertForSequenceClassification's
+// `classifier`): logits = weight · pooled_output + bias. Cross-encoder rerankers are such
+// models with one label.
+struct Classifier {
+  HostTensor weight;  // [num_labels, hidden]; empty: the model has no classifier
+  HostTensor bias;    // [num_labels]
+  // config.json's id2label in id order, or "LABEL_<i>" (Hugging Face's default) without it.
+  std::vector<std::string> labels;
+  std::string problem_type;  // config.json's problem_type; "" when it gives none
+
+  bool present() const { return !bias.data.empty(); }
+  int num_labels() const { return static_cast<int>(bias.data.size()); }
+};
+
 struct Model {
   std::string name;       // The directory's base name, or "random-<shape>".
   std::string directory;  // Empty for random models.
   ModelConfig config;
   ModelWeights weights;
   SentenceEmbedding sentence_embedding;
+  Classifier classifier;
 };
 
-// Reads <dir>/config.json and <dir>/model.safetensors, and the sentence-transformers files
-// where present (ReadSentenceEmbedding; a defect there leaves the sentence embedding unknown
-// and `defective`, with the error as its note). Every defect in the first two (missing file, bad
-// JSON, missing or misshapen tensor, unsupported dtype, truncated file, corrupt header) is an error
-// naming the file and tensor.
+// Reads <dir>/config.json and <dir>/model.safetensors (with the classifier where the
+// checkpoint has one: `classifier.weight` and `classifier.bias`, labelled by config.json's
+// id2label), and the sentence-transformers files where present (ReadSentenceEmbedding; a defect
+// there leaves the sentence embedding unknown and `defective`, with the error as its note). Every
+// defect in the first two (missing file, bad JSON, missing or misshapen tensor, unsupported dtype,
+// truncated file, corrupt header) is an error naming the file and tensor.
 absl::StatusOr<Model> LoadModel(const std::string& directory);
 
 // <dir>/modules.json and the Pooling module's config.json (as sentence-transformers reads it:
@@ -130,8 +146,8 @@ Model RandomModel(const ModelConfig& config, uint64_t seed);
 
 // Frees the Linear layers' weight matrices (each layer's four and the pooler's; not biases,
 // norms or embeddings), for an owner whose engine no longer reads them
-// (Engine::ReadsLinearWeights). Returns the bytes freed. The model can build no engine
-// afterwards.
+// (Engine::ReadsLinearWeights); the classifier stays. Returns the bytes freed. The model can
+// build no engine afterwards.
 size_t ReleaseLinearWeights(Model* model);
 
 }  // namespace bert

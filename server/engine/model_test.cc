@@ -241,6 +241,97 @@ TEST_F(ModelDirTest, HalfAPoolerIsAnError) {
   ExpectError({"model.safetensors", "pooler.dense.bias", "missing"});
 }
 
+// A BertForSequenceClassification checkpoint: the encoder under "bert.", the classifier
+// beside it, config.json naming the labels.
+class ClassifierTest : public ModelDirTest {
+ protected:
+  // Writes the golden encoder with the "bert." prefix and a classifier of `labels` rows
+  // (weight i * 0.01 + j * 0.001 at [i][j], bias -i), then config.json with `config_extra`
+  // (members of its top-level object, e.g. an id2label) added.
+  void WriteClassifier(int labels, const std::string& config_extra, bool with_bias = true) {
+    SafetensorsWriter extra;
+    std::vector<float> weight(labels * 128), bias(labels);
+    for (int i = 0; i < labels; ++i) {
+      for (int j = 0; j < 128; ++j) weight[i * 128 + j] = i * 0.01f + j * 0.001f;
+      bias[i] = -i;
+    }
+    extra.AddFloat32("classifier.weight", {labels, 128}, weight);
+    if (with_bias) extra.AddFloat32("classifier.bias", {labels}, bias);
+    WriteWeights([](std::string* name, std::string*, std::vector<int64_t>*,
+                    std::vector<uint8_t>*) { *name = "bert." + *name; },
+                 &extra);
+    std::string text = ReadAll(std::string(kGolden) + "/config.json");
+    if (!config_extra.empty()) text.insert(text.find('{') + 1, config_extra + ",");
+    WriteAll((dir_ / "config.json").string(), text);
+  }
+};
+
+TEST_F(ClassifierTest, LabelsFromId2LabelAndTheProblemType) {
+  WriteClassifier(3,
+                  R"("id2label": {"2": "neutral", "0": "negative", "1": "positive"},
+                     "problem_type": "single_label_classification")");
+  auto model = LoadModel(dir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Classifier& c = model->classifier;
+  ASSERT_TRUE(c.present());
+  EXPECT_EQ(c.num_labels(), 3);
+  EXPECT_EQ(c.labels, (std::vector<std::string>{"negative", "positive", "neutral"}));
+  EXPECT_EQ(c.problem_type, "single_label_classification");
+  EXPECT_EQ(c.weight.shape, (std::vector<int64_t>{3, 128}));
+  EXPECT_FLOAT_EQ(c.weight.data[2 * 128 + 5], 0.02f + 0.005f);
+  EXPECT_EQ(c.bias.data, (std::vector<float>{0, -1, -2}));
+  // The encoder under the prefix is the golden one.
+  auto golden = LoadModel(kGolden);
+  ASSERT_TRUE(golden.ok());
+  EXPECT_EQ(model->weights.pooler_weight.data, golden->weights.pooler_weight.data);
+  EXPECT_FALSE(golden->classifier.present());
+}
+
+TEST_F(ClassifierTest, OneLabelWithoutId2LabelIsLabel0) {
+  WriteClassifier(1, "");
+  auto model = LoadModel(dir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->classifier.labels, std::vector<std::string>{"LABEL_0"});
+  EXPECT_EQ(model->classifier.problem_type, "");
+  // ReleaseLinearWeights keeps it: the server computes it after the engine.
+  ReleaseLinearWeights(&*model);
+  EXPECT_EQ(model->classifier.weight.data.size(), 128u);
+}
+
+TEST_F(ClassifierTest, DefectsAreErrorsNamingTheFile) {
+  WriteClassifier(2, R"("id2label": {"0": "a"})");
+  ExpectError({"config.json", "id2label", "1 labels", "2 rows"});
+  WriteClassifier(2, R"("id2label": {"0": "a", "0x": "b"})");
+  ExpectError({"config.json", "id2label", "\"0x\""});
+  WriteClassifier(2, R"("id2label": {"0": "a", "2": "b"})");
+  ExpectError({"config.json", "id2label", "\"2\"", "0 .. 1"});
+  WriteClassifier(2, R"("id2label": {"0": "a", "1": 7})");
+  ExpectError({"config.json", "id2label", "[\"1\"] must be a string"});
+  WriteClassifier(2, R"("id2label": ["a", "b"])");
+  ExpectError({"config.json", "id2label", "must be an object"});
+  WriteClassifier(2, R"("problem_type": 3)");
+  ExpectError({"config.json", "problem_type", "string"});
+  WriteClassifier(2, "", /*with_bias=*/false);
+  ExpectError({"model.safetensors", "classifier.bias", "missing"});
+}
+
+TEST_F(ClassifierTest, MisshapenOrWithoutPooler) {
+  SafetensorsWriter extra;
+  extra.AddFloat32("classifier.weight", {2, 64}, std::vector<float>(128, 0.0f));
+  extra.AddFloat32("classifier.bias", {2}, std::vector<float>(2, 0.0f));
+  WriteWeights(nullptr, &extra);
+  ExpectError({"model.safetensors", "classifier.weight", "[2, 64]", "[num_labels, 128]"});
+  SafetensorsWriter again;
+  again.AddFloat32("classifier.weight", {2, 128}, std::vector<float>(256, 0.0f));
+  again.AddFloat32("classifier.bias", {2}, std::vector<float>(2, 0.0f));
+  WriteWeights(
+      [](std::string* name, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {
+        if (absl::StartsWith(*name, "pooler.")) name->clear();
+      },
+      &again);
+  ExpectError({"model.safetensors", "classifier", "no pooler"});
+}
+
 TEST_F(ModelDirTest, MissingDirectory) {
   auto model = LoadModel(dir() + "/nope");
   ASSERT_FALSE(model.ok());
@@ -483,6 +574,22 @@ TEST_F(ModelDirTest, SaveModelRoundTrips) {
   EXPECT_EQ(b->weights.layers[0].output_weight.data, a.weights.layers[0].output_weight.data);
   EXPECT_EQ(b->weights.pooler_weight.data, a.weights.pooler_weight.data);
   EXPECT_EQ(b->weights.token_type_embeddings.data, a.weights.token_type_embeddings.data);
+  EXPECT_FALSE(b->classifier.present());
+
+  // With a classifier: BertForSequenceClassification's tensors, labels and problem type.
+  a.classifier.weight.shape = {2, 24};
+  a.classifier.weight.data.assign(48, 0.25f);
+  a.classifier.bias.shape = {2};
+  a.classifier.bias.data = {1.5f, -1.5f};
+  a.classifier.labels = {"no", "yes"};
+  a.classifier.problem_type = "multi_label_classification";
+  ASSERT_TRUE(SaveModel(a, dir() + "/classifier").ok());
+  auto d = LoadModel(dir() + "/classifier");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->classifier.weight.data, a.classifier.weight.data);
+  EXPECT_EQ(d->classifier.bias.data, a.classifier.bias.data);
+  EXPECT_EQ(d->classifier.labels, a.classifier.labels);
+  EXPECT_EQ(d->classifier.problem_type, a.classifier.problem_type);
 }
 
 TEST(BertBaseConfigTest, Shape) {

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -47,6 +48,16 @@ absl::Status SaveModel(const Model& model, const std::string& directory) {
       {"position_embedding_type", "absolute"},
       {"pad_token_id", 0},
   };
+  const Classifier& classifier = model.classifier;
+  if (classifier.present()) {
+    config["architectures"] = {"BertForSequenceClassification"};
+    nlohmann::json id2label = nlohmann::json::object();
+    for (size_t i = 0; i < classifier.labels.size(); ++i) {
+      id2label[std::to_string(i)] = classifier.labels[i];
+    }
+    config["id2label"] = id2label;
+    if (!classifier.problem_type.empty()) config["problem_type"] = classifier.problem_type;
+  }
   const std::string config_path = directory + "/config.json";
   std::ofstream out(config_path, std::ios::trunc);
   out << config.dump(2) << "\n";
@@ -84,6 +95,10 @@ absl::Status SaveModel(const Model& model, const std::string& directory) {
   if (w.has_pooler) {
     Add(st, "pooler.dense.weight", w.pooler_weight);
     Add(st, "pooler.dense.bias", w.pooler_bias);
+  }
+  if (classifier.present()) {
+    Add(st, "classifier.weight", classifier.weight);
+    Add(st, "classifier.bias", classifier.bias);
   }
   return st.Write(directory + "/model.safetensors");
 }

@@ -1,6 +1,7 @@
 // Writes a Model as a Hugging Face-style directory (config.json + model.safetensors with
-// BertModel tensor names, float32), the inverse of LoadModel. Used to export seeded random
-// models for benchmarks against other runtimes.
+// BertModel tensor names, float32; a classifier as BertForSequenceClassification's
+// `classifier.*` with config.json's id2label and problem_type), the inverse of LoadModel. Used to
+// export seeded random models for benchmarks against other runtimes.
 #ifndef BERT_SERVER_ENGINE_MODEL_WRITER_H_
 #define BERT_SERVER_ENGINE_MODEL_WRITER_H_
 

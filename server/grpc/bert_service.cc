@@ -567,6 +567,12 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
       (*embedding->mutable_prompts())[name] = text;
     }
     embedding->set_default_prompt_name(sentence_embedding_.default_prompt_name);
+    const Classifier& classifier = p->options().classifier;
+    if (classifier.present()) {
+      v1::Classifier* out = response->mutable_classifier();
+      for (const std::string& label : classifier.labels) out->add_labels(label);
+      out->set_problem_type(classifier.problem_type);
+    }
     return absl::OkStatus();
   };
   const grpc::Status status = ToGrpcStatus(run());

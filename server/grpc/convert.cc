@@ -122,6 +122,9 @@ absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
       case v1::HEAD_CLS:
         spec.heads.push_back(Head::kCls);
         break;
+      case v1::HEAD_LOGITS:
+        spec.heads.push_back(Head::kLogits);
+        break;
       default:
         return UnknownEnum(absl::StrCat("heads[", j, "]"), head);
     }
@@ -182,6 +185,7 @@ void ToProto(EmbedResult result, v1::EmbedResponse* response) {
       MoveTensor(std::move(r.mean_pooled), out->mutable_mean_pooled_output());
     }
     if (r.cls.present) MoveTensor(std::move(r.cls), out->mutable_cls_output());
+    if (r.logits.present) MoveTensor(std::move(r.logits), out->mutable_logits());
     out->set_num_tokens(r.num_tokens);
     out->set_truncated(r.truncated);
     FillTiming(r.timing, out->mutable_timing());

@@ -18,6 +18,7 @@ TEST(ConvertTest, EmbedRequestFields) {
   r.add_heads(v1::HEAD_SEQUENCE);
   r.add_heads(v1::HEAD_MEAN_POOLED);
   r.add_heads(v1::HEAD_CLS);
+  r.add_heads(v1::HEAD_LOGITS);
   r.add_layers(-1);
   r.set_padding(v1::PADDING_TRIM);
   r.set_output_dtype(v1::DATA_TYPE_BFLOAT16);
@@ -32,7 +33,8 @@ TEST(ConvertTest, EmbedRequestFields) {
   EXPECT_FALSE(spec->inputs[2].is_text);
   EXPECT_EQ(spec->inputs[2].word_ids, (std::vector<int32_t>{101, 102}));
   EXPECT_EQ(spec->seq_length, 16);
-  EXPECT_EQ(spec->heads, (std::vector<Head>{Head::kSequence, Head::kMeanPooled, Head::kCls}));
+  EXPECT_EQ(spec->heads,
+            (std::vector<Head>{Head::kSequence, Head::kMeanPooled, Head::kCls, Head::kLogits}));
   EXPECT_EQ(spec->layers, std::vector<int>{-1});
   EXPECT_EQ(spec->padding, PaddingMode::kTrim);
   EXPECT_EQ(spec->dtype, OutputDType::kBFloat16);
@@ -92,6 +94,7 @@ TEST(ConvertTest, ResultMovesTensors) {
   r.pooled.bytes = std::string(8, 'x');
   r.layers.emplace_back(2, TensorData{OutputDType::kFloat32, {3, 4}, std::string(48, 'y'), true});
   r.cls = TensorData{OutputDType::kFloat32, {4}, std::string(16, 'c'), true};
+  r.logits = TensorData{OutputDType::kFloat16, {3}, std::string(6, 'l'), true};
   r.num_tokens = 3;
   r.timing.queue_us = 7;
   v1::EmbedResponse response;
@@ -107,6 +110,10 @@ TEST(ConvertTest, ResultMovesTensors) {
   EXPECT_EQ(out.encoder_outputs(0).output().shape_size(), 2);
   ASSERT_TRUE(out.has_cls_output());
   EXPECT_EQ(out.cls_output().data(), std::string(16, 'c'));
+  ASSERT_TRUE(out.has_logits());
+  EXPECT_EQ(out.logits().data(), std::string(6, 'l'));
+  EXPECT_EQ(out.logits().shape(0), 3);
+  EXPECT_EQ(out.logits().dtype(), v1::DATA_TYPE_FLOAT16);
   EXPECT_FALSE(out.has_mean_pooled_output());
   EXPECT_EQ(out.num_tokens(), 3u);
   EXPECT_EQ(out.timing().queue_us(), 7);

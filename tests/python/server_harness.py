@@ -254,3 +254,34 @@ def sentence_transformers_model(path, pooling, prompts=None, default_prompt=None
     if max_seq:
         (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
     return str(path)
+
+
+def classifier_weights(num_labels, seed=7):
+    """(weight [num_labels, 128], bias [num_labels]), float32, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 0.2, (num_labels, 128)).astype(np.float32),
+            rng.normal(0, 0.5, num_labels).astype(np.float32))
+
+
+def classifier_model(path, labels=("negative", "neutral", "positive"),
+                     problem_type="single_label_classification", seed=7):
+    """The tiny model as a BertForSequenceClassification checkpoint (the encoder under "bert.",
+    `classifier.weight` [len(labels), 128] and `classifier.bias` beside it, config.json's
+    id2label and problem_type; classifier_weights(len(labels), seed)). Returns the path."""
+    from safetensors_io import write_safetensors
+    path.mkdir()
+    weight, bias = classifier_weights(len(labels), seed)
+    tensors = {f"bert.{k}": v for k, v in
+               read_safetensors(os.path.join(TINY_MODEL, "model.safetensors")).items()}
+    tensors["classifier.weight"] = weight
+    tensors["classifier.bias"] = bias
+    write_safetensors(path / "model.safetensors", tensors)
+    with open(os.path.join(TINY_MODEL, "config.json")) as f:
+        config = json.load(f)
+    config["architectures"] = ["BertForSequenceClassification"]
+    config["id2label"] = {str(i): label for i, label in enumerate(labels)}
+    config["label2id"] = {label: i for i, label in enumerate(labels)}
+    if problem_type is not None:
+        config["problem_type"] = problem_type
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path)

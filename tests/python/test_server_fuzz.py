@@ -75,10 +75,10 @@ DOCUMENTED_CODES = {
 # Of those, what this setup may see: the server is SERVING and not draining (no UNAVAILABLE),
 # concurrency stays below its admission limit and every call has a generous deadline (no
 # RESOURCE_EXHAUSTED except for a request over --max_message_bytes, no DEADLINE_EXCEEDED),
-# nothing is cancelled, there is no bearer token, the tiny model has a pooler (no
-# FAILED_PRECONDITION), and an engine fault (INTERNAL) is a bug.
+# nothing is cancelled, there is no bearer token, the tiny model has a pooler but no classifier
+# (FAILED_PRECONDITION for HEAD_LOGITS only), and an engine fault (INTERNAL) is a bug.
 POSSIBLE_HERE = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
-                 grpc.StatusCode.RESOURCE_EXHAUSTED}
+                 grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION}
 assert POSSIBLE_HERE <= DOCUMENTED_CODES
 
 # The canary: one token input mixed into many requests; its vector heads must not depend on
@@ -234,7 +234,9 @@ class Gen:
         good_heads = [pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS,
                       pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS]
         for _ in range(r.choice([0, 1, 1, 2, 3, 7])):
-            req.heads.append(self.enum(good_heads, [0, 7, 17, INT32_MAX, -1], bad * 0.5))
+            req.heads.append(self.enum(good_heads, [0, 8, 17, INT32_MAX, -1], bad * 0.5))
+        if self.chance(0.05):  # a valid head that this model (no classifier) cannot compute
+            req.heads.insert(r.randrange(len(req.heads) + 1), pb2.HEAD_LOGITS)
         if self.chance(0.5):
             for _ in range(r.randint(1, 6)):
                 req.layers.append(self.enum(list(range(-self.layers, self.layers)),
@@ -317,6 +319,7 @@ class Expect:
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 # Bytes that Python's protobuf runtime refuses. The server's C++ parser is not always as
 # strict (it wraps a tag whose field number overflows 32 bits, where upb refuses it), so it
 # may read them as some other request; either way that request is nonsense and must be
@@ -336,6 +339,7 @@ class Limits:
         self.layers = info.config.num_layers
         self.hidden = info.config.hidden_size
         self.max_message = info.limits.max_message_bytes
+        self.classifier = info.HasField("classifier")
 
 
 def resolved_seq_length(seq_length, lim):
@@ -372,8 +376,11 @@ def predict_embed(pb2, req, lim):
     if seq is None:
         errors.append("seq_length")
     valid_heads = {pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS,
-                   pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS}
+                   pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS, pb2.HEAD_LOGITS}
     errors += [f"heads[{j}]" for j, h in enumerate(req.heads) if h not in valid_heads]
+    # HEAD_LOGITS on a model without classifier: FAILED_PRECONDITION, unless another check
+    # comes first (the order of the checks is the server's; both are allowed then).
+    unavailable = pb2.HEAD_LOGITS in req.heads and not lim.classifier
     errors += [f"layers[{j}]" for j, l in enumerate(req.layers)
                if not -lim.layers <= l < lim.layers]
     # Each head once, each layer twice (by its index and its negative one) at most.
@@ -416,7 +423,9 @@ def predict_embed(pb2, req, lim):
         elif most > response_budget(pb2, req, lim):
             maybe.append("message limit")
     if errors:
-        return Expect({INVALID}, errors + maybe)
+        return Expect({INVALID, PRECONDITION} if unavailable else {INVALID}, errors + maybe)
+    if unavailable:  # checked before the texts are tokenized
+        return Expect({PRECONDITION})
     if maybe:
         return Expect({OK, INVALID}, maybe)
     return Expect({OK})
@@ -460,7 +469,7 @@ def resolve_embed(env, req, expect, label):
     pb2, lim = env["pb2"], env["lim"]
     seq = resolved_seq_length(req.seq_length, lim)
     texts = text_indices(req)
-    if expect.codes == {INVALID} or not texts:
+    if OK not in expect.codes or not texts:
         return expect, {}, []
     treq = pb2.TokenizeRequest(inputs=[req.inputs[i].text for i in texts], seq_length=seq)
     code, resp, details, seconds = unary(env["tokenize"], treq.SerializeToString())

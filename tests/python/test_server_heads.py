@@ -1,5 +1,8 @@
 """Every head / option combination through a real server (CPU backend, tiny golden model)
-against the Hugging Face reference values in tests/golden/tiny-l4-h128."""
+against the Hugging Face reference values in tests/golden/tiny-l4-h128. The server's model is
+that one as a BertForSequenceClassification checkpoint (a classifier added), whose logits'
+reference is the classifier applied to the reference pooled output, as Hugging Face's
+BertForSequenceClassification computes them."""
 import itertools
 import json
 import os
@@ -12,21 +15,30 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (DTYPE_TOL, TINY_MODEL, TINY_VOCAB, Server, decode,  # noqa
-                            read_safetensors, rel_err, sentence_transformers_model, stubs)
+from server_harness import (DTYPE_TOL, TINY_MODEL, TINY_VOCAB, Server, classifier_model,  # noqa
+                            classifier_weights, decode, read_safetensors, rel_err,
+                            sentence_transformers_model, stubs)
 from repo_paths import bin_path
 from safetensors_io import write_safetensors
 
 GOLDEN = read_safetensors(os.path.join(TINY_MODEL, "expected.safetensors"))
 SEQ = GOLDEN["input_word_ids"].shape[1]
 NUM_LAYERS = 4
+LABELS = ("negative", "neutral", "positive")
+CLASSIFIER_WEIGHT, CLASSIFIER_BIAS = classifier_weights(len(LABELS))
 
 
 @pytest.fixture(scope="module")
-def server():
-    s = Server()
+def server(tmp_path_factory):
+    model = classifier_model(tmp_path_factory.mktemp("heads") / "classifier", LABELS)
+    s = Server(model_dir=model, vocab=TINY_VOCAB, extra=["--max_batch_tokens=2048"])
     yield s
     s.kill()
+
+
+def expected_logits(i):
+    pooled = GOLDEN["pooled_output"][i].astype(np.float64)
+    return CLASSIFIER_WEIGHT.astype(np.float64) @ pooled + CLASSIFIER_BIAS
 
 
 def token_inputs(pb2):
@@ -60,6 +72,7 @@ def check_result(pb2, result, i, heads, layers, padding, dtype, normalize):
     assert result.HasField("sequence_output") == (pb2.HEAD_SEQUENCE in want)
     assert result.HasField("mean_pooled_output") == (pb2.HEAD_MEAN_POOLED in want)
     assert result.HasField("cls_output") == (pb2.HEAD_CLS in want)
+    assert result.HasField("logits") == (pb2.HEAD_LOGITS in want)
     assert (len(result.encoder_outputs) > 0) == (pb2.HEAD_ENCODER_OUTPUTS in want)
     pooled_ref = GOLDEN["pooled_output"][i]
     mean_ref = expected_mean(i)
@@ -73,6 +86,10 @@ def check_result(pb2, result, i, heads, layers, padding, dtype, normalize):
             assert t.dtype == dtype
             assert list(t.shape) == [128]
             assert rel_err(decode(t), ref) < tol, field
+    if result.HasField("logits"):  # never normalised
+        assert result.logits.dtype == dtype
+        assert list(result.logits.shape) == [len(LABELS)]
+        assert rel_err(decode(result.logits), expected_logits(i)) < tol
     if result.HasField("sequence_output"):
         t = result.sequence_output
         assert list(t.shape) == [rows, 128]
@@ -90,7 +107,7 @@ def check_result(pb2, result, i, heads, layers, padding, dtype, normalize):
 
 
 ALL_HEADS = ["HEAD_POOLED", "HEAD_SEQUENCE", "HEAD_ENCODER_OUTPUTS", "HEAD_DEFAULT",
-             "HEAD_MEAN_POOLED", "HEAD_CLS"]
+             "HEAD_MEAN_POOLED", "HEAD_CLS", "HEAD_LOGITS"]
 
 
 @pytest.mark.parametrize("padding", ["PADDING_UNSPECIFIED", "PADDING_PAD_TO_SEQ_LENGTH",
@@ -322,3 +339,45 @@ def test_prompts_on_a_sentence_transformers_model(tmp_path):
                                          text=True, timeout=60).stdout)
         assert info["sentence_embedding"]["prompts"] == prompts
         assert info["sentence_embedding"]["default_prompt_name"] == "query"
+
+
+def test_classifier_info_pairs_and_the_client(server, tmp_path):
+    """GetModelInfo names the classifier's labels and problem type; sentence pairs (a
+    cross-encoder's (query, passage)) get their logits; bert_client prints them; a model
+    without a classifier refuses HEAD_LOGITS, naming what it lacks."""
+    pb2, _ = stubs()
+    stub = server.stub()
+    info = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+    assert info.HasField("classifier")
+    assert list(info.classifier.labels) == list(LABELS)
+    assert info.classifier.problem_type == "single_label_classification"
+    pairs = [("hello world", "good morning"), ("a query", "a passage about it")]
+    inputs = [pb2.Input(text=pb2.TextInput(text_a=a, text_b=b)) for a, b in pairs]
+    resp = stub.Embed(pb2.EmbedRequest(inputs=inputs, heads=[pb2.HEAD_LOGITS, pb2.HEAD_POOLED]),
+                      timeout=30)
+    for result in resp.results:
+        want = CLASSIFIER_WEIGHT.astype(np.float64) @ decode(result.pooled_output) + CLASSIFIER_BIAS
+        np.testing.assert_allclose(decode(result.logits), want, rtol=1e-5, atol=1e-6)
+    client = [bin_path("client", "bert_client"), f"--server={server.address}"]
+    r = subprocess.run(client + ["embed", "--json", "--pair", "--heads=logits",
+                                 *[t for pair in pairs for t in pair]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    for row, result in zip(rows, resp.results, strict=True):
+        assert row["logits"]["shape"] == [len(LABELS)]
+        np.testing.assert_allclose(row["logits"]["values"], decode(result.logits), rtol=1e-6)
+    r = subprocess.run(client + ["info", "--json"], capture_output=True, text=True, timeout=60)
+    assert json.loads(r.stdout)["classifier"] == {"labels": list(LABELS),
+                                                  "problem_type": "single_label_classification"}
+    with Server() as plain:
+        assert not plain.stub().GetModelInfo(pb2.GetModelInfoRequest(),
+                                             timeout=10).HasField("classifier")
+        with pytest.raises(grpc.RpcError) as refused:
+            plain.stub().Embed(pb2.EmbedRequest(inputs=inputs, heads=[pb2.HEAD_LOGITS]),
+                               timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "no classifier" in refused.value.details()
+        r = subprocess.run([bin_path("client", "bert_client"), f"--server={plain.address}",
+                            "info", "--json"], capture_output=True, text=True, timeout=60)
+        assert "classifier" not in json.loads(r.stdout)
