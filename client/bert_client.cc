@@ -20,6 +20,7 @@
 // at all (an unknown flag, a number that is not one) exits 1, from the flags library.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -37,6 +38,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
+#include "client/classifier_scores.h"
 #include "client/connection.h"
 #include "client/request_options.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -278,6 +280,36 @@ void PrintHead(const std::string& title, const std::vector<const v1::Tensor*>& t
   }
 }
 
+// Each input's logits by label, highest first (the first `show`), with the scores the model's
+// problem type implies (classifier_scores.h).
+void PrintLogits(const std::vector<const v1::Tensor*>& tensors, const v1::Classifier& classifier,
+                 size_t show) {
+  if (tensors.empty()) return;
+  const int num_labels = classifier.labels_size();
+  const ScoreFunction function = ScoreFunctionFor(classifier.problem_type(), num_labels);
+  std::printf("Logits: %d labels (problem_type %s; scores: %s)\n", num_labels,
+              classifier.problem_type().empty() ? "unset" : classifier.problem_type().c_str(),
+              ScoreFunctionName(function));
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const std::vector<float> logits = Decode(*tensors[i]);
+    const std::vector<double> scores = Scores(function, logits);
+    std::vector<int> order(logits.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = static_cast<int>(k);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return logits[a] > logits[b]; });
+    std::string line;
+    for (size_t k = 0; k < order.size() && k < show; ++k) {
+      const int label = order[k];
+      absl::StrAppend(&line, k == 0 ? " " : "  ",
+                      label < num_labels ? classifier.labels(label) : "?", " ",
+                      absl::StrFormat("%.6g", logits[label]));
+      if (!scores.empty()) absl::StrAppend(&line, absl::StrFormat(" (%.4f)", scores[label]));
+    }
+    if (order.size() > show) absl::StrAppend(&line, "  ...");
+    std::printf("  [%zu]%s\n", i, line.c_str());
+  }
+}
+
 json TensorJson(const v1::Tensor& t) {
   return {{"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())},
           {"dtype", DTypeName(t.dtype())},
@@ -381,7 +413,18 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   PrintHead("Default Outputs", def, show);
   PrintHead("Mean Pooled Outputs", mean, show);
   PrintHead("CLS Outputs", cls, show);
-  PrintHead("Logits", logits, show);
+  if (!logits.empty()) {
+    // The labels and problem type are the model's: asked for once, after the answer.
+    grpc::ClientContext info_context;
+    Prepare(connection, &info_context);
+    v1::ModelInfo info;
+    if (stub->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info).ok() &&
+        logits[0]->shape_size() == 1 && info.classifier().labels_size() == logits[0]->shape(0)) {
+      PrintLogits(logits, info.classifier(), show);
+    } else {
+      PrintHead("Logits", logits, show);
+    }
+  }
   PrintHead("Sequence Outputs", seq, show);
   if (response.results_size() > 0 && response.results(0).encoder_outputs_size() > 0) {
     const int n = response.results(0).encoder_outputs_size();

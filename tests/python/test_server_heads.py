@@ -367,6 +367,17 @@ def test_classifier_info_pairs_and_the_client(server, tmp_path):
     for row, result in zip(rows, resp.results, strict=True):
         assert row["logits"]["shape"] == [len(LABELS)]
         np.testing.assert_allclose(row["logits"]["values"], decode(result.logits), rtol=1e-6)
+    # The text summary: labels by logit, highest first, with softmax scores (single label).
+    r = subprocess.run(client + ["embed", "--pair", "--heads=logits", "--show=3", *pairs[0]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Logits: 3 labels (problem_type single_label_classification; scores: softmax)" \
+        in r.stdout
+    logits = decode(resp.results[0].logits).astype(np.float64)
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    want = "  ".join(f"{LABELS[k]} {logits[k]:.6g} ({probs[k]:.4f})"
+                     for k in np.argsort(-logits, kind="stable"))
+    assert f"[0] {want}\n" in r.stdout, r.stdout
     r = subprocess.run(client + ["info", "--json"], capture_output=True, text=True, timeout=60)
     assert json.loads(r.stdout)["classifier"] == {"labels": list(LABELS),
                                                   "problem_type": "single_label_classification"}
