@@ -27,6 +27,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,7 +59,11 @@ ABSL_FLAG(int, seq_length, 0, "Sequence length (0: the server's default)");
 ABSL_FLAG(std::string, padding, "pad", "pad (seq_length rows, TF Hub's shapes) or trim");
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled/default/mean_pooled/cls");
-ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
+ABSL_FLAG(std::string, truncation, "",
+          "truncate (TF Hub's: a pair's texts take tokens in turn), longest_first (Hugging Face "
+          "tokenizers': the longer text gives up tokens first) or reject; unset: truncate, or "
+          "with --heads=logits longest_first and the classifier's max_seq_length (unless "
+          "--seq_length), as Hugging Face scores pairs");
 ABSL_FLAG(std::string, prompt_name, "",
           "One of the model's prompts (info: sentence_embedding.prompts), put in front of each "
           "text; with --heads=embedding the model's default prompt when not given (for text "
@@ -169,7 +174,9 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
     if (info.has_classifier()) {
       j["classifier"] = {{"labels", std::vector<std::string>(info.classifier().labels().begin(),
                                                              info.classifier().labels().end())},
-                         {"problem_type", info.classifier().problem_type()}};
+                         {"problem_type", info.classifier().problem_type()},
+                         {"activation_function", info.classifier().activation_function()},
+                         {"max_seq_length", info.classifier().max_seq_length()}};
     }
     std::printf("%s\n", j.dump().c_str());
     return 0;
@@ -286,10 +293,13 @@ void PrintLogits(const std::vector<const v1::Tensor*>& tensors, const v1::Classi
                  size_t show) {
   if (tensors.empty()) return;
   const int num_labels = classifier.labels_size();
-  const ScoreFunction function = ScoreFunctionFor(classifier.problem_type(), num_labels);
-  std::printf("Logits: %d labels (problem_type %s; scores: %s)\n", num_labels,
-              classifier.problem_type().empty() ? "unset" : classifier.problem_type().c_str(),
-              ScoreFunctionName(function));
+  const ScoreFunction function =
+      ScoreFunctionFor(classifier.problem_type(), num_labels, classifier.activation_function());
+  std::printf(
+      "Logits: %d labels (problem_type %s, activation %s; scores: %s)\n", num_labels,
+      classifier.problem_type().empty() ? "unset" : classifier.problem_type().c_str(),
+      classifier.activation_function().empty() ? "unset" : classifier.activation_function().c_str(),
+      ScoreFunctionName(function));
   for (size_t i = 0; i < tensors.size(); ++i) {
     const std::vector<float> logits = Decode(*tensors[i]);
     const std::vector<double> scores = Scores(function, logits);
@@ -330,13 +340,16 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   options.normalize = absl::GetFlag(FLAGS_normalize);
   options.prompt_name = absl::GetFlag(FLAGS_prompt_name);
   for (const v1::Input& input : request.inputs()) options.token_inputs |= input.has_tokens();
-  if (NamesEmbeddingHead(options.heads)) {
+  // The model's own settings for the heads that stand for them.
+  std::optional<v1::ModelInfo> info;
+  if (NamesEmbeddingHead(options.heads) || NamesLogitsHead(options.heads)) {
     grpc::ClientContext context;
     Prepare(connection, &context);
-    v1::ModelInfo info;
-    grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+    info.emplace();
+    grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &*info);
     if (!status.ok()) return Fail(status);
-    options.model_embedding = info.sentence_embedding();
+    options.model_embedding = info->sentence_embedding();
+    if (info->has_classifier()) options.model_classifier = info->classifier();
   }
   if (absl::Status status = SetEmbedOptions(options, &request); !status.ok()) {
     std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
@@ -414,13 +427,9 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   PrintHead("Mean Pooled Outputs", mean, show);
   PrintHead("CLS Outputs", cls, show);
   if (!logits.empty()) {
-    // The labels and problem type are the model's: asked for once, after the answer.
-    grpc::ClientContext info_context;
-    Prepare(connection, &info_context);
-    v1::ModelInfo info;
-    if (stub->GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info).ok() &&
-        logits[0]->shape_size() == 1 && info.classifier().labels_size() == logits[0]->shape(0)) {
-      PrintLogits(logits, info.classifier(), show);
+    if (info.has_value() && logits[0]->shape_size() == 1 &&
+        info->classifier().labels_size() == logits[0]->shape(0)) {
+      PrintLogits(logits, info->classifier(), show);
     } else {
       PrintHead("Logits", logits, show);
     }
@@ -458,8 +467,9 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
     std::fprintf(stderr, "seq_length must be >= 0\n");
     return 2;
   }
+  const std::string truncation_flag = absl::GetFlag(FLAGS_truncation);
   const absl::StatusOr<v1::Truncation> truncation =
-      ParseTruncation(absl::GetFlag(FLAGS_truncation));
+      ParseTruncation(truncation_flag.empty() ? "truncate" : truncation_flag);
   if (!truncation.ok()) {
     std::fprintf(stderr, "%s\n", std::string(truncation.status().message()).c_str());
     return 2;

@@ -102,7 +102,8 @@ ABSL_FLAG(int, seq_length, 0,
           "with --input_file)");
 ABSL_FLAG(std::string, padding, "trim", "pad or trim");
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
-ABSL_FLAG(std::string, truncation, "truncate", "truncate or reject");
+ABSL_FLAG(std::string, truncation, "truncate",
+          "truncate, longest_first or reject (as bert_client's)");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled outputs");
 ABSL_FLAG(std::string, prompt_name, "", "One of the model's prompts (as bert_client's)");
 ABSL_FLAG(std::string, metrics, "", "HOST:PORT of the server's /metrics (optional)");
@@ -755,6 +756,10 @@ int Main() {
   }
   if (absl::Status status = ResolveEmbeddingHead(info, &*workload); !status.ok()) {
     return Usage(std::string(status.message()));
+  }
+  if (NamesLogitsHead(workload->options_text.heads) && !info.has_classifier()) {
+    // Every call would be refused (FAILED_PRECONDITION): say so once instead.
+    return Usage("--heads=logits: the served model has no sequence-classification head");
   }
   if (absl::Status status = CheckLimits(*workload, info.limits()); !status.ok()) {
     return Usage(std::string(status.message()));

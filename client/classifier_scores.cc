@@ -5,7 +5,17 @@
 
 namespace bert {
 
-ScoreFunction ScoreFunctionFor(const std::string& problem_type, int num_labels) {
+ScoreFunction ScoreFunctionFor(const std::string& problem_type, int num_labels,
+                               const std::string& activation_function) {
+  if (!activation_function.empty()) {
+    // "torch.nn.modules.activation.Sigmoid" and the like: the class name decides.
+    const size_t dot = activation_function.rfind('.');
+    const std::string name =
+        dot == std::string::npos ? activation_function : activation_function.substr(dot + 1);
+    if (name == "Sigmoid") return ScoreFunction::kSigmoid;
+    if (name == "Softmax") return ScoreFunction::kSoftmax;
+    return ScoreFunction::kNone;  // Identity, or one this client does not know
+  }
   if (problem_type == "regression") return ScoreFunction::kNone;
   if (problem_type == "multi_label_classification" || num_labels == 1) {
     return ScoreFunction::kSigmoid;

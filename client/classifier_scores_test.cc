@@ -17,6 +17,13 @@ TEST(ClassifierScoresTest, TheFunctionFollowsTheProblemTypeThenTheLabelCount) {
   EXPECT_EQ(ScoreFunctionFor("something_new", 2), ScoreFunction::kSoftmax);
   EXPECT_EQ(ScoreFunctionFor("", 0), ScoreFunction::kNone);
   EXPECT_STREQ(ScoreFunctionName(ScoreFunction::kSoftmax), "softmax");
+  // A CrossEncoder's named activation decides: the ms-marco models name the identity.
+  EXPECT_EQ(ScoreFunctionFor("", 1, "torch.nn.modules.linear.Identity"), ScoreFunction::kNone);
+  EXPECT_EQ(ScoreFunctionFor("", 1, "torch.nn.modules.activation.Sigmoid"),
+            ScoreFunction::kSigmoid);
+  EXPECT_EQ(ScoreFunctionFor("regression", 3, "torch.nn.modules.activation.Softmax"),
+            ScoreFunction::kSoftmax);
+  EXPECT_EQ(ScoreFunctionFor("", 1, "torch.nn.modules.activation.Tanh"), ScoreFunction::kNone);
 }
 
 TEST(ClassifierScoresTest, SigmoidAndStableSoftmax) {

@@ -60,9 +60,18 @@ bool NamesEmbeddingHead(absl::string_view heads) {
   return false;
 }
 
+bool NamesLogitsHead(absl::string_view heads) {
+  for (absl::string_view name : absl::StrSplit(heads, ',', absl::SkipWhitespace())) {
+    absl::StatusOr<v1::Head> head = ParseHead(name);
+    if (head.ok() && *head == v1::HEAD_LOGITS) return true;
+  }
+  return false;
+}
+
 absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* request) {
   int seq_length = text.seq_length;
   std::string prompt_name = text.prompt_name;
+  std::string truncation_text = text.truncation.empty() ? "truncate" : text.truncation;
   for (absl::string_view name : absl::StrSplit(text.heads, ',', absl::SkipWhitespace())) {
     if (IsEmbeddingHead(name)) {
       if (!text.model_embedding.has_value()) {
@@ -89,6 +98,12 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
     absl::StatusOr<v1::Head> head = ParseHead(name);
     if (!head.ok()) return head.status();
     request->add_heads(*head);
+    if (*head == v1::HEAD_LOGITS && text.model_classifier.has_value()) {
+      if (text.seq_length == 0) {
+        seq_length = static_cast<int>(text.model_classifier->max_seq_length());
+      }
+      if (text.truncation.empty()) truncation_text = "longest_first";
+    }
   }
   for (absl::string_view part : absl::StrSplit(text.layers, ',', absl::SkipWhitespace())) {
     int layer;
@@ -115,7 +130,7 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
   } else {
     return absl::InvalidArgumentError("dtype: float32, float16 or bfloat16");
   }
-  absl::StatusOr<v1::Truncation> truncation = ParseTruncation(text.truncation);
+  absl::StatusOr<v1::Truncation> truncation = ParseTruncation(truncation_text);
   if (!truncation.ok()) return truncation.status();
   request->set_truncation(*truncation);
   // The embedding head may have asked for it already.
@@ -127,7 +142,8 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
 absl::StatusOr<v1::Truncation> ParseTruncation(absl::string_view text) {
   if (text == "reject") return v1::TRUNCATION_REJECT;
   if (text == "truncate") return v1::TRUNCATION_TRUNCATE;
-  return absl::InvalidArgumentError("truncation: truncate or reject");
+  if (text == "longest_first") return v1::TRUNCATION_LONGEST_FIRST;
+  return absl::InvalidArgumentError("truncation: truncate, longest_first or reject");
 }
 
 absl::StatusOr<v1::Input> ParseInputLine(absl::string_view line) {

@@ -17,13 +17,15 @@ namespace bert {
 
 // The command-line spelling of an EmbedRequest's options.
 struct EmbedOptionsText {
-  std::string heads;       // comma-separated: pooled, sequence, encoder_outputs, default,
-                           // mean_pooled, cls, logits, embedding (see model_embedding)
-  std::string layers;      // comma-separated layer indices (negative: from the end)
-  int seq_length = 0;      // 0: the server's default
-  std::string padding;     // pad or trim
-  std::string dtype;       // float32, float16 or bfloat16
-  std::string truncation;  // truncate or reject
+  std::string heads;    // comma-separated: pooled, sequence, encoder_outputs, default,
+                        // mean_pooled, cls, logits, embedding (see model_embedding)
+  std::string layers;   // comma-separated layer indices (negative: from the end)
+  int seq_length = 0;   // 0: the server's default
+  std::string padding;  // pad or trim
+  std::string dtype;    // float32, float16 or bfloat16
+  // truncate, longest_first or reject; "": truncate, or longest_first for the head logits on a
+  // model whose classifier is known (model_classifier), as Hugging Face truncates pairs
+  std::string truncation;
   bool normalize = false;
   std::string prompt_name;    // one of the model's prompts ("": none; "none": not the default)
   bool token_inputs = false;  // some inputs are token ids, which take no prompt
@@ -32,13 +34,21 @@ struct EmbedOptionsText {
   // seq_length is set, and its default prompt unless prompt_name is set or token_inputs.
   // Needed only for that name.
   std::optional<v1::SentenceEmbedding> model_embedding;
+  // The served model's classifier (GetModelInfo), for the head "logits": its max_seq_length
+  // unless seq_length is set, and longest_first truncation unless truncation is set, so that
+  // pairs are scored as Hugging Face's pipelines and CrossEncoder score them. Without it, the
+  // server's defaults.
+  std::optional<v1::Classifier> model_classifier;
 };
 
 // Whether `heads` (EmbedOptionsText::heads) names "embedding": the caller must then fetch
 // the model's sentence embedding first.
 bool NamesEmbeddingHead(absl::string_view heads);
+// Whether `heads` names "logits" (the caller may fetch the model's classifier first).
+bool NamesLogitsHead(absl::string_view heads);
 
-// "truncate" or "reject" as the request's enum; INVALID_ARGUMENT for anything else.
+// "truncate", "longest_first" or "reject" as the request's enum; INVALID_ARGUMENT for anything
+// else.
 absl::StatusOr<v1::Truncation> ParseTruncation(absl::string_view text);
 
 // Sets every option of `request` but its inputs.

@@ -142,6 +142,41 @@ TEST(SetEmbedOptions, EmbeddingIsTheModelsSentenceEmbedding) {
   EXPECT_NE(none.message().find("no modules.json"), absl::string_view::npos) << none;
 }
 
+TEST(SetEmbedOptions, LogitsTakeTheClassifiersLengthAndHuggingFacesTruncation) {
+  EmbedOptionsText text = Defaults();
+  text.heads = "logits";
+  text.truncation = "";
+  v1::EmbedRequest request;
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());  // the classifier unknown: server defaults
+  EXPECT_EQ(request.seq_length(), 0u);
+  EXPECT_EQ(request.truncation(), v1::TRUNCATION_TRUNCATE);
+  text.model_classifier.emplace();
+  text.model_classifier->set_max_seq_length(512);
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.heads(0), v1::HEAD_LOGITS);
+  EXPECT_EQ(request.seq_length(), 512u);
+  EXPECT_EQ(request.truncation(), v1::TRUNCATION_LONGEST_FIRST);
+  // What the caller sets wins.
+  text.seq_length = 64;
+  text.truncation = "truncate";
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.seq_length(), 64u);
+  EXPECT_EQ(request.truncation(), v1::TRUNCATION_TRUNCATE);
+  // Other heads do not take it.
+  text = Defaults();
+  text.truncation = "";
+  text.model_classifier.emplace();
+  text.model_classifier->set_max_seq_length(512);
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.seq_length(), 0u);
+  EXPECT_EQ(request.truncation(), v1::TRUNCATION_TRUNCATE);
+  EXPECT_TRUE(NamesLogitsHead(" pooled, Logits"));
+  EXPECT_FALSE(NamesLogitsHead("pooled,cls"));
+}
+
 TEST(ParseInputLine, TextPairAndTokens) {
   absl::StatusOr<v1::Input> text = ParseInputLine(R"("hello world")");
   ASSERT_TRUE(text.ok()) << text.status();
@@ -192,10 +227,11 @@ TEST(ParseInputLine, SaysWhenALineIsNotJson) {
       << shape;
 }
 
-TEST(ParseTruncation, TakesTheTwoNamesOnly) {
+TEST(ParseTruncation, TakesTheThreeNamesOnly) {
   EXPECT_EQ(*ParseTruncation("truncate"), v1::TRUNCATION_TRUNCATE);
   EXPECT_EQ(*ParseTruncation("reject"), v1::TRUNCATION_REJECT);
-  for (const char* text : {"", "rejectt", "REJECT", "truncated"}) {
+  EXPECT_EQ(*ParseTruncation("longest_first"), v1::TRUNCATION_LONGEST_FIRST);
+  for (const char* text : {"", "rejectt", "REJECT", "truncated", "longest-first"}) {
     EXPECT_EQ(ParseTruncation(text).status().code(), absl::StatusCode::kInvalidArgument) << text;
   }
 }

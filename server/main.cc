@@ -489,7 +489,11 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                     << LogKv("labels", absl::StrCat(absl::StrJoin(first, ","),
                                                     shown < classifier.labels.size() ? ",..." : ""))
                     << LogKv("problem_type",
-                             classifier.problem_type.empty() ? "unset" : classifier.problem_type);
+                             classifier.problem_type.empty() ? "unset" : classifier.problem_type)
+                    << LogKv("activation_function", classifier.activation_function.empty()
+                                                        ? "unset"
+                                                        : classifier.activation_function)
+                    << LogKv("max_seq_length", classifier.max_seq_length);
   }
   if (info.backend == "cpu" && cpu::BlasCoreReplacementFailed()) {
     BERT_LOG(kWarning) << "OpenBLAS ignored the OPENBLAS_CORETYPE set at startup"
@@ -518,7 +522,7 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   options.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_answer_memory_bytes = absl::GetFlag(FLAGS_max_answer_memory_mb) << 20;
   options.prompts = shared_model->sentence_embedding.prompts;
-  options.classifier = shared_model->classifier;
+  options.classifier = std::move(shared_model->classifier);  // the pipeline's from now on
   // The CUDA engine tunes and loads per shape: do it before SERVING.
   options.warmup_row_buckets = info.backend == "cuda";
   options.on_engine_failure = std::move(on_engine_failure);

@@ -28,6 +28,9 @@ ABSL_FLAG(int, seq_length, 128, "Packed sequence length (>= 2)");
 ABSL_FLAG(bool, cased, false, "Cased vocabulary: no lowercasing or accent stripping");
 ABSL_FLAG(bool, ids_only, false, "Write only the unpadded ids and type ids");
 ABSL_FLAG(bool, reject, false, "Report an error instead of truncating inputs that do not fit");
+ABSL_FLAG(bool, longest_first, false,
+          "Truncate pairs as Hugging Face tokenizers' longest_first does (the longer text gives "
+          "up tokens first) instead of TF Hub's round robin");
 
 namespace {
 
@@ -93,9 +96,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   const bool ids_only = absl::GetFlag(FLAGS_ids_only);
-  const bert::TruncationPolicy policy = absl::GetFlag(FLAGS_reject)
-                                            ? bert::TruncationPolicy::kReject
-                                            : bert::TruncationPolicy::kTruncate;
+  if (absl::GetFlag(FLAGS_reject) && absl::GetFlag(FLAGS_longest_first)) {
+    std::cerr << "bert_tokenize: --reject and --longest_first exclude each other\n";
+    return 2;
+  }
+  bert::TruncationPolicy policy = bert::TruncationPolicy::kTruncate;
+  if (absl::GetFlag(FLAGS_reject)) policy = bert::TruncationPolicy::kReject;
+  if (absl::GetFlag(FLAGS_longest_first)) policy = bert::TruncationPolicy::kLongestFirst;
   std::ios::sync_with_stdio(false);
   bert::PackScratch scratch;
   std::string line;

@@ -115,7 +115,14 @@ Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
   limits_.max_inputs_per_request = options_.max_inputs_per_request;
   limits_.has_pooler = engine_->has_pooler();
   limits_.hidden_size = config.hidden_size;
-  limits_.num_labels = options_.classifier.num_labels();
+  // The classifier reads the pooled output, `hidden` wide (LoadModel's checks; an engine
+  // without a pooler cannot serve it).
+  const Classifier& classifier = options_.classifier;
+  const bool classifier_fits =
+      classifier.present() && engine_->has_pooler() &&
+      classifier.weight.data.size() ==
+          static_cast<size_t>(classifier.num_labels()) * config.hidden_size;
+  limits_.num_labels = classifier_fits ? classifier.num_labels() : 0;
   limits_.max_response_bytes = options_.max_response_bytes;
   limits_.prompts = &options_.prompts;
 }
@@ -322,10 +329,12 @@ absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_lengt
                                 std::vector<int32_t>* type_ids, bool* truncated) const {
   const absl::string_view b_text =
       input.text_b.has_value() ? absl::string_view(*input.text_b) : absl::string_view();
-  auto packed = TokenizeAndPack(
-      *tokenizer_, input.text_a, input.text_b.has_value() ? &b_text : nullptr, seq_length,
-      truncation == Truncation::kReject ? TruncationPolicy::kReject : TruncationPolicy::kTruncate,
-      absl::StrCat("inputs[", index, "].text"));
+  TruncationPolicy policy = TruncationPolicy::kTruncate;
+  if (truncation == Truncation::kReject) policy = TruncationPolicy::kReject;
+  if (truncation == Truncation::kLongestFirst) policy = TruncationPolicy::kLongestFirst;
+  auto packed =
+      TokenizeAndPack(*tokenizer_, input.text_a, input.text_b.has_value() ? &b_text : nullptr,
+                      seq_length, policy, absl::StrCat("inputs[", index, "].text"));
   if (!packed.ok()) return packed.status();
   *word_ids = std::move(packed->word_ids);
   *type_ids = std::move(packed->type_ids);

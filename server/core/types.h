@@ -16,7 +16,7 @@ enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled, kC
 // How many heads there are: a request names at most this many (each once is enough).
 inline constexpr int kNumHeads = 7;
 enum class PaddingMode { kPadToSeqLength, kTrim };
-enum class Truncation { kTruncate, kReject };
+enum class Truncation { kTruncate, kReject, kLongestFirst };
 enum class OutputDType { kFloat32, kFloat16, kBFloat16 };
 
 int BytesPerElement(OutputDType dtype);

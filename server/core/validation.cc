@@ -152,8 +152,9 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   }
   if (out.logits && limits.num_labels == 0) {
     return absl::FailedPreconditionError(
-        "heads: this model has no classifier ('classifier.weight' and 'classifier.bias', as "
-        "BertForSequenceClassification checkpoints have), so HEAD_LOGITS is unavailable");
+        "heads: this model has no sequence-classification head ('classifier.weight' and "
+        "'classifier.bias' of a BertForSequenceClassification checkpoint), so HEAD_LOGITS is "
+        "unavailable");
   }
   const int num_layers = limits.num_layers;
   for (size_t j = 0; j < request.layers.size(); ++j) {

@@ -254,7 +254,8 @@ TEST(ValidationTest, LogitsNeedAClassifierAndCountNumLabelsValues) {
   auto refused = ValidateEmbedRequest(request, Limits());
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(refused.status().message().find("no classifier"), absl::string_view::npos)
+  EXPECT_NE(refused.status().message().find("no sequence-classification head"),
+            absl::string_view::npos)
       << refused.status();
   RequestLimits limits = Limits();
   limits.hidden_size = 100;

@@ -257,16 +257,58 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
   return absl::OkStatus();
 }
 
-// BertForSequenceClassification's head: `classifier.weight` [num_labels, hidden] and
-// `classifier.bias` (outside the "bert." prefix), on the pooled output; labelled by
-// config.json's id2label (keys "0" .. "num_labels - 1"), as Hugging Face reads it.
+// Whether config.json's "architectures" names a model whose `classifier` reads the pooled
+// output (Hugging Face's *ForSequenceClassification, and *ForMultipleChoice, one logit per
+// (context, choice) pair); true when it names none. A *ForTokenClassification classifier reads
+// every token's state instead: not a head of this server.
+bool ClassifiesThePooledOutput(const Json& config) {
+  const auto names = config.find("architectures");
+  if (names == config.end() || !names->is_array() || names->empty()) return true;
+  for (const Json& name : *names) {
+    if (!name.is_string()) continue;
+    const std::string n = name.get<std::string>();
+    if (absl::EndsWith(n, "ForSequenceClassification") || absl::EndsWith(n, "ForMultipleChoice")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// tokenizer_config.json's model_max_length, at most `max_positions`, which is also the value
+// without one (or without the file: Hugging Face's tokenizers then do not truncate, and the
+// model cannot go past its positions). The file is optional and read leniently, as
+// --lowercase=auto reads it.
+int ModelMaxLength(const std::string& directory, int max_positions) {
+  absl::StatusOr<std::string> text = ReadFile(directory + "/tokenizer_config.json");
+  if (!text.ok()) return max_positions;
+  const Json json = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) return max_positions;
+  const auto length = json.find("model_max_length");
+  if (length == json.end() || !length->is_number() || !(length->get<double>() >= 2)) {
+    return max_positions;
+  }
+  return static_cast<int>(std::min<double>(length->get<double>(), max_positions));
+}
+
+// The sequence-classification head: `classifier.weight` [num_labels, hidden] and
+// `classifier.bias` (outside the "bert." prefix) on the pooled output, where the
+// architecture's classifier reads it; labelled by config.json's id2label, with its
+// problem_type and the activation sentence-transformers' CrossEncoder names there.
 absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, bool has_pooler,
-                            const std::string& config_path, const std::string& config_text,
-                            Classifier* out) {
+                            const std::string& directory, const std::string& config_path,
+                            const std::string& config_text, Classifier* out) {
   WeightReader r(file, "");
   const WeightReader::Found weight = r.Find("classifier.weight");
   const WeightReader::Found bias = r.Find("classifier.bias");
   if (weight.view == nullptr && bias.view == nullptr) return absl::OkStatus();
+  // ParseConfig has checked that the text is a JSON object.
+  const Json json = Json::parse(config_text, nullptr, /*allow_exceptions=*/false);
+  const auto architectures = json.find("architectures");
+  const bool named =
+      architectures != json.end() && architectures->is_array() && !architectures->empty();
+  // Not a classifier of the pooled output (token classification), or, where config.json does
+  // not say, one without the pooler it would read: the encoder serves without it.
+  if (!ClassifiesThePooledOutput(json) || (!named && !has_pooler)) return absl::OkStatus();
   if ((weight.view == nullptr) != (bias.view == nullptr)) {
     return absl::NotFoundError(absl::StrCat(file.path(), ": tensor 'classifier.",
                                             weight.view == nullptr ? "weight" : "bias",
@@ -275,8 +317,8 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
   if (!has_pooler) {
     return absl::InvalidArgumentError(
         absl::StrCat(file.path(),
-                     ": the checkpoint has a classifier but no pooler "
-                     "('pooler.dense.*'), whose output the classifier reads"));
+                     ": config.json names a sequence-classification model but the checkpoint "
+                     "has no pooler ('pooler.dense.*'), whose output its classifier reads"));
   }
   const std::vector<int64_t>& shape = weight.view->shape;
   if (shape.size() != 2 || shape[0] < 1 || shape[1] != c.hidden_size) {
@@ -288,8 +330,6 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
   RETURN_IF_ERROR(r.Read(weight, {num_labels, c.hidden_size}, &out->weight));
   RETURN_IF_ERROR(r.Read(bias, {num_labels}, &out->bias));
 
-  // ParseConfig has checked that the text is a JSON object.
-  const Json json = Json::parse(config_text, nullptr, /*allow_exceptions=*/false);
   out->labels.clear();
   for (int64_t i = 0; i < num_labels; ++i) out->labels.push_back(absl::StrCat("LABEL_", i));
   const auto id2label = json.find("id2label");
@@ -309,20 +349,37 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
         return bad(absl::StrCat("has the key \"", key, "\"; expected each of 0 .. ", num_labels - 1,
                                 " once"));
       }
-      if (!name.is_string()) return bad(absl::StrCat("[\"", key, "\"] must be a string"));
       seen[id] = true;
-      out->labels[id] = name.get<std::string>();
+      // Hugging Face takes any value as a label; a name that is not a string is shown as its
+      // JSON text.
+      out->labels[id] = name.is_string() ? name.get<std::string>() : name.dump();
     }
   }
   out->problem_type.clear();
   const auto problem = json.find("problem_type");
   if (problem != json.end() && !problem->is_null()) {
-    if (!problem->is_string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(config_path, ": \"problem_type\" must be a string"));
+    const std::string type = problem->is_string() ? problem->get<std::string>() : problem->dump();
+    if (type != "regression" && type != "single_label_classification" &&
+        type != "multi_label_classification") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          config_path, ": \"problem_type\" ", type,
+          " is not regression, single_label_classification or multi_label_classification"));
     }
-    out->problem_type = problem->get<std::string>();
+    out->problem_type = type;
   }
+  // sentence-transformers' CrossEncoder: "sentence_transformers": {"activation_fn": ...} since
+  // its version 4, "sbert_ce_default_activation_function" before.
+  out->activation_function.clear();
+  const auto st = json.find("sentence_transformers");
+  if (st != json.end() && st->is_object()) {
+    const auto fn = st->find("activation_fn");
+    if (fn != st->end() && fn->is_string()) out->activation_function = fn->get<std::string>();
+  }
+  const auto old_fn = json.find("sbert_ce_default_activation_function");
+  if (out->activation_function.empty() && old_fn != json.end() && old_fn->is_string()) {
+    out->activation_function = old_fn->get<std::string>();
+  }
+  out->max_seq_length = ModelMaxLength(directory, c.max_position_embeddings);
   return absl::OkStatus();
 }
 
@@ -402,8 +459,8 @@ absl::StatusOr<Model> LoadModel(const std::string& directory) {
   ASSIGN_OR_RETURN(model.config, ParseConfig(config_path, text));
   ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
   RETURN_IF_ERROR(ReadWeights(file, model.config, &model.weights));
-  RETURN_IF_ERROR(ReadClassifier(file, model.config, model.weights.has_pooler, config_path, text,
-                                 &model.classifier));
+  RETURN_IF_ERROR(ReadClassifier(file, model.config, model.weights.has_pooler, directory,
+                                 config_path, text, &model.classifier));
   absl::StatusOr<SentenceEmbedding> embedding = ReadSentenceEmbedding(directory);
   if (embedding.ok()) {
     model.sentence_embedding = *std::move(embedding);

@@ -109,7 +109,15 @@ struct Classifier {
   HostTensor bias;    // [num_labels]
   // config.json's id2label in id order, or "LABEL_<i>" (Hugging Face's default) without it.
   std::vector<std::string> labels;
-  std::string problem_type;  // config.json's problem_type; "" when it gives none
+  // config.json's problem_type: "regression", "single_label_classification" or
+  // "multi_label_classification"; "" when it gives none.
+  std::string problem_type;
+  // The activation sentence-transformers' CrossEncoder applies to the logits, as config.json
+  // names it (e.g. "torch.nn.modules.linear.Identity"); "" when it names none.
+  std::string activation_function;
+  // The length Hugging Face's tokenizer truncates inputs to: tokenizer_config.json's
+  // model_max_length, at most max_position_embeddings (that without one).
+  int max_seq_length = 0;
 
   bool present() const { return !bias.data.empty(); }
   int num_labels() const { return static_cast<int>(bias.data.size()); }
@@ -125,11 +133,13 @@ struct Model {
 };
 
 // Reads <dir>/config.json and <dir>/model.safetensors (with the classifier where the
-// checkpoint has one: `classifier.weight` and `classifier.bias`, labelled by config.json's
-// id2label), and the sentence-transformers files where present (ReadSentenceEmbedding; a defect
-// there leaves the sentence embedding unknown and `defective`, with the error as its note). Every
-// defect in the first two (missing file, bad JSON, missing or misshapen tensor, unsupported dtype,
-// truncated file, corrupt header) is an error naming the file and tensor.
+// checkpoint has one that reads the pooled output: `classifier.weight` and `classifier.bias` of
+// a sequence-classification model, by config.json's architectures, labelled by its id2label;
+// a token-classification checkpoint's is left out), and the sentence-transformers files where
+// present (ReadSentenceEmbedding; a defect there leaves the sentence embedding unknown and
+// `defective`, with the error as its note). Every defect in the first two (missing file, bad JSON,
+// missing or misshapen tensor, unsupported dtype, truncated file, corrupt header) is an error
+// naming the file and tensor.
 absl::StatusOr<Model> LoadModel(const std::string& directory);
 
 // <dir>/modules.json and the Pooling module's config.json (as sentence-transformers reads it:

@@ -248,7 +248,8 @@ class ClassifierTest : public ModelDirTest {
   // Writes the golden encoder with the "bert." prefix and a classifier of `labels` rows
   // (weight i * 0.01 + j * 0.001 at [i][j], bias -i), then config.json with `config_extra`
   // (members of its top-level object, e.g. an id2label) added.
-  void WriteClassifier(int labels, const std::string& config_extra, bool with_bias = true) {
+  void WriteClassifier(int labels, const std::string& config_extra, bool with_bias = true,
+                       bool with_pooler = true) {
     SafetensorsWriter extra;
     std::vector<float> weight(labels * 128), bias(labels);
     for (int i = 0; i < labels; ++i) {
@@ -257,9 +258,11 @@ class ClassifierTest : public ModelDirTest {
     }
     extra.AddFloat32("classifier.weight", {labels, 128}, weight);
     if (with_bias) extra.AddFloat32("classifier.bias", {labels}, bias);
-    WriteWeights([](std::string* name, std::string*, std::vector<int64_t>*,
-                    std::vector<uint8_t>*) { *name = "bert." + *name; },
-                 &extra);
+    WriteWeights(
+        [&](std::string* name, std::string*, std::vector<int64_t>*, std::vector<uint8_t>*) {
+          *name = with_pooler || !absl::StartsWith(*name, "pooler.") ? "bert." + *name : "";
+        },
+        &extra);
     std::string text = ReadAll(std::string(kGolden) + "/config.json");
     if (!config_extra.empty()) text.insert(text.find('{') + 1, config_extra + ",");
     WriteAll((dir_ / "config.json").string(), text);
@@ -269,7 +272,9 @@ class ClassifierTest : public ModelDirTest {
 TEST_F(ClassifierTest, LabelsFromId2LabelAndTheProblemType) {
   WriteClassifier(3,
                   R"("id2label": {"2": "neutral", "0": "negative", "1": "positive"},
+                     "architectures": ["BertForSequenceClassification"],
                      "problem_type": "single_label_classification")");
+  WriteAll((dir_ / "tokenizer_config.json").string(), R"({"model_max_length": 256})");
   auto model = LoadModel(dir());
   ASSERT_TRUE(model.ok()) << model.status();
   const Classifier& c = model->classifier;
@@ -277,6 +282,8 @@ TEST_F(ClassifierTest, LabelsFromId2LabelAndTheProblemType) {
   EXPECT_EQ(c.num_labels(), 3);
   EXPECT_EQ(c.labels, (std::vector<std::string>{"negative", "positive", "neutral"}));
   EXPECT_EQ(c.problem_type, "single_label_classification");
+  EXPECT_EQ(c.activation_function, "");
+  EXPECT_EQ(c.max_seq_length, 256);
   EXPECT_EQ(c.weight.shape, (std::vector<int64_t>{3, 128}));
   EXPECT_FLOAT_EQ(c.weight.data[2 * 128 + 5], 0.02f + 0.005f);
   EXPECT_EQ(c.bias.data, (std::vector<float>{0, -1, -2}));
@@ -293,6 +300,7 @@ TEST_F(ClassifierTest, OneLabelWithoutId2LabelIsLabel0) {
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->classifier.labels, std::vector<std::string>{"LABEL_0"});
   EXPECT_EQ(model->classifier.problem_type, "");
+  EXPECT_EQ(model->classifier.max_seq_length, 512);  // no tokenizer_config.json: the positions
   // ReleaseLinearWeights keeps it: the server computes it after the engine.
   ReleaseLinearWeights(&*model);
   EXPECT_EQ(model->classifier.weight.data.size(), 128u);
@@ -305,12 +313,15 @@ TEST_F(ClassifierTest, DefectsAreErrorsNamingTheFile) {
   ExpectError({"config.json", "id2label", "\"0x\""});
   WriteClassifier(2, R"("id2label": {"0": "a", "2": "b"})");
   ExpectError({"config.json", "id2label", "\"2\"", "0 .. 1"});
-  WriteClassifier(2, R"("id2label": {"0": "a", "1": 7})");
-  ExpectError({"config.json", "id2label", "[\"1\"] must be a string"});
   WriteClassifier(2, R"("id2label": ["a", "b"])");
   ExpectError({"config.json", "id2label", "must be an object"});
   WriteClassifier(2, R"("problem_type": 3)");
-  ExpectError({"config.json", "problem_type", "string"});
+  ExpectError({"config.json", "problem_type", "3 is not regression"});
+  WriteClassifier(2, R"("problem_type": "multi_label")");
+  ExpectError({"config.json", "problem_type", "multi_label is not"});
+  WriteClassifier(2, R"("architectures": ["BertForSequenceClassification"])", true,
+                  /*with_pooler=*/false);
+  ExpectError({"model.safetensors", "sequence-classification", "no pooler"});
   WriteClassifier(2, "", /*with_bias=*/false);
   ExpectError({"model.safetensors", "classifier.bias", "missing"});
 }
@@ -329,7 +340,44 @@ TEST_F(ClassifierTest, MisshapenOrWithoutPooler) {
         if (absl::StartsWith(*name, "pooler.")) name->clear();
       },
       &again);
-  ExpectError({"model.safetensors", "classifier", "no pooler"});
+  auto model = LoadModel(dir());  // no architectures, no pooler: token classification, likely
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_FALSE(model->classifier.present());
+}
+
+TEST_F(ClassifierTest, TokenClassificationCheckpointsServeTheirEncoder) {
+  for (const bool pooler : {true, false}) {
+    WriteClassifier(9, R"("architectures": ["BertForTokenClassification"])", true, pooler);
+    auto model = LoadModel(dir());
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_FALSE(model->classifier.present()) << pooler;
+    EXPECT_EQ(model->weights.has_pooler, pooler);
+  }
+  WriteClassifier(1, R"("architectures": ["BertForMultipleChoice"])");
+  auto choice = LoadModel(dir());
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  EXPECT_TRUE(choice->classifier.present());
+}
+
+TEST_F(ClassifierTest, LabelsThatAreNotStringsTheActivationAndTheLength) {
+  WriteClassifier(2, R"("id2label": {"0": 0, "1": true},
+                        "sbert_ce_default_activation_function": "torch.nn.modules.linear.Identity")");
+  WriteAll((dir_ / "tokenizer_config.json").string(),
+           R"({"model_max_length": 1000000000000000019884624838656})");
+  auto model = LoadModel(dir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->classifier.labels, (std::vector<std::string>{"0", "true"}));
+  EXPECT_EQ(model->classifier.activation_function, "torch.nn.modules.linear.Identity");
+  EXPECT_EQ(model->classifier.max_seq_length, 512);  // Hugging Face's "no limit": the positions
+  // sentence-transformers 4's key wins over the older one.
+  WriteClassifier(1, R"("sbert_ce_default_activation_function": "torch.nn.modules.linear.Identity",
+                        "sentence_transformers": {"activation_fn":
+                            "torch.nn.modules.activation.Sigmoid", "version": "4.1.0"})");
+  WriteAll((dir_ / "tokenizer_config.json").string(), "not json");
+  model = LoadModel(dir());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->classifier.activation_function, "torch.nn.modules.activation.Sigmoid");
+  EXPECT_EQ(model->classifier.max_seq_length, 512);  // read leniently, as --lowercase=auto does
 }
 
 TEST_F(ModelDirTest, MissingDirectory) {
@@ -584,6 +632,13 @@ TEST_F(ModelDirTest, SaveModelRoundTrips) {
   a.classifier.labels = {"no", "yes"};
   a.classifier.problem_type = "multi_label_classification";
   ASSERT_TRUE(SaveModel(a, dir() + "/classifier").ok());
+  // In Hugging Face's layout: the encoder under "bert.", the classifier beside it.
+  auto saved = SafetensorsFile::Open(dir() + "/classifier/model.safetensors");
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_NE(saved->Find("bert.embeddings.word_embeddings.weight"), nullptr);
+  EXPECT_NE(saved->Find("bert.pooler.dense.weight"), nullptr);
+  EXPECT_NE(saved->Find("classifier.weight"), nullptr);
+  EXPECT_EQ(saved->Find("embeddings.word_embeddings.weight"), nullptr);
   auto d = LoadModel(dir() + "/classifier");
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->classifier.weight.data, a.classifier.weight.data);

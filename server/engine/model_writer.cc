@@ -52,10 +52,13 @@ absl::Status SaveModel(const Model& model, const std::string& directory) {
   if (classifier.present()) {
     config["architectures"] = {"BertForSequenceClassification"};
     nlohmann::json id2label = nlohmann::json::object();
+    nlohmann::json label2id = nlohmann::json::object();
     for (size_t i = 0; i < classifier.labels.size(); ++i) {
       id2label[std::to_string(i)] = classifier.labels[i];
+      label2id[classifier.labels[i]] = i;
     }
     config["id2label"] = id2label;
+    config["label2id"] = label2id;
     if (!classifier.problem_type.empty()) config["problem_type"] = classifier.problem_type;
   }
   const std::string config_path = directory + "/config.json";
@@ -67,15 +70,17 @@ absl::Status SaveModel(const Model& model, const std::string& directory) {
   const ModelWeights& w = model.weights;
   SafetensorsWriter st;
   st.SetMetadata("format", "pt");
-  Add(st, "embeddings.word_embeddings.weight", w.word_embeddings);
-  Add(st, "embeddings.position_embeddings.weight", w.position_embeddings);
-  Add(st, "embeddings.token_type_embeddings.weight", w.token_type_embeddings);
-  Add(st, "embeddings.LayerNorm.weight", w.embedding_norm_gamma);
-  Add(st, "embeddings.LayerNorm.bias", w.embedding_norm_beta);
+  // BertForSequenceClassification keeps its encoder under "bert.", beside "classifier.*".
+  const std::string b = classifier.present() ? "bert." : "";
+  Add(st, b + "embeddings.word_embeddings.weight", w.word_embeddings);
+  Add(st, b + "embeddings.position_embeddings.weight", w.position_embeddings);
+  Add(st, b + "embeddings.token_type_embeddings.weight", w.token_type_embeddings);
+  Add(st, b + "embeddings.LayerNorm.weight", w.embedding_norm_gamma);
+  Add(st, b + "embeddings.LayerNorm.bias", w.embedding_norm_beta);
   const int64_t h = c.hidden_size;
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const LayerWeights& l = w.layers[i];
-    const std::string p = absl::StrCat("encoder.layer.", i, ".");
+    const std::string p = absl::StrCat(b, "encoder.layer.", i, ".");
     const char* parts[3] = {"query", "key", "value"};
     for (int j = 0; j < 3; ++j) {
       AddRows(st, absl::StrCat(p, "attention.self.", parts[j], ".weight"), l.qkv_weight, j * h, h);
@@ -93,8 +98,8 @@ absl::Status SaveModel(const Model& model, const std::string& directory) {
     Add(st, p + "output.LayerNorm.bias", l.output_norm_beta);
   }
   if (w.has_pooler) {
-    Add(st, "pooler.dense.weight", w.pooler_weight);
-    Add(st, "pooler.dense.bias", w.pooler_bias);
+    Add(st, b + "pooler.dense.weight", w.pooler_weight);
+    Add(st, b + "pooler.dense.bias", w.pooler_bias);
   }
   if (classifier.present()) {
     Add(st, "classifier.weight", classifier.weight);

@@ -568,10 +568,12 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
     }
     embedding->set_default_prompt_name(sentence_embedding_.default_prompt_name);
     const Classifier& classifier = p->options().classifier;
-    if (classifier.present()) {
+    if (p->limits().num_labels > 0) {
       v1::Classifier* out = response->mutable_classifier();
       for (const std::string& label : classifier.labels) out->add_labels(label);
       out->set_problem_type(classifier.problem_type);
+      out->set_activation_function(classifier.activation_function);
+      out->set_max_seq_length(classifier.max_seq_length);
     }
     return absl::OkStatus();
   };

@@ -32,6 +32,8 @@ absl::StatusOr<Truncation> TruncationFromProto(int value) {
       return Truncation::kTruncate;
     case v1::TRUNCATION_REJECT:
       return Truncation::kReject;
+    case v1::TRUNCATION_LONGEST_FIRST:
+      return Truncation::kLongestFirst;
     default:
       return UnknownEnum("truncation", value);
   }

@@ -21,6 +21,31 @@ void RoundRobinKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b) 
   *keep_b = std::min(len_b, std::max(half_b, budget - len_a));
 }
 
+void LongestFirstKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b) {
+  if (budget <= 0) {
+    *keep_a = 0;
+    *keep_b = 0;
+    return;
+  }
+  if (len_a + len_b <= budget) {
+    *keep_a = len_a;
+    *keep_b = len_b;
+    return;
+  }
+  const bool a_longer = len_a > len_b;
+  const int shorter = a_longer ? len_b : len_a;
+  int keep_shorter, keep_longer;
+  if (2 * shorter <= budget) {
+    keep_shorter = shorter;
+    keep_longer = budget - shorter;
+  } else {
+    keep_shorter = budget / 2;
+    keep_longer = budget - keep_shorter;
+  }
+  *keep_a = std::min(len_a, a_longer ? keep_longer : keep_shorter);
+  *keep_b = std::min(len_b, a_longer ? keep_shorter : keep_longer);
+}
+
 namespace {
 
 // PackInputs for segments that may be only the first ids of their text's tokenization:
@@ -41,7 +66,11 @@ absl::StatusOr<PackedInput> Pack(absl::Span<const int32_t> a, const absl::Span<c
     keep_a = std::min(len_a, seq_length - 2);
     truncated = keep_a < len_a;
   } else {
-    RoundRobinKeep(len_a, len_b, seq_length - 3, &keep_a, &keep_b);
+    if (policy == TruncationPolicy::kLongestFirst) {
+      LongestFirstKeep(len_a, len_b, seq_length - 3, &keep_a, &keep_b);
+    } else {
+      RoundRobinKeep(len_a, len_b, seq_length - 3, &keep_a, &keep_b);
+    }
     // At seq_length 2 b's [SEP] does not fit either.
     truncated = keep_a < len_a || keep_b < len_b || seq_length < 3;
   }
@@ -114,7 +143,21 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
       return named("text_b", status);
     }
   }
-  const bool cut_short = buffers.a.size() == max_tokens || buffers.b.size() == max_tokens;
+  bool cut_short = buffers.a.size() == max_tokens || buffers.b.size() == max_tokens;
+  if (policy == TruncationPolicy::kLongestFirst && text_b != nullptr && budget % 2 == 1 &&
+      buffers.a.size() == max_tokens && buffers.b.size() == max_tokens) {
+    // Both are longer than the budget: the longer keeps the odd token, so their whole lengths
+    // matter. (A cut text is longer than the budget, an uncut one is not, otherwise.)
+    buffers.a.clear();
+    buffers.b.clear();
+    if (absl::Status status = tokenizer.Tokenize(text_a, &buffers.a); !status.ok()) {
+      return named("text_a", status);
+    }
+    if (absl::Status status = tokenizer.Tokenize(*text_b, &buffers.b); !status.ok()) {
+      return named("text_b", status);
+    }
+    cut_short = false;
+  }
   const absl::Span<const int32_t> b_span(buffers.b);
   absl::StatusOr<PackedInput> packed =
       Pack(buffers.a, text_b != nullptr ? &b_span : nullptr, seq_length, tokenizer.cls_id(),

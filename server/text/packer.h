@@ -7,7 +7,9 @@
 // before the special tokens are added. Pairs share the budget with TF Text's RoundRobinTrimmer
 // (tensorflow/text tensorflow_text/core/kernels/round_robin_trimmer.h and
 // python/ops/trimmer_ops.py): a and b take one token in turn, a first; a segment that runs out
-// leaves the rest of the budget to the other; each keeps its first tokens.
+// leaves the rest of the budget to the other; each keeps its first tokens. kLongestFirst shares
+// it as Hugging Face tokenizers' "longest_first" truncation does instead (the strategy of
+// BertForSequenceClassification / cross-encoder pipelines): LongestFirstKeep.
 //
 // Tiny seq_length (TF Hub behaviour, kept): the budget cannot go below zero, and TF Hub's
 // final pad_model_inputs cuts the packed row to seq_length, so a pair at seq_length 2 packs
@@ -28,8 +30,9 @@
 namespace bert {
 
 enum class TruncationPolicy {
-  kTruncate,  // Drop tokens as TF Hub does and set PackedInput::truncated.
-  kReject,    // INVALID_ARGUMENT if any token would be dropped.
+  kTruncate,      // Drop tokens as TF Hub does and set PackedInput::truncated.
+  kLongestFirst,  // Drop tokens as Hugging Face's longest_first does (pairs; singles as kTruncate).
+  kReject,        // INVALID_ARGUMENT if any token would be dropped.
 };
 
 // Real tokens only, no padding.
@@ -44,6 +47,12 @@ struct PackedInput {
 // (<= 0 keeps nothing). Exposed for tests and for callers that size work before packing.
 void RoundRobinKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b);
 
+// How many tokens of each segment Hugging Face tokenizers' "longest_first" truncation keeps for
+// budget `budget` (<= 0 keeps nothing): the shorter segment (a on a tie) keeps its tokens while
+// they are at most half the budget, the longer takes the rest; past that the shorter keeps half
+// the budget rounded down and the longer the other half rounded up.
+void LongestFirstKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b);
+
 // Packs `a` and, if `b` is not null, `*b`. seq_length must be >= 2.
 absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
                                        const absl::Span<const int32_t>* b, int seq_length,
@@ -52,7 +61,9 @@ absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
 // Tokenizes `text_a` (and `*text_b` when not null) and packs them with PackInputs, with the
 // same result, but tokenizes each text only as far as seq_length can use (one id past the
 // budget), so the work and the token buffers are bounded by seq_length, not by the texts'
-// lengths. Errors name what failed after `context` (e.g. "inputs[2].text"; may be empty):
+// lengths (except under kLongestFirst for a pair of texts both longer than an odd budget:
+// which one is longer decides who keeps the odd token, so both are tokenized to their ends). Errors
+// name what failed after `context` (e.g. "inputs[2].text"; may be empty):
 // "<context>.text_a: <tokenizer's message>" (invalid UTF-8), and "<context>: <packing
 // message>"; a kReject message gives the tokens needed as "at least N" when a text was not
 // tokenized to its end. `scratch` (may be null) keeps the token buffers' storage across calls.

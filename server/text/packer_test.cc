@@ -165,6 +165,57 @@ TEST(PackerTest, MatchesReferenceAtAllLengths) {
   EXPECT_GT(checked, 100000);
 }
 
+// Reference for kLongestFirst: drop the last token of the longer segment one at a time until
+// the pair fits the budget; on a tie, of the segment that was not the longer at the start (a
+// when they started equal). What Hugging Face tokenizers' longest_first truncation leaves
+// (tests/python/test_tokenizer_diff.py checks the server against it).
+TEST(PackerTest, LongestFirstDropsFromTheLongerSegmentFirst) {
+  int checked = 0, differs_from_round_robin = 0;
+  for (int seq_length = 2; seq_length <= 40; ++seq_length) {
+    for (int la = 0; la <= 45; ++la) {
+      for (int lb = 0; lb <= 45; ++lb) {
+        const int budget = seq_length - 3;
+        int keep_a = la, keep_b = lb;
+        while (keep_a + keep_b > std::max(budget, 0)) {
+          if (keep_a > keep_b || (keep_a == keep_b && la <= lb)) {
+            --keep_a;
+          } else {
+            --keep_b;
+          }
+        }
+        const auto a = Range(1000, la);
+        const auto b = Range(5000, lb);
+        absl::Span<const int32_t> b_span(b);
+        auto packed =
+            PackInputs(a, &b_span, seq_length, kCls, kSep, TruncationPolicy::kLongestFirst);
+        ASSERT_TRUE(packed.ok());
+        std::vector<int32_t> want = {kCls};
+        want.insert(want.end(), a.begin(), a.begin() + keep_a);
+        want.push_back(kSep);
+        if (seq_length >= 3) {
+          want.insert(want.end(), b.begin(), b.begin() + keep_b);
+          want.push_back(kSep);
+        }
+        ASSERT_EQ(packed->word_ids, want) << "la=" << la << " lb=" << lb << " L=" << seq_length;
+        ASSERT_EQ(packed->truncated, la + lb + 3 > seq_length);
+        auto round_robin =
+            PackInputs(a, &b_span, seq_length, kCls, kSep, TruncationPolicy::kTruncate);
+        differs_from_round_robin += round_robin->word_ids != packed->word_ids;
+        ++checked;
+      }
+    }
+    // Singles: as kTruncate.
+    const auto a = Range(1000, 50);
+    EXPECT_EQ(
+        PackInputs(a, nullptr, seq_length, kCls, kSep, TruncationPolicy::kLongestFirst)->word_ids,
+        PackInputs(a, nullptr, seq_length, kCls, kSep, TruncationPolicy::kTruncate)->word_ids);
+  }
+  EXPECT_GT(checked, 80000);
+  // The two rules differ only for odd budgets: where both segments are cut (who keeps the odd
+  // token), and where the shorter segment is one token over half the budget.
+  EXPECT_GT(differs_from_round_robin, 1000);
+}
+
 // A vocabulary in which "hello", "world", "a" and "b" are whole words.
 std::unique_ptr<BertTokenizer> TinyTokenizer() {
   auto tokenizer = BertTokenizer::FromTokens(
@@ -264,7 +315,8 @@ TEST(TokenizeAndPackTest, EqualsPackingTheWholeTokenization) {
     for (int seq_length = 2; seq_length <= longest + 2; ++seq_length) {
       for (const bool pair : {false, true}) {
         for (const TruncationPolicy policy :
-             {TruncationPolicy::kTruncate, TruncationPolicy::kReject}) {
+             {TruncationPolicy::kTruncate, TruncationPolicy::kLongestFirst,
+              TruncationPolicy::kReject}) {
           SCOPED_TRACE(::testing::Message()
                        << "seq_length " << seq_length << " pair " << pair << " policy "
                        << static_cast<int>(policy) << " a '" << text_a << "' b '" << text_b << "'");
@@ -297,8 +349,46 @@ TEST(TokenizeAndPackTest, EqualsPackingTheWholeTokenization) {
       }
     }
   }
-  EXPECT_GT(truncated, 10000);
+  EXPECT_GT(truncated, 20000);
   EXPECT_GT(rejected, 10000);
+}
+
+// Under kLongestFirst a pair of texts both longer than an odd budget is tokenized to the end
+// (the longer keeps the odd token); otherwise tokenizing stops early as under kTruncate.
+TEST(TokenizeAndPackTest, LongestFirstReadsBothTextsOnlyWhenTheOddTokenDependsOnIt) {
+  const std::unique_ptr<BertTokenizer> tokenizer = BertBaseUncased();
+  const std::string unit = "unaffable tokenization, 我爱北京 Crème ";  // 12 tokens.
+  std::string huge;
+  while (huge.size() < (1 << 20)) huge += unit;
+  const std::string longer = huge + unit;
+  std::vector<int32_t> unit_ids;
+  ASSERT_TRUE(tokenizer->Tokenize(unit, &unit_ids).ok());
+  struct Case {
+    absl::string_view a, b;
+    int keep_a;  // of a budget of 5
+  };
+  for (const Case& c : {Case{huge, longer, 2}, Case{longer, huge, 3}, Case{huge, huge, 2}}) {
+    for (const int seq_length : {8, 9}) {  // budgets 5 (odd) and 6 (even)
+      const int64_t before = BertTokenizer::GetThreadStatsForTesting().ids_produced;
+      const absl::StatusOr<PackedInput> packed =
+          TokenizeAndPack(*tokenizer, c.a, &c.b, seq_length, TruncationPolicy::kLongestFirst, "");
+      const int64_t produced = BertTokenizer::GetThreadStatsForTesting().ids_produced - before;
+      ASSERT_TRUE(packed.ok()) << packed.status();
+      EXPECT_TRUE(packed->truncated);
+      const int keep_a = seq_length == 8 ? c.keep_a : 3;
+      std::vector<int32_t> want = {tokenizer->cls_id()};
+      want.insert(want.end(), unit_ids.begin(), unit_ids.begin() + keep_a);
+      want.push_back(tokenizer->sep_id());
+      want.insert(want.end(), unit_ids.begin(), unit_ids.begin() + (seq_length - 3 - keep_a));
+      want.push_back(tokenizer->sep_id());
+      EXPECT_EQ(packed->word_ids, want) << seq_length;
+      if (seq_length == 8) {
+        EXPECT_GT(produced, 100000);  // both whole texts
+      } else {
+        EXPECT_LE(produced, 2 * (seq_length + 100));
+      }
+    }
+  }
 }
 
 TEST(TokenizeAndPackTest, StopsTokenizingAHugeTextEarly) {

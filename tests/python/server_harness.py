@@ -264,10 +264,11 @@ def classifier_weights(num_labels, seed=7):
 
 
 def classifier_model(path, labels=("negative", "neutral", "positive"),
-                     problem_type="single_label_classification", seed=7):
+                     problem_type="single_label_classification", seed=7, extra_config=None):
     """The tiny model as a BertForSequenceClassification checkpoint (the encoder under "bert.",
     `classifier.weight` [len(labels), 128] and `classifier.bias` beside it, config.json's
-    id2label and problem_type; classifier_weights(len(labels), seed)). Returns the path."""
+    id2label and problem_type, and `extra_config`'s keys; classifier_weights(len(labels), seed)).
+    Returns the path."""
     from safetensors_io import write_safetensors
     path.mkdir()
     weight, bias = classifier_weights(len(labels), seed)
@@ -283,5 +284,6 @@ def classifier_model(path, labels=("negative", "neutral", "positive"),
     config["label2id"] = {label: i for i, label in enumerate(labels)}
     if problem_type is not None:
         config["problem_type"] = problem_type
+    config.update(extra_config or {})
     (path / "config.json").write_text(json.dumps(config))
     return str(path)

@@ -18,9 +18,9 @@ def bert_client(*args, stdin="", timeout=60):
 
 
 @pytest.mark.parametrize("args, stdin, message", [
-    (["tokenize", "--truncation=rejectt", "hello"], "", "truncation: truncate or reject"),
+    (["tokenize", "--truncation=rejectt", "hello"], "", "truncation: truncate, longest_first or reject"),
     (["tokenize", "--seq_length=-1", "hello"], "", "seq_length must be >= 0"),
-    (["embed", "--truncation=drop", "hello"], "", "truncation: truncate or reject"),
+    (["embed", "--truncation=drop", "hello"], "", "truncation: truncate, longest_first or reject"),
     (["embed"], '{"text_a": "x",}\n', "stdin line 1: not valid JSON"),
     (["embed"], '[1, 2]\n', "stdin line 1: expected a JSON string or an object"),
 ])

@@ -239,6 +239,13 @@ def test_invalid_requests_are_errors_not_crashes(server, tmp_path):
     assert row.split()[6:10] == ["-", "-", "-", "-"]
 
 
+def test_logits_need_a_model_with_a_classifier(server):
+    r = bert_load(f"--server={server.address}", "--heads=logits", "--duration_s=1")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--heads=logits: the served model has no sequence-classification head" in r.stderr
+    assert "c=8" not in r.stdout  # no step ran
+
+
 def test_the_embedding_head_needs_a_model_that_names_one(server):
     # The tiny model has no sentence-transformers files (test_server_minilm runs it on one).
     r = bert_load(f"--server={server.address}", "--heads=embedding", "--duration_s=1")

@@ -244,7 +244,7 @@ class Gen:
                                             bad * 0.5))
         req.padding = self.enum([0, 1, 2], [3, 99, -1], bad * 0.3)
         req.output_dtype = self.enum([0, 1, 2, 3], [4, -7], bad * 0.3)
-        req.truncation = self.enum([0, 1, 2], [3, INT32_MIN], bad * 0.3)
+        req.truncation = self.enum([0, 1, 2, 3], [4, INT32_MIN], bad * 0.3)
         req.normalize = self.chance(0.5)
         req.request_id = self.request_id()
         if self.chance(bad * 0.2):  # the tiny model has no prompts: any name is refused
@@ -258,7 +258,7 @@ class Gen:
         for _ in range(self.num_inputs(bad)):
             self.text_input(req.inputs.add())
         req.seq_length = self.seq_length(bad)
-        req.truncation = self.enum([0, 1, 2], [3, 77, -2], bad * 0.3)
+        req.truncation = self.enum([0, 1, 2, 3], [4, 77, -2], bad * 0.3)
         if self.chance(bad * 0.2):  # the tiny model has no prompts
             req.prompt_name = self.rng.choice(["query", "\u00e9" * 50])
         return req
@@ -392,7 +392,7 @@ def predict_embed(pb2, req, lim):
         errors.append("padding")
     if req.output_dtype not in (0, 1, 2, 3):
         errors.append("output_dtype")
-    if req.truncation not in (0, 1, 2):
+    if req.truncation not in (0, 1, 2, 3):
         errors.append("truncation")
     if req.prompt_name:
         errors.append("prompt_name")
@@ -609,7 +609,7 @@ def predict_tokenize(pb2, req, lim):
         errors.append("inputs:")
     if resolved_seq_length(req.seq_length, lim) is None:
         errors.append("seq_length")
-    if req.truncation not in (0, 1, 2):
+    if req.truncation not in (0, 1, 2, 3):
         errors.append("truncation")
     if req.prompt_name:
         errors.append("prompt_name")

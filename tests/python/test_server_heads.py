@@ -351,6 +351,8 @@ def test_classifier_info_pairs_and_the_client(server, tmp_path):
     assert info.HasField("classifier")
     assert list(info.classifier.labels) == list(LABELS)
     assert info.classifier.problem_type == "single_label_classification"
+    assert info.classifier.activation_function == ""
+    assert info.classifier.max_seq_length == 512  # no tokenizer_config.json: the positions
     pairs = [("hello world", "good morning"), ("a query", "a passage about it")]
     inputs = [pb2.Input(text=pb2.TextInput(text_a=a, text_b=b)) for a, b in pairs]
     resp = stub.Embed(pb2.EmbedRequest(inputs=inputs, heads=[pb2.HEAD_LOGITS, pb2.HEAD_POOLED]),
@@ -371,16 +373,17 @@ def test_classifier_info_pairs_and_the_client(server, tmp_path):
     r = subprocess.run(client + ["embed", "--pair", "--heads=logits", "--show=3", *pairs[0]],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "Logits: 3 labels (problem_type single_label_classification; scores: softmax)" \
-        in r.stdout
+    assert ("Logits: 3 labels (problem_type single_label_classification, activation unset; "
+            "scores: softmax)") in r.stdout
     logits = decode(resp.results[0].logits).astype(np.float64)
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     want = "  ".join(f"{LABELS[k]} {logits[k]:.6g} ({probs[k]:.4f})"
                      for k in np.argsort(-logits, kind="stable"))
     assert f"[0] {want}\n" in r.stdout, r.stdout
     r = subprocess.run(client + ["info", "--json"], capture_output=True, text=True, timeout=60)
-    assert json.loads(r.stdout)["classifier"] == {"labels": list(LABELS),
-                                                  "problem_type": "single_label_classification"}
+    assert json.loads(r.stdout)["classifier"] == {
+        "labels": list(LABELS), "problem_type": "single_label_classification",
+        "activation_function": "", "max_seq_length": 512}
     with Server() as plain:
         assert not plain.stub().GetModelInfo(pb2.GetModelInfoRequest(),
                                              timeout=10).HasField("classifier")
@@ -388,7 +391,113 @@ def test_classifier_info_pairs_and_the_client(server, tmp_path):
             plain.stub().Embed(pb2.EmbedRequest(inputs=inputs, heads=[pb2.HEAD_LOGITS]),
                                timeout=30)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "no classifier" in refused.value.details()
+        assert "no sequence-classification head" in refused.value.details()
         r = subprocess.run([bin_path("client", "bert_client"), f"--server={plain.address}",
                             "info", "--json"], capture_output=True, text=True, timeout=60)
         assert "classifier" not in json.loads(r.stdout)
+
+
+def hf_pair_tokenizer(max_length):
+    """Hugging Face tokenizers over the tiny vocabulary, truncating as its default
+    (longest_first) to `max_length`."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    with open(TINY_VOCAB, encoding="utf-8") as f:
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    tok.enable_truncation(max_length=max_length)
+    return tok
+
+
+def test_long_pairs_are_scored_as_hugging_face_truncates_them(server):
+    """TRUNCATION_LONGEST_FIRST packs a pair as Hugging Face tokenizers do; bert_client's
+    --heads=logits asks for it and the classifier's max_seq_length by itself, so a long
+    (query, passage) pair gets the logits of that packing."""
+    pb2, _ = stubs()
+    stub = server.stub()
+    query = "what is the capital of france"
+    passage = " ".join(["paris is the capital and most populous city of france"] * 30)
+    pairs = [(query, passage), (passage, query), (passage, passage + " again"),
+             (query * 3, query * 4)]
+    whole = hf_pair_tokenizer(100000)
+    for seq_length in (16, 33, 128):
+        hf = hf_pair_tokenizer(seq_length)
+        resp = stub.Tokenize(pb2.TokenizeRequest(
+            inputs=[pb2.TextInput(text_a=a, text_b=b) for a, b in pairs],
+            seq_length=seq_length, truncation=pb2.TRUNCATION_LONGEST_FIRST), timeout=30)
+        for (a, b), enc in zip(pairs, resp.encodings, strict=True):
+            want = hf.encode(a, b)
+            n = enc.num_tokens
+            assert list(enc.input_word_ids[:n]) == want.ids, (seq_length, a[:20], b[:20])
+            assert list(enc.input_type_ids[:n]) == want.type_ids
+            assert enc.truncated == (len(whole.encode(a, b).ids) > seq_length)
+    # The client: longest_first at the classifier's 512 tokens unless told otherwise.
+    client = [bin_path("client", "bert_client"), f"--server={server.address}", "embed",
+              "--json", "--pair", "--heads=logits"]
+    long_pair = (query, passage * 2)  # over 512 tokens together
+    r = subprocess.run(client + list(long_pair), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["num_tokens"] == 512 and row["truncated"]
+    direct = stub.Embed(pb2.EmbedRequest(
+        inputs=[pb2.Input(text=pb2.TextInput(text_a=long_pair[0], text_b=long_pair[1]))],
+        heads=[pb2.HEAD_LOGITS], seq_length=512, truncation=pb2.TRUNCATION_LONGEST_FIRST),
+        timeout=30)
+    np.testing.assert_allclose(row["logits"]["values"], decode(direct.results[0].logits),
+                               rtol=1e-6)
+    r = subprocess.run(client + ["--seq_length=64", "--truncation=truncate", *long_pair],
+                       capture_output=True, text=True, timeout=60)
+    assert json.loads(r.stdout)["num_tokens"] == 64
+
+
+def test_a_cross_encoder_that_names_the_identity_gets_raw_scores(tmp_path):
+    """One label and sentence-transformers' "sbert_ce_default_activation_function": Identity
+    (as cross-encoder/ms-marco-* name it): GetModelInfo says so, and bert_client shows no
+    sigmoid (CrossEncoder.predict returns the raw logit); tokenizer_config.json's
+    model_max_length is the classifier's max_seq_length."""
+    pb2, _ = stubs()
+    model = classifier_model(tmp_path / "ce", labels=("LABEL_0",), problem_type=None,
+                             extra_config={"sbert_ce_default_activation_function":
+                                           "torch.nn.modules.linear.Identity"})
+    (tmp_path / "ce" / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "model_max_length": 256}))
+    with Server(model_dir=model, vocab=TINY_VOCAB, extra=["--max_batch_tokens=2048"]) as server:
+        info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10).classifier
+        assert info.activation_function == "torch.nn.modules.linear.Identity"
+        assert info.max_seq_length == 256 and info.problem_type == ""
+        r = subprocess.run([bin_path("client", "bert_client"), f"--server={server.address}",
+                            "embed", "--pair", "--heads=logits", "a query", "a passage"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert ("Logits: 1 labels (problem_type unset, activation "
+                "torch.nn.modules.linear.Identity; scores: none)") in r.stdout
+        line = next(l for l in r.stdout.splitlines() if l.startswith("  [0] LABEL_0 "))
+        assert "(" not in line  # no score beside the logit
+
+
+def test_a_token_classification_checkpoint_serves_its_encoder(tmp_path):
+    """BertForTokenClassification's classifier reads each token's state: not HEAD_LOGITS. The
+    checkpoint (here without a pooler, as recent ones are) serves the encoder's heads."""
+    pb2, _ = stubs()
+    model = classifier_model(tmp_path / "ner", labels=tuple(f"B-{i}" for i in range(9)),
+                             problem_type=None,
+                             extra_config={"architectures": ["BertForTokenClassification"]})
+    weights = read_safetensors(os.path.join(model, "model.safetensors"))
+    write_safetensors(os.path.join(model, "model.safetensors"),
+                      {k: v for k, v in weights.items() if "pooler" not in k})
+    with Server(model_dir=model, vocab=TINY_VOCAB, extra=["--max_batch_tokens=2048"]) as server:
+        stub = server.stub()
+        assert not stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10).HasField("classifier")
+        resp = stub.Embed(pb2.EmbedRequest(inputs=token_inputs(pb2), seq_length=SEQ,
+                                           heads=[pb2.HEAD_SEQUENCE]), timeout=30)
+        for i, result in enumerate(resp.results):
+            check_result(pb2, result, i, [pb2.HEAD_SEQUENCE], [], pb2.PADDING_PAD_TO_SEQ_LENGTH,
+                         pb2.DATA_TYPE_FLOAT32, False)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(pb2.EmbedRequest(inputs=token_inputs(pb2)[:1], heads=[pb2.HEAD_LOGITS]),
+                       timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -329,6 +329,21 @@ def test_single_truncation_matches_hf(corpus):
         assert any(o["truncated"] for o in ours)
 
 
+def test_pair_truncation_longest_first_matches_hf(corpus):
+    """--longest_first shares a pair's budget as Hugging Face tokenizers' longest_first (its
+    default, which cross-encoders use); the default, TF Hub's round robin, differs from it."""
+    pairs = [(a, b if b is not None else a[::-1]) for a, b in corpus[:15000]]
+    lines = to_lines(random.Random(4), pairs)
+    # Odd budgets (seq_length - 3): with an even one the two rules agree.
+    for seq_length in (10, 16, 34):
+        ours = run_ours(lines, f"--seq_length={seq_length}", "--longest_first")
+        compare(pairs, ours, hf_ids(hf_tokenizer(True, seq_length), pairs),
+                f"pairs truncated to {seq_length} (longest_first)")
+        assert sum(o["truncated"] for o in ours) > 1000
+        round_robin = run_ours(lines, f"--seq_length={seq_length}")
+        assert sum(r["ids"] != o["ids"] for r, o in zip(round_robin, ours)) > 100
+
+
 def test_cased_matches_hf(corpus):
     subset = corpus[:20000]
     ours = run_ours(to_lines(random.Random(3), subset), "--seq_length=100000", "--cased")
