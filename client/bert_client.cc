@@ -63,7 +63,7 @@ ABSL_FLAG(std::string, truncation, "",
           "truncate (TF Hub's: a pair's texts take tokens in turn), longest_first (Hugging Face "
           "tokenizers': the longer text gives up tokens first) or reject; unset: truncate, or "
           "with --heads=logits longest_first and the classifier's max_seq_length (unless "
-          "--seq_length), as Hugging Face scores pairs");
+          "--seq_length), as CrossEncoder scores pairs; tokenize: truncate");
 ABSL_FLAG(std::string, prompt_name, "",
           "One of the model's prompts (info: sentence_embedding.prompts), put in front of each "
           "text; with --heads=embedding the model's default prompt when not given (for text "
@@ -347,9 +347,14 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     Prepare(connection, &context);
     info.emplace();
     grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &*info);
-    if (!status.ok()) return Fail(status);
-    options.model_embedding = info->sentence_embedding();
-    if (info->has_classifier()) options.model_classifier = info->classifier();
+    if (status.ok()) {
+      options.model_embedding = info->sentence_embedding();
+      if (info->has_classifier()) options.model_classifier = info->classifier();
+    } else if (NamesEmbeddingHead(options.heads)) {
+      return Fail(status);
+    } else {
+      info.reset();  // logits: the server's defaults, and the raw values shown
+    }
   }
   if (absl::Status status = SetEmbedOptions(options, &request); !status.ok()) {
     std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());

@@ -103,7 +103,7 @@ ABSL_FLAG(int, seq_length, 0,
 ABSL_FLAG(std::string, padding, "trim", "pad or trim");
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
 ABSL_FLAG(std::string, truncation, "truncate",
-          "truncate, longest_first or reject (as bert_client's)");
+          "truncate, longest_first or reject (with --heads=logits too: no classifier defaults)");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled outputs");
 ABSL_FLAG(std::string, prompt_name, "", "One of the model's prompts (as bert_client's)");
 ABSL_FLAG(std::string, metrics, "", "HOST:PORT of the server's /metrics (optional)");
@@ -559,7 +559,7 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"layers", absl::GetFlag(FLAGS_layers)},
             {"padding", absl::GetFlag(FLAGS_padding)},
             {"dtype", absl::GetFlag(FLAGS_dtype)},
-            {"truncation", absl::GetFlag(FLAGS_truncation)},
+            {"truncation", v1::Truncation_Name(w.options.truncation())},
             {"normalize", w.options.normalize()},
             {"prompt_name", w.options.prompt_name()}}},
           {"run",

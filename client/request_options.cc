@@ -72,6 +72,7 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
   int seq_length = text.seq_length;
   std::string prompt_name = text.prompt_name;
   std::string truncation_text = text.truncation.empty() ? "truncate" : text.truncation;
+  bool logits = false;
   for (absl::string_view name : absl::StrSplit(text.heads, ',', absl::SkipWhitespace())) {
     if (IsEmbeddingHead(name)) {
       if (!text.model_embedding.has_value()) {
@@ -98,12 +99,14 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
     absl::StatusOr<v1::Head> head = ParseHead(name);
     if (!head.ok()) return head.status();
     request->add_heads(*head);
-    if (*head == v1::HEAD_LOGITS && text.model_classifier.has_value()) {
-      if (text.seq_length == 0) {
-        seq_length = static_cast<int>(text.model_classifier->max_seq_length());
-      }
-      if (text.truncation.empty()) truncation_text = "longest_first";
-    }
+    logits |= *head == v1::HEAD_LOGITS;
+  }
+  // The classifier's length and truncation, unless the caller set them (before the sentence
+  // embedding's, when both are asked for: the pairs a classifier scores are the longer inputs).
+  if (logits && text.model_classifier.has_value()) {
+    if (text.seq_length == 0)
+      seq_length = static_cast<int>(text.model_classifier->max_seq_length());
+    if (text.truncation.empty()) truncation_text = "longest_first";
   }
   for (absl::string_view part : absl::StrSplit(text.layers, ',', absl::SkipWhitespace())) {
     int layer;

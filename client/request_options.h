@@ -35,9 +35,9 @@ struct EmbedOptionsText {
   // Needed only for that name.
   std::optional<v1::SentenceEmbedding> model_embedding;
   // The served model's classifier (GetModelInfo), for the head "logits": its max_seq_length
-  // unless seq_length is set, and longest_first truncation unless truncation is set, so that
-  // pairs are scored as Hugging Face's pipelines and CrossEncoder score them. Without it, the
-  // server's defaults.
+  // unless seq_length is set (also over model_embedding's), and longest_first truncation
+  // unless truncation is set, so that pairs are scored as CrossEncoder scores them. Without it,
+  // the server's defaults.
   std::optional<v1::Classifier> model_classifier;
 };
 

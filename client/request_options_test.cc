@@ -173,6 +173,16 @@ TEST(SetEmbedOptions, LogitsTakeTheClassifiersLengthAndHuggingFacesTruncation) {
   ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
   EXPECT_EQ(request.seq_length(), 0u);
   EXPECT_EQ(request.truncation(), v1::TRUNCATION_TRUNCATE);
+  // With the sentence embedding too, in either order: the classifier's length.
+  for (const char* heads : {"embedding,logits", "logits,embedding"}) {
+    text.heads = heads;
+    text.model_embedding.emplace();
+    text.model_embedding->set_head(v1::HEAD_MEAN_POOLED);
+    text.model_embedding->set_max_seq_length(256);
+    request.Clear();
+    ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+    EXPECT_EQ(request.seq_length(), 512u) << heads;
+  }
   EXPECT_TRUE(NamesLogitsHead(" pooled, Logits"));
   EXPECT_FALSE(NamesLogitsHead("pooled,cls"));
 }

@@ -257,21 +257,15 @@ absl::Status ReadWeights(const SafetensorsFile& file, const ModelConfig& c, Mode
   return absl::OkStatus();
 }
 
-// Whether config.json's "architectures" names a model whose `classifier` reads the pooled
-// output (Hugging Face's *ForSequenceClassification, and *ForMultipleChoice, one logit per
-// (context, choice) pair); true when it names none. A *ForTokenClassification classifier reads
-// every token's state instead: not a head of this server.
-bool ClassifiesThePooledOutput(const Json& config) {
+// config.json's "architectures" as one string ("" when it names none).
+std::string Architectures(const Json& config) {
   const auto names = config.find("architectures");
-  if (names == config.end() || !names->is_array() || names->empty()) return true;
+  if (names == config.end() || !names->is_array()) return "";
+  std::vector<std::string> out;
   for (const Json& name : *names) {
-    if (!name.is_string()) continue;
-    const std::string n = name.get<std::string>();
-    if (absl::EndsWith(n, "ForSequenceClassification") || absl::EndsWith(n, "ForMultipleChoice")) {
-      return true;
-    }
+    if (name.is_string()) out.push_back(name.get<std::string>());
   }
-  return false;
+  return absl::StrJoin(out, ", ");
 }
 
 // tokenizer_config.json's model_max_length, at most `max_positions`, which is also the value
@@ -303,12 +297,20 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
   if (weight.view == nullptr && bias.view == nullptr) return absl::OkStatus();
   // ParseConfig has checked that the text is a JSON object.
   const Json json = Json::parse(config_text, nullptr, /*allow_exceptions=*/false);
-  const auto architectures = json.find("architectures");
-  const bool named =
-      architectures != json.end() && architectures->is_array() && !architectures->empty();
-  // Not a classifier of the pooled output (token classification), or, where config.json does
-  // not say, one without the pooler it would read: the encoder serves without it.
-  if (!ClassifiesThePooledOutput(json) || (!named && !has_pooler)) return absl::OkStatus();
+  // Only a sequence classifier reads the pooled output (a *ForTokenClassification one reads
+  // every token's state; a *ForMultipleChoice one scores each choice against the others).
+  // Where config.json does not say, a classifier without the pooler it would read is not one.
+  // The encoder serves without it.
+  const std::string architectures = Architectures(json);
+  if (architectures.empty() ? !has_pooler
+                            : !absl::StrContains(architectures, "ForSequenceClassification")) {
+    out->note = absl::StrCat(
+        "classifier.* not served: ",
+        architectures.empty() ? "config.json names no architecture and there is no pooler"
+                              : absl::StrCat("config.json's architectures is ", architectures,
+                                             ", whose classifier does not read the pooled output"));
+    return absl::OkStatus();
+  }
   if ((weight.view == nullptr) != (bias.view == nullptr)) {
     return absl::NotFoundError(absl::StrCat(file.path(), ": tensor 'classifier.",
                                             weight.view == nullptr ? "weight" : "bias",

@@ -118,6 +118,8 @@ struct Classifier {
   // The length Hugging Face's tokenizer truncates inputs to: tokenizer_config.json's
   // model_max_length, at most max_position_embeddings (that without one).
   int max_seq_length = 0;
+  // Why a checkpoint's classifier.* is not served (e.g. a token classifier); "" otherwise.
+  std::string note;
 
   bool present() const { return !bias.data.empty(); }
   int num_labels() const { return static_cast<int>(bias.data.size()); }

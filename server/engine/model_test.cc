@@ -352,11 +352,16 @@ TEST_F(ClassifierTest, TokenClassificationCheckpointsServeTheirEncoder) {
     ASSERT_TRUE(model.ok()) << model.status();
     EXPECT_FALSE(model->classifier.present()) << pooler;
     EXPECT_EQ(model->weights.has_pooler, pooler);
+    EXPECT_EQ(model->classifier.note,
+              "classifier.* not served: config.json's architectures is "
+              "BertForTokenClassification, whose classifier does not read the pooled output");
   }
-  WriteClassifier(1, R"("architectures": ["BertForMultipleChoice"])");
+  // Multiple choice: one logit per choice, meaningful only against the other choices.
+  WriteClassifier(1, R"("architectures": ["BertForMultipleChoice"],
+                        "id2label": {"0": "LABEL_0", "1": "LABEL_1"})");
   auto choice = LoadModel(dir());
   ASSERT_TRUE(choice.ok()) << choice.status();
-  EXPECT_TRUE(choice->classifier.present());
+  EXPECT_FALSE(choice->classifier.present());
 }
 
 TEST_F(ClassifierTest, LabelsThatAreNotStringsTheActivationAndTheLength) {
@@ -631,6 +636,8 @@ TEST_F(ModelDirTest, SaveModelRoundTrips) {
   a.classifier.bias.data = {1.5f, -1.5f};
   a.classifier.labels = {"no", "yes"};
   a.classifier.problem_type = "multi_label_classification";
+  a.classifier.activation_function = "torch.nn.modules.activation.Sigmoid";
+  a.classifier.max_seq_length = 12;  // below the model's 16 positions
   ASSERT_TRUE(SaveModel(a, dir() + "/classifier").ok());
   // In Hugging Face's layout: the encoder under "bert.", the classifier beside it.
   auto saved = SafetensorsFile::Open(dir() + "/classifier/model.safetensors");
@@ -645,6 +652,8 @@ TEST_F(ModelDirTest, SaveModelRoundTrips) {
   EXPECT_EQ(d->classifier.bias.data, a.classifier.bias.data);
   EXPECT_EQ(d->classifier.labels, a.classifier.labels);
   EXPECT_EQ(d->classifier.problem_type, a.classifier.problem_type);
+  EXPECT_EQ(d->classifier.activation_function, a.classifier.activation_function);
+  EXPECT_EQ(d->classifier.max_seq_length, 12);
 }
 
 TEST(BertBaseConfigTest, Shape) {

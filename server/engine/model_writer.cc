@@ -60,12 +60,26 @@ absl::Status SaveModel(const Model& model, const std::string& directory) {
     config["id2label"] = id2label;
     config["label2id"] = label2id;
     if (!classifier.problem_type.empty()) config["problem_type"] = classifier.problem_type;
+    if (!classifier.activation_function.empty()) {
+      config["sentence_transformers"] = {{"activation_fn", classifier.activation_function}};
+    }
   }
   const std::string config_path = directory + "/config.json";
   std::ofstream out(config_path, std::ios::trunc);
   out << config.dump(2) << "\n";
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat(config_path, ": write failed"));
+  if (classifier.present() && classifier.max_seq_length > 0 &&
+      classifier.max_seq_length < c.max_position_embeddings) {
+    const std::string tokenizer_path = directory + "/tokenizer_config.json";
+    std::ofstream tokenizer_config(tokenizer_path, std::ios::trunc);
+    tokenizer_config << nlohmann::json{{"model_max_length", classifier.max_seq_length}}.dump(2)
+                     << "\n";
+    tokenizer_config.close();
+    if (!tokenizer_config) {
+      return absl::DataLossError(absl::StrCat(tokenizer_path, ": write failed"));
+    }
+  }
 
   const ModelWeights& w = model.weights;
   SafetensorsWriter st;

@@ -1,6 +1,8 @@
 // Writes a Model as a Hugging Face-style directory (config.json + model.safetensors with
 // BertModel tensor names, float32; a classifier as BertForSequenceClassification's
-// `classifier.*` with config.json's id2label and problem_type), the inverse of LoadModel. Used to
+// `classifier.*`, the encoder under "bert.", with config.json's id2label, problem_type and
+// CrossEncoder activation, and tokenizer_config.json's model_max_length where it is below the
+// positions), the inverse of LoadModel. Used to
 // export seeded random models for benchmarks against other runtimes.
 #ifndef BERT_SERVER_ENGINE_MODEL_WRITER_H_
 #define BERT_SERVER_ENGINE_MODEL_WRITER_H_

@@ -74,8 +74,16 @@ TEST(ConvertTest, UnknownEnumsAndEmptyInputsAreInvalid) {
   {
     v1::EmbedRequest r;
     r.add_inputs()->mutable_text()->set_text_a("a");
-    r.set_truncation(static_cast<v1::Truncation>(5));
-    EXPECT_NE(FromProto(r).status().message().find("truncation"), std::string::npos);
+    r.set_truncation(static_cast<v1::Truncation>(4));
+    EXPECT_NE(FromProto(r).status().message().find("truncation: unknown value 4"),
+              std::string::npos);
+    r.set_truncation(v1::TRUNCATION_LONGEST_FIRST);
+    ASSERT_TRUE(FromProto(r).ok());
+    EXPECT_EQ(FromProto(r)->truncation, Truncation::kLongestFirst);
+    v1::TokenizeRequest t;
+    t.add_inputs()->set_text_a("a");
+    t.set_truncation(v1::TRUNCATION_LONGEST_FIRST);
+    EXPECT_EQ(FromProto(t)->truncation, Truncation::kLongestFirst);
   }
   {
     v1::EmbedRequest r;

@@ -1,6 +1,8 @@
 #include "server/text/packer.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -27,7 +29,7 @@ void LongestFirstKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b
     *keep_b = 0;
     return;
   }
-  if (len_a + len_b <= budget) {
+  if (int64_t{len_a} + len_b <= budget) {
     *keep_a = len_a;
     *keep_b = len_b;
     return;
@@ -35,7 +37,7 @@ void LongestFirstKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b
   const bool a_longer = len_a > len_b;
   const int shorter = a_longer ? len_b : len_a;
   int keep_shorter, keep_longer;
-  if (2 * shorter <= budget) {
+  if (2 * int64_t{shorter} <= budget) {
     keep_shorter = shorter;
     keep_longer = budget - shorter;
   } else {
@@ -49,16 +51,16 @@ void LongestFirstKeep(int len_a, int len_b, int budget, int* keep_a, int* keep_b
 namespace {
 
 // PackInputs for segments that may be only the first ids of their text's tokenization:
-// `cut_short` says one may be, so a rejection's token count is only a lower bound.
+// `cut_short` says one may be, so a rejection's token count is only a lower bound. `len_a` and
+// `len_b` are the lengths the packing goes by: the spans' sizes, except where TokenizeAndPack
+// knows more (which of two cut texts is longer); the spans hold every id kept.
 absl::StatusOr<PackedInput> Pack(absl::Span<const int32_t> a, const absl::Span<const int32_t>* b,
-                                 int seq_length, int32_t cls_id, int32_t sep_id,
-                                 TruncationPolicy policy, bool cut_short) {
+                                 int len_a, int len_b, int seq_length, int32_t cls_id,
+                                 int32_t sep_id, TruncationPolicy policy, bool cut_short) {
   if (seq_length < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("seq_length must be at least 2, got ", seq_length));
   }
-  const int len_a = static_cast<int>(a.size());
-  const int len_b = b != nullptr ? static_cast<int>(b->size()) : 0;
   int keep_a;
   int keep_b = 0;
   bool truncated;
@@ -101,7 +103,8 @@ absl::StatusOr<PackedInput> Pack(absl::Span<const int32_t> a, const absl::Span<c
 absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
                                        const absl::Span<const int32_t>* b, int seq_length,
                                        int32_t cls_id, int32_t sep_id, TruncationPolicy policy) {
-  return Pack(a, b, seq_length, cls_id, sep_id, policy, /*cut_short=*/false);
+  return Pack(a, b, static_cast<int>(a.size()), b != nullptr ? static_cast<int>(b->size()) : 0,
+              seq_length, cls_id, sep_id, policy, /*cut_short=*/false);
 }
 
 void PadToLength(const PackedInput& packed, int seq_length, int32_t pad_id,
@@ -129,10 +132,11 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
     return absl::Status(status.code(), absl::StrCat(context, context.empty() ? "" : ".", field,
                                                     ": ", status.message()));
   };
-  // At most `budget` tokens of either segment are kept (round robin gives one segment at most
+  // At most `budget` tokens of either segment are kept (either rule gives one segment at most
   // the whole budget), and one more shows that it was cut, for kReject and `truncated`. With
   // each segment cut to budget + 1 ids, RoundRobinKeep keeps the same tokens as with the whole
-  // tokenization, so tokenizing stops there: a huge text costs little more than a UTF-8 check.
+  // tokenization, and so does LongestFirstKeep unless both are cut (below), so tokenizing
+  // stops there: a huge text costs little more than a UTF-8 check.
   const int budget = seq_length - (text_b != nullptr ? 3 : 2);
   const size_t max_tokens = static_cast<size_t>(std::max(budget, 0)) + 1;
   if (absl::Status status = tokenizer.Tokenize(text_a, max_tokens, &buffers.a); !status.ok()) {
@@ -143,25 +147,31 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
       return named("text_b", status);
     }
   }
-  bool cut_short = buffers.a.size() == max_tokens || buffers.b.size() == max_tokens;
+  const bool cut_short = buffers.a.size() == max_tokens || buffers.b.size() == max_tokens;
+  int len_a = static_cast<int>(buffers.a.size());
+  int len_b = static_cast<int>(buffers.b.size());
   if (policy == TruncationPolicy::kLongestFirst && text_b != nullptr && budget % 2 == 1 &&
       buffers.a.size() == max_tokens && buffers.b.size() == max_tokens) {
-    // Both are longer than the budget: the longer keeps the odd token, so their whole lengths
-    // matter. (A cut text is longer than the budget, an uncut one is not, otherwise.)
-    buffers.a.clear();
-    buffers.b.clear();
-    if (absl::Status status = tokenizer.Tokenize(text_a, &buffers.a); !status.ok()) {
-      return named("text_a", status);
-    }
-    if (absl::Status status = tokenizer.Tokenize(*text_b, &buffers.b); !status.ok()) {
-      return named("text_b", status);
-    }
-    cut_short = false;
+    // Both texts are longer than the budget: each keeps half of it, and the one longer at the
+    // start (b on a tie) the odd token, so which is longer still matters. Counted without
+    // keeping ids: the text of fewer bytes to its end, the other one token past that.
+    const bool a_first = text_a.size() <= text_b->size();
+    const absl::string_view first = a_first ? text_a : *text_b;
+    const absl::string_view second = a_first ? *text_b : text_a;
+    absl::StatusOr<size_t> first_count =
+        tokenizer.CountTokens(first, std::numeric_limits<size_t>::max());
+    if (!first_count.ok()) return named(a_first ? "text_a" : "text_b", first_count.status());
+    absl::StatusOr<size_t> second_count = tokenizer.CountTokens(second, *first_count + 1);
+    if (!second_count.ok()) return named(a_first ? "text_b" : "text_a", second_count.status());
+    const bool a_longer = a_first ? *first_count > *second_count : *second_count > *first_count;
+    // Lengths that say only that: past the budget, the longer one more.
+    len_a = static_cast<int>(max_tokens) + (a_longer ? 1 : 0);
+    len_b = static_cast<int>(max_tokens) + (a_longer ? 0 : 1);
   }
   const absl::Span<const int32_t> b_span(buffers.b);
   absl::StatusOr<PackedInput> packed =
-      Pack(buffers.a, text_b != nullptr ? &b_span : nullptr, seq_length, tokenizer.cls_id(),
-           tokenizer.sep_id(), policy, cut_short);
+      Pack(buffers.a, text_b != nullptr ? &b_span : nullptr, len_a, len_b, seq_length,
+           tokenizer.cls_id(), tokenizer.sep_id(), policy, cut_short);
   if (!packed.ok() && !context.empty()) {
     return absl::Status(packed.status().code(),
                         absl::StrCat(context, ": ", packed.status().message()));

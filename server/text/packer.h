@@ -61,8 +61,9 @@ absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
 // Tokenizes `text_a` (and `*text_b` when not null) and packs them with PackInputs, with the
 // same result, but tokenizes each text only as far as seq_length can use (one id past the
 // budget), so the work and the token buffers are bounded by seq_length, not by the texts'
-// lengths (except under kLongestFirst for a pair of texts both longer than an odd budget:
-// which one is longer decides who keeps the odd token, so both are tokenized to their ends). Errors
+// lengths. (Under kLongestFirst a pair of texts both longer than an odd budget is also counted
+// to the end of the shorter one, since which is longer decides who keeps the odd token: more
+// work, as Hugging Face tokenizes whole texts, but no more memory.) Errors
 // name what failed after `context` (e.g. "inputs[2].text"; may be empty):
 // "<context>.text_a: <tokenizer's message>" (invalid UTF-8), and "<context>: <packing
 // message>"; a kReject message gives the tokens needed as "at least N" when a text was not

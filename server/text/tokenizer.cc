@@ -128,16 +128,20 @@ absl::Status InvalidUtf8Error(absl::string_view text, size_t offset) {
 
 // One Tokenize() call: feeds normalised code points into words and words into WordPiece,
 // until the text ends or `max_tokens` ids have been appended. Ids, once appended, are never
-// taken back (WordPiece settles a whole word at once), so those first ids are final.
+// taken back (WordPiece settles a whole word at once), so those first ids are final. With
+// `count_only` (CountTokens) settled ids are counted and dropped instead: `ids` then holds at
+// most the few words between two checks.
 class BertTokenizer::Run {
  public:
-  Run(const BertTokenizer& tok, Scratch* scratch, size_t max_tokens, std::vector<int32_t>* ids)
+  Run(const BertTokenizer& tok, Scratch* scratch, size_t max_tokens, std::vector<int32_t>* ids,
+      bool count_only = false)
       : tok_(tok),
         word_(scratch->word),
         marks_(scratch->marks),
         ids_(ids),
         first_id_(ids->size()),
-        max_tokens_(max_tokens) {
+        max_tokens_(max_tokens),
+        count_only_(count_only) {
     word_.clear();
     marks_.clear();
   }
@@ -186,6 +190,9 @@ class BertTokenizer::Run {
     EndWord();
     return absl::OkStatus();
   }
+
+  // Ids this call has produced (appended, or counted and dropped).
+  size_t produced() const { return counted_ + (ids_->size() - first_id_); }
 
  private:
   // Text cleaning, CJK splitting and (for uncased vocabularies) NFD with Mn removal.
@@ -288,8 +295,15 @@ class BertTokenizer::Run {
     ids_->push_back(id >= 0 ? id : tok_.unk_id_);
   }
 
-  // True once the ids this call has appended are all that were asked for.
-  bool Full() const { return ids_->size() - first_id_ >= max_tokens_; }
+  // True once the ids this call has produced are all that were asked for.
+  bool Full() {
+    if (count_only_) {
+      counted_ += ids_->size() - first_id_;
+      ids_->resize(first_id_);
+      return counted_ >= max_tokens_;
+    }
+    return ids_->size() - first_id_ >= max_tokens_;
+  }
 
   // Tokenization stops at `pos`; the rest of the text must still be valid UTF-8.
   static absl::Status CheckRest(absl::string_view text, size_t pos) {
@@ -315,6 +329,8 @@ class BertTokenizer::Run {
   std::vector<int32_t>* ids_;
   const size_t first_id_;
   const size_t max_tokens_;
+  const bool count_only_;
+  size_t counted_ = 0;  // count_only_: ids produced and dropped
   const int max_chars_ = tok_.options_.max_chars_per_word;
   int word_chars_ = 0;
 };
@@ -336,6 +352,17 @@ absl::Status BertTokenizer::Tokenize(absl::string_view text, size_t max_tokens,
     ids->resize(old_size + max_tokens);  // The last word's pieces may go past max_tokens.
   }
   return status;
+}
+
+absl::StatusOr<size_t> BertTokenizer::CountTokens(absl::string_view text, size_t max_count) const {
+  Scratch& scratch = ThreadScratch();
+  std::vector<int32_t> settling;  // a few words' ids at a time
+  Run run(*this, &scratch, max_count, &settling, /*count_only=*/true);
+  const absl::Status status = run.Feed(text);
+  const size_t count = run.produced();
+  scratch.ReleaseIfLarge();
+  if (!status.ok()) return status;
+  return std::min(count, max_count);  // the last word's pieces may go past max_count
 }
 
 BertTokenizer::ThreadStatsForTesting BertTokenizer::GetThreadStatsForTesting() {
@@ -427,8 +454,8 @@ absl::Status BertTokenizer::Init(const std::vector<absl::string_view>& tokens, O
   offsets_.push_back(0);
   for (absl::string_view token : tokens) {
     // Strip trailing whitespace ("\r" of CRLF files), as HF's vocab reader does.
-    while (!token.empty() && (token.back() == '\r' || token.back() == ' ' ||
-                              token.back() == '\t' || token.back() == '\n')) {
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t' ||
+                              token.back() == '\n')) {
       token.remove_suffix(1);
     }
     arena_.append(token.data(), token.size());

@@ -59,6 +59,11 @@ class BertTokenizer {
   // id more than will be kept.
   absl::Status Tokenize(absl::string_view text, size_t max_tokens, std::vector<int32_t>* ids) const;
 
+  // How many ids Tokenize(text) gives, at most `max_count`: counting stops there and the rest
+  // is only checked for valid UTF-8, as Tokenize(text, max_tokens, ids) does. No ids are kept,
+  // so memory does not grow with the text. INVALID_ARGUMENT as Tokenize.
+  absl::StatusOr<size_t> CountTokens(absl::string_view text, size_t max_count) const;
+
   int32_t cls_id() const { return cls_id_; }
   int32_t sep_id() const { return sep_id_; }
   int32_t pad_id() const { return pad_id_; }
@@ -87,8 +92,8 @@ class BertTokenizer {
   void WordPiece(absl::string_view word, std::vector<int32_t>* ids) const;
 
   Options options_;
-  std::string arena_;              // All token strings, concatenated.
-  std::vector<uint32_t> offsets_;  // Token i is arena_[offsets_[i], offsets_[i + 1]).
+  std::string arena_;                        // All token strings, concatenated.
+  std::vector<uint32_t> offsets_;            // Token i is arena_[offsets_[i], offsets_[i + 1]).
   text_internal::PieceTable words_;          // Word-initial pieces: "foo".
   text_internal::PieceTable continuations_;  // Continuation pieces without "##": "##ing" -> "ing".
   int max_word_piece_bytes_ = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <random>
 #include <string>
 #include <thread>
@@ -56,7 +57,9 @@ class TokenizerTest : public ::testing::Test {
     for (int32_t id : ids) out.emplace_back(tok.Token(id));
     return out;
   }
-  static std::vector<std::string> Uncased(absl::string_view text) { return Tokens(*uncased_, text); }
+  static std::vector<std::string> Uncased(absl::string_view text) {
+    return Tokens(*uncased_, text);
+  }
 
   static BertTokenizer* uncased_;
   static BertTokenizer* cased_;
@@ -77,9 +80,9 @@ TEST_F(TokenizerTest, SpecialTokenIdsComeFromTheVocab) {
 }
 
 TEST_F(TokenizerTest, SeedExampleHasTfHubTokenCounts) {
-  for (const auto& [text, expected] : std::vector<std::pair<std::string, int>>{
-           {"Please subscribe to this newsletter", 8},
-           {"You are being offered this job role", 9}}) {
+  for (const auto& [text, expected] :
+       std::vector<std::pair<std::string, int>>{{"Please subscribe to this newsletter", 8},
+                                                {"You are being offered this job role", 9}}) {
     std::vector<int32_t> ids;
     ASSERT_TRUE(uncased_->Tokenize(text, &ids).ok());
     auto packed = PackInputs(ids, nullptr, 128, uncased_->cls_id(), uncased_->sep_id(),
@@ -282,6 +285,39 @@ TEST_F(TokenizerTest, LimitedTokenizeStillRejectsInvalidUtf8AfterTheStop) {
       EXPECT_THAT(ids, ElementsAre(1, 2));     // Unchanged.
     }
   }
+}
+
+TEST_F(TokenizerTest, CountTokensCountsWhatTokenizeGivesWithoutKeepingIt) {
+  std::mt19937 rng(20261128);
+  for (int round = 0; round < 1000; ++round) {
+    const std::string text = text_testing::RandomText(&rng, 30);
+    for (const BertTokenizer* tok : {uncased_, cased_}) {
+      std::vector<int32_t> full;
+      ASSERT_TRUE(tok->Tokenize(text, &full).ok()) << text;
+      for (size_t max_count : {size_t{0}, size_t{1}, full.size() / 2, full.size(), full.size() + 1,
+                               std::numeric_limits<size_t>::max()}) {
+        const absl::StatusOr<size_t> count = tok->CountTokens(text, max_count);
+        ASSERT_TRUE(count.ok()) << text;
+        ASSERT_EQ(*count, std::min(full.size(), max_count)) << max_count << " " << text;
+      }
+    }
+  }
+  // A text of millions of ids: counted, none kept (the scratch stays small), and invalid UTF-8
+  // after the stop still fails as Tokenize fails.
+  const std::string unit = "unaffable tokenization, 我爱北京 Crème ";  // 12 tokens.
+  std::string text;
+  while (text.size() < (4 << 20)) text += unit;
+  const int64_t before = BertTokenizer::GetThreadStatsForTesting().ids_produced;
+  const absl::StatusOr<size_t> count =
+      uncased_->CountTokens(text, std::numeric_limits<size_t>::max());
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(*count, text.size() / unit.size() * 12);
+  EXPECT_EQ(BertTokenizer::GetThreadStatsForTesting().ids_produced, before);
+  EXPECT_LT(BertTokenizer::GetThreadStatsForTesting().last_scratch_bytes, 4096u);
+  EXPECT_EQ(*uncased_->CountTokens(text, 100), 100u);
+  std::vector<int32_t> ids;
+  EXPECT_EQ(uncased_->CountTokens(text + "\xff", 100).status(),
+            uncased_->Tokenize(text + "\xff", &ids));
 }
 
 // The tokenizer counts, rather than queues, the combining marks of a word that can no longer fit

@@ -78,7 +78,8 @@ void CheckTokenizeAndPack(const bert::BertTokenizer& tok, absl::string_view text
     if (seq_length < 2) continue;
     for (const bool pair : {false, true}) {
       for (const auto policy :
-           {bert::TruncationPolicy::kTruncate, bert::TruncationPolicy::kReject}) {
+           {bert::TruncationPolicy::kTruncate, bert::TruncationPolicy::kLongestFirst,
+            bert::TruncationPolicy::kReject}) {
         const absl::StatusOr<bert::PackedInput> packed =
             bert::TokenizeAndPack(tok, text_a, pair ? &text_b : nullptr, seq_length, policy, "");
         if (!status_a.ok() || (pair && !status_b.ok())) {
@@ -131,8 +132,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::Span<const int32_t> b_span(b);
   const absl::Span<const int32_t>* seconds[] = {nullptr, &b_span};
   for (const absl::Span<const int32_t>* second : seconds) {
-    auto packed = bert::PackInputs(a, second, seq_length, t.uncased->cls_id(),
-                                   t.uncased->sep_id(), bert::TruncationPolicy::kTruncate);
+    auto packed = bert::PackInputs(a, second, seq_length, t.uncased->cls_id(), t.uncased->sep_id(),
+                                   bert::TruncationPolicy::kTruncate);
     Check(packed.ok(), "truncating pack succeeds");
     Check(packed->num_tokens() <= seq_length, "packed fits seq_length");
     std::vector<int32_t> word_ids, mask, type_ids;
