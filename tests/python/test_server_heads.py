@@ -501,3 +501,45 @@ def test_a_token_classification_checkpoint_serves_its_encoder(tmp_path):
             stub.Embed(pb2.EmbedRequest(inputs=token_inputs(pb2)[:1], heads=[pb2.HEAD_LOGITS]),
                        timeout=30)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize("activation", ["torch.nn.modules.linear.Identity", None])
+def test_the_readme_reranking_example_runs(tmp_path, activation):
+    """server/README.md's reranking example, against a one-label classifier model: the scores it
+    ranks by are the logits (Identity named) or their sigmoid (none named), of pairs packed at
+    the classifier's length with longest_first truncation."""
+    import ast
+    import re
+    from repo_paths import REPO
+    pb2, _ = stubs()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```",
+                                      (REPO / "server" / "README.md").read_text(), re.S)
+                if "HEAD_LOGITS" in b]
+    extra = {"sbert_ce_default_activation_function": activation} if activation else {}
+    model = classifier_model(tmp_path / "ce", labels=("LABEL_0",), problem_type=None,
+                             extra_config=extra)
+    (tmp_path / "ce" / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 64}))
+    protoc = re.search(r"^# (\.venv/bin/python -m grpc_tools\.protoc .*)$", block, re.M)
+    args = protoc.group(1).split()[1:]
+    subprocess.run([sys.executable, *args[:-1], str(REPO / args[-1]), f"-I{REPO}"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    with Server(model_dir=model, vocab=TINY_VOCAB, extra=["--max_batch_tokens=2048"]) as server:
+        script = block.replace("127.0.0.1:50051", server.address)
+        script += "\nimport json; print(json.dumps([float(s) for s in scores]), ranked[0])\n"
+        r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        scores = json.loads(r.stdout.split("\n")[0].split("]")[0] + "]")
+        # The same pairs, asked for with their pooled output: the classifier by hand.
+        query = ast.literal_eval(re.search(r"query = (.*)", block).group(1))
+        passages = ast.literal_eval(re.search(r"passages = (\[.*?\])", block, re.S).group(1))
+        resp = server.stub().Embed(pb2.EmbedRequest(
+            inputs=[pb2.Input(text=pb2.TextInput(text_a=query, text_b=p)) for p in passages],
+            heads=[pb2.HEAD_POOLED], seq_length=64, truncation=pb2.TRUNCATION_LONGEST_FIRST),
+            timeout=30)
+        weight, bias = classifier_weights(1)
+        logits = [float(weight[0].astype(np.float64) @ decode(res.pooled_output) + bias[0])
+                  for res in resp.results]
+        want = logits if activation else [1 / (1 + np.exp(-x)) for x in logits]
+        np.testing.assert_allclose(scores, want, rtol=1e-5)
+        assert r.stdout.split("] ", 1)[1].strip() == passages[int(np.argmax(want))]
