@@ -2,8 +2,9 @@
 """End-to-end check of the CUDA serving path, run on the GPU machine by gpu_check.sh.
 
 1. bert_encode --backend=cuda on a golden fixture, compared with the reference outputs.
-2. bert_server --backend=cuda and --backend=cpu on the same tiny model; the bundled client
-   embeds the same texts on both; the heads must agree; the GPU server must give the same
+2. bert_server --backend=cuda and --backend=cpu on the same tiny model (the golden one with a
+   classifier added, so that the logits are checked too); the bundled client embeds the same
+   texts on both; the heads must agree; the GPU server must give the same
    answer bit for bit three times in a row (eager, CUDA-graph capture, replay); SIGTERM
    must exit 0. If the GPU server fails to start or to agree, the check is repeated with
    each default path's flag turned off in turn (--fused_gelu=false, ...), and each line
@@ -11,10 +12,12 @@
    (bert_engine_fallbacks_total) are printed, and any taken goes on the last line.
 Prints one PASS/FAIL line per check and exits non-zero if any failed.
 """
+import atexit
 import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +27,7 @@ import urllib.request
 
 import numpy as np
 
-from safetensors_io import read_safetensors  # tools/safetensors_io.py, beside this script
+from safetensors_io import read_safetensors, write_safetensors  # tools/, beside this script
 
 BIN = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu/bin")
 GOLDEN = pathlib.Path("tests/golden/tiny-l4-h128")
@@ -65,6 +68,31 @@ def encode_check():
             check(f"bert_encode {BACKEND} {dtype} vs golden", worst <= tol, f"max rel {worst:.2e}")
 
 
+_served_model = None
+
+
+def served_model():
+    """The golden model as a BertForSequenceClassification checkpoint (the encoder under
+    "bert.", a random three-label classifier beside it), made once per run in a temporary
+    directory: the servers' model, so that HEAD_LOGITS is compared too."""
+    global _served_model
+    if _served_model is None:
+        directory = pathlib.Path(tempfile.mkdtemp(prefix="gpu_serving_check_"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        tensors = {f"bert.{name}": value
+                   for name, value in read_safetensors(GOLDEN / "model.safetensors").items()}
+        rng = np.random.default_rng(11)
+        hidden = tensors["bert.pooler.dense.bias"].shape[0]
+        tensors["classifier.weight"] = rng.normal(0, 0.2, (3, hidden)).astype(np.float32)
+        tensors["classifier.bias"] = rng.normal(0, 0.5, 3).astype(np.float32)
+        write_safetensors(directory / "model.safetensors", tensors)
+        config = json.loads((GOLDEN / "config.json").read_text())
+        config["architectures"] = ["BertForSequenceClassification"]
+        (directory / "config.json").write_text(json.dumps(config))
+        _served_model = directory
+    return _served_model
+
+
 # The default paths of the CUDA engine that a server flag turns off (bench/NOTES.md).
 ESCAPES = ["--fused_gelu=false", "--gemm_autotune=false", "--cuda_graphs=false",
            "--cuda_overlap_copies=false", "--cuda_attention_tile=64",
@@ -76,7 +104,7 @@ def start_server(backend, port, dtype, extra=()):
     # batch's rows: a batching delay of 100 ms keeps the one request's three inputs (tokenized
     # in parallel) in one batch every time, where the default 2 ms only nearly always does.
     proc = subprocess.Popen(
-        [str(BIN / "bert_server"), f"--model_dir={GOLDEN}", f"--vocab={VOCAB}",
+        [str(BIN / "bert_server"), f"--model_dir={served_model()}", f"--vocab={VOCAB}",
          f"--backend={backend}", f"--dtype={dtype}", f"--address=127.0.0.1:{port}",
          "--max_batch_tokens=2048", "--max_batch_delay_us=100000", "--mutex_deadlock_detection",
          *extra],
@@ -113,14 +141,14 @@ def embed(port, timeout_s=60):
              "a b ||| c d e"]
     r = subprocess.run([str(BIN / "bert_client"), f"--server=127.0.0.1:{port}", "embed", "--json",
                         f"--timeout_ms={timeout_s * 1000}",
-                        "--heads=pooled,sequence,mean_pooled,cls",
-                        "--padding=pad", "--seq_length=32"]
+                        "--heads=pooled,sequence,mean_pooled,cls,logits",
+                        "--padding=pad", "--seq_length=32", "--truncation=truncate"]
                        + texts, capture_output=True, text=True, timeout=timeout_s + 10, env=ENV)
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
 
-HEADS = ("pooled_output", "sequence_output", "mean_pooled_output", "cls_output")
+HEADS = ("pooled_output", "sequence_output", "mean_pooled_output", "cls_output", "logits")
 
 
 def values(answers):
