@@ -353,7 +353,12 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     } else if (NamesEmbeddingHead(options.heads)) {
       return Fail(status);
     } else {
-      info.reset();  // logits: the server's defaults, and the raw values shown
+      // logits alone: the server's defaults, and the raw values shown.
+      std::fprintf(stderr,
+                   "warning: GetModelInfo failed (%s: %s); sending the server's default length "
+                   "and truncation\n",
+                   GrpcCodeName(status.error_code()), status.error_message().c_str());
+      info.reset();
     }
   }
   if (absl::Status status = SetEmbedOptions(options, &request); !status.ok()) {

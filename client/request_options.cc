@@ -103,9 +103,11 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
   }
   // The classifier's length and truncation, unless the caller set them (before the sentence
   // embedding's, when both are asked for: the pairs a classifier scores are the longer inputs).
+  // (An older server reports no length: 0.)
   if (logits && text.model_classifier.has_value()) {
-    if (text.seq_length == 0)
+    if (text.seq_length == 0 && text.model_classifier->max_seq_length() > 0) {
       seq_length = static_cast<int>(text.model_classifier->max_seq_length());
+    }
     if (text.truncation.empty()) truncation_text = "longest_first";
   }
   for (absl::string_view part : absl::StrSplit(text.layers, ',', absl::SkipWhitespace())) {

@@ -183,6 +183,12 @@ TEST(SetEmbedOptions, LogitsTakeTheClassifiersLengthAndHuggingFacesTruncation) {
     ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
     EXPECT_EQ(request.seq_length(), 512u) << heads;
   }
+  // An older server's classifier without a length: the embedding's stays.
+  text.model_classifier->set_max_seq_length(0);
+  request.Clear();
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_EQ(request.seq_length(), 256u);
+  EXPECT_EQ(request.truncation(), v1::TRUNCATION_LONGEST_FIRST);
   EXPECT_TRUE(NamesLogitsHead(" pooled, Logits"));
   EXPECT_FALSE(NamesLogitsHead("pooled,cls"));
 }

@@ -111,6 +111,7 @@ struct Scratch {
   // For GetThreadStatsForTesting().
   int64_t ids_produced = 0;
   size_t last_call_bytes = 0;
+  size_t last_count_ids_held = 0;  // CountTokens' ids buffer capacity (its peak)
 };
 
 Scratch& ThreadScratch() {
@@ -360,6 +361,7 @@ absl::StatusOr<size_t> BertTokenizer::CountTokens(absl::string_view text, size_t
   Run run(*this, &scratch, max_count, &settling, /*count_only=*/true);
   const absl::Status status = run.Feed(text);
   const size_t count = run.produced();
+  scratch.last_count_ids_held = settling.capacity();
   scratch.ReleaseIfLarge();
   if (!status.ok()) return status;
   return std::min(count, max_count);  // the last word's pieces may go past max_count
@@ -370,6 +372,7 @@ BertTokenizer::ThreadStatsForTesting BertTokenizer::GetThreadStatsForTesting() {
   ThreadStatsForTesting stats;
   stats.ids_produced = scratch.ids_produced;
   stats.last_scratch_bytes = scratch.last_call_bytes;
+  stats.last_count_ids_held = scratch.last_count_ids_held;
   stats.scratch_bytes = scratch.Bytes();
   return stats;
 }

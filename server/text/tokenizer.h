@@ -79,6 +79,8 @@ class BertTokenizer {
     int64_t ids_produced = 0;       // Ids all calls produced, before the cut to max_tokens.
     size_t last_scratch_bytes = 0;  // Scratch capacity at the end of the latest call (its peak).
     size_t scratch_bytes = 0;       // Scratch capacity kept between calls.
+    // CountTokens: the most ids the latest call held at once (counted ones are dropped).
+    size_t last_count_ids_held = 0;
   };
   static ThreadStatsForTesting GetThreadStatsForTesting();
 

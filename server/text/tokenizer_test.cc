@@ -314,6 +314,7 @@ TEST_F(TokenizerTest, CountTokensCountsWhatTokenizeGivesWithoutKeepingIt) {
   EXPECT_EQ(*count, text.size() / unit.size() * 12);
   EXPECT_EQ(BertTokenizer::GetThreadStatsForTesting().ids_produced, before);
   EXPECT_LT(BertTokenizer::GetThreadStatsForTesting().last_scratch_bytes, 4096u);
+  EXPECT_LT(BertTokenizer::GetThreadStatsForTesting().last_count_ids_held, 256u);
   EXPECT_EQ(*uncased_->CountTokens(text, 100), 100u);
   std::vector<int32_t> ids;
   EXPECT_EQ(uncased_->CountTokens(text + "\xff", 100).status(),
