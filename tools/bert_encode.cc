@@ -2,16 +2,20 @@
 // outputs.
 //
 //   bert_encode --model_dir=DIR (--inputs=IN.safetensors | --text=IN.jsonl [--vocab=FILE]
-//       [--seq_length=128] [--lowercase=auto|true|false]) --output=OUT.safetensors
+//       [--seq_length=128] [--lowercase=auto|true|false] [--truncation=truncate|longest_first])
+//       --output=OUT.safetensors
 //       [--backend=auto|cpu|cuda] [--dtype=float32|float16|bfloat16] [--threads=N]
 //
 // IN.safetensors holds input_word_ids, input_mask, input_type_ids (int32 [B, S]). IN.jsonl
 // holds one JSON object per line, {"text_a": "...", "text_b": "..."} (text_b optional), which
 // is tokenized (--vocab, default DIR/vocab.txt; --lowercase resolved as the server does) and
 // packed to
-// --seq_length as the server does; the packed int32 [B, S] inputs are written to OUT too.
-// OUT gets sequence_output [B, S, H], pooled_output [B, H] (when the model has a pooler) and
-// encoder_outputs.0 .. encoder_outputs.{L-1} [B, S, H], all float32, padding rows included.
+// --seq_length as the server does (pairs truncated round robin, TF Hub's, or longest_first,
+// Hugging Face's); the packed int32 [B, S] inputs are written to OUT too.
+// OUT gets sequence_output [B, S, H], pooled_output [B, H] (when the model has a pooler),
+// encoder_outputs.0 .. encoder_outputs.{L-1} [B, S, H] and, for a model with a
+// sequence-classification head, logits [B, num_labels] (as the server's HEAD_LOGITS), all
+// float32, padding rows included.
 // Sequences run in chunks of --batch_size.
 #include <algorithm>
 #include <cstdio>
@@ -42,6 +46,9 @@ ABSL_FLAG(int, seq_length, 128, "packed sequence length for --text (>= 2)");
 ABSL_FLAG(std::string, lowercase, "auto",
           "--text: lowercase and strip accents: auto (as bert_server: tokenizer_config.json, else "
           "the vocabulary), true, false");
+ABSL_FLAG(std::string, truncation, "truncate",
+          "--text: how a pair is cut to --seq_length: truncate (TF Hub's round robin) or "
+          "longest_first (Hugging Face's)");
 ABSL_FLAG(std::string, output, "", "output safetensors to write");
 ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
 ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16 (cuda only)");
@@ -76,9 +83,15 @@ absl::Status Run() {
                      ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab));
     ASSIGN_OR_RETURN(std::unique_ptr<BertTokenizer> tokenizer,
                      BertTokenizer::Load(vocab, tokenizer_options));
+    const std::string truncation = absl::GetFlag(FLAGS_truncation);
+    if (truncation != "truncate" && truncation != "longest_first") {
+      return absl::InvalidArgumentError("--truncation: truncate or longest_first");
+    }
     int truncated = 0;
     ASSIGN_OR_RETURN(
-        inputs, ReadTextInputs(text_path, *tokenizer, absl::GetFlag(FLAGS_seq_length), &truncated));
+        inputs, ReadTextInputs(text_path, *tokenizer, absl::GetFlag(FLAGS_seq_length), &truncated,
+                               truncation == "longest_first" ? TruncationPolicy::kLongestFirst
+                                                             : TruncationPolicy::kTruncate));
     std::fprintf(stderr, "bert_encode: %d text inputs packed to length %d (%d truncated)\n",
                  inputs.batch, inputs.seq_length, truncated);
   }
@@ -141,6 +154,15 @@ absl::Status Run() {
     writer.AddInt32("input_type_ids", {b, s}, inputs.type_ids);
   }
   writer.AddFloat32("sequence_output", {b, s, h}, std::move(sequence));
+  const Classifier& classifier = model->classifier;
+  if (classifier.present() && selection.pooled) {
+    const int64_t labels = classifier.num_labels();
+    std::vector<float> logits(b * labels);
+    for (int64_t i = 0; i < b; ++i) {
+      classifier.Apply(pooled.data() + i * h, static_cast<int>(h), logits.data() + i * labels);
+    }
+    writer.AddFloat32("logits", {b, labels}, std::move(logits));
+  }
   if (selection.pooled) writer.AddFloat32("pooled_output", {b, h}, std::move(pooled));
   for (int l = 0; l < c.num_layers; ++l) {
     writer.AddFloat32(absl::StrCat("encoder_outputs.", l), {b, s, h}, std::move(layers[l]));
@@ -158,7 +180,8 @@ int main(int argc, char** argv) {
   bert::cpu::ReexecForBetterBlasCore(argv);  // first: may execute the program again
   absl::SetProgramUsageMessage(
       "bert_encode --model_dir=DIR (--inputs=IN.safetensors | --text=IN.jsonl [--vocab=FILE] "
-      "[--seq_length=128] [--lowercase=auto|true|false]) --output=OUT.safetensors "
+      "[--seq_length=128] [--lowercase=auto|true|false] [--truncation=truncate|longest_first]) "
+      "--output=OUT.safetensors "
       "[--backend=auto|cpu|cuda] "
       "[--dtype=float32|float16|bfloat16] [--threads=N] [--batch_size=32]");
   absl::ParseCommandLine(argc, argv);

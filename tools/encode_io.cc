@@ -49,7 +49,8 @@ absl::StatusOr<PaddedInputs> ReadPaddedInputs(const std::string& path) {
 }
 
 absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path, const BertTokenizer& tokenizer,
-                                            int seq_length, int* num_truncated) {
+                                            int seq_length, int* num_truncated,
+                                            TruncationPolicy policy) {
   if (seq_length < 2) return absl::InvalidArgumentError("seq_length must be at least 2");
   std::ifstream file(path, std::ios::binary);
   if (!file) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
@@ -70,7 +71,7 @@ absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path, const BertT
         pair->text_b ? absl::string_view(*pair->text_b) : absl::string_view();
     absl::StatusOr<PackedInput> packed =
         TokenizeAndPack(tokenizer, pair->text_a, pair->text_b ? &b_text : nullptr, seq_length,
-                        TruncationPolicy::kTruncate, /*context=*/"", &scratch);
+                        policy, /*context=*/"", &scratch);
     if (!packed.ok()) return bad(packed.status().message());
     if (packed->truncated) ++truncated;
     PadToLength(*packed, seq_length, tokenizer.pad_id(), &word_ids, &mask, &type_ids);

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/engine/engine.h"
+#include "server/text/packer.h"
 #include "server/text/tokenizer.h"
 
 namespace bert {
@@ -30,13 +31,14 @@ absl::StatusOr<PaddedInputs> ReadPaddedInputs(const std::string& path);
 
 // Reads JSON lines, one object per line: {"text_a": "...", "text_b": "..."} (text_b optional
 // or null). Each line is tokenized and packed as the server does it (server/text/packer.h:
-// TF-Hub packing, round-robin truncation to seq_length) and padded to seq_length. Blank lines
+// TF-Hub packing, truncation to seq_length by `policy`: round robin (kTruncate) or Hugging
+// Face's longest_first) and padded to seq_length. Blank lines
 // are skipped. A bad line (bad JSON, missing or non-string text_a, non-string text_b, invalid
 // UTF-8) is an INVALID_ARGUMENT error naming the 1-based line number. `num_truncated`, if not
 // null, receives how many lines lost tokens to truncation.
-absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path,
-                                            const BertTokenizer& tokenizer, int seq_length,
-                                            int* num_truncated);
+absl::StatusOr<PaddedInputs> ReadTextInputs(const std::string& path, const BertTokenizer& tokenizer,
+                                            int seq_length, int* num_truncated,
+                                            TruncationPolicy policy = TruncationPolicy::kTruncate);
 
 // Rows [first, first + count) of `inputs` as an engine batch (padding rows keep the ids given).
 absl::StatusOr<EncoderBatch> ToEncoderBatch(const PaddedInputs& inputs, int first, int count);

@@ -81,18 +81,12 @@ void FillPooled(OutputDType dtype, const std::vector<float>& source, int index, 
   FillTensor(dtype, v, 0, 1, hidden, /*as_vector=*/true, tensor);
 }
 
-// logits = weight · pooled + bias for input `index` (the pooled output as the engine gave
-// it, before any normalisation), summed in double.
+// The classifier on input `index`'s pooled output (as the engine gave it, before any
+// normalisation).
 void FillLogits(OutputDType dtype, const std::vector<float>& pooled, int index, int hidden,
                 const Classifier& classifier, TensorData* tensor) {
-  const float* x = pooled.data() + static_cast<size_t>(index) * hidden;
   std::vector<float> logits(classifier.num_labels());
-  for (int label = 0; label < classifier.num_labels(); ++label) {
-    const float* w = classifier.weight.data.data() + static_cast<size_t>(label) * hidden;
-    double sum = classifier.bias.data[label];
-    for (int k = 0; k < hidden; ++k) sum += static_cast<double>(w[k]) * x[k];
-    logits[label] = static_cast<float>(sum);
-  }
+  classifier.Apply(pooled.data() + static_cast<size_t>(index) * hidden, hidden, logits.data());
   FillTensor(dtype, logits, 0, 1, classifier.num_labels(), /*as_vector=*/true, tensor);
 }
 

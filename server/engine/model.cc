@@ -675,6 +675,15 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
   return result;
 }
 
+void Classifier::Apply(const float* pooled, int hidden, float* logits) const {
+  for (int label = 0; label < num_labels(); ++label) {
+    const float* w = weight.data.data() + static_cast<size_t>(label) * hidden;
+    double sum = bias.data[label];
+    for (int k = 0; k < hidden; ++k) sum += static_cast<double>(w[k]) * pooled[k];
+    logits[label] = static_cast<float>(sum);
+  }
+}
+
 Model RandomModel(const ModelConfig& c, uint64_t seed) {
   Model model;
   model.name = absl::StrCat("random-L", c.num_layers, "-H", c.hidden_size, "-A", c.num_heads, "-I",

@@ -123,6 +123,10 @@ struct Classifier {
 
   bool present() const { return !bias.data.empty(); }
   int num_labels() const { return static_cast<int>(bias.data.size()); }
+
+  // logits[0 .. num_labels) = weight · pooled + bias for one input's pooled output (as the
+  // engine gives it, before any normalisation; `hidden` values), summed in double.
+  void Apply(const float* pooled, int hidden, float* logits) const;
 };
 
 struct Model {

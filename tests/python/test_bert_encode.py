@@ -189,3 +189,61 @@ def test_text_lowercase_setting_reaches_the_tokenizer(tmp_path):
                              "--lowercase=maybe", f"--output={tmp_path / 'x.safetensors'}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "--lowercase: auto, true or false" in result.stderr
+
+
+@pytest.mark.parametrize("batch_size", [2, 32])  # several chunks / one
+def test_a_classifier_model_gets_its_logits(tmp_path, batch_size):
+    """A BertForSequenceClassification checkpoint: logits [B, num_labels], the classifier
+    applied to Hugging Face's pooled output, as the server's HEAD_LOGITS."""
+    from server_harness import classifier_model, classifier_weights
+    model = classifier_model(tmp_path / "classifier")
+    golden = GOLDEN / "tiny-l4-h128" / "expected.safetensors"
+    out_path = tmp_path / "out.safetensors"
+    subprocess.run([bert_encode(), f"--model_dir={model}", f"--inputs={golden}",
+                    f"--output={out_path}", "--backend=cpu", f"--batch_size={batch_size}"],
+                   check=True, timeout=300)
+    out = read_safetensors(out_path)
+    weight, bias = classifier_weights(3)
+    want = read_safetensors(golden)["pooled_output"].astype(np.float64) @ weight.T + bias
+    assert out["logits"].shape == want.shape == (6, 3)
+    assert relative_error(out["logits"], want) <= 1e-5
+
+
+def test_text_pairs_with_longest_first_truncation_match_hf(tmp_path):
+    """--text --truncation=longest_first packs pairs as Hugging Face tokenizers do (the default
+    round robin differs at this odd budget)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    vocab_path = REPO / "tests" / "data" / "tiny_vocab_1024.txt"
+    vocab = {line.rstrip("\n"): i for i, line in
+             enumerate(vocab_path.read_text(encoding="utf-8").splitlines(keepends=True))}
+    hf = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    hf.normalizer = normalizers.BertNormalizer(lowercase=True)
+    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    hf.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    seq_length = 16  # a budget of 13
+    hf.enable_truncation(max_length=seq_length)
+    pairs = [("the quick brown fox " * 3, "jumps over the lazy dog " * 4),
+             ("jumps over the lazy dog " * 4, "the quick brown fox " * 3),
+             ("a b c d e f g", "h i j k l m n o p q r s t u v")]
+    text = tmp_path / "in.jsonl"
+    text.write_text("\n".join(json.dumps({"text_a": a, "text_b": b}) for a, b in pairs) + "\n")
+    outputs = {}
+    for truncation in ("longest_first", "truncate"):
+        out_path = tmp_path / f"{truncation}.safetensors"
+        subprocess.run([bert_encode(), f"--model_dir={GOLDEN / 'tiny-l4-h128'}", f"--text={text}",
+                        f"--vocab={vocab_path}", f"--seq_length={seq_length}",
+                        f"--truncation={truncation}", f"--output={out_path}", "--backend=cpu"],
+                       check=True, timeout=300)
+        outputs[truncation] = read_safetensors(out_path)
+    for i, (a, b) in enumerate(pairs):
+        want = hf.encode(a, b)
+        assert outputs["longest_first"]["input_word_ids"][i].tolist() == want.ids, i
+        assert outputs["longest_first"]["input_type_ids"][i].tolist() == want.type_ids, i
+    assert (outputs["truncate"]["input_word_ids"] != outputs["longest_first"]["input_word_ids"]).any()
+    r = subprocess.run([bert_encode(), f"--model_dir={GOLDEN / 'tiny-l4-h128'}", f"--text={text}",
+                        f"--vocab={vocab_path}", "--truncation=longest-first",
+                        f"--output={tmp_path / 'x.safetensors'}", "--backend=cpu"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "--truncation: truncate or longest_first" in r.stderr
