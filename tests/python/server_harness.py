@@ -287,3 +287,19 @@ def classifier_model(path, labels=("negative", "neutral", "positive"),
     config.update(extra_config or {})
     (path / "config.json").write_text(json.dumps(config))
     return str(path)
+
+
+def hf_pair_tokenizer(max_length):
+    """Hugging Face tokenizers over the tiny vocabulary, truncating as its default
+    (longest_first) to `max_length`."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    with open(TINY_VOCAB, encoding="utf-8") as f:
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    tok.enable_truncation(max_length=max_length)
+    return tok

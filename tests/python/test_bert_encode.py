@@ -212,18 +212,10 @@ def test_a_classifier_model_gets_its_logits(tmp_path, batch_size):
 def test_text_pairs_with_longest_first_truncation_match_hf(tmp_path):
     """--text --truncation=longest_first packs pairs as Hugging Face tokenizers do (the default
     round robin differs at this odd budget)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    vocab_path = REPO / "tests" / "data" / "tiny_vocab_1024.txt"
-    vocab = {line.rstrip("\n"): i for i, line in
-             enumerate(vocab_path.read_text(encoding="utf-8").splitlines(keepends=True))}
-    hf = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    hf.normalizer = normalizers.BertNormalizer(lowercase=True)
-    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    hf.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    from server_harness import TINY_VOCAB, hf_pair_tokenizer
+    vocab_path = TINY_VOCAB
     seq_length = 16  # a budget of 13
-    hf.enable_truncation(max_length=seq_length)
+    hf = hf_pair_tokenizer(seq_length)
     pairs = [("the quick brown fox " * 3, "jumps over the lazy dog " * 4),
              ("jumps over the lazy dog " * 4, "the quick brown fox " * 3),
              ("a b c d e f g", "h i j k l m n o p q r s t u v")]

@@ -16,8 +16,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from server_harness import (DTYPE_TOL, TINY_MODEL, TINY_VOCAB, Server, classifier_model,  # noqa
-                            classifier_weights, decode, read_safetensors, rel_err,
-                            sentence_transformers_model, stubs)
+                            classifier_weights, decode, hf_pair_tokenizer, read_safetensors,
+                            rel_err, sentence_transformers_model, stubs)
 from repo_paths import bin_path
 from safetensors_io import write_safetensors
 
@@ -395,22 +395,6 @@ def test_classifier_info_pairs_and_the_client(server, tmp_path):
         r = subprocess.run([bin_path("client", "bert_client"), f"--server={plain.address}",
                             "info", "--json"], capture_output=True, text=True, timeout=60)
         assert "classifier" not in json.loads(r.stdout)
-
-
-def hf_pair_tokenizer(max_length):
-    """Hugging Face tokenizers over the tiny vocabulary, truncating as its default
-    (longest_first) to `max_length`."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    with open(TINY_VOCAB, encoding="utf-8") as f:
-        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    tok.enable_truncation(max_length=max_length)
-    return tok
 
 
 def test_long_pairs_are_scored_as_hugging_face_truncates_them(server):
