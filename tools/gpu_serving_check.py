@@ -27,7 +27,8 @@ import urllib.request
 
 import numpy as np
 
-from safetensors_io import read_safetensors, write_safetensors  # tools/, beside this script
+from classifier_model import write_classifier_model  # tools/, beside this script
+from safetensors_io import read_safetensors
 
 BIN = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".gpu/bin")
 GOLDEN = pathlib.Path("tests/golden/tiny-l4-h128")
@@ -79,17 +80,11 @@ def served_model():
     if _served_model is None:
         directory = pathlib.Path(tempfile.mkdtemp(prefix="gpu_serving_check_"))
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        tensors = {f"bert.{name}": value
-                   for name, value in read_safetensors(GOLDEN / "model.safetensors").items()}
+        hidden = json.loads((GOLDEN / "config.json").read_text())["hidden_size"]
         rng = np.random.default_rng(11)
-        hidden = tensors["bert.pooler.dense.bias"].shape[0]
-        tensors["classifier.weight"] = rng.normal(0, 0.2, (3, hidden)).astype(np.float32)
-        tensors["classifier.bias"] = rng.normal(0, 0.5, 3).astype(np.float32)
-        write_safetensors(directory / "model.safetensors", tensors)
-        config = json.loads((GOLDEN / "config.json").read_text())
-        config["architectures"] = ["BertForSequenceClassification"]
-        (directory / "config.json").write_text(json.dumps(config))
-        _served_model = directory
+        _served_model = write_classifier_model(
+            directory, GOLDEN, rng.normal(0, 0.2, (3, hidden)).astype(np.float32),
+            rng.normal(0, 0.5, 3).astype(np.float32))
     return _served_model
 
 

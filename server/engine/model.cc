@@ -52,12 +52,17 @@ absl::Status ReadInt(const Json& json, const std::string& path, const char* key,
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModelConfig> ParseConfig(const std::string& path, const std::string& text) {
+// config.json, parsed once: the encoder's shape here, the classifier's labels in ReadClassifier.
+absl::StatusOr<Json> ParseConfigJson(const std::string& path, const std::string& text) {
   Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON"));
   if (!json.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
   }
+  return json;
+}
+
+absl::StatusOr<ModelConfig> ParseConfig(const std::string& path, const Json& json) {
   ModelConfig c;
   RETURN_IF_ERROR(ReadInt(json, path, "hidden_size", -1, &c.hidden_size));
   RETURN_IF_ERROR(ReadInt(json, path, "num_hidden_layers", -1, &c.num_layers));
@@ -290,13 +295,11 @@ int ModelMaxLength(const std::string& directory, int max_positions) {
 // problem_type and the activation sentence-transformers' CrossEncoder names there.
 absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, bool has_pooler,
                             const std::string& directory, const std::string& config_path,
-                            const std::string& config_text, Classifier* out) {
+                            const Json& json, Classifier* out) {
   WeightReader r(file, "");
   const WeightReader::Found weight = r.Find("classifier.weight");
   const WeightReader::Found bias = r.Find("classifier.bias");
   if (weight.view == nullptr && bias.view == nullptr) return absl::OkStatus();
-  // ParseConfig has checked that the text is a JSON object.
-  const Json json = Json::parse(config_text, nullptr, /*allow_exceptions=*/false);
   // Only a sequence classifier reads the pooled output (a *ForTokenClassification one reads
   // every token's state; a *ForMultipleChoice one scores each choice against the others).
   // Where config.json does not say, a classifier without the pooler it would read is not one.
@@ -332,7 +335,6 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
   RETURN_IF_ERROR(r.Read(weight, {num_labels, c.hidden_size}, &out->weight));
   RETURN_IF_ERROR(r.Read(bias, {num_labels}, &out->bias));
 
-  out->labels.clear();
   for (int64_t i = 0; i < num_labels; ++i) out->labels.push_back(absl::StrCat("LABEL_", i));
   const auto id2label = json.find("id2label");
   if (id2label != json.end() && !id2label->is_null()) {
@@ -357,7 +359,6 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
       out->labels[id] = name.is_string() ? name.get<std::string>() : name.dump();
     }
   }
-  out->problem_type.clear();
   const auto problem = json.find("problem_type");
   if (problem != json.end() && !problem->is_null()) {
     const std::string type = problem->is_string() ? problem->get<std::string>() : problem->dump();
@@ -371,7 +372,6 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
   }
   // sentence-transformers' CrossEncoder: "sentence_transformers": {"activation_fn": ...} since
   // its version 4, "sbert_ce_default_activation_function" before.
-  out->activation_function.clear();
   const auto st = json.find("sentence_transformers");
   if (st != json.end() && st->is_object()) {
     const auto fn = st->find("activation_fn");
@@ -454,15 +454,16 @@ ModelConfig BertBaseConfig() { return ModelConfig(); }
 absl::StatusOr<Model> LoadModel(const std::string& directory) {
   const std::string config_path = directory + "/config.json";
   const std::string weights_path = directory + "/model.safetensors";
-  ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
+  ASSIGN_OR_RETURN(const std::string text, ReadFile(config_path));
+  ASSIGN_OR_RETURN(const Json config, ParseConfigJson(config_path, text));
   Model model;
   model.name = BaseName(directory);
   model.directory = directory;
-  ASSIGN_OR_RETURN(model.config, ParseConfig(config_path, text));
+  ASSIGN_OR_RETURN(model.config, ParseConfig(config_path, config));
   ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
   RETURN_IF_ERROR(ReadWeights(file, model.config, &model.weights));
   RETURN_IF_ERROR(ReadClassifier(file, model.config, model.weights.has_pooler, directory,
-                                 config_path, text, &model.classifier));
+                                 config_path, config, &model.classifier));
   absl::StatusOr<SentenceEmbedding> embedding = ReadSentenceEmbedding(directory);
   if (embedding.ok()) {
     model.sentence_embedding = *std::move(embedding);

@@ -8,8 +8,8 @@
 // (tensorflow/text tensorflow_text/core/kernels/round_robin_trimmer.h and
 // python/ops/trimmer_ops.py): a and b take one token in turn, a first; a segment that runs out
 // leaves the rest of the budget to the other; each keeps its first tokens. kLongestFirst shares
-// it as Hugging Face tokenizers' "longest_first" truncation does instead (the strategy of
-// BertForSequenceClassification / cross-encoder pipelines): LongestFirstKeep.
+// it as Hugging Face (fast) tokenizers' "longest_first" truncation does instead (what
+// sentence-transformers' CrossEncoder uses): LongestFirstKeep.
 //
 // Tiny seq_length (TF Hub behaviour, kept): the budget cannot go below zero, and TF Hub's
 // final pad_model_inputs cuts the packed row to seq_length, so a pair at seq_length 2 packs

@@ -269,24 +269,10 @@ def classifier_model(path, labels=("negative", "neutral", "positive"),
     `classifier.weight` [len(labels), 128] and `classifier.bias` beside it, config.json's
     id2label and problem_type, and `extra_config`'s keys; classifier_weights(len(labels), seed)).
     Returns the path."""
-    from safetensors_io import write_safetensors
-    path.mkdir()
+    from classifier_model import write_classifier_model  # tools/
     weight, bias = classifier_weights(len(labels), seed)
-    tensors = {f"bert.{k}": v for k, v in
-               read_safetensors(os.path.join(TINY_MODEL, "model.safetensors")).items()}
-    tensors["classifier.weight"] = weight
-    tensors["classifier.bias"] = bias
-    write_safetensors(path / "model.safetensors", tensors)
-    with open(os.path.join(TINY_MODEL, "config.json")) as f:
-        config = json.load(f)
-    config["architectures"] = ["BertForSequenceClassification"]
-    config["id2label"] = {str(i): label for i, label in enumerate(labels)}
-    config["label2id"] = {label: i for i, label in enumerate(labels)}
-    if problem_type is not None:
-        config["problem_type"] = problem_type
-    config.update(extra_config or {})
-    (path / "config.json").write_text(json.dumps(config))
-    return str(path)
+    return str(write_classifier_model(path, TINY_MODEL, weight, bias, labels, problem_type,
+                                      extra_config))
 
 
 def hf_pair_tokenizer(max_length):
