@@ -6,6 +6,9 @@
 //       (heads: pooled, sequence, encoder_outputs, default)
 //   echo '{"text_a": "a question", "text_b": "its passage"}' | bert_client embed
 //   bert_client --server=... tokenize "Hello world" "first ||| second"
+//   bert_client --server=... rerank "a query" "a passage" "another passage"
+//       (a cross-encoder reranker: the passages best first; without passages as arguments,
+//       JSON strings on stdin, one per line)
 //
 // Texts come from the arguments, or, when there are none, from stdin as JSON lines: a JSON
 // string (one text), {"text_a": ..., "text_b": ...} (a pair), or {"input_word_ids": [...],
@@ -39,12 +42,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
-#include "client/classifier_scores.h"
 #include "client/connection.h"
 #include "client/request_options.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "nlohmann/json.hpp"
 #include "proto/bert/v1/bert_service.grpc.pb.h"
+#include "server/core/classifier_scores.h"
 #include "server/core/dtype_convert.h"
 #include "server/grpc/status_map.h"
 
@@ -71,6 +74,9 @@ ABSL_FLAG(std::string, prompt_name, "",
 ABSL_FLAG(bool, pair, false, "Treat each two arguments as one (text_a, text_b) pair");
 ABSL_FLAG(bool, json, false, "Print JSON lines with every value instead of a summary");
 ABSL_FLAG(int, show, 5, "Leading values shown per row in the summary");
+ABSL_FLAG(int, top_n, 0, "rerank: show only the best N texts (0: all)");
+ABSL_FLAG(bool, raw_scores, false,
+          "rerank: score by the classifier's logit, without the model's activation");
 
 namespace bert {
 namespace {
@@ -532,13 +538,87 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
   return 0;
 }
 
+// The texts best first as the model scores them against the query (Rerank).
+int Rerank(const Connection& connection, v1::BertService::Stub* stub,
+           const std::vector<std::string>& args) {
+  if (args.empty() || absl::GetFlag(FLAGS_pair)) {
+    std::fprintf(stderr,
+                 "rerank takes a query, then the texts to rank (or none: JSON lines "
+                 "on stdin); not --pair\n");
+    return 2;
+  }
+  v1::RerankRequest request;
+  request.set_query(args[0]);
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (!rest.empty()) {
+    for (const std::string& text : rest) request.add_texts(text);
+  } else {
+    for (v1::Input& input : ReadInputs({})) {
+      if (!input.has_text() || input.text().has_text_b()) {
+        std::fprintf(stderr, "rerank: each line of stdin is one text (a JSON string)\n");
+        return 2;
+      }
+      request.add_texts(std::move(*input.mutable_text()->mutable_text_a()));
+    }
+  }
+  const int seq_length = absl::GetFlag(FLAGS_seq_length);
+  const int top_n = absl::GetFlag(FLAGS_top_n);
+  if (seq_length < 0 || top_n < 0) {
+    std::fprintf(stderr, "seq_length and top_n must be >= 0\n");
+    return 2;
+  }
+  request.set_seq_length(seq_length);  // 0: the classifier's
+  request.set_top_n(top_n);
+  request.set_raw_scores(absl::GetFlag(FLAGS_raw_scores));
+  if (const std::string flag = absl::GetFlag(FLAGS_truncation); !flag.empty()) {
+    const absl::StatusOr<v1::Truncation> truncation = ParseTruncation(flag);
+    if (!truncation.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(truncation.status().message()).c_str());
+      return 2;
+    }
+    request.set_truncation(*truncation);  // else the server's: longest_first
+  }
+  grpc::ClientContext context;
+  Prepare(connection, &context);
+  v1::RerankResponse response;
+  grpc::Status status = stub->Rerank(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+  const bool as_json = absl::GetFlag(FLAGS_json);
+  if (!as_json) {
+    std::printf("Ranked %d of %d texts (scores: %s)\n", response.ranked_size(),
+                request.texts_size(), response.score_function().c_str());
+  }
+  for (int rank = 0; rank < response.ranked_size(); ++rank) {
+    const v1::RankedText& r = response.ranked(rank);
+    if (r.index() >= static_cast<uint32_t>(request.texts_size())) {
+      std::fprintf(stderr, "error: the answer ranks text %u of %d\n", r.index(),
+                   request.texts_size());
+      return 1;
+    }
+    const std::string& text = request.texts(static_cast<int>(r.index()));
+    if (as_json) {
+      json j = {{"index", r.index()},
+                {"score", r.score()},
+                {"text", text},
+                {"num_tokens", r.num_tokens()},
+                {"truncated", r.truncated()}};
+      std::printf("%s\n", j.dump().c_str());
+      continue;
+    }
+    std::printf("%3d. [%u] %.6g%s  %s\n", rank + 1, r.index(), r.score(),
+                r.truncated() ? " (truncated)" : "", text.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace bert
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "bert_client --server=HOST:PORT <health|info|embed|tokenize> [texts...]\n"
-      "  Texts as arguments (\"A ||| B\" is a pair) or JSON lines on stdin.");
+      "bert_client --server=HOST:PORT <health|info|embed|tokenize|rerank> [texts...]\n"
+      "  Texts as arguments (\"A ||| B\" is a pair) or JSON lines on stdin; rerank: the query,\n"
+      "  then the texts to rank.");
   bert::ShowClientFlagsInHelp();
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() < 2) {
@@ -558,6 +638,8 @@ int main(int argc, char** argv) {
   if (command == "info") return bert::Info(*connection, stub.get());
   if (command == "embed") return bert::Embed(*connection, stub.get(), args);
   if (command == "tokenize") return bert::Tokenize(*connection, stub.get(), args);
-  std::fprintf(stderr, "unknown command %s (health, info, embed, tokenize)\n", command.c_str());
+  if (command == "rerank") return bert::Rerank(*connection, stub.get(), args);
+  std::fprintf(stderr, "unknown command %s (health, info, embed, tokenize, rerank)\n",
+               command.c_str());
   return 2;
 }

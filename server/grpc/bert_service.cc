@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "server/core/rerank.h"
 #include "server/grpc/convert.h"
 #include "server/grpc/status_map.h"
 #include "server/grpc/wire.h"
@@ -85,9 +86,12 @@ class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
     return service_->BuildAnswer(std::move(result), response, &permit_);
   }
 
+  // Rerank's: the answer's share of the byte budget, held until the call is done.
+  void HoldAnswerBytes(Admission::Bytes bytes) { permit_.Hold(std::move(bytes)); }
+
   // The permit's place goes to the next request while the answer is sent, unless too many
   // answers are being sent (Admission::Permit::MarkAnswered). For answers whose bytes the
-  // permit holds (Embed's); others keep their places until done.
+  // permit holds (Embed's, Rerank's); others keep their places until done.
   void GivePlaceToNext() { permit_.MarkAnswered(); }
 
   // Records the call and hands its status (and, if OK, the answer already in place) to gRPC.
@@ -419,6 +423,76 @@ class TokenizeReactor final : public AdmittedUnaryReactor {
   grpc::ByteBuffer* const out_;
 };
 
+// Rerank: the Embed request of (query, text) pairs it stands for (EmbedSpecForRerank), whose
+// logits are scored and ranked on the pipeline thread that finishes it, and answered there.
+class RerankReactor final : public AdmittedUnaryReactor {
+ public:
+  RerankReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
+                const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
+      : AdmittedUnaryReactor(service, context, "Rerank"), out_(response) {
+    absl::Status status = Begin(request);
+    if (!status.ok()) Answer(status);
+  }
+
+  void OnCancel() override {
+    cancelled_->store(true);
+    AdmittedUnaryReactor::OnCancel();
+  }
+
+ private:
+  absl::Status Begin(const grpc::ByteBuffer* wire) {
+    ASSIGN_OR_RETURN(Pipeline * pipeline, Admit());
+    RETURN_IF_ERROR(ParseRerankRequest(*wire, WireLimitsOf(pipeline->limits()), &request_));
+    const int num_labels = pipeline->limits().num_labels;
+    if (num_labels != 1) {
+      return absl::FailedPreconditionError(
+          num_labels == 0
+              ? "Rerank needs a cross-encoder: a model with a sequence-classification head of "
+                "one label (ModelInfo.classifier); this one has none"
+              : absl::StrCat("Rerank needs a classifier of one label (a cross-encoder's "
+                             "relevance); this model's has ",
+                             num_labels, ": ask Embed for HEAD_LOGITS"));
+    }
+    const Classifier& classifier = pipeline->options().classifier;
+    ASSIGN_OR_RETURN(EmbedRequestSpec spec, EmbedSpecForRerank(request_, classifier.max_seq_length,
+                                                               service_->max_request_bytes()));
+    function_ = RerankScoreFunction(classifier.activation_function, request_.raw_scores());
+    pipeline->Embed(std::move(spec), DeadlineOf(context_), cancelled_,
+                    [this](absl::StatusOr<EmbedResult> result) {
+                      Answer(result.ok() ? Rank(*std::move(result)) : result.status());
+                    });
+    return absl::OkStatus();
+  }
+
+  // The ranking into out_, its bytes counted in the permit until the call is done.
+  absl::Status Rank(EmbedResult result) {
+    v1::RerankResponse response;
+    ToRerankResponse(result, request_, function_, &response);
+    const uint64_t limit = service_->max_message_bytes();  // 0: unchecked
+    const size_t size = response.ByteSizeLong();
+    if (limit > 0 && size > limit) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the response would be ", size, " bytes, over the server's ", limit,
+                       "-byte message limit: ask for fewer texts (top_n) or without "
+                       "return_text, or a shorter request_id"));
+    }
+    if (service_->metrics() != nullptr) service_->metrics()->RecordStages(result.timing);
+    HoldAnswerBytes(std::move(result.memory));
+    Serialize(response, out_);
+    return absl::OkStatus();
+  }
+
+  void Answer(const absl::Status& status) {
+    GivePlaceToNext();
+    Done(status);
+  }
+
+  grpc::ByteBuffer* const out_;
+  v1::RerankRequest request_;  // from Begin until the answer is built
+  ScoreFunction function_ = ScoreFunction::kNone;
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+};
+
 }  // namespace
 
 BertServiceImpl::BertServiceImpl(ServiceConfig config, ServerMetrics* metrics)
@@ -498,6 +572,12 @@ grpc::ServerUnaryReactor* BertServiceImpl::Tokenize(grpc::CallbackServerContext*
                                                     const grpc::ByteBuffer* wire,
                                                     grpc::ByteBuffer* out) {
   return new TokenizeReactor(this, context, wire, out);
+}
+
+grpc::ServerUnaryReactor* BertServiceImpl::Rerank(grpc::CallbackServerContext* context,
+                                                  const grpc::ByteBuffer* wire,
+                                                  grpc::ByteBuffer* out) {
+  return new RerankReactor(this, context, wire, out);
 }
 
 grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,

@@ -34,12 +34,13 @@ struct ServiceConfig {
   std::string server_version = "0.1.0";
 };
 
-// Embed, EmbedStream and Tokenize take raw ByteBuffers and parse requests themselves
+// Embed, EmbedStream, Tokenize and Rerank take raw ByteBuffers and parse requests themselves
 // (server/grpc/wire.h) so that invalid UTF-8 is INVALID_ARGUMENT naming the field.
 using BertServiceBase =
     v1::BertService::WithRawCallbackMethod_Embed<v1::BertService::WithRawCallbackMethod_EmbedStream<
         v1::BertService::WithRawCallbackMethod_Tokenize<
-            v1::BertService::WithCallbackMethod_GetModelInfo<v1::BertService::Service>>>>;
+            v1::BertService::WithRawCallbackMethod_Rerank<
+                v1::BertService::WithCallbackMethod_GetModelInfo<v1::BertService::Service>>>>>;
 
 class BertServiceImpl final : public BertServiceBase {
  public:
@@ -66,6 +67,9 @@ class BertServiceImpl final : public BertServiceBase {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Rerank(grpc::CallbackServerContext* context,
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
@@ -75,6 +79,7 @@ class BertServiceImpl final : public BertServiceBase {
   Pipeline* pipeline() const { return pipeline_.load(); }
   ServerMetrics* metrics() const { return metrics_; }
   uint64_t max_message_bytes() const { return config_.max_message_bytes; }
+  uint64_t max_request_bytes() const { return config_.max_request_bytes; }
   void Record(const char* method, grpc::StatusCode code, absl::Time start) const;
   // Sets the in-flight and answer-memory gauges from the pipeline's admission counts (after
   // a permit is taken or released, and when an answer is ready).

@@ -1,8 +1,12 @@
 #include "server/grpc/convert.h"
 
+#include <algorithm>
+#include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/rerank.h"
 
 namespace bert {
 namespace {
@@ -168,6 +172,76 @@ absl::StatusOr<TokenizeRequestSpec> FromProto(const v1::TokenizeRequest& request
   spec.truncation = *truncation;
   spec.prompt_name = request.prompt_name();
   return spec;
+}
+
+absl::StatusOr<EmbedRequestSpec> EmbedSpecForRerank(const v1::RerankRequest& request,
+                                                    int default_seq_length,
+                                                    uint64_t max_request_bytes) {
+  if (request.texts().empty()) {
+    return absl::InvalidArgumentError("texts: at least one text to rank is needed");
+  }
+  const uint64_t repeats = static_cast<uint64_t>(request.texts_size()) - 1;
+  const uint64_t expanded = request.ByteSizeLong() + repeats * request.query().size();
+  if (max_request_bytes > 0 && expanded > max_request_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the query (", request.query().size(), " bytes) paired with each of the ",
+        request.texts_size(), " texts makes ", expanded, " bytes, over the server's ",
+        max_request_bytes, "-byte request limit: send fewer texts or a shorter query"));
+  }
+  EmbedRequestSpec spec;
+  spec.inputs.reserve(request.texts_size());
+  int64_t text_bytes = 0;
+  for (const std::string& text : request.texts()) {
+    InputSpec pair;
+    pair.text_a = request.query();
+    pair.text_b = text;
+    spec.inputs.push_back(std::move(pair));
+    text_bytes += static_cast<int64_t>(text.size());
+  }
+  if (request.seq_length() > (1u << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_length: ", request.seq_length(), " is out of range"));
+  }
+  spec.seq_length =
+      request.seq_length() == 0 ? default_seq_length : static_cast<int>(request.seq_length());
+  spec.heads = {Head::kLogits};
+  spec.dtype = OutputDType::kFloat32;
+  if (request.truncation() == v1::TRUNCATION_UNSPECIFIED) {
+    spec.truncation = Truncation::kLongestFirst;
+  } else {
+    auto truncation = TruncationFromProto(request.truncation());
+    if (!truncation.ok()) return truncation.status();
+    spec.truncation = *truncation;
+  }
+  // What the answer repeats from the request.
+  spec.echoed_bytes =
+      static_cast<int64_t>(request.request_id().size()) + (request.return_text() ? text_bytes : 0);
+  return spec;
+}
+
+void ToRerankResponse(const EmbedResult& result, const v1::RerankRequest& request,
+                      ScoreFunction function, v1::RerankResponse* response) {
+  std::vector<float> scores;
+  scores.reserve(result.results.size());
+  for (const InputResult& r : result.results) {
+    float logit = std::numeric_limits<float>::quiet_NaN();  // (a logits head always comes)
+    if (r.logits.present && r.logits.bytes.size() >= sizeof(float)) {
+      std::memcpy(&logit, r.logits.bytes.data(), sizeof(float));  // float32, little-endian
+    }
+    scores.push_back(RerankScore(function, logit));
+  }
+  for (int i : RankByScore(scores, static_cast<int>(std::min<uint32_t>(
+                                       request.top_n(), std::numeric_limits<int>::max())))) {
+    v1::RankedText* ranked = response->add_ranked();
+    ranked->set_index(i);
+    ranked->set_score(scores[i]);
+    if (request.return_text()) ranked->set_text(request.texts(i));
+    ranked->set_num_tokens(result.results[i].num_tokens);
+    ranked->set_truncated(result.results[i].truncated);
+  }
+  response->set_request_id(request.request_id());
+  response->set_score_function(ScoreFunctionName(function));
+  FillTiming(result.timing, response->mutable_timing());
 }
 
 void ToProto(EmbedResult result, v1::EmbedResponse* response) {

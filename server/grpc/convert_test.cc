@@ -1,5 +1,7 @@
 #include "server/grpc/convert.h"
 
+#include <cmath>
+
 #include "gtest/gtest.h"
 
 namespace bert {
@@ -125,6 +127,84 @@ TEST(ConvertTest, ResultMovesTensors) {
   EXPECT_FALSE(out.has_mean_pooled_output());
   EXPECT_EQ(out.num_tokens(), 3u);
   EXPECT_EQ(out.timing().queue_us(), 7);
+}
+
+TEST(ConvertTest, RerankStandsForAnEmbedOfPairs) {
+  v1::RerankRequest r;
+  r.set_query("q?");
+  r.add_texts("first");
+  r.add_texts("");
+  r.set_request_id("id");
+  auto spec = EmbedSpecForRerank(r, /*default_seq_length=*/512, /*max_request_bytes=*/0);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->inputs.size(), 2u);
+  for (const InputSpec& pair : spec->inputs) {
+    EXPECT_TRUE(pair.is_text);
+    EXPECT_EQ(pair.text_a, "q?");
+    ASSERT_TRUE(pair.text_b.has_value());  // an empty text is still a pair
+  }
+  EXPECT_EQ(*spec->inputs[0].text_b, "first");
+  EXPECT_EQ(spec->seq_length, 512);
+  EXPECT_EQ(spec->truncation, Truncation::kLongestFirst);
+  EXPECT_EQ(spec->heads, std::vector<Head>{Head::kLogits});
+  EXPECT_EQ(spec->dtype, OutputDType::kFloat32);
+  EXPECT_EQ(spec->echoed_bytes, 2);
+  r.set_return_text(true);
+  r.set_seq_length(32);
+  r.set_truncation(v1::TRUNCATION_REJECT);
+  spec = EmbedSpecForRerank(r, 512, 0);
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->echoed_bytes, 2 + 5);  // request_id and the texts
+  EXPECT_EQ(spec->seq_length, 32);
+  EXPECT_EQ(spec->truncation, Truncation::kReject);
+
+  r.set_truncation(static_cast<v1::Truncation>(9));
+  EXPECT_EQ(EmbedSpecForRerank(r, 512, 0).status().message(), "truncation: unknown value 9");
+  r.clear_texts();
+  EXPECT_EQ(EmbedSpecForRerank(r, 512, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ConvertTest, TheQueryCountsOncePerTextAgainstTheRequestLimit) {
+  v1::RerankRequest r;
+  r.set_query(std::string(1000, 'q'));
+  for (int i = 0; i < 10; ++i) r.add_texts("t");
+  const uint64_t expanded = r.ByteSizeLong() + 9 * 1000;
+  EXPECT_TRUE(EmbedSpecForRerank(r, 0, expanded).ok());
+  const absl::Status over = EmbedSpecForRerank(r, 0, expanded - 1).status();
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(over.message().find("over the server's"), absl::string_view::npos) << over;
+}
+
+TEST(ConvertTest, RerankResponseBestFirst) {
+  v1::RerankRequest r;
+  for (const char* text : {"a", "b", "c"}) r.add_texts(text);
+  r.set_return_text(true);
+  r.set_top_n(2);
+  r.set_request_id("x");
+  EmbedResult result;
+  for (float logit : {-1.0f, 2.0f, 0.5f}) {
+    InputResult input;
+    input.logits.present = true;
+    input.logits.bytes.assign(reinterpret_cast<const char*>(&logit), sizeof(float));
+    input.num_tokens = 3;
+    result.results.push_back(std::move(input));
+  }
+  result.results[1].truncated = true;
+  v1::RerankResponse response;
+  ToRerankResponse(result, r, ScoreFunction::kNone, &response);
+  ASSERT_EQ(response.ranked_size(), 2);
+  EXPECT_EQ(response.ranked(0).index(), 1u);
+  EXPECT_EQ(response.ranked(0).score(), 2.0f);
+  EXPECT_EQ(response.ranked(0).text(), "b");
+  EXPECT_TRUE(response.ranked(0).truncated());
+  EXPECT_EQ(response.ranked(1).index(), 2u);
+  EXPECT_EQ(response.ranked(1).num_tokens(), 3u);
+  EXPECT_EQ(response.request_id(), "x");
+  EXPECT_EQ(response.score_function(), "none");
+  response.Clear();
+  ToRerankResponse(result, r, ScoreFunction::kSigmoid, &response);
+  EXPECT_FLOAT_EQ(response.ranked(0).score(), static_cast<float>(1 / (1 + std::exp(-2.0))));
+  EXPECT_EQ(response.score_function(), "sigmoid");
 }
 
 }  // namespace

@@ -84,11 +84,13 @@ int64_t ScalarEntries(int wire_type, absl::string_view payload) {
   return n;
 }
 
-// As validation words it ("inputs: 300 inputs exceed the limit of 256").
+// As validation words it ("inputs: 300 inputs exceed the limit of 256"; "texts: 300 texts
+// ...").
 absl::Status OverLimit(const char* field, int64_t count, int limit) {
-  const bool inputs = absl::string_view(field) == "inputs";
-  return absl::InvalidArgumentError(absl::StrCat(
-      field, ": ", count, inputs ? " inputs" : " entries", " exceed the limit of ", limit));
+  const absl::string_view name = field;
+  const bool inputs = name == "inputs" || name == "texts";
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", count, " ", inputs ? name : "entries",
+                                                 " exceed the limit of ", limit));
 }
 
 absl::Status NotAMessage() {
@@ -216,6 +218,22 @@ std::string FindInvalidUtf8InTokenizeRequest(absl::string_view data) {
   return "";
 }
 
+std::string FindInvalidUtf8InRerankRequest(absl::string_view data) {
+  // RerankRequest: query = 1, texts = 2, request_id = 8.
+  int number;
+  absl::string_view payload;
+  int text_index = 0;
+  while (NextField(&data, &number, &payload)) {
+    if (number == 2) {
+      if (!IsValidUtf8(payload)) return absl::StrCat("texts[", text_index, "]");
+      ++text_index;
+    } else if ((number == 1 || number == 8) && !IsValidUtf8(payload)) {
+      return number == 1 ? "query" : "request_id";
+    }
+  }
+  return "";
+}
+
 absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& limits) {
   // EmbedRequest: inputs = 1, heads = 3, layers = 4.
   return CheckCounts(wire, std::array<Counted, 3>{{{1, false, "inputs", limits.max_inputs},
@@ -226,6 +244,11 @@ absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& l
 absl::Status CheckTokenizeRequestCounts(absl::string_view wire, const WireLimits& limits) {
   // TokenizeRequest: inputs = 1.
   return CheckCounts(wire, std::array<Counted, 1>{{{1, false, "inputs", limits.max_inputs}}});
+}
+
+absl::Status CheckRerankRequestCounts(absl::string_view wire, const WireLimits& limits) {
+  // RerankRequest: texts = 2.
+  return CheckCounts(wire, std::array<Counted, 1>{{{2, false, "texts", limits.max_inputs}}});
 }
 
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
@@ -248,6 +271,15 @@ absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimi
   const absl::string_view wire = WireView(buffer, &slices, &flat);
   RETURN_IF_ERROR(CheckTokenizeRequestCounts(wire, limits));
   return Parse(buffer, wire, request, &FindInvalidUtf8InTokenizeRequest);
+}
+
+absl::Status ParseRerankRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                                v1::RerankRequest* request) {
+  std::vector<grpc::Slice> slices;
+  std::string flat;
+  const absl::string_view wire = WireView(buffer, &slices, &flat);
+  RETURN_IF_ERROR(CheckRerankRequestCounts(wire, limits));
+  return Parse(buffer, wire, request, &FindInvalidUtf8InRerankRequest);
 }
 
 std::string EchoableRequestId(const v1::EmbedRequest& request) {

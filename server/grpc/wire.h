@@ -32,14 +32,18 @@ absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits&
                                v1::EmbedRequest* request);
 absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                   v1::TokenizeRequest* request);
+// RerankRequest.texts is held to limits.max_inputs.
+absl::Status ParseRerankRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                                v1::RerankRequest* request);
 
-// The checks ParseEmbedRequest/ParseTokenizeRequest make before parsing: OK, or
+// The checks ParseEmbedRequest/ParseTokenizeRequest/ParseRerankRequest make before parsing: OK, or
 // INVALID_ARGUMENT naming the field whose entries are over `limits`, or saying the request
 // is not a valid message when the top level cannot be read to its end (malformed data, or a
 // group, which the parser would skip with whatever follows it). With no limit set, nothing
 // is checked.
 absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& limits);
 absl::Status CheckTokenizeRequestCounts(absl::string_view wire, const WireLimits& limits);
+absl::Status CheckRerankRequestCounts(absl::string_view wire, const WireLimits& limits);
 
 // The request_id to echo in the answer to `request`, which may be what a failed parse left
 // behind: its request_id when that is valid UTF-8, else "". A proto3 string must be UTF-8,
@@ -55,6 +59,7 @@ void Serialize(const google::protobuf::MessageLite& message, grpc::ByteBuffer* b
 // The path of the first string field with invalid UTF-8 in a serialized request, or "".
 std::string FindInvalidUtf8InEmbedRequest(absl::string_view wire);
 std::string FindInvalidUtf8InTokenizeRequest(absl::string_view wire);
+std::string FindInvalidUtf8InRerankRequest(absl::string_view wire);
 
 }  // namespace bert
 

@@ -162,6 +162,36 @@ TEST(WireTest, RepeatedFieldsOverTheLimitsAreRefusedBeforeParsing) {
   EXPECT_TRUE(CheckTokenizeRequestCounts(tokenize.SerializeAsString(), WireLimits()).ok());
 }
 
+TEST(WireTest, RerankRequests) {
+  v1::RerankRequest request;
+  request.set_query("what is bert");
+  request.add_texts("a text");
+  request.add_texts("a bad @@ text");
+  v1::RerankRequest parsed;
+  EXPECT_EQ(ParseRerankRequest(ToBuffer(WithInvalidUtf8(request)), WireLimits(), &parsed).message(),
+            "texts[1]: invalid UTF-8");
+  request.set_texts(1, "fine");
+  request.set_query("@@");
+  EXPECT_EQ(FindInvalidUtf8InRerankRequest(WithInvalidUtf8(request)), "query");
+  request.set_query("fine");
+  request.set_request_id("@@");
+  EXPECT_EQ(FindInvalidUtf8InRerankRequest(WithInvalidUtf8(request)), "request_id");
+  request.set_request_id("r-1");
+  request.set_top_n(1);
+  ASSERT_TRUE(
+      ParseRerankRequest(ToBuffer(request.SerializeAsString()), WireLimits(), &parsed).ok());
+  EXPECT_EQ(parsed.SerializeAsString(), request.SerializeAsString());
+  // More texts than the server takes inputs: refused before parsing.
+  WireLimits limits;
+  limits.max_inputs = 2;
+  EXPECT_TRUE(CheckRerankRequestCounts(request.SerializeAsString(), limits).ok());
+  request.add_texts("");
+  const absl::Status over =
+      ParseRerankRequest(ToBuffer(request.SerializeAsString()), limits, &parsed);
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.message(), "texts: 3 texts exceed the limit of 2");
+}
+
 TEST(WireTest, GarbageIsInvalidArgument) {
   v1::EmbedRequest parsed;
   absl::Status s =

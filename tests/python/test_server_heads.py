@@ -489,16 +489,16 @@ def test_a_token_classification_checkpoint_serves_its_encoder(tmp_path):
 
 @pytest.mark.parametrize("activation", ["torch.nn.modules.linear.Identity", None])
 def test_the_readme_reranking_example_runs(tmp_path, activation):
-    """server/README.md's reranking example, against a one-label classifier model: the scores it
-    ranks by are the logits (Identity named) or their sigmoid (none named), of pairs packed at
-    the classifier's length with longest_first truncation."""
+    """server/README.md's reranking example (Rerank), against a one-label classifier model: the
+    scores it ranks by are the logits (Identity named) or their sigmoid (none named), of pairs
+    packed at the classifier's length with longest_first truncation."""
     import ast
     import re
     from repo_paths import REPO
     pb2, _ = stubs()
     (block,) = [b for b in re.findall(r"```python\n(.*?)```",
                                       (REPO / "server" / "README.md").read_text(), re.S)
-                if "HEAD_LOGITS" in b]
+                if "Rerank(" in b]
     extra = {"sbert_ce_default_activation_function": activation} if activation else {}
     model = classifier_model(tmp_path / "ce", labels=("LABEL_0",), problem_type=None,
                              extra_config=extra)
@@ -513,7 +513,8 @@ def test_the_readme_reranking_example_runs(tmp_path, activation):
         r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                            text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        scores = json.loads(r.stdout.split("\n")[0].split("]")[0] + "]")
+        last = r.stdout.strip().split("\n")[-1]
+        scores = json.loads(last.split("]")[0] + "]")
         # The same pairs, asked for with their pooled output: the classifier by hand.
         query = ast.literal_eval(re.search(r"query = (.*)", block).group(1))
         passages = ast.literal_eval(re.search(r"passages = (\[.*?\])", block, re.S).group(1))
@@ -526,4 +527,8 @@ def test_the_readme_reranking_example_runs(tmp_path, activation):
                   for res in resp.results]
         want = logits if activation else [1 / (1 + np.exp(-x)) for x in logits]
         np.testing.assert_allclose(scores, want, rtol=1e-5)
-        assert r.stdout.split("] ", 1)[1].strip() == passages[int(np.argmax(want))]
+        assert last.split("] ", 1)[1].strip() == passages[int(np.argmax(want))]
+        # The loop's lines: best first, each score with its passage.
+        order = np.argsort(-np.array(want), kind="stable")
+        assert r.stdout.split("\n")[:len(passages)] == [
+            f"{scores[i]:.4f} {passages[i]}" for i in order]

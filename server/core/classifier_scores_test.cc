@@ -1,4 +1,4 @@
-#include "client/classifier_scores.h"
+#include "server/core/classifier_scores.h"
 
 #include <cmath>
 

@@ -5,8 +5,8 @@
 // chooses its function_to_apply: "regression": none; "multi_label_classification" or a single
 // label (a cross-encoder's relevance): a sigmoid each; "single_label_classification" or several
 // labels: softmax.
-#ifndef BERT_CLIENT_CLASSIFIER_SCORES_H_
-#define BERT_CLIENT_CLASSIFIER_SCORES_H_
+#ifndef BERT_SERVER_CORE_CLASSIFIER_SCORES_H_
+#define BERT_SERVER_CORE_CLASSIFIER_SCORES_H_
 
 #include <string>
 #include <vector>
@@ -25,4 +25,4 @@ std::vector<double> Scores(ScoreFunction function, const std::vector<float>& log
 
 }  // namespace bert
 
-#endif  // BERT_CLIENT_CLASSIFIER_SCORES_H_
+#endif  // BERT_SERVER_CORE_CLASSIFIER_SCORES_H_
