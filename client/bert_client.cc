@@ -62,6 +62,9 @@ ABSL_FLAG(int, seq_length, 0, "Sequence length (0: the server's default)");
 ABSL_FLAG(std::string, padding, "pad", "pad (seq_length rows, TF Hub's shapes) or trim");
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled/default/mean_pooled/cls");
+ABSL_FLAG(int, dimensions, 0,
+          "Keep the first N values of pooled/default/mean_pooled/cls (Matryoshka embeddings), "
+          "before --normalize; 0: all");
 ABSL_FLAG(std::string, truncation, "",
           "truncate (TF Hub's: a pair's texts take tokens in turn), longest_first (Hugging Face "
           "tokenizers': the longer text gives up tokens first) or reject; unset: truncate, or "
@@ -344,6 +347,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.truncation = absl::GetFlag(FLAGS_truncation);
   options.normalize = absl::GetFlag(FLAGS_normalize);
+  options.dimensions = absl::GetFlag(FLAGS_dimensions);
   options.prompt_name = absl::GetFlag(FLAGS_prompt_name);
   for (const v1::Input& input : request.inputs()) options.token_inputs |= input.has_tokens();
   // The model's own settings for the heads that stand for them.

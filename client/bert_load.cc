@@ -105,6 +105,7 @@ ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat
 ABSL_FLAG(std::string, truncation, "truncate",
           "truncate, longest_first or reject (with --heads=logits too: no classifier defaults)");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled outputs");
+ABSL_FLAG(int, dimensions, 0, "Keep the first N values of the vector heads (0: all)");
 ABSL_FLAG(std::string, prompt_name, "", "One of the model's prompts (as bert_client's)");
 ABSL_FLAG(std::string, metrics, "", "HOST:PORT of the server's /metrics (optional)");
 ABSL_FLAG(double, max_error_percent, 100,
@@ -241,6 +242,7 @@ absl::StatusOr<Workload> BuildWorkload() {
   text.dtype = absl::GetFlag(FLAGS_dtype);
   text.truncation = absl::GetFlag(FLAGS_truncation);
   text.normalize = absl::GetFlag(FLAGS_normalize);
+  text.dimensions = absl::GetFlag(FLAGS_dimensions);
   text.prompt_name = absl::GetFlag(FLAGS_prompt_name);
   // Token inputs (or texts sent as the server's tokens) take no prompt.
   text.token_inputs = absl::GetFlag(FLAGS_input_kind) == "tokens";
@@ -561,6 +563,7 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"dtype", absl::GetFlag(FLAGS_dtype)},
             {"truncation", v1::Truncation_Name(w.options.truncation())},
             {"normalize", w.options.normalize()},
+            {"dimensions", w.options.dimensions()},
             {"prompt_name", w.options.prompt_name()}}},
           {"run",
            {{"warmup_s", absl::GetFlag(FLAGS_warmup_s)},

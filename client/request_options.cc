@@ -141,6 +141,8 @@ absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* req
   // The embedding head may have asked for it already.
   request->set_normalize(request->normalize() || text.normalize);
   request->set_prompt_name(prompt_name == "none" ? "" : prompt_name);
+  if (text.dimensions < 0) return absl::InvalidArgumentError("dimensions must be >= 0");
+  request->set_dimensions(text.dimensions);
   return absl::OkStatus();
 }
 

@@ -27,6 +27,7 @@ struct EmbedOptionsText {
   // model whose classifier is known (model_classifier), as Hugging Face truncates pairs
   std::string truncation;
   bool normalize = false;
+  int dimensions = 0;         // the vector heads' leading values kept (0: all)
   std::string prompt_name;    // one of the model's prompts ("": none; "none": not the default)
   bool token_inputs = false;  // some inputs are token ids, which take no prompt
   // The served model's sentence embedding (GetModelInfo), which the head name "embedding"

@@ -66,10 +66,12 @@ void FillTensor(OutputDType dtype, const std::vector<float>& source, int row_beg
            &tensor->bytes);
 }
 
+// Input `index`'s vector of `hidden` values in `source`: its first `dimensions`, then
+// normalised if asked.
 void FillPooled(OutputDType dtype, const std::vector<float>& source, int index, int hidden,
-                bool normalize, TensorData* tensor) {
-  std::vector<float> v(source.begin() + static_cast<size_t>(index) * hidden,
-                       source.begin() + static_cast<size_t>(index + 1) * hidden);
+                int dimensions, bool normalize, TensorData* tensor) {
+  const auto begin = source.begin() + static_cast<size_t>(index) * hidden;
+  std::vector<float> v(begin, begin + dimensions);
   if (normalize) {
     double sum = 0;
     for (float x : v) sum += static_cast<double>(x) * x;
@@ -78,7 +80,7 @@ void FillPooled(OutputDType dtype, const std::vector<float>& source, int index, 
       for (float& x : v) x = static_cast<float>(x / norm);
     }
   }
-  FillTensor(dtype, v, 0, 1, hidden, /*as_vector=*/true, tensor);
+  FillTensor(dtype, v, 0, 1, dimensions, /*as_vector=*/true, tensor);
 }
 
 // The classifier on input `index`'s pooled output (as the engine gave it, before any
@@ -467,21 +469,26 @@ void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,
   }
   const ResolvedOptions& opt = request->options;
   const int hidden = engine_->config().hidden_size;
+  // The vector heads' leading values kept (validation keeps it within hidden).
+  const int dims = opt.dimensions > 0 ? std::min(opt.dimensions, hidden) : hidden;
   const EncoderOutput& out = *slice.output;
   const int rows = slice.rows;  // seq_length when padded, else the input's tokens
   if (opt.pooled)
-    FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.pooled);
+    FillPooled(opt.dtype, out.pooled, slice.index, hidden, dims, opt.normalize, &result.pooled);
   if (opt.default_head) {
     // "default" is pooled_output: one conversion when both are asked for.
     if (opt.pooled) {
       result.default_output = result.pooled;
     } else {
-      FillPooled(opt.dtype, out.pooled, slice.index, hidden, opt.normalize, &result.default_output);
+      FillPooled(opt.dtype, out.pooled, slice.index, hidden, dims, opt.normalize,
+                 &result.default_output);
     }
   }
   if (opt.mean_pooled)
-    FillPooled(opt.dtype, out.mean_pooled, slice.index, hidden, opt.normalize, &result.mean_pooled);
-  if (opt.cls) FillPooled(opt.dtype, out.cls, slice.index, hidden, opt.normalize, &result.cls);
+    FillPooled(opt.dtype, out.mean_pooled, slice.index, hidden, dims, opt.normalize,
+               &result.mean_pooled);
+  if (opt.cls)
+    FillPooled(opt.dtype, out.cls, slice.index, hidden, dims, opt.normalize, &result.cls);
   if (opt.logits) {
     FillLogits(opt.dtype, out.pooled, slice.index, hidden, options_.classifier, &result.logits);
   }

@@ -260,6 +260,39 @@ TEST(PipelineTest, ClsHeadIsTheLastLayersFirstRow) {
   EXPECT_NEAR(std::sqrt(norm), 1.0, 1e-2);
 }
 
+TEST(PipelineTest, DimensionsKeepTheVectorsLeadingValuesThenNormalize) {
+  auto pipeline = MakePipeline();
+  EmbedRequestSpec spec;
+  spec.inputs = {Text("hello world"), Text("good")};
+  spec.seq_length = 8;
+  spec.heads = {Head::kPooled, Head::kDefault, Head::kMeanPooled, Head::kCls, Head::kSequence};
+  auto full = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(full.ok()) << full.status();
+  spec.dimensions = 2;
+  auto cut = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  spec.normalize = true;
+  auto unit = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(unit.ok()) << unit.status();
+  for (size_t i = 0; i < spec.inputs.size(); ++i) {
+    const InputResult& f = full->results[i];
+    const InputResult& c = cut->results[i];
+    const InputResult& u = unit->results[i];
+    for (auto member : {&InputResult::pooled, &InputResult::default_output,
+                        &InputResult::mean_pooled, &InputResult::cls}) {
+      EXPECT_EQ((c.*member).shape, (std::vector<int64_t>{2}));
+      const std::vector<float> whole = Floats(f.*member);
+      EXPECT_EQ(Floats(c.*member), std::vector<float>(whole.begin(), whole.begin() + 2));
+      const double norm = std::hypot(double{whole[0]}, double{whole[1]});
+      const std::vector<float> normalized = Floats(u.*member);
+      ASSERT_EQ(normalized.size(), 2u);
+      EXPECT_NEAR(normalized[0], whole[0] / norm, 1e-6);
+      EXPECT_NEAR(normalized[1], whole[1] / norm, 1e-6);
+    }
+    EXPECT_EQ(Floats(c.sequence), Floats(f.sequence));  // not a vector head: whole
+  }
+}
+
 TEST(PipelineTest, LogitsAreTheClassifierOnTheRawPooledOutput) {
   PipelineOptions options = TestOptions();
   Classifier& classifier = options.classifier;

@@ -45,6 +45,7 @@ struct EmbedRequestSpec {
   // response size limit like the tensors do.
   int64_t echoed_bytes = 0;
   std::string prompt_name;  // One of the model's prompts, for text inputs; empty: none.
+  int dimensions = 0;       // The vector heads' leading values kept; 0: all (hidden_size).
 };
 
 // A dense tensor in the wire layout: row-major little-endian bytes of `dtype`.

@@ -174,6 +174,17 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
     out.layers_sorted.erase(std::unique(out.layers_sorted.begin(), out.layers_sorted.end()),
                             out.layers_sorted.end());
   }
+  if (request.dimensions < 0 || request.dimensions > limits.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat("dimensions: ", request.dimensions,
+                                                   " is outside [1, ", limits.hidden_size,
+                                                   "] (the model's hidden size; 0: all)"));
+  }
+  if (request.dimensions > 0 && !(out.pooled || out.default_head || out.mean_pooled || out.cls)) {
+    return absl::InvalidArgumentError(
+        "dimensions: applies to the vector heads (pooled, default, mean_pooled, cls), and none "
+        "is asked for");
+  }
+  out.dimensions = request.dimensions > 0 ? request.dimensions : limits.hidden_size;
   out.padding = request.padding;
   out.dtype = request.dtype;
   out.normalize = request.normalize;
@@ -202,6 +213,8 @@ AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<
                               const RequestLimits& limits) {
   const int64_t element = BytesPerElement(options.dtype);
   const int64_t vector = static_cast<int64_t>(limits.hidden_size) * element;
+  const int64_t kept = options.dimensions > 0 ? options.dimensions : limits.hidden_size;
+  const int64_t vector_head = kept * element;  // (dimensions)
   const int64_t logits = options.logits ? static_cast<int64_t>(limits.num_labels) * element : 0;
   const int64_t matrices =
       (options.sequence ? 1 : 0) +
@@ -212,7 +225,7 @@ AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<
   for (int tokens : num_tokens) {
     const int64_t rows =
         options.padding == PaddingMode::kPadToSeqLength ? options.seq_length : tokens;
-    size.tensor_bytes += matrices * rows * vector + vectors * vector + logits;
+    size.tensor_bytes += matrices * rows * vector + vectors * vector_head + logits;
   }
   // Framing, generously: a tensor's length prefixes, dtype and shape (and a layer's
   // wrapper) take under 48 bytes; a result's timings and counts under 128; the response's

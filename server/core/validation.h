@@ -52,6 +52,7 @@ struct ResolvedOptions {
   PaddingMode padding = PaddingMode::kPadToSeqLength;
   OutputDType dtype = OutputDType::kFloat32;
   bool normalize = false;
+  int dimensions = 0;  // Of the vector heads: EmbedRequestSpec::dimensions, 0 made hidden_size.
   Truncation truncation = Truncation::kTruncate;
   int64_t echoed_bytes = 0;  // EmbedRequestSpec::echoed_bytes.
   std::string prompt;        // The text prompt_name stands for, put in front of text_a.

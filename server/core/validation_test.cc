@@ -273,6 +273,39 @@ TEST(ValidationTest, LogitsNeedAClassifierAndCountNumLabelsValues) {
   EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).tensor_bytes, 2 * (3 + 100) * 4);
 }
 
+TEST(ValidationTest, DimensionsWithinTheHiddenSizeForVectorHeads) {
+  RequestLimits limits = Limits();
+  limits.hidden_size = 100;
+  EmbedRequestSpec request;
+  request.inputs = {Text("a")};
+  request.heads = {Head::kMeanPooled, Head::kSequence};
+  auto options = ValidateEmbedRequest(request, limits);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->dimensions, 100);  // 0: all
+  request.dimensions = 32;
+  options = ValidateEmbedRequest(request, limits);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->dimensions, 32);
+  // The vector is 32 wide; the sequence output stays hidden wide.
+  options->padding = PaddingMode::kTrim;
+  EXPECT_EQ(EstimateAnswerSize(*options, {5}, limits).tensor_bytes, (32 + 5 * 100) * 4);
+  request.dimensions = 101;
+  auto over = ValidateEmbedRequest(request, limits);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().message(),
+            "dimensions: 101 is outside [1, 100] (the model's hidden size; 0: all)");
+  request.dimensions = -1;
+  EXPECT_FALSE(ValidateEmbedRequest(request, limits).ok());
+  request.dimensions = 8;
+  request.heads = {Head::kSequence, Head::kEncoderOutputs};
+  auto no_vector = ValidateEmbedRequest(request, limits);
+  ASSERT_FALSE(no_vector.ok());
+  EXPECT_EQ(no_vector.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(no_vector.status().message().find("none is asked for"), absl::string_view::npos);
+  request.heads = {};  // HEAD_DEFAULT, a vector
+  EXPECT_TRUE(ValidateEmbedRequest(request, limits).ok());
+}
+
 TEST(ValidationTest, TheEchoedRequestIdIsPassedOnForTheSizeCheck) {
   EmbedRequestSpec request;
   request.inputs.emplace_back();

@@ -156,6 +156,11 @@ absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
   spec.truncation = *truncation;
   spec.echoed_bytes = static_cast<int64_t>(request.request_id().size());
   spec.prompt_name = request.prompt_name();
+  if (request.dimensions() > (1u << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dimensions: ", request.dimensions(), " is out of range"));
+  }
+  spec.dimensions = static_cast<int>(request.dimensions());
   return spec;
 }
 

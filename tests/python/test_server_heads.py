@@ -160,6 +160,49 @@ def test_layer_selection(server, layers):
         check_result(pb2, result, i, req.heads, layers, pb2.PADDING_TRIM, 1, False)
 
 
+@pytest.mark.parametrize("dtype", ["DATA_TYPE_FLOAT32", "DATA_TYPE_FLOAT16"])
+def test_dimensions_keep_the_leading_values_of_the_vector_heads(server, dtype):
+    """Matryoshka embeddings: the first `dimensions` values of Hugging Face's vectors, made unit
+    length afterwards under `normalize`; the other heads whole; bert_client --dimensions."""
+    pb2, _ = stubs()
+    dtype = getattr(pb2, dtype)
+    tol = DTYPE_TOL[dtype]
+    heads = [pb2.HEAD_POOLED, pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS,
+             pb2.HEAD_SEQUENCE, pb2.HEAD_LOGITS]
+    for dims in (1, 16, 127, 128):
+        for normalize in (False, True):
+            resp = server.stub().Embed(pb2.EmbedRequest(
+                inputs=token_inputs(pb2), seq_length=SEQ, heads=heads, dimensions=dims,
+                normalize=normalize, output_dtype=dtype), timeout=30)
+            for i, r in enumerate(resp.results):
+                refs = {"pooled_output": GOLDEN["pooled_output"][i],
+                        "default_output": GOLDEN["pooled_output"][i],
+                        "mean_pooled_output": expected_mean(i),
+                        "cls_output": GOLDEN["sequence_output"][i][0]}
+                for field, ref in refs.items():
+                    t = getattr(r, field)
+                    assert list(t.shape) == [dims], field
+                    want = unit(ref[:dims]) if normalize else ref[:dims]
+                    assert rel_err(decode(t), want) < tol, (field, dims, normalize)
+                assert list(r.sequence_output.shape) == [SEQ, 128]
+                assert rel_err(decode(r.logits), expected_logits(i)) < tol  # the whole pooled
+    stub = server.stub()
+    for dims, heads, words in ((129, [pb2.HEAD_CLS], "outside [1, 128]"),
+                               (8, [pb2.HEAD_SEQUENCE], "none is asked for")):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Embed(pb2.EmbedRequest(inputs=token_inputs(pb2)[:1], heads=heads,
+                                        dimensions=dims), timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details().startswith("dimensions: ") and words in e.value.details()
+    r = subprocess.run([bin_path("client", "bert_client"), f"--server={server.address}",
+                        "embed", "--json", "--heads=cls", "--dimensions=16", "--normalize",
+                        "a short text"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["cls_output"]["shape"] == [16]
+    assert abs(np.linalg.norm(row["cls_output"]["values"]) - 1) < 1e-5
+
+
 def test_longer_seq_length_pads_more_rows(server):
     """seq_length 48 > the golden 32: the first 32 rows of padded rows still match the
     reference only for real tokens (positions differ past 32 are new rows)."""
