@@ -40,6 +40,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "client/connection.h"
@@ -77,7 +78,10 @@ ABSL_FLAG(std::string, prompt_name, "",
 ABSL_FLAG(bool, pair, false, "Treat each two arguments as one (text_a, text_b) pair");
 ABSL_FLAG(bool, json, false, "Print JSON lines with every value instead of a summary");
 ABSL_FLAG(int, show, 5, "Leading values shown per row in the summary");
-ABSL_FLAG(int, top_n, 0, "rerank: show only the best N texts (0: all)");
+ABSL_FLAG(int, top_n, 0,
+          "rerank: show only the best N texts (0: all). rerank also takes --seq_length (0: the "
+          "classifier's length), --truncation (unset: longest_first) and --json; the other "
+          "request flags are embed's");
 ABSL_FLAG(bool, raw_scores, false,
           "rerank: score by the classifier's logit, without the model's activation");
 
@@ -559,10 +563,16 @@ int Rerank(const Connection& connection, v1::BertService::Stub* stub,
   } else {
     for (v1::Input& input : ReadInputs({})) {
       if (!input.has_text() || input.text().has_text_b()) {
-        std::fprintf(stderr, "rerank: each line of stdin is one text (a JSON string)\n");
+        std::fprintf(stderr,
+                     "rerank: each line of stdin is one text (a JSON string, or {\"text_a\": "
+                     "...} without text_b)\n");
         return 2;
       }
       request.add_texts(std::move(*input.mutable_text()->mutable_text_a()));
+    }
+    if (request.texts().empty()) {
+      std::fprintf(stderr, "rerank: no texts to rank (arguments after the query, or stdin)\n");
+      return 2;
     }
   }
   const int seq_length = absl::GetFlag(FLAGS_seq_length);
@@ -609,8 +619,10 @@ int Rerank(const Connection& connection, v1::BertService::Stub* stub,
       std::printf("%s\n", j.dump().c_str());
       continue;
     }
+    // One line each: a text's line breaks as \n.
     std::printf("%3d. [%u] %.6g%s  %s\n", rank + 1, r.index(), r.score(),
-                r.truncated() ? " (truncated)" : "", text.c_str());
+                r.truncated() ? " (truncated)" : "",
+                absl::StrReplaceAll(text, {{"\n", "\\n"}, {"\r", "\\r"}}).c_str());
   }
   return 0;
 }

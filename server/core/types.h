@@ -44,6 +44,10 @@ struct EmbedRequestSpec {
   // Bytes the response repeats from the request (its request_id): they count against the
   // response size limit like the tensors do.
   int64_t echoed_bytes = 0;
+  // >= 0: the caller builds an answer of its own from the results (Rerank's ranking), of at
+  // most this many bytes, which the byte budget counts instead of the Embed response's
+  // estimate (the caller checks it against the message limit; echoed_bytes is then unused).
+  int64_t answer_bytes = -1;
   std::string prompt_name;  // One of the model's prompts, for text inputs; empty: none.
   int dimensions = 0;       // The vector heads' leading values kept; 0: all (hidden_size).
 };

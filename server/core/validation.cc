@@ -190,6 +190,7 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   out.normalize = request.normalize;
   out.truncation = request.truncation;
   out.echoed_bytes = request.echoed_bytes;
+  out.answer_bytes = request.answer_bytes;
   if (!request.prompt_name.empty()) {
     ASSIGN_OR_RETURN(out.prompt, ResolvePrompt(request.prompt_name, limits));
   }
@@ -211,6 +212,11 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
 
 AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<int>& num_tokens,
                               const RequestLimits& limits) {
+  if (options.answer_bytes >= 0) {
+    AnswerSize size;
+    size.framing_bytes = options.answer_bytes;
+    return size;
+  }
   const int64_t element = BytesPerElement(options.dtype);
   const int64_t vector = static_cast<int64_t>(limits.hidden_size) * element;
   const int64_t kept = options.dimensions > 0 ? options.dimensions : limits.hidden_size;

@@ -54,8 +54,9 @@ struct ResolvedOptions {
   bool normalize = false;
   int dimensions = 0;  // Of the vector heads: EmbedRequestSpec::dimensions, 0 made hidden_size.
   Truncation truncation = Truncation::kTruncate;
-  int64_t echoed_bytes = 0;  // EmbedRequestSpec::echoed_bytes.
-  std::string prompt;        // The text prompt_name stands for, put in front of text_a.
+  int64_t echoed_bytes = 0;   // EmbedRequestSpec::echoed_bytes.
+  int64_t answer_bytes = -1;  // EmbedRequestSpec::answer_bytes.
+  std::string prompt;         // The text prompt_name stands for, put in front of text_a.
 };
 
 // seq_length 0 -> min(default, max); else it must lie in [2, max].
@@ -73,7 +74,8 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
 
 // What an Embed answer will take: its tensors for inputs of `num_tokens` real tokens each
 // (vectors of limits.hidden_size, logits of limits.num_labels), a generous allowance for the
-// message framing, and the bytes it echoes from the request.
+// message framing, and the bytes it echoes from the request. A caller-built answer
+// (options.answer_bytes >= 0) takes that many bytes, all counted as framing.
 struct AnswerSize {
   int64_t tensor_bytes = 0;
   int64_t framing_bytes = 0;

@@ -306,6 +306,22 @@ TEST(ValidationTest, DimensionsWithinTheHiddenSizeForVectorHeads) {
   EXPECT_TRUE(ValidateEmbedRequest(request, limits).ok());
 }
 
+TEST(ValidationTest, ACallerBuiltAnswerIsCountedAtItsOwnSize) {
+  RequestLimits limits = Limits();
+  limits.hidden_size = 100;
+  limits.num_labels = 1;
+  EmbedRequestSpec request;
+  request.inputs = {Text("a"), Text("b")};
+  request.heads = {Head::kLogits};
+  request.echoed_bytes = 50;
+  request.answer_bytes = 321;  // e.g. Rerank's ranking
+  auto options = ValidateEmbedRequest(request, limits);
+  ASSERT_TRUE(options.ok()) << options.status();
+  const AnswerSize size = EstimateAnswerSize(*options, {4, 9}, limits);
+  EXPECT_EQ(size.total(), 321);
+  EXPECT_EQ(size.tensor_bytes, 0);
+}
+
 TEST(ValidationTest, TheEchoedRequestIdIsPassedOnForTheSizeCheck) {
   EmbedRequestSpec request;
   request.inputs.emplace_back();

@@ -456,6 +456,14 @@ class RerankReactor final : public AdmittedUnaryReactor {
     const Classifier& classifier = pipeline->options().classifier;
     ASSIGN_OR_RETURN(EmbedRequestSpec spec, EmbedSpecForRerank(request_, classifier.max_seq_length,
                                                                service_->max_request_bytes()));
+    // Checked before any work, against the answer's largest size (its texts are known).
+    const uint64_t limit = service_->max_message_bytes();  // 0: unchecked
+    if (limit > 0 && static_cast<uint64_t>(spec.answer_bytes) > limit) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the ranking could take ", spec.answer_bytes, " bytes, over the server's ", limit,
+          "-byte message limit: ask for fewer texts (top_n) or without return_text, or a "
+          "shorter request_id"));
+    }
     function_ = RerankScoreFunction(classifier.activation_function, request_.raw_scores());
     pipeline->Embed(std::move(spec), DeadlineOf(context_), cancelled_,
                     [this](absl::StatusOr<EmbedResult> result) {
@@ -464,21 +472,15 @@ class RerankReactor final : public AdmittedUnaryReactor {
     return absl::OkStatus();
   }
 
-  // The ranking into out_, its bytes counted in the permit until the call is done.
+  // The ranking into out_ (within the message limit: Begin checked its bound), its bytes
+  // counted in the permit until the call is done; the request is let go.
   absl::Status Rank(EmbedResult result) {
     v1::RerankResponse response;
     ToRerankResponse(result, request_, function_, &response);
-    const uint64_t limit = service_->max_message_bytes();  // 0: unchecked
-    const size_t size = response.ByteSizeLong();
-    if (limit > 0 && size > limit) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the response would be ", size, " bytes, over the server's ", limit,
-                       "-byte message limit: ask for fewer texts (top_n) or without "
-                       "return_text, or a shorter request_id"));
-    }
     if (service_->metrics() != nullptr) service_->metrics()->RecordStages(result.timing);
     HoldAnswerBytes(std::move(result.memory));
     Serialize(response, out_);
+    v1::RerankRequest().Swap(&request_);  // its texts can be megabytes
     return absl::OkStatus();
   }
 
@@ -488,7 +490,7 @@ class RerankReactor final : public AdmittedUnaryReactor {
   }
 
   grpc::ByteBuffer* const out_;
-  v1::RerankRequest request_;  // from Begin until the answer is built
+  v1::RerankRequest request_;  // from Begin until the answer is built (Rank)
   ScoreFunction function_ = ScoreFunction::kNone;
   std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <utility>
 
@@ -195,13 +196,11 @@ absl::StatusOr<EmbedRequestSpec> EmbedSpecForRerank(const v1::RerankRequest& req
   }
   EmbedRequestSpec spec;
   spec.inputs.reserve(request.texts_size());
-  int64_t text_bytes = 0;
   for (const std::string& text : request.texts()) {
     InputSpec pair;
     pair.text_a = request.query();
     pair.text_b = text;
     spec.inputs.push_back(std::move(pair));
-    text_bytes += static_cast<int64_t>(text.size());
   }
   if (request.seq_length() > (1u << 30)) {
     return absl::InvalidArgumentError(
@@ -218,10 +217,25 @@ absl::StatusOr<EmbedRequestSpec> EmbedSpecForRerank(const v1::RerankRequest& req
     if (!truncation.ok()) return truncation.status();
     spec.truncation = *truncation;
   }
-  // What the answer repeats from the request.
-  spec.echoed_bytes =
-      static_cast<int64_t>(request.request_id().size()) + (request.return_text() ? text_bytes : 0);
+  spec.answer_bytes = RerankAnswerBound(request);
   return spec;
+}
+
+int64_t RerankAnswerBound(const v1::RerankRequest& request) {
+  const int64_t texts = request.texts_size();
+  const int64_t ranked = request.top_n() > 0 ? std::min<int64_t>(request.top_n(), texts) : texts;
+  // A RankedText: its tag and length, then index, score, num_tokens and truncated with their
+  // tags, and a text's tag and length, under 32 bytes; the response's request_id framing,
+  // score_function and timing, under 128.
+  int64_t bound = 128 + static_cast<int64_t>(request.request_id().size()) + 32 * ranked;
+  if (request.return_text()) {  // the longest texts that could be ranked
+    std::vector<int64_t> sizes;
+    sizes.reserve(texts);
+    for (const std::string& text : request.texts()) sizes.push_back(text.size());
+    std::partial_sort(sizes.begin(), sizes.begin() + ranked, sizes.end(), std::greater<>());
+    for (int64_t i = 0; i < ranked; ++i) bound += sizes[i];
+  }
+  return bound;
 }
 
 void ToRerankResponse(const EmbedResult& result, const v1::RerankRequest& request,

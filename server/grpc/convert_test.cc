@@ -1,6 +1,9 @@
 #include "server/grpc/convert.h"
 
+#include <climits>
 #include <cmath>
+#include <cstdint>
+#include <random>
 
 #include "gtest/gtest.h"
 
@@ -148,13 +151,14 @@ TEST(ConvertTest, RerankStandsForAnEmbedOfPairs) {
   EXPECT_EQ(spec->truncation, Truncation::kLongestFirst);
   EXPECT_EQ(spec->heads, std::vector<Head>{Head::kLogits});
   EXPECT_EQ(spec->dtype, OutputDType::kFloat32);
-  EXPECT_EQ(spec->echoed_bytes, 2);
+  EXPECT_EQ(spec->answer_bytes, RerankAnswerBound(r));
+  EXPECT_EQ(RerankAnswerBound(r), 128 + 2 + 2 * 32);  // request_id, two ranked texts
   r.set_return_text(true);
   r.set_seq_length(32);
   r.set_truncation(v1::TRUNCATION_REJECT);
   spec = EmbedSpecForRerank(r, 512, 0);
   ASSERT_TRUE(spec.ok());
-  EXPECT_EQ(spec->echoed_bytes, 2 + 5);  // request_id and the texts
+  EXPECT_EQ(spec->answer_bytes, 128 + 2 + 2 * 32 + 5);  // and the texts
   EXPECT_EQ(spec->seq_length, 32);
   EXPECT_EQ(spec->truncation, Truncation::kReject);
 
@@ -173,6 +177,32 @@ TEST(ConvertTest, TheQueryCountsOncePerTextAgainstTheRequestLimit) {
   const absl::Status over = EmbedSpecForRerank(r, 0, expanded - 1).status();
   EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(over.message().find("over the server's"), absl::string_view::npos) << over;
+}
+
+TEST(ConvertTest, TheRerankAnswerBoundHoldsForTheLargestAnswers) {
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 200; ++trial) {
+    v1::RerankRequest r;
+    const int n = 1 + static_cast<int>(rng() % 300);
+    for (int i = 0; i < n; ++i) r.add_texts(std::string(rng() % (trial % 2 ? 5 : 3000), 'x'));
+    r.set_top_n(rng() % 3 == 0 ? 0 : rng() % 400);
+    r.set_return_text(rng() % 2 == 0);
+    r.set_request_id(std::string(rng() % 200, 'r'));
+    EmbedResult result;
+    result.timing = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};  // the widest varints
+    for (int i = 0; i < n; ++i) {
+      InputResult input;
+      const float logit = -1e30f;  // every score a full float
+      input.logits.present = true;
+      input.logits.bytes.assign(reinterpret_cast<const char*>(&logit), sizeof(float));
+      input.num_tokens = INT32_MAX;
+      input.truncated = true;
+      result.results.push_back(std::move(input));
+    }
+    v1::RerankResponse response;
+    ToRerankResponse(result, r, ScoreFunction::kSoftmax, &response);  // the longest name
+    EXPECT_LE(static_cast<int64_t>(response.ByteSizeLong()), RerankAnswerBound(r)) << trial;
+  }
 }
 
 TEST(ConvertTest, RerankResponseBestFirst) {

@@ -57,13 +57,14 @@ ServerMetrics::ServerMetrics()
                      .Help("Admitted requests whose answers are not yet sent")
                      .Register(*registry_)
                      .Add({})),
-      answer_memory_(prometheus::BuildGauge()
-                         .Name("bert_answer_memory_bytes")
-                         .Help("Bytes of Embed answers held, from the request's tokenization "
-                               "until the answer is sent (at most --max_answer_memory_mb); "
-                               "updated as requests are admitted, answered and done")
-                         .Register(*registry_)
-                         .Add({})),
+      answer_memory_(
+          prometheus::BuildGauge()
+              .Name("bert_answer_memory_bytes")
+              .Help("Bytes of Embed and Rerank answers held, from the request's tokenization "
+                    "until the answer is sent (at most --max_answer_memory_mb); "
+                    "updated as requests are admitted, answered and done")
+              .Register(*registry_)
+              .Add({})),
       abandoned_answers_(prometheus::BuildCounter()
                              .Name("bert_answers_abandoned_total")
                              .Help("Calls cancelled because their client did not take the answer "

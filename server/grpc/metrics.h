@@ -6,8 +6,9 @@
 //                                                     inference
 //   bert_batch_size / bert_batch_tokens               histograms per engine batch
 //   bert_queue_depth, bert_requests_in_flight         gauges
-//   bert_answer_memory_bytes                          gauge: Embed answers held, from their
-//                                                     requests' tokenization until sent
+//   bert_answer_memory_bytes                          gauge: Embed (and Rerank) answers held,
+//                                                     from their requests' tokenization until
+//                                                     sent
 //                                                     (--max_answer_memory_mb)
 //   bert_answers_abandoned_total                      counter: calls the send timeout cancelled
 //   bert_calls_cancelled_total{method}                counter: calls cancelled after they

@@ -8,6 +8,7 @@ output, whose values test_server_heads checks against Hugging Face's, and agains
 import json
 import random
 import subprocess
+import time
 
 import grpc
 import numpy as np
@@ -150,6 +151,68 @@ def test_bad_requests_are_refused_with_the_reason(server):
     assert metric_value(text, "bert_requests_total", {"method": "Rerank", "code": "OK"}) >= 1
 
 
+def test_the_answer_is_sized_as_a_ranking(tmp_path):
+    """Under a small message limit: many texts with top_n=1 fit (the answer is one ranked
+    text, not a logits tensor per text); an answer whose texts could not fit is refused before
+    any work, naming what to change."""
+    pb2, _ = stubs()
+    model = one_label_model(tmp_path / "ce")
+    with Server(model_dir=model, vocab=TINY_VOCAB,
+                extra=["--max_batch_tokens=2048", "--max_message_bytes=4096"]) as s:
+        stub = s.stub()
+        # 60 logits tensors with their framing would pass 4 KB; 60 ranked texts do not.
+        texts = [f"text number {i}" for i in range(60)]
+        resp = stub.Rerank(pb2.RerankRequest(query=QUERY, texts=texts), timeout=30)
+        assert sorted(r.index for r in resp.ranked) == list(range(60))
+        # 3.8 KB of texts fit in a request; all of them echoed in a ranking would not.
+        long_texts = [f"{i:03d} " + "paris " * 5 + "france" for i in range(90)]  # 40 bytes
+        resp = stub.Rerank(pb2.RerankRequest(query="q", texts=long_texts, top_n=2,
+                                             return_text=True), timeout=30)
+        assert [r.text for r in resp.ranked] == [long_texts[r.index] for r in resp.ranked]
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Rerank(pb2.RerankRequest(query="q", texts=long_texts, return_text=True),
+                        timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "over the server's 4096-byte message limit" in e.value.details()
+        assert "top_n" in e.value.details()
+
+
+def test_deadlines_and_cancellations_leave_nothing_held(server):
+    """Calls that run out of time or are cancelled while queued or computed: each ends with
+    its status, and the permits and answer bytes all come back."""
+    pb2, _ = stubs()
+    texts = [t + f" {i}" for i in range(40) for t in TEXTS[:1]]
+    request = pb2.RerankRequest(query=QUERY, texts=texts)
+    codes = {}
+    with server.channel() as channel:
+        stub = server.stub(channel)
+        futures = [stub.Rerank.future(request, timeout=[0.002, 0.02, 0.2, 30][i % 4])
+                   for i in range(48)]
+        for f in futures[1::6]:
+            f.cancel()
+        for f in futures:
+            try:
+                f.result()
+                code = grpc.StatusCode.OK
+            except grpc.FutureCancelledError:
+                code = grpc.StatusCode.CANCELLED
+            except grpc.RpcError as e:
+                code = e.code()
+            codes[code] = codes.get(code, 0) + 1
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED,
+                          grpc.StatusCode.CANCELLED}, codes
+    assert codes.get(grpc.StatusCode.OK, 0) >= 12 and codes.get(grpc.StatusCode.CANCELLED)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        text = server.metrics_text()
+        held = (metric_value(text, "bert_requests_in_flight"),
+                metric_value(text, "bert_answer_memory_bytes"))
+        if held == (0, 0):
+            break
+        time.sleep(0.05)
+    assert held == (0, 0), held
+
+
 def test_models_without_a_one_label_classifier_refuse_it(tmp_path):
     pb2, _ = stubs()
     three = classifier_model(tmp_path / "three")
@@ -161,17 +224,27 @@ def test_models_without_a_one_label_classifier_refuse_it(tmp_path):
             assert words in e.value.details()
 
 
-def test_a_model_that_names_the_identity_is_ranked_by_its_logits(tmp_path):
-    """The ms-marco cross-encoders name Identity: CrossEncoder.rank scores by the logit."""
+@pytest.mark.parametrize("key,activation,function", [
+    ("sbert_ce_default_activation_function", "torch.nn.modules.linear.Identity", "none"),
+    ("sentence_transformers", "torch.nn.modules.activation.Sigmoid", "sigmoid"),
+    ("sentence_transformers", "torch.nn.modules.activation.Tanh", "none"),
+])
+def test_the_activation_the_model_names(tmp_path, key, activation, function):
+    """The ms-marco cross-encoders name Identity (in sentence-transformers' older key):
+    CrossEncoder.rank scores by the logit. The newer key names Sigmoid; an activation this
+    server does not apply (Tanh) leaves the logit, and the answer says so."""
     pb2, _ = stubs()
-    model = one_label_model(tmp_path / "ce", activation="torch.nn.modules.linear.Identity")
+    model = classifier_model(tmp_path / "ce", labels=("LABEL_0",), problem_type=None,
+                             extra_config={key: activation if key.startswith("sbert")
+                                           else {"activation_fn": activation}})
     with Server(model_dir=model, vocab=TINY_VOCAB, extra=["--max_batch_tokens=2048"]) as s:
         resp = s.stub().Rerank(pb2.RerankRequest(query=QUERY, texts=TEXTS), timeout=30)
-        assert resp.score_function == "none"
-        logits, _ = by_hand(s, TEXTS)
-        assert [r.index for r in resp.ranked] == list(np.argsort(-logits, kind="stable"))
+        assert resp.score_function == function
+        logits, _ = by_hand(s, TEXTS, seq_length=512)  # no tokenizer_config.json: the positions
+        want = 1 / (1 + np.exp(-logits)) if function == "sigmoid" else logits
+        assert [r.index for r in resp.ranked] == list(np.argsort(-want, kind="stable"))
         for r in resp.ranked:
-            np.testing.assert_allclose(r.score, logits[r.index], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(r.score, want[r.index], rtol=1e-5, atol=1e-6)
 
 
 def test_the_client_ranks_texts(server):
@@ -184,8 +257,9 @@ def test_the_client_ranks_texts(server):
     lines = r.stdout.splitlines()
     assert lines[0] == f"Ranked {len(TEXTS)} of {len(TEXTS)} texts (scores: sigmoid)"
     for rank, (line, ranked) in enumerate(zip(lines[1:], want.ranked, strict=True)):
-        assert line.startswith(f"{rank + 1:3d}. [{ranked.index}] {ranked.score:.6g}")
-        assert line.endswith(TEXTS[ranked.index])
+        mark = " (truncated)" if ranked.truncated else ""
+        assert line == (f"{rank + 1:3d}. [{ranked.index}] {ranked.score:.6g}{mark}  "
+                        f"{TEXTS[ranked.index]}")
     # Texts as JSON lines on stdin, --top_n, --json.
     r = subprocess.run(client + ["rerank", "--json", "--top_n=2", QUERY],
                        input="\n".join(json.dumps(t) for t in TEXTS), capture_output=True,
@@ -199,6 +273,13 @@ def test_the_client_ranks_texts(server):
         np.testing.assert_allclose(row["score"], ranked.score, rtol=1e-6)
     r = subprocess.run(client + ["rerank"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "query" in r.stderr
+    r = subprocess.run(client + ["rerank", QUERY], input="", capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "no texts" in r.stderr
+    # A text with a line break stays on its line in the summary.
+    r = subprocess.run(client + ["rerank", QUERY, "two\nlines"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.splitlines()[1].endswith("two\\nlines")
     # The server's refusal comes back as exit status 1 with its message.
     r = subprocess.run(client + ["rerank", "--truncation=reject", QUERY, TEXTS[3]],
                        capture_output=True, text=True, timeout=60)
