@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU engine vs ONNX Runtime on the same BERT weights, same threads, one table.
+"""CPU engine vs ONNX Runtime and PyTorch on the same BERT weights, same threads, one table.
 
 Method: the model directory (from //tools:export_random_model: seeded BERT-base weights in
 safetensors) is read with numpy and rebuilt as an ONNX graph with the onnx helper API (no
@@ -9,15 +9,20 @@ LayerNormalization, MatMul+Add, erf GELU, MatMul+Add, residual + LayerNormalizat
 ONNX Runtime runs it on the CPU execution provider with all graph optimisations (its
 fusions apply), intra_op_num_threads = --threads, sequential execution.
 
-First both engines encode the same two sequences and their last layers are compared
-(relative error printed), so the graph is known to compute the same function. Then three
-long-lived subprocesses are started: the CPU engine (bench/cpu_bench --serve) and ONNX
-Runtime twice, with its intra-op threads spin-waiting (its default) and without. For each
-batch size every engine does --warmup untimed runs, then --iters rounds in which each
-engine runs the batch once, in turn, so all three see the same machine load (this machine
-is shared; wall times move with what else runs). Reported: median wall time as sequences
-per second, the ratio to the better ONNX Runtime variant, and the median process CPU time
-per sequence (all threads: the work done, whatever share of the cores the process got).
+PyTorch runs Hugging Face transformers' BertModel loaded from the same directory
+(from_pretrained; eval mode, torch.inference_mode, torch.set_num_threads(--threads), the
+default attention implementation): what a user of the Hugging Face stack deploys on a CPU.
+Skipped with --no_torch.
+
+First every engine encodes the same two sequences and its last layer is compared with ours
+(relative error printed), so all are known to compute the same function. Then long-lived
+subprocesses are started: the CPU engine (bench/cpu_bench --serve), ONNX Runtime twice, with
+its intra-op threads spin-waiting (its default) and without, and PyTorch. For each batch size
+every engine does --warmup untimed runs, then --iters rounds in which each engine runs the
+batch once, in turn, so all see the same machine load (this machine is shared; wall times
+move with what else runs). Reported: median wall time as sequences per second, the ratios to
+the better ONNX Runtime variant and to PyTorch, and the median process CPU time per sequence
+(all threads: the work done, whatever share of the cores the process got).
 """
 import argparse
 import json
@@ -149,6 +154,22 @@ def random_ids(batch, seq, vocab, seed):
                                                                               np.int64)
 
 
+def torch_model(model_dir, threads):
+    import torch
+    from transformers import BertModel
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    return BertModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
+
+
+def torch_sequence_output(model, ids, types):
+    import torch
+    with torch.inference_mode():
+        out = model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
+                    attention_mask=torch.ones_like(torch.from_numpy(ids)))
+    return out.last_hidden_state.numpy()
+
+
 def peak_rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -157,9 +178,14 @@ def peak_rss_mb():
 
 
 def worker(args):
-    """ONNX Runtime side: reads batch sizes from stdin, runs each once, prints
+    """ONNX Runtime's or PyTorch's side: reads batch sizes from stdin, runs each once, prints
     '<wall_ms> <cpu_ms>' per line (the same protocol as cpu_bench --serve)."""
-    sess = ort_session(args.onnx, args.threads, spinning=args.spinning == 1)
+    if args.torch:
+        model = torch_model(args.model_dir, args.threads)
+        run = lambda ids, types: torch_sequence_output(model, ids, types)  # noqa: E731
+    else:
+        sess = ort_session(args.onnx, args.threads, spinning=args.spinning == 1)
+        run = lambda ids, types: sess.run(["sequence_output"], ort_feed(ids, types))  # noqa
     config = json.loads((pathlib.Path(args.model_dir) / "config.json").read_text())
     print("ready", flush=True)
     seed = 12345
@@ -169,10 +195,9 @@ def worker(args):
             break
         seed += 1
         ids, types = random_ids(batch, args.seq, config["vocab_size"], seed)
-        feed = ort_feed(ids, types)
         c0 = time.process_time()
         t0 = time.perf_counter()
-        sess.run(["sequence_output"], feed)
+        run(ids, types)
         t1 = time.perf_counter()
         c1 = time.process_time()
         print(f"{(t1 - t0) * 1000:.3f} {(c1 - c0) * 1000:.3f}", flush=True)
@@ -190,9 +215,14 @@ def check(args, onnx_path, tmp):
                     f"--output={output}", "--backend=cpu", f"--threads={args.threads}"],
                    check=True, stderr=subprocess.DEVNULL)
     ours = read_safetensors(output)["sequence_output"].astype(np.float64)
+    errors = {}
     theirs = ort_session(onnx_path, args.threads).run(["sequence_output"],
                                                       ort_feed(ids, types))[0]
-    return float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+    errors["onnxruntime"] = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+    if not args.no_torch:
+        theirs = torch_sequence_output(torch_model(args.model_dir, args.threads), ids, types)
+        errors["pytorch"] = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+    return errors
 
 
 def main():
@@ -206,7 +236,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1, help="seed the model was exported with")
+    parser.add_argument("--no_torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     parser.add_argument("--spinning", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -218,8 +250,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bert-ort-") as tmp:
         onnx_path = os.path.join(tmp, "bert.onnx")
         build_onnx(args.model_dir, onnx_path)
-        error = check(args, onnx_path, tmp)
-        print(f"agreement: ||ours - ort|| / ||ort|| = {error:.2e} (sequence_output, 2 x {args.seq})")
+        for name, error in check(args, onnx_path, tmp).items():
+            print(f"agreement with {name}: ||ours - theirs|| / ||theirs|| = {error:.2e} "
+                  f"(sequence_output, 2 x {args.seq})")
         engines = {
             "ours": [args.cpu_bench, "--serve", f"--threads={args.threads}", f"--seq={args.seq}",
                      f"--seed={args.seed}"],
@@ -230,6 +263,10 @@ def main():
                            f"--model_dir={args.model_dir}", f"--seq={args.seq}",
                            f"--threads={args.threads}", "--spinning=0"],
         }
+        if not args.no_torch:
+            engines["torch"] = [sys.executable, __file__, "--worker", "--torch",
+                                f"--model_dir={args.model_dir}", f"--seq={args.seq}",
+                                f"--threads={args.threads}"]
         procs = {}
         for name, cmd in engines.items():
             procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -268,23 +305,34 @@ def main():
             out, _ = proc.communicate("0\n")
             m = re.search(r"peak RSS ([\d.]+) MB", out)
             rss[name] = float(m.group(1)) if m else float("nan")
+    versions = f"onnxruntime {onnxruntime.__version__}"
+    if "torch" in engines:
+        import torch
+        import transformers
+        versions += f", torch {torch.__version__}, transformers {transformers.__version__}"
     print(f"\nBERT-base shape (random weights), seq {args.seq}, {args.threads} threads, "
-          f"{args.warmup} warm-up then median of {args.iters} interleaved rounds; onnxruntime "
-          f"{onnxruntime.__version__}; ratio = cpu engine / best onnxruntime variant")
-    print("| batch | cpu engine seq/s | ort seq/s (spinning) | ort seq/s (no spinning) | ratio | "
-          "cpu engine CPU-ms/seq | ort CPU-ms/seq (spinning) | ort CPU-ms/seq (no spinning) | "
-          "load avg |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{args.warmup} warm-up then median of {args.iters} interleaved rounds; {versions}; "
+          "ratio = cpu engine / best onnxruntime variant (/ PyTorch)")
+    torch_head = " torch seq/s | ratio to torch |" if "torch" in engines else ""
+    torch_cpu_head = " torch CPU-ms/seq |" if "torch" in engines else ""
+    print(f"| batch | cpu engine seq/s | ort seq/s (spinning) | ort seq/s (no spinning) | ratio |"
+          f"{torch_head} cpu engine CPU-ms/seq | ort CPU-ms/seq (spinning) | "
+          f"ort CPU-ms/seq (no spinning) |{torch_cpu_head} load avg |")
+    print("|---" * (9 + (3 if "torch" in engines else 0)) + "|")
     for batch, summary, load in rows:
         tput = {n: batch * 1000 / v["median_ms"] for n, v in summary.items()}
         best = max(tput["ort_spin"], tput["ort_nospin"])
+        torch_cols = (f" {tput['torch']:.2f} | {tput['ours'] / tput['torch']:.2f} |"
+                      if "torch" in engines else "")
+        torch_cpu = f" {summary['torch']['cpu_ms'] / batch:.0f} |" if "torch" in engines else ""
         print(f"| {batch} | {tput['ours']:.2f} | {tput['ort_spin']:.2f} | "
-              f"{tput['ort_nospin']:.2f} | {tput['ours'] / best:.2f} | "
+              f"{tput['ort_nospin']:.2f} | {tput['ours'] / best:.2f} |{torch_cols} "
               f"{summary['ours']['cpu_ms'] / batch:.0f} | "
               f"{summary['ort_spin']['cpu_ms'] / batch:.0f} | "
-              f"{summary['ort_nospin']['cpu_ms'] / batch:.0f} | {load} |")
+              f"{summary['ort_nospin']['cpu_ms'] / batch:.0f} |{torch_cpu} {load} |")
     print(f"\npeak RSS MB: cpu engine {rss['ours']:.0f}, onnxruntime {rss['ort_spin']:.0f} "
-          f"(spinning) / {rss['ort_nospin']:.0f} (no spinning)")
+          f"(spinning) / {rss['ort_nospin']:.0f} (no spinning)"
+          + (f", torch {rss['torch']:.0f}" if "torch" in rss else ""))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# CPU engine vs ONNX Runtime at the BERT-base shape, same weights and threads, one table
+# CPU engine vs ONNX Runtime and PyTorch (Hugging Face transformers) at the BERT-base shape,
+# same weights and threads, one table
 # (method: bench/cpu_vs_onnxruntime.py). Builds the binaries with -c opt, exports seeded
 # random BERT-base weights once (cached in .bench-cache/), installs the benchmark's Python
 # tools (bench/requirements-bench.txt) into .venv-bench.
 #
 #   bench/cpu_vs_onnxruntime.sh [--threads=2] [--batches=1,8,32] [--seq=128] [--iters=5]
+#       [--no_torch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/lib.sh
@@ -13,7 +15,7 @@ seed=1
 if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench
 fi
-if ! .venv-bench/bin/python -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
+if ! .venv-bench/bin/python -c "import onnx, onnxruntime, numpy, torch, transformers" 2>/dev/null; then
   .venv-bench/bin/pip install -q --disable-pip-version-check -r bench/requirements-bench.txt
 fi
 
