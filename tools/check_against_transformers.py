@@ -1,5 +1,9 @@
 """The server against the Python libraries its users would otherwise call, on the CPU backend:
 
+  - transformers' BertModel on the default model's real weights: the TF Hub heads
+    (pooled_output, sequence_output, every layer's encoder_outputs), texts and a pair padded
+    to seq_length 128 as the tokenizer pads them (the padding rows within the spread of
+    transformers' own two attention implementations);
   - sentence-transformers' SentenceTransformer.encode of the default model (the model's own
     sentence embedding, GetModelInfo.sentence_embedding), also with truncate_dim
     (EmbedRequest.dimensions);
@@ -84,6 +88,63 @@ class Report:
               + ("" if ok else f", want {list(want)}"))
         if not ok:
             self.failed.append(name)
+
+
+def tf_hub_heads(report, model_dir):
+    """Real rows to 2e-5. Padding rows ([PAD] tokens attending to their input's real ones) are
+    ill-conditioned: transformers' own two attention implementations (sdpa, its default, and
+    eager) differ there by up to ~4e-4, so ours must lie within 2e-5 plus that spread of the
+    default."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+    pb2, _ = stubs()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, model_max_length=512)
+    models = {name: BertModel.from_pretrained(model_dir, attn_implementation=name).eval()
+              for name in ("sdpa", "eager")}
+    # The single texts, then a pair (its segment ids), each padded to 128 tokens.
+    batches = [tokenizer(TEXTS, padding="max_length", max_length=128, truncation=True,
+                         return_tensors="pt"),
+               tokenizer([QUERY], [PASSAGES[0]], padding="max_length", max_length=128,
+                         truncation=True, return_tensors="pt")]
+    with torch.no_grad():
+        want = {name: [m(**b, output_hidden_states=True) for b in batches]
+                for name, m in models.items()}
+    inputs = [pb2.Input(text=pb2.TextInput(text_a=t)) for t in TEXTS]
+    inputs.append(pb2.Input(text=pb2.TextInput(text_a=QUERY, text_b=PASSAGES[0])))
+    with Server(model_dir=model_dir) as server:
+        stub = server.stub(server.channel(  # the answer is 11 MB
+            options=[("grpc.max_receive_message_length", 64 << 20)]))
+        has_pooler = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=30).config.has_pooler
+        heads = [pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS] + (
+            [pb2.HEAD_POOLED] if has_pooler else [])
+        results = stub.Embed(pb2.EmbedRequest(inputs=inputs, seq_length=128, heads=heads),
+                             timeout=120).results
+
+    def stacked(name, get):
+        return np.concatenate([get(w).numpy() for w in want[name]])
+
+    real = np.concatenate([b["attention_mask"].numpy() for b in batches]).astype(bool)
+    report.equal("num_tokens vs the tokenizer's attention mask",
+                 [r.num_tokens for r in results], real.sum(axis=1))
+
+    def rows(what, ours, get):
+        theirs, other = stacked("sdpa", get), stacked("eager", get)
+        report.check(f"{what}, real rows", ours[real], theirs[real], atol=2e-5)
+        spread = float(np.abs(theirs - other)[~real].max())
+        print(f"     transformers sdpa vs eager on {what}'s padding rows: {spread:.3g}")
+        report.check(f"{what}, padding rows", ours[~real], theirs[~real], atol=2e-5 + spread)
+
+    rows("sequence_output (BertModel last_hidden_state)",
+         np.stack([decode(r.sequence_output) for r in results]),
+         lambda w: w.last_hidden_state)
+    for layer in range(len(results[0].encoder_outputs)):
+        rows(f"encoder_outputs[{layer}] (hidden_states[{layer + 1}])",
+             np.stack([decode(r.encoder_outputs[layer].output) for r in results]),
+             lambda w, l=layer: w.hidden_states[l + 1])
+    if has_pooler:
+        report.check("pooled_output (BertModel pooler_output)",
+                     np.stack([decode(r.pooled_output) for r in results]),
+                     stacked("sdpa", lambda w: w.pooler_output), atol=2e-5)
 
 
 def sentence_embeddings(report, model_dir):
@@ -196,6 +257,7 @@ def main():
     report = Report()
     with tempfile.TemporaryDirectory(prefix="bert_reference_") as tmp:
         work = pathlib.Path(tmp)
+        tf_hub_heads(report, args.model_dir)
         sentence_embeddings(report, args.model_dir)
         sequence_classification(report, args.model_dir, work)
         cross_encoder(report, args.model_dir, work)
