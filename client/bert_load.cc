@@ -12,7 +12,10 @@
 // ids (tokenized once by the server before the run) to leave tokenization out. --api=stream
 // sends the calls as messages on EmbedStream (one stream per channel) instead of unary
 // Embed calls; a message answered later than --timeout_ms counts as DEADLINE_EXCEEDED (a
-// stream has no per-message deadline: see server/README.md).
+// stream has no per-message deadline: see server/README.md). --api=rerank sends Rerank
+// calls to a cross-encoder: an input as the query and the --inputs_per_request after it as
+// the texts to rank, at --seq_length (0: the classifier's) with --truncation (unset: the
+// server's longest_first); the Embed options do not apply.
 //
 // Latency is measured from each call's intended send time (open loop: its place in the
 // schedule, so a server that falls behind cannot hide its queue: no coordinated omission;
@@ -84,8 +87,9 @@ ABSL_FLAG(int, refused_backoff_ms, 20,
           "second time in a row sends its next call this long after the answer, not at once; "
           "0: always at once");
 ABSL_FLAG(std::string, api, "unary",
-          "unary (Embed calls) or stream (messages on EmbedStream: one stream per channel, "
-          "calls in turn over them)");
+          "unary (Embed calls), stream (messages on EmbedStream: one stream per channel, "
+          "calls in turn over them) or rerank (Rerank calls: a query and --inputs_per_request "
+          "texts each; a model with a one-label classifier)");
 ABSL_FLAG(int, channels, 4, "gRPC channels (connections) the calls are spread over");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the synthetic texts and the Poisson schedule");
 ABSL_FLAG(std::string, lengths, "lognormal:36:128",
@@ -99,11 +103,12 @@ ABSL_FLAG(std::string, heads, "pooled", "Heads asked for (as bert_client's --hea
 ABSL_FLAG(std::string, layers, "", "Encoder layers asked for");
 ABSL_FLAG(int, seq_length, 0,
           "Sequence length of each input (0: the synthetic maximum, or the server's default "
-          "with --input_file)");
+          "with --input_file; --api=rerank: the classifier's)");
 ABSL_FLAG(std::string, padding, "trim", "pad or trim");
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
-ABSL_FLAG(std::string, truncation, "truncate",
-          "truncate, longest_first or reject (with --heads=logits too: no classifier defaults)");
+ABSL_FLAG(std::string, truncation, "",
+          "truncate, longest_first or reject; unset: truncate (with --heads=logits too: no "
+          "classifier defaults), or with --api=rerank the server's longest_first");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled outputs");
 ABSL_FLAG(int, dimensions, 0, "Keep the first N values of the vector heads (0: all)");
 ABSL_FLAG(std::string, prompt_name, "", "One of the model's prompts (as bert_client's)");
@@ -187,6 +192,8 @@ struct Workload {
   v1::EmbedRequest options;  // no inputs
   int inputs_per_request = 1;
   EmbedOptionsText options_text;  // what `options` was made from
+  // --api=rerank: the Rerank calls' options (no query, no texts) instead of `options`.
+  std::optional<v1::RerankRequest> rerank;
 };
 
 std::vector<std::string> HeadNames(const v1::EmbedRequest& request) {
@@ -256,6 +263,24 @@ absl::StatusOr<Workload> BuildWorkload() {
   }
   if (absl::Status status = SetEmbedOptions(checked, &w.options); !status.ok()) return status;
   w.options_text = std::move(text);
+  if (absl::GetFlag(FLAGS_api) == "rerank") {
+    for (const v1::Input& input : w.pool) {
+      if (!input.has_text() || input.text().has_text_b()) {
+        return absl::InvalidArgumentError(
+            "--api=rerank: the inputs must be single texts (queries and texts to rank)");
+      }
+    }
+    if (absl::GetFlag(FLAGS_input_kind) != "text") {
+      return absl::InvalidArgumentError("--api=rerank sends texts: --input_kind=text");
+    }
+    w.rerank.emplace();
+    w.rerank->set_seq_length(std::max(0, absl::GetFlag(FLAGS_seq_length)));  // 0: the model's
+    if (const std::string flag = absl::GetFlag(FLAGS_truncation); !flag.empty()) {
+      absl::StatusOr<v1::Truncation> truncation = ParseTruncation(flag);
+      if (!truncation.ok()) return truncation.status();
+      w.rerank->set_truncation(*truncation);
+    }
+  }
   return w;
 }
 
@@ -268,7 +293,7 @@ absl::Status CheckLimits(const Workload& w, const v1::ServerLimits& limits) {
                                                    " is over the server's ",
                                                    limits.max_inputs_per_request()));
   }
-  const uint32_t seq_length = w.options.seq_length();
+  const uint32_t seq_length = w.rerank ? w.rerank->seq_length() : w.options.seq_length();
   if (limits.max_seq_length() > 0 && seq_length > limits.max_seq_length()) {
     return absl::InvalidArgumentError(
         absl::StrCat("sequence length ", seq_length,
@@ -554,14 +579,15 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"pool_size", w.pool.size()},
             {"requests", requests},
             {"seed", absl::GetFlag(FLAGS_seed)},
-            {"seq_length", w.options.seq_length()},
+            {"seq_length", w.rerank ? w.rerank->seq_length() : w.options.seq_length()},
             {"heads", absl::GetFlag(FLAGS_heads)},
             // As sent ("embedding" resolved to the model's head).
             {"heads_sent", HeadNames(w.options)},
             {"layers", absl::GetFlag(FLAGS_layers)},
             {"padding", absl::GetFlag(FLAGS_padding)},
             {"dtype", absl::GetFlag(FLAGS_dtype)},
-            {"truncation", v1::Truncation_Name(w.options.truncation())},
+            {"truncation",
+             v1::Truncation_Name(w.rerank ? w.rerank->truncation() : w.options.truncation())},
             {"normalize", w.options.normalize()},
             {"dimensions", w.options.dimensions()},
             {"prompt_name", w.options.prompt_name()}}},
@@ -727,7 +753,9 @@ int Main() {
   const std::string input_kind = absl::GetFlag(FLAGS_input_kind);
   if (input_kind != "text" && input_kind != "tokens") return Usage("--input_kind: text or tokens");
   const std::string api = absl::GetFlag(FLAGS_api);
-  if (api != "unary" && api != "stream") return Usage("--api: unary or stream");
+  if (api != "unary" && api != "stream" && api != "rerank") {
+    return Usage("--api: unary, stream or rerank");
+  }
   if (!(absl::GetFlag(FLAGS_max_error_percent) >= 0 &&
         absl::GetFlag(FLAGS_max_error_percent) <= 100)) {
     return Usage("--max_error_percent must be in [0, 100]");
@@ -760,7 +788,16 @@ int Main() {
   if (absl::Status status = ResolveEmbeddingHead(info, &*workload); !status.ok()) {
     return Usage(std::string(status.message()));
   }
-  if (NamesLogitsHead(workload->options_text.heads) && !info.has_classifier()) {
+  if (workload->rerank && info.classifier().labels_size() != 1) {
+    // Every call would be refused (FAILED_PRECONDITION): say so once instead.
+    return Usage(absl::StrCat(
+        "--api=rerank: the served model has no one-label classifier (a cross-encoder); ",
+        info.has_classifier()
+            ? absl::StrCat("its classifier has ", info.classifier().labels_size(), " labels")
+            : "it has none"));
+  }
+  if (!workload->rerank && NamesLogitsHead(workload->options_text.heads) &&
+      !info.has_classifier()) {
     // Every call would be refused (FAILED_PRECONDITION): say so once instead.
     return Usage("--heads=logits: the served model has no sequence-classification head");
   }
@@ -783,9 +820,10 @@ int Main() {
     }
   }
   // Every input is sent: the requests take the pool in order (the last one wraps around).
+  // A Rerank call takes one input more, its query.
   const int per_request = workload->inputs_per_request;
-  const int request_count =
-      static_cast<int>((workload->pool.size() + per_request - 1) / per_request);
+  const int per_call = per_request + (workload->rerank ? 1 : 0);
+  const int request_count = static_cast<int>((workload->pool.size() + per_call - 1) / per_call);
   LoadOptions load;
   load.duration = std::chrono::nanoseconds(static_cast<int64_t>(duration_s * 1e9));
   load.warmup = std::chrono::nanoseconds(static_cast<int64_t>(warmup_s * 1e9));
@@ -796,11 +834,18 @@ int Main() {
   load.stream = api == "stream";
   load.keep_calls = keep_calls;
   json report = ReportHeader(info, *workload, request_count);
-  LoadRunner runner(&*connection, std::move(stubs),
-                    MakeRequests(workload->pool, per_request, request_count, workload->options),
-                    load);
-  std::printf("bert_load: %s (%s, %s), %d input(s) per call from %zu %s inputs, %d channel(s)%s\n",
+  LoadRunner runner =
+      workload->rerank
+          ? LoadRunner(
+                &*connection, std::move(stubs),
+                MakeRerankRequests(workload->pool, per_request, request_count, *workload->rerank),
+                load)
+          : LoadRunner(&*connection, std::move(stubs),
+                       MakeRequests(workload->pool, per_request, request_count, workload->options),
+                       load);
+  std::printf("bert_load: %s (%s, %s), %d %s per call from %zu %s inputs, %d channel(s)%s\n",
               info.model_name().c_str(), info.backend().c_str(), info.device().c_str(), per_request,
+              workload->rerank ? "text(s) and a query to rerank" : "input(s)",
               workload->pool.size(), input_kind.c_str(), channels,
               load.stream ? ", one EmbedStream each" : "");
   workload->pool.clear();  // the requests hold copies
@@ -824,7 +869,7 @@ int Main() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "bert_load --server=HOST:PORT [--concurrency=1,8,32 | --rate=100,200] [options]\n"
-      "  Closed- or open-loop load on bert.v1.BertService/Embed; see --help.");
+      "  Closed- or open-loop load on bert.v1.BertService/Embed (or Rerank); see --help.");
   bert::ShowClientFlagsInHelp();
   const std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return bert::Usage(absl::StrCat("unexpected argument ", rest[1]));

@@ -23,8 +23,10 @@ using Clock = std::chrono::steady_clock;
 
 // A call from its send to its callback.
 struct InFlight {
-  grpc::ClientContext context;  // unary calls only
-  v1::EmbedResponse response;   // unary calls only
+  grpc::ClientContext context;         // unary calls only
+  v1::EmbedResponse response;          // unary Embed calls only
+  v1::RerankResponse rerank_response;  // Rerank calls only
+  bool rerank = false;
   const v1::EmbedRequest* request = nullptr;
   CallRecord record;
   int refused_before = 0;  // closed loop: refused calls in a row of its slot before this one
@@ -38,6 +40,17 @@ std::string ReadAnswer(const v1::EmbedResponse& response, CallRecord* r) {
     return response.error().message();
   }
   for (const v1::EmbedResult& result : response.results()) r->tokens += result.num_tokens();
+  const v1::Timing& t = response.timing();
+  r->server_tokenize_us = t.tokenize_us();
+  r->server_queue_us = t.queue_us();
+  r->server_inference_us = t.inference_us();
+  r->server_total_us = t.total_us();
+  return {};
+}
+
+// The same for a Rerank answer: the tokens of its ranked pairs.
+std::string ReadAnswer(const v1::RerankResponse& response, CallRecord* r) {
+  for (const v1::RankedText& ranked : response.ranked()) r->tokens += ranked.num_tokens();
   const v1::Timing& t = response.timing();
   r->server_tokenize_us = t.tokenize_us();
   r->server_queue_us = t.queue_us();
@@ -191,8 +204,11 @@ class LoadRunner::Step {
     CallRecord& r = call->record;
     r.done_ns = Now();
     r.code = static_cast<int>(status.error_code());
-    const std::string message =
-        status.ok() ? ReadAnswer(call->response, &r) : status.error_message();
+    std::string message = status.error_message();
+    if (status.ok()) {
+      message =
+          call->rerank ? ReadAnswer(call->rerank_response, &r) : ReadAnswer(call->response, &r);
+    }
     Finish(std::move(call), message);
   }
 
@@ -534,9 +550,13 @@ void LoadRunner::Step::Send(int64_t intended_ns, bool held, int refused_before) 
   call->record.held = held;
   call->refused_before = refused_before;
   const uint64_t n = runner_->next_call_++;
-  const v1::EmbedRequest& request = runner_->requests_[n % runner_->requests_.size()];
-  call->request = &request;
-  call->record.inputs = request.inputs_size();
+  const std::vector<v1::RerankRequest>& reranks = runner_->rerank_requests_;
+  const v1::RerankRequest* rerank = reranks.empty() ? nullptr : &reranks[n % reranks.size()];
+  const v1::EmbedRequest* request =
+      rerank != nullptr ? nullptr : &runner_->requests_[n % runner_->requests_.size()];
+  call->request = request;
+  call->rerank = rerank != nullptr;
+  call->record.inputs = rerank != nullptr ? rerank->texts_size() : request->inputs_size();
   const int64_t now = Now();
   const int64_t left_ns = intended_ns + timeout_ns_ - now;
   if (left_ns <= 0) {  // Its deadline passed while it waited to be sent.
@@ -559,9 +579,14 @@ void LoadRunner::Step::Send(int64_t intended_ns, bool held, int refused_before) 
   }
   v1::BertService::Stub* stub = runner_->stubs_[n % runner_->stubs_.size()].get();
   sent->record.sent_ns = Now();
-  stub->async()->Embed(
-      &sent->context, &request, &sent->response,
-      [this, sent](grpc::Status status) { OnDone(std::unique_ptr<InFlight>(sent), status); });
+  const auto done = [this, sent](grpc::Status status) {
+    OnDone(std::unique_ptr<InFlight>(sent), status);
+  };
+  if (rerank != nullptr) {
+    stub->async()->Rerank(&sent->context, rerank, &sent->rerank_response, done);
+  } else {
+    stub->async()->Embed(&sent->context, request, &sent->response, done);
+  }
 }
 
 LoadRunner::LoadRunner(const Connection* connection,
@@ -570,6 +595,14 @@ LoadRunner::LoadRunner(const Connection* connection,
     : connection_(connection),
       stubs_(std::move(stubs)),
       requests_(std::move(requests)),
+      options_(options) {}
+
+LoadRunner::LoadRunner(const Connection* connection,
+                       std::vector<std::unique_ptr<v1::BertService::Stub>> stubs,
+                       std::vector<v1::RerankRequest> requests, LoadOptions options)
+    : connection_(connection),
+      stubs_(std::move(stubs)),
+      rerank_requests_(std::move(requests)),
       options_(options) {}
 
 absl::StatusOr<StepResult> LoadRunner::Run(const LoadStep& step,
@@ -587,8 +620,11 @@ absl::StatusOr<StepResult> LoadRunner::Run(const LoadStep& step,
     return absl::InvalidArgumentError(
         "duration, timeout and max_outstanding must be positive, warmup not negative");
   }
-  if (stubs_.empty() || requests_.empty()) {
+  if (stubs_.empty() || (requests_.empty() && rerank_requests_.empty())) {
     return absl::InvalidArgumentError("no channel or no request to send");
+  }
+  if (options_.stream && !rerank_requests_.empty()) {
+    return absl::InvalidArgumentError("Rerank calls are unary: no streams");
   }
   auto state = std::make_unique<Step>(this, step);
   std::thread edges;

@@ -1,7 +1,7 @@
 // Drives one step of a load run against a BertService: closed loop (a fixed number of
 // calls kept in flight) or open loop (calls sent on a schedule of constant or Poisson
 // gaps, whether or not earlier ones have been answered), over the gRPC callback API, as
-// unary Embed calls or as messages on EmbedStream streams.
+// unary Embed calls, as messages on EmbedStream streams, or as unary Rerank calls.
 #ifndef BERT_CLIENT_LOAD_RUNNER_H_
 #define BERT_CLIENT_LOAD_RUNNER_H_
 
@@ -84,12 +84,18 @@ class LoadRunner {
   LoadRunner(const Connection* connection,
              std::vector<std::unique_ptr<v1::BertService::Stub>> stubs,
              std::vector<v1::EmbedRequest> requests, LoadOptions options);
+  // Sends Rerank calls instead (unary: LoadOptions::stream must be false). A call's inputs
+  // are its texts, its tokens those of its ranked pairs.
+  LoadRunner(const Connection* connection,
+             std::vector<std::unique_ptr<v1::BertService::Stub>> stubs,
+             std::vector<v1::RerankRequest> requests, LoadOptions options);
 
   // Runs `step`: warm-up, then the measured window, then waits for every call sent.
   // `at_window_edge` (may be empty) is called from another thread as the window begins
   // (true) and ends (false), e.g. to read the server's metrics; Run waits for it to
   // return. INVALID_ARGUMENT for a step or options out of range (concurrency <= 1e5,
-  // rate <= 1e6/s, positive duration, timeout and max_outstanding); INTERNAL when calls
+  // rate <= 1e6/s, positive duration, timeout and max_outstanding; no streams of Rerank
+  // calls); INTERNAL when calls
   // are still unanswered long after their deadlines (gRPC broken). After INTERNAL, late
   // callbacks may still use this runner, its stubs and channels: it must not be destroyed
   // (bert_load exits at once).
@@ -102,6 +108,7 @@ class LoadRunner {
   const Connection* connection_;
   std::vector<std::unique_ptr<v1::BertService::Stub>> stubs_;
   std::vector<v1::EmbedRequest> requests_;
+  std::vector<v1::RerankRequest> rerank_requests_;  // instead of requests_
   LoadOptions options_;
   uint64_t next_call_ = 0;  // the next request and stub, in turn (sender thread only)
 };

@@ -140,6 +140,26 @@ TEST(MakeRequests, TakesThePoolInOrderAndWraps) {
   }
 }
 
+TEST(MakeRerankRequests, AQueryThenItsTextsFromThePoolInOrder) {
+  std::vector<v1::Input> pool(5);
+  for (int i = 0; i < 5; ++i) pool[i].mutable_text()->set_text_a(std::to_string(i));
+  v1::RerankRequest options;
+  options.set_seq_length(64);
+  options.set_query("ignored");
+  options.add_texts("ignored");
+  const std::vector<v1::RerankRequest> requests = MakeRerankRequests(pool, 2, 3, options);
+  ASSERT_EQ(requests.size(), 3u);
+  const char* expected[3][3] = {{"0", "1", "2"}, {"3", "4", "0"}, {"1", "2", "3"}};
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(requests[r].query(), expected[r][0]);
+    ASSERT_EQ(requests[r].texts_size(), 2);
+    EXPECT_EQ(requests[r].texts(0), expected[r][1]);
+    EXPECT_EQ(requests[r].texts(1), expected[r][2]);
+    EXPECT_EQ(requests[r].seq_length(), 64u);
+    EXPECT_EQ(requests[r].request_id(), "load-" + std::to_string(r));
+  }
+}
+
 // ---- Statistics ----
 
 int64_t Ms(double ms) { return static_cast<int64_t>(ms * 1e6); }
@@ -484,6 +504,20 @@ class FakeBertService final : public v1::BertService::Service {
     return grpc::Status::OK;
   }
 
+  // Each text ranked, 7 tokens per pair.
+  grpc::Status Rerank(grpc::ServerContext* context, const v1::RerankRequest* request,
+                      v1::RerankResponse* response) override {
+    std::this_thread::sleep_for(delay);
+    for (int i = 0; i < request->texts_size(); ++i) {
+      v1::RankedText* ranked = response->add_ranked();
+      ranked->set_index(i);
+      ranked->set_num_tokens(7);
+    }
+    response->mutable_timing()->set_inference_us(delay.count() * 1000);
+    ++reranked_;
+    return grpc::Status::OK;
+  }
+
   grpc::Status Embed(grpc::ServerContext* context, const v1::EmbedRequest* request,
                      v1::EmbedResponse* response) override {
     const int now_open = ++open_;
@@ -506,6 +540,7 @@ class FakeBertService final : public v1::BertService::Service {
 
   int max_open() const { return max_open_; }
   int answered() const { return answered_; }
+  int reranked() const { return reranked_; }
 
  private:
   // 5 tokens per input.
@@ -518,6 +553,7 @@ class FakeBertService final : public v1::BertService::Service {
   std::atomic<int> open_{0};
   std::atomic<int> max_open_{0};
   std::atomic<int> answered_{0};
+  std::atomic<int> reranked_{0};
   absl::Mutex serial_mu_;
 };
 
@@ -610,6 +646,33 @@ class LoadRunnerTest : public ::testing::Test {
   std::unique_ptr<Connection> connection_;
   bool keep_calls_ = true;
 };
+
+TEST_F(LoadRunnerTest, RerankCallsCountTheirTextsAndRankedTokens) {
+  LoadOptions options;
+  options.warmup = milliseconds(100);
+  options.duration = milliseconds(400);
+  options.keep_calls = true;
+  const auto make = [&](LoadOptions o) {
+    std::vector<std::unique_ptr<v1::BertService::Stub>> stubs;
+    stubs.push_back(v1::BertService::NewStub(connection_->NewChannel(0)));
+    const std::vector<v1::Input> pool = SyntheticInputs(*ParseLengthDistribution("fixed:8"), 9, 1);
+    return LoadRunner(connection_.get(), std::move(stubs),
+                      MakeRerankRequests(pool, 3, 2, v1::RerankRequest()), o);
+  };
+  absl::StatusOr<StepResult> result = make(options).Run(Closed(2), nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const StepSummary s = Summary(*result);
+  EXPECT_TRUE(s.errors.empty());
+  EXPECT_GT(s.ok, 10);
+  EXPECT_EQ(service_.answered(), 0);  // no Embed call
+  EXPECT_EQ(static_cast<int>(result->calls.size()), service_.reranked());
+  EXPECT_DOUBLE_EQ(s.sequences_per_s, 3 * s.requests_per_s);  // three texts a call
+  EXPECT_DOUBLE_EQ(s.tokens_per_s, 21 * s.requests_per_s);    // 7 tokens a ranked pair
+  EXPECT_DOUBLE_EQ(s.server_inference.p50, 10.0);
+  options.stream = true;
+  EXPECT_EQ(make(options).Run(Closed(1), nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
 
 TEST_F(LoadRunnerTest, WithoutKeepCallsOnlyTheSummaryIsReturned) {
   keep_calls_ = false;

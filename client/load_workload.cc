@@ -168,4 +168,24 @@ std::vector<v1::EmbedRequest> MakeRequests(const std::vector<v1::Input>& pool,
   return requests;
 }
 
+std::vector<v1::RerankRequest> MakeRerankRequests(const std::vector<v1::Input>& pool,
+                                                  int texts_per_request, int count,
+                                                  const v1::RerankRequest& options) {
+  std::vector<v1::RerankRequest> requests(count, options);
+  size_t next = 0;
+  const auto take = [&pool, &next]() -> const std::string& {
+    const std::string& text = pool[next].text().text_a();
+    next = (next + 1) % pool.size();
+    return text;
+  };
+  for (int r = 0; r < count; ++r) {
+    v1::RerankRequest& request = requests[r];
+    request.clear_texts();
+    request.set_request_id(absl::StrCat("load-", r));
+    request.set_query(take());
+    for (int i = 0; i < texts_per_request; ++i) request.add_texts(take());
+  }
+  return requests;
+}
+
 }  // namespace bert

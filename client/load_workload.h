@@ -53,6 +53,13 @@ std::vector<v1::EmbedRequest> MakeRequests(const std::vector<v1::Input>& pool,
                                            int inputs_per_request, int count,
                                            const v1::EmbedRequest& options);
 
+// The same for Rerank: each request's query is the next input's text_a, its texts the
+// `texts_per_request` after it (the pool's inputs are single texts), each a copy of `options`
+// (whose query and texts are ignored) with a request_id "load-<index>".
+std::vector<v1::RerankRequest> MakeRerankRequests(const std::vector<v1::Input>& pool,
+                                                  int texts_per_request, int count,
+                                                  const v1::RerankRequest& options);
+
 }  // namespace bert
 
 #endif  // BERT_CLIENT_LOAD_WORKLOAD_H_

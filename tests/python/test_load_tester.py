@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from repo_paths import bin_path  # noqa: E402
-from server_harness import (TINY_VOCAB, Server, metric_value,  # noqa: E402
+from server_harness import (TINY_VOCAB, Server, classifier_model, metric_value,  # noqa: E402
                             sentence_transformers_model)
 
 
@@ -237,6 +237,35 @@ def test_invalid_requests_are_errors_not_crashes(server, tmp_path):
     # No OK call was measured: its latency columns say so instead of printing 0.00.
     (row,) = [line for line in r.stdout.splitlines() if line.startswith("c=1 ")]
     assert row.split()[6:10] == ["-", "-", "-", "-"]
+
+
+def test_rerank_api_drives_rerank_on_a_cross_encoder(server, tmp_path):
+    """--api=rerank against a one-label classifier model: Rerank calls of a query and
+    --inputs_per_request texts, their tokens the ranked pairs'; refused up front (exit 2) by a
+    model without such a classifier."""
+    model = classifier_model(tmp_path / "ce", labels=("LABEL_0",), problem_type=None)
+    with Server(model_dir=model, vocab=TINY_VOCAB, metrics=True,
+                extra=["--max_batch_tokens=2048"]) as ce:
+        report, stdout = run_report(tmp_path, ce, "--api=rerank", "--concurrency=2",
+                                    "--duration_s=0.8", "--warmup_s=0", "--lengths=fixed:10",
+                                    "--inputs_per_request=4")
+        text = ce.metrics_text()
+    step = report["steps"][0]
+    assert step["errors"] == {} and step["ok"] > 0
+    assert report["run"]["api"] == "rerank" and "a query to rerank" in stdout
+    assert report["workload"]["truncation"] == "TRUNCATION_UNSPECIFIED"  # the server's
+    assert report["workload"]["seq_length"] == 0  # the classifier's
+    assert step["sequences_per_s"] == pytest.approx(4 * step["requests_per_s"])
+    # A pair of two 8-word inputs: [CLS] 8 [SEP] 8 [SEP].
+    assert step["tokens_per_s"] == pytest.approx(19 * step["sequences_per_s"])
+    assert metric_value(text, "bert_requests_total", {"method": "Rerank", "code": "OK"}) \
+        >= step["ok"]
+    assert not metric_value(text, "bert_requests_total", {"method": "Embed", "code": "OK"})
+    r = bert_load(f"--server={server.address}", "--api=rerank", "--duration_s=1")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--api=rerank: the served model has no one-label classifier" in r.stderr
+    r = bert_load(f"--server={server.address}", "--api=rerank", "--input_kind=tokens")
+    assert r.returncode == 2 and "--input_kind=text" in r.stderr
 
 
 def test_logits_need_a_model_with_a_classifier(server):
