@@ -32,6 +32,13 @@ struct InFlight {
   int refused_before = 0;  // closed loop: refused calls in a row of its slot before this one
 };
 
+void ReadTiming(const v1::Timing& t, CallRecord* r) {
+  r->server_tokenize_us = t.tokenize_us();
+  r->server_queue_us = t.queue_us();
+  r->server_inference_us = t.inference_us();
+  r->server_total_us = t.total_us();
+}
+
 // Fills `r` from an answer: its code (a stream's per-message error counts as the call's
 // status), real tokens and the server's timing. Returns the error's message, if any.
 std::string ReadAnswer(const v1::EmbedResponse& response, CallRecord* r) {
@@ -40,22 +47,14 @@ std::string ReadAnswer(const v1::EmbedResponse& response, CallRecord* r) {
     return response.error().message();
   }
   for (const v1::EmbedResult& result : response.results()) r->tokens += result.num_tokens();
-  const v1::Timing& t = response.timing();
-  r->server_tokenize_us = t.tokenize_us();
-  r->server_queue_us = t.queue_us();
-  r->server_inference_us = t.inference_us();
-  r->server_total_us = t.total_us();
+  ReadTiming(response.timing(), r);
   return {};
 }
 
 // The same for a Rerank answer: the tokens of its ranked pairs.
 std::string ReadAnswer(const v1::RerankResponse& response, CallRecord* r) {
   for (const v1::RankedText& ranked : response.ranked()) r->tokens += ranked.num_tokens();
-  const v1::Timing& t = response.timing();
-  r->server_tokenize_us = t.tokenize_us();
-  r->server_queue_us = t.queue_us();
-  r->server_inference_us = t.inference_us();
-  r->server_total_us = t.total_us();
+  ReadTiming(response.timing(), r);
   return {};
 }
 

@@ -51,8 +51,10 @@ WireLimits WireLimitsOf(const RequestLimits& limits) {
 // send timeout (SendWatchdog), which watches each answer from the moment it is handed to gRPC.
 class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
  public:
-  // The call was cancelled (its client, its deadline, a lost connection, the send timeout).
+  // The call was cancelled (its client, its deadline, a lost connection, the send timeout):
+  // work not yet at the engine is dropped (cancelled()).
   void OnCancel() override {
+    cancelled_->store(true);
     if (service_->metrics() != nullptr) service_->metrics()->RecordCancelled(method_);
   }
 
@@ -102,10 +104,14 @@ class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
     Finish(grpc_status);
   }
 
+  // What the pipeline polls (Pipeline::Embed's `cancelled`).
+  const std::shared_ptr<std::atomic<bool>>& cancelled() const { return cancelled_; }
+
   BertServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
 
  private:
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
   const char* const method_;
   const absl::Time start_;
   Admission::Permit permit_;  // from Admit until OnDone
@@ -122,11 +128,6 @@ class EmbedReactor final : public AdmittedUnaryReactor {
     if (!status.ok()) Answer(status);
   }
 
-  void OnCancel() override {
-    cancelled_->store(true);
-    AdmittedUnaryReactor::OnCancel();
-  }
-
  private:
   absl::Status Begin(const grpc::ByteBuffer* wire) {
     ASSIGN_OR_RETURN(Pipeline * pipeline, Admit());
@@ -135,7 +136,7 @@ class EmbedReactor final : public AdmittedUnaryReactor {
     auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
     response_->set_request_id(request.request_id());
-    pipeline->Embed(*std::move(spec), DeadlineOf(context_), cancelled_,
+    pipeline->Embed(*std::move(spec), DeadlineOf(context_), cancelled(),
                     [this](absl::StatusOr<EmbedResult> result) {
                       if (!result.ok()) {
                         Answer(result.status());
@@ -155,7 +156,6 @@ class EmbedReactor final : public AdmittedUnaryReactor {
 
   grpc::ByteBuffer* const out_;
   std::unique_ptr<v1::EmbedResponse> response_ = std::make_unique<v1::EmbedResponse>();
-  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 // EmbedStream: up to kMaxInFlight requests of one stream are processed at once, and the
@@ -434,11 +434,6 @@ class RerankReactor final : public AdmittedUnaryReactor {
     if (!status.ok()) Answer(status);
   }
 
-  void OnCancel() override {
-    cancelled_->store(true);
-    AdmittedUnaryReactor::OnCancel();
-  }
-
  private:
   absl::Status Begin(const grpc::ByteBuffer* wire) {
     ASSIGN_OR_RETURN(Pipeline * pipeline, Admit());
@@ -465,7 +460,7 @@ class RerankReactor final : public AdmittedUnaryReactor {
           "shorter request_id"));
     }
     function_ = RerankScoreFunction(classifier.activation_function, request_.raw_scores());
-    pipeline->Embed(std::move(spec), DeadlineOf(context_), cancelled_,
+    pipeline->Embed(std::move(spec), DeadlineOf(context_), cancelled(),
                     [this](absl::StatusOr<EmbedResult> result) {
                       Answer(result.ok() ? Rank(*std::move(result)) : result.status());
                     });
@@ -492,7 +487,6 @@ class RerankReactor final : public AdmittedUnaryReactor {
   grpc::ByteBuffer* const out_;
   v1::RerankRequest request_;  // from Begin until the answer is built (Rank)
   ScoreFunction function_ = ScoreFunction::kNone;
-  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 }  // namespace

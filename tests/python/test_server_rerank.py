@@ -183,25 +183,25 @@ def test_deadlines_and_cancellations_leave_nothing_held(server):
     pb2, _ = stubs()
     texts = [t + f" {i}" for i in range(40) for t in TEXTS[:1]]
     request = pb2.RerankRequest(query=QUERY, texts=texts)
-    codes = {}
+    timeouts = [0.002, 0.02, 0.2, 30]
     with server.channel() as channel:
         stub = server.stub(channel)
-        futures = [stub.Rerank.future(request, timeout=[0.002, 0.02, 0.2, 30][i % 4])
-                   for i in range(48)]
-        for f in futures[1::6]:
-            f.cancel()
+        futures = [stub.Rerank.future(request, timeout=timeouts[i % 4]) for i in range(48)]
+        cancelled = {i for i in range(1, 48, 6) if futures[i].cancel()}
+        codes = []
         for f in futures:
             try:
                 f.result()
-                code = grpc.StatusCode.OK
+                codes.append(grpc.StatusCode.OK)
             except grpc.FutureCancelledError:
-                code = grpc.StatusCode.CANCELLED
+                codes.append(grpc.StatusCode.CANCELLED)
             except grpc.RpcError as e:
-                code = e.code()
-            codes[code] = codes.get(code, 0) + 1
+                codes.append(e.code())
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED,
                           grpc.StatusCode.CANCELLED}, codes
-    assert codes.get(grpc.StatusCode.OK, 0) >= 12 and codes.get(grpc.StatusCode.CANCELLED)
+    assert {i for i, c in enumerate(codes) if c == grpc.StatusCode.CANCELLED} == cancelled
+    # However busy the machine, the calls given 30 s and not cancelled are answered.
+    assert all(codes[i] == grpc.StatusCode.OK for i in range(3, 48, 4) if i not in cancelled)
     deadline = time.time() + 10
     while time.time() < deadline:
         text = server.metrics_text()
