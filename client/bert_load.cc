@@ -59,6 +59,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client/connection.h"
@@ -272,6 +273,20 @@ absl::StatusOr<Workload> BuildWorkload() {
     }
     if (absl::GetFlag(FLAGS_input_kind) != "text") {
       return absl::InvalidArgumentError("--api=rerank sends texts: --input_kind=text");
+    }
+    // Embed's options, which a Rerank call does not carry: refused rather than left unsent.
+    std::vector<std::string> embed_only;
+    if (absl::GetFlag(FLAGS_heads) != "pooled") embed_only.push_back("--heads");
+    if (!absl::GetFlag(FLAGS_layers).empty()) embed_only.push_back("--layers");
+    if (absl::GetFlag(FLAGS_padding) != "trim") embed_only.push_back("--padding");
+    if (absl::GetFlag(FLAGS_dtype) != "float32") embed_only.push_back("--dtype");
+    if (absl::GetFlag(FLAGS_normalize)) embed_only.push_back("--normalize");
+    if (absl::GetFlag(FLAGS_dimensions) != 0) embed_only.push_back("--dimensions");
+    if (!absl::GetFlag(FLAGS_prompt_name).empty()) embed_only.push_back("--prompt_name");
+    if (!embed_only.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--api=rerank: ", absl::StrJoin(embed_only, ", "),
+                       " apply to Embed calls only (Rerank takes --seq_length and --truncation)"));
     }
     w.rerank.emplace();
     w.rerank->set_seq_length(std::max(0, absl::GetFlag(FLAGS_seq_length)));  // 0: the model's
@@ -564,6 +579,7 @@ void WriteCsvRows(std::ofstream& out, int step_index, const StepResult& result) 
 
 // The report's header: what ran against what, enough to run it again.
 json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests) {
+  const auto embed_only = [&w](json value) { return w.rerank ? json(nullptr) : value; };
   return {{"server",
            {{"address", ConnectionOptionsFromFlags().server},
             {"model_name", info.model_name()},
@@ -580,17 +596,18 @@ json ReportHeader(const v1::ModelInfo& info, const Workload& w, size_t requests)
             {"requests", requests},
             {"seed", absl::GetFlag(FLAGS_seed)},
             {"seq_length", w.rerank ? w.rerank->seq_length() : w.options.seq_length()},
-            {"heads", absl::GetFlag(FLAGS_heads)},
+            // Embed's options: none with --api=rerank.
+            {"heads", embed_only(absl::GetFlag(FLAGS_heads))},
             // As sent ("embedding" resolved to the model's head).
-            {"heads_sent", HeadNames(w.options)},
-            {"layers", absl::GetFlag(FLAGS_layers)},
-            {"padding", absl::GetFlag(FLAGS_padding)},
-            {"dtype", absl::GetFlag(FLAGS_dtype)},
+            {"heads_sent", embed_only(HeadNames(w.options))},
+            {"layers", embed_only(absl::GetFlag(FLAGS_layers))},
+            {"padding", embed_only(absl::GetFlag(FLAGS_padding))},
+            {"dtype", embed_only(absl::GetFlag(FLAGS_dtype))},
             {"truncation",
              v1::Truncation_Name(w.rerank ? w.rerank->truncation() : w.options.truncation())},
-            {"normalize", w.options.normalize()},
-            {"dimensions", w.options.dimensions()},
-            {"prompt_name", w.options.prompt_name()}}},
+            {"normalize", embed_only(w.options.normalize())},
+            {"dimensions", embed_only(w.options.dimensions())},
+            {"prompt_name", embed_only(w.options.prompt_name())}}},
           {"run",
            {{"warmup_s", absl::GetFlag(FLAGS_warmup_s)},
             {"duration_s", absl::GetFlag(FLAGS_duration_s)},

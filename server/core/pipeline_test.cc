@@ -291,6 +291,15 @@ TEST(PipelineTest, DimensionsKeepTheVectorsLeadingValuesThenNormalize) {
     }
     EXPECT_EQ(Floats(c.sequence), Floats(f.sequence));  // not a vector head: whole
   }
+  // HEAD_DEFAULT alone (it shares pooled_output's bytes when both are asked for).
+  spec.heads = {Head::kDefault};
+  spec.normalize = false;
+  auto alone = EmbedSync(pipeline.get(), spec);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  for (size_t i = 0; i < spec.inputs.size(); ++i) {
+    EXPECT_EQ(Floats(alone->results[i].default_output), Floats(cut->results[i].default_output));
+    EXPECT_FALSE(alone->results[i].pooled.present);
+  }
 }
 
 TEST(PipelineTest, LogitsAreTheClassifierOnTheRawPooledOutput) {

@@ -247,11 +247,11 @@ absl::Status CheckResponseSize(const AnswerSize& size, const RequestLimits& limi
   if (limits.max_response_bytes <= 0) return absl::OkStatus();
   if (size.total() > limits.max_response_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the response would carry ", size.tensor_bytes, " bytes of tensors",
-        size.echoed_bytes > 0 ? absl::StrCat(" and ", size.echoed_bytes, " bytes of request_id")
-                              : "",
-        ", over the server's ", limits.max_response_bytes,
-        "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
+        "the response could take ", size.total(), " bytes (", size.tensor_bytes,
+        " of tensors, up to ", size.framing_bytes, " of framing",
+        size.echoed_bytes > 0 ? absl::StrCat(", ", size.echoed_bytes, " of request_id") : "",
+        "), over the server's ", limits.max_response_bytes,
+        "-byte message limit: ask for fewer inputs, heads, layers or dimensions, PADDING_TRIM, "
         "float16/bfloat16, or a shorter request_id"));
   }
   return absl::OkStatus();

@@ -240,7 +240,7 @@ TEST(ValidationTest, ResponseSizeIsCheckedAgainstTheMessageLimit) {
   o.echoed_bytes = 2 * 10 * 100 * 2;  // a request_id as long as the tensors: over again
   s = check(o);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("4000 bytes of request_id"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find(", 4000 of request_id)"), absl::string_view::npos) << s;
   o.echoed_bytes = 0;
   limits.max_response_bytes = 0;  // unchecked
   o.dtype = OutputDType::kFloat32;

@@ -224,16 +224,17 @@ absl::StatusOr<EmbedRequestSpec> EmbedSpecForRerank(const v1::RerankRequest& req
 int64_t RerankAnswerBound(const v1::RerankRequest& request) {
   const int64_t texts = request.texts_size();
   const int64_t ranked = request.top_n() > 0 ? std::min<int64_t>(request.top_n(), texts) : texts;
-  // A RankedText: its tag and length, then index, score, num_tokens and truncated with their
-  // tags, and a text's tag and length, under 32 bytes; the response's request_id framing,
-  // score_function and timing, under 128.
-  int64_t bound = 128 + static_cast<int64_t>(request.request_id().size()) + 32 * ranked;
+  // A RankedText without its text: its tag and a one-byte length, index (a tag and up to 5
+  // bytes), score (5), num_tokens (6) and truncated (2): at most 21 bytes. A text adds its tag
+  // and length (6) and its bytes, and can lengthen the entry's length by 4. The response's
+  // request_id framing (6), score_function (9) and timing (46): under 64.
+  int64_t bound = 64 + static_cast<int64_t>(request.request_id().size()) + 21 * ranked;
   if (request.return_text()) {  // the longest texts that could be ranked
     std::vector<int64_t> sizes;
     sizes.reserve(texts);
     for (const std::string& text : request.texts()) sizes.push_back(text.size());
     std::partial_sort(sizes.begin(), sizes.begin() + ranked, sizes.end(), std::greater<>());
-    for (int64_t i = 0; i < ranked; ++i) bound += sizes[i];
+    for (int64_t i = 0; i < ranked; ++i) bound += 10 + sizes[i];
   }
   return bound;
 }

@@ -152,13 +152,13 @@ TEST(ConvertTest, RerankStandsForAnEmbedOfPairs) {
   EXPECT_EQ(spec->heads, std::vector<Head>{Head::kLogits});
   EXPECT_EQ(spec->dtype, OutputDType::kFloat32);
   EXPECT_EQ(spec->answer_bytes, RerankAnswerBound(r));
-  EXPECT_EQ(RerankAnswerBound(r), 128 + 2 + 2 * 32);  // request_id, two ranked texts
+  EXPECT_EQ(RerankAnswerBound(r), 64 + 2 + 2 * 21);  // request_id, two ranked texts
   r.set_return_text(true);
   r.set_seq_length(32);
   r.set_truncation(v1::TRUNCATION_REJECT);
   spec = EmbedSpecForRerank(r, 512, 0);
   ASSERT_TRUE(spec.ok());
-  EXPECT_EQ(spec->answer_bytes, 128 + 2 + 2 * 32 + 5);  // and the texts
+  EXPECT_EQ(spec->answer_bytes, 64 + 2 + 2 * 21 + 2 * 10 + 5);  // and the texts
   EXPECT_EQ(spec->seq_length, 32);
   EXPECT_EQ(spec->truncation, Truncation::kReject);
 
@@ -183,16 +183,21 @@ TEST(ConvertTest, TheRerankAnswerBoundHoldsForTheLargestAnswers) {
   std::mt19937 rng(11);
   for (int trial = 0; trial < 200; ++trial) {
     v1::RerankRequest r;
-    const int n = 1 + static_cast<int>(rng() % 300);
-    for (int i = 0; i < n; ++i) r.add_texts(std::string(rng() % (trial % 2 ? 5 : 3000), 'x'));
+    // Up to 20,000 texts (indices of 3 bytes), texts and request_ids whose lengths take 1 to 3
+    // bytes.
+    const int n = 1 + static_cast<int>(rng() % (trial % 10 == 0 ? 20000 : 300));
+    const int longest = trial % 3 == 0 ? 5 : trial % 3 == 1 ? 3000 : 40000;
+    for (int i = 0; i < n; ++i) {
+      r.add_texts(std::string(n > 300 ? rng() % 5 : rng() % longest, 'x'));
+    }
     r.set_top_n(rng() % 3 == 0 ? 0 : rng() % 400);
     r.set_return_text(rng() % 2 == 0);
-    r.set_request_id(std::string(rng() % 200, 'r'));
+    r.set_request_id(std::string(rng() % (trial % 2 ? 200 : 20000), 'r'));
     EmbedResult result;
     result.timing = {INT64_MAX, INT64_MAX, INT64_MAX, INT64_MAX};  // the widest varints
     for (int i = 0; i < n; ++i) {
       InputResult input;
-      const float logit = -1e30f;  // every score a full float
+      const float logit = -1e30f - static_cast<float>(i);  // every score a full float
       input.logits.present = true;
       input.logits.bytes.assign(reinterpret_cast<const char*>(&logit), sizeof(float));
       input.num_tokens = INT32_MAX;

@@ -255,6 +255,7 @@ def test_rerank_api_drives_rerank_on_a_cross_encoder(server, tmp_path):
     assert report["run"]["api"] == "rerank" and "a query to rerank" in stdout
     assert report["workload"]["truncation"] == "TRUNCATION_UNSPECIFIED"  # the server's
     assert report["workload"]["seq_length"] == 0  # the classifier's
+    assert report["workload"]["heads_sent"] is None  # no Embed options
     assert step["sequences_per_s"] == pytest.approx(4 * step["requests_per_s"])
     # A pair of two 8-word inputs: [CLS] 8 [SEP] 8 [SEP].
     assert step["tokens_per_s"] == pytest.approx(19 * step["sequences_per_s"])
@@ -266,6 +267,9 @@ def test_rerank_api_drives_rerank_on_a_cross_encoder(server, tmp_path):
     assert "--api=rerank: the served model has no one-label classifier" in r.stderr
     r = bert_load(f"--server={server.address}", "--api=rerank", "--input_kind=tokens")
     assert r.returncode == 2 and "--input_kind=text" in r.stderr
+    r = bert_load(f"--server={server.address}", "--api=rerank", "--heads=cls", "--dimensions=8")
+    assert r.returncode == 2
+    assert "--api=rerank: --heads, --dimensions apply to Embed calls only" in r.stderr
 
 
 def test_logits_need_a_model_with_a_classifier(server):
