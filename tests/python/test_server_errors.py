@@ -208,7 +208,17 @@ def test_bearer_token(tmp_path):
             with pytest.raises(grpc.RpcError) as e:
                 stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10, metadata=metadata)
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            for call, request in ((stub.Tokenize, pb2.TokenizeRequest(inputs=[req.inputs[0].text])),
+                                  (stub.Rerank, pb2.RerankRequest(query="q", texts=["t"]))):
+                with pytest.raises(grpc.RpcError) as e:
+                    call(request, timeout=10, metadata=metadata)
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
         good = [("authorization", "Bearer s3cret-token")]
+        assert len(stub.Tokenize(pb2.TokenizeRequest(inputs=[req.inputs[0].text]), timeout=10,
+                                 metadata=good).encodings) == 1
+        with pytest.raises(grpc.RpcError) as e:  # admitted: this model has no classifier
+            stub.Rerank(pb2.RerankRequest(query="q", texts=["t"]), timeout=10, metadata=good)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert len(stub.Embed(req, timeout=10, metadata=good).results) == 1
         assert stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10,
                                  metadata=good).model_name == "tiny-l4-h128"
