@@ -323,7 +323,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       actions = NextActionsLocked();
     }
     if (released) service->ReportInFlight();
-    Run(actions);  // nothing to do unless this thread was given the next write or the finish
+    // Unless this thread was given the next write, a read or the finish (each of which keeps
+    // the stream from finishing elsewhere until it is started), another thread may already
+    // have finished the stream and deleted this reactor: `this` is not touched again, not
+    // even to call Run with nothing to do.
+    if (actions.write != nullptr || actions.read || actions.finish) Run(actions);
   }
 
   // Pops the written front slot and releases its permit; true if it held one.
@@ -365,6 +369,9 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     return a;
   }
 
+  // Starts what `a` says. Once an operation is started the stream may finish on another
+  // thread (the write done, the last answer sent): nothing after it may use `this` but the
+  // operations `a` still holds, which keep the stream open until they are started.
   void Run(const Actions& a) {
     if (a.write != nullptr) StartWrite(&a.write->wire);
     if (a.read) StartRead(&wire_in_);

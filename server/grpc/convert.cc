@@ -194,6 +194,10 @@ absl::StatusOr<EmbedRequestSpec> EmbedSpecForRerank(const v1::RerankRequest& req
         request.texts_size(), " texts makes ", expanded, " bytes, over the server's ",
         max_request_bytes, "-byte request limit: send fewer texts or a shorter query"));
   }
+  if (request.seq_length() > (1u << 30)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_length: ", request.seq_length(), " is out of range"));
+  }
   EmbedRequestSpec spec;
   spec.inputs.reserve(request.texts_size());
   for (const std::string& text : request.texts()) {
@@ -201,10 +205,6 @@ absl::StatusOr<EmbedRequestSpec> EmbedSpecForRerank(const v1::RerankRequest& req
     pair.text_a = request.query();
     pair.text_b = text;
     spec.inputs.push_back(std::move(pair));
-  }
-  if (request.seq_length() > (1u << 30)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("seq_length: ", request.seq_length(), " is out of range"));
   }
   spec.seq_length =
       request.seq_length() == 0 ? default_seq_length : static_cast<int>(request.seq_length());
