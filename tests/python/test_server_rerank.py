@@ -213,6 +213,47 @@ def test_deadlines_and_cancellations_leave_nothing_held(server):
     assert held == (0, 0), held
 
 
+def test_a_call_cancelled_while_queued_is_dropped_and_counted(tmp_path):
+    """Batches held 1 s (no adaptive delay, small calls): calls cancelled once the server holds
+    all of them are still queued. They end CANCELLED, the server counts them under Rerank and
+    runs none of their pairs, the others are answered, and nothing stays held."""
+    pb2, _ = stubs()
+    model = one_label_model(tmp_path / "ce")
+    with Server(model_dir=model, vocab=TINY_VOCAB, metrics=True,
+                extra=["--max_batch_tokens=2048", "--max_batch_delay_us=1000000",
+                       "--adaptive_batch_delay=false"]) as s:
+
+        def counts():
+            text = s.metrics_text()
+            return (metric_value(text, "bert_calls_cancelled_total", {"method": "Rerank"}),
+                    metric_value(text, "bert_requests_in_flight"),
+                    metric_value(text, "bert_answer_memory_bytes"),
+                    metric_value(text, "bert_tokens_processed_total"))
+
+        def wait_for(done):
+            deadline = time.time() + 10
+            while not done(counts()) and time.time() < deadline:
+                time.sleep(0.01)
+            return counts()
+
+        with s.channel() as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            stub = s.stub(channel)
+            futures = [stub.Rerank.future(pb2.RerankRequest(query=QUERY, texts=[f"text {i}"]),
+                                          timeout=30) for i in range(8)]
+            held = wait_for(lambda c: c[1] == 8)  # all admitted and queued, none run
+            assert held[1] == 8 and not held[3], held
+            assert all(f.cancel() for f in futures[::2])
+            answered = [f.result() for f in futures[1::2]]
+            assert all(len(a.ranked) == 1 for a in answered)
+            for f in futures[::2]:
+                with pytest.raises(grpc.FutureCancelledError):
+                    f.result()
+        # Only the answered calls' pairs reached the engine.
+        tokens = sum(a.ranked[0].num_tokens for a in answered)
+        assert wait_for(lambda c: c == (4, 0, 0, tokens)) == (4, 0, 0, tokens)
+
+
 def test_models_without_a_one_label_classifier_refuse_it(tmp_path):
     pb2, _ = stubs()
     three = classifier_model(tmp_path / "three")
