@@ -557,9 +557,8 @@ int Rerank(const Connection& connection, v1::BertService::Stub* stub,
   }
   v1::RerankRequest request;
   request.set_query(args[0]);
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (!rest.empty()) {
-    for (const std::string& text : rest) request.add_texts(text);
+  if (args.size() > 1) {
+    for (size_t i = 1; i < args.size(); ++i) request.add_texts(args[i]);
   } else {
     for (v1::Input& input : ReadInputs({})) {
       if (!input.has_text() || input.text().has_text_b()) {

@@ -599,10 +599,9 @@ LoadRunner::LoadRunner(const Connection* connection,
 LoadRunner::LoadRunner(const Connection* connection,
                        std::vector<std::unique_ptr<v1::BertService::Stub>> stubs,
                        std::vector<v1::RerankRequest> requests, LoadOptions options)
-    : connection_(connection),
-      stubs_(std::move(stubs)),
-      rerank_requests_(std::move(requests)),
-      options_(options) {}
+    : LoadRunner(connection, std::move(stubs), std::vector<v1::EmbedRequest>(), options) {
+  rerank_requests_ = std::move(requests);
+}
 
 absl::StatusOr<StepResult> LoadRunner::Run(const LoadStep& step,
                                            const std::function<void(bool begin)>& at_window_edge) {

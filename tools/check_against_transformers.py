@@ -67,7 +67,7 @@ class Report:
     def __init__(self):
         self.failed = []
 
-    def check(self, name, got, want, atol, rtol=0.0):
+    def check(self, name, got, want, atol):
         got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
         if got.shape != want.shape:
             self.failed.append(name)
@@ -75,7 +75,7 @@ class Report:
             return
         diff = np.abs(got - want)
         worst = float(diff.max()) if diff.size else 0.0
-        ok = bool(np.all(diff <= atol + rtol * np.abs(want)))
+        ok = bool(np.all(diff <= atol))
         rel = float((diff / np.maximum(np.abs(want), 1e-12)).max()) if diff.size else 0.0
         print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs diff {worst:.3g}, max rel {rel:.3g} "
               f"({got.size} values)")
