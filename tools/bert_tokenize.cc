@@ -1,12 +1,14 @@
 // bert_tokenize: tokenizes and packs JSON lines the way the server does.
 //
-//   bert_tokenize --vocab=FILE [--seq_length=128] [--cased] [--ids_only] [--reject]
+//   bert_tokenize --vocab=FILE [--seq_length=128] [--cased] [--ids_only] [--reject] [--offsets]
 //
 // Reads one JSON object per line on stdin, {"text_a": "...", "text_b": "..."} (text_b
 // optional), and writes one JSON line per input line, in order:
 //   {"input_word_ids": [...], "input_mask": [...], "input_type_ids": [...], "tokens": [...]}
 // (padded to seq_length, tokens = the real tokens' strings), or with --ids_only the unpadded
-// {"ids": [...], "type_ids": [...], "truncated": bool}; or {"error": "..."} for a bad line
+// {"ids": [...], "type_ids": [...], "truncated": bool}; with --offsets also
+// "offsets": [[begin, end], ...], each real token's UTF-8 byte range in its own text (text_a or
+// text_b; [0, 0] for [CLS] and [SEP]); or {"error": "..."} for a bad line
 // (bad JSON, missing/non-string text_a, invalid UTF-8, or with --reject a truncation).
 // Lines are processed independently; the exit status is 0 unless the vocabulary fails to load.
 #include <cstdio>
@@ -31,6 +33,8 @@ ABSL_FLAG(bool, reject, false, "Report an error instead of truncating inputs tha
 ABSL_FLAG(bool, longest_first, false,
           "Truncate pairs as Hugging Face tokenizers' longest_first does (the longer text gives "
           "up tokens first) instead of TF Hub's round robin");
+ABSL_FLAG(bool, offsets, false,
+          "Also write each real token's byte offsets [begin, end] in its text (text_a or text_b)");
 
 namespace {
 
@@ -44,7 +48,7 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 std::string ErrorLine(const std::string& message) { return Dump(json{{"error", message}}); }
 
 std::string ProcessLine(const bert::BertTokenizer& tokenizer, const std::string& line,
-                        int seq_length, bool ids_only, bert::TruncationPolicy policy,
+                        int seq_length, bool ids_only, bool offsets, bert::TruncationPolicy policy,
                         bert::PackScratch* scratch) {
   absl::StatusOr<bert::TextPair> pair = bert::ParseTextPairLine(line);
   if (!pair.ok()) return ErrorLine(std::string(pair.status().message()));
@@ -52,10 +56,15 @@ std::string ProcessLine(const bert::BertTokenizer& tokenizer, const std::string&
       pair->text_b ? absl::string_view(*pair->text_b) : absl::string_view();
   absl::StatusOr<bert::PackedInput> packed =
       bert::TokenizeAndPack(tokenizer, pair->text_a, pair->text_b ? &b_text : nullptr, seq_length,
-                            policy, /*context=*/"", scratch);
+                            policy, /*context=*/"", scratch, /*with_spans=*/offsets);
   if (!packed.ok()) return ErrorLine(std::string(packed.status().message()));
 
   json out;
+  if (offsets) {
+    json spans = json::array();
+    for (const bert::TokenSpan& span : packed->spans) spans.push_back({span.begin, span.end});
+    out["offsets"] = std::move(spans);
+  }
   if (ids_only) {
     out["ids"] = packed->word_ids;
     out["type_ids"] = packed->type_ids;
@@ -109,7 +118,8 @@ int main(int argc, char** argv) {
   std::string out;
   while (std::getline(std::cin, line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    out = ProcessLine(**tokenizer, line, seq_length, ids_only, policy, &scratch);
+    out = ProcessLine(**tokenizer, line, seq_length, ids_only, absl::GetFlag(FLAGS_offsets), policy,
+                      &scratch);
     out.push_back('\n');
     std::cout.write(out.data(), out.size());
   }

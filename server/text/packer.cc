@@ -98,6 +98,18 @@ absl::StatusOr<PackedInput> Pack(absl::Span<const int32_t> a, const absl::Span<c
   return out;
 }
 
+// The spans of `packed`'s tokens, when its segments' tokens had `a_spans` and `b_spans`.
+void PackSpans(absl::Span<const TokenSpan> a_spans, absl::Span<const TokenSpan> b_spans,
+               PackedInput* packed) {
+  const std::vector<int32_t>& types = packed->type_ids;
+  const int n = packed->num_tokens();
+  const int a_end = static_cast<int>(std::find(types.begin(), types.end(), 1) - types.begin());
+  packed->spans.assign(n, TokenSpan());
+  // [CLS] a... [SEP] (b... [SEP]): real tokens sit between the special ones.
+  for (int i = 1; i + 1 < a_end; ++i) packed->spans[i] = a_spans[i - 1];
+  for (int i = a_end; i + 1 < n; ++i) packed->spans[i] = b_spans[i - a_end];
+}
+
 }  // namespace
 
 absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
@@ -123,11 +135,13 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
                                             absl::string_view text_a,
                                             const absl::string_view* text_b, int seq_length,
                                             TruncationPolicy policy, absl::string_view context,
-                                            PackScratch* scratch) {
+                                            PackScratch* scratch, bool with_spans) {
   PackScratch local;
   PackScratch& buffers = scratch != nullptr ? *scratch : local;
   buffers.a.clear();
   buffers.b.clear();
+  buffers.a_spans.clear();
+  buffers.b_spans.clear();
   const auto named = [&](absl::string_view field, const absl::Status& status) {
     return absl::Status(status.code(), absl::StrCat(context, context.empty() ? "" : ".", field,
                                                     ": ", status.message()));
@@ -139,11 +153,15 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
   // stops there: a huge text costs little more than a UTF-8 check.
   const int budget = seq_length - (text_b != nullptr ? 3 : 2);
   const size_t max_tokens = static_cast<size_t>(std::max(budget, 0)) + 1;
-  if (absl::Status status = tokenizer.Tokenize(text_a, max_tokens, &buffers.a); !status.ok()) {
+  if (absl::Status status = tokenizer.Tokenize(text_a, max_tokens, &buffers.a,
+                                               with_spans ? &buffers.a_spans : nullptr);
+      !status.ok()) {
     return named("text_a", status);
   }
   if (text_b != nullptr) {
-    if (absl::Status status = tokenizer.Tokenize(*text_b, max_tokens, &buffers.b); !status.ok()) {
+    if (absl::Status status = tokenizer.Tokenize(*text_b, max_tokens, &buffers.b,
+                                                 with_spans ? &buffers.b_spans : nullptr);
+        !status.ok()) {
       return named("text_b", status);
     }
   }
@@ -176,6 +194,7 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
     return absl::Status(packed.status().code(),
                         absl::StrCat(context, ": ", packed.status().message()));
   }
+  if (packed.ok() && with_spans) PackSpans(buffers.a_spans, buffers.b_spans, &*packed);
   return packed;
 }
 

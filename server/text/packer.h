@@ -40,6 +40,9 @@ struct PackedInput {
   std::vector<int32_t> word_ids;  // [CLS] a [SEP] (b [SEP])
   std::vector<int32_t> type_ids;  // 0 for [CLS] a [SEP], 1 for b [SEP]
   bool truncated = false;         // Some token of a or b (or b's [SEP]) was dropped.
+  // Only from TokenizeAndPack with `with_spans`: where each token of word_ids came from, in
+  // its own text (a's tokens in text_a, b's in text_b); [CLS] and [SEP] are {0, 0}.
+  std::vector<TokenSpan> spans;
   int num_tokens() const { return static_cast<int>(word_ids.size()); }
 };
 
@@ -68,14 +71,17 @@ absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
 // "<context>.text_a: <tokenizer's message>" (invalid UTF-8), and "<context>: <packing
 // message>"; a kReject message gives the tokens needed as "at least N" when a text was not
 // tokenized to its end. `scratch` (may be null) keeps the token buffers' storage across calls.
+// `with_spans` fills PackedInput::spans.
 struct PackScratch {
   std::vector<int32_t> a, b;
+  std::vector<TokenSpan> a_spans, b_spans;
 };
 absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
                                             absl::string_view text_a,
                                             const absl::string_view* text_b, int seq_length,
                                             TruncationPolicy policy, absl::string_view context,
-                                            PackScratch* scratch = nullptr);
+                                            PackScratch* scratch = nullptr,
+                                            bool with_spans = false);
 
 // Fills TF-Hub padded tensors of length seq_length: word ids (pad_id after the real tokens),
 // input mask (1 for real tokens) and type ids (0 after the real tokens). Real tokens beyond

@@ -15,6 +15,7 @@ namespace bert {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::IsEmpty;
 
 constexpr int32_t kCls = 101;
 constexpr int32_t kSep = 102;
@@ -241,6 +242,42 @@ TEST(TokenizeAndPackTest, TokenizesAndPacksBothSegments) {
       TokenizeAndPack(*tokenizer, "world", nullptr, 8, TruncationPolicy::kTruncate, "");
   ASSERT_TRUE(single.ok());
   EXPECT_THAT(single->word_ids, ElementsAre(2, 5, 3));
+}
+
+TEST(TokenizeAndPackTest, SpansFollowTheTokensKept) {
+  const std::unique_ptr<BertTokenizer> tokenizer = TinyTokenizer();
+  const absl::string_view b = "a  b a";
+  PackScratch scratch;
+  for (TruncationPolicy policy : {TruncationPolicy::kTruncate, TruncationPolicy::kLongestFirst}) {
+    absl::StatusOr<PackedInput> packed =
+        TokenizeAndPack(*tokenizer, "hello world", &b, 6, policy, "", &scratch, true);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    ASSERT_EQ(packed->spans.size(), packed->word_ids.size());
+    if (policy == TruncationPolicy::kTruncate) {
+      // [CLS] hello world [SEP] a [SEP]: each in its own text.
+      EXPECT_THAT(packed->spans, ElementsAre(TokenSpan{0, 0}, TokenSpan{0, 5}, TokenSpan{6, 11},
+                                             TokenSpan{0, 0}, TokenSpan{0, 1}, TokenSpan{0, 0}));
+    } else {
+      // [CLS] hello [SEP] a b [SEP]: b's second token starts after the two spaces.
+      EXPECT_THAT(packed->spans, ElementsAre(TokenSpan{0, 0}, TokenSpan{0, 5}, TokenSpan{0, 0},
+                                             TokenSpan{0, 1}, TokenSpan{3, 4}, TokenSpan{0, 0}));
+    }
+  }
+  absl::StatusOr<PackedInput> single =
+      TokenizeAndPack(*tokenizer, " world", nullptr, 8, TruncationPolicy::kTruncate, "", nullptr,
+                      /*with_spans=*/true);
+  ASSERT_TRUE(single.ok());
+  EXPECT_THAT(single->spans, ElementsAre(TokenSpan{0, 0}, TokenSpan{1, 6}, TokenSpan{0, 0}));
+  // Without with_spans, none.
+  single = TokenizeAndPack(*tokenizer, "world", nullptr, 8, TruncationPolicy::kTruncate, "");
+  ASSERT_TRUE(single.ok());
+  EXPECT_THAT(single->spans, IsEmpty());
+  // A pair at seq_length 2 is [CLS] [SEP].
+  const absl::string_view c = "hello";
+  absl::StatusOr<PackedInput> tiny =
+      TokenizeAndPack(*tokenizer, "a", &c, 2, TruncationPolicy::kTruncate, "", nullptr, true);
+  ASSERT_TRUE(tiny.ok());
+  EXPECT_THAT(tiny->spans, ElementsAre(TokenSpan{0, 0}, TokenSpan{0, 0}));
 }
 
 TEST(TokenizeAndPackTest, ErrorsNameTheSegmentAfterTheContext) {

@@ -70,23 +70,42 @@ bool IsCjkIdeograph(int32_t cp) {
          (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
-void AppendUtf8(int32_t cp, std::string* out) {
+// Returns how many bytes it appended.
+int AppendUtf8(int32_t cp, std::string* out) {
   if (cp < 0x80) {
     out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
+    return 1;
+  }
+  if (cp < 0x800) {
     out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
     out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
+    return 2;
+  }
+  if (cp < 0x10000) {
     out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
     out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
     out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    return 3;
   }
+  out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+  out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+  out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+  out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  return 4;
 }
+
+// With spans: one combining mark (combining class > 0) of the run awaiting NFD's canonical
+// reordering, in text order, dropped (Mn) or kept.
+struct RunMark {
+  enum State : uint8_t { kDropped, kQueued, kCounted };  // kCounted: past the word limit
+  uint8_t combining_class;
+  State state;
+  bool inserted;   // Not the first character of its code point's decomposition.
+  TokenSpan span;  // Of the code point it came from.
+};
+// The marks of one run that spans are tracked for; past this (a hostile text) the rest of the
+// run's kept marks take the last tracked mark's span.
+constexpr size_t kMaxTrackedRun = 1024;
 
 // Per-thread scratch space, reused across calls so steady-state tokenization does not allocate.
 // Both buffers are bounded by max_chars_per_word (the word's first characters, the marks of a
@@ -94,7 +113,11 @@ void AppendUtf8(int32_t cp, std::string* out) {
 struct Scratch {
   static constexpr size_t kKeptScratchBytes = 64 << 10;
 
-  size_t Bytes() const { return word.capacity() + marks.capacity() * sizeof(marks[0]); }
+  size_t Bytes() const {
+    return word.capacity() + marks.capacity() * sizeof(marks[0]) +
+           word_spans.capacity() * sizeof(TokenSpan) + run.capacity() * sizeof(RunMark) +
+           slots.capacity() * sizeof(TokenSpan);
+  }
 
   void ReleaseIfLarge() {
     last_call_bytes = Bytes();
@@ -102,12 +125,24 @@ struct Scratch {
     if (marks.capacity() * sizeof(marks[0]) > kKeptScratchBytes) {
       std::vector<std::pair<int, int32_t>>().swap(marks);
     }
+    if (word_spans.capacity() * sizeof(TokenSpan) > kKeptScratchBytes) {
+      std::vector<TokenSpan>().swap(word_spans);
+    }
+    if (run.capacity() * sizeof(RunMark) > kKeptScratchBytes) std::vector<RunMark>().swap(run);
+    if (slots.capacity() * sizeof(TokenSpan) > kKeptScratchBytes) {
+      std::vector<TokenSpan>().swap(slots);
+    }
   }
 
   std::string word;
   // Non-Mn code points with a non-zero canonical combining class waiting for NFD's
   // canonical reordering: (combining class, code point).
   std::vector<std::pair<int, int32_t>> marks;
+  // Only when spans are asked for: the source span of each byte of `word`; the current run of
+  // combining marks, Mn included (at most kMaxTrackedRun); `slots`, FlushMarks' buffer.
+  std::vector<TokenSpan> word_spans;
+  std::vector<RunMark> run;
+  std::vector<TokenSpan> slots;
   // For GetThreadStatsForTesting().
   int64_t ids_produced = 0;
   size_t last_call_bytes = 0;
@@ -131,20 +166,29 @@ absl::Status InvalidUtf8Error(absl::string_view text, size_t offset) {
 // until the text ends or `max_tokens` ids have been appended. Ids, once appended, are never
 // taken back (WordPiece settles a whole word at once), so those first ids are final. With
 // `count_only` (CountTokens) settled ids are counted and dropped instead: `ids` then holds at
-// most the few words between two checks.
+// most the few words between two checks. With `spans`, each id's TokenSpan is appended too;
+// `src_` is then the span of the code point being handled. Spans are a template parameter so
+// that the path without them carries no trace of them.
+template <bool kSpans>
 class BertTokenizer::Run {
  public:
   Run(const BertTokenizer& tok, Scratch* scratch, size_t max_tokens, std::vector<int32_t>* ids,
-      bool count_only = false)
+      std::vector<TokenSpan>* spans, bool count_only = false)
       : tok_(tok),
         word_(scratch->word),
         marks_(scratch->marks),
+        word_spans_(scratch->word_spans),
+        run_(scratch->run),
+        slots_(scratch->slots),
         ids_(ids),
+        spans_(spans),
         first_id_(ids->size()),
         max_tokens_(max_tokens),
         count_only_(count_only) {
     word_.clear();
     marks_.clear();
+    word_spans_.clear();
+    run_.clear();
   }
 
   absl::Status Feed(absl::string_view text) {
@@ -155,15 +199,18 @@ class BertTokenizer::Run {
     while (i < n) {
       const unsigned char b = s[i];
       if (b < 0x80) {
-        // ASCII fast path. ASCII has combining class 0, so it ends any pending mark run.
-        if (!marks_.empty()) FlushMarks();
-        switch (kAscii.cls[b]) {
+        // ASCII fast path. Control characters are removed before NFD, so they do not end a
+        // mark run; anything else has combining class 0 and does.
+        const uint8_t cls = kAscii.cls[b];
+        if (cls == kDrop) {
+          ++i;
+          continue;
+        }
+        EndMarkRun();
+        if constexpr (kSpans) src_ = {static_cast<uint32_t>(i), static_cast<uint32_t>(i + 1)};
+        switch (cls) {
           case kWord:
-            // Past the word limit only the count matters (the word will be [UNK]), which
-            // also bounds the thread-local buffer.
-            if (++word_chars_ <= max_chars_) {
-              word_.push_back(lowercase ? kAscii.lower[b] : static_cast<char>(b));
-            }
+            AddAsciiToWord(lowercase ? kAscii.lower[b] : static_cast<char>(b));
             break;
           case kSpace:
             EndWord();
@@ -183,11 +230,12 @@ class BertTokenizer::Run {
       int32_t cp;
       const int len = DecodeUtf8(text, i, &cp);
       if (len == 0) return InvalidUtf8Error(text, i);
+      if constexpr (kSpans) src_ = {static_cast<uint32_t>(i), static_cast<uint32_t>(i + len)};
       i += len;
       FeedNonAscii(cp);
       if (Full()) return CheckRest(text, i);
     }
-    if (!marks_.empty()) FlushMarks();
+    EndMarkRun();
     EndWord();
     return absl::OkStatus();
   }
@@ -202,13 +250,13 @@ class BertTokenizer::Run {
     const utf8proc_property_t* prop = utf8proc_get_property(cp);
     if (IsControlCategory(prop->category)) return;  // Removed; does not break mark runs.
     if (IsSpaceCategory(prop->category)) {
-      if (!marks_.empty()) FlushMarks();
+      EndMarkRun();
       EndWord();
       return;
     }
     const bool cjk = IsCjkIdeograph(cp);
     if (cjk) {
-      if (!marks_.empty()) FlushMarks();
+      EndMarkRun();
       EndWord();
     }
     if (!tok_.options_.lowercase) {
@@ -224,36 +272,85 @@ class BertTokenizer::Run {
       }
       for (utf8proc_ssize_t k = 0; k < count; ++k) {
         const utf8proc_property_t* p = buf[k] == cp ? prop : utf8proc_get_property(buf[k]);
+        const bool mn = p->category == UTF8PROC_CATEGORY_MN;
+        if (p->combining_class == 0) {
+          // A starter: NFD reorders no mark across it, whether accent stripping keeps it or not.
+          EndMarkRun();
+          if (!mn) Normalized(utf8proc_tolower(buf[k]), nullptr);
+          continue;
+        }
         // Accent stripping drops Mn. Dropping before NFD's (stable) canonical reordering
-        // leaves the remaining characters in the order reordering would give them.
-        if (p->category == UTF8PROC_CATEGORY_MN) continue;
-        if (p->combining_class != 0) {
+        // leaves the remaining characters in the order reordering would give them; only the
+        // spans need the dropped marks' places.
+        RunMark::State state = RunMark::kDropped;
+        if (!mn) {
           // Such marks (all Mc, see tokenizer_test) only extend the word. Once the word cannot
           // fit max_chars_ it is [UNK] whatever their order, so a mark is then counted instead
           // of queued, which bounds marks_.
           if (word_chars_ + static_cast<int>(marks_.size()) < max_chars_) {
             marks_.emplace_back(p->combining_class, buf[k]);
+            state = RunMark::kQueued;
           } else {
             ++word_chars_;
+            state = RunMark::kCounted;
           }
-          continue;
         }
-        if (!marks_.empty()) FlushMarks();
-        Normalized(utf8proc_tolower(buf[k]), nullptr);
+        if (kSpans && run_.size() < kMaxTrackedRun) {
+          run_.push_back({static_cast<uint8_t>(p->combining_class), state, k > 0, src_});
+        }
       }
     }
     if (cjk) {
-      if (!marks_.empty()) FlushMarks();
+      EndMarkRun();
       EndWord();
     }
   }
 
+  void EndMarkRun() {
+    if (!marks_.empty() || (kSpans && !run_.empty())) FlushMarks();
+  }
+
   // Canonical reordering of a run of non-Mn marks, then hands them on.
   void FlushMarks() {
-    std::stable_sort(marks_.begin(), marks_.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (const auto& [ccc, mark] : marks_) Normalized(utf8proc_tolower(mark), nullptr);
+    const auto by_class = [](const auto& a, const auto& b) { return a.first < b.first; };
+    std::stable_sort(marks_.begin(), marks_.end(), by_class);
+    if constexpr (!kSpans) {
+      for (const auto& [ccc, mark] : marks_) Normalized(utf8proc_tolower(mark), nullptr);
+      marks_.clear();
+      return;
+    }
+    // Spans as Hugging Face's alignments give them: reordering moves characters, not the
+    // code points they are aligned to. Walking the run, Mn included, in its reordered order,
+    // each mark that begins its code point's decomposition takes the next of the run's code
+    // points in text order; an inserted one (a decomposition's second mark) takes the span
+    // the last one took (at the start of the run: its own code point's, whose first character
+    // was the starter before the run). The queued marks come up in marks_' order.
+    const TokenSpan current = src_;
+    slots_.clear();
+    for (const RunMark& m : run_) {
+      if (!m.inserted) slots_.push_back(m.span);
+    }
+    TokenSpan last = run_.empty() ? src_ : run_.front().span;
+    std::stable_sort(run_.begin(), run_.end(), [](const RunMark& a, const RunMark& b) {
+      return a.combining_class < b.combining_class;
+    });
+    size_t next_slot = 0;
+    size_t next = 0;  // in marks_
+    for (const RunMark& m : run_) {
+      if (!m.inserted && next_slot < slots_.size()) last = slots_[next_slot++];
+      if (m.state == RunMark::kQueued && next < marks_.size()) {
+        src_ = last;
+        Normalized(utf8proc_tolower(marks_[next++].second), nullptr);
+      } else if (m.state == RunMark::kCounted) {
+        ExtendWordSpan(last);
+      }
+    }
+    // Marks past kMaxTrackedRun.
+    src_ = last;
+    for (; next < marks_.size(); ++next) Normalized(utf8proc_tolower(marks_[next].second), nullptr);
+    src_ = current;
     marks_.clear();
+    run_.clear();
   }
 
   // Pre-tokenization of one normalised code point: whitespace ends a word, punctuation is a
@@ -263,7 +360,7 @@ class BertTokenizer::Run {
       // NFD/lowercasing can map non-ASCII to ASCII (U+037E GREEK QUESTION MARK -> ';').
       switch (kAscii.cls[cp]) {
         case kWord:
-          if (++word_chars_ <= max_chars_) word_.push_back(static_cast<char>(cp));
+          AddAsciiToWord(static_cast<char>(cp));
           return;
         case kSpace:
           EndWord();
@@ -283,22 +380,50 @@ class BertTokenizer::Run {
     }
     if (IsPunctCategory(prop->category)) {
       EndWord();
-      AppendUtf8(cp, &word_);
-      word_chars_ = 1;
+      AddToWord(cp);
       EndWord();
       return;
     }
-    if (++word_chars_ <= max_chars_) AppendUtf8(cp, &word_);
+    AddToWord(cp);
+  }
+
+  // A word character. Past the word limit only the count matters (the word will be [UNK]),
+  // which also bounds the thread-local buffers.
+  void AddAsciiToWord(char c) {
+    if (++word_chars_ <= max_chars_) {
+      word_.push_back(c);
+      if constexpr (kSpans) word_spans_.push_back(src_);
+    }
+    if constexpr (kSpans) ExtendWordSpan(src_);
+  }
+
+  void AddToWord(int32_t cp) {
+    if (++word_chars_ <= max_chars_) {
+      const int bytes = AppendUtf8(cp, &word_);
+      if constexpr (kSpans) word_spans_.insert(word_spans_.end(), bytes, src_);
+    }
+    if constexpr (kSpans) ExtendWordSpan(src_);
+  }
+
+  // The span of a [UNK] for a word past the limit: from its first character's start to the
+  // furthest end of any (a counted mark's place may come before queued ones').
+  void ExtendWordSpan(TokenSpan span) {
+    if (!word_spanned_) {
+      word_span_ = span;
+      word_spanned_ = true;
+    }
+    word_span_.end = std::max(word_span_.end, span.end);
   }
 
   void EmitAsciiPunct(int c) {
     const int32_t id = tok_.ascii_ids_[c];
     ids_->push_back(id >= 0 ? id : tok_.unk_id_);
+    if constexpr (kSpans) spans_->push_back(src_);
   }
 
   // True once the ids this call has produced are all that were asked for.
   bool Full() {
-    if (count_only_) {
+    if (count_only_) {  // never with spans
       counted_ += ids_->size() - first_id_;
       ids_->resize(first_id_);
       return counted_ >= max_tokens_;
@@ -317,23 +442,33 @@ class BertTokenizer::Run {
     if (word_chars_ == 0) return;
     if (word_chars_ > max_chars_) {
       ids_->push_back(tok_.unk_id_);
+      if constexpr (kSpans) spans_->push_back(word_span_);
     } else {
-      tok_.WordPiece(word_, ids_);
+      tok_.WordPiece(word_, ids_, kSpans ? word_spans_.data() : nullptr, spans_);
     }
     word_.clear();
+    word_spans_.clear();
     word_chars_ = 0;
+    word_spanned_ = false;
   }
 
   const BertTokenizer& tok_;
   std::string& word_;
   std::vector<std::pair<int, int32_t>>& marks_;
+  std::vector<TokenSpan>& word_spans_;
+  std::vector<RunMark>& run_;
+  std::vector<TokenSpan>& slots_;
   std::vector<int32_t>* ids_;
+  std::vector<TokenSpan>* const spans_;  // null: no spans
   const size_t first_id_;
   const size_t max_tokens_;
   const bool count_only_;
   size_t counted_ = 0;  // count_only_: ids produced and dropped
   const int max_chars_ = tok_.options_.max_chars_per_word;
   int word_chars_ = 0;
+  TokenSpan src_;        // spans_: the code point being handled
+  TokenSpan word_span_;  // spans_: the current word's, once word_spanned_
+  bool word_spanned_ = false;
 };
 
 absl::Status BertTokenizer::Tokenize(absl::string_view text, std::vector<int32_t>* ids) const {
@@ -342,23 +477,38 @@ absl::Status BertTokenizer::Tokenize(absl::string_view text, std::vector<int32_t
 
 absl::Status BertTokenizer::Tokenize(absl::string_view text, size_t max_tokens,
                                      std::vector<int32_t>* ids) const {
+  return Tokenize(text, max_tokens, ids, nullptr);
+}
+
+absl::Status BertTokenizer::Tokenize(absl::string_view text, size_t max_tokens,
+                                     std::vector<int32_t>* ids,
+                                     std::vector<TokenSpan>* spans) const {
+  if (spans != nullptr && text.size() > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError("text of 4 GiB or more: its offsets do not fit");
+  }
   Scratch& scratch = ThreadScratch();
   const size_t old_size = ids->size();
-  const absl::Status status = Run(*this, &scratch, max_tokens, ids).Feed(text);
+  const size_t old_spans = spans != nullptr ? spans->size() : 0;
+  const absl::Status status =
+      spans != nullptr ? Run<true>(*this, &scratch, max_tokens, ids, spans).Feed(text)
+                       : Run<false>(*this, &scratch, max_tokens, ids, nullptr).Feed(text);
   scratch.ids_produced += static_cast<int64_t>(ids->size() - old_size);
   scratch.ReleaseIfLarge();
+  size_t keep = ids->size() - old_size;
   if (!status.ok()) {
-    ids->resize(old_size);
-  } else if (ids->size() - old_size > max_tokens) {
-    ids->resize(old_size + max_tokens);  // The last word's pieces may go past max_tokens.
+    keep = 0;
+  } else if (keep > max_tokens) {
+    keep = max_tokens;  // The last word's pieces may go past max_tokens.
   }
+  ids->resize(old_size + keep);
+  if (spans != nullptr) spans->resize(old_spans + keep);
   return status;
 }
 
 absl::StatusOr<size_t> BertTokenizer::CountTokens(absl::string_view text, size_t max_count) const {
   Scratch& scratch = ThreadScratch();
   std::vector<int32_t> settling;  // a few words' ids at a time
-  Run run(*this, &scratch, max_count, &settling, /*count_only=*/true);
+  Run<false> run(*this, &scratch, max_count, &settling, /*spans=*/nullptr, /*count_only=*/true);
   const absl::Status status = run.Feed(text);
   const size_t count = run.produced();
   scratch.last_count_ids_held = settling.capacity();
@@ -377,8 +527,10 @@ BertTokenizer::ThreadStatsForTesting BertTokenizer::GetThreadStatsForTesting() {
   return stats;
 }
 
-void BertTokenizer::WordPiece(absl::string_view word, std::vector<int32_t>* ids) const {
+void BertTokenizer::WordPiece(absl::string_view word, std::vector<int32_t>* ids,
+                              const TokenSpan* byte_spans, std::vector<TokenSpan>* spans) const {
   const size_t first = ids->size();
+  const size_t first_span = spans != nullptr ? spans->size() : 0;
   const char* data = word.data();
   const size_t n = word.size();
   size_t start = 0;
@@ -401,9 +553,14 @@ void BertTokenizer::WordPiece(absl::string_view word, std::vector<int32_t>* ids)
       // Some part of the word matches no piece: the whole word is [UNK].
       ids->resize(first);
       ids->push_back(unk_id_);
+      if (byte_spans != nullptr) {
+        spans->resize(first_span);
+        spans->push_back({byte_spans[0].begin, byte_spans[n - 1].end});
+      }
       return;
     }
     ids->push_back(id);
+    if (byte_spans != nullptr) spans->push_back({byte_spans[start].begin, byte_spans[end - 1].end});
     start = end;
   }
 }

@@ -26,6 +26,18 @@
 
 namespace bert {
 
+// Where a token came from: bytes [begin, end) of the UTF-8 text it was tokenized from, as
+// Hugging Face tokenizers' offsets (which Python reports in characters): from the first
+// character of the token's normalised text to the last, so characters that normalisation
+// dropped (combining accents, control characters) count inside a token but not at its
+// edges. Pieces of a word split as the word's characters do; when one character gives two
+// pieces (a Hangul syllable's jamo), both have its span. A [UNK] word spans the whole word.
+struct TokenSpan {
+  uint32_t begin = 0;
+  uint32_t end = 0;
+  friend bool operator==(TokenSpan a, TokenSpan b) { return a.begin == b.begin && a.end == b.end; }
+};
+
 class BertTokenizer {
  public:
   struct Options {
@@ -59,6 +71,12 @@ class BertTokenizer {
   // id more than will be kept.
   absl::Status Tokenize(absl::string_view text, size_t max_tokens, std::vector<int32_t>* ids) const;
 
+  // Tokenize(text, max_tokens, ids), also appending to `spans` one TokenSpan per id appended
+  // (both are left as they were on an error). INVALID_ARGUMENT also for a text of 4 GiB or more,
+  // whose offsets a TokenSpan cannot hold.
+  absl::Status Tokenize(absl::string_view text, size_t max_tokens, std::vector<int32_t>* ids,
+                        std::vector<TokenSpan>* spans) const;
+
   // How many ids Tokenize(text) gives, at most `max_count`: counting stops there and the rest
   // is only checked for valid UTF-8, as Tokenize(text, max_tokens, ids) does. No ids are kept,
   // so memory does not grow with the text. INVALID_ARGUMENT as Tokenize.
@@ -85,13 +103,16 @@ class BertTokenizer {
   static ThreadStatsForTesting GetThreadStatsForTesting();
 
  private:
+  template <bool kSpans>
   class Run;  // The per-call tokenization state machine (tokenizer.cc).
 
   BertTokenizer() = default;
   absl::Status Init(const std::vector<absl::string_view>& tokens, Options options);
 
-  // Appends the WordPiece ids of one pre-tokenized word (valid UTF-8, non-empty).
-  void WordPiece(absl::string_view word, std::vector<int32_t>* ids) const;
+  // Appends the WordPiece ids of one pre-tokenized word (valid UTF-8, non-empty). With
+  // `byte_spans` (the source span of each byte of `word`), appends each id's span to `spans`.
+  void WordPiece(absl::string_view word, std::vector<int32_t>* ids, const TokenSpan* byte_spans,
+                 std::vector<TokenSpan>* spans) const;
 
   Options options_;
   std::string arena_;                        // All token strings, concatenated.

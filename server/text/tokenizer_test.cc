@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/text/packer.h"
@@ -337,6 +338,71 @@ TEST(TokenizerUnicodeTest, NonMnMarksWithACombiningClassAreAllMc) {
 }
 
 // "a" and three combining marks as ## pieces: U+16FF0 (class 6), U+1D165 (216), U+1D16D (226).
+// Each token of `text` with the bytes its span covers, as "token=covered".
+std::vector<std::string> TokensWithSpans(const BertTokenizer& tok, absl::string_view text,
+                                         size_t max_tokens = std::numeric_limits<size_t>::max()) {
+  std::vector<int32_t> ids;
+  std::vector<TokenSpan> spans;
+  absl::Status status = tok.Tokenize(text, max_tokens, &ids, &spans);
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(ids.size(), spans.size());
+  std::vector<std::string> out;
+  for (size_t i = 0; i < ids.size() && i < spans.size(); ++i) {
+    EXPECT_LE(spans[i].begin, spans[i].end);
+    EXPECT_LE(spans[i].end, text.size());
+    out.push_back(absl::StrCat(tok.Token(ids[i]), "=",
+                               text.substr(spans[i].begin, spans[i].end - spans[i].begin)));
+  }
+  return out;
+}
+
+TEST_F(TokenizerTest, SpansCoverEachTokensSourceBytes) {
+  EXPECT_THAT(
+      TokensWithSpans(*uncased_, "Hello, unaffable World!"),
+      ElementsAre("hello=Hello", ",=,", "una=una", "##ffa=ffa", "##ble=ble", "world=World", "!=!"));
+  // Normalisation maps back to the characters it came from: accents, case, full width.
+  EXPECT_THAT(TokensWithSpans(*uncased_, "  Héllo	ＡＢＣ"),
+              ElementsAre("hello=Héllo", "[UNK]=ＡＢＣ"));
+  // Dropped characters inside a token are covered, at its edges not: a control character,
+  // a zero-width space, a combining accent before and after.
+  EXPECT_THAT(TokensWithSpans(*uncased_,
+                              "a\x01"
+                              "b c\u200Bd \u0301e x\u0301"),
+              ElementsAre("ab=a\x01"
+                          "b",
+                          "cd=c\u200Bd", "e=e", "x=x"));
+  // CJK characters and Unicode punctuation are tokens of their own.
+  EXPECT_THAT(TokensWithSpans(*uncased_, "中文,¿hola"),
+              ElementsAre("中=中", "文=文", ",=,", "¿=¿", "ho=ho", "##la=la"));
+  // An unknown word and one past the word limit are one [UNK] over the whole word.
+  EXPECT_THAT(TokensWithSpans(*uncased_, "x Ⅻx " + std::string(101, 'q') + " y"),
+              ElementsAre("x=x", "[UNK]=Ⅻx", "[UNK]=" + std::string(101, 'q'), "y=y"));
+  // Cased: nothing is normalised, the spans are the tokens.
+  EXPECT_THAT(TokensWithSpans(*cased_, "Héllo"), ElementsAre("[UNK]=Héllo"));
+  // Cut at max_tokens: spans are cut with the ids.
+  EXPECT_THAT(TokensWithSpans(*uncased_, "unaffable world", 2),
+              ElementsAre("una=una", "##ffa=ffa"));
+}
+
+TEST_F(TokenizerTest, SpansDoNotChangeTheIdsAndAreLeftAloneOnErrors) {
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    const std::string text = text_testing::RandomText(&rng, 1 + i % 60);
+    std::vector<int32_t> plain, with_spans;
+    std::vector<TokenSpan> spans;
+    ASSERT_TRUE(uncased_->Tokenize(text, &plain).ok());
+    ASSERT_TRUE(uncased_->Tokenize(text, 1000, &with_spans, &spans).ok());
+    ASSERT_EQ(plain, with_spans) << text;
+    ASSERT_EQ(spans.size(), plain.size());
+    for (size_t k = 1; k < spans.size(); ++k) ASSERT_LE(spans[k - 1].begin, spans[k].begin);
+  }
+  std::vector<int32_t> ids = {5};
+  std::vector<TokenSpan> spans = {{1, 2}};
+  EXPECT_FALSE(uncased_->Tokenize("good \xFF", 1000, &ids, &spans).ok());
+  EXPECT_THAT(ids, ElementsAre(5));
+  EXPECT_EQ(spans.size(), 1u);
+}
+
 std::unique_ptr<BertTokenizer> MarksTokenizer(int max_chars_per_word) {
   BertTokenizer::Options options;
   options.max_chars_per_word = max_chars_per_word;
@@ -367,6 +433,50 @@ TEST(TokenizerMarksTest, MarksAreReorderedWhileTheWordFitsAndCountedAfter) {
   EXPECT_THAT(ids(*tok1, "\U0001D165"), ElementsAre(8));
   EXPECT_THAT(ids(*tok1, "\U0001D165\U0001D165 \U0001D165"), ElementsAre(1, 8));
   EXPECT_THAT(ids(*tok1, "a\U0001D165"), ElementsAre(1));
+}
+
+TEST(TokenizerMarksTest, ReorderedMarksKeepTheirSpansInTextOrder) {
+  const std::unique_ptr<BertTokenizer> tok4 = MarksTokenizer(4);
+  // Characters move, spans do not (as Hugging Face's alignments): the pieces after
+  // reordering still cover the text left to right.
+  const std::string text = "a\U0001D16D\U0001D165\U00016FF0 a";
+  std::vector<int32_t> ids;
+  std::vector<TokenSpan> spans;
+  ASSERT_TRUE(tok4->Tokenize(text, 100, &ids, &spans).ok());
+  EXPECT_THAT(ids, ElementsAre(4, 5, 6, 7, 4));
+  EXPECT_THAT(spans, ElementsAre(TokenSpan{0, 1}, TokenSpan{1, 5}, TokenSpan{5, 9},
+                                 TokenSpan{9, 13}, TokenSpan{14, 15}));
+  // Past the limit the [UNK] spans the whole word, counted marks included.
+  ids.clear();
+  spans.clear();
+  ASSERT_TRUE(tok4->Tokenize("aa\U0001D16D\U0001D165\U00016FF0 a", 100, &ids, &spans).ok());
+  EXPECT_THAT(ids, ElementsAre(1, 4));
+  EXPECT_THAT(spans, ElementsAre(TokenSpan{0, 14}, TokenSpan{15, 16}));
+}
+
+TEST(TokenizerMarksTest, ARunOfMarksEndsAtAStarterNotAtARemovedCharacter) {
+  // Checked against Hugging Face tokenizers with this vocabulary.
+  const std::unique_ptr<BertTokenizer> tok = MarksTokenizer(100);
+  struct Case {
+    std::string text;
+    std::vector<int32_t> ids;
+    std::vector<TokenSpan> spans;
+  };
+  const Case cases[] = {
+      // A control character is removed before NFD: the marks around it are one run.
+      {"a\U0001D16D\x14\U0001D165", {4, 6, 7}, {{0, 1}, {1, 5}, {6, 10}}},
+      // An Mn of combining class 0 is a starter: stripped, but nothing moves across it.
+      {"a\U0001D16D\u0900\U0001D165", {4, 7, 6}, {{0, 1}, {1, 5}, {8, 12}}},
+      // An Mn in the run is stripped after reordering: it still holds its place.
+      {"a\U0001D16D\u0301\U0001D165", {4, 6, 7}, {{0, 1}, {1, 5}, {5, 7}}},
+  };
+  for (const Case& c : cases) {
+    std::vector<int32_t> ids;
+    std::vector<TokenSpan> spans;
+    ASSERT_TRUE(tok->Tokenize(c.text, 100, &ids, &spans).ok());
+    EXPECT_EQ(ids, c.ids) << c.text;
+    EXPECT_EQ(spans, c.spans) << c.text;
+  }
 }
 
 std::string RepeatMark(absl::string_view prefix, int count) {

@@ -10,7 +10,8 @@ HF's Unicode category tables are older than utf8proc's (Unicode 15): code points
 re-categorised since then are classified differently by design. Such code points are found
 by comparing HF's treatment of each code point alone with the class utf8proc's category gives
 it (never by running our tokenizer), reported, bounded, and left out of the comparison;
-everything else must match id for id.
+everything else must match id for id, and each token's offsets in its text (HF's character
+offsets, turned into the UTF-8 byte offsets we report) must match too.
 
 Run with BERT_BIN=<bazel-bin> (tools/test.sh sets it). Seeded and deterministic.
 """
@@ -67,22 +68,35 @@ def run_ours(lines, *args):
     """Feeds JSON lines (str or raw bytes) to one bert_tokenize process; returns dicts."""
     data = b"".join((l if isinstance(l, bytes) else l.encode("utf-8")) + b"\n" for l in lines)
     proc = subprocess.run(
-        [_binary(), f"--vocab={VOCAB}", "--ids_only", *args],
+        [_binary(), f"--vocab={VOCAB}", "--ids_only", "--offsets", *args],
         input=data, capture_output=True, check=True, timeout=300)
     out = proc.stdout.decode("utf-8").splitlines()
     assert len(out) == len(lines)
     return [json.loads(l) for l in out]
 
 
+def byte_offsets(enc, a, b):
+    """HF's character offsets as UTF-8 byte offsets, each in its own text ([0, 0] for the
+    special tokens)."""
+    def starts(text):  # byte offset of each character, and of the end
+        out = [0]
+        for ch in text:
+            out.append(out[-1] + len(ch.encode("utf-8", "surrogatepass")))
+        return out
+    where = {0: starts(a), 1: starts(b) if b is not None else None}
+    return [[0, 0] if seq is None else [where[seq][begin], where[seq][end]]
+            for (begin, end), seq in zip(enc.offsets, enc.sequence_ids)]
+
+
 def hf_ids(tok, items):
-    """items: list of (text_a, text_b or None); returns (ids, type_ids) per item."""
+    """items: list of (text_a, text_b or None); returns (ids, type_ids, offsets) per item."""
     singles = [i for i, (_, b) in enumerate(items) if b is None]
     pairs = [i for i, (_, b) in enumerate(items) if b is not None]
     result = [None] * len(items)
     for idx, enc in zip(singles, tok.encode_batch([items[i][0] for i in singles])):
-        result[idx] = (enc.ids, enc.type_ids)
+        result[idx] = (enc.ids, enc.type_ids, byte_offsets(enc, items[idx][0], None))
     for idx, enc in zip(pairs, tok.encode_batch([items[i] for i in pairs])):
-        result[idx] = (enc.ids, enc.type_ids)
+        result[idx] = (enc.ids, enc.type_ids, byte_offsets(enc, *items[idx]))
     return result
 
 
@@ -306,11 +320,17 @@ def to_lines(rng, items):
 
 def compare(items, ours, theirs, what):
     mismatches = []
-    for (a, b), o, (ids, type_ids) in zip(items, ours, theirs):
+    offset_mismatches = []
+    for (a, b), o, (ids, type_ids, offsets) in zip(items, ours, theirs):
         if "error" in o or o["ids"] != ids or o["type_ids"] != type_ids:
             mismatches.append((a, b, o, ids))
+        elif o["offsets"] != offsets:
+            offset_mismatches.append((a, b, o, offsets))
     assert not mismatches, (f"{what}: {len(mismatches)} of {len(items)} differ; first: "
                             f"{mismatches[:3]!r}")
+    assert not offset_mismatches, (
+        f"{what}: the offsets of {len(offset_mismatches)} of {len(items)} differ; first: "
+        f"{offset_mismatches[:3]!r}")
 
 
 def test_uncased_matches_hf(corpus):
@@ -375,5 +395,6 @@ def test_invalid_utf8_lines_get_errors_in_order():
     for i, o in enumerate(out):
         if i % 2 == 0:
             assert o["ids"] == [101, 7592, 2088, 102]
+            assert o["offsets"] == [[0, 0], [0, 5], [6, 11], [0, 0]]
         else:
             assert set(o) == {"error"} and o["error"], o

@@ -2,7 +2,8 @@
 // PackInputs and TokenizeAndPack. Checks that invalid UTF-8 is reported rather than crashing,
 // that every id is in the vocabulary, that a failed call leaves `ids` untouched, that packing
 // respects seq_length, and that the early-stopping paths (Tokenize with max_tokens,
-// TokenizeAndPack) give what the whole tokenization gives. Built with clang's
+// TokenizeAndPack) give what the whole tokenization gives, and that asking for spans changes
+// no id and gives one span inside the text per id. Built with clang's
 // -fsanitize=fuzzer,address,undefined by tests/python/test_tokenizer_fuzz.py (Bazel's toolchain
 // here is gcc, without libFuzzer).
 //
@@ -129,6 +130,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             std::equal(limited.begin(), limited.end(), a.begin()),
         "limited Tokenize gives the first ids");
   CheckTokenizeAndPack(*t.uncased, text, size > 2 ? data[2] % (size + 1) : size, seq_length);
+  for (const bert::BertTokenizer* tok : {t.uncased.get(), t.cased.get()}) {
+    std::vector<int32_t> ids = {7};
+    std::vector<bert::TokenSpan> spans = {{0, 0}};
+    Check(tok->Tokenize(text, max_tokens, &ids, &spans).ok(), "Tokenize with spans succeeds");
+    Check(ids == limited || tok != t.uncased.get(), "spans change no id");
+    Check(spans.size() == ids.size(), "one span per id");
+    for (size_t k = 1; k < spans.size(); ++k) {
+      Check(spans[k].begin <= spans[k].end && spans[k].end <= size, "spans inside the text");
+      Check(spans[k].begin < spans[k].end, "no empty span");
+    }
+  }
   const absl::Span<const int32_t> b_span(b);
   const absl::Span<const int32_t>* seconds[] = {nullptr, &b_span};
   for (const absl::Span<const int32_t>* second : seconds) {
