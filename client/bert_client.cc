@@ -6,6 +6,7 @@
 //       (heads: pooled, sequence, encoder_outputs, default)
 //   echo '{"text_a": "a question", "text_b": "its passage"}' | bert_client embed
 //   bert_client --server=... tokenize "Hello world" "first ||| second"
+//       (the tokens, their ids, and each token's byte offsets in its text)
 //   bert_client --server=... rerank "a query" "a passage" "another passage"
 //       (a cross-encoder reranker: the passages best first; without passages as arguments,
 //       JSON strings on stdin, one per line)
@@ -517,8 +518,13 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
                    e.num_tokens());
       return 1;
     }
+    json offsets = json::array();
+    for (int k = 0; k < e.token_starts_size() && k < e.token_ends_size(); ++k) {
+      offsets.push_back({e.token_starts(k), e.token_ends(k)});
+    }
     if (absl::GetFlag(FLAGS_json)) {
       json j = {{"tokens", std::vector<std::string>(e.tokens().begin(), e.tokens().end())},
+                {"offsets", std::move(offsets)},
                 {"input_word_ids",
                  std::vector<int>(e.input_word_ids().begin(), e.input_word_ids().end())},
                 {"input_mask", std::vector<int>(e.input_mask().begin(), e.input_mask().end())},
@@ -530,6 +536,12 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
       continue;
     }
     std::printf("[%d] tokens: %s\n", i, absl::StrJoin(e.tokens(), " ").c_str());
+    if (!offsets.empty()) {
+      std::printf("    offsets: %s\n",
+                  absl::StrJoin(offsets, " ", [](std::string* out, const json& span) {
+                    absl::StrAppend(out, span[0].get<uint32_t>(), "-", span[1].get<uint32_t>());
+                  }).c_str());
+    }
     std::printf(
         "    input_word_ids: %s\n",
         absl::StrJoin(e.input_word_ids().begin(), e.input_word_ids().begin() + e.num_tokens(), " ")

@@ -322,7 +322,8 @@ bool Pipeline::Drain(absl::Duration timeout) {
 
 absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_length,
                                 Truncation truncation, std::vector<int32_t>* word_ids,
-                                std::vector<int32_t>* type_ids, bool* truncated) const {
+                                std::vector<int32_t>* type_ids, bool* truncated,
+                                std::vector<TokenSpan>* spans) const {
   const absl::string_view b_text =
       input.text_b.has_value() ? absl::string_view(*input.text_b) : absl::string_view();
   TruncationPolicy policy = TruncationPolicy::kTruncate;
@@ -330,8 +331,10 @@ absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_lengt
   if (truncation == Truncation::kLongestFirst) policy = TruncationPolicy::kLongestFirst;
   auto packed =
       TokenizeAndPack(*tokenizer_, input.text_a, input.text_b.has_value() ? &b_text : nullptr,
-                      seq_length, policy, absl::StrCat("inputs[", index, "].text"));
+                      seq_length, policy, absl::StrCat("inputs[", index, "].text"),
+                      /*scratch=*/nullptr, /*with_spans=*/spans != nullptr);
   if (!packed.ok()) return packed.status();
+  if (spans != nullptr) *spans = std::move(packed->spans);
   *word_ids = std::move(packed->word_ids);
   *type_ids = std::move(packed->type_ids);
   *truncated = packed->truncated;
@@ -570,9 +573,9 @@ absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(const TokenizeRequestSp
       with_prompt.text_a.insert(0, options.prompt);
       input = &with_prompt;
     }
-    RETURN_IF_ERROR(PackText(*input, static_cast<int>(i), seq_length, request.truncation, &word_ids,
-                             &type_ids, &truncated));
     Encoding encoding;
+    RETURN_IF_ERROR(PackText(*input, static_cast<int>(i), seq_length, request.truncation, &word_ids,
+                             &type_ids, &truncated, &encoding.spans));
     encoding.num_tokens = static_cast<int>(word_ids.size());
     encoding.truncated = truncated;
     for (int32_t id : word_ids) encoding.tokens.emplace_back(tokenizer_->Token(id));

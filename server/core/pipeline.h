@@ -182,9 +182,10 @@ class Pipeline {
   absl::Status AnswerMemoryExhausted(int64_t answer_bytes) const;
   void Assemble(const std::shared_ptr<Request>& request, int index, const BatchSlice& slice);
   void Finish(const std::shared_ptr<Request>& request, absl::Status status);
+  // Tokenizes and packs one text input; `spans` (may be null) gets each token's TokenSpan.
   absl::Status PackText(const InputSpec& input, int index, int seq_length, Truncation truncation,
                         std::vector<int32_t>* word_ids, std::vector<int32_t>* type_ids,
-                        bool* truncated) const;
+                        bool* truncated, std::vector<TokenSpan>* spans = nullptr) const;
 
   const PipelineOptions options_;
   std::unique_ptr<Engine> engine_;

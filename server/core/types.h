@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "server/core/admission.h"
+#include "server/text/tokenizer.h"
 
 namespace bert {
 
@@ -102,6 +103,7 @@ struct Encoding {
   std::vector<int32_t> mask;
   std::vector<int32_t> type_ids;
   std::vector<std::string> tokens;
+  std::vector<TokenSpan> spans;  // One per real token: bytes of its own text ({0, 0}: special).
   int num_tokens = 0;
   bool truncated = false;
 };

@@ -296,6 +296,12 @@ void ToProto(std::vector<Encoding> encodings, v1::TokenizeResponse* response) {
     out->mutable_input_mask()->Add(e.mask.begin(), e.mask.end());
     out->mutable_input_type_ids()->Add(e.type_ids.begin(), e.type_ids.end());
     for (std::string& token : e.tokens) out->add_tokens(std::move(token));
+    out->mutable_token_starts()->Reserve(static_cast<int>(e.spans.size()));
+    out->mutable_token_ends()->Reserve(static_cast<int>(e.spans.size()));
+    for (const TokenSpan& span : e.spans) {
+      out->add_token_starts(span.begin);
+      out->add_token_ends(span.end);
+    }
     out->set_num_tokens(e.num_tokens);
     out->set_truncated(e.truncated);
   }

@@ -283,6 +283,10 @@ def test_tokenize_rpc():
         assert e0.num_tokens == 4 and not e0.truncated
         assert list(e1.tokens) == ["[CLS]", "good", "morning", "[SEP]", "thank", "you", "[SEP]"]
         assert list(e1.input_type_ids) == [0, 0, 0, 0, 1, 1, 1] + [0] * 5
+        # Each real token's bytes in its own text; [CLS]/[SEP] 0, 0.
+        assert list(zip(e0.token_starts, e0.token_ends)) == [(0, 0), (0, 5), (6, 11), (0, 0)]
+        assert list(zip(e1.token_starts, e1.token_ends)) == [
+            (0, 0), (0, 4), (5, 12), (0, 0), (0, 5), (6, 9), (0, 0)]
         # Truncation and REJECT.
         long_text = " ".join(["hello"] * 20)
         resp = stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(text_a=long_text)],

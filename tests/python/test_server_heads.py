@@ -311,6 +311,10 @@ def test_prompts_on_a_sentence_transformers_model(tmp_path):
         plain = stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(
             text_a="passage: hello world")]), timeout=10)
         assert list(tok.encodings[0].tokens) == list(plain.encodings[0].tokens)
+        # Its offsets count from the prompt's start, as the encoded text does.
+        assert list(tok.encodings[0].token_starts) == list(plain.encodings[0].token_starts)
+        assert list(tok.encodings[0].token_ends) == list(plain.encodings[0].token_ends)
+        assert tok.encodings[0].token_ends[-2] == len("passage: hello world")
         with_prompt = embed([text(t) for t in texts] + [text("q", "p")], prompt_name="passage")
         written = embed([text("passage: " + t) for t in texts] + [text("passage: q", "p")])
         for a, b in zip(with_prompt.results, written.results, strict=True):

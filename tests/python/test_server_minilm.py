@@ -30,24 +30,41 @@ def server():
     s.kill()
 
 
+def hf_byte_offsets(enc, texts):
+    """tokenizers' character offsets as UTF-8 byte offsets in each token's own text."""
+    out = []
+    for (begin, end), seq in zip(enc.offsets, enc.sequence_ids):
+        if seq is None:
+            out.append((0, 0))
+        else:
+            text = texts[seq]
+            out.append((len(text[:begin].encode()), len(text[:end].encode())))
+    return out
+
+
 def test_tokenize_matches_hugging_face_tokenizers(server):
     from tokenizers import BertWordPieceTokenizer
     pb2, _ = stubs()
     hf = BertWordPieceTokenizer(os.path.join(MINILM, "vocab.txt"), lowercase=True)
     texts = SEED + ["Héllo, WORLD! Don't panic: 3.14159 is π.", "unaffable tokenization 東京",
-                    "  multiple   spaces\tand\nnewlines  "]
+                    "  multiple   spaces\tand\nnewlines  ", "Ünïcödé n\u0303o\u0301 😀 x\u200by"]
     resp = server.stub().Tokenize(pb2.TokenizeRequest(
         inputs=[pb2.TextInput(text_a=t) for t in texts]), timeout=30)
     for t, e in zip(texts, resp.encodings, strict=True):
         ref = hf.encode(t)
         assert list(e.input_word_ids[:e.num_tokens]) == ref.ids, t
         assert list(e.tokens) == ref.tokens, t
-    pair = hf.encode(SEED[0], SEED[1])
-    resp = server.stub().Tokenize(pb2.TokenizeRequest(
-        inputs=[pb2.TextInput(text_a=SEED[0], text_b=SEED[1])]), timeout=30)
-    e = resp.encodings[0]
-    assert list(e.input_word_ids[:e.num_tokens]) == pair.ids
-    assert list(e.input_type_ids[:e.num_tokens]) == pair.type_ids
+        assert list(zip(e.token_starts, e.token_ends)) == hf_byte_offsets(ref, [t]), t
+    for a, b, seq_length in [(SEED[0], SEED[1], 128), (texts[2], texts[5], 12)]:
+        hf.enable_truncation(seq_length)
+        pair = hf.encode(a, b)
+        resp = server.stub().Tokenize(pb2.TokenizeRequest(
+            inputs=[pb2.TextInput(text_a=a, text_b=b)], seq_length=seq_length,
+            truncation=pb2.TRUNCATION_LONGEST_FIRST), timeout=30)
+        e = resp.encodings[0]
+        assert list(e.input_word_ids[:e.num_tokens]) == pair.ids
+        assert list(e.input_type_ids[:e.num_tokens]) == pair.type_ids
+        assert list(zip(e.token_starts, e.token_ends)) == hf_byte_offsets(pair, [a, b])
 
 
 def test_every_head_equals_bert_encode(server, tmp_path):
@@ -151,6 +168,9 @@ def test_client_cli_seed_example(server, tmp_path):
         assert row["num_tokens"] == res.num_tokens
     r = run("tokenize", "Hello World ||| second one")
     assert "[CLS] hello world [SEP] second one [SEP]" in r.stdout
+    assert "offsets: 0-0 0-5 6-11 0-0 0-6 7-10 0-0" in r.stdout
+    r = run("tokenize", "--json", "Héllo wörld")
+    assert json.loads(r.stdout)["offsets"] == [[0, 0], [0, 6], [7, 13], [0, 0]]
     r = run("info", "--json")
     info = json.loads(r.stdout)
     assert info["model_name"] == "all-MiniLM-L6-v2" and info["config"]["hidden_size"] == 384
