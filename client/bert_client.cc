@@ -57,6 +57,7 @@ ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call");
 ABSL_FLAG(std::string, heads, "pooled,sequence,encoder_outputs,default",
           "Comma-separated heads: pooled, sequence, encoder_outputs, default, mean_pooled, cls, "
           "logits (models with a classifier, e.g. cross-encoder rerankers: with --pair), "
+          "token_logits (models with a token classifier, e.g. named-entity recognition), "
           "embedding (the model's sentence embedding, as GetModelInfo reports it: mean_pooled "
           "or cls, normalised if the model normalises)");
 ABSL_FLAG(std::string, layers, "", "Comma-separated encoder layers (negative: from the end)");
@@ -190,7 +191,8 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
                                                              info.classifier().labels().end())},
                          {"problem_type", info.classifier().problem_type()},
                          {"activation_function", info.classifier().activation_function()},
-                         {"max_seq_length", info.classifier().max_seq_length()}};
+                         {"max_seq_length", info.classifier().max_seq_length()},
+                         {"per_token", info.classifier().per_token()}};
     }
     std::printf("%s\n", j.dump().c_str());
     return 0;
@@ -334,6 +336,27 @@ void PrintLogits(const std::vector<const v1::Tensor*>& tensors, const v1::Classi
   }
 }
 
+// Each input's most likely label for each real token (the rows after them are padding).
+void PrintTokenLabels(const std::vector<const v1::Tensor*>& tensors,
+                      const v1::EmbedResponse& response, const v1::Classifier& classifier) {
+  std::printf("Token Labels (highest logit per token):\n");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const v1::Tensor& t = *tensors[i];
+    if (t.shape_size() != 2 || t.shape(1) != classifier.labels_size()) continue;
+    const std::vector<float> logits = Decode(t);
+    const size_t labels = static_cast<size_t>(t.shape(1));
+    const size_t rows = std::min<size_t>(static_cast<size_t>(t.shape(0)),
+                                         response.results(static_cast<int>(i)).num_tokens());
+    std::string line;
+    for (size_t r = 0; r < rows && (r + 1) * labels <= logits.size(); ++r) {
+      const auto row = logits.begin() + r * labels;
+      const size_t best = std::max_element(row, row + labels) - row;
+      absl::StrAppend(&line, r == 0 ? " " : "  ", classifier.labels(static_cast<int>(best)));
+    }
+    std::printf("  [%zu]%s\n", i, line.c_str());
+  }
+}
+
 json TensorJson(const v1::Tensor& t) {
   return {{"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())},
           {"dtype", DTypeName(t.dtype())},
@@ -357,7 +380,8 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   for (const v1::Input& input : request.inputs()) options.token_inputs |= input.has_tokens();
   // The model's own settings for the heads that stand for them.
   std::optional<v1::ModelInfo> info;
-  if (NamesEmbeddingHead(options.heads) || NamesLogitsHead(options.heads)) {
+  if (NamesEmbeddingHead(options.heads) || NamesLogitsHead(options.heads) ||
+      NamesHead(options.heads, v1::HEAD_TOKEN_LOGITS)) {
     grpc::ClientContext context;
     Prepare(connection, &context);
     info.emplace();
@@ -408,6 +432,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
       if (r.has_mean_pooled_output()) j["mean_pooled_output"] = TensorJson(r.mean_pooled_output());
       if (r.has_cls_output()) j["cls_output"] = TensorJson(r.cls_output());
       if (r.has_logits()) j["logits"] = TensorJson(r.logits());
+      if (r.has_token_logits()) j["token_logits"] = TensorJson(r.token_logits());
       if (r.has_sequence_output()) j["sequence_output"] = TensorJson(r.sequence_output());
       if (r.encoder_outputs_size() > 0) {
         json layers = json::array();
@@ -438,13 +463,14 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     std::printf("  [%d] %s  (%u tokens%s)\n", i, what.c_str(), r.num_tokens(),
                 r.truncated() ? ", truncated" : "");
   }
-  std::vector<const v1::Tensor*> pooled, def, mean, cls, logits, seq;
+  std::vector<const v1::Tensor*> pooled, def, mean, cls, logits, token_logits, seq;
   for (const auto& r : response.results()) {
     if (r.has_pooled_output()) pooled.push_back(&r.pooled_output());
     if (r.has_default_output()) def.push_back(&r.default_output());
     if (r.has_mean_pooled_output()) mean.push_back(&r.mean_pooled_output());
     if (r.has_cls_output()) cls.push_back(&r.cls_output());
     if (r.has_logits()) logits.push_back(&r.logits());
+    if (r.has_token_logits()) token_logits.push_back(&r.token_logits());
     if (r.has_sequence_output()) seq.push_back(&r.sequence_output());
   }
   PrintHead("Pooled Outputs", pooled, show);
@@ -457,6 +483,12 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
       PrintLogits(logits, info->classifier(), show);
     } else {
       PrintHead("Logits", logits, show);
+    }
+  }
+  if (!token_logits.empty()) {
+    PrintHead("Token Logits", token_logits, show);
+    if (info.has_value() && info->classifier().per_token()) {
+      PrintTokenLabels(token_logits, response, info->classifier());
     }
   }
   PrintHead("Sequence Outputs", seq, show);

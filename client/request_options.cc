@@ -23,9 +23,11 @@ absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {
   if (h == "mean_pooled") return v1::HEAD_MEAN_POOLED;
   if (h == "cls") return v1::HEAD_CLS;
   if (h == "logits") return v1::HEAD_LOGITS;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown head ", h,
-      " (pooled, sequence, encoder_outputs, default, mean_pooled, cls, logits, embedding)"));
+  if (h == "token_logits") return v1::HEAD_TOKEN_LOGITS;
+  return absl::InvalidArgumentError(absl::StrCat("unknown head ", h,
+                                                 " (pooled, sequence, encoder_outputs, default, "
+                                                 "mean_pooled, cls, logits, token_logits, "
+                                                 "embedding)"));
 }
 
 bool IsEmbeddingHead(absl::string_view name) {
@@ -60,13 +62,15 @@ bool NamesEmbeddingHead(absl::string_view heads) {
   return false;
 }
 
-bool NamesLogitsHead(absl::string_view heads) {
+bool NamesHead(absl::string_view heads, v1::Head wanted) {
   for (absl::string_view name : absl::StrSplit(heads, ',', absl::SkipWhitespace())) {
     absl::StatusOr<v1::Head> head = ParseHead(name);
-    if (head.ok() && *head == v1::HEAD_LOGITS) return true;
+    if (head.ok() && *head == wanted) return true;
   }
   return false;
 }
+
+bool NamesLogitsHead(absl::string_view heads) { return NamesHead(heads, v1::HEAD_LOGITS); }
 
 absl::Status SetEmbedOptions(const EmbedOptionsText& text, v1::EmbedRequest* request) {
   int seq_length = text.seq_length;

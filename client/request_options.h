@@ -47,6 +47,8 @@ struct EmbedOptionsText {
 bool NamesEmbeddingHead(absl::string_view heads);
 // Whether `heads` names "logits" (the caller may fetch the model's classifier first).
 bool NamesLogitsHead(absl::string_view heads);
+// Whether `heads` names `head` (by its flag name, e.g. "token_logits").
+bool NamesHead(absl::string_view heads, v1::Head head);
 
 // "truncate", "longest_first" or "reject" as the request's enum; INVALID_ARGUMENT for anything
 // else.

@@ -191,6 +191,9 @@ TEST(SetEmbedOptions, LogitsTakeTheClassifiersLengthAndHuggingFacesTruncation) {
   EXPECT_EQ(request.truncation(), v1::TRUNCATION_LONGEST_FIRST);
   EXPECT_TRUE(NamesLogitsHead(" pooled, Logits"));
   EXPECT_FALSE(NamesLogitsHead("pooled,cls"));
+  EXPECT_FALSE(NamesLogitsHead("token_logits"));
+  EXPECT_TRUE(NamesHead("pooled, Token_Logits", v1::HEAD_TOKEN_LOGITS));
+  EXPECT_FALSE(NamesHead("logits", v1::HEAD_TOKEN_LOGITS));
 }
 
 TEST(ParseInputLine, TextPairAndTokens) {

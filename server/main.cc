@@ -486,7 +486,8 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
     const size_t shown = std::min<size_t>(classifier.labels.size(), 8);
     const std::vector<std::string> first(classifier.labels.begin(),
                                          classifier.labels.begin() + shown);
-    BERT_LOG(kInfo) << "classifier" << LogKv("num_labels", classifier.num_labels())
+    BERT_LOG(kInfo) << "classifier" << LogKv("kind", classifier.per_token ? "token" : "sequence")
+                    << LogKv("num_labels", classifier.num_labels())
                     << LogKv("labels", absl::StrCat(absl::StrJoin(first, ","),
                                                     shown < classifier.labels.size() ? ",..." : ""))
                     << LogKv("problem_type",

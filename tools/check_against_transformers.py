@@ -10,7 +10,9 @@
   - transformers' BertForSequenceClassification (three labels) on sentence pairs
     (HEAD_LOGITS, longest-first truncation at the tokenizer's length);
   - sentence-transformers' CrossEncoder.rank and .predict of a one-label cross-encoder
-    (Rerank), with the activation CrossEncoder picks and with the identity named.
+    (Rerank), with the activation CrossEncoder picks and with the identity named;
+  - transformers' BertForTokenClassification (five labels, no pooler) on every real token
+    (HEAD_TOKEN_LOGITS), and the fast tokenizer's offset_mapping (Tokenize's token offsets).
 
 The classification checkpoints are the default model's encoder with a head of seeded random
 weights, written by transformers' save_pretrained (no network). The texts include pairs longer
@@ -83,9 +85,13 @@ class Report:
             self.failed.append(name)
 
     def equal(self, name, got, want):
-        ok = list(got) == list(want)
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {list(got)}"
-              + ("" if ok else f", want {list(want)}"))
+        got, want = list(got), list(want)
+        ok = got == want
+
+        def shown(values):  # long lists: their first entries and their length
+            return values if len(values) <= 12 else f"{values[:12]} ... ({len(values)} in all)"
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {shown(got)}"
+              + ("" if ok else f", want {shown(want)}"))
         if not ok:
             self.failed.append(name)
 
@@ -224,6 +230,55 @@ def sequence_classification(report, model_dir, work):
         [decode(r.logits) for r in resp.results]), want, atol=1e-5)
 
 
+def token_classification(report, model_dir, work):
+    import torch
+    from transformers import AutoTokenizer, BertForTokenClassification
+    pb2, _ = stubs()
+    path = work / "token-classifier"
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    torch.manual_seed(3)
+    model = BertForTokenClassification.from_pretrained(
+        model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)})
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 0.5)
+        model.classifier.bias.normal_(0, 0.5)
+    model.save_pretrained(path)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, model_max_length=512)
+    tokenizer.save_pretrained(path)
+    shutil.copy(pathlib.Path(model_dir) / "vocab.txt", path / "vocab.txt")
+    texts = TEXTS + [PASSAGES[2]]  # the last one longer than 512 tokens
+    batch = tokenizer(texts, truncation=True, padding=True, return_tensors="pt",
+                      return_offsets_mapping=True)
+    offsets = batch.pop("offset_mapping").numpy()
+    with torch.no_grad():
+        want = model(**batch).logits.numpy()
+    mask = batch["attention_mask"].numpy().astype(bool)
+    with Server(model_dir=str(path)) as server:
+        stub = server.stub()
+        info = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=30)
+        resp = stub.Embed(pb2.EmbedRequest(
+            inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in texts],
+            heads=[pb2.HEAD_TOKEN_LOGITS], seq_length=512, padding=pb2.PADDING_TRIM),
+            timeout=120)
+        encodings = stub.Tokenize(pb2.TokenizeRequest(
+            inputs=[pb2.TextInput(text_a=t) for t in texts], seq_length=512), timeout=120).encodings
+    report.equal("token classifier: per_token and labels",
+                 [info.classifier.per_token] + list(info.classifier.labels), [True] + labels)
+    # The rows agree to ~5e-6 (tf_hub_heads); the classifier's rows (384 weights of sd 0.5,
+    # norm ~10) carry that into logits of magnitude ~10 at some 1e-5 absolute.
+    report.check("BertForTokenClassification logits (real tokens)",
+                 np.concatenate([decode(r.token_logits) for r in resp.results]), want[mask],
+                 atol=1e-4)
+
+    def byte_offsets(text, spans):
+        return [(len(text[:b].encode()), len(text[:e].encode())) for b, e in spans]
+    report.equal("Tokenize offsets vs the tokenizer's offset_mapping (in bytes)",
+                 [o for e in encodings for o in zip(e.token_starts, e.token_ends)],
+                 [o for t, spans, m in zip(texts, offsets, mask) for o in byte_offsets(t, spans[m])])
+
+
 def cross_encoder(report, model_dir, work, activation=None):
     from sentence_transformers import CrossEncoder
     pb2, _ = stubs()
@@ -263,6 +318,7 @@ def main():
         cross_encoder(report, args.model_dir, work)
         cross_encoder(report, args.model_dir, work,
                       activation="torch.nn.modules.linear.Identity")
+        token_classification(report, args.model_dir, work)
     print(f"{len(report.failed)} failed" + (f": {report.failed}" if report.failed else ""))
     return 1 if report.failed else 0
 

@@ -1,7 +1,8 @@
-"""A BERT checkpoint directory rewritten as a BertForSequenceClassification one: the encoder
-under "bert.", `classifier.weight` and `classifier.bias` beside it, config.json naming the
-architecture (and the labels, the problem type, any other keys given). The tests and the GPU
-kit's serving check serve such a model to cover the logits head.
+"""A BERT checkpoint directory rewritten as a BertForSequenceClassification (or
+BertForTokenClassification) one: the encoder under "bert.", `classifier.weight` and
+`classifier.bias` beside it, config.json naming the architecture (and the labels, the problem
+type, any other keys given). The tests and the GPU kit's serving check serve such models to
+cover the logits heads.
 """
 import json
 import pathlib
@@ -10,7 +11,7 @@ from safetensors_io import read_safetensors, write_safetensors
 
 
 def write_classifier_model(out_dir, model_dir, weight, bias, labels=None, problem_type=None,
-                           extra_config=None):
+                           extra_config=None, architecture="BertForSequenceClassification"):
     """Writes `model_dir`'s encoder with the classifier (`weight` [num_labels, hidden], `bias`
     [num_labels], float32 arrays) into `out_dir` (created if needed); returns `out_dir`."""
     out_dir, model_dir = pathlib.Path(out_dir), pathlib.Path(model_dir)
@@ -21,7 +22,7 @@ def write_classifier_model(out_dir, model_dir, weight, bias, labels=None, proble
     tensors["classifier.bias"] = bias
     write_safetensors(out_dir / "model.safetensors", tensors)
     config = json.loads((model_dir / "config.json").read_text())
-    config["architectures"] = ["BertForSequenceClassification"]
+    config["architectures"] = [architecture]
     if labels is not None:
         config["id2label"] = {str(i): label for i, label in enumerate(labels)}
         config["label2id"] = {label: i for i, label in enumerate(labels)}

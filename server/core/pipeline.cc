@@ -83,6 +83,18 @@ void FillPooled(OutputDType dtype, const std::vector<float>& source, int index, 
   FillTensor(dtype, v, 0, 1, dimensions, /*as_vector=*/true, tensor);
 }
 
+// The token classifier on each of `rows` rows of `sequence` from `row_begin`: [rows, labels].
+void FillTokenLogits(OutputDType dtype, const std::vector<float>& sequence, int row_begin, int rows,
+                     int hidden, const Classifier& classifier, TensorData* tensor) {
+  const int labels = classifier.num_labels();
+  std::vector<float> logits(static_cast<size_t>(rows) * labels);
+  for (int r = 0; r < rows; ++r) {
+    classifier.Apply(sequence.data() + static_cast<size_t>(row_begin + r) * hidden, hidden,
+                     logits.data() + static_cast<size_t>(r) * labels);
+  }
+  FillTensor(dtype, logits, 0, rows, labels, /*as_vector=*/false, tensor);
+}
+
 // The classifier on input `index`'s pooled output (as the engine gave it, before any
 // normalisation).
 void FillLogits(OutputDType dtype, const std::vector<float>& pooled, int index, int hidden,
@@ -111,14 +123,16 @@ Pipeline::Pipeline(PipelineOptions options, std::unique_ptr<Engine> engine,
   limits_.max_inputs_per_request = options_.max_inputs_per_request;
   limits_.has_pooler = engine_->has_pooler();
   limits_.hidden_size = config.hidden_size;
-  // The classifier reads the pooled output, `hidden` wide (LoadModel's checks; an engine
-  // without a pooler cannot serve it).
+  // The classifier reads `hidden`-wide states (LoadModel's checks): a sequence classifier the
+  // pooled output (an engine without a pooler cannot serve it), a token classifier each row of
+  // the last layer.
   const Classifier& classifier = options_.classifier;
   const bool classifier_fits =
-      classifier.present() && engine_->has_pooler() &&
+      classifier.present() && (classifier.per_token || engine_->has_pooler()) &&
       classifier.weight.data.size() ==
           static_cast<size_t>(classifier.num_labels()) * config.hidden_size;
   limits_.num_labels = classifier_fits ? classifier.num_labels() : 0;
+  limits_.token_classifier = classifier_fits && classifier.per_token;
   limits_.max_response_bytes = options_.max_response_bytes;
   limits_.prompts = &options_.prompts;
 }
@@ -436,7 +450,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
       request->results[i].truncated = truncated[i];
     }
   }
-  const bool per_token = opt.sequence || opt.encoder_outputs;
+  const bool per_token = opt.sequence || opt.encoder_outputs || opt.token_logits;
   for (int i = 0; i < n; ++i) {
     BatchItem& item = items[i];
     // Padding rows only where per-token outputs show them (truncation keeps tokens within
@@ -446,7 +460,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
     item.pooled = opt.pooled || opt.default_head || opt.logits;
     item.mean_pooled = opt.mean_pooled;
     item.cls = opt.cls;
-    item.sequence = opt.sequence;
+    item.sequence = opt.sequence || opt.token_logits;
     item.layers = opt.layers_sorted;
     item.deadline = request->deadline;
     item.cancelled = request->cancelled;
@@ -497,6 +511,10 @@ void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,
   }
   if (opt.sequence) {
     FillTensor(opt.dtype, out.sequence, slice.row_begin, rows, hidden, false, &result.sequence);
+  }
+  if (opt.token_logits) {
+    FillTokenLogits(opt.dtype, out.sequence, slice.row_begin, rows, hidden, options_.classifier,
+                    &result.token_logits);
   }
   if (opt.encoder_outputs) {
     const std::vector<int>& layers = *slice.layers;

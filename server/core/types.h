@@ -13,9 +13,18 @@
 
 namespace bert {
 
-enum class Head { kPooled, kSequence, kEncoderOutputs, kDefault, kMeanPooled, kCls, kLogits };
+enum class Head {
+  kPooled,
+  kSequence,
+  kEncoderOutputs,
+  kDefault,
+  kMeanPooled,
+  kCls,
+  kLogits,
+  kTokenLogits,
+};
 // How many heads there are: a request names at most this many (each once is enough).
-inline constexpr int kNumHeads = 7;
+inline constexpr int kNumHeads = 8;
 enum class PaddingMode { kPadToSeqLength, kTrim };
 enum class Truncation { kTruncate, kReject, kLongestFirst };
 enum class OutputDType { kFloat32, kFloat16, kBFloat16 };
@@ -75,7 +84,8 @@ struct InputResult {
   TensorData default_output;
   TensorData mean_pooled;
   TensorData cls;
-  TensorData logits;  // [num_labels]
+  TensorData logits;        // [num_labels]
+  TensorData token_logits;  // [rows, num_labels]
   int num_tokens = 0;
   bool truncated = false;
   StageTiming timing;

@@ -137,6 +137,9 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
       case Head::kLogits:
         out.logits = true;
         break;
+      case Head::kTokenLogits:
+        out.token_logits = true;
+        break;
       case Head::kSequence:
         out.sequence = true;
         break;
@@ -150,11 +153,19 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
         "heads: this model has no pooler, so HEAD_POOLED and HEAD_DEFAULT are unavailable "
         "(use HEAD_MEAN_POOLED or HEAD_CLS)");
   }
-  if (out.logits && limits.num_labels == 0) {
-    return absl::FailedPreconditionError(
+  if (out.logits && (limits.num_labels == 0 || limits.token_classifier)) {
+    return absl::FailedPreconditionError(absl::StrCat(
         "heads: this model has no sequence-classification head ('classifier.weight' and "
         "'classifier.bias' of a BertForSequenceClassification checkpoint), so HEAD_LOGITS is "
-        "unavailable");
+        "unavailable",
+        limits.num_labels > 0 ? "; its classifier labels tokens: ask for HEAD_TOKEN_LOGITS" : ""));
+  }
+  if (out.token_logits && (limits.num_labels == 0 || !limits.token_classifier)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "heads: this model has no token-classification head ('classifier.weight' and "
+        "'classifier.bias' of a BertForTokenClassification checkpoint), so HEAD_TOKEN_LOGITS "
+        "is unavailable",
+        limits.num_labels > 0 ? "; its classifier labels whole inputs: ask for HEAD_LOGITS" : ""));
   }
   const int num_layers = limits.num_layers;
   for (size_t j = 0; j < request.layers.size(); ++j) {
@@ -222,6 +233,8 @@ AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<
   const int64_t kept = options.dimensions > 0 ? options.dimensions : limits.hidden_size;
   const int64_t vector_head = kept * element;  // (dimensions)
   const int64_t logits = options.logits ? static_cast<int64_t>(limits.num_labels) * element : 0;
+  const int64_t row_logits =
+      options.token_logits ? static_cast<int64_t>(limits.num_labels) * element : 0;
   const int64_t matrices =
       (options.sequence ? 1 : 0) +
       (options.encoder_outputs ? static_cast<int64_t>(options.layers_in_order.size()) : 0);
@@ -231,13 +244,15 @@ AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<
   for (int tokens : num_tokens) {
     const int64_t rows =
         options.padding == PaddingMode::kPadToSeqLength ? options.seq_length : tokens;
-    size.tensor_bytes += matrices * rows * vector + vectors * vector_head + logits;
+    size.tensor_bytes +=
+        matrices * rows * vector + vectors * vector_head + logits + rows * row_logits;
   }
   // Framing, generously: a tensor's length prefixes, dtype and shape (and a layer's
   // wrapper) take under 48 bytes; a result's timings and counts under 128; the response's
   // own fields under 1,024. (The service also checks the answer's real size before sending.)
   const int64_t inputs = static_cast<int64_t>(num_tokens.size());
-  const int64_t tensors = matrices + vectors + (options.logits ? 1 : 0);
+  const int64_t tensors =
+      matrices + vectors + (options.logits ? 1 : 0) + (options.token_logits ? 1 : 0);
   size.framing_bytes = 1024 + inputs * (128 + 48 * tensors);
   size.echoed_bytes = options.echoed_bytes;
   return size;

@@ -27,7 +27,8 @@ struct RequestLimits {
   int max_inputs_per_request = 0;
   bool has_pooler = true;
   int hidden_size = 0;
-  int num_labels = 0;              // The classifier's outputs (HEAD_LOGITS); 0: the model has none.
+  int num_labels = 0;              // The classifier's outputs; 0: the model has none.
+  bool token_classifier = false;   // It is a token classifier (HEAD_TOKEN_LOGITS, not HEAD_LOGITS).
   int64_t max_response_bytes = 0;  // 0: unchecked.
   // The model's prompts by name (EmbedRequestSpec::prompt_name); null: none.
   const std::map<std::string, std::string>* prompts = nullptr;
@@ -45,6 +46,7 @@ struct ResolvedOptions {
   bool mean_pooled = false;
   bool cls = false;
   bool logits = false;
+  bool token_logits = false;
   bool sequence = false;
   bool encoder_outputs = false;
   std::vector<int> layers_in_order;  // 0-based, as asked (all layers when none asked).
@@ -73,7 +75,8 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
                                                      const RequestLimits& limits);
 
 // What an Embed answer will take: its tensors for inputs of `num_tokens` real tokens each
-// (vectors of limits.hidden_size, logits of limits.num_labels), a generous allowance for the
+// (vectors of limits.hidden_size, logits of limits.num_labels, per row for token logits), a
+// generous allowance for the
 // message framing, and the bytes it echoes from the request. A caller-built answer
 // (options.answer_bytes >= 0) takes that many bytes, all counted as framing.
 struct AnswerSize {

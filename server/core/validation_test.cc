@@ -127,8 +127,8 @@ TEST(ValidationTest, EveryFailureNamesItsField) {
   layer.layers.push_back(0);
   ExpectInvalid(layer, "layers: 9 entries exceed the limit of 8");
   layer.layers = {};
-  layer.heads = std::vector<Head>(8, Head::kSequence);
-  ExpectInvalid(layer, "heads: 8 entries exceed the limit of 7");
+  layer.heads = std::vector<Head>(9, Head::kSequence);
+  ExpectInvalid(layer, "heads: 9 entries exceed the limit of 8");
 }
 
 TEST(ValidationTest, TruncatePolicyAcceptsLongTokenInputs) {
@@ -271,6 +271,36 @@ TEST(ValidationTest, LogitsNeedAClassifierAndCountNumLabelsValues) {
   EXPECT_EQ(size.framing_bytes, 1024 + 2 * (128 + 48));
   options->pooled = true;  // a 100-wide vector more per input
   EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).tensor_bytes, 2 * (3 + 100) * 4);
+}
+
+TEST(ValidationTest, TokenLogitsNeedATokenClassifierAndCountARowOfLabelsPerRow) {
+  EmbedRequestSpec request;
+  request.inputs = {Text("a"), Text("b")};
+  request.heads = {Head::kTokenLogits};
+  RequestLimits limits = Limits();
+  limits.hidden_size = 100;
+  const auto refused = [&](absl::string_view why) {
+    auto o = ValidateEmbedRequest(request, limits);
+    ASSERT_FALSE(o.ok());
+    EXPECT_EQ(o.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(o.status().message().find(why), absl::string_view::npos) << o.status();
+  };
+  refused("no token-classification head");  // no classifier
+  limits.num_labels = 5;
+  refused("labels whole inputs: ask for HEAD_LOGITS");  // a sequence classifier
+  limits.token_classifier = true;
+  auto options = ValidateEmbedRequest(request, limits);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->token_logits);
+  // Padded to seq_length 8: 8 rows of 5 float32 logits for each input; trimmed: its tokens.
+  options->seq_length = 8;
+  EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).tensor_bytes, 2 * 8 * 5 * 4);
+  EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).framing_bytes, 1024 + 2 * (128 + 48));
+  options->padding = PaddingMode::kTrim;
+  EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).tensor_bytes, (4 + 9) * 5 * 4);
+  // And a token classifier has no HEAD_LOGITS.
+  request.heads = {Head::kLogits};
+  refused("labels tokens: ask for HEAD_TOKEN_LOGITS");
 }
 
 TEST(ValidationTest, DimensionsWithinTheHiddenSizeForVectorHeads) {

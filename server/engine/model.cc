@@ -289,10 +289,11 @@ int ModelMaxLength(const std::string& directory, int max_positions) {
   return static_cast<int>(std::min<double>(length->get<double>(), max_positions));
 }
 
-// The sequence-classification head: `classifier.weight` [num_labels, hidden] and
-// `classifier.bias` (outside the "bert." prefix) on the pooled output, where the
-// architecture's classifier reads it; labelled by config.json's id2label, with its
-// problem_type and the activation sentence-transformers' CrossEncoder names there.
+// The classification head: `classifier.weight` [num_labels, hidden] and `classifier.bias`
+// (outside the "bert." prefix), on the pooled output of a sequence classifier or on each
+// token's state of a token classifier, as config.json's architectures says; labelled by its
+// id2label, with its problem_type and the activation sentence-transformers' CrossEncoder
+// names there.
 absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, bool has_pooler,
                             const std::string& directory, const std::string& config_path,
                             const Json& json, Classifier* out) {
@@ -300,18 +301,19 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
   const WeightReader::Found weight = r.Find("classifier.weight");
   const WeightReader::Found bias = r.Find("classifier.bias");
   if (weight.view == nullptr && bias.view == nullptr) return absl::OkStatus();
-  // Only a sequence classifier reads the pooled output (a *ForTokenClassification one reads
-  // every token's state; a *ForMultipleChoice one scores each choice against the others).
-  // Where config.json does not say, a classifier without the pooler it would read is not one.
-  // The encoder serves without it.
+  // A sequence classifier reads the pooled output, a token classifier every token's state;
+  // others (a *ForMultipleChoice one scores each choice against the others) are not served.
+  // Where config.json does not say, a classifier without the pooler it would read is not
+  // taken for either. The encoder serves without it.
   const std::string architectures = Architectures(json);
-  if (architectures.empty() ? !has_pooler
-                            : !absl::StrContains(architectures, "ForSequenceClassification")) {
-    out->note = absl::StrCat(
-        "classifier.* not served: ",
-        architectures.empty() ? "config.json names no architecture and there is no pooler"
-                              : absl::StrCat("config.json's architectures is ", architectures,
-                                             ", whose classifier does not read the pooled output"));
+  const bool sequence = absl::StrContains(architectures, "ForSequenceClassification");
+  const bool per_token = !sequence && absl::StrContains(architectures, "ForTokenClassification");
+  if (architectures.empty() ? !has_pooler : !(sequence || per_token)) {
+    out->note = absl::StrCat("classifier.* not served: ",
+                             architectures.empty()
+                                 ? "config.json names no architecture and there is no pooler"
+                                 : absl::StrCat("config.json's architectures is ", architectures,
+                                                ", neither a sequence nor a token classifier"));
     return absl::OkStatus();
   }
   if ((weight.view == nullptr) != (bias.view == nullptr)) {
@@ -319,7 +321,7 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
                                             weight.view == nullptr ? "weight" : "bias",
                                             "' is missing while its twin is present"));
   }
-  if (!has_pooler) {
+  if (!has_pooler && !per_token) {
     return absl::InvalidArgumentError(
         absl::StrCat(file.path(),
                      ": config.json names a sequence-classification model but the checkpoint "
@@ -334,6 +336,7 @@ absl::Status ReadClassifier(const SafetensorsFile& file, const ModelConfig& c, b
   const int64_t num_labels = shape[0];
   RETURN_IF_ERROR(r.Read(weight, {num_labels, c.hidden_size}, &out->weight));
   RETURN_IF_ERROR(r.Read(bias, {num_labels}, &out->bias));
+  out->per_token = per_token;
 
   for (int64_t i = 0; i < num_labels; ++i) out->labels.push_back(absl::StrCat("LABEL_", i));
   const auto id2label = json.find("id2label");
@@ -676,11 +679,11 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
   return result;
 }
 
-void Classifier::Apply(const float* pooled, int hidden, float* logits) const {
+void Classifier::Apply(const float* x, int hidden, float* logits) const {
   for (int label = 0; label < num_labels(); ++label) {
     const float* w = weight.data.data() + static_cast<size_t>(label) * hidden;
     double sum = bias.data[label];
-    for (int k = 0; k < hidden; ++k) sum += static_cast<double>(w[k]) * pooled[k];
+    for (int k = 0; k < hidden; ++k) sum += static_cast<double>(w[k]) * x[k];
     logits[label] = static_cast<float>(sum);
   }
 }

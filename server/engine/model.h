@@ -101,9 +101,10 @@ struct SentenceEmbedding {
   bool defective = false;
 };
 
-// A sequence-classification head on the pooled output (BertForSequenceClassification's
-// `classifier`): logits = weight · pooled_output + bias. Cross-encoder rerankers are such
-// models with one label.
+// A classification head: BertForSequenceClassification's `classifier` on the pooled output,
+// logits = weight · pooled_output + bias (cross-encoder rerankers are such models with one
+// label), or BertForTokenClassification's on each token's last-layer state (`per_token`:
+// named-entity recognition and other tagging).
 struct Classifier {
   HostTensor weight;  // [num_labels, hidden]; empty: the model has no classifier
   HostTensor bias;    // [num_labels]
@@ -118,15 +119,18 @@ struct Classifier {
   // The length Hugging Face's tokenizer truncates inputs to: tokenizer_config.json's
   // model_max_length, at most max_position_embeddings (that without one).
   int max_seq_length = 0;
-  // Why a checkpoint's classifier.* is not served (e.g. a token classifier); "" otherwise.
+  // True for a token classifier (HEAD_TOKEN_LOGITS), false for a sequence one (HEAD_LOGITS).
+  bool per_token = false;
+  // Why a checkpoint's classifier.* is not served (e.g. a multiple-choice one); "" otherwise.
   std::string note;
 
   bool present() const { return !bias.data.empty(); }
   int num_labels() const { return static_cast<int>(bias.data.size()); }
 
-  // logits[0 .. num_labels) = weight · pooled + bias for one input's pooled output (as the
-  // engine gives it, before any normalisation; `hidden` values), summed in double.
-  void Apply(const float* pooled, int hidden, float* logits) const;
+  // logits[0 .. num_labels) = weight · x + bias for one input's pooled output, or one token's
+  // state for a token classifier (as the engine gives it, before any normalisation; `hidden`
+  // values), summed in double.
+  void Apply(const float* x, int hidden, float* logits) const;
 };
 
 struct Model {
@@ -139,9 +143,9 @@ struct Model {
 };
 
 // Reads <dir>/config.json and <dir>/model.safetensors (with the classifier where the
-// checkpoint has one that reads the pooled output: `classifier.weight` and `classifier.bias` of
-// a sequence-classification model, by config.json's architectures, labelled by its id2label;
-// a token-classification checkpoint's is left out), and the sentence-transformers files where
+// checkpoint has one: `classifier.weight` and `classifier.bias` of a sequence- or
+// token-classification model, by config.json's architectures, labelled by its id2label; a
+// multiple-choice one is left out), and the sentence-transformers files where
 // present (ReadSentenceEmbedding; a defect there leaves the sentence embedding unknown and
 // `defective`, with the error as its note). Every defect in the first two (missing file, bad JSON,
 // missing or misshapen tensor, unsupported dtype, truncated file, corrupt header) is an error

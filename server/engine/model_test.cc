@@ -345,23 +345,36 @@ TEST_F(ClassifierTest, MisshapenOrWithoutPooler) {
   EXPECT_FALSE(model->classifier.present());
 }
 
-TEST_F(ClassifierTest, TokenClassificationCheckpointsServeTheirEncoder) {
+TEST_F(ClassifierTest, TokenClassifiersWithOrWithoutAPooler) {
   for (const bool pooler : {true, false}) {
-    WriteClassifier(9, R"("architectures": ["BertForTokenClassification"])", true, pooler);
+    WriteClassifier(3, R"("architectures": ["BertForTokenClassification"],
+                          "id2label": {"0": "O", "1": "B-PER", "2": "I-PER"})",
+                    true, pooler);
     auto model = LoadModel(dir());
     ASSERT_TRUE(model.ok()) << model.status();
-    EXPECT_FALSE(model->classifier.present()) << pooler;
+    const Classifier& c = model->classifier;
+    ASSERT_TRUE(c.present()) << pooler;
+    EXPECT_TRUE(c.per_token);
+    EXPECT_EQ(c.labels, (std::vector<std::string>{"O", "B-PER", "I-PER"}));
+    EXPECT_EQ(c.note, "");
     EXPECT_EQ(model->weights.has_pooler, pooler);
-    EXPECT_EQ(model->classifier.note,
-              "classifier.* not served: config.json's architectures is "
-              "BertForTokenClassification, whose classifier does not read the pooled output");
   }
+  WriteClassifier(2, R"("architectures": ["BertForSequenceClassification"])");
+  auto sequence = LoadModel(dir());
+  ASSERT_TRUE(sequence.ok()) << sequence.status();
+  EXPECT_FALSE(sequence->classifier.per_token);
+}
+
+TEST_F(ClassifierTest, MultipleChoiceCheckpointsServeTheirEncoder) {
   // Multiple choice: one logit per choice, meaningful only against the other choices.
   WriteClassifier(1, R"("architectures": ["BertForMultipleChoice"],
                         "id2label": {"0": "LABEL_0", "1": "LABEL_1"})");
   auto choice = LoadModel(dir());
   ASSERT_TRUE(choice.ok()) << choice.status();
   EXPECT_FALSE(choice->classifier.present());
+  EXPECT_EQ(choice->classifier.note,
+            "classifier.* not served: config.json's architectures is BertForMultipleChoice, "
+            "neither a sequence nor a token classifier");
 }
 
 TEST_F(ClassifierTest, LabelsThatAreNotStringsTheActivationAndTheLength) {

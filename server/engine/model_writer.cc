@@ -50,7 +50,8 @@ absl::Status SaveModel(const Model& model, const std::string& directory) {
   };
   const Classifier& classifier = model.classifier;
   if (classifier.present()) {
-    config["architectures"] = {"BertForSequenceClassification"};
+    config["architectures"] = {classifier.per_token ? "BertForTokenClassification"
+                                                    : "BertForSequenceClassification"};
     nlohmann::json id2label = nlohmann::json::object();
     nlohmann::json label2id = nlohmann::json::object();
     for (size_t i = 0; i < classifier.labels.size(); ++i) {

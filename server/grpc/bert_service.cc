@@ -446,14 +446,17 @@ class RerankReactor final : public AdmittedUnaryReactor {
     ASSIGN_OR_RETURN(Pipeline * pipeline, Admit());
     RETURN_IF_ERROR(ParseRerankRequest(*wire, WireLimitsOf(pipeline->limits()), &request_));
     const int num_labels = pipeline->limits().num_labels;
+    if (num_labels == 0 || pipeline->limits().token_classifier) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "Rerank needs a cross-encoder: a model with a sequence-classification head of one "
+          "label (ModelInfo.classifier); this one has ",
+          num_labels == 0 ? "none" : "a token classifier"));
+    }
     if (num_labels != 1) {
-      return absl::FailedPreconditionError(
-          num_labels == 0
-              ? "Rerank needs a cross-encoder: a model with a sequence-classification head of "
-                "one label (ModelInfo.classifier); this one has none"
-              : absl::StrCat("Rerank needs a classifier of one label (a cross-encoder's "
-                             "relevance); this model's has ",
-                             num_labels, ": ask Embed for HEAD_LOGITS"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "Rerank needs a classifier of one label (a cross-encoder's relevance); this model's "
+          "has ",
+          num_labels, ": ask Embed for HEAD_LOGITS"));
     }
     const Classifier& classifier = pipeline->options().classifier;
     ASSIGN_OR_RETURN(EmbedRequestSpec spec, EmbedSpecForRerank(request_, classifier.max_seq_length,
@@ -657,6 +660,7 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
       out->set_problem_type(classifier.problem_type);
       out->set_activation_function(classifier.activation_function);
       out->set_max_seq_length(classifier.max_seq_length);
+      out->set_per_token(p->limits().token_classifier);
     }
     return absl::OkStatus();
   };

@@ -132,6 +132,9 @@ absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
       case v1::HEAD_LOGITS:
         spec.heads.push_back(Head::kLogits);
         break;
+      case v1::HEAD_TOKEN_LOGITS:
+        spec.heads.push_back(Head::kTokenLogits);
+        break;
       default:
         return UnknownEnum(absl::StrCat("heads[", j, "]"), head);
     }
@@ -282,6 +285,9 @@ void ToProto(EmbedResult result, v1::EmbedResponse* response) {
     }
     if (r.cls.present) MoveTensor(std::move(r.cls), out->mutable_cls_output());
     if (r.logits.present) MoveTensor(std::move(r.logits), out->mutable_logits());
+    if (r.token_logits.present) {
+      MoveTensor(std::move(r.token_logits), out->mutable_token_logits());
+    }
     out->set_num_tokens(r.num_tokens);
     out->set_truncated(r.truncated);
     FillTiming(r.timing, out->mutable_timing());

@@ -264,7 +264,8 @@ def classifier_weights(num_labels, seed=7):
 
 
 def classifier_model(path, labels=("negative", "neutral", "positive"),
-                     problem_type="single_label_classification", seed=7, extra_config=None):
+                     problem_type="single_label_classification", seed=7, extra_config=None,
+                     architecture="BertForSequenceClassification"):
     """The tiny model as a BertForSequenceClassification checkpoint (the encoder under "bert.",
     `classifier.weight` [len(labels), 128] and `classifier.bias` beside it, config.json's
     id2label and problem_type, and `extra_config`'s keys; classifier_weights(len(labels), seed)).
@@ -272,7 +273,7 @@ def classifier_model(path, labels=("negative", "neutral", "positive"),
     from classifier_model import write_classifier_model  # tools/
     weight, bias = classifier_weights(len(labels), seed)
     return str(write_classifier_model(path, TINY_MODEL, weight, bias, labels, problem_type,
-                                      extra_config))
+                                      extra_config, architecture))
 
 
 def hf_pair_tokenizer(max_length):

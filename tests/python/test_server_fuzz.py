@@ -76,7 +76,8 @@ DOCUMENTED_CODES = {
 # concurrency stays below its admission limit and every call has a generous deadline (no
 # RESOURCE_EXHAUSTED except for a request over --max_message_bytes, no DEADLINE_EXCEEDED),
 # nothing is cancelled, there is no bearer token, the tiny model has a pooler but no classifier
-# (FAILED_PRECONDITION for HEAD_LOGITS only), and an engine fault (INTERNAL) is a bug.
+# (FAILED_PRECONDITION for HEAD_LOGITS and HEAD_TOKEN_LOGITS only), and an engine fault
+# (INTERNAL) is a bug.
 POSSIBLE_HERE = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
                  grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION}
 assert POSSIBLE_HERE <= DOCUMENTED_CODES
@@ -234,9 +235,10 @@ class Gen:
         good_heads = [pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS,
                       pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS]
         for _ in range(r.choice([0, 1, 1, 2, 3, 7])):
-            req.heads.append(self.enum(good_heads, [0, 8, 17, INT32_MAX, -1], bad * 0.5))
+            req.heads.append(self.enum(good_heads, [0, 9, 17, INT32_MAX, -1], bad * 0.5))
         if self.chance(0.05):  # a valid head that this model (no classifier) cannot compute
-            req.heads.insert(r.randrange(len(req.heads) + 1), pb2.HEAD_LOGITS)
+            req.heads.insert(r.randrange(len(req.heads) + 1),
+                             r.choice([pb2.HEAD_LOGITS, pb2.HEAD_TOKEN_LOGITS]))
         if self.chance(0.5):
             for _ in range(r.randint(1, 6)):
                 req.layers.append(self.enum(list(range(-self.layers, self.layers)),
@@ -376,11 +378,13 @@ def predict_embed(pb2, req, lim):
     if seq is None:
         errors.append("seq_length")
     valid_heads = {pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_ENCODER_OUTPUTS,
-                   pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS, pb2.HEAD_LOGITS}
+                   pb2.HEAD_DEFAULT, pb2.HEAD_MEAN_POOLED, pb2.HEAD_CLS, pb2.HEAD_LOGITS,
+                   pb2.HEAD_TOKEN_LOGITS}
     errors += [f"heads[{j}]" for j, h in enumerate(req.heads) if h not in valid_heads]
-    # HEAD_LOGITS on a model without classifier: FAILED_PRECONDITION, unless another check
-    # comes first (the order of the checks is the server's; both are allowed then).
-    unavailable = pb2.HEAD_LOGITS in req.heads and not lim.classifier
+    # A classifier head on a model without classifier: FAILED_PRECONDITION, unless another
+    # check comes first (the order of the checks is the server's; both are allowed then).
+    unavailable = (bool({pb2.HEAD_LOGITS, pb2.HEAD_TOKEN_LOGITS} & set(req.heads))
+                   and not lim.classifier)
     errors += [f"layers[{j}]" for j, l in enumerate(req.layers)
                if not -lim.layers <= l < lim.layers]
     # Each head once, each layer twice (by its index and its negative one) at most.

@@ -430,7 +430,7 @@ def test_classifier_info_pairs_and_the_client(server, tmp_path):
     r = subprocess.run(client + ["info", "--json"], capture_output=True, text=True, timeout=60)
     assert json.loads(r.stdout)["classifier"] == {
         "labels": list(LABELS), "problem_type": "single_label_classification",
-        "activation_function": "", "max_seq_length": 512}
+        "activation_function": "", "max_seq_length": 512, "per_token": False}
     with Server() as plain:
         assert not plain.stub().GetModelInfo(pb2.GetModelInfoRequest(),
                                              timeout=10).HasField("classifier")
@@ -511,8 +511,9 @@ def test_a_cross_encoder_that_names_the_identity_gets_raw_scores(tmp_path):
 
 
 def test_a_token_classification_checkpoint_serves_its_encoder(tmp_path):
-    """BertForTokenClassification's classifier reads each token's state: not HEAD_LOGITS. The
-    checkpoint (here without a pooler, as recent ones are) serves the encoder's heads."""
+    """BertForTokenClassification's classifier reads each token's state: HEAD_TOKEN_LOGITS, not
+    HEAD_LOGITS. The checkpoint (here without a pooler, as recent ones are) serves the
+    encoder's heads, equal to the reference."""
     pb2, _ = stubs()
     model = classifier_model(tmp_path / "ner", labels=tuple(f"B-{i}" for i in range(9)),
                              problem_type=None,
@@ -522,7 +523,8 @@ def test_a_token_classification_checkpoint_serves_its_encoder(tmp_path):
                       {k: v for k, v in weights.items() if "pooler" not in k})
     with Server(model_dir=model, vocab=TINY_VOCAB, extra=["--max_batch_tokens=2048"]) as server:
         stub = server.stub()
-        assert not stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10).HasField("classifier")
+        info = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+        assert info.classifier.per_token and len(info.classifier.labels) == 9
         resp = stub.Embed(pb2.EmbedRequest(inputs=token_inputs(pb2), seq_length=SEQ,
                                            heads=[pb2.HEAD_SEQUENCE]), timeout=30)
         for i, result in enumerate(resp.results):
@@ -579,3 +581,80 @@ def test_the_readme_reranking_example_runs(tmp_path, activation):
         order = np.argsort(-np.array(want), kind="stable")
         assert r.stdout.split("\n")[:len(passages)] == [
             f"{scores[i]:.4f} {passages[i]}" for i in order]
+
+
+NER_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+
+
+@pytest.mark.parametrize("pooler", [True, False])
+def test_token_classifier_logits_for_every_row(tmp_path, pooler):
+    """A BertForTokenClassification checkpoint (usually without a pooler): HEAD_TOKEN_LOGITS is
+    the classifier on every row of the last layer, as Hugging Face computes it, for the rows
+    `padding` gives; GetModelInfo says per_token; the sequence-level heads that need a
+    classifier are refused, naming the one it has; bert_client shows each token's label."""
+    pb2, _ = stubs()
+    model = classifier_model(tmp_path / "ner", NER_LABELS, problem_type=None,
+                             architecture="BertForTokenClassification")
+    if not pooler:
+        tensors = read_safetensors(os.path.join(model, "model.safetensors"))
+        write_safetensors(os.path.join(model, "model.safetensors"),
+                          {k: v for k, v in tensors.items() if ".pooler." not in k})
+    weight, bias = classifier_weights(len(NER_LABELS))
+    with Server(model_dir=model, vocab=TINY_VOCAB) as server:
+        stub = server.stub()
+        info = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+        assert info.classifier.per_token and list(info.classifier.labels) == list(NER_LABELS)
+        assert info.config.has_pooler == pooler
+        inputs = [pb2.Input(text=pb2.TextInput(text_a="hello world")),
+                  pb2.Input(text=pb2.TextInput(text_a="good morning", text_b="thank you"))]
+        for padding, dtype, tol in [(pb2.PADDING_TRIM, pb2.DATA_TYPE_FLOAT32, 1e-5),
+                                    (pb2.PADDING_PAD_TO_SEQ_LENGTH, pb2.DATA_TYPE_FLOAT16, 1e-2)]:
+            resp = stub.Embed(pb2.EmbedRequest(
+                inputs=inputs, heads=[pb2.HEAD_TOKEN_LOGITS, pb2.HEAD_SEQUENCE], seq_length=16,
+                padding=padding, output_dtype=dtype), timeout=30)
+            for result in resp.results:
+                rows = result.num_tokens if padding == pb2.PADDING_TRIM else 16
+                logits = decode(result.token_logits)
+                assert result.token_logits.dtype == dtype
+                assert list(result.token_logits.shape) == [rows, len(NER_LABELS)]
+                sequence = decode(result.sequence_output).astype(np.float64)
+                want = sequence @ weight.astype(np.float64).T + bias
+                np.testing.assert_allclose(logits, want, rtol=tol, atol=tol)
+                assert not result.HasField("logits")
+        # Only the token logits: the sequence output is computed but not sent.
+        alone = stub.Embed(pb2.EmbedRequest(inputs=inputs[:1], heads=[pb2.HEAD_TOKEN_LOGITS],
+                                            padding=pb2.PADDING_TRIM), timeout=30).results[0]
+        assert not alone.HasField("sequence_output")
+        assert list(alone.token_logits.shape) == [4, len(NER_LABELS)]
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(pb2.EmbedRequest(inputs=inputs, heads=[pb2.HEAD_LOGITS]), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "ask for HEAD_TOKEN_LOGITS" in refused.value.details()
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Rerank(pb2.RerankRequest(query="q", texts=["a"]), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "this one has a token classifier" in refused.value.details()
+        client = [bin_path("client", "bert_client"), f"--server={server.address}"]
+        r = subprocess.run(client + ["embed", "--heads=token_logits", "--padding=trim",
+                                     "hello world"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        labels = [NER_LABELS[k] for k in np.argmax(decode(alone.token_logits), axis=1)]
+        assert f"[0] {'  '.join(labels)}\n" in r.stdout, r.stdout
+        r = subprocess.run(client + ["embed", "--json", "--heads=token_logits", "hello world"],
+                           capture_output=True, text=True, timeout=60)
+        row = json.loads(r.stdout)
+        assert row["token_logits"]["shape"] == [128, len(NER_LABELS)]
+        np.testing.assert_allclose(np.reshape(row["token_logits"]["values"], (128, -1))[:4],
+                                   decode(alone.token_logits), rtol=1e-6)
+        r = subprocess.run(client + ["info", "--json"], capture_output=True, text=True, timeout=60)
+        assert json.loads(r.stdout)["classifier"]["per_token"] is True
+
+
+def test_a_sequence_classifier_refuses_token_logits(server):
+    pb2, _ = stubs()
+    with pytest.raises(grpc.RpcError) as refused:
+        server.stub().Embed(pb2.EmbedRequest(
+            inputs=[pb2.Input(text=pb2.TextInput(text_a="x"))], heads=[pb2.HEAD_TOKEN_LOGITS]),
+            timeout=30)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "labels whole inputs: ask for HEAD_LOGITS" in refused.value.details()

@@ -110,7 +110,7 @@ def test_unread_tokenize_answers_keep_their_places():
     ("Embed", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
     ("Tokenize", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
     ("Embed", 0x20, 9, "layers: 9 entries exceed the limit of 8"),
-    ("Embed", 0x18, 8, "heads: 8 entries exceed the limit of 7"),
+    ("Embed", 0x18, 9, "heads: 9 entries exceed the limit of 8"),
 ])
 def test_repeated_fields_over_the_limits_are_refused_as_sent(method, field, count, message):
     # Written as a hostile client would: empty inputs (two bytes each on the wire), or
