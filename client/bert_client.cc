@@ -65,6 +65,9 @@ ABSL_FLAG(int, seq_length, 0, "Sequence length (0: the server's default)");
 ABSL_FLAG(std::string, padding, "pad", "pad (seq_length rows, TF Hub's shapes) or trim");
 ABSL_FLAG(std::string, dtype, "float32", "Output dtype: float32, float16, bfloat16");
 ABSL_FLAG(bool, normalize, false, "L2-normalise pooled/default/mean_pooled/cls");
+ABSL_FLAG(bool, offsets, false,
+          "embed: also ask for each token's byte offsets in its text (on with "
+          "--heads=token_logits for texts, to show each word's label)");
 ABSL_FLAG(int, dimensions, 0,
           "Keep the first N values of pooled/default/mean_pooled/cls (Matryoshka embeddings), "
           "before --normalize; 0: all");
@@ -337,23 +340,51 @@ void PrintLogits(const std::vector<const v1::Tensor*>& tensors, const v1::Classi
 }
 
 // Each input's most likely label for each real token (the rows after them are padding).
-void PrintTokenLabels(const std::vector<const v1::Tensor*>& tensors,
-                      const v1::EmbedResponse& response, const v1::Classifier& classifier) {
+// Each input's most likely label for each real token (the rows after them are padding); with
+// the tokens' offsets (return_offsets), as "text=label" for the tokens that have text.
+void PrintTokenLabels(const v1::EmbedRequest& request, const v1::EmbedResponse& response,
+                      const v1::ModelInfo& info) {
+  const v1::Classifier& classifier = info.classifier();
+  // The offsets of text_a count from the start of the prompt put in front of it.
+  std::string prompt;
+  if (!request.prompt_name().empty()) {
+    const auto& prompts = info.sentence_embedding().prompts();
+    if (auto it = prompts.find(request.prompt_name()); it != prompts.end()) prompt = it->second;
+  }
   std::printf("Token Labels (highest logit per token):\n");
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const v1::Tensor& t = *tensors[i];
+  for (int i = 0; i < response.results_size() && i < request.inputs_size(); ++i) {
+    const v1::EmbedResult& result = response.results(i);
+    const v1::Tensor& t = result.token_logits();
     if (t.shape_size() != 2 || t.shape(1) != classifier.labels_size()) continue;
     const std::vector<float> logits = Decode(t);
     const size_t labels = static_cast<size_t>(t.shape(1));
-    const size_t rows = std::min<size_t>(static_cast<size_t>(t.shape(0)),
-                                         response.results(static_cast<int>(i)).num_tokens());
+    const size_t rows = std::min<size_t>(static_cast<size_t>(t.shape(0)), result.num_tokens());
+    const bool spans = request.inputs(i).has_text() &&
+                       result.token_starts_size() == result.token_ends_size() &&
+                       static_cast<size_t>(result.token_starts_size()) == rows;
+    const std::string text_a = prompt + request.inputs(i).text().text_a();
+    int segment = 0;  // [CLS] a [SEP] b [SEP]: text_b's tokens follow the second special one
     std::string line;
     for (size_t r = 0; r < rows && (r + 1) * labels <= logits.size(); ++r) {
       const auto row = logits.begin() + r * labels;
-      const size_t best = std::max_element(row, row + labels) - row;
-      absl::StrAppend(&line, r == 0 ? " " : "  ", classifier.labels(static_cast<int>(best)));
+      const std::string& label =
+          classifier.labels(static_cast<int>(std::max_element(row, row + labels) - row));
+      if (!spans) {
+        absl::StrAppend(&line, r == 0 ? " " : "  ", label);
+        continue;
+      }
+      const uint32_t begin = result.token_starts(r);
+      const uint32_t end = result.token_ends(r);
+      if (begin == end) {  // [CLS] or [SEP]
+        if (r > 0) ++segment;
+        continue;
+      }
+      const std::string& text = segment == 0 ? text_a : request.inputs(i).text().text_b();
+      if (begin > end || end > text.size()) continue;
+      absl::StrAppend(&line, line.empty() ? " " : "  ", text.substr(begin, end - begin), "=",
+                      label);
     }
-    std::printf("  [%zu]%s\n", i, line.c_str());
+    std::printf("  [%d]%s\n", i, line.c_str());
   }
 }
 
@@ -404,6 +435,11 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     std::fprintf(stderr, "%s\n", std::string(status.message()).c_str());
     return 2;
   }
+  // Token labels are shown by word when the inputs are texts.
+  if (absl::GetFlag(FLAGS_offsets) ||
+      (!options.token_inputs && NamesHead(options.heads, v1::HEAD_TOKEN_LOGITS))) {
+    request.set_return_offsets(true);
+  }
 
   grpc::ClientContext context;
   Prepare(connection, &context);
@@ -433,6 +469,13 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
       if (r.has_cls_output()) j["cls_output"] = TensorJson(r.cls_output());
       if (r.has_logits()) j["logits"] = TensorJson(r.logits());
       if (r.has_token_logits()) j["token_logits"] = TensorJson(r.token_logits());
+      if (r.token_starts_size() > 0) {
+        json offsets = json::array();
+        for (int k = 0; k < r.token_starts_size() && k < r.token_ends_size(); ++k) {
+          offsets.push_back({r.token_starts(k), r.token_ends(k)});
+        }
+        j["offsets"] = std::move(offsets);
+      }
       if (r.has_sequence_output()) j["sequence_output"] = TensorJson(r.sequence_output());
       if (r.encoder_outputs_size() > 0) {
         json layers = json::array();
@@ -488,7 +531,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   if (!token_logits.empty()) {
     PrintHead("Token Logits", token_logits, show);
     if (info.has_value() && info->classifier().per_token()) {
-      PrintTokenLabels(token_logits, response, info->classifier());
+      PrintTokenLabels(request, response, *info);
     }
   }
   PrintHead("Sequence Outputs", seq, show);

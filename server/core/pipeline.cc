@@ -395,6 +395,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   const int n = static_cast<int>(request->spec.inputs.size());
   std::vector<BatchItem> items(n);
   std::vector<bool> truncated(n, false);
+  std::vector<std::vector<TokenSpan>> spans(opt.offsets ? n : 0);
   for (int i = 0; i < n; ++i) {
     InputSpec& input = request->spec.inputs[i];
     BatchItem& item = items[i];
@@ -402,8 +403,8 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
       // As sentence-transformers does: the prompt's text, then the input's.
       if (!opt.prompt.empty()) input.text_a.insert(0, opt.prompt);
       bool t = false;
-      absl::Status status =
-          PackText(input, i, opt.seq_length, opt.truncation, &item.word_ids, &item.type_ids, &t);
+      absl::Status status = PackText(input, i, opt.seq_length, opt.truncation, &item.word_ids,
+                                     &item.type_ids, &t, opt.offsets ? &spans[i] : nullptr);
       if (!status.ok()) {
         // A text that fits alone may not with the prompt (TRUNCATION_REJECT): say it counted.
         if (!opt.prompt.empty()) {
@@ -448,6 +449,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
     for (int i = 0; i < n; ++i) {
       request->results[i].num_tokens = num_tokens[i];
       request->results[i].truncated = truncated[i];
+      if (opt.offsets) request->results[i].spans = std::move(spans[i]);
     }
   }
   const bool per_token = opt.sequence || opt.encoder_outputs || opt.token_logits;
@@ -483,6 +485,7 @@ void Pipeline::Assemble(const std::shared_ptr<Request>& request, int index,
     if (request->finished) return;
     result.num_tokens = request->results[index].num_tokens;
     result.truncated = request->results[index].truncated;
+    result.spans = std::move(request->results[index].spans);
   }
   const ResolvedOptions& opt = request->options;
   const int hidden = engine_->config().hidden_size;

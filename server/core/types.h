@@ -58,8 +58,9 @@ struct EmbedRequestSpec {
   // most this many bytes, which the byte budget counts instead of the Embed response's
   // estimate (the caller checks it against the message limit; echoed_bytes is then unused).
   int64_t answer_bytes = -1;
-  std::string prompt_name;  // One of the model's prompts, for text inputs; empty: none.
-  int dimensions = 0;       // The vector heads' leading values kept; 0: all (hidden_size).
+  std::string prompt_name;      // One of the model's prompts, for text inputs; empty: none.
+  int dimensions = 0;           // The vector heads' leading values kept; 0: all (hidden_size).
+  bool return_offsets = false;  // Each text input's token spans in its result.
 };
 
 // A dense tensor in the wire layout: row-major little-endian bytes of `dtype`.
@@ -84,8 +85,9 @@ struct InputResult {
   TensorData default_output;
   TensorData mean_pooled;
   TensorData cls;
-  TensorData logits;        // [num_labels]
-  TensorData token_logits;  // [rows, num_labels]
+  TensorData logits;             // [num_labels]
+  TensorData token_logits;       // [rows, num_labels]
+  std::vector<TokenSpan> spans;  // With return_offsets: one per real token.
   int num_tokens = 0;
   bool truncated = false;
   StageTiming timing;

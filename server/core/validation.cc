@@ -200,6 +200,7 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   out.dtype = request.dtype;
   out.normalize = request.normalize;
   out.truncation = request.truncation;
+  out.offsets = request.return_offsets;
   out.echoed_bytes = request.echoed_bytes;
   out.answer_bytes = request.answer_bytes;
   if (!request.prompt_name.empty()) {
@@ -213,6 +214,10 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
       if (!request.prompt_name.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(
             "inputs[", i, "]: prompt_name applies to text inputs; token inputs carry their own"));
+      }
+      if (request.return_offsets) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "inputs[", i, "]: return_offsets applies to text inputs; token inputs have no text"));
       }
       RETURN_IF_ERROR(
           CheckTokens(input, static_cast<int>(i), out.seq_length, out.truncation, limits));
@@ -246,6 +251,8 @@ AnswerSize EstimateAnswerSize(const ResolvedOptions& options, const std::vector<
         options.padding == PaddingMode::kPadToSeqLength ? options.seq_length : tokens;
     size.tensor_bytes +=
         matrices * rows * vector + vectors * vector_head + logits + rows * row_logits;
+    // Two packed varints of at most 5 bytes per token, and their two length prefixes.
+    if (options.offsets) size.tensor_bytes += 10 * static_cast<int64_t>(tokens) + 10;
   }
   // Framing, generously: a tensor's length prefixes, dtype and shape (and a layer's
   // wrapper) take under 48 bytes; a result's timings and counts under 128; the response's

@@ -54,7 +54,8 @@ struct ResolvedOptions {
   PaddingMode padding = PaddingMode::kPadToSeqLength;
   OutputDType dtype = OutputDType::kFloat32;
   bool normalize = false;
-  int dimensions = 0;  // Of the vector heads: EmbedRequestSpec::dimensions, 0 made hidden_size.
+  int dimensions = 0;    // Of the vector heads: EmbedRequestSpec::dimensions, 0 made hidden_size.
+  bool offsets = false;  // EmbedRequestSpec::return_offsets.
   Truncation truncation = Truncation::kTruncate;
   int64_t echoed_bytes = 0;   // EmbedRequestSpec::echoed_bytes.
   int64_t answer_bytes = -1;  // EmbedRequestSpec::answer_bytes.

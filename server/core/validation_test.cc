@@ -298,9 +298,27 @@ TEST(ValidationTest, TokenLogitsNeedATokenClassifierAndCountARowOfLabelsPerRow) 
   EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).framing_bytes, 1024 + 2 * (128 + 48));
   options->padding = PaddingMode::kTrim;
   EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).tensor_bytes, (4 + 9) * 5 * 4);
+  // Offsets: two varints of at most 5 bytes per real token, two length prefixes per input.
+  options->offsets = true;
+  EXPECT_EQ(EstimateAnswerSize(*options, {4, 9}, limits).tensor_bytes,
+            (4 + 9) * 5 * 4 + (4 + 9) * 10 + 2 * 10);
   // And a token classifier has no HEAD_LOGITS.
   request.heads = {Head::kLogits};
   refused("labels tokens: ask for HEAD_TOKEN_LOGITS");
+}
+
+TEST(ValidationTest, OffsetsAreForTextInputs) {
+  EmbedRequestSpec request;
+  request.inputs = {Text("a")};
+  request.return_offsets = true;
+  auto options = ValidateEmbedRequest(request, Limits());
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->offsets);
+  request.inputs.push_back(Tokens({101, 102}));
+  auto refused = ValidateEmbedRequest(request, Limits());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message(),
+            "inputs[1]: return_offsets applies to text inputs; token inputs have no text");
 }
 
 TEST(ValidationTest, DimensionsWithinTheHiddenSizeForVectorHeads) {

@@ -165,6 +165,7 @@ absl::StatusOr<EmbedRequestSpec> FromProto(const v1::EmbedRequest& request) {
         absl::StrCat("dimensions: ", request.dimensions(), " is out of range"));
   }
   spec.dimensions = static_cast<int>(request.dimensions());
+  spec.return_offsets = request.return_offsets();
   return spec;
 }
 
@@ -287,6 +288,10 @@ void ToProto(EmbedResult result, v1::EmbedResponse* response) {
     if (r.logits.present) MoveTensor(std::move(r.logits), out->mutable_logits());
     if (r.token_logits.present) {
       MoveTensor(std::move(r.token_logits), out->mutable_token_logits());
+    }
+    for (const TokenSpan& span : r.spans) {
+      out->add_token_starts(span.begin);
+      out->add_token_ends(span.end);
     }
     out->set_num_tokens(r.num_tokens);
     out->set_truncated(r.truncated);

@@ -315,6 +315,11 @@ def test_prompts_on_a_sentence_transformers_model(tmp_path):
         assert list(tok.encodings[0].token_starts) == list(plain.encodings[0].token_starts)
         assert list(tok.encodings[0].token_ends) == list(plain.encodings[0].token_ends)
         assert tok.encodings[0].token_ends[-2] == len("passage: hello world")
+        embedded = stub.Embed(pb2.EmbedRequest(inputs=[text("hello world")], prompt_name="passage",
+                                               heads=[pb2.HEAD_CLS], return_offsets=True),
+                              timeout=10).results[0]
+        assert list(embedded.token_starts) == list(tok.encodings[0].token_starts)
+        assert list(embedded.token_ends) == list(tok.encodings[0].token_ends)
         with_prompt = embed([text(t) for t in texts] + [text("q", "p")], prompt_name="passage")
         written = embed([text("passage: " + t) for t in texts] + [text("passage: q", "p")])
         for a, b in zip(with_prompt.results, written.results, strict=True):
@@ -626,6 +631,25 @@ def test_token_classifier_logits_for_every_row(tmp_path, pooler):
                                             padding=pb2.PADDING_TRIM), timeout=30).results[0]
         assert not alone.HasField("sequence_output")
         assert list(alone.token_logits.shape) == [4, len(NER_LABELS)]
+        assert not alone.token_starts
+        # return_offsets: each row's bytes in its text, from the same call, as Tokenize gives.
+        with_offsets = stub.Embed(pb2.EmbedRequest(
+            inputs=inputs, heads=[pb2.HEAD_TOKEN_LOGITS], seq_length=16, return_offsets=True),
+            timeout=30)
+        encodings = stub.Tokenize(pb2.TokenizeRequest(
+            inputs=[i.text for i in inputs], seq_length=16), timeout=30).encodings
+        for result, encoding in zip(with_offsets.results, encodings, strict=True):
+            assert len(result.token_starts) == result.num_tokens == encoding.num_tokens
+            assert list(result.token_starts) == list(encoding.token_starts)
+            assert list(result.token_ends) == list(encoding.token_ends)
+        assert list(zip(with_offsets.results[1].token_starts, with_offsets.results[1].token_ends)) \
+            == [(0, 0), (0, 4), (5, 12), (0, 0), (0, 5), (6, 9), (0, 0)]
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(pb2.EmbedRequest(inputs=[pb2.Input(tokens=pb2.TokenInput(
+                input_word_ids=[2, 3]))], heads=[pb2.HEAD_TOKEN_LOGITS], return_offsets=True),
+                timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "return_offsets applies to text inputs" in refused.value.details()
         with pytest.raises(grpc.RpcError) as refused:
             stub.Embed(pb2.EmbedRequest(inputs=inputs, heads=[pb2.HEAD_LOGITS]), timeout=30)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -639,11 +663,18 @@ def test_token_classifier_logits_for_every_row(tmp_path, pooler):
                                      "hello world"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         labels = [NER_LABELS[k] for k in np.argmax(decode(alone.token_logits), axis=1)]
-        assert f"[0] {'  '.join(labels)}\n" in r.stdout, r.stdout
+        assert f"[0] hello={labels[1]}  world={labels[2]}\n" in r.stdout, r.stdout
+        # A pair's second text: its tokens' offsets are in text_b.
+        r = subprocess.run(client + ["embed", "--heads=token_logits", "--padding=trim",
+                                     "good morning ||| thank you"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "[0] good=" in r.stdout and "  thank=" in r.stdout and "  you=" in r.stdout, r.stdout
         r = subprocess.run(client + ["embed", "--json", "--heads=token_logits", "hello world"],
                            capture_output=True, text=True, timeout=60)
         row = json.loads(r.stdout)
         assert row["token_logits"]["shape"] == [128, len(NER_LABELS)]
+        assert row["offsets"] == [[0, 0], [0, 5], [6, 11], [0, 0]]
         np.testing.assert_allclose(np.reshape(row["token_logits"]["values"], (128, -1))[:4],
                                    decode(alone.token_logits), rtol=1e-6)
         r = subprocess.run(client + ["info", "--json"], capture_output=True, text=True, timeout=60)
