@@ -14,7 +14,8 @@
 // Hugging Face's); the packed int32 [B, S] inputs are written to OUT too.
 // OUT gets sequence_output [B, S, H], pooled_output [B, H] (when the model has a pooler),
 // encoder_outputs.0 .. encoder_outputs.{L-1} [B, S, H] and, for a model with a
-// sequence-classification head, logits [B, num_labels] (as the server's HEAD_LOGITS), all
+// sequence-classification head, logits [B, num_labels] (as the server's HEAD_LOGITS), or with
+// a token-classification head, token_logits [B, S, num_labels] (as HEAD_TOKEN_LOGITS), all
 // float32, padding rows included.
 // Sequences run in chunks of --batch_size.
 #include <algorithm>
@@ -153,9 +154,16 @@ absl::Status Run() {
     writer.AddInt32("input_mask", {b, s}, inputs.mask);
     writer.AddInt32("input_type_ids", {b, s}, inputs.type_ids);
   }
-  writer.AddFloat32("sequence_output", {b, s, h}, std::move(sequence));
   const Classifier& classifier = model->classifier;
-  if (classifier.present() && selection.pooled) {
+  if (classifier.present() && classifier.per_token) {
+    const int64_t labels = classifier.num_labels();
+    std::vector<float> logits(b * s * labels);
+    classifier.ApplyToRows(sequence.data(), static_cast<int>(b * s), static_cast<int>(h),
+                           logits.data());
+    writer.AddFloat32("token_logits", {b, s, labels}, std::move(logits));
+  }
+  writer.AddFloat32("sequence_output", {b, s, h}, std::move(sequence));
+  if (classifier.present() && !classifier.per_token && selection.pooled) {
     const int64_t labels = classifier.num_labels();
     std::vector<float> logits(b * labels);
     for (int64_t i = 0; i < b; ++i) {

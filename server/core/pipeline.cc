@@ -88,10 +88,8 @@ void FillTokenLogits(OutputDType dtype, const std::vector<float>& sequence, int 
                      int hidden, const Classifier& classifier, TensorData* tensor) {
   const int labels = classifier.num_labels();
   std::vector<float> logits(static_cast<size_t>(rows) * labels);
-  for (int r = 0; r < rows; ++r) {
-    classifier.Apply(sequence.data() + static_cast<size_t>(row_begin + r) * hidden, hidden,
-                     logits.data() + static_cast<size_t>(r) * labels);
-  }
+  classifier.ApplyToRows(sequence.data() + static_cast<size_t>(row_begin) * hidden, rows, hidden,
+                         logits.data());
   FillTensor(dtype, logits, 0, rows, labels, /*as_vector=*/false, tensor);
 }
 

@@ -45,8 +45,9 @@ struct PipelineOptions {
   int64_t max_response_bytes = 0;  // 0: unchecked; else larger answers are refused early.
   // The model's prompts by name (EmbedRequest.prompt_name).
   std::map<std::string, std::string> prompts;
-  // The model's classification head (HEAD_LOGITS), applied to the engine's pooled output
-  // while each answer is assembled; none where !classifier.present().
+  // The model's classification head, applied while each answer is assembled to the engine's
+  // pooled output (HEAD_LOGITS) or, per_token, to each row of its last layer
+  // (HEAD_TOKEN_LOGITS); none where !classifier.present().
   Classifier classifier;
   // At most this many bytes of answers (EstimateAnswerSize, reserved once a request is
   // tokenized) held at once, from being computed until sent; a request whose answer would

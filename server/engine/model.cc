@@ -688,6 +688,25 @@ void Classifier::Apply(const float* x, int hidden, float* logits) const {
   }
 }
 
+void Classifier::ApplyToRows(const float* x, int rows, int hidden, float* logits) const {
+  const int labels = num_labels();
+  for (int r = 0; r < rows; ++r) {
+    const float* row = x + static_cast<size_t>(r) * hidden;
+    for (int label = 0; label < labels; ++label) {
+      const float* w = weight.data.data() + static_cast<size_t>(label) * hidden;
+      float partial[8] = {};
+      int k = 0;
+      for (; k + 8 <= hidden; k += 8) {
+        for (int j = 0; j < 8; ++j) partial[j] += w[k + j] * row[k + j];
+      }
+      float sum = 0;
+      for (; k < hidden; ++k) sum += w[k] * row[k];
+      for (float p : partial) sum += p;
+      logits[static_cast<size_t>(r) * labels + label] = sum + bias.data[label];
+    }
+  }
+}
+
 Model RandomModel(const ModelConfig& c, uint64_t seed) {
   Model model;
   model.name = absl::StrCat("random-L", c.num_layers, "-H", c.hidden_size, "-A", c.num_heads, "-I",

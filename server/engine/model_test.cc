@@ -294,6 +294,24 @@ TEST_F(ClassifierTest, LabelsFromId2LabelAndTheProblemType) {
   EXPECT_FALSE(golden->classifier.present());
 }
 
+TEST(ClassifierApplyTest, ApplyToRowsIsApplyOnEachRow) {
+  // 13 wide: eight partial sums and a remainder.
+  Classifier c;
+  const int hidden = 13, labels = 3, rows = 4;
+  c.weight.shape = {labels, hidden};
+  for (int i = 0; i < labels * hidden; ++i) c.weight.data.push_back(0.1f * ((i * 7) % 11) - 0.5f);
+  c.bias.data = {0.25f, -1.0f, 3.0f};
+  std::vector<float> x(rows * hidden);
+  for (int i = 0; i < rows * hidden; ++i) x[i] = 0.01f * ((i * 13) % 29) - 0.1f;
+  std::vector<float> rows_out(rows * labels);
+  c.ApplyToRows(x.data(), rows, hidden, rows_out.data());
+  for (int r = 0; r < rows; ++r) {
+    float one[labels];
+    c.Apply(x.data() + r * hidden, hidden, one);
+    for (int l = 0; l < labels; ++l) EXPECT_NEAR(rows_out[r * labels + l], one[l], 1e-5) << r;
+  }
+}
+
 TEST_F(ClassifierTest, OneLabelWithoutId2LabelIsLabel0) {
   WriteClassifier(1, "");
   auto model = LoadModel(dir());

@@ -413,17 +413,27 @@ class TokenizeReactor final : public AdmittedUnaryReactor {
     RETURN_IF_ERROR(ParseTokenizeRequest(*wire, WireLimitsOf(pipeline->limits()), &request));
     auto spec = FromProto(request);
     if (!spec.ok()) return spec.status();
-    pipeline->TokenizeOnWorker(*std::move(spec),
-                               [this](absl::StatusOr<std::vector<Encoding>> encodings) {
-                                 if (!encodings.ok()) {
-                                   Done(encodings.status());
-                                   return;
-                                 }
-                                 v1::TokenizeResponse response;
-                                 ToProto(*std::move(encodings), &response);
-                                 Serialize(response, out_);
-                                 Done(absl::OkStatus());
-                               });
+    pipeline->TokenizeOnWorker(
+        *std::move(spec), [this](absl::StatusOr<std::vector<Encoding>> encodings) {
+          if (!encodings.ok()) {
+            Done(encodings.status());
+            return;
+          }
+          v1::TokenizeResponse response;
+          ToProto(*std::move(encodings), &response);
+          // As Embed's: refused rather than cut off by gRPC.
+          const uint64_t limit = service_->max_message_bytes();
+          const size_t size = response.ByteSizeLong();
+          if (limit > 0 && size > limit) {
+            Done(absl::InvalidArgumentError(
+                absl::StrCat("the response would be ", size, " bytes, over the server's ", limit,
+                             "-byte message limit: send fewer inputs or a smaller "
+                             "seq_length")));
+            return;
+          }
+          Serialize(response, out_);
+          Done(absl::OkStatus());
+        });
     return absl::OkStatus();
   }
 

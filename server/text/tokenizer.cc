@@ -109,7 +109,8 @@ constexpr size_t kMaxTrackedRun = 1024;
 
 // Per-thread scratch space, reused across calls so steady-state tokenization does not allocate.
 // Both buffers are bounded by max_chars_per_word (the word's first characters, the marks of a
-// word that can still fit); a call that grew them past kKeptScratchBytes gives the memory back.
+// word that can still fit); a call that grew them past kKeptScratchBytes in all gives the memory
+// back.
 struct Scratch {
   static constexpr size_t kKeptScratchBytes = 64 << 10;
 
@@ -121,17 +122,12 @@ struct Scratch {
 
   void ReleaseIfLarge() {
     last_call_bytes = Bytes();
-    if (word.capacity() > kKeptScratchBytes) std::string().swap(word);
-    if (marks.capacity() * sizeof(marks[0]) > kKeptScratchBytes) {
-      std::vector<std::pair<int, int32_t>>().swap(marks);
-    }
-    if (word_spans.capacity() * sizeof(TokenSpan) > kKeptScratchBytes) {
-      std::vector<TokenSpan>().swap(word_spans);
-    }
-    if (run.capacity() * sizeof(RunMark) > kKeptScratchBytes) std::vector<RunMark>().swap(run);
-    if (slots.capacity() * sizeof(TokenSpan) > kKeptScratchBytes) {
-      std::vector<TokenSpan>().swap(slots);
-    }
+    if (last_call_bytes <= kKeptScratchBytes) return;
+    std::string().swap(word);
+    std::vector<std::pair<int, int32_t>>().swap(marks);
+    std::vector<TokenSpan>().swap(word_spans);
+    std::vector<RunMark>().swap(run);
+    std::vector<TokenSpan>().swap(slots);
   }
 
   std::string word;

@@ -27,11 +27,13 @@
 namespace bert {
 
 // Where a token came from: bytes [begin, end) of the UTF-8 text it was tokenized from, as
-// Hugging Face tokenizers' offsets (which Python reports in characters): from the first
-// character of the token's normalised text to the last, so characters that normalisation
-// dropped (combining accents, control characters) count inside a token but not at its
-// edges. Pieces of a word split as the word's characters do; when one character gives two
-// pieces (a Hangul syllable's jamo), both have its span. A [UNK] word spans the whole word.
+// Hugging Face tokenizers' offsets (which Python reports in characters): from the source of
+// the first character of the token's normalised text to that of the last, so characters that
+// normalisation dropped (combining accents, control characters) count inside a token but not
+// at its edges (except where canonical reordering of combining marks moves a mark's place, as
+// it does in Hugging Face's: "x\u0301\U0001D165" is one token over bytes [0, 3)). Pieces of a
+// word split as the word's characters do; when one character gives two pieces (a Hangul
+// syllable's jamo), both have its span. A [UNK] word spans the whole word.
 struct TokenSpan {
   uint32_t begin = 0;
   uint32_t end = 0;

@@ -479,6 +479,23 @@ TEST(TokenizerMarksTest, ARunOfMarksEndsAtAStarterNotAtARemovedCharacter) {
   }
 }
 
+std::string RepeatMark(absl::string_view prefix, int count);
+
+TEST(TokenizerMarksTest, APastTheTrackedRunOfMarksSharesTheLastTrackedSpan) {
+  const std::unique_ptr<BertTokenizer> tok = MarksTokenizer(5000);
+  const std::string text = RepeatMark("a", 1100);  // one run of 1100 marks
+  std::vector<int32_t> plain, ids;
+  std::vector<TokenSpan> spans;
+  ASSERT_TRUE(tok->Tokenize(text, &plain).ok());
+  ASSERT_TRUE(tok->Tokenize(text, 5000, &ids, &spans).ok());
+  EXPECT_EQ(ids, plain);
+  ASSERT_EQ(ids.size(), 1101u);
+  ASSERT_EQ(spans.size(), 1101u);
+  EXPECT_EQ(spans[1], (TokenSpan{1, 5}));
+  EXPECT_EQ(spans[1024], (TokenSpan{1 + 4 * 1023, 1 + 4 * 1024}));  // the 1024th, tracked
+  for (size_t k = 1025; k < spans.size(); ++k) EXPECT_EQ(spans[k], spans[1024]) << k;
+}
+
 std::string RepeatMark(absl::string_view prefix, int count) {
   std::string text(prefix);
   text.reserve(prefix.size() + 4 * count);

@@ -207,6 +207,26 @@ def test_a_classifier_model_gets_its_logits(tmp_path, batch_size):
     want = read_safetensors(golden)["pooled_output"].astype(np.float64) @ weight.T + bias
     assert out["logits"].shape == want.shape == (6, 3)
     assert relative_error(out["logits"], want) <= 1e-5
+    assert "token_logits" not in out
+
+
+def test_a_token_classifier_model_gets_token_logits(tmp_path):
+    """A BertForTokenClassification checkpoint (here with a pooler): token_logits
+    [B, S, num_labels], the classifier on every row of Hugging Face's sequence output, as the
+    server's HEAD_TOKEN_LOGITS; no sequence-level logits."""
+    from server_harness import classifier_model, classifier_weights
+    model = classifier_model(tmp_path / "tagger", labels=("O", "B", "I"), problem_type=None,
+                             architecture="BertForTokenClassification")
+    golden = GOLDEN / "tiny-l4-h128" / "expected.safetensors"
+    out_path = tmp_path / "out.safetensors"
+    subprocess.run([bert_encode(), f"--model_dir={model}", f"--inputs={golden}",
+                    f"--output={out_path}", "--backend=cpu"], check=True, timeout=300)
+    out = read_safetensors(out_path)
+    weight, bias = classifier_weights(3)
+    want = read_safetensors(golden)["sequence_output"].astype(np.float64) @ weight.T + bias
+    assert out["token_logits"].shape == want.shape == (6, 32, 3)
+    assert relative_error(out["token_logits"], want) <= 1e-5
+    assert "logits" not in out and "pooled_output" in out
 
 
 def test_text_pairs_with_longest_first_truncation_match_hf(tmp_path):

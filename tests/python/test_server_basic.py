@@ -300,6 +300,21 @@ def test_tokenize_rpc():
         assert "inputs[0]" in e.value.details()
 
 
+def test_a_tokenize_answer_over_the_message_limit_is_refused_with_its_size():
+    pb2, _ = stubs()
+    with Server(extra=["--max_message_bytes=4096"]) as server:
+        stub = server.stub()
+        small = stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(text_a="hello world")],
+                                                  seq_length=16), timeout=10)
+        assert small.encodings[0].num_tokens == 4
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Tokenize(pb2.TokenizeRequest(inputs=[pb2.TextInput(text_a="hello world")] * 16,
+                                              seq_length=128), timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "over the server's 4096-byte message limit" in e.value.details()
+        assert server.health() == "SERVING"
+
+
 def test_reflection_lists_the_services():
     """grpc.reflection.v1alpha list_services, spoken with raw bytes (no extra package):
     ServerReflectionRequest{list_services: ""} is field 7, an empty string."""

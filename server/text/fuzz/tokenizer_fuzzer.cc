@@ -91,6 +91,20 @@ void CheckTokenizeAndPack(const bert::BertTokenizer& tok, absl::string_view text
         Check(SamePacking(packed, bert::PackInputs(a, pair ? &b_span : nullptr, seq_length,
                                                    tok.cls_id(), tok.sep_id(), policy)),
               "TokenizeAndPack packs what the whole tokenization packs");
+        const absl::StatusOr<bert::PackedInput> spanned = bert::TokenizeAndPack(
+            tok, text_a, pair ? &text_b : nullptr, seq_length, policy, "", nullptr, true);
+        Check(SamePacking(packed, spanned), "spans change no packed id");
+        if (!spanned.ok()) continue;
+        Check(spanned->spans.size() == spanned->word_ids.size(), "one span per packed token");
+        for (size_t k = 0; k < spanned->spans.size(); ++k) {
+          const bool special =
+              spanned->word_ids[k] == tok.cls_id() || spanned->word_ids[k] == tok.sep_id();
+          const bert::TokenSpan span = spanned->spans[k];
+          const size_t text_size = spanned->type_ids[k] == 0 ? text_a.size() : text_b.size();
+          Check(special ? span.begin == 0 && span.end == 0
+                        : span.begin < span.end && span.end <= text_size,
+                "packed spans: special tokens empty, others inside their own text");
+        }
       }
     }
   }
@@ -134,7 +148,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<int32_t> ids = {7};
     std::vector<bert::TokenSpan> spans = {{0, 0}};
     Check(tok->Tokenize(text, max_tokens, &ids, &spans).ok(), "Tokenize with spans succeeds");
-    Check(ids == limited || tok != t.uncased.get(), "spans change no id");
+    const std::vector<int32_t>& whole = tok == t.uncased.get() ? a : b;  // a starts with 7
+    const size_t first = tok == t.uncased.get() ? 1 : 0;
+    Check(ids.size() == 1 + std::min(max_tokens, whole.size() - first) &&
+              std::equal(ids.begin() + 1, ids.end(), whole.begin() + first),
+          "spans change no id");
     Check(spans.size() == ids.size(), "one span per id");
     for (size_t k = 1; k < spans.size(); ++k) {
       Check(spans[k].begin <= spans[k].end && spans[k].end <= size, "spans inside the text");
