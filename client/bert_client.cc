@@ -7,6 +7,8 @@
 //   echo '{"text_a": "a question", "text_b": "its passage"}' | bert_client embed
 //   bert_client --server=... tokenize "Hello world" "first ||| second"
 //       (the tokens, their ids, and each token's byte offsets in its text)
+//   bert_client --server=... ner "John Smith lives in Berlin"
+//       (a token classifier's named entities: label, score, byte span, text)
 //   bert_client --server=... rerank "a query" "a passage" "another passage"
 //       (a cross-encoder reranker: the passages best first; without passages as arguments,
 //       JSON strings on stdin, one per line)
@@ -45,6 +47,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "client/connection.h"
+#include "client/entities.h"
 #include "client/request_options.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "nlohmann/json.hpp"
@@ -713,12 +716,107 @@ int Rerank(const Connection& connection, v1::BertService::Stub* stub,
   return 0;
 }
 
+// Named entities in each text, from a token classifier (HEAD_TOKEN_LOGITS with the tokens'
+// offsets), grouped as Hugging Face's token-classification pipeline does with
+// aggregation_strategy="simple" (entities.h).
+int Ner(const Connection& connection, v1::BertService::Stub* stub,
+        const std::vector<std::string>& args) {
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext context;
+    Prepare(connection, &context);
+    grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+    if (!status.ok()) return Fail(status);
+  }
+  if (!info.has_classifier() || !info.classifier().per_token()) {
+    std::fprintf(stderr, "error: the model has no token classifier (ModelInfo.classifier)\n");
+    return 1;
+  }
+  v1::EmbedRequest request;
+  for (v1::Input& input : ReadInputs(args)) {
+    if (!input.has_text() || input.text().has_text_b()) {
+      std::fprintf(stderr, "ner takes single texts\n");
+      return 2;
+    }
+    *request.add_inputs() = std::move(input);
+  }
+  const int seq_length = absl::GetFlag(FLAGS_seq_length);
+  if (seq_length < 0) {
+    std::fprintf(stderr, "seq_length must be >= 0\n");
+    return 2;
+  }
+  const std::string truncation_flag = absl::GetFlag(FLAGS_truncation);
+  const absl::StatusOr<v1::Truncation> truncation =
+      ParseTruncation(truncation_flag.empty() ? "truncate" : truncation_flag);
+  if (!truncation.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(truncation.status().message()).c_str());
+    return 2;
+  }
+  // The length the model's tokenizer truncates to, unless given.
+  request.set_seq_length(seq_length > 0 ? seq_length : info.classifier().max_seq_length());
+  request.set_truncation(*truncation);
+  request.add_heads(v1::HEAD_TOKEN_LOGITS);
+  request.set_padding(v1::PADDING_TRIM);
+  request.set_return_offsets(true);
+  grpc::ClientContext context;
+  Prepare(connection, &context);
+  v1::EmbedResponse response;
+  grpc::Status status = stub->Embed(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+  if (response.results_size() != request.inputs_size()) {
+    std::fprintf(stderr, "error: the server answered %d results for %d inputs\n",
+                 response.results_size(), request.inputs_size());
+    return 1;
+  }
+  const std::vector<std::string> labels(info.classifier().labels().begin(),
+                                        info.classifier().labels().end());
+  for (int i = 0; i < response.results_size(); ++i) {
+    const v1::EmbedResult& r = response.results(i);
+    const std::string& text = request.inputs(i).text().text_a();
+    const std::vector<float> logits = Decode(r.token_logits());
+    const size_t width = labels.size();
+    std::vector<TaggedToken> tokens;
+    for (int k = 0; k < r.token_starts_size() && k < r.token_ends_size(); ++k) {
+      const uint32_t start = r.token_starts(k);
+      const uint32_t end = r.token_ends(k);
+      // [CLS] and [SEP] have no text; a span outside the text would be a server's bug.
+      if (start >= end || end > text.size() || (k + 1) * width > logits.size()) continue;
+      tokens.push_back({start, end, absl::MakeConstSpan(logits.data() + k * width, width)});
+    }
+    const std::vector<Entity> entities = GroupEntities(tokens, labels);
+    if (absl::GetFlag(FLAGS_json)) {
+      json list = json::array();
+      for (const Entity& e : entities) {
+        list.push_back({{"entity_group", e.group},
+                        {"score", e.score},
+                        {"word", text.substr(e.start, e.end - e.start)},
+                        {"start", e.start},
+                        {"end", e.end}});
+      }
+      json j = {{"index", i},
+                {"entities", std::move(list)},
+                {"num_tokens", r.num_tokens()},
+                {"truncated", r.truncated()}};
+      std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+      continue;
+    }
+    std::printf("[%d] %zu entities%s\n", i, entities.size(), r.truncated() ? " (truncated)" : "");
+    for (const Entity& e : entities) {
+      std::printf(
+          "    %-8s %.4f  [%u, %u)  %s\n", e.group.c_str(), e.score, e.start, e.end,
+          absl::StrReplaceAll(text.substr(e.start, e.end - e.start), {{"\n", "\\n"}, {"\r", "\\r"}})
+              .c_str());
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace bert
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "bert_client --server=HOST:PORT <health|info|embed|tokenize|rerank> [texts...]\n"
+      "bert_client --server=HOST:PORT <health|info|embed|tokenize|rerank|ner> [texts...]\n"
       "  Texts as arguments (\"A ||| B\" is a pair) or JSON lines on stdin; rerank: the query,\n"
       "  then the texts to rank.");
   bert::ShowClientFlagsInHelp();
@@ -741,7 +839,8 @@ int main(int argc, char** argv) {
   if (command == "embed") return bert::Embed(*connection, stub.get(), args);
   if (command == "tokenize") return bert::Tokenize(*connection, stub.get(), args);
   if (command == "rerank") return bert::Rerank(*connection, stub.get(), args);
-  std::fprintf(stderr, "unknown command %s (health, info, embed, tokenize, rerank)\n",
+  if (command == "ner") return bert::Ner(*connection, stub.get(), args);
+  std::fprintf(stderr, "unknown command %s (health, info, embed, tokenize, rerank, ner)\n",
                command.c_str());
   return 2;
 }

@@ -681,6 +681,76 @@ def test_token_classifier_logits_for_every_row(tmp_path, pooler):
         assert json.loads(r.stdout)["classifier"]["per_token"] is True
 
 
+def simple_entities(logits, spans, labels):
+    """Hugging Face's token-classification pipeline, aggregation_strategy="simple", over one
+    text's real tokens: (group, score, start, end) of each entity not labelled "O"."""
+    def tag(name):
+        if name.startswith(("B-", "I-")):
+            return name[0] == "B", name[2:]
+        return False, name
+    groups, current = [], []
+    for row, (start, end) in zip(logits, spans):
+        if start == end:  # [CLS], [SEP]
+            continue
+        p = np.exp(row.astype(np.float64) - row.max())
+        p /= p.sum()
+        label = int(np.argmax(row))
+        token = (labels[label], p[label], start, end)
+        if current and (tag(token[0])[0] or tag(token[0])[1] != tag(current[-1][0])[1]):
+            groups.append(current)
+            current = []
+        current.append(token)
+    if current:
+        groups.append(current)
+    out = []
+    for g in groups:
+        name = g[0][0].split("-", 1)[-1]
+        if name != "O":
+            out.append((name, float(np.mean([t[1] for t in g])), g[0][2], g[-1][3]))
+    return out
+
+
+def test_ner_groups_the_token_labels_into_entities(tmp_path):
+    """bert_client ner: the token classifier's labels grouped into entities as the
+    token-classification pipeline's "simple" aggregation does, with byte spans and their text."""
+    pb2, _ = stubs()
+    model = classifier_model(tmp_path / "ner", NER_LABELS, problem_type=None, seed=5,
+                             architecture="BertForTokenClassification")
+    texts = ["hello world, good morning to you", "thank you very much for the good time",
+             "é hello"]
+    with Server(model_dir=model, vocab=TINY_VOCAB) as server:
+        resp = server.stub().Embed(pb2.EmbedRequest(
+            inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in texts],
+            heads=[pb2.HEAD_TOKEN_LOGITS], padding=pb2.PADDING_TRIM, return_offsets=True),
+            timeout=30)
+        client = [bin_path("client", "bert_client"), f"--server={server.address}"]
+        r = subprocess.run(client + ["ner", "--json", *texts], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        found = 0
+        for text, row, result in zip(texts, rows, resp.results, strict=True):
+            want = simple_entities(decode(result.token_logits),
+                                   list(zip(result.token_starts, result.token_ends)), NER_LABELS)
+            got = [(e["entity_group"], e["score"], e["start"], e["end"]) for e in row["entities"]]
+            assert [g[0] for g in got] == [w[0] for w in want] and \
+                [g[2:] for g in got] == [w[2:] for w in want], (text, got, want)
+            np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-6)
+            for e in row["entities"]:
+                assert e["word"] == text.encode()[e["start"]:e["end"]].decode()
+            found += len(got)
+        assert found > 0  # the seeded classifier finds some
+        r = subprocess.run(client + ["ner", texts[0]], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"[0] {len(rows[0]['entities'])} entities\n"), r.stdout
+        r = subprocess.run(client + ["ner", "a ||| b"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "ner takes single texts" in r.stderr
+    with Server() as plain:
+        r = subprocess.run([bin_path("client", "bert_client"), f"--server={plain.address}", "ner",
+                            "x"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "no token classifier" in r.stderr
+
+
 def test_a_sequence_classifier_refuses_token_logits(server):
     pb2, _ = stubs()
     with pytest.raises(grpc.RpcError) as refused:
