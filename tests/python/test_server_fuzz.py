@@ -248,6 +248,7 @@ class Gen:
         req.output_dtype = self.enum([0, 1, 2, 3], [4, -7], bad * 0.3)
         req.truncation = self.enum([0, 1, 2, 3], [4, INT32_MIN], bad * 0.3)
         req.normalize = self.chance(0.5)
+        req.return_offsets = self.chance(0.25)  # refused with token inputs
         req.request_id = self.request_id()
         if self.chance(bad * 0.2):  # the tiny model has no prompts: any name is refused
             odd = "".join(self.rng.choice(CONTROL + ZERO_WIDTH + ODD + COMBINING)
@@ -413,6 +414,8 @@ def predict_embed(pb2, req, lim):
                     or any(not 0 <= t < lim.type_vocab for t in types)
                     or (reject and seq is not None and len(ids) > seq)):
                 errors.append(f"inputs[{i}].tokens")
+            if req.return_offsets:
+                errors.append(f"inputs[{i}]: return_offsets")
             if seq is not None:
                 token_bounds.append((min(len(ids), seq),) * 2)
         else:
@@ -443,9 +446,11 @@ def response_tensor_bytes(pb2, req, lim, seq, token_bounds):
     matrices, vectors = tensors_per_result(pb2, req, lim)
     trim = req.padding == pb2.PADDING_TRIM
     least = most = 0
+    # Offsets: two varints of at most 5 bytes per token and two length prefixes, as counted.
+    offsets = 10 if req.return_offsets else 0
     for lo, hi in token_bounds:
-        least += (matrices * (lo if trim else seq) + vectors) * vector
-        most += (matrices * (hi if trim else seq) + vectors) * vector
+        least += (matrices * (lo if trim else seq) + vectors) * vector + offsets * (lo + 1)
+        most += (matrices * (hi if trim else seq) + vectors) * vector + offsets * (hi + 1)
     return least, most
 
 
@@ -546,6 +551,13 @@ def check_embed_ok(pb2, req, resp, lim, canary_ref, encodings, tally=None):
             want = (encodings[i].num_tokens, encodings[i].truncated)
         if (nt, res.truncated) != want:
             problems.append(f"{where}: (num_tokens, truncated) {(nt, res.truncated)}, want {want}")
+        spans = list(zip(res.token_starts, res.token_ends))
+        if not req.return_offsets:
+            if spans:
+                problems.append(f"{where}: offsets without return_offsets")
+        elif i in encodings and spans != list(zip(encodings[i].token_starts,
+                                                  encodings[i].token_ends)):
+            problems.append(f"{where}: offsets {spans[:8]}... differ from Tokenize's")
         present = {pb2.HEAD_POOLED: res.HasField("pooled_output"),
                    pb2.HEAD_DEFAULT: res.HasField("default_output"),
                    pb2.HEAD_MEAN_POOLED: res.HasField("mean_pooled_output"),
