@@ -555,6 +555,24 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   return 0;
 }
 
+// --seq_length and --truncation (unset: truncate) for tokenize and ner; false (the error
+// printed) for a bad value.
+bool LengthAndTruncationFlags(int* seq_length, v1::Truncation* truncation) {
+  *seq_length = absl::GetFlag(FLAGS_seq_length);
+  if (*seq_length < 0) {
+    std::fprintf(stderr, "seq_length must be >= 0\n");
+    return false;
+  }
+  const std::string flag = absl::GetFlag(FLAGS_truncation);
+  const absl::StatusOr<v1::Truncation> parsed = ParseTruncation(flag.empty() ? "truncate" : flag);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(parsed.status().message()).c_str());
+    return false;
+  }
+  *truncation = *parsed;
+  return true;
+}
+
 int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
              const std::vector<std::string>& args) {
   v1::TokenizeRequest request;
@@ -565,20 +583,11 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
     }
     *request.add_inputs() = input.text();
   }
-  const int seq_length = absl::GetFlag(FLAGS_seq_length);
-  if (seq_length < 0) {
-    std::fprintf(stderr, "seq_length must be >= 0\n");
-    return 2;
-  }
-  const std::string truncation_flag = absl::GetFlag(FLAGS_truncation);
-  const absl::StatusOr<v1::Truncation> truncation =
-      ParseTruncation(truncation_flag.empty() ? "truncate" : truncation_flag);
-  if (!truncation.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(truncation.status().message()).c_str());
-    return 2;
-  }
+  int seq_length;
+  v1::Truncation truncation;
+  if (!LengthAndTruncationFlags(&seq_length, &truncation)) return 2;
   request.set_seq_length(seq_length);
-  request.set_truncation(*truncation);
+  request.set_truncation(truncation);
   if (const std::string prompt = absl::GetFlag(FLAGS_prompt_name); prompt != "none") {
     request.set_prompt_name(prompt);
   }
@@ -721,6 +730,17 @@ int Rerank(const Connection& connection, v1::BertService::Stub* stub,
 // aggregation_strategy="simple" (entities.h).
 int Ner(const Connection& connection, v1::BertService::Stub* stub,
         const std::vector<std::string>& args) {
+  v1::EmbedRequest request;
+  for (v1::Input& input : ReadInputs(args)) {
+    if (!input.has_text() || input.text().has_text_b()) {
+      std::fprintf(stderr, "ner takes single texts\n");
+      return 2;
+    }
+    *request.add_inputs() = std::move(input);
+  }
+  int seq_length;
+  v1::Truncation truncation;
+  if (!LengthAndTruncationFlags(&seq_length, &truncation)) return 2;
   v1::ModelInfo info;
   {
     grpc::ClientContext context;
@@ -732,29 +752,9 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
     std::fprintf(stderr, "error: the model has no token classifier (ModelInfo.classifier)\n");
     return 1;
   }
-  v1::EmbedRequest request;
-  for (v1::Input& input : ReadInputs(args)) {
-    if (!input.has_text() || input.text().has_text_b()) {
-      std::fprintf(stderr, "ner takes single texts\n");
-      return 2;
-    }
-    *request.add_inputs() = std::move(input);
-  }
-  const int seq_length = absl::GetFlag(FLAGS_seq_length);
-  if (seq_length < 0) {
-    std::fprintf(stderr, "seq_length must be >= 0\n");
-    return 2;
-  }
-  const std::string truncation_flag = absl::GetFlag(FLAGS_truncation);
-  const absl::StatusOr<v1::Truncation> truncation =
-      ParseTruncation(truncation_flag.empty() ? "truncate" : truncation_flag);
-  if (!truncation.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(truncation.status().message()).c_str());
-    return 2;
-  }
   // The length the model's tokenizer truncates to, unless given.
   request.set_seq_length(seq_length > 0 ? seq_length : info.classifier().max_seq_length());
-  request.set_truncation(*truncation);
+  request.set_truncation(truncation);
   request.add_heads(v1::HEAD_TOKEN_LOGITS);
   request.set_padding(v1::PADDING_TRIM);
   request.set_return_offsets(true);
