@@ -279,7 +279,8 @@ def token_classification(report, model_dir, work):
         return [(len(text[:b].encode()), len(text[:e].encode())) for b, e in spans]
     report.equal("Tokenize offsets vs the tokenizer's offset_mapping (in bytes)",
                  [o for e in encodings for o in zip(e.token_starts, e.token_ends)],
-                 [o for t, spans, m in zip(texts, offsets, mask) for o in byte_offsets(t, spans[m])])
+                 [o for t, spans, m in zip(texts, offsets, mask)
+                  for o in byte_offsets(t, spans[m])])
     # The pipeline's entities, and bert_client ner's, for the texts the pipeline takes whole.
     from transformers import pipeline
     ner = pipeline("token-classification", model=str(path), aggregation_strategy="simple",
@@ -291,8 +292,8 @@ def token_classification(report, model_dir, work):
         r = subprocess.run([str(REPO / "bazel-bin" / "client" / "bert_client"),
                             f"--server={server.address}", "ner", "--json", *short],
                            capture_output=True, text=True, timeout=120, check=True)
-    got = [[(e["entity_group"], e["start"], e["end"], e["score"]) for e in json.loads(line)["entities"]]
-           for line in r.stdout.splitlines()]
+    got = [[(e["entity_group"], e["start"], e["end"], e["score"])
+            for e in json.loads(line)["entities"]] for line in r.stdout.splitlines()]
     report.equal("bert_client ner entities vs the pipeline's (group, byte start, end)",
                  [e[:3] for g in got for e in g], [e[:3] for w in want for e in w])
     report.check("bert_client ner scores vs the pipeline's",
