@@ -191,7 +191,8 @@ int Info(const Connection& connection, v1::BertService::Stub* stub) {
                 {"prompts",
                  std::map<std::string, std::string>(info.sentence_embedding().prompts().begin(),
                                                     info.sentence_embedding().prompts().end())},
-                {"default_prompt_name", info.sentence_embedding().default_prompt_name()}}}};
+                {"default_prompt_name", info.sentence_embedding().default_prompt_name()},
+                {"similarity_fn_name", info.sentence_embedding().similarity_fn_name()}}}};
     if (info.has_classifier()) {
       j["classifier"] = {{"labels", std::vector<std::string>(info.classifier().labels().begin(),
                                                              info.classifier().labels().end())},

@@ -556,8 +556,8 @@ absl::StatusOr<std::optional<Json>> ReadJsonIfPresent(const std::string& path, b
   return std::optional<Json>(std::move(json));
 }
 
-// config_sentence_transformers.json's "prompts" (an object of strings) and
-// "default_prompt_name" (null or one of them).
+// config_sentence_transformers.json's "prompts" (an object of strings), "default_prompt_name"
+// (null or one of them) and "similarity_fn_name" (null or one of sentence-transformers' four).
 absl::Status ReadPrompts(const Json& config, const std::string& path, SentenceEmbedding* result) {
   const auto prompts = config.find("prompts");
   if (prompts != config.end() && !prompts->is_null()) {
@@ -580,6 +580,16 @@ absl::Status ReadPrompts(const Json& config, const std::string& path, SentenceEm
           path, ": \"default_prompt_name\" ", default_name->dump(), " is not one of the prompts"));
     }
     result->default_prompt_name = default_name->get<std::string>();
+  }
+  const auto similarity = config.find("similarity_fn_name");
+  if (similarity != config.end() && !similarity->is_null()) {
+    const std::string name = similarity->is_string() ? similarity->get<std::string>() : "";
+    if (name != "cosine" && name != "dot" && name != "euclidean" && name != "manhattan") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": \"similarity_fn_name\" ", similarity->dump(),
+                       " is not cosine, dot, euclidean or manhattan"));
+    }
+    result->similarity_fn_name = name;
   }
   return absl::OkStatus();
 }

@@ -96,6 +96,10 @@ struct SentenceEmbedding {
   // "query" -> "query: ") and the name sentence-transformers uses when given none ("": none).
   std::map<std::string, std::string> prompts;
   std::string default_prompt_name;
+  // config_sentence_transformers.json's similarity_fn_name: how the model's embeddings are
+  // compared ("cosine", "dot", "euclidean" or "manhattan"); "" when it names none
+  // (sentence-transformers then takes cosine).
+  std::string similarity_fn_name;
   std::string note;  // Where it was read, or why it is unknown.
   // The note is a defect in those files (they are optional: the model serves without them).
   bool defective = false;

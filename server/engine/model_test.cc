@@ -767,6 +767,7 @@ TEST_F(SentenceEmbeddingTest, PromptsAndTheirDefault) {
   EXPECT_EQ(e->prompts,
             (std::map<std::string, std::string>{{"query", "query: "}, {"passage", "passage: "}}));
   EXPECT_EQ(e->default_prompt_name, "query");
+  EXPECT_EQ(e->similarity_fn_name, "cosine");
   EXPECT_EQ(e->pooling, SentenceEmbedding::Pooling::kMean);
   // Empty prompts, no default (what sentence-transformers writes for most models).
   WriteAll(dir() + "/config_sentence_transformers.json",
@@ -775,9 +776,15 @@ TEST_F(SentenceEmbeddingTest, PromptsAndTheirDefault) {
   ASSERT_TRUE(empty.ok()) << empty.status();
   EXPECT_TRUE(empty->prompts.empty());
   EXPECT_EQ(empty->default_prompt_name, "");
+  EXPECT_EQ(empty->similarity_fn_name, "");
+  WriteAll(dir() + "/config_sentence_transformers.json", R"({"similarity_fn_name": "dot"})");
+  auto dot = ReadSentenceEmbedding(dir());
+  ASSERT_TRUE(dot.ok()) << dot.status();
+  EXPECT_EQ(dot->similarity_fn_name, "dot");
   // Defects.
   for (const char* bad : {R"({"prompts": ["query: "]})", R"({"prompts": {"query": 1}})",
-                          R"({"prompts": {"a": "b"}, "default_prompt_name": "c"})", "[]"}) {
+                          R"({"prompts": {"a": "b"}, "default_prompt_name": "c"})", "[]",
+                          R"({"similarity_fn_name": "Cosine"})", R"({"similarity_fn_name": 1})"}) {
     WriteAll(dir() + "/config_sentence_transformers.json", bad);
     auto defect = ReadSentenceEmbedding(dir());
     ASSERT_FALSE(defect.ok()) << bad;

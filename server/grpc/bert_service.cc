@@ -663,6 +663,7 @@ grpc::ServerUnaryReactor* BertServiceImpl::GetModelInfo(grpc::CallbackServerCont
       (*embedding->mutable_prompts())[name] = text;
     }
     embedding->set_default_prompt_name(sentence_embedding_.default_prompt_name);
+    embedding->set_similarity_fn_name(sentence_embedding_.similarity_fn_name);
     const Classifier& classifier = p->options().classifier;
     if (p->limits().num_labels > 0) {
       v1::Classifier* out = response->mutable_classifier();

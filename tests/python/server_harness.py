@@ -238,7 +238,8 @@ def metric_value(text, name, labels=None):
     return total if found else None
 
 
-def sentence_transformers_model(path, pooling, prompts=None, default_prompt=None, max_seq=None):
+def sentence_transformers_model(path, pooling, prompts=None, default_prompt=None, max_seq=None,
+                                similarity=None):
     """The tiny model with sentence-transformers' files: Transformer, Pooling, Normalize."""
     path.mkdir()
     for name in ("config.json", "model.safetensors"):
@@ -250,7 +251,8 @@ def sentence_transformers_model(path, pooling, prompts=None, default_prompt=None
     (path / "1_Pooling").mkdir()
     (path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": pooling}))
     (path / "config_sentence_transformers.json").write_text(json.dumps(
-        {"prompts": prompts or {}, "default_prompt_name": default_prompt}))
+        {"prompts": prompts or {}, "default_prompt_name": default_prompt,
+         "similarity_fn_name": similarity}))
     if max_seq:
         (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
     return str(path)

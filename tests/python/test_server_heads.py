@@ -290,13 +290,15 @@ def test_prompts_on_a_sentence_transformers_model(tmp_path):
     normalisation, max_seq_length and default prompt."""
     pb2, _ = stubs()
     prompts = {"query": "query: ", "passage": "passage: "}
-    model = sentence_transformers_model(tmp_path / "st", "cls", prompts, "query", max_seq=24)
+    model = sentence_transformers_model(tmp_path / "st", "cls", prompts, "query", max_seq=24,
+                                        similarity="dot")
     texts = ["hello world", "a somewhat longer text " * 5]
     with Server(model_dir=model, vocab=TINY_VOCAB) as server:
         stub = server.stub()
         e = stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10).sentence_embedding
         assert (e.head, e.normalize, e.max_seq_length) == (pb2.HEAD_CLS, True, 24)
         assert dict(e.prompts) == prompts and e.default_prompt_name == "query"
+        assert e.similarity_fn_name == "dot"
 
         def embed(inputs, **kw):
             return stub.Embed(pb2.EmbedRequest(inputs=inputs, heads=[pb2.HEAD_SEQUENCE],
@@ -391,6 +393,7 @@ def test_prompts_on_a_sentence_transformers_model(tmp_path):
                                          text=True, timeout=60).stdout)
         assert info["sentence_embedding"]["prompts"] == prompts
         assert info["sentence_embedding"]["default_prompt_name"] == "query"
+        assert info["sentence_embedding"]["similarity_fn_name"] == "dot"
 
 
 def test_classifier_info_pairs_and_the_client(server, tmp_path):

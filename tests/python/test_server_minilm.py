@@ -177,7 +177,7 @@ def test_client_cli_seed_example(server, tmp_path):
     assert info["sentence_embedding"] == {"head": "HEAD_MEAN_POOLED", "normalize": True,
                                           "note": "modules.json, 1_Pooling/config.json",
                                           "max_seq_length": 256, "prompts": {},
-                                          "default_prompt_name": ""}
+                                          "default_prompt_name": "", "similarity_fn_name": ""}
     r = run("embed", "--seq_length=1", "x")
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
 
