@@ -392,6 +392,22 @@ void PrintTokenLabels(const v1::EmbedRequest& request, const v1::EmbedResponse& 
   }
 }
 
+// Sends `request`; 0, or the exit status after printing why (an error status, or a response
+// without one result per input).
+int CallEmbed(const Connection& connection, v1::BertService::Stub* stub,
+              const v1::EmbedRequest& request, v1::EmbedResponse* response) {
+  grpc::ClientContext context;
+  Prepare(connection, &context);
+  grpc::Status status = stub->Embed(&context, request, response);
+  if (!status.ok()) return Fail(status);
+  if (response->results_size() != request.inputs_size()) {
+    std::fprintf(stderr, "error: the server answered %d results for %d inputs\n",
+                 response->results_size(), request.inputs_size());
+    return 1;
+  }
+  return 0;
+}
+
 json TensorJson(const v1::Tensor& t) {
   return {{"shape", std::vector<int64_t>(t.shape().begin(), t.shape().end())},
           {"dtype", DTypeName(t.dtype())},
@@ -445,16 +461,8 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     request.set_return_offsets(true);
   }
 
-  grpc::ClientContext context;
-  Prepare(connection, &context);
   v1::EmbedResponse response;
-  grpc::Status status = stub->Embed(&context, request, &response);
-  if (!status.ok()) return Fail(status);
-  if (response.results_size() != request.inputs_size()) {
-    std::fprintf(stderr, "error: the server answered %d results for %d inputs\n",
-                 response.results_size(), request.inputs_size());
-    return 1;
-  }
+  if (const int code = CallEmbed(connection, stub, request, &response); code != 0) return code;
 
   if (absl::GetFlag(FLAGS_json)) {
     for (int i = 0; i < response.results_size(); ++i) {
@@ -759,16 +767,8 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
   request.add_heads(v1::HEAD_TOKEN_LOGITS);
   request.set_padding(v1::PADDING_TRIM);
   request.set_return_offsets(true);
-  grpc::ClientContext context;
-  Prepare(connection, &context);
   v1::EmbedResponse response;
-  grpc::Status status = stub->Embed(&context, request, &response);
-  if (!status.ok()) return Fail(status);
-  if (response.results_size() != request.inputs_size()) {
-    std::fprintf(stderr, "error: the server answered %d results for %d inputs\n",
-                 response.results_size(), request.inputs_size());
-    return 1;
-  }
+  if (const int code = CallEmbed(connection, stub, request, &response); code != 0) return code;
   const std::vector<std::string> labels(info.classifier().labels().begin(),
                                         info.classifier().labels().end());
   for (int i = 0; i < response.results_size(); ++i) {
