@@ -343,7 +343,6 @@ void PrintLogits(const std::vector<const v1::Tensor*>& tensors, const v1::Classi
   }
 }
 
-// Each input's most likely label for each real token (the rows after them are padding).
 // Each input's most likely label for each real token (the rows after them are padding); with
 // the tokens' offsets (return_offsets), as "text=label" for the tokens that have text.
 void PrintTokenLabels(const v1::EmbedRequest& request, const v1::EmbedResponse& response,
@@ -406,6 +405,15 @@ int CallEmbed(const Connection& connection, v1::BertService::Stub* stub,
     return 1;
   }
   return 0;
+}
+
+// [[begin, end], ...] of a result's or an encoding's token offsets.
+json OffsetsJson(const google::protobuf::RepeatedField<uint32_t>& starts,
+                 const google::protobuf::RepeatedField<uint32_t>& ends) {
+  json offsets = json::array();
+  for (int k = 0; k < starts.size() && k < ends.size(); ++k)
+    offsets.push_back({starts[k], ends[k]});
+  return offsets;
 }
 
 json TensorJson(const v1::Tensor& t) {
@@ -481,13 +489,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
       if (r.has_cls_output()) j["cls_output"] = TensorJson(r.cls_output());
       if (r.has_logits()) j["logits"] = TensorJson(r.logits());
       if (r.has_token_logits()) j["token_logits"] = TensorJson(r.token_logits());
-      if (r.token_starts_size() > 0) {
-        json offsets = json::array();
-        for (int k = 0; k < r.token_starts_size() && k < r.token_ends_size(); ++k) {
-          offsets.push_back({r.token_starts(k), r.token_ends(k)});
-        }
-        j["offsets"] = std::move(offsets);
-      }
+      if (r.token_starts_size() > 0) j["offsets"] = OffsetsJson(r.token_starts(), r.token_ends());
       if (r.has_sequence_output()) j["sequence_output"] = TensorJson(r.sequence_output());
       if (r.encoder_outputs_size() > 0) {
         json layers = json::array();
@@ -614,10 +616,7 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
                    e.num_tokens());
       return 1;
     }
-    json offsets = json::array();
-    for (int k = 0; k < e.token_starts_size() && k < e.token_ends_size(); ++k) {
-      offsets.push_back({e.token_starts(k), e.token_ends(k)});
-    }
+    json offsets = OffsetsJson(e.token_starts(), e.token_ends());
     if (absl::GetFlag(FLAGS_json)) {
       json j = {{"tokens", std::vector<std::string>(e.tokens().begin(), e.tokens().end())},
                 {"offsets", std::move(offsets)},

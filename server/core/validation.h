@@ -76,9 +76,9 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
                                                      const RequestLimits& limits);
 
 // What an Embed answer will take: its tensors for inputs of `num_tokens` real tokens each
-// (vectors of limits.hidden_size, logits of limits.num_labels, per row for token logits), a
-// generous allowance for the
-// message framing, and the bytes it echoes from the request. A caller-built answer
+// (vectors of limits.hidden_size, logits of limits.num_labels, per row for token logits, and
+// offsets), a generous allowance for the message framing, and the bytes it echoes from the
+// request. A caller-built answer
 // (options.answer_bytes >= 0) takes that many bytes, all counted as framing.
 struct AnswerSize {
   int64_t tensor_bytes = 0;

@@ -558,7 +558,8 @@ absl::StatusOr<std::optional<Json>> ReadJsonIfPresent(const std::string& path, b
 
 // config_sentence_transformers.json's "prompts" (an object of strings), "default_prompt_name"
 // (null or one of them) and "similarity_fn_name" (null or one of sentence-transformers' four).
-absl::Status ReadPrompts(const Json& config, const std::string& path, SentenceEmbedding* result) {
+absl::Status ReadSentenceTransformersConfig(const Json& config, const std::string& path,
+                                            SentenceEmbedding* result) {
   const auto prompts = config.find("prompts");
   if (prompts != config.end() && !prompts->is_null()) {
     if (!prompts->is_object()) {
@@ -637,10 +638,13 @@ absl::StatusOr<SentenceEmbedding> ReadSentenceEmbedding(const std::string& direc
       pooling_dir = path->get<std::string>();
     }
   }
-  // The prompts, whatever the pooling.
-  const std::string prompts_path = directory + "/config_sentence_transformers.json";
-  ASSIGN_OR_RETURN(const std::optional<Json> prompts, ReadJsonIfPresent(prompts_path, false));
-  if (prompts.has_value()) RETURN_IF_ERROR(ReadPrompts(*prompts, prompts_path, &result));
+  // The prompts and the similarity function, whatever the pooling.
+  const std::string st_settings_path = directory + "/config_sentence_transformers.json";
+  ASSIGN_OR_RETURN(const std::optional<Json> st_settings,
+                   ReadJsonIfPresent(st_settings_path, false));
+  if (st_settings.has_value()) {
+    RETURN_IF_ERROR(ReadSentenceTransformersConfig(*st_settings, st_settings_path, &result));
+  }
   // The truncation sentence-transformers applies, whatever the pooling.
   const std::string st_config_path = directory + "/sentence_bert_config.json";
   ASSIGN_OR_RETURN(const std::optional<Json> st_config, ReadJsonIfPresent(st_config_path, false));

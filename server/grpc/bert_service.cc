@@ -422,13 +422,10 @@ class TokenizeReactor final : public AdmittedUnaryReactor {
           v1::TokenizeResponse response;
           ToProto(*std::move(encodings), &response);
           // As Embed's: refused rather than cut off by gRPC.
-          const uint64_t limit = service_->max_message_bytes();
-          const size_t size = response.ByteSizeLong();
-          if (limit > 0 && size > limit) {
-            Done(absl::InvalidArgumentError(
-                absl::StrCat("the response would be ", size, " bytes, over the server's ", limit,
-                             "-byte message limit: send fewer inputs or a smaller "
-                             "seq_length")));
+          if (absl::Status size =
+                  service_->CheckAnswerSize(response, "send fewer inputs or a smaller seq_length");
+              !size.ok()) {
+            Done(size);
             return;
           }
           Serialize(response, out_);
@@ -553,14 +550,14 @@ absl::Status BertServiceImpl::BuildAnswer(EmbedResult result, v1::EmbedResponse*
   return status;
 }
 
-absl::Status BertServiceImpl::CheckAnswerSize(const v1::EmbedResponse& response) const {
+absl::Status BertServiceImpl::CheckAnswerSize(const google::protobuf::MessageLite& response,
+                                              absl::string_view advice) const {
   const uint64_t limit = config_.max_message_bytes;  // 0: unchecked
   const size_t size = response.ByteSizeLong();
   if (limit == 0 || size <= limit) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("the response would be ", size, " bytes, over the server's ", limit,
-                   "-byte message limit: ask for fewer inputs, heads or layers, PADDING_TRIM, "
-                   "float16/bfloat16, or a shorter request_id"));
+  return absl::InvalidArgumentError(absl::StrCat("the response would be ", size,
+                                                 " bytes, over the server's ", limit,
+                                                 "-byte message limit: ", advice));
 }
 
 void BertServiceImpl::Record(const char* method, grpc::StatusCode code, absl::Time start) const {

@@ -85,9 +85,13 @@ class BertServiceImpl final : public BertServiceBase {
   // a permit is taken or released, and when an answer is ready).
   void ReportInFlight() const;
   SendWatchdog& send_watchdog() { return send_watchdog_; }
-  // OK, or INVALID_ARGUMENT when `response` is over the message limit (a request the early
-  // estimate, CheckResponseSize, let through); sending it would fail in gRPC after the work.
-  absl::Status CheckAnswerSize(const v1::EmbedResponse& response) const;
+  // OK, or INVALID_ARGUMENT naming its size and `advice` when `response` is over the message
+  // limit (for Embed, a request the early estimate, CheckResponseSize, let through); sending it
+  // would fail in gRPC after the work.
+  absl::Status CheckAnswerSize(const google::protobuf::MessageLite& response,
+                               absl::string_view advice =
+                                   "ask for fewer inputs, heads or layers, PADDING_TRIM, "
+                                   "float16/bfloat16, or a shorter request_id") const;
   // Converts `result` into `response` and checks its size (CheckAnswerSize). If it may be
   // sent, records the stage timings and moves the answer's bytes into `permit`, which holds
   // them until released (the answer sent or dropped); otherwise they are released at once.

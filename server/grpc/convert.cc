@@ -65,6 +65,18 @@ InputSpec TextFromProto(const v1::TextInput& text) {
   return spec;
 }
 
+// Each span's begin and end, into a result's or an encoding's token_starts and token_ends.
+void AddSpans(const std::vector<TokenSpan>& spans,
+              google::protobuf::RepeatedField<uint32_t>* starts,
+              google::protobuf::RepeatedField<uint32_t>* ends) {
+  starts->Reserve(static_cast<int>(spans.size()));
+  ends->Reserve(static_cast<int>(spans.size()));
+  for (const TokenSpan& span : spans) {
+    starts->Add(span.begin);
+    ends->Add(span.end);
+  }
+}
+
 }  // namespace
 
 v1::DataType ToProtoDType(OutputDType dtype) {
@@ -289,10 +301,7 @@ void ToProto(EmbedResult result, v1::EmbedResponse* response) {
     if (r.token_logits.present) {
       MoveTensor(std::move(r.token_logits), out->mutable_token_logits());
     }
-    for (const TokenSpan& span : r.spans) {
-      out->add_token_starts(span.begin);
-      out->add_token_ends(span.end);
-    }
+    AddSpans(r.spans, out->mutable_token_starts(), out->mutable_token_ends());
     out->set_num_tokens(r.num_tokens);
     out->set_truncated(r.truncated);
     FillTiming(r.timing, out->mutable_timing());
@@ -307,12 +316,7 @@ void ToProto(std::vector<Encoding> encodings, v1::TokenizeResponse* response) {
     out->mutable_input_mask()->Add(e.mask.begin(), e.mask.end());
     out->mutable_input_type_ids()->Add(e.type_ids.begin(), e.type_ids.end());
     for (std::string& token : e.tokens) out->add_tokens(std::move(token));
-    out->mutable_token_starts()->Reserve(static_cast<int>(e.spans.size()));
-    out->mutable_token_ends()->Reserve(static_cast<int>(e.spans.size()));
-    for (const TokenSpan& span : e.spans) {
-      out->add_token_starts(span.begin);
-      out->add_token_ends(span.end);
-    }
+    AddSpans(e.spans, out->mutable_token_starts(), out->mutable_token_ends());
     out->set_num_tokens(e.num_tokens);
     out->set_truncated(e.truncated);
   }

@@ -108,9 +108,9 @@ struct RunMark {
 constexpr size_t kMaxTrackedRun = 1024;
 
 // Per-thread scratch space, reused across calls so steady-state tokenization does not allocate.
-// Both buffers are bounded by max_chars_per_word (the word's first characters, the marks of a
-// word that can still fit); a call that grew them past kKeptScratchBytes in all gives the memory
-// back.
+// The buffers are bounded by max_chars_per_word (the word's first characters, the marks of a
+// word that can still fit) and kMaxTrackedRun; a call that grew them past kKeptScratchBytes in
+// all gives the memory back.
 struct Scratch {
   static constexpr size_t kKeptScratchBytes = 64 << 10;
 
