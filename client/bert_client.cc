@@ -8,7 +8,8 @@
 //   bert_client --server=... tokenize "Hello world" "first ||| second"
 //       (the tokens, their ids, and each token's byte offsets in its text)
 //   bert_client --server=... ner "John Smith lives in Berlin"
-//       (a token classifier's named entities: label, score, byte span, text)
+//       (a token classifier's named entities: label, score, byte span, text;
+//       --aggregation=first|average|max gives each word one label)
 //   bert_client --server=... rerank "a query" "a passage" "another passage"
 //       (a cross-encoder reranker: the passages best first; without passages as arguments,
 //       JSON strings on stdin, one per line)
@@ -92,6 +93,11 @@ ABSL_FLAG(int, top_n, 0,
           "request flags are embed's");
 ABSL_FLAG(bool, raw_scores, false,
           "rerank: score by the classifier's logit, without the model's activation");
+ABSL_FLAG(std::string, aggregation, "simple",
+          "ner: how tokens become entities, as the token-classification pipeline's "
+          "aggregation_strategy: simple (each token its own label), or first, average or max "
+          "(each word one label: its first piece's, its pieces' mean scores' best, or that of "
+          "its most certain piece)");
 
 namespace bert {
 namespace {
@@ -733,11 +739,63 @@ int Rerank(const Connection& connection, v1::BertService::Stub* stub,
   return 0;
 }
 
+// Which tokens continue a word (entities.h, ContinuesWord), from a Tokenize call with the
+// same texts and length as `embed`: the one thing the word strategies need that Embed does not
+// return (the tokens' vocabulary strings). Each text's offsets must be those of `results`.
+// 0, or the exit status (the error printed).
+int WordContinuations(const Connection& connection, v1::BertService::Stub* stub,
+                      const v1::EmbedRequest& embed,
+                      const google::protobuf::RepeatedPtrField<v1::EmbedResult>& results,
+                      std::vector<std::vector<bool>>* continues) {
+  v1::TokenizeRequest request;
+  for (const v1::Input& input : embed.inputs()) *request.add_inputs() = input.text();
+  request.set_seq_length(embed.seq_length());
+  request.set_truncation(embed.truncation());
+  grpc::ClientContext context;
+  Prepare(connection, &context);
+  v1::TokenizeResponse response;
+  if (const grpc::Status status = stub->Tokenize(&context, request, &response); !status.ok()) {
+    return Fail(status);
+  }
+  if (response.encodings_size() != results.size()) {
+    std::fprintf(stderr, "error: Tokenize answered %d encodings for %d texts\n",
+                 response.encodings_size(), results.size());
+    return 1;
+  }
+  continues->assign(results.size(), {});
+  for (int i = 0; i < results.size(); ++i) {
+    const v1::Encoding& e = response.encodings(i);
+    const v1::EmbedResult& r = results[i];
+    if (!std::equal(e.token_starts().begin(), e.token_starts().end(), r.token_starts().begin(),
+                    r.token_starts().end()) ||
+        !std::equal(e.token_ends().begin(), e.token_ends().end(), r.token_ends().begin(),
+                    r.token_ends().end()) ||
+        e.tokens_size() != e.token_starts_size()) {
+      std::fprintf(stderr, "error: text %d: Tokenize and Embed gave different tokens\n", i);
+      return 1;
+    }
+    const std::string& text = embed.inputs(i).text().text_a();
+    for (int k = 0; k < e.tokens_size(); ++k) {
+      const uint32_t start = e.token_starts(k), end = e.token_ends(k);
+      (*continues)[i].push_back(start < end && end <= text.size() &&
+                                ContinuesWord(e.tokens(k),
+                                              absl::string_view(text).substr(start, end - start),
+                                              e.tokens(k) == "[UNK]"));
+    }
+  }
+  return 0;
+}
+
 // Named entities in each text, from a token classifier (HEAD_TOKEN_LOGITS with the tokens'
-// offsets), grouped as Hugging Face's token-classification pipeline does with
-// aggregation_strategy="simple" (entities.h).
+// offsets), grouped as Hugging Face's token-classification pipeline does with the
+// aggregation_strategy --aggregation names (entities.h).
 int Ner(const Connection& connection, v1::BertService::Stub* stub,
         const std::vector<std::string>& args) {
+  const std::optional<Aggregation> aggregation = ParseAggregation(absl::GetFlag(FLAGS_aggregation));
+  if (!aggregation) {
+    std::fprintf(stderr, "--aggregation must be simple, first, average or max\n");
+    return 2;
+  }
   v1::EmbedRequest request;
   for (v1::Input& input : ReadInputs(args)) {
     if (!input.has_text() || input.text().has_text_b()) {
@@ -768,6 +826,11 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
   request.set_return_offsets(true);
   v1::EmbedResponse response;
   if (const int code = CallEmbed(connection, stub, request, &response); code != 0) return code;
+  std::vector<std::vector<bool>> continues(response.results_size());
+  if (*aggregation != Aggregation::kSimple) {
+    const int code = WordContinuations(connection, stub, request, response.results(), &continues);
+    if (code != 0) return code;
+  }
   const std::vector<std::string> labels(info.classifier().labels().begin(),
                                         info.classifier().labels().end());
   for (int i = 0; i < response.results_size(); ++i) {
@@ -781,9 +844,10 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
       const uint32_t end = r.token_ends(k);
       // [CLS] and [SEP] have no text; a span outside the text would be a server's bug.
       if (start >= end || end > text.size() || (k + 1) * width > logits.size()) continue;
-      tokens.push_back({start, end, absl::MakeConstSpan(logits.data() + k * width, width)});
+      tokens.push_back({start, end, absl::MakeConstSpan(logits.data() + k * width, width),
+                        static_cast<size_t>(k) < continues[i].size() && continues[i][k]});
     }
-    const std::vector<Entity> entities = GroupEntities(tokens, labels);
+    const std::vector<Entity> entities = GroupEntities(tokens, labels, *aggregation);
     if (absl::GetFlag(FLAGS_json)) {
       json list = json::array();
       for (const Entity& e : entities) {

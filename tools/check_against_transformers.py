@@ -13,8 +13,8 @@
     (Rerank), with the activation CrossEncoder picks and with the identity named;
   - transformers' BertForTokenClassification (five labels, no pooler) on every real token
     (HEAD_TOKEN_LOGITS), the fast tokenizer's offset_mapping (Tokenize's token offsets), and
-    its token-classification pipeline's entities (aggregation_strategy="simple") against
-    `bert_client ner`.
+    its token-classification pipeline's entities (aggregation_strategy "simple", "first",
+    "average" and "max") against `bert_client ner --aggregation`.
 
 The classification checkpoints are the default model's encoder with a head of seeded random
 weights, written by transformers' save_pretrained (no network). The texts include pairs longer
@@ -281,23 +281,27 @@ def token_classification(report, model_dir, work):
                  [o for e in encodings for o in zip(e.token_starts, e.token_ends)],
                  [o for t, spans, m in zip(texts, offsets, mask)
                   for o in byte_offsets(t, spans[m])])
-    # The pipeline's entities, and bert_client ner's, for the texts the pipeline takes whole.
+    # The pipeline's entities, and bert_client ner's, for the texts the pipeline takes whole,
+    # with each of its grouping strategies.
     from transformers import pipeline
-    ner = pipeline("token-classification", model=str(path), aggregation_strategy="simple",
-                   device="cpu")
     short = [t for t in texts if t and len(tokenizer(t)["input_ids"]) <= 512]
-    want = [[(e["entity_group"], len(t[:e["start"]].encode()), len(t[:e["end"]].encode()),
-              float(e["score"])) for e in ner(t)] for t in short]
-    with Server(model_dir=str(path)) as server:
-        r = subprocess.run([str(REPO / "bazel-bin" / "client" / "bert_client"),
-                            f"--server={server.address}", "ner", "--json", *short],
-                           capture_output=True, text=True, timeout=120, check=True)
-    got = [[(e["entity_group"], e["start"], e["end"], e["score"])
-            for e in json.loads(line)["entities"]] for line in r.stdout.splitlines()]
-    report.equal("bert_client ner entities vs the pipeline's (group, byte start, end)",
-                 [e[:3] for g in got for e in g], [e[:3] for w in want for e in w])
-    report.check("bert_client ner scores vs the pipeline's",
-                 [e[3] for g in got for e in g], [e[3] for w in want for e in w], atol=1e-5)
+    for strategy in ("simple", "first", "average", "max"):
+        ner = pipeline("token-classification", model=str(path), aggregation_strategy=strategy,
+                       device="cpu")
+        want = [[(e["entity_group"], len(t[:e["start"]].encode()), len(t[:e["end"]].encode()),
+                  float(e["score"])) for e in ner(t)] for t in short]
+        with Server(model_dir=str(path)) as server:
+            r = subprocess.run([str(REPO / "bazel-bin" / "client" / "bert_client"),
+                                f"--server={server.address}", "ner", "--json",
+                                f"--aggregation={strategy}", *short],
+                               capture_output=True, text=True, timeout=120, check=True)
+        got = [[(e["entity_group"], e["start"], e["end"], e["score"])
+                for e in json.loads(line)["entities"]] for line in r.stdout.splitlines()]
+        report.equal(f"bert_client ner --aggregation={strategy} entities vs the pipeline's "
+                     "(group, byte start, end)",
+                     [e[:3] for g in got for e in g], [e[:3] for w in want for e in w])
+        report.check(f"bert_client ner --aggregation={strategy} scores vs the pipeline's",
+                     [e[3] for g in got for e in g], [e[3] for w in want for e in w], atol=1e-5)
 
 
 def cross_encoder(report, model_dir, work, activation=None):

@@ -754,6 +754,77 @@ def test_ner_groups_the_token_labels_into_entities(tmp_path):
         assert r.returncode == 1 and "no token classifier" in r.stderr
 
 
+def word_entities(logits, spans, tokens, text, labels, strategy):
+    """The pipeline's word strategies ("first", "average", "max") over one text: a token whose
+    vocabulary string and text differ in length (in characters; not [UNK]) continues the
+    word before it; each word takes one label; the words are grouped as simple_entities groups
+    tokens. (group, score, start, end) with byte spans."""
+    data = text.encode()
+    words = []
+    for row, (start, end), token in zip(logits, spans, tokens, strict=True):
+        if start == end:
+            continue
+        p = np.exp(row.astype(np.float64) - row.max())
+        p /= p.sum()
+        piece = data[start:end].decode()
+        if words and token != "[UNK]" and len(token) != len(piece):
+            words[-1].append((p, start, end))
+        else:
+            words.append([(p, start, end)])
+    word_logits, word_spans = [], []
+    for word in words:
+        if strategy == "first":
+            p = word[0][0]
+        elif strategy == "max":
+            p = max((piece[0] for piece in word), key=lambda q: q.max())
+        else:
+            p = np.mean([piece[0] for piece in word], axis=0)
+        word_logits.append(np.log(p))  # simple_entities takes the softmax again: the same p
+        word_spans.append((word[0][1], word[-1][2]))
+    return simple_entities(np.array(word_logits), word_spans, labels)
+
+
+@pytest.mark.parametrize("strategy", ["first", "average", "max"])
+def test_ner_word_strategies_give_each_word_one_label(tmp_path, strategy):
+    """bert_client ner --aggregation=first|average|max: the pieces of one word agree on a label
+    as the token-classification pipeline's word strategies make them, before the grouping."""
+    pb2, _ = stubs()
+    model = classifier_model(tmp_path / "ner", NER_LABELS, problem_type=None, seed=5,
+                             architecture="BertForTokenClassification")
+    # Words the tiny vocabulary splits into pieces, a decomposed accent, an unknown character.
+    texts = ["zebra quokka lives in xylophone valley", "Cafe\u0301 owner mzwxq went home",
+             "hello \U0001F600 world, good morning to you"]
+    with Server(model_dir=model, vocab=TINY_VOCAB) as server:
+        stub = server.stub()
+        resp = stub.Embed(pb2.EmbedRequest(
+            inputs=[pb2.Input(text=pb2.TextInput(text_a=t)) for t in texts],
+            heads=[pb2.HEAD_TOKEN_LOGITS], padding=pb2.PADDING_TRIM, return_offsets=True),
+            timeout=30)
+        encodings = stub.Tokenize(pb2.TokenizeRequest(
+            inputs=[pb2.TextInput(text_a=t) for t in texts]), timeout=30).encodings
+        assert any(t.startswith("##") for e in encodings for t in e.tokens)
+        assert "[UNK]" in encodings[2].tokens
+        client = [bin_path("client", "bert_client"), f"--server={server.address}"]
+        r = subprocess.run(client + ["ner", "--json", f"--aggregation={strategy}", *texts],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        differs = False
+        for text, row, result, encoding in zip(texts, rows, resp.results, encodings, strict=True):
+            spans = list(zip(result.token_starts, result.token_ends))
+            want = word_entities(decode(result.token_logits), spans, list(encoding.tokens), text,
+                                 NER_LABELS, strategy)
+            got = [(e["entity_group"], e["start"], e["end"]) for e in row["entities"]]
+            assert got == [(w[0], w[2], w[3]) for w in want], (text, got, want)
+            np.testing.assert_allclose([e["score"] for e in row["entities"]],
+                                       [w[1] for w in want], rtol=1e-6)
+            differs |= want != simple_entities(decode(result.token_logits), spans, NER_LABELS)
+        assert differs  # the seeded classifier's pieces disagree somewhere: the strategy counts
+        r = subprocess.run(client + ["ner", "--aggregation=none", "x"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and "--aggregation must be" in r.stderr
+
+
 def test_a_sequence_classifier_refuses_token_logits(server):
     pb2, _ = stubs()
     with pytest.raises(grpc.RpcError) as refused:
