@@ -21,3 +21,11 @@ AVX512_COPTS = CPU_ARCH_COPTS + select({
     "//bazel:x86_64": ["-mavx2", "-mfma", "-mavx512f"],
     "//conditions:default": [],
 })
+
+# The AMX bfloat16 Linear kernel (kernels/cpu/linear_amx.cc): AVX-512 with BF16 conversions and
+# the tile instructions, which the kernels call only where HasAmxBf16() (Sapphire Rapids and
+# later, with the OS's permission).
+AMX_COPTS = AVX512_COPTS + select({
+    "//bazel:x86_64": ["-mavx512bf16", "-mamx-tile", "-mamx-bf16"],
+    "//conditions:default": [],
+})

@@ -30,7 +30,8 @@
 
 ABSL_FLAG(int, threads, 2, "CPU threads");
 ABSL_FLAG(std::string, gemm, "auto",
-          "The Linear layers' GEMM: auto, avx512, avx2, portable or openblas");
+          "The Linear layers' GEMM: auto, avx512, avx2, portable, openblas or amx_bf16 (bfloat16 "
+          "products on Intel AMX)");
 ABSL_FLAG(std::string, batches, "1,8,32", "comma-separated batch sizes");
 ABSL_FLAG(int, seq, 128, "tokens per sequence");
 ABSL_FLAG(int, warmup, 2, "untimed runs per batch size");

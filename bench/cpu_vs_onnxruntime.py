@@ -14,6 +14,14 @@ PyTorch runs Hugging Face transformers' BertModel loaded from the same directory
 default attention implementation): what a user of the Hugging Face stack deploys on a CPU.
 Skipped with --no_torch.
 
+With --dtype=bfloat16 the CPU engine runs its AMX GEMM (--gemm=amx_bf16: the Linear layers'
+products in bfloat16, sums and everything else in float32) and PyTorch the model converted to
+bfloat16 (model.to(torch.bfloat16), whose matrix products oneDNN runs on AMX where the CPU has
+it): what a user of either stack would deploy for bfloat16 on a CPU. ONNX Runtime stays in
+float32 (its CPU execution provider has no bfloat16 kernels for this graph): the float32 baseline
+in the same table. The agreement check then compares each bfloat16 engine with ONNX Runtime's
+float32 output.
+
 First every engine encodes the same two sequences and its last layer is compared with ours
 (relative error printed), so all are known to compute the same function. Then long-lived
 subprocesses are started: the CPU engine (bench/cpu_bench --serve), ONNX Runtime twice, with
@@ -154,12 +162,13 @@ def random_ids(batch, seq, vocab, seed):
                                                                               np.int64)
 
 
-def torch_model(model_dir, threads):
+def torch_model(model_dir, threads, dtype="float32"):
     import torch
     from transformers import BertModel
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    return BertModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
+    model = BertModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
+    return model.to(torch.bfloat16) if dtype == "bfloat16" else model
 
 
 def torch_sequence_output(model, ids, types):
@@ -167,7 +176,7 @@ def torch_sequence_output(model, ids, types):
     with torch.inference_mode():
         out = model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
                     attention_mask=torch.ones_like(torch.from_numpy(ids)))
-    return out.last_hidden_state.numpy()
+    return out.last_hidden_state.float().numpy()
 
 
 def peak_rss_mb():
@@ -181,7 +190,7 @@ def worker(args):
     """ONNX Runtime's or PyTorch's side: reads batch sizes from stdin, runs each once, prints
     '<wall_ms> <cpu_ms>' per line (the same protocol as cpu_bench --serve)."""
     if args.torch:
-        model = torch_model(args.model_dir, args.threads)
+        model = torch_model(args.model_dir, args.threads, args.dtype)
         run = lambda ids, types: torch_sequence_output(model, ids, types)  # noqa: E731
     else:
         sess = ort_session(args.onnx, args.threads, spinning=args.spinning == 1)
@@ -212,16 +221,21 @@ def check(args, onnx_path, tmp):
     output = os.path.join(tmp, "check_out.safetensors")
     write_inputs(inputs, ids, types)
     subprocess.run([args.bert_encode, f"--model_dir={args.model_dir}", f"--inputs={inputs}",
-                    f"--output={output}", "--backend=cpu", f"--threads={args.threads}"],
+                    f"--output={output}", "--backend=cpu", f"--threads={args.threads}",
+                    f"--dtype={args.dtype}"],
                    check=True, stderr=subprocess.DEVNULL)
     ours = read_safetensors(output)["sequence_output"].astype(np.float64)
     errors = {}
-    theirs = ort_session(onnx_path, args.threads).run(["sequence_output"],
-                                                      ort_feed(ids, types))[0]
-    errors["onnxruntime"] = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+    ort = ort_session(onnx_path, args.threads).run(["sequence_output"], ort_feed(ids, types))[0]
+    errors["onnxruntime"] = float(np.linalg.norm(ours - ort) / np.linalg.norm(ort))
     if not args.no_torch:
-        theirs = torch_sequence_output(torch_model(args.model_dir, args.threads), ids, types)
-        errors["pytorch"] = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+        theirs = torch_sequence_output(torch_model(args.model_dir, args.threads, args.dtype), ids,
+                                       types)
+        if args.dtype == "bfloat16":  # both bfloat16 engines against the float32 one
+            errors["pytorch (bfloat16) vs onnxruntime"] = float(
+                np.linalg.norm(theirs - ort) / np.linalg.norm(ort))
+        else:
+            errors["pytorch"] = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
     return errors
 
 
@@ -237,6 +251,9 @@ def main():
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1, help="seed the model was exported with")
     parser.add_argument("--no_torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="bfloat16: our AMX GEMM and PyTorch in bfloat16 (ONNX Runtime stays "
+                             "float32)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
@@ -251,11 +268,13 @@ def main():
         onnx_path = os.path.join(tmp, "bert.onnx")
         build_onnx(args.model_dir, onnx_path)
         for name, error in check(args, onnx_path, tmp).items():
-            print(f"agreement with {name}: ||ours - theirs|| / ||theirs|| = {error:.2e} "
+            what = "||pytorch - ort||" if name.startswith("pytorch (") else "||ours - theirs||"
+            print(f"agreement with {name}: {what} / ||theirs|| = {error:.2e} "
                   f"(sequence_output, 2 x {args.seq})")
         engines = {
             "ours": [args.cpu_bench, "--serve", f"--threads={args.threads}", f"--seq={args.seq}",
-                     f"--seed={args.seed}"],
+                     f"--seed={args.seed}",
+                     "--gemm=amx_bf16" if args.dtype == "bfloat16" else "--gemm=auto"],
             "ort_spin": [sys.executable, __file__, "--worker", "--onnx", onnx_path,
                          f"--model_dir={args.model_dir}", f"--seq={args.seq}",
                          f"--threads={args.threads}", "--spinning=1"],
@@ -266,7 +285,7 @@ def main():
         if not args.no_torch:
             engines["torch"] = [sys.executable, __file__, "--worker", "--torch",
                                 f"--model_dir={args.model_dir}", f"--seq={args.seq}",
-                                f"--threads={args.threads}"]
+                                f"--threads={args.threads}", f"--dtype={args.dtype}"]
         procs = {}
         for name, cmd in engines.items():
             procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -310,7 +329,9 @@ def main():
         import torch
         import transformers
         versions += f", torch {torch.__version__}, transformers {transformers.__version__}"
-    print(f"\nBERT-base shape (random weights), seq {args.seq}, {args.threads} threads, "
+    dtypes = ("; cpu engine and PyTorch in bfloat16, onnxruntime in float32"
+              if args.dtype == "bfloat16" else "")
+    print(f"\nBERT-base shape (random weights), seq {args.seq}, {args.threads} threads{dtypes}, "
           f"{args.warmup} warm-up then median of {args.iters} interleaved rounds; {versions}; "
           "ratio = cpu engine / best onnxruntime variant (/ PyTorch)")
     torch_head = " torch seq/s | ratio to torch |" if "torch" in engines else ""

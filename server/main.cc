@@ -75,7 +75,9 @@ ABSL_FLAG(std::string, metrics_address, "",
 ABSL_FLAG(std::string, backend, "auto", "auto (CUDA when a GPU is present, else CPU), cpu, cuda");
 ABSL_FLAG(
     std::string, dtype, "auto",
-    "Compute dtype: auto (float16 with --backend=cuda, else float32), float32, float16, bfloat16");
+    "Compute dtype: auto (float16 with --backend=cuda, else float32; bfloat16 with "
+    "--cpu_gemm=amx_bf16), float32, float16, bfloat16 (on the CPU backend: Intel AMX's bfloat16 "
+    "GEMM, Sapphire Rapids or later)");
 ABSL_FLAG(int, max_concurrent_requests, 64,
           "Requests worked on at once before RESOURCE_EXHAUSTED (as many Embed answers again "
           "may be waiting to be sent)");
@@ -95,8 +97,9 @@ ABSL_FLAG(int, tokenization_workers, 0,
 ABSL_FLAG(int, cpu_threads, 0, "Threads of the CPU engine (0: all cores)");
 ABSL_FLAG(std::string, cpu_gemm, bert::CpuEngineOptions().gemm,
           "CPU engine: the Linear layers' GEMM: avx512, avx2 or portable (our packed kernel's "
-          "versions), openblas (OpenBLAS sgemm, no packed copy of the weights), or auto (the "
-          "best packed version where the CPU has AVX2 and FMA, else openblas)");
+          "float32 versions), openblas (OpenBLAS sgemm, no packed copy of the weights), auto "
+          "(the best packed version where the CPU has AVX2 and FMA, else openblas), or amx_bf16 "
+          "(Intel AMX, products of bfloat16 inputs and weights: what --dtype=bfloat16 runs)");
 // Accepted so that command lines written for earlier versions still start the server.
 ABSL_FLAG(int, cpu_few_rows_max, -1, "Deprecated, no effect (see --cpu_gemm)");
 // The CUDA engine's tuning switches: one flag per entry of bert::CudaTuningSwitches(), read

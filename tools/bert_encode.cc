@@ -52,7 +52,8 @@ ABSL_FLAG(std::string, truncation, "truncate",
           "longest_first (Hugging Face's)");
 ABSL_FLAG(std::string, output, "", "output safetensors to write");
 ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
-ABSL_FLAG(std::string, dtype, "float32", "float32, float16 or bfloat16 (cuda only)");
+ABSL_FLAG(std::string, dtype, "float32",
+          "float32, float16 (cuda only) or bfloat16 (cuda, or cpu with Intel AMX)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0: all available cores)");
 ABSL_FLAG(int, batch_size, 32, "sequences per engine call");
 

@@ -11,6 +11,10 @@ bool HasAvx2Fma();
 // AVX-512F, with AVX2 and FMA (libgcc also checks that the OS saves the registers). Always false
 // off x86-64.
 bool HasAvx512();
+// AMX with bfloat16 tiles and AVX-512 BF16 (Sapphire Rapids and later), with the OS's
+// permission to use the tile registers, which this asks Linux for (once, for the process).
+// Always false off x86-64 Linux.
+bool HasAmxBf16();
 
 }  // namespace cpu
 }  // namespace bert

@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/linear_amx.h"
 #include "kernels/cpu/packed_kernel.h"
 
 namespace bert {
@@ -142,6 +143,8 @@ bool LinearIsaAvailable(LinearIsa isa) {
       return HasAvx2Fma();
     case LinearIsa::kAvx512:
       return HasAvx512();
+    case LinearIsa::kAmxBf16:
+      return HasAmxBf16();
   }
   return false;
 }
@@ -159,6 +162,8 @@ const char* LinearIsaName(LinearIsa isa) {
       return "AVX-512";
     case LinearIsa::kAvx2:
       return "AVX2";
+    case LinearIsa::kAmxBf16:
+      return "AMX bfloat16";
     case LinearIsa::kPortable:
       break;
   }
@@ -196,6 +201,7 @@ packed::PanelFn PanelFor(LinearIsa isa) {
 
 int PanelWidthFor(LinearIsa isa) {
 #if defined(__x86_64__)
+  if (isa == LinearIsa::kAmxBf16) return packed::kAmxWidth;
   if (isa == LinearIsa::kAvx512) return packed::kAvx512Width;
   if (isa == LinearIsa::kAvx2) return packed::kAvx2Width;
 #endif
@@ -204,6 +210,7 @@ int PanelWidthFor(LinearIsa isa) {
 
 int BlockRowsFor(LinearIsa isa) {
 #if defined(__x86_64__)
+  if (isa == LinearIsa::kAmxBf16) return packed::kAmxRows;
   if (isa == LinearIsa::kAvx512) return packed::kAvx512Rows;
   if (isa == LinearIsa::kAvx2) return packed::kAvx2Rows;
 #endif
@@ -225,6 +232,19 @@ PackedWeights PackedWeights::Pack(const float* weight, int out_features, int in_
   packed.width_ = width;
   packed.block_rows_ = BlockRowsFor(isa);
   const int panels = packed.num_panels();
+#if defined(__x86_64__)
+  if (isa == LinearIsa::kAmxBf16) {
+    // Two bfloat16 weights per float of storage; a panel is 32 × AmxDepth(in) of them.
+    packed.panel_floats_ = static_cast<int64_t>(width) * packed::AmxDepth(in_features) / 2;
+    const size_t bytes = static_cast<size_t>(panels) * packed.panel_floats_ * sizeof(float);
+    float* data = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+    if (data == nullptr) return PackedWeights();
+    packed.data_.reset(data);
+    packed::PackAmx(weight, out_features, in_features, reinterpret_cast<uint16_t*>(data));
+    return packed;
+  }
+#endif
+  packed.panel_floats_ = static_cast<int64_t>(width) * in_features;
   // On a cache line boundary: with it, each step of k in a panel is whole cache lines (16 or
   // 48 floats).
   const size_t floats = static_cast<size_t>(panels) * width * in_features;
@@ -248,11 +268,28 @@ PackedWeights PackedWeights::Pack(const float* weight, int out_features, int in_
 void LinearPacked(const float* x, int rows, const PackedWeights& weight, const float* bias,
                   Epilogue epilogue, int panel_begin, int panel_end, float* y) {
   if (rows <= 0 || weight.empty()) return;
-  const packed::PanelFn kernel = PanelFor(weight.isa());
   const int out = weight.out_features();
   const int width = weight.panel_width();
   panel_end = std::min(panel_end, weight.num_panels());
-  for (int p = std::max(0, panel_begin); p < panel_end; ++p) {
+  panel_begin = std::max(0, panel_begin);
+#if defined(__x86_64__)
+  if (weight.isa() == LinearIsa::kAmxBf16) {
+    if (panel_begin >= panel_end) return;
+    packed::LinearAmx(x, rows, weight.in_features(), weight.bfloat16_panels(), out, panel_begin,
+                      panel_end, epilogue == Epilogue::kNone ? nullptr : bias, y);
+    if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
+      // Panel by panel, as below: an output's activation then takes the same path (vector or
+      // tail) however the layer is split.
+      for (int p = panel_begin; p < panel_end; ++p) {
+        const int o = p * width;
+        ApplyEpilogue(y + o, rows, std::min(width, out - o), /*bias=*/nullptr, epilogue, out);
+      }
+    }
+    return;
+  }
+#endif
+  const packed::PanelFn kernel = PanelFor(weight.isa());
+  for (int p = panel_begin; p < panel_end; ++p) {
     const int o = p * width;
     const int cols = std::min(width, out - o);
     // The kernel adds the bias as it stores the sums (the same rounding as adding it after);

@@ -28,19 +28,24 @@ void Linear(const float* x, int rows, int in_features, const float* weight, cons
 void ApplyEpilogue(float* y, int rows, int features, const float* bias, Epilogue epilogue,
                    int ld = 0);
 
-// The versions of the packed Linear kernel: one per vector instruction set.
-enum class LinearIsa { kPortable, kAvx2, kAvx512 };
+// The versions of the packed Linear kernel: one per vector instruction set, float32 throughout;
+// and kAmxBf16, Intel AMX's tile unit, which multiplies the weights and inputs rounded to
+// bfloat16 and sums the products in float32 (linear_amx.h): results to about 1e-2 relative,
+// as a bfloat16 engine's, not float32's.
+enum class LinearIsa { kPortable, kAvx2, kAvx512, kAmxBf16 };
 
-// Whether this CPU (and OS) runs `isa`: AVX2 needs AVX2 and FMA; AVX-512 needs AVX-512F too.
+// Whether this CPU (and OS) runs `isa`: AVX2 needs AVX2 and FMA; AVX-512 needs AVX-512F too;
+// AMX bfloat16 needs AMX-TILE, AMX-BF16, AVX-512 BF16 and Linux's permission (HasAmxBf16).
 bool LinearIsaAvailable(LinearIsa isa);
-// The best version this CPU runs (what PackedWeights::Pack chooses by default).
+// The best float32 version this CPU runs (what PackedWeights::Pack chooses by default).
 LinearIsa BestLinearIsa();
-// "AVX-512", "AVX2" or "portable".
+// "AVX-512", "AVX2", "portable" or "AMX bfloat16".
 const char* LinearIsaName(LinearIsa isa);
 
 // A Linear layer's weights [out_features, in_features], packed once (at load time) for
 // LinearPacked: in panels of panel_width() output features, each laid out k by k
-// (kernels/cpu/packed_kernel.h). Move-only; as large as the weights.
+// (kernels/cpu/packed_kernel.h), or for AMX in bfloat16 tiles (kernels/cpu/linear_amx.h).
+// Move-only; as large as the weights (half as large in bfloat16).
 class PackedWeights {
  public:
   PackedWeights() = default;
@@ -55,12 +60,15 @@ class PackedWeights {
   int in_features() const { return in_; }
   int out_features() const { return out_; }
   int panel_width() const { return width_; }
-  // The input rows the kernel runs together (8 with AVX-512, 6 with AVX2, 1 portable): a
-  // caller that splits rows does best in multiples of it.
+  // The input rows the kernel runs together (8 with AVX-512, 6 with AVX2, 1 portable, 32
+  // AMX): a caller that splits rows does best in multiples of it.
   int block_rows() const { return block_rows_; }
   int num_panels() const { return (out_ + width_ - 1) / width_; }
   LinearIsa isa() const { return isa_; }
-  const float* panel(int p) const { return data_.get() + static_cast<int64_t>(p) * width_ * in_; }
+  // Panel p of a float32 version (not kAmxBf16).
+  const float* panel(int p) const { return data_.get() + static_cast<int64_t>(p) * panel_floats_; }
+  // Every panel of the kAmxBf16 version, one after the other.
+  const uint16_t* bfloat16_panels() const { return reinterpret_cast<const uint16_t*>(data_.get()); }
 
  private:
   struct Free {
@@ -68,6 +76,7 @@ class PackedWeights {
   };
   LinearIsa isa_ = LinearIsa::kPortable;
   int in_ = 0, out_ = 0, width_ = 1, block_rows_ = 1;
+  int64_t panel_floats_ = 0;  // a panel's size in floats (of float32 weights)
   std::unique_ptr<float[], Free> data_;
 };
 

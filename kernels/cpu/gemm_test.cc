@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/linear_amx.h"
 #include "kernels/cpu/test_util.h"
 
 namespace bert {
@@ -226,6 +227,153 @@ TEST(LinearTest, PackedAvx512AndAvx2GiveTheSameBits) {
   LinearPacked(x.data(), rows, avx2, b.data(), Epilogue::kBiasGeluErf, 0, avx2.num_panels(),
                narrow.data());
   EXPECT_EQ(wide, narrow);
+}
+
+// Output (r, o) of Linear on x and w rounded to bfloat16 (what the AMX kernel multiplies), in
+// double precision.
+double ReferenceLinearBf16(Epilogue e, const std::vector<float>& x, const std::vector<float>& w,
+                           const std::vector<float>& b, int in, int r, int o) {
+  double acc = e == Epilogue::kNone ? 0.0 : b[o];
+  for (int i = 0; i < in; ++i) {
+    acc += static_cast<double>(packed::FromBfloat16(packed::ToBfloat16(x[r * in + i]))) *
+           packed::FromBfloat16(packed::ToBfloat16(w[o * in + i]));
+  }
+  return Reference(e, acc);
+}
+
+TEST(Bfloat16Test, RoundsToNearestEvenKeepsNansAndFlushesDenormals) {
+  const auto bits = [](float f) { return packed::ToBfloat16(f); };
+  EXPECT_EQ(bits(1.0f), 0x3f80);
+  EXPECT_EQ(bits(-2.0f), 0xc000);
+  EXPECT_EQ(bits(1.0f + 0x1p-8f), 0x3f80);             // a tie, to the even 0x3f80
+  EXPECT_EQ(bits(1.0f + 3 * 0x1p-8f), 0x3f82);         // a tie, to the even 0x3f82
+  EXPECT_EQ(bits(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);  // past the tie: up
+  EXPECT_EQ(bits(3.0e38f), 0x7f62);
+  EXPECT_EQ(bits(3.4e38f), 0x7f80);  // rounds up to infinity, as the instruction does
+  EXPECT_EQ(bits(std::nanf("")) & 0x7fc0, 0x7fc0);
+  EXPECT_EQ(bits(1e-40f), 0x0000);  // a denormal: zero of its sign
+  EXPECT_EQ(bits(-1e-40f), 0x8000);
+  EXPECT_EQ(packed::FromBfloat16(0x3f82), 1.015625f);
+}
+
+TEST(AmxBf16Test, PanelsHoldBfloat16TilesWithZerosPastTheEdges) {
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16))
+    GTEST_SKIP() << "needs AMX-BF16 (and Linux's leave)";
+  const int out = 45, in = 37;  // two panels, the second 13 wide; depth 64
+  const auto w = RandomVector(out * in, 71);
+  const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, LinearIsa::kAmxBf16);
+  ASSERT_FALSE(packed.empty());
+  EXPECT_EQ(packed.panel_width(), 32);
+  EXPECT_EQ(packed.block_rows(), 32);
+  ASSERT_EQ(packed.num_panels(), 2);
+  const uint16_t* data = packed.bfloat16_panels();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(data) % 64, 0u);
+  const int depth = 64;
+  for (int p = 0; p < 2; ++p) {
+    for (int step = 0; step < depth / 32; ++step) {
+      for (int t = 0; t < 2; ++t) {
+        for (int i = 0; i < 16; ++i) {
+          for (int j = 0; j < 16; ++j) {
+            for (int e = 0; e < 2; ++e) {
+              const int o = p * 32 + t * 16 + j, k = step * 32 + 2 * i + e;
+              const uint16_t want = o < out && k < in ? packed::ToBfloat16(w[o * in + k]) : 0;
+              ASSERT_EQ(data[p * 32 * depth + (((step * 2 + t) * 16 + i) * 16 + j) * 2 + e], want)
+                  << "panel " << p << " o " << o << " k " << k;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Each output: the products of the bfloat16-rounded inputs and weights summed in float32,
+// against the same products summed in double; rows around the tiles of 16 and blocks of 32,
+// inputs around the steps of 32, outputs around the panels of 32 and their two tiles; a range
+// of panels (outputs outside it left alone). Against the float32 inputs, the error is
+// bfloat16's (~1e-2 relative at most), which the engine's tests bound.
+TEST_P(LinearTest, AmxBf16MatchesTheBfloat16ProductsOnItsPanels) {
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16))
+    GTEST_SKIP() << "needs AMX-BF16 (and Linux's leave)";
+  const Epilogue e = GetParam();
+  for (auto [rows, in, out, panel_begin, panel_end] :
+       {std::tuple{1, 8, 4, 0, 1}, std::tuple{2, 33, 17, 0, 1}, std::tuple{15, 32, 31, 0, 1},
+        std::tuple{16, 64, 32, 0, 1}, std::tuple{17, 65, 33, 0, 2}, std::tuple{31, 100, 64, 1, 2},
+        std::tuple{32, 31, 65, 0, 3}, std::tuple{33, 768, 96, 1, 3}, std::tuple{48, 384, 120, 0, 4},
+        std::tuple{100, 47, 50, 0, 2}, std::tuple{128, 768, 40, 0, 2}}) {
+    auto x = RandomVector(rows * in, 11);
+    auto w = RandomVector(out * in, 12, 0.1f);
+    auto b = RandomVector(out, 13);
+    const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, LinearIsa::kAmxBf16);
+    const int begin = std::min(out, panel_begin * 32);
+    const int end = std::min(out, panel_end * 32);
+    std::vector<float> y(rows * out, -7.0f);
+    LinearPacked(x.data(), rows, packed, e == Epilogue::kNone ? nullptr : b.data(), e, panel_begin,
+                 panel_end, y.data());
+    std::vector<double> ref, ref32;
+    std::vector<float> got;
+    for (int r = 0; r < rows; ++r) {
+      for (int o = 0; o < out; ++o) {
+        const float value = y[r * out + o];
+        if (o < begin || o >= end) {
+          EXPECT_EQ(value, -7.0f) << "row " << r << " output " << o << " is outside the range";
+          continue;
+        }
+        ref.push_back(ReferenceLinearBf16(e, x, w, b, in, r, o));
+        ref32.push_back(ReferenceLinear(e, x, w, b, in, r, o));
+        got.push_back(value);
+      }
+    }
+    ASSERT_FALSE(got.empty());
+    EXPECT_LT(RelativeError(got, ref), 2e-6) << rows << "x" << in << "x" << out;
+    EXPECT_LT(MaxAbsError(got, ref), 2e-5) << rows << "x" << in << "x" << out;
+    EXPECT_LT(RelativeError(got, ref32), 1e-2) << rows << "x" << in << "x" << out;
+  }
+}
+
+// As the float32 versions: a row's outputs have the same bits computed with all rows and
+// panels, one panel at a time, or one row at a time (the tile unit's sum of an output reads
+// only its own row).
+TEST(AmxBf16Test, OutputsDoNotDependOnRowsOrPanels) {
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16))
+    GTEST_SKIP() << "needs AMX-BF16 (and Linux's leave)";
+  const int rows = 45, in = 70, out = 77;
+  const auto x = RandomVector(rows * in, 21);
+  const auto w = RandomVector(out * in, 22, 0.1f);
+  const auto b = RandomVector(out, 23);
+  const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, LinearIsa::kAmxBf16);
+  const int panels = packed.num_panels();
+  const auto linear = [&](const float* xr, int n, int p0, int p1, float* y) {
+    LinearPacked(xr, n, packed, b.data(), Epilogue::kBiasGeluErf, p0, p1, y);
+  };
+  std::vector<float> whole(rows * out);
+  linear(x.data(), rows, 0, panels, whole.data());
+  std::vector<float> by_panel(rows * out, 0.0f), by_row(rows * out, 0.0f);
+  for (int p = 0; p < panels; ++p) linear(x.data(), rows, p, p + 1, by_panel.data());
+  for (int r = 0; r < rows; ++r) linear(x.data() + r * in, 1, 0, panels, by_row.data() + r * out);
+  EXPECT_EQ(by_panel, whole);
+  EXPECT_EQ(by_row, whole);
+}
+
+// The kernel's conversion of the inputs (16 at a time, then one by one) rounds as ToBfloat16:
+// with identity weights each output is its input in bfloat16.
+TEST(AmxBf16Test, InputsRoundAsToBfloat16) {
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16))
+    GTEST_SKIP() << "needs AMX-BF16 (and Linux's leave)";
+  const int rows = 3, n = 40;
+  std::vector<float> x = RandomVector(rows * n, 81);
+  x[0] = 1.0f + 0x1p-8f;  // ties, in the vector part and in the tail
+  x[1] = 1.0f + 3 * 0x1p-8f;
+  x[n - 1] = -1.0f - 3 * 0x1p-8f;
+  x[n + 5] = 1e-40f;
+  std::vector<float> identity(n * n, 0.0f);
+  for (int i = 0; i < n; ++i) identity[i * n + i] = 1.0f;
+  const PackedWeights packed = PackedWeights::Pack(identity.data(), n, n, LinearIsa::kAmxBf16);
+  std::vector<float> y(rows * n);
+  LinearPacked(x.data(), rows, packed, nullptr, Epilogue::kNone, 0, packed.num_panels(), y.data());
+  for (int i = 0; i < rows * n; ++i) {
+    EXPECT_EQ(y[i], packed::FromBfloat16(packed::ToBfloat16(x[i]))) << i;
+  }
 }
 
 // Pack chooses the best version this CPU supports (the tests above skip the others, so this

@@ -103,9 +103,12 @@ absl::StatusOr<CpuGemm> ParseCpuGemm(const std::string& name) {
     isa = cpu::LinearIsa::kAvx2;
   } else if (name == "portable") {
     isa = cpu::LinearIsa::kPortable;
+  } else if (name == "amx_bf16") {
+    isa = cpu::LinearIsa::kAmxBf16;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cpu engine: unknown GEMM \"", name, "\" (auto, avx512, avx2, portable or openblas)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cpu engine: unknown GEMM \"", name,
+                     "\" (auto, avx512, avx2, portable, openblas or amx_bf16)"));
   }
   if (!cpu::LinearIsaAvailable(isa)) {
     return absl::InvalidArgumentError(
@@ -167,7 +170,9 @@ EngineInfo CpuEngine::info() const {
   info.backend = "cpu";
   info.device = absl::StrCat(cpu_name_, " (", pool_.num_threads(), " threads, ", CpuGemmName(gemm_),
                              ", OpenBLAS ", cpu::BlasCoreName(), ")");
-  info.dtype = DType::kFloat32;
+  // The AMX GEMM multiplies in bfloat16 (the rest runs in float32): results as precise as a
+  // bfloat16 engine's.
+  info.dtype = gemm_ == cpu::LinearIsa::kAmxBf16 ? DType::kBFloat16 : DType::kFloat32;
   return info;
 }
 

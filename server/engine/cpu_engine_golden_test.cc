@@ -76,6 +76,49 @@ TEST_P(GoldenTest, MatchesReferenceOnEveryTensor) {
   }
 }
 
+// The AMX GEMM (bfloat16 products, float32 sums; the rest of the engine in float32): every
+// tensor within bfloat16's tolerance of the reference (tests/golden/README.md: about 1e-2),
+// and not within float32's (so the bfloat16 kernel ran); the same bits on 1 and 2 threads.
+TEST_P(GoldenTest, AmxBf16MatchesReferenceWithinBfloat16) {
+  if (!cpu::LinearIsaAvailable(cpu::LinearIsa::kAmxBf16)) {
+    GTEST_SKIP() << "needs AMX-BF16 (Sapphire Rapids or later)";
+  }
+  auto fixture = LoadGoldenFixture(GetParam());
+  ASSERT_TRUE(fixture.ok()) << fixture.status();
+  const ModelConfig& c = fixture->model->config;
+  std::vector<EncoderOutput> outs(2);
+  for (int threads : {1, 2}) {
+    CpuEngineOptions opts;
+    opts.threads = threads;
+    opts.gemm = "amx_bf16";
+    auto engine = CpuEngine::Create(fixture->model, opts);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    EXPECT_EQ((*engine)->info().dtype, DType::kBFloat16);
+    ASSERT_TRUE((*engine)->Encode(fixture->batch, fixture->selection, &outs[threads - 1]).ok());
+  }
+  const EncoderOutput& out = outs[0];
+  EXPECT_EQ(outs[1].sequence, out.sequence);
+  EXPECT_EQ(outs[1].pooled, out.pooled);
+  auto check = [&](const std::string& name, const std::vector<float>& got) {
+    std::vector<int64_t> shape;
+    auto ref = fixture->expected.ReadFloat32(name, &shape);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    ASSERT_EQ(got.size(), ref->size()) << name;
+    const double err = RelativeError(got, *ref);
+    EXPECT_LE(err, 1e-2) << name;
+    EXPECT_GT(err, 1e-5) << name << ": float32's precision, not bfloat16's";
+    if (name == "sequence_output" || name == "pooled_output") {
+      std::printf("%s %s gemm=amx_bf16 relative error %.3g\n", GetParam().c_str(), name.c_str(),
+                  err);
+    }
+  };
+  check("sequence_output", out.sequence);
+  check("pooled_output", out.pooled);
+  for (int l = 0; l < c.num_layers; ++l) {
+    check("encoder_outputs." + std::to_string(l), out.layers[l]);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, GoldenTest, ::testing::Values("tiny-l4-h128", "tiny-l12-h64-s128"),
                          [](const auto& info) {
                            std::string name = info.param;

@@ -206,15 +206,18 @@ TEST(CpuEngineTest, EveryGemmAgreesAndNoThreadCountChangesAPackedBit) {
   ASSERT_EQ(best.sequence.size(), static_cast<size_t>(batch.total_rows()) * c.hidden_size);
   EXPECT_NE(best_device.find(CpuGemmName(*ParseCpuGemm("auto"))), std::string::npos) << best_device;
   std::map<std::string, EncoderOutput> firsts;
-  for (const std::string name : {"portable", "avx2", "avx512", "openblas"}) {
+  for (const std::string name : {"portable", "avx2", "avx512", "openblas", "amx_bf16"}) {
     const auto gemm = ParseCpuGemm(name);
     if (!gemm.ok()) continue;  // a version this CPU does not run
     const auto [first, device] = run(name, 1);
     firsts[name] = first;
     EXPECT_NE(device.find(CpuGemmName(*gemm)), std::string::npos) << device;
-    EXPECT_LE(MaxRelDiff(first.sequence.data(), best.sequence.data(), best.sequence.size()), 1e-6)
+    // (AMX multiplies in bfloat16: ~1e-2 from float32, the golden test's bound.)
+    const double tolerance = name == "amx_bf16" ? 5e-2 : 1e-6;
+    EXPECT_LE(MaxRelDiff(first.sequence.data(), best.sequence.data(), best.sequence.size()),
+              tolerance)
         << name;
-    EXPECT_LE(MaxRelDiff(first.pooled.data(), best.pooled.data(), best.pooled.size()), 1e-6)
+    EXPECT_LE(MaxRelDiff(first.pooled.data(), best.pooled.data(), best.pooled.size()), tolerance)
         << name;
     for (int threads : {2, 3, 5, 7}) {
       const EncoderOutput out = run(name, threads).first;
@@ -243,7 +246,8 @@ TEST(CpuEngineTest, ParsesGemmNamesForThisCpu) {
   EXPECT_EQ(*ParseCpuGemm("auto"), best == cpu::LinearIsa::kPortable ? CpuGemm() : CpuGemm(best));
   EXPECT_EQ(*ParseCpuGemm("portable"), CpuGemm(cpu::LinearIsa::kPortable));
   for (const auto& [name, isa] :
-       {std::pair{"avx2", cpu::LinearIsa::kAvx2}, std::pair{"avx512", cpu::LinearIsa::kAvx512}}) {
+       {std::pair{"avx2", cpu::LinearIsa::kAvx2}, std::pair{"avx512", cpu::LinearIsa::kAvx512},
+        std::pair{"amx_bf16", cpu::LinearIsa::kAmxBf16}}) {
     const auto gemm = ParseCpuGemm(name);
     ASSERT_EQ(gemm.ok(), cpu::LinearIsaAvailable(isa)) << name;
     if (gemm.ok()) {
@@ -255,6 +259,7 @@ TEST(CpuEngineTest, ParsesGemmNamesForThisCpu) {
   }
   EXPECT_EQ(CpuGemmName(CpuGemm()), "OpenBLAS GEMM");
   EXPECT_EQ(CpuGemmName(CpuGemm(cpu::LinearIsa::kPortable)), "portable packed GEMM");
+  EXPECT_EQ(CpuGemmName(CpuGemm(cpu::LinearIsa::kAmxBf16)), "AMX bfloat16 packed GEMM");
 }
 
 // A batch whose inputs exceed the engine's chunk of rows (512 KiB of inputs per Linear layer:
@@ -523,6 +528,34 @@ TEST(EngineFactoryTest, BackendsAndDTypes) {
   auto by_backend = CreateEngine(model, opts);
   ASSERT_TRUE(by_backend.ok()) << by_backend.status();
   EXPECT_EQ((*by_backend)->info().dtype, DType::kFloat32);
+  // bfloat16 on the CPU is the AMX GEMM: with --cpu_gemm auto or amx_bf16, where the CPU has
+  // it; float32 with amx_bf16 is refused, as is bfloat16 with a float32 GEMM.
+  opts.auto_dtype = false;
+  opts.dtype = DType::kBFloat16;
+  const bool amx = cpu::LinearIsaAvailable(cpu::LinearIsa::kAmxBf16);
+  for (const char* gemm : {"auto", "amx_bf16"}) {
+    opts.cpu_gemm = gemm;
+    auto bf16 = CreateEngine(model, opts);
+    ASSERT_EQ(bf16.ok(), amx) << gemm << " " << bf16.status();
+    if (amx) {
+      EXPECT_EQ((*bf16)->info().dtype, DType::kBFloat16);
+      EXPECT_NE((*bf16)->info().device.find("AMX bfloat16 packed GEMM"), std::string::npos)
+          << (*bf16)->info().device;
+    }
+  }
+  opts.cpu_gemm = "avx2";
+  EXPECT_EQ(CreateEngine(model, opts).status().code(), absl::StatusCode::kInvalidArgument);
+  opts.dtype = DType::kFloat32;
+  opts.cpu_gemm = "amx_bf16";
+  auto refused = CreateEngine(model, opts);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("--dtype=bfloat16"), std::string::npos)
+      << refused.status();
+  // With the dtype by backend, amx_bf16 picks bfloat16.
+  opts.auto_dtype = true;
+  auto by_gemm = CreateEngine(model, opts);
+  ASSERT_EQ(by_gemm.ok(), amx) << by_gemm.status();
+  if (amx) EXPECT_EQ((*by_gemm)->info().dtype, DType::kBFloat16);
   EXPECT_EQ(*ParseDType("bfloat16"), DType::kBFloat16);
   EXPECT_FALSE(ParseDType("int8").ok());
   EXPECT_STREQ(DTypeName(DType::kFloat16), "float16");

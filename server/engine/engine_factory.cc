@@ -14,13 +14,22 @@ namespace {
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> model,
                                                   const EngineOptions& options) {
-  if (options.dtype != DType::kFloat32) {
+  // bfloat16 is the AMX GEMM (the default GEMM for it); float32 any other.
+  const bool amx = options.cpu_gemm == "amx_bf16";
+  if (options.dtype == DType::kFloat16 ||
+      (options.dtype == DType::kBFloat16 && !amx && options.cpu_gemm != "auto")) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the cpu backend runs float32 only, not ", DTypeName(options.dtype)));
+        absl::StrCat("the cpu backend runs float32, or bfloat16 with --cpu_gemm=amx_bf16 (or "
+                     "auto); not ",
+                     DTypeName(options.dtype), " with --cpu_gemm=", options.cpu_gemm));
+  }
+  if (options.dtype == DType::kFloat32 && amx) {
+    return absl::InvalidArgumentError(
+        "--cpu_gemm=amx_bf16 multiplies in bfloat16: run it with --dtype=bfloat16");
   }
   CpuEngineOptions cpu;
   cpu.threads = options.cpu_threads;
-  cpu.gemm = options.cpu_gemm;
+  cpu.gemm = options.dtype == DType::kBFloat16 ? "amx_bf16" : options.cpu_gemm;
   cpu.max_batch_tokens = options.max_batch_tokens;
   auto engine = CpuEngine::Create(std::move(model), cpu);
   if (!engine.ok()) return engine.status();
@@ -66,7 +75,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model
   // Each backend's options: with auto_dtype, its own dtype.
   EngineOptions cpu = options, cuda = options;
   if (options.auto_dtype) {
-    cpu.dtype = DType::kFloat32;
+    cpu.dtype = options.cpu_gemm == "amx_bf16" ? DType::kBFloat16 : DType::kFloat32;
     cuda.dtype = DType::kFloat16;
   }
   if (options.backend == "cpu") return CreateCpu(std::move(model), cpu);

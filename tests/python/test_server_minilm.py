@@ -102,6 +102,61 @@ def test_every_head_equals_bert_encode(server, tmp_path):
         assert rel_err(decode(r.cls_output), ref["sequence_output"][i][0]) < 1e-5
 
 
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+AMX_BF16 = {"amx_bf16", "amx_tile", "avx512_bf16"} <= _cpu_flags()
+
+
+@pytest.mark.skipif(not AMX_BF16, reason="the CPU has no AMX-BF16 (Sapphire Rapids or later)")
+def test_bfloat16_on_amx_is_close_to_float32(server):
+    """--dtype=bfloat16 on the CPU backend: the AMX GEMM. GetModelInfo says bfloat16 and names
+    the GEMM; every head within bfloat16's tolerance of the float32 server's, the model's
+    sentence embedding too."""
+    pb2, _ = stubs()
+    texts = [pb2.TextInput(text_a=SEED[0]), pb2.TextInput(text_a=SEED[1]),
+             pb2.TextInput(text_a="What is a newsletter?", text_b=SEED[0])]
+    request = pb2.EmbedRequest(
+        inputs=[pb2.Input(text=t) for t in texts], seq_length=64, padding=pb2.PADDING_TRIM,
+        heads=[pb2.HEAD_POOLED, pb2.HEAD_SEQUENCE, pb2.HEAD_MEAN_POOLED])
+    want = server.stub().Embed(request, timeout=60)
+    with Server(model_dir=MINILM, extra=["--dtype=bfloat16"]) as bf16:
+        info = bf16.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+        assert info.compute_dtype == pb2.DATA_TYPE_BFLOAT16
+        assert "AMX bfloat16 packed GEMM" in info.device, info.device
+        got = bf16.stub().Embed(request, timeout=60)
+    errors = []
+    for g, w in zip(got.results, want.results, strict=True):
+        for head in ("pooled_output", "sequence_output", "mean_pooled_output"):
+            errors.append(rel_err(decode(getattr(g, head)), decode(getattr(w, head))))
+    assert max(errors) < 2e-2, errors
+    assert min(errors) > 1e-6, errors  # bfloat16 products, not float32's
+
+
+def test_bfloat16_needs_the_amx_gemm(tmp_path):
+    """--dtype=bfloat16 with a float32 GEMM, and --cpu_gemm=amx_bf16 with --dtype=float32, stop
+    the server at startup with a message that says what to run instead (on an AVX2 CPU)."""
+    if "avx2" not in _cpu_flags():
+        pytest.skip("--cpu_gemm=avx2 needs AVX2")
+    # (Where the CPU has no AMX, --cpu_gemm=amx_bf16 is refused for that first.)
+    for flags, message in [(["--dtype=bfloat16", "--cpu_gemm=avx2"], "amx_bf16"),
+                           (["--dtype=float32", "--cpu_gemm=amx_bf16"],
+                            "--dtype=bfloat16" if AMX_BF16 else "does not run")]:
+        result = subprocess.run(
+            [bin_path("server", "bert_server"), f"--model_dir={MINILM}", "--backend=cpu",
+             "--address=127.0.0.1:0", *flags], capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0, flags
+        assert message in result.stderr, (flags, result.stderr[-2000:])
+
+
 def test_sentence_embeddings_make_sense(server):
     pb2, _ = stubs()
     texts = ["A man is eating food.", "A man is eating a piece of bread.",

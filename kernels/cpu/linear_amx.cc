@@ -1,0 +1,147 @@
+// The AMX bfloat16 Linear kernel (linear_amx.h): this file is compiled with AMX and AVX-512
+// BF16 enabled (bazel/copts.bzl), and gemm.cc calls it only where the CPU and the OS support
+// them.
+#include "kernels/cpu/linear_amx.h"
+
+#if defined(__x86_64__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace bert {
+namespace cpu {
+namespace packed {
+namespace {
+
+// Tiles: 0-3 the float32 sums of a block (rows 0-15 and 16-31, features 0-15 and 16-31), 4 and 5
+// its two row tiles of inputs, 6 and 7 the panel's two tiles of weights. Every tile is 16 rows
+// of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void ConfigureTiles() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  _tile_loadconfig(&config);
+}
+
+// Rows [0, rows) of x (float32, `in` apart) as bfloat16, `depth` apart, zeros past `in`;
+// `padded_rows` - rows further rows of zeros.
+void ToBfloat16Rows(const float* x, int rows, int in, int depth, int padded_rows, uint16_t* a) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<int64_t>(r) * in;
+    uint16_t* ar = a + static_cast<int64_t>(r) * depth;
+    int k = 0;
+    for (; k + 16 <= in; k += 16) {
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(xr + k));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ar + k), reinterpret_cast<const __m256i&>(v));
+    }
+    for (; k < in; ++k) ar[k] = ToBfloat16(xr[k]);
+    std::fill(ar + in, ar + depth, uint16_t{0});
+  }
+  std::fill(a + static_cast<int64_t>(rows) * depth, a + static_cast<int64_t>(padded_rows) * depth,
+            uint16_t{0});
+}
+
+// The sums of one block: `two` row tiles (32 rows) or one (16), against one panel, into
+// c[32][32] (float32, 128 bytes a row).
+void Block(const uint16_t* a, int depth, const uint16_t* panel, bool two, float* c) {
+  const int stride = depth * static_cast<int>(sizeof(uint16_t));
+  _tile_zero(0);
+  _tile_zero(1);
+  if (two) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int step = 0; step < depth / kAmxDepth; ++step) {
+    const uint16_t* b = panel + static_cast<int64_t>(step) * 2 * 16 * 32;
+    _tile_loadd(4, a + step * kAmxDepth, stride);
+    _tile_loadd(6, b, 64);
+    _tile_loadd(7, b + 16 * 32, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if (two) {
+      _tile_loadd(5, a + 16 * static_cast<int64_t>(depth) + step * kAmxDepth, stride);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, c, 128);
+  _tile_stored(1, c + 16, 128);
+  if (two) {
+    _tile_stored(2, c + 16 * 32, 128);
+    _tile_stored(3, c + 16 * 32 + 16, 128);
+  }
+}
+
+}  // namespace
+
+void PackAmx(const float* weight, int out, int in, uint16_t* panels) {
+  const int depth = AmxDepth(in);
+  const int num_panels = (out + kAmxWidth - 1) / kAmxWidth;
+  for (int p = 0; p < num_panels; ++p) {
+    uint16_t* panel = panels + static_cast<int64_t>(p) * kAmxWidth * depth;
+    for (int step = 0; step < depth / kAmxDepth; ++step) {
+      for (int t = 0; t < 2; ++t) {
+        for (int i = 0; i < 16; ++i) {
+          for (int j = 0; j < 16; ++j) {
+            for (int e = 0; e < 2; ++e) {
+              const int o = p * kAmxWidth + t * 16 + j;
+              const int k = step * kAmxDepth + 2 * i + e;
+              panel[(((static_cast<int64_t>(step) * 2 + t) * 16 + i) * 16 + j) * 2 + e] =
+                  o < out && k < in ? ToBfloat16(weight[static_cast<int64_t>(o) * in + k]) : 0;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+void LinearAmx(const float* x, int rows, int in, const uint16_t* panels, int out, int panel_begin,
+               int panel_end, const float* bias, float* y) {
+  const int depth = AmxDepth(in);
+  const int padded_rows = (rows + 15) / 16 * 16;
+  // The inputs in bfloat16, once per call (not per panel).
+  thread_local std::vector<uint16_t> a;
+  a.resize(static_cast<size_t>(padded_rows) * depth);
+  ToBfloat16Rows(x, rows, in, depth, padded_rows, a.data());
+  alignas(64) float c[kAmxRows * kAmxWidth];
+  ConfigureTiles();
+  for (int p = panel_begin; p < panel_end; ++p) {
+    const uint16_t* panel = panels + static_cast<int64_t>(p) * kAmxWidth * depth;
+    const int o = p * kAmxWidth;
+    const int cols = std::min(kAmxWidth, out - o);
+    for (int r0 = 0; r0 < rows; r0 += kAmxRows) {
+      const int block_rows = std::min(kAmxRows, rows - r0);
+      Block(a.data() + static_cast<int64_t>(r0) * depth, depth, panel, block_rows > 16, c);
+      for (int r = 0; r < block_rows; ++r) {
+        float* yr = y + static_cast<int64_t>(r0 + r) * out + o;
+        const float* cr = c + r * kAmxWidth;
+        if (bias == nullptr) {
+          std::copy(cr, cr + cols, yr);
+        } else {
+          for (int j = 0; j < cols; ++j) yr[j] = cr[j] + bias[o + j];
+        }
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace packed
+}  // namespace cpu
+}  // namespace bert
+
+#endif  // defined(__x86_64__)
