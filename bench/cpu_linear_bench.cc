@@ -31,7 +31,8 @@
 ABSL_FLAG(std::string, rows, "1,2,4,8,16,32,64,128", "comma-separated row counts");
 ABSL_FLAG(int, rounds, 15, "timed calls of each kernel per row count");
 ABSL_FLAG(std::string, isa, "auto",
-          "the packed kernel's version: auto (the best this CPU runs), avx512, avx2 or portable");
+          "the packed kernel's version: auto (the best float32 one this CPU runs), avx512, avx2, "
+          "portable or amx_bf16");
 
 namespace {
 

@@ -365,8 +365,18 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                                      std::function<void(const EngineWatchdog::Stuck&)> on_stuck) {
   ASSIGN_OR_RETURN(const CudaEngineOptions cuda_tuning, CudaTuningFromFlags());
   // Checked whatever the backend, as the CUDA flags are: a mistake in the command line should
-  // not wait for a machine without a GPU to show.
+  // not wait for a machine without a GPU to show. With --backend=cpu the dtype is known too.
   RETURN_IF_ERROR(ParseCpuGemm(absl::GetFlag(FLAGS_cpu_gemm)).status());
+  if (absl::GetFlag(FLAGS_backend) == "cpu") {
+    EngineOptions cpu;
+    cpu.cpu_gemm = absl::GetFlag(FLAGS_cpu_gemm);
+    cpu.auto_dtype = absl::GetFlag(FLAGS_dtype) == "auto";
+    if (!cpu.auto_dtype) {
+      ASSIGN_OR_RETURN(cpu.dtype, ParseDType(absl::GetFlag(FLAGS_dtype)));
+    }
+    ASSIGN_OR_RETURN(const std::string gemm, CpuGemmFor(cpu));
+    RETURN_IF_ERROR(ParseCpuGemm(gemm).status());
+  }
   // The startup limit: for the load unless --backend=cpu (the engine is not known yet), for
   // the warm-up with the CUDA engine.
   const int startup_flag = absl::GetFlag(FLAGS_engine_startup_watchdog_s);

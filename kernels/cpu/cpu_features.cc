@@ -3,6 +3,9 @@
 #if defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #endif
 
 namespace bert {
@@ -26,24 +29,32 @@ bool HasAvx512() {
 #endif
 }
 
-bool HasAmxBf16() {
+const std::string& AmxBf16Unavailable() {
+  static const std::string* const reason = [] {
 #if defined(__x86_64__) && defined(__linux__)
-  static const bool amx = [] {
     if (!HasAvx512() || !__builtin_cpu_supports("avx512bf16") ||
         !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) {
-      return false;
+      return new std::string("the CPU has no AMX-BF16 (Intel Sapphire Rapids or later)");
     }
     // Linux gives a process the tile registers' state only when asked (arch_prctl
-    // ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); a tile instruction before that faults.
+    // ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, since Linux 5.16); a tile instruction before
+    // that faults.
     constexpr int kArchReqXcompPerm = 0x1023;
     constexpr int kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return amx;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
+      return new std::string(std::string("the CPU has AMX-BF16 but Linux refused its tile state "
+                                         "(arch_prctl ARCH_REQ_XCOMP_PERM: ") +
+                             std::strerror(errno) + "; Linux 5.16 or later grants it)");
+    }
+    return new std::string();
 #else
-  return false;
+    return new std::string("AMX is an x86-64 feature (and this build asks Linux for it)");
 #endif
+  }();
+  return *reason;
 }
+
+bool HasAmxBf16() { return AmxBf16Unavailable().empty(); }
 
 }  // namespace cpu
 }  // namespace bert

@@ -3,6 +3,8 @@
 #ifndef BERT_KERNELS_CPU_CPU_FEATURES_H_
 #define BERT_KERNELS_CPU_CPU_FEATURES_H_
 
+#include <string>
+
 namespace bert {
 namespace cpu {
 
@@ -15,6 +17,9 @@ bool HasAvx512();
 // permission to use the tile registers, which this asks Linux for (once, for the process).
 // Always false off x86-64 Linux.
 bool HasAmxBf16();
+// Why HasAmxBf16() is false (the CPU lacks a feature, or Linux refused the tile state, with
+// its error); "" when it is true.
+const std::string& AmxBf16Unavailable();
 
 }  // namespace cpu
 }  // namespace bert

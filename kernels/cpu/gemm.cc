@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <vector>
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/cpu_features.h"
@@ -275,14 +276,20 @@ void LinearPacked(const float* x, int rows, const PackedWeights& weight, const f
 #if defined(__x86_64__)
   if (weight.isa() == LinearIsa::kAmxBf16) {
     if (panel_begin >= panel_end) return;
-    packed::LinearAmx(x, rows, weight.in_features(), weight.bfloat16_panels(), out, panel_begin,
-                      panel_end, epilogue == Epilogue::kNone ? nullptr : bias, y);
-    if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
-      // Panel by panel, as below: an output's activation then takes the same path (vector or
-      // tail) however the layer is split.
-      for (int p = panel_begin; p < panel_end; ++p) {
-        const int o = p * width;
-        ApplyEpilogue(y + o, rows, std::min(width, out - o), /*bias=*/nullptr, epilogue, out);
+    // The inputs in bfloat16 once per call, not per panel (each thread keeps its buffer).
+    thread_local std::vector<uint16_t> inputs;
+    const int in = weight.in_features();
+    inputs.resize(static_cast<size_t>(packed::AmxInputSize(rows, in)));
+    packed::AmxInputs(x, rows, in, inputs.data());
+    const int64_t panel_size = static_cast<int64_t>(width) * packed::AmxDepth(in);
+    for (int p = panel_begin; p < panel_end; ++p) {
+      const int o = p * width;
+      const int cols = std::min(width, out - o);
+      packed::AmxPanel(inputs.data(), rows, in, weight.bfloat16_panels() + p * panel_size, cols,
+                       epilogue == Epilogue::kNone || bias == nullptr ? nullptr : bias + o, y + o,
+                       out);
+      if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
+        ApplyEpilogue(y + o, rows, cols, /*bias=*/nullptr, epilogue, out);
       }
     }
     return;

@@ -4,10 +4,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/linear_amx.h"
 #include "kernels/cpu/test_util.h"
 
@@ -241,6 +244,26 @@ double ReferenceLinearBf16(Epilogue e, const std::vector<float>& x, const std::v
   return Reference(e, acc);
 }
 
+// The AMX tests skip where HasAmxBf16() is false: where /proc/cpuinfo lists the features, it
+// must not be (else they would all skip, and pass, on the machines they are for).
+TEST(AmxBf16Test, AvailableWhereTheCpuListsItsFeatures) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line) && line.rfind("flags", 0) != 0) {
+  }
+  const auto has = [&](const std::string& flag) {
+    return line.find(" " + flag + " ") != std::string::npos ||
+           line.size() >= flag.size() + 1 &&
+               line.compare(line.size() - flag.size() - 1, std::string::npos, " " + flag) == 0;
+  };
+  const bool listed = has("amx_bf16") && has("amx_tile") && has("avx512_bf16");
+  std::printf("AMX-BF16 %s; HasAmxBf16: %s\n", listed ? "listed" : "not listed",
+              HasAmxBf16() ? "yes" : AmxBf16Unavailable().c_str());
+  if (listed) EXPECT_TRUE(HasAmxBf16()) << AmxBf16Unavailable();
+  EXPECT_EQ(HasAmxBf16(), AmxBf16Unavailable().empty());
+  EXPECT_EQ(LinearIsaAvailable(LinearIsa::kAmxBf16), HasAmxBf16());
+}
+
 TEST(Bfloat16Test, RoundsToNearestEvenKeepsNansAndFlushesDenormals) {
   const auto bits = [](float f) { return packed::ToBfloat16(f); };
   EXPECT_EQ(bits(1.0f), 0x3f80);
@@ -257,8 +280,7 @@ TEST(Bfloat16Test, RoundsToNearestEvenKeepsNansAndFlushesDenormals) {
 }
 
 TEST(AmxBf16Test, PanelsHoldBfloat16TilesWithZerosPastTheEdges) {
-  if (!LinearIsaAvailable(LinearIsa::kAmxBf16))
-    GTEST_SKIP() << "needs AMX-BF16 (and Linux's leave)";
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16)) GTEST_SKIP() << AmxBf16Unavailable();
   const int out = 45, in = 37;  // two panels, the second 13 wide; depth 64
   const auto w = RandomVector(out * in, 71);
   const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, LinearIsa::kAmxBf16);
@@ -293,8 +315,7 @@ TEST(AmxBf16Test, PanelsHoldBfloat16TilesWithZerosPastTheEdges) {
 // of panels (outputs outside it left alone). Against the float32 inputs, the error is
 // bfloat16's (~1e-2 relative at most), which the engine's tests bound.
 TEST_P(LinearTest, AmxBf16MatchesTheBfloat16ProductsOnItsPanels) {
-  if (!LinearIsaAvailable(LinearIsa::kAmxBf16))
-    GTEST_SKIP() << "needs AMX-BF16 (and Linux's leave)";
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16)) GTEST_SKIP() << AmxBf16Unavailable();
   const Epilogue e = GetParam();
   for (auto [rows, in, out, panel_begin, panel_end] :
        {std::tuple{1, 8, 4, 0, 1}, std::tuple{2, 33, 17, 0, 1}, std::tuple{15, 32, 31, 0, 1},
@@ -335,8 +356,7 @@ TEST_P(LinearTest, AmxBf16MatchesTheBfloat16ProductsOnItsPanels) {
 // panels, one panel at a time, or one row at a time (the tile unit's sum of an output reads
 // only its own row).
 TEST(AmxBf16Test, OutputsDoNotDependOnRowsOrPanels) {
-  if (!LinearIsaAvailable(LinearIsa::kAmxBf16))
-    GTEST_SKIP() << "needs AMX-BF16 (and Linux's leave)";
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16)) GTEST_SKIP() << AmxBf16Unavailable();
   const int rows = 45, in = 70, out = 77;
   const auto x = RandomVector(rows * in, 21);
   const auto w = RandomVector(out * in, 22, 0.1f);
@@ -358,8 +378,7 @@ TEST(AmxBf16Test, OutputsDoNotDependOnRowsOrPanels) {
 // The kernel's conversion of the inputs (16 at a time, then one by one) rounds as ToBfloat16:
 // with identity weights each output is its input in bfloat16.
 TEST(AmxBf16Test, InputsRoundAsToBfloat16) {
-  if (!LinearIsaAvailable(LinearIsa::kAmxBf16))
-    GTEST_SKIP() << "needs AMX-BF16 (and Linux's leave)";
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16)) GTEST_SKIP() << AmxBf16Unavailable();
   const int rows = 3, n = 40;
   std::vector<float> x = RandomVector(rows * n, 81);
   x[0] = 1.0f + 0x1p-8f;  // ties, in the vector part and in the tail

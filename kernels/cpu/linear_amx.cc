@@ -2,14 +2,14 @@
 // BF16 enabled (bazel/copts.bzl), and gemm.cc calls it only where the CPU and the OS support
 // them.
 #include "kernels/cpu/linear_amx.h"
+// Nothing else but <immintrin.h> (and <cstring>'s memset): an inline function or template of
+// another header, compiled here with this file's instruction set, could be the copy the linker
+// keeps for the whole program.
 
 #if defined(__x86_64__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
-
-#include <algorithm>
-#include <vector>
 
 namespace bert {
 namespace cpu {
@@ -34,24 +34,6 @@ void ConfigureTiles() {
     config.rows[t] = 16;
   }
   _tile_loadconfig(&config);
-}
-
-// Rows [0, rows) of x (float32, `in` apart) as bfloat16, `depth` apart, zeros past `in`;
-// `padded_rows` - rows further rows of zeros.
-void ToBfloat16Rows(const float* x, int rows, int in, int depth, int padded_rows, uint16_t* a) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<int64_t>(r) * in;
-    uint16_t* ar = a + static_cast<int64_t>(r) * depth;
-    int k = 0;
-    for (; k + 16 <= in; k += 16) {
-      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(xr + k));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ar + k), reinterpret_cast<const __m256i&>(v));
-    }
-    for (; k < in; ++k) ar[k] = ToBfloat16(xr[k]);
-    std::fill(ar + in, ar + depth, uint16_t{0});
-  }
-  std::fill(a + static_cast<int64_t>(rows) * depth, a + static_cast<int64_t>(padded_rows) * depth,
-            uint16_t{0});
 }
 
 // The sums of one block: `two` row tiles (32 rows) or one (16), against one panel, into
@@ -85,6 +67,29 @@ void Block(const uint16_t* a, int depth, const uint16_t* panel, bool two, float*
   }
 }
 
+// y[r, j] = c[r][j] (+ bias[j]) for r < rows, j < cols (<= 32): the block's sums, two vectors
+// of 16 a row (masked past `cols`).
+void StoreRows(const float* c, int rows, int cols, const float* bias, float* y, int ldy) {
+  const __mmask16 first = cols >= 16 ? 0xffff : static_cast<__mmask16>((1u << cols) - 1);
+  const __mmask16 second = cols >= 32   ? 0xffff
+                           : cols <= 16 ? 0
+                                        : static_cast<__mmask16>((1u << (cols - 16)) - 1);
+  const __m512 b0 = bias == nullptr ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(first, bias);
+  const __m512 b1 =
+      bias == nullptr ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(second, bias + 16);
+  for (int r = 0; r < rows; ++r) {
+    const float* cr = c + r * kAmxWidth;
+    float* yr = y + static_cast<int64_t>(r) * ldy;
+    __m512 v0 = _mm512_load_ps(cr), v1 = _mm512_load_ps(cr + 16);
+    if (bias != nullptr) {  // one float addition to the finished sum, as the other versions
+      v0 = _mm512_add_ps(v0, b0);
+      v1 = _mm512_add_ps(v1, b1);
+    }
+    _mm512_mask_storeu_ps(yr, first, v0);
+    _mm512_mask_storeu_ps(yr + 16, second, v1);
+  }
+}
+
 }  // namespace
 
 void PackAmx(const float* weight, int out, int in, uint16_t* panels) {
@@ -109,33 +114,32 @@ void PackAmx(const float* weight, int out, int in, uint16_t* panels) {
   }
 }
 
-void LinearAmx(const float* x, int rows, int in, const uint16_t* panels, int out, int panel_begin,
-               int panel_end, const float* bias, float* y) {
+void AmxInputs(const float* x, int rows, int in, uint16_t* a) {
   const int depth = AmxDepth(in);
-  const int padded_rows = (rows + 15) / 16 * 16;
-  // The inputs in bfloat16, once per call (not per panel).
-  thread_local std::vector<uint16_t> a;
-  a.resize(static_cast<size_t>(padded_rows) * depth);
-  ToBfloat16Rows(x, rows, in, depth, padded_rows, a.data());
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<int64_t>(r) * in;
+    uint16_t* ar = a + static_cast<int64_t>(r) * depth;
+    int k = 0;
+    for (; k + 16 <= in; k += 16) {
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(xr + k));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ar + k), (__m256i)v);
+    }
+    for (; k < in; ++k) ar[k] = ToBfloat16(xr[k]);
+    std::memset(ar + in, 0, sizeof(uint16_t) * (depth - in));
+  }
+  const int64_t written = static_cast<int64_t>(rows) * depth;
+  std::memset(a + written, 0, sizeof(uint16_t) * (AmxInputSize(rows, in) - written));
+}
+
+void AmxPanel(const uint16_t* a, int rows, int in, const uint16_t* panel, int cols,
+              const float* bias, float* y, int ldy) {
+  const int depth = AmxDepth(in);
   alignas(64) float c[kAmxRows * kAmxWidth];
   ConfigureTiles();
-  for (int p = panel_begin; p < panel_end; ++p) {
-    const uint16_t* panel = panels + static_cast<int64_t>(p) * kAmxWidth * depth;
-    const int o = p * kAmxWidth;
-    const int cols = std::min(kAmxWidth, out - o);
-    for (int r0 = 0; r0 < rows; r0 += kAmxRows) {
-      const int block_rows = std::min(kAmxRows, rows - r0);
-      Block(a.data() + static_cast<int64_t>(r0) * depth, depth, panel, block_rows > 16, c);
-      for (int r = 0; r < block_rows; ++r) {
-        float* yr = y + static_cast<int64_t>(r0 + r) * out + o;
-        const float* cr = c + r * kAmxWidth;
-        if (bias == nullptr) {
-          std::copy(cr, cr + cols, yr);
-        } else {
-          for (int j = 0; j < cols; ++j) yr[j] = cr[j] + bias[o + j];
-        }
-      }
-    }
+  for (int r0 = 0; r0 < rows; r0 += kAmxRows) {
+    const int block_rows = rows - r0 < kAmxRows ? rows - r0 : kAmxRows;
+    Block(a + static_cast<int64_t>(r0) * depth, depth, panel, block_rows > 16, c);
+    StoreRows(c, block_rows, cols, bias, y + static_cast<int64_t>(r0) * ldy, ldy);
   }
   _tile_release();
 }

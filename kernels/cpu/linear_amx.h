@@ -8,6 +8,9 @@
 // For each step of 32 k, tile t of the panel is 16 rows (the pairs of k) of 16 × 2 bfloat16:
 // element [step][t][i][j][e] = w[p * 32 + t * 16 + j, step * 32 + 2i + e] (the pair layout
 // TDPBF16PS reads its second operand in), zeros past the last feature and past `in`.
+//
+// The helpers below are `static inline`: a copy that the AMX file compiles out of line, with its
+// instruction set, must never be the one another file calls (linear_avx512.cc says why).
 #ifndef BERT_KERNELS_CPU_LINEAR_AMX_H_
 #define BERT_KERNELS_CPU_LINEAR_AMX_H_
 
@@ -24,12 +27,18 @@ inline constexpr int kAmxDepth = 32;
 inline constexpr int kAmxRows = 32;
 
 // `in` rounded up to whole steps of kAmxDepth.
-inline int AmxDepth(int in) { return (in + kAmxDepth - 1) / kAmxDepth * kAmxDepth; }
+static inline int AmxDepth(int in) { return (in + kAmxDepth - 1) / kAmxDepth * kAmxDepth; }
+
+// The bfloat16 values AmxInputs writes for `rows` rows: rows rounded up to 16 (a tile), each
+// AmxDepth(in) long.
+static inline int64_t AmxInputSize(int rows, int in) {
+  return static_cast<int64_t>((rows + 15) / 16 * 16) * AmxDepth(in);
+}
 
 // float32 -> bfloat16 bits as VCVTNEPS2BF16 rounds: to nearest, ties to even; a NaN stays a
 // (quiet) NaN; a denormal becomes a zero of its sign, as the instruction and the tile unit
 // treat them.
-inline uint16_t ToBfloat16(float f) {
+static inline uint16_t ToBfloat16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   if ((u & 0x7f800000u) == 0) return static_cast<uint16_t>((u >> 16) & 0x8000u);
@@ -38,7 +47,7 @@ inline uint16_t ToBfloat16(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 
-inline float FromBfloat16(uint16_t b) {
+static inline float FromBfloat16(uint16_t b) {
   const uint32_t u = static_cast<uint32_t>(b) << 16;
   float f;
   std::memcpy(&f, &u, sizeof f);
@@ -49,13 +58,16 @@ inline float FromBfloat16(uint16_t b) {
 // bfloat16 each, in the layout above).
 void PackAmx(const float* weight, int out, int in, uint16_t* panels);
 
-// y[r, o] = sum over k of bf16(x[r, k]) * w[o, k] (+ bias[o], one float addition to the
-// finished sum, if `bias` is not null) for r < rows and the features o of panels
-// [panel_begin, panel_end) (within `out`); x's rows are `in` apart, y's `out`. Each output is
-// summed in the same order whatever `rows` and the panel range: a row's outputs do not depend
-// on the rows beside it.
-void LinearAmx(const float* x, int rows, int in, const uint16_t* panels, int out, int panel_begin,
-               int panel_end, const float* bias, float* y);
+// x[rows, in] (float32) as the tile unit reads it: a[AmxInputSize(rows, in)], row r at
+// r * AmxDepth(in), rounded to bfloat16, zeros past `in` and in the rows past `rows`.
+void AmxInputs(const float* x, int rows, int in, uint16_t* a);
+
+// One panel against the inputs `a` (AmxInputs of `rows` rows): y[r, j] = the sum over k of
+// a[r, k] * panel's weight (j, k) (+ bias[j], one float addition to the finished sum, if `bias`
+// is not null), for r < rows and j < cols (<= 32); y's rows are `ldy` apart. Each output is
+// summed in the same order whatever `rows`: a row's outputs do not depend on the rows beside it.
+void AmxPanel(const uint16_t* a, int rows, int in, const uint16_t* panel, int cols,
+              const float* bias, float* y, int ldy);
 
 }  // namespace packed
 }  // namespace cpu

@@ -245,9 +245,10 @@ absl::Status Pipeline::CheckRepeatable() {
   selection.mean_pooled = true;
   selection.cls = true;
   selection.sequence = true;
-  // cuBLAS(Lt) is reproducible run to run for a fixed algorithm, and no kernel of ours sums in
-  // a varying order, so every dtype should agree bit for bit; float32 is allowed rounding
-  // differences all the same, as a margin (a false alarm here would stop the server).
+  // cuBLAS(Lt) is reproducible run to run for a fixed algorithm, and no kernel of ours (the CPU
+  // engine's AMX bfloat16 GEMM included) sums in a varying order, so every dtype should agree
+  // bit for bit; float32 is allowed rounding differences all the same, as a margin (a false
+  // alarm here would stop the server).
   const bool exact = engine_->info().dtype != DType::kFloat32;
   EncoderOutput first;
   for (int run = 0; run < 3; ++run) {

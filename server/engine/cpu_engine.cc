@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layer_norm.h"
@@ -109,6 +110,12 @@ absl::StatusOr<CpuGemm> ParseCpuGemm(const std::string& name) {
     return absl::InvalidArgumentError(
         absl::StrCat("cpu engine: unknown GEMM \"", name,
                      "\" (auto, avx512, avx2, portable, openblas or amx_bf16)"));
+  }
+  if (isa == cpu::LinearIsa::kAmxBf16 && !cpu::HasAmxBf16()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cpu engine: the AMX bfloat16 GEMM (--cpu_gemm=amx_bf16, --dtype=bfloat16) does not run "
+        "here: ",
+        cpu::AmxBf16Unavailable()));
   }
   if (!cpu::LinearIsaAvailable(isa)) {
     return absl::InvalidArgumentError(

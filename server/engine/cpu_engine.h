@@ -1,4 +1,5 @@
-// The CPU backend: float32 BERT encoder on the kernels/cpu ops. Where the CPU has AVX2 and
+// The CPU backend: float32 BERT encoder on the kernels/cpu ops (with gemm "amx_bf16", the Linear
+// layers' products in bfloat16 on Intel AMX). Where the CPU has AVX2 and
 // FMA, the Linear layers run cpu::LinearPacked on weights the engine packs once, when it is
 // built (the model's own copies may then be freed: ReadsLinearWeights); elsewhere (aarch64, older
 // x86) OpenBLAS sgemm on the weights as given. Attention's small matrix products run OpenBLAS.
@@ -32,8 +33,9 @@ namespace bert {
 struct CpuEngineOptions {
   int threads = 0;           // 0: every core this process may use.
   int max_batch_tokens = 0;  // > 0: allocate the workspace for this many rows up front.
-  // The Linear layers' GEMM: "avx512", "avx2" or "portable" (the packed kernel's versions),
-  // "openblas" (sgemm on the weights as given: no packed copy), or "auto": the best packed
+  // The Linear layers' GEMM: "avx512", "avx2" or "portable" (the packed kernel's float32
+  // versions), "amx_bf16" (its AMX version: bfloat16 products, float32 sums), "openblas" (sgemm
+  // on the weights as given: no packed copy), or "auto": the best float32 packed
   // version where the CPU has AVX2 and FMA, else "openblas" (the portable version was not
   // measured against OpenBLAS's tuned kernels on those CPUs). Create fails for a version this
   // CPU does not run.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/test_util.h"
 #include "server/engine/cpu_engine.h"
 #include "server/engine/golden_fixture.h"
@@ -81,7 +82,7 @@ TEST_P(GoldenTest, MatchesReferenceOnEveryTensor) {
 // and not within float32's (so the bfloat16 kernel ran); the same bits on 1 and 2 threads.
 TEST_P(GoldenTest, AmxBf16MatchesReferenceWithinBfloat16) {
   if (!cpu::LinearIsaAvailable(cpu::LinearIsa::kAmxBf16)) {
-    GTEST_SKIP() << "needs AMX-BF16 (Sapphire Rapids or later)";
+    GTEST_SKIP() << cpu::AmxBf16Unavailable();
   }
   auto fixture = LoadGoldenFixture(GetParam());
   ASSERT_TRUE(fixture.ok()) << fixture.status();

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/engine/cpu_engine.h"
+#include "server/util/status_macros.h"
 #ifdef BERT_WITH_CUDA
 #include "server/engine/cuda_engine.h"
 #endif
@@ -14,22 +15,9 @@ namespace {
 
 absl::StatusOr<std::unique_ptr<Engine>> CreateCpu(std::shared_ptr<const Model> model,
                                                   const EngineOptions& options) {
-  // bfloat16 is the AMX GEMM (the default GEMM for it); float32 any other.
-  const bool amx = options.cpu_gemm == "amx_bf16";
-  if (options.dtype == DType::kFloat16 ||
-      (options.dtype == DType::kBFloat16 && !amx && options.cpu_gemm != "auto")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the cpu backend runs float32, or bfloat16 with --cpu_gemm=amx_bf16 (or "
-                     "auto); not ",
-                     DTypeName(options.dtype), " with --cpu_gemm=", options.cpu_gemm));
-  }
-  if (options.dtype == DType::kFloat32 && amx) {
-    return absl::InvalidArgumentError(
-        "--cpu_gemm=amx_bf16 multiplies in bfloat16: run it with --dtype=bfloat16");
-  }
   CpuEngineOptions cpu;
+  ASSIGN_OR_RETURN(cpu.gemm, CpuGemmFor(options));
   cpu.threads = options.cpu_threads;
-  cpu.gemm = options.dtype == DType::kBFloat16 ? "amx_bf16" : options.cpu_gemm;
   cpu.max_batch_tokens = options.max_batch_tokens;
   auto engine = CpuEngine::Create(std::move(model), cpu);
   if (!engine.ok()) return engine.status();
@@ -61,6 +49,30 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCuda(std::shared_ptr<const Model> 
 
 }  // namespace
 
+absl::StatusOr<std::string> CpuGemmFor(const EngineOptions& options) {
+  const bool amx = options.cpu_gemm == "amx_bf16";
+  const DType dtype =
+      options.auto_dtype ? (amx ? DType::kBFloat16 : DType::kFloat32) : options.dtype;
+  if (dtype == DType::kFloat16) {
+    return absl::InvalidArgumentError(
+        "the cpu backend does not run float16 (float32, or bfloat16 on Intel AMX)");
+  }
+  if (dtype == DType::kBFloat16) {
+    if (!amx && options.cpu_gemm != "auto") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--dtype=bfloat16 on the cpu backend is the AMX GEMM: --cpu_gemm=amx_bf16 (or auto), "
+          "not ",
+          options.cpu_gemm));
+    }
+    return std::string("amx_bf16");
+  }
+  if (amx) {
+    return absl::InvalidArgumentError(
+        "--cpu_gemm=amx_bf16 multiplies in bfloat16: run it with --dtype=bfloat16");
+  }
+  return options.cpu_gemm;
+}
+
 absl::StatusOr<DType> ParseDType(const std::string& name) {
   if (name == "float32" || name == "fp32") return DType::kFloat32;
   if (name == "float16" || name == "fp16") return DType::kFloat16;
@@ -75,6 +87,7 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model
   // Each backend's options: with auto_dtype, its own dtype.
   EngineOptions cpu = options, cuda = options;
   if (options.auto_dtype) {
+    cpu.auto_dtype = false;
     cpu.dtype = options.cpu_gemm == "amx_bf16" ? DType::kBFloat16 : DType::kFloat32;
     cuda.dtype = DType::kFloat16;
   }
