@@ -17,13 +17,13 @@
 #include <ctime>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "bench/int_list.h"
 #include "kernels/cpu/blas_core.h"
 #include "server/engine/cpu_engine.h"
 #include "server/engine/model.h"
@@ -134,12 +134,10 @@ int main(int argc, char** argv) {
     std::printf("peak RSS %.1f MB\n", PeakRssKb() / 1024.0);
     return 0;
   }
-  for (const auto& part : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
-    int batch_size = 0;
-    if (!absl::SimpleAtoi(part, &batch_size) || batch_size <= 0) {
-      std::fprintf(stderr, "bad --batches entry '%s'\n", std::string(part).c_str());
-      return 2;
-    }
+  const std::optional<std::vector<int>> batch_sizes =
+      bert::PositiveInts(absl::GetFlag(FLAGS_batches), "batches");
+  if (!batch_sizes) return 2;
+  for (const int batch_size : *batch_sizes) {
     const bert::EncoderBatch batch = make_batch(batch_size);
     bert::EncoderOutput output;
     std::vector<double> ms, cpu_ms;

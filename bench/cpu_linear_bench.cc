@@ -16,14 +16,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "bench/int_list.h"
 #include "kernels/cpu/blas_core.h"
 #include "kernels/cpu/gemm.h"
 #include "server/engine/cpu_engine.h"
@@ -64,15 +64,9 @@ int main(int argc, char** argv) {
   bert::cpu::ReexecForBetterBlasCore(argv);  // as bert_server does (kernels/cpu/blas_core.h)
   absl::ParseCommandLine(argc, argv);
   openblas_set_num_threads(1);
-  std::vector<int> row_counts;
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_rows), ',')) {
-    int r = 0;
-    if (!absl::SimpleAtoi(part, &r) || r < 1) {
-      std::fprintf(stderr, "bad --rows entry: %s\n", std::string(part).c_str());
-      return 2;
-    }
-    row_counts.push_back(r);
-  }
+  const std::optional<std::vector<int>> row_counts =
+      bert::PositiveInts(absl::GetFlag(FLAGS_rows), "rows");
+  if (!row_counts) return 2;
   const int rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
   const std::string isa_name = absl::GetFlag(FLAGS_isa);
   const absl::StatusOr<bert::CpuGemm> isa =
@@ -104,7 +98,7 @@ int main(int argc, char** argv) {
     const std::vector<float> bias = Random(s.out, 2);
     const bert::cpu::PackedWeights packed =
         bert::cpu::PackedWeights::Pack(w.data(), s.out, s.in, **isa);
-    for (int rows : row_counts) {
+    for (int rows : *row_counts) {
       const std::vector<float> x = Random(static_cast<size_t>(rows) * s.in, 3);
       std::vector<float> y(static_cast<size_t>(rows) * s.out);
       std::vector<double> blas, ours;

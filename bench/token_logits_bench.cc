@@ -13,14 +13,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "bench/int_list.h"
 #include "server/engine/model.h"
 
 ABSL_FLAG(std::string, rows, "128,4096,131072", "comma-separated row counts");
@@ -46,15 +46,9 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  std::vector<int> row_counts;
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_rows), ',')) {
-    int r = 0;
-    if (!absl::SimpleAtoi(part, &r) || r < 1) {
-      std::fprintf(stderr, "bad --rows entry: %s\n", std::string(part).c_str());
-      return 2;
-    }
-    row_counts.push_back(r);
-  }
+  const std::optional<std::vector<int>> row_counts =
+      bert::PositiveInts(absl::GetFlag(FLAGS_rows), "rows");
+  if (!row_counts) return 2;
   const int labels = absl::GetFlag(FLAGS_labels);
   const int rounds = std::max(1, absl::GetFlag(FLAGS_rounds));
   if (labels < 1) {
@@ -71,7 +65,7 @@ int main(int argc, char** argv) {
     classifier.weight.data = Random(static_cast<size_t>(labels) * hidden, 0.1f, 1);
     classifier.bias.shape = {labels};
     classifier.bias.data = Random(labels, 0.1f, 2);
-    for (const int rows : row_counts) {
+    for (const int rows : *row_counts) {
       const std::vector<float> x = Random(static_cast<size_t>(rows) * hidden, 1.0f, 3);
       std::vector<float> per_row(static_cast<size_t>(rows) * labels);
       std::vector<float> batched(per_row.size());

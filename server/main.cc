@@ -358,6 +358,21 @@ int WatchdogLimitS(int flag, bool gpu, int gpu_default) {
   return flag >= 0 ? flag : gpu ? gpu_default : 0;
 }
 
+// The engine's backend, dtype and CPU options as the flags give them (the rest, which needs the
+// model or the CUDA flags, is set where the engine is made).
+absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
+  EngineOptions options;
+  options.backend = absl::GetFlag(FLAGS_backend);
+  options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
+  options.cpu_gemm = absl::GetFlag(FLAGS_cpu_gemm);
+  const std::string dtype = absl::GetFlag(FLAGS_dtype);
+  options.auto_dtype = dtype == "auto";  // float16 on the CUDA backend; the CPU's by its GEMM
+  if (!options.auto_dtype) {
+    ASSIGN_OR_RETURN(options.dtype, ParseDType(dtype));
+  }
+  return options;
+}
+
 // `on_engine_failure`: see PipelineOptions::on_engine_failure. `on_stuck`: the engine
 // watchdog's (--engine_startup_watchdog_s, --engine_watchdog_s), which watches from here on.
 absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
@@ -367,14 +382,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   // Checked whatever the backend, as the CUDA flags are: a mistake in the command line should
   // not wait for a machine without a GPU to show. With --backend=cpu the dtype is known too.
   RETURN_IF_ERROR(ParseCpuGemm(absl::GetFlag(FLAGS_cpu_gemm)).status());
-  if (absl::GetFlag(FLAGS_backend) == "cpu") {
-    EngineOptions cpu;
-    cpu.cpu_gemm = absl::GetFlag(FLAGS_cpu_gemm);
-    cpu.auto_dtype = absl::GetFlag(FLAGS_dtype) == "auto";
-    if (!cpu.auto_dtype) {
-      ASSIGN_OR_RETURN(cpu.dtype, ParseDType(absl::GetFlag(FLAGS_dtype)));
-    }
-    ASSIGN_OR_RETURN(const std::string gemm, CpuGemmFor(cpu));
+  ASSIGN_OR_RETURN(EngineOptions engine_options, EngineOptionsFromFlags());
+  if (engine_options.backend == "cpu") {
+    ASSIGN_OR_RETURN(const std::string gemm, CpuGemmFor(engine_options));
     RETURN_IF_ERROR(ParseCpuGemm(gemm).status());
   }
   // The startup limit: for the load unless --backend=cpu (the engine is not known yet), for
@@ -413,23 +423,11 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
     max_batch_tokens = max_positions;
   }
 
-  EngineOptions engine_options;
-  engine_options.backend = absl::GetFlag(FLAGS_backend);
-  engine_options.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
-  engine_options.cpu_gemm = absl::GetFlag(FLAGS_cpu_gemm);
   if (absl::GetFlag(FLAGS_cpu_few_rows_max) != -1) {
     BERT_LOG(kWarning) << "--cpu_few_rows_max is deprecated and has no effect (see --cpu_gemm)";
   }
   engine_options.max_batch_tokens = max_batch_tokens;
   engine_options.cuda = cuda_tuning;
-  const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
-  if (dtype_flag == "auto") {
-    engine_options.auto_dtype = true;  // float16 on the CUDA backend, float32 on the CPU's
-  } else {
-    auto dtype = ParseDType(dtype_flag);
-    if (!dtype.ok()) return dtype.status();
-    engine_options.dtype = *dtype;
-  }
   auto engine = CreateEngine(shared_model, engine_options);
   if (!engine.ok()) return engine.status();
   FaultInjectingEngine* fault_injection = nullptr;  // armed after the warm-up

@@ -84,19 +84,16 @@ absl::StatusOr<DType> ParseDType(const std::string& name) {
 absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<const Model> model,
                                                      const EngineOptions& options) {
   if (model == nullptr) return absl::InvalidArgumentError("CreateEngine: no model");
-  // Each backend's options: with auto_dtype, its own dtype.
-  EngineOptions cpu = options, cuda = options;
-  if (options.auto_dtype) {
-    cpu.auto_dtype = false;
-    cpu.dtype = options.cpu_gemm == "amx_bf16" ? DType::kBFloat16 : DType::kFloat32;
-    cuda.dtype = DType::kFloat16;
-  }
-  if (options.backend == "cpu") return CreateCpu(std::move(model), cpu);
+  // With auto_dtype each backend its own dtype: float16 on CUDA; the CPU's follows from its
+  // GEMM (CpuGemmFor).
+  EngineOptions cuda = options;
+  if (options.auto_dtype) cuda.dtype = DType::kFloat16;
+  if (options.backend == "cpu") return CreateCpu(std::move(model), options);
   if (options.backend == "cuda") return CreateCuda(std::move(model), cuda);
   if (options.backend == "auto") {
     auto engine = CreateCuda(model, cuda);
     if (engine.ok() || !absl::IsUnavailable(engine.status())) return engine;
-    return CreateCpu(std::move(model), cpu);
+    return CreateCpu(std::move(model), options);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown backend \"", options.backend, "\" (auto, cpu or cuda)"));

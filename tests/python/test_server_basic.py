@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (MINILM, TINY_MODEL, TINY_VOCAB, Server, decode, rel_err,  # noqa: E402
-                            run_to_exit, stubs, with_address)
+from server_harness import (MINILM, TINY_MODEL, TINY_VOCAB, Server, cpu_flags, decode,  # noqa: E402
+                            rel_err, run_to_exit, stubs, with_address)
 
 
 def test_server_starts_serves_model_info_and_stops_cleanly():
@@ -59,14 +59,6 @@ def _env_without(*names):
     return {k: v for k, v in os.environ.items() if k not in names}
 
 
-def _cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def test_cpu_backend_runs_openblas_kernels_that_use_the_cpus_vector_units():
     """The CPU engine's device names the OpenBLAS core it runs. Where the CPU has AVX2 and FMA
     that core uses them, also where the library itself would fall back to SSE3 kernels (a
@@ -78,7 +70,7 @@ def test_cpu_backend_runs_openblas_kernels_that_use_the_cpus_vector_units():
         info = server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
         assert "OpenBLAS " in info.device, info.device
         core = info.device.rsplit("OpenBLAS ", 1)[1].rstrip(")")
-        if {"avx2", "fma"} <= _cpu_flags():
+        if {"avx2", "fma"} <= cpu_flags():
             assert core.lower() not in CORES_WITHOUT_AVX2, info.device
         if "library_choice=" in server.log():
             assert f"core={core}" in server.log(), server.log()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import (MINILM, Server, decode, read_safetensors, rel_err,  # noqa
-                            stubs)
+from server_harness import (MINILM, Server, cpu_flags, decode, read_safetensors,  # noqa
+                            rel_err, stubs)
 from repo_paths import bin_path
 from safetensors_io import write_safetensors
 
@@ -102,18 +102,7 @@ def test_every_head_equals_bert_encode(server, tmp_path):
         assert rel_err(decode(r.cls_output), ref["sequence_output"][i][0]) < 1e-5
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-AMX_BF16 = {"amx_bf16", "amx_tile", "avx512_bf16"} <= _cpu_flags()
+AMX_BF16 = {"amx_bf16", "amx_tile", "avx512_bf16"} <= cpu_flags()
 
 
 @pytest.mark.skipif(not AMX_BF16, reason="the CPU has no AMX-BF16 (Sapphire Rapids or later)")
@@ -144,7 +133,7 @@ def test_bfloat16_on_amx_is_close_to_float32(server):
 def test_bfloat16_needs_the_amx_gemm(tmp_path):
     """--dtype=bfloat16 with a float32 GEMM, and --cpu_gemm=amx_bf16 with --dtype=float32, stop
     the server at startup with a message that says what to run instead (on an AVX2 CPU)."""
-    if "avx2" not in _cpu_flags():
+    if "avx2" not in cpu_flags():
         pytest.skip("--cpu_gemm=avx2 needs AVX2")
     # (Where the CPU has no AMX, --cpu_gemm=amx_bf16 is refused for that first.)
     for flags, message in [(["--dtype=bfloat16", "--cpu_gemm=avx2"], "amx_bf16"),
