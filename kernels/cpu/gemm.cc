@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <new>
 #include <vector>
 
 #include "kernels/cpu/activation.h"
@@ -273,28 +274,16 @@ void LinearPacked(const float* x, int rows, const PackedWeights& weight, const f
   const int width = weight.panel_width();
   panel_end = std::min(panel_end, weight.num_panels());
   panel_begin = std::max(0, panel_begin);
-#if defined(__x86_64__)
   if (weight.isa() == LinearIsa::kAmxBf16) {
     if (panel_begin >= panel_end) return;
     // The inputs in bfloat16 once per call, not per panel (each thread keeps its buffer).
-    thread_local std::vector<uint16_t> inputs;
-    const int in = weight.in_features();
-    inputs.resize(static_cast<size_t>(packed::AmxInputSize(rows, in)));
-    packed::AmxInputs(x, rows, in, inputs.data());
-    const int64_t panel_size = static_cast<int64_t>(width) * packed::AmxDepth(in);
-    for (int p = panel_begin; p < panel_end; ++p) {
-      const int o = p * width;
-      const int cols = std::min(width, out - o);
-      packed::AmxPanel(inputs.data(), rows, in, weight.bfloat16_panels() + p * panel_size, cols,
-                       epilogue == Epilogue::kNone || bias == nullptr ? nullptr : bias + o, y + o,
-                       out);
-      if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
-        ApplyEpilogue(y + o, rows, cols, /*bias=*/nullptr, epilogue, out);
-      }
-    }
+    thread_local Bfloat16Inputs inputs;
+    if (!inputs.Reserve(rows, weight.in_features())) throw std::bad_alloc();
+    RoundInputsToBfloat16(x, rows, weight.in_features(), 0, rows, inputs.data());
+    LinearPackedOnBfloat16(inputs.data(), rows, 0, rows, weight, bias, epilogue, panel_begin,
+                           panel_end, y);
     return;
   }
-#endif
   const packed::PanelFn kernel = PanelFor(weight.isa());
   for (int p = panel_begin; p < panel_end; ++p) {
     const int o = p * width;
@@ -307,6 +296,55 @@ void LinearPacked(const float* x, int rows, const PackedWeights& weight, const f
       ApplyEpilogue(y + o, rows, cols, /*bias=*/nullptr, epilogue, out);
     }
   }
+}
+
+int64_t Bfloat16Inputs::Size(int rows, int in_features) {
+  return packed::AmxInputSize(rows, in_features);
+}
+
+bool Bfloat16Inputs::Reserve(int rows, int in_features) {
+  const int64_t size = Size(rows, in_features);
+  if (size <= capacity_) return true;
+  const size_t bytes = (static_cast<size_t>(size) * sizeof(uint16_t) + 63) / 64 * 64;
+  data_.reset(static_cast<uint16_t*>(std::aligned_alloc(64, bytes)));
+  capacity_ = data_ == nullptr ? 0 : size;
+  return data_ != nullptr;
+}
+
+void Bfloat16Inputs::Free::operator()(uint16_t* p) const { std::free(p); }
+
+void RoundInputsToBfloat16(const float* x, int rows, int in_features, int r0, int r1, uint16_t* a) {
+  r1 = std::min(r1, rows);
+  if (r0 >= r1) return;
+#if defined(__x86_64__)
+  packed::AmxInputs(x + static_cast<int64_t>(r0) * in_features, r1 - r0, in_features,
+                    a + static_cast<int64_t>(r0) * packed::AmxDepth(in_features));
+#endif
+}
+
+void LinearPackedOnBfloat16(const uint16_t* a, int rows, int r0, int r1,
+                            const PackedWeights& weight, const float* bias, Epilogue epilogue,
+                            int panel_begin, int panel_end, float* y) {
+  r1 = std::min(r1, rows);
+  if (r0 >= r1 || weight.isa() != LinearIsa::kAmxBf16 || weight.empty()) return;
+#if defined(__x86_64__)
+  const int in = weight.in_features(), out = weight.out_features(), width = weight.panel_width();
+  panel_end = std::min(panel_end, weight.num_panels());
+  panel_begin = std::max(0, panel_begin);
+  const int64_t panel_size = static_cast<int64_t>(width) * packed::AmxDepth(in);
+  const uint16_t* rows_a = a + static_cast<int64_t>(r0) * packed::AmxDepth(in);
+  float* rows_y = y + static_cast<int64_t>(r0) * out;
+  for (int p = panel_begin; p < panel_end; ++p) {
+    const int o = p * width;
+    const int cols = std::min(width, out - o);
+    packed::AmxPanel(rows_a, r1 - r0, in, weight.bfloat16_panels() + p * panel_size, cols,
+                     epilogue == Epilogue::kNone || bias == nullptr ? nullptr : bias + o,
+                     rows_y + o, out);
+    if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
+      ApplyEpilogue(rows_y + o, r1 - r0, cols, /*bias=*/nullptr, epilogue, out);
+    }
+  }
+#endif
 }
 
 }  // namespace cpu

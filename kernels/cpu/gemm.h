@@ -91,6 +91,44 @@ class PackedWeights {
 void LinearPacked(const float* x, int rows, const PackedWeights& weight, const float* bias,
                   Epilogue epilogue, int panel_begin, int panel_end, float* y);
 
+// The AMX version (kAmxBf16) multiplies its inputs rounded to bfloat16, in its own layout
+// (linear_amx.h), which LinearPacked makes for its rows on every call. A caller that runs a
+// layer in several parts (threads taking groups of panels of the same rows) can round the
+// inputs once instead and pass every part the rounded rows:
+//   Bfloat16Inputs a;  a.Reserve(rows, in_features);
+//   RoundInputsToBfloat16(x, rows, in_features, r0, r1, a.data());  // by parts of rows
+//   LinearPackedOnBfloat16(a.data(), rows, r0, r1, weight, bias, epilogue, panel_begin,
+//                          panel_end, y);                          // by parts of rows, panels
+// Every part's r0 a multiple of kBfloat16InputRows, and r1 too unless it is `rows`; x, a and y
+// the whole layer's. The same bits as LinearPacked on x. On other weights than kAmxBf16
+// LinearPackedOnBfloat16 writes nothing.
+inline constexpr int kBfloat16InputRows = 16;
+
+// A buffer for the rounded inputs, on a cache line boundary (the tile unit loads whole lines).
+class Bfloat16Inputs {
+ public:
+  // Room for `rows` rows of `in_features` values (the buffer is kept where it is large enough).
+  // False where the memory cannot be allocated.
+  bool Reserve(int rows, int in_features);
+  uint16_t* data() const { return data_.get(); }
+  int64_t capacity_bytes() const { return capacity_ * static_cast<int64_t>(sizeof(uint16_t)); }
+  // The values `rows` rows of `in_features` take (rows rounded up to kBfloat16InputRows, each
+  // row to a whole step of the kernel).
+  static int64_t Size(int rows, int in_features);
+
+ private:
+  struct Free {
+    void operator()(uint16_t* p) const;
+  };
+  std::unique_ptr<uint16_t[], Free> data_;
+  int64_t capacity_ = 0;
+};
+
+void RoundInputsToBfloat16(const float* x, int rows, int in_features, int r0, int r1, uint16_t* a);
+void LinearPackedOnBfloat16(const uint16_t* a, int rows, int r0, int r1,
+                            const PackedWeights& weight, const float* bias, Epilogue epilogue,
+                            int panel_begin, int panel_end, float* y);
+
 }  // namespace cpu
 }  // namespace bert
 

@@ -265,7 +265,9 @@ TEST(AmxBf16Test, AvailableWhereTheCpuListsItsFeatures) {
       flags.count("amx_bf16") && flags.count("amx_tile") && flags.count("avx512_bf16");
   std::printf("AMX-BF16 %s; HasAmxBf16: %s\n", listed ? "listed" : "not listed",
               HasAmxBf16() ? "yes" : AmxBf16Unavailable().c_str());
-  if (listed) EXPECT_TRUE(HasAmxBf16()) << AmxBf16Unavailable();
+  if (listed) {
+    EXPECT_TRUE(HasAmxBf16()) << AmxBf16Unavailable();
+  }
   EXPECT_EQ(HasAmxBf16(), AmxBf16Unavailable().empty());
   EXPECT_EQ(LinearIsaAvailable(LinearIsa::kAmxBf16), HasAmxBf16());
 }
@@ -376,6 +378,67 @@ TEST(AmxBf16Test, InputsRoundAsToBfloat16) {
   for (int i = 0; i < rows * n; ++i) {
     EXPECT_EQ(y[i], packed::FromBfloat16(packed::ToBfloat16(x[i]))) << i;
   }
+}
+
+// AmxInputs lays each 16 rows' step of 32 k out as one tile (16 × 32 values, one after the
+// other), the tiles of a step after the other, zeros past `in` and in the last tile's rows
+// past `rows`.
+TEST(AmxBf16Test, InputsAreWholeTilesWithZerosPastTheEdges) {
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16)) GTEST_SKIP() << AmxBf16Unavailable();
+  const int rows = 35, in = 70, depth = packed::AmxDepth(in), steps = depth / 32;
+  const auto x = RandomVector(rows * in, 91);
+  std::vector<uint16_t> a(packed::AmxInputSize(rows, in), 0xffff);
+  ASSERT_EQ(a.size(), static_cast<size_t>(48 * 96));
+  packed::AmxInputs(x.data(), rows, in, a.data());
+  for (int tile = 0; tile < 3; ++tile) {
+    for (int step = 0; step < steps; ++step) {
+      for (int i = 0; i < 16; ++i) {
+        for (int e = 0; e < 32; ++e) {
+          const int r = tile * 16 + i, k = step * 32 + e;
+          const uint16_t want = r < rows && k < in ? packed::ToBfloat16(x[r * in + k]) : 0;
+          ASSERT_EQ(a[((tile * steps + step) * 16 + i) * 32 + e], want)
+              << "row " << r << ", k " << k;
+        }
+      }
+    }
+  }
+}
+
+// A layer run in parts (the engine's threads): the inputs rounded by parts of rows, then parts
+// of rows and groups of panels multiplied on the shared rounded rows, give LinearPacked's bits.
+TEST(AmxBf16Test, PartsOnInputsRoundedOnceGiveLinearPackedsBits) {
+  if (!LinearIsaAvailable(LinearIsa::kAmxBf16)) GTEST_SKIP() << AmxBf16Unavailable();
+  const int rows = 75, in = 100, out = 97;  // 75 = 4 tiles + 11 rows, 100 = 3 steps + 4
+  const auto x = RandomVector(rows * in, 93);
+  const auto w = RandomVector(out * in, 94, 0.1f);
+  const auto b = RandomVector(out, 95);
+  const PackedWeights packed = PackedWeights::Pack(w.data(), out, in, LinearIsa::kAmxBf16);
+  const int panels = packed.num_panels();
+  std::vector<float> whole(rows * out);
+  LinearPacked(x.data(), rows, packed, b.data(), Epilogue::kBiasGeluErf, 0, panels, whole.data());
+  Bfloat16Inputs a;
+  ASSERT_TRUE(a.Reserve(rows, in));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % 64, 0u);
+  EXPECT_GE(a.capacity_bytes(), Bfloat16Inputs::Size(rows, in) * 2);
+  std::fill(a.data(), a.data() + Bfloat16Inputs::Size(rows, in), uint16_t{0x7fc0});  // NaNs
+  for (int r0 : {48, 16, 64, 0}) {  // whole tiles, in any order; the last one ends at `rows`
+    RoundInputsToBfloat16(x.data(), rows, in, r0, r0 == 64 ? rows : r0 + 16, a.data());
+  }
+  RoundInputsToBfloat16(x.data(), rows, in, 32, 48, a.data());
+  std::vector<float> parts(rows * out, -7.0f);
+  for (auto [r0, r1] : {std::pair{0, 32}, std::pair{32, 64}, std::pair{64, rows}}) {
+    for (auto [p0, p1] : {std::pair{0, 1}, std::pair{1, 3}, std::pair{3, panels}}) {
+      LinearPackedOnBfloat16(a.data(), rows, r0, r1, packed, b.data(), Epilogue::kBiasGeluErf, p0,
+                             p1, parts.data());
+    }
+  }
+  EXPECT_EQ(parts, whole);
+  // A float32 version's weights: nothing written.
+  const PackedWeights fp32 = PackedWeights::Pack(w.data(), out, in);
+  std::vector<float> untouched(rows * out, -7.0f);
+  LinearPackedOnBfloat16(a.data(), rows, 0, rows, fp32, b.data(), Epilogue::kBias, 0,
+                         fp32.num_panels(), untouched.data());
+  EXPECT_EQ(untouched, std::vector<float>(rows * out, -7.0f));
 }
 
 // Pack chooses the best version this CPU supports (the tests above skip the others, so this

@@ -16,6 +16,9 @@ namespace cpu {
 namespace packed {
 namespace {
 
+// A tile's bfloat16 values: 16 rows of 64 bytes.
+constexpr int kTileValues = 16 * kAmxDepth;
+
 // Tiles: 0-3 the float32 sums of a block (rows 0-15 and 16-31, features 0-15 and 16-31), 4 and 5
 // its two row tiles of inputs, 6 and 7 the panel's two tiles of weights. Every tile is 16 rows
 // of 64 bytes.
@@ -36,25 +39,26 @@ void ConfigureTiles() {
   _tile_loadconfig(&config);
 }
 
-// The sums of one block: `two` row tiles (32 rows) or one (16), against one panel, into
-// c[32][32] (float32, 128 bytes a row).
-void Block(const uint16_t* a, int depth, const uint16_t* panel, bool two, float* c) {
-  const int stride = depth * static_cast<int>(sizeof(uint16_t));
+// The sums of one block against one panel, into c[32][32] (float32, 128 bytes a row): `a` is
+// the block's first tile of rows (AmxInputs' layout); with `two`, the next tile (rows 16-31)
+// follows it `steps` tiles later.
+void Block(const uint16_t* a, int steps, const uint16_t* panel, bool two, float* c) {
+  const uint16_t* a1 = a + static_cast<int64_t>(steps) * kTileValues;
   _tile_zero(0);
   _tile_zero(1);
   if (two) {
     _tile_zero(2);
     _tile_zero(3);
   }
-  for (int step = 0; step < depth / kAmxDepth; ++step) {
-    const uint16_t* b = panel + static_cast<int64_t>(step) * 2 * 16 * 32;
-    _tile_loadd(4, a + step * kAmxDepth, stride);
+  for (int step = 0; step < steps; ++step) {
+    const uint16_t* b = panel + static_cast<int64_t>(step) * 2 * kTileValues;
+    _tile_loadd(4, a + static_cast<int64_t>(step) * kTileValues, 64);
     _tile_loadd(6, b, 64);
-    _tile_loadd(7, b + 16 * 32, 64);
+    _tile_loadd(7, b + kTileValues, 64);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     if (two) {
-      _tile_loadd(5, a + 16 * static_cast<int64_t>(depth) + step * kAmxDepth, stride);
+      _tile_loadd(5, a1 + static_cast<int64_t>(step) * kTileValues, 64);
       _tile_dpbf16ps(2, 5, 6);
       _tile_dpbf16ps(3, 5, 7);
     }
@@ -115,30 +119,45 @@ void PackAmx(const float* weight, int out, int in, uint16_t* panels) {
 }
 
 void AmxInputs(const float* x, int rows, int in, uint16_t* a) {
-  const int depth = AmxDepth(in);
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<int64_t>(r) * in;
-    uint16_t* ar = a + static_cast<int64_t>(r) * depth;
-    int k = 0;
-    for (; k + 16 <= in; k += 16) {
-      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(xr + k));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ar + k), (__m256i)v);
+  const int steps = AmxDepth(in) / kAmxDepth;
+  const int tiles = (rows + kAmxTileRows - 1) / kAmxTileRows;
+  for (int t = 0; t < tiles; ++t) {
+    uint16_t* tile_row = a + static_cast<int64_t>(t) * steps * kTileValues;
+    for (int i = 0; i < kAmxTileRows; ++i, tile_row += kAmxDepth) {
+      const int r = t * kAmxTileRows + i;
+      if (r >= rows) {
+        for (int step = 0; step < steps; ++step) {
+          std::memset(tile_row + static_cast<int64_t>(step) * kTileValues, 0, 2 * kAmxDepth);
+        }
+        continue;
+      }
+      const float* xr = x + static_cast<int64_t>(r) * in;
+      for (int step = 0; step < steps; ++step) {
+        // Past `in` the masked loads give zeros, which round to bfloat16 zeros.
+        const int k = step * kAmxDepth;
+        const int left = in - k;
+        const __mmask16 lo = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1);
+        const __mmask16 hi = left >= 32   ? 0xffff
+                             : left <= 16 ? 0
+                                          : static_cast<__mmask16>((1u << (left - 16)) - 1);
+        const __m256bh v0 = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lo, xr + k));
+        const __m256bh v1 = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(hi, xr + k + 16));
+        uint16_t* out = tile_row + static_cast<int64_t>(step) * kTileValues;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), (__m256i)v0);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), (__m256i)v1);
+      }
     }
-    for (; k < in; ++k) ar[k] = ToBfloat16(xr[k]);
-    std::memset(ar + in, 0, sizeof(uint16_t) * (depth - in));
   }
-  const int64_t written = static_cast<int64_t>(rows) * depth;
-  std::memset(a + written, 0, sizeof(uint16_t) * (AmxInputSize(rows, in) - written));
 }
 
 void AmxPanel(const uint16_t* a, int rows, int in, const uint16_t* panel, int cols,
               const float* bias, float* y, int ldy) {
-  const int depth = AmxDepth(in);
+  const int steps = AmxDepth(in) / kAmxDepth;
   alignas(64) float c[kAmxRows * kAmxWidth];
   ConfigureTiles();
   for (int r0 = 0; r0 < rows; r0 += kAmxRows) {
     const int block_rows = rows - r0 < kAmxRows ? rows - r0 : kAmxRows;
-    Block(a + static_cast<int64_t>(r0) * depth, depth, panel, block_rows > 16, c);
+    Block(a + static_cast<int64_t>(r0) * steps * kAmxDepth, steps, panel, block_rows > 16, c);
     StoreRows(c, block_rows, cols, bias, y + static_cast<int64_t>(r0) * ldy, ldy);
   }
   _tile_release();

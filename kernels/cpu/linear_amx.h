@@ -25,6 +25,7 @@ inline constexpr int kAmxWidth = 32;
 inline constexpr int kAmxDepth = 32;
 // Input rows per block: two tiles of 16 rows, four float32 accumulator tiles.
 inline constexpr int kAmxRows = 32;
+inline constexpr int kAmxTileRows = 16;
 
 // `in` rounded up to whole steps of kAmxDepth.
 static inline int AmxDepth(int in) { return (in + kAmxDepth - 1) / kAmxDepth * kAmxDepth; }
@@ -58,8 +59,10 @@ static inline float FromBfloat16(uint16_t b) {
 // bfloat16 each, in the layout above).
 void PackAmx(const float* weight, int out, int in, uint16_t* panels);
 
-// x[rows, in] (float32) as the tile unit reads it: a[AmxInputSize(rows, in)], row r at
-// r * AmxDepth(in), rounded to bfloat16, zeros past `in` and in the rows past `rows`.
+// x[rows, in] (float32) rounded to bfloat16 as the tile unit reads it, a[AmxInputSize(rows, in)]
+// (best on a 64-byte boundary), in tiles: for each 16 rows in turn and each step of 32 k, the 16
+// rows' 32 values (a tile, 1 KiB in one piece); zeros past `in` and in the rows past `rows`. Row r0
+// (a multiple of 16) starts at a + r0 * AmxDepth(in).
 void AmxInputs(const float* x, int rows, int in, uint16_t* a);
 
 // One panel against the inputs `a` (AmxInputs of `rows` rows): y[r, j] = the sum over k of

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/attention.h"
@@ -44,24 +45,29 @@ inline int PartBegin(int rows, int p, int n) {
 // Refuses a workspace for `rows` that this process cannot have, which would otherwise end it
 // in std::bad_alloc or, below the kernel's overcommit limit, in the OOM killer while the
 // workspace is zeroed.
-absl::Status CheckWorkspaceFits(const ModelConfig& c, int rows) {
-  const int64_t bytes = CpuEngine::WorkspaceBytes(c, rows);
+absl::Status CheckWorkspaceFits(const ModelConfig& c, int rows, CpuGemm gemm) {
+  const int64_t bytes = CpuEngine::WorkspaceBytes(c, rows, gemm);
   const std::optional<int64_t> available = AvailableMemoryBytes();
   if (!available.has_value() || bytes <= *available) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrCat(
       "cpu engine: a workspace for max_batch_tokens=", rows, " needs ", bytes >> 20,
-      " MiB of activations (", rows, " rows of ", 6 * c.hidden_size + c.intermediate_size,
-      " floats), more than the ", *available >> 20,
+      " MiB of activations (", bytes / rows, " bytes a row), more than the ", *available >> 20,
       " MiB this process may still take (the machine's available memory, or its memory "
       "cgroup's limit less its usage); lower max_batch_tokens"));
 }
 
 }  // namespace
 
-int64_t CpuEngine::WorkspaceBytes(const ModelConfig& config, int rows) {
+int64_t CpuEngine::WorkspaceBytes(const ModelConfig& config, int rows, CpuGemm gemm) {
   // Reserve's buffers: hidden, qkv (3), context, projected (hidden each) and intermediate.
-  return int64_t{rows} * (6 * int64_t{config.hidden_size} + config.intermediate_size) *
-         static_cast<int64_t>(sizeof(float));
+  const int64_t floats =
+      int64_t{rows} * (6 * int64_t{config.hidden_size} + config.intermediate_size);
+  const int64_t bfloat16_inputs =
+      gemm == cpu::LinearIsa::kAmxBf16
+          ? cpu::Bfloat16Inputs::Size(rows, std::max(config.hidden_size, config.intermediate_size))
+          : 0;
+  return floats * static_cast<int64_t>(sizeof(float)) +
+         bfloat16_inputs * static_cast<int64_t>(sizeof(uint16_t));
 }
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<const Model> model,
@@ -78,7 +84,7 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Create(std::shared_ptr<con
   const ModelWeights& w = model->weights;
   const ModelConfig& c = model->config;
   if (options.max_batch_tokens > 0) {
-    RETURN_IF_ERROR(CheckWorkspaceFits(c, options.max_batch_tokens));
+    RETURN_IF_ERROR(CheckWorkspaceFits(c, options.max_batch_tokens, gemm));
   }
   if (static_cast<int>(w.layers.size()) != c.num_layers ||
       w.word_embeddings.size() != static_cast<int64_t>(c.vocab_size) * c.hidden_size) {
@@ -192,6 +198,10 @@ void CpuEngine::Reserve(int rows) {
   context_.resize(r * c.hidden_size);
   intermediate_.resize(r * c.intermediate_size);
   projected_.resize(r * c.hidden_size);
+  if (gemm_ == cpu::LinearIsa::kAmxBf16 &&
+      !bfloat16_inputs_.Reserve(rows, std::max(c.hidden_size, c.intermediate_size))) {
+    throw std::bad_alloc();  // as the vectors' resize above
+  }
   capacity_rows_ = rows;
 }
 
@@ -245,13 +255,34 @@ void CpuEngine::ParallelLinear(const float* x, int rows, const EngineLinear& lin
   }
   const int chunk_rows = ((rows + row_chunks - 1) / row_chunks + block - 1) / block * block;
   row_chunks = (rows + chunk_rows - 1) / chunk_rows;  // rounding up to blocks may leave fewer
+  // AMX: each part multiplies its rows rounded to bfloat16. Where several parts share a chunk's
+  // rows (groups of panels), the inputs are rounded once first, by whole tiles of rows.
+  const bool bfloat16 = linear.packed.isa() == cpu::LinearIsa::kAmxBf16;
+  uint16_t* const a = bfloat16 ? bfloat16_inputs_.data() : nullptr;
+  if (bfloat16 && groups > 1) {
+    constexpr int kTile = cpu::kBfloat16InputRows;
+    const int tiles = (rows + kTile - 1) / kTile;
+    const int parts = std::min(tiles, NumParts(rows, /*min_rows=*/kTile, /*target_rows=*/64));
+    pool_.ParallelFor(parts, [&](int p) {
+      cpu::RoundInputsToBfloat16(x, rows, in, PartBegin(tiles, p, parts) * kTile,
+                                 PartBegin(tiles, p + 1, parts) * kTile, a);
+    });
+  }
   pool_.ParallelFor(row_chunks * groups, [&](int part) {
     const int chunk = part / groups, g = part % groups;
     const int r0 = std::min(rows, chunk * chunk_rows);
     const int r1 = std::min(rows, r0 + chunk_rows);
-    cpu::LinearPacked(x + static_cast<int64_t>(r0) * in, r1 - r0, linear.packed, bias, epilogue,
-                      PartBegin(panels, g, groups), PartBegin(panels, g + 1, groups),
-                      y + static_cast<int64_t>(r0) * out);
+    const int panel_begin = PartBegin(panels, g, groups);
+    const int panel_end = PartBegin(panels, g + 1, groups);
+    if (!bfloat16) {
+      cpu::LinearPacked(x + static_cast<int64_t>(r0) * in, r1 - r0, linear.packed, bias, epilogue,
+                        panel_begin, panel_end, y + static_cast<int64_t>(r0) * out);
+      return;
+    }
+    // chunk_rows is a multiple of the kernel's 32 rows, so r0 of whole tiles.
+    if (groups == 1) cpu::RoundInputsToBfloat16(x, rows, in, r0, r1, a);
+    cpu::LinearPackedOnBfloat16(a, rows, r0, r1, linear.packed, bias, epilogue, panel_begin,
+                                panel_end, y);
   });
 }
 

@@ -71,8 +71,9 @@ class CpuEngine : public Engine {
   // (AvailableMemoryBytes).
   static absl::StatusOr<std::unique_ptr<CpuEngine>> Create(std::shared_ptr<const Model> model,
                                                            const CpuEngineOptions& options);
-  // Bytes of the activations a batch of `rows` rows needs.
-  static int64_t WorkspaceBytes(const ModelConfig& config, int rows);
+  // Bytes of the activations a batch of `rows` rows needs (with the AMX GEMM, and the Linear
+  // layers' inputs in bfloat16).
+  static int64_t WorkspaceBytes(const ModelConfig& config, int rows, CpuGemm gemm = CpuGemm());
 
   const ModelConfig& config() const override { return model_->config; }
   bool has_pooler() const override { return model_->weights.has_pooler; }
@@ -113,6 +114,8 @@ class CpuEngine : public Engine {
   std::vector<float> context_;       // H: attention output
   std::vector<float> intermediate_;  // I
   std::vector<float> projected_;     // H: dense output before bias/residual/LN
+  // AMX: a Linear layer's inputs rounded to bfloat16, [capacity_rows_, max(H, I)].
+  cpu::Bfloat16Inputs bfloat16_inputs_;
 };
 
 }  // namespace bert

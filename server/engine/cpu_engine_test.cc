@@ -46,9 +46,11 @@ std::shared_ptr<const Model> SmallModel(bool pooler = true) {
   return std::make_shared<const Model>(std::move(m));
 }
 
-std::unique_ptr<CpuEngine> MakeEngine(std::shared_ptr<const Model> model, int threads = 2) {
+std::unique_ptr<CpuEngine> MakeEngine(std::shared_ptr<const Model> model, int threads = 2,
+                                      const std::string& gemm = "auto") {
   CpuEngineOptions opts;
   opts.threads = threads;
+  opts.gemm = gemm;
   auto engine = CpuEngine::Create(std::move(model), opts);
   EXPECT_TRUE(engine.ok()) << engine.status();
   return std::move(engine).value();
@@ -287,22 +289,30 @@ TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
   ASSERT_GT(batch.total_rows() * c.hidden_size, 2 * 128 * 1024);
   OutputSelection sel;
   sel.sequence = sel.pooled = true;
-  EncoderOutput all, all3;
-  auto one_thread = MakeEngine(model, 1);
-  ASSERT_TRUE(one_thread->Encode(batch, sel, &all).ok());
-  ASSERT_TRUE(MakeEngine(model, 3)->Encode(batch, sel, &all3).ok());
-  EXPECT_EQ(all3.sequence, all.sequence);
-  EXPECT_EQ(all3.pooled, all.pooled);
-  for (int i = 0; i < n; ++i) {
-    EncoderBatch one;
-    one.Add(seqs[i].words, seqs[i].types);
-    EncoderOutput single;
-    ASSERT_TRUE(one_thread->Encode(one, sel, &single).ok());
-    const auto begin = all.sequence.begin() + static_cast<size_t>(batch.cu_rows[i]) * h;
-    EXPECT_EQ(std::vector<float>(begin, begin + len * h), single.sequence) << "sequence " << i;
-    EXPECT_EQ(std::vector<float>(all.pooled.begin() + i * h, all.pooled.begin() + (i + 1) * h),
-              single.pooled)
-        << "sequence " << i;
+  // The float32 kernel, and AMX where the CPU has it (its parts round their own rows to
+  // bfloat16 in a batch of many chunks, and one sequence's rows are rounded once for its groups
+  // of panels on 3 threads).
+  for (const std::string gemm : {"auto", "amx_bf16"}) {
+    if (!ParseCpuGemm(gemm).ok()) continue;
+    EncoderOutput all, all3;
+    auto one_thread = MakeEngine(model, 1, gemm);
+    auto three_threads = MakeEngine(model, 3, gemm);
+    ASSERT_TRUE(one_thread->Encode(batch, sel, &all).ok());
+    ASSERT_TRUE(three_threads->Encode(batch, sel, &all3).ok());
+    EXPECT_EQ(all3.sequence, all.sequence) << gemm;
+    EXPECT_EQ(all3.pooled, all.pooled) << gemm;
+    for (int i = 0; i < n; ++i) {
+      EncoderBatch one;
+      one.Add(seqs[i].words, seqs[i].types);
+      EncoderOutput single;
+      ASSERT_TRUE((i % 2 == 0 ? one_thread : three_threads)->Encode(one, sel, &single).ok());
+      const auto begin = all.sequence.begin() + static_cast<size_t>(batch.cu_rows[i]) * h;
+      EXPECT_EQ(std::vector<float>(begin, begin + len * h), single.sequence)
+          << gemm << ", sequence " << i;
+      EXPECT_EQ(std::vector<float>(all.pooled.begin() + i * h, all.pooled.begin() + (i + 1) * h),
+                single.pooled)
+          << gemm << ", sequence " << i;
+    }
   }
 }
 
@@ -361,6 +371,12 @@ TEST(CpuEngineTest, RefusesAWorkspaceLargerThanTheMemoryLeft) {
       << refused.status();
   opts.max_batch_tokens = 1024;  // a few hundred KiB
   EXPECT_TRUE(CpuEngine::Create(model, opts).ok());
+  // The AMX GEMM's inputs in bfloat16 count too: rows rounded to 16, the widest layer's inputs
+  // (the intermediate) to 32 values.
+  const ModelConfig& c = model->config;
+  EXPECT_EQ(CpuEngine::WorkspaceBytes(c, 100, cpu::LinearIsa::kAmxBf16) -
+                CpuEngine::WorkspaceBytes(c, 100),
+            112 * ((c.intermediate_size + 31) / 32 * 32) * 2);
 }
 
 TEST(CpuEngineTest, SelectionsAreConsistent) {
@@ -559,7 +575,9 @@ TEST(EngineFactoryTest, BackendsAndDTypes) {
   opts.auto_dtype = true;
   auto by_gemm = CreateEngine(model, opts);
   ASSERT_EQ(by_gemm.ok(), amx) << by_gemm.status();
-  if (amx) EXPECT_EQ((*by_gemm)->info().dtype, DType::kBFloat16);
+  if (amx) {
+    EXPECT_EQ((*by_gemm)->info().dtype, DType::kBFloat16);
+  }
   EXPECT_EQ(*ParseDType("bfloat16"), DType::kBFloat16);
   EXPECT_FALSE(ParseDType("int8").ok());
   EXPECT_STREQ(DTypeName(DType::kFloat16), "float16");
