@@ -47,6 +47,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/cpu/cpu_features.h"
 #include "server/core/batcher.h"
 #include "server/core/engine_watchdog.h"
 #include "server/core/pipeline.h"
@@ -515,6 +516,12 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
     BERT_LOG(kInfo) << "OpenBLAS core chosen at startup (OPENBLAS_CORETYPE)"
                     << LogKv("core", cpu::BlasCoreName())
                     << LogKv("library_choice", cpu::BlasCoreReplaced());
+  }
+  if (info.backend == "cpu" && info.dtype == DType::kFloat32 && cpu::HasAmxBf16()) {
+    // The faster engine this CPU could run, at bfloat16's precision instead of float32's.
+    BERT_LOG(kInfo) << "this CPU has Intel AMX: --dtype=bfloat16 runs the Linear layers in "
+                       "bfloat16 on it, about twice the float32 throughput at bfloat16's "
+                       "precision (README, Performance)";
   }
   if (info.backend == "cuda" && LogEnabled(LogLevel::kInfo)) {
     LogLine line(LogLevel::kInfo);
