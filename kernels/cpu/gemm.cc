@@ -6,6 +6,7 @@
 #endif
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstdlib>
 #include <new>
@@ -298,6 +299,8 @@ void LinearPacked(const float* x, int rows, const PackedWeights& weight, const f
   }
 }
 
+static_assert(kBfloat16InputRows == packed::kAmxTileRows, "gemm.h's tile of rows is the kernel's");
+
 int64_t Bfloat16Inputs::Size(int rows, int in_features) {
   return packed::AmxInputSize(rows, in_features);
 }
@@ -306,16 +309,19 @@ bool Bfloat16Inputs::Reserve(int rows, int in_features) {
   const int64_t size = Size(rows, in_features);
   if (size <= capacity_) return true;
   const size_t bytes = (static_cast<size_t>(size) * sizeof(uint16_t) + 63) / 64 * 64;
-  data_.reset(static_cast<uint16_t*>(std::aligned_alloc(64, bytes)));
-  capacity_ = data_ == nullptr ? 0 : size;
-  return data_ != nullptr;
+  uint16_t* data = static_cast<uint16_t*>(std::aligned_alloc(64, bytes));
+  if (data == nullptr) return false;  // the buffer it had stays
+  data_.reset(data);
+  capacity_ = size;
+  return true;
 }
 
 void Bfloat16Inputs::Free::operator()(uint16_t* p) const { std::free(p); }
 
 void RoundInputsToBfloat16(const float* x, int rows, int in_features, int r0, int r1, uint16_t* a) {
+  assert(r0 % kBfloat16InputRows == 0 && (r1 >= rows || r1 % kBfloat16InputRows == 0));
   r1 = std::min(r1, rows);
-  if (r0 >= r1) return;
+  if (r0 >= r1 || !HasAmxBf16()) return;
 #if defined(__x86_64__)
   packed::AmxInputs(x + static_cast<int64_t>(r0) * in_features, r1 - r0, in_features,
                     a + static_cast<int64_t>(r0) * packed::AmxDepth(in_features));
@@ -325,6 +331,7 @@ void RoundInputsToBfloat16(const float* x, int rows, int in_features, int r0, in
 void LinearPackedOnBfloat16(const uint16_t* a, int rows, int r0, int r1,
                             const PackedWeights& weight, const float* bias, Epilogue epilogue,
                             int panel_begin, int panel_end, float* y) {
+  assert(r0 % kBfloat16InputRows == 0);
   r1 = std::min(r1, rows);
   if (r0 >= r1 || weight.isa() != LinearIsa::kAmxBf16 || weight.empty()) return;
 #if defined(__x86_64__)

@@ -99,16 +99,18 @@ void LinearPacked(const float* x, int rows, const PackedWeights& weight, const f
 //   RoundInputsToBfloat16(x, rows, in_features, r0, r1, a.data());  // by parts of rows
 //   LinearPackedOnBfloat16(a.data(), rows, r0, r1, weight, bias, epilogue, panel_begin,
 //                          panel_end, y);                          // by parts of rows, panels
-// Every part's r0 a multiple of kBfloat16InputRows, and r1 too unless it is `rows`; x, a and y
-// the whole layer's. The same bits as LinearPacked on x. On other weights than kAmxBf16
-// LinearPackedOnBfloat16 writes nothing.
+// Every part's r0 a multiple of kBfloat16InputRows, and r1 too unless it is `rows` (else the
+// parts' tiles overlap; asserted in debug builds); x, a and y the whole layer's; parts that
+// round different rows may run at once. The same bits as LinearPacked on x. Only where
+// LinearIsaAvailable(kAmxBf16): elsewhere RoundInputsToBfloat16 writes nothing, as
+// LinearPackedOnBfloat16 on other weights than kAmxBf16.
 inline constexpr int kBfloat16InputRows = 16;
 
 // A buffer for the rounded inputs, on a cache line boundary (the tile unit loads whole lines).
 class Bfloat16Inputs {
  public:
   // Room for `rows` rows of `in_features` values (the buffer is kept where it is large enough).
-  // False where the memory cannot be allocated.
+  // False where the memory cannot be allocated; the buffer it had then stays.
   bool Reserve(int rows, int in_features);
   uint16_t* data() const { return data_.get(); }
   int64_t capacity_bytes() const { return capacity_ * static_cast<int64_t>(sizeof(uint16_t)); }

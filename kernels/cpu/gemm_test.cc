@@ -360,8 +360,8 @@ TEST_P(LinearTest, AmxBf16MatchesTheBfloat16ProductsOnItsPanels) {
   }
 }
 
-// The kernel's conversion of the inputs (16 at a time, then one by one) rounds as ToBfloat16:
-// with identity weights each output is its input in bfloat16.
+// The kernel's conversion of the inputs (16 at a time, the last ones masked) rounds as
+// ToBfloat16: with identity weights each output is its input in bfloat16.
 TEST(AmxBf16Test, InputsRoundAsToBfloat16) {
   if (!LinearIsaAvailable(LinearIsa::kAmxBf16)) GTEST_SKIP() << AmxBf16Unavailable();
   const int rows = 3, n = 40;
@@ -385,19 +385,24 @@ TEST(AmxBf16Test, InputsRoundAsToBfloat16) {
 // past `rows`.
 TEST(AmxBf16Test, InputsAreWholeTilesWithZerosPastTheEdges) {
   if (!LinearIsaAvailable(LinearIsa::kAmxBf16)) GTEST_SKIP() << AmxBf16Unavailable();
-  const int rows = 35, in = 70, depth = packed::AmxDepth(in), steps = depth / 32;
-  const auto x = RandomVector(rows * in, 91);
-  std::vector<uint16_t> a(packed::AmxInputSize(rows, in), 0xffff);
-  ASSERT_EQ(a.size(), static_cast<size_t>(48 * 96));
-  packed::AmxInputs(x.data(), rows, in, a.data());
-  for (int tile = 0; tile < 3; ++tile) {
-    for (int step = 0; step < steps; ++step) {
-      for (int i = 0; i < 16; ++i) {
-        for (int e = 0; e < 32; ++e) {
-          const int r = tile * 16 + i, k = step * 32 + e;
-          const uint16_t want = r < rows && k < in ? packed::ToBfloat16(x[r * in + k]) : 0;
-          ASSERT_EQ(a[((tile * steps + step) * 16 + i) * 32 + e], want)
-              << "row " << r << ", k " << k;
+  const int rows = 35;
+  // The last step of k: 6 values (the first half masked, the second empty), 26 (the second
+  // masked), 8 (the only step, under 16 values).
+  for (const int in : {70, 90, 8}) {
+    const int depth = packed::AmxDepth(in), steps = depth / 32;
+    const auto x = RandomVector(rows * in, 91);
+    std::vector<uint16_t> a(packed::AmxInputSize(rows, in), 0xffff);
+    ASSERT_EQ(a.size(), static_cast<size_t>(48 * depth));
+    packed::AmxInputs(x.data(), rows, in, a.data());
+    for (int tile = 0; tile < 3; ++tile) {
+      for (int step = 0; step < steps; ++step) {
+        for (int i = 0; i < 16; ++i) {
+          for (int e = 0; e < 32; ++e) {
+            const int r = tile * 16 + i, k = step * 32 + e;
+            const uint16_t want = r < rows && k < in ? packed::ToBfloat16(x[r * in + k]) : 0;
+            ASSERT_EQ(a[((tile * steps + step) * 16 + i) * 32 + e], want)
+                << "in " << in << ", row " << r << ", k " << k;
+          }
         }
       }
     }
@@ -417,16 +422,23 @@ TEST(AmxBf16Test, PartsOnInputsRoundedOnceGiveLinearPackedsBits) {
   std::vector<float> whole(rows * out);
   LinearPacked(x.data(), rows, packed, b.data(), Epilogue::kBiasGeluErf, 0, panels, whole.data());
   Bfloat16Inputs a;
-  ASSERT_TRUE(a.Reserve(rows, in));
+  ASSERT_TRUE(a.Reserve(rows / 2, in));
+  const uint16_t* small = a.data();
+  ASSERT_TRUE(a.Reserve(rows, in));  // grows
+  EXPECT_EQ(a.capacity_bytes(), Bfloat16Inputs::Size(rows, in) * 2);
+  EXPECT_NE(a.data(), small);
+  const uint16_t* large = a.data();
+  ASSERT_TRUE(a.Reserve(rows - 10, in));  // kept
+  EXPECT_EQ(a.data(), large);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % 64, 0u);
-  EXPECT_GE(a.capacity_bytes(), Bfloat16Inputs::Size(rows, in) * 2);
   std::fill(a.data(), a.data() + Bfloat16Inputs::Size(rows, in), uint16_t{0x7fc0});  // NaNs
   for (int r0 : {48, 16, 64, 0}) {  // whole tiles, in any order; the last one ends at `rows`
     RoundInputsToBfloat16(x.data(), rows, in, r0, r0 == 64 ? rows : r0 + 16, a.data());
   }
   RoundInputsToBfloat16(x.data(), rows, in, 32, 48, a.data());
   std::vector<float> parts(rows * out, -7.0f);
-  for (auto [r0, r1] : {std::pair{0, 32}, std::pair{32, 64}, std::pair{64, rows}}) {
+  for (auto [r0, r1] :
+       {std::pair{0, 16}, std::pair{16, 48}, std::pair{48, 64}, std::pair{64, rows}}) {
     for (auto [p0, p1] : {std::pair{0, 1}, std::pair{1, 3}, std::pair{3, panels}}) {
       LinearPackedOnBfloat16(a.data(), rows, r0, r1, packed, b.data(), Epilogue::kBiasGeluErf, p0,
                              p1, parts.data());

@@ -79,8 +79,8 @@ void StoreRows(const float* c, int rows, int cols, const float* bias, float* y, 
                            : cols <= 16 ? 0
                                         : static_cast<__mmask16>((1u << (cols - 16)) - 1);
   const __m512 b0 = bias == nullptr ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(first, bias);
-  const __m512 b1 =
-      bias == nullptr ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(second, bias + 16);
+  const __m512 b1 = bias == nullptr || second == 0 ? _mm512_setzero_ps()
+                                                   : _mm512_maskz_loadu_ps(second, bias + 16);
   for (int r = 0; r < rows; ++r) {
     const float* cr = c + r * kAmxWidth;
     float* yr = y + static_cast<int64_t>(r) * ldy;
@@ -90,7 +90,7 @@ void StoreRows(const float* c, int rows, int cols, const float* bias, float* y, 
       v1 = _mm512_add_ps(v1, b1);
     }
     _mm512_mask_storeu_ps(yr, first, v0);
-    _mm512_mask_storeu_ps(yr + 16, second, v1);
+    if (second != 0) _mm512_mask_storeu_ps(yr + 16, second, v1);
   }
 }
 
@@ -140,8 +140,11 @@ void AmxInputs(const float* x, int rows, int in, uint16_t* a) {
         const __mmask16 hi = left >= 32   ? 0xffff
                              : left <= 16 ? 0
                                           : static_cast<__mmask16>((1u << (left - 16)) - 1);
+        // (k < in: the first half has a value; the second may have none, and then its address
+        // would be past the row's end.)
         const __m256bh v0 = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lo, xr + k));
-        const __m256bh v1 = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(hi, xr + k + 16));
+        const __m256bh v1 = _mm512_cvtneps_pbh(hi == 0 ? _mm512_setzero_ps()
+                                                       : _mm512_maskz_loadu_ps(hi, xr + k + 16));
         uint16_t* out = tile_row + static_cast<int64_t>(step) * kTileValues;
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), (__m256i)v0);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), (__m256i)v1);

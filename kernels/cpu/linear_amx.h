@@ -33,7 +33,8 @@ static inline int AmxDepth(int in) { return (in + kAmxDepth - 1) / kAmxDepth * k
 // The bfloat16 values AmxInputs writes for `rows` rows: rows rounded up to 16 (a tile), each
 // AmxDepth(in) long.
 static inline int64_t AmxInputSize(int rows, int in) {
-  return static_cast<int64_t>((rows + 15) / 16 * 16) * AmxDepth(in);
+  return (static_cast<int64_t>(rows) + kAmxTileRows - 1) / kAmxTileRows * kAmxTileRows *
+         AmxDepth(in);
 }
 
 // float32 -> bfloat16 bits as VCVTNEPS2BF16 rounds: to nearest, ties to even; a NaN stays a

@@ -59,7 +59,8 @@ absl::Status CheckWorkspaceFits(const ModelConfig& c, int rows, CpuGemm gemm) {
 }  // namespace
 
 int64_t CpuEngine::WorkspaceBytes(const ModelConfig& config, int rows, CpuGemm gemm) {
-  // Reserve's buffers: hidden, qkv (3), context, projected (hidden each) and intermediate.
+  // Reserve's buffers: hidden, qkv (3), context, projected (hidden each) and intermediate; with
+  // AMX, the bfloat16 inputs of the widest layer.
   const int64_t floats =
       int64_t{rows} * (6 * int64_t{config.hidden_size} + config.intermediate_size);
   const int64_t bfloat16_inputs =

@@ -114,7 +114,8 @@ class CpuEngine : public Engine {
   std::vector<float> context_;       // H: attention output
   std::vector<float> intermediate_;  // I
   std::vector<float> projected_;     // H: dense output before bias/residual/LN
-  // AMX: a Linear layer's inputs rounded to bfloat16, [capacity_rows_, max(H, I)].
+  // AMX: a Linear layer's inputs rounded to bfloat16 (the kernel's tiles), room for
+  // capacity_rows_ rows of max(H, I).
   cpu::Bfloat16Inputs bfloat16_inputs_;
 };
 

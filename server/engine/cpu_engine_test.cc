@@ -316,6 +316,47 @@ TEST(CpuEngineTest, BatchesOfManyChunksGiveEachSequenceItsBitsAlone) {
   }
 }
 
+// AMX on layers of one panel (every Linear but qkv: 30 and 28 outputs): each part of a layer
+// has rows of its own and rounds them to bfloat16 itself, on 2 and 3 threads at once; the same
+// bits as one thread, and a sequence's bits alone.
+TEST(CpuEngineTest, AmxPartsRoundingTheirOwnRowsAtOnceGiveOneThreadsBits) {
+  const auto amx = ParseCpuGemm("amx_bf16");
+  if (!amx.ok()) GTEST_SKIP() << amx.status();
+  ModelConfig c = SmallConfig();
+  c.hidden_size = 30;
+  c.num_heads = 3;
+  c.intermediate_size = 28;
+  auto model = std::make_shared<const Model>(RandomModel(c, 9));
+  std::vector<Seq> seqs(40);
+  uint32_t state = 11;
+  for (Seq& s : seqs) {
+    const int len = 5 + static_cast<int>(state % 40);
+    for (int i = 0; i < len; ++i) {
+      state = state * 1103515245u + 12345u;
+      s.words.push_back((state >> 8) % 97);
+      s.types.push_back(0);
+    }
+  }
+  EncoderBatch batch;
+  for (const Seq& s : seqs) batch.Add(s.words, s.types);
+  ASSERT_GT(batch.total_rows(), 8 * 32);  // 8 parts of whole blocks on 2 threads
+  OutputSelection sel;
+  sel.sequence = sel.pooled = true;
+  EncoderOutput one, two, three, alone;
+  ASSERT_TRUE(MakeEngine(model, 1, "amx_bf16")->Encode(batch, sel, &one).ok());
+  ASSERT_TRUE(MakeEngine(model, 2, "amx_bf16")->Encode(batch, sel, &two).ok());
+  ASSERT_TRUE(MakeEngine(model, 3, "amx_bf16")->Encode(batch, sel, &three).ok());
+  EXPECT_EQ(two.sequence, one.sequence);
+  EXPECT_EQ(three.sequence, one.sequence);
+  EXPECT_EQ(two.pooled, one.pooled);
+  EncoderBatch last;
+  last.Add(seqs.back().words, seqs.back().types);
+  ASSERT_TRUE(MakeEngine(model, 2, "amx_bf16")->Encode(last, sel, &alone).ok());
+  const auto begin =
+      one.sequence.begin() + static_cast<size_t>(batch.cu_rows[seqs.size() - 1]) * 30;
+  EXPECT_EQ(std::vector<float>(begin, one.sequence.end()), alone.sequence);
+}
+
 // With a packed GEMM the engine never reads the model's Linear weights after Create: freeing
 // them (as bert_server does) changes no output. With OpenBLAS sgemm it says it reads them.
 TEST(CpuEngineTest, APackedEngineRunsWithoutTheModelsLinearWeights) {
