@@ -492,7 +492,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
                        << LogKv("error", embedding.note);
   }
   const Classifier& classifier = shared_model->classifier;
-  if (!classifier.note.empty()) BERT_LOG(kInfo) << classifier.note;
+  if (!classifier.note.empty()) {
+    BERT_LOG(kInfo) << classifier.note;
+  }
   if (classifier.present()) {
     // The first labels only: a model may have thousands.
     const size_t shown = std::min<size_t>(classifier.labels.size(), 8);
