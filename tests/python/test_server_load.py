@@ -205,7 +205,9 @@ def test_sigterm_during_startup_exits_zero_at_once():
 
 def test_sigterm_answers_every_accepted_request_and_exits_zero():
     pb2, pb2_grpc = stubs()
-    server = Server(metrics=True, extra=["--max_concurrent_requests=64"])
+    # A drain deadline well past the queued work: the sanitized build runs these twelve calls
+    # in about 30 s, the default --drain_timeout_s, after which the drain rightly cancels them.
+    server = Server(metrics=True, extra=["--max_concurrent_requests=64", "--drain_timeout_s=150"])
     try:
         stub = server.stub()
         statuses = []
@@ -252,7 +254,7 @@ def test_sigterm_answers_every_accepted_request_and_exits_zero():
         server.proc.wait(timeout=60)
         draining = re.search(r"msg=draining .*in_flight=(\d+)", server.log())
         assert draining, server.log()
-        assert 0 < int(draining.group(1)) <= len(answered), (draining.group(0), refused)
+        assert 0 < int(draining.group(1)) <= len(answered), (refused, server.log())
         assert all(e.code() == grpc.StatusCode.UNAVAILABLE for e in refused), refused
         watcher.join(timeout=30)
         # Health went SERVING -> NOT_SERVING when the drain began.
