@@ -268,15 +268,35 @@ PackedWeights PackedWeights::Pack(const float* weight, int out_features, int in_
   return packed;
 }
 
-void LinearPacked(const float* x, int rows, const PackedWeights& weight, const float* bias,
-                  Epilogue epilogue, int panel_begin, int panel_end, float* y) {
-  if (rows <= 0 || weight.empty()) return;
+namespace {
+
+// Panels [panel_begin, panel_end) of a packed layer, each by `panel(p, cols, panel_bias, y + o)`
+// (its output features o = p * width, `cols` of them) for `rows` rows of y, whose rows are
+// out_features apart. The kernel adds the bias as it stores the sums (the same rounding as
+// adding it after); an activation then runs while the panel's outputs are still in cache.
+template <typename PanelKernel>
+void ForEachPanel(int rows, const PackedWeights& weight, const float* bias, Epilogue epilogue,
+                  int panel_begin, int panel_end, float* y, PanelKernel panel) {
   const int out = weight.out_features();
   const int width = weight.panel_width();
   panel_end = std::min(panel_end, weight.num_panels());
-  panel_begin = std::max(0, panel_begin);
+  for (int p = std::max(0, panel_begin); p < panel_end; ++p) {
+    const int o = p * width;
+    const int cols = std::min(width, out - o);
+    panel(p, cols, epilogue == Epilogue::kNone || bias == nullptr ? nullptr : bias + o, y + o);
+    if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
+      ApplyEpilogue(y + o, rows, cols, /*bias=*/nullptr, epilogue, out);
+    }
+  }
+}
+
+}  // namespace
+
+void LinearPacked(const float* x, int rows, const PackedWeights& weight, const float* bias,
+                  Epilogue epilogue, int panel_begin, int panel_end, float* y) {
+  if (rows <= 0 || weight.empty()) return;
   if (weight.isa() == LinearIsa::kAmxBf16) {
-    if (panel_begin >= panel_end) return;
+    if (std::max(0, panel_begin) >= std::min(panel_end, weight.num_panels())) return;
     // The inputs in bfloat16 once per call, not per panel (each thread keeps its buffer).
     thread_local Bfloat16Inputs inputs;
     if (!inputs.Reserve(rows, weight.in_features())) throw std::bad_alloc();
@@ -286,17 +306,11 @@ void LinearPacked(const float* x, int rows, const PackedWeights& weight, const f
     return;
   }
   const packed::PanelFn kernel = PanelFor(weight.isa());
-  for (int p = panel_begin; p < panel_end; ++p) {
-    const int o = p * width;
-    const int cols = std::min(width, out - o);
-    // The kernel adds the bias as it stores the sums (the same rounding as adding it after);
-    // an activation then runs while the panel's outputs are still in cache.
-    const float* panel_bias = epilogue == Epilogue::kNone || bias == nullptr ? nullptr : bias + o;
-    kernel(x, rows, weight.in_features(), weight.panel(p), cols, panel_bias, y + o, out);
-    if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
-      ApplyEpilogue(y + o, rows, cols, /*bias=*/nullptr, epilogue, out);
-    }
-  }
+  const int in = weight.in_features(), out = weight.out_features();
+  ForEachPanel(rows, weight, bias, epilogue, panel_begin, panel_end, y,
+               [&](int p, int cols, const float* panel_bias, float* panel_y) {
+                 kernel(x, rows, in, weight.panel(p), cols, panel_bias, panel_y, out);
+               });
 }
 
 static_assert(kBfloat16InputRows == packed::kAmxTileRows, "gemm.h's tile of rows is the kernel's");
@@ -335,22 +349,15 @@ void LinearPackedOnBfloat16(const uint16_t* a, int rows, int r0, int r1,
   r1 = std::min(r1, rows);
   if (r0 >= r1 || weight.isa() != LinearIsa::kAmxBf16 || weight.empty()) return;
 #if defined(__x86_64__)
-  const int in = weight.in_features(), out = weight.out_features(), width = weight.panel_width();
-  panel_end = std::min(panel_end, weight.num_panels());
-  panel_begin = std::max(0, panel_begin);
-  const int64_t panel_size = static_cast<int64_t>(width) * packed::AmxDepth(in);
+  const int in = weight.in_features(), out = weight.out_features();
+  const int64_t panel_size = static_cast<int64_t>(weight.panel_width()) * packed::AmxDepth(in);
   const uint16_t* rows_a = a + static_cast<int64_t>(r0) * packed::AmxDepth(in);
-  float* rows_y = y + static_cast<int64_t>(r0) * out;
-  for (int p = panel_begin; p < panel_end; ++p) {
-    const int o = p * width;
-    const int cols = std::min(width, out - o);
-    packed::AmxPanel(rows_a, r1 - r0, in, weight.bfloat16_panels() + p * panel_size, cols,
-                     epilogue == Epilogue::kNone || bias == nullptr ? nullptr : bias + o,
-                     rows_y + o, out);
-    if (epilogue != Epilogue::kNone && epilogue != Epilogue::kBias) {
-      ApplyEpilogue(rows_y + o, r1 - r0, cols, /*bias=*/nullptr, epilogue, out);
-    }
-  }
+  ForEachPanel(r1 - r0, weight, bias, epilogue, panel_begin, panel_end,
+               y + static_cast<int64_t>(r0) * out,
+               [&](int p, int cols, const float* panel_bias, float* panel_y) {
+                 packed::AmxPanel(rows_a, r1 - r0, in, weight.bfloat16_panels() + p * panel_size,
+                                  cols, panel_bias, panel_y, out);
+               });
 #endif
 }
 

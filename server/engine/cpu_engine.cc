@@ -259,8 +259,9 @@ void CpuEngine::ParallelLinear(const float* x, int rows, const EngineLinear& lin
   // AMX: each part multiplies its rows rounded to bfloat16. Where several parts share a chunk's
   // rows (groups of panels), the inputs are rounded once first, by whole tiles of rows.
   const bool bfloat16 = linear.packed.isa() == cpu::LinearIsa::kAmxBf16;
+  const bool round_first = bfloat16 && groups > 1;
   uint16_t* const a = bfloat16 ? bfloat16_inputs_.data() : nullptr;
-  if (bfloat16 && groups > 1) {
+  if (round_first) {
     constexpr int kTile = cpu::kBfloat16InputRows;
     const int tiles = (rows + kTile - 1) / kTile;
     const int parts = std::min(tiles, NumParts(rows, /*min_rows=*/kTile, /*target_rows=*/64));
@@ -281,7 +282,7 @@ void CpuEngine::ParallelLinear(const float* x, int rows, const EngineLinear& lin
       return;
     }
     // chunk_rows is a multiple of the kernel's 32 rows, so r0 of whole tiles.
-    if (groups == 1) cpu::RoundInputsToBfloat16(x, rows, in, r0, r1, a);
+    if (!round_first) cpu::RoundInputsToBfloat16(x, rows, in, r0, r1, a);
     cpu::LinearPackedOnBfloat16(a, rows, r0, r1, linear.packed, bias, epilogue, panel_begin,
                                 panel_end, y);
   });

@@ -1,7 +1,7 @@
 """Benchmark tools that run without a GPU: bench/compare.py (the table the GPU check prints:
 ours vs Hugging Face, plus variants), bench/gelu_fp16_emulation.py, bench/goals.py,
-bench/cpu_ab.py, and dry runs of bench/serving_vs_engine.py, bench/load_tester_memory.py,
-bench/host_path.py and bench/unread_answers.py."""
+bench/cpu_ab.py, bench/bf16_agreement.py, and dry runs of bench/serving_vs_engine.py,
+bench/load_tester_memory.py, bench/host_path.py and bench/unread_answers.py."""
 import importlib.util
 import json
 import os
@@ -608,3 +608,20 @@ def test_restart_under_load_dry_run():
     assert len(rows) == 1, r.stdout
     calls, ok, failed, exit_code = rows[0][3:7]
     assert int(calls) == int(ok) > 0 and failed == "0" and exit_code == "0", r.stdout
+
+
+def test_bf16_agreement_prints_bfloat16_against_float32():
+    """bench/bf16_agreement.py: a row per input, bfloat16's error against float32 (above float32's
+    own rounding, within bfloat16's), the sentence embeddings' cosine near 1."""
+    from server_harness import cpu_flags
+    if not {"amx_bf16", "amx_tile", "avx512_bf16"} <= cpu_flags():
+        pytest.skip("the CPU has no AMX-BF16: no bfloat16 server to compare")
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "bf16_agreement.py")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines()
+            if re.match(r"\| \d+ \|", line)]
+    assert len(rows) == 3, r.stdout
+    for _, sequence, mean_pooled, cosine in rows:
+        assert 1e-6 < float(sequence) < 2e-2 and 1e-6 < float(mean_pooled) < 2e-2, r.stdout
+        assert 0.999 < float(cosine) <= 1.0, r.stdout
