@@ -7,6 +7,9 @@
 //   echo '{"text_a": "a question", "text_b": "its passage"}' | bert_client embed
 //   bert_client --server=... tokenize "Hello world" "first ||| second"
 //       (the tokens, their ids, and each token's byte offsets in its text)
+//   bert_client --server=... decode "101 7592 2088 102" "2023,2003"
+//       (token ids back to text, one sequence per argument; without arguments, JSON lines
+//       with input_word_ids on stdin, e.g. from `tokenize --json`)
 //   bert_client --server=... ner "John Smith lives in Berlin"
 //       (a token classifier's named entities: label, score, byte span, text;
 //       --aggregation=first|average|max gives each word one label)
@@ -41,10 +44,12 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "client/connection.h"
@@ -93,6 +98,8 @@ ABSL_FLAG(int, top_n, 0,
           "request flags are embed's");
 ABSL_FLAG(bool, raw_scores, false,
           "rerank: score by the classifier's logit, without the model's activation");
+ABSL_FLAG(bool, keep_special_tokens, false,
+          "decode: keep [CLS], [SEP], [PAD], [UNK] and [MASK] in the text");
 ABSL_FLAG(std::string, aggregation, "simple",
           "ner: how tokens become entities, as the token-classification pipeline's "
           "aggregation_strategy: simple (each token its own label), or first, average or max "
@@ -659,6 +666,55 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
   return 0;
 }
 
+// Token ids back to text (Decode): each argument one sequence of ids, separated by spaces or
+// commas, or without arguments JSON lines with input_word_ids on stdin (as `tokenize --json`
+// prints them: padding ids are special tokens, left out unless --keep_special_tokens).
+int DecodeIds(const Connection& connection, v1::BertService::Stub* stub,
+              const std::vector<std::string>& args) {
+  v1::DecodeRequest request;
+  for (const std::string& arg : args) {
+    v1::TokenIds* sequence = request.add_inputs();
+    for (absl::string_view field : absl::StrSplit(arg, absl::ByAnyChar(" ,"), absl::SkipEmpty())) {
+      int32_t id;
+      if (!absl::SimpleAtoi(field, &id)) {
+        std::fprintf(stderr, "decode: \"%s\" is not a token id (in \"%s\")\n",
+                     std::string(field).c_str(), arg.c_str());
+        return 2;
+      }
+      sequence->add_ids(id);
+    }
+  }
+  if (args.empty()) {
+    for (v1::Input& input : ReadInputs({})) {
+      if (!input.has_tokens()) {
+        std::fprintf(stderr, "decode: each line of stdin needs input_word_ids\n");
+        return 2;
+      }
+      *request.add_inputs()->mutable_ids() =
+          std::move(*input.mutable_tokens()->mutable_input_word_ids());
+    }
+    if (request.inputs().empty()) {
+      std::fprintf(stderr, "decode: no ids (arguments, or JSON lines on stdin)\n");
+      return 2;
+    }
+  }
+  request.set_keep_special_tokens(absl::GetFlag(FLAGS_keep_special_tokens));
+  grpc::ClientContext context;
+  Prepare(connection, &context);
+  v1::DecodeResponse response;
+  if (const grpc::Status status = stub->Decode(&context, request, &response); !status.ok()) {
+    return Fail(status);
+  }
+  for (const std::string& text : response.texts()) {
+    if (absl::GetFlag(FLAGS_json)) {
+      std::printf("%s\n", json({{"text", text}}).dump().c_str());
+    } else {
+      std::printf("%s\n", text.c_str());
+    }
+  }
+  return 0;
+}
+
 // The texts best first as the model scores them against the query (Rerank).
 int Rerank(const Connection& connection, v1::BertService::Stub* stub,
            const std::vector<std::string>& args) {
@@ -880,9 +936,9 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "bert_client --server=HOST:PORT <health|info|embed|tokenize|rerank|ner> [texts...]\n"
+      "bert_client --server=HOST:PORT <health|info|embed|tokenize|decode|rerank|ner> [texts...]\n"
       "  Texts as arguments (\"A ||| B\" is a pair) or JSON lines on stdin; rerank: the query,\n"
-      "  then the texts to rank.");
+      "  then the texts to rank; decode: sequences of token ids (\"101 7592 102\").");
   bert::ShowClientFlagsInHelp();
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() < 2) {
@@ -902,9 +958,10 @@ int main(int argc, char** argv) {
   if (command == "info") return bert::Info(*connection, stub.get());
   if (command == "embed") return bert::Embed(*connection, stub.get(), args);
   if (command == "tokenize") return bert::Tokenize(*connection, stub.get(), args);
+  if (command == "decode") return bert::DecodeIds(*connection, stub.get(), args);
   if (command == "rerank") return bert::Rerank(*connection, stub.get(), args);
   if (command == "ner") return bert::Ner(*connection, stub.get(), args);
-  std::fprintf(stderr, "unknown command %s (health, info, embed, tokenize, rerank, ner)\n",
+  std::fprintf(stderr, "unknown command %s (health, info, embed, tokenize, decode, rerank, ner)\n",
                command.c_str());
   return 2;
 }

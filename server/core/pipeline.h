@@ -141,6 +141,14 @@ class Pipeline {
   using TokenizeCallback = std::function<void(absl::StatusOr<std::vector<Encoding>>)>;
   void TokenizeOnWorker(TokenizeRequestSpec request, TokenizeCallback done);
 
+  // Token ids back to text (BertTokenizer::Decode), one text per input, after validation
+  // (ValidateDecodeRequest). INVALID_ARGUMENT, before any text is built, when the texts could
+  // take more than limits().max_response_bytes. Run on the caller's thread.
+  absl::StatusOr<std::vector<std::string>> Decode(const DecodeRequestSpec& request) const;
+  // The same on a tokenization worker, as TokenizeOnWorker.
+  using DecodeCallback = std::function<void(absl::StatusOr<std::vector<std::string>>)>;
+  void DecodeOnWorker(DecodeRequestSpec request, DecodeCallback done);
+
   // From now on Admit refuses every request with UNAVAILABLE ("the server is shutting down").
   void StopAdmitting() { draining_ = true; }
   // True once every permit is released (every admitted request answered and its answer sent),

@@ -843,5 +843,51 @@ TEST(PipelineTest, TokenizeReturnsPaddedEncodings) {
   EXPECT_EQ(e.type_ids, (std::vector<int32_t>{0, 0, 0, 0, 1, 1, 0, 0}));
 }
 
+TEST(PipelineTest, DecodeGivesOneTextPerInput) {
+  auto pipeline = MakePipeline();
+  DecodeRequestSpec spec;
+  spec.inputs = {{2, 5, 6, 3, 0, 0}, {}, {4, 7, 8}};
+  auto texts = pipeline->Decode(spec);
+  ASSERT_TRUE(texts.ok()) << texts.status();
+  EXPECT_EQ(*texts, (std::vector<std::string>{"hello world", "", "good morning"}));
+  spec.keep_special_tokens = true;
+  absl::Notification done;
+  absl::StatusOr<std::vector<std::string>> on_worker;
+  pipeline->DecodeOnWorker(spec, [&](absl::StatusOr<std::vector<std::string>> result) {
+    on_worker = std::move(result);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  ASSERT_TRUE(on_worker.ok()) << on_worker.status();
+  EXPECT_EQ(*on_worker, (std::vector<std::string>{"[CLS] hello world [SEP] [PAD] [PAD]", "",
+                                                  "[MASK] good morning"}));
+  // Validation: every id in the model's vocabulary, at least one input, at most the limit.
+  spec.inputs = {{5}, {5, -1}};
+  EXPECT_EQ(pipeline->Decode(spec).status().message(),
+            "inputs[1].ids[1]: -1 is outside the vocabulary [0, 100)");
+  spec.inputs = {{100}};
+  EXPECT_EQ(pipeline->Decode(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.inputs.clear();
+  EXPECT_EQ(pipeline->Decode(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.inputs.assign(5, {5});  // max_inputs_per_request is 4
+  EXPECT_EQ(pipeline->Decode(spec).status().message(), "inputs: 5 inputs exceed the limit of 4");
+}
+
+TEST(PipelineTest, DecodeRefusesTextsThatCouldPassTheMessageLimit) {
+  PipelineOptions options = TestOptions();
+  // "hello world" twice: a bound of 2 * (6 + 6) for the tokens and 6 per text for framing.
+  options.max_response_bytes = 2 * (6 + 6) + 2 * 6;
+  auto pipeline = MakePipeline(options);
+  DecodeRequestSpec spec;
+  spec.inputs = {{5, 6}, {5, 6}};
+  EXPECT_TRUE(pipeline->Decode(spec).ok());
+  spec.inputs[1].push_back(7);
+  const absl::Status over = pipeline->Decode(spec).status();
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.message(),
+            "the texts could take 41 bytes, over the server's 36-byte message limit: send fewer "
+            "ids");
+}
+
 }  // namespace
 }  // namespace bert

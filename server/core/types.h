@@ -110,6 +110,12 @@ struct TokenizeRequestSpec {
   std::string prompt_name;  // As in EmbedRequestSpec.
 };
 
+// Decode: token id sequences back to text.
+struct DecodeRequestSpec {
+  std::vector<std::vector<int32_t>> inputs;
+  bool keep_special_tokens = false;
+};
+
 struct Encoding {
   std::vector<int32_t> word_ids;  // Padded to seq_length.
   std::vector<int32_t> mask;

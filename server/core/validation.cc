@@ -279,6 +279,21 @@ absl::Status CheckResponseSize(const AnswerSize& size, const RequestLimits& limi
   return absl::OkStatus();
 }
 
+absl::Status ValidateDecodeRequest(const DecodeRequestSpec& request, const RequestLimits& limits) {
+  RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));
+  for (size_t i = 0; i < request.inputs.size(); ++i) {
+    const std::vector<int32_t>& ids = request.inputs[i];
+    for (size_t j = 0; j < ids.size(); ++j) {
+      if (ids[j] < 0 || ids[j] >= limits.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("inputs[", i, "].ids[", j, "]: ", ids[j],
+                                                       " is outside the vocabulary [0, ",
+                                                       limits.vocab_size, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TokenizeOptions> ValidateTokenizeRequest(const TokenizeRequestSpec& request,
                                                         const RequestLimits& limits) {
   RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));

@@ -102,6 +102,10 @@ struct TokenizeOptions {
 absl::StatusOr<TokenizeOptions> ValidateTokenizeRequest(const TokenizeRequestSpec& request,
                                                         const RequestLimits& limits);
 
+// A Decode request: at least one input and at most max_inputs_per_request, every id in the
+// vocabulary ("inputs[1].ids[4]: 40000 is outside the vocabulary [0, 30522)").
+absl::Status ValidateDecodeRequest(const DecodeRequestSpec& request, const RequestLimits& limits);
+
 }  // namespace bert
 
 #endif  // BERT_SERVER_CORE_VALIDATION_H_

@@ -379,5 +379,21 @@ TEST(ValidationTest, TheEchoedRequestIdIsPassedOnForTheSizeCheck) {
   EXPECT_EQ(options->echoed_bytes, 123);
 }
 
+TEST(ValidationTest, DecodeRequests) {
+  DecodeRequestSpec r;
+  EXPECT_EQ(ValidateDecodeRequest(r, Limits()).message(),
+            "inputs: empty request (at least one input is needed)");
+  r.inputs = {{}, {0, 99}};  // an empty sequence is allowed (its text is "")
+  EXPECT_TRUE(ValidateDecodeRequest(r, Limits()).ok());
+  r.inputs = {{0}, {1, 100}};
+  EXPECT_EQ(ValidateDecodeRequest(r, Limits()).message(),
+            "inputs[1].ids[1]: 100 is outside the vocabulary [0, 100)");
+  r.inputs = {{-5}};
+  EXPECT_EQ(ValidateDecodeRequest(r, Limits()).message(),
+            "inputs[0].ids[0]: -5 is outside the vocabulary [0, 100)");
+  r.inputs.assign(4, {1});
+  EXPECT_EQ(ValidateDecodeRequest(r, Limits()).message(), "inputs: 4 inputs exceed the limit of 3");
+}
+
 }  // namespace
 }  // namespace bert

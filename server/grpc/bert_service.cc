@@ -437,6 +437,43 @@ class TokenizeReactor final : public AdmittedUnaryReactor {
   grpc::ByteBuffer* const out_;
 };
 
+// Decode: as Tokenize, parsed on gRPC's thread, decoded and answered on a pipeline worker.
+class DecodeReactor final : public AdmittedUnaryReactor {
+ public:
+  DecodeReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
+                const grpc::ByteBuffer* request, grpc::ByteBuffer* response)
+      : AdmittedUnaryReactor(service, context, "Decode"), out_(response) {
+    absl::Status status = Begin(request);
+    if (!status.ok()) Done(status);
+  }
+
+ private:
+  absl::Status Begin(const grpc::ByteBuffer* wire) {
+    ASSIGN_OR_RETURN(Pipeline * pipeline, Admit());
+    v1::DecodeRequest request;
+    RETURN_IF_ERROR(ParseDecodeRequest(*wire, WireLimitsOf(pipeline->limits()), &request));
+    pipeline->DecodeOnWorker(
+        FromProto(request), [this](absl::StatusOr<std::vector<std::string>> texts) {
+          if (!texts.ok()) {
+            Done(texts.status());
+            return;
+          }
+          v1::DecodeResponse response;
+          ToProto(*std::move(texts), &response);
+          if (absl::Status size = service_->CheckAnswerSize(response, "send fewer ids");
+              !size.ok()) {
+            Done(size);
+            return;
+          }
+          Serialize(response, out_);
+          Done(absl::OkStatus());
+        });
+    return absl::OkStatus();
+  }
+
+  grpc::ByteBuffer* const out_;
+};
+
 // Rerank: the Embed request of (query, text) pairs it stands for (EmbedSpecForRerank), whose
 // logits are scored and ranked on the pipeline thread that finishes it, and answered there.
 class RerankReactor final : public AdmittedUnaryReactor {
@@ -585,6 +622,12 @@ grpc::ServerUnaryReactor* BertServiceImpl::Tokenize(grpc::CallbackServerContext*
                                                     const grpc::ByteBuffer* wire,
                                                     grpc::ByteBuffer* out) {
   return new TokenizeReactor(this, context, wire, out);
+}
+
+grpc::ServerUnaryReactor* BertServiceImpl::Decode(grpc::CallbackServerContext* context,
+                                                  const grpc::ByteBuffer* wire,
+                                                  grpc::ByteBuffer* out) {
+  return new DecodeReactor(this, context, wire, out);
 }
 
 grpc::ServerUnaryReactor* BertServiceImpl::Rerank(grpc::CallbackServerContext* context,

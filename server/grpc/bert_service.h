@@ -34,13 +34,15 @@ struct ServiceConfig {
   std::string server_version = "0.1.0";
 };
 
-// Embed, EmbedStream, Tokenize and Rerank take raw ByteBuffers and parse requests themselves
-// (server/grpc/wire.h) so that invalid UTF-8 is INVALID_ARGUMENT naming the field.
+// Embed, EmbedStream, Tokenize, Decode and Rerank take raw ByteBuffers and parse requests
+// themselves (server/grpc/wire.h) so that invalid UTF-8 is INVALID_ARGUMENT naming the field
+// and repeated fields are counted before they are parsed.
 using BertServiceBase =
     v1::BertService::WithRawCallbackMethod_Embed<v1::BertService::WithRawCallbackMethod_EmbedStream<
         v1::BertService::WithRawCallbackMethod_Tokenize<
-            v1::BertService::WithRawCallbackMethod_Rerank<
-                v1::BertService::WithCallbackMethod_GetModelInfo<v1::BertService::Service>>>>>;
+            v1::BertService::WithRawCallbackMethod_Decode<
+                v1::BertService::WithRawCallbackMethod_Rerank<
+                    v1::BertService::WithCallbackMethod_GetModelInfo<v1::BertService::Service>>>>>>;
 
 class BertServiceImpl final : public BertServiceBase {
  public:
@@ -67,6 +69,9 @@ class BertServiceImpl final : public BertServiceBase {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Decode(grpc::CallbackServerContext* context,
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Rerank(grpc::CallbackServerContext* context,
                                    const grpc::ByteBuffer* request,
                                    grpc::ByteBuffer* response) override;

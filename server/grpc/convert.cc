@@ -196,6 +196,16 @@ absl::StatusOr<TokenizeRequestSpec> FromProto(const v1::TokenizeRequest& request
   return spec;
 }
 
+DecodeRequestSpec FromProto(const v1::DecodeRequest& request) {
+  DecodeRequestSpec spec;
+  spec.inputs.reserve(request.inputs_size());
+  for (const v1::TokenIds& input : request.inputs()) {
+    spec.inputs.emplace_back(input.ids().begin(), input.ids().end());
+  }
+  spec.keep_special_tokens = request.keep_special_tokens();
+  return spec;
+}
+
 absl::StatusOr<EmbedRequestSpec> EmbedSpecForRerank(const v1::RerankRequest& request,
                                                     int default_seq_length,
                                                     uint64_t max_request_bytes) {
@@ -320,6 +330,11 @@ void ToProto(std::vector<Encoding> encodings, v1::TokenizeResponse* response) {
     out->set_num_tokens(e.num_tokens);
     out->set_truncated(e.truncated);
   }
+}
+
+void ToProto(std::vector<std::string> texts, v1::DecodeResponse* response) {
+  response->mutable_texts()->Reserve(static_cast<int>(texts.size()));
+  for (std::string& text : texts) response->add_texts(std::move(text));
 }
 
 }  // namespace bert

@@ -113,7 +113,7 @@ ServerMetrics::ServerMetrics()
                       .Add({})) {
   start_time_.Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
   // Each method's series from the start, so that rate() and increase() see the first one.
-  for (const char* method : {"Embed", "EmbedStream", "Tokenize", "Rerank"})
+  for (const char* method : {"Embed", "EmbedStream", "Tokenize", "Decode", "Rerank"})
     cancelled_.Add({{"method", method}});
 }
 

@@ -251,6 +251,11 @@ absl::Status CheckRerankRequestCounts(absl::string_view wire, const WireLimits& 
   return CheckCounts(wire, std::array<Counted, 1>{{{2, false, "texts", limits.max_inputs}}});
 }
 
+absl::Status CheckDecodeRequestCounts(absl::string_view wire, const WireLimits& limits) {
+  // DecodeRequest: inputs = 1.
+  return CheckCounts(wire, std::array<Counted, 1>{{{1, false, "inputs", limits.max_inputs}}});
+}
+
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                v1::EmbedRequest* request) {
   std::vector<grpc::Slice> slices;
@@ -280,6 +285,15 @@ absl::Status ParseRerankRequest(const grpc::ByteBuffer& buffer, const WireLimits
   const absl::string_view wire = WireView(buffer, &slices, &flat);
   RETURN_IF_ERROR(CheckRerankRequestCounts(wire, limits));
   return Parse(buffer, wire, request, &FindInvalidUtf8InRerankRequest);
+}
+
+absl::Status ParseDecodeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                                v1::DecodeRequest* request) {
+  std::vector<grpc::Slice> slices;
+  std::string flat;
+  const absl::string_view wire = WireView(buffer, &slices, &flat);
+  RETURN_IF_ERROR(CheckDecodeRequestCounts(wire, limits));
+  return Parse(buffer, wire, request, [](absl::string_view) { return std::string(); });
 }
 
 std::string EchoableRequestId(const v1::EmbedRequest& request) {

@@ -23,7 +23,7 @@ namespace bert {
 
 // The most entries of each repeated field a request may have (0: unchecked).
 struct WireLimits {
-  int max_inputs = 0;  // EmbedRequest.inputs, TokenizeRequest.inputs
+  int max_inputs = 0;  // EmbedRequest.inputs, TokenizeRequest.inputs, DecodeRequest.inputs
   int max_heads = 0;   // EmbedRequest.heads
   int max_layers = 0;  // EmbedRequest.layers
 };
@@ -35,8 +35,11 @@ absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimi
 // RerankRequest.texts is held to limits.max_inputs.
 absl::Status ParseRerankRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                 v1::RerankRequest* request);
+// A DecodeRequest has no strings; only its inputs are counted first.
+absl::Status ParseDecodeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                                v1::DecodeRequest* request);
 
-// The checks ParseEmbedRequest/ParseTokenizeRequest/ParseRerankRequest make before parsing: OK, or
+// The checks the Parse*Request functions make before parsing: OK, or
 // INVALID_ARGUMENT naming the field whose entries are over `limits`, or saying the request
 // is not a valid message when the top level cannot be read to its end (malformed data, or a
 // group, which the parser would skip with whatever follows it). With no limit set, nothing
@@ -44,6 +47,7 @@ absl::Status ParseRerankRequest(const grpc::ByteBuffer& buffer, const WireLimits
 absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& limits);
 absl::Status CheckTokenizeRequestCounts(absl::string_view wire, const WireLimits& limits);
 absl::Status CheckRerankRequestCounts(absl::string_view wire, const WireLimits& limits);
+absl::Status CheckDecodeRequestCounts(absl::string_view wire, const WireLimits& limits);
 
 // The request_id to echo in the answer to `request`, which may be what a failed parse left
 // behind: its request_id when that is valid UTF-8, else "". A proto3 string must be UTF-8,

@@ -199,5 +199,29 @@ TEST(WireTest, GarbageIsInvalidArgument) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(WireTest, DecodeRequests) {
+  v1::DecodeRequest request;
+  request.add_inputs()->add_ids(101);
+  request.add_inputs();  // an empty sequence
+  request.mutable_inputs(1)->add_ids(-1);
+  request.set_keep_special_tokens(true);
+  v1::DecodeRequest parsed;
+  ASSERT_TRUE(
+      ParseDecodeRequest(ToBuffer(request.SerializeAsString()), WireLimits(), &parsed).ok());
+  EXPECT_EQ(parsed.SerializeAsString(), request.SerializeAsString());
+  // More sequences than the server takes inputs: refused before parsing.
+  WireLimits limits;
+  limits.max_inputs = 2;
+  EXPECT_TRUE(CheckDecodeRequestCounts(request.SerializeAsString(), limits).ok());
+  request.add_inputs();
+  const absl::Status over =
+      ParseDecodeRequest(ToBuffer(request.SerializeAsString()), limits, &parsed);
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.message(), "inputs: 3 inputs exceed the limit of 2");
+  EXPECT_EQ(ParseDecodeRequest(ToBuffer(std::string("\x0a\xff\xff\xff", 4)), WireLimits(), &parsed)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace bert

@@ -5,9 +5,12 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "server/text/utf8.h"
 #include "utf8proc.h"
 
@@ -566,6 +569,61 @@ absl::string_view BertTokenizer::Token(int32_t id) const {
   return absl::string_view(arena_.data() + offsets_[id], offsets_[id + 1] - offsets_[id]);
 }
 
+bool BertTokenizer::IsSpecial(int32_t id) const {
+  return id >= 0 &&
+         (id == cls_id_ || id == sep_id_ || id == pad_id_ || id == unk_id_ || id == mask_id_);
+}
+
+namespace {
+
+// Hugging Face's WordPiece decoder clean-up of one token (with its leading space): each
+// replacement over the whole token, in this order.
+constexpr std::pair<absl::string_view, absl::string_view> kCleanUps[] = {
+    {" .", "."},   {" ?", "?"},     {" !", "!"},    {" ,", ","},
+    {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},  {" do not", " don't"},
+    {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+
+// Whether any clean-up can apply: every pattern is a space followed by one of these.
+bool MayNeedCleanUp(absl::string_view piece) {
+  for (size_t i = piece.find(' '); i != absl::string_view::npos && i + 1 < piece.size();
+       i = piece.find(' ', i + 1)) {
+    if (absl::string_view(".?!,'nd").find(piece[i + 1]) != absl::string_view::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string BertTokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const {
+  std::string text;
+  std::string piece;
+  bool first = true;
+  for (const int32_t id : ids) {
+    if (id < 0 || id >= vocab_size() || (!shadowed_.empty() && shadowed_[id]) ||
+        (skip_special_tokens && IsSpecial(id))) {
+      continue;
+    }
+    absl::string_view token = Token(id);
+    piece.clear();
+    if (!first) {
+      if (!absl::ConsumePrefix(&token, "##")) piece.push_back(' ');
+    }
+    first = false;
+    piece.append(token.data(), token.size());
+    if (MayNeedCleanUp(piece)) {
+      for (const auto& [from, to] : kCleanUps) absl::StrReplaceAll({{from, to}}, &piece);
+    }
+    text += piece;
+  }
+  return text;
+}
+
+size_t BertTokenizer::DecodedSizeBound(absl::Span<const int32_t> ids) const {
+  size_t bound = 0;
+  for (const int32_t id : ids) bound += Token(id).size() + 1;
+  return bound;
+}
+
 absl::StatusOr<std::unique_ptr<BertTokenizer>> BertTokenizer::Load(const std::string& vocab_path,
                                                                    Options options) {
   std::ifstream in(vocab_path, std::ios::binary);
@@ -630,6 +688,12 @@ absl::Status BertTokenizer::Init(const std::vector<absl::string_view>& tokens, O
   }
   words_.Build(words);
   continuations_.Build(continuations);
+  shadowed_.clear();
+  for (int32_t id = 0; id < vocab_size(); ++id) {
+    if (words_.Find(Token(id)) <= id) continue;  // the later id of a repeated token wins
+    shadowed_.resize(vocab_size(), false);
+    shadowed_[id] = true;
+  }
   for (int c = 0; c < 128; ++c) {
     const char ch = static_cast<char>(c);
     ascii_ids_[c] = words_.Find(absl::string_view(&ch, 1));
@@ -638,6 +702,7 @@ absl::Status BertTokenizer::Init(const std::vector<absl::string_view>& tokens, O
   sep_id_ = words_.Find("[SEP]");
   pad_id_ = words_.Find("[PAD]");
   unk_id_ = words_.Find("[UNK]");
+  mask_id_ = words_.Find("[MASK]");
   for (const auto& [name, id] : {std::pair<const char*, int32_t>{"[CLS]", cls_id_},
                                  {"[SEP]", sep_id_},
                                  {"[PAD]", pad_id_},

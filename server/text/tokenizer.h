@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "server/text/piece_table.h"
 
 namespace bert {
@@ -88,10 +89,31 @@ class BertTokenizer {
   int32_t sep_id() const { return sep_id_; }
   int32_t pad_id() const { return pad_id_; }
   int32_t unk_id() const { return unk_id_; }
+  int32_t mask_id() const { return mask_id_; }  // -1: the vocabulary has none.
+  // Whether `id` is [CLS], [SEP], [PAD], [UNK] or [MASK]: the tokens Hugging Face's
+  // BertWordPieceTokenizer registers as special (those of them the vocabulary has).
+  bool IsSpecial(int32_t id) const;
   int vocab_size() const { return static_cast<int>(offsets_.size()) - 1; }
   // The token string of `id`; "" for out-of-range ids.
   absl::string_view Token(int32_t id) const;
   bool lowercase() const { return options_.lowercase; }
+
+  // The text of `ids`, as Hugging Face tokenizers' decode gives it for a BERT vocabulary (its
+  // WordPiece decoder: prefix "##", clean-up on): a "##" piece joins the token before it, any
+  // other token after the first is preceded by a space, and each token with that space then
+  // loses the space before ".", "?", "!", ",", "'s", "'m", "'ve", "'re" and "n't" (and
+  // "do not" becomes "don't"), one token at a time. The first token is taken as it is, even a
+  // "##" piece. With `skip_special_tokens` (Hugging Face's default), special tokens are left
+  // out before that, so the first token kept counts as the first. Ids outside
+  // [0, vocab_size()) are skipped, as Hugging Face skips unknown ids (callers that must refuse
+  // them check first), and so is an id whose token the vocabulary repeats on a later line:
+  // Hugging Face keeps only the later id for the token (so does Tokenize) and has no token for
+  // this one. Lowercasing, stripped accents and the spaces the tokenizer dropped are not
+  // restored.
+  std::string Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const;
+  // At least the size of Decode(ids, skip_special_tokens) for any `ids` of these tokens: each
+  // token's size plus one. O(ids), without building the text.
+  size_t DecodedSizeBound(absl::Span<const int32_t> ids) const;
 
   // Test-only view of the calling thread's Tokenize() calls, for bounds that outputs do not
   // show.
@@ -128,6 +150,9 @@ class BertTokenizer {
   int32_t sep_id_ = -1;
   int32_t pad_id_ = -1;
   int32_t unk_id_ = -1;
+  int32_t mask_id_ = -1;
+  // shadowed_[id]: a later line repeats id's token (empty when no line repeats another).
+  std::vector<bool> shadowed_;
 };
 
 }  // namespace bert

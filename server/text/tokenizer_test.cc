@@ -552,5 +552,109 @@ TEST(TokenizerLoadTest, SmallVocabWithCrlfLines) {
   EXPECT_EQ((*tok)->Token(4), "un");
 }
 
+// Decode's expectations below are what Hugging Face tokenizers 0.20.3 gives for the same ids
+// (BertWordPieceTokenizer over the same vocabulary, decode(ids, skip_special_tokens)).
+TEST_F(TokenizerTest, DecodeJoinsPiecesAndSkipsSpecialTokensAsHuggingFace) {
+  const auto ids = [](std::initializer_list<absl::string_view> tokens) {
+    std::vector<int32_t> out;
+    for (absl::string_view token : tokens) {
+      std::vector<int32_t> one;
+      EXPECT_TRUE(uncased_->Tokenize(token, &one).ok());
+      if (token == "[CLS]") one = {uncased_->cls_id()};
+      if (token == "[SEP]") one = {uncased_->sep_id()};
+      if (token == "[PAD]") one = {uncased_->pad_id()};
+      if (token == "[UNK]") one = {uncased_->unk_id()};
+      if (token == "[MASK]") one = {uncased_->mask_id()};
+      if (token == "##s") one = {2015};
+      if (token == "##ing") one = {2075};
+      EXPECT_EQ(one.size(), 1u) << token;
+      EXPECT_EQ(uncased_->Token(one[0]), token);
+      out.push_back(one[0]);
+    }
+    return out;
+  };
+  const std::vector<int32_t> hellos = ids({"[CLS]", "hello", "##s", "world", ".", "[SEP]"});
+  EXPECT_EQ(uncased_->Decode(hellos, /*skip_special_tokens=*/true), "hellos world.");
+  EXPECT_EQ(uncased_->Decode(hellos, /*skip_special_tokens=*/false), "[CLS] hellos world. [SEP]");
+  // The first token is taken as it is; "." and "?" lose their space.
+  EXPECT_EQ(uncased_->Decode(ids({"##ing", ".", "?"}), true), "##ing.?");
+  // "'" alone keeps its spaces (the clean-up's " ' " needs both in one token).
+  EXPECT_EQ(uncased_->Decode(ids({"it", "'", "s"}), true), "it ' s");
+  EXPECT_EQ(uncased_->Decode(ids({"do", "not"}), true), "do not");
+  // Special tokens are left out before the decoder: "##s" is then the first token.
+  const std::vector<int32_t> padded = ids({"[CLS]", "##s", "[SEP]", "[PAD]"});
+  EXPECT_EQ(uncased_->Decode(padded, true), "##s");
+  EXPECT_EQ(uncased_->Decode(padded, false), "[CLS]s [SEP] [PAD]");
+  const std::vector<int32_t> masked = ids({"[MASK]", "[UNK]", "a"});
+  EXPECT_EQ(uncased_->Decode(masked, true), "a");
+  EXPECT_EQ(uncased_->Decode(masked, false), "[MASK] [UNK] a");
+  EXPECT_EQ(uncased_->Decode({}, true), "");
+  // Unknown ids are skipped.
+  EXPECT_EQ(uncased_->Decode({-1, 30522, ids({"a"})[0]}, false), "a");
+}
+
+TEST_F(TokenizerTest, DecodeOfTokenizedTextGivesItsNormalisedWords) {
+  std::vector<int32_t> ids;
+  ASSERT_TRUE(uncased_->Tokenize("Unaffable tokenization, Héllo WORLD!", &ids).ok());
+  EXPECT_EQ(uncased_->Decode(ids, true), "unaffable tokenization, hello world!");
+}
+
+TEST_F(TokenizerTest, SpecialTokensAreTheFiveBertRegisters) {
+  EXPECT_EQ(uncased_->Token(uncased_->mask_id()), "[MASK]");
+  for (int32_t id : {uncased_->cls_id(), uncased_->sep_id(), uncased_->pad_id(), uncased_->unk_id(),
+                     uncased_->mask_id()}) {
+    EXPECT_TRUE(uncased_->IsSpecial(id)) << id;
+  }
+  int specials = 0;
+  for (int32_t id = -1; id <= uncased_->vocab_size(); ++id) specials += uncased_->IsSpecial(id);
+  EXPECT_EQ(specials, 5);  // "[unused0]" and the like are not special
+}
+
+TEST(TokenizerDecodeTest, EveryCleanUpRuleAsHuggingFaceAppliesIt) {
+  auto tok = BertTokenizer::FromTokens(
+      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "it", "'s", "n't", "'m",  "'ve", "'re", "do not",
+       ".",     "?",     "!",     ",",     "'",  "x",  "##y", "a b", "can", "##."},
+      {});
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->mask_id(), -1);
+  const std::vector<std::pair<std::vector<int32_t>, std::string>> cases = {
+      {{4, 5}, "it's"},
+      {{20, 6}, "##.n't"},
+      {{4, 7, 8, 9}, "it'm've're"},
+      {{19, 10}, "can don't"},
+      {{16, 11, 12, 13, 14}, "x.?!,"},
+      {{16, 15, 16}, "x ' x"},
+      {{15, 16}, "' x"},
+      {{16, 15, 17}, "x 'y"},
+      {{10, 10}, "do not don't"},  // the first token is not cleaned up with a space before it
+      {{18, 17}, "a by"},
+      {{16, 21}, "x"},
+      {{5, 4}, "'s it"},
+  };
+  for (const auto& [ids, text] : cases) {
+    EXPECT_EQ((*tok)->Decode(ids, /*skip_special_tokens=*/true), text);
+    EXPECT_LE(text.size(), (*tok)->DecodedSizeBound(ids));
+  }
+  EXPECT_EQ((*tok)->Decode({2, 11, 3}, true), ".");
+  EXPECT_EQ((*tok)->Decode({2, 11, 3}, false), "[CLS]. [SEP]");
+  EXPECT_EQ((*tok)->Decode({1, 2, 0, 3}, true), "");
+  EXPECT_EQ((*tok)->Decode({1, 2, 0, 3}, false), "[UNK] [CLS] [PAD] [SEP]");
+  EXPECT_EQ((*tok)->DecodedSizeBound({1, 2, 0, 3}), 24u);  // four 5-byte tokens, plus one each
+}
+
+TEST(TokenizerDecodeTest, AnIdWhoseTokenALaterLineRepeatsDecodesToNothing) {
+  // As Hugging Face's vocabulary (a map from token to its last id) has it: "##s" is id 6 for
+  // Tokenize, and id 4 has no token to decode.
+  auto tok =
+      BertTokenizer::FromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "##s", "cat", "##s"}, {});
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::vector<int32_t> ids;
+  ASSERT_TRUE((*tok)->Tokenize("cats", &ids).ok());
+  EXPECT_THAT(ids, ElementsAre(5, 6));
+  EXPECT_EQ((*tok)->Decode({5, 6}, true), "cats");
+  EXPECT_EQ((*tok)->Decode({5, 4, 6}, true), "cats");
+  EXPECT_EQ((*tok)->Decode({4, 5}, false), "cat");
+}
+
 }  // namespace
 }  // namespace bert

@@ -174,6 +174,10 @@ def test_health_not_serving_until_warm_then_serving():
         with pytest.raises(grpc.RpcError) as e:
             server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=5)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.RpcError) as e:
+            server.stub().Decode(pb2.DecodeRequest(inputs=[pb2.TokenIds(ids=[101])]), timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert e.value.details() == "the model is still loading"
         server.wait_serving()
         assert server.health() == "SERVING"
         assert "warm-up done" in server.log()

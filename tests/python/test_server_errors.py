@@ -209,6 +209,7 @@ def test_bearer_token(tmp_path):
                 stub.GetModelInfo(pb2.GetModelInfoRequest(), timeout=10, metadata=metadata)
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
             for call, request in ((stub.Tokenize, pb2.TokenizeRequest(inputs=[req.inputs[0].text])),
+                                  (stub.Decode, pb2.DecodeRequest(inputs=[pb2.TokenIds(ids=[5])])),
                                   (stub.Rerank, pb2.RerankRequest(query="q", texts=["t"]))):
                 with pytest.raises(grpc.RpcError) as e:
                     call(request, timeout=10, metadata=metadata)
@@ -216,6 +217,8 @@ def test_bearer_token(tmp_path):
         good = [("authorization", "Bearer s3cret-token")]
         assert len(stub.Tokenize(pb2.TokenizeRequest(inputs=[req.inputs[0].text]), timeout=10,
                                  metadata=good).encodings) == 1
+        assert len(stub.Decode(pb2.DecodeRequest(inputs=[pb2.TokenIds(ids=[5])]), timeout=10,
+                               metadata=good).texts) == 1
         with pytest.raises(grpc.RpcError) as e:  # admitted: this model has no classifier
             stub.Rerank(pb2.RerankRequest(query="q", texts=["t"]), timeout=10, metadata=good)
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION

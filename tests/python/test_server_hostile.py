@@ -109,6 +109,7 @@ def test_unread_tokenize_answers_keep_their_places():
 @pytest.mark.parametrize("method, field, count, message", [
     ("Embed", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
     ("Tokenize", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
+    ("Decode", 0x0a, 300, "inputs: 300 inputs exceed the limit of 256"),
     ("Embed", 0x20, 9, "layers: 9 entries exceed the limit of 8"),
     ("Embed", 0x18, 9, "heads: 9 entries exceed the limit of 8"),
 ])
@@ -141,17 +142,18 @@ def test_two_million_empty_inputs_do_not_take_the_server_s_memory():
                     if line.startswith("VmHWM:"):
                         return int(line.split()[1]) / 1024
         before = rss_mb()
-        call = s.channel().unary_unary("/bert.v1.BertService/Tokenize")
-        for _ in range(3):
-            with pytest.raises(grpc.RpcError) as e:
-                call(wire, timeout=30)
-            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for method in ("Tokenize", "Decode"):
+            call = s.channel().unary_unary(f"/bert.v1.BertService/{method}")
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as e:
+                    call(wire, timeout=30)
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         # Peak resident memory grew by the messages themselves at most, not by parsed objects
         # (parsing one would have added several hundred MB).
         assert rss_mb() - before < 100, (before, rss_mb())
 
 
-@pytest.mark.parametrize("method", ["Embed", "Tokenize"])
+@pytest.mark.parametrize("method", ["Embed", "Tokenize", "Decode"])
 def test_what_the_count_cannot_read_is_refused_not_skipped(method):
     # A group field (which protobuf's parser skips, with everything after it) before a
     # million empty inputs: refused as it is sent, not parsed.

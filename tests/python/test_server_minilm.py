@@ -67,6 +67,32 @@ def test_tokenize_matches_hugging_face_tokenizers(server):
         assert list(zip(e.token_starts, e.token_ends)) == hf_byte_offsets(pair, [a, b])
 
 
+def test_decode_matches_hugging_face_tokenizers_on_the_real_vocabulary(server):
+    """Decode over bert-base-uncased's vocabulary (its 30,522 tokens, 994 [unused] ones and
+    every punctuation mark among them): random ids and real tokenizations, both ways."""
+    import random
+    from tokenizers import BertWordPieceTokenizer, models
+    pb2, _ = stubs()
+    hf = BertWordPieceTokenizer(models.WordPiece.read_file(os.path.join(MINILM, "vocab.txt")),
+                                lowercase=True)
+    rng = random.Random(29)
+    texts = ["It's 3 p.m., isn't it? \"Yes!\" she'd said (twice) -- we've won; they're gone...",
+             "Don't do not; I'm here, you're there: O'Neil's co-op @ 50% off #1 $5 & more."]
+    sequences = [hf.encode(t).ids for t in texts]
+    sequences += [[rng.randrange(30522) for _ in range(rng.randrange(60))] for _ in range(400)]
+    for keep in (False, True):
+        resp = server.stub().Decode(pb2.DecodeRequest(
+            inputs=[pb2.TokenIds(ids=ids) for ids in sequences[:256]], keep_special_tokens=keep),
+            timeout=30)
+        resp2 = server.stub().Decode(pb2.DecodeRequest(
+            inputs=[pb2.TokenIds(ids=ids) for ids in sequences[256:]], keep_special_tokens=keep),
+            timeout=30)
+        ours = list(resp.texts) + list(resp2.texts)
+        assert ours == [hf.decode(ids, skip_special_tokens=not keep) for ids in sequences]
+    # What WordPiece cannot give back: the spaces around "'" and inside "p.m.".
+    assert ours[0].startswith("[CLS] it ' s 3 p. m., isn ' t it? \" yes! \" she ' d said")
+
+
 def test_every_head_equals_bert_encode(server, tmp_path):
     pb2, _ = stubs()
     stub = server.stub()
