@@ -615,26 +615,27 @@ void Pipeline::DecodeOnWorker(DecodeRequestSpec request, DecodeCallback done) {
       [this, request = std::move(request), done = std::move(done)] { done(Decode(request)); });
 }
 
-absl::StatusOr<std::vector<std::string>> Pipeline::Decode(const DecodeRequestSpec& request) const {
+absl::StatusOr<DecodeResult> Pipeline::Decode(const DecodeRequestSpec& request) {
   RETURN_IF_ERROR(ValidateDecodeRequest(request, limits_));
-  if (limits_.max_response_bytes > 0) {
-    // Each text's field tag and length prefix take at most 6 bytes.
-    int64_t bound = 0;
-    for (const std::vector<int32_t>& ids : request.inputs) {
-      bound += static_cast<int64_t>(tokenizer_->DecodedSizeBound(ids)) + 6;
-    }
-    if (bound > limits_.max_response_bytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the texts could take ", bound, " bytes, over the server's ",
-                       limits_.max_response_bytes, "-byte message limit: send fewer ids"));
-    }
-  }
-  std::vector<std::string> texts;
-  texts.reserve(request.inputs.size());
+  const bool skip_special_tokens = !request.keep_special_tokens;
+  // Each text's field tag and length prefix take at most 6 bytes.
+  int64_t bound = 0;
   for (const std::vector<int32_t>& ids : request.inputs) {
-    texts.push_back(tokenizer_->Decode(ids, !request.keep_special_tokens));
+    bound += static_cast<int64_t>(tokenizer_->DecodedSizeBound(ids, skip_special_tokens)) + 6;
   }
-  return texts;
+  if (limits_.max_response_bytes > 0 && bound > limits_.max_response_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the texts could take ", bound, " bytes, over the server's ",
+                     limits_.max_response_bytes, "-byte message limit: send fewer ids"));
+  }
+  DecodeResult result;
+  result.memory = admission_.TryReserveBytes(bound);
+  if (!result.memory.valid()) return AnswerMemoryExhausted(bound);
+  result.texts.reserve(request.inputs.size());
+  for (const std::vector<int32_t>& ids : request.inputs) {
+    result.texts.push_back(tokenizer_->Decode(ids, skip_special_tokens));
+  }
+  return result;
 }
 
 }  // namespace bert

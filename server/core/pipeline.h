@@ -142,11 +142,13 @@ class Pipeline {
   void TokenizeOnWorker(TokenizeRequestSpec request, TokenizeCallback done);
 
   // Token ids back to text (BertTokenizer::Decode), one text per input, after validation
-  // (ValidateDecodeRequest). INVALID_ARGUMENT, before any text is built, when the texts could
-  // take more than limits().max_response_bytes. Run on the caller's thread.
-  absl::StatusOr<std::vector<std::string>> Decode(const DecodeRequestSpec& request) const;
+  // (ValidateDecodeRequest). Before any text is built, the texts' size is bounded (each token
+  // kept, plus one, and 6 bytes per text): INVALID_ARGUMENT over limits().max_response_bytes,
+  // RESOURCE_EXHAUSTED where the answer memory budget cannot take it; else the bound is
+  // reserved in the result's `memory`. Run on the caller's thread.
+  absl::StatusOr<DecodeResult> Decode(const DecodeRequestSpec& request);
   // The same on a tokenization worker, as TokenizeOnWorker.
-  using DecodeCallback = std::function<void(absl::StatusOr<std::vector<std::string>>)>;
+  using DecodeCallback = std::function<void(absl::StatusOr<DecodeResult>)>;
   void DecodeOnWorker(DecodeRequestSpec request, DecodeCallback done);
 
   // From now on Admit refuses every request with UNAVAILABLE ("the server is shutting down").

@@ -847,20 +847,20 @@ TEST(PipelineTest, DecodeGivesOneTextPerInput) {
   auto pipeline = MakePipeline();
   DecodeRequestSpec spec;
   spec.inputs = {{2, 5, 6, 3, 0, 0}, {}, {4, 7, 8}};
-  auto texts = pipeline->Decode(spec);
-  ASSERT_TRUE(texts.ok()) << texts.status();
-  EXPECT_EQ(*texts, (std::vector<std::string>{"hello world", "", "good morning"}));
+  auto result = pipeline->Decode(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->texts, (std::vector<std::string>{"hello world", "", "good morning"}));
   spec.keep_special_tokens = true;
   absl::Notification done;
-  absl::StatusOr<std::vector<std::string>> on_worker;
-  pipeline->DecodeOnWorker(spec, [&](absl::StatusOr<std::vector<std::string>> result) {
-    on_worker = std::move(result);
+  absl::StatusOr<DecodeResult> on_worker;
+  pipeline->DecodeOnWorker(spec, [&](absl::StatusOr<DecodeResult> r) {
+    on_worker = std::move(r);
     done.Notify();
   });
   done.WaitForNotification();
   ASSERT_TRUE(on_worker.ok()) << on_worker.status();
-  EXPECT_EQ(*on_worker, (std::vector<std::string>{"[CLS] hello world [SEP] [PAD] [PAD]", "",
-                                                  "[MASK] good morning"}));
+  EXPECT_EQ(on_worker->texts, (std::vector<std::string>{"[CLS] hello world [SEP] [PAD] [PAD]", "",
+                                                        "[MASK] good morning"}));
   // Validation: every id in the model's vocabulary, at least one input, at most the limit.
   spec.inputs = {{5}, {5, -1}};
   EXPECT_EQ(pipeline->Decode(spec).status().message(),
@@ -881,12 +881,41 @@ TEST(PipelineTest, DecodeRefusesTextsThatCouldPassTheMessageLimit) {
   DecodeRequestSpec spec;
   spec.inputs = {{5, 6}, {5, 6}};
   EXPECT_TRUE(pipeline->Decode(spec).ok());
-  spec.inputs[1].push_back(7);
+  // Special tokens that are left out do not count...
+  spec.inputs[1] = {2, 5, 6, 3, 0, 0, 0};
+  EXPECT_TRUE(pipeline->Decode(spec).ok());
+  // ...kept, they do.
+  spec.keep_special_tokens = true;
+  EXPECT_EQ(pipeline->Decode(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.keep_special_tokens = false;
+  spec.inputs[1] = {5, 6, 7};
   const absl::Status over = pipeline->Decode(spec).status();
   EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(over.message(),
             "the texts could take 41 bytes, over the server's 36-byte message limit: send fewer "
             "ids");
+}
+
+TEST(PipelineTest, DecodeAnswersCountInTheAnswerMemoryUntilLetGo) {
+  PipelineOptions options = TestOptions();
+  options.max_answer_memory_bytes = 40;
+  auto pipeline = MakePipeline(options);
+  DecodeRequestSpec spec;
+  spec.inputs = {{5, 6}};  // a bound of 6 + 6 + 6 bytes
+  auto first = pipeline->Decode(spec);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 18);
+  auto second = pipeline->Decode(spec);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 36);
+  const absl::Status third = pipeline->Decode(spec).status();  // 54 would pass 40
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(third.message().find("of answers being computed or sent"), absl::string_view::npos)
+      << third;
+  first->memory.Reset();
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 18);
+  EXPECT_TRUE(pipeline->Decode(spec).ok());  // its bytes go when the result does
+  EXPECT_EQ(pipeline->answer_memory_bytes(), 18);
 }
 
 }  // namespace

@@ -116,6 +116,13 @@ struct DecodeRequestSpec {
   bool keep_special_tokens = false;
 };
 
+struct DecodeResult {
+  std::vector<std::string> texts;  // One per input.
+  // The answer's share of the byte budget (as EmbedResult::memory): its bound, counted before
+  // the texts are built.
+  Admission::Bytes memory;
+};
+
 struct Encoding {
   std::vector<int32_t> word_ids;  // Padded to seq_length.
   std::vector<int32_t> mask;

@@ -281,6 +281,13 @@ absl::Status CheckResponseSize(const AnswerSize& size, const RequestLimits& limi
 
 absl::Status ValidateDecodeRequest(const DecodeRequestSpec& request, const RequestLimits& limits) {
   RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));
+  int64_t count = 0;
+  for (const std::vector<int32_t>& ids : request.inputs) count += static_cast<int64_t>(ids.size());
+  if (count > MaxDecodeIds(limits)) {
+    // As the wire check words it (server/grpc/wire.cc).
+    return absl::InvalidArgumentError(absl::StrCat("inputs: ", count, " ids exceed the limit of ",
+                                                   MaxDecodeIds(limits), " in one request"));
+  }
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     const std::vector<int32_t>& ids = request.inputs[i];
     for (size_t j = 0; j < ids.size(); ++j) {

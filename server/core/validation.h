@@ -102,8 +102,14 @@ struct TokenizeOptions {
 absl::StatusOr<TokenizeOptions> ValidateTokenizeRequest(const TokenizeRequestSpec& request,
                                                         const RequestLimits& limits);
 
-// A Decode request: at least one input and at most max_inputs_per_request, every id in the
-// vocabulary ("inputs[1].ids[4]: 40000 is outside the vocabulary [0, 30522)").
+// The most ids a Decode request may carry in all: as many as the longest Embed request.
+inline int64_t MaxDecodeIds(const RequestLimits& limits) {
+  return static_cast<int64_t>(limits.max_inputs_per_request) * limits.max_seq_length;
+}
+
+// A Decode request: at least one input and at most max_inputs_per_request, at most
+// MaxDecodeIds ids in all, every id in the vocabulary ("inputs[1].ids[4]: 40000 is outside
+// the vocabulary [0, 30522)").
 absl::Status ValidateDecodeRequest(const DecodeRequestSpec& request, const RequestLimits& limits);
 
 }  // namespace bert

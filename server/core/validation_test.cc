@@ -393,6 +393,13 @@ TEST(ValidationTest, DecodeRequests) {
             "inputs[0].ids[0]: -5 is outside the vocabulary [0, 100)");
   r.inputs.assign(4, {1});
   EXPECT_EQ(ValidateDecodeRequest(r, Limits()).message(), "inputs: 4 inputs exceed the limit of 3");
+  // At most max_inputs_per_request x max_seq_length ids in all (3 x 64).
+  EXPECT_EQ(MaxDecodeIds(Limits()), 192);
+  r.inputs = {std::vector<int32_t>(100, 1), std::vector<int32_t>(92, 1)};
+  EXPECT_TRUE(ValidateDecodeRequest(r, Limits()).ok());
+  r.inputs[1].push_back(1);
+  EXPECT_EQ(ValidateDecodeRequest(r, Limits()).message(),
+            "inputs: 193 ids exceed the limit of 192 in one request");
 }
 
 }  // namespace

@@ -42,6 +42,7 @@ WireLimits WireLimitsOf(const RequestLimits& limits) {
   wire.max_inputs = limits.max_inputs_per_request;
   wire.max_heads = kNumHeads;
   wire.max_layers = MaxLayerEntries(limits);
+  wire.max_decode_ids = MaxDecodeIds(limits);
   return wire;
 }
 
@@ -88,7 +89,7 @@ class AdmittedUnaryReactor : public grpc::ServerUnaryReactor {
     return service_->BuildAnswer(std::move(result), response, &permit_);
   }
 
-  // Rerank's: the answer's share of the byte budget, held until the call is done.
+  // Rerank's and Decode's: the answer's share of the byte budget, held until the call is done.
   void HoldAnswerBytes(Admission::Bytes bytes) { permit_.Hold(std::move(bytes)); }
 
   // The permit's place goes to the next request while the answer is sent, unless too many
@@ -437,7 +438,8 @@ class TokenizeReactor final : public AdmittedUnaryReactor {
   grpc::ByteBuffer* const out_;
 };
 
-// Decode: as Tokenize, parsed on gRPC's thread, decoded and answered on a pipeline worker.
+// Decode: as Tokenize, parsed on gRPC's thread, decoded and answered on a pipeline worker; its
+// answer's bytes are counted in the answer memory budget until it is sent.
 class DecodeReactor final : public AdmittedUnaryReactor {
  public:
   DecodeReactor(BertServiceImpl* service, grpc::CallbackServerContext* context,
@@ -452,22 +454,23 @@ class DecodeReactor final : public AdmittedUnaryReactor {
     ASSIGN_OR_RETURN(Pipeline * pipeline, Admit());
     v1::DecodeRequest request;
     RETURN_IF_ERROR(ParseDecodeRequest(*wire, WireLimitsOf(pipeline->limits()), &request));
-    pipeline->DecodeOnWorker(
-        FromProto(request), [this](absl::StatusOr<std::vector<std::string>> texts) {
-          if (!texts.ok()) {
-            Done(texts.status());
-            return;
-          }
-          v1::DecodeResponse response;
-          ToProto(*std::move(texts), &response);
-          if (absl::Status size = service_->CheckAnswerSize(response, "send fewer ids");
-              !size.ok()) {
-            Done(size);
-            return;
-          }
-          Serialize(response, out_);
-          Done(absl::OkStatus());
-        });
+    pipeline->DecodeOnWorker(FromProto(request), [this](absl::StatusOr<DecodeResult> result) {
+      if (!result.ok()) {
+        Done(result.status());
+        return;
+      }
+      v1::DecodeResponse response;
+      ToProto(std::move(result->texts), &response);
+      // Within the bound the pipeline checked; checked as every answer is.
+      if (absl::Status size = service_->CheckAnswerSize(response, "send fewer ids"); !size.ok()) {
+        Done(size);
+        return;
+      }
+      // The answer's bytes stay counted until it has been sent, as Embed's and Rerank's.
+      HoldAnswerBytes(std::move(result->memory));
+      Serialize(response, out_);
+      Done(absl::OkStatus());
+    });
     return absl::OkStatus();
   }
 

@@ -31,6 +31,7 @@ absl::StatusOr<EmbedRequestSpec> EmbedSpecForRerank(const v1::RerankRequest& req
 void ToProto(EmbedResult result, v1::EmbedResponse* response);
 void ToProto(std::vector<Encoding> encodings, v1::TokenizeResponse* response);
 DecodeRequestSpec FromProto(const v1::DecodeRequest& request);
+// Moves the texts out of `texts`.
 void ToProto(std::vector<std::string> texts, v1::DecodeResponse* response);
 // The most bytes a RerankResponse to `request` (ToRerankResponse) can take.
 int64_t RerankAnswerBound(const v1::RerankRequest& request);

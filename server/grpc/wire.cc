@@ -252,8 +252,27 @@ absl::Status CheckRerankRequestCounts(absl::string_view wire, const WireLimits& 
 }
 
 absl::Status CheckDecodeRequestCounts(absl::string_view wire, const WireLimits& limits) {
-  // DecodeRequest: inputs = 1.
-  return CheckCounts(wire, std::array<Counted, 1>{{{1, false, "inputs", limits.max_inputs}}});
+  // DecodeRequest: inputs = 1 (TokenIds: ids = 1).
+  RETURN_IF_ERROR(
+      CheckCounts(wire, std::array<Counted, 1>{{{1, false, "inputs", limits.max_inputs}}}));
+  if (limits.max_decode_ids <= 0) return absl::OkStatus();
+  int64_t ids = 0;
+  int number, wire_type;
+  absl::string_view input;
+  while (NextField(&wire, &number, &input)) {
+    if (number != 1) continue;
+    absl::string_view payload;
+    while (NextField(&input, &number, &payload, &wire_type)) {
+      if (number == 1) ids += ScalarEntries(wire_type, payload);
+    }
+    if (!input.empty()) return NotAMessage();  // as CheckCounts: what the scan cannot read
+  }
+  if (ids > limits.max_decode_ids) {
+    // As validation words it.
+    return absl::InvalidArgumentError(absl::StrCat("inputs: ", ids, " ids exceed the limit of ",
+                                                   limits.max_decode_ids, " in one request"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,

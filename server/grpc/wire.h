@@ -23,9 +23,10 @@ namespace bert {
 
 // The most entries of each repeated field a request may have (0: unchecked).
 struct WireLimits {
-  int max_inputs = 0;  // EmbedRequest.inputs, TokenizeRequest.inputs, DecodeRequest.inputs
-  int max_heads = 0;   // EmbedRequest.heads
-  int max_layers = 0;  // EmbedRequest.layers
+  int max_inputs = 0;          // EmbedRequest.inputs, TokenizeRequest.inputs, DecodeRequest.inputs
+  int max_heads = 0;           // EmbedRequest.heads
+  int max_layers = 0;          // EmbedRequest.layers
+  int64_t max_decode_ids = 0;  // DecodeRequest: the ids of all its inputs together
 };
 
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
@@ -35,7 +36,7 @@ absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimi
 // RerankRequest.texts is held to limits.max_inputs.
 absl::Status ParseRerankRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                 v1::RerankRequest* request);
-// A DecodeRequest has no strings; only its inputs are counted first.
+// A DecodeRequest has no strings: its inputs, and the ids in all of them, are counted first.
 absl::Status ParseDecodeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                 v1::DecodeRequest* request);
 

@@ -218,6 +218,20 @@ TEST(WireTest, DecodeRequests) {
       ParseDecodeRequest(ToBuffer(request.SerializeAsString()), limits, &parsed);
   EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(over.message(), "inputs: 3 inputs exceed the limit of 2");
+  // The ids of all inputs together, packed or not, before parsing.
+  limits.max_inputs = 0;
+  limits.max_decode_ids = 5;
+  request.mutable_inputs(2)->add_ids(300);  // packed: [101], [-1], [300]
+  EXPECT_TRUE(CheckDecodeRequestCounts(request.SerializeAsString(), limits).ok());
+  std::string wire = request.SerializeAsString();
+  wire += std::string("\x0a\x04\x08\x05\x08\x06", 6);  // unpacked: [5, 6]
+  EXPECT_TRUE(CheckDecodeRequestCounts(wire, limits).ok());
+  wire += std::string("\x0a\x02\x08\x07", 4);  // a sixth id
+  EXPECT_EQ(ParseDecodeRequest(ToBuffer(wire), limits, &parsed).message(),
+            "inputs: 6 ids exceed the limit of 5 in one request");
+  // A group inside an input, which the parser would skip with whatever follows it: refused.
+  EXPECT_EQ(CheckDecodeRequestCounts(std::string("\x0a\x03\x13\x14\x00", 5), limits).message(),
+            "the request is not a valid protobuf message");
   EXPECT_EQ(ParseDecodeRequest(ToBuffer(std::string("\x0a\xff\xff\xff", 4)), WireLimits(), &parsed)
                 .code(),
             absl::StatusCode::kInvalidArgument);

@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "server/text/utf8.h"
 #include "utf8proc.h"
@@ -569,6 +568,37 @@ absl::string_view BertTokenizer::Token(int32_t id) const {
   return absl::string_view(arena_.data() + offsets_[id], offsets_[id + 1] - offsets_[id]);
 }
 
+namespace {
+
+// Unicode's White_Space code points (PropList.txt; the set Rust's char::is_whitespace, and so
+// Hugging Face's vocabulary reader, strips).
+bool IsWhiteSpace(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
+}
+
+// Strips the Unicode whitespace at the end of `token` (a vocabulary line), as Rust's
+// str::trim_end does in Hugging Face's reader.
+void StripTrailingWhiteSpace(absl::string_view* token) {
+  while (!token->empty()) {
+    // The last character's first byte: back over continuation bytes (at most three).
+    size_t start = token->size() - 1;
+    while (start > 0 && token->size() - start < 4 &&
+           (static_cast<unsigned char>((*token)[start]) & 0xC0) == 0x80) {
+      --start;
+    }
+    int32_t c = 0;
+    const int used = DecodeUtf8(*token, start, &c);
+    if (used == 0 || start + used != token->size() || !IsWhiteSpace(static_cast<char32_t>(c))) {
+      return;
+    }
+    token->remove_suffix(used);
+  }
+}
+
+}  // namespace
+
 bool BertTokenizer::IsSpecial(int32_t id) const {
   return id >= 0 &&
          (id == cls_id_ || id == sep_id_ || id == pad_id_ || id == unk_id_ || id == mask_id_);
@@ -583,6 +613,15 @@ constexpr std::pair<absl::string_view, absl::string_view> kCleanUps[] = {
     {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},  {" do not", " don't"},
     {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
 
+// Replaces each occurrence of `from` in `text`, left to right, as Rust's str::replace does;
+// no allocation where there is none.
+void ReplaceAll(absl::string_view from, absl::string_view to, std::string* text) {
+  for (size_t pos = text->find(from.data(), 0, from.size()); pos != std::string::npos;
+       pos = text->find(from.data(), pos + to.size(), from.size())) {
+    text->replace(pos, from.size(), to.data(), to.size());
+  }
+}
+
 // Whether any clean-up can apply: every pattern is a space followed by one of these.
 bool MayNeedCleanUp(absl::string_view piece) {
   for (size_t i = piece.find(' '); i != absl::string_view::npos && i + 1 < piece.size();
@@ -594,15 +633,17 @@ bool MayNeedCleanUp(absl::string_view piece) {
 
 }  // namespace
 
+bool BertTokenizer::Decodes(int32_t id, bool skip_special_tokens) const {
+  return id >= 0 && id < vocab_size() && (shadowed_.empty() || !shadowed_[id]) &&
+         !(skip_special_tokens && IsSpecial(id));
+}
+
 std::string BertTokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const {
   std::string text;
   std::string piece;
   bool first = true;
   for (const int32_t id : ids) {
-    if (id < 0 || id >= vocab_size() || (!shadowed_.empty() && shadowed_[id]) ||
-        (skip_special_tokens && IsSpecial(id))) {
-      continue;
-    }
+    if (!Decodes(id, skip_special_tokens)) continue;
     absl::string_view token = Token(id);
     piece.clear();
     if (!first) {
@@ -611,16 +652,19 @@ std::string BertTokenizer::Decode(absl::Span<const int32_t> ids, bool skip_speci
     first = false;
     piece.append(token.data(), token.size());
     if (MayNeedCleanUp(piece)) {
-      for (const auto& [from, to] : kCleanUps) absl::StrReplaceAll({{from, to}}, &piece);
+      for (const auto& [from, to] : kCleanUps) ReplaceAll(from, to, &piece);
     }
     text += piece;
   }
   return text;
 }
 
-size_t BertTokenizer::DecodedSizeBound(absl::Span<const int32_t> ids) const {
+size_t BertTokenizer::DecodedSizeBound(absl::Span<const int32_t> ids,
+                                       bool skip_special_tokens) const {
   size_t bound = 0;
-  for (const int32_t id : ids) bound += Token(id).size() + 1;
+  for (const int32_t id : ids) {
+    if (Decodes(id, skip_special_tokens)) bound += Token(id).size() + 1;
+  }
   return bound;
 }
 
@@ -668,10 +712,7 @@ absl::Status BertTokenizer::Init(const std::vector<absl::string_view>& tokens, O
   offsets_.push_back(0);
   for (absl::string_view token : tokens) {
     // Strip trailing whitespace ("\r" of CRLF files), as HF's vocab reader does.
-    while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t' ||
-                              token.back() == '\n')) {
-      token.remove_suffix(1);
-    }
+    StripTrailingWhiteSpace(&token);
     arena_.append(token.data(), token.size());
     offsets_.push_back(static_cast<uint32_t>(arena_.size()));
   }

@@ -51,7 +51,8 @@ class BertTokenizer {
   };
 
   // Reads a vocabulary file, one token per line, id = line number (0-based). Trailing
-  // whitespace (including "\r") is stripped from each line. The vocabulary must contain
+  // whitespace (Unicode White_Space, "\r" of CRLF files included) is stripped from each line,
+  // as Hugging Face's vocabulary reader strips it. The vocabulary must contain
   // [CLS], [SEP], [PAD] and [UNK].
   static absl::StatusOr<std::unique_ptr<BertTokenizer>> Load(const std::string& vocab_path,
                                                              Options options);
@@ -101,19 +102,19 @@ class BertTokenizer {
   // The text of `ids`, as Hugging Face tokenizers' decode gives it for a BERT vocabulary (its
   // WordPiece decoder: prefix "##", clean-up on): a "##" piece joins the token before it, any
   // other token after the first is preceded by a space, and each token with that space then
-  // loses the space before ".", "?", "!", ",", "'s", "'m", "'ve", "'re" and "n't" (and
-  // "do not" becomes "don't"), one token at a time. The first token is taken as it is, even a
-  // "##" piece. With `skip_special_tokens` (Hugging Face's default), special tokens are left
-  // out before that, so the first token kept counts as the first. Ids outside
-  // [0, vocab_size()) are skipped, as Hugging Face skips unknown ids (callers that must refuse
-  // them check first), and so is an id whose token the vocabulary repeats on a later line:
-  // Hugging Face keeps only the later id for the token (so does Tokenize) and has no token for
-  // this one. Lowercasing, stripped accents and the spaces the tokenizer dropped are not
-  // restored.
+  // goes through the clean-up's replacements in turn (" ." to ".", and likewise " ?", " !",
+  // " ,", " ' " to "'", " n't", " 'm", " do not" to " don't", " 's", " 've", " 're"). The first
+  // token is taken as it is, even a "##" piece. With `skip_special_tokens` (Hugging Face's
+  // default), special tokens are left out before that, so the first token kept counts as the
+  // first. Ids outside [0, vocab_size()) are skipped, as Hugging Face skips unknown ids
+  // (callers that must refuse them check first), and so is an id whose token the vocabulary
+  // repeats on a later line: Hugging Face keeps only the later id for the token (so does
+  // Tokenize) and has no token for this one. Lowercasing, stripped accents and the spaces the
+  // tokenizer dropped are not restored.
   std::string Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const;
-  // At least the size of Decode(ids, skip_special_tokens) for any `ids` of these tokens: each
-  // token's size plus one. O(ids), without building the text.
-  size_t DecodedSizeBound(absl::Span<const int32_t> ids) const;
+  // At least the size of Decode(ids, skip_special_tokens): each token it keeps, plus one.
+  // O(ids), without building the text.
+  size_t DecodedSizeBound(absl::Span<const int32_t> ids, bool skip_special_tokens) const;
 
   // Test-only view of the calling thread's Tokenize() calls, for bounds that outputs do not
   // show.
@@ -132,6 +133,8 @@ class BertTokenizer {
 
   BertTokenizer() = default;
   absl::Status Init(const std::vector<absl::string_view>& tokens, Options options);
+  // Whether Decode gives `id` a piece of the text.
+  bool Decodes(int32_t id, bool skip_special_tokens) const;
 
   // Appends the WordPiece ids of one pre-tokenized word (valid UTF-8, non-empty). With
   // `byte_spans` (the source span of each byte of `word`), appends each id's span to `spans`.

@@ -633,13 +633,15 @@ TEST(TokenizerDecodeTest, EveryCleanUpRuleAsHuggingFaceAppliesIt) {
   };
   for (const auto& [ids, text] : cases) {
     EXPECT_EQ((*tok)->Decode(ids, /*skip_special_tokens=*/true), text);
-    EXPECT_LE(text.size(), (*tok)->DecodedSizeBound(ids));
+    EXPECT_LE(text.size(), (*tok)->DecodedSizeBound(ids, true));
   }
   EXPECT_EQ((*tok)->Decode({2, 11, 3}, true), ".");
   EXPECT_EQ((*tok)->Decode({2, 11, 3}, false), "[CLS]. [SEP]");
   EXPECT_EQ((*tok)->Decode({1, 2, 0, 3}, true), "");
   EXPECT_EQ((*tok)->Decode({1, 2, 0, 3}, false), "[UNK] [CLS] [PAD] [SEP]");
-  EXPECT_EQ((*tok)->DecodedSizeBound({1, 2, 0, 3}), 24u);  // four 5-byte tokens, plus one each
+  EXPECT_EQ((*tok)->DecodedSizeBound({1, 2, 0, 3}, false),
+            24u);  // four 5-byte tokens, plus one each
+  EXPECT_EQ((*tok)->DecodedSizeBound({1, 2, 0, 3, 4, 21, -1}, true), 3u);  // only "it" is kept
 }
 
 TEST(TokenizerDecodeTest, AnIdWhoseTokenALaterLineRepeatsDecodesToNothing) {
@@ -654,6 +656,24 @@ TEST(TokenizerDecodeTest, AnIdWhoseTokenALaterLineRepeatsDecodesToNothing) {
   EXPECT_EQ((*tok)->Decode({5, 6}, true), "cats");
   EXPECT_EQ((*tok)->Decode({5, 4, 6}, true), "cats");
   EXPECT_EQ((*tok)->Decode({4, 5}, false), "cat");
+}
+
+TEST(TokenizerLoadTest, TrailingUnicodeWhiteSpaceIsStrippedAsHuggingFaceStripsIt) {
+  // "a" + NBSP, "b" + ideographic space + tab, "c" + zero-width space (not White_Space: kept),
+  // "d" + a lone continuation byte (not a character: kept).
+  auto tok = BertTokenizer::FromTokens(
+      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "a\u00a0", "b\u3000\t", "c\u200b", "d\x80", "\u2028"},
+      {});
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->Token(4), "a");
+  EXPECT_EQ((*tok)->Token(5), "b");
+  EXPECT_EQ((*tok)->Token(6), "c\u200b");
+  EXPECT_EQ((*tok)->Token(7), "d\x80");
+  EXPECT_EQ((*tok)->Token(8), "");
+  std::vector<int32_t> ids;
+  ASSERT_TRUE((*tok)->Tokenize("a b", &ids).ok());
+  EXPECT_THAT(ids, ElementsAre(4, 5));
+  EXPECT_EQ((*tok)->Decode({4, 5}, true), "a b");
 }
 
 }  // namespace

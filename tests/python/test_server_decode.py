@@ -107,6 +107,14 @@ def test_bad_requests_get_invalid_argument_naming_the_id(server):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "over the server's 262144-byte message limit: send fewer ids" in e.value.details()
     assert len(decode(server, [unused * 100])[0]) > 100000  # under the limit: answered
+    # Special tokens left out do not count: 40,000 [PAD]s make no text.
+    assert decode(server, [[0] * 40000]) == [""]
+    # At most max_inputs_per_request x max_seq_length ids in all (256 x 512), counted on the
+    # wire before the request is parsed.
+    with pytest.raises(grpc.RpcError) as e:
+        decode(server, [[5] * 65536, [5] * 65537])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details() == "inputs: 131073 ids exceed the limit of 131072 in one request"
     # The server goes on serving.
     assert decode(server, [[7, 8]]) == [decode(server, [[7]])[0] + " " + decode(server, [[8]])[0]]
 
@@ -116,6 +124,8 @@ def test_decode_is_counted_in_the_metrics(server):
     text = server.metrics_text()
     assert metric_value(text, "bert_requests_total", {"method": "Decode", "code": "OK"}) >= 1
     assert metric_value(text, "bert_calls_cancelled_total", {"method": "Decode"}) == 0
+    # Decode answers count in the answer memory while they are held, and are let go once sent.
+    assert metric_value(text, "bert_answer_memory_bytes") == 0
 
 
 def test_client_decodes_arguments_and_tokenize_output(server, hf):

@@ -2,20 +2,22 @@
 
 A real bert_server (CPU backend, tiny golden model) gets a few hundred randomly combined
 requests from several threads at once: structured ones (random and extreme values in every
-field of EmbedRequest / TokenizeRequest, EmbedStream sessions mixing good and bad messages)
+field of EmbedRequest / TokenizeRequest / DecodeRequest, EmbedStream sessions mixing good and
+bad messages)
 and raw ones (random bytes, mutated serialized requests). test_server_errors.py enumerates
 the single bad inputs; this file is about their combinations and extreme values.
 
 The oracle, for every call:
   - the status is one the proto documents for the method and one this setup can produce;
-    for a request the Python protobuf runtime can parse, `predict_embed` / `predict_tokenize`
-    say which of OK / INVALID_ARGUMENT it must be; where that depends on how texts tokenize
+    for a request the Python protobuf runtime can parse, `predict_embed` / `predict_tokenize` /
+    `predict_decode` say which of OK / INVALID_ARGUMENT it must be; where that depends on how texts tokenize
     (TRUNCATION_REJECT, the response size under PADDING_TRIM) the server's own Tokenize of
     the texts (itself checked) decides; an INVALID_ARGUMENT message must name a field that is
     really wrong; bytes Python cannot parse must get INVALID_ARGUMENT;
   - an OK answer has one result per input, exactly the heads asked for, shapes from
     seq_length / padding / layers, the requested dtype, finite values, unit norms under
-    `normalize`, num_tokens / truncated as Tokenize says, and echoes request_id;
+    `normalize`, num_tokens / truncated as Tokenize says, and echoes request_id; a Decode
+    answer has Hugging Face tokenizers' text for each input;
   - an input repeated in many requests (the canary) gets the same vectors whatever it was
     batched with;
   - every error has a message, no call takes longer than its deadline.
@@ -40,6 +42,7 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
+from tokenizers import BertWordPieceTokenizer, models
 
 sys.path.insert(0, os.path.dirname(__file__))
 from server_harness import (DTYPE_TOL, TINY_VOCAB, Server, decode, metric_value,  # noqa: E402
@@ -50,6 +53,7 @@ SCALE = float(os.environ.get("BERT_FUZZ_SCALE", "1"))  # more calls for a longer
 THREADS = 4
 NUM_EMBED = int(500 * SCALE)
 NUM_TOKENIZE = int(200 * SCALE)
+NUM_DECODE = int(150 * SCALE)
 NUM_STREAMS = int(8 * SCALE)
 MESSAGES_PER_STREAM = 10  # THREADS * this stays below MAX_CONCURRENT: no admission refusals
 NUM_RAW = int(400 * SCALE)
@@ -65,7 +69,7 @@ INT32_MIN = -2**31
 UINT32_MAX = 2**32 - 1
 
 # Every status the proto's header comment ("Error statuses, for every method") and
-# server/README.md ("Errors") document for Embed, EmbedStream and Tokenize.
+# server/README.md ("Errors") document for Embed, EmbedStream, Tokenize and Decode.
 DOCUMENTED_CODES = {
     grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
@@ -266,6 +270,22 @@ class Gen:
             req.prompt_name = self.rng.choice(["query", "\u00e9" * 50])
         return req
 
+    def decode_request(self, bad):
+        """Sequences of ids from the whole vocabulary (special tokens and "##" pieces too),
+        now and then long ones of [unused] tokens (about 10 bytes of text per id, one byte on
+        the wire) that can pass the message limit; `bad`: ids outside the vocabulary."""
+        r = self.rng
+        req = self.pb2.DecodeRequest(keep_special_tokens=self.chance(0.5))
+        for _ in range(self.num_inputs(bad)):
+            ids = req.inputs.add().ids
+            if self.chance(0.06):
+                ids.extend(r.randrange(1, 100) for _ in range(r.choice([2000, 30000, 100000])))
+            else:
+                ids.extend(r.randrange(self.vocab) for _ in range(r.randint(0, 60)))
+            if ids and self.chance(bad):
+                ids[r.randrange(len(ids))] = r.choice([-1, self.vocab, INT32_MAX, INT32_MIN])
+        return req
+
     def badness(self):
         return self.rng.choice([0.0, 0.0, 0.05, 0.2, 0.5])
 
@@ -328,6 +348,48 @@ PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 # may read them as some other request; either way that request is nonsense and must be
 # refused, but the message need not say "not a valid protobuf message".
 UNPARSEABLE = Expect({INVALID})
+# A group at the top level (mutations insert its tags), which Python's runtime parses and
+# skips: the server's count of repeated fields before parsing cannot read past it and refuses
+# the request rather than let it hide entries from the count (server/grpc/wire.cc).
+WITH_GROUP = Expect({INVALID}, ["not a valid protobuf message"])
+
+
+def _varint(data, i):
+    value, shift = 0, 0
+    while i < len(data):
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, i
+    return None, i
+
+
+def top_level_group(data):
+    """Whether the top level of `data` has a group tag before anything unreadable."""
+    i = 0
+    while i < len(data):
+        tag, i = _varint(data, i)
+        if tag is None:
+            return False
+        wire_type = tag & 7
+        if wire_type in (3, 4):
+            return True
+        if wire_type == 0:
+            value, i = _varint(data, i)
+            if value is None:
+                return False
+        elif wire_type == 2:
+            length, i = _varint(data, i)
+            if length is None:
+                return False
+            i += length
+        elif wire_type in (1, 5):
+            i += 8 if wire_type == 1 else 4
+        else:
+            return False
+    return False
 # gRPC refuses a request over --max_message_bytes before the service sees it.
 OVERSIZED = Expect({grpc.StatusCode.RESOURCE_EXHAUSTED})
 
@@ -480,7 +542,12 @@ def resolve_embed(env, req, expect, label):
     texts = text_indices(req)
     if OK not in expect.codes or not texts:
         return expect, {}, []
-    treq = pb2.TokenizeRequest(inputs=[req.inputs[i].text for i in texts], seq_length=seq)
+    # The pairs' tokens (so their offsets) depend on the truncation rule; their counts do not
+    # (under TRUNCATION_REJECT, TRUNCATE tells which input would be cut).
+    longest_first = req.truncation == pb2.TRUNCATION_LONGEST_FIRST
+    treq = pb2.TokenizeRequest(inputs=[req.inputs[i].text for i in texts], seq_length=seq,
+                               truncation=pb2.TRUNCATION_LONGEST_FIRST if longest_first
+                               else pb2.TRUNCATION_TRUNCATE)
     code, resp, details, seconds = unary(env["tokenize"], treq.SerializeToString())
     env["tally"].add("Tokenize", code, seconds, f"{label} (oracle)")
     if code != OK:
@@ -656,6 +723,27 @@ def resolve_tokenize(env, req, expect, label):
     return Expect({OK}), []
 
 
+def predict_decode(req, lim, hf):
+    """The status of a DecodeRequest, and for an OK one the texts: Hugging Face tokenizers'
+    decode of each input."""
+    if not req.inputs or len(req.inputs) > lim.max_inputs:
+        return Expect({INVALID}, ["inputs:"]), None
+    if sum(len(s.ids) for s in req.inputs) > lim.max_inputs * lim.max_seq:
+        return Expect({INVALID}, ["ids exceed the limit"]), None
+    for i, sequence in enumerate(req.inputs):
+        for j, id_ in enumerate(sequence.ids):
+            if not 0 <= id_ < lim.vocab:
+                return Expect({INVALID}, [f"inputs[{i}].ids[{j}]: {id_} is outside"]), None
+    # The server's bound: each token kept, plus one, and 6 bytes of framing per text.
+    skip = not req.keep_special_tokens
+    special = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
+    tokens = [hf.id_to_token(id_) for s in req.inputs for id_ in s.ids]
+    bound = sum(len(t) + 1 for t in tokens if t is not None and not (skip and t in special))
+    if bound + 6 * len(req.inputs) > lim.max_message:
+        return Expect({INVALID}, ["message limit: send fewer ids"]), None
+    return Expect({OK}), [hf.decode(list(s.ids), skip_special_tokens=skip) for s in req.inputs]
+
+
 CLS_ID, SEP_ID, PAD_ID = 101, 102, 0  # tests/data/tiny_vocab_1024.txt
 
 
@@ -777,6 +865,8 @@ def expect_for_embed(env, req, data, label):
         return OVERSIZED, {}, []
     if req is None:
         return UNPARSEABLE, {}, []
+    if top_level_group(data):
+        return WITH_GROUP, {}, []
     expect = predict_embed(env["pb2"], req, env["lim"])
     return resolve_embed(env, req, expect, label)
 
@@ -786,6 +876,8 @@ def expect_for_tokenize(env, req, data, label):
         return OVERSIZED, []
     if req is None:
         return UNPARSEABLE, []
+    if top_level_group(data):
+        return WITH_GROUP, []
     return resolve_tokenize(env, req, predict_tokenize(env["pb2"], req, env["lim"]), label)
 
 
@@ -823,6 +915,31 @@ def tokenize_task(env, label, req, data):
         problems += judge(expect, code, details, label)
         if code == OK and req is not None:
             problems += [f"{label}: {p}" for p in check_tokenize_ok(pb2, req, resp, lim)]
+        if problems:
+            problems.append(f"{label} request: {describe(req, data)}")
+        return problems
+    return run
+
+
+def decode_task(env, label, req, data):
+    def run():
+        problems, texts = [], None
+        if len(data) > MAX_MESSAGE_BYTES:
+            expect = OVERSIZED
+        elif req is None:
+            expect = UNPARSEABLE
+        elif top_level_group(data):
+            expect = WITH_GROUP
+        else:
+            expect, texts = predict_decode(req, env["lim"], env["hf"])
+        code, resp, details, seconds = unary(env["decode"], data)
+        env["tally"].add("Decode", code, seconds, label)
+        env["tally"].note_error(code, details)
+        problems += judge(expect, code, details, label)
+        if code == OK and texts is not None and list(resp.texts) != texts:
+            wrong = next(i for i, (a, b) in enumerate(zip(resp.texts, texts)) if a != b) \
+                if len(resp.texts) == len(texts) else "count"
+            problems.append(f"{label}: texts differ from Hugging Face's (input {wrong})")
         if problems:
             problems.append(f"{label} request: {describe(req, data)}")
         return problems
@@ -923,6 +1040,10 @@ def fuzz():
             "tokenize": channel.unary_unary(
                 "/bert.v1.BertService/Tokenize", **raw,
                 response_deserializer=pb2.TokenizeResponse.FromString),
+            "decode": channel.unary_unary(
+                "/bert.v1.BertService/Decode", **raw,
+                response_deserializer=pb2.DecodeResponse.FromString),
+            "hf": BertWordPieceTokenizer(models.WordPiece.read_file(TINY_VOCAB), lowercase=True),
             "stream": channel.stream_stream("/bert.v1.BertService/EmbedStream", **raw,
                                             response_deserializer=pb2.EmbedResponse.FromString),
             "known": known, "known_answer": without_timing(stub.Embed(known, timeout=10)),
@@ -1044,7 +1165,8 @@ def test_oracle_catches_wrong_answers(fuzz):
 
 
 def test_structured_fuzz(fuzz):
-    """Random Embed / Tokenize requests and EmbedStream sessions, 4 threads at once."""
+    """Random Embed / Tokenize / Decode requests and EmbedStream sessions, 4 threads at
+    once."""
     gen = fuzz["gen"]
     tasks = []
     for i in range(NUM_EMBED):
@@ -1053,6 +1175,10 @@ def test_structured_fuzz(fuzz):
     for i in range(NUM_TOKENIZE):
         req = gen.tokenize_request(gen.badness())
         tasks.append(tokenize_task(fuzz, f"tokenize#{i}", req, req.SerializeToString()))
+    for i in range(NUM_DECODE):
+        req = gen.decode_request(gen.badness())
+        tasks.append(decode_task(fuzz, f"decode#{i}", req, req.SerializeToString()))
+
     def stream_message():
         req = gen.embed_request(gen.badness())
         return req, req.SerializeToString()
@@ -1064,7 +1190,7 @@ def test_structured_fuzz(fuzz):
 
 
 def test_raw_fuzz(fuzz):
-    """Random bytes and mutated serialized requests as Embed / Tokenize bodies and as
+    """Random bytes and mutated serialized requests as Embed / Tokenize / Decode bodies and as
     EmbedStream messages. Where Python's protobuf runtime parses the bytes, the server must
     answer them as that request; where it cannot, with INVALID_ARGUMENT."""
     pb2, gen = fuzz["pb2"], fuzz["gen"]
@@ -1078,8 +1204,11 @@ def test_raw_fuzz(fuzz):
 
     tasks = []
     for i in range(NUM_RAW):
-        if gen.chance(0.6):
+        if gen.chance(0.5):
             tasks.append(embed_task(fuzz, f"raw-embed#{i}", *embed_body()))
+        elif gen.chance(0.3):
+            valid = gen.decode_request(gen.rng.choice([0.0, 0.05]))
+            tasks.append(decode_task(fuzz, f"raw-decode#{i}", *body(pb2.DecodeRequest, valid)))
         else:
             valid = gen.tokenize_request(gen.rng.choice([0.0, 0.05]))
             tasks.append(tokenize_task(fuzz, f"raw-tokenize#{i}",
@@ -1116,7 +1245,7 @@ def test_server_intact_after_fuzz(fuzz):
         tally.add("Embed", code, 0.0, "intact check")
     after, before = server.metrics_text(), fuzz["metrics_before"]
     mismatches = []
-    for method in ("Embed", "Tokenize", "EmbedStream"):
+    for method in ("Embed", "Tokenize", "Decode", "EmbedStream"):
         for code in grpc.StatusCode:
             labels = {"method": method, "code": code.name}
             served = ((metric_value(after, "bert_requests_total", labels) or 0)

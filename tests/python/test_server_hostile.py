@@ -153,6 +153,24 @@ def test_two_million_empty_inputs_do_not_take_the_server_s_memory():
         assert rss_mb() - before < 100, (before, rss_mb())
 
 
+def test_sixteen_million_ids_are_refused_before_they_are_parsed():
+    # Under the 16 MiB request limit, one byte per id; parsed and copied, 128 MB: refused as
+    # sent (at most max_inputs_per_request x max_seq_length ids), the memory stays.
+    pb2, _ = stubs()
+    wire = pb2.DecodeRequest(inputs=[pb2.TokenIds(ids=[0] * 16_000_000)]).SerializeToString()
+    with Server() as s:
+        def peak_mb():
+            with open(f"/proc/{s.proc.pid}/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+        before = peak_mb()
+        with pytest.raises(grpc.RpcError) as e:
+            s.channel().unary_unary("/bert.v1.BertService/Decode")(wire, timeout=60)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details() == \
+            "inputs: 16000000 ids exceed the limit of 131072 in one request"
+        assert peak_mb() - before < 60, (before, peak_mb())
+
+
 @pytest.mark.parametrize("method", ["Embed", "Tokenize", "Decode"])
 def test_what_the_count_cannot_read_is_refused_not_skipped(method):
     # A group field (which protobuf's parser skips, with everything after it) before a
@@ -219,6 +237,35 @@ def test_answers_nobody_reads_are_bounded_in_bytes(method):
         reader.close()
         assert wait_for(lambda: held() == 0), held()
         assert len(stub.Embed(big, timeout=10).results) == n
+
+
+def test_unread_decode_answers_are_bounded_in_bytes():
+    """Decode answers count in the same byte budget, from before their texts are built until
+    they are sent: one unread answer of half a megabyte leaves no room for another in 1 MiB."""
+    pb2, _ = stubs()
+    # [unused0]..[unused98]: 10 tokens of 9 bytes and 89 of 10, each counted with one more.
+    # One byte per id on the wire: the request (50 KB) fits the connection's first window.
+    ids = list(range(1, 100)) * 500
+    bound = 500 * (10 * 10 + 89 * 11) + 6
+    wire = pb2.DecodeRequest(inputs=[pb2.TokenIds(ids=ids)]).SerializeToString()
+    assert len(wire) < 60_000 and 2 * bound > (1 << 20)
+    with Server(extra=["--max_answer_memory_mb=1", f"--max_message_bytes={1 << 20}",
+                       "--send_timeout_s=300"], metrics=True) as s:
+        def held():
+            return metric_value(s.metrics_text(), "bert_answer_memory_bytes") or 0
+
+        reader = RawHttp2("127.0.0.1", s.port, initial_window=0)  # lets nothing through
+        reader.open_call("/bert.v1.BertService/Decode", wire)
+        assert wait_for(lambda: held() == bound), held()
+        with pytest.raises(grpc.RpcError) as refused:
+            s.stub().Decode(pb2.DecodeRequest.FromString(wire), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "answers being computed or sent" in refused.value.details()
+        reader.close()
+        assert wait_for(lambda: held() == 0), held()
+        text = s.stub().Decode(pb2.DecodeRequest.FromString(wire), timeout=10).texts[0]
+        assert len(text) == bound - 6 - 1  # [unused] tokens: no clean-up, no space first
+        assert wait_for(lambda: held() == 0), held()
 
 
 def test_an_answer_memory_budget_below_the_message_limit_is_refused_at_startup():
