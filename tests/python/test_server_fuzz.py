@@ -10,10 +10,11 @@ the single bad inputs; this file is about their combinations and extreme values.
 The oracle, for every call:
   - the status is one the proto documents for the method and one this setup can produce;
     for a request the Python protobuf runtime can parse, `predict_embed` / `predict_tokenize` /
-    `predict_decode` say which of OK / INVALID_ARGUMENT it must be; where that depends on how texts tokenize
-    (TRUNCATION_REJECT, the response size under PADDING_TRIM) the server's own Tokenize of
-    the texts (itself checked) decides; an INVALID_ARGUMENT message must name a field that is
-    really wrong; bytes Python cannot parse must get INVALID_ARGUMENT;
+    `predict_decode` say which of OK / INVALID_ARGUMENT it must be; where that depends on how
+    texts tokenize (TRUNCATION_REJECT, the response size under PADDING_TRIM) the server's own
+    Tokenize of the texts (itself checked) decides; an INVALID_ARGUMENT message must name a
+    field that is really wrong; bytes Python cannot parse must get INVALID_ARGUMENT, and so
+    must a request with a group at its top level, which the server refuses before parsing;
   - an OK answer has one result per input, exactly the heads asked for, shapes from
     seq_length / padding / layers, the requested dtype, finite values, unit norms under
     `normalize`, num_tokens / truncated as Tokenize says, and echoes request_id; a Decode

@@ -22,6 +22,12 @@ def wait_for(predicate, timeout=30):
     return False
 
 
+def peak_rss_mb(server):
+    """The server process's peak resident memory so far (VmHWM), in MiB."""
+    with open(f"/proc/{server.proc.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
 def embed_ok(server, pb2):
     return pb2.EmbedRequest(inputs=[pb2.Input(text=pb2.TextInput(text_a="hello world"))],
                             heads=[pb2.HEAD_POOLED])
@@ -136,12 +142,7 @@ def test_two_million_empty_inputs_do_not_take_the_server_s_memory():
     # bytes): refused before parsing, the server's memory stays where it was.
     wire = b"\x0a\x00" * 2_000_000
     with Server() as s:
-        def rss_mb():
-            with open(f"/proc/{s.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        before = rss_mb()
+        before = peak_rss_mb(s)
         for method in ("Tokenize", "Decode"):
             call = s.channel().unary_unary(f"/bert.v1.BertService/{method}")
             for _ in range(3):
@@ -150,7 +151,7 @@ def test_two_million_empty_inputs_do_not_take_the_server_s_memory():
                 assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         # Peak resident memory grew by the messages themselves at most, not by parsed objects
         # (parsing one would have added several hundred MB).
-        assert rss_mb() - before < 100, (before, rss_mb())
+        assert peak_rss_mb(s) - before < 100, (before, peak_rss_mb(s))
 
 
 def test_sixteen_million_ids_are_refused_before_they_are_parsed():
@@ -159,16 +160,13 @@ def test_sixteen_million_ids_are_refused_before_they_are_parsed():
     pb2, _ = stubs()
     wire = pb2.DecodeRequest(inputs=[pb2.TokenIds(ids=[0] * 16_000_000)]).SerializeToString()
     with Server() as s:
-        def peak_mb():
-            with open(f"/proc/{s.proc.pid}/status") as f:
-                return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
-        before = peak_mb()
+        before = peak_rss_mb(s)
         with pytest.raises(grpc.RpcError) as e:
             s.channel().unary_unary("/bert.v1.BertService/Decode")(wire, timeout=60)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert e.value.details() == \
             "inputs: 16000000 ids exceed the limit of 131072 in one request"
-        assert peak_mb() - before < 60, (before, peak_mb())
+        assert peak_rss_mb(s) - before < 60, (before, peak_rss_mb(s))
 
 
 @pytest.mark.parametrize("method", ["Embed", "Tokenize", "Decode"])
@@ -177,15 +175,13 @@ def test_what_the_count_cannot_read_is_refused_not_skipped(method):
     # million empty inputs: refused as it is sent, not parsed.
     wire = b"\x7b\x7c" + b"\x0a\x00" * 1_000_000
     with Server() as s:
-        def peak_mb():
-            with open(f"/proc/{s.proc.pid}/status") as f:
-                return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
-        before = peak_mb()
+        before = peak_rss_mb(s)
         with pytest.raises(grpc.RpcError) as e:
             s.channel().unary_unary(f"/bert.v1.BertService/{method}")(wire, timeout=30)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert e.value.details() == "the request is not a valid protobuf message"
-        assert peak_mb() - before < 50, (before, peak_mb())  # parsed, it took ~190 MB more
+        # Parsed, it took ~190 MB more.
+        assert peak_rss_mb(s) - before < 50, (before, peak_rss_mb(s))
 
 
 @pytest.mark.parametrize("method", ["Embed", "EmbedStream"])
