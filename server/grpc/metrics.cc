@@ -60,9 +60,10 @@ ServerMetrics::ServerMetrics()
       answer_memory_(
           prometheus::BuildGauge()
               .Name("bert_answer_memory_bytes")
-              .Help("Bytes of Embed and Rerank answers held, from the request's tokenization "
-                    "until the answer is sent (at most --max_answer_memory_mb); "
-                    "updated as requests are admitted, answered and done")
+              .Help(
+                  "Bytes of Embed, Rerank and Decode answers held, from the request's tokenization "
+                  "until the answer is sent (at most --max_answer_memory_mb); "
+                  "updated as requests are admitted, answered and done")
               .Register(*registry_)
               .Add({})),
       abandoned_answers_(prometheus::BuildCounter()

@@ -6,7 +6,7 @@
 //                                                     inference
 //   bert_batch_size / bert_batch_tokens               histograms per engine batch
 //   bert_queue_depth, bert_requests_in_flight         gauges
-//   bert_answer_memory_bytes                          gauge: Embed (and Rerank) answers held,
+//   bert_answer_memory_bytes                          gauge: Embed (Rerank, Decode) answers held,
 //                                                     from their requests' tokenization until
 //                                                     sent
 //                                                     (--max_answer_memory_mb)

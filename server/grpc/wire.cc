@@ -37,7 +37,9 @@ bool ReadVarint(absl::string_view* data, uint64_t* value) {
 bool NextField(absl::string_view* data, int* number, absl::string_view* payload,
                int* wire_type = nullptr) {
   uint64_t tag;
-  if (data->empty() || !ReadVarint(data, &tag)) return false;
+  // A tag past 32 bits is not one: protobuf's parser would cut it to its low 32 bits and read
+  // another field than the one a scan would see.
+  if (data->empty() || !ReadVarint(data, &tag) || tag > 0xFFFFFFFFu) return false;
   *number = static_cast<int>(tag >> 3);
   *payload = absl::string_view();
   if (wire_type != nullptr) *wire_type = static_cast<int>(tag & 7);
@@ -97,6 +99,17 @@ absl::Status NotAMessage() {
   return absl::InvalidArgumentError("the request is not a valid protobuf message");
 }
 
+// Fields a scan meets besides the counted repeated ones: a request's singular fields, and
+// fields it does not know, which the parser keeps (16 bytes or more each, from 2 on the wire).
+// No request needs more than a few.
+constexpr int64_t kMaxOtherFields = 1024;
+
+absl::Status TooManyOtherFields(int64_t count) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the request has ", count, " fields besides its repeated ones, over the limit of ",
+      kMaxOtherFields, " (unknown fields, or singular ones repeated)"));
+}
+
 // A repeated field to count on the wire, and the most entries allowed (0: unchecked).
 struct Counted {
   int field;
@@ -116,16 +129,21 @@ absl::Status CheckCounts(absl::string_view wire, const std::array<Counted, N>& f
     return absl::OkStatus();
   }
   std::array<int64_t, N> counts{};
+  int64_t others = 0;
   int number, wire_type;
   absl::string_view payload;
   while (NextField(&wire, &number, &payload, &wire_type)) {
+    bool counted = false;
     for (size_t i = 0; i < N; ++i) {
       if (number == fields[i].field) {
         counts[i] += fields[i].scalar ? ScalarEntries(wire_type, payload) : 1;
+        counted = true;
       }
     }
+    if (!counted) ++others;
   }
   if (!wire.empty()) return NotAMessage();
+  if (others > kMaxOtherFields) return TooManyOtherFields(others);
   for (size_t i = 0; i < N; ++i) {
     if (fields[i].limit > 0 && counts[i] > fields[i].limit) {
       return OverLimit(fields[i].name, counts[i], fields[i].limit);
@@ -257,16 +275,23 @@ absl::Status CheckDecodeRequestCounts(absl::string_view wire, const WireLimits& 
       CheckCounts(wire, std::array<Counted, 1>{{{1, false, "inputs", limits.max_inputs}}}));
   if (limits.max_decode_ids <= 0) return absl::OkStatus();
   int64_t ids = 0;
+  int64_t others = 0;  // in the inputs (CheckCounts limits those of the top level)
   int number, wire_type;
   absl::string_view input;
   while (NextField(&wire, &number, &input)) {
     if (number != 1) continue;
     absl::string_view payload;
     while (NextField(&input, &number, &payload, &wire_type)) {
-      if (number == 1) ids += ScalarEntries(wire_type, payload);
+      if (number == 1) {
+        ids += ScalarEntries(wire_type, payload);
+      } else {
+        ++others;
+      }
     }
     if (!input.empty()) return NotAMessage();  // as CheckCounts: what the scan cannot read
   }
+  if (!wire.empty()) return NotAMessage();
+  if (others > kMaxOtherFields) return TooManyOtherFields(others);
   if (ids > limits.max_decode_ids) {
     // As validation words it.
     return absl::InvalidArgumentError(absl::StrCat("inputs: ", ids, " ids exceed the limit of ",

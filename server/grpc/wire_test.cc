@@ -229,6 +229,32 @@ TEST(WireTest, DecodeRequests) {
   wire += std::string("\x0a\x02\x08\x07", 4);  // a sixth id
   EXPECT_EQ(ParseDecodeRequest(ToBuffer(wire), limits, &parsed).message(),
             "inputs: 6 ids exceed the limit of 5 in one request");
+  // A group at the top level, even with no limit on the inputs: refused.
+  EXPECT_EQ(CheckDecodeRequestCounts(std::string("\x0a\x00\x13\x14", 4), limits).message(),
+            "the request is not a valid protobuf message");
+  // Fields the server does not read, each kept by the parser: a few are fine, not thousands,
+  // inside the inputs as at the top level.
+  limits.max_inputs = 8;
+  std::string unknown;
+  for (int i = 0; i < 1024; ++i) unknown += std::string("\x10\x00", 2);
+  ASSERT_LT(unknown.size(), 4096u);
+  EXPECT_TRUE(CheckDecodeRequestCounts(unknown, limits).ok());
+  EXPECT_EQ(CheckDecodeRequestCounts(unknown + std::string("\x18\x00", 2), limits).message(),
+            "the request has 1025 fields besides its repeated ones, over the limit of 1024 "
+            "(unknown fields, or singular ones repeated)");
+  std::string nested = std::string("\x0a\x80\x10", 3) + unknown;  // one input of 2,048 bytes
+  EXPECT_TRUE(CheckDecodeRequestCounts(nested, limits).ok());
+  nested += std::string("\x0a\x02\x10\x00", 4);  // one more, in a second input
+  EXPECT_EQ(CheckDecodeRequestCounts(nested, limits).code(), absl::StatusCode::kInvalidArgument);
+  // A 5-byte tag past 32 bits, which protobuf's parser would read as field 1 (its low bits):
+  // not counted as something else but refused.
+  EXPECT_EQ(CheckDecodeRequestCounts(std::string("\x8a\x80\x80\x80\x10\x02\x08\x05", 8), limits)
+                .message(),
+            "the request is not a valid protobuf message");
+  EXPECT_EQ(CheckTokenizeRequestCounts(std::string("\x8a\x80\x80\x80\x10\x00", 6),
+                                       WireLimits{.max_inputs = 4})
+                .message(),
+            "the request is not a valid protobuf message");
   // A group inside an input, which the parser would skip with whatever follows it: refused.
   EXPECT_EQ(CheckDecodeRequestCounts(std::string("\x0a\x03\x13\x14\x00", 5), limits).message(),
             "the request is not a valid protobuf message");

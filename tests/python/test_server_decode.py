@@ -5,6 +5,7 @@ and `bert_client decode`, alone and fed by `bert_client tokenize --json`."""
 import json
 import random
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -107,8 +108,10 @@ def test_bad_requests_get_invalid_argument_naming_the_id(server):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "over the server's 262144-byte message limit: send fewer ids" in e.value.details()
     assert len(decode(server, [unused * 100])[0]) > 100000  # under the limit: answered
-    # Special tokens left out do not count: 40,000 [PAD]s make no text.
-    assert decode(server, [[0] * 40000]) == [""]
+    # Special tokens left out do not count: 45,000 [PAD]s make no text (counted, 6 bytes each
+    # would pass the limit).
+    assert 6 * 45000 > MAX_MESSAGE_BYTES
+    assert decode(server, [[0] * 45000]) == [""]
     # At most max_inputs_per_request x max_seq_length ids in all (256 x 512), counted on the
     # wire before the request is parsed.
     with pytest.raises(grpc.RpcError) as e:
@@ -124,8 +127,12 @@ def test_decode_is_counted_in_the_metrics(server):
     text = server.metrics_text()
     assert metric_value(text, "bert_requests_total", {"method": "Decode", "code": "OK"}) >= 1
     assert metric_value(text, "bert_calls_cancelled_total", {"method": "Decode"}) == 0
-    # Decode answers count in the answer memory while they are held, and are let go once sent.
-    assert metric_value(text, "bert_answer_memory_bytes") == 0
+    # Decode answers count in the answer memory while they are held, and are let go once sent
+    # (when the call is done, a moment after the client has the answer).
+    deadline = time.time() + 30
+    while metric_value(server.metrics_text(), "bert_answer_memory_bytes") != 0:
+        assert time.time() < deadline, server.metrics_text()
+        time.sleep(0.05)
 
 
 def test_client_decodes_arguments_and_tokenize_output(server, hf):

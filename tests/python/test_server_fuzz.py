@@ -273,8 +273,8 @@ class Gen:
 
     def decode_request(self, bad):
         """Sequences of ids from the whole vocabulary (special tokens and "##" pieces too),
-        now and then long ones of [unused] tokens (about 10 bytes of text per id, one byte on
-        the wire) that can pass the message limit; `bad`: ids outside the vocabulary."""
+        now and then long ones of [unused] tokens (one byte each on the wire), most of them
+        over the limit on the ids of one request; `bad`: ids outside the vocabulary."""
         r = self.rng
         req = self.pb2.DecodeRequest(keep_special_tokens=self.chance(0.5))
         for _ in range(self.num_inputs(bad)):
@@ -349,10 +349,16 @@ PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 # may read them as some other request; either way that request is nonsense and must be
 # refused, but the message need not say "not a valid protobuf message".
 UNPARSEABLE = Expect({INVALID})
-# A group at the top level (mutations insert its tags), which Python's runtime parses and
-# skips: the server's count of repeated fields before parsing cannot read past it and refuses
-# the request rather than let it hide entries from the count (server/grpc/wire.cc).
-WITH_GROUP = Expect({INVALID}, ["not a valid protobuf message"])
+# What the server's count of repeated fields before parsing (server/grpc/wire.cc) refuses
+# among requests Python's runtime parses: a group at the top level (mutations insert its
+# tags; Python skips it, the count cannot read past it), and a field over its limit counted
+# as the server counts it, by field number whatever its wire type (Python takes an entry of
+# the wrong wire type for an unknown field).
+NOT_A_MESSAGE = Expect({INVALID}, ["not a valid protobuf message"])
+# gRPC refuses a request over --max_message_bytes before the service sees it.
+OVERSIZED = Expect({grpc.StatusCode.RESOURCE_EXHAUSTED})
+OVER_A_WIRE_LIMIT = Expect({INVALID}, ["exceed the limit of", "fields besides"])
+MAX_OTHER_FIELDS = 1024
 
 
 def _varint(data, i):
@@ -367,32 +373,75 @@ def _varint(data, i):
     return None, i
 
 
-def top_level_group(data):
-    """Whether the top level of `data` has a group tag before anything unreadable."""
-    i = 0
+def wire_fields(data):
+    """The top-level (field number, wire type, payload) of `data`, as the server's scan reads
+    them; None where it cannot read to the end (a group, a tag past 32 bits, a cut field)."""
+    out, i = [], 0
     while i < len(data):
         tag, i = _varint(data, i)
-        if tag is None:
-            return False
-        wire_type = tag & 7
-        if wire_type in (3, 4):
-            return True
+        if tag is None or tag > 0xFFFFFFFF:
+            return None
+        number, wire_type = tag >> 3, tag & 7
         if wire_type == 0:
             value, i = _varint(data, i)
             if value is None:
-                return False
+                return None
+            payload = b""
         elif wire_type == 2:
             length, i = _varint(data, i)
-            if length is None:
-                return False
-            i += length
+            if length is None or i + length > len(data):
+                return None
+            payload, i = data[i:i + length], i + length
         elif wire_type in (1, 5):
-            i += 8 if wire_type == 1 else 4
+            size = 8 if wire_type == 1 else 4
+            if i + size > len(data):
+                return None
+            payload, i = b"", i + size
         else:
-            return False
-    return False
-# gRPC refuses a request over --max_message_bytes before the service sees it.
-OVERSIZED = Expect({grpc.StatusCode.RESOURCE_EXHAUSTED})
+            return None
+        out.append((number, wire_type, payload))
+    return out
+
+
+def scalar_entries(wire_type, payload):
+    return sum(1 for b in payload if not b & 0x80) if wire_type == 2 else 1
+
+
+def wire_expect(data, limits, nested_ids_limit=0):
+    """The server's refusal before parsing, or None. `limits`: {field number: (limit,
+    scalar)} of the counted repeated fields; `nested_ids_limit`: DecodeRequest's limit on the
+    ids (field 1) inside its inputs (field 1)."""
+    fields = wire_fields(data)
+    if fields is None:
+        return NOT_A_MESSAGE
+    counts = {}
+    others = 0
+    for number, wire_type, payload in fields:
+        if number in limits:
+            counts[number] = counts.get(number, 0) + (
+                scalar_entries(wire_type, payload) if limits[number][1] else 1)
+        else:
+            others += 1
+    if others > MAX_OTHER_FIELDS:
+        return OVER_A_WIRE_LIMIT
+    if any(counts.get(n, 0) > limit for n, (limit, _) in limits.items()):
+        return OVER_A_WIRE_LIMIT
+    if nested_ids_limit:
+        ids = nested_others = 0
+        for number, _, payload in fields:
+            if number != 1:
+                continue
+            inner = wire_fields(payload)
+            if inner is None:
+                return NOT_A_MESSAGE
+            for n, wire_type, p in inner:
+                if n == 1:
+                    ids += scalar_entries(wire_type, p)
+                else:
+                    nested_others += 1
+        if nested_others > MAX_OTHER_FIELDS or ids > nested_ids_limit:
+            return OVER_A_WIRE_LIMIT
+    return None
 
 
 class Limits:
@@ -739,7 +788,8 @@ def predict_decode(req, lim, hf):
     skip = not req.keep_special_tokens
     special = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
     tokens = [hf.id_to_token(id_) for s in req.inputs for id_ in s.ids]
-    bound = sum(len(t) + 1 for t in tokens if t is not None and not (skip and t in special))
+    bound = sum(len(t.encode()) + 1 for t in tokens
+                if t is not None and not (skip and t in special))
     if bound + 6 * len(req.inputs) > lim.max_message:
         return Expect({INVALID}, ["message limit: send fewer ids"]), None
     return Expect({OK}), [hf.decode(list(s.ids), skip_special_tokens=skip) for s in req.inputs]
@@ -866,9 +916,12 @@ def expect_for_embed(env, req, data, label):
         return OVERSIZED, {}, []
     if req is None:
         return UNPARSEABLE, {}, []
-    if top_level_group(data):
-        return WITH_GROUP, {}, []
-    expect = predict_embed(env["pb2"], req, env["lim"])
+    lim = env["lim"]
+    refused = wire_expect(data, {1: (lim.max_inputs, False), 3: (8, True),
+                                 4: (2 * lim.layers, True)})
+    if refused:
+        return refused, {}, []
+    expect = predict_embed(env["pb2"], req, lim)
     return resolve_embed(env, req, expect, label)
 
 
@@ -877,8 +930,9 @@ def expect_for_tokenize(env, req, data, label):
         return OVERSIZED, []
     if req is None:
         return UNPARSEABLE, []
-    if top_level_group(data):
-        return WITH_GROUP, []
+    refused = wire_expect(data, {1: (env["lim"].max_inputs, False)})
+    if refused:
+        return refused, []
     return resolve_tokenize(env, req, predict_tokenize(env["pb2"], req, env["lim"]), label)
 
 
@@ -929,10 +983,12 @@ def decode_task(env, label, req, data):
             expect = OVERSIZED
         elif req is None:
             expect = UNPARSEABLE
-        elif top_level_group(data):
-            expect = WITH_GROUP
         else:
-            expect, texts = predict_decode(req, env["lim"], env["hf"])
+            lim = env["lim"]
+            expect = wire_expect(data, {1: (lim.max_inputs, False)},
+                                 nested_ids_limit=lim.max_inputs * lim.max_seq)
+            if expect is None:
+                expect, texts = predict_decode(req, lim, env["hf"])
         code, resp, details, seconds = unary(env["decode"], data)
         env["tally"].add("Decode", code, seconds, label)
         env["tally"].note_error(code, details)
