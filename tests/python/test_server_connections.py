@@ -16,7 +16,7 @@ import time
 import grpc
 import pytest
 from raw_http2 import ENHANCE_YOUR_CALM, RawHttp2
-from server_harness import Server, run_to_exit, stubs
+from server_harness import Server, metric_value, run_to_exit, stubs
 
 
 def heavy_request(pb2):
@@ -62,6 +62,9 @@ def restart_one_of_two(a, b, channel_options, request, callers):
         t.start()
     try:
         wait_for(lambda: outcomes["OK"] >= 5, 120, "answers before the signal")
+        if a.metrics_port is not None:  # the signal comes while a is answering calls
+            wait_for(lambda: (metric_value(a.metrics_text(), "bert_requests_in_flight") or 0) >= 2,
+                     120, "calls in flight on the server to restart")
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(timeout=120) == 0, a.log()
         with lock:
@@ -83,7 +86,7 @@ def test_a_restarted_server_sends_its_clients_elsewhere():
     rarely do. (Before the drain sent GOAWAY, every call that reached the draining server got
     UNAVAILABLE: bench/restart_under_load.py --heavy --callers 8, bench/RESULTS_server.md.)"""
     pb2, _ = stubs()
-    with Server() as a, Server() as b:
+    with Server(metrics=True) as a, Server() as b:
         outcomes = restart_one_of_two(a, b, [("grpc.lb_policy_name", "round_robin")],
                                       heavy_request(pb2), callers=8)
         failed = {code: n for code, n in outcomes.items() if code != "OK"}
