@@ -57,6 +57,16 @@ absl::Status CheckTokens(const InputSpec& input, int index, int seq_length, Trun
   return absl::OkStatus();
 }
 
+// As the wire check words it (server/grpc/wire.cc), which refuses such requests first.
+absl::Status CheckIdCount(int64_t count, const char* ids, const RequestLimits& limits) {
+  if (count > MaxRequestIds(limits)) {
+    return absl::InvalidArgumentError(absl::StrCat("inputs: ", count, " ", ids,
+                                                   " exceed the limit of ", MaxRequestIds(limits),
+                                                   " in one request"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckInputCount(size_t count, const RequestLimits& limits) {
   if (count == 0) {
     return absl::InvalidArgumentError("inputs: empty request (at least one input is needed)");
@@ -206,6 +216,13 @@ absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& req
   if (!request.prompt_name.empty()) {
     ASSIGN_OR_RETURN(out.prompt, ResolvePrompt(request.prompt_name, limits));
   }
+  int64_t word_ids = 0, type_ids = 0;
+  for (const InputSpec& input : request.inputs) {
+    word_ids += static_cast<int64_t>(input.word_ids.size());
+    type_ids += static_cast<int64_t>(input.type_ids.size());
+  }
+  RETURN_IF_ERROR(CheckIdCount(word_ids, "input_word_ids", limits));
+  RETURN_IF_ERROR(CheckIdCount(type_ids, "input_type_ids", limits));
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     const InputSpec& input = request.inputs[i];
     if (input.is_text) {
@@ -283,11 +300,7 @@ absl::Status ValidateDecodeRequest(const DecodeRequestSpec& request, const Reque
   RETURN_IF_ERROR(CheckInputCount(request.inputs.size(), limits));
   int64_t count = 0;
   for (const std::vector<int32_t>& ids : request.inputs) count += static_cast<int64_t>(ids.size());
-  if (count > MaxDecodeIds(limits)) {
-    // As the wire check words it (server/grpc/wire.cc).
-    return absl::InvalidArgumentError(absl::StrCat("inputs: ", count, " ids exceed the limit of ",
-                                                   MaxDecodeIds(limits), " in one request"));
-  }
+  RETURN_IF_ERROR(CheckIdCount(count, "ids", limits));
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     const std::vector<int32_t>& ids = request.inputs[i];
     for (size_t j = 0; j < ids.size(); ++j) {

@@ -69,9 +69,9 @@ absl::StatusOr<int> ResolveSeqLength(int seq_length, const RequestLimits& limits
 // prompts there are when it has no such prompt.
 absl::StatusOr<std::string> ResolvePrompt(const std::string& name, const RequestLimits& limits);
 
-// Checks the request-level fields and every input's static properties (UTF-8, ids,
-// lengths of token inputs under TRUNCATION_REJECT). Text length under REJECT is only
-// known after tokenization and is checked there.
+// Checks the request-level fields and every input's static properties (UTF-8, ids, at most
+// MaxRequestIds of them in all, lengths of token inputs under TRUNCATION_REJECT). Text length under
+// REJECT is only known after tokenization and is checked there.
 absl::StatusOr<ResolvedOptions> ValidateEmbedRequest(const EmbedRequestSpec& request,
                                                      const RequestLimits& limits);
 
@@ -102,13 +102,14 @@ struct TokenizeOptions {
 absl::StatusOr<TokenizeOptions> ValidateTokenizeRequest(const TokenizeRequestSpec& request,
                                                         const RequestLimits& limits);
 
-// The most ids a Decode request may carry in all: as many as the longest Embed request.
-inline int64_t MaxDecodeIds(const RequestLimits& limits) {
+// The most token ids a request may carry in all (Embed's token inputs, each of input_word_ids
+// and input_type_ids; Decode's inputs): as many as the longest Embed request computes.
+inline int64_t MaxRequestIds(const RequestLimits& limits) {
   return static_cast<int64_t>(limits.max_inputs_per_request) * limits.max_seq_length;
 }
 
 // A Decode request: at least one input and at most max_inputs_per_request, at most
-// MaxDecodeIds ids in all, every id in the vocabulary ("inputs[1].ids[4]: 40000 is outside
+// MaxRequestIds ids in all, every id in the vocabulary ("inputs[1].ids[4]: 40000 is outside
 // the vocabulary [0, 30522)").
 absl::Status ValidateDecodeRequest(const DecodeRequestSpec& request, const RequestLimits& limits);
 

@@ -379,6 +379,21 @@ TEST(ValidationTest, TheEchoedRequestIdIsPassedOnForTheSizeCheck) {
   EXPECT_EQ(options->echoed_bytes, 123);
 }
 
+TEST(ValidationTest, TokenIdsOfAllInputsAreBounded) {
+  // At most MaxRequestIds (3 x 64) of each kind in all, whatever the truncation would keep.
+  EmbedRequestSpec r;
+  r.inputs = {Tokens(std::vector<int32_t>(100, 1)), Text("a text has none"),
+              Tokens(std::vector<int32_t>(92, 1))};
+  EXPECT_TRUE(ValidateEmbedRequest(r, Limits()).ok());
+  r.inputs[2].word_ids.push_back(1);
+  EXPECT_EQ(ValidateEmbedRequest(r, Limits()).status().message(),
+            "inputs: 193 input_word_ids exceed the limit of 192 in one request");
+  r.inputs[2].word_ids.pop_back();
+  r.inputs[0].type_ids.assign(193, 0);
+  EXPECT_EQ(ValidateEmbedRequest(r, Limits()).status().message(),
+            "inputs: 193 input_type_ids exceed the limit of 192 in one request");
+}
+
 TEST(ValidationTest, DecodeRequests) {
   DecodeRequestSpec r;
   EXPECT_EQ(ValidateDecodeRequest(r, Limits()).message(),
@@ -394,7 +409,7 @@ TEST(ValidationTest, DecodeRequests) {
   r.inputs.assign(4, {1});
   EXPECT_EQ(ValidateDecodeRequest(r, Limits()).message(), "inputs: 4 inputs exceed the limit of 3");
   // At most max_inputs_per_request x max_seq_length ids in all (3 x 64).
-  EXPECT_EQ(MaxDecodeIds(Limits()), 192);
+  EXPECT_EQ(MaxRequestIds(Limits()), 192);
   r.inputs = {std::vector<int32_t>(100, 1), std::vector<int32_t>(92, 1)};
   EXPECT_TRUE(ValidateDecodeRequest(r, Limits()).ok());
   r.inputs[1].push_back(1);

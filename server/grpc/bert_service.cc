@@ -42,7 +42,7 @@ WireLimits WireLimitsOf(const RequestLimits& limits) {
   wire.max_inputs = limits.max_inputs_per_request;
   wire.max_heads = kNumHeads;
   wire.max_layers = MaxLayerEntries(limits);
-  wire.max_decode_ids = MaxDecodeIds(limits);
+  wire.max_ids = MaxRequestIds(limits);
   return wire;
 }
 

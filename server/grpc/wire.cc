@@ -1,10 +1,14 @@
 #include "server/grpc/wire.h"
 
 #include <algorithm>
-#include <array>
+#include <memory>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "google/protobuf/descriptor.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "server/text/utf8.h"
 #include "server/util/status_macros.h"
@@ -65,18 +69,6 @@ bool NextField(absl::string_view* data, int* number, absl::string_view* payload,
   }
 }
 
-// TextInput: text_a = 1, text_b = 2.
-std::string CheckTextInput(absl::string_view data, const std::string& prefix) {
-  int number;
-  absl::string_view payload;
-  while (NextField(&data, &number, &payload)) {
-    if ((number == 1 || number == 2) && !IsValidUtf8(payload)) {
-      return absl::StrCat(prefix, number == 1 ? "text_a" : "text_b");
-    }
-  }
-  return "";
-}
-
 // Entries of a repeated scalar field seen once: a packed run holds one varint per byte
 // without the continuation bit; an unpacked entry is one varint.
 int64_t ScalarEntries(int wire_type, absl::string_view payload) {
@@ -86,70 +78,231 @@ int64_t ScalarEntries(int wire_type, absl::string_view payload) {
   return n;
 }
 
-// As validation words it ("inputs: 300 inputs exceed the limit of 256"; "texts: 300 texts
-// ...").
-absl::Status OverLimit(const char* field, int64_t count, int limit) {
-  const absl::string_view name = field;
-  const bool inputs = name == "inputs" || name == "texts";
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", count, " ", inputs ? name : "entries",
-                                                 " exceed the limit of ", limit));
-}
-
 absl::Status NotAMessage() {
   return absl::InvalidArgumentError("the request is not a valid protobuf message");
 }
 
-// Fields a scan meets besides the counted repeated ones: a request's singular fields, and
-// fields it does not know, which the parser keeps (16 bytes or more each, from 2 on the wire).
-// No request needs more than a few.
-constexpr int64_t kMaxOtherFields = 1024;
+// Fields the parser keeps as unknown (numbers the message does not have, or known ones sent
+// with another wire type): 16 bytes or more each, from 2 on the wire. No request needs any.
+constexpr int64_t kMaxUnknownFields = 1024;
 
-absl::Status TooManyOtherFields(int64_t count) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      "the request has ", count, " fields besides its repeated ones, over the limit of ",
-      kMaxOtherFields, " (unknown fields, or singular ones repeated)"));
-}
+// As protobuf's parser: deeper nesting does not parse.
+constexpr int kMaxDepth = 100;
 
-// A repeated field to count on the wire, and the most entries allowed (0: unchecked).
-struct Counted {
-  int field;
-  bool scalar;  // a repeated scalar (packed or not), else a message field
-  const char* name;
-  int limit;
+// How the scans read one message type: for each field number, the field it is (from the
+// proto's descriptor), and the wire types the parser takes for it.
+class Shape {
+ public:
+  struct Field {
+    const google::protobuf::FieldDescriptor* descriptor = nullptr;  // null: not a field here
+    int wire_type = -1;
+    bool packable = false;          // a repeated scalar: also taken packed (length-delimited)
+    const Shape* nested = nullptr;  // a message field: the shape of its messages
+
+    // Whether the parser reads an entry sent as `type` into this field (else it keeps it as
+    // an unknown field).
+    bool Takes(int type) const {
+      return descriptor != nullptr && (type == wire_type || (packable && type == kLengthDelimited));
+    }
+  };
+
+  const Field& at(int number) const {
+    static const Field kNone;
+    return number >= 0 && static_cast<size_t>(number) < fields_.size() ? fields_[number] : kNone;
+  }
+
+  // The shape of `type` and of every message type in it, built once per type and kept for
+  // the process's life (they are few and small).
+  static const Shape& Of(const google::protobuf::Descriptor* type) {
+    static absl::Mutex mutex(absl::kConstInit);
+    static auto* shapes =
+        new absl::flat_hash_map<const google::protobuf::Descriptor*, std::unique_ptr<Shape>>();
+    absl::MutexLock lock(&mutex);
+    return *Build(type, shapes);
+  }
+
+ private:
+  using Shapes = absl::flat_hash_map<const google::protobuf::Descriptor*, std::unique_ptr<Shape>>;
+
+  static const Shape* Build(const google::protobuf::Descriptor* type, Shapes* shapes) {
+    auto [it, added] = shapes->try_emplace(type);
+    if (!added) return it->second.get();  // built, or being built (a recursive type)
+    it->second = std::make_unique<Shape>();
+    Shape* shape = it->second.get();
+    for (int i = 0; i < type->field_count(); ++i) {
+      const google::protobuf::FieldDescriptor* f = type->field(i);
+      if (static_cast<size_t>(f->number()) >= shape->fields_.size()) {
+        shape->fields_.resize(f->number() + 1);
+      }
+      Field& field = shape->fields_[f->number()];
+      field.descriptor = f;
+      field.wire_type = WireTypeOf(*f);
+      field.packable = f->is_packable();
+      if (f->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE) {
+        field.nested = Build(f->message_type(), shapes);
+      }
+    }
+    return shape;
+  }
+
+  static int WireTypeOf(const google::protobuf::FieldDescriptor& f) {
+    using FD = google::protobuf::FieldDescriptor;
+    switch (f.type()) {
+      case FD::TYPE_DOUBLE:
+      case FD::TYPE_FIXED64:
+      case FD::TYPE_SFIXED64:
+        return kFixed64;
+      case FD::TYPE_FLOAT:
+      case FD::TYPE_FIXED32:
+      case FD::TYPE_SFIXED32:
+        return kFixed32;
+      case FD::TYPE_STRING:
+      case FD::TYPE_BYTES:
+      case FD::TYPE_MESSAGE:
+        return kLengthDelimited;
+      case FD::TYPE_GROUP:
+        return -1;  // the scan cannot read groups; none of the requests has one
+      default:
+        return kVarint;
+    }
+  }
+
+  std::vector<Field> fields_;  // by field number (the requests' are all below 16)
 };
 
-// Counts the entries of `fields` (message fields: occurrences; scalars: ScalarEntries) in the
-// top level of `wire`, in one pass; INVALID_ARGUMENT naming the first over its limit, or when
-// the scan cannot read to the end. That check fails closed: the parser would skip what the
-// scan cannot read (a group, which these messages never have), and with it the entries after
-// it, uncounted. With no limit set, nothing is scanned.
-template <size_t N>
-absl::Status CheckCounts(absl::string_view wire, const std::array<Counted, N>& fields) {
-  if (std::all_of(fields.begin(), fields.end(), [](const Counted& f) { return f.limit <= 0; })) {
-    return absl::OkStatus();
-  }
-  std::array<int64_t, N> counts{};
-  int64_t others = 0;
+// A repeated field counted wherever it occurs in a request (every EmbedRequest.inputs, or
+// every TokenInput.input_word_ids of all its inputs together), and how its refusal reads:
+// "<path>: <count> <noun> exceed the limit of <limit><suffix>", as validation words it
+// ("inputs: 300 inputs exceed the limit of 256").
+struct Counted {
+  const google::protobuf::FieldDescriptor* field;
+  int64_t limit;  // 0: unchecked
+  const char* path;
+  const char* noun;
+  const char* suffix = "";
+};
+
+// What a scan found: the entries of each counted field, and the unknown fields.
+struct Tally {
+  explicit Tally(size_t counted) : entries(counted, 0) {}
+  std::vector<int64_t> entries;
+  int64_t unknown = 0;
+};
+
+// Reads `wire` as a message of `shape` and everything nested in it, adding to `tally`.
+// False where it cannot read to the end: malformed data, a group (which the parser would skip
+// with whatever is in it, uncounted), or nesting deeper than the parser takes.
+bool Scan(absl::string_view wire, const Shape& shape, absl::Span<const Counted> counted,
+          Tally* tally, int depth = 0) {
+  if (depth > kMaxDepth) return false;
   int number, wire_type;
   absl::string_view payload;
   while (NextField(&wire, &number, &payload, &wire_type)) {
-    bool counted = false;
-    for (size_t i = 0; i < N; ++i) {
-      if (number == fields[i].field) {
-        counts[i] += fields[i].scalar ? ScalarEntries(wire_type, payload) : 1;
-        counted = true;
+    const Shape::Field& field = shape.at(number);
+    if (!field.Takes(wire_type)) {
+      ++tally->unknown;
+      continue;
+    }
+    for (size_t i = 0; i < counted.size(); ++i) {
+      if (counted[i].field == field.descriptor) {
+        tally->entries[i] += field.packable ? ScalarEntries(wire_type, payload) : 1;
       }
     }
-    if (!counted) ++others;
+    if (field.nested != nullptr && !Scan(payload, *field.nested, counted, tally, depth + 1)) {
+      return false;
+    }
   }
-  if (!wire.empty()) return NotAMessage();
-  if (others > kMaxOtherFields) return TooManyOtherFields(others);
-  for (size_t i = 0; i < N; ++i) {
-    if (fields[i].limit > 0 && counts[i] > fields[i].limit) {
-      return OverLimit(fields[i].name, counts[i], fields[i].limit);
+  return wire.empty();
+}
+
+// The checks before parsing (see CheckRequestWire in wire.h).
+absl::Status CheckWire(absl::string_view wire, const Shape& shape,
+                       absl::Span<const Counted> counted) {
+  if (std::all_of(counted.begin(), counted.end(), [](const Counted& c) { return c.limit <= 0; })) {
+    return absl::OkStatus();
+  }
+  Tally tally(counted.size());
+  if (!Scan(wire, shape, counted, &tally)) return NotAMessage();
+  if (tally.unknown > kMaxUnknownFields) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request has ", tally.unknown, " unknown fields (numbers its messages do not have, ",
+        "or fields sent with another wire type), over the limit of ", kMaxUnknownFields));
+  }
+  for (size_t i = 0; i < counted.size(); ++i) {
+    const Counted& c = counted[i];
+    if (c.limit > 0 && tally.entries[i] > c.limit) {
+      return absl::InvalidArgumentError(absl::StrCat(c.path, ": ", tally.entries[i], " ", c.noun,
+                                                     " exceed the limit of ", c.limit, c.suffix));
     }
   }
   return absl::OkStatus();
+}
+
+// The fields counted in each request type, and their limits.
+template <typename Message>
+std::vector<Counted> CountedFields(const WireLimits& limits);
+
+template <>
+std::vector<Counted> CountedFields<v1::EmbedRequest>(const WireLimits& limits) {
+  const auto* request = v1::EmbedRequest::descriptor();
+  const auto* tokens = v1::TokenInput::descriptor();
+  return {
+      {request->FindFieldByName("inputs"), limits.max_inputs, "inputs", "inputs"},
+      {request->FindFieldByName("heads"), limits.max_heads, "heads", "entries"},
+      {request->FindFieldByName("layers"), limits.max_layers, "layers", "entries"},
+      {tokens->FindFieldByName("input_word_ids"), limits.max_ids, "inputs", "input_word_ids",
+       " in one request"},
+      {tokens->FindFieldByName("input_type_ids"), limits.max_ids, "inputs", "input_type_ids",
+       " in one request"},
+  };
+}
+
+template <>
+std::vector<Counted> CountedFields<v1::TokenizeRequest>(const WireLimits& limits) {
+  return {{v1::TokenizeRequest::descriptor()->FindFieldByName("inputs"), limits.max_inputs,
+           "inputs", "inputs"}};
+}
+
+template <>
+std::vector<Counted> CountedFields<v1::RerankRequest>(const WireLimits& limits) {
+  return {{v1::RerankRequest::descriptor()->FindFieldByName("texts"), limits.max_inputs, "texts",
+           "texts"}};
+}
+
+template <>
+std::vector<Counted> CountedFields<v1::DecodeRequest>(const WireLimits& limits) {
+  return {
+      {v1::DecodeRequest::descriptor()->FindFieldByName("inputs"), limits.max_inputs, "inputs",
+       "inputs"},
+      {v1::TokenIds::descriptor()->FindFieldByName("ids"), limits.max_ids, "inputs", "ids",
+       " in one request"},
+  };
+}
+
+// The path of the first string field of `wire` (a message of `shape`) that is not valid
+// UTF-8, after `prefix` ("inputs[2].text.text_b"), or "".
+std::string FindInvalidUtf8(absl::string_view wire, const Shape& shape, const std::string& prefix,
+                            int depth = 0) {
+  if (depth > kMaxDepth) return "";
+  absl::flat_hash_map<int, int> seen;  // entries so far of each repeated field
+  int number, wire_type;
+  absl::string_view payload;
+  while (NextField(&wire, &number, &payload, &wire_type)) {
+    const Shape::Field& field = shape.at(number);
+    if (!field.Takes(wire_type)) continue;
+    const google::protobuf::FieldDescriptor& f = *field.descriptor;
+    const bool is_string = f.type() == google::protobuf::FieldDescriptor::TYPE_STRING;
+    if (!is_string && field.nested == nullptr) continue;
+    std::string path = absl::StrCat(prefix, f.name());
+    if (f.is_repeated()) absl::StrAppend(&path, "[", seen[number]++, "]");
+    if (is_string) {
+      if (!IsValidUtf8(payload)) return path;
+    } else {
+      std::string bad = FindInvalidUtf8(payload, *field.nested, path + ".", depth + 1);
+      if (!bad.empty()) return bad;
+    }
+  }
+  return "";
 }
 
 // The bytes of `buffer`: a view of its only slice, or a copy into `flat` when it has more.
@@ -177,167 +330,84 @@ absl::string_view LastBytesField(absl::string_view wire, int field) {
   return last;
 }
 
-// Parses `buffer`, whose bytes `wire` views (WireView), into `message`; a request that does
-// not parse is looked at on the wire to say why.
+}  // namespace
+
 template <typename Message>
-absl::Status Parse(const grpc::ByteBuffer& buffer, absl::string_view wire, Message* message,
-                   std::string (*find_invalid)(absl::string_view)) {
+absl::Status CheckRequestWire(absl::string_view wire, const WireLimits& limits) {
+  static const Shape& shape = Shape::Of(Message::descriptor());
+  return CheckWire(wire, shape, CountedFields<Message>(limits));
+}
+
+template <typename Message>
+std::string FindInvalidUtf8Field(absl::string_view wire) {
+  static const Shape& shape = Shape::Of(Message::descriptor());
+  return FindInvalidUtf8(wire, shape, "");
+}
+
+#define BERT_WIRE_REQUEST(Message)                                                       \
+  template absl::Status CheckRequestWire<Message>(absl::string_view, const WireLimits&); \
+  template std::string FindInvalidUtf8Field<Message>(absl::string_view);
+BERT_WIRE_REQUEST(v1::EmbedRequest)
+BERT_WIRE_REQUEST(v1::TokenizeRequest)
+BERT_WIRE_REQUEST(v1::RerankRequest)
+BERT_WIRE_REQUEST(v1::DecodeRequest)
+#undef BERT_WIRE_REQUEST
+
+namespace {
+
+// Parses `buffer`, whose bytes `wire` views (WireView) and which passed CheckRequestWire,
+// into `request`; a request that does not parse is looked at on the wire to say why.
+template <typename Message>
+absl::Status Parse(const grpc::ByteBuffer& buffer, absl::string_view wire, Message* request) {
   // Parsed straight from the buffer's slices (a copy of a ByteBuffer shares them): requests
   // can be tens of MB.
-  grpc::ByteBuffer slices(buffer);
-  grpc::ProtoBufferReader reader(&slices);
-  if (message->ParseFromZeroCopyStream(&reader)) return absl::OkStatus();
-  const std::string field = find_invalid(wire);
+  grpc::ByteBuffer shared(buffer);
+  grpc::ProtoBufferReader reader(&shared);
+  if (request->ParseFromZeroCopyStream(&reader)) return absl::OkStatus();
+  const std::string field = FindInvalidUtf8Field<Message>(wire);
   if (!field.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": invalid UTF-8"));
   return NotAMessage();
 }
 
+template <typename Message>
+absl::Status CheckAndParse(const grpc::ByteBuffer& buffer, const WireLimits& limits,
+                           Message* request) {
+  std::vector<grpc::Slice> slices;
+  std::string flat;
+  const absl::string_view wire = WireView(buffer, &slices, &flat);
+  RETURN_IF_ERROR(CheckRequestWire<Message>(wire, limits));
+  return Parse(buffer, wire, request);
+}
+
 }  // namespace
-
-std::string FindInvalidUtf8InEmbedRequest(absl::string_view data) {
-  int number;
-  absl::string_view payload;
-  int input_index = 0;
-  while (NextField(&data, &number, &payload)) {
-    if (number == 1) {  // inputs
-      absl::string_view input = payload;
-      int inner;
-      absl::string_view inner_payload;
-      while (NextField(&input, &inner, &inner_payload)) {
-        if (inner == 1) {  // Input.text
-          std::string bad =
-              CheckTextInput(inner_payload, absl::StrCat("inputs[", input_index, "].text."));
-          if (!bad.empty()) return bad;
-        }
-      }
-      ++input_index;
-    } else if (number == 9 && !IsValidUtf8(payload)) {
-      return "request_id";
-    } else if (number == 10 && !IsValidUtf8(payload)) {
-      return "prompt_name";
-    }
-  }
-  return "";
-}
-
-std::string FindInvalidUtf8InTokenizeRequest(absl::string_view data) {
-  int number;
-  absl::string_view payload;
-  int input_index = 0;
-  while (NextField(&data, &number, &payload)) {
-    if (number == 1) {
-      std::string bad = CheckTextInput(payload, absl::StrCat("inputs[", input_index, "]."));
-      if (!bad.empty()) return bad;
-      ++input_index;
-    } else if (number == 4 && !IsValidUtf8(payload)) {
-      return "prompt_name";
-    }
-  }
-  return "";
-}
-
-std::string FindInvalidUtf8InRerankRequest(absl::string_view data) {
-  // RerankRequest: query = 1, texts = 2, request_id = 8.
-  int number;
-  absl::string_view payload;
-  int text_index = 0;
-  while (NextField(&data, &number, &payload)) {
-    if (number == 2) {
-      if (!IsValidUtf8(payload)) return absl::StrCat("texts[", text_index, "]");
-      ++text_index;
-    } else if ((number == 1 || number == 8) && !IsValidUtf8(payload)) {
-      return number == 1 ? "query" : "request_id";
-    }
-  }
-  return "";
-}
-
-absl::Status CheckEmbedRequestCounts(absl::string_view wire, const WireLimits& limits) {
-  // EmbedRequest: inputs = 1, heads = 3, layers = 4.
-  return CheckCounts(wire, std::array<Counted, 3>{{{1, false, "inputs", limits.max_inputs},
-                                                   {3, true, "heads", limits.max_heads},
-                                                   {4, true, "layers", limits.max_layers}}});
-}
-
-absl::Status CheckTokenizeRequestCounts(absl::string_view wire, const WireLimits& limits) {
-  // TokenizeRequest: inputs = 1.
-  return CheckCounts(wire, std::array<Counted, 1>{{{1, false, "inputs", limits.max_inputs}}});
-}
-
-absl::Status CheckRerankRequestCounts(absl::string_view wire, const WireLimits& limits) {
-  // RerankRequest: texts = 2.
-  return CheckCounts(wire, std::array<Counted, 1>{{{2, false, "texts", limits.max_inputs}}});
-}
-
-absl::Status CheckDecodeRequestCounts(absl::string_view wire, const WireLimits& limits) {
-  // DecodeRequest: inputs = 1 (TokenIds: ids = 1).
-  RETURN_IF_ERROR(
-      CheckCounts(wire, std::array<Counted, 1>{{{1, false, "inputs", limits.max_inputs}}}));
-  if (limits.max_decode_ids <= 0) return absl::OkStatus();
-  int64_t ids = 0;
-  int64_t others = 0;  // in the inputs (CheckCounts limits those of the top level)
-  int number, wire_type;
-  absl::string_view input;
-  while (NextField(&wire, &number, &input)) {
-    if (number != 1) continue;
-    absl::string_view payload;
-    while (NextField(&input, &number, &payload, &wire_type)) {
-      if (number == 1) {
-        ids += ScalarEntries(wire_type, payload);
-      } else {
-        ++others;
-      }
-    }
-    if (!input.empty()) return NotAMessage();  // as CheckCounts: what the scan cannot read
-  }
-  if (!wire.empty()) return NotAMessage();
-  if (others > kMaxOtherFields) return TooManyOtherFields(others);
-  if (ids > limits.max_decode_ids) {
-    // As validation words it.
-    return absl::InvalidArgumentError(absl::StrCat("inputs: ", ids, " ids exceed the limit of ",
-                                                   limits.max_decode_ids, " in one request"));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                v1::EmbedRequest* request) {
   std::vector<grpc::Slice> slices;
   std::string flat;
   const absl::string_view wire = WireView(buffer, &slices, &flat);
-  if (absl::Status counted = CheckEmbedRequestCounts(wire, limits); !counted.ok()) {
+  if (absl::Status checked = CheckRequestWire<v1::EmbedRequest>(wire, limits); !checked.ok()) {
     // Unparsed, but its answer can still echo the request_id (EchoableRequestId).
-    request->set_request_id(std::string(LastBytesField(wire, 9)));  // request_id = 9
-    return counted;
+    request->set_request_id(
+        std::string(LastBytesField(wire, v1::EmbedRequest::kRequestIdFieldNumber)));
+    return checked;
   }
-  return Parse(buffer, wire, request, &FindInvalidUtf8InEmbedRequest);
+  return Parse(buffer, wire, request);
 }
 
 absl::Status ParseTokenizeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                   v1::TokenizeRequest* request) {
-  std::vector<grpc::Slice> slices;
-  std::string flat;
-  const absl::string_view wire = WireView(buffer, &slices, &flat);
-  RETURN_IF_ERROR(CheckTokenizeRequestCounts(wire, limits));
-  return Parse(buffer, wire, request, &FindInvalidUtf8InTokenizeRequest);
+  return CheckAndParse(buffer, limits, request);
 }
 
 absl::Status ParseRerankRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                 v1::RerankRequest* request) {
-  std::vector<grpc::Slice> slices;
-  std::string flat;
-  const absl::string_view wire = WireView(buffer, &slices, &flat);
-  RETURN_IF_ERROR(CheckRerankRequestCounts(wire, limits));
-  return Parse(buffer, wire, request, &FindInvalidUtf8InRerankRequest);
+  return CheckAndParse(buffer, limits, request);
 }
 
 absl::Status ParseDecodeRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
                                 v1::DecodeRequest* request) {
-  std::vector<grpc::Slice> slices;
-  std::string flat;
-  const absl::string_view wire = WireView(buffer, &slices, &flat);
-  RETURN_IF_ERROR(CheckDecodeRequestCounts(wire, limits));
-  return Parse(buffer, wire, request, [](absl::string_view) { return std::string(); });
+  return CheckAndParse(buffer, limits, request);
 }
 
 std::string EchoableRequestId(const v1::EmbedRequest& request) {

@@ -29,7 +29,7 @@ TEST(WireTest, NamesTheFieldWithInvalidUtf8) {
   pair->set_text_b("bad @@ here");
   request.set_seq_length(16);
   const std::string wire = WithInvalidUtf8(request);
-  EXPECT_EQ(FindInvalidUtf8InEmbedRequest(wire), "inputs[2].text.text_b");
+  EXPECT_EQ(FindInvalidUtf8Field<v1::EmbedRequest>(wire), "inputs[2].text.text_b");
   v1::EmbedRequest parsed;
   absl::Status s = ParseEmbedRequest(ToBuffer(wire), WireLimits(), &parsed);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
@@ -40,7 +40,7 @@ TEST(WireTest, RequestIdAndTokenizeRequests) {
   v1::EmbedRequest request;
   request.add_inputs()->mutable_text()->set_text_a("x");
   request.set_request_id("id @@");
-  EXPECT_EQ(FindInvalidUtf8InEmbedRequest(WithInvalidUtf8(request)), "request_id");
+  EXPECT_EQ(FindInvalidUtf8Field<v1::EmbedRequest>(WithInvalidUtf8(request)), "request_id");
   request.set_request_id("id");
   request.set_prompt_name("query @@");
   v1::EmbedRequest parsed_embed;
@@ -87,7 +87,7 @@ TEST(WireTest, ValidRequestsRoundTrip) {
   ASSERT_TRUE(ParseEmbedRequest(buffer, WireLimits(), &parsed).ok());
   EXPECT_EQ(parsed.inputs(0).text().text_a(), "caf\xc3\xa9");
   EXPECT_EQ(parsed.heads(0), v1::HEAD_SEQUENCE);
-  EXPECT_EQ(FindInvalidUtf8InEmbedRequest(request.SerializeAsString()), "");
+  EXPECT_EQ(FindInvalidUtf8Field<v1::EmbedRequest>(request.SerializeAsString()), "");
 }
 
 // A request with `n` entries of each repeated field: empty inputs, heads packed, layers
@@ -109,8 +109,8 @@ TEST(WireTest, RepeatedFieldsOverTheLimitsAreRefusedBeforeParsing) {
   limits.max_inputs = 4;
   limits.max_heads = 5;
   limits.max_layers = 12;
-  EXPECT_TRUE(CheckEmbedRequestCounts(ManyEntries(4, 5, 12), limits).ok());
-  EXPECT_TRUE(CheckEmbedRequestCounts(ManyEntries(4, 5, 12), WireLimits()).ok());
+  EXPECT_TRUE(CheckRequestWire<v1::EmbedRequest>(ManyEntries(4, 5, 12), limits).ok());
+  EXPECT_TRUE(CheckRequestWire<v1::EmbedRequest>(ManyEntries(4, 5, 12), WireLimits()).ok());
   const struct {
     std::string wire;
     const char* message;
@@ -120,7 +120,7 @@ TEST(WireTest, RepeatedFieldsOverTheLimitsAreRefusedBeforeParsing) {
       {ManyEntries(1, 1, 13), "layers: 13 entries exceed the limit of 12"},
   };
   for (const auto& c : cases) {
-    const absl::Status checked = CheckEmbedRequestCounts(c.wire, limits);
+    const absl::Status checked = CheckRequestWire<v1::EmbedRequest>(c.wire, limits);
     EXPECT_EQ(checked.code(), absl::StatusCode::kInvalidArgument) << c.message;
     EXPECT_EQ(checked.message(), c.message);
     // The parse refuses it the same way, from a buffer of one slice or of several.
@@ -141,17 +141,17 @@ TEST(WireTest, RepeatedFieldsOverTheLimitsAreRefusedBeforeParsing) {
   for (const std::string& prefix :
        {std::string("\x7b\x7c"), std::string("\x0a\xff"), std::string("\x0a\x7f", 2)}) {
     const std::string wire = prefix + ManyEntries(9, 0, 0);
-    EXPECT_EQ(CheckEmbedRequestCounts(wire, limits).message(),
+    EXPECT_EQ(CheckRequestWire<v1::EmbedRequest>(wire, limits).message(),
               "the request is not a valid protobuf message")
         << testing::PrintToString(prefix);
-    EXPECT_EQ(CheckTokenizeRequestCounts(wire, limits).message(),
+    EXPECT_EQ(CheckRequestWire<v1::TokenizeRequest>(wire, limits).message(),
               "the request is not a valid protobuf message");
   }
   // Packed and unpacked entries of one field add up.
   std::string mixed = ManyEntries(1, 0, 8);
   mixed += "\x22\x05";  // layers = 4, packed: five one-byte varints
   mixed += std::string(5, '\x02');
-  EXPECT_EQ(CheckEmbedRequestCounts(mixed, limits).message(),
+  EXPECT_EQ(CheckRequestWire<v1::EmbedRequest>(mixed, limits).message(),
             "layers: 13 entries exceed the limit of 12");
   // Tokenize: inputs only.
   v1::TokenizeRequest tokenize;
@@ -159,7 +159,8 @@ TEST(WireTest, RepeatedFieldsOverTheLimitsAreRefusedBeforeParsing) {
   EXPECT_EQ(
       ParseTokenizeRequest(ToBuffer(tokenize.SerializeAsString()), limits, &tokenize).message(),
       "inputs: 5 inputs exceed the limit of 4");
-  EXPECT_TRUE(CheckTokenizeRequestCounts(tokenize.SerializeAsString(), WireLimits()).ok());
+  EXPECT_TRUE(
+      CheckRequestWire<v1::TokenizeRequest>(tokenize.SerializeAsString(), WireLimits()).ok());
 }
 
 TEST(WireTest, RerankRequests) {
@@ -172,10 +173,10 @@ TEST(WireTest, RerankRequests) {
             "texts[1]: invalid UTF-8");
   request.set_texts(1, "fine");
   request.set_query("@@");
-  EXPECT_EQ(FindInvalidUtf8InRerankRequest(WithInvalidUtf8(request)), "query");
+  EXPECT_EQ(FindInvalidUtf8Field<v1::RerankRequest>(WithInvalidUtf8(request)), "query");
   request.set_query("fine");
   request.set_request_id("@@");
-  EXPECT_EQ(FindInvalidUtf8InRerankRequest(WithInvalidUtf8(request)), "request_id");
+  EXPECT_EQ(FindInvalidUtf8Field<v1::RerankRequest>(WithInvalidUtf8(request)), "request_id");
   request.set_request_id("r-1");
   request.set_top_n(1);
   ASSERT_TRUE(
@@ -184,7 +185,7 @@ TEST(WireTest, RerankRequests) {
   // More texts than the server takes inputs: refused before parsing.
   WireLimits limits;
   limits.max_inputs = 2;
-  EXPECT_TRUE(CheckRerankRequestCounts(request.SerializeAsString(), limits).ok());
+  EXPECT_TRUE(CheckRequestWire<v1::RerankRequest>(request.SerializeAsString(), limits).ok());
   request.add_texts("");
   const absl::Status over =
       ParseRerankRequest(ToBuffer(request.SerializeAsString()), limits, &parsed);
@@ -212,7 +213,7 @@ TEST(WireTest, DecodeRequests) {
   // More sequences than the server takes inputs: refused before parsing.
   WireLimits limits;
   limits.max_inputs = 2;
-  EXPECT_TRUE(CheckDecodeRequestCounts(request.SerializeAsString(), limits).ok());
+  EXPECT_TRUE(CheckRequestWire<v1::DecodeRequest>(request.SerializeAsString(), limits).ok());
   request.add_inputs();
   const absl::Status over =
       ParseDecodeRequest(ToBuffer(request.SerializeAsString()), limits, &parsed);
@@ -220,47 +221,164 @@ TEST(WireTest, DecodeRequests) {
   EXPECT_EQ(over.message(), "inputs: 3 inputs exceed the limit of 2");
   // The ids of all inputs together, packed or not, before parsing.
   limits.max_inputs = 0;
-  limits.max_decode_ids = 5;
+  limits.max_ids = 5;
   request.mutable_inputs(2)->add_ids(300);  // packed: [101], [-1], [300]
-  EXPECT_TRUE(CheckDecodeRequestCounts(request.SerializeAsString(), limits).ok());
+  EXPECT_TRUE(CheckRequestWire<v1::DecodeRequest>(request.SerializeAsString(), limits).ok());
   std::string wire = request.SerializeAsString();
   wire += std::string("\x0a\x04\x08\x05\x08\x06", 6);  // unpacked: [5, 6]
-  EXPECT_TRUE(CheckDecodeRequestCounts(wire, limits).ok());
+  EXPECT_TRUE(CheckRequestWire<v1::DecodeRequest>(wire, limits).ok());
   wire += std::string("\x0a\x02\x08\x07", 4);  // a sixth id
   EXPECT_EQ(ParseDecodeRequest(ToBuffer(wire), limits, &parsed).message(),
             "inputs: 6 ids exceed the limit of 5 in one request");
   // A group at the top level, even with no limit on the inputs: refused.
-  EXPECT_EQ(CheckDecodeRequestCounts(std::string("\x0a\x00\x13\x14", 4), limits).message(),
-            "the request is not a valid protobuf message");
-  // Fields the server does not read, each kept by the parser: a few are fine, not thousands,
-  // inside the inputs as at the top level.
+  EXPECT_EQ(
+      CheckRequestWire<v1::DecodeRequest>(std::string("\x0a\x00\x13\x14", 4), limits).message(),
+      "the request is not a valid protobuf message");
+  // Fields the request's messages do not have, each kept by the parser: a few are fine, not
+  // thousands, inside the inputs as at the top level, all counted together.
   limits.max_inputs = 8;
   std::string unknown;
-  for (int i = 0; i < 1024; ++i) unknown += std::string("\x10\x00", 2);
+  for (int i = 0; i < 1024; ++i) unknown += std::string("\x18\x00", 2);  // field 3
   ASSERT_LT(unknown.size(), 4096u);
-  EXPECT_TRUE(CheckDecodeRequestCounts(unknown, limits).ok());
-  EXPECT_EQ(CheckDecodeRequestCounts(unknown + std::string("\x18\x00", 2), limits).message(),
-            "the request has 1025 fields besides its repeated ones, over the limit of 1024 "
-            "(unknown fields, or singular ones repeated)");
+  EXPECT_TRUE(CheckRequestWire<v1::DecodeRequest>(unknown, limits).ok());
+  EXPECT_EQ(
+      CheckRequestWire<v1::DecodeRequest>(unknown + std::string("\x18\x00", 2), limits).message(),
+      "the request has 1025 unknown fields (numbers its messages do not have, or fields sent "
+      "with another wire type), over the limit of 1024");
   std::string nested = std::string("\x0a\x80\x10", 3) + unknown;  // one input of 2,048 bytes
-  EXPECT_TRUE(CheckDecodeRequestCounts(nested, limits).ok());
-  nested += std::string("\x0a\x02\x10\x00", 4);  // one more, in a second input
-  EXPECT_EQ(CheckDecodeRequestCounts(nested, limits).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(CheckRequestWire<v1::DecodeRequest>(nested, limits).ok());
+  EXPECT_FALSE(
+      CheckRequestWire<v1::DecodeRequest>(nested + std::string("\x0a\x02\x10\x00", 4), limits)
+          .ok());
+  EXPECT_FALSE(
+      CheckRequestWire<v1::DecodeRequest>(nested + std::string("\x20\x00", 2), limits).ok());
+  // A known field repeated is not unknown: the parser keeps its last value.
+  std::string repeated;
+  for (int i = 0; i < 2000; ++i) repeated += std::string("\x10\x01", 2);  // keep_special_tokens
+  EXPECT_TRUE(CheckRequestWire<v1::DecodeRequest>(repeated, limits).ok());
   // A 5-byte tag past 32 bits, which protobuf's parser would read as field 1 (its low bits):
   // not counted as something else but refused.
-  EXPECT_EQ(CheckDecodeRequestCounts(std::string("\x8a\x80\x80\x80\x10\x02\x08\x05", 8), limits)
+  EXPECT_EQ(CheckRequestWire<v1::DecodeRequest>(std::string("\x8a\x80\x80\x80\x10\x02\x08\x05", 8),
+                                                limits)
                 .message(),
             "the request is not a valid protobuf message");
-  EXPECT_EQ(CheckTokenizeRequestCounts(std::string("\x8a\x80\x80\x80\x10\x00", 6),
-                                       WireLimits{.max_inputs = 4})
+  EXPECT_EQ(CheckRequestWire<v1::TokenizeRequest>(std::string("\x8a\x80\x80\x80\x10\x00", 6),
+                                                  WireLimits{.max_inputs = 4})
                 .message(),
             "the request is not a valid protobuf message");
   // A group inside an input, which the parser would skip with whatever follows it: refused.
-  EXPECT_EQ(CheckDecodeRequestCounts(std::string("\x0a\x03\x13\x14\x00", 5), limits).message(),
-            "the request is not a valid protobuf message");
+  EXPECT_EQ(
+      CheckRequestWire<v1::DecodeRequest>(std::string("\x0a\x03\x13\x14\x00", 5), limits).message(),
+      "the request is not a valid protobuf message");
   EXPECT_EQ(ParseDecodeRequest(ToBuffer(std::string("\x0a\xff\xff\xff", 4)), WireLimits(), &parsed)
                 .code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// `count` fields the messages do not have (field 15, varint 0): two bytes each.
+std::string Unknown(int count) {
+  std::string wire;
+  for (int i = 0; i < count; ++i) wire += std::string("\x78\x00", 2);
+  return wire;
+}
+
+// `payload` as length-delimited field `number` (< 16).
+std::string Field(int number, const std::string& payload) {
+  std::string wire(1, static_cast<char>(number << 3 | 2));
+  for (size_t n = payload.size();; n >>= 7) {
+    wire += static_cast<char>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0));
+    if (n < 0x80) break;
+  }
+  return wire + payload;
+}
+
+TEST(WireTest, UnknownFieldsAreCountedInEveryNestedMessage) {
+  WireLimits limits;
+  limits.max_inputs = 4;
+  const std::string text = Field(1, "hi");  // TextInput.text_a
+  // EmbedRequest.inputs[0] (Input): in the Input, in its TextInput, in its TokenInput.
+  const std::string in_input = Field(1, Field(1, text) + Unknown(1025));
+  const std::string in_text = Field(1, Field(1, text + Unknown(1025)));
+  const std::string in_tokens = Field(1, Field(2, Field(1, "\x65\x66") + Unknown(1025)));
+  for (const std::string& wire : {in_input, in_text, in_tokens}) {
+    const absl::Status checked = CheckRequestWire<v1::EmbedRequest>(wire, limits);
+    EXPECT_EQ(checked.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(checked.message().substr(0, 30), "the request has 1025 unknown f");
+    v1::EmbedRequest parsed;  // and refused so before parsing
+    EXPECT_EQ(ParseEmbedRequest(ToBuffer(wire), limits, &parsed).message(), checked.message());
+  }
+  // Spread over the levels and the inputs, they add up.
+  const std::string spread = Field(1, Field(1, text + Unknown(300)) + Unknown(300)) +
+                             Field(1, Field(2, Unknown(300))) + Unknown(124);
+  EXPECT_TRUE(CheckRequestWire<v1::EmbedRequest>(spread, limits).ok());
+  EXPECT_FALSE(CheckRequestWire<v1::EmbedRequest>(spread + Unknown(1), limits).ok());
+  // Tokenize's TextInput.
+  EXPECT_FALSE(CheckRequestWire<v1::TokenizeRequest>(Field(1, text + Unknown(1025)), limits).ok());
+  EXPECT_TRUE(CheckRequestWire<v1::TokenizeRequest>(Field(1, text + Unknown(1024)), limits).ok());
+  // A known number sent with another wire type is an unknown field to the parser: text_a as a
+  // varint, inputs as a fixed32.
+  std::string mistyped;
+  for (int i = 0; i < 1025; ++i) mistyped += std::string("\x08\x00", 2);
+  EXPECT_FALSE(CheckRequestWire<v1::TokenizeRequest>(Field(1, mistyped), limits).ok());
+  EXPECT_TRUE(CheckRequestWire<v1::TokenizeRequest>(Field(1, mistyped.substr(2)), limits).ok());
+  std::string fixed;
+  for (int i = 0; i < 1025; ++i) fixed += std::string("\x0d\x00\x00\x00\x00", 5);
+  EXPECT_FALSE(CheckRequestWire<v1::TokenizeRequest>(fixed, limits).ok());
+  // Known fields repeated, at any level, are not: the parser keeps the last.
+  std::string repeated;
+  for (int i = 0; i < 2000; ++i) repeated += text;
+  EXPECT_TRUE(CheckRequestWire<v1::EmbedRequest>(Field(1, Field(1, repeated)), limits).ok());
+  // A group inside a nested message is refused, as at the top level.
+  EXPECT_EQ(
+      CheckRequestWire<v1::EmbedRequest>(Field(1, Field(1, text + "\x7b\x7c")), limits).message(),
+      "the request is not a valid protobuf message");
+}
+
+TEST(WireTest, TokenIdsOfAllInputsAreCountedBeforeParsing) {
+  WireLimits limits;
+  limits.max_inputs = 4;
+  limits.max_ids = 6;
+  v1::EmbedRequest request;
+  for (int i = 0; i < 2; ++i) {
+    auto* tokens = request.add_inputs()->mutable_tokens();
+    for (int id : {101, 7, 102}) tokens->add_input_word_ids(id);
+  }
+  request.add_inputs()->mutable_text()->set_text_a("text inputs count no ids");
+  EXPECT_TRUE(CheckRequestWire<v1::EmbedRequest>(request.SerializeAsString(), limits).ok());
+  request.mutable_inputs(1)->mutable_tokens()->add_input_word_ids(5);
+  v1::EmbedRequest parsed;
+  EXPECT_EQ(ParseEmbedRequest(ToBuffer(request.SerializeAsString()), limits, &parsed).message(),
+            "inputs: 7 input_word_ids exceed the limit of 6 in one request");
+  request.mutable_inputs(1)->mutable_tokens()->mutable_input_word_ids()->RemoveLast();
+  for (int i = 0; i < 7; ++i) request.mutable_inputs(0)->mutable_tokens()->add_input_type_ids(0);
+  EXPECT_EQ(CheckRequestWire<v1::EmbedRequest>(request.SerializeAsString(), limits).message(),
+            "inputs: 7 input_type_ids exceed the limit of 6 in one request");
+  // Unpacked entries count one each.
+  std::string ids;
+  for (int i = 0; i < 6; ++i) ids += std::string("\x08\x01", 2);
+  EXPECT_TRUE(CheckRequestWire<v1::EmbedRequest>(Field(1, Field(2, ids)), limits).ok());
+  EXPECT_EQ(
+      CheckRequestWire<v1::EmbedRequest>(Field(1, Field(2, ids + "\x08\x01")), limits).message(),
+      "inputs: 7 input_word_ids exceed the limit of 6 in one request");
+}
+
+// The scans take their fields from the proto: every string field of every request message
+// is read as the parser reads it, and named by its path.
+TEST(WireTest, EveryStringFieldOfTheRequestsIsNamed) {
+  v1::EmbedRequest embed;
+  embed.add_inputs()->mutable_tokens()->add_input_word_ids(1);
+  embed.add_inputs()->mutable_text()->set_text_a("@@");
+  EXPECT_EQ(FindInvalidUtf8Field<v1::EmbedRequest>(WithInvalidUtf8(embed)),
+            "inputs[1].text.text_a");
+  v1::TokenizeRequest tokenize;
+  tokenize.add_inputs()->set_text_b("@@");
+  EXPECT_EQ(FindInvalidUtf8Field<v1::TokenizeRequest>(WithInvalidUtf8(tokenize)),
+            "inputs[0].text_b");
+  v1::RerankRequest rerank;
+  rerank.add_texts("a");
+  rerank.add_texts("b");
+  rerank.add_texts("@@");
+  EXPECT_EQ(FindInvalidUtf8Field<v1::RerankRequest>(WithInvalidUtf8(rerank)), "texts[2]");
 }
 
 }  // namespace

@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import descriptor
 from google.protobuf.message import DecodeError
 from tokenizers import BertWordPieceTokenizer, models
 
@@ -349,16 +350,16 @@ PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 # may read them as some other request; either way that request is nonsense and must be
 # refused, but the message need not say "not a valid protobuf message".
 UNPARSEABLE = Expect({INVALID})
-# What the server's count of repeated fields before parsing (server/grpc/wire.cc) refuses
-# among requests Python's runtime parses: a group at the top level (mutations insert its
-# tags; Python skips it, the count cannot read past it), and a field over its limit counted
-# as the server counts it, by field number whatever its wire type (Python takes an entry of
-# the wrong wire type for an unknown field).
+# What the server's scan before parsing (server/grpc/wire.cc) refuses among requests Python's
+# runtime parses: a group in any message (mutations insert its tags; Python skips it, the
+# scan cannot read past it), and more entries than a limit allows, or more unknown fields
+# (numbers a message does not have, or fields of another wire type) than the server keeps,
+# counted over all the request's messages as the server counts them (wire_expect).
 NOT_A_MESSAGE = Expect({INVALID}, ["not a valid protobuf message"])
 # gRPC refuses a request over --max_message_bytes before the service sees it.
 OVERSIZED = Expect({grpc.StatusCode.RESOURCE_EXHAUSTED})
-OVER_A_WIRE_LIMIT = Expect({INVALID}, ["exceed the limit of", "fields besides"])
-MAX_OTHER_FIELDS = 1024
+OVER_A_WIRE_LIMIT = Expect({INVALID}, ["exceed the limit of", "unknown fields"])
+MAX_UNKNOWN_FIELDS = 1024
 
 
 def _varint(data, i):
@@ -407,40 +408,54 @@ def scalar_entries(wire_type, payload):
     return sum(1 for b in payload if not b & 0x80) if wire_type == 2 else 1
 
 
-def wire_expect(data, limits, nested_ids_limit=0):
-    """The server's refusal before parsing, or None. `limits`: {field number: (limit,
-    scalar)} of the counted repeated fields; `nested_ids_limit`: DecodeRequest's limit on the
-    ids (field 1) inside its inputs (field 1)."""
-    fields = wire_fields(data)
-    if fields is None:
-        return NOT_A_MESSAGE
-    counts = {}
-    others = 0
-    for number, wire_type, payload in fields:
-        if number in limits:
-            counts[number] = counts.get(number, 0) + (
-                scalar_entries(wire_type, payload) if limits[number][1] else 1)
-        else:
-            others += 1
-    if others > MAX_OTHER_FIELDS:
-        return OVER_A_WIRE_LIMIT
-    if any(counts.get(n, 0) > limit for n, (limit, _) in limits.items()):
-        return OVER_A_WIRE_LIMIT
-    if nested_ids_limit:
-        ids = nested_others = 0
-        for number, _, payload in fields:
-            if number != 1:
+_FD = descriptor.FieldDescriptor
+_WIRE_TYPES = {**{t: 1 for t in (_FD.TYPE_DOUBLE, _FD.TYPE_FIXED64, _FD.TYPE_SFIXED64)},
+               **{t: 5 for t in (_FD.TYPE_FLOAT, _FD.TYPE_FIXED32, _FD.TYPE_SFIXED32)},
+               **{t: 2 for t in (_FD.TYPE_STRING, _FD.TYPE_BYTES, _FD.TYPE_MESSAGE)}}
+
+
+def _packable(field):
+    return field.label == _FD.LABEL_REPEATED and _WIRE_TYPES.get(field.type, 0) != 2
+
+
+def _takes(field, wire_type):
+    """Whether the parser reads an entry of `wire_type` into `field` (None: a number the
+    message does not have); otherwise it keeps it as an unknown field."""
+    return field is not None and (wire_type == _WIRE_TYPES.get(field.type, 0)
+                                  or (_packable(field) and wire_type == 2))
+
+
+def wire_expect(data, message_type, limits):
+    """The server's refusal before parsing (server/grpc/wire.cc), or None: it reads `data` as
+    a `message_type` and every message nested in it, as the parser would, and counts the
+    unknown fields and the entries of the fields in `limits` ({"TokenInput.input_word_ids":
+    limit}) over the whole request."""
+    counts = dict.fromkeys(limits, 0)
+    unknown = 0
+
+    def scan(data, message, depth):
+        nonlocal unknown
+        fields = wire_fields(data)
+        if fields is None or depth > 100:
+            return False
+        for number, wire_type, payload in fields:
+            field = message.fields_by_number.get(number)
+            if not _takes(field, wire_type):
+                unknown += 1
                 continue
-            inner = wire_fields(payload)
-            if inner is None:
-                return NOT_A_MESSAGE
-            for n, wire_type, p in inner:
-                if n == 1:
-                    ids += scalar_entries(wire_type, p)
-                else:
-                    nested_others += 1
-        if nested_others > MAX_OTHER_FIELDS or ids > nested_ids_limit:
-            return OVER_A_WIRE_LIMIT
+            key = f"{message.name}.{field.name}"
+            if key in counts:
+                counts[key] += scalar_entries(wire_type, payload) if _packable(field) else 1
+            if field.type == _FD.TYPE_MESSAGE and not scan(payload, field.message_type, depth + 1):
+                return False
+        return True
+
+    if not scan(data, message_type.DESCRIPTOR, 0):
+        return NOT_A_MESSAGE
+    if unknown > MAX_UNKNOWN_FIELDS:
+        return OVER_A_WIRE_LIMIT
+    if any(counts[key] > limit for key, limit in limits.items()):
+        return OVER_A_WIRE_LIMIT
     return None
 
 
@@ -917,8 +932,11 @@ def expect_for_embed(env, req, data, label):
     if req is None:
         return UNPARSEABLE, {}, []
     lim = env["lim"]
-    refused = wire_expect(data, {1: (lim.max_inputs, False), 3: (8, True),
-                                 4: (2 * lim.layers, True)})
+    max_ids = lim.max_inputs * lim.max_seq
+    refused = wire_expect(data, env["pb2"].EmbedRequest, {
+        "EmbedRequest.inputs": lim.max_inputs, "EmbedRequest.heads": 8,
+        "EmbedRequest.layers": 2 * lim.layers, "TokenInput.input_word_ids": max_ids,
+        "TokenInput.input_type_ids": max_ids})
     if refused:
         return refused, {}, []
     expect = predict_embed(env["pb2"], req, lim)
@@ -930,7 +948,8 @@ def expect_for_tokenize(env, req, data, label):
         return OVERSIZED, []
     if req is None:
         return UNPARSEABLE, []
-    refused = wire_expect(data, {1: (env["lim"].max_inputs, False)})
+    refused = wire_expect(data, env["pb2"].TokenizeRequest,
+                          {"TokenizeRequest.inputs": env["lim"].max_inputs})
     if refused:
         return refused, []
     return resolve_tokenize(env, req, predict_tokenize(env["pb2"], req, env["lim"]), label)
@@ -985,8 +1004,9 @@ def decode_task(env, label, req, data):
             expect = UNPARSEABLE
         else:
             lim = env["lim"]
-            expect = wire_expect(data, {1: (lim.max_inputs, False)},
-                                 nested_ids_limit=lim.max_inputs * lim.max_seq)
+            expect = wire_expect(data, env["pb2"].DecodeRequest,
+                                 {"DecodeRequest.inputs": lim.max_inputs,
+                                  "TokenIds.ids": lim.max_inputs * lim.max_seq})
             if expect is None:
                 expect, texts = predict_decode(req, lim, env["hf"])
         code, resp, details, seconds = unary(env["decode"], data)

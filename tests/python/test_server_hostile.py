@@ -169,6 +169,65 @@ def test_sixteen_million_ids_are_refused_before_they_are_parsed():
         assert peak_rss_mb(s) - before < 60, (before, peak_rss_mb(s))
 
 
+def _varint(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([n & 0x7F | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def _field(number, payload):
+    """`payload` as the length-delimited field `number`."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+UNKNOWN = b"\x78\x00" * 7_000_000  # field 15, which no request message has: 14 MB
+
+
+@pytest.mark.parametrize("method, wire", [
+    # EmbedRequest.inputs[0]: in its Input, in the Input's TextInput, in its TokenInput.
+    ("Embed", _field(1, _field(1, _field(1, b"hi")) + UNKNOWN)),
+    ("Embed", _field(1, _field(1, _field(1, b"hi") + UNKNOWN))),
+    ("Embed", _field(1, _field(2, _field(1, b"\x65\x66") + UNKNOWN))),
+    # TokenizeRequest.inputs[0], a TextInput.
+    ("Tokenize", _field(1, _field(1, b"hi") + UNKNOWN)),
+], ids=["embed-input", "embed-text", "embed-tokens", "tokenize-text"])
+def test_unknown_fields_nested_in_inputs_are_refused_before_parsing(method, wire):
+    # Parsed, the parser would keep each as an unknown field: 159 MB more peak memory for
+    # this request before the scan counted nested messages.
+    with Server() as s:
+        before = peak_rss_mb(s)
+        with pytest.raises(grpc.RpcError) as e:
+            s.channel().unary_unary(f"/bert.v1.BertService/{method}")(wire, timeout=60)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details().startswith("the request has 7000000 unknown fields")
+        assert peak_rss_mb(s) - before < 60, (before, peak_rss_mb(s))
+
+
+def test_token_inputs_longer_than_any_request_are_refused_before_parsing():
+    # 14 million ids in one token input (one byte each on the wire): truncated, it was
+    # accepted, after taking 124 MB more peak memory to parse and copy.
+    pb2, _ = stubs()
+    tokens = pb2.TokenInput(input_word_ids=[1] * 14_000_000)
+    wire = pb2.EmbedRequest(inputs=[pb2.Input(tokens=tokens)]).SerializeToString()
+    with Server() as s:
+        info = s.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=10)
+        limit = info.limits.max_inputs_per_request * info.limits.max_seq_length
+        before = peak_rss_mb(s)
+        with pytest.raises(grpc.RpcError) as e:
+            s.channel().unary_unary("/bert.v1.BertService/Embed")(wire, timeout=60)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details() == \
+            f"inputs: 14000000 input_word_ids exceed the limit of {limit} in one request"
+        assert peak_rss_mb(s) - before < 60, (before, peak_rss_mb(s))
+        # As many as the longest request computes are still taken (and truncated).
+        tokens = pb2.TokenInput(input_word_ids=[1] * limit)
+        answer = s.stub().Embed(pb2.EmbedRequest(inputs=[pb2.Input(tokens=tokens)],
+                                                 heads=[pb2.HEAD_POOLED]), timeout=60)
+        assert answer.results[0].truncated
+
+
 @pytest.mark.parametrize("method", ["Embed", "Tokenize", "Decode"])
 def test_what_the_count_cannot_read_is_refused_not_skipped(method):
     # A group field (which protobuf's parser skips, with everything after it) before a
