@@ -6,14 +6,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <system_error>
 #include <thread>
+#include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "prometheus/text_serializer.h"
 
 namespace bert {
@@ -111,6 +114,12 @@ MetricsHttpServer::~MetricsHttpServer() {
       +[](int* running) { return *running == 0; }, &handlers_->running));
 }
 
+void MetricsHttpServer::Handlers::Release(uint32_t client) {
+  --running;
+  auto it = by_client.find(client);
+  if (--it->second == 0) by_client.erase(it);
+}
+
 void MetricsHttpServer::Serve() {
   const auto below_cap = [](Handlers* h) ABSL_SHARED_LOCKS_REQUIRED(h->mu) {
     return h->running < kMaxConnections;
@@ -128,49 +137,131 @@ void MetricsHttpServer::Serve() {
     pollfd p{listen_fd_, POLLIN, 0};
     const int ready = ::poll(&p, 1, 200);
     if (ready <= 0) continue;
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) continue;
-    {
-      absl::MutexLock lock(&handlers_->mu);
-      ++handlers_->running;  // only this thread adds: still below the cap
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof(peer);
+    const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                             SOCK_CLOEXEC | SOCK_NONBLOCK);
+    bool pause = false;
+    if (fd < 0) {
+      // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): the connection stays
+      // pending and poll would report it again at once; wait instead of spinning.
+      pause = errno != EINTR && errno != ECONNABORTED && errno != EAGAIN;
+    } else {
+      pause = !Dispatch(fd, peer.sin_addr.s_addr);
     }
-    std::thread([this, fd, handlers = handlers_] {
-      HandleConnection(fd);
-      ::close(fd);
-      absl::MutexLock lock(&handlers->mu);
-      --handlers->running;
-    }).detach();
+    if (pause) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
 
-void MetricsHttpServer::HandleConnection(int fd) {
-  // Read the request head, bounded in size and in total time; the body, if any, is ignored.
-  const Clock::time_point read_deadline = Clock::now() + std::chrono::milliseconds(kReadTimeoutMs);
-  std::string request;
-  char buffer[2048];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-    if (!WaitFor(fd, POLLIN, read_deadline)) return;
+bool MetricsHttpServer::Dispatch(int fd, uint32_t client) {
+  {
+    absl::MutexLock lock(&handlers_->mu);
+    int& from_client = handlers_->by_client[client];
+    if (from_client >= kMaxConnectionsPerClient) {
+      ::close(fd);
+      return true;
+    }
+    ++from_client;
+    ++handlers_->running;  // only this thread adds: still below the cap
+  }
+  try {
+    std::thread([this, fd, client, handlers = handlers_] {
+      HandleConnection(fd);
+      ::close(fd);
+      absl::MutexLock lock(&handlers->mu);
+      handlers->Release(client);
+    }).detach();
+    return true;
+  } catch (const std::system_error&) {  // no thread to be had (memory, a process limit)
+    ::close(fd);
+    absl::MutexLock lock(&handlers_->mu);
+    handlers_->Release(client);
+    return false;
+  }
+}
+
+namespace {
+
+constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+
+std::string Response(absl::string_view status, absl::string_view content_type, size_t length,
+                     absl::string_view extra_headers = "") {
+  return absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", content_type,
+                      "\r\nContent-Length: ", length, "\r\n", extra_headers,
+                      "Connection: close\r\n\r\n");
+}
+
+// An error answer with its reason as a one-line body.
+std::string ErrorResponse(absl::string_view status, absl::string_view extra_headers = "") {
+  const std::string body = absl::StrCat(status, "\n");
+  return Response(status, "text/plain; charset=utf-8", body.size(), extra_headers) + body;
+}
+
+// Closes the sending side and reads what the client still sends (a body nobody asked for)
+// until it closes, for at most `ms`: closing with unread bytes would reset the connection,
+// which can discard the answer before the client has read it.
+void Linger(int fd, int ms) {
+  ::shutdown(fd, SHUT_WR);
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(ms);
+  char buffer[4096];
+  size_t drained = 0;
+  while (drained < (1u << 20) && WaitFor(fd, POLLIN, deadline)) {
     const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
     if (n <= 0) return;
+    drained += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+void MetricsHttpServer::HandleConnection(int fd) {
+  // Read the request head, bounded in size and in total time.
+  const Clock::time_point read_deadline = Clock::now() + std::chrono::milliseconds(kReadTimeoutMs);
+  std::string request;
+  char buffer[2048];
+  size_t head_end = std::string::npos;
+  bool timed_out = false;
+  while (head_end == std::string::npos && request.size() <= kMaxHeadBytes) {
+    if (!WaitFor(fd, POLLIN, read_deadline)) {
+      timed_out = true;
+      break;
+    }
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    if (n <= 0) return;  // the client went, or the connection failed: nobody to answer
+    // Searched from just before the new bytes: the blank line may straddle two reads.
+    const size_t from = request.size() < 3 ? 0 : request.size() - 3;
     request.append(buffer, static_cast<size_t>(n));
+    head_end = request.find("\r\n\r\n", from);
   }
   const Clock::time_point write_deadline =
       Clock::now() + std::chrono::milliseconds(kWriteTimeoutMs);
-  const bool metrics =
-      absl::StartsWith(request, "GET /metrics ") || absl::StartsWith(request, "GET /metrics?");
-  if (!metrics) {
-    WriteAll(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-             write_deadline);
-    return;
+  std::string answer;
+  if (head_end == std::string::npos || head_end + 4 > kMaxHeadBytes) {
+    answer =
+        ErrorResponse(timed_out ? "408 Request Timeout" : "431 Request Header Fields Too Large");
+  } else {
+    // The request line: METHOD SP TARGET SP HTTP/1.x.
+    const absl::string_view line = absl::string_view(request).substr(0, request.find("\r\n"));
+    const std::vector<absl::string_view> parts = absl::StrSplit(line, ' ');
+    const bool http = parts.size() == 3 && !parts[0].empty() && !parts[1].empty() &&
+                      (parts[2] == "HTTP/1.1" || parts[2] == "HTTP/1.0");
+    const absl::string_view path = http ? parts[1].substr(0, parts[1].find('?')) : "";
+    if (!http) {
+      answer = ErrorResponse("400 Bad Request");
+    } else if (parts[0] != "GET" && parts[0] != "HEAD") {
+      answer = ErrorResponse("405 Method Not Allowed", "Allow: GET, HEAD\r\n");
+    } else if (path != "/metrics") {
+      answer = ErrorResponse("404 Not Found");
+    } else {
+      const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
+      answer = Response("200 OK", kMetricsContentType, body.size());
+      if (parts[0] == "GET") answer += body;
+    }
   }
-  const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
-  WriteAll(fd,
-           absl::StrCat("HTTP/1.1 200 OK\r\n"
-                        "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                        "Content-Length: ",
-                        body.size(), "\r\nConnection: close\r\n\r\n", body),
-           write_deadline);
+  WriteAll(fd, answer, write_deadline);
+  Linger(fd, std::min(1000, MsLeft(write_deadline)));
 }
 
 }  // namespace bert
