@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -21,9 +22,11 @@ constexpr int kFixed64 = 1;
 constexpr int kLengthDelimited = 2;
 constexpr int kFixed32 = 5;
 
-bool ReadVarint(absl::string_view* data, uint64_t* value) {
+// Reads a varint of at most `max_bytes` bytes (a value: 10; protobuf's parser reads tags and
+// lengths in at most 5).
+bool ReadVarint(absl::string_view* data, uint64_t* value, int max_bytes = 10) {
   uint64_t result = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
+  for (int shift = 0; shift < 7 * max_bytes; shift += 7) {
     if (data->empty()) return false;
     const uint8_t byte = static_cast<uint8_t>(data->front());
     data->remove_prefix(1);
@@ -42,8 +45,9 @@ bool NextField(absl::string_view* data, int* number, absl::string_view* payload,
                int* wire_type = nullptr) {
   uint64_t tag;
   // A tag past 32 bits is not one: protobuf's parser would cut it to its low 32 bits and read
-  // another field than the one a scan would see.
-  if (data->empty() || !ReadVarint(data, &tag) || tag > 0xFFFFFFFFu) return false;
+  // another field than the one a scan would see. Tags and lengths longer than 5 bytes, which
+  // the parser refuses, are refused here too.
+  if (data->empty() || !ReadVarint(data, &tag, 5) || tag > 0xFFFFFFFFu) return false;
   *number = static_cast<int>(tag >> 3);
   *payload = absl::string_view();
   if (wire_type != nullptr) *wire_type = static_cast<int>(tag & 7);
@@ -60,7 +64,7 @@ bool NextField(absl::string_view* data, int* number, absl::string_view* payload,
       data->remove_prefix(4);
       return true;
     case kLengthDelimited:
-      if (!ReadVarint(data, &length) || length > data->size()) return false;
+      if (!ReadVarint(data, &length, 5) || length > data->size()) return false;
       *payload = data->substr(0, length);
       data->remove_prefix(length);
       return true;
@@ -81,10 +85,6 @@ int64_t ScalarEntries(int wire_type, absl::string_view payload) {
 absl::Status NotAMessage() {
   return absl::InvalidArgumentError("the request is not a valid protobuf message");
 }
-
-// Fields the parser keeps as unknown (numbers the message does not have, or known ones sent
-// with another wire type): 16 bytes or more each, from 2 on the wire. No request needs any.
-constexpr int64_t kMaxUnknownFields = 1024;
 
 // As protobuf's parser: deeper nesting does not parse.
 constexpr int kMaxDepth = 100;
@@ -306,9 +306,9 @@ std::string FindInvalidUtf8(absl::string_view wire, const Shape& shape, const st
 }
 
 // The bytes of `buffer`: a view of its only slice, or a copy into `flat` when it has more.
-absl::string_view WireView(const grpc::ByteBuffer& buffer, std::vector<grpc::Slice>* slices,
-                           std::string* flat) {
-  if (!buffer.Dump(slices).ok()) return absl::string_view();
+absl::StatusOr<absl::string_view> WireView(const grpc::ByteBuffer& buffer,
+                                           std::vector<grpc::Slice>* slices, std::string* flat) {
+  if (!buffer.Dump(slices).ok()) return NotAMessage();  // nothing to scan: nothing parsed
   if (slices->size() == 1) {
     const grpc::Slice& s = slices->front();
     return absl::string_view(reinterpret_cast<const char*>(s.begin()), s.size());
@@ -322,10 +322,10 @@ absl::string_view WireView(const grpc::ByteBuffer& buffer, std::vector<grpc::Sli
 // or "".
 absl::string_view LastBytesField(absl::string_view wire, int field) {
   absl::string_view last;
-  int number;
+  int number, wire_type;
   absl::string_view payload;
-  while (NextField(&wire, &number, &payload)) {
-    if (number == field) last = payload;
+  while (NextField(&wire, &number, &payload, &wire_type)) {
+    if (number == field && wire_type == kLengthDelimited) last = payload;
   }
   return last;
 }
@@ -374,7 +374,7 @@ absl::Status CheckAndParse(const grpc::ByteBuffer& buffer, const WireLimits& lim
                            Message* request) {
   std::vector<grpc::Slice> slices;
   std::string flat;
-  const absl::string_view wire = WireView(buffer, &slices, &flat);
+  ASSIGN_OR_RETURN(const absl::string_view wire, WireView(buffer, &slices, &flat));
   RETURN_IF_ERROR(CheckRequestWire<Message>(wire, limits));
   return Parse(buffer, wire, request);
 }
@@ -385,7 +385,7 @@ absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits&
                                v1::EmbedRequest* request) {
   std::vector<grpc::Slice> slices;
   std::string flat;
-  const absl::string_view wire = WireView(buffer, &slices, &flat);
+  ASSIGN_OR_RETURN(const absl::string_view wire, WireView(buffer, &slices, &flat));
   if (absl::Status checked = CheckRequestWire<v1::EmbedRequest>(wire, limits); !checked.ok()) {
     // Unparsed, but its answer can still echo the request_id (EchoableRequestId).
     request->set_request_id(

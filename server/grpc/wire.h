@@ -33,6 +33,13 @@ struct WireLimits {
                         // TokenInput's input_word_ids and input_type_ids, TokenIds.ids
 };
 
+// The most unknown fields (numbers a message does not have, or known ones sent with another
+// wire type) a request may hold in all its messages together: the parser keeps each, at 16
+// bytes or more from 2 on the wire. A request of ours has none; a client built with a newer
+// proto may send a few in each input, which this leaves room for (256 in each of 256 inputs)
+// at a few MB parsed, not the gigabytes that millions would take.
+inline constexpr int64_t kMaxUnknownFields = 1 << 16;
+
 // Each checks the request on the wire (CheckRequestWire), then parses it: OK, or
 // INVALID_ARGUMENT naming what is wrong.
 absl::Status ParseEmbedRequest(const grpc::ByteBuffer& buffer, const WireLimits& limits,
@@ -49,7 +56,7 @@ absl::Status ParseDecodeRequest(const grpc::ByteBuffer& buffer, const WireLimits
 // - naming the field whose entries in the whole request are over `limits` ("inputs: 300
 //   inputs exceed the limit of 256", "inputs: 140000 ids exceed the limit of 131072 in one
 //   request"), as validation words it;
-// - when the request and its nested messages hold more than 1,024 unknown fields;
+// - when the request and its nested messages hold more than kMaxUnknownFields unknown fields;
 // - saying the request is not a valid message when the scan cannot read a message to its end
 //   (malformed data, or a group, which the parser would skip with whatever is in it).
 // With no limit set, nothing is checked.

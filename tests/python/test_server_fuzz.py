@@ -359,12 +359,14 @@ NOT_A_MESSAGE = Expect({INVALID}, ["not a valid protobuf message"])
 # gRPC refuses a request over --max_message_bytes before the service sees it.
 OVERSIZED = Expect({grpc.StatusCode.RESOURCE_EXHAUSTED})
 OVER_A_WIRE_LIMIT = Expect({INVALID}, ["exceed the limit of", "unknown fields"])
-MAX_UNKNOWN_FIELDS = 1024
+MAX_UNKNOWN_FIELDS = 1 << 16  # server/grpc/wire.h, kMaxUnknownFields
 
 
-def _varint(data, i):
+def _varint(data, i, max_bytes=10):
+    """The varint at data[i] and the index after it; (None, _) where it is cut short or longer
+    than `max_bytes` (protobuf's C++ parser reads tags and lengths in at most 5)."""
     value, shift = 0, 0
-    while i < len(data):
+    while i < len(data) and shift < 7 * max_bytes:
         byte = data[i]
         i += 1
         value |= (byte & 0x7F) << shift
@@ -376,10 +378,11 @@ def _varint(data, i):
 
 def wire_fields(data):
     """The top-level (field number, wire type, payload) of `data`, as the server's scan reads
-    them; None where it cannot read to the end (a group, a tag past 32 bits, a cut field)."""
+    them; None where it cannot read to the end (a group, a tag past 32 bits, a tag or length
+    over 5 bytes, a cut field)."""
     out, i = [], 0
     while i < len(data):
-        tag, i = _varint(data, i)
+        tag, i = _varint(data, i, max_bytes=5)
         if tag is None or tag > 0xFFFFFFFF:
             return None
         number, wire_type = tag >> 3, tag & 7
@@ -389,7 +392,7 @@ def wire_fields(data):
                 return None
             payload = b""
         elif wire_type == 2:
-            length, i = _varint(data, i)
+            length, i = _varint(data, i, max_bytes=5)
             if length is None or i + length > len(data):
                 return None
             payload, i = data[i:i + length], i + length
