@@ -644,6 +644,26 @@ TEST(TokenizerDecodeTest, EveryCleanUpRuleAsHuggingFaceAppliesIt) {
   EXPECT_EQ((*tok)->DecodedSizeBound({1, 2, 0, 3, 4, 21, -1}, true), 3u);  // only "it" is kept
 }
 
+// The bound the server reserves before it decodes (DecodedSizeBound) is never short, whatever
+// the ids: specials, clean-up tokens next to each other, "##" pieces, ids outside the vocabulary.
+TEST(TokenizerDecodeTest, TheSizeBoundHoldsForAnySequence) {
+  auto tok = BertTokenizer::FromTokens(
+      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "it", "'s", "n't", "'m",  "'ve", "'re", "do not",
+       ".",     "?",     "!",     ",",     "'",  "x",  "##y", "a b", "can", "##.", "[MASK]"},
+      {});
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 20000; ++trial) {
+    std::vector<int32_t> ids(rng() % 12);
+    for (int32_t& id : ids) id = static_cast<int32_t>(rng() % 25) - 1;  // -1 to 23
+    for (bool skip : {true, false}) {
+      const std::string text = (*tok)->Decode(ids, skip);
+      ASSERT_LE(text.size(), (*tok)->DecodedSizeBound(ids, skip))
+          << "skip " << skip << ": " << testing::PrintToString(ids) << " -> \"" << text << "\"";
+    }
+  }
+}
+
 TEST(TokenizerDecodeTest, AnIdWhoseTokenALaterLineRepeatsDecodesToNothing) {
   // As Hugging Face's vocabulary (a map from token to its last id) has it: "##s" is id 6 for
   // Tokenize, and id 4 has no token to decode.
