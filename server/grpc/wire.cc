@@ -1,10 +1,14 @@
 #include "server/grpc/wire.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/numeric/bits.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -74,11 +78,18 @@ bool NextField(absl::string_view* data, int* number, absl::string_view* payload,
 }
 
 // Entries of a repeated scalar field seen once: a packed run holds one varint per byte
-// without the continuation bit; an unpacked entry is one varint.
+// without the continuation bit (counted eight bytes at a time); an unpacked entry is one
+// varint.
 int64_t ScalarEntries(int wire_type, absl::string_view payload) {
   if (wire_type != kLengthDelimited) return 1;
   int64_t n = 0;
-  for (char c : payload) n += (static_cast<uint8_t>(c) & 0x80) == 0 ? 1 : 0;
+  size_t i = 0;
+  for (; i + 8 <= payload.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, payload.data() + i, sizeof(word));
+    n += 8 - absl::popcount(word & 0x8080808080808080ull);
+  }
+  for (; i < payload.size(); ++i) n += (static_cast<uint8_t>(payload[i]) & 0x80) == 0 ? 1 : 0;
   return n;
 }
 
@@ -185,7 +196,7 @@ struct Counted {
 // What a scan found: the entries of each counted field, and the unknown fields.
 struct Tally {
   explicit Tally(size_t counted) : entries(counted, 0) {}
-  std::vector<int64_t> entries;
+  absl::InlinedVector<int64_t, 5> entries;
   int64_t unknown = 0;
 };
 
@@ -238,44 +249,54 @@ absl::Status CheckWire(absl::string_view wire, const Shape& shape,
   return absl::OkStatus();
 }
 
-// The fields counted in each request type, and their limits.
+// The fields counted in each request type, and their limits (no allocation: a call's).
+using CountedList = absl::InlinedVector<Counted, 5>;
+
+const google::protobuf::FieldDescriptor* FieldNamed(const google::protobuf::Descriptor* type,
+                                                    const char* name) {
+  const google::protobuf::FieldDescriptor* field = type->FindFieldByName(name);
+  if (field == nullptr) std::abort();  // the proto and this file disagree
+  return field;
+}
+
 template <typename Message>
-std::vector<Counted> CountedFields(const WireLimits& limits);
+CountedList CountedFields(const WireLimits& limits);
 
 template <>
-std::vector<Counted> CountedFields<v1::EmbedRequest>(const WireLimits& limits) {
-  const auto* request = v1::EmbedRequest::descriptor();
-  const auto* tokens = v1::TokenInput::descriptor();
+CountedList CountedFields<v1::EmbedRequest>(const WireLimits& limits) {
+  static const auto* const inputs = FieldNamed(v1::EmbedRequest::descriptor(), "inputs");
+  static const auto* const heads = FieldNamed(v1::EmbedRequest::descriptor(), "heads");
+  static const auto* const layers = FieldNamed(v1::EmbedRequest::descriptor(), "layers");
+  static const auto* const word_ids = FieldNamed(v1::TokenInput::descriptor(), "input_word_ids");
+  static const auto* const type_ids = FieldNamed(v1::TokenInput::descriptor(), "input_type_ids");
   return {
-      {request->FindFieldByName("inputs"), limits.max_inputs, "inputs", "inputs"},
-      {request->FindFieldByName("heads"), limits.max_heads, "heads", "entries"},
-      {request->FindFieldByName("layers"), limits.max_layers, "layers", "entries"},
-      {tokens->FindFieldByName("input_word_ids"), limits.max_ids, "inputs", "input_word_ids",
-       " in one request"},
-      {tokens->FindFieldByName("input_type_ids"), limits.max_ids, "inputs", "input_type_ids",
-       " in one request"},
+      {inputs, limits.max_inputs, "inputs", "inputs"},
+      {heads, limits.max_heads, "heads", "entries"},
+      {layers, limits.max_layers, "layers", "entries"},
+      {word_ids, limits.max_ids, "inputs", "input_word_ids", " in one request"},
+      {type_ids, limits.max_ids, "inputs", "input_type_ids", " in one request"},
   };
 }
 
 template <>
-std::vector<Counted> CountedFields<v1::TokenizeRequest>(const WireLimits& limits) {
-  return {{v1::TokenizeRequest::descriptor()->FindFieldByName("inputs"), limits.max_inputs,
-           "inputs", "inputs"}};
+CountedList CountedFields<v1::TokenizeRequest>(const WireLimits& limits) {
+  static const auto* const inputs = FieldNamed(v1::TokenizeRequest::descriptor(), "inputs");
+  return {{inputs, limits.max_inputs, "inputs", "inputs"}};
 }
 
 template <>
-std::vector<Counted> CountedFields<v1::RerankRequest>(const WireLimits& limits) {
-  return {{v1::RerankRequest::descriptor()->FindFieldByName("texts"), limits.max_inputs, "texts",
-           "texts"}};
+CountedList CountedFields<v1::RerankRequest>(const WireLimits& limits) {
+  static const auto* const texts = FieldNamed(v1::RerankRequest::descriptor(), "texts");
+  return {{texts, limits.max_inputs, "texts", "texts"}};
 }
 
 template <>
-std::vector<Counted> CountedFields<v1::DecodeRequest>(const WireLimits& limits) {
+CountedList CountedFields<v1::DecodeRequest>(const WireLimits& limits) {
+  static const auto* const inputs = FieldNamed(v1::DecodeRequest::descriptor(), "inputs");
+  static const auto* const ids = FieldNamed(v1::TokenIds::descriptor(), "ids");
   return {
-      {v1::DecodeRequest::descriptor()->FindFieldByName("inputs"), limits.max_inputs, "inputs",
-       "inputs"},
-      {v1::TokenIds::descriptor()->FindFieldByName("ids"), limits.max_ids, "inputs", "ids",
-       " in one request"},
+      {inputs, limits.max_inputs, "inputs", "inputs"},
+      {ids, limits.max_ids, "inputs", "ids", " in one request"},
   };
 }
 

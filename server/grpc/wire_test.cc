@@ -375,6 +375,19 @@ TEST(WireTest, TokenIdsOfAllInputsAreCountedBeforeParsing) {
   for (int i = 0; i < 7; ++i) request.mutable_inputs(0)->mutable_tokens()->add_input_type_ids(0);
   EXPECT_EQ(CheckRequestWire<v1::EmbedRequest>(request.SerializeAsString(), limits).message(),
             "inputs: 7 input_type_ids exceed the limit of 6 in one request");
+  // Packed ids of one to three bytes each, any count (the scan reads eight bytes at a time).
+  for (int n = 0; n <= 40; ++n) {
+    v1::EmbedRequest packed;
+    auto* tokens = packed.add_inputs()->mutable_tokens();
+    for (int j = 0; j < n; ++j)
+      tokens->add_input_word_ids(j % 3 == 0 ? 5 : j % 3 == 1 ? 300 : 20000);
+    WireLimits exact = limits;
+    exact.max_ids = n;
+    EXPECT_TRUE(CheckRequestWire<v1::EmbedRequest>(packed.SerializeAsString(), exact).ok()) << n;
+    if (n < 2) continue;  // a limit of 0 is none
+    exact.max_ids = n - 1;
+    EXPECT_FALSE(CheckRequestWire<v1::EmbedRequest>(packed.SerializeAsString(), exact).ok()) << n;
+  }
   // Unpacked entries count one each.
   std::string ids;
   for (int i = 0; i < 6; ++i) ids += std::string("\x08\x01", 2);
