@@ -314,12 +314,15 @@ std::string FindInvalidUtf8(absl::string_view wire, const Shape& shape, const st
     const google::protobuf::FieldDescriptor& f = *field.descriptor;
     const bool is_string = f.type() == google::protobuf::FieldDescriptor::TYPE_STRING;
     if (!is_string && field.nested == nullptr) continue;
-    std::string path = absl::StrCat(prefix, f.name());
-    if (f.is_repeated()) absl::StrAppend(&path, "[", seen[number]++, "]");
+    const int index = f.is_repeated() ? seen[number]++ : -1;
+    const auto path = [&] {  // built only where it is needed
+      return index < 0 ? absl::StrCat(prefix, f.name())
+                       : absl::StrCat(prefix, f.name(), "[", index, "]");
+    };
     if (is_string) {
-      if (!IsValidUtf8(payload)) return path;
+      if (!IsValidUtf8(payload)) return path();
     } else {
-      std::string bad = FindInvalidUtf8(payload, *field.nested, path + ".", depth + 1);
+      std::string bad = FindInvalidUtf8(payload, *field.nested, path() + ".", depth + 1);
       if (!bad.empty()) return bad;
     }
   }
