@@ -1,7 +1,6 @@
 #include "server/grpc/wire.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -252,11 +251,11 @@ absl::Status CheckWire(absl::string_view wire, const Shape& shape,
 // The fields counted in each request type, and their limits (no allocation: a call's).
 using CountedList = absl::InlinedVector<Counted, 5>;
 
-const google::protobuf::FieldDescriptor* FieldNamed(const google::protobuf::Descriptor* type,
-                                                    const char* name) {
-  const google::protobuf::FieldDescriptor* field = type->FindFieldByName(name);
-  if (field == nullptr) std::abort();  // the proto and this file disagree
-  return field;
+// Field `number` of `Message` (its generated constant: a field renamed or removed in the proto
+// fails the build, not a request).
+template <typename Message>
+const google::protobuf::FieldDescriptor* FieldOf(int number) {
+  return Message::descriptor()->FindFieldByNumber(number);
 }
 
 template <typename Message>
@@ -264,11 +263,13 @@ CountedList CountedFields(const WireLimits& limits);
 
 template <>
 CountedList CountedFields<v1::EmbedRequest>(const WireLimits& limits) {
-  static const auto* const inputs = FieldNamed(v1::EmbedRequest::descriptor(), "inputs");
-  static const auto* const heads = FieldNamed(v1::EmbedRequest::descriptor(), "heads");
-  static const auto* const layers = FieldNamed(v1::EmbedRequest::descriptor(), "layers");
-  static const auto* const word_ids = FieldNamed(v1::TokenInput::descriptor(), "input_word_ids");
-  static const auto* const type_ids = FieldNamed(v1::TokenInput::descriptor(), "input_type_ids");
+  using Request = v1::EmbedRequest;
+  using Tokens = v1::TokenInput;
+  static const auto* const inputs = FieldOf<Request>(Request::kInputsFieldNumber);
+  static const auto* const heads = FieldOf<Request>(Request::kHeadsFieldNumber);
+  static const auto* const layers = FieldOf<Request>(Request::kLayersFieldNumber);
+  static const auto* const word_ids = FieldOf<Tokens>(Tokens::kInputWordIdsFieldNumber);
+  static const auto* const type_ids = FieldOf<Tokens>(Tokens::kInputTypeIdsFieldNumber);
   return {
       {inputs, limits.max_inputs, "inputs", "inputs"},
       {heads, limits.max_heads, "heads", "entries"},
@@ -280,20 +281,23 @@ CountedList CountedFields<v1::EmbedRequest>(const WireLimits& limits) {
 
 template <>
 CountedList CountedFields<v1::TokenizeRequest>(const WireLimits& limits) {
-  static const auto* const inputs = FieldNamed(v1::TokenizeRequest::descriptor(), "inputs");
+  using Request = v1::TokenizeRequest;
+  static const auto* const inputs = FieldOf<Request>(Request::kInputsFieldNumber);
   return {{inputs, limits.max_inputs, "inputs", "inputs"}};
 }
 
 template <>
 CountedList CountedFields<v1::RerankRequest>(const WireLimits& limits) {
-  static const auto* const texts = FieldNamed(v1::RerankRequest::descriptor(), "texts");
+  using Request = v1::RerankRequest;
+  static const auto* const texts = FieldOf<Request>(Request::kTextsFieldNumber);
   return {{texts, limits.max_inputs, "texts", "texts"}};
 }
 
 template <>
 CountedList CountedFields<v1::DecodeRequest>(const WireLimits& limits) {
-  static const auto* const inputs = FieldNamed(v1::DecodeRequest::descriptor(), "inputs");
-  static const auto* const ids = FieldNamed(v1::TokenIds::descriptor(), "ids");
+  using Request = v1::DecodeRequest;
+  static const auto* const inputs = FieldOf<Request>(Request::kInputsFieldNumber);
+  static const auto* const ids = FieldOf<v1::TokenIds>(v1::TokenIds::kIdsFieldNumber);
   return {
       {inputs, limits.max_inputs, "inputs", "inputs"},
       {ids, limits.max_ids, "inputs", "ids", " in one request"},

@@ -36,8 +36,8 @@ struct WireLimits {
 // The most unknown fields (numbers a message does not have, or known ones sent with another
 // wire type) a request may hold in all its messages together: the parser keeps each, at 16
 // bytes or more from 2 on the wire. A request of ours has none; a client built with a newer
-// proto may send a few in each input, which this leaves room for (256 in each of 256 inputs)
-// at a few MB parsed, not the gigabytes that millions would take.
+// proto may send a few in each input, which this leaves room for (256 in each of 256 inputs),
+// while a 16 MiB request could otherwise hold 8 million of them.
 inline constexpr int64_t kMaxUnknownFields = 1 << 16;
 
 // Each checks the request on the wire (CheckRequestWire), then parses it: OK, or
