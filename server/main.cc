@@ -72,7 +72,8 @@ ABSL_FLAG(std::string, vocab, "", "WordPiece vocabulary; default <model_dir>/voc
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "gRPC listen address: HOST:PORT (port 0: pick one) or unix:PATH (a Unix domain socket)");
 ABSL_FLAG(std::string, metrics_address, "",
-          "Prometheus /metrics HTTP address, e.g. 127.0.0.1:9090 (empty: off)");
+          "HTTP address of Prometheus /metrics and the /livez and /readyz probes, e.g. "
+          "127.0.0.1:9090 (empty: off)");
 ABSL_FLAG(std::string, backend, "auto", "auto (CUDA when a GPU is present, else CPU), cpu, cuda");
 ABSL_FLAG(
     std::string, dtype, "auto",

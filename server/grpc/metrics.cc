@@ -121,7 +121,9 @@ ServerMetrics::ServerMetrics()
 ServerMetrics::~ServerMetrics() = default;
 
 absl::StatusOr<int> ServerMetrics::Serve(const std::string& address) {
-  auto http = MetricsHttpServer::Start(address, registry_);
+  // /readyz says what health says (http_ goes first on destruction, so serving_ outlives it).
+  auto http =
+      MetricsHttpServer::Start(address, registry_, [this] { return serving_.Value() == 1; });
   if (!http.ok()) return http.status();
   http_ = *std::move(http);
   return http_->port();

@@ -48,7 +48,8 @@ class ServerMetrics : public PipelineObserver {
   ServerMetrics();
   ~ServerMetrics() override;
 
-  // Starts the HTTP listener ("host:port", port 0 picks one). Returns the bound port.
+  // Starts the HTTP listener ("host:port", port 0 picks one): /metrics, /livez, and /readyz
+  // (200 while SetServing(true) holds, else 503). Returns the bound port.
   absl::StatusOr<int> Serve(const std::string& address);
 
   void OnBatch(const BatchStats& stats) override;
@@ -64,7 +65,7 @@ class ServerMetrics : public PipelineObserver {
   // A call cancelled after it began (gRPC's OnCancel): by its client, its deadline, a lost
   // connection, the send timeout, or the server's shutdown.
   void RecordCancelled(const std::string& method);
-  // What the health service says: SERVING (true) or NOT_SERVING.
+  // What the health service says: SERVING (true) or NOT_SERVING; /readyz follows it.
   void SetServing(bool serving);
   // Polled on each batch: bytes of device memory in use (CUDA backends).
   void SetDeviceMemoryReader(std::function<int64_t()> reader);

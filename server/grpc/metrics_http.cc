@@ -64,7 +64,8 @@ void WriteAll(int fd, const std::string& data, Clock::time_point deadline) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
+    const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+    std::function<bool()> ready) {
   const size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
@@ -94,12 +95,13 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   socklen_t len = sizeof(addr);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   return std::unique_ptr<MetricsHttpServer>(
-      new MetricsHttpServer(fd, ntohs(addr.sin_port), std::move(registry)));
+      new MetricsHttpServer(fd, ntohs(addr.sin_port), std::move(registry), std::move(ready)));
 }
 
 MetricsHttpServer::MetricsHttpServer(int fd, int port,
-                                     std::shared_ptr<prometheus::Registry> registry)
-    : listen_fd_(fd), port_(port), registry_(std::move(registry)) {
+                                     std::shared_ptr<prometheus::Registry> registry,
+                                     std::function<bool()> ready)
+    : listen_fd_(fd), port_(port), registry_(std::move(registry)), ready_(std::move(ready)) {
   thread_ = std::thread([this] { Serve(); });
 }
 
@@ -183,6 +185,7 @@ bool MetricsHttpServer::Dispatch(int fd, uint32_t client) {
 namespace {
 
 constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+constexpr char kTextContentType[] = "text/plain; charset=utf-8";
 
 std::string Response(absl::string_view status, absl::string_view content_type, size_t length,
                      absl::string_view extra_headers = "") {
@@ -194,7 +197,7 @@ std::string Response(absl::string_view status, absl::string_view content_type, s
 // An error answer with its reason as a one-line body.
 std::string ErrorResponse(absl::string_view status, absl::string_view extra_headers = "") {
   const std::string body = absl::StrCat(status, "\n");
-  return Response(status, "text/plain; charset=utf-8", body.size(), extra_headers) + body;
+  return Response(status, kTextContentType, body.size(), extra_headers) + body;
 }
 
 // Closes the sending side and reads what the client still sends (a body nobody asked for)
@@ -252,11 +255,25 @@ void MetricsHttpServer::HandleConnection(int fd) {
       answer = ErrorResponse("400 Bad Request");
     } else if (parts[0] != "GET" && parts[0] != "HEAD") {
       answer = ErrorResponse("405 Method Not Allowed", "Allow: GET, HEAD\r\n");
-    } else if (path != "/metrics") {
-      answer = ErrorResponse("404 Not Found");
     } else {
-      const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
-      answer = Response("200 OK", kMetricsContentType, body.size());
+      // The status, the content type and the body of the path.
+      absl::string_view status = "200 OK";
+      absl::string_view content_type = kTextContentType;
+      std::string body;
+      if (path == "/metrics") {
+        content_type = kMetricsContentType;
+        body = prometheus::TextSerializer().Serialize(registry_->Collect());
+      } else if (path == "/livez") {
+        body = "OK\n";
+      } else if (path == "/readyz" && ready_ != nullptr) {
+        const bool ready = ready_();
+        if (!ready) status = "503 Service Unavailable";
+        body = ready ? "SERVING\n" : "NOT_SERVING\n";
+      } else {
+        status = "404 Not Found";
+        body = absl::StrCat(status, "\n");
+      }
+      answer = Response(status, content_type, body.size());
       if (parts[0] == "GET") answer += body;
     }
   }

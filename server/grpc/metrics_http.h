@@ -1,5 +1,8 @@
 // A minimal HTTP/1.1 listener that answers `GET /metrics` (and HEAD) with the Prometheus
-// text format of a registry; other paths get 404, other methods 405, a request head that is
+// text format of a registry, and the two probes of load balancers and orchestrators that
+// speak HTTP only: `/livez` (200 while the process answers) and, given a readiness source,
+// `/readyz` (200 "SERVING" while it says ready, else 503 "NOT_SERVING"). Other paths get 404,
+// other methods 405, a request head that is
 // not HTTP 400, one over kMaxHeadBytes 431, one not sent within kReadTimeoutMs 408. Each
 // connection is served on a thread of its own, at most kMaxConnections at once (more wait in
 // the listen backlog) and kMaxConnectionsPerClient from one address (more are closed at once,
@@ -16,6 +19,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -37,8 +41,11 @@ class MetricsHttpServer {
   static constexpr size_t kMaxHeadBytes = 16384;
 
   // Binds "host:port" (IPv4 literal or "localhost"; port 0 picks one) and starts serving.
+  // `ready` (thread-safe, called on each `/readyz`; null: no `/readyz`, 404) says whether the
+  // server takes calls.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& address, std::shared_ptr<prometheus::Registry> registry);
+      const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+      std::function<bool()> ready = nullptr);
   ~MetricsHttpServer();
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
@@ -46,7 +53,8 @@ class MetricsHttpServer {
   int port() const { return port_; }
 
  private:
-  MetricsHttpServer(int fd, int port, std::shared_ptr<prometheus::Registry> registry);
+  MetricsHttpServer(int fd, int port, std::shared_ptr<prometheus::Registry> registry,
+                    std::function<bool()> ready);
   void Serve();
   // Starts a handler thread for the accepted connection `fd` from `client` (an IPv4 address),
   // or closes it when that client has its share of connections; false when no thread could
@@ -57,6 +65,7 @@ class MetricsHttpServer {
   const int listen_fd_;
   const int port_;
   std::shared_ptr<prometheus::Registry> registry_;
+  const std::function<bool()> ready_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   // The connections' handler threads running, in all and by client address. Shared with

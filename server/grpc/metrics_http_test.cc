@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -52,7 +53,8 @@ class MetricsHttpTest : public testing::Test {
         .Register(*registry)
         .Add({})
         .Set(7);
-    auto server = MetricsHttpServer::Start("127.0.0.1:0", registry);
+    auto server =
+        MetricsHttpServer::Start("127.0.0.1:0", registry, [this] { return ready_.load(); });
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
   }
@@ -89,8 +91,15 @@ class MetricsHttpTest : public testing::Test {
     return answer;
   }
 
+  std::atomic<bool> ready_{false};  // what /readyz reports; outlives server_
   std::unique_ptr<MetricsHttpServer> server_;
 };
+
+// The answer's body (after the blank line), or "" when there is none.
+std::string Body(const std::string& answer) {
+  const size_t end = answer.find("\r\n\r\n");
+  return end == std::string::npos ? "" : answer.substr(end + 4);
+}
 
 TEST_F(MetricsHttpTest, ServesTheRegistry) {
   const std::string answer = Ask("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -129,6 +138,54 @@ TEST_F(MetricsHttpTest, BadRequestsGetTheirStatus) {
         << c.request.substr(0, 40) << " -> " << answer;
   }
   EXPECT_TRUE(absl::StrContains(Ask("PUT /metrics HTTP/1.1\r\n\r\n"), "\r\nAllow: GET, HEAD\r\n"));
+}
+
+TEST_F(MetricsHttpTest, ProbesFollowTheReadinessSource) {
+  std::string live = Ask("GET /livez HTTP/1.1\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(live, "HTTP/1.1 200 OK\r\n")) << live;
+  EXPECT_EQ(Body(live), "OK\n");
+  std::string ready = Ask("GET /readyz HTTP/1.1\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(ready, "HTTP/1.1 503 Service Unavailable\r\n")) << ready;
+  EXPECT_TRUE(absl::StrContains(ready, "\r\nContent-Length: 12\r\n")) << ready;
+  EXPECT_EQ(Body(ready), "NOT_SERVING\n");
+  // The process still answers while not ready.
+  EXPECT_TRUE(absl::StartsWith(Ask("GET /livez HTTP/1.1\r\n\r\n"), "HTTP/1.1 200 OK\r\n"));
+
+  ready_ = true;
+  ready = Ask("GET /readyz?verbose HTTP/1.0\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(ready, "HTTP/1.1 200 OK\r\n")) << ready;
+  EXPECT_EQ(Body(ready), "SERVING\n");
+  // HEAD: the status alone.
+  const std::string head = Ask("HEAD /readyz HTTP/1.1\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(head, "HTTP/1.1 200 OK\r\n")) << head;
+  EXPECT_EQ(Body(head), "");
+  ready_ = false;
+  EXPECT_TRUE(absl::StartsWith(Ask("HEAD /readyz HTTP/1.1\r\n\r\n"), "HTTP/1.1 503 "));
+
+  for (const char* path : {"/readyz/", "/ready", "/livez/x", "/healthz"}) {
+    EXPECT_TRUE(absl::StartsWith(Ask(absl::StrCat("GET ", path, " HTTP/1.1\r\n\r\n")),
+                                 "HTTP/1.1 404 Not Found\r\n"))
+        << path;
+  }
+  EXPECT_TRUE(absl::StartsWith(Ask("POST /readyz HTTP/1.1\r\n\r\n"), "HTTP/1.1 405 "));
+}
+
+TEST(MetricsHttpNoReadinessTest, WithoutASourceThereIsNoReadyz) {
+  auto server = MetricsHttpServer::Start("127.0.0.1:0", std::make_shared<prometheus::Registry>());
+  ASSERT_TRUE(server.ok()) << server.status();
+  const auto ask = [&](const std::string& request) {
+    const int fd = ConnectTo((*server)->port(), "127.0.0.1");
+    EXPECT_GE(fd, 0);
+    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    std::string out;
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0) out.append(buffer, n);
+    ::close(fd);
+    return out;
+  };
+  EXPECT_TRUE(absl::StartsWith(ask("GET /readyz HTTP/1.1\r\n\r\n"), "HTTP/1.1 404 "));
+  EXPECT_TRUE(absl::StartsWith(ask("GET /livez HTTP/1.1\r\n\r\n"), "HTTP/1.1 200 OK\r\n"));
 }
 
 TEST_F(MetricsHttpTest, AHeadNotSentInTimeGets408) {

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -207,6 +208,15 @@ class Server:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
             return r.read().decode()
+
+    def probe(self, path):
+        """(status, body) of GET `path` (/livez, /readyz) on the metrics listener."""
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         """Sends `sig` and returns the exit code."""

@@ -165,12 +165,18 @@ def test_health_not_serving_until_warm_then_serving():
     """Warm-up at a large token budget takes long enough to see NOT_SERVING first."""
     pb2, _ = stubs()
     if os.path.isdir(MINILM):
-        server = Server(model_dir=MINILM, extra=["--max_batch_tokens=4096"], wait_serving=False)
+        server = Server(model_dir=MINILM, extra=["--max_batch_tokens=4096"], wait_serving=False,
+                        metrics=True)
     else:
-        server = Server(extra=["--max_batch_tokens=65536"], wait_serving=False)
+        server = Server(extra=["--max_batch_tokens=65536"], wait_serving=False, metrics=True)
     try:
+        # The HTTP probes say the same as the gRPC health service (/readyz read first: it
+        # must not see a SERVING that health, read after, has not reached).
+        ready = server.probe("/readyz")
         first = server.health()
         assert first == "NOT_SERVING", server.log()
+        assert ready == (503, "NOT_SERVING\n")
+        assert server.probe("/livez") == (200, "OK\n")
         with pytest.raises(grpc.RpcError) as e:
             server.stub().GetModelInfo(pb2.GetModelInfoRequest(), timeout=5)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -180,6 +186,7 @@ def test_health_not_serving_until_warm_then_serving():
         assert e.value.details() == "the model is still loading"
         server.wait_serving()
         assert server.health() == "SERVING"
+        assert server.probe("/readyz") == (200, "SERVING\n")
         assert "warm-up done" in server.log()
         # The log shows NOT_SERVING before warm-up and SERVING after it.
         log = server.log()

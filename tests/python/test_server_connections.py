@@ -129,15 +129,19 @@ def test_with_the_bundled_service_config_a_restart_fails_no_call():
 def test_drain_delay_keeps_serving_with_health_not_serving():
     pb2, _ = stubs()
     request = light_request(pb2)
-    with Server(extra=["--drain_delay_s=3"]) as s:
+    with Server(extra=["--drain_delay_s=3"], metrics=True) as s:
         stub = s.stub()
+        assert s.probe("/readyz") == (200, "SERVING\n")
         s.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         deadline = time.time() + 10
         while "draining after the delay" not in s.log() and time.time() < deadline:
             time.sleep(0.02)
-        # Load balancers see NOT_SERVING; callers are still answered, on old and new connections.
+        # Load balancers see NOT_SERVING (gRPC health, and HTTP's /readyz for those that speak
+        # only HTTP); callers are still answered, on old and new connections.
         assert s.health() == "NOT_SERVING"
+        assert s.probe("/readyz") == (503, "NOT_SERVING\n")
+        assert s.probe("/livez") == (200, "OK\n")
         assert len(stub.Embed(request, timeout=30).results) == 1
         assert len(s.stub().Embed(request, timeout=30).results) == 1
         assert "msg=draining" not in s.log(), "the checks above ran past the delay"
