@@ -4,7 +4,8 @@
 #   2. the container with its default command, ports published on 127.0.0.1 only, under the
 #      Kubernetes manifests' security context (read-only root, no capabilities);
 #   3. checks: health turns SERVING; the bundled client (outside the container) embeds the
-#      seed sentences with every head; /metrics answers; the server runs as uid 10001;
+#      seed sentences with every head; the image's HEALTHCHECK says healthy; /metrics and
+#      /readyz answer; the server runs as uid 10001;
 #      `stop` (SIGTERM) drains it and it exits 0; a second container stopped while it warms
 #      up exits 0 at once; the sidecar example's layout (a server on a Unix socket in a
 #      volume, reached by bert_client in another container of the same uid, refused to
@@ -49,9 +50,12 @@ if [ "$container_name" = podman ]; then
   run_opts+=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
 fi
 
+build_opts=()
+# podman's default (OCI) image format has no HEALTHCHECK.
+[ "$container_name" = podman ] && build_opts+=(--format docker)
 tools/package.sh
 deploy/docker/make_base_image.sh
-"${container[@]}" build -q -f deploy/docker/Dockerfile -t "$image" . >/dev/null
+"${container[@]}" build -q "${build_opts[@]}" -f deploy/docker/Dockerfile -t "$image" . >/dev/null
 echo "smoke_test: built $image with $container_name"
 
 passed=0
@@ -91,11 +95,28 @@ embeds_seed() {
   echo "$out" | grep -q "Pooled Outputs Shape:(2, 384)" &&
     echo "$out" | grep -q "Sequence Outputs Shape:(2, 128, 384)"
 }
+# The image's HEALTHCHECK, run as the runtime runs it: docker on its own schedule (its
+# status read back), podman on demand (without systemd it cannot schedule it, and logs
+# "unable to get systemd connection to add healthchecks" for each container it starts).
+healthcheck_healthy() {
+  if [ "$container_name" = podman ]; then
+    "${container[@]}" healthcheck run "$name" >/dev/null
+    return
+  fi
+  for _ in $(seq 1 30); do
+    [ "$("${container[@]}" inspect -f '{{.State.Health.Status}}' "$name")" = healthy ] &&
+      return 0
+    sleep 1
+  done
+  return 1
+}
 metrics_answer() {
   python3 - "$metrics_port" <<'PY'
 import sys, urllib.request
-body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read()
-sys.exit(0 if b"bert_requests_total" in body else 1)
+base = f"http://127.0.0.1:{sys.argv[1]}"
+body = urllib.request.urlopen(f"{base}/metrics", timeout=5).read()
+ready = urllib.request.urlopen(f"{base}/readyz", timeout=5).read()
+sys.exit(0 if b"bert_requests_total" in body and ready == b"SERVING\n" else 1)
 PY
 }
 runs_unprivileged() {  # the server itself (PID 1), not the exec'd command
@@ -157,7 +178,8 @@ sidecar_on_unix_socket() {
 
 check "health SERVING at $address" serving
 check "seed sentences embedded, every head" embeds_seed
-check "/metrics on 127.0.0.1:$metrics_port" metrics_answer
+check "the image's HEALTHCHECK says healthy" healthcheck_healthy
+check "/metrics and /readyz on 127.0.0.1:$metrics_port" metrics_answer
 check "server runs as uid 10001" runs_unprivileged
 check "SIGTERM drains, exit status 0" stops_cleanly
 check "SIGTERM during startup stops it at once, exit status 0" stops_during_startup

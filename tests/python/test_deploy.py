@@ -90,6 +90,51 @@ def test_dockerfile_cmd_flags_are_server_flags(server_flags):
     assert not unknown, f"unknown server flags in Dockerfile: {unknown}"
 
 
+def _dockerfile_healthcheck():
+    """The Dockerfile's HEALTHCHECK: (its options, its shell command)."""
+    text = (REPO / "deploy/docker/Dockerfile").read_text().replace("\\\n", " ")
+    m = re.search(r"^HEALTHCHECK (.*?)\bCMD (.+)$", text, re.M)
+    assert m, "no HEALTHCHECK in the Dockerfile"
+    options = dict(re.findall(r"--([a-z-]+)=(\S+)", m.group(1)))
+    return options, m.group(2).strip()
+
+
+def test_dockerfile_healthcheck_follows_grpc_health(tmp_path):
+    """The image's HEALTHCHECK, run as Docker runs it (sh -c; 0 healthy, 1 unhealthy) with the
+    built client, against a serving server, one in its drain delay (NOT_SERVING) and none."""
+    from server_harness import Server
+    options, command = _dockerfile_healthcheck()
+    text = (REPO / "deploy/docker/Dockerfile").read_text()
+    cmd_args = re.findall(r'"([^"]+)"', re.search(r"CMD \[(.*?)\]", text, re.S).group(1))
+    address = next(a.split("=", 1)[1] for a in cmd_args if a.startswith("--address="))
+    target = f"127.0.0.1:{address.rsplit(':', 1)[1]}"
+    assert f"--server={target} " in command, (command, address)
+    # The client gives up before Docker's timeout kills it.
+    timeout_ms = int(re.search(r"--timeout_ms=(\d+)", command).group(1))
+    assert timeout_ms < 1000 * int(options["timeout"].rstrip("s")), (command, options)
+    assert command.startswith("bert_client ")
+    env = dict(os.environ, PATH=f"{os.path.dirname(bin_path('client', 'bert_client'))}:"
+               f"{os.environ['PATH']}")
+
+    def healthcheck(address):
+        run = subprocess.run(["sh", "-c", command.replace(target, address)], env=env,
+                             capture_output=True, text=True, timeout=30)
+        return run.returncode
+
+    with Server() as s:
+        assert healthcheck(s.address) == 0
+        with Server(extra=["--drain_delay_s=600"]) as draining:
+            draining.proc.send_signal(signal.SIGTERM)
+            deadline = time.time() + 10
+            while "draining after the delay" not in draining.log() and time.time() < deadline:
+                time.sleep(0.02)
+            assert draining.health() == "NOT_SERVING"
+            assert healthcheck(draining.address) == 1
+            port = draining.port
+        assert healthcheck(f"127.0.0.1:{port}") == 1  # nothing listens there now
+        assert healthcheck(s.address) == 0
+
+
 KUBECTL = shutil.which("kubectl")
 
 
