@@ -334,9 +334,9 @@ bool Pipeline::Drain(absl::Duration timeout) {
 }
 
 absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_length,
-                                Truncation truncation, std::vector<int32_t>* word_ids,
-                                std::vector<int32_t>* type_ids, bool* truncated,
-                                std::vector<TokenSpan>* spans) const {
+                                Truncation truncation, PackScratch* scratch,
+                                std::vector<int32_t>* word_ids, std::vector<int32_t>* type_ids,
+                                bool* truncated, std::vector<TokenSpan>* spans) const {
   const absl::string_view b_text =
       input.text_b.has_value() ? absl::string_view(*input.text_b) : absl::string_view();
   TruncationPolicy policy = TruncationPolicy::kTruncate;
@@ -344,8 +344,8 @@ absl::Status Pipeline::PackText(const InputSpec& input, int index, int seq_lengt
   if (truncation == Truncation::kLongestFirst) policy = TruncationPolicy::kLongestFirst;
   auto packed =
       TokenizeAndPack(*tokenizer_, input.text_a, input.text_b.has_value() ? &b_text : nullptr,
-                      seq_length, policy, absl::StrCat("inputs[", index, "].text"),
-                      /*scratch=*/nullptr, /*with_spans=*/spans != nullptr);
+                      seq_length, policy, absl::StrCat("inputs[", index, "].text"), scratch,
+                      /*with_spans=*/spans != nullptr);
   if (!packed.ok()) return packed.status();
   if (spans != nullptr) *spans = std::move(packed->spans);
   *word_ids = std::move(packed->word_ids);
@@ -395,6 +395,7 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
   std::vector<BatchItem> items(n);
   std::vector<bool> truncated(n, false);
   std::vector<std::vector<TokenSpan>> spans(opt.offsets ? n : 0);
+  PackScratch scratch;
   for (int i = 0; i < n; ++i) {
     InputSpec& input = request->spec.inputs[i];
     BatchItem& item = items[i];
@@ -402,8 +403,9 @@ void Pipeline::TokenizeAndEnqueue(std::shared_ptr<Request> request) {
       // As sentence-transformers does: the prompt's text, then the input's.
       if (!opt.prompt.empty()) input.text_a.insert(0, opt.prompt);
       bool t = false;
-      absl::Status status = PackText(input, i, opt.seq_length, opt.truncation, &item.word_ids,
-                                     &item.type_ids, &t, opt.offsets ? &spans[i] : nullptr);
+      absl::Status status =
+          PackText(input, i, opt.seq_length, opt.truncation, &scratch, &item.word_ids,
+                   &item.type_ids, &t, opt.offsets ? &spans[i] : nullptr);
       if (!status.ok()) {
         // A text that fits alone may not with the prompt (TRUNCATION_REJECT): say it counted.
         if (!opt.prompt.empty()) {
@@ -583,6 +585,7 @@ absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(const TokenizeRequestSp
   const int seq_length = options.seq_length;
   std::vector<Encoding> encodings;
   encodings.reserve(request.inputs.size());
+  PackScratch scratch;
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     std::vector<int32_t> word_ids, type_ids;
     bool truncated = false;
@@ -594,8 +597,8 @@ absl::StatusOr<std::vector<Encoding>> Pipeline::Tokenize(const TokenizeRequestSp
       input = &with_prompt;
     }
     Encoding encoding;
-    RETURN_IF_ERROR(PackText(*input, static_cast<int>(i), seq_length, request.truncation, &word_ids,
-                             &type_ids, &truncated, &encoding.spans));
+    RETURN_IF_ERROR(PackText(*input, static_cast<int>(i), seq_length, request.truncation, &scratch,
+                             &word_ids, &type_ids, &truncated, &encoding.spans));
     encoding.num_tokens = static_cast<int>(word_ids.size());
     encoding.truncated = truncated;
     for (int32_t id : word_ids) encoding.tokens.emplace_back(tokenizer_->Token(id));

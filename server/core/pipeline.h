@@ -26,6 +26,7 @@
 #include "server/core/worker_pool.h"
 #include "server/engine/engine.h"
 #include "server/engine/model.h"
+#include "server/text/packer.h"
 #include "server/text/tokenizer.h"
 
 namespace bert {
@@ -194,9 +195,12 @@ class Pipeline {
   void Assemble(const std::shared_ptr<Request>& request, int index, const BatchSlice& slice);
   void Finish(const std::shared_ptr<Request>& request, absl::Status status);
   // Tokenizes and packs one text input; `spans` (may be null) gets each token's TokenSpan.
+  // `scratch`, one per request, keeps buffers and the last text_a's tokens between its
+  // inputs (a Rerank's query is tokenized once).
   absl::Status PackText(const InputSpec& input, int index, int seq_length, Truncation truncation,
-                        std::vector<int32_t>* word_ids, std::vector<int32_t>* type_ids,
-                        bool* truncated, std::vector<TokenSpan>* spans = nullptr) const;
+                        PackScratch* scratch, std::vector<int32_t>* word_ids,
+                        std::vector<int32_t>* type_ids, bool* truncated,
+                        std::vector<TokenSpan>* spans = nullptr) const;
 
   const PipelineOptions options_;
   std::unique_ptr<Engine> engine_;

@@ -138,9 +138,7 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
                                             PackScratch* scratch, bool with_spans) {
   PackScratch local;
   PackScratch& buffers = scratch != nullptr ? *scratch : local;
-  buffers.a.clear();
   buffers.b.clear();
-  buffers.a_spans.clear();
   buffers.b_spans.clear();
   const auto named = [&](absl::string_view field, const absl::Status& status) {
     return absl::Status(status.code(), absl::StrCat(context, context.empty() ? "" : ".", field,
@@ -153,10 +151,23 @@ absl::StatusOr<PackedInput> TokenizeAndPack(const BertTokenizer& tokenizer,
   // stops there: a huge text costs little more than a UTF-8 check.
   const int budget = seq_length - (text_b != nullptr ? 3 : 2);
   const size_t max_tokens = static_cast<size_t>(std::max(budget, 0)) + 1;
-  if (absl::Status status = tokenizer.Tokenize(text_a, max_tokens, &buffers.a,
-                                               with_spans ? &buffers.a_spans : nullptr);
-      !status.ok()) {
-    return named("text_a", status);
+  const bool a_kept = buffers.a_valid && buffers.a_max_tokens == max_tokens &&
+                      (buffers.a_with_spans || !with_spans) && buffers.a_text == text_a;
+  if (!a_kept) {
+    buffers.a_valid = false;
+    buffers.a.clear();
+    buffers.a_spans.clear();
+    if (absl::Status status = tokenizer.Tokenize(text_a, max_tokens, &buffers.a,
+                                                 with_spans ? &buffers.a_spans : nullptr);
+        !status.ok()) {
+      return named("text_a", status);
+    }
+    if (scratch != nullptr && text_a.size() <= PackScratch::kMaxKeptText) {
+      buffers.a_text.assign(text_a.data(), text_a.size());
+      buffers.a_max_tokens = max_tokens;
+      buffers.a_with_spans = with_spans;
+      buffers.a_valid = true;
+    }
   }
   if (text_b != nullptr) {
     if (absl::Status status = tokenizer.Tokenize(*text_b, max_tokens, &buffers.b,

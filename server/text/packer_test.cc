@@ -475,6 +475,87 @@ TEST(TokenizeAndPackTest, StopsTokenizingAHugeTextEarly) {
   }
 }
 
+// Pairs sharing a first text (a Rerank's query and each of its texts) tokenize it once.
+TEST(TokenizeAndPackTest, AScratchKeepsTheFirstTextsTokensForTheNextPair) {
+  const std::unique_ptr<BertTokenizer> tokenizer = BertBaseUncased();
+  const std::string query = "what is the capital of france?";
+  const std::vector<std::string> texts = {"paris is the capital.", "berlin is in germany.",
+                                          "the eiffel tower."};
+  const auto produced_by = [&](absl::string_view a, absl::string_view b, int seq_length,
+                               PackScratch* scratch, bool with_spans = false) {
+    const int64_t before = BertTokenizer::GetThreadStatsForTesting().ids_produced;
+    const absl::StatusOr<PackedInput> packed = TokenizeAndPack(
+        *tokenizer, a, &b, seq_length, TruncationPolicy::kLongestFirst, "", scratch, with_spans);
+    EXPECT_TRUE(packed.ok()) << packed.status();
+    return BertTokenizer::GetThreadStatsForTesting().ids_produced - before;
+  };
+  std::vector<int32_t> query_tokens;
+  ASSERT_TRUE(tokenizer->Tokenize(query, &query_tokens).ok());
+  const int64_t q = static_cast<int64_t>(query_tokens.size());  // 7
+  std::vector<int64_t> text_ids;
+  for (const std::string& text : texts) {
+    std::vector<int32_t> ids;
+    ASSERT_TRUE(tokenizer->Tokenize(text, &ids).ok());
+    text_ids.push_back(static_cast<int64_t>(ids.size()));
+  }
+  PackScratch scratch;
+  EXPECT_EQ(produced_by(query, texts[0], 128, &scratch), q + text_ids[0]);
+  EXPECT_TRUE(scratch.a_valid);
+  for (size_t i = 1; i < texts.size(); ++i) {
+    EXPECT_EQ(produced_by(query, texts[i], 128, &scratch), text_ids[i]) << i;  // b's alone
+    EXPECT_EQ(produced_by(query, texts[i], 128, nullptr), q + text_ids[i]) << i;
+  }
+  // Another budget, offsets newly asked for, another first text: tokenized again.
+  EXPECT_EQ(produced_by(query, texts[0], 64, &scratch), q + text_ids[0]);
+  EXPECT_EQ(produced_by(query, texts[0], 64, &scratch, /*with_spans=*/true), q + text_ids[0]);
+  EXPECT_EQ(produced_by(query, texts[1], 64, &scratch), text_ids[1]);  // spans not needed
+  EXPECT_EQ(produced_by(texts[2], texts[1], 64, &scratch), text_ids[2] + text_ids[1]);
+  // A first text over kMaxKeptText is not kept: tokenized each time (to the budget).
+  const std::string long_query(PackScratch::kMaxKeptText + 1, 'a');  // one word: [UNK]
+  const int64_t first = produced_by(long_query, texts[0], 16, &scratch);
+  EXPECT_FALSE(scratch.a_valid);
+  EXPECT_EQ(produced_by(long_query, texts[0], 16, &scratch), first);
+}
+
+// With a scratch kept across calls of every kind (texts repeated or not, budgets, policies,
+// singles and pairs, offsets or not, invalid UTF-8), each result equals a call without one.
+TEST(TokenizeAndPackTest, AScratchChangesNoResult) {
+  const std::unique_ptr<BertTokenizer> tokenizer = BertBaseUncased();
+  std::mt19937 rng(20261129);
+  std::vector<std::string> firsts;
+  for (int i = 0; i < 6; ++i) firsts.push_back(text_testing::RandomText(&rng, 12));
+  firsts.push_back("caf\xc3");  // invalid UTF-8
+  firsts.push_back("");
+  PackScratch scratch;
+  int kept = 0;
+  for (int call = 0; call < 20000; ++call) {
+    const std::string& a = firsts[rng() % firsts.size()];
+    const std::string b_text =
+        rng() % 16 == 0 ? std::string("x\xff") : text_testing::RandomText(&rng, 8);
+    const absl::string_view b = b_text;
+    const bool pair = rng() % 4 != 0;
+    const int seq_length = 2 + static_cast<int>(rng() % 40);
+    const TruncationPolicy policy = static_cast<TruncationPolicy>(rng() % 3);
+    const bool with_spans = rng() % 2 == 0;
+    SCOPED_TRACE(::testing::Message()
+                 << "call " << call << " a '" << a << "' b '" << b_text << "' pair " << pair
+                 << " seq_length " << seq_length << " policy " << static_cast<int>(policy));
+    const bool was_kept = scratch.a_valid && scratch.a_text == a;
+    const absl::StatusOr<PackedInput> with = TokenizeAndPack(
+        *tokenizer, a, pair ? &b : nullptr, seq_length, policy, "c", &scratch, with_spans);
+    const absl::StatusOr<PackedInput> without = TokenizeAndPack(
+        *tokenizer, a, pair ? &b : nullptr, seq_length, policy, "c", nullptr, with_spans);
+    kept += was_kept;
+    ASSERT_EQ(with.status(), without.status());
+    if (!with.ok()) continue;
+    EXPECT_EQ(with->word_ids, without->word_ids);
+    EXPECT_EQ(with->type_ids, without->type_ids);
+    EXPECT_EQ(with->truncated, without->truncated);
+    EXPECT_EQ(with->spans, without->spans);
+  }
+  EXPECT_GT(kept, 1000);
+}
+
 TEST(PackerTest, PadToLength) {
   const auto a = Range(1000, 2);
   const auto b = Range(2000, 1);
