@@ -404,14 +404,74 @@ void PrintTokenLabels(const v1::EmbedRequest& request, const v1::EmbedResponse& 
   }
 }
 
+// The server's limits (GetModelInfo), to split many inputs into calls; none when it does not
+// answer (the inputs then go in one call, for the server to judge).
+std::optional<v1::ServerLimits> FetchLimits(const Connection& connection,
+                                            v1::BertService::Stub* stub) {
+  grpc::ClientContext context;
+  Prepare(connection, &context);
+  v1::ModelInfo info;
+  if (!stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info).ok()) return std::nullopt;
+  return info.limits();
+}
+
+// How many inputs each call sends, the inputs being `item_bytes` each on the wire: within the
+// server's input and request-size limits (less room for the request's options); all in one
+// call without limits.
+std::vector<size_t> CallSizes(std::vector<size_t> item_bytes,
+                              const std::optional<v1::ServerLimits>& limits) {
+  if (!limits.has_value() || limits->max_inputs_per_request() == 0) {
+    if (item_bytes.empty()) return {};
+    return {item_bytes.size()};
+  }
+  constexpr uint64_t kRoomForOptions = 64 << 10;
+  const uint64_t request_bytes = limits->max_request_bytes();
+  const uint64_t max_bytes =
+      request_bytes > 2 * kRoomForOptions ? request_bytes - kRoomForOptions : request_bytes / 2;
+  for (size_t& bytes : item_bytes) bytes += 6;  // the field's tag and length
+  return SplitIntoCalls(item_bytes, limits->max_inputs_per_request(), max_bytes);
+}
+
+// The wire size of each message of `items`.
+template <typename Messages>
+std::vector<size_t> MessageBytes(const Messages& items) {
+  std::vector<size_t> bytes;
+  bytes.reserve(items.size());
+  for (const auto& item : items) bytes.push_back(item.ByteSizeLong());
+  return bytes;
+}
+
+// Fail's message, naming the inputs of the call that failed when there were several calls.
+int FailCall(const grpc::Status& status, size_t begin, size_t count, size_t total) {
+  if (count == total) return Fail(status);
+  std::fprintf(stderr, "error: %s: %s (in the call with inputs %zu to %zu of %zu)\n",
+               GrpcCodeName(status.error_code()), status.error_message().c_str(), begin,
+               begin + count - 1, total);
+  return 1;
+}
+
+// `text` cut to at most `max_bytes` bytes (at a character's start) and "...", for one-line
+// summaries.
+std::string Abbreviated(const std::string& text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  size_t end = max_bytes;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end) + "...";
+}
+
 // Sends `request`; 0, or the exit status after printing why (an error status, or a response
 // without one result per input).
+// `begin` and `total`: where the call's inputs are among all of the command's.
 int CallEmbed(const Connection& connection, v1::BertService::Stub* stub,
-              const v1::EmbedRequest& request, v1::EmbedResponse* response) {
+              const v1::EmbedRequest& request, v1::EmbedResponse* response, size_t begin = 0,
+              size_t total = 0) {
   grpc::ClientContext context;
   Prepare(connection, &context);
   grpc::Status status = stub->Embed(&context, request, response);
-  if (!status.ok()) return Fail(status);
+  if (!status.ok()) {
+    const size_t count = static_cast<size_t>(request.inputs_size());
+    return FailCall(status, begin, count, std::max(total, count));
+  }
   if (response->results_size() != request.inputs_size()) {
     std::fprintf(stderr, "error: the server answered %d results for %d inputs\n",
                  response->results_size(), request.inputs_size());
@@ -435,10 +495,47 @@ json TensorJson(const v1::Tensor& t) {
           {"values", Decode(t)}};
 }
 
+// One JSON line per result of `response`, whose first input is the command's `first`.
+void PrintEmbedJson(const v1::EmbedResponse& response, size_t first) {
+  for (int i = 0; i < response.results_size(); ++i) {
+    const v1::EmbedResult& r = response.results(i);
+    json j = {{"index", first + i},
+              {"num_tokens", r.num_tokens()},
+              {"truncated", r.truncated()},
+              {"timing_us",
+               {{"tokenize", r.timing().tokenize_us()},
+                {"queue", r.timing().queue_us()},
+                {"inference", r.timing().inference_us()},
+                {"total", r.timing().total_us()}}}};
+    if (r.has_pooled_output()) j["pooled_output"] = TensorJson(r.pooled_output());
+    if (r.has_default_output()) j["default"] = TensorJson(r.default_output());
+    if (r.has_mean_pooled_output()) j["mean_pooled_output"] = TensorJson(r.mean_pooled_output());
+    if (r.has_cls_output()) j["cls_output"] = TensorJson(r.cls_output());
+    if (r.has_logits()) j["logits"] = TensorJson(r.logits());
+    if (r.has_token_logits()) j["token_logits"] = TensorJson(r.token_logits());
+    if (r.token_starts_size() > 0) j["offsets"] = OffsetsJson(r.token_starts(), r.token_ends());
+    if (r.has_sequence_output()) j["sequence_output"] = TensorJson(r.sequence_output());
+    if (r.encoder_outputs_size() > 0) {
+      json layers = json::array();
+      for (const auto& lo : r.encoder_outputs()) {
+        json t = TensorJson(lo.output());
+        t["layer"] = lo.layer();
+        layers.push_back(std::move(t));
+      }
+      j["encoder_outputs"] = std::move(layers);
+    }
+    std::printf("%s\n", j.dump().c_str());
+  }
+}
+
 int Embed(const Connection& connection, v1::BertService::Stub* stub,
           const std::vector<std::string>& args) {
-  v1::EmbedRequest request;
-  for (v1::Input& input : ReadInputs(args)) *request.add_inputs() = std::move(input);
+  std::vector<v1::Input> inputs = ReadInputs(args);
+  if (inputs.empty()) {
+    std::fprintf(stderr, "embed: no inputs (arguments, or JSON lines on stdin)\n");
+    return 2;
+  }
+  v1::EmbedRequest request;  // the options; the inputs go in calls of the server's size
   EmbedOptionsText options;
   options.heads = absl::GetFlag(FLAGS_heads);
   options.layers = absl::GetFlag(FLAGS_layers);
@@ -449,7 +546,7 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   options.normalize = absl::GetFlag(FLAGS_normalize);
   options.dimensions = absl::GetFlag(FLAGS_dimensions);
   options.prompt_name = absl::GetFlag(FLAGS_prompt_name);
-  for (const v1::Input& input : request.inputs()) options.token_inputs |= input.has_tokens();
+  for (const v1::Input& input : inputs) options.token_inputs |= input.has_tokens();
   // The model's own settings for the heads that stand for them.
   std::optional<v1::ModelInfo> info;
   if (NamesEmbeddingHead(options.heads) || NamesLogitsHead(options.heads) ||
@@ -482,50 +579,48 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     request.set_return_offsets(true);
   }
 
-  v1::EmbedResponse response;
-  if (const int code = CallEmbed(connection, stub, request, &response); code != 0) return code;
-
-  if (absl::GetFlag(FLAGS_json)) {
-    for (int i = 0; i < response.results_size(); ++i) {
-      const v1::EmbedResult& r = response.results(i);
-      json j = {{"index", i},
-                {"num_tokens", r.num_tokens()},
-                {"truncated", r.truncated()},
-                {"timing_us",
-                 {{"tokenize", r.timing().tokenize_us()},
-                  {"queue", r.timing().queue_us()},
-                  {"inference", r.timing().inference_us()},
-                  {"total", r.timing().total_us()}}}};
-      if (r.has_pooled_output()) j["pooled_output"] = TensorJson(r.pooled_output());
-      if (r.has_default_output()) j["default"] = TensorJson(r.default_output());
-      if (r.has_mean_pooled_output()) j["mean_pooled_output"] = TensorJson(r.mean_pooled_output());
-      if (r.has_cls_output()) j["cls_output"] = TensorJson(r.cls_output());
-      if (r.has_logits()) j["logits"] = TensorJson(r.logits());
-      if (r.has_token_logits()) j["token_logits"] = TensorJson(r.token_logits());
-      if (r.token_starts_size() > 0) j["offsets"] = OffsetsJson(r.token_starts(), r.token_ends());
-      if (r.has_sequence_output()) j["sequence_output"] = TensorJson(r.sequence_output());
-      if (r.encoder_outputs_size() > 0) {
-        json layers = json::array();
-        for (const auto& lo : r.encoder_outputs()) {
-          json t = TensorJson(lo.output());
-          t["layer"] = lo.layer();
-          layers.push_back(std::move(t));
-        }
-        j["encoder_outputs"] = std::move(layers);
-      }
-      std::printf("%s\n", j.dump().c_str());
-    }
-    return 0;
+  std::optional<v1::ServerLimits> limits;
+  if (inputs.size() > 1) {
+    limits = info.has_value() ? std::optional(info->limits()) : FetchLimits(connection, stub);
   }
+  // With --json each call's results are printed as they come; otherwise gathered (the timing
+  // summed over the calls) for the summary.
+  const bool as_json = absl::GetFlag(FLAGS_json);
+  v1::EmbedResponse response;
+  size_t begin = 0;
+  for (const size_t count : CallSizes(MessageBytes(inputs), limits)) {
+    v1::EmbedRequest call = request;
+    for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = inputs[i];
+    v1::EmbedResponse answer;
+    if (const int code = CallEmbed(connection, stub, call, &answer, begin, inputs.size());
+        code != 0) {
+      return code;
+    }
+    if (as_json) {
+      PrintEmbedJson(answer, begin);
+    } else {
+      for (v1::EmbedResult& r : *answer.mutable_results()) *response.add_results() = std::move(r);
+      v1::Timing* t = response.mutable_timing();
+      t->set_tokenize_us(t->tokenize_us() + answer.timing().tokenize_us());
+      t->set_queue_us(t->queue_us() + answer.timing().queue_us());
+      t->set_inference_us(t->inference_us() + answer.timing().inference_us());
+      t->set_total_us(t->total_us() + answer.timing().total_us());
+    }
+    begin += count;
+  }
+  if (as_json) return 0;
+  for (v1::Input& input : inputs) *request.add_inputs() = std::move(input);
 
   const size_t show = absl::GetFlag(FLAGS_show);
   std::printf("Inputs:\n");
   for (int i = 0; i < request.inputs_size(); ++i) {
     const v1::Input& in = request.inputs(i);
     std::string what;
-    if (in.has_text()) {
-      what = absl::StrCat("\"", in.text().text_a(), "\"");
-      if (in.text().has_text_b()) absl::StrAppend(&what, " ||| \"", in.text().text_b(), "\"");
+    if (in.has_text()) {  // a text's first 80 bytes
+      what = absl::StrCat("\"", Abbreviated(in.text().text_a(), 80), "\"");
+      if (in.text().has_text_b()) {
+        absl::StrAppend(&what, " ||| \"", Abbreviated(in.text().text_b(), 80), "\"");
+      }
     } else {
       what = absl::StrCat(in.tokens().input_word_ids_size(), " token ids");
     }
@@ -579,6 +674,56 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   return 0;
 }
 
+// Prints each encoding of `response`, whose first text is the command's `first`; 0, or 1
+// after saying what is wrong with the answer.
+int PrintEncodings(const v1::TokenizeResponse& response, size_t first) {
+  for (int k = 0; k < response.encodings_size(); ++k) {
+    const size_t i = first + k;
+    const v1::Encoding& e = response.encodings(k);
+    if (e.num_tokens() > static_cast<uint32_t>(e.input_word_ids_size()) ||
+        (e.input_type_ids_size() > 0 &&
+         e.num_tokens() > static_cast<uint32_t>(e.input_type_ids_size()))) {
+      std::fprintf(stderr, "error: encoding %zu has fewer ids than its %u tokens\n", i,
+                   e.num_tokens());
+      return 1;
+    }
+    json offsets = OffsetsJson(e.token_starts(), e.token_ends());
+    if (absl::GetFlag(FLAGS_json)) {
+      json j = {{"tokens", std::vector<std::string>(e.tokens().begin(), e.tokens().end())},
+                {"offsets", std::move(offsets)},
+                {"input_word_ids",
+                 std::vector<int>(e.input_word_ids().begin(), e.input_word_ids().end())},
+                {"input_mask", std::vector<int>(e.input_mask().begin(), e.input_mask().end())},
+                {"input_type_ids",
+                 std::vector<int>(e.input_type_ids().begin(), e.input_type_ids().end())},
+                {"num_tokens", e.num_tokens()},
+                {"truncated", e.truncated()}};
+      std::printf("%s\n", j.dump().c_str());
+      continue;
+    }
+    std::printf("[%zu] tokens: %s\n", i, absl::StrJoin(e.tokens(), " ").c_str());
+    if (!offsets.empty()) {
+      std::printf("    offsets: %s\n",
+                  absl::StrJoin(offsets, " ", [](std::string* out, const json& span) {
+                    absl::StrAppend(out, span[0].get<uint32_t>(), "-", span[1].get<uint32_t>());
+                  }).c_str());
+    }
+    std::printf(
+        "    input_word_ids: %s\n",
+        absl::StrJoin(e.input_word_ids().begin(), e.input_word_ids().begin() + e.num_tokens(), " ")
+            .c_str());
+    if (e.input_type_ids_size() > 0) {
+      std::printf("    input_type_ids: %s\n",
+                  absl::StrJoin(e.input_type_ids().begin(),
+                                e.input_type_ids().begin() + e.num_tokens(), " ")
+                      .c_str());
+    }
+    std::printf("    num_tokens: %u%s (padded to %d)\n", e.num_tokens(),
+                e.truncated() ? ", truncated" : "", e.input_word_ids_size());
+  }
+  return 0;
+}
+
 // --seq_length and --truncation (unset: truncate) for tokenize and ner; false (the error
 // printed) for a bad value.
 bool LengthAndTruncationFlags(int* seq_length, v1::Truncation* truncation) {
@@ -599,14 +744,19 @@ bool LengthAndTruncationFlags(int* seq_length, v1::Truncation* truncation) {
 
 int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
              const std::vector<std::string>& args) {
-  v1::TokenizeRequest request;
+  std::vector<v1::TextInput> texts;
   for (v1::Input& input : ReadInputs(args)) {
     if (!input.has_text()) {
       std::fprintf(stderr, "tokenize takes texts only\n");
       return 2;
     }
-    *request.add_inputs() = input.text();
+    texts.push_back(std::move(*input.mutable_text()));
   }
+  if (texts.empty()) {
+    std::fprintf(stderr, "tokenize: no texts (arguments, or JSON lines on stdin)\n");
+    return 2;
+  }
+  v1::TokenizeRequest request;  // the options; the texts go in calls of the server's size
   int seq_length;
   v1::Truncation truncation;
   if (!LengthAndTruncationFlags(&seq_length, &truncation)) return 2;
@@ -615,53 +765,19 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
   if (const std::string prompt = absl::GetFlag(FLAGS_prompt_name); prompt != "none") {
     request.set_prompt_name(prompt);
   }
-  grpc::ClientContext context;
-  Prepare(connection, &context);
-  v1::TokenizeResponse response;
-  grpc::Status status = stub->Tokenize(&context, request, &response);
-  if (!status.ok()) return Fail(status);
-  for (int i = 0; i < response.encodings_size(); ++i) {
-    const v1::Encoding& e = response.encodings(i);
-    if (e.num_tokens() > static_cast<uint32_t>(e.input_word_ids_size()) ||
-        (e.input_type_ids_size() > 0 &&
-         e.num_tokens() > static_cast<uint32_t>(e.input_type_ids_size()))) {
-      std::fprintf(stderr, "error: encoding %d has fewer ids than its %u tokens\n", i,
-                   e.num_tokens());
-      return 1;
-    }
-    json offsets = OffsetsJson(e.token_starts(), e.token_ends());
-    if (absl::GetFlag(FLAGS_json)) {
-      json j = {{"tokens", std::vector<std::string>(e.tokens().begin(), e.tokens().end())},
-                {"offsets", std::move(offsets)},
-                {"input_word_ids",
-                 std::vector<int>(e.input_word_ids().begin(), e.input_word_ids().end())},
-                {"input_mask", std::vector<int>(e.input_mask().begin(), e.input_mask().end())},
-                {"input_type_ids",
-                 std::vector<int>(e.input_type_ids().begin(), e.input_type_ids().end())},
-                {"num_tokens", e.num_tokens()},
-                {"truncated", e.truncated()}};
-      std::printf("%s\n", j.dump().c_str());
-      continue;
-    }
-    std::printf("[%d] tokens: %s\n", i, absl::StrJoin(e.tokens(), " ").c_str());
-    if (!offsets.empty()) {
-      std::printf("    offsets: %s\n",
-                  absl::StrJoin(offsets, " ", [](std::string* out, const json& span) {
-                    absl::StrAppend(out, span[0].get<uint32_t>(), "-", span[1].get<uint32_t>());
-                  }).c_str());
-    }
-    std::printf(
-        "    input_word_ids: %s\n",
-        absl::StrJoin(e.input_word_ids().begin(), e.input_word_ids().begin() + e.num_tokens(), " ")
-            .c_str());
-    if (e.input_type_ids_size() > 0) {
-      std::printf("    input_type_ids: %s\n",
-                  absl::StrJoin(e.input_type_ids().begin(),
-                                e.input_type_ids().begin() + e.num_tokens(), " ")
-                      .c_str());
-    }
-    std::printf("    num_tokens: %u%s (padded to %d)\n", e.num_tokens(),
-                e.truncated() ? ", truncated" : "", e.input_word_ids_size());
+  const std::optional<v1::ServerLimits> limits =
+      texts.size() > 1 ? FetchLimits(connection, stub) : std::nullopt;
+  size_t begin = 0;
+  for (const size_t count : CallSizes(MessageBytes(texts), limits)) {
+    v1::TokenizeRequest call = request;
+    for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = texts[i];
+    grpc::ClientContext context;
+    Prepare(connection, &context);
+    v1::TokenizeResponse response;
+    grpc::Status status = stub->Tokenize(&context, call, &response);
+    if (!status.ok()) return FailCall(status, begin, count, texts.size());
+    if (const int code = PrintEncodings(response, begin); code != 0) return code;
+    begin += count;
   }
   return 0;
 }
@@ -699,18 +815,85 @@ int DecodeIds(const Connection& connection, v1::BertService::Stub* stub,
     }
   }
   request.set_keep_special_tokens(absl::GetFlag(FLAGS_keep_special_tokens));
-  grpc::ClientContext context;
-  Prepare(connection, &context);
-  v1::DecodeResponse response;
-  if (const grpc::Status status = stub->Decode(&context, request, &response); !status.ok()) {
-    return Fail(status);
-  }
-  for (const std::string& text : response.texts()) {
-    if (absl::GetFlag(FLAGS_json)) {
-      std::printf("%s\n", json({{"text", text}}).dump().c_str());
-    } else {
-      std::printf("%s\n", text.c_str());
+  // The sequences go in calls of the server's size.
+  const size_t total = static_cast<size_t>(request.inputs_size());
+  const std::optional<v1::ServerLimits> limits =
+      total > 1 ? FetchLimits(connection, stub) : std::nullopt;
+  v1::DecodeRequest call;
+  call.set_keep_special_tokens(request.keep_special_tokens());
+  size_t begin = 0;
+  for (const size_t count : CallSizes(MessageBytes(request.inputs()), limits)) {
+    call.clear_inputs();
+    for (size_t i = begin; i < begin + count; ++i) {
+      call.add_inputs()->Swap(request.mutable_inputs(static_cast<int>(i)));
     }
+    grpc::ClientContext context;
+    Prepare(connection, &context);
+    v1::DecodeResponse response;
+    if (const grpc::Status status = stub->Decode(&context, call, &response); !status.ok()) {
+      return FailCall(status, begin, count, total);
+    }
+    for (const std::string& text : response.texts()) {
+      if (absl::GetFlag(FLAGS_json)) {
+        std::printf("%s\n", json({{"text", text}}).dump().c_str());
+      } else {
+        std::printf("%s\n", text.c_str());
+      }
+    }
+    begin += count;
+  }
+  return 0;
+}
+
+// Rerank's answer for all of `request`'s texts, sent in calls of the server's size: each
+// call ranks its own texts, and their rankings are merged (each score is the text's own, so
+// they compare across calls), best first, top_n kept. 0, or the exit status (the error
+// printed).
+int CallRerank(const Connection& connection, v1::BertService::Stub* stub,
+               const v1::RerankRequest& request, v1::RerankResponse* response) {
+  const size_t total = static_cast<size_t>(request.texts_size());
+  const std::optional<v1::ServerLimits> limits =
+      total > 1 ? FetchLimits(connection, stub) : std::nullopt;
+  // The server pairs the query with each text: each text costs the query's bytes too.
+  std::vector<size_t> bytes;
+  for (const std::string& text : request.texts())
+    bytes.push_back(text.size() + request.query().size());
+  const std::vector<size_t> calls = CallSizes(std::move(bytes), limits);
+  if (calls.size() <= 1) {
+    grpc::ClientContext context;
+    Prepare(connection, &context);
+    const grpc::Status status = stub->Rerank(&context, request, response);
+    return status.ok() ? 0 : Fail(status);
+  }
+  v1::RerankRequest call = request;
+  size_t begin = 0;
+  for (const size_t count : calls) {
+    call.clear_texts();
+    for (size_t i = begin; i < begin + count; ++i) *call.add_texts() = request.texts(i);
+    grpc::ClientContext context;
+    Prepare(connection, &context);
+    v1::RerankResponse answer;
+    if (const grpc::Status status = stub->Rerank(&context, call, &answer); !status.ok()) {
+      return FailCall(status, begin, count, total);
+    }
+    response->set_score_function(answer.score_function());
+    for (v1::RankedText& ranked : *answer.mutable_ranked()) {
+      if (ranked.index() >= count) {
+        std::fprintf(stderr, "error: the answer ranks text %u of %zu\n", ranked.index(), count);
+        return 1;
+      }
+      ranked.set_index(static_cast<uint32_t>(begin + ranked.index()));
+      *response->add_ranked() = std::move(ranked);
+    }
+    begin += count;
+  }
+  auto* ranked = response->mutable_ranked();
+  std::stable_sort(
+      ranked->begin(), ranked->end(),
+      [](const v1::RankedText& a, const v1::RankedText& b) { return a.score() > b.score(); });
+  if (request.top_n() > 0 && static_cast<uint32_t>(ranked->size()) > request.top_n()) {
+    ranked->DeleteSubrange(static_cast<int>(request.top_n()),
+                           ranked->size() - static_cast<int>(request.top_n()));
   }
   return 0;
 }
@@ -760,15 +943,14 @@ int Rerank(const Connection& connection, v1::BertService::Stub* stub,
     }
     request.set_truncation(*truncation);  // else the server's: longest_first
   }
-  grpc::ClientContext context;
-  Prepare(connection, &context);
   v1::RerankResponse response;
-  grpc::Status status = stub->Rerank(&context, request, &response);
-  if (!status.ok()) return Fail(status);
+  if (const int code = CallRerank(connection, stub, request, &response); code != 0) return code;
   const bool as_json = absl::GetFlag(FLAGS_json);
   if (!as_json) {
+    const std::string& function = response.score_function();
     std::printf("Ranked %d of %d texts (scores: %s)\n", response.ranked_size(),
-                request.texts_size(), response.score_function().c_str());
+                request.texts_size(),
+                function == "none" ? "the classifier's logits" : function.c_str());
   }
   for (int rank = 0; rank < response.ranked_size(); ++rank) {
     const v1::RankedText& r = response.ranked(rank);
@@ -842,56 +1024,24 @@ int WordContinuations(const Connection& connection, v1::BertService::Stub* stub,
   return 0;
 }
 
-// Named entities in each text, from a token classifier (HEAD_TOKEN_LOGITS with the tokens'
-// offsets), grouped as Hugging Face's token-classification pipeline does with the
-// aggregation_strategy --aggregation names (entities.h).
-int Ner(const Connection& connection, v1::BertService::Stub* stub,
-        const std::vector<std::string>& args) {
-  const std::optional<Aggregation> aggregation = ParseAggregation(absl::GetFlag(FLAGS_aggregation));
-  if (!aggregation) {
-    std::fprintf(stderr, "--aggregation must be simple, first, average or max\n");
-    return 2;
-  }
-  v1::EmbedRequest request;
-  for (v1::Input& input : ReadInputs(args)) {
-    if (!input.has_text() || input.text().has_text_b()) {
-      std::fprintf(stderr, "ner takes single texts\n");
-      return 2;
-    }
-    *request.add_inputs() = std::move(input);
-  }
-  int seq_length;
-  v1::Truncation truncation;
-  if (!LengthAndTruncationFlags(&seq_length, &truncation)) return 2;
-  v1::ModelInfo info;
-  {
-    grpc::ClientContext context;
-    Prepare(connection, &context);
-    grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
-    if (!status.ok()) return Fail(status);
-  }
-  if (!info.has_classifier() || !info.classifier().per_token()) {
-    std::fprintf(stderr, "error: the model has no token classifier (ModelInfo.classifier)\n");
-    return 1;
-  }
-  // The length the model's tokenizer truncates to, unless given.
-  request.set_seq_length(seq_length > 0 ? seq_length : info.classifier().max_seq_length());
-  request.set_truncation(truncation);
-  request.add_heads(v1::HEAD_TOKEN_LOGITS);
-  request.set_padding(v1::PADDING_TRIM);
-  request.set_return_offsets(true);
+// One call of `ner`: the entities of `request`'s texts, whose first is the command's `first`
+// of `total`, printed. 0, or the exit status (the error printed).
+int NerCall(const Connection& connection, v1::BertService::Stub* stub,
+            const v1::EmbedRequest& request, size_t first, size_t total,
+            const std::vector<std::string>& labels, Aggregation aggregation) {
   v1::EmbedResponse response;
-  if (const int code = CallEmbed(connection, stub, request, &response); code != 0) return code;
+  if (const int code = CallEmbed(connection, stub, request, &response, first, total); code != 0) {
+    return code;
+  }
   std::vector<std::vector<bool>> continues(response.results_size());
-  if (*aggregation != Aggregation::kSimple) {
+  if (aggregation != Aggregation::kSimple) {
     const int code = WordContinuations(connection, stub, request, response.results(), &continues);
     if (code != 0) return code;
   }
-  const std::vector<std::string> labels(info.classifier().labels().begin(),
-                                        info.classifier().labels().end());
-  for (int i = 0; i < response.results_size(); ++i) {
-    const v1::EmbedResult& r = response.results(i);
-    const std::string& text = request.inputs(i).text().text_a();
+  for (int n = 0; n < response.results_size(); ++n) {
+    const size_t i = first + n;
+    const v1::EmbedResult& r = response.results(n);
+    const std::string& text = request.inputs(n).text().text_a();
     const std::vector<float> logits = Decode(r.token_logits());
     const size_t width = labels.size();
     std::vector<TaggedToken> tokens;
@@ -901,9 +1051,9 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
       // [CLS] and [SEP] have no text; a span outside the text would be a server's bug.
       if (start >= end || end > text.size() || (k + 1) * width > logits.size()) continue;
       tokens.push_back({start, end, absl::MakeConstSpan(logits.data() + k * width, width),
-                        static_cast<size_t>(k) < continues[i].size() && continues[i][k]});
+                        static_cast<size_t>(k) < continues[n].size() && continues[n][k]});
     }
-    const std::vector<Entity> entities = GroupEntities(tokens, labels, *aggregation);
+    const std::vector<Entity> entities = GroupEntities(tokens, labels, aggregation);
     if (absl::GetFlag(FLAGS_json)) {
       json list = json::array();
       for (const Entity& e : entities) {
@@ -920,13 +1070,70 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
       std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
       continue;
     }
-    std::printf("[%d] %zu entities%s\n", i, entities.size(), r.truncated() ? " (truncated)" : "");
+    std::printf("[%zu] %zu entities%s\n", i, entities.size(), r.truncated() ? " (truncated)" : "");
     for (const Entity& e : entities) {
       std::printf(
           "    %-8s %.4f  [%u, %u)  %s\n", e.group.c_str(), e.score, e.start, e.end,
           absl::StrReplaceAll(text.substr(e.start, e.end - e.start), {{"\n", "\\n"}, {"\r", "\\r"}})
               .c_str());
     }
+  }
+  return 0;
+}
+
+// Named entities in each text, from a token classifier (HEAD_TOKEN_LOGITS with the tokens'
+// offsets), grouped as Hugging Face's token-classification pipeline does with the
+// aggregation_strategy --aggregation names (entities.h).
+int Ner(const Connection& connection, v1::BertService::Stub* stub,
+        const std::vector<std::string>& args) {
+  const std::optional<Aggregation> aggregation = ParseAggregation(absl::GetFlag(FLAGS_aggregation));
+  if (!aggregation) {
+    std::fprintf(stderr, "--aggregation must be simple, first, average or max\n");
+    return 2;
+  }
+  std::vector<v1::Input> inputs = ReadInputs(args);
+  for (const v1::Input& input : inputs) {
+    if (!input.has_text() || input.text().has_text_b()) {
+      std::fprintf(stderr, "ner takes single texts\n");
+      return 2;
+    }
+  }
+  if (inputs.empty()) {
+    std::fprintf(stderr, "ner: no texts (arguments, or JSON lines on stdin)\n");
+    return 2;
+  }
+  v1::EmbedRequest options;  // the texts go in calls of the server's size
+  int seq_length;
+  v1::Truncation truncation;
+  if (!LengthAndTruncationFlags(&seq_length, &truncation)) return 2;
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext context;
+    Prepare(connection, &context);
+    grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+    if (!status.ok()) return Fail(status);
+  }
+  if (!info.has_classifier() || !info.classifier().per_token()) {
+    std::fprintf(stderr,
+                 "error: the model has no token classifier (ModelInfo.classifier): serve a "
+                 "BertForTokenClassification checkpoint for ner\n");
+    return 1;
+  }
+  // The length the model's tokenizer truncates to, unless given.
+  options.set_seq_length(seq_length > 0 ? seq_length : info.classifier().max_seq_length());
+  options.set_truncation(truncation);
+  options.add_heads(v1::HEAD_TOKEN_LOGITS);
+  options.set_padding(v1::PADDING_TRIM);
+  options.set_return_offsets(true);
+  const std::vector<std::string> labels(info.classifier().labels().begin(),
+                                        info.classifier().labels().end());
+  size_t begin = 0;
+  for (const size_t count : CallSizes(MessageBytes(inputs), info.limits())) {
+    v1::EmbedRequest request = options;
+    for (size_t i = begin; i < begin + count; ++i) *request.add_inputs() = inputs[i];
+    const int code = NerCall(connection, stub, request, begin, inputs.size(), labels, *aggregation);
+    if (code != 0) return code;
+    begin += count;
   }
   return 0;
 }

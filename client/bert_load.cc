@@ -515,7 +515,9 @@ std::string Ms(const LatencySummary& s, double value) {
   return s.count > 0 ? absl::StrFormat("%.2f", value) : "-";
 }
 
-void PrintStep(const LoadStep& step, const StepResult& result, const BatchView* batches) {
+// `client_cpu_percent`: the load generator's CPU use during the step (100: one whole CPU).
+void PrintStep(const LoadStep& step, const StepResult& result, const BatchView* batches,
+               double client_cpu_percent) {
   const StepSummary& s = result.summary;
   const int64_t errors = s.calls - s.ok;
   std::printf("%-16s %8lld %7.2f %10.1f %10.1f %11.0f %8s %8s %8s %8s %8s %8s %8s %8s",
@@ -550,15 +552,23 @@ void PrintStep(const LoadStep& step, const StepResult& result, const BatchView* 
   }
   if (FellBehind(s)) {
     const bool held = 2 * s.held_sends >= s.late_sends;
+    // Late without being held: the sending thread did not run in time, because the load
+    // generator is busy (near a whole CPU) or because other processes had the CPUs.
+    const std::string why =
+        held ? "they waited for --max_outstanding calls in flight (the server is behind)"
+        : client_cpu_percent >= 80
+            ? absl::StrFormat("the load generator is slow (it used %.0f %% of a CPU)",
+                              client_cpu_percent)
+            : absl::StrFormat(
+                  "the sending thread did not get a CPU in time (the load generator used %.0f %% "
+                  "of one: this host's CPUs were busy, e.g. with the server)",
+                  client_cpu_percent);
     std::printf(
         "  warning: %lld of %lld sends (%.1f %%) went out more than 1 ms after their intended "
-        "time (send lag p50 %.2f ms, p90 %.2f ms, max %.2f ms): %s%s\n",
+        "time (send lag p50 %.2f ms, p90 %.2f ms, max %.2f ms): %s\n",
         static_cast<long long>(s.late_sends), static_cast<long long>(s.send_lag.count),
         100.0 * static_cast<double>(s.late_sends) / static_cast<double>(s.send_lag.count),
-        s.send_lag.p50, s.send_lag.p90, s.send_lag.max,
-        held ? "they waited for --max_outstanding calls in flight (the server is behind)"
-             : "the load generator is slow",
-        step.rate > 0 ? "; the offered rate was not reached" : "");
+        s.send_lag.p50, s.send_lag.p90, s.send_lag.max, why.c_str());
   }
   if (batches != nullptr && !batches->error.empty()) {
     std::printf("  metrics: %s\n", batches->error.c_str());
@@ -719,7 +729,7 @@ int RunSweep(LoadRunner* runner, const std::vector<LoadStep>& steps, json report
     std::optional<BatchView> batches;
     if (!metrics.empty()) batches = BatchesBetween(before, after);
     const BatchView* view = batches ? &*batches : nullptr;
-    PrintStep(steps[i], *result, view);
+    PrintStep(steps[i], *result, view, client_cpu_percent);
     report["steps"].push_back(StepJson(steps[i], *result, view));
     report["steps"].back()["client_cpu_percent"] = client_cpu_percent;
     if (!json_out.empty()) {
@@ -808,10 +818,11 @@ int Main() {
   if (workload->rerank && info.classifier().labels_size() != 1) {
     // Every call would be refused (FAILED_PRECONDITION): say so once instead.
     return Usage(absl::StrCat(
-        "--api=rerank: the served model has no one-label classifier (a cross-encoder); ",
+        "--api=rerank needs a cross-encoder (a model with a classifier of one label); the "
+        "served model ",
         info.has_classifier()
-            ? absl::StrCat("its classifier has ", info.classifier().labels_size(), " labels")
-            : "it has none"));
+            ? absl::StrCat("has a classifier of ", info.classifier().labels_size(), " labels")
+            : "has no classifier"));
   }
   if (!workload->rerank && NamesLogitsHead(workload->options_text.heads) &&
       !info.has_classifier()) {

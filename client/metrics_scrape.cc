@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -141,6 +142,11 @@ absl::StatusOr<std::string> FetchMetrics(const std::string& host_port,
   const absl::string_view status_line = absl::string_view(answer).substr(0, answer.find("\r\n"));
   // "HTTP/1.x 200 OK": the code is the second field.
   const std::vector<absl::string_view> fields = absl::StrSplit(status_line, ' ');
+  if (!absl::StartsWith(status_line, "HTTP/")) {
+    return absl::UnavailableError(
+        "no HTTP answer (is this the gRPC port? /metrics is served on the server's "
+        "--metrics_address)");
+  }
   if (body == std::string::npos || fields.size() < 2 || fields[1] != "200") {
     return absl::UnavailableError(absl::StrCat("metrics answer: ", status_line.substr(0, 200)));
   }

@@ -24,10 +24,10 @@ absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {
   if (h == "cls") return v1::HEAD_CLS;
   if (h == "logits") return v1::HEAD_LOGITS;
   if (h == "token_logits") return v1::HEAD_TOKEN_LOGITS;
-  return absl::InvalidArgumentError(absl::StrCat("unknown head ", h,
-                                                 " (pooled, sequence, encoder_outputs, default, "
-                                                 "mean_pooled, cls, logits, token_logits, "
-                                                 "embedding)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--heads: unknown head \"", absl::StripAsciiWhitespace(name),
+                   "\" (one of pooled, sequence, encoder_outputs, default, mean_pooled, cls, "
+                   "logits, token_logits, embedding)"));
 }
 
 bool IsEmbeddingHead(absl::string_view name) {
@@ -159,7 +159,11 @@ absl::StatusOr<v1::Truncation> ParseTruncation(absl::string_view text) {
 
 absl::StatusOr<v1::Input> ParseInputLine(absl::string_view line) {
   const json j = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError("not valid JSON");
+  if (j.is_discarded()) {
+    return absl::InvalidArgumentError(
+        "not valid JSON (each line one input: \"a text\" in quotes, {\"text_a\": ..., "
+        "\"text_b\": ...} or {\"input_word_ids\": [...]}; texts may also be arguments)");
+  }
   v1::Input input;
   if (j.is_string()) {
     input.mutable_text()->set_text_a(j.get<std::string>());
@@ -201,6 +205,24 @@ absl::StatusOr<std::vector<v1::Input>> ParseInputLines(std::istream& in, absl::s
     inputs.push_back(*std::move(input));
   }
   return inputs;
+}
+
+std::vector<size_t> SplitIntoCalls(const std::vector<size_t>& item_bytes, size_t max_items,
+                                   uint64_t max_bytes) {
+  std::vector<size_t> calls;
+  size_t items = 0;
+  uint64_t bytes = 0;
+  for (const size_t size : item_bytes) {
+    if (items > 0 && (items == max_items || (max_bytes > 0 && bytes + size > max_bytes))) {
+      calls.push_back(items);
+      items = 0;
+      bytes = 0;
+    }
+    ++items;
+    bytes += size;
+  }
+  if (items > 0) calls.push_back(items);
+  return calls;
 }
 
 }  // namespace bert

@@ -3,6 +3,8 @@
 #ifndef BERT_CLIENT_REQUEST_OPTIONS_H_
 #define BERT_CLIENT_REQUEST_OPTIONS_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <istream>
 #include <optional>
 #include <string>
@@ -64,6 +66,13 @@ absl::StatusOr<v1::Input> ParseInputLine(absl::string_view line);
 // Every input of a stream of such lines; blank lines are skipped. Errors name `source` and
 // the line number.
 absl::StatusOr<std::vector<v1::Input>> ParseInputLines(std::istream& in, absl::string_view source);
+
+// How many items each of the calls that send `item_bytes.size()` items in order takes: at
+// most `max_items` (>= 1) items and, but for an item larger than that alone (sent by itself,
+// for the server to refuse with its reason), at most `max_bytes` bytes of items (0: no byte
+// limit). Empty for no items.
+std::vector<size_t> SplitIntoCalls(const std::vector<size_t>& item_bytes, size_t max_items,
+                                   uint64_t max_bytes);
 
 }  // namespace bert
 

@@ -1,7 +1,10 @@
 #include "client/request_options.h"
 
+#include <random>
 #include <sstream>
 
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace bert {
@@ -49,7 +52,8 @@ TEST(SetEmbedOptions, RejectsBadValuesByName) {
     void (*mutate)(EmbedOptionsText*);
     const char* expected;
   } cases[] = {
-      {[](EmbedOptionsText* t) { t->heads = "pooled,max_pooled"; }, "unknown head max_pooled"},
+      {[](EmbedOptionsText* t) { t->heads = "pooled,max_pooled"; },
+       "--heads: unknown head \"max_pooled\""},
       {[](EmbedOptionsText* t) { t->layers = "1,x"; }, "bad layer index x"},
       {[](EmbedOptionsText* t) { t->seq_length = -1; }, "seq_length"},
       {[](EmbedOptionsText* t) { t->padding = "none"; }, "padding"},
@@ -239,7 +243,8 @@ TEST(ParseInputLine, SaysWhenALineIsNotJson) {
   // Broken JSON is named as such; well-formed JSON of the wrong shape gets the shape's message.
   for (const char* line : {"not json", R"({"text_a": "x",})", "\"unterminated"}) {
     const absl::Status status = ParseInputLine(line).status();
-    EXPECT_EQ(status.message(), "not valid JSON") << line;
+    EXPECT_TRUE(absl::StartsWith(status.message(), "not valid JSON (each line one input: "))
+        << line;
   }
   const absl::Status shape = ParseInputLine("[1, 2]").status();
   EXPECT_NE(shape.message().find("expected a JSON string or an object"), absl::string_view::npos)
@@ -265,6 +270,41 @@ TEST(ParseInputLines, SkipsBlankLinesAndNamesTheBadOne) {
   const absl::Status status = ParseInputLines(bad, "in.jsonl").status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("in.jsonl line 3: "), absl::string_view::npos) << status;
+}
+
+TEST(SplitIntoCalls, KeepsEachCallWithinBothLimits) {
+  using ::testing::ElementsAre;
+  EXPECT_TRUE(SplitIntoCalls({}, 4, 0).empty());
+  EXPECT_THAT(SplitIntoCalls(std::vector<size_t>(10, 1), 4, 0), ElementsAre(4, 4, 2));
+  EXPECT_THAT(SplitIntoCalls(std::vector<size_t>(8, 1), 4, 0), ElementsAre(4, 4));
+  EXPECT_THAT(SplitIntoCalls({3, 3, 3, 3}, 100, 7), ElementsAre(2, 2));  // 6 bytes fit, 9 not
+  EXPECT_THAT(SplitIntoCalls({3, 4, 1}, 100, 7), ElementsAre(2, 1));     // exactly 7 fits
+  // An item over the byte limit goes alone, wherever it is.
+  EXPECT_THAT(SplitIntoCalls({1, 50, 1, 1}, 100, 7), ElementsAre(1, 1, 2));
+  EXPECT_THAT(SplitIntoCalls({50}, 100, 7), ElementsAre(1));
+  // Random sizes: the calls cover every item in order, each within both limits.
+  std::mt19937 rng(7);
+  for (int round = 0; round < 500; ++round) {
+    std::vector<size_t> sizes(rng() % 60);
+    for (size_t& size : sizes) size = rng() % 40;
+    const size_t max_items = 1 + rng() % 9;
+    const uint64_t max_bytes = rng() % 100;
+    const std::vector<size_t> calls = SplitIntoCalls(sizes, max_items, max_bytes);
+    size_t begin = 0;
+    for (const size_t n : calls) {
+      ASSERT_GE(n, 1u);
+      ASSERT_LE(n, max_items);
+      uint64_t bytes = 0;
+      for (size_t i = begin; i < begin + n; ++i) bytes += sizes[i];
+      if (max_bytes > 0 && n > 1) EXPECT_LE(bytes, max_bytes);
+      // Greedy: the next item would not have fitted.
+      if (begin + n < sizes.size() && n < max_items) {
+        EXPECT_GT(bytes + sizes[begin + n], max_bytes);
+      }
+      begin += n;
+    }
+    EXPECT_EQ(begin, sizes.size());
+  }
 }
 
 }  // namespace

@@ -264,7 +264,8 @@ def test_rerank_api_drives_rerank_on_a_cross_encoder(server, tmp_path):
     assert not metric_value(text, "bert_requests_total", {"method": "Embed", "code": "OK"})
     r = bert_load(f"--server={server.address}", "--api=rerank", "--duration_s=1")
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "--api=rerank: the served model has no one-label classifier" in r.stderr
+    assert "--api=rerank needs a cross-encoder (a model with a classifier of one label); the " \
+        "served model has no classifier" in r.stderr
     r = bert_load(f"--server={server.address}", "--api=rerank", "--input_kind=tokens")
     assert r.returncode == 2 and "--input_kind=text" in r.stderr
     r = bert_load(f"--server={server.address}", "--api=rerank", "--heads=cls", "--dimensions=8")
@@ -331,6 +332,12 @@ def test_a_metrics_address_that_does_not_answer_fails_before_the_first_step(serv
     assert r.returncode == 2, r.stdout + r.stderr
     assert "--metrics=127.0.0.1:1: " in r.stderr
     assert "c=8" not in r.stdout
+    # The gRPC port by mistake: an answer, but not HTTP.
+    r = bert_load(f"--server={server.address}", f"--metrics={server.address}",
+                  "--duration_s=30")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no HTTP answer (is this the gRPC port? /metrics is served on the server's " \
+        "--metrics_address)" in r.stderr, r.stderr
 
 
 def test_help_lists_the_connection_flags():
@@ -353,7 +360,7 @@ def test_an_unwritable_report_fails_before_the_first_step(server):
     (["--rate=5", "--concurrency=2"], "give --concurrency"),
     (["--arrival=burst", "--rate=5"], "--arrival"),
     (["--lengths=fixed:1"], "lengths"),
-    (["--heads=max_pooled"], "unknown head max_pooled"),
+    (["--heads=max_pooled"], '--heads: unknown head "max_pooled"'),
     (["--duration_s=0"], "--duration_s"),
     (["--rate=100000", "--duration_s=600", "--csv_out=/nonexistent/calls.csv"],
      "would take too much memory"),

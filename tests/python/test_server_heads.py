@@ -748,6 +748,13 @@ def test_ner_groups_the_token_labels_into_entities(tmp_path):
         assert r.stdout.startswith(f"[0] {len(rows[0]['entities'])} entities\n"), r.stdout
         r = subprocess.run(client + ["ner", "a ||| b"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and "ner takes single texts" in r.stderr
+        json_lines = [json.dumps(row) for row in rows]
+    # Where one request takes fewer texts, they go in calls of that size, indexed as before.
+    with Server(model_dir=model, vocab=TINY_VOCAB, extra=["--max_inputs_per_request=2"]) as small:
+        r = subprocess.run([bin_path("client", "bert_client"), f"--server={small.address}", "ner",
+                            "--json", *texts], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert [json.dumps(json.loads(line)) for line in r.stdout.splitlines()] == json_lines
     with Server() as plain:
         r = subprocess.run([bin_path("client", "bert_client"), f"--server={plain.address}", "ner",
                             "x"], capture_output=True, text=True, timeout=60)

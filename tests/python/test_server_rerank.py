@@ -327,6 +327,32 @@ def test_the_client_ranks_texts(server):
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
 
 
+def test_the_client_ranks_more_texts_than_one_request_takes(tmp_path):
+    """bert_client rerank sends the texts in calls of the server's size and merges the
+    rankings: the same ranking, scores and top_n as one call where the server takes them all."""
+    pb2, _ = stubs()
+    texts = TEXTS + [f"{t} again" for t in TEXTS] + ["paris"]
+    model = one_label_model(tmp_path / "ce")
+    with Server(model_dir=model, vocab=TINY_VOCAB) as whole, \
+            Server(model_dir=model, vocab=TINY_VOCAB,
+                   extra=["--max_inputs_per_request=4"]) as limited:
+        want = whole.stub().Rerank(pb2.RerankRequest(query=QUERY, texts=texts), timeout=30)
+        for top_n in (0, 3):
+            r = subprocess.run([bin_path("client", "bert_client"), f"--server={limited.address}",
+                                "rerank", "--json", f"--top_n={top_n}", QUERY, *texts],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            rows = [json.loads(line) for line in r.stdout.splitlines()]
+            ranked = want.ranked[:top_n] if top_n else want.ranked
+            assert [row["index"] for row in rows] == [x.index for x in ranked]
+            np.testing.assert_allclose([row["score"] for row in rows],
+                                       [x.score for x in ranked], rtol=1e-6)
+        r = subprocess.run([bin_path("client", "bert_client"), f"--server={limited.address}",
+                            "rerank", "--raw_scores", QUERY, *texts[:2]],
+                           capture_output=True, text=True, timeout=60)
+        assert r.stdout.splitlines()[0] == "Ranked 2 of 2 texts (scores: the classifier's logits)"
+
+
 WORDS = ["paris", "capital", "france", "the", "caf\u00e9", "\u65e5\u672c", "berlin", "##x",
          "[SEP]", "a" * 50, "?", "IS", "\u00c9t\u00e9"]
 
