@@ -9,6 +9,8 @@
 // --drain_timeout_s), exit 0; before SERVING (nothing accepted yet), exit 0 at once.
 #include <semaphore.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -396,6 +398,16 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   Loaded loaded;
   loaded.watchdog = std::make_unique<EngineWatchdog>(absl::Seconds(load_s), std::move(on_stuck));
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
+  if (struct stat st; stat(model_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    char cwd[4096];
+    return absl::NotFoundError(absl::StrCat(
+        "the model directory ", model_dir, " does not exist",
+        model_dir.empty() || model_dir[0] == '/'
+            ? ""
+            : absl::StrCat(" (relative to ", getcwd(cwd, sizeof(cwd)) ? cwd : "?", ")"),
+        ": it needs config.json, model.safetensors and vocab.txt "
+        "(tools/fetch_default_model.sh fetches the default model into models/all-MiniLM-L6-v2)"));
+  }
   const std::string vocab = VocabPath();
   auto lowercase = ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab);
   if (!lowercase.ok()) return lowercase.status();
@@ -624,7 +636,9 @@ void AddConnectionArguments(grpc::ServerBuilder* builder) {
 
 int Validate() {
   if (absl::GetFlag(FLAGS_model_dir).empty()) {
-    BERT_LOG(kError) << "--model_dir is required";
+    BERT_LOG(kError) << "--model_dir is required: a directory with config.json, "
+                        "model.safetensors and vocab.txt, e.g. --model_dir=models/all-MiniLM-L6-v2 "
+                        "(tools/fetch_default_model.sh fetches that one)";
     return 2;
   }
   const std::string backend = absl::GetFlag(FLAGS_backend);
@@ -919,7 +933,9 @@ int Run() {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    BERT_LOG(kError) << "cannot listen" << LogKv("address", address);
+    const std::string reason = ListenFailureReason(address);
+    BERT_LOG(kError) << "cannot listen" << LogKv("address", address)
+                     << LogKv("error", reason.empty() ? "see gRPC's message above" : reason);
     return 1;
   }
   // Health of the server ("") and of its service, always set together. Thread-safe.

@@ -70,7 +70,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
       port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("bad metrics address ", address));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad metrics address \"", address, "\": give HOST:PORT, e.g. 127.0.0.1:9090 (port 0 picks one)"));
   }
   std::string host = address.substr(0, colon);
   if (host == "localhost") host = "127.0.0.1";

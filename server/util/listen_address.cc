@@ -1,5 +1,6 @@
 #include "server/util/listen_address.h"
 
+#include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -10,10 +11,29 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/util/status_macros.h"
 
 namespace bert {
+
+namespace {
+
+// The path of a unix: address (unix:PATH, unix:///PATH).
+std::string UnixPath(const std::string& address) {
+  std::string path = address.substr(5);
+  if (absl::StartsWith(path, "//")) path = path.substr(2);
+  return path;
+}
+
+// The directory a path's file is in ("." for a bare name).
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
 
 std::string ListeningAddress(const std::string& address, int port) {
   if (absl::StartsWith(address, "unix:") || absl::StartsWith(address, "unix-abstract:")) {
@@ -24,8 +44,7 @@ std::string ListeningAddress(const std::string& address, int port) {
 
 absl::Status CheckUnixSocketFree(const std::string& address) {
   if (!absl::StartsWith(address, "unix:")) return absl::OkStatus();
-  std::string path = address.substr(5);
-  if (absl::StartsWith(path, "//")) path = path.substr(2);  // unix:///abs/path
+  const std::string path = UnixPath(address);
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) return absl::OkStatus();  // nothing there yet
   if (!S_ISSOCK(st.st_mode)) {
@@ -53,9 +72,79 @@ absl::Status CheckUnixSocketFree(const std::string& address) {
   return absl::OkStatus();
 }
 
+absl::Status CheckListenAddress(const std::string& address) {
+  if (absl::StartsWith(address, "unix-abstract:")) return absl::OkStatus();
+  if (absl::StartsWith(address, "unix:")) {
+    const std::string path = UnixPath(address);
+    const std::string directory = DirectoryOf(path);
+    struct stat st;
+    if (path.empty() || path.back() == '/') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          address, ": unix: needs the socket file's path, e.g. unix:/run/bert/bert.sock"));
+    }
+    if (stat(directory.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat(address, ": the directory ", directory,
+                                                     " does not exist (create it first: mkdir -p ",
+                                                     directory, ")"));
+    }
+    return absl::OkStatus();
+  }
+  const size_t colon = address.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", address,
+        "\" is not an address to listen on: give HOST:PORT (e.g. 127.0.0.1:50051, 0.0.0.0:50051 "
+        "or [::]:50051; port 0 picks a free one) or unix:PATH"));
+  }
+  return absl::OkStatus();
+}
+
+std::string ListenFailureReason(const std::string& address) {
+  if (absl::StartsWith(address, "unix-abstract:")) return "";
+  if (absl::StartsWith(address, "unix:")) {
+    const std::string directory = DirectoryOf(UnixPath(address));
+    if (access(directory.c_str(), W_OK | X_OK) != 0) {
+      return absl::StrCat("cannot create a socket in ", directory, ": ", strerror(errno));
+    }
+    return "";
+  }
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return "";
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const std::string service = address.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (const int rc =
+          getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found);
+      rc != 0) {
+    return absl::StrCat("cannot resolve ", host, ": ", gai_strerror(rc));
+  }
+  std::string reason;
+  for (const addrinfo* a = found; a != nullptr && reason.empty(); a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    if (bind(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      reason = strerror(errno);
+      if (errno == EADDRINUSE) reason += " (another process listens on this port)";
+    }
+    close(fd);
+  }
+  freeaddrinfo(found);
+  return reason;
+}
+
 absl::Status AddExclusiveListeningPort(const std::string& address,
                                        std::shared_ptr<grpc::ServerCredentials> credentials,
                                        grpc::ServerBuilder* builder, int* port) {
+  RETURN_IF_ERROR(CheckListenAddress(address));
   RETURN_IF_ERROR(CheckUnixSocketFree(address));
   builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder->AddListeningPort(address, std::move(credentials), port);

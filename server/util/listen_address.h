@@ -26,8 +26,19 @@ std::string ListeningAddress(const std::string& address, int port);
 // a socket.
 absl::Status CheckUnixSocketFree(const std::string& address);
 
+// INVALID_ARGUMENT, saying what is wrong and what would do, for an address gRPC could not
+// listen on for its form alone: not HOST:PORT with a port of 0-65535, unix:, or
+// unix-abstract:; or a unix: path whose directory does not exist.
+absl::Status CheckListenAddress(const std::string& address);
+
+// Why a server could not listen on `address` (a TCP address or a unix: path) where gRPC's
+// own reason went to its log only: the error of binding it again here ("Address already in
+// use", "Permission denied", ...), or "" when that bind succeeds.
+std::string ListenFailureReason(const std::string& address);
+
 // Adds `address` to `builder` as its one listening port (`port` receives the port once the
-// server starts), refusing to share it: CheckUnixSocketFree's error for a unix: path in use,
+// server starts), refusing to share it: CheckListenAddress's error for an address that cannot
+// work, CheckUnixSocketFree's error for a unix: path in use,
 // and for TCP gRPC's port sharing (SO_REUSEPORT, on by default) turned off, so that a second
 // server on a port in use fails to start instead of silently taking part of its traffic.
 absl::Status AddExclusiveListeningPort(const std::string& address,

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from server_harness import (MINILM, TINY_MODEL, TINY_VOCAB, Server, cpu_flags, decode,  # noqa: E402
-                            rel_err, run_to_exit, stubs, with_address)
+                            rel_err, run_to_exit, server_binary, stubs, with_address)
 
 
 def test_server_starts_serves_model_info_and_stops_cleanly():
@@ -266,7 +266,35 @@ def test_a_second_server_on_a_port_in_use_refuses_to_start():
         second = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert second.returncode == 1, second.stderr[-2000:]
         assert 'msg="cannot listen"' in second.stderr, second.stderr[-2000:]
+        # The log line gives the reason (gRPC's own goes to its debug output only).
+        assert 'error="Address already in use (another process listens on this port)"' in \
+            second.stderr, second.stderr[-2000:]
         assert first.health() == "SERVING"
+
+
+@pytest.mark.parametrize("address, reason", [
+    ("50051", "is not an address to listen on: give HOST:PORT"),
+    ("127.0.0.1:70000", "is not an address to listen on: give HOST:PORT"),
+    ("unix:/nonexistent-bert-dir/bert.sock",
+     "the directory /nonexistent-bert-dir does not exist (create it first: mkdir -p "),
+])
+def test_an_address_that_cannot_work_stops_startup_with_the_reason(address, reason):
+    r = subprocess.run([server_binary(), f"--model_dir={TINY_MODEL}", f"--vocab={TINY_VOCAB}",
+                        "--backend=cpu", f"--address={address}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert 'msg="cannot listen"' in r.stderr and reason in r.stderr, r.stderr[-2000:]
+
+
+def test_a_missing_model_directory_is_named_with_what_it_needs():
+    r = subprocess.run([server_binary(), "--model_dir=no/such/model", "--address=127.0.0.1:0",
+                        "--backend=cpu"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "the model directory no/such/model does not exist (relative to " in r.stderr
+    assert "tools/fetch_default_model.sh" in r.stderr
+    r = subprocess.run([server_binary(), "--address=127.0.0.1:0"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "e.g. --model_dir=models/all-MiniLM-L6-v2" in r.stderr
 
 
 def test_tokenize_rpc():
