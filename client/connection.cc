@@ -70,9 +70,29 @@ absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) 
   return connection;
 }
 
+bool IsLoopbackTarget(absl::string_view server) {
+  absl::ConsumePrefix(&server, "dns:///");
+  absl::ConsumePrefix(&server, "ipv4:");
+  absl::ConsumePrefix(&server, "ipv6:");
+  // HOST:PORT, [HOST]:PORT or HOST.
+  absl::string_view host = server;
+  if (absl::ConsumePrefix(&host, "[")) {
+    host = host.substr(0, host.find(']'));
+  } else if (host.find(':') != host.rfind(':')) {
+    // An IPv6 literal without brackets and port: as it is.
+  } else {
+    host = host.substr(0, host.find(':'));
+  }
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
 std::shared_ptr<grpc::Channel> Connection::NewChannel(int index) const {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
+  // gRPC sends even a loopback target through an http_proxy/grpc_proxy from the environment
+  // unless no_proxy names it (a container's runtime may set them for every process): this
+  // host's own server is never reached through a proxy.
+  if (IsLoopbackTarget(server_)) args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
   // Channels with equal arguments share gRPC's subchannel (one connection); a distinct
   // argument per index keeps them apart.
   args.SetInt("bert.channel_index", index);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 
@@ -29,6 +30,10 @@ ConnectionOptions ConnectionOptionsFromFlags();
 // flags included; by default the flags library lists only those of the program's own file.
 // Call before parsing the command line.
 void ShowClientFlagsInHelp();
+
+// Whether the gRPC target `server` (HOST:PORT, [HOST]:PORT, dns:///..., ipv4:/ipv6:) names
+// this host's loopback: localhost, 127.0.0.0/8 or ::1. Such channels never use a proxy.
+bool IsLoopbackTarget(absl::string_view server);
 
 // A connected client's channel settings. Thread-safe after Create.
 class Connection {

@@ -49,6 +49,18 @@ def test_unreachable_server_exits_1():
     assert "error: UNAVAILABLE" in r.stderr
 
 
+def test_a_proxy_in_the_environment_is_not_used_for_this_hosts_server():
+    """A container runtime may set http_proxy for every process: the client (and the image's
+    HEALTHCHECK, which runs it) still reaches a server on the loopback directly."""
+    env = dict(os.environ, http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+               grpc_proxy="http://127.0.0.1:9", no_proxy="")
+    with Server() as s:
+        for target in (s.address, f"localhost:{s.port}"):
+            r = subprocess.run([bin_path("client", "bert_client"), f"--server={target}",
+                                "health"], capture_output=True, text=True, timeout=60, env=env)
+            assert r.returncode == 0 and r.stdout.strip() == "SERVING", (target, r.stderr)
+
+
 def test_ragged_rows_are_shown_as_such():
     with Server() as s:
         r = bert_client(f"--server={s.address}", "health")
