@@ -31,7 +31,7 @@
 ABSL_FLAG(std::string, vocab, "", "vocab.txt");
 ABSL_FLAG(std::string, corpus, "", "corpus file, one text per line");
 ABSL_FLAG(double, min_seconds, 3.0, "minimum timed duration per mode");
-ABSL_FLAG(int, seq_length, 128, "seq_length for the tokenize+pack mode");
+ABSL_FLAG(int, seq_length, 128, "seq_length for the tokenize+pack and rerank modes");
 ABSL_FLAG(bool, cased, false, "cased vocabulary");
 ABSL_FLAG(std::string, query,
           "how do I read a file line by line and skip the lines that start with a comment?",

@@ -1,9 +1,9 @@
 // A minimal HTTP/1.1 listener that answers `GET /metrics` (and HEAD) with the Prometheus
 // text format of a registry, and the two probes of load balancers and orchestrators that
-// speak HTTP only: `/livez` (200 while the process answers) and, given a readiness source,
-// `/readyz` (200 "SERVING" while it says ready, else 503 "NOT_SERVING"). Other paths get 404,
-// other methods 405, a request head that is
-// not HTTP 400, one over kMaxHeadBytes 431, one not sent within kReadTimeoutMs 408. Each
+// speak HTTP only: `/livez` (200 while the listener answers) and, given a readiness source,
+// `/readyz` (200 "SERVING" while it says ready, else 503 "NOT_SERVING"). Other paths get
+// 404, other methods 405, a request head that is not HTTP 400, one over kMaxHeadBytes 431,
+// one not sent within kReadTimeoutMs 408. Each
 // connection is served on a thread of its own, at most kMaxConnections at once (more wait in
 // the listen backlog) and kMaxConnectionsPerClient from one address (more are closed at once,
 // so that one client's idle connections cannot hold the scrapers out), and within deadlines:

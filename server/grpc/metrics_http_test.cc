@@ -170,22 +170,19 @@ TEST_F(MetricsHttpTest, ProbesFollowTheReadinessSource) {
   EXPECT_TRUE(absl::StartsWith(Ask("POST /readyz HTTP/1.1\r\n\r\n"), "HTTP/1.1 405 "));
 }
 
-TEST(MetricsHttpNoReadinessTest, WithoutASourceThereIsNoReadyz) {
-  auto server = MetricsHttpServer::Start("127.0.0.1:0", std::make_shared<prometheus::Registry>());
-  ASSERT_TRUE(server.ok()) << server.status();
-  const auto ask = [&](const std::string& request) {
-    const int fd = ConnectTo((*server)->port(), "127.0.0.1");
-    EXPECT_GE(fd, 0);
-    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    std::string out;
-    char buffer[4096];
-    ssize_t n;
-    while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0) out.append(buffer, n);
-    ::close(fd);
-    return out;
-  };
-  EXPECT_TRUE(absl::StartsWith(ask("GET /readyz HTTP/1.1\r\n\r\n"), "HTTP/1.1 404 "));
-  EXPECT_TRUE(absl::StartsWith(ask("GET /livez HTTP/1.1\r\n\r\n"), "HTTP/1.1 200 OK\r\n"));
+// A listener started without a readiness source.
+class MetricsHttpNoReadinessTest : public MetricsHttpTest {
+ protected:
+  void SetUp() override {
+    auto server = MetricsHttpServer::Start("127.0.0.1:0", std::make_shared<prometheus::Registry>());
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+};
+
+TEST_F(MetricsHttpNoReadinessTest, WithoutASourceThereIsNoReadyz) {
+  EXPECT_TRUE(absl::StartsWith(Ask("GET /readyz HTTP/1.1\r\n\r\n"), "HTTP/1.1 404 "));
+  EXPECT_TRUE(absl::StartsWith(Ask("GET /livez HTTP/1.1\r\n\r\n"), "HTTP/1.1 200 OK\r\n"));
 }
 
 TEST_F(MetricsHttpTest, AHeadNotSentInTimeGets408) {

@@ -71,10 +71,12 @@ absl::StatusOr<PackedInput> PackInputs(absl::Span<const int32_t> a,
 // name what failed after `context` (e.g. "inputs[2].text"; may be empty):
 // "<context>.text_a: <tokenizer's message>" (invalid UTF-8), and "<context>: <packing
 // message>"; a kReject message gives the tokens needed as "at least N" when a text was not
-// tokenized to its end. `scratch` (may be null; one caller at a time) keeps the token buffers'
-// storage across calls, and text_a's tokens: a call whose text_a is the last call's (the same
-// bytes, seq_length budget and `with_spans`) takes them instead of tokenizing it again, as
-// for a Rerank's query, paired with each of its texts. `with_spans` fills PackedInput::spans.
+// tokenized to its end. `scratch` (may be null; one caller and one tokenizer at a time) keeps
+// the token buffers' storage across calls, and text_a's tokens: a call whose text_a is the
+// last call's (the same bytes, seq_length budget and `with_spans`) takes them instead of
+// tokenizing it again, as for a Rerank's query, paired with each of its texts. (The count of
+// two cut texts under kLongestFirst, above, still reads text_a each time.) `with_spans` fills
+// PackedInput::spans.
 struct PackScratch {
   // Texts up to this size are kept as the key of text_a's tokens (comparing costs less than
   // tokenizing); longer ones are tokenized on each call, as without a scratch.

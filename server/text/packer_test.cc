@@ -528,19 +528,31 @@ TEST(TokenizeAndPackTest, AScratchChangesNoResult) {
   firsts.push_back("");
   PackScratch scratch;
   int kept = 0;
+  size_t a_index = 0;
+  bool pair = true;
+  int seq_length = 16;
   for (int call = 0; call < 20000; ++call) {
-    const std::string& a = firsts[rng() % firsts.size()];
+    // Half the calls go on with the last first text, pairing and length (a Rerank's pairs);
+    // the others draw them anew.
+    if (rng() % 2 == 0) {
+      a_index = rng() % firsts.size();
+      pair = rng() % 4 != 0;
+      seq_length = std::vector<int>{2, 5, 16, 40}[rng() % 4];
+    }
+    const std::string& a = firsts[a_index];
     const std::string b_text =
         rng() % 16 == 0 ? std::string("x\xff") : text_testing::RandomText(&rng, 8);
     const absl::string_view b = b_text;
-    const bool pair = rng() % 4 != 0;
-    const int seq_length = 2 + static_cast<int>(rng() % 40);
     const TruncationPolicy policy = static_cast<TruncationPolicy>(rng() % 3);
     const bool with_spans = rng() % 2 == 0;
     SCOPED_TRACE(::testing::Message()
                  << "call " << call << " a '" << a << "' b '" << b_text << "' pair " << pair
                  << " seq_length " << seq_length << " policy " << static_cast<int>(policy));
-    const bool was_kept = scratch.a_valid && scratch.a_text == a;
+    // Whether this call may take the kept tokens (as TokenizeAndPack decides).
+    const size_t max_tokens = static_cast<size_t>(std::max(seq_length - (pair ? 3 : 2), 0)) + 1;
+    const bool was_kept = scratch.a_valid && scratch.a_text == a &&
+                          scratch.a_max_tokens == max_tokens &&
+                          (scratch.a_with_spans || !with_spans);
     const absl::StatusOr<PackedInput> with = TokenizeAndPack(
         *tokenizer, a, pair ? &b : nullptr, seq_length, policy, "c", &scratch, with_spans);
     const absl::StatusOr<PackedInput> without = TokenizeAndPack(
@@ -553,7 +565,7 @@ TEST(TokenizeAndPackTest, AScratchChangesNoResult) {
     EXPECT_EQ(with->truncated, without->truncated);
     EXPECT_EQ(with->spans, without->spans);
   }
-  EXPECT_GT(kept, 1000);
+  EXPECT_GT(kept, 4000);
 }
 
 TEST(PackerTest, PadToLength) {
