@@ -119,6 +119,17 @@ void Prepare(const Connection& connection, grpc::ClientContext* context) {
 int Fail(const grpc::Status& status) {
   std::fprintf(stderr, "error: %s: %s\n", GrpcCodeName(status.error_code()),
                status.error_message().c_str());
+  // gRPC's words for the two usual mistakes of a first call.
+  const std::string& message = status.error_message();
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      message.find("http1.x server") != std::string::npos) {
+    std::fprintf(stderr, "(that address answers HTTP/1, not gRPC: the metrics port?)\n");
+  } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+             message.find("failed to connect") != std::string::npos) {
+    std::fprintf(stderr,
+                 "(no server answers there: is it running, and is --server its "
+                 "HOST:PORT?)\n");
+  }
   return 1;
 }
 

@@ -53,6 +53,12 @@ void ShowClientFlagsInHelp() {
 
 absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) {
   if (options.server.empty()) return absl::InvalidArgumentError("no server address");
+  for (const absl::string_view scheme : {"http://", "https://", "grpc://", "grpcs://"}) {
+    if (absl::StartsWith(options.server, scheme)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--server=", options.server, ": give HOST:PORT (or unix:PATH), not a URL; TLS is --tls"));
+    }
+  }
   Connection connection;
   connection.server_ = options.server;
   connection.tls_ = options.tls || !options.ca_file.empty();

@@ -47,6 +47,17 @@ def test_unreachable_server_exits_1():
     r = bert_client("--server=127.0.0.1:1", "--timeout_ms=5000", "info")
     assert r.returncode == 1
     assert "error: UNAVAILABLE" in r.stderr
+    assert "(no server answers there: is it running, and is --server its HOST:PORT?)" in r.stderr
+
+
+def test_the_usual_wrong_addresses_are_named():
+    r = bert_client("--server=http://127.0.0.1:50051", "health")
+    assert r.returncode == 2
+    assert "give HOST:PORT (or unix:PATH), not a URL" in r.stderr
+    with Server(metrics=True) as s:
+        r = bert_client(f"--server=127.0.0.1:{s.metrics_port}", "--timeout_ms=5000", "info")
+        assert r.returncode == 1
+        assert "(that address answers HTTP/1, not gRPC: the metrics port?)" in r.stderr, r.stderr
 
 
 def test_a_proxy_in_the_environment_is_not_used_for_this_hosts_server():
