@@ -14,8 +14,20 @@ namespace {
 
 using json = nlohmann::json;
 
+// A head's flag name, also taken as the proto's enum name (HEAD_POOLED) or its output's field
+// name (pooled_output, cls_output; default_output), in any case: "pooled".
+std::string HeadFlagName(absl::string_view name) {
+  std::string h = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
+  absl::string_view short_name = h;
+  absl::ConsumePrefix(&short_name, "head_");
+  if (short_name != "encoder_outputs" && short_name != "token_logits") {
+    absl::ConsumeSuffix(&short_name, "_output");
+  }
+  return std::string(short_name);
+}
+
 absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {
-  const std::string h = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
+  const std::string h = HeadFlagName(name);
   if (h == "pooled") return v1::HEAD_POOLED;
   if (h == "sequence") return v1::HEAD_SEQUENCE;
   if (h == "encoder_outputs") return v1::HEAD_ENCODER_OUTPUTS;
@@ -30,9 +42,7 @@ absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {
                    "logits, token_logits, embedding)"));
 }
 
-bool IsEmbeddingHead(absl::string_view name) {
-  return absl::AsciiStrToLower(absl::StripAsciiWhitespace(name)) == "embedding";
-}
+bool IsEmbeddingHead(absl::string_view name) { return HeadFlagName(name) == "embedding"; }
 
 // A JSON array of integers as repeated int32 field values.
 absl::Status AppendIds(const json& ids, const char* field,

@@ -47,6 +47,29 @@ TEST(SetEmbedOptions, SetsEveryField) {
   EXPECT_TRUE(request.normalize());
 }
 
+TEST(SetEmbedOptions, TakesTheHeadsByTheirOutputAndEnumNamesToo) {
+  EmbedOptionsText text = Defaults();
+  text.heads =
+      "pooled_output, HEAD_SEQUENCE,encoder_outputs,default_output,mean_pooled_output,"
+      "CLS_OUTPUT,head_logits,token_logits";
+  v1::EmbedRequest request;
+  ASSERT_TRUE(SetEmbedOptions(text, &request).ok());
+  EXPECT_THAT(request.heads(),
+              ::testing::ElementsAre(v1::HEAD_POOLED, v1::HEAD_SEQUENCE, v1::HEAD_ENCODER_OUTPUTS,
+                                     v1::HEAD_DEFAULT, v1::HEAD_MEAN_POOLED, v1::HEAD_CLS,
+                                     v1::HEAD_LOGITS, v1::HEAD_TOKEN_LOGITS));
+  EXPECT_TRUE(NamesHead("HEAD_TOKEN_LOGITS", v1::HEAD_TOKEN_LOGITS));
+  EXPECT_TRUE(NamesEmbeddingHead("pooled, Embedding"));
+  EXPECT_FALSE(SetEmbedOptions(
+                   [] {
+                     EmbedOptionsText t = Defaults();
+                     t.heads = "sequence_outputs";
+                     return t;
+                   }(),
+                   &request)
+                   .ok());
+}
+
 TEST(SetEmbedOptions, RejectsBadValuesByName) {
   struct Case {
     void (*mutate)(EmbedOptionsText*);
