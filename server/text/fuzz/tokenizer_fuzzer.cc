@@ -62,6 +62,13 @@ bool SamePacking(const absl::StatusOr<bert::PackedInput>& x,
   return x->word_ids == y->word_ids && x->type_ids == y->type_ids && x->truncated == y->truncated;
 }
 
+// One PackScratch kept across every call of the fuzzer: the first text's tokens it keeps
+// (reused where the next call has the same text, budget and spans) change no result.
+bert::PackScratch& KeptScratch() {
+  static bert::PackScratch* scratch = new bert::PackScratch();
+  return *scratch;
+}
+
 // TokenizeAndPack of text[0, split) and text[split, size) equals PackInputs over their whole
 // tokenizations, for the smallest seq_lengths, `seq_length`, and those around the longest
 // packing, with both policies.
@@ -83,6 +90,9 @@ void CheckTokenizeAndPack(const bert::BertTokenizer& tok, absl::string_view text
             bert::TruncationPolicy::kReject}) {
         const absl::StatusOr<bert::PackedInput> packed =
             bert::TokenizeAndPack(tok, text_a, pair ? &text_b : nullptr, seq_length, policy, "");
+        Check(SamePacking(packed, bert::TokenizeAndPack(tok, text_a, pair ? &text_b : nullptr,
+                                                        seq_length, policy, "", &KeptScratch())),
+              "a kept scratch changes no packing");
         if (!status_a.ok() || (pair && !status_b.ok())) {
           Check(!packed.ok() && packed.status().code() == absl::StatusCode::kInvalidArgument,
                 "TokenizeAndPack reports invalid UTF-8");
@@ -95,6 +105,10 @@ void CheckTokenizeAndPack(const bert::BertTokenizer& tok, absl::string_view text
             tok, text_a, pair ? &text_b : nullptr, seq_length, policy, "", nullptr, true);
         Check(SamePacking(packed, spanned), "spans change no packed id");
         if (!spanned.ok()) continue;
+        const absl::StatusOr<bert::PackedInput> spanned_kept = bert::TokenizeAndPack(
+            tok, text_a, pair ? &text_b : nullptr, seq_length, policy, "", &KeptScratch(), true);
+        Check(SamePacking(spanned, spanned_kept) && spanned_kept->spans == spanned->spans,
+              "a kept scratch changes no span");
         Check(spanned->spans.size() == spanned->word_ids.size(), "one span per packed token");
         for (size_t k = 0; k < spanned->spans.size(); ++k) {
           const bool special =
