@@ -218,6 +218,16 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
+    def enter_drain_delay(self, timeout=10):
+        """Sends SIGTERM to a server started with --drain_delay_s and returns once it serves
+        in the delay (health NOT_SERVING, calls still answered)."""
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + timeout
+        while "draining after the delay" not in self.log():
+            if time.time() > deadline:
+                raise RuntimeError(f"bert_server did not enter its drain delay:\n{self.log()}")
+            time.sleep(0.02)
+
     def stop(self, sig=signal.SIGTERM, timeout=30):
         """Sends `sig` and returns the exit code."""
         if self.proc.poll() is None:

@@ -124,10 +124,7 @@ def test_dockerfile_healthcheck_follows_grpc_health(tmp_path):
     with Server() as s:
         assert healthcheck(s.address) == 0
         with Server(extra=["--drain_delay_s=600"]) as draining:
-            draining.proc.send_signal(signal.SIGTERM)
-            deadline = time.time() + 10
-            while "draining after the delay" not in draining.log() and time.time() < deadline:
-                time.sleep(0.02)
+            draining.enter_drain_delay()
             assert draining.health() == "NOT_SERVING"
             assert healthcheck(draining.address) == 1
             port = draining.port

@@ -132,11 +132,8 @@ def test_drain_delay_keeps_serving_with_health_not_serving():
     with Server(extra=["--drain_delay_s=3"], metrics=True) as s:
         stub = s.stub()
         assert s.probe("/readyz") == (200, "SERVING\n")
-        s.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        deadline = time.time() + 10
-        while "draining after the delay" not in s.log() and time.time() < deadline:
-            time.sleep(0.02)
+        s.enter_drain_delay()
         # Load balancers see NOT_SERVING (gRPC health, and HTTP's /readyz for those that speak
         # only HTTP); callers are still answered, on old and new connections.
         assert s.health() == "NOT_SERVING"
@@ -152,10 +149,7 @@ def test_drain_delay_keeps_serving_with_health_not_serving():
 
 def test_a_second_signal_ends_the_drain_delay():
     with Server(extra=["--drain_delay_s=600"]) as s:
-        s.proc.send_signal(signal.SIGTERM)
-        deadline = time.time() + 10
-        while "draining after the delay" not in s.log() and time.time() < deadline:
-            time.sleep(0.02)
+        s.enter_drain_delay()
         assert s.health() == "NOT_SERVING"
         s.proc.send_signal(signal.SIGINT)
         assert s.proc.wait(timeout=30) == 0, s.log()
