@@ -17,6 +17,10 @@ ABSL_FLAG(std::string, server, "127.0.0.1:50051",
           "Server address: HOST:PORT, or unix:PATH for a Unix domain socket");
 ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --ca)");
 ABSL_FLAG(std::string, ca, "", "PEM root certificate(s) for TLS; implies --tls");
+ABSL_FLAG(std::string, cert, "",
+          "PEM client certificate (chain) for a server that requires one (mutual TLS; with "
+          "--key; implies --tls)");
+ABSL_FLAG(std::string, key, "", "PEM private key of --cert");
 ABSL_FLAG(std::string, token, "", "Bearer token sent as 'authorization: Bearer <token>'");
 ABSL_FLAG(std::string, token_file, "", "Read the bearer token from this file");
 
@@ -38,6 +42,8 @@ ConnectionOptions ConnectionOptionsFromFlags() {
   options.server = absl::GetFlag(FLAGS_server);
   options.tls = absl::GetFlag(FLAGS_tls);
   options.ca_file = absl::GetFlag(FLAGS_ca);
+  options.cert_file = absl::GetFlag(FLAGS_cert);
+  options.key_file = absl::GetFlag(FLAGS_key);
   options.token = absl::GetFlag(FLAGS_token);
   options.token_file = absl::GetFlag(FLAGS_token_file);
   return options;
@@ -61,7 +67,18 @@ absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) 
   }
   Connection connection;
   connection.server_ = options.server;
-  connection.tls_ = options.tls || !options.ca_file.empty();
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    return absl::InvalidArgumentError("--cert and --key go together");
+  }
+  connection.tls_ = options.tls || !options.ca_file.empty() || !options.cert_file.empty();
+  if (!options.cert_file.empty()) {
+    absl::StatusOr<std::string> chain = ReadFile(options.cert_file, "certificate");
+    if (!chain.ok()) return chain.status();
+    absl::StatusOr<std::string> key = ReadFile(options.key_file, "key");
+    if (!key.ok()) return key.status();
+    connection.cert_chain_ = *std::move(chain);
+    connection.private_key_ = *std::move(key);
+  }
   if (!options.ca_file.empty()) {
     absl::StatusOr<std::string> certs = ReadFile(options.ca_file, "CA");
     if (!certs.ok()) return certs.status();
@@ -106,6 +123,8 @@ std::shared_ptr<grpc::Channel> Connection::NewChannel(int index) const {
   if (tls_) {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = root_certs_;
+    ssl.pem_cert_chain = cert_chain_;
+    ssl.pem_private_key = private_key_;
     credentials = grpc::SslCredentials(ssl);
   } else {
     credentials = grpc::InsecureChannelCredentials();

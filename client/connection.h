@@ -1,6 +1,6 @@
-// How the bundled tools reach a bert_server: the channel (plain or TLS) and what each call
-// carries (deadline, bearer token). The flags --server, --tls, --ca, --token and
-// --token_file are defined here once for every tool that links this library.
+// How the bundled tools reach a bert_server: the channel (plain, TLS or mutual TLS) and what
+// each call carries (deadline, bearer token). The flags --server, --tls, --ca, --cert, --key,
+// --token and --token_file are defined here once for every tool that links this library.
 #ifndef BERT_CLIENT_CONNECTION_H_
 #define BERT_CLIENT_CONNECTION_H_
 
@@ -19,6 +19,8 @@ struct ConnectionOptions {
   std::string server;      // HOST:PORT or unix:PATH
   bool tls = false;        // TLS with the system roots, or with ca_file's
   std::string ca_file;     // PEM root certificates; implies TLS
+  std::string cert_file;   // PEM certificate chain presented to the server (mutual TLS)
+  std::string key_file;    // its PEM private key; with cert_file, implies TLS
   std::string token;       // bearer token sent as "authorization: Bearer <token>"
   std::string token_file;  // read the token from this file instead (whitespace stripped)
 };
@@ -56,6 +58,8 @@ class Connection {
   std::string server_;
   bool tls_ = false;
   std::string root_certs_;  // empty: the system roots
+  std::string cert_chain_;  // empty: no client certificate
+  std::string private_key_;
   std::string token_;
 };
 

@@ -4,12 +4,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from server_harness import Server, decode, stubs  # noqa: E402
+from repo_paths import bin_path  # noqa: E402
+from server_harness import (TINY_MODEL, TINY_VOCAB, Server, decode, server_binary,  # noqa: E402
+                            stubs)
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +237,76 @@ def test_bearer_token(tmp_path):
         assert server.health() == "SERVING"
 
 
+def _openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _signed_cert(tmp_path, name, ca=None, san=None):
+    """A key and certificate for `name`: self-signed, or signed by `ca` ((cert, key) paths)."""
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    if ca is None:
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                 f"/CN={name}", *(["-addext", f"subjectAltName={san}"] if san else []),
+                 "-keyout", str(key), "-out", str(cert))
+        return cert, key
+    csr = tmp_path / f"{name}.csr"
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout",
+             str(key), "-out", str(csr))
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+             "-CAcreateserial", "-days", "1", "-out", str(cert))
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_mutual_tls(tmp_path):
+    """--tls_client_ca: only clients with a certificate that CA signed get through the
+    handshake (health included); the bundled client presents one with --cert/--key."""
+    pb2, pb2_grpc = stubs()
+    server_cert, server_key = _signed_cert(tmp_path, "server",
+                                           san="IP:127.0.0.1,DNS:localhost")
+    client_ca = _signed_cert(tmp_path, "client-ca")
+    client_cert, client_key = _signed_cert(tmp_path, "client", ca=client_ca)
+    rogue_cert, rogue_key = _signed_cert(tmp_path, "rogue")  # signed by no one trusted
+    with Server(extra=[f"--tls_cert={server_cert}", f"--tls_key={server_key}",
+                       f"--tls_client_ca={client_ca[0]}"], wait_serving=False) as server:
+        client = [bin_path("client", "bert_client"), f"--server={server.address}",
+                  f"--ca={server_cert}", "--timeout_ms=5000"]
+        with_cert = client + [f"--cert={client_cert}", f"--key={client_key}"]
+        deadline = time.time() + 60
+        while subprocess.run(with_cert + ["health"], capture_output=True).returncode != 0:
+            assert time.time() < deadline, server.log()
+            time.sleep(0.1)
+        r = subprocess.run(with_cert + ["--heads=pooled", "embed", "hello"], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and "Pooled Outputs Shape:(1, 128)" in r.stdout, r.stderr
+        for refused in (client, client + [f"--cert={rogue_cert}", f"--key={rogue_key}"]):
+            r = subprocess.run(refused + ["health"], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, r.stderr
+        # gRPC's Python client alike: with the certificate served, without it refused.
+        creds = grpc.ssl_channel_credentials(root_certificates=server_cert.read_bytes(),
+                                             private_key=client_key.read_bytes(),
+                                             certificate_chain=client_cert.read_bytes())
+        with grpc.secure_channel(server.address, creds) as ch:
+            resp = pb2_grpc.BertServiceStub(ch).Embed(
+                pb2.EmbedRequest(inputs=[text(pb2, "hello")]), timeout=10)
+            assert decode(resp.results[0].default_output).shape == (128,)
+        creds = grpc.ssl_channel_credentials(root_certificates=server_cert.read_bytes())
+        with grpc.secure_channel(server.address, creds) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                pb2_grpc.BertServiceStub(ch).GetModelInfo(pb2.GetModelInfoRequest(), timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "tls=mutual" in server.log()
+    # The client CA alone (no server certificate) is a mistake in the command line.
+    r = subprocess.run([server_binary(), f"--model_dir={TINY_MODEL}", f"--vocab={TINY_VOCAB}",
+                        "--address=127.0.0.1:0", f"--tls_client_ca={client_ca[0]}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--tls_client_ca (clients' certificates) needs --tls_cert" in \
+        r.stderr, r.stderr[-2000:]
+    r = subprocess.run(client + [f"--cert={client_cert}", "health"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "--cert and --key go together" in r.stderr
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
 def test_tls(tmp_path):
     pb2, pb2_grpc = stubs()
@@ -245,7 +318,6 @@ def test_tls(tmp_path):
         creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         with grpc.secure_channel(server.address, creds) as ch:
             from grpc_health.v1 import health_pb2, health_pb2_grpc
-            import time
             deadline = time.time() + 60
             while True:
                 try:
