@@ -32,8 +32,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -116,20 +119,29 @@ void Prepare(const Connection& connection, grpc::ClientContext* context) {
                                   std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
 }
 
+// A hint after gRPC's message for the usual mistakes of a first call.
+void PrintHint(const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return;
+  const std::string& message = status.error_message();
+  const auto says = [&](const char* words) { return message.find(words) != std::string::npos; };
+  if (says("http1.x server")) {
+    std::fprintf(stderr, "(that address answers HTTP/1, not gRPC: the metrics port?)\n");
+  } else if (says("andshake") || says("SSL") || says("ssl") || says("TLS") ||
+             says("Socket closed")) {
+    std::fprintf(stderr,
+                 "(the connection failed in or before its TLS handshake: does the server use TLS "
+                 "(--tls, --ca) or not, and does it require a client certificate (--cert, "
+                 "--key)?)\n");
+  } else if (says("Connection refused")) {
+    std::fprintf(stderr,
+                 "(no server answers there: is it running, and is --server its HOST:PORT?)\n");
+  }
+}
+
 int Fail(const grpc::Status& status) {
   std::fprintf(stderr, "error: %s: %s\n", GrpcCodeName(status.error_code()),
                status.error_message().c_str());
-  // gRPC's words for the two usual mistakes of a first call.
-  const std::string& message = status.error_message();
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-      message.find("http1.x server") != std::string::npos) {
-    std::fprintf(stderr, "(that address answers HTTP/1, not gRPC: the metrics port?)\n");
-  } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-             message.find("failed to connect") != std::string::npos) {
-    std::fprintf(stderr,
-                 "(no server answers there: is it running, and is --server its "
-                 "HOST:PORT?)\n");
-  }
+  PrintHint(status);
   return 1;
 }
 
@@ -415,15 +427,23 @@ void PrintTokenLabels(const v1::EmbedRequest& request, const v1::EmbedResponse& 
   }
 }
 
-// The server's limits (GetModelInfo), to split many inputs into calls; none when it does not
-// answer (the inputs then go in one call, for the server to judge).
-std::optional<v1::ServerLimits> FetchLimits(const Connection& connection,
-                                            v1::BertService::Stub* stub) {
+// The server's limits (GetModelInfo), to size the calls that send many inputs: OK with
+// `limits` set, or left empty where the server does not say (the calls are then split only as
+// the server refuses them, SendInCalls); the error where the server cannot be reached.
+grpc::Status FetchLimits(const Connection& connection, v1::BertService::Stub* stub,
+                         std::optional<v1::ServerLimits>* limits) {
   grpc::ClientContext context;
   Prepare(connection, &context);
   v1::ModelInfo info;
-  if (!stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info).ok()) return std::nullopt;
-  return info.limits();
+  const grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+  if (status.ok()) {
+    *limits = info.limits();
+  } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+             status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+             status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    return status;  // every call would fail the same way
+  }
+  return grpc::Status::OK;
 }
 
 // How many inputs each call sends, the inputs being `item_bytes` each on the wire: within the
@@ -458,7 +478,49 @@ int FailCall(const grpc::Status& status, size_t begin, size_t count, size_t tota
   std::fprintf(stderr, "error: %s: %s (in the call with inputs %zu to %zu of %zu)\n",
                GrpcCodeName(status.error_code()), status.error_message().c_str(), begin,
                begin + count - 1, total);
+  PrintHint(status);
   return 1;
+}
+
+// Whether the server refused a call for holding too much for one request or one answer,
+// which fewer inputs avoid: its input and id limits, its message limit for the answer, or
+// gRPC's for the request.
+bool TooMuchForOneCall(const grpc::Status& status) {
+  const std::string& message = status.error_message();
+  if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+    return message.find("-byte message limit") != std::string::npos ||
+           message.find(" exceed the limit of ") != std::string::npos;
+  }
+  return status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+         message.find("larger than max") != std::string::npos;
+}
+
+// Sends the command's `total` inputs in calls of `sizes` inputs, in order: `send(begin,
+// count)` makes one call and handles its answer. A call refused as too much for one
+// (TooMuchForOneCall) is sent again as two halves; any other failure ends the command. 0, or
+// the exit status (the error printed, naming the call's inputs).
+int SendInCalls(const std::vector<size_t>& sizes, size_t total,
+                const std::function<grpc::Status(size_t begin, size_t count)>& send) {
+  std::deque<std::pair<size_t, size_t>> calls;
+  size_t next = 0;
+  for (const size_t count : sizes) {
+    calls.emplace_back(next, count);
+    next += count;
+  }
+  while (!calls.empty()) {
+    const auto [begin, count] = calls.front();
+    calls.pop_front();
+    const grpc::Status status = send(begin, count);
+    if (status.ok()) continue;
+    if (count > 1 && TooMuchForOneCall(status)) {
+      const size_t half = count / 2;
+      calls.emplace_front(begin + half, count - half);
+      calls.emplace_front(begin, half);
+      continue;
+    }
+    return FailCall(status, begin, count, total);
+  }
+  return 0;
 }
 
 // `text` cut to at most `max_bytes` bytes (at a character's start) and "...", for one-line
@@ -470,25 +532,19 @@ std::string Abbreviated(const std::string& text, size_t max_bytes) {
   return text.substr(0, end) + "...";
 }
 
-// Sends `request`; 0, or the exit status after printing why (an error status, or a response
-// without one result per input).
-// `begin` and `total`: where the call's inputs are among all of the command's.
-int CallEmbed(const Connection& connection, v1::BertService::Stub* stub,
-              const v1::EmbedRequest& request, v1::EmbedResponse* response, size_t begin = 0,
-              size_t total = 0) {
+// Sends `request`: the server's status, or INTERNAL for an answer without one result per
+// input.
+grpc::Status EmbedCall(const Connection& connection, v1::BertService::Stub* stub,
+                       const v1::EmbedRequest& request, v1::EmbedResponse* response) {
   grpc::ClientContext context;
   Prepare(connection, &context);
   grpc::Status status = stub->Embed(&context, request, response);
-  if (!status.ok()) {
-    const size_t count = static_cast<size_t>(request.inputs_size());
-    return FailCall(status, begin, count, std::max(total, count));
+  if (status.ok() && response->results_size() != request.inputs_size()) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        absl::StrCat("the server answered ", response->results_size(),
+                                     " results for ", request.inputs_size(), " inputs"));
   }
-  if (response->results_size() != request.inputs_size()) {
-    std::fprintf(stderr, "error: the server answered %d results for %d inputs\n",
-                 response->results_size(), request.inputs_size());
-    return 1;
-  }
-  return 0;
+  return status;
 }
 
 // [[begin, end], ...] of a result's or an encoding's token offsets.
@@ -591,34 +647,37 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   }
 
   std::optional<v1::ServerLimits> limits;
-  if (inputs.size() > 1) {
-    limits = info.has_value() ? std::optional(info->limits()) : FetchLimits(connection, stub);
+  if (info.has_value()) {
+    limits = info->limits();
+  } else if (inputs.size() > 1) {
+    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
+      return Fail(status);
+    }
   }
   // With --json each call's results are printed as they come; otherwise gathered (the timing
   // summed over the calls) for the summary.
   const bool as_json = absl::GetFlag(FLAGS_json);
   v1::EmbedResponse response;
-  size_t begin = 0;
-  for (const size_t count : CallSizes(MessageBytes(inputs), limits)) {
-    v1::EmbedRequest call = request;
-    for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = inputs[i];
-    v1::EmbedResponse answer;
-    if (const int code = CallEmbed(connection, stub, call, &answer, begin, inputs.size());
-        code != 0) {
-      return code;
-    }
-    if (as_json) {
-      PrintEmbedJson(answer, begin);
-    } else {
-      for (v1::EmbedResult& r : *answer.mutable_results()) *response.add_results() = std::move(r);
-      v1::Timing* t = response.mutable_timing();
-      t->set_tokenize_us(t->tokenize_us() + answer.timing().tokenize_us());
-      t->set_queue_us(t->queue_us() + answer.timing().queue_us());
-      t->set_inference_us(t->inference_us() + answer.timing().inference_us());
-      t->set_total_us(t->total_us() + answer.timing().total_us());
-    }
-    begin += count;
-  }
+  const int code = SendInCalls(
+      CallSizes(MessageBytes(inputs), limits), inputs.size(), [&](size_t begin, size_t count) {
+        v1::EmbedRequest call = request;
+        for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = inputs[i];
+        v1::EmbedResponse answer;
+        const grpc::Status status = EmbedCall(connection, stub, call, &answer);
+        if (!status.ok()) return status;
+        if (as_json) {
+          PrintEmbedJson(answer, begin);
+          return status;
+        }
+        for (v1::EmbedResult& r : *answer.mutable_results()) *response.add_results() = std::move(r);
+        v1::Timing* t = response.mutable_timing();
+        t->set_tokenize_us(t->tokenize_us() + answer.timing().tokenize_us());
+        t->set_queue_us(t->queue_us() + answer.timing().queue_us());
+        t->set_inference_us(t->inference_us() + answer.timing().inference_us());
+        t->set_total_us(t->total_us() + answer.timing().total_us());
+        return status;
+      });
+  if (code != 0) return code;
   if (as_json) return 0;
   for (v1::Input& input : inputs) *request.add_inputs() = std::move(input);
 
@@ -685,18 +744,18 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
   return 0;
 }
 
-// Prints each encoding of `response`, whose first text is the command's `first`; 0, or 1
-// after saying what is wrong with the answer.
-int PrintEncodings(const v1::TokenizeResponse& response, size_t first) {
+// Prints each encoding of `response`, whose first text is the command's `first`; INTERNAL
+// for an encoding that does not hold together.
+grpc::Status PrintEncodings(const v1::TokenizeResponse& response, size_t first) {
   for (int k = 0; k < response.encodings_size(); ++k) {
     const size_t i = first + k;
     const v1::Encoding& e = response.encodings(k);
     if (e.num_tokens() > static_cast<uint32_t>(e.input_word_ids_size()) ||
         (e.input_type_ids_size() > 0 &&
          e.num_tokens() > static_cast<uint32_t>(e.input_type_ids_size()))) {
-      std::fprintf(stderr, "error: encoding %zu has fewer ids than its %u tokens\n", i,
-                   e.num_tokens());
-      return 1;
+      return grpc::Status(
+          grpc::StatusCode::INTERNAL,
+          absl::StrCat("encoding ", i, " has fewer ids than its ", e.num_tokens(), " tokens"));
     }
     json offsets = OffsetsJson(e.token_starts(), e.token_ends());
     if (absl::GetFlag(FLAGS_json)) {
@@ -732,7 +791,7 @@ int PrintEncodings(const v1::TokenizeResponse& response, size_t first) {
     std::printf("    num_tokens: %u%s (padded to %d)\n", e.num_tokens(),
                 e.truncated() ? ", truncated" : "", e.input_word_ids_size());
   }
-  return 0;
+  return grpc::Status::OK;
 }
 
 // --seq_length and --truncation (unset: truncate) for tokenize and ner; false (the error
@@ -776,21 +835,28 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
   if (const std::string prompt = absl::GetFlag(FLAGS_prompt_name); prompt != "none") {
     request.set_prompt_name(prompt);
   }
-  const std::optional<v1::ServerLimits> limits =
-      texts.size() > 1 ? FetchLimits(connection, stub) : std::nullopt;
-  size_t begin = 0;
-  for (const size_t count : CallSizes(MessageBytes(texts), limits)) {
-    v1::TokenizeRequest call = request;
-    for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = texts[i];
-    grpc::ClientContext context;
-    Prepare(connection, &context);
-    v1::TokenizeResponse response;
-    grpc::Status status = stub->Tokenize(&context, call, &response);
-    if (!status.ok()) return FailCall(status, begin, count, texts.size());
-    if (const int code = PrintEncodings(response, begin); code != 0) return code;
-    begin += count;
+  std::optional<v1::ServerLimits> limits;
+  if (texts.size() > 1) {
+    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
+      return Fail(status);
+    }
   }
-  return 0;
+  return SendInCalls(
+      CallSizes(MessageBytes(texts), limits), texts.size(), [&](size_t begin, size_t count) {
+        v1::TokenizeRequest call = request;
+        for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = texts[i];
+        grpc::ClientContext context;
+        Prepare(connection, &context);
+        v1::TokenizeResponse response;
+        const grpc::Status status = stub->Tokenize(&context, call, &response);
+        if (!status.ok()) return status;
+        if (static_cast<size_t>(response.encodings_size()) != count) {
+          return grpc::Status(grpc::StatusCode::INTERNAL,
+                              absl::StrCat("the server answered ", response.encodings_size(),
+                                           " encodings for ", count, " texts"));
+        }
+        return PrintEncodings(response, begin);
+      });
 }
 
 // Token ids back to text (Decode): each argument one sequence of ids, separated by spaces or
@@ -828,32 +894,38 @@ int DecodeIds(const Connection& connection, v1::BertService::Stub* stub,
   request.set_keep_special_tokens(absl::GetFlag(FLAGS_keep_special_tokens));
   // The sequences go in calls of the server's size.
   const size_t total = static_cast<size_t>(request.inputs_size());
-  const std::optional<v1::ServerLimits> limits =
-      total > 1 ? FetchLimits(connection, stub) : std::nullopt;
-  v1::DecodeRequest call;
-  call.set_keep_special_tokens(request.keep_special_tokens());
-  size_t begin = 0;
-  for (const size_t count : CallSizes(MessageBytes(request.inputs()), limits)) {
-    call.clear_inputs();
-    for (size_t i = begin; i < begin + count; ++i) {
-      call.add_inputs()->Swap(request.mutable_inputs(static_cast<int>(i)));
+  std::optional<v1::ServerLimits> limits;
+  if (total > 1) {
+    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
+      return Fail(status);
     }
-    grpc::ClientContext context;
-    Prepare(connection, &context);
-    v1::DecodeResponse response;
-    if (const grpc::Status status = stub->Decode(&context, call, &response); !status.ok()) {
-      return FailCall(status, begin, count, total);
-    }
-    for (const std::string& text : response.texts()) {
-      if (absl::GetFlag(FLAGS_json)) {
-        std::printf("%s\n", json({{"text", text}}).dump().c_str());
-      } else {
-        std::printf("%s\n", text.c_str());
-      }
-    }
-    begin += count;
   }
-  return 0;
+  return SendInCalls(
+      CallSizes(MessageBytes(request.inputs()), limits), total, [&](size_t begin, size_t count) {
+        v1::DecodeRequest call;
+        call.set_keep_special_tokens(request.keep_special_tokens());
+        for (size_t i = begin; i < begin + count; ++i) {
+          *call.add_inputs() = request.inputs(static_cast<int>(i));
+        }
+        grpc::ClientContext context;
+        Prepare(connection, &context);
+        v1::DecodeResponse response;
+        const grpc::Status status = stub->Decode(&context, call, &response);
+        if (!status.ok()) return status;
+        if (static_cast<size_t>(response.texts_size()) != count) {
+          return grpc::Status(grpc::StatusCode::INTERNAL,
+                              absl::StrCat("the server answered ", response.texts_size(),
+                                           " texts for ", count, " sequences"));
+        }
+        for (const std::string& text : response.texts()) {
+          if (absl::GetFlag(FLAGS_json)) {
+            std::printf("%s\n", json({{"text", text}}).dump().c_str());
+          } else {
+            std::printf("%s\n", text.c_str());
+          }
+        }
+        return status;
+      });
 }
 
 // Rerank's answer for all of `request`'s texts, sent in calls of the server's size: each
@@ -863,45 +935,48 @@ int DecodeIds(const Connection& connection, v1::BertService::Stub* stub,
 int CallRerank(const Connection& connection, v1::BertService::Stub* stub,
                const v1::RerankRequest& request, v1::RerankResponse* response) {
   const size_t total = static_cast<size_t>(request.texts_size());
-  const std::optional<v1::ServerLimits> limits =
-      total > 1 ? FetchLimits(connection, stub) : std::nullopt;
+  std::optional<v1::ServerLimits> limits;
+  if (total > 1) {
+    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
+      return Fail(status);
+    }
+  }
   // The server pairs the query with each text: each text costs the query's bytes too.
   std::vector<size_t> bytes;
-  for (const std::string& text : request.texts())
+  for (const std::string& text : request.texts()) {
     bytes.push_back(text.size() + request.query().size());
-  const std::vector<size_t> calls = CallSizes(std::move(bytes), limits);
-  if (calls.size() <= 1) {
-    grpc::ClientContext context;
-    Prepare(connection, &context);
-    const grpc::Status status = stub->Rerank(&context, request, response);
-    return status.ok() ? 0 : Fail(status);
   }
-  v1::RerankRequest call = request;
-  size_t begin = 0;
-  for (const size_t count : calls) {
-    call.clear_texts();
-    for (size_t i = begin; i < begin + count; ++i) *call.add_texts() = request.texts(i);
-    grpc::ClientContext context;
-    Prepare(connection, &context);
-    v1::RerankResponse answer;
-    if (const grpc::Status status = stub->Rerank(&context, call, &answer); !status.ok()) {
-      return FailCall(status, begin, count, total);
-    }
-    response->set_score_function(answer.score_function());
-    for (v1::RankedText& ranked : *answer.mutable_ranked()) {
-      if (ranked.index() >= count) {
-        std::fprintf(stderr, "error: the answer ranks text %u of %zu\n", ranked.index(), count);
-        return 1;
-      }
-      ranked.set_index(static_cast<uint32_t>(begin + ranked.index()));
-      *response->add_ranked() = std::move(ranked);
-    }
-    begin += count;
-  }
+  // The calls go in text order, so that equal scores stay in text order below, as the server
+  // orders them.
+  const int code =
+      SendInCalls(CallSizes(std::move(bytes), limits), total, [&](size_t begin, size_t count) {
+        v1::RerankRequest call = request;
+        call.clear_texts();
+        for (size_t i = begin; i < begin + count; ++i) *call.add_texts() = request.texts(i);
+        grpc::ClientContext context;
+        Prepare(connection, &context);
+        v1::RerankResponse answer;
+        const grpc::Status status = stub->Rerank(&context, call, &answer);
+        if (!status.ok()) return status;
+        response->set_score_function(answer.score_function());
+        for (v1::RankedText& ranked : *answer.mutable_ranked()) {
+          if (ranked.index() >= count) {
+            return grpc::Status(
+                grpc::StatusCode::INTERNAL,
+                absl::StrCat("the answer ranks text ", ranked.index(), " of ", count));
+          }
+          ranked.set_index(static_cast<uint32_t>(begin + ranked.index()));
+          *response->add_ranked() = std::move(ranked);
+        }
+        return status;
+      });
+  if (code != 0) return code;
+  // Best first, a NaN score last (as the server ranks them); top_n of all.
   auto* ranked = response->mutable_ranked();
   std::stable_sort(
-      ranked->begin(), ranked->end(),
-      [](const v1::RankedText& a, const v1::RankedText& b) { return a.score() > b.score(); });
+      ranked->begin(), ranked->end(), [](const v1::RankedText& a, const v1::RankedText& b) {
+        return a.score() > b.score() || (!std::isnan(a.score()) && std::isnan(b.score()));
+      });
   if (request.top_n() > 0 && static_cast<uint32_t>(ranked->size()) > request.top_n()) {
     ranked->DeleteSubrange(static_cast<int>(request.top_n()),
                            ranked->size() - static_cast<int>(request.top_n()));
@@ -990,12 +1065,12 @@ int Rerank(const Connection& connection, v1::BertService::Stub* stub,
 
 // Which tokens continue a word (entities.h, ContinuesWord), from a Tokenize call with the
 // same texts and length as `embed`: the one thing the word strategies need that Embed does not
-// return (the tokens' vocabulary strings). Each text's offsets must be those of `results`.
-// 0, or the exit status (the error printed).
-int WordContinuations(const Connection& connection, v1::BertService::Stub* stub,
-                      const v1::EmbedRequest& embed,
-                      const google::protobuf::RepeatedPtrField<v1::EmbedResult>& results,
-                      std::vector<std::vector<bool>>* continues) {
+// return (the tokens' vocabulary strings). Each text's offsets must be those of `results`
+// (else INTERNAL).
+grpc::Status WordContinuations(const Connection& connection, v1::BertService::Stub* stub,
+                               const v1::EmbedRequest& embed,
+                               const google::protobuf::RepeatedPtrField<v1::EmbedResult>& results,
+                               std::vector<std::vector<bool>>* continues) {
   v1::TokenizeRequest request;
   for (const v1::Input& input : embed.inputs()) *request.add_inputs() = input.text();
   request.set_seq_length(embed.seq_length());
@@ -1004,12 +1079,12 @@ int WordContinuations(const Connection& connection, v1::BertService::Stub* stub,
   Prepare(connection, &context);
   v1::TokenizeResponse response;
   if (const grpc::Status status = stub->Tokenize(&context, request, &response); !status.ok()) {
-    return Fail(status);
+    return status;
   }
   if (response.encodings_size() != results.size()) {
-    std::fprintf(stderr, "error: Tokenize answered %d encodings for %d texts\n",
-                 response.encodings_size(), results.size());
-    return 1;
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        absl::StrCat("Tokenize answered ", response.encodings_size(),
+                                     " encodings for ", results.size(), " texts"));
   }
   continues->assign(results.size(), {});
   for (int i = 0; i < results.size(); ++i) {
@@ -1020,8 +1095,8 @@ int WordContinuations(const Connection& connection, v1::BertService::Stub* stub,
         !std::equal(e.token_ends().begin(), e.token_ends().end(), r.token_ends().begin(),
                     r.token_ends().end()) ||
         e.tokens_size() != e.token_starts_size()) {
-      std::fprintf(stderr, "error: text %d: Tokenize and Embed gave different tokens\n", i);
-      return 1;
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          absl::StrCat("text ", i, ": Tokenize and Embed gave different tokens"));
     }
     const std::string& text = embed.inputs(i).text().text_a();
     for (int k = 0; k < e.tokens_size(); ++k) {
@@ -1032,22 +1107,23 @@ int WordContinuations(const Connection& connection, v1::BertService::Stub* stub,
                                               e.tokens(k) == "[UNK]"));
     }
   }
-  return 0;
+  return grpc::Status::OK;
 }
 
-// One call of `ner`: the entities of `request`'s texts, whose first is the command's `first`
-// of `total`, printed. 0, or the exit status (the error printed).
-int NerCall(const Connection& connection, v1::BertService::Stub* stub,
-            const v1::EmbedRequest& request, size_t first, size_t total,
-            const std::vector<std::string>& labels, Aggregation aggregation) {
+// One call of `ner`: the entities of `request`'s texts, whose first is the command's `first`,
+// printed; the status of the calls it made.
+grpc::Status NerCall(const Connection& connection, v1::BertService::Stub* stub,
+                     const v1::EmbedRequest& request, size_t first,
+                     const std::vector<std::string>& labels, Aggregation aggregation) {
   v1::EmbedResponse response;
-  if (const int code = CallEmbed(connection, stub, request, &response, first, total); code != 0) {
-    return code;
+  if (grpc::Status status = EmbedCall(connection, stub, request, &response); !status.ok()) {
+    return status;
   }
   std::vector<std::vector<bool>> continues(response.results_size());
   if (aggregation != Aggregation::kSimple) {
-    const int code = WordContinuations(connection, stub, request, response.results(), &continues);
-    if (code != 0) return code;
+    grpc::Status status =
+        WordContinuations(connection, stub, request, response.results(), &continues);
+    if (!status.ok()) return status;
   }
   for (int n = 0; n < response.results_size(); ++n) {
     const size_t i = first + n;
@@ -1089,7 +1165,7 @@ int NerCall(const Connection& connection, v1::BertService::Stub* stub,
               .c_str());
     }
   }
-  return 0;
+  return grpc::Status::OK;
 }
 
 // Named entities in each text, from a token classifier (HEAD_TOKEN_LOGITS with the tokens'
@@ -1138,15 +1214,14 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
   options.set_return_offsets(true);
   const std::vector<std::string> labels(info.classifier().labels().begin(),
                                         info.classifier().labels().end());
-  size_t begin = 0;
-  for (const size_t count : CallSizes(MessageBytes(inputs), info.limits())) {
-    v1::EmbedRequest request = options;
-    for (size_t i = begin; i < begin + count; ++i) *request.add_inputs() = inputs[i];
-    const int code = NerCall(connection, stub, request, begin, inputs.size(), labels, *aggregation);
-    if (code != 0) return code;
-    begin += count;
-  }
-  return 0;
+  return SendInCalls(CallSizes(MessageBytes(inputs), info.limits()), inputs.size(),
+                     [&](size_t begin, size_t count) {
+                       v1::EmbedRequest request = options;
+                       for (size_t i = begin; i < begin + count; ++i) {
+                         *request.add_inputs() = inputs[i];
+                       }
+                       return NerCall(connection, stub, request, begin, labels, *aggregation);
+                     });
 }
 
 }  // namespace

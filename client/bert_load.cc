@@ -561,7 +561,8 @@ void PrintStep(const LoadStep& step, const StepResult& result, const BatchView* 
                               client_cpu_percent)
             : absl::StrFormat(
                   "the sending thread did not get a CPU in time (the load generator used %.0f %% "
-                  "of one: this host's CPUs were busy, e.g. with the server)",
+                  "of one: this host's CPUs were busy, e.g. with the server, or a CPU quota "
+                  "held it back)",
                   client_cpu_percent);
     std::printf(
         "  warning: %lld of %lld sends (%.1f %%) went out more than 1 ms after their intended "

@@ -1,11 +1,14 @@
 #include "client/connection.h"
 
+#include <arpa/inet.h>
+
 #include <fstream>
 #include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -94,19 +97,23 @@ absl::StatusOr<Connection> Connection::Create(const ConnectionOptions& options) 
 }
 
 bool IsLoopbackTarget(absl::string_view server) {
-  absl::ConsumePrefix(&server, "dns:///");
-  absl::ConsumePrefix(&server, "ipv4:");
-  absl::ConsumePrefix(&server, "ipv6:");
-  // HOST:PORT, [HOST]:PORT or HOST.
+  if (!absl::ConsumePrefix(&server, "dns:///")) absl::ConsumePrefix(&server, "dns:");
+  if (!absl::ConsumePrefix(&server, "ipv4:")) absl::ConsumePrefix(&server, "ipv6:");
+  // HOST:PORT, [HOST]:PORT, or a bare host.
   absl::string_view host = server;
   if (absl::ConsumePrefix(&host, "[")) {
     host = host.substr(0, host.find(']'));
-  } else if (host.find(':') != host.rfind(':')) {
-    // An IPv6 literal without brackets and port: as it is.
-  } else {
+  } else if (host.find(':') == host.rfind(':')) {
     host = host.substr(0, host.find(':'));
-  }
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+  }  // else an IPv6 literal without brackets or port, as it is
+  std::string name = absl::AsciiStrToLower(host);
+  if (!name.empty() && name.back() == '.') name.pop_back();  // a fully qualified "localhost."
+  if (name == "localhost" || name == "::1" || name == "0.0.0.0" || name == "::") return true;
+  // An IPv4 literal in 127.0.0.0/8, also IPv4-mapped (::ffff:127.x.y.z); not a name that
+  // merely starts with "127.".
+  if (absl::StartsWith(name, "::ffff:")) name.erase(0, 7);
+  in_addr v4{};
+  return inet_pton(AF_INET, name.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 std::shared_ptr<grpc::Channel> Connection::NewChannel(int index) const {

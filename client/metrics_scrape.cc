@@ -142,6 +142,11 @@ absl::StatusOr<std::string> FetchMetrics(const std::string& host_port,
   const absl::string_view status_line = absl::string_view(answer).substr(0, answer.find("\r\n"));
   // "HTTP/1.x 200 OK": the code is the second field.
   const std::vector<absl::string_view> fields = absl::StrSplit(status_line, ' ');
+  if (answer.empty()) {
+    return absl::UnavailableError(
+        "the connection was closed without an answer (a busy /metrics listener, or not the "
+        "server's --metrics_address?)");
+  }
   if (!absl::StartsWith(status_line, "HTTP/")) {
     return absl::UnavailableError(
         "no HTTP answer (is this the gRPC port? /metrics is served on the server's "

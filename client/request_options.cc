@@ -1,6 +1,7 @@
 #include "client/request_options.h"
 
 #include <limits>
+#include <map>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -17,13 +18,24 @@ using json = nlohmann::json;
 // A head's flag name, also taken as the proto's enum name (HEAD_POOLED) or its output's field
 // name (pooled_output, cls_output; default_output), in any case: "pooled".
 std::string HeadFlagName(absl::string_view name) {
-  std::string h = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
-  absl::string_view short_name = h;
-  absl::ConsumePrefix(&short_name, "head_");
-  if (short_name != "encoder_outputs" && short_name != "token_logits") {
-    absl::ConsumeSuffix(&short_name, "_output");
-  }
-  return std::string(short_name);
+  const std::string h = absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
+  static const auto* const kOtherNames = new std::map<std::string, std::string>{
+      {"head_pooled", "pooled"},
+      {"pooled_output", "pooled"},
+      {"head_sequence", "sequence"},
+      {"sequence_output", "sequence"},
+      {"head_encoder_outputs", "encoder_outputs"},
+      {"head_default", "default"},
+      {"default_output", "default"},
+      {"head_mean_pooled", "mean_pooled"},
+      {"mean_pooled_output", "mean_pooled"},
+      {"head_cls", "cls"},
+      {"cls_output", "cls"},
+      {"head_logits", "logits"},
+      {"head_token_logits", "token_logits"},
+  };
+  const auto other = kOtherNames->find(h);
+  return other == kOtherNames->end() ? h : other->second;
 }
 
 absl::StatusOr<v1::Head> ParseHead(absl::string_view name) {

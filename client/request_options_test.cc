@@ -60,14 +60,13 @@ TEST(SetEmbedOptions, TakesTheHeadsByTheirOutputAndEnumNamesToo) {
                                      v1::HEAD_LOGITS, v1::HEAD_TOKEN_LOGITS));
   EXPECT_TRUE(NamesHead("HEAD_TOKEN_LOGITS", v1::HEAD_TOKEN_LOGITS));
   EXPECT_TRUE(NamesEmbeddingHead("pooled, Embedding"));
-  EXPECT_FALSE(SetEmbedOptions(
-                   [] {
-                     EmbedOptionsText t = Defaults();
-                     t.heads = "sequence_outputs";
-                     return t;
-                   }(),
-                   &request)
-                   .ok());
+  for (const char* invented : {"encoder_outputs_output", "logits_output", "head_pooled_output",
+                               "head_embedding", "sequence_outputs"}) {
+    EmbedOptionsText t = Defaults();
+    t.heads = invented;
+    EXPECT_FALSE(SetEmbedOptions(t, &request).ok()) << invented;
+    EXPECT_FALSE(NamesEmbeddingHead(invented)) << invented;
+  }
 }
 
 TEST(SetEmbedOptions, RejectsBadValuesByName) {

@@ -422,13 +422,15 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   if (struct stat st; stat(model_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     char cwd[4096];
+    const bool exists = stat(model_dir.c_str(), &st) == 0;
     return absl::NotFoundError(absl::StrCat(
-        "the model directory ", model_dir, " does not exist",
+        "the model directory ", model_dir, exists ? " is not a directory" : " does not exist",
         model_dir.empty() || model_dir[0] == '/'
             ? ""
             : absl::StrCat(" (relative to ", getcwd(cwd, sizeof(cwd)) ? cwd : "?", ")"),
-        ": it needs config.json, model.safetensors and vocab.txt "
-        "(tools/fetch_default_model.sh fetches the default model into models/all-MiniLM-L6-v2)"));
+        ": a model directory holds config.json, model.safetensors and vocab.txt (unless "
+        "--vocab names one); tools/fetch_default_model.sh fetches the default model into "
+        "models/all-MiniLM-L6-v2"));
   }
   const std::string vocab = VocabPath();
   auto lowercase = ResolveLowercase(absl::GetFlag(FLAGS_lowercase), model_dir, vocab);

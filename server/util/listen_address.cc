@@ -131,6 +131,9 @@ std::string ListenFailureReason(const std::string& address) {
   for (const addrinfo* a = found; a != nullptr && reason.empty(); a = a->ai_next) {
     const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
+    // As gRPC binds: connections a stopped server left in TIME_WAIT do not count as in use.
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, a->ai_addr, a->ai_addrlen) != 0) {
       reason = strerror(errno);
       if (errno == EADDRINUSE) reason += " (another process listens on this port)";

@@ -3,8 +3,10 @@ call, its exit codes, and its summary of ragged (trimmed) outputs, against a rea
 (CPU backend, tiny golden model)."""
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -156,3 +158,33 @@ def test_inputs_are_split_by_the_servers_request_size_too():
                 pb2.Input(text=pb2.TextInput(text_a=t)) for t in (big, big, big, big, "small")]),
                 timeout=30)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_call_refused_as_too_big_is_sent_again_in_halves():
+    """The server's message limit for one answer is not known ahead: a call refused for it is
+    sent again as two halves, down to one input a call."""
+    with Server(extra=["--max_message_bytes=300000"]) as s:
+        texts = [f"text {i}" for i in range(10)]
+        r = bert_client(f"--server={s.address}", "--json", "--heads=sequence", "--padding=pad",
+                        "--seq_length=128", "embed", *texts)
+        assert r.returncode == 0, r.stderr
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [row["index"] for row in rows] == list(range(10))
+        assert all(row["sequence_output"]["shape"] == [128, 128] for row in rows)
+        # One input whose answer alone is over the limit: refused with the server's reason.
+        r = bert_client(f"--server={s.address}", "--heads=sequence,encoder_outputs",
+                        "--seq_length=128", "embed", "one")
+        assert r.returncode == 1 and "-byte message limit" in r.stderr, r.stderr
+
+
+def test_a_server_that_never_answers_costs_one_deadline():
+    """Asking for the server's limits first must not double the wait on a dead server."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # connections are queued, never answered
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        r = bert_client(f"--server=127.0.0.1:{port}", "--timeout_ms=2000", "tokenize", "a", "b")
+        took = time.monotonic() - started
+    assert r.returncode == 1, r.stderr
+    assert took < 3.5, took

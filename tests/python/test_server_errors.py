@@ -282,6 +282,12 @@ def test_mutual_tls(tmp_path):
         for refused in (client, client + [f"--cert={rogue_cert}", f"--key={rogue_key}"]):
             r = subprocess.run(refused + ["health"], capture_output=True, text=True, timeout=60)
             assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, r.stderr
+            assert "(the connection failed in or before its TLS handshake" in r.stderr, r.stderr
+        # Plaintext to the TLS port: the same hint, not "no server answers there".
+        r = subprocess.run([bin_path("client", "bert_client"), f"--server={server.address}",
+                            "--timeout_ms=5000", "health"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and "TLS handshake" in r.stderr, r.stderr
         # gRPC's Python client alike: with the certificate served, without it refused.
         creds = grpc.ssl_channel_credentials(root_certificates=server_cert.read_bytes(),
                                              private_key=client_key.read_bytes(),
