@@ -36,6 +36,9 @@ flags=(--config=nocuda --config=asan --copt=-funsigned-char --symlink_prefix=.sa
 # tests start go to files (their stderr is often captured by the tests).
 asan="detect_leaks=1"
 ubsan="halt_on_error=1:print_stacktrace=1"
+# Leaks of third-party libraries, each reproduced (the file says how); a suppressed leak is
+# not reported (nor summarised, which would write a report file).
+lsan="suppressions=$PWD/tools/lsan_suppressions.txt:print_suppressions=0"
 
 # Every package, named by its top-level directory: `//...` would also walk the normal
 # build's convenience links (bazel-<checkout name>), which lead into another output base.
@@ -49,7 +52,8 @@ done
 
 status=0
 "${bazel_cmd[@]}" test "${flags[@]}" --test_summary=short \
-  --test_env=ASAN_OPTIONS="$asan" --test_env=UBSAN_OPTIONS="$ubsan" "${targets[@]}"
+  --test_env=ASAN_OPTIONS="$asan" --test_env=UBSAN_OPTIONS="$ubsan" \
+  --test_env=LSAN_OPTIONS="$lsan" "${targets[@]}"
 bazel_rc=$?
 [ "$bazel_rc" = 0 ] || status=1
 # Bazel's exit code 3 means tests failed (their XML says which); any other failure (the build)
@@ -59,7 +63,7 @@ if [ "$bazel_rc" != 0 ] && [ "$bazel_rc" != 3 ]; then
 fi
 collect_bazel_results .sanitize/testlogs "$results"
 ASAN_OPTIONS="$asan:log_path=$PWD/$reports/asan" \
-  UBSAN_OPTIONS="$ubsan:log_path=$PWD/$reports/ubsan" \
+  UBSAN_OPTIONS="$ubsan:log_path=$PWD/$reports/ubsan" LSAN_OPTIONS="$lsan" \
   BERT_BIN="$PWD/.sanitize/bin" .venv/bin/python -m pytest -q tests/python \
   --junitxml="$results/pytest.xml" || status=1
 
