@@ -495,15 +495,24 @@ bool TooMuchForOneCall(const grpc::Status& status) {
          message.find("larger than max") != std::string::npos;
 }
 
-// Sends the command's `total` inputs in calls of `sizes` inputs, in order: `send(begin,
-// count)` makes one call and handles its answer. A call refused as too much for one
-// (TooMuchForOneCall) is sent again as two halves; any other failure ends the command. 0, or
-// the exit status (the error printed, naming the call's inputs).
-int SendInCalls(const std::vector<size_t>& sizes, size_t total,
+// Sends the command's inputs, `item_bytes` each on the wire, in calls of the server's size
+// (CallSizes, by `limits`, or the server's as GetModelInfo gives them where not known and
+// there is more than one input), in order: `send(begin, count)` makes one call and handles
+// its answer. A call refused as too much for one (TooMuchForOneCall) is sent again as two
+// halves; any other failure ends the command. 0, or the exit status (the error printed,
+// naming the call's inputs).
+int SendInCalls(const Connection& connection, v1::BertService::Stub* stub,
+                std::vector<size_t> item_bytes, std::optional<v1::ServerLimits> limits,
                 const std::function<grpc::Status(size_t begin, size_t count)>& send) {
+  const size_t total = item_bytes.size();
+  if (!limits.has_value() && total > 1) {
+    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
+      return Fail(status);
+    }
+  }
   std::deque<std::pair<size_t, size_t>> calls;
   size_t next = 0;
-  for (const size_t count : sizes) {
+  for (const size_t count : CallSizes(std::move(item_bytes), limits)) {
     calls.emplace_back(next, count);
     next += count;
   }
@@ -646,37 +655,32 @@ int Embed(const Connection& connection, v1::BertService::Stub* stub,
     request.set_return_offsets(true);
   }
 
-  std::optional<v1::ServerLimits> limits;
-  if (info.has_value()) {
-    limits = info->limits();
-  } else if (inputs.size() > 1) {
-    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
-      return Fail(status);
-    }
-  }
   // With --json each call's results are printed as they come; otherwise gathered (the timing
   // summed over the calls) for the summary.
   const bool as_json = absl::GetFlag(FLAGS_json);
   v1::EmbedResponse response;
-  const int code = SendInCalls(
-      CallSizes(MessageBytes(inputs), limits), inputs.size(), [&](size_t begin, size_t count) {
-        v1::EmbedRequest call = request;
-        for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = inputs[i];
-        v1::EmbedResponse answer;
-        const grpc::Status status = EmbedCall(connection, stub, call, &answer);
-        if (!status.ok()) return status;
-        if (as_json) {
-          PrintEmbedJson(answer, begin);
-          return status;
-        }
-        for (v1::EmbedResult& r : *answer.mutable_results()) *response.add_results() = std::move(r);
-        v1::Timing* t = response.mutable_timing();
-        t->set_tokenize_us(t->tokenize_us() + answer.timing().tokenize_us());
-        t->set_queue_us(t->queue_us() + answer.timing().queue_us());
-        t->set_inference_us(t->inference_us() + answer.timing().inference_us());
-        t->set_total_us(t->total_us() + answer.timing().total_us());
-        return status;
-      });
+  const int code =
+      SendInCalls(connection, stub, MessageBytes(inputs),
+                  info.has_value() ? std::optional(info->limits()) : std::nullopt,
+                  [&](size_t begin, size_t count) {
+                    v1::EmbedRequest call = request;
+                    for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = inputs[i];
+                    v1::EmbedResponse answer;
+                    const grpc::Status status = EmbedCall(connection, stub, call, &answer);
+                    if (!status.ok()) return status;
+                    if (as_json) {
+                      PrintEmbedJson(answer, begin);
+                      return status;
+                    }
+                    for (v1::EmbedResult& r : *answer.mutable_results())
+                      *response.add_results() = std::move(r);
+                    v1::Timing* t = response.mutable_timing();
+                    t->set_tokenize_us(t->tokenize_us() + answer.timing().tokenize_us());
+                    t->set_queue_us(t->queue_us() + answer.timing().queue_us());
+                    t->set_inference_us(t->inference_us() + answer.timing().inference_us());
+                    t->set_total_us(t->total_us() + answer.timing().total_us());
+                    return status;
+                  });
   if (code != 0) return code;
   if (as_json) return 0;
   for (v1::Input& input : inputs) *request.add_inputs() = std::move(input);
@@ -835,14 +839,8 @@ int Tokenize(const Connection& connection, v1::BertService::Stub* stub,
   if (const std::string prompt = absl::GetFlag(FLAGS_prompt_name); prompt != "none") {
     request.set_prompt_name(prompt);
   }
-  std::optional<v1::ServerLimits> limits;
-  if (texts.size() > 1) {
-    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
-      return Fail(status);
-    }
-  }
   return SendInCalls(
-      CallSizes(MessageBytes(texts), limits), texts.size(), [&](size_t begin, size_t count) {
+      connection, stub, MessageBytes(texts), std::nullopt, [&](size_t begin, size_t count) {
         v1::TokenizeRequest call = request;
         for (size_t i = begin; i < begin + count; ++i) *call.add_inputs() = texts[i];
         grpc::ClientContext context;
@@ -893,39 +891,33 @@ int DecodeIds(const Connection& connection, v1::BertService::Stub* stub,
   }
   request.set_keep_special_tokens(absl::GetFlag(FLAGS_keep_special_tokens));
   // The sequences go in calls of the server's size.
-  const size_t total = static_cast<size_t>(request.inputs_size());
-  std::optional<v1::ServerLimits> limits;
-  if (total > 1) {
-    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
-      return Fail(status);
-    }
-  }
-  return SendInCalls(
-      CallSizes(MessageBytes(request.inputs()), limits), total, [&](size_t begin, size_t count) {
-        v1::DecodeRequest call;
-        call.set_keep_special_tokens(request.keep_special_tokens());
-        for (size_t i = begin; i < begin + count; ++i) {
-          *call.add_inputs() = request.inputs(static_cast<int>(i));
-        }
-        grpc::ClientContext context;
-        Prepare(connection, &context);
-        v1::DecodeResponse response;
-        const grpc::Status status = stub->Decode(&context, call, &response);
-        if (!status.ok()) return status;
-        if (static_cast<size_t>(response.texts_size()) != count) {
-          return grpc::Status(grpc::StatusCode::INTERNAL,
-                              absl::StrCat("the server answered ", response.texts_size(),
-                                           " texts for ", count, " sequences"));
-        }
-        for (const std::string& text : response.texts()) {
-          if (absl::GetFlag(FLAGS_json)) {
-            std::printf("%s\n", json({{"text", text}}).dump().c_str());
-          } else {
-            std::printf("%s\n", text.c_str());
-          }
-        }
-        return status;
-      });
+  return SendInCalls(connection, stub, MessageBytes(request.inputs()), std::nullopt,
+                     [&](size_t begin, size_t count) {
+                       v1::DecodeRequest call;
+                       call.set_keep_special_tokens(request.keep_special_tokens());
+                       for (size_t i = begin; i < begin + count; ++i) {
+                         *call.add_inputs() = request.inputs(static_cast<int>(i));
+                       }
+                       grpc::ClientContext context;
+                       Prepare(connection, &context);
+                       v1::DecodeResponse response;
+                       const grpc::Status status = stub->Decode(&context, call, &response);
+                       if (!status.ok()) return status;
+                       if (static_cast<size_t>(response.texts_size()) != count) {
+                         return grpc::Status(
+                             grpc::StatusCode::INTERNAL,
+                             absl::StrCat("the server answered ", response.texts_size(),
+                                          " texts for ", count, " sequences"));
+                       }
+                       for (const std::string& text : response.texts()) {
+                         if (absl::GetFlag(FLAGS_json)) {
+                           std::printf("%s\n", json({{"text", text}}).dump().c_str());
+                         } else {
+                           std::printf("%s\n", text.c_str());
+                         }
+                       }
+                       return status;
+                     });
 }
 
 // Rerank's answer for all of `request`'s texts, sent in calls of the server's size: each
@@ -934,13 +926,6 @@ int DecodeIds(const Connection& connection, v1::BertService::Stub* stub,
 // printed).
 int CallRerank(const Connection& connection, v1::BertService::Stub* stub,
                const v1::RerankRequest& request, v1::RerankResponse* response) {
-  const size_t total = static_cast<size_t>(request.texts_size());
-  std::optional<v1::ServerLimits> limits;
-  if (total > 1) {
-    if (const grpc::Status status = FetchLimits(connection, stub, &limits); !status.ok()) {
-      return Fail(status);
-    }
-  }
   // The server pairs the query with each text: each text costs the query's bytes too.
   std::vector<size_t> bytes;
   for (const std::string& text : request.texts()) {
@@ -948,8 +933,8 @@ int CallRerank(const Connection& connection, v1::BertService::Stub* stub,
   }
   // The calls go in text order, so that equal scores stay in text order below, as the server
   // orders them.
-  const int code =
-      SendInCalls(CallSizes(std::move(bytes), limits), total, [&](size_t begin, size_t count) {
+  const int code = SendInCalls(
+      connection, stub, std::move(bytes), std::nullopt, [&](size_t begin, size_t count) {
         v1::RerankRequest call = request;
         call.clear_texts();
         for (size_t i = begin; i < begin + count; ++i) *call.add_texts() = request.texts(i);
@@ -1214,7 +1199,7 @@ int Ner(const Connection& connection, v1::BertService::Stub* stub,
   options.set_return_offsets(true);
   const std::vector<std::string> labels(info.classifier().labels().begin(),
                                         info.classifier().labels().end());
-  return SendInCalls(CallSizes(MessageBytes(inputs), info.limits()), inputs.size(),
+  return SendInCalls(connection, stub, MessageBytes(inputs), info.limits(),
                      [&](size_t begin, size_t count) {
                        v1::EmbedRequest request = options;
                        for (size_t i = begin; i < begin + count; ++i) {

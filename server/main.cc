@@ -420,9 +420,9 @@ absl::StatusOr<Loaded> LoadAndWarmUp(PipelineObserver* observer,
   Loaded loaded;
   loaded.watchdog = std::make_unique<EngineWatchdog>(absl::Seconds(load_s), std::move(on_stuck));
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
-  if (struct stat st; stat(model_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+  struct stat st;
+  if (const bool exists = stat(model_dir.c_str(), &st) == 0; !exists || !S_ISDIR(st.st_mode)) {
     char cwd[4096];
-    const bool exists = stat(model_dir.c_str(), &st) == 0;
     return absl::NotFoundError(absl::StrCat(
         "the model directory ", model_dir, exists ? " is not a directory" : " does not exist",
         model_dir.empty() || model_dir[0] == '/'

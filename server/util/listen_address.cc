@@ -33,6 +33,23 @@ std::string DirectoryOf(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+// HOST and PORT of "HOST:PORT" (brackets of "[HOST]" taken off); false when there is no
+// colon, no host, or a port that is not 0-65535.
+bool SplitHostPort(const std::string& address, std::string* host, std::string* port) {
+  const size_t colon = address.rfind(':');
+  int number = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &number) || number < 0 || number > 65535) {
+    return false;
+  }
+  *host = address.substr(0, colon);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  *port = address.substr(colon + 1);
+  return true;
+}
+
 }  // namespace
 
 std::string ListeningAddress(const std::string& address, int port) {
@@ -89,10 +106,8 @@ absl::Status CheckListenAddress(const std::string& address) {
     }
     return absl::OkStatus();
   }
-  const size_t colon = address.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
+  std::string host, port;
+  if (!SplitHostPort(address, &host, &port)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "\"", address,
         "\" is not an address to listen on: give HOST:PORT (e.g. 127.0.0.1:50051, 0.0.0.0:50051 "
@@ -110,13 +125,8 @@ std::string ListenFailureReason(const std::string& address) {
     }
     return "";
   }
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos) return "";
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  const std::string service = address.substr(colon + 1);
+  std::string host, service;
+  if (!SplitHostPort(address, &host, &service)) return "";
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

@@ -99,7 +99,7 @@ def _dockerfile_healthcheck():
     return options, m.group(2).strip()
 
 
-def test_dockerfile_healthcheck_follows_grpc_health(tmp_path):
+def test_dockerfile_healthcheck_follows_grpc_health():
     """The image's HEALTHCHECK, run as Docker runs it (sh -c; 0 healthy, 1 unhealthy) with the
     built client, against a serving server, one in its drain delay (NOT_SERVING) and none."""
     from server_harness import Server
